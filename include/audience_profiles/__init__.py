@@ -1,0 +1,3 @@
+"""audience-profiles: merge fan-engagement data into Audience Profiles and deliver them."""
+
+__version__ = "0.1.0"
