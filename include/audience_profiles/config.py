@@ -139,7 +139,9 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
         formats = [formats]
     for fmt in formats:
         if fmt not in FORMATS:
-            raise ConfigError(f"{source}: {where}formats: unknown format {fmt!r} (one of {FORMATS})")
+            raise ConfigError(
+                f"{source}: {where}formats: unknown format {fmt!r} (one of {FORMATS})"
+            )
     pii = item.get("pii", "plain")
     if pii not in PII_POLICIES:
         raise ConfigError(f"{source}: {where}pii must be one of {PII_POLICIES}, not {pii!r}")

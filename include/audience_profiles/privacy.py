@@ -12,7 +12,8 @@ import re
 
 # Pragmatic address check: one @, a dot in the domain, no spaces. RFC 5322 allows more, but
 # marketing platforms reject those addresses anyway. The SQL twin lives in include/sql/validate.
-EMAIL_PATTERN = r"^[a-z0-9._%+'-]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}$"
+# No backslashes: Snowflake string literals treat them as escapes, so dots are written [.].
+EMAIL_PATTERN = r"^[a-z0-9._%+'-]+@[a-z0-9-]+([.][a-z0-9-]+)*[.][a-z]{2,}$"
 _EMAIL_RE = re.compile(EMAIL_PATTERN)
 
 PII_COLUMNS = ("email", "first_name", "last_name")

@@ -73,7 +73,9 @@ def select_list(
         if name in PII_COLUMNS and pii == "hashed":
             if name != "email":
                 continue  # names are not matchable once hashed: drop them rather than pretend
-            exprs.append(f"CASE WHEN {ident} IS NULL THEN NULL ELSE sha256(lower(trim({ident}))) END AS email_sha256")
+            exprs.append(
+                f"CASE WHEN {ident} IS NULL THEN NULL ELSE sha256(lower(trim({ident}))) END AS email_sha256"
+            )
             schema.append(("email_sha256", "VARCHAR"))
             continue
         if escape_csv and col_type == "VARCHAR":

@@ -1,0 +1,271 @@
+"""The landing contract: which sources exist, where their files land, and how they are read.
+
+Layout below the landing root (a local folder, or ``s3://bucket/prefix`` read through the amazon
+provider's S3Hook)::
+
+    interactions/date=YYYY-MM-DD/*.csv|*.json
+    form_entries/date=YYYY-MM-DD/*.csv|*.json
+    identities/date=YYYY-MM-DD/*.csv|*.json
+    elements/*.csv|*.json                      (not partitioned: the current element catalogue)
+
+CSV files have a header row; JSON files are newline-delimited objects with the same field names.
+
+Extraction reads every value as text (typing is validation's job, so a bad value becomes a
+quarantine row instead of a crashed load) and keeps, per row, the file, the physical line number
+and the raw text. Rows the CSV parser cannot split (too many or too few fields) and lines that are
+not JSON objects are kept too, flagged in ``_error``: every input row reaches either an output table
+or quarantine. A file that cannot be read at all, or lacks a required column, fails the task with
+the file and column named.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    partitioned: bool = True
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source("interactions", ("date", "event_id", "poll_id", "session_id", "option", "votes")),
+        Source(
+            "elements",
+            ("poll_id", "title", "option", "option_label"),
+            ("element_type", "event_id"),
+            partitioned=False,
+        ),
+        Source(
+            "form_entries",
+            (
+                "entry_datetime",
+                "first_name",
+                "last_name",
+                "email",
+                "optin_1",
+                "optin_2",
+                "accept_terms",
+                "session_id",
+                "form_name",
+                "form_id",
+            ),
+        ),
+        Source(
+            "identities",
+            ("observed_at", "session_id", "external_id"),
+            ("email", "first_name", "last_name"),
+        ),
+    )
+}
+FILE_SUFFIXES = (".csv", ".json", ".ndjson", ".jsonl")
+STAGED_META = ("_file", "_line", "_error", "_raw")
+
+
+class LandingError(ValueError):
+    """A landing file that cannot be used at all (unreadable, or a required column is missing)."""
+
+
+def partition_prefix(source: Source, ds: str) -> str:
+    return f"{source.name}/date={ds}" if source.partitioned else source.name
+
+
+def _is_data_file(name: str) -> bool:
+    return name.lower().endswith(FILE_SUFFIXES) and not Path(name).name.startswith(("_", "."))
+
+
+@contextmanager
+def local_files(
+    landing_root: str, source: Source, ds: str, conn_id: str | None
+) -> Iterator[list[tuple[str, Path]]]:
+    """Yield ``(display name, local path)`` for the source's files of ``ds``, sorted by name.
+
+    Local roots are read in place; ``s3://`` roots are downloaded to a temporary folder through
+    S3Hook first (DuckDB then reads them exactly as it reads local files).
+    """
+    prefix = partition_prefix(source, ds)
+    if not landing_root.startswith("s3://"):
+        folder = Path(landing_root) / prefix
+        files = sorted(p for p in folder.glob("*") if p.is_file() and _is_data_file(p.name))
+        yield [(str(p), p) for p in files]
+        return
+
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
+
+    hook = S3Hook(aws_conn_id=conn_id)
+    bucket, _, key_prefix = landing_root.removeprefix("s3://").partition("/")
+    full_prefix = "/".join(p for p in (key_prefix.strip("/"), prefix) if p) + "/"
+    keys = sorted(k for k in hook.list_keys(bucket, prefix=full_prefix) or [] if _is_data_file(k))
+    tmp = Path(tempfile.mkdtemp(prefix=f"landing-{source.name}-"))
+    try:
+        out = []
+        for i, key in enumerate(keys):
+            target = tmp / f"{i:05d}-{Path(key).name}"
+            hook.get_key(key, bucket).download_file(str(target))
+            out.append((f"s3://{bucket}/{key}", target))
+        yield out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _read_lines(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Load the file's physical lines into temp table ``lines(line, text)`` (1-based, blanks kept)."""
+    # A delimiter that never occurs and no quoting: every physical line becomes one value.
+    con.execute("DROP TABLE IF EXISTS lines_raw")
+    con.execute(
+        f"CREATE TEMP TABLE lines_raw AS SELECT text FROM read_csv({_sql_str(str(path))}, "
+        "columns={'text': 'VARCHAR'}, header=false, delim=chr(31), quote='', escape='', "
+        "auto_detect=false, strict_mode=false)"
+    )
+    con.execute("DROP TABLE IF EXISTS lines")
+    con.execute("CREATE TEMP TABLE lines AS SELECT rowid + 1 AS line, text FROM lines_raw")
+
+
+def _stage_csv(con, source: Source, name: str, path: Path) -> None:
+    _read_lines(con, path)
+    first = con.execute("SELECT text FROM lines WHERE line = 1").fetchone()
+    # The header is parsed here, not sniffed: DuckDB's sniffer can mistake a bad row for a dialect.
+    present = [c.strip() for c in next(csv.reader([first[0] or ""]))] if first else []
+    missing = [c for c in source.required if c not in present]
+    if missing:
+        raise LandingError(
+            f"{name}: missing required column(s) {', '.join(missing)} (header: {', '.join(present) or 'empty'})"
+        )
+    cols = [c if c in present else None for c in source.columns]
+    con.execute("DROP TABLE IF EXISTS parsed")
+    columns = "{" + ", ".join(f"{_sql_str(c)}: 'VARCHAR'" for c in present) + "}"
+    con.execute(
+        f"CREATE TEMP TABLE parsed AS SELECT * FROM read_csv({_sql_str(str(path))}, "
+        f"columns={columns}, header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
+        "store_rejects=true, rejects_table='rej', rejects_scan='rej_scan', strict_mode=true)"
+    )
+    # Data row k is the k-th non-blank physical line after the header that the parser did not
+    # reject (DuckDB skips blank lines; its reject table names physical lines).
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE data_lines AS
+        SELECT line, text, row_number() OVER (ORDER BY line) AS k
+        FROM lines
+        WHERE line > 1 AND coalesce(trim(text), '') <> ''
+          AND line NOT IN (SELECT line FROM rej)
+        """
+    )
+    n_parsed = con.execute("SELECT count(*) FROM parsed").fetchone()[0]
+    n_lines = con.execute("SELECT count(*) FROM data_lines").fetchone()[0]
+    exact = n_parsed == n_lines  # false only when quoted values span lines
+    values = ", ".join(f'p."{c}"' if c else "NULL" for c in cols)
+    line_expr = "d.line" if exact else "NULL"
+    con.execute(
+        f"""
+        INSERT INTO staged
+        SELECT {_sql_str(name)}, {line_expr}, NULL,
+               {"d.text" if exact else "to_json(p)::VARCHAR"}, {values}
+        FROM (SELECT *, row_number() OVER (ORDER BY rowid) AS k FROM parsed) p
+        {"JOIN data_lines d USING (k)" if exact else ""}
+        """
+    )
+    con.execute(
+        f"""
+        INSERT INTO staged
+        SELECT {_sql_str(name)}, min(line),
+               'malformed CSV row: ' || lower(any_value(error_type)) || ' (' || any_value(error_message) || ')',
+               any_value(csv_line), {", ".join("NULL" for _ in cols)}
+        FROM rej GROUP BY line
+        """
+    )
+    con.execute("DROP TABLE rej; DROP TABLE rej_scan")
+
+
+def _stage_json(con, source: Source, name: str, path: Path) -> None:
+    _read_lines(con, path)
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE json_lines AS
+        SELECT line, text,
+               coalesce(CASE WHEN json_valid(text) THEN json_type(text) = 'OBJECT' END, false) AS is_object
+        FROM lines WHERE coalesce(trim(text), '') <> ''
+        """
+    )
+    keys = {
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT unnest(json_keys(CASE WHEN is_object THEN text END)) FROM json_lines"
+        ).fetchall()
+    }
+    has_objects = con.execute("SELECT bool_or(is_object) FROM json_lines").fetchone()[0]
+    missing = [c for c in source.required if c not in keys]
+    if has_objects and missing:
+        raise LandingError(
+            f"{name}: missing required field(s) {', '.join(missing)} in every record"
+        )
+    values = ", ".join(
+        f"json_extract_string(CASE WHEN is_object THEN text END, {_sql_str('$.' + c)})"
+        for c in source.columns
+    )
+    con.execute(
+        f"""
+        INSERT INTO staged
+        SELECT {_sql_str(name)}, line,
+               CASE WHEN NOT is_object THEN 'not a JSON object' END, text, {values}
+        FROM json_lines
+        """
+    )
+
+
+def extract(
+    source_name: str, ds: str, landing_root: str, out_path: str | Path, conn_id: str | None = None
+) -> dict:
+    """Stage one source's files for ``ds`` as Parquet (all text + _file/_line/_error/_raw)."""
+    source = SOURCES[source_name]
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    try:
+        con.execute("SET preserve_insertion_order = true")
+        cols = ", ".join(f'"{c}" VARCHAR' for c in source.columns)
+        con.execute(
+            f"CREATE TEMP TABLE staged (_file VARCHAR, _line BIGINT, _error VARCHAR, _raw VARCHAR, {cols})"
+        )
+        with local_files(landing_root, source, ds, conn_id) as files:
+            for name, path in files:
+                try:
+                    if path.name.lower().endswith(".csv"):
+                        _stage_csv(con, source, name, path)
+                    else:
+                        _stage_json(con, source, name, path)
+                except LandingError:
+                    raise
+                except duckdb.Error as exc:
+                    raise LandingError(f"{name}: cannot be read ({exc})") from exc
+        con.execute(f"COPY staged TO {_sql_str(str(out))} (FORMAT parquet)")
+        rows, malformed = con.execute("SELECT count(*), count(_error) FROM staged").fetchone()
+        return {
+            "source": source_name,
+            "files": len(files),
+            "rows": rows,
+            "malformed": malformed,
+            "path": str(out),
+        }
+    finally:
+        con.close()

@@ -1,0 +1,289 @@
+"""The daily build, one function per DAG task.
+
+Each function takes plain values (the run's dates, small dicts from upstream tasks) and returns a
+small dict for XCom, so it runs the same under Airflow, in ``dag.test()`` and from tests. Data
+moves between steps as warehouse tables and as Parquet files under the run's staging folder
+(``<work_dir>/runs/<ds>/``), never through XCom.
+
+Where things live for a run of logical date D:
+- landing partitions ``date=D`` -> staged ``extract/<source>.parquet`` (all text, with file/line);
+- validated rows -> warehouse source tables, partition ``dt = D`` (bad rows -> ``quarantine``);
+- the run's snapshot tables (identity, profiles) -> schema ``run_<YYYYMMDD>``, dropped at the end;
+- exports of every output table -> ``export/<table>.parquet``, which destinations deliver.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from audience_profiles import landing
+from audience_profiles.config import OUTPUT_TABLES, PipelineConfig, load_config
+from audience_profiles.identity import load_rules, resolve_run
+from audience_profiles.privacy import EMAIL_PATTERN
+from audience_profiles.warehouse import open_warehouse
+from audience_profiles.warehouse.base import check_ds
+
+log = logging.getLogger(__name__)
+
+VALIDATION_ORDER = ("elements", "interactions", "form_entries", "identities")
+SNAPSHOT_TABLES = ("audience_profiles", "audience_profile_interactions", "profile_identifiers")
+
+
+class DataQualityError(RuntimeError):
+    """An output failed a write-audit-publish check: nothing is delivered."""
+
+
+class ReconciliationError(RuntimeError):
+    """Rows read do not equal rows kept plus rows quarantined: something was lost."""
+
+
+@dataclass(frozen=True)
+class RunWindow:
+    """The run's logical date and data interval, as naive UTC timestamps for SQL."""
+
+    ds: str
+    interval_start: str
+    interval_end: str
+    run_id: str = "manual"
+
+    @property
+    def run_schema(self) -> str:
+        return "run_" + self.ds.replace("-", "")
+
+    @classmethod
+    def for_date(cls, ds: str, run_id: str = "manual") -> RunWindow:
+        day = dt.date.fromisoformat(check_ds(ds))
+        return cls(ds, f"{day} 00:00:00", f"{day + dt.timedelta(days=1)} 00:00:00", run_id)
+
+    @classmethod
+    def from_context(cls, context: dict[str, Any]) -> RunWindow:
+        start = context["data_interval_start"]
+        end = context["data_interval_end"]
+        fmt = "%Y-%m-%d %H:%M:%S"
+        return cls(
+            ds=check_ds(context["ds"]),
+            interval_start=start.astimezone(dt.UTC).strftime(fmt),
+            interval_end=end.astimezone(dt.UTC).strftime(fmt),
+            run_id=str(context["run_id"]),
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "ds": self.ds,
+            "interval_start": self.interval_start,
+            "interval_end": self.interval_end,
+            "run_id": self.run_id,
+        }
+
+
+def run_dir(config: PipelineConfig, window: RunWindow) -> Path:
+    return Path(config.work_dir) / "runs" / window.ds
+
+
+def extract_source(source: str, window: RunWindow, config: PipelineConfig | None = None) -> dict:
+    """Stage one source's landing files for the run's date (no warehouse access: runs in parallel)."""
+    config = config or load_config()
+    out = run_dir(config, window) / "extract" / f"{source}.parquet"
+    result = landing.extract(source, window.ds, config.landing_root, out, config.landing_conn_id)
+    log.info(
+        "extracted %s: %s file(s), %s row(s), %s malformed",
+        source,
+        result["files"],
+        result["rows"],
+        result["malformed"],
+    )
+    return result
+
+
+def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | None = None) -> dict:
+    """Type-check every staged source into its partition; bad rows to quarantine; reconcile."""
+    config = config or load_config()
+    by_source = {s["source"]: s for s in staged}
+    counts: dict[str, dict[str, int]] = {}
+    with open_warehouse(config) as wh:
+        wh.run_sql("setup/tables")
+        for source in VALIDATION_ORDER:
+            info = by_source[source]
+            wh.run_sql(
+                f"validate/{source}",
+                ds=window.ds,
+                staged=f"read_parquet('{info['path']}')",
+                email_pattern=EMAIL_PATTERN,
+            )
+            target = (
+                "elements" if source == "elements" else f"{source} WHERE dt = DATE '{window.ds}'"
+            )
+            kept = wh.query(f"SELECT count(*) FROM {target}")[0][0]
+            quarantined = wh.query(
+                f"SELECT count(*) FROM quarantine WHERE dt = DATE '{window.ds}' AND source = '{source}'"
+            )[0][0]
+            if kept + quarantined != info["rows"]:
+                raise ReconciliationError(
+                    f"{source} {window.ds}: read {info['rows']} row(s) but kept {kept} and "
+                    f"quarantined {quarantined}"
+                )
+            counts[source] = {"read": info["rows"], "valid": kept, "quarantined": quarantined}
+            log.info("validated %s: %s", source, counts[source])
+        reasons = wh.query(
+            "SELECT source, split_part(reason, ':', 1) AS field, count(*) FROM quarantine "
+            f"WHERE dt = DATE '{window.ds}' GROUP BY ALL ORDER BY ALL"
+        )
+    return {"sources": counts, "quarantine_by_field": [list(r) for r in reasons]}
+
+
+def enrich(window: RunWindow, config: PipelineConfig | None = None) -> dict:
+    config = config or load_config()
+    with open_warehouse(config) as wh:
+        wh.run_sql("enrich/interactions_enriched", ds=window.ds)
+        rows, unmatched = wh.query(
+            "SELECT count(*), count_if(title IS NULL) FROM interactions_enriched "
+            f"WHERE dt = DATE '{window.ds}'"
+        )[0]
+    log.info("enriched %s interaction(s); %s without element content", rows, unmatched)
+    return {"rows": rows, "without_element": unmatched}
+
+
+def resolve_identities(window: RunWindow, config: PipelineConfig | None = None) -> dict:
+    config = config or load_config()
+    rules = load_rules(config.identity_config)
+    with open_warehouse(config) as wh:
+        wh.execute_script(
+            f"DROP SCHEMA IF EXISTS {window.run_schema} CASCADE; CREATE SCHEMA {window.run_schema}"
+        )
+        return resolve_run(
+            wh, window.run_schema, rules, window.ds, window.interval_start, window.interval_end
+        )
+
+
+def build_profiles(window: RunWindow, config: PipelineConfig | None = None) -> dict:
+    config = config or load_config()
+    params = {"rs": window.run_schema, **window.as_dict()}
+    with open_warehouse(config) as wh:
+        wh.run_sql("profiles/audience_profiles", **params)
+        wh.run_sql("profiles/audience_profile_interactions", **params)
+        profiles, interactions = wh.query(
+            f"SELECT (SELECT count(*) FROM {window.run_schema}.audience_profiles),"
+            f" (SELECT count(*) FROM {window.run_schema}.audience_profile_interactions)"
+        )[0]
+    log.info("built %s profile(s) with %s attributed interaction(s)", profiles, interactions)
+    return {"profiles": profiles, "profile_interactions": interactions}
+
+
+def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> dict:
+    config = config or load_config()
+    with open_warehouse(config) as wh:
+        results = wh.query_sql("checks/quality", rs=window.run_schema, ds=window.ds)
+    failed = [(name, n) for name, n in results if n]
+    for name, n in results:
+        log.info("check %-70s %s", name, "ok" if not n else f"FAILED ({n} row(s))")
+    if failed:
+        raise DataQualityError(
+            "data quality checks failed, nothing delivered: "
+            + "; ".join(f"{name} ({n} row(s))" for name, n in failed)
+        )
+    return {"checks": len(results), "failed": 0}
+
+
+def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str, str]:
+    """Export the run's output tables for destinations; refresh the warehouse's current tables."""
+    config = config or load_config()
+    export_dir = run_dir(config, window) / "export"
+    tables: dict[str, str] = {}
+    rows: dict[str, int] = {}
+    with open_warehouse(config) as wh:
+        run_tables = {
+            r[0]
+            for r in wh.query(
+                "SELECT table_name FROM information_schema.tables "
+                f"WHERE table_schema = '{window.run_schema}'"
+            )
+        }
+        for table in OUTPUT_TABLES:
+            if table == "segment_memberships" and table not in run_tables:
+                continue  # segments are optional (segments.yml)
+            path = str(export_dir / f"{table}.parquet")
+            query = wh.render(
+                "publish/exports", table=table, ds=window.ds, rs=window.run_schema
+            ).strip()
+            rows[table] = wh.export_parquet(query, path)
+            tables[table] = path
+        latest = wh.query("SELECT max(dt) FROM published_snapshots")[0][0]
+        is_latest = latest is None or str(latest) <= window.ds
+        wh.run_sql(
+            "publish/current",
+            rs=window.run_schema,
+            ds=window.ds,
+            run_id=window.run_id,
+            is_latest=is_latest,
+        )
+    log.info(
+        "published %s (current tables %s): %s",
+        window.ds,
+        "refreshed" if is_latest else "kept (a later date is live)",
+        rows,
+    )
+    return tables
+
+
+def deliver(
+    destination_name: str,
+    window: RunWindow,
+    tables: dict[str, str],
+    config: PipelineConfig | None = None,
+) -> dict:
+    from audience_profiles.destinations import RunInfo, destination_for
+
+    config = config or load_config()
+    destination = destination_for(config.destination(destination_name), config)
+    missing = [t for t in destination.config.tables if t not in tables]
+    if missing:
+        raise ValueError(
+            f"destination {destination_name!r} wants table(s) this run did not build: {missing}"
+        )
+    run = RunInfo(window.ds, window.run_id, window.interval_start, window.interval_end)
+    report = destination.deliver(run, tables).to_dict()
+    log.info(
+        "delivered to %s: %s row(s) %s",
+        destination_name,
+        sum(report["rows"].values()),
+        report["rows"],
+    )
+    if report["failures"]:
+        raise RuntimeError(
+            f"{destination_name}: {len(report['failures'])} failure(s): {report['failures'][:10]}"
+        )
+    return report
+
+
+def cleanup(
+    window: RunWindow, config: PipelineConfig | None = None, keep_exports: bool = True
+) -> None:
+    """Drop the run's scratch schema and staged extracts (exports stay for re-delivery)."""
+    config = config or load_config()
+    with open_warehouse(config) as wh:
+        wh.execute_script(f"DROP SCHEMA IF EXISTS {window.run_schema} CASCADE")
+    shutil.rmtree(run_dir(config, window) / "extract", ignore_errors=True)
+    if not keep_exports:
+        shutil.rmtree(run_dir(config, window), ignore_errors=True)
+
+
+def run_all(window: RunWindow, config: PipelineConfig | None = None) -> dict:
+    """The whole build for one date without Airflow (tests, benchmarks, the CLI)."""
+    config = config or load_config()
+    staged = [extract_source(s, window, config) for s in landing.SOURCES]
+    result: dict[str, Any] = {"validate": validate(window, staged, config)}
+    result["enrich"] = enrich(window, config)
+    result["identity"] = resolve_identities(window, config)
+    result["profiles"] = build_profiles(window, config)
+    result["checks"] = check_quality(window, config)
+    tables = publish(window, config)
+    result["deliveries"] = [
+        deliver(d.name, window, tables, config) for d in config.enabled_destinations
+    ]
+    cleanup(window, config)
+    return result

@@ -1,0 +1,84 @@
+"""The warehouse interface: the only place that knows DuckDB from Snowflake.
+
+Transforms are SQL files under ``include/sql/<stage>/<name>.sql`` rendered with Jinja (strict:
+a missing parameter is an error, not an empty string). The SQL is written in a subset both engines
+understand; where one engine lacks a function the other has, the DuckDB engine defines a macro
+(see ``duckdb.py``), and where syntax really differs a variant sits beside its twin as
+``<name>.<engine>.sql``.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+SQL_ROOT = Path(__file__).resolve().parents[2] / "sql"
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(SQL_ROOT)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def sql_literal(value: Any) -> str:
+    """A SQL string literal (for the few values rendered into SQL text rather than bound)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+_ENV.filters["literal"] = sql_literal
+
+
+def check_ds(ds: str) -> str:
+    if not _DATE.match(ds):
+        raise ValueError(f"not a YYYY-MM-DD date: {ds!r}")
+    return ds
+
+
+class Warehouse(abc.ABC):
+    engine: str
+
+    def render(self, name: str, **params: Any) -> str:
+        """Render ``include/sql/<name>.sql``, preferring ``<name>.<engine>.sql`` if it exists."""
+        variant = SQL_ROOT / f"{name}.{self.engine}.sql"
+        template = f"{name}.{self.engine}.sql" if variant.exists() else f"{name}.sql"
+        return _ENV.get_template(template).render(engine=self.engine, **params)
+
+    def run_sql(self, name: str, **params: Any) -> None:
+        """Run every statement of one SQL file, atomically."""
+        self.execute_script(self.render(name, **params))
+
+    def query_sql(self, name: str, **params: Any) -> list[tuple]:
+        return self.query(self.render(name, **params))
+
+    @abc.abstractmethod
+    def execute_script(self, sql: str) -> None:
+        """Execute several ``;``-separated statements in one transaction."""
+
+    @abc.abstractmethod
+    def query(self, sql: str) -> list[tuple]: ...
+
+    @abc.abstractmethod
+    def columns(self, table: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def load_parquet(self, table: str, path: str) -> None:
+        """Create or replace ``table`` from a local Parquet file."""
+
+    @abc.abstractmethod
+    def export_parquet(self, relation: str, path: str) -> int:
+        """Write a table or query to a local Parquet file; return its row count."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

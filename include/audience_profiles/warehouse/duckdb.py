@@ -1,0 +1,90 @@
+"""The embedded default: one DuckDB file.
+
+DuckDB allows one writing process per file. Every task that opens the warehouse runs in the
+``audience_profiles_warehouse`` Airflow pool (one slot), and ``connect`` also waits out a lock held
+by anyone else (an analyst's shell, say) instead of failing the task at once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import duckdb
+
+from audience_profiles.config import WarehouseConfig
+from audience_profiles.warehouse.base import Warehouse, sql_literal
+
+# Snowflake spellings the shared SQL uses, defined for DuckDB so one file serves both engines.
+COMPAT_MACROS = """
+CREATE OR REPLACE TEMP MACRO regexp_like(s, p) AS regexp_full_match(s, p);
+CREATE OR REPLACE TEMP MACRO iff(c, a, b) AS CASE WHEN c THEN a ELSE b END;
+CREATE OR REPLACE TEMP MACRO try_to_date(s) AS try_cast(s AS DATE);
+CREATE OR REPLACE TEMP MACRO try_to_timestamp(s) AS try_cast(s AS TIMESTAMP);
+CREATE OR REPLACE TEMP MACRO sha2(s, bits) AS sha256(s);
+CREATE OR REPLACE TEMP MACRO object_agg(k, v) AS json_group_object(k, v);
+"""
+LOCK_WAIT_SECONDS = 300
+
+
+class DuckDBWarehouse(Warehouse):
+    engine = "duckdb"
+
+    def __init__(self, config: WarehouseConfig, read_only: bool = False):
+        self.config = config
+        Path(config.path).parent.mkdir(parents=True, exist_ok=True)
+        self.con = self._connect(config.path, read_only)
+        self.con.execute(f"SET memory_limit = {sql_literal(config.memory_limit)}")
+        self.con.execute(f"SET threads = {int(config.threads)}")
+        self.con.execute("SET preserve_insertion_order = false")
+        self.con.execute(COMPAT_MACROS)
+
+    @staticmethod
+    def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        delay = 0.2
+        while True:
+            try:
+                return duckdb.connect(path, read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5)
+
+    def execute_script(self, sql: str) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.execute(sql)
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def query(self, sql: str) -> list[tuple]:
+        return self.con.execute(sql).fetchall()
+
+    def columns(self, table: str) -> list[str]:
+        return [r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()]
+
+    def load_parquet(self, table: str, path: str) -> None:
+        self.con.execute(
+            f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_parquet({sql_literal(path)})"
+        )
+
+    def export_parquet(self, relation: str, path: str) -> int:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        source = (
+            relation
+            if relation.lstrip().lower().startswith("select")
+            else f"SELECT * FROM {relation}"
+        )
+        self.con.execute(
+            f"COPY ({source}) TO {sql_literal(path)} (FORMAT parquet, COMPRESSION zstd)"
+        )
+        return self.con.execute(
+            f"SELECT count(*) FROM read_parquet({sql_literal(path)})"
+        ).fetchone()[0]
+
+    def close(self) -> None:
+        self.con.close()

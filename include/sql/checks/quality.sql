@@ -1,0 +1,30 @@
+-- Write-audit-publish: every check counts the rows that break it; any non-zero count stops the
+-- run before a destination receives anything. One row per check: (check_name, failures).
+SELECT 'audience_profiles.profile_id unique and not null' AS check_name,
+       count(*) - count(DISTINCT profile_id) + count_if(profile_id IS NULL) AS failures
+FROM {{ rs }}.audience_profiles
+UNION ALL
+SELECT 'profile_identifiers: one profile per identifier',
+       count(*) - count(DISTINCT identifier_type || ':' || identifier_value)
+FROM {{ rs }}.profile_identifiers
+UNION ALL
+SELECT 'audience_profile_interactions.profile_id is a live profile', count(*)
+FROM {{ rs }}.audience_profile_interactions i
+WHERE i.profile_id IS NULL
+   OR i.profile_id NOT IN (SELECT profile_id FROM {{ rs }}.audience_profiles)
+UNION ALL
+SELECT 'profile_merges: merged-away ids are not live', count(*)
+FROM {{ rs }}.profile_merges m
+WHERE m.merged_profile_id IN (SELECT profile_id FROM {{ rs }}.audience_profiles)
+UNION ALL
+SELECT 'consent: every opt-in has its statement time and source', count(*)
+FROM {{ rs }}.audience_profiles
+WHERE (optin_1 IS NOT NULL AND (optin_1_at IS NULL OR optin_1_source IS NULL))
+   OR (optin_2 IS NOT NULL AND (optin_2_at IS NULL OR optin_2_source IS NULL))
+UNION ALL
+SELECT 'interactions_enriched reconciles with interactions for the partition',
+       abs((SELECT count(*) FROM interactions WHERE dt = DATE '{{ ds }}')
+           - (SELECT count(*) FROM interactions_enriched WHERE dt = DATE '{{ ds }}'))
+UNION ALL
+SELECT 'audience_profiles.email is normalised', count(*)
+FROM {{ rs }}.audience_profiles WHERE email <> lower(trim(email))

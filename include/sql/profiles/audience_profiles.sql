@@ -1,0 +1,76 @@
+-- One row per profile as of the run's cutoff. Facts come from form entries (through the email
+-- identifier) and SSO identities (through the external_id): names take the most recent non-empty
+-- value; consent fields the most recent explicit statement, with when and where it was made.
+-- Nothing is ever inferred as opted in: no statement stays NULL.
+CREATE OR REPLACE TABLE {{ rs }}.profile_facts AS
+SELECT pi.profile_id, f.entry_datetime AS observed_at,
+       CAST(f.entry_datetime AS VARCHAR) || '|' || f._file || '|' || lpad(CAST(f._line AS VARCHAR), 12, '0') AS fact_key,
+       'form:' || coalesce(f.form_name, '') || coalesce(' (' || CAST(f.form_id AS VARCHAR) || ')', '') AS fact_source,
+       f.first_name, f.last_name, f.email, NULL AS external_id,
+       f.optin_1, f.optin_2, f.accept_terms
+FROM form_entries f
+JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'email' AND pi.identifier_value = f.email
+WHERE f.dt <= DATE '{{ ds }}' AND f.entry_datetime < TIMESTAMP '{{ interval_end }}'
+UNION ALL
+SELECT pi.profile_id, i.observed_at,
+       CAST(i.observed_at AS VARCHAR) || '|' || i._file || '|' || lpad(CAST(i._line AS VARCHAR), 12, '0'), 'sso', i.first_name, i.last_name, i.email,
+       i.external_id, NULL, NULL, NULL
+FROM identities i
+JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'external_id' AND pi.identifier_value = i.external_id
+WHERE i.dt <= DATE '{{ ds }}' AND i.observed_at < TIMESTAMP '{{ interval_end }}';
+
+CREATE OR REPLACE TABLE {{ rs }}.profile_activity AS
+SELECT pi.profile_id, count(*) AS interactions,
+       min(ie.date) AS first_interaction, max(ie.date) AS last_interaction
+FROM interactions_enriched ie
+JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'session_id' AND pi.identifier_value = ie.session_id
+WHERE ie.dt <= DATE '{{ ds }}'
+GROUP BY pi.profile_id;
+
+CREATE OR REPLACE TABLE {{ rs }}.profile_answers AS
+SELECT profile_id, CAST(object_agg(attribute, option) AS VARCHAR) AS answers
+FROM (
+    SELECT pi.profile_id, ie.title AS attribute,
+           max_by(ie.option_label, CAST(ie.date AS VARCHAR) || '|' || CAST(ie.dt AS VARCHAR) || '|' || ie._file || '|' || lpad(CAST(ie._line AS VARCHAR), 12, '0')) AS option
+    FROM interactions_enriched ie
+    JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'session_id' AND pi.identifier_value = ie.session_id
+    WHERE ie.dt <= DATE '{{ ds }}' AND ie.title IS NOT NULL AND ie.option_label IS NOT NULL
+    GROUP BY pi.profile_id, ie.title
+) a
+GROUP BY profile_id;
+
+CREATE OR REPLACE TABLE {{ rs }}.audience_profiles AS
+WITH ids AS (
+    SELECT profile_id,
+           min(profile_first_seen) AS identity_first_seen,
+           max(first_seen) AS identity_last_seen,
+           CAST(count_if(identifier_type = 'session_id') AS BIGINT) AS sessions
+    FROM {{ rs }}.profile_identifiers GROUP BY profile_id
+),
+facts AS (
+    SELECT profile_id,
+           max_by(email, CASE WHEN email IS NOT NULL THEN fact_key END) AS email,
+           max_by(external_id, CASE WHEN external_id IS NOT NULL THEN fact_key END) AS external_id,
+           max_by(first_name, CASE WHEN first_name IS NOT NULL THEN fact_key END) AS first_name,
+           max_by(last_name, CASE WHEN last_name IS NOT NULL THEN fact_key END) AS last_name,
+{% for field in ["optin_1", "optin_2", "accept_terms"] %}
+           max_by({{ field }}, CASE WHEN {{ field }} IS NOT NULL THEN fact_key END) AS {{ field }},
+           max(CASE WHEN {{ field }} IS NOT NULL THEN observed_at END) AS {{ field }}_at,
+           max_by(fact_source, CASE WHEN {{ field }} IS NOT NULL THEN fact_key END) AS {{ field }}_source,
+{% endfor %}
+           max(observed_at) AS last_fact_at
+    FROM {{ rs }}.profile_facts GROUP BY profile_id
+)
+SELECT i.profile_id, f.email, f.external_id, f.first_name, f.last_name,
+       f.optin_1, f.optin_2, f.accept_terms,
+       least(i.identity_first_seen, coalesce(CAST(a.first_interaction AS TIMESTAMP), i.identity_first_seen)) AS first_seen,
+       greatest(coalesce(f.last_fact_at, i.identity_last_seen), i.identity_last_seen,
+                coalesce(CAST(a.last_interaction AS TIMESTAMP), i.identity_last_seen)) AS last_seen,
+       i.sessions, coalesce(a.interactions, 0) AS interactions,
+       coalesce(ans.answers, '{}') AS answers,
+       f.optin_1_at, f.optin_1_source, f.optin_2_at, f.optin_2_source,
+       f.accept_terms_at, f.accept_terms_source
+FROM ids i
+LEFT JOIN facts f USING (profile_id)
+LEFT JOIN {{ rs }}.profile_activity a USING (profile_id)
+LEFT JOIN {{ rs }}.profile_answers ans USING (profile_id);

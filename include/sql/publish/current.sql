@@ -1,0 +1,17 @@
+-- Refresh the warehouse's current-state tables from this run, but only when no later date has
+-- been published: re-running or backfilling an old date must not roll the current state back.
+-- Tables keyed by date (merges, audit) always take the run's partition.
+{% if is_latest %}
+CREATE OR REPLACE TABLE audience_profiles AS SELECT * FROM {{ rs }}.audience_profiles;
+CREATE OR REPLACE TABLE audience_profile_interactions AS SELECT * FROM {{ rs }}.audience_profile_interactions;
+CREATE OR REPLACE TABLE profile_identifiers AS
+    SELECT identifier_type, identifier_value, profile_id FROM {{ rs }}.profile_identifiers;
+{% endif %}
+CREATE TABLE IF NOT EXISTS profile_merges AS SELECT DATE '{{ ds }}' AS dt, * FROM {{ rs }}.profile_merges WHERE false;
+DELETE FROM profile_merges WHERE dt = DATE '{{ ds }}';
+INSERT INTO profile_merges SELECT DATE '{{ ds }}', * FROM {{ rs }}.profile_merges;
+CREATE TABLE IF NOT EXISTS identity_link_audit AS SELECT * FROM {{ rs }}.identity_link_audit WHERE false;
+DELETE FROM identity_link_audit WHERE dt = DATE '{{ ds }}';
+INSERT INTO identity_link_audit SELECT * FROM {{ rs }}.identity_link_audit WHERE dt = DATE '{{ ds }}';
+DELETE FROM published_snapshots WHERE dt = DATE '{{ ds }}';
+INSERT INTO published_snapshots VALUES ('all', DATE '{{ ds }}', {{ run_id | literal }}, CAST(current_timestamp AS TIMESTAMP));

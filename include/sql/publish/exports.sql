@@ -1,0 +1,13 @@
+{#- The run's outputs, one query per table: what every destination receives. Ordered so the same
+    data always gives the same files. -#}
+{% set queries = {
+  "interactions_enriched": "SELECT date, event_id, poll_id, title, element_type, session_id, option, option_label, votes FROM interactions_enriched WHERE dt = DATE '" ~ ds ~ "' ORDER BY _file, _line",
+  "audience_profile_interactions": "SELECT * FROM " ~ rs ~ ".audience_profile_interactions ORDER BY profile_id, interaction_date, event_id, poll_id, session_id, option",
+  "audience_profiles": "SELECT * FROM " ~ rs ~ ".audience_profiles ORDER BY profile_id",
+  "profile_identifiers": "SELECT identifier_type, identifier_value, profile_id FROM " ~ rs ~ ".profile_identifiers ORDER BY profile_id, identifier_type, identifier_value",
+  "profile_merges": "SELECT * FROM " ~ rs ~ ".profile_merges ORDER BY merged_profile_id",
+  "identity_link_audit": "SELECT rule, detail, left_type, left_value, right_type, right_value, observed_at, source, file, line FROM " ~ rs ~ ".identity_link_audit WHERE dt = DATE '" ~ ds ~ "' ORDER BY file, line, rule",
+  "quarantine": "SELECT source, file, line, reason, raw FROM quarantine WHERE dt = DATE '" ~ ds ~ "' ORDER BY source, file, line",
+  "segment_memberships": "SELECT * FROM " ~ rs ~ ".segment_memberships ORDER BY segment_id, profile_id",
+} %}
+{{ queries[table] }}

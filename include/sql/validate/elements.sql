@@ -1,0 +1,26 @@
+-- The element catalogue (titles and option labels) is replaced whole on every run. A second row
+-- for the same poll_id and option would duplicate interactions in the join, so only the last one
+-- (by file and line) is kept and the others are quarantined as duplicates.
+{% import "validate/_macros.sql" as v with context %}
+CREATE OR REPLACE TEMP TABLE checked_elements AS
+SELECT c.*,
+       CASE WHEN reason IS NULL AND row_number() OVER (
+                PARTITION BY trim(poll_id), CAST(trim(option) AS INTEGER) ORDER BY _file DESC, _line DESC) > 1
+            THEN 'poll_id, option: duplicate of a later element row' ELSE reason END AS final_reason
+FROM (
+    SELECT *, {{ v.reasons(["_error", v.required("poll_id"), v.integer("option"), v.required("title"),
+                            v.required("option_label"),
+                            "CASE WHEN element_type IS NOT NULL AND trim(element_type) <> '' AND lower(trim(element_type)) NOT IN ('vote', 'quiz', 'competition', 'prediction', 'team_selector') THEN 'element_type: unknown (' || element_type || ')' END"]) }} AS reason
+    FROM {{ staged }}
+) c;
+
+DELETE FROM elements;
+INSERT INTO elements
+SELECT trim(poll_id), trim(title), CAST(trim(option) AS INTEGER), trim(option_label),
+       NULLIF(lower(trim(element_type)), ''), NULLIF(trim(event_id), ''), _file, _line
+FROM checked_elements WHERE final_reason IS NULL;
+
+DELETE FROM quarantine WHERE dt = DATE '{{ ds }}' AND source = 'elements';
+INSERT INTO quarantine
+SELECT DATE '{{ ds }}', 'elements', _file, _line, final_reason, _raw
+FROM checked_elements WHERE final_reason IS NOT NULL;

@@ -1,0 +1,24 @@
+-- Type-check form entries. Emails are kept normalised (trim + lower-case: the matching key) and
+-- as entered (email_raw). Opt-ins are explicit Yes/No or empty (no statement); anything else is
+-- quarantined rather than guessed, since consent must never be inferred.
+{% import "validate/_macros.sql" as v with context %}
+CREATE OR REPLACE TEMP TABLE checked_form_entries AS
+SELECT *, {{ v.reasons(["_error", v.timestamp("entry_datetime"), v.required("session_id"),
+                        v.email("email"), v.yes_no("optin_1"), v.yes_no("optin_2"),
+                        v.yes_no("accept_terms"), v.integer("form_id", required=false)]) }} AS reason
+FROM {{ staged }};
+
+DELETE FROM form_entries WHERE dt = DATE '{{ ds }}';
+INSERT INTO form_entries
+SELECT DATE '{{ ds }}', CAST(trim(entry_datetime) AS TIMESTAMP),
+       NULLIF(trim(first_name), ''), NULLIF(trim(last_name), ''),
+       lower(trim(email)), email,
+       {{ v.to_bool("optin_1") }}, {{ v.to_bool("optin_2") }}, {{ v.to_bool("accept_terms") }},
+       trim(session_id), NULLIF(trim(form_name), ''), CAST(NULLIF(trim(form_id), '') AS INTEGER),
+       _file, _line
+FROM checked_form_entries WHERE reason IS NULL;
+
+DELETE FROM quarantine WHERE dt = DATE '{{ ds }}' AND source = 'form_entries';
+INSERT INTO quarantine
+SELECT DATE '{{ ds }}', 'form_entries', _file, _line, reason, _raw
+FROM checked_form_entries WHERE reason IS NOT NULL;

@@ -1,0 +1,18 @@
+-- Type-check signed-in SSO links (session_id -- external_id, optionally an email and names).
+{% import "validate/_macros.sql" as v with context %}
+CREATE OR REPLACE TEMP TABLE checked_identities AS
+SELECT *, {{ v.reasons(["_error", v.timestamp("observed_at"), v.required("session_id"),
+                        v.required("external_id"), v.email("email", required=false)]) }} AS reason
+FROM {{ staged }};
+
+DELETE FROM identities WHERE dt = DATE '{{ ds }}';
+INSERT INTO identities
+SELECT DATE '{{ ds }}', CAST(trim(observed_at) AS TIMESTAMP), trim(session_id), trim(external_id),
+       NULLIF(lower(trim(email)), ''), NULLIF(trim(first_name), ''), NULLIF(trim(last_name), ''),
+       _file, _line
+FROM checked_identities WHERE reason IS NULL;
+
+DELETE FROM quarantine WHERE dt = DATE '{{ ds }}' AND source = 'identities';
+INSERT INTO quarantine
+SELECT DATE '{{ ds }}', 'identities', _file, _line, reason, _raw
+FROM checked_identities WHERE reason IS NOT NULL;
