@@ -62,15 +62,14 @@ class RunWindow:
 
     @classmethod
     def from_context(cls, context: dict[str, Any]) -> RunWindow:
-        start = context["data_interval_start"]
-        end = context["data_interval_end"]
-        fmt = "%Y-%m-%d %H:%M:%S"
-        return cls(
-            ds=check_ds(context["ds"]),
-            interval_start=start.astimezone(dt.UTC).strftime(fmt),
-            interval_end=end.astimezone(dt.UTC).strftime(fmt),
-            run_id=str(context["run_id"]),
-        )
+        """The window of a task's run: its logical date D and the day [D, D+1) in UTC.
+
+        Derived from the logical date rather than Airflow's data interval, because a manual run
+        (``airflow dags test audience_profiles D``, a trigger from the UI) infers the interval
+        that ends at D, while a scheduled or backfilled run of D covers D itself. Keying by D
+        makes "run date D" mean the same thing everywhere.
+        """
+        return cls.for_date(context["ds"], str(context["run_id"]))
 
     def as_dict(self) -> dict[str, str]:
         return {

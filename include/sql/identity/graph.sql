@@ -18,12 +18,18 @@ FROM (
     GROUP BY node_type, node_value
 ) x;
 
+-- Both directions of every link, so hooking sees every neighbour.
 CREATE OR REPLACE TABLE {{ rs }}.id_edges{{ suffix }} AS
-SELECT DISTINCT a.node_id AS a, b.node_id AS b
-FROM {{ rs }}.identity_links{{ suffix }} l
-JOIN {{ rs }}.id_nodes{{ suffix }} a ON a.node = l.left_type || ':' || l.left_value
-JOIN {{ rs }}.id_nodes{{ suffix }} b ON b.node = l.right_type || ':' || l.right_value
-WHERE a.node_id <> b.node_id;
+WITH one_way AS (
+    SELECT DISTINCT a.node_id AS a, b.node_id AS b
+    FROM {{ rs }}.identity_links{{ suffix }} l
+    JOIN {{ rs }}.id_nodes{{ suffix }} a ON a.node = l.left_type || ':' || l.left_value
+    JOIN {{ rs }}.id_nodes{{ suffix }} b ON b.node = l.right_type || ':' || l.right_value
+    WHERE a.node_id <> b.node_id
+)
+SELECT a, b FROM one_way
+UNION
+SELECT b, a FROM one_way;
 
 CREATE OR REPLACE TABLE {{ rs }}.id_labels{{ suffix }} AS
 SELECT node_id, node_id AS label FROM {{ rs }}.id_nodes{{ suffix }};

@@ -1,0 +1,123 @@
+"""
+# audience_profiles
+
+The daily build of **Audience Profiles** from fan-engagement data, one run per landing date.
+
+```
+extract (one task per source) -> validate -> enrich -> resolve_identities -> build_profiles
+  -> check_quality -> publish -> deliver (one mapped task per destination) -> cleanup
+```
+
+- **extract_*** stage the run's landing partition (`<source>/date=<ds>/`) as text with file and
+  line; a missing column or unreadable file fails here, naming both.
+- **validate** types every row; bad rows land in `quarantine` with a reason naming the field.
+  Rows read = rows kept + rows quarantined, or the task fails.
+- **resolve_identities** links session ids, emails and SSO ids into profiles as of the end of
+  the run's data interval (point-in-time: re-running a date gives the same result).
+- **check_quality** audits the outputs; nothing is delivered if a check fails.
+- **deliver** sends the run's tables to every enabled destination in `pipeline.yml`; one failing
+  destination never blocks the others.
+
+Every write is keyed by the logical date: re-run or backfill any date safely.
+Warehouse tasks share the `audience_profiles_warehouse` pool (DuckDB has one writer).
+Docs: `docs/` in the repository; configuration: `include/config/pipeline.yml`.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+
+from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, start_date
+
+SOURCES = ("interactions", "elements", "form_entries", "identities")
+
+
+def _window():
+    from audience_profiles.pipeline import RunWindow
+
+    return RunWindow.from_context(get_current_context())
+
+
+@dag(
+    dag_id="audience_profiles",
+    # @daily with data intervals: the run for D covers [D, D+1) and starts once D is over.
+    # (Airflow 3's plain "@daily" is a trigger timetable whose interval has no width.)
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    start_date=start_date(),
+    catchup=True,
+    max_active_runs=4,
+    default_args=DEFAULT_ARGS,
+    tags=[Tag.AUDIENCE_PROFILES, Tag.DAILY],
+    doc_md=__doc__,
+)
+def audience_profiles():
+    @task(map_index_template="{{ source }}")
+    def extract(source: str) -> dict:
+        from audience_profiles.pipeline import extract_source
+
+        return extract_source(source, _window())
+
+    @task(pool=WAREHOUSE_POOL)
+    def validate(staged: list[dict]) -> dict:
+        from audience_profiles.pipeline import validate
+
+        return validate(_window(), list(staged))
+
+    @task(pool=WAREHOUSE_POOL)
+    def enrich() -> dict:
+        from audience_profiles.pipeline import enrich
+
+        return enrich(_window())
+
+    @task(pool=WAREHOUSE_POOL)
+    def resolve_identities() -> dict:
+        from audience_profiles.pipeline import resolve_identities
+
+        return resolve_identities(_window())
+
+    @task(pool=WAREHOUSE_POOL)
+    def build_profiles() -> dict:
+        from audience_profiles.pipeline import build_profiles
+
+        return build_profiles(_window())
+
+    @task(pool=WAREHOUSE_POOL)
+    def check_quality() -> dict:
+        from audience_profiles.pipeline import check_quality
+
+        return check_quality(_window())
+
+    @task(pool=WAREHOUSE_POOL)
+    def publish() -> dict[str, str]:
+        from audience_profiles.pipeline import publish
+
+        return publish(_window())
+
+    @task
+    def destinations() -> list[str]:
+        from audience_profiles.config import load_config
+
+        return [d.name for d in load_config().enabled_destinations]
+
+    @task(map_index_template="{{ destination_name }}")
+    def deliver(destination_name: str, tables: dict[str, str]) -> dict:
+        from audience_profiles.pipeline import deliver
+
+        return deliver(destination_name, _window(), tables)
+
+    @task(pool=WAREHOUSE_POOL)
+    def cleanup() -> None:
+        from audience_profiles.pipeline import cleanup
+
+        cleanup(_window())
+
+    staged = extract.expand(source=list(SOURCES))
+    built = validate(staged) >> enrich() >> resolve_identities() >> build_profiles()
+    checked = check_quality()
+    tables = publish()
+    built >> checked >> tables
+    delivered = deliver.partial(tables=tables).expand(destination_name=destinations())
+    delivered >> cleanup().as_teardown(setups=[tables])
+
+
+audience_profiles()

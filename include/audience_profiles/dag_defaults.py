@@ -1,0 +1,45 @@
+"""What every DAG of this project shares: owner, retries, tags, pool and callbacks, defined once.
+
+Kept import-light: DAG files import this at parse time, so nothing here may touch the network,
+the metadata database or a heavy library. The only read is the start date from pipeline.yml (a
+small local file, cached), because the issue asks for the start date to come from configuration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import functools
+
+OWNER = "audience-profiles"
+# DuckDB allows one writer per file: every task that opens the warehouse takes this pool's slot.
+# Create it with one slot for DuckDB (`make pools`); a Snowflake deployment can give it more.
+WAREHOUSE_POOL = "audience_profiles_warehouse"
+WAREHOUSE_POOL_SLOTS = 1
+
+
+class Tag(enum.StrEnum):
+    """The only tags a DAG here may carry (the DAG integrity test rejects others)."""
+
+    AUDIENCE_PROFILES = "audience-profiles"
+    DAILY = "daily"
+    STREAM = "stream"
+    PRIVACY = "privacy"
+
+
+DEFAULT_ARGS = {
+    "owner": OWNER,
+    "retries": 3,
+    "retry_delay": dt.timedelta(seconds=20),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": dt.timedelta(minutes=10),
+    "execution_timeout": dt.timedelta(hours=2),
+}
+
+
+@functools.cache
+def start_date() -> dt.datetime:
+    from audience_profiles.config import load_config
+
+    day = load_config().start_date
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
