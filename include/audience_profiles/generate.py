@@ -245,7 +245,10 @@ def generate(options: GenerateOptions) -> dict[str, int]:
     last = rng.choice(LAST_NAMES, size=n_people)
     domain = rng.choice(DOMAINS, size=n_people)
     emails = np.array(
-        [_email(f, l, i, d) for i, (f, l, d) in enumerate(zip(first, last, domain, strict=True))]
+        [
+            _email(fn, ln, i, d)
+            for i, (fn, ln, d) in enumerate(zip(first, last, domain, strict=True))
+        ]
     )
     sessions_of = pd.Series(np.arange(n_sessions)).groupby(person_of_session).apply(list)
     entrants = rng.choice(
