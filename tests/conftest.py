@@ -7,7 +7,9 @@ import tempfile
 from pathlib import Path
 
 # Airflow reads its configuration on first import: isolate it before any test imports Airflow.
-_AIRFLOW_HOME = Path(os.environ.get("AP_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="ap-airflow-"))
+_AIRFLOW_HOME = Path(
+    os.environ.get("AP_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="ap-airflow-")
+)
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).parents[1] / "dags"))

@@ -144,7 +144,7 @@ def _read_lines(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 def _stage_csv(con, source: Source, name: str, path: Path) -> None:
     _read_lines(con, path)
-    first = con.execute("SELECT text FROM lines WHERE line = 1").fetchone()
+    first = con.execute("SELECT text FROM lines WHERE line = 1").fetchall()[0]
     # The header is parsed here, not sniffed: DuckDB's sniffer can mistake a bad row for a dialect.
     present = [c.strip() for c in next(csv.reader([first[0] or ""]))] if first else []
     missing = [c for c in source.required if c not in present]
@@ -171,8 +171,8 @@ def _stage_csv(con, source: Source, name: str, path: Path) -> None:
           AND line NOT IN (SELECT line FROM rej)
         """
     )
-    n_parsed = con.execute("SELECT count(*) FROM parsed").fetchone()[0]
-    n_lines = con.execute("SELECT count(*) FROM data_lines").fetchone()[0]
+    n_parsed = con.execute("SELECT count(*) FROM parsed").fetchall()[0][0]
+    n_lines = con.execute("SELECT count(*) FROM data_lines").fetchall()[0][0]
     exact = n_parsed == n_lines  # false only when quoted values span lines
     values = ", ".join(f'p."{c}"' if c else "NULL" for c in cols)
     line_expr = "d.line" if exact else "NULL"
@@ -213,7 +213,7 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
             "SELECT DISTINCT unnest(json_keys(CASE WHEN is_object THEN text END)) FROM json_lines"
         ).fetchall()
     }
-    has_objects = con.execute("SELECT bool_or(is_object) FROM json_lines").fetchone()[0]
+    has_objects = con.execute("SELECT bool_or(is_object) FROM json_lines").fetchall()[0][0]
     missing = [c for c in source.required if c not in keys]
     if has_objects and missing:
         raise LandingError(
@@ -259,7 +259,7 @@ def extract(
                 except duckdb.Error as exc:
                     raise LandingError(f"{name}: cannot be read ({exc})") from exc
         con.execute(f"COPY staged TO {_sql_str(str(out))} (FORMAT parquet)")
-        rows, malformed = con.execute("SELECT count(*), count(_error) FROM staged").fetchone()
+        rows, malformed = con.execute("SELECT count(*), count(_error) FROM staged").fetchall()[0]
         return {
             "source": source_name,
             "files": len(files),

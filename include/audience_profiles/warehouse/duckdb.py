@@ -84,7 +84,7 @@ class DuckDBWarehouse(Warehouse):
         )
         return self.con.execute(
             f"SELECT count(*) FROM read_parquet({sql_literal(path)})"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
 
     def close(self) -> None:
         self.con.close()
