@@ -144,7 +144,8 @@ def _read_lines(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 def _stage_csv(con, source: Source, name: str, path: Path) -> None:
     _read_lines(con, path)
-    first = con.execute("SELECT text FROM lines WHERE line = 1").fetchall()[0]
+    header_rows = con.execute("SELECT text FROM lines WHERE line = 1").fetchall()
+    first = header_rows[0] if header_rows else None
     # The header is parsed here, not sniffed: DuckDB's sniffer can mistake a bad row for a dialect.
     present = [c.strip() for c in next(csv.reader([first[0] or ""]))] if first else []
     missing = [c for c in source.required if c not in present]
