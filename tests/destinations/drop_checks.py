@@ -39,6 +39,19 @@ PROFILE_SCHEMA = pa.schema(
     ]
 )
 
+IDENTIFIERS = pa.schema(
+    [
+        ("identifier_type", pa.string()),
+        ("identifier_value", pa.string()),
+        ("profile_id", pa.string()),
+    ]
+)
+IDENTIFIER_ROWS = [
+    {"identifier_type": "email", "identifier_value": " Fan@Example.com", "profile_id": "p1"},
+    {"identifier_type": "session_id", "identifier_value": "-s1", "profile_id": "p1"},
+    {"identifier_type": "external_id", "identifier_value": "sso-9", "profile_id": "p2"},
+]
+
 
 def write_profiles(
     path: Path, count: int, *, tag: str = "a", extra: list[dict] | None = None

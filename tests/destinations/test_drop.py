@@ -19,7 +19,14 @@ from audience_profiles.destinations.drop import (
     write_partition,
 )
 from audience_profiles.privacy import hash_identifier
-from tests.destinations.drop_checks import check_partition, read_part, write_profiles, write_table
+from tests.destinations.drop_checks import (
+    IDENTIFIER_ROWS,
+    IDENTIFIERS,
+    check_partition,
+    read_part,
+    write_profiles,
+    write_table,
+)
 
 TABLE = "audience_profiles"
 RUN = RunInfo(ds="2024-05-01", run_id="scheduled__2024-05-01T00:00:00+00:00")
@@ -219,20 +226,6 @@ def test_omitted_pii_leaves_no_trace(tmp_path):
     assert names[0] == "profile_id"
     assert not {"email", "email_sha256", "first_name", "last_name"} & set(names)
     assert "@" not in (sink.root / PARTITION / "part-00000.json").read_text()
-
-
-IDENTIFIERS = pa.schema(
-    [
-        ("identifier_type", pa.string()),
-        ("identifier_value", pa.string()),
-        ("profile_id", pa.string()),
-    ]
-)
-IDENTIFIER_ROWS = [
-    {"identifier_type": "email", "identifier_value": " Fan@Example.com", "profile_id": "p1"},
-    {"identifier_type": "session_id", "identifier_value": "-s1", "profile_id": "p1"},
-    {"identifier_type": "external_id", "identifier_value": "sso-9", "profile_id": "p2"},
-]
 
 
 @pytest.mark.parametrize(
