@@ -347,9 +347,10 @@ def test_quicksight_manifest_lists_the_csv_parts_and_goes_when_disabled(tmp_path
 def test_an_empty_table_still_gets_a_partition(tmp_path):
     export = write_profiles(tmp_path / "export.parquet", 0)
     sink = LocalSink(tmp_path / "out")
-    write_partition(sink, "", TABLE, str(export), make_config(formats=("csv", "parquet")), RUN)
+    config = make_config(formats=("csv", "json", "parquet"), options={"max_file_mb": 1})
+    write_partition(sink, "", TABLE, str(export), config, RUN)
     manifest, _ = check(sink, 0)
-    assert [f["rows"] for f in manifest["files"]] == [0, 0]
+    assert [f["rows"] for f in manifest["files"]] == [0, 0, 0]
     header = (sink.root / PARTITION / "part-00000.csv").read_text().strip()
     assert header.split(",")[0] == "profile_id"
 

@@ -195,7 +195,7 @@ def _iter_parts(
                 rows = max(int(rows * limit * _SPLIT_HEADROOM / size), 1)
                 size = render(path, offset, rows)
             # Size the next part from this one's bytes per row (grows back after a dense part).
-            rows_per_part = max(int(rows * limit * _SPLIT_HEADROOM / size), 1)
+            rows_per_part = max(int(rows * limit * _SPLIT_HEADROOM / max(size, 1)), 1)
         yield path, rows
         offset += rows
         index += 1
