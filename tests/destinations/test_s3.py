@@ -78,7 +78,7 @@ def test_each_table_lands_as_parts_and_a_manifest(tmp_path, aws_conn):
         quicksight_manifest=True,
     )
     exports = {
-        "audience_profiles": str(write_profiles(tmp_path / "p.parquet", 3000)),
+        "audience_profiles": str(write_profiles(tmp_path / "p.parquet", 1500)),
         "profile_identifiers": str(
             write_table(tmp_path / "i.parquet", IDENTIFIER_ROWS, IDENTIFIERS)
         ),
@@ -86,16 +86,16 @@ def test_each_table_lands_as_parts_and_a_manifest(tmp_path, aws_conn):
 
     report = destination.deliver(RUN, exports)
 
-    assert report.rows == {"audience_profiles": 3000, "profile_identifiers": 3}
+    assert report.rows == {"audience_profiles": 1500, "profile_identifiers": 3}
     profiles, rows = check_s3(
-        hook, bucket, "audience_profiles", RUN.ds, run_id=RUN.run_id, rows=3000, quicksight=True
+        hook, bucket, "audience_profiles", RUN.ds, run_id=RUN.run_id, rows=1500, quicksight=True
     )
     identifiers, _ = check_s3(
         hook, bucket, "profile_identifiers", RUN.ds, run_id=RUN.run_id, rows=3, quicksight=True
     )
     assert len([f for f in profiles["files"] if f["format"] == "csv"]) > 1
     assert all(f["key"].endswith((".csv.gz", ".parquet")) for f in profiles["files"])
-    assert [r["profile_id"] for r in rows["csv"]] == [f"a-{i:07d}" for i in range(3000)]
+    assert [r["profile_id"] for r in rows["csv"]] == [f"a-{i:07d}" for i in range(1500)]
     assert [r["profile_id"] for r in rows["parquet"]] == [r["profile_id"] for r in rows["csv"]]
     # Nothing outside the two partitions, and the report names every part and manifest.
     all_keys = set(hook.list_keys(bucket_name=bucket))
@@ -120,11 +120,11 @@ def test_rerun_replaces_the_partition_and_removes_stale_parts(tmp_path, aws_conn
     destination = s3_destination(
         tmp_path, aws_conn, bucket, prefix=PREFIX, tables=["audience_profiles"], max_file_mb=0.05
     )
-    big = {"audience_profiles": str(write_profiles(tmp_path / "big.parquet", 3000, tag="old"))}
+    big = {"audience_profiles": str(write_profiles(tmp_path / "big.parquet", 1500, tag="old"))}
     other_day = RunInfo(ds="2024-04-30", run_id="scheduled__2024-04-30T00:00:00+00:00")
     destination.deliver(other_day, big)
     destination.deliver(RUN, big)
-    old, _ = check_s3(hook, bucket, "audience_profiles", RUN.ds, run_id=RUN.run_id, rows=3000)
+    old, _ = check_s3(hook, bucket, "audience_profiles", RUN.ds, run_id=RUN.run_id, rows=1500)
 
     small = {"audience_profiles": str(write_profiles(tmp_path / "small.parquet", 400, tag="new"))}
     rerun = RunInfo(ds=RUN.ds, run_id="manual__rerun")
@@ -136,7 +136,7 @@ def test_rerun_replaces_the_partition_and_removes_stale_parts(tmp_path, aws_conn
     assert len(new["files"]) < len(old["files"])
     assert [r["profile_id"] for r in rows["csv"]] == [f"new-{i:07d}" for i in range(400)]
     assert report.rows == {"audience_profiles": 400}
-    check_s3(hook, bucket, "audience_profiles", "2024-04-30", run_id=other_day.run_id, rows=3000)
+    check_s3(hook, bucket, "audience_profiles", "2024-04-30", run_id=other_day.run_id, rows=1500)
 
 
 @pytest.fixture
@@ -191,9 +191,9 @@ def test_an_error_mid_drop_then_a_retry_leaves_one_complete_partition(tmp_path, 
     )
     partition = f"{PREFIX}/audience_profiles/dt={RUN.ds}"
     destination.deliver(
-        RUN, {"audience_profiles": str(write_profiles(tmp_path / "v1.parquet", 3000))}
+        RUN, {"audience_profiles": str(write_profiles(tmp_path / "v1.parquet", 2000))}
     )
-    v1, _ = check_s3(hook, bucket, "audience_profiles", RUN.ds, run_id=RUN.run_id, rows=3000)
+    v1, _ = check_s3(hook, bucket, "audience_profiles", RUN.ds, run_id=RUN.run_id, rows=2000)
 
     v2 = {"audience_profiles": str(write_profiles(tmp_path / "v2.parquet", 1200, tag="v2"))}
     rerun = RunInfo(ds=RUN.ds, run_id="manual__v2")
