@@ -3,17 +3,20 @@
 Layout (shared by the local, S3 and Azure destinations)::
 
     <prefix>/<table>/dt=YYYY-MM-DD/part-NNNNN.<ext>[.gz]
+    <prefix>/<table>/dt=YYYY-MM-DD/_quicksight_manifest.json   (only with quicksight_manifest)
     <prefix>/<table>/dt=YYYY-MM-DD/_manifest.json
 
 Write order, so a reader never trusts an incomplete drop:
-1. delete the old ``_manifest.json`` (the partition is now "in progress" for readers);
+1. delete the old ``_manifest.json`` (and QuickSight manifest): the partition is now "in progress";
 2. write every part of the new drop (same names overwrite, so a crash leaves old or new parts);
 3. delete parts of an earlier, larger run that the new drop does not name;
 4. write ``_manifest.json`` last, listing each file with its rows, bytes and SHA-256.
 
 Formatting happens in an in-memory DuckDB over the run's Parquet export: the PII policy (plain,
 hashed, omit), OWASP CSV-injection escaping, gzip and the split at ``max_file_mb`` all run there, so a
-10-million-row drop never passes through Python rows.
+10-million-row drop never passes through Python rows. The one exception is hashing: hashed
+identifiers go through :func:`audience_profiles.privacy.hash_identifier`, registered as a DuckDB
+function, so a drop's hashes are exactly the ones every other part of the project computes.
 """
 
 from __future__ import annotations
@@ -23,20 +26,28 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import duckdb
+from duckdb.sqltypes import VARCHAR
 
 from audience_profiles.config import DestinationConfig
-from audience_profiles.destinations.base import RunInfo
-from audience_profiles.privacy import PII_COLUMNS
+from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo
+from audience_profiles.privacy import PII_COLUMNS, hash_identifier
 
 MANIFEST = "_manifest.json"
+QUICKSIGHT_MANIFEST = "_quicksight_manifest.json"
+MANIFEST_VERSION = 1
 EXTENSIONS = {"csv": "csv", "json": "json", "parquet": "parquet"}
 # OWASP CSV injection: cells starting with these are treated as formulas by spreadsheets.
 CSV_FORMULA_PREFIX = r"^[=+\-@\t\r]"
+HASH_FUNCTION = "hash_identifier"
+# Parts are cut a little under max_file_mb: file size is not exactly linear in rows.
+_SPLIT_HEADROOM = 0.9
+_MIB = 1024 * 1024
 
 
 class Sink(Protocol):
@@ -59,41 +70,68 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _register_hash_function(con: duckdb.DuckDBPyConnection) -> None:
+    registered = con.execute(
+        "SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [HASH_FUNCTION]
+    ).fetchall()[0][0]
+    if not registered:
+        con.create_function(
+            HASH_FUNCTION, hash_identifier, [VARCHAR], VARCHAR, null_handling="special"
+        )
+
+
+def _escaped(expr: str) -> str:
+    return f"CASE WHEN regexp_matches({expr}, '{CSV_FORMULA_PREFIX}') THEN '''' || {expr} ELSE {expr} END"
+
+
 def select_list(
     con: duckdb.DuckDBPyConnection, source: str, pii: str, escape_csv: bool
 ) -> tuple[str, list[tuple[str, str]]]:
-    """SQL select list applying the PII policy and CSV escaping; returns it with the out schema."""
+    """SQL select list applying the PII policy and CSV escaping; returns it with the out schema.
+
+    PII is the ``email`` / name columns, and the value of ``identifier_type = 'email'`` rows in
+    tables of (identifier_type, identifier_value) pairs: ``hashed`` turns those into
+    ``hash_identifier`` hex (type ``email_sha256``), ``omit`` nulls them.
+    """
     columns = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+    names = {name for name, *_ in columns}
+    has_identifier_pairs = {"identifier_type", "identifier_value"} <= names
+    if pii == "hashed":
+        _register_hash_function(con)
     exprs: list[str] = []
     schema: list[tuple[str, str]] = []
     for name, col_type, *_ in columns:
         ident = _quote_ident(name)
-        if name in PII_COLUMNS and pii == "omit":
+        if name in PII_COLUMNS and pii != "plain":
+            if pii == "hashed" and name == "email":
+                # Hex digests never start with a formula character: no escaping needed.
+                exprs.append(f"{HASH_FUNCTION}({ident}) AS email_sha256")
+                schema.append(("email_sha256", "VARCHAR"))
+            # Names are not matchable once hashed: drop them rather than pretend.
             continue
-        if name in PII_COLUMNS and pii == "hashed":
-            if name != "email":
-                continue  # names are not matchable once hashed: drop them rather than pretend
-            exprs.append(
-                f"CASE WHEN {ident} IS NULL THEN NULL ELSE sha256(lower(trim({ident}))) END AS email_sha256"
-            )
-            schema.append(("email_sha256", "VARCHAR"))
-            continue
-        if escape_csv and col_type == "VARCHAR":
-            exprs.append(
-                f"CASE WHEN regexp_matches({ident}, '{CSV_FORMULA_PREFIX}') "
-                f"THEN '''' || {ident} ELSE {ident} END AS {ident}"
-            )
-        else:
-            exprs.append(ident)
+        escape = escape_csv and col_type == "VARCHAR"
+        value = _escaped(ident) if escape else ident
+        if has_identifier_pairs and pii != "plain" and name == "identifier_value":
+            protected = f"{HASH_FUNCTION}({ident})" if pii == "hashed" else "NULL"
+            value = f"CASE WHEN identifier_type = 'email' THEN {protected} ELSE {value} END"
+        elif has_identifier_pairs and pii == "hashed" and name == "identifier_type":
+            value = f"CASE WHEN {ident} = 'email' THEN 'email_sha256' ELSE {value} END"
+        exprs.append(value if value == ident else f"{value} AS {ident}")
         schema.append((name, col_type))
-    return ", ".join(exprs) or "*", schema
+    if not exprs:
+        raise ValueError(f"pii={pii!r} leaves no column of {source} to deliver")
+    return ", ".join(exprs), schema
 
 
 def _copy_options(fmt: str, gzip: bool) -> str:
     if fmt == "csv":
         opts = "FORMAT csv, HEADER true"
     elif fmt == "json":
-        opts = "FORMAT json"
+        opts = "FORMAT json"  # newline-delimited: one object per line
     else:
         return "FORMAT parquet, COMPRESSION zstd"
     return opts + (", COMPRESSION gzip" if gzip else "")
@@ -107,6 +145,64 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET preserve_insertion_order = true")
+    return con
+
+
+def _iter_parts(
+    con: duckdb.DuckDBPyConnection,
+    parquet_path: str,
+    cols: str,
+    fmt: str,
+    out_dir: Path,
+    *,
+    gzip: bool,
+    max_file_mb: float | None,
+) -> Iterator[tuple[Path, int]]:
+    """Render ``part-NNNNN`` files one at a time (the caller uploads and frees each one).
+
+    Parts are cut by row number in file order, and each is re-cut smaller until it fits
+    ``max_file_mb`` (a single row larger than that gets a part of its own). Sizes depend only on
+    the data, so the same export always gives the same parts, which a re-run relies on.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ext = EXTENSIONS[fmt] + (".gz" if gzip and fmt != "parquet" else "")
+    source = f"read_parquet({_literal(parquet_path)}, file_row_number = true)"
+    total = con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0]
+    limit = int(max_file_mb * _MIB) if max_file_mb else None
+    rows_per_part = max(total, 1)
+    if limit:
+        text_bytes = Path(parquet_path).stat().st_size * 4  # parquet compresses ~4x vs text
+        rows_per_part = max(int(limit * _SPLIT_HEADROOM / max(text_bytes / max(total, 1), 1)), 1)
+
+    def render(path: Path, offset: int, rows: int) -> int:
+        con.execute(
+            f"COPY (SELECT {cols} FROM {source} "
+            f"WHERE file_row_number >= {offset} AND file_row_number < {offset + rows} "
+            f"ORDER BY file_row_number) TO {_literal(str(path))} ({_copy_options(fmt, gzip)})"
+        )
+        return path.stat().st_size
+
+    offset, index = 0, 0
+    while True:
+        path = out_dir / f"part-{index:05d}.{ext}"
+        rows = min(rows_per_part, total - offset)
+        size = render(path, offset, rows)
+        if limit:
+            while size > limit and rows > 1:
+                rows = max(int(rows * limit * _SPLIT_HEADROOM / size), 1)
+                size = render(path, offset, rows)
+            # Size the next part from this one's bytes per row (grows back after a dense part).
+            rows_per_part = max(int(rows * limit * _SPLIT_HEADROOM / max(size, 1)), 1)
+        yield path, rows
+        offset += rows
+        index += 1
+        if offset >= total:
+            return
+
+
 def render_parts(
     parquet_path: str,
     fmt: str,
@@ -118,36 +214,22 @@ def render_parts(
     max_file_mb: float | None = None,
 ) -> tuple[list[tuple[Path, int]], list[tuple[str, str]]]:
     """Render one table export into ``part-NNNNN`` files in ``out_dir``; return (path, rows) each."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ext = EXTENSIONS[fmt] + (".gz" if gzip and fmt != "parquet" else "")
-    con = duckdb.connect()
+    con = _connect()
     try:
-        con.execute("SET preserve_insertion_order = true")
-        source = f"read_parquet('{parquet_path}')"
-        cols, schema = select_list(con, source, pii, escape_csv and fmt == "csv")
-        total = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
-        # Split by rows, sized from the export's average row width: deterministic part boundaries
-        # (the same input always gives the same parts), which a re-run relies on.
-        rows_per_part = total or 1
-        if max_file_mb:
-            size = Path(parquet_path).stat().st_size * 4  # parquet compresses ~4x vs text
-            per_row = max(size / max(total, 1), 1)
-            rows_per_part = max(int(max_file_mb * 1024 * 1024 / per_row), 1)
-        parts: list[tuple[Path, int]] = []
-        offset, index = 0, 0
-        while offset < total or (total == 0 and index == 0):
-            path = out_dir / f"part-{index:05d}.{ext}"
-            con.execute(
-                f"COPY (SELECT {cols} FROM {source} LIMIT {rows_per_part} OFFSET {offset}) "
-                f"TO '{path}' ({_copy_options(fmt, gzip)})"
-            )
-            rows = min(rows_per_part, total - offset) if total else 0
-            parts.append((path, rows))
-            offset += rows_per_part
-            index += 1
+        cols, schema = select_list(
+            con, f"read_parquet({_literal(parquet_path)})", pii, escape_csv and fmt == "csv"
+        )
+        parts = list(
+            _iter_parts(con, parquet_path, cols, fmt, out_dir, gzip=gzip, max_file_mb=max_file_mb)
+        )
         return parts, schema
     finally:
         con.close()
+
+
+def partition_prefix(prefix: str, table: str, ds: str) -> str:
+    """``<prefix>/<table>/dt=<ds>`` without empty segments."""
+    return "/".join(p for p in (prefix.strip("/"), table, f"dt={ds}") if p)
 
 
 def write_partition(
@@ -159,48 +241,64 @@ def write_partition(
     run: RunInfo,
 ) -> DropResult:
     """Replace ``<prefix>/<table>/dt=<ds>/`` in ``sink`` with the run's drop of ``table``."""
-    partition = "/".join(p for p in (prefix.strip("/"), table, f"dt={run.ds}") if p)
+    partition = partition_prefix(prefix, table, run.ds)
     manifest_key = f"{partition}/{MANIFEST}"
+    quicksight_key = f"{partition}/{QUICKSIGHT_MANIFEST}"
     existing = set(sink.list(partition + "/"))
-    if manifest_key in existing:
-        sink.delete([manifest_key])
+    # Both manifests name parts that are about to change: withdraw them before touching any part.
+    withdrawn = [k for k in (manifest_key, quicksight_key) if k in existing]
+    if withdrawn:
+        sink.delete(withdrawn)
 
     max_file_mb = config.options.get("max_file_mb")
+    gzip = config.compression == "gzip"
     files: list[dict] = []
     schema: list[tuple[str, str]] = []
     total_rows = 0
+    con = _connect()
     with tempfile.TemporaryDirectory(prefix="drop-") as tmp:
-        for fmt in config.formats:
-            parts, schema = render_parts(
-                parquet_path,
-                fmt,
-                Path(tmp) / fmt,
-                pii=config.pii,
-                escape_csv=config.csv_injection_escape,
-                gzip=config.compression == "gzip",
-                max_file_mb=float(max_file_mb) if max_file_mb else None,
-            )
-            total_rows = sum(rows for _, rows in parts)
-            for path, rows in parts:
-                key = f"{partition}/{path.name}"
-                sink.put(path, key)
-                files.append(
-                    {
-                        "key": key,
-                        "url": sink.url(key),
-                        "format": fmt,
-                        "compression": config.compression or "none",
-                        "rows": rows,
-                        "bytes": path.stat().st_size,
-                        "sha256": _sha256(path),
-                    }
+        try:
+            source = f"read_parquet({_literal(parquet_path)})"
+            for fmt in config.formats:
+                cols, schema = select_list(
+                    con, source, config.pii, config.csv_injection_escape and fmt == "csv"
                 )
+                parts = _iter_parts(
+                    con,
+                    parquet_path,
+                    cols,
+                    fmt,
+                    Path(tmp),
+                    gzip=gzip,
+                    max_file_mb=float(max_file_mb) if max_file_mb else None,
+                )
+                total_rows = 0
+                for path, rows in parts:
+                    key = f"{partition}/{path.name}"
+                    sink.put(path, key)
+                    files.append(
+                        {
+                            "key": key,
+                            "url": sink.url(key),
+                            "format": fmt,
+                            "compression": "gzip" if path.suffix == ".gz" else "none",
+                            "rows": rows,
+                            "bytes": path.stat().st_size,
+                            "sha256": _sha256(path),
+                        }
+                    )
+                    path.unlink()  # keep at most one part on local disk
+                    total_rows += rows
+        finally:
+            con.close()
+
         written = {f["key"] for f in files}
-        stale = sorted(k for k in existing if k not in written and k != manifest_key)
+        stale = sorted(existing - written - {manifest_key, quicksight_key})
         if stale:
             sink.delete(stale)
 
         manifest = {
+            "manifest_version": MANIFEST_VERSION,
             "table": table,
             "dt": run.ds,
             "run_id": run.run_id,
@@ -208,18 +306,40 @@ def write_partition(
             "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "rows": total_rows,
             "pii": config.pii,
+            "csv_injection_escape": config.csv_injection_escape,
             "schema": [{"name": n, "type": t} for n, t in schema],
             "files": files,
         }
+        quicksight = (
+            quicksight_manifest(files) if config.options.get("quicksight_manifest") else None
+        )
+        if quicksight:
+            quicksight_path = Path(tmp) / QUICKSIGHT_MANIFEST
+            quicksight_path.write_text(json.dumps(quicksight, indent=2))
+            sink.put(quicksight_path, quicksight_key)
         manifest_path = Path(tmp) / MANIFEST
         manifest_path.write_text(json.dumps(manifest, indent=2))
-        extra = quicksight_manifest(files) if config.options.get("quicksight_manifest") else None
-        if extra:
-            qs_path = Path(tmp) / "_quicksight_manifest.json"
-            qs_path.write_text(json.dumps(extra, indent=2))
-            sink.put(qs_path, f"{partition}/_quicksight_manifest.json")
         sink.put(manifest_path, manifest_key)
     return DropResult(rows=total_rows, files=[f["key"] for f in files], manifest=manifest)
+
+
+def deliver_drops(
+    destination: Destination, sink: Sink, prefix: str, run: RunInfo, tables: dict[str, str]
+) -> DeliveryReport:
+    """Write one partition per configured table; the report names every part and manifest."""
+    report = destination.report()
+    missing = [t for t in destination.config.tables if t not in tables]
+    if missing:
+        raise ValueError(
+            f"run {run.run_id} exported no {', '.join(missing)} for {destination.name}"
+        )
+    for table in destination.config.tables:
+        result = write_partition(sink, prefix, table, tables[table], destination.config, run)
+        report.rows[table] = result.rows
+        report.files.extend(sink.url(k) for k in result.files)
+        manifest_key = f"{partition_prefix(prefix, table, run.ds)}/{MANIFEST}"
+        report.details.setdefault("manifests", {})[table] = sink.url(manifest_key)
+    return report
 
 
 def quicksight_manifest(files: list[dict]) -> dict | None:

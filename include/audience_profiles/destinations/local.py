@@ -12,16 +12,11 @@ pipeline.yml::
 from __future__ import annotations
 
 from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo, register
-from audience_profiles.destinations.drop import LocalSink, write_partition
+from audience_profiles.destinations.drop import LocalSink, deliver_drops
 
 
 @register("local")
 class LocalDestination(Destination):
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
-        report = self.report()
         sink = LocalSink(self.config.options.get("path", "data/output"))
-        for table in self.config.tables:
-            result = write_partition(sink, "", table, tables[table], self.config, run)
-            report.rows[table] = result.rows
-            report.files.extend(sink.url(k) for k in result.files)
-        return report
+        return deliver_drops(self, sink, "", run, tables)

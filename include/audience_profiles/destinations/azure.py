@@ -1,0 +1,66 @@
+"""``azure``: timed drops of CSV / JSON / Parquet files into an Azure Blob Storage container.
+
+The layout and write order are drop.py's. The container is created when it does not exist yet.
+
+pipeline.yml::
+
+    - name: azure_drop
+      kind: azure
+      conn_id: wasb_default         # Airflow wasb connection (connection string, key, SAS or identity)
+      container: audience
+      prefix: audience-profiles     # optional
+      formats: [csv]
+      tables: [audience_profiles]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+
+from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig
+from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo, register
+from audience_profiles.destinations.drop import deliver_drops
+
+# Blob batch requests take at most 256 sub-requests.
+_DELETE_BATCH = 256
+
+
+class AzureSink:
+    """Drop files as block blobs of one container, through the microsoft-azure provider's WasbHook."""
+
+    def __init__(self, hook: WasbHook, container: str):
+        self.hook = hook
+        self.container = container
+
+    def put(self, local_path: Path, key: str) -> None:
+        # Block blobs commit their block list at the end: readers see the old blob or the new.
+        self.hook.load_file(str(local_path), self.container, key, overwrite=True)
+
+    def list(self, prefix: str) -> list[str]:
+        return self.hook.get_blobs_list_recursive(self.container, prefix=prefix)
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), _DELETE_BATCH):
+            self.hook.delete_blobs(self.container, *keys[start : start + _DELETE_BATCH])
+
+    def url(self, key: str) -> str:
+        return self.hook.blob_service_client.get_blob_client(self.container, key).url
+
+
+@register("azure")
+class AzureDestination(Destination):
+    def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
+        super().__init__(config, pipeline)
+        if not config.options.get("container"):
+            raise ConfigError(
+                f"{pipeline.source_file}: destination {config.name!r} needs a container"
+            )
+
+    def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
+        hook = WasbHook(wasb_conn_id=self.config.conn_id or WasbHook.default_conn_name)
+        container = str(self.config.options["container"])
+        hook.create_container(container)  # no-op (logged) when it exists
+        sink = AzureSink(hook, container)
+        return deliver_drops(self, sink, str(self.config.options.get("prefix", "")), run, tables)
