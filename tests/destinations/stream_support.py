@@ -78,7 +78,7 @@ def merges_table(count: int) -> pa.Table:
 def write_exports(
     folder: Path, profiles: int = 40, interactions: int = 120, merges: int = 5
 ) -> dict[str, str]:
-    """Write the run's exports into ``folder``; returns table name -> Parquet path, as the build does."""
+    """Write the run's exports into ``folder``: table name -> Parquet path, as the build does."""
     folder.mkdir(parents=True, exist_ok=True)
     tables = {
         "audience_profiles": profiles_table(profiles),

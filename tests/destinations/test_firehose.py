@@ -89,8 +89,8 @@ def test_delivers_every_record_once_as_json_lines(aws_conn, moto_server, tmp_pat
 
 @pytest.fixture
 def put_record_batch_calls(monkeypatch):
-    """Make moto's PutRecordBatch fail chosen entries (``plan["fail"]``: record_id -> times) or whole
-    calls (``plan["unavailable_calls"]``). Returns the record_ids each call carried."""
+    """Make moto's PutRecordBatch fail chosen entries (``plan["fail"]``: record_id -> times) or
+    whole calls (``plan["unavailable_calls"]``). Returns the record_ids each call carried."""
     original = FirehoseBackend.put_record_batch
     calls: list[list[str]] = []
     plan = {"fail": Counter(), "unavailable_calls": 0}

@@ -78,7 +78,7 @@ def _consume(bootstrap: str, topic: str, count: int, timeout: float) -> None:
 
 
 def consume(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list[dict]:
-    """What a consumer in another process reads from ``topic`` (up to ``count`` messages + extras)."""
+    """What a consumer in another process reads from ``topic``: ``count`` messages, then extras."""
     result = subprocess.run(
         [
             sys.executable,

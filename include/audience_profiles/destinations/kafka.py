@@ -10,9 +10,10 @@ pipeline.yml::
 
 The connection's extra is the librdkafka producer configuration, as the Apache Kafka provider
 reads it (``{"bootstrap.servers": "broker:9092", "security.protocol": "SASL_SSL", ...}``), so
-credentials stay in the connection. The producer is always idempotent with ``acks=all``: librdkafka
-retries inside ``delivery.timeout.ms`` without duplicating or reordering a partition. The message
-key is the profile_id (one profile, one partition); headers carry record_id and event_type.
+credentials stay in the connection. The producer is always idempotent with ``acks=all``:
+librdkafka retries inside ``delivery.timeout.ms`` without duplicates or reordering within a
+partition. The message key is the profile_id (one profile, one partition); headers carry
+record_id, event_type and schema_version.
 
 Every delivery report is checked: the first error stops producing, everything queued is flushed,
 and the task fails naming each record_id that was not delivered.
@@ -87,6 +88,8 @@ class KafkaDestination(Destination):
         emitted_at = utc_now()
         try:
             for table in self.tables:
+                if errors:
+                    break
                 if table not in tables:
                     raise ValueError(f"{self.target}: run {run.run_id} has no export of {table}")
                 produced = 0

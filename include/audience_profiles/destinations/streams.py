@@ -121,9 +121,9 @@ class UndeliveredRecordsError(RuntimeError):
         causes = ", ".join(f"{code} x{count}" for code, count in errors.most_common())
         super().__init__(
             f"{len(record_ids)} record(s) not delivered to {target} {retried} "
-            f"[{causes}]; records after them in this run were not sent (a task retry sends the "
-            f"run again, consumers dedup by record_id). Undelivered record_ids{more}: "
-            + ", ".join(shown)
+            f"[{causes}]; delivery stopped there, so later records of the run were not sent "
+            f"(a task retry sends the run again; consumers dedup by record_id). "
+            f"Undelivered record_ids{more}: " + ", ".join(shown)
         )
 
 
@@ -240,7 +240,7 @@ def utc_now() -> str:
 
 
 def stream_tables(config: DestinationConfig, pipeline: PipelineConfig) -> list[str]:
-    """The destination's tables in delivery order; a table without a stream event is a ConfigError."""
+    """The destination's tables in delivery order; a table with no stream event is a ConfigError."""
     unknown = [t for t in config.tables if t not in STREAM_TABLES]
     if unknown:
         raise ConfigError(
