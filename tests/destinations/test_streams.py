@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 from collections import Counter
+from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,6 +27,7 @@ from audience_profiles.destinations.streams import (
     StreamRecord,
     UndeliveredRecordsError,
     batches,
+    json_safe,
     records_from_export,
     send_with_retries,
 )
@@ -141,8 +144,10 @@ def test_records_stream_through_row_batches(exports):
 def test_a_row_without_a_profile_id_is_an_error(tmp_path):
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({"profile_id": ["p-1", None], "email": ["a@b.co", "c@d.co"]}), path)
-    with pytest.raises(ValueError, match="audience_profiles: a row has no profile_id"):
+    with pytest.raises(ValueError, match="audience_profiles: a row has no profile_id") as exc:
         list(records_from_export("audience_profiles", str(path), RUN.ds))
+    assert exc.value.__notes__ == [f"row 2 of {path}"]
+    assert "c@d.co" not in str(exc.value)
 
 
 def test_only_stream_tables_are_accepted_and_delivered_in_event_order():
@@ -286,3 +291,13 @@ def test_attempts_are_bounded_and_the_error_lists_what_was_not_delivered():
     message = str(exc.value)
     assert "2 record(s) not delivered to Kinesis stream 's' after 3 attempt(s)" in message
     assert "InternalFailure x2" in message and message.endswith("r1, r3")
+
+
+def test_values_become_json_safe():
+    value = {
+        "d": dt.date(2024, 5, 1),
+        "n": Decimal("12.30"),
+        "x": float("nan"),
+        "l": (1, dt.time(3, 4)),
+    }
+    assert json_safe(value) == {"d": "2024-05-01", "n": "12.30", "x": None, "l": [1, "03:04:00"]}

@@ -198,9 +198,7 @@ def build_record(
     payload = json_safe(apply_pii(row, pii))
     profile_id = payload.get(events.profile_column)
     if not profile_id:
-        raise ValueError(
-            f"{table}: a row has no {events.profile_column}: {canonical_json(payload)[:200]}"
-        )
+        raise ValueError(f"{table}: a row has no {events.profile_column}")
     key = {column: payload.get(column) for column in events.key_columns}
     if events.as_of_run:
         key["as_of"] = ds
@@ -227,10 +225,17 @@ def records_from_export(
         raise ValueError(f"table {table!r} has no stream event (one of {', '.join(STREAM_TABLES)})")
     emitted_at = emitted_at or utc_now()
     parquet = pq.ParquetFile(parquet_path)
+    number = 0
     try:
         for batch in parquet.iter_batches(batch_size=batch_rows):
             for row in batch.to_pylist():
-                yield build_record(table, row, ds, emitted_at, pii)
+                number += 1
+                try:
+                    record = build_record(table, row, ds, emitted_at, pii)
+                except ValueError as exc:
+                    exc.add_note(f"row {number} of {parquet_path}")  # not the row: it may hold PII
+                    raise
+                yield record
     finally:
         parquet.close()
 
