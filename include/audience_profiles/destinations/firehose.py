@@ -1,0 +1,92 @@
+"""``firehose``: profile events into an Amazon Data Firehose delivery stream, PutRecordBatch.
+
+pipeline.yml::
+
+    - name: profile_firehose
+      kind: firehose
+      conn_id: aws_default         # Airflow AWS connection
+      delivery_stream: audience-profiles
+      max_attempts: 8
+      tables: [audience_profiles]
+
+Each record is one JSON object ending in a newline, so the objects Firehose concatenates into S3
+(or elsewhere) read as JSON Lines. Calls stay within 500 records, 4 MiB and 1,000 KiB per record;
+failed entries (``FailedPutCount`` > 0) and throttled calls are retried alone, with backoff and
+jitter (streams.send_with_retries).
+"""
+
+from __future__ import annotations
+
+from airflow.providers.amazon.aws.hooks.firehose import FirehoseHook
+from botocore.exceptions import ClientError
+
+from audience_profiles.config import DestinationConfig, PipelineConfig
+from audience_profiles.destinations.base import register
+from audience_profiles.destinations.streams import (
+    KIB,
+    MIB,
+    BatchedStreamDestination,
+    BatchLimits,
+    Entry,
+    RetryableCallError,
+    SendBatch,
+    StreamRecord,
+    required_option,
+)
+
+PUT_RECORD_BATCH_LIMITS = BatchLimits(
+    call="Firehose PutRecordBatch",
+    max_records=500,
+    max_batch_bytes=4 * MIB,
+    max_record_bytes=1000 * KIB,
+    key_counts=False,  # Firehose has no partition key
+)
+# Firehose answers ServiceUnavailableException when a stream's throughput is exceeded.
+RETRYABLE_CALL_ERRORS = frozenset(
+    {
+        "ServiceUnavailableException",
+        "ThrottlingException",
+        "LimitExceededException",
+        "InternalFailure",
+    }
+)
+
+
+@register("firehose")
+class FirehoseDestination(BatchedStreamDestination):
+    limits = PUT_RECORD_BATCH_LIMITS
+
+    def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
+        super().__init__(config, pipeline)
+        self.delivery_stream = required_option(config, pipeline, "delivery_stream")
+
+    @property
+    def target(self) -> str:
+        return f"Firehose delivery stream {self.delivery_stream!r}"
+
+    def encode(self, record: StreamRecord) -> bytes:
+        return record.encode() + b"\n"
+
+    def open_sender(self) -> SendBatch:
+        hook = FirehoseHook(
+            delivery_stream=self.delivery_stream, aws_conn_id=self.config.conn_id or "aws_default"
+        )
+
+        def send(batch: list[Entry]) -> list[tuple[Entry, str]]:
+            try:
+                response = hook.put_records([{"Data": entry.data} for entry in batch])
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in RETRYABLE_CALL_ERRORS:
+                    raise RetryableCallError(code) from exc
+                raise
+            if not response.get("FailedPutCount"):
+                return []
+            # RequestResponses come back in request order, one per entry.
+            return [
+                (entry, result["ErrorCode"])
+                for entry, result in zip(batch, response["RequestResponses"], strict=True)
+                if result.get("ErrorCode")
+            ]
+
+        return send

@@ -1,0 +1,149 @@
+"""``kafka``: profile events into a Kafka topic through an idempotent confluent-kafka producer.
+
+pipeline.yml::
+
+    - name: profile_topic
+      kind: kafka
+      conn_id: kafka_default       # Airflow connection; its extra is the producer config
+      topic: audience-profiles
+      tables: [profile_merges, audience_profiles, audience_profile_interactions]
+
+The connection's extra is the librdkafka producer configuration, as the Apache Kafka provider
+reads it (``{"bootstrap.servers": "broker:9092", "security.protocol": "SASL_SSL", ...}``), so
+credentials stay in the connection. The producer is always idempotent with ``acks=all``:
+librdkafka retries inside ``delivery.timeout.ms`` without duplicates or reordering within a
+partition. The message key is the profile_id (one profile, one partition); headers carry
+record_id, event_type and schema_version.
+
+Every delivery report is checked: the first error stops producing, everything queued is flushed,
+and the task fails naming each record_id that was not delivered.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter
+from typing import Any
+
+from airflow.sdk import BaseHook
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig
+from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo, register
+from audience_profiles.destinations.streams import (
+    SCHEMA_VERSION,
+    RecordTooLargeError,
+    StreamRecord,
+    UndeliveredRecordsError,
+    records_from_export,
+    required_option,
+    stream_tables,
+    utc_now,
+)
+
+log = logging.getLogger(__name__)
+
+# Delivery guarantees we rely on; they override whatever the connection sets.
+REQUIRED_PRODUCER_CONFIG = {"enable.idempotence": True, "acks": "all"}
+# librdkafka reports every message within delivery.timeout.ms (default 300 s); wait a bit longer.
+DEFAULT_FLUSH_TIMEOUT_SECONDS = 330.0
+
+
+@register("kafka")
+class KafkaDestination(Destination):
+    def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
+        super().__init__(config, pipeline)
+        self.tables = stream_tables(config, pipeline)
+        self.topic = required_option(config, pipeline, "topic")
+        self.conn_id = config.conn_id or "kafka_default"
+        self.flush_timeout = float(
+            config.options.get("flush_timeout_seconds", DEFAULT_FLUSH_TIMEOUT_SECONDS)
+        )
+
+    @property
+    def target(self) -> str:
+        return f"Kafka topic {self.topic!r}"
+
+    def producer_config(self) -> dict[str, Any]:
+        extra = BaseHook.get_connection(self.conn_id).extra_dejson
+        if not extra.get("bootstrap.servers"):
+            raise ConfigError(
+                f"connection {self.conn_id!r} (destination {self.name!r}): its extra must hold "
+                "the producer config, with at least bootstrap.servers"
+            )
+        return {**extra, **REQUIRED_PRODUCER_CONFIG}
+
+    def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
+        report = self.report()
+        producer = Producer(self.producer_config(), logger=log)
+        outstanding: set[str] = set()  # produced, no delivery report yet
+        errors: dict[str, str] = {}  # record_id -> error name
+
+        def on_delivery(record_id: str, err: KafkaError | None, _msg: Message) -> None:
+            outstanding.discard(record_id)
+            if err is not None:
+                errors[record_id] = err.name()
+
+        emitted_at = utc_now()
+        try:
+            for table in self.tables:
+                if errors:
+                    break
+                if table not in tables:
+                    raise ValueError(f"{self.target}: run {run.run_id} has no export of {table}")
+                produced = 0
+                records = records_from_export(
+                    table, tables[table], run.ds, pii=self.config.pii, emitted_at=emitted_at
+                )
+                for record in records:
+                    if errors:
+                        break  # the cluster is refusing records: stop and report, do not pile on
+                    outstanding.add(record.record_id)
+                    self._produce(
+                        producer, record, functools.partial(on_delivery, record.record_id)
+                    )
+                    produced += 1
+                report.rows[table] = produced
+        finally:
+            # Deliver (or time out) everything queued, also when producing stopped early.
+            producer.flush(self.flush_timeout)
+        if errors or outstanding:
+            causes = Counter(errors.values())
+            if outstanding:
+                causes["no delivery report within flush_timeout_seconds"] = len(outstanding)
+            raise UndeliveredRecordsError(
+                self.target,
+                list(errors) + sorted(outstanding),
+                causes,
+                "after the producer's retries",
+            )
+        report.details = {"target": self.target}
+        return report
+
+    def _produce(self, producer: Producer, record: StreamRecord, on_delivery) -> None:
+        while True:
+            try:
+                producer.produce(
+                    self.topic,
+                    key=record.profile_id.encode("utf-8"),
+                    value=record.encode(),
+                    headers=[
+                        ("record_id", record.record_id),
+                        ("event_type", record.event_type),
+                        ("schema_version", str(SCHEMA_VERSION)),
+                    ],
+                    on_delivery=on_delivery,
+                )
+            except BufferError:
+                producer.poll(0.5)  # local queue full: serve delivery reports to make room
+                continue
+            except KafkaException as exc:
+                if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise RecordTooLargeError(
+                        f"record {record.record_id} ({record.event_type}, profile_id "
+                        f"{record.profile_id!r}) is larger than the producer's message.max.bytes"
+                    ) from exc
+                raise
+            producer.poll(0)  # serve delivery reports as we go
+            return

@@ -1,0 +1,90 @@
+"""``kinesis``: profile events into an Amazon Kinesis data stream, PutRecords in batches.
+
+pipeline.yml::
+
+    - name: profile_stream
+      kind: kinesis
+      conn_id: aws_default         # Airflow AWS connection
+      stream_name: audience-profiles
+      max_attempts: 8              # per batch, re-sending only the entries that failed
+      tables: [profile_merges, audience_profiles, audience_profile_interactions]
+
+Each call stays within PutRecords' limits: 500 records, 5 MiB, 1 MiB per record, all counting the
+partition key (the profile_id, so all events of one profile go to one shard).
+Entries that fail (``FailedRecordCount`` > 0, e.g. ProvisionedThroughputExceededException) and
+calls throttled as a whole are retried alone, with backoff and jitter (streams.send_with_retries).
+"""
+
+from __future__ import annotations
+
+from airflow.providers.amazon.aws.hooks.kinesis import KinesisHook
+from botocore.exceptions import ClientError
+
+from audience_profiles.config import DestinationConfig, PipelineConfig
+from audience_profiles.destinations.base import register
+from audience_profiles.destinations.streams import (
+    MIB,
+    BatchedStreamDestination,
+    BatchLimits,
+    Entry,
+    RetryableCallError,
+    SendBatch,
+    required_option,
+)
+
+PUT_RECORDS_LIMITS = BatchLimits(
+    call="Kinesis PutRecords",
+    max_records=500,
+    max_batch_bytes=5 * MIB,
+    max_record_bytes=1 * MIB,
+    key_counts=True,
+)
+# Whole-call errors that clear with time; anything else (missing stream, access denied) fails now.
+RETRYABLE_CALL_ERRORS = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "LimitExceededException",
+        "ThrottlingException",
+        "KMSThrottlingException",
+        "InternalFailure",
+        "ServiceUnavailable",
+    }
+)
+
+
+@register("kinesis")
+class KinesisDestination(BatchedStreamDestination):
+    limits = PUT_RECORDS_LIMITS
+
+    def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
+        super().__init__(config, pipeline)
+        self.stream_name = required_option(config, pipeline, "stream_name")
+
+    @property
+    def target(self) -> str:
+        return f"Kinesis stream {self.stream_name!r}"
+
+    def open_sender(self) -> SendBatch:
+        client = KinesisHook(aws_conn_id=self.config.conn_id or "aws_default").get_conn()
+
+        def send(batch: list[Entry]) -> list[tuple[Entry, str]]:
+            try:
+                response = client.put_records(
+                    StreamName=self.stream_name,
+                    Records=[{"Data": entry.data, "PartitionKey": entry.key} for entry in batch],
+                )
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in RETRYABLE_CALL_ERRORS:
+                    raise RetryableCallError(code) from exc
+                raise
+            if not response.get("FailedRecordCount"):
+                return []
+            # Results come back in request order, one per entry.
+            return [
+                (entry, result["ErrorCode"])
+                for entry, result in zip(batch, response["Records"], strict=True)
+                if result.get("ErrorCode")
+            ]
+
+        return send

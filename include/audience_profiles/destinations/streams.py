@@ -1,0 +1,434 @@
+"""What every stream destination shares: the record schema, batching and retrying failed entries.
+
+One record per output row, as compact UTF-8 JSON (schema version 1)::
+
+    {"schema_version": 1, "record_id": "<sha256 hex>", "event_type": "profile_upsert",
+     "profile_id": "p-1", "emitted_at": "2024-05-02T03:04:05.678+00:00", "payload": {...the row}}
+
+Which table becomes which event (and which column is the profile / partition key):
+
+- ``profile_merges`` -> ``profile_merge`` (``surviving_profile_id``)
+- ``audience_profiles`` -> ``profile_upsert`` (``profile_id``)
+- ``audience_profile_interactions`` -> ``interaction`` (``profile_id``)
+
+``profile_erased`` is reserved for the erasure flow. Delivery is at-least-once: a retried call or a
+retried task sends some records again, so ``record_id`` is deterministic for consumers to dedup on:
+sha256 over the event type, the event's key fields and its payload (never ``emitted_at``).
+Interactions and merges are facts, identified by content alone; a ``profile_upsert`` is the state
+of a profile as of the run date, so the run date is one of its key fields (a profile that changes
+A -> B -> A gets three ids, and a consumer that dedups over days does not drop the last upsert).
+
+Records are built from the run's Parquet exports a batch of rows at a time, so a table never sits in
+Python memory whole. docs/streams.md describes the schema and each destination's limits.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import hashlib
+import json
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import pyarrow.parquet as pq
+
+from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig
+from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo
+from audience_profiles.privacy import PII_COLUMNS, hash_identifier
+
+SCHEMA_VERSION = 1
+
+INTERACTION = "interaction"
+PROFILE_UPSERT = "profile_upsert"
+PROFILE_MERGE = "profile_merge"
+PROFILE_ERASED = "profile_erased"  # reserved: emitted by the erasure flow, not built from a table
+EVENT_TYPES = (INTERACTION, PROFILE_UPSERT, PROFILE_MERGE, PROFILE_ERASED)
+
+KIB = 1024
+MIB = 1024 * KIB
+
+# Rows read from a Parquet export at a time; profiles are a few hundred bytes to a few KiB each.
+DEFAULT_BATCH_ROWS = 5_000
+# An undelivered-records message names at most this many ids; the exception holds all of them.
+MAX_IDS_IN_MESSAGE = 500
+
+
+@dataclass(frozen=True)
+class TableEvents:
+    """How the rows of one output table become stream records."""
+
+    event_type: str
+    profile_column: str  # the record's profile_id, also the partition key / message key
+    key_columns: tuple[str, ...]
+    as_of_run: bool  # a state snapshot: the run date is part of its identity
+
+
+# In delivery order: a merge reaches a consumer before the surviving profile's upsert (they share
+# the partition key), and profiles before their interactions.
+STREAM_TABLES: dict[str, TableEvents] = {
+    "profile_merges": TableEvents(
+        PROFILE_MERGE,
+        "surviving_profile_id",
+        ("merged_profile_id", "surviving_profile_id", "identifier_type", "identifier_value"),
+        as_of_run=False,
+    ),
+    "audience_profiles": TableEvents(PROFILE_UPSERT, "profile_id", ("profile_id",), as_of_run=True),
+    "audience_profile_interactions": TableEvents(
+        INTERACTION,
+        "profile_id",
+        (
+            "profile_id",
+            "interaction_date",
+            "poll_id",
+            "event_id",
+            "session_id",
+            "attribute",
+            "option",
+        ),
+        as_of_run=False,
+    ),
+}
+
+
+class RecordTooLargeError(ValueError):
+    """One record exceeds what the service accepts per record; it can never be delivered."""
+
+
+class RetryableCallError(Exception):
+    """A whole call failed in a way worth retrying (throttling, service unavailable)."""
+
+    def __init__(self, code: str):
+        super().__init__(code)
+        self.code = code
+
+
+class UndeliveredRecordsError(RuntimeError):
+    """Records still not delivered after the last attempt; ``record_ids`` names every one."""
+
+    def __init__(self, target: str, record_ids: list[str], errors: Counter[str], retried: str):
+        self.target = target
+        self.record_ids = record_ids
+        self.errors = errors
+        shown = record_ids[:MAX_IDS_IN_MESSAGE]
+        more = f" (first {len(shown)} of {len(record_ids)})" if len(shown) < len(record_ids) else ""
+        causes = ", ".join(f"{code} x{count}" for code, count in errors.most_common())
+        super().__init__(
+            f"{len(record_ids)} record(s) not delivered to {target} {retried} "
+            f"[{causes}]; delivery stopped there, so later records of the run were not sent "
+            f"(a task retry sends the run again; consumers dedup by record_id). "
+            f"Undelivered record_ids{more}: " + ", ".join(shown)
+        )
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def json_safe(value: Any) -> Any:
+    """A Parquet value as JSON: dates and times ISO 8601, decimals as exact strings, NaN as null."""
+    if isinstance(value, dt.date | dt.time):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def apply_pii(row: dict[str, Any], policy: str) -> dict[str, Any]:
+    """The destination's PII policy on one row; the same rule as the SQL of drop.select_list."""
+    if policy == "plain":
+        return row
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if name not in PII_COLUMNS:
+            out[name] = value
+        elif policy == "hashed" and name == "email":
+            out["email_sha256"] = hash_identifier(value)
+        # names are not matchable once hashed, so "hashed" drops them like "omit" does
+    return out
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    record_id: str
+    event_type: str
+    profile_id: str
+    emitted_at: str
+    payload: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "record_id": self.record_id,
+            "event_type": self.event_type,
+            "profile_id": self.profile_id,
+            "emitted_at": self.emitted_at,
+            "payload": self.payload,
+        }
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            self.as_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+
+
+def record_id(event_type: str, key: dict[str, Any], payload: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json([event_type, key, payload]).encode("utf-8")).hexdigest()
+
+
+def build_record(
+    table: str, row: dict[str, Any], ds: str, emitted_at: str, pii: str = "plain"
+) -> StreamRecord:
+    """The stream record of one row of ``table`` (an output table in :data:`STREAM_TABLES`)."""
+    events = STREAM_TABLES[table]
+    payload = json_safe(apply_pii(row, pii))
+    profile_id = payload.get(events.profile_column)
+    if not profile_id:
+        raise ValueError(f"{table}: a row has no {events.profile_column}")
+    key = {column: payload.get(column) for column in events.key_columns}
+    if events.as_of_run:
+        key["as_of"] = ds
+    return StreamRecord(
+        record_id=record_id(events.event_type, key, payload),
+        event_type=events.event_type,
+        profile_id=str(profile_id),
+        emitted_at=emitted_at,
+        payload=payload,
+    )
+
+
+def records_from_export(
+    table: str,
+    parquet_path: str,
+    ds: str,
+    *,
+    pii: str = "plain",
+    emitted_at: str | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Iterator[StreamRecord]:
+    """Yield the stream records of one table export, reading ``batch_rows`` rows at a time."""
+    if table not in STREAM_TABLES:
+        raise ValueError(f"table {table!r} has no stream event (one of {', '.join(STREAM_TABLES)})")
+    emitted_at = emitted_at or utc_now()
+    parquet = pq.ParquetFile(parquet_path)
+    number = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_rows):
+            for row in batch.to_pylist():
+                number += 1
+                try:
+                    record = build_record(table, row, ds, emitted_at, pii)
+                except ValueError as exc:
+                    exc.add_note(f"row {number} of {parquet_path}")  # not the row: it may hold PII
+                    raise
+                yield record
+    finally:
+        parquet.close()
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def stream_tables(config: DestinationConfig, pipeline: PipelineConfig) -> list[str]:
+    """The destination's tables in delivery order; a table with no stream event is a ConfigError."""
+    unknown = [t for t in config.tables if t not in STREAM_TABLES]
+    if unknown:
+        raise ConfigError(
+            f"{pipeline.source_file}: destination {config.name!r} ({config.kind}) cannot stream "
+            f"{', '.join(unknown)}; stream tables are {', '.join(STREAM_TABLES)}"
+        )
+    return [t for t in STREAM_TABLES if t in config.tables]
+
+
+def required_option(config: DestinationConfig, pipeline: PipelineConfig, key: str) -> str:
+    value = config.options.get(key)
+    if not value:
+        raise ConfigError(
+            f"{pipeline.source_file}: destination {config.name!r} ({config.kind}) needs {key}"
+        )
+    return str(value)
+
+
+# --- batching ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One record encoded for a service: ``data`` is what is sent, ``key`` its partition key."""
+
+    record: StreamRecord
+    data: bytes
+
+    @property
+    def record_id(self) -> str:
+        return self.record.record_id
+
+    @property
+    def key(self) -> str:
+        return self.record.profile_id
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """A service's per-call limits. ``key_counts``: the partition key counts toward the sizes."""
+
+    call: str  # named in errors, e.g. "Kinesis PutRecords"
+    max_records: int
+    max_batch_bytes: int
+    max_record_bytes: int
+    key_counts: bool
+
+    def size(self, entry: Entry) -> int:
+        return len(entry.data) + (len(entry.key.encode("utf-8")) if self.key_counts else 0)
+
+
+def batches(entries: Iterable[Entry], limits: BatchLimits) -> Iterator[list[Entry]]:
+    """Group entries, in order, into calls within ``limits``; a record over the per-record limit
+    raises :class:`RecordTooLargeError` naming it (no retry could ever deliver it)."""
+    batch: list[Entry] = []
+    batch_bytes = 0
+    for entry in entries:
+        size = limits.size(entry)
+        if size > limits.max_record_bytes:
+            what = " incl. its partition key" if limits.key_counts else ""
+            raise RecordTooLargeError(
+                f"record {entry.record_id} ({entry.record.event_type}, profile_id "
+                f"{entry.key!r}) is {size:,} bytes{what}; {limits.call} accepts at most "
+                f"{limits.max_record_bytes:,} bytes per record"
+            )
+        if batch and (
+            len(batch) >= limits.max_records or batch_bytes + size > limits.max_batch_bytes
+        ):
+            yield batch
+            batch, batch_bytes = [], 0
+        batch.append(entry)
+        batch_bytes += size
+    if batch:
+        yield batch
+
+
+# --- retrying failed entries ------------------------------------------------------------------
+
+# Sends one batch; returns the entries that failed with each one's error code. Raises
+# RetryableCallError when the whole call failed and is worth retrying.
+SendBatch = Callable[[list[Entry]], list[tuple[Entry, str]]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded attempts with exponential backoff and full jitter (sleep uniform in [0, cap])."""
+
+    max_attempts: int = 8
+    base_seconds: float = 0.2
+    max_seconds: float = 10.0
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> RetryPolicy:
+        policy = cls(
+            max_attempts=int(options.get("max_attempts", cls.max_attempts)),
+            base_seconds=float(options.get("retry_base_seconds", cls.base_seconds)),
+            max_seconds=float(options.get("retry_max_seconds", cls.max_seconds)),
+        )
+        if policy.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {policy.max_attempts}")
+        return policy
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return rng.uniform(0, min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1)))
+
+
+def send_with_retries(
+    batch: list[Entry],
+    send: SendBatch,
+    policy: RetryPolicy,
+    target: str,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> int:
+    """Send ``batch``, re-sending only the entries that failed, until all are in or attempts run
+    out (then :class:`UndeliveredRecordsError`). Returns how many entries were re-sent."""
+    rng = rng or random.Random()
+    pending = batch
+    resent = 0
+    failed: list[tuple[Entry, str]] = []
+    for attempt in range(1, policy.max_attempts + 1):
+        try:
+            failed = send(pending)
+        except RetryableCallError as exc:
+            failed = [(entry, exc.code) for entry in pending]
+        if not failed:
+            return resent
+        if attempt < policy.max_attempts:
+            pending = [entry for entry, _ in failed]
+            resent += len(pending)
+            sleep(policy.delay(attempt, rng))
+    raise UndeliveredRecordsError(
+        target,
+        [entry.record_id for entry, _ in failed],
+        Counter(code for _, code in failed),
+        f"after {policy.max_attempts} attempt(s)",
+    )
+
+
+class BatchedStreamDestination(Destination):
+    """A stream taking batches of records per call (Kinesis PutRecords, Firehose PutRecordBatch)."""
+
+    limits: ClassVar[BatchLimits]
+
+    def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
+        super().__init__(config, pipeline)
+        self.tables = stream_tables(config, pipeline)
+        try:
+            self.retry = RetryPolicy.from_options(config.options)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{pipeline.source_file}: destination {config.name!r}: {exc}"
+            ) from exc
+
+    @property
+    @abc.abstractmethod
+    def target(self) -> str:
+        """What records go to, for messages: e.g. "Kinesis stream 'profiles'"."""
+
+    @abc.abstractmethod
+    def open_sender(self) -> SendBatch:
+        """A client-bound function sending one batch (see :data:`SendBatch`)."""
+
+    def encode(self, record: StreamRecord) -> bytes:
+        return record.encode()
+
+    def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
+        report = self.report()
+        send = self.open_sender()
+        emitted_at = utc_now()
+        resent = 0
+        for table in self.tables:
+            if table not in tables:
+                raise ValueError(f"{self.target}: run {run.run_id} has no export of {table}")
+            records = records_from_export(
+                table, tables[table], run.ds, pii=self.config.pii, emitted_at=emitted_at
+            )
+            delivered = 0
+            for batch in batches((Entry(r, self.encode(r)) for r in records), self.limits):
+                resent += send_with_retries(batch, send, self.retry, self.target)
+                delivered += len(batch)
+            report.rows[table] = delivered
+        report.details = {"target": self.target, "resent": resent}
+        return report

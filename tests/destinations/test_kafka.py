@@ -1,0 +1,106 @@
+"""Kafka destination against librdkafka's mock cluster (3 brokers, own process), read back by a
+consumer in a third process."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter, defaultdict
+
+import pytest
+
+from audience_profiles.destinations.streams import UndeliveredRecordsError, records_from_export
+from tests.destinations.stream_support import RUN, stream_destination, write_exports
+from tests.services._proc import free_port
+from tests.services.kafka_mock import consume
+
+pytestmark = pytest.mark.services
+
+TABLES = ["profile_merges", "audience_profiles", "audience_profile_interactions"]
+
+
+def kafka_conn(monkeypatch, producer_config: dict) -> str:
+    """An Airflow connection whose extra is the producer config, as the Kafka provider keeps it."""
+    conn_id = f"kafka_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+        json.dumps({"conn_type": "kafka", "extra": producer_config}),
+    )
+    return conn_id
+
+
+def destination(conn_id: str, topic: str, **options):
+    return stream_destination(
+        {
+            "name": "profile_topic",
+            "kind": "kafka",
+            "conn_id": conn_id,
+            "topic": topic,
+            "tables": TABLES,
+            **options,
+        }
+    )
+
+
+def test_every_record_arrives_keyed_by_profile(kafka_mock_cluster, monkeypatch, tmp_path):
+    exports = write_exports(tmp_path, profiles=30, interactions=90, merges=4)
+    expected = {r.record_id: r for t in TABLES for r in records_from_export(t, exports[t], RUN.ds)}
+    # The mock cluster has no CreateTopics; it creates a topic (4 partitions) on first use.
+    topic = f"profiles-{uuid.uuid4().hex[:8]}"
+    conn_id = kafka_conn(monkeypatch, {"bootstrap.servers": kafka_mock_cluster})
+
+    report = destination(conn_id, topic).deliver(RUN, exports)
+
+    messages = consume(kafka_mock_cluster, topic, count=len(expected))
+    assert not [m for m in messages if "unexpected" in m]  # nothing beyond the run's records
+    ids = [m["value"]["record_id"] for m in messages]
+    assert len(ids) == 124 and set(ids) == set(expected)
+    partitions_by_key = defaultdict(set)
+    for m in messages:
+        record = expected[m["value"]["record_id"]]
+        assert m["key"] == record.profile_id == m["value"]["profile_id"]
+        assert m["headers"] == {
+            "record_id": record.record_id,
+            "event_type": record.event_type,
+            "schema_version": "1",
+        }
+        assert m["value"]["payload"] == record.payload
+        partitions_by_key[m["key"]].add(m["partition"])
+    assert all(len(p) == 1 for p in partitions_by_key.values())  # one profile, one partition
+    assert len({m["partition"] for m in messages}) > 1
+    assert Counter(m["value"]["event_type"] for m in messages) == {
+        "interaction": 90,
+        "profile_upsert": 30,
+        "profile_merge": 4,
+    }
+    assert report.rows == {
+        "profile_merges": 4,
+        "audience_profiles": 30,
+        "audience_profile_interactions": 90,
+    }
+
+
+def test_undelivered_records_fail_the_task_naming_them(monkeypatch, tmp_path):
+    """No broker answers: librdkafka gives up after message.timeout.ms and reports each message."""
+    exports = write_exports(tmp_path, profiles=4, interactions=0, merges=0)
+    expected = [
+        r.record_id
+        for r in records_from_export("audience_profiles", exports["audience_profiles"], RUN.ds)
+    ]
+    nobody = f"127.0.0.1:{free_port()}"
+    conn_id = kafka_conn(monkeypatch, {"bootstrap.servers": nobody, "message.timeout.ms": 1000})
+    dest = destination(conn_id, "profiles", tables=["audience_profiles"])
+
+    with pytest.raises(UndeliveredRecordsError) as exc:
+        dest.deliver(RUN, exports)
+
+    assert sorted(exc.value.record_ids) == sorted(expected)
+    message = str(exc.value)
+    assert "4 record(s) not delivered to Kafka topic 'profiles'" in message
+    assert "_MSG_TIMED_OUT x4" in message and all(rid in message for rid in expected)
+
+
+def test_the_connection_must_name_the_brokers(monkeypatch, tmp_path):
+    conn_id = kafka_conn(monkeypatch, {"linger.ms": 5})
+    with pytest.raises(ValueError, match="at least bootstrap.servers"):
+        destination(conn_id, "profiles").deliver(RUN, write_exports(tmp_path))
