@@ -136,7 +136,7 @@ def _read_lines(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     con.execute(
         f"CREATE TEMP TABLE lines_raw AS SELECT text FROM read_csv({_sql_str(str(path))}, "
         "columns={'text': 'VARCHAR'}, header=false, delim=chr(31), quote='', escape='', "
-        "auto_detect=false, strict_mode=false)"
+        "auto_detect=false, strict_mode=false, hive_partitioning=false)"
     )
     con.execute("DROP TABLE IF EXISTS lines")
     con.execute("CREATE TEMP TABLE lines AS SELECT rowid + 1 AS line, text FROM lines_raw")
@@ -159,7 +159,10 @@ def _stage_csv(con, source: Source, name: str, path: Path) -> None:
     con.execute(
         f"CREATE TEMP TABLE parsed AS SELECT * FROM read_csv({_sql_str(str(path))}, "
         f"columns={columns}, header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
-        "store_rejects=true, rejects_table='rej', rejects_scan='rej_scan', strict_mode=true)"
+        "store_rejects=true, rejects_table='rej', rejects_scan='rej_scan', strict_mode=true, "
+        # Landing folders are named date=YYYY-MM-DD: without this DuckDB would read them as Hive
+        # partitions and overwrite each row's own `date` value with the folder's.
+        "hive_partitioning=false)"
     )
     # Data row k is the k-th non-blank physical line after the header that the parser did not
     # reject (DuckDB skips blank lines; its reject table names physical lines).

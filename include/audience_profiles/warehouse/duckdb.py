@@ -22,7 +22,9 @@ CREATE OR REPLACE TEMP MACRO iff(c, a, b) AS CASE WHEN c THEN a ELSE b END;
 CREATE OR REPLACE TEMP MACRO try_to_date(s) AS try_cast(s AS DATE);
 CREATE OR REPLACE TEMP MACRO try_to_timestamp(s) AS try_cast(s AS TIMESTAMP);
 CREATE OR REPLACE TEMP MACRO sha2(s, bits) AS sha256(s);
-CREATE OR REPLACE TEMP MACRO object_agg(k, v) AS json_group_object(k, v);
+-- Keys sorted, as Snowflake's OBJECT_AGG serialises them: the same data gives the same text.
+CREATE OR REPLACE TEMP MACRO object_agg(k, v) AS
+    to_json(map_from_entries(list(struct_pack(k := k, v := v) ORDER BY k)));
 """
 LOCK_WAIT_SECONDS = 300
 

@@ -1,0 +1,122 @@
+"""Helpers shared by tests: a pipeline.yml in a temp folder, and landing files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import yaml
+
+from audience_profiles.config import PROJECT_ROOT, PipelineConfig, load_config
+
+IDENTITY_RULES = PROJECT_ROOT / "include" / "config" / "identity.yml"
+
+
+def write_config(root: Path, destinations: list[dict] | None = None, **overrides) -> PipelineConfig:
+    """A pipeline.yml whose landing, work, warehouse and output all live under ``root``."""
+    raw = {
+        "start_date": "2022-01-01",
+        "landing_root": str(root / "landing"),
+        "work_dir": str(root / "work"),
+        "warehouse": {
+            "engine": "duckdb",
+            "path": str(root / "warehouse.duckdb"),
+            "memory_limit": "1GB",
+        },
+        "identity_config": str(IDENTITY_RULES),
+        "destinations": destinations
+        if destinations is not None
+        else [
+            {
+                "name": "local_drop",
+                "kind": "local",
+                "path": str(root / "output"),
+                "formats": ["csv", "json"],
+                "tables": [
+                    "audience_profiles",
+                    "audience_profile_interactions",
+                    "profile_identifiers",
+                    "profile_merges",
+                    "interactions_enriched",
+                    "quarantine",
+                ],
+            }
+        ],
+        **overrides,
+    }
+    path = root / "pipeline.yml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config(path)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_ndjson(path: Path, records: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+INTERACTION_HEADER = ["date", "event_id", "poll_id", "session_id", "option", "votes"]
+ELEMENT_HEADER = ["poll_id", "title", "option", "option_label"]
+FORM_HEADER = [
+    "entry_datetime",
+    "first_name",
+    "last_name",
+    "email",
+    "optin_1",
+    "optin_2",
+    "accept_terms",
+    "session_id",
+    "form_name",
+    "form_id",
+]
+IDENTITY_HEADER = ["observed_at", "session_id", "external_id", "email", "first_name", "last_name"]
+
+SEED_SESSION = "e298a949-fa5a-4fae-b4bb-f468cb185dd9"
+SEED_EVENT = "73fa2b2b-6e24-4d35-9a01-83d36d4d48f5"
+
+
+def write_seed_example(landing: Path) -> None:
+    """Exactly the rows of the seed page's illustrations (with an email address filled in)."""
+    write_csv(
+        landing / "interactions" / "date=2022-04-29" / "part-0.csv",
+        INTERACTION_HEADER,
+        [["2022-04-29", SEED_EVENT, "54663", SEED_SESSION, 0, 1]],
+    )
+    write_csv(
+        landing / "elements" / "elements.csv",
+        ELEMENT_HEADER,
+        [
+            ["54663", "Which team do you support?", i, label]
+            for i, label in enumerate(
+                ["Manchester Blue", "Manchester Red", "North London White", "West London Blue"]
+            )
+        ],
+    )
+    write_csv(
+        landing / "form_entries" / "date=2022-01-11" / "part-0.csv",
+        FORM_HEADER,
+        [
+            [
+                "2022-01-11T11:34:00",
+                "David",
+                "Wilson",
+                "david.wilson@example.com",
+                "Yes",
+                "Yes",
+                "Yes",
+                SEED_SESSION,
+                "Win a Signed Shirt",
+                29,
+            ]
+        ],
+    )

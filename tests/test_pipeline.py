@@ -1,0 +1,209 @@
+"""The daily build, step by step, on small fixtures (no Airflow: the task bodies directly)."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from audience_profiles import pipeline
+from audience_profiles.pipeline import DataQualityError, RunWindow, run_all
+from tests.support import (
+    FORM_HEADER,
+    IDENTITY_HEADER,
+    INTERACTION_HEADER,
+    SEED_EVENT,
+    write_config,
+    write_csv,
+    write_seed_example,
+)
+
+SEED_FINAL_ROW = (
+    "David",
+    "Wilson",
+    "david.wilson@example.com",
+    "2022-04-29",
+    "Which team do you support?",
+    "Manchester Blue",
+)
+
+
+def warehouse(config):
+    return duckdb.connect(config.warehouse.path, read_only=True)
+
+
+def test_seed_worked_example_gives_the_seed_final_illustration(tmp_path):
+    config = write_config(tmp_path)
+    write_seed_example(tmp_path / "landing")
+    for ds in ("2022-01-11", "2022-04-29"):
+        run_all(RunWindow.for_date(ds), config)
+    with warehouse(config) as con:
+        rows = con.execute(
+            "SELECT first_name, last_name, email, CAST(interaction_date AS VARCHAR), attribute, option "
+            "FROM audience_profile_interactions"
+        ).fetchall()
+    assert rows == [SEED_FINAL_ROW]
+    # The same row is in the run's CSV drop, as a user would read it.
+    drop = (
+        tmp_path / "output" / "audience_profile_interactions" / "dt=2022-04-29" / "part-00000.csv"
+    )
+    assert ",".join(SEED_FINAL_ROW) in drop.read_text().replace('"', "")
+
+
+def test_interactions_before_a_form_entry_are_claimed_by_it(tmp_path):
+    config = write_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    # The session interacts on 04-27, before its only form entry on 04-28: the run of 04-27 knows
+    # no profile; the run of 04-28 claims the earlier interaction.
+    write_csv(
+        landing / "interactions" / "date=2022-04-27" / "p.csv",
+        INTERACTION_HEADER,
+        [["2022-04-27", SEED_EVENT, "54663", "later-session", 2, 1]],
+    )
+    write_csv(
+        landing / "form_entries" / "date=2022-04-28" / "p.csv",
+        FORM_HEADER,
+        [
+            [
+                "2022-04-28T10:00:00",
+                "Ann",
+                "Lee",
+                "ann@example.com",
+                "No",
+                "",
+                "Yes",
+                "later-session",
+                "Quiz",
+                3,
+            ]
+        ],
+    )
+    first = run_all(RunWindow.for_date("2022-04-27"), config)
+    assert first["profiles"]["profile_interactions"] == 0
+    second = run_all(RunWindow.for_date("2022-04-28"), config)
+    assert second["profiles"] == {"profiles": 1, "profile_interactions": 1}
+    with warehouse(config) as con:
+        profile = con.execute(
+            "SELECT email, optin_1, optin_2, optin_1_source, answers FROM audience_profiles"
+        ).fetchall()
+    assert profile == [
+        (
+            "ann@example.com",
+            False,
+            None,
+            "form:Quiz (3)",
+            '{"Which team do you support?":"North London White"}',
+        )
+    ]
+
+
+def test_bad_rows_are_quarantined_with_a_reason_naming_the_field(tmp_path):
+    config = write_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    write_csv(
+        landing / "interactions" / "date=2022-04-29" / "bad.csv",
+        INTERACTION_HEADER,
+        [
+            ["29/04/2022", "e", "54663", "s1", 0, 1],
+            ["2022-04-29", "e", "54663", "s1", "first", 1],
+            ["2022-04-29", "e", "54663", "", 0, 1],
+            ["2022-04-29", "e", "54663", "s2", 1, 1],
+        ],
+    )
+    write_csv(
+        landing / "form_entries" / "date=2022-04-29" / "bad.csv",
+        FORM_HEADER,
+        [
+            ["2022-04-29T10:00:00", "A", "B", "not-an-email", "Yes", "No", "Yes", "s1", "F", 1],
+            ["2022-04-29T10:00:00", "A", "B", "a@example.com", "Maybe", "No", "Yes", "s1", "F", 1],
+        ],
+    )
+    write_csv(
+        landing / "identities" / "date=2022-04-29" / "bad.csv",
+        IDENTITY_HEADER,
+        [
+            ["yesterday", "s1", "x1", "", "", ""],
+        ],
+    )
+    staged = [
+        pipeline.extract_source(s, RunWindow.for_date("2022-04-29"), config)
+        for s in ("interactions", "elements", "form_entries", "identities")
+    ]
+    counts = pipeline.validate(RunWindow.for_date("2022-04-29"), staged, config)["sources"]
+    assert counts["interactions"] == {"read": 5, "valid": 2, "quarantined": 3}
+    assert counts["form_entries"] == {"read": 2, "valid": 0, "quarantined": 2}
+    with warehouse(config) as con:
+        reasons = con.execute(
+            "SELECT source, line, reason FROM quarantine ORDER BY source, file, line"
+        ).fetchall()
+    assert reasons == [
+        ("form_entries", 2, "email: malformed email (not-an-email)"),
+        ("form_entries", 3, "optin_1: expected Yes or No (Maybe)"),
+        ("identities", 2, "observed_at: not an ISO timestamp (yesterday)"),
+        ("interactions", 2, "date: not a YYYY-MM-DD date (29/04/2022)"),
+        ("interactions", 3, "option: not a non-negative integer (first)"),
+        ("interactions", 4, "session_id: missing"),
+    ]
+
+
+def test_rerunning_a_date_gives_identical_outputs(tmp_path):
+    from audience_profiles.generate import GenerateOptions, generate
+
+    config = write_config(tmp_path)
+    generate(GenerateOptions(out=tmp_path / "landing", interactions=2_000, days=2))
+    for ds in ("2022-04-25", "2022-04-26"):
+        run_all(RunWindow.for_date(ds), config)
+    first = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "output").rglob("part-*")}
+    run_all(RunWindow.for_date("2022-04-26"), config)
+    run_all(RunWindow.for_date("2022-04-25"), config)  # an older date re-run after a later one
+    again = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "output").rglob("part-*")}
+    assert again == first
+    with warehouse(config) as con:
+        latest = con.execute("SELECT max(dt) FROM published_snapshots").fetchall()[0][0]
+        profiles = con.execute("SELECT count(*) FROM audience_profiles").fetchall()[0][0]
+    assert str(latest) == "2022-04-26"
+    assert profiles == sum(
+        1
+        for _ in (
+            tmp_path / "output" / "audience_profiles" / "dt=2022-04-26" / "part-00000.json"
+        ).open()
+    )
+
+
+def test_failed_quality_check_stops_before_delivery(tmp_path):
+    config = write_config(tmp_path)
+    write_seed_example(tmp_path / "landing")
+    run_all(RunWindow.for_date("2022-01-11"), config)  # David's form entry: one profile
+    window = RunWindow.for_date("2022-04-29")
+    staged = [
+        pipeline.extract_source(s, window, config)
+        for s in ("interactions", "elements", "form_entries", "identities")
+    ]
+    pipeline.validate(window, staged, config)
+    pipeline.enrich(window, config)
+    pipeline.resolve_identities(window, config)
+    pipeline.build_profiles(window, config)
+    with duckdb.connect(config.warehouse.path) as con:  # corrupt the run's output on purpose
+        con.execute(
+            f"INSERT INTO {window.run_schema}.audience_profiles SELECT * FROM {window.run_schema}.audience_profiles"
+        )
+    with pytest.raises(DataQualityError, match="audience_profiles.profile_id unique"):
+        pipeline.check_quality(window, config)
+
+
+def test_every_input_row_is_in_an_output_or_quarantine(tmp_path):
+    from audience_profiles.generate import GenerateOptions, generate
+
+    config = write_config(tmp_path)
+    generate(GenerateOptions(out=tmp_path / "landing", interactions=3_000, days=2, dirty_rate=0.01))
+    results = [run_all(RunWindow.for_date(ds), config) for ds in ("2022-04-25", "2022-04-26")]
+    for result in results:
+        for source, c in result["validate"]["sources"].items():
+            assert c["read"] == c["valid"] + c["quarantined"], source
+    quarantined = sum(r["validate"]["sources"]["interactions"]["quarantined"] for r in results)
+    assert quarantined > 0
+    with warehouse(config) as con:
+        enriched = con.execute("SELECT count(*) FROM interactions_enriched").fetchall()[0][0]
+    read = sum(r["validate"]["sources"]["interactions"]["read"] for r in results)
+    assert enriched + quarantined == read
