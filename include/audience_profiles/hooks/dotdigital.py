@@ -64,7 +64,13 @@ IMPORT_FAILED_STATUSES = frozenset(
     }
 )
 _REGION = re.compile(r"^r\d{1,2}$")
+_EMAIL = re.compile(r"[\w.+%'-]+@[\w-]+(\.[\w-]+)+")
 _EPOCH_2001 = 1_000_000_000  # an x-ratelimit-reset below this is a delay, not a timestamp
+
+
+def _redact(text: str) -> str:
+    """Text as logs may show it: contact addresses (in paths, in messages) are personal data."""
+    return _EMAIL.sub("<email>", text)
 
 
 class DotdigitalApiError(RuntimeError):
@@ -72,8 +78,10 @@ class DotdigitalApiError(RuntimeError):
 
     def __init__(self, method: str, endpoint: str, status: int | None, message: str):
         self.status = status
-        self.message = message
-        super().__init__(f"Dotdigital {method} {endpoint} failed ({status}): {message}")
+        self.message = _redact(message)
+        super().__init__(
+            f"Dotdigital {method} {_redact(endpoint)} failed ({status}): {self.message}"
+        )
 
 
 class DotdigitalRateLimitError(DotdigitalApiError):
@@ -185,13 +193,14 @@ class DotdigitalHook(HttpHook):
             )
         )
         options = {"timeout": self.timeout, **self.merged_extra, "check_response": False}
+        label = _redact(endpoint)
         response: requests.Response | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
                 response = self.run_and_check(session, prepared, options)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt == self.max_attempts:
-                    raise DotdigitalApiError(method, endpoint, None, str(exc)) from exc
+                    raise DotdigitalApiError(method, label, None, str(exc)) from exc
                 wait = backoff_seconds(attempt, self.backoff_base)
             else:
                 wait = retry_wait(
@@ -202,14 +211,14 @@ class DotdigitalHook(HttpHook):
             if wait > self.max_rate_limit_wait:
                 raise DotdigitalRateLimitError(
                     method,
-                    endpoint,
+                    label,
                     429,
                     f"rate limited for another {wait:.0f}s; retry the task later",
                 )
             self.log.warning(
                 "Dotdigital %s %s: %s, retrying in %.2fs (attempt %d of %d)",
                 method,
-                endpoint,
+                label,
                 response.status_code if response is not None else "connection error",
                 wait,
                 attempt,
@@ -219,7 +228,7 @@ class DotdigitalHook(HttpHook):
         assert response is not None
         if response.status_code >= 400:
             raise DotdigitalApiError(
-                method, endpoint, response.status_code, _error_message(response.text)
+                method, label, response.status_code, _error_message(response.text)
             )
         return response
 
