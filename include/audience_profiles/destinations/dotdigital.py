@@ -105,6 +105,19 @@ def _lit(value: str | None) -> str:
     return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
 
 
+def _flag(opts: dict, key: str, where: str) -> bool:
+    """A yes/no option, strictly: a quoted "false" must not switch on a full re-sync."""
+    value = opts.get(key, False)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off", ""):
+        return False
+    raise ConfigError(f"{where}: {key} must be true or false, not {value!r}")
+
+
 @dataclass(frozen=True)
 class SegmentTarget:
     segment_id: str
@@ -141,7 +154,7 @@ class DotdigitalOptions:
         segments = []
         for segment_id, seg in segments_raw.items():
             seg = seg or {}
-            partner = bool(seg.get("partner", False))
+            partner = _flag(seg, "partner", f"{where}: segments.{segment_id}")
             default_column = (
                 consent.get("partner_column", "optin_2")
                 if partner
@@ -179,9 +192,9 @@ class DotdigitalOptions:
             segments=tuple(segments),
             data_fields={str(k): str(v) for k, v in data_fields.items()},
             state_path=Path(resolve_path(str(state_path))),
-            full_resync=bool(opts.get("full_resync", False)),
-            dry_run=bool(opts.get("dry_run", False)),
-            defer_imports=bool(opts.get("defer_imports", False)),
+            full_resync=_flag(opts, "full_resync", where),
+            dry_run=_flag(opts, "dry_run", where),
+            defer_imports=_flag(opts, "defer_imports", where),
             max_file_mb=max_file_mb,
             max_active_imports=max_active,
             poll_interval=float(opts.get("poll_interval", 10)),
