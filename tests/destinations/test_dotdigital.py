@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from audience_profiles.config import parse_config
+from audience_profiles.config import ConfigError, parse_config
 from audience_profiles.destinations import RunInfo, destination_for
 from audience_profiles.destinations.dotdigital import DotdigitalImportFailed
 from audience_profiles.destinations.sync_state import StateLockedError, SyncStateStore
@@ -514,7 +514,7 @@ def test_trigger_reports_a_timeout(dotdigital, tmp_path):
 
 
 def test_deferred_delivery_waits_on_the_trigger_then_finishes(dotdigital, inputs, sync):
-    people = [profile(f"p{i:02d}", f"p{i:02d}@example.com") for i in range(20)]
+    people = [profile(f"p{i:02d}", f"p{i:02d}@example.com") for i in range(8)]
     tables = inputs.write(people, {"fans": [p["profile_id"] for p in people]})
     options = {"defer_imports": True, "max_file_mb": 0.001, "max_active_imports": 2}
 
@@ -529,7 +529,7 @@ def test_deferred_delivery_waits_on_the_trigger_then_finishes(dotdigital, inputs
     assert len(reports) > 2  # the segment needed several batches of imports
     assert dotdigital.members(FANS) == {p["email"] for p in people}
     assert synced(sync.state_path) == {p["email"] for p in people}
-    assert sum(r.rows["added"] for r in reports) == 20
+    assert sum(r.rows["added"] for r in reports) == 8
     statuses = [
         r[0] for r in state_rows(sync.state_path, "SELECT status FROM sync_runs ORDER BY ds")
     ]
@@ -558,7 +558,9 @@ def test_runs_of_one_destination_cannot_overlap(tmp_path):
         holder.wait()
 
 
-def test_imports_need_a_filename_and_calls_need_credentials(dotdigital, monkeypatch):
+def test_hook_errors_filename_rule_credentials_and_no_addresses_in_messages(
+    dotdigital, monkeypatch
+):
     hook = DotdigitalHook(DOTDIGITAL_CONN_ID)
     book = hook.ensure_address_book(FANS)
     with pytest.raises(DotdigitalApiError, match="file must be valid") as err:
@@ -569,12 +571,36 @@ def test_imports_need_a_filename_and_calls_need_credentials(dotdigital, monkeypa
         )
     assert err.value.status == 400
 
+    with pytest.raises(DotdigitalApiError) as err:
+        hook.add_consent_records("fan.name@example.c", [{"text": CONSENT_TEXT}])
+    assert err.value.status == 400
+    assert "fan.name" not in str(err.value) and "<email>" in str(err.value)  # no PII in logs
+
     connection = json.loads(os.environ[f"AIRFLOW_CONN_{DOTDIGITAL_CONN_ID.upper()}"])
     connection["password"] = "wrong"
     monkeypatch.setenv(f"AIRFLOW_CONN_{DOTDIGITAL_CONN_ID.upper()}", json.dumps(connection))
     with pytest.raises(DotdigitalApiError) as err:
         DotdigitalHook(DOTDIGITAL_CONN_ID).list_address_books()
     assert err.value.status == 401
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"segments": {}}, "segments must map"),
+        ({"data_fields": {"team": "answers.Team"}}, "upper case"),
+        ({"max_active_imports": 30}, "max_active_imports"),
+        ({"max_file_mb": 60}, "below 50"),
+        ({"full_resync": "maybe"}, "true or false"),
+        ({"data_fields": {"SCORE": "score"}}, "not a profile column"),
+        ({"segments": {"fans": {"consent_column": "optin_9"}}}, "optin_9"),
+    ],
+)
+def test_configuration_mistakes_name_the_option(dotdigital, inputs, sync, options, message):
+    tables = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
+    with pytest.raises(ConfigError, match=message):
+        sync(tables, **options)
+    assert dotdigital.calls("POST") == []
 
 
 def test_region_and_retry_headers():
