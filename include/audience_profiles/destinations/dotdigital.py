@@ -299,7 +299,8 @@ class DotdigitalDestination(Destination):
                 import_ids = []
                 for segment_id, book_id, path in jobs[start : start + opts.max_active_imports]:
                     import_id = hook.import_contacts(book_id, path)["id"]
-                    store.record_import(import_id, sync_id, self._rows_in(segment_id, path))
+                    rows = store.record_import(import_id, sync_id, self._rows_in(segment_id, path))
+                    log.info("Import %s: %d rows into address book %s", import_id, rows, book_id)
                     import_ids.append(import_id)
                 if opts.defer_imports:
                     # The task defers on these (DotdigitalImportTrigger) and delivers again; that
@@ -333,6 +334,8 @@ class DotdigitalDestination(Destination):
                     tally.reasons[f"import {status}"] += rows
                 failed.append(f"{import_id}: {status}")
                 continue
+            # Dotdigital's own counts, for the task log (counts only: no addresses in logs).
+            log.info("Import %s finished: %s", import_id, hook.get_import_report(import_id))
             faults = {f["email"].lower(): f["reason"] for f in hook.get_import_faults(import_id)}
             applied = store.apply_import(import_id, sync_id, faults, SUPPRESSION_FAULTS)
             for segment_id, counts in applied.items():
