@@ -7,8 +7,8 @@ answer an import id (GUID) whose status goes NotFinished -> Finished; import rep
 faults (invalid address, suppressed contact); removal from address books; suppressed contacts;
 consent records through the v3 contact PATCH.
 
-Fault modes a test switches on: ``rate_limit_for(seconds)`` (every call 429s with
-``x-ratelimit-limit`` / ``x-ratelimit-reset`` until then), ``watchdog = True`` (the next imports
+Fault modes a test switches on: ``rate_limit_for(seconds)`` (from the next call on, every call
+429s with ``x-ratelimit-limit`` / ``x-ratelimit-reset`` for that long), ``watchdog = True`` (the next imports
 end RejectedByWatchdog), ``fail_next(n)`` (5xx), ``fault_emails`` (extra per-contact faults).
 Tests read what landed with ``members(book_name)``, ``contact(email)`` and ``calls()``.
 """
@@ -72,9 +72,10 @@ class DotdigitalStandIn:
             }
             self.imports: dict[str, dict] = {}
             self.suppressed: list[dict] = []
-            self.requests: list[tuple[str, str, int]] = []
+            self.requests: list[tuple[str, str, int, float]] = []  # method, path, status, time
             self.ids = itertools.count(1001)
             self.rate_limit_until = 0.0
+            self.storm_seconds: float | None = None
             self.rate_limited_at: list[float] = []
             self.watchdog = False
             self.failures_left = 0
@@ -83,10 +84,9 @@ class DotdigitalStandIn:
 
     # -- switches and views for tests ---------------------------------------------------------
 
-    def rate_limit_for(self, seconds: float) -> float:
-        """429 every call until ``seconds`` from now; returns that reset time (epoch)."""
-        self.rate_limit_until = time.time() + seconds
-        return self.rate_limit_until
+    def rate_limit_for(self, seconds: float) -> None:
+        """429 every call for ``seconds`` from the next call on (then see ``rate_limit_until``)."""
+        self.storm_seconds = seconds
 
     def fail_next(self, count: int) -> None:
         self.failures_left = count
@@ -108,7 +108,7 @@ class DotdigitalStandIn:
     def contact(self, address: str) -> dict | None:
         return next((c for c in self.contacts.values() if c["email"] == address.lower()), None)
 
-    def calls(self, method: str | None = None) -> list[tuple[str, str, int]]:
+    def calls(self, method: str | None = None) -> list[tuple[str, str, int, float]]:
         return [r for r in self.requests if method is None or r[0] == method]
 
     # -- request handling ---------------------------------------------------------------------
@@ -124,7 +124,7 @@ class DotdigitalStandIn:
                 extra = {}
             except ApiError as err:
                 status, payload, extra = err.status, {"message": err.message}, err.headers
-            self.requests.append((method, path, status))
+            self.requests.append((method, path, status, time.time()))
         return status, extra, payload
 
     def _authorise(self, headers) -> None:
@@ -134,6 +134,8 @@ class DotdigitalStandIn:
 
     def _throttle(self) -> None:
         now = time.time()
+        if self.storm_seconds is not None:
+            self.rate_limit_until, self.storm_seconds = now + self.storm_seconds, None
         if now < self.rate_limit_until:
             self.rate_limited_at.append(now)
             reset = math.ceil(self.rate_limit_until)
