@@ -1,0 +1,686 @@
+"""``dotdigital``: segment members into Dotdigital address books, consent-gated and diff-synced.
+
+pipeline.yml (see docs/activation.md for every option)::
+
+    - name: dotdigital
+      kind: dotdigital
+      conn_id: dotdigital_default
+      tables: [segment_memberships, audience_profiles]
+      segments:
+        newsletter_fans: {address_book: "AP newsletter fans"}
+        partner_offers: {address_book: "AP partner offers", partner: true}
+      consent:
+        text: "Yes, send me news from the club."
+        partner_text: "Yes, send me offers from the club's partners."
+      data_fields: {TEAM: answers.Favourite team, LASTINTERACTION: last_seen}
+
+One sync, in order:
+
+1. finish imports an earlier, interrupted sync left behind (``import_rows`` in the state file);
+2. refresh the suppression list (``GET /v2/contacts/suppressed-since``) into the state file;
+3. build the wanted members per segment: profiles whose consent column is explicitly true
+   (``optin_1``; ``optin_2`` for ``partner: true`` segments), with an email, not suppressed;
+4. diff against ``sync_state``: added and changed rows (a hash of the mapped fields and the
+   consent time) go out as CSV bulk imports; only what an import's fault report confirms is
+   written back to ``sync_state``; faults are kept in ``sync_failures`` and retried next run;
+5. members no longer wanted are taken out of the address book;
+6. consent records (text, time, URL) go to the v3 contact API for new opt-ins;
+7. one ``sync_runs`` row and the DeliveryReport say what happened.
+
+Crash safety: an import is upserted by email on Dotdigital's side, and state moves only from an
+import's report. Whatever point a sync dies at, the next one either finishes the recorded import
+or sends the same rows again; no contact is lost or doubled.
+
+Waiting for imports: ``deliver`` polls them itself (:func:`wait_for_imports`) unless
+``defer_imports: true``. Then it returns right after submitting, with the import ids in
+``details["pending_imports"]`` (``sync_runs.status`` "pending"); a deferrable task waits on them
+with :class:`~audience_profiles.triggers.dotdigital.DotdigitalImportTrigger`, freeing its worker
+slot, and calls ``deliver`` again, which confirms them (step 1) and finishes the sync.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import tempfile
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig, resolve_path
+from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo, register
+from audience_profiles.destinations.drop import render_parts
+from audience_profiles.destinations.sync_state import SyncStateStore, utcnow
+from audience_profiles.hooks.dotdigital import (
+    IMPORT_FINISHED,
+    MAX_ACTIVE_IMPORTS,
+    MAX_IMPORT_BYTES,
+    DotdigitalApiError,
+    DotdigitalHook,
+)
+from audience_profiles.triggers.dotdigital import wait_for_imports
+
+log = logging.getLogger(__name__)
+
+# Import fault reasons that mean "this address must not be mailed": remembered, never retried.
+SUPPRESSION_FAULTS = (
+    "Globally Suppressed",
+    "Blocked",
+    "Unsubscribed",
+    "Hard Bounced",
+    "Isp Complaints",
+    "Domain Suppressed",
+    "Mail Blocked",
+    "Suppressed by you",
+)
+DEFAULT_DATA_FIELDS = {"FIRSTNAME": "first_name", "LASTNAME": "last_name"}
+_DATA_FIELD_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,19}$")
+_NUMERIC_TYPES = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "FLOAT",
+    "DOUBLE",
+    "DECIMAL",
+)
+_NUMERIC_TYPES += tuple("U" + t for t in _NUMERIC_TYPES[:5]) + ("REAL",)
+SUPPRESSIONS_FROM = dt.date(2000, 1, 1)  # first fetch (and full re-sync) reads the whole list
+DRY_RUN_SAMPLE = 20  # ids printed per change kind and segment in a dry run
+
+
+class DotdigitalImportFailed(RuntimeError):
+    """An import ended in a failure status (watchdog, invalid file...); its rows stay unsynced."""
+
+
+def _q(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _lit(value: str | None) -> str:
+    return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
+
+
+def _flag(opts: dict, key: str, where: str) -> bool:
+    """A yes/no option, strictly: a quoted "false" must not switch on a full re-sync."""
+    value = opts.get(key, False)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off", ""):
+        return False
+    raise ConfigError(f"{where}: {key} must be true or false, not {value!r}")
+
+
+@dataclass(frozen=True)
+class SegmentTarget:
+    segment_id: str
+    address_book: str
+    consent_column: str
+    consent_text: str | None
+    consent_url: str | None
+
+
+@dataclass(frozen=True)
+class DotdigitalOptions:
+    segments: tuple[SegmentTarget, ...]
+    data_fields: dict[str, str]
+    state_path: Path
+    full_resync: bool = False
+    dry_run: bool = False
+    defer_imports: bool = False
+    max_file_mb: float = 20.0
+    max_active_imports: int = 10
+    poll_interval: float = 10.0
+    import_timeout: float = 3600.0
+    max_attempts: int = 6
+    backoff_base: float = 1.0
+    max_rate_limit_wait: float = 900.0
+
+    @classmethod
+    def from_config(cls, config: DestinationConfig, pipeline: PipelineConfig) -> DotdigitalOptions:
+        opts = config.options
+        where = f"{pipeline.source_file}: destination {config.name!r}"
+        consent = opts.get("consent") or {}
+        segments_raw = opts.get("segments")
+        if not isinstance(segments_raw, dict) or not segments_raw:
+            raise ConfigError(f"{where}: segments must map segment ids to address books")
+        segments = []
+        for segment_id, seg in segments_raw.items():
+            seg = seg or {}
+            partner = _flag(seg, "partner", f"{where}: segments.{segment_id}")
+            default_column = (
+                consent.get("partner_column", "optin_2")
+                if partner
+                else consent.get("column", "optin_1")
+            )
+            default_text = consent.get("partner_text") if partner else consent.get("text")
+            segments.append(
+                SegmentTarget(
+                    segment_id=str(segment_id),
+                    address_book=str(seg.get("address_book") or segment_id),
+                    consent_column=str(seg.get("consent_column", default_column)),
+                    consent_text=seg.get("consent_text", default_text),
+                    consent_url=seg.get("consent_url", consent.get("url")),
+                )
+            )
+        data_fields = {**DEFAULT_DATA_FIELDS, **(opts.get("data_fields") or {})}
+        for name, source in data_fields.items():
+            if not _DATA_FIELD_NAME.match(str(name)):
+                raise ConfigError(
+                    f"{where}: data field {name!r} must be upper case letters, digits and _ "
+                    "(at most 20, starting with a letter), as Dotdigital names them"
+                )
+            if '"' in str(source):
+                raise ConfigError(f"{where}: data field {name}: source {source!r} contains a quote")
+        state_path = opts.get("state_path") or str(
+            Path(pipeline.work_dir) / "state" / f"{config.name}.duckdb"
+        )
+        max_active = int(opts.get("max_active_imports", 10))
+        if not 1 <= max_active <= MAX_ACTIVE_IMPORTS:
+            raise ConfigError(f"{where}: max_active_imports must be 1..{MAX_ACTIVE_IMPORTS}")
+        max_file_mb = float(opts.get("max_file_mb", 20))
+        if not 0 < max_file_mb < MAX_IMPORT_BYTES / 1024 / 1024:
+            raise ConfigError(f"{where}: max_file_mb must be above 0 and below 50")
+        return cls(
+            segments=tuple(segments),
+            data_fields={str(k): str(v) for k, v in data_fields.items()},
+            state_path=Path(resolve_path(str(state_path))),
+            full_resync=_flag(opts, "full_resync", where),
+            dry_run=_flag(opts, "dry_run", where),
+            defer_imports=_flag(opts, "defer_imports", where),
+            max_file_mb=max_file_mb,
+            max_active_imports=max_active,
+            poll_interval=float(opts.get("poll_interval", 10)),
+            import_timeout=float(opts.get("import_timeout", 3600)),
+            max_attempts=int(opts.get("max_attempts", 6)),
+            backoff_base=float(opts.get("backoff_base", 1.0)),
+            max_rate_limit_wait=float(opts.get("max_rate_limit_wait", 900)),
+        )
+
+
+@dataclass
+class SyncTally:
+    """Counts for the run report, per segment and overall."""
+
+    segments: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    reasons: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    pending_imports: list[str] = field(default_factory=list)
+
+    def add(self, segment_id: str, **counts: int) -> None:
+        self.segments[segment_id].update(counts)
+
+    def total(self, key: str) -> int:
+        return sum(c[key] for c in self.segments.values())
+
+    def totals(self) -> dict[str, int]:
+        return {k: self.total(k) for k in ("added", "changed", "removed", "rejected")}
+
+
+@register("dotdigital")
+class DotdigitalDestination(Destination):
+    def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
+        opts = DotdigitalOptions.from_config(self.config, self.pipeline)
+        missing = {"segment_memberships", "audience_profiles"} - tables.keys()
+        if missing:
+            raise ConfigError(
+                f"{self.pipeline.source_file}: destination {self.name!r} needs tables "
+                f"{sorted(missing)}; add them to its tables: list"
+            )
+        sync_id = str(uuid.uuid4())
+        mode = "dry_run" if opts.dry_run else "full_resync" if opts.full_resync else "diff"
+        started = utcnow()
+        tally = SyncTally()
+        with SyncStateStore(opts.state_path) as store:
+            try:
+                if opts.dry_run:
+                    self._dry_run(store, opts, tables, tally)
+                else:
+                    self._sync(store, opts, tables, tally, sync_id)
+            except Exception as exc:
+                self._record(store, run, sync_id, mode, "failed", started, tally, str(exc))
+                raise
+            status = (
+                "dry_run" if opts.dry_run else "pending" if tally.pending_imports else "success"
+            )
+            self._record(store, run, sync_id, mode, status, started, tally, None)
+        report = self.report()
+        report.rows = tally.totals()
+        report.details = {
+            "sync_id": sync_id,
+            "mode": mode,
+            "segments": {s: dict(c) for s, c in tally.segments.items()},
+            "reasons": dict(tally.reasons),
+            "skipped": dict(tally.skipped),
+            "state_path": str(opts.state_path),
+            "pending_imports": tally.pending_imports,
+        }
+        report.failures = [f"{n} rejected: {r}" for r, n in tally.reasons.most_common(10)]
+        return report
+
+    # -- the sync -----------------------------------------------------------------------------
+
+    def _sync(
+        self,
+        store: SyncStateStore,
+        opts: DotdigitalOptions,
+        tables: dict[str, str],
+        tally: SyncTally,
+        sync_id: str,
+    ) -> None:
+        hook = DotdigitalHook(
+            self.config.conn_id or DotdigitalHook.default_conn_name,
+            max_attempts=opts.max_attempts,
+            backoff_base=opts.backoff_base,
+            max_rate_limit_wait=opts.max_rate_limit_wait,
+        )
+        pending = store.pending_imports()
+        if pending:
+            log.info("Finishing %d import(s) an earlier sync left unconfirmed", len(pending))
+            self._finish_imports(hook, store, opts, pending, tally, sync_id)
+        self._refresh_suppressions(hook, store, opts.full_resync)
+        fields = self._build_desired(store, opts, tables, tally)
+        self._ensure_data_fields(hook, fields)
+        books: dict[str, int] = {}
+        for seg in opts.segments:
+            books[seg.segment_id] = int(hook.ensure_address_book(seg.address_book)["id"])
+            store.set_address_book(seg.segment_id, seg.address_book, books[seg.segment_id])
+        self._plan_upserts(store, opts, books)
+        with tempfile.TemporaryDirectory(prefix="dotdigital-") as tmp:
+            jobs = self._render_imports(store, opts, list(fields), Path(tmp))
+            for start in range(0, len(jobs), opts.max_active_imports):
+                import_ids = []
+                for segment_id, book_id, path in jobs[start : start + opts.max_active_imports]:
+                    import_id = hook.import_contacts(book_id, path)["id"]
+                    rows = store.record_import(import_id, sync_id, self._rows_in(segment_id, path))
+                    log.info("Import %s: %d rows into address book %s", import_id, rows, book_id)
+                    import_ids.append(import_id)
+                if opts.defer_imports:
+                    # The task defers on these (DotdigitalImportTrigger) and delivers again; that
+                    # run confirms them first, then carries on where this one stopped.
+                    tally.pending_imports = import_ids
+                    return
+                self._finish_imports(hook, store, opts, import_ids, tally, sync_id)
+        for seg in opts.segments:
+            self._remove_members(hook, store, seg.segment_id, books[seg.segment_id], opts, tally)
+        self._send_consent(hook, store, tally)
+
+    def _finish_imports(
+        self,
+        hook: DotdigitalHook,
+        store: SyncStateStore,
+        opts: DotdigitalOptions,
+        import_ids: list[str],
+        tally: SyncTally,
+        sync_id: str,
+    ) -> None:
+        """Wait for imports, apply what each confirms; raise if any failed as a whole."""
+        statuses = wait_for_imports(
+            hook, import_ids, poll_interval=opts.poll_interval, timeout=opts.import_timeout
+        )
+        failed = []
+        for import_id in import_ids:
+            status = statuses[import_id]
+            if status != IMPORT_FINISHED:
+                for segment_id, rows in store.discard_import(import_id).items():
+                    tally.add(segment_id, rejected=rows)
+                    tally.reasons[f"import {status}"] += rows
+                failed.append(f"{import_id}: {status}")
+                continue
+            # Dotdigital's own counts, for the task log (counts only: no addresses in logs).
+            log.info("Import %s finished: %s", import_id, hook.get_import_report(import_id))
+            faults = {f["email"].lower(): f["reason"] for f in hook.get_import_faults(import_id)}
+            applied = store.apply_import(import_id, sync_id, faults, SUPPRESSION_FAULTS)
+            for segment_id, counts in applied.items():
+                tally.add(segment_id, **counts)
+            tally.reasons.update(faults.values())
+        if failed:
+            raise DotdigitalImportFailed(
+                f"Dotdigital import(s) failed: {'; '.join(failed)}. Their rows were not recorded "
+                "as synced and go again next run. RejectedByWatchdog means Dotdigital's "
+                "watchdog holds the import for review (often a list that looks bought or stale): "
+                "ask Dotdigital support to release the account before re-running."
+            )
+
+    # -- inputs and diff ----------------------------------------------------------------------
+
+    def _build_desired(
+        self,
+        store: SyncStateStore,
+        opts: DotdigitalOptions,
+        tables: dict[str, str],
+        tally: SyncTally,
+    ) -> dict[str, tuple[str, str]]:
+        """Temp table ``desired``: wanted (segment, email) rows; returns field -> (sql, type)."""
+        con = store.con
+        # lower(trim(email)) is the SQL twin of privacy.normalise_email: Dotdigital keys by it.
+        profiles = f"read_parquet({_lit(tables['audience_profiles'])})"
+        memberships = f"read_parquet({_lit(tables['segment_memberships'])})"
+        columns = {
+            name: col_type
+            for name, col_type, *_ in con.execute(f"DESCRIBE SELECT * FROM {profiles}").fetchall()
+        }
+        where = f"{self.pipeline.source_file}: destination {self.name!r}"
+        fields = {
+            name: self._field_sql(src, columns, where) for name, src in opts.data_fields.items()
+        }
+        recency = "p.last_seen" if "last_seen" in columns else "NULL"
+        selects = []
+        for seg in opts.segments:
+            if seg.consent_column not in columns:
+                raise ConfigError(
+                    f"{where}: consent column {seg.consent_column!r} (segment {seg.segment_id}) "
+                    "is not in audience_profiles"
+                )
+            at_col, source_col = f"{seg.consent_column}_at", f"{seg.consent_column}_source"
+            consent_at = f"p.{_q(at_col)}" if at_col in columns else "NULL"
+            url = _lit(seg.consent_url)
+            if source_col in columns:
+                src = f"p.{_q(source_col)}"
+                url = f"CASE WHEN {src} ILIKE 'http%' THEN {src} ELSE {url} END"
+            selects.append(
+                f"""
+                SELECT m.segment_id, lower(trim(p.email)) AS email, p.profile_id,
+                       p.{_q(seg.consent_column)} AS consented,
+                       CAST({consent_at} AS TIMESTAMP) AS consent_at,
+                       CAST({_lit(seg.consent_text)} AS VARCHAR) AS consent_text,
+                       CAST({url} AS VARCHAR) AS consent_url,
+                       {recency} AS recency,
+                       {", ".join(f"{sql} AS {_q(name)}" for name, (sql, _) in fields.items())}
+                FROM {memberships} m JOIN {profiles} p ON p.profile_id = m.profile_id
+                WHERE m.segment_id = {_lit(seg.segment_id)}
+                """
+            )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS {' UNION ALL '.join(selects)}")
+        hashed = ", ".join(f"'{name}': {_q(name)}" for name in fields)
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE desired AS
+            SELECT * EXCLUDE (consented, recency),
+                   md5(CAST(to_json({{'email': email, 'consent_at': consent_at, {hashed}}}) AS VARCHAR))
+                       AS row_hash
+            FROM candidates c
+            WHERE coalesce(email, '') <> '' AND consented IS TRUE
+              AND NOT EXISTS (SELECT 1 FROM suppressed s WHERE s.email = c.email)
+            QUALIFY row_number() OVER (
+                PARTITION BY segment_id, email ORDER BY recency DESC NULLS LAST, profile_id
+            ) = 1
+            """
+        )
+        for segment_id, no_email, no_consent, suppressed in con.execute(
+            """
+            SELECT segment_id,
+                   count(*) FILTER (WHERE coalesce(email, '') = ''),
+                   count(*) FILTER (WHERE coalesce(email, '') <> '' AND consented IS NOT TRUE),
+                   count(*) FILTER (WHERE coalesce(email, '') <> '' AND consented IS TRUE
+                                    AND email IN (SELECT email FROM suppressed))
+            FROM candidates GROUP BY segment_id
+            """
+        ).fetchall():
+            tally.skipped.update(no_email=no_email, no_consent=no_consent, suppressed=suppressed)
+            tally.add(segment_id, skipped_no_consent=no_consent, skipped_suppressed=suppressed)
+        return fields
+
+    @staticmethod
+    def _field_sql(source: str, columns: dict[str, str], where: str) -> tuple[str, str]:
+        """SQL rendering a profile column (or ``answers.<title>``) as text, and its field type."""
+        if source.startswith("answers."):
+            if "answers" not in columns:
+                raise ConfigError(
+                    f"{where}: {source!r} needs an answers column in audience_profiles"
+                )
+            path = "$." + '"' + source.removeprefix("answers.") + '"'
+            return f"json_extract_string(p.answers, {_lit(path)})", "String"
+        if source not in columns:
+            raise ConfigError(f"{where}: data field source {source!r} is not a profile column")
+        col_type, ident = columns[source].upper(), f"p.{_q(source)}"
+        if col_type.startswith(("TIMESTAMP", "DATE")):
+            return f"strftime({ident}, '%Y-%m-%dT%H:%M:%S')", "Date"
+        if col_type == "BOOLEAN":
+            return f"CASE WHEN {ident} THEN 'true' WHEN NOT {ident} THEN 'false' END", "Boolean"
+        kind = "Numeric" if col_type.startswith(_NUMERIC_TYPES) else "String"
+        return f"CAST({ident} AS VARCHAR)", kind
+
+    def _plan_upserts(
+        self, store: SyncStateStore, opts: DotdigitalOptions, books: dict[str, int | None]
+    ) -> None:
+        """Temp table ``upserts``: desired rows that are new, changed or in another book."""
+        store.con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE upserts AS
+            SELECT d.*, b.address_book_id, s.email IS NULL AS is_new
+            FROM desired d
+            JOIN (
+                SELECT unnest(CAST(? AS VARCHAR[])) AS segment_id,
+                       unnest(CAST(? AS BIGINT[])) AS address_book_id
+            ) b USING (segment_id)
+            LEFT JOIN sync_state s USING (segment_id, email)
+            WHERE {str(opts.full_resync).upper()} OR s.email IS NULL OR s.row_hash <> d.row_hash
+               OR s.address_book_id IS DISTINCT FROM b.address_book_id
+            """,
+            [list(books), list(books.values())],
+        )
+
+    def _render_imports(
+        self, store: SyncStateStore, opts: DotdigitalOptions, fields: list[str], tmp: Path
+    ) -> list[tuple[str, int, Path]]:
+        """CSV import files per segment, each under Dotdigital's 50 MB limit."""
+        columns = ", ".join(["email AS Email", *(_q(f) for f in fields)])
+        jobs = []
+        for segment_id, book_id in store.con.execute(
+            "SELECT DISTINCT segment_id, address_book_id FROM upserts ORDER BY segment_id"
+        ).fetchall():
+            source = tmp / f"{segment_id}.parquet"
+            store.con.execute(
+                f"COPY (SELECT {columns} FROM upserts WHERE segment_id = {_lit(segment_id)} "
+                f"ORDER BY email) TO {_lit(str(source))} (FORMAT parquet)"
+            )
+            target_mb = opts.max_file_mb
+            while True:
+                # Parts are sized from an estimate: halve the target until every part fits.
+                out = tmp / f"{segment_id}-{target_mb:g}"
+                parts, _ = render_parts(
+                    str(source), "csv", out, escape_csv=False, max_file_mb=target_mb
+                )
+                if all(p.stat().st_size < MAX_IMPORT_BYTES for p, _ in parts):
+                    break
+                target_mb /= 2
+            # An API import is not a spreadsheet: no formula escaping, values go in as they are.
+            jobs.extend((segment_id, book_id, path) for path, rows in parts if rows)
+        return jobs
+
+    @staticmethod
+    def _rows_in(segment_id: str, part: Path) -> str:
+        """SQL selecting the ``upserts`` rows a CSV part carries (its emails, read back)."""
+        return (
+            f"SELECT * FROM upserts WHERE segment_id = {_lit(segment_id)} AND email IN "
+            f"(SELECT Email FROM read_csv({_lit(str(part))}, header = true, all_varchar = true))"
+        )
+
+    # -- removals, suppressions, consent ------------------------------------------------------
+
+    def _remove_members(
+        self,
+        hook: DotdigitalHook,
+        store: SyncStateStore,
+        segment_id: str,
+        book_id: int,
+        opts: DotdigitalOptions,
+        tally: SyncTally,
+    ) -> None:
+        gone = [
+            r[0]
+            for r in store.con.execute(
+                """
+                SELECT s.email FROM sync_state s
+                WHERE s.segment_id = ? AND NOT EXISTS (
+                    SELECT 1 FROM desired d WHERE d.segment_id = s.segment_id AND d.email = s.email)
+                ORDER BY s.email
+                """,
+                [segment_id],
+            ).fetchall()
+        ]
+        if not gone and not opts.full_resync:
+            return
+        members = {c["email"].lower(): c["id"] for c in hook.list_address_book_contacts(book_id)}
+        remove = set(gone)
+        if opts.full_resync:
+            # A full re-sync also takes out members the state never knew (the book is ours).
+            wanted = {
+                r[0]
+                for r in store.con.execute(
+                    "SELECT email FROM desired WHERE segment_id = ?", [segment_id]
+                ).fetchall()
+            }
+            remove |= members.keys() - wanted
+        ids = [members[e] for e in sorted(remove) if e in members]
+        if ids:
+            hook.remove_contacts(book_id, ids)
+        store.forget(segment_id, gone)
+        tally.add(segment_id, removed=len(ids))
+
+    def _refresh_suppressions(
+        self, hook: DotdigitalHook, store: SyncStateStore, full: bool
+    ) -> None:
+        last = None if full else store.suppressed_since()
+        # A day of overlap: the API filters by date and the last fetch may have been mid-day.
+        since = SUPPRESSIONS_FROM if last is None else last - dt.timedelta(days=1)
+        today = utcnow().date()
+        rows = []
+        for item in hook.list_suppressed_since(since):
+            contact = item.get("suppressedContact") or {}
+            if contact.get("email"):
+                rows.append(
+                    (contact["email"], item.get("reason"), _parse_time(item.get("dateRemoved")))
+                )
+        store.store_suppressed(rows, today, replace=last is None)
+
+    def _ensure_data_fields(self, hook: DotdigitalHook, fields: dict[str, tuple[str, str]]) -> None:
+        existing = {f["name"].upper(): f for f in hook.list_data_fields()}
+        for name, (_, data_type) in fields.items():
+            if name not in existing:
+                hook.create_data_field(name, data_type)
+            elif existing[name].get("type") != data_type:
+                log.warning(
+                    "Dotdigital data field %s is %s, the mapped column gives %s: values that do "
+                    "not fit will show up as import faults",
+                    name,
+                    existing[name].get("type"),
+                    data_type,
+                )
+
+    def _send_consent(self, hook: DotdigitalHook, store: SyncStateStore, tally: SyncTally) -> None:
+        """One consent record per contact and wording; rows stay pending until it is accepted."""
+        owed: dict[tuple, list[str]] = defaultdict(list)
+        for segment_id, email, consent_at, text, url in store.pending_consent():
+            owed[(email, text, consent_at, url)].append(segment_id)
+        for (email, text, consent_at, url), segment_ids in owed.items():
+            record = {"text": text, "dateTimeConsented": consent_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            if url:
+                record["url"] = url
+            try:
+                hook.add_consent_records(email, [record])
+            except DotdigitalApiError as exc:
+                if exc.status is None or exc.status == 429 or exc.status >= 500:
+                    raise
+                for segment_id in segment_ids:
+                    tally.add(segment_id, consent_rejected=1)
+                tally.reasons[f"consent record: {exc.message}"] += 1
+                continue
+            store.consent_sent(segment_ids, email)
+            for segment_id in segment_ids:
+                tally.add(segment_id, consent_records=1)
+
+    # -- dry run and report -------------------------------------------------------------------
+
+    def _dry_run(
+        self,
+        store: SyncStateStore,
+        opts: DotdigitalOptions,
+        tables: dict[str, str],
+        tally: SyncTally,
+    ) -> None:
+        """Print the diff against the state file; no call reaches Dotdigital."""
+        self._build_desired(store, opts, tables, tally)
+        known = {seg.segment_id: store.address_book(seg.segment_id) for seg in opts.segments}
+        self._plan_upserts(store, opts, {s: (b[1] if b else None) for s, b in known.items()})
+        lines = [
+            f"Dotdigital dry run for {self.name!r} ({'full re-sync' if opts.full_resync else 'diff'}):"
+            " nothing is sent; profile ids shown, not emails."
+        ]
+        for seg in opts.segments:
+            book = known[seg.segment_id]
+            book_note = (
+                f"id {book[1]}" if book and book[0] == seg.address_book else "not synced yet"
+            )
+            changes = store.con.execute(
+                """
+                SELECT CASE WHEN is_new THEN 'added' ELSE 'changed' END, profile_id FROM upserts
+                WHERE segment_id = ?
+                UNION ALL
+                SELECT 'removed', s.profile_id FROM sync_state s
+                WHERE s.segment_id = ? AND NOT EXISTS (
+                    SELECT 1 FROM desired d WHERE d.segment_id = s.segment_id AND d.email = s.email)
+                ORDER BY 1, 2
+                """,
+                [seg.segment_id, seg.segment_id],
+            ).fetchall()
+            by_kind: dict[str, list[str]] = defaultdict(list)
+            for kind, profile_id in changes:
+                by_kind[kind].append(profile_id)
+            tally.add(seg.segment_id, **{k: len(v) for k, v in by_kind.items()})
+            lines.append(
+                f"  segment {seg.segment_id} -> address book {seg.address_book!r} ({book_note}): "
+                f"+{len(by_kind['added'])} added, ~{len(by_kind['changed'])} changed, "
+                f"-{len(by_kind['removed'])} removed"
+            )
+            for kind, mark in (("added", "+"), ("changed", "~"), ("removed", "-")):
+                ids = by_kind[kind]
+                lines.extend(f"    {mark} {pid}" for pid in ids[:DRY_RUN_SAMPLE])
+                if len(ids) > DRY_RUN_SAMPLE:
+                    lines.append(f"    {mark} ... and {len(ids) - DRY_RUN_SAMPLE} more")
+        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(tally.skipped.items()))
+        lines.append(f"  not sent ({skipped})")
+        print("\n".join(lines))
+
+    def _record(
+        self,
+        store: SyncStateStore,
+        run: RunInfo,
+        sync_id: str,
+        mode: str,
+        status: str,
+        started: dt.datetime,
+        tally: SyncTally,
+        error: str | None,
+    ) -> None:
+        store.record_run(
+            sync_id=sync_id,
+            destination=self.name,
+            run_id=run.run_id,
+            ds=run.ds,
+            mode=mode,
+            status=status,
+            started_at=started,
+            finished_at=utcnow(),
+            **tally.totals(),
+            reasons=dict(tally.reasons),
+            skipped=dict(tally.skipped),
+            segments={s: dict(c) for s, c in tally.segments.items()},
+            error=error,
+        )
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    try:
+        parsed = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed

@@ -1,0 +1,639 @@
+"""The Dotdigital destination against the stand-in API (tests/services/dotdigital_standin.py).
+
+Every test drives the real hook over HTTP on loopback; nothing in the client is mocked. The two
+crash tests patch our own code to die at a chosen point, which is what a killed worker does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from audience_profiles.config import ConfigError, parse_config
+from audience_profiles.destinations import RunInfo, destination_for
+from audience_profiles.destinations.dotdigital import DotdigitalImportFailed
+from audience_profiles.destinations.sync_state import StateLockedError, SyncStateStore
+from audience_profiles.hooks.dotdigital import (
+    DotdigitalApiError,
+    DotdigitalHook,
+    api_base_url,
+    retry_wait,
+)
+from audience_profiles.triggers.dotdigital import DotdigitalImportTrigger, wait_for_imports
+from tests.services.dotdigital_standin import DOTDIGITAL_CONN_ID
+
+pytestmark = pytest.mark.services
+
+FANS, PARTNERS = "AP fans", "AP partner offers"
+CONSENT_TEXT = "Yes, send me club news."
+PARTNER_TEXT = "Yes, send me offers from club partners."
+PROFILE_SCHEMA = pa.schema(
+    [
+        ("profile_id", pa.string()),
+        ("email", pa.string()),
+        ("external_id", pa.string()),
+        ("first_name", pa.string()),
+        ("last_name", pa.string()),
+        ("optin_1", pa.bool_()),
+        ("optin_2", pa.bool_()),
+        ("accept_terms", pa.bool_()),
+        ("first_seen", pa.timestamp("us")),
+        ("last_seen", pa.timestamp("us")),
+        ("sessions", pa.int64()),
+        ("interactions", pa.int64()),
+        ("answers", pa.string()),
+        ("optin_1_at", pa.timestamp("us")),
+        ("optin_1_source", pa.string()),
+        ("optin_2_at", pa.timestamp("us")),
+        ("optin_2_source", pa.string()),
+    ]
+)
+SEEN = dt.datetime(2024, 5, 1, 12, 30)
+
+
+def profile(pid: str, email: str | None, optin_1=True, optin_2=None, **extra) -> dict:
+    row = {
+        "profile_id": pid,
+        "email": email,
+        "first_name": pid.upper(),
+        "last_name": "Fan",
+        "optin_1": optin_1,
+        "optin_2": optin_2,
+        "last_seen": SEEN,
+        "answers": json.dumps({"Favourite team": "Reds"}),
+        "optin_1_at": dt.datetime(2024, 4, 1, 9, 0) if optin_1 else None,
+        "optin_1_source": "https://club.example/signup",
+        "optin_2_at": dt.datetime(2024, 4, 2, 9, 0) if optin_2 else None,
+    }
+    return row | extra
+
+
+class Inputs:
+    """Writes one run's Parquet exports, the way the build hands them to a destination."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.runs = 0
+
+    def write(self, profiles: list[dict], members: dict[str, list[str]]) -> dict[str, str]:
+        self.runs += 1
+        folder = self.root / f"run{self.runs}"
+        folder.mkdir(parents=True)
+        columns = {f.name: [p.get(f.name) for p in profiles] for f in PROFILE_SCHEMA}
+        pq.write_table(
+            pa.table(columns, schema=PROFILE_SCHEMA), folder / "audience_profiles.parquet"
+        )
+        rows = [(seg, pid) for seg, pids in members.items() for pid in pids]
+        memberships = pa.table(
+            {
+                "segment_id": [r[0] for r in rows],
+                "profile_id": [r[1] for r in rows],
+                "since": pa.array([dt.date(2024, 5, 1)] * len(rows), pa.date32()),
+            }
+        )
+        pq.write_table(memberships, folder / "segment_memberships.parquet")
+        return {
+            "audience_profiles": str(folder / "audience_profiles.parquet"),
+            "segment_memberships": str(folder / "segment_memberships.parquet"),
+        }
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Inputs:
+    return Inputs(tmp_path / "exports")
+
+
+@pytest.fixture
+def sync(tmp_path, dotdigital):
+    """``sync(tables, **options)``: deliver one run to the stand-in; returns the DeliveryReport."""
+    state_path = tmp_path / "state" / "dotdigital.duckdb"
+    runs = iter(range(1, 100))
+
+    def run(tables: dict[str, str], **options):
+        entry = {
+            "name": "dotdigital",
+            "kind": "dotdigital",
+            "conn_id": DOTDIGITAL_CONN_ID,
+            "tables": ["segment_memberships", "audience_profiles"],
+            "state_path": str(state_path),
+            "segments": {
+                "fans": {"address_book": FANS},
+                "partners": {"address_book": PARTNERS, "partner": True},
+            },
+            "consent": {"text": CONSENT_TEXT, "partner_text": PARTNER_TEXT},
+            "data_fields": {"TEAM": "answers.Favourite team", "LASTINTERACTION": "last_seen"},
+            "poll_interval": 0.01,
+            "backoff_base": 0.01,
+            **options,
+        }
+        pipeline = parse_config(
+            {
+                "start_date": "2024-05-01",
+                "landing_root": str(tmp_path / "landing"),
+                "work_dir": str(tmp_path / "work"),
+                "destinations": [entry],
+            }
+        )
+        destination = destination_for(pipeline.destination("dotdigital"), pipeline)
+        n = next(runs)
+        return destination.deliver(RunInfo(ds=f"2024-05-{n:02d}", run_id=f"run_{n}"), tables)
+
+    run.state_path = state_path
+    return run
+
+
+def state_rows(path: Path, sql: str) -> list[tuple]:
+    with SyncStateStore(path) as store:
+        return store.con.execute(sql).fetchall()
+
+
+def synced(path: Path, segment: str = "fans") -> set[str]:
+    return {
+        r[0]
+        for r in state_rows(path, f"SELECT email FROM sync_state WHERE segment_id = '{segment}'")
+    }
+
+
+def imported_emails(standin) -> list[str]:
+    """Every address any import file carried, in order (duplicates kept)."""
+    emails = []
+    for job in standin.imports.values():
+        emails += [line.split(",")[0] for line in job["text"].splitlines()[1:]]
+    return emails
+
+
+# -- consent ----------------------------------------------------------------------------------
+
+
+def test_only_explicit_opt_ins_are_sent_and_suppressed_contacts_never_return(
+    dotdigital, inputs, sync
+):
+    dotdigital.suppress("dora@example.com", "Unsubscribed")
+    profiles = [
+        profile("ann", "Ann@Example.com "),
+        profile("bob", "bob@example.com", optin_1=False),
+        profile("cid", "cid@example.com", optin_1=None),
+        profile("dora", "dora@example.com"),
+        profile("eve", None),
+        profile("pat", "pat@example.com", optin_1=False, optin_2=True),
+        profile("quin", "quin@example.com", optin_1=True, optin_2=None),
+    ]
+    members = {"fans": ["ann", "bob", "cid", "dora", "eve"], "partners": ["pat", "quin"]}
+
+    report = sync(inputs.write(profiles, members))
+
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+    assert dotdigital.members(PARTNERS) == {"pat@example.com"}
+    never_sent = {"bob@example.com", "cid@example.com", "dora@example.com", "quin@example.com"}
+    assert never_sent.isdisjoint(imported_emails(dotdigital))
+    assert report.details["skipped"] == {"no_email": 1, "no_consent": 3, "suppressed": 1}
+    # Consent evidence goes with each new opt-in: the wording for that list, time and source.
+    assert dotdigital.contact("ann@example.com")["consentRecords"] == [
+        {
+            "text": CONSENT_TEXT,
+            "dateTimeConsented": "2024-04-01T09:00:00Z",
+            "url": "https://club.example/signup",
+        }
+    ]
+    assert dotdigital.contact("pat@example.com")["consentRecords"][0]["text"] == PARTNER_TEXT
+    assert dotdigital.contact("bob@example.com") is None
+
+    # Ann unsubscribes in Dotdigital: she leaves the list and is not re-added while she opts in.
+    dotdigital.suppress("ann@example.com", "Unsubscribed")
+    report = sync(inputs.write(profiles, members))
+    assert dotdigital.members(FANS) == set()
+    assert report.rows["removed"] == 1
+    sync(inputs.write(profiles, members))
+    assert dotdigital.members(FANS) == set()
+    assert imported_emails(dotdigital).count("ann@example.com") == 1
+    assert ("ann@example.com",) in state_rows(sync.state_path, "SELECT email FROM suppressed")
+
+
+def test_consent_records_are_sent_once_per_opt_in(dotdigital, inputs, sync):
+    profiles = [profile("ann", "ann@example.com")]
+    sync(inputs.write(profiles, {"fans": ["ann"]}))
+    sync(inputs.write(profiles, {"fans": ["ann"]}))
+    assert len(dotdigital.contact("ann@example.com")["consentRecords"]) == 1
+
+    # A new opt-in (later timestamp) is new evidence: one more record.
+    renewed = [profile("ann", "ann@example.com", optin_1_at=dt.datetime(2024, 6, 1, 8, 0))]
+    sync(inputs.write(renewed, {"fans": ["ann"]}))
+    records = dotdigital.contact("ann@example.com")["consentRecords"]
+    assert [r["dateTimeConsented"] for r in records] == [
+        "2024-04-01T09:00:00Z",
+        "2024-06-01T08:00:00Z",
+    ]
+
+
+# -- diff sync --------------------------------------------------------------------------------
+
+
+def test_diff_sync_adds_changes_and_removes_across_runs(dotdigital, inputs, sync):
+    people = {p: profile(p, f"{p}@example.com") for p in ("ann", "bob", "cid")}
+
+    report = sync(inputs.write(list(people.values()), {"fans": ["ann", "bob", "cid"]}))
+    assert dotdigital.members(FANS) == {"ann@example.com", "bob@example.com", "cid@example.com"}
+    assert report.rows == {"added": 3, "changed": 0, "removed": 0, "rejected": 0}
+    assert dotdigital.data_fields["TEAM"]["type"] == "String"
+    assert dotdigital.data_fields["LASTINTERACTION"]["type"] == "Date"
+    assert dotdigital.contact("ann@example.com")["dataFields"] == {
+        "FIRSTNAME": "ANN",
+        "LASTNAME": "Fan",
+        "TEAM": "Reds",
+        "LASTINTERACTION": "2024-05-01T12:30:00",
+    }
+
+    # Run 2: Bob's name changes and Dan joins; only those two rows are sent.
+    people["bob"] = profile("bob", "bob@example.com", first_name="Robert")
+    people["dan"] = profile("dan", "dan@example.com")
+    report = sync(inputs.write(list(people.values()), {"fans": ["ann", "bob", "cid", "dan"]}))
+    assert dotdigital.members(FANS) == {
+        "ann@example.com",
+        "bob@example.com",
+        "cid@example.com",
+        "dan@example.com",
+    }
+    assert report.rows == {"added": 1, "changed": 1, "removed": 0, "rejected": 0}
+    last_import = list(dotdigital.imports.values())[-1]["text"]
+    assert sorted(line.split(",")[0] for line in last_import.splitlines()[1:]) == [
+        "bob@example.com",
+        "dan@example.com",
+    ]
+    assert dotdigital.contact("bob@example.com")["dataFields"]["FIRSTNAME"] == "Robert"
+
+    # Run 3: Ann leaves the segment, Cid withdraws consent: both are taken out of the book.
+    people["cid"] = profile("cid", "cid@example.com", optin_1=False)
+    report = sync(inputs.write(list(people.values()), {"fans": ["bob", "cid", "dan"]}))
+    assert dotdigital.members(FANS) == {"bob@example.com", "dan@example.com"}
+    assert report.rows == {"added": 0, "changed": 0, "removed": 2, "rejected": 0}
+    assert synced(sync.state_path) == {"bob@example.com", "dan@example.com"}
+
+    # Nothing changed: nothing is imported or removed.
+    imports_before = len(dotdigital.imports)
+    report = sync(inputs.write(list(people.values()), {"fans": ["bob", "cid", "dan"]}))
+    assert len(dotdigital.imports) == imports_before
+    assert report.rows == {"added": 0, "changed": 0, "removed": 0, "rejected": 0}
+
+    runs = state_rows(
+        sync.state_path,
+        "SELECT ds, mode, status, added, changed, removed, rejected FROM sync_runs ORDER BY ds",
+    )
+    assert runs == [
+        ("2024-05-01", "diff", "success", 3, 0, 0, 0),
+        ("2024-05-02", "diff", "success", 1, 1, 0, 0),
+        ("2024-05-03", "diff", "success", 0, 0, 2, 0),
+        ("2024-05-04", "diff", "success", 0, 0, 0, 0),
+    ]
+
+
+def test_rejected_rows_are_kept_and_retried(dotdigital, inputs, sync):
+    dotdigital.fault_emails = {"bob@example.com": "Failures"}
+    profiles = [
+        profile("ann", "ann@example.com"),
+        profile("bob", "bob@example.com"),
+        profile("typo", "typo@example"),
+    ]
+    tables = inputs.write(profiles, {"fans": ["ann", "bob", "typo"]})
+
+    report = sync(tables)
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+    assert report.rows["rejected"] == 2
+    assert report.details["reasons"] == {"Failures": 1, "Invalid Entries": 1}
+    failures = state_rows(
+        sync.state_path, "SELECT email, reason, attempts FROM sync_failures ORDER BY email"
+    )
+    assert failures == [("bob@example.com", "Failures", 1), ("typo@example", "Invalid Entries", 1)]
+    (reasons,) = state_rows(sync.state_path, "SELECT reasons FROM sync_runs")[0]
+    assert json.loads(reasons) == {"Failures": 1, "Invalid Entries": 1}
+
+    dotdigital.fault_emails = {}
+    report = sync(tables)
+    assert dotdigital.members(FANS) == {"ann@example.com", "bob@example.com"}
+    assert report.rows == {"added": 1, "changed": 0, "removed": 0, "rejected": 1}
+    assert state_rows(sync.state_path, "SELECT email, attempts FROM sync_failures") == [
+        ("typo@example", 2)
+    ]
+
+
+def test_full_resync_resends_everything_and_removes_strays(dotdigital, inputs, sync, tmp_path):
+    tables = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
+    sync(tables)
+    stray = tmp_path / "stray.csv"
+    stray.write_text("Email\nstray@example.com\n")
+    hook = DotdigitalHook(DOTDIGITAL_CONN_ID)
+    stray_import = hook.import_contacts(dotdigital.book(FANS)["id"], stray)["id"]
+    wait_for_imports(hook, [stray_import], poll_interval=0.01)
+    sync(tables)  # a diff sync leaves what it never sent alone...
+    assert dotdigital.members(FANS) == {"ann@example.com", "stray@example.com"}
+
+    report = sync(tables, full_resync=True)  # ...a full re-sync makes the book match exactly
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+    assert report.rows == {"added": 0, "changed": 1, "removed": 1, "rejected": 0}
+    assert report.details["mode"] == "full_resync"
+
+
+def test_large_segments_are_split_into_several_imports(dotdigital, inputs, sync):
+    people = [profile(f"p{i:03d}", f"p{i:03d}@example.com") for i in range(60)]
+    report = sync(
+        inputs.write(people, {"fans": [p["profile_id"] for p in people]}),
+        max_file_mb=0.002,
+        max_active_imports=2,
+    )
+    assert len(dotdigital.imports) > 2
+    assert dotdigital.members(FANS) == {p["email"] for p in people}
+    assert report.rows["added"] == 60
+    assert sorted(imported_emails(dotdigital)) == sorted(p["email"] for p in people)
+
+
+# -- failure modes ----------------------------------------------------------------------------
+
+
+def test_a_429_storm_waits_for_the_reset_and_completes(dotdigital, inputs, sync):
+    tables = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
+    dotdigital.rate_limit_for(1.0)
+
+    sync(tables)
+
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+    # Honouring x-ratelimit-reset means one 429, then silence until the reset. Back-off alone
+    # (0.01s base here) would have spent all attempts inside the storm and failed.
+    assert len(dotdigital.rate_limited_at) == 1
+    answered = [r for r in dotdigital.requests if r[2] != 429]
+    assert min(r[3] for r in answered) >= dotdigital.rate_limit_until
+
+
+def test_server_errors_are_retried_with_backoff(dotdigital, inputs, sync):
+    dotdigital.fail_next(3)
+    sync(inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]}))
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+    assert [r[2] for r in dotdigital.requests[:3]] == [503, 503, 503]
+
+
+def test_watchdog_rejection_fails_clearly_and_the_next_run_repairs(dotdigital, inputs, sync):
+    tables = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
+    dotdigital.watchdog = True
+
+    with pytest.raises(DotdigitalImportFailed, match="RejectedByWatchdog"):
+        sync(tables)
+    assert dotdigital.members(FANS) == set()
+    assert synced(sync.state_path) == set()
+    assert state_rows(sync.state_path, "SELECT count(*) FROM import_rows") == [(0,)]
+    status, error = state_rows(sync.state_path, "SELECT status, error FROM sync_runs")[0]
+    assert status == "failed" and "RejectedByWatchdog" in error
+
+    dotdigital.watchdog = False
+    report = sync(tables)
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+    assert synced(sync.state_path) == {"ann@example.com"}
+    assert report.rows["added"] == 1
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("crash_point", ["after_import_call", "before_state_update"])
+def test_a_crash_between_import_and_state_update_loses_and_doubles_nothing(
+    dotdigital, inputs, sync, monkeypatch, crash_point
+):
+    people = [profile(p, f"{p}@example.com") for p in ("ann", "bob", "cid")]
+    tables = inputs.write(people, {"fans": ["ann", "bob", "cid"]})
+    real_import = DotdigitalHook.import_contacts
+
+    def import_then_die(self, *args, **kwargs):
+        real_import(self, *args, **kwargs)
+        raise SimulatedCrash
+
+    def die(*args, **kwargs):
+        raise SimulatedCrash
+
+    with monkeypatch.context() as patch:
+        if crash_point == "after_import_call":
+            patch.setattr(DotdigitalHook, "import_contacts", import_then_die)
+        else:
+            patch.setattr(SyncStateStore, "apply_import", die)
+        with pytest.raises(SimulatedCrash):
+            sync(tables)
+    assert synced(sync.state_path) == set()  # the state never ran ahead of Dotdigital
+    # Dotdigital finishes the orphaned import meanwhile: the contacts are there before the re-run.
+    wait_for_imports(
+        DotdigitalHook(DOTDIGITAL_CONN_ID), list(dotdigital.imports), poll_interval=0.01
+    )
+    assert len(dotdigital.members(FANS)) == 3
+
+    sync(tables)
+    expected = {"ann@example.com", "bob@example.com", "cid@example.com"}
+    assert dotdigital.members(FANS) == expected
+    assert synced(sync.state_path) == expected
+    addresses = [c["email"] for c in dotdigital.contacts.values()]
+    assert sorted(addresses) == sorted(expected)  # one contact each, none doubled
+    assert state_rows(sync.state_path, "SELECT count(*) FROM import_rows") == [(0,)]
+    # Recorded imports are finished, not re-sent; an unrecorded one is sent again (an upsert).
+    assert len(dotdigital.imports) == (1 if crash_point == "before_state_update" else 2)
+
+
+def test_dry_run_prints_the_diff_and_calls_nothing(dotdigital, inputs, sync, capsys):
+    people = [profile(p, f"{p}@example.com") for p in ("ann", "bob")]
+    sync(inputs.write(people, {"fans": ["ann", "bob"]}))
+    calls_before = len(dotdigital.requests)
+    state_before = state_rows(sync.state_path, "SELECT * FROM sync_state ORDER BY email")
+
+    people.append(profile("cid", "cid@example.com"))
+    people[1] = profile("bob", "bob@example.com", last_name="Builder")
+    capsys.readouterr()
+    report = sync(inputs.write(people, {"fans": ["bob", "cid"]}), dry_run=True)
+
+    assert len(dotdigital.requests) == calls_before  # not a single call, read or write
+    assert state_rows(sync.state_path, "SELECT * FROM sync_state ORDER BY email") == state_before
+    assert dotdigital.members(FANS) == {"ann@example.com", "bob@example.com"}
+    out = capsys.readouterr().out
+    assert "+1 added, ~1 changed, -1 removed" in out
+    assert "    + cid" in out and "    ~ bob" in out and "    - ann" in out
+    assert "@example.com" not in out  # profile ids, not addresses, go to the logs
+    assert report.rows == {"added": 1, "changed": 1, "removed": 1, "rejected": 0}
+    assert state_rows(sync.state_path, "SELECT mode, status FROM sync_runs ORDER BY ds")[-1] == (
+        "dry_run",
+        "dry_run",
+    )
+
+
+# -- the hook and the trigger -----------------------------------------------------------------
+
+
+def test_trigger_polls_the_import_until_it_is_terminal(dotdigital, tmp_path):
+    dotdigital.polls_before_finish = 3
+    book = DotdigitalHook(DOTDIGITAL_CONN_ID).ensure_address_book(FANS)
+    csv_file = tmp_path / "contacts.csv"
+    csv_file.write_text("Email\nann@example.com\n")
+    hook = DotdigitalHook(DOTDIGITAL_CONN_ID)
+    finished = hook.import_contacts(book["id"], csv_file)["id"]
+    dotdigital.watchdog = True
+    rejected = hook.import_contacts(book["id"], csv_file)["id"]
+
+    trigger = DotdigitalImportTrigger(DOTDIGITAL_CONN_ID, [finished, rejected], poll_interval=0.01)
+    path, kwargs = trigger.serialize()
+    module, name = path.rsplit(".", 1)
+    revived = getattr(importlib.import_module(module), name)(**kwargs)
+
+    async def first_event():
+        return await anext(revived.run())
+
+    event = asyncio.run(first_event())
+    assert event.payload == {
+        "status": "done",
+        "imports": {finished: "Finished", rejected: "RejectedByWatchdog"},
+    }
+    polls = [r for r in dotdigital.requests if r[1] == f"/v2/contacts/import/{finished}"]
+    assert len(polls) == 4  # three NotFinished answers, then Finished
+
+
+def test_trigger_reports_a_timeout(dotdigital, tmp_path):
+    dotdigital.polls_before_finish = 10_000
+    hook = DotdigitalHook(DOTDIGITAL_CONN_ID)
+    csv_file = tmp_path / "contacts.csv"
+    csv_file.write_text("Email\nann@example.com\n")
+    import_id = hook.import_contacts(hook.ensure_address_book(FANS)["id"], csv_file)["id"]
+    trigger = DotdigitalImportTrigger(
+        DOTDIGITAL_CONN_ID, [import_id], poll_interval=0.01, timeout=0.05
+    )
+    event = asyncio.run(anext(trigger.run()))
+    assert event.payload["status"] == "timeout"
+    assert import_id in event.payload["message"]
+
+
+def test_deferred_delivery_waits_on_the_trigger_then_finishes(dotdigital, inputs, sync):
+    people = [profile(f"p{i:02d}", f"p{i:02d}@example.com") for i in range(8)]
+    tables = inputs.write(people, {"fans": [p["profile_id"] for p in people]})
+    options = {"defer_imports": True, "max_file_mb": 0.001, "max_active_imports": 2}
+
+    reports = [sync(tables, **options)]
+    while pending := reports[-1].details["pending_imports"]:
+        assert len(pending) <= 2
+        assert synced(sync.state_path) <= {p["email"] for p in people}
+        event = asyncio.run(anext(DotdigitalImportTrigger(DOTDIGITAL_CONN_ID, pending, 0.01).run()))
+        assert set(event.payload["imports"].values()) == {"Finished"}
+        reports.append(sync(tables, **options))
+
+    assert len(reports) > 2  # the segment needed several batches of imports
+    assert dotdigital.members(FANS) == {p["email"] for p in people}
+    assert synced(sync.state_path) == {p["email"] for p in people}
+    assert sum(r.rows["added"] for r in reports) == 8
+    statuses = [
+        r[0] for r in state_rows(sync.state_path, "SELECT status FROM sync_runs ORDER BY ds")
+    ]
+    assert statuses == ["pending"] * (len(reports) - 1) + ["success"]
+
+
+def test_runs_of_one_destination_cannot_overlap(tmp_path):
+    path = tmp_path / "state.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+            "time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StateLockedError, match="must not overlap"):
+            SyncStateStore(path)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_hook_errors_filename_rule_credentials_and_no_addresses_in_messages(
+    dotdigital, monkeypatch
+):
+    hook = DotdigitalHook(DOTDIGITAL_CONN_ID)
+    book = hook.ensure_address_book(FANS)
+    with pytest.raises(DotdigitalApiError, match="file must be valid") as err:
+        hook.request(
+            "POST",
+            f"/v2/address-books/{book['id']}/contacts/import",
+            files={"file": (None, b"Email\nann@example.com\n", "text/csv")},
+        )
+    assert err.value.status == 400
+
+    with pytest.raises(DotdigitalApiError) as err:
+        hook.add_consent_records("fan.name@example.c", [{"text": CONSENT_TEXT}])
+    assert err.value.status == 400
+    assert "fan.name" not in str(err.value) and "<email>" in str(err.value)  # no PII in logs
+
+    connection = json.loads(os.environ[f"AIRFLOW_CONN_{DOTDIGITAL_CONN_ID.upper()}"])
+    connection["password"] = "wrong"
+    monkeypatch.setenv(f"AIRFLOW_CONN_{DOTDIGITAL_CONN_ID.upper()}", json.dumps(connection))
+    with pytest.raises(DotdigitalApiError) as err:
+        DotdigitalHook(DOTDIGITAL_CONN_ID).list_address_books()
+    assert err.value.status == 401
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"segments": {}}, "segments must map"),
+        ({"data_fields": {"team": "answers.Team"}}, "upper case"),
+        ({"max_active_imports": 30}, "max_active_imports"),
+        ({"max_file_mb": 60}, "below 50"),
+        ({"full_resync": "maybe"}, "true or false"),
+        ({"data_fields": {"SCORE": "score"}}, "not a profile column"),
+        ({"segments": {"fans": {"consent_column": "optin_9"}}}, "optin_9"),
+    ],
+)
+def test_configuration_mistakes_name_the_option(dotdigital, inputs, sync, options, message):
+    tables = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
+    with pytest.raises(ConfigError, match=message):
+        sync(tables, **options)
+    assert dotdigital.calls("POST") == []
+
+
+def test_region_and_retry_headers():
+    assert api_base_url(None, None, None, {"region": "r2"}) == "https://r2-api.dotdigital.com"
+    assert api_base_url("http://127.0.0.1", None, 8080, {"region": "r1"}) == "http://127.0.0.1:8080"
+    with pytest.raises(ValueError, match="region"):
+        api_base_url(None, None, None, {"region": "eu-west"})
+    assert retry_wait(429, {"Retry-After": "7"}, 1, 1.0) == 7.0
+    assert retry_wait(400, {}, 1, 1.0) is None
+    assert 0.5 <= retry_wait(503, {}, 2, 1.0) <= 2.0
+
+
+def test_state_file_is_separate_from_the_warehouse(tmp_path, inputs, dotdigital):
+    """The default state path is under work_dir/state, named after the destination."""
+    pipeline = parse_config(
+        {
+            "start_date": "2024-05-01",
+            "landing_root": str(tmp_path / "landing"),
+            "work_dir": str(tmp_path / "work"),
+            "destinations": [
+                {
+                    "name": "dd_main",
+                    "kind": "dotdigital",
+                    "conn_id": DOTDIGITAL_CONN_ID,
+                    "segments": {"fans": {"address_book": FANS}},
+                    "poll_interval": 0.01,
+                }
+            ],
+        }
+    )
+    destination = destination_for(pipeline.destination("dd_main"), pipeline)
+    tables = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
+    report = destination.deliver(RunInfo(ds="2024-05-01", run_id="r1"), tables)
+    state_path = tmp_path / "work" / "state" / "dd_main.duckdb"
+    assert report.details["state_path"] == str(state_path)
+    with duckdb.connect(str(state_path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM sync_state").fetchone() == (1,)
