@@ -11,12 +11,26 @@ pipeline.yml::
 
 from __future__ import annotations
 
-from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo, register
+from collections.abc import Sequence
+
+from audience_profiles.destinations.base import (
+    DeliveryReport,
+    Destination,
+    ErasureRequest,
+    RunInfo,
+    register,
+)
 from audience_profiles.destinations.drop import LocalSink, deliver_drops
+from audience_profiles.destinations.drop_erasure import erase_drops
 
 
 @register("local")
 class LocalDestination(Destination):
+    def sink(self) -> LocalSink:
+        return LocalSink(self.config.options.get("path", "data/output"))
+
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
-        sink = LocalSink(self.config.options.get("path", "data/output"))
-        return deliver_drops(self, sink, "", run, tables)
+        return deliver_drops(self, self.sink(), "", run, tables)
+
+    def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
+        return erase_drops(self, self.sink(), "", requests)
