@@ -107,3 +107,18 @@ def mentions(config, needle: str) -> dict[str, int]:
             if n:
                 found[table] = n
         return found
+
+
+def export_mentions(config, needle: str) -> list[str]:
+    """Run exports kept under the work folder (for re-delivery) whose rows mention ``needle``."""
+    found = []
+    with duckdb.connect() as con:
+        for path in sorted(Path(config.work_dir).glob("runs/*/export/*.parquet")):
+            n = con.execute(
+                "SELECT count(*) FROM read_parquet(?) t "
+                "WHERE contains(lower(CAST(t AS VARCHAR)), ?)",
+                [str(path), needle.lower()],
+            ).fetchone()[0]
+            if n:
+                found.append(str(path))
+    return found

@@ -17,6 +17,7 @@ from tests.privacy.people import (
     ANN_SESSION,
     BOB,
     DAVID,
+    export_mentions,
     file_request,
     form,
     interaction,
@@ -46,6 +47,7 @@ def test_a_delete_request_takes_the_person_out_of_every_table_and_nobody_else(bu
         built, f"SELECT * FROM interactions WHERE session_id = '{ANN_SESSION}' ORDER BY ALL"
     )
     assert mentions(built, DAVID) and mentions(built, SEED_SESSION)
+    assert export_mentions(built, DAVID)
     # The address as a person types it: spaces and capitals are normalised away.
     file_request(tmp_path / "landing", "r-1", "email", "  David.Wilson@EXAMPLE.com ")
 
@@ -54,6 +56,9 @@ def test_a_delete_request_takes_the_person_out_of_every_table_and_nobody_else(bu
     assert result["record"] == {"completed": ["r-1"], "pending": 0}
     assert mentions(built, DAVID) == {}
     assert mentions(built, SEED_SESSION) == {}
+    # Nor can re-delivering an old run bring him back: its kept exports were rewritten.
+    assert export_mentions(built, DAVID) == [] and export_mentions(built, SEED_SESSION) == []
+    assert export_mentions(built, ANN)
     assert query(built, "SELECT count(*) FROM erasure_subjects") == [(0,)]
     assert {
         name: query(built, f"SELECT * FROM {name} ORDER BY ALL")

@@ -60,7 +60,8 @@ CANDIDATE_COLUMNS = (
 )
 
 
-def _load_subjects(con: duckdb.DuckDBPyConnection, requests: Sequence[ErasureRequest]) -> None:
+def load_subjects(con: duckdb.DuckDBPyConnection, requests: Sequence[ErasureRequest]) -> None:
+    """Temp tables erase_profiles and erase_values (what :func:`matches` looks rows up in)."""
     profiles = sorted({p for r in requests for p in r.profile_ids})
     values = {pair for r in requests for pair in r.identifiers}
     # Hashed drops carry email_sha256 instead of the address (drop.select_list).
@@ -135,10 +136,10 @@ def _relation(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> tuple[str
     )
 
 
-def _filter_part(con: duckdb.DuckDBPyConnection, path: Path, out: Path) -> tuple[int, int]:
+def filter_file(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, gzip: bool, out: Path
+) -> tuple[int, int]:
     """Write ``path`` without matching rows to ``out`` (only when some match); (kept, removed)."""
-    match = _PART.search(path.name)
-    fmt, gzip = match.group(1), bool(match.group(2))
     relation, predicate = _relation(con, path, fmt)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE part AS SELECT *, ({predicate}) AS _erased FROM {relation}"
@@ -177,7 +178,8 @@ def _rewrite_partition(
         name = key.rsplit("/", 1)[-1]
         local, out = tmp / name, tmp / f"erased-{name}"
         sink.get(key, local)
-        kept, removed = _filter_part(con, local, out)
+        match = _PART.search(name)
+        kept, removed = filter_file(con, local, match.group(1), bool(match.group(2)), out)
         local.unlink()
         if not removed:
             continue
@@ -212,7 +214,7 @@ def erase_drops(
     removed = files = partitions = 0
     con = _connect()
     try:
-        _load_subjects(con, requests)
+        load_subjects(con, requests)
         with tempfile.TemporaryDirectory(prefix="drop-erase-") as tmp:
             for table in destination.config.tables:
                 root = "/".join(p for p in (prefix.strip("/"), table) if p) + "/"

@@ -9,7 +9,8 @@ identifier_value, requested_at, type = delete | suppress) goes through:
    identity graph to its profiles and all their identifiers (``erasure_subjects``), and put every
    identifier on the suppression list;
 3. ``remove_from_warehouse``: delete (or, for ``suppress``, restrict) their rows everywhere in the
-   warehouse;
+   warehouse, and rewrite the run exports kept for re-delivery (``<work_dir>/runs/*/export``)
+   without them, so re-delivering an old run cannot bring them back;
 4. ``pending_erasures``: write what destinations still owe to a file in the run's work folder;
 5. ``erase_destination`` (one per enabled destination): ``Destination.erase``;
 6. ``record_erasures``: one ``erasure_log`` row per request and destination; a request every
@@ -28,6 +29,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from audience_profiles import landing
 from audience_profiles.config import PipelineConfig, load_config
 from audience_profiles.destinations.base import (
@@ -37,6 +40,7 @@ from audience_profiles.destinations.base import (
     ErasureRequest,
     erasure_status,
 )
+from audience_profiles.destinations.drop_erasure import filter_file, load_subjects
 from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.base import Warehouse
 
@@ -138,7 +142,34 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
             )
             if n
         }
-    log.info("warehouse: %s request(s); rows taken out: %s", waiting, removed or "none")
+        everyone = ErasureRequest(
+            request_id="batch",
+            requested_at="",
+            profile_ids=tuple(r[0] for r in wh.query("SELECT profile_id FROM removal_profiles")),
+            identifiers=tuple(
+                (t, v) for t, v in wh.query("SELECT identifier_type, value FROM removal_values")
+            ),
+        )
+    if exported := scrub_exports(config, everyone):
+        removed["run exports"] = exported
+    log.info("warehouse: %s request(s); rows taken out: %s", waiting, removed)
+    return removed
+
+
+def scrub_exports(config: PipelineConfig, subjects: ErasureRequest) -> int:
+    """Rewrite the kept run exports without these people; rows removed."""
+    removed = 0
+    con = duckdb.connect()
+    try:
+        load_subjects(con, [subjects])
+        for path in sorted(Path(config.work_dir).glob("runs/*/export/*.parquet")):
+            out = path.with_name(path.name + ".erasing")
+            _, rows = filter_file(con, path, "parquet", False, out)
+            if rows:
+                out.replace(path)  # atomic: a delivery reads the old file or the new
+                removed += rows
+    finally:
+        con.close()
     return removed
 
 
