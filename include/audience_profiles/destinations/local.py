@@ -11,6 +11,7 @@ pipeline.yml::
 
 from __future__ import annotations
 
+from audience_profiles.config import resolve_path
 from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo, register
 from audience_profiles.destinations.drop import LocalSink, deliver_drops
 
@@ -18,5 +19,6 @@ from audience_profiles.destinations.drop import LocalSink, deliver_drops
 @register("local")
 class LocalDestination(Destination):
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
-        sink = LocalSink(self.config.options.get("path", "data/output"))
+        # config.py resolves a configured path; the default is resolved the same way (project root).
+        sink = LocalSink(self.config.options.get("path") or resolve_path("data/output"))
         return deliver_drops(self, sink, "", run, tables)
