@@ -148,7 +148,7 @@ class Expected:
 
 def test_daily_build_syncs_each_segment_to_its_address_book_exactly(tmp_path, dotdigital):
     landing = tmp_path / "landing"
-    generate(GenerateOptions(out=landing, interactions=2_000, days=7, seed=42))
+    generate(GenerateOptions(out=landing, interactions=3_000, days=4, seed=42))
     event_id = predicted_event(landing)
     definitions = segment_definitions(event_id)
     segments_file = tmp_path / "segments.yml"
