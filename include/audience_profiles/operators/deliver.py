@@ -14,7 +14,9 @@ serves every destination::
         task_id="deliver", tables=tables, map_index_template="{{ task.destination_name }}"
     ).expand(destination_name=destinations())
 
-The module imports only the operator base at DAG parse time; the pipeline loads when a task runs.
+The task's return value (XCom) is the last delivery's report; every round's counts are in the
+destination's ``sync_runs``. The module imports only the operator base at DAG parse time; the
+pipeline loads when a task runs.
 """
 
 from __future__ import annotations
