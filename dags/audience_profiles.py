@@ -5,7 +5,8 @@ The daily build of **Audience Profiles** from fan-engagement data, one run per l
 
 ```
 extract (one task per source) -> validate -> enrich -> resolve_identities -> build_profiles
-  -> check_quality -> publish -> deliver (one mapped task per destination) -> cleanup
+  -> build_segments -> check_quality -> publish -> deliver (one mapped task per destination)
+  -> cleanup
 ```
 
 - **extract_*** stage the run's landing partition (`<source>/date=<ds>/`) as text with file and
@@ -28,6 +29,7 @@ from __future__ import annotations
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
 from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, start_date
+from audience_profiles.operators.deliver import DeliverOperator
 
 SOURCES = ("interactions", "elements", "form_entries", "identities")
 
@@ -82,6 +84,12 @@ def audience_profiles():
         return build_profiles(_window())
 
     @task(pool=WAREHOUSE_POOL)
+    def build_segments() -> dict:
+        from audience_profiles.pipeline import build_segments
+
+        return build_segments(_window())
+
+    @task(pool=WAREHOUSE_POOL)
     def check_quality() -> dict:
         from audience_profiles.pipeline import check_quality
 
@@ -99,12 +107,6 @@ def audience_profiles():
 
         return [d.name for d in load_config().enabled_destinations]
 
-    @task(map_index_template="{{ destination_name }}")
-    def deliver(destination_name: str, tables: dict[str, str]) -> dict:
-        from audience_profiles.pipeline import deliver
-
-        return deliver(destination_name, _window(), tables)
-
     @task(pool=WAREHOUSE_POOL)
     def cleanup() -> None:
         from audience_profiles.pipeline import cleanup
@@ -112,11 +114,15 @@ def audience_profiles():
         cleanup(_window())
 
     staged = extract.expand(source=list(SOURCES))
-    built = validate(staged) >> enrich() >> resolve_identities() >> build_profiles()
+    built = (
+        validate(staged) >> enrich() >> resolve_identities() >> build_profiles() >> build_segments()
+    )
     checked = check_quality()
     tables = publish()
     built >> checked >> tables
-    delivered = deliver.partial(tables=tables).expand(destination_name=destinations())
+    delivered = DeliverOperator.partial(
+        task_id="deliver", tables=tables, map_index_template="{{ task.destination_name }}"
+    ).expand(destination_name=destinations())
     delivered >> cleanup().as_teardown(setups=[tables])
 
 

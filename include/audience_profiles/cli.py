@@ -8,7 +8,9 @@ audience-profiles show                      # where the outputs are, and a few p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,20 +59,52 @@ def _run(args: argparse.Namespace) -> int:
             f"no landing partitions under {config.landing_root}: run `audience-profiles generate`"
         )
         return 1
-    dag = _load_dag()
+    log_dir = Path(config.work_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
     failed = []
+    with _output_to(log_dir / "dag-test.log"):
+        dag = _load_dag()
     for ds in dates:
         started = time.monotonic()
         day = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
-        run = dag.test(logical_date=day)
+        log_file = log_dir / f"dag-test-{ds}.log"
+        with _output_to(log_file):
+            run = dag.test(logical_date=day)
         state = str(getattr(run, "state", "unknown"))
-        print(f"audience_profiles {ds}: {state} in {time.monotonic() - started:.1f}s", flush=True)
+        print(
+            f"audience_profiles {ds}: {state} in {time.monotonic() - started:.1f}s  (log: {log_file})",
+            flush=True,
+        )
         if "success" not in state:
             failed.append(ds)
     if failed:
         print(f"failed dates: {', '.join(failed)}")
         return 1
     return _show(args)
+
+
+@contextlib.contextmanager
+def _output_to(path: Path):
+    """Send this process's stdout and stderr (Airflow's task logs included) to ``path``.
+
+    Redirected at the file-descriptor level, because Airflow's loggers keep their own handle on
+    the original streams.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def _show(args: argparse.Namespace) -> int:

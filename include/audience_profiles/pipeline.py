@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audience_profiles import landing
+from audience_profiles import landing, segments
 from audience_profiles.config import OUTPUT_TABLES, PipelineConfig, load_config
 from audience_profiles.identity import load_rules, resolve_run
 from audience_profiles.privacy import EMAIL_PATTERN
@@ -180,10 +180,29 @@ def build_profiles(window: RunWindow, config: PipelineConfig | None = None) -> d
     return {"profiles": profiles, "profile_interactions": interactions}
 
 
+def build_segments(window: RunWindow, config: PipelineConfig | None = None) -> dict:
+    """Evaluate segments.yml into the run's ``segment_memberships`` (none without the file)."""
+    config = config or load_config()
+    definitions = segments.segments_for(config)
+    with open_warehouse(config) as wh:
+        members = segments.build_memberships(
+            wh, definitions, window.run_schema, window.ds, window.interval_end
+        )
+    if definitions is None:
+        log.info("no segments: %s does not exist", config.segments_config)
+    else:
+        log.info("segment members: %s", members)
+    return {"members": members}
+
+
 def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     config = config or load_config()
+    # With segments configured, build_segments must have made the table: the checks read it.
+    has_segments = segments.segments_for(config) is not None
     with open_warehouse(config) as wh:
-        results = wh.query_sql("checks/quality", rs=window.run_schema, ds=window.ds)
+        results = wh.query_sql(
+            "checks/quality", rs=window.run_schema, ds=window.ds, segments=has_segments
+        )
     failed = [(name, n) for name, n in results if n]
     for name, n in results:
         log.info("check %-70s %s", name, "ok" if not n else f"FAILED ({n} row(s))")
@@ -287,6 +306,7 @@ def run_all(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     result["enrich"] = enrich(window, config)
     result["identity"] = resolve_identities(window, config)
     result["profiles"] = build_profiles(window, config)
+    result["segments"] = build_segments(window, config)
     result["checks"] = check_quality(window, config)
     tables = publish(window, config)
     result["deliveries"] = [

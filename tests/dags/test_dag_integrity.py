@@ -25,7 +25,7 @@ def dagbag():
 
     socket.socket.connect = refuse
     try:
-        return DagBag(dag_folder=str(DAGS_DIR), include_examples=False)
+        return DagBag(dag_folder=str(DAGS_DIR))
     finally:
         socket.socket.connect = real_connect
 
@@ -82,6 +82,7 @@ def test_daily_dag_shape(dagbag):
         "enrich",
         "resolve_identities",
         "build_profiles",
+        "build_segments",
         "check_quality",
         "publish",
         "deliver",
@@ -94,6 +95,7 @@ def test_daily_dag_shape(dagbag):
         "enrich",
         "resolve_identities",
         "build_profiles",
+        "build_segments",
         "check_quality",
         "publish",
         "cleanup",

@@ -531,7 +531,9 @@ def test_deferred_delivery_waits_on_the_trigger_then_finishes(dotdigital, inputs
         assert set(event.payload["imports"].values()) == {"Finished"}
         reports.append(sync(tables, **options))
 
-    assert len(reports) > 2  # the segment needed several batches of imports
+    # The segment needs more files than may be active at once, so at least one deferral happens;
+    # how many depends on how fast the stand-in finishes imports, so it is not pinned here.
+    assert len(reports) >= 2
     assert dotdigital.members(FANS) == {p["email"] for p in people}
     assert synced(sync.state_path) == {p["email"] for p in people}
     assert sum(r.rows["added"] for r in reports) == 8

@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import boto3
 import pytest
+import yaml
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
-from audience_profiles import pipeline
 from audience_profiles.destinations.drop import MANIFEST
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import hash_identifier
@@ -44,22 +44,6 @@ pytestmark = pytest.mark.services
 
 FANS = "AP fans"
 NEXT_DAY = "2022-04-30"
-
-
-def with_segments(build_profiles):
-    """Stand-in for the segments feature: every profile is in segment ``fans``."""
-
-    def build(window, config=None):
-        result = build_profiles(window, config)
-        with pipeline.open_warehouse(config) as wh:
-            wh.execute_script(
-                f"CREATE OR REPLACE TABLE {window.run_schema}.segment_memberships AS "
-                f"SELECT 'fans' AS segment_id, profile_id, DATE '{window.ds}' AS since "
-                f"FROM {window.run_schema}.audience_profiles"
-            )
-        return result
-
-    return build
 
 
 class Drop:
@@ -88,7 +72,7 @@ class Drop:
 
 
 @pytest.fixture
-def everywhere(tmp_path, aws_conn, moto_server, azure_conn, dotdigital, monkeypatch):
+def everywhere(tmp_path, aws_conn, moto_server, azure_conn, dotdigital):
     bucket, container = f"drops-{uuid.uuid4().hex[:8]}", f"drops-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(
         Bucket=bucket
@@ -153,8 +137,12 @@ def everywhere(tmp_path, aws_conn, moto_server, azure_conn, dotdigital, monkeypa
             "backoff_base": 0.01,
         },
     ]
-    config = write_config(tmp_path, destinations=destinations)
-    monkeypatch.setattr(pipeline, "build_profiles", with_segments(pipeline.build_profiles))
+    # Everyone opted in is in segment "fans", which Dotdigital syncs to one address book.
+    segments = tmp_path / "segments.yml"
+    segments.write_text(
+        yaml.safe_dump({"segments": {"fans": {"attribute": {"column": "optin_1", "equals": True}}}})
+    )
+    config = write_config(tmp_path, destinations=destinations, segments_config=str(segments))
     write_people(tmp_path / "landing")
     for ds in DAYS:
         run_all(RunWindow.for_date(ds), config)

@@ -1,26 +1,21 @@
-"""The Airflow metadata database of the test AIRFLOW_HOME (tests/conftest.py), for dag.test().
-
-``airflow db migrate`` runs once per session, in a subprocess with this process's environment, so
-it migrates exactly the SQLite file tests/conftest.py points Airflow at.
-"""
+"""An Airflow metadata database (SQLite, in the session's AIRFLOW_HOME) for dag.test() runs."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(scope="session")
-def airflow_db() -> str:
-    """The metadata DB URL, migrated (tables created) and ready for dag.test()."""
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        check=True,
-        capture_output=True,
-        env=os.environ.copy(),
-        timeout=300,
-    )
-    return os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+def airflow_db() -> Path:
+    home = Path(os.environ["AIRFLOW_HOME"])
+    if not (home / "airflow.db").exists():
+        airflow = Path(sys.executable).with_name("airflow")
+        subprocess.run(
+            [str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
+        )
+    return home

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from audience_profiles.config import resolve_path
 from audience_profiles.destinations.base import (
     DeliveryReport,
     Destination,
@@ -27,7 +28,8 @@ from audience_profiles.destinations.drop_erasure import erase_drops
 @register("local")
 class LocalDestination(Destination):
     def sink(self) -> LocalSink:
-        return LocalSink(self.config.options.get("path", "data/output"))
+        # config.py resolves a configured path; the default is resolved the same way (project root).
+        return LocalSink(self.config.options.get("path") or resolve_path("data/output"))
 
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
         return deliver_drops(self, self.sink(), "", run, tables)

@@ -28,3 +28,14 @@ SELECT 'interactions_enriched reconciles with interactions for the partition',
 UNION ALL
 SELECT 'audience_profiles.email is normalised', count(*)
 FROM {{ rs }}.audience_profiles WHERE email <> lower(trim(email))
+{% if segments %}
+UNION ALL
+SELECT 'segment_memberships.profile_id is a live profile', count(*)
+FROM {{ rs }}.segment_memberships s
+WHERE s.profile_id IS NULL
+   OR s.profile_id NOT IN (SELECT profile_id FROM {{ rs }}.audience_profiles)
+UNION ALL
+SELECT 'segment_memberships: one row per segment and profile, with its since date',
+       count(*) - count(DISTINCT segment_id || ':' || profile_id) + count_if(since IS NULL)
+FROM {{ rs }}.segment_memberships
+{% endif %}

@@ -1,0 +1,1 @@
+"""Airflow operators of the pipeline, for the steps a TaskFlow task cannot express (deferral)."""

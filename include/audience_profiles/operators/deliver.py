@@ -1,0 +1,75 @@
+"""Deliver a run to one destination, deferring while the destination's imports finish elsewhere.
+
+:class:`DeliverOperator` runs :func:`audience_profiles.pipeline.deliver` for one destination and
+returns its report, like the DAG's ``deliver`` task. A destination that submits work to be
+finished later reports it in ``details["pending_imports"]``; today that is Dotdigital with
+``defer_imports: true``. The operator then defers on
+:class:`~audience_profiles.triggers.dotdigital.DotdigitalImportTrigger`, so no worker slot waits
+while the triggerer polls, and delivers again when the trigger fires: that delivery confirms the
+imports and carries on, deferring again while there are more (a segment of more files than
+``max_active_imports`` takes several rounds). Other destinations never defer, so one mapped task
+serves every destination::
+
+    DeliverOperator.partial(
+        task_id="deliver", tables=tables, map_index_template="{{ task.destination_name }}"
+    ).expand(destination_name=destinations())
+
+The task's return value (XCom) is the last delivery's report; every round's counts are in the
+destination's ``sync_runs``. The module imports only the operator base at DAG parse time; the
+pipeline loads when a task runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+
+class ImportWaitError(RuntimeError):
+    """The trigger gave up on the imports (timeout or error); a retry finishes them."""
+
+
+class DeliverOperator(BaseOperator):
+    template_fields = ("destination_name", "tables")
+
+    def __init__(self, *, destination_name: str, tables: dict[str, str], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.destination_name = destination_name
+        self.tables = tables
+
+    def execute(self, context) -> dict:
+        from audience_profiles.pipeline import RunWindow, deliver
+
+        report = deliver(self.destination_name, RunWindow.from_context(context), dict(self.tables))
+        pending = report["details"].get("pending_imports")
+        if pending:
+            self.log.info(
+                "%s: waiting for %d import(s) on the triggerer", self.destination_name, len(pending)
+            )
+            self.defer(trigger=self._import_trigger(pending), method_name="resume")
+        return report
+
+    def resume(self, context, event: dict[str, Any]) -> dict:
+        """The trigger fired: deliver again, which confirms the imports and finishes the sync."""
+        if event["status"] != "done":
+            # The imports stay recorded in the destination's state: the retry picks them up.
+            raise ImportWaitError(f"{self.destination_name}: {event['message']}")
+        self.log.info("%s: imports finished: %s", self.destination_name, event["imports"])
+        return self.execute(context)
+
+    def _import_trigger(self, import_ids: list[str]):
+        from audience_profiles.config import load_config
+        from audience_profiles.destinations.dotdigital import DotdigitalOptions
+        from audience_profiles.hooks.dotdigital import DotdigitalHook
+        from audience_profiles.triggers.dotdigital import DotdigitalImportTrigger
+
+        config = load_config()
+        destination = config.destination(self.destination_name)
+        options = DotdigitalOptions.from_config(destination, config)
+        return DotdigitalImportTrigger(
+            destination.conn_id or DotdigitalHook.default_conn_name,
+            import_ids,
+            poll_interval=options.poll_interval,
+            timeout=options.import_timeout,
+        )

@@ -1,0 +1,404 @@
+"""Segments as data: the rules of ``segments.yml`` compiled to SQL building ``segment_memberships``.
+
+A segment is a rule over a profile's attributes and engagement (docs/activation.md, "Segments")::
+
+    segments:
+      blue_fans:
+        description: Their latest answer to the team question is Manchester Blue
+        answer: {attribute: "Which team do you support?", equals: Manchester Blue}
+      competition_regulars:
+        form_entries: {min: 2, within_days: 30}
+      engaged_blue_fans:
+        all:
+          - answer: {attribute: "Which team do you support?", equals: Manchester Blue}
+          - any:
+              - interaction: {element_type: prediction, min: 3, within_days: 7}
+              - attribute: {column: optin_2, equals: true}
+
+Conditions (each yields, per qualifying profile, the date it qualified from: ``since``):
+
+- ``answer: {attribute, equals | in}``: the profile's latest answer to the element titled
+  ``attribute`` (the answer the ``answers`` column holds) is one of the options. ``since``: the
+  first matching answer after the last different one.
+- ``form_entries: {min, within_days, form_name, form_id}``: at least ``min`` (default 1) form
+  entries, in the ``within_days`` days ending on the run date (all of them without it).
+  ``since``: the day of the ``min``-th of those entries.
+- ``interaction: {element_type, event_id, poll_id, attribute, option, min, within_days}``: at
+  least ``min`` interactions matching every filter given (each a value or a list). ``since``: the
+  day of the ``min``-th.
+- ``attribute: {column, equals | in}``: an ``audience_profiles`` column has one of the values;
+  NULL never matches. ``since``: ``<column>_at`` when the table has it (the opt-ins do), else
+  the profile's ``first_seen``.
+- ``all: [...]`` / ``any: [...]``: every / some condition holds; ``since`` is the latest / the
+  earliest of theirs.
+
+Everything is derived from the data up to the run date, never from earlier runs, so re-running a
+date gives the same rows. Each condition renders one template of ``include/sql/segments/``, in
+the SQL subset both warehouse engines run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from audience_profiles.config import ConfigError, PipelineConfig
+from audience_profiles.warehouse.base import Warehouse, sql_literal
+
+log = logging.getLogger(__name__)
+
+SEGMENT_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# The element types the landing contract accepts (include/sql/validate/elements.sql).
+ELEMENT_TYPES = ("vote", "quiz", "competition", "prediction", "team_selector")
+COMBINATORS = ("all", "any")
+# Per condition: its keys, and for the filters the column of the source table each one matches.
+INTERACTION_FILTERS = {
+    "element_type": "element_type",
+    "event_id": "event_id",
+    "poll_id": "poll_id",
+    "attribute": "title",
+    "option": "option_label",
+}
+FORM_FILTERS = {"form_name": "form_name", "form_id": "form_id"}
+COUNT_KEYS = ("min", "within_days")
+CONDITION_KEYS = {
+    "answer": ("attribute", "equals", "in"),
+    "form_entries": (*COUNT_KEYS, *FORM_FILTERS),
+    "interaction": (*COUNT_KEYS, *INTERACTION_FILTERS),
+    "attribute": ("column", "equals", "in"),
+}
+RULE_KINDS = (*COMBINATORS, *CONDITION_KEYS)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One node of a segment's rule: a combinator with children, or a condition."""
+
+    kind: str
+    where: str  # its key in segments.yml, for messages
+    params: dict[str, Any] = field(default_factory=dict)
+    children: tuple[Rule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Segment:
+    segment_id: str
+    description: str
+    rule: Rule
+
+
+@dataclass(frozen=True)
+class SegmentSet:
+    source: str
+    segments: tuple[Segment, ...]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(s.segment_id for s in self.segments)
+
+
+# -- reading segments.yml ---------------------------------------------------------------------
+
+
+class _Reader:
+    """Validates the parsed YAML; every error names the file and the key."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, where: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {where}: {message}")
+
+    def segments(self, raw: Any) -> SegmentSet:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{self.source}: the top level must be a mapping with segments:")
+        unknown = sorted(set(raw) - {"segments"})
+        if unknown:
+            raise self.fail(unknown[0], "unknown key (the file holds segments:)")
+        items = raw.get("segments") or {}
+        if not isinstance(items, dict):
+            raise self.fail("segments", "must map segment ids to their rules")
+        return SegmentSet(self.source, tuple(self.segment(k, v) for k, v in items.items()))
+
+    def segment(self, segment_id: Any, body: Any) -> Segment:
+        where = f"segments.{segment_id}"
+        if not isinstance(segment_id, str) or not SEGMENT_ID.match(segment_id):
+            raise self.fail(
+                where, "a segment id is lower case letters, digits and _, starting with a letter"
+            )
+        if not isinstance(body, dict):
+            raise self.fail(where, f"must be a mapping with one rule ({', '.join(RULE_KINDS)})")
+        description = body.get("description", "")
+        if not isinstance(description, str):
+            raise self.fail(f"{where}.description", "must be text")
+        unknown = sorted(set(body) - {"description", *RULE_KINDS})
+        if unknown:
+            raise self.fail(
+                f"{where}.{unknown[0]}",
+                f"unknown key (one of description, {', '.join(RULE_KINDS)})",
+            )
+        kinds = [k for k in body if k in RULE_KINDS]
+        if len(kinds) != 1:
+            raise self.fail(
+                where, f"needs exactly one rule ({', '.join(RULE_KINDS)}), found {len(kinds)}"
+            )
+        return Segment(segment_id, description, self.rule(kinds[0], body[kinds[0]], where))
+
+    def rule(self, kind: str, spec: Any, parent: str) -> Rule:
+        where = f"{parent}.{kind}"
+        if kind in COMBINATORS:
+            if not isinstance(spec, list) or not spec:
+                raise self.fail(where, "must be a non-empty list of conditions")
+            children = []
+            for i, item in enumerate(spec):
+                item_where = f"{where}[{i}]"
+                if (
+                    not isinstance(item, dict)
+                    or len(item) != 1
+                    or next(iter(item)) not in RULE_KINDS
+                ):
+                    raise self.fail(
+                        item_where, f"must be one condition ({', '.join(RULE_KINDS)}) per list item"
+                    )
+                ((child_kind, child_spec),) = item.items()
+                children.append(self.rule(child_kind, child_spec, item_where))
+            return Rule(kind, where, children=tuple(children))
+        if not isinstance(spec, dict):
+            raise self.fail(where, "must be a mapping")
+        unknown = sorted(set(spec) - set(CONDITION_KEYS[kind]))
+        if unknown:
+            raise self.fail(
+                f"{where}.{unknown[0]}", f"unknown key (one of {', '.join(CONDITION_KEYS[kind])})"
+            )
+        return Rule(kind, where, getattr(self, kind)(spec, where))
+
+    def answer(self, spec: dict, where: str) -> dict:
+        return {
+            "attribute": self.text(spec, "attribute", where),
+            "values": self.values(spec, where, (str,)),
+        }
+
+    def attribute(self, spec: dict, where: str) -> dict:
+        column = self.text(spec, "column", where)
+        if not COLUMN_NAME.match(column):
+            raise self.fail(f"{where}.column", f"{column!r} is not a column name")
+        return {"column": column, "values": self.values(spec, where, (str, bool, int, float))}
+
+    def form_entries(self, spec: dict, where: str) -> dict:
+        filters = {}
+        if "form_name" in spec:
+            filters["form_name"] = self.listed(spec, "form_name", where, (str,))
+        if "form_id" in spec:
+            filters["form_id"] = self.listed(spec, "form_id", where, (int,))
+        return {**self.counting(spec, where), "filters": filters}
+
+    def interaction(self, spec: dict, where: str) -> dict:
+        filters = {
+            key: [str(v) for v in self.listed(spec, key, where, (str, int))]
+            for key in INTERACTION_FILTERS
+            if key in spec
+        }
+        for value in filters.get("element_type", []):
+            if value not in ELEMENT_TYPES:
+                raise self.fail(
+                    f"{where}.element_type", f"{value!r} is not one of {', '.join(ELEMENT_TYPES)}"
+                )
+        return {**self.counting(spec, where), "filters": filters}
+
+    def counting(self, spec: dict, where: str) -> dict:
+        return {
+            "min": self.positive(spec, "min", where, default=1),
+            "within_days": self.positive(spec, "within_days", where, default=None),
+        }
+
+    def text(self, spec: dict, key: str, where: str) -> str:
+        value = spec.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(f"{where}.{key}", "is required (text)")
+        return value
+
+    def positive(self, spec: dict, key: str, where: str, default: int | None) -> int | None:
+        value = spec.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(
+                f"{where}.{key}", f"must be a whole number of at least 1, not {value!r}"
+            )
+        return value
+
+    def values(self, spec: dict, where: str, types: tuple[type, ...]) -> list:
+        given = [k for k in ("equals", "in") if k in spec]
+        if len(given) != 1:
+            raise self.fail(where, "give exactly one of equals: (a value) or in: (a list)")
+        if given == ["equals"]:
+            return [self.scalar(spec["equals"], f"{where}.equals", types)]
+        return self.listed(spec, "in", where, types)
+
+    def listed(self, spec: dict, key: str, where: str, types: tuple[type, ...]) -> list:
+        """A value or a non-empty list of values, as a list."""
+        value = spec[key]
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise self.fail(f"{where}.{key}", "must not be empty")
+        return [self.scalar(v, f"{where}.{key}", types) for v in items]
+
+    def scalar(self, value: Any, where: str, types: tuple[type, ...]) -> Any:
+        # YAML reads yes/no as booleans: a text field must not silently receive True.
+        if isinstance(value, bool) and bool not in types:
+            raise self.fail(where, f"{value!r} is a yes/no value; quote it if it is text")
+        if not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise self.fail(where, f"must be {names}, not {value!r} (quote dates and ids)")
+        return value
+
+
+def parse_segments(raw: Any, source: str = "<dict>") -> SegmentSet:
+    """Validate parsed ``segments.yml`` content into a :class:`SegmentSet`."""
+    return _Reader(source).segments(raw)
+
+
+def load_segments(path: str | Path) -> SegmentSet:
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{file}: cannot read the segment definitions ({exc})") from exc
+    return parse_segments(raw, str(file))
+
+
+def segments_for(config: PipelineConfig) -> SegmentSet | None:
+    """The pipeline's segments, or None when it has none.
+
+    No file at the default path means no segments. A ``segments_config`` set in pipeline.yml
+    must exist: a mistyped path must not quietly empty every segment (and the address books
+    synced from them). Destinations that name segments must name defined ones, for the same
+    reason.
+    """
+    path = Path(config.segments_config)
+    if not path.exists():
+        if "segments_config" in config.raw:
+            raise ConfigError(f"{config.source_file}: segments_config: {path} does not exist")
+        return None
+    segments = load_segments(path)
+    for index, dest in enumerate(config.destinations):
+        named = dest.options.get("segments")
+        if not dest.enabled or not isinstance(named, dict):
+            continue
+        unknown = sorted(set(map(str, named)) - set(segments.ids))
+        if unknown:
+            raise ConfigError(
+                f"{config.source_file}: destinations[{index}].segments ({dest.name}): "
+                f"{', '.join(unknown)} not defined in {segments.source}"
+            )
+    return segments
+
+
+# -- compiling to SQL -------------------------------------------------------------------------
+
+
+def _sql_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    return sql_literal(value)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the templates need to know about the run."""
+
+    rs: str
+    ds: str
+    interval_end: str
+    profile_columns: frozenset[str]
+
+    def window_start(self, within_days: int | None) -> str | None:
+        """First day of a window of ``within_days`` days ending on the run date."""
+        if within_days is None:
+            return None
+        return (dt.date.fromisoformat(self.ds) - dt.timedelta(days=within_days - 1)).isoformat()
+
+
+def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
+    """SQL selecting ``(profile_id, since)``, one row per profile the rule holds for."""
+    p = rule.params
+    common = {"rs": run.rs, "ds": run.ds}
+    if rule.kind in COMBINATORS:
+        parts = [_compile(wh, child, run, source) for child in rule.children]
+        return wh.render("segments/combine", how=rule.kind, parts=parts)
+    if rule.kind == "answer":
+        return wh.render(
+            "segments/answer",
+            **common,
+            attribute=sql_literal(p["attribute"]),
+            options=[_sql_value(v) for v in p["values"]],
+        )
+    if rule.kind in ("form_entries", "interaction"):
+        columns = FORM_FILTERS if rule.kind == "form_entries" else INTERACTION_FILTERS
+        return wh.render(
+            f"segments/{rule.kind}",
+            **common,
+            interval_end=run.interval_end,
+            min=p["min"],
+            window_start=run.window_start(p["within_days"]),
+            filters=[(columns[k], [_sql_value(v) for v in vs]) for k, vs in p["filters"].items()],
+        )
+    column = p["column"]
+    if column not in run.profile_columns:
+        raise ConfigError(
+            f"{source}: {rule.where}.column: {column!r} is not an audience_profiles column "
+            f"({', '.join(sorted(run.profile_columns))})"
+        )
+    since = f"{column}_at" if f"{column}_at" in run.profile_columns else "first_seen"
+    return wh.render(
+        "segments/attribute",
+        **common,
+        column=column,
+        since_column=since,
+        values=[_sql_value(v) for v in p["values"]],
+    )
+
+
+def render_memberships(
+    wh: Warehouse, segments: SegmentSet, rs: str, ds: str, interval_end: str
+) -> str:
+    """The SQL script that (re)creates ``<rs>.segment_memberships`` for the run."""
+    columns = frozenset(c.lower() for c in wh.columns(f"{rs}.audience_profiles"))
+    run = _Run(rs, ds, interval_end, columns)
+    compiled = [
+        (s.segment_id, _compile(wh, s.rule, run, segments.source)) for s in segments.segments
+    ]
+    return wh.render("segments/segment_memberships", rs=rs, segments=compiled)
+
+
+def build_memberships(
+    wh: Warehouse, segments: SegmentSet | None, rs: str, ds: str, interval_end: str
+) -> dict[str, int]:
+    """Build the run's ``segment_memberships``; return the members per segment.
+
+    Without segments the table is dropped, so publish exports none and no destination syncs a
+    stale one.
+    """
+    if segments is None:
+        wh.execute_script(f"DROP TABLE IF EXISTS {rs}.segment_memberships")
+        return {}
+    wh.execute_script(render_memberships(wh, segments, rs, ds, interval_end))
+    counts = dict.fromkeys(segments.ids, 0)
+    counts.update(
+        (str(segment_id), int(n))
+        for segment_id, n in wh.query(
+            f"SELECT segment_id, count(*) FROM {rs}.segment_memberships GROUP BY segment_id"
+        )
+    )
+    return counts

@@ -1,0 +1,161 @@
+"""DeliverOperator under Airflow: a mapped delivery task that defers on Dotdigital's imports.
+
+``dag.test()`` runs the task in-process and, when it defers, runs the trigger inline and resumes
+it, as a triggerer would. The DAG here is wired exactly as the daily DAG's deliver step is meant
+to be (partial over the published tables, expanded over destination names).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from audience_profiles.config import CONFIG_ENV
+from audience_profiles.operators.deliver import DeliverOperator, ImportWaitError
+from tests.services.dotdigital_standin import DOTDIGITAL_CONN_ID
+from tests.support import write_config
+
+pytestmark = [pytest.mark.services, pytest.mark.e2e]
+
+BOOK = "AP operator fans"
+RUN_DATE = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+PEOPLE = [f"fan{i:02d}@example.com" for i in range(7)]
+
+
+@pytest.fixture(scope="module")
+def airflow_db():
+    """Airflow's metadata database in the test session's AIRFLOW_HOME (tests/conftest.py)."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+    )
+
+
+def exports(folder) -> dict[str, str]:
+    """One run's exports, as publish hands them to destinations."""
+    folder.mkdir(parents=True)
+    profiles = pa.table(
+        {
+            "profile_id": [f"p{i}" for i in range(len(PEOPLE))],
+            "email": PEOPLE,
+            "first_name": ["Fan"] * len(PEOPLE),
+            "last_name": [str(i) for i in range(len(PEOPLE))],
+            "optin_1": [True] * (len(PEOPLE) - 1) + [False],
+        }
+    )
+    members = pa.table(
+        {
+            "segment_id": ["fans"] * len(PEOPLE),
+            "profile_id": profiles["profile_id"],
+            "since": pa.array([dt.date(2024, 4, 1)] * len(PEOPLE), pa.date32()),
+        }
+    )
+    paths = {t: str(folder / f"{t}.parquet") for t in ("audience_profiles", "segment_memberships")}
+    pq.write_table(profiles, paths["audience_profiles"])
+    pq.write_table(members, paths["segment_memberships"])
+    return paths
+
+
+@pytest.fixture
+def pipeline_config(tmp_path, dotdigital, monkeypatch):
+    config = write_config(
+        tmp_path,
+        destinations=[
+            {
+                "name": "dotdigital",
+                "kind": "dotdigital",
+                "conn_id": DOTDIGITAL_CONN_ID,
+                "tables": ["segment_memberships", "audience_profiles"],
+                "segments": {"fans": {"address_book": BOOK}},
+                "defer_imports": True,
+                # tiny files, two imports at a time: the sync needs several deferrals
+                "max_file_mb": 0.00005,
+                "max_active_imports": 2,
+                "poll_interval": 0.01,
+                "backoff_base": 0.01,
+            },
+            {
+                "name": "local_drop",
+                "kind": "local",
+                "path": str(tmp_path / "output"),
+                "tables": ["audience_profiles"],
+            },
+        ],
+    )
+    monkeypatch.setenv(CONFIG_ENV, config.source_file)
+    return config
+
+
+# The DAG under test, written to its own bundle folder (dag.test() runs DAGs of a bundle).
+DAG_FILE = """
+import json, os
+from airflow.sdk import DAG, task
+from audience_profiles.operators.deliver import DeliverOperator
+
+with DAG("deliver_operator_test", schedule=None, catchup=False) as dag:
+
+    @task
+    def publish() -> dict[str, str]:
+        return json.loads(os.environ["AP_TEST_EXPORTS"])
+
+    @task
+    def destinations() -> list[str]:
+        return ["dotdigital", "local_drop"]
+
+    DeliverOperator.partial(
+        task_id="deliver", tables=publish(), map_index_template="{{ task.destination_name }}"
+    ).expand(destination_name=destinations())
+"""
+
+
+def test_mapped_delivery_defers_until_dotdigital_imports_finish(
+    airflow_db, pipeline_config, dotdigital, tmp_path, monkeypatch
+):
+    from airflow.utils.state import TaskInstanceState
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "deliver_operator_test.py").write_text(DAG_FILE)
+    bundle = {
+        "name": "deliver-operator-test",
+        "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+        "kwargs": {"path": str(dags)},
+    }
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([bundle]))
+    monkeypatch.setenv("AP_TEST_EXPORTS", json.dumps(exports(tmp_path / "export")))
+    spec = importlib.util.spec_from_file_location(
+        "deliver_operator_test", dags / "deliver_operator_test.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    run = module.dag.test(logical_date=RUN_DATE)
+
+    delivered = {
+        ti.rendered_map_index: ti.state
+        for ti in run.get_task_instances()
+        if ti.task_id == "deliver"
+    }
+    assert delivered == {
+        "dotdigital": TaskInstanceState.SUCCESS,
+        "local_drop": TaskInstanceState.SUCCESS,
+    }
+    assert dotdigital.members(BOOK) == set(PEOPLE[:-1])  # the last one never opted in
+    imports = [c for c in dotdigital.calls("POST") if c[1].endswith("/contacts/import")]
+    assert len(imports) > 2  # more imports than one round allows: the task deferred repeatedly
+    assert (tmp_path / "output" / "audience_profiles" / "dt=2024-05-01").is_dir()
+
+
+def test_a_trigger_that_gives_up_fails_the_task_for_a_retry(pipeline_config):
+    operator = DeliverOperator(task_id="deliver", destination_name="dotdigital", tables={})
+    event = {"status": "timeout", "imports": {}, "message": "imports still running after 3600s"}
+    with pytest.raises(ImportWaitError, match="dotdigital: imports still running"):
+        operator.resume({"ds": "2024-05-01", "run_id": "manual"}, event)

@@ -1,0 +1,430 @@
+"""Segments: segments.yml validation, and the compiled SQL evaluated on small hand-made tables.
+
+The fixture warehouse holds three people whose histories exercise every rule kind and its
+``since`` date; expected memberships are worked out by hand in the comments.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from audience_profiles import pipeline
+from audience_profiles.config import PROJECT_ROOT, ConfigError, WarehouseConfig
+from audience_profiles.pipeline import DataQualityError, RunWindow, run_all
+from audience_profiles.segments import (
+    build_memberships,
+    load_segments,
+    parse_segments,
+    render_memberships,
+    segments_for,
+)
+from audience_profiles.warehouse.duckdb import DuckDBWarehouse
+from tests.support import write_config, write_seed_example
+
+RS, DS, INTERVAL_END = "run_20220430", "2022-04-30", "2022-05-01 00:00:00"
+TEAM = "Which team do you support?"
+EVENT, OTHER_EVENT = "ev-1", "ev-2"
+D = dt.date.fromisoformat
+
+# (date, dt, session, poll, title, element_type, event, label, file, line)
+INTERACTIONS = [
+    # ann: Blue, Red, then Blue twice: her answer is Blue again since 04-10
+    ("2022-04-01", "2022-04-01", "s-ann", "1", TEAM, "team_selector", EVENT, "Blue", "a", 1),
+    ("2022-04-05", "2022-04-05", "s-ann", "1", TEAM, "team_selector", EVENT, "Red", "a", 1),
+    ("2022-04-10", "2022-04-10", "s-ann", "1", TEAM, "team_selector", EVENT, "Blue", "a", 1),
+    ("2022-04-12", "2022-04-12", "s-ann2", "1", TEAM, "team_selector", EVENT, "Blue", "a", 1),
+    # bob: Blue, then Red: not a Blue fan; one score prediction for the event
+    ("2022-04-02", "2022-04-02", "s-bob", "1", TEAM, "team_selector", EVENT, "Blue", "b", 1),
+    ("2022-04-20", "2022-04-20", "s-bob", "1", TEAM, "team_selector", EVENT, "Red", "b", 1),
+    ("2022-04-21", "2022-04-21", "s-bob", "7", "Predict", "prediction", EVENT, "Draw", "b", 2),
+    (
+        "2022-04-22",
+        "2022-04-22",
+        "s-bob",
+        "8",
+        "Predict",
+        "prediction",
+        OTHER_EVENT,
+        "Draw",
+        "b",
+        3,
+    ),
+    # cid: Blue long ago, Red and Blue on the same day (the later line wins), three votes
+    ("2022-03-01", "2022-03-01", "s-cid", "1", TEAM, "team_selector", EVENT, "Blue", "c", 1),
+    ("2022-04-15", "2022-04-15", "s-cid", "1", TEAM, "team_selector", EVENT, "Red", "c", 1),
+    ("2022-04-15", "2022-04-15", "s-cid", "1", TEAM, "team_selector", EVENT, "Blue", "c", 2),
+    ("2022-04-20", "2022-04-20", "s-cid", "9", "Vote", "vote", EVENT, "X", "c", 3),
+    ("2022-04-25", "2022-04-25", "s-cid", "9", "Vote", "vote", EVENT, "Y", "c", 4),
+    ("2022-04-28", "2022-04-28", "s-cid", "9", "Vote", "vote", EVENT, "X", "c", 5),
+    # an anonymous session nobody owns, and an interaction of a later partition than the run
+    ("2022-04-29", "2022-04-29", "s-anon", "1", TEAM, "team_selector", EVENT, "Blue", "z", 1),
+    ("2022-05-01", "2022-05-01", "s-bob", "1", TEAM, "team_selector", EVENT, "Blue", "z", 2),
+]
+# (entry_datetime, dt, email, form_id, file, line)
+FORM_ENTRIES = [
+    ("2022-03-01 10:00:00", "2022-03-01", "ann@example.com", 29, "f", 1),  # outside 30 days
+    ("2022-04-20 10:00:00", "2022-04-20", "ann@example.com", 29, "f", 2),
+    ("2022-04-25 10:00:00", "2022-04-25", "ann@example.com", 31, "f", 3),
+    ("2022-04-28 10:00:00", "2022-04-28", "bob@example.com", 29, "f", 4),
+    ("2022-04-10 10:00:00", "2022-04-10", "cid@example.com", 29, "f", 5),
+    ("2022-04-11 09:00:00", "2022-04-11", "cid@example.com", 31, "f", 6),
+    ("2022-04-29 23:59:59", "2022-04-29", "cid@example.com", 31, "f", 7),
+    ("2022-05-01 08:00:00", "2022-05-01", "bob@example.com", 31, "f", 8),  # after the run date
+    ("2022-04-26 10:00:00", "2022-04-26", "nobody@example.com", 31, "f", 9),  # no profile
+]
+IDENTIFIERS = [
+    ("session_id", "s-ann", "p-ann"),
+    ("session_id", "s-ann2", "p-ann"),
+    ("session_id", "s-bob", "p-bob"),
+    ("session_id", "s-cid", "p-cid"),
+    ("session_id", "s-anon", "p-anon"),
+    ("email", "ann@example.com", "p-ann"),
+    ("email", "bob@example.com", "p-bob"),
+    ("email", "cid@example.com", "p-cid"),
+]
+# (profile_id, email, optin_1, optin_2, optin_2_at, first_seen)
+PROFILES = [
+    ("p-ann", "ann@example.com", True, True, "2022-04-02 10:00:00", "2022-03-01 10:00:00"),
+    ("p-bob", "bob@example.com", True, False, "2022-04-28 10:00:00", "2022-04-02 08:00:00"),
+    ("p-cid", "cid@example.com", None, None, None, "2022-03-01 08:00:00"),
+    ("p-anon", None, None, None, None, "2022-04-29 08:00:00"),
+]
+
+SEGMENTS = {
+    "blue": {"answer": {"attribute": TEAM, "equals": "Blue"}},
+    "red_or_green": {"answer": {"attribute": TEAM, "in": ["Red", "Green"]}},
+    "regulars": {"form_entries": {"min": 2, "within_days": 30}},
+    "ever_entered_twice": {"form_entries": {"min": 2}},
+    "shirt_form": {"form_entries": {"form_id": 29}},
+    "event_predictors": {"interaction": {"element_type": "prediction", "event_id": EVENT}},
+    "voters": {"interaction": {"element_type": "vote", "min": 3, "within_days": 14}},
+    # six days ending 04-30 start on 04-25 and hold two of cid's votes; five days hold one
+    "votes_in_6_days": {"interaction": {"element_type": "vote", "min": 2, "within_days": 6}},
+    "votes_in_5_days": {"interaction": {"element_type": "vote", "min": 2, "within_days": 5}},
+    "partner_optin": {"attribute": {"column": "optin_2", "equals": True}},
+    "known_email": {"attribute": {"column": "email", "in": ["bob@example.com"]}},
+    "blue_regulars": {
+        "all": [
+            {"answer": {"attribute": TEAM, "equals": "Blue"}},
+            {"form_entries": {"min": 2, "within_days": 30}},
+        ]
+    },
+    "partners_or_predictors": {
+        "any": [
+            {"attribute": {"column": "optin_2", "equals": True}},
+            {"interaction": {"element_type": "prediction", "event_id": EVENT}},
+        ]
+    },
+    "nested": {
+        "all": [
+            {"answer": {"attribute": TEAM, "equals": "Blue"}},
+            {
+                "any": [
+                    {"interaction": {"element_type": "vote", "min": 3}},
+                    {"attribute": {"column": "optin_2", "equals": True}},
+                ]
+            },
+        ]
+    },
+}
+EXPECTED = {
+    ("blue", "p-ann", D("2022-04-10")),
+    ("blue", "p-cid", D("2022-04-15")),
+    ("blue", "p-anon", D("2022-04-29")),
+    ("red_or_green", "p-bob", D("2022-04-20")),
+    ("regulars", "p-ann", D("2022-04-25")),
+    ("regulars", "p-cid", D("2022-04-11")),
+    ("ever_entered_twice", "p-ann", D("2022-04-20")),
+    ("ever_entered_twice", "p-cid", D("2022-04-11")),
+    ("shirt_form", "p-ann", D("2022-03-01")),
+    ("shirt_form", "p-bob", D("2022-04-28")),
+    ("shirt_form", "p-cid", D("2022-04-10")),
+    ("event_predictors", "p-bob", D("2022-04-21")),
+    ("voters", "p-cid", D("2022-04-28")),
+    ("votes_in_6_days", "p-cid", D("2022-04-28")),
+    ("partner_optin", "p-ann", D("2022-04-02")),
+    ("known_email", "p-bob", D("2022-04-02")),
+    ("blue_regulars", "p-ann", D("2022-04-25")),
+    ("blue_regulars", "p-cid", D("2022-04-15")),
+    ("partners_or_predictors", "p-ann", D("2022-04-02")),
+    ("partners_or_predictors", "p-bob", D("2022-04-21")),
+    ("nested", "p-ann", D("2022-04-10")),
+    ("nested", "p-cid", D("2022-04-28")),
+}
+
+
+@pytest.fixture
+def wh(tmp_path):
+    """A warehouse holding the fixture's source tables and the run's identity and profiles."""
+    with DuckDBWarehouse(WarehouseConfig(path=str(tmp_path / "wh.duckdb"))) as warehouse:
+        warehouse.run_sql("setup/tables")
+        con = warehouse.con
+        con.executemany(
+            "INSERT INTO interactions_enriched (dt, date, poll_id, title, element_type, event_id, "
+            "session_id, option_label, _file, _line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r[1], r[0], r[3], r[4], r[5], r[6], r[2], r[7], r[8], r[9]) for r in INTERACTIONS],
+        )
+        con.executemany(
+            "INSERT INTO form_entries (entry_datetime, dt, email, form_id, _file, _line) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            FORM_ENTRIES,
+        )
+        con.execute(f"CREATE SCHEMA {RS}")
+        con.execute(
+            f"CREATE TABLE {RS}.profile_identifiers "
+            "(identifier_type VARCHAR, identifier_value VARCHAR, profile_id VARCHAR)"
+        )
+        con.executemany(f"INSERT INTO {RS}.profile_identifiers VALUES (?, ?, ?)", IDENTIFIERS)
+        con.execute(
+            f"CREATE TABLE {RS}.audience_profiles (profile_id VARCHAR, email VARCHAR, "
+            "optin_1 BOOLEAN, optin_2 BOOLEAN, optin_2_at TIMESTAMP, first_seen TIMESTAMP)"
+        )
+        con.executemany(f"INSERT INTO {RS}.audience_profiles VALUES (?, ?, ?, ?, ?, ?)", PROFILES)
+        yield warehouse
+
+
+def memberships(wh) -> set[tuple]:
+    return set(wh.query(f"SELECT segment_id, profile_id, since FROM {RS}.segment_memberships"))
+
+
+def build(wh, definitions: dict) -> dict[str, int]:
+    return build_memberships(wh, parse_segments({"segments": definitions}), RS, DS, INTERVAL_END)
+
+
+def test_every_rule_kind_gives_its_members_and_since_dates(wh):
+    counts = build(wh, SEGMENTS)
+    assert memberships(wh) == EXPECTED
+    assert counts == {s: sum(1 for e in EXPECTED if e[0] == s) for s in SEGMENTS}
+    assert [c[1] for c in wh.con.execute(f"DESCRIBE {RS}.segment_memberships").fetchall()] == [
+        "VARCHAR",
+        "VARCHAR",
+        "DATE",
+    ]
+
+
+def test_a_rerun_gives_identical_rows(wh):
+    build(wh, SEGMENTS)
+    first = wh.query(f"SELECT * FROM {RS}.segment_memberships ORDER BY ALL")
+    build(wh, SEGMENTS)
+    assert wh.query(f"SELECT * FROM {RS}.segment_memberships ORDER BY ALL") == first
+
+
+def test_a_later_run_keeps_since_dates_from_the_data(wh):
+    """Since is the day the profile qualified from, not the day a run first saw it."""
+    build(wh, {"blue": SEGMENTS["blue"]})
+    earlier = memberships(wh)
+    later = build_memberships(
+        wh,
+        parse_segments({"segments": {"blue": SEGMENTS["blue"]}}),
+        RS,
+        "2022-05-02",
+        "2022-05-03 00:00:00",
+    )
+    # bob's Blue answer of 05-01 is now known: he joins, since that day; the others keep theirs.
+    assert later == {"blue": 4}
+    assert memberships(wh) == earlier | {("blue", "p-bob", D("2022-05-01"))}
+
+
+def test_no_segments_file_means_no_table_and_an_empty_file_an_empty_table(wh):
+    build(wh, {})
+    assert memberships(wh) == set()
+    assert build_memberships(wh, None, RS, DS, INTERVAL_END) == {}
+    tables = wh.query(
+        f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{RS}'"
+    )
+    assert ("segment_memberships",) not in tables
+
+
+def test_an_unknown_profile_column_names_the_file_and_key(wh):
+    definitions = {"x": {"all": [{"attribute": {"column": "favourite_colour", "equals": "red"}}]}}
+    with pytest.raises(ConfigError, match=r"segments\.x\.all\[0\]\.attribute\.column: "):
+        build(wh, definitions)
+
+
+@pytest.mark.services
+def test_the_same_sql_gives_the_same_rows_in_snowflake_dialect(wh):
+    """The rendered script, run through fakesnow (Snowflake SQL translated by sqlglot onto its own
+    DuckDB), builds the same memberships from the same tables."""
+    fakesnow = pytest.importorskip("fakesnow")
+    import snowflake.connector
+
+    script = render_memberships(wh, parse_segments({"segments": SEGMENTS}), RS, DS, INTERVAL_END)
+    tables = [
+        "interactions_enriched",
+        "form_entries",
+        *(f"{RS}.{t}" for t in ("profile_identifiers", "audience_profiles")),
+    ]
+    with fakesnow.patch(), snowflake.connector.connect(database="ap", schema="main") as sf:
+        cur = sf.cursor()
+        cur.execute(f"CREATE SCHEMA {RS}")
+        for table in tables:
+            columns = wh.con.execute(f"DESCRIBE {table}").fetchall()
+            cur.execute(f"CREATE TABLE {table} ({', '.join(f'{c[0]} {c[1]}' for c in columns)})")
+            rows = wh.query(f"SELECT * FROM {table}")
+            cur.executemany(
+                f"INSERT INTO {table} VALUES ({', '.join(['%s'] * len(columns))})", rows
+            )
+        cur.execute(script)
+        rows = cur.execute(f"SELECT segment_id, profile_id, since FROM {RS}.segment_memberships")
+        assert {tuple(r) for r in rows.fetchall()} == EXPECTED
+
+
+# -- segments.yml -----------------------------------------------------------------------------
+
+
+def test_the_shipped_segments_file_is_valid():
+    shipped = load_segments(PROJECT_ROOT / "include" / "config" / "segments.yml")
+    assert "manchester_blue_fans" in shipped.ids
+    kinds = set()
+
+    def walk(rule):
+        kinds.add(rule.kind)
+        for child in rule.children:
+            walk(child)
+
+    for segment in shipped.segments:
+        assert segment.description
+        walk(segment.rule)
+    assert kinds == {"answer", "form_entries", "interaction", "attribute", "all", "any"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([1], "the top level must be a mapping"),
+        ({"segmets": {}}, "segmets: unknown key"),
+        ({"segments": ["a"]}, "segments: must map segment ids"),
+        ({"segments": {"Blue Fans": {}}}, "segments.Blue Fans: a segment id is lower case"),
+        ({"segments": {"a": {"description": "no rule"}}}, r"segments\.a: needs exactly one rule"),
+        (
+            {"segments": {"a": {"answer": {}, "attribute": {}}}},
+            r"segments\.a: needs exactly one rule .* found 2",
+        ),
+        ({"segments": {"a": {"answers": {}}}}, r"segments\.a\.answers: unknown key"),
+        ({"segments": {"a": {"answer": {"equals": "x"}}}}, r"a\.answer\.attribute: is required"),
+        (
+            {"segments": {"a": {"answer": {"attribute": "t", "equals": "x", "in": ["y"]}}}},
+            r"segments\.a\.answer: give exactly one of equals",
+        ),
+        (
+            {"segments": {"a": {"answer": {"attribute": "t", "equals": True}}}},
+            r"a\.answer\.equals: True is a yes/no value; quote it",
+        ),
+        (
+            {"segments": {"a": {"answer": {"attribute": "t", "in": []}}}},
+            r"a\.answer\.in: must not be empty",
+        ),
+        ({"segments": {"a": {"form_entries": {"min": 0}}}}, r"form_entries\.min: must be a whole"),
+        (
+            {"segments": {"a": {"form_entries": {"within_days": "30"}}}},
+            r"form_entries\.within_days: must be a whole number",
+        ),
+        (
+            {"segments": {"a": {"form_entries": {"form_id": "29"}}}},
+            r"form_entries\.form_id: must be int",
+        ),
+        (
+            {"segments": {"a": {"interaction": {"element_type": "predictions"}}}},
+            r"interaction\.element_type: 'predictions' is not one of",
+        ),
+        (
+            {"segments": {"a": {"interaction": {"event_id": dt.date(2022, 4, 29)}}}},
+            r"interaction\.event_id: must be str or int, .* \(quote dates and ids\)",
+        ),
+        ({"segments": {"a": {"interaction": {"votes": 2}}}}, r"interaction\.votes: unknown key"),
+        (
+            {"segments": {"a": {"attribute": {"column": "optin_2; DROP", "equals": True}}}},
+            r"attribute\.column: 'optin_2; DROP' is not a column name",
+        ),
+        ({"segments": {"a": {"all": []}}}, r"segments\.a\.all: must be a non-empty list"),
+        (
+            {"segments": {"a": {"any": [{"answer": {}, "attribute": {}}]}}},
+            r"segments\.a\.any\[0\]: must be one condition",
+        ),
+        (
+            {"segments": {"a": {"all": [{"any": [{"form_entries": {"min": -1}}]}]}}},
+            r"segments\.a\.all\[0\]\.any\[0\]\.form_entries\.min: must be a whole number",
+        ),
+    ],
+)
+def test_mistakes_name_the_file_and_the_key(raw, message):
+    with pytest.raises(ConfigError, match=r"^segments\.yml: .*" + message):
+        parse_segments(raw, "segments.yml")
+
+
+def test_segments_config_paths_and_destination_segments_are_checked(tmp_path):
+    config = write_config(tmp_path)  # segments.yml next to it: absent, so no segments
+    assert segments_for(config) is None
+
+    missing = write_config(tmp_path, segments_config=str(tmp_path / "nope.yml"))
+    with pytest.raises(ConfigError, match=r"pipeline\.yml: segments_config: .*nope\.yml does not"):
+        segments_for(missing)
+
+    (tmp_path / "segments.yml").write_text(yaml.safe_dump({"segments": SEGMENTS}))
+    destination = {
+        "name": "dd",
+        "kind": "dotdigital",
+        "tables": ["segment_memberships", "audience_profiles"],
+        "segments": {"blue": {}, "bleu": {}},
+    }
+    config = write_config(tmp_path, destinations=[destination])
+    with pytest.raises(ConfigError, match=r"destinations\[0\]\.segments \(dd\): bleu not defined"):
+        segments_for(config)
+    config = write_config(tmp_path, destinations=[{**destination, "enabled": False}])
+    assert set(segments_for(config).ids) == set(SEGMENTS)
+
+
+# -- in the build -----------------------------------------------------------------------------
+
+
+def seeded(tmp_path: Path):
+    """The seed example with a segments file: David Wilson supports Manchester Blue."""
+    (tmp_path / "segments.yml").write_text(
+        yaml.safe_dump(
+            {
+                "segments": {
+                    "blue": {"answer": {"attribute": TEAM, "equals": "Manchester Blue"}},
+                    "partner": {"attribute": {"column": "optin_2", "equals": True}},
+                }
+            }
+        )
+    )
+    write_seed_example(tmp_path / "landing")
+    return write_config(tmp_path)
+
+
+def test_the_build_publishes_memberships_and_checks_members_are_live_profiles(tmp_path):
+    config = seeded(tmp_path)
+    for ds in ("2022-01-11", "2022-04-29"):
+        result = run_all(RunWindow.for_date(ds), config)
+    assert result["segments"] == {"members": {"blue": 1, "partner": 1}}
+    export = (
+        Path(config.work_dir) / "runs" / "2022-04-29" / "export" / "segment_memberships.parquet"
+    )
+    rows = duckdb.sql(f"SELECT segment_id, since FROM '{export}' ORDER BY 1").fetchall()
+    # David opted in to partners with his form entry of 01-11; answered Blue on 04-29.
+    assert rows == [("blue", D("2022-04-29")), ("partner", D("2022-01-11"))]
+
+    # Build 04-29 again up to the segments, and break one membership before the checks.
+    window = RunWindow.for_date("2022-04-29")
+    staged = [
+        pipeline.extract_source(s, window, config)
+        for s in ("interactions", "elements", "form_entries", "identities")
+    ]
+    pipeline.validate(window, staged, config)
+    pipeline.enrich(window, config)
+    pipeline.resolve_identities(window, config)
+    pipeline.build_profiles(window, config)
+    pipeline.build_segments(window, config)
+    with duckdb.connect(config.warehouse.path) as con:
+        con.execute(
+            f"INSERT INTO {window.run_schema}.segment_memberships "
+            "VALUES ('blue', 'ap_merged_away', DATE '2022-04-29')"
+        )
+    with pytest.raises(DataQualityError, match="segment_memberships.profile_id is a live profile"):
+        pipeline.check_quality(window, config)
