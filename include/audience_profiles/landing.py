@@ -7,6 +7,8 @@ provider's S3Hook)::
     form_entries/date=YYYY-MM-DD/*.csv|*.json
     identities/date=YYYY-MM-DD/*.csv|*.json
     elements/*.csv|*.json                      (not partitioned: the current element catalogue)
+    erasure_requests/*.csv|*.json              (not partitioned: every request ever filed; read by
+                                                the erasure DAG, never by the daily build)
 
 CSV files have a header row; JSON files are newline-delimited objects with the same field names.
 
@@ -72,6 +74,13 @@ SOURCES: dict[str, Source] = {
             "identities",
             ("observed_at", "session_id", "external_id"),
             ("email", "first_name", "last_name"),
+        ),
+        # Not partitioned: a request is acted on once (by request_id), so re-reading the folder
+        # each run costs little, and a run that was missed or failed never strands a request.
+        Source(
+            "erasure_requests",
+            ("request_id", "identifier_type", "identifier_value", "requested_at", "type"),
+            partitioned=False,
         ),
     )
 }

@@ -25,6 +25,7 @@ from audience_profiles import landing, segments
 from audience_profiles.config import OUTPUT_TABLES, PipelineConfig, load_config
 from audience_profiles.identity import load_rules, resolve_run
 from audience_profiles.privacy import EMAIL_PATTERN
+from audience_profiles.privacy.suppression import apply_suppression, suppress_run_outputs
 from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.base import check_ds
 
@@ -128,11 +129,17 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                 )
             counts[source] = {"read": info["rows"], "valid": kept, "quarantined": quarantined}
             log.info("validated %s: %s", source, counts[source])
+        # After reconciling: suppressed people's rows leave before anything is built from them.
+        suppressed = apply_suppression(wh, window.ds)
         reasons = wh.query(
             "SELECT source, split_part(reason, ':', 1) AS field, count(*) FROM quarantine "
             f"WHERE dt = DATE '{window.ds}' GROUP BY ALL ORDER BY ALL"
         )
-    return {"sources": counts, "quarantine_by_field": [list(r) for r in reasons]}
+    return {
+        "sources": counts,
+        "quarantine_by_field": [list(r) for r in reasons],
+        "suppressed": suppressed,
+    }
 
 
 def enrich(window: RunWindow, config: PipelineConfig | None = None) -> dict:
@@ -214,6 +221,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
     tables: dict[str, str] = {}
     rows: dict[str, int] = {}
     with open_warehouse(config) as wh:
+        suppress_run_outputs(wh, window.run_schema)
         run_tables = {
             r[0]
             for r in wh.query(
@@ -293,7 +301,7 @@ def cleanup(
 def run_all(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     """The whole build for one date without Airflow (tests, benchmarks, the CLI)."""
     config = config or load_config()
-    staged = [extract_source(s, window, config) for s in landing.SOURCES]
+    staged = [extract_source(s, window, config) for s in VALIDATION_ORDER]
     result: dict[str, Any] = {"validate": validate(window, staged, config)}
     result["enrich"] = enrich(window, config)
     result["identity"] = resolve_identities(window, config)

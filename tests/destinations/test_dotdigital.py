@@ -22,6 +22,7 @@ import pytest
 
 from audience_profiles.config import ConfigError, parse_config
 from audience_profiles.destinations import RunInfo, destination_for
+from audience_profiles.destinations.base import ErasureRequest
 from audience_profiles.destinations.dotdigital import DotdigitalImportFailed
 from audience_profiles.destinations.sync_state import StateLockedError, SyncStateStore
 from audience_profiles.hooks.dotdigital import (
@@ -116,11 +117,13 @@ def inputs(tmp_path) -> Inputs:
 
 @pytest.fixture
 def sync(tmp_path, dotdigital):
-    """``sync(tables, **options)``: deliver one run to the stand-in; returns the DeliveryReport."""
+    """``sync(tables, **options)``: deliver one run to the stand-in; returns the DeliveryReport.
+
+    ``sync.destination(**options)`` is the destination with the same configuration."""
     state_path = tmp_path / "state" / "dotdigital.duckdb"
     runs = iter(range(1, 100))
 
-    def run(tables: dict[str, str], **options):
+    def make(**options):
         entry = {
             "name": "dotdigital",
             "kind": "dotdigital",
@@ -145,11 +148,14 @@ def sync(tmp_path, dotdigital):
                 "destinations": [entry],
             }
         )
-        destination = destination_for(pipeline.destination("dotdigital"), pipeline)
+        return destination_for(pipeline.destination("dotdigital"), pipeline)
+
+    def run(tables: dict[str, str], **options):
         n = next(runs)
-        return destination.deliver(RunInfo(ds=f"2024-05-{n:02d}", run_id=f"run_{n}"), tables)
+        return make(**options).deliver(RunInfo(ds=f"2024-05-{n:02d}", run_id=f"run_{n}"), tables)
 
     run.state_path = state_path
+    run.destination = make  # the destination itself, e.g. to erase
     return run
 
 
@@ -639,3 +645,61 @@ def test_state_file_is_separate_from_the_warehouse(tmp_path, inputs, dotdigital)
     assert report.details["state_path"] == str(state_path)
     with duckdb.connect(str(state_path), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM sync_state").fetchone() == (1,)
+
+
+# -- erasure ----------------------------------------------------------------------------------
+
+
+def test_erasure_takes_people_out_of_every_address_book_and_the_state(dotdigital, inputs, sync):
+    people = [profile(f"p{i:02d}", f"p{i:02d}@example.com", optin_2=True) for i in range(4)]
+    ids = [p["profile_id"] for p in people]
+    sync(inputs.write(people, {"fans": ids, "partners": ids[:2]}))
+    assert dotdigital.members(PARTNERS) == {"p00@example.com", "p01@example.com"}
+    requests = [
+        # By profile: the state knows its address.
+        ErasureRequest("r-1", "2024-05-02 10:00:00", ("p00",), (("session_id", "s-0"),)),
+        # By address only (no profile was resolved).
+        ErasureRequest("r-2", "2024-05-02 10:00:00", (), (("email", "p02@example.com"),)),
+    ]
+
+    statuses = sync.destination().erase(requests)
+
+    assert statuses == {
+        "r-1": {"status": "done", "detail": "removed from 2 address book membership(s)"},
+        "r-2": {"status": "done", "detail": "removed from 1 address book membership(s)"},
+    }
+    assert dotdigital.members(FANS) == {"p01@example.com", "p03@example.com"}
+    assert dotdigital.members(PARTNERS) == {"p01@example.com"}
+    assert synced(sync.state_path) == {"p01@example.com", "p03@example.com"}
+    # Erasing again finds nothing to remove.
+    assert sync.destination().erase(requests[:1])["r-1"]["detail"].startswith("removed from 0")
+    # The next sync (exports without them, as suppression leaves them out) changes nothing else.
+    report = sync(
+        inputs.write(people[1:2] + people[3:], {"fans": ["p01", "p03"], "partners": ["p01"]})
+    )
+    assert report.rows == {"added": 0, "changed": 0, "removed": 0, "rejected": 0}
+
+
+def test_erasure_waits_for_an_unconfirmed_import_of_the_person(dotdigital, inputs, sync):
+    people = [profile("p00", "p00@example.com")]
+    tables = inputs.write(people, {"fans": ["p00"]})
+    pending = sync(tables, defer_imports=True).details["pending_imports"]
+    assert pending
+    request = ErasureRequest("r-1", "2024-05-02 10:00:00", ("p00",), ())
+
+    first = sync.destination(defer_imports=True).erase([request])
+    sync(tables)  # the next delivery confirms the import
+    second = sync.destination().erase([request])
+
+    assert first["r-1"]["status"] == "failed"
+    assert second["r-1"] == {
+        "status": "done",
+        "detail": "removed from 1 address book membership(s)",
+    }
+    assert dotdigital.members(FANS) == set()
+
+
+def test_a_dry_run_destination_skips_erasure(dotdigital, sync):
+    request = ErasureRequest("r-1", "2024-05-02 10:00:00", ("p00",), ())
+    assert sync.destination(dry_run=True).erase([request])["r-1"]["status"] == "skipped"
+    assert dotdigital.calls() == []

@@ -12,6 +12,7 @@ import pytest
 from moto.core.exceptions import JsonRESTError
 from moto.firehose.models import FirehoseBackend
 
+from audience_profiles.destinations.base import ErasureRequest
 from audience_profiles.destinations.streams import UndeliveredRecordsError, records_from_export
 from tests.destinations.stream_support import RUN, stream_destination, write_exports
 
@@ -176,3 +177,18 @@ def test_entries_that_keep_failing_fail_the_task_naming_them(
     assert {line["record_id"] for line in read_bucket(moto_in_process, bucket)} == set(
         profile_ids
     ) - set(stuck)
+
+
+def test_erasure_sends_one_profile_erased_line_per_profile(aws_conn, moto_server):
+    stream, bucket = create_delivery_stream(moto_server)
+    request = ErasureRequest("r-1", "2024-05-02 10:00:00", ("p-1", "p-2"), (("email", "a@b.com"),))
+
+    statuses = destination(aws_conn, stream).erase([request])
+
+    assert statuses["r-1"]["status"] == "done"
+    lines = read_bucket(moto_server, bucket)
+    assert sorted((line["event_type"], line["profile_id"]) for line in lines) == [
+        ("profile_erased", "p-1"),
+        ("profile_erased", "p-2"),
+    ]
+    assert "a@b.com" not in json.dumps(lines)

@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from audience_profiles.destinations.base import ErasureRequest
 from audience_profiles.destinations.streams import UndeliveredRecordsError, records_from_export
 from tests.destinations.stream_support import RUN, stream_destination, write_exports
 from tests.services._proc import free_port
@@ -104,3 +105,41 @@ def test_the_connection_must_name_the_brokers(monkeypatch, tmp_path):
     conn_id = kafka_conn(monkeypatch, {"linger.ms": 5})
     with pytest.raises(ValueError, match="at least bootstrap.servers"):
         destination(conn_id, "profiles").deliver(RUN, write_exports(tmp_path))
+
+
+def test_erasure_sends_one_profile_erased_record_per_profile(kafka_mock_cluster, monkeypatch):
+    topic = f"erasures-{uuid.uuid4().hex[:8]}"
+    conn_id = kafka_conn(monkeypatch, {"bootstrap.servers": kafka_mock_cluster})
+    requests = [
+        ErasureRequest("r-1", "2024-05-02 10:00:00", ("p-1", "p-2"), (("email", "a@b.com"),)),
+        ErasureRequest("r-2", "2024-05-02 11:00:00", (), (("email", "nobody@b.com"),)),
+    ]
+
+    statuses = destination(conn_id, topic).erase(requests)
+    destination(conn_id, topic).erase(requests[:1])  # a retried erasure: same record ids
+
+    assert statuses == {
+        "r-1": {
+            "status": "done",
+            "detail": f"2 profile_erased record(s) sent to Kafka topic {topic!r}",
+        },
+        "r-2": {
+            "status": "done",
+            "detail": f"0 profile_erased record(s) sent to Kafka topic {topic!r}",
+        },
+    }
+    messages = consume(kafka_mock_cluster, topic, count=4)
+    assert len(messages) == 4 and not [m for m in messages if "unexpected" in m]
+    values = [m["value"] for m in messages]
+    assert {(v["event_type"], v["profile_id"]) for v in values} == {
+        ("profile_erased", "p-1"),
+        ("profile_erased", "p-2"),
+    }
+    assert {m["key"] for m in messages} == {"p-1", "p-2"}
+    assert len({v["record_id"] for v in values}) == 2  # each sent twice, same id
+    assert values[0]["payload"] == {
+        "profile_id": values[0]["profile_id"],
+        "request_id": "r-1",
+        "requested_at": "2024-05-02 10:00:00",
+    }
+    assert "a@b.com" not in json.dumps(values)

@@ -15,13 +15,21 @@ pipeline.yml::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig
-from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo, register
+from audience_profiles.destinations.base import (
+    DeliveryReport,
+    Destination,
+    ErasureRequest,
+    RunInfo,
+    register,
+)
 from audience_profiles.destinations.drop import deliver_drops
+from audience_profiles.destinations.drop_erasure import erase_drops
 
 # Blob batch requests take at most 256 sub-requests.
 _DELETE_BATCH = 256
@@ -37,6 +45,9 @@ class AzureSink:
     def put(self, local_path: Path, key: str) -> None:
         # Block blobs commit their block list at the end: readers see the old blob or the new.
         self.hook.load_file(str(local_path), self.container, key, overwrite=True)
+
+    def get(self, key: str, local_path: Path) -> None:
+        self.hook.get_file(str(local_path), self.container, key)
 
     def list(self, prefix: str) -> list[str]:
         return self.hook.get_blobs_list_recursive(self.container, prefix=prefix)
@@ -58,9 +69,16 @@ class AzureDestination(Destination):
                 f"{pipeline.source_file}: destination {config.name!r} needs a container"
             )
 
-    def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
+    def sink(self) -> AzureSink:
         hook = WasbHook(wasb_conn_id=self.config.conn_id or WasbHook.default_conn_name)
         container = str(self.config.options["container"])
         hook.create_container(container)  # no-op (logged) when it exists
-        sink = AzureSink(hook, container)
-        return deliver_drops(self, sink, str(self.config.options.get("prefix", "")), run, tables)
+        return AzureSink(hook, container)
+
+    def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
+        return deliver_drops(
+            self, self.sink(), str(self.config.options.get("prefix", "")), run, tables
+        )
+
+    def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
+        return erase_drops(self, self.sink(), str(self.config.options.get("prefix", "")), requests)

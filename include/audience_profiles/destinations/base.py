@@ -10,12 +10,17 @@ Contract every implementation keeps:
   partition, MERGE on a key, or stable record ids for streams);
 - raise on failure after the retries that make sense inside one attempt; Airflow retries the task;
 - report what was delivered in a :class:`DeliveryReport` (small: it goes through XCom).
+
+Erasure (optional): ``erase`` removes people from what the destination already holds, for the
+erasure DAG (docs/privacy.md). A kind that cannot erase keeps the default, which answers
+``not_supported`` for every request, so the erasure log says so instead of pretending.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -45,6 +50,36 @@ class DeliveryReport:
         return dataclasses.asdict(self)
 
 
+# Erasure statuses. A request is complete once every destination answered a final one.
+ERASED = "done"
+NOT_SUPPORTED = "not_supported"
+SKIPPED = "skipped"  # nothing to do here (a suppress-only request, a dry-run destination)
+FAILED = "failed"  # tried again by the next erasure run
+FINAL_STATUSES = frozenset({ERASED, NOT_SUPPORTED, SKIPPED})
+
+
+@dataclass(frozen=True)
+class ErasureRequest:
+    """One person to remove: the profiles an erasure request resolved to, and every identifier.
+
+    ``identifiers`` are (identifier_type, value) pairs as the warehouse holds them: emails
+    normalised, session and external ids as landed. Personal data: never log or report them.
+    """
+
+    request_id: str
+    requested_at: str
+    profile_ids: tuple[str, ...] = ()
+    identifiers: tuple[tuple[str, str], ...] = ()
+
+    def values(self, identifier_type: str) -> set[str]:
+        return {value for kind, value in self.identifiers if kind == identifier_type}
+
+
+def erasure_status(status: str, detail: str = "") -> dict[str, str]:
+    """What ``erase`` answers per request (small: it goes through XCom; no personal data)."""
+    return {"status": status, "detail": detail}
+
+
 class Destination(abc.ABC):
     kind: ClassVar[str]
 
@@ -62,6 +97,17 @@ class Destination(abc.ABC):
     @abc.abstractmethod
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
         """Deliver ``tables`` (output table name -> path of its Parquet export) for ``run``."""
+
+    def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
+        """Remove these people from what was delivered; ``{request_id: erasure_status(...)}``.
+
+        Requests come in a batch so a destination can make one pass over what it holds. It must
+        be idempotent (a failed request comes again in the next run) and raise on failure.
+        """
+        return {
+            r.request_id: erasure_status(NOT_SUPPORTED, f"{self.kind} destinations cannot erase")
+            for r in requests
+        }
 
 
 _REGISTRY: dict[str, type[Destination]] = {}

@@ -46,12 +46,23 @@ import re
 import tempfile
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig, resolve_path
-from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo, register
+from audience_profiles.destinations.base import (
+    ERASED,
+    FAILED,
+    SKIPPED,
+    DeliveryReport,
+    Destination,
+    ErasureRequest,
+    RunInfo,
+    erasure_status,
+    register,
+)
 from audience_profiles.destinations.drop import render_parts
 from audience_profiles.destinations.sync_state import SyncStateStore, utcnow
 from audience_profiles.hooks.dotdigital import (
@@ -264,6 +275,66 @@ class DotdigitalDestination(Destination):
         }
         report.failures = [f"{n} rejected: {r}" for r, n in tally.reasons.most_common(10)]
         return report
+
+    # -- erasure ------------------------------------------------------------------------------
+
+    def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
+        """Take each person's addresses out of every address book this destination syncs.
+
+        Addresses are the request's emails plus every email the sync state holds for its
+        profiles; the state forgets them. The contact itself stays in the Dotdigital account
+        (deleting it there is the account owner's call, see docs/privacy.md).
+        """
+        opts = DotdigitalOptions.from_config(self.config, self.pipeline)
+        if opts.dry_run:
+            return {
+                r.request_id: erasure_status(SKIPPED, "dry_run: nothing is sent to Dotdigital")
+                for r in requests
+            }
+        hook = DotdigitalHook(
+            self.config.conn_id or DotdigitalHook.default_conn_name,
+            max_attempts=opts.max_attempts,
+            backoff_base=opts.backoff_base,
+            max_rate_limit_wait=opts.max_rate_limit_wait,
+        )
+        statuses: dict[str, dict[str, str]] = {}
+        with SyncStateStore(opts.state_path) as store:
+            emails = {
+                r.request_id: sorted(
+                    {e.lower() for e in r.values("email")}
+                    | store.emails_of_profiles(list(r.profile_ids))
+                )
+                for r in requests
+            }
+            everyone = {e for addresses in emails.values() for e in addresses}
+            if store.importing(sorted(everyone)):
+                # Removing now would race the import that adds them back: try again next run.
+                return {
+                    r.request_id: erasure_status(
+                        FAILED, "an unconfirmed import carries this contact; retried next run"
+                    )
+                    for r in requests
+                }
+            books = {seg.address_book for seg in opts.segments}
+            removed: Counter[str] = Counter()
+            for book in hook.list_address_books():
+                if book["name"] not in books:
+                    continue
+                members = {
+                    c["email"].lower(): c["id"]
+                    for c in hook.list_address_book_contacts(int(book["id"]))
+                    if c["email"].lower() in everyone
+                }
+                if members:
+                    hook.remove_contacts(int(book["id"]), sorted(members.values()))
+                    removed.update(members.keys())
+            store.erase(sorted(everyone))
+        for r in requests:
+            count = sum(removed[e] for e in emails[r.request_id])
+            statuses[r.request_id] = erasure_status(
+                ERASED, f"removed from {count} address book membership(s)"
+            )
+        return statuses
 
     # -- the sync -----------------------------------------------------------------------------
 

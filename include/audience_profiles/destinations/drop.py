@@ -54,6 +54,7 @@ class Sink(Protocol):
     """Where drop files go. Keys are ``/``-separated paths below the sink's root."""
 
     def put(self, local_path: Path, key: str) -> None: ...
+    def get(self, key: str, local_path: Path) -> None: ...
     def list(self, prefix: str) -> list[str]: ...
     def delete(self, keys: list[str]) -> None: ...
     def url(self, key: str) -> str: ...
@@ -365,6 +366,9 @@ class LocalSink:
         tmp = target.with_name(target.name + ".tmp")
         shutil.copyfile(local_path, tmp)
         tmp.replace(target)  # atomic on one file system: readers see old or new, never half
+
+    def get(self, key: str, local_path: Path) -> None:
+        shutil.copyfile(self.root / key, local_path)
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix

@@ -24,18 +24,28 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from airflow.sdk import BaseHook
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig
-from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo, register
+from audience_profiles.destinations.base import (
+    DeliveryReport,
+    Destination,
+    ErasureRequest,
+    RunInfo,
+    register,
+)
 from audience_profiles.destinations.streams import (
+    PROFILE_ERASED,
     SCHEMA_VERSION,
     RecordTooLargeError,
     StreamRecord,
     UndeliveredRecordsError,
+    erased_records,
+    erased_statuses,
     records_from_export,
     required_option,
     stream_tables,
@@ -75,7 +85,30 @@ class KafkaDestination(Destination):
         return {**extra, **REQUIRED_PRODUCER_CONFIG}
 
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
+        missing = [t for t in self.tables if t not in tables]
+        if missing:
+            raise ValueError(f"{self.target}: run {run.run_id} has no export of {missing[0]}")
+        emitted_at = utc_now()
         report = self.report()
+        report.rows = self._produce_all(
+            (
+                table,
+                records_from_export(
+                    table, tables[table], run.ds, pii=self.config.pii, emitted_at=emitted_at
+                ),
+            )
+            for table in self.tables
+        )
+        report.details = {"target": self.target}
+        return report
+
+    def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
+        """Send a ``profile_erased`` record per erased profile (consumers delete theirs)."""
+        self._produce_all([(PROFILE_ERASED, erased_records(requests))])
+        return erased_statuses(requests, self.target)
+
+    def _produce_all(self, streams: Iterable[tuple[str, Iterable[StreamRecord]]]) -> dict[str, int]:
+        """Produce every record, checking every delivery report; records produced per stream."""
         producer = Producer(self.producer_config(), logger=log)
         outstanding: set[str] = set()  # produced, no delivery report yet
         errors: dict[str, str] = {}  # record_id -> error name
@@ -85,17 +118,12 @@ class KafkaDestination(Destination):
             if err is not None:
                 errors[record_id] = err.name()
 
-        emitted_at = utc_now()
+        rows: dict[str, int] = {}
         try:
-            for table in self.tables:
+            for name, records in streams:
                 if errors:
                     break
-                if table not in tables:
-                    raise ValueError(f"{self.target}: run {run.run_id} has no export of {table}")
                 produced = 0
-                records = records_from_export(
-                    table, tables[table], run.ds, pii=self.config.pii, emitted_at=emitted_at
-                )
                 for record in records:
                     if errors:
                         break  # the cluster is refusing records: stop and report, do not pile on
@@ -104,7 +132,7 @@ class KafkaDestination(Destination):
                         producer, record, functools.partial(on_delivery, record.record_id)
                     )
                     produced += 1
-                report.rows[table] = produced
+                rows[name] = produced
         finally:
             # Deliver (or time out) everything queued, also when producing stopped early.
             producer.flush(self.flush_timeout)
@@ -118,8 +146,7 @@ class KafkaDestination(Destination):
                 causes,
                 "after the producer's retries",
             )
-        report.details = {"target": self.target}
-        return report
+        return rows
 
     def _produce(self, producer: Producer, record: StreamRecord, on_delivery) -> None:
         while True:

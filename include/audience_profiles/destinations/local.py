@@ -11,14 +11,28 @@ pipeline.yml::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from audience_profiles.config import resolve_path
-from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo, register
+from audience_profiles.destinations.base import (
+    DeliveryReport,
+    Destination,
+    ErasureRequest,
+    RunInfo,
+    register,
+)
 from audience_profiles.destinations.drop import LocalSink, deliver_drops
+from audience_profiles.destinations.drop_erasure import erase_drops
 
 
 @register("local")
 class LocalDestination(Destination):
-    def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
+    def sink(self) -> LocalSink:
         # config.py resolves a configured path; the default is resolved the same way (project root).
-        sink = LocalSink(self.config.options.get("path") or resolve_path("data/output"))
-        return deliver_drops(self, sink, "", run, tables)
+        return LocalSink(self.config.options.get("path") or resolve_path("data/output"))
+
+    def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
+        return deliver_drops(self, self.sink(), "", run, tables)
+
+    def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
+        return erase_drops(self, self.sink(), "", requests)

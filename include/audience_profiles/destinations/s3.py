@@ -16,13 +16,21 @@ pipeline.yml::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig
-from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo, register
+from audience_profiles.destinations.base import (
+    DeliveryReport,
+    Destination,
+    ErasureRequest,
+    RunInfo,
+    register,
+)
 from audience_profiles.destinations.drop import deliver_drops
+from audience_profiles.destinations.drop_erasure import erase_drops
 
 
 class S3Sink:
@@ -35,6 +43,9 @@ class S3Sink:
     def put(self, local_path: Path, key: str) -> None:
         # One PUT (multipart above the transfer threshold): readers see the old object or the new.
         self.hook.load_file(local_path, key, bucket_name=self.bucket, replace=True)
+
+    def get(self, key: str, local_path: Path) -> None:
+        self.hook.get_key(key, self.bucket).download_file(str(local_path))
 
     def list(self, prefix: str) -> list[str]:
         return self.hook.list_keys(bucket_name=self.bucket, prefix=prefix)
@@ -54,7 +65,14 @@ class S3Destination(Destination):
         if not config.options.get("bucket"):
             raise ConfigError(f"{pipeline.source_file}: destination {config.name!r} needs a bucket")
 
-    def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
+    def sink(self) -> S3Sink:
         # conn_id None leaves boto3 to its default credential chain (instance or pod role).
-        sink = S3Sink(S3Hook(aws_conn_id=self.config.conn_id), str(self.config.options["bucket"]))
-        return deliver_drops(self, sink, str(self.config.options.get("prefix", "")), run, tables)
+        return S3Sink(S3Hook(aws_conn_id=self.config.conn_id), str(self.config.options["bucket"]))
+
+    def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
+        return deliver_drops(
+            self, self.sink(), str(self.config.options.get("prefix", "")), run, tables
+        )
+
+    def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
+        return erase_drops(self, self.sink(), str(self.config.options.get("prefix", "")), requests)

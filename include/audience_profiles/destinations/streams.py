@@ -11,7 +11,9 @@ Which table becomes which event (and which column is the profile / partition key
 - ``audience_profiles`` -> ``profile_upsert`` (``profile_id``)
 - ``audience_profile_interactions`` -> ``interaction`` (``profile_id``)
 
-``profile_erased`` is reserved for the erasure flow. Delivery is at-least-once: a retried call or a
+``profile_erased`` comes from the erasure flow, not from a table: one record per erased
+profile_id, payload ``{"profile_id", "request_id", "requested_at"}`` (no personal data), so
+consumers delete what they hold of that profile. Delivery is at-least-once: a retried call or a
 retried task sends some records again, so ``record_id`` is deterministic for consumers to dedup on:
 sha256 over the event type, the event's key fields and its payload (never ``emitted_at``).
 Interactions and merges are facts, identified by content alone; a ``profile_upsert`` is the state
@@ -32,7 +34,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -40,7 +42,14 @@ from typing import Any, ClassVar
 import pyarrow.parquet as pq
 
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig
-from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo
+from audience_profiles.destinations.base import (
+    ERASED,
+    DeliveryReport,
+    Destination,
+    ErasureRequest,
+    RunInfo,
+    erasure_status,
+)
 from audience_profiles.privacy import PII_COLUMNS, hash_identifier
 
 SCHEMA_VERSION = 1
@@ -48,7 +57,7 @@ SCHEMA_VERSION = 1
 INTERACTION = "interaction"
 PROFILE_UPSERT = "profile_upsert"
 PROFILE_MERGE = "profile_merge"
-PROFILE_ERASED = "profile_erased"  # reserved: emitted by the erasure flow, not built from a table
+PROFILE_ERASED = "profile_erased"  # emitted by the erasure flow (erased_records), not from a table
 EVENT_TYPES = (INTERACTION, PROFILE_UPSERT, PROFILE_MERGE, PROFILE_ERASED)
 
 KIB = 1024
@@ -238,6 +247,38 @@ def records_from_export(
                 yield record
     finally:
         parquet.close()
+
+
+def erased_records(
+    requests: Sequence[ErasureRequest], emitted_at: str | None = None
+) -> Iterator[StreamRecord]:
+    """One ``profile_erased`` record per profile of each request (ids are stable: a retried
+    erasure sends the same record_ids)."""
+    emitted_at = emitted_at or utc_now()
+    for request in requests:
+        for profile_id in request.profile_ids:
+            payload = {
+                "profile_id": profile_id,
+                "request_id": request.request_id,
+                "requested_at": request.requested_at,
+            }
+            key = {"profile_id": profile_id, "request_id": request.request_id}
+            yield StreamRecord(
+                record_id=record_id(PROFILE_ERASED, key, payload),
+                event_type=PROFILE_ERASED,
+                profile_id=profile_id,
+                emitted_at=emitted_at,
+                payload=payload,
+            )
+
+
+def erased_statuses(requests: Sequence[ErasureRequest], target: str) -> dict[str, dict[str, str]]:
+    return {
+        r.request_id: erasure_status(
+            ERASED, f"{len(r.profile_ids)} profile_erased record(s) sent to {target}"
+        )
+        for r in requests
+    }
 
 
 def utc_now() -> str:
@@ -432,3 +473,11 @@ class BatchedStreamDestination(Destination):
             report.rows[table] = delivered
         report.details = {"target": self.target, "resent": resent}
         return report
+
+    def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
+        """Send a ``profile_erased`` record per erased profile (consumers delete theirs)."""
+        send = self.open_sender()
+        entries = (Entry(r, self.encode(r)) for r in erased_records(requests))
+        for batch in batches(entries, self.limits):
+            send_with_retries(batch, send, self.retry, self.target)
+        return erased_statuses(requests, self.target)

@@ -286,6 +286,31 @@ class SyncStateStore:
             [email, segment_ids],
         )
 
+    # -- erasure ------------------------------------------------------------------------------
+
+    def emails_of_profiles(self, profile_ids: list[str]) -> set[str]:
+        """Every email the state holds for these profiles (synced, in flight or failed)."""
+        rows = self.con.execute(
+            """
+            SELECT email FROM sync_state WHERE list_contains(?, profile_id)
+            UNION SELECT email FROM import_rows WHERE list_contains(?, profile_id)
+            UNION SELECT email FROM sync_failures WHERE list_contains(?, profile_id)
+            """,
+            [profile_ids] * 3,
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def importing(self, emails: list[str]) -> int:
+        """How many of ``emails`` an unconfirmed import carries."""
+        return self.con.execute(
+            "SELECT count(DISTINCT email) FROM import_rows WHERE list_contains(?, email)", [emails]
+        ).fetchone()[0]
+
+    def erase(self, emails: list[str]) -> None:
+        """Forget these addresses everywhere but the suppression list of the target's own."""
+        for table in ("sync_state", "sync_failures"):
+            self.con.execute(f"DELETE FROM {table} WHERE list_contains(?, email)", [emails])
+
     # -- suppressions -------------------------------------------------------------------------
 
     def suppressed_since(self) -> dt.date | None:

@@ -28,3 +28,36 @@ CREATE TABLE IF NOT EXISTS interactions_enriched (
 CREATE TABLE IF NOT EXISTS published_snapshots (
     table_name VARCHAR, dt DATE, run_id VARCHAR, published_at TIMESTAMP
 );
+
+-- Privacy (docs/privacy.md). Identifiers of people who asked to be erased or suppressed, hashed
+-- (privacy/_macros.sql); matched per identifier type. kind: delete | suppress.
+CREATE TABLE IF NOT EXISTS suppression_list (
+    identifier_type VARCHAR, identifier_hash VARCHAR, kind VARCHAR, request_id VARCHAR,
+    added_at TIMESTAMP
+);
+-- Erasure requests as received: the identifier is kept only as its hash.
+CREATE TABLE IF NOT EXISTS erasure_requests (
+    request_id VARCHAR, identifier_type VARCHAR, identifier_hash VARCHAR, requested_at TIMESTAMP,
+    type VARCHAR, status VARCHAR, reason VARCHAR, received_at TIMESTAMP, resolved_at TIMESTAMP,
+    completed_at TIMESTAMP, _file VARCHAR, _line BIGINT
+);
+-- What a pending request resolved to (plain values: destinations need them); purged once every
+-- destination has confirmed the request.
+CREATE TABLE IF NOT EXISTS erasure_subjects (
+    request_id VARCHAR, identifier_type VARCHAR, identifier_value VARCHAR, profile_id VARCHAR
+);
+-- One row per request and destination (plus the warehouse and the suppression list); attempts
+-- counts the erasure runs that tried it, run_id names the last one.
+CREATE TABLE IF NOT EXISTS erasure_log (
+    request_id VARCHAR, destination VARCHAR, status VARCHAR, detail VARCHAR, attempts INTEGER,
+    first_at TIMESTAMP, updated_at TIMESTAMP, run_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS retention_log (
+    ds DATE, run_id VARCHAR, target VARCHAR, table_name VARCHAR, cutoff DATE, rows_removed BIGINT,
+    ran_at TIMESTAMP
+);
+-- Rows of suppressed people (type suppress): kept, but out of every build and export.
+CREATE TABLE IF NOT EXISTS restricted_form_entries AS SELECT * FROM form_entries WHERE false;
+CREATE TABLE IF NOT EXISTS restricted_identities AS SELECT * FROM identities WHERE false;
+CREATE TABLE IF NOT EXISTS restricted_interactions AS SELECT * FROM interactions WHERE false;
+CREATE TABLE IF NOT EXISTS restricted_quarantine AS SELECT * FROM quarantine WHERE false;

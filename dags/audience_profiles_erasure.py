@@ -1,0 +1,116 @@
+"""
+# audience_profiles_erasure
+
+Carries out erasure and suppression requests everywhere the data went, and enforces retention.
+
+```
+read_requests -> resolve_requests -> remove_from_warehouse -> pending_erasures
+  -> erase (one mapped task per destination) -> record_erasures -> cleanup
+retention
+```
+
+- **read_requests** stages `erasure_requests/*.csv|json` under the landing root (request_id,
+  identifier_type, identifier_value, requested_at, type = delete | suppress).
+- **resolve_requests** records new requests (identifier hashed), resolves each one through the
+  identity graph to its profiles and all their identifiers, and adds every identifier, hashed, to
+  the suppression list: no later daily or stream run builds or exports that person again.
+- **remove_from_warehouse** deletes their rows (`delete`) or moves them out of processing
+  (`suppress`) in every source, derived and current table.
+- **erase** asks each destination to remove them (drops rewritten, `profile_erased` stream
+  records, Dotdigital address books); a destination that cannot says `not_supported`.
+- **record_erasures** writes one `erasure_log` row per request and destination; a failed
+  destination fails this task and is tried again by the next run.
+- **retention** removes partitions older than `retention:` in pipeline.yml (`retention_log`).
+
+Warehouse tasks share the `audience_profiles_warehouse` pool with the daily build.
+Docs: `docs/privacy.md`.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
+
+from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, start_date
+
+
+def _run() -> tuple[str, str]:
+    context = get_current_context()
+    return context["ds"], str(context["run_id"])
+
+
+@dag(
+    dag_id="audience_profiles_erasure",
+    # Hourly: a suppression should reach the list before the next daily build reads new data.
+    schedule=CronTriggerTimetable("@hourly", timezone="UTC"),
+    start_date=start_date(),
+    catchup=False,  # every run handles every pending request: missed hours need no catch-up
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=[Tag.AUDIENCE_PROFILES, Tag.PRIVACY],
+    doc_md=__doc__,
+)
+def audience_profiles_erasure():
+    @task
+    def read_requests() -> dict:
+        from audience_profiles.privacy.erasure import read_requests
+
+        return read_requests(*_run())
+
+    @task(pool=WAREHOUSE_POOL)
+    def resolve_requests(staged: dict) -> dict:
+        from audience_profiles.privacy.erasure import resolve_requests
+
+        return resolve_requests(staged)
+
+    @task(pool=WAREHOUSE_POOL)
+    def remove_from_warehouse() -> dict[str, int]:
+        from audience_profiles.privacy.erasure import remove_from_warehouse
+
+        return remove_from_warehouse()
+
+    @task(pool=WAREHOUSE_POOL)
+    def pending_erasures() -> str:
+        from audience_profiles.privacy.erasure import pending_erasures
+
+        return pending_erasures(_run()[1])
+
+    @task
+    def destinations() -> list[str]:
+        from audience_profiles.config import load_config
+
+        return [d.name for d in load_config().enabled_destinations]
+
+    @task(map_index_template="{{ destination_name }}")
+    def erase(destination_name: str, pending: str) -> dict:
+        from audience_profiles.privacy.erasure import erase_destination
+
+        return erase_destination(destination_name, pending)
+
+    @task(pool=WAREHOUSE_POOL)
+    def record_erasures(results: list[dict]) -> dict:
+        from audience_profiles.privacy.erasure import record_erasures
+
+        return record_erasures(list(results), _run()[1])
+
+    @task
+    def cleanup() -> None:
+        from audience_profiles.privacy.erasure import cleanup
+
+        cleanup(_run()[1])
+
+    @task(pool=WAREHOUSE_POOL)
+    def retention() -> list[dict]:
+        from audience_profiles.privacy.retention import apply_retention
+
+        return apply_retention(*_run())
+
+    staged = read_requests()
+    resolved = resolve_requests(staged)
+    pending = pending_erasures()
+    resolved >> remove_from_warehouse() >> pending
+    erased = erase.partial(pending=pending).expand(destination_name=destinations())
+    record_erasures(erased) >> cleanup().as_teardown(setups=[staged])
+    retention()
+
+
+audience_profiles_erasure()

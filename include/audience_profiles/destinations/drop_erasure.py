@@ -1,0 +1,234 @@
+"""Erasure in timed drops (local, S3, Azure): rewrite every partition that holds an erased person.
+
+Every daily partition of a snapshot table holds everyone, so erasure visits every partition of
+every table the destination delivers (``<prefix>/<table>/dt=*/``), one pass for a whole batch of
+requests. A part file with matching rows is rewritten without them, in its own format and
+compression; parts without a match are left byte for byte as they are. The write order is
+drop.py's: the partition's ``_manifest.json`` is withdrawn before the first part changes and
+written again last, with the new row counts, sizes and SHA-256 of the rewritten parts and the ids
+of the requests that changed it.
+
+A row matches when any of its columns names an erased profile or identifier: ``profile_id`` (and
+the merge columns), ``email`` (or ``email_sha256`` in hashed drops), ``session_id``,
+``external_id``, an (``identifier_type``, ``identifier_value``) pair (also ``left_`` / ``right_``
+in the link audit), or a whole word of a quarantined ``raw`` line. CSV cells escaped against
+formula injection (a leading ``'``) are matched without the escape.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import duckdb
+
+from audience_profiles.destinations.base import (
+    ERASED,
+    Destination,
+    ErasureRequest,
+    erasure_status,
+)
+from audience_profiles.destinations.drop import (
+    MANIFEST,
+    Sink,
+    _connect,
+    _copy_options,
+    _literal,
+    _quote_ident,
+    _sha256,
+)
+from audience_profiles.privacy import hash_identifier
+
+_PART = re.compile(r"part-\d{5}\.(csv|json|parquet)(\.gz)?$")
+# Words of a raw line: the SQL twin of the tokens macro in include/sql/privacy/_macros.sql.
+_TOKEN = r"""'[^\t\n\r ,;"{}]+'"""
+_JSON_LINE = chr(31)  # a delimiter that never occurs: every JSON line is one value
+PROFILE_COLUMNS = ("profile_id", "merged_profile_id", "surviving_profile_id")
+VALUE_COLUMNS = ("email", "email_sha256", "session_id", "external_id")
+PAIR_COLUMNS = (
+    ("identifier_type", "identifier_value"),
+    ("left_type", "left_value"),
+    ("right_type", "right_value"),
+)
+CANDIDATE_COLUMNS = (
+    PROFILE_COLUMNS + VALUE_COLUMNS + tuple(c for pair in PAIR_COLUMNS for c in pair) + ("raw",)
+)
+
+
+def load_subjects(con: duckdb.DuckDBPyConnection, requests: Sequence[ErasureRequest]) -> None:
+    """Temp tables erase_profiles and erase_values (what :func:`matches` looks rows up in)."""
+    profiles = sorted({p for r in requests for p in r.profile_ids})
+    values = {pair for r in requests for pair in r.identifiers}
+    # Hashed drops carry email_sha256 instead of the address (drop.select_list).
+    values |= {("email_sha256", hash_identifier(v)) for t, v in set(values) if t == "email"}
+    con.execute("CREATE OR REPLACE TEMP TABLE erase_profiles (profile_id VARCHAR)")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE erase_values (identifier_type VARCHAR, value VARCHAR)"
+    )
+    if profiles:
+        con.executemany("INSERT INTO erase_profiles VALUES (?)", [[p] for p in profiles])
+    if values:
+        con.executemany("INSERT INTO erase_values VALUES (?, ?)", sorted(values))
+
+
+def _email(expr: str) -> str:
+    # Emails are matched as the warehouse keys them (privacy.normalise_email, ASCII after
+    # validation): a drop fed by an older export may hold them as entered.
+    return f"lower(trim({expr}))"
+
+
+def matches(columns: set[str], value_of: Callable[[str], str]) -> str:
+    """SQL: the row names an erased profile or identifier (``value_of`` reads a column as text)."""
+    terms = [
+        f"{value_of(c)} IN (SELECT profile_id FROM erase_profiles)"
+        for c in PROFILE_COLUMNS
+        if c in columns
+    ]
+    terms += [
+        f"{_email(value_of(c)) if c == 'email' else value_of(c)} IN "
+        f"(SELECT value FROM erase_values WHERE identifier_type = '{c}')"
+        for c in VALUE_COLUMNS
+        if c in columns
+    ]
+    terms += [
+        f"{value_of(t)} || ':' || CASE WHEN {value_of(t)} = 'email' THEN {_email(value_of(v))} "
+        f"ELSE {value_of(v)} END IN (SELECT identifier_type || ':' || value FROM erase_values)"
+        for t, v in PAIR_COLUMNS
+        if t in columns and v in columns
+    ]
+    if "raw" in columns:
+        terms.append(
+            f"len(list_intersect(regexp_extract_all(lower({value_of('raw')}), {_TOKEN}), "
+            "(SELECT list(lower(value)) FROM erase_values))) > 0"
+        )
+    return " OR ".join(f"coalesce({t}, false)" for t in terms) or "false"
+
+
+def _relation(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> tuple[str, str]:
+    """(SQL relation of the part, its row predicate)."""
+    source = _literal(str(path))
+    if fmt == "parquet":
+        relation = f"read_parquet({source})"
+        columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+        return relation, matches(columns, lambda c: f"CAST({_quote_ident(c)} AS VARCHAR)")
+    if fmt == "csv":
+        relation = (
+            f"read_csv({source}, header = true, all_varchar = true, delim = ',', quote = '\"', "
+            "escape = '\"', hive_partitioning = false)"
+        )
+        columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+        # Undo drop.py's formula escaping ('=..., '+..., '-..., '@...) before comparing.
+        return relation, matches(
+            columns, lambda c: f"regexp_replace({_quote_ident(c)}, '^''([-=+@\t\r])', '\\1')"
+        )
+    relation = (
+        f"read_csv({source}, columns = {{'line': 'VARCHAR'}}, header = false, "
+        f"delim = {_literal(_JSON_LINE)}, quote = '', escape = '', auto_detect = false, "
+        "hive_partitioning = false)"
+    )
+    return relation, matches(
+        set(CANDIDATE_COLUMNS), lambda c: f"json_extract_string(line, {_literal(f'$.{c}')})"
+    )
+
+
+def filter_file(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, gzip: bool, out: Path
+) -> tuple[int, int]:
+    """Write ``path`` without matching rows to ``out`` (only when some match); (kept, removed)."""
+    relation, predicate = _relation(con, path, fmt)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE part AS SELECT *, ({predicate}) AS _erased FROM {relation}"
+    )
+    kept, removed = con.execute(
+        "SELECT count_if(NOT _erased), count_if(_erased) FROM part"
+    ).fetchone()
+    if removed:
+        options = (
+            _copy_options(fmt, gzip)
+            if fmt != "json"
+            else f"FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER {_literal(_JSON_LINE)}"
+            + (", COMPRESSION gzip" if gzip else "")
+        )
+        con.execute(
+            f"COPY (SELECT * EXCLUDE (_erased) FROM part WHERE NOT _erased) "
+            f"TO {_literal(str(out))} ({options})"
+        )
+    return kept, removed
+
+
+def _rewrite_partition(
+    con: duckdb.DuckDBPyConnection,
+    sink: Sink,
+    partition: str,
+    keys: list[str],
+    request_ids: list[str],
+    tmp: Path,
+) -> tuple[int, int]:
+    """Rewrite the partition's parts that hold matching rows; (rows removed, files rewritten)."""
+    manifest_key = f"{partition}/{MANIFEST}"
+    manifest = None
+    rewritten: dict[str, dict] = {}
+    removed_rows = 0
+    for key in sorted(k for k in keys if _PART.search(k)):
+        name = key.rsplit("/", 1)[-1]
+        local, out = tmp / name, tmp / f"erased-{name}"
+        sink.get(key, local)
+        match = _PART.search(name)
+        kept, removed = filter_file(con, local, match.group(1), bool(match.group(2)), out)
+        local.unlink()
+        if not removed:
+            continue
+        if manifest is None and manifest_key in keys:
+            # Withdraw the manifest before the first part changes, as drop.write_partition does.
+            sink.get(manifest_key, tmp / MANIFEST)
+            manifest = json.loads((tmp / MANIFEST).read_text())
+            sink.delete([manifest_key])
+        sink.put(out, key)
+        rewritten[key] = {"rows": kept, "bytes": out.stat().st_size, "sha256": _sha256(out)}
+        out.unlink()
+        removed_rows += removed
+    if manifest is not None:
+        for entry in manifest["files"]:
+            entry.update(rewritten.get(entry["key"], {}))
+        first_format = manifest["files"][0]["format"] if manifest["files"] else None
+        manifest["rows"] = sum(f["rows"] for f in manifest["files"] if f["format"] == first_format)
+        manifest["erased_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        manifest["erasure_requests"] = sorted(
+            set(manifest.get("erasure_requests", [])) | set(request_ids)
+        )
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        sink.put(tmp / MANIFEST, manifest_key)
+    return removed_rows, len(rewritten)
+
+
+def erase_drops(
+    destination: Destination, sink: Sink, prefix: str, requests: Sequence[ErasureRequest]
+) -> dict[str, dict[str, str]]:
+    """Remove the requests' people from every partition of every table the destination drops."""
+    request_ids = sorted(r.request_id for r in requests)
+    removed = files = partitions = 0
+    con = _connect()
+    try:
+        load_subjects(con, requests)
+        with tempfile.TemporaryDirectory(prefix="drop-erase-") as tmp:
+            for table in destination.config.tables:
+                root = "/".join(p for p in (prefix.strip("/"), table) if p) + "/"
+                by_partition: dict[str, list[str]] = defaultdict(list)
+                for key in sink.list(root):
+                    by_partition[key.rsplit("/", 1)[0]].append(key)
+                for partition, keys in sorted(by_partition.items()):
+                    rows, rewritten = _rewrite_partition(
+                        con, sink, partition, keys, request_ids, Path(tmp)
+                    )
+                    removed += rows
+                    files += rewritten
+                    partitions += bool(rewritten)
+    finally:
+        con.close()
+    detail = f"{removed} row(s) removed from {files} file(s) in {partitions} partition(s)"
+    return {r.request_id: erasure_status(ERASED, detail) for r in requests}

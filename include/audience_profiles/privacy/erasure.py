@@ -1,0 +1,299 @@
+"""Erasure requests, one function per task of the ``audience_profiles_erasure`` DAG.
+
+A request (``erasure_requests/*.csv|json`` under the landing root: request_id, identifier_type,
+identifier_value, requested_at, type = delete | suppress) goes through:
+
+1. ``read_requests``: stage the request files (every file, every run: the folder is small and a
+   request is acted on once, by request_id);
+2. ``resolve_requests``: record new requests (identifier hashed), resolve each one through the
+   identity graph to its profiles and all their identifiers (``erasure_subjects``), and put every
+   identifier on the suppression list;
+3. ``remove_from_warehouse``: delete (or, for ``suppress``, restrict) their rows everywhere in the
+   warehouse, and rewrite the run exports kept for re-delivery (``<work_dir>/runs/*/export``)
+   without them, so re-delivering an old run cannot bring them back;
+4. ``pending_erasures``: write what destinations still owe to a file in the run's work folder;
+5. ``erase_destination`` (one per enabled destination): ``Destination.erase``;
+6. ``record_erasures``: one ``erasure_log`` row per request and destination; a request every
+   destination has confirmed is done, and its plain identifiers (``erasure_subjects``) are purged.
+   A failed destination is tried again by the next run.
+
+Logs and XCom carry request ids, statuses and counts, never an identifier.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from audience_profiles import landing
+from audience_profiles.config import PipelineConfig, load_config
+from audience_profiles.destinations.base import (
+    FAILED,
+    FINAL_STATUSES,
+    SKIPPED,
+    ErasureRequest,
+    erasure_status,
+)
+from audience_profiles.destinations.drop_erasure import filter_file, load_subjects
+from audience_profiles.warehouse import open_warehouse
+from audience_profiles.warehouse.base import Warehouse
+
+log = logging.getLogger(__name__)
+
+SOURCE = "erasure_requests"
+WAREHOUSE = "warehouse"  # the erasure_log "destination" of the warehouse step
+CURRENT_TABLES = (
+    "audience_profiles",
+    "audience_profile_interactions",
+    "profile_identifiers",
+    "segment_memberships",
+)
+_EMAIL = re.compile(r"[\w.+%'-]+@[\w-]+(\.[\w-]+)+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class ErasureIncompleteError(RuntimeError):
+    """Some destination failed some request; it is recorded and retried by the next run."""
+
+
+def work_folder(config: PipelineConfig, run_id: str) -> Path:
+    return Path(config.work_dir) / "erasure" / _UNSAFE.sub("_", run_id)
+
+
+def _main_tables(wh: Warehouse) -> set[str]:
+    return {
+        r[0]
+        for r in wh.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+    }
+
+
+def read_requests(ds: str, run_id: str, config: PipelineConfig | None = None) -> dict:
+    """Stage every request file (no warehouse access)."""
+    config = config or load_config()
+    out = work_folder(config, run_id) / f"{SOURCE}.parquet"
+    result = landing.extract(SOURCE, ds, config.landing_root, out, config.landing_conn_id)
+    log.info("read %s erasure request row(s) from %s file(s)", result["rows"], result["files"])
+    return result
+
+
+def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict:
+    """Record new requests, resolve them to profiles and identifiers, suppress them all."""
+    config = config or load_config()
+    with open_warehouse(config) as wh:
+        wh.run_sql("setup/tables")
+        if staged["rows"]:
+            wh.run_sql(
+                "privacy/requests",
+                staged=f"read_parquet('{staged['path']}')",
+                has_profiles="profile_identifiers" in _main_tables(wh),
+            )
+            new = wh.query(
+                "SELECT n.request_id, n.type, count(DISTINCT s.profile_id) FROM new_requests n "
+                "LEFT JOIN erasure_subjects s USING (request_id) GROUP BY ALL ORDER BY 1"
+            )
+            for request_id, kind, profiles in new:
+                log.info("request %s (%s): %s profile(s)", request_id, kind, profiles)
+            skipped = wh.query(
+                "SELECT request_id, _file, _line, "
+                "coalesce(reason, 'request_id: repeats an earlier row, ignored') "
+                "FROM staged_requests WHERE reason IS NOT NULL OR copy_no > 1 ORDER BY _file, _line"
+            )
+            for request_id, file, line, reason in skipped:
+                # The reason names fields, never values: it is safe to log.
+                log.warning("invalid request %s at %s:%s: %s", request_id, file, line, reason)
+        else:
+            new = []
+        pending = wh.query("SELECT count(*) FROM erasure_requests WHERE status = 'pending'")[0][0]
+    return {"new": len(new), "pending": pending}
+
+
+def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int]:
+    """Delete (or restrict) every resolved request's rows in the warehouse; rows per table."""
+    config = config or load_config()
+    with open_warehouse(config) as wh:
+        wh.run_sql("setup/tables")
+        waiting = wh.query(
+            "SELECT count(*) FROM erasure_requests r WHERE status = 'pending' "
+            "AND resolved_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM erasure_log l "
+            f"WHERE l.request_id = r.request_id AND l.destination = '{WAREHOUSE}' "
+            "AND l.status = 'done')"
+        )[0][0]
+        if not waiting:
+            return {}
+        tables = _main_tables(wh)
+        wh.run_sql(
+            "privacy/erase_warehouse",
+            current_tables=[t for t in CURRENT_TABLES if t in tables],
+            has_merges="profile_merges" in tables,
+            has_audit="identity_link_audit" in tables,
+        )
+        removed = {
+            t: int(n)
+            for t, n in wh.query(
+                "SELECT source, sum(rows_removed) FROM erasure_report GROUP BY source ORDER BY 1"
+            )
+            if n
+        }
+        everyone = ErasureRequest(
+            request_id="batch",
+            requested_at="",
+            profile_ids=tuple(r[0] for r in wh.query("SELECT profile_id FROM removal_profiles")),
+            identifiers=tuple(
+                (t, v) for t, v in wh.query("SELECT identifier_type, value FROM removal_values")
+            ),
+        )
+    if exported := scrub_exports(config, everyone):
+        removed["run exports"] = exported
+    log.info("warehouse: %s request(s); rows taken out: %s", waiting, removed)
+    return removed
+
+
+def scrub_exports(config: PipelineConfig, subjects: ErasureRequest) -> int:
+    """Rewrite the kept run exports without these people; rows removed."""
+    removed = 0
+    con = duckdb.connect()
+    try:
+        load_subjects(con, [subjects])
+        for path in sorted(Path(config.work_dir).glob("runs/*/export/*.parquet")):
+            out = path.with_name(path.name + ".erasing")
+            _, rows = filter_file(con, path, "parquet", False, out)
+            if rows:
+                out.replace(path)  # atomic: a delivery reads the old file or the new
+                removed += rows
+    finally:
+        con.close()
+    return removed
+
+
+def pending_erasures(run_id: str, config: PipelineConfig | None = None) -> str:
+    """Write the delete requests destinations still owe to the run's work folder; its path."""
+    config = config or load_config()
+    with open_warehouse(config) as wh:
+        subjects = wh.query_sql("privacy/pending_erasures")
+        done = wh.query(
+            "SELECT request_id, destination FROM erasure_log WHERE status IN "
+            f"({', '.join(repr(s) for s in sorted(FINAL_STATUSES))})"
+        )
+    confirmed: dict[str, list[str]] = {}
+    for request_id, destination in done:
+        confirmed.setdefault(request_id, []).append(destination)
+    by_request: dict[str, dict] = {}
+    for request_id, requested_at, identifier_type, value, profile_id in subjects:
+        request = by_request.setdefault(
+            request_id,
+            {
+                "request_id": request_id,
+                "requested_at": str(requested_at),
+                "profile_ids": set(),
+                "identifiers": set(),
+                "done": sorted(confirmed.get(request_id, [])),
+            },
+        )
+        request["identifiers"].add((identifier_type, value))
+        if profile_id:
+            request["profile_ids"].add(profile_id)
+    requests = [
+        {**r, "profile_ids": sorted(r["profile_ids"]), "identifiers": sorted(r["identifiers"])}
+        for _, r in sorted(by_request.items())
+    ]
+    path = work_folder(config, run_id) / "pending_erasures.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"requests": requests}))
+    log.info("%s delete request(s) owed to destinations", len(requests))
+    return str(path)
+
+
+def _redact(text: str) -> str:
+    return _EMAIL.sub("<email>", text)
+
+
+def erase_destination(
+    destination_name: str, pending_path: str, config: PipelineConfig | None = None
+) -> dict[str, Any]:
+    """Erase the pending requests this destination has not confirmed yet; statuses per request."""
+    from audience_profiles.destinations import destination_for
+
+    config = config or load_config()
+    owed = [
+        ErasureRequest(
+            request_id=r["request_id"],
+            requested_at=r["requested_at"],
+            profile_ids=tuple(r["profile_ids"]),
+            identifiers=tuple((t, v) for t, v in r["identifiers"]),
+        )
+        for r in json.loads(Path(pending_path).read_text())["requests"]
+        if destination_name not in r["done"]
+    ]
+    if not owed:
+        return {"destination": destination_name, "statuses": {}}
+    try:
+        destination = destination_for(config.destination(destination_name), config)
+        statuses = destination.erase(owed)
+    except Exception as exc:  # recorded per request and retried next run; record_erasures fails
+        detail = _redact(f"{type(exc).__name__}: {exc}")[:500]
+        log.error("erasure in %s failed: %s", destination_name, detail)
+        statuses = {r.request_id: erasure_status(FAILED, detail) for r in owed}
+    for request_id, status in statuses.items():
+        log.info("%s: request %s %s %s", destination_name, request_id, *status.values())
+    return {"destination": destination_name, "statuses": statuses}
+
+
+def record_erasures(results: list[dict], run_id: str, config: PipelineConfig | None = None) -> dict:
+    """Log every destination's answer; finish requests every destination confirmed."""
+    config = config or load_config()
+    destinations = [d.name for d in config.enabled_destinations]
+    rows = [
+        (request_id, result["destination"], status["status"], status["detail"])
+        for result in results
+        for request_id, status in result["statuses"].items()
+    ]
+    with open_warehouse(config) as wh:
+        wh.run_sql(
+            "privacy/record_erasures",
+            rows=rows,
+            run_id=run_id,
+            destinations=destinations,
+            skipped=SKIPPED,
+            final=sorted(FINAL_STATUSES),
+        )
+        done = [r[0] for r in wh.query("SELECT request_id FROM completed_requests ORDER BY 1")]
+        pending = wh.query("SELECT count(*) FROM erasure_requests WHERE status = 'pending'")[0][0]
+    failed = sorted({(r[0], r[1]) for r in rows if r[2] == FAILED})
+    log.info("completed request(s): %s; still pending: %s", done or "none", pending)
+    if failed:
+        raise ErasureIncompleteError(
+            f"{len(failed)} erasure(s) failed and will be retried by the next run: "
+            + ", ".join(f"{request} in {destination}" for request, destination in failed[:20])
+        )
+    return {"completed": done, "pending": pending}
+
+
+def cleanup(run_id: str, config: PipelineConfig | None = None) -> None:
+    """Remove the run's staged requests and pending file (they hold plain identifiers)."""
+    config = config or load_config()
+    shutil.rmtree(work_folder(config, run_id), ignore_errors=True)
+
+
+def run_erasure(ds: str, config: PipelineConfig | None = None, run_id: str = "manual") -> dict:
+    """The erasure DAG's steps in order, without Airflow (tests, the CLI)."""
+    config = config or load_config()
+    try:
+        result: dict[str, Any] = {
+            "resolve": resolve_requests(read_requests(ds, run_id, config), config)
+        }
+        result["warehouse"] = remove_from_warehouse(config)
+        pending = pending_erasures(run_id, config)
+        results = [erase_destination(d.name, pending, config) for d in config.enabled_destinations]
+        result["destinations"] = results
+        result["record"] = record_erasures(results, run_id, config)
+        return result
+    finally:
+        cleanup(run_id, config)

@@ -1,0 +1,132 @@
+"""Retention: remove raw data older than the configured periods, and log what went.
+
+pipeline.yml (every key optional; a key left out keeps that data for ever)::
+
+    retention:
+      interactions_days: 400   # interactions, interactions_enriched, restricted_interactions
+      quarantine_days: 30      # quarantine, restricted_quarantine
+      snapshots_days: 14       # per-run exports (<work_dir>/runs/<ds>/), profile_merges and
+                               # identity_link_audit partitions
+
+Partitions are dated by landing date (``dt``). A partition goes when ``dt < D - N days``, D being
+the date of the task's run, so re-running a day removes nothing new. Form entries and identities
+are not aged out: they carry consent and identity, which profiles need for as long as they exist
+(erasure requests remove them per person). Every run logs, per table, the cutoff and the rows
+removed, and appends a ``retention_log`` row for each table it removed something from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from audience_profiles.config import ConfigError, PipelineConfig, load_config
+from audience_profiles.warehouse import open_warehouse
+from audience_profiles.warehouse.base import check_ds
+
+log = logging.getLogger(__name__)
+
+TABLES = {
+    "interactions_days": ("interactions", "interactions_enriched", "restricted_interactions"),
+    "quarantine_days": ("quarantine", "restricted_quarantine"),
+    "snapshots_days": ("profile_merges", "identity_link_audit"),
+}
+RUN_FOLDERS = "work_dir/runs"  # the retention_log name of the per-run export folders
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    interactions_days: int | None = None
+    quarantine_days: int | None = None
+    snapshots_days: int | None = None
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> RetentionPolicy:
+        """Parse ``retention:`` from the raw pipeline.yml (config.py does not know it yet)."""
+        raw = config.raw.get("retention") or {}
+        where = f"{config.source_file}: retention"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} must be a mapping of {', '.join(TABLES)}")
+        unknown = sorted(set(raw) - set(TABLES))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(unknown)} (one of {', '.join(TABLES)})"
+            )
+        days = {}
+        for key, value in raw.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"{where}.{key} must be a whole number of days (1 or more), not {value!r}"
+                )
+            days[key] = value
+        return cls(**days)
+
+    def cutoffs(self, ds: str) -> dict[str, str]:
+        """Target -> first date kept, for the run of ``ds``."""
+        day = dt.date.fromisoformat(check_ds(ds))
+        return {
+            key: (day - dt.timedelta(days=days)).isoformat()
+            for key in TABLES
+            if (days := getattr(self, key)) is not None
+        }
+
+
+def apply_retention(ds: str, run_id: str, config: PipelineConfig | None = None) -> list[dict]:
+    """Remove what is older than the policy allows; one entry per table (and the run folders)."""
+    config = config or load_config()
+    cutoffs = RetentionPolicy.from_config(config).cutoffs(ds)
+    if not cutoffs:
+        log.info("no retention configured in %s: nothing removed", config.source_file)
+        return []
+    folders: list[Path] = []
+    if "snapshots_days" in cutoffs:
+        runs = Path(config.work_dir) / "runs"
+        folders = sorted(
+            p for p in runs.glob("????-??-??") if p.is_dir() and p.name < cutoffs["snapshots_days"]
+        )
+    with open_warehouse(config) as wh:
+        wh.run_sql("setup/tables")
+        present = {
+            r[0]
+            for r in wh.query(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema()"
+            )
+        }
+        wh.run_sql(
+            "privacy/retention",
+            ds=ds,
+            run_id=run_id,
+            plan=[
+                (target, table, cutoff)
+                for target, cutoff in cutoffs.items()
+                for table in TABLES[target]
+                if table in present
+            ],
+            folders=(
+                [("snapshots_days", RUN_FOLDERS, cutoffs["snapshots_days"], len(folders))]
+                if "snapshots_days" in cutoffs
+                else []
+            ),
+        )
+        removed = [
+            {"target": t, "table": n, "cutoff": str(c), "rows_removed": r}
+            for t, n, c, r in wh.query("SELECT * FROM retention_run ORDER BY target, table_name")
+        ]
+    # After the log is committed: a crash here leaves folders the next run removes.
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    for entry in removed:
+        log.info(
+            "retention %s: removed %s row(s) of %s older than %s",
+            entry["target"],
+            entry["rows_removed"],
+            entry["table"],
+            entry["cutoff"],
+        )
+    return removed

@@ -1,0 +1,71 @@
+"""Keep suppressed people out of every build and every export.
+
+Two hooks, both cheap when the suppression list is empty (one count, nothing else):
+
+- :func:`apply_suppression` runs right after a partition is validated (``pipeline.validate``; the
+  stream runs call it too): rows of people on the list leave the partition's source tables before
+  identities and profiles are built (``include/sql/privacy/suppress.sql``).
+- :func:`suppress_run_outputs` runs at the start of ``pipeline.publish``: it deletes suppressed
+  profiles from the run's snapshot tables, so neither the exports nor the warehouse's current
+  tables carry someone suppressed while the run was being built (belt and braces).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from audience_profiles.warehouse.base import Warehouse, check_ds
+
+log = logging.getLogger(__name__)
+
+# Run-schema tables keyed by profile, in the order they are cleaned.
+PROFILE_TABLES = (
+    "audience_profiles",
+    "audience_profile_interactions",
+    "segment_memberships",
+    "profile_identifiers",
+)
+
+
+def suppression_count(wh: Warehouse) -> int:
+    return wh.query("SELECT count(*) FROM suppression_list")[0][0]
+
+
+def apply_suppression(wh: Warehouse, ds: str) -> dict[str, int]:
+    """Filter partition ``ds`` of the source tables; returns rows taken out per table."""
+    if not suppression_count(wh):
+        return {}
+    wh.run_sql("privacy/suppress", ds=check_ds(ds))
+    removed = {
+        table: int(rows)
+        for table, rows in wh.query(
+            "SELECT source, sum(rows_removed) FROM suppression_report GROUP BY source"
+        )
+        if rows
+    }
+    # Counts only: which rows (and whose) is exactly what must not reach a log.
+    log.info("suppression on %s took out %s", ds, removed or "nothing")
+    return removed
+
+
+def suppress_run_outputs(wh: Warehouse, run_schema: str) -> int:
+    """Delete suppressed profiles from the run's snapshot tables; returns how many profiles."""
+    if not suppression_count(wh):
+        return 0
+    present = {
+        r[0]
+        for r in wh.query(
+            f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{run_schema}'"
+        )
+    }
+    wh.run_sql(
+        "privacy/suppress_outputs",
+        rs=run_schema,
+        profile_tables=[t for t in PROFILE_TABLES if t in present],
+        has_merges="profile_merges" in present,
+        has_audit="identity_link_audit" in present,
+    )
+    profiles = wh.query("SELECT count(*) FROM run_suppressed_profiles")[0][0]
+    if profiles:
+        log.info("left %s suppressed profile(s) out of the run's outputs", profiles)
+    return profiles

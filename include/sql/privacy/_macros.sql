@@ -1,0 +1,45 @@
+{#- The SQL twin of audience_profiles.privacy: normalise and hash identifiers exactly as Python does
+    (trim the characters str.isspace() accepts, lower-case with Unicode's simple case mapping,
+    SHA-256 hex; blank is NULL). tests/privacy/test_hashing.py holds both sides to the same hashes. -#}
+{%- set whitespace = [9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, 8192, 8193, 8194, 8195,
+                      8196, 8197, 8198, 8199, 8200, 8201, 8202, 8232, 8233, 8239, 8287, 12288] -%}
+{% macro trimmed(expr) -%}
+trim({{ expr }}, {% for c in whitespace %}chr({{ c }}){{ " || " if not loop.last }}{% endfor %})
+{%- endmacro %}
+{% macro normalised(expr) -%}
+NULLIF(lower({{ trimmed(expr) }}), '')
+{%- endmacro %}
+{% macro hashed(expr) -%}
+sha2({{ normalised(expr) }}, 256)
+{%- endmacro %}
+{#- Word-like tokens of a raw text line (CSV fields, JSON strings), for finding identifiers in
+    quarantine rows; yields (key columns..., token). DuckDB spelling (Snowflake: LATERAL FLATTEN over
+    REGEXP_SUBSTR_ALL). No backslashes: Snowflake string literals treat them as escapes. -#}
+{% macro tokens(columns, source) -%}
+SELECT {{ columns }}, token FROM (
+    SELECT {{ columns }},
+           unnest(regexp_extract_all(raw, '[^' || chr(9) || chr(10) || chr(13) || ' ,;"{}]+')) AS token
+    FROM {{ source }}
+) tokenised
+{%- endmacro %}
+{#- Count the rows `where` selects into temp table `report`, keep a copy of them in
+    restricted_<table> unless a match asks for deletion (`erase_where`), then take them out of
+    <table>. EXCEPT keeps a re-run from restricting the same row twice. -#}
+{% macro restrict_or_delete(table, where, erase_where, report) -%}
+INSERT INTO {{ report }} SELECT '{{ table }}', count(*) FROM {{ table }} WHERE {{ where }};
+INSERT INTO restricted_{{ table }}
+SELECT * FROM {{ table }} WHERE ({{ where }}) AND NOT coalesce(({{ erase_where }}), false)
+EXCEPT
+SELECT * FROM restricted_{{ table }};
+DELETE FROM {{ table }} WHERE {{ where }};
+{%- endmacro %}
+{#- The same for a derived table (rebuilt from its source, so nothing is kept). -#}
+{% macro delete_counted(table, where, report) -%}
+INSERT INTO {{ report }} SELECT '{{ table }}', count(*) FROM {{ table }} WHERE {{ where }};
+DELETE FROM {{ table }} WHERE {{ where }};
+{%- endmacro %}
+{#- `column` holds a value of `identifier_type` listed in `values` (identifier_type, value, erase);
+    with erase_only, a value some request asks to delete. -#}
+{% macro listed(column, identifier_type, values, erase_only=false) -%}
+{{ column }} IN (SELECT value FROM {{ values }} WHERE identifier_type = '{{ identifier_type }}'{{ " AND erase" if erase_only }})
+{%- endmacro %}

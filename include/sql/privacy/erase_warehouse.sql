@@ -1,0 +1,72 @@
+-- Take resolved, pending requests out of the warehouse: every partition of the source tables, the
+-- derived tables and the current-state tables. `delete` requests delete (restricted copies too);
+-- `suppress` requests move source rows to restricted_<table> (kept, never processed) and drop the
+-- derived ones. Values are matched as the warehouse holds them (erasure_subjects came from it).
+{% import "privacy/_macros.sql" as p %}
+CREATE OR REPLACE TEMP TABLE erasure_report (source VARCHAR, rows_removed BIGINT);
+CREATE OR REPLACE TEMP TABLE removal_requests AS
+SELECT r.request_id, r.type FROM erasure_requests r
+WHERE r.status = 'pending' AND r.resolved_at IS NOT NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM erasure_log l
+      WHERE l.request_id = r.request_id AND l.destination = 'warehouse' AND l.status = 'done'
+  );
+CREATE OR REPLACE TEMP TABLE removal_values AS
+SELECT s.identifier_type, s.identifier_value AS value,
+       max(CASE WHEN r.type = 'delete' THEN 1 ELSE 0 END) = 1 AS erase
+FROM erasure_subjects s JOIN removal_requests r USING (request_id)
+GROUP BY s.identifier_type, s.identifier_value;
+CREATE OR REPLACE TEMP TABLE removal_profiles AS
+SELECT DISTINCT s.profile_id FROM erasure_subjects s JOIN removal_requests r USING (request_id)
+WHERE s.profile_id IS NOT NULL;
+
+{% set v = "removal_values" %}
+{% set form_rows = p.listed("email", "email", v) ~ " OR " ~ p.listed("session_id", "session_id", v) %}
+{% set form_erase = p.listed("email", "email", v, true) ~ " OR " ~ p.listed("session_id", "session_id", v, true) %}
+{% set identity_rows = form_rows ~ " OR " ~ p.listed("external_id", "external_id", v) %}
+{% set identity_erase = form_erase ~ " OR " ~ p.listed("external_id", "external_id", v, true) %}
+{% set session_rows = p.listed("session_id", "session_id", v) %}
+{% set session_erase = p.listed("session_id", "session_id", v, true) %}
+{{ p.restrict_or_delete("form_entries", form_rows, form_erase, "erasure_report") }}
+{{ p.restrict_or_delete("identities", identity_rows, identity_erase, "erasure_report") }}
+{{ p.restrict_or_delete("interactions", session_rows, session_erase, "erasure_report") }}
+{{ p.delete_counted("interactions_enriched", session_rows, "erasure_report") }}
+-- Rows kept for an earlier suppress request go too when a delete request names them.
+{{ p.delete_counted("restricted_form_entries", form_erase, "erasure_report") }}
+{{ p.delete_counted("restricted_identities", identity_erase, "erasure_report") }}
+{{ p.delete_counted("restricted_interactions", session_erase, "erasure_report") }}
+
+-- Quarantine rows naming any of the values as a whole token (case-insensitive).
+CREATE OR REPLACE TEMP TABLE removal_quarantine AS
+SELECT DISTINCT t.src, t.raw, v.erase
+FROM ({{ p.tokens("src, raw", "(SELECT 'quarantine' AS src, raw FROM quarantine UNION SELECT 'restricted', raw FROM restricted_quarantine) q") }}) t
+JOIN removal_values v ON lower(v.value) = lower(t.token);
+{% set quarantined = "raw IN (SELECT raw FROM removal_quarantine WHERE src = 'quarantine'" %}
+{{ p.restrict_or_delete("quarantine", quarantined ~ ")", quarantined ~ " AND erase)", "erasure_report") }}
+{{ p.delete_counted("restricted_quarantine", "raw IN (SELECT raw FROM removal_quarantine WHERE src = 'restricted' AND erase)", "erasure_report") }}
+
+-- Current-state and history tables built from the sources (the next build rebuilds them without
+-- these people).
+{% for table in current_tables %}
+{{ p.delete_counted(table, "profile_id IN (SELECT profile_id FROM removal_profiles)", "erasure_report") }}
+{% endfor %}
+{% if has_merges %}
+{{ p.delete_counted("profile_merges",
+    "merged_profile_id IN (SELECT profile_id FROM removal_profiles) OR surviving_profile_id IN (SELECT profile_id FROM removal_profiles) OR identifier_type || ':' || identifier_value IN (SELECT identifier_type || ':' || value FROM removal_values)",
+    "erasure_report") }}
+{% endif %}
+{% if has_audit %}
+{{ p.delete_counted("identity_link_audit",
+    "left_type || ':' || left_value IN (SELECT identifier_type || ':' || value FROM removal_values) OR right_type || ':' || right_value IN (SELECT identifier_type || ':' || value FROM removal_values)",
+    "erasure_report") }}
+{% endif %}
+
+DELETE FROM erasure_log
+WHERE destination = 'warehouse' AND request_id IN (SELECT request_id FROM removal_requests);
+INSERT INTO erasure_log (request_id, destination, status, detail, attempts, first_at, updated_at)
+SELECT request_id, 'warehouse', 'done',
+       CASE WHEN type = 'delete' THEN 'deleted' ELSE 'restricted' END || ' with '
+           || (SELECT count(*) FROM removal_requests) || ' request(s): '
+           || coalesce((SELECT sum(rows_removed) FROM erasure_report), 0) || ' row(s)',
+       1, CAST(current_timestamp AS TIMESTAMP), CAST(current_timestamp AS TIMESTAMP)
+FROM removal_requests;

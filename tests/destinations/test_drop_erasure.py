@@ -1,0 +1,212 @@
+"""drop_erasure.py through LocalSink: erased rows leave every partition, nothing else changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from audience_profiles.config import DestinationConfig, PipelineConfig
+from audience_profiles.destinations.base import ErasureRequest, RunInfo
+from audience_profiles.destinations.drop import MANIFEST, LocalSink, write_partition
+from audience_profiles.destinations.local import LocalDestination
+from audience_profiles.privacy import hash_identifier
+from tests.destinations.drop_checks import check_partition, read_part, write_profiles, write_table
+from tests.destinations.test_drop import RecordingSink
+
+TABLE = "audience_profiles"
+DAYS = [RunInfo(ds=f"2024-05-0{d}", run_id=f"scheduled__2024-05-0{d}") for d in (1, 2, 3)]
+# Profile 5 is erased by id, profile 7 only by its email (upper-cased in the export).
+ERASED = {"a-0000005", "a-0000007"}
+
+
+def destination(root: Path, tables=(TABLE,), **changes) -> LocalDestination:
+    config = DestinationConfig(
+        name="drop_test", kind="local", tables=tables, options={"path": str(root)}
+    )
+    config = dataclasses.replace(config, **changes)
+    pipeline = PipelineConfig(
+        source_file="<test>",
+        start_date=None,
+        landing_root="",
+        landing_conn_id=None,
+        work_dir="",
+        warehouse=None,
+        identity_config="",
+        segments_config="",
+        destinations=(config,),
+    )
+    return LocalDestination(config, pipeline)
+
+
+def request_for(export: Path) -> ErasureRequest:
+    email = (
+        pq.read_table(export, filters=[("profile_id", "=", "a-0000007")]).column("email")[0].as_py()
+    )
+    return ErasureRequest(
+        request_id="r1",
+        requested_at="2024-05-04 10:00:00",
+        profile_ids=("a-0000005",),
+        identifiers=(("email", email.strip().lower()), ("session_id", "not-in-this-table")),
+    )
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def check_day(sink: LocalSink, run: RunInfo, rows: int) -> tuple[dict, dict]:
+    partition = f"{TABLE}/dt={run.ds}"
+    return check_partition(
+        sink.list(partition + "/"),
+        lambda key: (sink.root / key).read_bytes(),
+        partition,
+        run_id=run.run_id,
+        expected_rows=rows,
+    )
+
+
+def test_erased_rows_leave_every_partition_and_format_and_nothing_else_changes(tmp_path):
+    root = tmp_path / "out"
+    dest = destination(
+        root,
+        formats=("csv", "json", "parquet"),
+        compression="gzip",
+        options={"path": str(root), "max_file_mb": 0.004},
+    )
+    export = write_profiles(tmp_path / "export.parquet", 60)
+    untouched = write_profiles(tmp_path / "other.parquet", 20, tag="b")
+    for run in DAYS[:2]:
+        write_partition(LocalSink(root), "", TABLE, str(export), dest.config, run)
+    write_partition(LocalSink(root), "", TABLE, str(untouched), dest.config, DAYS[2])
+    before = snapshot(root)
+    _, before_rows = check_day(LocalSink(root), DAYS[0], 60)
+
+    holding = {
+        key
+        for key, data in before.items()
+        if not key.endswith(MANIFEST) and ERASED & {r["profile_id"] for r in read_part(key, data)}
+    }
+
+    statuses = dest.erase([request_for(export)])
+
+    # 2 people x 3 formats x 2 days.
+    detail = f"12 row(s) removed from {len(holding)} file(s) in 2 partition(s)"
+    assert statuses == {"r1": {"status": "done", "detail": detail}}
+    after = snapshot(root)
+    for run in DAYS[:2]:
+        manifest, rows = check_day(LocalSink(root), run, 58)
+        assert manifest["erasure_requests"] == ["r1"]
+        for fmt, kept in rows.items():
+            assert [r["profile_id"] for r in kept] == [
+                r["profile_id"] for r in before_rows[fmt] if r["profile_id"] not in ERASED
+            ], fmt
+    # Only the parts that held an erased row changed (and their manifests); the other parts, and
+    # the whole partition of another day, are byte for byte what they were.
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert {k for k in changed if not k.endswith(MANIFEST)} == holding
+    assert len(holding) < len([k for k in before if DAYS[0].ds in k or DAYS[1].ds in k]) - 2
+    assert not any(DAYS[2].ds in k for k in changed)
+
+
+def test_manifest_is_withdrawn_before_parts_change_and_written_last(tmp_path):
+    root = tmp_path / "out"
+    dest = destination(root, formats=("csv",))
+    export = write_profiles(tmp_path / "export.parquet", 10)
+    write_partition(LocalSink(root), "", TABLE, str(export), dest.config, DAYS[0])
+    sink = RecordingSink(root)
+
+    from audience_profiles.destinations.drop_erasure import erase_drops
+
+    erase_drops(dest, sink, "", [request_for(export)])
+
+    partition = f"{TABLE}/dt={DAYS[0].ds}"
+    assert sink.calls == [
+        ("delete", (f"{partition}/{MANIFEST}",)),
+        ("put", (f"{partition}/part-00000.csv",)),
+        ("put", (f"{partition}/{MANIFEST}",)),
+    ]
+    # A second pass finds nothing and touches nothing.
+    sink.calls.clear()
+    assert erase_drops(dest, sink, "", [request_for(export)])["r1"]["detail"].startswith("0 row")
+    assert sink.calls == []
+
+
+def test_hashed_escaped_and_quarantined_identifiers_are_found(tmp_path):
+    root = tmp_path / "out"
+    tables = ("profile_identifiers", "quarantine", TABLE)
+    dest = destination(root, tables=tables, formats=("csv", "json"), pii="hashed")
+    identifiers = write_table(
+        tmp_path / "ids.parquet",
+        [
+            {"identifier_type": "email", "identifier_value": "fan@example.com", "profile_id": "p1"},
+            {"identifier_type": "session_id", "identifier_value": "-s1", "profile_id": "p1"},
+            {"identifier_type": "session_id", "identifier_value": "s2", "profile_id": "p2"},
+            {
+                "identifier_type": "email",
+                "identifier_value": "keep@example.com",
+                "profile_id": "p2",
+            },
+        ],
+        pa.schema(
+            [
+                ("identifier_type", pa.string()),
+                ("identifier_value", pa.string()),
+                ("profile_id", pa.string()),
+            ]
+        ),
+    )
+    quarantine = write_table(
+        tmp_path / "quarantine.parquet",
+        [
+            {"source": "form_entries", "raw": '2024-05-01T10:00:00,Fan,"FAN@Example.com",Maybe'},
+            {"source": "form_entries", "raw": "2024-05-01T10:00:00,Other,xfan@example.com,Maybe"},
+            {"source": "identities", "raw": '{"session_id": "-s1", "external_id": "sso"}'},
+        ],
+        pa.schema([("source", pa.string()), ("raw", pa.string())]),
+    )
+    profiles = write_profiles(
+        tmp_path / "profiles.parquet",
+        0,
+        extra=[
+            {"profile_id": "p9", "email": "fan@example.com"},
+            {"profile_id": "p2", "email": "keep@example.com"},
+        ],
+    )
+    exports = {"profile_identifiers": identifiers, "quarantine": quarantine, TABLE: profiles}
+    for table, path in exports.items():
+        write_partition(LocalSink(root), "", table, str(path), dest.config, DAYS[0])
+
+    # Only identifiers, no profile id: the hashed email and the escaped session must match.
+    request = ErasureRequest(
+        "r1", "2024-05-04", (), (("email", "fan@example.com"), ("session_id", "-s1"))
+    )
+    dest.erase([request])
+
+    sink = LocalSink(root)
+
+    def rows(table, count):
+        partition = f"{table}/dt={DAYS[0].ds}"
+        return check_partition(
+            sink.list(partition + "/"),
+            lambda key: (root / key).read_bytes(),
+            partition,
+            run_id=DAYS[0].run_id,
+            expected_rows=count,
+        )[1]
+
+    ids = rows("profile_identifiers", 2)
+    assert [(r["identifier_type"], r["identifier_value"]) for r in ids["json"]] == [
+        ("session_id", "s2"),
+        ("email_sha256", hash_identifier("keep@example.com")),
+    ]
+    assert [r["raw"] for r in rows("quarantine", 1)["csv"]] == [
+        "2024-05-01T10:00:00,Other,xfan@example.com,Maybe"
+    ]
+    assert [r["profile_id"] for r in rows(TABLE, 1)["csv"]] == ["p2"]
+    assert json.loads((root / f"{TABLE}/dt={DAYS[0].ds}/{MANIFEST}").read_text())["pii"] == "hashed"

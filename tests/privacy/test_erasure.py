@@ -1,0 +1,214 @@
+"""Erasure requests through the warehouse and a local drop (no services; the erasure DAG's steps)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from audience_profiles.destinations.base import Destination, ErasureRequest
+from audience_profiles.destinations.local import LocalDestination
+from audience_profiles.pipeline import RunWindow, run_all
+from audience_profiles.privacy import hash_identifier
+from audience_profiles.privacy.erasure import ErasureIncompleteError, run_erasure
+from tests.privacy.people import (
+    ANN,
+    ANN_SESSION,
+    BOB,
+    DAVID,
+    export_mentions,
+    file_request,
+    form,
+    interaction,
+    mentions,
+    query,
+)
+from tests.support import FORM_HEADER, INTERACTION_HEADER, SEED_SESSION, write_csv
+
+ERASE_DAY = "2022-04-30"
+
+
+def log_rows(config, request_id: str) -> dict[str, tuple]:
+    rows = query(
+        config,
+        "SELECT destination, status, detail, attempts FROM erasure_log "
+        f"WHERE request_id = '{request_id}' ORDER BY destination",
+    )
+    return {r[0]: r[1:] for r in rows}
+
+
+def test_a_delete_request_takes_the_person_out_of_every_table_and_nobody_else(built, tmp_path):
+    before = {
+        name: query(built, f"SELECT * FROM {name} WHERE email <> '{DAVID}' ORDER BY ALL")
+        for name in ("audience_profiles", "form_entries")
+    }
+    ann_interactions = query(
+        built, f"SELECT * FROM interactions WHERE session_id = '{ANN_SESSION}' ORDER BY ALL"
+    )
+    assert mentions(built, DAVID) and mentions(built, SEED_SESSION)
+    assert export_mentions(built, DAVID)
+    # The address as a person types it: spaces and capitals are normalised away.
+    file_request(tmp_path / "landing", "r-1", "email", "  David.Wilson@EXAMPLE.com ")
+
+    result = run_erasure(ERASE_DAY, built)
+
+    assert result["record"] == {"completed": ["r-1"], "pending": 0}
+    assert mentions(built, DAVID) == {}
+    assert mentions(built, SEED_SESSION) == {}
+    # Nor can re-delivering an old run bring him back: its kept exports were rewritten.
+    assert export_mentions(built, DAVID) == [] and export_mentions(built, SEED_SESSION) == []
+    assert export_mentions(built, ANN)
+    assert query(built, "SELECT count(*) FROM erasure_subjects") == [(0,)]
+    assert {
+        name: query(built, f"SELECT * FROM {name} ORDER BY ALL")
+        for name in ("audience_profiles", "form_entries")
+    } == before
+    assert ann_interactions == query(
+        built, f"SELECT * FROM interactions WHERE session_id = '{ANN_SESSION}' ORDER BY ALL"
+    )
+    # What stays is hashes: the request, and the suppression list of every identifier.
+    assert query(built, "SELECT identifier_hash, status FROM erasure_requests") == [
+        (hash_identifier(DAVID), "done")
+    ]
+    assert set(
+        query(built, "SELECT identifier_type, identifier_hash, kind FROM suppression_list")
+    ) == {
+        ("email", hash_identifier(DAVID), "delete"),
+        ("session_id", hash_identifier(SEED_SESSION), "delete"),
+    }
+    log = log_rows(built, "r-1")
+    assert set(log) == {"local_drop", "suppression_list", "warehouse"}
+    assert all(status == "done" and attempts == 1 for status, _, attempts in log.values())
+    assert re.fullmatch(
+        r"\d+ row\(s\) removed from \d+ file\(s\) in 9 partition\(s\)", log["local_drop"][1]
+    )
+
+
+def test_running_again_changes_nothing(built, tmp_path):
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+    run_erasure(ERASE_DAY, built)
+    state = {
+        t: query(built, f"SELECT * FROM {t} ORDER BY ALL")
+        for t in ("erasure_log", "erasure_requests", "suppression_list", "audience_profiles")
+    }
+    drop = sorted(p.read_bytes() for p in (tmp_path / "output").rglob("*") if p.is_file())
+
+    result = run_erasure(ERASE_DAY, built, run_id="second")
+
+    assert result["resolve"] == {"new": 0, "pending": 0}
+    assert result["warehouse"] == {}
+    assert result["destinations"] == [{"destination": "local_drop", "statuses": {}}]
+    assert state == {t: query(built, f"SELECT * FROM {t} ORDER BY ALL") for t in state}
+    assert drop == sorted(p.read_bytes() for p in (tmp_path / "output").rglob("*") if p.is_file())
+
+
+def test_invalid_requests_are_recorded_without_their_identifier_and_retried_once_fixed(
+    built, tmp_path, caplog
+):
+    landing = tmp_path / "landing"
+    file_request(landing, "r-bad", "phone", "+44 7700 900123")
+    file_request(landing, "r-dup", "email", BOB)
+    file_request(landing, "r-dup", "email", ANN)  # same id again: the first one wins
+    file_request(landing, "", "email", ANN)  # no id: reported, never acted on
+    caplog.set_level(logging.INFO)
+
+    run_erasure(ERASE_DAY, built)
+
+    assert query(built, "SELECT request_id, status, reason FROM erasure_requests ORDER BY 1") == [
+        ("r-bad", "invalid", "identifier_type: not email, session_id or external_id"),
+        ("r-dup", "done", None),
+    ]
+    assert query(built, f"SELECT count(*) FROM form_entries WHERE email = '{BOB}'") == [(0,)]
+    assert query(built, f"SELECT count(*) FROM form_entries WHERE email = '{ANN}'") == [(1,)]
+    assert "+44 7700 900123" not in caplog.text and ANN not in caplog.text
+    assert "invalid request r-bad" in caplog.text
+
+    # The customer fixes the request under the same id: the next run acts on it.
+    (landing / "erasure_requests" / "requests.csv").write_text(
+        "request_id,identifier_type,identifier_value,requested_at,type\n"
+        f"r-bad,email,{ANN},2022-04-30T13:00:00,delete\n"
+    )
+    run_erasure(ERASE_DAY, built, run_id="second")
+
+    assert query(built, "SELECT request_id, status FROM erasure_requests ORDER BY 1") == [
+        ("r-bad", "done"),
+        ("r-dup", "done"),
+    ]
+    assert mentions(built, ANN) == {} and mentions(built, ANN_SESSION) == {}
+
+
+def test_a_failed_destination_is_logged_and_tried_again_next_run(built, tmp_path, monkeypatch):
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+    real_erase = LocalDestination.erase
+
+    def broken(self, requests):
+        raise OSError(f"disk full while rewriting a file of {DAVID}")
+
+    monkeypatch.setattr(LocalDestination, "erase", broken)
+    with pytest.raises(ErasureIncompleteError, match="r-1 in local_drop"):
+        run_erasure(ERASE_DAY, built)
+
+    log = log_rows(built, "r-1")
+    assert log["local_drop"] == (
+        "failed",
+        "OSError: disk full while rewriting a file of <email>",
+        1,
+    )
+    assert log["warehouse"][0] == "done"
+    assert query(built, "SELECT status FROM erasure_requests") == [("pending",)]
+    # The drop still holds David; what destinations need to find him is kept until they confirm.
+    assert query(built, "SELECT count(*) > 0 FROM erasure_subjects") == [(True,)]
+
+    monkeypatch.setattr(LocalDestination, "erase", real_erase)
+    run_erasure(ERASE_DAY, built, run_id="second")
+
+    log = log_rows(built, "r-1")
+    assert log["local_drop"][0] == "done" and log["local_drop"][2] == 2
+    assert log["warehouse"][2] == 1  # done once, not redone
+    assert query(built, "SELECT status FROM erasure_requests") == [("done",)]
+    assert query(built, "SELECT count(*) FROM erasure_subjects") == [(0,)]
+    assert not [p for p in (tmp_path / "output").rglob("part-*") if DAVID in p.read_text()]
+
+
+def test_a_destination_that_cannot_erase_says_so():
+    class Mailer(Destination):
+        kind = "mailer"
+
+        def deliver(self, run, tables):
+            raise NotImplementedError
+
+    request = ErasureRequest("r-1", "2022-04-30 12:00:00", ("p1",), (("email", DAVID),))
+    assert Mailer(None, None).erase([request]) == {
+        "r-1": {"status": "not_supported", "detail": "mailer destinations cannot erase"}
+    }
+
+
+def test_a_request_for_someone_not_seen_yet_keeps_them_out_when_they_arrive(built, tmp_path):
+    landing = tmp_path / "landing"
+    file_request(landing, "r-new", "email", "Newcomer@Example.com")
+    run_erasure(ERASE_DAY, built)
+    assert log_rows(built, "r-new")["local_drop"][0] == "done"
+
+    write_csv(
+        landing / "form_entries" / "date=2022-05-01" / "p.csv",
+        FORM_HEADER,
+        [form("2022-05-01T10:00:00", "New", "Comer", "newcomer@example.com", "new-session")],
+    )
+    write_csv(
+        landing / "interactions" / "date=2022-05-01" / "p.csv",
+        INTERACTION_HEADER,
+        [interaction("2022-05-01", "new-session", 0), interaction("2022-05-01", ANN_SESSION, 3)],
+    )
+    result = run_all(RunWindow.for_date("2022-05-01"), built)
+
+    assert result["validate"]["suppressed"] == {"form_entries": 1, "interactions": 1}
+    assert mentions(built, "newcomer@example.com") == {}
+    assert mentions(built, "new-session") == {}
+    # The session is the newcomer's (no one else used it): it joins the list.
+    assert ("session_id", hash_identifier("new-session")) in set(
+        query(built, "SELECT identifier_type, identifier_hash FROM suppression_list")
+    )
+    assert query(
+        built, f"SELECT count(*) FROM interactions WHERE session_id = '{ANN_SESSION}'"
+    ) == [(3,)]

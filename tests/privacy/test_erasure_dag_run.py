@@ -1,0 +1,35 @@
+"""A whole run of the erasure DAG through dag.test(): it erases, and its logs name no one."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from tests.privacy.dags import load_dag
+from tests.privacy.people import ANN, ANN_SESSION, DAVID, file_request, mentions, query
+from tests.support import SEED_SESSION
+
+
+def test_a_run_erases_and_logs_no_personal_data(
+    airflow_db, built, tmp_path, monkeypatch, capfd, caplog
+):
+    monkeypatch.setenv("AUDIENCE_PROFILES_CONFIG", built.source_file)
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+    file_request(tmp_path / "landing", "r-2", "session_id", ANN_SESSION, kind="suppress")
+
+    run = load_dag("audience_profiles_erasure").test(
+        logical_date=dt.datetime(2022, 4, 30, 6, tzinfo=dt.UTC)
+    )
+
+    assert "success" in str(run.state)
+    assert mentions(built, DAVID) == {}
+    assert {t for t in mentions(built, ANN) if not t.startswith("restricted_")} == set()
+    assert query(built, "SELECT request_id, status FROM erasure_requests ORDER BY 1") == [
+        ("r-1", "done"),
+        ("r-2", "done"),
+    ]
+    assert not list((tmp_path / "work" / "erasure").glob("*/*"))  # staged requests removed
+    logs = capfd.readouterr()
+    text = logs.out + logs.err + caplog.text
+    assert "request r-1 (delete): 1 profile(s)" in text  # the capture sees the task logs
+    for personal in (DAVID, SEED_SESSION, ANN, ANN_SESSION, "sso-ann"):
+        assert personal.lower() not in text.lower(), personal

@@ -1,0 +1,152 @@
+"""Suppression in the daily build: suppressed people are never built or exported again."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+
+from audience_profiles import pipeline
+from audience_profiles.pipeline import RunWindow, run_all
+from audience_profiles.privacy import hash_identifier
+from audience_profiles.privacy.erasure import run_erasure
+from tests.privacy.people import (
+    ANN,
+    ANN_SESSION,
+    BOB,
+    BOB_SESSION,
+    DAVID,
+    DAYS,
+    file_request,
+    form,
+    interaction,
+    mentions,
+    query,
+)
+from tests.support import FORM_HEADER, INTERACTION_HEADER, write_csv
+
+NEXT_DAY = "2022-04-30"
+
+
+def drop_text(root, ds: str) -> str:
+    return "".join(p.read_text() for p in sorted(root.glob(f"output/*/dt={ds}/part-*.csv")))
+
+
+def test_a_suppress_request_keeps_the_data_out_of_processing(built, tmp_path):
+    landing = tmp_path / "landing"
+    ann_rows = query(built, f"SELECT * FROM form_entries WHERE email = '{ANN}'")
+    file_request(landing, "r-s", "email", ANN, kind="suppress")
+
+    run_erasure(NEXT_DAY, built)
+
+    # Kept, but only in the restricted tables; nothing built from it.
+    assert query(built, f"SELECT * FROM restricted_form_entries WHERE email = '{ANN}'") == ann_rows
+    assert query(built, "SELECT count(*) FROM restricted_interactions") == [(2,)]
+    assert query(built, "SELECT count(*) FROM restricted_identities") == [(1,)]
+    assert {t for t in mentions(built, ANN) if not t.startswith("restricted_")} == set()
+    log = query(
+        built, "SELECT destination, status FROM erasure_log WHERE request_id = 'r-s' ORDER BY 1"
+    )
+    assert log == [("local_drop", "skipped"), ("suppression_list", "done"), ("warehouse", "done")]
+    assert ANN in drop_text(tmp_path, DAYS[-1])  # suppress does not rewrite what was delivered
+
+    # New data about Ann the next day: restricted as it lands, never built or exported.
+    write_csv(
+        landing / "form_entries" / f"date={NEXT_DAY}" / "p.csv",
+        FORM_HEADER,
+        [
+            form(f"{NEXT_DAY}T09:00:00", "Ann", "Lee", ANN, "ann-session-2"),
+            form(f"{NEXT_DAY}T09:30:00", "Bob", "Stone", BOB, BOB_SESSION),
+        ],
+    )
+    write_csv(
+        landing / "interactions" / f"date={NEXT_DAY}" / "p.csv",
+        INTERACTION_HEADER,
+        [
+            interaction(NEXT_DAY, "ann-session-2", 0),
+            interaction(NEXT_DAY, ANN_SESSION, 1),
+            interaction(NEXT_DAY, BOB_SESSION, 2),
+        ],
+    )
+    result = run_all(RunWindow.for_date(NEXT_DAY), built)
+
+    assert result["validate"]["suppressed"] == {"form_entries": 1, "interactions": 2}
+    assert {t for t in mentions(built, ANN) if not t.startswith("restricted_")} == set()
+    assert query(built, "SELECT count(*) FROM restricted_interactions") == [(4,)]
+    assert ANN not in drop_text(tmp_path, NEXT_DAY)
+    assert BOB in drop_text(tmp_path, NEXT_DAY)
+    assert query(built, f"SELECT interactions FROM audience_profiles WHERE email = '{BOB}'") == [
+        (2,)
+    ]
+
+    # Re-running the day restricts the same rows again, not twice.
+    run_all(RunWindow.for_date(NEXT_DAY), built)
+    assert query(built, "SELECT count(*) FROM restricted_interactions") == [(4,)]
+
+    # A later delete request for the same person deletes the kept rows too.
+    file_request(landing, "r-d", "email", ANN)
+    run_erasure(NEXT_DAY, built, run_id="second")
+    assert mentions(built, ANN) == {}
+    assert ANN not in drop_text(tmp_path, DAYS[-1])
+
+
+def test_a_shared_session_stays_when_only_one_of_its_people_is_suppressed(built, tmp_path):
+    landing = tmp_path / "landing"
+    file_request(landing, "r-1", "email", DAVID)
+    run_erasure(NEXT_DAY, built)
+    # A kiosk: David and Carla both sign up on the same session the next day.
+    write_csv(
+        landing / "form_entries" / f"date={NEXT_DAY}" / "p.csv",
+        FORM_HEADER,
+        [
+            form(f"{NEXT_DAY}T09:00:00", "David", "Wilson", DAVID, "kiosk"),
+            form(f"{NEXT_DAY}T09:10:00", "Carla", "Diaz", "carla@example.com", "kiosk"),
+        ],
+    )
+    write_csv(
+        landing / "interactions" / f"date={NEXT_DAY}" / "p.csv",
+        INTERACTION_HEADER,
+        [interaction(NEXT_DAY, "kiosk", 0)],
+    )
+
+    result = run_all(RunWindow.for_date(NEXT_DAY), built)
+
+    assert result["validate"]["suppressed"] == {"form_entries": 1}
+    assert mentions(built, DAVID) == {}
+    assert query(
+        built,
+        "SELECT email, interactions FROM audience_profiles WHERE sessions > 0 "
+        "AND email = 'carla@example.com'",
+    ) == [("carla@example.com", 1)]
+    assert ("session_id", hash_identifier("kiosk")) not in set(
+        query(built, "SELECT identifier_type, identifier_hash FROM suppression_list")
+    )
+
+
+def test_a_request_filed_while_a_run_builds_is_left_out_at_publish(built, tmp_path):
+    """The belt and braces: the run's snapshot was built before the request was resolved."""
+    window = RunWindow.for_date(DAYS[-1])
+    staged = [pipeline.extract_source(s, window, built) for s in pipeline.VALIDATION_ORDER]
+    pipeline.validate(window, staged, built)
+    pipeline.enrich(window, built)
+    pipeline.resolve_identities(window, built)
+    pipeline.build_profiles(window, built)
+    rs = window.run_schema
+    assert query(built, f"SELECT count(*) FROM {rs}.audience_profiles WHERE email = '{ANN}'") == [
+        (1,)
+    ]
+
+    file_request(tmp_path / "landing", "r-1", "external_id", "SSO-Ann")  # ids match any case
+    run_erasure(DAYS[-1], built)
+    pipeline.check_quality(window, built)
+    tables = pipeline.publish(window, built)
+    pipeline.cleanup(window, built)
+
+    for table in ("audience_profiles", "audience_profile_interactions", "profile_identifiers"):
+        exported = pq.read_table(tables[table]).to_pylist()
+        assert exported and not [r for r in exported if ANN in str(r) or ANN_SESSION in str(r)]
+    assert mentions(built, ANN) == {} and mentions(built, ANN_SESSION) == {}
+
+
+def test_an_empty_suppression_list_costs_one_count(built):
+    assert query(built, "SELECT count(*) FROM suppression_list") == [(0,)]
+    result = run_all(RunWindow.for_date(DAYS[-1]), built)
+    assert result["validate"]["suppressed"] == {}
