@@ -73,6 +73,20 @@ def test_errors_name_file_and_key(raw, message):
     assert str(err.value).startswith("p.yml")
 
 
+def test_retention_is_validated_when_the_file_loads():
+    with pytest.raises(
+        ConfigError, match=r"p.yml: retention.interactions_days must be a whole number"
+    ):
+        parse_config(
+            {
+                "start_date": "2022-01-01",
+                "landing_root": "x",
+                "retention": {"interactions_days": 0},
+            },
+            "p.yml",
+        )
+
+
 def test_unreadable_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yml: cannot read"):
         load_config(tmp_path / "nope.yml")

@@ -227,7 +227,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
         return str(path)
 
     alerts = raw.get("alerts") or {}
-    return PipelineConfig(
+    config = PipelineConfig(
         source_file=source,
         start_date=start,
         landing_root=resolve_path(str(_require(raw, "landing_root", "", source))),
@@ -240,6 +240,11 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
         alerts_webhook_conn_id=alerts.get("webhook_conn_id") if isinstance(alerts, dict) else None,
         raw=raw,
     )
+    # retention: is read by its task, but a mistake in it should fail here, when the file loads.
+    from audience_profiles.privacy.retention import RetentionPolicy
+
+    RetentionPolicy.from_config(config)
+    return config
 
 
 def config_path() -> Path:
