@@ -13,7 +13,7 @@ CASE WHEN {{ col }} IS NULL OR trim({{ col }}) = '' THEN '{{ col }}: missing'
 {%- endmacro %}
 {% macro timestamp(col) -%}
 CASE WHEN {{ col }} IS NULL OR trim({{ col }}) = '' THEN '{{ col }}: missing'
-     WHEN try_to_timestamp(trim({{ col }})) IS NULL THEN '{{ col }}: not an ISO timestamp (' || {{ col }} || ')' END
+     WHEN try_cast(trim({{ col }}) AS TIMESTAMP) IS NULL THEN '{{ col }}: not an ISO timestamp (' || {{ col }} || ')' END
 {%- endmacro %}
 {% macro email(col, required=true) -%}
 CASE WHEN {{ col }} IS NULL OR trim({{ col }}) = '' THEN {{ "'" ~ col ~ ": missing'" if required else "NULL" }}
