@@ -29,7 +29,9 @@ CASE WHEN lower(trim({{ col }})) IN ('yes', 'y', 'true', '1') THEN TRUE
      WHEN lower(trim({{ col }})) IN ('no', 'n', 'false', '0') THEN FALSE END
 {%- endmacro %}
 {#- All reasons of a row, '; '-separated; NULL when the row is valid. Portable: no concat_ws
-    (Snowflake's returns NULL when any argument is NULL). -#}
+    (Snowflake's returns NULL when any argument is NULL), and each reason is prefixed with the
+    separator and the first one cut off with substr, rather than rtrim(.., '; '), which would also
+    eat a reason's own trailing ';' or ' ' (and which fakesnow does not emulate). -#}
 {% macro reasons(checks) -%}
-NULLIF(rtrim({% for c in checks %}coalesce(({{ c }}) || '; ', ''){{ " || " if not loop.last }}{% endfor %}, '; '), '')
+NULLIF(substr({% for c in checks %}coalesce('; ' || ({{ c }}), ''){{ " || " if not loop.last }}{% endfor %}, 3), '')
 {%- endmacro %}
