@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -34,7 +33,12 @@ from audience_profiles.destinations.warehouse_load import (
     SqlWarehouseDestination,
     Staged,
 )
-from audience_profiles.warehouse.snowflake import SnowflakeWarehouse, snowflake_hook, snowflake_type
+from audience_profiles.warehouse.snowflake import (
+    SnowflakeWarehouse,
+    load_parquet_file,
+    snowflake_hook,
+    snowflake_type,
+)
 
 STAGE = "AP_LOAD_STAGE"
 
@@ -127,17 +131,8 @@ class SnowflakeDestination(SqlWarehouseDestination):
         return f"EQUAL_NULL({a}, {b})"
 
     def load_staging(self, db: SnowflakeSession, staged: Staged, path: str) -> None:
-        columns = ", ".join(f"{self.ident(n)} {snowflake_type(t)}" for n, t in staged.columns)
-        db.execute(f"CREATE OR REPLACE TRANSIENT TABLE {staged.staging} ({columns})")
         folder = f"@{self.qualified(STAGE)}/{staged.staging.rsplit('.', 1)[-1].lower()}"
-        db.execute(
-            f"PUT 'file://{Path(path).resolve()}' {folder}/ AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
-        )
-        db.execute(
-            f"COPY INTO {staged.staging} FROM {folder}/{Path(path).name} "
-            "FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE "
-            "FORCE = TRUE PURGE = TRUE"
-        )
+        load_parquet_file(db.cur, staged.staging, path, folder, "TRANSIENT TABLE")
 
     def sync_snapshot(self, db: SnowflakeSession, staged: Staged) -> None:
         """One MERGE: update changed rows, insert new keys, delete keys the snapshot lost.

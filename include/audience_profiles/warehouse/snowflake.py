@@ -20,9 +20,9 @@ Dialect notes (details in docs/snowflake.md):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,24 @@ def export_table(table: pa.Table) -> pa.Table:
     return table.rename_columns([f.name for f in fields]).cast(pa.schema(fields))
 
 
+def load_parquet_file(cur, table: str, path: str, folder: str, kind: str = "TABLE") -> None:
+    """Replace ``table`` (typed from the file's schema) with a local Parquet file's rows.
+
+    The file is PUT to the stage ``folder`` (overwriting what a failed attempt left there) and
+    loaded with COPY INTO: FORCE, as a retry loads the same file again; PURGE, so the stage
+    keeps no copy of the data.
+    """
+    columns = ", ".join(f"{f.name.upper()} {snowflake_type(f.type)}" for f in pq.read_schema(path))
+    cur.execute(f"CREATE OR REPLACE {kind} {table} ({columns})")
+    cur.execute(
+        f"PUT 'file://{Path(path).resolve()}' {folder}/ AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
+    )
+    cur.execute(
+        f"COPY INTO {table} FROM {folder}/{Path(path).name} FILE_FORMAT = (TYPE = PARQUET) "
+        "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE FORCE = TRUE PURGE = TRUE"
+    )
+
+
 class SnowflakeWarehouse(Warehouse):
     engine = "snowflake"
 
@@ -190,36 +208,23 @@ class SnowflakeWarehouse(Warehouse):
         )
         return {r[0].lower() for r in rows}
 
-    def put(self, path: str, prefix: str) -> str:
-        """Upload a local file to the stage under ``prefix``; return its stage location."""
+    def load_parquet(self, table: str, path: str, transient: bool = False) -> None:
         if not self._stage_ready:
             self.cur.execute(f"CREATE STAGE IF NOT EXISTS {STAGE}")
             self._stage_ready = True
-        location = f"@{STAGE}/{prefix}"
-        self.cur.execute(
-            f"PUT 'file://{Path(path).resolve()}' {location}/ AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
-        )
-        return f"{location}/{Path(path).name}"
-
-    def load_parquet(self, table: str, path: str, transient: bool = False) -> None:
-        schema = pq.read_schema(path)
-        columns = ", ".join(f"{f.name.upper()} {snowflake_type(f.type)}" for f in schema)
         kind = "TRANSIENT TABLE" if transient else "TABLE"
-        self.cur.execute(f"CREATE OR REPLACE {kind} {table} ({columns})")
-        location = self.put(path, f"load/{uuid.uuid4().hex}")
-        self.cur.execute(
-            f"COPY INTO {table} FROM {location} FILE_FORMAT = (TYPE = PARQUET) "
-            "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE FORCE = TRUE PURGE = TRUE"
-        )
+        load_parquet_file(self.cur, table, path, f"@{STAGE}/load/{table.lower()}", kind)
 
     def staged_relation(self, path: str) -> str:
         """A transient table loaded from the file, dropped when the warehouse closes.
 
         Not a temporary table: COPY INTO a temporary table fails on fakesnow, and a transient
-        table costs no more (no fail-safe). The name is stable (one per source file name), so a
-        crashed task leaves at most one table per source, replaced by the retry.
+        table costs no more (no fail-safe). Named after the file's path, so runs of two dates
+        never share one, and a crashed attempt's table is replaced by its retry.
         """
-        table = "STAGED_" + re.sub(r"\W", "_", Path(path).stem).upper()
+        digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:10].upper()
+        stem = re.sub(r"\W", "_", Path(path).stem).upper()
+        table = f"STAGED_{stem}_{digest}"
         self.load_parquet(table, path, transient=True)
         self._staged.add(table)
         return table
