@@ -127,6 +127,10 @@ class SnowflakeDestination(SqlWarehouseDestination):
     def json_value(self, expr: str) -> str:
         return f"PARSE_JSON({expr})"
 
+    def insert_rows_sql(self, db: SnowflakeSession, table: str, rows: list[str]) -> None:
+        if rows:
+            db.execute(f"INSERT INTO {table} VALUES {', '.join(rows)}")
+
     def null_safe_equal(self, a: str, b: str) -> str:
         return f"EQUAL_NULL({a}, {b})"
 

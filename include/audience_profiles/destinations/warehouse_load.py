@@ -318,11 +318,19 @@ class SqlWarehouseDestination(Destination):
                 f"AND {self.ident('table_name')} IN ({names})"
             )
             run_id = self.literal(plan.run.run_id)
-            rows = ", ".join(
-                f"({self.literal(s.table)}, {ds}, {run_id}, {s.rows}, CURRENT_TIMESTAMP)"
-                for s in stored
+            self.insert_rows_sql(
+                db,
+                log,
+                [
+                    f"({self.literal(s.table)}, {ds}, {run_id}, {s.rows}, CURRENT_TIMESTAMP)"
+                    for s in stored
+                ],
             )
-            db.execute(f"INSERT INTO {log} VALUES {rows}")
+
+    def insert_rows_sql(self, db: Session, table: str, rows: list[str]) -> None:
+        """Insert literal rows; one statement each, as multi-row VALUES is not portable."""
+        for row in rows:
+            db.execute(f"INSERT INTO {table} VALUES {row}")
 
     def replace_partition(self, db: Session, staged: Staged, ds: str) -> None:
         target = self.qualified(staged.table)
