@@ -131,3 +131,16 @@ def test_crash_before_apply_is_repaired_by_retry_and_backfill_keeps_newer(
         f"WHERE table_schema = '{schema}' AND table_name LIKE 'ap_stage%'"
     )
     assert leftovers == []
+
+
+def test_pii_policy_applies_to_warehouse_loads(pg_conn, schema, tmp_path):
+    deliver(destination(pg_conn, schema, tmp_path, pii="hashed"), tmp_path, DAY2)
+    columns = {
+        r[0]
+        for r in hook(pg_conn).get_records(
+            "SELECT column_name FROM information_schema.columns "
+            f"WHERE table_schema = '{schema}' AND table_name = 'audience_profiles'"
+        )
+    }
+    assert "email_sha256" in columns
+    assert not {"email", "first_name", "last_name"} & columns
