@@ -112,7 +112,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             wh.run_sql(
                 f"validate/{source}",
                 ds=window.ds,
-                staged=f"read_parquet('{info['path']}')",
+                staged=wh.staged_relation(info["path"]),
                 email_pattern=EMAIL_PATTERN,
             )
             target = (
@@ -133,7 +133,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
         suppressed = apply_suppression(wh, window.ds)
         reasons = wh.query(
             "SELECT source, split_part(reason, ':', 1) AS field, count(*) FROM quarantine "
-            f"WHERE dt = DATE '{window.ds}' GROUP BY ALL ORDER BY ALL"
+            f"WHERE dt = DATE '{window.ds}' GROUP BY 1, 2 ORDER BY 1, 2"
         )
     return {
         "sources": counts,
@@ -222,13 +222,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
     rows: dict[str, int] = {}
     with open_warehouse(config) as wh:
         suppress_run_outputs(wh, window.run_schema)
-        run_tables = {
-            r[0]
-            for r in wh.query(
-                "SELECT table_name FROM information_schema.tables "
-                f"WHERE table_schema = '{window.run_schema}'"
-            )
-        }
+        run_tables = wh.table_names(window.run_schema)
         for table in OUTPUT_TABLES:
             if table == "segment_memberships" and table not in run_tables:
                 continue  # segments are optional (segments.yml)

@@ -32,6 +32,7 @@ def sql_literal(value: Any) -> str:
 
 
 _ENV.filters["literal"] = sql_literal
+_ENGINE_ENVS: dict[str, jinja2.Environment] = {}  # one template cache per engine's dialect
 
 
 def check_ds(ds: str) -> str:
@@ -43,11 +44,20 @@ def check_ds(ds: str) -> str:
 class Warehouse(abc.ABC):
     engine: str
 
+    @staticmethod
+    def literal(value: Any) -> str:
+        """A string literal in this engine's dialect (the ``literal`` filter of the SQL files)."""
+        return sql_literal(value)
+
     def render(self, name: str, **params: Any) -> str:
         """Render ``include/sql/<name>.sql``, preferring ``<name>.<engine>.sql`` if it exists."""
         variant = SQL_ROOT / f"{name}.{self.engine}.sql"
         template = f"{name}.{self.engine}.sql" if variant.exists() else f"{name}.sql"
-        return _ENV.get_template(template).render(engine=self.engine, **params)
+        env = _ENGINE_ENVS.get(self.engine)
+        if env is None:
+            env = _ENGINE_ENVS[self.engine] = _ENV.overlay(cache_size=400)
+            env.filters["literal"] = type(self).literal
+        return env.get_template(template).render(engine=self.engine, **params)
 
     def run_sql(self, name: str, **params: Any) -> None:
         """Run every statement of one SQL file, atomically."""
@@ -65,6 +75,14 @@ class Warehouse(abc.ABC):
 
     @abc.abstractmethod
     def columns(self, table: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def table_names(self, schema: str) -> set[str]:
+        """Names (lower case) of the tables in ``schema``."""
+
+    @abc.abstractmethod
+    def staged_relation(self, path: str) -> str:
+        """A relation expression over a staged local Parquet file, for use in ``FROM``."""
 
     @abc.abstractmethod
     def load_parquet(self, table: str, path: str) -> None:

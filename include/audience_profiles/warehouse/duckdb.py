@@ -69,6 +69,15 @@ class DuckDBWarehouse(Warehouse):
     def columns(self, table: str) -> list[str]:
         return [r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()]
 
+    def table_names(self, schema: str) -> set[str]:
+        rows = self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [schema]
+        ).fetchall()
+        return {r[0].lower() for r in rows}
+
+    def staged_relation(self, path: str) -> str:
+        return f"read_parquet({sql_literal(path)})"
+
     def load_parquet(self, table: str, path: str) -> None:
         self.con.execute(
             f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_parquet({sql_literal(path)})"

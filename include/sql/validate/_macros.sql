@@ -13,7 +13,7 @@ CASE WHEN {{ col }} IS NULL OR trim({{ col }}) = '' THEN '{{ col }}: missing'
 {%- endmacro %}
 {% macro timestamp(col) -%}
 CASE WHEN {{ col }} IS NULL OR trim({{ col }}) = '' THEN '{{ col }}: missing'
-     WHEN try_to_timestamp(trim({{ col }})) IS NULL THEN '{{ col }}: not an ISO timestamp (' || {{ col }} || ')' END
+     WHEN try_cast(trim({{ col }}) AS TIMESTAMP) IS NULL THEN '{{ col }}: not an ISO timestamp (' || {{ col }} || ')' END
 {%- endmacro %}
 {% macro email(col, required=true) -%}
 CASE WHEN {{ col }} IS NULL OR trim({{ col }}) = '' THEN {{ "'" ~ col ~ ": missing'" if required else "NULL" }}
@@ -29,7 +29,9 @@ CASE WHEN lower(trim({{ col }})) IN ('yes', 'y', 'true', '1') THEN TRUE
      WHEN lower(trim({{ col }})) IN ('no', 'n', 'false', '0') THEN FALSE END
 {%- endmacro %}
 {#- All reasons of a row, '; '-separated; NULL when the row is valid. Portable: no concat_ws
-    (Snowflake's returns NULL when any argument is NULL). -#}
+    (Snowflake's returns NULL when any argument is NULL), and each reason is prefixed with the
+    separator and the first one cut off with substr, rather than rtrim(.., '; '), which would also
+    eat a reason's own trailing ';' or ' ' (and which fakesnow does not emulate). -#}
 {% macro reasons(checks) -%}
-NULLIF(rtrim({% for c in checks %}coalesce(({{ c }}) || '; ', ''){{ " || " if not loop.last }}{% endfor %}, '; '), '')
+NULLIF(substr({% for c in checks %}coalesce('; ' || ({{ c }}), ''){{ " || " if not loop.last }}{% endfor %}, 3), '')
 {%- endmacro %}

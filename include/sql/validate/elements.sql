@@ -5,7 +5,7 @@
 CREATE OR REPLACE TEMP TABLE checked_elements AS
 SELECT c.*,
        CASE WHEN reason IS NULL AND row_number() OVER (
-                PARTITION BY trim(poll_id), CAST(trim(option) AS INTEGER) ORDER BY _file DESC, _line DESC) > 1
+                PARTITION BY trim(poll_id), try_cast(trim(option) AS INTEGER) ORDER BY _file DESC, _line DESC) > 1
             THEN 'poll_id, option: duplicate of a later element row' ELSE reason END AS final_reason
 FROM (
     SELECT *, {{ v.reasons(["_error", v.required("poll_id"), v.integer("option"), v.required("title"),

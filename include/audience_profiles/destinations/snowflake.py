@@ -1,0 +1,168 @@
+"""``snowflake``: the run's tables loaded into Snowflake idempotently, through the SnowflakeHook.
+
+pipeline.yml::
+
+    - name: snowflake
+      kind: snowflake
+      conn_id: snowflake_default      # an Airflow Snowflake connection
+      database: ANALYTICS             # optional: else the connection's database
+      schema: AUDIENCE                # optional: else the connection's schema; created if missing
+      tables: [audience_profiles, audience_profile_interactions, profile_identifiers, profile_merges]
+
+The load contract (staging, one transaction, snapshot vs partition, merges) is in
+``warehouse_load.py``. Here: each export is PUT to the named internal stage ``AP_LOAD_STAGE`` of
+the schema and loaded with ``COPY INTO`` a transient staging table (``MATCH_BY_COLUMN_NAME``,
+``FORCE`` so a retry reloads the same file, ``PURGE`` so the stage does not grow); snapshot tables
+are synchronised by one ``MERGE`` on their natural key that also deletes the keys the snapshot
+lost (rows that did not change are not rewritten). ``answers`` lands as VARIANT.
+Unquoted upper-case names, as Snowflake users query them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from audience_profiles.destinations.base import register
+from audience_profiles.destinations.warehouse_load import (
+    OCCURRENCE_COLUMN,
+    Session,
+    SqlWarehouseDestination,
+    Staged,
+)
+from audience_profiles.warehouse.snowflake import (
+    SnowflakeWarehouse,
+    load_parquet_file,
+    snowflake_hook,
+    snowflake_type,
+)
+
+STAGE = "AP_LOAD_STAGE"
+
+
+class SnowflakeSession(Session):
+    def __init__(self, connection):
+        self.connection = connection
+        self.cur = connection.cursor()
+        self._columns: dict[str, dict[str, list[str]]] = {}  # schema -> table -> columns
+
+    def execute(self, sql: str) -> int:
+        if sql.lstrip()[:6].upper() in ("CREATE", "ALTER ", "DROP T"):
+            self._columns.clear()
+        self.cur.execute(sql)
+        return self.cur.rowcount if self.cur.rowcount is not None else -1
+
+    def query(self, sql: str) -> list[tuple]:
+        return self.cur.execute(sql).fetchall()
+
+    def columns(self, table: str) -> list[str] | None:
+        """From one information_schema query per schema (a round trip per table adds up)."""
+        schema, name = table.rsplit(".", 1)
+        if schema not in self._columns:
+            tables: dict[str, list[str]] = {}
+            for table_name, column in self.query(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                f"WHERE table_schema = '{schema}' ORDER BY table_name, ordinal_position"
+            ):
+                tables.setdefault(table_name, []).append(column.lower())
+            self._columns[schema] = tables
+        return self._columns[schema].get(name)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.cur.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.cur.execute("ROLLBACK")
+            raise
+        self.cur.execute("COMMIT")
+
+
+@register("snowflake")
+class SnowflakeDestination(SqlWarehouseDestination):
+    schema = ""  # set per session: the option, else the connection's schema
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[SnowflakeSession]:
+        if not self.config.conn_id:
+            raise ValueError(f"destination {self.name!r}: conn_id is required")
+        option = self.config.options.get("schema")
+        hook = snowflake_hook(
+            self.config.conn_id, self.config.options.get("database"), option and str(option)
+        )
+        connection = hook.get_conn()
+        try:
+            db = SnowflakeSession(connection)
+            self.schema = (
+                str(option).upper() if option else db.query("SELECT current_schema()")[0][0]
+            )
+            if not self.schema:
+                raise ValueError(
+                    f"destination {self.name!r}: no schema in its options or connection"
+                )
+            yield db
+        finally:
+            connection.close()
+
+    def prepare(self, db: SnowflakeSession) -> None:
+        db.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+        db.execute(f"CREATE STAGE IF NOT EXISTS {self.qualified(STAGE)}")
+
+    def ident(self, name: str) -> str:
+        return name.upper()
+
+    def qualified(self, table: str) -> str:
+        return f"{self.schema}.{table.upper()}"
+
+    def column_type(self, arrow_type: pa.DataType, json: bool = False) -> str:
+        return "VARIANT" if json else snowflake_type(arrow_type)
+
+    def literal(self, value: Any) -> str:
+        return SnowflakeWarehouse.literal(value)
+
+    def json_value(self, expr: str) -> str:
+        return f"PARSE_JSON({expr})"
+
+    def insert_rows_sql(self, db: SnowflakeSession, table: str, rows: list[str]) -> None:
+        if rows:
+            db.execute(f"INSERT INTO {table} VALUES {', '.join(rows)}")
+
+    def null_safe_equal(self, a: str, b: str) -> str:
+        return f"EQUAL_NULL({a}, {b})"
+
+    def load_staging(self, db: SnowflakeSession, staged: Staged, path: str) -> None:
+        folder = f"@{self.qualified(STAGE)}/{staged.staging.rsplit('.', 1)[-1].lower()}"
+        load_parquet_file(db.cur, staged.staging, path, folder, "TRANSIENT TABLE")
+
+    def sync_snapshot(self, db: SnowflakeSession, staged: Staged) -> None:
+        """One MERGE: update changed rows, insert new keys, delete keys the snapshot lost.
+
+        The source is the staged snapshot plus, flagged ``AP_GONE``, the target's keys missing
+        from it, so the whole synchronisation is a single atomic statement.
+        """
+        target = self.qualified(staged.table)
+        names = [self.ident(n) for n in staged.names]
+        if staged.spec.ordinal_by:
+            names.append(self.ident(OCCURRENCE_COLUMN))
+        keys = [self.ident(k) for k in staged.key]
+        values = [n for n in names if n not in keys]
+        snapshot = self.staged_select(staged)
+        gone = ", ".join(f"t.{n}" if n in keys else f"NULL AS {n}" for n in names)
+        source = (
+            f"SELECT s.*, FALSE AS AP_GONE FROM ({snapshot}) s UNION ALL "
+            f"SELECT {gone}, TRUE FROM {target} t WHERE NOT EXISTS "
+            f"(SELECT 1 FROM ({snapshot}) s WHERE {self.key_match(staged, 't', 's')})"
+        )
+        changed = " OR ".join(f"NOT EQUAL_NULL(t.{n}, s.{n})" for n in values)
+        update = ", ".join(f"{n} = s.{n}" for n in values)
+        db.execute(
+            f"MERGE INTO {target} t USING ({source}) s ON {self.key_match(staged, 't', 's')} "
+            "WHEN MATCHED AND s.AP_GONE THEN DELETE "
+            + (f"WHEN MATCHED AND ({changed}) THEN UPDATE SET {update} " if values else "")
+            + f"WHEN NOT MATCHED AND NOT s.AP_GONE THEN INSERT ({', '.join(names)}) "
+            f"VALUES ({', '.join('s.' + n for n in names)})"
+        )

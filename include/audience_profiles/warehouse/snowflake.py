@@ -1,0 +1,264 @@
+"""Push-down: the same transform SQL, run inside Snowflake through the provider's SnowflakeHook.
+
+Files move in and out through a named internal stage (``AP_STAGE`` in the warehouse schema): a
+local Parquet file is PUT there and loaded with ``COPY INTO ... MATCH_BY_COLUMN_NAME``; results
+come back through the connector as Arrow and are written to Parquet locally, so the destinations
+receive the same files whichever engine built them.
+
+Dialect notes (details in docs/snowflake.md):
+- Snowflake ends an open transaction at every DDL statement. A script therefore runs statement by
+  statement, DDL on its own and every run of DML statements inside one BEGIN ... COMMIT, so a
+  DELETE + INSERT of a partition is still atomic.
+- Unquoted identifiers are upper case in Snowflake; names read back from the warehouse (columns,
+  table lists, exported Parquet) are lower-cased so the rest of the pipeline sees the same names
+  as with DuckDB.
+- ``CREATE SCHEMA`` switches the session to the new schema: the engine switches back to the
+  warehouse schema after it, so unqualified names keep meaning the pipeline's tables.
+- ``ALTER TABLE s.a RENAME TO b`` moves the table into the session's current schema in Snowflake
+  (DuckDB keeps it in ``s``): the engine qualifies the new name with the old one's schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from airflow.providers.snowflake.hooks.snowflake import SnowflakeHook
+from snowflake.connector.util_text import split_statements
+
+from audience_profiles.config import WarehouseConfig
+from audience_profiles.warehouse.base import Warehouse
+
+STAGE = "AP_STAGE"
+# Session settings the shared SQL relies on: UTC for current_timestamp, TIMESTAMP meaning
+# TIMESTAMP_NTZ (the naive UTC timestamps the pipeline passes around). Set at login, so no
+# ALTER SESSION round trips; the connection extra's session_parameters win over these.
+SESSION_PARAMETERS = {"TIMEZONE": "UTC", "TIMESTAMP_TYPE_MAPPING": "TIMESTAMP_NTZ"}
+FORWARDED_EXTRAS = ("protocol", "network_timeout")
+_DDL = re.compile(r"^\s*(CREATE|DROP|ALTER|TRUNCATE|USE|GRANT|REVOKE|COMMENT|UNDROP)\b", re.I)
+# CREATE SCHEMA makes the new schema the session's current one (DROP of it leaves none).
+_SCHEMA_DDL = re.compile(r"^\s*(CREATE|DROP)\s+(OR\s+REPLACE\s+)?SCHEMA\b", re.I)
+_RENAME = re.compile(
+    r"^(\s*ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?)((?:[\w$]+\.)+)([\w$]+)(\s+RENAME\s+TO\s+)([\w$]+)(\s*)$",
+    re.I | re.S,
+)
+
+
+class ConnectorOptionsSnowflakeHook(SnowflakeHook):
+    """The provider's hook, plus the pipeline's session parameters and two connector options.
+
+    The hook forwards the extra's ``host`` and ``port`` but not ``protocol`` (an endpoint reached
+    over plain http: a local emulator, a TLS-terminating proxy) nor ``network_timeout`` (without
+    it the connector retries a failing request for a long time).
+    """
+
+    def _get_conn_params(self) -> dict[str, Any]:
+        params = super()._get_conn_params()
+        params["session_parameters"] = {
+            **SESSION_PARAMETERS,
+            **(params.get("session_parameters") or {}),
+        }
+        extra = self.get_connection(self.get_conn_id()).extra_dejson
+        params.update({k: extra[k] for k in FORWARDED_EXTRAS if extra.get(k)})
+        return params
+
+
+def snowflake_hook(
+    conn_id: str, database: str | None = None, schema: str | None = None
+) -> SnowflakeHook:
+    kwargs = {k: v for k, v in {"database": database, "schema": schema}.items() if v}
+    return ConnectorOptionsSnowflakeHook(snowflake_conn_id=conn_id, **kwargs)
+
+
+def snowflake_type(arrow_type: pa.DataType) -> str:
+    """The Snowflake column type for an Arrow (Parquet) column type."""
+    if pa.types.is_boolean(arrow_type):
+        return "BOOLEAN"
+    if pa.types.is_integer(arrow_type):
+        return "NUMBER(38,0)"
+    if pa.types.is_floating(arrow_type):
+        return "FLOAT"
+    if pa.types.is_decimal(arrow_type):
+        return f"NUMBER({arrow_type.precision},{arrow_type.scale})"
+    if pa.types.is_date(arrow_type):
+        return "DATE"
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMP_TZ" if arrow_type.tz else "TIMESTAMP_NTZ"
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return "BINARY"
+    return "VARCHAR"
+
+
+def split_script(sql: str) -> list[str]:
+    """The statements of a script, comments removed, without their trailing semicolons."""
+    statements = []
+    for statement, _ in split_statements(io.StringIO(sql), remove_comments=True):
+        statement = statement.strip().rstrip(";").strip()
+        if statement:
+            statements.append(statement)
+    return statements
+
+
+def qualify_rename(statement: str) -> str:
+    """Keep ``ALTER TABLE s.a RENAME TO b`` in schema ``s`` (Snowflake would move it)."""
+    match = _RENAME.match(statement)
+    if not match:
+        return statement
+    head, prefix, name, rename, new_name, tail = match.groups()
+    return f"{head}{prefix}{name}{rename}{prefix}{new_name}{tail}"
+
+
+def statement_groups(statements: list[str]) -> list[list[str]]:
+    """Every DDL statement alone; consecutive DML statements together (one transaction each)."""
+    groups: list[list[str]] = []
+    for statement in statements:
+        if _DDL.match(statement) or not groups or _DDL.match(groups[-1][0]):
+            groups.append([statement])
+        else:
+            groups[-1].append(statement)
+    return groups
+
+
+def export_table(table: pa.Table) -> pa.Table:
+    """Lower-case column names and microsecond timestamps, as the DuckDB engine exports them."""
+    fields = [
+        pa.field(
+            f.name.lower(),
+            pa.timestamp("us", f.type.tz) if pa.types.is_timestamp(f.type) else f.type,
+        )
+        for f in table.schema
+    ]
+    return table.rename_columns([f.name for f in fields]).cast(pa.schema(fields))
+
+
+def load_parquet_file(cur, table: str, path: str, folder: str, kind: str = "TABLE") -> None:
+    """Replace ``table`` (typed from the file's schema) with a local Parquet file's rows.
+
+    The file is PUT to the stage ``folder`` (overwriting what a failed attempt left there) and
+    loaded with COPY INTO: FORCE, as a retry loads the same file again; PURGE, so the stage
+    keeps no copy of the data.
+    """
+    columns = ", ".join(f"{f.name.upper()} {snowflake_type(f.type)}" for f in pq.read_schema(path))
+    cur.execute(f"CREATE OR REPLACE {kind} {table} ({columns})")
+    cur.execute(
+        f"PUT 'file://{Path(path).resolve()}' {folder}/ AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
+    )
+    cur.execute(
+        f"COPY INTO {table} FROM {folder}/{Path(path).name} FILE_FORMAT = (TYPE = PARQUET) "
+        "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE FORCE = TRUE PURGE = TRUE"
+    )
+
+
+class SnowflakeWarehouse(Warehouse):
+    engine = "snowflake"
+
+    def __init__(self, config: WarehouseConfig):
+        if not config.conn_id:
+            raise ValueError("the snowflake warehouse needs warehouse.conn_id")
+        self.config = config
+        self.schema = config.schema.upper()
+        self.hook = snowflake_hook(config.conn_id, config.database, self.schema)
+        self.con = self.hook.get_conn()
+        self.cur = self.con.cursor()
+        # Also makes it the session's schema, whether it was just created or already there.
+        self.cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+        self._stage_ready = False
+        self._staged: set[str] = set()
+
+    @staticmethod
+    def literal(value: Any) -> str:
+        # Snowflake string literals treat a backslash as an escape character.
+        return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
+
+    def execute_script(self, sql: str) -> None:
+        for group in statement_groups(split_script(sql)):
+            if len(group) == 1:  # one statement is atomic by itself
+                self._execute(group[0])
+                continue
+            self.cur.execute("BEGIN")
+            try:
+                for statement in group:
+                    self.cur.execute(statement)
+                self.cur.execute("COMMIT")
+            except Exception:
+                self.cur.execute("ROLLBACK")
+                raise
+
+    def _execute(self, statement: str) -> None:
+        self.cur.execute(qualify_rename(statement))
+        if _SCHEMA_DDL.match(statement):
+            self.cur.execute(f"USE SCHEMA {self.schema}")
+
+    def query(self, sql: str) -> list[tuple]:
+        return self.cur.execute(sql).fetchall()
+
+    def columns(self, table: str) -> list[str]:
+        self.cur.execute(f"SELECT * FROM {table} LIMIT 0")
+        return [d.name.lower() for d in self.cur.description]
+
+    def table_names(self, schema: str) -> set[str]:
+        rows = self.query(
+            "SELECT table_name FROM information_schema.tables "
+            f"WHERE table_schema = {self.literal(schema.upper())}"
+        )
+        return {r[0].lower() for r in rows}
+
+    def load_parquet(self, table: str, path: str, transient: bool = False) -> None:
+        if not self._stage_ready:
+            self.cur.execute(f"CREATE STAGE IF NOT EXISTS {STAGE}")
+            self._stage_ready = True
+        kind = "TRANSIENT TABLE" if transient else "TABLE"
+        load_parquet_file(self.cur, table, path, f"@{STAGE}/load/{table.lower()}", kind)
+
+    def staged_relation(self, path: str) -> str:
+        """A transient table loaded from the file, dropped when the warehouse closes.
+
+        Not a temporary table: COPY INTO a temporary table fails on fakesnow, and a transient
+        table costs no more (no fail-safe). Named after the file's path, so runs of two dates
+        never share one, and a crashed attempt's table is replaced by its retry.
+        """
+        digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:10].upper()
+        stem = re.sub(r"\W", "_", Path(path).stem).upper()
+        table = f"STAGED_{stem}_{digest}"
+        self.load_parquet(table, path, transient=True)
+        self._staged.add(table)
+        return table
+
+    def export_parquet(self, relation: str, path: str) -> int:
+        """Stream the result as Arrow batches into one Parquet file (microsecond timestamps)."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        source = (
+            relation
+            if relation.lstrip().lower().startswith("select")
+            else f"SELECT * FROM {relation}"
+        )
+        self.cur.execute(source)
+        writer: pq.ParquetWriter | None = None
+        rows = 0
+        try:
+            for batch in self.cur.fetch_arrow_batches(force_microsecond_precision=True):
+                batch = export_table(batch)
+                if writer is None:
+                    writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
+                writer.write_table(batch.cast(writer.schema))
+                rows += batch.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:  # no rows, so no batch to take the schema from
+            self.cur.execute(source)
+            empty = self.cur.fetch_arrow_all(force_return_table=True)
+            pq.write_table(export_table(empty), path, compression="zstd")
+        return rows
+
+    def close(self) -> None:
+        try:
+            for table in sorted(self._staged):
+                self.cur.execute(f"DROP TABLE IF EXISTS {table}")
+        finally:
+            self.con.close()

@@ -1,0 +1,146 @@
+"""The sql destination against a real PostgreSQL, through the Airflow connection and its hook."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+
+from audience_profiles.config import parse_config
+from audience_profiles.destinations import RunInfo, destination_for
+from audience_profiles.destinations.generic_sql import GenericSqlDestination
+from tests.destinations.warehouse_exports import DAY1, DAY2, P1, P2, P3, S2, TABLES, write_exports
+
+pytestmark = pytest.mark.services
+
+
+def destination(conn_id: str, schema: str, tmp_path, **options):
+    raw = {
+        "start_date": "2022-04-25",
+        "landing_root": str(tmp_path / "landing"),
+        "destinations": [
+            {
+                "name": "postgres",
+                "kind": "sql",
+                "conn_id": conn_id,
+                "schema": schema,
+                "tables": list(TABLES),
+                **options,
+            }
+        ],
+    }
+    config = parse_config(raw)
+    return destination_for(config.destinations[0], config)
+
+
+def deliver(dest, tmp_path, day: str) -> dict:
+    return dest.deliver(RunInfo(day, f"scheduled__{day}"), write_exports(tmp_path, day)).to_dict()
+
+
+def hook(conn_id: str):
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=conn_id)
+
+
+def tables(conn_id: str, schema: str) -> dict[str, list[tuple]]:
+    """Every row of every loaded table, in a stable order."""
+    pg = hook(conn_id)
+    return {t: sorted(pg.get_records(f'SELECT * FROM "{schema}"."{t}"'), key=repr) for t in TABLES}
+
+
+@pytest.fixture
+def schema(pg_conn) -> str:
+    """A schema of its own for one test (the destination does not create schemas)."""
+    name = "t_" + uuid.uuid4().hex[:10]
+    hook(pg_conn).run(f'CREATE SCHEMA "{name}"', autocommit=True)
+    return name
+
+
+def test_load_twice_gives_identical_tables_and_applies_merges(pg_conn, schema, tmp_path):
+    dest = destination(pg_conn, schema, tmp_path)
+    deliver(dest, tmp_path, DAY1)
+    deliver(dest, tmp_path, DAY2)
+    first = tables(pg_conn, schema)
+    report = deliver(dest, tmp_path, DAY2)
+    assert tables(pg_conn, schema) == first
+    assert report["rows"]["audience_profiles"] == 2
+
+    pg = hook(pg_conn)
+    profiles = pg.get_records(
+        f'SELECT profile_id, answers, optin_2 FROM "{schema}".audience_profiles ORDER BY 1'
+    )
+    assert [p[0] for p in profiles] == [P1, P3]  # P2 merged into P1 on day 2
+    assert profiles[1][2] is None
+    identifiers = dict(
+        pg.get_records(f'SELECT identifier_value, profile_id FROM "{schema}".profile_identifiers')
+    )
+    assert identifiers[S2] == P1
+    assert pg.get_records(
+        f'SELECT session_id, attribute, occurrence FROM "{schema}".audience_profile_interactions '
+        "ORDER BY 1, 2 NULLS FIRST, 3"
+    ) == [
+        ("session-1", None, 1),
+        ("session-1", "Which team do you support?", 1),
+        ("session-1", "Which team do you support?", 2),
+        ("session-2", "Fan vote", 1),
+    ]
+    assert pg.get_records(
+        f'SELECT merged_profile_id, surviving_profile_id, dt FROM "{schema}".profile_merges'
+    ) == [(P2, P1, dt.date(2022, 5, 1))]
+    types = dict(
+        pg.get_records(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            f"WHERE table_schema = '{schema}' AND table_name = 'audience_profiles'"
+        )
+    )
+    assert types["first_seen"] == "timestamp without time zone"
+    assert types["optin_1"] == "boolean"
+    assert types["sessions"] == "bigint"
+
+
+def test_crash_before_apply_is_repaired_by_retry_and_backfill_keeps_newer(
+    pg_conn, schema, tmp_path, monkeypatch
+):
+    dest = destination(pg_conn, schema, tmp_path)
+    deliver(dest, tmp_path, DAY1)
+    before = tables(pg_conn, schema)
+    apply = GenericSqlDestination.apply
+
+    def crash(self, db, plan):
+        staged = db.query(f"SELECT count(*) FROM {plan.staged[0].staging}")
+        assert staged[0][0] > 0  # the staging table is loaded
+        raise ConnectionError("worker lost between staging and apply")
+
+    monkeypatch.setattr(GenericSqlDestination, "apply", crash)
+    with pytest.raises(ConnectionError):
+        deliver(dest, tmp_path, DAY2)
+    assert tables(pg_conn, schema) == before
+
+    monkeypatch.setattr(GenericSqlDestination, "apply", apply)
+    deliver(dest, tmp_path, DAY2)
+    after_day2 = tables(pg_conn, schema)
+    assert [r[0] for r in after_day2["audience_profiles"]] == [P1, P3]
+
+    report = deliver(dest, tmp_path, DAY1)  # a backfill of the older date
+    assert "audience_profiles" in report["details"]["snapshots_kept_newer"]
+    assert tables(pg_conn, schema) == after_day2
+    leftovers = hook(pg_conn).get_records(
+        "SELECT table_name FROM information_schema.tables "
+        f"WHERE table_schema = '{schema}' AND table_name LIKE 'ap_stage%'"
+    )
+    assert leftovers == []
+
+
+def test_pii_policy_applies_to_warehouse_loads(pg_conn, schema, tmp_path):
+    deliver(destination(pg_conn, schema, tmp_path, pii="hashed"), tmp_path, DAY2)
+    columns = {
+        r[0]
+        for r in hook(pg_conn).get_records(
+            "SELECT column_name FROM information_schema.columns "
+            f"WHERE table_schema = '{schema}' AND table_name = 'audience_profiles'"
+        )
+    }
+    assert "email_sha256" in columns
+    assert not {"email", "first_name", "last_name"} & columns

@@ -1,0 +1,175 @@
+"""The snowflake destination against fakesnow in server mode, through the Airflow connection."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pytest
+
+from audience_profiles.config import parse_config
+from audience_profiles.destinations import RunInfo, destination_for
+from audience_profiles.destinations.snowflake import SnowflakeDestination
+from audience_profiles.warehouse.snowflake import snowflake_hook
+from tests.destinations.warehouse_exports import DAY1, DAY2, P1, P2, P3, S2, TABLES, write_exports
+from tests.services.fakesnow import SNOWFLAKE_CONN_ID, snowflake_connection_json
+
+pytestmark = pytest.mark.services
+SCHEMA = "AUDIENCE"
+
+
+def destination(conn_id: str, database: str, tmp_path, **options):
+    raw = {
+        "start_date": "2022-04-25",
+        "landing_root": str(tmp_path / "landing"),
+        "destinations": [
+            {
+                "name": "snowflake",
+                "kind": "snowflake",
+                "conn_id": conn_id,
+                "database": database,
+                "schema": SCHEMA,
+                "tables": list(TABLES),
+                **options,
+            }
+        ],
+    }
+    config = parse_config(raw)
+    return destination_for(config.destinations[0], config)
+
+
+def deliver(dest, tmp_path, day: str) -> dict:
+    return dest.deliver(RunInfo(day, f"scheduled__{day}"), write_exports(tmp_path, day)).to_dict()
+
+
+def query(conn_id: str, database: str, sql: str) -> list[tuple]:
+    with snowflake_hook(conn_id, database, SCHEMA).get_conn() as con:
+        return con.cursor().execute(sql).fetchall()
+
+
+def tables(conn_id: str, database: str) -> dict[str, list[tuple]]:
+    """Every row of every loaded table, in a stable order."""
+    with snowflake_hook(conn_id, database, SCHEMA).get_conn() as con:
+        cur = con.cursor()
+        return {
+            t: sorted(cur.execute(f"SELECT * FROM {SCHEMA}.{t.upper()}").fetchall(), key=repr)
+            for t in TABLES
+        }
+
+
+@pytest.fixture(scope="module")
+def loaded(fakesnow_server, tmp_path_factory) -> tuple[str, str, dict]:
+    """A database loaded with day 1 then day 2: (conn id, database, every row of every table).
+
+    Tests may deliver into it again only what must leave it unchanged.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(
+            f"AIRFLOW_CONN_{SNOWFLAKE_CONN_ID.upper()}", snowflake_connection_json(fakesnow_server)
+        )
+        database = "LOADED_" + uuid.uuid4().hex[:8].upper()
+        tmp = tmp_path_factory.mktemp("snowflake-loaded")
+        dest = destination(SNOWFLAKE_CONN_ID, database, tmp)
+        deliver(dest, tmp, DAY1)
+        deliver(dest, tmp, DAY2)
+        yield SNOWFLAKE_CONN_ID, database, tables(SNOWFLAKE_CONN_ID, database)
+
+
+def test_merged_away_profile_is_not_live_and_types_are_kept(loaded):
+    conn_id, database, _ = loaded
+    profiles = query(
+        conn_id,
+        database,
+        f"SELECT profile_id, answers, optin_2, optin_1_at FROM {SCHEMA}.AUDIENCE_PROFILES "
+        "ORDER BY profile_id",
+    )
+    assert [p[0] for p in profiles] == [P1, P3]  # P2 merged into P1 on day 2
+    assert json.loads(profiles[0][1]) == {
+        "Fan vote": "Tyneside Black",
+        "Which team do you support?": "Manchester Blue",
+    }
+    assert profiles[1][2:] == (None, None)  # NULLs stay NULL, timestamps included
+    identifiers = dict(
+        query(
+            conn_id,
+            database,
+            f"SELECT identifier_value, profile_id FROM {SCHEMA}.PROFILE_IDENTIFIERS",
+        )
+    )
+    assert identifiers[S2] == P1
+    interactions = query(
+        conn_id,
+        database,
+        f"SELECT session_id, attribute, occurrence, profile_id FROM {SCHEMA}.AUDIENCE_PROFILE_INTERACTIONS "
+        "ORDER BY session_id, attribute NULLS FIRST, occurrence",
+    )
+    assert [(s, a, o) for s, a, o, _ in interactions] == [
+        ("session-1", None, 1),
+        ("session-1", "Which team do you support?", 1),
+        ("session-1", "Which team do you support?", 2),
+        ("session-2", "Fan vote", 1),
+    ]
+    assert {p for *_, p in interactions} == {P1}
+    # Partitioned tables keep each run date's rows.
+    assert query(
+        conn_id, database, f"SELECT dt, count(*) FROM {SCHEMA}.INTERACTIONS_ENRICHED GROUP BY dt"
+    ) == [(dt.date(2022, 4, 30), 2)]
+    assert query(
+        conn_id,
+        database,
+        f"SELECT merged_profile_id, surviving_profile_id, dt FROM {SCHEMA}.PROFILE_MERGES",
+    ) == [(P2, P1, dt.date(2022, 5, 1))]
+    types = dict(
+        query(
+            conn_id,
+            database,
+            "SELECT column_name, data_type FROM information_schema.columns "
+            f"WHERE table_schema = '{SCHEMA}' AND table_name = 'AUDIENCE_PROFILES'",
+        )
+    )
+    assert types["ANSWERS"] == "VARIANT"
+    assert types["FIRST_SEEN"].startswith("TIMESTAMP")
+
+
+def test_loading_a_date_again_changes_nothing(loaded, tmp_path):
+    conn_id, database, before = loaded
+    report = deliver(destination(conn_id, database, tmp_path), tmp_path, DAY2)
+    assert tables(conn_id, database) == before
+    assert report["rows"]["audience_profiles"] == 2
+    assert report["details"]["snapshots_kept_newer"] == []
+
+
+def test_backfill_of_an_older_date_keeps_the_newer_snapshot(loaded, tmp_path):
+    conn_id, database, before = loaded
+    report = deliver(destination(conn_id, database, tmp_path), tmp_path, DAY1)
+    assert sorted(report["details"]["snapshots_kept_newer"]) == [
+        "audience_profile_interactions",
+        "audience_profiles",
+        "profile_identifiers",
+    ]
+    # Day 1's partitions are replaced by the same rows; the day 2 snapshot stays live.
+    assert tables(conn_id, database) == before
+
+
+def test_crash_between_copy_and_merge_is_repaired_by_retry(
+    loaded, snowflake_conn, snowflake_database, tmp_path, monkeypatch
+):
+    dest = destination(snowflake_conn, snowflake_database, tmp_path)
+    deliver(dest, tmp_path, DAY1)
+    before = tables(snowflake_conn, snowflake_database)
+    apply = SnowflakeDestination.apply
+
+    def crash(self, db, plan):
+        staged = db.query(f"SELECT count(*) FROM {plan.staged[0].staging}")
+        assert staged[0][0] > 0  # COPY INTO the staging table has happened
+        raise ConnectionError("worker lost between COPY and MERGE")
+
+    monkeypatch.setattr(SnowflakeDestination, "apply", crash)
+    with pytest.raises(ConnectionError):
+        deliver(dest, tmp_path, DAY2)
+    assert tables(snowflake_conn, snowflake_database) == before
+
+    monkeypatch.setattr(SnowflakeDestination, "apply", apply)
+    deliver(dest, tmp_path, DAY2)
+    assert tables(snowflake_conn, snowflake_database) == loaded[2]

@@ -1,0 +1,145 @@
+"""Two days of run exports for the warehouse destinations, small enough to check row by row.
+
+Day 1 (2022-04-30): profiles P1 and P2; P1's session voted twice for the same option (two equal
+rows: the reason for ``occurrence``) and once in a poll with no element content (NULL attribute and
+option). Day 2 (2022-05-01): P2's session gives the email of P1 in a form, so P2 merges into P1;
+a new profile P3 appears. Column types follow the data contract of the build's exports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+DAY1, DAY2 = "2022-04-30", "2022-05-01"
+P1, P2, P3 = "ap_00000000000000000001", "ap_00000000000000000002", "ap_00000000000000000003"
+S1, S2, S3 = "session-1", "session-2", "session-3"
+
+PROFILE_COLUMNS = """
+    profile_id VARCHAR, email VARCHAR, external_id VARCHAR, first_name VARCHAR, last_name VARCHAR,
+    optin_1 BOOLEAN, optin_2 BOOLEAN, accept_terms BOOLEAN, first_seen TIMESTAMP,
+    last_seen TIMESTAMP, sessions BIGINT, interactions BIGINT, answers VARCHAR,
+    optin_1_at TIMESTAMP, optin_1_source VARCHAR
+"""
+INTERACTION_COLUMNS = """
+    profile_id VARCHAR, first_name VARCHAR, last_name VARCHAR, email VARCHAR,
+    interaction_date DATE, attribute VARCHAR, option VARCHAR, poll_id VARCHAR, event_id VARCHAR,
+    session_id VARCHAR, votes INTEGER
+"""
+
+
+def _p1(sessions: int, interactions: int, answers: str) -> str:
+    return (
+        f"('{P1}', 'david.wilson@example.com', NULL, 'David', 'Wilson', true, false, true, "
+        f"TIMESTAMP '2022-04-29 10:00:00', TIMESTAMP '2022-04-30 18:30:00.123456', {sessions}, "
+        f"{interactions}, '{answers}', TIMESTAMP '2022-04-29 10:00:00', 'form:Prize draw (7)')"
+    )
+
+
+def _interaction(
+    profile: str,
+    session: str,
+    day: str,
+    attribute: str | None,
+    option: str | None,
+    poll: str,
+    votes: int,
+) -> str:
+    names = "'David', 'Wilson', 'david.wilson@example.com'" if profile == P1 else "NULL, NULL, NULL"
+    attr = f"'{attribute}'" if attribute else "NULL"
+    opt = f"'{option}'" if option else "NULL"
+    return f"('{profile}', {names}, DATE '{day}', {attr}, {opt}, '{poll}', 'event-1', '{session}', {votes})"
+
+
+DATA = {
+    DAY1: {
+        "audience_profiles": [
+            _p1(1, 3, '{"Which team do you support?":"Manchester Blue"}'),
+            f"('{P2}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, TIMESTAMP '2022-04-30 09:00:00', "
+            "TIMESTAMP '2022-04-30 09:00:00', 1, 1, '{}', NULL, NULL)",
+        ],
+        "profile_identifiers": [
+            f"('session_id', '{S1}', '{P1}')",
+            f"('email', 'david.wilson@example.com', '{P1}')",
+            f"('session_id', '{S2}', '{P2}')",
+        ],
+        "audience_profile_interactions": [
+            _interaction(
+                P1, S1, "2022-04-29", "Which team do you support?", "Manchester Blue", "54663", 1
+            ),
+            _interaction(
+                P1, S1, "2022-04-29", "Which team do you support?", "Manchester Blue", "54663", 1
+            ),
+            _interaction(P1, S1, "2022-04-30", None, None, "99999", 2),
+            _interaction(P2, S2, "2022-04-30", "Fan vote", "Tyneside Black", "60010", 1),
+        ],
+        "profile_merges": [],
+        "interactions_enriched": [
+            "(DATE '2022-04-30', 'event-1', '99999', NULL, NULL, 'session-1', 3, NULL, 2)",
+            "(DATE '2022-04-30', 'event-1', '60010', 'Fan vote', 'vote', 'session-2', 1, 'Tyneside Black', 1)",
+        ],
+        "quarantine": [
+            "('interactions', 'a.csv', 7, 'votes: not a non-negative integer (x)', 'raw')"
+        ],
+    },
+    DAY2: {
+        "audience_profiles": [
+            _p1(
+                2, 4, '{"Fan vote":"Tyneside Black","Which team do you support?":"Manchester Blue"}'
+            ),
+            f"('{P3}', 'mia@example.org', NULL, 'Mia', NULL, NULL, NULL, NULL, TIMESTAMP '2022-05-01 08:00:00', "
+            "TIMESTAMP '2022-05-01 08:00:00', 1, 0, '{}', NULL, NULL)",
+        ],
+        "profile_identifiers": [
+            f"('session_id', '{S1}', '{P1}')",
+            f"('email', 'david.wilson@example.com', '{P1}')",
+            f"('session_id', '{S2}', '{P1}')",
+            f"('session_id', '{S3}', '{P3}')",
+            f"('email', 'mia@example.org', '{P3}')",
+        ],
+        "audience_profile_interactions": [
+            _interaction(
+                P1, S1, "2022-04-29", "Which team do you support?", "Manchester Blue", "54663", 1
+            ),
+            _interaction(
+                P1, S1, "2022-04-29", "Which team do you support?", "Manchester Blue", "54663", 1
+            ),
+            _interaction(P1, S1, "2022-04-30", None, None, "99999", 2),
+            _interaction(P1, S2, "2022-04-30", "Fan vote", "Tyneside Black", "60010", 1),
+        ],
+        "profile_merges": [
+            f"('{P2}', '{P1}', TIMESTAMP '2022-05-01 12:00:00', 'shared_identifier', 'session_id', '{S2}')"
+        ],
+        "interactions_enriched": [],
+        "quarantine": [],
+    },
+}
+COLUMNS = {
+    "audience_profiles": PROFILE_COLUMNS,
+    "profile_identifiers": "identifier_type VARCHAR, identifier_value VARCHAR, profile_id VARCHAR",
+    "audience_profile_interactions": INTERACTION_COLUMNS,
+    "profile_merges": """merged_profile_id VARCHAR, surviving_profile_id VARCHAR, merged_at TIMESTAMP,
+                         reason VARCHAR, identifier_type VARCHAR, identifier_value VARCHAR""",
+    "interactions_enriched": """date DATE, event_id VARCHAR, poll_id VARCHAR, title VARCHAR,
+                                element_type VARCHAR, session_id VARCHAR, option INTEGER,
+                                option_label VARCHAR, votes INTEGER""",
+    "quarantine": "source VARCHAR, file VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR",
+}
+TABLES = tuple(COLUMNS)
+
+
+def write_exports(folder: Path, day: str) -> dict[str, str]:
+    """The day's exports as the build writes them: table name -> Parquet path."""
+    out = folder / day
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    with duckdb.connect() as con:
+        for table, columns in COLUMNS.items():
+            con.execute(f"CREATE OR REPLACE TABLE t ({columns})")
+            for row in DATA[day][table]:
+                con.execute(f"INSERT INTO t VALUES {row}")
+            path = out / f"{table}.parquet"
+            con.execute(f"COPY t TO '{path}' (FORMAT parquet)")
+            paths[table] = str(path)
+    return paths
