@@ -25,7 +25,7 @@ def dagbag():
 
     socket.socket.connect = refuse
     try:
-        return DagBag(dag_folder=str(DAGS_DIR), include_examples=False)
+        return DagBag(dag_folder=str(DAGS_DIR))
     finally:
         socket.socket.connect = real_connect
 
