@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -42,9 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from audience_profiles import landing
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig, load_config
@@ -107,15 +105,6 @@ class LandedFile:
     version: str  # S3 ETag, or mtime_ns-size for a local file
     modified: dt.datetime  # naive UTC
 
-    def as_row(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "file": self.name,
-            "version": self.version,
-            "modified": self.modified,
-            "ds": dt.date.fromisoformat(self.ds) if self.ds else None,
-        }
-
 
 class Landing:
     """The landing root of pipeline.yml, file by file: a local folder or ``s3://bucket/prefix``."""
@@ -139,6 +128,7 @@ class Landing:
         match = _DATE_DIR.match(parts[1]) if len(parts) == 3 else None
         return (source.name, match.group(1)) if match else None
 
+    @functools.cached_property
     def _s3(self):
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy: only when used
 
@@ -148,7 +138,7 @@ class Landing:
         """Every data file of one source, all partitions."""
         if self.is_s3:
             out = []
-            for obj in self._s3().iter_file_metadata(f"{self.prefix}{source}/", self.bucket):
+            for obj in self._s3.iter_file_metadata(f"{self.prefix}{source}/", self.bucket):
                 where = self.classify(obj["Key"].removeprefix(self.prefix))
                 if where:
                     modified = obj["LastModified"].astimezone(dt.UTC).replace(tzinfo=None)
@@ -199,12 +189,14 @@ class Landing:
         if not self.is_s3:
             yield {f.name: Path(f.name) for f in files}
             return
-        client = self._s3().get_conn()
+        client = self._s3.get_conn()
         out = {}
         for i, f in enumerate(files):
             key = f.name.removeprefix(f"s3://{self.bucket}/")
             target = folder / f"{i:05d}-{Path(key).name}"
-            client.download_file(self.bucket, key, str(target))
+            # One GET each: landing files are small, and the transfer manager's thread pool
+            # costs more than it saves here.
+            target.write_bytes(client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
             out[f.name] = target
         yield out
 
@@ -285,32 +277,37 @@ def _select_candidates(
 
 
 def _stage(
-    wh: Warehouse,
-    landing_: Landing,
-    files: list[LandedFile],
-    folder: Path,
-    as_of: str,
-    home: str,
-) -> dict[str, dict[str, int]]:
-    """Validate the batch into the scratch schema with the daily validate SQL; reconcile counts."""
+    landing_: Landing, files: list[LandedFile], folder: Path
+) -> dict[tuple[str, str | None], dict]:
+    """Fetch the batch's files and stage them per (source, partition), as the daily extract does."""
     groups: dict[tuple[str, str | None], list[LandedFile]] = {}
     for f in files:
         groups.setdefault((f.source, f.ds), []).append(f)
     if any(source == "elements" for source, _ in groups):
         # The catalogue is validated whole (validate/elements.sql replaces it), not file by file.
         groups[("elements", None)] = landing_.list_source("elements")
-    order = sorted(groups, key=lambda key: (SOURCES.index(key[0]), key[1] or ""))
     staged = {}
     with landing_.local_copies([f for g in groups.values() for f in g], folder) as local:
-        for source, ds in order:
+        for source, ds in sorted(groups, key=lambda key: (SOURCES.index(key[0]), key[1] or "")):
             pairs = [(f.name, local[f.name]) for f in sorted(groups[source, ds], key=_name)]
             out = folder / f"{source}-{ds or 'all'}.parquet"
             staged[source, ds] = landing.stage_files(source, pairs, out)
+    return staged
+
+
+def _validate(
+    wh: Warehouse,
+    staged: dict[tuple[str, str | None], dict],
+    files: list[LandedFile],
+    as_of: str,
+    home: str,
+) -> dict[str, dict[str, int]]:
+    """Validate the batch into the scratch schema with the daily validate SQL; reconcile counts."""
     wh.execute_script(f"DROP SCHEMA IF EXISTS {BATCH_SCHEMA} CASCADE; CREATE SCHEMA {BATCH_SCHEMA}")
     counts: dict[str, dict[str, int]] = {}
     with _using(wh, BATCH_SCHEMA, home):
         wh.run_sql("setup/tables")
-        for source, ds in order:
+        for source, ds in staged:
             info = staged[source, ds]
             wh.run_sql(
                 f"validate/{source}",
@@ -335,26 +332,10 @@ def _stage(
         if ("elements", None) not in staged:
             # enrichment below joins the batch schema's catalogue: the warehouse's current one
             wh.execute_script(f"INSERT INTO elements SELECT * FROM {home}.elements")
-        for source, ds in order:
+        for source, ds in staged:
             if source == "interactions":
                 wh.run_sql("enrich/interactions_enriched", ds=ds)
-    ledger = folder / "batch_files.parquet"
-    pq.write_table(
-        pa.Table.from_pylist(
-            [f.as_row() for f in files],
-            schema=pa.schema(
-                [
-                    ("source", pa.string()),
-                    ("file", pa.string()),
-                    ("version", pa.string()),
-                    ("modified", pa.timestamp("us")),
-                    ("ds", pa.date32()),
-                ]
-            ),
-        ),
-        ledger,
-    )
-    wh.load_parquet(f"{BATCH_SCHEMA}.batch_files", str(ledger))
+    wh.run_sql("stream/batch_files", bs=BATCH_SCHEMA, files=files)
     return counts
 
 
@@ -483,8 +464,10 @@ def run_batch(
         Path(config.work_dir, "stream").mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="batch-", dir=Path(config.work_dir, "stream")))
         try:
-            summary["sources"] = _stage(wh, landing_, files, folder, as_of, home)
-            lap("stage_validate")
+            staged = _stage(landing_, files, folder)
+            lap("stage")
+            summary["sources"] = _validate(wh, staged, files, as_of, home)
+            lap("validate")
             has_elements = any(f.source == "elements" for f in files)
             wh.run_sql("stream/merge", bs=BATCH_SCHEMA, elements=has_elements)
             summary.update(_resolve(wh, config, home))
