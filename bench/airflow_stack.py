@@ -50,7 +50,17 @@ def postgres(root: Path) -> Iterator[str]:
     # Durability is not what is measured: skip the fsyncs.
     for setting in ("listen_addresses=127.0.0.1", "fsync=off", "synchronous_commit=off"):
         cmd += ["-c", setting]
-    with background(_as_postgres(cmd), port, root / "logs" / "postgres.log"):
+
+    def accepting() -> None:
+        # The port opens before recovery ends ("the database system is starting up").
+        deadline = time.monotonic() + 60
+        isready = [str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]
+        while subprocess.run(isready).returncode != 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"PostgreSQL on port {port} never accepted connections")
+            time.sleep(0.2)
+
+    with background(_as_postgres(cmd), port, root / "logs" / "postgres.log", ready=accepting):
         subprocess.run(
             [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
             + ["airflow"],
