@@ -8,9 +8,11 @@ import importlib.util
 from collections import Counter
 
 import pytest
+from airflow.sdk import AssetOrTimeSchedule
 
 from audience_profiles import stream
 from audience_profiles.config import CONFIG_ENV, PROJECT_ROOT
+from audience_profiles.dag_defaults import WAREHOUSE_POOL
 from tests.stream.support import (
     daily_build,
     emitted,
@@ -28,13 +30,38 @@ pytestmark = [pytest.mark.services, pytest.mark.e2e]
 DAG_FILE = PROJECT_ROOT / "dags" / "audience_profiles_stream.py"
 
 
-@pytest.fixture
-def stream_dag(airflow_db, monkeypatch):
-    monkeypatch.delenv("AUDIENCE_PROFILES_STREAM_SQS_QUEUE_URL", raising=False)
+def load_dag():
     spec = importlib.util.spec_from_file_location("stream_dag_file", DAG_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.audience_profiles_stream()
+
+
+@pytest.fixture
+def stream_dag(airflow_db, monkeypatch):
+    monkeypatch.delenv("AUDIENCE_PROFILES_STREAM_SQS_QUEUE_URL", raising=False)
+    return load_dag()
+
+
+def test_with_a_queue_url_an_sqs_watcher_and_a_reconciliation_schedule(monkeypatch):
+    queue = "http://127.0.0.1:4566/123456789012/landed"
+    monkeypatch.setenv("AUDIENCE_PROFILES_STREAM_SQS_QUEUE_URL", queue)
+    monkeypatch.setenv("AUDIENCE_PROFILES_STREAM_RECONCILE_SECONDS", "120")
+    dag = load_dag()
+
+    assert dag.timetable.timetable.delta == dt.timedelta(seconds=120)
+    _, kwargs = dag.timetable.asset_condition.watchers[0].trigger.serialize()
+    assert (kwargs["sqs_queue"], kwargs["waiter_delay"], kwargs["aws_conn_id"]) == (
+        queue,
+        0,
+        "aws_default",
+    )
+    assert dag.max_active_runs == 1 and dag.is_paused_upon_creation
+    assert dag.get_task("process_landed_files").pool == WAREHOUSE_POOL
+
+    # A worker parsing the file to run the task skips the trigger (and its imports).
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "process_landed_files")
+    assert not isinstance(load_dag().timetable, AssetOrTimeSchedule)
 
 
 @pytest.fixture
@@ -79,8 +106,6 @@ def test_two_batches_emit_each_interaction_once_and_advance_the_watermark(
         "b2.csv",
         [("2022-04-30", SEED_SESSION, 2), ("2022-04-30", "s-anon", 3)],
     )
-    assert run_dag(stream_dag) == "success"
-    # Batch 3: nothing new landed.
     assert run_dag(stream_dag) == "success"
 
     records = emitted(config, moto_server)
