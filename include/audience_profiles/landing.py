@@ -96,7 +96,7 @@ def partition_prefix(source: Source, ds: str) -> str:
     return f"{source.name}/date={ds}" if source.partitioned else source.name
 
 
-def _is_data_file(name: str) -> bool:
+def is_data_file(name: str) -> bool:
     return name.lower().endswith(FILE_SUFFIXES) and not Path(name).name.startswith(("_", "."))
 
 
@@ -112,7 +112,7 @@ def local_files(
     prefix = partition_prefix(source, ds)
     if not landing_root.startswith("s3://"):
         folder = Path(landing_root) / prefix
-        files = sorted(p for p in folder.glob("*") if p.is_file() and _is_data_file(p.name))
+        files = sorted(p for p in folder.glob("*") if p.is_file() and is_data_file(p.name))
         yield [(str(p), p) for p in files]
         return
 
@@ -121,7 +121,7 @@ def local_files(
     hook = S3Hook(aws_conn_id=conn_id)
     bucket, _, key_prefix = landing_root.removeprefix("s3://").partition("/")
     full_prefix = "/".join(p for p in (key_prefix.strip("/"), prefix) if p) + "/"
-    keys = sorted(k for k in hook.list_keys(bucket, prefix=full_prefix) or [] if _is_data_file(k))
+    keys = sorted(k for k in hook.list_keys(bucket, prefix=full_prefix) or [] if is_data_file(k))
     tmp = Path(tempfile.mkdtemp(prefix=f"landing-{source.name}-"))
     try:
         out = []
@@ -246,10 +246,9 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
     )
 
 
-def extract(
-    source_name: str, ds: str, landing_root: str, out_path: str | Path, conn_id: str | None = None
-) -> dict:
-    """Stage one source's files for ``ds`` as Parquet (all text + _file/_line/_error/_raw)."""
+def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str | Path) -> dict:
+    """Stage the given ``(display name, local path)`` files of one source as Parquet (all text +
+    _file/_line/_error/_raw); the display name becomes ``_file``."""
     source = SOURCES[source_name]
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -260,17 +259,16 @@ def extract(
         con.execute(
             f"CREATE TEMP TABLE staged (_file VARCHAR, _line BIGINT, _error VARCHAR, _raw VARCHAR, {cols})"
         )
-        with local_files(landing_root, source, ds, conn_id) as files:
-            for name, path in files:
-                try:
-                    if path.name.lower().endswith(".csv"):
-                        _stage_csv(con, source, name, path)
-                    else:
-                        _stage_json(con, source, name, path)
-                except LandingError:
-                    raise
-                except duckdb.Error as exc:
-                    raise LandingError(f"{name}: cannot be read ({exc})") from exc
+        for name, path in files:
+            try:
+                if path.name.lower().endswith(".csv"):
+                    _stage_csv(con, source, name, path)
+                else:
+                    _stage_json(con, source, name, path)
+            except LandingError:
+                raise
+            except duckdb.Error as exc:
+                raise LandingError(f"{name}: cannot be read ({exc})") from exc
         con.execute(f"COPY staged TO {_sql_str(str(out))} (FORMAT parquet)")
         rows, malformed = con.execute("SELECT count(*), count(_error) FROM staged").fetchall()[0]
         return {
@@ -282,3 +280,11 @@ def extract(
         }
     finally:
         con.close()
+
+
+def extract(
+    source_name: str, ds: str, landing_root: str, out_path: str | Path, conn_id: str | None = None
+) -> dict:
+    """Stage one source's files for ``ds`` as Parquet (all text + _file/_line/_error/_raw)."""
+    with local_files(landing_root, SOURCES[source_name], ds, conn_id) as files:
+        return stage_files(source_name, files, out_path)

@@ -1,0 +1,408 @@
+"""Latency of the stream DAG through a real scheduler: from a file landing in S3 to its records
+being read from Kinesis.
+
+    python bench/bench_stream_latency.py [--steady-seconds 45] [--interval 2] [--burst 30]
+
+Starts moto (S3 + SQS + Kinesis) and a running Airflow on PostgreSQL (api-server, scheduler,
+triggerer, dag-processor; LocalExecutor) with only ``audience_profiles_stream``, driven by its SQS
+asset watcher. After a warm-up batch (element catalogue + form entries that make 50 known
+sessions), a writer lands one interaction file every ``--interval`` seconds, then a burst of
+``--burst`` files at once, while a consumer reads the Kinesis stream. Prints p50/p95/max latency
+per phase, throughput, whether any burst file was lost, and where the time goes (from the REST
+API's asset-event, run and task-instance timestamps and the task's own step timings). Everything
+it starts is stopped at the end; the whole run is bounded by ``--deadline`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "include"), str(REPO)]
+
+import boto3  # noqa: E402
+import yaml  # noqa: E402
+
+from audience_profiles.dag_defaults import WAREHOUSE_POOL  # noqa: E402
+from bench.airflow_stack import airflow_stack  # noqa: E402
+from tests.services._proc import background, free_port  # noqa: E402
+from tests.services.moto import aws_connection_json  # noqa: E402
+from tests.support import FORM_HEADER, INTERACTION_HEADER  # noqa: E402
+
+DAG_ID = "audience_profiles_stream"
+TASK_ID = "process_landed_files"
+CONN_ID = "aws_bench"
+SESSIONS = [f"s-{i:03d}" for i in range(50)]
+POLL = "bench-poll"
+ROWS_PER_FILE = 5
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def csv_bytes(header: list[str], rows: list[list]) -> bytes:
+    out = io.StringIO()
+    out.write(",".join(header) + "\n")
+    out.writelines(",".join(str(v) for v in row) + "\n" for row in rows)
+    return out.getvalue().encode()
+
+
+class Consumer(threading.Thread):
+    """Reads every shard of the stream from the start; notes when each record arrived."""
+
+    def __init__(self, moto_url: str, stream: str):
+        super().__init__(daemon=True)
+        self.client = boto3.client("kinesis", endpoint_url=moto_url, region_name="us-east-1")
+        self.stream = stream
+        self.arrivals: list[tuple[float, dict]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        iterators = {
+            s["ShardId"]: self.client.get_shard_iterator(
+                StreamName=self.stream, ShardId=s["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            for s in self.client.list_shards(StreamName=self.stream)["Shards"]
+        }
+        while not self.stop.is_set():
+            for shard, iterator in iterators.items():
+                page = self.client.get_records(ShardIterator=iterator, Limit=10_000)
+                now = time.time()
+                self.arrivals += [(now, json.loads(r["Data"])) for r in page["Records"]]
+                iterators[shard] = page["NextShardIterator"]
+            time.sleep(0.05)
+
+    def files_read(self) -> dict[str, float]:
+        """event_id -> when the last of its file's interaction records was read."""
+        seen: dict[str, dict[str, float]] = {}
+        for when, record in list(self.arrivals):
+            if record["event_type"] == "interaction":
+                ids = seen.setdefault(record["payload"]["event_id"], {})
+                ids.setdefault(record["record_id"], when)
+        return {e: max(ids.values()) for e, ids in seen.items() if len(ids) >= ROWS_PER_FILE}
+
+
+class Writer:
+    def __init__(self, moto_url: str, bucket: str):
+        self.s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+        self.bucket = bucket
+        self.day = dt.datetime.now(dt.UTC).date().isoformat()
+        self.landed: dict[str, float] = {}  # event_id -> when its file was in S3
+        self.keys: dict[str, str] = {}
+        self.rng = random.Random(7)
+
+    def put(self, key: str, body: bytes) -> float:
+        self.s3.put_object(Bucket=self.bucket, Key=f"landing/{key}", Body=body)
+        return time.time()
+
+    def warm_up(self) -> None:
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+        self.put(
+            "elements/elements.csv",
+            csv_bytes(
+                ["poll_id", "title", "option", "option_label"],
+                [[POLL, "Who scores next?", i, f"Player {i}"] for i in range(4)],
+            ),
+        )
+        rows = [
+            [now, "Fan", str(i), f"fan{i}@bench.example", "Yes", "No", "Yes", s, "Bench", 1]
+            for i, s in enumerate(SESSIONS)
+        ]
+        self.put(f"form_entries/date={self.day}/warm-up.csv", csv_bytes(FORM_HEADER, rows))
+
+    def land(self, n: int) -> None:
+        event_id = f"bench-{n:04d}"
+        rows = [
+            [self.day, event_id, POLL, session, self.rng.randrange(4), 1]
+            for session in self.rng.sample(SESSIONS, ROWS_PER_FILE)
+        ]
+        key = f"interactions/date={self.day}/{event_id}.csv"
+        self.landed[event_id] = self.put(key, csv_bytes(INTERACTION_HEADER, rows))
+        self.keys[f"landing/{key}"] = event_id
+
+
+def busy(airflow) -> bool:
+    runs = airflow.api("GET", f"dags/{DAG_ID}/dagRuns?state=queued&state=running")
+    return runs["total_entries"] > 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def summary(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    return (
+        f"p50 {statistics.median(values):5.2f}s  p95 {percentile(values, 0.95):5.2f}s  "
+        f"max {max(values):5.2f}s  (n={len(values)})"
+    )
+
+
+def epoch(value: str | None) -> float | None:
+    return dt.datetime.fromisoformat(value).timestamp() if value else None
+
+
+def where_time_goes(airflow, writer: Writer, read: dict[str, float], files: list[str]) -> None:
+    """Per file: land -> asset event -> run created -> task queued -> task started -> read."""
+    phases: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "S3 -> SQS -> triggerer (asset event stored)",
+            "scheduler: asset event -> run created",
+            "scheduler: run created -> task queued",
+            "executor: task queued -> task running",
+            "task running -> records read",
+            "  of which pipeline steps (select .. emit)",
+        )
+    }
+    names = list(phases)
+    runs = airflow.api("GET", f"dags/{DAG_ID}/dagRuns?limit=1000")["dag_runs"]
+    by_type: dict[str, int] = {}
+    per_run = []
+    step_seconds: dict[str, list[float]] = {}
+    for run in runs:
+        by_type[run["run_type"]] = by_type.get(run["run_type"], 0) + 1
+        run_id = urllib.parse.quote(run["dag_run_id"], safe="")
+        base = f"dags/{DAG_ID}/dagRuns/{run_id}"
+        ti = airflow.api("GET", f"{base}/taskInstances/{TASK_ID}")
+        try:
+            xcom = airflow.api(
+                "GET", f"{base}/taskInstances/{TASK_ID}/xcomEntries/return_value?deserialize=true"
+            )["value"]
+            xcom = json.loads(xcom) if isinstance(xcom, str) else xcom
+        except Exception:  # a failed or running task has no return value
+            xcom = {}
+        seconds = xcom.get("seconds") or {}
+        steps = sum(v for k, v in seconds.items() if k != "commit")
+        if run["run_type"] == "asset_triggered" and xcom.get("files"):
+            for step, value in seconds.items():
+                step_seconds.setdefault(step, []).append(value)
+        per_run.append((run["run_type"], xcom.get("files", 0), ti.get("duration")))
+        if run["run_type"] != "asset_triggered":
+            continue
+        events = airflow.api("GET", f"{base}/upstreamAssetEvents")["asset_events"]
+        for event in events:
+            for message in ((event.get("extra") or {}).get("payload") or {}).get(
+                "message_batch"
+            ) or []:
+                body = json.loads(message["Body"])
+                for record in body.get("Records") or []:
+                    key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
+                    event_id = writer.keys.get(key)
+                    if event_id not in files or event_id not in read:
+                        continue
+                    marks = [
+                        writer.landed[event_id],
+                        epoch(event["timestamp"]),
+                        epoch(run["queued_at"]),
+                        epoch(ti["queued_when"]),
+                        epoch(ti["start_date"]),
+                        read[event_id],
+                    ]
+                    if None in marks:
+                        continue
+                    for name, a, b in zip(names, marks, marks[1:], strict=False):
+                        phases[name].append(b - a)
+                    phases[names[-1]].append(steps)
+    log(f"runs: {by_type}")
+    for run_type in sorted(by_type):
+        batch = [(f, d) for t, f, d in per_run if t == run_type and d is not None]
+        if batch:
+            log(
+                f"  {run_type}: median {statistics.median(f for f, _ in batch)} file(s) per run, "
+                f"task duration median {statistics.median(d for _, d in batch):.2f}s"
+            )
+    log("inside the task, per event-driven run (median / p95 per step):")
+    for step in ("select", "stage", "validate", "resolve", "emit", "commit"):
+        log(f"  {step:44s} {summary(step_seconds.get(step, []))}")
+    log("where the time goes, steady files (median / p95 per phase):")
+    for name, values in phases.items():
+        log(f"  {name:44s} {summary(values)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steady-seconds", type=float, default=45)
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between files")
+    parser.add_argument("--burst", type=int, default=30, help="files landed at once")
+    parser.add_argument("--deadline", type=float, default=240, help="hard stop, seconds")
+    args = parser.parse_args()
+    started = time.monotonic()
+    deadline = started + args.deadline
+
+    def remaining() -> float:
+        return deadline - time.monotonic()
+
+    root = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    root.chmod(0o755)  # PostgreSQL runs as its own user below it
+    log(f"working under {root}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    moto_port = free_port()
+    moto_exe = str(Path(sys.executable).with_name("moto_server"))
+    with background(
+        [moto_exe, "-H", "127.0.0.1", "-p", str(moto_port)], moto_port, root / "logs" / "moto.log"
+    ):
+        moto_url = f"http://127.0.0.1:{moto_port}"
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+        sqs = boto3.client("sqs", endpoint_url=moto_url, region_name="us-east-1")
+        kinesis = boto3.client("kinesis", endpoint_url=moto_url, region_name="us-east-1")
+        bucket, stream = "bench-landing", "bench-profiles"
+        s3.create_bucket(Bucket=bucket)
+        queue_url = sqs.create_queue(QueueName="bench-landed")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {
+                        "QueueArn": queue_arn["Attributes"]["QueueArn"],
+                        "Events": ["s3:ObjectCreated:*"],
+                    }
+                ]
+            },
+        )
+        kinesis.create_stream(StreamName=stream, ShardCount=2)
+        kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
+
+        config = root / "pipeline.yml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "start_date": "2024-01-01",
+                    "landing_root": f"s3://{bucket}/landing",
+                    "landing_conn_id": CONN_ID,
+                    "work_dir": str(root / "work"),
+                    "warehouse": {"engine": "duckdb", "path": str(root / "warehouse.duckdb")},
+                    "identity_config": str(REPO / "include" / "config" / "identity.yml"),
+                    "destinations": [
+                        {
+                            "name": "profile_stream",
+                            "kind": "kinesis",
+                            "conn_id": CONN_ID,
+                            "stream_name": stream,
+                            "tables": [
+                                "profile_merges",
+                                "audience_profiles",
+                                "audience_profile_interactions",
+                            ],
+                        }
+                    ],
+                }
+            )
+        )
+        dags = root / "dags"
+        dags.mkdir()
+        (dags / f"{DAG_ID}.py").symlink_to(REPO / "dags" / f"{DAG_ID}.py")
+        env = {
+            "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)]),
+            "AUDIENCE_PROFILES_CONFIG": str(config),
+            "AUDIENCE_PROFILES_STREAM_SQS_QUEUE_URL": queue_url,
+            "AUDIENCE_PROFILES_STREAM_AWS_CONN_ID": CONN_ID,
+            f"AIRFLOW_CONN_{CONN_ID.upper()}": aws_connection_json(moto_url),
+            # The DAG file does not change during the run: do not re-parse it every 30 s.
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+        }
+        log("starting PostgreSQL and Airflow (api-server, scheduler, triggerer, dag-processor)")
+        with airflow_stack(root, dags, env) as airflow:
+            log(f"Airflow up after {time.monotonic() - started:.0f}s")
+            airflow.api("POST", "pools", {"name": WAREHOUSE_POOL, "slots": 1})
+            dag = airflow.wait_for(f"dags/{DAG_ID}", 90)
+            airflow.api("PATCH", f"dags/{DAG_ID}", {"is_paused": False})
+            # Watchers are registered when an unpaused DAG is parsed: parse it again now.
+            airflow.api("PUT", f"parseDagFile/{dag['file_token']}")
+            consumer = Consumer(moto_url, stream)
+            consumer.start()
+            writer = Writer(moto_url, bucket)
+
+            log("warm-up: element catalogue and 50 known sessions")
+            writer.warm_up()
+            writer.land(0)
+            # Warm until the first file is out and no run is left: the first task of a fresh
+            # worker and the first reconciliation are not what is measured.
+            while remaining() > 110 and (
+                "bench-0000" not in consumer.files_read() or busy(airflow)
+            ):
+                time.sleep(0.5)
+            if "bench-0000" not in consumer.files_read() or busy(airflow):
+                log("WARNING: still warming up; the steady phase starts on a cold stream")
+            log(f"warm-up done after {time.monotonic() - started:.0f}s")
+
+            steady = []
+            tick = time.monotonic()
+            # What is left after the start-up is shared: 75 s stay for settling, burst, report.
+            steady_seconds = min(args.steady_seconds, remaining() - 75)
+            n = 1
+            while time.monotonic() - tick < steady_seconds:
+                writer.land(n)
+                steady.append(f"bench-{n:04d}")
+                n += 1
+                time.sleep(max(0.0, tick + (n - 1) * args.interval - time.monotonic()))
+            settle = time.monotonic() + min(15, remaining() - 60)
+            while not set(steady) <= set(consumer.files_read()) and time.monotonic() < settle:
+                time.sleep(0.2)
+
+            log(f"burst: {args.burst} files at once")
+            burst = []
+            for _ in range(args.burst):
+                writer.land(n)
+                burst.append(f"bench-{n:04d}")
+                n += 1
+            while not set(burst) <= set(consumer.files_read()) and remaining() > 8:
+                time.sleep(0.2)
+            consumer.stop.set()
+            read = consumer.files_read()
+
+            steady_latency = [read[e] - writer.landed[e] for e in steady if e in read]
+            burst_latency = [read[e] - writer.landed[e] for e in burst if e in read]
+            lost = [e for e in steady + burst if e not in read]
+            ids = [r["record_id"] for _, r in consumer.arrivals]
+            log("")
+            log(
+                f"steady ({len(steady)} files, one every {args.interval}s, {ROWS_PER_FILE} rows each)"
+            )
+            log(f"  landing -> records read: {summary(steady_latency)}")
+            if burst_latency:
+                span = max(read[e] for e in burst if e in read) - min(
+                    writer.landed[e] for e in burst
+                )
+                log(f"burst ({len(burst)} files at once)")
+                log(f"  landing -> records read: {summary(burst_latency)}")
+                log(
+                    f"  all read {span:.1f}s after the first landed: "
+                    f"{len(burst_latency) / span:.1f} files/s, "
+                    f"{len(burst_latency) * ROWS_PER_FILE / span:.0f} interaction records/s"
+                )
+            log(f"files not read by the end: {len(lost)} {lost[:10]}")
+            log(
+                f"records read: {len(ids)} ({len(ids) - len(set(ids))} duplicate record_ids, "
+                "expected at-least-once after a retry only)"
+            )
+            where_time_goes(airflow, writer, read, steady)
+            log(
+                f"finished in {time.monotonic() - started:.0f}s (load average now "
+                f"{os.getloadavg()[0]:.1f}); stopping everything"
+            )
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+-- Run only after every stream destination took the batch, in one transaction: what the batch
+-- attached, which file versions it emitted, and the watermarks. A crash before this re-runs the
+-- whole batch (same records, same record_ids); nothing here can skip one. Without a batch (a
+-- listing that found nothing new) only the watermarks are written.
+{% if batch %}
+DELETE FROM stream_identifiers s
+WHERE EXISTS (
+    SELECT 1 FROM {{ rs }}.changed c
+    WHERE c.identifier_type = s.identifier_type AND c.identifier_value = s.identifier_value
+);
+INSERT INTO stream_identifiers
+SELECT identifier_type, identifier_value, profile_id, DATE '{{ ds }}', CAST(current_timestamp AS TIMESTAMP)
+FROM {{ rs }}.changed;
+
+DELETE FROM stream_files f WHERE f.file IN (SELECT file FROM {{ bs }}.batch_files);
+INSERT INTO stream_files
+SELECT source, file, version, modified, ds, {{ run_id | literal }}, CAST(current_timestamp AS TIMESTAMP)
+FROM {{ bs }}.batch_files;
+{% endif %}
+{% for source, mark in watermarks.items() %}
+DELETE FROM stream_watermarks WHERE source = {{ source | literal }};
+INSERT INTO stream_watermarks
+VALUES ({{ source | literal }}, TIMESTAMP '{{ mark }}', {{ run_id | literal }}, CAST(current_timestamp AS TIMESTAMP));
+-- Files this far below the watermark are never listed as candidates again.
+DELETE FROM stream_files
+WHERE source = {{ source | literal }} AND modified < TIMESTAMP '{{ floors[source] }}';
+{% endfor %}

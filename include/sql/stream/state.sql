@@ -1,0 +1,25 @@
+-- The stream DAG's durable state, next to the tables it feeds.
+-- stream_files: every landing file version a micro-batch has emitted (the idempotency ledger).
+CREATE TABLE IF NOT EXISTS stream_files (
+    source VARCHAR, file VARCHAR, version VARCHAR, modified TIMESTAMP, ds DATE,
+    run_id VARCHAR, processed_at TIMESTAMP
+);
+-- stream_watermarks: per source, the newest modification time a complete listing has covered.
+CREATE TABLE IF NOT EXISTS stream_watermarks (
+    source VARCHAR, watermark TIMESTAMP, run_id VARCHAR, updated_at TIMESTAMP
+);
+-- stream_identifiers: identifiers the stream attached to a profile (new, or moved by a merge)
+-- since the daily build last published them.
+CREATE TABLE IF NOT EXISTS stream_identifiers (
+    identifier_type VARCHAR, identifier_value VARCHAR, profile_id VARCHAR, dt DATE,
+    recorded_at TIMESTAMP
+);
+-- The daily build's current identity state (publish replaces it); empty before its first run.
+CREATE TABLE IF NOT EXISTS profile_identifiers (
+    identifier_type VARCHAR, identifier_value VARCHAR, profile_id VARCHAR
+);
+-- A stream entry is obsolete once a daily publish covering its date ran after it was recorded.
+DELETE FROM stream_identifiers e
+WHERE EXISTS (
+    SELECT 1 FROM published_snapshots s WHERE s.dt >= e.dt AND s.published_at > e.recorded_at
+);

@@ -1,0 +1,89 @@
+"""Identity in micro-batches agrees with the daily build: new profiles get the anchor rule's id,
+a batch that joins two known profiles merges them into the older one, and the daily build of the
+same files names the same survivor and emits the same merge record."""
+
+from __future__ import annotations
+
+import pytest
+
+from audience_profiles.stream import run_batch
+from tests.stream.support import (
+    daily_build,
+    emitted,
+    form_row,
+    kinesis_config,
+    of_type,
+    query,
+    record_ids,
+    write_forms,
+    write_interactions,
+)
+from tests.support import IDENTITY_HEADER, write_csv, write_seed_example
+
+pytestmark = pytest.mark.services
+
+
+def test_a_batch_joining_two_profiles_merges_them_like_the_daily_build(
+    aws_conn, moto_server, tmp_path
+):
+    config = kinesis_config(tmp_path, aws_conn, moto_server)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)  # the element catalogue (and David)
+    write_forms(
+        landing,
+        "2022-04-28",
+        "ann.csv",
+        [form_row("2022-04-28T09:00:00", "Ann", "ann@x.org", "s1")],
+    )
+    write_forms(
+        landing,
+        "2022-04-29",
+        "bob.csv",
+        [form_row("2022-04-29T09:00:00", "Bob", "bob@x.org", "s2")],
+    )
+    write_interactions(
+        landing, "2022-04-29", "votes.csv", [("2022-04-29", "s1", 0), ("2022-04-29", "s2", 1)]
+    )
+    run_batch(config, run_id="batch-1")
+    before = {
+        r["payload"]["email"]: r["profile_id"]
+        for r in of_type(emitted(config, moto_server), "profile_upsert")
+    }
+    ann, bob = before["ann@x.org"], before["bob@x.org"]
+    assert ann != bob
+
+    # One SSO account signs in on both sessions: Ann and Bob are one person, Ann seen first.
+    write_csv(
+        landing / "identities" / "date=2022-04-30" / "sso.csv",
+        IDENTITY_HEADER,
+        [
+            ["2022-04-30T08:00:00", "s1", "sso-7", "", "", ""],
+            ["2022-04-30T08:05:00", "s2", "sso-7", "", "", ""],
+        ],
+    )
+    count = len(emitted(config, moto_server))
+    result = run_batch(config, run_id="batch-2")
+
+    assert result["merges"] == 1
+    records = emitted(config, moto_server)[count:]
+    assert [r["event_type"] for r in records] == ["profile_merge", "profile_upsert", "interaction"]
+    merge, upsert, moved = records
+    assert (merge["payload"]["merged_profile_id"], merge["profile_id"]) == (bob, ann)
+    assert (upsert["profile_id"], upsert["payload"]["sessions"]) == (ann, 2)
+    # Bob's interaction now belongs to the survivor.
+    assert (moved["profile_id"], moved["payload"]["session_id"]) == (ann, "s2")
+    # A later interaction on Bob's old session is attributed to the survivor at once.
+    write_interactions(landing, "2022-04-30", "later.csv", [("2022-04-30", "s2", 2)])
+    run_batch(config, run_id="batch-3")
+    assert emitted(config, moto_server)[-1]["profile_id"] == ann
+
+    daily = daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29", "2022-04-30"])
+    assert set(
+        query(
+            config,
+            "SELECT profile_id FROM profile_identifiers WHERE identifier_value IN ('ann@x.org', 'bob@x.org', 's1', 's2', 'sso-7')",
+        )
+    ) == {(ann,)}
+    assert {merge["record_id"]} == record_ids(
+        "profile_merges", daily["profile_merges"], "2022-04-30"
+    )

@@ -1,0 +1,145 @@
+"""S3 landing on moto: object-created notifications go to SQS, the SQS MessageQueueTrigger (the
+stream DAG's asset watcher) turns them into an event, and the DAG's logic emits the batch to
+Kinesis. Then a notification is lost, and the reconciliation listing still finds the file."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
+
+from audience_profiles.stream import run_batch, s3_records
+from tests.stream.support import (
+    emitted,
+    kinesis_config,
+    of_type,
+    query,
+    write_interactions,
+)
+from tests.support import SEED_SESSION, write_seed_example
+
+pytestmark = pytest.mark.services
+PREFIX = "landing"
+
+
+def client(service: str, moto_url: str):
+    return boto3.client(service, endpoint_url=moto_url, region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket_with_queue(aws_conn, moto_server) -> tuple[str, str]:
+    """A landing bucket whose object-created notifications go to a new SQS queue."""
+    s3, sqs = client("s3", moto_server), client("sqs", moto_server)
+    bucket = f"landing-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    queue_url = sqs.create_queue(QueueName=f"landed-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {"QueueArn": arn["Attributes"]["QueueArn"], "Events": ["s3:ObjectCreated:*"]}
+            ]
+        },
+    )
+    return bucket, queue_url
+
+
+def upload(moto_url: str, bucket: str, local_root: Path) -> list[str]:
+    """Upload every file under ``local_root`` below the landing prefix; return the keys."""
+    s3 = client("s3", moto_url)
+    keys = []
+    for path in sorted(p for p in local_root.rglob("*") if p.is_file()):
+        key = f"{PREFIX}/{path.relative_to(local_root).as_posix()}"
+        s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+        keys.append(key)
+    return keys
+
+
+async def next_event(trigger: MessageQueueTrigger) -> dict:
+    events = trigger.run()
+    try:
+        event = await asyncio.wait_for(anext(events), timeout=20)
+    finally:
+        await events.aclose()
+    return event.payload
+
+
+def trigger_events(queue_url: str, conn_id: str, keys: list[str]) -> list[dict]:
+    """Run the DAG's trigger until its events announce every key; return the asset-event extras
+    Airflow would store (``{"from_trigger": True, "payload": ...}``)."""
+    extras: list[dict] = []
+    while {r["s3"]["object"]["key"] for r in s3_records(extras)} < set(keys):
+        trigger = MessageQueueTrigger(
+            scheme="sqs",
+            sqs_queue=queue_url,
+            aws_conn_id=conn_id,
+            max_messages=10,
+            wait_time_seconds=1,
+            waiter_delay=0,
+        )
+        extras.append({"from_trigger": True, "payload": asyncio.run(next_event(trigger))})
+        assert len(extras) < 10, "the trigger did not announce every uploaded key"
+    return extras
+
+
+def test_sqs_trigger_event_drives_a_batch_and_reconciliation_finds_a_lost_message(
+    aws_conn, moto_server, bucket_with_queue, tmp_path
+):
+    bucket, queue_url = bucket_with_queue
+    config = kinesis_config(
+        tmp_path,
+        aws_conn,
+        moto_server,
+        landing_root=f"s3://{bucket}/{PREFIX}",
+        landing_conn_id=aws_conn,
+    )
+    first = tmp_path / "upload-1"
+    write_seed_example(first)
+    # S3 event keys are form-encoded: "part 1.csv" arrives as "part+1.csv".
+    write_interactions(first, "2022-04-29", "part 1.csv", [("2022-04-29", SEED_SESSION, 3)])
+    keys = upload(moto_server, bucket, first)
+
+    extras = trigger_events(queue_url, aws_conn, [k.replace(" ", "+") for k in keys])
+    bodies = [m["Body"] for e in extras for m in e["payload"]["message_batch"]]
+    assert any("s3:TestEvent" in b for b in bodies)  # moto announces the configuration: skipped
+    result = run_batch(config, run_id="asset_triggered", records=s3_records(extras))
+
+    assert result["mode"] == "events" and result["files"] == len(keys) == 4
+    records = emitted(config, moto_server)
+    assert sorted(r["payload"]["option"] for r in of_type(records, "interaction")) == [
+        "Manchester Blue",
+        "West London Blue",
+    ]
+    assert (f"s3://{bucket}/{PREFIX}/interactions/date=2022-04-29/part 1.csv",) in query(
+        config, "SELECT file FROM stream_files"
+    )
+    # The trigger deleted every message it announced: nothing left to redeliver.
+    attributes = client("sqs", moto_server).get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+    # A file lands and its notification is lost (the triggerer died after deleting it).
+    second = tmp_path / "upload-2"
+    write_interactions(second, "2022-04-30", "late.csv", [("2022-04-30", SEED_SESSION, 1)])
+    upload(moto_server, bucket, second)
+    client("sqs", moto_server).purge_queue(QueueUrl=queue_url)
+
+    result = run_batch(config, run_id="reconcile")
+
+    assert result["mode"] == "reconcile" and result["files"] == 1
+    interactions = of_type(emitted(config, moto_server), "interaction")
+    assert sorted(r["payload"]["option"] for r in interactions) == [
+        "Manchester Blue",
+        "Manchester Red",
+        "West London Blue",
+    ]
+    assert len({r["record_id"] for r in interactions}) == 3
+    # Listed again: the ledger knows every version, the watermarks cover them.
+    assert run_batch(config, run_id="reconcile-2")["files"] == 0
+    assert len(emitted(config, moto_server)) == len(records) + 2
