@@ -49,6 +49,7 @@ from audience_profiles.config import ConfigError, DestinationConfig, PipelineCon
 from audience_profiles.identity import connected_components, load_rules
 from audience_profiles.pipeline import ReconciliationError
 from audience_profiles.privacy import EMAIL_PATTERN
+from audience_profiles.privacy.suppression import apply_suppression
 from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.base import Warehouse
 
@@ -329,6 +330,11 @@ def _validate(
             total["files"] += info["files"]
             total["read"] += info["rows"]
             total["quarantined"] += quarantined
+        # Suppressed people never reach a stream: filter the batch with the warehouse's list
+        # (the daily run re-reads these files and keeps `suppress` rows in restricted_*).
+        wh.execute_script(f"INSERT INTO suppression_list SELECT * FROM {home}.suppression_list")
+        for day in sorted({ds for _, ds in staged if ds}):
+            apply_suppression(wh, day)
         if ("elements", None) not in staged:
             # enrichment below joins the batch schema's catalogue: the warehouse's current one
             wh.execute_script(f"INSERT INTO elements SELECT * FROM {home}.elements")

@@ -169,3 +169,32 @@ def test_a_crash_before_the_commit_re_emits_the_same_records(
 
     assert run_dag(stream_dag) == "success"
     assert len(emitted(config, moto_server)) == 2 * len(crashed)
+
+
+def test_a_suppressed_person_never_reaches_the_stream(stream_dag, config, moto_server, tmp_path):
+    import duckdb
+
+    from audience_profiles.privacy import hash_identifier
+    from audience_profiles.warehouse import open_warehouse
+
+    with open_warehouse(config) as wh:
+        wh.run_sql("setup/tables")
+    with duckdb.connect(config.warehouse.path) as con:
+        con.execute(
+            "INSERT INTO suppression_list VALUES ('email', ?, 'suppress', 'R-1', now()::TIMESTAMP)",
+            [hash_identifier(" Ann@X.org ")],
+        )
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    write_forms(
+        landing,
+        "2022-04-29",
+        "f.csv",
+        [form_row("2022-04-29T10:00:00", "Ann", "ann@x.org", "s-ann")],
+    )
+    write_interactions(landing, "2022-04-29", "b1.csv", [("2022-04-29", "s-ann", 1)])
+    assert run_dag(stream_dag) == "success"
+
+    records = emitted(config, moto_server)
+    assert {r["payload"].get("email") for r in records} == {"david.wilson@example.com"}
+    assert all(r["payload"].get("session_id") != "s-ann" for r in records)
