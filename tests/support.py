@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from audience_profiles.config import PROJECT_ROOT, PipelineConfig, load_config
+from audience_profiles.landing import SOURCES
 
 IDENTITY_RULES = PROJECT_ROOT / "include" / "config" / "identity.yml"
 
@@ -65,21 +66,11 @@ def write_ndjson(path: Path, records: list) -> Path:
     return path
 
 
-INTERACTION_HEADER = ["date", "event_id", "poll_id", "session_id", "option", "votes"]
-ELEMENT_HEADER = ["poll_id", "title", "option", "option_label"]
-FORM_HEADER = [
-    "entry_datetime",
-    "first_name",
-    "last_name",
-    "email",
-    "optin_1",
-    "optin_2",
-    "accept_terms",
-    "session_id",
-    "form_name",
-    "form_id",
-]
-IDENTITY_HEADER = ["observed_at", "session_id", "external_id", "email", "first_name", "last_name"]
+# Headers in contract order, straight from the landing contract.
+INTERACTION_HEADER = list(SOURCES["interactions"].columns)
+ELEMENT_HEADER = list(SOURCES["elements"].required)
+FORM_HEADER = list(SOURCES["form_entries"].columns)
+IDENTITY_HEADER = list(SOURCES["identities"].columns)
 
 SEED_SESSION = "e298a949-fa5a-4fae-b4bb-f468cb185dd9"
 SEED_EVENT = "73fa2b2b-6e24-4d35-9a01-83d36d4d48f5"
