@@ -35,7 +35,14 @@ WHERE ie.dt <= DATE '{{ ds }}'
 GROUP BY pi.profile_id;
 
 CREATE OR REPLACE TABLE {{ rs }}.profile_answers AS
-SELECT profile_id, CAST(object_agg(attribute, option) AS VARCHAR) AS answers
+SELECT profile_id,
+{% if engine == "duckdb" %}
+       -- Snowflake prints an OBJECT's keys sorted; DuckDB's json_group_object keeps arrival order,
+       -- which parallel aggregation varies. Sorted here too, so a re-run writes the same bytes.
+       '{' || string_agg(to_json(attribute) || ':' || to_json(option), ',' ORDER BY attribute) || '}' AS answers
+{% else %}
+       CAST(object_agg(attribute, option) AS VARCHAR) AS answers
+{% endif %}
 FROM (
     SELECT pi.profile_id, ie.title AS attribute,
            max_by(ie.option_label, CAST(ie.date AS VARCHAR) || '|' || CAST(ie.dt AS VARCHAR) || '|' || ie._file || '|' || lpad(CAST(ie._line AS VARCHAR), 12, '0')) AS option
