@@ -40,7 +40,8 @@ exits AS (
     LEFT JOIN prev o ON o.identifier_type = e.other_type AND o.identifier_value = e.other_value
     WHERE o.profile_id IS NULL OR o.profile_id <> p.profile_id
     QUALIFY row_number() OVER (PARTITION BY p.profile_id
-                               ORDER BY e.observed_at, e.file, e.line, e.end_type, e.end_value) = 1
+                               ORDER BY e.observed_at, e.file, e.line, e.end_type, e.end_value,
+                                        e.other_type, e.other_value) = 1
 )
 SELECT s.merged_profile_id, s.surviving_profile_id,
        coalesce(greatest(xm.observed_at, coalesce(xs.observed_at, xm.observed_at)),
