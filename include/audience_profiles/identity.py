@@ -232,12 +232,14 @@ def resolve_as_of(
 ) -> ComponentStats:
     """Profiles from identity data landed by ``cutoff_dt`` and observed before ``cutoff_ts``.
 
-    Writes ``{rs}.profile_identifiers{suffix}`` and the session's ``id_rejected{suffix}`` (and
-    ``id_new_links{suffix}`` with ``new_since={"ds", "interval_start"}``).
+    Writes ``{rs}.profile_identifiers`` (with a suffix: the session's TEMP table
+    ``profile_identifiers{suffix}``), the session's ``id_rejected{suffix}`` and, with
+    ``new_since={"ds", "interval_start"}``, ``id_new_links{suffix}``.
     """
     params = {"rs": rs, "suffix": suffix, "cutoff_dt": cutoff_dt, "cutoff_ts": cutoff_ts}
     for salt in range(MAX_SALTS):
-        wh.run_sql("identity/links", **params, **rules.sql_params(), salt=salt)
+        params["salt"] = salt
+        wh.run_sql("identity/links", **params, **rules.sql_params(), new_since=new_since)
         if not wh.query_sql("identity/node_collisions", **params)[0][0]:
             break
         log.warning("node id collision with salt %s: retrying with the next salt", salt)
@@ -251,7 +253,7 @@ def resolve_as_of(
         split, cut = enforce_profile_limit(wh, type_, suffix)
         stats.split_profiles += split
         stats.cut_links += cut
-    wh.run_sql("identity/profile_identifiers", **params)
+    wh.run_sql("identity/profile_identifiers", **params, persist=not suffix)
     wh.run_sql("identity/rejected", **params, cuts=stats.cut_links > 0, new_since=new_since)
     wh.run_sql("identity/drop_scratch", suffix=suffix, extra=[])
     return stats
@@ -275,7 +277,7 @@ def resolve_run(
     wh.run_sql(
         "identity/drop_scratch",
         suffix="",
-        extra=["id_rejected", "id_rejected_prev", "id_new_links"],
+        extra=["id_rejected", "id_rejected_prev", "id_new_links", "profile_identifiers_prev"],
     )
     profiles, merges, rejected = wh.query(
         f"SELECT (SELECT count(DISTINCT profile_id) FROM {rs}.profile_identifiers),"

@@ -82,7 +82,7 @@ def components(nodes: set[str], links: list[tuple[str, str]]) -> set[frozenset[s
     return {frozenset(g) for g in groups.values()}
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(links=link_sets)
 def test_without_limits_profiles_are_the_components_of_all_links(links):
     rules = dataclasses.replace(World().rules, shared_device={}, per_session={}, per_profile=())
@@ -96,7 +96,7 @@ def test_without_limits_profiles_are_the_components_of_all_links(links):
     assert profiles == components(nodes, [tuple(link) for link in typed])
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(links=link_sets)
 def test_with_the_rules_profiles_are_the_components_of_the_accepted_links(links):
     world = World()

@@ -1,10 +1,9 @@
--- Accepted links as edges between node ids (a < b). Duplicates stay: hooking and contraction
--- absorb them, and grouping a million rows here would cost more than it saves. link_rank (the
--- priority of the link's best identifier type) and last_at feed the profile limits; session_node
--- says which end is a session (sessions are nodes only through an accepted link).
+-- Accepted links as edges between node ids (a < b). link_rank and last_at feed the profile
+-- limits; session_node says which end is a session (sessions are nodes only through an
+-- accepted link).
 CREATE OR REPLACE TEMP TABLE id_edges{{ suffix }} AS
-SELECT least(left_id, right_id) AS a, greatest(left_id, right_id) AS b, link_rank,
-       observed_at AS last_at, CASE WHEN left_type = 'session_id' THEN left_id END AS session_node
+SELECT least(left_id, right_id) AS a, greatest(left_id, right_id) AS b, link_rank, last_at,
+       CASE WHEN left_type = 'session_id' THEN left_id END AS session_node
 FROM id_checked{{ suffix }}
 WHERE rule IS NULL AND left_id <> right_id;
 

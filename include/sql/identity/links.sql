@@ -1,16 +1,10 @@
-{#- Identity links observed up to the cutoff, with the value and session rules of identity.yml.
-
-    Point-in-time: a link counts only if it landed in a partition up to cutoff_dt AND was observed
-    before cutoff_ts, so the snapshot as of a date never changes once that date is over.
-
-    Identifiers get 64-bit ids from hash(type, value, salt): links then carry integers only, and
-    the value rules run once per distinct identifier, not once per link. The caller checks for
-    collisions and re-runs with another salt if one ever occurs. Scratch tables are TEMP: the
-    identity run lives in one session and only its results persist.
+{#- Identity links as of the cutoff (see _macros.sql), with the value and session rules of
+    identity.yml. Every rule decides on a pair of identifiers (their values, the session's other
+    values, the pair's most recent observation), never on a single row, so links are kept once
+    per pair; the rows behind a rejected pair are looked up again for the audit (rejected.sql).
+    Scratch tables are TEMP: the identity run lives in one session and only its results persist.
 -#}
-{% macro node_id(type, value) -%}
-hash('{{ type }}', {{ value }}, {{ salt }})
-{%- endmacro %}
+{% import "identity/_macros.sql" as m with context %}
 {#- Why a value cannot be an identifier, or NULL when it can. Values arrive trimmed by validation
     (the same trim()), so only case is folded here. -#}
 {% macro blocked(type, value) -%}
@@ -25,24 +19,23 @@ CASE WHEN {{ value }} IS NULL THEN 'missing'
 {% endif %}
 END
 {%- endmacro %}
-{% set sources = [
-  ("form_entries", "session_id", "session_id", "email", "email", "entry_datetime", "form_entries"),
-  ("identities", "session_id", "session_id", "external_id", "external_id", "observed_at", "identities"),
-  ("identities", "external_id", "external_id", "email", "email", "observed_at", "identities WHERE email IS NOT NULL"),
-] %}
-{% macro cutoff(observed_at) -%}
-dt <= DATE '{{ cutoff_dt }}' AND {{ observed_at }} < TIMESTAMP '{{ cutoff_ts }}'
-{%- endmacro %}
-CREATE OR REPLACE TEMP TABLE id_rows{{ suffix }} AS
-{% for source, left_type, left_col, right_type, right_col, observed_at, relation in sources %}
-SELECT '{{ left_type }}' AS left_type, '{{ right_type }}' AS right_type,
-       {{ node_id(left_type, left_col) }} AS left_id, {{ node_id(right_type, right_col) }} AS right_id,
-       {{ [rank[left_type], rank[right_type]] | min }} AS link_rank,
-       {{ observed_at }} AS observed_at, dt, '{{ source }}' AS source, _file, _line
-FROM {{ relation }}
-{{ "AND" if "WHERE" in relation else "WHERE" }} {{ cutoff(observed_at) }}
-{{ "UNION ALL" if not loop.last }}
-{% endfor %};
+CREATE OR REPLACE TEMP TABLE id_pairs{{ suffix }} AS
+SELECT kind, left_id, right_id, max(observed_at) AS last_at
+{% if new_since %}
+       -- the pair's first observation in this run (landed in its partition or observed in its
+       -- interval): profile_merges says when and how profiles met
+       , min(CASE WHEN dt = DATE '{{ new_since.ds }}' OR observed_at >= TIMESTAMP '{{ new_since.interval_start }}'
+                  THEN observed_at END) AS first_new_at
+{% endif %}
+FROM (
+{% for k in m.kinds %}
+    SELECT {{ k.kind }} AS kind, {{ m.node_id(k.left_type, k.left) }} AS left_id,
+           {{ m.node_id(k.right_type, k.right) }} AS right_id, {{ k.observed_at }} AS observed_at, dt
+    {{ m.rows(k) }}
+    {{ "UNION ALL" if not loop.last }}
+{% endfor %}
+) r
+GROUP BY kind, left_id, right_id;
 
 -- Every distinct identifier: its value, when it was first seen (first landing date, first
 -- observation) and why the value rules reject it (NULL: it is usable).
@@ -60,12 +53,12 @@ FROM (
            min(fingerprint) <> max(fingerprint) AS collision,
            min(dt) AS first_dt, min(observed_at) AS first_at
     FROM (
-{% for source, left_type, left_col, right_type, right_col, observed_at, relation in sources %}
-{% for type, col in [(left_type, left_col), (right_type, right_col)] %}
-        SELECT {{ node_id(type, col) }} AS node_id, '{{ type }}' AS node_type, {{ col }} AS node_value,
-               hash({{ col }}, '{{ type }}') AS fingerprint, dt, {{ observed_at }} AS observed_at
-        FROM {{ relation }}
-        {{ "AND" if "WHERE" in relation else "WHERE" }} {{ cutoff(observed_at) }}
+{% for k in m.kinds %}
+{% for type, column in [(k.left_type, k.left), (k.right_type, k.right)] %}
+        SELECT {{ m.node_id(type, column) }} AS node_id, '{{ type }}' AS node_type,
+               {{ column }} AS node_value, hash({{ column }}, '{{ type }}') AS fingerprint, dt,
+               {{ k.observed_at }} AS observed_at
+        {{ m.rows(k) }}
         {{ "UNION ALL" if not loop.last }}
 {% endfor %}
         {{ "UNION ALL" if not loop.last }}
@@ -84,16 +77,16 @@ SELECT session_node, min(detail) AS detail
 FROM (
 {% for type, limit in shared_device.items() %}
     SELECT left_id AS session_node,
-           'session carries ' || CAST(count(DISTINCT right_id) AS VARCHAR) || ' distinct {{ type }} values (limit {{ limit }})' AS detail
-    FROM id_rows{{ suffix }}
-    WHERE left_type = 'session_id' AND right_type = '{{ type }}'
+           'session carries ' || CAST(count(*) AS VARCHAR) || ' distinct {{ type }} values (limit {{ limit }})' AS detail
+    FROM id_pairs{{ suffix }}
+    WHERE kind IN {{ m.session_kinds(type) }}
       AND left_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
       AND right_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
     GROUP BY left_id
-    HAVING count(DISTINCT right_id) > {{ limit }}
+    HAVING count(*) > {{ limit }}
     UNION ALL
 {% endfor %}
-    SELECT left_id AS session_node, CAST(NULL AS VARCHAR) AS detail FROM id_rows{{ suffix }} WHERE 1 = 0
+    SELECT left_id AS session_node, CAST(NULL AS VARCHAR) AS detail FROM id_pairs{{ suffix }} WHERE 1 = 0
 ) s
 GROUP BY session_node;
 
@@ -105,34 +98,33 @@ SELECT left_id, right_id, 'session keeps its {{ limit }} most recent {{ type }} 
 FROM (
     SELECT p.left_id, p.right_id,
            row_number() OVER (PARTITION BY p.left_id ORDER BY p.last_at DESC, v.node_value) AS recency
-    FROM (
-        SELECT left_id, right_id, max(observed_at) AS last_at
-        FROM id_rows{{ suffix }}
-        WHERE left_type = 'session_id' AND right_type = '{{ type }}'
-          AND left_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
-          AND right_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
-        GROUP BY left_id, right_id
-    ) p
+    FROM id_pairs{{ suffix }} p
     JOIN id_values{{ suffix }} v ON v.node_id = p.right_id
+    WHERE p.kind IN {{ m.session_kinds(type) }}
+      AND p.left_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
+      AND p.right_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
 ) ranked
 WHERE recency > {{ limit }}
 UNION ALL
 {% endfor %}
-SELECT left_id, right_id, CAST(NULL AS VARCHAR) AS detail FROM id_rows{{ suffix }} WHERE 1 = 0;
+SELECT left_id, right_id, CAST(NULL AS VARCHAR) AS detail FROM id_pairs{{ suffix }} WHERE 1 = 0;
 
--- Every link with the first rule that rejects it (NULL: accepted), in rule order.
+-- Every link with the first rule that rejects it (NULL: accepted), in rule order, and the
+-- priority rank of its best identifier type.
 CREATE OR REPLACE TEMP VIEW id_checked{{ suffix }} AS
-SELECT r.*,
+SELECT p.*,
+       {{ m.of_kind("left_type", "p.kind") }} AS left_type,
+       {{ m.of_kind("right_type", "p.kind") }} AS right_type,
+       CASE p.kind{% for k in m.kinds %} WHEN {{ k.kind }} THEN {{ [rank[k.left_type], rank[k.right_type]] | min }}{% endfor %} END AS link_rank,
        CASE WHEN bl.node_id IS NOT NULL OR br.node_id IS NOT NULL THEN 'blocked_value'
             WHEN s.session_node IS NOT NULL THEN 'shared_device'
             WHEN o.left_id IS NOT NULL THEN 'session_limit' END AS rule,
-       CASE WHEN bl.node_id IS NOT NULL THEN r.left_type || ' ' || bl.blocked
-            WHEN br.node_id IS NOT NULL THEN r.right_type || ' ' || br.blocked
+       CASE WHEN bl.node_id IS NOT NULL THEN {{ m.of_kind("left_type", "p.kind") }} || ' ' || bl.blocked
+            WHEN br.node_id IS NOT NULL THEN {{ m.of_kind("right_type", "p.kind") }} || ' ' || br.blocked
             WHEN s.session_node IS NOT NULL THEN s.detail
-            ELSE o.detail END AS detail,
-       bl.node_id IS NULL AS left_usable, br.node_id IS NULL AS right_usable
-FROM id_rows{{ suffix }} r
-LEFT JOIN id_bad{{ suffix }} bl ON bl.node_id = r.left_id
-LEFT JOIN id_bad{{ suffix }} br ON br.node_id = r.right_id
-LEFT JOIN id_shared{{ suffix }} s ON s.session_node = r.left_id
-LEFT JOIN id_session_over{{ suffix }} o ON o.left_id = r.left_id AND o.right_id = r.right_id;
+            ELSE o.detail END AS detail
+FROM id_pairs{{ suffix }} p
+LEFT JOIN id_bad{{ suffix }} bl ON bl.node_id = p.left_id
+LEFT JOIN id_bad{{ suffix }} br ON br.node_id = p.right_id
+LEFT JOIN id_shared{{ suffix }} s ON s.session_node = p.left_id
+LEFT JOIN id_session_over{{ suffix }} o ON o.left_id = p.left_id AND o.right_id = p.right_id;

@@ -9,27 +9,32 @@
 CREATE OR REPLACE TABLE {{ rs }}.profile_merges AS
 WITH prev AS (
     SELECT profile_id, identifier_type, identifier_value, first_seen
-    FROM {{ rs }}.profile_identifiers_prev
+    FROM profile_identifiers_prev
 ),
 cur AS (
     SELECT profile_id, identifier_type, identifier_value FROM {{ rs }}.profile_identifiers
+),
+gone AS (
+    SELECT profile_id FROM prev
+    EXCEPT
+    SELECT profile_id FROM cur
 ),
 survivors AS (
     SELECT p.profile_id AS merged_profile_id, c.profile_id AS surviving_profile_id,
            p.identifier_type, p.identifier_value
     FROM prev p
     JOIN cur c ON c.identifier_type = p.identifier_type AND c.identifier_value = p.identifier_value
-    WHERE p.profile_id NOT IN (SELECT profile_id FROM cur)
+    WHERE p.profile_id IN (SELECT profile_id FROM gone)
     QUALIFY row_number() OVER (PARTITION BY p.profile_id
                                ORDER BY p.first_seen, p.identifier_type, p.identifier_value) = 1
 ),
 ends AS (
     SELECT left_type AS end_type, left_value AS end_value, right_type AS other_type,
-           right_value AS other_value, left_type, right_type, observed_at, source, file, line
+           right_value AS other_value, left_type, right_type, observed_at, source
     FROM id_new_links
     UNION ALL
     SELECT right_type, right_value, left_type, left_value, left_type, right_type, observed_at,
-           source, file, line
+           source
     FROM id_new_links
 ),
 exits AS (
@@ -40,7 +45,7 @@ exits AS (
     LEFT JOIN prev o ON o.identifier_type = e.other_type AND o.identifier_value = e.other_value
     WHERE o.profile_id IS NULL OR o.profile_id <> p.profile_id
     QUALIFY row_number() OVER (PARTITION BY p.profile_id
-                               ORDER BY e.observed_at, e.file, e.line, e.end_type, e.end_value,
+                               ORDER BY e.observed_at, e.end_type, e.end_value,
                                         e.other_type, e.other_value) = 1
 )
 SELECT s.merged_profile_id, s.surviving_profile_id,

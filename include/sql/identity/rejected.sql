@@ -1,37 +1,41 @@
--- Every link the rules reject as of the cutoff, with the rule and the values.
+{% import "identity/_macros.sql" as m with context %}
+-- Every link the rules reject as of the cutoff, one row per landing row behind it (the rules
+-- decide per pair of identifiers; the rows are found again by their ids), with the rule, the
+-- detail and the values.
 CREATE OR REPLACE TEMP TABLE id_rejected{{ suffix }} AS
-SELECT r.dt, r.rule, r.detail, r.left_type, lv.node_value AS left_value, r.right_type,
-       rv.node_value AS right_value, r.observed_at, r.source, r._file AS file, r._line AS line
-FROM (
-    SELECT dt, rule, detail, left_type, left_id, right_type, right_id, observed_at, source, _file, _line
+WITH rejected AS (
+    SELECT kind, left_id, right_id, rule, detail
     FROM id_checked{{ suffix }}
     WHERE rule IS NOT NULL
 {% if cuts %}
     UNION ALL
-    SELECT r.dt, 'profile_limit', c.detail, r.left_type, r.left_id, r.right_type, r.right_id,
-           r.observed_at, r.source, r._file, r._line
-    FROM id_checked{{ suffix }} r
-    JOIN id_cuts{{ suffix }} c ON c.a = least(r.left_id, r.right_id) AND c.b = greatest(r.left_id, r.right_id)
-    WHERE r.rule IS NULL
+    SELECT p.kind, p.left_id, p.right_id, 'profile_limit', c.detail
+    FROM id_checked{{ suffix }} p
+    JOIN id_cuts{{ suffix }} c ON c.a = least(p.left_id, p.right_id) AND c.b = greatest(p.left_id, p.right_id)
+    WHERE p.rule IS NULL
 {% endif %}
-) r
-JOIN id_values{{ suffix }} lv ON lv.node_id = r.left_id
-JOIN id_values{{ suffix }} rv ON rv.node_id = r.right_id;
+)
+{% for k in m.kinds %}
+SELECT dt, r.rule, r.detail, '{{ k.left_type }}' AS left_type, {{ k.left }} AS left_value,
+       '{{ k.right_type }}' AS right_type, {{ k.right }} AS right_value,
+       {{ k.observed_at }} AS observed_at, '{{ k.source }}' AS source, _file AS file, _line AS line
+FROM (
+    SELECT *, {{ m.node_id(k.left_type, k.left) }} AS row_left_id,
+           {{ m.node_id(k.right_type, k.right) }} AS row_right_id
+    {{ m.rows(k) }}
+) src
+JOIN rejected r ON r.kind = {{ k.kind }} AND r.left_id = src.row_left_id AND r.right_id = src.row_right_id
+{{ "UNION ALL" if not loop.last }}
+{% endfor %};
 {% if new_since %}
 
--- The accepted links this run added (landed in its partition or observed in its interval):
--- what profile_merges looks at to say how profiles merged.
+-- The accepted links this run added (see first_new_at in links.sql), for profile_merges.
 CREATE OR REPLACE TEMP TABLE id_new_links{{ suffix }} AS
-SELECT r.left_type, lv.node_value AS left_value, r.right_type, rv.node_value AS right_value,
-       r.observed_at, r.source, r.file, r.line
-FROM (
-    SELECT r.left_type, r.left_id, r.right_type, r.right_id, r.observed_at, r.source,
-           r._file AS file, r._line AS line
-    FROM id_checked{{ suffix }} r
-    LEFT JOIN id_cuts{{ suffix }} c ON c.a = least(r.left_id, r.right_id) AND c.b = greatest(r.left_id, r.right_id)
-    WHERE r.rule IS NULL AND c.a IS NULL
-      AND (r.dt = DATE '{{ new_since.ds }}' OR r.observed_at >= TIMESTAMP '{{ new_since.interval_start }}')
-) r
-JOIN id_values{{ suffix }} lv ON lv.node_id = r.left_id
-JOIN id_values{{ suffix }} rv ON rv.node_id = r.right_id;
+SELECT p.left_type, lv.node_value AS left_value, p.right_type, rv.node_value AS right_value,
+       p.first_new_at AS observed_at, {{ m.of_kind("source", "p.kind") }} AS source
+FROM id_checked{{ suffix }} p
+JOIN id_labels{{ suffix }} lv ON lv.node_id = p.left_id
+JOIN id_labels{{ suffix }} rv ON rv.node_id = p.right_id
+LEFT JOIN id_cuts{{ suffix }} c ON c.a = least(p.left_id, p.right_id) AND c.b = greatest(p.left_id, p.right_id)
+WHERE p.rule IS NULL AND c.a IS NULL AND p.first_new_at IS NOT NULL;
 {% endif %}
