@@ -481,9 +481,7 @@ def merges(prev: dict, cur: dict, new_links: pd.DataFrame, interval_start: str) 
                 other_value=new_links["left_value"],
             ),
         ]
-    ).sort_values(
-        ["observed_at", "file", "line", "end_type", "end_value", "other_type", "other_value"]
-    )
+    ).sort_values(["observed_at", "end_type", "end_value", "other_type", "other_value"])
     exits: dict[str, tuple] = {}
     for row in ends.itertuples(index=False):
         profile = prev_of.get(row.end)
