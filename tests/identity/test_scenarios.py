@@ -264,3 +264,16 @@ def test_a_merge_is_reported_on_the_day_it_happened_with_its_link(world):
     assert (merge["merged_profile_id"], merge["surviving_profile_id"]) == (b, a)  # a is older
     assert (merge["identifier_type"], merge["identifier_value"]) == ("session_id", S3)
     assert str(merge["merged_at"]) == f"{D3} 08:00:00"
+
+
+def test_equally_old_profiles_merge_into_the_smaller_id(world):
+    world.form(f"{D1}T10:00:00", S1, "a@example.com")  # same landing day, same second
+    world.form(f"{D1}T10:00:00", S2, "b@example.com")
+    world.run(D1)
+    a, b = world.profile_of(D1, "email:a@example.com"), world.profile_of(D1, "email:b@example.com")
+    world.form(f"{D2}T09:00:00", S3, "a@example.com")
+    world.form(f"{D2}T09:00:00", S3, "b@example.com")
+    world.run(D2)
+    assert world.profile_of(D2, "email:b@example.com") == min(a, b)
+    [merge] = world.merges(D2)
+    assert (merge["merged_profile_id"], merge["surviving_profile_id"]) == (max(a, b), min(a, b))
