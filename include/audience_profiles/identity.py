@@ -1,48 +1,100 @@
-"""Identity resolution: the rules of ``identity.yml`` and the connected-components loop.
+"""Identity resolution: the rules of ``identity.yml`` and the loops that drive the SQL.
 
-The graph's nodes are typed identifiers (``session_id:…``, ``email:…``, ``external_id:…``); its
-edges are the links the rules accept. Components are computed inside the warehouse by the SQL in
-``include/sql/identity/`` so the same code runs on DuckDB and on Snowflake:
+The graph's nodes are typed identifiers (session_id, email, external_id); its edges are the links
+the rules accept: session_id--email (form entries), session_id--external_id and
+external_id--email (SSO identities). All the work happens in the warehouse, in the SQL under
+``include/sql/identity/``, so the same code runs on DuckDB and on Snowflake; Python only loops
+and asks small check queries whether to go on. See docs/identity.md.
 
-1. hook: every label points at the smallest label it touches through an edge;
-2. jump: labels follow their parent's parent until the pointer forest is flat (log2 of its depth);
-3. relabel nodes, and repeat until no edge joins two labels.
-
-Python only loops and asks the check queries whether anything changed.
+1. ``links``: every link observed as of the cutoff, with the value and session rules applied;
+2. ``graph``: integer node ids (a hash), nodes and accepted edges;
+3. connected components: hook every node to its smallest neighbour, flatten the pointer forest
+   by pointer jumping (ceil(log2(depth)) jumps), contract every tree to its root and repeat on
+   the smaller graph until no edge is left. Rounds grow with the log of the graph's diameter,
+   not with the number of nodes (tests/identity/test_components.py measures it);
+4. profile limits: a component holding two external_ids is split between them (nearest first,
+   then link priority, then recency), and the links between the parts are cut;
+5. profile ids from each component's anchor, rejected links, merges.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from audience_profiles.config import ConfigError
+from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
-MAX_ROUNDS = 64  # each round at least halves the labels of a chain; 64 is beyond any real graph
+
+IDENTIFIER_TYPES = ("session_id", "email", "external_id")
+LINKED_TO_SESSIONS = ("email", "external_id")  # the types a session links to
+MAX_ROUNDS = 64  # contraction at least halves a path per round: 64 is beyond any real graph
+MAX_SALTS = 4  # node-id hash salts to try; one collision among 2**64 values is already rare
 
 
 @dataclass(frozen=True)
 class IdentityRules:
-    blocked: dict[str, list[str]] = field(default_factory=dict)
-    blocked_any: list[str] = field(default_factory=list)
+    """The rules of ``identity.yml``; every list is per identifier type (``any`` folded in)."""
+
+    blocked_values: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {t: () for t in IDENTIFIER_TYPES}
+    )
+    blocked_patterns: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {t: () for t in IDENTIFIER_TYPES}
+    )
+    email_pattern: str = EMAIL_PATTERN
     max_value_length: int = 1024
-    session_max_emails: int = 3
-    session_max_external_ids: int = 1
+    shared_device: dict[str, int] = field(default_factory=lambda: {"email": 3})
+    per_session: dict[str, int] = field(default_factory=lambda: {"external_id": 1})
+    per_profile: tuple[str, ...] = ("external_id",)
+    priority: tuple[str, ...] = IDENTIFIER_TYPES[::-1]
 
     def sql_params(self) -> dict:
         return {
-            "blocked": {k: [v.strip().lower() for v in vs] for k, vs in self.blocked.items()},
-            "blocked_any": [v.strip().lower() for v in self.blocked_any],
+            "blocked_values": {
+                t: [v.strip().lower() for v in vs] for t, vs in self.blocked_values.items()
+            },
+            "blocked_patterns": {t: list(ps) for t, ps in self.blocked_patterns.items()},
+            "email_pattern": self.email_pattern,
             "max_value_length": int(self.max_value_length),
-            "session_max_emails": int(self.session_max_emails),
-            "session_max_external_ids": int(self.session_max_external_ids),
+            "shared_device": dict(self.shared_device),
+            "per_session": dict(self.per_session),
+            "rank": {t: i + 1 for i, t in enumerate(self.priority)},
         }
+
+
+def _per_type(raw: dict, key: str, file: Path) -> dict[str, tuple[str, ...]]:
+    section = raw.get(key) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{file}: {key} must map identifier types to lists")
+    unknown = set(section) - {"any", *IDENTIFIER_TYPES}
+    if unknown:
+        raise ConfigError(f"{file}: {key}: unknown identifier type(s) {sorted(unknown)}")
+    common = [str(v) for v in section.get("any") or []]
+    return {t: tuple(common + [str(v) for v in section.get(t) or []]) for t in IDENTIFIER_TYPES}
+
+
+def _limits(limits: dict, key: str, types: tuple[str, ...], file: Path) -> dict[str, int]:
+    section = limits.get(key) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{file}: limits.{key} must map identifier types to numbers")
+    out = {}
+    for type_, value in section.items():
+        if type_ not in types:
+            raise ConfigError(f"{file}: limits.{key}.{type_}: must be one of {types}")
+        if value is None:  # null switches the limit off
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{file}: limits.{key}.{type_}: must be a positive integer or null")
+        out[type_] = value
+    return out
 
 
 def load_rules(path: str | Path) -> IdentityRules:
@@ -51,63 +103,159 @@ def load_rules(path: str | Path) -> IdentityRules:
         raw = yaml.safe_load(file.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{file}: cannot read identity rules ({exc})") from exc
-    blocked = dict(raw.get("blocked_values") or {})
-    blocked_any = blocked.pop("any", []) or []
-    for key in blocked:
-        if key not in ("session_id", "email", "external_id"):
-            raise ConfigError(f"{file}: blocked_values.{key}: unknown identifier type")
+    defaults = IdentityRules()
+    patterns = _per_type(raw, "blocked_patterns", file)
+    email_pattern = str(raw.get("email_pattern") or EMAIL_PATTERN)
+    for pattern in (email_pattern, *(p for ps in patterns.values() for p in ps)):
+        # Backslashes are escapes in Snowflake string literals: the same pattern would differ.
+        if "\\" in pattern:
+            raise ConfigError(f"{file}: pattern {pattern!r}: write [.] instead of backslashes")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"{file}: pattern {pattern!r} is not a regular expression ({exc})"
+            ) from exc
     limits = raw.get("limits") or {}
+    if not isinstance(limits, dict):
+        raise ConfigError(f"{file}: limits must be a mapping")
+    shared = (
+        _limits(limits, "shared_device", LINKED_TO_SESSIONS, file)
+        if "shared_device" in limits
+        else defaults.shared_device
+    )
+    per_session = (
+        _limits(limits, "per_session", LINKED_TO_SESSIONS, file)
+        if "per_session" in limits
+        else defaults.per_session
+    )
+    per_profile = (
+        _limits(limits, "per_profile", IDENTIFIER_TYPES, file)
+        if "per_profile" in limits
+        else dict.fromkeys(defaults.per_profile, 1)
+    )
+    if any(v != 1 for v in per_profile.values()):
+        raise ConfigError(f"{file}: limits.per_profile: only 1 (or null for no limit) is supported")
+    priority = tuple(raw.get("priority") or defaults.priority)
+    if sorted(priority) != sorted(IDENTIFIER_TYPES):
+        raise ConfigError(f"{file}: priority must list each of {IDENTIFIER_TYPES} once")
     try:
-        return IdentityRules(
-            blocked={k: [str(v) for v in (vs or [])] for k, vs in blocked.items()},
-            blocked_any=[str(v) for v in blocked_any],
-            max_value_length=int(raw.get("max_value_length", 1024)),
-            session_max_emails=int(limits.get("session_max_emails", 3)),
-            session_max_external_ids=int(limits.get("session_max_external_ids", 1)),
-        )
+        max_length = int(raw.get("max_value_length", defaults.max_value_length))
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{file}: limits and max_value_length must be integers ({exc})") from exc
+        raise ConfigError(f"{file}: max_value_length must be an integer ({exc})") from exc
+    return IdentityRules(
+        blocked_values=_per_type(raw, "blocked_values", file),
+        blocked_patterns=patterns,
+        email_pattern=email_pattern,
+        max_value_length=max_length,
+        shared_device=shared,
+        per_session=per_session,
+        # the higher-priority type is enforced first, so it decides where lower ones go
+        per_profile=tuple(t for t in priority if t in per_profile),
+        priority=priority,
+    )
 
 
 @dataclass
 class ComponentStats:
-    rounds: int = 0
-    jumps: int = 0
     nodes: int = 0
     edges: int = 0
+    rounds: int = 0
+    jumps: int = 0
+    split_profiles: int = 0
+    cut_links: int = 0
 
 
-def connected_components(wh: Warehouse, rs: str, suffix: str = "") -> ComponentStats:
-    """Label ``{rs}.id_labels{suffix}`` with components of ``{rs}.id_edges{suffix}``."""
-    params = {"rs": rs, "suffix": suffix}
-    stats = ComponentStats()
-    stats.nodes = wh.query(f"SELECT count(*) FROM {rs}.id_nodes{suffix}")[0][0]
-    stats.edges = wh.query(f"SELECT count(*) FROM {rs}.id_edges{suffix}")[0][0]
-    while wh.query_sql("identity/unconverged", **params)[0][0]:
+def connected_components(wh: Warehouse, suffix: str = "") -> ComponentStats:
+    """Label the components of ``id_edges{suffix}(a, b)`` (a < b, distinct) into
+    ``id_cc_map{suffix}(node, parent)``: every node that has an edge, with the smallest node id
+    of its component."""
+    params = {"suffix": suffix}
+    stats = ComponentStats(edges=wh.query(f"SELECT count(*) FROM id_edges{suffix}")[0][0])
+    edges, remaining = f"id_edges{suffix}", stats.edges
+    while remaining:
         if stats.rounds >= MAX_ROUNDS:
             raise RuntimeError(f"identity resolution did not converge in {MAX_ROUNDS} rounds")
-        stats.rounds += 1
-        wh.run_sql("identity/hook", **params)
-        while True:
-            wh.run_sql("identity/jump", **params)
+        round_ = stats.rounds
+        wh.run_sql("identity/cc_hook", **params, round=round_, edges=edges)
+        moved = True
+        while moved:  # the last jump finds the forest flat and moves nothing
+            wh.run_sql("identity/cc_jump", **params, round=round_)
             stats.jumps += 1
-            changed = wh.query_sql("identity/jump_changed", **params)[0][0]
-            wh.run_sql("identity/jump_swap", **params)
-            if not changed:
-                break
-        wh.run_sql("identity/relabel", **params)
+            moved = wh.query_sql("identity/cc_moved", **params, round=round_)[0][0]
+        wh.run_sql("identity/cc_contract", **params, round=round_, edges=edges)
+        stats.rounds += 1
+        edges = f"id_cc_edges{suffix}_{stats.rounds}"
+        remaining = wh.query(f"SELECT count(*) FROM {edges}")[0][0]
+    if stats.rounds:
+        wh.execute_script(f"DROP TABLE {edges}")
+        for round_ in reversed(range(stats.rounds)):
+            last = round_ == stats.rounds - 1
+            wh.run_sql("identity/cc_compose", **params, round=round_, last=last)
+    else:
+        wh.run_sql("identity/cc_empty", **params)
     return stats
 
 
+def enforce_profile_limit(wh: Warehouse, type_: str, suffix: str = "") -> tuple[int, int]:
+    """Split components holding several ``type_`` values; return (profiles split, links cut)."""
+    params = {"suffix": suffix, "type": type_}
+    wh.run_sql("identity/limit_start", **params)
+    seeds = wh.query(f"SELECT count(*) FROM id_lim_part{suffix}")[0][0]
+    if not seeds:
+        wh.execute_script(
+            f"DROP TABLE id_lim_nodes{suffix}; DROP TABLE id_lim_edges{suffix}; "
+            f"DROP TABLE id_lim_part{suffix}"
+        )
+        return 0, 0
+    split = wh.query(f"SELECT count(DISTINCT label) FROM id_lim_nodes{suffix}")[0][0]
+    distance = 1
+    while True:
+        wh.run_sql("identity/limit_grow", **params, distance=distance)
+        placed = wh.query(f"SELECT count(*) FROM id_lim_part{suffix} WHERE distance = {distance}")
+        if not placed[0][0]:
+            break
+        distance += 1
+    before = wh.query(f"SELECT count(*) FROM id_cuts{suffix}")[0][0]
+    wh.run_sql("identity/limit_apply", **params)
+    return split, wh.query(f"SELECT count(*) FROM id_cuts{suffix}")[0][0] - before
+
+
 def resolve_as_of(
-    wh: Warehouse, rs: str, rules: IdentityRules, cutoff_dt: str, cutoff_ts: str, suffix: str = ""
+    wh: Warehouse,
+    rs: str,
+    rules: IdentityRules,
+    cutoff_dt: str,
+    cutoff_ts: str,
+    suffix: str = "",
+    new_since: dict | None = None,
 ) -> ComponentStats:
-    """Profiles from identity data landed by ``cutoff_dt`` and observed before ``cutoff_ts``."""
+    """Profiles from identity data landed by ``cutoff_dt`` and observed before ``cutoff_ts``.
+
+    Writes ``{rs}.profile_identifiers`` (with a suffix: the session's TEMP table
+    ``profile_identifiers{suffix}``), the session's ``id_rejected{suffix}`` and, with
+    ``new_since={"ds", "interval_start"}``, ``id_new_links{suffix}``.
+    """
     params = {"rs": rs, "suffix": suffix, "cutoff_dt": cutoff_dt, "cutoff_ts": cutoff_ts}
-    wh.run_sql("identity/links", **params, **rules.sql_params())
+    for salt in range(MAX_SALTS):
+        params["salt"] = salt
+        wh.run_sql("identity/links", **params, **rules.sql_params(), new_since=new_since)
+        if not wh.query_sql("identity/node_collisions", **params)[0][0]:
+            break
+        log.warning("node id collision with salt %s: retrying with the next salt", salt)
+    else:
+        raise RuntimeError(f"node ids collide with {MAX_SALTS} different salts")
     wh.run_sql("identity/graph", **params)
-    stats = connected_components(wh, rs, suffix)
-    wh.run_sql("identity/profile_identifiers", **params)
+    stats = connected_components(wh, suffix)
+    wh.run_sql("identity/labels", **params)
+    stats.nodes = wh.query(f"SELECT count(*) FROM id_labels{suffix}")[0][0]
+    for type_ in rules.per_profile:
+        split, cut = enforce_profile_limit(wh, type_, suffix)
+        stats.split_profiles += split
+        stats.cut_links += cut
+    wh.run_sql("identity/profile_identifiers", **params, persist=not suffix)
+    wh.run_sql("identity/rejected", **params, cuts=stats.cut_links > 0, new_since=new_since)
+    wh.run_sql("identity/drop_scratch", suffix=suffix, extra=[])
     return stats
 
 
@@ -119,10 +267,18 @@ def resolve_run(
     Both snapshots are recomputed from the data (not read from an earlier run), so a re-run or a
     backfill gives the same ids and merges whatever ran before.
     """
-    current = resolve_as_of(wh, rs, rules, ds, interval_end)
     previous_dt = (dt.date.fromisoformat(ds) - dt.timedelta(days=1)).isoformat()
     resolve_as_of(wh, rs, rules, previous_dt, interval_start, suffix="_prev")
-    wh.run_sql("identity/profile_merges", rs=rs, ds=ds, interval_start=interval_start)
+    current = resolve_as_of(
+        wh, rs, rules, ds, interval_end, new_since={"ds": ds, "interval_start": interval_start}
+    )
+    wh.run_sql("identity/link_audit", rs=rs, ds=ds)
+    wh.run_sql("identity/profile_merges", rs=rs, interval_start=interval_start)
+    wh.run_sql(
+        "identity/drop_scratch",
+        suffix="",
+        extra=["id_rejected", "id_rejected_prev", "id_new_links", "profile_identifiers_prev"],
+    )
     profiles, merges, rejected = wh.query(
         f"SELECT (SELECT count(DISTINCT profile_id) FROM {rs}.profile_identifiers),"
         f" (SELECT count(*) FROM {rs}.profile_merges),"
@@ -133,6 +289,8 @@ def resolve_run(
         "edges": current.edges,
         "rounds": current.rounds,
         "jumps": current.jumps,
+        "split_profiles": current.split_profiles,
+        "cut_links": current.cut_links,
         "profiles": profiles,
         "merges": merges,
         "links_rejected": rejected,

@@ -1,87 +1,130 @@
--- Identity links observed up to the cutoff (point-in-time: landed in a partition up to cutoff_dt
--- and observed before cutoff_ts), with the rules of identity.yml applied. Accepted links go to
--- identity_links{{ suffix }}, rejected ones to identity_link_audit{{ suffix }}.
-CREATE OR REPLACE TABLE {{ rs }}.link_candidates{{ suffix }} AS
-SELECT 'session_id' AS left_type, session_id AS left_value, 'email' AS right_type, email AS right_value,
-       entry_datetime AS observed_at, dt, 'form_entries' AS source, _file, _line
-FROM form_entries
-WHERE dt <= DATE '{{ cutoff_dt }}' AND entry_datetime < TIMESTAMP '{{ cutoff_ts }}'
-UNION ALL
-SELECT 'session_id', session_id, 'external_id', external_id, observed_at, dt, 'identities', _file, _line
-FROM identities
-WHERE dt <= DATE '{{ cutoff_dt }}' AND observed_at < TIMESTAMP '{{ cutoff_ts }}'
-UNION ALL
-SELECT 'external_id', external_id, 'email', email, observed_at, dt, 'identities', _file, _line
-FROM identities
-WHERE email IS NOT NULL AND dt <= DATE '{{ cutoff_dt }}' AND observed_at < TIMESTAMP '{{ cutoff_ts }}';
-
--- Rule 1: blocked values and over-long values, on either end of the link.
-CREATE OR REPLACE TABLE {{ rs }}.link_blocked{{ suffix }} AS
-SELECT c.*, 'blocked_value' AS rule,
-       CASE WHEN length(left_value) > {{ max_value_length }} OR length(right_value) > {{ max_value_length }}
-            THEN 'value longer than {{ max_value_length }} characters'
-            ELSE 'blocked value' END AS detail
-FROM {{ rs }}.link_candidates{{ suffix }} c
-WHERE length(left_value) > {{ max_value_length }} OR length(right_value) > {{ max_value_length }}
-{% for type, values in blocked.items() %}
-   OR (left_type = '{{ type }}' AND lower(trim(left_value)) IN ({{ values | map("literal") | join(", ") or "NULL" }}))
-   OR (right_type = '{{ type }}' AND lower(trim(right_value)) IN ({{ values | map("literal") | join(", ") or "NULL" }}))
+{#- Identity links as of the cutoff (see _macros.sql), with the value and session rules of
+    identity.yml. Every rule decides on a pair of identifiers (their values, the session's other
+    values, the pair's most recent observation), never on a single row, so links are kept once
+    per pair; the rows behind a rejected pair are looked up again for the audit (rejected.sql).
+    Scratch tables are TEMP: the identity run lives in one session and only its results persist.
+-#}
+{% import "identity/_macros.sql" as m with context %}
+{#- Why a value cannot be an identifier, or NULL when it can. Values arrive trimmed by validation
+    (the same trim()), so only case is folded here. -#}
+{% macro blocked(type, value) -%}
+CASE WHEN {{ value }} IS NULL THEN 'missing'
+     WHEN length({{ value }}) > {{ max_value_length }} THEN 'longer than {{ max_value_length }} characters'
+     WHEN lower({{ value }}) IN ({{ blocked_values[type] | map("literal") | join(", ") or "NULL" }}) THEN 'blocked value'
+{% for pattern in blocked_patterns[type] %}
+     WHEN regexp_like(lower({{ value }}), {{ pattern | literal }}) THEN 'matches blocked pattern ' || {{ pattern | literal }}
 {% endfor %}
-{% for values in [blocked_any] %}
-   OR lower(trim(left_value)) IN ({{ values | map("literal") | join(", ") or "NULL" }})
-   OR lower(trim(right_value)) IN ({{ values | map("literal") | join(", ") or "NULL" }})
-{% endfor %};
+{% if type == "email" %}
+     WHEN NOT regexp_like(lower({{ value }}), {{ email_pattern | literal }}) THEN 'not a valid email'
+{% endif %}
+END
+{%- endmacro %}
+CREATE OR REPLACE TEMP TABLE id_pairs{{ suffix }} AS
+SELECT kind, left_id, right_id, max(observed_at) AS last_at
+{% if new_since %}
+       -- the pair's first observation in this run (landed in its partition or observed in its
+       -- interval): profile_merges says when and how profiles met
+       , min(CASE WHEN dt = DATE '{{ new_since.ds }}' OR observed_at >= TIMESTAMP '{{ new_since.interval_start }}'
+                  THEN observed_at END) AS first_new_at
+{% endif %}
+FROM (
+{% for k in m.kinds %}
+    SELECT {{ k.kind }} AS kind, {{ m.node_id(k.left_type, k.left) }} AS left_id,
+           {{ m.node_id(k.right_type, k.right) }} AS right_id, {{ k.observed_at }} AS observed_at, dt
+    {{ m.rows(k) }}
+    {{ "UNION ALL" if not loop.last }}
+{% endfor %}
+) r
+GROUP BY kind, left_id, right_id;
 
-CREATE OR REPLACE TABLE {{ rs }}.link_pass1{{ suffix }} AS
-SELECT c.* FROM {{ rs }}.link_candidates{{ suffix }} c
-WHERE NOT EXISTS (
-    SELECT 1 FROM {{ rs }}.link_blocked{{ suffix }} b
-    WHERE b._file = c._file AND b._line = c._line AND b.right_type = c.right_type
-);
+-- Every distinct identifier: its value, when it was first seen (first landing date, first
+-- observation) and why the value rules reject it (NULL: it is usable).
+CREATE OR REPLACE TEMP TABLE id_values{{ suffix }} AS
+SELECT node_id, node_type, node_value, collision, first_dt, first_at,
+       CASE node_type
+{% for type in ["session_id", "email", "external_id"] %}
+            WHEN '{{ type }}' THEN {{ blocked(type, "node_value") }}
+{% endfor %}
+       END AS blocked
+FROM (
+    SELECT node_id, min(node_type) AS node_type, min(node_value) AS node_value,
+           -- two values behind one id (their second, independent hashes differ): the caller
+           -- re-runs with another salt
+           min(fingerprint) <> max(fingerprint) AS collision,
+           min(dt) AS first_dt, min(observed_at) AS first_at
+    FROM (
+{% for k in m.kinds %}
+{% for type, column in [(k.left_type, k.left), (k.right_type, k.right)] %}
+        SELECT {{ m.node_id(type, column) }} AS node_id, '{{ type }}' AS node_type,
+               {{ column }} AS node_value, hash({{ column }}, '{{ type }}') AS fingerprint, dt,
+               {{ k.observed_at }} AS observed_at
+        {{ m.rows(k) }}
+        {{ "UNION ALL" if not loop.last }}
+{% endfor %}
+        {{ "UNION ALL" if not loop.last }}
+{% endfor %}
+    ) ends
+    GROUP BY node_id
+) v;
 
--- Rule 2: a session with more than session_max_emails distinct emails is a shared device.
-CREATE OR REPLACE TABLE {{ rs }}.link_shared_device{{ suffix }} AS
-SELECT l.*, 'shared_device' AS rule,
-       'session carries ' || s.n || ' distinct emails (limit {{ session_max_emails }})' AS detail
-FROM {{ rs }}.link_pass1{{ suffix }} l
-JOIN (
-    SELECT left_value, count(DISTINCT right_value) AS n
-    FROM {{ rs }}.link_pass1{{ suffix }}
-    WHERE left_type = 'session_id' AND right_type = 'email'
-    GROUP BY left_value
-    HAVING count(DISTINCT right_value) > {{ session_max_emails }}
-) s ON s.left_value = l.left_value
-WHERE l.left_type = 'session_id' AND l.right_type = 'email';
+CREATE OR REPLACE TEMP TABLE id_bad{{ suffix }} AS
+SELECT node_id, blocked FROM id_values{{ suffix }} WHERE blocked IS NOT NULL;
 
--- Rule 3: a session keeps at most session_max_external_ids SSO accounts, the most recent first.
-CREATE OR REPLACE TABLE {{ rs }}.link_extra_external{{ suffix }} AS
-SELECT l.*, 'session_external_id_limit' AS rule,
-       'session already linked to a more recent external_id' AS detail
-FROM {{ rs }}.link_pass1{{ suffix }} l
-JOIN (
-    SELECT left_value, right_value,
-           dense_rank() OVER (PARTITION BY left_value ORDER BY max(observed_at) DESC, right_value) AS rnk
-    FROM {{ rs }}.link_pass1{{ suffix }}
-    WHERE left_type = 'session_id' AND right_type = 'external_id'
-    GROUP BY left_value, right_value
-) r ON r.left_value = l.left_value AND r.right_value = l.right_value
-WHERE l.left_type = 'session_id' AND l.right_type = 'external_id'
-  AND r.rnk > {{ session_max_external_ids }};
+-- Shared devices: a session carrying more distinct values of a type than its limit links to
+-- nothing (strangers at a kiosk must never merge through it).
+CREATE OR REPLACE TEMP TABLE id_shared{{ suffix }} AS
+SELECT session_node, min(detail) AS detail
+FROM (
+{% for type, limit in shared_device.items() %}
+    SELECT left_id AS session_node,
+           'session carries ' || CAST(count(*) AS VARCHAR) || ' distinct {{ type }} values (limit {{ limit }})' AS detail
+    FROM id_pairs{{ suffix }}
+    WHERE kind IN {{ m.session_kinds(type) }}
+      AND left_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
+      AND right_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
+    GROUP BY left_id
+    HAVING count(*) > {{ limit }}
+    UNION ALL
+{% endfor %}
+    SELECT left_id AS session_node, CAST(NULL AS VARCHAR) AS detail FROM id_pairs{{ suffix }} WHERE 1 = 0
+) s
+GROUP BY session_node;
 
-CREATE OR REPLACE TABLE {{ rs }}.identity_link_audit{{ suffix }} AS
-SELECT dt, rule, detail, left_type, left_value, right_type, right_value, observed_at, source, _file AS file, _line AS line
-FROM {{ rs }}.link_blocked{{ suffix }}
+-- Per-session limits: a session keeps its most recent values of a type; older links are rejected
+-- (ties by value, so the outcome never depends on row order).
+CREATE OR REPLACE TEMP TABLE id_session_over{{ suffix }} AS
+{% for type, limit in per_session.items() %}
+SELECT left_id, right_id, 'session keeps its {{ limit }} most recent {{ type }} value(s)' AS detail
+FROM (
+    SELECT p.left_id, p.right_id,
+           row_number() OVER (PARTITION BY p.left_id ORDER BY p.last_at DESC, v.node_value) AS recency
+    FROM id_pairs{{ suffix }} p
+    JOIN id_values{{ suffix }} v ON v.node_id = p.right_id
+    WHERE p.kind IN {{ m.session_kinds(type) }}
+      AND p.left_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
+      AND p.right_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
+) ranked
+WHERE recency > {{ limit }}
 UNION ALL
-SELECT dt, rule, detail, left_type, left_value, right_type, right_value, observed_at, source, _file, _line
-FROM {{ rs }}.link_shared_device{{ suffix }}
-UNION ALL
-SELECT dt, rule, detail, left_type, left_value, right_type, right_value, observed_at, source, _file, _line
-FROM {{ rs }}.link_extra_external{{ suffix }};
+{% endfor %}
+SELECT left_id, right_id, CAST(NULL AS VARCHAR) AS detail FROM id_pairs{{ suffix }} WHERE 1 = 0;
 
-CREATE OR REPLACE TABLE {{ rs }}.identity_links{{ suffix }} AS
-SELECT l.* FROM {{ rs }}.link_pass1{{ suffix }} l
-WHERE NOT EXISTS (
-    SELECT 1 FROM {{ rs }}.identity_link_audit{{ suffix }} a
-    WHERE a.file = l._file AND a.line = l._line AND a.right_type = l.right_type
-      AND a.left_type = l.left_type
-);
+-- Every link with the first rule that rejects it (NULL: accepted), in rule order, and the
+-- priority rank of its best identifier type.
+CREATE OR REPLACE TEMP VIEW id_checked{{ suffix }} AS
+SELECT p.*,
+       {{ m.of_kind("left_type", "p.kind") }} AS left_type,
+       {{ m.of_kind("right_type", "p.kind") }} AS right_type,
+       CASE p.kind{% for k in m.kinds %} WHEN {{ k.kind }} THEN {{ [rank[k.left_type], rank[k.right_type]] | min }}{% endfor %} END AS link_rank,
+       CASE WHEN bl.node_id IS NOT NULL OR br.node_id IS NOT NULL THEN 'blocked_value'
+            WHEN s.session_node IS NOT NULL THEN 'shared_device'
+            WHEN o.left_id IS NOT NULL THEN 'session_limit' END AS rule,
+       CASE WHEN bl.node_id IS NOT NULL THEN {{ m.of_kind("left_type", "p.kind") }} || ' ' || bl.blocked
+            WHEN br.node_id IS NOT NULL THEN {{ m.of_kind("right_type", "p.kind") }} || ' ' || br.blocked
+            WHEN s.session_node IS NOT NULL THEN s.detail
+            ELSE o.detail END AS detail
+FROM id_pairs{{ suffix }} p
+LEFT JOIN id_bad{{ suffix }} bl ON bl.node_id = p.left_id
+LEFT JOIN id_bad{{ suffix }} br ON br.node_id = p.right_id
+LEFT JOIN id_shared{{ suffix }} s ON s.session_node = p.left_id
+LEFT JOIN id_session_over{{ suffix }} o ON o.left_id = p.left_id AND o.right_id = p.right_id;

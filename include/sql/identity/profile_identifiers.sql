@@ -1,19 +1,26 @@
--- Each component becomes a profile. Its id is derived from its anchor: the identifier first seen
--- (earliest landing partition, then earliest observation, then by value). Ids are therefore the
--- same in an incremental run and a full rebuild, and when profiles merge the anchor of the older
--- one comes first, so the older id survives.
-CREATE OR REPLACE TABLE {{ rs }}.profile_identifiers{{ suffix }} AS
-WITH members AS (
-    SELECT l.label, n.node, n.node_type, n.node_value, n.first_dt, n.first_observed_at
-    FROM {{ rs }}.id_labels{{ suffix }} l JOIN {{ rs }}.id_nodes{{ suffix }} n USING (node_id)
+-- Each component is a profile, its id derived from its anchor: the identifier seen first
+-- (earliest landing date, then earliest observation to the second), ties broken by the id
+-- itself. The anchor depends only on the data as of the cutoff, so an incremental run and a full
+-- rebuild agree; a merged profile's anchor is the older of the two anchors, so the oldest
+-- profile's id survives; and identifiers joining a profile land after its anchor did, so ids do
+-- not churn as a profile grows.
+-- The run's snapshot persists in its schema for the profile tasks; the previous-day snapshot
+-- only serves profile_merges in this session.
+CREATE OR REPLACE {{ "TABLE " ~ rs ~ "." if persist else "TEMP TABLE " }}profile_identifiers{{ suffix }} AS
+WITH earliest AS (
+    SELECT label, min(seen_key) AS seen_key, min(first_at) AS profile_first_seen
+    FROM id_labels{{ suffix }}
+    GROUP BY label
 ),
 anchors AS (
-    SELECT label, node AS anchor,
-           min(first_observed_at) OVER (PARTITION BY label) AS profile_first_seen
-    FROM members
-    QUALIFY row_number() OVER (PARTITION BY label ORDER BY first_dt, first_observed_at, node) = 1
+    -- md5 only for the earliest identifiers (usually one or two per profile), not for all
+    SELECT e.label, e.profile_first_seen,
+           'ap_' || min(substr(md5(l.node_type || ':' || l.node_value), 1, 20)) AS profile_id
+    FROM earliest e
+    JOIN id_labels{{ suffix }} l ON l.label = e.label AND l.seen_key = e.seen_key
+    GROUP BY e.label, e.profile_first_seen
 )
-SELECT m.node_type AS identifier_type, m.node_value AS identifier_value,
-       'ap_' || substr(md5(a.anchor), 1, 20) AS profile_id,
-       m.first_observed_at AS first_seen, a.profile_first_seen
-FROM members m JOIN anchors a USING (label);
+SELECT l.node_type AS identifier_type, l.node_value AS identifier_value, a.profile_id,
+       l.first_at AS first_seen, a.profile_first_seen
+FROM id_labels{{ suffix }} l
+JOIN anchors a ON a.label = l.label;

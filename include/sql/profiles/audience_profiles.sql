@@ -3,21 +3,28 @@
 -- value; consent fields the most recent explicit statement, with when and where it was made.
 -- Nothing is ever inferred as opted in: no statement stays NULL.
 CREATE OR REPLACE TABLE {{ rs }}.profile_facts AS
-SELECT pi.profile_id, f.entry_datetime AS observed_at,
-       CAST(f.entry_datetime AS VARCHAR) || '|' || f._file || '|' || lpad(CAST(f._line AS VARCHAR), 12, '0') AS fact_key,
-       'form:' || coalesce(f.form_name, '') || coalesce(' (' || CAST(f.form_id AS VARCHAR) || ')', '') AS fact_source,
-       f.first_name, f.last_name, f.email, NULL AS external_id,
-       f.optin_1, f.optin_2, f.accept_terms
-FROM form_entries f
-JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'email' AND pi.identifier_value = f.email
-WHERE f.dt <= DATE '{{ ds }}' AND f.entry_datetime < TIMESTAMP '{{ interval_end }}'
-UNION ALL
-SELECT pi.profile_id, i.observed_at,
-       CAST(i.observed_at AS VARCHAR) || '|' || i._file || '|' || lpad(CAST(i._line AS VARCHAR), 12, '0'), 'sso', i.first_name, i.last_name, i.email,
-       i.external_id, NULL, NULL, NULL
-FROM identities i
-JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'external_id' AND pi.identifier_value = i.external_id
-WHERE i.dt <= DATE '{{ ds }}' AND i.observed_at < TIMESTAMP '{{ interval_end }}';
+SELECT facts.*,
+       -- recency order within the profile: later statements win; ties by file and line
+       row_number() OVER (PARTITION BY profile_id ORDER BY observed_at, file, line) AS recency
+FROM (
+    SELECT pi.profile_id, f.entry_datetime AS observed_at, f._file AS file, f._line AS line,
+           'form:' || coalesce(f.form_name, '') || coalesce(' (' || CAST(f.form_id AS VARCHAR) || ')', '') AS fact_source,
+           f.first_name, f.last_name, f.email, CAST(NULL AS VARCHAR) AS external_id,
+           f.optin_1, f.optin_2, f.accept_terms
+    FROM form_entries f
+    JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'email' AND pi.identifier_value = f.email
+    WHERE f.dt <= DATE '{{ ds }}' AND f.entry_datetime < TIMESTAMP '{{ interval_end }}'
+    UNION ALL
+    -- An SSO account's email is the profile's only if the identity rules put it there (a rule
+    -- may have given that email to another profile).
+    SELECT pi.profile_id, i.observed_at, i._file, i._line, 'sso', i.first_name, i.last_name,
+           CASE WHEN pe.profile_id = pi.profile_id THEN i.email END, i.external_id,
+           CAST(NULL AS BOOLEAN), CAST(NULL AS BOOLEAN), CAST(NULL AS BOOLEAN)
+    FROM identities i
+    JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'external_id' AND pi.identifier_value = i.external_id
+    LEFT JOIN {{ rs }}.profile_identifiers pe ON pe.identifier_type = 'email' AND pe.identifier_value = i.email
+    WHERE i.dt <= DATE '{{ ds }}' AND i.observed_at < TIMESTAMP '{{ interval_end }}'
+) facts;
 
 CREATE OR REPLACE TABLE {{ rs }}.profile_activity AS
 SELECT pi.profile_id, count(*) AS interactions,
@@ -28,7 +35,14 @@ WHERE ie.dt <= DATE '{{ ds }}'
 GROUP BY pi.profile_id;
 
 CREATE OR REPLACE TABLE {{ rs }}.profile_answers AS
-SELECT profile_id, CAST(object_agg(attribute, option) AS VARCHAR) AS answers
+SELECT profile_id,
+{% if engine == "duckdb" %}
+       -- Snowflake prints an OBJECT's keys sorted; DuckDB's json_group_object keeps arrival order,
+       -- which parallel aggregation varies. Sorted here too, so a re-run writes the same bytes.
+       '{' || string_agg(to_json(attribute) || ':' || to_json(option), ',' ORDER BY attribute) || '}' AS answers
+{% else %}
+       CAST(object_agg(attribute, option) AS VARCHAR) AS answers
+{% endif %}
 FROM (
     SELECT pi.profile_id, ie.title AS attribute,
            max_by(ie.option_label, CAST(ie.date AS VARCHAR) || '|' || CAST(ie.dt AS VARCHAR) || '|' || ie._file || '|' || lpad(CAST(ie._line AS VARCHAR), 12, '0')) AS option
@@ -49,14 +63,13 @@ WITH ids AS (
 ),
 facts AS (
     SELECT profile_id,
-           max_by(email, CASE WHEN email IS NOT NULL THEN fact_key END) AS email,
-           max_by(external_id, CASE WHEN external_id IS NOT NULL THEN fact_key END) AS external_id,
-           max_by(first_name, CASE WHEN first_name IS NOT NULL THEN fact_key END) AS first_name,
-           max_by(last_name, CASE WHEN last_name IS NOT NULL THEN fact_key END) AS last_name,
+{% for field in ["email", "external_id", "first_name", "last_name"] %}
+           max_by({{ field }}, CASE WHEN {{ field }} IS NOT NULL THEN recency END) AS {{ field }},
+{% endfor %}
 {% for field in ["optin_1", "optin_2", "accept_terms"] %}
-           max_by({{ field }}, CASE WHEN {{ field }} IS NOT NULL THEN fact_key END) AS {{ field }},
-           max(CASE WHEN {{ field }} IS NOT NULL THEN observed_at END) AS {{ field }}_at,
-           max_by(fact_source, CASE WHEN {{ field }} IS NOT NULL THEN fact_key END) AS {{ field }}_source,
+           max_by({{ field }}, CASE WHEN {{ field }} IS NOT NULL THEN recency END) AS {{ field }},
+           max_by(observed_at, CASE WHEN {{ field }} IS NOT NULL THEN recency END) AS {{ field }}_at,
+           max_by(fact_source, CASE WHEN {{ field }} IS NOT NULL THEN recency END) AS {{ field }}_source,
 {% endfor %}
            max(observed_at) AS last_fact_at
     FROM {{ rs }}.profile_facts GROUP BY profile_id

@@ -1,0 +1,735 @@
+"""The daily build done the straightforward pandas way: the benchmark's reference.
+
+What a competent analyst would write without a warehouse: read every landing partition up to
+the run's date into DataFrames, type-check them, join the element catalogue, resolve identities
+with the same rules (value rules, shared devices, per-session and per-profile limits, anchors)
+by label propagation, and build the same output tables as Parquet. It follows the SQL's rules
+closely enough that ``bench_build.py --verify`` can compare the two on the same data; it is not
+used by the pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
+
+from audience_profiles.identity import IdentityRules  # noqa: E402
+
+YES, NO = {"yes", "y", "true", "1"}, {"no", "n", "false", "0"}
+ELEMENT_TYPES = {"vote", "quiz", "competition", "prediction", "team_selector"}
+DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+INT_RE = re.compile(r"^[0-9]{1,9}$")
+
+
+# --- landing ------------------------------------------------------------------------------
+
+
+def read_source(root: Path, source: str, dates: list[str]) -> pd.DataFrame:
+    frames = []
+    folders = (
+        [root / source] if source == "elements" else [root / source / f"date={d}" for d in dates]
+    )
+    for folder in folders:
+        for path in sorted(folder.glob("*")):
+            if path.suffix == ".csv":
+                frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+                frame["_line"] = np.arange(len(frame)) + 2  # after the header
+            elif path.suffix == ".json":
+                frame = pd.read_json(
+                    path, lines=True, dtype=False, convert_dates=False, keep_default_dates=False
+                )
+                frame = frame.astype(object).where(frame.notna(), None)
+                frame["_line"] = np.arange(len(frame)) + 1
+            else:
+                continue
+            frame["_file"] = str(path)
+            frame["dt"] = folder.name.removeprefix("date=")
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def text(series: pd.Series) -> pd.Series:
+    return series.where(series.notna(), "").astype(str).str.strip()
+
+
+def blank_to_none(series: pd.Series) -> pd.Series:
+    series = text(series)
+    return series.where(series != "", None)
+
+
+def to_bool(series: pd.Series) -> pd.Series:
+    lowered = text(series).str.lower()
+    return lowered.map(lambda v: True if v in YES else False if v in NO else None)
+
+
+def valid_email(series: pd.Series, pattern: str) -> pd.Series:
+    return text(series).str.lower().str.fullmatch(pattern)
+
+
+# --- validation and enrichment ---------------------------------------------------------------
+
+
+def validate(root: Path, dates: list[str], email_pattern: str) -> dict[str, pd.DataFrame]:
+    elements = read_source(root, "elements", dates)
+    ok = (
+        (text(elements["poll_id"]) != "")
+        & text(elements["option"]).str.fullmatch(INT_RE.pattern)
+        & (text(elements["title"]) != "")
+        & (text(elements["option_label"]) != "")
+        & (
+            (text(elements["element_type"]) == "")
+            | text(elements["element_type"]).str.lower().isin(ELEMENT_TYPES)
+        )
+    )
+    elements = elements[ok].assign(
+        poll_id=lambda f: text(f["poll_id"]),
+        option=lambda f: text(f["option"]).astype(int),
+        title=lambda f: text(f["title"]),
+        option_label=lambda f: text(f["option_label"]),
+        element_type=lambda f: blank_to_none(f["element_type"]).str.lower(),
+    )
+    elements = elements.sort_values(["_file", "_line"]).drop_duplicates(
+        ["poll_id", "option"], keep="last"
+    )
+
+    inter = read_source(root, "interactions", dates)
+    date = text(inter["date"])
+    ok = (
+        date.str.fullmatch(DATE_RE.pattern)
+        & pd.to_datetime(date, format="%Y-%m-%d", errors="coerce").notna()
+        & (text(inter["event_id"]) != "")
+        & (text(inter["poll_id"]) != "")
+        & (text(inter["session_id"]) != "")
+        & text(inter["option"]).str.fullmatch(INT_RE.pattern)
+        & text(inter["votes"]).str.fullmatch(INT_RE.pattern)
+    )
+    quarantined = {"interactions": inter[~ok]}
+    inter = inter[ok].assign(
+        date=lambda f: pd.to_datetime(text(f["date"])).dt.date,
+        event_id=lambda f: text(f["event_id"]),
+        poll_id=lambda f: text(f["poll_id"]),
+        session_id=lambda f: text(f["session_id"]),
+        option=lambda f: text(f["option"]).astype(int),
+        votes=lambda f: text(f["votes"]).astype(int),
+    )
+
+    forms = read_source(root, "form_entries", dates)
+    entry = pd.to_datetime(text(forms["entry_datetime"]), errors="coerce", format="ISO8601")
+    yes_no_ok = [
+        (text(forms[c]) == "") | text(forms[c]).str.lower().isin(YES | NO)
+        for c in ("optin_1", "optin_2", "accept_terms")
+    ]
+    form_id = text(forms["form_id"])
+    ok = (
+        entry.notna()
+        & (text(forms["session_id"]) != "")
+        & valid_email(forms["email"], email_pattern)
+        & yes_no_ok[0]
+        & yes_no_ok[1]
+        & yes_no_ok[2]
+        & ((form_id == "") | form_id.str.fullmatch(INT_RE.pattern))
+    )
+    quarantined["form_entries"] = forms[~ok]
+    forms = forms[ok].assign(
+        entry_datetime=entry[ok],
+        first_name=lambda f: blank_to_none(f["first_name"]),
+        last_name=lambda f: blank_to_none(f["last_name"]),
+        email=lambda f: text(f["email"]).str.lower(),
+        optin_1=lambda f: to_bool(f["optin_1"]),
+        optin_2=lambda f: to_bool(f["optin_2"]),
+        accept_terms=lambda f: to_bool(f["accept_terms"]),
+        session_id=lambda f: text(f["session_id"]),
+        form_name=lambda f: blank_to_none(f["form_name"]),
+        form_id=lambda f: pd.to_numeric(blank_to_none(f["form_id"])).astype("Int64"),
+    )
+
+    ids = read_source(root, "identities", dates)
+    for column in ("email", "first_name", "last_name"):
+        if column not in ids:
+            ids[column] = None
+    observed = pd.to_datetime(text(ids["observed_at"]), errors="coerce", format="ISO8601")
+    email = text(ids["email"])
+    ok = (
+        observed.notna()
+        & (text(ids["session_id"]) != "")
+        & (text(ids["external_id"]) != "")
+        & ((email == "") | valid_email(ids["email"], email_pattern))
+    )
+    quarantined["identities"] = ids[~ok]
+    ids = ids[ok].assign(
+        observed_at=observed[ok],
+        session_id=lambda f: text(f["session_id"]),
+        external_id=lambda f: text(f["external_id"]),
+        email=lambda f: blank_to_none(f["email"]).str.lower(),
+        first_name=lambda f: blank_to_none(f["first_name"]),
+        last_name=lambda f: blank_to_none(f["last_name"]),
+    )
+
+    enriched = inter.merge(
+        elements[["poll_id", "option", "title", "element_type", "option_label"]],
+        on=["poll_id", "option"],
+        how="left",
+    )
+    return {
+        "elements": elements,
+        "interactions_enriched": enriched,
+        "form_entries": forms,
+        "identities": ids,
+        "quarantined": quarantined,
+    }
+
+
+# --- identity ------------------------------------------------------------------------------
+
+
+def links_as_of(data: dict, cutoff_dt: str, cutoff_ts: pd.Timestamp) -> pd.DataFrame:
+    forms, ids = data["form_entries"], data["identities"]
+    forms = forms[(forms["dt"] <= cutoff_dt) & (forms["entry_datetime"] < cutoff_ts)]
+    ids = ids[(ids["dt"] <= cutoff_dt) & (ids["observed_at"] < cutoff_ts)]
+    with_email = ids[ids["email"].notna()]
+
+    def link(frame, lt, lcol, rt, rcol, at, source):
+        return pd.DataFrame(
+            {
+                "left_type": lt,
+                "left_value": frame[lcol].to_numpy(),
+                "right_type": rt,
+                "right_value": frame[rcol].to_numpy(),
+                "observed_at": frame[at].to_numpy(),
+                "dt": frame["dt"].to_numpy(),
+                "source": source,
+                "file": frame["_file"].to_numpy(),
+                "line": frame["_line"].to_numpy(),
+            }
+        )
+
+    return pd.concat(
+        [
+            link(
+                forms,
+                "session_id",
+                "session_id",
+                "email",
+                "email",
+                "entry_datetime",
+                "form_entries",
+            ),
+            link(
+                ids,
+                "session_id",
+                "session_id",
+                "external_id",
+                "external_id",
+                "observed_at",
+                "identities",
+            ),
+            link(
+                with_email,
+                "external_id",
+                "external_id",
+                "email",
+                "email",
+                "observed_at",
+                "identities",
+            ),
+        ],
+        ignore_index=True,
+    )
+
+
+def blocked_reason(node_type: str, value: str, rules: IdentityRules) -> str | None:
+    if value is None:
+        return "missing"
+    if len(value) > rules.max_value_length:
+        return f"longer than {rules.max_value_length} characters"
+    lowered = value.lower()
+    if lowered in {v.strip().lower() for v in rules.blocked_values[node_type]}:
+        return "blocked value"
+    for pattern in rules.blocked_patterns[node_type]:
+        if re.fullmatch(pattern, lowered):
+            return f"matches blocked pattern {pattern}"
+    if node_type == "email" and not re.fullmatch(rules.email_pattern, lowered):
+        return "not a valid email"
+    return None
+
+
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Label propagation: every node takes the smallest label among itself and its neighbours,
+    until nothing changes (one pass per step of the longest shortest path)."""
+    label = np.arange(n)
+    while True:
+        offered = (
+            pd.DataFrame(
+                {"node": np.concatenate([a, b]), "label": np.concatenate([label[b], label[a]])}
+            )
+            .groupby("node")["label"]
+            .min()
+        )
+        new = label.copy()
+        new[offered.index] = np.minimum(label[offered.index], offered.to_numpy())
+        if np.array_equal(new, label):
+            return label
+        label = new
+
+
+def resolve(data: dict, rules: IdentityRules, cutoff_dt: str, cutoff_ts: str) -> dict:
+    links = links_as_of(data, cutoff_dt, pd.Timestamp(cutoff_ts))
+    rank = {t: i + 1 for i, t in enumerate(rules.priority)}
+    links["link_rank"] = [
+        min(rank[lt], rank[rt])
+        for lt, rt in zip(links["left_type"], links["right_type"], strict=True)
+    ]
+    links["left"] = links["left_type"] + ":" + links["left_value"]
+    links["right"] = links["right_type"] + ":" + links["right_value"]
+
+    ends = pd.concat(
+        [
+            links[["left_type", "left_value", "left", "dt", "observed_at"]].set_axis(
+                ["type", "value", "node", "dt", "observed_at"], axis=1
+            ),
+            links[["right_type", "right_value", "right", "dt", "observed_at"]].set_axis(
+                ["type", "value", "node", "dt", "observed_at"], axis=1
+            ),
+        ]
+    )
+    values = ends.groupby("node").agg(
+        type=("type", "first"),
+        value=("value", "first"),
+        first_dt=("dt", "min"),
+        first_at=("observed_at", "min"),
+    )
+    values["blocked"] = [
+        blocked_reason(t, v, rules) for t, v in zip(values["type"], values["value"], strict=True)
+    ]
+    bad = values["blocked"].dropna()
+    links["left_blocked"] = links["left"].map(bad)
+    links["right_blocked"] = links["right"].map(bad)
+    usable = links["left_blocked"].isna() & links["right_blocked"].isna()
+
+    links["rule"], links["detail"] = None, None
+    links.loc[links["left_blocked"].notna(), "detail"] = (
+        links["left_type"] + " " + links["left_blocked"].fillna("")
+    )
+    right_only = links["left_blocked"].isna() & links["right_blocked"].notna()
+    links.loc[right_only, "detail"] = links["right_type"] + " " + links["right_blocked"].fillna("")
+    links.loc[~usable, "rule"] = "blocked_value"
+
+    shared = {}
+    for type_, limit in rules.shared_device.items():
+        part = links[usable & (links["left_type"] == "session_id") & (links["right_type"] == type_)]
+        counts = part.groupby("left")["right"].nunique()
+        for session, count in counts[counts > limit].items():
+            shared.setdefault(
+                session, f"session carries {count} distinct {type_} values (limit {limit})"
+            )
+    is_shared = links["rule"].isna() & links["left"].isin(shared)
+    links.loc[is_shared, "rule"] = "shared_device"
+    links.loc[is_shared, "detail"] = links.loc[is_shared, "left"].map(shared)
+
+    for type_, limit in rules.per_session.items():
+        part = links[usable & (links["left_type"] == "session_id") & (links["right_type"] == type_)]
+        pairs = part.groupby(["left", "right"], as_index=False).agg(
+            last_at=("observed_at", "max"), value=("right_value", "first")
+        )
+        pairs = pairs.sort_values(["left", "last_at", "value"], ascending=[True, False, True])
+        pairs["recency"] = pairs.groupby("left").cumcount() + 1
+        over = set(map(tuple, pairs.loc[pairs["recency"] > limit, ["left", "right"]].to_numpy()))
+        hit = links["rule"].isna() & np.array(
+            [
+                (left, right) in over
+                for left, right in zip(links["left"], links["right"], strict=True)
+            ]
+        )
+        links.loc[hit, "rule"] = "session_limit"
+        links.loc[hit, "detail"] = f"session keeps its {limit} most recent {type_} value(s)"
+
+    accepted = links[links["rule"].isna()]
+    sessions_linked = set(accepted.loc[accepted["left_type"] == "session_id", "left"])
+    nodes = values[
+        values["blocked"].isna()
+        & ((values["type"] != "session_id") | values.index.isin(sessions_linked))
+    ].copy()
+
+    codes = {node: i for i, node in enumerate(nodes.index)}
+    a = accepted["left"].map(codes).to_numpy()
+    b = accepted["right"].map(codes).to_numpy()
+    nodes["label"] = components(len(nodes), a, b)
+
+    cuts = {}
+    for type_ in rules.per_profile:
+        cuts.update(split_profiles(nodes, accepted, type_))
+    cut_key = np.array(
+        [
+            (min(left, right), max(left, right)) in cuts
+            for left, right in zip(accepted["left"], accepted["right"], strict=True)
+        ]
+    )
+    cut_rows = accepted[cut_key].copy()
+    cut_rows["rule"] = "profile_limit"
+    cut_rows["detail"] = [
+        cuts[(min(left, right), max(left, right))]
+        for left, right in zip(cut_rows["left"], cut_rows["right"], strict=True)
+    ]
+    rejected = pd.concat([links[links["rule"].notna()], cut_rows], ignore_index=True)
+
+    # anchors: earliest landing day, then observed second, then the id
+    nodes["seen_key"] = (
+        pd.to_datetime(nodes["first_dt"]) - pd.Timestamp("1970-01-01")
+    ).dt.days * 10_000_000_000 + (
+        nodes["first_at"].dt.floor("s") - pd.Timestamp("1970-01-01")
+    ).dt.total_seconds().astype("int64")
+    nodes["hash"] = [hashlib.md5(n.encode()).hexdigest()[:20] for n in nodes.index]
+    ordered = nodes.sort_values(["label", "seen_key", "hash"])
+    anchor = ordered.groupby("label")["hash"].first()
+    nodes["profile_id"] = "ap_" + nodes["label"].map(anchor)
+    nodes["profile_first_seen"] = nodes.groupby("label")["first_at"].transform("min")
+    identifiers = nodes.reset_index().rename(
+        columns={"type": "identifier_type", "value": "identifier_value", "first_at": "first_seen"}
+    )[
+        [
+            "identifier_type",
+            "identifier_value",
+            "profile_id",
+            "first_dt",
+            "first_seen",
+            "profile_first_seen",
+        ]
+    ]
+    kept = accepted[~cut_key]
+    return {"identifiers": identifiers, "rejected": rejected, "accepted": kept}
+
+
+def split_profiles(nodes: pd.DataFrame, accepted: pd.DataFrame, type_: str) -> dict:
+    """Components holding several ``type_`` values: breadth-first from each, nearest first, then
+    link rank, then the most recent link, then the value; links between parts are cut."""
+    seeds = nodes[nodes["type"] == type_]
+    conflicted = seeds.groupby("label").size()
+    conflicted = set(conflicted[conflicted > 1].index)
+    if not conflicted:
+        return {}
+    members = set(nodes.index[nodes["label"].isin(conflicted)])
+    inside = accepted[accepted["left"].isin(members)]
+    pairs = inside.groupby(["left", "right"], as_index=False).agg(
+        link_rank=("link_rank", "min"), last_at=("observed_at", "max")
+    )
+    neighbours: dict[str, list] = {}
+    for left, right, link_rank, last_at in pairs.itertuples(index=False):
+        neighbours.setdefault(left, []).append((right, link_rank, last_at))
+        neighbours.setdefault(right, []).append((left, link_rank, last_at))
+    part = {node: node for node in seeds.index if nodes.at[node, "label"] in conflicted}
+    frontier = deque(part)
+    while frontier:
+        offers: dict[str, tuple] = {}
+        for node in frontier:
+            for other, link_rank, last_at in neighbours.get(node, []):
+                if other in part:
+                    continue
+                offer = (link_rank, -last_at.value, part[node])
+                offers[other] = min(offers.get(other, offer), offer)
+        for other, offer in offers.items():
+            part[other] = offer[2]
+        frontier = deque(offers)
+    cuts = {}
+    for left, right, *_ in pairs.itertuples(index=False):
+        if part[left] != part[right]:
+            seeds_ = sorted((part[left], part[right]))
+            cuts[(min(left, right), max(left, right))] = (
+                f"profile holds at most one {type_}: would join {seeds_[0]} and {seeds_[1]}"
+            )
+    offset = int(nodes["label"].max()) + 1
+    new_label = {seed: offset + i for i, seed in enumerate(sorted(set(part.values())))}
+    for node, seed in part.items():
+        nodes.at[node, "label"] = new_label[seed]
+    return cuts
+
+
+def merges(prev: dict, cur: dict, new_links: pd.DataFrame, interval_start: str) -> pd.DataFrame:
+    p, c = prev["identifiers"], cur["identifiers"]
+    gone = p[~p["profile_id"].isin(set(c["profile_id"]))]
+    moved = gone.merge(c, on=["identifier_type", "identifier_value"], suffixes=("", "_now"))
+    survivors = moved.sort_values(
+        ["profile_id", "first_seen", "identifier_type", "identifier_value"]
+    ).drop_duplicates("profile_id")
+    prev_of = dict(
+        zip(p["identifier_type"] + ":" + p["identifier_value"], p["profile_id"], strict=True)
+    )
+    ends = pd.concat(
+        [
+            new_links.assign(
+                end=new_links["left"],
+                end_type=new_links["left_type"],
+                end_value=new_links["left_value"],
+                other=new_links["right"],
+                other_type=new_links["right_type"],
+                other_value=new_links["right_value"],
+            ),
+            new_links.assign(
+                end=new_links["right"],
+                end_type=new_links["right_type"],
+                end_value=new_links["right_value"],
+                other=new_links["left"],
+                other_type=new_links["left_type"],
+                other_value=new_links["left_value"],
+            ),
+        ]
+    ).sort_values(["observed_at", "end_type", "end_value", "other_type", "other_value"])
+    exits: dict[str, tuple] = {}
+    for row in ends.itertuples(index=False):
+        profile = prev_of.get(row.end)
+        if profile and prev_of.get(row.other) != profile and profile not in exits:
+            exits[profile] = (
+                row.other_type,
+                row.other_value,
+                row.observed_at,
+                f"{row.source}:{row.left_type}-{row.right_type}",
+            )
+    out = []
+    for s in survivors.itertuples(index=False):
+        mine, theirs = exits.get(s.profile_id), exits.get(s.profile_id_now)
+        merged_at = (
+            max(mine[2], theirs[2] if theirs else mine[2]) if mine else pd.Timestamp(interval_start)
+        )
+        out.append(
+            {
+                "merged_profile_id": s.profile_id,
+                "surviving_profile_id": s.profile_id_now,
+                "merged_at": merged_at,
+                "reason": mine[3] if mine else "regrouped",
+                "identifier_type": mine[0] if mine else s.identifier_type,
+                "identifier_value": mine[1] if mine else s.identifier_value,
+            }
+        )
+    return pd.DataFrame(
+        out,
+        columns=[
+            "merged_profile_id",
+            "surviving_profile_id",
+            "merged_at",
+            "reason",
+            "identifier_type",
+            "identifier_value",
+        ],
+    )
+
+
+# --- profiles ------------------------------------------------------------------------------
+
+
+def profiles(data: dict, identity: dict, ds: str, interval_end: str) -> dict[str, pd.DataFrame]:
+    ids = identity["identifiers"]
+    by_type = {
+        t: ids[ids["identifier_type"] == t].set_index("identifier_value")["profile_id"]
+        for t in ("session_id", "email", "external_id")
+    }
+    end = pd.Timestamp(interval_end)
+    forms = data["form_entries"]
+    forms = forms[(forms["dt"] <= ds) & (forms["entry_datetime"] < end)]
+    forms = forms.assign(
+        profile_id=forms["email"].map(by_type["email"]),
+        observed_at=forms["entry_datetime"],
+        fact_source="form:"
+        + forms["form_name"].fillna("")
+        + forms["form_id"].map(lambda i: "" if pd.isna(i) else f" ({i})"),
+        external_id=None,
+    ).dropna(subset=["profile_id"])
+    sso = data["identities"]
+    sso = sso[(sso["dt"] <= ds) & (sso["observed_at"] < end)]
+    sso = sso.assign(profile_id=sso["external_id"].map(by_type["external_id"])).dropna(
+        subset=["profile_id"]
+    )
+    sso = sso.assign(
+        email=sso["email"].where(sso["email"].map(by_type["email"]) == sso["profile_id"], None),
+        fact_source="sso",
+        optin_1=None,
+        optin_2=None,
+        accept_terms=None,
+    )
+    columns = [
+        "profile_id",
+        "observed_at",
+        "_file",
+        "_line",
+        "fact_source",
+        "first_name",
+        "last_name",
+        "email",
+        "external_id",
+        "optin_1",
+        "optin_2",
+        "accept_terms",
+    ]
+    facts = pd.concat([forms[columns], sso[columns]], ignore_index=True).sort_values(
+        ["profile_id", "observed_at", "_file", "_line"]
+    )
+    latest = {}
+    for field in ("email", "external_id", "first_name", "last_name"):
+        latest[field] = facts.dropna(subset=[field]).groupby("profile_id")[field].last()
+    for field in ("optin_1", "optin_2", "accept_terms"):
+        stated = facts.dropna(subset=[field]).groupby("profile_id")
+        latest[field] = stated[field].last().astype(bool)
+        latest[f"{field}_at"] = stated["observed_at"].last()
+        latest[f"{field}_source"] = stated["fact_source"].last()
+    last_fact = facts.groupby("profile_id")["observed_at"].max()
+
+    enriched = data["interactions_enriched"]
+    enriched = enriched[enriched["dt"] <= ds]
+    mine = enriched.assign(profile_id=enriched["session_id"].map(by_type["session_id"])).dropna(
+        subset=["profile_id"]
+    )
+    activity = mine.groupby("profile_id").agg(
+        interactions=("date", "size"),
+        first_interaction=("date", "min"),
+        last_interaction=("date", "max"),
+    )
+    answered = mine.dropna(subset=["title", "option_label"]).sort_values(
+        ["profile_id", "title", "date", "dt", "_file", "_line"]
+    )
+    answers = answered.groupby(["profile_id", "title"])["option_label"].last().reset_index()
+    answers = answers.groupby("profile_id").apply(
+        lambda g: json.dumps(
+            dict(zip(g["title"], g["option_label"], strict=True)),
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ),
+        include_groups=False,
+    )
+
+    per = ids.groupby("profile_id").agg(
+        identity_first_seen=("profile_first_seen", "min"),
+        identity_last_seen=("first_seen", "max"),
+        sessions=("identifier_type", lambda t: int((t == "session_id").sum())),
+    )
+    out = per.join(pd.DataFrame(latest)).join(activity).join(last_fact.rename("last_fact_at"))
+    first_interaction = pd.to_datetime(out["first_interaction"])
+    last_interaction = pd.to_datetime(out["last_interaction"])
+    out["first_seen"] = np.minimum(
+        out["identity_first_seen"], first_interaction.fillna(out["identity_first_seen"])
+    )
+    out["last_seen"] = pd.concat(
+        [
+            out["last_fact_at"].fillna(out["identity_last_seen"]),
+            out["identity_last_seen"],
+            last_interaction.fillna(out["identity_last_seen"]),
+        ],
+        axis=1,
+    ).max(axis=1)
+    out["interactions"] = out["interactions"].fillna(0).astype("int64")
+    out["answers"] = answers.reindex(out.index).fillna("{}")
+    audience_profiles = out.reset_index()[
+        [
+            "profile_id",
+            "email",
+            "external_id",
+            "first_name",
+            "last_name",
+            "optin_1",
+            "optin_2",
+            "accept_terms",
+            "first_seen",
+            "last_seen",
+            "sessions",
+            "interactions",
+            "answers",
+            "optin_1_at",
+            "optin_1_source",
+            "optin_2_at",
+            "optin_2_source",
+            "accept_terms_at",
+            "accept_terms_source",
+        ]
+    ]
+    people = audience_profiles.set_index("profile_id")[["first_name", "last_name", "email"]]
+    interactions = (
+        mine.drop(columns=["option"])
+        .join(people, on="profile_id")
+        .rename(
+            columns={"date": "interaction_date", "title": "attribute", "option_label": "option"}
+        )[
+            [
+                "profile_id",
+                "first_name",
+                "last_name",
+                "email",
+                "interaction_date",
+                "attribute",
+                "option",
+                "poll_id",
+                "event_id",
+                "session_id",
+                "votes",
+            ]
+        ]
+    )
+    return {"audience_profiles": audience_profiles, "audience_profile_interactions": interactions}
+
+
+# --- the build -----------------------------------------------------------------------------
+
+
+def build(landing_root: str, ds: str, out_dir: str, rules: IdentityRules) -> dict[str, int]:
+    root = Path(landing_root)
+    dates = sorted(
+        {p.name.removeprefix("date=") for p in root.glob("*/date=*") if p.is_dir()} - {""}
+    )
+    dates = [d for d in dates if d <= ds]
+    data = validate(root, dates, rules.email_pattern)
+    day = pd.Timestamp(ds)
+    start, end = str(day), str(day + pd.Timedelta(days=1))
+    previous = str((day - pd.Timedelta(days=1)).date())
+    prev = resolve(data, rules, previous, start)
+    cur = resolve(data, rules, ds, end)
+    accepted = cur["accepted"]
+    new_links = accepted[(accepted["dt"] == ds) | (accepted["observed_at"] >= pd.Timestamp(start))]
+    key = ["rule", "file", "line", "left_type", "right_type", "left_value", "right_value"]
+    audit = cur["rejected"].merge(prev["rejected"][key], on=key, how="left", indicator=True)
+    audit = audit[audit["_merge"] == "left_only"]
+    tables = profiles(data, cur, ds, end)
+    tables["profile_identifiers"] = cur["identifiers"][
+        ["identifier_type", "identifier_value", "profile_id"]
+    ]
+    tables["profile_merges"] = merges(prev, cur, new_links, start)
+    tables["identity_link_audit"] = audit[
+        [
+            "rule",
+            "detail",
+            "left_type",
+            "left_value",
+            "right_type",
+            "right_value",
+            "observed_at",
+            "source",
+            "file",
+            "line",
+        ]
+    ]
+    enriched = data["interactions_enriched"]
+    tables["interactions_enriched"] = enriched[enriched["dt"] == ds][
+        [
+            "date",
+            "event_id",
+            "poll_id",
+            "title",
+            "element_type",
+            "session_id",
+            "option",
+            "option_label",
+            "votes",
+        ]
+    ]
+    tables["quarantine"] = pd.concat(
+        [q[q["dt"] == ds].assign(source=name) for name, q in data["quarantined"].items()]
+    )[["source", "_file", "_line"]]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        frame.to_parquet(out / f"{name}.parquet", index=False)
+    return {name: len(frame) for name, frame in tables.items()}

@@ -1,0 +1,33 @@
+{#- Shared pieces of the identity SQL.
+
+    The three kinds of identity link and the rows they come from. A row counts as of the cutoff
+    only if it landed in a partition up to cutoff_dt AND was observed before cutoff_ts
+    (point-in-time: the snapshot as of a date never changes once that date is over).
+
+    Identifiers get 64-bit ids from hash(type, value, salt): links carry integers only. The
+    caller checks for collisions and re-runs with another salt if one ever occurs.
+-#}
+{% set kinds = [
+  {"kind": 1, "source": "form_entries", "relation": "form_entries", "observed_at": "entry_datetime",
+   "left_type": "session_id", "left": "session_id", "right_type": "email", "right": "email"},
+  {"kind": 2, "source": "identities", "relation": "identities", "observed_at": "observed_at",
+   "left_type": "session_id", "left": "session_id", "right_type": "external_id", "right": "external_id"},
+  {"kind": 3, "source": "identities", "relation": "identities", "observed_at": "observed_at",
+   "left_type": "external_id", "left": "external_id", "right_type": "email", "right": "email",
+   "where": "email IS NOT NULL"},
+] %}
+{% macro node_id(type, value) -%}
+hash('{{ type }}', {{ value }}, {{ salt }})
+{%- endmacro %}
+{% macro rows(k) -%}
+FROM {{ k.relation }}
+WHERE dt <= DATE '{{ cutoff_dt }}' AND {{ k.observed_at }} < TIMESTAMP '{{ cutoff_ts }}'{% if "where" in k %} AND {{ k.where }}{% endif %}
+{%- endmacro %}
+{#- A property of a link's kind (left_type, right_type, source) as a SQL expression. -#}
+{% macro of_kind(property, column="kind") -%}
+CASE {{ column }}{% for k in kinds %} WHEN {{ k.kind }} THEN '{{ k[property] }}'{% endfor %} END
+{%- endmacro %}
+{#- The kinds linking a session to a value of this type, as a SQL list. -#}
+{% macro session_kinds(type) -%}
+({{ kinds | selectattr("left_type", "equalto", "session_id") | selectattr("right_type", "equalto", type) | map(attribute="kind") | join(", ") or "NULL" }})
+{%- endmacro %}

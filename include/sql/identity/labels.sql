@@ -1,0 +1,17 @@
+-- The identity graph's nodes with their component label. Nodes: every usable email and
+-- external_id, even when all its links were rejected (a kiosk entrant is still a person, with a
+-- profile of their own), and every session with an accepted link (a session on its own is
+-- anonymous, a shared device nobody). Label: the smallest node id of the component (roots only
+-- ever hook to smaller ids), or the node's own id when it has no accepted link.
+CREATE OR REPLACE TEMP TABLE id_labels{{ suffix }} AS
+SELECT v.node_id, coalesce(m.parent, v.node_id) AS label, v.node_type, v.node_value, v.first_at,
+       -- when the identifier was first seen, as one number: landing day, then second
+       datediff('day', DATE '1970-01-01', v.first_dt) * 10000000000
+       + datediff('second', TIMESTAMP '1970-01-01 00:00:00', v.first_at) AS seen_key
+FROM id_values{{ suffix }} v
+LEFT JOIN id_cc_map{{ suffix }} m ON m.node = v.node_id
+WHERE v.blocked IS NULL
+  AND (v.node_type <> 'session_id'
+       OR v.node_id IN (SELECT session_node FROM id_edges{{ suffix }}));
+-- Everything later reads the nodes from here.
+DROP TABLE id_values{{ suffix }};

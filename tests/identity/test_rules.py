@@ -1,0 +1,57 @@
+"""identity.yml: the shipped rules load, and every mistake names the file and the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from audience_profiles.config import ConfigError
+from audience_profiles.identity import load_rules
+from audience_profiles.privacy import EMAIL_PATTERN
+from tests.identity.world import IDENTITY_YML
+
+
+def test_the_shipped_rules():
+    rules = load_rules(IDENTITY_YML)
+    assert "undefined" in rules.blocked_values["session_id"]  # "any" applies to every type
+    assert "00000000-0000-0000-0000-000000000000" in rules.blocked_values["external_id"]
+    assert "test@test.com" in rules.blocked_values["email"]
+    assert rules.email_pattern == EMAIL_PATTERN
+    assert rules.max_value_length == 1024
+    assert rules.shared_device == {"email": 3}
+    assert rules.per_session == {"external_id": 1}
+    assert rules.per_profile == ("external_id",)
+    assert rules.priority == ("external_id", "email", "session_id")
+    assert rules.sql_params()["rank"] == {"external_id": 1, "email": 2, "session_id": 3}
+
+
+def write(tmp_path, raw) -> str:
+    path = tmp_path / "identity.yml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_null_switches_a_limit_off_and_missing_sections_take_defaults(tmp_path):
+    rules = load_rules(write(tmp_path, {"limits": {"shared_device": {"email": None}}}))
+    assert rules.shared_device == {}
+    assert rules.per_session == {"external_id": 1} and rules.per_profile == ("external_id",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"blocked_values": {"phone": ["0"]}}, "blocked_values: unknown identifier type"),
+        ({"blocked_patterns": {"any": ["\\d+"]}}, "backslashes"),
+        ({"blocked_patterns": {"any": ["(unclosed"]}}, "not a regular expression"),
+        ({"limits": {"per_profile": {"external_id": 2}}}, "only 1"),
+        ({"limits": {"shared_device": {"session_id": 3}}}, "limits.shared_device.session_id"),
+        ({"limits": {"per_session": {"email": "three"}}}, "limits.per_session.email"),
+        ({"priority": ["email", "session_id"]}, "priority"),
+        ({"max_value_length": "long"}, "max_value_length"),
+    ],
+)
+def test_mistakes_name_the_file_and_the_key(tmp_path, raw, message):
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError, match=message) as error:
+        load_rules(path)
+    assert path in str(error.value)

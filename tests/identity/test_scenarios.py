@@ -1,0 +1,279 @@
+"""Named identity scenarios, each a short story through the daily run's SQL (see world.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tests.identity.world import World
+
+D1, D2, D3 = "2022-04-25", "2022-04-26", "2022-04-27"
+S1, S2, S3, KIOSK = "s-1111", "s-2222", "s-3333", "s-kiosk"
+
+
+def test_cookie_reset_rejoined_by_email_keeps_the_first_profile_id(world):
+    world.form(f"{D1}T10:00:00", S1, "fan@example.com", "Ann", "Lee")
+    world.run(D1)
+    first_id = world.profile_of(D1, "email:fan@example.com")
+
+    # New cookie: an anonymous session until the fan enters the same email again.
+    world.interaction(D2, S2, "p1", 0)
+    world.run(D2)
+    assert world.profile_of(D2, f"session_id:{S2}") is None
+
+    world.form(f"{D3}T09:30:00", S2, "fan@example.com")
+    world.run(D3)
+    assert world.groups(D3) == {
+        frozenset({f"session_id:{S1}", f"session_id:{S2}", "email:fan@example.com"})
+    }
+    assert world.profile_of(D3, f"session_id:{S2}") == first_id
+    assert world.merges(D3) == []  # S2 joined a profile; no profile disappeared
+
+
+def test_cookie_reset_with_its_own_profile_merges_into_the_older_one(world):
+    world.form(f"{D1}T10:00:00", S1, "fan@example.com", "Ann", "Lee")
+    world.sso(f"{D2}T08:00:00", S2, "sso-ann")  # the new cookie signs in: a profile of its own
+    world.run(D2)
+    older, newer = (world.profile_of(D2, i) for i in ("email:fan@example.com", f"session_id:{S2}"))
+    assert older != newer
+
+    world.form(f"{D3}T12:15:00", S2, "FAN@example.com ")
+    world.run(D3)
+    assert world.profile_of(D3, "external_id:sso-ann") == older
+    assert [(m["merged_profile_id"], m["surviving_profile_id"]) for m in world.merges(D3)] == [
+        (newer, older)
+    ]
+    merge = world.merges(D3)[0]
+    assert merge["reason"] == "form_entries:session_id-email"
+    assert (merge["identifier_type"], merge["identifier_value"]) == ("email", "fan@example.com")
+    assert str(merge["merged_at"]) == f"{D3} 12:15:00"
+    assert world.merges(D2) == []  # the merge is reported once, on the run it happened in
+
+
+def test_email_case_and_whitespace_variants_are_one_identifier(world):
+    world.form(f"{D1}T10:00:00", S1, " David.Wilson@Example.com ")
+    world.form(f"{D1}T11:00:00", S2, "DAVID.WILSON@EXAMPLE.COM")
+    world.form(f"{D1}T12:00:00", S3, "david.wilson@example.com")
+    world.run(D1)
+    assert world.groups(D1) == {
+        frozenset({f"session_id:{s}" for s in (S1, S2, S3)} | {"email:david.wilson@example.com"})
+    }
+
+
+def test_shared_kiosk_links_to_no_one(world):
+    emails = [f"fan{i}@example.com" for i in range(4)]  # limit 3: four is a shared device
+    for i, email in enumerate(emails):
+        world.form(f"{D1}T15:1{i}:00", KIOSK, email)
+    world.interaction(D1, KIOSK, "p1", 0)
+    world.run(D1)
+
+    assert world.groups(D1) == {frozenset({f"email:{e}"}) for e in emails}
+    audit = world.audit(D1)
+    assert [a["rule"] for a in audit] == ["shared_device"] * 4
+    assert audit[0]["detail"] == "session carries 4 distinct email values (limit 3)"
+    assert {(a["left_value"], a["right_value"]) for a in audit} == {(KIOSK, e) for e in emails}
+    assert world.table(D1, "audience_profile_interactions") == []  # nobody gets its votes
+
+
+def test_session_with_emails_up_to_the_limit_is_a_person(world):
+    for i in range(3):
+        world.form(f"{D1}T15:1{i}:00", S1, f"fan{i}@example.com")
+    world.run(D1)
+    assert len(world.groups(D1)) == 1
+    assert world.audit(D1) == []
+
+
+def test_two_sso_accounts_on_one_session_never_merge(world):
+    world.sso(f"{D1}T10:00:00", S1, "sso-older")
+    world.sso(f"{D1}T11:00:00", S1, "sso-newer")
+    world.sso(f"{D1}T09:00:00", S2, "sso-older")
+    world.run(D1)
+
+    assert world.groups(D1) == {
+        frozenset({f"session_id:{S1}", "external_id:sso-newer"}),  # the most recent link wins
+        frozenset({f"session_id:{S2}", "external_id:sso-older"}),
+    }
+    [audit] = world.audit(D1)
+    assert (audit["rule"], audit["right_value"]) == ("session_limit", "sso-older")
+
+
+def test_two_sso_accounts_joined_through_an_email_chain_stay_apart(world):
+    # sso-a -- S1 -- shared@ -- S2 -- sso-b: one component, two SSO accounts.
+    world.sso(f"{D1}T08:00:00", S1, "sso-a")
+    world.form(f"{D1}T09:00:00", S1, "shared@example.com")
+    world.form(f"{D1}T10:00:00", S2, "shared@example.com")
+    world.sso(f"{D1}T11:00:00", S2, "sso-b")
+    world.run(D1)
+
+    groups = world.groups(D1)
+    assert all(sum(i.startswith("external_id:") for i in g) == 1 for g in groups)
+    assert {f"session_id:{S1}", "external_id:sso-a"} in [set(g) for g in groups]
+    assert {f"session_id:{S2}", "external_id:sso-b"} <= set(
+        next(g for g in groups if "external_id:sso-b" in g)
+    )
+    # The email is one link from each session: the more recent link (S2's, 10:00) wins.
+    assert world.profile_of(D1, "email:shared@example.com") == world.profile_of(
+        D1, "external_id:sso-b"
+    )
+    [cut] = world.audit(D1)
+    assert cut["rule"] == "profile_limit"
+    assert (cut["left_value"], cut["right_value"]) == (S1, "shared@example.com")
+    assert "external_id:sso-a" in cut["detail"] and "external_id:sso-b" in cut["detail"]
+
+
+def test_sso_link_outranks_an_email_link(world):
+    # S1 is tied to sso-a directly and to sso-b only through an email: it stays with sso-a,
+    # even though its email link is the more recent one.
+    world.sso(f"{D1}T08:00:00", S1, "sso-a")
+    world.sso(f"{D1}T08:30:00", S2, "sso-b", email="b@example.com")
+    world.form(f"{D1}T09:00:00", S1, "b@example.com")
+    world.run(D1)
+    assert world.profile_of(D1, f"session_id:{S1}") == world.profile_of(D1, "external_id:sso-a")
+    assert world.profile_of(D1, "email:b@example.com") == world.profile_of(D1, "external_id:sso-b")
+
+
+def test_two_sso_accounts_sharing_an_email_the_most_recent_keeps_it(world):
+    world.sso(f"{D1}T08:00:00", S1, "sso-a", email="family@example.com")
+    world.sso(f"{D1}T09:00:00", S2, "sso-b", email="family@example.com")
+    world.run(D1)
+    assert world.groups(D1) == {
+        frozenset({f"session_id:{S1}", "external_id:sso-a"}),
+        frozenset({f"session_id:{S2}", "external_id:sso-b", "email:family@example.com"}),
+    }
+    # sso-a's own email attribute is not another profile's email
+    profile_a = world.profile(D1, world.profile_of(D1, "external_id:sso-a"))
+    assert profile_a["email"] is None and profile_a["external_id"] == "sso-a"
+
+
+def test_profile_limit_can_be_switched_off():
+    world = World(dataclasses.replace(World().rules, per_profile=()))
+    world.sso(f"{D1}T08:00:00", S1, "sso-a", email="family@example.com")
+    world.sso(f"{D1}T09:00:00", S2, "sso-b", email="family@example.com")
+    world.run(D1)
+    assert len(world.groups(D1)) == 1 and world.audit(D1) == []
+    world.close()
+
+
+def test_blocked_values_never_link_but_real_identifiers_stay_people(world):
+    zero_uuid = "00000000-0000-0000-0000-000000000000"
+    world.form(f"{D1}T10:00:00", "undefined", "real@example.com")  # blocked session
+    world.form(f"{D1}T10:05:00", S1, "test@test.com")  # blocked email
+    world.form(f"{D1}T10:10:00", zero_uuid, "other@example.com")  # all-zero UUID
+    world.form(f"{D1}T10:15:00", "x" * 1025, "long@example.com")  # over 1,024 characters
+    world.sso(f"{D1}T10:20:00", S2, "NULL")  # blocked external_id, any case
+    world.sso(f"{D1}T10:25:00", S3, "sso-3")
+    # rows from another loader, past validation: a blocked word and an invalid email
+    world.raw_form(f"{D1}T10:30:00", S3, "Anonymous")
+    world.raw_form(f"{D1}T10:35:00", S3, "not an email")
+    world.run(D1)
+
+    assert world.groups(D1) == {
+        frozenset({"email:real@example.com"}),
+        frozenset({"email:other@example.com"}),
+        frozenset({"email:long@example.com"}),
+        frozenset({f"session_id:{S3}", "external_id:sso-3"}),
+    }
+    details = sorted((a["rule"], a["detail"]) for a in world.audit(D1))
+    assert details == sorted(
+        [
+            ("blocked_value", "session_id blocked value"),
+            ("blocked_value", "email blocked value"),
+            ("blocked_value", "session_id blocked value"),
+            ("blocked_value", "session_id longer than 1024 characters"),
+            ("blocked_value", "external_id blocked value"),
+            ("blocked_value", "email blocked value"),
+            ("blocked_value", "email not a valid email"),
+        ]
+    )
+
+
+def test_blocked_patterns_and_per_type_lists_come_from_the_rules():
+    rules = dataclasses.replace(
+        World().rules,
+        blocked_patterns={
+            "session_id": ("0+(-0+)*",),
+            "email": (".*@mailinator[.]com",),
+            "external_id": (),
+        },
+    )
+    world = World(rules)
+    world.form(f"{D1}T10:00:00", "000-000", "a@example.com")
+    world.form(f"{D1}T10:05:00", S1, "b@mailinator.com")
+    world.run(D1)
+    assert {a["detail"] for a in world.audit(D1)} == {
+        "session_id matches blocked pattern 0+(-0+)*",
+        "email matches blocked pattern .*@mailinator[.]com",
+    }
+    world.close()
+
+
+def test_the_seeds_worked_example(world):
+    # The seed: David Wilson entered a competition on 2022-01-11 from session e298a949...; on
+    # 2022-04-29 that session voted "Manchester Blue" in poll 54663.
+    session = "e298a949-fa5a-4fae-b4bb-f468cb185dd9"
+    world.element(
+        "54663",
+        "Which team do you support?",
+        ["Manchester Blue", "Manchester Red", "North London White", "West London Blue"],
+        element_type="team_selector",
+    )
+    world.form(
+        "2022-01-11T11:34:00",
+        session,
+        "david.wilson@example.com",
+        "David",
+        "Wilson",
+        optin_1="Yes",
+        optin_2="Yes",
+        accept_terms="Yes",
+    )
+    world.interaction("2022-04-29", session, "54663", 0)
+    world.run("2022-04-29")
+
+    rows = [
+        (
+            r["first_name"],
+            r["last_name"],
+            r["email"],
+            str(r["interaction_date"]),
+            r["attribute"],
+            r["option"],
+        )
+        for r in world.table("2022-04-29", "audience_profile_interactions")
+    ]
+    assert rows == [
+        (
+            "David",
+            "Wilson",
+            "david.wilson@example.com",
+            "2022-04-29",
+            "Which team do you support?",
+            "Manchester Blue",
+        )
+    ]
+
+
+def test_a_merge_is_reported_on_the_day_it_happened_with_its_link(world):
+    world.form(f"{D1}T10:00:00", S1, "a@example.com")
+    world.form(f"{D2}T10:00:00", S2, "b@example.com")
+    world.form(f"{D3}T07:00:00", S3, "a@example.com")  # S3 joins a's profile: no merge
+    world.form(f"{D3}T08:00:00", S3, "b@example.com")  # ... and now a's and b's profiles meet
+    world.run(D2)
+    a, b = world.profile_of(D2, "email:a@example.com"), world.profile_of(D2, "email:b@example.com")
+    world.run(D3)
+    [merge] = world.merges(D3)
+    assert (merge["merged_profile_id"], merge["surviving_profile_id"]) == (b, a)  # a is older
+    assert (merge["identifier_type"], merge["identifier_value"]) == ("session_id", S3)
+    assert str(merge["merged_at"]) == f"{D3} 08:00:00"
+
+
+def test_equally_old_profiles_merge_into_the_smaller_id(world):
+    world.form(f"{D1}T10:00:00", S1, "a@example.com")  # same landing day, same second
+    world.form(f"{D1}T10:00:00", S2, "b@example.com")
+    world.run(D1)
+    a, b = world.profile_of(D1, "email:a@example.com"), world.profile_of(D1, "email:b@example.com")
+    world.form(f"{D2}T09:00:00", S3, "a@example.com")
+    world.form(f"{D2}T09:00:00", S3, "b@example.com")
+    world.run(D2)
+    assert world.profile_of(D2, "email:b@example.com") == min(a, b)
+    [merge] = world.merges(D2)
+    assert (merge["merged_profile_id"], merge["surviving_profile_id"]) == (max(a, b), min(a, b))

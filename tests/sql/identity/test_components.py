@@ -1,0 +1,124 @@
+"""Connected components in SQL (include/sql/identity/cc_*.sql) on DuckDB.
+
+- hypothesis: on random graphs the SQL labels equal a plain Python union-find's components, and
+  every label is its component's smallest node id;
+- cost: rounds and pointer jumps grow with log2 of a path's length (its diameter), and not with
+  the number of nodes (many short paths, a large star).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from audience_profiles.config import WarehouseConfig
+from audience_profiles.identity import connected_components
+from audience_profiles.warehouse.duckdb import DuckDBWarehouse
+
+
+@pytest.fixture(scope="module")
+def wh():
+    warehouse = DuckDBWarehouse(WarehouseConfig(path=":memory:", threads=2))
+    yield warehouse
+    warehouse.close()
+
+
+def union_find(edges: list[tuple[int, int]]) -> dict[int, int]:
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in parent}
+
+
+def sql_components(wh, edges: list[tuple[int, int]]):
+    frame = pd.DataFrame(
+        [(min(a, b), max(a, b)) for a, b in edges if a != b], columns=["a", "b"], dtype="int64"
+    )
+    wh.con.register("edge_frame", frame)
+    wh.execute_script("CREATE OR REPLACE TEMP TABLE id_edges_t AS SELECT a, b FROM edge_frame")
+    wh.con.unregister("edge_frame")
+    stats = connected_components(wh, "_t")
+    labels = dict(wh.query("SELECT node, parent FROM id_cc_map_t"))
+    nodes = {n for e in edges for n in e if e[0] != e[1]}
+    return {n: labels.get(n, n) for n in nodes}, stats
+
+
+def partition(labels: dict[int, int]) -> set[frozenset[int]]:
+    groups: dict[int, set[int]] = {}
+    for node, label in labels.items():
+        groups.setdefault(label, set()).add(node)
+    return {frozenset(g) for g in groups.values()}
+
+
+node_ids = st.integers(min_value=-(2**62), max_value=2**62)
+graphs = st.lists(node_ids, min_size=2, max_size=40, unique=True).flatmap(
+    lambda nodes: st.lists(st.tuples(st.sampled_from(nodes), st.sampled_from(nodes)), max_size=60)
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(edges=graphs)
+def test_sql_components_equal_union_find(wh, edges):
+    labels, _ = sql_components(wh, edges)
+    expected = union_find([e for e in edges if e[0] != e[1]])
+    assert partition(labels) == partition(expected)
+    for node, label in labels.items():
+        assert label == expected[node]  # the label is the component's smallest id
+
+
+def shuffled_path(n: int, seed: int) -> list[tuple[int, int]]:
+    ids = list(range(n))
+    random.Random(seed).shuffle(ids)
+    return list(zip(ids, ids[1:], strict=False))
+
+
+@pytest.mark.parametrize("n", [2**k for k in (4, 6, 8, 10, 12)])
+@pytest.mark.parametrize("order", ["ascending", "shuffled"])
+def test_work_grows_with_log_of_the_diameter(wh, n, order):
+    edges = list(zip(range(n - 1), range(1, n), strict=True))
+    if order == "shuffled":
+        edges = shuffled_path(n, seed=n)
+    labels, stats = sql_components(wh, edges)
+    assert set(labels.values()) == {0}
+    log_n = math.log2(n)
+    # Ascending ids: one hook makes a chain of depth n-1, flattened by log2(n) jumps (+1 that
+    # finds it flat). Shuffled: every round contracts the path by a factor > 2, and its trees
+    # are shallow. Jumps count every jump query, the one per round that finds the forest flat too.
+    assert stats.rounds <= log_n
+    assert stats.jumps <= 3 * log_n
+
+
+def test_work_does_not_grow_with_the_number_of_components(wh):
+    # 200 paths of 64 nodes: 12,800 nodes, diameter 63. The bounds of one such path hold.
+    many_edges = [
+        (a + 1000 * copy, b + 1000 * copy)
+        for copy in range(200)
+        for a, b in shuffled_path(64, seed=copy)
+    ]
+    labels, stats = sql_components(wh, many_edges)
+    assert len(set(labels.values())) == 200
+    assert stats.rounds <= math.log2(64)
+    assert stats.jumps <= 3 * math.log2(64)
+
+
+def test_a_star_of_ten_thousand_leaves_is_one_round(wh):
+    labels, stats = sql_components(wh, [(0, leaf) for leaf in range(1, 10_001)])
+    assert set(labels.values()) == {0}
+    assert (stats.rounds, stats.jumps) == (1, 1)

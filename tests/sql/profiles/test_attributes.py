@@ -1,0 +1,132 @@
+"""Attribute conflicts in include/sql/profiles/audience_profiles.sql, through the daily SQL.
+
+Names take the most recent non-empty value; consent fields the most recent explicit statement,
+with its time and form kept; nothing is ever inferred as opted in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tests.identity.world import World
+
+DS = "2022-04-26"
+
+
+@pytest.fixture
+def world():
+    w = World()
+    yield w
+    w.close()
+
+
+def only_profile(world: World) -> dict:
+    [profile] = world.table(DS, "audience_profiles")
+    return profile
+
+
+def test_names_take_the_most_recent_non_empty_value(world):
+    world.form("2022-04-25T10:00:00", "s1", "ann@example.com", "Ann", "Lee")
+    world.form("2022-04-26T09:00:00", "s1", "ann@example.com", None, "Smith")  # no first name
+    world.form("2022-04-25T12:00:00", "s2", "ann@example.com", "Annie", None)  # older, landed later
+    world.run(DS)
+    profile = only_profile(world)
+    assert (profile["first_name"], profile["last_name"]) == ("Annie", "Smith")
+
+
+def test_sso_names_count_and_the_latest_wins(world):
+    world.form("2022-04-25T10:00:00", "s1", "ann@example.com", "Ann", "Lee")
+    world.sso(
+        "2022-04-26T08:00:00",
+        "s1",
+        "sso-ann",
+        email="ann@example.com",
+        first_name="Anne",
+        last_name="Lee-Smith",
+    )
+    world.run(DS)
+    profile = only_profile(world)
+    assert (profile["first_name"], profile["last_name"]) == ("Anne", "Lee-Smith")
+    assert (profile["email"], profile["external_id"]) == ("ann@example.com", "sso-ann")
+
+
+def test_consent_is_the_latest_explicit_statement_with_its_time_and_form(world):
+    world.form(
+        "2022-04-25T10:00:00",
+        "s1",
+        "ann@example.com",
+        optin_1="Yes",
+        optin_2="Yes",
+        accept_terms="Yes",
+        form_name="Meet the Squad",
+        form_id=34,
+    )
+    world.form(
+        "2022-04-25T11:00:00",
+        "s1",
+        "ann@example.com",
+        optin_1="No",
+        form_name="Matchday Tickets Draw",
+        form_id=31,
+    )
+    world.form(
+        "2022-04-26T12:00:00",
+        "s1",
+        "ann@example.com",
+        optin_1="",  # no statement
+        form_name="Away Kit Prize Draw",
+        form_id=42,
+    )
+    world.sso("2022-04-26T13:00:00", "s1", "sso-ann")  # SSO says nothing about consent
+    world.run(DS)
+    p = only_profile(world)
+    assert (p["optin_1"], p["optin_1_at"], p["optin_1_source"]) == (
+        False,
+        dt.datetime(2022, 4, 25, 11, 0),
+        "form:Matchday Tickets Draw (31)",
+    )
+    assert (p["optin_2"], p["optin_2_at"], p["optin_2_source"]) == (
+        True,
+        dt.datetime(2022, 4, 25, 10, 0),
+        "form:Meet the Squad (34)",
+    )
+    assert p["accept_terms"] is True
+
+
+def test_consent_is_never_inferred(world):
+    world.form("2022-04-25T10:00:00", "s1", "ann@example.com")  # no opt-in answers at all
+    world.sso("2022-04-25T11:00:00", "s2", "sso-bob")
+    world.run(DS)
+    for p in world.table(DS, "audience_profiles"):
+        for field in ("optin_1", "optin_2", "accept_terms"):
+            assert (p[field], p[f"{field}_at"], p[f"{field}_source"]) == (None, None, None)
+
+
+def test_sub_second_order_and_ties_are_deterministic(world):
+    # 10:00:00.5 is after 10:00:00 (a text sort of the timestamps would say otherwise)
+    world.form("2022-04-25T10:00:00.500", "s1", "ann@example.com", optin_1="No", first_name="B")
+    world.form("2022-04-25T10:00:00", "s1", "ann@example.com", optin_1="Yes", first_name="A")
+    # the same instant: the later row of the file wins
+    world.form("2022-04-25T11:00:00", "s2", "bob@example.com", optin_1="Yes", first_name="C")
+    world.form("2022-04-25T11:00:00", "s2", "bob@example.com", optin_1="No", first_name="D")
+    world.run(DS)
+    profiles = {p["email"]: p for p in world.table(DS, "audience_profiles")}
+    assert (profiles["ann@example.com"]["optin_1"], profiles["ann@example.com"]["first_name"]) == (
+        False,
+        "B",
+    )
+    assert (profiles["bob@example.com"]["optin_1"], profiles["bob@example.com"]["first_name"]) == (
+        False,
+        "D",
+    )
+
+
+def test_statements_after_the_run_are_not_seen(world):
+    world.form("2022-04-25T10:00:00", "s1", "ann@example.com", optin_1="Yes")
+    world.form("2022-04-27T10:00:00", "s1", "ann@example.com", optin_1="No")  # the day after
+    world.form("2022-04-27T09:00:00", "s1", "ann@example.com", optin_1="No", dt="2022-04-26")
+    world.run(DS)  # the second 04-27 entry landed in 04-26's partition but is after its end
+    p = only_profile(world)
+    assert (p["optin_1"], p["optin_1_at"]) == (True, dt.datetime(2022, 4, 25, 10, 0))
