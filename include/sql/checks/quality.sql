@@ -28,7 +28,7 @@ SELECT 'interactions_enriched reconciles with interactions for the partition',
 UNION ALL
 SELECT 'audience_profiles.email is normalised', count(*)
 FROM {{ rs }}.audience_profiles WHERE email <> lower(trim(email))
-{% if segments %}
+{% if segments | default(false) %}
 UNION ALL
 SELECT 'segment_memberships.profile_id is a live profile', count(*)
 FROM {{ rs }}.segment_memberships s
