@@ -14,6 +14,10 @@ Started only when a test asks for it (``airflow_stack`` is session-scoped), or f
 
 PostgreSQL is Debian's (``/usr/lib/postgresql/15/bin``); as root it runs as the OS user
 ``postgres`` through ``runuser``, because the server refuses to run as root.
+
+``retry_delay_seconds`` shortens every task's retry delay through a cluster policy
+(``$AIRFLOW_HOME/config/airflow_local_settings.py``), the deployment-side way to override DAG
+defaults: a test that makes a task fail waits seconds, not the production 20-40 s.
 """
 
 from __future__ import annotations
@@ -69,7 +73,19 @@ FAST_SETTINGS = {
     },
     "triggerer": {"job_heartbeat_sec": "1"},
     "api": {"workers": "1"},
+    # A task's first call to the API server can take seconds on a busy machine; a 5 s timeout
+    # would kill the task process at start-up and cost a retry.
+    "workers": {"execution_api_timeout": "60"},
 }
+
+
+RETRY_POLICY = '''"""Written by tests/services/airflow_stack.py: retries wait {seconds} s here."""
+import datetime
+
+
+def task_policy(task):
+    task.retry_delay = datetime.timedelta(seconds={seconds})
+'''
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
@@ -198,7 +214,14 @@ def _start_postgres(stack: contextlib.ExitStack, logs: Path) -> str:
     cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     cmd += ["-c", "max_connections=200"]
     stack.enter_context(background(cmd, port, logs / "postgres.log"))
-    con = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+
+    def accepting():  # the port opens before the server accepts sessions
+        try:
+            return psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        except psycopg2.OperationalError:
+            return None
+
+    con = wait_until(accepting, 60, "PostgreSQL accepting connections", 0.1)
     con.autocommit = True
     with con.cursor() as cur:
         cur.execute("CREATE DATABASE airflow")
@@ -213,6 +236,7 @@ def start_airflow_stack(
     settings: dict[str, dict[str, str]] | None = None,
     extra_env: dict[str, str] | None = None,
     dags_folder: Path = PROJECT_ROOT / "dags",
+    retry_delay_seconds: float | None = None,
 ) -> AirflowStack:
     """Start PostgreSQL and the Airflow components under ``root``; the DAGs read ``config_path``.
 
@@ -225,6 +249,11 @@ def start_airflow_stack(
     home.mkdir(exist_ok=True)
     passwords = home / "simple_auth_manager_passwords.json"
     passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
+    if retry_delay_seconds is not None:
+        (home / "config").mkdir(exist_ok=True)
+        (home / "config" / "airflow_local_settings.py").write_text(
+            RETRY_POLICY.format(seconds=retry_delay_seconds)
+        )
     api_port = free_port()
     base_url = f"http://127.0.0.1:{api_port}"
 
@@ -289,6 +318,9 @@ def start_airflow_stack(
         if pool.returncode != 0:
             raise RuntimeError(f"airflow pools set failed:\n{output[-3000:]}")
         wait_for_port(api_port, 180, handle.processes["api-server"])
+        # The task execution API is built on its first request (~15 s here, blocking the
+        # server): pay that now rather than in the first tasks' start-up calls.
+        requests.get(f"{base_url}/execution/health", timeout=180).raise_for_status()
 
         def healthy():
             health = requests.get(f"{base_url}/api/v2/monitor/health", timeout=5).json()
@@ -307,11 +339,12 @@ def start_airflow_stack(
 @pytest.fixture(scope="session")
 def airflow_stack(tmp_path_factory) -> AirflowStack:
     """One deployment for the session. Its DAGs read ``stack.config_path``: a pipeline.yml with
-    everything under ``stack.root / "data"``; tests may rewrite it (keep its start_date)."""
+    everything under ``stack.root / "data"``; tests may rewrite it (keep its start_date).
+    Retries wait about a second."""
     root = tmp_path_factory.mktemp("airflow-stack")
     (root / "data").mkdir()
     config = write_config(root / "data")
-    stack = start_airflow_stack(root, config_path=Path(config.source_file))
+    stack = start_airflow_stack(root, config_path=Path(config.source_file), retry_delay_seconds=1)
     try:
         yield stack
     finally:
