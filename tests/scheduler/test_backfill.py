@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +27,12 @@ from audience_profiles.config import PipelineConfig
 from audience_profiles.dag_defaults import WAREHOUSE_POOL
 from audience_profiles.generate import GenerateOptions, generate
 from audience_profiles.pipeline import RunWindow, run_all
-from tests.services.airflow_stack import ADMIN_PASSWORD, ADMIN_USER, AirflowStack, wait_until
+from tests.services.airflow_stack import (
+    ADMIN_PASSWORD,
+    ADMIN_USER,
+    AirflowStack,
+    wait_until,
+)
 from tests.support import write_config
 
 pytestmark = pytest.mark.scheduler
@@ -50,6 +56,11 @@ VOLATILE_COLUMNS = {
     "published_snapshots": ("run_id", "published_at"),
 }
 VOLATILE_MANIFEST_KEYS = ("run_id", "generated_at")
+# The CLI way to the same backfill, as docs/operations.md gives it.
+CLI_BACKFILL = (
+    "backfill", "create", "--dag-id", DAG_ID, "--from-date", DATES[0], "--to-date", DATES[-1],
+    "--reprocess-behavior", "completed", "--max-active-runs", "2",
+)  # fmt: skip
 
 
 @dataclass
@@ -59,6 +70,7 @@ class Backfilled:
     runs: list[dict]
     task_instances: list[dict]
     killed: dict
+    cli_dry_run: str
     backfill_output: Path
     backfill_warehouse: Path
     single_output: Path
@@ -177,14 +189,17 @@ def backfilled(request, tmp_path_factory) -> Backfilled:
         return runs if all(r["state"] in ("success", "failed") for r in runs) else None
 
     runs = wait_until(finished, 420, "backfill completed", interval=1)
+    task_instances = _task_instances(stack)
+
     single_runs.join(300)
     assert not single_runs.is_alive() and single_runs.error is None, single_runs.error
     return Backfilled(
         stack=stack,
         backfill=backfill,
         runs=runs,
-        task_instances=_task_instances(stack),
+        task_instances=task_instances,
         killed=killed,
+        cli_dry_run=stack.cli(*CLI_BACKFILL, "--dry-run").stdout,
         backfill_output=Path(config.destination("local_drop").options["path"]),
         backfill_warehouse=Path(config.warehouse.path),
         single_output=Path(single.destination("local_drop").options["path"]),
@@ -215,6 +230,14 @@ def test_the_killed_task_was_retried_and_only_it(backfilled):
     # No other task needed a second try: no lock error, no half-written table read anywhere.
     assert set(retried) == {key}, sorted(retried)
     assert {ti["state"] for ti in backfilled.task_instances} == {"success"}
+
+
+def test_the_cli_backfill_command_plans_the_same_runs(backfilled):
+    # `airflow backfill create` plans the same five logical dates (with "completed", the
+    # dates the REST backfill already ran are planned again).
+    table = backfilled.cli_dry_run.partition("Runs to be attempted:")[2]
+    planned = re.findall(r"(\d{4}-\d{2}-\d{2})[ T]00:00:00", table)
+    assert planned == DATES, backfilled.cli_dry_run[-2000:]
 
 
 def test_every_output_file_is_identical_to_single_runs(backfilled):

@@ -172,11 +172,18 @@ class AirflowStack:
 
         return wait_until(parsed, timeout, f"DAG {dag_id} parsed by the dag-processor")
 
-    def stop(self) -> None:
-        # Signal every component first so they shut down together, then wait for each.
+    def stop(self, grace: float = 5) -> None:
+        # Signal every component at once, give them ``grace`` seconds together, then kill.
         for proc in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
         self._stack.close()
 
 
