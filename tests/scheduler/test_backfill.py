@@ -296,8 +296,8 @@ def test_the_ui_shows_the_dag_and_its_successful_run(backfilled):
     from playwright.sync_api import expect, sync_playwright
 
     stack = backfilled.stack
-    screenshot = backfilled.backfill_output.parent / "ui" / f"{DAG_ID}_grid.png"
-    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    # Next to the run reports, in the output folder.
+    screenshot = backfilled.backfill_output / "reports" / f"{DAG_ID}_grid.png"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -187,6 +187,16 @@ class AirflowStack:
         self._stack.close()
 
 
+def _os_user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 def _ini(settings: dict[str, dict[str, str]]) -> dict[str, str]:
     return {
         f"AIRFLOW__{section.upper()}__{key.upper()}": value
@@ -348,6 +358,14 @@ def airflow_stack(tmp_path_factory) -> AirflowStack:
     """One deployment for the session. Its DAGs read ``stack.config_path``: a pipeline.yml with
     everything under ``stack.root / "data"``; tests may rewrite it (keep its start_date).
     Retries wait about a second."""
+    missing = [] if (POSTGRES_BIN / "postgres").exists() else [f"{POSTGRES_BIN}/postgres"]
+    if os.geteuid() == 0 and not _os_user_exists("postgres"):
+        missing.append("the OS user postgres (useradd --system postgres)")
+    if missing:
+        message = f"the Airflow stack needs {' and '.join(missing)}: apt-get install -y postgresql"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     root = tmp_path_factory.mktemp("airflow-stack")
     (root / "data").mkdir()
     config = write_config(root / "data")
