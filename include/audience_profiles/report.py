@@ -78,7 +78,12 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
         if d
     }
     failed = sorted(label for label, t in tasks.items() if t.get("state") in FAILED_STATES)
-    delivery_failures = [label for label in failed if label.startswith("deliver")]
+    # A deliver that never ran (upstream failed) is not a failed delivery.
+    delivery_failures = [
+        label
+        for label, t in tasks.items()
+        if label.startswith("deliver") and t.get("state") == "failed"
+    ]
     return {
         "ds": window.ds,
         "run_id": window.run_id,
@@ -186,8 +191,9 @@ def report_from_context(context: dict[str, Any]) -> dict[str, Any]:
             outputs[task_id] = ti.xcom_pull(task_ids=task_id, map_indexes=found)
         else:
             outputs[task_id] = ti.xcom_pull(task_ids=task_id, map_indexes=-1)
+    extracted = zip(sorted(indexes.get("extract", [])), outputs["extract"] or [], strict=False)
     names = {
-        "extract": {i: (o or {}).get("source") for i, o in enumerate(outputs["extract"] or [])},
+        "extract": {i: (o or {}).get("source") for i, o in extracted},
         "deliver": dict(enumerate(ti.xcom_pull(task_ids="destinations", map_indexes=-1) or [])),
     }
     order = {task_id: i for i, task_id in enumerate(TASK_ORDER)}
