@@ -6,7 +6,7 @@ The daily build of **Audience Profiles** from fan-engagement data, one run per l
 ```
 extract (one task per source) -> validate -> enrich -> resolve_identities -> build_profiles
   -> build_segments -> check_quality -> publish -> deliver (one mapped task per destination)
-  -> cleanup
+  -> cleanup -> report
 ```
 
 - **extract_*** stage the run's landing partition (`<source>/date=<ds>/`) as text with file and
@@ -15,12 +15,18 @@ extract (one task per source) -> validate -> enrich -> resolve_identities -> bui
   Rows read = rows kept + rows quarantined, or the task fails.
 - **resolve_identities** links session ids, emails and SSO ids into profiles as of the end of
   the run's data interval (point-in-time: re-running a date gives the same result).
-- **check_quality** audits the outputs; nothing is delivered if a check fails.
+- **check_quality** audits the outputs; if a check fails nothing is delivered, the task fails
+  at once (no retries: the data would not change) and its log and alert name the check.
 - **deliver** sends the run's tables to every enabled destination in `pipeline.yml`; one failing
   destination never blocks the others.
+- **report** runs whatever happened before it (a teardown, so the run still fails when a task
+  failed): counts, quarantine, merges, deliveries and durations to `pipeline_runs` and to an HTML
+  page under `<output>/reports/`.
 
-Every write is keyed by the logical date: re-run or backfill any date safely.
-Warehouse tasks share the `audience_profiles_warehouse` pool (DuckDB has one writer).
+Every write is keyed by the logical date: re-run or backfill any date safely (backfills need
+`--reprocess-behavior failed|completed`: validate and enrich wait for the previous date's, since
+each date builds on all earlier partitions). Warehouse tasks share the
+`audience_profiles_warehouse` pool (DuckDB has one writer). Retries and failures post an alert.
 Docs: `docs/` in the repository; configuration: `include/config/pipeline.yml`.
 """
 
@@ -59,13 +65,15 @@ def audience_profiles():
 
         return extract_source(source, _window())
 
-    @task(pool=WAREHOUSE_POOL)
+    # Date D's profiles read every partition up to D: in a backfill or catch-up, D's partitions
+    # must not be loaded or enriched before D-1's (the build filters out later ones).
+    @task(pool=WAREHOUSE_POOL, depends_on_past=True)
     def validate(staged: list[dict]) -> dict:
         from audience_profiles.pipeline import validate
 
         return validate(_window(), list(staged))
 
-    @task(pool=WAREHOUSE_POOL)
+    @task(pool=WAREHOUSE_POOL, depends_on_past=True)
     def enrich() -> dict:
         from audience_profiles.pipeline import enrich
 
@@ -91,9 +99,14 @@ def audience_profiles():
 
     @task(pool=WAREHOUSE_POOL)
     def check_quality() -> dict:
-        from audience_profiles.pipeline import check_quality
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return check_quality(_window())
+        from audience_profiles.pipeline import DataQualityError, check_quality
+
+        try:
+            return check_quality(_window())
+        except DataQualityError as exc:
+            raise AirflowFailException(str(exc)) from exc  # the same data fails again: no retry
 
     @task(pool=WAREHOUSE_POOL)
     def publish() -> dict[str, str]:
@@ -113,6 +126,12 @@ def audience_profiles():
 
         cleanup(_window())
 
+    @task(pool=WAREHOUSE_POOL)
+    def report() -> dict:
+        from audience_profiles.report import report_from_context
+
+        return report_from_context(get_current_context())
+
     staged = extract.expand(source=list(SOURCES))
     built = (
         validate(staged) >> enrich() >> resolve_identities() >> build_profiles() >> build_segments()
@@ -123,7 +142,9 @@ def audience_profiles():
     delivered = DeliverOperator.partial(
         task_id="deliver", tables=tables, map_index_template="{{ task.destination_name }}"
     ).expand(destination_name=destinations())
-    delivered >> cleanup().as_teardown(setups=[tables])
+    # A teardown without setups runs once everything upstream is done, failed or not, and is
+    # left out of the run's state: a report after a failure does not turn the run green.
+    delivered >> cleanup().as_teardown(setups=[tables]) >> report().as_teardown()
 
 
 audience_profiles()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -12,6 +13,31 @@ from audience_profiles.config import PROJECT_ROOT, PipelineConfig, load_config
 from audience_profiles.landing import SOURCES
 
 IDENTITY_RULES = PROJECT_ROOT / "include" / "config" / "identity.yml"
+DAILY_DAG_FILE = PROJECT_ROOT / "dags" / "audience_profiles.py"
+
+
+def register_dag(dag) -> None:
+    """Store a DAG defined in a test in the metadata DB, as the dag-processor would: dag.test()
+    only syncs DAGs found in the configured bundles (the project's dags/ folder)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        DagBundlesManager().sync_bundles_to_db(session=session)
+    with create_session() as session:
+        update_dag_parsing_results_in_db(
+            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session
+        )
+
+
+def load_daily_dag():
+    """The daily DAG object, imported from its file (dags/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("audience_profiles_dag_file", DAILY_DAG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.audience_profiles()
 
 
 def write_config(root: Path, destinations: list[dict] | None = None, **overrides) -> PipelineConfig:

@@ -11,6 +11,8 @@ import datetime as dt
 import enum
 import functools
 
+from audience_profiles import alerts
+
 OWNER = "audience-profiles"
 # DuckDB allows one writer per file: every task that opens the warehouse takes this pool's slot.
 # Create it with one slot for DuckDB (`make pools`); a Snowflake deployment can give it more.
@@ -27,13 +29,18 @@ class Tag(enum.StrEnum):
     PRIVACY = "privacy"
 
 
+# Retries wait 20-40 s, then 40-80 s, then 80-160 s (Airflow adds jitter within each doubling),
+# never more than max_retry_delay. Every retry and every final failure posts an alert to the
+# webhook named in pipeline.yml (alerts.webhook_conn_id); sending it can never fail the task.
 DEFAULT_ARGS = {
     "owner": OWNER,
     "retries": 3,
     "retry_delay": dt.timedelta(seconds=20),
-    "retry_exponential_backoff": True,
+    "retry_exponential_backoff": 2.0,
     "max_retry_delay": dt.timedelta(minutes=10),
     "execution_timeout": dt.timedelta(hours=2),
+    "on_retry_callback": alerts.on_retry,
+    "on_failure_callback": alerts.on_failure,
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,9 +162,22 @@ def resolve_identities(window: RunWindow, config: PipelineConfig | None = None) 
         wh.execute_script(
             f"DROP SCHEMA IF EXISTS {window.run_schema} CASCADE; CREATE SCHEMA {window.run_schema}"
         )
-        return resolve_run(
+        result = resolve_run(
             wh, window.run_schema, rules, window.ds, window.interval_start, window.interval_end
         )
+        # For the run report: profiles whose id did not exist as of the interval's start.
+        result["profiles_created"] = wh.query(
+            f"SELECT count(DISTINCT profile_id) FROM {window.run_schema}.profile_identifiers "
+            f"WHERE profile_id NOT IN (SELECT profile_id FROM {window.run_schema}.profile_identifiers_prev)"
+        )[0][0]
+    log.info(
+        "profiles as of %s: %s (%s new, %s merged away)",
+        window.interval_end,
+        result["profiles"],
+        result["profiles_created"],
+        result["merges"],
+    )
+    return result
 
 
 def build_profiles(window: RunWindow, config: PipelineConfig | None = None) -> dict:
@@ -203,6 +217,9 @@ def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> di
         results = wh.query_sql(
             "checks/quality", rs=window.run_schema, ds=window.ds, segments=has_segments
         )
+        # Kept before raising, so the run report can name the check that stopped the run.
+        wh.run_sql("report/tables")
+        wh.run_sql("report/quality_checks", ds=window.ds, run_id=window.run_id, results=results)
     failed = [(name, n) for name, n in results if n]
     for name, n in results:
         log.info("check %-70s %s", name, "ok" if not n else f"FAILED ({n} row(s))")
@@ -293,18 +310,39 @@ def cleanup(
 
 
 def run_all(window: RunWindow, config: PipelineConfig | None = None) -> dict:
-    """The whole build for one date without Airflow (tests, benchmarks, the CLI)."""
+    """The whole build for one date without Airflow (tests, benchmarks, the CLI), reported."""
+    from audience_profiles import report
+
     config = config or load_config()
-    staged = [extract_source(s, window, config) for s in VALIDATION_ORDER]
-    result: dict[str, Any] = {"validate": validate(window, staged, config)}
-    result["enrich"] = enrich(window, config)
-    result["identity"] = resolve_identities(window, config)
-    result["profiles"] = build_profiles(window, config)
-    result["segments"] = build_segments(window, config)
-    result["checks"] = check_quality(window, config)
-    tables = publish(window, config)
+    tasks: dict[str, dict] = {}
+
+    def step(name: str, fn, *args):
+        started = time.monotonic()
+        out = fn(*args)
+        tasks[name] = {"state": "success", "seconds": round(time.monotonic() - started, 3)}
+        return out
+
+    staged = [step(f"extract[{s}]", extract_source, s, window, config) for s in VALIDATION_ORDER]
+    result: dict[str, Any] = {"validate": step("validate", validate, window, staged, config)}
+    result["enrich"] = step("enrich", enrich, window, config)
+    result["identity"] = step("resolve_identities", resolve_identities, window, config)
+    result["profiles"] = step("build_profiles", build_profiles, window, config)
+    result["segments"] = step("build_segments", build_segments, window, config)
+    result["checks"] = step("check_quality", check_quality, window, config)
+    tables = step("publish", publish, window, config)
     result["deliveries"] = [
-        deliver(d.name, window, tables, config) for d in config.enabled_destinations
+        step(f"deliver[{d.name}]", deliver, d.name, window, tables, config)
+        for d in config.enabled_destinations
     ]
-    cleanup(window, config)
+    step("cleanup", cleanup, window, config)
+    outputs = {
+        "extract": staged,
+        "validate": result["validate"],
+        "enrich": result["enrich"],
+        "resolve_identities": result["identity"],
+        "build_profiles": result["profiles"],
+        "check_quality": result["checks"],
+        "deliver": result["deliveries"],
+    }
+    result["report"] = report.write_report(window, outputs, tasks, config)
     return result

@@ -32,13 +32,17 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
 @contextlib.contextmanager
 def background(
     cmd: list[str],
-    port: int,
+    port: int | None,
     log: Path,
     env: dict[str, str] | None = None,
     ready: Callable[[], None] | None = None,
     timeout: float = 60.0,
 ) -> Iterator[subprocess.Popen]:
-    """Run ``cmd`` in its own process group until the block ends; wait for ``port`` first."""
+    """Run ``cmd`` in its own process group until the block ends; wait for ``port`` first.
+
+    ``port=None`` is for a process that listens nowhere (an Airflow scheduler): ``ready`` alone
+    says when it is up.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -49,7 +53,8 @@ def background(
             start_new_session=True,
         )
     try:
-        wait_for_port(port, timeout, proc)
+        if port is not None:
+            wait_for_port(port, timeout, proc)
         if ready:
             ready()
         yield proc

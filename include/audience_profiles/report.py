@@ -1,0 +1,428 @@
+"""The run report: what one run of the daily build read, rejected, built and delivered, and how long
+each task took.
+
+Every run leaves it in three places:
+- the warehouse table ``pipeline_runs``, one row per (ds, run_id) with the key counts and the whole
+  report as JSON (``include/sql/report/pipeline_runs.sql``);
+- an HTML page ``<output>/reports/<ds>.html`` with hand-drawn inline SVG plots (no JavaScript, no
+  CDN: it opens from a file share or an e-mail attachment), and ``index.html`` for the latest date.
+  ``<output>`` is the path of the first local destination, else ``<work_dir>``;
+- one log line of key counts in the ``report`` task's log.
+
+The numbers come from the small dicts the tasks return (XCom under Airflow, return values in
+``run_all``) and task durations from Airflow's task instances, so reporting never re-reads data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from audience_profiles.config import PipelineConfig, load_config
+from audience_profiles.warehouse import open_warehouse
+from audience_profiles.warehouse.base import sql_literal
+
+if TYPE_CHECKING:
+    from audience_profiles.pipeline import RunWindow
+
+log = logging.getLogger(__name__)
+
+# Upstream tasks whose return values feed the report (mapped ones give one value per map index).
+REPORTED_TASKS = (
+    "extract",
+    "validate",
+    "enrich",
+    "resolve_identities",
+    "build_profiles",
+    "check_quality",
+    "deliver",
+)
+# The DAG's tasks in pipeline order, for the durations chart.
+TASK_ORDER = REPORTED_TASKS[:-1] + ("publish", "destinations", "deliver", "cleanup")
+FAILED_STATES = ("failed", "upstream_failed")
+COLORS = ("#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#718096")
+
+
+def report_dir(config: PipelineConfig) -> Path:
+    for dest in config.enabled_destinations:
+        if dest.kind == "local" and dest.options.get("path"):
+            return Path(dest.options["path"]) / "reports"
+    return Path(config.work_dir) / "reports"
+
+
+def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) -> dict[str, Any]:
+    """The report as a JSON-able dict, from task outputs (any may be missing after a failure)."""
+    validated = outputs.get("validate") or {}
+    sources = validated.get("sources") or {
+        e["source"]: {"read": e["rows"]} for e in outputs.get("extract") or [] if e
+    }
+    quarantine = [
+        {"source": source, "reason": reason, "rows": rows}
+        for source, reason, rows in validated.get("quarantine_by_field") or []
+    ]
+    identity = outputs.get("resolve_identities") or {}
+    profiles = outputs.get("build_profiles") or {}
+    deliveries = {
+        d["destination"]: {
+            "kind": d["kind"],
+            "rows": sum(d["rows"].values()),
+            "tables": d["rows"],
+            "files": len(d.get("files") or []),
+        }
+        for d in outputs.get("deliver") or []
+        if d
+    }
+    failed = sorted(label for label, t in tasks.items() if t.get("state") in FAILED_STATES)
+    # A deliver that never ran (upstream failed) is not a failed delivery.
+    delivery_failures = [
+        label
+        for label, t in tasks.items()
+        if label.startswith("deliver") and t.get("state") == "failed"
+    ]
+    return {
+        "ds": window.ds,
+        "run_id": window.run_id,
+        "state": "failed" if failed else "success",
+        "failed_tasks": failed,
+        "sources": sources,
+        "rows_read": sum(s.get("read", 0) for s in sources.values()) if sources else None,
+        "rows_quarantined": (
+            sum(s.get("quarantined", 0) for s in sources.values()) if validated else None
+        ),
+        "quarantine": quarantine,
+        "profiles": profiles.get("profiles", identity.get("profiles")),
+        "profiles_created": identity.get("profiles_created"),
+        "merges": identity.get("merges"),
+        "profile_interactions": profiles.get("profile_interactions"),
+        "deliveries": deliveries,
+        "rows_delivered": sum(d["rows"] for d in deliveries.values()) if deliveries else None,
+        "delivery_failures": len(delivery_failures),
+        "tasks": tasks,
+        "seconds": round(sum(t.get("seconds") or 0 for t in tasks.values()), 3),
+    }
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    sources = ", ".join(f"{k} {v.get('read', 0)}" for k, v in report["sources"].items())
+    deliveries = ", ".join(f"{k} {v['rows']}" for k, v in report["deliveries"].items())
+    return (
+        f"run {report['ds']} {report['state']}: read {report['rows_read']} row(s) ({sources}); "
+        f"quarantined {report['rows_quarantined']}; profiles {report['profiles']} "
+        f"({report['profiles_created']} new, {report['merges']} merged away); "
+        f"delivered {report['rows_delivered']} row(s) ({deliveries or 'none'})"
+        + (f"; failed: {', '.join(report['failed_tasks'])}" if report["failed_tasks"] else "")
+    )
+
+
+def write_report(
+    window: RunWindow,
+    outputs: dict[str, Any],
+    tasks: dict[str, dict],
+    config: PipelineConfig | None = None,
+) -> dict[str, Any]:
+    """Store the run's report in ``pipeline_runs``, render its page; return a small summary."""
+    config = config or load_config()
+    report = build(window, outputs, tasks)
+    with open_warehouse(config) as wh:
+        wh.run_sql("report/tables")
+        report["checks"] = [
+            {"name": name, "failures": failures}
+            for name, failures in wh.query(
+                "SELECT check_name, failures FROM quality_checks "
+                f"WHERE dt = DATE '{window.ds}' AND run_id = {sql_literal(window.run_id)} "
+                "ORDER BY check_name"
+            )
+        ]
+        wh.run_sql(
+            "report/pipeline_runs",
+            **{k: report[k] for k in _ROW_COLUMNS},
+            report=json.dumps(report, sort_keys=True, default=str),
+        )
+        columns = ("ds", "profiles", "profiles_created", "merges", "quarantined", "delivered")
+        history = [
+            dict(zip(columns, row[:6], strict=True)) for row in wh.query_sql("report/history")
+        ]
+    folder = report_dir(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    page = render_html(report, history)
+    path = folder / f"{window.ds}.html"
+    path.write_text(page)
+    if all(h["ds"] <= window.ds for h in history):
+        (folder / "index.html").write_text(page)
+    log.info("%s; report %s", summary_line(report), path)
+    return {k: report[k] for k in _ROW_COLUMNS if k != "run_id"} | {"html": str(path)}
+
+
+_ROW_COLUMNS = (
+    "ds",
+    "run_id",
+    "state",
+    "rows_read",
+    "rows_quarantined",
+    "profiles",
+    "profiles_created",
+    "merges",
+    "rows_delivered",
+    "delivery_failures",
+    "seconds",
+)
+
+
+def report_from_context(context: dict[str, Any]) -> dict[str, Any]:
+    """Under Airflow: gather upstream XComs and task durations of this run, then report it."""
+    from audience_profiles.pipeline import RunWindow
+
+    ti = context["ti"]
+    crumbs = [
+        c for c in ti.get_task_breadcrumbs(ti.dag_id, ti.run_id) if c["task_id"] != ti.task_id
+    ]
+    indexes: dict[str, list[int]] = {}
+    for crumb in crumbs:
+        indexes.setdefault(crumb["task_id"], []).append(crumb["map_index"])
+    outputs: dict[str, Any] = {}
+    for task_id in REPORTED_TASKS:
+        found = sorted(indexes.get(task_id, []))
+        if found and found != [-1]:  # mapped: one value per map index, None where it failed
+            outputs[task_id] = ti.xcom_pull(task_ids=task_id, map_indexes=found)
+        else:
+            outputs[task_id] = ti.xcom_pull(task_ids=task_id, map_indexes=-1)
+    extracted = zip(sorted(indexes.get("extract", [])), outputs["extract"] or [], strict=False)
+    names = {
+        "extract": {i: (o or {}).get("source") for i, o in extracted},
+        "deliver": dict(enumerate(ti.xcom_pull(task_ids="destinations", map_indexes=-1) or [])),
+    }
+    order = {task_id: i for i, task_id in enumerate(TASK_ORDER)}
+    tasks = {}
+    for crumb in sorted(crumbs, key=lambda c: (order.get(c["task_id"], 99), c["map_index"])):
+        label = crumb["task_id"]
+        if crumb["map_index"] >= 0:
+            name = names.get(label, {}).get(crumb["map_index"])
+            label += f"[{name if name is not None else crumb['map_index']}]"
+        tasks[label] = {"state": str(crumb["state"]), "seconds": crumb.get("duration")}
+    return write_report(RunWindow.from_context(context), outputs, tasks)
+
+
+# --- the HTML page -------------------------------------------------------------------------------
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def bar_chart(title: str, rows: list[tuple[str, float | None]], unit: str = "rows") -> str:
+    """Horizontal bars, one per labelled value, as an inline SVG."""
+    width, label_w, bar_h, top = 720, 260, 24, 30
+    height = top + bar_h * max(len(rows), 1) + 8
+    peak = max((v or 0 for _, v in rows), default=0) or 1
+    out = [_svg_open(width, height, title), f'<text x="0" y="18" class="t">{_esc(title)}</text>']
+    if not rows:
+        out.append(f'<text x="{label_w}" y="{top + 16}" class="n">nothing to show</text>')
+    for i, (label, value) in enumerate(rows):
+        y = top + i * bar_h
+        w = (width - label_w - 110) * (value or 0) / peak
+        out.append(f'<text x="{label_w - 8}" y="{y + 16}" text-anchor="end">{_esc(label)}</text>')
+        out.append(
+            f'<rect x="{label_w}" y="{y + 4}" width="{w:.1f}" height="{bar_h - 8}" '
+            f'fill="{COLORS[i % len(COLORS)]}"><title>{_esc(label)}: {_fmt(value)} {unit}</title>'
+            "</rect>"
+        )
+        out.append(f'<text x="{label_w + w + 6:.1f}" y="{y + 16}">{_fmt(value)} {unit}</text>')
+    return "".join(out) + "</svg>"
+
+
+def time_chart(
+    title: str, dates: list[str], series: dict[str, list[float | None]], columns: bool = False
+) -> str:
+    """Values per date as lines (or grouped columns), with a legend and a labelled y axis."""
+    width, height, left, right, top, bottom = 720, 260, 60, 16, 40, 48
+    plot_w, plot_h = width - left - right, height - top - bottom
+    peak = max((v or 0 for values in series.values() for v in values), default=0)
+    tick = _tick(peak / 4)
+    y_max = tick * 4
+    out = [_svg_open(width, height, title), f'<text x="0" y="18" class="t">{_esc(title)}</text>']
+    for k in range(5):  # grid lines and y labels at 0, 25, 50, 75, 100 %
+        y = top + plot_h - plot_h * k / 4
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" class="g"/>')
+        out.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt(tick * k)}</text>'
+        )
+    slot = plot_w / max(len(dates), 1)
+    every = math.ceil(len(dates) / 12) or 1  # at most a dozen date labels
+    for i, day in enumerate(dates):
+        if i % every == 0:
+            x = left + slot * (i + 0.5)
+            out.append(
+                f'<text x="{x:.1f}" y="{height - bottom + 18}" text-anchor="middle">{_esc(day)}</text>'
+            )
+    for s, (name, values) in enumerate(series.items()):
+        color = COLORS[s % len(COLORS)]
+        out.append(
+            f'<rect x="{left + s * 170}" y="{height - 16}" width="12" height="12" fill="{color}"/>'
+            f'<text x="{left + s * 170 + 18}" y="{height - 6}">{_esc(name)}</text>'
+        )
+        points = []
+        for i, value in enumerate(values):
+            if value is None:
+                continue
+            y = top + plot_h - plot_h * value / y_max
+            tip = f"<title>{_esc(dates[i])} {_esc(name)}: {_fmt(value)}</title>"
+            if columns:
+                w = slot * 0.8 / len(series)
+                x = left + slot * (i + 0.1) + w * s
+                out.append(
+                    f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{top + plot_h - y:.1f}" '
+                    f'fill="{color}">{tip}</rect>'
+                )
+            else:
+                x = left + slot * (i + 0.5)
+                points.append(f"{x:.1f},{y:.1f}")
+                out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}">{tip}</circle>')
+        if points:
+            out.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="{color}"/>')
+    return "".join(out) + "</svg>"
+
+
+def _tick(raw: float) -> int:
+    """The smallest whole 1, 2 or 5 x 10^n at least ``raw``: round numbers on the y axis."""
+    magnitude = 10 ** math.floor(math.log10(raw)) if raw >= 1 else 1
+    return next(int(m * magnitude) for m in (1, 2, 5, 10) if m * magnitude >= raw)
+
+
+def _svg_open(width: int, height: int, title: str) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(title)}">'
+    )
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{"num" if isinstance(c, int | float) or c is None else ""}">'
+            f"{_esc(_fmt(c))}</td>"
+            for c in row
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:960px;color:#1a202c}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #e2e8f0}
+table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 12px;border-bottom:1px solid #edf2f7;
+text-align:left}td.num{text-align:right}
+.state{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600}
+.success{background:#2f855a}.failed{background:#c53030}
+svg{display:block;margin:8px 0}svg text{font:12px system-ui,sans-serif;fill:#2d3748}
+svg .t{font-weight:600;font-size:13px}svg .n{fill:#718096}svg .g{stroke:#edf2f7}
+dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px}dt{color:#4a5568}dd{margin:0}
+"""
+
+
+def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """One self-contained page for the run, with the history of every reported date."""
+    dates = [h["ds"] for h in history]
+    failed_checks = [c for c in report["checks"] if c["failures"]]
+    summary = {
+        "Rows read": report["rows_read"],
+        "Rows quarantined": report["rows_quarantined"],
+        "Profiles": report["profiles"],
+        "Profiles created": report["profiles_created"],
+        "Profiles merged away": report["merges"],
+        "Rows delivered": report["rows_delivered"],
+        "Task time (s)": report["seconds"],
+    }
+    deliveries = [(name, d["rows"]) for name, d in report["deliveries"].items()]
+    deliveries += [(label, 0) for label in report["failed_tasks"] if label.startswith("deliver[")]
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>audience_profiles run report {_esc(report['ds'])}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>audience_profiles · run report for {_esc(report['ds'])}</h1>",
+        f'<p><span class="state {_esc(report["state"])}">{_esc(report["state"])}</span> '
+        f"run <code>{_esc(report['run_id'])}</code>, reported "
+        f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
+    ]
+    if report["failed_tasks"]:
+        parts.append(f"<p>Failed tasks: {_esc(', '.join(report['failed_tasks']))}</p>")
+    if failed_checks:
+        names = "; ".join(f"{c['name']} ({c['failures']} row(s))" for c in failed_checks)
+        parts.append(f"<p><strong>Failed quality checks:</strong> {_esc(names)}</p>")
+    parts.append(
+        "<dl>"
+        + "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(_fmt(v))}</dd>" for k, v in summary.items())
+        + "</dl>"
+    )
+    parts += [
+        "<h2>Rows read per source</h2>",
+        _table(
+            ["source", "read", "valid", "quarantined"],
+            [
+                [name, s.get("read"), s.get("valid"), s.get("quarantined")]
+                for name, s in report["sources"].items()
+            ],
+        ),
+        "<h2>Quarantine by reason</h2>",
+        bar_chart(
+            "Rows quarantined by source and field",
+            [(f"{q['source']}: {q['reason']}", q["rows"]) for q in report["quarantine"]],
+        ),
+        "<h2>Profiles and merges over time</h2>",
+        time_chart("Profiles", dates, {"profiles": [h["profiles"] for h in history]}),
+        time_chart(
+            "Profiles created and merged per date",
+            dates,
+            {
+                "created": [h["profiles_created"] for h in history],
+                "merged away": [h["merges"] for h in history],
+            },
+            columns=True,
+        ),
+        time_chart(
+            "Rows quarantined per date", dates, {"quarantined": [h["quarantined"] for h in history]}
+        ),
+        "<h2>Delivery per destination</h2>",
+        bar_chart("Rows delivered by destination", deliveries),
+        _table(
+            ["destination", "kind", "table", "rows"],
+            [
+                [name, d["kind"], table, rows]
+                for name, d in report["deliveries"].items()
+                for table, rows in d["tables"].items()
+            ],
+        ),
+        "<h2>Quality checks</h2>",
+        _table(
+            ["check", "result"],
+            [
+                [c["name"], "ok" if not c["failures"] else f"FAILED ({c['failures']} row(s))"]
+                for c in report["checks"]
+            ],
+        ),
+        "<h2>Task durations</h2>",
+        bar_chart(
+            "Seconds per task",
+            [(label, t.get("seconds")) for label, t in report["tasks"].items()],
+            unit="s",
+        ),
+        "</body></html>",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,29 @@
+"""The daily DAG's operational wiring: ordering across dates, the report's place, the pool."""
+
+from __future__ import annotations
+
+import pytest
+
+from audience_profiles.dag_defaults import WAREHOUSE_POOL
+from tests.support import load_daily_dag
+
+
+@pytest.fixture(scope="module")
+def daily():
+    return load_daily_dag()
+
+
+def test_partition_writers_wait_for_the_previous_date(daily):
+    # Date D's build reads every partition up to D: in a backfill with parallel runs, D must not
+    # load or enrich its partition before D-1 has.
+    waiting = {t.task_id for t in daily.tasks if t.depends_on_past}
+    assert waiting == {"validate", "enrich"}
+
+
+def test_the_report_runs_last_whatever_happened_and_leaves_the_run_state_alone(daily):
+    report = daily.get_task("report")
+    assert report.is_teardown  # left out of the run's state: a failed run stays failed
+    assert report.upstream_task_ids == {"cleanup"}
+    assert not any(daily.get_task(t).is_setup for t in report.upstream_task_ids)  # all done
+    assert report.pool == WAREHOUSE_POOL
+    assert not report.downstream_task_ids

@@ -1,0 +1,139 @@
+"""Retry and failure alerts reach a Slack-compatible webhook over HTTP; a broken webhook never
+fails a task. DAGs run in-process with dag.test(); the webhook is a real HTTP server on loopback,
+reached through an Airflow HTTP connection, as Slack is in production."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk import dag, task
+
+from audience_profiles import alerts
+from audience_profiles.config import CONFIG_ENV
+from audience_profiles.dag_defaults import DEFAULT_ARGS
+from audience_profiles.pipeline import DataQualityError
+from tests.services.webhook import WEBHOOK_PATH
+from tests.support import load_daily_dag, register_dag, write_config
+
+ALERT_CONN = "alerts_test"
+DAY = dt.datetime(2022, 4, 29, tzinfo=dt.UTC)
+CHECK_ERROR = "data quality checks failed, nothing delivered: a check (3 row(s))"
+
+
+@pytest.fixture
+def alerting(tmp_path, webhook, monkeypatch, airflow_db):
+    """pipeline.yml names the webhook connection; the connection points at the receiver."""
+    config = write_config(tmp_path, alerts={"webhook_conn_id": ALERT_CONN})
+    monkeypatch.setenv(CONFIG_ENV, config.source_file)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{ALERT_CONN.upper()}", webhook.connection_json())
+    return webhook
+
+
+def probe_dag(failures: int):
+    """A one-task DAG with the project's defaults (one quick retry) that fails ``failures`` times."""
+    attempts = []
+
+    @dag(
+        dag_id="alert_probe",
+        schedule=None,
+        start_date=dt.datetime(2022, 1, 1, tzinfo=dt.UTC),
+        default_args={**DEFAULT_ARGS, "retries": 1, "retry_delay": dt.timedelta(0)},
+    )
+    def alert_probe():
+        @task
+        def audit():
+            attempts.append(1)
+            if len(attempts) <= failures:
+                raise DataQualityError(CHECK_ERROR)
+
+        audit()
+
+    probe = alert_probe()
+    register_dag(probe)
+    return probe
+
+
+def fields(message: dict) -> dict[str, str]:
+    section = next(b for b in message["blocks"] if "fields" in b)
+    return dict(f["text"].split("\n", 1) for f in section["fields"])
+
+
+def test_a_retry_and_the_final_failure_each_post_an_alert(alerting):
+    run = probe_dag(failures=2).test(logical_date=DAY)
+
+    assert str(run.state) == "failed"
+    assert [r["path"] for r in alerting.requests] == [WEBHOOK_PATH, WEBHOOK_PATH]
+    assert {r["content_type"] for r in alerting.requests} == {"application/json"}
+    retry, failure = (r["json"] for r in alerting.requests)
+    assert fields(retry) == {
+        "*DAG*": "`alert_probe`",
+        "*Task*": "`audit`",
+        "*Date*": "2022-04-29",
+        "*Try*": "1 of 2",
+    }
+    assert "audit will retry for 2022-04-29" in retry["text"]
+    assert fields(failure)["*Try*"] == "2 of 2"
+    assert "audit failed for 2022-04-29" in failure["text"]
+    for message in (retry, failure):
+        assert f"DataQualityError: {CHECK_ERROR}" in message["text"]
+        assert any(CHECK_ERROR in b.get("text", {}).get("text", "") for b in message["blocks"])
+        button = next(b for b in message["blocks"] if b["type"] == "actions")["elements"][0]
+        assert "/dags/alert_probe/runs/" in button["url"]
+        assert "/tasks/audit" in button["url"]
+
+
+@pytest.mark.parametrize("broken", ["answers 500", "unreachable"])
+def test_a_broken_webhook_never_fails_the_task(alerting, monkeypatch, broken):
+    if broken == "answers 500":
+        alerting.status = 500
+    else:
+        with socket.socket() as sock:  # a port nothing listens on
+            sock.bind(("127.0.0.1", 0))
+            closed = sock.getsockname()[1]
+        url = f"http://127.0.0.1:{closed}{WEBHOOK_PATH}"
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{ALERT_CONN.upper()}", f'{{"conn_type": "http", "host": "{url}"}}'
+        )
+
+    run = probe_dag(failures=1).test(logical_date=DAY)
+
+    assert str(run.state) == "success"  # failed once, alert not delivered, retried, succeeded
+    assert len(alerting.requests) == (1 if broken == "answers 500" else 0)
+
+
+def test_without_a_webhook_nothing_is_sent_and_nothing_breaks(tmp_path, webhook, monkeypatch):
+    monkeypatch.setenv(CONFIG_ENV, write_config(tmp_path).source_file)
+    ti = SimpleNamespace(
+        dag_id="d", task_id="t", map_index=-1, try_number=1, max_tries=3, log_url="http://x/log"
+    )
+    alerts.on_failure({"ti": ti, "ds": "2022-04-29", "exception": ValueError("boom")})
+    assert webhook.requests == []
+
+
+def test_a_mapped_task_is_named_by_its_map_index_template():
+    ti = SimpleNamespace(
+        dag_id="audience_profiles",
+        task_id="deliver",
+        map_index=0,
+        rendered_map_index="local_drop",
+        try_number=2,
+        max_tries=3,
+        log_url="http://127.0.0.1:8080/dags/audience_profiles/runs/r/tasks/deliver/mapped/0",
+    )
+    message = alerts.alert_message({"ti": ti, "ds": "2022-04-29", "exception": None}, "failed")
+    assert fields(message)["*Task*"] == "`deliver[local_drop]`"
+    assert fields(message)["*Try*"] == "2 of 4"
+    assert "no error recorded" in message["text"]
+
+
+def test_every_task_of_the_daily_dag_alerts_on_retry_and_failure():
+    daily = load_daily_dag()
+    for t in daily.tasks:
+        for callbacks, alert in (
+            (t.on_retry_callback, alerts.on_retry),
+            (t.on_failure_callback, alerts.on_failure),
+        ):
+            assert alert in (callbacks if isinstance(callbacks, list) else [callbacks]), t.task_id

@@ -1,0 +1,132 @@
+"""The run report: one ``pipeline_runs`` row per run with counts that match the data, a
+self-contained HTML page with plots, and what a failed quality gate leaves behind."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+import duckdb
+import pytest
+
+from audience_profiles import report
+from audience_profiles.config import CONFIG_ENV
+from audience_profiles.generate import GenerateOptions, generate
+from audience_profiles.pipeline import RunWindow, run_all
+from tests.support import load_daily_dag, write_config, write_seed_example
+
+DATES = ("2022-04-25", "2022-04-26")
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    config = write_config(root)
+    generate(GenerateOptions(out=root / "landing", interactions=600, days=2, dirty_rate=0.02))
+    results = {ds: run_all(RunWindow.for_date(ds), config) for ds in DATES}
+    return root, config, results
+
+
+def one(con, sql):
+    return con.execute(sql).fetchall()[0][0]
+
+
+def test_each_run_has_one_row_whose_counts_match_the_data(reported):
+    root, config, results = reported
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        rows = con.execute(
+            "SELECT CAST(ds AS VARCHAR), run_id, state, rows_read, rows_quarantined, profiles, "
+            "profiles_created, merges, rows_delivered, delivery_failures FROM pipeline_runs "
+            "ORDER BY ds"
+        ).fetchall()
+        assert [r[:3] for r in rows] == [(ds, "manual", "success") for ds in DATES]
+        for ds, row in zip(DATES, rows, strict=True):
+            read, quarantined, profiles, created, merges, delivered, failures = row[3:]
+            sources = results[ds]["validate"]["sources"]
+            assert read == sum(s["read"] for s in sources.values())
+            assert quarantined == one(con, f"SELECT count(*) FROM quarantine WHERE dt = '{ds}'")
+            assert merges == one(con, f"SELECT count(*) FROM profile_merges WHERE dt = '{ds}'")
+            manifests = (root / "output").glob(f"*/dt={ds}/_manifest.json")
+            assert delivered == sum(json.loads(m.read_text())["rows"] for m in manifests)
+            assert failures == 0
+            assert profiles == results[ds]["profiles"]["profiles"]
+        # the latest date's profiles are the current table; the first date created them all
+        assert rows[-1][5] == one(con, "SELECT count(*) FROM audience_profiles")
+        assert rows[0][6] == rows[0][5] > 0
+
+
+def test_reporting_a_run_again_replaces_its_row_and_a_new_run_adds_one(reported):
+    root, config, results = reported
+    ds = DATES[-1]
+    outputs = {"validate": results[ds]["validate"], "deliver": results[ds]["deliveries"]}
+    tasks = {"validate": {"state": "success", "seconds": 1.0}}
+    report.write_report(RunWindow.for_date(ds), outputs, tasks, config)
+    report.write_report(RunWindow.for_date(ds, "backfill__x"), outputs, tasks, config)
+    report.write_report(RunWindow.for_date(ds, "backfill__x"), outputs, tasks, config)
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        runs = con.execute(
+            f"SELECT run_id, count(*) FROM pipeline_runs WHERE ds = '{ds}' GROUP BY ALL ORDER BY 1"
+        ).fetchall()
+    assert runs == [("backfill__x", 1), ("manual", 1)]
+
+
+def test_the_page_is_self_contained_and_plots_every_part(reported):
+    root, config, _ = reported
+    folder = root / "output" / "reports"
+    assert sorted(p.name for p in folder.iterdir()) == [f"{ds}.html" for ds in DATES] + [
+        "index.html"
+    ]
+    page = (folder / f"{DATES[-1]}.html").read_text()
+    assert (folder / "index.html").read_text() == page
+    assert page.count("<svg") == 6
+    for title in (
+        "Rows quarantined by source and field",
+        "Profiles created and merged per date",
+        "Rows delivered by destination",
+        "Seconds per task",
+    ):
+        assert f'aria-label="{title}"' in page
+    assert "<script" not in page
+    # nothing fetched from elsewhere: the only URL is the SVG namespace
+    assert set(re.findall(r"https?://[^\s\"'<>]+", page)) == {"http://www.w3.org/2000/svg"}
+    for name in ("interactions", "form_entries", "identities", "elements", "local_drop"):
+        assert name in page
+    for ds in DATES:  # every reported date is on the time axis
+        assert f">{ds}</text>" in page
+
+
+def test_without_a_local_destination_the_page_goes_to_the_work_dir(tmp_path):
+    config = write_config(tmp_path, destinations=[])
+    assert report.report_dir(config) == tmp_path / "work" / "reports"
+
+
+def test_a_failed_check_stops_delivery_and_alert_and_report_name_it(
+    tmp_path, webhook, monkeypatch, airflow_db
+):
+    config = write_config(tmp_path, alerts={"webhook_conn_id": "alerts_test"})
+    write_seed_example(tmp_path / "landing")
+    monkeypatch.setenv(CONFIG_ENV, config.source_file)
+    monkeypatch.setenv("AIRFLOW_CONN_ALERTS_TEST", webhook.connection_json())
+    check = "interactions_enriched reconciles with interactions for the partition"
+
+    # Skipping enrich leaves the day's interactions unenriched: the reconciliation check fails.
+    run = load_daily_dag().test(
+        logical_date=dt.datetime(2022, 4, 29, tzinfo=dt.UTC), mark_success_pattern="enrich"
+    )
+
+    assert str(run.state) == "failed"
+    assert [p.name for p in (tmp_path / "output").iterdir()] == ["reports"]  # nothing delivered
+    # One alert, at the first try: a failed check is not retried.
+    [alert] = [r["json"] for r in webhook.requests]
+    assert "check_quality failed for 2022-04-29 (try 1 of 4)" in alert["text"]
+    assert check in alert["text"]
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        state, body = con.execute("SELECT state, report FROM pipeline_runs").fetchall()[0]
+    body = json.loads(body)
+    assert state == "failed"
+    assert body["tasks"]["check_quality"]["state"] == "failed"
+    assert {"check_quality", "publish", "deliver"} <= set(body["failed_tasks"])
+    assert [c["name"] for c in body["checks"] if c["failures"]] == [check]
+    page = (tmp_path / "output" / "reports" / "2022-04-29.html").read_text()
+    assert "Failed quality checks" in page and check in page
