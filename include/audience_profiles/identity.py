@@ -6,15 +6,17 @@ external_id--email (SSO identities). All the work happens in the warehouse, in t
 ``include/sql/identity/``, so the same code runs on DuckDB and on Snowflake; Python only loops
 and asks small check queries whether to go on. See docs/identity.md.
 
-1. ``links``: every link observed as of the cutoff, with the value and session rules applied;
-2. ``graph``: integer node ids (a hash), nodes and accepted edges;
+1. ``links``: every link observed as of the cutoff, once per pair of identifiers (64-bit hash
+   ids), with the value and session rules applied;
+2. ``graph``: the accepted links as edges;
 3. connected components: hook every node to its smallest neighbour, flatten the pointer forest
    by pointer jumping (ceil(log2(depth)) jumps), contract every tree to its root and repeat on
    the smaller graph until no edge is left. Rounds grow with the log of the graph's diameter,
-   not with the number of nodes (tests/identity/test_components.py measures it);
+   not with the number of nodes (tests/sql/identity/test_components.py measures it);
 4. profile limits: a component holding two external_ids is split between them (nearest first,
    then link priority, then recency), and the links between the parts are cut;
-5. profile ids from each component's anchor, rejected links, merges.
+5. ``labels``/``profile_identifiers``: the nodes and each component's id, from its anchor;
+6. ``rejected``, ``link_audit``, ``profile_merges``: what the rules rejected and what merged.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 
 IDENTIFIER_TYPES = ("session_id", "email", "external_id")
 LINKED_TO_SESSIONS = ("email", "external_id")  # the types a session links to
-MAX_ROUNDS = 64  # contraction at least halves a path per round: 64 is beyond any real graph
+MAX_ROUNDS = 64  # a 65,536-node path takes 10 rounds: 64 is beyond any real graph
 MAX_SALTS = 4  # node-id hash salts to try; one collision among 2**64 values is already rare
 
 
@@ -167,9 +169,9 @@ class ComponentStats:
 
 
 def connected_components(wh: Warehouse, suffix: str = "") -> ComponentStats:
-    """Label the components of ``id_edges{suffix}(a, b)`` (a < b, distinct) into
-    ``id_cc_map{suffix}(node, parent)``: every node that has an edge, with the smallest node id
-    of its component."""
+    """Label the components of ``id_edges{suffix}(a, b)`` (a < b; duplicates are fine) into
+    ``id_cc_map{suffix}(node, parent)``: every node hooked below another, with the smallest
+    node id of its component (a node missing from the map is its component's smallest)."""
     params = {"suffix": suffix}
     stats = ComponentStats(edges=wh.query(f"SELECT count(*) FROM id_edges{suffix}")[0][0])
     edges, remaining = f"id_edges{suffix}", stats.edges

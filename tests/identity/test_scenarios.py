@@ -277,3 +277,25 @@ def test_equally_old_profiles_merge_into_the_smaller_id(world):
     assert world.profile_of(D2, "email:b@example.com") == min(a, b)
     [merge] = world.merges(D2)
     assert (merge["merged_profile_id"], merge["surviving_profile_id"]) == (max(a, b), min(a, b))
+
+
+def test_a_node_id_collision_is_retried_with_the_next_salt(world, monkeypatch):
+    world.form(f"{D1}T10:00:00", S1, "a@example.com")
+    world.sso(f"{D1}T11:00:00", S1, "sso-a", email="b@example.com")
+    world.run(D1)
+    expected = world.profiles(D1)
+
+    salts = []
+    query_sql = world.wh.query_sql
+
+    def first_salt_collides(name, **params):
+        if name == "identity/node_collisions":
+            salts.append(params["salt"])
+            if params["salt"] == 0:
+                return [(1,)]
+        return query_sql(name, **params)
+
+    monkeypatch.setattr(world.wh, "query_sql", first_salt_collides)
+    world.run(D1)
+    assert salts == [0, 1, 0, 1]  # both snapshots retried; ids do not depend on the salt
+    assert world.profiles(D1) == expected
