@@ -276,6 +276,12 @@ def resolve_run(
     )
     wh.run_sql("identity/link_audit", rs=rs, ds=ds)
     wh.run_sql("identity/profile_merges", rs=rs, interval_start=interval_start)
+    # Profiles whose id did not exist as of the interval's start (for the run report), counted
+    # while the previous snapshot is still there.
+    created = wh.query(
+        f"SELECT count(DISTINCT profile_id) FROM {rs}.profile_identifiers "
+        "WHERE profile_id NOT IN (SELECT profile_id FROM profile_identifiers_prev)"
+    )[0][0]
     wh.run_sql(
         "identity/drop_scratch",
         suffix="",
@@ -296,6 +302,7 @@ def resolve_run(
         "profiles": profiles,
         "merges": merges,
         "links_rejected": rejected,
+        "profiles_created": created,
     }
     log.info("identity resolved as of %s: %s", interval_end, result)
     return result

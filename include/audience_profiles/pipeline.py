@@ -165,11 +165,6 @@ def resolve_identities(window: RunWindow, config: PipelineConfig | None = None) 
         result = resolve_run(
             wh, window.run_schema, rules, window.ds, window.interval_start, window.interval_end
         )
-        # For the run report: profiles whose id did not exist as of the interval's start.
-        result["profiles_created"] = wh.query(
-            f"SELECT count(DISTINCT profile_id) FROM {window.run_schema}.profile_identifiers "
-            f"WHERE profile_id NOT IN (SELECT profile_id FROM {window.run_schema}.profile_identifiers_prev)"
-        )[0][0]
     log.info(
         "profiles as of %s: %s (%s new, %s merged away)",
         window.interval_end,

@@ -46,7 +46,7 @@ from urllib.parse import unquote_plus
 
 from audience_profiles import landing
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig, load_config
-from audience_profiles.identity import connected_components, load_rules
+from audience_profiles.identity import MAX_ROUNDS, IdentityRules, load_rules
 from audience_profiles.pipeline import ReconciliationError
 from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.privacy.suppression import apply_suppression
@@ -345,19 +345,59 @@ def _validate(
     return counts
 
 
+def _stream_rules(rules: IdentityRules) -> dict:
+    """The identity.yml rules in the form the stream's link SQL takes."""
+    params = rules.sql_params()
+    return {
+        "blocked": params["blocked_values"],
+        "blocked_any": [],
+        "max_value_length": params["max_value_length"],
+        "session_max_emails": params["shared_device"].get("email", 3),
+        "session_max_external_ids": params["per_session"].get("external_id", 1),
+    }
+
+
+def _components(wh: Warehouse, rs: str, suffix: str) -> int:
+    """Label ``{rs}.id_labels{suffix}`` with the components of ``{rs}.id_edges{suffix}``.
+
+    Hooking to the smallest neighbouring label, then pointer jumping until flat; a batch's graph
+    is small, so this plain loop (the daily build's predecessor) is enough. Returns the rounds.
+    """
+    params = {"rs": rs, "suffix": suffix}
+    rounds = 0
+    while wh.query_sql("stream/identity/unconverged", **params)[0][0]:
+        if rounds >= MAX_ROUNDS:
+            raise RuntimeError(f"stream identity did not converge in {MAX_ROUNDS} rounds")
+        rounds += 1
+        wh.run_sql("stream/identity/hook", **params)
+        while True:
+            wh.run_sql("stream/identity/jump", **params)
+            changed = wh.query_sql("stream/identity/jump_changed", **params)[0][0]
+            wh.run_sql("stream/identity/jump_swap", **params)
+            if not changed:
+                break
+        wh.run_sql("stream/identity/relabel", **params)
+    return rounds
+
+
 def _resolve(wh: Warehouse, config: PipelineConfig, home: str) -> dict[str, int]:
     """Identity for the batch against the current state, then the touched profiles."""
     params = {"rs": WORK_SCHEMA, "bs": BATCH_SCHEMA, "home": home}
     wh.execute_script(f"DROP SCHEMA IF EXISTS {WORK_SCHEMA} CASCADE; CREATE SCHEMA {WORK_SCHEMA}")
     wh.run_sql("stream/link_sources", **params)
     with _using(wh, WORK_SCHEMA, home):
-        rules = load_rules(config.identity_config).sql_params()
+        rules = _stream_rules(load_rules(config.identity_config))
         wh.run_sql(
-            "identity/links", rs=WORK_SCHEMA, suffix="", cutoff_dt=ALL_DS, cutoff_ts=ALL_TS, **rules
+            "stream/identity/links",
+            rs=WORK_SCHEMA,
+            suffix="",
+            cutoff_dt=ALL_DS,
+            cutoff_ts=ALL_TS,
+            **rules,
         )
-        wh.run_sql("identity/graph", rs=WORK_SCHEMA, suffix="")
+        wh.run_sql("stream/identity/graph", rs=WORK_SCHEMA, suffix="")
     wh.run_sql("stream/graph", **params)
-    connected_components(wh, WORK_SCHEMA, "_s")
+    _components(wh, WORK_SCHEMA, "_s")
     wh.run_sql("stream/assign", **params)
     wh.run_sql(
         "profiles/audience_profiles",

@@ -26,9 +26,9 @@ RUN_DAY = "2022-04-30"
     ],
 )
 def test_a_bad_retention_setting_names_the_file_and_key(tmp_path, retention, message):
-    config = write_config(tmp_path, retention=retention)
+    # pipeline.yml is validated as it loads, so the mistake surfaces before any task runs.
     with pytest.raises(ConfigError, match=re.escape(message)) as err:
-        RetentionPolicy.from_config(config)
+        write_config(tmp_path, retention=retention)
     assert str(tmp_path / "pipeline.yml") in str(err.value)
 
 

@@ -58,14 +58,16 @@ survivors AS (
     FROM {{ rs }}.component_known k LEFT JOIN anchors a USING (profile_id)
     QUALIFY row_number() OVER (
         PARTITION BY k.label
-        ORDER BY a.first_dt NULLS LAST, a.first_seen NULLS LAST, a.node NULLS LAST, k.profile_id) = 1
+        ORDER BY a.first_dt NULLS LAST, date_trunc('second', a.first_seen) NULLS LAST, k.profile_id) = 1
 ),
 fresh AS (
     SELECT l.label, 'ap_' || substr(md5(n.node), 1, 20) AS profile_id
     FROM {{ rs }}.id_labels_s l JOIN {{ rs }}.id_nodes n USING (node_id)
     WHERE l.label NOT IN (SELECT label FROM {{ rs }}.component_known)
     QUALIFY row_number() OVER (
-        PARTITION BY l.label ORDER BY n.first_dt, n.first_observed_at, n.node) = 1
+        -- the daily build's anchor order (identity/labels.sql seen_key, then the id itself)
+        PARTITION BY l.label
+        ORDER BY n.first_dt, date_trunc('second', n.first_observed_at), substr(md5(n.node), 1, 20)) = 1
 )
 SELECT label, profile_id FROM survivors
 UNION ALL
