@@ -80,7 +80,7 @@ DATA = {
             "(DATE '2022-04-30', 'event-1', '60010', 'Fan vote', 'vote', 'session-2', 1, 'Tyneside Black', 1)",
         ],
         "quarantine": [
-            "('interactions', 'a.csv', 7, 'votes: not a non-negative integer (x)', 'raw')"
+            "('interactions', 'a.csv', 7, 'votes: not a non-negative integer', 'x,raw,line')"
         ],
     },
     DAY2: {
