@@ -48,8 +48,10 @@ from audience_profiles.destinations.drop import (
 from audience_profiles.privacy import hash_identifier
 
 _PART = re.compile(r"part-\d{5}\.(csv|json|parquet)(\.gz)?$")
-# Words of a raw line: the SQL twin of the tokens macro in include/sql/privacy/_macros.sql.
-_TOKEN = r"""'[^\t\n\r ,;"{}]+'"""
+# A word of a raw line (CSV field, JSON string), as the tokens macro of
+# include/sql/privacy/_macros.sql cuts it: Python's re and DuckDB's RE2 read it alike.
+RAW_WORD = r'[^\t\n\r ,;"{}]+'
+_TOKEN = _literal(RAW_WORD)
 _JSON_LINE = chr(31)  # a delimiter that never occurs: every JSON line is one value
 PROFILE_COLUMNS = ("profile_id", "merged_profile_id", "surviving_profile_id")
 VALUE_COLUMNS = ("email", "email_sha256", "session_id", "external_id")
