@@ -138,11 +138,11 @@ def test_bad_rows_are_quarantined_with_a_reason_naming_the_field(tmp_path):
             "SELECT source, line, reason FROM quarantine ORDER BY source, file, line"
         ).fetchall()
     assert reasons == [
-        ("form_entries", 2, "email: malformed email (not-an-email)"),
-        ("form_entries", 3, "optin_1: expected Yes or No (Maybe)"),
-        ("identities", 2, "observed_at: not an ISO timestamp (yesterday)"),
-        ("interactions", 2, "date: not a YYYY-MM-DD date (29/04/2022)"),
-        ("interactions", 3, "option: not a non-negative integer (first)"),
+        ("form_entries", 2, "email: malformed email"),
+        ("form_entries", 3, "optin_1: expected Yes or No"),
+        ("identities", 2, "observed_at: not an ISO timestamp"),
+        ("interactions", 2, "date: not a YYYY-MM-DD date"),
+        ("interactions", 3, "option: not a non-negative integer"),
         ("interactions", 4, "session_id: missing"),
     ]
 

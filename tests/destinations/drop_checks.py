@@ -53,6 +53,93 @@ IDENTIFIER_ROWS = [
 ]
 
 
+# The link audit and quarantine as the build exports them (publish/exports.sql, setup/tables.sql).
+AUDIT = pa.schema(
+    [
+        ("rule", pa.string()),
+        ("detail", pa.string()),
+        ("left_type", pa.string()),
+        ("left_value", pa.string()),
+        ("right_type", pa.string()),
+        ("right_value", pa.string()),
+        ("observed_at", pa.timestamp("us")),
+        ("source", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+    ]
+)
+AUDIT_ROWS = [
+    {
+        "rule": "session_limit",
+        "detail": "session keeps its 1 most recent email value(s)",
+        "left_type": "session_id",
+        "left_value": "-s1",
+        "right_type": "email",
+        "right_value": "fan@example.com",
+        "observed_at": dt.datetime(2024, 5, 1, 10),
+        "source": "form_entries",
+        "file": "a.csv",
+        "line": 2,
+    },
+    {
+        "rule": "session_limit",
+        "detail": "session keeps its 1 most recent email value(s)",
+        "left_type": "session_id",
+        "left_value": "kiosk",
+        "right_type": "email",
+        "right_value": "keep@example.com",
+        "observed_at": dt.datetime(2024, 5, 1, 11),
+        "source": "form_entries",
+        "file": "a.csv",
+        "line": 3,
+    },
+    {
+        "rule": "external_id_limit",
+        "detail": "session carries 3 distinct external_id values (limit 2)",
+        "left_type": "session_id",
+        "left_value": "kiosk",
+        "right_type": "external_id",
+        "right_value": "sso-9",
+        "observed_at": dt.datetime(2024, 5, 1, 12),
+        "source": "identities",
+        "file": "b.csv",
+        "line": 4,
+    },
+]
+QUARANTINE = pa.schema(
+    [
+        ("source", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
+QUARANTINE_ROWS = [
+    {
+        "source": "form_entries",
+        "file": "a.csv",
+        "line": 5,
+        "reason": "optin_1: expected Yes or No",
+        "raw": '2024-05-01T10:00:00,Fan,"FAN@Example.com",Maybe',
+    },
+    {
+        "source": "form_entries",
+        "file": "a.csv",
+        "line": 6,
+        "reason": "optin_1: expected Yes or No",
+        "raw": "2024-05-01T10:00:00,Other,xfan@example.com,Maybe",
+    },
+    {
+        "source": "identities",
+        "file": "b.csv",
+        "line": 7,
+        "reason": "observed_at: not an ISO timestamp",
+        "raw": '{"session_id": "-s1", "external_id": "sso"}',
+    },
+]
+
+
 def write_profiles(
     path: Path, count: int, *, tag: str = "a", extra: list[dict] | None = None
 ) -> Path:

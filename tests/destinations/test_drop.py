@@ -20,8 +20,12 @@ from audience_profiles.destinations.drop import (
 )
 from audience_profiles.privacy import hash_identifier
 from tests.destinations.drop_checks import (
+    AUDIT,
+    AUDIT_ROWS,
     IDENTIFIER_ROWS,
     IDENTIFIERS,
+    QUARANTINE,
+    QUARANTINE_ROWS,
     check_partition,
     read_part,
     write_profiles,
@@ -253,6 +257,44 @@ def test_email_identifiers_follow_the_pii_policy(tmp_path, pii, expected):
     write_partition(sink, "", "profile_identifiers", str(export), config, RUN)
     _, rows = check(sink, 3, partition=f"profile_identifiers/dt={RUN.ds}")
     assert [(r["identifier_type"], r["identifier_value"]) for r in rows["csv"]] == expected
+
+
+@pytest.mark.parametrize("pii", ["plain", "hashed", "omit"])
+def test_operator_tables_follow_the_pii_policy(tmp_path, pii):
+    # The link audit names identifiers in left/right pairs; a quarantined line can hold anything.
+    sink = LocalSink(tmp_path / "out")
+    config = make_config(tables=("identity_link_audit", "quarantine"), formats=("csv",), pii=pii)
+    for table, rows, schema in (
+        ("identity_link_audit", AUDIT_ROWS, AUDIT),
+        ("quarantine", QUARANTINE_ROWS, QUARANTINE),
+    ):
+        export = write_table(tmp_path / f"{table}.parquet", rows, schema)
+        write_partition(sink, "", table, str(export), config, RUN)
+    _, audit = check(sink, 3, partition=f"identity_link_audit/dt={RUN.ds}")
+    _, quarantine = check(sink, 3, partition=f"quarantine/dt={RUN.ds}")
+    pairs = [
+        (r["left_type"], r["left_value"], r["right_type"], r["right_value"]) for r in audit["csv"]
+    ]
+    emails = {
+        "plain": [("email", "fan@example.com"), ("email", "keep@example.com")],
+        "hashed": [
+            ("email_sha256", hash_identifier("fan@example.com")),
+            ("email_sha256", hash_identifier("keep@example.com")),
+        ],
+        "omit": [("email", ""), ("email", "")],
+    }[pii]
+    assert pairs == [
+        ("session_id", "'-s1", *emails[0]),
+        ("session_id", "kiosk", *emails[1]),
+        ("session_id", "kiosk", "external_id", "sso-9"),  # pseudonymous ids stay, as elsewhere
+    ]
+    assert [r["detail"] for r in audit["csv"]] == [r["detail"] for r in AUDIT_ROWS]
+    expected_raw = [r["raw"] for r in QUARANTINE_ROWS] if pii == "plain" else ["", "", ""]
+    assert [r["raw"] for r in quarantine["csv"]] == expected_raw
+    assert [r["reason"] for r in quarantine["csv"]] == [r["reason"] for r in QUARANTINE_ROWS]
+    if pii != "plain":
+        written = "".join(p.read_text() for p in (tmp_path / "out").rglob("part-*")).lower()
+        assert "@" not in written
 
 
 def test_a_policy_that_leaves_nothing_fails_loudly(tmp_path):

@@ -6,7 +6,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audience_profiles.config import DestinationConfig, PipelineConfig
@@ -14,7 +13,17 @@ from audience_profiles.destinations.base import ErasureRequest, RunInfo
 from audience_profiles.destinations.drop import MANIFEST, LocalSink, write_partition
 from audience_profiles.destinations.local import LocalDestination
 from audience_profiles.privacy import hash_identifier
-from tests.destinations.drop_checks import check_partition, read_part, write_profiles, write_table
+from tests.destinations.drop_checks import (
+    AUDIT,
+    AUDIT_ROWS,
+    IDENTIFIERS,
+    QUARANTINE,
+    QUARANTINE_ROWS,
+    check_partition,
+    read_part,
+    write_profiles,
+    write_table,
+)
 from tests.destinations.test_drop import RecordingSink
 
 TABLE = "audience_profiles"
@@ -137,9 +146,30 @@ def test_manifest_is_withdrawn_before_parts_change_and_written_last(tmp_path):
     assert sink.calls == []
 
 
-def test_hashed_escaped_and_quarantined_identifiers_are_found(tmp_path):
+def _write_day(root: Path, dest: LocalDestination, exports: dict[str, Path]) -> None:
+    for table, path in exports.items():
+        write_partition(LocalSink(root), "", table, str(path), dest.config, DAYS[0])
+
+
+def _rows(root: Path, table: str, count: int) -> dict[str, list[dict]]:
+    """Per format, the rows of ``table``'s day-1 partition (checked against its manifest)."""
+    partition = f"{table}/dt={DAYS[0].ds}"
+    return check_partition(
+        LocalSink(root).list(partition + "/"),
+        lambda key: (root / key).read_bytes(),
+        partition,
+        run_id=DAYS[0].run_id,
+        expected_rows=count,
+    )[1]
+
+
+# Only identifiers, no profile id: hashed emails and the escaped session must still match.
+FAN = ErasureRequest("r1", "2024-05-04", (), (("email", "fan@example.com"), ("session_id", "-s1")))
+
+
+def test_hashed_and_escaped_identifiers_are_found(tmp_path):
     root = tmp_path / "out"
-    tables = ("profile_identifiers", "quarantine", TABLE)
+    tables = ("profile_identifiers", "identity_link_audit", "quarantine", TABLE)
     dest = destination(root, tables=tables, formats=("csv", "json"), pii="hashed")
     identifiers = write_table(
         tmp_path / "ids.parquet",
@@ -153,22 +183,7 @@ def test_hashed_escaped_and_quarantined_identifiers_are_found(tmp_path):
                 "profile_id": "p2",
             },
         ],
-        pa.schema(
-            [
-                ("identifier_type", pa.string()),
-                ("identifier_value", pa.string()),
-                ("profile_id", pa.string()),
-            ]
-        ),
-    )
-    quarantine = write_table(
-        tmp_path / "quarantine.parquet",
-        [
-            {"source": "form_entries", "raw": '2024-05-01T10:00:00,Fan,"FAN@Example.com",Maybe'},
-            {"source": "form_entries", "raw": "2024-05-01T10:00:00,Other,xfan@example.com,Maybe"},
-            {"source": "identities", "raw": '{"session_id": "-s1", "external_id": "sso"}'},
-        ],
-        pa.schema([("source", pa.string()), ("raw", pa.string())]),
+        IDENTIFIERS,
     )
     profiles = write_profiles(
         tmp_path / "profiles.parquet",
@@ -178,35 +193,54 @@ def test_hashed_escaped_and_quarantined_identifiers_are_found(tmp_path):
             {"profile_id": "p2", "email": "keep@example.com"},
         ],
     )
-    exports = {"profile_identifiers": identifiers, "quarantine": quarantine, TABLE: profiles}
-    for table, path in exports.items():
-        write_partition(LocalSink(root), "", table, str(path), dest.config, DAYS[0])
-
-    # Only identifiers, no profile id: the hashed email and the escaped session must match.
-    request = ErasureRequest(
-        "r1", "2024-05-04", (), (("email", "fan@example.com"), ("session_id", "-s1"))
+    _write_day(
+        root,
+        dest,
+        {
+            "profile_identifiers": identifiers,
+            "identity_link_audit": write_table(tmp_path / "audit.parquet", AUDIT_ROWS, AUDIT),
+            "quarantine": write_table(tmp_path / "q.parquet", QUARANTINE_ROWS, QUARANTINE),
+            TABLE: profiles,
+        },
     )
-    dest.erase([request])
 
-    sink = LocalSink(root)
+    dest.erase([FAN])
 
-    def rows(table, count):
-        partition = f"{table}/dt={DAYS[0].ds}"
-        return check_partition(
-            sink.list(partition + "/"),
-            lambda key: (root / key).read_bytes(),
-            partition,
-            run_id=DAYS[0].run_id,
-            expected_rows=count,
-        )[1]
-
-    ids = rows("profile_identifiers", 2)
+    ids = _rows(root, "profile_identifiers", 2)
     assert [(r["identifier_type"], r["identifier_value"]) for r in ids["json"]] == [
         ("session_id", "s2"),
         ("email_sha256", hash_identifier("keep@example.com")),
     ]
-    assert [r["raw"] for r in rows("quarantine", 1)["csv"]] == [
-        "2024-05-01T10:00:00,Other,xfan@example.com,Maybe"
+    # The audit's emails are hashes here: the first row goes by its hash (and by the session).
+    audit = _rows(root, "identity_link_audit", 2)
+    assert [r["right_value"] for r in audit["json"]] == [
+        hash_identifier("keep@example.com"),
+        "sso-9",
     ]
-    assert [r["profile_id"] for r in rows(TABLE, 1)["csv"]] == ["p2"]
+    # A hashed drop carries no raw line: nothing in the quarantine names anyone, so it stays.
+    quarantine = _rows(root, "quarantine", 3)
+    assert [r["raw"] for r in quarantine["json"]] == [None, None, None]
+    assert [r["profile_id"] for r in _rows(root, TABLE, 1)["csv"]] == ["p2"]
     assert json.loads((root / f"{TABLE}/dt={DAYS[0].ds}/{MANIFEST}").read_text())["pii"] == "hashed"
+
+
+def test_plain_quarantined_lines_match_on_whole_words(tmp_path):
+    root = tmp_path / "out"
+    tables = ("quarantine", "identity_link_audit")
+    dest = destination(root, tables=tables, formats=("csv", "json"))
+    _write_day(
+        root,
+        dest,
+        {
+            "quarantine": write_table(tmp_path / "q.parquet", QUARANTINE_ROWS, QUARANTINE),
+            "identity_link_audit": write_table(tmp_path / "audit.parquet", AUDIT_ROWS, AUDIT),
+        },
+    )
+
+    dest.erase([FAN])
+
+    # The address in any case, the session inside a JSON line; not an address containing it.
+    for rows in _rows(root, "quarantine", 1).values():
+        assert [r["raw"] for r in rows] == ["2024-05-01T10:00:00,Other,xfan@example.com,Maybe"]
+    for rows in _rows(root, "identity_link_audit", 2).values():
+        assert [r["right_value"] for r in rows] == ["keep@example.com", "sso-9"]

@@ -10,7 +10,17 @@ import pytest
 from audience_profiles.config import parse_config
 from audience_profiles.destinations import RunInfo, destination_for
 from audience_profiles.destinations.generic_sql import GenericSqlDestination
-from tests.destinations.warehouse_exports import DAY1, DAY2, P1, P2, P3, S2, TABLES, write_exports
+from tests.destinations.warehouse_exports import (
+    DAY1,
+    DAY2,
+    P1,
+    P2,
+    P3,
+    S2,
+    TABLES,
+    check_erasure,
+    write_exports,
+)
 
 pytestmark = pytest.mark.services
 
@@ -144,3 +154,21 @@ def test_pii_policy_applies_to_warehouse_loads(pg_conn, schema, tmp_path):
     }
     assert "email_sha256" in columns
     assert not {"email", "first_name", "last_name"} & columns
+
+
+@pytest.mark.parametrize("pii", ["plain", "hashed"])
+def test_erasure_deletes_the_person_everywhere_and_no_load_brings_them_back(
+    pg_conn, schema, tmp_path, pii
+):
+    dest = destination(pg_conn, schema, tmp_path, pii=pii)
+    check_erasure(
+        dest, lambda day: deliver(dest, tmp_path, day), lambda: tables(pg_conn, schema), pii
+    )
+
+
+def test_erasure_before_any_load_answers_done(pg_conn, schema, tmp_path):
+    from tests.destinations.warehouse_exports import DAVID_REQUEST
+
+    assert destination(pg_conn, schema, tmp_path).erase([DAVID_REQUEST]) == {
+        "r-1": {"status": "done", "detail": "nothing loaded yet"}
+    }

@@ -12,7 +12,19 @@ from audience_profiles.config import parse_config
 from audience_profiles.destinations import RunInfo, destination_for
 from audience_profiles.destinations.snowflake import SnowflakeDestination
 from audience_profiles.warehouse.snowflake import snowflake_hook
-from tests.destinations.warehouse_exports import DAY1, DAY2, P1, P2, P3, S2, TABLES, write_exports
+from tests.destinations.warehouse_exports import (
+    DAVID,
+    DAY1,
+    DAY2,
+    P1,
+    P2,
+    P3,
+    S1,
+    S2,
+    TABLES,
+    check_erasure,
+    write_exports,
+)
 from tests.services.fakesnow import SNOWFLAKE_CONN_ID, snowflake_connection_json
 
 pytestmark = pytest.mark.services
@@ -173,3 +185,19 @@ def test_crash_between_copy_and_merge_is_repaired_by_retry(
     monkeypatch.setattr(SnowflakeDestination, "apply", apply)
     deliver(dest, tmp_path, DAY2)
     assert tables(snowflake_conn, snowflake_database) == loaded[2]
+
+
+def test_erasure_deletes_the_person_everywhere_and_no_load_brings_them_back(
+    snowflake_conn, snowflake_database, tmp_path
+):
+    dest = destination(snowflake_conn, snowflake_database, tmp_path)
+    check_erasure(
+        dest,
+        lambda day: deliver(dest, tmp_path, day),
+        lambda: tables(snowflake_conn, snowflake_database),
+        pii="plain",
+    )
+    # Tombstones hold hashes only.
+    tombstones = query(snowflake_conn, snowflake_database, f"SELECT * FROM {SCHEMA}.AP_ERASURES")
+    assert len(tombstones) == 4  # the profile, the address, two sessions
+    assert not {DAVID, P1, S1, S2} & {str(v) for row in tombstones for v in row}

@@ -1,5 +1,6 @@
 """One erasure request, every destination: local drops (plain and hashed), S3 (moto), Azure Blob
-(Azurite), Kinesis (moto) and Dotdigital (stand-in).
+(Azurite), Kinesis (moto), Dotdigital (stand-in), Snowflake (fakesnow) and PostgreSQL (sql kind,
+hashed).
 
 David is built into every destination over three daily runs. After his request, each destination
 holds exactly what it held before minus David's rows (streams: plus one profile_erased record for
@@ -12,17 +13,20 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 
 import boto3
 import pytest
 import yaml
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from audience_profiles.destinations.drop import MANIFEST
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import hash_identifier
 from audience_profiles.privacy.erasure import run_erasure
+from audience_profiles.warehouse.snowflake import snowflake_hook
 from tests.destinations.drop_checks import check_partition, read_part
 from tests.destinations.test_kinesis import create_stream, read_stream
 from tests.privacy.people import (
@@ -71,14 +75,44 @@ class Drop:
                 )
 
 
+class Warehouse:
+    """Read a SQL warehouse destination's tables back as rows (lower-case column names)."""
+
+    def __init__(self, name: str, connect: Callable, schema: str, tables: list[str]):
+        self.name, self.connect, self.schema, self.tables = name, connect, schema, tables
+
+    def rows(self) -> dict[str, list[dict]]:
+        with closing(self.connect()) as con:
+            cur = con.cursor()
+            found = {}
+            for table in self.tables:
+                cur.execute(f"SELECT * FROM {self.schema}.{table}")
+                names = [d[0].lower() for d in cur.description]
+                found[table] = sorted(
+                    (dict(zip(names, r, strict=True)) for r in cur.fetchall()),
+                    key=lambda r: json.dumps(r, sort_keys=True, default=str),
+                )
+            return found
+
+
 @pytest.fixture
-def everywhere(tmp_path, aws_conn, moto_server, azure_conn, dotdigital):
+def everywhere(tmp_path, aws_conn, moto_server, azure_conn, dotdigital, snowflake_conn, pg_conn):
     bucket, container = f"drops-{uuid.uuid4().hex[:8]}", f"drops-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(
         Bucket=bucket
     )
     stream = create_stream(moto_server, shards=1)
     profile_tables = ["audience_profiles", "profile_identifiers"]
+    warehouse_tables = [
+        "audience_profiles",
+        "audience_profile_interactions",
+        "profile_identifiers",
+        "quarantine",
+    ]
+    snowflake_database = "ERASE_" + uuid.uuid4().hex[:8].upper()
+    pg_schema = "erase_" + uuid.uuid4().hex[:8]
+    pg = PostgresHook(postgres_conn_id=pg_conn)
+    pg.run(f'CREATE SCHEMA "{pg_schema}"', autocommit=True)
     destinations = [
         {
             "name": "local_plain",
@@ -136,6 +170,22 @@ def everywhere(tmp_path, aws_conn, moto_server, azure_conn, dotdigital):
             "poll_interval": 0.01,
             "backoff_base": 0.01,
         },
+        {
+            "name": "snowflake",
+            "kind": "snowflake",
+            "conn_id": snowflake_conn,
+            "database": snowflake_database,
+            "schema": "AUDIENCE",
+            "tables": warehouse_tables,
+        },
+        {
+            "name": "postgres",
+            "kind": "sql",
+            "conn_id": pg_conn,
+            "schema": pg_schema,
+            "pii": "hashed",
+            "tables": warehouse_tables,
+        },
     ]
     # Everyone opted in is in segment "fans", which Dotdigital syncs to one address book.
     segments = tmp_path / "segments.yml"
@@ -172,7 +222,16 @@ def everywhere(tmp_path, aws_conn, moto_server, azure_conn, dotdigital):
             lambda key: wasb.download(container, key).readall(),
         ),
     ]
-    return config, drops, lambda: read_stream(moto_server, stream), dotdigital
+    warehouses = [
+        Warehouse(
+            "snowflake",
+            snowflake_hook(snowflake_conn, snowflake_database, "AUDIENCE").get_conn,
+            "AUDIENCE",
+            warehouse_tables,
+        ),
+        Warehouse("postgres", pg.get_conn, f'"{pg_schema}"', warehouse_tables),
+    ]
+    return config, drops, warehouses, lambda: read_stream(moto_server, stream), dotdigital
 
 
 def about_david(row: dict, profile_ids: set[str]) -> bool:
@@ -188,7 +247,7 @@ def _values(row: dict) -> list[str]:
 
 
 def test_an_erasure_reaches_every_destination_and_stays(everywhere, tmp_path):
-    config, drops, stream_records, standin = everywhere
+    config, drops, warehouses, stream_records, standin = everywhere
     david_profiles = {
         r[0]
         for r in query(
@@ -199,6 +258,9 @@ def test_an_erasure_reaches_every_destination_and_stays(everywhere, tmp_path):
     before = {d.name: d.parts() for d in drops}
     for name, parts in before.items():  # David is in every drop to begin with
         assert any(about_david(r, david_profiles) for rows in parts.values() for r in rows), name
+    tables_before = {w.name: w.rows() for w in warehouses}
+    for name, tables in tables_before.items():
+        assert any(about_david(r, david_profiles) for rows in tables.values() for r in rows), name
     records_before = stream_records()
     members_before = standin.members(FANS)
     assert members_before == {DAVID, ANN, BOB}
@@ -221,6 +283,12 @@ def test_an_erasure_reaches_every_destination_and_stays(everywhere, tmp_path):
         for key, rows in before[drop.name].items():
             assert after[key] == [r for r in rows if not about_david(r, david_profiles)], key
         drop.check_manifests()
+    # Every warehouse table: what it held minus David's rows.
+    for warehouse in warehouses:
+        assert warehouse.rows() == {
+            table: [r for r in rows if not about_david(r, david_profiles)]
+            for table, rows in tables_before[warehouse.name].items()
+        }, warehouse.name
     # The stream: exactly one new record, profile_erased for David's profile.
     new = [r for _, r in stream_records()[len(records_before) :]]
     assert [(r["event_type"], r["profile_id"]) for r in new] == [
@@ -258,6 +326,20 @@ def test_an_erasure_reaches_every_destination_and_stays(everywhere, tmp_path):
             k: [r for r in v if not about_david(r, david_profiles)]
             for k, v in before[drop.name].items()
         }
+    for warehouse in warehouses:
+        tables = warehouse.rows()
+        assert not [
+            r
+            for rows in tables.values()
+            for r in rows
+            if about_david(r, david_profiles) or "d-2" in _values(r)
+        ], warehouse.name
+        fresh = [
+            r
+            for r in tables["audience_profile_interactions"]
+            if str(r["interaction_date"]) == NEXT_DAY
+        ]
+        assert [r["session_id"] for r in fresh] == [BOB_SESSION], warehouse.name
     new = [r for _, r in stream_records()[len(records_mid) :]]
     assert new and not [r for r in new if DAVID in json.dumps(r) or "d-2" in json.dumps(r)]
     assert any(r["payload"].get("email") == BOB for r in new)

@@ -45,6 +45,13 @@ EXTENSIONS = {"csv": "csv", "json": "json", "parquet": "parquet"}
 # OWASP CSV injection: cells starting with these are treated as formulas by spreadsheets.
 CSV_FORMULA_PREFIX = r"^[=+\-@\t\r]"
 HASH_FUNCTION = "hash_identifier"
+# (type, value) column pairs naming an identifier: profile_identifiers, profile_merges, the audit.
+IDENTIFIER_PAIRS = (
+    ("identifier_type", "identifier_value"),
+    ("left_type", "left_value"),
+    ("right_type", "right_value"),
+)
+RAW_COLUMN = "raw"  # a quarantined input line, as it was landed
 # Parts are cut a little under max_file_mb: file size is not exactly linear in rows.
 _SPLIT_HEADROOM = 0.9
 _MIB = 1024 * 1024
@@ -94,13 +101,14 @@ def select_list(
 ) -> tuple[str, list[tuple[str, str]]]:
     """SQL select list applying the PII policy and CSV escaping; returns it with the out schema.
 
-    PII is the ``email`` / name columns, and the value of ``identifier_type = 'email'`` rows in
-    tables of (identifier_type, identifier_value) pairs: ``hashed`` turns those into
-    ``hash_identifier`` hex (type ``email_sha256``), ``omit`` nulls them.
+    PII is the ``email`` / name columns, the email values of (type, value) identifier pairs
+    (:data:`IDENTIFIER_PAIRS`: identifiers, merges, the link audit) and a quarantined ``raw``
+    line: ``hashed`` turns emails into ``hash_identifier`` hex (type ``email_sha256``), ``omit``
+    nulls them; under both, ``raw`` is NULL, as a line that failed validation can hold anything.
     """
     columns = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
     names = {name for name, *_ in columns}
-    has_identifier_pairs = {"identifier_type", "identifier_value"} <= names
+    pair_type = {value: kind for kind, value in IDENTIFIER_PAIRS if {kind, value} <= names}
     if pii == "hashed":
         _register_hash_function(con)
     exprs: list[str] = []
@@ -116,11 +124,14 @@ def select_list(
             continue
         escape = escape_csv and col_type == "VARCHAR"
         value = _escaped(ident) if escape else ident
-        if has_identifier_pairs and pii != "plain" and name == "identifier_value":
+        if pii != "plain" and name in pair_type:
             protected = f"{HASH_FUNCTION}({ident})" if pii == "hashed" else "NULL"
-            value = f"CASE WHEN identifier_type = 'email' THEN {protected} ELSE {value} END"
-        elif has_identifier_pairs and pii == "hashed" and name == "identifier_type":
+            kind = _quote_ident(pair_type[name])
+            value = f"CASE WHEN {kind} = 'email' THEN {protected} ELSE {value} END"
+        elif pii == "hashed" and name in pair_type.values():
             value = f"CASE WHEN {ident} = 'email' THEN 'email_sha256' ELSE {value} END"
+        elif pii != "plain" and name == RAW_COLUMN:
+            value = "CAST(NULL AS VARCHAR)"
         exprs.append(value if value == ident else f"{value} AS {ident}")
         schema.append((name, col_type))
     if not exprs:

@@ -11,8 +11,9 @@ of the requests that changed it.
 A row matches when any of its columns names an erased profile or identifier: ``profile_id`` (and
 the merge columns), ``email`` (or ``email_sha256`` in hashed drops), ``session_id``,
 ``external_id``, an (``identifier_type``, ``identifier_value``) pair (also ``left_`` / ``right_``
-in the link audit), or a whole word of a quarantined ``raw`` line. CSV cells escaped against
-formula injection (a leading ``'``) are matched without the escape.
+in the link audit; in hashed drops an ``email_sha256`` pair, matched by the hash), or a whole word
+of a quarantined ``raw`` line (plain drops only: hashed and omit drops carry no raw line). CSV
+cells escaped against formula injection (a leading ``'``) are matched without the escape.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from audience_profiles.destinations.base import (
     erasure_status,
 )
 from audience_profiles.destinations.drop import (
+    IDENTIFIER_PAIRS,
     MANIFEST,
+    RAW_COLUMN,
     Sink,
     _connect,
     _copy_options,
@@ -45,18 +48,18 @@ from audience_profiles.destinations.drop import (
 from audience_profiles.privacy import hash_identifier
 
 _PART = re.compile(r"part-\d{5}\.(csv|json|parquet)(\.gz)?$")
-# Words of a raw line: the SQL twin of the tokens macro in include/sql/privacy/_macros.sql.
-_TOKEN = r"""'[^\t\n\r ,;"{}]+'"""
+# A word of a raw line (CSV field, JSON string), as the tokens macro of
+# include/sql/privacy/_macros.sql cuts it: Python's re and DuckDB's RE2 read it alike.
+RAW_WORD = r'[^\t\n\r ,;"{}]+'
+_TOKEN = _literal(RAW_WORD)
 _JSON_LINE = chr(31)  # a delimiter that never occurs: every JSON line is one value
 PROFILE_COLUMNS = ("profile_id", "merged_profile_id", "surviving_profile_id")
 VALUE_COLUMNS = ("email", "email_sha256", "session_id", "external_id")
-PAIR_COLUMNS = (
-    ("identifier_type", "identifier_value"),
-    ("left_type", "left_value"),
-    ("right_type", "right_value"),
-)
 CANDIDATE_COLUMNS = (
-    PROFILE_COLUMNS + VALUE_COLUMNS + tuple(c for pair in PAIR_COLUMNS for c in pair) + ("raw",)
+    PROFILE_COLUMNS
+    + VALUE_COLUMNS
+    + tuple(c for pair in IDENTIFIER_PAIRS for c in pair)
+    + (RAW_COLUMN,)
 )
 
 
@@ -98,12 +101,12 @@ def matches(columns: set[str], value_of: Callable[[str], str]) -> str:
     terms += [
         f"{value_of(t)} || ':' || CASE WHEN {value_of(t)} = 'email' THEN {_email(value_of(v))} "
         f"ELSE {value_of(v)} END IN (SELECT identifier_type || ':' || value FROM erase_values)"
-        for t, v in PAIR_COLUMNS
+        for t, v in IDENTIFIER_PAIRS
         if t in columns and v in columns
     ]
-    if "raw" in columns:
+    if RAW_COLUMN in columns:
         terms.append(
-            f"len(list_intersect(regexp_extract_all(lower({value_of('raw')}), {_TOKEN}), "
+            f"len(list_intersect(regexp_extract_all(lower({value_of(RAW_COLUMN)}), {_TOKEN}), "
             "(SELECT list(lower(value)) FROM erase_values))) > 0"
         )
     return " OR ".join(f"coalesce({t}, false)" for t in terms) or "false"

@@ -22,6 +22,11 @@ Per delivery:
      keeps the guarantee explicit), and the load log ``ap_loads`` gets one row per table and date;
 4. drop the staging tables.
 
+Erasure (``erase``, warehouse_erasure.py) deletes the people from every table the load log names,
+in one transaction, and leaves a hashed tombstone per profile id and identifier in ``ap_erasures``;
+step 2 stages every export without the rows those tombstones name, so no load (an export written
+before the request, an old run delivered again) puts an erased person back.
+
 Tables are applied one after the other, not in one transaction across tables: Snowflake runs
 a MERGE as its own statement (and fakesnow cannot run one inside BEGIN ... COMMIT), so a reader
 may for a moment see today's profiles next to yesterday's identifiers, never a half table.
@@ -42,7 +47,7 @@ import abc
 import contextlib
 import datetime as dt
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,8 +55,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo
+from audience_profiles.destinations.base import (
+    ERASED,
+    DeliveryReport,
+    Destination,
+    ErasureRequest,
+    RunInfo,
+    erasure_status,
+)
 from audience_profiles.destinations.drop import render_parts
+from audience_profiles.destinations.warehouse_erasure import (
+    ERASURES_TABLE,
+    erase_loaded,
+    without_erased,
+)
 
 PARTITION_COLUMN = "dt"
 OCCURRENCE_COLUMN = "occurrence"
@@ -181,14 +198,20 @@ class SqlWarehouseDestination(Destination):
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
         report = self.report()
         plan = LoadPlan(run)
+        withheld = 0
         with self.session() as db, tempfile.TemporaryDirectory(prefix="load-") as tmp:
             self.prepare(db)
             self.ensure_log_table(db)
+            erased = self.erased(db)
             wanted = list(self.config.tables)
             if "profile_merges" not in wanted and "profile_merges" in tables:
                 wanted.append("profile_merges")  # staged to apply its merges, not stored
             for table in wanted:
-                path = self.prepared_file(table, tables[table], Path(tmp))
+                path = tables[table]
+                if erased:
+                    path, rows = without_erased(path, erased, Path(tmp) / f"{table}-kept.parquet")
+                    withheld += rows
+                path = self.prepared_file(table, path, Path(tmp))
                 staged = self.staged_table(table, path, run, store=table in self.config.tables)
                 if staged.store:
                     self.ensure_target(db, staged)
@@ -203,7 +226,32 @@ class SqlWarehouseDestination(Destination):
             if staged.store:
                 report.rows[staged.table] = staged.rows
         report.details = {"snapshots_kept_newer": plan.snapshots_skipped}
+        if withheld:
+            report.details["erased_rows_withheld"] = withheld
         return report
+
+    def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
+        """Delete the people from every table loaded so far; later loads leave them out."""
+        with self.session() as db:
+            if db.columns(self.qualified(LOG_TABLE)) is None:
+                detail = "nothing loaded yet"  # later loads come from suppressed exports
+            else:
+                loaded = [
+                    t
+                    for t in TABLES
+                    if t in self.latest_loaded(db) and db.columns(self.qualified(t)) is not None
+                ]
+                removed = erase_loaded(self, db, requests, loaded)
+                detail = f"{sum(removed.values())} row(s) removed from {len(removed)} table(s)"
+        return {r.request_id: erasure_status(ERASED, detail) for r in requests}
+
+    def erased(self, db: Session) -> set[tuple[str, str]]:
+        """Tombstones of erased people: (identifier type, hash)."""
+        table = self.qualified(ERASURES_TABLE)
+        if db.columns(table) is None:
+            return set()
+        kind, digest = self.ident("identifier_type"), self.ident("identifier_hash")
+        return {(k, h) for k, h in db.query(f"SELECT DISTINCT {kind}, {digest} FROM {table}")}
 
     def prepared_file(self, table: str, path: str, tmp: Path) -> str:
         """The export with the destination's PII policy applied (drop.py's rules)."""

@@ -35,6 +35,11 @@ _ENV.filters["literal"] = sql_literal
 _ENGINE_ENVS: dict[str, jinja2.Environment] = {}  # one template cache per engine's dialect
 
 
+def sql_macro(template: str, macro: str, *args: Any) -> str:
+    """One macro of an SQL file, rendered on its own (the privacy hash, used outside a transform)."""
+    return str(getattr(_ENV.get_template(template).module, macro)(*args))
+
+
 def check_ds(ds: str) -> str:
     if not _DATE.match(ds):
         raise ValueError(f"not a YYYY-MM-DD date: {ds!r}")

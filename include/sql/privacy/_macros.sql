@@ -13,14 +13,23 @@ NULLIF(lower({{ trimmed(expr) }}), '')
 sha2({{ normalised(expr) }}, 256)
 {%- endmacro %}
 {#- Word-like tokens of a raw text line (CSV fields, JSON strings), for finding identifiers in
-    quarantine rows; yields (key columns..., token). DuckDB spelling (Snowflake: LATERAL FLATTEN over
-    REGEXP_SUBSTR_ALL). No backslashes: Snowflake string literals treat them as escapes. -#}
-{% macro tokens(columns, source) -%}
+    quarantine rows; yields (key columns..., token). `source` is a table, or a table and its WHERE
+    clause; `engine` is the warehouse engine, duckdb or snowflake (an imported macro does not
+    see the template's context).
+    No backslashes: Snowflake string literals treat them as escapes. The Python twin is
+    destinations/drop_erasure.RAW_WORD. -#}
+{% macro tokens(columns, source, engine) -%}
+{%- set word = "'[^' || chr(9) || chr(10) || chr(13) || ' ,;\"{}]+'" -%}
+{%- if engine == "snowflake" -%}
+SELECT {{ columns }}, CAST(f.value AS VARCHAR) AS token
+FROM (SELECT * FROM {{ source }}) tokenised,
+     LATERAL FLATTEN(input => REGEXP_SUBSTR_ALL(tokenised.raw, {{ word }})) f
+{%- else -%}
 SELECT {{ columns }}, token FROM (
-    SELECT {{ columns }},
-           unnest(regexp_extract_all(raw, '[^' || chr(9) || chr(10) || chr(13) || ' ,;"{}]+')) AS token
+    SELECT {{ columns }}, unnest(regexp_extract_all(raw, {{ word }})) AS token
     FROM {{ source }}
 ) tokenised
+{%- endif -%}
 {%- endmacro %}
 {#- Count the rows `where` selects into temp table `report`, keep a copy of them in
     restricted_<table> unless a match asks for deletion (`erase_where`), then take them out of

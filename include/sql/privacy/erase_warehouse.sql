@@ -39,7 +39,7 @@ WHERE s.profile_id IS NOT NULL;
 -- Quarantine rows naming any of the values as a whole token (case-insensitive).
 CREATE OR REPLACE TEMP TABLE removal_quarantine AS
 SELECT DISTINCT t.src, t.raw, v.erase
-FROM ({{ p.tokens("src, raw", "(SELECT 'quarantine' AS src, raw FROM quarantine UNION SELECT 'restricted', raw FROM restricted_quarantine) q") }}) t
+FROM ({{ p.tokens("src, raw", "(SELECT 'quarantine' AS src, raw FROM quarantine UNION SELECT 'restricted', raw FROM restricted_quarantine) q", engine) }}) t
 JOIN removal_values v ON lower(v.value) = lower(t.token);
 {% set quarantined = "raw IN (SELECT raw FROM removal_quarantine WHERE src = 'quarantine'" %}
 {{ p.restrict_or_delete("quarantine", quarantined ~ ")", quarantined ~ " AND erase)", "erasure_report") }}

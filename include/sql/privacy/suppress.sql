@@ -81,7 +81,7 @@ INSERT INTO suppressed_values SELECT 'session_id', session_id, erase, request_id
 -- Quarantine rows carrying a suppressed identifier anywhere in their raw text.
 CREATE OR REPLACE TEMP TABLE suppressed_quarantine AS
 SELECT t.source, t.raw, max(CASE WHEN s.kind = 'delete' THEN 1 ELSE 0 END) = 1 AS erase
-FROM ({{ p.tokens("source, raw", "quarantine WHERE dt = " ~ day) }}) t
+FROM ({{ p.tokens("source, raw", "quarantine WHERE dt = " ~ day, engine) }}) t
 JOIN suppression_list s ON s.identifier_hash = {{ p.hashed("t.token") }}
 GROUP BY t.source, t.raw;
 {% set quarantined = "EXISTS (SELECT 1 FROM suppressed_quarantine q WHERE q.source = quarantine.source AND q.raw = quarantine.raw" %}

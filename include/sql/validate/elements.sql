@@ -10,7 +10,7 @@ SELECT c.*,
 FROM (
     SELECT *, {{ v.reasons(["_error", v.required("poll_id"), v.integer("option"), v.required("title"),
                             v.required("option_label"),
-                            "CASE WHEN element_type IS NOT NULL AND trim(element_type) <> '' AND lower(trim(element_type)) NOT IN ('vote', 'quiz', 'competition', 'prediction', 'team_selector') THEN 'element_type: unknown (' || element_type || ')' END"]) }} AS reason
+                            "CASE WHEN element_type IS NOT NULL AND trim(element_type) <> '' AND lower(trim(element_type)) NOT IN ('vote', 'quiz', 'competition', 'prediction', 'team_selector') THEN 'element_type: unknown' END"]) }} AS reason
     FROM {{ staged }}
 ) c;
 

@@ -1,0 +1,237 @@
+"""Erasure in the SQL warehouse destinations (``snowflake``, ``sql``): delete the people, and keep
+every later load from bringing them back.
+
+``erase`` (one transaction for a batch of requests), in every table the destination has loaded
+(the load log ``ap_loads`` names them), deletes the rows that name an erased profile or
+identifier:
+
+- ``profile_id``, and ``merged_profile_id`` / ``surviving_profile_id`` of ``profile_merges``;
+- ``email`` (``email_sha256`` under pii ``hashed``), ``session_id``, ``external_id``;
+- a (type, value) pair of ``profile_identifiers``, ``profile_merges`` or the link audit (an
+  ``email_sha256`` pair under ``hashed``);
+- a whole word of a quarantined ``raw`` line (only loads under ``plain`` keep the line).
+
+Values are looked for both as the warehouse keys them and as ``hash_identifier`` hashes, so a
+table loaded under another PII policy before is cleaned all the same.
+
+The same transaction records a tombstone per erased profile id and identifier in ``ap_erasures``,
+as its hash (no plain identifier stays behind). Every later load filters its exports against them
+before staging (:func:`without_erased`): an export written before the request (a delivery that
+ran while the erasure did, an old run delivered again) cannot put the person back, neither in the
+snapshot tables nor in the partition of a date that no daily run rewrites any more.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+import pyarrow as pa
+
+from audience_profiles.destinations.base import ErasureRequest
+from audience_profiles.destinations.drop import IDENTIFIER_PAIRS, RAW_COLUMN, _literal, _quote_ident
+from audience_profiles.destinations.drop_erasure import PROFILE_COLUMNS, RAW_WORD
+from audience_profiles.privacy import hash_identifier
+from audience_profiles.warehouse.base import sql_macro
+from audience_profiles.warehouse.duckdb import COMPAT_MACROS
+
+if TYPE_CHECKING:
+    from audience_profiles.destinations.warehouse_load import Session, SqlWarehouseDestination
+
+ERASURES_TABLE = "ap_erasures"
+VALUE_COLUMNS = ("email", "session_id", "external_id")
+HASHED_EMAIL = "email_sha256"  # drop.select_list's name for a hashed email column or pair type
+PROFILE = "profile_id"  # tombstone type of an erased profile id
+_WORD = re.compile(RAW_WORD)
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """What a batch of requests erases: profile ids, and values per identifier type.
+
+    Emails also appear hashed under ``email_sha256``, the form hashed loads hold them in.
+    """
+
+    profile_ids: frozenset[str]
+    values: dict[str, frozenset[str]]
+
+    @classmethod
+    def of(cls, requests: Sequence[ErasureRequest]) -> Subjects:
+        values: dict[str, set[str]] = {}
+        for request in requests:
+            for kind, value in request.identifiers:
+                values.setdefault(kind, set()).add(value)
+        values[HASHED_EMAIL] = {hash_identifier(v) for v in values.get("email", ())} - {None}
+        return cls(
+            frozenset(p for r in requests for p in r.profile_ids),
+            {k: frozenset(v) for k, v in values.items() if v},
+        )
+
+    def words(self) -> set[str]:
+        """Every plain value, lower-cased as a quarantined line's words are compared."""
+        return {v.lower() for kind, vs in self.values.items() if kind != HASHED_EMAIL for v in vs}
+
+
+def tombstones(request: ErasureRequest) -> set[tuple[str, str]]:
+    """(type, hash) of each profile id and identifier of one request."""
+    pairs = {(PROFILE, p) for p in request.profile_ids} | set(request.identifiers)
+    return {(kind, h) for kind, value in pairs if (h := hash_identifier(value))}
+
+
+def erase_loaded(
+    dest: SqlWarehouseDestination,
+    db: Session,
+    requests: Sequence[ErasureRequest],
+    tables: Sequence[str],
+) -> dict[str, int]:
+    """Delete the requests' people from the loaded ``tables`` and record their tombstones, in one
+    transaction; rows removed per table."""
+    subjects = Subjects.of(requests)
+    ensure_erasures_table(dest, db)
+    columns = {t: set(db.columns(dest.qualified(t)) or ()) for t in tables}
+    raws = set()
+    if RAW_COLUMN in columns.get("quarantine", ()):
+        raws = _quarantined_lines(dest, db, subjects)
+    removed: dict[str, int] = {}
+    with db.transaction():
+        for table in tables:
+            where = _erased_where(dest, columns[table], subjects, raws)
+            if where:
+                rows = db.execute(f"DELETE FROM {dest.qualified(table)} WHERE {where}")
+                if rows > 0:
+                    removed[table] = rows
+        _record_tombstones(dest, db, requests)
+    return removed
+
+
+def ensure_erasures_table(dest: SqlWarehouseDestination, db: Session) -> None:
+    table = dest.qualified(ERASURES_TABLE)
+    if db.columns(table) is None:
+        text = dest.column_type(pa.string())
+        db.execute(
+            f"CREATE TABLE {table} ({dest.ident('request_id')} {text}, "
+            f"{dest.ident('identifier_type')} {text}, {dest.ident('identifier_hash')} {text}, "
+            f"{dest.ident('erased_at')} {dest.column_type(pa.timestamp('us'))})"
+        )
+
+
+def _record_tombstones(
+    dest: SqlWarehouseDestination, db: Session, requests: Sequence[ErasureRequest]
+) -> None:
+    table = dest.qualified(ERASURES_TABLE)
+    ids = ", ".join(dest.literal(r.request_id) for r in requests)
+    db.execute(f"DELETE FROM {table} WHERE {dest.ident('request_id')} IN ({ids})")
+    dest.insert_rows_sql(
+        db,
+        table,
+        [
+            f"({dest.literal(r.request_id)}, {dest.literal(kind)}, {dest.literal(h)}, "
+            "CURRENT_TIMESTAMP)"
+            for r in requests
+            for kind, h in sorted(tombstones(r))
+        ],
+    )
+
+
+def _quarantined_lines(dest: SqlWarehouseDestination, db: Session, subjects: Subjects) -> set[str]:
+    """Quarantined lines holding one of the values as a whole word (case-insensitive).
+
+    The warehouse narrows the lines down by substring (portable POSITION); the words are cut
+    here, as warehouses spell regular expressions differently.
+    """
+    words = subjects.words()
+    if not words:
+        return set()
+    raw = dest.ident(RAW_COLUMN)
+    found = " OR ".join(f"POSITION({dest.literal(w)} IN lower({raw})) > 0" for w in sorted(words))
+    candidates = db.query(
+        f"SELECT DISTINCT {raw} FROM {dest.qualified('quarantine')} WHERE {found}"
+    )
+    return {line for (line,) in candidates if {w.lower() for w in _WORD.findall(line)} & words}
+
+
+def _erased_where(
+    dest: SqlWarehouseDestination, columns: set[str], subjects: Subjects, raws: set[str]
+) -> str:
+    """SQL: the row names an erased profile or identifier; empty when no column can."""
+
+    def any_of(expr: str, values: frozenset[str] | set[str]) -> str | None:
+        if not values:
+            return None
+        return f"{expr} IN ({', '.join(dest.literal(v) for v in sorted(values))})"
+
+    def email(expr: str) -> str:
+        return f"lower(trim({expr}))"  # as keyed; a table loaded long ago may hold it as entered
+
+    terms = [any_of(dest.ident(c), subjects.profile_ids) for c in PROFILE_COLUMNS if c in columns]
+    for column in (*VALUE_COLUMNS, HASHED_EMAIL):
+        if column in columns:
+            expr = email(dest.ident(column)) if column == "email" else dest.ident(column)
+            terms.append(any_of(expr, subjects.values.get(column, frozenset())))
+    for kind_column, value_column in IDENTIFIER_PAIRS:
+        if {kind_column, value_column} <= columns:
+            for kind, values in sorted(subjects.values.items()):
+                value = dest.ident(value_column)
+                listed = any_of(email(value) if kind == "email" else value, values)
+                terms.append(f"({dest.ident(kind_column)} = {dest.literal(kind)} AND {listed})")
+    if RAW_COLUMN in columns:
+        terms.append(any_of(dest.ident(RAW_COLUMN), raws))
+    return " OR ".join(t for t in terms if t)
+
+
+def without_erased(path: str, erased: set[tuple[str, str]], out: Path) -> tuple[str, int]:
+    """``path`` without rows naming a tombstoned profile or identifier; (file to load, rows left out).
+
+    The export is compared hash to hash with the warehouse's own hash macro (tested equal to
+    ``hash_identifier``), natively in DuckDB: exports can be large.
+    """
+    con = duckdb.connect()
+    try:
+        con.execute(COMPAT_MACROS)
+        con.execute("CREATE TEMP TABLE erased (identifier_type VARCHAR, identifier_hash VARCHAR)")
+        con.executemany("INSERT INTO erased VALUES (?, ?)", sorted(erased))
+        source = f"read_parquet({_literal(path)})"
+        columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+
+        def hashed(expr: str) -> str:
+            return sql_macro("privacy/_macros.sql", "hashed", expr)
+
+        def listed(kind: str) -> str:
+            return f"(SELECT identifier_hash FROM erased WHERE identifier_type = '{kind}')"
+
+        terms = [
+            f"{hashed(_quote_ident(c))} IN {listed(PROFILE)}"
+            for c in PROFILE_COLUMNS
+            if c in columns
+        ]
+        terms += [
+            f"{hashed(_quote_ident(c))} IN {listed(c)}" for c in VALUE_COLUMNS if c in columns
+        ]
+        terms += [
+            f"{_quote_ident(t)} || ':' || {hashed(_quote_ident(v))} IN "
+            "(SELECT identifier_type || ':' || identifier_hash FROM erased)"
+            for t, v in IDENTIFIER_PAIRS
+            if {t, v} <= columns
+        ]
+        if RAW_COLUMN in columns:
+            terms.append(
+                f"list_has_any(list_transform(regexp_extract_all({_quote_ident(RAW_COLUMN)}, "
+                f"{_literal(RAW_WORD)}), lambda w: {hashed('w')}), "
+                "(SELECT list(identifier_hash) FROM erased))"
+            )
+        if not terms:
+            return path, 0
+        erased_row = " OR ".join(f"coalesce({t}, false)" for t in terms)
+        con.execute(
+            f"COPY (SELECT * FROM {source} WHERE NOT ({erased_row})) TO {_literal(str(out))} "
+            "(FORMAT parquet, COMPRESSION zstd)"
+        )
+        total = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+        kept = con.execute(f"SELECT count(*) FROM read_parquet({_literal(str(out))})").fetchone()[0]
+        return str(out), total - kept
+    finally:
+        con.close()
