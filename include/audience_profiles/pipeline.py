@@ -180,10 +180,10 @@ def build_profiles(window: RunWindow, config: PipelineConfig | None = None) -> d
     params = {"rs": window.run_schema, **window.as_dict()}
     with open_warehouse(config) as wh:
         wh.run_sql("profiles/audience_profiles", **params)
-        wh.run_sql("profiles/audience_profile_interactions", **params)
+        # audience_profile_interactions is exported straight from its query by publish; its
+        # rows are the profiles' interactions, which audience_profiles already counts.
         profiles, interactions = wh.query(
-            f"SELECT (SELECT count(*) FROM {window.run_schema}.audience_profiles),"
-            f" (SELECT count(*) FROM {window.run_schema}.audience_profile_interactions)"
+            f"SELECT count(*), coalesce(sum(interactions), 0) FROM {window.run_schema}.audience_profiles"
         )[0]
     log.info("built %s profile(s) with %s attributed interaction(s)", profiles, interactions)
     return {"profiles": profiles, "profile_interactions": interactions}
@@ -246,12 +246,17 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
             tables[table] = path
         latest = wh.query("SELECT max(dt) FROM published_snapshots")[0][0]
         is_latest = latest is None or str(latest) <= window.ds
+        interactions_is_table = wh.query(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+            " AND lower(table_name) = 'audience_profile_interactions' AND table_type = 'BASE TABLE'"
+        )[0][0]
         wh.run_sql(
             "publish/current",
             rs=window.run_schema,
             ds=window.ds,
             run_id=window.run_id,
             is_latest=is_latest,
+            interactions_is_table=bool(interactions_is_table),
         )
     log.info(
         "published %s (current tables %s): %s",

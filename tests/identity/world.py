@@ -155,7 +155,6 @@ class World:
         )
         params = {"rs": rs, **window.as_dict()}
         self.wh.run_sql("profiles/audience_profiles", **params)
-        self.wh.run_sql("profiles/audience_profile_interactions", **params)
         failed = [c for c in self.wh.query_sql("checks/quality", rs=rs, ds=ds) if c[1]]
         assert not failed, f"quality checks failed: {failed}"
         return result
@@ -164,7 +163,11 @@ class World:
 
     def table(self, ds: str, name: str, order: str = "1") -> list[dict]:
         rs = RunWindow.for_date(ds).run_schema
-        cursor = self.wh.con.execute(f"SELECT * FROM {rs}.{name} ORDER BY {order}")
+        relation = f"{rs}.{name}"
+        if name == "audience_profile_interactions":  # a query, exported by publish
+            query = self.wh.render(f"profiles/{name}", schema=f"{rs}.", ds=ds)
+            relation = f"({query})"
+        cursor = self.wh.con.execute(f"SELECT * FROM {relation} ORDER BY {order}")
         columns = [d[0] for d in cursor.description]
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 

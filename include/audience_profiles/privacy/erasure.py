@@ -71,6 +71,7 @@ def _main_tables(wh: Warehouse) -> set[str]:
         r[0]
         for r in wh.query(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            " AND table_type = 'BASE TABLE'"  # views (audience_profile_interactions) follow their tables
         )
     }
 

@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 # Run-schema tables keyed by profile, in the order they are cleaned.
 PROFILE_TABLES = (
     "audience_profiles",
-    "audience_profile_interactions",
     "segment_memberships",
     "profile_identifiers",
 )

@@ -8,11 +8,6 @@ SELECT 'profile_identifiers: one profile per identifier',
        count(*) - count(DISTINCT identifier_type || ':' || identifier_value)
 FROM {{ rs }}.profile_identifiers
 UNION ALL
-SELECT 'audience_profile_interactions.profile_id is a live profile', count(*)
-FROM {{ rs }}.audience_profile_interactions i
-WHERE i.profile_id IS NULL
-   OR i.profile_id NOT IN (SELECT profile_id FROM {{ rs }}.audience_profiles)
-UNION ALL
 SELECT 'profile_merges: merged-away ids are not live', count(*)
 FROM {{ rs }}.profile_merges m
 WHERE m.merged_profile_id IN (SELECT profile_id FROM {{ rs }}.audience_profiles)

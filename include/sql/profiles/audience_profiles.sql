@@ -44,8 +44,15 @@ SELECT profile_id,
        CAST(object_agg(attribute, option) AS VARCHAR) AS answers
 {% endif %}
 FROM (
+    -- The latest answer: by interaction date, then landing date, file and line.
     SELECT pi.profile_id, ie.title AS attribute,
+{% if engine == "duckdb" %}
+           -- A row key compares the four fields in order; building a sortable string of them
+           -- for every interaction took twice as long (bench/README.md).
+           max_by(ie.option_label, (ie.date, ie.dt, ie._file, ie._line)) AS option
+{% else %}
            max_by(ie.option_label, CAST(ie.date AS VARCHAR) || '|' || CAST(ie.dt AS VARCHAR) || '|' || ie._file || '|' || lpad(CAST(ie._line AS VARCHAR), 12, '0')) AS option
+{% endif %}
     FROM interactions_enriched ie
     JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'session_id' AND pi.identifier_value = ie.session_id
     WHERE ie.dt <= DATE '{{ ds }}' AND ie.title IS NOT NULL AND ie.option_label IS NOT NULL

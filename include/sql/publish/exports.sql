@@ -2,7 +2,7 @@
     data always gives the same files. -#}
 {% set queries = {
   "interactions_enriched": "SELECT date, event_id, poll_id, title, element_type, session_id, option, option_label, votes FROM interactions_enriched WHERE dt = DATE '" ~ ds ~ "' ORDER BY _file, _line",
-  "audience_profile_interactions": "SELECT * FROM " ~ rs ~ ".audience_profile_interactions ORDER BY profile_id, interaction_date, event_id, poll_id, session_id, option",
+  "audience_profile_interactions": none,
   "audience_profiles": "SELECT * FROM " ~ rs ~ ".audience_profiles ORDER BY profile_id",
   "profile_identifiers": "SELECT identifier_type, identifier_value, profile_id FROM " ~ rs ~ ".profile_identifiers ORDER BY profile_id, identifier_type, identifier_value",
   "profile_merges": "SELECT * FROM " ~ rs ~ ".profile_merges ORDER BY merged_profile_id",
@@ -10,4 +10,9 @@
   "quarantine": "SELECT source, file, line, reason, raw FROM quarantine WHERE dt = DATE '" ~ ds ~ "' ORDER BY source, file, line",
   "segment_memberships": "SELECT * FROM " ~ rs ~ ".segment_memberships ORDER BY segment_id, profile_id",
 } %}
+{% if table == "audience_profile_interactions" %}
+{% with schema = rs ~ "." %}{% include "profiles/audience_profile_interactions.sql" %}{% endwith %}
+ORDER BY profile_id, interaction_date, event_id, poll_id, session_id, option
+{% else %}
 {{ queries[table] }}
+{% endif %}
