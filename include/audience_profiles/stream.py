@@ -38,7 +38,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,6 +228,24 @@ def s3_records(event_extras: Iterable[dict]) -> list[dict]:
                 if str(r.get("eventName", "")).startswith("ObjectCreated")
             ]
     return records
+
+
+def landing_event_extras(context: Mapping[str, Any], asset: Any) -> list[dict] | None:
+    """The extras of every landing asset event a run must look at; None for a scheduled run.
+
+    Not only the run's triggering events. Airflow's scheduler (3.3, ``AssetDagRunQueue``) queues
+    a DAG once per asset until it creates the run, gives that run the events up to the one that
+    queued it, and drops the queue entry: events stored in between (a burst, or anything that
+    arrives while the previous run holds ``max_active_runs``) reach a run only when a later event
+    queues the next one, and never if none comes. Every such event is stored before this run was
+    created, so the run reads all the asset's events since its earliest triggering one; the ledger
+    skips files an earlier run already emitted. ``asset`` must be one of the task's inlets.
+    """
+    triggering = [e for events in context["triggering_asset_events"].values() for e in events]
+    if not triggering:
+        return None
+    since = min(e.timestamp for e in triggering)
+    return [e.extra for e in context["inlet_events"][asset].after(since.isoformat())]
 
 
 @contextlib.contextmanager
