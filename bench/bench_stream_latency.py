@@ -386,6 +386,8 @@ def main() -> int:
             "AUDIENCE_PROFILES_STREAM_AWS_CONN_ID": CONN_ID,
             "AUDIENCE_PROFILES_STREAM_RECONCILE_SECONDS": str(args.reconcile_seconds),
             f"AIRFLOW_CONN_{CONN_ID.upper()}": aws_connection_json(moto_url),
+            # The scheduler preloads the task's imports before forking its LocalExecutor workers.
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             # The DAG file does not change during the run: do not re-parse it every 30 s.
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
         }

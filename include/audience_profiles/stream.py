@@ -39,6 +39,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ from urllib.parse import unquote_plus
 
 from audience_profiles import landing
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig, load_config
+from audience_profiles.destinations import Destination, RunInfo, destination_for
+from audience_profiles.destinations.streams import BatchedStreamDestination
 from audience_profiles.identity import MAX_ROUNDS, IdentityRules, load_rules
 from audience_profiles.pipeline import ReconciliationError
 from audience_profiles.privacy import EMAIL_PATTERN
@@ -134,6 +137,11 @@ class Landing:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy: only when used
 
         return S3Hook(aws_conn_id=self.conn_id)
+
+    def connect(self) -> None:
+        """Create the S3 client now (run_batch does it in a thread while DuckDB works)."""
+        if self.is_s3:
+            self._s3.get_conn()
 
     def list_source(self, source: str) -> list[LandedFile]:
         """Every data file of one source, all partitions."""
@@ -441,15 +449,8 @@ def _resolve(wh: Warehouse, config: PipelineConfig, home: str) -> dict[str, int]
 
 
 def _emit(
-    wh: Warehouse,
-    config: PipelineConfig,
-    destinations: tuple[DestinationConfig, ...],
-    folder: Path,
-    as_of: str,
-    run_id: str,
+    wh: Warehouse, destinations: list[Destination], folder: Path, as_of: str, run_id: str
 ) -> dict[str, dict[str, int]]:
-    from audience_profiles.destinations import RunInfo, destination_for
-
     tables = {}
     for table, order in EXPORTS.items():
         path = str(folder / "export" / f"{table}.parquet")
@@ -458,10 +459,10 @@ def _emit(
     run = RunInfo(as_of, run_id)
     delivered = {}
     for dest in destinations:
-        report = destination_for(dest, config).deliver(run, tables)
+        report = dest.deliver(run, tables)
         if report.failures:
-            raise RuntimeError(f"{dest.name}: {report.failures[:10]}")
-        delivered[dest.name] = report.rows
+            raise RuntimeError(f"{dest.config.name}: {report.failures[:10]}")
+        delivered[dest.config.name] = report.rows
     return delivered
 
 
@@ -504,6 +505,7 @@ def run_batch(
         return {"mode": "skipped", "files": 0}
     mode = "reconcile" if records is None else "events"
     landing_ = Landing(config.landing_root, config.landing_conn_id)
+    destinations = [destination_for(d, config) for d in settings.destinations]
     home = config.warehouse.schema
     seconds: dict[str, float] = {}
     started = time.monotonic()
@@ -514,37 +516,55 @@ def run_batch(
         seconds[step] = round(now - started, 3)
         started = now
 
-    with open_warehouse(config) as wh:
-        wh.run_sql("setup/tables")
-        wh.run_sql("stream/state")
-        files, marks, floors = _select_candidates(wh, landing_, settings.lookback, records)
-        lap("select")
-        summary: dict[str, Any] = {"mode": mode, "files": len(files), "seconds": seconds}
-        if not files:
-            commit(wh, batch=False, as_of="", run_id=run_id, watermarks=marks, floors=floors)
-            log.info("%s: no new landing files", mode)
-            return summary
-        as_of = max((f.ds for f in files if f.ds), default=_now().date().isoformat())
-        Path(config.work_dir, "stream").mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="batch-", dir=Path(config.work_dir, "stream")))
-        try:
-            staged = _stage(landing_, files, folder)
-            lap("stage")
-            summary["sources"] = _validate(wh, staged, files, as_of, home)
-            lap("validate")
-            has_elements = any(f.source == "elements" for f in files)
-            wh.run_sql("stream/merge", bs=BATCH_SCHEMA, elements=has_elements)
-            summary.update(_resolve(wh, config, home))
-            lap("resolve")
-            summary["delivered"] = _emit(wh, config, settings.destinations, folder, as_of, run_id)
-            lap("emit")
-            commit(wh, batch=True, as_of=as_of, run_id=run_id, watermarks=marks, floors=floors)
-            wh.execute_script(
-                f"DROP SCHEMA IF EXISTS {BATCH_SCHEMA} CASCADE;"
-                f" DROP SCHEMA IF EXISTS {WORK_SCHEMA} CASCADE"
-            )
-            lap("commit")
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+    # boto3 clients take a few hundred ms to create, mostly in Python, and the DuckDB work before
+    # their first use releases the GIL: they are created meanwhile, and waited for before use.
+    pool = ThreadPoolExecutor(2, thread_name_prefix="stream-connect")
+    try:
+        s3_ready = pool.submit(landing_.connect)
+        with open_warehouse(config) as wh:
+            wh.run_sql("setup/tables")
+            wh.run_sql("stream/state")
+            if records is None:
+                s3_ready.result()  # the listing uses it
+            files, marks, floors = _select_candidates(wh, landing_, settings.lookback, records)
+            lap("select")
+            summary: dict[str, Any] = {"mode": mode, "files": len(files), "seconds": seconds}
+            if not files:
+                commit(wh, batch=False, as_of="", run_id=run_id, watermarks=marks, floors=floors)
+                log.info("%s: no new landing files", mode)
+                return summary
+            senders_ready = [
+                pool.submit(lambda d=d: d.sender)
+                for d in destinations
+                if isinstance(d, BatchedStreamDestination)
+            ]
+            as_of = max((f.ds for f in files if f.ds), default=_now().date().isoformat())
+            Path(config.work_dir, "stream").mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix="batch-", dir=Path(config.work_dir, "stream")))
+            try:
+                s3_ready.result()
+                staged = _stage(landing_, files, folder)
+                lap("stage")
+                summary["sources"] = _validate(wh, staged, files, as_of, home)
+                lap("validate")
+                has_elements = any(f.source == "elements" for f in files)
+                wh.run_sql("stream/merge", bs=BATCH_SCHEMA, elements=has_elements)
+                summary.update(_resolve(wh, config, home))
+                lap("resolve")
+                for ready in senders_ready:
+                    ready.result()
+                summary["delivered"] = _emit(wh, destinations, folder, as_of, run_id)
+                lap("emit")
+                commit(wh, batch=True, as_of=as_of, run_id=run_id, watermarks=marks, floors=floors)
+                wh.execute_script(
+                    f"DROP SCHEMA IF EXISTS {BATCH_SCHEMA} CASCADE;"
+                    f" DROP SCHEMA IF EXISTS {WORK_SCHEMA} CASCADE"
+                )
+                lap("commit")
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        # A batch with nothing new never needed the clients: do not wait for them.
+        pool.shutdown(wait=False, cancel_futures=True)
     log.info("stream batch (%s): %s", mode, summary)
     return summary
