@@ -64,6 +64,7 @@ SOURCES = ("elements", "interactions", "form_entries", "identities")
 BATCH_SCHEMA = "stream_batch"
 WORK_SCHEMA = "stream_work"
 DEFAULT_LOOKBACK_SECONDS = 600
+S3_GETS_AT_ONCE = 8  # boto3 clients are thread-safe; its connection pool holds 10
 # "As of everything landed": the daily SQL takes a cutoff date and time.
 ALL_DS = "9999-12-31"
 ALL_TS = "9999-12-31 00:00:00"
@@ -199,15 +200,18 @@ class Landing:
             yield {f.name: Path(f.name) for f in files}
             return
         client = self._s3.get_conn()
-        out = {}
-        for i, f in enumerate(files):
+
+        def fetch(i: int, f: LandedFile) -> Path:
             key = f.name.removeprefix(f"s3://{self.bucket}/")
             target = folder / f"{i:05d}-{Path(key).name}"
-            # One GET each: landing files are small, and the transfer manager's thread pool
-            # costs more than it saves here.
             target.write_bytes(client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
-            out[f.name] = target
-        yield out
+            return target
+
+        # One plain GET per file (landing files are small: the transfer manager costs more than
+        # it saves), several at once so a burst does not wait for its files one by one.
+        with ThreadPoolExecutor(min(S3_GETS_AT_ONCE, len(files) or 1)) as pool:
+            targets = list(pool.map(fetch, range(len(files)), files))
+        yield {f.name: target for f, target in zip(files, targets, strict=True)}
 
 
 def s3_records(event_extras: Iterable[dict]) -> list[dict]:
