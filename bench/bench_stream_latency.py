@@ -22,6 +22,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "include"), str(REPO)]
 
 import boto3  # noqa: E402
+import duckdb  # noqa: E402
 import yaml  # noqa: E402
 
 from audience_profiles.dag_defaults import WAREHOUSE_POOL  # noqa: E402
@@ -47,6 +49,7 @@ CONN_ID = "aws_bench"
 SESSIONS = [f"s-{i:03d}" for i in range(50)]
 POLL = "bench-poll"
 ROWS_PER_FILE = 5
+COMPILED = ("include", "dags", "plugins")
 
 
 def log(message: str) -> None:
@@ -134,9 +137,8 @@ class Writer:
         self.keys[f"landing/{key}"] = event_id
 
 
-def busy(airflow) -> bool:
-    runs = airflow.api("GET", f"dags/{DAG_ID}/dagRuns?state=queued&state=running")
-    return runs["total_entries"] > 0
+def busy(airflow, states: str = "state=queued&state=running") -> bool:
+    return airflow.api("GET", f"dags/{DAG_ID}/dagRuns?{states}")["total_entries"] > 0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -157,8 +159,58 @@ def epoch(value: str | None) -> float | None:
     return dt.datetime.fromisoformat(value).timestamp() if value else None
 
 
-def where_time_goes(airflow, writer: Writer, read: dict[str, float], files: list[str]) -> None:
-    """Per file: land -> asset event -> run created -> task queued -> task started -> read."""
+def pages(airflow, path: str, key: str) -> list[dict]:
+    """Every item of a paged REST API list (the API caps a page at 100)."""
+    items: list[dict] = []
+    while True:
+        sep = "&" if "?" in path else "?"
+        page = airflow.api("GET", f"{path}{sep}limit=100&offset={len(items)}")
+        items += page[key]
+        if not page[key] or len(items) >= page["total_entries"]:
+            return items
+
+
+def ledger(warehouse: Path, timeout: float) -> dict[str, str]:
+    """S3 key -> the run that emitted it, from the stream's ledger (``stream_files``).
+
+    DuckDB has one writer: the file is read once no run holds it (the DAG is paused by then).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with duckdb.connect(str(warehouse), read_only=True) as db:
+                rows = db.execute("SELECT file, run_id FROM stream_files").fetchall()
+            return {file.split("/", 3)[3]: run_id for file, run_id in rows}
+        except duckdb.IOException:
+            if time.monotonic() > deadline:
+                return {}
+            time.sleep(0.5)
+
+
+def delivered_by(files: list[str], writer: Writer, emitted_by: dict[str, str]) -> str:
+    """How many of ``files`` event-driven and reconciliation runs emitted."""
+    kinds = {"asset_triggered": 0, "scheduled": 0, "not in the ledger": 0}
+    keys = {event_id: key for key, event_id in writer.keys.items()}
+    for event_id in files:
+        run_id = emitted_by.get(keys[event_id], "not in the ledger")
+        kinds[run_id.split("__")[0]] = kinds.get(run_id.split("__")[0], 0) + 1
+    return (
+        f"{kinds.pop('asset_triggered')} by event-driven runs, {kinds.pop('scheduled')} by "
+        f"reconciliation runs, {kinds.pop('not in the ledger')} not in the ledger"
+        + "".join(f", {n} by {kind} runs" for kind, n in kinds.items() if n)
+    )
+
+
+def where_time_goes(
+    airflow, writer: Writer, read: dict[str, float], files: list[str], emitted_by: dict[str, str]
+) -> None:
+    """Per file: land -> asset event -> its run created -> task queued -> running -> read.
+
+    A file is followed to the run that emitted it (the ledger), which is not always the run its
+    event triggered: a run reads every landing event stored since its earliest triggering one.
+    Marks are clamped to be increasing: an event stored after its run was created (the run was
+    already underway and took it) waited 0 s for the run, the task's queue and its start.
+    """
     phases: dict[str, list[float]] = {
         k: []
         for k in (
@@ -171,15 +223,22 @@ def where_time_goes(airflow, writer: Writer, read: dict[str, float], files: list
         )
     }
     names = list(phases)
-    runs = airflow.api("GET", f"dags/{DAG_ID}/dagRuns?limit=1000")["dag_runs"]
+    stored: dict[str, float] = {}  # S3 key -> when its asset event was stored
+    for event in pages(airflow, "assets/events", "asset_events"):
+        for message in ((event.get("extra") or {}).get("payload") or {}).get("message_batch") or []:
+            for record in json.loads(message["Body"]).get("Records") or []:
+                key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
+                stored.setdefault(key, epoch(event["timestamp"]))
+    runs = {r["dag_run_id"]: r for r in pages(airflow, f"dags/{DAG_ID}/dagRuns", "dag_runs")}
     by_type: dict[str, int] = {}
     per_run = []
     step_seconds: dict[str, list[float]] = {}
-    for run in runs:
+    tis: dict[str, dict] = {}
+    steps_of: dict[str, float] = {}
+    for run_id, run in runs.items():
         by_type[run["run_type"]] = by_type.get(run["run_type"], 0) + 1
-        run_id = urllib.parse.quote(run["dag_run_id"], safe="")
-        base = f"dags/{DAG_ID}/dagRuns/{run_id}"
-        ti = airflow.api("GET", f"{base}/taskInstances/{TASK_ID}")
+        base = f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+        tis[run_id] = ti = airflow.api("GET", f"{base}/taskInstances/{TASK_ID}")
         try:
             xcom = airflow.api(
                 "GET", f"{base}/taskInstances/{TASK_ID}/xcomEntries/return_value?deserialize=true"
@@ -188,37 +247,39 @@ def where_time_goes(airflow, writer: Writer, read: dict[str, float], files: list
         except Exception:  # a failed or running task has no return value
             xcom = {}
         seconds = xcom.get("seconds") or {}
-        steps = sum(v for k, v in seconds.items() if k != "commit")
+        steps_of[run_id] = sum(v for k, v in seconds.items() if k != "commit")
         if run["run_type"] == "asset_triggered" and xcom.get("files"):
             for step, value in seconds.items():
                 step_seconds.setdefault(step, []).append(value)
         per_run.append((run["run_type"], xcom.get("files", 0), ti.get("duration")))
-        if run["run_type"] != "asset_triggered":
+    keys = {event_id: key for key, event_id in writer.keys.items()}
+    for event_id in files:
+        run_id = emitted_by.get(keys[event_id])
+        if event_id not in read or run_id not in runs or keys[event_id] not in stored:
             continue
-        events = airflow.api("GET", f"{base}/upstreamAssetEvents")["asset_events"]
-        for event in events:
-            for message in ((event.get("extra") or {}).get("payload") or {}).get(
-                "message_batch"
-            ) or []:
-                body = json.loads(message["Body"])
-                for record in body.get("Records") or []:
-                    key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
-                    event_id = writer.keys.get(key)
-                    if event_id not in files or event_id not in read:
-                        continue
-                    marks = [
-                        writer.landed[event_id],
-                        epoch(event["timestamp"]),
-                        epoch(run["queued_at"]),
-                        epoch(ti["queued_when"]),
-                        epoch(ti["start_date"]),
-                        read[event_id],
-                    ]
-                    if None in marks:
-                        continue
-                    for name, a, b in zip(names, marks, marks[1:], strict=False):
-                        phases[name].append(b - a)
-                    phases[names[-1]].append(steps)
+        run, ti = runs[run_id], tis[run_id]
+        marks = [
+            writer.landed[event_id],
+            stored[keys[event_id]],
+            epoch(run["queued_at"]),
+            epoch(ti["queued_when"]),
+            epoch(ti["start_date"]),
+            read[event_id],
+        ]
+        if None in marks:
+            continue
+        for i in range(2, len(marks) - 1):
+            marks[i] = max(marks[i], marks[i - 1])
+        for name, a, b in zip(names, marks, marks[1:], strict=False):
+            phases[name].append(b - a)
+        phases[names[-1]].append(steps_of[run_id])
+    # The run cycle: one event-driven task's end to the next one's start (scheduler + executor).
+    ends = sorted(
+        (epoch(tis[r]["start_date"]), epoch(tis[r]["end_date"]))
+        for r, run in runs.items()
+        if tis[r].get("start_date") and tis[r].get("end_date")
+    )
+    gaps = [b[0] - a[1] for a, b in zip(ends, ends[1:], strict=False) if b[0] - a[1] < 5]
     log(f"runs: {by_type}")
     for run_type in sorted(by_type):
         batch = [(f, d) for t, f, d in per_run if t == run_type and d is not None]
@@ -227,7 +288,8 @@ def where_time_goes(airflow, writer: Writer, read: dict[str, float], files: list
                 f"  {run_type}: median {statistics.median(f for f, _ in batch)} file(s) per run, "
                 f"task duration median {statistics.median(d for _, d in batch):.2f}s"
             )
-    log("inside the task, per event-driven run (median / p95 per step):")
+    log(f"  a task's end -> the next task running (runs back to back) {summary(gaps)}")
+    log("inside the task, per event-driven run with files (median / p95 per step):")
     for step in ("select", "stage", "validate", "resolve", "emit", "commit"):
         log(f"  {step:44s} {summary(step_seconds.get(step, []))}")
     log("where the time goes, steady files (median / p95 per phase):")
@@ -241,6 +303,13 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between files")
     parser.add_argument("--burst", type=int, default=30, help="files landed at once")
     parser.add_argument("--deadline", type=float, default=240, help="hard stop, seconds")
+    parser.add_argument(
+        "--reconcile-seconds",
+        type=int,
+        default=60,
+        help="the DAG's reconciliation interval (production: 300); the report says which files "
+        "event-driven runs emitted and which the reconciliation found",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     deadline = started + args.deadline
@@ -317,10 +386,19 @@ def main() -> int:
             "AUDIENCE_PROFILES_CONFIG": str(config),
             "AUDIENCE_PROFILES_STREAM_SQS_QUEUE_URL": queue_url,
             "AUDIENCE_PROFILES_STREAM_AWS_CONN_ID": CONN_ID,
+            "AUDIENCE_PROFILES_STREAM_RECONCILE_SECONDS": str(args.reconcile_seconds),
             f"AIRFLOW_CONN_{CONN_ID.upper()}": aws_connection_json(moto_url),
+            # The scheduler preloads the task's imports before forking its LocalExecutor workers.
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             # The DAG file does not change during the run: do not re-parse it every 30 s.
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
         }
+        # As a production image would ship it: the project's code compiled (this environment
+        # sets PYTHONDONTWRITEBYTECODE, so nothing else writes the .pyc files).
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", *(str(REPO / d) for d in COMPILED)],
+            check=True,
+        )
         log("starting PostgreSQL and Airflow (api-server, scheduler, triggerer, dag-processor)")
         with airflow_stack(root, dags, env) as airflow:
             log(f"Airflow up after {time.monotonic() - started:.0f}s")
@@ -366,10 +444,15 @@ def main() -> int:
                 writer.land(n)
                 burst.append(f"bench-{n:04d}")
                 n += 1
-            while not set(burst) <= set(consumer.files_read()) and remaining() > 8:
+            while not set(burst) <= set(consumer.files_read()) and remaining() > 25:
                 time.sleep(0.2)
             consumer.stop.set()
             read = consumer.files_read()
+            # No new run from here on; the ledger is read once the last one let go of DuckDB.
+            airflow.api("PATCH", f"dags/{DAG_ID}", {"is_paused": True})
+            while busy(airflow, "state=running") and remaining() > 15:
+                time.sleep(0.5)
+            emitted_by = ledger(root / "warehouse.duckdb", timeout=max(1.0, remaining() - 12))
 
             steady_latency = [read[e] - writer.landed[e] for e in steady if e in read]
             burst_latency = [read[e] - writer.landed[e] for e in burst if e in read]
@@ -380,6 +463,7 @@ def main() -> int:
                 f"steady ({len(steady)} files, one every {args.interval}s, {ROWS_PER_FILE} rows each)"
             )
             log(f"  landing -> records read: {summary(steady_latency)}")
+            log(f"  emitted: {delivered_by(steady, writer, emitted_by)}")
             if burst_latency:
                 span = max(read[e] for e in burst if e in read) - min(
                     writer.landed[e] for e in burst
@@ -391,12 +475,13 @@ def main() -> int:
                     f"{len(burst_latency) / span:.1f} files/s, "
                     f"{len(burst_latency) * ROWS_PER_FILE / span:.0f} interaction records/s"
                 )
+            log(f"  emitted: {delivered_by(burst, writer, emitted_by)}")
             log(f"files not read by the end: {len(lost)} {lost[:10]}")
             log(
                 f"records read: {len(ids)} ({len(ids) - len(set(ids))} duplicate record_ids, "
                 "expected at-least-once after a retry only)"
             )
-            where_time_goes(airflow, writer, read, steady)
+            where_time_goes(airflow, writer, read, steady, emitted_by)
             log(
                 f"finished in {time.monotonic() - started:.0f}s (load average now "
                 f"{os.getloadavg()[0]:.1f}); stopping everything"

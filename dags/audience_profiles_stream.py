@@ -13,7 +13,8 @@ process_landed_files   (one task: stage + validate -> resolve -> emit -> commit 
 
 - **S3 landing**: set `AUDIENCE_PROFILES_STREAM_SQS_QUEUE_URL` to an SQS queue fed by the landing
   bucket's object-created notifications. An asset watcher (MessageQueueTrigger) starts a run per
-  batch of messages; a reconciliation run every `AUDIENCE_PROFILES_STREAM_RECONCILE_SECONDS`
+  batch of messages; each run takes every landing event stored since its earliest triggering one
+  (Airflow hands some events to no run: see `stream.landing_event_extras`); a reconciliation run every `AUDIENCE_PROFILES_STREAM_RECONCILE_SECONDS`
   (300) lists the landing root past the watermark, because the trigger deletes messages before a
   run exists: a lost message delays a file, it never loses it.
 - **Local landing folder** (no queue URL): a reconciliation run every
@@ -49,15 +50,18 @@ SQS_QUEUE_URL = os.environ.get("AUDIENCE_PROFILES_STREAM_SQS_QUEUE_URL", "")
 AWS_CONN_ID = os.environ.get("AUDIENCE_PROFILES_STREAM_AWS_CONN_ID", "aws_default")
 POLL_SECONDS = int(os.environ.get("AUDIENCE_PROFILES_STREAM_POLL_SECONDS", "60"))
 RECONCILE_SECONDS = int(os.environ.get("AUDIENCE_PROFILES_STREAM_RECONCILE_SECONDS", "300"))
+LANDING_ASSET = "audience_profiles_landing"
+LANDING_URI = "audience-profiles://landing"
 
 
-def _schedule():
-    if get_parsing_context().task_id:
-        # A worker parsing this file to run the task never uses the schedule, and importing the
-        # trigger loads every message-queue provider: seconds off each micro-batch's latency.
-        return None
+def _landing_asset() -> Asset | None:
+    """The asset the SQS watcher feeds; None without a queue (local landing)."""
     if not SQS_QUEUE_URL:
-        return DeltaTriggerTimetable(dt.timedelta(seconds=POLL_SECONDS))
+        return None
+    if get_parsing_context().task_id:
+        # A worker parsing this file to run the task needs the asset only as its inlet, and
+        # importing the trigger loads every message-queue provider: seconds off each micro-batch.
+        return Asset(name=LANDING_ASSET, uri=LANDING_URI)
     from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
 
     trigger = MessageQueueTrigger(
@@ -68,13 +72,21 @@ def _schedule():
         wait_time_seconds=20,  # long polling: a message is seen as soon as it arrives
         waiter_delay=0,  # the default (60 s) would sleep after every empty poll
     )
-    landed = Asset(
-        name="audience_profiles_landing",
-        uri="audience-profiles://landing",
+    return Asset(
+        name=LANDING_ASSET,
+        uri=LANDING_URI,
         watchers=[AssetWatcher(name="landing_sqs", trigger=trigger)],
     )
+
+
+LANDED = _landing_asset()
+
+
+def _schedule():
+    if LANDED is None:
+        return DeltaTriggerTimetable(dt.timedelta(seconds=POLL_SECONDS))
     return AssetOrTimeSchedule(
-        timetable=DeltaTriggerTimetable(dt.timedelta(seconds=RECONCILE_SECONDS)), assets=landed
+        timetable=DeltaTriggerTimetable(dt.timedelta(seconds=RECONCILE_SECONDS)), assets=LANDED
     )
 
 
@@ -94,14 +106,15 @@ def audience_profiles_stream():
         pool=WAREHOUSE_POOL,
         retry_delay=dt.timedelta(seconds=2),  # latency matters more here than in the daily build
         execution_timeout=dt.timedelta(minutes=15),
+        inlets=[LANDED] if LANDED else [],  # read back: the events this run must look at
     )
     def process_landed_files() -> dict:
-        from audience_profiles.stream import run_batch, s3_records
+        from audience_profiles.stream import landing_event_extras, run_batch, s3_records
 
         context = get_current_context()
-        extras = [e.extra for es in context["triggering_asset_events"].values() for e in es]
+        extras = landing_event_extras(context, LANDED) if LANDED else None
         # A run started by the schedule has no events: it reconciles by listing.
-        records = s3_records(extras) if extras else None
+        records = s3_records(extras) if extras is not None else None
         return run_batch(run_id=str(context["run_id"]), records=records)
 
     process_landed_files()

@@ -38,7 +38,8 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ from urllib.parse import unquote_plus
 
 from audience_profiles import landing
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig, load_config
+from audience_profiles.destinations import Destination, RunInfo, destination_for
+from audience_profiles.destinations.streams import BatchedStreamDestination
 from audience_profiles.identity import MAX_ROUNDS, IdentityRules, load_rules
 from audience_profiles.pipeline import ReconciliationError
 from audience_profiles.privacy import EMAIL_PATTERN
@@ -61,6 +64,7 @@ SOURCES = ("elements", "interactions", "form_entries", "identities")
 BATCH_SCHEMA = "stream_batch"
 WORK_SCHEMA = "stream_work"
 DEFAULT_LOOKBACK_SECONDS = 600
+S3_GETS_AT_ONCE = 8  # boto3 clients are thread-safe; its connection pool holds 10
 # "As of everything landed": the daily SQL takes a cutoff date and time.
 ALL_DS = "9999-12-31"
 ALL_TS = "9999-12-31 00:00:00"
@@ -135,6 +139,11 @@ class Landing:
 
         return S3Hook(aws_conn_id=self.conn_id)
 
+    def connect(self) -> None:
+        """Create the S3 client now (run_batch does it in a thread while DuckDB works)."""
+        if self.is_s3:
+            self._s3.get_conn()
+
     def list_source(self, source: str) -> list[LandedFile]:
         """Every data file of one source, all partitions."""
         if self.is_s3:
@@ -191,15 +200,18 @@ class Landing:
             yield {f.name: Path(f.name) for f in files}
             return
         client = self._s3.get_conn()
-        out = {}
-        for i, f in enumerate(files):
+
+        def fetch(i: int, f: LandedFile) -> Path:
             key = f.name.removeprefix(f"s3://{self.bucket}/")
             target = folder / f"{i:05d}-{Path(key).name}"
-            # One GET each: landing files are small, and the transfer manager's thread pool
-            # costs more than it saves here.
             target.write_bytes(client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
-            out[f.name] = target
-        yield out
+            return target
+
+        # One plain GET per file (landing files are small: the transfer manager costs more than
+        # it saves), several at once so a burst does not wait for its files one by one.
+        with ThreadPoolExecutor(min(S3_GETS_AT_ONCE, len(files) or 1)) as pool:
+            targets = list(pool.map(fetch, range(len(files)), files))
+        yield {f.name: target for f, target in zip(files, targets, strict=True)}
 
 
 def s3_records(event_extras: Iterable[dict]) -> list[dict]:
@@ -228,6 +240,24 @@ def s3_records(event_extras: Iterable[dict]) -> list[dict]:
                 if str(r.get("eventName", "")).startswith("ObjectCreated")
             ]
     return records
+
+
+def landing_event_extras(context: Mapping[str, Any], asset: Any) -> list[dict] | None:
+    """The extras of every landing asset event a run must look at; None for a scheduled run.
+
+    Not only the run's triggering events. Airflow's scheduler (3.3, ``AssetDagRunQueue``) queues
+    a DAG once per asset until it creates the run, gives that run the events up to the one that
+    queued it, and drops the queue entry: events stored in between (a burst, or anything that
+    arrives while the previous run holds ``max_active_runs``) reach a run only when a later event
+    queues the next one, and never if none comes. Every such event is stored before this run was
+    created, so the run reads all the asset's events since its earliest triggering one; the ledger
+    skips files an earlier run already emitted. ``asset`` must be one of the task's inlets.
+    """
+    triggering = [e for events in context["triggering_asset_events"].values() for e in events]
+    if not triggering:
+        return None
+    since = min(e.timestamp for e in triggering)
+    return [e.extra for e in context["inlet_events"][asset].after(since.isoformat())]
 
 
 @contextlib.contextmanager
@@ -423,15 +453,8 @@ def _resolve(wh: Warehouse, config: PipelineConfig, home: str) -> dict[str, int]
 
 
 def _emit(
-    wh: Warehouse,
-    config: PipelineConfig,
-    destinations: tuple[DestinationConfig, ...],
-    folder: Path,
-    as_of: str,
-    run_id: str,
+    wh: Warehouse, destinations: list[Destination], folder: Path, as_of: str, run_id: str
 ) -> dict[str, dict[str, int]]:
-    from audience_profiles.destinations import RunInfo, destination_for
-
     tables = {}
     for table, order in EXPORTS.items():
         path = str(folder / "export" / f"{table}.parquet")
@@ -440,10 +463,10 @@ def _emit(
     run = RunInfo(as_of, run_id)
     delivered = {}
     for dest in destinations:
-        report = destination_for(dest, config).deliver(run, tables)
+        report = dest.deliver(run, tables)
         if report.failures:
-            raise RuntimeError(f"{dest.name}: {report.failures[:10]}")
-        delivered[dest.name] = report.rows
+            raise RuntimeError(f"{dest.config.name}: {report.failures[:10]}")
+        delivered[dest.config.name] = report.rows
     return delivered
 
 
@@ -486,6 +509,7 @@ def run_batch(
         return {"mode": "skipped", "files": 0}
     mode = "reconcile" if records is None else "events"
     landing_ = Landing(config.landing_root, config.landing_conn_id)
+    destinations = [destination_for(d, config) for d in settings.destinations]
     home = config.warehouse.schema
     seconds: dict[str, float] = {}
     started = time.monotonic()
@@ -496,37 +520,55 @@ def run_batch(
         seconds[step] = round(now - started, 3)
         started = now
 
-    with open_warehouse(config) as wh:
-        wh.run_sql("setup/tables")
-        wh.run_sql("stream/state")
-        files, marks, floors = _select_candidates(wh, landing_, settings.lookback, records)
-        lap("select")
-        summary: dict[str, Any] = {"mode": mode, "files": len(files), "seconds": seconds}
-        if not files:
-            commit(wh, batch=False, as_of="", run_id=run_id, watermarks=marks, floors=floors)
-            log.info("%s: no new landing files", mode)
-            return summary
-        as_of = max((f.ds for f in files if f.ds), default=_now().date().isoformat())
-        Path(config.work_dir, "stream").mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="batch-", dir=Path(config.work_dir, "stream")))
-        try:
-            staged = _stage(landing_, files, folder)
-            lap("stage")
-            summary["sources"] = _validate(wh, staged, files, as_of, home)
-            lap("validate")
-            has_elements = any(f.source == "elements" for f in files)
-            wh.run_sql("stream/merge", bs=BATCH_SCHEMA, elements=has_elements)
-            summary.update(_resolve(wh, config, home))
-            lap("resolve")
-            summary["delivered"] = _emit(wh, config, settings.destinations, folder, as_of, run_id)
-            lap("emit")
-            commit(wh, batch=True, as_of=as_of, run_id=run_id, watermarks=marks, floors=floors)
-            wh.execute_script(
-                f"DROP SCHEMA IF EXISTS {BATCH_SCHEMA} CASCADE;"
-                f" DROP SCHEMA IF EXISTS {WORK_SCHEMA} CASCADE"
-            )
-            lap("commit")
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+    # boto3 clients take a few hundred ms to create, mostly in Python, and the DuckDB work before
+    # their first use releases the GIL: they are created meanwhile, and waited for before use.
+    pool = ThreadPoolExecutor(2, thread_name_prefix="stream-connect")
+    try:
+        s3_ready = pool.submit(landing_.connect)
+        with open_warehouse(config) as wh:
+            wh.run_sql("setup/tables")
+            wh.run_sql("stream/state")
+            if records is None:
+                s3_ready.result()  # the listing uses it
+            files, marks, floors = _select_candidates(wh, landing_, settings.lookback, records)
+            lap("select")
+            summary: dict[str, Any] = {"mode": mode, "files": len(files), "seconds": seconds}
+            if not files:
+                commit(wh, batch=False, as_of="", run_id=run_id, watermarks=marks, floors=floors)
+                log.info("%s: no new landing files", mode)
+                return summary
+            senders_ready = [
+                pool.submit(lambda d=d: d.sender)
+                for d in destinations
+                if isinstance(d, BatchedStreamDestination)
+            ]
+            as_of = max((f.ds for f in files if f.ds), default=_now().date().isoformat())
+            Path(config.work_dir, "stream").mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix="batch-", dir=Path(config.work_dir, "stream")))
+            try:
+                s3_ready.result()
+                staged = _stage(landing_, files, folder)
+                lap("stage")
+                summary["sources"] = _validate(wh, staged, files, as_of, home)
+                lap("validate")
+                has_elements = any(f.source == "elements" for f in files)
+                wh.run_sql("stream/merge", bs=BATCH_SCHEMA, elements=has_elements)
+                summary.update(_resolve(wh, config, home))
+                lap("resolve")
+                for ready in senders_ready:
+                    ready.result()
+                summary["delivered"] = _emit(wh, destinations, folder, as_of, run_id)
+                lap("emit")
+                commit(wh, batch=True, as_of=as_of, run_id=run_id, watermarks=marks, floors=floors)
+                wh.execute_script(
+                    f"DROP SCHEMA IF EXISTS {BATCH_SCHEMA} CASCADE;"
+                    f" DROP SCHEMA IF EXISTS {WORK_SCHEMA} CASCADE"
+                )
+                lap("commit")
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        # A batch with nothing new never needed the clients: do not wait for them.
+        pool.shutdown(wait=False, cancel_futures=True)
     log.info("stream batch (%s): %s", mode, summary)
     return summary

@@ -8,7 +8,6 @@ import importlib.util
 from collections import Counter
 
 import pytest
-from airflow.sdk import AssetOrTimeSchedule
 
 from audience_profiles import stream
 from audience_profiles.config import CONFIG_ENV, PROJECT_ROOT
@@ -57,11 +56,17 @@ def test_with_a_queue_url_an_sqs_watcher_and_a_reconciliation_schedule(monkeypat
         "aws_default",
     )
     assert dag.max_active_runs == 1 and dag.is_paused_upon_creation
-    assert dag.get_task("process_landed_files").pool == WAREHOUSE_POOL
+    task = dag.get_task("process_landed_files")
+    assert task.pool == WAREHOUSE_POOL
+    # The task reads the landing asset's events back (stream.landing_event_extras).
+    landed = dag.timetable.asset_condition
+    assert task.inlets == [landed]
 
-    # A worker parsing the file to run the task skips the trigger (and its imports).
+    # A worker parsing the file to run the task skips the trigger (and its imports); the asset
+    # stays its inlet.
     monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "process_landed_files")
-    assert not isinstance(load_dag().timetable, AssetOrTimeSchedule)
+    (inlet,) = load_dag().get_task("process_landed_files").inlets
+    assert (inlet.name, inlet.uri, inlet.watchers) == (landed.name, landed.uri, [])
 
 
 @pytest.fixture

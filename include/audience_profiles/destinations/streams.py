@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import functools
 import hashlib
 import json
 import math
@@ -452,12 +453,18 @@ class BatchedStreamDestination(Destination):
     def open_sender(self) -> SendBatch:
         """A client-bound function sending one batch (see :data:`SendBatch`)."""
 
+    @functools.cached_property
+    def sender(self) -> SendBatch:
+        """:meth:`open_sender`, once: creating a client costs a few hundred ms, so the stream
+        DAG creates it in a thread while DuckDB works (``stream.run_batch``)."""
+        return self.open_sender()
+
     def encode(self, record: StreamRecord) -> bytes:
         return record.encode()
 
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
         report = self.report()
-        send = self.open_sender()
+        send = self.sender
         emitted_at = utc_now()
         resent = 0
         for table in self.tables:
@@ -476,7 +483,7 @@ class BatchedStreamDestination(Destination):
 
     def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
         """Send a ``profile_erased`` record per erased profile (consumers delete theirs)."""
-        send = self.open_sender()
+        send = self.sender
         entries = (Entry(r, self.encode(r)) for r in erased_records(requests))
         for batch in batches(entries, self.limits):
             send_with_retries(batch, send, self.retry, self.target)

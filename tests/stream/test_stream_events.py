@@ -1,0 +1,64 @@
+"""Which asset events a stream run reads: all the landing events stored since its earliest
+triggering one, because Airflow's scheduler gives the events that arrive while a run is queued to
+no run at all (see ``stream.landing_event_extras``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from airflow.sdk import Asset
+
+from audience_profiles.stream import landing_event_extras
+
+LANDED = Asset(name="audience_profiles_landing", uri="audience-profiles://landing")
+T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@dataclass
+class Event:
+    """The fields of the SDK's asset event results the stream reads."""
+
+    timestamp: dt.datetime
+    extra: dict
+
+
+class StoredEvents:
+    """The asset's stored events, read like the SDK's ``InletEventsAccessor``."""
+
+    def __init__(self, events: list[Event]):
+        self.events = events
+        self.asked_after: list[str] = []
+
+    def after(self, after: str) -> list[Event]:
+        self.asked_after.append(after)
+        return [e for e in self.events if e.timestamp >= dt.datetime.fromisoformat(after)]
+
+
+def event(seconds: float) -> Event:
+    return Event(T0 + dt.timedelta(seconds=seconds), {"payload": {"message_batch": [seconds]}})
+
+
+def test_a_run_reads_the_events_the_scheduler_left_out_of_every_run():
+    # Run 1 was created for the event at 1 s; the events at 2 s and 3 s were stored while it was
+    # queued (a burst): the scheduler gave them to no run. Run 2 was queued by the event at 9 s.
+    stored = [event(s) for s in (0, 1, 2, 3, 9, 10)]
+    inlet = StoredEvents(stored)
+    context = {
+        "triggering_asset_events": {LANDED: [stored[4]]},
+        "inlet_events": {LANDED: inlet},
+    }
+
+    extras = landing_event_extras(context, LANDED)
+
+    assert extras == [e.extra for e in stored[4:]]
+    assert inlet.asked_after == [stored[4].timestamp.isoformat()]
+
+    # Run 1 itself read everything since its earliest triggering event: the burst included.
+    context["triggering_asset_events"] = {LANDED: [stored[0], stored[1]]}
+    assert landing_event_extras(context, LANDED) == [e.extra for e in stored]
+
+
+def test_a_scheduled_run_has_no_events_and_reconciles():
+    context = {"triggering_asset_events": {}, "inlet_events": {LANDED: StoredEvents([event(0)])}}
+    assert landing_event_extras(context, LANDED) is None
