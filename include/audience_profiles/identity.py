@@ -4,7 +4,8 @@ The graph's nodes are typed identifiers (session_id, email, external_id); its ed
 the rules accept: session_id--email (form entries), session_id--external_id and
 external_id--email (SSO identities). All the work happens in the warehouse, in the SQL under
 ``include/sql/identity/``, so the same code runs on DuckDB and on Snowflake; Python only loops
-and asks small check queries whether to go on. See docs/identity.md.
+and asks small check queries whether to go on. See docs/identity.md. Everything written here is
+scratch of the run (its schema, temp tables), so statements commit one by one (``run_sql_steps``).
 
 1. ``links``: every link observed as of the cutoff, once per pair of identifiers (64-bit hash
    ids), with the value and session rules applied;
@@ -179,13 +180,13 @@ def connected_components(wh: Warehouse, suffix: str = "") -> ComponentStats:
         if stats.rounds >= MAX_ROUNDS:
             raise RuntimeError(f"identity resolution did not converge in {MAX_ROUNDS} rounds")
         round_ = stats.rounds
-        wh.run_sql("identity/cc_hook", **params, round=round_, edges=edges)
+        wh.run_sql_steps("identity/cc_hook", **params, round=round_, edges=edges)
         moved = True
         while moved:  # the last jump finds the forest flat and moves nothing
-            wh.run_sql("identity/cc_jump", **params, round=round_)
+            wh.run_sql_steps("identity/cc_jump", **params, round=round_)
             stats.jumps += 1
             moved = wh.query_sql("identity/cc_moved", **params, round=round_)[0][0]
-        wh.run_sql("identity/cc_contract", **params, round=round_, edges=edges)
+        wh.run_sql_steps("identity/cc_contract", **params, round=round_, edges=edges)
         stats.rounds += 1
         edges = f"id_cc_edges{suffix}_{stats.rounds}"
         remaining = wh.query(f"SELECT count(*) FROM {edges}")[0][0]
@@ -193,16 +194,16 @@ def connected_components(wh: Warehouse, suffix: str = "") -> ComponentStats:
         wh.execute_script(f"DROP TABLE {edges}")
         for round_ in reversed(range(stats.rounds)):
             last = round_ == stats.rounds - 1
-            wh.run_sql("identity/cc_compose", **params, round=round_, last=last)
+            wh.run_sql_steps("identity/cc_compose", **params, round=round_, last=last)
     else:
-        wh.run_sql("identity/cc_empty", **params)
+        wh.run_sql_steps("identity/cc_empty", **params)
     return stats
 
 
 def enforce_profile_limit(wh: Warehouse, type_: str, suffix: str = "") -> tuple[int, int]:
     """Split components holding several ``type_`` values; return (profiles split, links cut)."""
     params = {"suffix": suffix, "type": type_}
-    wh.run_sql("identity/limit_start", **params)
+    wh.run_sql_steps("identity/limit_start", **params)
     seeds = wh.query(f"SELECT count(*) FROM id_lim_part{suffix}")[0][0]
     if not seeds:
         wh.execute_script(
@@ -213,13 +214,13 @@ def enforce_profile_limit(wh: Warehouse, type_: str, suffix: str = "") -> tuple[
     split = wh.query(f"SELECT count(DISTINCT label) FROM id_lim_nodes{suffix}")[0][0]
     distance = 1
     while True:
-        wh.run_sql("identity/limit_grow", **params, distance=distance)
+        wh.run_sql_steps("identity/limit_grow", **params, distance=distance)
         placed = wh.query(f"SELECT count(*) FROM id_lim_part{suffix} WHERE distance = {distance}")
         if not placed[0][0]:
             break
         distance += 1
     before = wh.query(f"SELECT count(*) FROM id_cuts{suffix}")[0][0]
-    wh.run_sql("identity/limit_apply", **params)
+    wh.run_sql_steps("identity/limit_apply", **params)
     return split, wh.query(f"SELECT count(*) FROM id_cuts{suffix}")[0][0] - before
 
 
@@ -241,23 +242,23 @@ def resolve_as_of(
     params = {"rs": rs, "suffix": suffix, "cutoff_dt": cutoff_dt, "cutoff_ts": cutoff_ts}
     for salt in range(MAX_SALTS):
         params["salt"] = salt
-        wh.run_sql("identity/links", **params, **rules.sql_params(), new_since=new_since)
+        wh.run_sql_steps("identity/links", **params, **rules.sql_params(), new_since=new_since)
         if not wh.query_sql("identity/node_collisions", **params)[0][0]:
             break
         log.warning("node id collision with salt %s: retrying with the next salt", salt)
     else:
         raise RuntimeError(f"node ids collide with {MAX_SALTS} different salts")
-    wh.run_sql("identity/graph", **params)
+    wh.run_sql_steps("identity/graph", **params)
     stats = connected_components(wh, suffix)
-    wh.run_sql("identity/labels", **params)
+    wh.run_sql_steps("identity/labels", **params)
     stats.nodes = wh.query(f"SELECT count(*) FROM id_labels{suffix}")[0][0]
     for type_ in rules.per_profile:
         split, cut = enforce_profile_limit(wh, type_, suffix)
         stats.split_profiles += split
         stats.cut_links += cut
-    wh.run_sql("identity/profile_identifiers", **params, persist=not suffix)
-    wh.run_sql("identity/rejected", **params, cuts=stats.cut_links > 0, new_since=new_since)
-    wh.run_sql("identity/drop_scratch", suffix=suffix, extra=[])
+    wh.run_sql_steps("identity/profile_identifiers", **params, persist=not suffix)
+    wh.run_sql_steps("identity/rejected", **params, cuts=stats.cut_links > 0, new_since=new_since)
+    wh.run_sql_steps("identity/drop_scratch", suffix=suffix, extra=[])
     return stats
 
 
@@ -274,15 +275,15 @@ def resolve_run(
     current = resolve_as_of(
         wh, rs, rules, ds, interval_end, new_since={"ds": ds, "interval_start": interval_start}
     )
-    wh.run_sql("identity/link_audit", rs=rs, ds=ds)
-    wh.run_sql("identity/profile_merges", rs=rs, interval_start=interval_start)
+    wh.run_sql_steps("identity/link_audit", rs=rs, ds=ds)
+    wh.run_sql_steps("identity/profile_merges", rs=rs, interval_start=interval_start)
     # Profiles whose id did not exist as of the interval's start (for the run report), counted
     # while the previous snapshot is still there.
     created = wh.query(
         f"SELECT count(DISTINCT profile_id) FROM {rs}.profile_identifiers "
         "WHERE profile_id NOT IN (SELECT profile_id FROM profile_identifiers_prev)"
     )[0][0]
-    wh.run_sql(
+    wh.run_sql_steps(
         "identity/drop_scratch",
         suffix="",
         extra=["id_rejected", "id_rejected_prev", "id_new_links", "profile_identifiers_prev"],

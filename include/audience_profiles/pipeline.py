@@ -179,7 +179,7 @@ def build_profiles(window: RunWindow, config: PipelineConfig | None = None) -> d
     config = config or load_config()
     params = {"rs": window.run_schema, **window.as_dict()}
     with open_warehouse(config) as wh:
-        wh.run_sql("profiles/audience_profiles", **params)
+        wh.run_sql_steps("profiles/audience_profiles", **params)
         # audience_profile_interactions is exported straight from its query by publish; its
         # rows are the profiles' interactions, which audience_profiles already counts.
         profiles, interactions = wh.query(

@@ -68,7 +68,7 @@ def work_folder(config: PipelineConfig, run_id: str) -> Path:
 
 def _main_tables(wh: Warehouse) -> set[str]:
     return {
-        r[0]
+        r[0].lower()  # Snowflake answers in upper case
         for r in wh.query(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
             " AND table_type = 'BASE TABLE'"  # views (audience_profile_interactions) follow their tables
@@ -93,7 +93,7 @@ def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict
         if staged["rows"]:
             wh.run_sql(
                 "privacy/requests",
-                staged=f"read_parquet('{staged['path']}')",
+                staged=wh.staged_relation(staged["path"]),
                 has_profiles="profile_identifiers" in _main_tables(wh),
             )
             new = wh.query(

@@ -68,6 +68,20 @@ class Warehouse(abc.ABC):
         """Run every statement of one SQL file, atomically."""
         self.execute_script(self.render(name, **params))
 
+    def run_sql_steps(self, name: str, **params: Any) -> None:
+        """Run one SQL file statement by statement, each committed on its own.
+
+        For files that only build scratch tables in the run's schema: a failed task rebuilds
+        them from the top, so one transaction around them buys nothing, and on DuckDB it holds
+        every table of the file uncommitted in memory until the end (the profile tables of a
+        10M-interaction build took twice as long that way; bench/README.md).
+        """
+        self.execute_statements(self.render(name, **params))
+
+    def execute_statements(self, sql: str) -> None:
+        """Execute ``;``-separated statements, each in its own transaction (default: one)."""
+        self.execute_script(sql)
+
     def query_sql(self, name: str, **params: Any) -> list[tuple]:
         return self.query(self.render(name, **params))
 

@@ -63,6 +63,10 @@ class DuckDBWarehouse(Warehouse):
             self.con.execute("ROLLBACK")
             raise
 
+    def execute_statements(self, sql: str) -> None:
+        for statement in self.con.extract_statements(sql):
+            self.con.execute(statement)  # auto-commit: one transaction each
+
     def query(self, sql: str) -> list[tuple]:
         return self.con.execute(sql).fetchall()
 

@@ -39,7 +39,9 @@ SELECT profile_id,
 {% if engine == "duckdb" %}
        -- Snowflake prints an OBJECT's keys sorted; DuckDB's json_group_object keeps arrival order,
        -- which parallel aggregation varies. Sorted here too, so a re-run writes the same bytes.
-       '{' || string_agg(to_json(attribute) || ':' || to_json(option), ',' ORDER BY attribute) || '}' AS answers
+       -- (list_sort of the pairs is cheaper than string_agg's ORDER BY, same order)
+       '{' || array_to_string(list_transform(list_sort(list(struct_pack(k := attribute, v := option))),
+                                              lambda pair: to_json(pair.k) || ':' || to_json(pair.v)), ',') || '}' AS answers
 {% else %}
        CAST(object_agg(attribute, option) AS VARCHAR) AS answers
 {% endif %}
