@@ -415,20 +415,20 @@ def _resolve(wh: Warehouse, config: PipelineConfig, home: str) -> dict[str, int]
     params = {"rs": WORK_SCHEMA, "bs": BATCH_SCHEMA, "home": home}
     wh.execute_script(f"DROP SCHEMA IF EXISTS {WORK_SCHEMA} CASCADE; CREATE SCHEMA {WORK_SCHEMA}")
     wh.run_sql("stream/link_sources", **params)
+    identity_rules = load_rules(config.identity_config)
     with _using(wh, WORK_SCHEMA, home):
-        rules = _stream_rules(load_rules(config.identity_config))
         wh.run_sql(
             "stream/identity/links",
             rs=WORK_SCHEMA,
             suffix="",
             cutoff_dt=ALL_DS,
             cutoff_ts=ALL_TS,
-            **rules,
+            **_stream_rules(identity_rules),
         )
         wh.run_sql("stream/identity/graph", rs=WORK_SCHEMA, suffix="")
     wh.run_sql("stream/graph", **params)
     _components(wh, WORK_SCHEMA, "_s")
-    wh.run_sql("stream/assign", **params)
+    wh.run_sql("stream/assign", **params, per_profile=list(identity_rules.per_profile))
     wh.run_sql(
         "profiles/audience_profiles",
         rs=WORK_SCHEMA,

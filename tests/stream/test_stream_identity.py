@@ -93,3 +93,68 @@ def test_a_batch_joining_two_profiles_merges_them_like_the_daily_build(
     ).fetchall()
     payload = merge["payload"]
     assert (payload["merged_profile_id"], payload["surviving_profile_id"]) in daily_merges
+
+
+def test_a_batch_that_would_join_two_sso_accounts_is_left_to_the_daily_build(
+    aws_conn, moto_server, tmp_path
+):
+    """identity.yml: a profile holds one external_id. A batch whose links would put two SSO
+    accounts in one profile moves nobody: the daily build splits such a component with the
+    whole graph in view, and the stream emits nothing the daily build would contradict."""
+    config = kinesis_config(tmp_path, aws_conn, moto_server)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    write_forms(
+        landing,
+        "2022-04-28",
+        "people.csv",
+        [
+            form_row("2022-04-28T09:00:00", "Ann", "ann@x.org", "s1"),
+            form_row("2022-04-28T09:30:00", "Bob", "bob@x.org", "s2"),
+        ],
+    )
+    write_csv(
+        landing / "identities" / "date=2022-04-28" / "sso.csv",
+        IDENTITY_HEADER,
+        [
+            ["2022-04-28T10:00:00", "s1", "sso-ann", "", "", ""],
+            ["2022-04-28T10:05:00", "s2", "sso-bob", "", "", ""],
+        ],
+    )
+    run_batch(config, run_id="batch-1")
+    profiles = {
+        r["payload"]["email"]: r["profile_id"]
+        for r in of_type(emitted(config, moto_server), "profile_upsert")
+    }
+    ann, bob = profiles["ann@x.org"], profiles["bob@x.org"]
+    assert ann != bob
+
+    # One family email entered on both sessions would join the two SSO accounts.
+    write_forms(
+        landing,
+        "2022-04-29",
+        "family.csv",
+        [
+            form_row("2022-04-29T09:00:00", "Ann", "family@x.org", "s1"),
+            form_row("2022-04-29T09:10:00", "Bob", "family@x.org", "s2"),
+        ],
+    )
+    write_interactions(landing, "2022-04-29", "votes.csv", [("2022-04-29", "s1", 0)])
+    count = len(emitted(config, moto_server))
+    result = run_batch(config, run_id="batch-2")
+
+    assert result["merges"] == 0
+    records = emitted(config, moto_server)[count:]
+    assert not of_type(records, "profile_merge")
+    # Ann's vote still goes out, to Ann's profile.
+    assert [r["profile_id"] for r in of_type(records, "interaction")] == [ann]
+
+    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
+    owners = dict(
+        query(
+            config,
+            "SELECT identifier_value, profile_id FROM profile_identifiers "
+            "WHERE identifier_value IN ('sso-ann', 'sso-bob')",
+        )
+    )
+    assert owners == {"sso-ann": ann, "sso-bob": bob}

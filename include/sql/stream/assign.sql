@@ -44,6 +44,27 @@ CREATE OR REPLACE TABLE {{ rs }}.component_known AS
 SELECT l.label, kp.profile_id
 FROM {{ rs }}.id_labels_s l JOIN {{ rs }}.known_profiles kp USING (node_id);
 
+-- identity.yml's per-profile limits (a profile holds one external_id: two SSO accounts never
+-- merge). Splitting a component the way the daily build does needs its whole graph; a batch sees
+-- only part of it, so a component over a limit is left to the daily build: its new identifiers
+-- get no profile here and no known profile moves (nothing is emitted that the daily build would
+-- contradict; the batch's interactions of known sessions still go out).
+CREATE OR REPLACE TABLE {{ rs }}.over_limit AS
+{% if per_profile %}
+SELECT label FROM (
+    SELECT l.label, n.node_type AS t, n.node_value AS v
+    FROM {{ rs }}.id_labels_s l JOIN {{ rs }}.id_nodes n USING (node_id)
+    UNION
+    SELECT k.label, s.identifier_type, s.identifier_value
+    FROM {{ rs }}.component_known k JOIN {{ rs }}.state s USING (profile_id)
+) identifiers
+WHERE t IN ({% for t in per_profile %}{{ t | literal }}{{ ", " if not loop.last }}{% endfor %})
+GROUP BY label
+HAVING {% for t in per_profile %}count(DISTINCT CASE WHEN t = {{ t | literal }} THEN v END) > 1{{ " OR " if not loop.last }}{% endfor %};
+{% else %}
+SELECT CAST(NULL AS BIGINT) AS label WHERE false;
+{% endif %}
+
 CREATE OR REPLACE TABLE {{ rs }}.component_profile AS
 WITH anchors AS (
     -- a known profile's anchor is the identifier its id was derived from
@@ -69,9 +90,9 @@ fresh AS (
         PARTITION BY l.label
         ORDER BY n.first_dt, date_trunc('second', n.first_observed_at), substr(md5(n.node), 1, 20)) = 1
 )
-SELECT label, profile_id FROM survivors
+SELECT label, profile_id FROM survivors WHERE label NOT IN (SELECT label FROM {{ rs }}.over_limit)
 UNION ALL
-SELECT label, profile_id FROM fresh;
+SELECT label, profile_id FROM fresh WHERE label NOT IN (SELECT label FROM {{ rs }}.over_limit);
 
 CREATE OR REPLACE TABLE {{ rs }}.remap AS
 SELECT k.profile_id AS merged_profile_id, c.profile_id AS surviving_profile_id
