@@ -86,6 +86,7 @@ SOURCES: dict[str, Source] = {
 }
 FILE_SUFFIXES = (".csv", ".json", ".ndjson", ".jsonl")
 STAGED_META = ("_file", "_line", "_error", "_raw")
+STAGING_MEMORY_LIMIT = "768MB"
 
 
 class LandingError(ValueError):
@@ -141,7 +142,6 @@ def _sql_str(value: str) -> str:
 def _read_lines(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Load the file's physical lines into temp table ``lines(line, text)`` (1-based, blanks kept)."""
     # A delimiter that never occurs and no quoting: every physical line becomes one value.
-    con.execute("DROP TABLE IF EXISTS lines_raw")
     con.execute(
         f"CREATE TEMP TABLE lines_raw AS SELECT text FROM read_csv({_sql_str(str(path))}, "
         "columns={'text': 'VARCHAR'}, header=false, delim=chr(31), quote='', escape='', "
@@ -149,6 +149,7 @@ def _read_lines(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     )
     con.execute("DROP TABLE IF EXISTS lines")
     con.execute("CREATE TEMP TABLE lines AS SELECT rowid + 1 AS line, text FROM lines_raw")
+    con.execute("DROP TABLE lines_raw")  # memory: files can be large
 
 
 def _stage_csv(con, source: Source, name: str, path: Path) -> None:
@@ -207,7 +208,7 @@ def _stage_csv(con, source: Source, name: str, path: Path) -> None:
         FROM rej GROUP BY line
         """
     )
-    con.execute("DROP TABLE rej; DROP TABLE rej_scan")
+    con.execute("DROP TABLE rej; DROP TABLE rej_scan; DROP TABLE parsed; DROP TABLE data_lines")
 
 
 def _stage_json(con, source: Source, name: str, path: Path) -> None:
@@ -252,7 +253,14 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
     source = SOURCES[source_name]
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
+    # Bounded, spilling next to the output: an in-memory DuckDB would otherwise take up to 80% of
+    # RAM, on top of the warehouse's own limit when both run in one process (bench/README.md).
+    con = duckdb.connect(
+        config={
+            "memory_limit": STAGING_MEMORY_LIMIT,
+            "temp_directory": str(out.parent / f".{out.stem}.spill"),
+        }
+    )
     try:
         con.execute("SET preserve_insertion_order = true")
         cols = ", ".join(f'"{c}" VARCHAR' for c in source.columns)
@@ -280,6 +288,7 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
         }
     finally:
         con.close()
+        shutil.rmtree(out.parent / f".{out.stem}.spill", ignore_errors=True)
 
 
 def extract(
