@@ -109,14 +109,17 @@ def erase_loaded(
 
 
 def ensure_erasures_table(dest: SqlWarehouseDestination, db: Session) -> None:
-    table = dest.qualified(ERASURES_TABLE)
-    if db.columns(table) is None:
-        text = dest.column_type(pa.string())
-        db.execute(
-            f"CREATE TABLE {table} ({dest.ident('request_id')} {text}, "
-            f"{dest.ident('identifier_type')} {text}, {dest.ident('identifier_hash')} {text}, "
-            f"{dest.ident('erased_at')} {dest.column_type(pa.timestamp('us'))})"
-        )
+    text = pa.string()
+    dest.ensure_table(
+        db,
+        ERASURES_TABLE,
+        {
+            "request_id": text,
+            "identifier_type": text,
+            "identifier_hash": text,
+            "erased_at": pa.timestamp("us"),
+        },
+    )
 
 
 def _record_tombstones(

@@ -293,17 +293,25 @@ class SqlWarehouseDestination(Destination):
             if name not in existing:  # a newer export brings a column: add it, keep the rows
                 db.execute(f"ALTER TABLE {target} ADD COLUMN {self.ident(name)} {col_type}")
 
+    def ensure_table(self, db: Session, table: str, columns: dict[str, pa.DataType]) -> None:
+        """Create one of the destination's own bookkeeping tables if it is missing."""
+        qualified = self.qualified(table)
+        if db.columns(qualified) is None:
+            cols = ", ".join(f"{self.ident(n)} {self.column_type(t)}" for n, t in columns.items())
+            db.execute(f"CREATE TABLE {qualified} ({cols})")
+
     def ensure_log_table(self, db: Session) -> None:
-        log = self.qualified(LOG_TABLE)
-        if db.columns(log) is None:
-            text = self.column_type(pa.string())
-            db.execute(
-                f"CREATE TABLE {log} ({self.ident('table_name')} {text}, "
-                f"{self.ident(PARTITION_COLUMN)} {self.column_type(pa.date32())}, "
-                f"{self.ident('run_id')} {text}, "
-                f"{self.ident('row_count')} {self.column_type(pa.int64())}, "
-                f"{self.ident('loaded_at')} {self.column_type(pa.timestamp('us'))})"
-            )
+        self.ensure_table(
+            db,
+            LOG_TABLE,
+            {
+                "table_name": pa.string(),
+                PARTITION_COLUMN: pa.date32(),
+                "run_id": pa.string(),
+                "row_count": pa.int64(),
+                "loaded_at": pa.timestamp("us"),
+            },
+        )
 
     def staged_select(self, staged: Staged) -> str:
         """The staged rows as the target takes them (JSON parsed, occurrence numbered)."""
