@@ -11,5 +11,9 @@ RUN pip install --no-cache-dir -r /opt/airflow/requirements.txt
 # The package lives in include/ (imported as audience_profiles); DAG files in dags/.
 COPY --chown=airflow:root include /opt/airflow/include
 COPY --chown=airflow:root dags /opt/airflow/dags
+# The stream DAG's preload plugin warms LocalExecutor's task processes (docs/streams.md).
+COPY --chown=airflow:root plugins /opt/airflow/plugins
+# Compiled once here, not by every task process (about 0.6 s each otherwise).
+RUN python -m compileall -q /opt/airflow/include /opt/airflow/dags /opt/airflow/plugins
 ENV PYTHONPATH=/opt/airflow/include \
     AUDIENCE_PROFILES_CONFIG=/opt/airflow/include/config/pipeline.yml
