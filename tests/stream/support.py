@@ -40,6 +40,15 @@ def of_type(records: list[dict], event_type: str) -> list[dict]:
     return [r for r in records if r["event_type"] == event_type]
 
 
+def profile_ids(config: PipelineConfig, moto_url: str, *emails: str) -> list[str]:
+    """The profile ids the stream's latest upserts give these emails."""
+    by_email = {
+        r["payload"]["email"]: r["profile_id"]
+        for r in of_type(emitted(config, moto_url), "profile_upsert")
+    }
+    return [by_email[e] for e in emails]
+
+
 def interaction_rows(rows: list[tuple]) -> list[list]:
     """Landing rows for interactions: (date, session_id, option)."""
     return [[day, "event-1", POLL, session, option, 1] for day, session, option in rows]

@@ -13,6 +13,7 @@ from tests.stream.support import (
     form_row,
     kinesis_config,
     of_type,
+    profile_ids,
     query,
     write_forms,
     write_interactions,
@@ -44,11 +45,7 @@ def test_a_batch_joining_two_profiles_merges_them_like_the_daily_build(
         landing, "2022-04-29", "votes.csv", [("2022-04-29", "s1", 0), ("2022-04-29", "s2", 1)]
     )
     run_batch(config, run_id="batch-1")
-    before = {
-        r["payload"]["email"]: r["profile_id"]
-        for r in of_type(emitted(config, moto_server), "profile_upsert")
-    }
-    ann, bob = before["ann@x.org"], before["bob@x.org"]
+    ann, bob = profile_ids(config, moto_server, "ann@x.org", "bob@x.org")
     assert ann != bob
 
     # One SSO account signs in on both sessions: Ann and Bob are one person, Ann seen first.
@@ -122,11 +119,7 @@ def test_a_batch_that_would_join_two_sso_accounts_is_left_to_the_daily_build(
         ],
     )
     run_batch(config, run_id="batch-1")
-    profiles = {
-        r["payload"]["email"]: r["profile_id"]
-        for r in of_type(emitted(config, moto_server), "profile_upsert")
-    }
-    ann, bob = profiles["ann@x.org"], profiles["bob@x.org"]
+    ann, bob = profile_ids(config, moto_server, "ann@x.org", "bob@x.org")
     assert ann != bob
 
     # One family email entered on both sessions would join the two SSO accounts.
