@@ -247,7 +247,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
         latest = wh.query("SELECT max(dt) FROM published_snapshots")[0][0]
         is_latest = latest is None or str(latest) <= window.ds
         interactions_is_table = wh.query(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+            "SELECT count(*) FROM information_schema.tables WHERE upper(table_schema) = upper(current_schema())"
             " AND lower(table_name) = 'audience_profile_interactions' AND table_type = 'BASE TABLE'"
         )[0][0]
         wh.run_sql(

@@ -5,13 +5,14 @@ loads its partitions (extract, validate, enrich); the last date then runs the wh
 (identity, profiles, checks, publish, cleanup), whose snapshot covers every earlier date. The
 sample spans two days (plus the seed's form entry of 2022-01-11) so the test stays short, each
 statement being a round trip to the emulator; profiles still merge on the last day, and some rows
-are quarantined.
+are quarantined. The erasure DAG's steps run against such a build as well.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import uuid
 from pathlib import Path
 
@@ -22,12 +23,15 @@ from audience_profiles import landing
 from audience_profiles.config import PROJECT_ROOT, load_config
 from audience_profiles.generate import GenerateOptions, data_dates, generate
 from audience_profiles.pipeline import RunWindow, enrich, extract_source, run_all, run_dir, validate
+from audience_profiles.privacy.erasure import run_erasure
+from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.snowflake import (
     SnowflakeWarehouse,
     qualify_rename,
     split_script,
     statement_groups,
 )
+from tests.privacy.people import DAVID, file_request
 
 COMPARED = (
     "audience_profiles",
@@ -140,3 +144,40 @@ def test_ddl_runs_alone_and_dml_runs_together():
 
 def test_literals_escape_backslashes_for_snowflake():
     assert SnowflakeWarehouse.literal("a\\.b'c") == "'a\\\\.b''c'"
+
+
+@pytest.mark.services
+def test_erasure_runs_inside_snowflake(sample, snowflake_conn, tmp_path):
+    """The erasure DAG's warehouse steps on the Snowflake engine: the seed's David (always in
+    the generated sample) leaves every table; the request is recorded as completed."""
+    landing_root, dates = sample
+    landing_copy = tmp_path / "landing"  # the request must not reach the module's shared sample
+    shutil.copytree(landing_root, landing_copy)
+    database = "ERASURE_" + uuid.uuid4().hex[:8].upper()
+    config_path = write_config(
+        tmp_path,
+        landing_copy,
+        f"{{engine: snowflake, conn_id: {snowflake_conn}, database: {database}, schema: main}}",
+    )
+    build(config_path, dates)
+    config = load_config(config_path)
+    file_request(landing_copy, "r-sf", "email", DAVID)
+
+    def davids() -> dict[str, int]:
+        counts = {}
+        with open_warehouse(config) as wh:
+            for table, column in (
+                ("form_entries", "email"),
+                ("audience_profiles", "email"),
+                ("profile_identifiers", "identifier_value"),
+            ):
+                counts[table] = wh.query(
+                    f"SELECT count(*) FROM {table} WHERE {column} = '{DAVID}'"
+                )[0][0]
+        return counts
+
+    assert all(davids().values())
+    result = run_erasure(dates[-1], config)
+
+    assert result["record"] == {"completed": ["r-sf"], "pending": 0}
+    assert set(davids().values()) == {0}

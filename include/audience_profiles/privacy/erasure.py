@@ -70,7 +70,7 @@ def _main_tables(wh: Warehouse) -> set[str]:
     return {
         r[0].lower()  # Snowflake answers in upper case
         for r in wh.query(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            "SELECT table_name FROM information_schema.tables WHERE upper(table_schema) = upper(current_schema())"
             " AND table_type = 'BASE TABLE'"  # views (audience_profile_interactions) follow their tables
         )
     }

@@ -92,10 +92,10 @@ def apply_retention(ds: str, run_id: str, config: PipelineConfig | None = None) 
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
         present = {
-            r[0]
+            r[0].lower()  # Snowflake answers in upper case
             for r in wh.query(
                 "SELECT table_name FROM information_schema.tables "
-                "WHERE table_schema = current_schema()"
+                "WHERE upper(table_schema) = upper(current_schema())"
             )
         }
         wh.run_sql(

@@ -10,7 +10,7 @@ SELECT *, row_number() OVER (PARTITION BY request_id ORDER BY _file, _line) AS c
 FROM (
     SELECT NULLIF(trim(request_id), '') AS request_id, lower(trim(identifier_type)) AS identifier_type,
            identifier_value, {{ p.hashed("identifier_value") }} AS identifier_hash,
-           try_to_timestamp(trim(requested_at)) AS requested_at, lower(trim(type)) AS type, _file, _line,
+           try_cast(trim(requested_at) AS TIMESTAMP) AS requested_at, lower(trim(type)) AS type, _file, _line,
            {{ v.reasons(["_error", v.required("request_id"), v.required("identifier_value"),
                          v.timestamp("requested_at"),
                          "CASE WHEN lower(trim(identifier_type)) NOT IN ('email', 'session_id', 'external_id') THEN 'identifier_type: not email, session_id or external_id' END",
