@@ -246,17 +246,14 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
             tables[table] = path
         latest = wh.query("SELECT max(dt) FROM published_snapshots")[0][0]
         is_latest = latest is None or str(latest) <= window.ds
-        interactions_is_table = wh.query(
-            "SELECT count(*) FROM information_schema.tables WHERE upper(table_schema) = upper(current_schema())"
-            " AND lower(table_name) = 'audience_profile_interactions' AND table_type = 'BASE TABLE'"
-        )[0][0]
         wh.run_sql(
             "publish/current",
             rs=window.run_schema,
             ds=window.ds,
             run_id=window.run_id,
             is_latest=is_latest,
-            interactions_is_table=bool(interactions_is_table),
+            # a warehouse built before it became a view
+            interactions_is_table="audience_profile_interactions" in wh.table_names(views=False),
         )
     log.info(
         "published %s (current tables %s): %s",

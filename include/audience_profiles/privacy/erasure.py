@@ -42,7 +42,6 @@ from audience_profiles.destinations.base import (
 )
 from audience_profiles.destinations.drop_erasure import filter_file, load_subjects
 from audience_profiles.warehouse import open_warehouse
-from audience_profiles.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +65,6 @@ def work_folder(config: PipelineConfig, run_id: str) -> Path:
     return Path(config.work_dir) / "erasure" / _UNSAFE.sub("_", run_id)
 
 
-def _main_tables(wh: Warehouse) -> set[str]:
-    return {
-        r[0].lower()  # Snowflake answers in upper case
-        for r in wh.query(
-            "SELECT table_name FROM information_schema.tables WHERE upper(table_schema) = upper(current_schema())"
-            " AND table_type = 'BASE TABLE'"  # views (audience_profile_interactions) follow their tables
-        )
-    }
-
-
 def read_requests(ds: str, run_id: str, config: PipelineConfig | None = None) -> dict:
     """Stage every request file (no warehouse access)."""
     config = config or load_config()
@@ -94,7 +83,7 @@ def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict
             wh.run_sql(
                 "privacy/requests",
                 staged=wh.staged_relation(staged["path"]),
-                has_profiles="profile_identifiers" in _main_tables(wh),
+                has_profiles="profile_identifiers" in wh.table_names(),
             )
             new = wh.query(
                 "SELECT n.request_id, n.type, count(DISTINCT s.profile_id) FROM new_requests n "
@@ -129,7 +118,7 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
         )[0][0]
         if not waiting:
             return {}
-        tables = _main_tables(wh)
+        tables = wh.table_names(views=False)  # audience_profile_interactions follows its tables
         wh.run_sql(
             "privacy/erase_warehouse",
             current_tables=[t for t in CURRENT_TABLES if t in tables],

@@ -91,13 +91,7 @@ def apply_retention(ds: str, run_id: str, config: PipelineConfig | None = None) 
         )
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
-        present = {
-            r[0].lower()  # Snowflake answers in upper case
-            for r in wh.query(
-                "SELECT table_name FROM information_schema.tables "
-                "WHERE upper(table_schema) = upper(current_schema())"
-            )
-        }
+        present = wh.table_names()
         wh.run_sql(
             "privacy/retention",
             ds=ds,

@@ -51,12 +51,7 @@ def suppress_run_outputs(wh: Warehouse, run_schema: str) -> int:
     """Delete suppressed profiles from the run's snapshot tables; returns how many profiles."""
     if not suppression_count(wh):
         return 0
-    present = {
-        r[0]
-        for r in wh.query(
-            f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{run_schema}'"
-        )
-    }
+    present = wh.table_names(run_schema)
     wh.run_sql(
         "privacy/suppress_outputs",
         rs=run_schema,

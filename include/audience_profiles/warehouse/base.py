@@ -48,6 +48,7 @@ def check_ds(ds: str) -> str:
 
 class Warehouse(abc.ABC):
     engine: str
+    home_schema: str  # where the pipeline's tables live (unqualified names)
 
     @staticmethod
     def literal(value: Any) -> str:
@@ -95,9 +96,16 @@ class Warehouse(abc.ABC):
     @abc.abstractmethod
     def columns(self, table: str) -> list[str]: ...
 
-    @abc.abstractmethod
-    def table_names(self, schema: str) -> set[str]:
-        """Names (lower case) of the tables in ``schema``."""
+    def table_names(self, schema: str | None = None, views: bool = True) -> set[str]:
+        """Names (lower case) of the tables in ``schema`` (default: the warehouse's own), views
+        included unless ``views`` is false. Case-blind: Snowflake names are upper case."""
+        schema = self.literal((schema or self.home_schema).upper())
+        only_tables = "" if views else " AND table_type = 'BASE TABLE'"
+        rows = self.query(
+            "SELECT table_name FROM information_schema.tables "
+            f"WHERE upper(table_schema) = {schema}{only_tables}"
+        )
+        return {r[0].lower() for r in rows}
 
     @abc.abstractmethod
     def staged_relation(self, path: str) -> str:

@@ -31,6 +31,7 @@ LOCK_WAIT_SECONDS = 300
 
 class DuckDBWarehouse(Warehouse):
     engine = "duckdb"
+    home_schema = "main"
 
     def __init__(self, config: WarehouseConfig, read_only: bool = False):
         self.config = config
@@ -72,12 +73,6 @@ class DuckDBWarehouse(Warehouse):
 
     def columns(self, table: str) -> list[str]:
         return [r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()]
-
-    def table_names(self, schema: str) -> set[str]:
-        rows = self.con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [schema]
-        ).fetchall()
-        return {r[0].lower() for r in rows}
 
     def staged_relation(self, path: str) -> str:
         return f"read_parquet({sql_literal(path)})"

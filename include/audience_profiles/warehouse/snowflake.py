@@ -161,12 +161,12 @@ class SnowflakeWarehouse(Warehouse):
         if not config.conn_id:
             raise ValueError("the snowflake warehouse needs warehouse.conn_id")
         self.config = config
-        self.schema = config.schema.upper()
-        self.hook = snowflake_hook(config.conn_id, config.database, self.schema)
+        self.home_schema = config.schema.upper()
+        self.hook = snowflake_hook(config.conn_id, config.database, self.home_schema)
         self.con = self.hook.get_conn()
         self.cur = self.con.cursor()
         # Also makes it the session's schema, whether it was just created or already there.
-        self.cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+        self.cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.home_schema}")
         self._stage_ready = False
         self._staged: set[str] = set()
 
@@ -192,7 +192,7 @@ class SnowflakeWarehouse(Warehouse):
     def _execute(self, statement: str) -> None:
         self.cur.execute(qualify_rename(statement))
         if _SCHEMA_DDL.match(statement):
-            self.cur.execute(f"USE SCHEMA {self.schema}")
+            self.cur.execute(f"USE SCHEMA {self.home_schema}")
 
     def query(self, sql: str) -> list[tuple]:
         return self.cur.execute(sql).fetchall()
@@ -200,13 +200,6 @@ class SnowflakeWarehouse(Warehouse):
     def columns(self, table: str) -> list[str]:
         self.cur.execute(f"SELECT * FROM {table} LIMIT 0")
         return [d.name.lower() for d in self.cur.description]
-
-    def table_names(self, schema: str) -> set[str]:
-        rows = self.query(
-            "SELECT table_name FROM information_schema.tables "
-            f"WHERE table_schema = {self.literal(schema.upper())}"
-        )
-        return {r[0].lower() for r in rows}
 
     def load_parquet(self, table: str, path: str, transient: bool = False) -> None:
         if not self._stage_ready:
