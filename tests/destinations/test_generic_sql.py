@@ -7,8 +7,6 @@ import uuid
 
 import pytest
 
-from audience_profiles.config import parse_config
-from audience_profiles.destinations import RunInfo, destination_for
 from audience_profiles.destinations.generic_sql import GenericSqlDestination
 from tests.destinations.warehouse_exports import (
     DAY1,
@@ -19,33 +17,17 @@ from tests.destinations.warehouse_exports import (
     S2,
     TABLES,
     check_erasure,
-    write_exports,
+    deliver,
+    warehouse_destination,
 )
 
 pytestmark = pytest.mark.services
 
 
 def destination(conn_id: str, schema: str, tmp_path, **options):
-    raw = {
-        "start_date": "2022-04-25",
-        "landing_root": str(tmp_path / "landing"),
-        "destinations": [
-            {
-                "name": "postgres",
-                "kind": "sql",
-                "conn_id": conn_id,
-                "schema": schema,
-                "tables": list(TABLES),
-                **options,
-            }
-        ],
-    }
-    config = parse_config(raw)
-    return destination_for(config.destinations[0], config)
-
-
-def deliver(dest, tmp_path, day: str) -> dict:
-    return dest.deliver(RunInfo(day, f"scheduled__{day}"), write_exports(tmp_path, day)).to_dict()
+    return warehouse_destination(
+        tmp_path, name="postgres", kind="sql", conn_id=conn_id, schema=schema, **options
+    )
 
 
 def hook(conn_id: str):

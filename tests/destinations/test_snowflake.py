@@ -8,8 +8,6 @@ import uuid
 
 import pytest
 
-from audience_profiles.config import parse_config
-from audience_profiles.destinations import RunInfo, destination_for
 from audience_profiles.destinations.snowflake import SnowflakeDestination
 from audience_profiles.warehouse.snowflake import snowflake_hook
 from tests.destinations.warehouse_exports import (
@@ -23,7 +21,8 @@ from tests.destinations.warehouse_exports import (
     S2,
     TABLES,
     check_erasure,
-    write_exports,
+    deliver,
+    warehouse_destination,
 )
 from tests.services.fakesnow import SNOWFLAKE_CONN_ID, snowflake_connection_json
 
@@ -32,27 +31,15 @@ SCHEMA = "AUDIENCE"
 
 
 def destination(conn_id: str, database: str, tmp_path, **options):
-    raw = {
-        "start_date": "2022-04-25",
-        "landing_root": str(tmp_path / "landing"),
-        "destinations": [
-            {
-                "name": "snowflake",
-                "kind": "snowflake",
-                "conn_id": conn_id,
-                "database": database,
-                "schema": SCHEMA,
-                "tables": list(TABLES),
-                **options,
-            }
-        ],
-    }
-    config = parse_config(raw)
-    return destination_for(config.destinations[0], config)
-
-
-def deliver(dest, tmp_path, day: str) -> dict:
-    return dest.deliver(RunInfo(day, f"scheduled__{day}"), write_exports(tmp_path, day)).to_dict()
+    return warehouse_destination(
+        tmp_path,
+        name="snowflake",
+        kind="snowflake",
+        conn_id=conn_id,
+        database=database,
+        schema=SCHEMA,
+        **options,
+    )
 
 
 def query(conn_id: str, database: str, sql: str) -> list[tuple]:

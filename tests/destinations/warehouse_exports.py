@@ -13,6 +13,8 @@ from pathlib import Path
 
 import duckdb
 
+from audience_profiles.config import parse_config
+from audience_profiles.destinations import Destination, RunInfo, destination_for
 from audience_profiles.destinations.base import ErasureRequest
 from audience_profiles.privacy import hash_identifier
 
@@ -163,6 +165,22 @@ def write_exports(folder: Path, day: str) -> dict[str, str]:
             con.execute(f"COPY t TO '{path}' (FORMAT parquet)")
             paths[table] = str(path)
     return paths
+
+
+def warehouse_destination(tmp_path: Path, **spec) -> Destination:
+    """A warehouse destination taking every table here, as pipeline.yml would configure it."""
+    raw = {
+        "start_date": "2022-04-25",
+        "landing_root": str(tmp_path / "landing"),
+        "destinations": [{"tables": list(TABLES), **spec}],
+    }
+    config = parse_config(raw)
+    return destination_for(config.destinations[0], config)
+
+
+def deliver(dest: Destination, tmp_path: Path, day: str) -> dict:
+    """Deliver the day's exports as its scheduled run would."""
+    return dest.deliver(RunInfo(day, f"scheduled__{day}"), write_exports(tmp_path, day)).to_dict()
 
 
 def check_erasure(
