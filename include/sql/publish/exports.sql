@@ -1,8 +1,7 @@
 {#- The run's outputs, one query per table: what every destination receives. Ordered so the same
-    data always gives the same files. -#}
+    data always gives the same files. audience_profile_interactions comes from its own query. -#}
 {% set queries = {
   "interactions_enriched": "SELECT date, event_id, poll_id, title, element_type, session_id, option, option_label, votes FROM interactions_enriched WHERE dt = DATE '" ~ ds ~ "' ORDER BY _file, _line",
-  "audience_profile_interactions": none,
   "audience_profiles": "SELECT * FROM " ~ rs ~ ".audience_profiles ORDER BY profile_id",
   "profile_identifiers": "SELECT identifier_type, identifier_value, profile_id FROM " ~ rs ~ ".profile_identifiers ORDER BY profile_id, identifier_type, identifier_value",
   "profile_merges": "SELECT * FROM " ~ rs ~ ".profile_merges ORDER BY merged_profile_id",
