@@ -344,8 +344,8 @@ def main() -> None:
         "--pandas-max",
         type=int,
         default=1_000_000,
-        help="largest size the pandas reference runs at (it needs ~1.8 GiB of RAM per million "
-        "interactions)",
+        help="largest size the pandas reference runs at (it needs ~1.5-1.8 GiB of RAM per million "
+        "interactions: 15 GiB at 10M)",
     )
     parser.add_argument(
         "--verify",
