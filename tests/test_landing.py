@@ -13,25 +13,45 @@ def staged(path):
     return duckdb.sql(f"SELECT * FROM read_parquet('{path}') ORDER BY _file, _line").fetchall()
 
 
-def test_csv_rows_keep_file_and_physical_line(tmp_path):
+def extract_csv(tmp_path, body: str):
+    """Land ``body`` under the interaction header as one CSV file; extract it; (result, rows)."""
     folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
     folder.mkdir(parents=True)
-    (folder / "a.csv").write_text(
-        "date,event_id,poll_id,session_id,option,votes\n"
-        "2022-04-29,e1,54663,s1,0,1\n"
-        "bad,row\n"
-        "\n"
-        '2022-04-29,"e,2",54663,s2,1,1\n'
-    )
-    result = extract(
-        "interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet"
+    (folder / "a.csv").write_text("date,event_id,poll_id,session_id,option,votes\n" + body)
+    out = tmp_path / "out.parquet"
+    result = extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
+    return result, staged(out)
+
+
+def test_csv_rows_keep_file_and_physical_line(tmp_path):
+    result, rows = extract_csv(
+        tmp_path, '2022-04-29,e1,54663,s1,0,1\nbad,row\n\n2022-04-29,"e,2",54663,s2,1,1\n'
     )
     assert result == {**result, "files": 1, "rows": 3, "malformed": 1}
-    rows = staged(tmp_path / "out.parquet")
     assert [(r[1], r[2] is not None) for r in rows] == [(2, False), (3, True), (5, False)]
     assert rows[1][2].startswith("malformed CSV row")
     assert rows[1][3] == "bad,row"
     assert rows[2][5] == "e,2"  # quoted comma survives
+
+
+def test_clean_csv_rows_are_numbered_by_their_physical_line(tmp_path):
+    # No blank, malformed or multi-line rows: the fast path (row i is line i + 2).
+    lines = [f"2022-04-29,e{i},54663,s{i},{i % 4},1" for i in range(5000)]
+    result, rows = extract_csv(tmp_path, "\n".join(lines))
+    assert result == {**result, "rows": 5000, "malformed": 0}
+    assert [(r[1], r[3]) for r in rows] == [(i + 2, line) for i, line in enumerate(lines)]
+    assert all(r[5] == f"e{r[1] - 2}" for r in rows)  # each row's values come from its own line
+
+
+def test_csv_value_spanning_lines_keeps_every_row(tmp_path):
+    # A quoted value over two physical lines: rows cannot be matched to lines, so they are
+    # staged with no line number and their parsed values as raw text, none dropped.
+    result, rows = extract_csv(
+        tmp_path, '2022-04-29,"e\n1",54663,s1,0,1\n2022-04-29,e2,54663,s2,1,1\n'
+    )
+    assert result == {**result, "rows": 2, "malformed": 0}
+    assert sorted(r[5] for r in rows) == ["e\n1", "e2"]
+    assert all(r[1] is None for r in rows)
 
 
 def test_json_lines_keep_line_numbers_and_flag_non_objects(tmp_path):

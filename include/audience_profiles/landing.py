@@ -174,31 +174,46 @@ def _stage_csv(con, source: Source, name: str, path: Path) -> None:
         # partitions and overwrite each row's own `date` value with the folder's.
         "hive_partitioning=false)"
     )
-    # Data row k is the k-th non-blank physical line after the header that the parser did not
-    # reject (DuckDB skips blank lines; its reject table names physical lines).
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE data_lines AS
-        SELECT line, text, row_number() OVER (ORDER BY line) AS k
-        FROM lines
-        WHERE line > 1 AND coalesce(trim(text), '') <> ''
-          AND line NOT IN (SELECT line FROM rej)
-        """
-    )
-    n_parsed = con.execute("SELECT count(*) FROM parsed").fetchall()[0][0]
-    n_lines = con.execute("SELECT count(*) FROM data_lines").fetchall()[0][0]
-    exact = n_parsed == n_lines  # false only when quoted values span lines
     values = ", ".join(f'p."{c}"' if c else "NULL" for c in cols)
-    line_expr = "d.line" if exact else "NULL"
-    con.execute(
-        f"""
-        INSERT INTO staged
-        SELECT {_sql_str(name)}, {line_expr}, NULL,
-               {"d.text" if exact else "to_json(p)::VARCHAR"}, {values}
-        FROM (SELECT *, row_number() OVER (ORDER BY rowid) AS k FROM parsed) p
-        {"JOIN data_lines d USING (k)" if exact else ""}
-        """
-    )
+    n_parsed = con.execute("SELECT count(*) FROM parsed").fetchall()[0][0]
+    n_rejected, n_lines, n_blank = con.execute(
+        "SELECT (SELECT count(DISTINCT line) FROM rej), count(*), "
+        "count(*) FILTER (WHERE coalesce(trim(text), '') = '') FROM lines WHERE line > 1"
+    ).fetchall()[0]
+    if n_rejected == 0 and n_blank == 0 and n_parsed == n_lines:
+        # The usual file: every line after the header is one parsed row, in order (DuckDB keeps
+        # the reader's order in `parsed` with preserve_insertion_order), so row i is line i + 2.
+        con.execute(
+            f"""
+            INSERT INTO staged
+            SELECT {_sql_str(name)}, d.line, NULL, d.text, {values}
+            FROM (SELECT *, rowid + 2 AS line FROM parsed) p JOIN lines d USING (line)
+            """
+        )
+    else:
+        # Data row k is the k-th non-blank physical line after the header that the parser did
+        # not reject (DuckDB skips blank lines; its reject table names physical lines).
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE data_lines AS
+            SELECT line, text, row_number() OVER (ORDER BY line) AS k
+            FROM lines
+            WHERE line > 1 AND coalesce(trim(text), '') <> ''
+              AND line NOT IN (SELECT line FROM rej)
+            """
+        )
+        n_data = con.execute("SELECT count(*) FROM data_lines").fetchall()[0][0]
+        exact = n_parsed == n_data  # false only when quoted values span lines
+        con.execute(
+            f"""
+            INSERT INTO staged
+            SELECT {_sql_str(name)}, {"d.line" if exact else "NULL"}, NULL,
+                   {"d.text" if exact else "to_json(p)::VARCHAR"}, {values}
+            FROM (SELECT *, row_number() OVER (ORDER BY rowid) AS k FROM parsed) p
+            {"JOIN data_lines d USING (k)" if exact else ""}
+            """
+        )
+        con.execute("DROP TABLE data_lines")
     con.execute(
         f"""
         INSERT INTO staged
@@ -208,7 +223,7 @@ def _stage_csv(con, source: Source, name: str, path: Path) -> None:
         FROM rej GROUP BY line
         """
     )
-    con.execute("DROP TABLE rej; DROP TABLE rej_scan; DROP TABLE parsed; DROP TABLE data_lines")
+    con.execute("DROP TABLE rej; DROP TABLE rej_scan; DROP TABLE parsed")
 
 
 def _stage_json(con, source: Source, name: str, path: Path) -> None:
@@ -233,16 +248,17 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
         raise LandingError(
             f"{name}: missing required field(s) {', '.join(missing)} in every record"
         )
-    values = ", ".join(
-        f"json_extract_string(CASE WHEN is_object THEN text END, {_sql_str('$.' + c)})"
-        for c in source.columns
-    )
+    # One parse per record for all fields (a path list), not one per field.
+    paths = "[" + ", ".join(_sql_str("$." + c) for c in source.columns) + "]"
+    values = ", ".join(f"v[{i}]" for i in range(1, len(source.columns) + 1))
     con.execute(
         f"""
         INSERT INTO staged
         SELECT {_sql_str(name)}, line,
                CASE WHEN NOT is_object THEN 'not a JSON object' END, text, {values}
-        FROM json_lines
+        FROM (SELECT line, text, is_object,
+                     json_extract_string(CASE WHEN is_object THEN text END, {paths}) AS v
+              FROM json_lines)
         """
     )
 
