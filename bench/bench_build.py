@@ -326,7 +326,7 @@ def verify(work: Path, ds: str) -> dict:
 
 def repeated(times: int, measure, before=None) -> dict:
     """Run ``measure`` ``times`` times; the run with the median wall time, with every run's time
-    in ``runs`` (this box's runs of the same build differ by up to 15%)."""
+    in ``runs`` (on this VM, runs minutes apart differ by 5-15%, hours apart by up to a third)."""
     results = []
     for _ in range(times):
         if before:
