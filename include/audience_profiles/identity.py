@@ -224,6 +224,35 @@ def enforce_profile_limit(wh: Warehouse, type_: str, suffix: str = "") -> tuple[
     return split, wh.query(f"SELECT count(*) FROM id_cuts{suffix}")[0][0] - before
 
 
+def label_as_of(
+    wh: Warehouse,
+    rules: IdentityRules,
+    cutoff_dt: str,
+    cutoff_ts: str,
+    suffix: str = "",
+    new_since: dict | None = None,
+) -> tuple[ComponentStats, dict]:
+    """Steps 1-3 and the labels: the session's ``id_labels{suffix}`` (every identifier with its
+    component label, before the profile limits) from the identity data landed by ``cutoff_dt``
+    and observed before ``cutoff_ts``, and the ``id_checked{suffix}`` view of every link with the
+    rule that rejects it. Returns the statistics and the parameters the later SQL takes (the
+    node-id salt among them)."""
+    params = {"suffix": suffix, "cutoff_dt": cutoff_dt, "cutoff_ts": cutoff_ts}
+    for salt in range(MAX_SALTS):
+        params["salt"] = salt
+        wh.run_sql_steps("identity/links", **params, **rules.sql_params(), new_since=new_since)
+        if not wh.query_sql("identity/node_collisions", **params)[0][0]:
+            break
+        log.warning("node id collision with salt %s: retrying with the next salt", salt)
+    else:
+        raise RuntimeError(f"node ids collide with {MAX_SALTS} different salts")
+    wh.run_sql_steps("identity/graph", **params)
+    stats = connected_components(wh, suffix)
+    wh.run_sql_steps("identity/labels", **params)
+    stats.nodes = wh.query(f"SELECT count(*) FROM id_labels{suffix}")[0][0]
+    return stats, params
+
+
 def resolve_as_of(
     wh: Warehouse,
     rs: str,
@@ -239,24 +268,12 @@ def resolve_as_of(
     ``profile_identifiers{suffix}``), the session's ``id_rejected{suffix}`` and, with
     ``new_since={"ds", "interval_start"}``, ``id_new_links{suffix}``.
     """
-    params = {"rs": rs, "suffix": suffix, "cutoff_dt": cutoff_dt, "cutoff_ts": cutoff_ts}
-    for salt in range(MAX_SALTS):
-        params["salt"] = salt
-        wh.run_sql_steps("identity/links", **params, **rules.sql_params(), new_since=new_since)
-        if not wh.query_sql("identity/node_collisions", **params)[0][0]:
-            break
-        log.warning("node id collision with salt %s: retrying with the next salt", salt)
-    else:
-        raise RuntimeError(f"node ids collide with {MAX_SALTS} different salts")
-    wh.run_sql_steps("identity/graph", **params)
-    stats = connected_components(wh, suffix)
-    wh.run_sql_steps("identity/labels", **params)
-    stats.nodes = wh.query(f"SELECT count(*) FROM id_labels{suffix}")[0][0]
+    stats, params = label_as_of(wh, rules, cutoff_dt, cutoff_ts, suffix, new_since)
     for type_ in rules.per_profile:
         split, cut = enforce_profile_limit(wh, type_, suffix)
         stats.split_profiles += split
         stats.cut_links += cut
-    wh.run_sql_steps("identity/profile_identifiers", **params, persist=not suffix)
+    wh.run_sql_steps("identity/profile_identifiers", **params, rs=rs, persist=not suffix)
     wh.run_sql_steps("identity/rejected", **params, cuts=stats.cut_links > 0, new_since=new_since)
     wh.run_sql_steps("identity/drop_scratch", suffix=suffix, extra=[])
     return stats

@@ -49,7 +49,7 @@ from audience_profiles import landing
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig, load_config
 from audience_profiles.destinations import Destination, RunInfo, destination_for
 from audience_profiles.destinations.streams import BatchedStreamDestination
-from audience_profiles.identity import MAX_ROUNDS, IdentityRules, load_rules
+from audience_profiles.identity import connected_components, label_as_of, load_rules
 from audience_profiles.pipeline import ReconciliationError
 from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.privacy.suppression import apply_suppression
@@ -375,41 +375,6 @@ def _validate(
     return counts
 
 
-def _stream_rules(rules: IdentityRules) -> dict:
-    """The identity.yml rules in the form the stream's link SQL takes."""
-    params = rules.sql_params()
-    return {
-        "blocked": params["blocked_values"],
-        "blocked_any": [],
-        "max_value_length": params["max_value_length"],
-        "session_max_emails": params["shared_device"].get("email", 3),
-        "session_max_external_ids": params["per_session"].get("external_id", 1),
-    }
-
-
-def _components(wh: Warehouse, rs: str, suffix: str) -> int:
-    """Label ``{rs}.id_labels{suffix}`` with the components of ``{rs}.id_edges{suffix}``.
-
-    Hooking to the smallest neighbouring label, then pointer jumping until flat; a batch's graph
-    is small, so this plain loop (the daily build's predecessor) is enough. Returns the rounds.
-    """
-    params = {"rs": rs, "suffix": suffix}
-    rounds = 0
-    while wh.query_sql("stream/identity/unconverged", **params)[0][0]:
-        if rounds >= MAX_ROUNDS:
-            raise RuntimeError(f"stream identity did not converge in {MAX_ROUNDS} rounds")
-        rounds += 1
-        wh.run_sql("stream/identity/hook", **params)
-        while True:
-            wh.run_sql("stream/identity/jump", **params)
-            changed = wh.query_sql("stream/identity/jump_changed", **params)[0][0]
-            wh.run_sql("stream/identity/jump_swap", **params)
-            if not changed:
-                break
-        wh.run_sql("stream/identity/relabel", **params)
-    return rounds
-
-
 def _resolve(wh: Warehouse, config: PipelineConfig, home: str) -> dict[str, int]:
     """Identity for the batch against the current state, then the touched profiles."""
     params = {"rs": WORK_SCHEMA, "bs": BATCH_SCHEMA, "home": home}
@@ -417,18 +382,13 @@ def _resolve(wh: Warehouse, config: PipelineConfig, home: str) -> dict[str, int]
     wh.run_sql("stream/link_sources", **params)
     identity_rules = load_rules(config.identity_config)
     with _using(wh, WORK_SCHEMA, home):
-        wh.run_sql(
-            "stream/identity/links",
-            rs=WORK_SCHEMA,
-            suffix="",
-            cutoff_dt=ALL_DS,
-            cutoff_ts=ALL_TS,
-            **_stream_rules(identity_rules),
-        )
-        wh.run_sql("stream/identity/graph", rs=WORK_SCHEMA, suffix="")
-    wh.run_sql("stream/graph", **params)
-    _components(wh, WORK_SCHEMA, "_s")
+        # the daily build's link rules, graph and components, on the batch's history
+        _, id_params = label_as_of(wh, identity_rules, ALL_DS, ALL_TS)
+        wh.run_sql("stream/graph", **params, salt=id_params["salt"])
+    connected_components(wh, "_s")
     wh.run_sql("stream/assign", **params, per_profile=list(identity_rules.per_profile))
+    for suffix in ("", "_s"):
+        wh.run_sql_steps("identity/drop_scratch", suffix=suffix, extra=[])
     wh.run_sql(
         "profiles/audience_profiles",
         rs=WORK_SCHEMA,

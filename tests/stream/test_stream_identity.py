@@ -5,6 +5,7 @@ same files names the same survivor and emits the same merge record."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from audience_profiles.stream import run_batch
 from tests.stream.support import (
@@ -18,7 +19,7 @@ from tests.stream.support import (
     write_forms,
     write_interactions,
 )
-from tests.support import IDENTITY_HEADER, write_csv, write_seed_example
+from tests.support import IDENTITY_HEADER, IDENTITY_RULES, write_csv, write_seed_example
 
 pytestmark = pytest.mark.services
 
@@ -151,3 +152,55 @@ def test_a_batch_that_would_join_two_sso_accounts_is_left_to_the_daily_build(
         )
     )
     assert owners == {"sso-ann": ann, "sso-bob": bob}
+
+
+def test_a_batch_follows_every_rule_of_identity_yml_like_the_daily_build(
+    aws_conn, moto_server, tmp_path
+):
+    """The stream applies identity.yml through the daily build's own SQL: a blocked pattern and
+    a per-session email limit (rules the stream's older copy of the link rules did not know)
+    keep the same links apart in a micro-batch as in the daily build."""
+    raw = yaml.safe_load(IDENTITY_RULES.read_text())
+    raw["blocked_patterns"]["email"] = [".*@club[.]org"]  # whole-value patterns
+    raw["limits"]["per_session"]["email"] = 1
+    rules = tmp_path / "identity.yml"
+    rules.write_text(yaml.safe_dump(raw))
+    config = kinesis_config(tmp_path, aws_conn, moto_server, identity_config=str(rules))
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    write_forms(
+        landing,
+        "2022-04-28",
+        "people.csv",
+        [
+            # a club mailbox shared by staff: blocked, so it links nobody
+            form_row("2022-04-28T09:00:00", "Box", "box@club.org", "s1"),
+            form_row("2022-04-28T09:05:00", "Box", "box@club.org", "s2"),
+            # one session, two people: it keeps only its latest email (Cat)
+            form_row("2022-04-28T10:00:00", "Ann", "ann@x.org", "s3"),
+            form_row("2022-04-28T10:30:00", "Cat", "cat@x.org", "s3"),
+        ],
+    )
+    write_interactions(
+        landing, "2022-04-28", "votes.csv", [("2022-04-28", "s1", 0), ("2022-04-28", "s3", 1)]
+    )
+    run_batch(config, run_id="batch-1")
+    records = emitted(config, moto_server)
+    upserts = {r["payload"]["email"]: r for r in of_type(records, "profile_upsert")}
+
+    assert "box@club.org" not in upserts
+    assert upserts["ann@x.org"]["payload"]["sessions"] == 0
+    assert upserts["cat@x.org"]["payload"]["sessions"] == 1
+    # s1 belongs to nobody; s3's vote goes to Cat.
+    cat = upserts["cat@x.org"]["profile_id"]
+    votes = {r["payload"]["session_id"]: r["profile_id"] for r in of_type(records, "interaction")}
+    assert "s1" not in votes and votes["s3"] == cat
+
+    daily_build(config, ["2022-01-11", "2022-04-28"])
+    daily = dict(query(config, "SELECT identifier_value, profile_id FROM profile_identifiers"))
+    assert "box@club.org" not in daily and "s1" not in daily
+    assert {e: daily[e] for e in ("ann@x.org", "cat@x.org", "s3")} == {
+        "ann@x.org": upserts["ann@x.org"]["profile_id"],
+        "cat@x.org": cat,
+        "s3": cat,
+    }

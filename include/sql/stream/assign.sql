@@ -1,4 +1,4 @@
--- Profile ids for the components of {{ rs }}.id_labels_s (see graph.sql), by the daily build's
+-- Profile ids for the components of the batch's graph (see graph.sql), by the daily build's
 -- anchor rule (identity/profile_identifiers.sql):
 -- - no known profile: a new profile, 'ap_' + md5 of its anchor, the identifier first seen
 --   (earliest landing date, then earliest observation, then by value);
@@ -7,6 +7,14 @@
 -- Also the profiles whose sessions interacted in the batch. Outputs: profile_identifiers (every
 -- identifier of every touched profile, the shape profiles/audience_profiles.sql reads), changed
 -- (identifiers whose profile is new or moved), profile_merges.
+
+-- Every identifier of the batch's graph with its component: its own label, or the smallest
+-- label a known profile joined it to (id_cc_map_s).
+CREATE OR REPLACE TABLE {{ rs }}.id_nodes AS
+SELECT l.node_id, coalesce(m.parent, l.label) AS label, l.node_type, l.node_value,
+       l.node_type || ':' || l.node_value AS node, l.seen_key
+FROM id_labels l
+LEFT JOIN id_cc_map_s m ON m.node = l.label;
 
 -- Profiles the batch's interactions belong to (by session), before any merge.
 CREATE OR REPLACE TABLE {{ rs }}.interaction_profiles AS
@@ -18,7 +26,7 @@ JOIN {{ bs }}.interactions i ON s.identifier_type = 'session_id' AND s.identifie
 CREATE OR REPLACE TABLE {{ rs }}.members AS
 SELECT s.identifier_type, s.identifier_value, s.profile_id
 FROM {{ rs }}.state s
-WHERE s.profile_id IN (SELECT profile_id FROM {{ rs }}.known_profiles)
+WHERE s.profile_id IN (SELECT profile_id FROM {{ rs }}.node_profile)
    OR s.profile_id IN (SELECT profile_id FROM {{ rs }}.interaction_profiles);
 
 -- When each of those identifiers and the batch's was first seen, from the whole link history.
@@ -41,8 +49,8 @@ FROM wanted w LEFT JOIN seen s ON s.t = w.t AND s.v = w.v
 GROUP BY w.t, w.v;
 
 CREATE OR REPLACE TABLE {{ rs }}.component_known AS
-SELECT l.label, kp.profile_id
-FROM {{ rs }}.id_labels_s l JOIN {{ rs }}.known_profiles kp USING (node_id);
+SELECT DISTINCT n.label, np.profile_id
+FROM {{ rs }}.node_profile np JOIN {{ rs }}.id_nodes n USING (node_id);
 
 -- identity.yml's per-profile limits (a profile holds one external_id: two SSO accounts never
 -- merge). Splitting a component the way the daily build does needs its whole graph; a batch sees
@@ -52,8 +60,7 @@ FROM {{ rs }}.id_labels_s l JOIN {{ rs }}.known_profiles kp USING (node_id);
 CREATE OR REPLACE TABLE {{ rs }}.over_limit AS
 {% if per_profile %}
 SELECT label FROM (
-    SELECT l.label, n.node_type AS t, n.node_value AS v
-    FROM {{ rs }}.id_labels_s l JOIN {{ rs }}.id_nodes n USING (node_id)
+    SELECT label, node_type AS t, node_value AS v FROM {{ rs }}.id_nodes
     UNION
     SELECT k.label, s.identifier_type, s.identifier_value
     FROM {{ rs }}.component_known k JOIN {{ rs }}.state s USING (profile_id)
@@ -82,13 +89,12 @@ survivors AS (
         ORDER BY a.first_dt NULLS LAST, date_trunc('second', a.first_seen) NULLS LAST, k.profile_id) = 1
 ),
 fresh AS (
-    SELECT l.label, 'ap_' || substr(md5(n.node), 1, 20) AS profile_id
-    FROM {{ rs }}.id_labels_s l JOIN {{ rs }}.id_nodes n USING (node_id)
-    WHERE l.label NOT IN (SELECT label FROM {{ rs }}.component_known)
+    SELECT n.label, 'ap_' || substr(md5(n.node), 1, 20) AS profile_id
+    FROM {{ rs }}.id_nodes n
+    WHERE n.label NOT IN (SELECT label FROM {{ rs }}.component_known)
     QUALIFY row_number() OVER (
         -- the daily build's anchor order (identity/labels.sql seen_key, then the id itself)
-        PARTITION BY l.label
-        ORDER BY n.first_dt, date_trunc('second', n.first_observed_at), substr(md5(n.node), 1, 20)) = 1
+        PARTITION BY n.label ORDER BY n.seen_key, substr(md5(n.node), 1, 20)) = 1
 )
 SELECT label, profile_id FROM survivors WHERE label NOT IN (SELECT label FROM {{ rs }}.over_limit)
 UNION ALL
@@ -102,8 +108,7 @@ WHERE k.profile_id <> c.profile_id;
 CREATE OR REPLACE TABLE {{ rs }}.profile_identifiers AS
 WITH final AS (
     SELECT n.node_type AS identifier_type, n.node_value AS identifier_value, c.profile_id
-    FROM {{ rs }}.id_labels_s l
-    JOIN {{ rs }}.id_nodes n USING (node_id)
+    FROM {{ rs }}.id_nodes n
     JOIN {{ rs }}.component_profile c USING (label)
     UNION
     SELECT m.identifier_type, m.identifier_value, coalesce(r.surviving_profile_id, m.profile_id)
@@ -122,9 +127,7 @@ WHERE s.profile_id IS NULL OR s.profile_id <> f.profile_id;
 
 CREATE OR REPLACE TABLE {{ rs }}.profile_merges AS
 WITH batch_links AS (
-    SELECT il.left_type AS t, il.left_value AS v, il.observed_at
-    FROM {{ rs }}.identity_links il
-    WHERE il._file IN (SELECT file FROM {{ bs }}.batch_files)
+    SELECT left_type AS t, left_value AS v, observed_at FROM {{ rs }}.batch_links
 ),
 merge_time AS (
     -- when the survivor gained the batch's links: the moment the merge happened

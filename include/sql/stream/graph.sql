@@ -1,8 +1,11 @@
--- The batch's identity graph ({{ rs }}.id_nodes / id_edges, from identity/graph.sql) joined to
--- what is already known. Known state: identifiers the stream attached since the last daily
--- publish, then the daily build's current profile_identifiers. Every known profile that holds one
--- of the batch's identifiers becomes a node of its own, linked to those identifiers, so each
--- connected component (suffix _s) holds the known profiles it joins.
+{% import "identity/_macros.sql" as m with context %}
+-- The batch's identity graph joined to what is already known. identity.label_as_of ran the daily
+-- build's link rules, graph and components on the history around the batch (link_sources.sql):
+-- the session's id_labels holds every identifier with its component label, under every rule of
+-- identity.yml but the per-profile limits (assign.sql leaves those to the daily build).
+-- Known state: identifiers the stream attached since the last daily publish, then the daily
+-- build's current profile_identifiers. A known profile holding identifiers of several components
+-- joins them: one more round of connected components (suffix _s) on the labels.
 CREATE OR REPLACE VIEW {{ rs }}.state AS
 SELECT identifier_type, identifier_value, profile_id FROM {{ home }}.stream_identifiers
 UNION ALL
@@ -13,29 +16,29 @@ WHERE NOT EXISTS (
 );
 
 CREATE OR REPLACE TABLE {{ rs }}.node_profile AS
-SELECT n.node_id, s.profile_id
-FROM {{ rs }}.id_nodes n
-JOIN {{ rs }}.state s ON s.identifier_type = n.node_type AND s.identifier_value = n.node_value;
+SELECT l.node_id, l.label, s.profile_id
+FROM id_labels l
+JOIN {{ rs }}.state s ON s.identifier_type = l.node_type AND s.identifier_value = l.node_value;
 
-CREATE OR REPLACE TABLE {{ rs }}.known_profiles AS
-SELECT profile_id,
-       (SELECT coalesce(max(node_id), 0) FROM {{ rs }}.id_nodes)
-         + row_number() OVER (ORDER BY profile_id) AS node_id
-FROM (SELECT DISTINCT profile_id FROM {{ rs }}.node_profile) k;
+-- Each known profile links the labels of the components it touches to the smallest of them.
+CREATE OR REPLACE TEMP TABLE id_edges_s AS
+SELECT DISTINCT first_label AS a, label AS b
+FROM (
+    SELECT label, min(label) OVER (PARTITION BY profile_id) AS first_label
+    FROM {{ rs }}.node_profile
+) p
+WHERE label <> first_label;
 
-CREATE OR REPLACE TABLE {{ rs }}.id_nodes_s AS
-SELECT node_id FROM {{ rs }}.id_nodes
-UNION ALL
-SELECT node_id FROM {{ rs }}.known_profiles;
-
-CREATE OR REPLACE TABLE {{ rs }}.id_edges_s AS
-SELECT a, b FROM {{ rs }}.id_edges
-UNION
-SELECT np.node_id, kp.node_id
-FROM {{ rs }}.node_profile np JOIN {{ rs }}.known_profiles kp USING (profile_id)
-UNION
-SELECT kp.node_id, np.node_id
-FROM {{ rs }}.node_profile np JOIN {{ rs }}.known_profiles kp USING (profile_id);
-
-CREATE OR REPLACE TABLE {{ rs }}.id_labels_s AS
-SELECT node_id, node_id AS label FROM {{ rs }}.id_nodes_s;
+-- The accepted links among the batch's own rows: when the batch joined profiles (assign.sql).
+CREATE OR REPLACE TABLE {{ rs }}.batch_links AS
+{% for k in m.kinds %}
+SELECT '{{ k.left_type }}' AS left_type, src.{{ k.left }} AS left_value,
+       src.{{ k.observed_at }} AS observed_at
+FROM {{ k.relation }} src
+JOIN id_checked c
+  ON c.kind = {{ k.kind }} AND c.rule IS NULL
+ AND c.left_id = {{ m.node_id(k.left_type, "src." ~ k.left) }}
+ AND c.right_id = {{ m.node_id(k.right_type, "src." ~ k.right) }}
+WHERE src._file IN (SELECT file FROM {{ bs }}.batch_files)
+{{ "UNION ALL" if not loop.last }}
+{% endfor %};

@@ -1,2 +1,0 @@
-DROP TABLE {{ rs }}.id_parent{{ suffix }};
-ALTER TABLE {{ rs }}.id_parent_next{{ suffix }} RENAME TO id_parent{{ suffix }};
