@@ -2,7 +2,9 @@
 -- identifier) and SSO identities (through the external_id): names take the most recent non-empty
 -- value; consent fields the most recent explicit statement, with when and where it was made.
 -- Nothing is ever inferred as opted in: no statement stays NULL.
-CREATE OR REPLACE TABLE {{ rs }}.profile_facts AS
+-- The three tables before audience_profiles are the task's scratch: TEMP, so nothing writes
+-- them to disk (persisted, they cost a tenth of the profile build at 10M; bench/README.md).
+CREATE OR REPLACE TEMP TABLE profile_facts AS
 SELECT facts.*,
        -- recency order within the profile: later statements win; ties by file and line
        row_number() OVER (PARTITION BY profile_id ORDER BY observed_at, file, line) AS recency
@@ -26,7 +28,7 @@ FROM (
     WHERE i.dt <= DATE '{{ ds }}' AND i.observed_at < TIMESTAMP '{{ interval_end }}'
 ) facts;
 
-CREATE OR REPLACE TABLE {{ rs }}.profile_activity AS
+CREATE OR REPLACE TEMP TABLE profile_activity AS
 SELECT pi.profile_id, count(*) AS interactions,
        min(ie.date) AS first_interaction, max(ie.date) AS last_interaction
 FROM interactions_enriched ie
@@ -34,7 +36,7 @@ JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'session_id' AND pi
 WHERE ie.dt <= DATE '{{ ds }}'
 GROUP BY pi.profile_id;
 
-CREATE OR REPLACE TABLE {{ rs }}.profile_answers AS
+CREATE OR REPLACE TEMP TABLE profile_answers AS
 SELECT profile_id,
 {% if engine == "duckdb" %}
        -- Snowflake prints an OBJECT's keys sorted; DuckDB's json_group_object keeps arrival order,
@@ -90,7 +92,7 @@ facts AS (
            max_by(fact_source, CASE WHEN {{ field }} IS NOT NULL THEN recency END) AS {{ field }}_source,
 {% endfor %}
            max(observed_at) AS last_fact_at
-    FROM {{ rs }}.profile_facts GROUP BY profile_id
+    FROM profile_facts GROUP BY profile_id
 )
 SELECT i.profile_id, f.email, f.external_id, f.first_name, f.last_name,
        f.optin_1, f.optin_2, f.accept_terms,
@@ -103,5 +105,5 @@ SELECT i.profile_id, f.email, f.external_id, f.first_name, f.last_name,
        f.accept_terms_at, f.accept_terms_source
 FROM ids i
 LEFT JOIN facts f USING (profile_id)
-LEFT JOIN {{ rs }}.profile_activity a USING (profile_id)
-LEFT JOIN {{ rs }}.profile_answers ans USING (profile_id);
+LEFT JOIN profile_activity a USING (profile_id)
+LEFT JOIN profile_answers ans USING (profile_id);
