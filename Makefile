@@ -57,8 +57,9 @@ format: install
 bench: install
 	$(BIN)/python bench/bench_build.py
 
-# The issue's figures: 1M and 10M interactions, pandas compared at 1M (~20 min, ~10 GiB RAM to
-# generate 10M), then the stream latency through a real scheduler (~3 min).
+# The issue's figures: 1M and 10M interactions, each compared with pandas row for row, daily build
+# and lower bound medians of three (~35 min; ~10 GiB of RAM to generate 10M, ~16 GiB for pandas
+# at 10M), then the stream latency through a real scheduler (~3 min).
 bench-full: install
 	$(BIN)/python bench/bench_build.py --sizes 1000000 10000000 --pandas-max 10000000 --verify --repeat 3
 	$(BIN)/python bench/bench_stream_latency.py
