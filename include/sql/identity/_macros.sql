@@ -16,8 +16,8 @@
    "left_type": "external_id", "left": "external_id", "right_type": "email", "right": "email",
    "where": "email IS NOT NULL"},
 ] %}
-{% macro node_id(type, value) -%}
-hash('{{ type }}', {{ value }}, {{ salt }})
+{% macro node_id(type, value, literal=true) -%}
+hash({{ "'" ~ type ~ "'" if literal else type }}, {{ value }}, {{ salt }})
 {%- endmacro %}
 {% macro rows(k) -%}
 FROM {{ k.relation }}

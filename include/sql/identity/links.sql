@@ -38,25 +38,23 @@ FROM (
 GROUP BY kind, left_id, right_id;
 
 -- Every distinct identifier: its value, when it was first seen (first landing date, first
--- observation) and why the value rules reject it (NULL: it is usable).
+-- observation) and why the value rules reject it (NULL: it is usable). Grouped by the value and
+-- hashed once per identifier: grouping by the node id with the value as a min() payload took
+-- twice as long (bench/README.md). Two values with one id are a collision (node_collisions.sql).
 CREATE OR REPLACE TEMP TABLE id_values{{ suffix }} AS
-SELECT node_id, node_type, node_value, collision, first_dt, first_at,
+SELECT {{ m.node_id("node_type", "node_value", literal=false) }} AS node_id, node_type, node_value,
+       first_dt, first_at,
        CASE node_type
 {% for type in ["session_id", "email", "external_id"] %}
             WHEN '{{ type }}' THEN {{ blocked(type, "node_value") }}
 {% endfor %}
        END AS blocked
 FROM (
-    SELECT node_id, min(node_type) AS node_type, min(node_value) AS node_value,
-           -- two values behind one id (their second, independent hashes differ): the caller
-           -- re-runs with another salt
-           min(fingerprint) <> max(fingerprint) AS collision,
-           min(dt) AS first_dt, min(observed_at) AS first_at
+    SELECT node_type, node_value, min(dt) AS first_dt, min(observed_at) AS first_at
     FROM (
 {% for k in m.kinds %}
 {% for type, column in [(k.left_type, k.left), (k.right_type, k.right)] %}
-        SELECT {{ m.node_id(type, column) }} AS node_id, '{{ type }}' AS node_type,
-               {{ column }} AS node_value, hash({{ column }}, '{{ type }}') AS fingerprint, dt,
+        SELECT '{{ type }}' AS node_type, {{ column }} AS node_value, dt,
                {{ k.observed_at }} AS observed_at
         {{ m.rows(k) }}
         {{ "UNION ALL" if not loop.last }}
@@ -64,7 +62,7 @@ FROM (
         {{ "UNION ALL" if not loop.last }}
 {% endfor %}
     ) ends
-    GROUP BY node_id
+    GROUP BY node_type, node_value
 ) v;
 
 CREATE OR REPLACE TEMP TABLE id_bad{{ suffix }} AS
