@@ -228,16 +228,20 @@ def child_identity(a: dict) -> dict:
     )[0][0]
     wh.execute_script("DROP TABLE bench_people; DROP TABLE bench_sessions; CHECKPOINT")
     rules = identity.load_rules(IDENTITY_YML)
-    components = {}
-    original = identity.connected_components
+    seconds: dict[str, float] = {}
 
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        stats = original(*args, **kwargs)
-        components["seconds"] = time.perf_counter() - start
-        return stats
+    def timed(name: str, original):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            result = original(*args, **kwargs)
+            seconds.setdefault(name, time.perf_counter() - start)  # the first call: one snapshot
+            return result
 
-    identity.connected_components = timed
+        return wrapper
+
+    identity.connected_components = timed("components", identity.connected_components)
+    # the graph alone: link rules, edges, components and labels, before limits and ids
+    identity.label_as_of = timed("graph", identity.label_as_of)
     wh.execute_script("CREATE SCHEMA IF NOT EXISTS bench")
     start = time.perf_counter()
     stats = identity.resolve_as_of(wh, "bench", rules, "2022-05-01", "2022-05-02 00:00:00")
@@ -253,7 +257,8 @@ def child_identity(a: dict) -> dict:
         "links": links,
         "snapshot_seconds": one_snapshot,
         "run_seconds": whole_run,
-        "components_seconds": components["seconds"],
+        "components_seconds": seconds["components"],
+        "graph_seconds": seconds["graph"],
         "nodes": stats.nodes,
         "accepted_links": stats.edges,
         "rounds": stats.rounds,
@@ -503,6 +508,7 @@ def print_report(report: dict) -> None:
             f"{i['split_profiles']:,}, profiles {i['profiles']:,}"
         )
         print(f"  connected components            {fmt(i['components_seconds'])}")
+        print(f"  graph (rules .. labels)         {fmt(i['graph_seconds'])}")
         print(f"  one snapshot (rules .. ids)     {fmt(i['snapshot_seconds'])}")
         print(f"  a run's identity (2 snapshots, audit, merges) {fmt(i['run_seconds'])}")
         print(f"  peak RSS (load + both)          {mib(i['peak_rss_kib']):8.0f} MiB")
@@ -528,7 +534,8 @@ def print_targets(report: dict) -> None:
         i = report["identity"]
         print(
             f"  {i['links']:,} identity links in 10 s or less: components "
-            f"{i['components_seconds']:.1f} s, one snapshot {i['snapshot_seconds']:.1f} s"
+            f"{i['components_seconds']:.1f} s, graph with rules {i['graph_seconds']:.1f} s, "
+            f"one snapshot {i['snapshot_seconds']:.1f} s"
         )
 
 
