@@ -381,14 +381,16 @@ def _resolve(wh: Warehouse, config: PipelineConfig, home: str) -> dict[str, int]
     wh.execute_script(f"DROP SCHEMA IF EXISTS {WORK_SCHEMA} CASCADE; CREATE SCHEMA {WORK_SCHEMA}")
     wh.run_sql("stream/link_sources", **params)
     identity_rules = load_rules(config.identity_config)
+    # Inside the work schema: the identity SQL's scratch tables are TEMP, and on Snowflake a
+    # temporary table belongs to the schema it was created in.
     with _using(wh, WORK_SCHEMA, home):
         # the daily build's link rules, graph and components, on the batch's history
         _, id_params = label_as_of(wh, identity_rules, ALL_DS, ALL_TS)
         wh.run_sql("stream/graph", **params, salt=id_params["salt"])
-    connected_components(wh, "_s")
-    wh.run_sql("stream/assign", **params, per_profile=list(identity_rules.per_profile))
-    for suffix in ("", "_s"):
-        wh.run_sql_steps("identity/drop_scratch", suffix=suffix, extra=[])
+        connected_components(wh, "_s")
+        wh.run_sql("stream/assign", **params, per_profile=list(identity_rules.per_profile))
+        for suffix in ("", "_s"):
+            wh.run_sql_steps("identity/drop_scratch", suffix=suffix, extra=[])
     wh.run_sql(
         "profiles/audience_profiles",
         rs=WORK_SCHEMA,
