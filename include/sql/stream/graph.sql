@@ -39,6 +39,6 @@ JOIN id_checked c
   ON c.kind = {{ k.kind }} AND c.rule IS NULL
  AND c.left_id = {{ m.node_id(k.left_type, "src." ~ k.left) }}
  AND c.right_id = {{ m.node_id(k.right_type, "src." ~ k.right) }}
-WHERE src._file IN (SELECT file FROM {{ bs }}.batch_files)
+WHERE src._file IN (SELECT file FROM {{ bs }}.batch_files){% if "where" in k %} AND src.{{ k.where }}{% endif %}
 {{ "UNION ALL" if not loop.last }}
 {% endfor %};
