@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 # Airflow reads its configuration on first import: isolate it before any test imports Airflow.
-_AIRFLOW_HOME = Path(
-    os.environ.get("AP_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="ap-airflow-")
-)
+if os.environ.get("AP_TEST_AIRFLOW_HOME"):
+    _AIRFLOW_HOME = Path(os.environ["AP_TEST_AIRFLOW_HOME"])
+else:
+    _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ap-airflow-"))
+    # ours, so ours to remove: every test session used to leave one behind in /tmp
+    atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).parents[1] / "dags"))

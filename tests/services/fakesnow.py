@@ -49,7 +49,10 @@ def fakesnow_server(tmp_path_factory) -> int:
     # would find this file instead of the package.
     cmd = [sys.executable, "-m", "tests.services._fakesnow_server", "-s", "-p", str(port)]
     pythonpath = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
-    with background(cmd, port, log, env={"PYTHONPATH": pythonpath}):
+    # fakesnow makes a temp folder per stage upload and never removes it: keep them under
+    # pytest's base temp, which pytest prunes, instead of /tmp
+    tmpdir = tmp_path_factory.mktemp("fakesnow-tmp")
+    with background(cmd, port, log, env={"PYTHONPATH": pythonpath, "TMPDIR": str(tmpdir)}):
         yield port
 
 
