@@ -95,7 +95,20 @@ def write_ndjson(path: Path, records: list) -> Path:
 # Headers in contract order, straight from the landing contract.
 INTERACTION_HEADER = list(SOURCES["interactions"].columns)
 ELEMENT_HEADER = list(SOURCES["elements"].required)
-FORM_HEADER = list(SOURCES["form_entries"].columns)
+# The contract's column order (the tests' rows are positional), every optional column included.
+FORM_HEADER = [
+    "entry_datetime",
+    "first_name",
+    "last_name",
+    "email",
+    "optin_1",
+    "optin_2",
+    "accept_terms",
+    "session_id",
+    "form_name",
+    "form_id",
+]
+assert sorted(FORM_HEADER) == sorted(SOURCES["form_entries"].columns)
 IDENTITY_HEADER = list(SOURCES["identities"].columns)
 
 SEED_SESSION = "e298a949-fa5a-4fae-b4bb-f468cb185dd9"

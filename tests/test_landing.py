@@ -43,15 +43,81 @@ def test_clean_csv_rows_are_numbered_by_their_physical_line(tmp_path):
     assert all(r[5] == f"e{r[1] - 2}" for r in rows)  # each row's values come from its own line
 
 
-def test_csv_value_spanning_lines_keeps_every_row(tmp_path):
-    # A quoted value over two physical lines: rows cannot be matched to lines, so they are
-    # staged with no line number and their parsed values as raw text, none dropped.
+def test_csv_value_spanning_lines_keeps_its_first_line_and_text(tmp_path):
+    # A quoted value over two physical lines: the record is numbered by the line it starts on,
+    # its raw text spans both, and the rows after it keep their own line numbers.
     result, rows = extract_csv(
         tmp_path, '2022-04-29,"e\n1",54663,s1,0,1\n2022-04-29,e2,54663,s2,1,1\n'
     )
     assert result == {**result, "rows": 2, "malformed": 0}
-    assert sorted(r[5] for r in rows) == ["e\n1", "e2"]
-    assert all(r[1] is None for r in rows)
+    assert [(r[1], r[3], r[5]) for r in rows] == [
+        (2, '2022-04-29,"e\n1",54663,s1,0,1', "e\n1"),
+        (4, "2022-04-29,e2,54663,s2,1,1", "e2"),
+    ]
+
+
+def test_a_stray_quote_does_not_fold_the_lines_after_it_into_one_row(tmp_path):
+    # The quote opened on line 3 closes on line 5: the reader sees one record over lines 3-5
+    # with 4 fields. Each of its lines is quarantined on its own; the rows around it are
+    # untouched, and the quote opened on line 7 that never closes takes only its own line.
+    result, rows = extract_csv(
+        tmp_path,
+        "2022-04-29,e1,p,s1,0,1\n"
+        '2022-04-29,"e2,p,s2,0,1\n'
+        "2022-04-29,e3,p,s3,0,1\n"
+        'e4",p,s4\n'
+        "2022-04-29,e5,p,s5,0,1\n"
+        '2022-04-29,"e6,p,s6,0,1\n',
+    )
+    assert (result["rows"], result["malformed"]) == (6, 4)
+    assert [(r[1], r[2] is None) for r in rows] == [
+        (2, True),
+        (3, False),
+        (4, False),
+        (5, False),
+        (6, True),
+        (7, False),
+    ]
+    assert rows[1][2] == (
+        "malformed CSV row: too few columns (expected 6, found 4) (a record over lines 3-5)"
+    )
+    assert rows[1][3] == '2022-04-29,"e2,p,s2,0,1'
+    assert rows[5][2] == "malformed CSV row: unterminated quoted value"
+    assert [r[5] for r in rows if r[2] is None] == ["e1", "e5"]
+
+
+@pytest.mark.parametrize("extra", ["line", "rowid", "k", "", "note,note"])
+def test_an_extra_column_of_any_name_is_ignored(tmp_path, extra):
+    # Columns are read by position: a landed column called "line" once replaced the line
+    # numbers the rows are matched by (rows were lost), and an empty or repeated name (a
+    # trailing comma in the header) failed the file.
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    width = len(extra.split(",")) if extra else 1
+    cells = ",".join(["7"] * width)
+    body = "".join(f"2022-04-29,e{i},p,s{i},0,1,{cells}\n" for i in range(1, 4))
+    for name, text in (("a.csv", body), ("b.csv", body + "\n")):  # fast path, then the other
+        (folder / name).write_text(
+            "date,event_id,poll_id,session_id,option,votes," + extra + "\n" + text
+        )
+    out = tmp_path / "out.parquet"
+    result = extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
+    rows = staged(out)
+    assert (result["rows"], result["malformed"]) == (6, 0)
+    assert [(r[0].rsplit("/", 1)[1], r[1], r[5]) for r in rows] == [
+        (f, i + 1, f"e{i}") for f in ("a.csv", "b.csv") for i in range(1, 4)
+    ]
+
+
+def test_a_required_column_named_twice_fails_naming_it(tmp_path):
+    path = write_csv(
+        tmp_path / "landing" / "interactions" / "date=2022-04-29" / "x.csv",
+        [*INTERACTION_HEADER, "event_id"],
+        [["2022-04-29", "e", "p", "s", 0, 1, "f"]],
+    )
+    with pytest.raises(LandingError, match="x.csv: column.s. event_id appear more than once"):
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
+    assert path.exists()
 
 
 def test_json_lines_keep_line_numbers_and_flag_non_objects(tmp_path):
@@ -70,16 +136,21 @@ def test_json_lines_keep_line_numbers_and_flag_non_objects(tmp_path):
             "not json",
             "",
             "[1, 2]",
+            '{"date": "2022-04-29", "event_id": {"id": 1}, "poll_id": ["p"], "session_id": true,'
+            ' "option": 0, "votes": null}',
         ],
     )
     result = extract(
         "interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet"
     )
-    assert (result["rows"], result["malformed"]) == (3, 2)
+    assert (result["rows"], result["malformed"]) == (4, 3)
     rows = staged(tmp_path / "out.parquet")
-    assert [r[1] for r in rows] == [1, 2, 4]
+    assert [r[1] for r in rows] == [1, 2, 4, 5]
     assert rows[0][6] == "54663" and rows[0][8] == "2"  # numbers arrive as text
     assert rows[1][2] == "not a JSON object"
+    # an object or array would pass for an id as its JSON text; true/false are kept as text
+    assert rows[3][2] == "event_id: not a string or number; poll_id: not a string or number"
+    assert (rows[3][7], rows[3][9]) == ("true", None)
 
 
 def test_missing_column_fails_naming_file_and_column(tmp_path):
@@ -134,3 +205,47 @@ def test_a_rows_own_date_is_kept_in_a_date_named_folder(tmp_path):
     )
     extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
     assert [r[4] for r in staged(tmp_path / "out.parquet")] == ["2022-04-28", "29/04/2022"]
+
+
+@pytest.mark.services
+def test_an_s3_partition_is_its_own_files_as_locally(aws_conn, moto_server, tmp_path):
+    # S3 lists keys recursively: a writer's _temporary/ copy below the partition was read too.
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="landing-subfolders")
+    body = ",".join(INTERACTION_HEADER) + "\n2022-04-29,e1,p,s1,0,1\n"
+    partition = "landing/interactions/date=2022-04-29"
+    for key in ("part-0.csv", "_temporary/0/part-0.csv", "retry/part-0.csv"):
+        s3.put_object(Bucket="landing-subfolders", Key=f"{partition}/{key}", Body=body.encode())
+    out = tmp_path / "out.parquet"
+    result = extract(
+        "interactions", "2022-04-29", "s3://landing-subfolders/landing", out, conn_id=aws_conn
+    )
+    assert (result["files"], result["rows"]) == (1, 1)
+    assert staged(out)[0][0] == f"s3://landing-subfolders/{partition}/part-0.csv"
+
+
+def test_optional_form_columns_may_be_absent(tmp_path):
+    # The contract's optional fields: a form without a consent question has no statement.
+    folder = tmp_path / "landing" / "form_entries" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    (folder / "f.csv").write_text(
+        "entry_datetime,email,session_id,optin_1\n2022-04-29T10:00:00,a@b.co,s1,Yes\n"
+    )
+    out = tmp_path / "out.parquet"
+    result = extract("form_entries", "2022-04-29", str(tmp_path / "landing"), out)
+    assert (result["rows"], result["malformed"]) == (1, 0)
+    row = duckdb.sql(f"SELECT optin_1, optin_2, first_name FROM read_parquet('{out}')").fetchall()
+    assert row == [("Yes", None, None)]
+
+
+def test_raw_keeps_every_character_of_the_line(tmp_path):
+    # Lines were read with a one-character delimiter (0x1F) that cut a line holding it short.
+    _, rows = extract_csv(tmp_path, "2022-04-29,e\x1f1,p,s1,0,1\n")
+    assert rows[0][3] == "2022-04-29,e\x1f1,p,s1,0,1"
+
+
+def test_a_csv_of_blank_lines_stages_nothing(tmp_path):
+    result, rows = extract_csv(tmp_path, "\n\n")
+    assert (result["rows"], rows) == (0, [])

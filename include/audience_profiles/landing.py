@@ -14,10 +14,12 @@ CSV files have a header row; JSON files are newline-delimited objects with the s
 
 Extraction reads every value as text (typing is validation's job, so a bad value becomes a
 quarantine row instead of a crashed load) and keeps, per row, the file, the physical line number
-and the raw text. Rows the CSV parser cannot split (too many or too few fields) and lines that are
-not JSON objects are kept too, flagged in ``_error``: every input row reaches either an output table
-or quarantine. A file that cannot be read at all, or lacks a required column, fails the task with
-the file and column named.
+and the raw text. A CSV record whose quoted value spans lines is numbered by the line it starts
+on. Rows the CSV parser cannot split (too many or too few fields, a quote left open: then each
+physical line of the record on its own), lines that are not JSON objects and JSON fields holding
+an object or array are kept too, flagged in ``_error``: every input row reaches either an output
+table or quarantine. A file that cannot be read at all, or lacks a required column, fails the
+task with the file and column named.
 """
 
 from __future__ import annotations
@@ -57,15 +59,14 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "form_entries",
+            ("entry_datetime", "email", "session_id"),
+            # absent: no name and no consent statement (never an implied one)
             (
-                "entry_datetime",
                 "first_name",
                 "last_name",
-                "email",
                 "optin_1",
                 "optin_2",
                 "accept_terms",
-                "session_id",
                 "form_name",
                 "form_id",
             ),
@@ -122,7 +123,9 @@ def local_files(
     hook = S3Hook(aws_conn_id=conn_id)
     bucket, _, key_prefix = landing_root.removeprefix("s3://").partition("/")
     full_prefix = "/".join(p for p in (key_prefix.strip("/"), prefix) if p) + "/"
-    keys = sorted(k for k in hook.list_keys(bucket, prefix=full_prefix) or [] if is_data_file(k))
+    # delimiter="/": the partition's own files, as locally; not a writer's _temporary/ sub-folder
+    listed = hook.list_keys(bucket, prefix=full_prefix, delimiter="/") or []
+    keys = sorted(k for k in listed if is_data_file(k))
     tmp = Path(tempfile.mkdtemp(prefix=f"landing-{source.name}-"))
     try:
         out = []
@@ -141,31 +144,43 @@ def _sql_str(value: str) -> str:
 
 def _read_lines(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Load the file's physical lines into temp table ``lines(line, text)`` (1-based, blanks kept)."""
-    # A delimiter that never occurs and no quoting: every physical line becomes one value.
+    # No quoting and a four-character delimiter that text does not contain: every physical line
+    # becomes one value (a one-character delimiter cut a line holding that character short).
     con.execute(
         f"CREATE TEMP TABLE lines_raw AS SELECT text FROM read_csv({_sql_str(str(path))}, "
-        "columns={'text': 'VARCHAR'}, header=false, delim=chr(31), quote='', escape='', "
-        "auto_detect=false, strict_mode=false, hive_partitioning=false)"
+        "columns={'text': 'VARCHAR'}, header=false, delim=chr(28) || chr(29) || chr(30) || chr(31), "
+        "quote='', escape='', auto_detect=false, strict_mode=false, hive_partitioning=false)"
     )
     con.execute("DROP TABLE IF EXISTS lines")
     con.execute("CREATE TEMP TABLE lines AS SELECT rowid + 1 AS line, text FROM lines_raw")
     con.execute("DROP TABLE lines_raw")  # memory: files can be large
 
 
-def _stage_csv(con, source: Source, name: str, path: Path) -> None:
-    _read_lines(con, path)
+def _csv_header(con, source: Source, name: str) -> list[str]:
+    """The header's column names, checked: every required column present, once."""
     header_rows = con.execute("SELECT text FROM lines WHERE line = 1").fetchall()
-    first = header_rows[0] if header_rows else None
-    # The header is parsed here, not sniffed: DuckDB's sniffer can mistake a bad row for a dialect.
-    present = [c.strip() for c in next(csv.reader([first[0] or ""]))] if first else []
+    first = header_rows[0][0] if header_rows else None
+    # Parsed here, not sniffed: DuckDB's sniffer can mistake a bad row for a dialect.
+    present = [c.strip() for c in next(csv.reader([first]))] if first else []
     missing = [c for c in source.required if c not in present]
     if missing:
         raise LandingError(
             f"{name}: missing required column(s) {', '.join(missing)} (header: {', '.join(present) or 'empty'})"
         )
-    cols = [c if c in present else None for c in source.columns]
+    repeated = sorted({c for c in present if c in source.columns and present.count(c) > 1})
+    if repeated:
+        raise LandingError(f"{name}: column(s) {', '.join(repeated)} appear more than once")
+    return present
+
+
+def _stage_csv(con, source: Source, name: str, path: Path) -> None:
+    _read_lines(con, path)
+    present = _csv_header(con, source, name)
+    # Columns are read by position (c0, c1, ...), never by the header's names: an extra column
+    # may be called anything ("line", "", a repeated name) and must not clash with ours.
+    position = {c: i for i, c in enumerate(present)}
+    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(present))) + "}"
     con.execute("DROP TABLE IF EXISTS parsed")
-    columns = "{" + ", ".join(f"{_sql_str(c)}: 'VARCHAR'" for c in present) + "}"
     con.execute(
         f"CREATE TEMP TABLE parsed AS SELECT * FROM read_csv({_sql_str(str(path))}, "
         f"columns={columns}, header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
@@ -174,56 +189,94 @@ def _stage_csv(con, source: Source, name: str, path: Path) -> None:
         # partitions and overwrite each row's own `date` value with the folder's.
         "hive_partitioning=false)"
     )
-    values = ", ".join(f'p."{c}"' if c else "NULL" for c in cols)
     n_parsed = con.execute("SELECT count(*) FROM parsed").fetchall()[0][0]
     n_rejected, n_lines, n_blank = con.execute(
-        "SELECT (SELECT count(DISTINCT line) FROM rej), count(*), "
+        "SELECT (SELECT count(*) FROM rej), count(*), "
         "count(*) FILTER (WHERE coalesce(trim(text), '') = '') FROM lines WHERE line > 1"
     ).fetchall()[0]
     if n_rejected == 0 and n_blank == 0 and n_parsed == n_lines:
         # The usual file: every line after the header is one parsed row, in order (DuckDB keeps
         # the reader's order in `parsed` with preserve_insertion_order), so row i is line i + 2.
+        values = ", ".join(f"p.c{position[c]}" if c in position else "NULL" for c in source.columns)
         con.execute(
             f"""
             INSERT INTO staged
             SELECT {_sql_str(name)}, d.line, NULL, d.text, {values}
-            FROM (SELECT *, rowid + 2 AS line FROM parsed) p JOIN lines d USING (line)
+            FROM (SELECT *, rowid + 2 AS line_no FROM parsed) p JOIN lines d ON d.line = p.line_no
             """
         )
     else:
-        # Data row k is the k-th non-blank physical line after the header that the parser did
-        # not reject (DuckDB skips blank lines; its reject table names physical lines).
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE data_lines AS
-            SELECT line, text, row_number() OVER (ORDER BY line) AS k
-            FROM lines
-            WHERE line > 1 AND coalesce(trim(text), '') <> ''
-              AND line NOT IN (SELECT line FROM rej)
-            """
-        )
-        n_data = con.execute("SELECT count(*) FROM data_lines").fetchall()[0][0]
-        exact = n_parsed == n_data  # false only when quoted values span lines
-        con.execute(
-            f"""
-            INSERT INTO staged
-            SELECT {_sql_str(name)}, {"d.line" if exact else "NULL"}, NULL,
-                   {"d.text" if exact else "to_json(p)::VARCHAR"}, {values}
-            FROM (SELECT *, row_number() OVER (ORDER BY rowid) AS k FROM parsed) p
-            {"JOIN data_lines d USING (k)" if exact else ""}
-            """
-        )
-        con.execute("DROP TABLE data_lines")
-    con.execute(
-        f"""
-        INSERT INTO staged
-        SELECT {_sql_str(name)}, min(line),
-               'malformed CSV row: ' || lower(any_value(error_type)) || ' (' || any_value(error_message) || ')',
-               any_value(csv_line), {", ".join("NULL" for _ in cols)}
-        FROM rej GROUP BY line
-        """
-    )
+        _stage_csv_records(con, source, name, present)
     con.execute("DROP TABLE rej; DROP TABLE rej_scan; DROP TABLE parsed")
+
+
+def _csv_records(
+    lines: list[str], width: int
+) -> Iterator[tuple[int, str, list[str] | None, str | None]]:
+    """Split a CSV file's data lines (header excluded; the first is physical line 2) into
+    records: ``(line, raw, fields, error)``, ``line`` being where the record starts.
+
+    A record may span lines (a quoted value holding a newline). A record that cannot be read
+    (wrong number of fields, a quote left open) is returned once per physical line it covers,
+    each with the error: a stray quote must not fold the lines after it into one row.
+    """
+    reader = csv.reader((text + "\n" for text in lines), strict=True)
+    done = 0  # lines the reader has consumed
+    while True:
+        try:
+            fields, error = next(reader), None
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            fields = None
+            error = "unterminated quoted value" if "end of data" in str(exc) else str(exc)
+        first, done = done, reader.line_num
+        if not fields and error is None:
+            continue  # an empty line is no record (whitespace-only lines are, and fail below)
+        if fields is not None and len(fields) != width:
+            many = "many" if len(fields) > width else "few"
+            error = f"too {many} columns (expected {width}, found {len(fields)})"
+        if error is None:
+            raw = lines[first] if done - first == 1 else "\n".join(lines[first:done])
+            yield first + 2, raw, fields, None
+            continue
+        span = f" (a record over lines {first + 2}-{done + 1})" if done - first > 1 else ""
+        for i in range(first, done):
+            yield i + 2, lines[i], None, f"malformed CSV row: {error}{span}"
+
+
+def _stage_csv_records(con, source: Source, name: str, present: list[str]) -> None:
+    """Stage a CSV file that blank lines, multi-line values or unreadable rows keep off the fast
+    path, record by record, each with the physical line it starts on and its own text."""
+    import pyarrow as pa  # only files off the fast path need it
+
+    texts = con.execute("SELECT text FROM lines WHERE line > 1 ORDER BY line").fetchall()
+    lines = [t or "" for (t,) in texts]
+    width = len(present)
+    records = list(_csv_records(lines, width))
+    if not records:
+        return  # nothing but blank lines
+    line_no, raw, fields, error = zip(*records, strict=True)
+    unread = (None,) * width  # the fields of a row the reader could not split
+    by_position = zip(*(f or unread for f in fields), strict=True)
+    columns = {
+        "_line": pa.array(line_no, pa.int64()),
+        "_error": pa.array(error, pa.string()),
+        "_raw": pa.array(raw, pa.string()),
+        **{f"c{i}": pa.array(values, pa.string()) for i, values in enumerate(by_position)},
+    }
+    position = {c: i for i, c in enumerate(present)}
+    # an empty value is NULL, as DuckDB's reader has it on the fast path
+    values = ", ".join(
+        f"NULLIF(c{position[c]}, '')" if c in position else "NULL" for c in source.columns
+    )
+    con.register("csv_records", pa.table(columns))
+    try:
+        con.execute(
+            f"INSERT INTO staged SELECT {_sql_str(name)}, _line, _error, _raw, {values} FROM csv_records"
+        )
+    finally:
+        con.unregister("csv_records")
 
 
 def _stage_json(con, source: Source, name: str, path: Path) -> None:
@@ -251,13 +304,22 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
     # One parse per record for all fields (a path list), not one per field.
     paths = "[" + ", ".join(_sql_str("$." + c) for c in source.columns) + "]"
     values = ", ".join(f"v[{i}]" for i in range(1, len(source.columns) + 1))
+    # A value is a string, a number, true/false or null; an object or array is not a value
+    # (its JSON text would pass for an id), so the record is flagged, naming the fields.
+    nested = " || ".join(
+        f"CASE WHEN t[{i}] IN ('OBJECT', 'ARRAY') THEN '; {c}: not a string or number' ELSE '' END"
+        for i, c in enumerate(source.columns, start=1)
+    )
     con.execute(
         f"""
         INSERT INTO staged
         SELECT {_sql_str(name)}, line,
-               CASE WHEN NOT is_object THEN 'not a JSON object' END, text, {values}
+               CASE WHEN NOT is_object THEN 'not a JSON object'
+                    ELSE NULLIF(substr({nested}, 3), '') END,
+               text, {values}
         FROM (SELECT line, text, is_object,
-                     json_extract_string(CASE WHEN is_object THEN text END, {paths}) AS v
+                     json_extract_string(CASE WHEN is_object THEN text END, {paths}) AS v,
+                     json_type(CASE WHEN is_object THEN text END, {paths}) AS t
               FROM json_lines)
         """
     )
