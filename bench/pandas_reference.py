@@ -257,7 +257,9 @@ def blocked_reason(node_type: str, value: str, rules: IdentityRules) -> str | No
     for pattern in rules.blocked_patterns[node_type]:
         if re.fullmatch(pattern, lowered):
             return f"matches blocked pattern {pattern}"
-    if node_type == "email" and not re.fullmatch(rules.email_pattern, lowered):
+    if node_type == "email" and value != value.strip(" ").lower():
+        return "not normalised (trim and lower-case)"
+    if node_type == "email" and not re.fullmatch(rules.email_pattern, value):
         return "not a valid email"
     return None
 
@@ -301,11 +303,18 @@ def resolve(data: dict, rules: IdentityRules, cutoff_dt: str, cutoff_ts: str) ->
             ),
         ]
     )
+    # first seen: one row's landing day and observed second, as one number
+    ends["seen_key"] = (pd.to_datetime(ends["dt"]) - pd.Timestamp("1970-01-01")).dt.days.astype(
+        "int64"
+    ) * 10_000_000_000 + (
+        ends["observed_at"].dt.floor("s") - pd.Timestamp("1970-01-01")
+    ).dt.total_seconds().astype("int64")
     values = ends.groupby("node").agg(
         type=("type", "first"),
         value=("value", "first"),
         first_dt=("dt", "min"),
         first_at=("observed_at", "min"),
+        seen_key=("seen_key", "min"),
     )
     values["blocked"] = [
         blocked_reason(t, v, rules) for t, v in zip(values["type"], values["value"], strict=True)
@@ -381,14 +390,12 @@ def resolve(data: dict, rules: IdentityRules, cutoff_dt: str, cutoff_ts: str) ->
     ]
     rejected = pd.concat([links[links["rule"].notna()], cut_rows], ignore_index=True)
 
-    # anchors: earliest landing day, then observed second, then the id
-    nodes["seen_key"] = (
-        pd.to_datetime(nodes["first_dt"]) - pd.Timestamp("1970-01-01")
-    ).dt.days * 10_000_000_000 + (
-        nodes["first_at"].dt.floor("s") - pd.Timestamp("1970-01-01")
-    ).dt.total_seconds().astype("int64")
+    # anchors: emails and external_ids before sessions, then first seen, then the id
+    nodes["anchor_key"] = nodes["seen_key"] + np.where(
+        nodes["type"] == "session_id", 100_000_000_000_000_000, 0
+    )
     nodes["hash"] = [hashlib.md5(n.encode()).hexdigest()[:20] for n in nodes.index]
-    ordered = nodes.sort_values(["label", "seen_key", "hash"])
+    ordered = nodes.sort_values(["label", "anchor_key", "hash"])
     anchor = ordered.groupby("label")["hash"].first()
     nodes["profile_id"] = "ap_" + nodes["label"].map(anchor)
     nodes["profile_first_seen"] = nodes.groupby("label")["first_at"].transform("min")

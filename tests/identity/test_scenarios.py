@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 from tests.identity.world import World
 
@@ -299,3 +300,68 @@ def test_a_node_id_collision_is_retried_with_the_next_salt(world, monkeypatch):
     world.run(D1)
     assert salts == [0, 1, 0, 1]  # both snapshots retried; ids do not depend on the salt
     assert world.profiles(D1) == expected
+
+
+def _profile_id(identifier: str) -> str:
+    return "ap_" + hashlib.md5(identifier.encode()).hexdigest()[:20]
+
+
+def test_a_session_seen_earlier_only_through_a_rejected_link_does_not_rekey(world):
+    world.form(f"{D1}T10:00:00", S1, "test@example.com")  # a blocked email: S1 stays anonymous
+    world.form(f"{D2}T10:00:00", S2, "fan@example.com")
+    world.run(D2)
+    profile = world.profile_of(D2, "email:fan@example.com")
+    world.form(f"{D3}T10:00:00", S1, "fan@example.com")  # S1 joins: the profile grows
+    world.run(D3)
+    assert world.profile_of(D3, f"session_id:{S1}") == profile
+    assert world.merges(D3) == []
+
+
+def test_an_old_observation_landing_late_does_not_rekey(world):
+    # All three identifiers arrive in one D1 row; the email must not be the anchor then, so that
+    # an earlier observation of it could (wrongly) make it one.
+    email = next(
+        f"fan{i}@example.com"
+        for i in range(100)
+        if _profile_id(f"email:fan{i}@example.com") > _profile_id("external_id:sso-x")
+    )
+    world.sso(f"{D1}T10:00:00", S1, "sso-x", email=email)
+    world.run(D1)
+    profile = world.profile_of(D1, f"email:{email}")
+    assert profile == _profile_id("external_id:sso-x")
+    world.form(f"{D1}T09:00:00", S2, email, dt=D2)  # observed before, landed the day after
+    world.run(D2)
+    assert world.profile_of(D2, f"email:{email}") == profile
+    assert world.merges(D2) == []
+
+
+def test_a_shared_session_never_hands_one_sso_accounts_id_to_another(world):
+    # A session whose id sorts before both accounts': as an anchor it would name their profiles.
+    laptop = next(
+        f"s-{i}"
+        for i in range(1000)
+        if _profile_id(f"session_id:s-{i}") < _profile_id("external_id:sso-a")
+    )
+    world.sso(f"{D1}T10:00:00", S1, "sso-a")
+    world.sso(f"{D1}T10:00:00", laptop, "sso-a")
+    world.sso(f"{D1}T11:00:00", laptop, "sso-b")  # the most recent account keeps the laptop
+    world.run(D1)
+    a, b = (world.profile_of(D1, f"external_id:{x}") for x in ("sso-a", "sso-b"))
+    assert (a, b) == (_profile_id("external_id:sso-a"), _profile_id("external_id:sso-b"))
+    world.sso(f"{D2}T09:00:00", laptop, "sso-a")  # and back again the next day
+    world.run(D2)
+    assert world.profile_of(D2, "external_id:sso-a") == a
+    assert world.profile_of(D2, "external_id:sso-b") == b
+    assert world.merges(D2) == []
+
+
+def test_an_email_written_past_validation_in_another_case_is_rejected_not_a_second_person(world):
+    world.form(f"{D1}T10:00:00", S1, "fan@example.com")
+    world.raw_form(f"{D1}T11:00:00", S2, "Fan@Example.com")  # another loader's row
+    world.run(D1)
+    assert world.groups(D1) == {frozenset({f"session_id:{S1}", "email:fan@example.com"})}
+    [rejected] = world.audit(D1)
+    assert (rejected["rule"], rejected["detail"]) == (
+        "blocked_value",
+        "email not normalised (trim and lower-case)",
+    )

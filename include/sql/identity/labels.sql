@@ -5,9 +5,12 @@
 -- ever hook to smaller ids), or the node's own id when it has no accepted link.
 CREATE OR REPLACE TEMP TABLE id_labels{{ suffix }} AS
 SELECT v.node_id, coalesce(m.parent, v.node_id) AS label, v.node_type, v.node_value, v.first_at,
-       -- when the identifier was first seen, as one number: landing day, then second
-       datediff('day', DATE '1970-01-01', v.first_dt) * 10000000000
-       + datediff('second', TIMESTAMP '1970-01-01 00:00:00', v.first_at) AS seen_key
+       -- the anchor order (profile_identifiers.sql): first seen first (links.sql seen_key), every
+       -- email and external_id before any session. A session is a cookie: it can be seen long
+       -- before it links to anyone (through links the rules rejected) and can pass from one
+       -- person to another, so a profile named after one could be re-keyed by it or hand its
+       -- id to someone else.
+       v.seen_key + CASE WHEN v.node_type = 'session_id' THEN 100000000000000000 ELSE 0 END AS anchor_key
 FROM id_values{{ suffix }} v
 LEFT JOIN id_cc_map{{ suffix }} m ON m.node = v.node_id
 WHERE v.blocked IS NULL

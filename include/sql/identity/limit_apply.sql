@@ -15,7 +15,9 @@ FROM id_lim_part{{ suffix }} p
 WHERE id_labels{{ suffix }}.node_id = p.node_id;
 
 INSERT INTO id_cuts{{ suffix }}
-SELECT a, b, 'profile holds at most one {{ type }}: would join ' || a_seed || ' and ' || b_seed
+-- the two values in order, not in node-id (hash) order, so the text does not depend on the salt
+SELECT a, b, 'profile holds at most one {{ type }}: would join ' || least(a_seed, b_seed)
+             || ' and ' || greatest(a_seed, b_seed)
 FROM id_lim_cut{{ suffix }};
 
 DROP TABLE id_lim_nodes{{ suffix }};

@@ -15,7 +15,10 @@ CASE WHEN {{ value }} IS NULL THEN 'missing'
      WHEN regexp_like(lower({{ value }}), {{ pattern | literal }}) THEN 'matches blocked pattern ' || {{ pattern | literal }}
 {% endfor %}
 {% if type == "email" %}
-     WHEN NOT regexp_like(lower({{ value }}), {{ email_pattern | literal }}) THEN 'not a valid email'
+     {#- validation stores emails trimmed and lower-cased (the matching key); a row written by
+         another loader that is not would be a second identifier for the same address -#}
+     WHEN {{ value }} <> lower(trim({{ value }})) THEN 'not normalised (trim and lower-case)'
+     WHEN NOT regexp_like({{ value }}, {{ email_pattern | literal }}) THEN 'not a valid email'
 {% endif %}
 END
 {%- endmacro %}
@@ -37,20 +40,26 @@ FROM (
 ) r
 GROUP BY kind, left_id, right_id;
 
--- Every distinct identifier: its value, when it was first seen (first landing date, first
--- observation) and why the value rules reject it (NULL: it is usable). Grouped by the value and
--- hashed once per identifier: grouping by the node id with the value as a min() payload took
--- twice as long (bench/README.md). Two values with one id are a collision (node_collisions.sql).
+-- Every distinct identifier: its value, when it was first seen and why the value rules reject it
+-- (NULL: it is usable). seen_key orders identifiers by their first row: landing day, then the
+-- second that row was observed, as one number. Both from one row: the earliest landing day's
+-- earliest observation. (Taken apart, an old observation landing late lent its time to an
+-- identifier first landed earlier, which could then re-key a profile it had long been in.)
+-- Grouped by the value and hashed once per identifier: grouping by the node id with the value as
+-- a min() payload took twice as long (bench/README.md). Two values with one id are a collision
+-- (node_collisions.sql).
 CREATE OR REPLACE TEMP TABLE id_values{{ suffix }} AS
 SELECT {{ m.node_id("node_type", "node_value", literal=false) }} AS node_id, node_type, node_value,
-       first_dt, first_at,
+       seen_key, first_at,
        CASE node_type
 {% for type in ["session_id", "email", "external_id"] %}
             WHEN '{{ type }}' THEN {{ blocked(type, "node_value") }}
 {% endfor %}
        END AS blocked
 FROM (
-    SELECT node_type, node_value, min(dt) AS first_dt, min(observed_at) AS first_at
+    SELECT node_type, node_value, min(observed_at) AS first_at,
+           min(datediff('day', DATE '1970-01-01', dt) * 10000000000
+               + datediff('second', TIMESTAMP '1970-01-01 00:00:00', observed_at)) AS seen_key
     FROM (
 {% for k in m.kinds %}
 {% for type, column in [(k.left_type, k.left), (k.right_type, k.right)] %}

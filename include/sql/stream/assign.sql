@@ -1,7 +1,8 @@
 -- Profile ids for the components of the batch's graph (see graph.sql), by the daily build's
 -- anchor rule (identity/profile_identifiers.sql):
 -- - no known profile: a new profile, 'ap_' + md5 of its anchor, the identifier first seen
---   (earliest landing date, then earliest observation, then by value);
+--   (an email or external_id before any session; earliest landing date, then that row's
+--   observation; then by the id);
 -- - one known profile: that profile;
 -- - several: they merge; the one whose own anchor was seen first survives, as in a rebuild.
 -- Also the profiles whose sessions interacted in the batch. Outputs: profile_identifiers (every
@@ -12,7 +13,7 @@
 -- label a known profile joined it to (id_cc_map_s).
 CREATE OR REPLACE TABLE {{ rs }}.id_nodes AS
 SELECT l.node_id, coalesce(m.parent, l.label) AS label, l.node_type, l.node_value,
-       l.node_type || ':' || l.node_value AS node, l.seen_key
+       l.node_type || ':' || l.node_value AS node, l.anchor_key
 FROM id_labels l
 LEFT JOIN id_cc_map_s m ON m.node = l.label;
 
@@ -43,8 +44,11 @@ seen AS (
     UNION ALL SELECT 'external_id', external_id, dt, observed_at FROM {{ home }}.identities
     UNION ALL SELECT 'email', email, dt, observed_at FROM {{ home }}.identities WHERE email IS NOT NULL
 )
-SELECT w.t AS identifier_type, w.v AS identifier_value,
-       min(s.dt) AS first_dt, min(s.observed_at) AS first_seen
+SELECT w.t AS identifier_type, w.v AS identifier_value, min(s.observed_at) AS first_seen,
+       -- the daily anchor order (identity/labels.sql anchor_key): one row's landing day and second
+       min(datediff('day', DATE '1970-01-01', s.dt) * 10000000000
+           + datediff('second', TIMESTAMP '1970-01-01 00:00:00', s.observed_at))
+       + CASE WHEN w.t = 'session_id' THEN 100000000000000000 ELSE 0 END AS anchor_key
 FROM wanted w LEFT JOIN seen s ON s.t = w.t AND s.v = w.v
 GROUP BY w.t, w.v;
 
@@ -75,7 +79,7 @@ SELECT CAST(NULL AS BIGINT) AS label WHERE false;
 CREATE OR REPLACE TABLE {{ rs }}.component_profile AS
 WITH anchors AS (
     -- a known profile's anchor is the identifier its id was derived from
-    SELECT m.profile_id, st.first_dt, st.first_seen,
+    SELECT m.profile_id, st.anchor_key,
            m.identifier_type || ':' || m.identifier_value AS node
     FROM {{ rs }}.members m
     JOIN {{ rs }}.identifier_stats st USING (identifier_type, identifier_value)
@@ -86,15 +90,15 @@ survivors AS (
     FROM {{ rs }}.component_known k LEFT JOIN anchors a USING (profile_id)
     QUALIFY row_number() OVER (
         PARTITION BY k.label
-        ORDER BY a.first_dt NULLS LAST, date_trunc('second', a.first_seen) NULLS LAST, k.profile_id) = 1
+        ORDER BY a.anchor_key NULLS LAST, k.profile_id) = 1
 ),
 fresh AS (
     SELECT n.label, 'ap_' || substr(md5(n.node), 1, 20) AS profile_id
     FROM {{ rs }}.id_nodes n
     WHERE n.label NOT IN (SELECT label FROM {{ rs }}.component_known)
     QUALIFY row_number() OVER (
-        -- the daily build's anchor order (identity/labels.sql seen_key, then the id itself)
-        PARTITION BY n.label ORDER BY n.seen_key, substr(md5(n.node), 1, 20)) = 1
+        -- the daily build's anchor order (identity/labels.sql anchor_key, then the id itself)
+        PARTITION BY n.label ORDER BY n.anchor_key, substr(md5(n.node), 1, 20)) = 1
 )
 SELECT label, profile_id FROM survivors WHERE label NOT IN (SELECT label FROM {{ rs }}.over_limit)
 UNION ALL
