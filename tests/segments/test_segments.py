@@ -230,6 +230,22 @@ def test_a_later_run_keeps_since_dates_from_the_data(wh):
     assert memberships(wh) == earlier | {("blue", "p-bob", D("2022-05-01"))}
 
 
+def test_latest_answer_orders_file_names_field_by_field(wh):
+    # Same day, same partition: a.jsonl's row is the later one, as in the profile's answers
+    # column. The answer key once joined its fields with "|", which sorts after "l": a.json won.
+    wh.con.executemany(
+        "INSERT INTO interactions_enriched (dt, date, poll_id, title, element_type, event_id, "
+        "session_id, option_label, _file, _line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            ("2022-04-28", "2022-04-28", "1", TEAM, "team_selector", EVENT, "s-dee", label, f, 1)
+            for label, f in (("Red", "a.json"), ("Blue", "a.jsonl"))
+        ],
+    )
+    wh.con.execute(f"INSERT INTO {RS}.profile_identifiers VALUES ('session_id', 's-dee', 'p-dee')")
+    build(wh, {"blue": SEGMENTS["blue"]})
+    assert ("blue", "p-dee", D("2022-04-28")) in memberships(wh)
+
+
 def test_no_segments_file_means_no_table_and_an_empty_file_an_empty_table(wh):
     build(wh, {})
     assert memberships(wh) == set()

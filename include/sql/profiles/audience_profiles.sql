@@ -59,7 +59,8 @@ FROM (
                    CAST(ie.date - DATE '1970-01-01' AS HUGEINT) * 1208925819614629174706176
                    + coalesce(f.file_rank, 0) * 281474976710656 + coalesce(ie._line, 0)) AS option
 {% else %}
-           max_by(ie.option_label, CAST(ie.date AS VARCHAR) || '|' || CAST(ie.dt AS VARCHAR) || '|' || ie._file || '|' || lpad(CAST(ie._line AS VARCHAR), 12, '0')) AS option
+           -- chr(1): below any character of a file name (segments/answer.sql)
+           max_by(ie.option_label, CAST(ie.date AS VARCHAR) || chr(1) || CAST(ie.dt AS VARCHAR) || chr(1) || ie._file || chr(1) || lpad(CAST(ie._line AS VARCHAR), 12, '0')) AS option
 {% endif %}
     FROM interactions_enriched ie
     JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'session_id' AND pi.identifier_value = ie.session_id
