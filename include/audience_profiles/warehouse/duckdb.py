@@ -21,6 +21,8 @@ CREATE OR REPLACE TEMP MACRO regexp_like(s, p) AS regexp_full_match(s, p);
 CREATE OR REPLACE TEMP MACRO iff(c, a, b) AS CASE WHEN c THEN a ELSE b END;
 CREATE OR REPLACE TEMP MACRO try_to_date(s) AS try_cast(s AS DATE);
 CREATE OR REPLACE TEMP MACRO try_to_timestamp(s) AS try_cast(s AS TIMESTAMP);
+-- Snowflake's two-argument form: the instant in zone tz (DuckDB gives it as a naive TIMESTAMP).
+CREATE OR REPLACE TEMP MACRO convert_timezone(tz, t) AS timezone(tz, t);
 CREATE OR REPLACE TEMP MACRO sha2(s, bits) AS sha256(s);
 -- Keys sorted, as Snowflake's OBJECT_AGG serialises them: the same data gives the same text.
 CREATE OR REPLACE TEMP MACRO object_agg(k, v) AS
@@ -40,6 +42,9 @@ class DuckDBWarehouse(Warehouse):
         self.con.execute(f"SET memory_limit = {sql_literal(config.memory_limit)}")
         self.con.execute(f"SET threads = {int(config.threads)}")
         self.con.execute("SET preserve_insertion_order = false")
+        # As the Snowflake session (TIMEZONE=UTC): a timestamp without an offset is UTC, never
+        # the machine's local time.
+        self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute(COMPAT_MACROS)
 
     @staticmethod

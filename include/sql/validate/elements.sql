@@ -5,19 +5,22 @@
 CREATE OR REPLACE TEMP TABLE checked_elements AS
 SELECT c.*,
        CASE WHEN reason IS NULL AND row_number() OVER (
-                PARTITION BY trim(poll_id), try_cast(trim(option) AS INTEGER) ORDER BY _file DESC, _line DESC) > 1
+                PARTITION BY {{ v.trimmed("poll_id") }}, try_cast({{ v.trimmed("option") }} AS INTEGER)
+                ORDER BY _file DESC, _line DESC) > 1
             THEN 'poll_id, option: duplicate of a later element row' ELSE reason END AS final_reason
 FROM (
     SELECT *, {{ v.reasons(["_error", v.required("poll_id"), v.integer("option"), v.required("title"),
                             v.required("option_label"),
-                            "CASE WHEN element_type IS NOT NULL AND trim(element_type) <> '' AND lower(trim(element_type)) NOT IN ('vote', 'quiz', 'competition', 'prediction', 'team_selector') THEN 'element_type: unknown' END"]) }} AS reason
+                            "CASE WHEN element_type IS NOT NULL AND " ~ v.trimmed("element_type") ~ " <> '' AND lower(" ~ v.trimmed("element_type") ~ ") NOT IN ('vote', 'quiz', 'competition', 'prediction', 'team_selector') THEN 'element_type: unknown' END"]) }} AS reason
     FROM {{ staged }}
 ) c;
 
 DELETE FROM elements;
 INSERT INTO elements
-SELECT trim(poll_id), trim(title), CAST(trim(option) AS INTEGER), trim(option_label),
-       NULLIF(lower(trim(element_type)), ''), NULLIF(trim(event_id), ''), _file, _line
+SELECT {{ v.trimmed("poll_id") }}, {{ v.trimmed("title") }}, CAST({{ v.trimmed("option") }} AS INTEGER),
+       {{ v.trimmed("option_label") }},
+       NULLIF(lower({{ v.trimmed("element_type") }}), ''), NULLIF({{ v.trimmed("event_id") }}, ''),
+       _file, _line
 FROM checked_elements WHERE final_reason IS NULL;
 
 DELETE FROM quarantine WHERE dt = DATE '{{ ds }}' AND source = 'elements';

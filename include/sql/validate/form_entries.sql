@@ -10,11 +10,12 @@ FROM {{ staged }};
 
 DELETE FROM form_entries WHERE dt = DATE '{{ ds }}';
 INSERT INTO form_entries
-SELECT DATE '{{ ds }}', CAST(trim(entry_datetime) AS TIMESTAMP),
-       NULLIF(trim(first_name), ''), NULLIF(trim(last_name), ''),
-       lower(trim(email)), email,
+SELECT DATE '{{ ds }}', {{ v.utc_timestamp("entry_datetime") }},
+       NULLIF({{ v.trimmed("first_name") }}, ''), NULLIF({{ v.trimmed("last_name") }}, ''),
+       lower({{ v.trimmed("email") }}), email,
        {{ v.to_bool("optin_1") }}, {{ v.to_bool("optin_2") }}, {{ v.to_bool("accept_terms") }},
-       trim(session_id), NULLIF(trim(form_name), ''), CAST(NULLIF(trim(form_id), '') AS INTEGER),
+       {{ v.trimmed("session_id") }}, NULLIF({{ v.trimmed("form_name") }}, ''),
+       CAST(NULLIF({{ v.trimmed("form_id") }}, '') AS INTEGER),
        _file, _line
 FROM checked_form_entries WHERE reason IS NULL;
 

@@ -7,8 +7,10 @@ FROM {{ staged }};
 
 DELETE FROM identities WHERE dt = DATE '{{ ds }}';
 INSERT INTO identities
-SELECT DATE '{{ ds }}', CAST(trim(observed_at) AS TIMESTAMP), trim(session_id), trim(external_id),
-       NULLIF(lower(trim(email)), ''), NULLIF(trim(first_name), ''), NULLIF(trim(last_name), ''),
+SELECT DATE '{{ ds }}', {{ v.utc_timestamp("observed_at") }},
+       {{ v.trimmed("session_id") }}, {{ v.trimmed("external_id") }},
+       NULLIF(lower({{ v.trimmed("email") }}), ''),
+       NULLIF({{ v.trimmed("first_name") }}, ''), NULLIF({{ v.trimmed("last_name") }}, ''),
        _file, _line
 FROM checked_identities WHERE reason IS NULL;
 

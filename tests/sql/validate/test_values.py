@@ -1,0 +1,325 @@
+"""Value rules of include/sql/validate, through the real extract and validate steps.
+
+Timestamps are stored as UTC (an offset is applied; none means UTC), an interaction dated after
+its landing partition is quarantined, and white space means any ASCII white space, not only
+spaces. Each rule is also checked where it matters downstream: the most recent statement wins,
+and the run for a day sees nothing from after that day (UTC).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from audience_profiles import pipeline
+from audience_profiles.config import PipelineConfig
+from audience_profiles.landing import SOURCES
+from audience_profiles.pipeline import RunWindow, run_all
+from audience_profiles.warehouse import open_warehouse
+from tests.support import write_config, write_csv, write_ndjson
+
+DS = "2022-04-29"
+ISO_TIMESTAMP = "entry_datetime: not an ISO timestamp"
+
+
+def land(root: Path, source: str, ds: str | None, rows: list[dict], name: str = "part-0.csv"):
+    """One landing file (JSON when ``name`` says so), every column of the source present."""
+    folder = root / "landing" / source / (f"date={ds}" if ds else "")
+    columns = SOURCES[source].columns
+    if name.endswith(".json"):
+        return write_ndjson(folder / name, [{c: r.get(c) or "" for c in columns} for r in rows])
+    return write_csv(
+        folder / name, list(columns), [[r.get(c) or "" for c in columns] for r in rows]
+    )
+
+
+def form(at: str, session_id: str = "s1", email: str = "ann@example.com", **fields) -> dict:
+    return {"entry_datetime": at, "session_id": session_id, "email": email, **fields}
+
+
+def validate(config: PipelineConfig, ds: str = DS) -> dict:
+    window = RunWindow.for_date(ds)
+    staged = [pipeline.extract_source(s, window, config) for s in pipeline.VALIDATION_ORDER]
+    return pipeline.validate(window, staged, config)["sources"]
+
+
+def query(config: PipelineConfig, sql: str) -> list[tuple]:
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def quarantined(config: PipelineConfig, source: str) -> list[tuple[int, str]]:
+    return query(
+        config, f"SELECT line, reason FROM quarantine WHERE source = '{source}' ORDER BY line"
+    )
+
+
+@pytest.fixture
+def config(tmp_path) -> PipelineConfig:
+    return write_config(tmp_path, destinations=[])
+
+
+# --- 1. time-zone offsets ------------------------------------------------------------------
+
+OFFSETS = {  # landed value -> stored UTC value
+    "2022-04-29T10:00:00+02:00": dt.datetime(2022, 4, 29, 8, 0),
+    "2022-04-29T10:00:00-05:00": dt.datetime(2022, 4, 29, 15, 0),
+    "2022-04-29T23:30:00-05:00": dt.datetime(2022, 4, 30, 4, 30),
+    "2022-04-29T01:00:00+02:00": dt.datetime(2022, 4, 28, 23, 0),
+    "2022-04-29T10:00:00.25+0530": dt.datetime(2022, 4, 29, 4, 30, 0, 250000),
+    "2022-04-29T10:00:00Z": dt.datetime(2022, 4, 29, 10, 0),
+    "2022-04-29T10:00:00": dt.datetime(2022, 4, 29, 10, 0),
+    " 2022-04-29 10:00\t": dt.datetime(2022, 4, 29, 10, 0),
+    "2022-04-29": dt.datetime(2022, 4, 29, 0, 0),
+}
+
+
+def test_offsets_are_converted_to_utc(config, tmp_path):
+    values = list(OFFSETS)
+    land(tmp_path, "form_entries", DS, [form(v, f"s{i}") for i, v in enumerate(values)])
+    land(
+        tmp_path,
+        "identities",
+        DS,
+        [
+            {"observed_at": v, "session_id": f"s{i}", "external_id": "x"}
+            for i, v in enumerate(values)
+        ],
+    )
+
+    counts = validate(config)
+
+    assert counts["form_entries"]["valid"] == counts["identities"]["valid"] == len(values)
+    for table, column in (("form_entries", "entry_datetime"), ("identities", "observed_at")):
+        stored = query(config, f"SELECT _line, {column} FROM {table} ORDER BY _line")
+        assert [at for _, at in stored] == list(OFFSETS.values()), table
+
+
+def test_the_most_recent_statement_is_the_latest_in_utc(config, tmp_path):
+    land(
+        tmp_path,
+        "form_entries",
+        DS,
+        [
+            form("2022-04-29T09:00:00Z", first_name="Ann", optin_1="Yes"),
+            # later on the clock, earlier in time (08:00 UTC): an older statement
+            form("2022-04-29T10:00:00+02:00", first_name="Anna", optin_1="No"),
+        ],
+    )
+    run_all(RunWindow.for_date(DS), config)
+    assert query(config, "SELECT first_name, optin_1, optin_1_at FROM audience_profiles") == [
+        ("Ann", True, dt.datetime(2022, 4, 29, 9, 0))
+    ]
+
+
+def test_a_statement_after_the_day_in_utc_counts_on_the_next_run(config, tmp_path):
+    # Landed on 04-29 but made at 04:30 UTC on 04-30: not part of the run of 04-29.
+    land(tmp_path, "form_entries", DS, [form("2022-04-29T23:30:00-05:00", optin_1="Yes")])
+
+    first = run_all(RunWindow.for_date(DS), config)
+    assert first["profiles"]["profiles"] == 0
+
+    second = run_all(RunWindow.for_date("2022-04-30"), config)
+    assert second["profiles"]["profiles"] == 1
+    assert query(config, "SELECT email, optin_1, optin_1_at FROM audience_profiles") == [
+        ("ann@example.com", True, dt.datetime(2022, 4, 30, 4, 30))
+    ]
+
+
+@pytest.fixture
+def machine_in_new_york(monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_value_without_offset_is_utc_whatever_the_machine_zone(
+    config, tmp_path, machine_in_new_york
+):
+    land(tmp_path, "form_entries", DS, [form("2022-04-29T10:00:00")])
+    validate(config)
+    assert query(config, "SELECT entry_datetime FROM form_entries") == [
+        (dt.datetime(2022, 4, 29, 10, 0),)
+    ]
+
+
+def test_the_timestamp_check_quarantines_what_it_cannot_convert(config, tmp_path):
+    rejected = [
+        "yesterday",
+        "29/04/2022 10:00",
+        "1651226400",  # an epoch number: Snowflake's cast would take it, DuckDB's not
+        "2022-04-29T10:00:00 Europe/Paris",  # a zone name: DuckDB's cast would take it
+        "2022-04-29T25:00:00",
+        "2022-02-30T10:00:00",
+        "2022-04-29T10:00:00+2",
+    ]
+    land(tmp_path, "form_entries", DS, [form(v) for v in [*OFFSETS, *rejected]])
+
+    counts = validate(config)
+
+    assert counts["form_entries"] == {
+        "read": len(OFFSETS) + len(rejected),
+        "valid": len(OFFSETS),
+        "quarantined": len(rejected),
+    }
+    first_rejected = len(OFFSETS) + 2  # header, then one line per row
+    assert quarantined(config, "form_entries") == [
+        (first_rejected + i, ISO_TIMESTAMP) for i in range(len(rejected))
+    ]
+    assert query(config, "SELECT count(*) FROM form_entries WHERE entry_datetime IS NULL") == [(0,)]
+
+
+# --- 2. interactions dated after their partition -------------------------------------------
+
+ELEMENTS = [
+    {
+        "poll_id": "p1",
+        "title": "Which team do you support?",
+        "option": str(i),
+        "option_label": label,
+    }
+    for i, label in enumerate(["Blue", "Red", "White"])
+]
+
+
+def interaction(date: str, option: int = 0, session_id: str = "s1") -> dict:
+    return {
+        "date": date,
+        "event_id": "e1",
+        "poll_id": "p1",
+        "session_id": session_id,
+        "option": str(option),
+        "votes": "1",
+    }
+
+
+def test_an_interaction_dated_after_its_partition_is_quarantined(config, tmp_path):
+    land(
+        tmp_path,
+        "interactions",
+        "2022-05-01",
+        [
+            interaction("2022-05-01"),
+            interaction("2022-04-30"),  # landed late: fine
+            interaction("2022-05-02"),
+            interaction("2099-01-01"),
+            interaction("2099-13-01"),  # not a date at all: that reason only
+        ],
+    )
+
+    counts = validate(config, "2022-05-01")
+
+    assert counts["interactions"] == {"read": 5, "valid": 2, "quarantined": 3}
+    assert quarantined(config, "interactions") == [
+        (4, "date: later than its landing date"),
+        (5, "date: later than its landing date"),
+        (6, "date: not a YYYY-MM-DD date"),
+    ]
+
+
+def test_a_future_interaction_does_not_reach_the_snapshot(config, tmp_path):
+    land(tmp_path, "elements", None, ELEMENTS)
+    land(tmp_path, "form_entries", "2022-05-01", [form("2022-05-01T09:00:00")])
+    land(
+        tmp_path,
+        "interactions",
+        "2022-05-01",
+        [interaction("2022-05-01", option=0), interaction("2099-01-01", option=1)],
+    )
+
+    run_all(RunWindow.for_date("2022-05-01"), config)
+
+    assert query(config, "SELECT answers, last_seen, interactions FROM audience_profiles") == [
+        ('{"Which team do you support?":"Blue"}', dt.datetime(2022, 5, 1, 9, 0), 1)
+    ]
+
+
+# --- 3. white space ------------------------------------------------------------------------
+
+
+def test_a_white_space_name_does_not_replace_a_real_one(config, tmp_path):
+    land(tmp_path, "form_entries", DS, [form("2022-04-29T09:00:00Z", first_name="Ann")])
+    land(
+        tmp_path,
+        "form_entries",
+        DS,
+        [form("2022-04-29T10:00:00Z", first_name="\t", last_name=" \r\n ")],
+        name="part-1.json",
+    )
+    run_all(RunWindow.for_date(DS), config)
+    assert query(config, "SELECT first_name, last_name FROM audience_profiles") == [("Ann", None)]
+
+
+def test_white_space_only_values_are_missing_and_values_are_trimmed(config, tmp_path):
+    land(
+        tmp_path,
+        "interactions",
+        DS,
+        [{**interaction(DS), "session_id": "\t"}, {**interaction(DS), "option": "\t2"}],
+        name="part-0.json",
+    )
+    land(
+        tmp_path,
+        "form_entries",
+        DS,
+        [
+            form("2022-04-29T10:00:00", session_id="\t \t"),
+            form("\t2022-04-29T10:00:00\t", session_id="s2\r\n", email="\tAnn@Example.com"),
+        ],
+        name="part-0.json",
+    )
+    land(
+        tmp_path,
+        "identities",
+        DS,
+        [{"observed_at": "2022-04-29T10:00:00", "session_id": "s3", "external_id": "\r\n"}],
+        name="part-0.json",
+    )
+
+    validate(config)
+
+    assert quarantined(config, "interactions") == [(1, "session_id: missing")]
+    assert quarantined(config, "form_entries") == [(1, "session_id: missing")]
+    assert quarantined(config, "identities") == [(1, "external_id: missing")]
+    assert query(config, "SELECT option FROM interactions") == [(2,)]
+    assert query(config, "SELECT session_id, email, email_raw FROM form_entries") == [
+        ("s2", "ann@example.com", "\tAnn@Example.com")
+    ]
+
+
+# --- Snowflake (fakesnow): the same conversion in the other engine's spelling --------------
+
+
+@pytest.mark.services
+def test_snowflake_converts_offsets_to_utc(snowflake_conn, tmp_path):
+    database = "VALIDATE_" + uuid.uuid4().hex[:8].upper()
+    config = write_config(
+        tmp_path,
+        destinations=[],
+        warehouse={
+            "engine": "snowflake",
+            "conn_id": snowflake_conn,
+            "database": database,
+            "schema": "main",
+        },
+    )
+    land(
+        tmp_path,
+        "form_entries",
+        DS,
+        [form(v, f"s{i}", first_name="\t") for i, v in enumerate([*OFFSETS, "yesterday"])],
+    )
+
+    counts = validate(config)
+
+    assert counts["form_entries"]["quarantined"] == 1
+    with open_warehouse(config) as wh:
+        stored = wh.query("SELECT entry_datetime, first_name FROM form_entries ORDER BY _line")
+    assert stored == [(at, None) for at in OFFSETS.values()]
