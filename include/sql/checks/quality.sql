@@ -16,6 +16,7 @@ SELECT 'consent: every opt-in has its statement time and source', count(*)
 FROM {{ rs }}.audience_profiles
 WHERE (optin_1 IS NOT NULL AND (optin_1_at IS NULL OR optin_1_source IS NULL))
    OR (optin_2 IS NOT NULL AND (optin_2_at IS NULL OR optin_2_source IS NULL))
+   OR (accept_terms IS NOT NULL AND (accept_terms_at IS NULL OR accept_terms_source IS NULL))
 UNION ALL
 SELECT 'interactions_enriched reconciles with interactions for the partition',
        abs((SELECT count(*) FROM interactions WHERE dt = DATE '{{ ds }}')

@@ -6,7 +6,7 @@
 -#}
 {% import "identity/_macros.sql" as m with context %}
 {#- Why a value cannot be an identifier, or NULL when it can. Values arrive trimmed by validation
-    (the same trim()), so only case is folded here. -#}
+    (validate/_macros.sql trimmed()), so only case is folded here. -#}
 {% macro blocked(type, value) -%}
 CASE WHEN {{ value }} IS NULL THEN 'missing'
      WHEN length({{ value }}) > {{ max_value_length }} THEN 'longer than {{ max_value_length }} characters'
