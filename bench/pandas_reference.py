@@ -28,6 +28,11 @@ YES, NO = {"yes", "y", "true", "1"}, {"no", "n", "false", "0"}
 ELEMENT_TYPES = {"vote", "quiz", "competition", "prediction", "team_selector"}
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 INT_RE = re.compile(r"^[0-9]{1,9}$")
+# validate/_macros.sql's ISO 8601 forms: a date, an optional time, an optional Z or offset
+ISO_TIMESTAMP_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?"
+)
 
 
 # --- landing ------------------------------------------------------------------------------
@@ -71,6 +76,14 @@ def to_bool(series: pd.Series) -> pd.Series:
     return lowered.map(lambda v: True if v in YES else False if v in NO else None)
 
 
+def utc_timestamps(series: pd.Series) -> pd.Series:
+    """ISO 8601 text as naive UTC timestamps (an offset applied, none meaning UTC); NaT if not."""
+    value = text(series)
+    iso = value.where(value.str.fullmatch(ISO_TIMESTAMP_RE.pattern))
+    parsed = pd.to_datetime(iso, errors="coerce", format="ISO8601", utc=True)
+    return parsed.dt.tz_localize(None)
+
+
 def valid_email(series: pd.Series, pattern: str) -> pd.Series:
     return text(series).str.lower().str.fullmatch(pattern)
 
@@ -106,6 +119,7 @@ def validate(root: Path, dates: list[str], email_pattern: str) -> dict[str, pd.D
     ok = (
         date.str.fullmatch(DATE_RE.pattern)
         & pd.to_datetime(date, format="%Y-%m-%d", errors="coerce").notna()
+        & (date <= inter["dt"])  # not dated after its partition
         & (text(inter["event_id"]) != "")
         & (text(inter["poll_id"]) != "")
         & (text(inter["session_id"]) != "")
@@ -123,7 +137,7 @@ def validate(root: Path, dates: list[str], email_pattern: str) -> dict[str, pd.D
     )
 
     forms = read_source(root, "form_entries", dates)
-    entry = pd.to_datetime(text(forms["entry_datetime"]), errors="coerce", format="ISO8601")
+    entry = utc_timestamps(forms["entry_datetime"])
     yes_no_ok = [
         (text(forms[c]) == "") | text(forms[c]).str.lower().isin(YES | NO)
         for c in ("optin_1", "optin_2", "accept_terms")
@@ -156,7 +170,7 @@ def validate(root: Path, dates: list[str], email_pattern: str) -> dict[str, pd.D
     for column in ("email", "first_name", "last_name"):
         if column not in ids:
             ids[column] = None
-    observed = pd.to_datetime(text(ids["observed_at"]), errors="coerce", format="ISO8601")
+    observed = utc_timestamps(ids["observed_at"])
     email = text(ids["email"])
     ok = (
         observed.notna()
