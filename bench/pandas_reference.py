@@ -15,6 +15,7 @@ import json
 import re
 import sys
 from collections import deque
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -474,59 +475,71 @@ def split_profiles(nodes: pd.DataFrame, accepted: pd.DataFrame, type_: str) -> d
 
 
 def merges(prev: dict, cur: dict, new_links: pd.DataFrame, interval_start: str) -> pd.DataFrame:
+    """Per merged profile, Kruskal over the survivor's new links in the reporting order (time,
+    then the ends): the first link that connects the merged profile with the survivor's side
+    names the merge, its end on the survivor's side the identifier."""
     p, c = prev["identifiers"], cur["identifiers"]
+    key = lambda f: f["identifier_type"] + ":" + f["identifier_value"]  # noqa: E731
+    prev_of = dict(zip(key(p), p["profile_id"], strict=True))
+    cur_of = dict(zip(key(c), c["profile_id"], strict=True))
+    members: dict[str, set] = {}
+    for identifier, profile in cur_of.items():
+        members.setdefault(profile, set()).add(identifier)
+    first = (
+        new_links.groupby(
+            ["left", "right", "left_type", "left_value", "right_type", "right_value", "source"]
+        )["observed_at"]
+        .min()
+        .reset_index()
+        .sort_values(["observed_at", "left_type", "left_value", "right_type", "right_value"])
+    )
+    links_of: dict[str, list] = {}
+    for link in first.itertuples(index=False):
+        profile = cur_of.get(link.left)
+        if profile is not None and profile == cur_of.get(link.right):
+            links_of.setdefault(profile, []).append(link)
     gone = p[~p["profile_id"].isin(set(c["profile_id"]))]
-    moved = gone.merge(c, on=["identifier_type", "identifier_value"], suffixes=("", "_now"))
-    survivors = moved.sort_values(
+    earliest = gone.sort_values(
         ["profile_id", "first_seen", "identifier_type", "identifier_value"]
     ).drop_duplicates("profile_id")
-    prev_of = dict(
-        zip(p["identifier_type"] + ":" + p["identifier_value"], p["profile_id"], strict=True)
-    )
-    ends = pd.concat(
-        [
-            new_links.assign(
-                end=new_links["left"],
-                end_type=new_links["left_type"],
-                end_value=new_links["left_value"],
-                other=new_links["right"],
-                other_type=new_links["right_type"],
-                other_value=new_links["right_value"],
-            ),
-            new_links.assign(
-                end=new_links["right"],
-                end_type=new_links["right_type"],
-                end_value=new_links["right_value"],
-                other=new_links["left"],
-                other_type=new_links["left_type"],
-                other_value=new_links["left_value"],
-            ),
-        ]
-    ).sort_values(["observed_at", "end_type", "end_value", "other_type", "other_value"])
-    exits: dict[str, tuple] = {}
-    for row in ends.itertuples(index=False):
-        profile = prev_of.get(row.end)
-        if profile and prev_of.get(row.other) != profile and profile not in exits:
-            exits[profile] = (
-                row.other_type,
-                row.other_value,
-                row.observed_at,
-                f"{row.source}:{row.left_type}-{row.right_type}",
-            )
     out = []
-    for s in survivors.itertuples(index=False):
-        mine, theirs = exits.get(s.profile_id), exits.get(s.profile_id_now)
-        merged_at = (
-            max(mine[2], theirs[2] if theirs else mine[2]) if mine else pd.Timestamp(interval_start)
-        )
+    for m in earliest.itertuples(index=False):
+        s = cur_of.get(f"{m.identifier_type}:{m.identifier_value}")
+        if s is None:
+            continue
+        anchors = sorted(i for i in members[s] if profile_id_of(i) == s)
+        if s in set(p["profile_id"]):
+            side = {s}
+        elif anchors:  # a new id: the survivor's side is the identifier it derives from
+            side = {prev_of.get(anchors[0], anchors[0])}
+        else:  # ... or every other old profile now in it
+            side = {prev_of[i] for i in members[s] if i in prev_of} - {m.profile_id}
+        row = (pd.Timestamp(interval_start), "regrouped", m.identifier_type, m.identifier_value)
+        parent: dict[str, str] = {}
+        find = partial(root_of, parent)
+        for link in links_of.get(s, []):
+            a, b = (
+                find(prev_of.get(link.left, link.left)),
+                find(prev_of.get(link.right, link.right)),
+            )
+            if a == b:
+                continue
+            m_root = find(m.profile_id)
+            if m_root in (a, b) and {a, b} & ({find(x) for x in side} - {m_root}):
+                end = link.right if a == m_root else link.left
+                end_type, end_value = end.split(":", 1)
+                reason = f"{link.source}:{link.left_type}-{link.right_type}"
+                row = (link.observed_at, reason, end_type, end_value)
+                break
+            parent[a] = b
         out.append(
             {
-                "merged_profile_id": s.profile_id,
-                "surviving_profile_id": s.profile_id_now,
-                "merged_at": merged_at,
-                "reason": mine[3] if mine else "regrouped",
-                "identifier_type": mine[0] if mine else s.identifier_type,
-                "identifier_value": mine[1] if mine else s.identifier_value,
+                "merged_profile_id": m.profile_id,
+                "surviving_profile_id": s,
+                "merged_at": row[0],
+                "reason": row[1],
+                "identifier_type": row[2],
+                "identifier_value": row[3],
             }
         )
     return pd.DataFrame(
@@ -540,6 +553,16 @@ def merges(prev: dict, cur: dict, new_links: pd.DataFrame, interval_start: str) 
             "identifier_value",
         ],
     )
+
+
+def root_of(parent: dict[str, str], x: str) -> str:
+    while parent.get(x, x) != x:
+        x = parent[x]
+    return x
+
+
+def profile_id_of(identifier: str) -> str:
+    return "ap_" + hashlib.md5(identifier.encode()).hexdigest()[:20]
 
 
 # --- profiles ------------------------------------------------------------------------------
