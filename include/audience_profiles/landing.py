@@ -305,7 +305,11 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
     paths = "[" + ", ".join(_sql_str("$." + c) for c in source.columns) + "]"
     values = ", ".join(f"v[{i}]" for i in range(1, len(source.columns) + 1))
     # A value is a string, a number, true/false or null; an object or array is not a value
-    # (its JSON text would pass for an id), so the record is flagged, naming the fields.
+    # (its JSON text would pass for an id), so the record is flagged, naming the fields. Types
+    # are read (a second parse) only for records with a value that could be one.
+    maybe_nested = " OR ".join(
+        f"left(v[{i}], 1) IN ('{{', '[')" for i in range(1, len(source.columns) + 1)
+    )
     nested = " || ".join(
         f"CASE WHEN t[{i}] IN ('OBJECT', 'ARRAY') THEN '; {c}: not a string or number' ELSE '' END"
         for i, c in enumerate(source.columns, start=1)
@@ -317,10 +321,10 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
                CASE WHEN NOT is_object THEN 'not a JSON object'
                     ELSE NULLIF(substr({nested}, 3), '') END,
                text, {values}
-        FROM (SELECT line, text, is_object,
-                     json_extract_string(CASE WHEN is_object THEN text END, {paths}) AS v,
-                     json_type(CASE WHEN is_object THEN text END, {paths}) AS t
-              FROM json_lines)
+        FROM (SELECT *, CASE WHEN {maybe_nested} THEN json_type(text, {paths}) END AS t
+              FROM (SELECT line, text, is_object,
+                           json_extract_string(CASE WHEN is_object THEN text END, {paths}) AS v
+                    FROM json_lines))
         """
     )
 
