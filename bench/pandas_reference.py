@@ -15,7 +15,6 @@ import json
 import re
 import sys
 from collections import deque
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -502,46 +501,49 @@ def merges(prev: dict, cur: dict, new_links: pd.DataFrame, interval_start: str) 
     earliest = gone.sort_values(
         ["profile_id", "first_seen", "identifier_type", "identifier_value"]
     ).drop_duplicates("profile_id")
-    out = []
+    old_ids = set(p["profile_id"])
+    by_survivor: dict[str, list] = {}
     for m in earliest.itertuples(index=False):
-        s = cur_of.get(f"{m.identifier_type}:{m.identifier_value}")
-        if s is None:
-            continue
+        survivor = cur_of.get(f"{m.identifier_type}:{m.identifier_value}")
+        if survivor is not None:
+            by_survivor.setdefault(survivor, []).append(m)
+    out = []
+    for s, merged in by_survivor.items():
         anchors = sorted(i for i in members[s] if profile_id_of(i) == s)
-        if s in set(p["profile_id"]):
-            side = {s}
+        if s in old_ids:
+            sides = {m.profile_id: {s} for m in merged}
         elif anchors:  # a new id: the survivor's side is the identifier it derives from
-            side = {prev_of.get(anchors[0], anchors[0])}
+            sides = {m.profile_id: {prev_of.get(anchors[0], anchors[0])} for m in merged}
         else:  # ... or every other old profile now in it
-            side = {prev_of[i] for i in members[s] if i in prev_of} - {m.profile_id}
-        row = (pd.Timestamp(interval_start), "regrouped", m.identifier_type, m.identifier_value)
-        parent: dict[str, str] = {}
-        find = partial(root_of, parent)
-        for link in links_of.get(s, []):
-            a, b = (
-                find(prev_of.get(link.left, link.left)),
-                find(prev_of.get(link.right, link.right)),
+            old_here = {prev_of[i] for i in members[s] if i in prev_of}
+            sides = {m.profile_id: old_here - {m.profile_id} for m in merged}
+        found = joined(links_of.get(s, []), prev_of, sides)
+        for m in merged:
+            link, end = found.get(m.profile_id, (None, None))
+            row = (
+                (
+                    link.observed_at,
+                    f"{link.source}:{link.left_type}-{link.right_type}",
+                    *end.split(":", 1),
+                )
+                if link is not None
+                else (
+                    pd.Timestamp(interval_start),
+                    "regrouped",
+                    m.identifier_type,
+                    m.identifier_value,
+                )
             )
-            if a == b:
-                continue
-            m_root = find(m.profile_id)
-            if m_root in (a, b) and {a, b} & ({find(x) for x in side} - {m_root}):
-                end = link.right if a == m_root else link.left
-                end_type, end_value = end.split(":", 1)
-                reason = f"{link.source}:{link.left_type}-{link.right_type}"
-                row = (link.observed_at, reason, end_type, end_value)
-                break
-            parent[a] = b
-        out.append(
-            {
-                "merged_profile_id": m.profile_id,
-                "surviving_profile_id": s,
-                "merged_at": row[0],
-                "reason": row[1],
-                "identifier_type": row[2],
-                "identifier_value": row[3],
-            }
-        )
+            out.append(
+                {
+                    "merged_profile_id": m.profile_id,
+                    "surviving_profile_id": s,
+                    "merged_at": row[0],
+                    "reason": row[1],
+                    "identifier_type": row[2],
+                    "identifier_value": row[3],
+                }
+            )
     return pd.DataFrame(
         out,
         columns=[
@@ -555,10 +557,34 @@ def merges(prev: dict, cur: dict, new_links: pd.DataFrame, interval_start: str) 
     )
 
 
-def root_of(parent: dict[str, str], x: str) -> str:
-    while parent.get(x, x) != x:
-        x = parent[x]
-    return x
+def joined(links: list, prev_of: dict, sides: dict[str, set]) -> dict[str, tuple]:
+    """Kruskal over one survivor's links in order: for each merged profile, the first link
+    after which it is connected to its side, and that link's end on the side's part."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.get(x, x) != x:
+            parent[x] = parent.get(parent[x], parent[x])  # path halving
+            x = parent[x]
+        return x
+
+    found: dict[str, tuple] = {}
+    waiting: dict[str, set] = {}  # root -> the merged profiles in its part, not yet joined
+    for m, side in sides.items():
+        if side:
+            waiting.setdefault(m, set()).add(m)
+    for link in links:
+        a, b = find(prev_of.get(link.left, link.left)), find(prev_of.get(link.right, link.right))
+        if a == b:
+            continue
+        for m_root, other, end in ((a, b, link.right), (b, a, link.left)):
+            for m in list(waiting.get(m_root, ())):
+                if other in {find(x) for x in sides[m]}:
+                    found[m] = (link, end)
+                    waiting[m_root].discard(m)
+        parent[a] = b
+        waiting.setdefault(b, set()).update(waiting.pop(a, ()))
+    return found
 
 
 def profile_id_of(identifier: str) -> str:
