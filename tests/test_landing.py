@@ -29,7 +29,7 @@ def test_csv_rows_keep_file_and_physical_line(tmp_path):
     )
     assert result == {**result, "files": 1, "rows": 3, "malformed": 1}
     assert [(r[1], r[2] is not None) for r in rows] == [(2, False), (3, True), (5, False)]
-    assert rows[1][2].startswith("malformed CSV row")
+    assert rows[1][2] == "malformed CSV row: too few columns (expected 6, found 2)"
     assert rows[1][3] == "bad,row"
     assert rows[2][5] == "e,2"  # quoted comma survives
 
@@ -249,3 +249,20 @@ def test_raw_keeps_every_character_of_the_line(tmp_path):
 def test_a_csv_of_blank_lines_stages_nothing(tmp_path):
     result, rows = extract_csv(tmp_path, "\n\n")
     assert (result["rows"], rows) == (0, [])
+
+
+def test_every_non_empty_line_is_a_row_or_quarantined_on_each_path(tmp_path):
+    # The same lines through the record-per-line path (no quote left open) and the
+    # record-by-record one (a value over two lines): the same rows and reasons.
+    lines = ["2022-04-29,e1,p,s1,0,1", "bad,row", "", "   ", "\t", "2022-04-29,e2,p,s2,0,1,x"]
+    _, plain = extract_csv(tmp_path / "a", "\n".join(lines) + "\n")
+    _, spanning = extract_csv(tmp_path / "b", "\n".join(lines) + '\n2022-04-29,"e\n3",p,s3,0,1\n')
+    expected = [
+        (2, None),
+        (3, "malformed CSV row: too few columns (expected 6, found 2)"),
+        (5, "malformed CSV row: too few columns (expected 6, found 1)"),
+        (6, "malformed CSV row: too few columns (expected 6, found 1)"),
+        (7, "malformed CSV row: too many columns (expected 6, found 7)"),
+    ]
+    assert [(r[1], r[2]) for r in plain] == expected
+    assert [(r[1], r[2]) for r in spanning] == [*expected, (8, None)]

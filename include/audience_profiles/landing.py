@@ -190,14 +190,17 @@ def _stage_csv(con, source: Source, name: str, path: Path) -> None:
         "hive_partitioning=false)"
     )
     n_parsed = con.execute("SELECT count(*) FROM parsed").fetchall()[0][0]
-    n_rejected, n_lines, n_blank = con.execute(
+    n_rejected, n_lines, n_blank, n_open = con.execute(
         "SELECT (SELECT count(*) FROM rej), count(*), "
-        "count(*) FILTER (WHERE coalesce(trim(text), '') = '') FROM lines WHERE line > 1"
+        "count(*) FILTER (WHERE coalesce(trim(text), '') = ''), "
+        # an odd number of quotes on a line: a quoted value may run on to the next line
+        "count(*) FILTER (WHERE (length(text) - length(replace(text, '\"', ''))) % 2 = 1) "
+        "FROM lines WHERE line > 1"
     ).fetchall()[0]
+    values = ", ".join(f"p.c{position[c]}" if c in position else "NULL" for c in source.columns)
     if n_rejected == 0 and n_blank == 0 and n_parsed == n_lines:
         # The usual file: every line after the header is one parsed row, in order (DuckDB keeps
         # the reader's order in `parsed` with preserve_insertion_order), so row i is line i + 2.
-        values = ", ".join(f"p.c{position[c]}" if c in position else "NULL" for c in source.columns)
         con.execute(
             f"""
             INSERT INTO staged
@@ -205,16 +208,40 @@ def _stage_csv(con, source: Source, name: str, path: Path) -> None:
             FROM (SELECT *, rowid + 2 AS line_no FROM parsed) p JOIN lines d ON d.line = p.line_no
             """
         )
-    else:
+    elif n_open == 0:
+        # Blank lines or unreadable rows, but every record on a line of its own: parsed row k
+        # is the k-th non-blank line the reader did not reject (its reject table names lines).
+        con.execute(
+            f"""
+            INSERT INTO staged
+            SELECT {_sql_str(name)}, d.line, NULL, d.text, {values}
+            FROM (SELECT *, row_number() OVER (ORDER BY rowid) AS row_no FROM parsed) p
+            JOIN (SELECT line, text, row_number() OVER (ORDER BY line) AS row_no
+                  FROM lines
+                  WHERE line > 1 AND coalesce(trim(text), '') <> ''
+                    AND line NOT IN (SELECT line FROM rej)) d ON d.row_no = p.row_no
+            """
+        )
+        # the lines the reader rejected, each a record of its own: read (and worded) as the
+        # record-by-record path reads them
+        _stage_csv_records(con, source, name, present, "line IN (SELECT line FROM rej)")
+        staged, expected = con.execute(
+            f"SELECT (SELECT count(*) FROM staged WHERE _file = {_sql_str(name)}), "
+            "count(*) FILTER (WHERE line > 1 AND coalesce(text, '') <> '') FROM lines"
+        ).fetchall()[0]
+        if staged != expected:  # a line the reader neither took nor rejected: read them all
+            con.execute(f"DELETE FROM staged WHERE _file = {_sql_str(name)}")
+            _stage_csv_records(con, source, name, present)
+    else:  # a value spans lines: split the file record by record
         _stage_csv_records(con, source, name, present)
     con.execute("DROP TABLE rej; DROP TABLE rej_scan; DROP TABLE parsed")
 
 
 def _csv_records(
-    lines: list[str], width: int
+    numbers: list[int], lines: list[str], width: int
 ) -> Iterator[tuple[int, str, list[str] | None, str | None]]:
-    """Split a CSV file's data lines (header excluded; the first is physical line 2) into
-    records: ``(line, raw, fields, error)``, ``line`` being where the record starts.
+    """Split consecutive data lines of a CSV file (``numbers``: their physical line numbers)
+    into records: ``(line, raw, fields, error)``, ``line`` being where the record starts.
 
     A record may span lines (a quoted value holding a newline). A record that cannot be read
     (wrong number of fields, a quote left open) is returned once per physical line it covers,
@@ -238,22 +265,29 @@ def _csv_records(
             error = f"too {many} columns (expected {width}, found {len(fields)})"
         if error is None:
             raw = lines[first] if done - first == 1 else "\n".join(lines[first:done])
-            yield first + 2, raw, fields, None
+            yield numbers[first], raw, fields, None
             continue
-        span = f" (a record over lines {first + 2}-{done + 1})" if done - first > 1 else ""
+        span = (
+            f" (a record over lines {numbers[first]}-{numbers[done - 1]})"
+            if done - first > 1
+            else ""
+        )
         for i in range(first, done):
-            yield i + 2, lines[i], None, f"malformed CSV row: {error}{span}"
+            yield numbers[i], lines[i], None, f"malformed CSV row: {error}{span}"
 
 
-def _stage_csv_records(con, source: Source, name: str, present: list[str]) -> None:
-    """Stage a CSV file that blank lines, multi-line values or unreadable rows keep off the fast
-    path, record by record, each with the physical line it starts on and its own text."""
+def _stage_csv_records(
+    con, source: Source, name: str, present: list[str], which: str = "line > 1"
+) -> None:
+    """Stage the CSV file's lines ``which`` (SQL, over ``lines``; consecutive unless every
+    record is on a line of its own) record by record, each with the physical line it starts on
+    and its own text."""
     import pyarrow as pa  # only files off the fast path need it
 
-    texts = con.execute("SELECT text FROM lines WHERE line > 1 ORDER BY line").fetchall()
-    lines = [t or "" for (t,) in texts]
+    texts = con.execute(f"SELECT line, text FROM lines WHERE {which} ORDER BY line").fetchall()
+    numbers, lines = [n for n, _ in texts], [t or "" for _, t in texts]
     width = len(present)
-    records = list(_csv_records(lines, width))
+    records = list(_csv_records(numbers, lines, width))
     if not records:
         return  # nothing but blank lines
     line_no, raw, fields, error = zip(*records, strict=True)
