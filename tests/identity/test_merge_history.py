@@ -9,7 +9,6 @@ side. docs/identity.md, "Merge history".
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import defaultdict
 from functools import partial
@@ -18,6 +17,7 @@ import pytest
 
 from audience_profiles.config import WarehouseConfig
 from audience_profiles.warehouse.duckdb import DuckDBWarehouse
+from tests.identity.world import profile_id
 
 D1, D2, D3 = "2022-04-25", "2022-04-26", "2022-04-27"
 
@@ -325,10 +325,6 @@ def test_without_a_new_link_between_them_the_profiles_were_regrouped(wh):
     assert run_merges(wh, prev, cur, links) == {
         "ap_b": ("ap_a", START, "regrouped", "session_id:s-2")  # B's earliest identifier
     }
-
-
-def profile_id(identifier: str) -> str:
-    return "ap_" + hashlib.md5(identifier.encode()).hexdigest()[:20]
 
 
 def root(parent: dict[str, str], x: str) -> str:

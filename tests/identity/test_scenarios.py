@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 
-from tests.identity.world import World
+from tests.identity.world import World, profile_id
 
 D1, D2, D3 = "2022-04-25", "2022-04-26", "2022-04-27"
 S1, S2, S3, KIOSK = "s-1111", "s-2222", "s-3333", "s-kiosk"
 
 
-def test_cookie_reset_rejoined_by_email_keeps_the_first_profile_id(world):
+def test_cookie_reset_rejoined_by_email_keeps_the_firstprofile_id(world):
     world.form(f"{D1}T10:00:00", S1, "fan@example.com", "Ann", "Lee")
     world.run(D1)
     first_id = world.profile_of(D1, "email:fan@example.com")
@@ -302,10 +301,6 @@ def test_a_node_id_collision_is_retried_with_the_next_salt(world, monkeypatch):
     assert world.profiles(D1) == expected
 
 
-def _profile_id(identifier: str) -> str:
-    return "ap_" + hashlib.md5(identifier.encode()).hexdigest()[:20]
-
-
 def test_a_session_seen_earlier_only_through_a_rejected_link_does_not_rekey(world):
     world.form(f"{D1}T10:00:00", S1, "test@example.com")  # a blocked email: S1 stays anonymous
     world.form(f"{D2}T10:00:00", S2, "fan@example.com")
@@ -323,12 +318,12 @@ def test_an_old_observation_landing_late_does_not_rekey(world):
     email = next(
         f"fan{i}@example.com"
         for i in range(100)
-        if _profile_id(f"email:fan{i}@example.com") > _profile_id("external_id:sso-x")
+        if profile_id(f"email:fan{i}@example.com") > profile_id("external_id:sso-x")
     )
     world.sso(f"{D1}T10:00:00", S1, "sso-x", email=email)
     world.run(D1)
     profile = world.profile_of(D1, f"email:{email}")
-    assert profile == _profile_id("external_id:sso-x")
+    assert profile == profile_id("external_id:sso-x")
     world.form(f"{D1}T09:00:00", S2, email, dt=D2)  # observed before, landed the day after
     world.run(D2)
     assert world.profile_of(D2, f"email:{email}") == profile
@@ -340,14 +335,14 @@ def test_a_shared_session_never_hands_one_sso_accounts_id_to_another(world):
     laptop = next(
         f"s-{i}"
         for i in range(1000)
-        if _profile_id(f"session_id:s-{i}") < _profile_id("external_id:sso-a")
+        if profile_id(f"session_id:s-{i}") < profile_id("external_id:sso-a")
     )
     world.sso(f"{D1}T10:00:00", S1, "sso-a")
     world.sso(f"{D1}T10:00:00", laptop, "sso-a")
     world.sso(f"{D1}T11:00:00", laptop, "sso-b")  # the most recent account keeps the laptop
     world.run(D1)
     a, b = (world.profile_of(D1, f"external_id:{x}") for x in ("sso-a", "sso-b"))
-    assert (a, b) == (_profile_id("external_id:sso-a"), _profile_id("external_id:sso-b"))
+    assert (a, b) == (profile_id("external_id:sso-a"), profile_id("external_id:sso-b"))
     world.sso(f"{D2}T09:00:00", laptop, "sso-a")  # and back again the next day
     world.run(D2)
     assert world.profile_of(D2, "external_id:sso-a") == a

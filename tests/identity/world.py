@@ -7,6 +7,7 @@ scenario reads like its story and still exercises the same SQL.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections import defaultdict
 from pathlib import Path
@@ -22,6 +23,11 @@ from audience_profiles.warehouse.duckdb import DuckDBWarehouse
 
 IDENTITY_YML = Path(__file__).resolve().parents[2] / "include" / "config" / "identity.yml"
 SOURCES = ("elements", "interactions", "form_entries", "identities")
+
+
+def profile_id(identifier: str) -> str:
+    """The id a profile anchored on ``identifier`` ("type:value") gets (profile_identifiers.sql)."""
+    return "ap_" + hashlib.md5(identifier.encode()).hexdigest()[:20]
 
 
 class World:

@@ -31,3 +31,14 @@ CASE {{ column }}{% for k in kinds %} WHEN {{ k.kind }} THEN '{{ k[property] }}'
 {% macro session_kinds(type) -%}
 ({{ kinds | selectattr("left_type", "equalto", "session_id") | selectattr("right_type", "equalto", type) | map(attribute="kind") | join(", ") or "NULL" }})
 {%- endmacro %}
+{#- When a row was seen, as one number: its landing day, then its observation to the second.
+    min() over an identifier's rows gives the earliest landing day's earliest observation. -#}
+{% macro row_seen_key(dt, observed_at) -%}
+datediff('day', DATE '1970-01-01', {{ dt }}) * 10000000000
++ datediff('second', TIMESTAMP '1970-01-01 00:00:00', {{ observed_at }})
+{%- endmacro %}
+{#- The anchor order (profile_identifiers.sql): first seen first, every email and external_id
+    before any session (labels.sql says why). -#}
+{% macro anchor_key(seen_key, node_type) -%}
+{{ seen_key }} + CASE WHEN {{ node_type }} = 'session_id' THEN 100000000000000000 ELSE 0 END
+{%- endmacro %}

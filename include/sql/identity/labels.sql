@@ -1,3 +1,4 @@
+{% import "identity/_macros.sql" as idm with context %}
 -- The identity graph's nodes with their component label. Nodes: every usable email and
 -- external_id, even when all its links were rejected (a kiosk entrant is still a person, with a
 -- profile of their own), and every session with an accepted link (a session on its own is
@@ -10,7 +11,7 @@ SELECT v.node_id, coalesce(m.parent, v.node_id) AS label, v.node_type, v.node_va
        -- before it links to anyone (through links the rules rejected) and can pass from one
        -- person to another, so a profile named after one could be re-keyed by it or hand its
        -- id to someone else.
-       v.seen_key + CASE WHEN v.node_type = 'session_id' THEN 100000000000000000 ELSE 0 END AS anchor_key
+       {{ idm.anchor_key("v.seen_key", "v.node_type") }} AS anchor_key
 FROM id_values{{ suffix }} v
 LEFT JOIN id_cc_map{{ suffix }} m ON m.node = v.node_id
 WHERE v.blocked IS NULL

@@ -58,8 +58,7 @@ SELECT {{ m.node_id("node_type", "node_value", literal=false) }} AS node_id, nod
        END AS blocked
 FROM (
     SELECT node_type, node_value, min(observed_at) AS first_at,
-           min(datediff('day', DATE '1970-01-01', dt) * 10000000000
-               + datediff('second', TIMESTAMP '1970-01-01 00:00:00', observed_at)) AS seen_key
+           min({{ m.row_seen_key("dt", "observed_at") }}) AS seen_key
     FROM (
 {% for k in m.kinds %}
 {% for type, column in [(k.left_type, k.left), (k.right_type, k.right)] %}

@@ -1,3 +1,4 @@
+{% import "identity/_macros.sql" as idm with context %}
 -- Profile ids for the components of the batch's graph (see graph.sql), by the daily build's
 -- anchor rule (identity/profile_identifiers.sql):
 -- - no known profile: a new profile, 'ap_' + md5 of its anchor, the identifier first seen
@@ -45,10 +46,8 @@ seen AS (
     UNION ALL SELECT 'email', email, dt, observed_at FROM {{ home }}.identities WHERE email IS NOT NULL
 )
 SELECT w.t AS identifier_type, w.v AS identifier_value, min(s.observed_at) AS first_seen,
-       -- the daily anchor order (identity/labels.sql anchor_key): one row's landing day and second
-       min(datediff('day', DATE '1970-01-01', s.dt) * 10000000000
-           + datediff('second', TIMESTAMP '1970-01-01 00:00:00', s.observed_at))
-       + CASE WHEN w.t = 'session_id' THEN 100000000000000000 ELSE 0 END AS anchor_key
+       -- the daily anchor order (identity/_macros.sql)
+       {{ idm.anchor_key("min(" ~ idm.row_seen_key("s.dt", "s.observed_at") ~ ")", "w.t") }} AS anchor_key
 FROM wanted w LEFT JOIN seen s ON s.t = w.t AND s.v = w.v
 GROUP BY w.t, w.v;
 
