@@ -279,6 +279,24 @@ def resolve_as_of(
     return stats
 
 
+def record_merges(wh: Warehouse, rs: str, interval_start: str) -> int:
+    """Write ``{rs}.profile_merges`` from the session's two snapshots (``profile_identifiers_prev``
+    and ``{rs}.profile_identifiers``) and ``id_new_links``; return the search rounds it took.
+
+    The search for the link that joined two profiles relaxes one more edge of every path a round,
+    until a round improves nothing: it ends (ranks only fall), and a chain of any length of
+    profiles joined in one day is found.
+    """
+    wh.run_sql_steps("identity/merge_search", rs=rs)
+    rounds = 0
+    while wh.query("SELECT count(*) FROM id_merge_reach WHERE moved")[0][0]:
+        wh.run_sql_steps("identity/merge_relax")
+        rounds += 1
+    wh.run_sql_steps("identity/profile_merges", rs=rs, interval_start=interval_start)
+    log.info("merge history searched in %s rounds", rounds)
+    return rounds
+
+
 def resolve_run(
     wh: Warehouse, rs: str, rules: IdentityRules, ds: str, interval_start: str, interval_end: str
 ) -> dict:
@@ -293,7 +311,7 @@ def resolve_run(
         wh, rs, rules, ds, interval_end, new_since={"ds": ds, "interval_start": interval_start}
     )
     wh.run_sql_steps("identity/link_audit", rs=rs, ds=ds)
-    wh.run_sql_steps("identity/profile_merges", rs=rs, interval_start=interval_start)
+    record_merges(wh, rs, interval_start)
     # Profiles whose id did not exist as of the interval's start (for the run report), counted
     # while the previous snapshot is still there.
     created = wh.query(

@@ -15,6 +15,7 @@ from functools import partial
 
 import pytest
 
+from audience_profiles import identity
 from audience_profiles.config import WarehouseConfig
 from audience_profiles.warehouse.duckdb import DuckDBWarehouse
 from tests.identity.world import profile_id
@@ -261,7 +262,7 @@ def run_merges(wh, prev, cur, links):
         wh.con.executemany(
             "INSERT INTO id_new_links VALUES (?, ?, ?, ?, CAST(? AS TIMESTAMP), ?)", link_rows
         )
-    wh.run_sql_steps("identity/profile_merges", rs=RS, interval_start=START)
+    identity.record_merges(wh, RS, START)
     return {
         m: (s, str(at), reason, f"{t}:{v}")
         for m, s, at, reason, t, v in wh.query(f"SELECT * FROM {RS}.profile_merges")
@@ -458,4 +459,22 @@ def test_a_dense_day_of_merges_matches_the_reference(wh):
     cur = {"ap_00": [(*i.split(":", 1), START) for i in sorted(identifiers)]}
     expected = reference(prev, cur, links)
     assert len(expected) == 14
+    assert run_merges(wh, prev, cur, links) == expected
+
+
+def test_a_chain_of_fifty_profiles_joined_in_one_day_is_searched_to_its_end(wh):
+    # new session n{i} enters the emails of profiles i and i+1: ap_49 reaches the survivor
+    # ap_00 only over 49 edges. (A fixed 32 rounds of relaxation reported it as 'regrouped'.)
+    rnd = random.Random(49)
+    prev = {f"ap_{i:02d}": [("email", f"e{i}@x", f"2022-04-26 10:{i:02d}:00")] for i in range(50)}
+    links = []
+    for i in range(49):
+        at = f"2022-04-27 {rnd.randint(0, 23):02d}:{rnd.randint(0, 59):02d}:00"
+        links += [(f"session_id:n{i}", f"email:e{i}@x", at)]
+        links += [(f"session_id:n{i}", f"email:e{i + 1}@x", at)]
+    identifiers = {i for link in links for i in link[:2]}
+    cur = {"ap_00": [(*i.split(":", 1), START) for i in sorted(identifiers)]}
+    expected = reference(prev, cur, links)
+    assert len(expected) == 49
+    assert not [m for m, row in expected.items() if row[2] == "regrouped"]
     assert run_merges(wh, prev, cur, links) == expected
