@@ -45,33 +45,37 @@ GROUP BY kind, left_id, right_id;
 -- second that row was observed, as one number. Both from one row: the earliest landing day's
 -- earliest observation. (Taken apart, an old observation landing late lent its time to an
 -- identifier first landed earlier, which could then re-key a profile it had long been in.)
--- Grouped by the value and hashed once per identifier: grouping by the node id with the value as
--- a min() payload took twice as long (bench/README.md). Two values with one id are a collision
+-- Grouped by the value, one type at a time, and hashed once per identifier: grouping by the node
+-- id with the value as a min() payload took twice as long, and by (type, value) over all types
+-- at once 0.3-0.7 s longer at 5M links (bench/README.md). Two values with one id are a collision
 -- (node_collisions.sql).
 CREATE OR REPLACE TEMP TABLE id_values{{ suffix }} AS
-SELECT {{ m.node_id("node_type", "node_value", literal=false) }} AS node_id, node_type, node_value,
-       seen_key, first_at,
-       CASE node_type
 {% for type in ["session_id", "email", "external_id"] %}
-            WHEN '{{ type }}' THEN {{ blocked(type, "node_value") }}
-{% endfor %}
-       END AS blocked
+SELECT {{ m.node_id(type, "node_value") }} AS node_id, '{{ type }}' AS node_type, node_value,
+       seen_key, first_at, {{ blocked(type, "node_value") }} AS blocked
 FROM (
-    SELECT node_type, node_value, min(observed_at) AS first_at,
+    SELECT node_value, min(observed_at) AS first_at,
            min({{ m.row_seen_key("dt", "observed_at") }}) AS seen_key
     FROM (
+{% set ns = namespace(first=true) %}
 {% for k in m.kinds %}
-{% for type, column in [(k.left_type, k.left), (k.right_type, k.right)] %}
-        SELECT '{{ type }}' AS node_type, {{ column }} AS node_value, dt,
-               {{ k.observed_at }} AS observed_at
+{% for end_type, column in [(k.left_type, k.left), (k.right_type, k.right)] if end_type == type %}
+        {{ "UNION ALL" if not ns.first }}
+        SELECT {{ column }} AS node_value, dt, {{ k.observed_at }} AS observed_at
         {{ m.rows(k) }}
-        {{ "UNION ALL" if not loop.last }}
+{% set ns.first = false %}
 {% endfor %}
-        {{ "UNION ALL" if not loop.last }}
 {% endfor %}
+{% if ns.first %}
+        SELECT CAST(NULL AS VARCHAR) AS node_value, CAST(NULL AS DATE) AS dt,
+               CAST(NULL AS TIMESTAMP) AS observed_at
+        WHERE 1 = 0
+{% endif %}
     ) ends
-    GROUP BY node_type, node_value
-) v;
+    GROUP BY node_value
+) v
+{{ "UNION ALL" if not loop.last else ";" }}
+{% endfor %}
 
 CREATE OR REPLACE TEMP TABLE id_bad{{ suffix }} AS
 SELECT node_id, blocked FROM id_values{{ suffix }} WHERE blocked IS NOT NULL;
