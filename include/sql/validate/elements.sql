@@ -5,21 +5,21 @@
 CREATE OR REPLACE TEMP TABLE checked_elements AS
 SELECT c.*,
        CASE WHEN reason IS NULL AND row_number() OVER (
-                PARTITION BY {{ v.trimmed("poll_id") }}, try_cast({{ v.trimmed("option") }} AS INTEGER)
+                PARTITION BY poll_id, try_cast(option AS INTEGER)
                 ORDER BY _file DESC, _line DESC) > 1
             THEN 'poll_id, option: duplicate of a later element row' ELSE reason END AS final_reason
 FROM (
     SELECT *, {{ v.reasons(["_error", v.required("poll_id"), v.integer("option"), v.required("title"),
                             v.required("option_label"),
-                            "CASE WHEN element_type IS NOT NULL AND " ~ v.trimmed("element_type") ~ " <> '' AND lower(" ~ v.trimmed("element_type") ~ ") NOT IN ('vote', 'quiz', 'competition', 'prediction', 'team_selector') THEN 'element_type: unknown' END"]) }} AS reason
-    FROM {{ staged }}
+                            "CASE WHEN element_type IS NOT NULL AND element_type <> '' AND lower(element_type) NOT IN ('vote', 'quiz', 'competition', 'prediction', 'team_selector') THEN 'element_type: unknown' END"]) }} AS reason
+    FROM {{ v.trimmed_rows(staged, ["poll_id", "title", "option", "option_label", "element_type", "event_id"]) }}
 ) c;
 
 DELETE FROM elements;
 INSERT INTO elements
-SELECT {{ v.trimmed("poll_id") }}, {{ v.trimmed("title") }}, CAST({{ v.trimmed("option") }} AS INTEGER),
-       {{ v.trimmed("option_label") }},
-       NULLIF(lower({{ v.trimmed("element_type") }}), ''), NULLIF({{ v.trimmed("event_id") }}, ''),
+SELECT poll_id, title, CAST(option AS INTEGER),
+       option_label,
+       NULLIF(lower(element_type), ''), NULLIF(event_id, ''),
        _file, _line
 FROM checked_elements WHERE final_reason IS NULL;
 

@@ -6,16 +6,18 @@ CREATE OR REPLACE TEMP TABLE checked_form_entries AS
 SELECT *, {{ v.reasons(["_error", v.timestamp("entry_datetime"), v.required("session_id"),
                         v.email("email"), v.yes_no("optin_1"), v.yes_no("optin_2"),
                         v.yes_no("accept_terms"), v.integer("form_id", required=false)]) }} AS reason
-FROM {{ staged }};
+FROM {{ v.trimmed_rows(staged, ["entry_datetime", "first_name", "last_name", "email", "optin_1", "optin_2",
+                                  "accept_terms", "session_id", "form_name", "form_id"],
+                        as_entered=["email"]) }};
 
 DELETE FROM form_entries WHERE dt = DATE '{{ ds }}';
 INSERT INTO form_entries
 SELECT DATE '{{ ds }}', {{ v.utc_timestamp("entry_datetime") }},
-       NULLIF({{ v.trimmed("first_name") }}, ''), NULLIF({{ v.trimmed("last_name") }}, ''),
-       lower({{ v.trimmed("email") }}), email,
+       NULLIF(first_name, ''), NULLIF(last_name, ''),
+       lower(email), email_as_entered,
        {{ v.to_bool("optin_1") }}, {{ v.to_bool("optin_2") }}, {{ v.to_bool("accept_terms") }},
-       {{ v.trimmed("session_id") }}, NULLIF({{ v.trimmed("form_name") }}, ''),
-       CAST(NULLIF({{ v.trimmed("form_id") }}, '') AS INTEGER),
+       session_id, NULLIF(form_name, ''),
+       CAST(NULLIF(form_id, '') AS INTEGER),
        _file, _line
 FROM checked_form_entries WHERE reason IS NULL;
 

@@ -3,14 +3,15 @@
 CREATE OR REPLACE TEMP TABLE checked_identities AS
 SELECT *, {{ v.reasons(["_error", v.timestamp("observed_at"), v.required("session_id"),
                         v.required("external_id"), v.email("email", required=false)]) }} AS reason
-FROM {{ staged }};
+FROM {{ v.trimmed_rows(staged, ["observed_at", "session_id", "external_id", "email", "first_name",
+                                  "last_name"]) }};
 
 DELETE FROM identities WHERE dt = DATE '{{ ds }}';
 INSERT INTO identities
 SELECT DATE '{{ ds }}', {{ v.utc_timestamp("observed_at") }},
-       {{ v.trimmed("session_id") }}, {{ v.trimmed("external_id") }},
-       NULLIF(lower({{ v.trimmed("email") }}), ''),
-       NULLIF({{ v.trimmed("first_name") }}, ''), NULLIF({{ v.trimmed("last_name") }}, ''),
+       session_id, external_id,
+       NULLIF(lower(email), ''),
+       NULLIF(first_name, ''), NULLIF(last_name, ''),
        _file, _line
 FROM checked_identities WHERE reason IS NULL;
 

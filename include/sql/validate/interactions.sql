@@ -4,13 +4,13 @@
 CREATE OR REPLACE TEMP TABLE checked_interactions AS
 SELECT *, {{ v.reasons(["_error", v.date("date", landed=ds), v.required("event_id"), v.required("poll_id"),
                         v.required("session_id"), v.integer("option"), v.integer("votes")]) }} AS reason
-FROM {{ staged }};
+FROM {{ v.trimmed_rows(staged, ["date", "event_id", "poll_id", "session_id", "option", "votes"]) }};
 
 DELETE FROM interactions WHERE dt = DATE '{{ ds }}';
 INSERT INTO interactions
-SELECT DATE '{{ ds }}', CAST({{ v.trimmed("date") }} AS DATE),
-       {{ v.trimmed("event_id") }}, {{ v.trimmed("poll_id") }}, {{ v.trimmed("session_id") }},
-       CAST({{ v.trimmed("option") }} AS INTEGER), CAST({{ v.trimmed("votes") }} AS INTEGER), _file, _line
+SELECT DATE '{{ ds }}', CAST(date AS DATE),
+       event_id, poll_id, session_id,
+       CAST(option AS INTEGER), CAST(votes AS INTEGER), _file, _line
 FROM checked_interactions WHERE reason IS NULL;
 
 DELETE FROM quarantine WHERE dt = DATE '{{ ds }}' AND source = 'interactions';
