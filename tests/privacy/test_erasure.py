@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 
@@ -127,9 +128,14 @@ def test_invalid_requests_are_recorded_without_their_identifier_and_retried_once
     # The customer fixes the request under the same id: the next run acts on it.
     (landing / "erasure_requests" / "requests.csv").write_text(
         "request_id,identifier_type,identifier_value,requested_at,type\n"
-        f"r-bad,email,{ANN},2022-04-30T13:00:00,delete\n"
+        f"r-bad,email,{ANN},2022-04-30T15:00:00+02:00,delete\n"
     )
     run_erasure(ERASE_DAY, built, run_id="second")
+
+    # an offset is applied, as for every other timestamp (it was dropped: 15:00 stored)
+    assert query(built, "SELECT requested_at FROM erasure_requests WHERE request_id = 'r-bad'") == [
+        (datetime.datetime(2022, 4, 30, 13, 0),)
+    ]
 
     assert query(built, "SELECT request_id, status FROM erasure_requests ORDER BY 1") == [
         ("r-bad", "done"),

@@ -8,14 +8,16 @@
 CREATE OR REPLACE TEMP TABLE staged_requests AS
 SELECT *, row_number() OVER (PARTITION BY request_id ORDER BY _file, _line) AS copy_no
 FROM (
-    SELECT NULLIF(trim(request_id), '') AS request_id, lower(trim(identifier_type)) AS identifier_type,
+    SELECT NULLIF(request_id, '') AS request_id, lower(identifier_type) AS identifier_type,
            identifier_value, {{ p.hashed("identifier_value") }} AS identifier_hash,
-           try_cast(trim(requested_at) AS TIMESTAMP) AS requested_at, lower(trim(type)) AS type, _file, _line,
+           {{ v.utc_timestamp("requested_at") }} AS requested_at, lower(type) AS type, _file, _line,
            {{ v.reasons(["_error", v.required("request_id"), v.required("identifier_value"),
                          v.timestamp("requested_at"),
-                         "CASE WHEN lower(trim(identifier_type)) NOT IN ('email', 'session_id', 'external_id') THEN 'identifier_type: not email, session_id or external_id' END",
-                         "CASE WHEN lower(trim(type)) NOT IN ('delete', 'suppress') THEN 'type: not delete or suppress' END"]) }} AS reason
-    FROM {{ staged }}
+                         "CASE WHEN lower(identifier_type) NOT IN ('email', 'session_id', 'external_id') THEN 'identifier_type: not email, session_id or external_id' END",
+                         "CASE WHEN lower(type) NOT IN ('delete', 'suppress') THEN 'type: not delete or suppress' END"]) }} AS reason
+    -- identifier_value trimmed of ASCII whitespace here and of all whitespace by p.hashed: the
+    -- same as p.hashed alone
+    FROM {{ v.trimmed_rows(staged, ["request_id", "identifier_type", "identifier_value", "requested_at", "type"]) }}
 ) s;
 
 DELETE FROM erasure_requests
