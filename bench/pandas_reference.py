@@ -322,7 +322,7 @@ def resolve(data: dict, rules: IdentityRules, cutoff_dt: str, cutoff_ts: str) ->
         "int64"
     ) * 10_000_000_000 + (
         ends["observed_at"].dt.floor("s") - pd.Timestamp("1970-01-01")
-    ).dt.total_seconds().astype("int64")
+    ).dt.total_seconds().astype("int64").clip(0, 9_999_999_999)
     values = ends.groupby("node").agg(
         type=("type", "first"),
         value=("value", "first"),

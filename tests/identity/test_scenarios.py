@@ -360,3 +360,24 @@ def test_an_email_written_past_validation_in_another_case_is_rejected_not_a_seco
         "blocked_value",
         "email not normalised (trim and lower-case)",
     )
+
+
+def test_a_placeholder_observation_time_does_not_rekey(world):
+    # 0001-01-01 passes validation; packed unclamped into the first-seen key it borrowed days
+    # from its landing day and made the late email the profile's anchor
+    world.form(f"{D1}T10:00:00", S1, "fan@example.com")
+    world.run(D1)
+    profile = world.profile_of(D1, "email:fan@example.com")
+    world.form("0001-01-01T00:00:00", S1, "late@example.com", dt=D3)
+    world.run(D3)
+    assert world.profile_of(D3, "email:late@example.com") == profile
+    assert world.merges(D3) == []
+
+
+def test_a_rejected_row_without_a_file_is_audited_once(world):
+    world.form(f"{D1}T09:00:00", S2, "fan@example.com")
+    world.raw_form(f"{D1}T10:00:00", S1, "test@test.com", file=None)  # blocked, no file name
+    world.run(D1)
+    assert [a["rule"] for a in world.audit(D1)] == ["blocked_value"]
+    world.run(D2)
+    assert world.audit(D2) == []

@@ -119,9 +119,11 @@ class World:
             votes=votes,
         )
 
-    def raw_form(self, at, session_id, email):
-        """A form entry that reaches the warehouse past validation (another loader's row)."""
-        self.raw_forms.append([at[:10], at, email, session_id, next(self.lines)])
+    def raw_form(self, at, session_id, email, file="other-loader"):
+        """A form entry that reaches the warehouse past validation (another loader's row; its
+        file may be NULL, as the table allows)."""
+        line = next(self.lines) if file is not None else None
+        self.raw_forms.append([at[:10], at, email, session_id, file, line])
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -144,7 +146,7 @@ class World:
         for row in self.raw_forms:
             self.wh.con.execute(
                 "INSERT INTO form_entries (dt, entry_datetime, email, session_id, _file, _line) "
-                "VALUES (CAST(? AS DATE), CAST(? AS TIMESTAMP), ?, ?, 'other-loader', ?)",
+                "VALUES (CAST(? AS DATE), CAST(? AS TIMESTAMP), ?, ?, ?, ?)",
                 row,
             )
         quarantined = self.wh.query("SELECT source, reason FROM quarantine")

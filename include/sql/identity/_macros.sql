@@ -32,10 +32,13 @@ CASE {{ column }}{% for k in kinds %} WHEN {{ k.kind }} THEN '{{ k[property] }}'
 ({{ kinds | selectattr("left_type", "equalto", "session_id") | selectattr("right_type", "equalto", type) | map(attribute="kind") | join(", ") or "NULL" }})
 {%- endmacro %}
 {#- When a row was seen, as one number: its landing day, then its observation to the second.
-    min() over an identifier's rows gives the earliest landing day's earliest observation. -#}
+    min() over an identifier's rows gives the earliest landing day's earliest observation. The
+    seconds are held to 1970-2286 (0 .. 1e10 - 1): unclamped, an observation before about 1705 (a
+    0001-01-01 placeholder, which validation accepts) borrowed days from its landing day and
+    re-keyed profiles first seen days earlier. Earlier ones tie within their landing day. -#}
 {% macro row_seen_key(dt, observed_at) -%}
 datediff('day', DATE '1970-01-01', {{ dt }}) * 10000000000
-+ datediff('second', TIMESTAMP '1970-01-01 00:00:00', {{ observed_at }})
++ least(greatest(datediff('second', TIMESTAMP '1970-01-01 00:00:00', {{ observed_at }}), 0), 9999999999)
 {%- endmacro %}
 {#- The anchor order (profile_identifiers.sql): first seen first, every email and external_id
     before any session (labels.sql says why). -#}

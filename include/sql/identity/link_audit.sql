@@ -8,7 +8,8 @@ SELECT DATE '{{ ds }}' AS dt, c.rule, c.detail, c.left_type, c.left_value, c.rig
 FROM id_rejected c
 WHERE NOT EXISTS (
     SELECT 1 FROM id_rejected_prev p
-    WHERE p.rule = c.rule AND p.file = c.file AND coalesce(p.line, -1) = coalesce(c.line, -1)
+    WHERE p.rule = c.rule AND coalesce(p.file, '') = coalesce(c.file, '')
+      AND coalesce(p.line, -1) = coalesce(c.line, -1)
       AND p.left_type = c.left_type AND p.right_type = c.right_type
       AND coalesce(p.left_value, '') = coalesce(c.left_value, '')
       AND coalesce(p.right_value, '') = coalesce(c.right_value, '')
