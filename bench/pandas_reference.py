@@ -498,9 +498,19 @@ def merges(prev: dict, cur: dict, new_links: pd.DataFrame, interval_start: str) 
         if profile is not None and profile == cur_of.get(link.right):
             links_of.setdefault(profile, []).append(link)
     gone = p[~p["profile_id"].isin(set(c["profile_id"]))]
-    earliest = gone.sort_values(
-        ["profile_id", "first_seen", "identifier_type", "identifier_value"]
-    ).drop_duplicates("profile_id")
+    # each merged profile's anchor (its id derives from it); else its earliest email or
+    # external_id, a session last
+    rank = [
+        0 if profile_id_of(f"{t}:{v}") == m else 2 if t == "session_id" else 1
+        for m, t, v in zip(
+            gone["profile_id"], gone["identifier_type"], gone["identifier_value"], strict=True
+        )
+    ]
+    earliest = (
+        gone.assign(rank=rank)
+        .sort_values(["profile_id", "rank", "first_seen", "identifier_type", "identifier_value"])
+        .drop_duplicates("profile_id")
+    )
     old_ids = set(p["profile_id"])
     by_survivor: dict[str, list] = {}
     for m in earliest.itertuples(index=False):

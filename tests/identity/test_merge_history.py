@@ -324,7 +324,9 @@ def test_without_a_new_link_between_them_the_profiles_were_regrouped(wh):
     cur = {"ap_a": prev["ap_a"] + prev["ap_b"] + [("session_id", "s-9", START)]}
     links = [("session_id:s-9", "email:b@x", "2022-04-27 08:00:00")]  # growth only
     assert run_merges(wh, prev, cur, links) == {
-        "ap_b": ("ap_a", START, "regrouped", "session_id:s-2")  # B's earliest identifier
+        # B's id is not derived from an identifier: its earliest email or external_id stands in
+        # for its anchor (a session only as the last resort)
+        "ap_b": ("ap_a", START, "regrouped", "email:b@x")
     }
 
 
@@ -348,7 +350,16 @@ def reference(prev, cur, links):
     for m, idents in prev.items():
         if m in cur:
             continue
-        earliest = min(idents, key=lambda i: (i[2], i[0], i[1]))
+        # M's anchor, else its earliest email or external_id, a session last
+        earliest = min(
+            idents,
+            key=lambda i: (
+                0 if profile_id(f"{i[0]}:{i[1]}") == m else 2 if i[0] == "session_id" else 1,
+                i[2],
+                i[0],
+                i[1],
+            ),
+        )
         s = cur_of[f"{earliest[0]}:{earliest[1]}"]
         anchors = [f"{t}:{v}" for t, v, _ in cur[s] if profile_id(f"{t}:{v}") == s]
         if s in prev:
@@ -478,3 +489,27 @@ def test_a_chain_of_fifty_profiles_joined_in_one_day_is_searched_to_its_end(wh):
     assert len(expected) == 49
     assert not [m for m, row in expected.items() if row[2] == "regrouped"]
     assert run_merges(wh, prev, cur, links) == expected
+
+
+def test_the_survivor_is_where_the_merged_profiles_anchor_went(world):
+    # M = {s-1, m@} (anchor m@); s-1 was seen earlier through a blocked email. D3: s-1 signs in
+    # as sso-q and sso-o's account carries m@: the limit of one external_id splits them, m@ to
+    # O, s-1 to a new profile. M's anchor went to O: O survives (the session's earlier sighting
+    # made the new profile the survivor).
+    d0, d1, d2 = "2022-04-24", "2022-04-25", "2022-04-26"
+    world.sso(f"{d0}T08:00:00", "so", "sso-o")
+    world.form(f"{d1}T07:00:00", "s-1", "test@test.com")
+    world.form(f"{d1}T10:00:00", "s-1", "m@example.com")
+    world.sso(f"{d2}T09:00:00", "s-1", "sso-q")
+    world.sso(f"{d2}T10:00:00", "so", "sso-o", email="m@example.com")
+    world.run(d1)
+    world.run(d2)
+    [merge] = world.merges(d2)
+    assert merge["merged_profile_id"] == profile_id("email:m@example.com")
+    assert merge["surviving_profile_id"] == profile_id("external_id:sso-o")
+    assert (str(merge["merged_at"]), *summary(merge)[1:]) == (
+        f"{d2} 10:00:00",
+        "identities:external_id-email",
+        "external_id",
+        "sso-o",
+    )

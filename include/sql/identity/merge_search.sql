@@ -22,8 +22,15 @@ pairs AS (
     JOIN gone g ON g.profile_id = p.profile_id
     JOIN {{ rs }}.profile_identifiers c
       ON c.identifier_type = p.identifier_type AND c.identifier_value = p.identifier_value
-    QUALIFY row_number() OVER (PARTITION BY p.profile_id
-                               ORDER BY p.first_seen, p.identifier_type, p.identifier_value) = 1
+    -- M's anchor, the identifier its id derives from (profile_identifiers.sql); failing that
+    -- (ids made another way), its earliest email or external_id, a session last: a session can
+    -- be seen long before it joins anyone, and go to another person when the profile splits
+    QUALIFY row_number() OVER (
+                PARTITION BY p.profile_id
+                ORDER BY CASE WHEN 'ap_' || substr(md5(p.identifier_type || ':' || p.identifier_value), 1, 20)
+                                   = p.profile_id THEN 0
+                              WHEN p.identifier_type = 'session_id' THEN 2 ELSE 1 END,
+                         p.first_seen, p.identifier_type, p.identifier_value) = 1
 ),
 existed AS (
     SELECT DISTINCT p.profile_id

@@ -1,6 +1,7 @@
 -- Merges this run made: a profile of the previous snapshot (as of the interval start) whose id is
 -- no longer live while its identifiers are. One row per merged-away id M, naming
--- - the survivor S: the live profile now holding M's earliest-seen identifier;
+-- - the survivor S: the live profile now holding M's anchor (the identifier M's id derived
+--   from; merge_search.sql says what stands in should none match);
 -- - when (merged_at): the earliest time t at which M's and S's previous identifiers are
 --   connected through the previous snapshot's profiles (one previous profile's identifiers count
 --   as connected) plus this interval's new links observed at or before t: the bottleneck of the
@@ -12,7 +13,7 @@
 --   end on the survivor's side (for a direct link from M to S: S's identifier; for M -- x -- S:
 --   x if the link into M came last, S's end of x -- S otherwise).
 --   With no such link the profiles were regrouped by a rule (a session found to be a shared
---   device, say): reason 'regrouped', merged_at the interval start, M's earliest identifier.
+--   device, say): reason 'regrouped', merged_at the interval start, M's anchor.
 -- - If S did not exist in the previous snapshot (a new id: its anchor changed), S's side is the
 --   anchor, the identifier S's id derives from (or that identifier's previous profile): the row
 --   tells when and through which link M reached the identifier that now names it. Should no
