@@ -10,6 +10,7 @@ understand; where one engine lacks a function the other has, the DuckDB engine d
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,11 @@ def sql_literal(value: Any) -> str:
 
 
 _ENV.filters["literal"] = sql_literal
+# "{{ ds | days_after(2) }}": a date n days after a YYYY-MM-DD date (SQL date arithmetic differs
+# between the engines; the bound is a literal instead)
+_ENV.filters["days_after"] = lambda ds, n: (
+    dt.date.fromisoformat(str(ds)[:10]) + dt.timedelta(days=n)
+).isoformat()
 _ENGINE_ENVS: dict[str, jinja2.Environment] = {}  # one template cache per engine's dialect
 
 

@@ -43,10 +43,17 @@ CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing'
 {% macro utc_timestamp(col) -%}
 CAST(convert_timezone('UTC', try_cast({{ col }} AS TIMESTAMPTZ)) AS TIMESTAMP)
 {%- endmacro %}
-{% macro timestamp(col) -%}
+{#- landed: the partition date. An observation may fall on the day after it (a UTC time late in
+    the partition's local day), never later: identity orders identifiers by landing day first
+    (identity/_macros.sql row_seen_key) and would let it re-key a profile it joins. -#}
+{% macro timestamp(col, landed=none) -%}
 CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing'
      WHEN NOT regexp_like({{ col }}, '{{ iso_timestamp }}') OR {{ utc_timestamp(col) }} IS NULL
-     THEN '{{ col }}: not an ISO timestamp' END
+     THEN '{{ col }}: not an ISO timestamp'
+{%- if landed %}
+     WHEN {{ utc_timestamp(col) }} >= TIMESTAMP '{{ landed | days_after(2) }} 00:00:00'
+     THEN '{{ col }}: later than the day after its landing date'
+{%- endif %} END
 {%- endmacro %}
 {% macro email(col, required=true) -%}
 CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN {{ "'" ~ col ~ ": missing'" if required else "NULL" }}

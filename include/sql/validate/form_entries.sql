@@ -3,7 +3,7 @@
 -- quarantined rather than guessed, since consent must never be inferred.
 {% import "validate/_macros.sql" as v with context %}
 CREATE OR REPLACE TEMP TABLE checked_form_entries AS
-SELECT *, {{ v.reasons(["_error", v.timestamp("entry_datetime"), v.required("session_id"),
+SELECT *, {{ v.reasons(["_error", v.timestamp("entry_datetime", landed=ds), v.required("session_id"),
                         v.email("email"), v.yes_no("optin_1"), v.yes_no("optin_2"),
                         v.yes_no("accept_terms"), v.integer("form_id", required=false)]) }} AS reason
 FROM {{ v.trimmed_rows(staged, ["entry_datetime", "first_name", "last_name", "email", "optin_1", "optin_2",

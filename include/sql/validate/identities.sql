@@ -1,7 +1,7 @@
 -- Type-check signed-in SSO links (session_id -- external_id, optionally an email and names).
 {% import "validate/_macros.sql" as v with context %}
 CREATE OR REPLACE TEMP TABLE checked_identities AS
-SELECT *, {{ v.reasons(["_error", v.timestamp("observed_at"), v.required("session_id"),
+SELECT *, {{ v.reasons(["_error", v.timestamp("observed_at", landed=ds), v.required("session_id"),
                         v.required("external_id"), v.email("email", required=false)]) }} AS reason
 FROM {{ v.trimmed_rows(staged, ["observed_at", "session_id", "external_id", "email", "first_name",
                                   "last_name"]) }};

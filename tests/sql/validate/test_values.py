@@ -224,6 +224,40 @@ def test_an_interaction_dated_after_its_partition_is_quarantined(config, tmp_pat
     ]
 
 
+def test_an_entry_observed_after_the_day_after_its_partition_is_quarantined(config, tmp_path):
+    # the day after is a UTC time late in the partition's local day; later is a broken clock,
+    # and identity (ordering by landing day first) would let it re-key the profile it joins
+    land(
+        tmp_path,
+        "form_entries",
+        DS,
+        [
+            form(f"{DS}T10:00:00"),
+            form("2022-04-30T23:59:59"),
+            form("2022-04-30T23:30:00-05:00"),  # 05-01 04:30 UTC
+            form("2022-05-01T00:00:00"),
+            form("2022-01-01T00:00:00"),  # landed late: fine
+        ],
+    )
+    land(
+        tmp_path,
+        "identities",
+        DS,
+        [{"observed_at": "2022-05-03T08:00:00", "session_id": "s1", "external_id": "sso-1"}],
+    )
+
+    counts = validate(config)
+
+    assert counts["form_entries"] == {"read": 5, "valid": 3, "quarantined": 2}
+    assert quarantined(config, "form_entries") == [
+        (4, "entry_datetime: later than the day after its landing date"),
+        (5, "entry_datetime: later than the day after its landing date"),
+    ]
+    assert quarantined(config, "identities") == [
+        (2, "observed_at: later than the day after its landing date")
+    ]
+
+
 def test_a_future_interaction_does_not_reach_the_snapshot(config, tmp_path):
     land(tmp_path, "elements", None, ELEMENTS)
     land(tmp_path, "form_entries", "2022-05-01", [form("2022-05-01T09:00:00")])
