@@ -266,3 +266,189 @@ def test_every_non_empty_line_is_a_row_or_quarantined_on_each_path(tmp_path):
     ]
     assert [(r[1], r[2]) for r in plain] == expected
     assert [(r[1], r[2]) for r in spanning] == [*expected, (8, None)]
+
+
+HEADER = "date,event_id,poll_id,session_id,option,votes"
+SPANNING = '2022-04-29,"e\n9",p,s9,0,1\n'  # a value over two lines: the record-by-record path
+
+
+def extract_bytes(tmp_path, data: bytes):
+    """Land ``data`` (header included) as one CSV file, byte for byte; extract it; (result,
+    rows as (_line, _error, _raw, event_id), values as (_line, the source's columns))."""
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_bytes(data)
+    out = tmp_path / "out.parquet"
+    result = extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
+    rows = staged(out)
+    return result, [r[1:4] + (r[5],) for r in rows], [(r[1], *r[4:]) for r in rows]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # an LF file with one CRLF row (a row appended by another tool)
+        b"H\n2022-04-29,e1,p,s1,0,1\r\nbad,row\n\n2022-04-29,e2,p,s2,0,1\n",
+        # a CRLF header written separately from LF rows
+        b"H\r\n2022-04-29,e1,p,s1,0,1\nbad,row\n\n2022-04-29,e2,p,s2,0,1\n",
+        # a CRLF blank line in an LF file
+        b"H\n2022-04-29,e1,p,s1,0,1\nbad,row\n\r\n2022-04-29,e2,p,s2,0,1",
+        # a CRLF file with one LF row, a lone CR ending a line
+        b"H\r\n2022-04-29,e1,p,s1,0,1\nbad,row\r\r\n2022-04-29,e2,p,s2,0,1\r\n",
+    ],
+)
+def test_mixed_line_endings_are_read_line_by_line(tmp_path, data):
+    # DuckDB failed such a file whole ("CSV Parser state machine reached an invalid state",
+    # naming no row): a CRLF, a lone CR and an LF each end a physical line, as in an editor.
+    result, rows, _ = extract_bytes(tmp_path, data.replace(b"H", HEADER.encode(), 1))
+    assert (result["rows"], result["malformed"]) == (3, 1)
+    assert rows == [
+        (2, None, "2022-04-29,e1,p,s1,0,1", "e1"),
+        (3, "malformed CSV row: too few columns (expected 6, found 2)", "bad,row", None),
+        (5, None, "2022-04-29,e2,p,s2,0,1", "e2"),
+    ]
+
+
+def test_a_crlf_in_a_quoted_value_of_an_lf_file_is_kept_and_shifts_no_line(tmp_path):
+    # DuckDB's line splitting counted the CRLF as two line breaks: the value became "x\n\ny"
+    # and every later row's line was one too high.
+    result, rows, _ = extract_bytes(
+        tmp_path, f'{HEADER}\n2022-04-29,"x\r\ny",p,s1,0,1\n2022-04-29,e2,p,s2,0,1\n'.encode()
+    )
+    assert (result["rows"], result["malformed"]) == (2, 0)
+    assert rows == [
+        (2, None, '2022-04-29,"x\r\ny",p,s1,0,1', "x\r\ny"),
+        (4, None, "2022-04-29,e2,p,s2,0,1", "e2"),
+    ]
+
+
+def test_a_lone_cr_in_a_quoted_value_of_a_crlf_file_loses_no_character(tmp_path):
+    # DuckDB's line splitting (CRLF detected) dropped the character after the CR.
+    result, rows, _ = extract_bytes(
+        tmp_path,
+        f'{HEADER}\r\n2022-04-29,"abc\rXYZ",p,s1,0,1\r\n2022-04-29,e2,p,s2,0,1\r\n'.encode(),
+    )
+    assert (result["rows"], result["malformed"]) == (2, 0)
+    assert rows == [
+        (2, None, '2022-04-29,"abc\rXYZ",p,s1,0,1', "abc\rXYZ"),
+        (4, None, "2022-04-29,e2,p,s2,0,1", "e2"),
+    ]
+
+
+def test_a_quoted_value_over_lines_of_a_crlf_file_keeps_its_crlf(tmp_path):
+    # As in a file whose line endings are mixed: the value and the raw text are the file's own
+    # (they were joined with an LF).
+    result, rows, _ = extract_bytes(
+        tmp_path, f'{HEADER}\r\n2022-04-29,"x\r\ny",p,s1,0,1\r\n2022-04-29,e2,p,s2,0,1'.encode()
+    )
+    assert (result["rows"], result["malformed"]) == (2, 0)
+    assert rows == [
+        (2, None, '2022-04-29,"x\r\ny",p,s1,0,1', "x\r\ny"),
+        (4, None, "2022-04-29,e2,p,s2,0,1", "e2"),
+    ]
+
+
+def test_a_byte_that_is_not_utf8_in_a_mixed_file_fails_naming_file_and_line(tmp_path):
+    data = f"{HEADER}\r\n2022-04-29,e1,p,s1,0,1\n2022-04-29,\xff-secret,p,s2,0,1\n"
+    with pytest.raises(LandingError) as err:
+        extract_bytes(tmp_path, data.encode("latin-1"))
+    assert "a.csv: line 3 " in str(err.value) and "secret" not in str(err.value)
+
+
+def test_a_utf8_bom_is_not_part_of_the_header_of_a_mixed_file(tmp_path):
+    result, rows, _ = extract_bytes(
+        tmp_path, f"\ufeff{HEADER}\r\n2022-04-29,é1,p,s1,0,1\n".encode()
+    )
+    assert (result["rows"], rows) == (1, [(2, None, "2022-04-29,é1,p,s1,0,1", "é1")])
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_a_long_value_over_lines_is_one_row(tmp_path, ending):
+    # Past csv's default field size limit (131,072 characters) the reader failed mid-record
+    # and restarted inside the value, staging its second line as a made-up valid row.
+    big = "x" * 140_000
+    body = [
+        f'2022-04-29,e1,p,s1,0,"{big}',
+        "2022-04-29,e9,p,s9,0,1",
+        'end"',
+        "2022-04-29,e2,p,s2,0,1",
+    ]
+    result, rows, _ = extract_bytes(tmp_path, ending.join([HEADER, *body, ""]).encode())
+    assert (result["rows"], result["malformed"]) == (2, 0)
+    assert [r[:2] for r in rows] == [(2, None), (5, None)]
+    assert rows[0][2] == ending.join(body[:3])
+    values = duckdb.sql(f"SELECT votes FROM '{tmp_path}/out.parquet' ORDER BY _line").fetchall()
+    assert values == [(f"{big}{ending}2022-04-29,e9,p,s9,0,1{ending}end",), ("1",)]
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        # empty fields past the header's width are dropped, as DuckDB's reader drops them
+        ("2022-04-29,e1,p,s1,0,1,", (None, "e1", "1")),
+        ("2022-04-29,e1,p,s1,0,1,,,", (None, "e1", "1")),
+        ('2022-04-29,e1,p,s1,0,1,""', (None, "e1", "1")),
+        ("2022-04-29,e1,p,s1,0,,", (None, "e1", None)),
+        # ... only empty ones
+        (
+            "2022-04-29,e1,p,s1,0,1,,x",
+            ("malformed CSV row: too many columns (expected 6, found 8)", None, None),
+        ),
+        # a space before an opening quote: the quotes are not part of the value
+        ('2022-04-29, "e1",p,s1,0,1', (None, "e1", "1")),
+        ('2022-04-29, "e,1",p,s1,0, "1"', (None, "e,1", "1")),
+    ],
+)
+def test_a_line_reads_alike_on_every_path(tmp_path, line, expected):
+    # The same line on the fast path, and on the record-by-record one (taken when any value of
+    # the file spans lines, or its line endings are mixed): one outcome, whatever the rest of
+    # the file holds. Trailing empty fields were "too many columns" on the latter only, and
+    # ` "e1"` was stored with its space and quotes.
+    paths = {
+        "fast": f"{HEADER}\n{line}\n",
+        "spanning": f"{HEADER}\n{line}\n{SPANNING}",
+        "mixed": f"{HEADER}\r\n{line}\n",
+    }
+    for path, data in paths.items():
+        _, rows, values = extract_bytes(tmp_path / path, data.encode())
+        assert rows[0][:3] == (2, expected[0], line), path
+        assert (values[0][2], values[0][6]) == expected[1:], path
+        assert len(rows) == (2 if path == "spanning" else 1), path
+
+
+def test_json_lines_with_mixed_line_endings_keep_their_line_numbers(tmp_path):
+    # DuckDB's line splitting counted the CRLF of an LF file as two lines: later lines shifted.
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    record = (
+        '{"date": "2022-04-29", "event_id": "e%d", "poll_id": "p", "session_id": "s",'
+        ' "option": 0, "votes": 1}'
+    )
+    data = f"{record % 1}\n{record % 2}\r\n\n{record % 3}\n"
+    (folder / "a.json").write_bytes(data.encode())
+    out = tmp_path / "out.parquet"
+    result = extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
+    assert (result["rows"], result["malformed"]) == (3, 0)
+    assert [(r[1], r[3], r[5]) for r in staged(out)] == [
+        (1, record % 1, "e1"),
+        (2, record % 2, "e2"),
+        (4, record % 3, "e3"),
+    ]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4, 1 << 20])
+def test_line_endings_are_told_apart_in_chunks(tmp_path, monkeypatch, chunk):
+    # The file is read in chunks, a CRLF possibly split between two: every text of up to 6
+    # characters among a, CR and LF, against its counts over the whole text.
+    from itertools import product
+
+    from audience_profiles import landing
+
+    monkeypatch.setattr(landing, "LINE_ENDING_CHUNK", chunk)
+    for size in range(7):
+        for chars in product(b"a\r\n", repeat=size):
+            data = bytes(chars)
+            n_cr, n_lf, n_crlf = data.count(b"\r"), data.count(b"\n"), data.count(b"\r\n")
+            expected = "\n" if n_cr == 0 else "\r\n" if n_cr == n_lf == n_crlf else None
+            (tmp_path / "f.csv").write_bytes(data)
+            assert landing._line_ending(tmp_path / "f.csv") == expected, data

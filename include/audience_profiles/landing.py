@@ -15,19 +15,22 @@ CSV files have a header row; JSON files are newline-delimited objects with the s
 Extraction reads every value as text (typing is validation's job, so a bad value becomes a
 quarantine row instead of a crashed load) and keeps, per row, the file, the physical line number
 and the raw text. A CSV record whose quoted value spans lines is numbered by the line it starts
-on. Rows the CSV parser cannot split (too many or too few fields, a quote left open: then each
-physical line of the record on its own), lines that are not JSON objects and JSON fields holding
-an object or array are kept too, flagged in ``_error``: every input row reaches either an output
-table or quarantine. A file that cannot be read at all, or lacks a required column, fails the
-task with the file and column named.
+on. A CSV file whose line endings are mixed (LF, CRLF, lone CR) is read line by line in Python,
+each of them ending a physical line, and record by record. Rows the CSV parser cannot split (too
+many or too few fields, a quote left open: then each physical line of the record on its own),
+lines that are not JSON objects and JSON fields holding an object or array are kept too, flagged
+in ``_error``: every input row reaches either an output table or quarantine. A file that cannot
+be read at all, or lacks a required column, fails the task with the file and column named.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +91,7 @@ SOURCES: dict[str, Source] = {
 FILE_SUFFIXES = (".csv", ".json", ".ndjson", ".jsonl")
 STAGED_META = ("_file", "_line", "_error", "_raw")
 STAGING_MEMORY_LIMIT = "768MB"
+LINE_ENDING_CHUNK = 8 * 1024 * 1024  # bytes read at a time to check a file's line endings
 
 
 class LandingError(ValueError):
@@ -156,6 +160,74 @@ def _read_lines(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     con.execute("DROP TABLE lines_raw")  # memory: files can be large
 
 
+def _line_ending(path: Path) -> str | None:
+    """The file's line ending when all its lines end alike: no CR at all ('\\n'), or every CR
+    followed by an LF and every LF preceded by a CR ('\\r\\n'); None when they are mixed
+    (DuckDB fails such a file whole, naming no line, or splits a lone CR or a CRLF in a quoted
+    value wrongly: a character lost, a line break added and every later line number shifted)."""
+    buf = bytearray(LINE_ENDING_CHUNK)  # in chunks: files can be larger than memory
+    n_cr = n_lf = n_crlf = 0
+    lone_lf = False  # an LF in a chunk without a CR (so not part of a CRLF)
+    tail = 0  # the previous chunk's last byte: a CRLF may straddle two chunks
+    with path.open("rb", buffering=0) as f:
+        while size := f.readinto(buf):
+            straddling = tail == 0x0D and buf[0] == 0x0A
+            n_crlf += straddling
+            cr = buf.count(b"\r", 0, size)
+            if cr:
+                n_cr += cr
+                n_lf += buf.count(b"\n", 0, size)
+                n_crlf += buf.count(b"\r\n", 0, size)
+            else:  # LFs are counted only in chunks with a CR: an LF file costs one count
+                n_lf += straddling
+                lone_lf = lone_lf or buf.find(b"\n", straddling, size) != -1
+            tail = buf[size - 1]
+    if n_cr == 0:
+        return "\n"
+    return "\r\n" if not lone_lf and n_cr == n_lf == n_crlf else None
+
+
+# What the surrogateescape error handler makes of a byte that is not UTF-8 (valid UTF-8 never
+# decodes to a lone surrogate).
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> list[str]:
+    """Load the file's physical lines into temp table ``lines(line, text)`` as ``_read_lines``
+    does, reading them in Python: a CRLF, a lone CR and an LF each end a line (as in an editor,
+    and in Python's csv module), whichever the file mixes. Returns each line's ending ('' for a
+    last line without one): the record-by-record path keeps them in values and ``_raw``."""
+    import pyarrow as pa  # only files off the fast path need it
+
+    texts: list[str] = []
+    endings: list[str] = []
+    kinds = {e: e for e in ("\r\n", "\n", "\r", "")}  # one string object per kind, not per line
+    # surrogateescape, then a check per line: a byte that is not UTF-8 is named by its line (a
+    # strict decoder fails a whole buffer ahead of the line being read)
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.isascii() and _UNDECODABLE.search(line):
+                # the line number only: values must not reach logs
+                raise LandingError(f"{name}: line {number} is not UTF-8 text")
+            text = line.rstrip("\r\n")
+            texts.append(text)
+            endings.append(kinds[line[len(text) :]])
+    lines = pa.table(
+        {
+            "line": pa.array(range(1, len(texts) + 1), pa.int64()),
+            "text": pa.array(texts, pa.string()),
+        }
+    )
+    del texts  # memory: files can be large
+    con.execute("DROP TABLE IF EXISTS lines")
+    con.register("lines_python", lines)
+    try:
+        con.execute("CREATE TEMP TABLE lines AS SELECT line, text FROM lines_python")
+    finally:
+        con.unregister("lines_python")
+    return endings
+
+
 def _csv_header(con, source: Source, name: str) -> list[str]:
     """The header's column names, checked: every required column present, once."""
     header_rows = con.execute("SELECT text FROM lines WHERE line = 1").fetchall()
@@ -174,6 +246,15 @@ def _csv_header(con, source: Source, name: str) -> list[str]:
 
 
 def _stage_csv(con, source: Source, name: str, path: Path) -> None:
+    ending = _line_ending(path)
+    if ending is None:
+        # Mixed line endings (an LF file with a CRLF row, a CR or CRLF inside a quoted value of
+        # the other kind): DuckDB fails such a file whole or splits its lines wrongly, so it is
+        # read line by line and record by record in Python, each line keeping its own ending.
+        endings = _read_lines_python(con, name, path)
+        present = _csv_header(con, source, name)
+        _stage_csv_records(con, source, name, present, endings=endings)
+        return
     _read_lines(con, path)
     present = _csv_header(con, source, name)
     # Columns are read by position (c0, c1, ...), never by the header's names: an extra column
@@ -224,30 +305,41 @@ def _stage_csv(con, source: Source, name: str, path: Path) -> None:
         )
         # the lines the reader rejected, each a record of its own: read (and worded) as the
         # record-by-record path reads them
-        _stage_csv_records(con, source, name, present, "line IN (SELECT line FROM rej)")
+        _stage_csv_records(
+            con, source, name, present, "line IN (SELECT line FROM rej)", endings=ending
+        )
         staged, expected = con.execute(
             f"SELECT (SELECT count(*) FROM staged WHERE _file = {_sql_str(name)}), "
             "count(*) FILTER (WHERE line > 1 AND coalesce(text, '') <> '') FROM lines"
         ).fetchall()[0]
         if staged != expected:  # a line the reader neither took nor rejected: read them all
             con.execute(f"DELETE FROM staged WHERE _file = {_sql_str(name)}")
-            _stage_csv_records(con, source, name, present)
+            _stage_csv_records(con, source, name, present, endings=ending)
     else:  # a value spans lines: split the file record by record
-        _stage_csv_records(con, source, name, present)
+        _stage_csv_records(con, source, name, present, endings=ending)
     con.execute("DROP TABLE rej; DROP TABLE rej_scan; DROP TABLE parsed")
 
 
 def _csv_records(
-    numbers: list[int], lines: list[str], width: int
+    numbers: list[int], lines: list[str], endings: list[str], width: int
 ) -> Iterator[tuple[int, str, list[str] | None, str | None]]:
-    """Split consecutive data lines of a CSV file (``numbers``: their physical line numbers)
-    into records: ``(line, raw, fields, error)``, ``line`` being where the record starts.
+    """Split consecutive data lines of a CSV file (``numbers``: their physical line numbers,
+    ``lines`` their text, ``endings`` their line endings) into records: ``(line, raw, fields,
+    error)``, ``line`` being where the record starts.
 
-    A record may span lines (a quoted value holding a newline). A record that cannot be read
-    (wrong number of fields, a quote left open) is returned once per physical line it covers,
-    each with the error: a stray quote must not fold the lines after it into one row.
+    A record may span lines (a quoted value holding a newline): its value and raw text keep the
+    lines' own endings. A record that cannot be read (wrong number of fields, a quote left open)
+    is returned once per physical line it covers, each with the error: a stray quote must not
+    fold the lines after it into one row.
     """
-    reader = csv.reader((text + "\n" for text in lines), strict=True)
+    # DuckDB's reader has no field size limit: under csv's default (131,072 characters) a long
+    # value failed on this path only, and the reader restarted inside it, staging its text as
+    # rows. Set here, not at import: the limit is the process's, and anyone may lower it.
+    csv.field_size_limit(sys.maxsize)
+    # skipinitialspace: a space before an opening quote (`a, "b"`) reads as DuckDB's reader
+    # reads it on the other paths (b, not ` "b"`); other leading spaces go too, as validation
+    # trims values anyway.
+    reader = csv.reader(map(str.__add__, lines, endings), strict=True, skipinitialspace=True)
     done = 0  # lines the reader has consumed
     while True:
         try:
@@ -260,11 +352,18 @@ def _csv_records(
         first, done = done, reader.line_num
         if not fields and error is None:
             continue  # an empty line is no record (whitespace-only lines are, and fail below)
+        # empty fields past the header's width are dropped, as DuckDB's reader drops them (a
+        # row ending `1,,,` was kept there and quarantined here, depending on unrelated lines)
+        while fields is not None and len(fields) > width and fields[-1] == "":
+            fields.pop()
         if fields is not None and len(fields) != width:
             many = "many" if len(fields) > width else "few"
             error = f"too {many} columns (expected {width}, found {len(fields)})"
         if error is None:
-            raw = lines[first] if done - first == 1 else "\n".join(lines[first:done])
+            raw = lines[first]
+            if done - first > 1:  # the record's lines with their own endings, bar the last one
+                raw = "".join(map(str.__add__, lines[first : done - 1], endings[first : done - 1]))
+                raw += lines[done - 1]
             yield numbers[first], raw, fields, None
             continue
         span = (
@@ -277,17 +376,26 @@ def _csv_records(
 
 
 def _stage_csv_records(
-    con, source: Source, name: str, present: list[str], which: str = "line > 1"
+    con,
+    source: Source,
+    name: str,
+    present: list[str],
+    which: str = "line > 1",
+    *,
+    endings: str | Sequence[str],
 ) -> None:
     """Stage the CSV file's lines ``which`` (SQL, over ``lines``; consecutive unless every
     record is on a line of its own) record by record, each with the physical line it starts on
-    and its own text."""
+    and its own text. ``endings``: the file's line ending, or each line's (by line number - 1)."""
     import pyarrow as pa  # only files off the fast path need it
 
     texts = con.execute(f"SELECT line, text FROM lines WHERE {which} ORDER BY line").fetchall()
     numbers, lines = [n for n, _ in texts], [t or "" for _, t in texts]
+    ends = (
+        [endings] * len(numbers) if isinstance(endings, str) else [endings[n - 1] for n in numbers]
+    )
     width = len(present)
-    records = list(_csv_records(numbers, lines, width))
+    records = list(_csv_records(numbers, lines, ends, width))
     if not records:
         return  # nothing but blank lines
     line_no, raw, fields, error = zip(*records, strict=True)
@@ -314,7 +422,10 @@ def _stage_csv_records(
 
 
 def _stage_json(con, source: Source, name: str, path: Path) -> None:
-    _read_lines(con, path)
+    if _line_ending(path) is None:  # as for CSV: DuckDB counted a CRLF in an LF file as two lines
+        _read_lines_python(con, name, path)
+    else:
+        _read_lines(con, path)
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE json_lines AS
