@@ -381,3 +381,13 @@ def test_a_rejected_row_without_a_file_is_audited_once(world):
     assert [a["rule"] for a in world.audit(D1)] == ["blocked_value"]
     world.run(D2)
     assert world.audit(D2) == []
+
+
+def test_the_collision_check_finds_two_identifiers_with_one_node_id(world):
+    world.wh.execute_script(
+        "CREATE OR REPLACE TEMP TABLE id_values AS SELECT * FROM (VALUES (7, 'a'), (3, 'b'),"
+        " (7, 'c'), (5, 'd')) t(node_id, node_value)"
+    )
+    assert world.wh.query_sql("identity/node_collisions", suffix="") == [(1,)]
+    world.wh.execute_script("DELETE FROM id_values WHERE node_value = 'c'")
+    assert world.wh.query_sql("identity/node_collisions", suffix="") == [(0,)]
