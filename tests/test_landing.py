@@ -309,41 +309,25 @@ def test_mixed_line_endings_are_read_line_by_line(tmp_path, data):
     ]
 
 
-def test_a_crlf_in_a_quoted_value_of_an_lf_file_is_kept_and_shifts_no_line(tmp_path):
-    # DuckDB's line splitting counted the CRLF as two line breaks: the value became "x\n\ny"
-    # and every later row's line was one too high.
-    result, rows, _ = extract_bytes(
-        tmp_path, f'{HEADER}\n2022-04-29,"x\r\ny",p,s1,0,1\n2022-04-29,e2,p,s2,0,1\n'.encode()
-    )
+@pytest.mark.parametrize(
+    ("data", "value"),
+    [
+        # an LF file: DuckDB's line splitting counted the CRLF as two line breaks, so the value
+        # became "x\n\ny" and every later row's line was one too high
+        (f'{HEADER}\n2022-04-29,"x\r\ny",p,s1,0,1\n2022-04-29,e2,p,s2,0,1\n', "x\r\ny"),
+        # a CRLF file: DuckDB's line splitting dropped the character after a lone CR
+        (f'{HEADER}\r\n2022-04-29,"abc\rXYZ",p,s1,0,1\r\n2022-04-29,e2,p,s2,0,1\r\n', "abc\rXYZ"),
+        # a CRLF file's value over two lines keeps its CRLF, as in a mixed file (it was
+        # joined with an LF)
+        (f'{HEADER}\r\n2022-04-29,"x\r\ny",p,s1,0,1\r\n2022-04-29,e2,p,s2,0,1', "x\r\ny"),
+    ],
+    ids=["crlf-in-an-lf-file", "lone-cr-in-a-crlf-file", "crlf-file"],
+)
+def test_a_line_break_in_a_quoted_value_is_kept_as_written(tmp_path, data, value):
+    result, rows, _ = extract_bytes(tmp_path, data.encode())
     assert (result["rows"], result["malformed"]) == (2, 0)
     assert rows == [
-        (2, None, '2022-04-29,"x\r\ny",p,s1,0,1', "x\r\ny"),
-        (4, None, "2022-04-29,e2,p,s2,0,1", "e2"),
-    ]
-
-
-def test_a_lone_cr_in_a_quoted_value_of_a_crlf_file_loses_no_character(tmp_path):
-    # DuckDB's line splitting (CRLF detected) dropped the character after the CR.
-    result, rows, _ = extract_bytes(
-        tmp_path,
-        f'{HEADER}\r\n2022-04-29,"abc\rXYZ",p,s1,0,1\r\n2022-04-29,e2,p,s2,0,1\r\n'.encode(),
-    )
-    assert (result["rows"], result["malformed"]) == (2, 0)
-    assert rows == [
-        (2, None, '2022-04-29,"abc\rXYZ",p,s1,0,1', "abc\rXYZ"),
-        (4, None, "2022-04-29,e2,p,s2,0,1", "e2"),
-    ]
-
-
-def test_a_quoted_value_over_lines_of_a_crlf_file_keeps_its_crlf(tmp_path):
-    # As in a file whose line endings are mixed: the value and the raw text are the file's own
-    # (they were joined with an LF).
-    result, rows, _ = extract_bytes(
-        tmp_path, f'{HEADER}\r\n2022-04-29,"x\r\ny",p,s1,0,1\r\n2022-04-29,e2,p,s2,0,1'.encode()
-    )
-    assert (result["rows"], result["malformed"]) == (2, 0)
-    assert rows == [
-        (2, None, '2022-04-29,"x\r\ny",p,s1,0,1', "x\r\ny"),
+        (2, None, f'2022-04-29,"{value}",p,s1,0,1', value),
         (4, None, "2022-04-29,e2,p,s2,0,1", "e2"),
     ]
 
