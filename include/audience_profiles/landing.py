@@ -26,11 +26,12 @@ be read at all, or lacks a required column, fails the task with the file and col
 from __future__ import annotations
 
 import csv
+import io
 import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,7 @@ FILE_SUFFIXES = (".csv", ".json", ".ndjson", ".jsonl")
 STAGED_META = ("_file", "_line", "_error", "_raw")
 STAGING_MEMORY_LIMIT = "768MB"
 LINE_ENDING_CHUNK = 8 * 1024 * 1024  # bytes read at a time to check a file's line endings
+RECORD_BATCH = 100_000  # lines or records the Python paths hold at a time
 
 
 class LandingError(ValueError):
@@ -200,8 +202,25 @@ def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) ->
     import pyarrow as pa  # only files off the fast path need it
 
     texts: list[str] = []
-    endings: list[str] = []
-    kinds = {e: e for e in ("\r\n", "\n", "\r", "")}  # one string object per kind, not per line
+    endings: list[str] = []  # a pointer per line: one string object per kind, not per line
+    kinds = {e: e for e in ("\r\n", "\n", "\r", "")}
+    con.execute("DROP TABLE IF EXISTS lines")
+    con.execute("CREATE TEMP TABLE lines (line BIGINT, text VARCHAR)")
+
+    def insert(first: int) -> None:  # in batches: files can be larger than memory
+        batch = pa.table(
+            {
+                "line": pa.array(range(first, first + len(texts)), pa.int64()),
+                "text": pa.array(texts, pa.string()),
+            }
+        )
+        con.register("lines_python", batch)
+        try:
+            con.execute("INSERT INTO lines SELECT line, text FROM lines_python")
+        finally:
+            con.unregister("lines_python")
+        texts.clear()
+
     # surrogateescape, then a check per line: a byte that is not UTF-8 is named by its line (a
     # strict decoder fails a whole buffer ahead of the line being read)
     with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
@@ -212,19 +231,10 @@ def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) ->
             text = line.rstrip("\r\n")
             texts.append(text)
             endings.append(kinds[line[len(text) :]])
-    lines = pa.table(
-        {
-            "line": pa.array(range(1, len(texts) + 1), pa.int64()),
-            "text": pa.array(texts, pa.string()),
-        }
-    )
-    del texts  # memory: files can be large
-    con.execute("DROP TABLE IF EXISTS lines")
-    con.register("lines_python", lines)
-    try:
-        con.execute("CREATE TEMP TABLE lines AS SELECT line, text FROM lines_python")
-    finally:
-        con.unregister("lines_python")
+            if len(texts) == RECORD_BATCH:
+                insert(number - RECORD_BATCH + 1)
+    if texts:
+        insert(len(endings) - len(texts) + 1)
     return endings
 
 
@@ -321,26 +331,32 @@ def _stage_csv(con, source: Source, name: str, path: Path) -> None:
 
 
 def _csv_records(
-    numbers: list[int], lines: list[str], endings: list[str], width: int
+    rows: Iterable[tuple[int, str, str]], width: int
 ) -> Iterator[tuple[int, str, list[str] | None, str | None]]:
-    """Split consecutive data lines of a CSV file (``numbers``: their physical line numbers,
-    ``lines`` their text, ``endings`` their line endings) into records: ``(line, raw, fields,
-    error)``, ``line`` being where the record starts.
+    """Split consecutive data lines of a CSV file (``rows``: their physical line number, text
+    and line ending) into records: ``(line, raw, fields, error)``, ``line`` being where the
+    record starts.
 
     A record may span lines (a quoted value holding a newline): its value and raw text keep the
     lines' own endings. A record that cannot be read (wrong number of fields, a quote left open)
     is returned once per physical line it covers, each with the error: a stray quote must not
-    fold the lines after it into one row.
+    fold the lines after it into one row. Lines are read as the records need them, so only one
+    record's lines are held at a time.
     """
     # DuckDB's reader has no field size limit: under csv's default (131,072 characters) a long
     # value failed on this path only, and the reader restarted inside it, staging its text as
     # rows. Set here, not at import: the limit is the process's, and anyone may lower it.
     csv.field_size_limit(sys.maxsize)
+    taken: list[tuple[int, str, str]] = []  # the lines the reader took for the current record
+
+    def feed() -> Iterator[str]:
+        for row in rows:
+            taken.append(row)
+            yield row[1] + row[2]
+
     # skipinitialspace: a space before an opening quote (`a, "b"`) reads as DuckDB's reader
-    # reads it on the other paths (b, not ` "b"`); other leading spaces go too, as validation
-    # trims values anyway.
-    reader = csv.reader(map(str.__add__, lines, endings), strict=True, skipinitialspace=True)
-    done = 0  # lines the reader has consumed
+    # reads it on the other paths (b, not ` "b"`), and a quoted value after it may span lines.
+    reader = csv.reader(feed(), strict=True, skipinitialspace=True)
     while True:
         try:
             fields, error = next(reader), None
@@ -349,9 +365,13 @@ def _csv_records(
         except csv.Error as exc:
             fields = None
             error = "unterminated quoted value" if "end of data" in str(exc) else str(exc)
-        first, done = done, reader.line_num
+        record = taken[:]
+        taken.clear()
         if not fields and error is None:
             continue  # an empty line is no record (whitespace-only lines are, and fail below)
+        text = "".join(t + e for _, t, e in record)
+        if fields is not None and error is None and (", " in text or text[:1] == " "):
+            fields = _keep_leading_spaces(text, fields)
         # empty fields past the header's width are dropped, as DuckDB's reader drops them (a
         # row ending `1,,,` was kept there and quarantined here, depending on unrelated lines)
         while fields is not None and len(fields) > width and fields[-1] == "":
@@ -359,20 +379,26 @@ def _csv_records(
         if fields is not None and len(fields) != width:
             many = "many" if len(fields) > width else "few"
             error = f"too {many} columns (expected {width}, found {len(fields)})"
-        if error is None:
-            raw = lines[first]
-            if done - first > 1:  # the record's lines with their own endings, bar the last one
-                raw = "".join(map(str.__add__, lines[first : done - 1], endings[first : done - 1]))
-                raw += lines[done - 1]
-            yield numbers[first], raw, fields, None
+        if error is None:  # the record's lines with their own endings, bar the last one
+            yield record[0][0], text[: len(text) - len(record[-1][2])], fields, None
             continue
-        span = (
-            f" (a record over lines {numbers[first]}-{numbers[done - 1]})"
-            if done - first > 1
-            else ""
-        )
-        for i in range(first, done):
-            yield numbers[i], lines[i], None, f"malformed CSV row: {error}{span}"
+        span = f" (a record over lines {record[0][0]}-{record[-1][0]})" if len(record) > 1 else ""
+        for number, line_text, _ in record:
+            yield number, line_text, None, f"malformed CSV row: {error}{span}"
+
+
+def _keep_leading_spaces(text: str, fields: list[str]) -> list[str]:
+    """The record read again without skipinitialspace, when that reads it alike: DuckDB keeps
+    the spaces before an unquoted value (the email as entered keeps them), and only drops those
+    before an opening quote. Otherwise (a quote after spaces, which then splits or spans lines
+    differently) the first reading stands."""
+    try:
+        plain = list(csv.reader(io.StringIO(text), strict=True))
+    except csv.Error:
+        return fields
+    if len(plain) != 1 or any(f[:1] == " " and f.lstrip(" ")[:1] == '"' for f in plain[0]):
+        return fields
+    return plain[0]
 
 
 def _stage_csv_records(
@@ -389,36 +415,52 @@ def _stage_csv_records(
     and its own text. ``endings``: the file's line ending, or each line's (by line number - 1)."""
     import pyarrow as pa  # only files off the fast path need it
 
-    texts = con.execute(f"SELECT line, text FROM lines WHERE {which} ORDER BY line").fetchall()
-    numbers, lines = [n for n, _ in texts], [t or "" for _, t in texts]
-    ends = (
-        [endings] * len(numbers) if isinstance(endings, str) else [endings[n - 1] for n in numbers]
-    )
+    last = con.execute("SELECT coalesce(max(line), 0) FROM lines").fetchall()[0][0]
+
+    def rows() -> Iterator[tuple[int, str, str]]:
+        # a range of lines at a time, each fetched whole before records are inserted (one
+        # connection: a result still being fetched would not survive the next statement)
+        for first in range(1, last + 1, RECORD_BATCH):
+            for number, text in con.execute(
+                f"SELECT line, coalesce(text, '') FROM lines WHERE ({which}) "
+                f"AND line BETWEEN {first} AND {first + RECORD_BATCH - 1} ORDER BY line"
+            ).fetchall():
+                yield number, text, endings if isinstance(endings, str) else endings[number - 1]
+
     width = len(present)
-    records = list(_csv_records(numbers, lines, ends, width))
-    if not records:
-        return  # nothing but blank lines
-    line_no, raw, fields, error = zip(*records, strict=True)
-    unread = (None,) * width  # the fields of a row the reader could not split
-    by_position = zip(*(f or unread for f in fields), strict=True)
-    columns = {
-        "_line": pa.array(line_no, pa.int64()),
-        "_error": pa.array(error, pa.string()),
-        "_raw": pa.array(raw, pa.string()),
-        **{f"c{i}": pa.array(values, pa.string()) for i, values in enumerate(by_position)},
-    }
     position = {c: i for i, c in enumerate(present)}
     # an empty value is NULL, as DuckDB's reader has it on the fast path
     values = ", ".join(
         f"NULLIF(c{position[c]}, '')" if c in position else "NULL" for c in source.columns
     )
-    con.register("csv_records", pa.table(columns))
-    try:
-        con.execute(
-            f"INSERT INTO staged SELECT {_sql_str(name)}, _line, _error, _raw, {values} FROM csv_records"
-        )
-    finally:
-        con.unregister("csv_records")
+    unread = (None,) * width  # the fields of a row the reader could not split
+
+    def insert(records: list) -> None:
+        line_no, raw, fields, error = zip(*records, strict=True)
+        by_position = zip(*(f or unread for f in fields), strict=True)
+        columns = {
+            "_line": pa.array(line_no, pa.int64()),
+            "_error": pa.array(error, pa.string()),
+            "_raw": pa.array(raw, pa.string()),
+            **{f"c{i}": pa.array(v, pa.string()) for i, v in enumerate(by_position)},
+        }
+        con.register("csv_records", pa.table(columns))
+        try:
+            con.execute(
+                f"INSERT INTO staged SELECT {_sql_str(name)}, _line, _error, _raw, {values} "
+                "FROM csv_records"
+            )
+        finally:
+            con.unregister("csv_records")
+
+    batch: list = []
+    for record in _csv_records(rows(), width):
+        batch.append(record)
+        if len(batch) == RECORD_BATCH:
+            insert(batch)
+            batch = []
+    if batch:
+        insert(batch)
 
 
 def _stage_json(con, source: Source, name: str, path: Path) -> None:
