@@ -11,13 +11,18 @@ FROM (
     SELECT NULLIF(request_id, '') AS request_id, lower(identifier_type) AS identifier_type,
            identifier_value, {{ p.hashed("identifier_value") }} AS identifier_hash,
            {{ v.utc_timestamp("requested_at") }} AS requested_at, lower(type) AS type, _file, _line,
-           {{ v.reasons(["_error", v.required("request_id"), v.required("identifier_value"),
-                         v.timestamp("requested_at"),
-                         "CASE WHEN lower(identifier_type) NOT IN ('email', 'session_id', 'external_id') THEN 'identifier_type: not email, session_id or external_id' END",
-                         "CASE WHEN lower(type) NOT IN ('delete', 'suppress') THEN 'type: not delete or suppress' END"]) }} AS reason
-    -- identifier_value trimmed of ASCII whitespace here and of all whitespace by p.hashed: the
-    -- same as p.hashed alone
-    FROM {{ v.trimmed_rows(staged, ["request_id", "identifier_type", "identifier_value", "requested_at", "type"]) }}
+           reason
+    FROM (
+        -- checked on the text, in a query of its own: in the list above, requested_at & co.
+        -- name both a staged column and an alias, which engines resolve differently
+        SELECT *, {{ v.reasons(["_error", v.required("request_id"), v.required("identifier_value"),
+                                v.timestamp("requested_at"),
+                                "CASE WHEN lower(identifier_type) NOT IN ('email', 'session_id', 'external_id') THEN 'identifier_type: not email, session_id or external_id' END",
+                                "CASE WHEN lower(type) NOT IN ('delete', 'suppress') THEN 'type: not delete or suppress' END"]) }} AS reason
+        -- identifier_value trimmed of ASCII whitespace here and of all whitespace by p.hashed:
+        -- the same as p.hashed alone
+        FROM {{ v.trimmed_rows(staged, ["request_id", "identifier_type", "identifier_value", "requested_at", "type"]) }}
+    ) checked
 ) s;
 
 DELETE FROM erasure_requests
