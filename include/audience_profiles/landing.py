@@ -194,6 +194,16 @@ def _line_ending(path: Path) -> str | None:
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
+def _insert_arrow(con: duckdb.DuckDBPyConnection, table, insert: str) -> None:
+    """Run ``insert``, SQL reading the Arrow ``table`` as ``arrow_rows`` (a batch of the Python
+    paths' lines or records)."""
+    con.register("arrow_rows", table)
+    try:
+        con.execute(insert)
+    finally:
+        con.unregister("arrow_rows")
+
+
 def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> list[str]:
     """Load the file's physical lines into temp table ``lines(line, text)`` as ``_read_lines``
     does, reading them in Python: a CRLF, a lone CR and an LF each end a line (as in an editor,
@@ -214,11 +224,7 @@ def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) ->
                 "text": pa.array(texts, pa.string()),
             }
         )
-        con.register("lines_python", batch)
-        try:
-            con.execute("INSERT INTO lines SELECT line, text FROM lines_python")
-        finally:
-            con.unregister("lines_python")
+        _insert_arrow(con, batch, "INSERT INTO lines SELECT line, text FROM arrow_rows")
         texts.clear()
 
     # surrogateescape, then a check per line: a byte that is not UTF-8 is named by its line (a
@@ -444,14 +450,12 @@ def _stage_csv_records(
             "_raw": pa.array(raw, pa.string()),
             **{f"c{i}": pa.array(v, pa.string()) for i, v in enumerate(by_position)},
         }
-        con.register("csv_records", pa.table(columns))
-        try:
-            con.execute(
-                f"INSERT INTO staged SELECT {_sql_str(name)}, _line, _error, _raw, {values} "
-                "FROM csv_records"
-            )
-        finally:
-            con.unregister("csv_records")
+        _insert_arrow(
+            con,
+            pa.table(columns),
+            f"INSERT INTO staged SELECT {_sql_str(name)}, _line, _error, _raw, {values} "
+            "FROM arrow_rows",
+        )
 
     batch: list = []
     for record in _csv_records(rows(), width):

@@ -49,6 +49,16 @@ def ids(world, *identifiers, ds=D2):
     return [world.profile_of(ds, i) for i in identifiers]
 
 
+def b_merged_into_a(world):
+    """Run D2 and D3 of a two_profiles() world: D3's one merge is B's into A; its summary."""
+    world.run(D2)
+    a, b = ids(world, "email:a@example.com", "email:b@example.com")
+    world.run(D3)
+    [merge] = merge_rows(world, D3)
+    assert (merge["merged_profile_id"], merge["surviving_profile_id"]) == (b, a)
+    return summary(merge)
+
+
 # --- scenarios through the daily run's SQL -----------------------------------------------------
 
 
@@ -59,12 +69,7 @@ def test_growth_on_both_sides_before_the_merge_is_not_the_merge(world):
     world.form(f"{D3}T07:30:00", "s-9", "a@example.com")  # A grows: no merge
     world.form(f"{D3}T09:00:00", "s-3", "a@example.com")  # s-3 joins A
     world.form(f"{D3}T09:05:00", "s-3", "b@example.com")  # ... and B: the merge
-    world.run(D2)
-    a, b = ids(world, "email:a@example.com", "email:b@example.com")
-    world.run(D3)
-    [merge] = merge_rows(world, D3)
-    assert (merge["merged_profile_id"], merge["surviving_profile_id"]) == (b, a)
-    assert summary(merge) == (
+    assert b_merged_into_a(world) == (
         f"{D3} 09:05:00",
         "form_entries:session_id-email",
         "session_id",
@@ -77,12 +82,7 @@ def test_direct_merge_reports_the_survivors_identifier(world):
     world.form(f"{D3}T07:00:00", "s-8", "b@example.com")  # B grows first
     world.form(f"{D3}T09:00:00", "s-2", "a@example.com")  # B's own session enters a@: the merge
     world.form(f"{D3}T11:00:00", "s-9", "a@example.com")  # the merged profile grows afterwards
-    world.run(D2)
-    a, b = ids(world, "email:a@example.com", "email:b@example.com")
-    world.run(D3)
-    [merge] = merge_rows(world, D3)
-    assert (merge["merged_profile_id"], merge["surviving_profile_id"]) == (b, a)
-    assert summary(merge) == (
+    assert b_merged_into_a(world) == (
         f"{D3} 09:00:00",
         "form_entries:session_id-email",
         "email",
@@ -96,12 +96,7 @@ def test_chain_merge_through_a_new_identifier_is_dated_by_its_later_link(world):
     world.form(f"{D3}T07:00:00", "s-8", "b@example.com")
     world.form(f"{D3}T08:00:00", "s-1", "x@example.com")
     world.form(f"{D3}T10:00:00", "s-2", "x@example.com")
-    world.run(D2)
-    a, b = ids(world, "email:a@example.com", "email:b@example.com")
-    world.run(D3)
-    [merge] = merge_rows(world, D3)
-    assert (merge["merged_profile_id"], merge["surviving_profile_id"]) == (b, a)
-    assert summary(merge) == (
+    assert b_merged_into_a(world) == (
         f"{D3} 10:00:00",
         "form_entries:session_id-email",
         "email",
@@ -115,12 +110,7 @@ def test_chain_merge_completed_on_the_survivors_side_names_the_survivors_end(wor
     two_profiles(world)
     world.form(f"{D3}T09:00:00", "s-2", "x@example.com")
     world.form(f"{D3}T10:00:00", "s-1", "x@example.com")
-    world.run(D2)
-    a, b = ids(world, "email:a@example.com", "email:b@example.com")
-    world.run(D3)
-    [merge] = merge_rows(world, D3)
-    assert (merge["merged_profile_id"], merge["surviving_profile_id"]) == (b, a)
-    assert summary(merge) == (
+    assert b_merged_into_a(world) == (
         f"{D3} 10:00:00",
         "form_entries:session_id-email",
         "session_id",
@@ -162,12 +152,7 @@ def test_an_sso_link_can_complete_the_merge(world):
     two_profiles(world)
     world.sso(f"{D3}T08:00:00", "s-9", "sso-b", email="b@example.com")  # B grows by SSO
     world.form(f"{D3}T09:00:00", "s-9", "a@example.com")  # ... and its new session enters a@
-    world.run(D2)
-    a, b = ids(world, "email:a@example.com", "email:b@example.com")
-    world.run(D3)
-    [merge] = merge_rows(world, D3)
-    assert (merge["merged_profile_id"], merge["surviving_profile_id"]) == (b, a)
-    assert summary(merge) == (
+    assert b_merged_into_a(world) == (
         f"{D3} 09:00:00",
         "form_entries:session_id-email",
         "email",
