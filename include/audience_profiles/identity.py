@@ -10,10 +10,12 @@ scratch of the run (its schema, temp tables), so statements commit one by one (`
 1. ``links``: every link observed as of the cutoff, once per pair of identifiers (64-bit hash
    ids), with the value and session rules applied;
 2. ``graph``: the accepted links as edges;
-3. connected components: hook every node to its smallest neighbour, flatten the pointer forest
-   by pointer jumping (ceil(log2(depth)) jumps), contract every tree to its root and repeat on
-   the smaller graph until no edge is left. Rounds grow with the log of the graph's diameter,
-   not with the number of nodes (tests/sql/identity/test_components.py measures it);
+3. connected components: a star round hooks every session to its smallest neighbour (sessions
+   never link to each other, so the stars are flat); then, on the values' graph, hook every node
+   to its smallest neighbour, flatten the pointer forest by pointer jumping (ceil(log2(depth))
+   jumps), contract every tree to its root and repeat on the smaller graph until no edge is
+   left. Rounds grow with the log of the graph's diameter, not with the number of nodes
+   (tests/sql/identity/test_components.py measures it);
 4. profile limits: a component holding two external_ids is split between them (nearest first,
    then link priority, then recency), and the links between the parts are cut;
 5. ``labels``/``profile_identifiers``: the nodes and each component's id, from its anchor;
@@ -169,13 +171,23 @@ class ComponentStats:
     cut_links: int = 0
 
 
-def connected_components(wh: Warehouse, suffix: str = "") -> ComponentStats:
+def connected_components(wh: Warehouse, suffix: str = "", stars: bool = False) -> ComponentStats:
     """Label the components of ``id_edges{suffix}(a, b)`` (a < b; duplicates are fine) into
     ``id_cc_map{suffix}(node, parent)``: every node hooked below another, with the smallest
-    node id of its component (a node missing from the map is its component's smallest)."""
+    node id of its component (a node missing from the map is its component's smallest).
+
+    With ``stars``, ``id_edges`` also says which end of an edge is a session (``session_node``;
+    sessions never link to each other): one star round hooks every session to its smallest
+    neighbour first (cc_stars.sql), the general rounds run on the values' graph, and the map then
+    holds every session, with labels the smallest non-session node id of each component.
+    """
     params = {"suffix": suffix}
     stats = ComponentStats(edges=wh.query(f"SELECT count(*) FROM id_edges{suffix}")[0][0])
-    edges, remaining = f"id_edges{suffix}", stats.edges
+    edges = f"id_edges{suffix}"
+    if stars:
+        wh.run_sql_steps("identity/cc_stars", **params)
+        edges = f"id_cc_edges{suffix}_0"
+    remaining = wh.query(f"SELECT count(*) FROM {edges}")[0][0]
     while remaining:
         if stats.rounds >= MAX_ROUNDS:
             raise RuntimeError(f"identity resolution did not converge in {MAX_ROUNDS} rounds")
@@ -186,17 +198,23 @@ def connected_components(wh: Warehouse, suffix: str = "") -> ComponentStats:
             wh.run_sql_steps("identity/cc_jump", **params, round=round_)
             stats.jumps += 1
             moved = wh.query_sql("identity/cc_moved", **params, round=round_)[0][0]
-        wh.run_sql_steps("identity/cc_contract", **params, round=round_, edges=edges)
+        drop_edges = edges != f"id_edges{suffix}"
+        wh.run_sql_steps(
+            "identity/cc_contract", **params, round=round_, edges=edges, drop_edges=drop_edges
+        )
         stats.rounds += 1
         edges = f"id_cc_edges{suffix}_{stats.rounds}"
         remaining = wh.query(f"SELECT count(*) FROM {edges}")[0][0]
-    if stats.rounds:
+    if edges != f"id_edges{suffix}":
         wh.execute_script(f"DROP TABLE {edges}")
+    if stats.rounds:
         for round_ in reversed(range(stats.rounds)):
             last = round_ == stats.rounds - 1
             wh.run_sql_steps("identity/cc_compose", **params, round=round_, last=last)
     else:
         wh.run_sql_steps("identity/cc_empty", **params)
+    if stars:
+        wh.run_sql_steps("identity/cc_star_compose", **params)
     return stats
 
 
@@ -247,7 +265,7 @@ def label_as_of(
     else:
         raise RuntimeError(f"node ids collide with {MAX_SALTS} different salts")
     wh.run_sql_steps("identity/graph", **params)
-    stats = connected_components(wh, suffix)
+    stats = connected_components(wh, suffix, stars=True)
     wh.run_sql_steps("identity/labels", **params)
     stats.nodes = wh.query(f"SELECT count(*) FROM id_labels{suffix}")[0][0]
     return stats, params

@@ -9,6 +9,6 @@ FROM (
     LEFT JOIN id_cc_parent{{ suffix }}_{{ round }} pa ON pa.node = e.a
 ) roots
 WHERE ra <> rb;
-{% if round > 0 %}
+{% if drop_edges %}
 DROP TABLE {{ edges }};
 {% endif %}

@@ -1,7 +1,8 @@
 """Connected components in SQL (include/sql/identity/cc_*.sql) on DuckDB.
 
 - hypothesis: on random graphs the SQL labels equal a plain Python union-find's components, and
-  every label is its component's smallest node id;
+  every label is its component's smallest node id; with the star round (sessions linked only to
+  values), every session is in the map and labels are the smallest value id;
 - cost: rounds and pointer jumps grow with log2 of a path's length (its diameter), and not with
   the number of nodes (many short paths, a large star).
 """
@@ -81,6 +82,48 @@ def test_sql_components_equal_union_find(wh, edges):
     assert partition(labels) == partition(expected)
     for node, label in labels.items():
         assert label == expected[node]  # the label is the component's smallest id
+
+
+# Identity graphs: sessions link only to values (emails, external_ids), values to each other too.
+session_graphs = st.tuples(
+    st.lists(node_ids, min_size=1, max_size=25, unique=True),
+    st.lists(node_ids, min_size=1, max_size=25, unique=True),
+).flatmap(
+    lambda ids: st.tuples(
+        st.just(sorted(set(ids[0]) - set(ids[1]))),
+        st.just(ids[1]),
+        st.lists(st.tuples(st.sampled_from(ids[0]), st.sampled_from(ids[1])), max_size=50),
+        st.lists(st.tuples(st.sampled_from(ids[1]), st.sampled_from(ids[1])), max_size=15),
+    )
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(graph=session_graphs)
+def test_the_star_round_gives_union_find_components(wh, graph):
+    sessions, values, session_links, value_links = graph
+    session_set = set(sessions)
+    rows = [(min(s, v), max(s, v), s) for s, v in session_links if s in session_set]
+    rows += [(min(a, b), max(a, b), None) for a, b in value_links if a != b]
+    frame = pd.DataFrame(rows, columns=["a", "b", "session_node"], dtype="Int64")
+    wh.con.register("edge_frame", frame)
+    wh.execute_script(
+        "CREATE OR REPLACE TEMP TABLE id_edges_t AS "
+        "SELECT DISTINCT CAST(a AS BIGINT) AS a, CAST(b AS BIGINT) AS b, "
+        "CAST(session_node AS BIGINT) AS session_node FROM edge_frame"
+    )
+    wh.con.unregister("edge_frame")
+    connected_components(wh, "_t", stars=True)
+    labels = dict(wh.query("SELECT node, parent FROM id_cc_map_t"))
+    expected = union_find([(a, b) for a, b, _ in rows])
+    assert partition({n: labels.get(n, n) for n in expected}) == partition(expected)
+    linked_sessions = {s for _, _, s in rows if s is not None}
+    assert linked_sessions <= set(labels)  # labels.sql finds the linked sessions in the map
+    for node, label in labels.items():
+        members = [n for n in expected if expected[n] == expected[node]]
+        assert label == min(n for n in members if n not in session_set)
 
 
 def shuffled_path(n: int, seed: int) -> list[tuple[int, int]]:
