@@ -96,6 +96,23 @@ def test_two_sso_accounts_on_one_session_never_merge(world):
     assert (audit["rule"], audit["right_value"]) == ("session_limit", "sso-older")
 
 
+def test_two_sso_accounts_seen_at_once_on_one_session_keep_the_first_by_value(world):
+    world.sso(f"{D1}T10:00:00", S1, "sso-b")
+    world.sso(f"{D1}T10:00:00", S1, "sso-a")  # the same second: the tie goes by value
+    world.run(D1)
+    assert world.profile_of(D1, f"session_id:{S1}") == world.profile_of(D1, "external_id:sso-a")
+    [audit] = world.audit(D1)
+    assert (audit["rule"], audit["right_value"]) == ("session_limit", "sso-b")
+
+
+def test_a_blocked_sso_account_does_not_count_towards_the_session_limit(world):
+    world.sso(f"{D1}T10:00:00", S1, "sso-a")
+    world.sso(f"{D1}T11:00:00", S1, "anonymous")  # blocked: rejected for its value, not the limit
+    world.run(D1)
+    assert world.profile_of(D1, f"session_id:{S1}") == world.profile_of(D1, "external_id:sso-a")
+    assert [a["rule"] for a in world.audit(D1)] == ["blocked_value"]
+
+
 def test_two_sso_accounts_joined_through_an_email_chain_stay_apart(world):
     # sso-a -- S1 -- shared@ -- S2 -- sso-b: one component, two SSO accounts.
     world.sso(f"{D1}T08:00:00", S1, "sso-a")

@@ -60,10 +60,19 @@ FROM (
 {% set ns = namespace(first=true) %}
 {% for k in m.kinds %}
 {% for end_type, column in [(k.left_type, k.left), (k.right_type, k.right)] if end_type == type %}
+{#- An end that a kind without a filter reads from the same rows adds nothing to min() (kind 3's
+    external_id: kind 2 reads every SSO row's): skipped, 0.6M of 10M rows at 5M links. -#}
+{% set end = namespace(covered=false) %}
+{% for other in m.kinds if "where" in k and "where" not in other and other.relation == k.relation
+                           and other.observed_at == k.observed_at and column in (other.left, other.right) %}
+{% set end.covered = true %}
+{% endfor %}
+{% if not end.covered %}
         {{ "UNION ALL" if not ns.first }}
         SELECT {{ column }} AS node_value, dt, {{ k.observed_at }} AS observed_at
         {{ m.rows(k) }}
 {% set ns.first = false %}
+{% endif %}
 {% endfor %}
 {% endfor %}
 {% if ns.first %}
@@ -101,7 +110,9 @@ FROM (
 GROUP BY session_node;
 
 -- Per-session limits: a session keeps its most recent values of a type; older links are rejected
--- (ties by value, so the outcome never depends on row order).
+-- (ties by value, so the outcome never depends on row order). Only the sessions over the limit
+-- (few) are ranked: ranking every session's links, each joined to its value for the tie-break,
+-- took 0.5 s at 5M links, finding the few first 0.15 s.
 CREATE OR REPLACE TEMP TABLE id_session_over{{ suffix }} AS
 {% for type, limit in per_session.items() %}
 SELECT left_id, right_id, 'session keeps its {{ limit }} most recent {{ type }} value(s)' AS detail
@@ -111,6 +122,13 @@ FROM (
     FROM id_pairs{{ suffix }} p
     JOIN id_values{{ suffix }} v ON v.node_id = p.right_id
     WHERE p.kind IN {{ m.session_kinds(type) }}
+      AND p.left_id IN (
+          SELECT left_id FROM id_pairs{{ suffix }}
+          WHERE kind IN {{ m.session_kinds(type) }}
+            AND left_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
+            AND right_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
+          GROUP BY left_id
+          HAVING count(*) > {{ limit }})
       AND p.left_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
       AND p.right_id NOT IN (SELECT node_id FROM id_bad{{ suffix }})
 ) ranked
