@@ -2,7 +2,7 @@
 -- identifier) and SSO identities (through the external_id): names take the most recent non-empty
 -- value; consent fields the most recent explicit statement, with when and where it was made.
 -- Nothing is ever inferred as opted in: no statement stays NULL.
--- The three tables before audience_profiles are the task's scratch: TEMP, so nothing writes
+-- The tables before audience_profiles are the task's scratch: TEMP, so nothing writes
 -- them to disk (persisted, they cost a tenth of the profile build at 10M; bench/README.md).
 CREATE OR REPLACE TEMP TABLE profile_facts AS
 SELECT facts.*,
@@ -28,51 +28,76 @@ FROM (
     WHERE i.dt <= DATE '{{ ds }}' AND i.observed_at < TIMESTAMP '{{ interval_end }}'
 ) facts;
 
-CREATE OR REPLACE TEMP TABLE profile_activity AS
-SELECT pi.profile_id, count(*) AS interactions,
-       min(ie.date) AS first_interaction, max(ie.date) AS last_interaction
+-- Per profile and poll title, from every interaction of the profile's sessions: how many, their
+-- dates and the latest answer (by interaction date, then landing date, file and line). One pass
+-- over the interactions feeds both the activity and the answers below; a pass for each took
+-- 2.6-2.8 s more at 10M.
+CREATE OR REPLACE TEMP TABLE profile_titles AS
+SELECT pi.profile_id, ie.title, count(*) AS interactions,
+       min(ie.date) AS first_interaction, max(ie.date) AS last_interaction,
+{% if engine == "duckdb" %}
+       -- One integer per interaction, ordered as (date, landing date, file, line): date days
+       -- times 2^80, the file's rank by (landing date, file) times 2^48, the line. Comparing
+       -- a row (struct) or string key of those fields took two to three times as long
+       -- (bench/README.md). A NULL key (no answer) is no candidate.
+       arg_max(ie.option_label,
+               CASE WHEN ie.title IS NOT NULL AND ie.option_label IS NOT NULL THEN
+                   CAST(ie.date - DATE '1970-01-01' AS HUGEINT) * 1208925819614629174706176
+                   + coalesce(f.file_rank, 0) * 281474976710656 + coalesce(ie._line, 0) END) AS option
+{% else %}
+       -- chr(1): below any character of a file name (segments/answer.sql)
+       max_by(ie.option_label,
+              CASE WHEN ie.title IS NOT NULL AND ie.option_label IS NOT NULL THEN
+                  CAST(ie.date AS VARCHAR) || chr(1) || CAST(ie.dt AS VARCHAR) || chr(1) || ie._file || chr(1) || lpad(CAST(ie._line AS VARCHAR), 12, '0') END) AS option
+{% endif %}
 FROM interactions_enriched ie
 JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'session_id' AND pi.identifier_value = ie.session_id
+{% if engine == "duckdb" %}
+LEFT JOIN (SELECT dt, _file, row_number() OVER (ORDER BY dt, _file) AS file_rank
+      FROM (SELECT DISTINCT dt, _file FROM interactions_enriched WHERE dt <= DATE '{{ ds }}') d) f
+  ON f.dt = ie.dt AND f._file = ie._file
+{% endif %}
 WHERE ie.dt <= DATE '{{ ds }}'
-GROUP BY pi.profile_id;
+GROUP BY pi.profile_id, ie.title;
+
+CREATE OR REPLACE TEMP TABLE profile_activity AS
+SELECT profile_id, CAST(sum(interactions) AS BIGINT) AS interactions,
+       min(first_interaction) AS first_interaction, max(last_interaction) AS last_interaction
+FROM profile_titles
+GROUP BY profile_id;
+
+-- The answers as one JSON object per profile (profile_answers), keys sorted: Snowflake prints an
+-- OBJECT's keys sorted, and the same order here makes a re-run write the same bytes.
+{% if engine == "duckdb" %}
+-- Every (title, answer) pair any profile gave, with its rank in that order and its JSON text: a
+-- profile sorts its ranks (integers) and looks the texts up. 1.9 s at 10M, where sorting each
+-- profile's (title, answer) structs and writing every pair's JSON took 5.8 s. (The pairs as a
+-- MATERIALIZED CTE instead of a table of their own: 3.9 s.)
+CREATE OR REPLACE TEMP TABLE profile_answer_pairs AS
+SELECT title, option, row_number() OVER (ORDER BY title, option) AS pair_rank,
+       to_json(title) || ':' || to_json(option) AS pair_json
+FROM (SELECT DISTINCT title, option FROM profile_titles WHERE option IS NOT NULL) answered;
 
 CREATE OR REPLACE TEMP TABLE profile_answers AS
-SELECT profile_id,
-{% if engine == "duckdb" %}
-       -- Snowflake prints an OBJECT's keys sorted; DuckDB's json_group_object keeps arrival order,
-       -- which parallel aggregation varies. Sorted here too, so a re-run writes the same bytes.
-       -- (list_sort of the pairs is cheaper than string_agg's ORDER BY, same order)
-       '{' || array_to_string(list_transform(list_sort(list(struct_pack(k := attribute, v := option))),
-                                              lambda pair: to_json(pair.k) || ':' || to_json(pair.v)), ',') || '}' AS answers
+WITH texts AS (SELECT list(pair_json ORDER BY pair_rank) AS pair_json FROM profile_answer_pairs),
+ranked AS (
+    SELECT t.profile_id, list_sort(list(p.pair_rank)) AS ranks
+    FROM profile_titles t
+    JOIN profile_answer_pairs p ON p.title = t.title AND p.option = t.option
+    GROUP BY t.profile_id
+)
+SELECT r.profile_id,
+       '{' || array_to_string(list_transform(r.ranks, lambda pair_rank: texts.pair_json[pair_rank]), ',') || '}' AS answers
+FROM ranked r, texts;
+DROP TABLE profile_answer_pairs;
 {% else %}
-       CAST(object_agg(attribute, option) AS VARCHAR) AS answers
-{% endif %}
-FROM (
-    -- The latest answer: by interaction date, then landing date, file and line.
-    SELECT pi.profile_id, ie.title AS attribute,
-{% if engine == "duckdb" %}
-           -- One integer per interaction, ordered as (date, landing date, file, line): date days
-           -- times 2^80, the file's rank by (landing date, file) times 2^48, the line. Comparing
-           -- a row (struct) or string key of those fields took two to three times as long
-           -- (bench/README.md).
-           arg_max(ie.option_label,
-                   CAST(ie.date - DATE '1970-01-01' AS HUGEINT) * 1208925819614629174706176
-                   + coalesce(f.file_rank, 0) * 281474976710656 + coalesce(ie._line, 0)) AS option
-{% else %}
-           -- chr(1): below any character of a file name (segments/answer.sql)
-           max_by(ie.option_label, CAST(ie.date AS VARCHAR) || chr(1) || CAST(ie.dt AS VARCHAR) || chr(1) || ie._file || chr(1) || lpad(CAST(ie._line AS VARCHAR), 12, '0')) AS option
-{% endif %}
-    FROM interactions_enriched ie
-    JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'session_id' AND pi.identifier_value = ie.session_id
-{% if engine == "duckdb" %}
-    LEFT JOIN (SELECT dt, _file, row_number() OVER (ORDER BY dt, _file) AS file_rank
-          FROM (SELECT DISTINCT dt, _file FROM interactions_enriched WHERE dt <= DATE '{{ ds }}') d) f
-      ON f.dt = ie.dt AND f._file = ie._file
-{% endif %}
-    WHERE ie.dt <= DATE '{{ ds }}' AND ie.title IS NOT NULL AND ie.option_label IS NOT NULL
-    GROUP BY pi.profile_id, ie.title
-) a
+CREATE OR REPLACE TEMP TABLE profile_answers AS
+SELECT profile_id, CAST(object_agg(title, option) AS VARCHAR) AS answers
+FROM profile_titles
+WHERE option IS NOT NULL
 GROUP BY profile_id;
+{% endif %}
+DROP TABLE profile_titles;
 
 CREATE OR REPLACE TABLE {{ rs }}.audience_profiles AS
 WITH ids AS (
