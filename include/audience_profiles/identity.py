@@ -330,20 +330,19 @@ def resolve_run(
     )
     wh.run_sql_steps("identity/link_audit", rs=rs, ds=ds)
     record_merges(wh, rs, interval_start)
-    # Profiles whose id did not exist as of the interval's start (for the run report), counted
-    # while the previous snapshot is still there.
-    created = wh.query(
-        f"SELECT count(DISTINCT profile_id) FROM {rs}.profile_identifiers "
-        "WHERE profile_id NOT IN (SELECT profile_id FROM profile_identifiers_prev)"
-    )[0][0]
+    # The profiles, and those whose id did not exist as of the interval's start (for the run
+    # report), counted in one pass while the previous snapshot is still there.
+    profiles, created = wh.query(
+        "SELECT count(*), count_if(profile_id NOT IN (SELECT profile_id FROM profile_identifiers_prev))"
+        f" FROM (SELECT DISTINCT profile_id FROM {rs}.profile_identifiers) ids"
+    )[0]
     wh.run_sql_steps(
         "identity/drop_scratch",
         suffix="",
         extra=["id_rejected", "id_rejected_prev", "id_new_links", "profile_identifiers_prev"],
     )
-    profiles, merges, rejected = wh.query(
-        f"SELECT (SELECT count(DISTINCT profile_id) FROM {rs}.profile_identifiers),"
-        f" (SELECT count(*) FROM {rs}.profile_merges),"
+    merges, rejected = wh.query(
+        f"SELECT (SELECT count(*) FROM {rs}.profile_merges),"
         f" (SELECT count(*) FROM {rs}.identity_link_audit)"
     )[0]
     result = {
