@@ -173,13 +173,14 @@ class ComponentStats:
 
 def connected_components(wh: Warehouse, suffix: str = "", stars: bool = False) -> ComponentStats:
     """Label the components of ``id_edges{suffix}(a, b)`` (a < b; duplicates are fine) into
-    ``id_cc_map{suffix}(node, parent)``: every node hooked below another, with the smallest
-    node id of its component (a node missing from the map is its component's smallest).
+    ``id_cc_map{suffix}(node, parent)``: every node but its component's label, with that label.
 
-    With ``stars``, ``id_edges`` also says which end of an edge is a session (``session_node``;
-    sessions never link to each other): one star round hooks every session to its smallest
-    neighbour first (cc_stars.sql), the general rounds run on the values' graph, and the map then
-    holds every session, with labels the smallest non-session node id of each component.
+    Without ``stars`` the label is the component's smallest node id. With ``stars``,
+    ``id_edges`` also says which end of an edge is a session (``session_node``; sessions never
+    link to each other): one star round hooks every session to its smallest neighbour first
+    (cc_stars.sql) and the general rounds run on the values' graph, so the label is the
+    component's smallest non-session node id and the map holds every session (a session's label
+    may be larger than its own id).
     """
     params = {"suffix": suffix}
     stats = ComponentStats(edges=wh.query(f"SELECT count(*) FROM id_edges{suffix}")[0][0])
