@@ -184,7 +184,7 @@ def connected_components(wh: Warehouse, suffix: str = "", stars: bool = False) -
     """
     params = {"suffix": suffix}
     stats = ComponentStats(edges=wh.query(f"SELECT count(*) FROM id_edges{suffix}")[0][0])
-    edges = f"id_edges{suffix}"
+    edges = given = f"id_edges{suffix}"  # the caller's table stays; the rounds' own are dropped
     if stars:
         wh.run_sql_steps("identity/cc_stars", **params)
         edges = f"id_cc_edges{suffix}_0"
@@ -199,14 +199,13 @@ def connected_components(wh: Warehouse, suffix: str = "", stars: bool = False) -
             wh.run_sql_steps("identity/cc_jump", **params, round=round_)
             stats.jumps += 1
             moved = wh.query_sql("identity/cc_moved", **params, round=round_)[0][0]
-        drop_edges = edges != f"id_edges{suffix}"
         wh.run_sql_steps(
-            "identity/cc_contract", **params, round=round_, edges=edges, drop_edges=drop_edges
+            "identity/cc_contract", **params, round=round_, edges=edges, drop_edges=edges != given
         )
         stats.rounds += 1
         edges = f"id_cc_edges{suffix}_{stats.rounds}"
         remaining = wh.query(f"SELECT count(*) FROM {edges}")[0][0]
-    if edges != f"id_edges{suffix}":
+    if edges != given:
         wh.execute_script(f"DROP TABLE {edges}")
     if stats.rounds:
         for round_ in reversed(range(stats.rounds)):

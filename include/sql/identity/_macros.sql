@@ -40,6 +40,11 @@ CASE {{ column }}{% for k in kinds %} WHEN {{ k.kind }} THEN '{{ k[property] }}'
 datediff('day', DATE '1970-01-01', {{ dt }}) * 10000000000
 + least(greatest(datediff('second', TIMESTAMP '1970-01-01 00:00:00', {{ observed_at }}), 0), 9999999999)
 {%- endmacro %}
+{#- The id of the profile anchored on an identifier (profile_identifiers.sql): the one place
+    that says how profile ids are made. -#}
+{% macro anchored_id(type, value) -%}
+'ap_' || substr(md5({{ type }} || ':' || {{ value }}), 1, 20)
+{%- endmacro %}
 {#- The anchor order (profile_identifiers.sql): first seen first, every email and external_id
     before any session (labels.sql says why). -#}
 {% macro anchor_key(seen_key, node_type) -%}

@@ -1,3 +1,4 @@
+{% import "identity/_macros.sql" as m with context %}
 -- The search behind profile_merges.sql (whose header says what the rows mean). Only the current
 -- profiles that took a merge are searched. Their graph: one node per previous profile, one per
 -- new identifier; a new session (never linked to another session) is replaced by direct edges
@@ -27,7 +28,7 @@ pairs AS (
     -- be seen long before it joins anyone, and go to another person when the profile splits
     QUALIFY row_number() OVER (
                 PARTITION BY p.profile_id
-                ORDER BY CASE WHEN 'ap_' || substr(md5(p.identifier_type || ':' || p.identifier_value), 1, 20)
+                ORDER BY CASE WHEN {{ m.anchored_id("p.identifier_type", "p.identifier_value") }}
                                    = p.profile_id THEN 0
                               WHEN p.identifier_type = 'session_id' THEN 2 ELSE 1 END,
                          p.first_seen, p.identifier_type, p.identifier_value) = 1
@@ -54,7 +55,7 @@ WITH nodes AS (
                         coalesce(p.profile_id, c.identifier_type),
                         CASE WHEN p.profile_id IS NULL THEN c.identifier_value END) AS node,
            coalesce(n.surviving_profile_id
-                    = 'ap_' || substr(md5(c.identifier_type || ':' || c.identifier_value), 1, 20),
+                    = {{ m.anchored_id("c.identifier_type", "c.identifier_value") }},
                     FALSE) AS anchor
     FROM {{ rs }}.profile_identifiers c
     LEFT JOIN profile_identifiers_prev p

@@ -1,3 +1,4 @@
+{% import "identity/_macros.sql" as m with context %}
 -- Each component is a profile, its id derived from its anchor: the email or external_id seen
 -- first (earliest landing date, then that row's observation to the second; labels.sql), ties
 -- broken by the id itself. A session anchors only a component without either, which the links
@@ -16,7 +17,7 @@ WITH earliest AS (
 anchors AS (
     -- md5 only for the earliest identifiers (usually one or two per profile), not for all
     SELECT e.label, e.profile_first_seen,
-           'ap_' || min(substr(md5(l.node_type || ':' || l.node_value), 1, 20)) AS profile_id
+           min({{ m.anchored_id("l.node_type", "l.node_value") }}) AS profile_id
     FROM earliest e
     JOIN id_labels{{ suffix }} l ON l.label = e.label AND l.anchor_key = e.anchor_key
     GROUP BY e.label, e.profile_first_seen

@@ -82,7 +82,7 @@ WITH anchors AS (
            m.identifier_type || ':' || m.identifier_value AS node
     FROM {{ rs }}.members m
     JOIN {{ rs }}.identifier_stats st USING (identifier_type, identifier_value)
-    WHERE 'ap_' || substr(md5(m.identifier_type || ':' || m.identifier_value), 1, 20) = m.profile_id
+    WHERE {{ idm.anchored_id("m.identifier_type", "m.identifier_value") }} = m.profile_id
 ),
 survivors AS (
     SELECT k.label, k.profile_id
@@ -92,12 +92,12 @@ survivors AS (
         ORDER BY a.anchor_key NULLS LAST, k.profile_id) = 1
 ),
 fresh AS (
-    SELECT n.label, 'ap_' || substr(md5(n.node), 1, 20) AS profile_id
+    SELECT n.label, {{ idm.anchored_id("n.node_type", "n.node_value") }} AS profile_id
     FROM {{ rs }}.id_nodes n
     WHERE n.label NOT IN (SELECT label FROM {{ rs }}.component_known)
     QUALIFY row_number() OVER (
         -- the daily build's anchor order (identity/labels.sql anchor_key, then the id itself)
-        PARTITION BY n.label ORDER BY n.anchor_key, substr(md5(n.node), 1, 20)) = 1
+        PARTITION BY n.label ORDER BY n.anchor_key, {{ idm.anchored_id("n.node_type", "n.node_value") }}) = 1
 )
 SELECT label, profile_id FROM survivors WHERE label NOT IN (SELECT label FROM {{ rs }}.over_limit)
 UNION ALL
