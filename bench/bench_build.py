@@ -101,12 +101,21 @@ def child_load(a: dict) -> dict:
     return {}
 
 
+def _wall_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Seconds covered by the intervals: calls that overlap (run_all's extracts) count once."""
+    covered, reached = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        covered += max(0.0, end - max(start, reached))
+        reached = max(reached, end)
+    return covered
+
+
 def child_daily(a: dict) -> dict:
     from audience_profiles import pipeline
     from audience_profiles.generate import data_dates
 
     config = _config(Path(a["work"]), a["memory_limit"], a["threads"])
-    steps: dict[str, float] = {}
+    spans: dict[str, list[tuple[float, float]]] = {}
     for name in (
         "extract_source",
         "validate",
@@ -124,14 +133,14 @@ def child_daily(a: dict) -> dict:
             try:
                 return _original(*args, **kwargs)
             finally:
-                steps[_name] = steps.get(_name, 0.0) + time.perf_counter() - start
+                spans.setdefault(_name, []).append((start, time.perf_counter()))
 
         setattr(pipeline, name, timed)  # run_all looks its steps up in the module
     ds = data_dates(config.landing_root)[-1]
     result = pipeline.run_all(pipeline.RunWindow.for_date(ds), config)
     return {
         "ds": ds,
-        "steps": steps,
+        "steps": {name: _wall_seconds(intervals) for name, intervals in spans.items()},
         "identity": result["identity"],
         "profiles": result["profiles"],
     }

@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -319,7 +320,16 @@ def run_all(window: RunWindow, config: PipelineConfig | None = None) -> dict:
         tasks[name] = {"state": "success", "seconds": round(time.monotonic() - started, 3)}
         return out
 
-    staged = [step(f"extract[{s}]", extract_source, s, window, config) for s in VALIDATION_ORDER]
+    # Extracts touch no warehouse, so they run side by side, as the DAG's mapped tasks do: the
+    # four of one day at 10M took 8.2-8.5 s one after another, 6.9-7.1 s two at a time. Two,
+    # because each staging DuckDB may take STAGING_MEMORY_LIMIT and the build stays under 2 GiB.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        staged = list(
+            pool.map(
+                lambda s: step(f"extract[{s}]", extract_source, s, window, config),
+                VALIDATION_ORDER,
+            )
+        )
     result: dict[str, Any] = {"validate": step("validate", validate, window, staged, config)}
     result["enrich"] = step("enrich", enrich, window, config)
     result["identity"] = step("resolve_identities", resolve_identities, window, config)
