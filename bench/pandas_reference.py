@@ -23,6 +23,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
 from audience_profiles.identity import IdentityRules  # noqa: E402
+from audience_profiles.landing import SOURCES  # noqa: E402
 
 YES, NO = {"yes", "y", "true", "1"}, {"no", "n", "false", "0"}
 ELEMENT_TYPES = {"vote", "quiz", "competition", "prediction", "team_selector"}
@@ -59,7 +60,11 @@ def read_source(root: Path, source: str, dates: list[str]) -> pd.DataFrame:
             frame["_file"] = str(path)
             frame["dt"] = folder.name.removeprefix("date=")
             frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not frames:  # no file for these dates: no rows, but every column the checks read
+        return pd.DataFrame(
+            columns=[*SOURCES[source].columns, "_line", "_file", "dt"], dtype=object
+        )
+    return pd.concat(frames, ignore_index=True)
 
 
 def text(series: pd.Series) -> pd.Series:
@@ -383,8 +388,8 @@ def resolve(data: dict, rules: IdentityRules, cutoff_dt: str, cutoff_ts: str) ->
     ].copy()
 
     codes = {node: i for i, node in enumerate(nodes.index)}
-    a = accepted["left"].map(codes).to_numpy()
-    b = accepted["right"].map(codes).to_numpy()
+    a = accepted["left"].map(codes).to_numpy(dtype="int64")
+    b = accepted["right"].map(codes).to_numpy(dtype="int64")
     nodes["label"] = components(len(nodes), a, b)
 
     cuts = {}
@@ -394,7 +399,8 @@ def resolve(data: dict, rules: IdentityRules, cutoff_dt: str, cutoff_ts: str) ->
         [
             (min(left, right), max(left, right)) in cuts
             for left, right in zip(accepted["left"], accepted["right"], strict=True)
-        ]
+        ],
+        dtype=bool,
     )
     cut_rows = accepted[cut_key].copy()
     cut_rows["rule"] = "profile_limit"
@@ -411,7 +417,7 @@ def resolve(data: dict, rules: IdentityRules, cutoff_dt: str, cutoff_ts: str) ->
     nodes["hash"] = [hashlib.md5(n.encode()).hexdigest()[:20] for n in nodes.index]
     ordered = nodes.sort_values(["label", "anchor_key", "hash"])
     anchor = ordered.groupby("label")["hash"].first()
-    nodes["profile_id"] = "ap_" + nodes["label"].map(anchor)
+    nodes["profile_id"] = "ap_" + nodes["label"].map(anchor).astype(str)
     nodes["profile_first_seen"] = nodes.groupby("label")["first_at"].transform("min")
     identifiers = nodes.reset_index().rename(
         columns={"type": "identifier_type", "value": "identifier_value", "first_at": "first_seen"}
@@ -603,9 +609,49 @@ def profile_id_of(identifier: str) -> str:
 
 # --- profiles ------------------------------------------------------------------------------
 
+PROFILE_COLUMNS = [
+    "profile_id",
+    "email",
+    "external_id",
+    "first_name",
+    "last_name",
+    "optin_1",
+    "optin_2",
+    "accept_terms",
+    "first_seen",
+    "last_seen",
+    "sessions",
+    "interactions",
+    "answers",
+    "optin_1_at",
+    "optin_1_source",
+    "optin_2_at",
+    "optin_2_source",
+    "accept_terms_at",
+    "accept_terms_source",
+]
+PROFILE_INTERACTION_COLUMNS = [
+    "profile_id",
+    "first_name",
+    "last_name",
+    "email",
+    "interaction_date",
+    "attribute",
+    "option",
+    "poll_id",
+    "event_id",
+    "session_id",
+    "votes",
+]
+
 
 def profiles(data: dict, identity: dict, ds: str, interval_end: str) -> dict[str, pd.DataFrame]:
     ids = identity["identifiers"]
+    if ids.empty:  # nobody identified yet (pandas cannot type the joins of empty frames)
+        return {
+            "audience_profiles": pd.DataFrame(columns=PROFILE_COLUMNS),
+            "audience_profile_interactions": pd.DataFrame(columns=PROFILE_INTERACTION_COLUMNS),
+        }
     by_type = {
         t: ids[ids["identifier_type"] == t].set_index("identifier_value")["profile_id"]
         for t in ("session_id", "email", "external_id")
@@ -618,7 +664,7 @@ def profiles(data: dict, identity: dict, ds: str, interval_end: str) -> dict[str
         observed_at=forms["entry_datetime"],
         fact_source="form:"
         + forms["form_name"].fillna("")
-        + forms["form_id"].map(lambda i: "" if pd.isna(i) else f" ({i})"),
+        + forms["form_id"].map(lambda i: "" if pd.isna(i) else f" ({i})").astype(str),
         external_id=None,
     ).dropna(subset=["profile_id"])
     sso = data["identities"]
@@ -674,14 +720,17 @@ def profiles(data: dict, identity: dict, ds: str, interval_end: str) -> dict[str
         ["profile_id", "title", "date", "dt", "_file", "_line"]
     )
     answers = answered.groupby(["profile_id", "title"])["option_label"].last().reset_index()
-    answers = answers.groupby("profile_id").apply(
-        lambda g: json.dumps(
-            dict(zip(g["title"], g["option_label"], strict=True)),
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ),
-        include_groups=False,
-    )
+    answers = pd.Series(
+        {
+            profile_id: json.dumps(
+                dict(zip(g["title"], g["option_label"], strict=True)),
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
+            for profile_id, g in answers.groupby("profile_id")
+        },
+        dtype=object,
+    )  # a Series even when no profile answered (apply() over no groups gives a DataFrame)
 
     per = ids.groupby("profile_id").agg(
         identity_first_seen=("profile_first_seen", "min"),
@@ -704,50 +753,14 @@ def profiles(data: dict, identity: dict, ds: str, interval_end: str) -> dict[str
     ).max(axis=1)
     out["interactions"] = out["interactions"].fillna(0).astype("int64")
     out["answers"] = answers.reindex(out.index).fillna("{}")
-    audience_profiles = out.reset_index()[
-        [
-            "profile_id",
-            "email",
-            "external_id",
-            "first_name",
-            "last_name",
-            "optin_1",
-            "optin_2",
-            "accept_terms",
-            "first_seen",
-            "last_seen",
-            "sessions",
-            "interactions",
-            "answers",
-            "optin_1_at",
-            "optin_1_source",
-            "optin_2_at",
-            "optin_2_source",
-            "accept_terms_at",
-            "accept_terms_source",
-        ]
-    ]
+    audience_profiles = out.reset_index()[PROFILE_COLUMNS]
     people = audience_profiles.set_index("profile_id")[["first_name", "last_name", "email"]]
     interactions = (
         mine.drop(columns=["option"])
         .join(people, on="profile_id")
         .rename(
             columns={"date": "interaction_date", "title": "attribute", "option_label": "option"}
-        )[
-            [
-                "profile_id",
-                "first_name",
-                "last_name",
-                "email",
-                "interaction_date",
-                "attribute",
-                "option",
-                "poll_id",
-                "event_id",
-                "session_id",
-                "votes",
-            ]
-        ]
+        )[PROFILE_INTERACTION_COLUMNS]
     )
     return {"audience_profiles": audience_profiles, "audience_profile_interactions": interactions}
 
