@@ -64,7 +64,11 @@ def read_source(root: Path, source: str, dates: list[str]) -> pd.DataFrame:
         return pd.DataFrame(
             columns=[*SOURCES[source].columns, "_line", "_file", "dt"], dtype=object
         )
-    return pd.concat(frames, ignore_index=True)
+    frame = pd.concat(frames, ignore_index=True)
+    for column in SOURCES[source].columns:
+        if column not in frame:  # an optional field no record has (JSON leaves absent ones out)
+            frame[column] = None
+    return frame
 
 
 def text(series: pd.Series) -> pd.Series:
@@ -172,9 +176,6 @@ def validate(root: Path, dates: list[str], email_pattern: str) -> dict[str, pd.D
     )
 
     ids = read_source(root, "identities", dates)
-    for column in ("email", "first_name", "last_name"):
-        if column not in ids:
-            ids[column] = None
     observed = utc_timestamps(ids["observed_at"])
     email = text(ids["email"])
     ok = (

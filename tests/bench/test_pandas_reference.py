@@ -1,20 +1,22 @@
 """The SQL build against the pandas reference (bench/pandas_reference.py), on random landings.
 
 `bench_build.py --verify` compares the two on the generator's data, which is well-behaved. Here
-hypothesis writes small landings made of the rules' edge cases instead: a few sessions, emails
-and SSO accounts shared at random (so profiles chain, kiosks appear and two accounts meet on one
-session), case and whitespace variants, blocked and malformed values, offsets, observations in
-the same second, rows landing a day late, names and consents given, blank or withdrawn. The real
-pipeline (landing extract, validation, enrichment) loads every date into a DuckDB file and then
-builds one of them (identity, profiles, checks, publish), the last or an earlier one with later
-data already loaded, as a re-run does; the reference builds the same date from the files up to
-it. Every output table must hold the same rows. Two implementations written separately agreeing
-on such inputs is the evidence that the rules in docs/identity.md are what the SQL does.
+hypothesis writes small landings (each source as CSV or newline-delimited JSON) made of the
+rules' edge cases instead: a few sessions, emails and SSO accounts shared at random (so profiles
+chain, kiosks appear and two accounts meet on one session), case and whitespace variants,
+blocked and malformed values, offsets, observations in the same second, rows landing a day late,
+names and consents given, blank, withdrawn or invalid. The real pipeline (landing extract,
+validation, enrichment) loads every date into a DuckDB file and then builds one of them
+(identity, profiles, checks, publish), the last or an earlier one with later data already
+loaded, as a re-run does; the reference builds the same date from the files up to it. Every
+output table must hold the same rows. Two implementations written separately agreeing on such
+inputs is the evidence that the rules in docs/identity.md are what the SQL does.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -103,6 +105,8 @@ landings = st.fixed_dictionaries(
         "form_entries": st.lists(form_entries, max_size=14),
         "identities": st.lists(sso_links, max_size=8),
         "interactions": st.lists(interactions, min_size=1, max_size=20),
+        # the sources whose partitions land as newline-delimited JSON instead of CSV
+        "json": st.sets(st.sampled_from(["interactions", "form_entries", "identities"])),
     }
 )
 
@@ -113,6 +117,14 @@ def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_ndjson(path: Path, rows: list[dict]) -> None:
+    """One object a line; a blank value is left out, as JSON writers leave absent fields."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps({k: v for k, v in row.items() if v != ""}) + "\n")
 
 
 def write_landing(root: Path, landing: dict) -> None:
@@ -144,7 +156,11 @@ def write_landing(root: Path, landing: dict) -> None:
                "option": option, "votes": 1}  # fmt: skip
         row["date"] = add("interactions", when, row)
     for (source, dt), rows in partitions.items():
-        write_csv(root / source / f"date={dt}" / "part-0.csv", SOURCES[source].columns, rows)
+        folder = root / source / f"date={dt}"
+        if source in landing.get("json", ()):
+            write_ndjson(folder / "part-0.json", rows)
+        else:
+            write_csv(folder / "part-0.csv", SOURCES[source].columns, rows)
     for source in ("interactions", "form_entries", "identities"):
         for dt in DATES:  # every date has its partition, even an empty one
             (root / source / f"date={dt}").mkdir(parents=True, exist_ok=True)
@@ -258,6 +274,7 @@ def test_a_landing_with_every_edge_case_at_once():
             ((2, False), "00:00:00", "sess-5", "anonymous", "", ""),
         ],
         "interactions": [((d, False), s, "poll-1", d % 4) for d in range(3) for s in SESSIONS],
+        "json": {"identities"},  # as the generator writes them
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
