@@ -15,28 +15,22 @@ inputs is the evidence that the rules in docs/identity.md are what the SQL does.
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import duckdb
-import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audience_profiles import pipeline
-from audience_profiles.config import load_config
 from audience_profiles.identity import load_rules
 from audience_profiles.landing import SOURCES
+from tests.support import IDENTITY_RULES, write_config, write_csv, write_ndjson
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import pandas_reference  # noqa: E402
 
-IDENTITY_YML = ROOT / "include" / "config" / "identity.yml"
 DATES = ("2022-04-29", "2022-04-30", "2022-05-01")
 
 SESSIONS = [f"sess-{i}" for i in range(7)]
@@ -111,20 +105,14 @@ landings = st.fixed_dictionaries(
 )
 
 
-def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def write_ndjson(path: Path, rows: list[dict]) -> None:
-    """One object a line; a blank value is left out, as JSON writers leave absent fields."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        for row in rows:
-            f.write(json.dumps({k: v for k, v in row.items() if v != ""}) + "\n")
+def write_rows(path: Path, source: str, rows: list[dict]) -> None:
+    """As CSV in the contract's column order, or as JSON with blank values left out (as JSON
+    writers leave absent fields out)."""
+    if path.suffix == ".json":
+        write_ndjson(path, [{k: v for k, v in row.items() if v != ""} for row in rows])
+    else:
+        columns = SOURCES[source].columns
+        write_csv(path, list(columns), [[row.get(c, "") for c in columns] for row in rows])
 
 
 def write_landing(root: Path, landing: dict) -> None:
@@ -133,7 +121,7 @@ def write_landing(root: Path, landing: dict) -> None:
         for poll, (title, labels) in POLLS.items()
         for i, label in enumerate(labels)
     ]
-    write_csv(root / "elements" / "elements.csv", SOURCES["elements"].columns, elements)
+    write_rows(root / "elements" / "elements.csv", "elements", elements)
     partitions: dict[tuple[str, str], list[dict]] = {}
 
     def add(source: str, when: tuple[int, bool], row: dict) -> str:
@@ -156,11 +144,8 @@ def write_landing(root: Path, landing: dict) -> None:
                "option": option, "votes": 1}  # fmt: skip
         row["date"] = add("interactions", when, row)
     for (source, dt), rows in partitions.items():
-        folder = root / source / f"date={dt}"
-        if source in landing.get("json", ()):
-            write_ndjson(folder / "part-0.json", rows)
-        else:
-            write_csv(folder / "part-0.csv", SOURCES[source].columns, rows)
+        suffix = "json" if source in landing.get("json", ()) else "csv"
+        write_rows(root / source / f"date={dt}" / f"part-0.{suffix}", source, rows)
     for source in ("interactions", "form_entries", "identities"):
         for dt in DATES:  # every date has its partition, even an empty one
             (root / source / f"date={dt}").mkdir(parents=True, exist_ok=True)
@@ -170,20 +155,9 @@ def sql_build(work: Path, landing_root: Path, ds: str) -> Path:
     """The daily pipeline: every date extracted, validated and enriched (later ones too, as when
     a past date is re-run), then ``ds`` built; returns the folder of its exports."""
     work.mkdir(parents=True, exist_ok=True)
-    path = work / "pipeline.yml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "start_date": DATES[0],
-                "landing_root": str(landing_root),
-                "work_dir": str(work / "work"),
-                "warehouse": {"path": str(work / "warehouse.duckdb"), "threads": 1},
-                "identity_config": str(IDENTITY_YML),
-                "destinations": [],
-            }
-        )
+    config = write_config(
+        work, destinations=[], landing_root=str(landing_root), start_date=DATES[0]
     )
-    config = load_config(path)
     for date in DATES:
         loaded = pipeline.RunWindow.for_date(date)
         staged = [pipeline.extract_source(s, loaded, config) for s in pipeline.VALIDATION_ORDER]
@@ -219,7 +193,7 @@ COMPARED = {
 PANDAS_NAMES = {"quarantine": {"file": "_file AS file", "line": "_line AS line"}}
 
 
-def differences(sql_dir: Path, pandas_dir: Path) -> dict[str, list]:
+def differences(sql_dir: Path, pandas_dir: Path) -> dict[str, dict]:
     out = {}
     for table, columns in COMPARED.items():
         a = f"SELECT {columns} FROM read_parquet('{sql_dir / table}.parquet')"
@@ -233,6 +207,20 @@ def differences(sql_dir: Path, pandas_dir: Path) -> dict[str, list]:
     return out
 
 
+def differences_on(landing: dict, ds: str) -> dict[str, dict]:
+    """Both builds of ``ds`` from one landing; what differs, table by table."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        write_landing(work / "landing", landing)
+        sql_dir = sql_build(work / "sql", work / "landing", ds)
+        # the reference reads only the partitions up to ds
+        pandas_dir = work / "pandas"
+        pandas_reference.build(
+            str(work / "landing"), ds, str(pandas_dir), load_rules(IDENTITY_RULES)
+        )
+        return differences(sql_dir, pandas_dir)
+
+
 @settings(
     max_examples=25,
     deadline=None,
@@ -240,14 +228,7 @@ def differences(sql_dir: Path, pandas_dir: Path) -> dict[str, list]:
 )
 @given(landing=landings, ds=st.sampled_from(DATES[1:]))
 def test_sql_build_matches_the_pandas_reference(landing, ds):
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        write_landing(work / "landing", landing)
-        sql_dir = sql_build(work / "sql", work / "landing", ds)
-        # the reference reads only the partitions up to ds
-        pandas_dir = work / "pandas"
-        pandas_reference.build(str(work / "landing"), ds, str(pandas_dir), load_rules(IDENTITY_YML))
-        assert differences(sql_dir, pandas_dir) == {}
+    assert differences_on(landing, ds) == {}
 
 
 def test_a_landing_with_every_edge_case_at_once():
@@ -276,15 +257,4 @@ def test_a_landing_with_every_edge_case_at_once():
         "interactions": [((d, False), s, "poll-1", d % 4) for d in range(3) for s in SESSIONS],
         "json": {"identities"},  # as the generator writes them
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        write_landing(work / "landing", landing)
-        sql_dir = sql_build(work / "sql", work / "landing", DATES[-1])
-        pandas_reference.build(
-            str(work / "landing"), DATES[-1], str(work / "pandas"), load_rules(IDENTITY_YML)
-        )
-        assert differences(sql_dir, work / "pandas") == {}
-
-
-if __name__ == "__main__":  # pragma: no cover
-    pytest.main([__file__, "-x", "-q"])
+    assert differences_on(landing, DATES[-1]) == {}
