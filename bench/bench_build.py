@@ -251,6 +251,8 @@ def child_identity(a: dict) -> dict:
     identity.connected_components = timed("components", identity.connected_components)
     # the graph alone: link rules, edges, components and labels, before limits and ids
     identity.label_as_of = timed("graph", identity.label_as_of)
+    # the merge history of a run: search, relaxation rounds and the rows (resolve_run calls it)
+    identity.record_merges = timed("merges", identity.record_merges)
     wh.execute_script("CREATE SCHEMA IF NOT EXISTS bench")
     start = time.perf_counter()
     stats = identity.resolve_as_of(wh, "bench", rules, "2022-05-01", "2022-05-02 00:00:00")
@@ -268,6 +270,7 @@ def child_identity(a: dict) -> dict:
         "run_seconds": whole_run,
         "components_seconds": seconds["components"],
         "graph_seconds": seconds["graph"],
+        "merges_seconds": seconds["merges"],
         "nodes": stats.nodes,
         "accepted_links": stats.edges,
         "rounds": stats.rounds,
@@ -520,6 +523,7 @@ def print_report(report: dict) -> None:
         print(f"  graph (rules .. labels)         {fmt(i['graph_seconds'])}")
         print(f"  one snapshot (rules .. ids)     {fmt(i['snapshot_seconds'])}")
         print(f"  a run's identity (2 snapshots, audit, merges) {fmt(i['run_seconds'])}")
+        print(f"  within it, the merge history    {fmt(i['merges_seconds'])}")
         print(f"  peak RSS (load + both)          {mib(i['peak_rss_kib']):8.0f} MiB")
     print_targets(report)
 
