@@ -207,3 +207,14 @@ def test_every_input_row_is_in_an_output_or_quarantine(tmp_path):
         enriched = con.execute("SELECT count(*) FROM interactions_enriched").fetchall()[0][0]
     read = sum(r["validate"]["sources"]["interactions"]["read"] for r in results)
     assert enriched + quarantined == read
+
+
+def test_a_date_with_no_data_reports_zeros_not_nulls(tmp_path):
+    # DuckDB's count_if gives NULL over no rows: the run report said "None new" profiles.
+    config = write_config(tmp_path)
+    write_seed_example(tmp_path / "landing")
+    result = run_all(RunWindow.for_date("2022-01-10"), config)  # before the seed's first row
+    assert result["enrich"] == {"rows": 0, "without_element": 0}
+    assert (result["identity"]["profiles"], result["identity"]["profiles_created"]) == (0, 0)
+    assert result["profiles"] == {"profiles": 0, "profile_interactions": 0}
+    assert result["checks"]["failed"] == 0

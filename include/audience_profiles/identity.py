@@ -333,7 +333,7 @@ def resolve_run(
     # The profiles, and those whose id did not exist as of the interval's start (for the run
     # report), counted in one pass while the previous snapshot is still there.
     profiles, created = wh.query(
-        "SELECT count(*), count_if(profile_id NOT IN (SELECT profile_id FROM profile_identifiers_prev))"
+        "SELECT count(*), coalesce(count_if(profile_id NOT IN (SELECT profile_id FROM profile_identifiers_prev)), 0)"
         f" FROM (SELECT DISTINCT profile_id FROM {rs}.profile_identifiers) ids"
     )[0]
     wh.run_sql_steps(

@@ -149,7 +149,7 @@ def enrich(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     with open_warehouse(config) as wh:
         wh.run_sql("enrich/interactions_enriched", ds=window.ds)
         rows, unmatched = wh.query(
-            "SELECT count(*), count_if(title IS NULL) FROM interactions_enriched "
+            "SELECT count(*), coalesce(count_if(title IS NULL), 0) FROM interactions_enriched "
             f"WHERE dt = DATE '{window.ds}'"
         )[0]
     log.info("enriched %s interaction(s); %s without element content", rows, unmatched)
@@ -184,7 +184,7 @@ def build_profiles(window: RunWindow, config: PipelineConfig | None = None) -> d
         # audience_profile_interactions is exported straight from its query by publish; its
         # rows are the profiles' interactions, which audience_profiles already counts.
         profiles, interactions = wh.query(
-            f"SELECT count(*), coalesce(sum(interactions), 0) FROM {window.run_schema}.audience_profiles"
+            f"SELECT count(*), CAST(coalesce(sum(interactions), 0) AS BIGINT) FROM {window.run_schema}.audience_profiles"
         )[0]
     log.info("built %s profile(s) with %s attributed interaction(s)", profiles, interactions)
     return {"profiles": profiles, "profile_interactions": interactions}

@@ -148,7 +148,7 @@ def filter_file(
         f"CREATE OR REPLACE TEMP TABLE part AS SELECT *, ({predicate}) AS _erased FROM {relation}"
     )
     kept, removed = con.execute(
-        "SELECT count_if(NOT _erased), count_if(_erased) FROM part"
+        "SELECT coalesce(count_if(NOT _erased), 0), coalesce(count_if(_erased), 0) FROM part"
     ).fetchone()
     if removed:
         options = (

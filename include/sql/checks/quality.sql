@@ -1,7 +1,8 @@
 -- Write-audit-publish: every check counts the rows that break it; any non-zero count stops the
 -- run before a destination receives anything. One row per check: (check_name, failures).
+-- (DuckDB's count_if gives NULL over no rows, hence the coalesce.)
 SELECT 'audience_profiles.profile_id unique and not null' AS check_name,
-       count(*) - count(DISTINCT profile_id) + count_if(profile_id IS NULL) AS failures
+       count(*) - count(DISTINCT profile_id) + coalesce(count_if(profile_id IS NULL), 0) AS failures
 FROM {{ rs }}.audience_profiles
 UNION ALL
 SELECT 'profile_identifiers: one profile per identifier',
@@ -32,6 +33,6 @@ WHERE s.profile_id IS NULL
    OR s.profile_id NOT IN (SELECT profile_id FROM {{ rs }}.audience_profiles)
 UNION ALL
 SELECT 'segment_memberships: one row per segment and profile, with its since date',
-       count(*) - count(DISTINCT segment_id || ':' || profile_id) + count_if(since IS NULL)
+       count(*) - count(DISTINCT segment_id || ':' || profile_id) + coalesce(count_if(since IS NULL), 0)
 FROM {{ rs }}.segment_memberships
 {% endif %}
