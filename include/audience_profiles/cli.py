@@ -126,7 +126,7 @@ def _show(args: argparse.Namespace) -> int:
     try:
         latest = con.execute("SELECT max(dt) FROM published_snapshots").fetchall()[0][0]
         profiles = con.execute(
-            "SELECT count(*), sum(interactions) FROM audience_profiles"
+            "SELECT count(*), coalesce(sum(interactions), 0) FROM audience_profiles"
         ).fetchall()[0]
         print(
             f"\nlatest published date {latest}: {profiles[0]} profiles, {profiles[1]} attributed interactions"
