@@ -313,9 +313,8 @@ def run_child(role: str, **args) -> dict:
 
 
 def verify(work: Path, ds: str) -> dict:
-    import duckdb
+    from pandas_reference import compare_exports
 
-    sql, pandas = work / "work" / "runs" / ds / "export", work / "pandas"
     checks = {
         "profile_identifiers": "identifier_type, identifier_value, profile_id",
         "audience_profiles": "profile_id, email, external_id, first_name, last_name, optin_1, "
@@ -324,18 +323,8 @@ def verify(work: Path, ds: str) -> dict:
         "audience_profile_interactions": "profile_id, session_id, poll_id, interaction_date, option",
         "identity_link_audit": "rule, file, line",
     }
-    out = {}
-    for table, columns in checks.items():
-        a = f"SELECT {columns} FROM read_parquet('{sql / table}.parquet')"
-        b = f"SELECT {columns} FROM read_parquet('{pandas / table}.parquet')"
-        differ = duckdb.execute(
-            f"SELECT (SELECT count(*) FROM ({a} EXCEPT ALL {b})) + (SELECT count(*) FROM ({b} EXCEPT ALL {a}))"
-        ).fetchone()[0]
-        out[table] = {
-            "rows": duckdb.execute(f"SELECT count(*) FROM ({a})").fetchone()[0],
-            "differing": differ,
-        }
-    return out
+    compared = compare_exports(work / "work" / "runs" / ds / "export", work / "pandas", checks)
+    return {t: {"rows": c["rows"], "differing": c["differing"]} for t, c in compared.items()}
 
 
 # --- main ----------------------------------------------------------------------------------

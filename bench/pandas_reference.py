@@ -827,3 +827,35 @@ def build(landing_root: str, ds: str, out_dir: str, rules: IdentityRules) -> dic
     for name, frame in tables.items():
         frame.to_parquet(out / f"{name}.parquet", index=False)
     return {name: len(frame) for name, frame in tables.items()}
+
+
+# --- comparison with the SQL build ----------------------------------------------------------
+
+# The reference's own names for columns the SQL exports name otherwise.
+RENAMED = {"quarantine": {"file": "_file AS file", "line": "_line AS line"}}
+
+
+def compare_exports(sql_dir: Path, pandas_dir: Path, columns: dict[str, str]) -> dict[str, dict]:
+    """Per table of ``columns`` (table -> its compared columns, comma-separated): the SQL
+    export's rows and how many rows differ as a multiset (EXCEPT ALL both ways); where some
+    differ, up to 5 of those only in each build."""
+    import duckdb
+
+    out = {}
+    for table, compared in columns.items():
+        renamed = RENAMED.get(table, {})
+        pandas_columns = ", ".join(renamed.get(c, c) for c in compared.split(", "))
+        a = f"SELECT {compared} FROM read_parquet('{sql_dir / table}.parquet')"
+        b = f"SELECT {pandas_columns} FROM read_parquet('{pandas_dir / table}.parquet')"
+        only_sql, only_pandas = f"{a} EXCEPT ALL {b}", f"{b} EXCEPT ALL {a}"
+        differing = duckdb.execute(
+            f"SELECT (SELECT count(*) FROM ({only_sql})) + (SELECT count(*) FROM ({only_pandas}))"
+        ).fetchone()[0]
+        out[table] = {
+            "rows": duckdb.execute(f"SELECT count(*) FROM ({a})").fetchone()[0],
+            "differing": differing,
+        }
+        if differing:
+            out[table]["only in SQL"] = duckdb.execute(f"{only_sql} LIMIT 5").fetchall()
+            out[table]["only in pandas"] = duckdb.execute(f"{only_pandas} LIMIT 5").fetchall()
+    return out

@@ -19,7 +19,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import duckdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,21 +101,6 @@ COMPARED = {
     # the reference keeps which rows it quarantined, not why
     "quarantine": "source, file, line",
 }
-PANDAS_NAMES = {"quarantine": {"file": "_file AS file", "line": "_line AS line"}}
-
-
-def differences(sql_dir: Path, pandas_dir: Path) -> dict[str, dict]:
-    out = {}
-    for table, columns in COMPARED.items():
-        a = f"SELECT {columns} FROM read_parquet('{sql_dir / table}.parquet')"
-        renamed = PANDAS_NAMES.get(table, {})
-        pandas_columns = ", ".join(renamed.get(c, c) for c in columns.split(", "))
-        b = f"SELECT {pandas_columns} FROM read_parquet('{pandas_dir / table}.parquet')"
-        only_sql = duckdb.sql(f"{a} EXCEPT ALL {b}").fetchall()
-        only_pandas = duckdb.sql(f"{b} EXCEPT ALL {a}").fetchall()
-        if only_sql or only_pandas:
-            out[table] = {"only in SQL": only_sql[:5], "only in pandas": only_pandas[:5]}
-    return out
 
 
 def differences_on(landing: dict, ds: str) -> dict[str, dict]:
@@ -130,7 +114,8 @@ def differences_on(landing: dict, ds: str) -> dict[str, dict]:
         pandas_reference.build(
             str(work / "landing"), ds, str(pandas_dir), load_rules(IDENTITY_RULES)
         )
-        return differences(sql_dir, pandas_dir)
+        compared = pandas_reference.compare_exports(sql_dir, pandas_dir, COMPARED)
+        return {table: c for table, c in compared.items() if c["differing"]}
 
 
 @settings(

@@ -74,8 +74,12 @@ def build(config_path: Path, dates: list[str]) -> dict[str, list[dict]]:
     last = RunWindow.for_date(dates[-1])
     result = run_all(last, config)
     assert result["checks"]["failed"] == 0
-    export = run_dir(config, last) / "export"
-    return {t: pq.read_table(export / f"{t}.parquet").to_pylist() for t in COMPARED}
+    return exported(run_dir(config, last) / "export")
+
+
+def exported(folder: Path) -> dict[str, list[dict]]:
+    """The compared tables' rows, from a run's export folder."""
+    return {t: pq.read_table(folder / f"{t}.parquet").to_pylist() for t in COMPARED}
 
 
 def comparable(rows: list[dict]) -> list[str]:
@@ -88,6 +92,15 @@ def comparable(rows: list[dict]) -> list[str]:
         return json.dumps(row, sort_keys=True, default=str)
 
     return sorted(map(canonical, rows))
+
+
+def assert_same_exports(snow: dict[str, list[dict]], duck: dict[str, list[dict]]) -> None:
+    """Same rows in every compared table, and the same column names in the same order."""
+    for table in COMPARED:
+        assert len(snow[table]) == len(duck[table]), table
+        assert comparable(snow[table]) == comparable(duck[table]), table
+        if duck[table]:
+            assert list(snow[table][0]) == list(duck[table][0]), f"{table}: column names, order"
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +130,7 @@ def test_pushdown_build_matches_duckdb_row_for_row(sample, snowflake_conn, tmp_p
         dates,
     )
     assert duck["profile_merges"] and duck["quarantine"]  # the sample exercises both
-    for table in COMPARED:
-        assert len(snow[table]) == len(duck[table]), table
-        assert comparable(snow[table]) == comparable(duck[table]), table
-        if duck[table]:
-            assert list(snow[table][0]) == list(duck[table][0]), f"{table}: column names, order"
+    assert_same_exports(snow, duck)
 
 
 @pytest.mark.services
@@ -130,23 +139,13 @@ def test_the_edge_case_landing_builds_alike_on_both_engines(snowflake_conn, tmp_
     database = "EDGES_" + uuid.uuid4().hex[:8].upper()
     snowflake = {"engine": "snowflake", "conn_id": snowflake_conn, "database": database,
                  "schema": "main"}  # fmt: skip
-    exports = {
-        "duckdb": sql_build(tmp_path / "duckdb", tmp_path / "landing", DATES[-1]),
-        "snowflake": sql_build(tmp_path / "snowflake", tmp_path / "landing", DATES[-1], snowflake),
-    }
-    rows = {
-        engine: {t: pq.read_table(folder / f"{t}.parquet").to_pylist() for t in COMPARED}
-        for engine, folder in exports.items()
-    }
-    duck, snow = rows["duckdb"], rows["snowflake"]
+    duck = exported(sql_build(tmp_path / "duckdb", tmp_path / "landing", DATES[-1]))
+    snow = exported(sql_build(tmp_path / "snowflake", tmp_path / "landing", DATES[-1], snowflake))
     # the landing exercises what it is for
     assert {r["rule"] for r in duck["identity_link_audit"]} >= {"profile_limit", "session_limit"}
     assert duck["profile_merges"] and len(duck["quarantine"]) == 2
     assert {json.loads(r["answers"]).get("MVP?") for r in duck["audience_profiles"]} == {"B", None}
-    for table in COMPARED:
-        assert comparable(snow[table]) == comparable(duck[table]), table
-        if duck[table]:
-            assert list(snow[table][0]) == list(duck[table][0]), f"{table}: column names, order"
+    assert_same_exports(snow, duck)
 
 
 # The engine-level dialect rules, which fakesnow (DuckDB underneath) cannot show going wrong.
