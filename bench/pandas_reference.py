@@ -841,21 +841,25 @@ def compare_exports(sql_dir: Path, pandas_dir: Path, columns: dict[str, str]) ->
     differ, up to 5 of those only in each build."""
     import duckdb
 
+    # A connection of its own: DuckDB's module-level one is shared by the whole process (the
+    # test session), and a result left unread on it blocks everyone else's next statement.
+    con = duckdb.connect()
     out = {}
-    for table, compared in columns.items():
-        renamed = RENAMED.get(table, {})
-        pandas_columns = ", ".join(renamed.get(c, c) for c in compared.split(", "))
-        a = f"SELECT {compared} FROM read_parquet('{sql_dir / table}.parquet')"
-        b = f"SELECT {pandas_columns} FROM read_parquet('{pandas_dir / table}.parquet')"
-        only_sql, only_pandas = f"{a} EXCEPT ALL {b}", f"{b} EXCEPT ALL {a}"
-        differing = duckdb.execute(
-            f"SELECT (SELECT count(*) FROM ({only_sql})) + (SELECT count(*) FROM ({only_pandas}))"
-        ).fetchone()[0]
-        out[table] = {
-            "rows": duckdb.execute(f"SELECT count(*) FROM ({a})").fetchone()[0],
-            "differing": differing,
-        }
-        if differing:
-            out[table]["only in SQL"] = duckdb.execute(f"{only_sql} LIMIT 5").fetchall()
-            out[table]["only in pandas"] = duckdb.execute(f"{only_pandas} LIMIT 5").fetchall()
+    try:
+        for table, compared in columns.items():
+            renamed = RENAMED.get(table, {})
+            pandas_columns = ", ".join(renamed.get(c, c) for c in compared.split(", "))
+            a = f"SELECT {compared} FROM read_parquet('{sql_dir / table}.parquet')"
+            b = f"SELECT {pandas_columns} FROM read_parquet('{pandas_dir / table}.parquet')"
+            only_sql, only_pandas = f"{a} EXCEPT ALL {b}", f"{b} EXCEPT ALL {a}"
+            rows, differing = con.execute(
+                f"SELECT (SELECT count(*) FROM ({a})),"
+                f" (SELECT count(*) FROM ({only_sql})) + (SELECT count(*) FROM ({only_pandas}))"
+            ).fetchall()[0]
+            out[table] = {"rows": rows, "differing": differing}
+            if differing:
+                out[table]["only in SQL"] = con.execute(f"{only_sql} LIMIT 5").fetchall()
+                out[table]["only in pandas"] = con.execute(f"{only_pandas} LIMIT 5").fetchall()
+    finally:
+        con.close()
     return out
