@@ -1,15 +1,18 @@
-"""Small landings made of the identity rules' edge cases, and the daily build of one date on them.
+"""Small landings made of the identity rules' edge cases, and the daily pipeline's steps on them.
 
 A landing is a dict of rows per source (tuples: the landing date's index in ``DATES``, whether
 the row arrives a day after it was observed, then the values), plus which sources land as
-newline-delimited JSON. ``tests/bench/test_pandas_reference.py`` draws them with hypothesis and
-compares the build with the pandas reference; ``tests/warehouse/test_snowflake_pushdown.py``
-builds ``EDGE_CASE_LANDING`` on both engines.
+newline-delimited JSON. ``landings`` draws random ones (hypothesis), ``EDGE_CASE_LANDING`` is one
+fixed landing of all the cases at once. Used by ``tests/bench/test_pandas_reference.py`` (the
+build against the pandas reference), ``tests/identity/test_point_in_time.py`` (day by day, re-run
+and rebuilt) and ``tests/warehouse/test_snowflake_pushdown.py`` (both engines).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from hypothesis import strategies as st
 
 from audience_profiles import pipeline
 from audience_profiles.landing import SOURCES
@@ -94,20 +97,17 @@ def write_landing(root: Path, landing: dict) -> None:
             (root / source / f"date={dt}").mkdir(parents=True, exist_ok=True)
 
 
-def sql_build(work: Path, landing_root: Path, ds: str, warehouse: dict | None = None) -> Path:
-    """The daily pipeline: every date extracted, validated and enriched (later ones too, as when
-    a past date is re-run), then ``ds`` built; returns the folder of its exports. ``warehouse``:
-    the config's warehouse section (default: a DuckDB file under ``work``)."""
-    work.mkdir(parents=True, exist_ok=True)
-    overrides = {"warehouse": warehouse} if warehouse else {}
-    config = write_config(
-        work, destinations=[], landing_root=str(landing_root), start_date=DATES[0], **overrides
-    )
-    for date in DATES:
-        loaded = pipeline.RunWindow.for_date(date)
-        staged = [pipeline.extract_source(s, loaded, config) for s in pipeline.VALIDATION_ORDER]
-        pipeline.validate(loaded, staged, config)
-        pipeline.enrich(loaded, config)
+def load_date(config, date: str) -> None:
+    """The daily pipeline's steps before identity for ``date``: its partitions extracted,
+    validated and enriched into the warehouse."""
+    loaded = pipeline.RunWindow.for_date(date)
+    staged = [pipeline.extract_source(s, loaded, config) for s in pipeline.VALIDATION_ORDER]
+    pipeline.validate(loaded, staged, config)
+    pipeline.enrich(loaded, config)
+
+
+def build_date(config, ds: str) -> Path:
+    """The daily pipeline's steps from identity on for ``ds``; returns the folder of its exports."""
     window = pipeline.RunWindow.for_date(ds)
     pipeline.resolve_identities(window, config)
     pipeline.build_profiles(window, config)
@@ -115,6 +115,25 @@ def sql_build(work: Path, landing_root: Path, ds: str, warehouse: dict | None = 
     exports = Path(pipeline.publish(window, config)["audience_profiles"]).parent
     assert exports.parent.name == ds, exports
     return exports
+
+
+def edge_config(work: Path, landing_root: Path, warehouse: dict | None = None):
+    """A pipeline config for a landing of ``DATES``, with no destinations. ``warehouse``: the
+    config's warehouse section (default: a DuckDB file under ``work``)."""
+    work.mkdir(parents=True, exist_ok=True)
+    overrides = {"warehouse": warehouse} if warehouse else {}
+    return write_config(
+        work, destinations=[], landing_root=str(landing_root), start_date=DATES[0], **overrides
+    )
+
+
+def sql_build(work: Path, landing_root: Path, ds: str, warehouse: dict | None = None) -> Path:
+    """The daily pipeline: every date loaded (later ones too, as when a past date is re-run),
+    then ``ds`` built; returns the folder of its exports."""
+    config = edge_config(work, landing_root, warehouse)
+    for date in DATES:
+        load_date(config, date)
+    return build_date(config, ds)
 
 
 # Every edge case at once, fixed, so that a failure is reproducible without hypothesis's
@@ -160,3 +179,45 @@ EDGE_CASE_LANDING = {
     ],
     "json": {"identities"},  # as the generator writes them
 }
+
+
+# Random landings of the same values, for hypothesis.
+def landed(dates: list[int]):
+    """A landing date index and whether the row arrives a day after it was observed."""
+    return st.tuples(st.sampled_from(dates), st.sampled_from([False, False, False, True]))
+
+
+form_entries = st.tuples(
+    landed([0, 1, 2]),
+    st.sampled_from(TIMES),
+    st.sampled_from(SESSIONS),
+    st.sampled_from(EMAILS),
+    st.sampled_from(NAMES),
+    st.sampled_from(NAMES),
+    st.sampled_from(YES_NO),
+    st.sampled_from(YES_NO),
+    st.sampled_from(YES_NO),
+)
+sso_links = st.tuples(
+    landed([0, 1, 2]),
+    st.sampled_from(TIMES),
+    st.sampled_from(SESSIONS),
+    st.sampled_from(EXTERNAL_IDS),
+    st.sampled_from(["", "", *EMAILS]),
+    st.sampled_from(NAMES),
+)
+interactions = st.tuples(
+    landed([0, 1, 2]),
+    st.sampled_from(SESSIONS),
+    st.sampled_from(sorted(POLLS)),
+    st.integers(0, 3),  # option 3 of poll-1 and 2, 3 of poll-2 are unknown elements
+)
+landings = st.fixed_dictionaries(
+    {
+        "form_entries": st.lists(form_entries, max_size=14),
+        "identities": st.lists(sso_links, max_size=8),
+        "interactions": st.lists(interactions, min_size=1, max_size=20),
+        # the sources whose partitions land as newline-delimited JSON instead of CSV
+        "json": st.sets(st.sampled_from(["interactions", "form_entries", "identities"])),
+    }
+)

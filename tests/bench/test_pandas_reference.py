@@ -23,65 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audience_profiles.identity import load_rules
-from tests.edge_landings import (
-    DATES,
-    EDGE_CASE_LANDING,
-    EMAILS,
-    EXTERNAL_IDS,
-    NAMES,
-    POLLS,
-    SESSIONS,
-    TIMES,
-    YES_NO,
-    sql_build,
-    write_landing,
-)
+from tests.edge_landings import DATES, EDGE_CASE_LANDING, landings, sql_build, write_landing
 from tests.support import IDENTITY_RULES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import pandas_reference  # noqa: E402
-
-
-def landed(dates: list[int]):
-    """A landing date index and whether the row arrives a day after it was observed."""
-    return st.tuples(st.sampled_from(dates), st.sampled_from([False, False, False, True]))
-
-
-form_entries = st.tuples(
-    landed([0, 1, 2]),
-    st.sampled_from(TIMES),
-    st.sampled_from(SESSIONS),
-    st.sampled_from(EMAILS),
-    st.sampled_from(NAMES),
-    st.sampled_from(NAMES),
-    st.sampled_from(YES_NO),
-    st.sampled_from(YES_NO),
-    st.sampled_from(YES_NO),
-)
-sso_links = st.tuples(
-    landed([0, 1, 2]),
-    st.sampled_from(TIMES),
-    st.sampled_from(SESSIONS),
-    st.sampled_from(EXTERNAL_IDS),
-    st.sampled_from(["", "", *EMAILS]),
-    st.sampled_from(NAMES),
-)
-interactions = st.tuples(
-    landed([0, 1, 2]),
-    st.sampled_from(SESSIONS),
-    st.sampled_from(sorted(POLLS)),
-    st.integers(0, 3),  # option 3 of poll-1 and 2, 3 of poll-2 are unknown elements
-)
-landings = st.fixed_dictionaries(
-    {
-        "form_entries": st.lists(form_entries, max_size=14),
-        "identities": st.lists(sso_links, max_size=8),
-        "interactions": st.lists(interactions, min_size=1, max_size=20),
-        # the sources whose partitions land as newline-delimited JSON instead of CSV
-        "json": st.sets(st.sampled_from(["interactions", "form_entries", "identities"])),
-    }
-)
-
 
 # Each output table with the columns both builds fill: the reference leaves out what only the
 # warehouse knows (ids of runs, the time of the run).
