@@ -578,6 +578,8 @@ def print_targets(report: dict) -> None:
     print("\n=== targets (figures, not asserts) ===")
     # the targets are the benchmark: interactions over 7 days
     sizes = {r["interactions"]: r for r in report["sizes"].values() if r["days"] == WEEK}
+    if report["sizes"] and not sizes:
+        print(f"  (the size targets are for {WEEK} days of history: none measured)")
     if sizes:
         size, row = max(sizes.items())
         daily = row["daily"]["wall_seconds"]
