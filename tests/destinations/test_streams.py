@@ -11,6 +11,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from botocore.exceptions import ClientError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,7 @@ from audience_profiles.destinations.streams import (
     RetryPolicy,
     StreamRecord,
     UndeliveredRecordsError,
+    aws_batch_failures,
     batches,
     json_safe,
     records_from_export,
@@ -291,6 +293,37 @@ def test_attempts_are_bounded_and_the_error_lists_what_was_not_delivered():
     message = str(exc.value)
     assert "2 record(s) not delivered to Kinesis stream 's' after 3 attempt(s)" in message
     assert "InternalFailure x2" in message and message.endswith("r1, r3")
+
+
+def test_an_aws_batch_put_reports_failed_entries_and_retryable_calls():
+    batch = [entry(10, rid=f"r{i}") for i in range(3)]
+    retryable = frozenset({"ThrottlingException"})
+
+    def fails(code):
+        def call():
+            raise ClientError({"Error": {"Code": code, "Message": "no"}}, "PutRecords")
+
+        return call
+
+    def put(response):
+        return aws_batch_failures(
+            batch, lambda: response, retryable, failed_count="Failed", results="Results"
+        )
+
+    assert put({"Failed": 0, "Results": [{}, {}, {}]}) == []
+    # results come back in request order: the failed ones are named by position
+    results = [{}, {"ErrorCode": "InternalFailure"}, {}]
+    assert put({"Failed": 1, "Results": results}) == [(batch[1], "InternalFailure")]
+    with pytest.raises(RetryableCallError) as exc:
+        aws_batch_failures(
+            batch, fails("ThrottlingException"), retryable, failed_count="F", results="R"
+        )
+    assert exc.value.code == "ThrottlingException"
+    # anything else (a missing stream, access denied) fails now, not after every attempt
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        aws_batch_failures(
+            batch, fails("ResourceNotFoundException"), retryable, failed_count="F", results="R"
+        )
 
 
 def test_values_become_json_safe():

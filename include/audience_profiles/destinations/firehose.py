@@ -18,7 +18,6 @@ jitter (streams.send_with_retries).
 from __future__ import annotations
 
 from airflow.providers.amazon.aws.hooks.firehose import FirehoseHook
-from botocore.exceptions import ClientError
 
 from audience_profiles.config import DestinationConfig, PipelineConfig
 from audience_profiles.destinations.base import register
@@ -28,9 +27,9 @@ from audience_profiles.destinations.streams import (
     BatchedStreamDestination,
     BatchLimits,
     Entry,
-    RetryableCallError,
     SendBatch,
     StreamRecord,
+    aws_batch_failures,
     required_option,
 )
 
@@ -73,20 +72,12 @@ class FirehoseDestination(BatchedStreamDestination):
         )
 
         def send(batch: list[Entry]) -> list[tuple[Entry, str]]:
-            try:
-                response = hook.put_records([{"Data": entry.data} for entry in batch])
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code in RETRYABLE_CALL_ERRORS:
-                    raise RetryableCallError(code) from exc
-                raise
-            if not response.get("FailedPutCount"):
-                return []
-            # RequestResponses come back in request order, one per entry.
-            return [
-                (entry, result["ErrorCode"])
-                for entry, result in zip(batch, response["RequestResponses"], strict=True)
-                if result.get("ErrorCode")
-            ]
+            return aws_batch_failures(
+                batch,
+                lambda: hook.put_records([{"Data": entry.data} for entry in batch]),
+                RETRYABLE_CALL_ERRORS,
+                failed_count="FailedPutCount",
+                results="RequestResponses",
+            )
 
         return send

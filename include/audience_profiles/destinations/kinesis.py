@@ -18,7 +18,6 @@ calls throttled as a whole are retried alone, with backoff and jitter (streams.s
 from __future__ import annotations
 
 from airflow.providers.amazon.aws.hooks.kinesis import KinesisHook
-from botocore.exceptions import ClientError
 
 from audience_profiles.config import DestinationConfig, PipelineConfig
 from audience_profiles.destinations.base import register
@@ -27,8 +26,8 @@ from audience_profiles.destinations.streams import (
     BatchedStreamDestination,
     BatchLimits,
     Entry,
-    RetryableCallError,
     SendBatch,
+    aws_batch_failures,
     required_option,
 )
 
@@ -68,23 +67,15 @@ class KinesisDestination(BatchedStreamDestination):
         client = KinesisHook(aws_conn_id=self.config.conn_id or "aws_default").get_conn()
 
         def send(batch: list[Entry]) -> list[tuple[Entry, str]]:
-            try:
-                response = client.put_records(
+            return aws_batch_failures(
+                batch,
+                lambda: client.put_records(
                     StreamName=self.stream_name,
                     Records=[{"Data": entry.data, "PartitionKey": entry.key} for entry in batch],
-                )
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code in RETRYABLE_CALL_ERRORS:
-                    raise RetryableCallError(code) from exc
-                raise
-            if not response.get("FailedRecordCount"):
-                return []
-            # Results come back in request order, one per entry.
-            return [
-                (entry, result["ErrorCode"])
-                for entry, result in zip(batch, response["Records"], strict=True)
-                if result.get("ErrorCode")
-            ]
+                ),
+                RETRYABLE_CALL_ERRORS,
+                failed_count="FailedRecordCount",
+                results="Records",
+            )
 
         return send

@@ -395,6 +395,36 @@ class RetryPolicy:
         return rng.uniform(0, min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1)))
 
 
+def aws_batch_failures(
+    batch: list[Entry],
+    call: Callable[[], dict],
+    retryable: frozenset[str],
+    *,
+    failed_count: str,
+    results: str,
+) -> list[tuple[Entry, str]]:
+    """One AWS batch put (Kinesis PutRecords, Firehose PutRecordBatch) as a :data:`SendBatch`
+    step: a whole-call error whose code is in ``retryable`` becomes :class:`RetryableCallError`
+    (any other fails now); otherwise the entries the response's ``results`` mark with an
+    ``ErrorCode``, when its ``failed_count`` is not 0. Results come back in request order."""
+    from botocore.exceptions import ClientError  # only the AWS destinations need it
+
+    try:
+        response = call()
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in retryable:
+            raise RetryableCallError(code) from exc
+        raise
+    if not response.get(failed_count):
+        return []
+    return [
+        (entry, result["ErrorCode"])
+        for entry, result in zip(batch, response[results], strict=True)
+        if result.get("ErrorCode")
+    ]
+
+
 def send_with_retries(
     batch: list[Entry],
     send: SendBatch,
