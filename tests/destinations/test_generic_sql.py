@@ -14,7 +14,9 @@ from tests.destinations.warehouse_exports import (
     P1,
     P2,
     P3,
+    S1,
     S2,
+    S3,
     TABLES,
     check_erasure,
     deliver,
@@ -138,6 +140,25 @@ def test_pii_policy_applies_to_warehouse_loads(pg_conn, schema, tmp_path):
     assert not {"email", "first_name", "last_name"} & columns
 
 
+def test_pii_omit_leaves_keyless_snapshot_rows_out_as_snowflake_does(pg_conn, schema, tmp_path):
+    """Under ``omit`` an email identifier has no value, so no key: left out and counted, as the
+    snowflake kind must (its MERGE could never find such a row again), so both kinds agree."""
+    dest = destination(pg_conn, schema, tmp_path, pii="omit")
+    reports = [deliver(dest, tmp_path, DAY2)]
+    first = tables(pg_conn, schema)
+    assert first["profile_identifiers"] == [
+        ("session_id", S1, P1),
+        ("session_id", S2, P1),
+        ("session_id", S3, P3),
+    ]
+    for _ in range(2):
+        reports.append(deliver(dest, tmp_path, DAY2))
+        assert tables(pg_conn, schema) == first
+    for report in reports:
+        assert report["details"]["rows_without_key_left_out"] == {"profile_identifiers": 2}
+        assert report["rows"]["profile_identifiers"] == 3
+
+
 @pytest.mark.parametrize("pii", ["plain", "hashed"])
 def test_erasure_deletes_the_person_everywhere_and_no_load_brings_them_back(
     pg_conn, schema, tmp_path, pii
@@ -154,3 +175,23 @@ def test_erasure_before_any_load_answers_done(pg_conn, schema, tmp_path):
     assert destination(pg_conn, schema, tmp_path).erase([DAVID_REQUEST]) == {
         "r-1": {"status": "done", "detail": "nothing loaded yet"}
     }
+
+
+def test_an_older_date_synced_while_a_newer_one_delivers_keeps_the_newer_snapshot(
+    pg_conn, schema, tmp_path, monkeypatch
+):
+    """Day 2 delivers in full after day 1 has read the load log but before day 1's snapshot
+    syncs (catch-up runs dates at once): day 1's sync re-checks the log in its transaction."""
+    sync = GenericSqlDestination.sync_snapshot
+    newer_delivered = []
+
+    def newer_date_delivers_first(self, db, staged, ds):
+        if not newer_delivered:
+            newer_delivered.append(True)
+            deliver(destination(pg_conn, schema, tmp_path / "day2"), tmp_path / "day2", DAY2)
+        return sync(self, db, staged, ds)
+
+    monkeypatch.setattr(GenericSqlDestination, "sync_snapshot", newer_date_delivers_first)
+    report = deliver(destination(pg_conn, schema, tmp_path), tmp_path, DAY1)
+    assert "audience_profiles" in report["details"]["snapshots_kept_newer"]
+    assert [r[0] for r in tables(pg_conn, schema)["audience_profiles"]] == [P1, P3]  # day 2's

@@ -19,6 +19,7 @@ from tests.destinations.warehouse_exports import (
     P3,
     S1,
     S2,
+    S3,
     TABLES,
     check_erasure,
     deliver,
@@ -188,3 +189,77 @@ def test_erasure_deletes_the_person_everywhere_and_no_load_brings_them_back(
     tombstones = query(snowflake_conn, snowflake_database, f"SELECT * FROM {SCHEMA}.AP_ERASURES")
     assert len(tombstones) == 4  # the profile, the address, two sessions
     assert not {DAVID, P1, S1, S2} & {str(v) for row in tombstones for v in row}
+
+
+def test_a_date_delivered_again_under_pii_omit_changes_nothing(
+    snowflake_conn, snowflake_database, tmp_path
+):
+    """Under ``omit`` an email identifier's value is NULL, so its row has no key: the MERGE could
+    never find it again and inserted it once more per delivery. It is left out, and counted."""
+    dest = destination(snowflake_conn, snowflake_database, tmp_path, pii="omit")
+    deliver(dest, tmp_path, DAY1)
+    reports = [deliver(dest, tmp_path, DAY2)]
+    first = tables(snowflake_conn, snowflake_database)
+    assert sorted(first["profile_identifiers"]) == [
+        ("session_id", S1, P1),
+        ("session_id", S2, P1),
+        ("session_id", S3, P3),
+    ]
+    for _ in range(2):
+        reports.append(deliver(dest, tmp_path, DAY2))
+        assert tables(snowflake_conn, snowflake_database) == first
+    for report in reports:
+        assert report["details"]["rows_without_key_left_out"] == {"profile_identifiers": 2}
+        assert report["rows"]["profile_identifiers"] == 3  # the rows loaded
+    loaded_rows = query(
+        snowflake_conn,
+        snowflake_database,
+        f"SELECT row_count FROM {SCHEMA}.AP_LOADS WHERE table_name = 'profile_identifiers' "
+        "ORDER BY dt",
+    )
+    assert loaded_rows == [(2,), (3,)]  # day 1 has one email row, day 2 two
+
+
+def test_null_key_rows_left_by_an_older_load_are_removed_by_the_next_sync(
+    snowflake_conn, snowflake_database, tmp_path
+):
+    """A warehouse loaded before keyless rows were left out holds one copy of them per delivery:
+    they are missing from the snapshot, so the next sync deletes them (matched null-safely)."""
+    dest = destination(snowflake_conn, snowflake_database, tmp_path, pii="omit")
+    deliver(dest, tmp_path, DAY2)
+    clean = tables(snowflake_conn, snowflake_database)
+    query(
+        snowflake_conn,
+        snowflake_database,
+        f"INSERT INTO {SCHEMA}.PROFILE_IDENTIFIERS VALUES "
+        f"('email', NULL, '{P1}'), ('email', NULL, '{P1}'), ('email', NULL, '{P3}'), "
+        f"('email', NULL, '{P3}')",
+    )
+    deliver(dest, tmp_path, DAY2)
+    assert tables(snowflake_conn, snowflake_database) == clean
+
+
+def test_an_older_date_synced_while_a_newer_one_delivers_keeps_the_newer_snapshot(
+    loaded, snowflake_conn, snowflake_database, tmp_path, monkeypatch
+):
+    """Catch-up runs several dates at once: day 2 delivers in full after day 1 has read the load
+    log (and found no later date) but before day 1's snapshot syncs. Day 1's sync re-checks the
+    log in its MERGE and leaves day 2's snapshot live."""
+    sync = SnowflakeDestination.sync_snapshot
+    newer_delivered = []
+
+    def newer_date_delivers_first(self, db, staged, ds):
+        if not newer_delivered:
+            newer_delivered.append(True)
+            day2 = destination(snowflake_conn, snowflake_database, tmp_path / "day2")
+            deliver(day2, tmp_path / "day2", DAY2)
+        return sync(self, db, staged, ds)
+
+    monkeypatch.setattr(SnowflakeDestination, "sync_snapshot", newer_date_delivers_first)
+    report = deliver(destination(snowflake_conn, snowflake_database, tmp_path), tmp_path, DAY1)
+    assert sorted(report["details"]["snapshots_kept_newer"]) == [
+        "audience_profile_interactions",
+        "audience_profiles",
+        "profile_identifiers",
+    ]
+    assert tables(snowflake_conn, snowflake_database) == loaded[2]

@@ -14,7 +14,9 @@ Only portable SQL is used, so nothing here knows one database from another: tabl
 with ``SELECT * ... WHERE 1 = 0`` (no ``IF NOT EXISTS``, which Teradata lacks), the staging
 table is filled with the hook's ``insert_rows`` in batches (``execute_values`` on psycopg2), and a
 snapshot table is synchronised by ``DELETE`` + ``INSERT ... SELECT`` in one transaction: for a
-full snapshot that is the portable form of MERGE plus deleting the keys that disappeared. The column types per connection type are the one thing that differs (a table
+full snapshot that is the portable form of MERGE plus deleting the keys that disappeared. Snapshot
+rows without a key are left out before staging (``warehouse_load.py``), as for Snowflake, so
+both kinds load the same rows. The column types per connection type are the one thing that differs (a table
 below); Teradata's entry follows Teradata's documentation but has no emulator to be tested
 against (see docs/snowflake.md).
 """
@@ -169,12 +171,16 @@ class GenericSqlDestination(SqlWarehouseDestination):
             fast_executemany=True,
         )
 
-    def sync_snapshot(self, db: DbApiSession, staged: Staged) -> None:
+    def sync_snapshot(self, db: DbApiSession, staged: Staged, ds: str) -> None:
         target = self.qualified(staged.table)
         names = [self.ident(n) for n in staged.names]
         if staged.spec.ordinal_by:
             names.append(self.ident(OCCURRENCE_COLUMN))
         with db.transaction():
+            # Checked once, in the transaction: guarding DELETE and INSERT each could empty the
+            # table, if a later date claimed it between the two statements.
+            if db.query(self.later_load(staged.table, ds)):
+                return
             db.execute(f"DELETE FROM {target}")
             db.execute(
                 f"INSERT INTO {target} ({', '.join(names)}) "

@@ -14,7 +14,8 @@ The load contract (staging, one transaction, snapshot vs partition, merges) is i
 the schema and loaded with ``COPY INTO`` a transient staging table (``MATCH_BY_COLUMN_NAME``,
 ``FORCE`` so a retry reloads the same file, ``PURGE`` so the stage does not grow); snapshot tables
 are synchronised by one ``MERGE`` on their natural key that also deletes the keys the snapshot
-lost (rows that did not change are not rewritten). ``answers`` lands as VARIANT.
+lost (rows that did not change are not rewritten; snapshot rows without a key are left out before
+staging, see ``warehouse_load.py``). ``answers`` lands as VARIANT.
 Unquoted upper-case names, as Snowflake users query them.
 """
 
@@ -138,11 +139,20 @@ class SnowflakeDestination(SqlWarehouseDestination):
         folder = f"@{self.qualified(STAGE)}/{staged.staging.rsplit('.', 1)[-1].lower()}"
         load_parquet_file(db.cur, staged.staging, path, folder, "TRANSIENT TABLE")
 
-    def sync_snapshot(self, db: SnowflakeSession, staged: Staged) -> None:
+    def sync_snapshot(self, db: SnowflakeSession, staged: Staged, ds: str) -> None:
         """One MERGE: update changed rows, insert new keys, delete keys the snapshot lost.
 
         The source is the staged snapshot plus, flagged ``AP_GONE``, the target's keys missing
-        from it, so the whole synchronisation is a single atomic statement.
+        from it, so the whole synchronisation is a single atomic statement. Both halves are
+        empty when a later date has claimed the table (``later_load``): the MERGE then changes
+        nothing, checked in the same statement that would change the table.
+
+        The snapshot has no row with an empty key (``with_key`` left them out), but the target
+        may: a warehouse loaded before that rule holds one NULL-keyed row per delivery (e.g.
+        ``pii: omit`` email identifiers). A NULL key equals nothing, so such rows are gone, and
+        the ON clause compares every key column null-safely so that each gone key, listed once
+        (DISTINCT), finds and deletes all its target rows. For the snapshot's rows, whose keys
+        are never NULL outside ``nullable_key``, null-safe and plain equality agree.
         """
         target = self.qualified(staged.table)
         names = [self.ident(n) for n in staged.names]
@@ -151,16 +161,19 @@ class SnowflakeDestination(SqlWarehouseDestination):
         keys = [self.ident(k) for k in staged.key]
         values = [n for n in names if n not in keys]
         snapshot = self.staged_select(staged)
+        no_newer = f"NOT EXISTS ({self.later_load(staged.table, ds)})"
         gone = ", ".join(f"t.{n}" if n in keys else f"NULL AS {n}" for n in names)
         source = (
-            f"SELECT s.*, FALSE AS AP_GONE FROM ({snapshot}) s UNION ALL "
-            f"SELECT {gone}, TRUE FROM {target} t WHERE NOT EXISTS "
-            f"(SELECT 1 FROM ({snapshot}) s WHERE {self.key_match(staged, 't', 's')})"
+            f"SELECT s.*, FALSE AS AP_GONE FROM ({snapshot}) s WHERE {no_newer} UNION ALL "
+            f"SELECT DISTINCT {gone}, TRUE FROM {target} t WHERE NOT EXISTS "
+            f"(SELECT 1 FROM ({snapshot}) s WHERE {self.key_match(staged, 't', 's')}) "
+            f"AND {no_newer}"
         )
+        on = self.key_match(staged, "t", "s", null_safe=True)
         changed = " OR ".join(f"NOT EQUAL_NULL(t.{n}, s.{n})" for n in values)
         update = ", ".join(f"{n} = s.{n}" for n in values)
         db.execute(
-            f"MERGE INTO {target} t USING ({source}) s ON {self.key_match(staged, 't', 's')} "
+            f"MERGE INTO {target} t USING ({source}) s ON {on} "
             "WHEN MATCHED AND s.AP_GONE THEN DELETE "
             + (f"WHEN MATCHED AND ({changed}) THEN UPDATE SET {update} " if values else "")
             + f"WHEN NOT MATCHED AND NOT s.AP_GONE THEN INSERT ({', '.join(names)}) "

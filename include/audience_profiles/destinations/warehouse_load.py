@@ -12,7 +12,9 @@ Per delivery:
      interactions, segment memberships) is synchronised with the run's snapshot (rows changed,
      added, and removed: a profile that disappears, e.g. after an erasure, disappears here too),
      but only when the run date is the latest one loaded into that table: a backfill of an older
-     date must not roll the current state back;
+     date must not roll the current state back. The run first claims its snapshot tables in the
+     load log and the sync re-checks for a later claim in the statement (or transaction) that
+     changes the table, so two dates delivering at once leave the newer state live;
    - a *partitioned* table (merges, enriched interactions, quarantine, link audit) gets its
      ``dt`` partition replaced by the run's rows (DELETE + INSERT in one transaction);
    - then, in one transaction, ``profile_merges`` of the run is applied: rows of merged-away
@@ -34,6 +36,14 @@ may for a moment see today's profiles next to yesterday's identifiers, never a h
 A crash leaves every table either as it was or as the run wants it; the retry repeats every
 step (staging tables are replaced, not appended to), so re-running a date changes nothing.
 
+A snapshot row whose key is empty (NULL in a key column that is not ``nullable_key``) has no
+identity: no later load could find it again to update or remove it, so a MERGE would insert it once
+more on every delivery. The commonest case is the PII policy: under ``omit`` the value of every
+email row of ``profile_identifiers`` is NULL (``hashed`` gives NULL for a blank email). Such rows
+are left out of the snapshot tables before staging, counted per table in the report's
+``details["rows_without_key_left_out"]``; ``rows`` and the load log count the rows loaded.
+Partitioned tables are replaced by run date and keep every row.
+
 ``audience_profile_interactions`` has no interaction id: one session may vote for the same option
 of the same poll several times a day, giving identical rows. Its natural key is therefore
 (session_id, event_id, poll_id, interaction_date, attribute, option, occurrence), where
@@ -46,6 +56,8 @@ from __future__ import annotations
 import abc
 import contextlib
 import datetime as dt
+import functools
+import operator
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from audience_profiles.destinations.base import (
@@ -152,6 +165,7 @@ class LoadPlan:
     run: RunInfo
     staged: list[Staged] = field(default_factory=list)
     snapshots_skipped: list[str] = field(default_factory=list)
+    left_out: dict[str, int] = field(default_factory=dict)  # snapshot rows without a key
 
 
 class SqlWarehouseDestination(Destination):
@@ -183,8 +197,10 @@ class SqlWarehouseDestination(Destination):
         """Create ``staged.staging`` (replacing it) and load the Parquet file at ``path``."""
 
     @abc.abstractmethod
-    def sync_snapshot(self, db: Session, staged: Staged) -> None:
-        """Make the target equal the staged snapshot, atomically."""
+    def sync_snapshot(self, db: Session, staged: Staged, ds: str) -> None:
+        """Make the target equal the staged snapshot, atomically, unless a later run date than
+        ``ds`` is in the load log for the table (:meth:`later_load`), checked in the statement or
+        transaction that changes the table, not before (see :meth:`apply`)."""
 
     def json_value(self, expr: str) -> str:
         """The staged JSON text as the target's JSON column takes it."""
@@ -212,6 +228,10 @@ class SqlWarehouseDestination(Destination):
                     path, rows = without_erased(path, erased, Path(tmp) / f"{table}-kept.parquet")
                     withheld += rows
                 path = self.prepared_file(table, path, Path(tmp))
+                if table in self.config.tables and TABLES[table].key:
+                    path, rows = with_key(path, TABLES[table], Path(tmp) / f"{table}-keyed.parquet")
+                    if rows:
+                        plan.left_out[table] = rows
                 staged = self.staged_table(table, path, run, store=table in self.config.tables)
                 if staged.store:
                     self.ensure_target(db, staged)
@@ -228,6 +248,9 @@ class SqlWarehouseDestination(Destination):
         report.details = {"snapshots_kept_newer": plan.snapshots_skipped}
         if withheld:
             report.details["erased_rows_withheld"] = withheld
+        left_out = {t: n for t, n in plan.left_out.items() if t not in plan.snapshots_skipped}
+        if left_out:
+            report.details["rows_without_key_left_out"] = left_out
         return report
 
     def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
@@ -330,11 +353,13 @@ class SqlWarehouseDestination(Destination):
             )
         return f"SELECT {', '.join(exprs)} FROM {staged.staging}"
 
-    def key_match(self, staged: Staged, left: str, right: str) -> str:
+    def key_match(self, staged: Staged, left: str, right: str, null_safe: bool = False) -> str:
+        """Rows ``left`` and ``right`` have the same key; NULL equals NULL in ``nullable_key``
+        columns, or in every column with ``null_safe`` (to find rows whose key is empty)."""
         conditions = []
         for k in staged.key:
             a, b = f"{left}.{self.ident(k)}", f"{right}.{self.ident(k)}"
-            nullable = k in staged.spec.nullable_key
+            nullable = null_safe or k in staged.spec.nullable_key
             conditions.append(self.null_safe_equal(a, b) if nullable else f"{a} = {b}")
         return " AND ".join(conditions)
 
@@ -355,33 +380,59 @@ class SqlWarehouseDestination(Destination):
             with db.transaction():
                 for staged in partitioned:
                     self.replace_partition(db, staged, plan.run.ds)
+        snapshots = []
         for staged in stored:
             if staged.spec.partitioned:
                 continue
             if staged.table not in latest or run_day >= _as_date(latest[staged.table]):
-                self.sync_snapshot(db, staged)
+                snapshots.append(staged)
             else:
                 plan.snapshots_skipped.append(staged.table)
+        # Two deliveries of different dates may overlap (catch-up runs several dates at once).
+        # The check above is read before the sync, so it alone would let the older date's sync
+        # land after the newer one's. So each date first claims its snapshot tables in the log,
+        # and each sync re-checks, in the statement or transaction that changes the table, that
+        # no later date has claimed it: whichever order the two run in, the newer state stays.
+        if snapshots:
+            with db.transaction():
+                self.log_loads(db, plan.run, snapshots)
+        for staged in snapshots:
+            self.sync_snapshot(db, staged, plan.run.ds)
+            if db.query(self.later_load(staged.table, plan.run.ds)):
+                plan.snapshots_skipped.append(staged.table)  # a later date's state is live
         merges = next((s for s in plan.staged if s.table == "profile_merges"), None)
-        log = self.qualified(LOG_TABLE)
-        ds = f"DATE {self.literal(plan.run.ds)}"
         with db.transaction():
             if merges is not None:
                 self.apply_merges(db, merges.staging, stored)
-            names = ", ".join(self.literal(s.table) for s in stored)
-            db.execute(
-                f"DELETE FROM {log} WHERE {self.ident(PARTITION_COLUMN)} = {ds} "
-                f"AND {self.ident('table_name')} IN ({names})"
-            )
-            run_id = self.literal(plan.run.run_id)
-            self.insert_rows_sql(
-                db,
-                log,
-                [
-                    f"({self.literal(s.table)}, {ds}, {run_id}, {s.rows}, CURRENT_TIMESTAMP)"
-                    for s in stored
-                ],
-            )
+            self.log_loads(db, plan.run, stored)
+
+    def log_loads(self, db: Session, run: RunInfo, loaded: list[Staged]) -> None:
+        """Record (replace) the run date's row per table in the load log."""
+        log = self.qualified(LOG_TABLE)
+        ds = f"DATE {self.literal(run.ds)}"
+        names = ", ".join(self.literal(s.table) for s in loaded)
+        db.execute(
+            f"DELETE FROM {log} WHERE {self.ident(PARTITION_COLUMN)} = {ds} "
+            f"AND {self.ident('table_name')} IN ({names})"
+        )
+        run_id = self.literal(run.run_id)
+        self.insert_rows_sql(
+            db,
+            log,
+            [
+                f"({self.literal(s.table)}, {ds}, {run_id}, {s.rows}, CURRENT_TIMESTAMP)"
+                for s in loaded
+            ],
+        )
+
+    def later_load(self, table: str, ds: str) -> str:
+        """SQL: the load log's rows of ``table`` for run dates later than ``ds`` (loaded or
+        claimed)."""
+        return (
+            f"SELECT 1 FROM {self.qualified(LOG_TABLE)} "
+            f"WHERE {self.ident('table_name')} = {self.literal(table)} "
+            f"AND {self.ident(PARTITION_COLUMN)} > DATE {self.literal(ds)}"
+        )
 
     def insert_rows_sql(self, db: Session, table: str, rows: list[str]) -> None:
         """Insert literal rows; one statement each, as multi-row VALUES is not portable."""
@@ -419,6 +470,28 @@ class SqlWarehouseDestination(Destination):
             f"WHERE m.{merged} = {target}.{profile}) "
             f"WHERE {profile} IN (SELECT {merged} FROM {merges})"
         )
+
+
+def with_key(path: str, spec: TableSpec, out: Path) -> tuple[str, int]:
+    """``path`` without the rows whose key is empty; (file to load, rows left out).
+
+    A key column that is not ``nullable_key`` is compared with ``=`` (a NULL matches nothing), so
+    such a row could never be updated or removed by a later load: it is left out instead. The
+    file is rewritten (streamed, schema kept) only when some row goes.
+    """
+    names = {name.lower(): name for name in pq.read_schema(path).names}
+    required = [names[k] for k in spec.key if k not in spec.nullable_key and k in names]
+    if not required:
+        return path, 0
+    dataset = pads.dataset(path, format="parquet")
+    keyed = functools.reduce(operator.and_, [pads.field(c).is_valid() for c in required])
+    left_out = dataset.count_rows() - dataset.count_rows(filter=keyed)
+    if not left_out:
+        return path, 0
+    with pq.ParquetWriter(out, dataset.schema) as writer:
+        for batch in dataset.to_batches(filter=keyed):
+            writer.write_batch(batch)
+    return str(out), left_out
 
 
 def _as_date(value: Any) -> dt.date:
