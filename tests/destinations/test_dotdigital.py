@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email.utils
 import importlib
 import json
 import os
@@ -303,6 +304,125 @@ def test_diff_sync_adds_changes_and_removes_across_runs(dotdigital, inputs, sync
     ]
 
 
+def deliver_on(sync, ds: str, tables: dict[str, str], run_id: str | None = None, **options):
+    """Deliver ``tables`` as the run of date ``ds`` (the ``sync`` fixture numbers dates itself)."""
+    return sync.destination(**options).deliver(RunInfo(ds, run_id or f"scheduled__{ds}"), tables)
+
+
+def test_an_older_date_never_rolls_back_a_newer_sync(dotdigital, inputs, sync):
+    """Re-delivering an old date (a cleared task, a backfill, catch-up out of order) used to
+    sync it over the newer one: Ann, who opted out on 05-02, was added back."""
+    day1 = inputs.write(
+        [profile("ann", "ann@example.com"), profile("bob", "bob@example.com")], {"fans": ["ann"]}
+    )
+    day2 = inputs.write(
+        [profile("ann", "ann@example.com", optin_1=False), profile("bob", "bob@example.com")],
+        {"fans": ["ann", "bob"]},
+    )
+    deliver_on(sync, "2024-05-01", day1)
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+    deliver_on(sync, "2024-05-02", day2)
+    assert dotdigital.members(FANS) == {"bob@example.com"}
+    posts_before = dotdigital.calls("POST")
+
+    report = deliver_on(sync, "2024-05-01", day1, run_id="manual__rerun-05-01")
+
+    # Neither Ann's opt-out nor Bob's joining is undone; nothing was imported or removed.
+    assert dotdigital.members(FANS) == {"bob@example.com"}
+    assert dotdigital.calls("POST") == posts_before
+    assert synced(sync.state_path) == {"bob@example.com"}
+    assert report.rows == {"added": 0, "changed": 0, "removed": 0, "rejected": 0}
+    assert report.details["snapshots_kept_newer"] == ["fans", "partners"]
+    assert report.details["last_synced_ds"] == "2024-05-02"
+    assert report.failures == []
+    # Also with a full re-sync or a dry run configured: an old date never syncs over a newer one.
+    assert deliver_on(sync, "2024-04-30", day1, full_resync=True).details[
+        "snapshots_kept_newer"
+    ] == ["fans", "partners"]
+    assert dotdigital.members(FANS) == {"bob@example.com"}
+    dry = deliver_on(sync, "2024-05-01", day1, dry_run=True)
+    assert dry.details["snapshots_kept_newer"] == ["fans", "partners"]
+
+    # The same date again syncs as usual (retries, deferred rounds, a manual re-run)...
+    report = deliver_on(sync, "2024-05-02", day2, run_id="manual__rerun-05-02")
+    assert report.details["snapshots_kept_newer"] == []
+    assert report.rows == {"added": 0, "changed": 0, "removed": 0, "rejected": 0}
+    # ...and a newer date moves on: Ann opts in again.
+    day3 = inputs.write(
+        [profile("ann", "ann@example.com"), profile("bob", "bob@example.com")],
+        {"fans": ["ann", "bob"]},
+    )
+    report = deliver_on(sync, "2024-05-03", day3)
+    assert dotdigital.members(FANS) == {"ann@example.com", "bob@example.com"}
+    assert report.details["last_synced_ds"] == "2024-05-03"
+
+    runs = state_rows(sync.state_path, "SELECT ds, mode, status FROM sync_runs ORDER BY started_at")
+    assert runs == [
+        ("2024-05-01", "diff", "success"),
+        ("2024-05-02", "diff", "success"),
+        ("2024-05-01", "diff", "kept_newer"),
+        ("2024-04-30", "full_resync", "kept_newer"),
+        ("2024-05-01", "dry_run", "dry_run"),
+        ("2024-05-02", "diff", "success"),
+        ("2024-05-03", "diff", "success"),
+    ]
+
+
+def test_an_older_date_still_finishes_a_newer_dates_imports_and_consent(dotdigital, inputs, sync):
+    """A newer date deferred on its imports; an older date delivered meanwhile confirms them
+    and sends the consent records they owe (nothing there moves backwards), but syncs nothing
+    of its own. The newer date's next round (same date) then finishes the sync."""
+    day1 = inputs.write([profile("cid", "cid@example.com")], {"fans": ["cid"]})
+    day2 = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
+    first = deliver_on(sync, "2024-05-02", day2, defer_imports=True)
+    assert first.details["pending_imports"]
+    wait_for_imports(
+        DotdigitalHook(DOTDIGITAL_CONN_ID), first.details["pending_imports"], poll_interval=0.01
+    )
+
+    older = deliver_on(sync, "2024-05-01", day1, defer_imports=True)
+
+    assert older.details["snapshots_kept_newer"] == ["fans", "partners"]
+    assert older.details["pending_imports"] == []
+    assert older.rows["added"] == 1  # the newer date's import, confirmed
+    assert dotdigital.members(FANS) == {"ann@example.com"}  # Cid (05-01 only) was not added
+    assert synced(sync.state_path) == {"ann@example.com"}
+    assert len(dotdigital.contact("ann@example.com")["consentRecords"]) == 1
+    assert state_rows(sync.state_path, "SELECT count(*) FROM import_rows") == [(0,)]
+
+    again = deliver_on(sync, "2024-05-02", day2, defer_imports=True)
+    assert again.details["snapshots_kept_newer"] == []
+    assert again.details["pending_imports"] == []
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+    assert len(dotdigital.contact("ann@example.com")["consentRecords"]) == 1
+
+
+def test_state_from_before_the_run_date_watermark_keeps_working(dotdigital, inputs, sync):
+    """State files without ``last_synced_ds`` take the latest successful or pending run's date
+    from ``sync_runs``; with no such run, nothing counts as synced yet."""
+    with SyncStateStore(sync.state_path) as store:
+        assert store.last_synced_ds() is None
+        store.record_run(
+            sync_id="old-failed", destination="dotdigital", run_id="r", ds="2024-05-09",
+            mode="diff", status="failed", started_at=dt.datetime(2024, 5, 9),
+            finished_at=dt.datetime(2024, 5, 9), added=0, changed=0, removed=0, rejected=0,
+        )  # fmt: skip
+        assert store.last_synced_ds() is None  # a failed run may have sent nothing
+    day1 = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
+    day2 = inputs.write([profile("ann", "ann@example.com", optin_1=False)], {"fans": ["ann"]})
+    deliver_on(sync, "2024-05-01", day1)
+    deliver_on(sync, "2024-05-02", day2)
+    with SyncStateStore(sync.state_path) as store:  # as an older version left it
+        store.con.execute("DELETE FROM sync_meta WHERE key = 'last_synced_ds'")
+        assert store.last_synced_ds() == dt.date(2024, 5, 2)
+
+    report = deliver_on(sync, "2024-05-01", day1)
+
+    assert dotdigital.members(FANS) == set()
+    assert report.details["snapshots_kept_newer"] == ["fans", "partners"]
+    assert report.details["last_synced_ds"] == "2024-05-02"
+
+
 def test_rejected_rows_are_kept_and_retried(dotdigital, inputs, sync):
     dotdigital.fault_emails = {"bob@example.com": "Failures"}
     profiles = [
@@ -487,10 +607,13 @@ def test_trigger_polls_the_import_until_it_is_terminal(dotdigital, tmp_path):
     dotdigital.watchdog = True
     rejected = hook.import_contacts(book["id"], csv_file)["id"]
 
-    trigger = DotdigitalImportTrigger(DOTDIGITAL_CONN_ID, [finished, rejected], poll_interval=0.01)
+    trigger = DotdigitalImportTrigger(
+        DOTDIGITAL_CONN_ID, [finished, rejected], poll_interval=0.01, max_attempts=3
+    )
     path, kwargs = trigger.serialize()
     module, name = path.rsplit(".", 1)
     revived = getattr(importlib.import_module(module), name)(**kwargs)
+    assert (revived.max_attempts, revived.backoff_base, revived.max_rate_limit_wait) == (3, 1, 900)
 
     async def first_event():
         return await anext(revived.run())
@@ -516,6 +639,22 @@ def test_trigger_reports_a_timeout(dotdigital, tmp_path):
     event = asyncio.run(anext(trigger.run()))
     assert event.payload["status"] == "timeout"
     assert import_id in event.payload["message"]
+
+
+def test_trigger_retries_with_the_destinations_settings(dotdigital, tmp_path):
+    hook = DotdigitalHook(DOTDIGITAL_CONN_ID)
+    csv_file = tmp_path / "contacts.csv"
+    csv_file.write_text("Email\nann@example.com\n")
+    import_id = hook.import_contacts(hook.ensure_address_book(FANS)["id"], csv_file)["id"]
+
+    def first_event(**retry):
+        trigger = DotdigitalImportTrigger(DOTDIGITAL_CONN_ID, [import_id], 0.01, **retry)
+        return asyncio.run(anext(trigger.run())).payload
+
+    dotdigital.fail_next(2)
+    assert first_event(max_attempts=2, backoff_base=0.01)["status"] == "error"
+    dotdigital.fail_next(2)
+    assert first_event(max_attempts=3, backoff_base=0.01)["status"] == "done"
 
 
 def test_deferred_delivery_waits_on_the_trigger_then_finishes(dotdigital, inputs, sync):
@@ -616,6 +755,17 @@ def test_region_and_retry_headers():
     with pytest.raises(ValueError, match="region"):
         api_base_url(None, None, None, {"region": "eu-west"})
     assert retry_wait(429, {"Retry-After": "7"}, 1, 1.0) == 7.0
+    assert retry_wait(429, {"Retry-After": "1.5"}, 1, 1.0) == 1.5
+    assert 9 < retry_wait(429, {"x-ratelimit-reset": "10"}, 1, 1.0) < 11
+    soon = email.utils.format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30))
+    assert 25 < retry_wait(429, {"Retry-After": soon}, 1, 1.0) <= 30
+    # A date without a zone ("-0000") is UTC, not a crash comparing naive and aware times.
+    assert retry_wait(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 -0000"}, 1, 1.0) == 0.0
+    # Neither a number nor a date: back off as for a 5xx instead of failing on the header.
+    for junk in ({"Retry-After": "soon"}, {"x-ratelimit-reset": "n/a"}, {"Retry-After": "nan"}):
+        assert 0.5 <= retry_wait(429, junk, 2, 1.0) <= 2.0
+    # An unreadable reset falls back to Retry-After.
+    assert retry_wait(429, {"x-ratelimit-reset": "later", "Retry-After": "3"}, 1, 1.0) == 3.0
     assert retry_wait(400, {}, 1, 1.0) is None
     assert 0.5 <= retry_wait(503, {}, 2, 1.0) <= 2.0
 

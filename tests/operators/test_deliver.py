@@ -159,3 +159,14 @@ def test_a_trigger_that_gives_up_fails_the_task_for_a_retry(pipeline_config):
     event = {"status": "timeout", "imports": {}, "message": "imports still running after 3600s"}
     with pytest.raises(ImportWaitError, match="dotdigital: imports still running"):
         operator.resume({"ds": "2024-05-01", "run_id": "manual"}, event)
+
+
+def test_the_import_trigger_retries_as_the_destination_is_configured(pipeline_config):
+    operator = DeliverOperator(task_id="deliver", destination_name="dotdigital", tables={})
+    _, kwargs = operator._import_trigger(["import-1"]).serialize()
+    # backoff_base is set in the destination's options; the others are its defaults
+    assert (kwargs["backoff_base"], kwargs["max_attempts"], kwargs["max_rate_limit_wait"]) == (
+        0.01,
+        6,
+        900.0,
+    )

@@ -27,6 +27,17 @@ One sync, in order:
 6. consent records (text, time, URL) go to the v3 contact API for new opt-ins;
 7. one ``sync_runs`` row and the DeliveryReport say what happened.
 
+Run dates only move forward. The state remembers the latest run date whose members started to go
+out (``last_synced_ds`` in ``sync_meta``, claimed right before step 4). Delivering an older date
+after it (a cleared task, a backfill, catch-up runs finishing out of order) would roll the address
+books back: re-add a fan who opted out in the newer run. Such a delivery does steps 1, 2 and 6
+only, which move nothing backwards (they finish imports already sent, refresh what Dotdigital
+says is suppressed, send consent records owed for contacts already in the books), leaves the
+address books as the newer date made them, and says so in ``details["snapshots_kept_newer"]``
+(the segments kept, as the warehouse destinations name the snapshot tables they keep) and a
+``sync_runs`` row with status ``kept_newer``. The same date again syncs as usual: retries and
+the deferred rounds of one delivery re-enter ``deliver`` with the same date.
+
 Crash safety: an import is upserted by email on Dotdigital's side, and state moves only from an
 import's report. Whatever point a sync dies at, the next one either finishes the recorded import
 or sends the same rows again; no contact is lost or doubled.
@@ -250,18 +261,26 @@ class DotdigitalDestination(Destination):
         started = utcnow()
         tally = SyncTally()
         with SyncStateStore(opts.state_path) as store:
+            newer = store.last_synced_ds()
+            kept_newer = newer is not None and dt.date.fromisoformat(run.ds) < newer
             try:
-                if opts.dry_run:
+                if kept_newer:
+                    self._keep_newer(store, opts, run, newer, tally, sync_id)
+                elif opts.dry_run:
                     self._dry_run(store, opts, tables, tally)
                 else:
-                    self._sync(store, opts, tables, tally, sync_id)
+                    self._sync(store, opts, run, tables, tally, sync_id)
             except Exception as exc:
                 self._record(store, run, sync_id, mode, "failed", started, tally, str(exc))
                 raise
-            status = (
-                "dry_run" if opts.dry_run else "pending" if tally.pending_imports else "success"
-            )
+            if opts.dry_run:
+                status = "dry_run"
+            elif kept_newer:
+                status = "kept_newer"
+            else:
+                status = "pending" if tally.pending_imports else "success"
             self._record(store, run, sync_id, mode, status, started, tally, None)
+            last_synced = store.last_synced_ds()
         report = self.report()
         report.rows = tally.totals()
         report.details = {
@@ -272,6 +291,9 @@ class DotdigitalDestination(Destination):
             "skipped": dict(tally.skipped),
             "state_path": str(opts.state_path),
             "pending_imports": tally.pending_imports,
+            # Segments whose address books were left as a newer run date made them.
+            "snapshots_kept_newer": [s.segment_id for s in opts.segments] if kept_newer else [],
+            "last_synced_ds": last_synced.isoformat() if last_synced else None,
         }
         report.failures = [f"{n} rejected: {r}" for r, n in tally.reasons.most_common(10)]
         return report
@@ -291,12 +313,7 @@ class DotdigitalDestination(Destination):
                 r.request_id: erasure_status(SKIPPED, "dry_run: nothing is sent to Dotdigital")
                 for r in requests
             }
-        hook = DotdigitalHook(
-            self.config.conn_id or DotdigitalHook.default_conn_name,
-            max_attempts=opts.max_attempts,
-            backoff_base=opts.backoff_base,
-            max_rate_limit_wait=opts.max_rate_limit_wait,
-        )
+        hook = self._hook(opts)
         statuses: dict[str, dict[str, str]] = {}
         with SyncStateStore(opts.state_path) as store:
             emails = {
@@ -338,26 +355,32 @@ class DotdigitalDestination(Destination):
 
     # -- the sync -----------------------------------------------------------------------------
 
-    def _sync(
-        self,
-        store: SyncStateStore,
-        opts: DotdigitalOptions,
-        tables: dict[str, str],
-        tally: SyncTally,
-        sync_id: str,
-    ) -> None:
-        hook = DotdigitalHook(
+    def _hook(self, opts: DotdigitalOptions) -> DotdigitalHook:
+        return DotdigitalHook(
             self.config.conn_id or DotdigitalHook.default_conn_name,
             max_attempts=opts.max_attempts,
             backoff_base=opts.backoff_base,
             max_rate_limit_wait=opts.max_rate_limit_wait,
         )
+
+    def _sync(
+        self,
+        store: SyncStateStore,
+        opts: DotdigitalOptions,
+        run: RunInfo,
+        tables: dict[str, str],
+        tally: SyncTally,
+        sync_id: str,
+    ) -> None:
+        hook = self._hook(opts)
         pending = store.pending_imports()
         if pending:
             log.info("Finishing %d import(s) an earlier sync left unconfirmed", len(pending))
             self._finish_imports(hook, store, opts, pending, tally, sync_id)
         self._refresh_suppressions(hook, store, opts.full_resync)
         fields = self._build_desired(store, opts, tables, tally)
+        # From here on this date's members go out: an older date must no longer sync over them.
+        store.claim_ds(run.ds)
         self._ensure_data_fields(hook, fields)
         books: dict[str, int] = {}
         for seg in opts.segments:
@@ -381,6 +404,48 @@ class DotdigitalDestination(Destination):
                 self._finish_imports(hook, store, opts, import_ids, tally, sync_id)
         for seg in opts.segments:
             self._remove_members(hook, store, seg.segment_id, books[seg.segment_id], opts, tally)
+        self._send_consent(hook, store, tally)
+
+    def _keep_newer(
+        self,
+        store: SyncStateStore,
+        opts: DotdigitalOptions,
+        run: RunInfo,
+        newer: dt.date,
+        tally: SyncTally,
+        sync_id: str,
+    ) -> None:
+        """An older date than the last one synced: do only what moves nothing backwards.
+
+        Its members are not synced: that would re-add people who opted out (or left a segment)
+        in the newer run, and take out people who joined. What is still right: confirming
+        imports already sent (whichever run sent them; they are in Dotdigital now), refreshing
+        the suppression list (Dotdigital's current word) and sending consent records owed for
+        contacts already in the address books.
+        """
+        log.warning(
+            "Dotdigital %s: run date %s is older than %s, the latest date synced, so its members "
+            "are not synced: the address books keep the newer date's members (syncing an older "
+            "date would re-add people who opted out since). Unconfirmed imports, suppressions "
+            "and owed consent records are still handled. To sync again, deliver %s or later.",
+            self.name,
+            run.ds,
+            newer.isoformat(),
+            newer.isoformat(),
+        )
+        if opts.dry_run:
+            print(
+                f"Dotdigital dry run for {self.name!r}: {run.ds} is older than "
+                f"{newer.isoformat()}, the latest date synced; a real run would leave the "
+                "address books as they are."
+            )
+            return
+        hook = self._hook(opts)
+        pending = store.pending_imports()
+        if pending:
+            log.info("Finishing %d import(s) an earlier sync left unconfirmed", len(pending))
+            self._finish_imports(hook, store, opts, pending, tally, sync_id)
+        self._refresh_suppressions(hook, store, opts.full_resync)
         self._send_consent(hook, store, tally)
 
     def _finish_imports(

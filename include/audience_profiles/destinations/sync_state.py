@@ -16,7 +16,9 @@ Tables:
 - ``sync_failures``: rows the target refused, with the reason and attempts; they are not in
   ``sync_state``, so the next diff offers them again.
 - ``suppressed``: addresses the target reports as unsubscribed/suppressed; never sent again.
-- ``address_books``, ``sync_meta``: target ids and watermarks.
+- ``address_books``, ``sync_meta``: target ids and watermarks (``last_synced_ds``: the latest run
+  date whose members started to go out; an older date is not synced over it, see
+  :meth:`SyncStateStore.last_synced_ds`).
 - ``sync_runs``: one report per sync (added, changed, removed, rejected, reasons).
 """
 
@@ -336,6 +338,36 @@ class SyncStateStore:
             self.con.execute("ROLLBACK")
             raise
 
+    # -- run dates ----------------------------------------------------------------------------
+
+    def last_synced_ds(self) -> dt.date | None:
+        """The latest run date whose members started to go to the target, if any.
+
+        Syncing an older date after it would roll the target back (re-add people who opted out
+        since), so the destination skips such a date. State files written before this watermark
+        existed have none: the latest date of a ``success`` or ``pending`` run in ``sync_runs``
+        stands in for it (both sent that date's members; a failed run may not have).
+        """
+        value = self.meta("last_synced_ds")
+        if value is None:
+            dates = self.con.execute(
+                "SELECT DISTINCT ds FROM sync_runs WHERE status IN ('success', 'pending')"
+            ).fetchall()
+            parsed = [_as_date(d) for (d,) in dates]
+            return max((d for d in parsed if d is not None), default=None)
+        return _as_date(value)
+
+    def claim_ds(self, ds: str) -> dt.date:
+        """Record that ``ds``'s members are going out; the watermark only moves forward."""
+        day = dt.date.fromisoformat(ds)
+        last = self.last_synced_ds()
+        if last is None or day > last:
+            self.set_meta("last_synced_ds", day.isoformat())
+            return day
+        if self.meta("last_synced_ds") is None:  # state from before the watermark: store it
+            self.set_meta("last_synced_ds", last.isoformat())
+        return last
+
     # -- small things -------------------------------------------------------------------------
 
     def meta(self, key: str) -> str | None:
@@ -366,3 +398,10 @@ class SyncStateStore:
         self.con.execute(
             f"INSERT OR REPLACE INTO sync_runs ({columns}) VALUES ({marks})", list(run.values())
         )
+
+
+def _as_date(value: str | None) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        return None

@@ -35,6 +35,7 @@ import datetime as dt
 import email.utils
 import io
 import json
+import math
 import random
 import re
 import time
@@ -106,20 +107,49 @@ def backoff_seconds(attempt: int, base: float, cap: float = 60.0) -> float:
     return min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
 
 
+def _number(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _reset_wait(reset: str | None) -> float | None:
+    """``x-ratelimit-reset`` (epoch seconds, or a delay) as seconds from now; None if unreadable."""
+    value = _number(reset) if reset else None
+    if value is None:
+        return None
+    return max(value - time.time() if value > _EPOCH_2001 else value, 0.0) + 0.05
+
+
+def _retry_after_wait(retry_after: str | None) -> float | None:
+    """``Retry-After`` (seconds or an HTTP date) as seconds from now; None if unreadable."""
+    if not retry_after:
+        return None
+    seconds = _number(retry_after)
+    if seconds is not None:
+        return max(seconds, 0.0)
+    try:
+        when = email.utils.parsedate_to_datetime(retry_after)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": a date in UTC with no zone information
+        when = when.replace(tzinfo=dt.UTC)
+    return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
+
+
 def retry_wait(status: int, headers: Mapping[str, str], attempt: int, base: float) -> float | None:
-    """Seconds to wait before retrying a response with ``status``; ``None`` if it is final."""
+    """Seconds to wait before retrying a response with ``status``; ``None`` if it is final.
+
+    A 429 whose headers cannot be read (neither a number nor a date) backs off like a 5xx
+    instead of failing the call on a parse error.
+    """
     if status == 429:
-        reset = headers.get("x-ratelimit-reset")
-        if reset:
-            value = float(reset)
-            return max(value - time.time() if value > _EPOCH_2001 else value, 0.0) + 0.05
-        retry_after = headers.get("Retry-After")
-        if retry_after:
-            if retry_after.strip().isdigit():
-                return float(retry_after)
-            when = email.utils.parsedate_to_datetime(retry_after)
-            return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
-        return backoff_seconds(attempt, base)
+        wait = _reset_wait(headers.get("x-ratelimit-reset"))
+        if wait is None:
+            wait = _retry_after_wait(headers.get("Retry-After"))
+        return backoff_seconds(attempt, base) if wait is None else wait
     if status >= 500:
         return backoff_seconds(attempt, base)
     return None

@@ -72,4 +72,7 @@ class DeliverOperator(BaseOperator):
             import_ids,
             poll_interval=options.poll_interval,
             timeout=options.import_timeout,
+            max_attempts=options.max_attempts,
+            backoff_base=options.backoff_base,
+            max_rate_limit_wait=options.max_rate_limit_wait,
         )

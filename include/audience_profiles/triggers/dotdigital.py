@@ -68,12 +68,19 @@ class DotdigitalImportTrigger(BaseTrigger):
         import_ids: list[str],
         poll_interval: float = 10.0,
         timeout: float = 3600.0,
+        max_attempts: int = 6,
+        backoff_base: float = 1.0,
+        max_rate_limit_wait: float = 900.0,
     ):
         super().__init__()
         self.conn_id = conn_id
         self.import_ids = list(import_ids)
         self.poll_interval = poll_interval
         self.timeout = timeout
+        # The destination's retry settings, so polling retries like the rest of its calls.
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.max_rate_limit_wait = max_rate_limit_wait
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -83,11 +90,19 @@ class DotdigitalImportTrigger(BaseTrigger):
                 "import_ids": self.import_ids,
                 "poll_interval": self.poll_interval,
                 "timeout": self.timeout,
+                "max_attempts": self.max_attempts,
+                "backoff_base": self.backoff_base,
+                "max_rate_limit_wait": self.max_rate_limit_wait,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = DotdigitalHook(self.conn_id)
+        hook = DotdigitalHook(
+            self.conn_id,
+            max_attempts=self.max_attempts,
+            backoff_base=self.backoff_base,
+            max_rate_limit_wait=self.max_rate_limit_wait,
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         statuses: dict[str, str] = {}
