@@ -75,14 +75,28 @@ def merges_table(count: int) -> pa.Table:
     )
 
 
+def with_repeats(table: pa.Table, repeats: int) -> pa.Table:
+    """``table`` with its first ``repeats`` rows once more at the end: identical rows, as a session
+    voting the same option of the same poll twice in a day gives (the table has no row id)."""
+    return pa.concat_tables([table, table.slice(0, repeats)])
+
+
 def write_exports(
-    folder: Path, profiles: int = 40, interactions: int = 120, merges: int = 5
+    folder: Path,
+    profiles: int = 40,
+    interactions: int = 120,
+    merges: int = 5,
+    *,
+    repeated_interactions: int = 0,
 ) -> dict[str, str]:
-    """Write the run's exports into ``folder``: table name -> Parquet path, as the build does."""
+    """Write the run's exports into ``folder``: table name -> Parquet path, as the build does.
+    ``repeated_interactions``: that many interactions appear twice (see :func:`with_repeats`)."""
     folder.mkdir(parents=True, exist_ok=True)
     tables = {
         "audience_profiles": profiles_table(profiles),
-        "audience_profile_interactions": interactions_table(interactions, max(profiles, 1)),
+        "audience_profile_interactions": with_repeats(
+            interactions_table(interactions, max(profiles, 1)), repeated_interactions
+        ),
         "profile_merges": merges_table(merges),
     }
     paths = {}

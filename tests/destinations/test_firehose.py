@@ -72,19 +72,22 @@ def destination(conn_id: str, stream: str, **options):
 
 
 def test_delivers_every_record_once_as_json_lines(aws_conn, moto_server, tmp_path):
-    exports = write_exports(tmp_path, profiles=40, interactions=600, merges=4)
+    exports = write_exports(
+        tmp_path, profiles=40, interactions=600, merges=4, repeated_interactions=2
+    )
     stream, bucket = create_delivery_stream(moto_server)
 
     report = destination(aws_conn, stream).deliver(RUN, exports)
 
     lines = read_bucket(moto_server, bucket)
     ids = [line["record_id"] for line in lines]
-    assert len(ids) == 644 and set(ids) == expected_ids(exports)
+    assert len(ids) == 646 and len(set(ids)) == 646 and set(ids) == expected_ids(exports)
     assert {line["schema_version"] for line in lines} == {1}
+    assert {line["as_of"] for line in lines} == {RUN.ds}
     assert report.rows == {
         "profile_merges": 4,
         "audience_profiles": 40,
-        "audience_profile_interactions": 600,
+        "audience_profile_interactions": 602,
     }
 
 

@@ -44,7 +44,10 @@ def destination(conn_id: str, topic: str, **options):
 
 
 def test_every_record_arrives_keyed_by_profile(kafka_mock_cluster, monkeypatch, tmp_path):
-    exports = write_exports(tmp_path, profiles=30, interactions=90, merges=4)
+    # 3 interactions twice: identical rows, distinct records (each must arrive, under its own id)
+    exports = write_exports(
+        tmp_path, profiles=30, interactions=90, merges=4, repeated_interactions=3
+    )
     expected = {r.record_id: r for t in TABLES for r in records_from_export(t, exports[t], RUN.ds)}
     # The mock cluster has no CreateTopics; it creates a topic (4 partitions) on first use.
     topic = f"profiles-{uuid.uuid4().hex[:8]}"
@@ -55,7 +58,7 @@ def test_every_record_arrives_keyed_by_profile(kafka_mock_cluster, monkeypatch, 
     messages = consume(kafka_mock_cluster, topic, count=len(expected))
     assert not [m for m in messages if "unexpected" in m]  # nothing beyond the run's records
     ids = [m["value"]["record_id"] for m in messages]
-    assert len(ids) == 124 and set(ids) == set(expected)
+    assert len(ids) == 127 and set(ids) == set(expected)
     partitions_by_key = defaultdict(set)
     for m in messages:
         record = expected[m["value"]["record_id"]]
@@ -63,21 +66,23 @@ def test_every_record_arrives_keyed_by_profile(kafka_mock_cluster, monkeypatch, 
         assert m["headers"] == {
             "record_id": record.record_id,
             "event_type": record.event_type,
+            "as_of": RUN.ds,
             "schema_version": "1",
         }
+        assert m["value"]["as_of"] == RUN.ds
         assert m["value"]["payload"] == record.payload
         partitions_by_key[m["key"]].add(m["partition"])
     assert all(len(p) == 1 for p in partitions_by_key.values())  # one profile, one partition
     assert len({m["partition"] for m in messages}) > 1
     assert Counter(m["value"]["event_type"] for m in messages) == {
-        "interaction": 90,
+        "interaction": 93,
         "profile_upsert": 30,
         "profile_merge": 4,
     }
     assert report.rows == {
         "profile_merges": 4,
         "audience_profiles": 30,
-        "audience_profile_interactions": 90,
+        "audience_profile_interactions": 93,
     }
 
 

@@ -65,25 +65,28 @@ def destination(conn_id: str, stream: str, **options):
 
 
 def test_delivers_every_record_once_keyed_by_profile(aws_conn, moto_server, tmp_path):
-    # 600 interactions: more than one PutRecords call of 500.
-    exports = write_exports(tmp_path, profiles=50, interactions=600, merges=5)
+    # 600 interactions: more than one PutRecords call of 500; 5 of them twice (identical rows).
+    exports = write_exports(
+        tmp_path, profiles=50, interactions=600, merges=5, repeated_interactions=5
+    )
     stream = create_stream(moto_server)
 
     report = destination(aws_conn, stream).deliver(RUN, exports)
 
     found = read_stream(moto_server, stream)
     ids = [record["record_id"] for _, record in found]
-    assert len(ids) == 655 and set(ids) == expected_ids(exports)
+    assert len(ids) == 660 and len(set(ids)) == 660 and set(ids) == expected_ids(exports)
+    assert {record["as_of"] for _, record in found} == {RUN.ds}
     assert all(key == record["profile_id"] for key, record in found)
     assert Counter(r["event_type"] for _, r in found) == {
-        "interaction": 600,
+        "interaction": 605,
         "profile_upsert": 50,
         "profile_merge": 5,
     }
     assert report.rows == {
         "profile_merges": 5,
         "audience_profiles": 50,
-        "audience_profile_interactions": 600,
+        "audience_profile_interactions": 605,
     }
     assert report.details["resent"] == 0
 

@@ -8,6 +8,7 @@ import random
 from collections import Counter
 from decimal import Decimal
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -16,10 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audience_profiles.config import ConfigError
+from audience_profiles.destinations import kafka, streams
+from audience_profiles.destinations.base import ErasureRequest
+from audience_profiles.destinations.drop import select_list
 from audience_profiles.destinations.firehose import PUT_RECORD_BATCH_LIMITS
 from audience_profiles.destinations.kinesis import PUT_RECORDS_LIMITS
 from audience_profiles.destinations.streams import (
     MIB,
+    STREAM_TABLES,
     BatchLimits,
     Entry,
     RecordTooLargeError,
@@ -27,14 +32,25 @@ from audience_profiles.destinations.streams import (
     RetryPolicy,
     StreamRecord,
     UndeliveredRecordsError,
+    apply_pii,
     aws_batch_failures,
     batches,
+    build_record,
+    erased_records,
     json_safe,
+    record_id,
     records_from_export,
+    repeat_candidates,
     send_with_retries,
 )
 from audience_profiles.privacy import hash_identifier
-from tests.destinations.stream_support import RUN, stream_destination, write_exports
+from tests.destinations.stream_support import (
+    RUN,
+    interactions_table,
+    merges_table,
+    stream_destination,
+    write_exports,
+)
 
 
 @pytest.fixture
@@ -71,10 +87,12 @@ def test_a_record_is_versioned_json_with_iso_dates_and_every_column(exports):
         "record_id",
         "event_type",
         "profile_id",
+        "as_of",
         "emitted_at",
         "payload",
     ]
     assert decoded["schema_version"] == 1
+    assert decoded["as_of"] == RUN.ds
     assert decoded["emitted_at"] == "2024-05-02T03:00:00.000+00:00"
     payload = decoded["payload"]
     assert payload["first_seen"] == "2024-04-29T12:00:00"
@@ -169,11 +187,292 @@ def test_only_stream_tables_are_accepted_and_delivered_in_event_order():
         stream_destination({**entry, "max_attempts": 0})
 
 
+# --- identical rows -----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["in_memory", "duckdb"])
+def repeats_found(request, monkeypatch):
+    """Both ways of finding identical rows: counted in Python (small exports, the default for
+    these tests' sizes) and DuckDB's pre-pass (large exports, forced here)."""
+    if request.param == "duckdb":
+        monkeypatch.setattr(streams, "IN_MEMORY_REPEAT_ROWS", 0)
+    return request.param
+
+
+def write(tmp_path, table: pa.Table, name: str = "t.parquet", **kwargs) -> str:
+    path = tmp_path / name
+    pq.write_table(table, path, **kwargs)
+    return str(path)
+
+
+def test_identical_rows_get_distinct_ids_and_the_first_keeps_its_own(tmp_path, repeats_found):
+    """Two identical votes are two facts: the repeat's key gets occurrence 2, the first keeps the
+    id it has alone (consumers may have stored it), every unique row keeps its id."""
+    exports = write_exports(tmp_path, profiles=10, interactions=30, repeated_interactions=4)
+    records = all_records(exports, "audience_profile_interactions")
+    ids = [r.record_id for r in records]
+    assert len(ids) == 34 and len(set(ids)) == 34
+
+    alone = write_exports(tmp_path / "alone", profiles=10, interactions=30)
+    assert ids[:30] == [r.record_id for r in all_records(alone, "audience_profile_interactions")]
+    key_columns = STREAM_TABLES["audience_profile_interactions"].key_columns
+    for first, repeat in zip(records[:4], records[30:], strict=True):
+        assert repeat.payload == first.payload
+        key = {c: first.payload[c] for c in key_columns}
+        assert first.record_id == record_id("interaction", key, first.payload)
+        assert repeat.record_id == record_id("interaction", {**key, "occurrence": 2}, first.payload)
+
+
+def test_identical_row_ids_do_not_depend_on_order_batches_or_time(tmp_path, repeats_found):
+    base = interactions_table(12, 4)
+    # row 3 three times, row 5 twice, spread over several read batches and row groups
+    table = pa.concat_tables([base, base.slice(3, 1), base.slice(5, 1), base.slice(3, 1)])
+    path = write(tmp_path, table, row_group_size=4)
+    shuffled = table.take(random.Random(3).sample(range(table.num_rows), table.num_rows))
+    other = write(tmp_path, shuffled, "shuffled.parquet")
+
+    def ids(p, **kwargs):
+        return [
+            r.record_id
+            for r in records_from_export("audience_profile_interactions", p, RUN.ds, **kwargs)
+        ]
+
+    first = ids(path)
+    assert len(set(first)) == 15
+    assert ids(path, batch_rows=2, emitted_at="2024-06-01T00:00:00") == first
+    assert sorted(ids(other, batch_rows=5)) == sorted(first)
+
+
+def replaced(table: pa.Table, **columns) -> pa.Table:
+    """``table`` with the named columns' values replaced (each keeps its type)."""
+    for name, values in columns.items():
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, pa.array(values, table.schema.field(index).type))
+    return table
+
+
+def test_rows_identical_once_pii_is_applied_get_distinct_ids(tmp_path, repeats_found):
+    """Rows that differ only in what the policy removes are sent identical: still two records."""
+    same = {
+        "profile_id": ["p-0"] * 2,
+        "interaction_date": [dt.date(2024, 4, 1)] * 2,
+        "attribute": ["Q"] * 2,
+        "option": ["A"] * 2,
+        "poll_id": ["poll-0"] * 2,
+        "event_id": ["event-0"] * 2,
+        "session_id": ["s-0"] * 2,
+        "votes": [1, 1],
+    }
+    twins = replaced(interactions_table(2, 2), **same)  # two different names and emails
+    path = write(tmp_path, twins)
+    table = "audience_profile_interactions"
+
+    for pii in ("plain", "hashed", "omit"):
+        records = list(records_from_export(table, path, RUN.ds, pii=pii))
+        assert len({r.record_id for r in records}) == 2, pii
+    omitted = list(records_from_export(table, path, RUN.ds, pii="omit"))
+    assert omitted[0].payload == omitted[1].payload
+    alone = build_record(table, twins.to_pylist()[0], RUN.ds, "", "omit")
+    assert omitted[0].record_id == alone.record_id
+
+
+def test_merges_identical_once_the_identifier_is_omitted_get_distinct_ids(tmp_path, repeats_found):
+    merges = replaced(
+        merges_table(2),
+        merged_profile_id=["p-m0"] * 2,
+        surviving_profile_id=["p-0"] * 2,
+        merged_at=[dt.datetime(2024, 5, 1, 2)] * 2,
+    )
+    path = write(tmp_path, merges)  # two merges of the same pair through different emails
+    records = list(records_from_export("profile_merges", path, RUN.ds, pii="omit"))
+    assert records[0].payload == records[1].payload
+    assert records[0].payload["identifier_value"] is None
+    assert records[0].record_id != records[1].record_id
+
+
+def test_repeat_candidates_are_the_rows_sharing_the_key_columns(tmp_path):
+    path = write(tmp_path, pa.table({"k": ["a", "b", "a", "c", "a", "b"], "v": list(range(6))}))
+    assert list(repeat_candidates(path, ["k"], batch_rows=2)) == [
+        (0, 0, 4),
+        (1, 1, 5),
+        (2, 0, 4),
+        (4, 0, 4),
+        (5, 1, 5),
+    ]
+    assert list(repeat_candidates(path, ["k", "v"])) == []
+    assert [row for row, _, _ in repeat_candidates(path, [])] == list(range(6))
+
+
+# --- PII in identifier pairs ------------------------------------------------------------------
+
+
+def test_merges_never_send_an_email_identifier_unless_pii_is_plain(exports):
+    emails = [f"fan{i}@example.com" for i in range(5)]
+    plain = [r.payload for r in all_records(exports, "profile_merges")]
+    assert [p["identifier_value"] for p in plain] == emails
+
+    hashed = all_records(exports, "profile_merges", pii="hashed")
+    assert [r.payload["identifier_type"] for r in hashed] == ["email_sha256"] * 5
+    assert [r.payload["identifier_value"] for r in hashed] == [hash_identifier(e) for e in emails]
+    omitted = all_records(exports, "profile_merges", pii="omit")
+    assert [r.payload["identifier_type"] for r in omitted] == ["email"] * 5
+    assert [r.payload["identifier_value"] for r in omitted] == [None] * 5
+    for record in hashed + omitted:
+        assert "@" not in record.encode().decode()
+        # the id hashes what was sent, never the email
+        key = {c: record.payload[c] for c in STREAM_TABLES["profile_merges"].key_columns}
+        assert record.record_id == record_id("profile_merge", key, record.payload)
+
+
+@pytest.mark.parametrize("pii", ["plain", "hashed", "omit"])
+def test_the_pii_policy_matches_the_file_drops(tmp_path, pii):
+    """apply_pii gives, row for row, what drop.select_list's SQL gives: identifiers, merges and
+    the link audit (every (type, value) pair), names and email, a quarantined raw line."""
+    tables = {
+        "identifiers": pa.table(
+            {
+                "profile_id": ["p-1", "p-1", "p-2", "p-3"],
+                "identifier_type": ["email", "session_id", "external_id", "email"],
+                "identifier_value": ["a@b.co", "s-1", "sso-1", None],
+            }
+        ),
+        "audit": pa.table(
+            {
+                "left_type": ["email", "session_id", "email"],
+                "left_value": [" A@B.co", "s-1", "x@y.z"],
+                "right_type": ["session_id", "email", "email"],
+                "right_value": ["s-2", "c@d.co", "X@Y.z "],
+                "rule": ["form", "form", "same"],
+            }
+        ),
+        "profiles": pa.table(
+            {
+                "profile_id": ["p-1", "p-2"],
+                "email": ["A@b.co", None],
+                "first_name": ["Ada", "Bob"],
+                "last_name": ["L", "M"],
+                "raw": ["a line, a@b.co", None],
+            }
+        ),
+    }
+    con = duckdb.connect()
+    for name, table in tables.items():
+        path = write(tmp_path, table, f"{name}.parquet")
+        source = f"read_parquet('{path}')"
+        cols, _ = select_list(con, source, pii, escape_csv=False)
+        dropped = con.sql(f"SELECT {cols} FROM {source}").to_arrow_table().to_pylist()
+        assert [apply_pii(row, pii) for row in table.to_pylist()] == dropped, name
+
+
+# --- as_of --------------------------------------------------------------------------------------
+
+
+def test_every_record_says_which_date_it_describes(exports):
+    for table in STREAM_TABLES:
+        records = all_records(exports, table, ds="2024-04-30", emitted_at="2024-06-01T00:00:00")
+        assert {r.as_of for r in records} == {"2024-04-30"}
+        assert {json.loads(r.encode())["as_of"] for r in records} == {"2024-04-30"}
+    # as_of is a key field of upserts only: facts keep their ids whichever run sends them
+    upsert = all_records(exports, "audience_profiles")[0]
+    key = {"profile_id": upsert.profile_id, "as_of": RUN.ds}
+    assert upsert.record_id == record_id("profile_upsert", key, upsert.payload)
+
+
+def test_an_old_date_delivered_again_does_not_roll_a_consumer_back(tmp_path):
+    """The documented consumer rule: apply a profile_upsert only if its as_of is not older than
+    the state held. Ordering by emitted_at instead would roll the profile back."""
+    day1 = write_exports(tmp_path / "day1", profiles=3, interactions=0, merges=0)
+    table = pq.read_table(day1["audience_profiles"])
+    day2_table = table.set_column(
+        table.schema.get_field_index("sessions"), "sessions", pa.array([7, 7, 7], pa.int64())
+    )
+    day2 = write(tmp_path, day2_table, "day2.parquet")
+    sent = [
+        *records_from_export("audience_profiles", day2, "2024-05-02", emitted_at="2024-05-03T01"),
+        # the 2024-05-01 run re-delivered later (a backfill, a cleared task)
+        *records_from_export(
+            "audience_profiles", day1["audience_profiles"], "2024-05-01", emitted_at="2024-05-09"
+        ),
+    ]
+    held: dict[str, StreamRecord] = {}
+    for record in sent:
+        current = held.get(record.profile_id)
+        if current is None or record.as_of >= current.as_of:
+            held[record.profile_id] = record
+    assert {r.payload["sessions"] for r in held.values()} == {7}
+    assert {r.as_of for r in held.values()} == {"2024-05-02"}
+
+
+def test_profile_erased_records_are_as_of_the_day_they_are_sent():
+    request = ErasureRequest("r-1", "2024-05-01 10:00:00", ("p-1",))
+    late_evening = list(erased_records([request], emitted_at="2024-05-02T23:30:00.000-02:00"))
+    assert [r.as_of for r in late_evening] == ["2024-05-03"]  # the UTC date
+    again = list(erased_records([request], emitted_at="2024-05-04T08:00:00.000+00:00"))
+    assert again[0].record_id == late_evening[0].record_id  # as_of is not part of the id
+    assert json.loads(again[0].encode())["as_of"] == "2024-05-04"
+
+
+# --- Kafka delivery reports ---------------------------------------------------------------------
+
+
+class FakeProducer:
+    """confluent_kafka.Producer as _produce_all uses it; messages numbered in ``lose`` get no
+    delivery report. ``headers`` collects every message's headers."""
+
+    lose: set[int] = set()
+    headers: list[dict[str, str]] = []
+
+    def __init__(self, config, logger=None):
+        self.queued: list = []
+
+    def produce(self, topic, key, value, headers, on_delivery):
+        self.queued.append(on_delivery)
+        self.headers.append(dict(headers))
+
+    def poll(self, timeout):
+        return 0
+
+    def flush(self, timeout):
+        for number, on_delivery in enumerate(self.queued):
+            if number not in self.lose:
+                on_delivery(None, None)
+        self.queued = []
+        return 0
+
+
+def test_kafka_tracks_each_message_even_when_two_share_a_record_id(monkeypatch):
+    """A message without a delivery report fails the task even when another message with the
+    same record_id was delivered (tracking by record_id let it go missing silently)."""
+    monkeypatch.setattr(kafka, "Producer", FakeProducer)
+    monkeypatch.setattr(FakeProducer, "headers", [])
+    monkeypatch.setattr(kafka.KafkaDestination, "producer_config", lambda self: {})
+    dest = stream_destination(
+        {"name": "t", "kind": "kafka", "topic": "profiles", "tables": ["audience_profiles"]}
+    )
+    twin = StreamRecord("same-id", "interaction", "p-1", "", {"profile_id": "p-1"}, RUN.ds)
+    other = StreamRecord("other-id", "interaction", "p-2", "", {"profile_id": "p-2"}, RUN.ds)
+
+    monkeypatch.setattr(FakeProducer, "lose", {1})  # the second twin
+    with pytest.raises(UndeliveredRecordsError) as exc:
+        dest._produce_all([("t", [twin, twin, other])])
+    assert exc.value.record_ids == ["same-id"]
+    assert "no delivery report within flush_timeout_seconds x1" in str(exc.value)
+
+    monkeypatch.setattr(FakeProducer, "lose", set())
+    assert dest._produce_all([("t", [twin, twin, other])]) == {"t": 3}
+    assert FakeProducer.headers[-1] == {
+        "record_id": "other-id",
+        "event_type": "interaction",
+        "as_of": RUN.ds,
+        "schema_version": "1",
+    }
+
+
 # --- batching ---------------------------------------------------------------------------------
 
 
 def entry(size: int, key: str = "p-1", rid: str | None = None) -> Entry:
-    record = StreamRecord(rid or f"r{size}-{key}", "interaction", key, "", {})
+    record = StreamRecord(rid or f"r{size}-{key}", "interaction", key, "", {}, RUN.ds)
     return Entry(record, b"x" * size)
 
 

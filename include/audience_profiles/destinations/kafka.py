@@ -13,15 +13,17 @@ reads it (``{"bootstrap.servers": "broker:9092", "security.protocol": "SASL_SSL"
 credentials stay in the connection. The producer is always idempotent with ``acks=all``:
 librdkafka retries inside ``delivery.timeout.ms`` without duplicates or reordering within a
 partition. The message key is the profile_id (one profile, one partition); headers carry
-record_id, event_type and schema_version.
+record_id, event_type, as_of and schema_version.
 
 Every delivery report is checked: the first error stops producing, everything queued is flushed,
-and the task fails naming each record_id that was not delivered.
+and the task fails naming each record_id that was not delivered. Messages are tracked by their
+position in the run, not by record_id, so no two messages can ever be mistaken for one.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -110,14 +112,17 @@ class KafkaDestination(Destination):
     def _produce_all(self, streams: Iterable[tuple[str, Iterable[StreamRecord]]]) -> dict[str, int]:
         """Produce every record, checking every delivery report; records produced per stream."""
         producer = Producer(self.producer_config(), logger=log)
-        outstanding: set[str] = set()  # produced, no delivery report yet
-        errors: dict[str, str] = {}  # record_id -> error name
+        # Keyed by each message's number in this call, not by record_id: two messages with one id
+        # (a caller's duplicate records) must not hide each other's missing delivery report.
+        outstanding: dict[int, str] = {}  # produced, no delivery report yet -> record_id
+        errors: dict[int, tuple[str, str]] = {}  # -> (record_id, error name)
 
-        def on_delivery(record_id: str, err: KafkaError | None, _msg: Message) -> None:
-            outstanding.discard(record_id)
+        def on_delivery(number: int, err: KafkaError | None, _msg: Message) -> None:
+            record_id = outstanding.pop(number)
             if err is not None:
-                errors[record_id] = err.name()
+                errors[number] = (record_id, err.name())
 
+        numbers = itertools.count()
         rows: dict[str, int] = {}
         try:
             for name, records in streams:
@@ -127,22 +132,21 @@ class KafkaDestination(Destination):
                 for record in records:
                     if errors:
                         break  # the cluster is refusing records: stop and report, do not pile on
-                    outstanding.add(record.record_id)
-                    self._produce(
-                        producer, record, functools.partial(on_delivery, record.record_id)
-                    )
+                    number = next(numbers)
+                    outstanding[number] = record.record_id
+                    self._produce(producer, record, functools.partial(on_delivery, number))
                     produced += 1
                 rows[name] = produced
         finally:
             # Deliver (or time out) everything queued, also when producing stopped early.
             producer.flush(self.flush_timeout)
         if errors or outstanding:
-            causes = Counter(errors.values())
+            causes = Counter(error for _, error in errors.values())
             if outstanding:
                 causes["no delivery report within flush_timeout_seconds"] = len(outstanding)
             raise UndeliveredRecordsError(
                 self.target,
-                list(errors) + sorted(outstanding),
+                [record_id for record_id, _ in errors.values()] + list(outstanding.values()),
                 causes,
                 "after the producer's retries",
             )
@@ -158,6 +162,7 @@ class KafkaDestination(Destination):
                     headers=[
                         ("record_id", record.record_id),
                         ("event_type", record.event_type),
+                        ("as_of", record.as_of),
                         ("schema_version", str(SCHEMA_VERSION)),
                     ],
                     on_delivery=on_delivery,

@@ -3,7 +3,8 @@
 One record per output row, as compact UTF-8 JSON (schema version 1)::
 
     {"schema_version": 1, "record_id": "<sha256 hex>", "event_type": "profile_upsert",
-     "profile_id": "p-1", "emitted_at": "2024-05-02T03:04:05.678+00:00", "payload": {...the row}}
+     "profile_id": "p-1", "as_of": "2024-05-01", "emitted_at": "2024-05-02T03:04:05.678+00:00",
+     "payload": {...the row}}
 
 Which table becomes which event (and which column is the profile / partition key):
 
@@ -13,15 +14,28 @@ Which table becomes which event (and which column is the profile / partition key
 
 ``profile_erased`` comes from the erasure flow, not from a table: one record per erased
 profile_id, payload ``{"profile_id", "request_id", "requested_at"}`` (no personal data), so
-consumers delete what they hold of that profile. Delivery is at-least-once: a retried call or a
-retried task sends some records again, so ``record_id`` is deterministic for consumers to dedup on:
-sha256 over the event type, the event's key fields and its payload (never ``emitted_at``).
-Interactions and merges are facts, identified by content alone; a ``profile_upsert`` is the state
-of a profile as of the run date, so the run date is one of its key fields (a profile that changes
-A -> B -> A gets three ids, and a consumer that dedups over days does not drop the last upsert).
+consumers delete what they hold of that profile.
+
+``as_of`` is the date a record describes: the run's date (its logical date, ``ds``) for table
+records, the day it was sent for ``profile_erased``. A ``profile_upsert`` is a profile's state as of
+that date, so a consumer applies it only if its ``as_of`` is not older than the state it holds: a
+re-delivered old date then cannot roll a profile back (``emitted_at`` is when a delivery started,
+not what it describes).
+
+Delivery is at-least-once: a retried call or a retried task sends some records again, so
+``record_id`` is deterministic for consumers to dedup on: sha256 over the event type, the event's
+key fields and its payload (never ``emitted_at``). Interactions and merges are facts, identified by
+content; a ``profile_upsert`` is the state of a profile as of the run date, so the run date is one
+of its key fields (a profile that changes A -> B -> A gets three ids, and a consumer that dedups
+over days does not drop the last upsert). Identical rows are distinct facts (the interaction table
+has no interaction id: a session voting the same option of the same poll twice a day gives two
+identical rows), so the n-th record identical to an earlier one of the same export gets
+``occurrence: n`` among its key fields; the first keeps the id it would have alone. Which rows
+are identical is decided after the PII policy, on what is sent.
 
 Records are built from the run's Parquet exports a batch of rows at a time, so a table never sits in
-Python memory whole. docs/streams.md describes the schema and each destination's limits.
+Python memory whole; DuckDB finds the rows that may repeat another one beforehand, and only those
+are counted in Python. docs/streams.md describes the schema and each destination's limits.
 """
 
 from __future__ import annotations
@@ -40,6 +54,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
 
+import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig
@@ -51,6 +67,7 @@ from audience_profiles.destinations.base import (
     RunInfo,
     erasure_status,
 )
+from audience_profiles.destinations.drop import IDENTIFIER_PAIRS, RAW_COLUMN
 from audience_profiles.privacy import PII_COLUMNS, hash_identifier
 
 SCHEMA_VERSION = 1
@@ -68,6 +85,12 @@ MIB = 1024 * KIB
 DEFAULT_BATCH_ROWS = 5_000
 # An undelivered-records message names at most this many ids; the exception holds all of them.
 MAX_IDS_IN_MESSAGE = 500
+# Key field numbering identical records of one export (2, 3, ...; absent on the first).
+OCCURRENCE = "occurrence"
+# Exports up to this many rows count identical records in Python (a few MB of ids); larger ones
+# first ask DuckDB which rows can repeat another. Connecting to DuckDB costs tens of ms, which a
+# stream micro-batch would notice.
+IN_MEMORY_REPEAT_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -159,17 +182,45 @@ def json_safe(value: Any) -> Any:
 
 
 def apply_pii(row: dict[str, Any], policy: str) -> dict[str, Any]:
-    """The destination's PII policy on one row; the same rule as the SQL of drop.select_list."""
+    """The destination's PII policy on one row; the same rule as the SQL of drop.select_list.
+
+    ``email`` / name columns: ``hashed`` sends ``email_sha256`` instead of ``email`` and drops the
+    names (not matchable once hashed), ``omit`` drops all three. The value of an email (type,
+    value) identifier pair (drop.IDENTIFIER_PAIRS: identifiers, merges, the link audit) becomes
+    its hash with the type ``email_sha256`` (``hashed``) or null (``omit``). A quarantined ``raw``
+    line is null under both.
+    """
     if policy == "plain":
         return row
+    pair_type = {value: kind for kind, value in IDENTIFIER_PAIRS if kind in row and value in row}
     out: dict[str, Any] = {}
     for name, value in row.items():
-        if name not in PII_COLUMNS:
-            out[name] = value
-        elif policy == "hashed" and name == "email":
-            out["email_sha256"] = hash_identifier(value)
-        # names are not matchable once hashed, so "hashed" drops them like "omit" does
+        if name in PII_COLUMNS:
+            if policy == "hashed" and name == "email":
+                out["email_sha256"] = hash_identifier(value)
+            continue
+        if name in pair_type:
+            if row[pair_type[name]] == "email":
+                value = hash_identifier(value) if policy == "hashed" else None
+        elif policy == "hashed" and name in pair_type.values():
+            if value == "email":
+                value = "email_sha256"
+        elif name == RAW_COLUMN:
+            value = None
+        out[name] = value
     return out
+
+
+def pii_columns(columns: Iterable[str], policy: str) -> set[str]:
+    """The columns among ``columns`` whose values :func:`apply_pii` may change or drop."""
+    columns = set(columns)
+    if policy == "plain":
+        return set()
+    changed = columns & {*PII_COLUMNS, RAW_COLUMN}
+    for kind, value in IDENTIFIER_PAIRS:
+        if {kind, value} <= columns:
+            changed |= {kind, value}
+    return changed
 
 
 @dataclass(frozen=True)
@@ -179,6 +230,7 @@ class StreamRecord:
     profile_id: str
     emitted_at: str
     payload: dict[str, Any]
+    as_of: str  # the date the record describes (YYYY-MM-DD): the run's date
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -186,6 +238,7 @@ class StreamRecord:
             "record_id": self.record_id,
             "event_type": self.event_type,
             "profile_id": self.profile_id,
+            "as_of": self.as_of,
             "emitted_at": self.emitted_at,
             "payload": self.payload,
         }
@@ -201,9 +254,15 @@ def record_id(event_type: str, key: dict[str, Any], payload: dict[str, Any]) -> 
 
 
 def build_record(
-    table: str, row: dict[str, Any], ds: str, emitted_at: str, pii: str = "plain"
+    table: str,
+    row: dict[str, Any],
+    ds: str,
+    emitted_at: str,
+    pii: str = "plain",
+    occurrence: int = 1,
 ) -> StreamRecord:
-    """The stream record of one row of ``table`` (an output table in :data:`STREAM_TABLES`)."""
+    """The stream record of one row of ``table`` (an output table in :data:`STREAM_TABLES`);
+    ``occurrence`` n > 1 for the n-th row of an export identical to an earlier one."""
     events = STREAM_TABLES[table]
     payload = json_safe(apply_pii(row, pii))
     profile_id = payload.get(events.profile_column)
@@ -212,13 +271,47 @@ def build_record(
     key = {column: payload.get(column) for column in events.key_columns}
     if events.as_of_run:
         key["as_of"] = ds
+    if occurrence > 1:  # the first keeps the id it has alone
+        key[OCCURRENCE] = occurrence
     return StreamRecord(
         record_id=record_id(events.event_type, key, payload),
         event_type=events.event_type,
         profile_id=str(profile_id),
         emitted_at=emitted_at,
         payload=payload,
+        as_of=ds,
     )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def repeat_candidates(
+    parquet_path: str, columns: Sequence[str], batch_rows: int = DEFAULT_BATCH_ROWS
+) -> Iterator[tuple[int, int, int]]:
+    """The rows of ``parquet_path`` that share their ``columns`` values with another row, in
+    file order: (row number, the group's first row number, its last), 0-based.
+
+    Rows with equal records always share these values (``columns`` are among a record's key
+    fields and left alone by the PII policy), so only these rows can repeat one another; the
+    group's last row says when its counts can be forgotten. DuckDB does the grouping (and spills
+    to disk), so the table never has to fit in Python memory.
+    """
+    partition = ", ".join(_ident(c) for c in columns)
+    con = duckdb.connect()
+    try:
+        reader = con.sql(
+            "SELECT file_row_number, min(file_row_number) OVER w, max(file_row_number) OVER w "
+            "FROM read_parquet($path, file_row_number = true) "
+            f"WINDOW w AS ({'PARTITION BY ' + partition if partition else ''}) "
+            "QUALIFY count(*) OVER w > 1 ORDER BY file_row_number",
+            params={"path": parquet_path},
+        ).to_arrow_reader(batch_rows)
+        for batch in reader:
+            yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
+    finally:
+        con.close()
 
 
 def records_from_export(
@@ -230,23 +323,58 @@ def records_from_export(
     emitted_at: str | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> Iterator[StreamRecord]:
-    """Yield the stream records of one table export, reading ``batch_rows`` rows at a time."""
+    """Yield the stream records of one table export, reading ``batch_rows`` rows at a time.
+
+    The n-th record equal to an earlier one of the export gets ``occurrence`` n in its key, so
+    identical rows (two identical votes) keep distinct ids; ids depend only on the export's
+    rows, not on their order or on when they are sent.
+    """
     if table not in STREAM_TABLES:
         raise ValueError(f"table {table!r} has no stream event (one of {', '.join(STREAM_TABLES)})")
+    events = STREAM_TABLES[table]
     emitted_at = emitted_at or utc_now()
     parquet = pq.ParquetFile(parquet_path)
+    schema = parquet.schema_arrow
+    changed = pii_columns(schema.names, pii)
+    # Which rows can repeat another: in a large export, those sharing the values of the key
+    # columns the policy leaves alone (floats excluded: NaN and null are both null in JSON), as
+    # equal records are equal there; in a small one, simply every row.
+    group_by = [
+        c
+        for c in events.key_columns
+        if c in schema.names and c not in changed and not pa.types.is_floating(schema.field(c).type)
+    ]
+    rows = parquet.metadata.num_rows
+    repeats = (
+        repeat_candidates(parquet_path, group_by, batch_rows)
+        if rows > IN_MEMORY_REPEAT_ROWS
+        else ((n, 0, rows - 1) for n in range(rows))
+    )
+    seen: dict[int, Counter[str]] = {}  # group's first row -> record_id (occurrence 1) -> count
     number = 0
     try:
+        candidate = next(repeats, None)
         for batch in parquet.iter_batches(batch_size=batch_rows):
             for row in batch.to_pylist():
                 number += 1
                 try:
                     record = build_record(table, row, ds, emitted_at, pii)
+                    if candidate is not None and candidate[0] == number - 1:
+                        _, first, last = candidate
+                        counts = seen.setdefault(first, Counter())
+                        counts[record.record_id] += 1
+                        occurrence = counts[record.record_id]
+                        if last == number - 1:
+                            del seen[first]
+                        candidate = next(repeats, None)
+                        if occurrence > 1:
+                            record = build_record(table, row, ds, emitted_at, pii, occurrence)
                 except ValueError as exc:
                     exc.add_note(f"row {number} of {parquet_path}")  # not the row: it may hold PII
                     raise
                 yield record
     finally:
+        repeats.close()
         parquet.close()
 
 
@@ -254,8 +382,11 @@ def erased_records(
     requests: Sequence[ErasureRequest], emitted_at: str | None = None
 ) -> Iterator[StreamRecord]:
     """One ``profile_erased`` record per profile of each request (ids are stable: a retried
-    erasure sends the same record_ids)."""
+    erasure sends the same record_ids). Its ``as_of`` is the day it is sent (UTC): a consumer
+    keeping it as a tombstone then ignores any upsert of an earlier date delivered again."""
     emitted_at = emitted_at or utc_now()
+    sent = dt.datetime.fromisoformat(emitted_at)
+    as_of = (sent.astimezone(dt.UTC) if sent.tzinfo else sent).date().isoformat()
     for request in requests:
         for profile_id in request.profile_ids:
             payload = {
@@ -270,6 +401,7 @@ def erased_records(
                 profile_id=profile_id,
                 emitted_at=emitted_at,
                 payload=payload,
+                as_of=as_of,
             )
 
 
