@@ -82,6 +82,10 @@ def _per_type(raw: dict, key: str, file: Path) -> dict[str, tuple[str, ...]]:
     unknown = set(section) - {"any", *IDENTIFIER_TYPES}
     if unknown:
         raise ConfigError(f"{file}: {key}: unknown identifier type(s) {sorted(unknown)}")
+    for type_, values in section.items():
+        if values is not None and not isinstance(values, list):
+            # a bare string would be read as its characters, none of them the value meant
+            raise ConfigError(f"{file}: {key}.{type_} must be a list, not {values!r}")
     common = [str(v) for v in section.get("any") or []]
     return {t: tuple(common + [str(v) for v in section.get(t) or []]) for t in IDENTIFIER_TYPES}
 

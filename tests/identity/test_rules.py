@@ -41,6 +41,7 @@ def test_null_switches_a_limit_off_and_missing_sections_take_defaults(tmp_path):
     ("raw", "message"),
     [
         ({"blocked_values": {"phone": ["0"]}}, "blocked_values: unknown identifier type"),
+        ({"blocked_values": {"email": "test@test.com"}}, "blocked_values.email must be a list"),
         ({"blocked_patterns": {"any": ["\\d+"]}}, "backslashes"),
         ({"blocked_patterns": {"any": ["(unclosed"]}}, "not a regular expression"),
         ({"limits": {"per_profile": {"external_id": 2}}}, "only 1"),

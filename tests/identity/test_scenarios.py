@@ -408,3 +408,20 @@ def test_the_collision_check_finds_two_identifiers_with_one_node_id(world):
     assert world.wh.query_sql("identity/node_collisions", suffix="") == [(1,)]
     world.wh.execute_script("DELETE FROM id_values WHERE node_value = 'c'")
     assert world.wh.query_sql("identity/node_collisions", suffix="") == [(0,)]
+
+
+def test_a_placeholder_padded_with_white_space_is_still_blocked(world):
+    """Validation trims ASCII white space only, another loader nothing: "null" + a no-break space
+    or "undefined" + an em space must not become one identifier shared by strangers."""
+    world.sso(f"{D1}T10:00:00", S1, "null\u00a0", email="ann@example.com")
+    world.sso(f"{D1}T11:00:00", S2, "NULL\u00a0", email="bob@example.com")
+    world.raw_form(f"{D1}T12:00:00", "undefined\u2003", "cat@example.com")
+    world.raw_form(f"{D1}T13:00:00", "undefined\u2003", "dan@example.com")
+    world.run(D1)
+
+    # four people, each alone: the SSO rows' sessions link through the external_id only
+    assert world.groups(D1) == {
+        frozenset({f"email:{who}@example.com"}) for who in ("ann", "bob", "cat", "dan")
+    }
+    details = sorted(a["detail"] for a in world.audit(D1))  # an SSO row links twice
+    assert details == ["external_id blocked value"] * 4 + ["session_id blocked value"] * 2

@@ -5,14 +5,23 @@
     Scratch tables are TEMP: the identity run lives in one session and only its results persist.
 -#}
 {% import "identity/_macros.sql" as m with context %}
-{#- Why a value cannot be an identifier, or NULL when it can. Values arrive trimmed by validation
-    (validate/_macros.sql trimmed()), so only case is folded here. -#}
+{% import "privacy/_macros.sql" as p %}
+{#- A value as the blocked lists see it: lower-case, without surrounding white space of any kind.
+    Validation trims ASCII white space only, and rows from another loader are not trimmed at all:
+    "null" followed by a no-break space must still be the placeholder "null", or strangers merge
+    through it. Guarded, as nearly no value has any (a trim with a character set costs). -#}
+{% macro as_listed(value) -%}
+lower(CASE WHEN ascii({{ value }}) IN ({{ p.whitespace | join(", ") }})
+             OR ascii(right({{ value }}, 1)) IN ({{ p.whitespace | join(", ") }})
+           THEN {{ p.trimmed(value) }} ELSE {{ value }} END)
+{%- endmacro %}
+{#- Why a value cannot be an identifier, or NULL when it can. -#}
 {% macro blocked(type, value) -%}
 CASE WHEN {{ value }} IS NULL THEN 'missing'
      WHEN length({{ value }}) > {{ max_value_length }} THEN 'longer than {{ max_value_length }} characters'
-     WHEN lower({{ value }}) IN ({{ blocked_values[type] | map("literal") | join(", ") or "NULL" }}) THEN 'blocked value'
+     WHEN {{ as_listed(value) }} IN ({{ blocked_values[type] | map("literal") | join(", ") or "NULL" }}) THEN 'blocked value'
 {% for pattern in blocked_patterns[type] %}
-     WHEN regexp_like(lower({{ value }}), {{ pattern | literal }}) THEN 'matches blocked pattern ' || {{ pattern | literal }}
+     WHEN regexp_like({{ as_listed(value) }}, {{ pattern | literal }}) THEN 'matches blocked pattern ' || {{ pattern | literal }}
 {% endfor %}
 {% if type == "email" %}
      {#- validation stores emails trimmed and lower-cased (the matching key); a row written by
