@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+
 import duckdb
 import pytest
 
@@ -332,11 +334,133 @@ def test_a_line_break_in_a_quoted_value_is_kept_as_written(tmp_path, data, value
     ]
 
 
-def test_a_byte_that_is_not_utf8_in_a_mixed_file_fails_naming_file_and_line(tmp_path):
-    data = f"{HEADER}\r\n2022-04-29,e1,p,s1,0,1\n2022-04-29,\xff-secret,p,s2,0,1\n"
+def logged(error: BaseException) -> str:
+    """The error as a task log shows it: its traceback, with any chained exception."""
+    return "".join(traceback.format_exception(error))
+
+
+JSON_RECORD = (
+    '{"date": "2022-04-29", "event_id": "%s", "poll_id": "p", "session_id": "s",'
+    ' "option": 0, "votes": 1}'
+)
+LATIN1 = "Jos\xe9-secret"  # written as Latin-1: the byte E9, not UTF-8
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "line"),
+    [
+        # LF and CRLF files (DuckDB reads them first: its error quotes the row), a mixed one
+        ("a.csv", f"{HEADER}\n2022-04-29,e1,p,s1,0,1\n2022-04-29,Jos\xe9-secret,p,s2,0,1\n", 3),
+        ("a.csv", f"{HEADER}\r\n2022-04-29,Jos\xe9-secret,p,s2,0,1\r\n", 2),
+        ("a.csv", f"{HEADER}\r\n2022-04-29,e1,p,s1,0,1\n2022-04-29,\xff-secret,p,s2,0,1\n", 3),
+        ("a.json", f"{JSON_RECORD % 'e1'}\n{JSON_RECORD % LATIN1}\n", 2),
+        ("a.json", f"{JSON_RECORD % LATIN1}\r\n{JSON_RECORD % 'e2'}\n", 1),
+    ],
+    ids=["csv-lf", "csv-crlf", "csv-mixed", "json-lf", "json-mixed"],
+)
+def test_a_byte_that_is_not_utf8_fails_naming_file_and_line_never_the_row(
+    tmp_path, name, data, line
+):
+    # DuckDB's error ("Original Line: <the row>") reached the LandingError and the Slack alert.
+    from audience_profiles.alerts import error_text
+
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    (folder / name).write_bytes(data.encode("latin-1"))
     with pytest.raises(LandingError) as err:
-        extract_bytes(tmp_path, data.encode("latin-1"))
-    assert "a.csv: line 3 " in str(err.value) and "secret" not in str(err.value)
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
+    assert str(err.value) == f"{folder / name}: line {line} is not UTF-8 text"
+    for text in (logged(err.value), error_text(err.value)):
+        assert "secret" not in text and "Original Line" not in text
+
+
+def test_a_utf16_file_fails_as_not_utf8_without_its_text(tmp_path):
+    data = f"{HEADER}\n2022-04-29,secret,p,s1,0,1\n".encode("utf-16")
+    with pytest.raises(LandingError) as err:
+        extract_bytes(tmp_path, data)
+    assert str(err.value).endswith("a.csv: line 1 is not UTF-8 text")
+    assert "s\x00e\x00c" not in logged(err.value) and "Original Line" not in logged(err.value)
+
+
+@pytest.mark.parametrize(
+    "ending", ["\n", "\r\n", "mixed"], ids=["lf", "crlf", "mixed-line-endings"]
+)
+def test_a_line_over_duckdbs_maximum_line_size_is_read_on_every_path(tmp_path, ending):
+    # 3 MB: DuckDB's reader (max_line_size 2 MB) failed an LF or CRLF file whole, quoting the
+    # line, while the mixed-line-endings path read it.
+    big = "x" * 3_000_000
+    lines = [HEADER, f"2022-04-29,e1,p,s1,0,{big}", "2022-04-29,e2,p,s2,0,1", ""]
+    data = (
+        "\r\n".join(lines[:2]) + "\n" + "\n".join(lines[2:])
+        if ending == "mixed"
+        else ending.join(lines)
+    )
+    result, rows, _ = extract_bytes(tmp_path, data.encode())
+    assert (result["rows"], result["malformed"]) == (2, 0)
+    assert [(r[0], r[1], len(r[2]), r[3]) for r in rows] == [
+        (2, None, len(lines[1]), "e1"),
+        (3, None, len(lines[2]), "e2"),
+    ]
+    votes = duckdb.sql(f"SELECT votes FROM '{tmp_path}/out.parquet' ORDER BY _line").fetchall()
+    assert votes == [(big,), ("1",)]
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "mixed"], ids=["lf", "crlf", "mixed"])
+def test_a_json_line_over_duckdbs_maximum_line_size_is_read(tmp_path, ending):
+    big = "x" * 3_000_000
+    first, second = JSON_RECORD % big, JSON_RECORD % "e2"
+    data = f"{first}\r\n{second}\n" if ending == "mixed" else f"{first}{ending}{second}{ending}"
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    (folder / "a.json").write_bytes(data.encode())
+    out = tmp_path / "out.parquet"
+    result = extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
+    assert (result["rows"], result["malformed"]) == (2, 0)
+    assert [(r[1], r[2], r[5]) for r in staged(out)] == [(1, None, big), (2, None, "e2")]
+
+
+def test_duckdbs_error_text_is_never_passed_on():
+    # Its messages quote the row; only the kind of error and the line are kept.
+    from audience_profiles.landing import _read_failure
+
+    message = (
+        "Invalid Input Error: CSV Error on Line: 7\nOriginal Line: 2022-04-29,ann@example.com\n"
+        "Invalid unicode (byte sequence mismatch) detected.\n\n  file = /x/a.csv"
+    )
+    assert _read_failure(duckdb.InvalidInputException(message)) == "line 7: not UTF-8 text"
+    unknown = duckdb.ConversionException("Could not convert string 'ann@example.com' to INT32")
+    assert _read_failure(unknown) == "ConversionException"
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["part-0.csv.gz"], ["part-1.txt", "part-0.csv.gz"], ["part-0.CSV.GZ", "notes"]],
+)
+def test_a_file_the_pipeline_does_not_read_fails_the_extract_naming_it(tmp_path, names):
+    # They were skipped silently: their rows were in no count, output or quarantine.
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    write_csv(folder / "part-2.csv", INTERACTION_HEADER, [["2022-04-29", "e", "p", "s", 0, 1]])
+    for name in names:
+        (folder / name).write_bytes(b"anything")
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
+    message = str(err.value)
+    assert message.startswith(f"{folder}: {len(names)} file(s) the pipeline does not read: ")
+    assert all(n in message for n in names) and "part-2.csv" not in message
+    assert "*.csv, *.json, *.ndjson, *.jsonl" in message
+
+
+def test_a_writers_marker_and_hidden_files_are_ignored(tmp_path):
+    folder = tmp_path / "landing" / "elements"
+    write_csv(
+        folder / "e.csv", ["poll_id", "title", "option", "option_label"], [["p", "t", 0, "l"]]
+    )
+    for name in ("_SUCCESS", ".e.csv.crc", "_started_123.txt"):
+        (folder / name).write_bytes(b"")
+    (folder / "archive").mkdir()
+    (folder / "archive" / "old.csv.gz").write_bytes(b"")
+    result = extract("elements", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
+    assert (result["files"], result["rows"]) == (1, 1)
 
 
 def test_a_utf8_bom_is_not_part_of_the_header_of_a_mixed_file(tmp_path):

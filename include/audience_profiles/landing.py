@@ -19,8 +19,14 @@ on. A CSV file whose line endings are mixed (LF, CRLF, lone CR) is read line by 
 each of them ending a physical line, and record by record. Rows the CSV parser cannot split (too
 many or too few fields, a quote left open: then each physical line of the record on its own),
 lines that are not JSON objects and JSON fields holding an object or array are kept too, flagged
-in ``_error``: every input row reaches either an output table or quarantine. A file that cannot
-be read at all, or lacks a required column, fails the task with the file and column named.
+in ``_error``: every input row reaches either an output table or quarantine. A file DuckDB cannot
+read (a byte that is not UTF-8, a line over its maximum line size) is read by the Python path
+too, which names the line that is not UTF-8 and has no line length limit. A file that cannot be
+read at all, or lacks a required column, fails the task with the file and column named, never
+with a value (DuckDB's messages quote the row: they are never passed on). A file in a partition
+that is not a data file (``*.csv``, ``*.json``, ``*.ndjson``, ``*.jsonl``) fails the task too,
+unless its name starts with ``_`` or ``.`` (a writer's marker or temporary file): its rows
+would be in no count.
 """
 
 from __future__ import annotations
@@ -104,8 +110,26 @@ def partition_prefix(source: Source, ds: str) -> str:
     return f"{source.name}/date={ds}" if source.partitioned else source.name
 
 
+def is_hidden(name: str) -> bool:
+    """A writer's marker or temporary file (``_SUCCESS``, ``.part-0.csv.crc``): not landed data."""
+    return Path(name).name.startswith(("_", "."))
+
+
 def is_data_file(name: str) -> bool:
-    return name.lower().endswith(FILE_SUFFIXES) and not Path(name).name.startswith(("_", "."))
+    return name.lower().endswith(FILE_SUFFIXES) and not is_hidden(name)
+
+
+def _check_no_unread_files(names: Iterable[str], prefix: str) -> None:
+    """Fail on files of the partition that are neither read nor hidden (``part-0.csv.gz``,
+    ``part-1.txt``): skipped, their rows would be in no count, output or quarantine."""
+    unread = sorted(Path(n).name for n in names if not is_hidden(n) and not is_data_file(n))
+    if unread:
+        shown = ", ".join(unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
+        raise LandingError(
+            f"{prefix}: {len(unread)} file(s) the pipeline does not read: {shown} (it reads "
+            f"{', '.join('*' + s for s in FILE_SUFFIXES)}; names starting with _ or . are "
+            "ignored): convert, rename or move them"
+        )
 
 
 @contextmanager
@@ -120,7 +144,9 @@ def local_files(
     prefix = partition_prefix(source, ds)
     if not landing_root.startswith("s3://"):
         folder = Path(landing_root) / prefix
-        files = sorted(p for p in folder.glob("*") if p.is_file() and is_data_file(p.name))
+        found = [p for p in folder.glob("*") if p.is_file()]
+        _check_no_unread_files((str(p) for p in found), str(folder))
+        files = sorted(p for p in found if is_data_file(p.name))
         yield [(str(p), p) for p in files]
         return
 
@@ -131,6 +157,10 @@ def local_files(
     full_prefix = "/".join(p for p in (key_prefix.strip("/"), prefix) if p) + "/"
     # delimiter="/": the partition's own files, as locally; not a writer's _temporary/ sub-folder
     listed = hook.list_keys(bucket, prefix=full_prefix, delimiter="/") or []
+    _check_no_unread_files(
+        (f"s3://{bucket}/{k}" for k in listed if not k.endswith("/")),
+        f"s3://{bucket}/{full_prefix.rstrip('/')}",
+    )
     keys = sorted(k for k in listed if is_data_file(k))
     tmp = Path(tempfile.mkdtemp(prefix=f"landing-{source.name}-"))
     try:
@@ -148,18 +178,26 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _read_lines(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Load the file's physical lines into temp table ``lines(line, text)`` (1-based, blanks kept)."""
+def _read_lines(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
+    """Load the file's physical lines into temp table ``lines(line, text)`` (1-based, blanks
+    kept). False when DuckDB cannot read them (a byte that is not UTF-8, a line over its maximum
+    line size): the caller reads the file with ``_read_lines_python``, which names the line that
+    is not UTF-8 and has no line size limit. DuckDB's message is dropped: it quotes the row."""
     # No quoting and a four-character delimiter that text does not contain: every physical line
     # becomes one value (a one-character delimiter cut a line holding that character short).
-    con.execute(
-        f"CREATE TEMP TABLE lines_raw AS SELECT text FROM read_csv({_sql_str(str(path))}, "
-        "columns={'text': 'VARCHAR'}, header=false, delim=chr(28) || chr(29) || chr(30) || chr(31), "
-        "quote='', escape='', auto_detect=false, strict_mode=false, hive_partitioning=false)"
-    )
+    con.execute("DROP TABLE IF EXISTS lines_raw")
+    try:
+        con.execute(
+            f"CREATE TEMP TABLE lines_raw AS SELECT text FROM read_csv({_sql_str(str(path))}, "
+            "columns={'text': 'VARCHAR'}, header=false, delim=chr(28) || chr(29) || chr(30) || chr(31), "
+            "quote='', escape='', auto_detect=false, strict_mode=false, hive_partitioning=false)"
+        )
+    except duckdb.Error:
+        return False
     con.execute("DROP TABLE IF EXISTS lines")
     con.execute("CREATE TEMP TABLE lines AS SELECT rowid + 1 AS line, text FROM lines_raw")
     con.execute("DROP TABLE lines_raw")  # memory: files can be large
+    return True
 
 
 def _line_ending(path: Path) -> str | None:
@@ -263,29 +301,41 @@ def _csv_header(con, source: Source, name: str) -> list[str]:
 
 def _stage_csv(con, source: Source, name: str, path: Path) -> None:
     ending = _line_ending(path)
-    if ending is None:
-        # Mixed line endings (an LF file with a CRLF row, a CR or CRLF inside a quoted value of
-        # the other kind): DuckDB fails such a file whole or splits its lines wrongly, so it is
-        # read line by line and record by record in Python, each line keeping its own ending.
+    # Mixed line endings (an LF file with a CRLF row, a CR or CRLF inside a quoted value of the
+    # other kind): DuckDB fails such a file whole or splits its lines wrongly. Lines DuckDB
+    # cannot read (a byte that is not UTF-8, a line over its maximum size): its error quotes
+    # the row. Either way the file is read line by line and record by record in Python, each
+    # line keeping its own ending.
+    if ending is None or not _read_lines(con, path):
         endings = _read_lines_python(con, name, path)
         present = _csv_header(con, source, name)
         _stage_csv_records(con, source, name, present, endings=endings)
         return
-    _read_lines(con, path)
     present = _csv_header(con, source, name)
     # Columns are read by position (c0, c1, ...), never by the header's names: an extra column
     # may be called anything ("line", "", a repeated name) and must not clash with ours.
     position = {c: i for i, c in enumerate(present)}
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(present))) + "}"
-    con.execute("DROP TABLE IF EXISTS parsed")
     con.execute(
-        f"CREATE TEMP TABLE parsed AS SELECT * FROM read_csv({_sql_str(str(path))}, "
-        f"columns={columns}, header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
-        "store_rejects=true, rejects_table='rej', rejects_scan='rej_scan', strict_mode=true, "
-        # Landing folders are named date=YYYY-MM-DD: without this DuckDB would read them as Hive
-        # partitions and overwrite each row's own `date` value with the folder's.
-        "hive_partitioning=false)"
+        "DROP TABLE IF EXISTS parsed; DROP TABLE IF EXISTS rej; DROP TABLE IF EXISTS rej_scan"
     )
+    try:
+        con.execute(
+            f"CREATE TEMP TABLE parsed AS SELECT * FROM read_csv({_sql_str(str(path))}, "
+            f"columns={columns}, header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
+            "store_rejects=true, rejects_table='rej', rejects_scan='rej_scan', strict_mode=true, "
+            # Landing folders are named date=YYYY-MM-DD: without this DuckDB would read them as
+            # Hive partitions and overwrite each row's own `date` value with the folder's.
+            "hive_partitioning=false)"
+        )
+    except duckdb.Error:  # its message quotes the row: dropped
+        parsed = False
+    else:
+        parsed = True
+    if not parsed:  # read record by record (out of the except clause: no DuckDB error context)
+        con.execute("DROP TABLE IF EXISTS rej; DROP TABLE IF EXISTS rej_scan")
+        _stage_csv_records(con, source, name, present, endings=ending)
+        return
     n_parsed = con.execute("SELECT count(*) FROM parsed").fetchall()[0][0]
     n_rejected, n_lines, n_blank, n_open = con.execute(
         "SELECT (SELECT count(*) FROM rej), count(*), "
@@ -468,10 +518,10 @@ def _stage_csv_records(
 
 
 def _stage_json(con, source: Source, name: str, path: Path) -> None:
-    if _line_ending(path) is None:  # as for CSV: DuckDB counted a CRLF in an LF file as two lines
+    # As for CSV: DuckDB counted a CRLF in an LF file as two lines, and its error for a line it
+    # cannot read (not UTF-8, over its maximum size) quotes the line.
+    if _line_ending(path) is None or not _read_lines(con, path):
         _read_lines_python(con, name, path)
-    else:
-        _read_lines(con, path)
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE json_lines AS
@@ -520,6 +570,26 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
     )
 
 
+# DuckDB's descriptions of what it could not read, as worded here: its message is never passed
+# on whole, as it quotes the row ("Original Line: ...") or a value.
+_DUCKDB_FAILURES = (
+    ("invalid unicode", "not UTF-8 text"),
+    ("maximum line size", "a line over DuckDB's maximum line size"),
+    ("malformed json", "malformed JSON"),
+    ("out of memory", "out of memory"),
+)
+
+
+def _read_failure(exc: duckdb.Error) -> str:
+    """What DuckDB failed on, without the row or any value: the kind of error, and the line when
+    its message names one."""
+    text = str(exc)
+    lower = text.lower()
+    kind = next((k for pattern, k in _DUCKDB_FAILURES if pattern in lower), type(exc).__name__)
+    line = re.search(r"\bon line: ?([0-9]+)", text, re.IGNORECASE)
+    return f"line {line.group(1)}: {kind}" if line else kind
+
+
 def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str | Path) -> dict:
     """Stage the given ``(display name, local path)`` files of one source as Parquet (all text +
     _file/_line/_error/_raw); the display name becomes ``_file``."""
@@ -549,7 +619,14 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
             except LandingError:
                 raise
             except duckdb.Error as exc:
-                raise LandingError(f"{name}: cannot be read ({exc})") from exc
+                failure = _read_failure(exc)
+            except OSError as exc:
+                failure = exc.strerror or type(exc).__name__
+            else:
+                continue
+            # Raised outside the except clause and without a cause: DuckDB's message (which
+            # quotes the row) must not reach the task log as the exception's context either.
+            raise LandingError(f"{name}: cannot be read ({failure})")
         # Rows carry their file and line, and nothing reads the staged file in its row order:
         # written unordered, both threads write (for one 1.4M-row day of interactions at 10M,
         # 3.8 s before, 2.0 s after).

@@ -134,14 +134,26 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
         # After reconciling: suppressed people's rows leave before anything is built from them.
         suppressed = apply_suppression(wh, window.ds)
         reasons = wh.query(
-            "SELECT source, split_part(reason, ':', 1) AS field, count(*) FROM quarantine "
-            f"WHERE dt = DATE '{window.ds}' GROUP BY 1, 2 ORDER BY 1, 2"
+            "SELECT source, reason, count(*) FROM quarantine "
+            f"WHERE dt = DATE '{window.ds}' GROUP BY 1, 2"
         )
     return {
         "sources": counts,
-        "quarantine_by_field": [list(r) for r in reasons],
+        "quarantine_by_field": quarantine_by_field(reasons),
         "suppressed": suppressed,
     }
+
+
+def quarantine_by_field(reasons: list[tuple[str, str, int]]) -> list[list]:
+    """``[source, field, rows]`` from ``(source, reason, rows)``, sorted: a reason lists its
+    problems '; '-separated, each named by the text before its first ':' (a field, or the whole
+    problem for a row that could not be read, e.g. ``malformed CSV row``, ``not a JSON
+    object``). A row with problems in two fields counts under each."""
+    by_field: dict[tuple[str, str], int] = {}
+    for source, reason, rows in reasons:
+        for field in dict.fromkeys(p.split(":", 1)[0].strip() for p in reason.split("; ")):
+            by_field[source, field] = by_field.get((source, field), 0) + rows
+    return [[source, field, rows] for (source, field), rows in sorted(by_field.items())]
 
 
 def enrich(window: RunWindow, config: PipelineConfig | None = None) -> dict:

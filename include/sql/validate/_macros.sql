@@ -71,7 +71,13 @@ CASE WHEN lower({{ col }}) IN ('yes', 'y', 'true', '1') THEN TRUE
 {#- All reasons of a row, '; '-separated; NULL when the row is valid. Portable: no concat_ws
     (Snowflake's returns NULL when any argument is NULL), and each reason is prefixed with the
     separator and the first one cut off with substr, rather than rtrim(.., '; '), which would also
-    eat a reason's own trailing ';' or ' ' (and which fakesnow does not emulate). -#}
+    eat a reason's own trailing ';' or ' ' (and which fakesnow does not emulate).
+    "_error" among the checks (the landing's flag for a row it could not read: a malformed CSV
+    row, a line that is not a JSON object, a nested JSON value) is the whole reason when set: the
+    fields of a row that could not be split are not missing, and it names its own fields. -#}
 {% macro reasons(checks) -%}
-NULLIF(substr({% for c in checks %}coalesce('; ' || ({{ c }}), ''){{ " || " if not loop.last }}{% endfor %}, 3), '')
+{%- set fields = checks | reject("equalto", "_error") | list -%}
+{%- if fields | length < checks | length %}CASE WHEN _error IS NOT NULL THEN _error ELSE {% endif -%}
+NULLIF(substr({% for c in fields %}coalesce('; ' || ({{ c }}), ''){{ " || " if not loop.last }}{% endfor %}, 3), '')
+{%- if fields | length < checks | length %} END{% endif %}
 {%- endmacro %}

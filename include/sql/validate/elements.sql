@@ -1,11 +1,14 @@
 -- The element catalogue (titles and option labels) is replaced whole on every run. A second row
--- for the same poll_id and option would duplicate interactions in the join, so only the last one
--- (by file and line) is kept and the others are quarantined as duplicates.
+-- for the same poll_id and option would duplicate interactions in the join, so only the last
+-- valid one (by file and line) is kept and the other valid ones are quarantined as duplicates.
+-- Invalid rows are ranked apart (quarantined for their own reason): a later invalid row must not
+-- turn the valid one into a duplicate and leave the element out of the catalogue.
 {% import "validate/_macros.sql" as v with context %}
 CREATE OR REPLACE TEMP TABLE checked_elements AS
 SELECT c.*,
        CASE WHEN reason IS NULL AND row_number() OVER (
-                PARTITION BY poll_id, try_cast(option AS INTEGER)
+                PARTITION BY poll_id, try_cast(option AS INTEGER),
+                             CASE WHEN reason IS NULL THEN 1 ELSE 0 END
                 ORDER BY _file DESC, _line DESC) > 1
             THEN 'poll_id, option: duplicate of a later element row' ELSE reason END AS final_reason
 FROM (

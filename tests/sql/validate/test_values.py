@@ -9,6 +9,7 @@ and the run for a day sees nothing from after that day (UTC).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import uuid
 from pathlib import Path
@@ -328,6 +329,129 @@ def test_white_space_only_values_are_missing_and_values_are_trimmed(config, tmp_
     ]
 
 
+# --- 4. rows that could not be read, and duplicate elements ---------------------------------
+
+
+def land_text(root: Path, source: str, ds: str | None, name: str, text: str) -> None:
+    folder = root / "landing" / source / (f"date={ds}" if ds else "")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+
+
+def test_a_row_that_could_not_be_read_has_that_as_its_whole_reason(config, tmp_path):
+    # Its fields were checked too: "malformed CSV row: ...; date: missing; event_id: missing; ..."
+    for source in pipeline.VALIDATION_ORDER:
+        header = ",".join(SOURCES[source].columns)
+        ds = DS if SOURCES[source].partitioned else None
+        land_text(tmp_path, source, ds, "a.csv", f"{header}\nbad,row\n")
+        nested = {c: "" for c in SOURCES[source].columns} | {"session_id": {"a": 1}}
+        if source == "elements":
+            nested["poll_id"] = [1]
+        land_text(tmp_path, source, ds, "b.json", f'[1]\n"text"\n{json.dumps(nested)}\n')
+
+    counts = validate(config)
+
+    for source in pipeline.VALIDATION_ORDER:
+        width = len(SOURCES[source].columns)
+        assert counts[source]["quarantined"] == 4, source
+        assert query(
+            config,
+            f"SELECT regexp_replace(file, '.*/', ''), line, reason FROM quarantine "
+            f"WHERE source = '{source}' ORDER BY file, line",
+        ) == [
+            ("a.csv", 2, f"malformed CSV row: too few columns (expected {width}, found 2)"),
+            ("b.json", 1, "not a JSON object"),
+            ("b.json", 2, "not a JSON object"),
+            # a nested value names its own field; the others are not listed as missing
+            (
+                "b.json",
+                3,
+                f"{'poll_id' if source == 'elements' else 'session_id'}: not a string or number",
+            ),
+        ], source
+
+
+def test_the_report_counts_each_problem_under_its_field(config, tmp_path):
+    # Grouped by the text before the first ':', the report listed a "field" called
+    # "not a JSON object; date" (and every row's several problems under its first one only).
+    land_text(
+        tmp_path,
+        "interactions",
+        DS,
+        "a.json",
+        '[1]\n{"date": "x", "event_id": "e", "poll_id": "p", "session_id": "s", "option": "a",'
+        ' "votes": 1}\n{"date": "2022-04-29", "poll_id": "p", "session_id": "s", "option": 1,'
+        ' "votes": "b"}\n',
+    )
+    land_text(tmp_path, "form_entries", DS, "f.csv", ",".join(SOURCES["form_entries"].required))
+    window = RunWindow.for_date(DS)
+    staged = [pipeline.extract_source(s, window, config) for s in pipeline.VALIDATION_ORDER]
+
+    result = pipeline.validate(window, staged, config)
+
+    assert result["quarantine_by_field"] == [
+        ["interactions", "date", 1],
+        ["interactions", "event_id", 1],
+        ["interactions", "not a JSON object", 1],
+        ["interactions", "option", 1],
+        ["interactions", "votes", 1],
+    ]
+
+
+def test_quarantine_by_field_splits_each_reason():
+    assert pipeline.quarantine_by_field(
+        [
+            ("interactions", "date: missing; option: not a non-negative integer", 3),
+            ("interactions", "date: not a YYYY-MM-DD date", 2),
+            ("interactions", "malformed CSV row: too few columns (expected 6, found 2)", 1),
+            ("interactions", "not a JSON object", 4),
+            ("elements", "poll_id, option: duplicate of a later element row", 1),
+        ]
+    ) == [
+        ["elements", "poll_id, option", 1],
+        ["interactions", "date", 5],
+        ["interactions", "malformed CSV row", 1],
+        ["interactions", "not a JSON object", 4],
+        ["interactions", "option", 3],
+    ]
+
+
+def test_a_later_invalid_element_row_does_not_make_the_valid_one_a_duplicate(config, tmp_path):
+    # Every row was ranked, so the valid (p1, 0) row was quarantined as "duplicate of a later
+    # element row" behind an invalid one, and the element left the catalogue.
+    land_text(
+        tmp_path,
+        "elements",
+        None,
+        "a.csv",
+        "poll_id,title,option,option_label\n"
+        "p1,Team?,0,Blue\n"  # 2: a duplicate of line 4, the latest valid row
+        "p1,Team?,1,Red\n"  # 3: kept
+        "p1,Team?,0,Sky Blue\n"  # 4: kept
+        "p1,,0,Navy\n"  # 5: invalid (no title)
+        "p1,Team?,1\n",  # 6: unreadable
+    )
+    land(tmp_path, "interactions", DS, [interaction(DS, option=0), interaction(DS, option=1)])
+
+    counts = validate(config)
+
+    assert counts["elements"] == {"read": 5, "valid": 2, "quarantined": 3}
+    assert query(config, "SELECT option, option_label, _line FROM elements ORDER BY option") == [
+        (0, "Sky Blue", 4),
+        (1, "Red", 3),
+    ]
+    assert quarantined(config, "elements") == [
+        (2, "poll_id, option: duplicate of a later element row"),
+        (5, "title: missing"),
+        (6, "malformed CSV row: too few columns (expected 4, found 3)"),
+    ]
+    pipeline.enrich(RunWindow.for_date(DS), config)
+    assert query(config, "SELECT option, option_label FROM interactions_enriched ORDER BY 1") == [
+        (0, "Sky Blue"),
+        (1, "Red"),
+    ]
+
+
 # --- Snowflake (fakesnow): the same conversion in the other engine's spelling --------------
 
 
@@ -357,3 +481,43 @@ def test_snowflake_converts_offsets_to_utc(snowflake_conn, tmp_path):
     with open_warehouse(config) as wh:
         stored = wh.query("SELECT entry_datetime, first_name FROM form_entries ORDER BY _line")
     assert stored == [(at, None) for at in OFFSETS.values()]
+
+
+@pytest.mark.services
+def test_snowflake_gives_unreadable_rows_and_element_duplicates_the_same_reasons(
+    snowflake_conn, tmp_path
+):
+    database = "VALIDATE_" + uuid.uuid4().hex[:8].upper()
+    config = write_config(
+        tmp_path,
+        destinations=[],
+        warehouse={
+            "engine": "snowflake",
+            "conn_id": snowflake_conn,
+            "database": database,
+            "schema": "main",
+        },
+    )
+    land_text(
+        tmp_path,
+        "elements",
+        None,
+        "a.csv",
+        "poll_id,title,option,option_label\np1,Team?,0,Blue\np1,Team?,0,Sky\np1,,0,Navy\nbad\n",
+    )
+    nested = {c: "" for c in SOURCES["interactions"].columns} | {"event_id": [2]}
+    land_text(tmp_path, "interactions", DS, "b.json", f"[1]\n{json.dumps(nested)}\n")
+
+    counts = validate(config)
+
+    assert counts["elements"] == {"read": 4, "valid": 1, "quarantined": 3}
+    with open_warehouse(config) as wh:
+        assert wh.query("SELECT option_label FROM elements") == [("Sky",)]
+        reasons = wh.query("SELECT source, line, reason FROM quarantine ORDER BY source, line")
+    assert reasons == [
+        ("elements", 2, "poll_id, option: duplicate of a later element row"),
+        ("elements", 4, "title: missing"),
+        ("elements", 5, "malformed CSV row: too few columns (expected 4, found 1)"),
+        ("interactions", 1, "not a JSON object"),
+        ("interactions", 2, "event_id: not a string or number"),
+    ]
