@@ -1,5 +1,6 @@
--- The run report, one row per run (ds, run_id): reporting the same run again replaces its row,
--- a new run of the same date (a re-run, a backfill) adds one. `report` holds the full JSON.
+-- The run report, one row per run (ds, run_id): reporting the same run again replaces its row
+-- (Airflow re-runs and backfills of a date keep its run_id); another run id of the date adds one.
+-- `report` holds the full JSON.
 {%- macro num(value) %}{{ 'NULL' if value is none else value }}{% endmacro %}
 DELETE FROM pipeline_runs WHERE ds = DATE '{{ ds }}' AND run_id = {{ run_id | literal }};
 INSERT INTO pipeline_runs VALUES (
