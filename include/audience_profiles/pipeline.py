@@ -7,7 +7,8 @@ moves between steps as warehouse tables and as Parquet files under the run's sta
 
 Where things live for a run of logical date D:
 - landing partitions ``date=D`` -> staged ``extract/<source>.parquet`` (all text, with file/line);
-- validated rows -> warehouse source tables, partition ``dt = D`` (bad rows -> ``quarantine``);
+- validated rows -> warehouse source tables, partition ``dt = D`` (bad rows -> ``quarantine``),
+  except what retention has aged out (a run of an old date: counted as aged out, not loaded);
 - the run's snapshot tables (identity, profiles) -> schema ``run_<YYYYMMDD>``, dropped at the end;
 - exports of every output table -> ``export/<table>.parquet``, which destinations deliver.
 """
@@ -27,6 +28,7 @@ from audience_profiles import landing, segments
 from audience_profiles.config import OUTPUT_TABLES, PipelineConfig, load_config
 from audience_profiles.identity import load_rules, resolve_run
 from audience_profiles.privacy import EMAIL_PATTERN
+from audience_profiles.privacy.retention import cutoffs_as_of
 from audience_profiles.privacy.suppression import apply_suppression, suppress_run_outputs
 from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.base import check_ds
@@ -42,7 +44,11 @@ class DataQualityError(RuntimeError):
 
 
 class ReconciliationError(RuntimeError):
-    """Rows read do not equal rows kept plus rows quarantined: something was lost."""
+    """Rows read do not equal rows kept plus quarantined (plus aged out): something was lost."""
+
+
+# The retention targets (privacy/retention.py) covering what validate writes for a date.
+VALIDATED_TARGETS = ("interactions_days", "quarantine_days")
 
 
 @dataclass(frozen=True)
@@ -102,21 +108,61 @@ def extract_source(source: str, window: RunWindow, config: PipelineConfig | None
     return result
 
 
+def aged_out_partitions(source: str, ds: str, past: dict[str, str]) -> list[tuple[str, str]]:
+    """``(table, condition)`` of what validating ``source`` writes for ``ds`` that retention has
+    aged out: ``past`` holds the retention targets whose cutoff ``ds`` falls before."""
+    day = f"dt = DATE '{check_ds(ds)}'"
+    parts = []
+    if source == "interactions" and "interactions_days" in past:
+        parts.append(("interactions", day))
+    if "quarantine_days" in past:
+        parts.append(("quarantine", f"{day} AND source = '{source}'"))
+    return parts
+
+
 def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | None = None) -> dict:
-    """Type-check every staged source into its partition; bad rows to quarantine; reconcile."""
+    """Type-check every staged source into its partition; bad rows to quarantine; reconcile.
+
+    A date retention has aged out (a backfill or late run of an old date: see
+    ``retention.cutoffs_as_of``) loads nothing of what retention covers: those rows are counted
+    as ``aged_out`` instead, and rows read = valid (kept) + quarantined + aged out.
+    """
     config = config or load_config()
     by_source = {s["source"]: s for s in staged}
     counts: dict[str, dict[str, int]] = {}
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
+        as_of, cutoffs = cutoffs_as_of(wh, config, window.ds)
+        covered = {t: c for t, c in cutoffs.items() if t in VALIDATED_TARGETS}
+        past = {t: c for t, c in covered.items() if window.ds < c}
+        if past:
+            log.warning(
+                "%s is past retention as of %s (%s): its rows there are counted as aged out, "
+                "not loaded",
+                window.ds,
+                as_of,
+                ", ".join(f"{t} keeps dates from {c}" for t, c in sorted(past.items())),
+            )
+            wh.execute_script(
+                "CREATE OR REPLACE TEMP TABLE aged_out_rows "
+                "(source VARCHAR, table_name VARCHAR, rows_aged_out BIGINT)"
+            )
         for source in VALIDATION_ORDER:
             info = by_source[source]
-            wh.run_sql(
+            drop = aged_out_partitions(source, window.ds, past)
+            sql = wh.render(
                 f"validate/{source}",
                 ds=window.ds,
                 staged=wh.staged_relation(info["path"]),
                 email_pattern=EMAIL_PATTERN,
             )
+            # In the validation's own transaction: aged-out rows are never committed at all.
+            for table, condition in drop:
+                sql += (
+                    f"\nINSERT INTO aged_out_rows SELECT '{source}', '{table}', count(*) "
+                    f"FROM {table} WHERE {condition};\nDELETE FROM {table} WHERE {condition};\n"
+                )
+            wh.execute_script(sql)
             target = (
                 "elements" if source == "elements" else f"{source} WHERE dt = DATE '{window.ds}'"
             )
@@ -124,12 +170,22 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             quarantined = wh.query(
                 f"SELECT count(*) FROM quarantine WHERE dt = DATE '{window.ds}' AND source = '{source}'"
             )[0][0]
-            if kept + quarantined != info["rows"]:
+            aged_out = 0
+            if drop:
+                aged_out = sum(
+                    int(n)
+                    for (n,) in wh.query(
+                        f"SELECT rows_aged_out FROM aged_out_rows WHERE source = '{source}'"
+                    )
+                )
+            if kept + quarantined + aged_out != info["rows"]:
                 raise ReconciliationError(
-                    f"{source} {window.ds}: read {info['rows']} row(s) but kept {kept} and "
-                    f"quarantined {quarantined}"
+                    f"{source} {window.ds}: read {info['rows']} row(s) but kept {kept}, "
+                    f"quarantined {quarantined} and aged out {aged_out}"
                 )
             counts[source] = {"read": info["rows"], "valid": kept, "quarantined": quarantined}
+            if covered:  # retention configured: read = valid + quarantined + aged_out
+                counts[source]["aged_out"] = aged_out
             log.info("validated %s: %s", source, counts[source])
         # After reconciling: suppressed people's rows leave before anything is built from them.
         suppressed = apply_suppression(wh, window.ds)
@@ -137,11 +193,14 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             "SELECT source, reason, count(*) FROM quarantine "
             f"WHERE dt = DATE '{window.ds}' GROUP BY 1, 2"
         )
-    return {
+    result = {
         "sources": counts,
         "quarantine_by_field": quarantine_by_field(reasons),
         "suppressed": suppressed,
     }
+    if covered:
+        result["retention"] = {"as_of": as_of, "cutoffs": covered, "past": sorted(past)}
+    return result
 
 
 def quarantine_by_field(reasons: list[tuple[str, str, int]]) -> list[list]:
@@ -159,6 +218,24 @@ def quarantine_by_field(reasons: list[tuple[str, str, int]]) -> list[list]:
 def enrich(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     config = config or load_config()
     with open_warehouse(config) as wh:
+        as_of, cutoffs = cutoffs_as_of(wh, config, window.ds)
+        cutoff = cutoffs.get("interactions_days")
+        if cutoff is not None and window.ds < cutoff:
+            # validate loaded nothing for the date; a partition loaded before the date aged out
+            # (retention removes it) must not be enriched and delivered again either.
+            wh.execute_script(f"DELETE FROM interactions_enriched WHERE dt = DATE '{window.ds}'")
+            log.warning(
+                "enriched nothing: %s is past retention as of %s (interactions_days keeps dates "
+                "from %s)",
+                window.ds,
+                as_of,
+                cutoff,
+            )
+            return {
+                "rows": 0,
+                "without_element": 0,
+                "past_retention": {"as_of": as_of, "cutoff": cutoff},
+            }
         wh.run_sql("enrich/interactions_enriched", ds=window.ds)
         rows, unmatched = wh.query(
             "SELECT count(*), coalesce(count_if(title IS NULL), 0) FROM interactions_enriched "

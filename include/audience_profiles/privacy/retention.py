@@ -12,7 +12,12 @@ Partitions are dated by landing date (``dt``). A partition goes when ``dt < D - 
 the date of the task's run, so re-running a day removes nothing new. Form entries and identities
 are not aged out: they carry consent and identity, which profiles need for as long as they exist
 (erasure requests remove them per person). Every run logs, per table, the cutoff and the rows
-removed, and appends a ``retention_log`` row for each table it removed something from.
+removed, appends a ``retention_log`` row for each table it removed something from, and records its
+date in ``retention_dates`` (removal or not).
+
+A daily run must not load what retention has aged out (a backfill of an old date would bring it
+back, and deliver it): ``cutoffs_as_of`` gives the cutoffs it respects, counted back the same way
+from the latest date the deployment has reached rather than from the run's own date.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 
 from audience_profiles.config import ConfigError, PipelineConfig, load_config
 from audience_profiles.warehouse import open_warehouse
-from audience_profiles.warehouse.base import check_ds
+from audience_profiles.warehouse.base import Warehouse, check_ds
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,8 @@ TABLES = {
     "quarantine_days": ("quarantine", "restricted_quarantine"),
     "snapshots_days": ("profile_merges", "identity_link_audit"),
 }
+# Where "today" for a daily run's cutoffs comes from: (table, date column), besides the run's date.
+AS_OF_SOURCES = (("published_snapshots", "dt"), ("retention_dates", "ds"), ("retention_log", "ds"))
 RUN_FOLDERS = "work_dir/runs"  # the retention_log name of the per-run export folders
 
 
@@ -74,6 +81,32 @@ class RetentionPolicy:
             for key in TABLES
             if (days := getattr(self, key)) is not None
         }
+
+
+def cutoffs_as_of(wh: Warehouse, config: PipelineConfig, ds: str) -> tuple[str, dict[str, str]]:
+    """``(as_of, cutoffs)`` a daily run of ``ds`` respects: nothing dated before its cutoff loads.
+
+    Retention counts back from its own run's date, and the retention task runs on the clock, so
+    a run of an old date (a backfill, a late catch-up, a re-run) cannot count back from its own
+    date: its partition would always look fresh. Nor from the wall clock: runs are keyed by
+    logical date, and a run depends on the warehouse's state, not on when it runs. It counts from
+    the latest logical date the deployment has reached, ``as_of``: the later of ``ds``, the
+    latest date a daily run published and the latest date retention ran for. That is never
+    earlier than what retention has applied, so what it removed stays out; for a run of the
+    latest date it is the run's own date, so nothing changes for a normal day.
+    """
+    policy = RetentionPolicy.from_config(config)
+    if not policy.cutoffs(ds):
+        return ds, {}
+    present = wh.table_names()
+    dates = [ds]
+    for table, column in AS_OF_SOURCES:
+        if table in present:
+            latest = wh.query(f"SELECT max({column}) FROM {table}")[0][0]
+            if latest is not None:
+                dates.append(str(latest)[:10])
+    as_of = max(dates)
+    return as_of, policy.cutoffs(as_of)
 
 
 def apply_retention(ds: str, run_id: str, config: PipelineConfig | None = None) -> list[dict]:

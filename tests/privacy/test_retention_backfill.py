@@ -1,0 +1,141 @@
+"""A run of a date retention has aged out (a backfill, a late or repeated run) brings nothing back.
+
+Retention counts its cutoffs back from the date it runs for; a daily run of an older date counts
+them back from the latest date the deployment has reached (its own, the latest published, the
+latest retention ran for), never from the wall clock. What is past the cutoff is read, counted as
+aged out and not loaded: rows read = valid + quarantined + aged out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import duckdb
+
+from audience_profiles import pipeline
+from audience_profiles.pipeline import RunWindow, run_all
+from audience_profiles.privacy.retention import apply_retention
+from tests.privacy.people import ANN_SESSION, BOB, DAVID, DAYS, query, write_people
+from tests.support import write_config
+
+RETENTION_DAY = "2022-04-30"
+
+
+def dates(config, table: str) -> list[tuple[str, int]]:
+    return [
+        (str(d), n)
+        for d, n in query(config, f"SELECT dt, count(*) FROM {table} GROUP BY dt ORDER BY dt")
+    ]
+
+
+def export_rows(config, ds: str, table: str) -> int:
+    path = Path(config.work_dir) / "runs" / ds / "export" / f"{table}.parquet"
+    with duckdb.connect() as con:
+        return con.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()[0]
+
+
+def drop_partition(root: Path, table: str, ds: str) -> tuple[int, str]:
+    """Rows the local drop's manifest names for ``table`` on ``ds``, and the text of its parts."""
+    folder = root / "output" / table / f"dt={ds}"
+    manifest = json.loads((folder / "_manifest.json").read_text())
+    text = "".join(p.read_text() for p in sorted(folder.glob("part-*")))
+    return manifest["rows"], text
+
+
+def reconciled(result: dict) -> None:
+    for source, c in result["validate"]["sources"].items():
+        assert c["read"] == c["valid"] + c["quarantined"] + c["aged_out"], (source, c)
+
+
+def test_a_backfill_past_retention_brings_nothing_back(built, tmp_path, caplog):
+    # The reviewer's case: one day of interactions kept, retention run, 2022-04-28 run again.
+    config = write_config(tmp_path, retention={"interactions_days": 1})
+    apply_retention(RETENTION_DAY, "retention-run", config)
+    assert dates(config, "interactions") == [("2022-04-29", 3)]
+    caplog.set_level(logging.INFO)
+
+    result = run_all(RunWindow.for_date("2022-04-28"), config)
+
+    for table in ("interactions", "interactions_enriched"):
+        assert dates(config, table) == [("2022-04-29", 3)], table
+    assert export_rows(config, "2022-04-28", "interactions_enriched") == 0
+    # The drop's partition of that date is replaced by an empty one: Ann's interaction is gone.
+    rows, text = drop_partition(tmp_path, "interactions_enriched", "2022-04-28")
+    assert rows == 0 and ANN_SESSION not in text
+    # Read, counted as aged out, reconciled; form entries and identities are not aged out.
+    validated = result["validate"]
+    assert validated["sources"]["interactions"] == {
+        "read": 1, "valid": 0, "quarantined": 0, "aged_out": 1
+    }  # fmt: skip
+    assert validated["sources"]["form_entries"] == {
+        "read": 1, "valid": 1, "quarantined": 0, "aged_out": 0
+    }  # fmt: skip
+    reconciled(result)
+    assert validated["retention"] == {
+        "as_of": RETENTION_DAY,
+        "cutoffs": {"interactions_days": "2022-04-29"},
+        "past": ["interactions_days"],
+    }
+    assert result["enrich"]["rows"] == 0
+    assert "2022-04-28 is past retention as of 2022-04-30" in caplog.text
+
+    # Idempotent: the same run again gives the same counts and the same warehouse.
+    again = run_all(RunWindow.for_date("2022-04-28"), config)
+    assert again["validate"] == validated
+    assert dates(config, "interactions") == [("2022-04-29", 3)]
+
+
+def test_quarantined_lines_past_retention_are_not_quarantined_again(built, tmp_path):
+    # David's bad form entry of 2022-04-29 names his address in its raw line.
+    config = write_config(tmp_path, retention={"quarantine_days": 1})
+    apply_retention("2022-05-01", "retention-run", config)
+    assert dates(config, "quarantine") == []
+
+    result = run_all(RunWindow.for_date("2022-04-29"), config)
+
+    assert dates(config, "quarantine") == []
+    assert export_rows(config, "2022-04-29", "quarantine") == 0
+    rows, text = drop_partition(tmp_path, "quarantine", "2022-04-29")
+    assert rows == 0 and DAVID not in text.lower()
+    # Interactions have no retention here: they load as before. Bob's valid entry too.
+    assert ("2022-04-29", 3) in dates(config, "interactions")
+    assert result["validate"]["sources"]["form_entries"] == {
+        "read": 2, "valid": 1, "quarantined": 0, "aged_out": 1
+    }  # fmt: skip
+    assert BOB in [r[0] for r in query(config, "SELECT email FROM form_entries")]
+    reconciled(result)
+
+
+def test_retention_that_removed_nothing_still_sets_the_date_a_catch_up_counts_from(tmp_path):
+    # A new deployment catching up: retention ran (hourly) before the first daily run.
+    config = write_config(tmp_path, retention={"interactions_days": 1})
+    write_people(tmp_path / "landing")
+    assert apply_retention(RETENTION_DAY, "retention-run", config)[0]["rows_removed"] == 0
+
+    for ds in DAYS:
+        run_all(RunWindow.for_date(ds), config)
+
+    assert dates(config, "interactions") == [("2022-04-29", 3)]
+    assert dates(config, "interactions_enriched") == [("2022-04-29", 3)]
+
+
+def test_the_cutoff_counts_from_the_latest_date_reached_not_the_clock(built, tmp_path):
+    # No retention run yet. 2022-04-29 is the latest date published: as of then, one day is kept.
+    config = write_config(tmp_path, retention={"interactions_days": 1})
+    # Not the wall clock (years later): the latest date and the day before it still load.
+    latest = run_all(RunWindow.for_date("2022-04-29"), config)
+    assert latest["validate"]["sources"]["interactions"]["valid"] == 3
+    assert run_all(RunWindow.for_date("2022-04-28"), config)["enrich"]["rows"] == 1
+
+    # Once a later date is published, the run of 2022-04-28 is past it: enrich, re-run on its
+    # own, does not deliver the partition validate loaded before (retention removes that).
+    run_all(RunWindow.for_date("2022-04-30"), config)
+    enriched = pipeline.enrich(RunWindow.for_date("2022-04-28"), config)
+    assert enriched["rows"] == 0
+    assert enriched["past_retention"] == {"as_of": "2022-04-30", "cutoff": "2022-04-29"}
+    assert dates(config, "interactions_enriched") == [("2022-04-29", 3)]
+    assert latest["validate"]["retention"] == {
+        "as_of": "2022-04-29", "cutoffs": {"interactions_days": "2022-04-28"}, "past": []
+    }  # fmt: skip
