@@ -34,8 +34,10 @@ from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, st
 
 
 def _run() -> tuple[str, str]:
+    from audience_profiles.pipeline import logical_ds
+
     context = get_current_context()
-    return context["ds"], str(context["run_id"])
+    return logical_ds(context), str(context["run_id"])
 
 
 @dag(

@@ -218,3 +218,35 @@ def test_a_date_with_no_data_reports_zeros_not_nulls(tmp_path):
     assert (result["identity"]["profiles"], result["identity"]["profiles_created"]) == (0, 0)
     assert result["profiles"] == {"profiles": 0, "profile_interactions": 0}
     assert result["checks"]["failed"] == 0
+
+
+def test_a_run_without_a_logical_date_fails_at_once_saying_why():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from audience_profiles.pipeline import RunWindow
+
+    # `airflow dags trigger` without --logical-date: the context has no ds
+    with pytest.raises(AirflowFailException, match="has no logical date.*--logical-date"):
+        RunWindow.from_context({"run_id": "manual__2026-11-30T00:00:00"})
+    assert RunWindow.from_context({"ds": "2022-04-29", "run_id": "r"}).interval_end == (
+        "2022-04-30 00:00:00"
+    )
+
+
+def test_publish_again_after_cleanup_hands_on_the_exports_it_completed(tmp_path):
+    """Clearing `deliver` in Airflow clears `publish` too (the setup of the `cleanup` teardown),
+    after `cleanup` dropped the run's schema: publish hands on the earlier, complete exports."""
+    config = write_config(tmp_path)
+    write_seed_example(tmp_path / "landing")
+    window = RunWindow.for_date("2022-04-29")
+    run_all(window, config)  # ends with cleanup: the run's schema is gone
+    export_dir = tmp_path / "work" / "runs" / "2022-04-29" / "export"
+    before = {p.name: p.read_bytes() for p in export_dir.glob("*.parquet")}
+
+    tables = pipeline.publish(window, config)
+
+    assert sorted(tables) == sorted(name.removesuffix(".parquet") for name in before)
+    assert {p.name: p.read_bytes() for p in export_dir.glob("*.parquet")} == before
+    (export_dir / pipeline.PUBLISHED_MARKER).unlink()  # an export that never completed
+    with pytest.raises(RuntimeError, match="is gone and no complete export.*clear the run"):
+        pipeline.publish(window, config)

@@ -16,6 +16,7 @@ Where things live for a run of logical date D:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import shutil
 import time
@@ -78,7 +79,7 @@ class RunWindow:
         that ends at D, while a scheduled or backfilled run of D covers D itself. Keying by D
         makes "run date D" mean the same thing everywhere.
         """
-        return cls.for_date(context["ds"], str(context["run_id"]))
+        return cls.for_date(logical_ds(context), str(context["run_id"]))
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -87,6 +88,23 @@ class RunWindow:
             "interval_end": self.interval_end,
             "run_id": self.run_id,
         }
+
+
+def logical_ds(context: dict[str, Any]) -> str:
+    """The run's logical date (YYYY-MM-DD); a run without one fails at once, without retries.
+
+    ``airflow dags trigger`` without ``--logical-date`` (or a REST trigger with
+    ``"logical_date": null``) creates such a run; every date-keyed step would fail on it.
+    """
+    if context.get("ds"):
+        return context["ds"]
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(
+        f"run {context.get('run_id')!r} has no logical date: every output is keyed by it. "
+        "Trigger with one (airflow dags trigger --logical-date YYYY-MM-DD, or logical_date in "
+        "the REST call)."
+    )
 
 
 def run_dir(config: PipelineConfig, window: RunWindow) -> Path:
@@ -316,15 +334,26 @@ def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> di
     return {"checks": len(results), "failed": 0}
 
 
+# Written last by publish: the run's exports are complete, and which tables they are.
+PUBLISHED_MARKER = "_published.json"
+
+
 def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str, str]:
-    """Export the run's output tables for destinations; refresh the warehouse's current tables."""
+    """Export the run's output tables for destinations; refresh the warehouse's current tables.
+
+    Run again once ``cleanup`` has dropped the run's schema (Airflow clears ``publish`` with
+    ``deliver``, its teardown's setup, to deliver a date again), it hands on the exports the
+    earlier publish completed: the build they came from is gone, and they are what it made.
+    """
     config = config or load_config()
     export_dir = run_dir(config, window) / "export"
     tables: dict[str, str] = {}
     rows: dict[str, int] = {}
     with open_warehouse(config) as wh:
-        suppress_run_outputs(wh, window.run_schema)
         run_tables = wh.table_names(window.run_schema)
+        if "audience_profiles" not in run_tables:
+            return _published_before(window, export_dir)
+        suppress_run_outputs(wh, window.run_schema)
         for table in OUTPUT_TABLES:
             if table == "segment_memberships" and table not in run_tables:
                 continue  # segments are optional (segments.yml)
@@ -345,6 +374,9 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
             # a warehouse built before it became a view
             interactions_is_table="audience_profile_interactions" in wh.table_names(views=False),
         )
+    marker = export_dir / PUBLISHED_MARKER
+    marker.with_suffix(".tmp").write_text(json.dumps({"run_id": window.run_id, "tables": tables}))
+    marker.with_suffix(".tmp").replace(marker)
     log.info(
         "published %s (current tables %s): %s",
         window.ds,
@@ -352,6 +384,24 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
         rows,
     )
     return tables
+
+
+def _published_before(window: RunWindow, export_dir: Path) -> dict[str, str]:
+    marker = export_dir / PUBLISHED_MARKER
+    published = json.loads(marker.read_text()) if marker.exists() else None
+    if published is None or not all(Path(p).exists() for p in published["tables"].values()):
+        raise RuntimeError(
+            f"{window.ds}: the run's build ({window.run_schema}) is gone and no complete export "
+            f"of it is in {export_dir}: clear the run from validate to build the date again"
+        )
+    log.info(
+        "%s: %s is gone (cleanup ran), so the exports its publish completed are delivered "
+        "again: %s",
+        window.ds,
+        window.run_schema,
+        sorted(published["tables"]),
+    )
+    return published["tables"]
 
 
 def deliver(
