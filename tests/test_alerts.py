@@ -137,3 +137,9 @@ def test_every_task_of_the_daily_dag_alerts_on_retry_and_failure():
             (t.on_failure_callback, alerts.on_failure),
         ):
             assert alert in (callbacks if isinstance(callbacks, list) else [callbacks]), t.task_id
+
+
+def test_an_error_cannot_mention_a_channel_or_forge_a_link():
+    text = alerts.error_text(ValueError("<!channel> see <http://evil.example|the fix> & more"))
+    assert "<" not in text and ">" not in text
+    assert text == "ValueError: &lt;!channel&gt; see &lt;http://evil.example|the fix&gt; &amp; more"

@@ -35,7 +35,10 @@ def error_text(error: BaseException | str | None) -> str:
         return "no error recorded (killed, timed out or marked failed)"
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     text = text.replace("```", "'''").strip()
-    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
+    text = text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
+    # Slack's control characters: unescaped, "<!channel>" or "<http://x|y>" in an error (a file
+    # name, a value quoted by a library) would notify a channel or render as a link.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def alert_message(context: dict[str, Any], event: str) -> dict[str, Any]:
