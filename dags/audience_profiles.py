@@ -10,7 +10,7 @@ extract (one task per source) -> validate -> enrich -> resolve_identities -> bui
 ```
 
 - **extract_*** stage the run's landing partition (`<source>/date=<ds>/`) as text with file and
-  line; a missing column or unreadable file fails here, naming both.
+  line, two at a time across runs (768MB each); a bad file fails here, named.
 - **validate** types every row; bad rows land in `quarantine` with a reason naming the field.
   Rows read = rows kept + rows quarantined, or the task fails.
 - **resolve_identities** links session ids, emails and SSO ids into profiles as of the end of
@@ -59,7 +59,6 @@ def _window():
     doc_md=__doc__,
 )
 def audience_profiles():
-    # Two at a time across runs, as benchmarked: each stages in its own 768MB DuckDB.
     @task(map_index_template="{{ source }}", max_active_tis_per_dag=2)
     def extract(source: str) -> dict:
         from audience_profiles.pipeline import extract_source
