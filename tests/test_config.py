@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import datetime as dt
+import re
+
 import pytest
+import yaml
 
 from audience_profiles.config import PROJECT_ROOT, ConfigError, load_config, parse_config
+
+DEFAULT_FILE = PROJECT_ROOT / "include" / "config" / "pipeline.yml"
+MINIMAL = {"start_date": "2022-01-01", "landing_root": "x"}
 
 
 def test_default_config_is_valid():
@@ -28,7 +35,7 @@ def test_env_expansion_and_relative_paths(monkeypatch):
         ({"landing_root": "x"}, "p.yml: missing required key start_date"),
         (
             {"start_date": "2022-13-01", "landing_root": "x"},
-            "start_date '2022-13-01' is not YYYY-MM-DD",
+            "p.yml: start_date: '2022-13-01' is not a date in YYYY-MM-DD",
         ),
         (
             {"start_date": "2022-01-01", "landing_root": "x", "warehouse": {"engine": "oracle"}},
@@ -90,3 +97,245 @@ def test_retention_is_validated_when_the_file_loads():
 def test_unreadable_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yml: cannot read"):
         load_config(tmp_path / "nope.yml")
+
+
+def shipped() -> dict:
+    """include/config/pipeline.yml, parsed: the reviewer's mistakes are made on a copy of it."""
+    return yaml.safe_load(DEFAULT_FILE.read_text())
+
+
+def edited(path: str, value) -> dict:
+    """The shipped file with ``value`` at ``path`` (``warehouse.threads``, ``destinations.0.pi``)."""
+    raw = shipped()
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+    node[last] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        # a typo'd key would be ignored: the drop sends emails plain, alerts stay off, DuckDB stays
+        (
+            "destinations.0.pi",
+            "hashed",
+            "p.yml: destinations[0].pi: unknown key 'pi' (did you mean 'pii'?) in destination "
+            "'local_drop' (kind local)",
+        ),
+        (
+            "destinations.0.enabeld",
+            False,
+            "destinations[0].enabeld: unknown key 'enabeld' (did you mean 'enabled'?)",
+        ),
+        (
+            "alerts.webhook_conn",
+            "audience_profiles_alerts",
+            "p.yml: alerts.webhook_conn: unknown key 'webhook_conn' (did you mean "
+            "'webhook_conn_id'?) in alerts",
+        ),
+        (
+            "alert",
+            {"webhook_conn_id": "audience_profiles_alerts"},
+            "p.yml: alert: unknown key 'alert' (did you mean 'alerts'?) at the top level",
+        ),
+        (
+            "warehouse.engin",
+            "snowflake",
+            "p.yml: warehouse.engin: unknown key 'engin' (did you mean 'engine'?) in warehouse",
+        ),
+        (
+            "stream.lookback",
+            60,
+            "p.yml: stream.lookback: unknown key 'lookback' (did you mean 'lookback_seconds'?)",
+        ),
+        (
+            "retention.interaction_days",
+            30,
+            "interaction_days",  # privacy.retention words the rest
+        ),
+        # yes/no and numbers are what YAML says, not what Python's bool() or int() make of them
+        (
+            "destinations.0.enabled",
+            "false",
+            "p.yml: destinations[0].enabled: must be true or false (unquoted), not 'false'",
+        ),
+        (
+            "destinations.0.csv_injection_escape",
+            "no",
+            "p.yml: destinations[0].csv_injection_escape: must be true or false",
+        ),
+        ("destinations.0.enabled", None, "destinations[0].enabled: must be true or false"),
+        ("warehouse.threads", "two", "p.yml: warehouse.threads: must be a whole number, not 'two'"),
+        ("warehouse.threads", "2", "p.yml: warehouse.threads: must be a whole number, not '2'"),
+        ("warehouse.threads", 2.5, "warehouse.threads: must be a whole number, not 2.5"),
+        ("warehouse.threads", True, "warehouse.threads: must be a whole number, not True"),
+        ("warehouse.threads", 0, "warehouse.threads: must be 1 or more, not 0"),
+        (
+            "stream.lookback_seconds",
+            "600",
+            "p.yml: stream.lookback_seconds: must be a whole number",
+        ),
+        # start_date is a date: an int made both DAG files fail to import with an AttributeError
+        (
+            "start_date",
+            20220111,
+            "p.yml: start_date: must be a date (YYYY-MM-DD), not 20220111 (int)",
+        ),
+        ("start_date", "20220111", "p.yml: start_date: '20220111' is not a date in YYYY-MM-DD"),
+        ("start_date", "11/01/2022", "p.yml: start_date: '11/01/2022' is not a date"),
+        ("start_date", dt.datetime(2022, 1, 11, 6), "p.yml: start_date: must be a date"),
+        ("start_date", True, "p.yml: start_date: must be a date"),
+        # sections are what they say they are
+        ("alerts", ["x"], "p.yml: alerts: must be a mapping, not ['x']"),
+        ("warehouse", "duckdb", "p.yml: warehouse: must be a mapping"),
+        ("stream", [600], "p.yml: stream: must be a mapping"),
+        ("stream.destinations", "profile_stream", "p.yml: stream.destinations: must be a list"),
+        ("destinations.0.tables", {"a": 1}, "p.yml: destinations[0].tables: must be a list"),
+        ("destinations.0.format", "csv", "destinations[0].format: give formats or format"),
+        (
+            "destinations.0.kind",
+            "locl",
+            "p.yml: destinations[0].kind: destination 'local_drop' has unknown kind 'locl' "
+            "(did you mean 'local'?)",
+        ),
+        ("alerts.webhook_conn_id", ["a"], "p.yml: alerts.webhook_conn_id: must be a string"),
+    ],
+)
+def test_mistakes_fail_with_the_file_and_the_key(path, value, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(edited(path, value), "p.yml")
+    assert message in str(err.value)
+    assert str(err.value).startswith("p.yml: ")
+
+
+def test_unknown_key_lists_the_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        parse_config(edited("warehouse.thread", 2), "p.yml")
+    assert str(err.value) == (
+        "p.yml: warehouse.thread: unknown key 'thread' (did you mean 'threads'?) in warehouse; "
+        "valid keys: conn_id, database, engine, memory_limit, path, schema, threads"
+    )
+
+
+def test_several_unknown_keys_are_named_at_once():
+    raw = edited("destinations.0.pi", "hashed")
+    raw["destinations"][0]["formts"] = ["csv"]
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "p.yml")
+    assert str(err.value).startswith(
+        "p.yml: destinations[0]: unknown keys 'pi' (did you mean 'pii'?), 'formts' (did you mean "
+        "'formats'?) in destination 'local_drop' (kind local); valid keys: "
+    )
+
+
+def test_a_key_with_no_close_match_gets_no_suggestion():
+    with pytest.raises(ConfigError) as err:
+        parse_config(edited("zzz", 1), "p.yml")
+    assert "unknown key 'zzz' at the top level; valid keys:" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (dt.date(2022, 1, 11), dt.date(2022, 1, 11)),  # start_date: 2022-01-11
+        (dt.datetime(2022, 1, 11), dt.date(2022, 1, 11)),  # start_date: 2022-01-11 00:00:00
+        ("2022-01-11", dt.date(2022, 1, 11)),  # start_date: "2022-01-11"
+        ("${AP_TEST_START:-2022-01-11}", dt.date(2022, 1, 11)),
+    ],
+)
+def test_start_date_is_a_date(value, expected):
+    assert parse_config({**MINIMAL, "start_date": value}, "p.yml").start_date == expected
+
+
+def test_booleans_and_numbers_as_yaml_writes_them():
+    config = parse_config(
+        yaml.safe_load(
+            """
+            start_date: 2022-01-11
+            landing_root: x
+            warehouse: {threads: 4}
+            stream: {lookback_seconds: 0, destinations: []}
+            alerts: {webhook_conn_id: alerts}
+            destinations:
+              - {name: a, kind: local, enabled: false, csv_injection_escape: false}
+              - {name: b, kind: local, enabled: true}
+            """
+        ),
+        "p.yml",
+    )
+    assert config.warehouse.threads == 4
+    assert config.alerts_webhook_conn_id == "alerts"
+    assert [(d.enabled, d.csv_injection_escape) for d in config.destinations] == [
+        (False, False),
+        (True, True),
+    ]
+    assert [d.name for d in config.enabled_destinations] == ["b"]
+
+
+def test_empty_sections_mean_the_defaults():
+    config = parse_config(
+        {**MINIMAL, "warehouse": None, "alerts": None, "stream": None, "destinations": None},
+        "p.yml",
+    )
+    assert config.warehouse.engine == "duckdb"
+    assert config.alerts_webhook_conn_id is None
+    assert config.destinations == ()
+
+
+# Every pipeline.yml shown anywhere in the project must load: a key documented anywhere stays valid.
+DOCUMENTED = sorted((PROJECT_ROOT / "docs").glob("*.md")) + [PROJECT_ROOT / "README.md"]
+_YAML_BLOCK = re.compile(r"```ya?ml\n(.*?)```", re.S)
+_DOCSTRING_EXAMPLE = re.compile(r"pipeline\.yml[^\n]*::\n\n((?:    [^\n]*\n|\n)+)")
+# Blocks of the other configuration files (identity.yml, segments.yml), by their first key.
+_OTHER_FILES = {"segments", "blocked_values", "limits"}
+
+
+def documented_examples() -> list:
+    """(where, parsed block) of every pipeline.yml example: docs, README, module docstrings."""
+    found = []
+    for page in DOCUMENTED:
+        text = page.read_text()
+        for match in _YAML_BLOCK.finditer(text):
+            line = text[: match.start()].count("\n") + 1
+            found.append((f"{page.name}:{line}", match.group(1)))
+    package = PROJECT_ROOT / "include" / "audience_profiles"
+    for module in sorted(package.rglob("*.py")):
+        for match in _DOCSTRING_EXAMPLE.finditer(module.read_text()):
+            block = "\n".join(line[4:] for line in match.group(1).splitlines())
+            found.append((str(module.relative_to(package)), block))
+    examples = []
+    for where, block in found:
+        raw = yaml.safe_load(block)
+        if isinstance(raw, list):  # destination entries shown alone
+            raw = {"destinations": raw}
+        if next(iter(raw)) not in _OTHER_FILES:
+            examples.append(pytest.param(raw, id=where))
+    return examples
+
+
+@pytest.mark.parametrize("raw", documented_examples())
+def test_documented_examples_load(raw, request):
+    parse_config({**MINIMAL, **raw}, request.node.callspec.id)
+
+
+def test_documented_examples_are_found():
+    examples = {p.id: p.values[0] for p in documented_examples()}
+    assert len(examples) >= 20
+    assert any(where.startswith("README.md") for where in examples)
+    for section in ("retention", "alerts", "stream", "warehouse", "start_date"):
+        assert any(section in raw for raw in examples.values()), section
+    kinds = {d["kind"] for raw in examples.values() for d in raw.get("destinations", [])}
+    assert kinds == {
+        "local",
+        "s3",
+        "azure",
+        "kinesis",
+        "firehose",
+        "kafka",
+        "dotdigital",
+        "sql",
+        "snowflake",
+    }

@@ -1,7 +1,11 @@
 """Load and validate ``pipeline.yml``: the one place sources, warehouse and destinations are set.
 
-The file is read at task run time (never while a DAG file is parsed) and validated once, so a typo
-fails with the key and the file in the message instead of deep inside a task.
+The file is read at task run time, and while a DAG file is parsed (for the DAGs' ``start_date``,
+see dag_defaults.py). It is validated as a whole each time, so a mistake fails with the file and
+the key in the message instead of deep inside a task: a key no section knows (the closest valid
+key is suggested), an option its destination kind does not declare (``OPTIONS``, see
+destinations/base.py), a yes/no that is not a bare YAML ``true``/``false``, a number that is not a
+whole number, a ``start_date`` that is not a date.
 
 Paths: ``${VAR}`` and ``${VAR:-default}`` are expanded from the environment; a relative path is
 resolved against the project root (the folder that holds ``include/``), so the same file works from
@@ -12,9 +16,13 @@ backend.
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import difflib
+import functools
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +47,40 @@ PII_POLICIES = ("plain", "hashed", "omit")
 FORMATS = ("csv", "json", "parquet")
 ENGINES = ("duckdb", "snowflake")
 
+# Every key pipeline.yml may hold, per section: any other key is a typo and fails the load.
+TOP_LEVEL_KEYS = (
+    "start_date",
+    "landing_root",
+    "landing_conn_id",
+    "work_dir",
+    "warehouse",
+    "identity_config",
+    "segments_config",
+    "destinations",
+    "alerts",
+    "retention",  # its keys: privacy.retention.RetentionPolicy
+    "stream",
+)
+WAREHOUSE_KEYS = ("engine", "path", "conn_id", "database", "schema", "memory_limit", "threads")
+ALERTS_KEYS = ("webhook_conn_id",)
+STREAM_KEYS = ("lookback_seconds", "destinations")
+# The keys of a destination entry every kind takes (read here); the other keys of an entry are
+# its kind's options, which the kind's class declares in ``OPTIONS`` (destinations/base.py).
+DESTINATION_KEYS = (
+    "name",
+    "kind",
+    "tables",
+    "conn_id",
+    "formats",
+    "format",
+    "compression",
+    "pii",
+    "csv_injection_escape",
+    "enabled",
+)
+DESTINATIONS_DIR = Path(__file__).resolve().parent / "destinations"
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -120,23 +162,227 @@ def _require(mapping: dict, key: str, where: str, source: str) -> Any:
     return mapping[key]
 
 
+def _suggestion(key: Any, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(key), sorted(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _reject_unknown(
+    mapping: dict, valid: Iterable[str], where: str, source: str, what: str
+) -> None:
+    """Fail on a key ``valid`` does not hold, naming it and the closest valid key.
+
+    ``where`` is the key path prefix (``""``, ``"warehouse."``, ``"destinations[0]."``), ``what``
+    the section in words (``"in warehouse"``). A key no code reads would otherwise be ignored.
+    """
+    valid = set(valid)
+    unknown = [key for key in mapping if key not in valid]
+    if not unknown:
+        return
+    path = f"{where}{unknown[0]}" if len(unknown) == 1 else where.rstrip(".") or "top level"
+    names = ", ".join(f"{key!r}{_suggestion(key, valid)}" for key in unknown)
+    plural = "s" if len(unknown) > 1 else ""
+    raise ConfigError(
+        f"{source}: {path}: unknown key{plural} {names} {what}; "
+        f"valid keys: {', '.join(sorted(valid))}"
+    )
+
+
+def check_destination_options(
+    config: DestinationConfig, accepted: Iterable[str], source: str, where: str
+) -> None:
+    """Fail when ``config.options`` holds a key its kind does not read (``Destination.OPTIONS``).
+
+    ``where`` is the entry's key path prefix (``"destinations[0]."``). Called when the file loads
+    (with the options read from the kind's source, see :func:`declared_options`) and again by
+    ``destinations.destination_for``, with the class attribute.
+    """
+    _reject_unknown(
+        config.options,
+        {*DESTINATION_KEYS, *accepted},
+        where,
+        source,
+        f"in destination {config.name!r} (kind {config.kind})",
+    )
+
+
+def _flag(mapping: dict, key: str, default: bool, where: str, source: str) -> bool:
+    """A yes/no key, strictly YAML true or false: a quoted "false" must not mean true."""
+    if key not in mapping:
+        return default
+    value = mapping[key]
+    if not isinstance(value, bool):
+        raise ConfigError(
+            f"{source}: {where}{key}: must be true or false (unquoted), not {value!r}"
+        )
+    return value
+
+
+def _whole(mapping: dict, key: str, default: int, where: str, source: str, minimum: int) -> int:
+    """A whole number of at least ``minimum``, strictly: no strings, floats or booleans."""
+    if key not in mapping:
+        return default
+    value = mapping[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{source}: {where}{key}: must be a whole number, not {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{source}: {where}{key}: must be {minimum} or more, not {value!r}")
+    return value
+
+
+def _text(mapping: dict, key: str, default: str | None, where: str, source: str) -> str | None:
+    """A string (a number is taken as its text); null or a missing key gives ``default``."""
+    value = mapping.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(f"{source}: {where}{key}: must be a string, not {value!r}")
+    return str(value)
+
+
+def _section(raw: dict, key: str, source: str) -> dict:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {key}: must be a mapping, not {value!r}")
+    return value
+
+
+def _start_date(raw: dict, source: str) -> dt.date:
+    """``start_date``: a YAML date (``2022-01-11``) or a YYYY-MM-DD string (``${VAR}`` expanded)."""
+    value = _require(raw, "start_date", "", source)
+    if isinstance(value, dt.datetime):
+        if value.time() != dt.time() or value.tzinfo is not None:
+            raise ConfigError(
+                f"{source}: start_date: must be a date (YYYY-MM-DD), not a date and time ({value})"
+            )
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        text = _expand(value).strip()
+        if _ISO_DATE.fullmatch(text):
+            try:
+                return dt.date.fromisoformat(text)
+            except ValueError:
+                pass
+        raise ConfigError(f"{source}: start_date: {value!r} is not a date in YYYY-MM-DD")
+    raise ConfigError(
+        f"{source}: start_date: must be a date (YYYY-MM-DD), not {value!r} ({type(value).__name__})"
+    )
+
+
+def _registered_kind(node: ast.ClassDef) -> str | None:
+    for decorator in node.decorator_list:
+        if (
+            isinstance(decorator, ast.Call)
+            and isinstance(decorator.func, ast.Name)
+            and decorator.func.id == "register"
+            and decorator.args
+            and isinstance(decorator.args[0], ast.Constant)
+            and isinstance(decorator.args[0].value, str)
+        ):
+            return decorator.args[0].value
+    return None
+
+
+def _literal_options(node: ast.ClassDef) -> frozenset[str] | None:
+    """The class's own ``OPTIONS = frozenset({...})`` if it is a literal, else None."""
+    for statement in node.body:
+        if isinstance(statement, ast.Assign):
+            targets, value = statement.targets, statement.value
+        elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+            targets, value = [statement.target], statement.value
+        else:
+            continue
+        if not any(isinstance(t, ast.Name) and t.id == "OPTIONS" for t in targets):
+            continue
+        if not (
+            isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name)
+            and value.func.id == "frozenset"
+            and len(value.args) <= 1
+            and not value.keywords
+        ):
+            return None
+        if not value.args:
+            return frozenset()
+        try:
+            names = ast.literal_eval(value.args[0])
+        except ValueError:
+            return None
+        if not isinstance(names, set | list | tuple) or not all(isinstance(n, str) for n in names):
+            return None
+        return frozenset(names)
+    return None
+
+
+@functools.cache
+def _registered_in(path: Path) -> dict[str, frozenset[str] | None]:
+    """Kind -> literal ``OPTIONS`` of each ``@register("<kind>")`` class in one module's source."""
+    text = path.read_text()
+    if "@register(" not in text:
+        return {}
+    return {
+        kind: _literal_options(node)
+        for node in ast.parse(text, str(path)).body
+        if isinstance(node, ast.ClassDef) and (kind := _registered_kind(node))
+    }
+
+
+def declared_options(kind: str | None = None) -> dict[str, frozenset[str] | None]:
+    """Destination kind -> the options its class declares (``OPTIONS``), read from the source.
+
+    Every ``@register("<kind>")`` class in ``destinations/`` declares the options it reads; this
+    reads those declarations without importing the modules (they pull in boto3, DuckDB, provider
+    hooks, and this file is loaded while DAG files are parsed), so a typo fails when the file
+    loads. A kind whose declaration is not a literal maps to None: ``destination_for`` still
+    checks it against the class attribute when it builds the destination.
+
+    With ``kind``, only ``destinations/<kind>.py`` is read when it registers that kind (every kind
+    but ``sql``); otherwise every module is.
+    """
+    if kind is not None and kind.isidentifier():
+        own = DESTINATIONS_DIR / f"{kind}.py"
+        if own.is_file() and kind in (found := _registered_in(own)):
+            return found
+    kinds: dict[str, frozenset[str] | None] = {}
+    for path in sorted(DESTINATIONS_DIR.glob("*.py")):
+        kinds.update(_registered_in(path))
+    return kinds
+
+
 def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     where = f"destinations[{index}]."
     if not isinstance(item, dict):
         raise ConfigError(f"{source}: {where[:-1]} must be a mapping")
     name = str(_require(item, "name", where, source))
     kind = str(_require(item, "kind", where, source))
+    kinds = declared_options(kind)
+    if kind not in kinds:
+        raise ConfigError(
+            f"{source}: {where}kind: destination {name!r} has unknown kind {kind!r}"
+            f"{_suggestion(kind, kinds)}; one of {', '.join(sorted(kinds))}"
+        )
     tables = item.get("tables") or ["audience_profiles", "audience_profile_interactions"]
     if isinstance(tables, str):
         tables = [tables]
+    if not isinstance(tables, list):
+        raise ConfigError(f"{source}: {where}tables: must be a list of tables, not {tables!r}")
     for table in tables:
         if table not in OUTPUT_TABLES:
             raise ConfigError(
-                f"{source}: {where}tables: unknown table {table!r} (one of {', '.join(OUTPUT_TABLES)})"
+                f"{source}: {where}tables: unknown table {table!r}"
+                f"{_suggestion(table, OUTPUT_TABLES)} (one of {', '.join(OUTPUT_TABLES)})"
             )
+    if "formats" in item and "format" in item:
+        raise ConfigError(f"{source}: {where}format: give formats or format, not both")
     formats = item.get("formats", item.get("format", ["csv"]))
     if isinstance(formats, str):
         formats = [formats]
+    if not isinstance(formats, list):
+        raise ConfigError(f"{source}: {where}formats: must be a list of formats, not {formats!r}")
     for fmt in formats:
         if fmt not in FORMATS:
             raise ConfigError(
@@ -148,65 +394,70 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     compression = item.get("compression")
     if compression not in (None, "none", "gzip"):
         raise ConfigError(f"{source}: {where}compression must be gzip or none, not {compression!r}")
-    known = {
-        "name",
-        "kind",
-        "tables",
-        "conn_id",
-        "formats",
-        "format",
-        "compression",
-        "pii",
-        "csv_injection_escape",
-        "enabled",
-    }
-    options = {k: v for k, v in item.items() if k not in known}
+    options = {k: v for k, v in item.items() if k not in DESTINATION_KEYS}
     if "path" in options:
         options["path"] = resolve_path(str(options["path"]))
-    return DestinationConfig(
+    config = DestinationConfig(
         name=name,
         kind=kind,
         tables=tuple(tables),
-        conn_id=item.get("conn_id"),
+        conn_id=_text(item, "conn_id", None, where, source),
         formats=tuple(formats),
         compression=None if compression in (None, "none") else compression,
         pii=pii,
-        csv_injection_escape=bool(item.get("csv_injection_escape", True)),
-        enabled=bool(item.get("enabled", True)),
+        csv_injection_escape=_flag(item, "csv_injection_escape", True, where, source),
+        enabled=_flag(item, "enabled", True, where, source),
         options=options,
     )
+    accepted = kinds[kind]
+    if accepted is not None:
+        check_destination_options(config, accepted, source, where)
+    return config
+
+
+def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
+    wh_raw = _section(raw, "warehouse", source)
+    where = "warehouse."
+    _reject_unknown(wh_raw, WAREHOUSE_KEYS, where, source, "in warehouse")
+    engine = wh_raw.get("engine", "duckdb")
+    if engine not in ENGINES:
+        raise ConfigError(f"{source}: warehouse.engine must be one of {ENGINES}, not {engine!r}")
+    warehouse = WarehouseConfig(
+        engine=engine,
+        path=resolve_path(_text(wh_raw, "path", "data/warehouse.duckdb", where, source)),
+        conn_id=_text(wh_raw, "conn_id", None, where, source),
+        database=_text(wh_raw, "database", None, where, source),
+        schema=_text(wh_raw, "schema", "main", where, source),
+        memory_limit=_text(wh_raw, "memory_limit", "2GB", where, source),
+        threads=_whole(wh_raw, "threads", 2, where, source, minimum=1),
+    )
+    if engine == "snowflake" and not warehouse.conn_id:
+        raise ConfigError(f"{source}: warehouse.conn_id is required when engine is snowflake")
+    return warehouse
+
+
+def _check_stream(raw: dict, source: str) -> None:
+    """``stream:`` is read by the stream DAG's task (stream.StreamSettings); its keys fail here."""
+    stream = _section(raw, "stream", source)
+    _reject_unknown(stream, STREAM_KEYS, "stream.", source, "in stream")
+    _whole(stream, "lookback_seconds", 0, "stream.", source, minimum=0)
+    names = stream.get("destinations")
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+    ):
+        raise ConfigError(
+            f"{source}: stream.destinations: must be a list of destination names, not {names!r}"
+        )
 
 
 def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     """Validate a parsed YAML mapping into a :class:`PipelineConfig`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
-    start = _require(raw, "start_date", "", source)
-    if isinstance(start, str):
-        try:
-            start = dt.date.fromisoformat(_expand(start))
-        except ValueError as exc:
-            raise ConfigError(f"{source}: start_date {start!r} is not YYYY-MM-DD") from exc
-    if isinstance(start, dt.datetime):
-        start = start.date()
-
-    wh_raw = raw.get("warehouse") or {}
-    if not isinstance(wh_raw, dict):
-        raise ConfigError(f"{source}: warehouse must be a mapping")
-    engine = wh_raw.get("engine", "duckdb")
-    if engine not in ENGINES:
-        raise ConfigError(f"{source}: warehouse.engine must be one of {ENGINES}, not {engine!r}")
-    warehouse = WarehouseConfig(
-        engine=engine,
-        path=resolve_path(str(wh_raw.get("path", "data/warehouse.duckdb"))),
-        conn_id=wh_raw.get("conn_id"),
-        database=wh_raw.get("database"),
-        schema=str(wh_raw.get("schema", "main")),
-        memory_limit=str(wh_raw.get("memory_limit", "2GB")),
-        threads=int(wh_raw.get("threads", 2)),
-    )
-    if engine == "snowflake" and not warehouse.conn_id:
-        raise ConfigError(f"{source}: warehouse.conn_id is required when engine is snowflake")
+    _reject_unknown(raw, TOP_LEVEL_KEYS, "", source, "at the top level")
+    start = _start_date(raw, source)
+    _require(raw, "landing_root", "", source)
+    warehouse = _parse_warehouse(raw, source)
 
     dests_raw = raw.get("destinations") or []
     if not isinstance(dests_raw, list):
@@ -220,24 +471,26 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     config_dir = Path(source).parent if source != "<dict>" else DEFAULT_CONFIG.parent
 
     def sibling(key: str, default: str) -> str:
-        value = _expand(str(raw.get(key, default)))
+        value = _expand(_text(raw, key, default, "", source))
         path = Path(value)
         if not path.is_absolute():
             path = config_dir / path
         return str(path)
 
-    alerts = raw.get("alerts") or {}
+    alerts = _section(raw, "alerts", source)
+    _reject_unknown(alerts, ALERTS_KEYS, "alerts.", source, "in alerts")
+    _check_stream(raw, source)
     config = PipelineConfig(
         source_file=source,
         start_date=start,
-        landing_root=resolve_path(str(_require(raw, "landing_root", "", source))),
-        landing_conn_id=raw.get("landing_conn_id"),
-        work_dir=resolve_path(str(raw.get("work_dir", "data/work"))),
+        landing_root=resolve_path(_text(raw, "landing_root", None, "", source)),
+        landing_conn_id=_text(raw, "landing_conn_id", None, "", source),
+        work_dir=resolve_path(_text(raw, "work_dir", "data/work", "", source)),
         warehouse=warehouse,
         identity_config=sibling("identity_config", "identity.yml"),
         segments_config=sibling("segments_config", "segments.yml"),
         destinations=destinations,
-        alerts_webhook_conn_id=alerts.get("webhook_conn_id") if isinstance(alerts, dict) else None,
+        alerts_webhook_conn_id=_text(alerts, "webhook_conn_id", None, "alerts.", source),
         raw=raw,
     )
     # retention: is read by its task, but a mistake in it should fail here, when the file loads.

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import importlib
 
-from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig
+from audience_profiles.config import (
+    ConfigError,
+    DestinationConfig,
+    PipelineConfig,
+    check_destination_options,
+)
 from audience_profiles.destinations.base import (
     DeliveryReport,
     Destination,
@@ -16,7 +21,11 @@ __all__ = ["DeliveryReport", "Destination", "RunInfo", "destination_for"]
 
 
 def destination_for(config: DestinationConfig, pipeline: PipelineConfig) -> Destination:
-    """Instantiate the destination for one pipeline.yml entry (imports only the module it needs)."""
+    """Instantiate the destination for one pipeline.yml entry (imports only the module it needs).
+
+    An option the kind does not declare in ``OPTIONS`` is a ConfigError naming the file, the
+    destination, the key and the closest valid key (config.py checks the same when it loads).
+    """
     try:
         importlib.import_module(f"{__name__}.{config.kind}")
     except ModuleNotFoundError as exc:
@@ -25,4 +34,8 @@ def destination_for(config: DestinationConfig, pipeline: PipelineConfig) -> Dest
         raise ConfigError(
             f"{pipeline.source_file}: destination {config.name!r} has unknown kind {config.kind!r}"
         ) from exc
-    return registered_kinds()[config.kind](config, pipeline)
+    cls = registered_kinds()[config.kind]
+    names = [d.name for d in pipeline.destinations]
+    where = f"destinations[{names.index(config.name)}]." if config.name in names else ""
+    check_destination_options(config, cls.OPTIONS, pipeline.source_file, where)
+    return cls(config, pipeline)

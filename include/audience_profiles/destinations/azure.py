@@ -62,6 +62,9 @@ class AzureSink:
 
 @register("azure")
 class AzureDestination(Destination):
+    # container and prefix here; max_file_mb and quicksight_manifest: drop.deliver_drops
+    OPTIONS = frozenset({"container", "prefix", "max_file_mb", "quicksight_manifest"})
+
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         super().__init__(config, pipeline)
         if not config.options.get("container"):

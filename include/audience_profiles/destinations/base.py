@@ -3,7 +3,17 @@
 A destination never knows how profiles are built. The build exports each output table of a run
 as one Parquet file (its snapshot as of the run's logical date); ``deliver`` receives those paths
 and moves the data wherever it goes. Adding a destination is one module in this package that
-subclasses :class:`Destination` under ``@register("<kind>")``, plus one entry in pipeline.yml.
+subclasses :class:`Destination` under ``@register("<kind>")`` and declares the pipeline.yml keys
+it reads in ``OPTIONS``, plus one entry in pipeline.yml.
+
+Options: the keys every entry takes (``name``, ``kind``, ``tables``, ``conn_id``, ``formats``,
+``compression``, ``pii``, ``csv_injection_escape``, ``enabled``) are read by config.py; every
+other key of an entry lands in ``DestinationConfig.options``. A kind lists each option it (or a
+shared helper it calls) reads in its class attribute ``OPTIONS = frozenset({...})``, written as a
+literal: config.py reads it from the source when the file loads (without importing the module),
+and :func:`~audience_profiles.destinations.destination_for` checks it again, so a key the kind
+does not read (``pi: hashed``) fails with the file, the destination and the closest valid key
+instead of being ignored.
 
 Contract every implementation keeps:
 - idempotent: delivering the same run twice leaves the target as after one delivery (overwrite the
@@ -82,6 +92,9 @@ def erasure_status(status: str, detail: str = "") -> dict[str, str]:
 
 class Destination(abc.ABC):
     kind: ClassVar[str]
+    # The kind-specific pipeline.yml keys this kind reads (see the module docstring). Declare it on
+    # the registered class itself, as a literal frozenset: the default accepts no option at all.
+    OPTIONS: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         self.config = config

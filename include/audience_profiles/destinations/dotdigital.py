@@ -248,6 +248,26 @@ class SyncTally:
 
 @register("dotdigital")
 class DotdigitalDestination(Destination):
+    # read by DotdigitalOptions.from_config (segments also by segments.py)
+    OPTIONS = frozenset(
+        {
+            "segments",
+            "consent",
+            "data_fields",
+            "state_path",
+            "full_resync",
+            "dry_run",
+            "defer_imports",
+            "max_file_mb",
+            "max_active_imports",
+            "poll_interval",
+            "import_timeout",
+            "max_attempts",
+            "backoff_base",
+            "max_rate_limit_wait",
+        }
+    )
+
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
         opts = DotdigitalOptions.from_config(self.config, self.pipeline)
         missing = {"segment_memberships", "audience_profiles"} - tables.keys()

@@ -53,6 +53,10 @@ RETRYABLE_CALL_ERRORS = frozenset(
 
 @register("firehose")
 class FirehoseDestination(BatchedStreamDestination):
+    # delivery_stream here; the retry keys: streams.RetryPolicy.from_options
+    OPTIONS = frozenset(
+        {"delivery_stream", "max_attempts", "retry_base_seconds", "retry_max_seconds"}
+    )
     limits = PUT_RECORD_BATCH_LIMITS
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):

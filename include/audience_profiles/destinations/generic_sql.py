@@ -114,6 +114,8 @@ class DbApiSession(Session):
 
 @register("sql")
 class GenericSqlDestination(SqlWarehouseDestination):
+    OPTIONS = frozenset({"schema", "column_types", "batch_rows"})
+
     @contextlib.contextmanager
     def session(self) -> Iterator[DbApiSession]:
         from airflow.providers.common.sql.hooks.sql import DbApiHook

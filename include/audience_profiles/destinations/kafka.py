@@ -64,6 +64,8 @@ DEFAULT_FLUSH_TIMEOUT_SECONDS = 330.0
 
 @register("kafka")
 class KafkaDestination(Destination):
+    OPTIONS = frozenset({"topic", "flush_timeout_seconds"})
+
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         super().__init__(config, pipeline)
         self.tables = stream_tables(config, pipeline)

@@ -53,6 +53,8 @@ RETRYABLE_CALL_ERRORS = frozenset(
 
 @register("kinesis")
 class KinesisDestination(BatchedStreamDestination):
+    # stream_name here; the retry keys: streams.RetryPolicy.from_options
+    OPTIONS = frozenset({"stream_name", "max_attempts", "retry_base_seconds", "retry_max_seconds"})
     limits = PUT_RECORDS_LIMITS
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):

@@ -27,6 +27,9 @@ from audience_profiles.destinations.drop_erasure import erase_drops
 
 @register("local")
 class LocalDestination(Destination):
+    # path here; max_file_mb and quicksight_manifest: drop.deliver_drops
+    OPTIONS = frozenset({"path", "max_file_mb", "quicksight_manifest"})
+
     def sink(self) -> LocalSink:
         # config.py resolves a configured path; the default is resolved the same way (project root).
         return LocalSink(self.config.options.get("path") or resolve_path("data/output"))

@@ -60,6 +60,9 @@ class S3Sink:
 
 @register("s3")
 class S3Destination(Destination):
+    # bucket and prefix here; max_file_mb and quicksight_manifest: drop.deliver_drops
+    OPTIONS = frozenset({"bucket", "prefix", "max_file_mb", "quicksight_manifest"})
+
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         super().__init__(config, pipeline)
         if not config.options.get("bucket"):

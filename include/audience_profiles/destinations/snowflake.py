@@ -85,6 +85,7 @@ class SnowflakeSession(Session):
 
 @register("snowflake")
 class SnowflakeDestination(SqlWarehouseDestination):
+    OPTIONS = frozenset({"database", "schema"})
     schema = ""  # set per session: the option, else the connection's schema
 
     @contextlib.contextmanager

@@ -1,0 +1,216 @@
+"""Each destination kind declares the pipeline.yml options it reads; any other key is a typo.
+
+The declarations (``OPTIONS`` on each registered class) are checked twice: when the file loads,
+from the modules' source (config.declared_options, no import), and by destination_for, from the
+class. These tests keep the two in step with each other and with the code that reads options.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from audience_profiles.config import (
+    DESTINATION_KEYS,
+    DESTINATIONS_DIR,
+    PROJECT_ROOT,
+    ConfigError,
+    _literal_options,
+    declared_options,
+    parse_config,
+)
+from audience_profiles.destinations import destination_for
+from audience_profiles.destinations.base import registered_kinds
+
+KINDS = ("local", "s3", "azure", "kinesis", "firehose", "kafka", "dotdigital", "snowflake", "sql")
+DROPS = {"local", "s3", "azure"}
+SQL_LOADS = {"snowflake", "sql"}
+# Module (under destinations/ unless a path says otherwise) -> the kinds whose options it reads:
+# a kind's own module and the shared helpers it calls.
+READERS = {
+    "local.py": {"local"},
+    "s3.py": {"s3"},
+    "azure.py": {"azure"},
+    "drop.py": DROPS,
+    "drop_erasure.py": DROPS,
+    "kinesis.py": {"kinesis"},
+    "firehose.py": {"firehose"},
+    "streams.py": {"kinesis", "firehose"},  # RetryPolicy.from_options, BatchedStreamDestination
+    "kafka.py": {"kafka"},
+    "dotdigital.py": {"dotdigital"},
+    "sync_state.py": {"dotdigital"},
+    "snowflake.py": {"snowflake"},
+    "generic_sql.py": {"sql"},
+    "warehouse_load.py": SQL_LOADS,
+    "warehouse_erasure.py": SQL_LOADS,
+    "../segments.py": {"dotdigital"},  # the segments a Dotdigital destination names
+    "../report.py": {"local"},  # the run report next to a local drop
+}
+_READS = [
+    re.compile(r"\b(?:options|opts)\.get\(\s*\"(\w+)\""),
+    re.compile(r"\b(?:options|opts)\[\s*\"(\w+)\"\s*\]"),
+    re.compile(r"\brequired_option\([^()]*\"(\w+)\"\s*\)"),
+    re.compile(r"\b_flag\(\s*opts,\s*\"(\w+)\""),
+]
+
+
+def options_read(module: str) -> set[str]:
+    text = (DESTINATIONS_DIR / module).read_text()
+    return {key for pattern in _READS for key in pattern.findall(text)}
+
+
+def pipeline(*entries: dict, source: str = "p.yml"):
+    return parse_config(
+        {"start_date": "2024-01-01", "landing_root": "data/landing", "destinations": list(entries)},
+        source,
+    )
+
+
+def test_every_kind_declares_its_options_on_its_class():
+    static = declared_options()
+    assert set(static) == set(KINDS)
+    for kind in KINDS:
+        importlib.import_module(f"audience_profiles.destinations.{kind}")
+        cls = registered_kinds()[kind]
+        assert "OPTIONS" in vars(cls), f"{cls.__name__} must declare OPTIONS itself"
+        assert isinstance(cls.OPTIONS, frozenset)
+        # what the file check reads from the source is what destination_for checks
+        assert static[kind] == cls.OPTIONS, kind
+        assert not cls.OPTIONS & set(DESTINATION_KEYS), f"{kind}: config.py reads those"
+
+
+def test_declared_options_are_exactly_the_ones_the_code_reads():
+    static = declared_options()
+    read_by_kind = {kind: set() for kind in KINDS}
+    for module, kinds in READERS.items():
+        keys = options_read(module)
+        for kind in kinds:
+            undeclared = keys - static[kind]
+            assert not undeclared, f"{module} reads {undeclared}, not declared by {kind}"
+            read_by_kind[kind] |= keys
+    for kind in KINDS:
+        unread = static[kind] - read_by_kind[kind]
+        assert not unread, f"{kind} declares {unread}, which no code reads"
+    # every module that reads an option is in READERS
+    for path in sorted(DESTINATIONS_DIR.glob("*.py")):
+        if options_read(path.name):
+            assert path.name in READERS, f"{path.name} reads options: add it to READERS"
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "suggestion"),
+    [
+        ({"kind": "local", "paht": "data/out"}, "paht", "path"),
+        ({"kind": "local", "pi": "hashed"}, "pi", "pii"),
+        ({"kind": "s3", "bucket": "b", "buckt": "b"}, "buckt", "bucket"),
+        (
+            {"kind": "s3", "bucket": "b", "quicksight_manfest": True},
+            "quicksight_manfest",
+            "quicksight_manifest",
+        ),
+        ({"kind": "azure", "container": "c", "prefx": "p"}, "prefx", "prefix"),
+        ({"kind": "kinesis", "stream_name": "s", "max_attempt": 3}, "max_attempt", "max_attempts"),
+        ({"kind": "firehose", "delivery_streams": "d"}, "delivery_streams", "delivery_stream"),
+        ({"kind": "kafka", "topics": "t"}, "topics", "topic"),
+        ({"kind": "kafka", "topic": "t", "stream_name": "s"}, "stream_name", None),
+        ({"kind": "dotdigital", "segment": {"a": {}}}, "segment", "segments"),
+        ({"kind": "dotdigital", "segments": {"a": {}}, "dryrun": True}, "dryrun", "dry_run"),
+        ({"kind": "snowflake", "schemas": "S"}, "schemas", "schema"),
+        ({"kind": "sql", "column_type": {}}, "column_type", "column_types"),
+    ],
+)
+def test_an_undeclared_option_fails_when_the_file_loads(entry, key, suggestion):
+    with pytest.raises(ConfigError) as err:
+        pipeline({"name": "dest", **entry})
+    message = str(err.value)
+    assert message.startswith(f"p.yml: destinations[0].{key}: unknown key {key!r}")
+    assert f"in destination 'dest' (kind {entry['kind']})" in message
+    if suggestion:
+        assert f"{key!r} (did you mean {suggestion!r}?)" in message
+    else:  # an option of another kind: nothing close here
+        assert "did you mean" not in message
+
+
+def test_destination_for_checks_the_options_too(tmp_path):
+    """A DestinationConfig that did not come through parse_config is checked when it is built."""
+    config = pipeline({"name": "drop", "kind": "local", "path": str(tmp_path)})
+    built = destination_for(config.destinations[0], config)
+    assert built.kind == "local"
+    typo = dataclasses.replace(
+        config.destinations[0], options={"path": str(tmp_path), "pi": "hashed"}
+    )
+    with pytest.raises(ConfigError) as err:
+        destination_for(typo, config)
+    assert str(err.value).startswith(
+        "p.yml: destinations[0].pi: unknown key 'pi' (did you mean 'pii'?) in destination 'drop' "
+        "(kind local); valid keys: "
+    )
+
+
+def test_every_declared_option_loads():
+    entries = [
+        {"name": kind, "kind": kind, **dict.fromkeys(sorted(declared_options()[kind]), "x")}
+        for kind in KINDS
+    ]
+    config = pipeline(*entries)
+    assert {d.kind: set(d.options) for d in config.destinations} == {
+        kind: set(declared_options()[kind]) for kind in KINDS
+    }
+
+
+def test_loading_the_file_imports_no_destination_module(tmp_path):
+    """pipeline.yml is loaded while DAG files are parsed: the check must not import boto3 & co."""
+    path = tmp_path / "pipeline.yml"
+    entries = [
+        {"name": kind, "kind": kind, **dict.fromkeys(sorted(declared_options()[kind]), "x")}
+        for kind in KINDS
+    ]
+    path.write_text(
+        yaml.safe_dump({"start_date": "2024-01-01", "landing_root": "x", "destinations": entries})
+    )
+    typo = tmp_path / "typo.yml"
+    typo.write_text(path.read_text().replace("topic:", "topik:"))
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from audience_profiles.config import ConfigError, load_config
+        load_config({str(path)!r})
+        try:
+            load_config({str(typo)!r})
+        except ConfigError as exc:
+            print(exc)
+        loaded = [m for m in sys.modules if m.startswith("audience_profiles.destinations")]
+        heavy = ("boto3", "confluent_kafka", "snowflake.connector", "azure.storage.blob", "duckdb")
+        loaded += [m for m in heavy if m in sys.modules]
+        print(loaded)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "include")}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0].startswith(f"{typo}: destinations[")
+    assert "unknown key 'topik' (did you mean 'topic'?) in destination 'kafka'" in out[0]
+    assert out[1] == "[]"
+
+
+def _options_of(source: str) -> frozenset[str] | None:
+    return _literal_options(ast.parse(textwrap.dedent(source)).body[0])
+
+
+def test_only_a_literal_declaration_is_read_from_the_source():
+    assert _options_of('class A:\n    OPTIONS = frozenset({"a", "b"})') == {"a", "b"}
+    assert _options_of('class A:\n    OPTIONS: ClassVar = frozenset(["a"])') == {"a"}
+    assert _options_of("class A:\n    OPTIONS = frozenset()") == frozenset()
+    # not literal, or not declared here: left to destination_for, which has the class
+    assert _options_of('class A:\n    OPTIONS = B.OPTIONS | {"a"}') is None
+    assert _options_of("class A:\n    limits = 1") is None
