@@ -6,11 +6,13 @@ identifier_value, requested_at, type = delete | suppress) goes through:
 1. ``read_requests``: stage the request files (every file, every run: the folder is small and a
    request is acted on once, by request_id);
 2. ``resolve_requests``: record new requests (identifier hashed), resolve each one through the
-   identity graph to its profiles and all their identifiers (``erasure_subjects``), and put every
-   identifier on the suppression list;
+   identity graph (the daily ``profile_identifiers`` and the stream's ``stream_identifiers``) to
+   its profiles and all their identifiers (``erasure_subjects``), and put every identifier on the
+   suppression list (a ``delete`` for someone already listed takes over their entries);
 3. ``remove_from_warehouse``: delete (or, for ``suppress``, restrict) their rows everywhere in the
    warehouse, and rewrite the run exports kept for re-delivery (``<work_dir>/runs/*/export``)
-   without them, so re-delivering an old run cannot bring them back;
+   without them, so re-delivering an old run cannot bring them back; the step is ``done`` only
+   once both are, else the next run does it again;
 4. ``pending_erasures``: write what destinations still owe to a file in the run's work folder;
 5. ``erase_destination`` (one per enabled destination): ``Destination.erase``;
 6. ``record_erasures``: one ``erasure_log`` row per request and destination; a request every
@@ -53,6 +55,9 @@ CURRENT_TABLES = (
     "profile_identifiers",
     "segment_memberships",
 )
+# The identity graph a request is resolved through: the daily build's current state, and what
+# the stream DAG attached since (stream.py; a person only the stream has seen is only there).
+GRAPH_TABLES = ("profile_identifiers", "stream_identifiers")
 _EMAIL = re.compile(r"[\w.+%'-]+@[\w-]+(\.[\w-]+)+")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -80,10 +85,11 @@ def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
         if staged["rows"]:
+            tables = wh.table_names()
             wh.run_sql(
                 "privacy/requests",
                 staged=wh.staged_relation(staged["path"]),
-                has_profiles="profile_identifiers" in wh.table_names(),
+                graph_tables=[t for t in GRAPH_TABLES if t in tables],
             )
             new = wh.query(
                 "SELECT n.request_id, n.type, count(DISTINCT s.profile_id) FROM new_requests n "
@@ -106,7 +112,13 @@ def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict
 
 
 def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int]:
-    """Delete (or restrict) every resolved request's rows in the warehouse; rows per table."""
+    """Delete (or restrict) every resolved request's rows in the warehouse and the kept run
+    exports; rows per table.
+
+    The warehouse step of a request is logged ``done`` only once both are: if rewriting the
+    exports fails, it is logged ``failed`` and the next run does the step again (everything
+    already taken out is found gone, so it costs a scan).
+    """
     config = config or load_config()
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
@@ -121,9 +133,11 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
         tables = wh.table_names(views=False)  # audience_profile_interactions follows its tables
         wh.run_sql(
             "privacy/erase_warehouse",
+            step="remove",
             current_tables=[t for t in CURRENT_TABLES if t in tables],
             has_merges="profile_merges" in tables,
             has_audit="identity_link_audit" in tables,
+            has_stream="stream_identifiers" in tables,
         )
         removed = {
             t: int(n)
@@ -140,24 +154,39 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
                 (t, v) for t, v in wh.query("SELECT identifier_type, value FROM removal_values")
             ),
         )
-    if exported := scrub_exports(config, everyone):
+        try:
+            exported = scrub_exports(config, everyone)
+        except Exception as exc:
+            detail = _redact(f"run exports: {type(exc).__name__}: {exc}")[:500]
+            log.error("warehouse: rewriting the run exports failed: %s", detail)
+            wh.run_sql("privacy/erase_warehouse", step="log", status=FAILED, detail=detail)
+            raise
+        wh.run_sql("privacy/erase_warehouse", step="log", status="done", exported=exported)
+    if exported:
         removed["run exports"] = exported
     log.info("warehouse: %s request(s); rows taken out: %s", waiting, removed)
     return removed
 
 
 def scrub_exports(config: PipelineConfig, subjects: ErasureRequest) -> int:
-    """Rewrite the kept run exports without these people; rows removed."""
+    """Rewrite the kept run exports without these people; rows removed.
+
+    Idempotent: a file already rewritten holds no match and is left alone, so after a failure
+    the next call does what is left.
+    """
     removed = 0
     con = duckdb.connect()
     try:
         load_subjects(con, [subjects])
         for path in sorted(Path(config.work_dir).glob("runs/*/export/*.parquet")):
             out = path.with_name(path.name + ".erasing")
-            _, rows = filter_file(con, path, "parquet", False, out)
-            if rows:
-                out.replace(path)  # atomic: a delivery reads the old file or the new
-                removed += rows
+            try:
+                _, rows = filter_file(con, path, "parquet", False, out)
+                if rows:
+                    out.replace(path)  # atomic: a delivery reads the old file or the new
+                    removed += rows
+            finally:
+                out.unlink(missing_ok=True)  # a half-written copy of other people's rows
     finally:
         con.close()
     return removed

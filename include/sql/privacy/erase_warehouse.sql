@@ -2,7 +2,33 @@
 -- derived tables and the current-state tables. `delete` requests delete (restricted copies too);
 -- `suppress` requests move source rows to restricted_<table> (kept, never processed) and drop the
 -- derived ones. Values are matched as the warehouse holds them (erasure_subjects came from it).
+-- Two steps in one session (erasure.remove_from_warehouse): step "remove" takes the rows out;
+-- step "log" records the outcome once the run exports were rewritten too (status done, or failed
+-- with its detail). Until then the requests stay waiting and the next run does it again: every
+-- statement here finds nothing the second time.
 {% import "privacy/_macros.sql" as p %}
+{% if step == "log" %}
+CREATE OR REPLACE TEMP TABLE warehouse_outcome AS
+SELECT r.request_id, {{ status | literal }} AS status,
+{% if status == "done" %}
+       CASE WHEN r.type = 'delete' THEN 'deleted' ELSE 'restricted' END || ' with '
+           || (SELECT count(*) FROM removal_requests) || ' request(s): '
+           || coalesce((SELECT sum(rows_removed) FROM erasure_report), 0)
+           || ' row(s), {{ exported | int }} run export row(s)'
+{% else %}
+       {{ detail | literal }}
+{% endif %}
+           AS detail,
+       coalesce(l.attempts, 0) + 1 AS attempts,
+       coalesce(l.first_at, CAST(current_timestamp AS TIMESTAMP)) AS first_at
+FROM removal_requests r
+LEFT JOIN erasure_log l ON l.request_id = r.request_id AND l.destination = 'warehouse';
+DELETE FROM erasure_log
+WHERE destination = 'warehouse' AND request_id IN (SELECT request_id FROM removal_requests);
+INSERT INTO erasure_log (request_id, destination, status, detail, attempts, first_at, updated_at)
+SELECT request_id, 'warehouse', status, detail, attempts, first_at, CAST(current_timestamp AS TIMESTAMP)
+FROM warehouse_outcome;
+{% else %}
 CREATE OR REPLACE TEMP TABLE erasure_report (source VARCHAR, rows_removed BIGINT);
 CREATE OR REPLACE TEMP TABLE removal_requests AS
 SELECT r.request_id, r.type FROM erasure_requests r
@@ -31,16 +57,29 @@ WHERE s.profile_id IS NOT NULL;
 {{ p.restrict_or_delete("identities", identity_rows, identity_erase, "erasure_report") }}
 {{ p.restrict_or_delete("interactions", session_rows, session_erase, "erasure_report") }}
 {{ p.delete_counted("interactions_enriched", session_rows, "erasure_report") }}
--- Rows kept for an earlier suppress request go too when a delete request names them.
-{{ p.delete_counted("restricted_form_entries", form_erase, "erasure_report") }}
-{{ p.delete_counted("restricted_identities", identity_erase, "erasure_report") }}
-{{ p.delete_counted("restricted_interactions", session_erase, "erasure_report") }}
+-- Rows kept for an earlier suppress request go too when a delete request names them, or when
+-- the suppression list names them for deletion: by hash, as a finished request keeps no plain
+-- value (a delete after a suppress takes over the person's entries, requests.sql).
+{% macro delete_listed(column, identifier_type) -%}
+{{ p.hashed(column) }} IN (SELECT identifier_hash FROM suppression_list WHERE kind = 'delete' AND identifier_type = '{{ identifier_type }}')
+{%- endmacro %}
+{% set form_listed = delete_listed("email", "email") ~ " OR " ~ delete_listed("session_id", "session_id") %}
+{{ p.delete_counted("restricted_form_entries", form_erase ~ " OR " ~ form_listed, "erasure_report") }}
+{{ p.delete_counted("restricted_identities",
+    identity_erase ~ " OR " ~ form_listed ~ " OR " ~ delete_listed("external_id", "external_id"), "erasure_report") }}
+{{ p.delete_counted("restricted_interactions",
+    session_erase ~ " OR " ~ delete_listed("session_id", "session_id"), "erasure_report") }}
 
--- Quarantine rows naming any of the values as a whole token (case-insensitive).
+-- Quarantine rows naming any of the values as a whole token (case-insensitive); restricted ones
+-- also when a token's hash is listed for deletion.
 CREATE OR REPLACE TEMP TABLE removal_quarantine AS
 SELECT DISTINCT t.src, t.raw, v.erase
 FROM ({{ p.tokens("src, raw", "(SELECT 'quarantine' AS src, raw FROM quarantine UNION SELECT 'restricted', raw FROM restricted_quarantine) q", engine) }}) t
-JOIN removal_values v ON lower(v.value) = lower(t.token);
+JOIN removal_values v ON lower(v.value) = lower(t.token)
+UNION
+SELECT DISTINCT t.src, t.raw, true
+FROM ({{ p.tokens("src, raw", "(SELECT 'restricted' AS src, raw FROM restricted_quarantine) q", engine) }}) t
+WHERE {{ p.hashed("t.token") }} IN (SELECT identifier_hash FROM suppression_list WHERE kind = 'delete');
 {% set quarantined = "raw IN (SELECT raw FROM removal_quarantine WHERE src = 'quarantine'" %}
 {{ p.restrict_or_delete("quarantine", quarantined ~ ")", quarantined ~ " AND erase)", "erasure_report") }}
 {{ p.delete_counted("restricted_quarantine", "raw IN (SELECT raw FROM removal_quarantine WHERE src = 'restricted' AND erase)", "erasure_report") }}
@@ -60,13 +99,10 @@ JOIN removal_values v ON lower(v.value) = lower(t.token);
     "left_type || ':' || left_value IN (SELECT identifier_type || ':' || value FROM removal_values) OR right_type || ':' || right_value IN (SELECT identifier_type || ':' || value FROM removal_values)",
     "erasure_report") }}
 {% endif %}
-
-DELETE FROM erasure_log
-WHERE destination = 'warehouse' AND request_id IN (SELECT request_id FROM removal_requests);
-INSERT INTO erasure_log (request_id, destination, status, detail, attempts, first_at, updated_at)
-SELECT request_id, 'warehouse', 'done',
-       CASE WHEN type = 'delete' THEN 'deleted' ELSE 'restricted' END || ' with '
-           || (SELECT count(*) FROM removal_requests) || ' request(s): '
-           || coalesce((SELECT sum(rows_removed) FROM erasure_report), 0) || ' row(s)',
-       1, CAST(current_timestamp AS TIMESTAMP), CAST(current_timestamp AS TIMESTAMP)
-FROM removal_requests;
+{% if has_stream %}
+-- What the stream attached to these profiles since the last daily publish (stream.py's state).
+{{ p.delete_counted("stream_identifiers",
+    "profile_id IN (SELECT profile_id FROM removal_profiles) OR identifier_type || ':' || identifier_value IN (SELECT identifier_type || ':' || value FROM removal_values)",
+    "erasure_report") }}
+{% endif %}
+{% endif %}

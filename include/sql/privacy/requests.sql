@@ -1,8 +1,11 @@
 -- Erasure requests: type-check what was read, record new ones (the identifier only as its hash),
--- then resolve each new valid request through the identity graph (profile_identifiers, the
--- current state) to its profiles and all their identifiers, and put every one of them on the
--- suppression list. A request id already recorded is never acted on twice; one recorded as
--- invalid is checked again (its file may have been fixed).
+-- then resolve each new valid request through the identity graph (the daily build's current
+-- profile_identifiers, and stream_identifiers: what the stream attached since) to its profiles
+-- and all their identifiers, and put every one of them on the suppression list. A `delete` for
+-- someone already on the list (an earlier `suppress` took their profile out of the graph) takes
+-- over that person's entries as `delete`. A request id already recorded is never acted on twice;
+-- one recorded as invalid is checked again (its file may have been fixed).
+-- graph_tables: which of profile_identifiers and stream_identifiers exist.
 {% import "validate/_macros.sql" as v with context %}
 {% import "privacy/_macros.sql" as p %}
 CREATE OR REPLACE TEMP TABLE staged_requests AS
@@ -41,6 +44,19 @@ FROM erasure_requests r
 JOIN staged_requests s ON s.request_id = r.request_id AND s.copy_no = 1
 WHERE r.status = 'pending' AND r.resolved_at IS NULL;
 
+-- The identity graph: the daily build's profile_identifiers and what the stream attached since
+-- (stream_identifiers: a person the stream has seen but no daily build has yet, or identifiers a
+-- stream merge moved). Both, not the stream's override of one by the other: a profile either
+-- names is the person's, so both get erased.
+CREATE OR REPLACE TEMP TABLE request_graph AS
+{% for table in graph_tables %}
+SELECT identifier_type, identifier_value, profile_id FROM {{ table }}
+UNION
+{% endfor %}
+SELECT CAST(NULL AS VARCHAR) AS identifier_type, CAST(NULL AS VARCHAR) AS identifier_value,
+       CAST(NULL AS VARCHAR) AS profile_id
+FROM erasure_requests WHERE 1 = 0;
+
 -- The request's own identifier (normalised, and as given for case-sensitive ids), then every
 -- identifier of every profile the graph says it belongs to.
 INSERT INTO erasure_subjects
@@ -50,16 +66,45 @@ SELECT DISTINCT request_id, identifier_type, identifier_value, profile_id FROM (
     FROM new_requests
     UNION ALL
     SELECT request_id, identifier_type, {{ p.trimmed("given_value") }}, NULL FROM new_requests
-{% if has_profiles %}
     UNION ALL
-    SELECT n.request_id, pi.identifier_type, pi.identifier_value, pi.profile_id
+    SELECT n.request_id, g.identifier_type, g.identifier_value, g.profile_id
     FROM new_requests n
-    JOIN profile_identifiers hit
+    JOIN request_graph hit
       ON hit.identifier_type = n.identifier_type AND {{ p.hashed("hit.identifier_value") }} = n.identifier_hash
-    JOIN profile_identifiers pi ON pi.profile_id = hit.profile_id
-{% endif %}
+    JOIN request_graph g ON g.profile_id = hit.profile_id
 ) x
 WHERE identifier_value IS NOT NULL AND identifier_value <> '';
+
+-- A delete request for someone earlier requests already listed: every entry of those requests is
+-- the same person's (an earlier `suppress` deleted their profile from the graph, so the graph alone
+-- finds no more than the identifier asked about). Matched on any identifier the request resolved.
+CREATE OR REPLACE TEMP TABLE listed_person AS
+SELECT DISTINCT n.request_id, l.identifier_type, l.identifier_hash
+FROM new_requests n
+JOIN erasure_subjects s ON s.request_id = n.request_id
+JOIN suppression_list hit
+  ON hit.identifier_type = s.identifier_type AND hit.identifier_hash = {{ p.hashed("s.identifier_value") }}
+JOIN suppression_list l ON l.request_id = hit.request_id
+WHERE n.type = 'delete';
+-- Their plain values, where rows kept for the earlier request still hold them (restricted_*):
+-- destinations need them to find what was delivered before.
+INSERT INTO erasure_subjects
+SELECT DISTINCT p.request_id, k.identifier_type, k.value, NULL
+FROM listed_person p
+JOIN (
+    SELECT 'email' AS identifier_type, email AS value FROM restricted_form_entries
+    UNION SELECT 'session_id', session_id FROM restricted_form_entries
+    UNION SELECT 'email', email FROM restricted_identities
+    UNION SELECT 'external_id', external_id FROM restricted_identities
+    UNION SELECT 'session_id', session_id FROM restricted_identities
+    UNION SELECT 'session_id', session_id FROM restricted_interactions
+) k ON k.identifier_type = p.identifier_type AND {{ p.hashed("k.value") }} = p.identifier_hash
+WHERE k.value IS NOT NULL AND k.value <> ''
+  AND NOT EXISTS (
+      SELECT 1 FROM erasure_subjects s
+      WHERE s.request_id = p.request_id AND s.identifier_type = k.identifier_type
+        AND s.identifier_value = k.value
+  );
 
 INSERT INTO suppression_list
 SELECT DISTINCT s.identifier_type, {{ p.hashed("s.identifier_value") }}, n.type, s.request_id,
@@ -70,6 +115,24 @@ WHERE NOT EXISTS (
     WHERE l.identifier_type = s.identifier_type AND l.kind = n.type
       AND l.identifier_hash = {{ p.hashed("s.identifier_value") }}
 );
+-- The person's entries without a plain value left (no row kept) become the delete request's too.
+INSERT INTO suppression_list
+SELECT DISTINCT p.identifier_type, p.identifier_hash, 'delete', p.request_id,
+       CAST(current_timestamp AS TIMESTAMP)
+FROM listed_person p
+WHERE NOT EXISTS (
+    SELECT 1 FROM suppression_list l
+    WHERE l.identifier_type = p.identifier_type AND l.kind = 'delete'
+      AND l.identifier_hash = p.identifier_hash
+);
+-- Delete wins: an identifier listed for deletion is no longer listed as only suppressed.
+DELETE FROM suppression_list
+WHERE kind = 'suppress'
+  AND EXISTS (
+      SELECT 1 FROM suppression_list d
+      WHERE d.kind = 'delete' AND d.identifier_type = suppression_list.identifier_type
+        AND d.identifier_hash = suppression_list.identifier_hash
+  );
 
 DELETE FROM erasure_log
 WHERE destination = 'suppression_list' AND request_id IN (SELECT request_id FROM new_requests);

@@ -1,0 +1,309 @@
+"""Erasure requests that the simple case does not cover: a delete after a suppress for the same
+person, an export scrub that fails half-way, and a person only the stream DAG has seen. The SQL
+of the last two on both warehouse engines (DuckDB, and Snowflake through fakesnow)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from audience_profiles import landing
+from audience_profiles.config import WarehouseConfig
+from audience_profiles.pipeline import RunWindow, run_all
+from audience_profiles.privacy import erasure, hash_identifier
+from audience_profiles.privacy.erasure import run_erasure
+from audience_profiles.warehouse.duckdb import DuckDBWarehouse
+from audience_profiles.warehouse.snowflake import SnowflakeWarehouse
+from tests.privacy.people import (
+    ANN,
+    ANN_SESSION,
+    BOB_SESSION,
+    DAVID,
+    export_mentions,
+    file_request,
+    interaction,
+    mentions,
+    query,
+)
+from tests.support import INTERACTION_HEADER, SEED_SESSION, write_csv
+
+ERASE_DAY = "2022-04-30"
+ANN_SSO = "sso-ann"
+
+
+def log_rows(config, request_id: str) -> dict[str, tuple]:
+    rows = query(
+        config,
+        "SELECT destination, status, detail, attempts FROM erasure_log "
+        f"WHERE request_id = '{request_id}' ORDER BY destination",
+    )
+    return {r[0]: r[1:] for r in rows}
+
+
+def drop_mentions(root, needle: str) -> list[str]:
+    """Files of the local drop (plain CSV) that mention ``needle``."""
+    return sorted(
+        str(p) for p in (root / "output").rglob("part-*") if needle in p.read_text().lower()
+    )
+
+
+def test_a_delete_after_a_suppress_deletes_what_the_suppress_kept(built, tmp_path):
+    requests = tmp_path / "landing"
+    bob_interactions = query(
+        built, f"SELECT count(*) FROM interactions WHERE session_id = '{BOB_SESSION}'"
+    )
+    file_request(requests, "r-s", "email", ANN, kind="suppress")
+    run_erasure(ERASE_DAY, built, run_id="first")
+    # Suppressed: her rows are kept out of processing, her profile left the graph, and what was
+    # delivered before stays delivered.
+    assert query(
+        built, f"SELECT count(*) FROM restricted_interactions WHERE session_id = '{ANN_SESSION}'"
+    ) == [(2,)]
+    assert query(
+        built,
+        "SELECT count(*) FROM profile_identifiers WHERE profile_id IN "
+        f"(SELECT profile_id FROM profile_identifiers WHERE identifier_value = '{ANN}')",
+    ) == [(0,)]
+    assert drop_mentions(tmp_path, ANN_SESSION)
+
+    # Now she asks to be forgotten, naming only her address.
+    file_request(requests, "r-d", "email", ANN, kind="delete")
+    result = run_erasure(ERASE_DAY, built, run_id="second")
+
+    assert result["record"] == {"completed": ["r-d"], "pending": 0}
+    # Everything the suppress kept goes: her session and SSO id too, not only the address.
+    for needle in (ANN, ANN_SESSION, ANN_SSO):
+        assert mentions(built, needle) == {}, needle
+        assert drop_mentions(tmp_path, needle) == [], needle
+    # Every entry of hers is a delete entry now, under the delete request.
+    assert set(
+        query(
+            built, "SELECT identifier_type, identifier_hash, kind, request_id FROM suppression_list"
+        )
+    ) == {
+        ("email", hash_identifier(ANN), "delete", "r-d"),
+        ("session_id", hash_identifier(ANN_SESSION), "delete", "r-d"),
+        ("external_id", hash_identifier(ANN_SSO), "delete", "r-d"),
+    }
+    assert (
+        query(built, f"SELECT count(*) FROM interactions WHERE session_id = '{BOB_SESSION}'")
+        == bob_interactions
+    )
+
+    # A new interaction on her session is deleted on arrival, not kept.
+    day = "2022-05-01"
+    write_csv(
+        requests / "interactions" / f"date={day}" / "p.csv",
+        INTERACTION_HEADER,
+        [interaction(day, ANN_SESSION, 2)],
+    )
+    run_all(RunWindow.for_date(day), built)
+    assert mentions(built, ANN_SESSION) == {}
+
+
+def test_a_suppress_and_a_delete_in_one_batch_leave_only_delete_entries(built, tmp_path):
+    file_request(tmp_path / "landing", "r-s", "external_id", ANN_SSO, kind="suppress")
+    file_request(tmp_path / "landing", "r-d", "email", ANN, kind="delete")
+
+    run_erasure(ERASE_DAY, built)
+
+    assert query(built, "SELECT DISTINCT kind FROM suppression_list") == [("delete",)]
+    for needle in (ANN, ANN_SESSION, ANN_SSO):
+        assert mentions(built, needle) == {}, needle
+
+
+def test_a_failed_export_scrub_is_not_done_and_the_next_run_finishes_it(
+    built, tmp_path, monkeypatch
+):
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+    real = erasure.filter_file
+    calls = []
+
+    def disk_full_after_one(con, path, fmt, gzip, out):
+        calls.append(path)
+        if len(calls) > 1:
+            out.write_bytes(b"half a file")
+            raise OSError(f"No space left on device: '{out}'")
+        return real(con, path, fmt, gzip, out)
+
+    monkeypatch.setattr(erasure, "filter_file", disk_full_after_one)
+    with pytest.raises(OSError, match="No space left"):
+        run_erasure(ERASE_DAY, built)
+
+    log = log_rows(built, "r-1")
+    assert log["warehouse"][0] == "failed"
+    assert log["warehouse"][1].startswith("run exports: OSError: No space left on device")
+    assert "local_drop" not in log  # destinations wait for the warehouse step
+    assert query(built, "SELECT status FROM erasure_requests") == [("pending",)]
+    assert export_mentions(built, DAVID)
+    assert not list((tmp_path / "work").rglob("*.erasing"))
+
+    monkeypatch.setattr(erasure, "filter_file", real)
+    result = run_erasure(ERASE_DAY, built, run_id="second")
+
+    assert result["record"] == {"completed": ["r-1"], "pending": 0}
+    assert export_mentions(built, DAVID) == [] and export_mentions(built, SEED_SESSION) == []
+    assert export_mentions(built, ANN)
+    log = log_rows(built, "r-1")
+    assert log["warehouse"][0] == "done" and log["warehouse"][2] == 2
+    assert log["warehouse"][1].endswith(" run export row(s)")
+    assert log["local_drop"][0] == "done"
+    assert mentions(built, DAVID) == {}
+
+
+@pytest.mark.services
+def test_a_person_only_the_stream_has_seen_is_erased_from_it(aws_conn, moto_server, tmp_path):
+    from audience_profiles.stream import run_batch
+    from tests.stream.support import (
+        emitted,
+        form_row,
+        kinesis_config,
+        of_type,
+        profile_ids,
+        write_forms,
+        write_interactions,
+    )
+    from tests.support import write_seed_example
+
+    config = kinesis_config(tmp_path, aws_conn, moto_server)
+    root = tmp_path / "landing"
+    write_seed_example(root)
+    write_forms(
+        root,
+        "2022-04-28",
+        "eve.csv",
+        [form_row("2022-04-28T09:00:00", "Eve", "eve@x.org", "eve-s1")],
+    )
+    write_interactions(root, "2022-04-28", "votes.csv", [("2022-04-28", "eve-s1", 0)])
+    run_batch(config, run_id="batch-1")
+    (eve,) = profile_ids(config, moto_server, "eve@x.org")
+    # The stream took the seed's David too; no daily build ran.
+    stream_state = "SELECT identifier_value, profile_id FROM stream_identifiers ORDER BY ALL"
+    david = [row for row in query(config, stream_state) if row[1] != eve]
+    assert sorted(query(config, stream_state)) == sorted(
+        [("eve-s1", eve), ("eve@x.org", eve), *david]
+    )
+    assert query(config, "SELECT count(*) FROM profile_identifiers") == [(0,)]
+
+    file_request(root, "r-eve", "email", " Eve@X.org")
+    result = run_erasure("2022-04-29", config)
+
+    assert result["record"] == {"completed": ["r-eve"], "pending": 0}
+    erased = of_type(emitted(config, moto_server), "profile_erased")
+    assert [(r["profile_id"], r["payload"]["request_id"]) for r in erased] == [(eve, "r-eve")]
+    for needle in ("eve@x.org", "eve-s1"):
+        assert mentions(config, needle) == {}, needle
+    assert query(config, stream_state) == david  # nobody else's
+    assert set(query(config, "SELECT identifier_type, identifier_hash FROM suppression_list")) == {
+        ("email", hash_identifier("eve@x.org")),
+        ("session_id", hash_identifier("eve-s1")),
+    }
+
+
+# The same SQL on both engines: requests.sql and erase_warehouse.sql without a daily build.
+ROWS = {
+    "stream_identifiers": [
+        "('email', 'eve@x.org', 'ap_eve', DATE '2022-04-28', TIMESTAMP '2022-04-28 10:00:00')",
+        "('session_id', 'eve-s1', 'ap_eve', DATE '2022-04-28', TIMESTAMP '2022-04-28 10:00:00')",
+        "('email', 'zed@x.org', 'ap_zed', DATE '2022-04-28', TIMESTAMP '2022-04-28 10:00:00')",
+    ],
+    "form_entries": [
+        "(DATE '2022-04-28', TIMESTAMP '2022-04-28 09:00:00', 'Eve', 'Fan', 'eve@x.org', "
+        "'eve@x.org', true, false, true, 'eve-s1', 'Quiz', 7, 'f.csv', 2)",
+        "(DATE '2022-04-28', TIMESTAMP '2022-04-28 09:10:00', 'Zed', 'Fan', 'zed@x.org', "
+        "'zed@x.org', true, false, true, 'zed-s1', 'Quiz', 7, 'f.csv', 3)",
+    ],
+    "interactions": [
+        "(DATE '2022-04-28', DATE '2022-04-28', 'e', '54663', 'eve-s1', 1, 1, 'i.csv', 2)",
+        "(DATE '2022-04-28', DATE '2022-04-28', 'e', '54663', 'zed-s1', 1, 1, 'i.csv', 3)",
+    ],
+    # Ann, suppressed earlier: her rows kept, her profile gone, her entries hashed on the list.
+    "restricted_identities": [
+        f"(DATE '2022-04-27', TIMESTAMP '2022-04-27 09:05:00', 'ann-s1', '{ANN_SSO}', '{ANN}', "
+        "'Ann', 'Lee', 'id.csv', 2)",
+    ],
+    "restricted_interactions": [
+        "(DATE '2022-04-27', DATE '2022-04-27', 'e', '54663', 'ann-s1', 2, 1, 'i.csv', 4)",
+        "(DATE '2022-04-28', DATE '2022-04-28', 'e', '54663', 'ann-s1', 3, 1, 'i.csv', 5)",
+    ],
+    "restricted_quarantine": [
+        "(DATE '2022-04-27', 'interactions', 'i.csv', 9, 'votes: not a number', "
+        "'2022-04-27,e,54663,ann-s1,x,1')",
+    ],
+}
+
+
+@pytest.fixture(params=["duckdb", pytest.param("snowflake", marks=pytest.mark.services)])
+def wh(request, tmp_path):
+    if request.param == "duckdb":
+        warehouse = DuckDBWarehouse(
+            WarehouseConfig(path=str(tmp_path / "wh.duckdb"), memory_limit="256MB", threads=1)
+        )
+    else:
+        conn_id = request.getfixturevalue("snowflake_conn")
+        database = "PRIVACY_" + uuid.uuid4().hex[:8].upper()
+        warehouse = SnowflakeWarehouse(
+            WarehouseConfig(engine="snowflake", conn_id=conn_id, database=database, schema="main")
+        )
+    warehouse.run_sql("setup/tables")
+    warehouse.run_sql("stream/state")
+    yield warehouse
+    warehouse.close()
+
+
+def test_requests_resolve_through_the_stream_and_take_over_a_suppress(wh, tmp_path):
+    for table, rows in ROWS.items():
+        for row in rows:
+            wh.execute_script(f"INSERT INTO {table} VALUES {row}")
+    for kind, value in (("email", ANN), ("session_id", "ann-s1"), ("external_id", ANN_SSO)):
+        wh.execute_script(
+            f"INSERT INTO suppression_list VALUES ('{kind}', {wh.literal(hash_identifier(value))}, "
+            "'suppress', 'r-s', TIMESTAMP '2022-04-27 12:00:00')"
+        )
+    root = tmp_path / "landing"
+    file_request(root, "r-eve", "email", "EVE@x.org ")
+    file_request(root, "r-ann", "email", ANN)
+    staged = landing.extract(
+        "erasure_requests", ERASE_DAY, str(root), tmp_path / "requests.parquet", None
+    )
+
+    wh.run_sql(
+        "privacy/requests",
+        staged=wh.staged_relation(staged["path"]),
+        graph_tables=["profile_identifiers", "stream_identifiers"],
+    )
+    wh.run_sql(
+        "privacy/erase_warehouse",
+        step="remove",
+        current_tables=["profile_identifiers"],
+        has_merges=False,
+        has_audit=False,
+        has_stream=True,
+    )
+    wh.run_sql("privacy/erase_warehouse", step="log", status="done", exported=0)
+
+    assert set(
+        wh.query(
+            "SELECT request_id, identifier_type, identifier_value, profile_id FROM erasure_subjects"
+        )
+    ) == {
+        ("r-eve", "email", "eve@x.org", None),
+        ("r-eve", "email", "EVE@x.org", None),
+        ("r-eve", "email", "eve@x.org", "ap_eve"),
+        ("r-eve", "session_id", "eve-s1", "ap_eve"),
+        ("r-ann", "email", ANN, None),
+        ("r-ann", "session_id", "ann-s1", None),
+        ("r-ann", "external_id", ANN_SSO, None),
+    }
+    assert wh.query("SELECT identifier_value FROM stream_identifiers") == [("zed@x.org",)]
+    assert wh.query("SELECT session_id FROM form_entries") == [("zed-s1",)]
+    assert wh.query("SELECT session_id FROM interactions") == [("zed-s1",)]
+    for table in ("identities", "interactions", "quarantine", "form_entries"):
+        assert wh.query(f"SELECT count(*) FROM restricted_{table}") == [(0,)], table
+    assert wh.query("SELECT DISTINCT kind FROM suppression_list") == [("delete",)]
+    assert sorted(
+        wh.query(
+            "SELECT request_id, status, attempts FROM erasure_log WHERE destination = 'warehouse'"
+        )
+    ) == [("r-ann", "done", 1), ("r-eve", "done", 1)]
