@@ -206,7 +206,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                 counts[source]["aged_out"] = aged_out
             log.info("validated %s: %s", source, counts[source])
         # After reconciling: suppressed people's rows leave before anything is built from them.
-        suppressed = apply_suppression(wh, window.ds)
+        suppressed = apply_suppression(wh, window.ds, load_rules(config.identity_config))
         reasons = wh.query(
             "SELECT source, reason, count(*) FROM quarantine "
             f"WHERE dt = DATE '{window.ds}' GROUP BY 1, 2"

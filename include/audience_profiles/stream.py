@@ -49,7 +49,12 @@ from audience_profiles import landing
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig, load_config
 from audience_profiles.destinations import Destination, RunInfo, destination_for
 from audience_profiles.destinations.streams import BatchedStreamDestination
-from audience_profiles.identity import connected_components, label_as_of, load_rules
+from audience_profiles.identity import (
+    IdentityRules,
+    connected_components,
+    label_as_of,
+    load_rules,
+)
 from audience_profiles.pipeline import ReconciliationError
 from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.privacy.suppression import apply_suppression
@@ -332,6 +337,7 @@ def _validate(
     files: list[LandedFile],
     as_of: str,
     home: str,
+    identity_rules: IdentityRules,
 ) -> dict[str, dict[str, int]]:
     """Validate the batch into the scratch schema with the daily validate SQL; reconcile counts."""
     wh.execute_script(f"DROP SCHEMA IF EXISTS {BATCH_SCHEMA} CASCADE; CREATE SCHEMA {BATCH_SCHEMA}")
@@ -364,7 +370,7 @@ def _validate(
         # (the daily run re-reads these files and keeps `suppress` rows in restricted_*).
         wh.execute_script(f"INSERT INTO suppression_list SELECT * FROM {home}.suppression_list")
         for day in sorted({ds for _, ds in staged if ds}):
-            apply_suppression(wh, day)
+            apply_suppression(wh, day, identity_rules)
         if ("elements", None) not in staged:
             # enrichment below joins the batch schema's catalogue: the warehouse's current one
             wh.execute_script(f"INSERT INTO elements SELECT * FROM {home}.elements")
@@ -511,7 +517,9 @@ def run_batch(
                 s3_ready.result()
                 staged = _stage(landing_, files, folder)
                 lap("stage")
-                summary["sources"] = _validate(wh, staged, files, as_of, home)
+                summary["sources"] = _validate(
+                    wh, staged, files, as_of, home, load_rules(config.identity_config)
+                )
                 lap("validate")
                 has_elements = any(f.source == "elements" for f in files)
                 wh.run_sql("stream/merge", bs=BATCH_SCHEMA, elements=has_elements)

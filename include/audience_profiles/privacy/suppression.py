@@ -4,7 +4,8 @@ Two hooks, both cheap when the suppression list is empty (one count, nothing els
 
 - :func:`apply_suppression` runs right after a partition is validated (``pipeline.validate``; the
   stream runs call it too): rows of people on the list leave the partition's source tables before
-  identities and profiles are built (``include/sql/privacy/suppress.sql``).
+  identities and profiles are built (``include/sql/privacy/suppress.sql``). A listed session
+  covers only the rows no one else claims (docs/privacy.md).
 - :func:`suppress_run_outputs` runs at the start of ``pipeline.publish``: it deletes suppressed
   profiles from the run's snapshot tables, so neither the exports nor the warehouse's current
   tables carry someone suppressed while the run was being built (belt and braces).
@@ -12,8 +13,11 @@ Two hooks, both cheap when the suppression list is empty (one count, nothing els
 
 from __future__ import annotations
 
+import functools
 import logging
 
+from audience_profiles.config import DEFAULT_CONFIG
+from audience_profiles.identity import IdentityRules, load_rules
 from audience_profiles.warehouse.base import Warehouse, check_ds
 
 log = logging.getLogger(__name__)
@@ -30,11 +34,33 @@ def suppression_count(wh: Warehouse) -> int:
     return wh.query("SELECT count(*) FROM suppression_list")[0][0]
 
 
-def apply_suppression(wh: Warehouse, ds: str) -> dict[str, int]:
-    """Filter partition ``ds`` of the source tables; returns rows taken out per table."""
+@functools.cache
+def default_rules() -> IdentityRules:
+    """The packaged identity.yml: which values are identifiers, when the caller passes no rules."""
+    return load_rules(DEFAULT_CONFIG.with_name("identity.yml"))
+
+
+def apply_suppression(wh: Warehouse, ds: str, rules: IdentityRules | None = None) -> dict[str, int]:
+    """Filter partition ``ds`` of the source tables; returns rows taken out per table.
+
+    ``rules`` (the pipeline's identity.yml; default: the packaged one) say which values are
+    identifiers: a placeholder such as ``unknown`` never joins the list and claims no session.
+    """
     if not suppression_count(wh):
         return {}
-    wh.run_sql("privacy/suppress", ds=check_ds(ds))
+    params = {
+        "ds": check_ds(ds),
+        "home": wh.home_schema,
+        **(rules or default_rules()).sql_params(),
+    }
+    wh.run_sql("privacy/suppress", step="people", **params)
+    # The other identifiers of SSO rows carrying a listed person, until no round adds one (each
+    # round adds a value or turns one into a delete: it ends).
+    while True:
+        wh.run_sql("privacy/suppress", step="grow", **params)
+        if not wh.query("SELECT count(*) FROM person_grown")[0][0]:
+            break
+    wh.run_sql("privacy/suppress", step="apply", **params)
     removed = {
         table: int(rows)
         for table, rows in wh.query(

@@ -1,13 +1,32 @@
--- Belt and braces before publishing: profiles the suppression list names (through any of their
--- identifiers) leave the run's snapshot tables, so no export and no current table carries them.
+-- Belt and braces before publishing: profiles the suppression list names leave the run's
+-- snapshot tables, so no export and no current table carries them.
 -- The source tables were filtered after validation; this catches a request filed while the run
 -- was being built.
 {% import "privacy/_macros.sql" as p %}
-CREATE OR REPLACE TEMP TABLE run_suppressed_profiles AS
-SELECT DISTINCT pi.profile_id
+-- A profile is named through a listed email or external id, or a session a request names itself;
+-- through any other listed session only when no email or external id of the profile is unlisted
+-- (a session covers no one else: docs/privacy.md).
+CREATE OR REPLACE TEMP TABLE run_hit_identifiers AS
+SELECT pi.profile_id, pi.identifier_type, {{ p.hashed("pi.identifier_value") }} AS identifier_hash
 FROM {{ rs }}.profile_identifiers pi
-JOIN suppression_list s
-  ON s.identifier_type = pi.identifier_type AND s.identifier_hash = {{ p.hashed("pi.identifier_value") }};
+WHERE pi.profile_id IN (
+    SELECT hit.profile_id FROM {{ rs }}.profile_identifiers hit
+    JOIN suppression_list s
+      ON s.identifier_type = hit.identifier_type AND s.identifier_hash = {{ p.hashed("hit.identifier_value") }}
+);
+CREATE OR REPLACE TEMP TABLE run_suppressed_profiles AS
+SELECT i.profile_id
+FROM run_hit_identifiers i
+LEFT JOIN (SELECT DISTINCT identifier_type, identifier_hash FROM suppression_list) l
+  ON l.identifier_type = i.identifier_type AND l.identifier_hash = i.identifier_hash
+LEFT JOIN (
+    SELECT DISTINCT identifier_hash FROM erasure_requests
+    WHERE identifier_type = 'session_id' AND status <> 'invalid'
+) n ON i.identifier_type = 'session_id' AND n.identifier_hash = i.identifier_hash
+GROUP BY i.profile_id
+HAVING max(CASE WHEN l.identifier_hash IS NOT NULL
+                 AND (i.identifier_type <> 'session_id' OR n.identifier_hash IS NOT NULL) THEN 1 ELSE 0 END) = 1
+    OR max(CASE WHEN l.identifier_hash IS NULL AND i.identifier_type <> 'session_id' THEN 1 ELSE 0 END) = 0;
 {% for table in profile_tables %}
 DELETE FROM {{ rs }}.{{ table }} WHERE profile_id IN (SELECT profile_id FROM run_suppressed_profiles);
 {% endfor %}
