@@ -122,3 +122,13 @@ def export_mentions(config, needle: str) -> list[str]:
             if n:
                 found.append(str(path))
     return found
+
+
+def log_rows(config, request_id: str) -> dict[str, tuple]:
+    """destination -> (status, detail, attempts) of one request's erasure_log rows."""
+    rows = query(
+        config,
+        "SELECT destination, status, detail, attempts FROM erasure_log "
+        f"WHERE request_id = '{request_id}' ORDER BY destination",
+    )
+    return {r[0]: r[1:] for r in rows}

@@ -22,21 +22,13 @@ from tests.privacy.people import (
     file_request,
     form,
     interaction,
+    log_rows,
     mentions,
     query,
 )
 from tests.support import FORM_HEADER, INTERACTION_HEADER, SEED_SESSION, write_csv
 
 ERASE_DAY = "2022-04-30"
-
-
-def log_rows(config, request_id: str) -> dict[str, tuple]:
-    rows = query(
-        config,
-        "SELECT destination, status, detail, attempts FROM erasure_log "
-        f"WHERE request_id = '{request_id}' ORDER BY destination",
-    )
-    return {r[0]: r[1:] for r in rows}
 
 
 def test_a_delete_request_takes_the_person_out_of_every_table_and_nobody_else(built, tmp_path):

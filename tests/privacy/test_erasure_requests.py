@@ -4,17 +4,12 @@ of the last two on both warehouse engines (DuckDB, and Snowflake through fakesno
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from audience_profiles import landing
-from audience_profiles.config import WarehouseConfig
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import erasure, hash_identifier
 from audience_profiles.privacy.erasure import run_erasure
-from audience_profiles.warehouse.duckdb import DuckDBWarehouse
-from audience_profiles.warehouse.snowflake import SnowflakeWarehouse
 from tests.privacy.people import (
     ANN,
     ANN_SESSION,
@@ -23,6 +18,7 @@ from tests.privacy.people import (
     export_mentions,
     file_request,
     interaction,
+    log_rows,
     mentions,
     query,
 )
@@ -30,15 +26,6 @@ from tests.support import INTERACTION_HEADER, SEED_SESSION, write_csv
 
 ERASE_DAY = "2022-04-30"
 ANN_SSO = "sso-ann"
-
-
-def log_rows(config, request_id: str) -> dict[str, tuple]:
-    rows = query(
-        config,
-        "SELECT destination, status, detail, attempts FROM erasure_log "
-        f"WHERE request_id = '{request_id}' ORDER BY destination",
-    )
-    return {r[0]: r[1:] for r in rows}
 
 
 def drop_mentions(root, needle: str) -> list[str]:
@@ -234,22 +221,11 @@ ROWS = {
 }
 
 
-@pytest.fixture(params=["duckdb", pytest.param("snowflake", marks=pytest.mark.services)])
-def wh(request, tmp_path):
-    if request.param == "duckdb":
-        warehouse = DuckDBWarehouse(
-            WarehouseConfig(path=str(tmp_path / "wh.duckdb"), memory_limit="256MB", threads=1)
-        )
-    else:
-        conn_id = request.getfixturevalue("snowflake_conn")
-        database = "PRIVACY_" + uuid.uuid4().hex[:8].upper()
-        warehouse = SnowflakeWarehouse(
-            WarehouseConfig(engine="snowflake", conn_id=conn_id, database=database, schema="main")
-        )
-    warehouse.run_sql("setup/tables")
-    warehouse.run_sql("stream/state")
-    yield warehouse
-    warehouse.close()
+@pytest.fixture
+def wh(wh):
+    """The conftest's warehouse (each engine) with the stream DAG's state tables too."""
+    wh.run_sql("stream/state")
+    return wh
 
 
 def test_requests_resolve_through_the_stream_and_take_over_a_suppress(wh, tmp_path):

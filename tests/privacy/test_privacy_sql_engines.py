@@ -9,17 +9,13 @@ the DuckDB spelling, not how Snowflake's own ``lower`` treats every character.
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 
-from audience_profiles.config import WarehouseConfig
 from audience_profiles.destinations.drop_erasure import RAW_WORD
 from audience_profiles.privacy import hash_identifier
 from audience_profiles.privacy.suppression import apply_suppression
 from audience_profiles.warehouse.base import sql_macro
-from audience_profiles.warehouse.duckdb import DuckDBWarehouse
-from audience_profiles.warehouse.snowflake import SnowflakeWarehouse
 
 pytestmark = pytest.mark.services
 
@@ -52,23 +48,6 @@ ROWS = {
         f"(DATE '{DS}', 'form_entries', 'f.csv', 5, 'optin_1: expected Yes or No', '{OTHER_LINE}')",
     ],
 }
-
-
-@pytest.fixture(params=["duckdb", "snowflake"])
-def wh(request, tmp_path):
-    if request.param == "duckdb":
-        warehouse = DuckDBWarehouse(
-            WarehouseConfig(path=str(tmp_path / "wh.duckdb"), memory_limit="256MB", threads=1)
-        )
-    else:
-        conn_id = request.getfixturevalue("snowflake_conn")
-        database = "PRIVACY_" + uuid.uuid4().hex[:8].upper()
-        warehouse = SnowflakeWarehouse(
-            WarehouseConfig(engine="snowflake", conn_id=conn_id, database=database, schema="main")
-        )
-    warehouse.run_sql("setup/tables")
-    yield warehouse
-    warehouse.close()
 
 
 def test_sql_hash_equals_python_for_non_ascii_emails(wh):

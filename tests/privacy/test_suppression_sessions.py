@@ -4,19 +4,13 @@ an SSO row carrying a listed person puts that person's other identifiers on the 
 
 from __future__ import annotations
 
-import uuid
-
 import pyarrow.parquet as pq
-import pytest
 
 from audience_profiles import pipeline
-from audience_profiles.config import WarehouseConfig
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import hash_identifier
 from audience_profiles.privacy.erasure import run_erasure
 from audience_profiles.privacy.suppression import apply_suppression
-from audience_profiles.warehouse.duckdb import DuckDBWarehouse
-from audience_profiles.warehouse.snowflake import SnowflakeWarehouse
 from tests.privacy.people import ANN, BOB, DAVID, file_request, form, interaction, mentions, query
 from tests.support import FORM_HEADER, IDENTITY_HEADER, INTERACTION_HEADER, write_csv
 
@@ -363,23 +357,6 @@ PARTITIONS = {
         ],
     },
 }
-
-
-@pytest.fixture(params=["duckdb", pytest.param("snowflake", marks=pytest.mark.services)])
-def wh(request, tmp_path):
-    if request.param == "duckdb":
-        warehouse = DuckDBWarehouse(
-            WarehouseConfig(path=str(tmp_path / "wh.duckdb"), memory_limit="256MB", threads=1)
-        )
-    else:
-        conn_id = request.getfixturevalue("snowflake_conn")
-        database = "PRIVACY_" + uuid.uuid4().hex[:8].upper()
-        warehouse = SnowflakeWarehouse(
-            WarehouseConfig(engine="snowflake", conn_id=conn_id, database=database, schema="main")
-        )
-    warehouse.run_sql("setup/tables")
-    yield warehouse
-    warehouse.close()
 
 
 def load_and_suppress(wh, ds: str) -> dict[str, int]:

@@ -392,12 +392,7 @@ class DotdigitalDestination(Destination):
         tally: SyncTally,
         sync_id: str,
     ) -> None:
-        hook = self._hook(opts)
-        pending = store.pending_imports()
-        if pending:
-            log.info("Finishing %d import(s) an earlier sync left unconfirmed", len(pending))
-            self._finish_imports(hook, store, opts, pending, tally, sync_id)
-        self._refresh_suppressions(hook, store, opts.full_resync)
+        hook = self._catch_up(store, opts, tally, sync_id)
         fields = self._build_desired(store, opts, tables, tally)
         # From here on this date's members go out: an older date must no longer sync over them.
         store.claim_ds(run.ds)
@@ -460,13 +455,21 @@ class DotdigitalDestination(Destination):
                 "address books as they are."
             )
             return
+        hook = self._catch_up(store, opts, tally, sync_id)
+        self._send_consent(hook, store, tally)
+
+    def _catch_up(
+        self, store: SyncStateStore, opts: DotdigitalOptions, tally: SyncTally, sync_id: str
+    ) -> DotdigitalHook:
+        """Steps 1 and 2 of every sync: finish imports an earlier sync left unconfirmed, then
+        refresh the suppression list. Returns the hook the rest of the sync uses."""
         hook = self._hook(opts)
         pending = store.pending_imports()
         if pending:
             log.info("Finishing %d import(s) an earlier sync left unconfirmed", len(pending))
             self._finish_imports(hook, store, opts, pending, tally, sync_id)
         self._refresh_suppressions(hook, store, opts.full_resync)
-        self._send_consent(hook, store, tally)
+        return hook
 
     def _finish_imports(
         self,
