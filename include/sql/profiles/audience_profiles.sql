@@ -6,8 +6,10 @@
 -- them to disk (persisted, they cost a tenth of the profile build at 10M; bench/README.md).
 CREATE OR REPLACE TEMP TABLE profile_facts AS
 SELECT facts.*,
-       -- recency order within the profile: later statements win; ties by file and line
-       row_number() OVER (PARTITION BY profile_id ORDER BY observed_at, file, line) AS recency
+       -- recency order within the profile: later statements win; ties by file and line, then
+       -- (rows from another loader have neither) by the values, so row order never decides
+       row_number() OVER (PARTITION BY profile_id ORDER BY observed_at, file, line, fact_source,
+                                                         email, first_name, last_name, external_id) AS recency
 FROM (
     SELECT pi.profile_id, f.entry_datetime AS observed_at, f._file AS file, f._line AS line,
            'form:' || coalesce(f.form_name, '') || coalesce(' (' || CAST(f.form_id AS VARCHAR) || ')', '') AS fact_source,
@@ -43,7 +45,8 @@ SELECT pi.profile_id, ie.title, count(*) AS interactions,
        arg_max(ie.option_label,
                CASE WHEN ie.title IS NOT NULL AND ie.option_label IS NOT NULL THEN
                    CAST(ie.date - DATE '1970-01-01' AS HUGEINT) * 1208925819614629174706176
-                   + coalesce(f.file_rank, 0) * 281474976710656 + coalesce(ie._line, 0) END) AS option
+                   + CAST(coalesce(f.file_rank, 0) AS HUGEINT) * 281474976710656
+                   + coalesce(ie._line, 0) END) AS option
 {% else %}
        -- chr(1): below any character of a file name (segments/answer.sql)
        max_by(ie.option_label,

@@ -130,3 +130,34 @@ def test_statements_after_the_run_are_not_seen(world):
     world.run(DS)  # the second 04-27 entry landed in 04-26's partition but is after its end
     p = only_profile(world)
     assert (p["optin_1"], p["optin_1_at"]) == (True, dt.datetime(2022, 4, 25, 10, 0))
+
+
+@pytest.mark.parametrize("first", ["ann@example.com", "bob@example.com"])
+def test_facts_without_file_or_line_at_one_instant_do_not_depend_on_row_order(first):
+    """Another loader's rows may have no file and line: at one instant, the values decide."""
+    other = {"ann@example.com": "bob@example.com", "bob@example.com": "ann@example.com"}[first]
+    world = World()
+    try:
+        for email in (first, other):  # inserted in this order
+            world.raw_form("2022-04-25T10:00:00", "s1", email, file=None)
+        world.run(DS)
+        assert only_profile(world)["email"] == "bob@example.com"  # the greater value, always
+    finally:
+        world.close()
+
+
+def test_latest_answers_are_found_among_more_than_32767_interaction_files(world):
+    """The answer's order key packs the file's rank into a HUGEINT: with 2^15 files a BIGINT
+    product overflowed and the profile build failed (a landing of many small files)."""
+    world.element("p1", "Which team do you support?", ["Manchester Blue", "Manchester Red"])
+    world.form("2022-04-25T10:00:00", "s1", "ann@example.com")
+    world.interaction("2022-04-25", "s1", "p1", 0)
+    world.load()
+    world.wh.con.execute(
+        "INSERT INTO interactions_enriched "
+        "SELECT DATE '2022-04-01', DATE '2022-04-01', 'e', 'p1', 'Which team do you support?', "
+        "'vote', 'anonymous-s', 0, 'Manchester Blue', 1, 'part-' || i || '.json', 1 "
+        "FROM range(32768) t(i)"
+    )
+    world.run(DS)
+    assert only_profile(world)["answers"] == '{"Which team do you support?":"Manchester Blue"}'
