@@ -49,7 +49,7 @@ from typing import Any
 import yaml
 
 from audience_profiles.config import ConfigError, PipelineConfig
-from audience_profiles.warehouse.base import Warehouse, sql_literal
+from audience_profiles.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -306,12 +306,15 @@ def segments_for(config: PipelineConfig) -> SegmentSet | None:
 # -- compiling to SQL -------------------------------------------------------------------------
 
 
-def _sql_value(value: Any) -> str:
+def _sql_value(wh: Warehouse, value: Any) -> str:
+    """A YAML value as a SQL literal of ``wh``'s dialect (Snowflake strings escape backslashes:
+    a generic literal of ``AC\\DC`` would match nothing there, and a trailing backslash would
+    end the string early)."""
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
     if isinstance(value, int | float):
         return repr(value)
-    return sql_literal(value)
+    return wh.literal(value)
 
 
 @dataclass(frozen=True)
@@ -341,8 +344,8 @@ def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
         return wh.render(
             "segments/answer",
             **common,
-            attribute=sql_literal(p["attribute"]),
-            options=[_sql_value(v) for v in p["values"]],
+            attribute=wh.literal(p["attribute"]),
+            options=[_sql_value(wh, v) for v in p["values"]],
         )
     if rule.kind in ("form_entries", "interaction"):
         columns = FORM_FILTERS if rule.kind == "form_entries" else INTERACTION_FILTERS
@@ -352,7 +355,7 @@ def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
             interval_end=run.interval_end,
             min=p["min"],
             window_start=run.window_start(p["within_days"]),
-            filters=[(columns[k], [_sql_value(v) for v in vs]) for k, vs in p["filters"].items()],
+            filters=[(columns[k], [_sql_value(wh, v) for v in vs]) for k, vs in p["filters"].items()],
         )
     column = p["column"]
     if column not in run.profile_columns:
@@ -366,7 +369,7 @@ def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
         **common,
         column=column,
         since_column=since,
-        values=[_sql_value(v) for v in p["values"]],
+        values=[_sql_value(wh, v) for v in p["values"]],
     )
 
 

@@ -444,3 +444,23 @@ def test_the_build_publishes_memberships_and_checks_members_are_live_profiles(tm
         )
     with pytest.raises(DataQualityError, match="segment_memberships.profile_id is a live profile"):
         pipeline.check_quality(window, config)
+
+
+def test_values_are_written_in_the_engines_dialect():
+    """Snowflake string literals escape backslashes: 'AC\\DC' written generically would match
+    nothing there (and a trailing backslash would end the string early)."""
+    from audience_profiles.segments import parse_segments, render_memberships
+    from audience_profiles.warehouse.snowflake import SnowflakeWarehouse
+
+    class RenderOnly(SnowflakeWarehouse):  # renders SQL, connects to nothing
+        def __init__(self):
+            pass
+
+        def columns(self, table):
+            return ["profile_id", "first_seen"]
+
+    segments = parse_segments(
+        {"segments": {"acdc": {"answer": {"attribute": "Band\\", "equals": "AC\\DC"}}}}
+    )
+    sql = render_memberships(RenderOnly(), segments, "run_20220430", "2022-04-30", "2022-05-01")
+    assert "'AC\\\\DC'" in sql and "'Band\\\\'" in sql
