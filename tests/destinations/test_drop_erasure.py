@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from audience_profiles.config import DestinationConfig, PipelineConfig
 from audience_profiles.destinations.base import ErasureRequest, RunInfo
 from audience_profiles.destinations.drop import MANIFEST, LocalSink, write_partition
+from audience_profiles.destinations.drop_erasure import ERASING_MANIFEST, erase_drops
 from audience_profiles.destinations.local import LocalDestination
 from audience_profiles.privacy import hash_identifier
 from tests.destinations.drop_checks import (
@@ -130,15 +132,16 @@ def test_manifest_is_withdrawn_before_parts_change_and_written_last(tmp_path):
     write_partition(LocalSink(root), "", TABLE, str(export), dest.config, DAYS[0])
     sink = RecordingSink(root)
 
-    from audience_profiles.destinations.drop_erasure import erase_drops
-
     erase_drops(dest, sink, "", [request_for(export)])
 
     partition = f"{TABLE}/dt={DAYS[0].ds}"
+    saved = f"{partition}/{ERASING_MANIFEST}"
     assert sink.calls == [
+        ("put", (saved,)),
         ("delete", (f"{partition}/{MANIFEST}",)),
         ("put", (f"{partition}/part-00000.csv",)),
         ("put", (f"{partition}/{MANIFEST}",)),
+        ("delete", (saved,)),
     ]
     # A second pass finds nothing and touches nothing.
     sink.calls.clear()
@@ -244,3 +247,97 @@ def test_plain_quarantined_lines_match_on_whole_words(tmp_path):
         assert [r["raw"] for r in rows] == ["2024-05-01T10:00:00,Other,xfan@example.com,Maybe"]
     for rows in _rows(root, "identity_link_audit", 2).values():
         assert [r["right_value"] for r in rows] == ["keep@example.com", "sso-9"]
+
+
+class FailingSink(LocalSink):
+    """LocalSink whose ``fail_at``-th part upload fails, as a dropped connection would."""
+
+    def __init__(self, root: Path, fail_at: int):
+        super().__init__(root)
+        self.fail_at = fail_at
+        self.part_puts = 0
+
+    def put(self, local_path: Path, key: str) -> None:
+        if "/part-" in key:
+            self.part_puts += 1
+            if self.part_puts == self.fail_at:
+                raise ConnectionError(f"lost the connection while writing {key}")
+        super().put(local_path, key)
+
+
+def _crashed_erasure(tmp_path: Path) -> tuple[Path, LocalDestination, Path, str]:
+    """A day whose erasure failed on its second rewritten part (the first one is replaced)."""
+    root = tmp_path / "out"
+    dest = destination(
+        root,
+        formats=("csv", "json", "parquet"),
+        compression="gzip",
+        options={"path": str(root), "max_file_mb": 0.004},
+    )
+    export = write_profiles(tmp_path / "export.parquet", 60)
+    write_partition(LocalSink(root), "", TABLE, str(export), dest.config, DAYS[0])
+    partition = f"{TABLE}/dt={DAYS[0].ds}"
+    before = snapshot(root)
+    with pytest.raises(ConnectionError):
+        erase_drops(dest, FailingSink(root, fail_at=2), "", [request_for(export)])
+    keys = LocalSink(root).list(partition + "/")
+    # The manifest is withdrawn and one part is already rewritten.
+    assert f"{partition}/{MANIFEST}" not in keys
+    assert len([k for k in keys if "/part-" in k and snapshot(root)[k] != before[k]]) == 1
+    return root, dest, export, partition
+
+
+def test_a_retry_after_a_failed_erasure_finishes_the_partition_and_its_manifest(tmp_path):
+    root, dest, export, partition = _crashed_erasure(tmp_path)
+
+    statuses = erase_drops(dest, LocalSink(root), "", [request_for(export)])
+
+    assert statuses["r1"]["status"] == "done"
+    # The manifest is back, names exactly the parts (the saved copy is gone) and vouches for each
+    # one's rows, bytes and SHA-256, also for the part the failed attempt rewrote.
+    manifest, rows = check_day(LocalSink(root), DAYS[0], 58)
+    assert manifest["erasure_requests"] == ["r1"]
+    for kept in rows.values():
+        assert not ERASED & {r["profile_id"] for r in kept}
+    # Nothing left to do: a further pass touches nothing.
+    sink = RecordingSink(root)
+    assert erase_drops(dest, sink, "", [request_for(export)])["r1"]["detail"].startswith("0 row")
+    assert sink.calls == []
+
+
+def test_a_delivery_after_a_failed_erasure_removes_the_saved_manifest(tmp_path):
+    root, dest, export, partition = _crashed_erasure(tmp_path)
+    assert (root / partition / ERASING_MANIFEST).exists()  # readers ignore it
+
+    write_partition(LocalSink(root), "", TABLE, str(export), dest.config, DAYS[0])
+
+    check_day(LocalSink(root), DAYS[0], 60)  # exactly the parts and the manifest
+
+
+# Values a rewrite must keep as they were: NULL and "" differ in every format.
+AWKWARD = ["", None, " lead", 'q"uote', "multi\nline", "cr\r\nlf", "NULL", "a,b", "=1+1"]
+
+
+def test_kept_rows_keep_empty_strings_and_nulls_apart(tmp_path):
+    root = tmp_path / "out"
+    table = "profile_identifiers"
+    dest = destination(root, tables=(table,), formats=("csv", "json", "parquet"))
+    rows = [
+        {"identifier_type": "external_id", "identifier_value": v, "profile_id": f"p{i}"}
+        for i, v in enumerate(AWKWARD)
+    ]
+    gone = {"identifier_type": "external_id", "identifier_value": "x", "profile_id": "gone"}
+    export = write_table(tmp_path / "ids.parquet", [*rows[:4], gone, *rows[4:]], IDENTIFIERS)
+    _write_day(root, dest, {table: export})
+    partition = root / table / f"dt={DAYS[0].ds}"
+    csv_before = (partition / "part-00000.csv").read_bytes()
+
+    dest.erase([ErasureRequest("r1", "2024-05-04", ("gone",), ())])
+
+    # The CSV part is the original without the erased line, byte for byte ("" stays "").
+    gone_line = b"external_id,x,gone\n"
+    assert gone_line in csv_before
+    assert (partition / "part-00000.csv").read_bytes() == csv_before.replace(gone_line, b"")
+    parsed = _rows(root, table, len(AWKWARD))
+    for fmt in ("json", "parquet"):
+        assert [r["identifier_value"] for r in parsed[fmt]] == AWKWARD, fmt

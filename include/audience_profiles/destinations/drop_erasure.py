@@ -6,7 +6,11 @@ requests. A part file with matching rows is rewritten without them, in its own f
 compression; parts without a match are left byte for byte as they are. The write order is
 drop.py's: the partition's ``_manifest.json`` is withdrawn before the first part changes and
 written again last, with the new row counts, sizes and SHA-256 of the rewritten parts and the ids
-of the requests that changed it.
+of the requests that changed it. Before it is withdrawn it is saved beside it as
+``_manifest.erasing.json`` (which readers ignore, and a delivery of the date removes as a stale
+file), so a retry of an erasure that failed midway resumes from the copy, writes the manifest
+again for the parts as they are then, and deletes the copy. Kept rows keep their values: a CSV
+part's ``""`` stays an empty string and an empty field stays null.
 
 A row matches when any of its columns names an erased profile or identifier: ``profile_id`` (and
 the merge columns), ``email`` (or ``email_sha256`` in hashed drops), ``session_id``,
@@ -47,6 +51,9 @@ from audience_profiles.destinations.drop import (
 )
 from audience_profiles.privacy import hash_identifier
 
+# The manifest saved while an erasure rewrites the partition's parts (readers read only
+# _manifest.json; drop.write_partition removes this as a stale file).
+ERASING_MANIFEST = "_manifest.erasing.json"
 _PART = re.compile(r"part-\d{5}\.(csv|json|parquet)(\.gz)?$")
 # A word of a raw line (CSV field, JSON string), as the tokens macro of
 # include/sql/privacy/_macros.sql cuts it: Python's re and DuckDB's RE2 read it alike.
@@ -122,7 +129,7 @@ def _relation(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> tuple[str
     if fmt == "csv":
         relation = (
             f"read_csv({source}, header = true, all_varchar = true, delim = ',', quote = '\"', "
-            "escape = '\"', hive_partitioning = false)"
+            "escape = '\"', allow_quoted_nulls = false, hive_partitioning = false)"
         )
         columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
         # Undo drop.py's formula escaping ('=..., '+..., '-..., '@...) before comparing.
@@ -172,10 +179,21 @@ def _rewrite_partition(
     request_ids: list[str],
     tmp: Path,
 ) -> tuple[int, int]:
-    """Rewrite the partition's parts that hold matching rows; (rows removed, files rewritten)."""
+    """Rewrite the partition's parts that hold matching rows; (rows removed, files rewritten).
+
+    Resumable: the manifest is saved as ``_manifest.erasing.json`` before it is withdrawn, so a
+    retry of an erasure that failed midway finds the copy, finishes the partition and writes the
+    manifest again (with every part's rows, size and SHA-256 as they are now), then drops the copy.
+    """
     manifest_key = f"{partition}/{MANIFEST}"
+    saved_key = f"{partition}/{ERASING_MANIFEST}"
     manifest = None
-    rewritten: dict[str, dict] = {}
+    if manifest_key not in keys and saved_key in keys:
+        # An earlier erasure withdrew the manifest and failed before writing it again.
+        sink.get(saved_key, tmp / MANIFEST)
+        manifest = json.loads((tmp / MANIFEST).read_text())
+    current: dict[str, dict] = {}  # every part as it is now: rows, bytes, sha256
+    rewritten = 0
     removed_rows = 0
     for key in sorted(k for k in keys if _PART.search(k)):
         name = key.rsplit("/", 1)[-1]
@@ -183,21 +201,30 @@ def _rewrite_partition(
         sink.get(key, local)
         match = _PART.search(name)
         kept, removed = filter_file(con, local, match.group(1), bool(match.group(2)), out)
-        local.unlink()
         if not removed:
+            current[key] = {"rows": kept, "bytes": local.stat().st_size, "sha256": _sha256(local)}
+            local.unlink()
             continue
+        local.unlink()
         if manifest is None and manifest_key in keys:
-            # Withdraw the manifest before the first part changes, as drop.write_partition does.
+            # Withdraw the manifest before the first part changes, as drop.write_partition does,
+            # keeping a copy in the partition (readers ignore it) for a retry to finish from.
             sink.get(manifest_key, tmp / MANIFEST)
             manifest = json.loads((tmp / MANIFEST).read_text())
+            sink.put(tmp / MANIFEST, saved_key)
             sink.delete([manifest_key])
         sink.put(out, key)
-        rewritten[key] = {"rows": kept, "bytes": out.stat().st_size, "sha256": _sha256(out)}
+        current[key] = {"rows": kept, "bytes": out.stat().st_size, "sha256": _sha256(out)}
         out.unlink()
+        rewritten += 1
         removed_rows += removed
     if manifest is not None:
         for entry in manifest["files"]:
-            entry.update(rewritten.get(entry["key"], {}))
+            now = current.get(entry["key"])
+            # A part whose bytes the manifest (or its saved copy) still vouches for keeps its row
+            # count; a part rewritten here or by a failed attempt gets the count just read.
+            if now and now["sha256"] != entry["sha256"]:
+                entry.update(now)
         first_format = manifest["files"][0]["format"] if manifest["files"] else None
         manifest["rows"] = sum(f["rows"] for f in manifest["files"] if f["format"] == first_format)
         manifest["erased_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -206,7 +233,9 @@ def _rewrite_partition(
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         sink.put(tmp / MANIFEST, manifest_key)
-    return removed_rows, len(rewritten)
+    if manifest is not None or saved_key in keys:
+        sink.delete([saved_key])
+    return removed_rows, rewritten
 
 
 def erase_drops(
