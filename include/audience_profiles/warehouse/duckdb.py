@@ -29,6 +29,9 @@ CREATE OR REPLACE TEMP MACRO object_agg(k, v) AS
     to_json(map_from_entries(list(struct_pack(k := k, v := v) ORDER BY k)));
 """
 LOCK_WAIT_SECONDS = 300
+# Exported as BIGINT (Parquet int64), as the Snowflake engine exports every NUMBER(p,0) column:
+# the files, and the manifests' schemas, are then the same whichever engine built them.
+NARROW_INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "UTINYINT", "USMALLINT", "UINTEGER"}
 
 
 class DuckDBWarehouse(Warehouse):
@@ -94,12 +97,26 @@ class DuckDBWarehouse(Warehouse):
             if relation.lstrip().lower().startswith("select")
             else f"SELECT * FROM {relation}"
         )
+        source = self._widen_integers(source)
         self.con.execute(
             f"COPY ({source}) TO {sql_literal(path)} (FORMAT parquet, COMPRESSION zstd)"
         )
         return self.con.execute(
             f"SELECT count(*) FROM read_parquet({sql_literal(path)})"
         ).fetchall()[0][0]
+
+    def _widen_integers(self, source: str) -> str:
+        """``source`` with its narrower integer columns cast to BIGINT (binding it runs nothing)."""
+        relation = self.con.sql(source)
+        narrow = [
+            '"' + name.replace('"', '""') + '"'
+            for name, column_type in zip(relation.columns, relation.types, strict=True)
+            if str(column_type) in NARROW_INTEGERS
+        ]
+        if not narrow:
+            return source
+        casts = ", ".join(f"CAST({name} AS BIGINT) AS {name}" for name in narrow)
+        return f"SELECT * REPLACE ({casts}) FROM ({source})"
 
     def close(self) -> None:
         self.con.close()

@@ -124,16 +124,41 @@ def statement_groups(statements: list[str]) -> list[list[str]]:
     return groups
 
 
-def export_table(table: pa.Table) -> pa.Table:
-    """Lower-case column names and microsecond timestamps, as the DuckDB engine exports them."""
-    fields = [
-        pa.field(
-            f.name.lower(),
-            pa.timestamp("us", f.type.tz) if pa.types.is_timestamp(f.type) else f.type,
-        )
-        for f in table.schema
-    ]
-    return table.rename_columns([f.name for f in fields]).cast(pa.schema(fields))
+def export_type(arrow_type: pa.DataType) -> pa.DataType:
+    """Microsecond timestamps and 64-bit integers, as the DuckDB engine exports them."""
+    if pa.types.is_timestamp(arrow_type):
+        return pa.timestamp("us", arrow_type.tz)
+    if pa.types.is_integer(arrow_type):
+        return pa.int64()
+    return arrow_type
+
+
+def description_type(column: Any) -> pa.DataType | None:
+    """The Arrow type a result column exports as, when its metadata alone decides it.
+
+    Snowflake sends each chunk of a NUMBER(p,0) column at the narrowest integer width that holds
+    that chunk's values (int8 .. int64; the connector passes it through), so its export type comes
+    from the column, not from a chunk. Other types arrive the same in every chunk.
+    """
+    if column.type_code == 0 and not column.scale:  # FIXED, scale 0
+        return pa.int64()
+    return None
+
+
+def export_schema(description: Any, data: pa.Schema) -> pa.Schema:
+    """An export's Parquet schema: lower-case names; types from the cursor's description where it
+    decides them, otherwise ``export_type`` of the data's (timestamps, times, semi-structured)."""
+    fields = [pa.field(f.name.lower(), export_type(f.type)) for f in data]
+    if description and len(description) == len(fields):
+        fields = [
+            f.with_type(description_type(column) or f.type)
+            for f, column in zip(fields, description, strict=True)
+        ]
+    return pa.schema(fields)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    return table.rename_columns(schema.names).cast(schema)
 
 
 def load_parquet_file(cur, table: str, path: str, folder: str, kind: str = "TABLE") -> None:
@@ -231,22 +256,25 @@ class SnowflakeWarehouse(Warehouse):
             else f"SELECT * FROM {relation}"
         )
         self.cur.execute(source)
+        description = getattr(self.cur, "description", None)
         writer: pq.ParquetWriter | None = None
         rows = 0
         try:
             for batch in self.cur.fetch_arrow_batches(force_microsecond_precision=True):
-                batch = export_table(batch)
                 if writer is None:
-                    writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
-                writer.write_table(batch.cast(writer.schema))
+                    schema = export_schema(description, batch.schema)
+                    writer = pq.ParquetWriter(path, schema, compression="zstd")
+                writer.write_table(conform(batch, writer.schema))
                 rows += batch.num_rows
         finally:
             if writer is not None:
                 writer.close()
-        if writer is None:  # no rows, so no batch to take the schema from
+        if writer is None:  # no rows, so no batch to take the remaining types from
             self.cur.execute(source)
             empty = self.cur.fetch_arrow_all(force_return_table=True)
-            pq.write_table(export_table(empty), path, compression="zstd")
+            pq.write_table(
+                conform(empty, export_schema(description, empty.schema)), path, compression="zstd"
+            )
         return rows
 
     def close(self) -> None:
