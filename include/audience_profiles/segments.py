@@ -355,7 +355,9 @@ def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
             interval_end=run.interval_end,
             min=p["min"],
             window_start=run.window_start(p["within_days"]),
-            filters=[(columns[k], [_sql_value(wh, v) for v in vs]) for k, vs in p["filters"].items()],
+            filters=[
+                (columns[k], [_sql_value(wh, v) for v in vs]) for k, vs in p["filters"].items()
+            ],
         )
     column = p["column"]
     if column not in run.profile_columns:
