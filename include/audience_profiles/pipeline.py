@@ -267,8 +267,12 @@ def resolve_identities(window: RunWindow, config: PipelineConfig | None = None) 
     config = config or load_config()
     rules = load_rules(config.identity_config)
     with open_warehouse(config) as wh:
+        # When the build started reading the graph: publish drops the stream_identifiers entries
+        # recorded before it (this build saw them), not those of a batch run since.
         wh.execute_script(
-            f"DROP SCHEMA IF EXISTS {window.run_schema} CASCADE; CREATE SCHEMA {window.run_schema}"
+            f"DROP SCHEMA IF EXISTS {window.run_schema} CASCADE; CREATE SCHEMA {window.run_schema};"
+            f" CREATE TABLE {window.run_schema}.build_started AS"
+            " SELECT CAST(current_timestamp AS TIMESTAMP) AS started_at"
         )
         result = resolve_run(
             wh, window.run_schema, rules, window.ds, window.interval_start, window.interval_end
@@ -365,6 +369,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
             tables[table] = path
         latest = wh.query("SELECT max(dt) FROM published_snapshots")[0][0]
         is_latest = latest is None or str(latest) <= window.ds
+        home_tables = wh.table_names(views=False)
         wh.run_sql(
             "publish/current",
             rs=window.run_schema,
@@ -372,7 +377,9 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
             run_id=window.run_id,
             is_latest=is_latest,
             # a warehouse built before it became a view
-            interactions_is_table="audience_profile_interactions" in wh.table_names(views=False),
+            interactions_is_table="audience_profile_interactions" in home_tables,
+            # the stream ran, and the build says when it started (a build from before it did not)
+            has_stream="stream_identifiers" in home_tables and "build_started" in run_tables,
         )
     marker = export_dir / PUBLISHED_MARKER
     marker.with_suffix(".tmp").write_text(json.dumps({"run_id": window.run_id, "tables": tables}))

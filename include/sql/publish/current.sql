@@ -5,6 +5,13 @@
 CREATE OR REPLACE TABLE audience_profiles AS SELECT * FROM {{ rs }}.audience_profiles;
 CREATE OR REPLACE TABLE profile_identifiers AS
     SELECT identifier_type, identifier_value, profile_id FROM {{ rs }}.profile_identifiers;
+{% if has_stream %}
+{#- The stream's entries this build saw are in the profile_identifiers just written: those of its
+    date or earlier recorded before its identity build started (pipeline.resolve_identities; the
+    pool keeps batches and daily tasks apart). Later ones stay for a later refreshed publish. -#}
+DELETE FROM stream_identifiers
+WHERE dt <= DATE '{{ ds }}' AND recorded_at <= (SELECT max(started_at) FROM {{ rs }}.build_started);
+{% endif %}
 {#- The largest table is a view over the current tables, not a copy: the copy was the build's
     single most expensive write (bench/README.md), and a view cannot drift from its sources. -#}
 {% if interactions_is_table %}

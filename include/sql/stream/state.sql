@@ -9,7 +9,10 @@ CREATE TABLE IF NOT EXISTS stream_watermarks (
     source VARCHAR, watermark TIMESTAMP, run_id VARCHAR, updated_at TIMESTAMP
 );
 -- stream_identifiers: identifiers the stream attached to a profile (new, or moved by a merge)
--- since the daily build last published them.
+-- that no published daily build has seen yet. A daily publish that refreshes the current tables
+-- drops the entries its build saw (publish/current.sql); nothing here drops any: a publish that
+-- keeps the current tables (an old date re-run) or whose build started before a batch recorded
+-- an entry has not put that entry in profile_identifiers.
 CREATE TABLE IF NOT EXISTS stream_identifiers (
     identifier_type VARCHAR, identifier_value VARCHAR, profile_id VARCHAR, dt DATE,
     recorded_at TIMESTAMP
@@ -17,9 +20,4 @@ CREATE TABLE IF NOT EXISTS stream_identifiers (
 -- The daily build's current identity state (publish replaces it); empty before its first run.
 CREATE TABLE IF NOT EXISTS profile_identifiers (
     identifier_type VARCHAR, identifier_value VARCHAR, profile_id VARCHAR
-);
--- A stream entry is obsolete once a daily publish covering its date ran after it was recorded.
-DELETE FROM stream_identifiers e
-WHERE EXISTS (
-    SELECT 1 FROM published_snapshots s WHERE s.dt >= e.dt AND s.published_at > e.recorded_at
 );
