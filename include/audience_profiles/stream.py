@@ -55,9 +55,18 @@ from audience_profiles.identity import (
     label_as_of,
     load_rules,
 )
-from audience_profiles.pipeline import ReconciliationError
+from audience_profiles.pipeline import (
+    VALIDATED_TARGETS,
+    ReconciliationError,
+    aged_out_partitions,
+)
 from audience_profiles.privacy import EMAIL_PATTERN
-from audience_profiles.privacy.suppression import apply_suppression
+from audience_profiles.privacy.retention import cutoffs_as_of
+from audience_profiles.privacy.suppression import (
+    apply_suppression,
+    suppress_run_outputs,
+    suppression_count,
+)
 from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.base import Warehouse
 
@@ -79,6 +88,9 @@ EXPORTS = {
     "audience_profile_interactions": "profile_id, interaction_date, event_id, poll_id, session_id",
 }
 _DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+# A landing partition dated further than this past today (UTC, wall clock) is refused: a mistyped
+# date (date=2202-05-01) would otherwise become the as_of of every later upsert.
+FUTURE_PARTITION_DAYS = 1
 
 
 @dataclass(frozen=True)
@@ -302,14 +314,62 @@ def _select_candidates(
     stored = dict(wh.query("SELECT source, watermark FROM stream_watermarks"))
     candidates, marks, floors = [], {}, {}
     for source in SOURCES:
+        # A file counts towards the watermark at most up to the moment its listing started: one
+        # dated ahead of the clock (a skewed host, `cp -p`, `touch -d`) must not lift the
+        # watermark past files that land normally afterwards. A mark already ahead is pulled back.
+        started = _now()
         # First run: the stream starts a lookback ago (history is the daily build's job).
-        mark = stored.get(source) or _now() - lookback
+        mark = min(stored.get(source) or started - lookback, started)
         floor = mark - lookback
         listed = [f for f in landing_.list_source(source) if f.modified > floor]
         candidates += [f for f in listed if ledger.get(f.name) != f.version]
-        marks[source] = max([mark, *(f.modified for f in listed)])
+        marks[source] = max([mark, *(min(f.modified, started) for f in listed)])
         floors[source] = marks[source] - lookback
     return candidates, marks, floors
+
+
+def _refuse_future(files: list[LandedFile]) -> tuple[list[LandedFile], list[LandedFile]]:
+    """(kept, refused): files of a partition dated more than a day after today are refused.
+
+    A mistyped date (``date=2202-05-01``) would be the batch's ``as_of`` and, as_of never going
+    down, block every later upsert at consumers. Such a file is left out of the batch and of the
+    ledger, logged as an error each time it is seen; move it to its right partition (a new
+    version) and it is taken like any other file.
+    """
+    limit = (_now().date() + dt.timedelta(days=FUTURE_PARTITION_DAYS)).isoformat()
+    refused = [f for f in files if f.ds and f.ds > limit]
+    for f in refused:
+        log.error(
+            "refused %s: its partition date=%s is after %s (today + %s day): a mistyped date? "
+            "Not streamed; land it in its right partition",
+            f.name,
+            f.ds,
+            limit,
+            FUTURE_PARTITION_DAYS,
+        )
+    return [f for f in files if f not in refused], refused
+
+
+def _batch_as_of(wh: Warehouse, files: list[LandedFile]) -> str:
+    """The batch's as_of: never lower than what the stream already emitted or the daily published.
+
+    The greater of the batch's landing dates, the highest as_of a batch emitted (``stream_batches``,
+    and the ledger's landing dates), and the latest published date: a consumer applies an upsert
+    only if its as_of is not older than what it holds (docs/streams.md), so a late file for an old
+    partition must not go out with that old date. Today (UTC) when there is none of these.
+    """
+    dates = [f.ds for f in files if f.ds]
+    present = wh.table_names()
+    for table, column in (
+        ("stream_batches", "as_of"),
+        ("stream_files", "ds"),
+        ("published_snapshots", "dt"),
+    ):
+        if table in present:
+            latest = wh.query(f"SELECT max({column}) FROM {table}")[0][0]
+            if latest is not None:
+                dates.append(str(latest)[:10])
+    return max(dates, default=_now().date().isoformat())
 
 
 def _stage(
@@ -338,8 +398,14 @@ def _validate(
     as_of: str,
     home: str,
     identity_rules: IdentityRules,
+    past: dict[str, str],
 ) -> dict[str, dict[str, int]]:
-    """Validate the batch into the scratch schema with the daily validate SQL; reconcile counts."""
+    """Validate the batch into the scratch schema with the daily validate SQL; reconcile counts.
+
+    ``past`` holds the retention cutoffs (target -> first date kept) the daily run respects
+    (``retention.cutoffs_as_of``): what a partition before its cutoff brings is counted as
+    ``aged_out``, not loaded or emitted, and read = kept + quarantined + aged out.
+    """
     wh.execute_script(f"DROP SCHEMA IF EXISTS {BATCH_SCHEMA} CASCADE; CREATE SCHEMA {BATCH_SCHEMA}")
     counts: dict[str, dict[str, int]] = {}
     with _using(wh, BATCH_SCHEMA, home):
@@ -352,20 +418,37 @@ def _validate(
                 staged=f"read_parquet('{info['path']}')",
                 email_pattern=EMAIL_PATTERN,
             )
+            aged_out = 0
+            if ds:
+                expired = {t: c for t, c in past.items() if ds < c}
+                for table, condition in aged_out_partitions(source, ds, expired):
+                    aged_out += wh.query(f"SELECT count(*) FROM {table} WHERE {condition}")[0][0]
+                    wh.execute_script(f"DELETE FROM {table} WHERE {condition}")
+                if aged_out:
+                    log.warning(
+                        "stream batch, %s %s: %s row(s) past retention (%s): counted as aged "
+                        "out, not loaded",
+                        source,
+                        ds,
+                        aged_out,
+                        ", ".join(f"{t} keeps dates from {c}" for t, c in sorted(expired.items())),
+                    )
             partition = f" AND dt = DATE '{ds}'" if ds else ""
             kept = wh.query(f"SELECT count(*) FROM {source} WHERE true{partition}")[0][0]
             quarantined = wh.query(
                 f"SELECT count(*) FROM quarantine WHERE source = '{source}'{partition}"
             )[0][0]
-            if kept + quarantined != info["rows"]:
+            if kept + quarantined + aged_out != info["rows"]:
                 raise ReconciliationError(
                     f"stream batch, {source} {ds or ''}: read {info['rows']} row(s) but kept "
-                    f"{kept} and quarantined {quarantined}"
+                    f"{kept}, quarantined {quarantined} and aged out {aged_out}"
                 )
             total = counts.setdefault(source, {"files": 0, "read": 0, "quarantined": 0})
             total["files"] += info["files"]
             total["read"] += info["rows"]
             total["quarantined"] += quarantined
+            if past:  # retention configured: read = valid + quarantined + aged_out
+                total["aged_out"] = total.get("aged_out", 0) + aged_out
         # Suppressed people never reach a stream: filter the batch with the warehouse's list
         # (the daily run re-reads these files and keeps `suppress` rows in restricted_*).
         wh.execute_script(f"INSERT INTO suppression_list SELECT * FROM {home}.suppression_list")
@@ -381,7 +464,9 @@ def _validate(
     return counts
 
 
-def _resolve(wh: Warehouse, config: PipelineConfig, home: str) -> dict[str, int]:
+def _resolve(
+    wh: Warehouse, config: PipelineConfig, home: str, interactions_cutoff: str | None
+) -> dict[str, int]:
     """Identity for the batch against the current state, then the touched profiles."""
     params = {"rs": WORK_SCHEMA, "bs": BATCH_SCHEMA, "home": home}
     wh.execute_script(f"DROP SCHEMA IF EXISTS {WORK_SCHEMA} CASCADE; CREATE SCHEMA {WORK_SCHEMA}")
@@ -392,7 +477,9 @@ def _resolve(wh: Warehouse, config: PipelineConfig, home: str) -> dict[str, int]
     with _using(wh, WORK_SCHEMA, home):
         # the daily build's link rules, graph and components, on the batch's history
         _, id_params = label_as_of(wh, identity_rules, ALL_DS, ALL_TS)
-        wh.run_sql("stream/graph", **params, salt=id_params["salt"])
+        wh.run_sql(
+            "stream/graph", **params, salt=id_params["salt"], suppressed=suppression_count(wh) > 0
+        )
         connected_components(wh, "_s")
         wh.run_sql("stream/assign", **params, per_profile=list(identity_rules.per_profile))
         for suffix in ("", "_s"):
@@ -405,7 +492,16 @@ def _resolve(wh: Warehouse, config: PipelineConfig, home: str) -> dict[str, int]
         interval_end=ALL_TS,
         run_id="stream",
     )
-    wh.run_sql("stream/interactions", **params)
+    wh.run_sql("stream/interactions", **params, interactions_cutoff=interactions_cutoff)
+    # As the daily publish does (suppression.suppress_run_outputs): profiles the suppression list
+    # names leave the batch's outputs, and the stream attaches none of their identifiers.
+    if suppress_run_outputs(wh, WORK_SCHEMA):
+        wh.execute_script(
+            f"DELETE FROM {WORK_SCHEMA}.audience_profile_interactions"
+            " WHERE profile_id IN (SELECT profile_id FROM run_suppressed_profiles);"
+            f" DELETE FROM {WORK_SCHEMA}.changed"
+            " WHERE profile_id IN (SELECT profile_id FROM run_suppressed_profiles)"
+        )
     profiles, interactions, merges, attached = wh.query(
         f"SELECT (SELECT count(*) FROM {WORK_SCHEMA}.audience_profiles),"
         f" (SELECT count(*) FROM {WORK_SCHEMA}.audience_profile_interactions),"
@@ -499,8 +595,11 @@ def run_batch(
             if records is None:
                 s3_ready.result()  # the listing uses it
             files, marks, floors = _select_candidates(wh, landing_, settings.lookback, records)
+            files, refused = _refuse_future(files)
             lap("select")
             summary: dict[str, Any] = {"mode": mode, "files": len(files), "seconds": seconds}
+            if refused:
+                summary["refused"] = sorted(f.name for f in refused)
             if not files:
                 commit(wh, batch=False, as_of="", run_id=run_id, watermarks=marks, floors=floors)
                 log.info("%s: no new landing files", mode)
@@ -510,7 +609,10 @@ def run_batch(
                 for d in destinations
                 if isinstance(d, BatchedStreamDestination)
             ]
-            as_of = max((f.ds for f in files if f.ds), default=_now().date().isoformat())
+            as_of = _batch_as_of(wh, files)
+            # the daily run's retention cutoffs (pipeline.validate), counted from the same date
+            _, cutoffs = cutoffs_as_of(wh, config, as_of)
+            past = {t: c for t, c in cutoffs.items() if t in VALIDATED_TARGETS}
             Path(config.work_dir, "stream").mkdir(parents=True, exist_ok=True)
             folder = Path(tempfile.mkdtemp(prefix="batch-", dir=Path(config.work_dir, "stream")))
             try:
@@ -518,12 +620,12 @@ def run_batch(
                 staged = _stage(landing_, files, folder)
                 lap("stage")
                 summary["sources"] = _validate(
-                    wh, staged, files, as_of, home, load_rules(config.identity_config)
+                    wh, staged, files, as_of, home, load_rules(config.identity_config), past
                 )
                 lap("validate")
                 has_elements = any(f.source == "elements" for f in files)
                 wh.run_sql("stream/merge", bs=BATCH_SCHEMA, elements=has_elements)
-                summary.update(_resolve(wh, config, home))
+                summary.update(_resolve(wh, config, home, cutoffs.get("interactions_days")))
                 lap("resolve")
                 for ready in senders_ready:
                     ready.result()

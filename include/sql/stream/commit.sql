@@ -2,7 +2,12 @@
 -- attached, which file versions it emitted, and the watermarks. A crash before this re-runs the
 -- whole batch (same records, same record_ids); nothing here can skip one. Without a batch (a
 -- listing that found nothing new) only the watermarks are written.
+-- stream_batches: the as_of each delivered batch went out with (stream._batch_as_of reads the
+-- highest: as_of never goes down, whatever landing dates a later batch brings).
+CREATE TABLE IF NOT EXISTS stream_batches (run_id VARCHAR, as_of DATE, recorded_at TIMESTAMP);
 {% if batch %}
+INSERT INTO stream_batches
+VALUES ({{ run_id | literal }}, DATE '{{ ds }}', CAST(current_timestamp AS TIMESTAMP));
 DELETE FROM stream_identifiers s
 WHERE EXISTS (
     SELECT 1 FROM {{ rs }}.changed c

@@ -1,4 +1,5 @@
 {% import "identity/_macros.sql" as m with context %}
+{% import "privacy/_macros.sql" as priv %}
 -- The batch's identity graph joined to what is already known. identity.label_as_of ran the daily
 -- build's link rules, graph and components on the history around the batch (link_sources.sql):
 -- the session's id_labels holds every identifier with its component label, under every rule of
@@ -6,14 +7,27 @@
 -- Known state: identifiers the stream attached since the last daily publish, then the daily
 -- build's current profile_identifiers. A known profile holding identifiers of several components
 -- joins them: one more round of connected components (suffix _s) on the labels.
-CREATE OR REPLACE VIEW {{ rs }}.state AS
-SELECT identifier_type, identifier_value, profile_id FROM {{ home }}.stream_identifiers
-UNION ALL
-SELECT p.identifier_type, p.identifier_value, p.profile_id FROM {{ home }}.profile_identifiers p
+-- Identifiers on the suppression list are left out (hash match, privacy/_macros.sql): the
+-- erasure DAG lists a person (resolve_requests) before it removes their rows (a later task), and
+-- a batch in between must not attach anyone to, or rebuild, a suppressed person's profile.
+-- (`suppressed`: the list is not empty. Every known identifier is hashed then, once: a table.)
+CREATE OR REPLACE {{ "TABLE" if suppressed else "VIEW" }} {{ rs }}.state AS
+SELECT identifier_type, identifier_value, profile_id FROM (
+    SELECT identifier_type, identifier_value, profile_id FROM {{ home }}.stream_identifiers
+    UNION ALL
+    SELECT p.identifier_type, p.identifier_value, p.profile_id FROM {{ home }}.profile_identifiers p
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {{ home }}.stream_identifiers s
+        WHERE s.identifier_type = p.identifier_type AND s.identifier_value = p.identifier_value
+    )
+) known
+{% if suppressed %}
 WHERE NOT EXISTS (
-    SELECT 1 FROM {{ home }}.stream_identifiers s
-    WHERE s.identifier_type = p.identifier_type AND s.identifier_value = p.identifier_value
-);
+    SELECT 1 FROM {{ home }}.suppression_list l
+    WHERE l.identifier_type = known.identifier_type
+      AND l.identifier_hash = {{ priv.hashed("known.identifier_value") }}
+)
+{% endif %};
 
 CREATE OR REPLACE TABLE {{ rs }}.node_profile AS
 SELECT l.node_id, l.label, s.profile_id

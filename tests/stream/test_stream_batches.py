@@ -1,0 +1,203 @@
+"""Micro-batches respect what the daily run respects: the suppression list while an erasure is
+half done, retention, a file dated ahead of the clock, and an as_of that never goes down.
+
+No moto: a fake stream destination captures the records (streams.records_from_export)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from audience_profiles import stream
+from audience_profiles.destinations.base import DeliveryReport
+from audience_profiles.destinations.streams import records_from_export
+from audience_profiles.privacy import erasure
+from audience_profiles.privacy.retention import apply_retention
+from tests.stream.support import (
+    TABLES,
+    daily_build,
+    form_row,
+    query,
+    write_forms,
+    write_interactions,
+)
+from tests.support import SEED_SESSION, write_config, write_csv, write_seed_example
+
+DAVID = "david.wilson@example.com"
+
+
+class FakeStream:
+    def __init__(self, config, sent: list[dict]):
+        self.config = config
+        self.sent = sent
+
+    def deliver(self, run, tables):
+        for table in TABLES:
+            self.sent += [r.as_dict() for r in records_from_export(table, tables[table], run.ds)]
+        return DeliveryReport(self.config.name, "kinesis", rows={})
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[dict]:
+    records: list[dict] = []
+    monkeypatch.setattr(stream, "destination_for", lambda d, config: FakeStream(d, records))
+    return records
+
+
+def make_config(root, **overrides):
+    destination = {
+        "name": "profile_stream",
+        "kind": "kinesis",
+        "conn_id": "aws_unused",
+        "stream_name": "s",
+        "tables": TABLES,
+    }
+    return write_config(root, destinations=[destination], **overrides)
+
+
+def batch(config, sent, run_id):
+    before = len(sent)
+    summary = stream.run_batch(config, run_id=run_id)
+    return summary, sent[before:]
+
+
+def test_a_batch_between_resolve_and_removal_emits_nothing_of_a_suppressed_person(tmp_path, sent):
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
+    batch(config, sent, "b0")
+    (david_id,) = {
+        p
+        for (p,) in query(
+            config, f"SELECT profile_id FROM profile_identifiers WHERE identifier_value = '{DAVID}'"
+        )
+    }
+    write_csv(
+        landing / "erasure_requests" / "r.csv",
+        ["request_id", "identifier_type", "identifier_value", "requested_at", "type"],
+        [["GDPR-1", "email", DAVID, "2022-04-30T00:00:00", "suppress"]],
+    )
+    erasure.resolve_requests(erasure.read_requests("2022-04-30", "e1", config), config)
+    # before remove_from_warehouse: Eve fills in a form on the kiosk session David used
+    write_forms(
+        landing,
+        "2022-04-30",
+        "eve.csv",
+        [form_row("2022-04-30T10:00:00", "Eve", "eve@x.org", SEED_SESSION)],
+    )
+    _, new = batch(config, sent, "b1")
+    assert not [r for r in new if david_id in (r.get("profile_id"), *r["payload"].values())]
+    assert not [r for r in new if DAVID in str(r) or "2022-01-11" in str(r["payload"])]
+    # and the stream attached nothing to David's profile
+    assert query(
+        config, f"SELECT count(*) FROM stream_identifiers WHERE profile_id = '{david_id}'"
+    ) == [(0,)]
+
+
+def test_a_file_in_a_partition_past_retention_is_counted_not_loaded_or_emitted(tmp_path, sent):
+    config = make_config(tmp_path, retention={"interactions_days": 30})
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    daily_build(config, ["2022-01-11", "2022-04-29", "2022-04-30"])
+    apply_retention("2022-04-30", "ret", config)
+    batch(config, sent, "b0")
+    write_interactions(landing, "2022-01-12", "old.csv", [("2022-01-12", SEED_SESSION, 3)])
+    summary, new = batch(config, sent, "b1")
+    assert new == []
+    assert summary["sources"]["interactions"] == {
+        "files": 1,
+        "read": 1,
+        "quarantined": 0,
+        "aged_out": 1,
+    }
+    assert query(config, "SELECT count(*) FROM interactions WHERE dt < DATE '2022-03-31'") == [(0,)]
+    # taken (in the ledger), so it is not tried again
+    assert batch(config, sent, "b2")[0]["files"] == 0
+
+
+def test_a_file_dated_ahead_of_the_clock_does_not_hide_later_files(tmp_path, sent):
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    batch(config, sent, "b0")
+    skewed = write_forms(
+        landing,
+        "2022-05-01",
+        "skewed.csv",
+        [form_row("2022-05-01T09:00:00", "Ann", "ann@x.org", "s-ann")],
+    )
+    future = time.time() + 3600
+    os.utime(skewed, (future, future))
+    assert batch(config, sent, "b1")[0]["files"] == 1
+    (mark,) = query(config, "SELECT max(watermark) FROM stream_watermarks")[0]
+    assert mark <= stream._now()
+    write_forms(
+        landing,
+        "2022-05-01",
+        "normal.csv",
+        [form_row("2022-05-01T10:00:00", "Bob", "bob@x.org", "s-bob")],
+    )
+    assert batch(config, sent, "b2")[0]["files"] == 1
+    files = {f.rsplit("/", 1)[-1] for (f,) in query(config, "SELECT file FROM stream_files")}
+    assert {"skewed.csv", "normal.csv"} <= files
+
+
+def test_as_of_never_goes_down_for_a_late_file(tmp_path, sent):
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    write_forms(
+        landing,
+        "2022-05-02",
+        "ann.csv",
+        [form_row("2022-05-02T09:00:00", "Ann", "ann@x.org", "s-ann")],
+    )
+    _, first = batch(config, sent, "b1")
+    assert {r["as_of"] for r in first} == {"2022-05-02"}
+    write_interactions(landing, "2022-05-01", "late.csv", [("2022-05-01", "s-ann", 2)])
+    _, late = batch(config, sent, "b2")
+    upserts = [r for r in late if r["event_type"] == "profile_upsert"]
+    assert upserts and {r["as_of"] for r in late} == {"2022-05-02"}
+    assert upserts[0]["payload"]["interactions"] == 1
+
+
+def test_as_of_is_never_before_the_latest_published_date(tmp_path, sent):
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    daily_build(config, ["2022-01-11", "2022-04-29", "2022-04-30"])
+    batch(config, sent, "b0")
+    write_interactions(landing, "2022-04-29", "late.csv", [("2022-04-29", SEED_SESSION, 2)])
+    _, new = batch(config, sent, "b1")
+    assert new and {r["as_of"] for r in new} == {"2022-04-30"}
+
+
+def test_a_partition_dated_in_the_future_is_refused(tmp_path, sent, caplog):
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    batch(config, sent, "b0")
+    write_forms(
+        landing,
+        "2202-05-01",
+        "typo.csv",
+        [form_row("2022-05-01T09:00:00", "Ann", "ann@x.org", "s-ann")],
+    )
+    summary, new = batch(config, sent, "b1")
+    assert new == [] and summary["files"] == 0
+    assert [f.rsplit("/", 1)[-1] for f in summary["refused"]] == ["typo.csv"]
+    assert "date=2202-05-01" in caplog.text
+    assert query(
+        config, "SELECT count(*) FROM stream_identifiers WHERE dt > DATE '2100-01-01'"
+    ) == [(0,)]
+    write_forms(
+        landing,
+        "2022-05-01",
+        "ann.csv",
+        [form_row("2022-05-01T09:00:00", "Ann", "ann@x.org", "s-ann")],
+    )
+    _, new = batch(config, sent, "b2")
+    assert new and {r["as_of"] for r in new} == {"2022-05-01"}
