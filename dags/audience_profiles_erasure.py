@@ -88,7 +88,8 @@ def audience_profiles_erasure():
 
         return erase_destination(destination_name, pending)
 
-    @task(pool=WAREHOUSE_POOL)
+    # none_failed: with no destination enabled, erase maps to nothing and is skipped.
+    @task(pool=WAREHOUSE_POOL, trigger_rule="none_failed")
     def record_erasures(results: list[dict]) -> dict:
         from audience_profiles.privacy.erasure import record_erasures
 

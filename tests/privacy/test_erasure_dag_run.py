@@ -33,3 +33,23 @@ def test_a_run_erases_and_logs_no_personal_data(
     assert "request r-1 (delete): 1 profile(s)" in text  # the capture sees the task logs
     for personal in (DAVID, SEED_SESSION, ANN, ANN_SESSION, "sso-ann"):
         assert personal.lower() not in text.lower(), personal
+
+
+def test_with_no_destination_enabled_requests_still_finish(
+    airflow_db, built, tmp_path, monkeypatch
+):
+    """erase maps over no destination and is skipped; record_erasures must run all the same."""
+    from tests.support import write_config
+
+    config = write_config(tmp_path, destinations=[])  # the warehouse only
+    monkeypatch.setenv("AUDIENCE_PROFILES_CONFIG", config.source_file)
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+
+    run = load_dag("audience_profiles_erasure").test(
+        logical_date=dt.datetime(2022, 4, 30, 6, tzinfo=dt.UTC)
+    )
+
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert "success" in states["record_erasures"]
+    assert query(config, "SELECT request_id, status FROM erasure_requests") == [("r-1", "done")]
+    assert query(config, "SELECT count(*) FROM erasure_subjects") == [(0,)]

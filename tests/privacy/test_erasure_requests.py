@@ -4,6 +4,8 @@ of the last two on both warehouse engines (DuckDB, and Snowflake through fakesno
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from audience_profiles import landing
@@ -283,3 +285,31 @@ def test_requests_resolve_through_the_stream_and_take_over_a_suppress(wh, tmp_pa
             "SELECT request_id, status, attempts FROM erasure_log WHERE destination = 'warehouse'"
         )
     ) == [("r-ann", "done", 1), ("r-eve", "done", 1)]
+
+
+def test_a_destination_disabled_during_an_erasure_gets_it_once_enabled_again(built, tmp_path):
+    """A request must not finish (and forget the identifiers) while a destination that may hold
+    the person is switched off: re-enabled, it erases them."""
+    import yaml
+
+    from tests.support import write_config
+
+    dest = yaml.safe_load(Path(built.source_file).read_text())["destinations"][0]
+    off = write_config(tmp_path, destinations=[{**dest, "enabled": False}])
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+    run_erasure("2022-04-30", off)
+    assert query(off, "SELECT status FROM erasure_requests") == [("pending",)]
+    assert drop_files_naming(tmp_path, DAVID)  # the disabled drop still holds him
+
+    on = write_config(tmp_path, destinations=[dest])
+    run_erasure("2022-04-30", on, run_id="second")
+    assert query(on, "SELECT status FROM erasure_requests") == [("done",)]
+    assert drop_files_naming(tmp_path, DAVID) == []
+
+
+def drop_files_naming(root: Path, needle: str) -> list[str]:
+    return sorted(
+        str(p)
+        for p in (root / "output").rglob("part-*")
+        if needle in p.read_text(errors="ignore").lower()
+    )

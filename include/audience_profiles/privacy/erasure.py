@@ -266,9 +266,16 @@ def erase_destination(
 
 
 def record_erasures(results: list[dict], run_id: str, config: PipelineConfig | None = None) -> dict:
-    """Log every destination's answer; finish requests every destination confirmed."""
+    """Log every destination's answer; finish requests every destination confirmed.
+
+    Every destination in pipeline.yml must answer, disabled ones too: one switched off for a
+    while (an outage) may hold the person, and a finished request forgets the identifiers it
+    would need once it is back on. Its requests wait (logged) until it is enabled and answers,
+    or until it is taken out of pipeline.yml.
+    """
     config = config or load_config()
-    destinations = [d.name for d in config.enabled_destinations]
+    destinations = [d.name for d in config.destinations]
+    disabled = [d.name for d in config.destinations if not d.enabled]
     rows = [
         (request_id, result["destination"], status["status"], status["detail"])
         for result in results
@@ -287,6 +294,12 @@ def record_erasures(results: list[dict], run_id: str, config: PipelineConfig | N
         pending = wh.query("SELECT count(*) FROM erasure_requests WHERE status = 'pending'")[0][0]
     failed = sorted({(r[0], r[1]) for r in rows if r[2] == FAILED})
     log.info("completed request(s): %s; still pending: %s", done or "none", pending)
+    if pending and disabled:
+        log.warning(
+            "disabled destination(s) %s must answer too before a request is done (they may "
+            "hold the people): enable them, or take them out of pipeline.yml",
+            ", ".join(disabled),
+        )
     if failed:
         raise ErasureIncompleteError(
             f"{len(failed)} erasure(s) failed and will be retried by the next run: "
