@@ -849,6 +849,53 @@ def test_erasure_waits_for_an_unconfirmed_import_of_the_person(dotdigital, input
     assert dotdigital.members(FANS) == set()
 
 
+def test_erasure_clears_books_of_dropped_segments_and_renamed_books(dotdigital, inputs, sync):
+    people = [profile(f"p{i:02d}", f"p{i:02d}@example.com", optin_2=True) for i in range(3)]
+    ids = [p["profile_id"] for p in people]
+    sync(inputs.write(people, {"fans": ids, "partners": ids}))
+    # The partners segment left pipeline.yml and the fans book was renamed since.
+    dest = sync.destination(segments={"fans": {"address_book": "AP fans 2025"}})
+
+    statuses = dest.erase(
+        [
+            ErasureRequest("r-1", "2024-05-02 10:00:00", ("p00",), ()),
+            # By address only: sync_state knows which books it was sent to.
+            ErasureRequest("r-2", "2024-05-02 10:00:00", (), (("email", "p01@example.com"),)),
+        ]
+    )
+
+    assert statuses == {
+        "r-1": {"status": "done", "detail": "removed from 2 address book membership(s)"},
+        "r-2": {"status": "done", "detail": "removed from 2 address book membership(s)"},
+    }
+    assert dotdigital.members(FANS) == {"p02@example.com"}
+    assert dotdigital.members(PARTNERS) == {"p02@example.com"}
+    assert synced(sync.state_path, "fans") == {"p02@example.com"}
+    assert synced(sync.state_path, "partners") == {"p02@example.com"}
+
+
+def test_an_import_in_flight_fails_only_its_own_erasure(dotdigital, inputs, sync):
+    p00, p01 = profile("p00", "p00@example.com"), profile("p01", "p01@example.com")
+    sync(inputs.write([p01], {"fans": ["p01"]}))
+    tables = inputs.write([p00, p01], {"fans": ["p00", "p01"]})
+    assert sync(tables, defer_imports=True).details["pending_imports"]  # p00 in flight
+    requests = [
+        ErasureRequest("r-1", "2024-05-02 10:00:00", ("p01",), ()),
+        ErasureRequest("r-2", "2024-05-02 10:00:00", ("p00",), ()),
+    ]
+
+    statuses = sync.destination(defer_imports=True).erase(requests)
+
+    assert statuses["r-1"] == {
+        "status": "done",
+        "detail": "removed from 1 address book membership(s)",
+    }
+    assert statuses["r-2"]["status"] == "failed"
+    assert "unconfirmed import" in statuses["r-2"]["detail"]
+    assert "p01@example.com" not in dotdigital.members(FANS)
+    assert "p01@example.com" not in synced(sync.state_path)
+
+
 def test_a_dry_run_destination_skips_erasure(dotdigital, sync):
     request = ErasureRequest("r-1", "2024-05-02 10:00:00", ("p00",), ())
     assert sync.destination(dry_run=True).erase([request])["r-1"]["status"] == "skipped"

@@ -321,11 +321,14 @@ class DotdigitalDestination(Destination):
     # -- erasure ------------------------------------------------------------------------------
 
     def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
-        """Take each person's addresses out of every address book this destination syncs.
+        """Take each person's addresses out of every address book they may be in.
 
         Addresses are the request's emails plus every email the sync state holds for its
-        profiles; the state forgets them. The contact itself stays in the Dotdigital account
-        (deleting it there is the account owner's call, see docs/privacy.md).
+        profiles; the books are the configured ones plus every book the sync state knows (so a
+        segment dropped from the config or a renamed book is cleared too); the state forgets
+        them. The contact itself stays in the Dotdigital account (deleting it there is the
+        account owner's call, see docs/privacy.md). A request whose address an unconfirmed
+        import carries fails (the import could add it back) and is retried next run.
         """
         opts = DotdigitalOptions.from_config(self.config, self.pipeline)
         if opts.dry_run:
@@ -333,7 +336,6 @@ class DotdigitalDestination(Destination):
                 r.request_id: erasure_status(SKIPPED, "dry_run: nothing is sent to Dotdigital")
                 for r in requests
             }
-        hook = self._hook(opts)
         statuses: dict[str, dict[str, str]] = {}
         with SyncStateStore(opts.state_path) as store:
             emails = {
@@ -343,35 +345,55 @@ class DotdigitalDestination(Destination):
                 )
                 for r in requests
             }
-            everyone = {e for addresses in emails.values() for e in addresses}
-            if store.importing(sorted(everyone)):
-                # Removing now would race the import that adds them back: try again next run.
-                return {
-                    r.request_id: erasure_status(
-                        FAILED, "an unconfirmed import carries this contact; retried next run"
+            in_flight = store.in_flight(sorted({e for a in emails.values() for e in a}))
+            for r in requests:
+                if in_flight.intersection(emails[r.request_id]):
+                    # Removing now would race the import that adds them back.
+                    statuses[r.request_id] = erasure_status(
+                        FAILED,
+                        "an unconfirmed import carries this contact; retried next run, once "
+                        "the import is confirmed",
                     )
-                    for r in requests
-                }
-            books = {seg.address_book for seg in opts.segments}
+            everyone = {
+                e for rid, addresses in emails.items() if rid not in statuses for e in addresses
+            }
             removed: Counter[str] = Counter()
-            for book in hook.list_address_books():
-                if book["name"] not in books:
-                    continue
-                members = {
-                    c["email"].lower(): c["id"]
-                    for c in hook.list_address_book_contacts(int(book["id"]))
-                    if c["email"].lower() in everyone
-                }
-                if members:
-                    hook.remove_contacts(int(book["id"]), sorted(members.values()))
-                    removed.update(members.keys())
-            store.erase(sorted(everyone))
-        for r in requests:
-            count = sum(removed[e] for e in emails[r.request_id])
-            statuses[r.request_id] = erasure_status(
-                ERASED, f"removed from {count} address book membership(s)"
+            if everyone:
+                removed = self._remove_everywhere(store, opts, everyone)
+                store.erase(sorted(everyone))
+        return {
+            r.request_id: statuses.get(r.request_id)
+            or erasure_status(
+                ERASED,
+                f"removed from {sum(removed[e] for e in emails[r.request_id])} "
+                "address book membership(s)",
             )
-        return statuses
+            for r in requests
+        }
+
+    def _remove_everywhere(
+        self, store: SyncStateStore, opts: DotdigitalOptions, everyone: set[str]
+    ) -> Counter[str]:
+        """Remove ``everyone`` from the configured books and every book the state knows.
+
+        Returns the memberships removed per address.
+        """
+        hook = self._hook(opts)
+        names = {seg.address_book for seg in opts.segments}
+        known_ids = store.address_book_ids(sorted(everyone))
+        removed: Counter[str] = Counter()
+        for book in hook.list_address_books():
+            if book["name"] not in names and int(book["id"]) not in known_ids:
+                continue
+            members = {
+                c["email"].lower(): c["id"]
+                for c in hook.list_address_book_contacts(int(book["id"]))
+                if c["email"].lower() in everyone
+            }
+            if members:
+                hook.remove_contacts(int(book["id"]), sorted(members.values()))
+                removed.update(members.keys())
+        return removed
 
     # -- the sync -----------------------------------------------------------------------------
 

@@ -302,11 +302,27 @@ class SyncStateStore:
         ).fetchall()
         return {r[0] for r in rows}
 
-    def importing(self, emails: list[str]) -> int:
-        """How many of ``emails`` an unconfirmed import carries."""
-        return self.con.execute(
-            "SELECT count(DISTINCT email) FROM import_rows WHERE list_contains(?, email)", [emails]
-        ).fetchone()[0]
+    def in_flight(self, emails: list[str]) -> set[str]:
+        """Which of ``emails`` an unconfirmed import carries."""
+        rows = self.con.execute(
+            "SELECT DISTINCT email FROM import_rows WHERE list_contains(?, email)", [emails]
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def address_book_ids(self, emails: list[str]) -> set[int]:
+        """Every address book id the state knows: those of these addresses (synced, in flight,
+        failed) and every segment's book it has recorded."""
+        rows = self.con.execute(
+            """
+            SELECT address_book_id FROM sync_state WHERE list_contains(?, email)
+            UNION SELECT address_book_id FROM import_rows WHERE list_contains(?, email)
+            UNION SELECT b.address_book_id FROM sync_failures f JOIN address_books b
+                USING (segment_id) WHERE list_contains(?, f.email)
+            UNION SELECT address_book_id FROM address_books
+            """,
+            [emails] * 3,
+        ).fetchall()
+        return {int(r[0]) for r in rows if r[0] is not None}
 
     def erase(self, emails: list[str]) -> None:
         """Forget these addresses everywhere but the suppression list of the target's own."""
