@@ -20,11 +20,47 @@ from audience_profiles.config import PROJECT_ROOT, load_config
 DAG_FILE = PROJECT_ROOT / "dags" / "audience_profiles.py"
 
 
+def _iso_date(text: str) -> str:
+    """argparse type: a calendar date written YYYY-MM-DD."""
+    try:
+        return dt.date.fromisoformat(text).isoformat() if len(text) == 10 else _bad_date(text)
+    except ValueError:
+        return _bad_date(text)
+
+
+def _bad_date(text: str):
+    raise argparse.ArgumentTypeError(f"{text!r} is not a date written YYYY-MM-DD")
+
+
+def _at_least(minimum: int):
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: a whole number of at least {minimum}")
+        return value
+
+    return whole
+
+
 def _generate(args: argparse.Namespace) -> int:
     from audience_profiles.generate import GenerateOptions, generate
 
     config = load_config()
-    out = Path(args.out or config.landing_root)
+    root = args.out or config.landing_root
+    if "://" in str(root):
+        # Path("s3://bucket/x") is the local folder ./s3:/bucket/x: generated there, it would
+        # look like success and the next `run` would read the bucket instead.
+        print(f"generate writes local folders only, not {root}: pass --out a local folder")
+        return 2
+    if dt.date.fromisoformat(args.start) < config.start_date:
+        print(
+            f"warning: --start {args.start} is before start_date {config.start_date} of "
+            f"{config.source_file}: the daily DAG has no runs for the dates before it"
+        )
+    out = Path(root)
     started = time.monotonic()
     counts = generate(
         GenerateOptions(
@@ -59,6 +95,14 @@ def _run(args: argparse.Namespace) -> int:
             f"no landing partitions under {config.landing_root}: run `audience-profiles generate`"
         )
         return 1
+    early = [ds for ds in dates if dt.date.fromisoformat(ds) < config.start_date]
+    if early:
+        # dag.test() of a date before the DAG's start_date runs no task and reports success.
+        print(
+            f"date(s) before start_date {config.start_date} of {config.source_file}, which the "
+            f"daily DAG does not run: {', '.join(early)}"
+        )
+        return 2
     log_dir = Path(config.work_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     failed = []
@@ -153,14 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="write deterministic sample data to the landing root")
     gen.add_argument("--out", help="landing root (default: landing_root of pipeline.yml)")
-    gen.add_argument("--interactions", type=int, default=20_000)
-    gen.add_argument("--days", type=int, default=7)
-    gen.add_argument("--start", default="2022-04-25")
-    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--interactions", type=_at_least(0), default=20_000)
+    gen.add_argument("--days", type=_at_least(1), default=7)
+    gen.add_argument("--start", type=_iso_date, default="2022-04-25")
+    gen.add_argument("--seed", type=_at_least(0), default=42)
     gen.set_defaults(func=_generate)
     run = sub.add_parser("run", help="run the daily DAG with dag.test() for each landing date")
     run.add_argument(
-        "--date", action="append", help="a logical date (repeatable); default: every landing date"
+        "--date",
+        action="append",
+        type=_iso_date,
+        help="a logical date YYYY-MM-DD (repeatable); default: every landing date",
     )
     run.set_defaults(func=_run)
     show = sub.add_parser("show", help="print where outputs are and a few profile rows")

@@ -43,7 +43,15 @@ REPORTED_TASKS = (
     "deliver",
 )
 # The DAG's tasks in pipeline order, for the durations chart.
-TASK_ORDER = REPORTED_TASKS[:-1] + ("publish", "destinations", "deliver", "cleanup")
+TASK_ORDER = (
+    *REPORTED_TASKS[:-2],
+    "build_segments",
+    "check_quality",
+    "publish",
+    "destinations",
+    "deliver",
+    "cleanup",
+)
 FAILED_STATES = ("failed", "upstream_failed")
 COLORS = ("#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#718096")
 

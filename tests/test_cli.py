@@ -1,0 +1,50 @@
+"""The ``audience-profiles`` command line: arguments are checked before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audience_profiles import cli
+from audience_profiles.config import CONFIG_ENV
+from tests.support import write_config
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    config = write_config(tmp_path)  # start_date 2022-01-01
+    monkeypatch.setenv(CONFIG_ENV, config.source_file)
+    (tmp_path / "landing" / "interactions" / "date=2022-04-25").mkdir(parents=True)
+    marker = tmp_path / "landing" / "interactions" / "date=2022-04-25" / "part-0.csv"
+    marker.write_text("kept\n")
+    return config
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "--days", "0"],
+        ["generate", "--interactions", "-5"],
+        ["generate", "--start", "25/04/2022"],
+        ["run", "--date", "2022-04-26T23:30"],
+    ],
+)
+def test_bad_arguments_stop_before_anything_is_written(config, argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    assert "argument" in capsys.readouterr().err
+    # generate rewrites the landing folder: a bad argument must not have wiped it first
+    part = Path(config.landing_root) / "interactions" / "date=2022-04-25" / "part-0.csv"
+    assert part.read_text() == "kept\n"
+
+
+def test_a_date_before_start_date_is_refused_not_reported_as_success(config, capsys):
+    assert cli.main(["run", "--date", "2021-12-01"]) == 2
+    assert "before start_date 2022-01-01" in capsys.readouterr().out
+
+
+def test_generate_refuses_a_url_landing_root(config, capsys):
+    assert cli.main(["generate", "--out", "s3://fan-data/landing"]) == 2
+    assert "local folders only" in capsys.readouterr().out
