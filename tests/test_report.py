@@ -130,3 +130,23 @@ def test_a_failed_check_stops_delivery_and_alert_and_report_name_it(
     assert [c["name"] for c in body["checks"] if c["failures"]] == [check]
     page = (tmp_path / "output" / "reports" / "2022-04-29.html").read_text()
     assert "Failed quality checks" in page and check in page
+
+
+def test_rows_past_retention_are_shown_so_the_counts_still_add_up():
+    """read = valid + quarantined + aged out: with retention on, the page and the summary line
+    show the third term (a run of an aged-out date read 419 rows and kept none)."""
+    window = RunWindow.for_date("2022-04-25")
+    validated = {
+        "sources": {"interactions": {"read": 419, "valid": 0, "quarantined": 0, "aged_out": 419}},
+        "quarantine_by_field": [],
+    }
+    built = report.build(window, {"validate": validated}, {})
+    assert "aged out 419 (past retention)" in report.summary_line(built)
+    page = report.render_html({**built, "checks": []}, [])  # checks: from the warehouse
+    assert "<th>aged out</th>" in page
+    assert re.search(r"<td[^>]*>interactions</td>" + r"<td[^>]*>(\d+)</td>" * 4, page).groups() == (
+        "419",
+        "0",
+        "0",
+        "419",
+    )

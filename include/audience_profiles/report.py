@@ -117,10 +117,13 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
 
 def summary_line(report: dict[str, Any]) -> str:
     sources = ", ".join(f"{k} {v.get('read', 0)}" for k, v in report["sources"].items())
+    aged_out = sum(v.get("aged_out", 0) for v in report["sources"].values())
     deliveries = ", ".join(f"{k} {v['rows']}" for k, v in report["deliveries"].items())
     return (
         f"run {report['ds']} {report['state']}: read {report['rows_read']} row(s) ({sources}); "
-        f"quarantined {report['rows_quarantined']}; profiles {report['profiles']} "
+        f"quarantined {report['rows_quarantined']}; "
+        + (f"aged out {aged_out} (past retention); " if aged_out else "")
+        + f"profiles {report['profiles']} "
         f"({report['profiles_created']} new, {report['merges']} merged away); "
         f"delivered {report['rows_delivered']} row(s) ({deliveries or 'none'})"
         + (f"; failed: {', '.join(report['failed_tasks'])}" if report["failed_tasks"] else "")
@@ -379,12 +382,16 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         + "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(_fmt(v))}</dd>" for k, v in summary.items())
         + "</dl>"
     )
+    # With retention on, a run of an old date counts rows past it as aged out: read = valid +
+    # quarantined + aged out, and the page must show all three for that sum to be checked.
+    aged = any("aged_out" in s for s in report["sources"].values())
     parts += [
         "<h2>Rows read per source</h2>",
         _table(
-            ["source", "read", "valid", "quarantined"],
+            ["source", "read", "valid", "quarantined"] + (["aged out"] if aged else []),
             [
                 [name, s.get("read"), s.get("valid"), s.get("quarantined")]
+                + ([s.get("aged_out", 0)] if aged else [])
                 for name, s in report["sources"].items()
             ],
         ),
