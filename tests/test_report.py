@@ -150,3 +150,23 @@ def test_rows_past_retention_are_shown_so_the_counts_still_add_up():
         "0",
         "419",
     )
+
+
+def test_checks_of_an_earlier_attempt_are_not_shown_as_this_ones(reported):
+    """A cleared run keeps its run id: when check_quality did not run in this attempt (an
+    upstream task failed), the checks stored by the earlier attempt are not this run's."""
+    root, config, results = reported
+    ds = DATES[-1]
+    tasks = {
+        "enrich": {"state": "failed", "seconds": 1.0},
+        "check_quality": {"state": "upstream_failed", "seconds": None},
+    }
+    report.write_report(RunWindow.for_date(ds), {}, tasks, config)
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        stored = con.execute(
+            f"SELECT report FROM pipeline_runs WHERE ds = '{ds}' AND run_id = 'manual'"
+        ).fetchall()[0][0]
+        earlier = con.execute(
+            f"SELECT count(*) FROM quality_checks WHERE dt = '{ds}' AND run_id = 'manual'"
+        ).fetchall()[0][0]
+    assert earlier > 0 and json.loads(stored)["checks"] == []

@@ -141,14 +141,21 @@ def write_report(
     report = build(window, outputs, tasks)
     with open_warehouse(config) as wh:
         wh.run_sql("report/tables")
-        report["checks"] = [
-            {"name": name, "failures": failures}
-            for name, failures in wh.query(
-                "SELECT check_name, failures FROM quality_checks "
-                f"WHERE dt = DATE '{window.ds}' AND run_id = {sql_literal(window.run_id)} "
-                "ORDER BY check_name"
-            )
-        ]
+        # quality_checks is keyed by (date, run id), and a cleared Airflow run keeps its id: the
+        # rows are this attempt's only if check_quality ran in it (success or failed).
+        checked = tasks.get("check_quality", {}).get("state", "success") in ("success", "failed")
+        report["checks"] = (
+            [
+                {"name": name, "failures": failures}
+                for name, failures in wh.query(
+                    "SELECT check_name, failures FROM quality_checks "
+                    f"WHERE dt = DATE '{window.ds}' AND run_id = {sql_literal(window.run_id)} "
+                    "ORDER BY check_name"
+                )
+            ]
+            if checked
+            else []
+        )
         wh.run_sql(
             "report/pipeline_runs",
             **{k: report[k] for k in _ROW_COLUMNS},
