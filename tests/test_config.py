@@ -168,6 +168,11 @@ def edited(path: str, value) -> dict:
             "p.yml: destinations[0].csv_injection_escape: must be true or false",
         ),
         ("destinations.0.enabled", None, "destinations[0].enabled: must be true or false"),
+        (
+            "destinations.0.quicksight_manifest",
+            "false",
+            "p.yml: destinations[0].quicksight_manifest: must be true or false (unquoted)",
+        ),
         ("warehouse.threads", "two", "p.yml: warehouse.threads: must be a whole number, not 'two'"),
         ("warehouse.threads", "2", "p.yml: warehouse.threads: must be a whole number, not '2'"),
         ("warehouse.threads", 2.5, "warehouse.threads: must be a whole number, not 2.5"),

@@ -395,6 +395,8 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     if compression not in (None, "none", "gzip"):
         raise ConfigError(f"{source}: {where}compression must be gzip or none, not {compression!r}")
     options = {k: v for k, v in item.items() if k not in DESTINATION_KEYS}
+    # The drops' one yes/no option (drop.py reads it as truthy: a quoted "false" meant true).
+    _flag(options, "quicksight_manifest", False, where, source)
     if "path" in options:
         options["path"] = resolve_path(str(options["path"]))
     config = DestinationConfig(

@@ -158,7 +158,7 @@ def test_destination_for_checks_the_options_too(tmp_path):
 
 def test_every_declared_option_loads():
     entries = [
-        {"name": kind, "kind": kind, **dict.fromkeys(sorted(declared_options()[kind]), "x")}
+        {"name": kind, "kind": kind, **{o: _sample(o) for o in sorted(declared_options()[kind])}}
         for kind in KINDS
     ]
     config = pipeline(*entries)
@@ -171,7 +171,7 @@ def test_loading_the_file_imports_no_destination_module(tmp_path):
     """pipeline.yml is loaded while DAG files are parsed: the check must not import boto3 & co."""
     path = tmp_path / "pipeline.yml"
     entries = [
-        {"name": kind, "kind": kind, **dict.fromkeys(sorted(declared_options()[kind]), "x")}
+        {"name": kind, "kind": kind, **{o: _sample(o) for o in sorted(declared_options()[kind])}}
         for kind in KINDS
     ]
     path.write_text(
@@ -214,3 +214,8 @@ def test_only_a_literal_declaration_is_read_from_the_source():
     # not literal, or not declared here: left to destination_for, which has the class
     assert _options_of('class A:\n    OPTIONS = B.OPTIONS | {"a"}') is None
     assert _options_of("class A:\n    limits = 1") is None
+
+
+def _sample(option: str):
+    """A value the loader takes for ``option``: its yes/no options must be a real true/false."""
+    return True if option == "quicksight_manifest" else "x"
