@@ -61,7 +61,7 @@ from audience_profiles.pipeline import (
     aged_out_partitions,
 )
 from audience_profiles.privacy import EMAIL_PATTERN
-from audience_profiles.privacy.retention import cutoffs_as_of
+from audience_profiles.privacy.retention import cutoffs_as_of, latest_dates
 from audience_profiles.privacy.suppression import (
     apply_suppression,
     suppress_run_outputs,
@@ -358,17 +358,9 @@ def _batch_as_of(wh: Warehouse, files: list[LandedFile]) -> str:
     only if its as_of is not older than what it holds (docs/streams.md), so a late file for an old
     partition must not go out with that old date. Today (UTC) when there is none of these.
     """
-    dates = [f.ds for f in files if f.ds]
-    present = wh.table_names()
-    for table, column in (
-        ("stream_batches", "as_of"),
-        ("stream_files", "ds"),
-        ("published_snapshots", "dt"),
-    ):
-        if table in present:
-            latest = wh.query(f"SELECT max({column}) FROM {table}")[0][0]
-            if latest is not None:
-                dates.append(str(latest)[:10])
+    dates = [f.ds for f in files if f.ds] + latest_dates(
+        wh, (("stream_batches", "as_of"), ("stream_files", "ds"), ("published_snapshots", "dt"))
+    )
     return max(dates, default=_now().date().isoformat())
 
 

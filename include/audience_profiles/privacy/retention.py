@@ -98,15 +98,20 @@ def cutoffs_as_of(wh: Warehouse, config: PipelineConfig, ds: str) -> tuple[str, 
     policy = RetentionPolicy.from_config(config)
     if not policy.cutoffs(ds):
         return ds, {}
+    as_of = max([ds, *latest_dates(wh, AS_OF_SOURCES)])
+    return as_of, policy.cutoffs(as_of)
+
+
+def latest_dates(wh: Warehouse, sources: tuple[tuple[str, str], ...]) -> list[str]:
+    """The latest date (YYYY-MM-DD) of each ``(table, column)`` that exists and holds one."""
     present = wh.table_names()
-    dates = [ds]
-    for table, column in AS_OF_SOURCES:
+    dates = []
+    for table, column in sources:
         if table in present:
             latest = wh.query(f"SELECT max({column}) FROM {table}")[0][0]
             if latest is not None:
                 dates.append(str(latest)[:10])
-    as_of = max(dates)
-    return as_of, policy.cutoffs(as_of)
+    return dates
 
 
 def apply_retention(ds: str, run_id: str, config: PipelineConfig | None = None) -> list[dict]:

@@ -50,3 +50,30 @@ datediff('day', DATE '1970-01-01', {{ dt }}) * 10000000000
 {% macro anchor_key(seen_key, node_type) -%}
 {{ seen_key }} + CASE WHEN {{ node_type }} = 'session_id' THEN 100000000000000000 ELSE 0 END
 {%- endmacro %}
+{% import "privacy/_macros.sql" as p %}
+{#- A value as the blocked lists see it: lower-case, without surrounding white space of any kind.
+    Validation trims ASCII white space only, and rows from another loader are not trimmed at all:
+    "null" followed by a no-break space must still be the placeholder "null", or strangers merge
+    through it. Guarded, as nearly no value has any (a trim with a character set costs). -#}
+{% macro as_listed(value) -%}
+lower(CASE WHEN ascii({{ value }}) IN ({{ p.whitespace | join(", ") }})
+             OR ascii(right({{ value }}, 1)) IN ({{ p.whitespace | join(", ") }})
+           THEN {{ p.trimmed(value) }} ELSE {{ value }} END)
+{%- endmacro %}
+{#- Why a value cannot be an identifier, or NULL when it can: the value rules of identity.yml
+    (links.sql; privacy/suppress.sql asks the same of the values it meets). -#}
+{% macro blocked(type, value) -%}
+CASE WHEN {{ value }} IS NULL THEN 'missing'
+     WHEN length({{ value }}) > {{ max_value_length }} THEN 'longer than {{ max_value_length }} characters'
+     WHEN {{ as_listed(value) }} IN ({{ blocked_values[type] | map("literal") | join(", ") or "NULL" }}) THEN 'blocked value'
+{% for pattern in blocked_patterns[type] %}
+     WHEN regexp_like({{ as_listed(value) }}, {{ pattern | literal }}) THEN 'matches blocked pattern ' || {{ pattern | literal }}
+{% endfor %}
+{% if type == "email" %}
+     {#- validation stores emails trimmed and lower-cased (the matching key); a row written by
+         another loader that is not would be a second identifier for the same address -#}
+     WHEN {{ value }} <> lower(trim({{ value }})) THEN 'not normalised (trim and lower-case)'
+     WHEN NOT regexp_like({{ value }}, {{ email_pattern | literal }}) THEN 'not a valid email'
+{% endif %}
+END
+{%- endmacro %}

@@ -5,32 +5,6 @@
     Scratch tables are TEMP: the identity run lives in one session and only its results persist.
 -#}
 {% import "identity/_macros.sql" as m with context %}
-{% import "privacy/_macros.sql" as p %}
-{#- A value as the blocked lists see it: lower-case, without surrounding white space of any kind.
-    Validation trims ASCII white space only, and rows from another loader are not trimmed at all:
-    "null" followed by a no-break space must still be the placeholder "null", or strangers merge
-    through it. Guarded, as nearly no value has any (a trim with a character set costs). -#}
-{% macro as_listed(value) -%}
-lower(CASE WHEN ascii({{ value }}) IN ({{ p.whitespace | join(", ") }})
-             OR ascii(right({{ value }}, 1)) IN ({{ p.whitespace | join(", ") }})
-           THEN {{ p.trimmed(value) }} ELSE {{ value }} END)
-{%- endmacro %}
-{#- Why a value cannot be an identifier, or NULL when it can. -#}
-{% macro blocked(type, value) -%}
-CASE WHEN {{ value }} IS NULL THEN 'missing'
-     WHEN length({{ value }}) > {{ max_value_length }} THEN 'longer than {{ max_value_length }} characters'
-     WHEN {{ as_listed(value) }} IN ({{ blocked_values[type] | map("literal") | join(", ") or "NULL" }}) THEN 'blocked value'
-{% for pattern in blocked_patterns[type] %}
-     WHEN regexp_like({{ as_listed(value) }}, {{ pattern | literal }}) THEN 'matches blocked pattern ' || {{ pattern | literal }}
-{% endfor %}
-{% if type == "email" %}
-     {#- validation stores emails trimmed and lower-cased (the matching key); a row written by
-         another loader that is not would be a second identifier for the same address -#}
-     WHEN {{ value }} <> lower(trim({{ value }})) THEN 'not normalised (trim and lower-case)'
-     WHEN NOT regexp_like({{ value }}, {{ email_pattern | literal }}) THEN 'not a valid email'
-{% endif %}
-END
-{%- endmacro %}
 CREATE OR REPLACE TEMP TABLE id_pairs{{ suffix }} AS
 SELECT kind, left_id, right_id, max(observed_at) AS last_at
 {% if new_since %}
@@ -61,7 +35,7 @@ GROUP BY kind, left_id, right_id;
 CREATE OR REPLACE TEMP TABLE id_values{{ suffix }} AS
 {% for type in ["session_id", "email", "external_id"] %}
 SELECT {{ m.node_id(type, "node_value") }} AS node_id, '{{ type }}' AS node_type, node_value,
-       seen_key, first_at, {{ blocked(type, "node_value") }} AS blocked
+       seen_key, first_at, {{ m.blocked(type, "node_value") }} AS blocked
 FROM (
     SELECT node_value, min(observed_at) AS first_at,
            min({{ m.row_seen_key("dt", "observed_at") }}) AS seen_key

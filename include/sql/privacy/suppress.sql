@@ -23,16 +23,11 @@
 -- that say which values are identifiers at all.
 {% import "privacy/_macros.sql" as p %}
 {% set day = "DATE '" ~ ds ~ "'" %}
-{#- A value the identity graph would take as an identifier of this type (identity/links.sql). -#}
+{% import "identity/_macros.sql" as idm with context %}
+{#- A value the identity graph would take as an identifier of this type: identity's own value
+    rules, on the value normalised (a quarantined line's word is not trimmed or lower-cased). -#}
 {% macro usable(type, value) -%}
-({{ p.normalised(value) }} IS NOT NULL AND length({{ value }}) <= {{ max_value_length }}
- AND {{ p.normalised(value) }} NOT IN ({{ (blocked_values[type] or [""]) | map("literal") | join(", ") }})
-{%- for pattern in blocked_patterns[type] %}
- AND NOT regexp_like({{ p.normalised(value) }}, {{ pattern | literal }})
-{%- endfor %}
-{%- if type == "email" %}
- AND regexp_like({{ p.normalised(value) }}, {{ email_pattern | literal }})
-{%- endif %})
+({{ idm.blocked(type, p.normalised(value)) }} IS NULL)
 {%- endmacro %}
 {% if step == "people" %}
 -- Listed people on the partition's rows, as the rows spell them; erase: 1 if some request asks
