@@ -115,7 +115,10 @@ def extract_source(source: str, window: RunWindow, config: PipelineConfig | None
     """Stage one source's landing files for the run's date (no warehouse access: runs in parallel)."""
     config = config or load_config()
     out = run_dir(config, window) / "extract" / f"{source}.parquet"
+    # Taken before listing: validate keeps what a stream batch merged after it (_streamed_files).
+    listed_at = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
     result = landing.extract(source, window.ds, config.landing_root, out, config.landing_conn_id)
+    result["listed_at"] = listed_at
     log.info(
         "extracted %s: %s file(s), %s row(s), %s malformed",
         source,
@@ -165,14 +168,18 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                 "CREATE OR REPLACE TEMP TABLE aged_out_rows "
                 "(source VARCHAR, table_name VARCHAR, rows_aged_out BIGINT)"
             )
+        has_stream = "stream_files" in wh.table_names(views=False)
         for source in VALIDATION_ORDER:
             info = by_source[source]
             drop = aged_out_partitions(source, window.ds, past)
+            staged_relation = wh.staged_relation(info["path"])
+            streamed = has_stream and _streamed_files(wh, source, window.ds, info.get("listed_at"))
             sql = wh.render(
                 f"validate/{source}",
                 ds=window.ds,
-                staged=wh.staged_relation(info["path"]),
+                staged=staged_relation,
                 email_pattern=EMAIL_PATTERN,
+                streamed=streamed,
             )
             # In the validation's own transaction: aged-out rows are never committed at all.
             for table, condition in drop:
@@ -181,13 +188,23 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                     f"FROM {table} WHERE {condition};\nDELETE FROM {table} WHERE {condition};\n"
                 )
             wh.execute_script(sql)
+            own = " AND {} NOT IN (SELECT file FROM validate_streamed)" if streamed else ""
             target = (
-                "elements" if source == "elements" else f"{source} WHERE dt = DATE '{window.ds}'"
+                "elements"
+                if source == "elements"
+                else f"{source} WHERE dt = DATE '{window.ds}'" + own.format("_file")
             )
             kept = wh.query(f"SELECT count(*) FROM {target}")[0][0]
             quarantined = wh.query(
-                f"SELECT count(*) FROM quarantine WHERE dt = DATE '{window.ds}' AND source = '{source}'"
+                f"SELECT count(*) FROM quarantine WHERE dt = DATE '{window.ds}' "
+                f"AND source = '{source}'" + own.format("file")
             )[0][0]
+            kept_as_streamed = 0
+            if streamed:
+                kept_as_streamed = wh.query(
+                    f"SELECT count(*) FROM {staged_relation} "
+                    "WHERE _file IN (SELECT file FROM validate_streamed)"
+                )[0][0]
             aged_out = 0
             if drop:
                 aged_out = sum(
@@ -196,14 +213,17 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                         f"SELECT rows_aged_out FROM aged_out_rows WHERE source = '{source}'"
                     )
                 )
-            if kept + quarantined + aged_out != info["rows"]:
+            if kept + quarantined + aged_out + kept_as_streamed != info["rows"]:
                 raise ReconciliationError(
                     f"{source} {window.ds}: read {info['rows']} row(s) but kept {kept}, "
-                    f"quarantined {quarantined} and aged out {aged_out}"
+                    f"quarantined {quarantined}, aged out {aged_out} and kept as the stream "
+                    f"merged them {kept_as_streamed}"
                 )
             counts[source] = {"read": info["rows"], "valid": kept, "quarantined": quarantined}
             if covered:  # retention configured: read = valid + quarantined + aged_out
                 counts[source]["aged_out"] = aged_out
+            if kept_as_streamed:  # read = valid + quarantined (+ aged_out) + kept_as_streamed
+                counts[source]["kept_as_streamed"] = kept_as_streamed
             log.info("validated %s: %s", source, counts[source])
         # After reconciling: suppressed people's rows leave before anything is built from them.
         suppressed = apply_suppression(wh, window.ds, load_rules(config.identity_config))
@@ -219,6 +239,33 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
     if covered:
         result["retention"] = {"as_of": as_of, "cutoffs": covered, "past": sorted(past)}
     return result
+
+
+# Clocks differ (the worker's against Snowflake's): a file the stream took this long before the
+# listing counts as taken after it. Harmless: that version is in the listing too, with the same rows.
+STREAM_CLOCK_MARGIN = dt.timedelta(minutes=1)
+
+
+def _streamed_files(wh, source: str, ds: str, listed_at: str | None) -> bool:
+    """Whether a stream batch merged files of the partition after the extract listed it; if so,
+    the temp table ``validate_streamed`` names them.
+
+    Validate replaces the partition whole with what the extract staged. A file landed after the
+    listing that a stream batch (docs/streams.md) merged in the meantime is in no staged row, and
+    the stream's ledger says it is done: replaced, it would be lost until the date is re-run. Its
+    rows stay as the stream merged them, and staged rows of such a file are left out (the stream
+    holds its version, at least as new: a later one is streamed again). Elements are replaced
+    whole by the next daily run, so only the partitioned sources need this.
+    """
+    if source == "elements" or not listed_at:
+        return False
+    since = dt.datetime.fromisoformat(listed_at) - STREAM_CLOCK_MARGIN
+    wh.execute_script(
+        "CREATE OR REPLACE TEMP TABLE validate_streamed AS SELECT DISTINCT file FROM stream_files "
+        f"WHERE source = '{source}' AND ds = DATE '{check_ds(ds)}' "
+        f"AND processed_at >= TIMESTAMP '{since.isoformat(sep=' ')}'"
+    )
+    return wh.query("SELECT count(*) FROM validate_streamed")[0][0] > 0
 
 
 def quarantine_by_field(reasons: list[tuple[str, str, int]]) -> list[list]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 import time
 
+import duckdb
 import pytest
 
-from audience_profiles import stream
+from audience_profiles import pipeline, stream
 from audience_profiles.destinations.base import DeliveryReport
 from audience_profiles.destinations.streams import records_from_export
 from audience_profiles.privacy import erasure
@@ -201,3 +202,60 @@ def test_a_partition_dated_in_the_future_is_refused(tmp_path, sent, caplog):
     )
     _, new = batch(config, sent, "b2")
     assert new and {r["as_of"] for r in new} == {"2022-05-01"}
+
+
+def _extract(config, ds: str) -> list[dict]:
+    window = pipeline.RunWindow.for_date(ds)
+    return [pipeline.extract_source(s, window, config) for s in pipeline.VALIDATION_ORDER]
+
+
+def test_a_file_streamed_between_the_daily_extract_and_validate_is_not_lost(tmp_path, sent):
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
+    batch(config, sent, "b0")
+    ds = "2022-04-30"
+    write_interactions(landing, ds, "a.csv", [(ds, SEED_SESSION, 1)])
+    staged = _extract(config, ds)
+    # The extract has listed the partition; then a file lands and a stream batch merges it
+    # (one good row, one bad) before the daily validate gets the warehouse.
+    late = write_interactions(landing, ds, "late.csv", [(ds, "s-late", 2), (ds, "s-bad", "x")])
+    assert batch(config, sent, "b1")[0]["files"] == 2  # a.csv and late.csv
+    counts = pipeline.validate(pipeline.RunWindow.for_date(ds), staged, config)
+    rows = f"SELECT _file, session_id FROM interactions WHERE dt = DATE '{ds}' ORDER BY 1"
+    assert [(f.rsplit("/", 1)[-1], s) for f, s in query(config, rows)] == [
+        ("a.csv", SEED_SESSION),
+        ("late.csv", "s-late"),
+    ]
+    assert query(config, f"SELECT file FROM quarantine WHERE dt = DATE '{ds}'") == [(str(late),)]
+    # a.csv was streamed too, within a minute of the listing: its rows are the stream's, once
+    assert counts["sources"]["interactions"] == {
+        "read": 1,
+        "valid": 0,
+        "quarantined": 0,
+        "kept_as_streamed": 1,
+    }
+    pipeline.enrich(pipeline.RunWindow.for_date(ds), config)
+    enriched = f"SELECT count(*) FROM interactions_enriched WHERE dt = DATE '{ds}'"
+    assert query(config, enriched) == [(2,)]
+
+
+def test_validate_replaces_what_the_stream_took_before_the_extract_listed(tmp_path, sent):
+    """A file the stream merged before the listing (then removed from landing) is not kept."""
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
+    ds = "2022-04-30"
+    gone = write_interactions(landing, ds, "gone.csv", [(ds, "s-gone", 1)])
+    write_interactions(landing, ds, "a.csv", [(ds, SEED_SESSION, 1)])
+    batch(config, sent, "b0")
+    gone.unlink()
+    # the stream took both well before this listing
+    with duckdb.connect(config.warehouse.path) as con:
+        con.execute("UPDATE stream_files SET processed_at = processed_at - INTERVAL 1 HOUR")
+    counts = pipeline.validate(pipeline.RunWindow.for_date(ds), _extract(config, ds), config)
+    rows = f"SELECT session_id FROM interactions WHERE dt = DATE '{ds}'"
+    assert query(config, rows) == [(SEED_SESSION,)]
+    assert counts["sources"]["interactions"] == {"read": 1, "valid": 1, "quarantined": 0}

@@ -26,7 +26,9 @@ FROM {{ bs }}.batch_files;
 DELETE FROM stream_watermarks WHERE source = {{ source | literal }};
 INSERT INTO stream_watermarks
 VALUES ({{ source | literal }}, TIMESTAMP '{{ mark }}', {{ run_id | literal }}, CAST(current_timestamp AS TIMESTAMP));
--- Files this far below the watermark are never listed as candidates again.
+-- Files this far below the watermark are never listed as candidates again. Kept a day: a daily
+-- validate keeps a file's rows when the stream took it after the extract listed (pipeline.validate).
 DELETE FROM stream_files
-WHERE source = {{ source | literal }} AND modified < TIMESTAMP '{{ floors[source] }}';
+WHERE source = {{ source | literal }} AND modified < TIMESTAMP '{{ floors[source] }}'
+  AND processed_at < CAST(current_timestamp AS TIMESTAMP) - INTERVAL '1 day';
 {% endfor %}

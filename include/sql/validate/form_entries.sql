@@ -6,11 +6,11 @@ CREATE OR REPLACE TEMP TABLE checked_form_entries AS
 SELECT *, {{ v.reasons(["_error", v.timestamp("entry_datetime", landed=ds), v.required("session_id"),
                         v.email("email"), v.yes_no("optin_1"), v.yes_no("optin_2"),
                         v.yes_no("accept_terms"), v.integer("form_id", required=false)]) }} AS reason
-FROM {{ v.trimmed_rows(staged, ["entry_datetime", "first_name", "last_name", "email", "optin_1", "optin_2",
+FROM {{ v.trimmed_rows(v.staged_rows(staged), ["entry_datetime", "first_name", "last_name", "email", "optin_1", "optin_2",
                                   "accept_terms", "session_id", "form_name", "form_id"],
                         as_entered=["email"]) }};
 
-DELETE FROM form_entries WHERE dt = DATE '{{ ds }}';
+DELETE FROM form_entries WHERE {{ v.replaced(ds) }};
 INSERT INTO form_entries
 SELECT DATE '{{ ds }}', {{ v.utc_timestamp("entry_datetime") }},
        NULLIF(first_name, ''), NULLIF(last_name, ''),
@@ -21,7 +21,7 @@ SELECT DATE '{{ ds }}', {{ v.utc_timestamp("entry_datetime") }},
        _file, _line
 FROM checked_form_entries WHERE reason IS NULL;
 
-DELETE FROM quarantine WHERE dt = DATE '{{ ds }}' AND source = 'form_entries';
+DELETE FROM quarantine WHERE {{ v.replaced(ds, "file") }} AND source = 'form_entries';
 INSERT INTO quarantine
 SELECT DATE '{{ ds }}', 'form_entries', _file, _line, reason, _raw
 FROM checked_form_entries WHERE reason IS NOT NULL;

@@ -3,10 +3,10 @@
 CREATE OR REPLACE TEMP TABLE checked_identities AS
 SELECT *, {{ v.reasons(["_error", v.timestamp("observed_at", landed=ds), v.required("session_id"),
                         v.required("external_id"), v.email("email", required=false)]) }} AS reason
-FROM {{ v.trimmed_rows(staged, ["observed_at", "session_id", "external_id", "email", "first_name",
+FROM {{ v.trimmed_rows(v.staged_rows(staged), ["observed_at", "session_id", "external_id", "email", "first_name",
                                   "last_name"]) }};
 
-DELETE FROM identities WHERE dt = DATE '{{ ds }}';
+DELETE FROM identities WHERE {{ v.replaced(ds) }};
 INSERT INTO identities
 SELECT DATE '{{ ds }}', {{ v.utc_timestamp("observed_at") }},
        session_id, external_id,
@@ -15,7 +15,7 @@ SELECT DATE '{{ ds }}', {{ v.utc_timestamp("observed_at") }},
        _file, _line
 FROM checked_identities WHERE reason IS NULL;
 
-DELETE FROM quarantine WHERE dt = DATE '{{ ds }}' AND source = 'identities';
+DELETE FROM quarantine WHERE {{ v.replaced(ds, "file") }} AND source = 'identities';
 INSERT INTO quarantine
 SELECT DATE '{{ ds }}', 'identities', _file, _line, reason, _raw
 FROM checked_identities WHERE reason IS NOT NULL;
