@@ -9,7 +9,12 @@ import pyarrow.parquet as pq
 from audience_profiles import pipeline
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import hash_identifier
-from audience_profiles.privacy.erasure import run_erasure
+from audience_profiles.privacy.erasure import (
+    read_requests,
+    remove_from_warehouse,
+    resolve_requests,
+    run_erasure,
+)
 from audience_profiles.privacy.suppression import apply_suppression
 from tests.privacy.people import ANN, BOB, DAVID, file_request, form, interaction, mentions, query
 from tests.support import FORM_HEADER, IDENTITY_HEADER, INTERACTION_HEADER, write_csv
@@ -199,6 +204,30 @@ def test_a_session_the_graph_gave_an_erased_person_is_not_taken_from_a_later_use
     assert query(built, f"SELECT count(*) FROM interactions WHERE dt = DATE '{D1}'") == [(0,)]
 
     assert_reruns_change_nothing(built, (D1, D2))
+
+
+def test_a_delete_does_not_take_over_another_persons_suppress_through_a_shared_session(
+    built, tmp_path
+):
+    """David suppressed, then used the kiosk alone (it joined the list under his request); Carla
+    signed up on it later and asks to be deleted. Her request resolves the kiosk as hers, but a
+    session is a device: it must not make David's entries, or his plain identifiers, hers."""
+    landing = tmp_path / "landing"
+    file_request(landing, "r-1", "email", DAVID, kind="suppress")
+    run_erasure(ERASE_DAY, built)
+    land_kiosk_days(landing)
+    run_days(built, D1, D2, D3)
+    assert ("session_id", hash_identifier("kiosk"), "suppress", "r-1") in listed(built)
+    kept_for_david = f"SELECT count(*) FROM restricted_form_entries WHERE email = '{DAVID}'"
+    (before,) = query(built, kept_for_david)
+
+    file_request(landing, "r-2", "email", CARLA, kind="delete")
+    resolve_requests(read_requests(ERASE_DAY, "erasure-2", built), built)
+    subjects = query(built, "SELECT identifier_value FROM erasure_subjects WHERE request_id = 'r-2'")
+    assert DAVID not in {v for (v,) in subjects} and "david-phone" not in {v for (v,) in subjects}
+    assert ("email", hash_identifier(DAVID), "suppress", "r-1") in listed(built)
+    remove_from_warehouse(built)
+    assert query(built, kept_for_david) == [before] != [(0,)]
 
 
 def land_newcomer_days(landing) -> None:

@@ -63,10 +63,20 @@ WHERE s.profile_id IS NOT NULL;
 {% macro delete_listed(column, identifier_type) -%}
 {{ p.hashed(column) }} IN (SELECT identifier_hash FROM suppression_list WHERE kind = 'delete' AND identifier_type = '{{ identifier_type }}')
 {%- endmacro %}
-{% set form_listed = delete_listed("email", "email") ~ " OR " ~ delete_listed("session_id", "session_id") %}
-{{ p.delete_counted("restricted_form_entries", form_erase ~ " OR " ~ form_listed, "erasure_report") }}
+{#- A session is a device: a restricted row whose person is on the list only as `suppress` (its
+    email or SSO id) is theirs, kept, even when a delete names its session (someone who used the
+    same kiosk later and asked to be deleted). -#}
+{% macro suppress_listed(column, identifier_type) -%}
+{{ p.hashed(column) }} IN (SELECT identifier_hash FROM suppression_list WHERE kind = 'suppress' AND identifier_type = '{{ identifier_type }}')
+{%- endmacro %}
+{% set session_deleted = "(" ~ p.listed("session_id", "session_id", v, true) ~ " OR " ~ delete_listed("session_id", "session_id") ~ ")" %}
+{% set email_deleted = p.listed("email", "email", v, true) ~ " OR " ~ delete_listed("email", "email") %}
+{{ p.delete_counted("restricted_form_entries",
+    email_deleted ~ " OR (" ~ session_deleted ~ " AND NOT " ~ suppress_listed("email", "email") ~ ")", "erasure_report") }}
 {{ p.delete_counted("restricted_identities",
-    identity_erase ~ " OR " ~ form_listed ~ " OR " ~ delete_listed("external_id", "external_id"), "erasure_report") }}
+    email_deleted ~ " OR " ~ p.listed("external_id", "external_id", v, true) ~ " OR " ~ delete_listed("external_id", "external_id")
+    ~ " OR (" ~ session_deleted ~ " AND NOT " ~ suppress_listed("external_id", "external_id")
+    ~ " AND NOT coalesce(" ~ suppress_listed("email", "email") ~ ", false))", "erasure_report") }}
 {{ p.delete_counted("restricted_interactions",
     session_erase ~ " OR " ~ delete_listed("session_id", "session_id"), "erasure_report") }}
 
