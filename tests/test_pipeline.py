@@ -250,3 +250,30 @@ def test_publish_again_after_cleanup_hands_on_the_exports_it_completed(tmp_path)
     (export_dir / pipeline.PUBLISHED_MARKER).unlink()  # an export that never completed
     with pytest.raises(RuntimeError, match="is gone and no complete export.*clear the run"):
         pipeline.publish(window, config)
+
+
+def test_a_publish_that_dies_half_way_does_not_leave_the_earlier_publish_complete(
+    tmp_path, monkeypatch
+):
+    """Its exports overwrote some of the earlier publish's: after cleanup, publishing again must
+    not hand on that mix of two builds as the earlier publish's complete exports."""
+    from audience_profiles.warehouse.duckdb import DuckDBWarehouse
+
+    config = write_config(tmp_path)
+    write_seed_example(tmp_path / "landing")
+    window = RunWindow.for_date("2022-04-29")
+    run_all(window, config)
+    real = DuckDBWarehouse.export_parquet
+
+    def disk_full_at_profiles(self, relation, path):
+        if path.endswith("audience_profiles.parquet"):
+            raise OSError("disk full")
+        return real(self, relation, path)
+
+    monkeypatch.setattr(DuckDBWarehouse, "export_parquet", disk_full_at_profiles)
+    with pytest.raises(OSError, match="disk full"):
+        run_all(window, config)  # the date rebuilt; its publish dies after the first exports
+    monkeypatch.setattr(DuckDBWarehouse, "export_parquet", real)
+    pipeline.cleanup(window, config)  # the teardown runs after a failed publish too
+    with pytest.raises(RuntimeError, match="is gone and no complete export"):
+        pipeline.publish(window, config)

@@ -404,6 +404,9 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
         run_tables = wh.table_names(window.run_schema)
         if "audience_profiles" not in run_tables:
             return _published_before(window, export_dir)
+        # This build's exports replace the earlier publish's from here on: its marker goes first,
+        # so a publish that dies half way cannot hand on a mix of the two builds' files later.
+        (export_dir / PUBLISHED_MARKER).unlink(missing_ok=True)
         suppress_run_outputs(wh, window.run_schema)
         for table in OUTPUT_TABLES:
             if table == "segment_memberships" and table not in run_tables:
