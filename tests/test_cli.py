@@ -45,6 +45,11 @@ def test_a_date_before_start_date_is_refused_not_reported_as_success(config, cap
     assert "before start_date 2022-01-01" in capsys.readouterr().out
 
 
+def test_a_date_after_tomorrow_is_refused(config, capsys):
+    assert cli.main(["run", "--date", "2099-04-29"]) == 2
+    assert "logical date 2099-04-29 is after tomorrow" in capsys.readouterr().out
+
+
 def test_generate_refuses_a_url_landing_root(config, capsys):
     assert cli.main(["generate", "--out", "s3://fan-data/landing"]) == 2
     assert "local folders only" in capsys.readouterr().out

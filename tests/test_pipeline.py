@@ -231,6 +231,11 @@ def test_a_run_without_a_logical_date_fails_at_once_saying_why():
     assert RunWindow.from_context({"ds": "2022-04-29", "run_id": "r"}).interval_end == (
         "2022-04-30 00:00:00"
     )
+    # a mistyped year: its date would count as reached, and age out every later run's rows
+    with pytest.raises(AirflowFailException, match="2099-04-29 is after tomorrow"):
+        RunWindow.from_context({"ds": "2099-04-29", "run_id": "manual__2099"})
+    tomorrow = pipeline.latest_allowed_date()
+    assert RunWindow.from_context({"ds": tomorrow, "run_id": "r"}).ds == tomorrow
 
 
 def test_publish_again_after_cleanup_hands_on_the_exports_it_completed(tmp_path):

@@ -87,6 +87,7 @@ def _load_dag():
 
 def _run(args: argparse.Namespace) -> int:
     from audience_profiles.generate import data_dates
+    from audience_profiles.pipeline import future_date_problem
 
     config = load_config()
     dates = args.date or data_dates(config.landing_root)
@@ -102,6 +103,10 @@ def _run(args: argparse.Namespace) -> int:
             f"date(s) before start_date {config.start_date} of {config.source_file}, which the "
             f"daily DAG does not run: {', '.join(early)}"
         )
+        return 2
+    future = [problem for ds in dates if (problem := future_date_problem(ds))]
+    if future:
+        print("\n".join(future))
         return 2
     log_dir = Path(config.work_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -91,19 +91,41 @@ class RunWindow:
 
 
 def logical_ds(context: dict[str, Any]) -> str:
-    """The run's logical date (YYYY-MM-DD); a run without one fails at once, without retries.
+    """The run's logical date (YYYY-MM-DD); a run without one, or dated after tomorrow (UTC),
+    fails at once, without retries.
 
     ``airflow dags trigger`` without ``--logical-date`` (or a REST trigger with
-    ``"logical_date": null``) creates such a run; every date-keyed step would fail on it.
+    ``"logical_date": null``) creates such a run; every date-keyed step would fail on it. A
+    mistyped future date (2032 for 2022) would be recorded as the latest date reached, and
+    retention, counting back from it (``retention.cutoffs_as_of``), would age out every later run.
     """
-    if context.get("ds"):
-        return context["ds"]
     from airflow.sdk.exceptions import AirflowFailException
 
-    raise AirflowFailException(
-        f"run {context.get('run_id')!r} has no logical date: every output is keyed by it. "
-        "Trigger with one (airflow dags trigger --logical-date YYYY-MM-DD, or logical_date in "
-        "the REST call)."
+    if not context.get("ds"):
+        raise AirflowFailException(
+            f"run {context.get('run_id')!r} has no logical date: every output is keyed by it. "
+            "Trigger with one (airflow dags trigger --logical-date YYYY-MM-DD, or logical_date "
+            "in the REST call)."
+        )
+    problem = future_date_problem(context["ds"])
+    if problem:
+        raise AirflowFailException(f"run {context.get('run_id')!r}: {problem}")
+    return context["ds"]
+
+
+def latest_allowed_date() -> str:
+    """Tomorrow (UTC): no run, and no date a run relies on, is later (a data day may run early)."""
+    return (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)).isoformat()
+
+
+def future_date_problem(ds: str) -> str | None:
+    """Why ``ds`` cannot be run, when it is after tomorrow (UTC); None otherwise."""
+    if ds <= latest_allowed_date():
+        return None
+    return (
+        f"logical date {ds} is after tomorrow ({latest_allowed_date()}, UTC): a mistyped date? "
+        "Nothing is built for it, since its date would count as reached (retention counts back "
+        "from the latest date reached)"
     )
 
 

@@ -139,3 +139,23 @@ def test_the_cutoff_counts_from_the_latest_date_reached_not_the_clock(built, tmp
     assert latest["validate"]["retention"] == {
         "as_of": "2022-04-29", "cutoffs": {"interactions_days": "2022-04-28"}, "past": []
     }  # fmt: skip
+
+
+def test_a_date_after_tomorrow_in_the_warehouse_does_not_age_out_every_later_run(
+    built, tmp_path, caplog
+):
+    """A run of a mistyped year (2099) that got as far as publishing, before runs refused such
+    dates: counted as the latest date reached, every later run's rows would be aged out."""
+    config = write_config(tmp_path, retention={"interactions_days": 30})
+    run_all(RunWindow.for_date("2022-04-28"), config)
+    with duckdb.connect(config.warehouse.path) as con:
+        con.execute(
+            "INSERT INTO published_snapshots VALUES ('all', DATE '2099-04-28', 'typo', NULL)"
+        )
+
+    with caplog.at_level(logging.WARNING):
+        result = run_all(RunWindow.for_date("2022-04-29"), config)
+
+    assert result["validate"]["sources"]["interactions"]["valid"] == 3
+    assert result["validate"]["retention"]["as_of"] == "2022-04-29"
+    assert "published_snapshots has 1 row(s) with dt after tomorrow" in caplog.text

@@ -223,7 +223,9 @@ def test_a_delete_does_not_take_over_another_persons_suppress_through_a_shared_s
 
     file_request(landing, "r-2", "email", CARLA, kind="delete")
     resolve_requests(read_requests(ERASE_DAY, "erasure-2", built), built)
-    subjects = query(built, "SELECT identifier_value FROM erasure_subjects WHERE request_id = 'r-2'")
+    subjects = query(
+        built, "SELECT identifier_value FROM erasure_subjects WHERE request_id = 'r-2'"
+    )
     assert DAVID not in {v for (v,) in subjects} and "david-phone" not in {v for (v,) in subjects}
     assert ("email", hash_identifier(DAVID), "suppress", "r-1") in listed(built)
     remove_from_warehouse(built)

@@ -103,12 +103,32 @@ def cutoffs_as_of(wh: Warehouse, config: PipelineConfig, ds: str) -> tuple[str, 
 
 
 def latest_dates(wh: Warehouse, sources: tuple[tuple[str, str], ...]) -> list[str]:
-    """The latest date (YYYY-MM-DD) of each ``(table, column)`` that exists and holds one."""
+    """The latest date (YYYY-MM-DD) of each ``(table, column)`` that exists and holds one.
+
+    Dates after tomorrow (UTC) are left out, loudly: only a mistyped run date can have written
+    one (runs refuse them now: ``pipeline.logical_ds``), and counted as reached it would age out
+    every later run's rows and lift the stream's ``as_of`` past every consumer's clock.
+    """
+    from audience_profiles.pipeline import latest_allowed_date  # pipeline imports this module
+
+    limit = latest_allowed_date()
     present = wh.table_names()
     dates = []
     for table, column in sources:
         if table in present:
-            latest = wh.query(f"SELECT max({column}) FROM {table}")[0][0]
+            latest = wh.query(
+                f"SELECT max({column}) FROM {table} WHERE {column} <= DATE '{limit}'"
+            )[0][0]
+            future = wh.query(f"SELECT count(*) FROM {table} WHERE {column} > DATE '{limit}'")
+            if future[0][0]:
+                log.warning(
+                    "%s has %s row(s) with %s after tomorrow (%s): a mistyped run date? "
+                    "Ignored as the latest date reached; delete them",
+                    table,
+                    future[0][0],
+                    column,
+                    limit,
+                )
             if latest is not None:
                 dates.append(str(latest)[:10])
     return dates
