@@ -185,7 +185,10 @@ class Landing:
             where = self.classify(path.relative_to(base).as_posix())
             if where and path.is_file():
                 stat = path.stat()
-                modified = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).replace(tzinfo=None)
+                # The later of the content's time and the inode's: a file moved in (`mv` keeps
+                # its mtime; a refused file moved to its right partition) arrives when it moves.
+                arrived = max(stat.st_mtime, stat.st_ctime)
+                modified = dt.datetime.fromtimestamp(arrived, dt.UTC).replace(tzinfo=None)
                 version = f"{stat.st_mtime_ns}-{stat.st_size}"
                 out.append(LandedFile(where[0], str(path), where[1], version, modified))
         return out
