@@ -167,9 +167,7 @@ def _suggestion(key: Any, valid: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _reject_unknown(
-    mapping: dict, valid: Iterable[str], where: str, source: str, what: str
-) -> None:
+def reject_unknown(mapping: dict, valid: Iterable[str], where: str, source: str, what: str) -> None:
     """Fail on a key ``valid`` does not hold, naming it and the closest valid key.
 
     ``where`` is the key path prefix (``""``, ``"warehouse."``, ``"destinations[0]."``), ``what``
@@ -197,7 +195,7 @@ def check_destination_options(
     (with the options read from the kind's source, see :func:`declared_options`) and again by
     ``destinations.destination_for``, with the class attribute.
     """
-    _reject_unknown(
+    reject_unknown(
         config.options,
         {*DESTINATION_KEYS, *accepted},
         where,
@@ -420,7 +418,7 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
 def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
     wh_raw = _section(raw, "warehouse", source)
     where = "warehouse."
-    _reject_unknown(wh_raw, WAREHOUSE_KEYS, where, source, "in warehouse")
+    reject_unknown(wh_raw, WAREHOUSE_KEYS, where, source, "in warehouse")
     engine = wh_raw.get("engine", "duckdb")
     if engine not in ENGINES:
         raise ConfigError(f"{source}: warehouse.engine must be one of {ENGINES}, not {engine!r}")
@@ -441,7 +439,7 @@ def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
 def _check_stream(raw: dict, source: str) -> None:
     """``stream:`` is read by the stream DAG's task (stream.StreamSettings); its keys fail here."""
     stream = _section(raw, "stream", source)
-    _reject_unknown(stream, STREAM_KEYS, "stream.", source, "in stream")
+    reject_unknown(stream, STREAM_KEYS, "stream.", source, "in stream")
     _whole(stream, "lookback_seconds", 0, "stream.", source, minimum=0)
     names = stream.get("destinations")
     if names is not None and (
@@ -456,7 +454,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     """Validate a parsed YAML mapping into a :class:`PipelineConfig`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
-    _reject_unknown(raw, TOP_LEVEL_KEYS, "", source, "at the top level")
+    reject_unknown(raw, TOP_LEVEL_KEYS, "", source, "at the top level")
     start = _start_date(raw, source)
     _require(raw, "landing_root", "", source)
     warehouse = _parse_warehouse(raw, source)
@@ -480,7 +478,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
         return str(path)
 
     alerts = _section(raw, "alerts", source)
-    _reject_unknown(alerts, ALERTS_KEYS, "alerts.", source, "in alerts")
+    reject_unknown(alerts, ALERTS_KEYS, "alerts.", source, "in alerts")
     _check_stream(raw, source)
     config = PipelineConfig(
         source_file=source,

@@ -740,6 +740,13 @@ def test_hook_errors_filename_rule_credentials_and_no_addresses_in_messages(
         ({"full_resync": "maybe"}, "true or false"),
         ({"data_fields": {"SCORE": "score"}}, "not a profile column"),
         ({"segments": {"fans": {"consent_column": "optin_9"}}}, "optin_9"),
+        # typos one level down: the book would be named after the segment, consent sent bare
+        (
+            {"segments": {"fans": {"adress_book": "AP - fans"}}},
+            r"segments\.fans\.adress_book: unknown key .*did you mean 'address_book'",
+        ),
+        ({"consent": {"txt": "Yes please"}}, r"consent\.txt: unknown key .*did you mean 'text'"),
+        ({"segments": {"fans": "AP - fans"}}, "segments.fans must be a mapping"),
     ],
 )
 def test_configuration_mistakes_name_the_option(dotdigital, inputs, sync, options, message):

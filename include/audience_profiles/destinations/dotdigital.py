@@ -62,7 +62,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig, resolve_path
+from audience_profiles.config import (
+    ConfigError,
+    DestinationConfig,
+    PipelineConfig,
+    reject_unknown,
+    resolve_path,
+)
 from audience_profiles.destinations.base import (
     ERASED,
     FAILED,
@@ -149,6 +155,11 @@ class SegmentTarget:
     consent_url: str | None
 
 
+# The keys of one entry under ``segments`` and of ``consent`` (docs/activation.md).
+SEGMENT_KEYS = ("address_book", "consent_column", "consent_text", "consent_url", "partner")
+CONSENT_KEYS = ("column", "partner_column", "partner_text", "text", "url")
+
+
 @dataclass(frozen=True)
 class DotdigitalOptions:
     segments: tuple[SegmentTarget, ...]
@@ -169,13 +180,24 @@ class DotdigitalOptions:
     def from_config(cls, config: DestinationConfig, pipeline: PipelineConfig) -> DotdigitalOptions:
         opts = config.options
         where = f"{pipeline.source_file}: destination {config.name!r}"
+        what = f"in destination {config.name!r} (kind dotdigital)"
         consent = opts.get("consent") or {}
+        if not isinstance(consent, dict):
+            raise ConfigError(f"{where}: consent must be a mapping ({', '.join(CONSENT_KEYS)})")
+        reject_unknown(consent, CONSENT_KEYS, "consent.", pipeline.source_file, what)
         segments_raw = opts.get("segments")
         if not isinstance(segments_raw, dict) or not segments_raw:
             raise ConfigError(f"{where}: segments must map segment ids to address books")
         segments = []
         for segment_id, seg in segments_raw.items():
             seg = seg or {}
+            if not isinstance(seg, dict):
+                raise ConfigError(
+                    f"{where}: segments.{segment_id} must be a mapping "
+                    f"({', '.join(SEGMENT_KEYS)}), not {seg!r}"
+                )
+            # A typo would sync to a book named after the segment, or send consent without text.
+            reject_unknown(seg, SEGMENT_KEYS, f"segments.{segment_id}.", pipeline.source_file, what)
             partner = _flag(seg, "partner", f"{where}: segments.{segment_id}")
             default_column = (
                 consent.get("partner_column", "optin_2")
