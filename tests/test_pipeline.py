@@ -282,3 +282,27 @@ def test_a_publish_that_dies_half_way_does_not_leave_the_earlier_publish_complet
     pipeline.cleanup(window, config)  # the teardown runs after a failed publish too
     with pytest.raises(RuntimeError, match="is gone and no complete export"):
         pipeline.publish(window, config)
+
+
+def test_kept_exports_are_not_delivered_again_while_an_erasure_is_half_done(tmp_path):
+    """Resolved, the request's person is listed, but the kept exports still hold them until the
+    erasure DAG's remove_from_warehouse rewrites them: publish must not hand them on till then."""
+    from audience_profiles.privacy import erasure
+    from tests.privacy.people import file_request
+
+    config = write_config(tmp_path)
+    write_seed_example(tmp_path / "landing")
+    window = RunWindow.for_date("2022-04-29")
+    run_all(window, config)  # ends with cleanup: publish would hand on the kept exports
+    file_request(tmp_path / "landing", "r-1", "email", "david.wilson@example.com")
+    erasure.resolve_requests(erasure.read_requests("2022-04-30", "e1", config), config)
+
+    with pytest.raises(RuntimeError, match="1 erasure request.*not yet out of the kept exports"):
+        pipeline.publish(window, config)
+    erasure.remove_from_warehouse(config)
+    tables = pipeline.publish(window, config)
+    with duckdb.connect() as con:
+        emails = con.execute(
+            "SELECT email FROM read_parquet(?)", [tables["audience_profiles"]]
+        ).fetchall()
+    assert ("david.wilson@example.com",) not in emails

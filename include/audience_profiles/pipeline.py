@@ -425,7 +425,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
     with open_warehouse(config) as wh:
         run_tables = wh.table_names(window.run_schema)
         if "audience_profiles" not in run_tables:
-            return _published_before(window, export_dir)
+            return _published_before(window, export_dir, wh)
         # This build's exports replace the earlier publish's from here on: its marker goes first,
         # so a publish that dies half way cannot hand on a mix of the two builds' files later.
         (export_dir / PUBLISHED_MARKER).unlink(missing_ok=True)
@@ -465,13 +465,24 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
     return tables
 
 
-def _published_before(window: RunWindow, export_dir: Path) -> dict[str, str]:
+def _published_before(window: RunWindow, export_dir: Path, wh) -> dict[str, str]:
+    from audience_profiles.privacy.erasure import awaiting_removal
+
     marker = export_dir / PUBLISHED_MARKER
     published = json.loads(marker.read_text()) if marker.exists() else None
     if published is None or not all(Path(p).exists() for p in published["tables"].values()):
         raise RuntimeError(
             f"{window.ds}: the run's build ({window.run_schema}) is gone and no complete export "
             f"of it is in {export_dir}: clear the run from validate to build the date again"
+        )
+    # Kept exports were suppressed when they were made; people listed since leave them in the
+    # erasure DAG's remove_from_warehouse. Until it has run, delivering them again could send them.
+    waiting = awaiting_removal(wh)
+    if waiting:
+        raise RuntimeError(
+            f"{window.ds}: {waiting} erasure request(s) are resolved but not yet out of the kept "
+            "exports (the erasure DAG's remove_from_warehouse has not finished them): not "
+            "delivered again now; a retry after it does"
         )
     log.info(
         "%s: %s is gone (cleanup ran), so the exports its publish completed are delivered "

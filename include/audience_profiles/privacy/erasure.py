@@ -111,6 +111,19 @@ def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict
     return {"new": len(new), "pending": pending}
 
 
+def awaiting_removal(wh) -> int:
+    """Requests resolved (their people on the suppression list) whose warehouse step is not done:
+    their rows may still be in the warehouse and in the kept run exports."""
+    if "erasure_requests" not in wh.table_names(views=False):
+        return 0
+    return wh.query(
+        "SELECT count(*) FROM erasure_requests r WHERE status = 'pending' "
+        "AND resolved_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM erasure_log l "
+        f"WHERE l.request_id = r.request_id AND l.destination = '{WAREHOUSE}' "
+        "AND l.status = 'done')"
+    )[0][0]
+
+
 def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int]:
     """Delete (or restrict) every resolved request's rows in the warehouse and the kept run
     exports; rows per table.
@@ -122,12 +135,7 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
     config = config or load_config()
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
-        waiting = wh.query(
-            "SELECT count(*) FROM erasure_requests r WHERE status = 'pending' "
-            "AND resolved_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM erasure_log l "
-            f"WHERE l.request_id = r.request_id AND l.destination = '{WAREHOUSE}' "
-            "AND l.status = 'done')"
-        )[0][0]
+        waiting = awaiting_removal(wh)
         if not waiting:
             return {}
         tables = wh.table_names(views=False)  # audience_profile_interactions follows its tables
