@@ -134,6 +134,9 @@ class Landing:
     def __init__(self, root: str, conn_id: str | None):
         self.root = root
         self.conn_id = conn_id
+        # (name, modified) of files under a source that no step reads (part-0.csv.gz, a .txt):
+        # the daily extract fails on them; a batch warns (warn_unread) rather than skip quietly.
+        self.unread: list[tuple[str, dt.datetime]] = []
         self.is_s3 = root.startswith("s3://")
         if self.is_s3:
             self.bucket, _, prefix = root.removeprefix("s3://").partition("/")
@@ -150,6 +153,31 @@ class Landing:
         match = _DATE_DIR.match(parts[1]) if len(parts) == 3 else None
         return (source.name, match.group(1)) if match else None
 
+    def _note_unread(self, relative: str, name: str, modified: dt.datetime) -> None:
+        parts = relative.split("/")
+        name_only = parts[-1]
+        if parts[0] in landing.SOURCES and len(parts) > 1 and not landing.is_hidden(name_only):
+            if landing.is_data_file(name_only):
+                return
+            self.unread.append((name, modified))
+
+    def warn_unread(self) -> list[str]:
+        """Log the unread files noted since the last call, and return their names."""
+        names = sorted({name for name, _ in self.unread})
+        self.unread = []
+        if names:
+            log.warning(
+                "%s file(s) under %s are not read: %s%s (it reads %s; names starting with _ or . "
+                "are ignored). Not streamed, and the daily extract of their date fails on them: "
+                "convert, rename or move them",
+                len(names),
+                self.root,
+                ", ".join(names[:5]),
+                f" and {len(names) - 5} more" if len(names) > 5 else "",
+                ", ".join("*" + suffix for suffix in landing.FILE_SUFFIXES),
+            )
+        return names
+
     @functools.cached_property
     def _s3(self):
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy: only when used
@@ -161,14 +189,18 @@ class Landing:
         if self.is_s3:
             self._s3.get_conn()
 
-    def list_source(self, source: str) -> list[LandedFile]:
-        """Every data file of one source, all partitions."""
+    def list_source(self, source: str, since: dt.datetime | None = None) -> list[LandedFile]:
+        """Every data file of one source, all partitions; unread files modified after ``since``
+        are noted (``unread``)."""
         if self.is_s3:
             out = []
             for obj in self._s3.iter_file_metadata(f"{self.prefix}{source}/", self.bucket):
-                where = self.classify(obj["Key"].removeprefix(self.prefix))
+                relative = obj["Key"].removeprefix(self.prefix)
+                where = self.classify(relative)
+                modified = obj["LastModified"].astimezone(dt.UTC).replace(tzinfo=None)
+                if since is None or modified > since:
+                    self._note_unread(relative, f"s3://{self.bucket}/{obj['Key']}", modified)
                 if where:
-                    modified = obj["LastModified"].astimezone(dt.UTC).replace(tzinfo=None)
                     out.append(
                         LandedFile(
                             where[0],
@@ -182,13 +214,18 @@ class Landing:
         base = Path(self.root)
         out = []
         for path in sorted((base / source).rglob("*")):
-            where = self.classify(path.relative_to(base).as_posix())
-            if where and path.is_file():
-                stat = path.stat()
-                # The later of the content's time and the inode's: a file moved in (`mv` keeps
-                # its mtime; a refused file moved to its right partition) arrives when it moves.
-                arrived = max(stat.st_mtime, stat.st_ctime)
-                modified = dt.datetime.fromtimestamp(arrived, dt.UTC).replace(tzinfo=None)
+            if not path.is_file():
+                continue
+            relative = path.relative_to(base).as_posix()
+            where = self.classify(relative)
+            stat = path.stat()
+            # The later of the content's time and the inode's: a file moved in (`mv` keeps its
+            # mtime; a refused file moved to its right partition) arrives when it moves.
+            arrived = max(stat.st_mtime, stat.st_ctime)
+            modified = dt.datetime.fromtimestamp(arrived, dt.UTC).replace(tzinfo=None)
+            if since is None or modified > since:
+                self._note_unread(relative, str(path), modified)
+            if where:
                 version = f"{stat.st_mtime_ns}-{stat.st_size}"
                 out.append(LandedFile(where[0], str(path), where[1], version, modified))
         return out
@@ -202,9 +239,10 @@ class Landing:
         if not self.is_s3 or bucket != self.bucket or not key.startswith(self.prefix):
             return None
         where = self.classify(key.removeprefix(self.prefix))
+        when = dt.datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
+        self._note_unread(key.removeprefix(self.prefix), f"s3://{bucket}/{key}", when)
         if not where:
             return None
-        when = dt.datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
         return LandedFile(
             where[0],
             f"s3://{bucket}/{key}",
@@ -307,6 +345,7 @@ def _select_candidates(
 ) -> tuple[list[LandedFile], dict[str, dt.datetime], dict[str, dt.datetime]]:
     """The batch's files, and (reconcile only) each source's new watermark and ledger floor."""
     ledger = dict(wh.query("SELECT file, version FROM stream_files"))
+    landing_.unread = []
     if records is not None:
         latest: dict[str, LandedFile] = {}
         for record in records:
@@ -324,7 +363,7 @@ def _select_candidates(
         # First run: the stream starts a lookback ago (history is the daily build's job).
         mark = min(stored.get(source) or started - lookback, started)
         floor = mark - lookback
-        listed = [f for f in landing_.list_source(source) if f.modified > floor]
+        listed = [f for f in landing_.list_source(source, since=floor) if f.modified > floor]
         candidates += [f for f in listed if ledger.get(f.name) != f.version]
         marks[source] = max([mark, *(min(f.modified, started) for f in listed)])
         floors[source] = marks[source] - lookback
@@ -591,10 +630,13 @@ def run_batch(
                 s3_ready.result()  # the listing uses it
             files, marks, floors = _select_candidates(wh, landing_, settings.lookback, records)
             files, refused = _refuse_future(files)
+            unread = landing_.warn_unread()
             lap("select")
             summary: dict[str, Any] = {"mode": mode, "files": len(files), "seconds": seconds}
             if refused:
                 summary["refused"] = sorted(f.name for f in refused)
+            if unread:
+                summary["unread"] = unread
             if not files:
                 commit(wh, batch=False, as_of="", run_id=run_id, watermarks=marks, floors=floors)
                 log.info("%s: no new landing files", mode)

@@ -5,6 +5,7 @@ No moto: a fake stream destination captures the records (streams.records_from_ex
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -286,3 +287,21 @@ def test_a_file_moved_into_landing_is_streamed_though_its_mtime_is_old(tmp_path,
     assert {r["payload"].get("email") for r in new if r["event_type"] == "profile_upsert"} == {
         "ann@x.org"
     }
+
+
+def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path, sent, caplog):
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    batch(config, sent, "b0")
+    partition = landing / "interactions" / "date=2022-05-01"
+    partition.mkdir(parents=True)
+    (partition / "part-0.csv.gz").write_bytes(b"\x1f\x8b")
+    (partition / "_SUCCESS").write_text("")  # a writer's marker: ignored, as by the extract
+
+    with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
+        summary, new = batch(config, sent, "b1")
+
+    assert summary["unread"] == [str(partition / "part-0.csv.gz")]
+    assert "1 file(s) under" in caplog.text and "part-0.csv.gz" in caplog.text
+    assert "_SUCCESS" not in caplog.text and new == []
