@@ -4,6 +4,7 @@ of the last two on both warehouse engines (DuckDB, and Snowflake through fakesno
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,13 +38,19 @@ def drop_mentions(root, needle: str) -> list[str]:
     )
 
 
-def test_a_delete_after_a_suppress_deletes_what_the_suppress_kept(built, tmp_path):
+def test_a_delete_after_a_suppress_deletes_what_the_suppress_kept(built, tmp_path, monkeypatch):
     requests = tmp_path / "landing"
     bob_interactions = query(
         built, f"SELECT count(*) FROM interactions WHERE session_id = '{BOB_SESSION}'"
     )
+    (ann_profile,) = query(
+        built, f"SELECT profile_id FROM profile_identifiers WHERE identifier_value = '{ANN}'"
+    )
     file_request(requests, "r-s", "email", ANN, kind="suppress")
     run_erasure(ERASE_DAY, built, run_id="first")
+    # Her plain identifiers are purged with the finished request; her profile id is kept.
+    assert query(built, "SELECT count(*) FROM erasure_subjects") == [(0,)]
+    assert query(built, "SELECT * FROM suppressed_profiles") == [("r-s", ann_profile[0])]
     # Suppressed: her rows are kept out of processing, her profile left the graph, and what was
     # delivered before stays delivered.
     assert query(
@@ -58,9 +65,23 @@ def test_a_delete_after_a_suppress_deletes_what_the_suppress_kept(built, tmp_pat
 
     # Now she asks to be forgotten, naming only her address.
     file_request(requests, "r-d", "email", ANN, kind="delete")
+    owed = []
+    real_pending = erasure.pending_erasures
+
+    def pending_erasures(run_id, config):  # what destinations are told (removed at cleanup)
+        path = real_pending(run_id, config)
+        owed.extend(json.loads(Path(path).read_text())["requests"])
+        return path
+
+    monkeypatch.setattr(erasure, "pending_erasures", pending_erasures)
     result = run_erasure(ERASE_DAY, built, run_id="second")
 
     assert result["record"] == {"completed": ["r-d"], "pending": 0}
+    # Destinations were told her profile id too (a stream sends profile_erased for it), though
+    # the graph lost it with the suppress; once the delete is done, nothing of it is kept.
+    assert [r["profile_ids"] for r in owed] == [[ann_profile[0]]]
+    assert [None, None] not in owed[0]["identifiers"]
+    assert query(built, "SELECT count(*) FROM suppressed_profiles") == [(0,)]
     # Everything the suppress kept goes: her session and SSO id too, not only the address.
     for needle in (ANN, ANN_SESSION, ANN_SSO):
         assert mentions(built, needle) == {}, needle

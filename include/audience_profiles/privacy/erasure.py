@@ -224,7 +224,8 @@ def pending_erasures(run_id: str, config: PipelineConfig | None = None) -> str:
                 "done": sorted(confirmed.get(request_id, [])),
             },
         )
-        request["identifiers"].add((identifier_type, value))
+        if value is not None:  # None: a profile id alone (a delete after a suppress)
+            request["identifiers"].add((identifier_type, value))
         if profile_id:
             request["profile_ids"].add(profile_id)
     requests = [

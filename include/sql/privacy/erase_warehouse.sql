@@ -41,6 +41,7 @@ CREATE OR REPLACE TEMP TABLE removal_values AS
 SELECT s.identifier_type, s.identifier_value AS value,
        max(CASE WHEN r.type = 'delete' THEN 1 ELSE 0 END) = 1 AS erase
 FROM erasure_subjects s JOIN removal_requests r USING (request_id)
+WHERE s.identifier_value IS NOT NULL  -- a row with a profile id alone (requests.sql)
 GROUP BY s.identifier_type, s.identifier_value;
 CREATE OR REPLACE TEMP TABLE removal_profiles AS
 SELECT DISTINCT s.profile_id FROM erasure_subjects s JOIN removal_requests r USING (request_id)

@@ -53,4 +53,13 @@ WHERE r.status = 'pending'
   );
 UPDATE erasure_requests SET status = 'done', completed_at = CAST(current_timestamp AS TIMESTAMP)
 WHERE request_id IN (SELECT request_id FROM completed_requests);
+INSERT INTO suppressed_profiles
+SELECT DISTINCT s.request_id, s.profile_id
+FROM erasure_subjects s JOIN erasure_requests r ON r.request_id = s.request_id
+WHERE r.type = 'suppress' AND s.profile_id IS NOT NULL
+  AND s.request_id IN (SELECT request_id FROM completed_requests)
+  AND NOT EXISTS (
+      SELECT 1 FROM suppressed_profiles k
+      WHERE k.request_id = s.request_id AND k.profile_id = s.profile_id
+  );
 DELETE FROM erasure_subjects WHERE request_id IN (SELECT request_id FROM completed_requests);

@@ -82,7 +82,7 @@ WHERE identifier_value IS NOT NULL AND identifier_value <> '';
 -- a device (a kiosk listed under an earlier request was used by its person, not only by them),
 -- and matching on it would hand one person's erasure another person's identifiers.
 CREATE OR REPLACE TEMP TABLE listed_person AS
-SELECT DISTINCT n.request_id, l.identifier_type, l.identifier_hash
+SELECT DISTINCT n.request_id, l.identifier_type, l.identifier_hash, l.request_id AS earlier_request_id
 FROM new_requests n
 JOIN erasure_subjects s ON s.request_id = n.request_id
 JOIN suppression_list hit
@@ -111,11 +111,21 @@ WHERE k.value IS NOT NULL AND k.value <> ''
         AND s.identifier_value = k.value
   );
 
+-- Their profile ids, kept by a finished suppress (suppressed_profiles): destinations erase those
+-- profiles (a stream's profile_erased) though the graph no longer has them. Rows without an
+-- identifier: the profile id alone.
+INSERT INTO erasure_subjects
+SELECT DISTINCT p.request_id, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), k.profile_id
+FROM (SELECT DISTINCT request_id, earlier_request_id FROM listed_person) p
+JOIN suppressed_profiles k ON k.request_id = p.earlier_request_id;
+DELETE FROM suppressed_profiles
+WHERE request_id IN (SELECT earlier_request_id FROM listed_person);
+
 INSERT INTO suppression_list
 SELECT DISTINCT s.identifier_type, {{ p.hashed("s.identifier_value") }}, n.type, s.request_id,
        CAST(current_timestamp AS TIMESTAMP)
 FROM erasure_subjects s JOIN new_requests n USING (request_id)
-WHERE NOT EXISTS (
+WHERE s.identifier_value IS NOT NULL AND NOT EXISTS (
     SELECT 1 FROM suppression_list l
     WHERE l.identifier_type = s.identifier_type AND l.kind = n.type
       AND l.identifier_hash = {{ p.hashed("s.identifier_value") }}

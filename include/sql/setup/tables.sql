@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS erasure_requests (
 CREATE TABLE IF NOT EXISTS erasure_subjects (
     request_id VARCHAR, identifier_type VARCHAR, identifier_value VARCHAR, profile_id VARCHAR
 );
+-- The profile ids a finished suppress request resolved, kept (pseudonymous ids, no identifier)
+-- once its plain identifiers are purged: a later delete that takes the person over
+-- (privacy/requests.sql) tells destinations to erase those profiles, and drops these rows.
+CREATE TABLE IF NOT EXISTS suppressed_profiles (request_id VARCHAR, profile_id VARCHAR);
 -- One row per request and destination (plus the warehouse and the suppression list); attempts
 -- counts the erasure runs that tried it, run_id names the last one.
 CREATE TABLE IF NOT EXISTS erasure_log (
