@@ -344,3 +344,32 @@ def test_documented_examples_are_found():
         "sql",
         "snowflake",
     }
+
+
+def test_yaml_keeps_ids_and_scores_as_text_and_refuses_a_repeated_key(tmp_path):
+    """YAML 1.1 reads 2:1 as 121 (base 60), 0601 as 385 (octal), 1_000 as 1000, and keeps the last
+    of two equal keys: a segment filter or a whole segment would change without a word."""
+    from audience_profiles.config import load_yaml
+    from audience_profiles.segments import load_segments
+
+    assert load_yaml("a: 2:1\nb: 0601\nc: 1_000\nd: 12\ne: -3\nf: 0.5\ng: 1.0\n", "x.yml") == {
+        "a": "2:1",
+        "b": "0601",
+        "c": "1_000",
+        "d": 12,
+        "e": -3,
+        "f": 0.5,
+        "g": 1.0,
+    }
+    segments = tmp_path / "segments.yml"
+    segments.write_text(
+        "segments:\n"
+        "  draw_fans:\n    interaction: {option: 2:1, poll_id: 0601}\n"
+        "  fans:\n    attribute: {column: optin_1, equals: true}\n"
+        "  fans:\n    form_entries: {min: 2}\n"
+    )
+    with pytest.raises(ConfigError, match=r"segments\.yml: line 6: duplicate key 'fans' .*line 4"):
+        load_segments(segments)
+    segments.write_text(segments.read_text().rsplit("  fans:\n", 1)[0])
+    (draw,) = [s for s in load_segments(segments).segments if s.segment_id == "draw_fans"]
+    assert draw.rule.params["filters"] == {"option": ["2:1"], "poll_id": ["0601"]}

@@ -500,6 +500,57 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     return config
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as a reader of these files expects it: a repeated key is an error, and a number is
+    only a plain decimal (``12``, ``-3``, ``0.5``).
+
+    PyYAML follows YAML 1.1, where the last of two equal keys silently wins, and ``2:1`` (a score)
+    is the base-60 number 121, ``0601`` (an id) the octal 385 and ``1_000`` a thousand. Those
+    now stay text, as a reader would read them.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str | int | float | bool | None | dt.date):
+                continue  # a list or mapping as a key: SafeLoader itself refuses it
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}: line {line}: duplicate key {key!r} (first on line "
+                    f"{seen[key]}): YAML would keep only the last one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if not tag.endswith((":int", ":float"))]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(0|[1-9][0-9]*)$"), list("-+0123456789")
+)
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(0|[1-9][0-9]*)\.[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse one of the project's YAML files (:class:`_StrictLoader`); errors name ``source``."""
+    loader = _StrictLoader(text)
+    loader.name = source
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
+    finally:
+        loader.dispose()
+
+
 def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
@@ -511,8 +562,4 @@ def load_config(path: str | os.PathLike | None = None) -> PipelineConfig:
         text = file.read_text()
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the pipeline configuration ({exc})") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML ({exc})") from exc
-    return parse_config(raw, str(file))
+    return parse_config(load_yaml(text, str(file)), str(file))

@@ -30,9 +30,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from audience_profiles.config import ConfigError
+from audience_profiles.config import ConfigError, load_yaml
 from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.warehouse.base import Warehouse
 
@@ -109,9 +107,10 @@ def _limits(limits: dict, key: str, types: tuple[str, ...], file: Path) -> dict[
 def load_rules(path: str | Path) -> IdentityRules:
     file = Path(path)
     try:
-        raw = yaml.safe_load(file.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        text = file.read_text()
+    except OSError as exc:
         raise ConfigError(f"{file}: cannot read identity rules ({exc})") from exc
+    raw = load_yaml(text, str(file)) or {}
     defaults = IdentityRules()
     patterns = _per_type(raw, "blocked_patterns", file)
     email_pattern = str(raw.get("email_pattern") or EMAIL_PATTERN)

@@ -46,9 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from audience_profiles.config import ConfigError, PipelineConfig
+from audience_profiles.config import ConfigError, PipelineConfig, load_yaml
 from audience_profiles.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
@@ -270,10 +268,10 @@ def parse_segments(raw: Any, source: str = "<dict>") -> SegmentSet:
 def load_segments(path: str | Path) -> SegmentSet:
     file = Path(path)
     try:
-        raw = yaml.safe_load(file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        text = file.read_text()
+    except OSError as exc:
         raise ConfigError(f"{file}: cannot read the segment definitions ({exc})") from exc
-    return parse_segments(raw, str(file))
+    return parse_segments(load_yaml(text, str(file)), str(file))
 
 
 def segments_for(config: PipelineConfig) -> SegmentSet | None:
