@@ -322,7 +322,7 @@ class _Run:
     rs: str
     ds: str
     interval_end: str
-    profile_columns: frozenset[str]
+    profile_columns: dict[str, str]  # name -> "text", "yes/no", "number" or "other"
 
     def window_start(self, within_days: int | None) -> str | None:
         """First day of a window of ``within_days`` days ending on the run date."""
@@ -363,6 +363,7 @@ def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
             f"{source}: {rule.where}.column: {column!r} is not an audience_profiles column "
             f"({', '.join(sorted(run.profile_columns))})"
         )
+    _check_value_types(p["values"], column, run.profile_columns[column], rule.where, source)
     since = f"{column}_at" if f"{column}_at" in run.profile_columns else "first_seen"
     return wh.render(
         "segments/attribute",
@@ -373,11 +374,51 @@ def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
     )
 
 
+# What an attribute value must be for each kind of column (see _column_kind).
+_VALUE_TYPES = {"text": (str,), "yes/no": (bool,), "number": (int, float), "other": (str,)}
+
+
+def _column_kind(data_type: str) -> str:
+    """A column's information_schema data type (DuckDB or Snowflake) as a kind of value."""
+    name = data_type.upper()
+    if "BOOL" in name:
+        return "yes/no"
+    if any(t in name for t in ("CHAR", "TEXT", "STRING")):
+        return "text"
+    if any(t in name for t in ("INT", "NUMBER", "NUMERIC", "DECIMAL", "FLOAT", "DOUBLE", "REAL")):
+        return "number"
+    return "other"  # dates and times: written as quoted text
+
+
+def _check_value_types(values: list, column: str, kind: str, where: str, source: str) -> None:
+    """An unquoted 12345 for a text column would be compared as a number (matching '0012345',
+    and failing on the first id that is not one); a yes/no for a text column as a boolean."""
+    for value in values:
+        is_bool = isinstance(value, bool)
+        if isinstance(value, _VALUE_TYPES[kind]) and (kind == "yes/no" or not is_bool):
+            continue
+        given = (
+            "a yes/no value" if is_bool else "a number" if not isinstance(value, str) else "text"
+        )
+        hint = {
+            "text": "quote it",
+            "yes/no": "write true or false, unquoted",
+            "number": "write it unquoted",
+            "other": "quote it (a date as 'YYYY-MM-DD')",
+        }[kind]
+        holds = {"text": "text", "yes/no": "yes/no values", "number": "numbers"}
+        raise ConfigError(
+            f"{source}: {where}: {value!r} is {given} but {column} holds "
+            f"{holds.get(kind, 'dates or times')}: {hint}"
+        )
+
+
 def render_memberships(
     wh: Warehouse, segments: SegmentSet, rs: str, ds: str, interval_end: str
 ) -> str:
     """The SQL script that (re)creates ``<rs>.segment_memberships`` for the run."""
-    columns = frozenset(c.lower() for c in wh.columns(f"{rs}.audience_profiles"))
+    types = wh.column_types(rs, "audience_profiles")
+    columns = {name: _column_kind(data_type) for name, data_type in types.items()}
     run = _Run(rs, ds, interval_end, columns)
     compiled = [
         (s.segment_id, _compile(wh, s.rule, run, segments.source)) for s in segments.segments

@@ -262,6 +262,25 @@ def test_an_unknown_profile_column_names_the_file_and_key(wh):
         build(wh, definitions)
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        # 12345 unquoted: compared as a number, '0012345' would match, and 'sso-abc' fail the build
+        ("email", 12345, r"12345 is a number but email holds text: quote it"),
+        ("email", True, r"True is a yes/no value but email holds text: quote it"),
+        ("optin_2", "yes", r"'yes' is text but optin_2 holds yes/no values: write true or false"),
+        ("optin_1", 1, r"1 is a number but optin_1 holds yes/no values"),
+        ("first_seen", 20220429, r"20220429 is a number but first_seen holds dates or times: quote it"),
+    ],
+)
+def test_a_value_of_the_wrong_type_for_its_column_names_the_file_and_key(
+    wh, column, value, message
+):
+    definitions = {"x": {"attribute": {"column": column, "equals": value}}}
+    with pytest.raises(ConfigError, match=r"segments\.x\.attribute: " + message):
+        build(wh, definitions)
+
+
 @pytest.mark.services
 def test_the_same_sql_gives_the_same_rows_in_snowflake_dialect(wh):
     """The rendered script, run through fakesnow (Snowflake SQL translated by sqlglot onto its own
@@ -456,8 +475,8 @@ def test_values_are_written_in_the_engines_dialect():
         def __init__(self):
             pass
 
-        def columns(self, table):
-            return ["profile_id", "first_seen"]
+        def column_types(self, schema, table):
+            return {"profile_id": "TEXT", "first_seen": "TIMESTAMP_NTZ"}
 
     segments = parse_segments(
         {"segments": {"acdc": {"answer": {"attribute": "Band\\", "equals": "AC\\DC"}}}}

@@ -113,6 +113,16 @@ class Warehouse(abc.ABC):
         )
         return {r[0].lower() for r in rows}
 
+    def column_types(self, schema: str, table: str) -> dict[str, str]:
+        """``{column (lower case): data type}`` of a table, as information_schema names them
+        (``VARCHAR`` and ``BIGINT`` on DuckDB, ``TEXT`` and ``NUMBER`` on Snowflake)."""
+        rows = self.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            f"WHERE upper(table_schema) = {self.literal(schema.upper())} "
+            f"AND upper(table_name) = {self.literal(table.upper())}"
+        )
+        return {str(name).lower(): str(data_type) for name, data_type in rows}
+
     @abc.abstractmethod
     def staged_relation(self, path: str) -> str:
         """A relation expression over a staged local Parquet file, for use in ``FROM``."""
