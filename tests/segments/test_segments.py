@@ -270,7 +270,11 @@ def test_an_unknown_profile_column_names_the_file_and_key(wh):
         ("email", True, r"True is a yes/no value but email holds text: quote it"),
         ("optin_2", "yes", r"'yes' is text but optin_2 holds yes/no values: write true or false"),
         ("optin_1", 1, r"1 is a number but optin_1 holds yes/no values"),
-        ("first_seen", 20220429, r"20220429 is a number but first_seen holds dates or times: quote it"),
+        (
+            "first_seen",
+            20220429,
+            r"20220429 is a number but first_seen holds dates or times: quote it",
+        ),
     ],
 )
 def test_a_value_of_the_wrong_type_for_its_column_names_the_file_and_key(
