@@ -219,10 +219,9 @@ class Landing:
             relative = path.relative_to(base).as_posix()
             where = self.classify(relative)
             stat = path.stat()
-            # The later of the content's time and the inode's: a file moved in (`mv` keeps its
-            # mtime; a refused file moved to its right partition) arrives when it moves.
-            arrived = max(stat.st_mtime, stat.st_ctime)
-            modified = dt.datetime.fromtimestamp(arrived, dt.UTC).replace(tzinfo=None)
+            # The content's time, not the inode's: a chmod must not bring back a file the ledger
+            # has forgotten. A file moved in keeps its old mtime: touch it (docs/streams.md).
+            modified = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).replace(tzinfo=None)
             if since is None or modified > since:
                 self._note_unread(relative, str(path), modified)
             if where:

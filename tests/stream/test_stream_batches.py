@@ -262,33 +262,6 @@ def test_validate_replaces_what_the_stream_took_before_the_extract_listed(tmp_pa
     assert counts["sources"]["interactions"] == {"read": 1, "valid": 1, "quarantined": 0}
 
 
-def test_a_file_moved_into_landing_is_streamed_though_its_mtime_is_old(tmp_path, sent):
-    """`mv` keeps a file's mtime: a refused file moved to its right partition, or one copied
-    with `cp -p`, arrives when it moves, not when it was written."""
-    config = make_config(tmp_path)
-    landing = tmp_path / "landing"
-    write_seed_example(landing)
-    batch(config, sent, "b0")
-    outside = write_forms(
-        tmp_path / "elsewhere",
-        "2022-05-01",
-        "ann.csv",
-        [form_row("2022-05-01T09:00:00", "Ann", "ann@x.org", "s-ann")],
-    )
-    an_hour_ago = time.time() - 3600  # well below the watermark minus lookback_seconds (600)
-    os.utime(outside, (an_hour_ago, an_hour_ago))
-    target = landing / "form_entries" / "date=2022-05-01" / "ann.csv"
-    target.parent.mkdir(parents=True)
-    os.rename(outside, target)
-
-    summary, new = batch(config, sent, "b1")
-
-    assert summary["files"] == 1
-    assert {r["payload"].get("email") for r in new if r["event_type"] == "profile_upsert"} == {
-        "ann@x.org"
-    }
-
-
 def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path, sent, caplog):
     config = make_config(tmp_path)
     landing = tmp_path / "landing"
