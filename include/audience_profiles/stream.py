@@ -154,11 +154,17 @@ class Landing:
         return (source.name, match.group(1)) if match else None
 
     def _note_unread(self, relative: str, name: str, modified: dt.datetime) -> None:
+        """Note a file the daily extract would fail on: one directly in a partition folder (or
+        in an unpartitioned source's folder) that is neither read nor a writer's marker. Deeper
+        files (a writer's ``_temporary/``) and S3 folder keys are not the extract's concern."""
         parts = relative.split("/")
-        name_only = parts[-1]
-        if parts[0] in landing.SOURCES and len(parts) > 1 and not landing.is_hidden(name_only):
-            if landing.is_data_file(name_only):
-                return
+        source = landing.SOURCES.get(parts[0])
+        if source is None or not parts[-1] or landing.is_hidden(parts[-1]):
+            return
+        in_partition = len(parts) == 3 and _DATE_DIR.match(parts[1])
+        if (in_partition if source.partitioned else len(parts) == 2) and not (
+            landing.is_data_file(parts[-1])
+        ):
             self.unread.append((name, modified))
 
     def warn_unread(self) -> list[str]:

@@ -271,6 +271,10 @@ def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path
     partition.mkdir(parents=True)
     (partition / "part-0.csv.gz").write_bytes(b"\x1f\x8b")
     (partition / "_SUCCESS").write_text("")  # a writer's marker: ignored, as by the extract
+    # and what the extract does not look at: a writer's sub-folder, the source's own folder
+    (partition / "_temporary" / "0").mkdir(parents=True)
+    (partition / "_temporary" / "0" / "part-1.csv.gz").write_bytes(b"\x1f\x8b")
+    (landing / "interactions" / "README.txt").write_text("how files land")
 
     with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
         summary, new = batch(config, sent, "b1")
