@@ -132,6 +132,23 @@ def _check_no_unread_files(names: Iterable[str], prefix: str) -> None:
         )
 
 
+def existing_files(names: Iterable[str], conn_id: str | None) -> set[str]:
+    """Those of ``names`` (local paths or ``s3://bucket/key``, as ``_file`` holds them) that are
+    on landing now."""
+    names = list(names)
+    found = {n for n in names if not n.startswith("s3://") and Path(n).is_file()}
+    remote = [n for n in names if n.startswith("s3://")]
+    if remote:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
+
+        hook = S3Hook(aws_conn_id=conn_id)
+        for name in remote:
+            bucket, _, key = name.removeprefix("s3://").partition("/")
+            if hook.check_for_key(key, bucket):
+                found.add(name)
+    return found
+
+
 @contextmanager
 def local_files(
     landing_root: str, source: Source, ds: str, conn_id: str | None

@@ -195,7 +195,9 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             info = by_source[source]
             drop = aged_out_partitions(source, window.ds, past)
             staged_relation = wh.staged_relation(info["path"])
-            streamed = has_stream and _streamed_files(wh, source, window.ds, info.get("listed_at"))
+            streamed = has_stream and _streamed_files(
+                wh, config, source, window.ds, info, staged_relation
+            )
             sql = wh.render(
                 f"validate/{source}",
                 ds=window.ds,
@@ -221,12 +223,6 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                 f"SELECT count(*) FROM quarantine WHERE dt = DATE '{window.ds}' "
                 f"AND source = '{source}'" + own.format("file")
             )[0][0]
-            kept_as_streamed = 0
-            if streamed:
-                kept_as_streamed = wh.query(
-                    f"SELECT count(*) FROM {staged_relation} "
-                    "WHERE _file IN (SELECT file FROM validate_streamed)"
-                )[0][0]
             aged_out = 0
             if drop:
                 aged_out = sum(
@@ -235,17 +231,16 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                         f"SELECT rows_aged_out FROM aged_out_rows WHERE source = '{source}'"
                     )
                 )
-            if kept + quarantined + aged_out + kept_as_streamed != info["rows"]:
+            if kept + quarantined + aged_out != info["rows"]:
                 raise ReconciliationError(
                     f"{source} {window.ds}: read {info['rows']} row(s) but kept {kept}, "
-                    f"quarantined {quarantined}, aged out {aged_out} and kept as the stream "
-                    f"merged them {kept_as_streamed}"
+                    f"quarantined {quarantined} and aged out {aged_out}"
                 )
             counts[source] = {"read": info["rows"], "valid": kept, "quarantined": quarantined}
             if covered:  # retention configured: read = valid + quarantined + aged_out
                 counts[source]["aged_out"] = aged_out
-            if kept_as_streamed:  # read = valid + quarantined (+ aged_out) + kept_as_streamed
-                counts[source]["kept_as_streamed"] = kept_as_streamed
+            if streamed:  # not read by this run: counted by the stream batch that took them
+                counts[source]["files_kept_as_streamed"] = streamed
             log.info("validated %s: %s", source, counts[source])
         # After reconciling: suppressed people's rows leave before anything is built from them.
         suppressed = apply_suppression(wh, window.ds, load_rules(config.identity_config))
@@ -264,30 +259,59 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
 
 
 # Clocks differ (the worker's against Snowflake's): a file the stream took this long before the
-# listing counts as taken after it. Harmless: that version is in the listing too, with the same rows.
+# listing counts as taken after it (harmless: see _streamed_files).
 STREAM_CLOCK_MARGIN = dt.timedelta(minutes=1)
 
 
-def _streamed_files(wh, source: str, ds: str, listed_at: str | None) -> bool:
-    """Whether a stream batch merged files of the partition after the extract listed it; if so,
-    the temp table ``validate_streamed`` names them.
+def _streamed_files(
+    wh, config: PipelineConfig, source: str, ds: str, info: dict, staged_relation: str
+) -> int:
+    """Files of the partition a stream batch merged after the extract listed it: their number,
+    and the temp table ``validate_streamed`` naming them.
 
-    Validate replaces the partition whole with what the extract staged. A file landed after the
-    listing that a stream batch (docs/streams.md) merged in the meantime is in no staged row, and
-    the stream's ledger says it is done: replaced, it would be lost until the date is re-run. Its
-    rows stay as the stream merged them, and staged rows of such a file are left out (the stream
-    holds its version, at least as new: a later one is streamed again). Elements are replaced
-    whole by the next daily run, so only the partitioned sources need this.
+    Validate replaces the partition whole with what the extract staged. A file that landed after
+    the listing, which a stream batch (docs/streams.md) merged meanwhile, is in no staged row and
+    the stream's ledger says it is done: replaced, its rows would be lost until the date is run
+    again. So the rows of such a file, still on landing, stay as the stream merged them. A file
+    the extract staged goes the usual way, and if the stream took it after the listing (a new
+    version landed in between, or within the clock margin) its ledger entry goes: the stream takes
+    it again, as it is now. The catalogue (elements) is replaced whole by the next daily run.
     """
-    if source == "elements" or not listed_at:
-        return False
-    since = dt.datetime.fromisoformat(listed_at) - STREAM_CLOCK_MARGIN
-    wh.execute_script(
-        "CREATE OR REPLACE TEMP TABLE validate_streamed AS SELECT DISTINCT file FROM stream_files "
-        f"WHERE source = '{source}' AND ds = DATE '{check_ds(ds)}' "
-        f"AND processed_at >= TIMESTAMP '{since.isoformat(sep=' ')}'"
-    )
-    return wh.query("SELECT count(*) FROM validate_streamed")[0][0] > 0
+    if source == "elements" or not info.get("listed_at"):
+        return 0
+    since = dt.datetime.fromisoformat(info["listed_at"]) - STREAM_CLOCK_MARGIN
+    recent = {
+        file
+        for (file,) in wh.query(
+            f"SELECT DISTINCT file FROM stream_files WHERE source = '{source}' "
+            f"AND ds = DATE '{check_ds(ds)}' AND processed_at >= TIMESTAMP '{since}'"
+        )
+    }
+    if not recent:
+        return 0
+    staged = {file for (file,) in wh.query(f"SELECT DISTINCT _file FROM {staged_relation}")}
+    again = sorted(recent & staged)
+    if again:
+        wh.execute_script(
+            f"DELETE FROM stream_files WHERE file IN ({', '.join(map(wh.literal, again))})"
+        )
+        log.info(
+            "%s %s: %s file(s) the stream will take again as they are now", source, ds, len(again)
+        )
+    late = sorted(landing.existing_files(recent - staged, config.landing_conn_id))
+    wh.execute_script("CREATE OR REPLACE TEMP TABLE validate_streamed (file VARCHAR)")
+    if late:
+        wh.execute_script(
+            "INSERT INTO validate_streamed VALUES " + ", ".join(f"({wh.literal(f)})" for f in late)
+        )
+        log.info(
+            "%s %s: %s file(s) landed after the extract listed the partition and a stream batch "
+            "merged them: their rows stay as merged",
+            source,
+            ds,
+            len(late),
+        )
+    return len(late)
 
 
 def quarantine_by_field(reasons: list[tuple[str, str, int]]) -> list[list]:

@@ -489,7 +489,7 @@ def _validate(
             if past:  # retention configured: read = valid + quarantined + aged_out
                 total["aged_out"] = total.get("aged_out", 0) + aged_out
         # Suppressed people never reach a stream: filter the batch with the warehouse's list
-        # (the daily run re-reads these files and keeps `suppress` rows in restricted_*).
+        # (`suppress` rows are kept in restricted_*: stream/merge.sql).
         wh.execute_script(f"INSERT INTO suppression_list SELECT * FROM {home}.suppression_list")
         for day in sorted({ds for _, ds in staged if ds}):
             apply_suppression(wh, day, identity_rules)

@@ -219,27 +219,63 @@ def test_a_file_streamed_between_the_daily_extract_and_validate_is_not_lost(tmp_
     ds = "2022-04-30"
     write_interactions(landing, ds, "a.csv", [(ds, SEED_SESSION, 1)])
     staged = _extract(config, ds)
-    # The extract has listed the partition; then a file lands and a stream batch merges it
-    # (one good row, one bad) before the daily validate gets the warehouse.
+    # The extract has listed the partition; then files land and a stream batch merges them before
+    # the daily validate gets the warehouse: late.csv (one good row, one bad), and wrong.csv,
+    # which the operator then moves to its right partition.
     late = write_interactions(landing, ds, "late.csv", [(ds, "s-late", 2), (ds, "s-bad", "x")])
-    assert batch(config, sent, "b1")[0]["files"] == 2  # a.csv and late.csv
+    wrong = write_interactions(landing, ds, "wrong.csv", [("2022-05-01", "s-wrong", 3)])
+    assert batch(config, sent, "b1")[0]["files"] == 3  # a.csv too: the stream took it as well
+    wrong.unlink()
+
     counts = pipeline.validate(pipeline.RunWindow.for_date(ds), staged, config)
+
     rows = f"SELECT _file, session_id FROM interactions WHERE dt = DATE '{ds}' ORDER BY 1"
     assert [(f.rsplit("/", 1)[-1], s) for f, s in query(config, rows)] == [
-        ("a.csv", SEED_SESSION),
-        ("late.csv", "s-late"),
+        ("a.csv", SEED_SESSION),  # as the extract staged it
+        ("late.csv", "s-late"),  # as the stream merged it
     ]
     assert query(config, f"SELECT file FROM quarantine WHERE dt = DATE '{ds}'") == [(str(late),)]
-    # a.csv was streamed too, within a minute of the listing: its rows are the stream's, once
     assert counts["sources"]["interactions"] == {
         "read": 1,
-        "valid": 0,
+        "valid": 1,
         "quarantined": 0,
-        "kept_as_streamed": 1,
+        "files_kept_as_streamed": 1,
     }
     pipeline.enrich(pipeline.RunWindow.for_date(ds), config)
     enriched = f"SELECT count(*) FROM interactions_enriched WHERE dt = DATE '{ds}'"
     assert query(config, enriched) == [(2,)]
+    # a.csv, staged by the extract, left the ledger: the stream takes it again as it is now
+    # (it may have been replaced after the listing); late.csv stays taken.
+    summary, _ = batch(config, sent, "b2")
+    assert summary["files"] == 1 and summary["sources"]["interactions"]["read"] == 1
+
+
+def test_a_suppressed_persons_rows_in_a_late_file_are_kept_as_the_daily_run_keeps_them(
+    tmp_path, sent
+):
+    """The stream's batch keeps a `suppress` request's rows in its own restricted tables; a late
+    file the daily validate leaves as merged is not re-read, so the merge keeps them too."""
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
+    write_csv(
+        landing / "erasure_requests" / "r.csv",
+        ["request_id", "identifier_type", "identifier_value", "requested_at", "type"],
+        [["GDPR-1", "email", DAVID, "2022-04-30T00:00:00", "suppress"]],
+    )
+    erasure.run_erasure("2022-04-30", config, run_id="e1")
+    batch(config, sent, "b0")
+    ds = "2022-04-30"
+    staged = _extract(config, ds)
+    write_forms(landing, ds, "late.csv", [form_row(f"{ds}T10:00:00", "David", DAVID, "s-new")])
+    batch(config, sent, "b1")
+
+    pipeline.validate(pipeline.RunWindow.for_date(ds), staged, config)
+
+    kept = f"SELECT session_id FROM restricted_form_entries WHERE dt = DATE '{ds}'"
+    assert query(config, kept) == [("s-new",)]
+    assert query(config, f"SELECT count(*) FROM form_entries WHERE email = '{DAVID}'") == [(0,)]
 
 
 def test_validate_replaces_what_the_stream_took_before_the_extract_listed(tmp_path, sent):
