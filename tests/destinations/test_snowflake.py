@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from audience_profiles.destinations.base import RunInfo
 from audience_profiles.destinations.snowflake import SnowflakeDestination
 from audience_profiles.warehouse.snowflake import snowflake_hook
 from tests.destinations.warehouse_exports import (
@@ -24,6 +25,7 @@ from tests.destinations.warehouse_exports import (
     check_erasure,
     deliver,
     warehouse_destination,
+    write_exports,
 )
 from tests.services.fakesnow import SNOWFLAKE_CONN_ID, snowflake_connection_json
 
@@ -263,3 +265,43 @@ def test_an_older_date_synced_while_a_newer_one_delivers_keeps_the_newer_snapsho
         "profile_identifiers",
     ]
     assert tables(snowflake_conn, snowflake_database) == loaded[2]
+
+
+def test_switching_pii_from_plain_to_omit_leaves_no_plain_value_behind(
+    snowflake_conn, snowflake_database, tmp_path
+):
+    """The MERGE writes only the export's columns: the email and name columns a plain load made
+    would keep every unchanged row's plain values. They are dropped once the policy leaves them."""
+    deliver(destination(snowflake_conn, snowflake_database, tmp_path), tmp_path, DAY1)
+    assert DAVID in str(tables(snowflake_conn, snowflake_database))
+    deliver(destination(snowflake_conn, snowflake_database, tmp_path, pii="omit"), tmp_path, DAY2)
+    after = tables(snowflake_conn, snowflake_database)
+    snapshots = ("audience_profiles", "profile_identifiers", "audience_profile_interactions")
+    assert DAVID not in str([after[t] for t in snapshots])
+    assert "David" not in str([after[t] for t in snapshots])
+    columns = query(
+        snowflake_conn,
+        snowflake_database,
+        "SELECT lower(column_name) FROM information_schema.columns "
+        f"WHERE table_schema = '{SCHEMA}' AND table_name = 'AUDIENCE_PROFILES'",
+    )
+    assert not {"email", "first_name", "last_name"} & {c for (c,) in columns}
+
+
+def test_an_older_dates_merges_leave_the_newer_snapshot_alone(
+    snowflake_conn, snowflake_database, tmp_path
+):
+    """The latest date has P2 live (a later split, say); re-delivering an older date whose
+    profile_merges say P2 -> P1 must not take P2 out of the snapshot it keeps."""
+    dest = destination(snowflake_conn, snowflake_database, tmp_path)
+    latest = "2022-05-02"
+    dest.deliver(RunInfo(latest, f"scheduled__{latest}"), write_exports(tmp_path / "latest", DAY1))
+    before = tables(snowflake_conn, snowflake_database)
+    assert P2 in {row[0] for row in before["audience_profiles"]}
+
+    report = deliver(dest, tmp_path / "older", DAY2)
+
+    assert "audience_profiles" in report["details"]["snapshots_kept_newer"]
+    after = tables(snowflake_conn, snowflake_database)
+    for table in ("audience_profiles", "profile_identifiers", "audience_profile_interactions"):
+        assert after[table] == before[table], table

@@ -82,6 +82,7 @@ from audience_profiles.destinations.warehouse_erasure import (
     erase_loaded,
     without_erased,
 )
+from audience_profiles.privacy import PII_COLUMNS
 
 PARTITION_COLUMN = "dt"
 OCCURRENCE_COLUMN = "occurrence"
@@ -315,6 +316,12 @@ class SqlWarehouseDestination(Destination):
         for name, col_type in wanted:
             if name not in existing:  # a newer export brings a column: add it, keep the rows
                 db.execute(f"ALTER TABLE {target} ADD COLUMN {self.ident(name)} {col_type}")
+        # A personal-data column the export no longer carries (pii switched from plain to hashed
+        # or omit): nothing would write it again, and every row kept would keep its plain value.
+        delivered = {n for n, _ in wanted}
+        for name in existing:
+            if name in PII_COLUMNS and name not in delivered:
+                db.execute(f"ALTER TABLE {target} DROP COLUMN {self.ident(name)}")
 
     def ensure_table(self, db: Session, table: str, columns: dict[str, pa.DataType]) -> None:
         """Create one of the destination's own bookkeeping tables if it is missing."""
@@ -403,7 +410,10 @@ class SqlWarehouseDestination(Destination):
         merges = next((s for s in plan.staged if s.table == "profile_merges"), None)
         with db.transaction():
             if merges is not None:
-                self.apply_merges(db, merges.staging, stored)
+                # Not to a snapshot a later date's state holds: an older date's merge would take
+                # a profile that is live there out of it.
+                merged_into = [s for s in stored if s.table not in plan.snapshots_skipped]
+                self.apply_merges(db, merges.staging, merged_into)
             self.log_loads(db, plan.run, stored)
 
     def log_loads(self, db: Session, run: RunInfo, loaded: list[Staged]) -> None:
