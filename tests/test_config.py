@@ -69,6 +69,24 @@ def test_env_expansion_and_relative_paths(monkeypatch):
             },
             "destination names must be unique: a",
         ),
+        (
+            {
+                "start_date": "2022-01-01",
+                "landing_root": "x",
+                "destinations": [{"name": "a", "kind": "local", "formats": ["csv", "csv"]}],
+            },
+            "destinations[0].formats: csv listed more than once",
+        ),
+        (
+            {
+                "start_date": "2022-01-01",
+                "landing_root": "x",
+                "destinations": [
+                    {"name": "a", "kind": "snowflake", "tables": ["quarantine", "quarantine"]}
+                ],
+            },
+            "destinations[0].tables: quarantine listed more than once",
+        ),
     ],
 )
 def test_errors_name_file_and_key(raw, message):

@@ -386,6 +386,12 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
             raise ConfigError(
                 f"{source}: {where}formats: unknown format {fmt!r} (one of {FORMATS})"
             )
+    # Listed twice, a table would be staged twice (a warehouse load fails on the second) and a
+    # format's parts named twice in the drop's manifests.
+    for key, values in (("tables", tables), ("formats", formats)):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ConfigError(f"{source}: {where}{key}: {', '.join(twice)} listed more than once")
     pii = item.get("pii", "plain")
     if pii not in PII_POLICIES:
         raise ConfigError(f"{source}: {where}pii must be one of {PII_POLICIES}, not {pii!r}")
