@@ -222,7 +222,7 @@ class _Reader:
         value = spec.get(key)
         if not isinstance(value, str) or not value.strip():
             raise self.fail(f"{where}.{key}", "is required (text)")
-        return value
+        return value.strip()  # element titles and column names are kept trimmed
 
     def positive(self, spec: dict, key: str, where: str, default: int | None) -> int | None:
         value = spec.get(key, default)
