@@ -38,13 +38,19 @@ CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN {{ "'" ~ col ~ ": missing'" i
 CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing'
      WHEN NOT regexp_like({{ col }}, '[0-9]{4}-[0-9]{2}-[0-9]{2}') OR try_to_date({{ col }}) IS NULL
      THEN '{{ col }}: not a YYYY-MM-DD date'
+     WHEN {{ col }} < '{{ earliest }}' THEN '{{ col }}: before {{ earliest }}'
 {%- if landed %}
      WHEN try_to_date({{ col }}) > DATE '{{ landed }}' THEN '{{ col }}: later than its landing date'
 {%- endif %} END
 {%- endmacro %}
 {#- ISO 8601 only (date, optional time, optional Z or +-HH:MM offset), so both engines accept the
     same values: their casts also take other forms (epoch numbers, zone names). -#}
-{% set iso_timestamp = "[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?" %}
+{#- An offset is at most 14 hours (the world's widest) with minutes under 60: an engine applies any
+    two digits it is given (+99:99 moved a time by four days). -#}
+{% set iso_timestamp = "[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?(Z|[+-](0[0-9]|1[0-4]):?[0-5][0-9])?)?" %}
+{#- Nothing of this platform happened before 1900; year 0 is 1 BC to the engines, and its text
+    ('0001-01-01 (BC)') would reach the drops. -#}
+{% set earliest = "1900-01-01" %}
 {#- The value as a naive UTC timestamp: an offset is applied; none means UTC already (both
     sessions run in UTC). -#}
 {% macro utc_timestamp(col) -%}
@@ -57,6 +63,7 @@ CAST(convert_timezone('UTC', try_cast({{ col }} AS TIMESTAMPTZ)) AS TIMESTAMP)
 CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing'
      WHEN NOT regexp_like({{ col }}, '{{ iso_timestamp }}') OR {{ utc_timestamp(col) }} IS NULL
      THEN '{{ col }}: not an ISO timestamp'
+     WHEN {{ col }} < '{{ earliest }}' THEN '{{ col }}: before {{ earliest }}'
 {%- if landed %}
      WHEN {{ utc_timestamp(col) }} >= TIMESTAMP '{{ landed | days_after(2) }} 00:00:00'
      THEN '{{ col }}: later than the day after its landing date'

@@ -160,6 +160,10 @@ def test_the_timestamp_check_quarantines_what_it_cannot_convert(config, tmp_path
         "2022-04-29T25:00:00",
         "2022-02-30T10:00:00",
         "2022-04-29T10:00:00+2",
+        # offsets no place has: an engine applies any two digits (+99:99 moved it four days)
+        "2022-04-29T10:00:00+99:99",
+        "2022-04-29T10:00:00+24:00",
+        "2022-04-29T10:00:00+00:60",
     ]
     land(tmp_path, "form_entries", DS, [form(v) for v in [*OFFSETS, *rejected]])
 
@@ -175,6 +179,18 @@ def test_the_timestamp_check_quarantines_what_it_cannot_convert(config, tmp_path
         (first_rejected + i, ISO_TIMESTAMP) for i in range(len(rejected))
     ]
     assert query(config, "SELECT count(*) FROM form_entries WHERE entry_datetime IS NULL") == [(0,)]
+
+
+def test_a_year_before_1900_is_quarantined_naming_the_field(config, tmp_path):
+    """Year 0 is 1 BC to the engines, kept as '0001-01-01 (BC)', text that reached the drops."""
+    land(tmp_path, "form_entries", DS, [form("0000-01-01T00:00:00"), form("1899-12-31")])
+
+    validate(config)
+
+    assert quarantined(config, "form_entries") == [
+        (2, "entry_datetime: before 1900-01-01"),
+        (3, "entry_datetime: before 1900-01-01"),
+    ]
 
 
 # --- 2. interactions dated after their partition -------------------------------------------
