@@ -583,3 +583,59 @@ def test_the_python_paths_hold_a_batch_of_lines_at_a_time(tmp_path, monkeypatch)
         (7, "e3"),
         (8, "e4"),
     ]
+
+
+@pytest.mark.parametrize("name", ["a[b].csv", "a?.csv", "a*.json", "a{b}.csv"])
+def test_a_file_name_with_pattern_characters_is_read_as_itself(tmp_path, name):
+    """DuckDB's readers take a path as a glob: `a[b].csv` was read as `ab.csv`, whose rows were
+    staged twice while its own were lost, and the counts still agreed."""
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    own = {"date": "2022-04-29", "event_id": "own", "poll_id": "p", "session_id": "s"}
+    if name.endswith(".json"):
+        write_ndjson(folder / name, [{**own, "option": 0, "votes": 1}])
+    else:
+        write_csv(folder / name, INTERACTION_HEADER, [[*own.values(), 0, 1]])
+    for other in ("ab.csv", "aa.csv"):  # what the pattern would match instead
+        write_csv(folder / other, INTERACTION_HEADER, [["2022-04-29", other, "p", "s", 0, 1]])
+    write_ndjson(folder / "ab.json", [{**own, "event_id": "ab.json", "option": 0, "votes": 1}])
+    out = tmp_path / "out.parquet"
+    extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
+    rows = {(r[0].rsplit("/", 1)[-1], r[5]) for r in staged(out)}
+    assert rows == {
+        (name, "own"),
+        ("ab.csv", "ab.csv"),
+        ("aa.csv", "aa.csv"),
+        ("ab.json", "ab.json"),
+    }
+
+
+def test_a_dangling_link_fails_the_extract_naming_it(tmp_path):
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    (folder / "gone.csv").symlink_to(tmp_path / "nowhere.csv")
+    with pytest.raises(LandingError, match=r"gone\.csv: cannot be read"):
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
+
+
+def test_a_file_without_its_header_is_named_without_its_first_line(tmp_path):
+    """The first line is then a data row: an email and names must not reach the task log."""
+    folder = tmp_path / "landing" / "form_entries" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text(
+        "2022-04-29T10:00:00,David,Wilson,david.wilson@example.com,Yes,No,Yes,s1,Quiz,7\n"
+    )
+    with pytest.raises(LandingError) as err:
+        extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
+    assert "missing required column(s) entry_datetime, email, session_id" in str(err.value)
+    assert "10 field(s)" in str(err.value)
+    assert "david" not in str(err.value).lower() and "Wilson" not in str(err.value)
+
+
+def test_a_header_field_longer_than_csvs_default_limit_is_read(tmp_path):
+    wide = "x" * 200_000
+    result, rows = extract_csv(tmp_path, "")  # the folder and file, replaced below
+    path = tmp_path / "landing" / "interactions" / "date=2022-04-29" / "a.csv"
+    path.write_text(",".join([*INTERACTION_HEADER, wide]) + "\n2022-04-29,e1,p,s,0,1,y\n")
+    out = tmp_path / "wide.parquet"
+    assert extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)["rows"] == 1

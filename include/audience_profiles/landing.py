@@ -161,7 +161,8 @@ def local_files(
     prefix = partition_prefix(source, ds)
     if not landing_root.startswith("s3://"):
         folder = Path(landing_root) / prefix
-        found = [p for p in folder.glob("*") if p.is_file()]
+        # A dangling link counts as a file: reading it then fails, naming it.
+        found = [p for p in folder.glob("*") if p.is_file() or p.is_symlink()]
         _check_no_unread_files((str(p) for p in found), str(folder))
         files = sorted(p for p in found if is_data_file(p.name))
         yield [(str(p), p) for p in files]
@@ -303,12 +304,18 @@ def _csv_header(con, source: Source, name: str) -> list[str]:
     """The header's column names, checked: every required column present, once."""
     header_rows = con.execute("SELECT text FROM lines WHERE line = 1").fetchall()
     first = header_rows[0][0] if header_rows else None
-    # Parsed here, not sniffed: DuckDB's sniffer can mistake a bad row for a dialect.
+    # Parsed here, not sniffed: DuckDB's sniffer can mistake a bad row for a dialect. Without a
+    # field size limit, as the records are read (_records): lines have no length limit.
+    csv.field_size_limit(sys.maxsize)
     present = [c.strip() for c in next(csv.reader([first]))] if first else []
     missing = [c for c in source.required if c not in present]
     if missing:
+        # Only names of the contract's columns: a file landed without its header has a data
+        # row (an email, a name) on its first line, and this message reaches the task log.
+        known = [c for c in present if c in source.columns]
         raise LandingError(
-            f"{name}: missing required column(s) {', '.join(missing)} (header: {', '.join(present) or 'empty'})"
+            f"{name}: missing required column(s) {', '.join(missing)} (its first line has "
+            f"{len(present)} field(s){'; of the columns read: ' + ', '.join(known) if known else ', none of them a column read'})"
         )
     repeated = sorted({c for c in present if c in source.columns and present.count(c) > 1})
     if repeated:
@@ -607,6 +614,21 @@ def _read_failure(exc: duckdb.Error) -> str:
     return f"line {line.group(1)}: {kind}" if line else kind
 
 
+# DuckDB's readers take a path as a glob pattern: `a[b].csv` read `ab.csv` instead.
+_PATTERN_CHARACTERS = frozenset("*?[]{}")
+
+
+def _without_pattern_characters(path: Path, folder: Path, number: int) -> Path:
+    """``path``, or a link to it whose path DuckDB cannot read as a pattern."""
+    if not _PATTERN_CHARACTERS & set(str(path)):
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / f"{number:05d}{''.join(path.suffixes[-1:]).lower()}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(path.resolve())
+    return link
+
+
 def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str | Path) -> dict:
     """Stage the given ``(display name, local path)`` files of one source as Parquet (all text +
     _file/_line/_error/_raw); the display name becomes ``_file``."""
@@ -627,16 +649,20 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
         con.execute(
             f"CREATE TEMP TABLE staged (_file VARCHAR, _line BIGINT, _error VARCHAR, _raw VARCHAR, {cols})"
         )
-        for name, path in files:
+        links = out.parent / f".{out.stem}.links"
+        for number, (name, path) in enumerate(files):
+            readable = _without_pattern_characters(path, links, number)
             try:
                 if path.name.lower().endswith(".csv"):
-                    _stage_csv(con, source, name, path)
+                    _stage_csv(con, source, name, readable)
                 else:
-                    _stage_json(con, source, name, path)
+                    _stage_json(con, source, name, readable)
             except LandingError:
                 raise
             except duckdb.Error as exc:
                 failure = _read_failure(exc)
+            except csv.Error as exc:  # the header: the records' errors are rows in quarantine
+                failure = f"malformed CSV header ({exc})"
             except OSError as exc:
                 failure = exc.strerror or type(exc).__name__
             else:
@@ -660,6 +686,7 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
     finally:
         con.close()
         shutil.rmtree(out.parent / f".{out.stem}.spill", ignore_errors=True)
+        shutil.rmtree(out.parent / f".{out.stem}.links", ignore_errors=True)
 
 
 def extract(
