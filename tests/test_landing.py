@@ -639,3 +639,17 @@ def test_a_header_field_longer_than_csvs_default_limit_is_read(tmp_path):
     path.write_text(",".join([*INTERACTION_HEADER, wide]) + "\n2022-04-29,e1,p,s,0,1,y\n")
     out = tmp_path / "wide.parquet"
     assert extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)["rows"] == 1
+
+
+def test_a_json_field_named_twice_is_flagged_naming_it(tmp_path):
+    """The reader took the first value, most JSON readers take the last: which one was meant
+    is unknown. A value that only mentions a field's name is no second field."""
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    row = '"date":"2022-04-29","event_id":"e1","poll_id":"p","session_id":"s","option":0'
+    (folder / "a.json").write_text(
+        "{" + row + ',"votes":1,"votes":7}\n' + "{" + row + ',"votes":1,"x":"\\"votes\\""}\n'
+    )
+    out = tmp_path / "out.parquet"
+    extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
+    assert [(r[1], r[2]) for r in staged(out)] == [(1, "votes: named more than once"), (2, None)]
