@@ -32,8 +32,9 @@ INT_RE = re.compile(r"^[0-9]{1,9}$")
 # validate/_macros.sql's ISO 8601 forms: a date, an optional time, an optional Z or offset
 ISO_TIMESTAMP_RE = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
-    r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?"
+    r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?(Z|[+-](0[0-9]|1[0-4]):?[0-5][0-9])?)?"
 )
+EARLIEST = "1900-01-01"  # validate/_macros.sql: earlier dates and times are quarantined
 
 
 # --- landing ------------------------------------------------------------------------------
@@ -88,7 +89,7 @@ def to_bool(series: pd.Series) -> pd.Series:
 def utc_timestamps(series: pd.Series) -> pd.Series:
     """ISO 8601 text as naive UTC timestamps (an offset applied, none meaning UTC); NaT if not."""
     value = text(series)
-    iso = value.where(value.str.fullmatch(ISO_TIMESTAMP_RE.pattern))
+    iso = value.where(value.str.fullmatch(ISO_TIMESTAMP_RE.pattern) & (value >= EARLIEST))
     parsed = pd.to_datetime(iso, errors="coerce", format="ISO8601", utc=True)
     return parsed.dt.tz_localize(None)
 
@@ -128,6 +129,7 @@ def validate(root: Path, dates: list[str], email_pattern: str) -> dict[str, pd.D
     ok = (
         date.str.fullmatch(DATE_RE.pattern)
         & pd.to_datetime(date, format="%Y-%m-%d", errors="coerce").notna()
+        & (date >= EARLIEST)
         & (date <= inter["dt"])  # not dated after its partition
         & (text(inter["event_id"]) != "")
         & (text(inter["poll_id"]) != "")

@@ -119,11 +119,11 @@ class World:
             votes=votes,
         )
 
-    def raw_form(self, at, session_id, email, file="other-loader"):
+    def raw_form(self, at, session_id, email, file="other-loader", dt=None):
         """A form entry that reaches the warehouse past validation (another loader's row; its
-        file may be NULL, as the table allows)."""
+        file may be NULL, as the table allows), in partition ``dt`` (default: ``at``'s day)."""
         line = next(self.lines) if file is not None else None
-        self.raw_forms.append([at[:10], at, email, session_id, file, line])
+        self.raw_forms.append([dt or at[:10], at, email, session_id, file, line])
 
     # --- runs ------------------------------------------------------------------------------
 

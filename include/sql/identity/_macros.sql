@@ -72,7 +72,7 @@ CASE WHEN {{ value }} IS NULL THEN 'missing'
 {% if type == "email" %}
      {#- validation stores emails trimmed and lower-cased (the matching key); a row written by
          another loader that is not would be a second identifier for the same address -#}
-     WHEN {{ value }} <> lower(trim({{ value }})) THEN 'not normalised (trim and lower-case)'
+     WHEN {{ value }} <> {{ as_listed(value) }} THEN 'not normalised (trim and lower-case)'
      WHEN NOT regexp_like({{ value }}, {{ email_pattern | literal }}) THEN 'not a valid email'
 {% endif %}
 END
