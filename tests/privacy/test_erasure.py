@@ -104,6 +104,8 @@ def test_invalid_requests_are_recorded_without_their_identifier_and_retried_once
     file_request(landing, "r-dup", "email", BOB)
     file_request(landing, "r-dup", "email", ANN)  # same id again: the first one wins
     file_request(landing, "", "email", ANN)  # no id: reported, never acted on
+    # only a no-break space: no identifier at all (it stayed pending for ever, owed to nobody)
+    file_request(landing, "r-nbsp", "email", "\u00a0")
     caplog.set_level(logging.INFO)
 
     run_erasure(ERASE_DAY, built)
@@ -111,6 +113,7 @@ def test_invalid_requests_are_recorded_without_their_identifier_and_retried_once
     assert query(built, "SELECT request_id, status, reason FROM erasure_requests ORDER BY 1") == [
         ("r-bad", "invalid", "identifier_type: not email, session_id or external_id"),
         ("r-dup", "done", None),
+        ("r-nbsp", "invalid", "identifier_value: only white space"),
     ]
     assert query(built, f"SELECT count(*) FROM form_entries WHERE email = '{BOB}'") == [(0,)]
     assert query(built, f"SELECT count(*) FROM form_entries WHERE email = '{ANN}'") == [(1,)]
@@ -132,6 +135,7 @@ def test_invalid_requests_are_recorded_without_their_identifier_and_retried_once
     assert query(built, "SELECT request_id, status FROM erasure_requests ORDER BY 1") == [
         ("r-bad", "done"),
         ("r-dup", "done"),
+        ("r-nbsp", "invalid"),
     ]
     assert mentions(built, ANN) == {} and mentions(built, ANN_SESSION) == {}
 

@@ -19,6 +19,7 @@ FROM (
         -- checked on the text, in a query of its own: in the list above, requested_at & co.
         -- name both a staged column and an alias, which engines resolve differently
         SELECT *, {{ v.reasons(["_error", v.required("request_id"), v.required("identifier_value"),
+                                "CASE WHEN identifier_value <> '' AND " ~ p.normalised("identifier_value") ~ " IS NULL THEN 'identifier_value: only white space' END",
                                 v.timestamp("requested_at"),
                                 "CASE WHEN lower(identifier_type) NOT IN ('email', 'session_id', 'external_id') THEN 'identifier_type: not email, session_id or external_id' END",
                                 "CASE WHEN lower(type) NOT IN ('delete', 'suppress') THEN 'type: not delete or suppress' END"]) }} AS reason
