@@ -341,3 +341,18 @@ def test_kept_rows_keep_empty_strings_and_nulls_apart(tmp_path):
     parsed = _rows(root, table, len(AWKWARD))
     for fmt in ("json", "parquet"):
         assert [r["identifier_value"] for r in parsed[fmt]] == AWKWARD, fmt
+
+
+def test_a_table_no_longer_dropped_is_erased_too(tmp_path):
+    """Taken out of the destination's tables, audience_profiles keeps the partitions it dropped
+    before: the erasure must still reach them."""
+    root = tmp_path / "out"
+    export = write_profiles(tmp_path / "export.parquet", 10)
+    write_partition(LocalSink(root), "", TABLE, str(export), destination(root).config, DAYS[0])
+
+    now = destination(root, tables=("profile_merges",))  # the drop's tables since
+    statuses = now.erase([request_for(export)])
+
+    assert statuses["r1"]["status"] == "done"
+    _, rows = check_day(LocalSink(root), DAYS[0], 8)
+    assert not ERASED & {r["profile_id"] for kept in rows.values() for r in kept}

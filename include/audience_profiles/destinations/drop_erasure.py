@@ -32,6 +32,7 @@ from pathlib import Path
 
 import duckdb
 
+from audience_profiles.config import OUTPUT_TABLES
 from audience_profiles.destinations.base import (
     ERASED,
     Destination,
@@ -241,14 +242,16 @@ def _rewrite_partition(
 def erase_drops(
     destination: Destination, sink: Sink, prefix: str, requests: Sequence[ErasureRequest]
 ) -> dict[str, dict[str, str]]:
-    """Remove the requests' people from every partition of every table the destination drops."""
+    """Remove the requests' people from every partition of every table the destination holds:
+    every output table, not only those it is configured to drop now (one taken out of ``tables``
+    keeps the partitions it dropped before)."""
     request_ids = sorted(r.request_id for r in requests)
     removed = files = partitions = 0
     con = _connect()
     try:
         load_subjects(con, requests)
         with tempfile.TemporaryDirectory(prefix="drop-erase-") as tmp:
-            for table in destination.config.tables:
+            for table in OUTPUT_TABLES:
                 root = "/".join(p for p in (prefix.strip("/"), table) if p) + "/"
                 by_partition: dict[str, list[str]] = defaultdict(list)
                 for key in sink.list(root):
