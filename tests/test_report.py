@@ -152,6 +152,28 @@ def test_rows_past_retention_are_shown_so_the_counts_still_add_up():
     )
 
 
+def test_rows_kept_as_the_stream_merged_them_are_shown_so_the_counts_still_add_up():
+    """read = valid + quarantined + kept as streamed: the extract staged a file a stream batch
+    then merged, and validate kept the stream's rows of it (pipeline._streamed_files)."""
+    window = RunWindow.for_date("2022-04-30")
+    validated = {
+        "sources": {
+            "interactions": {"read": 5, "valid": 3, "quarantined": 0, "kept_as_streamed": 2}
+        },
+        "quarantine_by_field": [],
+    }
+    built = report.build(window, {"validate": validated}, {})
+    assert "kept as the stream merged them 2" in report.summary_line(built)
+    page = report.render_html({**built, "checks": []}, [])
+    assert "<th>kept as streamed</th>" in page and "<th>aged out</th>" not in page
+    assert re.search(r"<td[^>]*>interactions</td>" + r"<td[^>]*>(\d+)</td>" * 4, page).groups() == (
+        "5",
+        "3",
+        "0",
+        "2",
+    )
+
+
 def test_checks_of_an_earlier_attempt_are_not_shown_as_this_ones(reported):
     """A cleared run keeps its run id: when check_quality did not run in this attempt (an
     upstream task failed), the checks stored by the earlier attempt are not this run's."""

@@ -195,9 +195,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             info = by_source[source]
             drop = aged_out_partitions(source, window.ds, past)
             staged_relation = wh.staged_relation(info["path"])
-            streamed = has_stream and _streamed_files(
-                wh, config, source, window.ds, info, staged_relation
-            )
+            streamed = has_stream and _streamed_files(wh, config, source, window.ds, info)
             sql = wh.render(
                 f"validate/{source}",
                 ds=window.ds,
@@ -231,16 +229,24 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                         f"SELECT rows_aged_out FROM aged_out_rows WHERE source = '{source}'"
                     )
                 )
-            if kept + quarantined + aged_out != info["rows"]:
+            # Rows the extract staged of a file kept as the stream merged it: read, not loaded.
+            kept_as_streamed = 0
+            if streamed:
+                kept_as_streamed = wh.query(
+                    f"SELECT count(*) FROM {staged_relation} "
+                    "WHERE _file IN (SELECT file FROM validate_streamed)"
+                )[0][0]
+            if kept + quarantined + aged_out + kept_as_streamed != info["rows"]:
                 raise ReconciliationError(
                     f"{source} {window.ds}: read {info['rows']} row(s) but kept {kept}, "
-                    f"quarantined {quarantined} and aged out {aged_out}"
+                    f"quarantined {quarantined}, aged out {aged_out} and kept as the stream "
+                    f"merged them {kept_as_streamed}"
                 )
             counts[source] = {"read": info["rows"], "valid": kept, "quarantined": quarantined}
             if covered:  # retention configured: read = valid + quarantined + aged_out
                 counts[source]["aged_out"] = aged_out
-            if streamed:  # not read by this run: counted by the stream batch that took them
-                counts[source]["files_kept_as_streamed"] = streamed
+            if streamed:  # read = valid + quarantined (+ aged_out) + kept_as_streamed
+                counts[source]["kept_as_streamed"] = kept_as_streamed
             log.info("validated %s: %s", source, counts[source])
         # After reconciling: suppressed people's rows leave before anything is built from them.
         suppressed = apply_suppression(wh, window.ds, load_rules(config.identity_config))
@@ -263,19 +269,18 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
 STREAM_CLOCK_MARGIN = dt.timedelta(minutes=1)
 
 
-def _streamed_files(
-    wh, config: PipelineConfig, source: str, ds: str, info: dict, staged_relation: str
-) -> int:
-    """Files of the partition a stream batch merged after the extract listed it: their number,
-    and the temp table ``validate_streamed`` naming them.
+def _streamed_files(wh, config: PipelineConfig, source: str, ds: str, info: dict) -> int:
+    """Files of the partition a stream batch merged after the extract listed it, still on
+    landing: their number, and the temp table ``validate_streamed`` naming them.
 
-    Validate replaces the partition whole with what the extract staged. A file that landed after
-    the listing, which a stream batch (docs/streams.md) merged meanwhile, is in no staged row and
-    the stream's ledger says it is done: replaced, its rows would be lost until the date is run
-    again. So the rows of such a file, still on landing, stay as the stream merged them. A file
-    the extract staged goes the usual way, and if the stream took it after the listing (a new
-    version landed in between, or within the clock margin) its ledger entry goes: the stream takes
-    it again, as it is now. The catalogue (elements) is replaced whole by the next daily run.
+    Validate replaces the partition whole with what the extract staged. A file that landed (or
+    was replaced) after the listing, which a stream batch (docs/streams.md) merged meanwhile, is
+    in no staged row, or in an older version; and the stream's ledger says it is done, so it would
+    never be taken again: replaced, its rows would be lost until the date is run again. Such a
+    file's rows stay as the stream merged them (its version is at least as new as the extract's;
+    a later one is streamed again), and its staged rows, if any, are left out. A file gone from
+    landing since goes the usual way. The catalogue (elements) is replaced whole by the next
+    daily run.
     """
     if source == "elements" or not info.get("listed_at"):
         return 0
@@ -287,31 +292,21 @@ def _streamed_files(
             f"AND ds = DATE '{check_ds(ds)}' AND processed_at >= TIMESTAMP '{since}'"
         )
     }
-    if not recent:
+    kept = sorted(landing.existing_files(recent, config.landing_conn_id)) if recent else []
+    if not kept:
         return 0
-    staged = {file for (file,) in wh.query(f"SELECT DISTINCT _file FROM {staged_relation}")}
-    again = sorted(recent & staged)
-    if again:
-        wh.execute_script(
-            f"DELETE FROM stream_files WHERE file IN ({', '.join(map(wh.literal, again))})"
-        )
-        log.info(
-            "%s %s: %s file(s) the stream will take again as they are now", source, ds, len(again)
-        )
-    late = sorted(landing.existing_files(recent - staged, config.landing_conn_id))
     wh.execute_script("CREATE OR REPLACE TEMP TABLE validate_streamed (file VARCHAR)")
-    if late:
-        wh.execute_script(
-            "INSERT INTO validate_streamed VALUES " + ", ".join(f"({wh.literal(f)})" for f in late)
-        )
-        log.info(
-            "%s %s: %s file(s) landed after the extract listed the partition and a stream batch "
-            "merged them: their rows stay as merged",
-            source,
-            ds,
-            len(late),
-        )
-    return len(late)
+    wh.execute_script(
+        "INSERT INTO validate_streamed VALUES " + ", ".join(f"({wh.literal(f)})" for f in kept)
+    )
+    log.info(
+        "%s %s: %s file(s) a stream batch merged after the extract listed the partition: their "
+        "rows stay as merged",
+        source,
+        ds,
+        len(kept),
+    )
+    return len(kept)
 
 
 def quarantine_by_field(reasons: list[tuple[str, str, int]]) -> list[list]:

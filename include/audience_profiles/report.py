@@ -118,11 +118,13 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
 def summary_line(report: dict[str, Any]) -> str:
     sources = ", ".join(f"{k} {v.get('read', 0)}" for k, v in report["sources"].items())
     aged_out = sum(v.get("aged_out", 0) for v in report["sources"].values())
+    streamed = sum(v.get("kept_as_streamed", 0) for v in report["sources"].values())
     deliveries = ", ".join(f"{k} {v['rows']}" for k, v in report["deliveries"].items())
     return (
         f"run {report['ds']} {report['state']}: read {report['rows_read']} row(s) ({sources}); "
         f"quarantined {report['rows_quarantined']}; "
         + (f"aged out {aged_out} (past retention); " if aged_out else "")
+        + (f"kept as the stream merged them {streamed}; " if streamed else "")
         + f"profiles {report['profiles']} "
         f"({report['profiles_created']} new, {report['merges']} merged away); "
         f"delivered {report['rows_delivered']} row(s) ({deliveries or 'none'})"
@@ -389,16 +391,21 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         + "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(_fmt(v))}</dd>" for k, v in summary.items())
         + "</dl>"
     )
-    # With retention on, a run of an old date counts rows past it as aged out: read = valid +
-    # quarantined + aged out, and the page must show all three for that sum to be checked.
-    aged = any("aged_out" in s for s in report["sources"].values())
+    # read = valid + quarantined + the optional counts: rows past retention (a run of an old date
+    # with retention on) and rows of files a stream batch merged after the extract listed them
+    # (pipeline._streamed_files). The page shows each one a run has, so the sum can be checked.
+    extra = [
+        (key, label)
+        for key, label in (("aged_out", "aged out"), ("kept_as_streamed", "kept as streamed"))
+        if any(key in s for s in report["sources"].values())
+    ]
     parts += [
         "<h2>Rows read per source</h2>",
         _table(
-            ["source", "read", "valid", "quarantined"] + (["aged out"] if aged else []),
+            ["source", "read", "valid", "quarantined"] + [label for _, label in extra],
             [
                 [name, s.get("read"), s.get("valid"), s.get("quarantined")]
-                + ([s.get("aged_out", 0)] if aged else [])
+                + [s.get(key, 0) for key, _ in extra]
                 for name, s in report["sources"].items()
             ],
         ),

@@ -231,23 +231,40 @@ def test_a_file_streamed_between_the_daily_extract_and_validate_is_not_lost(tmp_
 
     rows = f"SELECT _file, session_id FROM interactions WHERE dt = DATE '{ds}' ORDER BY 1"
     assert [(f.rsplit("/", 1)[-1], s) for f, s in query(config, rows)] == [
-        ("a.csv", SEED_SESSION),  # as the extract staged it
+        ("a.csv", SEED_SESSION),  # the stream took it too, after the listing: its rows, once
         ("late.csv", "s-late"),  # as the stream merged it
     ]
     assert query(config, f"SELECT file FROM quarantine WHERE dt = DATE '{ds}'") == [(str(late),)]
     assert counts["sources"]["interactions"] == {
         "read": 1,
-        "valid": 1,
+        "valid": 0,
         "quarantined": 0,
-        "files_kept_as_streamed": 1,
+        "kept_as_streamed": 1,
     }
     pipeline.enrich(pipeline.RunWindow.for_date(ds), config)
     enriched = f"SELECT count(*) FROM interactions_enriched WHERE dt = DATE '{ds}'"
     assert query(config, enriched) == [(2,)]
-    # a.csv, staged by the extract, left the ledger: the stream takes it again as it is now
-    # (it may have been replaced after the listing); late.csv stays taken.
-    summary, _ = batch(config, sent, "b2")
-    assert summary["files"] == 1 and summary["sources"]["interactions"]["read"] == 1
+
+
+def test_a_file_replaced_after_the_listing_keeps_the_version_the_stream_took(tmp_path, sent):
+    """The extract read a.csv's first version; a second landed and was streamed before the
+    validate: the ledger says it is done, so the newer rows must stay."""
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
+    batch(config, sent, "b0")
+    ds = "2022-04-30"
+    write_interactions(landing, ds, "a.csv", [(ds, SEED_SESSION, 1)])
+    staged = _extract(config, ds)
+    write_interactions(landing, ds, "a.csv", [(ds, SEED_SESSION, 1), (ds, SEED_SESSION, 2)])
+    batch(config, sent, "b1")
+
+    pipeline.validate(pipeline.RunWindow.for_date(ds), staged, config)
+
+    rows = f"SELECT option FROM interactions WHERE dt = DATE '{ds}' ORDER BY 1"
+    assert query(config, rows) == [(1,), (2,)]
+    assert batch(config, sent, "b2")[0]["files"] == 0
 
 
 def test_a_suppressed_persons_rows_in_a_late_file_are_kept_as_the_daily_run_keeps_them(

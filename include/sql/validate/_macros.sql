@@ -19,12 +19,16 @@ CASE WHEN ascii({{ col }}) IN (9, 10, 11, 12, 13, 32) OR ascii(right({{ col }}, 
         {% for c in columns %}{{ trimmed(c) }} AS {{ c }}{{ ", " if not loop.last }}{% endfor %}
  FROM {{ staged }})
 {%- endmacro %}
-{#- The partition's rows this validation replaces: all of them, except the files a stream batch
-    merged after the extract listed the partition, which the extract did not stage (``streamed``:
-    pipeline._streamed_files keeps those as the stream left them, so a file landed meanwhile is
-    not lost). ``file_column``: quarantine names it ``file``. -#}
+{#- The partition's rows this validation replaces: all of them, except those of files a stream
+    batch merged after the extract listed the partition (``streamed``: pipeline._streamed_files
+    keeps them as the stream left them, so a file landed or replaced meanwhile is not lost).
+    ``file_column``: quarantine names it ``file``. -#}
 {% macro replaced(ds, file_column="_file") -%}
 dt = DATE '{{ ds }}'{% if streamed | default(false) %} AND {{ file_column }} NOT IN (SELECT file FROM validate_streamed){% endif %}
+{%- endmacro %}
+{#- The staged rows this validation reads: without those of files kept as the stream merged them. -#}
+{% macro staged_rows(staged) -%}
+{% if streamed | default(false) %}(SELECT * FROM {{ staged }} WHERE _file NOT IN (SELECT file FROM validate_streamed)){% else %}{{ staged }}{% endif %}
 {%- endmacro %}
 {% macro required(col) -%}
 CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing' END

@@ -6,7 +6,7 @@ CREATE OR REPLACE TEMP TABLE checked_form_entries AS
 SELECT *, {{ v.reasons(["_error", v.timestamp("entry_datetime", landed=ds), v.required("session_id"),
                         v.email("email"), v.yes_no("optin_1"), v.yes_no("optin_2"),
                         v.yes_no("accept_terms"), v.integer("form_id", required=false)]) }} AS reason
-FROM {{ v.trimmed_rows(staged, ["entry_datetime", "first_name", "last_name", "email", "optin_1", "optin_2",
+FROM {{ v.trimmed_rows(v.staged_rows(staged), ["entry_datetime", "first_name", "last_name", "email", "optin_1", "optin_2",
                                   "accept_terms", "session_id", "form_name", "form_id"],
                         as_entered=["email"]) }};
 

@@ -3,7 +3,7 @@
 CREATE OR REPLACE TEMP TABLE checked_identities AS
 SELECT *, {{ v.reasons(["_error", v.timestamp("observed_at", landed=ds), v.required("session_id"),
                         v.required("external_id"), v.email("email", required=false)]) }} AS reason
-FROM {{ v.trimmed_rows(staged, ["observed_at", "session_id", "external_id", "email", "first_name",
+FROM {{ v.trimmed_rows(v.staged_rows(staged), ["observed_at", "session_id", "external_id", "email", "first_name",
                                   "last_name"]) }};
 
 DELETE FROM identities WHERE {{ v.replaced(ds) }};

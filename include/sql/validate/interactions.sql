@@ -4,7 +4,7 @@
 CREATE OR REPLACE TEMP TABLE checked_interactions AS
 SELECT *, {{ v.reasons(["_error", v.date("date", landed=ds), v.required("event_id"), v.required("poll_id"),
                         v.required("session_id"), v.integer("option"), v.integer("votes")]) }} AS reason
-FROM {{ v.trimmed_rows(staged, ["date", "event_id", "poll_id", "session_id", "option", "votes"]) }};
+FROM {{ v.trimmed_rows(v.staged_rows(staged), ["date", "event_id", "poll_id", "session_id", "option", "votes"]) }};
 
 DELETE FROM interactions WHERE {{ v.replaced(ds) }};
 INSERT INTO interactions
