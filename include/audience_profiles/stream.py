@@ -413,8 +413,10 @@ def _batch_as_of(wh: Warehouse, files: list[LandedFile]) -> str:
 
 def _stage(
     landing_: Landing, files: list[LandedFile], folder: Path
-) -> dict[tuple[str, str | None], dict]:
-    """Fetch the batch's files and stage them per (source, partition), as the daily extract does."""
+) -> tuple[dict[tuple[str, str | None], dict], dict[str, str]]:
+    """Fetch the batch's files and stage them per (source, partition), as the daily extract does;
+    also return the files that cannot be read (name -> why): left out of the batch. With one of
+    the catalogue's files unreadable, the catalogue is left out whole."""
     groups: dict[tuple[str, str | None], list[LandedFile]] = {}
     for f in files:
         groups.setdefault((f.source, f.ds), []).append(f)
@@ -422,12 +424,31 @@ def _stage(
         # The catalogue is validated whole (validate/elements.sql replaces it), not file by file.
         groups[("elements", None)] = landing_.list_source("elements")
     staged = {}
+    unreadable: dict[str, str] = {}
     with landing_.local_copies([f for g in groups.values() for f in g], folder) as local:
         for source, ds in sorted(groups, key=lambda key: (SOURCES.index(key[0]), key[1] or "")):
             pairs = [(f.name, local[f.name]) for f in sorted(groups[source, ds], key=_name)]
             out = folder / f"{source}-{ds or 'all'}.parquet"
-            staged[source, ds] = landing.stage_files(source, pairs, out)
-    return staged
+            try:
+                staged[source, ds] = landing.stage_files(source, pairs, out)
+                continue
+            except landing.LandingError:
+                pass
+            # One file the pipeline cannot read must not hold back every file landed after it:
+            # it is left out (and out of the ledger, so a fixed version is taken), the rest go.
+            bad = {}
+            for name, path in pairs:
+                try:
+                    landing.stage_files(source, [(name, path)], folder / "one-file.parquet")
+                except landing.LandingError as exc:
+                    bad[name] = str(exc)
+            unreadable.update(bad)
+            if source == "elements":
+                continue  # the catalogue goes whole or not at all: validate replaces it
+            pairs = [(name, path) for name, path in pairs if name not in bad]
+            if pairs:
+                staged[source, ds] = landing.stage_files(source, pairs, out)
+    return staged, unreadable
 
 
 def _validate(
@@ -659,7 +680,26 @@ def run_batch(
             folder = Path(tempfile.mkdtemp(prefix="batch-", dir=Path(config.work_dir, "stream")))
             try:
                 s3_ready.result()
-                staged = _stage(landing_, files, folder)
+                staged, unreadable = _stage(landing_, files, folder)
+                if unreadable:
+                    for why in sorted(unreadable.values()):
+                        log.error("left out of the batch, not streamed: %s", why)
+                    summary["unreadable"] = sorted(unreadable)
+                    left_out = {"elements"} & {f.source for f in files if f.name in unreadable}
+                    files = [
+                        f for f in files if f.name not in unreadable and f.source not in left_out
+                    ]
+                    summary["files"] = len(files)
+                    if not files:
+                        commit(
+                            wh,
+                            batch=False,
+                            as_of="",
+                            run_id=run_id,
+                            watermarks=marks,
+                            floors=floors,
+                        )
+                        return summary
                 lap("stage")
                 summary["sources"] = _validate(
                     wh, staged, files, as_of, home, load_rules(config.identity_config), past

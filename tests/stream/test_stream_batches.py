@@ -25,7 +25,7 @@ from tests.stream.support import (
     write_forms,
     write_interactions,
 )
-from tests.support import SEED_SESSION, write_config, write_csv, write_seed_example
+from tests.support import FORM_HEADER, SEED_SESSION, write_config, write_csv, write_seed_example
 
 DAVID = "david.wilson@example.com"
 
@@ -335,3 +335,26 @@ def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path
     assert summary["unread"] == [str(partition / "part-0.csv.gz")]
     assert "1 file(s) under" in caplog.text and "part-0.csv.gz" in caplog.text
     assert "_SUCCESS" not in caplog.text and new == []
+
+
+def test_an_unreadable_file_is_left_out_and_does_not_hold_back_the_others(tmp_path, sent):
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    batch(config, sent, "b0")
+    ds = "2022-05-01"
+    bad = landing / "form_entries" / f"date={ds}" / "bad.csv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("2022-05-01T09:00:00,Ann,Fan,ann@x.org,Yes,No,Yes,s-ann,Quiz,7\n")  # no header
+    write_forms(landing, ds, "good.csv", [form_row(f"{ds}T10:00:00", "Bo", "bo@x.org", "s-bo")])
+
+    summary, new = batch(config, sent, "b1")
+
+    assert summary["unreadable"] == [str(bad)] and summary["files"] == 1
+    assert {r["payload"].get("email") for r in new if r["event_type"] == "profile_upsert"} == {
+        "bo@x.org"
+    }
+    # not in the ledger: fixed, it is a new version and is taken
+    bad.write_text(",".join(FORM_HEADER) + "\n" + bad.read_text())
+    summary, new = batch(config, sent, "b2")
+    assert summary["files"] == 1 and "unreadable" not in summary
