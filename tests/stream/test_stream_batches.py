@@ -25,7 +25,15 @@ from tests.stream.support import (
     write_forms,
     write_interactions,
 )
-from tests.support import FORM_HEADER, SEED_SESSION, write_config, write_csv, write_seed_example
+from tests.support import (
+    ELEMENT_HEADER,
+    FORM_HEADER,
+    INTERACTION_HEADER,
+    SEED_SESSION,
+    write_config,
+    write_csv,
+    write_seed_example,
+)
 
 DAVID = "david.wilson@example.com"
 
@@ -358,3 +366,24 @@ def test_an_unreadable_file_is_left_out_and_does_not_hold_back_the_others(tmp_pa
     bad.write_text(",".join(FORM_HEADER) + "\n" + bad.read_text())
     summary, new = batch(config, sent, "b2")
     assert summary["files"] == 1 and "unreadable" not in summary
+
+
+def test_interactions_streamed_before_their_element_are_enriched_once_it_arrives(tmp_path, sent):
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
+    batch(config, sent, "b0")
+    ds = "2022-04-30"
+    rows = [[ds, "event-1", "77777", "s-new", 1, 1]]
+    write_csv(landing / "interactions" / f"date={ds}" / "i.csv", INTERACTION_HEADER, rows)
+    batch(config, sent, "b1")  # poll 77777 is not in the catalogue yet
+    element = [["77777", "Man of the match?", 1, "B"]]
+    write_csv(landing / "elements" / "more.csv", ELEMENT_HEADER, element)
+    batch(config, sent, "b2")
+    write_forms(landing, ds, "f.csv", [form_row(f"{ds}T10:00:00", "Ann", "ann@x.org", "s-new")])
+
+    _, new = batch(config, sent, "b3")  # the form claims the session's history
+
+    [vote] = [r for r in new if r["event_type"] == "interaction"]
+    assert (vote["payload"]["attribute"], vote["payload"]["option"]) == ("Man of the match?", "B")
