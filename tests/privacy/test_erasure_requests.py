@@ -121,6 +121,32 @@ def test_a_suppress_and_a_delete_in_one_batch_leave_only_delete_entries(built, t
     assert query(built, "SELECT DISTINCT kind FROM suppression_list") == [("delete",)]
     for needle in (ANN, ANN_SESSION, ANN_SSO):
         assert mentions(built, needle) == {}, needle
+    # the suppress kept nothing for later: the delete took her over
+    assert query(built, "SELECT count(*) FROM suppressed_profiles") == [(0,)]
+
+
+def test_a_delete_taking_over_an_unfinished_suppress_takes_its_profile_ids_too(
+    built, tmp_path, monkeypatch
+):
+    """The suppress is still pending (its export scrub failed): its profile ids are in its own
+    erasure_subjects, not yet in suppressed_profiles, and destinations must be told of them."""
+    (ann_profile,) = query(
+        built, f"SELECT profile_id FROM profile_identifiers WHERE identifier_value = '{ANN}'"
+    )
+
+    def disk_full(con, path, fmt, gzip, out):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(erasure, "filter_file", disk_full)
+    file_request(tmp_path / "landing", "r-s", "email", ANN, kind="suppress")
+    with pytest.raises(OSError):
+        run_erasure(ERASE_DAY, built, run_id="first")
+    monkeypatch.undo()
+    file_request(tmp_path / "landing", "r-d", "email", ANN, kind="delete")
+    erasure.resolve_requests(erasure.read_requests(ERASE_DAY, "second", built), built)
+
+    owed = query(built, "SELECT profile_id FROM erasure_subjects WHERE request_id = 'r-d'")
+    assert ann_profile in owed
 
 
 def test_a_failed_export_scrub_is_not_done_and_the_next_run_finishes_it(

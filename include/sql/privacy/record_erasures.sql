@@ -58,6 +58,8 @@ SELECT DISTINCT s.request_id, s.profile_id
 FROM erasure_subjects s JOIN erasure_requests r ON r.request_id = s.request_id
 WHERE r.type = 'suppress' AND s.profile_id IS NOT NULL
   AND s.request_id IN (SELECT request_id FROM completed_requests)
+  -- a delete took the person over (its entries are the delete's): nothing left to keep them for
+  AND EXISTS (SELECT 1 FROM suppression_list l WHERE l.request_id = s.request_id)
   AND NOT EXISTS (
       SELECT 1 FROM suppressed_profiles k
       WHERE k.request_id = s.request_id AND k.profile_id = s.profile_id

@@ -116,7 +116,11 @@ WHERE k.value IS NOT NULL AND k.value <> ''
 INSERT INTO erasure_subjects
 SELECT DISTINCT p.request_id, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), k.profile_id
 FROM (SELECT DISTINCT request_id, earlier_request_id FROM listed_person) p
-JOIN suppressed_profiles k ON k.request_id = p.earlier_request_id;
+JOIN (
+    SELECT request_id, profile_id FROM suppressed_profiles
+    UNION  -- an earlier request not finished yet still has its own
+    SELECT request_id, profile_id FROM erasure_subjects WHERE profile_id IS NOT NULL
+) k ON k.request_id = p.earlier_request_id;
 DELETE FROM suppressed_profiles
 WHERE request_id IN (SELECT earlier_request_id FROM listed_person);
 
