@@ -387,3 +387,29 @@ def test_interactions_streamed_before_their_element_are_enriched_once_it_arrives
 
     [vote] = [r for r in new if r["event_type"] == "interaction"]
     assert (vote["payload"]["attribute"], vote["payload"]["option"]) == ("Man of the match?", "B")
+
+
+def test_a_session_the_batch_makes_a_kiosk_leaves_its_profile(tmp_path, sent):
+    """Three more people sign up on David's session in one batch (over the shared-device limit):
+    the next daily build links it to nobody, so the batch must not send the kiosk's votes, or
+    its new users, under David's profile."""
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
+    batch(config, sent, "b0")
+    ds = "2022-04-30"
+    (david,) = query(
+        config, f"SELECT profile_id FROM profile_identifiers WHERE identifier_value = '{DAVID}'"
+    )
+    people = ["Eve", "Fay", "Gus"]
+    rows = [form_row(f"{ds}T1{i}:00:00", n, f"{n.lower()}@x.org", SEED_SESSION) for i, n in enumerate(people)]  # fmt: skip
+    write_forms(landing, ds, "kiosk.csv", rows)
+    write_interactions(landing, ds, "kiosk-votes.csv", [(ds, SEED_SESSION, 3)])
+
+    _, new = batch(config, sent, "b1")
+
+    assert [r for r in new if r["event_type"] == "interaction"] == []
+    upserts = {(r["profile_id"], r["payload"]["email"]) for r in new if r["event_type"] == "profile_upsert"}  # fmt: skip
+    assert {email for profile, email in upserts if profile == david[0]} <= {DAVID}
+    assert {email for _, email in upserts} >= {"eve@x.org", "fay@x.org", "gus@x.org"}

@@ -11,6 +11,15 @@
 -- erasure DAG lists a person (resolve_requests) before it removes their rows (a later task), and
 -- a batch in between must not attach anyone to, or rebuild, a suppressed person's profile.
 -- (`suppressed`: the list is not empty. Every known identifier is hashed then, once: a table.)
+-- Sessions the batch's graph makes shared devices (more people than their limit: links.sql). A
+-- table of the work schema, not the TEMP id_shared: a view may not read a temporary table on
+-- Snowflake.
+CREATE OR REPLACE TABLE {{ rs }}.shared_sessions AS
+SELECT DISTINCT session_id FROM (
+    SELECT session_id FROM {{ rs }}.form_entries UNION SELECT session_id FROM {{ rs }}.identities
+) s
+WHERE {{ m.node_id("session_id", "s.session_id") }} IN (SELECT session_node FROM id_shared);
+
 CREATE OR REPLACE {{ "TABLE" if suppressed else "VIEW" }} {{ rs }}.state AS
 SELECT identifier_type, identifier_value, profile_id FROM (
     SELECT identifier_type, identifier_value, profile_id FROM {{ home }}.stream_identifiers
@@ -21,8 +30,13 @@ SELECT identifier_type, identifier_value, profile_id FROM (
         WHERE s.identifier_type = p.identifier_type AND s.identifier_value = p.identifier_value
     )
 ) known
+-- A session the batch's graph makes a shared device links to nothing, as the next daily build
+-- will decide: its known profile must not keep it, or the strangers' interactions on it would go
+-- out under that profile.
+WHERE NOT (known.identifier_type = 'session_id'
+           AND known.identifier_value IN (SELECT session_id FROM {{ rs }}.shared_sessions))
 {% if suppressed %}
-WHERE NOT EXISTS (
+  AND NOT EXISTS (
     SELECT 1 FROM {{ home }}.suppression_list l
     WHERE l.identifier_type = known.identifier_type
       AND l.identifier_hash = {{ priv.hashed("known.identifier_value") }}
