@@ -413,3 +413,32 @@ def test_a_session_the_batch_makes_a_kiosk_leaves_its_profile(tmp_path, sent):
     upserts = {(r["profile_id"], r["payload"]["email"]) for r in new if r["event_type"] == "profile_upsert"}  # fmt: skip
     assert {email for profile, email in upserts if profile == david[0]} <= {DAVID}
     assert {email for _, email in upserts} >= {"eve@x.org", "fay@x.org", "gus@x.org"}
+
+
+def test_a_publish_keeps_the_stream_entries_its_build_did_not_have(tmp_path, sent):
+    """A partition-D form entry observed early on D+1 (its writer's clock is behind UTC) is in no
+    build of D: the D publish keeps the stream's entry, or the session would drop out of the
+    state and its new interactions not be streamed; the D+1 publish takes it over."""
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
+    batch(config, sent, "b0")
+    ds = "2022-04-30"
+    write_forms(
+        landing, ds, "ann.csv", [form_row("2022-05-01T01:00:00", "Ann", "ann@x.org", "s-a")]
+    )
+    batch(config, sent, "b1")
+    with duckdb.connect(config.warehouse.path) as con:  # the daily run comes an hour later
+        con.execute("UPDATE stream_files SET processed_at = processed_at - INTERVAL 1 HOUR")
+        con.execute("UPDATE stream_identifiers SET recorded_at = recorded_at - INTERVAL 1 HOUR")
+
+    daily_build(config, [ds])
+
+    entries = "SELECT identifier_value FROM stream_identifiers ORDER BY 1"
+    assert query(config, entries) == [("ann@x.org",), ("s-a",)]
+    write_interactions(landing, ds, "ann-votes.csv", [(ds, "s-a", 1)])
+    _, new = batch(config, sent, "b2")
+    assert [r["event_type"] for r in new if r["event_type"] == "interaction"] == ["interaction"]
+    daily_build(config, ["2022-05-01"])
+    assert query(config, entries) == []

@@ -67,6 +67,7 @@ def test_a_batch_between_the_identity_build_and_its_publish_is_kept(tmp_path):
     config, landing = setup(tmp_path)
     run_all(RunWindow.for_date("2022-04-28"), config)
     # Before the daily run: one entry of its date (the build sees it), one of the next date.
+    write_forms(landing, "2022-04-29", "bob.csv", [form_row("2022-04-29T08:00:00", "Bob", "bob@x.org", "s-bob")])  # fmt: skip
     stream_batch(config, "2022-04-29", [("email", "bob@x.org", "ap_bob")])
     stream_batch(config, "2022-04-30", [("email", "cy@x.org", "ap_cy")])
 

@@ -10,7 +10,15 @@ CREATE OR REPLACE TABLE profile_identifiers AS
     date or earlier recorded before its identity build started (pipeline.resolve_identities; the
     pool keeps batches and daily tasks apart). Later ones stay for a later refreshed publish. -#}
 DELETE FROM stream_identifiers
-WHERE dt <= DATE '{{ ds }}' AND recorded_at <= (SELECT max(started_at) FROM {{ rs }}.build_started);
+WHERE recorded_at <= (SELECT max(started_at) FROM {{ rs }}.build_started)
+  AND (dt < DATE '{{ ds }}'
+       -- an entry of the date itself only when the build has its identifier: a row of the date
+       -- observed after the date's end (its writer's clock behind UTC) is in no build of it, but
+       -- in the next day's, whose publish then takes it over
+       OR (dt = DATE '{{ ds }}' AND EXISTS (
+           SELECT 1 FROM profile_identifiers p
+           WHERE p.identifier_type = stream_identifiers.identifier_type
+             AND p.identifier_value = stream_identifiers.identifier_value)));
 {% endif %}
 {#- The largest table is a view over the current tables, not a copy: the copy was the build's
     single most expensive write (bench/README.md), and a view cannot drift from its sources. -#}
