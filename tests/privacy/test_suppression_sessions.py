@@ -235,6 +235,25 @@ def test_a_delete_does_not_take_over_another_persons_suppress_through_a_shared_s
     assert query(built, kept_for_david) == [before] != [(0,)]
 
 
+def test_a_suppressed_persons_new_row_on_a_deleted_session_is_kept_not_deleted(built, tmp_path):
+    """David suppressed; Carla's delete names the kiosk. A new form entry of David's on the kiosk
+    is his: kept, as his suppress asks (the erase step keeps his older one the same way)."""
+    landing = tmp_path / "landing"
+    file_request(landing, "r-1", "email", DAVID, kind="suppress")
+    run_erasure(ERASE_DAY, built)
+    land_kiosk_days(landing)
+    run_days(built, D1, D2, D3)
+    file_request(landing, "r-2", "session_id", "kiosk", kind="delete")
+    run_erasure(ERASE_DAY, built, run_id="erasure-2")
+    day = "2022-05-04"
+    land(landing, "form_entries", day, FORM_HEADER, [form(f"{day}T09:00:00", "David", "Wilson", DAVID, "kiosk")])  # fmt: skip
+
+    run_days(built, day)
+
+    kept = f"SELECT session_id FROM restricted_form_entries WHERE dt = DATE '{day}'"
+    assert query(built, kept) == [("kiosk",)]
+
+
 def land_newcomer_days(landing) -> None:
     """D1: the newcomer signs in with SSO (email and SSO id on one row), plus a row of theirs
     and one of Bob's with a placeholder SSO id. D2: the same SSO id, no email, a new session."""

@@ -173,14 +173,18 @@ LEFT JOIN named_sessions n ON l.derived = 0 AND n.identifier_hash = {{ p.hashed(
 {% macro person(column, type, erase_only=false) -%}
 {{ column }} IN (SELECT value FROM person_values WHERE identifier_type = '{{ type }}'{{ " AND erase = 1" if erase_only }})
 {%- endmacro %}
+{#- A row of a listed person goes as that person asked (a `suppress` keeps it), even on a session
+    a delete names: the session is a device, the row is the person's (as erase_warehouse.sql). -#}
 {{ p.restrict_or_delete("form_entries",
     "dt = " ~ day ~ " AND (" ~ person("email", "email") ~ " OR " ~ covered ~ ")",
-    person("email", "email", true) ~ " OR " ~ covered_erase,
+    person("email", "email", true) ~ " OR (" ~ covered_erase ~ " AND NOT " ~ person("email", "email") ~ ")",
     "suppression_report") }}
 {{ p.restrict_or_delete("identities",
     "dt = " ~ day ~ " AND (" ~ person("email", "email") ~ " OR " ~ person("external_id", "external_id")
         ~ " OR " ~ covered ~ ")",
-    person("email", "email", true) ~ " OR " ~ person("external_id", "external_id", true) ~ " OR " ~ covered_erase,
+    person("email", "email", true) ~ " OR " ~ person("external_id", "external_id", true)
+        ~ " OR (" ~ covered_erase ~ " AND NOT coalesce(" ~ person("email", "email") ~ ", false) AND NOT "
+        ~ person("external_id", "external_id") ~ ")",
     "suppression_report") }}
 -- Interactions carry no person: their session decides, by their own landing date
 -- (interactions_enriched holds the same rows, enriched).
