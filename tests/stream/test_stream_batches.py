@@ -73,12 +73,19 @@ def batch(config, sent, run_id):
     return summary, sent[before:]
 
 
-def test_a_batch_between_resolve_and_removal_emits_nothing_of_a_suppressed_person(tmp_path, sent):
+def streaming(tmp_path, sent):
+    """(config, landing root): the seed example built daily up to 2022-04-29, and a first batch
+    run, so the stream's watermarks exist."""
     config = make_config(tmp_path)
     landing = tmp_path / "landing"
     write_seed_example(landing)
     daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
     batch(config, sent, "b0")
+    return config, landing
+
+
+def test_a_batch_between_resolve_and_removal_emits_nothing_of_a_suppressed_person(tmp_path, sent):
+    config, landing = streaming(tmp_path, sent)
     (david_id,) = {
         p
         for (p,) in query(
@@ -219,11 +226,7 @@ def _extract(config, ds: str) -> list[dict]:
 
 
 def test_a_file_streamed_between_the_daily_extract_and_validate_is_not_lost(tmp_path, sent):
-    config = make_config(tmp_path)
-    landing = tmp_path / "landing"
-    write_seed_example(landing)
-    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
-    batch(config, sent, "b0")
+    config, landing = streaming(tmp_path, sent)
     ds = "2022-04-30"
     write_interactions(landing, ds, "a.csv", [(ds, SEED_SESSION, 1)])
     staged = _extract(config, ds)
@@ -257,11 +260,7 @@ def test_a_file_streamed_between_the_daily_extract_and_validate_is_not_lost(tmp_
 def test_a_file_replaced_after_the_listing_keeps_the_version_the_stream_took(tmp_path, sent):
     """The extract read a.csv's first version; a second landed and was streamed before the
     validate: the ledger says it is done, so the newer rows must stay."""
-    config = make_config(tmp_path)
-    landing = tmp_path / "landing"
-    write_seed_example(landing)
-    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
-    batch(config, sent, "b0")
+    config, landing = streaming(tmp_path, sent)
     ds = "2022-04-30"
     write_interactions(landing, ds, "a.csv", [(ds, SEED_SESSION, 1)])
     staged = _extract(config, ds)
@@ -369,11 +368,7 @@ def test_an_unreadable_file_is_left_out_and_does_not_hold_back_the_others(tmp_pa
 
 
 def test_interactions_streamed_before_their_element_are_enriched_once_it_arrives(tmp_path, sent):
-    config = make_config(tmp_path)
-    landing = tmp_path / "landing"
-    write_seed_example(landing)
-    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
-    batch(config, sent, "b0")
+    config, landing = streaming(tmp_path, sent)
     ds = "2022-04-30"
     rows = [[ds, "event-1", "77777", "s-new", 1, 1]]
     write_csv(landing / "interactions" / f"date={ds}" / "i.csv", INTERACTION_HEADER, rows)
@@ -393,11 +388,7 @@ def test_a_session_the_batch_makes_a_kiosk_leaves_its_profile(tmp_path, sent):
     """Three more people sign up on David's session in one batch (over the shared-device limit):
     the next daily build links it to nobody, so the batch must not send the kiosk's votes, or
     its new users, under David's profile."""
-    config = make_config(tmp_path)
-    landing = tmp_path / "landing"
-    write_seed_example(landing)
-    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
-    batch(config, sent, "b0")
+    config, landing = streaming(tmp_path, sent)
     ds = "2022-04-30"
     (david,) = query(
         config, f"SELECT profile_id FROM profile_identifiers WHERE identifier_value = '{DAVID}'"
@@ -419,11 +410,7 @@ def test_a_publish_keeps_the_stream_entries_its_build_did_not_have(tmp_path, sen
     """A partition-D form entry observed early on D+1 (its writer's clock is behind UTC) is in no
     build of D: the D publish keeps the stream's entry, or the session would drop out of the
     state and its new interactions not be streamed; the D+1 publish takes it over."""
-    config = make_config(tmp_path)
-    landing = tmp_path / "landing"
-    write_seed_example(landing)
-    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
-    batch(config, sent, "b0")
+    config, landing = streaming(tmp_path, sent)
     ds = "2022-04-30"
     write_forms(
         landing, ds, "ann.csv", [form_row("2022-05-01T01:00:00", "Ann", "ann@x.org", "s-a")]
