@@ -283,15 +283,24 @@ def segments_for(config: PipelineConfig) -> SegmentSet | None:
     reason.
     """
     path = Path(config.segments_config)
+    naming = [
+        (index, dest)
+        for index, dest in enumerate(config.destinations)
+        if dest.enabled and isinstance(dest.options.get("segments"), dict)
+    ]
     if not path.exists():
         if "segments_config" in config.raw:
             raise ConfigError(f"{config.source_file}: segments_config: {path} does not exist")
+        if naming:  # found out here, before the build, not by the delivery at the end
+            index, dest = naming[0]
+            raise ConfigError(
+                f"{config.source_file}: destinations[{index}].segments ({dest.name}): names "
+                f"segments, but there is no segments file ({path})"
+            )
         return None
     segments = load_segments(path)
-    for index, dest in enumerate(config.destinations):
-        named = dest.options.get("segments")
-        if not dest.enabled or not isinstance(named, dict):
-            continue
+    for index, dest in naming:
+        named = dest.options["segments"]
         unknown = sorted(set(map(str, named)) - set(segments.ids))
         if unknown:
             raise ConfigError(

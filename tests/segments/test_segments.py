@@ -404,13 +404,21 @@ def test_segments_config_paths_and_destination_segments_are_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"pipeline\.yml: segments_config: .*nope\.yml does not"):
         segments_for(missing)
 
-    (tmp_path / "segments.yml").write_text(yaml.safe_dump({"segments": SEGMENTS}))
     destination = {
         "name": "dd",
         "kind": "dotdigital",
         "tables": ["segment_memberships", "audience_profiles"],
         "segments": {"blue": {}, "bleu": {}},
     }
+    # a destination syncing segments, and no segments file: said before the build, not by the
+    # delivery at the end of it
+    config = write_config(tmp_path, destinations=[destination])
+    with pytest.raises(
+        ConfigError, match=r"destinations\[0\]\.segments \(dd\): names segments, but"
+    ):
+        segments_for(config)
+
+    (tmp_path / "segments.yml").write_text(yaml.safe_dump({"segments": SEGMENTS}))
     config = write_config(tmp_path, destinations=[destination])
     with pytest.raises(ConfigError, match=r"destinations\[0\]\.segments \(dd\): bleu not defined"):
         segments_for(config)
