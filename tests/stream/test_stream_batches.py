@@ -429,3 +429,29 @@ def test_a_publish_keeps_the_stream_entries_its_build_did_not_have(tmp_path, sen
     assert [r["event_type"] for r in new if r["event_type"] == "interaction"] == ["interaction"]
     daily_build(config, ["2022-05-01"])
     assert query(config, entries) == []
+
+
+def test_a_publish_keeps_a_merge_the_stream_made_from_a_row_after_the_date(tmp_path, sent):
+    """The build of D has Ann's identifiers, under her own profile: the stream's merge into
+    David's, from a row of D observed after D, is in no build of D and must stay."""
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    write_forms(landing, "2022-04-29", "ann.csv", [form_row("2022-04-29T09:00:00", "Ann", "ann@x.org", "s-a")])  # fmt: skip
+    daily_build(config, ["2022-01-11", "2022-04-28", "2022-04-29"])
+    batch(config, sent, "b0")
+    ds = "2022-04-30"
+    write_forms(landing, ds, "late.csv", [form_row("2022-05-01T01:00:00", "David", DAVID, "s-a")])
+    batch(config, sent, "b1")
+    with duckdb.connect(config.warehouse.path) as con:  # the daily run comes an hour later
+        con.execute("UPDATE stream_files SET processed_at = processed_at - INTERVAL 1 HOUR")
+        con.execute("UPDATE stream_identifiers SET recorded_at = recorded_at - INTERVAL 1 HOUR")
+    (david,) = query(
+        config, f"SELECT profile_id FROM profile_identifiers WHERE identifier_value = '{DAVID}'"
+    )
+
+    daily_build(config, [ds])
+
+    write_interactions(landing, ds, "ann-votes.csv", [(ds, "s-a", 1)])
+    _, new = batch(config, sent, "b2")
+    assert {r["profile_id"] for r in new if r["event_type"] == "interaction"} == {david[0]}

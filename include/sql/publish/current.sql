@@ -18,7 +18,10 @@ WHERE recorded_at <= (SELECT max(started_at) FROM {{ rs }}.build_started)
        OR (dt = DATE '{{ ds }}' AND EXISTS (
            SELECT 1 FROM profile_identifiers p
            WHERE p.identifier_type = stream_identifiers.identifier_type
-             AND p.identifier_value = stream_identifiers.identifier_value)));
+             AND p.identifier_value = stream_identifiers.identifier_value
+             -- under the same profile: a merge the stream made from a row after the date is in
+             -- no build of it either
+             AND p.profile_id = stream_identifiers.profile_id)));
 {% endif %}
 {#- The largest table is a view over the current tables, not a copy: the copy was the build's
     single most expensive write (bench/README.md), and a view cannot drift from its sources. -#}
