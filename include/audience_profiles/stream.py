@@ -700,6 +700,10 @@ def run_batch(
                             floors=floors,
                         )
                         return summary
+                    # from the files that go out: a file left out must not set the batch's date
+                    as_of = _batch_as_of(wh, files)
+                    _, cutoffs = cutoffs_as_of(wh, config, as_of)
+                    past = {t: c for t, c in cutoffs.items() if t in VALIDATED_TARGETS}
                 lap("stage")
                 summary["sources"] = _validate(
                     wh, staged, files, as_of, home, load_rules(config.identity_config), past

@@ -350,7 +350,7 @@ def test_an_unreadable_file_is_left_out_and_does_not_hold_back_the_others(tmp_pa
     write_seed_example(landing)
     batch(config, sent, "b0")
     ds = "2022-05-01"
-    bad = landing / "form_entries" / f"date={ds}" / "bad.csv"
+    bad = landing / "form_entries" / "date=2022-05-02" / "bad.csv"
     bad.parent.mkdir(parents=True)
     bad.write_text("2022-05-01T09:00:00,Ann,Fan,ann@x.org,Yes,No,Yes,s-ann,Quiz,7\n")  # no header
     write_forms(landing, ds, "good.csv", [form_row(f"{ds}T10:00:00", "Bo", "bo@x.org", "s-bo")])
@@ -358,6 +358,7 @@ def test_an_unreadable_file_is_left_out_and_does_not_hold_back_the_others(tmp_pa
     summary, new = batch(config, sent, "b1")
 
     assert summary["unreadable"] == [str(bad)] and summary["files"] == 1
+    assert {r["as_of"] for r in new} == {ds}  # not the unreadable file's later date
     assert {r["payload"].get("email") for r in new if r["event_type"] == "profile_upsert"} == {
         "bo@x.org"
     }
