@@ -9,6 +9,7 @@ import dataclasses
 from audience_profiles import pipeline as P
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.warehouse import open_warehouse
+from tests.identity.world import profile_id
 from tests.stream.support import form_row, query, write_forms
 from tests.support import write_config, write_seed_example
 
@@ -41,6 +42,7 @@ def setup(tmp_path):
 
 
 ANN = [("email", "ann@x.org", "ap_ann"), ("session_id", "s-ann", "ap_ann")]
+BOB = profile_id("email:bob@x.org")  # as the build names him (the entry agrees with it)
 
 
 def test_rerunning_an_old_date_keeps_what_the_stream_attached(tmp_path):
@@ -68,7 +70,7 @@ def test_a_batch_between_the_identity_build_and_its_publish_is_kept(tmp_path):
     run_all(RunWindow.for_date("2022-04-28"), config)
     # Before the daily run: one entry of its date (the build sees it), one of the next date.
     write_forms(landing, "2022-04-29", "bob.csv", [form_row("2022-04-29T08:00:00", "Bob", "bob@x.org", "s-bob")])  # fmt: skip
-    stream_batch(config, "2022-04-29", [("email", "bob@x.org", "ap_bob")])
+    stream_batch(config, "2022-04-29", [("email", "bob@x.org", BOB)])
     stream_batch(config, "2022-04-30", [("email", "cy@x.org", "ap_cy")])
 
     window = RunWindow.for_date("2022-04-29")
