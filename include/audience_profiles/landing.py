@@ -132,11 +132,19 @@ def _check_no_unread_files(names: Iterable[str], prefix: str) -> None:
         )
 
 
-def existing_files(names: Iterable[str], conn_id: str | None) -> set[str]:
-    """Those of ``names`` (local paths or ``s3://bucket/key``, as ``_file`` holds them) that are
-    on landing now."""
-    names = list(names)
-    found = {n for n in names if not n.startswith("s3://") and Path(n).is_file()}
+def landed_versions(names: Iterable[str], conn_id: str | None) -> dict[str, str]:
+    """The version of each of ``names`` (local paths or ``s3://bucket/key``, as ``_file`` holds
+    them) on landing now, as the stream's ledger records it (mtime_ns-size, or the S3 ETag);
+    files gone are left out."""
+    versions = {}
+    for name in names:
+        if name.startswith("s3://"):
+            continue
+        try:
+            stat = Path(name).stat()
+        except OSError:
+            continue
+        versions[name] = f"{stat.st_mtime_ns}-{stat.st_size}"
     remote = [n for n in names if n.startswith("s3://")]
     if remote:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
@@ -144,9 +152,10 @@ def existing_files(names: Iterable[str], conn_id: str | None) -> set[str]:
         hook = S3Hook(aws_conn_id=conn_id)
         for name in remote:
             bucket, _, key = name.removeprefix("s3://").partition("/")
-            if hook.check_for_key(key, bucket):
-                found.add(name)
-    return found
+            head = hook.head_object(key, bucket)
+            if head:
+                versions[name] = str(head["ETag"]).strip('"')
+    return versions
 
 
 @contextmanager

@@ -270,29 +270,29 @@ STREAM_CLOCK_MARGIN = dt.timedelta(minutes=1)
 
 
 def _streamed_files(wh, config: PipelineConfig, source: str, ds: str, info: dict) -> int:
-    """Files of the partition a stream batch merged after the extract listed it, still on
-    landing: their number, and the temp table ``validate_streamed`` naming them.
+    """Files of the partition a stream batch merged after the extract listed it, unchanged on
+    landing since: their number, and the temp table ``validate_streamed`` naming them.
 
     Validate replaces the partition whole with what the extract staged. A file that landed (or
     was replaced) after the listing, which a stream batch (docs/streams.md) merged meanwhile, is
     in no staged row, or in an older version; and the stream's ledger says it is done, so it would
     never be taken again: replaced, its rows would be lost until the date is run again. Such a
-    file's rows stay as the stream merged them (its version is at least as new as the extract's;
-    a later one is streamed again), and its staged rows, if any, are left out. A file gone from
-    landing since goes the usual way. The catalogue (elements) is replaced whole by the next
-    daily run.
+    file's rows stay as the stream merged them, if the version the stream took is the one on
+    landing now, and its staged rows, if any, are left out. A file changed since the stream took
+    it goes the usual way (the stream takes the new version as well), and so does one gone from
+    landing. The catalogue (elements) is replaced whole by the next daily run.
     """
     if source == "elements" or not info.get("listed_at"):
         return 0
     since = dt.datetime.fromisoformat(info["listed_at"]) - STREAM_CLOCK_MARGIN
-    recent = {
-        file
-        for (file,) in wh.query(
-            f"SELECT DISTINCT file FROM stream_files WHERE source = '{source}' "
+    taken = dict(
+        wh.query(
+            f"SELECT file, version FROM stream_files WHERE source = '{source}' "
             f"AND ds = DATE '{check_ds(ds)}' AND processed_at >= TIMESTAMP '{since}'"
         )
-    }
-    kept = sorted(landing.existing_files(recent, config.landing_conn_id)) if recent else []
+    )
+    now = landing.landed_versions(taken, config.landing_conn_id) if taken else {}
+    kept = sorted(f for f, version in taken.items() if now.get(f) == version)
     if not kept:
         return 0
     wh.execute_script("CREATE OR REPLACE TEMP TABLE validate_streamed (file VARCHAR)")

@@ -456,3 +456,30 @@ def test_a_publish_keeps_a_merge_the_stream_made_from_a_row_after_the_date(tmp_p
     write_interactions(landing, ds, "ann-votes.csv", [(ds, "s-a", 1)])
     _, new = batch(config, sent, "b2")
     assert {r["profile_id"] for r in new if r["event_type"] == "interaction"} == {david[0]}
+
+
+def test_a_batch_that_read_an_older_version_does_not_replace_the_staged_one(
+    tmp_path, sent, monkeypatch
+):
+    """The batch read a.csv's first version, then the second landed and the daily extract staged
+    it, then the batch committed (after the listing): the daily validate keeps the staged rows."""
+    config, landing = streaming(tmp_path, sent)
+    ds = "2022-04-30"
+    write_interactions(landing, ds, "a.csv", [(ds, SEED_SESSION, 1)])
+    staged = {}
+    emit = stream._emit
+
+    def extract_while_the_batch_delivers(*args, **kwargs):
+        out = emit(*args, **kwargs)
+        write_interactions(landing, ds, "a.csv", [(ds, SEED_SESSION, 1), (ds, SEED_SESSION, 2)])
+        staged["all"] = _extract(config, ds)
+        return out
+
+    monkeypatch.setattr(stream, "_emit", extract_while_the_batch_delivers)
+    batch(config, sent, "b1")
+    monkeypatch.undo()
+
+    pipeline.validate(pipeline.RunWindow.for_date(ds), staged["all"], config)
+
+    rows = f"SELECT option FROM interactions WHERE dt = DATE '{ds}' ORDER BY 1"
+    assert query(config, rows) == [(1,), (2,)]
