@@ -483,3 +483,22 @@ def test_a_batch_that_read_an_older_version_does_not_replace_the_staged_one(
 
     rows = f"SELECT option FROM interactions WHERE dt = DATE '{ds}' ORDER BY 1"
     assert query(config, rows) == [(1,), (2,)]
+
+
+def test_a_retitled_element_reaches_the_interactions_no_daily_run_has_built(tmp_path, sent):
+    config, landing = streaming(tmp_path, sent)
+    ds = "2022-04-30"  # not published yet
+    catalogue = landing / "elements" / "more.csv"
+    write_csv(catalogue, ELEMENT_HEADER, [["77777", "Old title?", 1, "A"]])
+    batch(config, sent, "b1")
+    rows = [[ds, "event-1", "77777", "s-new", 1, 1]]
+    write_csv(landing / "interactions" / f"date={ds}" / "i.csv", INTERACTION_HEADER, rows)
+    batch(config, sent, "b2")
+    write_csv(catalogue, ELEMENT_HEADER, [["77777", "New title?", 1, "B"]])
+    batch(config, sent, "b3")
+    write_forms(landing, ds, "f.csv", [form_row(f"{ds}T10:00:00", "Ann", "ann@x.org", "s-new")])
+
+    _, new = batch(config, sent, "b4")
+
+    [vote] = [r for r in new if r["event_type"] == "interaction"]
+    assert (vote["payload"]["attribute"], vote["payload"]["option"]) == ("New title?", "B")

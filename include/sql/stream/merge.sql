@@ -10,13 +10,21 @@ DELETE FROM {{ table }} WHERE _file IN (SELECT file FROM {{ bs }}.batch_files);
 INSERT INTO {{ table }} SELECT * FROM {{ bs }}.{{ table }};
 {% endfor %}
 {% if elements %}
--- Interactions merged before their element was known are enriched now, as the daily enrich
--- would: a later batch (a form claiming the session's history) emits them with their content.
+-- Interactions of the dates no daily run has published yet are enriched again with the new
+-- catalogue, as their daily enrich will be: a later batch (a form claiming the session's
+-- history) sends them with the content the daily build will have. Published dates keep theirs,
+-- as they do in the daily build. An element gone leaves its interactions without content.
 UPDATE interactions_enriched
 SET title = e.title, element_type = e.element_type, option_label = e.option_label
-FROM elements e
-WHERE interactions_enriched.title IS NULL
-  AND e.poll_id = interactions_enriched.poll_id AND e.option = interactions_enriched.option;
+FROM (
+    SELECT ie._file, ie._line, c.title, c.element_type, c.option_label
+    FROM interactions_enriched ie
+    LEFT JOIN elements c ON c.poll_id = ie.poll_id AND c.option = ie.option
+    WHERE ie.dt > (SELECT coalesce(max(dt), DATE '1900-01-01') FROM published_snapshots)
+      AND (ie.title IS DISTINCT FROM c.title OR ie.option_label IS DISTINCT FROM c.option_label
+           OR ie.element_type IS DISTINCT FROM c.element_type)
+) e
+WHERE interactions_enriched._file = e._file AND interactions_enriched._line = e._line;
 {% endif %}
 -- Rows the batch's suppression kept for a `suppress` request: kept here too, as the daily run
 -- keeps them (a file the daily validate leaves as merged is not re-read by it). EXCEPT: kept once.
