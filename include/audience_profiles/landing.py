@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import shutil
 import sys
@@ -132,6 +133,17 @@ def _check_no_unread_files(names: Iterable[str], prefix: str) -> None:
         )
 
 
+def local_version(stat: os.stat_result) -> str:
+    """A local landing file's version, as the stream's ledger records it: changes with its
+    content (mtime_ns and size)."""
+    return f"{stat.st_mtime_ns}-{stat.st_size}"
+
+
+def s3_version(etag: str) -> str:
+    """An S3 object's version: its ETag without the quotes S3 wraps it in."""
+    return str(etag).strip('"')
+
+
 def landed_versions(names: Iterable[str], conn_id: str | None) -> dict[str, str]:
     """The version of each of ``names`` (local paths or ``s3://bucket/key``, as ``_file`` holds
     them) on landing now, as the stream's ledger records it (mtime_ns-size, or the S3 ETag);
@@ -144,7 +156,7 @@ def landed_versions(names: Iterable[str], conn_id: str | None) -> dict[str, str]
             stat = Path(name).stat()
         except OSError:
             continue
-        versions[name] = f"{stat.st_mtime_ns}-{stat.st_size}"
+        versions[name] = local_version(stat)
     remote = [n for n in names if n.startswith("s3://")]
     if remote:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
@@ -154,7 +166,7 @@ def landed_versions(names: Iterable[str], conn_id: str | None) -> dict[str, str]
             bucket, _, key = name.removeprefix("s3://").partition("/")
             head = hook.head_object(key, bucket)
             if head:
-                versions[name] = str(head["ETag"]).strip('"')
+                versions[name] = s3_version(head["ETag"])
     return versions
 
 

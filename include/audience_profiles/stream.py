@@ -59,6 +59,7 @@ from audience_profiles.pipeline import (
     VALIDATED_TARGETS,
     ReconciliationError,
     aged_out_partitions,
+    latest_allowed_date,
 )
 from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.privacy.retention import cutoffs_as_of, latest_dates
@@ -88,9 +89,6 @@ EXPORTS = {
     "audience_profile_interactions": "profile_id, interaction_date, event_id, poll_id, session_id",
 }
 _DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
-# A landing partition dated further than this past today (UTC, wall clock) is refused: a mistyped
-# date (date=2202-05-01) would otherwise become the as_of of every later upsert.
-FUTURE_PARTITION_DAYS = 1
 
 
 @dataclass(frozen=True)
@@ -212,7 +210,7 @@ class Landing:
                             where[0],
                             f"s3://{self.bucket}/{obj['Key']}",
                             where[1],
-                            obj["ETag"].strip('"'),
+                            landing.s3_version(obj["ETag"]),
                             modified,
                         )
                     )
@@ -231,7 +229,7 @@ class Landing:
             if since is None or modified > since:
                 self._note_unread(relative, str(path), modified)
             if where:
-                version = f"{stat.st_mtime_ns}-{stat.st_size}"
+                version = landing.local_version(stat)
                 out.append(LandedFile(where[0], str(path), where[1], version, modified))
         return out
 
@@ -252,7 +250,7 @@ class Landing:
             where[0],
             f"s3://{bucket}/{key}",
             where[1],
-            str(obj.get("eTag", "")).strip('"'),
+            landing.s3_version(obj.get("eTag", "")),
             when.astimezone(dt.UTC).replace(tzinfo=None),
         )
 
@@ -383,16 +381,15 @@ def _refuse_future(files: list[LandedFile]) -> tuple[list[LandedFile], list[Land
     ledger, logged as an error each time it is seen; move it to its right partition (a new
     version) and it is taken like any other file.
     """
-    limit = (_now().date() + dt.timedelta(days=FUTURE_PARTITION_DAYS)).isoformat()
+    limit = latest_allowed_date()  # the daily runs' rule (pipeline.logical_ds)
     refused = [f for f in files if f.ds and f.ds > limit]
     for f in refused:
         log.error(
-            "refused %s: its partition date=%s is after %s (today + %s day): a mistyped date? "
+            "refused %s: its partition date=%s is after %s (tomorrow, UTC): a mistyped date? "
             "Not streamed; land it in its right partition",
             f.name,
             f.ds,
             limit,
-            FUTURE_PARTITION_DAYS,
         )
     return [f for f in files if f not in refused], refused
 

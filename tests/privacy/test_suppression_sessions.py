@@ -325,11 +325,8 @@ def test_the_sso_id_joins_the_list_with_the_requests_action(built, tmp_path):
     assert "sso-new" not in drop_text(tmp_path, D2)
 
 
-def test_a_session_a_request_names_covers_every_row_on_it(built, tmp_path):
-    """The requester's word that the session is theirs: an entry on it is theirs too."""
-    landing = tmp_path / "landing"
-    file_request(landing, "r-s1", "session_id", "their-session")
-    run_erasure(ERASE_DAY, built)
+def land_tess_on_her_session(landing) -> None:
+    """D1: Tess fills in a form on "their-session" and votes on it."""
     land(
         landing,
         "form_entries",
@@ -338,6 +335,14 @@ def test_a_session_a_request_names_covers_every_row_on_it(built, tmp_path):
         [form(f"{D1}T09:00:00", "Tess", "Ray", "tess@example.com", "their-session")],
     )
     land(landing, "interactions", D1, INTERACTION_HEADER, [interaction(D1, "their-session", 0)])
+
+
+def test_a_session_a_request_names_covers_every_row_on_it(built, tmp_path):
+    """The requester's word that the session is theirs: an entry on it is theirs too."""
+    landing = tmp_path / "landing"
+    file_request(landing, "r-s1", "session_id", "their-session")
+    run_erasure(ERASE_DAY, built)
+    land_tess_on_her_session(landing)
 
     (result,) = run_days(built, D1)
 
@@ -350,14 +355,7 @@ def test_a_session_request_filed_while_a_run_builds_is_left_out_at_publish(built
     """Belt and braces: a profile carrying a session a request names is left out; one carrying
     a derived session and an address of its own is published."""
     landing = tmp_path / "landing"
-    land(
-        landing,
-        "form_entries",
-        D1,
-        FORM_HEADER,
-        [form(f"{D1}T09:00:00", "Tess", "Ray", "tess@example.com", "their-session")],
-    )
-    land(landing, "interactions", D1, INTERACTION_HEADER, [interaction(D1, "their-session", 0)])
+    land_tess_on_her_session(landing)
     window = RunWindow.for_date(D1)
     staged = [pipeline.extract_source(s, window, built) for s in pipeline.VALIDATION_ORDER]
     pipeline.validate(window, staged, built)

@@ -61,15 +61,14 @@ WHERE s.profile_id IS NOT NULL;
 -- Rows kept for an earlier suppress request go too when a delete request names them, or when
 -- the suppression list names them for deletion: by hash, as a finished request keeps no plain
 -- value (a delete after a suppress takes over the person's entries, requests.sql).
-{% macro delete_listed(column, identifier_type) -%}
-{{ p.hashed(column) }} IN (SELECT identifier_hash FROM suppression_list WHERE kind = 'delete' AND identifier_type = '{{ identifier_type }}')
+{% macro listed_as(kind, column, identifier_type) -%}
+{{ p.hashed(column) }} IN (SELECT identifier_hash FROM suppression_list WHERE kind = '{{ kind }}' AND identifier_type = '{{ identifier_type }}')
 {%- endmacro %}
+{% macro delete_listed(column, identifier_type) %}{{ listed_as("delete", column, identifier_type) }}{% endmacro %}
 {#- A session is a device: a restricted row whose person is on the list only as `suppress` (its
     email or SSO id) is theirs, kept, even when a delete names its session (someone who used the
     same kiosk later and asked to be deleted). -#}
-{% macro suppress_listed(column, identifier_type) -%}
-{{ p.hashed(column) }} IN (SELECT identifier_hash FROM suppression_list WHERE kind = 'suppress' AND identifier_type = '{{ identifier_type }}')
-{%- endmacro %}
+{% macro suppress_listed(column, identifier_type) %}{{ listed_as("suppress", column, identifier_type) }}{% endmacro %}
 {% set session_deleted = "(" ~ p.listed("session_id", "session_id", v, true) ~ " OR " ~ delete_listed("session_id", "session_id") ~ ")" %}
 {% set email_deleted = p.listed("email", "email", v, true) ~ " OR " ~ delete_listed("email", "email") %}
 {{ p.delete_counted("restricted_form_entries",
