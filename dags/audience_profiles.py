@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
-from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, start_date
+from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, fails_fast, start_date
 from audience_profiles.operators.deliver import DeliverOperator
 
 SOURCES = ("interactions", "elements", "form_entries", "identities")
@@ -80,6 +80,7 @@ def audience_profiles():
         return enrich(_window())
 
     @task(pool=WAREHOUSE_POOL)
+    @fails_fast  # a mistake in its YAML file fails at once
     def resolve_identities() -> dict:
         from audience_profiles.pipeline import resolve_identities
 
@@ -92,21 +93,18 @@ def audience_profiles():
         return build_profiles(_window())
 
     @task(pool=WAREHOUSE_POOL)
+    @fails_fast  # a mistake in its YAML file fails at once
     def build_segments() -> dict:
         from audience_profiles.pipeline import build_segments
 
         return build_segments(_window())
 
     @task(pool=WAREHOUSE_POOL)
+    @fails_fast  # the same data fails the same check again: no retry
     def check_quality() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+        from audience_profiles.pipeline import check_quality
 
-        from audience_profiles.pipeline import DataQualityError, check_quality
-
-        try:
-            return check_quality(_window())
-        except DataQualityError as exc:
-            raise AirflowFailException(str(exc)) from exc  # the same data fails again: no retry
+        return check_quality(_window())
 
     @task(pool=WAREHOUSE_POOL)
     def publish() -> dict[str, str]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
-from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, start_date
+from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, fails_fast, start_date
 
 
 def _run() -> tuple[str, str]:
@@ -102,6 +102,7 @@ def audience_profiles_erasure():
         cleanup(_run()[1])
 
     @task(pool=WAREHOUSE_POOL)
+    @fails_fast  # a mistake in pipeline.yml's retention section fails at once
     def retention() -> list[dict]:
         from audience_profiles.privacy.retention import apply_retention
 

@@ -43,7 +43,7 @@ from airflow.sdk import (
     task,
 )
 
-from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag
+from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, fails_fast
 
 # From the environment, never from pipeline.yml or a hook: parsing a DAG file must do no I/O.
 SQS_QUEUE_URL = os.environ.get("AUDIENCE_PROFILES_STREAM_SQS_QUEUE_URL", "")
@@ -108,6 +108,7 @@ def audience_profiles_stream():
         execution_timeout=dt.timedelta(minutes=15),
         inlets=[LANDED] if LANDED else [],  # read back: the events this run must look at
     )
+    @fails_fast  # a mistake in pipeline.yml's stream section fails at once
     def process_landed_files() -> dict:
         from audience_profiles.stream import landing_event_extras, run_batch, s3_records
 

@@ -12,8 +12,8 @@ import pytest
 from airflow.sdk import dag, task
 
 from audience_profiles import alerts
-from audience_profiles.config import CONFIG_ENV
-from audience_profiles.dag_defaults import DEFAULT_ARGS
+from audience_profiles.config import CONFIG_ENV, ConfigError
+from audience_profiles.dag_defaults import DEFAULT_ARGS, fails_fast
 from audience_profiles.pipeline import DataQualityError
 from tests.services.webhook import WEBHOOK_PATH
 from tests.support import load_daily_dag, register_dag, write_config
@@ -32,9 +32,11 @@ def alerting(tmp_path, webhook, monkeypatch, airflow_db):
     return webhook
 
 
-def probe_dag(failures: int):
-    """A one-task DAG with the project's defaults (one quick retry) that fails ``failures`` times."""
+def probe_dag(failures: int, error: Exception | None = None, wrap=lambda f: f):
+    """A one-task DAG with the project's defaults (one quick retry) that fails ``failures`` times
+    (with ``error``: a failed check by default); ``wrap`` goes under ``@task``."""
     attempts = []
+    error = error or DataQualityError(CHECK_ERROR)
 
     @dag(
         dag_id="alert_probe",
@@ -44,10 +46,11 @@ def probe_dag(failures: int):
     )
     def alert_probe():
         @task
+        @wrap
         def audit():
             attempts.append(1)
             if len(attempts) <= failures:
-                raise DataQualityError(CHECK_ERROR)
+                raise error
 
         audit()
 
@@ -83,6 +86,28 @@ def test_a_retry_and_the_final_failure_each_post_an_alert(alerting):
         button = next(b for b in message["blocks"] if b["type"] == "actions")["elements"][0]
         assert "/dags/alert_probe/runs/" in button["url"]
         assert "/tasks/audit" in button["url"]
+
+
+@pytest.mark.parametrize(
+    "error", [DataQualityError(CHECK_ERROR), ConfigError("segments.yml: fans: unknown key")]
+)
+def test_what_a_retry_would_repeat_fails_at_once_and_the_alert_names_it(alerting, error):
+    run = probe_dag(failures=2, error=error, wrap=fails_fast).test(logical_date=DAY)
+
+    assert str(run.state) == "failed"
+    [failure] = [r["json"] for r in alerting.requests]  # no retry, so no retry alert
+    assert fields(failure)["*Try*"] == "1 of 2"
+    assert f"{type(error).__name__}: {error}" in failure["text"]
+
+
+def test_fails_fast_keeps_the_retries_of_any_other_error(alerting):
+    run = probe_dag(failures=1, error=OSError("landing unreachable"), wrap=fails_fast).test(
+        logical_date=DAY
+    )
+
+    assert str(run.state) == "success"
+    [retry] = [r["json"] for r in alerting.requests]
+    assert "OSError: landing unreachable" in retry["text"]
 
 
 @pytest.mark.parametrize("broken", ["answers 500", "unreachable"])

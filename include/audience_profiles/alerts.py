@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from audience_profiles.errors import NotRetryable
+
 log = logging.getLogger(__name__)
 
 ERROR_CHARS = 600  # enough for a check name or a stack's last line; Slack truncates at 3000
@@ -33,6 +35,8 @@ def on_failure(context: dict[str, Any]) -> None:
 def error_text(error: BaseException | str | None) -> str:
     if error is None:
         return "no error recorded (killed, timed out or marked failed)"
+    if isinstance(getattr(error, "__cause__", None), NotRetryable):
+        error = error.__cause__  # wrapped by dag_defaults.fails_fast: the cause is the news
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     text = text.replace("```", "'''").strip()
     text = text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."

@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from audience_profiles.errors import NotRetryable
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = PROJECT_ROOT / "include" / "config" / "pipeline.yml"
 CONFIG_ENV = "AUDIENCE_PROFILES_CONFIG"
@@ -84,7 +86,7 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class ConfigError(ValueError):
+class ConfigError(NotRetryable, ValueError):
     """A configuration problem, always naming the file and the key."""
 
 

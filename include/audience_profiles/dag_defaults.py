@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import functools
+from collections.abc import Callable
+from typing import Any
 
 from audience_profiles import alerts
 
@@ -50,3 +52,24 @@ def start_date() -> dt.datetime:
 
     day = load_config().start_date
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def fails_fast(task_function: Callable[..., Any]) -> Callable[..., Any]:
+    """Put under ``@task``: an error a retry would only repeat (``errors.NotRetryable``: a config
+    mistake, a failed quality check) fails the task at once, so its alert goes out now; any other
+    error keeps the task's retries."""
+
+    @functools.wraps(task_function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return task_function(*args, **kwargs)
+        except Exception as exc:
+            from audience_profiles.errors import NotRetryable
+
+            if not isinstance(exc, NotRetryable):
+                raise
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(exc)) from exc  # alerts name the cause
+
+    return run

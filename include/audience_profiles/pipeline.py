@@ -27,6 +27,7 @@ from typing import Any
 
 from audience_profiles import landing, segments
 from audience_profiles.config import OUTPUT_TABLES, PipelineConfig, load_config
+from audience_profiles.errors import NotRetryable
 from audience_profiles.identity import load_rules, resolve_run
 from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.privacy.retention import cutoffs_as_of
@@ -40,7 +41,7 @@ VALIDATION_ORDER = ("elements", "interactions", "form_entries", "identities")
 SNAPSHOT_TABLES = ("audience_profiles", "audience_profile_interactions", "profile_identifiers")
 
 
-class DataQualityError(RuntimeError):
+class DataQualityError(NotRetryable, RuntimeError):
     """An output failed a write-audit-publish check: nothing is delivered."""
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from audience_profiles.dag_defaults import OWNER, WAREHOUSE_POOL, Tag
+from audience_profiles.dag_defaults import OWNER, WAREHOUSE_POOL, Tag, fails_fast
+from audience_profiles.operators.deliver import DeliverOperator
 
 DAGS_DIR = Path(__file__).parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
@@ -102,6 +103,29 @@ def test_daily_dag_shape(dagbag):
     ):
         assert dag.get_task(task_id).pool == WAREHOUSE_POOL
     assert dag.get_task("cleanup").is_teardown
+
+
+def test_tasks_that_read_config_or_check_data_fail_without_retrying_what_would_repeat(dagbag):
+    """``fails_fast`` under ``@task``: a YAML mistake or a failed check alerts at once."""
+    fail_fast = {
+        "audience_profiles": {"resolve_identities", "build_segments", "check_quality"},
+        "audience_profiles_stream": {"process_landed_files"},
+        "audience_profiles_erasure": {"retention"},
+    }
+    fails_fast_code = fails_fast(lambda: None).__code__
+
+    def wrapped_by_fails_fast(function) -> bool:
+        while function is not None:
+            if function.__code__ is fails_fast_code:
+                return True
+            function = getattr(function, "__wrapped__", None)
+        return False
+
+    for dag_id, task_ids in fail_fast.items():
+        for task_id in task_ids:
+            task = dagbag.dags[dag_id].get_task(task_id)
+            assert wrapped_by_fails_fast(task.python_callable), f"{dag_id}.{task_id}"
+    assert wrapped_by_fails_fast(DeliverOperator.execute)  # Airflow wraps execute too
 
 
 def test_dag_files_stay_thin():

@@ -25,6 +25,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from audience_profiles.dag_defaults import fails_fast
+
 
 class ImportWaitError(RuntimeError):
     """The trigger gave up on the imports (timeout or error); a retry finishes them."""
@@ -38,6 +40,7 @@ class DeliverOperator(BaseOperator):
         self.destination_name = destination_name
         self.tables = tables
 
+    @fails_fast  # a mistake in the destination's options fails at once
     def execute(self, context) -> dict:
         from audience_profiles.pipeline import RunWindow, deliver
 
