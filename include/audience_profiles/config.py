@@ -230,6 +230,16 @@ def _whole(mapping: dict, key: str, default: int, where: str, source: str, minim
     return value
 
 
+def _positive_number(mapping: dict, key: str, where: str, source: str) -> None:
+    """A number above 0 when given: a drop read ``0`` as no limit and ``-1`` as a part per row,
+    and a typo (``25O``) failed only at delivery."""
+    value = mapping.get(key)
+    if key in mapping and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ConfigError(f"{source}: {where}{key}: must be a number, not {value!r}")
+    if key in mapping and not value > 0:
+        raise ConfigError(f"{source}: {where}{key}: must be above 0, not {value!r}")
+
+
 def _text(mapping: dict, key: str, default: str | None, where: str, source: str) -> str | None:
     """A string (a number is taken as its text); null or a missing key gives ``default``."""
     value = mapping.get(key)
@@ -381,8 +391,12 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     formats = item.get("formats", item.get("format", ["csv"]))
     if isinstance(formats, str):
         formats = [formats]
-    if not isinstance(formats, list):
-        raise ConfigError(f"{source}: {where}formats: must be a list of formats, not {formats!r}")
+    if not isinstance(formats, list) or not formats:
+        # Empty, a drop would write no part, remove the date's old ones and vouch for 0 rows.
+        raise ConfigError(
+            f"{source}: {where}formats: must list one format or more (of {FORMATS}), "
+            f"not {formats!r}"
+        )
     for fmt in formats:
         if fmt not in FORMATS:
             raise ConfigError(
@@ -403,6 +417,7 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     options = {k: v for k, v in item.items() if k not in DESTINATION_KEYS}
     # The drops' one yes/no option (drop.py reads it as truthy: a quoted "false" meant true).
     _flag(options, "quicksight_manifest", False, where, source)
+    _positive_number(options, "max_file_mb", where, source)
     if "path" in options:
         options["path"] = resolve_path(str(options["path"]))
     config = DestinationConfig(

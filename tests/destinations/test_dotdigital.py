@@ -747,6 +747,9 @@ def test_hook_errors_filename_rule_credentials_and_no_addresses_in_messages(
         ),
         ({"consent": {"txt": "Yes please"}}, r"consent\.txt: unknown key .*did you mean 'text'"),
         ({"segments": {"fans": "AP - fans"}}, "segments.fans must be a mapping"),
+        # ignored, names would go out under a setting that says to withhold them
+        ({"pii": "omit"}, "pii: 'omit' cannot apply to Dotdigital"),
+        ({"pii": "hashed"}, "pii: 'hashed' cannot apply to Dotdigital"),
     ],
 )
 def test_configuration_mistakes_name_the_option(dotdigital, inputs, sync, options, message):

@@ -140,6 +140,23 @@ def test_an_undeclared_option_fails_when_the_file_loads(entry, key, suggestion):
         assert "did you mean" not in message
 
 
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        # a drop would write no part, remove the date's old ones and vouch for 0 rows
+        ({"formats": []}, r"formats: must list one format or more .*not \[\]"),
+        ({"max_file_mb": 0}, "max_file_mb: must be above 0, not 0"),  # was: no limit
+        ({"max_file_mb": -1}, "max_file_mb: must be above 0, not -1"),  # was: a part per row
+        ({"max_file_mb": "25O"}, "max_file_mb: must be a number, not '25O'"),  # was: at delivery
+        ({"max_file_mb": True}, "max_file_mb: must be a number, not True"),
+    ],
+)
+def test_a_drop_setting_that_would_mislead_fails_when_the_file_loads(entry, message):
+    with pytest.raises(ConfigError, match=rf"p\.yml: destinations\[0\]\.{message}"):
+        pipeline({"name": "drop", "kind": "s3", "bucket": "b", **entry})
+    pipeline({"name": "drop", "kind": "s3", "bucket": "b", "max_file_mb": 0.5})
+
+
 def test_destination_for_checks_the_options_too(tmp_path):
     """A DestinationConfig that did not come through parse_config is checked when it is built."""
     config = pipeline({"name": "drop", "kind": "local", "path": str(tmp_path)})
@@ -217,5 +234,5 @@ def test_only_a_literal_declaration_is_read_from_the_source():
 
 
 def _sample(option: str):
-    """A value the loader takes for ``option``: its yes/no options must be a real true/false."""
-    return True if option == "quicksight_manifest" else "x"
+    """A value the loader takes for ``option``: a real true/false or number where it checks one."""
+    return {"quicksight_manifest": True, "max_file_mb": 1}.get(option, "x")

@@ -180,6 +180,13 @@ class DotdigitalOptions:
     def from_config(cls, config: DestinationConfig, pipeline: PipelineConfig) -> DotdigitalOptions:
         opts = config.options
         where = f"{pipeline.source_file}: destination {config.name!r}"
+        if config.pii != "plain":
+            # Contacts are keyed by their email and carry their names: hashed or omitted, there
+            # is nothing to sync, and ignoring the setting would send what it says to withhold.
+            raise ConfigError(
+                f"{where}: pii: {config.pii!r} cannot apply to Dotdigital, which keys contacts by "
+                "their email and is sent their names (FIRSTNAME, LASTNAME); leave pii out (plain)"
+            )
         what = f"in destination {config.name!r} (kind dotdigital)"
         consent = opts.get("consent") or {}
         if not isinstance(consent, dict):
