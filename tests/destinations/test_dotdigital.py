@@ -435,6 +435,7 @@ def test_rejected_rows_are_kept_and_retried(dotdigital, inputs, sync):
     report = sync(tables)
     assert dotdigital.members(FANS) == {"ann@example.com"}
     assert report.rows["rejected"] == 2
+    assert report.failures == []  # handled: the task does not fail (and retry) over them
     assert report.details["reasons"] == {"Failures": 1, "Invalid Entries": 1}
     failures = state_rows(
         sync.state_path, "SELECT email, reason, attempts FROM sync_failures ORDER BY email"

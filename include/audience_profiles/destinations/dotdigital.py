@@ -344,7 +344,17 @@ class DotdigitalDestination(Destination):
             "snapshots_kept_newer": [s.segment_id for s in opts.segments] if kept_newer else [],
             "last_synced_ds": last_synced.isoformat() if last_synced else None,
         }
-        report.failures = [f"{n} rejected: {r}" for r, n in tally.reasons.most_common(10)]
+        # Per-contact faults are handled, not failures: the rest of the import counts, the rows
+        # wait in sync_failures for the next run and suppressions go to the list. Failing the
+        # task for them re-sent the rows on each retry, and every day for an address Dotdigital
+        # always refuses. A whole import that fails raises (DotdigitalImportFailed).
+        if tally.reasons:
+            log.warning(
+                "%s: %d contact row(s) rejected, kept for the next run or suppressed: %s",
+                self.config.name,
+                sum(tally.reasons.values()),
+                dict(tally.reasons.most_common(10)),
+            )
         return report
 
     # -- erasure ------------------------------------------------------------------------------
