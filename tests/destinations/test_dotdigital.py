@@ -12,6 +12,7 @@ import email.utils
 import importlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -729,6 +730,24 @@ def test_hook_errors_filename_rule_credentials_and_no_addresses_in_messages(
     with pytest.raises(DotdigitalApiError) as err:
         DotdigitalHook(DOTDIGITAL_CONN_ID).list_address_books()
     assert err.value.status == 401
+
+
+def test_an_unreachable_api_never_logs_a_contact_address(monkeypatch, capfd, caplog):
+    """The v3 contact calls carry the address in their path; a connection error's text holds it."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DD_CLOSED",
+        json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{closed}", "login": "u"}),
+    )
+    hook = DotdigitalHook("dd_closed", max_attempts=2, backoff_base=0.01)
+    with caplog.at_level("DEBUG"), pytest.raises(DotdigitalApiError) as err:
+        hook.add_consent_records("jane.doe@example.com", [{"text": "t"}])
+    assert err.value.status is None
+    logged = caplog.text + "".join(capfd.readouterr())
+    assert "connection error, retrying" in logged  # the hook's own, redacted warning
+    assert "jane.doe" not in logged + str(err.value)
 
 
 @pytest.mark.parametrize(
