@@ -879,6 +879,48 @@ def test_erasure_waits_for_an_unconfirmed_import_of_the_person(dotdigital, input
     assert dotdigital.members(FANS) == set()
 
 
+def test_a_renamed_book_is_emptied_once_its_members_are_confirmed_in_the_new_one(
+    dotdigital, inputs, sync
+):
+    """The old book kept every member for good: a fan who opted out in the run of the rename,
+    and everyone erased later, stayed in a book marketing may still mail."""
+    renamed = {"fans": {"address_book": "AP fans 2025"}}
+    people = [profile("ann", "ann@example.com"), profile("bob", "bob@example.com")]
+    deliver_on(sync, "2024-05-01", inputs.write(people, {"fans": ["ann", "bob"]}))
+    people[0] = profile("ann", "ann@example.com", optin_1=False)  # in the run of the rename
+    tables = inputs.write(people, {"fans": ["ann", "bob"]})
+
+    report = deliver_on(sync, "2024-05-02", tables, defer_imports=True, segments=renamed)
+    # Bob's import into the new book is not confirmed yet: he stays in the old one till it is.
+    assert dotdigital.members(FANS) == {"ann@example.com", "bob@example.com"}
+    wait_for_imports(
+        DotdigitalHook(DOTDIGITAL_CONN_ID), report.details["pending_imports"], poll_interval=0.01
+    )
+    report = deliver_on(sync, "2024-05-02", tables, defer_imports=True, segments=renamed)
+
+    assert dotdigital.members("AP fans 2025") == {"bob@example.com"}
+    assert dotdigital.members(FANS) == set()
+    # Ann left the segment, from the book she was recorded in; Bob's move is not a removal.
+    assert report.rows["removed"] == 1
+    assert state_rows(sync.state_path, "SELECT count(*) FROM retired_address_books") == [(0,)]
+
+
+def test_a_renamed_book_is_kept_while_a_member_waits_in_it(dotdigital, inputs, sync):
+    renamed = {"fans": {"address_book": "AP fans 2025"}}
+    people = [profile("ann", "ann@example.com"), profile("bob", "bob@example.com")]
+    tables = inputs.write(people, {"fans": ["ann", "bob"]})
+    deliver_on(sync, "2024-05-01", tables)
+    dotdigital.fault_emails = {"ann@example.com": "Failures"}  # her move is refused this time
+
+    deliver_on(sync, "2024-05-02", tables, segments=renamed)
+    assert dotdigital.members(FANS) == {"ann@example.com"}  # Bob moved, Ann waits
+    assert state_rows(sync.state_path, "SELECT count(*) FROM retired_address_books") == [(1,)]
+
+    request = ErasureRequest("r-1", "2024-05-03 10:00:00", (), (("email", "ann@example.com"),))
+    assert sync.destination(segments=renamed).erase([request])["r-1"]["status"] == "done"
+    assert dotdigital.members(FANS) == set()
+
+
 def test_erasure_clears_books_of_dropped_segments_and_renamed_books(dotdigital, inputs, sync):
     people = [profile(f"p{i:02d}", f"p{i:02d}@example.com", optin_2=True) for i in range(3)]
     ids = [p["profile_id"] for p in people]

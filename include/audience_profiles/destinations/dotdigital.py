@@ -735,36 +735,64 @@ class DotdigitalDestination(Destination):
         opts: DotdigitalOptions,
         tally: SyncTally,
     ) -> None:
-        gone = [
-            r[0]
-            for r in store.con.execute(
-                """
-                SELECT s.email FROM sync_state s
-                WHERE s.segment_id = ? AND NOT EXISTS (
-                    SELECT 1 FROM desired d WHERE d.segment_id = s.segment_id AND d.email = s.email)
-                ORDER BY s.email
-                """,
-                [segment_id],
-            ).fetchall()
-        ]
-        if not gone and not opts.full_resync:
-            return
-        members = {c["email"].lower(): c["id"] for c in hook.list_address_book_contacts(book_id)}
-        remove = set(gone)
-        if opts.full_resync:
-            # A full re-sync also takes out members the state never knew (the book is ours).
-            wanted = {
-                r[0]
-                for r in store.con.execute(
-                    "SELECT email FROM desired WHERE segment_id = ?", [segment_id]
-                ).fetchall()
-            }
-            remove |= members.keys() - wanted
-        ids = [members[e] for e in sorted(remove) if e in members]
+        """Take out of the segment's book the members no longer wanted; and out of its retired
+        books (its address_book renamed) every member, once confirmed in the current book."""
+        gone_rows = store.con.execute(
+            """
+            SELECT s.email, s.address_book_id FROM sync_state s
+            WHERE s.segment_id = ? AND NOT EXISTS (
+                SELECT 1 FROM desired d WHERE d.segment_id = s.segment_id AND d.email = s.email)
+            ORDER BY s.email
+            """,
+            [segment_id],
+        ).fetchall()
+        gone = [email for email, _ in gone_rows]
+        retired = store.retired_address_books(segment_id)
+        removed = 0
+        if gone or opts.full_resync:
+            members = self._members(hook, book_id)
+            remove = set(gone)
+            if opts.full_resync:
+                # A full re-sync also takes out members the state never knew (the book is ours).
+                wanted = {
+                    r[0]
+                    for r in store.con.execute(
+                        "SELECT email FROM desired WHERE segment_id = ?", [segment_id]
+                    ).fetchall()
+                }
+                remove |= members.keys() - wanted
+            removed += self._remove(hook, book_id, members, remove)
+        for retired_id in retired:
+            # Members the state still records here (not yet confirmed in the current book)
+            # stay until they are, unless they are gone. Moving is not leaving the segment.
+            members = self._members(hook, retired_id)
+            left = {email for email, book in gone_rows if book == retired_id}
+            removed += self._remove(hook, retired_id, members, left)
+            moved = self._remove(
+                hook, retired_id, members, store.moved_from(segment_id, retired_id)
+            )
+            if moved:
+                log.info(
+                    "Segment %s: %d member(s) taken out of its earlier address book %s",
+                    segment_id,
+                    moved,
+                    retired_id,
+                )
+        store.forget(segment_id, gone)
+        for retired_id in retired:
+            store.forget_retired_book(segment_id, retired_id)
+        tally.add(segment_id, removed=removed)
+
+    @staticmethod
+    def _members(hook: DotdigitalHook, book_id: int) -> dict[str, int]:
+        return {c["email"].lower(): c["id"] for c in hook.list_address_book_contacts(book_id)}
+
+    @staticmethod
+    def _remove(hook: DotdigitalHook, book_id: int, members: dict[str, int], emails) -> int:
+        ids = [members[e] for e in sorted(emails) if e in members]
         if ids:
             hook.remove_contacts(book_id, ids)
-        store.forget(segment_id, gone)
-        tally.add(segment_id, removed=len(ids))
+        return len(ids)
 
     def _refresh_suppressions(
         self, hook: DotdigitalHook, store: SyncStateStore, full: bool

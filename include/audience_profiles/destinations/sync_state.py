@@ -82,6 +82,13 @@ CREATE TABLE IF NOT EXISTS address_books (
     name VARCHAR NOT NULL,
     address_book_id BIGINT NOT NULL
 );
+-- A segment's earlier books (its address_book renamed in pipeline.yml): emptied of the
+-- segment's members once they are confirmed in the new one, then forgotten.
+CREATE TABLE IF NOT EXISTS retired_address_books (
+    segment_id VARCHAR NOT NULL,
+    address_book_id BIGINT NOT NULL,
+    PRIMARY KEY (segment_id, address_book_id)
+);
 CREATE TABLE IF NOT EXISTS sync_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS sync_runs (
     sync_id VARCHAR PRIMARY KEY,
@@ -319,6 +326,7 @@ class SyncStateStore:
             UNION SELECT b.address_book_id FROM sync_failures f JOIN address_books b
                 USING (segment_id) WHERE list_contains(?, f.email)
             UNION SELECT address_book_id FROM address_books
+            UNION SELECT address_book_id FROM retired_address_books
             """,
             [emails] * 3,
         ).fetchall()
@@ -400,9 +408,51 @@ class SyncStateStore:
         return (row[0], row[1]) if row else None
 
     def set_address_book(self, segment_id: str, name: str, address_book_id: int) -> None:
+        """Record the segment's book; the one it had before, if another, is retired."""
+        earlier = self.address_book(segment_id)
+        if earlier and earlier[1] != address_book_id:
+            self.con.execute(
+                "INSERT OR IGNORE INTO retired_address_books VALUES (?, ?)",
+                [segment_id, earlier[1]],
+            )
+        self.con.execute(
+            "DELETE FROM retired_address_books WHERE segment_id = ? AND address_book_id = ?",
+            [segment_id, address_book_id],
+        )
         self.con.execute(
             "INSERT OR REPLACE INTO address_books VALUES (?, ?, ?)",
             [segment_id, name, address_book_id],
+        )
+
+    def retired_address_books(self, segment_id: str) -> list[int]:
+        rows = self.con.execute(
+            "SELECT address_book_id FROM retired_address_books WHERE segment_id = ? ORDER BY 1",
+            [segment_id],
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def moved_from(self, segment_id: str, address_book_id: int) -> list[str]:
+        """The segment's members confirmed in a book other than this (retired) one."""
+        rows = self.con.execute(
+            "SELECT email FROM sync_state WHERE segment_id = ? "
+            "AND address_book_id IS DISTINCT FROM ? ORDER BY email",
+            [segment_id, address_book_id],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def forget_retired_book(self, segment_id: str, address_book_id: int) -> None:
+        """Forget a retired book once no member of the segment is recorded in it, and no import
+        into it waits for confirmation."""
+        self.con.execute(
+            """
+            DELETE FROM retired_address_books r
+            WHERE r.segment_id = ? AND r.address_book_id = ?
+              AND NOT EXISTS (SELECT 1 FROM sync_state s WHERE s.segment_id = r.segment_id
+                              AND s.address_book_id = r.address_book_id)
+              AND NOT EXISTS (SELECT 1 FROM import_rows i WHERE i.segment_id = r.segment_id
+                              AND i.address_book_id = r.address_book_id)
+            """,
+            [segment_id, address_book_id],
         )
 
     def record_run(self, **run: Any) -> None:
