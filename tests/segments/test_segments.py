@@ -246,6 +246,30 @@ def test_latest_answer_orders_file_names_field_by_field(wh):
     assert ("blue", "p-dee", D("2022-04-28")) in memberships(wh)
 
 
+def test_latest_answer_counts_rows_without_file_or_line_as_the_answers_column_does(wh):
+    """Another loader's row (no file, no line) was never an answer here, while DuckDB's answers
+    column could take it: both now place it before the partition's files, by option without
+    a line (profiles/_macros.sql)."""
+    rows = [("Blue", None, 0, None), ("Red", None, 1, None), ("Blue", "a.json", 0, 1)]
+    wh.con.executemany(
+        "INSERT INTO interactions_enriched (dt, date, poll_id, title, element_type, event_id, "
+        "session_id, option, option_label, _file, _line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (day, day, "1", TEAM, "team_selector", EVENT, "s-dee", option, label, file, line)
+            for day, (label, file, option, line) in zip(
+                ("2022-04-27", "2022-04-28", "2022-04-28"), rows, strict=True
+            )
+        ],
+    )
+    wh.con.execute(f"INSERT INTO {RS}.profile_identifiers VALUES ('session_id', 's-dee', 'p-dee')")
+    build(wh, {"blue": SEGMENTS["blue"]})
+    # a.json's Blue is after the other loader's Red of the same partition: Blue since then
+    assert ("blue", "p-dee", D("2022-04-28")) in memberships(wh)
+    wh.con.execute("DELETE FROM interactions_enriched WHERE _file = 'a.json'")
+    build(wh, {"blue": SEGMENTS["blue"]})
+    assert not any(m[1] == "p-dee" for m in memberships(wh))  # Red is the latest
+
+
 def test_no_segments_file_means_no_table_and_an_empty_file_an_empty_table(wh):
     build(wh, {})
     assert memberships(wh) == set()

@@ -38,7 +38,13 @@ STAGE = "AP_STAGE"
 # Session settings the shared SQL relies on: UTC for current_timestamp, TIMESTAMP meaning
 # TIMESTAMP_NTZ (the naive UTC timestamps the pipeline passes around). Set at login, so no
 # ALTER SESSION round trips; the connection extra's session_parameters win over these.
-SESSION_PARAMETERS = {"TIMEZONE": "UTC", "TIMESTAMP_TYPE_MAPPING": "TIMESTAMP_NTZ"}
+# DATE_OUTPUT_FORMAT: the SQL sorts and compares dates cast to text (the answers' order key),
+# which an account formatting dates as MM/DD/YYYY would turn out of date order.
+SESSION_PARAMETERS = {
+    "TIMEZONE": "UTC",
+    "TIMESTAMP_TYPE_MAPPING": "TIMESTAMP_NTZ",
+    "DATE_OUTPUT_FORMAT": "YYYY-MM-DD",
+}
 FORWARDED_EXTRAS = ("protocol", "network_timeout")
 _DDL = re.compile(r"^\s*(CREATE|DROP|ALTER|TRUNCATE|USE|GRANT|REVOKE|COMMENT|UNDROP)\b", re.I)
 # CREATE SCHEMA makes the new schema the session's current one (DROP of it leaves none).

@@ -1,3 +1,4 @@
+{% import "profiles/_macros.sql" as profiles %}
 -- One row per profile as of the run's cutoff. Facts come from form entries (through the email
 -- identifier) and SSO identities (through the external_id): names take the most recent non-empty
 -- value; consent fields the most recent explicit statement, with when and where it was made.
@@ -31,7 +32,9 @@ FROM (
 ) facts;
 
 -- Per profile and poll title, from every interaction of the profile's sessions: how many, their
--- dates and the latest answer (by interaction date, then landing date, file and line). One pass
+-- dates and the latest answer (by interaction date, then landing date, file and line; rows of
+-- another loader, with no file, come before the partition's files, and with no line either they
+-- order by their option: engines and re-runs agree, segments/answer.sql too). One pass
 -- over the interactions feeds both the activity and the answers below: 5.5 s at 10M, where a
 -- pass for each took 6.9-7.8 s.
 CREATE OR REPLACE TEMP TABLE profile_titles AS
@@ -45,20 +48,19 @@ SELECT pi.profile_id, ie.title, count(*) AS interactions,
        arg_max(ie.option_label,
                CASE WHEN ie.title IS NOT NULL AND ie.option_label IS NOT NULL THEN
                    CAST(ie.date - DATE '1970-01-01' AS HUGEINT) * 1208925819614629174706176
-                   + CAST(coalesce(f.file_rank, 0) AS HUGEINT) * 281474976710656
-                   + coalesce(ie._line, 0) END) AS option
+                   + CAST(f.file_rank AS HUGEINT) * 281474976710656
+                   + coalesce(ie._line, ie.option) END) AS option
 {% else %}
-       -- chr(1): below any character of a file name (segments/answer.sql)
        max_by(ie.option_label,
               CASE WHEN ie.title IS NOT NULL AND ie.option_label IS NOT NULL THEN
-                  CAST(ie.date AS VARCHAR) || chr(1) || CAST(ie.dt AS VARCHAR) || chr(1) || ie._file || chr(1) || lpad(CAST(ie._line AS VARCHAR), 12, '0') END) AS option
+                  {{ profiles.answer_order_key("ie") }} END) AS option
 {% endif %}
 FROM interactions_enriched ie
 JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'session_id' AND pi.identifier_value = ie.session_id
 {% if engine == "duckdb" %}
-LEFT JOIN (SELECT dt, _file, row_number() OVER (ORDER BY dt, _file) AS file_rank
+JOIN (SELECT dt, _file, row_number() OVER (ORDER BY dt, _file NULLS FIRST) AS file_rank
       FROM (SELECT DISTINCT dt, _file FROM interactions_enriched WHERE dt <= DATE '{{ ds }}') d) f
-  ON f.dt = ie.dt AND f._file = ie._file
+  ON f.dt = ie.dt AND f._file IS NOT DISTINCT FROM ie._file
 {% endif %}
 WHERE ie.dt <= DATE '{{ ds }}'
 GROUP BY pi.profile_id, ie.title;

@@ -1,12 +1,9 @@
+{% import "profiles/_macros.sql" as profiles %}
 {#- answer: the profile's latest answer to the element titled `attribute` is one of the
-    options. "Latest" orders exactly as the answers column of audience_profiles does (interaction
-    date, then partition, file and line). since: the first matching answer after the profile's
-    last different one, i.e. the day the current answer was first given. The fields are joined
-    by chr(1), below any character of a file name, so that "a.json" sorts before "a.jsonl" as
-    it does field by field. -#}
-{%- set answer_key -%}
-CAST(ie.date AS VARCHAR) || chr(1) || CAST(ie.dt AS VARCHAR) || chr(1) || ie._file || chr(1) || lpad(CAST(ie._line AS VARCHAR), 12, '0')
-{%- endset %}
+    options. "Latest" orders exactly as the answers column of audience_profiles does
+    (profiles/_macros.sql). since: the first matching answer after the profile's last different
+    one, i.e. the day the current answer was first given. -#}
+{%- set answer_key = profiles.answer_order_key("ie") %}
 SELECT profile_id, min(date) AS since
 FROM (
     SELECT pi.profile_id, ie.date,

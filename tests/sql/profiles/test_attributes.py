@@ -161,3 +161,33 @@ def test_latest_answers_are_found_among_more_than_32767_interaction_files(world)
     )
     world.run(DS)
     assert only_profile(world)["answers"] == '{"Which team do you support?":"Manchester Blue"}'
+
+
+@pytest.mark.parametrize("inserted", [(0, 1), (1, 0)])
+def test_answers_of_rows_without_file_or_line_follow_one_order(inserted):
+    """Another loader's rows may have no file and line: DuckDB took one as the latest answer
+    (after the day's files, and between two of them by row order), Snowflake and the answer
+    segment none. They come before the partition's files; with no line, the option decides."""
+    world = World()
+    try:
+        world.element("p1", "Which team do you support?", ["Manchester Blue", "Manchester Red"])
+        world.form("2022-04-25T10:00:00", "s1", "ann@example.com")
+        world.load()
+        rows = [("2022-04-25", None, 1, None), ("2022-04-25", "a.csv", 0, 7)]  # the file's wins
+        rows += [("2022-04-26", None, option, None) for option in inserted]  # option 1 wins
+        for day, file, option, line in rows:  # as validated, in this order
+            world.wh.con.execute(
+                "INSERT INTO interactions (dt, date, event_id, poll_id, session_id, option, "
+                "votes, _file, _line) VALUES (?, ?, 'e', 'p1', 's1', ?, 1, ?, ?)",
+                [day, day, option, file, line],
+            )
+        for day in ("2022-04-25", "2022-04-26"):
+            world.wh.run_sql("enrich/interactions_enriched", ds=day)
+
+        world.run("2022-04-25")
+        [profile] = world.table("2022-04-25", "audience_profiles")
+        assert profile["answers"] == '{"Which team do you support?":"Manchester Blue"}'
+        world.run(DS)
+        assert only_profile(world)["answers"] == '{"Which team do you support?":"Manchester Red"}'
+    finally:
+        world.close()
