@@ -472,6 +472,8 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
             interactions_is_table="audience_profile_interactions" in home_tables,
             # the stream ran, and the build says when it started (a build from before it did not)
             has_stream="stream_identifiers" in home_tables and "build_started" in run_tables,
+            has_stream_shared="stream_shared_sessions" in home_tables
+            and "build_started" in run_tables,
         )
     marker = export_dir / PUBLISHED_MARKER
     marker.with_suffix(".tmp").write_text(json.dumps({"run_id": window.run_id, "tables": tables}))

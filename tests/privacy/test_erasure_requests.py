@@ -305,6 +305,7 @@ def test_requests_resolve_through_the_stream_and_take_over_a_suppress(wh, tmp_pa
         has_merges=False,
         has_audit=False,
         has_stream=True,
+        has_stream_shared=True,
     )
     wh.run_sql("privacy/erase_warehouse", step="log", status="done", exported=0)
 

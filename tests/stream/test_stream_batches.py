@@ -406,6 +406,16 @@ def test_a_session_the_batch_makes_a_kiosk_leaves_its_profile(tmp_path, sent):
     assert {email for profile, email in upserts if profile == david[0]} <= {DAVID}
     assert {email for _, email in upserts} >= {"eve@x.org", "fay@x.org", "gus@x.org"}
 
+    # A later batch with only votes on the kiosk keeps the verdict (it went out under David's
+    # profile again), until the daily build that has it.
+    write_interactions(landing, ds, "more-kiosk-votes.csv", [(ds, SEED_SESSION, 2)])
+    _, new = batch(config, sent, "b2")
+    assert [r for r in new if r["event_type"] == "interaction"] == []
+    kept = "SELECT session_id FROM stream_shared_sessions"
+    assert query(config, kept) == [(SEED_SESSION,)]
+    daily_build(config, [ds])
+    assert query(config, kept) == []
+
 
 def test_a_publish_keeps_the_stream_entries_its_build_did_not_have(tmp_path, sent):
     """A partition-D form entry observed early on D+1 (its writer's clock is behind UTC) is in no

@@ -146,6 +146,7 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
             has_merges="profile_merges" in tables,
             has_audit="identity_link_audit" in tables,
             has_stream="stream_identifiers" in tables,
+            has_stream_shared="stream_shared_sessions" in tables,
         )
         removed = {
             t: int(n)

@@ -115,4 +115,9 @@ WHERE {{ p.hashed("t.token") }} IN (SELECT identifier_hash FROM suppression_list
     "profile_id IN (SELECT profile_id FROM removal_profiles) OR identifier_type || ':' || identifier_value IN (SELECT identifier_type || ':' || value FROM removal_values)",
     "erasure_report") }}
 {% endif %}
+{% if has_stream_shared %}
+{{ p.delete_counted("stream_shared_sessions",
+    "'session_id:' || session_id IN (SELECT identifier_type || ':' || value FROM removal_values)",
+    "erasure_report") }}
+{% endif %}
 {% endif %}

@@ -23,6 +23,17 @@ WHERE recorded_at <= (SELECT max(started_at) FROM {{ rs }}.build_started)
              -- no build of it either
              AND p.profile_id = stream_identifiers.profile_id)));
 {% endif %}
+{% if has_stream_shared %}
+{#- Sessions the stream made shared devices: the build's verdict replaces the stream's for those
+    it saw (its date's only when it links the session to nobody, as above). -#}
+DELETE FROM stream_shared_sessions
+WHERE recorded_at <= (SELECT max(started_at) FROM {{ rs }}.build_started)
+  AND (dt < DATE '{{ ds }}'
+       OR (dt = DATE '{{ ds }}' AND NOT EXISTS (
+           SELECT 1 FROM profile_identifiers p
+           WHERE p.identifier_type = 'session_id'
+             AND p.identifier_value = stream_shared_sessions.session_id)));
+{% endif %}
 {#- The largest table is a view over the current tables, not a copy: the copy was the build's
     single most expensive write (bench/README.md), and a view cannot drift from its sources. -#}
 {% if interactions_is_table %}

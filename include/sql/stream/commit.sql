@@ -17,6 +17,10 @@ INSERT INTO stream_identifiers
 SELECT identifier_type, identifier_value, profile_id, DATE '{{ ds }}', CAST(current_timestamp AS TIMESTAMP)
 FROM {{ rs }}.changed;
 
+INSERT INTO stream_shared_sessions
+SELECT session_id, DATE '{{ ds }}', CAST(current_timestamp AS TIMESTAMP) FROM {{ rs }}.shared_sessions
+WHERE session_id NOT IN (SELECT session_id FROM stream_shared_sessions);
+
 DELETE FROM stream_files f WHERE f.file IN (SELECT file FROM {{ bs }}.batch_files);
 INSERT INTO stream_files
 SELECT source, file, version, modified, ds, {{ run_id | literal }}, CAST(current_timestamp AS TIMESTAMP)

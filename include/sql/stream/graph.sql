@@ -32,9 +32,11 @@ SELECT identifier_type, identifier_value, profile_id FROM (
 ) known
 -- A session the batch's graph makes a shared device links to nothing, as the next daily build
 -- will decide: its known profile must not keep it, or the strangers' interactions on it would go
--- out under that profile.
+-- out under that profile. So does one an earlier batch made shared, until the daily build has it.
 WHERE NOT (known.identifier_type = 'session_id'
-           AND known.identifier_value IN (SELECT session_id FROM {{ rs }}.shared_sessions))
+           AND known.identifier_value IN (SELECT session_id FROM {{ rs }}.shared_sessions
+                                          UNION ALL
+                                          SELECT session_id FROM {{ home }}.stream_shared_sessions))
 {% if suppressed %}
   AND NOT EXISTS (
     SELECT 1 FROM {{ home }}.suppression_list l

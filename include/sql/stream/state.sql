@@ -17,6 +17,10 @@ CREATE TABLE IF NOT EXISTS stream_identifiers (
     identifier_type VARCHAR, identifier_value VARCHAR, profile_id VARCHAR, dt DATE,
     recorded_at TIMESTAMP
 );
+-- stream_shared_sessions: sessions a batch made shared devices (more people than their limit)
+-- since the last daily publish: later batches keep them out of every profile, as the batch did
+-- and as the next daily build will. That publish drops the entries its build saw.
+CREATE TABLE IF NOT EXISTS stream_shared_sessions (session_id VARCHAR, dt DATE, recorded_at TIMESTAMP);
 -- The daily build's current identity state (publish replaces it); empty before its first run.
 CREATE TABLE IF NOT EXISTS profile_identifiers (
     identifier_type VARCHAR, identifier_value VARCHAR, profile_id VARCHAR
