@@ -68,6 +68,7 @@ def audience_profiles():
     # Date D's profiles read every partition up to D: in a backfill or catch-up, D's partitions
     # must not be loaded or enriched before D-1's (the build filters out later ones).
     @task(pool=WAREHOUSE_POOL, depends_on_past=True)
+    @fails_fast  # it reads identity.yml (the suppression list's rules)
     def validate(staged: list[dict]) -> dict:
         from audience_profiles.pipeline import validate
 
