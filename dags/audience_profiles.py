@@ -34,10 +34,9 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
+from audience_profiles import dag_defaults
 from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, fails_fast, start_date
 from audience_profiles.operators.deliver import DeliverOperator
-
-SOURCES = ("interactions", "elements", "form_entries", "identities")
 
 
 def _window():
@@ -131,7 +130,7 @@ def audience_profiles():
 
         return report_from_context(get_current_context())
 
-    staged = extract.expand(source=list(SOURCES))
+    staged = extract.expand(source=list(dag_defaults.EXTRACT_SOURCES))
     built = (
         validate(staged) >> enrich() >> resolve_identities() >> build_profiles() >> build_segments()
     )

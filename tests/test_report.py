@@ -192,3 +192,18 @@ def test_checks_of_an_earlier_attempt_are_not_shown_as_this_ones(reported):
             f"SELECT count(*) FROM quality_checks WHERE dt = '{ds}' AND run_id = 'manual'"
         ).fetchall()[0][0]
     assert earlier > 0 and json.loads(stored)["checks"] == []
+
+
+def test_a_failed_extract_leaves_rows_read_unknown():
+    """The extracts that ran are not the rows read: the page showed their sum as the total."""
+    outputs = {"extract": [{"source": "interactions", "rows": 5}, None]}
+    tasks = {
+        "extract[interactions]": {"state": "success"},
+        "extract[elements]": {"state": "failed"},
+    }
+
+    built = report.build(RunWindow.for_date("2022-04-29"), outputs, tasks)
+
+    assert built["rows_read"] is None
+    assert built["failed_tasks"] == ["extract[elements]"]
+    assert built["sources"] == {"interactions": {"read": 5}}

@@ -20,6 +20,8 @@ OWNER = "audience-profiles"
 # Create it with one slot for DuckDB (`make pools`); a Snowflake deployment can give it more.
 WAREHOUSE_POOL = "audience_profiles_warehouse"
 WAREHOUSE_POOL_SLOTS = 1
+# The daily DAG's extract tasks, by map index (the report names a failed one by it).
+EXTRACT_SOURCES = ("interactions", "elements", "form_entries", "identities")
 
 
 class Tag(enum.StrEnum):

@@ -251,6 +251,9 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             log.info("validated %s: %s", source, counts[source])
         # After reconciling: suppressed people's rows leave before anything is built from them.
         suppressed = apply_suppression(wh, window.ds, load_rules(config.identity_config))
+        for source, source_counts in counts.items():
+            if suppressed.get(source):  # of the valid rows: they are not loaded, read still adds up
+                source_counts["suppressed"] = suppressed[source]
         reasons = wh.query(
             "SELECT source, reason, count(*) FROM quarantine "
             f"WHERE dt = DATE '{window.ds}' GROUP BY 1, 2"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from audience_profiles.config import PipelineConfig, load_config
+from audience_profiles.dag_defaults import EXTRACT_SOURCES
 from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.base import sql_literal
 
@@ -86,6 +87,8 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
         if d
     }
     failed = sorted(label for label, t in tasks.items() if t.get("state") in FAILED_STATES)
+    # Without validate's counts, the extracts' are the rows read: only when every one ran.
+    extract_failed = any(label.startswith("extract") for label in failed)
     # A deliver that never ran (upstream failed) is not a failed delivery.
     delivery_failures = [
         label
@@ -98,7 +101,11 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
         "state": "failed" if failed else "success",
         "failed_tasks": failed,
         "sources": sources,
-        "rows_read": sum(s.get("read", 0) for s in sources.values()) if sources else None,
+        "rows_read": (
+            sum(s.get("read", 0) for s in sources.values())
+            if sources and (validated or not extract_failed)
+            else None
+        ),
         "rows_quarantined": (
             sum(s.get("quarantined", 0) for s in sources.values()) if validated else None
         ),
@@ -119,10 +126,12 @@ def summary_line(report: dict[str, Any]) -> str:
     sources = ", ".join(f"{k} {v.get('read', 0)}" for k, v in report["sources"].items())
     aged_out = sum(v.get("aged_out", 0) for v in report["sources"].values())
     streamed = sum(v.get("kept_as_streamed", 0) for v in report["sources"].values())
+    suppressed = sum(v.get("suppressed", 0) for v in report["sources"].values())
     deliveries = ", ".join(f"{k} {v['rows']}" for k, v in report["deliveries"].items())
     return (
         f"run {report['ds']} {report['state']}: read {report['rows_read']} row(s) ({sources}); "
         f"quarantined {report['rows_quarantined']}; "
+        + (f"of the valid, {suppressed} suppressed (not loaded); " if suppressed else "")
         + (f"aged out {aged_out} (past retention); " if aged_out else "")
         + (f"kept as the stream merged them {streamed}; " if streamed else "")
         + f"profiles {report['profiles']} "
@@ -211,9 +220,8 @@ def report_from_context(context: dict[str, Any]) -> dict[str, Any]:
             outputs[task_id] = ti.xcom_pull(task_ids=task_id, map_indexes=found)
         else:
             outputs[task_id] = ti.xcom_pull(task_ids=task_id, map_indexes=-1)
-    extracted = zip(sorted(indexes.get("extract", [])), outputs["extract"] or [], strict=False)
     names = {
-        "extract": {i: (o or {}).get("source") for i, o in extracted},
+        "extract": dict(enumerate(EXTRACT_SOURCES)),  # a failed one has no output to name it
         "deliver": dict(enumerate(ti.xcom_pull(task_ids="destinations", map_indexes=-1) or [])),
     }
     order = {task_id: i for i, task_id in enumerate(TASK_ORDER)}
@@ -394,9 +402,14 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
     # read = valid + quarantined + the optional counts: rows past retention (a run of an old date
     # with retention on) and rows of files a stream batch merged after the extract listed them
     # (pipeline._streamed_files). The page shows each one a run has, so the sum can be checked.
+    # Suppressed rows are part of valid: rows of people on the suppression list, not loaded.
     extra = [
         (key, label)
-        for key, label in (("aged_out", "aged out"), ("kept_as_streamed", "kept as streamed"))
+        for key, label in (
+            ("aged_out", "aged out"),
+            ("kept_as_streamed", "kept as streamed"),
+            ("suppressed", "of valid: suppressed"),
+        )
         if any(key in s for s in report["sources"].values())
     ]
     parts += [

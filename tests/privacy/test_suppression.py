@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
-from audience_profiles import pipeline
+from audience_profiles import pipeline, report
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import hash_identifier
 from audience_profiles.privacy.erasure import run_erasure
@@ -69,6 +69,13 @@ def test_a_suppress_request_keeps_the_data_out_of_processing(built, tmp_path):
     result = run_all(RunWindow.for_date(NEXT_DAY), built)
 
     assert result["validate"]["suppressed"] == {"form_entries": 1, "interactions": 2}
+    # The report says so: valid counted them, the warehouse did not load them.
+    sources = result["validate"]["sources"]
+    assert (sources["form_entries"]["suppressed"], sources["interactions"]["suppressed"]) == (1, 2)
+    run_report = report.build(RunWindow.for_date(NEXT_DAY), {"validate": result["validate"]}, {})
+    run_report["checks"] = []  # read from the warehouse by the report task
+    assert "of the valid, 3 suppressed (not loaded)" in report.summary_line(run_report)
+    assert "of valid: suppressed" in report.render_html(run_report, [])
     assert {t for t in mentions(built, ANN) if not t.startswith("restricted_")} == set()
     assert query(built, "SELECT count(*) FROM restricted_interactions") == [(4,)]
     assert ANN not in drop_text(tmp_path, NEXT_DAY)
