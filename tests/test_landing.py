@@ -7,6 +7,7 @@ import traceback
 import duckdb
 import pytest
 
+from audience_profiles.generate import data_dates
 from audience_profiles.landing import LandingError, extract
 from tests.support import INTERACTION_HEADER, write_csv, write_ndjson
 
@@ -207,6 +208,43 @@ def test_a_rows_own_date_is_kept_in_a_date_named_folder(tmp_path):
     )
     extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
     assert [r[4] for r in staged(tmp_path / "out.parquet")] == ["2022-04-28", "29/04/2022"]
+
+
+STRAY = {
+    "date=2022-4-30/part-0.csv": "a partition folder misnamed",
+    "part-9.csv": "a data file outside any partition",
+    "archive/part-0.csv": None,  # another folder: left alone
+    "_tmp/part-0.csv": None,  # hidden
+}
+
+
+def test_what_no_run_would_read_in_a_source_folder_fails_every_extract(tmp_path):
+    """Skipped by every run, their rows were in no count, output or quarantine."""
+    root = tmp_path / "landing"
+    for name in (*STRAY, "date=2022-04-29/part-0.csv"):
+        write_csv(root / "interactions" / name, INTERACTION_HEADER, [["2022-04-29", "e", "p", "s", 0, 1]])  # fmt: skip
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", str(root), tmp_path / "out.parquet")
+    assert str(err.value).startswith(
+        f"{root / 'interactions'}: 2 entries no run reads: date=2022-4-30/, part-9.csv ("
+    )
+    assert data_dates(root) == ["2022-04-29"]  # make run: the misnamed folder is no date
+
+
+@pytest.mark.services
+def test_an_s3_source_folder_is_checked_as_a_local_one(aws_conn, moto_server, tmp_path):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="landing-stray")
+    body = ",".join(INTERACTION_HEADER) + "\n2022-04-29,e1,p,s1,0,1\n"
+    for name in (*STRAY, "date=2022-04-29/part-0.csv"):
+        s3.put_object(Bucket="landing-stray", Key=f"l/interactions/{name}", Body=body.encode())
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", "s3://landing-stray/l", tmp_path / "o.parquet", conn_id=aws_conn)  # fmt: skip
+    assert str(err.value).startswith(
+        "s3://landing-stray/l/interactions: 2 entries no run reads: date=2022-4-30/, part-9.csv ("
+    )
 
 
 @pytest.mark.services

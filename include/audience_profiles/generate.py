@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from audience_profiles.landing import partition_date
+
 SEED_SESSION = "e298a949-fa5a-4fae-b4bb-f468cb185dd9"
 SEED_EVENT = "73fa2b2b-6e24-4d35-9a01-83d36d4d48f5"
 SEED_POLL = "54663"
@@ -404,7 +406,6 @@ def generate(options: GenerateOptions) -> dict[str, int]:
 
 def data_dates(landing_root: str | Path) -> list[str]:
     """Every date that has a landing partition, for running the sample without a scheduler."""
-    found = {
-        p.name.removeprefix("date=") for p in Path(landing_root).glob("*/date=*") if p.is_dir()
-    }
-    return sorted(found)
+    # A misnamed folder (date=2022-4-30) is no date: the runs' extracts fail naming it.
+    found = {partition_date(p.name) for p in Path(landing_root).glob("*/date=*") if p.is_dir()}
+    return sorted(found - {None})

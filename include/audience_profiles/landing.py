@@ -32,6 +32,7 @@ would be in no count.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import os
 import re
@@ -111,6 +112,43 @@ def partition_prefix(source: Source, ds: str) -> str:
     return f"{source.name}/date={ds}" if source.partitioned else source.name
 
 
+_PARTITION = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
+
+
+def partition_date(name: str) -> str | None:
+    """The date of a partition folder's name ``date=YYYY-MM-DD`` (a real date); else None."""
+    found = _PARTITION.fullmatch(name)
+    if not found:
+        return None
+    try:
+        return dt.date.fromisoformat(found.group(1)).isoformat()
+    except ValueError:
+        return None
+
+
+def _check_source_folder(entries: Iterable[tuple[str, bool]], where: str) -> None:
+    """Fail on what a partitioned source's folder holds that no run would ever read: a folder
+    named as a partition but not ``date=YYYY-MM-DD`` (``date=2022-4-30``), or a data file outside
+    any partition. Both were skipped by every run, their rows in no count. ``entries``: (name, is a
+    folder). Other folders (an ``archive/``) are left alone."""
+    stray = sorted(
+        name + ("/" if is_folder else "")
+        for name, is_folder in entries
+        if not is_hidden(name)
+        and (
+            (is_folder and name.startswith("date=") and partition_date(name) is None)
+            or (not is_folder and is_data_file(name))
+        )
+    )
+    if stray:
+        shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+        raise LandingError(
+            f"{where}: {len(stray)} entr{'y' if len(stray) == 1 else 'ies'} no run reads: "
+            f"{shown} (a source's files belong in folders named date=YYYY-MM-DD; names starting "
+            "with _ or . are ignored): rename or move them"
+        )
+
+
 def is_hidden(name: str) -> bool:
     """A writer's marker or temporary file (``_SUCCESS``, ``.part-0.csv.crc``): not landed data."""
     return Path(name).name.startswith(("_", "."))
@@ -182,6 +220,10 @@ def local_files(
     prefix = partition_prefix(source, ds)
     if not landing_root.startswith("s3://"):
         folder = Path(landing_root) / prefix
+        if source.partitioned and folder.parent.is_dir():
+            _check_source_folder(
+                ((p.name, p.is_dir()) for p in folder.parent.iterdir()), str(folder.parent)
+            )
         # A dangling link counts as a file: reading it then fails, naming it.
         found = [p for p in folder.glob("*") if p.is_file() or p.is_symlink()]
         _check_no_unread_files((str(p) for p in found), str(folder))
@@ -194,6 +236,15 @@ def local_files(
     hook = S3Hook(aws_conn_id=conn_id)
     bucket, _, key_prefix = landing_root.removeprefix("s3://").partition("/")
     full_prefix = "/".join(p for p in (key_prefix.strip("/"), prefix) if p) + "/"
+    if source.partitioned:
+        source_prefix = "/".join(p for p in (key_prefix.strip("/"), source.name) if p) + "/"
+        folders = hook.list_prefixes(bucket, prefix=source_prefix, delimiter="/") or []
+        files = hook.list_keys(bucket, prefix=source_prefix, delimiter="/") or []
+        _check_source_folder(
+            [(f.rstrip("/").rsplit("/", 1)[-1], True) for f in folders]
+            + [(k.rsplit("/", 1)[-1], False) for k in files if not k.endswith("/")],
+            f"s3://{bucket}/{source_prefix.rstrip('/')}",
+        )
     # delimiter="/": the partition's own files, as locally; not a writer's _temporary/ sub-folder
     listed = hook.list_keys(bucket, prefix=full_prefix, delimiter="/") or []
     _check_no_unread_files(
