@@ -87,6 +87,7 @@ def audience_profiles():
         return resolve_identities(_window())
 
     @task(pool=WAREHOUSE_POOL)
+    @fails_fast  # its run's build gone (cleaned up): clear from resolve_identities
     def build_profiles() -> dict:
         from audience_profiles.pipeline import build_profiles
 

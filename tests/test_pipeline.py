@@ -257,6 +257,27 @@ def test_publish_again_after_cleanup_hands_on_the_exports_it_completed(tmp_path)
         pipeline.publish(window, config)
 
 
+def test_a_step_cleared_after_cleanup_redoes_its_work_or_says_what_to_clear(tmp_path):
+    """Clearing validate or a build step with Downstream after the run finished: validate found
+    its staged files gone and the builds their run schema, every try; build_segments blamed
+    segments.yml. validate now stages again; the builds fail at once naming what to clear."""
+    config = write_config(tmp_path)
+    write_seed_example(tmp_path / "landing")
+    window = RunWindow.for_date("2022-04-29")
+    first = run_all(window, config)
+    staged = [pipeline.extract_source(s, window, config) for s in pipeline.VALIDATION_ORDER]
+    pipeline.cleanup(window, config)  # as the run ended: staged files and run schema are gone
+
+    again = pipeline.validate(window, staged, config)
+    assert again["sources"] == first["validate"]["sources"]
+    for step in (pipeline.build_profiles, pipeline.build_segments, pipeline.check_quality):
+        with pytest.raises(pipeline.RunBuildMissing, match="clear resolve_identities with Down"):
+            step(window, config)
+    pipeline.enrich(window, config)  # clearing from resolve_identities: the build is back
+    pipeline.resolve_identities(window, config)
+    assert pipeline.build_profiles(window, config) == first["profiles"]
+
+
 def test_a_publish_that_dies_half_way_does_not_leave_the_earlier_publish_complete(
     tmp_path, monkeypatch
 ):

@@ -33,7 +33,7 @@ from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.privacy.retention import cutoffs_as_of
 from audience_profiles.privacy.suppression import apply_suppression, suppress_run_outputs
 from audience_profiles.warehouse import open_warehouse
-from audience_profiles.warehouse.base import check_ds
+from audience_profiles.warehouse.base import Warehouse, check_ds
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ SNAPSHOT_TABLES = ("audience_profiles", "audience_profile_interactions", "profil
 
 class DataQualityError(NotRetryable, RuntimeError):
     """An output failed a write-audit-publish check: nothing is delivered."""
+
+
+class RunBuildMissing(NotRetryable, RuntimeError):
+    """A step found its run's build gone: the run finished before, and cleanup dropped it."""
 
 
 class ReconciliationError(RuntimeError):
@@ -173,6 +177,12 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
     """
     config = config or load_config()
     by_source = {s["source"]: s for s in staged}
+    for source, info in by_source.items():
+        if not Path(info["path"]).exists():
+            # The run finished before and its cleanup removed the staged files: validate cleared
+            # on its own (with Downstream) stages the source again rather than fail every try.
+            log.warning("%s: %s is gone (cleaned up): extracting it again", source, info["path"])
+            by_source[source] = extract_source(source, window, config)
     counts: dict[str, dict[str, int]] = {}
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
@@ -379,10 +389,24 @@ def resolve_identities(window: RunWindow, config: PipelineConfig | None = None) 
     return result
 
 
+def require_run_build(wh: Warehouse, window: RunWindow, table: str, step: str) -> None:
+    """Fail at once, saying what to clear, when the run's build (``<run schema>.<table>``) is
+    gone: a finished run's cleanup dropped it, and a task cleared after that cannot redo its
+    step without the steps before it. (Each retry failed the same way; build_segments reported
+    the missing table as a mistake in segments.yml.)"""
+    if table not in wh.table_names(window.run_schema, views=False):
+        raise RunBuildMissing(
+            f"{window.run_schema}.{table} is missing: the run for {window.ds} finished before "
+            f"and its cleanup dropped the build. To run {step} again, clear resolve_identities "
+            "with Downstream (or the whole run)"
+        )
+
+
 def build_profiles(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     config = config or load_config()
     params = {"rs": window.run_schema, **window.as_dict()}
     with open_warehouse(config) as wh:
+        require_run_build(wh, window, "profile_identifiers", "build_profiles")
         wh.run_sql_steps("profiles/audience_profiles", **params)
         # audience_profile_interactions is exported straight from its query by publish; its
         # rows are the profiles' interactions, which audience_profiles already counts.
@@ -398,6 +422,7 @@ def build_segments(window: RunWindow, config: PipelineConfig | None = None) -> d
     config = config or load_config()
     definitions = segments.segments_for(config)
     with open_warehouse(config) as wh:
+        require_run_build(wh, window, "audience_profiles", "build_segments")
         members = segments.build_memberships(
             wh, definitions, window.run_schema, window.ds, window.interval_end
         )
@@ -413,6 +438,7 @@ def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> di
     # With segments configured, build_segments must have made the table: the checks read it.
     has_segments = segments.segments_for(config) is not None
     with open_warehouse(config) as wh:
+        require_run_build(wh, window, "audience_profiles", "check_quality")
         results = wh.query_sql(
             "checks/quality", rs=window.run_schema, ds=window.ds, segments=has_segments
         )

@@ -108,7 +108,13 @@ def test_daily_dag_shape(dagbag):
 def test_tasks_that_read_config_or_check_data_fail_without_retrying_what_would_repeat(dagbag):
     """``fails_fast`` under ``@task``: a YAML mistake or a failed check alerts at once."""
     fail_fast = {
-        "audience_profiles": {"validate", "resolve_identities", "build_segments", "check_quality"},
+        "audience_profiles": {
+            "validate",
+            "resolve_identities",
+            "build_profiles",
+            "build_segments",
+            "check_quality",
+        },
         "audience_profiles_stream": {"process_landed_files"},
         "audience_profiles_erasure": {"retention"},
     }
