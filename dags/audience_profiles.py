@@ -65,8 +65,9 @@ def audience_profiles():
         return extract_source(source, _window())
 
     # Date D's profiles read every partition up to D: in a backfill or catch-up, D's partitions
-    # must not be loaded or enriched before D-1's (the build filters out later ones).
-    @task(pool=WAREHOUSE_POOL, depends_on_past=True)
+    # must not be loaded or enriched before D-1's (the build filters out later ones), nor the
+    # element catalogue replaced before D-1's enrich has read it (wait_for_downstream).
+    @task(pool=WAREHOUSE_POOL, depends_on_past=True, wait_for_downstream=True)
     @fails_fast  # it reads identity.yml (the suppression list's rules)
     def validate(staged: list[dict]) -> dict:
         from audience_profiles.pipeline import validate

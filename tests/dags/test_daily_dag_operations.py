@@ -18,6 +18,9 @@ def test_partition_writers_wait_for_the_previous_date(daily):
     # load or enrich its partition before D-1 has.
     waiting = {t.task_id for t in daily.tasks if t.depends_on_past}
     assert waiting == {"validate", "enrich"}
+    # validate replaces the element catalogue: D-1's enrich must have read it first (with D's
+    # validate in between, D-1's interactions took D's titles, as no sequential run gives).
+    assert {t.task_id for t in daily.tasks if t.wait_for_downstream} == {"validate"}
 
 
 def test_the_report_runs_last_whatever_happened_and_leaves_the_run_state_alone(daily):
