@@ -342,8 +342,15 @@ def enrich(window: RunWindow, config: PipelineConfig | None = None) -> dict:
         cutoff = cutoffs.get("interactions_days")
         if cutoff is not None and window.ds < cutoff:
             # validate loaded nothing for the date; a partition loaded before the date aged out
-            # (retention removes it) must not be enriched and delivered again either.
-            wh.execute_script(f"DELETE FROM interactions_enriched WHERE dt = DATE '{window.ds}'")
+            # (retention removes it) must not be enriched and delivered again either. Its source
+            # rows go with it, as retention's would: left, enrich cleared after the cutoff moved
+            # failed the check that the two reconcile, and a failed check is not retried.
+            day = f"dt = DATE '{window.ds}'"
+            wh.execute_script(
+                f"DELETE FROM interactions_enriched WHERE {day}; "
+                f"DELETE FROM interactions WHERE {day}; "
+                f"DELETE FROM restricted_interactions WHERE {day}"
+            )
             log.warning(
                 "enriched nothing: %s is past retention as of %s (interactions_days keeps dates "
                 "from %s)",
@@ -479,6 +486,22 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
         # so a publish that dies half way cannot hand on a mix of the two builds' files later.
         (export_dir / PUBLISHED_MARKER).unlink(missing_ok=True)
         suppress_run_outputs(wh, window.run_schema)
+        as_of, cutoffs = cutoffs_as_of(wh, config, window.ds)
+        if window.ds < cutoffs.get("snapshots_days", window.ds):
+            # A backfill of a date retention has aged out: its merge history and link audit
+            # (identifier values) stay out of the warehouse and of its exports, as the daily
+            # extracts keep its interactions out. A re-run brought them back, and delivered them.
+            log.warning(
+                "%s is past retention as of %s (snapshots_days keeps dates from %s): "
+                "profile_merges and identity_link_audit are published empty",
+                window.ds,
+                as_of,
+                cutoffs["snapshots_days"],
+            )
+            wh.execute_script(
+                f"DELETE FROM {window.run_schema}.profile_merges; "
+                f"DELETE FROM {window.run_schema}.identity_link_audit"
+            )
         for table in OUTPUT_TABLES:
             if table == "segment_memberships" and table not in run_tables:
                 continue  # segments are optional (segments.yml)

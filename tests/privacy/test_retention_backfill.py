@@ -17,8 +17,8 @@ import duckdb
 from audience_profiles import pipeline
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy.retention import apply_retention
-from tests.privacy.people import ANN_SESSION, BOB, DAVID, DAYS, query, write_people
-from tests.support import write_config
+from tests.privacy.people import ANN_SESSION, BOB, DAVID, DAYS, form, query, write_people
+from tests.support import FORM_HEADER, write_config, write_csv
 
 RETENTION_DAY = "2022-04-30"
 
@@ -159,3 +159,77 @@ def test_a_date_after_tomorrow_in_the_warehouse_does_not_age_out_every_later_run
     assert result["validate"]["sources"]["interactions"]["valid"] == 3
     assert result["validate"]["retention"]["as_of"] == "2022-04-29"
     assert "published_snapshots has 1 row(s) with dt after tomorrow" in caplog.text
+
+
+OLD = "2022-01-11"  # inside interactions_days 400 as of RETENTION_DAY, past snapshots_days 14
+
+
+def test_retention_leaves_the_folder_of_a_backfill_in_flight(built, tmp_path):
+    """The hourly retention removed an old date's run folder between its extract and validate
+    (and its publish and deliver): every later task and retry of the backfill failed."""
+    config = write_config(tmp_path, retention={"interactions_days": 400, "snapshots_days": 14})
+    window = RunWindow.for_date(OLD)
+    staged = [pipeline.extract_source(s, window, config) for s in pipeline.VALIDATION_ORDER]
+    apply_retention(RETENTION_DAY, "hourly-1", config)  # while validate waits
+    pipeline.validate(window, staged, config)
+    for step in (pipeline.enrich, pipeline.resolve_identities, pipeline.build_profiles):
+        step(window, config)
+    pipeline.build_segments(window, config)
+    pipeline.check_quality(window, config)
+    tables = pipeline.publish(window, config)
+    apply_retention(RETENTION_DAY, "hourly-2", config)  # before deliver
+    pipeline.deliver("local_drop", window, tables, config)
+    pipeline.cleanup(window, config)
+
+    apply_retention(RETENTION_DAY, "hourly-3", config)  # the run is over: its folder goes
+    assert not (Path(config.work_dir) / "runs" / OLD).exists()
+
+
+def test_a_backfill_past_snapshots_days_brings_back_no_merges_or_audit(tmp_path):
+    """Retention aged out the date's merge history and link audit (identifier values); a re-run
+    of the date wrote them back into the warehouse, and exported and delivered them."""
+    landing = tmp_path / "landing"
+    write_people(landing)
+    forms = [
+        ("2022-01-10", "a@example.com", "s-a"),
+        ("2022-01-10", "b@example.com", "s-b"),
+        ("2022-01-11", "a@example.com", "s-x"),  # s-x joins a and b: a merge
+        ("2022-01-11", "b@example.com", "s-x"),
+        ("2022-01-11", "test@test.com", "s-t"),  # a blocked value: an audit row
+    ]
+    for i, (ds, email, session) in enumerate(forms):
+        write_csv(
+            landing / "form_entries" / f"date={ds}" / f"f{i}.csv",
+            FORM_HEADER,
+            [form(f"{ds}T1{i}:00:00", "A", "B", email, session)],
+        )
+    config = write_config(tmp_path, retention={"snapshots_days": 1})
+    for ds in ("2022-01-10", *DAYS):
+        run_all(RunWindow.for_date(ds), config)
+    assert dates(config, "profile_merges")[0] == (OLD, 1)
+    assert dates(config, "identity_link_audit")[0] == (OLD, 1)
+    apply_retention(RETENTION_DAY, "r", config)
+    gone = {t: dates(config, t) for t in ("profile_merges", "identity_link_audit")}
+    assert all(d != OLD for rows in gone.values() for d, _ in rows)
+
+    run_all(RunWindow.for_date(OLD), config)  # a backfill of the old date
+
+    assert {t: dates(config, t) for t in gone} == gone
+    assert export_rows(config, OLD, "profile_merges") == 0
+    assert export_rows(config, OLD, "identity_link_audit") == 0
+
+
+def test_enrich_cleared_after_the_cutoff_moved_reconciles(built, tmp_path):
+    """A later date published, retention not run yet: enrich of an aged-out date emptied its
+    enriched rows but left its interactions, and the reconciliation check failed the run."""
+    config = write_config(tmp_path, retention={"interactions_days": 1})
+    run_all(RunWindow.for_date(RETENTION_DAY), config)  # the cutoff moves; retention not run
+    window = RunWindow.for_date(DAYS[1])  # 2022-04-28: interactions loaded, now past the cutoff
+    assert (DAYS[1], 1) in dates(config, "interactions")
+
+    assert pipeline.enrich(window, config)["rows"] == 0
+    pipeline.resolve_identities(window, config)
+    pipeline.build_profiles(window, config)
+    pipeline.build_segments(window, config)
+    pipeline.check_quality(window, config)
+    assert DAYS[1] not in {d for d, _ in dates(config, "interactions")}

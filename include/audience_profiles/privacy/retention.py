@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,18 @@ TABLES = {
 # Where "today" for a daily run's cutoffs comes from: (table, date column), besides the run's date.
 AS_OF_SOURCES = (("published_snapshots", "dt"), ("retention_dates", "ds"), ("retention_log", "ds"))
 RUN_FOLDERS = "work_dir/runs"  # the retention_log name of the per-run export folders
+# A run folder whose staged extracts are this fresh belongs to a run in flight (a backfill of an
+# old date): its cleanup removes them when it ends. A run that died without one holds its folder
+# no longer than this.
+RUN_IN_FLIGHT_SECONDS = 24 * 3600
+
+
+def _run_in_flight(folder: Path) -> bool:
+    extract = folder / "extract"
+    try:
+        return time.time() - extract.stat().st_mtime < RUN_IN_FLIGHT_SECONDS
+    except FileNotFoundError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -144,8 +157,12 @@ def apply_retention(ds: str, run_id: str, config: PipelineConfig | None = None) 
     folders: list[Path] = []
     if "snapshots_days" in cutoffs:
         runs = Path(config.work_dir) / "runs"
+        # Not a run's folder while it runs: removed between its extract and validate, or its
+        # publish and deliver, every later task (and retry) of the run failed on the files.
         folders = sorted(
-            p for p in runs.glob("????-??-??") if p.is_dir() and p.name < cutoffs["snapshots_days"]
+            p
+            for p in runs.glob("????-??-??")
+            if p.is_dir() and p.name < cutoffs["snapshots_days"] and not _run_in_flight(p)
         )
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
