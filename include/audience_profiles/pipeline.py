@@ -409,11 +409,19 @@ def require_run_build(wh: Warehouse, window: RunWindow, table: str, step: str) -
         )
 
 
+def interactions_from(wh: Warehouse, config: PipelineConfig, ds: str) -> str | None:
+    """The first landing date of interactions a run of ``ds`` reads: retention's cutoff as of
+    the latest date reached (None: kept for ever). Rows before it may still be in the warehouse,
+    retention's next run removes them; a build before then must not count or hand them on."""
+    return cutoffs_as_of(wh, config, ds)[1].get("interactions_days")
+
+
 def build_profiles(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     config = config or load_config()
     params = {"rs": window.run_schema, **window.as_dict()}
     with open_warehouse(config) as wh:
         require_run_build(wh, window, "profile_identifiers", "build_profiles")
+        params["interactions_from"] = interactions_from(wh, config, window.ds)
         wh.run_sql_steps("profiles/audience_profiles", **params)
         # audience_profile_interactions is exported straight from its query by publish; its
         # rows are the profiles' interactions, which audience_profiles already counts.
@@ -431,7 +439,12 @@ def build_segments(window: RunWindow, config: PipelineConfig | None = None) -> d
     with open_warehouse(config) as wh:
         require_run_build(wh, window, "audience_profiles", "build_segments")
         members = segments.build_memberships(
-            wh, definitions, window.run_schema, window.ds, window.interval_end
+            wh,
+            definitions,
+            window.run_schema,
+            window.ds,
+            window.interval_end,
+            interactions_from(wh, config, window.ds),
         )
     if definitions is None:
         log.info("no segments: %s does not exist", config.segments_config)
@@ -507,7 +520,11 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
                 continue  # segments are optional (segments.yml)
             path = str(export_dir / f"{table}.parquet")
             query = wh.render(
-                "publish/exports", table=table, ds=window.ds, rs=window.run_schema
+                "publish/exports",
+                table=table,
+                ds=window.ds,
+                rs=window.run_schema,
+                interactions_from=cutoffs.get("interactions_days"),
             ).strip()
             rows[table] = wh.export_parquet(query, path)
             tables[table] = path

@@ -332,6 +332,7 @@ class _Run:
     ds: str
     interval_end: str
     profile_columns: dict[str, str]  # name -> "text", "yes/no", "number" or "other"
+    interactions_from: str | None = None  # retention's first date kept (interactions_days)
 
     def window_start(self, within_days: int | None) -> str | None:
         """First day of a window of ``within_days`` days ending on the run date."""
@@ -343,7 +344,7 @@ class _Run:
 def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
     """SQL selecting ``(profile_id, since)``, one row per profile the rule holds for."""
     p = rule.params
-    common = {"rs": run.rs, "ds": run.ds}
+    common = {"rs": run.rs, "ds": run.ds, "interactions_from": run.interactions_from}
     if rule.kind in COMBINATORS:
         parts = [_compile(wh, child, run, source) for child in rule.children]
         return wh.render("segments/combine", how=rule.kind, parts=parts)
@@ -423,12 +424,17 @@ def _check_value_types(values: list, column: str, kind: str, where: str, source:
 
 
 def render_memberships(
-    wh: Warehouse, segments: SegmentSet, rs: str, ds: str, interval_end: str
+    wh: Warehouse,
+    segments: SegmentSet,
+    rs: str,
+    ds: str,
+    interval_end: str,
+    interactions_from: str | None = None,
 ) -> str:
     """The SQL script that (re)creates ``<rs>.segment_memberships`` for the run."""
     types = wh.column_types(rs, "audience_profiles")
     columns = {name: _column_kind(data_type) for name, data_type in types.items()}
-    run = _Run(rs, ds, interval_end, columns)
+    run = _Run(rs, ds, interval_end, columns, interactions_from)
     compiled = [
         (s.segment_id, _compile(wh, s.rule, run, segments.source)) for s in segments.segments
     ]
@@ -436,7 +442,12 @@ def render_memberships(
 
 
 def build_memberships(
-    wh: Warehouse, segments: SegmentSet | None, rs: str, ds: str, interval_end: str
+    wh: Warehouse,
+    segments: SegmentSet | None,
+    rs: str,
+    ds: str,
+    interval_end: str,
+    interactions_from: str | None = None,
 ) -> dict[str, int]:
     """Build the run's ``segment_memberships``; return the members per segment.
 
@@ -446,7 +457,7 @@ def build_memberships(
     if segments is None:
         wh.execute_script(f"DROP TABLE IF EXISTS {rs}.segment_memberships")
         return {}
-    wh.execute_script(render_memberships(wh, segments, rs, ds, interval_end))
+    wh.execute_script(render_memberships(wh, segments, rs, ds, interval_end, interactions_from))
     counts = dict.fromkeys(segments.ids, 0)
     counts.update(
         (str(segment_id), int(n))

@@ -548,6 +548,7 @@ def _resolve(
         interval_start=ALL_TS,
         interval_end=ALL_TS,
         run_id="stream",
+        interactions_from=interactions_cutoff,  # as the daily build: not what retention removes
     )
     wh.run_sql("stream/interactions", **params, interactions_cutoff=interactions_cutoff)
     # As the daily publish does (suppression.suppress_run_outputs): profiles the suppression list

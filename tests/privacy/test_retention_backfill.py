@@ -233,3 +233,19 @@ def test_enrich_cleared_after_the_cutoff_moved_reconciles(built, tmp_path):
     pipeline.build_segments(window, config)
     pipeline.check_quality(window, config)
     assert DAYS[1] not in {d for d, _ in dates(config, "interactions")}
+
+
+def test_a_run_before_retention_hands_on_what_a_run_after_it_does(built, tmp_path):
+    """Until the hourly retention ran, a build read interactions its own cutoff had passed: its
+    exports, counts, answers and segments differed from the same run's after retention."""
+    config = write_config(tmp_path, retention={"interactions_days": 1})
+    window = RunWindow.for_date(RETENTION_DAY)
+    tables = ("audience_profile_interactions", "audience_profiles")
+    export = Path(config.work_dir) / "runs" / RETENTION_DAY / "export"
+
+    run_all(window, config)  # the cutoff moves to 04-29: 04-28's interactions are past it
+    before = {t: (export / f"{t}.parquet").read_bytes() for t in tables}
+    apply_retention(RETENTION_DAY, "r", config)
+    run_all(window, config)
+
+    assert {t: (export / f"{t}.parquet").read_bytes() for t in tables} == before

@@ -62,7 +62,7 @@ JOIN (SELECT dt, _file, row_number() OVER (ORDER BY dt, _file NULLS FIRST) AS fi
       FROM (SELECT DISTINCT dt, _file FROM interactions_enriched WHERE dt <= DATE '{{ ds }}') d) f
   ON f.dt = ie.dt AND f._file IS NOT DISTINCT FROM ie._file
 {% endif %}
-WHERE ie.dt <= DATE '{{ ds }}'
+WHERE ie.dt <= DATE '{{ ds }}'{% if interactions_from | default(none) %} AND ie.dt >= DATE '{{ interactions_from }}'{% endif %}
 GROUP BY pi.profile_id, ie.title;
 
 CREATE OR REPLACE TEMP TABLE profile_activity AS

@@ -14,7 +14,7 @@ FROM (
     FROM interactions_enriched ie
     JOIN {{ rs }}.profile_identifiers pi
       ON pi.identifier_type = 'session_id' AND pi.identifier_value = ie.session_id
-    WHERE ie.dt <= DATE '{{ ds }}' AND ie.title = {{ attribute }} AND ie.option_label IS NOT NULL
+    WHERE ie.dt <= DATE '{{ ds }}'{% if interactions_from | default(none) %} AND ie.dt >= DATE '{{ interactions_from }}'{% endif %} AND ie.title = {{ attribute }} AND ie.option_label IS NOT NULL
 ) answers
 WHERE matches AND (last_other_key IS NULL OR answer_key > last_other_key)
 GROUP BY profile_id

@@ -10,7 +10,7 @@ FROM (
     FROM interactions_enriched ie
     JOIN {{ rs }}.profile_identifiers pi
       ON pi.identifier_type = 'session_id' AND pi.identifier_value = ie.session_id
-    WHERE ie.dt <= DATE '{{ ds }}'
+    WHERE ie.dt <= DATE '{{ ds }}'{% if interactions_from | default(none) %} AND ie.dt >= DATE '{{ interactions_from }}'{% endif %}
 {% if window_start %}
       AND ie.date >= DATE '{{ window_start }}' AND ie.date <= DATE '{{ ds }}'
 {% endif %}
