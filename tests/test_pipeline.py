@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import duckdb
 import pytest
 
@@ -327,3 +330,19 @@ def test_kept_exports_are_not_delivered_again_while_an_erasure_is_half_done(tmp_
             "SELECT email FROM read_parquet(?)", [tables["audience_profiles"]]
         ).fetchall()
     assert ("david.wilson@example.com",) not in emails
+
+
+def test_cleanup_removes_what_killed_tasks_left_in_the_scratch_folder(tmp_path):
+    """Deliveries render rows of people (plain emails) in <work_dir>/tmp/: a task killed there
+    left them in the system's temporary folder for good. A later cleanup removes a day-old one."""
+    config = write_config(tmp_path)
+    old, fresh = config.scratch_root / "drop-killed", config.scratch_root / "drop-running"
+    for folder in (old, fresh):
+        folder.mkdir()
+        (folder / "part-0.csv").write_text("email\nann@example.com\n")
+    day_ago = time.time() - pipeline.SCRATCH_MAX_AGE.total_seconds() - 60
+    os.utime(old, (day_ago, day_ago))
+
+    pipeline.cleanup(RunWindow.for_date("2022-04-29"), config)
+
+    assert sorted(p.name for p in config.scratch_root.iterdir()) == ["drop-running"]

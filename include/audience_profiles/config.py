@@ -22,6 +22,7 @@ import difflib
 import functools
 import os
 import re
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,7 @@ DESTINATION_KEYS = (
     "enabled",
 )
 DESTINATIONS_DIR = Path(__file__).resolve().parent / "destinations"
+SCRATCH_DIR = "tmp"  # under work_dir: PipelineConfig.scratch
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -156,6 +158,20 @@ class PipelineConfig:
     @property
     def enabled_destinations(self) -> tuple[DestinationConfig, ...]:
         return tuple(d for d in self.destinations if d.enabled)
+
+    @property
+    def scratch_root(self) -> Path:
+        """``<work_dir>/tmp/``: where tasks make their temporary folders, for files rendered on
+        the way (rows of people: plain emails under ``pii: plain``). A killed task's folder is
+        removed by a later run's cleanup (``pipeline.sweep_scratch``); in the system's temporary
+        folder it stayed."""
+        root = Path(self.work_dir) / SCRATCH_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    def scratch(self, prefix: str) -> tempfile.TemporaryDirectory:
+        """A temporary folder under :attr:`scratch_root`, removed when the block ends."""
+        return tempfile.TemporaryDirectory(prefix=prefix, dir=self.scratch_root)
 
 
 def _require(mapping: dict, key: str, where: str, source: str) -> Any:

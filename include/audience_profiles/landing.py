@@ -210,12 +210,13 @@ def landed_versions(names: Iterable[str], conn_id: str | None) -> dict[str, str]
 
 @contextmanager
 def local_files(
-    landing_root: str, source: Source, ds: str, conn_id: str | None
+    landing_root: str, source: Source, ds: str, conn_id: str | None, scratch: Path | None = None
 ) -> Iterator[list[tuple[str, Path]]]:
     """Yield ``(display name, local path)`` for the source's files of ``ds``, sorted by name.
 
     Local roots are read in place; ``s3://`` roots are downloaded to a temporary folder through
-    S3Hook first (DuckDB then reads them exactly as it reads local files).
+    S3Hook first (DuckDB then reads them exactly as it reads local files), into ``scratch``
+    (the run's extract folder, which cleanup removes even after a killed task).
     """
     prefix = partition_prefix(source, ds)
     if not landing_root.startswith("s3://"):
@@ -252,7 +253,9 @@ def local_files(
         f"s3://{bucket}/{full_prefix.rstrip('/')}",
     )
     keys = sorted(k for k in listed if is_data_file(k))
-    tmp = Path(tempfile.mkdtemp(prefix=f"landing-{source.name}-"))
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"landing-{source.name}-", dir=scratch))
     try:
         out = []
         for i, key in enumerate(keys):
@@ -780,5 +783,7 @@ def extract(
     source_name: str, ds: str, landing_root: str, out_path: str | Path, conn_id: str | None = None
 ) -> dict:
     """Stage one source's files for ``ds`` as Parquet (all text + _file/_line/_error/_raw)."""
-    with local_files(landing_root, SOURCES[source_name], ds, conn_id) as files:
+    with local_files(
+        landing_root, SOURCES[source_name], ds, conn_id, Path(out_path).parent
+    ) as files:
         return stage_files(source_name, files, out_path)

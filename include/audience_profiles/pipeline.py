@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from audience_profiles import landing, segments
-from audience_profiles.config import OUTPUT_TABLES, PipelineConfig, load_config
+from audience_profiles.config import OUTPUT_TABLES, SCRATCH_DIR, PipelineConfig, load_config
 from audience_profiles.errors import NotRetryable
 from audience_profiles.identity import load_rules, resolve_run
 from audience_profiles.privacy import EMAIL_PATTERN
@@ -625,6 +625,19 @@ def cleanup(
     shutil.rmtree(run_dir(config, window) / "extract", ignore_errors=True)
     if not keep_exports:
         shutil.rmtree(run_dir(config, window), ignore_errors=True)
+    sweep_scratch(config)
+
+
+# No task runs longer (execution_timeout is 2 hours): an older scratch folder is a killed task's.
+SCRATCH_MAX_AGE = dt.timedelta(days=1)
+
+
+def sweep_scratch(config: PipelineConfig) -> None:
+    """Remove what killed tasks left in ``<work_dir>/tmp/`` (``PipelineConfig.scratch``)."""
+    oldest = time.time() - SCRATCH_MAX_AGE.total_seconds()
+    for entry in (Path(config.work_dir) / SCRATCH_DIR).glob("*"):
+        if entry.stat().st_mtime < oldest:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def run_all(window: RunWindow, config: PipelineConfig | None = None) -> dict:

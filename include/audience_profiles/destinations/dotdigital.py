@@ -54,7 +54,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import tempfile
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -463,7 +462,7 @@ class DotdigitalDestination(Destination):
             books[seg.segment_id] = int(hook.ensure_address_book(seg.address_book)["id"])
             store.set_address_book(seg.segment_id, seg.address_book, books[seg.segment_id])
         self._plan_upserts(store, opts, books)
-        with tempfile.TemporaryDirectory(prefix="dotdigital-") as tmp:
+        with self.pipeline.scratch("dotdigital-") as tmp:
             jobs = self._render_imports(store, opts, list(fields), Path(tmp))
             for start in range(0, len(jobs), opts.max_active_imports):
                 import_ids = []

@@ -251,8 +251,11 @@ def write_partition(
     parquet_path: str,
     config: DestinationConfig,
     run: RunInfo,
+    scratch: Path | None = None,
 ) -> DropResult:
-    """Replace ``<prefix>/<table>/dt=<ds>/`` in ``sink`` with the run's drop of ``table``."""
+    """Replace ``<prefix>/<table>/dt=<ds>/`` in ``sink`` with the run's drop of ``table``;
+    parts are rendered in ``scratch`` first (``PipelineConfig.scratch_root``; default: the
+    system's temporary folder)."""
     partition = partition_prefix(prefix, table, run.ds)
     manifest_key = f"{partition}/{MANIFEST}"
     quicksight_key = f"{partition}/{QUICKSIGHT_MANIFEST}"
@@ -268,7 +271,7 @@ def write_partition(
     schema: list[tuple[str, str]] = []
     total_rows = 0
     con = _connect()
-    with tempfile.TemporaryDirectory(prefix="drop-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="drop-", dir=scratch) as tmp:
         try:
             source = f"read_parquet({_literal(parquet_path)})"
             for fmt in config.formats:
@@ -346,7 +349,15 @@ def deliver_drops(
             f"run {run.run_id} exported no {', '.join(missing)} for {destination.name}"
         )
     for table in destination.config.tables:
-        result = write_partition(sink, prefix, table, tables[table], destination.config, run)
+        result = write_partition(
+            sink,
+            prefix,
+            table,
+            tables[table],
+            destination.config,
+            run,
+            destination.pipeline.scratch_root,
+        )
         report.rows[table] = result.rows
         report.files.extend(sink.url(k) for k in result.files)
         manifest_key = f"{partition_prefix(prefix, table, run.ds)}/{MANIFEST}"

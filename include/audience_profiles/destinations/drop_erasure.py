@@ -25,7 +25,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -250,7 +249,7 @@ def erase_drops(
     con = _connect()
     try:
         load_subjects(con, requests)
-        with tempfile.TemporaryDirectory(prefix="drop-erase-") as tmp:
+        with destination.pipeline.scratch("drop-erase-") as tmp:
             for table in OUTPUT_TABLES:
                 root = "/".join(p for p in (prefix.strip("/"), table) if p) + "/"
                 by_partition: dict[str, list[str]] = defaultdict(list)

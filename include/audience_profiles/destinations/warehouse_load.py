@@ -58,7 +58,6 @@ import contextlib
 import datetime as dt
 import functools
 import operator
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,7 +215,7 @@ class SqlWarehouseDestination(Destination):
         report = self.report()
         plan = LoadPlan(run)
         withheld = 0
-        with self.session() as db, tempfile.TemporaryDirectory(prefix="load-") as tmp:
+        with self.session() as db, self.pipeline.scratch("load-") as tmp:
             self.prepare(db)
             self.ensure_log_table(db)
             erased = self.erased(db)
