@@ -250,9 +250,11 @@ def _positive_number(mapping: dict, key: str, where: str, source: str) -> None:
     """A number above 0 when given: a drop read ``0`` as no limit and ``-1`` as a part per row,
     and a typo (``25O``) failed only at delivery."""
     value = mapping.get(key)
-    if key in mapping and (isinstance(value, bool) or not isinstance(value, int | float)):
+    if value is None:  # left out, or null: no limit
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{source}: {where}{key}: must be a number, not {value!r}")
-    if key in mapping and not value > 0:
+    if not value > 0:
         raise ConfigError(f"{source}: {where}{key}: must be above 0, not {value!r}")
 
 

@@ -748,6 +748,8 @@ def test_an_unreachable_api_never_logs_a_contact_address(monkeypatch, capfd, cap
     logged = caplog.text + "".join(capfd.readouterr())
     assert "connection error, retrying" in logged  # the hook's own, redacted warning
     assert "jane.doe" not in logged + str(err.value)
+    # a failed task logs its traceback with every chained error's text: none is chained
+    assert err.value.__cause__ is None and err.value.__suppress_context__
 
 
 @pytest.mark.parametrize(

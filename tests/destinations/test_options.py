@@ -155,6 +155,7 @@ def test_a_drop_setting_that_would_mislead_fails_when_the_file_loads(entry, mess
     with pytest.raises(ConfigError, match=rf"p\.yml: destinations\[0\]\.{message}"):
         pipeline({"name": "drop", "kind": "s3", "bucket": "b", **entry})
     pipeline({"name": "drop", "kind": "s3", "bucket": "b", "max_file_mb": 0.5})
+    pipeline({"name": "drop", "kind": "s3", "bucket": "b", "max_file_mb": None})  # no limit
 
 
 def test_destination_for_checks_the_options_too(tmp_path):

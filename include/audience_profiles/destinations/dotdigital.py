@@ -235,7 +235,7 @@ class DotdigitalOptions:
         max_active = int(opts.get("max_active_imports", 10))
         if not 1 <= max_active <= MAX_ACTIVE_IMPORTS:
             raise ConfigError(f"{where}: max_active_imports must be 1..{MAX_ACTIVE_IMPORTS}")
-        max_file_mb = float(opts.get("max_file_mb", 20))
+        max_file_mb = float(opts.get("max_file_mb") or 20)  # null: the default
         if not 0 < max_file_mb < MAX_IMPORT_BYTES / 1024 / 1024:
             raise ConfigError(f"{where}: max_file_mb must be above 0 and below 50")
         return cls(

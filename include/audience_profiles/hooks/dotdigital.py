@@ -248,7 +248,9 @@ class DotdigitalHook(HttpHook):
                 response = self.run_and_check(session, prepared, options)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt == self.max_attempts:
-                    raise DotdigitalApiError(method, label, None, str(exc)) from exc
+                    # from None: the error's text, and so a traceback chaining it, holds the URL
+                    # (a contact's address); this one's message is redacted
+                    raise DotdigitalApiError(method, label, None, str(exc)) from None
                 wait = backoff_seconds(attempt, self.backoff_base)
             else:
                 wait = retry_wait(
