@@ -30,7 +30,7 @@ from audience_profiles.config import OUTPUT_TABLES, SCRATCH_DIR, PipelineConfig,
 from audience_profiles.errors import NotRetryable
 from audience_profiles.identity import load_rules, resolve_run
 from audience_profiles.privacy import EMAIL_PATTERN
-from audience_profiles.privacy.retention import cutoffs_as_of
+from audience_profiles.privacy.retention import RUN_IN_FLIGHT_MARKER, cutoffs_as_of
 from audience_profiles.privacy.suppression import apply_suppression, suppress_run_outputs
 from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.base import Warehouse, check_ds
@@ -138,9 +138,18 @@ def run_dir(config: PipelineConfig, window: RunWindow) -> Path:
     return Path(config.work_dir) / "runs" / window.ds
 
 
+def mark_in_flight(config: PipelineConfig, window: RunWindow) -> None:
+    """Tell retention the run's folder is in use until cleanup (``retention._run_in_flight``):
+    an old date's backfill lost its staged files or exports to the hourly retention mid-run."""
+    folder = run_dir(config, window)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RUN_IN_FLIGHT_MARKER).touch()
+
+
 def extract_source(source: str, window: RunWindow, config: PipelineConfig | None = None) -> dict:
     """Stage one source's landing files for the run's date (no warehouse access: runs in parallel)."""
     config = config or load_config()
+    mark_in_flight(config, window)
     out = run_dir(config, window) / "extract" / f"{source}.parquet"
     # Taken before listing: validate keeps what a stream batch merged after it (_streamed_files).
     listed_at = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
@@ -176,6 +185,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
     as ``aged_out`` instead, and rows read = valid (kept) + quarantined + aged out.
     """
     config = config or load_config()
+    mark_in_flight(config, window)
     by_source = {s["source"]: s for s in staged}
     for source, info in by_source.items():
         if not Path(info["path"]).exists():
@@ -488,6 +498,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
     earlier publish completed: the build they came from is gone, and they are what it made.
     """
     config = config or load_config()
+    mark_in_flight(config, window)
     export_dir = run_dir(config, window) / "export"
     tables: dict[str, str] = {}
     rows: dict[str, int] = {}
@@ -594,6 +605,7 @@ def deliver(
     from audience_profiles.destinations import RunInfo, destination_for
 
     config = config or load_config()
+    mark_in_flight(config, window)
     destination = destination_for(config.destination(destination_name), config)
     missing = [t for t in destination.config.tables if t not in tables]
     if missing:
@@ -623,6 +635,7 @@ def cleanup(
     with open_warehouse(config) as wh:
         wh.execute_script(f"DROP SCHEMA IF EXISTS {window.run_schema} CASCADE")
     shutil.rmtree(run_dir(config, window) / "extract", ignore_errors=True)
+    (run_dir(config, window) / RUN_IN_FLIGHT_MARKER).unlink(missing_ok=True)
     if not keep_exports:
         shutil.rmtree(run_dir(config, window), ignore_errors=True)
     sweep_scratch(config)

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from pathlib import Path
 
 import duckdb
 
 from audience_profiles import pipeline
 from audience_profiles.pipeline import RunWindow, run_all
-from audience_profiles.privacy.retention import apply_retention
+from audience_profiles.privacy.retention import (
+    RUN_IN_FLIGHT_MARKER,
+    RUN_IN_FLIGHT_SECONDS,
+    apply_retention,
+)
 from tests.privacy.people import ANN_SESSION, BOB, DAVID, DAYS, form, query, write_people
 from tests.support import FORM_HEADER, write_config, write_csv
 
@@ -169,6 +175,7 @@ def test_retention_leaves_the_folder_of_a_backfill_in_flight(built, tmp_path):
     (and its publish and deliver): every later task and retry of the backfill failed."""
     config = write_config(tmp_path, retention={"interactions_days": 400, "snapshots_days": 14})
     window = RunWindow.for_date(OLD)
+    marker = Path(config.work_dir) / "runs" / OLD / RUN_IN_FLIGHT_MARKER
     staged = [pipeline.extract_source(s, window, config) for s in pipeline.VALIDATION_ORDER]
     apply_retention(RETENTION_DAY, "hourly-1", config)  # while validate waits
     pipeline.validate(window, staged, config)
@@ -176,13 +183,24 @@ def test_retention_leaves_the_folder_of_a_backfill_in_flight(built, tmp_path):
         step(window, config)
     pipeline.build_segments(window, config)
     pipeline.check_quality(window, config)
+    # The run waited more than a day in between (the dates before it held it): its marker is
+    # older than the limit, the extract folder with it, until publish touches it again.
+    stale = time.time() - RUN_IN_FLIGHT_SECONDS - 3600
+    for path in (marker, marker.parent / "extract"):
+        os.utime(path, (stale, stale))
     tables = pipeline.publish(window, config)
     apply_retention(RETENTION_DAY, "hourly-2", config)  # before deliver
     pipeline.deliver("local_drop", window, tables, config)
     pipeline.cleanup(window, config)
 
     apply_retention(RETENTION_DAY, "hourly-3", config)  # the run is over: its folder goes
-    assert not (Path(config.work_dir) / "runs" / OLD).exists()
+    assert not marker.parent.exists()
+
+    # A run that died a day ago (no cleanup) keeps its folder no longer.
+    pipeline.extract_source("elements", window, config)
+    os.utime(marker, (stale, stale))
+    apply_retention(RETENTION_DAY, "hourly-4", config)
+    assert not marker.parent.exists()
 
 
 def test_a_backfill_past_snapshots_days_brings_back_no_merges_or_audit(tmp_path):

@@ -43,18 +43,20 @@ TABLES = {
 # Where "today" for a daily run's cutoffs comes from: (table, date column), besides the run's date.
 AS_OF_SOURCES = (("published_snapshots", "dt"), ("retention_dates", "ds"), ("retention_log", "ds"))
 RUN_FOLDERS = "work_dir/runs"  # the retention_log name of the per-run export folders
-# A run folder whose staged extracts are this fresh belongs to a run in flight (a backfill of an
-# old date): its cleanup removes them when it ends. A run that died without one holds its folder
-# no longer than this.
+# A run's steps that use its folder (extract, validate, publish, deliver) touch this file in it,
+# and its cleanup removes it: while it is there and fresh, the run is in flight (a backfill of an
+# old date) and retention leaves the folder. A run that died holds it no longer than a day after
+# its last step.
+RUN_IN_FLIGHT_MARKER = "_in_flight"
 RUN_IN_FLIGHT_SECONDS = 24 * 3600
 
 
 def _run_in_flight(folder: Path) -> bool:
-    extract = folder / "extract"
     try:
-        return time.time() - extract.stat().st_mtime < RUN_IN_FLIGHT_SECONDS
+        touched = (folder / RUN_IN_FLIGHT_MARKER).stat().st_mtime
     except FileNotFoundError:
         return False
+    return time.time() - touched < RUN_IN_FLIGHT_SECONDS
 
 
 @dataclass(frozen=True)
