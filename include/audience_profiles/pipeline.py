@@ -31,7 +31,11 @@ from audience_profiles.errors import NotRetryable
 from audience_profiles.identity import load_rules, resolve_run
 from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.privacy.retention import RUN_IN_FLIGHT_MARKER, cutoffs_as_of
-from audience_profiles.privacy.suppression import apply_suppression, suppress_run_outputs
+from audience_profiles.privacy.suppression import (
+    apply_suppression,
+    suppress_run_outputs,
+    suppression_count,
+)
 from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.base import Warehouse, check_ds
 
@@ -270,10 +274,15 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                 counts[source]["kept_as_streamed"] = kept_as_streamed
             log.info("validated %s: %s", source, counts[source])
         # After reconciling: suppressed people's rows leave before anything is built from them.
+        # The date's own rows it takes out, per source, are part of its valid rows (not loaded:
+        # read still adds up). Its totals also count earlier dates' rows of a session it claims.
+        listed = suppression_count(wh) > 0
+        loaded_before = _dated_rows(wh, window.ds) if listed else {}
         suppressed = apply_suppression(wh, window.ds, load_rules(config.identity_config))
-        for source, source_counts in counts.items():
-            if suppressed.get(source):  # of the valid rows: they are not loaded, read still adds up
-                source_counts["suppressed"] = suppressed[source]
+        loaded_after = _dated_rows(wh, window.ds) if listed else {}
+        for source, before in loaded_before.items():
+            if before - loaded_after[source]:
+                counts[source]["suppressed"] = before - loaded_after[source]
         reasons = wh.query(
             "SELECT source, reason, count(*) FROM quarantine "
             f"WHERE dt = DATE '{window.ds}' GROUP BY 1, 2"
@@ -286,6 +295,15 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
     if covered:
         result["retention"] = {"as_of": as_of, "cutoffs": covered, "past": sorted(past)}
     return result
+
+
+def _dated_rows(wh: Warehouse, ds: str) -> dict[str, int]:
+    """Rows of partition ``ds`` in each dated source table."""
+    sources = [s for s in VALIDATION_ORDER if landing.SOURCES[s].partitioned]
+    counts = " UNION ALL ".join(
+        f"SELECT '{s}', count(*) FROM {s} WHERE dt = DATE '{check_ds(ds)}'" for s in sources
+    )
+    return {source: int(n) for source, n in wh.query(counts)}
 
 
 # Clocks differ (the worker's against Snowflake's): a file the stream took this long before the

@@ -157,3 +157,40 @@ def test_an_empty_suppression_list_costs_one_count(built):
     assert query(built, "SELECT count(*) FROM suppression_list") == [(0,)]
     result = run_all(RunWindow.for_date(DAYS[-1]), built)
     assert result["validate"]["suppressed"] == {}
+
+
+def test_the_suppressed_count_is_of_the_dates_own_rows(built, tmp_path):
+    """Suppression also takes a claimed device's votes of earlier partitions: the report counted
+    them as this date's valid rows, more suppressed than valid."""
+    landing = tmp_path / "landing"
+    # a device's votes loaded on 04-29, nobody's yet
+    write_csv(
+        landing / "interactions" / "date=2022-04-29" / "kiosk.csv",
+        INTERACTION_HEADER,
+        [
+            interaction("2022-04-29", "kiosk-x", 1),
+            interaction("2022-04-29", "kiosk-x", 2),
+            interaction("2022-04-29", "kiosk-x", 3),
+        ],
+    )
+    run_all(RunWindow.for_date("2022-04-29"), built)
+    file_request(landing, "r-s", "email", ANN, kind="suppress")
+    run_erasure(NEXT_DAY, built)
+    # next day: Ann (suppressed) fills a form on that device; Bob votes once
+    write_csv(
+        landing / "form_entries" / f"date={NEXT_DAY}" / "p.csv",
+        FORM_HEADER,
+        [
+            form(f"{NEXT_DAY}T09:00:00", "Ann", "Lee", ANN, "kiosk-x"),
+            form(f"{NEXT_DAY}T09:30:00", "Bob", "Stone", BOB, BOB_SESSION),
+        ],
+    )
+    write_csv(
+        landing / "interactions" / f"date={NEXT_DAY}" / "p.csv",
+        INTERACTION_HEADER,
+        [interaction(NEXT_DAY, BOB_SESSION, 2)],
+    )
+    result = run_all(RunWindow.for_date(NEXT_DAY), built)
+    src = result["validate"]["sources"]["interactions"]
+    assert "suppressed" not in src  # Bob's vote stays; the device's earlier votes are 04-29's
+    assert result["validate"]["sources"]["form_entries"]["suppressed"] == 1
