@@ -53,3 +53,16 @@ def test_a_date_after_tomorrow_is_refused(config, capsys):
 def test_generate_refuses_a_url_landing_root(config, capsys):
     assert cli.main(["generate", "--out", "s3://fan-data/landing"]) == 2
     assert "local folders only" in capsys.readouterr().out
+
+
+def test_running_one_date_names_the_earlier_dates_it_leaves_out(config, capsys):
+    """One date on a fresh warehouse built profiles from that date alone, green, unremarked."""
+    for ds in ("2022-04-26", "2022-04-27"):
+        (Path(config.landing_root) / "interactions" / f"date={ds}").mkdir()
+    assert cli.unbuilt_earlier_dates(config, ["2022-04-27"]) == ["2022-04-25", "2022-04-26"]
+    assert cli.unbuilt_earlier_dates(config, ["2022-04-25", "2022-04-26"]) == []
+
+
+def test_show_before_any_run_says_so(config, capsys):
+    assert cli.main(["show"]) == 1
+    assert "no warehouse yet" in capsys.readouterr().out

@@ -108,6 +108,15 @@ def _run(args: argparse.Namespace) -> int:
     if future:
         print("\n".join(future))
         return 2
+    unbuilt = unbuilt_earlier_dates(config, dates)
+    if unbuilt:
+        # Green either way: the run is right for what is loaded, which is not everything.
+        print(
+            f"warning: {len(unbuilt)} earlier landing date(s) not built in this warehouse "
+            f"({', '.join(unbuilt[:3])}{', ...' if len(unbuilt) > 3 else ''}): a date's "
+            "profiles read every partition loaded up to it, so theirs are left out. Run them "
+            "first (`audience-profiles run` runs every date in order)."
+        )
     log_dir = Path(config.work_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     failed = []
@@ -130,6 +139,28 @@ def _run(args: argparse.Namespace) -> int:
         print(f"failed dates: {', '.join(failed)}")
         return 1
     return _show(args)
+
+
+def unbuilt_earlier_dates(config, dates: list[str]) -> list[str]:
+    """Landing dates before the first of ``dates`` that no run has published in this (DuckDB)
+    warehouse: a run of ``dates`` alone would build profiles without their rows."""
+    from audience_profiles.generate import data_dates
+
+    if config.warehouse.engine != "duckdb" or config.landing_root.startswith("s3://"):
+        return []  # not looked at: a remote listing or warehouse is more than a hint is worth
+    earlier = [ds for ds in data_dates(config.landing_root) if ds < min(dates) and ds not in dates]
+    published: set[str] = set()
+    if earlier and Path(config.warehouse.path).exists():
+        import duckdb
+
+        with duckdb.connect(config.warehouse.path, read_only=True) as con:
+            if con.execute(
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_name = 'published_snapshots'"
+            ).fetchone()[0]:
+                rows = con.execute("SELECT DISTINCT CAST(dt AS VARCHAR) FROM published_snapshots")
+                published = {r[0] for r in rows.fetchall()}
+    return [ds for ds in earlier if ds not in published]
 
 
 @contextlib.contextmanager
@@ -171,6 +202,9 @@ def _show(args: argparse.Namespace) -> int:
         print(f"destination {dest.name} ({dest.kind}): {where}")
     if config.warehouse.engine != "duckdb":
         return 0
+    if not Path(config.warehouse.path).exists():
+        print(f"no warehouse yet at {config.warehouse.path}: run `audience-profiles run` first")
+        return 1
     con = duckdb.connect(config.warehouse.path, read_only=True)
     try:
         latest = con.execute("SELECT max(dt) FROM published_snapshots").fetchall()[0][0]
