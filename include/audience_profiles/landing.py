@@ -126,6 +126,11 @@ def partition_date(name: str) -> str | None:
         return None
 
 
+def _some(names: list[str]) -> str:
+    """The first five names, and how many more."""
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def _check_source_folder(entries: Iterable[tuple[str, bool]], where: str) -> None:
     """Fail on what a partitioned source's folder holds that no run would ever read: a folder
     named as a partition but not ``date=YYYY-MM-DD`` (``date=2022-4-30``), or a data file outside
@@ -141,10 +146,9 @@ def _check_source_folder(entries: Iterable[tuple[str, bool]], where: str) -> Non
         )
     )
     if stray:
-        shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
         raise LandingError(
             f"{where}: {len(stray)} entr{'y' if len(stray) == 1 else 'ies'} no run reads: "
-            f"{shown} (a source's files belong in folders named date=YYYY-MM-DD; names starting "
+            f"{_some(stray)} (a source's files belong in folders named date=YYYY-MM-DD; names starting "
             "with _ or . are ignored): rename or move them"
         )
 
@@ -163,9 +167,8 @@ def _check_no_unread_files(names: Iterable[str], prefix: str) -> None:
     ``part-1.txt``): skipped, their rows would be in no count, output or quarantine."""
     unread = sorted(Path(n).name for n in names if not is_hidden(n) and not is_data_file(n))
     if unread:
-        shown = ", ".join(unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
         raise LandingError(
-            f"{prefix}: {len(unread)} file(s) the pipeline does not read: {shown} (it reads "
+            f"{prefix}: {len(unread)} file(s) the pipeline does not read: {_some(unread)} (it reads "
             f"{', '.join('*' + s for s in FILE_SUFFIXES)}; names starting with _ or . are "
             "ignored): convert, rename or move them"
         )
