@@ -174,6 +174,23 @@ def test_destination_for_checks_the_options_too(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("entry", "key"),
+    [
+        ({"kind": "kinesis", "stream_name": "s", "formats": ["parquet"]}, "formats"),
+        ({"kind": "kafka", "topic": "t", "compression": "gzip"}, "compression"),
+        ({"kind": "snowflake", "csv_injection_escape": False}, "csv_injection_escape"),
+    ],
+)
+def test_a_file_setting_on_a_kind_that_writes_no_files_is_refused(entry, key):
+    """Read for every kind, they were ignored by those that write no files, silently."""
+    config = pipeline({"name": "dest", **entry})
+    with pytest.raises(ConfigError, match=rf"p\.yml: destinations\[0\]\.{key}: .*writes no files"):
+        destination_for(config.destinations[0], config)
+    files = pipeline({"name": "drop", "kind": "s3", "bucket": "b", **{key: entry[key]}})
+    destination_for(files.destinations[0], files)  # a drop takes them
+
+
 def test_every_declared_option_loads():
     entries = [
         {"name": kind, "kind": kind, **{o: _sample(o) for o in sorted(declared_options()[kind])}}

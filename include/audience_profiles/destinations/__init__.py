@@ -38,4 +38,22 @@ def destination_for(config: DestinationConfig, pipeline: PipelineConfig) -> Dest
     names = [d.name for d in pipeline.destinations]
     where = f"destinations[{names.index(config.name)}]." if config.name in names else ""
     check_destination_options(config, cls.OPTIONS, pipeline.source_file, where)
+    if not cls.WRITES_FILES:
+        # Read for every kind by config.py: set on one that writes no files, they were ignored
+        # (a Kinesis entry with formats: [parquet] sent JSON records, and said nothing).
+        ignored = [
+            key
+            for key, given in (
+                ("formats", config.formats != ("csv",)),
+                ("compression", config.compression is not None),
+                ("csv_injection_escape", not config.csv_injection_escape),
+            )
+            if given
+        ]
+        if ignored:
+            raise ConfigError(
+                f"{pipeline.source_file}: {where}{ignored[0]}: destination {config.name!r} "
+                f"(kind {config.kind}) writes no files: {', '.join(ignored)} would be ignored; "
+                "take them out"
+            )
     return cls(config, pipeline)

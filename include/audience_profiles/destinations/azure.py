@@ -64,6 +64,7 @@ class AzureSink:
 class AzureDestination(Destination):
     # container and prefix here; max_file_mb and quicksight_manifest: drop.deliver_drops
     OPTIONS = frozenset({"container", "prefix", "max_file_mb", "quicksight_manifest"})
+    WRITES_FILES = True
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         super().__init__(config, pipeline)

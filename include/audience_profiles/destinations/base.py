@@ -13,7 +13,8 @@ shared helper it calls) reads in its class attribute ``OPTIONS = frozenset({...}
 literal: config.py reads it from the source when the file loads (without importing the module),
 and :func:`~audience_profiles.destinations.destination_for` checks it again, so a key the kind
 does not read (``pi: hashed``) fails with the file, the destination and the closest valid key
-instead of being ignored.
+instead of being ignored. ``formats``, ``compression`` and ``csv_injection_escape`` other than
+their defaults are refused the same way by a kind that writes no files (``WRITES_FILES``).
 
 Contract every implementation keeps:
 - idempotent: delivering the same run twice leaves the target as after one delivery (overwrite the
@@ -95,6 +96,9 @@ class Destination(abc.ABC):
     # The kind-specific pipeline.yml keys this kind reads (see the module docstring). Declare it on
     # the registered class itself, as a literal frozenset: the default accepts no option at all.
     OPTIONS: ClassVar[frozenset[str]] = frozenset()
+    # Whether it writes files, so that formats, compression and csv_injection_escape (read by
+    # config.py for every kind) mean something to it: set on those that do (the drops).
+    WRITES_FILES: ClassVar[bool] = False
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         self.config = config

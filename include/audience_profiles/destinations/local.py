@@ -29,6 +29,7 @@ from audience_profiles.destinations.drop_erasure import erase_drops
 class LocalDestination(Destination):
     # path here; max_file_mb and quicksight_manifest: drop.deliver_drops
     OPTIONS = frozenset({"path", "max_file_mb", "quicksight_manifest"})
+    WRITES_FILES = True
 
     def sink(self) -> LocalSink:
         # config.py resolves a configured path; the default is resolved the same way (project root).

@@ -62,6 +62,7 @@ class S3Sink:
 class S3Destination(Destination):
     # bucket and prefix here; max_file_mb and quicksight_manifest: drop.deliver_drops
     OPTIONS = frozenset({"bucket", "prefix", "max_file_mb", "quicksight_manifest"})
+    WRITES_FILES = True
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         super().__init__(config, pipeline)
