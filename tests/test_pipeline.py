@@ -346,3 +346,20 @@ def test_cleanup_removes_what_killed_tasks_left_in_the_scratch_folder(tmp_path):
     pipeline.cleanup(RunWindow.for_date("2022-04-29"), config)
 
     assert sorted(p.name for p in config.scratch_root.iterdir()) == ["drop-running"]
+
+
+def test_the_scratch_sweep_passes_over_a_folder_another_task_removed_meanwhile(
+    tmp_path, monkeypatch
+):
+    config = write_config(tmp_path)
+    gone = config.scratch_root / "dotdigital-other-run"  # listed, then removed by its task
+    stray = config.scratch_root / "part-0.csv"  # a file, not a folder
+    stray.write_text("email\nann@example.com\n")
+    day_ago = time.time() - pipeline.SCRATCH_MAX_AGE.total_seconds() - 60
+    os.utime(stray, (day_ago, day_ago))
+    listed = [gone, stray]
+    monkeypatch.setattr(type(config.scratch_root), "glob", lambda self, pattern: iter(listed))
+
+    pipeline.sweep_scratch(config)
+
+    assert not stray.exists()

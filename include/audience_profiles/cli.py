@@ -148,7 +148,10 @@ def unbuilt_earlier_dates(config, dates: list[str]) -> list[str]:
 
     if config.warehouse.engine != "duckdb" or config.landing_root.startswith("s3://"):
         return []  # not looked at: a remote listing or warehouse is more than a hint is worth
-    earlier = [ds for ds in data_dates(config.landing_root) if ds < min(dates) and ds not in dates]
+    start = config.start_date.isoformat()  # the daily DAG runs none before it
+    earlier = [
+        ds for ds in data_dates(config.landing_root) if start <= ds < min(dates) and ds not in dates
+    ]
     published: set[str] = set()
     if earlier and Path(config.warehouse.path).exists():
         import duckdb

@@ -437,11 +437,24 @@ def require_run_build(wh: Warehouse, window: RunWindow, table: str, step: str) -
         )
 
 
-def interactions_from(wh: Warehouse, config: PipelineConfig, ds: str) -> str | None:
-    """The first landing date of interactions a run of ``ds`` reads: retention's cutoff as of
-    the latest date reached (None: kept for ever). Rows before it may still be in the warehouse,
-    retention's next run removes them; a build before then must not count or hand them on."""
-    return cutoffs_as_of(wh, config, ds)[1].get("interactions_days")
+def interactions_from(wh: Warehouse, config: PipelineConfig, window: RunWindow) -> str | None:
+    """The first landing date of interactions the run reads: retention's cutoff as of the latest
+    date reached (None: kept for ever). Rows before it may still be in the warehouse, retention's
+    next run removes them; a build before then must not count or hand them on.
+
+    Decided once, by build_profiles, and kept in the run's build (``build_cutoffs``): a later
+    date published in between moves the cutoff, and the run's tables and exports must agree."""
+    rs = window.run_schema
+    if "build_cutoffs" in wh.table_names(rs, views=False):
+        (value,) = wh.query(f"SELECT interactions_from FROM {rs}.build_cutoffs")[0]
+        return None if value is None else str(value)[:10]
+    value = cutoffs_as_of(wh, config, window.ds)[1].get("interactions_days")
+    wh.execute_script(
+        f"CREATE TABLE {rs}.build_cutoffs AS SELECT "
+        + (f"DATE '{check_ds(value)}'" if value else "CAST(NULL AS DATE)")
+        + " AS interactions_from"
+    )
+    return value
 
 
 def build_profiles(window: RunWindow, config: PipelineConfig | None = None) -> dict:
@@ -449,7 +462,8 @@ def build_profiles(window: RunWindow, config: PipelineConfig | None = None) -> d
     params = {"rs": window.run_schema, **window.as_dict()}
     with open_warehouse(config) as wh:
         require_run_build(wh, window, "profile_identifiers", "build_profiles")
-        params["interactions_from"] = interactions_from(wh, config, window.ds)
+        wh.execute_script(f"DROP TABLE IF EXISTS {window.run_schema}.build_cutoffs")  # decide anew
+        params["interactions_from"] = interactions_from(wh, config, window)
         wh.run_sql_steps("profiles/audience_profiles", **params)
         # audience_profile_interactions is exported straight from its query by publish; its
         # rows are the profiles' interactions, which audience_profiles already counts.
@@ -472,7 +486,7 @@ def build_segments(window: RunWindow, config: PipelineConfig | None = None) -> d
             window.run_schema,
             window.ds,
             window.interval_end,
-            interactions_from(wh, config, window.ds),
+            interactions_from(wh, config, window),
         )
     if definitions is None:
         log.info("no segments: %s does not exist", config.segments_config)
@@ -529,6 +543,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
         (export_dir / PUBLISHED_MARKER).unlink(missing_ok=True)
         suppress_run_outputs(wh, window.run_schema)
         as_of, cutoffs = cutoffs_as_of(wh, config, window.ds)
+        run_from = interactions_from(wh, config, window)  # as build_profiles used it
         if window.ds < cutoffs.get("snapshots_days", window.ds):
             # A backfill of a date retention has aged out: its merge history and link audit
             # (identifier values) stay out of the warehouse and of its exports, as the daily
@@ -553,7 +568,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
                 table=table,
                 ds=window.ds,
                 rs=window.run_schema,
-                interactions_from=cutoffs.get("interactions_days"),
+                interactions_from=run_from,
             ).strip()
             rows[table] = wh.export_parquet(query, path)
             tables[table] = path
@@ -566,6 +581,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
             ds=window.ds,
             run_id=window.run_id,
             is_latest=is_latest,
+            interactions_from=run_from,  # the current view's, as the current tables'
             # a warehouse built before it became a view
             interactions_is_table="audience_profile_interactions" in home_tables,
             # the stream ran, and the build says when it started (a build from before it did not)
@@ -667,8 +683,15 @@ def sweep_scratch(config: PipelineConfig) -> None:
     """Remove what killed tasks left in ``<work_dir>/tmp/`` (``PipelineConfig.scratch``)."""
     oldest = time.time() - SCRATCH_MAX_AGE.total_seconds()
     for entry in (Path(config.work_dir) / SCRATCH_DIR).glob("*"):
-        if entry.stat().st_mtime < oldest:
-            shutil.rmtree(entry, ignore_errors=True)
+        try:  # another task may end (and remove its folder) while this one looks
+            if entry.stat().st_mtime >= oldest:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:
+            continue
 
 
 def run_all(window: RunWindow, config: PipelineConfig | None = None) -> dict:

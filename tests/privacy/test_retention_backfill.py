@@ -267,3 +267,35 @@ def test_a_run_before_retention_hands_on_what_a_run_after_it_does(built, tmp_pat
     run_all(window, config)
 
     assert {t: (export / f"{t}.parquet").read_bytes() for t in tables} == before
+
+
+def test_the_current_view_takes_the_cutoff_the_current_tables_took(built, tmp_path):
+    config = write_config(tmp_path, retention={"interactions_days": 1})
+    run_all(RunWindow.for_date(RETENTION_DAY), config)  # cutoff 04-29; retention has not run
+    counted = query(config, "SELECT sum(interactions) FROM audience_profiles")[0][0]
+    assert query(config, "SELECT count(*) FROM audience_profile_interactions")[0][0] == counted
+    assert export_rows(config, RETENTION_DAY, "audience_profile_interactions") == counted
+
+
+def test_a_runs_tables_and_exports_take_one_cutoff_when_a_later_date_publishes_between(
+    built, tmp_path
+):
+    """Several runs at once: D+1 published while D was between build_profiles and publish, which
+    moved the cutoff; D's profiles counted interactions its interactions export left out."""
+    config = write_config(tmp_path, retention={"interactions_days": 1})
+    window = RunWindow.for_date(RETENTION_DAY)
+    staged = [pipeline.extract_source(s, window, config) for s in pipeline.VALIDATION_ORDER]
+    pipeline.validate(window, staged, config)
+    for step in (pipeline.enrich, pipeline.resolve_identities, pipeline.build_profiles):
+        step(window, config)
+    pipeline.build_segments(window, config)
+    pipeline.check_quality(window, config)
+    run_all(RunWindow.for_date("2022-05-01"), config)  # the next date publishes first
+
+    tables = pipeline.publish(window, config)
+
+    with duckdb.connect() as con:
+        counted = con.execute(
+            "SELECT sum(interactions) FROM read_parquet(?)", [tables["audience_profiles"]]
+        ).fetchone()[0]
+    assert export_rows(config, RETENTION_DAY, "audience_profile_interactions") == counted > 0

@@ -319,9 +319,13 @@ def record_erasures(results: list[dict], run_id: str, config: PipelineConfig | N
 
 
 def cleanup(run_id: str, config: PipelineConfig | None = None) -> None:
-    """Remove the run's staged requests and pending file (they hold plain identifiers)."""
+    """Remove the run's staged requests and pending file (they hold plain identifiers), and what
+    killed tasks left in the scratch folder (rows of people: swept hourly here, not only daily)."""
+    from audience_profiles.pipeline import sweep_scratch
+
     config = config or load_config()
     shutil.rmtree(work_folder(config, run_id), ignore_errors=True)
+    sweep_scratch(config)
 
 
 def run_erasure(ds: str, config: PipelineConfig | None = None, run_id: str = "manual") -> dict:

@@ -15,5 +15,5 @@ JOIN {{ schema }}audience_profiles p ON p.profile_id = pi.profile_id
 {% if ds %}
 WHERE ie.dt <= DATE '{{ ds }}'{% if interactions_from | default(none) %} AND ie.dt >= DATE '{{ interactions_from }}'{% endif %}
 {% else %}
-WHERE ie.dt <= (SELECT max(dt) FROM published_snapshots)
+WHERE ie.dt <= (SELECT max(dt) FROM published_snapshots){% if interactions_from | default(none) %} AND ie.dt >= DATE '{{ interactions_from }}'{% endif %}
 {% endif %}
