@@ -170,3 +170,44 @@ def test_the_import_trigger_retries_as_the_destination_is_configured(pipeline_co
         6,
         900.0,
     )
+
+
+def test_a_state_another_run_holds_is_waited_for_on_the_triggerer(pipeline_config, tmp_path):
+    """Two dates' Dotdigital deliveries at once (a catch-up): the second failed its tries on
+    StateLockedError within minutes while the first waited on its imports."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from audience_profiles.destinations.sync_state import StateLockedError
+    from audience_profiles.operators.deliver import STATE_WAIT, STATE_WAIT_MAX
+
+    state = tmp_path / "work" / "state" / "dotdigital.duckdb"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+            "print('ready', flush=True); time.sleep(60)",
+            str(state),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    operator = DeliverOperator(
+        task_id="deliver", destination_name="dotdigital", tables=exports(tmp_path / "export")
+    )
+    context = {"ds": "2024-05-01", "run_id": "manual"}
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute(context)
+        assert deferred.value.method_name == "after_state_wait"
+        assert deferred.value.kwargs == {"waited_seconds": STATE_WAIT.total_seconds()}
+        with pytest.raises(StateLockedError):  # two hours on: the try fails, for a retry
+            operator.after_state_wait(context, waited_seconds=STATE_WAIT_MAX.total_seconds())
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.raises(TaskDeferred) as deferred:  # the lock is free: it syncs (and defers)
+        operator.after_state_wait(context, waited_seconds=30)
+    assert deferred.value.method_name == "resume"

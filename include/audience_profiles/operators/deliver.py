@@ -14,6 +14,10 @@ serves every destination::
         task_id="deliver", tables=tables, map_index_template="{{ task.destination_name }}"
     ).expand(destination_name=destinations())
 
+A destination whose state file another run holds (Dotdigital: two dates' deliveries at once,
+as in a catch-up) waits on the triggerer too, 30 s at a time for up to two hours, rather than
+spend the task's retries on ``StateLockedError``.
+
 The task's return value (XCom) is the last delivery's report; every round's counts are in the
 destination's ``sync_runs``. The module imports only the operator base at DAG parse time; the
 pipeline loads when a task runs.
@@ -21,6 +25,7 @@ pipeline loads when a task runs.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -32,6 +37,10 @@ class ImportWaitError(RuntimeError):
     """The trigger gave up on the imports (timeout or error); a retry finishes them."""
 
 
+STATE_WAIT = dt.timedelta(seconds=30)
+STATE_WAIT_MAX = dt.timedelta(hours=2)  # past this, StateLockedError fails the try
+
+
 class DeliverOperator(BaseOperator):
     template_fields = ("destination_name", "tables")
 
@@ -41,10 +50,30 @@ class DeliverOperator(BaseOperator):
         self.tables = tables
 
     @fails_fast  # a mistake in the destination's options fails at once
-    def execute(self, context) -> dict:
+    def execute(self, context, waited_seconds: float = 0) -> dict:
+        from audience_profiles.destinations.sync_state import StateLockedError
         from audience_profiles.pipeline import RunWindow, deliver
 
-        report = deliver(self.destination_name, RunWindow.from_context(context), dict(self.tables))
+        try:
+            report = deliver(
+                self.destination_name, RunWindow.from_context(context), dict(self.tables)
+            )
+        except StateLockedError:
+            if waited_seconds >= STATE_WAIT_MAX.total_seconds():
+                raise
+            from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+            self.log.info(
+                "%s: another run holds its state, waiting %ss (waited %ss)",
+                self.destination_name,
+                STATE_WAIT.total_seconds(),
+                waited_seconds,
+            )
+            self.defer(
+                trigger=TimeDeltaTrigger(STATE_WAIT),
+                method_name="after_state_wait",
+                kwargs={"waited_seconds": waited_seconds + STATE_WAIT.total_seconds()},
+            )
         pending = report["details"].get("pending_imports")
         if pending:
             self.log.info(
@@ -60,6 +89,10 @@ class DeliverOperator(BaseOperator):
             raise ImportWaitError(f"{self.destination_name}: {event['message']}")
         self.log.info("%s: imports finished: %s", self.destination_name, event["imports"])
         return self.execute(context)
+
+    def after_state_wait(self, context, event=None, waited_seconds: float = 0) -> dict:
+        """The wait for another run's hold on the state is over: deliver again."""
+        return self.execute(context, waited_seconds)
 
     def _import_trigger(self, import_ids: list[str]):
         from audience_profiles.config import load_config
