@@ -357,7 +357,12 @@ def test_the_scratch_sweep_passes_over_a_folder_another_task_removed_meanwhile(
     stray.write_text("email\nann@example.com\n")
     day_ago = time.time() - pipeline.SCRATCH_MAX_AGE.total_seconds() - 60
     os.utime(stray, (day_ago, day_ago))
-    listed = [gone, stray]
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    os.utime(target, (day_ago, day_ago))
+    link = config.scratch_root / "drop-linked"  # rmtree refuses a link: left, never a failure
+    link.symlink_to(target)
+    listed = [gone, stray, link]
     monkeypatch.setattr(type(config.scratch_root), "glob", lambda self, pattern: iter(listed))
 
     pipeline.sweep_scratch(config)

@@ -359,6 +359,37 @@ def _registered_in(path: Path) -> dict[str, frozenset[str] | None]:
     }
 
 
+FILE_KEYS = ("formats", "format", "compression", "csv_injection_escape")  # drops' only
+
+
+@functools.cache
+def file_writing_kinds() -> frozenset[str]:
+    """Kinds whose class sets ``WRITES_FILES = True`` (read from the source, as ``OPTIONS``):
+    only they take :data:`FILE_KEYS`."""
+
+    def writes_files(node: ast.ClassDef) -> bool:
+        return any(
+            isinstance(s, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "WRITES_FILES" for t in s.targets)
+            and isinstance(s.value, ast.Constant)
+            and s.value.value is True
+            for s in node.body
+        )
+
+    kinds = set()
+    for path in sorted(DESTINATIONS_DIR.glob("*.py")):
+        text = path.read_text()
+        if "WRITES_FILES = True" in text:
+            kinds.update(
+                kind
+                for node in ast.parse(text, str(path)).body
+                if isinstance(node, ast.ClassDef)
+                and (kind := _registered_kind(node))
+                and writes_files(node)
+            )
+    return frozenset(kinds)
+
+
 def declared_options(kind: str | None = None) -> dict[str, frozenset[str] | None]:
     """Destination kind -> the options its class declares (``OPTIONS``), read from the source.
 
@@ -453,6 +484,12 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     accepted = kinds[kind]
     if accepted is not None:
         check_destination_options(config, accepted, source, where)
+    ignored = [k for k in FILE_KEYS if k in item]
+    if ignored and kind not in file_writing_kinds():
+        raise ConfigError(
+            f"{source}: {where}{ignored[0]}: destination {name!r} (kind {kind}) writes no files: "
+            f"{', '.join(ignored)} would be ignored; take them out"
+        )
     return config
 
 
@@ -575,8 +612,9 @@ _StrictLoader.add_implicit_resolver(
 )
 _StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    # a decimal, with or without an exponent (5.0e-05, as yaml.dump writes small numbers)
-    re.compile(r"^[-+]?(0|[1-9][0-9]*)(\.[0-9]+([eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)$"),
+    # a decimal, with or without an exponent (5.0e-05, as yaml.dump writes small numbers); never
+    # an exponent without the point (1e5: an id)
+    re.compile(r"^[-+]?(0|[1-9][0-9]*)\.[0-9]+([eE][-+]?[0-9]+)?$"),
     list("-+0123456789"),
 )
 

@@ -692,6 +692,8 @@ def sweep_scratch(config: PipelineConfig) -> None:
                 entry.unlink()
         except FileNotFoundError:
             continue
+        except OSError as exc:  # a stray link or a permission: leave it, say so, never fail
+            log.warning("scratch sweep left %s: %s", entry, exc)
 
 
 def run_all(window: RunWindow, config: PipelineConfig | None = None) -> dict:

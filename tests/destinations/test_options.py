@@ -183,10 +183,18 @@ def test_destination_for_checks_the_options_too(tmp_path):
     ],
 )
 def test_a_file_setting_on_a_kind_that_writes_no_files_is_refused(entry, key):
-    """Read for every kind, they were ignored by those that write no files, silently."""
-    config = pipeline({"name": "dest", **entry})
-    with pytest.raises(ConfigError, match=rf"p\.yml: destinations\[0\]\.{key}: .*writes no files"):
-        destination_for(config.destinations[0], config)
+    """Read for every kind, they were ignored by those that write no files, silently: refused
+    when the file loads, and by destination_for for a config built otherwise."""
+    message = rf"p\.yml: destinations\[0\]\.{key}: .*writes no files"
+    with pytest.raises(ConfigError, match=message):
+        pipeline({"name": "dest", **entry})
+    config = pipeline({"name": "dest", **{k: v for k, v in entry.items() if k != key}})
+    given = dataclasses.replace(
+        config.destinations[0],
+        **{key: {"formats": ("parquet",), "compression": "gzip"}.get(key, entry[key])},
+    )
+    with pytest.raises(ConfigError, match=message):
+        destination_for(given, config)
     files = pipeline({"name": "drop", "kind": "s3", "bucket": "b", **{key: entry[key]}})
     destination_for(files.destinations[0], files)  # a drop takes them
 

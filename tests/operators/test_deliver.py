@@ -203,6 +203,7 @@ def test_a_state_another_run_holds_is_waited_for_on_the_triggerer(pipeline_confi
             operator.execute(context)
         assert deferred.value.method_name == "after_state_wait"
         assert deferred.value.kwargs == {"waited_seconds": STATE_WAIT.total_seconds()}
+        assert deferred.value.timeout == STATE_WAIT * 4  # without a triggerer: a retry
         with pytest.raises(StateLockedError):  # two hours on: the try fails, for a retry
             operator.after_state_wait(context, waited_seconds=STATE_WAIT_MAX.total_seconds())
     finally:

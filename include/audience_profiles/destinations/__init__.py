@@ -44,7 +44,7 @@ def destination_for(config: DestinationConfig, pipeline: PipelineConfig) -> Dest
         ignored = [
             key
             for key, given in (
-                ("formats", config.formats != ("csv",)),
+                ("formats", tuple(config.formats) != ("csv",)),
                 ("compression", config.compression is not None),
                 ("csv_injection_escape", not config.csv_injection_escape),
             )

@@ -4,7 +4,8 @@ Why a separate file and not the warehouse: the embedded DuckDB warehouse takes o
 time, and delivery tasks run beside the build and other destinations. Each syncing destination
 owns ``<work_dir>/state/<destination name>.duckdb`` (or its ``state_path`` option). DuckDB locks
 the file, so two runs of the same destination cannot interleave: the second fails at open with
-:class:`StateLockedError` (Airflow retries it) instead of corrupting the diff.
+:class:`StateLockedError` instead of corrupting the diff (``DeliverOperator`` waits for the lock
+on the triggerer, then retries).
 
 Tables:
 

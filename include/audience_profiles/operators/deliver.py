@@ -72,6 +72,7 @@ class DeliverOperator(BaseOperator):
             self.defer(
                 trigger=TimeDeltaTrigger(STATE_WAIT),
                 method_name="after_state_wait",
+                timeout=STATE_WAIT * 4,  # no triggerer running: fail the try, for a retry
                 kwargs={"waited_seconds": waited_seconds + STATE_WAIT.total_seconds()},
             )
         pending = report["details"].get("pending_imports")
