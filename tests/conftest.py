@@ -28,3 +28,13 @@ pytest_plugins = sorted(
     for p in (Path(__file__).parent / "services").glob("*.py")
     if not p.stem.startswith("_")
 )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """fakesnow makes a stage folder in the system's temp folder when imported (the in-process
+    tests import it) and never removes it: every test session left one in /tmp."""
+    import sys
+
+    stage = sys.modules.get("fakesnow.transforms.stage")
+    if stage is not None:
+        shutil.rmtree(stage.LOCAL_BUCKET_PATH, ignore_errors=True)
