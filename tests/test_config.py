@@ -112,9 +112,23 @@ def test_retention_is_validated_when_the_file_loads():
         )
 
 
-def test_unreadable_file_is_named(tmp_path):
+def test_unreadable_file_is_named(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="nope.yml: cannot read"):
         load_config(tmp_path / "nope.yml")
+    latin1 = tmp_path / "latin1.yml"
+    latin1.write_bytes("start_date: 2022-01-01  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="latin1.yml: the pipeline configuration is not UTF-8"):
+        load_config(latin1)
+
+    # A network disk's hiccup is not a mistake in the file: the task retries it (fails_fast
+    # lets anything but a NotRetryable through).
+    def hiccup(self, *args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(type(latin1), "read_text", hiccup)
+    with pytest.raises(OSError, match="Input/output error") as error:
+        load_config(latin1)
+    assert not isinstance(error.value, ConfigError)
 
 
 def shipped() -> dict:

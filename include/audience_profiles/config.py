@@ -635,11 +635,20 @@ def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
+def read_config_file(file: Path, what: str) -> str:
+    """The text of one of the project's YAML files. A file that is missing, not a file, not
+    readable by this user or not UTF-8 is a ConfigError (fixing it is someone's job: a retry would
+    only repeat it); any other OSError (a network disk's hiccup) is left for the task to retry."""
+    try:
+        return file.read_text()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        raise ConfigError(f"{file}: cannot read {what} ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: {what} is not UTF-8 text ({exc})") from exc
+
+
 def load_config(path: str | os.PathLike | None = None) -> PipelineConfig:
     """Read and validate the pipeline configuration (``$AUDIENCE_PROFILES_CONFIG`` by default)."""
     file = Path(path) if path else config_path()
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the pipeline configuration ({exc})") from exc
+    text = read_config_file(file, "the pipeline configuration")
     return parse_config(load_yaml(text, str(file)), str(file))

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audience_profiles.config import ConfigError, load_yaml
+from audience_profiles.config import ConfigError, load_yaml, read_config_file
 from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.warehouse.base import Warehouse
 
@@ -84,6 +84,13 @@ def _per_type(raw: dict, key: str, file: Path) -> dict[str, tuple[str, ...]]:
         if values is not None and not isinstance(values, list):
             # a bare string would be read as its characters, none of them the value meant
             raise ConfigError(f"{file}: {key}.{type_} must be a list, not {values!r}")
+        for value in values or []:
+            # YAML's reading is not the text meant: null, 1.50 and true became "None", "1.5"
+            # and "True" (a whole number is its own text)
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise ConfigError(
+                    f"{file}: {key}.{type_}: {value!r} is not text as written: quote it"
+                )
     common = [str(v) for v in section.get("any") or []]
     return {t: tuple(common + [str(v) for v in section.get(t) or []]) for t in IDENTIFIER_TYPES}
 
@@ -106,10 +113,7 @@ def _limits(limits: dict, key: str, types: tuple[str, ...], file: Path) -> dict[
 
 def load_rules(path: str | Path) -> IdentityRules:
     file = Path(path)
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read identity rules ({exc})") from exc
+    text = read_config_file(file, "identity rules")
     raw = load_yaml(text, str(file)) or {}
     defaults = IdentityRules()
     patterns = _per_type(raw, "blocked_patterns", file)

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audience_profiles.config import ConfigError, PipelineConfig, load_yaml
+from audience_profiles.config import ConfigError, PipelineConfig, load_yaml, read_config_file
 from audience_profiles.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
@@ -267,10 +267,7 @@ def parse_segments(raw: Any, source: str = "<dict>") -> SegmentSet:
 
 def load_segments(path: str | Path) -> SegmentSet:
     file = Path(path)
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the segment definitions ({exc})") from exc
+    text = read_config_file(file, "the segment definitions")
     return parse_segments(load_yaml(text, str(file)), str(file))
 
 

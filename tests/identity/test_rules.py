@@ -49,6 +49,10 @@ def test_null_switches_a_limit_off_and_missing_sections_take_defaults(tmp_path):
         ({"limits": {"per_session": {"email": "three"}}}, "limits.per_session.email"),
         ({"priority": ["email", "session_id"]}, "priority"),
         ({"max_value_length": "long"}, "max_value_length"),
+        # YAML's reading, not the text meant: "None", "1.5" and "True" were blocked instead
+        ({"blocked_values": {"any": [None]}}, r"blocked_values\.any: None is not text"),
+        ({"blocked_values": {"external_id": [1.50]}}, "1.5 is not text as written: quote it"),
+        ({"blocked_values": {"session_id": [True]}}, "True is not text"),
     ],
 )
 def test_mistakes_name_the_file_and_the_key(tmp_path, raw, message):
