@@ -362,6 +362,16 @@ def _registered_in(path: Path) -> dict[str, frozenset[str] | None]:
 FILE_KEYS = ("formats", "format", "compression", "csv_injection_escape")  # drops' only
 
 
+def refuse_file_keys(config: DestinationConfig, given: list[str], source: str, where: str) -> None:
+    """Fail when ``given`` names :data:`FILE_KEYS` set on a kind that writes no files, which
+    would ignore them. Called when the file loads and again by ``destination_for``."""
+    if given:
+        raise ConfigError(
+            f"{source}: {where}{given[0]}: destination {config.name!r} (kind {config.kind}) "
+            f"writes no files: {', '.join(given)} would be ignored; take them out"
+        )
+
+
 @functools.cache
 def file_writing_kinds() -> frozenset[str]:
     """Kinds whose class sets ``WRITES_FILES = True`` (read from the source, as ``OPTIONS``):
@@ -484,12 +494,8 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     accepted = kinds[kind]
     if accepted is not None:
         check_destination_options(config, accepted, source, where)
-    ignored = [k for k in FILE_KEYS if k in item]
-    if ignored and kind not in file_writing_kinds():
-        raise ConfigError(
-            f"{source}: {where}{ignored[0]}: destination {name!r} (kind {kind}) writes no files: "
-            f"{', '.join(ignored)} would be ignored; take them out"
-        )
+    if kind not in file_writing_kinds():
+        refuse_file_keys(config, [k for k in FILE_KEYS if k in item], source, where)
     return config
 
 

@@ -30,6 +30,24 @@ def drop_text(root, ds: str) -> str:
     return "".join(p.read_text() for p in sorted(root.glob(f"output/*/dt={ds}/part-*.csv")))
 
 
+def land_next_day(landing, ann_session: str, votes: list[tuple[str, int]]) -> None:
+    """NEXT_DAY's landing: Ann's and Bob's form entries (Ann's on ``ann_session``) and
+    ``votes`` as (session, option)."""
+    write_csv(
+        landing / "form_entries" / f"date={NEXT_DAY}" / "p.csv",
+        FORM_HEADER,
+        [
+            form(f"{NEXT_DAY}T09:00:00", "Ann", "Lee", ANN, ann_session),
+            form(f"{NEXT_DAY}T09:30:00", "Bob", "Stone", BOB, BOB_SESSION),
+        ],
+    )
+    write_csv(
+        landing / "interactions" / f"date={NEXT_DAY}" / "p.csv",
+        INTERACTION_HEADER,
+        [interaction(NEXT_DAY, session, option) for session, option in votes],
+    )
+
+
 def test_a_suppress_request_keeps_the_data_out_of_processing(built, tmp_path):
     landing = tmp_path / "landing"
     ann_rows = query(built, f"SELECT * FROM form_entries WHERE email = '{ANN}'")
@@ -49,22 +67,8 @@ def test_a_suppress_request_keeps_the_data_out_of_processing(built, tmp_path):
     assert ANN in drop_text(tmp_path, DAYS[-1])  # suppress does not rewrite what was delivered
 
     # New data about Ann the next day: restricted as it lands, never built or exported.
-    write_csv(
-        landing / "form_entries" / f"date={NEXT_DAY}" / "p.csv",
-        FORM_HEADER,
-        [
-            form(f"{NEXT_DAY}T09:00:00", "Ann", "Lee", ANN, "ann-session-2"),
-            form(f"{NEXT_DAY}T09:30:00", "Bob", "Stone", BOB, BOB_SESSION),
-        ],
-    )
-    write_csv(
-        landing / "interactions" / f"date={NEXT_DAY}" / "p.csv",
-        INTERACTION_HEADER,
-        [
-            interaction(NEXT_DAY, "ann-session-2", 0),
-            interaction(NEXT_DAY, ANN_SESSION, 1),
-            interaction(NEXT_DAY, BOB_SESSION, 2),
-        ],
+    land_next_day(
+        landing, "ann-session-2", [("ann-session-2", 0), (ANN_SESSION, 1), (BOB_SESSION, 2)]
     )
     result = run_all(RunWindow.for_date(NEXT_DAY), built)
 
@@ -177,19 +181,7 @@ def test_the_suppressed_count_is_of_the_dates_own_rows(built, tmp_path):
     file_request(landing, "r-s", "email", ANN, kind="suppress")
     run_erasure(NEXT_DAY, built)
     # next day: Ann (suppressed) fills a form on that device; Bob votes once
-    write_csv(
-        landing / "form_entries" / f"date={NEXT_DAY}" / "p.csv",
-        FORM_HEADER,
-        [
-            form(f"{NEXT_DAY}T09:00:00", "Ann", "Lee", ANN, "kiosk-x"),
-            form(f"{NEXT_DAY}T09:30:00", "Bob", "Stone", BOB, BOB_SESSION),
-        ],
-    )
-    write_csv(
-        landing / "interactions" / f"date={NEXT_DAY}" / "p.csv",
-        INTERACTION_HEADER,
-        [interaction(NEXT_DAY, BOB_SESSION, 2)],
-    )
+    land_next_day(landing, "kiosk-x", [(BOB_SESSION, 2)])
     result = run_all(RunWindow.for_date(NEXT_DAY), built)
     src = result["validate"]["sources"]["interactions"]
     assert "suppressed" not in src  # Bob's vote stays; the device's earlier votes are 04-29's

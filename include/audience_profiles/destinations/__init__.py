@@ -9,6 +9,7 @@ from audience_profiles.config import (
     DestinationConfig,
     PipelineConfig,
     check_destination_options,
+    refuse_file_keys,
 )
 from audience_profiles.destinations.base import (
     DeliveryReport,
@@ -41,19 +42,13 @@ def destination_for(config: DestinationConfig, pipeline: PipelineConfig) -> Dest
     if not cls.WRITES_FILES:
         # Read for every kind by config.py: set on one that writes no files, they were ignored
         # (a Kinesis entry with formats: [parquet] sent JSON records, and said nothing).
-        ignored = [
-            key
-            for key, given in (
-                ("formats", tuple(config.formats) != ("csv",)),
-                ("compression", config.compression is not None),
-                ("csv_injection_escape", not config.csv_injection_escape),
-            )
-            if given
-        ]
-        if ignored:
-            raise ConfigError(
-                f"{pipeline.source_file}: {where}{ignored[0]}: destination {config.name!r} "
-                f"(kind {config.kind}) writes no files: {', '.join(ignored)} would be ignored; "
-                "take them out"
-            )
+        # The config has no record of which keys were written: the ones off their defaults.
+        off_default = {
+            "formats": tuple(config.formats) != ("csv",),
+            "compression": config.compression is not None,
+            "csv_injection_escape": not config.csv_injection_escape,
+        }
+        refuse_file_keys(
+            config, [k for k, off in off_default.items() if off], pipeline.source_file, where
+        )
     return cls(config, pipeline)

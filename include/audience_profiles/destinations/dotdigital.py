@@ -423,14 +423,9 @@ class DotdigitalDestination(Destination):
         for book in hook.list_address_books():
             if book["name"] not in names and int(book["id"]) not in known_ids:
                 continue
-            members = {
-                c["email"].lower(): c["id"]
-                for c in hook.list_address_book_contacts(int(book["id"]))
-                if c["email"].lower() in everyone
-            }
-            if members:
-                hook.remove_contacts(int(book["id"]), sorted(members.values()))
-                removed.update(members.keys())
+            members = self._members(hook, int(book["id"]))
+            self._remove(hook, int(book["id"]), members, everyone)
+            removed.update(everyone & members.keys())
         return removed
 
     # -- the sync -----------------------------------------------------------------------------
