@@ -239,6 +239,33 @@ def edited(path: str, value) -> dict:
             "(did you mean 'local'?)",
         ),
         ("alerts.webhook_conn_id", ["a"], "p.yml: alerts.webhook_conn_id: must be a string"),
+        # landing_wait: a source named wrong would never be waited for
+        (
+            "landing_wait.required",
+            ["interaction"],
+            "p.yml: landing_wait.required: 'interaction' is no source (did you mean "
+            "'interactions'?); sources: interactions, elements, form_entries, identities",
+        ),
+        (
+            "landing_wait.required",
+            "interactions",
+            "p.yml: landing_wait.required: must be a list of source names, not 'interactions'",
+        ),
+        (
+            "landing_wait.marker",
+            "SUCCESS",
+            "p.yml: landing_wait.marker: 'SUCCESS' must be a file name starting with _ or .",
+        ),
+        ("landing_wait.marker", "_done/x", "landing_wait.marker: '_done/x' must be a file name"),
+        ("landing_wait.deadline_hours", -1, "landing_wait.deadline_hours: must be 0 or more"),
+        ("landing_wait.deadline_hours", "6h", "landing_wait.deadline_hours: must be a number"),
+        ("landing_wait.poke_minutes", 0, "landing_wait.poke_minutes: must be above 0, not 0"),
+        (
+            "landing_wait.wait_hours",
+            6,
+            "p.yml: landing_wait.wait_hours: unknown key 'wait_hours' (did you mean "
+            "'deadline_hours'?) in landing_wait",
+        ),
     ],
 )
 def test_mistakes_fail_with_the_file_and_the_key(path, value, message):
@@ -310,6 +337,28 @@ def test_booleans_and_numbers_as_yaml_writes_them():
         (True, True),
     ]
     assert [d.name for d in config.enabled_destinations] == ["b"]
+
+
+def test_landing_wait_as_written_and_by_default():
+    config = parse_config(
+        yaml.safe_load(
+            """
+            start_date: 2022-01-11
+            landing_root: x
+            landing_wait:
+              required: [interactions, form_entries, interactions]
+              marker: _SUCCESS
+              deadline_hours: 0
+              poke_minutes: 0.5
+            """
+        ),
+        "p.yml",
+    )
+    wait = config.landing_wait
+    assert (wait.required, wait.marker) == (("interactions", "form_entries"), "_SUCCESS")
+    assert (wait.deadline_hours, wait.poke_minutes) == (0.0, 0.5)
+    assert parse_config(MINIMAL, "p.yml").landing_wait.required == ()  # no wait unless asked
+    assert load_config(DEFAULT_FILE).landing_wait.required == ()  # the sample's dates are sparse
 
 
 def test_empty_sections_mean_the_defaults():

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from audience_profiles.generate import data_dates
-from audience_profiles.landing import LandingError, extract
+from audience_profiles.landing import SOURCES, LandingError, extract, partition_gap
 from tests.support import INTERACTION_HEADER, write_csv, write_ndjson
 
 
@@ -264,6 +264,48 @@ def test_an_s3_partition_is_its_own_files_as_locally(aws_conn, moto_server, tmp_
     )
     assert (result["files"], result["rows"]) == (1, 1)
     assert staged(out)[0][0] == f"s3://landing-subfolders/{partition}/part-0.csv"
+
+
+def test_a_partition_counts_as_landed_with_a_data_file_or_its_marker(tmp_path):
+    root, interactions = tmp_path / "landing", SOURCES["interactions"]
+    folder = root / "interactions" / "date=2022-04-29"
+
+    def gap(marker=None):
+        return partition_gap(str(root), interactions, "2022-04-29", None, marker)
+
+    assert gap() == f"{folder}: no data file in it yet"  # no folder
+    folder.mkdir(parents=True)
+    (folder / "_SUCCESS").touch()
+    (folder / ".part-0.csv.crc").touch()
+    assert gap() == f"{folder}: no data file in it yet"  # markers and temporaries are no data
+    assert gap("_SUCCESS") is None
+    write_csv(folder / "part-0.csv", INTERACTION_HEADER, [])  # the header alone: a day of no rows
+    assert gap() is None
+    assert gap("_DONE") == f"{folder}: no _DONE in it yet"  # with a marker, only the marker
+    catalogue = partition_gap(str(root), SOURCES["elements"], "2022-04-29", None)
+    assert catalogue == f"{root / 'elements'}: no data file in it yet"  # not partitioned
+
+
+@pytest.mark.services
+def test_an_s3_partition_counts_as_landed_as_a_local_one(aws_conn, moto_server):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="landing-ready")
+    root, interactions = "s3://landing-ready/l", SOURCES["interactions"]
+    folder = "l/interactions/date=2022-04-29"
+
+    def gap(marker=None):
+        return partition_gap(root, interactions, "2022-04-29", aws_conn, marker)
+
+    assert gap() == f"s3://landing-ready/{folder}: no data file in it yet"
+    s3.put_object(Bucket="landing-ready", Key=f"{folder}/_temporary/0/part-0.csv", Body=b"x")
+    assert gap() == f"s3://landing-ready/{folder}: no data file in it yet"  # not its own file
+    s3.put_object(Bucket="landing-ready", Key=f"{folder}/part-0.csv", Body=b"date\n")
+    assert gap() is None
+    assert gap("_SUCCESS") == f"s3://landing-ready/{folder}: no _SUCCESS in it yet"
+    s3.put_object(Bucket="landing-ready", Key=f"{folder}/_SUCCESS", Body=b"")
+    assert gap("_SUCCESS") is None
 
 
 def test_optional_form_columns_may_be_absent(tmp_path):

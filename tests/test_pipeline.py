@@ -223,6 +223,21 @@ def test_a_date_with_no_data_reports_zeros_not_nulls(tmp_path):
     assert result["checks"]["failed"] == 0
 
 
+def test_a_required_partition_missing_fails_the_run_before_anything_is_written(tmp_path):
+    # As the DAG's wait_for_landing past its deadline: the run built the day from no rows.
+    config = write_config(tmp_path, landing_wait={"required": ["interactions"]})
+    write_seed_example(tmp_path / "landing")  # 2022-01-11 is the seed's form entry alone
+    with pytest.raises(pipeline.LandingNotReady, match="interactions: .*date=2022-01-11: no data"):
+        run_all(RunWindow.for_date("2022-01-11"), config)
+    assert not os.path.exists(config.warehouse.path)
+    write_csv(
+        tmp_path / "landing" / "interactions" / "date=2022-01-11" / "part-0.csv",
+        INTERACTION_HEADER,
+        [],
+    )  # the day had no interactions: said so with a file of only its header
+    assert run_all(RunWindow.for_date("2022-01-11"), config)["enrich"]["rows"] == 0
+
+
 def test_a_run_without_a_logical_date_fails_at_once_saying_why():
     from airflow.sdk.exceptions import AirflowFailException
 

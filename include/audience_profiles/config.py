@@ -63,10 +63,14 @@ TOP_LEVEL_KEYS = (
     "alerts",
     "retention",  # its keys: privacy.retention.RetentionPolicy
     "stream",
+    "landing_wait",
 )
 WAREHOUSE_KEYS = ("engine", "path", "conn_id", "database", "schema", "memory_limit", "threads")
 ALERTS_KEYS = ("webhook_conn_id",)
 STREAM_KEYS = ("lookback_seconds", "destinations")
+LANDING_WAIT_KEYS = ("required", "marker", "deadline_hours", "poke_minutes")
+# The sources a run extracts (dag_defaults.EXTRACT_SOURCES, without importing the DAG helpers).
+LANDING_SOURCES = ("interactions", "elements", "form_entries", "identities")
 # The keys of a destination entry every kind takes (read here); the other keys of an entry are
 # its kind's options, which the kind's class declares in ``OPTIONS`` (destinations/base.py).
 DESTINATION_KEYS = (
@@ -120,6 +124,26 @@ class WarehouseConfig:
 
 
 @dataclass(frozen=True)
+class LandingWait:
+    """``landing_wait:``: which sources a date's run waits for, and until when.
+
+    The daily DAG's first task (``operators.landing.LandingSensor``) waits until every source in
+    ``required`` has its partition for the date (a data file in it, or ``marker`` when one is
+    set), looking every ``poke_minutes``, until ``deadline_hours`` after the date is over (UTC);
+    then a partition still missing fails the run, named. A source not required may be missing
+    (a day without SSO logins): its day counts 0 rows.
+    """
+
+    required: tuple[str, ...] = ()
+    marker: str | None = None
+    deadline_hours: float = 6.0
+    poke_minutes: float = 5.0
+
+    def deadline(self, interval_end: dt.datetime) -> dt.datetime:
+        return interval_end + dt.timedelta(hours=self.deadline_hours)
+
+
+@dataclass(frozen=True)
 class DestinationConfig:
     """One entry of ``destinations:``. ``options`` holds the kind-specific keys."""
 
@@ -147,6 +171,7 @@ class PipelineConfig:
     segments_config: str
     destinations: tuple[DestinationConfig, ...]
     alerts_webhook_conn_id: str | None = None
+    landing_wait: LandingWait = LandingWait()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def destination(self, name: str) -> DestinationConfig:
@@ -534,6 +559,51 @@ def _check_stream(raw: dict, source: str) -> None:
         )
 
 
+def _number(
+    mapping: dict, key: str, default: float, where: str, source: str, minimum: float, zero_ok: bool
+) -> float:
+    """A number (whole or decimal) of at least ``minimum`` (above it unless ``zero_ok``),
+    strictly: no strings or booleans."""
+    if key not in mapping:
+        return default
+    value = mapping[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{source}: {where}{key}: must be a number, not {value!r}")
+    if value < minimum or (value == minimum and not zero_ok):
+        limit = f"{minimum:g} or more" if zero_ok else f"above {minimum:g}"
+        raise ConfigError(f"{source}: {where}{key}: must be {limit}, not {value!r}")
+    return float(value)
+
+
+def _parse_landing_wait(raw: dict, source: str) -> LandingWait:
+    wait = _section(raw, "landing_wait", source)
+    reject_unknown(wait, LANDING_WAIT_KEYS, "landing_wait.", source, "in landing_wait")
+    required = wait.get("required") or []
+    if not isinstance(required, list) or not all(isinstance(n, str) for n in required):
+        raise ConfigError(
+            f"{source}: landing_wait.required: must be a list of source names, not {required!r}"
+        )
+    for name in required:
+        if name not in LANDING_SOURCES:
+            raise ConfigError(
+                f"{source}: landing_wait.required: {name!r} is no source"
+                f"{_suggestion(name, LANDING_SOURCES)}; sources: {', '.join(LANDING_SOURCES)}"
+            )
+    marker = _text(wait, "marker", None, "landing_wait.", source)
+    # Named as a writer's marker: any other name would be read as data, or fail the extract.
+    if marker is not None and (not marker.startswith(("_", ".")) or "/" in marker):
+        raise ConfigError(
+            f"{source}: landing_wait.marker: {marker!r} must be a file name starting with _ or . "
+            "(as _SUCCESS): the extract reads other names as data"
+        )
+    return LandingWait(
+        required=tuple(dict.fromkeys(required)),
+        marker=marker,
+        deadline_hours=_number(wait, "deadline_hours", 6.0, "landing_wait.", source, 0, True),
+        poke_minutes=_number(wait, "poke_minutes", 5.0, "landing_wait.", source, 0, False),
+    )
+
+
 def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     """Validate a parsed YAML mapping into a :class:`PipelineConfig`."""
     if not isinstance(raw, dict):
@@ -575,6 +645,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
         segments_config=sibling("segments_config", "segments.yml"),
         destinations=destinations,
         alerts_webhook_conn_id=_text(alerts, "webhook_conn_id", None, "alerts.", source),
+        landing_wait=_parse_landing_wait(raw, source),
         raw=raw,
     )
     # retention: is read by its task, but a mistake in it should fail here, when the file loads.

@@ -211,6 +211,32 @@ def landed_versions(names: Iterable[str], conn_id: str | None) -> dict[str, str]
     return versions
 
 
+def partition_gap(
+    landing_root: str, source: Source, ds: str, conn_id: str | None, marker: str | None = None
+) -> str | None:
+    """Why the source's partition for ``ds`` does not count as landed yet, naming its folder;
+    None once it does: it holds ``marker`` when one is given, else at least one data file (a
+    file with only its header says the day had no rows)."""
+    prefix = partition_prefix(source, ds)
+    if landing_root.startswith("s3://"):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
+
+        bucket, _, key_prefix = landing_root.removeprefix("s3://").partition("/")
+        full_prefix = "/".join(p for p in (key_prefix.strip("/"), prefix) if p) + "/"
+        where = f"s3://{bucket}/{full_prefix.rstrip('/')}"
+        keys = S3Hook(aws_conn_id=conn_id).list_keys(bucket, prefix=full_prefix, delimiter="/")
+        names = [k.rsplit("/", 1)[-1] for k in keys or [] if not k.endswith("/")]
+    else:
+        folder = Path(landing_root) / prefix
+        where = str(folder)
+        names = [p.name for p in folder.glob("*") if p.is_file()]
+    if marker is not None:
+        return None if marker in names else f"{where}: no {marker} in it yet"
+    if any(is_data_file(name) for name in names):
+        return None
+    return f"{where}: no data file in it yet"
+
+
 @contextmanager
 def local_files(
     landing_root: str, source: Source, ds: str, conn_id: str | None, scratch: Path | None = None

@@ -45,6 +45,7 @@ REPORTED_TASKS = (
 )
 # The DAG's tasks in pipeline order, for the durations chart.
 TASK_ORDER = (
+    "wait_for_landing",
     *REPORTED_TASKS[:-2],
     "build_segments",
     "check_quality",

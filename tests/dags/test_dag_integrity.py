@@ -9,6 +9,7 @@ import pytest
 
 from audience_profiles.dag_defaults import OWNER, WAREHOUSE_POOL, Tag, fails_fast
 from audience_profiles.operators.deliver import DeliverOperator
+from audience_profiles.operators.landing import LandingSensor
 
 DAGS_DIR = Path(__file__).parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
@@ -103,6 +104,8 @@ def test_daily_dag_shape(dagbag):
     ):
         assert dag.get_task(task_id).pool == WAREHOUSE_POOL
     assert dag.get_task("cleanup").is_teardown
+    # The landing is waited for before anything reads it (pipeline.yml landing_wait).
+    assert dag.get_task("extract").upstream_task_ids == {"wait_for_landing"}
 
 
 def test_tasks_that_read_config_or_check_data_fail_without_retrying_what_would_repeat(dagbag):
@@ -132,6 +135,7 @@ def test_tasks_that_read_config_or_check_data_fail_without_retrying_what_would_r
             task = dagbag.dags[dag_id].get_task(task_id)
             assert wrapped_by_fails_fast(task.python_callable), f"{dag_id}.{task_id}"
     assert wrapped_by_fails_fast(DeliverOperator.execute)  # Airflow wraps execute too
+    assert wrapped_by_fails_fast(LandingSensor.execute)
 
 
 def test_dag_files_stay_thin():

@@ -21,6 +21,7 @@ from tests.support import write_config
 
 pytestmark = pytest.mark.e2e
 DATES = ("2022-04-25", "2022-04-26")
+NOT_LANDED = "2022-04-27"  # after the generated days: no partition
 
 
 def landing_rows(folder: Path) -> int:
@@ -45,7 +46,8 @@ def drop_rows(output: Path, table: str, ds: str) -> int:
 @pytest.fixture(scope="module")
 def daily_run(tmp_path_factory, airflow_db):
     root = tmp_path_factory.mktemp("e2e")
-    config = write_config(root)
+    # Both partitions are waited for; the generated days have them.
+    config = write_config(root, landing_wait={"required": ["interactions", "form_entries"]})
     generate(GenerateOptions(out=root / "landing", interactions=3_000, days=2, dirty_rate=0.01))
     spec = importlib.util.spec_from_file_location(
         "daily_dag_file", PROJECT_ROOT / "dags" / "audience_profiles.py"
@@ -58,7 +60,7 @@ def daily_run(tmp_path_factory, airflow_db):
     try:
         runs = [
             dag.test(logical_date=dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC))
-            for ds in DATES
+            for ds in (*DATES, NOT_LANDED)
         ]
     finally:
         mp.undo()
@@ -67,7 +69,25 @@ def daily_run(tmp_path_factory, airflow_db):
 
 def test_runs_succeed(daily_run):
     _, _, runs = daily_run
-    assert [str(r.state) for r in runs] == ["success", "success"]
+    assert [str(r.state) for r in runs[: len(DATES)]] == ["success", "success"]
+
+
+def test_a_date_whose_landing_never_came_fails_at_wait_for_landing(daily_run):
+    # Past its deadline: one look, then the run fails, rather than build the day from no rows.
+    _, config, runs = daily_run
+    missing = runs[-1]
+    assert str(missing.state) == "failed"
+    states = {ti.task_id: str(ti.state) for ti in missing.get_task_instances()}
+    assert states["wait_for_landing"] == "failed"
+    assert states["extract"] == "upstream_failed"
+    assert states["report"] == "success"  # the teardown still reports the run
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        row = con.execute(
+            f"SELECT state, report FROM pipeline_runs WHERE ds = DATE '{NOT_LANDED}'"
+        ).fetchall()
+    ((state, report),) = row
+    assert state == "failed"
+    assert "wait_for_landing" in json.loads(report)["failed_tasks"]
 
 
 def test_every_landing_row_is_in_an_output_or_in_quarantine(daily_run):

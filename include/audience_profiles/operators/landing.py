@@ -1,0 +1,67 @@
+"""Wait for a date's landing before its run extracts it.
+
+:class:`LandingSensor` is the daily DAG's first task (``wait_for_landing``). It looks for the
+partition of every source listed in ``landing_wait.required`` (pipeline.yml); while one is
+missing it defers on the triggerer (no worker slot is held) and looks again every
+``poke_minutes``, until ``deadline_hours`` after the run's day is over. A partition still missing
+then fails the run at once (no retries), naming the folder: without it the run would build the
+date from no rows and go green, and a partition landing later would be in no output until the
+date was run again. A backfill of an old date past its deadline looks once.
+
+With nothing required (the default) the task returns at once. The module imports only the
+operator base at DAG parse time; the pipeline loads when the task runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from audience_profiles.dag_defaults import fails_fast
+
+# Longer than any wait it sets: without a triggerer running, the try fails and is retried.
+TRIGGER_GRACE = dt.timedelta(minutes=10)
+
+
+class LandingSensor(BaseOperator):
+    ui_color = "#e8f4fd"
+
+    @fails_fast  # past the deadline a retry would look at the same landing
+    def execute(self, context, event: Any = None) -> dict[str, Any]:
+        from audience_profiles.config import load_config
+        from audience_profiles.pipeline import (
+            RunWindow,
+            landing_deadline,
+            landing_gaps,
+            landing_missing,
+        )
+
+        config = load_config()
+        window = RunWindow.from_context(context)
+        gaps = landing_gaps(window, config)
+        required = list(config.landing_wait.required)
+        if not gaps:
+            if required:
+                self.log.info("%s: landed: %s", window.ds, ", ".join(required))
+            return {"ds": window.ds, "required": required}
+        deadline = landing_deadline(window, config)
+        now = dt.datetime.now(dt.UTC)
+        if now >= deadline:
+            raise landing_missing(window, gaps, config)
+        wake = min(now + dt.timedelta(minutes=config.landing_wait.poke_minutes), deadline)
+        self.log.info(
+            "%s: waiting for the landing until %s UTC, looking again at %s: %s",
+            window.ds,
+            f"{deadline:%Y-%m-%d %H:%M}",
+            f"{wake:%H:%M:%S}",
+            "; ".join(gaps),
+        )
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        self.defer(
+            trigger=DateTimeTrigger(wake),
+            method_name="execute",
+            timeout=wake - now + TRIGGER_GRACE,
+        )

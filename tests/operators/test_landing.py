@@ -1,0 +1,98 @@
+"""LandingSensor: the daily DAG's wait for a date's landing (pipeline.yml ``landing_wait``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+
+from audience_profiles.config import CONFIG_ENV
+from audience_profiles.operators.landing import TRIGGER_GRACE, LandingSensor
+from tests.support import INTERACTION_HEADER, write_config, write_csv
+
+
+def configure(tmp_path, monkeypatch, **wait):
+    config = write_config(tmp_path, landing_wait={"required": ["interactions"], **wait})
+    monkeypatch.setenv(CONFIG_ENV, config.source_file)
+    return config
+
+
+def land(tmp_path, ds: str, name: str = "part-0.csv") -> None:
+    folder = tmp_path / "landing" / "interactions" / f"date={ds}"
+    write_csv(folder / name, INTERACTION_HEADER, [])  # the header alone: a day of no rows
+
+
+def context(ds: str) -> dict:
+    return {"ds": ds, "run_id": f"scheduled__{ds}"}
+
+
+def today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def test_nothing_required_returns_at_once(tmp_path, monkeypatch):
+    config = write_config(tmp_path)
+    monkeypatch.setenv(CONFIG_ENV, config.source_file)
+    assert LandingSensor(task_id="w").execute(context("2022-04-29")) == {
+        "ds": "2022-04-29",
+        "required": [],
+    }
+
+
+def test_a_landed_partition_lets_the_run_go_on(tmp_path, monkeypatch):
+    configure(tmp_path, monkeypatch)
+    land(tmp_path, "2022-04-29")
+    result = LandingSensor(task_id="w").execute(context("2022-04-29"))
+    assert result == {"ds": "2022-04-29", "required": ["interactions"]}
+
+
+def test_past_its_deadline_a_missing_partition_fails_the_run_at_once_naming_it(
+    tmp_path, monkeypatch
+):
+    # A backfill of an old date: one look, then the run fails (no retries), rather than build the
+    # day from no rows and go green.
+    configure(tmp_path, monkeypatch)
+    land(tmp_path, "2022-04-28")  # another date's partition is no help
+    with pytest.raises(AirflowFailException) as failed:
+        LandingSensor(task_id="w").execute(context("2022-04-29"))
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    assert str(failed.value) == (
+        "2022-04-29: the landing is not complete (landing_wait.required; the daily DAG waits until "
+        f"2022-04-30 06:00 UTC): interactions: {folder}: no data file in it yet. Land it (a file "
+        "with only its header if the day had no rows) and run the date again (clear "
+        "wait_for_landing); to build without a source, take it out of landing_wait.required"
+    )
+
+
+def test_before_its_deadline_it_waits_on_the_triggerer_and_looks_again(tmp_path, monkeypatch):
+    configure(tmp_path, monkeypatch, marker="_SUCCESS", poke_minutes=2)
+    ds = today().isoformat()  # its day is not over: the deadline is hours away
+    sensor = LandingSensor(task_id="w")
+    land(tmp_path, ds)  # files, but not yet the writer's marker
+    before = dt.datetime.now(dt.UTC)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context(ds))
+    assert deferred.value.method_name == "execute"
+    moment = deferred.value.trigger.moment
+    assert (
+        before + dt.timedelta(minutes=2)
+        <= moment
+        <= dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
+    )
+    assert deferred.value.timeout <= dt.timedelta(minutes=2) + TRIGGER_GRACE
+    (tmp_path / "landing" / "interactions" / f"date={ds}" / "_SUCCESS").touch()
+    assert sensor.execute(context(ds), event={"status": "ok"})["required"] == ["interactions"]
+
+
+def test_the_last_wait_ends_at_the_deadline(tmp_path, monkeypatch):
+    now = dt.datetime.now(dt.UTC)
+    midnight = dt.datetime.combine(today(), dt.time(), dt.UTC)
+    # yesterday's run, whose deadline is a minute from now: it wakes then, not in five minutes
+    hours = (now - midnight).total_seconds() / 3600 + 1 / 60
+    configure(tmp_path, monkeypatch, deadline_hours=hours)
+    ds = (today() - dt.timedelta(days=1)).isoformat()
+    with pytest.raises(TaskDeferred) as deferred:
+        LandingSensor(task_id="w").execute(context(ds))
+    deadline = midnight + dt.timedelta(hours=hours)
+    assert abs(deferred.value.trigger.moment - deadline) < dt.timedelta(seconds=1)
