@@ -261,6 +261,11 @@ def edited(path: str, value) -> dict:
         ("landing_wait.deadline_hours", "6h", "landing_wait.deadline_hours: must be a number"),
         ("landing_wait.poke_minutes", 0, "landing_wait.poke_minutes: must be above 0, not 0"),
         (
+            "landing_wait.late_check_days",
+            1.5,
+            "landing_wait.late_check_days: must be a whole number",
+        ),
+        (
             "landing_wait.wait_hours",
             6,
             "p.yml: landing_wait.wait_hours: unknown key 'wait_hours' (did you mean "
@@ -350,14 +355,16 @@ def test_landing_wait_as_written_and_by_default():
               marker: _SUCCESS
               deadline_hours: 0
               poke_minutes: 0.5
+              late_check_days: 0
             """
         ),
         "p.yml",
     )
     wait = config.landing_wait
     assert (wait.required, wait.marker) == (("interactions", "form_entries"), "_SUCCESS")
-    assert (wait.deadline_hours, wait.poke_minutes) == (0.0, 0.5)
-    assert parse_config(MINIMAL, "p.yml").landing_wait.required == ()  # no wait unless asked
+    assert (wait.deadline_hours, wait.poke_minutes, wait.late_check_days) == (0.0, 0.5, 0)
+    default = parse_config(MINIMAL, "p.yml").landing_wait
+    assert (default.required, default.late_check_days) == ((), 7)  # no wait unless asked
     assert load_config(DEFAULT_FILE).landing_wait.required == ()  # the sample's dates are sparse
 
 

@@ -8,7 +8,13 @@ import duckdb
 import pytest
 
 from audience_profiles.generate import data_dates
-from audience_profiles.landing import SOURCES, LandingError, extract, partition_gap
+from audience_profiles.landing import (
+    SOURCES,
+    LandingError,
+    extract,
+    partition_gap,
+    partition_versions,
+)
 from tests.support import INTERACTION_HEADER, write_csv, write_ndjson
 
 
@@ -306,6 +312,40 @@ def test_an_s3_partition_counts_as_landed_as_a_local_one(aws_conn, moto_server):
     assert gap("_SUCCESS") == f"s3://landing-ready/{folder}: no _SUCCESS in it yet"
     s3.put_object(Bucket="landing-ready", Key=f"{folder}/_SUCCESS", Body=b"")
     assert gap("_SUCCESS") is None
+
+
+def test_the_extract_names_the_version_it_read_as_the_partition_lists_it(tmp_path):
+    root = tmp_path / "landing"
+    part = write_csv(
+        root / "interactions" / "date=2022-04-29" / "part-0.csv", INTERACTION_HEADER, []
+    )
+    (part.parent / "_SUCCESS").touch()
+    result = extract("interactions", "2022-04-29", str(root), tmp_path / "out.parquet")
+    now = partition_versions(str(root), SOURCES["interactions"], "2022-04-29", None)
+    assert result["versions"] == now == {str(part): now[str(part)]}  # data files only
+    part.write_text(part.read_text() + "2022-04-29,e,p,s,0,1\n")  # a correction
+    assert partition_versions(str(root), SOURCES["interactions"], "2022-04-29", None) != now
+
+
+@pytest.mark.services
+def test_an_s3_extract_names_the_version_it_read_as_the_partition_lists_it(
+    aws_conn, moto_server, tmp_path
+):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="landing-versions")
+    partition = "l/interactions/date=2022-04-29"
+    body = ",".join(INTERACTION_HEADER) + "\n"
+    for key in ("part-0.csv", "_SUCCESS", "_temporary/0/part-0.csv"):
+        s3.put_object(Bucket="landing-versions", Key=f"{partition}/{key}", Body=body.encode())
+    root, interactions = "s3://landing-versions/l", SOURCES["interactions"]
+    result = extract("interactions", "2022-04-29", root, tmp_path / "o.parquet", conn_id=aws_conn)
+    now = partition_versions(root, interactions, "2022-04-29", aws_conn)
+    name = f"s3://landing-versions/{partition}/part-0.csv"
+    assert result["versions"] == now and list(now) == [name]
+    s3.put_object(Bucket="landing-versions", Key=f"{partition}/part-0.csv", Body=b"date\n")
+    assert partition_versions(root, interactions, "2022-04-29", aws_conn)[name] != now[name]
 
 
 def test_optional_form_columns_may_be_absent(tmp_path):

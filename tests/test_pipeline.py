@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -236,6 +237,53 @@ def test_a_required_partition_missing_fails_the_run_before_anything_is_written(t
         [],
     )  # the day had no interactions: said so with a file of only its header
     assert run_all(RunWindow.for_date("2022-01-11"), config)["enrich"]["rows"] == 0
+
+
+def reported_late(config, ds: str) -> list:
+    with warehouse(config) as con:
+        (report,) = con.execute(
+            f"SELECT report FROM pipeline_runs WHERE ds = DATE '{ds}'"
+        ).fetchone()
+    return json.loads(report)["late_landings"]
+
+
+def test_files_landing_after_their_date_was_built_are_reported_until_it_is_run_again(tmp_path):
+    # Without a wait, or past it: a file of 04-29 landing after 04-29's run is in no output, and
+    # 04-30's run reads only its own partitions. Its report says so, as does every later one.
+    config = write_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    run_all(RunWindow.for_date("2022-04-29"), config)
+    late_part = landing / "interactions" / "date=2022-04-29" / "part-1.csv"
+    write_csv(late_part, INTERACTION_HEADER, [["2022-04-29", SEED_EVENT, "54663", "s-late", 1, 1]])
+    (landing / "interactions" / "date=2022-04-29" / "_SUCCESS").touch()  # no data: not reported
+    run_all(RunWindow.for_date("2022-04-30"), config)  # it found no identities partition
+    write_csv(  # 04-30's SSO logins land after its run too
+        landing / "identities" / "date=2022-04-30" / "part-0.csv",
+        IDENTITY_HEADER,
+        [["2022-04-30T10:00:00", "s-late", "sso-1"]],
+    )
+    run_all(RunWindow.for_date("2022-05-01"), config)
+    assert reported_late(config, "2022-04-30") == [
+        {"source": "interactions", "date": "2022-04-29", "files": 1, "names": [str(late_part)]}
+    ]
+    assert reported_late(config, "2022-05-01") == [
+        {"source": "interactions", "date": "2022-04-29", "files": 1, "names": [str(late_part)]},
+        {
+            "source": "identities",
+            "date": "2022-04-30",
+            "files": 1,
+            "names": [str(landing / "identities" / "date=2022-04-30" / "part-0.csv")],
+        },
+    ]
+    run_all(RunWindow.for_date("2022-04-29"), config)  # run again: its files are built in
+    assert reported_late(config, "2022-04-29") == []  # it looks back from its date, not on
+    seed_part = landing / "interactions" / "date=2022-04-29" / "part-0.csv"
+    os.utime(seed_part, ns=(1, 1))  # replaced (a correction): another version than was read
+    run_all(RunWindow.for_date("2022-04-30"), config)  # it reads its SSO logins now
+    assert [(e["date"], e["names"]) for e in reported_late(config, "2022-04-30")] == [
+        ("2022-04-29", [str(seed_part)])
+    ]
 
 
 def test_a_run_without_a_logical_date_fails_at_once_saying_why():

@@ -68,7 +68,7 @@ TOP_LEVEL_KEYS = (
 WAREHOUSE_KEYS = ("engine", "path", "conn_id", "database", "schema", "memory_limit", "threads")
 ALERTS_KEYS = ("webhook_conn_id",)
 STREAM_KEYS = ("lookback_seconds", "destinations")
-LANDING_WAIT_KEYS = ("required", "marker", "deadline_hours", "poke_minutes")
+LANDING_WAIT_KEYS = ("required", "marker", "deadline_hours", "poke_minutes", "late_check_days")
 # The sources a run extracts (dag_defaults.EXTRACT_SOURCES, without importing the DAG helpers).
 LANDING_SOURCES = ("interactions", "elements", "form_entries", "identities")
 # The keys of a destination entry every kind takes (read here); the other keys of an entry are
@@ -132,12 +132,16 @@ class LandingWait:
     set), looking every ``poke_minutes``, until ``deadline_hours`` after the date is over (UTC);
     then a partition still missing fails the run, named. A source not required may be missing
     (a day without SSO logins): its day counts 0 rows.
+
+    Whatever is required, each run's report looks back ``late_check_days`` (0: not at all) for
+    files that landed, or changed, after their date was built (``pipeline.late_landings``).
     """
 
     required: tuple[str, ...] = ()
     marker: str | None = None
     deadline_hours: float = 6.0
     poke_minutes: float = 5.0
+    late_check_days: int = 7
 
     def deadline(self, interval_end: dt.datetime) -> dt.datetime:
         return interval_end + dt.timedelta(hours=self.deadline_hours)
@@ -601,6 +605,7 @@ def _parse_landing_wait(raw: dict, source: str) -> LandingWait:
         marker=marker,
         deadline_hours=_number(wait, "deadline_hours", 6.0, "landing_wait.", source, 0, True),
         poke_minutes=_number(wait, "poke_minutes", 5.0, "landing_wait.", source, 0, False),
+        late_check_days=_whole(wait, "late_check_days", 7, "landing_wait.", source, minimum=0),
     )
 
 

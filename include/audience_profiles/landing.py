@@ -237,11 +237,46 @@ def partition_gap(
     return f"{where}: no data file in it yet"
 
 
+def partition_versions(
+    landing_root: str, source: Source, ds: str, conn_id: str | None
+) -> dict[str, str]:
+    """The data files of the source's partition for ``ds`` on landing now (as ``_file`` names
+    them) and their versions: what a run of the date would read."""
+    prefix = partition_prefix(source, ds)
+    if not landing_root.startswith("s3://"):
+        folder = Path(landing_root) / prefix
+        return {
+            str(p): _local_version_of(p)
+            for p in folder.glob("*")
+            if is_data_file(p.name) and (p.is_file() or p.is_symlink())
+        }
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
+
+    bucket, _, key_prefix = landing_root.removeprefix("s3://").partition("/")
+    full_prefix = "/".join(p for p in (key_prefix.strip("/"), prefix) if p) + "/"
+    listed = S3Hook(aws_conn_id=conn_id).get_file_metadata(full_prefix, bucket) or []
+    return {
+        f"s3://{bucket}/{item['Key']}": s3_version(item["ETag"])
+        for item in listed
+        # the partition's own files, as the extract reads them (not a writer's sub-folder)
+        if "/" not in item["Key"][len(full_prefix) :] and is_data_file(item["Key"])
+    }
+
+
+def _local_version_of(path: Path) -> str:
+    try:
+        return local_version(path.stat())
+    except OSError:  # a dangling link: reading it fails, naming it
+        return ""
+
+
 @contextmanager
 def local_files(
     landing_root: str, source: Source, ds: str, conn_id: str | None, scratch: Path | None = None
-) -> Iterator[list[tuple[str, Path]]]:
-    """Yield ``(display name, local path)`` for the source's files of ``ds``, sorted by name.
+) -> Iterator[list[tuple[str, Path, str]]]:
+    """Yield ``(display name, local path, version)`` for the source's files of ``ds``, sorted by
+    name. The version (as :func:`landed_versions` gives it) is taken before the file is read: one
+    replaced meanwhile then shows as changed since (``late_landings``), never the other way.
 
     Local roots are read in place; ``s3://`` roots are downloaded to a temporary folder through
     S3Hook first (DuckDB then reads them exactly as it reads local files), into ``scratch``
@@ -258,7 +293,7 @@ def local_files(
         found = [p for p in folder.glob("*") if p.is_file() or p.is_symlink()]
         _check_no_unread_files((str(p) for p in found), str(folder))
         files = sorted(p for p in found if is_data_file(p.name))
-        yield [(str(p), p) for p in files]
+        yield [(str(p), p, _local_version_of(p)) for p in files]
         return
 
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
@@ -289,8 +324,9 @@ def local_files(
         out = []
         for i, key in enumerate(keys):
             target = tmp / f"{i:05d}-{Path(key).name}"
-            hook.get_key(key, bucket).download_file(str(target))
-            out.append((f"s3://{bucket}/{key}", target))
+            obj = hook.get_key(key, bucket)  # loaded (a HEAD): its ETag is the one before reading
+            obj.download_file(str(target))
+            out.append((f"s3://{bucket}/{key}", target, s3_version(obj.e_tag)))
         yield out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -811,8 +847,10 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
 def extract(
     source_name: str, ds: str, landing_root: str, out_path: str | Path, conn_id: str | None = None
 ) -> dict:
-    """Stage one source's files for ``ds`` as Parquet (all text + _file/_line/_error/_raw)."""
+    """Stage one source's files for ``ds`` as Parquet (all text + _file/_line/_error/_raw); the
+    result's ``versions`` holds the version of each file read (``landed_files``)."""
     with local_files(
         landing_root, SOURCES[source_name], ds, conn_id, Path(out_path).parent
     ) as files:
-        return stage_files(source_name, files, out_path)
+        result = stage_files(source_name, [(name, path) for name, path, _ in files], out_path)
+        return result | {"versions": {name: version for name, _, version in files}}

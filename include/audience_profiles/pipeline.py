@@ -188,6 +188,34 @@ def landing_missing(window: RunWindow, gaps: list[str], config: PipelineConfig) 
     )
 
 
+def late_landings(wh: Warehouse, config: PipelineConfig, ds: str) -> list[dict[str, Any]]:
+    """Files on landing now that no build of their date holds (``landed_files``): landed, or
+    changed, after the date's extract read its partition, and not merged by a stream batch. The
+    dates looked at: ``landing_wait.late_check_days`` back from ``ds``, ``ds`` included. Their
+    rows are in no output until the date is run again."""
+    days = config.landing_wait.late_check_days
+    if not days or "landed_files" not in wh.table_names(views=False):
+        return []
+    first = (dt.date.fromisoformat(check_ds(ds)) - dt.timedelta(days=days)).isoformat()
+    held: dict[tuple[str, str], dict[str, str]] = {}
+    for source, day, file, version in wh.query(
+        "SELECT source, CAST(dt AS VARCHAR), file, version FROM landed_files "
+        f"WHERE dt BETWEEN DATE '{first}' AND DATE '{ds}'"
+    ):
+        held.setdefault((source, day), {})
+        if file is not None:
+            held[source, day][file] = version
+    late = []
+    for (source, day), files in sorted(held.items(), key=lambda item: (item[0][1], item[0][0])):
+        now = landing.partition_versions(
+            config.landing_root, landing.SOURCES[source], day, config.landing_conn_id
+        )
+        names = sorted(f for f, version in now.items() if files.get(f) != version)
+        if names:
+            late.append({"source": source, "date": day, "files": len(names), "names": names[:5]})
+    return late
+
+
 def extract_source(source: str, window: RunWindow, config: PipelineConfig | None = None) -> dict:
     """Stage one source's landing files for the run's date (no warehouse access: runs in parallel)."""
     config = config or load_config()
@@ -266,6 +294,14 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                 email_pattern=EMAIL_PATTERN,
                 streamed=streamed,
             )
+            if source != "elements" and "versions" in info:  # (an extract from before them)
+                sql += "\n" + wh.render(
+                    "validate/landed_files",
+                    source=source,
+                    ds=window.ds,
+                    versions=sorted(info["versions"].items()),
+                    streamed=streamed,
+                )
             # In the validation's own transaction: aged-out rows are never committed at all.
             for table, condition in drop:
                 sql += (

@@ -139,6 +139,11 @@ def summary_line(report: dict[str, Any]) -> str:
         f"({report['profiles_created']} new, {report['merges']} merged away); "
         f"delivered {report['rows_delivered']} row(s) ({deliveries or 'none'})"
         + (f"; failed: {', '.join(report['failed_tasks'])}" if report["failed_tasks"] else "")
+        + (
+            f"; landed after their date was built: {late_text(report['late_landings'])}"
+            if report.get("late_landings")
+            else ""
+        )
     )
 
 
@@ -168,6 +173,7 @@ def write_report(
             if checked
             else []
         )
+        report["late_landings"] = _late_landings(wh, config, window.ds)
         wh.run_sql(
             "report/pipeline_runs",
             **{k: report[k] for k in _ROW_COLUMNS},
@@ -186,6 +192,33 @@ def write_report(
         (folder / "index.html").write_text(page)
     log.info("%s; report %s", summary_line(report), path)
     return {k: report[k] for k in _ROW_COLUMNS if k != "run_id"} | {"html": str(path)}
+
+
+def _late_landings(wh, config: PipelineConfig, ds: str) -> list[dict[str, Any]] | None:
+    """``pipeline.late_landings``, each logged as a warning; None when the landing could not be
+    listed."""
+    from audience_profiles.pipeline import late_landings
+
+    try:
+        late = late_landings(wh, config, ds)
+    except Exception as exc:  # a landing bucket out of reach must not cost the run its report
+        log.warning("could not look for late landing files: %s: %s", type(exc).__name__, exc)
+        return None
+    for entry in late:
+        log.warning(
+            "%s %s: %d file(s) landed or changed after the date was built, in no output until "
+            "%s is run again: %s",
+            entry["source"],
+            entry["date"],
+            entry["files"],
+            entry["date"],
+            ", ".join(entry["names"]),
+        )
+    return late
+
+
+def late_text(late: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{e['source']} {e['date']} ({e['files']} file(s))" for e in late)
 
 
 _ROW_COLUMNS = (
@@ -392,6 +425,11 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
     ]
     if report["failed_tasks"]:
         parts.append(f"<p>Failed tasks: {_esc(', '.join(report['failed_tasks']))}</p>")
+    if report.get("late_landings"):
+        parts.append(
+            "<p><strong>Landed after their date was built</strong> (in no output until the date "
+            f"is run again): {_esc(late_text(report['late_landings']))}</p>"
+        )
     if failed_checks:
         names = "; ".join(f"{c['name']} ({c['failures']} row(s))" for c in failed_checks)
         parts.append(f"<p><strong>Failed quality checks:</strong> {_esc(names)}</p>")

@@ -54,6 +54,7 @@ VOLATILE_COLUMNS = {
     "pipeline_runs": ("run_id", "seconds", "reported_at", "report"),
     "quality_checks": ("run_id", "checked_at"),
     "published_snapshots": ("run_id", "published_at"),
+    "landed_files": ("recorded_at",),
 }
 VOLATILE_MANIFEST_KEYS = ("run_id", "generated_at")
 # The CLI way to the same backfill, as docs/operations.md gives it.

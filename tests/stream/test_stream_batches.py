@@ -17,6 +17,7 @@ from audience_profiles.destinations.base import DeliveryReport
 from audience_profiles.destinations.streams import records_from_export
 from audience_profiles.privacy import erasure
 from audience_profiles.privacy.retention import apply_retention
+from audience_profiles.warehouse import open_warehouse
 from tests.stream.support import (
     TABLES,
     daily_build,
@@ -255,6 +256,12 @@ def test_a_file_streamed_between_the_daily_extract_and_validate_is_not_lost(tmp_
     pipeline.enrich(pipeline.RunWindow.for_date(ds), config)
     enriched = f"SELECT count(*) FROM interactions_enriched WHERE dt = DATE '{ds}'"
     assert query(config, enriched) == [(2,)]
+    assert late_files(config, ds) == []  # what the stream merged is held: not late
+
+
+def late_files(config, ds: str) -> list:
+    with open_warehouse(config) as wh:
+        return [(e["date"], e["names"]) for e in pipeline.late_landings(wh, config, ds)]
 
 
 def test_a_file_replaced_after_the_listing_keeps_the_version_the_stream_took(tmp_path, sent):
@@ -272,6 +279,12 @@ def test_a_file_replaced_after_the_listing_keeps_the_version_the_stream_took(tmp
     rows = f"SELECT option FROM interactions WHERE dt = DATE '{ds}' ORDER BY 1"
     assert query(config, rows) == [(1,), (2,)]
     assert batch(config, sent, "b2")[0]["files"] == 0
+    assert late_files(config, ds) == []  # the version held is the stream's, as on landing
+    # A file landing after the daily validate is late until a stream batch merges it.
+    b = write_interactions(landing, ds, "b.csv", [(ds, SEED_SESSION, 3)])
+    assert late_files(config, ds) == [(ds, [str(b)])]
+    assert batch(config, sent, "b3")[0]["files"] == 1
+    assert late_files(config, ds) == []
 
 
 def test_a_suppressed_persons_rows_in_a_late_file_are_kept_as_the_daily_run_keeps_them(

@@ -28,6 +28,13 @@ CREATE TABLE IF NOT EXISTS interactions_enriched (
 CREATE TABLE IF NOT EXISTS published_snapshots (
     table_name VARCHAR, dt DATE, run_id VARCHAR, published_at TIMESTAMP
 );
+-- Every landing file a date's partitions hold in the warehouse, at the version read: the daily
+-- validate replaces a date's rows, a stream batch adds the files it merged. A source's date whose
+-- extract found no file has one row with file NULL. The run report compares this with what is on
+-- landing now (pipeline.late_landings): a file that landed, or changed, after its date was built.
+CREATE TABLE IF NOT EXISTS landed_files (
+    source VARCHAR, dt DATE, file VARCHAR, version VARCHAR, recorded_at TIMESTAMP
+);
 
 -- Privacy (docs/privacy.md). Identifiers of people who asked to be erased or suppressed, hashed
 -- (privacy/_macros.sql); matched per identifier type. kind: delete | suppress.

@@ -21,6 +21,13 @@ INSERT INTO stream_shared_sessions
 SELECT session_id, DATE '{{ ds }}', CAST(current_timestamp AS TIMESTAMP) FROM {{ rs }}.shared_sessions
 WHERE session_id NOT IN (SELECT session_id FROM stream_shared_sessions);
 
+-- The batch's dated files are now held in the warehouse at these versions (setup/tables.sql).
+DELETE FROM landed_files l
+WHERE EXISTS (SELECT 1 FROM {{ bs }}.batch_files b WHERE b.file = l.file AND b.ds = l.dt);
+INSERT INTO landed_files
+SELECT source, ds, file, version, CAST(current_timestamp AS TIMESTAMP)
+FROM {{ bs }}.batch_files WHERE ds IS NOT NULL;
+
 DELETE FROM stream_files f WHERE f.file IN (SELECT file FROM {{ bs }}.batch_files);
 INSERT INTO stream_files
 SELECT source, file, version, modified, ds, {{ run_id | literal }}, CAST(current_timestamp AS TIMESTAMP)

@@ -1,0 +1,19 @@
+{#- The files the date's partition of the source now holds (landed_files, setup/tables.sql), in
+    the validation's transaction: those the extract read, at the versions it read (none: one row
+    with file NULL). A file kept as a stream batch merged it (validate_streamed) keeps the batch's
+    row. versions: (file, version) pairs; streamed: whether validate_streamed exists. -#}
+DELETE FROM landed_files
+WHERE source = {{ source | literal }} AND dt = DATE '{{ ds }}'
+{%- if streamed %} AND (file IS NULL OR file NOT IN (SELECT file FROM validate_streamed)){% endif %};
+INSERT INTO landed_files
+SELECT {{ source | literal }}, DATE '{{ ds }}', file, version, CAST(current_timestamp AS TIMESTAMP)
+FROM (VALUES
+{%- for file, version in versions %}
+    ({{ file | literal }}, {{ version | literal }}){{ "," if not loop.last }}
+{%- else %}
+    (CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR))
+{%- endfor %}
+) AS t (file, version)
+{%- if streamed %}
+WHERE file NOT IN (SELECT file FROM validate_streamed)
+{%- endif %};
