@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -61,6 +62,23 @@ def test_running_one_date_names_the_earlier_dates_it_leaves_out(config, capsys):
         (Path(config.landing_root) / "interactions" / f"date={ds}").mkdir()
     assert cli.unbuilt_earlier_dates(config, ["2022-04-27"]) == ["2022-04-25", "2022-04-26"]
     assert cli.unbuilt_earlier_dates(config, ["2022-04-25", "2022-04-26"]) == []
+
+
+def test_a_date_whose_required_landing_is_missing_is_not_run_nor_waited_for(
+    tmp_path, monkeypatch, capsys
+):
+    # Under dag.test() the DAG's wait_for_landing held the command until the deadline (a day and
+    # more for today's date), its output in a log file; SIGTERM did not stop it.
+    config = write_config(tmp_path, landing_wait={"required": ["interactions"]})
+    monkeypatch.setenv(CONFIG_ENV, config.source_file)
+    dag = SimpleNamespace(test=lambda **_: pytest.fail("the DAG ran"))
+    monkeypatch.setattr(cli, "_load_dag", lambda: dag)
+    today = cli.dt.datetime.now(cli.dt.UTC).date().isoformat()
+    assert cli.main(["run", "--date", today]) == 1
+    out = capsys.readouterr().out
+    assert f"audience_profiles {today}: not run: {today}: the landing is not complete" in out
+    assert f"interactions: {tmp_path / 'landing' / 'interactions'}/date={today}: no data" in out
+    assert f"failed dates: {today}" in out
 
 
 def test_show_before_any_run_says_so(config, capsys):

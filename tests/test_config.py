@@ -243,9 +243,11 @@ def edited(path: str, value) -> dict:
         (
             "landing_wait.required",
             ["interaction"],
-            "p.yml: landing_wait.required: 'interaction' is no source (did you mean "
-            "'interactions'?); sources: interactions, elements, form_entries, identities",
+            "p.yml: landing_wait.required: 'interaction' is no dated source (did you mean "
+            "'interactions'?); dated sources: interactions, form_entries, identities",
         ),
+        # the catalogue has no date: any file of it would do for every date
+        ("landing_wait.required", ["elements"], "'elements' is no dated source"),
         (
             "landing_wait.required",
             "interactions",

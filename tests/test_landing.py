@@ -288,8 +288,15 @@ def test_a_partition_counts_as_landed_with_a_data_file_or_its_marker(tmp_path):
     write_csv(folder / "part-0.csv", INTERACTION_HEADER, [])  # the header alone: a day of no rows
     assert gap() is None
     assert gap("_DONE") == f"{folder}: no _DONE in it yet"  # with a marker, only the marker
-    catalogue = partition_gap(str(root), SOURCES["elements"], "2022-04-29", None)
-    assert catalogue == f"{root / 'elements'}: no data file in it yet"  # not partitioned
+    # A file the extract would fail on fails the wait too, named, rather than wait for hours
+    # and then say the partition has no data file.
+    (folder / "part-1.csv.gz").touch()
+    with pytest.raises(LandingError, match=r"1 file\(s\) the pipeline does not read: part-1"):
+        gap()
+    (folder / "part-1.csv.gz").unlink()
+    (root / "interactions" / "date=2022-4-30").mkdir()
+    with pytest.raises(LandingError, match="entry no run reads: date=2022-4-30/"):
+        gap()
 
 
 @pytest.mark.services
@@ -312,6 +319,9 @@ def test_an_s3_partition_counts_as_landed_as_a_local_one(aws_conn, moto_server):
     assert gap("_SUCCESS") == f"s3://landing-ready/{folder}: no _SUCCESS in it yet"
     s3.put_object(Bucket="landing-ready", Key=f"{folder}/_SUCCESS", Body=b"")
     assert gap("_SUCCESS") is None
+    s3.put_object(Bucket="landing-ready", Key=f"{folder}/part-1.txt", Body=b"")
+    with pytest.raises(LandingError, match="does not read: part-1.txt"):
+        gap("_SUCCESS")
 
 
 def test_the_extract_names_the_version_it_read_as_the_partition_lists_it(tmp_path):

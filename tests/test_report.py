@@ -207,3 +207,23 @@ def test_a_failed_extract_leaves_rows_read_unknown():
     assert built["rows_read"] is None
     assert built["failed_tasks"] == ["extract[elements]"]
     assert built["sources"] == {"interactions": {"read": 5}}
+
+
+def test_the_wait_for_the_landing_is_reported_apart_from_the_work():
+    """A deferred task keeps its start: wait_for_landing's duration is the whole wait, which
+    counted as task time and dwarfed every task in the chart."""
+    tasks = {
+        "wait_for_landing": {"state": "success", "seconds": 10_800.0},
+        "validate": {"state": "success", "seconds": 2.5},
+    }
+    late = [{"source": "interactions", "date": "2022-04-28", "files": 2, "names": ["a", "b"]}]
+    built = report.build(RunWindow.for_date("2022-04-29"), {}, tasks) | {"late_landings": late}
+    assert (built["seconds"], built["landing_waited_seconds"]) == (2.5, 10_800.0)
+    page = report.render_html({**built, "checks": []}, [])
+    assert "<dt>Waited for the landing (s)</dt><dd>10,800.0</dd>" in page
+    chart = page[page.index("Seconds per task") :]
+    assert "validate" in chart and "wait_for_landing" not in chart
+    assert "landed after their date was built: interactions 2022-04-28 (2 file(s))" in (
+        report.summary_line(built)
+    )
+    assert "interactions 2022-04-28 (2 file(s))" in page

@@ -69,8 +69,9 @@ WAREHOUSE_KEYS = ("engine", "path", "conn_id", "database", "schema", "memory_lim
 ALERTS_KEYS = ("webhook_conn_id",)
 STREAM_KEYS = ("lookback_seconds", "destinations")
 LANDING_WAIT_KEYS = ("required", "marker", "deadline_hours", "poke_minutes", "late_check_days")
-# The sources a run extracts (dag_defaults.EXTRACT_SOURCES, without importing the DAG helpers).
-LANDING_SOURCES = ("interactions", "elements", "form_entries", "identities")
+# The dated sources a run extracts (landing.SOURCES, partitioned, without importing DuckDB): the
+# catalogue (elements) has no date, so no partition of a date to wait for.
+LANDING_SOURCES = ("interactions", "form_entries", "identities")
 # The keys of a destination entry every kind takes (read here); the other keys of an entry are
 # its kind's options, which the kind's class declares in ``OPTIONS`` (destinations/base.py).
 DESTINATION_KEYS = (
@@ -590,8 +591,9 @@ def _parse_landing_wait(raw: dict, source: str) -> LandingWait:
     for name in required:
         if name not in LANDING_SOURCES:
             raise ConfigError(
-                f"{source}: landing_wait.required: {name!r} is no source"
-                f"{_suggestion(name, LANDING_SOURCES)}; sources: {', '.join(LANDING_SOURCES)}"
+                f"{source}: landing_wait.required: {name!r} is no dated source"
+                f"{_suggestion(name, LANDING_SOURCES)}; dated sources: "
+                f"{', '.join(LANDING_SOURCES)}"
             )
     marker = _text(wait, "marker", None, "landing_wait.", source)
     # Named as a writer's marker: any other name would be read as data, or fail the extract.

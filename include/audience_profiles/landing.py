@@ -216,25 +216,61 @@ def partition_gap(
 ) -> str | None:
     """Why the source's partition for ``ds`` does not count as landed yet, naming its folder;
     None once it does: it holds ``marker`` when one is given, else at least one data file (a
-    file with only its header says the day had no rows)."""
-    prefix = partition_prefix(source, ds)
+    file with only its header says the day had no rows). A partition the extract would fail on
+    (a file it does not read, a misnamed partition folder) raises ``LandingError`` as the extract
+    does, rather than wait for a data file that is there under a name no run reads."""
     if landing_root.startswith("s3://"):
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
-
-        bucket, _, key_prefix = landing_root.removeprefix("s3://").partition("/")
-        full_prefix = "/".join(p for p in (key_prefix.strip("/"), prefix) if p) + "/"
-        where = f"s3://{bucket}/{full_prefix.rstrip('/')}"
-        keys = S3Hook(aws_conn_id=conn_id).list_keys(bucket, prefix=full_prefix, delimiter="/")
-        names = [k.rsplit("/", 1)[-1] for k in keys or [] if not k.endswith("/")]
+        where, keys = _checked_s3_keys(landing_root, source, ds, conn_id)
+        names = [k.rsplit("/", 1)[-1] for k in keys]
     else:
-        folder = Path(landing_root) / prefix
-        where = str(folder)
-        names = [p.name for p in folder.glob("*") if p.is_file()]
+        folder = Path(landing_root) / partition_prefix(source, ds)
+        where, names = str(folder), [p.name for p in _checked_local_files(folder, source)]
     if marker is not None:
         return None if marker in names else f"{where}: no {marker} in it yet"
     if any(is_data_file(name) for name in names):
         return None
     return f"{where}: no data file in it yet"
+
+
+def _checked_local_files(folder: Path, source: Source) -> list[Path]:
+    """The partition folder's files (markers included), once nothing in it or in the source's
+    folder would be left unread (``LandingError`` naming them otherwise)."""
+    if source.partitioned and folder.parent.is_dir():
+        _check_source_folder(
+            ((p.name, p.is_dir()) for p in folder.parent.iterdir()), str(folder.parent)
+        )
+    # A dangling link counts as a file: reading it then fails, naming it.
+    found = [p for p in folder.glob("*") if p.is_file() or p.is_symlink()]
+    _check_no_unread_files((str(p) for p in found), str(folder))
+    return found
+
+
+def _checked_s3_keys(
+    landing_root: str, source: Source, ds: str, conn_id: str | None
+) -> tuple[str, list[str]]:
+    """``(s3://`` folder, keys)`` of the partition's own objects (markers included; not a
+    writer's ``_temporary/`` sub-folder), checked as :func:`_checked_local_files` does."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
+
+    hook = S3Hook(aws_conn_id=conn_id)
+    bucket, _, key_prefix = landing_root.removeprefix("s3://").partition("/")
+    full_prefix = "/".join(p for p in (key_prefix.strip("/"), partition_prefix(source, ds)) if p)
+    full_prefix += "/"
+    if source.partitioned:
+        source_prefix = "/".join(p for p in (key_prefix.strip("/"), source.name) if p) + "/"
+        folders = hook.list_prefixes(bucket, prefix=source_prefix, delimiter="/") or []
+        files = hook.list_keys(bucket, prefix=source_prefix, delimiter="/") or []
+        _check_source_folder(
+            [(f.rstrip("/").rsplit("/", 1)[-1], True) for f in folders]
+            + [(k.rsplit("/", 1)[-1], False) for k in files if not k.endswith("/")],
+            f"s3://{bucket}/{source_prefix.rstrip('/')}",
+        )
+    # delimiter="/": the partition's own files, as locally; not a writer's _temporary/ sub-folder
+    listed = hook.list_keys(bucket, prefix=full_prefix, delimiter="/") or []
+    keys = [k for k in listed if not k.endswith("/")]
+    where = f"s3://{bucket}/{full_prefix.rstrip('/')}"
+    _check_no_unread_files((f"s3://{bucket}/{k}" for k in keys), where)
+    return where, keys
 
 
 def partition_versions(
@@ -282,16 +318,8 @@ def local_files(
     S3Hook first (DuckDB then reads them exactly as it reads local files), into ``scratch``
     (the run's extract folder, which cleanup removes even after a killed task).
     """
-    prefix = partition_prefix(source, ds)
     if not landing_root.startswith("s3://"):
-        folder = Path(landing_root) / prefix
-        if source.partitioned and folder.parent.is_dir():
-            _check_source_folder(
-                ((p.name, p.is_dir()) for p in folder.parent.iterdir()), str(folder.parent)
-            )
-        # A dangling link counts as a file: reading it then fails, naming it.
-        found = [p for p in folder.glob("*") if p.is_file() or p.is_symlink()]
-        _check_no_unread_files((str(p) for p in found), str(folder))
+        found = _checked_local_files(Path(landing_root) / partition_prefix(source, ds), source)
         files = sorted(p for p in found if is_data_file(p.name))
         yield [(str(p), p, _local_version_of(p)) for p in files]
         return
@@ -299,24 +327,10 @@ def local_files(
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
 
     hook = S3Hook(aws_conn_id=conn_id)
-    bucket, _, key_prefix = landing_root.removeprefix("s3://").partition("/")
-    full_prefix = "/".join(p for p in (key_prefix.strip("/"), prefix) if p) + "/"
-    if source.partitioned:
-        source_prefix = "/".join(p for p in (key_prefix.strip("/"), source.name) if p) + "/"
-        folders = hook.list_prefixes(bucket, prefix=source_prefix, delimiter="/") or []
-        files = hook.list_keys(bucket, prefix=source_prefix, delimiter="/") or []
-        _check_source_folder(
-            [(f.rstrip("/").rsplit("/", 1)[-1], True) for f in folders]
-            + [(k.rsplit("/", 1)[-1], False) for k in files if not k.endswith("/")],
-            f"s3://{bucket}/{source_prefix.rstrip('/')}",
-        )
-    # delimiter="/": the partition's own files, as locally; not a writer's _temporary/ sub-folder
-    listed = hook.list_keys(bucket, prefix=full_prefix, delimiter="/") or []
-    _check_no_unread_files(
-        (f"s3://{bucket}/{k}" for k in listed if not k.endswith("/")),
-        f"s3://{bucket}/{full_prefix.rstrip('/')}",
+    bucket = landing_root.removeprefix("s3://").partition("/")[0]
+    keys = sorted(
+        k for k in _checked_s3_keys(landing_root, source, ds, conn_id)[1] if is_data_file(k)
     )
-    keys = sorted(k for k in listed if is_data_file(k))
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"landing-{source.name}-", dir=scratch))

@@ -183,8 +183,9 @@ def landing_missing(window: RunWindow, gaps: list[str], config: PipelineConfig) 
         f"{window.ds}: the landing is not complete (landing_wait.required; the daily DAG waits "
         f"until {landing_deadline(window, config):%Y-%m-%d %H:%M} UTC): " + "; ".join(gaps) + ". "
         "Land it (a file with only its header if the day had no rows) and run the date again "
-        "(clear wait_for_landing); to build without a source, take it out of "
-        "landing_wait.required"
+        "(clear wait_for_landing with its downstream tasks: airflow tasks clear "
+        f"audience_profiles -t wait_for_landing -d -s {window.ds} -e {window.ds}); to build "
+        "without a source, take it out of landing_wait.required"
     )
 
 

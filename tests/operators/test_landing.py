@@ -61,7 +61,9 @@ def test_past_its_deadline_a_missing_partition_fails_the_run_at_once_naming_it(
         "2022-04-29: the landing is not complete (landing_wait.required; the daily DAG waits until "
         f"2022-04-30 06:00 UTC): interactions: {folder}: no data file in it yet. Land it (a file "
         "with only its header if the day had no rows) and run the date again (clear "
-        "wait_for_landing); to build without a source, take it out of landing_wait.required"
+        "wait_for_landing with its downstream tasks: airflow tasks clear audience_profiles -t "
+        "wait_for_landing -d -s 2022-04-29 -e 2022-04-29); to build without a source, take it "
+        "out of landing_wait.required"
     )
 
 
