@@ -226,4 +226,14 @@ def test_the_wait_for_the_landing_is_reported_apart_from_the_work():
     assert "landed after their date was built: interactions 2022-04-28 (2 file(s))" in (
         report.summary_line(built)
     )
-    assert "interactions 2022-04-28 (2 file(s))" in page
+    assert (
+        "<strong>Landed after 2022-04-28 was built</strong>: 2 interactions file(s), in no output "
+        "until 2022-04-28 is run again: a, b</p>"
+    ) in page
+
+
+def test_a_landing_that_could_not_be_listed_is_not_shown_as_nothing_late():
+    built = report.build(RunWindow.for_date("2022-04-29"), {}, {}) | {"late_landings": None}
+    page = report.render_html({**built, "checks": []}, [])
+    said = "not looked for (the landing could not be listed: see the log)"
+    assert said in page and said in report.summary_line(built)

@@ -580,6 +580,19 @@ def _number(
     return float(value)
 
 
+LATE_CHECK_DAYS_MAX = 31  # each day looked at is a listing of every dated source's partition
+
+
+def _late_check_days(wait: dict, source: str) -> int:
+    days = _whole(wait, "late_check_days", 7, "landing_wait.", source, minimum=0)
+    if days > LATE_CHECK_DAYS_MAX:
+        raise ConfigError(
+            f"{source}: landing_wait.late_check_days: must be {LATE_CHECK_DAYS_MAX} or less, not "
+            f"{days} (every run lists each day's partitions)"
+        )
+    return days
+
+
 def _parse_landing_wait(raw: dict, source: str) -> LandingWait:
     wait = _section(raw, "landing_wait", source)
     reject_unknown(wait, LANDING_WAIT_KEYS, "landing_wait.", source, "in landing_wait")
@@ -607,7 +620,7 @@ def _parse_landing_wait(raw: dict, source: str) -> LandingWait:
         marker=marker,
         deadline_hours=_number(wait, "deadline_hours", 6.0, "landing_wait.", source, 0, True),
         poke_minutes=_number(wait, "poke_minutes", 5.0, "landing_wait.", source, 0, False),
-        late_check_days=_whole(wait, "late_check_days", 7, "landing_wait.", source, minimum=0),
+        late_check_days=_late_check_days(wait, source),
     )
 
 

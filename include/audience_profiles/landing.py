@@ -274,10 +274,11 @@ def _checked_s3_keys(
 
 
 def partition_versions(
-    landing_root: str, source: Source, ds: str, conn_id: str | None
+    landing_root: str, source: Source, ds: str, conn_id: str | None, hooks: dict | None = None
 ) -> dict[str, str]:
     """The data files of the source's partition for ``ds`` on landing now (as ``_file`` names
-    them) and their versions: what a run of the date would read."""
+    them) and their versions: what a run of the date would read. ``hooks`` keeps the S3 hook
+    between calls (one client for many partitions)."""
     prefix = partition_prefix(source, ds)
     if not landing_root.startswith("s3://"):
         folder = Path(landing_root) / prefix
@@ -288,12 +289,15 @@ def partition_versions(
         }
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
 
+    hooks = {} if hooks is None else hooks
+    if conn_id not in hooks:
+        hooks[conn_id] = S3Hook(aws_conn_id=conn_id)
+    hook = hooks[conn_id]
     bucket, _, key_prefix = landing_root.removeprefix("s3://").partition("/")
     full_prefix = "/".join(p for p in (key_prefix.strip("/"), prefix) if p) + "/"
-    listed = S3Hook(aws_conn_id=conn_id).get_file_metadata(full_prefix, bucket) or []
     return {
         f"s3://{bucket}/{item['Key']}": s3_version(item["ETag"])
-        for item in listed
+        for item in hook.iter_file_metadata(full_prefix, bucket)
         # the partition's own files, as the extract reads them (not a writer's sub-folder)
         if "/" not in item["Key"][len(full_prefix) :] and is_data_file(item["Key"])
     }

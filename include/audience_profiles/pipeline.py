@@ -150,6 +150,9 @@ def mark_in_flight(config: PipelineConfig, window: RunWindow) -> None:
     (folder / RUN_IN_FLIGHT_MARKER).touch()
 
 
+LATE_NAMES_SHOWN = 5  # file names a late_landings entry lists (with the number of them all)
+
+
 class LandingNotReady(NotRetryable, RuntimeError):
     """A required source's partition is still missing at the date's landing deadline."""
 
@@ -189,31 +192,54 @@ def landing_missing(window: RunWindow, gaps: list[str], config: PipelineConfig) 
     )
 
 
-def late_landings(wh: Warehouse, config: PipelineConfig, ds: str) -> list[dict[str, Any]]:
+def late_landings(config: PipelineConfig, ds: str) -> list[dict[str, Any]]:
     """Files on landing now that no build of their date holds (``landed_files``): landed, or
-    changed, after the date's extract read its partition, and not merged by a stream batch. The
-    dates looked at: ``landing_wait.late_check_days`` back from ``ds``, ``ds`` included. Their
-    rows are in no output until the date is run again."""
+    changed, after the date's extract read its partition, and not merged by a stream batch. Their
+    rows are in no output until the date is run again (or, with the stream DAG running, its next
+    batch merges them: ``stream`` is then true).
+
+    The dates looked at: ``landing_wait.late_check_days`` back from ``ds``, ``ds`` included, that
+    a daily validate recorded (a date never built, or built before the ledger, is not looked at),
+    and no interactions past retention (a run again would not load them). The warehouse is read
+    first and closed before the landing is listed.
+    """
     days = config.landing_wait.late_check_days
-    if not days or "landed_files" not in wh.table_names(views=False):
+    if not days:
         return []
     first = (dt.date.fromisoformat(check_ds(ds)) - dt.timedelta(days=days)).isoformat()
     held: dict[tuple[str, str], dict[str, str]] = {}
-    for source, day, file, version in wh.query(
-        "SELECT source, CAST(dt AS VARCHAR), file, version FROM landed_files "
-        f"WHERE dt BETWEEN DATE '{first}' AND DATE '{ds}'"
-    ):
-        held.setdefault((source, day), {})
-        if file is not None:
-            held[source, day][file] = version
+    with open_warehouse(config) as wh:
+        tables = wh.table_names(views=False)
+        if "landed_files" not in tables:
+            return []
+        kept_from = cutoffs_as_of(wh, config, ds)[1].get("interactions_days", first)
+        for source, day, file, version in wh.query(
+            "SELECT source, CAST(dt AS VARCHAR), file, version FROM landed_files "
+            f"WHERE dt BETWEEN DATE '{first}' AND DATE '{ds}'"
+        ):
+            if source == "interactions" and day < kept_from:
+                continue
+            held.setdefault((source, day), {})
+            if file is not None:
+                held[source, day][file] = version
+    streaming = "stream_files" in tables
     late = []
+    hooks: dict = {}  # one S3 client for every partition listed
     for (source, day), files in sorted(held.items(), key=lambda item: (item[0][1], item[0][0])):
         now = landing.partition_versions(
-            config.landing_root, landing.SOURCES[source], day, config.landing_conn_id
+            config.landing_root, landing.SOURCES[source], day, config.landing_conn_id, hooks
         )
         names = sorted(f for f, version in now.items() if files.get(f) != version)
         if names:
-            late.append({"source": source, "date": day, "files": len(names), "names": names[:5]})
+            late.append(
+                {
+                    "source": source,
+                    "date": day,
+                    "files": len(names),
+                    "names": names[:LATE_NAMES_SHOWN],
+                    "stream": streaming,
+                }
+            )
     return late
 
 

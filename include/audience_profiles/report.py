@@ -146,7 +146,7 @@ def summary_line(report: dict[str, Any]) -> str:
         + (f"; failed: {', '.join(report['failed_tasks'])}" if report["failed_tasks"] else "")
         + (
             f"; landed after their date was built: {late_text(report['late_landings'])}"
-            if report.get("late_landings")
+            if report.get("late_landings") or report.get("late_landings", []) is None
             else ""
         )
     )
@@ -161,6 +161,7 @@ def write_report(
     """Store the run's report in ``pipeline_runs``, render its page; return a small summary."""
     config = config or load_config()
     report = build(window, outputs, tasks)
+    report["late_landings"] = _late_landings(config, window.ds)  # lists landing, warehouse closed
     with open_warehouse(config) as wh:
         wh.run_sql("report/tables")
         # quality_checks is keyed by (date, run id), and a cleared Airflow run keeps its id: the
@@ -178,7 +179,6 @@ def write_report(
             if checked
             else []
         )
-        report["late_landings"] = _late_landings(wh, config, window.ds)
         wh.run_sql(
             "report/pipeline_runs",
             **{k: report[k] for k in _ROW_COLUMNS},
@@ -199,30 +199,37 @@ def write_report(
     return {k: report[k] for k in _ROW_COLUMNS if k != "run_id"} | {"html": str(path)}
 
 
-def _late_landings(wh, config: PipelineConfig, ds: str) -> list[dict[str, Any]] | None:
+def _late_landings(config: PipelineConfig, ds: str) -> list[dict[str, Any]] | None:
     """``pipeline.late_landings``, each logged as a warning; None when the landing could not be
-    listed."""
+    listed (the page and the summary line say so)."""
     from audience_profiles.pipeline import late_landings
 
     try:
-        late = late_landings(wh, config, ds)
+        late = late_landings(config, ds)
     except Exception as exc:  # a landing bucket out of reach must not cost the run its report
         log.warning("could not look for late landing files: %s: %s", type(exc).__name__, exc)
         return None
     for entry in late:
         log.warning(
             "%s %s: %d file(s) landed or changed after the date was built, in no output until "
-            "%s is run again: %s",
+            "%s: %s",
             entry["source"],
             entry["date"],
             entry["files"],
-            entry["date"],
-            ", ".join(entry["names"]),
+            late_until(entry),
+            ", ".join(entry["names"]) + (" ..." if entry["files"] > len(entry["names"]) else ""),
         )
     return late
 
 
-def late_text(late: list[dict[str, Any]]) -> str:
+def late_until(entry: dict[str, Any]) -> str:
+    again = f"{entry['date']} is run again"
+    return f"a stream batch merges them or {again}" if entry.get("stream") else again
+
+
+def late_text(late: list[dict[str, Any]] | None) -> str:
+    if late is None:
+        return "not looked for (the landing could not be listed: see the log)"
     return ", ".join(f"{e['source']} {e['date']} ({e['files']} file(s))" for e in late)
 
 
@@ -431,10 +438,16 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
     ]
     if report["failed_tasks"]:
         parts.append(f"<p>Failed tasks: {_esc(', '.join(report['failed_tasks']))}</p>")
-    if report.get("late_landings"):
+    late = report.get("late_landings", [])
+    if late is None:
+        parts.append(f"<p>Files landed after their date was built: {_esc(late_text(late))}</p>")
+    for entry in late or []:
+        more = entry["files"] - len(entry["names"])
+        names = ", ".join(entry["names"]) + (f" and {more} more" if more else "")
         parts.append(
-            "<p><strong>Landed after their date was built</strong> (in no output until the date "
-            f"is run again): {_esc(late_text(report['late_landings']))}</p>"
+            f"<p><strong>Landed after {_esc(entry['date'])} was built</strong>: "
+            f"{entry['files']} {_esc(entry['source'])} file(s), in no output until "
+            f"{_esc(late_until(entry))}: {_esc(names)}</p>"
         )
     if failed_checks:
         names = "; ".join(f"{c['name']} ({c['failures']} row(s))" for c in failed_checks)

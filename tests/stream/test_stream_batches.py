@@ -17,7 +17,6 @@ from audience_profiles.destinations.base import DeliveryReport
 from audience_profiles.destinations.streams import records_from_export
 from audience_profiles.privacy import erasure
 from audience_profiles.privacy.retention import apply_retention
-from audience_profiles.warehouse import open_warehouse
 from tests.stream.support import (
     TABLES,
     daily_build,
@@ -260,8 +259,7 @@ def test_a_file_streamed_between_the_daily_extract_and_validate_is_not_lost(tmp_
 
 
 def late_files(config, ds: str) -> list:
-    with open_warehouse(config) as wh:
-        return [(e["date"], e["names"]) for e in pipeline.late_landings(wh, config, ds)]
+    return [(e["date"], e["names"]) for e in pipeline.late_landings(config, ds)]
 
 
 def test_a_file_replaced_after_the_listing_keeps_the_version_the_stream_took(tmp_path, sent):
