@@ -9,24 +9,23 @@ wait_for_landing -> extract (per source) -> validate -> enrich -> resolve_identi
   -> cleanup -> report
 ```
 
-- **wait_for_landing** waits (on the triggerer) for the partitions `landing_wait.required` lists
-  in `pipeline.yml`, until its deadline after the day; then a missing one fails the run, named.
-- **extract_*** stage the run's landing partition (`<source>/date=<ds>/`) as text with file and
-  line, two at a time across runs (768MB each); a bad file fails here, named.
+- **wait_for_landing** waits for the partitions `landing_wait.required` lists, up to a deadline.
+- **extract_*** stage the run's partitions as text with file and line; a bad file fails, named.
 - **validate** types every row; bad rows land in `quarantine` with a reason naming the field.
   Rows read = rows kept + rows quarantined, or the task fails.
-- **resolve_identities** links identifiers into profiles as of the end of the day (re-runs agree).
+- **resolve_identities** links identifiers into profiles as of the end of the day
+  (point-in-time: re-running a date gives the same result).
 - **check_quality** audits the outputs; if a check fails nothing is delivered, the task fails
   at once (no retries: the data would not change) and its log and alert name the check.
 - **deliver** sends the run's tables to every enabled destination; a failing one blocks no other.
-- **report** runs whatever happened before it (a teardown, so the run still fails when a task
-  failed): counts, quarantine, merges, deliveries and durations to `pipeline_runs` and to an HTML
-  page under `<output>/reports/`.
+- **report** runs whatever happened before it (a teardown: a failed run stays failed): counts,
+  quarantine, merges, deliveries, late files to `pipeline_runs` and `<output>/reports/`.
 
 Every write is keyed by the logical date: re-run or backfill any date safely (backfills need
-`--reprocess-behavior failed|completed`: validate and enrich wait for the previous date's).
-Warehouse tasks share the `audience_profiles_warehouse` pool (DuckDB has one writer). Retries
-and failures post an alert. Docs: `docs/`; configuration: `include/config/pipeline.yml`.
+`--reprocess-behavior failed|completed`: validate and enrich wait for the previous date's, as
+each date builds on all earlier partitions). Warehouse tasks share the
+`audience_profiles_warehouse` pool (DuckDB has one writer). Retries and failures post an alert.
+Docs: `docs/operations.md`; configuration: `include/config/pipeline.yml`.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, tas
 from audience_profiles import dag_defaults
 from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, fails_fast, start_date
 from audience_profiles.operators.deliver import DeliverOperator
-from audience_profiles.operators.landing import LandingSensor
+from audience_profiles.operators.wait_for_landing import WaitForLandingOperator
 
 
 def _window():
@@ -65,7 +64,8 @@ def audience_profiles():
         return extract_source(source, _window())
 
     # D's profiles read every partition up to D: in a backfill or catch-up, D's must not be loaded
-    # or enriched before D-1's, nor the catalogue replaced before D-1's enrich read it.
+    # or enriched before D-1's (the build filters out later ones), nor the element catalogue
+    # replaced before D-1's enrich has read it (wait_for_downstream).
     @task(pool=WAREHOUSE_POOL, depends_on_past=True, wait_for_downstream=True)
     @fails_fast  # it reads identity.yml (the suppression list's rules)
     def validate(staged: list[dict]) -> dict:
@@ -132,7 +132,7 @@ def audience_profiles():
         return report_from_context(get_current_context())
 
     staged = extract.expand(source=list(dag_defaults.EXTRACT_SOURCES))
-    LandingSensor(task_id="wait_for_landing") >> staged
+    WaitForLandingOperator(task_id="wait_for_landing") >> staged
     built = (
         validate(staged) >> enrich() >> resolve_identities() >> build_profiles() >> build_segments()
     )

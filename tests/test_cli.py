@@ -68,17 +68,33 @@ def test_a_date_whose_required_landing_is_missing_is_not_run_nor_waited_for(
     tmp_path, monkeypatch, capsys
 ):
     # Under dag.test() the DAG's wait_for_landing held the command until the deadline (a day and
-    # more for today's date), its output in a log file; SIGTERM did not stop it.
+    # more for today's date), its output in a log file; SIGTERM did not stop it. The dates after
+    # it are not built without it either.
     config = write_config(tmp_path, landing_wait={"required": ["interactions"]})
     monkeypatch.setenv(CONFIG_ENV, config.source_file)
-    dag = SimpleNamespace(test=lambda **_: pytest.fail("the DAG ran"))
+    ran = []
+
+    def run(logical_date):
+        ran.append(logical_date.date().isoformat())
+        return SimpleNamespace(state="success")
+
+    dag = SimpleNamespace(test=run)
     monkeypatch.setattr(cli, "_load_dag", lambda: dag)
-    today = cli.dt.datetime.now(cli.dt.UTC).date().isoformat()
-    assert cli.main(["run", "--date", today]) == 1
+    monkeypatch.setattr(cli, "_show", lambda args: 0)
+    today = cli.dt.date.today()
+    days = [(today - cli.dt.timedelta(days=n)).isoformat() for n in (2, 1, 0)]
+    for ds in (days[0], days[2]):  # the middle day's interactions have not landed
+        (tmp_path / "landing" / "interactions" / f"date={ds}").mkdir(parents=True)
+        (tmp_path / "landing" / "interactions" / f"date={ds}" / "part-0.csv").write_text("date\n")
+    assert cli.main(["run", *(arg for ds in days for arg in ("--date", ds))]) == 1
+    assert ran == [days[0]]
     out = capsys.readouterr().out
-    assert f"audience_profiles {today}: not run: {today}: the landing is not complete" in out
-    assert f"interactions: {tmp_path / 'landing' / 'interactions'}/date={today}: no data" in out
-    assert f"failed dates: {today}" in out
+    assert f"audience_profiles {days[1]}: not run: {days[1]}: the landing is not complete" in out
+    folder = tmp_path / "landing" / "interactions" / f"date={days[1]}"
+    assert f"interactions: {folder}: no data file in it yet" in out
+    assert f"(audience-profiles run --date {days[1]}, then the dates after it)" in out
+    assert f"not run either, as they build on {days[1]}: {days[2]}" in out
+    assert f"failed dates: {days[1]}, {days[2]}" in out
 
 
 def test_show_before_any_run_says_so(config, capsys):

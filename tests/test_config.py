@@ -346,6 +346,13 @@ def test_booleans_and_numbers_as_yaml_writes_them():
     assert [d.name for d in config.enabled_destinations] == ["b"]
 
 
+def test_the_dated_sources_are_the_partitioned_ones_of_the_landing():
+    from audience_profiles.config import LANDING_SOURCES
+    from audience_profiles.landing import SOURCES
+
+    assert set(LANDING_SOURCES) == {name for name, s in SOURCES.items() if s.partitioned}
+
+
 def test_landing_wait_as_written_and_by_default():
     config = parse_config(
         yaml.safe_load(

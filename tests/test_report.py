@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -216,24 +217,47 @@ def test_the_wait_for_the_landing_is_reported_apart_from_the_work():
         "wait_for_landing": {"state": "success", "seconds": 10_800.0},
         "validate": {"state": "success", "seconds": 2.5},
     }
-    late = [{"source": "interactions", "date": "2022-04-28", "files": 2, "names": ["a", "b"]}]
-    built = report.build(RunWindow.for_date("2022-04-29"), {}, tasks) | {"late_landings": late}
+    built = report.build(RunWindow.for_date("2022-04-29"), {}, tasks)
     assert (built["seconds"], built["landing_waited_seconds"]) == (2.5, 10_800.0)
     page = report.render_html({**built, "checks": []}, [])
     assert "<dt>Waited for the landing (s)</dt><dd>10,800.0</dd>" in page
     chart = page[page.index("Seconds per task") :]
     assert "validate" in chart and "wait_for_landing" not in chart
-    assert "landed after their date was built: interactions 2022-04-28 (2 file(s))" in (
-        report.summary_line(built)
+
+
+def test_late_landing_files_are_on_the_page_and_in_the_summary_line():
+    late = [
+        {"source": "interactions", "date": "2022-04-28", "files": 7, "names": list("abcde")},
+        {"source": "identities", "date": "2022-04-29", "files": 1, "names": ["f"], "stream": True},
+    ]
+    built = report.build(RunWindow.for_date("2022-04-29"), {}, {}) | {"late_landings": late}
+    assert report.summary_line(built).endswith(
+        "; landed after their date was built: interactions 2022-04-28 (7 file(s)), "
+        "identities 2022-04-29 (1 file(s))"
     )
-    assert (
-        "<strong>Landed after 2022-04-28 was built</strong>: 2 interactions file(s), in no output "
-        "until 2022-04-28 is run again: a, b</p>"
-    ) in page
-
-
-def test_a_landing_that_could_not_be_listed_is_not_shown_as_nothing_late():
-    built = report.build(RunWindow.for_date("2022-04-29"), {}, {}) | {"late_landings": None}
     page = report.render_html({**built, "checks": []}, [])
-    said = "not looked for (the landing could not be listed: see the log)"
-    assert said in page and said in report.summary_line(built)
+    assert (
+        "<strong>Landed after 2022-04-28 was built</strong>: 7 interactions file(s), in no output "
+        "until 2022-04-28 is run again: a, b, c, d, e and 2 more</p>"
+    ) in page
+    assert "until a stream batch merges them or 2022-04-29 is run again: f</p>" in page
+
+
+def test_late_landing_files_that_cannot_be_checked_do_not_cost_the_report(tmp_path, monkeypatch):
+    # A landing bucket out of reach: the report goes out, saying they were not checked.
+    from audience_profiles import landing
+
+    config = write_config(tmp_path)
+    write_seed_example(tmp_path / "landing")
+    run_all(RunWindow.for_date("2022-04-29"), config)
+
+    def unreachable(*args, **kwargs):
+        raise OSError("landing out of reach")
+
+    monkeypatch.setattr(landing, "partition_versions", unreachable)
+    summary = report.write_report(RunWindow.for_date("2022-04-29"), {}, {}, config)
+    page = Path(summary["html"]).read_text()
+    assert "Files landed after their date was built: not checked (see the log)" in page
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        (stored,) = con.execute("SELECT report FROM pipeline_runs").fetchone()
+    assert json.loads(stored)["late_landings"] is None

@@ -122,12 +122,17 @@ def _run(args: argparse.Namespace) -> int:
     failed = []
     with _output_to(log_dir / "dag-test.log"):
         dag = _load_dag()
-    for ds in dates:
+    for i, ds in enumerate(dates):
         not_landed = _landing_problem(config, ds)
         if not_landed:
+            # Nor the dates after it: each builds on every date before it, and dag.test() has no
+            # run of this one to hold them (depends_on_past looks at the previous run).
+            later = dates[i + 1 :]
             print(f"audience_profiles {ds}: not run: {not_landed}", flush=True)
-            failed.append(ds)
-            continue
+            if later:
+                print(f"not run either, as they build on {ds}: {', '.join(later)}")
+            failed += [ds, *later]
+            break
         started = time.monotonic()
         day = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
         log_file = log_dir / f"dag-test-{ds}.log"
@@ -158,7 +163,8 @@ def _landing_problem(config, ds: str) -> str | None:
         gaps = landing_gaps(window, config)
     except LandingError as exc:
         return str(exc)
-    return str(landing_missing(window, gaps, config)) if gaps else None
+    again = f"audience-profiles run --date {ds}, then the dates after it"
+    return str(landing_missing(window, gaps, config, again)) if gaps else None
 
 
 def unbuilt_earlier_dates(config, dates: list[str]) -> list[str]:

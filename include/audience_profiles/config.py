@@ -128,7 +128,7 @@ class WarehouseConfig:
 class LandingWait:
     """``landing_wait:``: which sources a date's run waits for, and until when.
 
-    The daily DAG's first task (``operators.landing.LandingSensor``) waits until every source in
+    The daily DAG's first task (``operators.wait_for_landing``) waits until every source in
     ``required`` has its partition for the date (a data file in it, or ``marker`` when one is
     set), looking every ``poke_minutes``, until ``deadline_hours`` after the date is over (UTC);
     then a partition still missing fails the run, named. A source not required may be missing
@@ -565,17 +565,17 @@ def _check_stream(raw: dict, source: str) -> None:
 
 
 def _number(
-    mapping: dict, key: str, default: float, where: str, source: str, minimum: float, zero_ok: bool
+    mapping: dict, key: str, default: float, where: str, source: str, minimum: float, *, above: bool
 ) -> float:
-    """A number (whole or decimal) of at least ``minimum`` (above it unless ``zero_ok``),
+    """A number (whole or decimal) of at least ``minimum``, or above it when ``above``;
     strictly: no strings or booleans."""
     if key not in mapping:
         return default
     value = mapping[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{source}: {where}{key}: must be a number, not {value!r}")
-    if value < minimum or (value == minimum and not zero_ok):
-        limit = f"{minimum:g} or more" if zero_ok else f"above {minimum:g}"
+    if value < minimum or (above and value == minimum):
+        limit = f"above {minimum:g}" if above else f"{minimum:g} or more"
         raise ConfigError(f"{source}: {where}{key}: must be {limit}, not {value!r}")
     return float(value)
 
@@ -584,7 +584,7 @@ LATE_CHECK_DAYS_MAX = 31  # each day looked at is a listing of every dated sourc
 
 
 def _late_check_days(wait: dict, source: str) -> int:
-    days = _whole(wait, "late_check_days", 7, "landing_wait.", source, minimum=0)
+    days = _whole(wait, "late_check_days", LandingWait.late_check_days, "landing_wait.", source, 0)
     if days > LATE_CHECK_DAYS_MAX:
         raise ConfigError(
             f"{source}: landing_wait.late_check_days: must be {LATE_CHECK_DAYS_MAX} or less, not "
@@ -618,8 +618,18 @@ def _parse_landing_wait(raw: dict, source: str) -> LandingWait:
     return LandingWait(
         required=tuple(dict.fromkeys(required)),
         marker=marker,
-        deadline_hours=_number(wait, "deadline_hours", 6.0, "landing_wait.", source, 0, True),
-        poke_minutes=_number(wait, "poke_minutes", 5.0, "landing_wait.", source, 0, False),
+        deadline_hours=_number(
+            wait,
+            "deadline_hours",
+            LandingWait.deadline_hours,
+            "landing_wait.",
+            source,
+            0,
+            above=False,
+        ),
+        poke_minutes=_number(
+            wait, "poke_minutes", LandingWait.poke_minutes, "landing_wait.", source, 0, above=True
+        ),
         late_check_days=_late_check_days(wait, source),
     )
 

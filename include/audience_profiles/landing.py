@@ -220,7 +220,7 @@ def partition_gap(
     (a file it does not read, a misnamed partition folder) raises ``LandingError`` as the extract
     does, rather than wait for a data file that is there under a name no run reads."""
     if landing_root.startswith("s3://"):
-        where, keys = _checked_s3_keys(landing_root, source, ds, conn_id)
+        where, keys = _checked_s3_keys(landing_root, source, ds, _s3_hook(conn_id))
         names = [k.rsplit("/", 1)[-1] for k in keys]
     else:
         folder = Path(landing_root) / partition_prefix(source, ds)
@@ -245,19 +245,28 @@ def _checked_local_files(folder: Path, source: Source) -> list[Path]:
     return found
 
 
-def _checked_s3_keys(
-    landing_root: str, source: Source, ds: str, conn_id: str | None
-) -> tuple[str, list[str]]:
-    """``(s3://`` folder, keys)`` of the partition's own objects (markers included; not a
-    writer's ``_temporary/`` sub-folder), checked as :func:`_checked_local_files` does."""
+def _s3_prefix(landing_root: str, folder: str) -> tuple[str, str]:
+    """``(bucket, key prefix ending in /)`` of ``folder`` under an ``s3://`` landing root."""
+    bucket, _, root_prefix = landing_root.removeprefix("s3://").partition("/")
+    return bucket, "/".join(p for p in (root_prefix.strip("/"), folder) if p) + "/"
+
+
+def _s3_hook(conn_id: str | None, hooks: dict | None = None):
+    """An S3Hook for ``conn_id``, kept in ``hooks`` when given (one client for many listings)."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
 
-    hook = S3Hook(aws_conn_id=conn_id)
-    bucket, _, key_prefix = landing_root.removeprefix("s3://").partition("/")
-    full_prefix = "/".join(p for p in (key_prefix.strip("/"), partition_prefix(source, ds)) if p)
-    full_prefix += "/"
+    hooks = {} if hooks is None else hooks
+    if conn_id not in hooks:
+        hooks[conn_id] = S3Hook(aws_conn_id=conn_id)
+    return hooks[conn_id]
+
+
+def _checked_s3_keys(landing_root: str, source: Source, ds: str, hook) -> tuple[str, list[str]]:
+    """``(s3://`` folder, keys)`` of the partition's own objects (markers included; not a
+    writer's ``_temporary/`` sub-folder), checked as :func:`_checked_local_files` does."""
+    bucket, full_prefix = _s3_prefix(landing_root, partition_prefix(source, ds))
     if source.partitioned:
-        source_prefix = "/".join(p for p in (key_prefix.strip("/"), source.name) if p) + "/"
+        source_prefix = _s3_prefix(landing_root, source.name)[1]
         folders = hook.list_prefixes(bucket, prefix=source_prefix, delimiter="/") or []
         files = hook.list_keys(bucket, prefix=source_prefix, delimiter="/") or []
         _check_source_folder(
@@ -287,17 +296,10 @@ def partition_versions(
             for p in folder.glob("*")
             if is_data_file(p.name) and (p.is_file() or p.is_symlink())
         }
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
-
-    hooks = {} if hooks is None else hooks
-    if conn_id not in hooks:
-        hooks[conn_id] = S3Hook(aws_conn_id=conn_id)
-    hook = hooks[conn_id]
-    bucket, _, key_prefix = landing_root.removeprefix("s3://").partition("/")
-    full_prefix = "/".join(p for p in (key_prefix.strip("/"), prefix) if p) + "/"
+    bucket, full_prefix = _s3_prefix(landing_root, prefix)
     return {
         f"s3://{bucket}/{item['Key']}": s3_version(item["ETag"])
-        for item in hook.iter_file_metadata(full_prefix, bucket)
+        for item in _s3_hook(conn_id, hooks).iter_file_metadata(full_prefix, bucket)
         # the partition's own files, as the extract reads them (not a writer's sub-folder)
         if "/" not in item["Key"][len(full_prefix) :] and is_data_file(item["Key"])
     }
@@ -328,13 +330,9 @@ def local_files(
         yield [(str(p), p, _local_version_of(p)) for p in files]
         return
 
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
-
-    hook = S3Hook(aws_conn_id=conn_id)
-    bucket = landing_root.removeprefix("s3://").partition("/")[0]
-    keys = sorted(
-        k for k in _checked_s3_keys(landing_root, source, ds, conn_id)[1] if is_data_file(k)
-    )
+    hook = _s3_hook(conn_id)
+    bucket = _s3_prefix(landing_root, "")[0]
+    keys = sorted(k for k in _checked_s3_keys(landing_root, source, ds, hook)[1] if is_data_file(k))
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"landing-{source.name}-", dir=scratch))

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from audience_profiles import landing, segments
-from audience_profiles.config import OUTPUT_TABLES, SCRATCH_DIR, PipelineConfig, load_config
+from audience_profiles.config import (
+    LATE_CHECK_DAYS_MAX,
+    OUTPUT_TABLES,
+    SCRATCH_DIR,
+    PipelineConfig,
+    load_config,
+)
 from audience_profiles.errors import NotRetryable
 from audience_profiles.identity import load_rules, resolve_run
 from audience_profiles.privacy import EMAIL_PATTERN
@@ -180,43 +186,45 @@ def landing_deadline(window: RunWindow, config: PipelineConfig) -> dt.datetime:
     return config.landing_wait.deadline(interval_end)
 
 
-def landing_missing(window: RunWindow, gaps: list[str], config: PipelineConfig) -> LandingNotReady:
-    """The error for a required partition still missing: what is missing and what to do."""
+def landing_missing(
+    window: RunWindow, gaps: list[str], config: PipelineConfig, again: str | None = None
+) -> LandingNotReady:
+    """The error for a required partition still missing: what is missing and what to do.
+    ``again``: how to run the date again (default: the DAG's, clearing wait_for_landing)."""
+    again = again or (
+        "clear wait_for_landing with its downstream tasks: airflow tasks clear "
+        f"audience_profiles -t wait_for_landing -d -s {window.ds} -e {window.ds}"
+    )
     return LandingNotReady(
         f"{window.ds}: the landing is not complete (landing_wait.required; the daily DAG waits "
         f"until {landing_deadline(window, config):%Y-%m-%d %H:%M} UTC): " + "; ".join(gaps) + ". "
-        "Land it (a file with only its header if the day had no rows) and run the date again "
-        "(clear wait_for_landing with its downstream tasks: airflow tasks clear "
-        f"audience_profiles -t wait_for_landing -d -s {window.ds} -e {window.ds}); to build "
-        "without a source, take it out of landing_wait.required"
+        f"Land it (a file with only its header if the day had no rows) and run the date again "
+        f"({again}); to build without a source, take it out of landing_wait.required"
     )
 
 
 def late_landings(config: PipelineConfig, ds: str) -> list[dict[str, Any]]:
     """Files on landing now that no build of their date holds (``landed_files``): landed, or
     changed, after the date's extract read its partition, and not merged by a stream batch. Their
-    rows are in no output until the date is run again (or, with the stream DAG running, its next
-    batch merges them: ``stream`` is then true).
+    rows are in no output until the date is run again, or a stream batch merges them (``stream``
+    is true once the stream DAG has run in this warehouse).
 
-    The dates looked at: ``landing_wait.late_check_days`` back from ``ds``, ``ds`` included, that
-    a daily validate recorded (a date never built, or built before the ledger, is not looked at),
-    and no interactions past retention (a run again would not load them). The warehouse is read
-    first and closed before the landing is listed.
+    The dates looked at: the last ``landing_wait.late_check_days`` up to ``ds``, ``ds`` included,
+    that the ledger has (a date no daily validate or stream batch recorded is not looked at), and
+    no interactions past retention (a run again would not load them). The warehouse is read and
+    closed before the landing is listed.
     """
     days = config.landing_wait.late_check_days
     if not days:
         return []
-    first = (dt.date.fromisoformat(check_ds(ds)) - dt.timedelta(days=days)).isoformat()
+    first = (dt.date.fromisoformat(check_ds(ds)) - dt.timedelta(days=days - 1)).isoformat()
     held: dict[tuple[str, str], dict[str, str]] = {}
     with open_warehouse(config) as wh:
         tables = wh.table_names(views=False)
         if "landed_files" not in tables:
             return []
         kept_from = cutoffs_as_of(wh, config, ds)[1].get("interactions_days", first)
-        for source, day, file, version in wh.query(
-            "SELECT source, CAST(dt AS VARCHAR), file, version FROM landed_files "
-            f"WHERE dt BETWEEN DATE '{first}' AND DATE '{ds}'"
-        ):
+        for source, day, file, version in wh.query_sql("report/landed_files", first=first, ds=ds):
             if source == "interactions" and day < kept_from:
                 continue
             held.setdefault((source, day), {})
@@ -328,6 +336,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                     ds=window.ds,
                     versions=sorted(info["versions"].items()),
                     streamed=streamed,
+                    keep_days=LATE_CHECK_DAYS_MAX,
                 )
             # In the validation's own transaction: aged-out rows are never committed at all.
             for table, condition in drop:
@@ -813,7 +822,7 @@ def run_all(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     # No waiting here (the DAG's wait_for_landing waits): a required partition missing fails.
     gaps = landing_gaps(window, config)
     if gaps:
-        raise landing_missing(window, gaps, config)
+        raise landing_missing(window, gaps, config, again="run_all for it")
     # Extracts touch no warehouse, so they run side by side, as the DAG's mapped tasks do: the
     # four of one day at 10M took 8.2-8.5 s one after another, 6.9-7.1 s two at a time. Two,
     # because each staging DuckDB may take STAGING_MEMORY_LIMIT and the build stays under 2 GiB.

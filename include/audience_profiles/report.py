@@ -44,7 +44,7 @@ REPORTED_TASKS = (
     "deliver",
 )
 # The DAG's tasks in pipeline order, for the durations chart.
-LANDING_WAIT = "wait_for_landing"  # the daily DAG's first task (operators/landing.py)
+LANDING_WAIT = "wait_for_landing"  # the daily DAG's first task (operators/wait_for_landing.py)
 TASK_ORDER = (
     LANDING_WAIT,
     *REPORTED_TASKS[:-2],
@@ -146,7 +146,7 @@ def summary_line(report: dict[str, Any]) -> str:
         + (f"; failed: {', '.join(report['failed_tasks'])}" if report["failed_tasks"] else "")
         + (
             f"; landed after their date was built: {late_text(report['late_landings'])}"
-            if report.get("late_landings") or report.get("late_landings", []) is None
+            if "late_landings" in report and report["late_landings"] != []
             else ""
         )
     )
@@ -200,14 +200,14 @@ def write_report(
 
 
 def _late_landings(config: PipelineConfig, ds: str) -> list[dict[str, Any]] | None:
-    """``pipeline.late_landings``, each logged as a warning; None when the landing could not be
-    listed (the page and the summary line say so)."""
+    """``pipeline.late_landings``, each logged as a warning; None when they could not be checked
+    (the landing or the warehouse out of reach: the page and the summary line say so)."""
     from audience_profiles.pipeline import late_landings
 
     try:
         late = late_landings(config, ds)
     except Exception as exc:  # a landing bucket out of reach must not cost the run its report
-        log.warning("could not look for late landing files: %s: %s", type(exc).__name__, exc)
+        log.warning("could not check for late landing files: %s: %s", type(exc).__name__, exc)
         return None
     for entry in late:
         log.warning(
@@ -229,7 +229,7 @@ def late_until(entry: dict[str, Any]) -> str:
 
 def late_text(late: list[dict[str, Any]] | None) -> str:
     if late is None:
-        return "not looked for (the landing could not be listed: see the log)"
+        return "not checked (see the log)"
     return ", ".join(f"{e['source']} {e['date']} ({e['files']} file(s))" for e in late)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from audience_profiles.dag_defaults import OWNER, WAREHOUSE_POOL, Tag, fails_fast
 from audience_profiles.operators.deliver import DeliverOperator
-from audience_profiles.operators.landing import LandingSensor
+from audience_profiles.operators.wait_for_landing import WaitForLandingOperator
 
 DAGS_DIR = Path(__file__).parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
@@ -135,7 +135,7 @@ def test_tasks_that_read_config_or_check_data_fail_without_retrying_what_would_r
             task = dagbag.dags[dag_id].get_task(task_id)
             assert wrapped_by_fails_fast(task.python_callable), f"{dag_id}.{task_id}"
     assert wrapped_by_fails_fast(DeliverOperator.execute)  # Airflow wraps execute too
-    assert wrapped_by_fails_fast(LandingSensor.execute)
+    assert wrapped_by_fails_fast(WaitForLandingOperator.execute)
 
 
 def test_dag_files_stay_thin():

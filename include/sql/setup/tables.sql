@@ -30,8 +30,9 @@ CREATE TABLE IF NOT EXISTS published_snapshots (
 );
 -- Every landing file a date's partitions hold in the warehouse, at the version read: the daily
 -- validate replaces a date's rows, a stream batch adds the files it merged. A source's date whose
--- extract found no file has one row with file NULL. The run report compares this with what is on
--- landing now (pipeline.late_landings): a file that landed, or changed, after its date was built.
+-- extract found no file (and no file a stream batch merged stands in) has one row with file NULL.
+-- The run report compares this with what is on landing now (pipeline.late_landings): a file that
+-- landed, or changed, after its date was built. Rows older than the report looks are deleted.
 CREATE TABLE IF NOT EXISTS landed_files (
     source VARCHAR, dt DATE, file VARCHAR, version VARCHAR, recorded_at TIMESTAMP
 );

@@ -1,7 +1,9 @@
 {#- The files the date's partition of the source now holds (landed_files, setup/tables.sql), in
     the validation's transaction: those the extract read, at the versions it read (none: one row
     with file NULL). A file kept as a stream batch merged it (validate_streamed) keeps the batch's
-    row. versions: (file, version) pairs; streamed: whether validate_streamed exists. -#}
+    row. versions: (file, version) pairs; streamed: whether validate_streamed exists;
+    keep_days: how far back the report looks (rows older are never read). -#}
+DELETE FROM landed_files WHERE dt < DATE '{{ ds | days_after(-keep_days) }}';
 DELETE FROM landed_files
 WHERE source = {{ source | literal }} AND dt = DATE '{{ ds }}'
 {%- if streamed %} AND (file IS NULL OR file NOT IN (SELECT file FROM validate_streamed)){% endif %};

@@ -1,4 +1,4 @@
-"""LandingSensor: the daily DAG's wait for a date's landing (pipeline.yml ``landing_wait``)."""
+"""WaitForLandingOperator: the daily DAG's wait for a date's landing (pipeline.yml ``landing_wait``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from audience_profiles.config import CONFIG_ENV
-from audience_profiles.operators.landing import TRIGGER_GRACE, LandingSensor
+from audience_profiles.operators.wait_for_landing import TRIGGER_GRACE, WaitForLandingOperator
 from tests.support import INTERACTION_HEADER, write_config, write_csv
 
 
@@ -34,7 +34,7 @@ def today() -> dt.date:
 def test_nothing_required_returns_at_once(tmp_path, monkeypatch):
     config = write_config(tmp_path)
     monkeypatch.setenv(CONFIG_ENV, config.source_file)
-    assert LandingSensor(task_id="w").execute(context("2022-04-29")) == {
+    assert WaitForLandingOperator(task_id="w").execute(context("2022-04-29")) == {
         "ds": "2022-04-29",
         "required": [],
     }
@@ -43,7 +43,7 @@ def test_nothing_required_returns_at_once(tmp_path, monkeypatch):
 def test_a_landed_partition_lets_the_run_go_on(tmp_path, monkeypatch):
     configure(tmp_path, monkeypatch)
     land(tmp_path, "2022-04-29")
-    result = LandingSensor(task_id="w").execute(context("2022-04-29"))
+    result = WaitForLandingOperator(task_id="w").execute(context("2022-04-29"))
     assert result == {"ds": "2022-04-29", "required": ["interactions"]}
 
 
@@ -55,7 +55,7 @@ def test_past_its_deadline_a_missing_partition_fails_the_run_at_once_naming_it(
     configure(tmp_path, monkeypatch)
     land(tmp_path, "2022-04-28")  # another date's partition is no help
     with pytest.raises(AirflowFailException) as failed:
-        LandingSensor(task_id="w").execute(context("2022-04-29"))
+        WaitForLandingOperator(task_id="w").execute(context("2022-04-29"))
     folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
     assert str(failed.value) == (
         "2022-04-29: the landing is not complete (landing_wait.required; the daily DAG waits until "
@@ -70,7 +70,7 @@ def test_past_its_deadline_a_missing_partition_fails_the_run_at_once_naming_it(
 def test_before_its_deadline_it_waits_on_the_triggerer_and_looks_again(tmp_path, monkeypatch):
     configure(tmp_path, monkeypatch, marker="_SUCCESS", poke_minutes=2)
     ds = today().isoformat()  # its day is not over: the deadline is hours away
-    sensor = LandingSensor(task_id="w")
+    sensor = WaitForLandingOperator(task_id="w")
     land(tmp_path, ds)  # files, but not yet the writer's marker
     before = dt.datetime.now(dt.UTC)
     with pytest.raises(TaskDeferred) as deferred:
@@ -95,6 +95,16 @@ def test_the_last_wait_ends_at_the_deadline(tmp_path, monkeypatch):
     configure(tmp_path, monkeypatch, deadline_hours=hours)
     ds = (today() - dt.timedelta(days=1)).isoformat()
     with pytest.raises(TaskDeferred) as deferred:
-        LandingSensor(task_id="w").execute(context(ds))
+        WaitForLandingOperator(task_id="w").execute(context(ds))
     deadline = midnight + dt.timedelta(hours=hours)
     assert abs(deferred.value.trigger.moment - deadline) < dt.timedelta(seconds=1)
+
+
+def test_a_file_no_run_reads_fails_the_try_naming_it_and_is_retried(tmp_path, monkeypatch):
+    # As the extract does: not a wait of hours for a data file that is there under another name.
+    from audience_profiles.landing import LandingError
+
+    configure(tmp_path, monkeypatch)
+    land(tmp_path, today().isoformat(), name="part-0.csv.gz")
+    with pytest.raises(LandingError, match="does not read: part-0.csv.gz"):
+        WaitForLandingOperator(task_id="w").execute(context(today().isoformat()))

@@ -1,6 +1,6 @@
 """Wait for a date's landing before its run extracts it.
 
-:class:`LandingSensor` is the daily DAG's first task (``wait_for_landing``). It looks for the
+:class:`WaitForLandingOperator` is the daily DAG's first task (``wait_for_landing``). It looks for the
 partition of every source listed in ``landing_wait.required`` (pipeline.yml); while one is
 missing it defers on the triggerer (no worker slot is held) and looks again every
 ``poke_minutes``, until ``deadline_hours`` after the run's day is over. A partition still missing
@@ -21,11 +21,11 @@ from airflow.sdk import BaseOperator
 
 from audience_profiles.dag_defaults import fails_fast
 
-# Longer than any wait it sets: without a triggerer running, the try fails and is retried.
+# A margin on top of each wait: without a triggerer running, the try fails and is retried.
 TRIGGER_GRACE = dt.timedelta(minutes=10)
 
 
-class LandingSensor(BaseOperator):
+class WaitForLandingOperator(BaseOperator):
     ui_color = "#e8f4fd"
 
     @fails_fast  # past the deadline a retry would look at the same landing
