@@ -134,8 +134,9 @@ class LandingWait:
     then a partition still missing fails the run, named. A source not required may be missing
     (a day without SSO logins): its day counts 0 rows.
 
-    Whatever is required, each run's report looks back ``late_check_days`` (0: not at all) for
-    files that landed, or changed, after their date was built (``pipeline.late_landings``).
+    Whatever is required, each run's report looks at the last ``late_check_days`` dates, its own
+    included (0: none), for files that landed, or changed, after their date was built
+    (``pipeline.late_landings``).
     """
 
     required: tuple[str, ...] = ()

@@ -1,8 +1,8 @@
 """Wait for a date's landing before its run extracts it.
 
-:class:`WaitForLandingOperator` is the daily DAG's first task (``wait_for_landing``). It looks for the
-partition of every source listed in ``landing_wait.required`` (pipeline.yml); while one is
-missing it defers on the triggerer (no worker slot is held) and looks again every
+:class:`WaitForLandingOperator` is the daily DAG's first task (``wait_for_landing``). It looks
+for the partition of every source listed in ``landing_wait.required`` (pipeline.yml); while one
+is missing it defers on the triggerer (no worker slot is held) and looks again every
 ``poke_minutes``, until ``deadline_hours`` after the run's day is over. A partition still missing
 then fails the run at once (no retries), naming the folder: without it the run would build the
 date from no rows and go green, and a partition landing later would be in no output until the
