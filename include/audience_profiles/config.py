@@ -145,9 +145,6 @@ class LandingWait:
     poke_minutes: float = 5.0
     late_check_days: int = 7
 
-    def deadline(self, interval_end: dt.datetime) -> dt.datetime:
-        return interval_end + dt.timedelta(hours=self.deadline_hours)
-
 
 @dataclass(frozen=True)
 class DestinationConfig:
@@ -277,16 +274,27 @@ def _whole(mapping: dict, key: str, default: int, where: str, source: str, minim
     return value
 
 
+def _number(
+    mapping: dict, key: str, default: float, where: str, source: str, minimum: float, *, above: bool
+) -> float:
+    """A number (whole or decimal) of at least ``minimum``, or above it when ``above``;
+    strictly: no strings or booleans."""
+    if key not in mapping:
+        return default
+    value = mapping[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{source}: {where}{key}: must be a number, not {value!r}")
+    if not (value > minimum if above else value >= minimum):
+        limit = f"above {minimum:g}" if above else f"{minimum:g} or more"
+        raise ConfigError(f"{source}: {where}{key}: must be {limit}, not {value!r}")
+    return float(value)
+
+
 def _positive_number(mapping: dict, key: str, where: str, source: str) -> None:
     """A number above 0 when given: a drop read ``0`` as no limit and ``-1`` as a part per row,
     and a typo (``25O``) failed only at delivery."""
-    value = mapping.get(key)
-    if value is None:  # left out, or null: no limit
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{source}: {where}{key}: must be a number, not {value!r}")
-    if not value > 0:
-        raise ConfigError(f"{source}: {where}{key}: must be above 0, not {value!r}")
+    if mapping.get(key) is not None:  # left out, or null: no limit
+        _number(mapping, key, 0, where, source, 0, above=True)
 
 
 def _text(mapping: dict, key: str, default: str | None, where: str, source: str) -> str | None:
@@ -563,22 +571,6 @@ def _check_stream(raw: dict, source: str) -> None:
         raise ConfigError(
             f"{source}: stream.destinations: must be a list of destination names, not {names!r}"
         )
-
-
-def _number(
-    mapping: dict, key: str, default: float, where: str, source: str, minimum: float, *, above: bool
-) -> float:
-    """A number (whole or decimal) of at least ``minimum``, or above it when ``above``;
-    strictly: no strings or booleans."""
-    if key not in mapping:
-        return default
-    value = mapping[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{source}: {where}{key}: must be a number, not {value!r}")
-    if value < minimum or (above and value == minimum):
-        limit = f"above {minimum:g}" if above else f"{minimum:g} or more"
-        raise ConfigError(f"{source}: {where}{key}: must be {limit}, not {value!r}")
-    return float(value)
 
 
 LATE_CHECK_DAYS_MAX = 31  # each day looked at is a listing of every dated source's partition

@@ -200,9 +200,7 @@ def landed_versions(names: Iterable[str], conn_id: str | None) -> dict[str, str]
         versions[name] = local_version(stat)
     remote = [n for n in names if n.startswith("s3://")]
     if remote:
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # heavy import: only when used
-
-        hook = S3Hook(aws_conn_id=conn_id)
+        hook = _s3_hook(conn_id)
         for name in remote:
             bucket, _, key = name.removeprefix("s3://").partition("/")
             head = hook.head_object(key, bucket)
@@ -239,10 +237,14 @@ def _checked_local_files(folder: Path, source: Source) -> list[Path]:
         _check_source_folder(
             ((p.name, p.is_dir()) for p in folder.parent.iterdir()), str(folder.parent)
         )
-    # A dangling link counts as a file: reading it then fails, naming it.
-    found = [p for p in folder.glob("*") if p.is_file() or p.is_symlink()]
+    found = _partition_files(folder)
     _check_no_unread_files((str(p) for p in found), str(folder))
     return found
+
+
+def _partition_files(folder: Path) -> list[Path]:
+    """The local partition folder's files. A dangling link counts: reading it fails, naming it."""
+    return [p for p in folder.glob("*") if p.is_file() or p.is_symlink()]
 
 
 def _s3_prefix(landing_root: str, folder: str) -> tuple[str, str]:
@@ -290,12 +292,8 @@ def partition_versions(
     between calls (one client for many partitions)."""
     prefix = partition_prefix(source, ds)
     if not landing_root.startswith("s3://"):
-        folder = Path(landing_root) / prefix
-        return {
-            str(p): _local_version_of(p)
-            for p in folder.glob("*")
-            if is_data_file(p.name) and (p.is_file() or p.is_symlink())
-        }
+        files = _partition_files(Path(landing_root) / prefix)
+        return {str(p): _local_version_of(p) for p in files if is_data_file(p.name)}
     bucket, full_prefix = _s3_prefix(landing_root, prefix)
     return {
         f"s3://{bucket}/{item['Key']}": s3_version(item["ETag"])

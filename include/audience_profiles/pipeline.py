@@ -183,7 +183,7 @@ def landing_gaps(window: RunWindow, config: PipelineConfig) -> list[str]:
 def landing_deadline(window: RunWindow, config: PipelineConfig) -> dt.datetime:
     """When the run stops waiting for its landing: ``deadline_hours`` after its day is over."""
     interval_end = dt.datetime.fromisoformat(window.interval_end).replace(tzinfo=dt.UTC)
-    return config.landing_wait.deadline(interval_end)
+    return interval_end + dt.timedelta(hours=config.landing_wait.deadline_hours)
 
 
 def landing_missing(
@@ -218,7 +218,7 @@ def late_landings(config: PipelineConfig, ds: str) -> list[dict[str, Any]]:
     if not days:
         return []
     first = (dt.date.fromisoformat(check_ds(ds)) - dt.timedelta(days=days - 1)).isoformat()
-    held: dict[tuple[str, str], dict[str, str]] = {}
+    held: dict[tuple[str, str], dict[str, str]] = {}  # by date, then source (the query's order)
     with open_warehouse(config) as wh:
         tables = wh.table_names(views=False)
         if "landed_files" not in tables:
@@ -233,7 +233,7 @@ def late_landings(config: PipelineConfig, ds: str) -> list[dict[str, Any]]:
     streaming = "stream_files" in tables
     late = []
     hooks: dict = {}  # one S3 client for every partition listed
-    for (source, day), files in sorted(held.items(), key=lambda item: (item[0][1], item[0][0])):
+    for (source, day), files in held.items():
         now = landing.partition_versions(
             config.landing_root, landing.SOURCES[source], day, config.landing_conn_id, hooks
         )

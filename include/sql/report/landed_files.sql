@@ -4,3 +4,4 @@
 SELECT source, CAST(dt AS VARCHAR) AS dt, file, version
 FROM landed_files
 WHERE dt BETWEEN DATE '{{ first }}' AND DATE '{{ ds }}'
+ORDER BY dt, source
