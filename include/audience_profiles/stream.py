@@ -34,7 +34,6 @@ import datetime as dt
 import functools
 import json
 import logging
-import re
 import shutil
 import tempfile
 import time
@@ -88,7 +87,6 @@ EXPORTS = {
     "audience_profiles": "profile_id",
     "audience_profile_interactions": "profile_id, interaction_date, event_id, poll_id, session_id",
 }
-_DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -148,21 +146,29 @@ class Landing:
             return None
         if not source.partitioned:
             return (source.name, None) if len(parts) == 2 else None
-        match = _DATE_DIR.match(parts[1]) if len(parts) == 3 else None
-        return (source.name, match.group(1)) if match else None
+        ds = landing.partition_date(parts[1]) if len(parts) == 3 else None
+        return (source.name, ds) if ds else None
 
     def _note_unread(self, relative: str, name: str, modified: dt.datetime) -> None:
-        """Note a file the daily extract would fail on: one directly in a partition folder (or
-        in an unpartitioned source's folder) that is neither read nor a writer's marker. Deeper
-        files (a writer's ``_temporary/``) and S3 folder keys are not the extract's concern."""
+        """Note a file the daily extract would fail on (``landing._check_source_folder`` and
+        ``_check_no_unread_files``): one directly in a partition folder (or in an unpartitioned
+        source's folder) that is neither read nor a writer's marker, a data file outside any
+        partition, or a file in a folder named as a partition but not ``date=YYYY-MM-DD``.
+        Deeper files (a writer's ``_temporary/``) and S3 folder keys are not the extract's
+        concern."""
         parts = relative.split("/")
         source = landing.SOURCES.get(parts[0])
         if source is None or not parts[-1] or landing.is_hidden(parts[-1]):
             return
-        in_partition = len(parts) == 3 and _DATE_DIR.match(parts[1])
-        if (in_partition if source.partitioned else len(parts) == 2) and not (
-            landing.is_data_file(parts[-1])
-        ):
+        if not source.partitioned:
+            unread = len(parts) == 2 and not landing.is_data_file(parts[-1])
+        elif len(parts) == 2:  # beside the partitions: only a data file fails the extract
+            unread = landing.is_data_file(parts[-1])
+        elif len(parts) == 3 and parts[1].startswith("date="):
+            unread = not (landing.partition_date(parts[1]) and landing.is_data_file(parts[-1]))
+        else:
+            unread = False
+        if unread:
             self.unread.append((name, modified))
 
     def warn_unread(self) -> list[str]:

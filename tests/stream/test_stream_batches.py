@@ -346,12 +346,21 @@ def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path
     (partition / "_temporary" / "0").mkdir(parents=True)
     (partition / "_temporary" / "0" / "part-1.csv.gz").write_bytes(b"\x1f\x8b")
     (landing / "interactions" / "README.txt").write_text("how files land")
+    # what the daily extract fails on besides: a misnamed partition folder (its month without
+    # the zero, a day February does not have) and a data file beside the partitions
+    misnamed = [
+        landing / "interactions" / d / "part-0.csv" for d in ("date=2022-5-1", "date=2022-02-30")
+    ]
+    beside = landing / "interactions" / "interactions.csv"
+    for path in [*misnamed, beside]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("event_id,session_id\n")
 
     with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
         summary, new = batch(config, sent, "b1")
 
-    assert summary["unread"] == [str(partition / "part-0.csv.gz")]
-    assert "1 file(s) under" in caplog.text and "part-0.csv.gz" in caplog.text
+    assert summary["unread"] == sorted(map(str, [partition / "part-0.csv.gz", *misnamed, beside]))
+    assert "4 file(s) under" in caplog.text and "part-0.csv.gz" in caplog.text
     assert "_SUCCESS" not in caplog.text and new == []
 
 
