@@ -7,6 +7,7 @@ import traceback
 import duckdb
 import pytest
 
+from audience_profiles import landing
 from audience_profiles.generate import data_dates
 from audience_profiles.landing import (
     SOURCES,
@@ -63,6 +64,68 @@ def test_csv_value_spanning_lines_keeps_its_first_line_and_text(tmp_path):
         (2, '2022-04-29,"e\n1",54663,s1,0,1', "e\n1"),
         (4, "2022-04-29,e2,54663,s2,1,1", "e2"),
     ]
+
+
+def test_spaces_after_a_closing_quote_do_not_cut_a_value_spanning_lines(tmp_path):
+    # The csv module fails at `"e1" ,` and drops the rest of the line; the record is read again
+    # as DuckDB reads it, taking line 3, where the quoted option opened on line 2 closes.
+    result, rows = extract_csv(
+        tmp_path, '2022-04-29,"e1" ,54663,s1,"a\nb" ,1\n2022-04-29,e2,54663,s2,1,1\n'
+    )
+    assert result == {**result, "rows": 2, "malformed": 0}
+    assert [(r[1], r[3], r[5], r[8]) for r in rows] == [
+        (2, '2022-04-29,"e1" ,54663,s1,"a\nb" ,1', "e1", "a\nb"),
+        (4, "2022-04-29,e2,54663,s2,1,1", "e2", "1"),
+    ]
+    # ... and a quote it opens that never closes quarantines each line it covers
+    result, rows = extract_csv(tmp_path / "open", '2022-04-29,"e1" ,54663,s1,"a\nb,1\n')
+    assert [(r[1], r[2]) for r in rows] == [
+        (n, "malformed CSV row: unterminated quoted value (a record over lines 2-3)")
+        for n in (2, 3)
+    ]
+
+
+def test_a_record_duckdb_rejects_over_two_lines_does_not_shift_the_rows_after_it(tmp_path):
+    # DuckDB's reader takes `  "` after two spaces as text, rejects a record over lines 2-3 and
+    # names line 2 only: matched by position, line 3 was given line 4's values.
+    body = '2022,e2,p,s,o,1,  ",",\n2022,e3,p,s,o,"1"\n2022,e4,p,s,o,"1" \n'
+    _, rows = extract_csv(tmp_path, body)
+    assert [(r[1], r[2], r[5]) for r in rows] == [
+        (2, "malformed CSV row: too many columns (expected 6, found 7)", None),
+        (3, None, "e3"),
+        (4, None, "e4"),
+    ]
+
+
+def test_a_line_read_again_that_opens_a_quote_is_read_with_the_lines_after_it(tmp_path):
+    # `  "` opens a quoted value (an even number of quotes on the line): the lines read again
+    # must not be joined to the next one read again, skipping line 3, but read in file order.
+    body = '2022,e2,p,s,o,b"a,  "\n2022,e3,p,s,o,1\n2022,e4,p,s,o,"1" \n'
+    fast = extract_csv(tmp_path / "fast", body)[1]
+    spanning = extract_csv(tmp_path / "spanning", body + '"open\n')[1]
+    assert [(r[1], r[2]) for r in fast] == [(r[1], r[2]) for r in spanning[:3]]
+    assert {r[2] for r in fast} == {
+        "malformed CSV row: ',' expected after '\"' (a record over lines 2-4)"
+    }
+
+
+def test_a_quote_left_open_after_spaces_after_a_quote_reads_each_line_once(tmp_path, monkeypatch):
+    # The record is read again as DuckDB reads it, line by line, to the end of the file: it
+    # was split again whole for every line it took (38 s at 16,000 lines).
+    added = []
+    add = landing._RecordSplitter.add
+    monkeypatch.setattr(
+        landing._RecordSplitter,
+        "add",
+        lambda self, text, end: added.append(1) or add(self, text, end),
+    )
+    n = 20_000
+    body = '2022,"e1" ,"x,s,o,1\n' + "".join(f"2022-01-01,e{i},p,s,o,1\n" for i in range(n))
+    _, rows = extract_csv(tmp_path, body)
+    assert len(rows) == n + 1 and {r[2] for r in rows} == {
+        f"malformed CSV row: unterminated quoted value (a record over lines 2-{n + 2})"
+    }
+    assert len(added) == n + 1
 
 
 def test_a_stray_quote_does_not_fold_the_lines_after_it_into_one_row(tmp_path):
@@ -638,6 +701,28 @@ def test_a_long_value_over_lines_is_one_row(tmp_path, ending):
         # ... while spaces before an unquoted value stay, as DuckDB keeps them (an email as
         # entered keeps them: skipinitialspace dropped them on the record-by-record path)
         ("2022-04-29,  e1,p,s1,0,1", (None, "  e1", "1")),
+        # ... even when another value of the line is quoted after spaces
+        ('2022-04-29,  e1,p,s1,0, "1"', (None, "  e1", "1")),
+        # spaces after a closing quote are dropped (DuckDB's reader allows them, the csv
+        # module's did not: the line was quarantined on the record-by-record path only)
+        ('2022-04-29,"e1" ,p,s1,0,1', (None, "e1", "1")),
+        ('2022-04-29,"e1",p,s1,0,"1"  ', (None, "e1", "1")),
+        ('2022-04-29,"e""1" ,p,s1,0,1', (None, 'e"1', "1")),
+        # ... but nothing else: DuckDB read `"e" "1"` as `e 1` and a tab as its own error
+        (
+            '2022-04-29,"e" "1",p,s1,0,1',
+            ("malformed CSV row: ',' expected after '\"'", None, None),
+        ),
+        (
+            '2022-04-29,"e1"\t,p,s1,0,1',
+            ("malformed CSV row: ',' expected after '\"'", None, None),
+        ),
+        # and spaces before an opening quote are never a value's: DuckDB read a value after
+        # two of them whole, quotes and spaces
+        ('2022-04-29,  "e1",p,s1,0,1', (None, "e1", "1")),
+        ('2022-04-29,e1,p,s1,0,  "1"  ', (None, "e1", "1")),
+        # a quote inside an unquoted value is text, on every path
+        ('2022-04-29,e"1,p,s1,0,1', (None, 'e"1', "1")),
     ],
 )
 def test_a_line_reads_alike_on_every_path(tmp_path, line, expected):

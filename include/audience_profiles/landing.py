@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import os
 import re
 import shutil
@@ -515,57 +514,130 @@ def _stage_csv(con, source: Source, name: str, path: Path) -> None:
         _stage_csv_records(con, source, name, present, endings=ending)
         return
     n_parsed = con.execute("SELECT count(*) FROM parsed").fetchall()[0][0]
-    n_rejected, n_lines, n_blank, n_open = con.execute(
+    n_rejected, n_lines, n_blank, n_kept, n_open, n_unplain = con.execute(
         "SELECT (SELECT count(*) FROM rej), count(*), "
         "count(*) FILTER (WHERE coalesce(trim(text), '') = ''), "
+        "count(*) FILTER (WHERE coalesce(trim(text), '') <> '' "
+        "                 AND line NOT IN (SELECT line FROM rej)), "
         # an odd number of quotes on a line: a quoted value may run on to the next line
-        "count(*) FILTER (WHERE (length(text) - length(replace(text, '\"', ''))) % 2 = 1) "
+        "count(*) FILTER (WHERE (length(text) - length(replace(text, '\"', ''))) % 2 = 1), "
+        f"count(*) FILTER (WHERE {_UNPLAIN}) "
         "FROM lines WHERE line > 1"
     ).fetchall()[0]
+    # The usual file: every line after the header is one parsed row, in order (DuckDB keeps
+    # the reader's order in `parsed` with preserve_insertion_order), so row i is line i + 2.
+    # Otherwise (blank lines or rejected rows), when every record is on a line of its own and
+    # DuckDB parsed each line it did not reject (a rejected record over two lines names only
+    # its first), parsed row k is the k-th non-blank line it did not reject.
+    usual = n_rejected == 0 and n_blank == 0 and n_parsed == n_lines
+    if not usual and (n_open or n_parsed != n_kept):
+        _stage_csv_records(con, source, name, present, endings=ending)
+        con.execute("DROP TABLE rej; DROP TABLE rej_scan; DROP TABLE parsed")
+        return
+    # Lines DuckDB's reader rejected, and lines with a quote that DuckDB reads in ways of its
+    # own (`"a" "b"` as `a b`), are read as the record-by-record path reads them, so a line
+    # reads alike whatever else its file holds.
+    again = ["line IN (SELECT line FROM rej)"] * bool(n_rejected) + [_UNPLAIN] * bool(n_unplain)
+    skip = f"AND NOT ({' OR '.join(again)})" if again else ""
     values = ", ".join(f"p.c{position[c]}" if c in position else "NULL" for c in source.columns)
-    if n_rejected == 0 and n_blank == 0 and n_parsed == n_lines:
-        # The usual file: every line after the header is one parsed row, in order (DuckDB keeps
-        # the reader's order in `parsed` with preserve_insertion_order), so row i is line i + 2.
-        con.execute(
-            f"""
-            INSERT INTO staged
-            SELECT {_sql_str(name)}, d.line, NULL, d.text, {values}
-            FROM (SELECT *, rowid + 2 AS line_no FROM parsed) p JOIN lines d ON d.line = p.line_no
-            """
-        )
-    elif n_open == 0:
-        # Blank lines or unreadable rows, but every record on a line of its own: parsed row k
-        # is the k-th non-blank line the reader did not reject (its reject table names lines).
-        con.execute(
-            f"""
-            INSERT INTO staged
-            SELECT {_sql_str(name)}, d.line, NULL, d.text, {values}
-            FROM (SELECT *, row_number() OVER (ORDER BY rowid) AS row_no FROM parsed) p
-            JOIN (SELECT line, text, row_number() OVER (ORDER BY line) AS row_no
-                  FROM lines
-                  WHERE line > 1 AND coalesce(trim(text), '') <> ''
-                    AND line NOT IN (SELECT line FROM rej)) d ON d.row_no = p.row_no
-            """
-        )
-        # the lines the reader rejected, each a record of its own: read (and worded) as the
-        # record-by-record path reads them
-        _stage_csv_records(
-            con, source, name, present, "line IN (SELECT line FROM rej)", endings=ending
-        )
-        staged, expected = con.execute(
-            f"SELECT (SELECT count(*) FROM staged WHERE _file = {_sql_str(name)}), "
-            "count(*) FILTER (WHERE line > 1 AND coalesce(text, '') <> '') FROM lines"
-        ).fetchall()[0]
-        if staged != expected:  # a line the reader neither took nor rejected: read them all
+    numbered = (
+        "(SELECT line, text, line - 1 AS row_no FROM lines WHERE line > 1)"
+        if usual
+        else "(SELECT line, text, row_number() OVER (ORDER BY line) AS row_no FROM lines "
+        "WHERE line > 1 AND coalesce(trim(text), '') <> '' AND line NOT IN (SELECT line FROM rej))"
+    )
+    con.execute(
+        f"""
+        INSERT INTO staged
+        SELECT {_sql_str(name)}, d.line, NULL, d.text, {values}
+        FROM (SELECT *, rowid + 1 AS row_no FROM parsed) p JOIN {numbered} d ON d.row_no = p.row_no
+        WHERE true {skip}
+        """
+    )
+    if again:
+        try:
+            _stage_csv_records(con, source, name, present, " OR ".join(again), endings=ending)
+        except _SpansLines:  # a quote one of them opens goes on to a later line
+            complete = False
+        else:  # or a line the reader neither took nor rejected
+            complete = con.execute(
+                f"SELECT (SELECT count(*) FROM staged WHERE _file = {_sql_str(name)}) = "
+                "count(*) FILTER (WHERE line > 1 AND coalesce(text, '') <> '') FROM lines"
+            ).fetchall()[0][0]
+        if not complete:  # read them all
             con.execute(f"DELETE FROM staged WHERE _file = {_sql_str(name)}")
             _stage_csv_records(con, source, name, present, endings=ending)
-    else:  # a value spans lines: split the file record by record
-        _stage_csv_records(con, source, name, present, endings=ending)
     con.execute("DROP TABLE rej; DROP TABLE rej_scan; DROP TABLE parsed")
 
 
+# A line every reader splits alike. Each field is either quoted, with at most one space before
+# its opening quote (DuckDB's reader takes a value after two whole, quotes included) and spaces
+# after its closing one, or unquoted, its first character after any spaces not a quote (a quote
+# later in it is text). The fast path reads any other line that holds a quote again, record by
+# record (in SQL, over each physical line).
+_PLAIN_FIELD = r'(?: ?"(?:[^"]|"")*" *| *(?:[^ ",][^,]*)?)'
+_UNPLAIN = (  # CASE, not AND: DuckDB evaluates both sides of an AND, the regex on every line
+    f"(CASE WHEN contains(text, '\"') "
+    f"THEN NOT regexp_full_match(text, '{_PLAIN_FIELD}(?:,{_PLAIN_FIELD})*') ELSE false END)"
+)
+_OPEN_QUOTE = "unterminated quoted value"
+_AFTER_QUOTE = "',' expected after '\"'"  # Python's csv module's words, kept in quarantine
+
+
+class _SpansLines(Exception):
+    """A record read from lines that are not consecutive went on to a next line."""
+
+
+class _RecordSplitter:
+    """One record's fields, read line by line as DuckDB's reader splits a plain line (and so as
+    the fast path reads every line): spaces before an opening quote and after a closing one are
+    dropped, an unquoted value keeps its spaces (an email as entered), and a quote later in an
+    unquoted value is text. Anything but spaces after a closing quote is an error. Each line is
+    scanned once, whatever the record's length."""
+
+    def __init__(self) -> None:
+        self.fields: list[str] = []
+        self.quoted: list[str] | None = None  # the parts so far of a quoted value left open
+
+    def add(self, text: str, ending: str) -> list[str] | str | None:
+        """Read the record's next line (its text and its line ending): returns the fields when
+        the record ends on it, ``_AFTER_QUOTE``, or None while a quote is left open."""
+        pos, end = 0, len(text)
+        while True:
+            if self.quoted is None:  # at a field's start
+                start = pos
+                while pos < end and text[pos] == " ":
+                    pos += 1
+                if pos == end or text[pos] != '"':
+                    pos = text.find(",", start)
+                    self.fields.append(text[start:] if pos < 0 else text[start:pos])
+                    if pos < 0:
+                        return self.fields
+                    pos += 1
+                    continue
+                self.quoted = []
+                pos += 1
+            close = pos  # the closing quote: the first one that is not a doubled quote
+            while (close := text.find('"', close)) >= 0 and text.startswith('""', close):
+                close += 2
+            if close < 0:
+                self.quoted.append(text[pos:] + ending)
+                return None
+            self.quoted.append(text[pos:close])
+            self.fields.append("".join(self.quoted).replace('""', '"'))
+            self.quoted = None
+            pos = close + 1
+            while pos < end and text[pos] == " ":
+                pos += 1
+            if pos == end:
+                return self.fields
+            if text[pos] != ",":
+                return _AFTER_QUOTE
+            pos += 1
+
+
 def _csv_records(
-    rows: Iterable[tuple[int, str, str]], width: int
+    rows: Iterable[tuple[int, str, str]], width: int, *, spanning: bool = True
 ) -> Iterator[tuple[int, str, list[str] | None, str | None]]:
     """Split consecutive data lines of a CSV file (``rows``: their physical line number, text
     and line ending) into records: ``(line, raw, fields, error)``, ``line`` being where the
@@ -575,21 +647,25 @@ def _csv_records(
     lines' own endings. A record that cannot be read (wrong number of fields, a quote left open)
     is returned once per physical line it covers, each with the error: a stray quote must not
     fold the lines after it into one row. Lines are read as the records need them, so only one
-    record's lines are held at a time.
+    record's lines are held at a time. Fields are as :class:`_RecordSplitter` has them, as on
+    the fast path. Not ``spanning`` (lines that are not consecutive): a record that goes on to
+    a next line raises ``_SpansLines``.
     """
     # DuckDB's reader has no field size limit: under csv's default (131,072 characters) a long
     # value failed on this path only, and the reader restarted inside it, staging its text as
     # rows. Set here, not at import: the limit is the process's, and anyone may lower it.
     csv.field_size_limit(sys.maxsize)
+    lines = iter(rows)
     taken: list[tuple[int, str, str]] = []  # the lines the reader took for the current record
 
     def feed() -> Iterator[str]:
-        for row in rows:
+        for row in lines:
             taken.append(row)
             yield row[1] + row[2]
 
-    # skipinitialspace: a space before an opening quote (`a, "b"`) reads as DuckDB's reader
-    # reads it on the other paths (b, not ` "b"`), and a quoted value after it may span lines.
+    # skipinitialspace: a space before an opening quote (`a, "b"`) does not hide the quote, so a
+    # quoted value after it may span lines. The csv module finds where records end (in C); the
+    # splitter reads again the few records the module reads otherwise than DuckDB.
     reader = csv.reader(feed(), strict=True, skipinitialspace=True)
     while True:
         try:
@@ -598,14 +674,33 @@ def _csv_records(
             return
         except csv.Error as exc:
             fields = None
-            error = "unterminated quoted value" if "end of data" in str(exc) else str(exc)
+            error = _OPEN_QUOTE if "end of data" in str(exc) else str(exc)
         record = taken[:]
         taken.clear()
         if not fields and error is None:
             continue  # an empty line is no record (whitespace-only lines are, and fail below)
-        text = "".join(t + e for _, t, e in record)
-        if fields is not None and error is None and (", " in text or text[:1] == " "):
-            fields = _keep_leading_spaces(text, fields)
+        # Read again as DuckDB reads them: a record the module failed at spaces after a closing
+        # quote (`"e1" ,`, which DuckDB allows; the module dropped the rest of the line), taking
+        # the next lines while a quote is open, and a record with spaces before a value (the
+        # module's skipinitialspace dropped them before unquoted values too; DuckDB keeps them).
+        if error == _AFTER_QUOTE or (
+            error is None and any(t[:1] == " " or ", " in t for _, t, _ in record)
+        ):
+            splitter = _RecordSplitter()
+            for _, text, ending in record:
+                split = splitter.add(text, ending)
+            while split is None and spanning and error is not None:
+                if (more := next(lines, None)) is None:
+                    split = _OPEN_QUOTE
+                    break
+                record.append(more)
+                split = splitter.add(more[1], more[2])
+            if isinstance(split, list):
+                fields, error = split, None
+            elif error is not None:
+                error = split or _OPEN_QUOTE
+        if not spanning and (len(record) > 1 or error == _OPEN_QUOTE):
+            raise _SpansLines
         # empty fields past the header's width are dropped, as DuckDB's reader drops them (a
         # row ending `1,,,` was kept there and quarantined here, depending on unrelated lines)
         while fields is not None and len(fields) > width and fields[-1] == "":
@@ -613,6 +708,7 @@ def _csv_records(
         if fields is not None and len(fields) != width:
             many = "many" if len(fields) > width else "few"
             error = f"too {many} columns (expected {width}, found {len(fields)})"
+        text = "".join(t + e for _, t, e in record)
         if error is None:  # the record's lines with their own endings, bar the last one
             yield record[0][0], text[: len(text) - len(record[-1][2])], fields, None
             continue
@@ -621,32 +717,19 @@ def _csv_records(
             yield number, line_text, None, f"malformed CSV row: {error}{span}"
 
 
-def _keep_leading_spaces(text: str, fields: list[str]) -> list[str]:
-    """The record read again without skipinitialspace, when that reads it alike: DuckDB keeps
-    the spaces before an unquoted value (the email as entered keeps them), and only drops those
-    before an opening quote. Otherwise (a quote after spaces, which then splits or spans lines
-    differently) the first reading stands."""
-    try:
-        plain = list(csv.reader(io.StringIO(text), strict=True))
-    except csv.Error:
-        return fields
-    if len(plain) != 1 or any(f[:1] == " " and f.lstrip(" ")[:1] == '"' for f in plain[0]):
-        return fields
-    return plain[0]
-
-
 def _stage_csv_records(
     con,
     source: Source,
     name: str,
     present: list[str],
-    which: str = "line > 1",
+    which: str | None = None,
     *,
     endings: str | Sequence[str],
 ) -> None:
-    """Stage the CSV file's lines ``which`` (SQL, over ``lines``; consecutive unless every
-    record is on a line of its own) record by record, each with the physical line it starts on
-    and its own text. ``endings``: the file's line ending, or each line's (by line number - 1)."""
+    """Stage the CSV file's data lines record by record, each with the physical line it starts
+    on and its own text; only the lines ``which`` (SQL, over ``lines``) when given, each then a
+    record of its own (``_SpansLines`` otherwise). ``endings``: the file's line ending, or each
+    line's (by line number - 1)."""
     import pyarrow as pa  # only files off the fast path need it
 
     last = con.execute("SELECT coalesce(max(line), 0) FROM lines").fetchall()[0][0]
@@ -656,7 +739,7 @@ def _stage_csv_records(
         # connection: a result still being fetched would not survive the next statement)
         for first in range(1, last + 1, RECORD_BATCH):
             for number, text in con.execute(
-                f"SELECT line, coalesce(text, '') FROM lines WHERE ({which}) "
+                f"SELECT line, coalesce(text, '') FROM lines WHERE ({which or 'line > 1'}) "
                 f"AND line BETWEEN {first} AND {first + RECORD_BATCH - 1} ORDER BY line"
             ).fetchall():
                 yield number, text, endings if isinstance(endings, str) else endings[number - 1]
@@ -686,7 +769,7 @@ def _stage_csv_records(
         )
 
     batch: list = []
-    for record in _csv_records(rows(), width):
+    for record in _csv_records(rows(), width, spanning=which is None):
         batch.append(record)
         if len(batch) == RECORD_BATCH:
             insert(batch)
