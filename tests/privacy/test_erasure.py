@@ -106,15 +106,26 @@ def test_invalid_requests_are_recorded_without_their_identifier_and_retried_once
     file_request(landing, "", "email", ANN)  # no id: reported, never acted on
     # only a no-break space: no identifier at all (it stayed pending for ever, owed to nobody)
     file_request(landing, "r-nbsp", "email", "\u00a0")
+    # a value identity.yml blocks names no one: listed, it erased and suppressed every stranger
+    # whose rows carried it (their form entries, their SSO logins' other identifiers)
+    file_request(landing, "r-test", "email", " Test@Test.com ")
+    file_request(landing, "r-null", "session_id", "NULL")
     caplog.set_level(logging.INFO)
 
     run_erasure(ERASE_DAY, built)
 
+    placeholder = "identifier_value: names no one (identity.yml blocks it)"
     assert query(built, "SELECT request_id, status, reason FROM erasure_requests ORDER BY 1") == [
         ("r-bad", "invalid", "identifier_type: not email, session_id or external_id"),
         ("r-dup", "done", None),
         ("r-nbsp", "invalid", "identifier_value: only white space"),
+        ("r-null", "invalid", placeholder),
+        ("r-test", "invalid", placeholder),
     ]
+    listed = "SELECT count(*) FROM suppression_list WHERE identifier_hash IN ('{}', '{}')"
+    assert query(
+        built, listed.format(hash_identifier("test@test.com"), hash_identifier("null"))
+    ) == [(0,)]
     assert query(built, f"SELECT count(*) FROM form_entries WHERE email = '{BOB}'") == [(0,)]
     assert query(built, f"SELECT count(*) FROM form_entries WHERE email = '{ANN}'") == [(1,)]
     assert "+44 7700 900123" not in caplog.text and ANN not in caplog.text
@@ -136,6 +147,8 @@ def test_invalid_requests_are_recorded_without_their_identifier_and_retried_once
         ("r-bad", "done"),
         ("r-dup", "done"),
         ("r-nbsp", "invalid"),
+        ("r-null", "invalid"),
+        ("r-test", "invalid"),
     ]
     assert mentions(built, ANN) == {} and mentions(built, ANN_SESSION) == {}
 

@@ -13,6 +13,7 @@ from audience_profiles import landing
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import erasure, hash_identifier
 from audience_profiles.privacy.erasure import run_erasure
+from audience_profiles.privacy.suppression import default_rules
 from tests.privacy.people import (
     ANN,
     ANN_SESSION,
@@ -297,6 +298,7 @@ def test_requests_resolve_through_the_stream_and_take_over_a_suppress(wh, tmp_pa
         "privacy/requests",
         staged=wh.staged_relation(staged["path"]),
         graph_tables=["profile_identifiers", "stream_identifiers"],
+        **default_rules().sql_params(),
     )
     wh.run_sql(
         "privacy/erase_warehouse",

@@ -43,6 +43,7 @@ from audience_profiles.destinations.base import (
     erasure_status,
 )
 from audience_profiles.destinations.drop_erasure import filter_file, load_subjects
+from audience_profiles.identity import load_rules
 from audience_profiles.warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict
                 "privacy/requests",
                 staged=wh.staged_relation(staged["path"]),
                 graph_tables=[t for t in GRAPH_TABLES if t in tables],
+                # which values name no one (a placeholder such as test@test.com)
+                **load_rules(config.identity_config).sql_params(),
             )
             new = wh.query(
                 "SELECT n.request_id, n.type, count(DISTINCT s.profile_id) FROM new_requests n "

@@ -8,6 +8,21 @@
 -- graph_tables: which of profile_identifiers and stream_identifiers exist.
 {% import "validate/_macros.sql" as v with context %}
 {% import "privacy/_macros.sql" as p %}
+{% import "identity/_macros.sql" as idm with context %}
+{#- A value identity.yml blocks (test@test.com, null) is no one's: listed, it would erase and
+    suppress every stranger whose rows carry it. (A malformed email is someone's: their
+    quarantined form entry holds it.) -#}
+{% set value = idm.as_listed("identifier_value") %}
+{% set placeholder -%}
+CASE lower(identifier_type)
+{%- for type in ("email", "session_id", "external_id") %}
+     WHEN '{{ type }}' THEN CASE WHEN {{ p.normalised("identifier_value") }} IS NOT NULL
+                                 AND ({{ value }} IN ({{ blocked_values[type] | map("literal") | join(", ") or "NULL" }})
+{%- for pattern in blocked_patterns[type] %} OR regexp_like({{ value }}, {{ pattern | literal }}){% endfor %})
+                            THEN 'identifier_value: names no one (identity.yml blocks it)' END
+{%- endfor %}
+END
+{%- endset %}
 CREATE OR REPLACE TEMP TABLE staged_requests AS
 SELECT *, row_number() OVER (PARTITION BY request_id ORDER BY _file, _line) AS copy_no
 FROM (
@@ -22,7 +37,8 @@ FROM (
                                 "CASE WHEN identifier_value <> '' AND " ~ p.normalised("identifier_value") ~ " IS NULL THEN 'identifier_value: only white space' END",
                                 v.timestamp("requested_at"),
                                 "CASE WHEN lower(identifier_type) NOT IN ('email', 'session_id', 'external_id') THEN 'identifier_type: not email, session_id or external_id' END",
-                                "CASE WHEN lower(type) NOT IN ('delete', 'suppress') THEN 'type: not delete or suppress' END"]) }} AS reason
+                                "CASE WHEN lower(type) NOT IN ('delete', 'suppress') THEN 'type: not delete or suppress' END",
+                                placeholder]) }} AS reason
         -- identifier_value trimmed of ASCII whitespace here and of all whitespace by p.hashed:
         -- the same as p.hashed alone
         FROM {{ v.trimmed_rows(staged, ["request_id", "identifier_type", "identifier_value", "requested_at", "type"]) }}
