@@ -29,7 +29,7 @@ EMAILS = [
     "dan@example.com",
     "test@test.com",  # blocked value
     "NULL",  # blocked value, any case
-    "not-an-email",  # quarantined by validation
+    "not-an-email",  # a form entry's: quarantined; an SSO row's: no identifier (audited)
 ]
 EXTERNAL_IDS = ["u-1", "u-2", "u-3", "anonymous", "0"]  # the last two are blocked
 NAMES = ["", "Ann", "Bob", " Cat "]
@@ -140,7 +140,8 @@ def sql_build(work: Path, landing_root: Path, ds: str, warehouse: dict | None = 
 # database: a kiosk (sess-3) and a session whose fourth email is blocked (sess-4, no kiosk), a
 # per-session limit (sess-1 signs in as u-1, then u-2), a profile-limit cut, a merge on the last
 # day (eve into bob), blocked values, two quarantined rows (a malformed email; no time of day and
-# an invalid consent), an observation landing a day late, and answers to two polls, some landing
+# an invalid consent), SSO logins with a malformed and a placeholder email (kept, the emails
+# audited), an observation landing a day late, and answers to two polls, some landing
 # a day late, so that the latest answer is decided by the interaction date, then the landing date.
 KIOSK_EMAILS = ["dan@example.com", "fay@example.com", "gus@example.com", "hal@example.com"]
 EDGE_CASE_LANDING = {
@@ -166,6 +167,9 @@ EDGE_CASE_LANDING = {
         ((1, False), "09:30:00", "sess-1", "u-1", "bob@example.com", "Ann"),
         ((2, False), "09:30:00", "sess-1", "u-2", "", ""),
         ((2, False), "00:00:00", "sess-5", "anonymous", "", ""),
+        # an SSO platform's malformed and placeholder emails: the logins stay, the emails go
+        ((1, False), "10:00:00", "sess-7", "u-3", "not-an-email", ""),
+        ((2, False), "10:00:00", "sess-7", "u-3", "NULL", "Ida"),
     ],
     "interactions": [
         *[((d, False), s, "poll-1", d % 4) for d in range(3) for s in SESSIONS],

@@ -151,6 +151,53 @@ def test_bad_rows_are_quarantined_with_a_reason_naming_the_field(tmp_path):
     ]
 
 
+def test_an_sso_login_with_a_placeholder_or_malformed_email_keeps_its_link(tmp_path):
+    # SSO platforms send "null" or junk where they have no email: the login is still a login.
+    # The row is kept; the identity rules leave the email out and audit its link.
+    config = write_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    write_csv(
+        landing / "identities" / "date=2022-04-29" / "sso.csv",
+        IDENTITY_HEADER,
+        [
+            ["2022-04-29T10:00:00", "s-null", "u-null", "NULL", "Ida", ""],
+            ["2022-04-29T10:00:00", "s-junk", "u-junk", "not-an-email", "", ""],
+        ],
+    )
+    window = RunWindow.for_date("2022-04-29")
+    staged = [pipeline.extract_source(s, window, config) for s in pipeline.VALIDATION_ORDER]
+    counts = pipeline.validate(window, staged, config)["sources"]
+    assert counts["identities"] == {"read": 2, "valid": 2, "quarantined": 0}
+    pipeline.enrich(window, config)
+    pipeline.resolve_identities(window, config)
+    pipeline.build_profiles(window, config)
+    with warehouse(config) as con:
+        people = con.execute(
+            "SELECT first_name, email FROM run_20220429.audience_profiles "
+            "WHERE external_id LIKE 'u-%' ORDER BY external_id"
+        ).fetchall()
+        profiles = con.execute(
+            "SELECT string_agg(identifier_type || ':' || identifier_value, ' ' "
+            "ORDER BY identifier_type, identifier_value) FROM run_20220429.profile_identifiers "
+            "WHERE identifier_value LIKE '%-null' OR identifier_value LIKE '%-junk' "
+            "GROUP BY profile_id ORDER BY 1"
+        ).fetchall()
+        audited = con.execute(
+            "SELECT left_value, right_value, rule, detail FROM run_20220429.identity_link_audit "
+            "WHERE left_type = 'external_id' ORDER BY left_value"
+        ).fetchall()
+    assert people == [(None, None), ("Ida", None)]  # the names stay; the emails go
+    assert profiles == [
+        ("external_id:u-junk session_id:s-junk",),
+        ("external_id:u-null session_id:s-null",),
+    ]
+    assert audited == [
+        ("u-junk", "not-an-email", "blocked_value", "email not a valid email"),
+        ("u-null", "null", "blocked_value", "email blocked value"),
+    ]
+
+
 def test_rerunning_a_date_gives_identical_outputs(tmp_path):
     from audience_profiles.generate import GenerateOptions, generate
 

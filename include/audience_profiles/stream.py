@@ -533,8 +533,8 @@ def _resolve(
     """Identity for the batch against the current state, then the touched profiles."""
     params = {"rs": WORK_SCHEMA, "bs": BATCH_SCHEMA, "home": home}
     wh.execute_script(f"DROP SCHEMA IF EXISTS {WORK_SCHEMA} CASCADE; CREATE SCHEMA {WORK_SCHEMA}")
-    wh.run_sql("stream/link_sources", **params)
     identity_rules = load_rules(config.identity_config)
+    wh.run_sql("stream/link_sources", **params, **identity_rules.sql_params())
     # Inside the work schema: the identity SQL's scratch tables are TEMP, and on Snowflake a
     # temporary table belongs to the schema it was created in.
     with _using(wh, WORK_SCHEMA, home):

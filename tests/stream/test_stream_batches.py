@@ -28,6 +28,7 @@ from tests.stream.support import (
 from tests.support import (
     ELEMENT_HEADER,
     FORM_HEADER,
+    IDENTITY_HEADER,
     INTERACTION_HEADER,
     SEED_SESSION,
     write_config,
@@ -435,6 +436,24 @@ def test_a_session_the_batch_makes_a_kiosk_leaves_its_profile(tmp_path, sent):
     assert query(config, kept) == [(SEED_SESSION,)]
     daily_build(config, [ds])
     assert query(config, kept) == []
+
+
+def test_a_placeholder_email_brings_in_no_one_elses_history(tmp_path, sent):
+    """SSO platforms send "NULL" for users without an email: the logins are kept, and a batch
+    with one more of them sends that login's profile alone, not every earlier login that
+    carried the same placeholder."""
+    config, landing = streaming(tmp_path, sent)
+    ds = "2022-04-30"
+
+    def login(name: str, *people: str) -> list[dict]:
+        rows = [[f"{ds}T10:00:00", f"s-{p}", f"u-{p}", "NULL", p.title(), ""] for p in people]
+        write_csv(landing / "identities" / f"date={ds}" / name, IDENTITY_HEADER, rows)
+        _, new = batch(config, sent, name)
+        return [r for r in new if r["event_type"] == "profile_upsert"]
+
+    assert len(login("a.csv", "ann", "bob", "cat")) == 3
+    (upsert,) = login("b.csv", "dan")
+    assert upsert["payload"]["first_name"] == "Dan" and upsert["payload"]["email"] is None
 
 
 def test_a_publish_keeps_the_stream_entries_its_build_did_not_have(tmp_path, sent):

@@ -73,8 +73,8 @@ CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing'
      THEN '{{ col }}: later than the day after its landing date'
 {%- endif %} END
 {%- endmacro %}
-{% macro email(col, required=true) -%}
-CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN {{ "'" ~ col ~ ": missing'" if required else "NULL" }}
+{% macro email(col) -%}
+CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing'
      WHEN NOT regexp_like(lower({{ col }}), {{ email_pattern | literal }}) THEN '{{ col }}: malformed email' END
 {%- endmacro %}
 {% macro yes_no(col) -%}

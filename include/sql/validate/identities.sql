@@ -1,8 +1,11 @@
 -- Type-check signed-in SSO links (session_id -- external_id, optionally an email and names).
+-- The email is not checked here: an SSO platform's placeholder ("null", "n/a") or malformed
+-- email must not cost the login its link. The identity rules leave such an email out of every
+-- profile and write its link to identity_link_audit (docs/identity.md, "Blocked values").
 {% import "validate/_macros.sql" as v with context %}
 CREATE OR REPLACE TEMP TABLE checked_identities AS
 SELECT *, {{ v.reasons(["_error", v.timestamp("observed_at", landed=ds), v.required("session_id"),
-                        v.required("external_id"), v.email("email", required=false)]) }} AS reason
+                        v.required("external_id")]) }} AS reason
 FROM {{ v.trimmed_rows(v.staged_rows(staged), ["observed_at", "session_id", "external_id", "email", "first_name",
                                   "last_name"]) }};
 
