@@ -138,11 +138,7 @@ def _check_source_folder(entries: Iterable[tuple[str, bool]], where: str) -> Non
     stray = sorted(
         name + ("/" if is_folder else "")
         for name, is_folder in entries
-        if not is_hidden(name)
-        and (
-            (is_folder and name.startswith("date=") and partition_date(name) is None)
-            or (not is_folder and is_data_file(name))
-        )
+        if is_stray(name, is_folder)
     )
     if stray:
         raise LandingError(
@@ -150,6 +146,16 @@ def _check_source_folder(entries: Iterable[tuple[str, bool]], where: str) -> Non
             f"{_some(stray)} (a source's files belong in folders named date=YYYY-MM-DD; names starting "
             "with _ or . are ignored): rename or move them"
         )
+
+
+def is_stray(name: str, is_folder: bool) -> bool:
+    """An entry of a partitioned source's folder that no run reads: a folder named as a
+    partition but not ``date=YYYY-MM-DD``, or a data file outside any partition."""
+    if is_hidden(name):
+        return False
+    if is_folder:
+        return name.startswith("date=") and partition_date(name) is None
+    return is_data_file(name)
 
 
 def is_hidden(name: str) -> bool:

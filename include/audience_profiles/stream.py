@@ -162,10 +162,12 @@ class Landing:
             return
         if not source.partitioned:
             unread = len(parts) == 2 and not landing.is_data_file(parts[-1])
-        elif len(parts) == 2:  # beside the partitions: only a data file fails the extract
-            unread = landing.is_data_file(parts[-1])
-        elif len(parts) == 3 and parts[1].startswith("date="):
-            unread = not (landing.partition_date(parts[1]) and landing.is_data_file(parts[-1]))
+        elif len(parts) == 2:  # beside the partitions
+            unread = landing.is_stray(parts[1], is_folder=False)
+        elif len(parts) == 3:  # in a misnamed partition, or unread in a partition
+            unread = landing.is_stray(parts[1], is_folder=True) or (
+                landing.partition_date(parts[1]) is not None and not landing.is_data_file(parts[-1])
+            )
         else:
             unread = False
         if unread:

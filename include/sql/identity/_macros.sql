@@ -60,15 +60,20 @@ lower(CASE WHEN ascii({{ value }}) IN ({{ p.whitespace | join(", ") }})
              OR ascii(right({{ value }}, 1)) IN ({{ p.whitespace | join(", ") }})
            THEN {{ p.trimmed(value) }} ELSE {{ value }} END)
 {%- endmacro %}
+{#- The WHEN clauses for a value identity.yml lists: blocked values and patterns (a placeholder
+    that names no one; privacy/requests.sql refuses a request for one). -#}
+{% macro listed(type, value) -%}
+WHEN {{ as_listed(value) }} IN ({{ blocked_values[type] | map("literal") | join(", ") or "NULL" }}) THEN 'blocked value'
+{% for pattern in blocked_patterns[type] %}
+     WHEN regexp_like({{ as_listed(value) }}, {{ pattern | literal }}) THEN 'matches blocked pattern ' || {{ pattern | literal }}
+{% endfor %}
+{%- endmacro %}
 {#- Why a value cannot be an identifier, or NULL when it can: the value rules of identity.yml
     (links.sql; privacy/suppress.sql asks the same of the values it meets). -#}
 {% macro blocked(type, value) -%}
 CASE WHEN {{ value }} IS NULL THEN 'missing'
      WHEN length({{ value }}) > {{ max_value_length }} THEN 'longer than {{ max_value_length }} characters'
-     WHEN {{ as_listed(value) }} IN ({{ blocked_values[type] | map("literal") | join(", ") or "NULL" }}) THEN 'blocked value'
-{% for pattern in blocked_patterns[type] %}
-     WHEN regexp_like({{ as_listed(value) }}, {{ pattern | literal }}) THEN 'matches blocked pattern ' || {{ pattern | literal }}
-{% endfor %}
+     {{ listed(type, value) }}
 {% if type == "email" %}
      {#- validation stores emails trimmed and lower-cased (the matching key); a row written by
          another loader that is not would be a second identifier for the same address -#}

@@ -12,14 +12,11 @@
 {#- A value identity.yml blocks (test@test.com, null) is no one's: listed, it would erase and
     suppress every stranger whose rows carry it. (A malformed email is someone's: their
     quarantined form entry holds it.) -#}
-{% set value = idm.as_listed("identifier_value") %}
 {% set placeholder -%}
 CASE lower(identifier_type)
 {%- for type in ("email", "session_id", "external_id") %}
-     WHEN '{{ type }}' THEN CASE WHEN {{ p.normalised("identifier_value") }} IS NOT NULL
-                                 AND ({{ value }} IN ({{ blocked_values[type] | map("literal") | join(", ") or "NULL" }})
-{%- for pattern in blocked_patterns[type] %} OR regexp_like({{ value }}, {{ pattern | literal }}){% endfor %})
-                            THEN 'identifier_value: names no one (identity.yml blocks it)' END
+     WHEN '{{ type }}' THEN CASE WHEN {{ p.normalised("identifier_value") }} IS NULL THEN NULL
+                            {{ idm.listed(type, "identifier_value") }} END
 {%- endfor %}
 END
 {%- endset %}
@@ -38,7 +35,7 @@ FROM (
                                 v.timestamp("requested_at"),
                                 "CASE WHEN lower(identifier_type) NOT IN ('email', 'session_id', 'external_id') THEN 'identifier_type: not email, session_id or external_id' END",
                                 "CASE WHEN lower(type) NOT IN ('delete', 'suppress') THEN 'type: not delete or suppress' END",
-                                placeholder]) }} AS reason
+                                "CASE WHEN (" ~ placeholder ~ ") IS NOT NULL THEN 'identifier_value: names no one (identity.yml blocks it)' END"]) }} AS reason
         -- identifier_value trimmed of ASCII whitespace here and of all whitespace by p.hashed:
         -- the same as p.hashed alone
         FROM {{ v.trimmed_rows(staged, ["request_id", "identifier_type", "identifier_value", "requested_at", "type"]) }}
