@@ -30,9 +30,10 @@ EMAILS = [
     "test@test.com",  # blocked value
     "NULL",  # blocked value, any case
     "not-an-email",  # a form entry's: quarantined; an SSO row's: no identifier (audited)
+    "bob@example.com\u00a0",  # bob: a no-break space is white space too
 ]
 EXTERNAL_IDS = ["u-1", "u-2", "u-3", "anonymous", "0"]  # the last two are blocked
-NAMES = ["", "Ann", "Bob", " Cat "]
+NAMES = ["", "Ann", "Bob", " Cat ", "\u2003Dee\u00a0"]  # trimmed of any white space
 YES_NO = ["", "yes", "no", "Y", "0", "maybe"]  # "maybe" is quarantined
 # few distinct times, so that observations tie to the second; offsets move them across days;
 # the last is no time of day (quarantined)
@@ -158,6 +159,18 @@ EDGE_CASE_LANDING = {
         # eve's profile (day 1) merges into bob's on the last day
         ((1, False), "09:30:00", "sess-5", "eve@example.com", "Eve", "", "yes", "", ""),
         ((2, False), "09:30:00", "sess-2", "eve@example.com", "", "", "", "", ""),
+        # white space beyond ASCII is trimmed: a name, and a last name of nothing else (blank)
+        (
+            (2, False),
+            "09:30:00",
+            "sess-8",
+            "gil@example.com",
+            "\u2003Gil\u00a0",
+            "\u00a0",
+            "",
+            "",
+            "",
+        ),
         # sess-4 carries four emails, one of them blocked: three count, so it is no kiosk
         *[((1, False), "07:30:00Z", "sess-4", e, "", "", "", "", "") for e in EMAILS[2:6]],
         # sess-3 carries four that count: a kiosk, linked to none of them
@@ -170,6 +183,8 @@ EDGE_CASE_LANDING = {
         # an SSO platform's malformed and placeholder emails: the logins stay, the emails go
         ((1, False), "10:00:00", "sess-7", "u-3", "not-an-email", ""),
         ((2, False), "10:00:00", "sess-7", "u-3", "NULL", "Ida"),
+        # white space beyond ASCII (a no-break space) is trimmed like any other: bob's email
+        ((2, False), "11:00:00", "sess-9", "u-1", "bob@example.com\u00a0", ""),
     ],
     "interactions": [
         *[((d, False), s, "poll-1", d % 4) for d in range(3) for s in SESSIONS],

@@ -417,7 +417,7 @@ def test_the_collision_check_finds_two_identifiers_with_one_node_id(world):
 
 
 def test_a_placeholder_padded_with_white_space_is_still_blocked(world):
-    """Validation trims ASCII white space only, another loader nothing: "null" + a no-break space
+    """Validation trims white space, another loader may not: "null" + a no-break space
     or "undefined" + an em space must not become one identifier shared by strangers."""
     world.sso(f"{D1}T10:00:00", S1, "null\u00a0", email="ann@example.com")
     world.sso(f"{D1}T11:00:00", S2, "NULL\u00a0", email="bob@example.com")

@@ -118,7 +118,7 @@ def test_invalid_requests_are_recorded_without_their_identifier_and_retried_once
     assert query(built, "SELECT request_id, status, reason FROM erasure_requests ORDER BY 1") == [
         ("r-bad", "invalid", "identifier_type: not email, session_id or external_id"),
         ("r-dup", "done", None),
-        ("r-nbsp", "invalid", "identifier_value: only white space"),
+        ("r-nbsp", "invalid", "identifier_value: missing"),
         ("r-null", "invalid", placeholder),
         ("r-test", "invalid", placeholder),
     ]

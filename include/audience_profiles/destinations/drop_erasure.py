@@ -87,7 +87,7 @@ def load_subjects(con: duckdb.DuckDBPyConnection, requests: Sequence[ErasureRequ
 
 
 def _email(expr: str) -> str:
-    # Emails are matched as the warehouse keys them (privacy.normalise_email, ASCII after
+    # Emails are matched as the warehouse keys them (privacy.normalise_email after
     # validation): a drop fed by an older export may hold them as entered.
     return f"lower(trim({expr}))"
 

@@ -52,7 +52,7 @@ datediff('day', DATE '1970-01-01', {{ dt }}) * 10000000000
 {%- endmacro %}
 {% import "privacy/_macros.sql" as p %}
 {#- A value as the blocked lists see it: lower-case, without surrounding white space of any kind.
-    Validation trims ASCII white space only, and rows from another loader are not trimmed at all:
+    Validation trims the same white space, but rows from another loader are not trimmed at all:
     "null" followed by a no-break space must still be the placeholder "null", or strangers merge
     through it. Guarded, as nearly no value has any (a trim with a character set costs). -#}
 {% macro as_listed(value) -%}

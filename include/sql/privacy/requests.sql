@@ -31,13 +31,11 @@ FROM (
         -- checked on the text, in a query of its own: in the list above, requested_at & co.
         -- name both a staged column and an alias, which engines resolve differently
         SELECT *, {{ v.reasons(["_error", v.required("request_id"), v.required("identifier_value"),
-                                "CASE WHEN identifier_value <> '' AND " ~ p.normalised("identifier_value") ~ " IS NULL THEN 'identifier_value: only white space' END",
                                 v.timestamp("requested_at"),
                                 "CASE WHEN lower(identifier_type) NOT IN ('email', 'session_id', 'external_id') THEN 'identifier_type: not email, session_id or external_id' END",
                                 "CASE WHEN lower(type) NOT IN ('delete', 'suppress') THEN 'type: not delete or suppress' END",
                                 "CASE WHEN (" ~ placeholder ~ ") IS NOT NULL THEN 'identifier_value: names no one (identity.yml blocks it)' END"]) }} AS reason
-        -- identifier_value trimmed of ASCII whitespace here and of all whitespace by p.hashed:
-        -- the same as p.hashed alone
+        -- identifier_value trimmed here as p.hashed trims it: the same as p.hashed alone
         FROM {{ v.trimmed_rows(staged, ["request_id", "identifier_type", "identifier_value", "requested_at", "type"]) }}
     ) checked
 ) s;

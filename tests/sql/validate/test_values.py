@@ -1,7 +1,8 @@
 """Value rules of include/sql/validate, through the real extract and validate steps.
 
 Timestamps are stored as UTC (an offset is applied; none means UTC), an interaction dated after
-its landing partition is quarantined, and white space means any ASCII white space, not only
+its landing partition is quarantined, and white space means what Python's str.isspace() accepts
+(tabs, line breaks, the no-break space and the other Unicode spaces), not only
 spaces. Each rule is also checked where it matters downstream: the most recent statement wins,
 and the run for a day sees nothing from after that day (UTC).
 """
@@ -313,7 +314,7 @@ def test_white_space_only_values_are_missing_and_values_are_trimmed(config, tmp_
         tmp_path,
         "interactions",
         DS,
-        [{**interaction(DS), "session_id": "\t"}, {**interaction(DS), "option": "\t2"}],
+        [{**interaction(DS), "session_id": "\t\u00a0"}, {**interaction(DS), "option": "\u20032"}],
         name="part-0.json",
     )
     land(
@@ -321,8 +322,12 @@ def test_white_space_only_values_are_missing_and_values_are_trimmed(config, tmp_
         "form_entries",
         DS,
         [
-            form("2022-04-29T10:00:00", session_id="\t \t"),
-            form("\t2022-04-29T10:00:00\t", session_id="s2\r\n", email="\tAnn@Example.com"),
+            form("2022-04-29T10:00:00", session_id="\t \u3000"),
+            form(
+                "\t2022-04-29T10:00:00\t",
+                session_id="s2\r\n",
+                email="\tAnn@Example.com\u00a0",  # pasted from a web page
+            ),
         ],
         name="part-0.json",
     )
@@ -330,7 +335,7 @@ def test_white_space_only_values_are_missing_and_values_are_trimmed(config, tmp_
         tmp_path,
         "identities",
         DS,
-        [{"observed_at": "2022-04-29T10:00:00", "session_id": "s3", "external_id": "\r\n"}],
+        [{"observed_at": "2022-04-29T10:00:00", "session_id": "s3", "external_id": "\r\n\u2028"}],
         name="part-0.json",
     )
 
@@ -341,7 +346,7 @@ def test_white_space_only_values_are_missing_and_values_are_trimmed(config, tmp_
     assert quarantined(config, "identities") == [(1, "external_id: missing")]
     assert query(config, "SELECT option FROM interactions") == [(2,)]
     assert query(config, "SELECT session_id, email, email_raw FROM form_entries") == [
-        ("s2", "ann@example.com", "\tAnn@Example.com")
+        ("s2", "ann@example.com", "\tAnn@Example.com\u00a0")
     ]
 
 
