@@ -8,6 +8,7 @@ from audience_profiles import pipeline, report
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import hash_identifier
 from audience_profiles.privacy.erasure import run_erasure
+from audience_profiles.warehouse import open_warehouse
 from tests.privacy.people import (
     ANN,
     ANN_SESSION,
@@ -21,7 +22,7 @@ from tests.privacy.people import (
     mentions,
     query,
 )
-from tests.support import FORM_HEADER, INTERACTION_HEADER, write_csv
+from tests.support import FORM_HEADER, IDENTITY_HEADER, INTERACTION_HEADER, write_csv
 
 NEXT_DAY = "2022-04-30"
 
@@ -186,3 +187,42 @@ def test_the_suppressed_count_is_of_the_dates_own_rows(built, tmp_path):
     src = result["validate"]["sources"]["interactions"]
     assert "suppressed" not in src  # Bob's vote stays; the device's earlier votes are 04-29's
     assert result["validate"]["sources"]["form_entries"]["suppressed"] == 1
+
+
+def test_a_placeholder_listed_before_requests_were_checked_comes_off_the_list(
+    built, tmp_path, caplog
+):
+    """A request for "null" accepted before requests.sql refused placeholders left "null" on the
+    list, and the strangers it reached too. Since SSO logins with a "null" email are kept, every
+    such login would be taken out and its SSO id listed. The next run takes them all off."""
+    null, stranger = hash_identifier("null"), hash_identifier("u-earlier")
+    with open_warehouse(built) as wh:
+        wh.execute_script(
+            "INSERT INTO erasure_requests (request_id, identifier_type, identifier_hash, type,"
+            f" status) VALUES ('r-null', 'email', '{null}', 'delete', 'done'),"
+            f" ('r-ann', 'email', '{hash_identifier(ANN)}', 'delete', 'done');"
+            f" INSERT INTO suppression_list VALUES ('email', '{null}', 'delete', 'r-null', NULL),"
+            # a stranger's SSO id it reached, and a real person's entry that stays
+            f" ('external_id', '{stranger}', 'delete', 'r-null', NULL),"
+            f" ('email', '{hash_identifier(ANN)}', 'delete', 'r-ann', NULL)"
+        )
+    write_csv(
+        tmp_path / "landing" / "identities" / f"date={NEXT_DAY}" / "p.csv",
+        IDENTITY_HEADER,
+        [
+            [f"{NEXT_DAY}T10:00:00", "sx-1", "u-7", "NULL", "Xena", ""],
+            [f"{NEXT_DAY}T11:00:00", "sx-2", "u-8", "null", "Yan", ""],
+        ],
+    )
+
+    result = run_all(RunWindow.for_date(NEXT_DAY), built)
+
+    assert result["validate"]["suppressed"] == {}
+    strangers = "SELECT first_name FROM audience_profiles WHERE external_id IN ('u-7', 'u-8')"
+    assert sorted(query(built, strangers)) == [("Xena",), ("Yan",)]
+    assert query(built, "SELECT request_id FROM suppression_list") == [("r-ann",)]
+    assert query(built, "SELECT request_id, status, reason FROM erasure_requests ORDER BY 1") == [
+        ("r-ann", "done", None),
+        ("r-null", "invalid", "identifier_value: names no one (identity.yml blocks it)"),
+    ]
+    assert "took 2 suppression-list entr(ies) off the list: request(s) r-null" in caplog.text

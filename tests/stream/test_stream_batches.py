@@ -15,7 +15,7 @@ import pytest
 from audience_profiles import pipeline, stream
 from audience_profiles.destinations.base import DeliveryReport
 from audience_profiles.destinations.streams import records_from_export
-from audience_profiles.privacy import erasure
+from audience_profiles.privacy import erasure, hash_identifier
 from audience_profiles.privacy.retention import apply_retention
 from tests.stream.support import (
     TABLES,
@@ -454,6 +454,32 @@ def test_a_placeholder_email_brings_in_no_one_elses_history(tmp_path, sent):
     assert len(login("a.csv", "ann", "bob", "cat")) == 3
     (upsert,) = login("b.csv", "dan")
     assert upsert["payload"]["first_name"] == "Dan" and upsert["payload"]["email"] is None
+
+
+def test_a_placeholder_listed_before_requests_were_checked_takes_out_no_one(tmp_path, sent):
+    """An entry for "null" left by a request accepted before such requests were refused, and the
+    stranger's SSO id it reached: the batch takes them off the warehouse's list first, so a login
+    with a "null" email is streamed, not suppressed (tests/privacy/test_suppression.py: daily)."""
+    config, landing = streaming(tmp_path, sent)
+    ds = "2022-04-30"
+    null = hash_identifier("null")
+    with duckdb.connect(config.warehouse.path) as con:
+        con.execute(
+            "INSERT INTO erasure_requests (request_id, identifier_type, identifier_hash, type,"
+            f" status) VALUES ('r-null', 'email', '{null}', 'delete', 'done');"
+            f" INSERT INTO suppression_list VALUES ('email', '{null}', 'delete', 'r-null', NULL),"
+            f" ('external_id', '{hash_identifier('u-xena')}', 'delete', 'r-null', NULL)"
+        )
+    rows = [[f"{ds}T10:00:00", "s-xena", "u-xena", "NULL", "Xena", ""]]
+    write_csv(landing / "identities" / f"date={ds}" / "x.csv", IDENTITY_HEADER, rows)
+
+    _, new = batch(config, sent, "b1")
+
+    assert [r["payload"]["first_name"] for r in new if r["event_type"] == "profile_upsert"] == [
+        "Xena"
+    ]
+    assert query(config, "SELECT count(*) FROM suppression_list") == [(0,)]
+    assert query(config, "SELECT status FROM erasure_requests") == [("invalid",)]
 
 
 def test_a_publish_keeps_the_stream_entries_its_build_did_not_have(tmp_path, sent):

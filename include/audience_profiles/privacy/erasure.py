@@ -44,6 +44,7 @@ from audience_profiles.destinations.base import (
 )
 from audience_profiles.destinations.drop_erasure import filter_file, load_subjects
 from audience_profiles.identity import load_rules
+from audience_profiles.privacy.suppression import unlist_placeholders
 from audience_profiles.warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,11 @@ def read_requests(ds: str, run_id: str, config: PipelineConfig | None = None) ->
 def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict:
     """Record new requests, resolve them to profiles and identifiers, suppress them all."""
     config = config or load_config()
+    rules = load_rules(config.identity_config)
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
+        # before a new request can take over an earlier one's entries (requests.sql)
+        unlist_placeholders(wh, rules)
         if staged["rows"]:
             tables = wh.table_names()
             wh.run_sql(
@@ -92,7 +96,7 @@ def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict
                 staged=wh.staged_relation(staged["path"]),
                 graph_tables=[t for t in GRAPH_TABLES if t in tables],
                 # which values name no one (a placeholder such as test@test.com)
-                **load_rules(config.identity_config).sql_params(),
+                **rules.sql_params(),
             )
             new = wh.query(
                 "SELECT n.request_id, n.type, count(DISTINCT s.profile_id) FROM new_requests n "

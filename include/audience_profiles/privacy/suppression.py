@@ -18,6 +18,7 @@ import logging
 
 from audience_profiles.config import DEFAULT_CONFIG
 from audience_profiles.identity import IdentityRules, load_rules
+from audience_profiles.privacy import hash_identifier
 from audience_profiles.warehouse.base import Warehouse, check_ds
 
 log = logging.getLogger(__name__)
@@ -40,19 +41,43 @@ def default_rules() -> IdentityRules:
     return load_rules(DEFAULT_CONFIG.with_name("identity.yml"))
 
 
+def unlist_placeholders(wh: Warehouse, rules: IdentityRules) -> int:
+    """Take entries for values ``rules`` block (``null``, ``test@test.com``) off the suppression
+    list, with every entry their requests made, and mark those requests invalid; returns how many
+    entries left. Such a value names no one: listed, it takes out every stranger carrying it."""
+    placeholders = sorted(
+        f"{type_}:{hashed}"
+        for type_, values in rules.blocked_values.items()
+        for hashed in {hash_identifier(v) for v in values}
+        if hashed
+    )
+    if not placeholders or not suppression_count(wh):
+        return 0
+    wh.run_sql("privacy/unlist_placeholders", placeholders=placeholders)
+    entries = wh.query("SELECT entries FROM unlisted_entries")[0][0]
+    requests = [r[0] for r in wh.query("SELECT request_id FROM unlisted_requests ORDER BY 1")]
+    if entries or requests:
+        # request ids and counts only, as every privacy log line
+        log.warning(
+            "took %s suppression-list entr(ies) off the list: request(s) %s named a value "
+            "identity.yml blocks, which names no one (now invalid)",
+            entries,
+            ", ".join(requests) or "refused earlier",
+        )
+    return entries
+
+
 def apply_suppression(wh: Warehouse, ds: str, rules: IdentityRules | None = None) -> dict[str, int]:
     """Filter partition ``ds`` of the source tables; returns rows taken out per table.
 
     ``rules`` (the pipeline's identity.yml; default: the packaged one) say which values are
     identifiers: a placeholder such as ``unknown`` never joins the list and claims no session.
     """
+    rules = rules or default_rules()
+    unlist_placeholders(wh, rules)
     if not suppression_count(wh):
         return {}
-    params = {
-        "ds": check_ds(ds),
-        "home": wh.home_schema,
-        **(rules or default_rules()).sql_params(),
-    }
+    params = {"ds": check_ds(ds), "home": wh.home_schema, **rules.sql_params()}
     wh.run_sql("privacy/suppress", step="people", **params)
     # The other identifiers of SSO rows carrying a listed person, until no round adds one (each
     # round adds a value or turns one into a delete: it ends).

@@ -1,6 +1,8 @@
 {#- The SQL twin of audience_profiles.privacy: normalise and hash identifiers exactly as Python does
     (trim the characters str.isspace() accepts, lower-case with Unicode's simple case mapping,
     SHA-256 hex; blank is NULL). tests/privacy/test_hashing.py holds both sides to the same hashes. -#}
+{#- Why a request for a value identity.yml blocks is invalid (requests.sql, unlist_placeholders.sql). -#}
+{%- set names_no_one = "identifier_value: names no one (identity.yml blocks it)" -%}
 {%- set whitespace = [9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, 8192, 8193, 8194, 8195,
                       8196, 8197, 8198, 8199, 8200, 8201, 8202, 8232, 8233, 8239, 8287, 12288] -%}
 {% macro trimmed(expr) -%}

@@ -34,7 +34,7 @@ FROM (
                                 v.timestamp("requested_at"),
                                 "CASE WHEN lower(identifier_type) NOT IN ('email', 'session_id', 'external_id') THEN 'identifier_type: not email, session_id or external_id' END",
                                 "CASE WHEN lower(type) NOT IN ('delete', 'suppress') THEN 'type: not delete or suppress' END",
-                                "CASE WHEN (" ~ placeholder ~ ") IS NOT NULL THEN 'identifier_value: names no one (identity.yml blocks it)' END"]) }} AS reason
+                                "CASE WHEN (" ~ placeholder ~ ") IS NOT NULL THEN " ~ (p.names_no_one | literal) ~ " END"]) }} AS reason
         -- identifier_value trimmed here as p.hashed trims it: the same as p.hashed alone
         FROM {{ v.trimmed_rows(staged, ["request_id", "identifier_type", "identifier_value", "requested_at", "type"]) }}
     ) checked
