@@ -56,8 +56,8 @@ datediff('day', DATE '1970-01-01', {{ dt }}) * 10000000000
     "null" followed by a no-break space must still be the placeholder "null", or strangers merge
     through it. Guarded, as nearly no value has any (a trim with a character set costs). -#}
 {% macro as_listed(value) -%}
-lower(CASE WHEN ascii({{ value }}) IN ({{ p.whitespace | join(", ") }})
-             OR ascii(right({{ value }}, 1)) IN ({{ p.whitespace | join(", ") }})
+lower(CASE WHEN unicode({{ value }}) IN ({{ p.whitespace | join(", ") }})
+             OR unicode(right({{ value }}, 1)) IN ({{ p.whitespace | join(", ") }})
            THEN {{ p.trimmed(value) }} ELSE {{ value }} END)
 {%- endmacro %}
 {#- The WHEN clauses for a value identity.yml lists: blocked values and patterns (a placeholder
