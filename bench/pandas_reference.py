@@ -274,7 +274,7 @@ def blocked_reason(node_type: str, value: str, rules: IdentityRules) -> str | No
     for pattern in rules.blocked_patterns[node_type]:
         if re.fullmatch(pattern, lowered):
             return f"matches blocked pattern {pattern}"
-    if node_type == "email" and value != value.strip(" ").lower():
+    if node_type == "email" and value != value.strip().lower():
         return "not normalised (trim and lower-case)"
     if node_type == "email" and not re.fullmatch(rules.email_pattern, value):
         return "not a valid email"

@@ -78,6 +78,23 @@ def test_a_delete_request_takes_the_person_out_of_every_table_and_nobody_else(bu
     )
 
 
+def test_a_quarantined_line_with_the_email_padded_by_a_no_break_space_is_erased(built, tmp_path):
+    """The line's words are cut at every white space character, not only ASCII ones: the
+    daily suppression found David in it (its tokens are hashed trimmed), the erasure did not."""
+    write_csv(
+        tmp_path / "landing" / "form_entries" / "date=2022-04-29" / "q.csv",
+        FORM_HEADER,
+        [form("2022-04-29T08:40:00", "Dave", "W", DAVID + "\u00a0", "stray-2", optin="Maybe")],
+    )
+    run_all(RunWindow.for_date("2022-04-29"), built)
+    assert mentions(built, DAVID)["quarantine"] and export_mentions(built, DAVID)
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+
+    run_erasure(ERASE_DAY, built)
+
+    assert mentions(built, DAVID) == {} and export_mentions(built, DAVID) == []
+
+
 def test_running_again_changes_nothing(built, tmp_path):
     file_request(tmp_path / "landing", "r-1", "email", DAVID)
     run_erasure(ERASE_DAY, built)

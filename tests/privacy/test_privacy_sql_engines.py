@@ -59,7 +59,8 @@ def test_sql_hash_equals_python_for_non_ascii_emails(wh):
 
 
 def test_tokens_are_the_words_python_cuts(wh):
-    lines = [DAVID_LINE, OTHER_LINE, JSON_LINE, "tab\tseparated\r\nline"]
+    # every white space character separates words: a value padded with a no-break space too
+    lines = [DAVID_LINE, OTHER_LINE, JSON_LINE, "tab\tseparated\r\nline", "a@b.io\u00a0,x\u2003y"]
     wh.execute_script(
         "CREATE OR REPLACE TABLE lines AS SELECT * FROM (VALUES "
         + ", ".join(f"({i}, {wh.literal(v)})" for i, v in enumerate(lines))
@@ -68,6 +69,7 @@ def test_tokens_are_the_words_python_cuts(wh):
     tokens = sql_macro("privacy/_macros.sql", "tokens", "i", "lines", wh.engine)
     got = sorted(wh.query(f"SELECT i, token FROM ({tokens}) x"))
     assert got == sorted((i, w) for i, line in enumerate(lines) for w in re.findall(RAW_WORD, line))
+    assert [w for i, w in got if i == 4] == ["a@b.io", "x", "y"]
 
 
 def test_suppression_removes_the_same_rows(wh):

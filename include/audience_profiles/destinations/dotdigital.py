@@ -88,6 +88,7 @@ from audience_profiles.hooks.dotdigital import (
     DotdigitalApiError,
     DotdigitalHook,
 )
+from audience_profiles.privacy import sql_normalised
 from audience_profiles.triggers.dotdigital import wait_for_imports
 
 log = logging.getLogger(__name__)
@@ -574,7 +575,7 @@ class DotdigitalDestination(Destination):
     ) -> dict[str, tuple[str, str]]:
         """Temp table ``desired``: wanted (segment, email) rows; returns field -> (sql, type)."""
         con = store.con
-        # lower(trim(email)) is the SQL twin of privacy.normalise_email: Dotdigital keys by it.
+        # Dotdigital keys by the address as privacy.normalise_email has it.
         profiles = f"read_parquet({_lit(tables['audience_profiles'])})"
         memberships = f"read_parquet({_lit(tables['segment_memberships'])})"
         columns = {
@@ -601,7 +602,7 @@ class DotdigitalDestination(Destination):
                 url = f"CASE WHEN {src} ILIKE 'http%' THEN {src} ELSE {url} END"
             selects.append(
                 f"""
-                SELECT m.segment_id, lower(trim(p.email)) AS email, p.profile_id,
+                SELECT m.segment_id, {sql_normalised("p.email")} AS email, p.profile_id,
                        p.{_q(seg.consent_column)} AS consented,
                        CAST({consent_at} AS TIMESTAMP) AS consent_at,
                        CAST({_lit(seg.consent_text)} AS VARCHAR) AS consent_text,

@@ -49,15 +49,16 @@ from audience_profiles.destinations.drop import (
     _quote_ident,
     _sha256,
 )
-from audience_profiles.privacy import hash_identifier
+from audience_profiles.privacy import WHITESPACE, hash_identifier, sql_normalised
 
 # The manifest saved while an erasure rewrites the partition's parts (readers read only
 # _manifest.json; drop.write_partition removes this as a stale file).
 ERASING_MANIFEST = "_manifest.erasing.json"
 _PART = re.compile(r"part-\d{5}\.(csv|json|parquet)(\.gz)?$")
 # A word of a raw line (CSV field, JSON string), as the tokens macro of
-# include/sql/privacy/_macros.sql cuts it: Python's re and DuckDB's RE2 read it alike.
-RAW_WORD = r'[^\t\n\r ,;"{}]+'
+# include/sql/privacy/_macros.sql cuts it: Python's re and DuckDB's RE2 read it alike. Every
+# white space character separates words (the characters themselves, none special in a class).
+RAW_WORD = "[^" + WHITESPACE + ',;"{}]+'
 _TOKEN = _literal(RAW_WORD)
 _JSON_LINE = chr(31)  # a delimiter that never occurs: every JSON line is one value
 PROFILE_COLUMNS = ("profile_id", "merged_profile_id", "surviving_profile_id")
@@ -87,9 +88,9 @@ def load_subjects(con: duckdb.DuckDBPyConnection, requests: Sequence[ErasureRequ
 
 
 def _email(expr: str) -> str:
-    # Emails are matched as the warehouse keys them (privacy.normalise_email after
-    # validation): a drop fed by an older export may hold them as entered.
-    return f"lower(trim({expr}))"
+    # Emails are matched as the warehouse keys them: a drop fed by an older export may hold
+    # them as entered.
+    return sql_normalised(expr)
 
 
 def matches(columns: set[str], value_of: Callable[[str], str]) -> str:

@@ -35,7 +35,7 @@ import pyarrow as pa
 from audience_profiles.destinations.base import ErasureRequest
 from audience_profiles.destinations.drop import IDENTIFIER_PAIRS, RAW_COLUMN, _literal, _quote_ident
 from audience_profiles.destinations.drop_erasure import PROFILE_COLUMNS, RAW_WORD
-from audience_profiles.privacy import hash_identifier
+from audience_profiles.privacy import hash_identifier, sql_normalised
 from audience_profiles.warehouse.base import sql_macro
 from audience_profiles.warehouse.duckdb import COMPAT_MACROS
 
@@ -168,7 +168,7 @@ def _erased_where(
         return f"{expr} IN ({', '.join(dest.literal(v) for v in sorted(values))})"
 
     def email(expr: str) -> str:
-        return f"lower(trim({expr}))"  # as keyed; a table loaded long ago may hold it as entered
+        return sql_normalised(expr)  # as keyed; a table loaded long ago may hold it as entered
 
     terms = [any_of(dest.ident(c), subjects.profile_ids) for c in PROFILE_COLUMNS if c in columns]
     for column in (*VALUE_COLUMNS, HASHED_EMAIL):

@@ -57,6 +57,13 @@ def normalise_identifier(value: str | None) -> str | None:
 normalise_email = normalise_identifier
 
 
+def sql_normalised(expr: str) -> str:
+    """SQL (DuckDB and Snowflake) of ``expr`` trimmed and lower-cased as
+    :func:`normalise_identifier` does, blank kept blank: the ``normalised`` macro of
+    include/sql/privacy/_macros.sql, for SQL built in Python."""
+    return f"lower(trim({expr}, {' || '.join(f'chr({ord(c)})' for c in WHITESPACE)}))"
+
+
 def is_valid_email(value: str | None) -> bool:
     normalised = normalise_email(value)
     return bool(normalised) and bool(_EMAIL_RE.match(normalised))

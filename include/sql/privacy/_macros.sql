@@ -17,11 +17,12 @@ sha2({{ normalised(expr) }}, 256)
 {#- Word-like tokens of a raw text line (CSV fields, JSON strings), for finding identifiers in
     quarantine rows; yields (key columns..., token). `source` is a table, or a table and its WHERE
     clause; `engine` is the warehouse engine, duckdb or snowflake (an imported macro does not
-    see the template's context).
+    see the template's context). Every white space character separates words, so a value padded
+    with a no-break space in a quarantined line is still found.
     No backslashes: Snowflake string literals treat them as escapes. The Python twin is
     destinations/drop_erasure.RAW_WORD. -#}
 {% macro tokens(columns, source, engine) -%}
-{%- set word = "'[^' || chr(9) || chr(10) || chr(13) || ' ,;\"{}]+'" -%}
+{%- set word -%}'[^' || {% for c in whitespace %}chr({{ c }}) || {% endfor %}',;"{}]+'{%- endset -%}
 {%- if engine == "snowflake" -%}
 SELECT {{ columns }}, CAST(f.value AS VARCHAR) AS token
 FROM (SELECT * FROM {{ source }}) tokenised,

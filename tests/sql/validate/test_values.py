@@ -328,6 +328,8 @@ def test_white_space_only_values_are_missing_and_values_are_trimmed(config, tmp_
                 session_id="s2\r\n",
                 email="\tAnn@Example.com\u00a0",  # pasted from a web page
             ),
+            # a zero-width space is not white space (str.isspace): it stays, the email is malformed
+            form("2022-04-29T10:00:00", session_id="s4", email="bob@example.com\u200b"),
         ],
         name="part-0.json",
     )
@@ -342,7 +344,10 @@ def test_white_space_only_values_are_missing_and_values_are_trimmed(config, tmp_
     validate(config)
 
     assert quarantined(config, "interactions") == [(1, "session_id: missing")]
-    assert quarantined(config, "form_entries") == [(1, "session_id: missing")]
+    assert quarantined(config, "form_entries") == [
+        (1, "session_id: missing"),
+        (3, "email: malformed email"),
+    ]
     assert quarantined(config, "identities") == [(1, "external_id: missing")]
     assert query(config, "SELECT option FROM interactions") == [(2,)]
     assert query(config, "SELECT session_id, email, email_raw FROM form_entries") == [
