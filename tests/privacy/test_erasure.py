@@ -13,6 +13,7 @@ from audience_profiles.destinations.local import LocalDestination
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import hash_identifier
 from audience_profiles.privacy.erasure import ErasureIncompleteError, run_erasure
+from audience_profiles.warehouse import open_warehouse
 from tests.privacy.people import (
     ANN,
     ANN_SESSION,
@@ -168,6 +169,30 @@ def test_invalid_requests_are_recorded_without_their_identifier_and_retried_once
         ("r-test", "invalid"),
     ]
     assert mentions(built, ANN) == {} and mentions(built, ANN_SESSION) == {}
+
+
+def test_a_placeholder_request_still_owed_to_destinations_is_dropped(built):
+    """A "null" request accepted before such requests were refused, its warehouse part done and
+    destinations still owed: the next erasure run makes it invalid before anything else, so no
+    destination is asked to erase every "null" row."""
+    null = hash_identifier("null")
+    with open_warehouse(built) as wh:
+        wh.execute_script(
+            "INSERT INTO erasure_requests (request_id, identifier_type, identifier_hash, type,"
+            f" status, resolved_at) VALUES ('r-null', 'email', '{null}', 'delete', 'pending',"
+            " TIMESTAMP '2022-04-30 10:00:00');"
+            " INSERT INTO erasure_subjects VALUES ('r-null', 'email', 'null', NULL);"
+            " INSERT INTO erasure_log (request_id, destination, status, attempts)"
+            " VALUES ('r-null', 'warehouse', 'done', 1);"
+            f" INSERT INTO suppression_list VALUES ('email', '{null}', 'delete', 'r-null', NULL)"
+        )
+
+    result = run_erasure(ERASE_DAY, built)
+
+    assert result["destinations"] == [{"destination": "local_drop", "statuses": {}}]
+    assert query(built, "SELECT status FROM erasure_requests") == [("invalid",)]
+    assert query(built, "SELECT count(*) FROM erasure_subjects") == [(0,)]
+    assert query(built, "SELECT count(*) FROM suppression_list") == [(0,)]
 
 
 def test_a_failed_destination_is_logged_and_tried_again_next_run(built, tmp_path, monkeypatch):

@@ -193,18 +193,19 @@ def test_a_placeholder_listed_before_requests_were_checked_comes_off_the_list(
     built, tmp_path, caplog
 ):
     """A request for "null" accepted before requests.sql refused placeholders left "null" on the
-    list, and the strangers it reached too. Since SSO logins with a "null" email are kept, every
-    such login would be taken out and its SSO id listed. The next run takes them all off."""
-    null, stranger = hash_identifier("null"), hash_identifier("u-earlier")
+    list. Since SSO logins with a "null" email are kept, every such login would be taken out and
+    its SSO id listed. The next run takes the placeholder off; what the request listed through
+    logins stays (it may be a real person's: here Ann's, whose own request came later)."""
+    null, ann_sso = hash_identifier("null"), hash_identifier("sso-ann")
     with open_warehouse(built) as wh:
         wh.execute_script(
             "INSERT INTO erasure_requests (request_id, identifier_type, identifier_hash, type,"
             f" status) VALUES ('r-null', 'email', '{null}', 'delete', 'done'),"
-            f" ('r-ann', 'email', '{hash_identifier(ANN)}', 'delete', 'done');"
+            f" ('r-ann', 'external_id', '{ann_sso}', 'delete', 'done');"
             f" INSERT INTO suppression_list VALUES ('email', '{null}', 'delete', 'r-null', NULL),"
-            # a stranger's SSO id it reached, and a real person's entry that stays
-            f" ('external_id', '{stranger}', 'delete', 'r-null', NULL),"
-            f" ('email', '{hash_identifier(ANN)}', 'delete', 'r-ann', NULL)"
+            # Ann once signed in with a "null" email: her SSO id was listed under r-null, so her
+            # own request for it later added no entry of its own
+            f" ('external_id', '{ann_sso}', 'delete', 'r-null', NULL)"
         )
     write_csv(
         tmp_path / "landing" / "identities" / f"date={NEXT_DAY}" / "p.csv",
@@ -212,17 +213,30 @@ def test_a_placeholder_listed_before_requests_were_checked_comes_off_the_list(
         [
             [f"{NEXT_DAY}T10:00:00", "sx-1", "u-7", "NULL", "Xena", ""],
             [f"{NEXT_DAY}T11:00:00", "sx-2", "u-8", "null", "Yan", ""],
+            [f"{NEXT_DAY}T12:00:00", "sx-3", "sso-ann", "", "Ann", ""],
         ],
     )
 
     result = run_all(RunWindow.for_date(NEXT_DAY), built)
 
-    assert result["validate"]["suppressed"] == {}
-    strangers = "SELECT first_name FROM audience_profiles WHERE external_id IN ('u-7', 'u-8')"
+    assert result["validate"]["suppressed"] == {"identities": 1}  # Ann's login, not theirs
+    strangers = "SELECT first_name FROM audience_profiles WHERE external_id IS NOT NULL"
     assert sorted(query(built, strangers)) == [("Xena",), ("Yan",)]
-    assert query(built, "SELECT request_id FROM suppression_list") == [("r-ann",)]
+    # Ann's entry stays, and takes her new session with it
+    assert set(query(built, "SELECT identifier_hash FROM suppression_list")) == {
+        (ann_sso,),
+        (hash_identifier("sx-3"),),
+    }
     assert query(built, "SELECT request_id, status, reason FROM erasure_requests ORDER BY 1") == [
         ("r-ann", "done", None),
         ("r-null", "invalid", "identifier_value: names no one (identity.yml blocks it)"),
     ]
-    assert "took 2 suppression-list entr(ies) off the list: request(s) r-null" in caplog.text
+    assert (
+        "took 1 suppression-list entr(ies) for values identity.yml blocks off the list; request(s)"
+        " r-null named such a value, which names no one: now invalid. 1 other entr(ies) they made"
+        " stay listed" in caplog.text
+    )
+    # Once done, later runs find nothing to do (and say nothing).
+    caplog.clear()
+    run_all(RunWindow.for_date(NEXT_DAY), built)
+    assert "identity.yml blocks" not in caplog.text

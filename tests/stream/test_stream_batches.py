@@ -457,9 +457,9 @@ def test_a_placeholder_email_brings_in_no_one_elses_history(tmp_path, sent):
 
 
 def test_a_placeholder_listed_before_requests_were_checked_takes_out_no_one(tmp_path, sent):
-    """An entry for "null" left by a request accepted before such requests were refused, and the
-    stranger's SSO id it reached: the batch takes them off the warehouse's list first, so a login
-    with a "null" email is streamed, not suppressed (tests/privacy/test_suppression.py: daily)."""
+    """An entry for "null" left by a request accepted before such requests were refused: the batch
+    takes it off the warehouse's list first, so a login with a "null" email is streamed, not
+    suppressed (tests/privacy/test_suppression.py: the daily run)."""
     config, landing = streaming(tmp_path, sent)
     ds = "2022-04-30"
     null = hash_identifier("null")
@@ -467,8 +467,7 @@ def test_a_placeholder_listed_before_requests_were_checked_takes_out_no_one(tmp_
         con.execute(
             "INSERT INTO erasure_requests (request_id, identifier_type, identifier_hash, type,"
             f" status) VALUES ('r-null', 'email', '{null}', 'delete', 'done');"
-            f" INSERT INTO suppression_list VALUES ('email', '{null}', 'delete', 'r-null', NULL),"
-            f" ('external_id', '{hash_identifier('u-xena')}', 'delete', 'r-null', NULL)"
+            f" INSERT INTO suppression_list VALUES ('email', '{null}', 'delete', 'r-null', NULL)"
         )
     rows = [[f"{ds}T10:00:00", "s-xena", "u-xena", "NULL", "Xena", ""]]
     write_csv(landing / "identities" / f"date={ds}" / "x.csv", IDENTITY_HEADER, rows)

@@ -43,26 +43,39 @@ def default_rules() -> IdentityRules:
 
 def unlist_placeholders(wh: Warehouse, rules: IdentityRules) -> int:
     """Take entries for values ``rules`` block (``null``, ``test@test.com``) off the suppression
-    list, with every entry their requests made, and mark those requests invalid; returns how many
-    entries left. Such a value names no one: listed, it takes out every stranger carrying it."""
+    list and mark the requests for them invalid; returns how many entries left the list. Such a
+    value names no one: listed, it takes out every stranger carrying it. Runs before every
+    suppression, so it looks first (a plain IN on the hashes) and acts only on a hit."""
     placeholders = sorted(
         f"{type_}:{hashed}"
         for type_, values in rules.blocked_values.items()
         for hashed in {hash_identifier(v) for v in values}
         if hashed
     )
-    if not placeholders or not suppression_count(wh):
+    if not placeholders:
         return 0
-    wh.run_sql("privacy/unlist_placeholders", placeholders=placeholders)
+    hashes = sorted({p.split(":", 1)[1] for p in placeholders})
+    among = f"identifier_hash IN ({', '.join(wh.literal(h) for h in hashes)})"
+    hits = wh.query(
+        f"SELECT (SELECT count(*) FROM suppression_list WHERE {among})"
+        f" + (SELECT count(*) FROM erasure_requests WHERE status <> 'invalid' AND {among})"
+    )[0][0]
+    if not hits:
+        return 0
+    wh.run_sql("privacy/unlist_placeholders", placeholders=placeholders, hashes=hashes)
     entries = wh.query("SELECT entries FROM unlisted_entries")[0][0]
+    left = wh.query("SELECT entries FROM unlisted_left")[0][0]
     requests = [r[0] for r in wh.query("SELECT request_id FROM unlisted_requests ORDER BY 1")]
     if entries or requests:
         # request ids and counts only, as every privacy log line
         log.warning(
-            "took %s suppression-list entr(ies) off the list: request(s) %s named a value "
-            "identity.yml blocks, which names no one (now invalid)",
+            "took %s suppression-list entr(ies) for values identity.yml blocks off the list%s",
             entries,
-            ", ".join(requests) or "refused earlier",
+            f"; request(s) {', '.join(requests)} named such a value, which names no one: now "
+            f"invalid. {left} other entr(ies) they made stay listed, to review (docs/privacy.md, "
+            "'A placeholder listed before')"
+            if requests
+            else "",
         )
     return entries
 
