@@ -472,8 +472,8 @@ def _validate(
     (``retention.cutoffs_as_of``): what a partition before its cutoff brings is counted as
     ``aged_out``, not loaded or emitted, and read = kept + quarantined + aged out.
     """
-    # the warehouse's list, before the batch copies it: a placeholder's entries leave with their
-    # requests (the batch schema's own erasure_requests is empty)
+    # placeholders leave the warehouse's list before the batch copies it (the batch schema has
+    # no erasure requests of its own to mark invalid)
     unlist_placeholders(wh, identity_rules)
     wh.execute_script(f"DROP SCHEMA IF EXISTS {BATCH_SCHEMA} CASCADE; CREATE SCHEMA {BATCH_SCHEMA}")
     counts: dict[str, dict[str, int]] = {}
