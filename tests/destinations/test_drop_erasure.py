@@ -6,13 +6,19 @@ import dataclasses
 import json
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from audience_profiles.config import DestinationConfig, PipelineConfig
 from audience_profiles.destinations.base import ErasureRequest, RunInfo
 from audience_profiles.destinations.drop import MANIFEST, LocalSink, write_partition
-from audience_profiles.destinations.drop_erasure import ERASING_MANIFEST, erase_drops
+from audience_profiles.destinations.drop_erasure import (
+    ERASING_MANIFEST,
+    erase_drops,
+    filter_file,
+    load_subjects,
+)
 from audience_profiles.destinations.local import LocalDestination
 from audience_profiles.privacy import hash_identifier
 from tests.destinations.drop_checks import (
@@ -356,3 +362,22 @@ def test_a_table_no_longer_dropped_is_erased_too(tmp_path):
     assert statuses["r1"]["status"] == "done"
     _, rows = check_day(LocalSink(root), DAYS[0], 8)
     assert not ERASED & {r["profile_id"] for kept in rows.values() for r in kept}
+
+
+def test_an_email_as_entered_is_found_whatever_white_space_pads_it(tmp_path):
+    """A drop fed by an older export may hold an email as entered: it is matched trimmed of any
+    white space (a tab, a line separator, a no-break space), as privacy.normalise_email trims."""
+    part = tmp_path / "part-00000.csv"
+    part.write_text(
+        "profile_id,email\n"
+        "p1,David.Wilson@Example.com\t\n"
+        '"p2","\u2028david.wilson@example.com\u00a0"\n'
+        "p3,ann@example.com\n",
+        encoding="utf-8",
+    )
+    con = duckdb.connect()
+    load_subjects(
+        con,
+        [ErasureRequest("r-1", "2024-05-04", (), (("email", "david.wilson@example.com"),))],
+    )
+    assert filter_file(con, part, "csv", False, tmp_path / "out.csv") == (1, 2)

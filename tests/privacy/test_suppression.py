@@ -240,3 +240,37 @@ def test_a_placeholder_listed_before_requests_were_checked_comes_off_the_list(
     caplog.clear()
     run_all(RunWindow.for_date(NEXT_DAY), built)
     assert "identity.yml blocks" not in caplog.text
+
+
+def test_a_later_delete_takes_over_no_stranger_a_placeholder_listed(built, tmp_path):
+    """What a "null" request listed through logins stays listed after it is refused: each entry
+    may be a different person's. A delete by one of them (Abe) takes over his own entry, not
+    every entry of that request (Bea asked for nothing)."""
+    with open_warehouse(built) as wh:
+        wh.execute_script(
+            "INSERT INTO erasure_requests (request_id, identifier_type, identifier_hash, type,"
+            f" status) VALUES ('r-null', 'email', '{hash_identifier('null')}', 'suppress', 'done');"
+            " INSERT INTO suppression_list VALUES"
+            f" ('email', '{hash_identifier('null')}', 'suppress', 'r-null', NULL),"
+            f" ('external_id', '{hash_identifier('u-a')}', 'suppress', 'r-null', NULL),"
+            f" ('external_id', '{hash_identifier('u-b')}', 'suppress', 'r-null', NULL)"
+        )
+    write_csv(
+        tmp_path / "landing" / "identities" / f"date={NEXT_DAY}" / "p.csv",
+        IDENTITY_HEADER,
+        [
+            [f"{NEXT_DAY}T10:00:00", "sa-1", "u-a", "null", "Abe", ""],
+            [f"{NEXT_DAY}T11:00:00", "sb-1", "u-b", "bea@example.com", "Bea", ""],
+        ],
+    )
+    run_all(RunWindow.for_date(NEXT_DAY), built)
+    restricted = "SELECT external_id FROM restricted_identities ORDER BY 1"
+    assert query(built, restricted) == [("u-a",), ("u-b",)]  # kept aside, as listed
+    file_request(tmp_path / "landing", "r-abe", "external_id", "u-a")
+
+    run_erasure(NEXT_DAY, built)
+
+    assert query(built, restricted) == [("u-b",)]
+    kinds = "SELECT kind, request_id FROM suppression_list WHERE identifier_hash = '{}'"
+    assert query(built, kinds.format(hash_identifier("u-a"))) == [("delete", "r-abe")]
+    assert query(built, kinds.format(hash_identifier("u-b"))) == [("suppress", "r-null")]

@@ -35,7 +35,7 @@ import pyarrow as pa
 from audience_profiles.destinations.base import ErasureRequest
 from audience_profiles.destinations.drop import IDENTIFIER_PAIRS, RAW_COLUMN, _literal, _quote_ident
 from audience_profiles.destinations.drop_erasure import PROFILE_COLUMNS, RAW_WORD
-from audience_profiles.privacy import hash_identifier, sql_normalised
+from audience_profiles.privacy import hash_identifier, normalise_identifier
 from audience_profiles.warehouse.base import sql_macro
 from audience_profiles.warehouse.duckdb import COMPAT_MACROS
 
@@ -72,8 +72,14 @@ class Subjects:
         )
 
     def words(self) -> set[str]:
-        """Every plain value, lower-cased as a quarantined line's words are compared."""
-        return {v.lower() for kind, vs in self.values.items() if kind != HASHED_EMAIL for v in vs}
+        """Every plain value, lower-cased as a quarantined line's words are compared (as SQL
+        lower-cases: İ is i)."""
+        return {
+            normalise_identifier(v)
+            for kind, vs in self.values.items()
+            if kind != HASHED_EMAIL
+            for v in vs
+        } - {None}
 
 
 def tombstones(request: ErasureRequest) -> set[tuple[str, str]]:
@@ -154,7 +160,11 @@ def _quarantined_lines(dest: SqlWarehouseDestination, db: Session, subjects: Sub
     candidates = db.query(
         f"SELECT DISTINCT {raw} FROM {dest.qualified('quarantine')} WHERE {found}"
     )
-    return {line for (line,) in candidates if {w.lower() for w in _WORD.findall(line)} & words}
+    return {
+        line
+        for (line,) in candidates
+        if {normalise_identifier(w) for w in _WORD.findall(line)} & words
+    }
 
 
 def _erased_where(
@@ -168,7 +178,9 @@ def _erased_where(
         return f"{expr} IN ({', '.join(dest.literal(v) for v in sorted(values))})"
 
     def email(expr: str) -> str:
-        return sql_normalised(expr)  # as keyed; a table loaded long ago may hold it as entered
+        # As keyed: a table loaded long ago may hold it as entered. Plain trim(), as this SQL
+        # must run on every dialect of the sql destination; the exports' emails are validated.
+        return f"lower(trim({expr}))"
 
     terms = [any_of(dest.ident(c), subjects.profile_ids) for c in PROFILE_COLUMNS if c in columns]
     for column in (*VALUE_COLUMNS, HASHED_EMAIL):

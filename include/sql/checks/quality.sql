@@ -1,6 +1,7 @@
 -- Write-audit-publish: every check counts the rows that break it; any non-zero count stops the
 -- run before a destination receives anything. One row per check: (check_name, failures).
 -- (DuckDB's count_if gives NULL over no rows, hence the coalesce.)
+{% import "validate/_macros.sql" as v %}
 SELECT 'audience_profiles.profile_id unique and not null' AS check_name,
        count(*) - count(DISTINCT profile_id) + coalesce(count_if(profile_id IS NULL), 0) AS failures
 FROM {{ rs }}.audience_profiles
@@ -24,7 +25,7 @@ SELECT 'interactions_enriched reconciles with interactions for the partition',
            - (SELECT count(*) FROM interactions_enriched WHERE dt = DATE '{{ ds }}'))
 UNION ALL
 SELECT 'audience_profiles.email is normalised', count(*)
-FROM {{ rs }}.audience_profiles WHERE email <> lower(trim(email))
+FROM {{ rs }}.audience_profiles WHERE email <> lower({{ v.trimmed("email") }})
 {% if segments | default(false) %}
 UNION ALL
 SELECT 'segment_memberships.profile_id is a live profile', count(*)

@@ -92,7 +92,9 @@ WHERE identifier_value IS NOT NULL AND identifier_value <> '';
 -- finds no more than the identifier asked about). Matched on an email or SSO id the request
 -- resolved, never on a session, even one it names: a session is a device (a kiosk listed under
 -- an earlier request was used by its person, not only by them), and matching on it would hand
--- one person's erasure another person's identifiers. A named session's own rows still go.
+-- one person's erasure another person's identifiers. A named session's own rows still go. Nor
+-- the entries of a request now invalid: one for a placeholder (unlist_placeholders.sql) listed
+-- strangers through their logins, every one a different person.
 CREATE OR REPLACE TEMP TABLE listed_person AS
 SELECT DISTINCT n.request_id, l.identifier_type, l.identifier_hash, l.request_id AS earlier_request_id
 FROM new_requests n
@@ -100,7 +102,9 @@ JOIN erasure_subjects s ON s.request_id = n.request_id
 JOIN suppression_list hit
   ON hit.identifier_type = s.identifier_type AND hit.identifier_hash = {{ p.hashed("s.identifier_value") }}
 JOIN suppression_list l ON l.request_id = hit.request_id
-WHERE n.type = 'delete' AND hit.identifier_type <> 'session_id';
+WHERE n.type = 'delete' AND hit.identifier_type <> 'session_id'
+  AND hit.request_id NOT IN (
+      SELECT request_id FROM erasure_requests WHERE status = 'invalid' AND request_id IS NOT NULL);
 -- Their plain values, where rows kept for the earlier request still hold them (restricted_*):
 -- destinations need them to find what was delivered before.
 INSERT INTO erasure_subjects

@@ -8,7 +8,8 @@
 -- The other entries such a request made through strangers' logins stay: the list keeps one
 -- request per entry (the first to list it), so they cannot be told from a real person's that a
 -- later request asked for too, and unlisting a real person would bring them back
--- (docs/privacy.md says how to review them). unlisted_left counts them.
+-- (docs/privacy.md says how to review them). unlisted_left counts them. A later delete does not
+-- take them over as one person's (requests.sql, listed_person).
 --
 -- placeholders: "<identifier_type>:<hash>" of every blocked value; hashes: the hashes alone (a
 -- plain IN on the column, which engines push down). privacy.suppression computes them with
