@@ -189,6 +189,32 @@ def test_the_suppressed_count_is_of_the_dates_own_rows(built, tmp_path):
     assert result["validate"]["sources"]["form_entries"]["suppressed"] == 1
 
 
+def list_as_before_the_check(config, kind: str, requests: dict, entries: list) -> None:
+    """Done requests (id -> (type, value)) and list entries ((type, value, request id)) of
+    ``kind``, as a warehouse from before requests for placeholders were refused holds them."""
+    rows = ", ".join(
+        f"('{r}', '{t}', '{hash_identifier(v)}', '{kind}', 'done')"
+        for r, (t, v) in requests.items()
+    )
+    listed = ", ".join(
+        f"('{t}', '{hash_identifier(v)}', '{kind}', '{r}', NULL)" for t, v, r in entries
+    )
+    with open_warehouse(config) as wh:
+        wh.execute_script(
+            "INSERT INTO erasure_requests (request_id, identifier_type, identifier_hash, type,"
+            f" status) VALUES {rows}; INSERT INTO suppression_list VALUES {listed}"
+        )
+
+
+def land_logins(landing, logins: list[tuple[str, str, str, str, str]]) -> None:
+    """NEXT_DAY's SSO logins: (time, session, external_id, email, first name)."""
+    write_csv(
+        landing / "identities" / f"date={NEXT_DAY}" / "p.csv",
+        IDENTITY_HEADER,
+        [[f"{NEXT_DAY}T{t}", s, x, e, name, ""] for t, s, x, e, name in logins],
+    )
+
+
 def test_a_placeholder_listed_before_requests_were_checked_comes_off_the_list(
     built, tmp_path, caplog
 ):
@@ -196,24 +222,21 @@ def test_a_placeholder_listed_before_requests_were_checked_comes_off_the_list(
     list. Since SSO logins with a "null" email are kept, every such login would be taken out and
     its SSO id listed. The next run takes the placeholder off; what the request listed through
     logins stays (it may be a real person's: here Ann's, whose own request came later)."""
-    null, ann_sso = hash_identifier("null"), hash_identifier("sso-ann")
-    with open_warehouse(built) as wh:
-        wh.execute_script(
-            "INSERT INTO erasure_requests (request_id, identifier_type, identifier_hash, type,"
-            f" status) VALUES ('r-null', 'email', '{null}', 'delete', 'done'),"
-            f" ('r-ann', 'external_id', '{ann_sso}', 'delete', 'done');"
-            f" INSERT INTO suppression_list VALUES ('email', '{null}', 'delete', 'r-null', NULL),"
-            # Ann once signed in with a "null" email: her SSO id was listed under r-null, so her
-            # own request for it later added no entry of its own
-            f" ('external_id', '{ann_sso}', 'delete', 'r-null', NULL)"
-        )
-    write_csv(
-        tmp_path / "landing" / "identities" / f"date={NEXT_DAY}" / "p.csv",
-        IDENTITY_HEADER,
+    ann_sso = hash_identifier("sso-ann")
+    list_as_before_the_check(
+        built,
+        "delete",
+        {"r-null": ("email", "null"), "r-ann": ("external_id", "sso-ann")},
+        # Ann once signed in with a "null" email: her SSO id was listed under r-null, so her own
+        # request for it later added no entry of its own
+        [("email", "null", "r-null"), ("external_id", "sso-ann", "r-null")],
+    )
+    land_logins(
+        tmp_path / "landing",
         [
-            [f"{NEXT_DAY}T10:00:00", "sx-1", "u-7", "NULL", "Xena", ""],
-            [f"{NEXT_DAY}T11:00:00", "sx-2", "u-8", "null", "Yan", ""],
-            [f"{NEXT_DAY}T12:00:00", "sx-3", "sso-ann", "", "Ann", ""],
+            ("10:00:00", "sx-1", "u-7", "NULL", "Xena"),
+            ("11:00:00", "sx-2", "u-8", "null", "Yan"),
+            ("12:00:00", "sx-3", "sso-ann", "", "Ann"),
         ],
     )
 
@@ -246,21 +269,21 @@ def test_a_later_delete_takes_over_no_stranger_a_placeholder_listed(built, tmp_p
     """What a "null" request listed through logins stays listed after it is refused: each entry
     may be a different person's. A delete by one of them (Abe) takes over his own entry, not
     every entry of that request (Bea asked for nothing)."""
-    with open_warehouse(built) as wh:
-        wh.execute_script(
-            "INSERT INTO erasure_requests (request_id, identifier_type, identifier_hash, type,"
-            f" status) VALUES ('r-null', 'email', '{hash_identifier('null')}', 'suppress', 'done');"
-            " INSERT INTO suppression_list VALUES"
-            f" ('email', '{hash_identifier('null')}', 'suppress', 'r-null', NULL),"
-            f" ('external_id', '{hash_identifier('u-a')}', 'suppress', 'r-null', NULL),"
-            f" ('external_id', '{hash_identifier('u-b')}', 'suppress', 'r-null', NULL)"
-        )
-    write_csv(
-        tmp_path / "landing" / "identities" / f"date={NEXT_DAY}" / "p.csv",
-        IDENTITY_HEADER,
+    list_as_before_the_check(
+        built,
+        "suppress",
+        {"r-null": ("email", "null")},
         [
-            [f"{NEXT_DAY}T10:00:00", "sa-1", "u-a", "null", "Abe", ""],
-            [f"{NEXT_DAY}T11:00:00", "sb-1", "u-b", "bea@example.com", "Bea", ""],
+            ("email", "null", "r-null"),
+            ("external_id", "u-a", "r-null"),
+            ("external_id", "u-b", "r-null"),
+        ],
+    )
+    land_logins(
+        tmp_path / "landing",
+        [
+            ("10:00:00", "sa-1", "u-a", "null", "Abe"),
+            ("11:00:00", "sb-1", "u-b", "bea@example.com", "Bea"),
         ],
     )
     run_all(RunWindow.for_date(NEXT_DAY), built)
