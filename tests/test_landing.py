@@ -225,6 +225,28 @@ def test_json_lines_keep_line_numbers_and_flag_non_objects(tmp_path):
     assert (rows[3][7], rows[3][9]) == ("true", None)
 
 
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_every_non_empty_json_line_is_a_row_or_quarantined(tmp_path, ending):
+    """As in a CSV file: an empty line is no record, a line of only white space of any kind
+    (spaces, a tab, a no-break space) is one that is not a JSON object."""
+    record = (
+        '{"date": "2022-04-29", "event_id": "e", "poll_id": "p", "session_id": "s",'
+        ' "option": 0, "votes": 1}'
+    )
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    lines = [record, "", "   ", "\t", "\u00a0", "\u2003", record]
+    (folder / "a.json").write_bytes(ending.join([*lines, ""]).encode())
+    out = tmp_path / "out.parquet"
+    result = extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
+    assert (result["rows"], result["malformed"]) == (6, 4)
+    assert [(r[1], r[2]) for r in staged(out)] == [
+        (1, None),
+        *[(line, "not a JSON object") for line in (3, 4, 5, 6)],
+        (7, None),
+    ]
+
+
 def test_missing_column_fails_naming_file_and_column(tmp_path):
     path = write_csv(
         tmp_path / "landing" / "interactions" / "date=2022-04-29" / "x.csv",

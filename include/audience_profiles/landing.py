@@ -789,12 +789,14 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
     # cannot read (not UTF-8, over its maximum size) quotes the line.
     if _line_ending(path) is None or not _read_lines(con, path):
         _read_lines_python(con, name, path)
+    # Every non-empty line is a record, as in a CSV file: a line of only white space is one that
+    # is not a JSON object (trim() skipped a line of spaces, and not one of tabs).
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE json_lines AS
         SELECT line, text,
                coalesce(CASE WHEN json_valid(text) THEN json_type(text) = 'OBJECT' END, false) AS is_object
-        FROM lines WHERE coalesce(trim(text), '') <> ''
+        FROM lines WHERE coalesce(text, '') <> ''
         """
     )
     keys = {
