@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from audience_profiles.warehouse.base import sql_macro
+
 # Pragmatic address check: one @, a dot in the domain, no spaces. RFC 5322 allows more, but
 # marketing platforms reject those addresses anyway. The SQL twin lives in include/sql/validate.
 # No backslashes: Snowflake string literals treat them as escapes, so dots are written [.].
@@ -59,9 +61,9 @@ normalise_email = normalise_identifier
 
 def sql_normalised(expr: str) -> str:
     """SQL (DuckDB and Snowflake) of ``expr`` trimmed and lower-cased as
-    :func:`normalise_identifier` does, blank kept blank: the ``normalised`` macro of
-    include/sql/privacy/_macros.sql, for SQL built in Python."""
-    return f"lower(trim({expr}, {' || '.join(f'chr({ord(c)})' for c in WHITESPACE)}))"
+    :func:`normalise_identifier` does, blank kept blank, for SQL built in Python: the
+    ``trimmed`` macro of include/sql/privacy/_macros.sql, lower-cased."""
+    return f"lower({sql_macro('privacy/_macros.sql', 'trimmed', expr)})"
 
 
 def is_valid_email(value: str | None) -> bool:

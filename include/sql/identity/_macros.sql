@@ -54,11 +54,9 @@ datediff('day', DATE '1970-01-01', {{ dt }}) * 10000000000
 {#- A value as the blocked lists see it: lower-case, without surrounding white space of any kind.
     Validation trims the same white space, but rows from another loader are not trimmed at all:
     "null" followed by a no-break space must still be the placeholder "null", or strangers merge
-    through it. Guarded, as nearly no value has any (a trim with a character set costs). -#}
+    through it. -#}
 {% macro as_listed(value) -%}
-lower(CASE WHEN unicode({{ value }}) IN ({{ p.whitespace | join(", ") }})
-             OR unicode(right({{ value }}, 1)) IN ({{ p.whitespace | join(", ") }})
-           THEN {{ p.trimmed(value) }} ELSE {{ value }} END)
+lower({{ p.trimmed_if_padded(value) }})
 {%- endmacro %}
 {#- The WHEN clauses for a value identity.yml lists: blocked values and patterns (a placeholder
     that names no one; privacy/requests.sql refuses a request for one). -#}

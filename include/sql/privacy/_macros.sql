@@ -8,6 +8,13 @@
 {% macro trimmed(expr) -%}
 trim({{ expr }}, {% for c in whitespace %}chr({{ c }}){{ " || " if not loop.last }}{% endfor %})
 {%- endmacro %}
+{#- trimmed, skipped for a value that neither starts nor ends with white space: nearly every value,
+    and DuckDB's trim with a character set is 3x slower than plain trim. unicode(), not ascii():
+    Snowflake documents a code point for a non-ASCII first character only for unicode(). -#}
+{% macro trimmed_if_padded(expr) -%}
+CASE WHEN unicode({{ expr }}) IN ({{ whitespace | join(", ") }}) OR unicode(right({{ expr }}, 1)) IN ({{ whitespace | join(", ") }})
+     THEN {{ trimmed(expr) }} ELSE {{ expr }} END
+{%- endmacro %}
 {% macro normalised(expr) -%}
 NULLIF(lower({{ trimmed(expr) }}), '')
 {%- endmacro %}

@@ -8,13 +8,9 @@
 {#- Surrounding white space is what Python's str.strip() removes (privacy's set: tabs, line
     breaks, no-break and other Unicode spaces), not spaces only as trim() would: a tab-only name
     would count as a value, and a no-break space pasted after an email would keep it from
-    matching. chr(), as Snowflake string literals read backslashes as escapes. Guarded: DuckDB's
-    trim with a character set is 3x slower than plain trim, and most values need no trimming.
-    unicode(), not ascii(): Snowflake documents a code point for the first character only for
-    unicode(). -#}
+    matching. -#}
 {% macro trimmed(col) -%}
-CASE WHEN unicode({{ col }}) IN ({{ p.whitespace | join(", ") }}) OR unicode(right({{ col }}, 1)) IN ({{ p.whitespace | join(", ") }})
-     THEN {{ p.trimmed(col) }} ELSE {{ col }} END
+{{ p.trimmed_if_padded(col) }}
 {%- endmacro %}
 {#- The staged rows with every one of ``columns`` trimmed (same names), the landing metadata
     (_file, _line, _error, _raw) and each of ``as_entered`` untrimmed as <column>_as_entered. -#}
