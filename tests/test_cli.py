@@ -62,6 +62,24 @@ def test_running_one_date_names_the_earlier_dates_it_leaves_out(config, capsys):
         (Path(config.landing_root) / "interactions" / f"date={ds}").mkdir()
     assert cli.unbuilt_earlier_dates(config, ["2022-04-27"]) == ["2022-04-25", "2022-04-26"]
     assert cli.unbuilt_earlier_dates(config, ["2022-04-25", "2022-04-26"]) == []
+    # a gap between the dates given is left out as much as a date before them
+    assert cli.unbuilt_earlier_dates(config, ["2022-04-25", "2022-04-27"]) == ["2022-04-26"]
+
+
+def test_dates_run_in_date_order_whatever_order_they_are_given_in(config, monkeypatch, capsys):
+    # Given 04-29 first, it ran first, built from its own partition alone, and became the
+    # current state; the re-runs of the earlier dates after it never refreshed it.
+    ran = []
+
+    def run(logical_date):
+        ran.append(logical_date.date().isoformat())
+        return SimpleNamespace(state="success")
+
+    monkeypatch.setattr(cli, "_load_dag", lambda: SimpleNamespace(test=run))
+    monkeypatch.setattr(cli, "_show", lambda args: 0)
+    given = ["2022-04-27", "2022-04-25", "2022-04-26", "2022-04-25"]
+    assert cli.main(["run", *(arg for ds in given for arg in ("--date", ds))]) == 0
+    assert ran == ["2022-04-25", "2022-04-26", "2022-04-27"]
 
 
 def test_a_date_whose_required_landing_is_missing_is_not_run_nor_waited_for(

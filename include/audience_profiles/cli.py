@@ -90,7 +90,9 @@ def _run(args: argparse.Namespace) -> int:
     from audience_profiles.pipeline import future_date_problem
 
     config = load_config()
-    dates = args.date or data_dates(config.landing_root)
+    # In date order, whatever order they were given in: each date's profiles build on every
+    # partition loaded before it, and a later date run first is not refreshed by the earlier ones.
+    dates = sorted(set(args.date)) if args.date else data_dates(config.landing_root)
     if not dates:
         print(
             f"no landing partitions under {config.landing_root}: run `audience-profiles generate`"
@@ -168,15 +170,16 @@ def _landing_problem(config, ds: str) -> str | None:
 
 
 def unbuilt_earlier_dates(config, dates: list[str]) -> list[str]:
-    """Landing dates before the first of ``dates`` that no run has published in this (DuckDB)
-    warehouse: a run of ``dates`` alone would build profiles without their rows."""
+    """Landing dates before the last of ``dates``, and not among them, that no run has published
+    in this (DuckDB) warehouse: a run of ``dates`` alone would build profiles without their rows
+    (``--date 04-27 --date 04-29`` leaves out 04-28 as much as 04-26)."""
     from audience_profiles.generate import data_dates
 
     if config.warehouse.engine != "duckdb" or config.landing_root.startswith("s3://"):
         return []  # not looked at: a remote listing or warehouse is more than a hint is worth
     start = config.start_date.isoformat()  # the daily DAG runs none before it
     earlier = [
-        ds for ds in data_dates(config.landing_root) if start <= ds < min(dates) and ds not in dates
+        ds for ds in data_dates(config.landing_root) if start <= ds < max(dates) and ds not in dates
     ]
     published: set[str] = set()
     if earlier and Path(config.warehouse.path).exists():
@@ -275,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         "--date",
         action="append",
         type=_iso_date,
-        help="a logical date YYYY-MM-DD (repeatable); default: every landing date",
+        help="a logical date YYYY-MM-DD (repeatable; run in date order); default: every landing date",
     )
     run.set_defaults(func=_run)
     show = sub.add_parser("show", help="print where outputs are and a few profile rows")
