@@ -158,3 +158,18 @@ def test_duckdb_export_of_an_empty_table_keeps_int64(duck, tmp_path):
     duck.execute_script("CREATE TABLE e (votes INTEGER, name VARCHAR)")
     assert duck.export_parquet("e", str(tmp_path / "e.parquet")) == 0
     assert pq.read_schema(tmp_path / "e.parquet").field("votes").type == pa.int64()
+
+
+def test_duckdb_export_of_a_date_does_not_change_when_a_later_date_lands(duck, tmp_path):
+    """The Parquet writer marked a column required when the statistics of the whole table showed
+    no NULL: 04-27's export was `title: not null` until 04-28 landed a NULL title."""
+    duck.execute_script(
+        "CREATE TABLE e (dt DATE, title VARCHAR, votes INTEGER, answers VARCHAR[]);"
+        "INSERT INTO e VALUES ('2022-04-27', 'Who wins?', 3, ['a'])"
+    )
+    day = "SELECT * FROM e WHERE dt = DATE '2022-04-27'"
+    duck.export_parquet(day, str(tmp_path / "before.parquet"))
+    duck.execute_script("INSERT INTO e VALUES ('2022-04-28', NULL, NULL, NULL)")
+    duck.export_parquet(day, str(tmp_path / "after.parquet"))
+    assert all(field.nullable for field in pq.read_schema(tmp_path / "before.parquet"))
+    assert (tmp_path / "before.parquet").read_bytes() == (tmp_path / "after.parquet").read_bytes()

@@ -97,7 +97,7 @@ class DuckDBWarehouse(Warehouse):
             if relation.lstrip().lower().startswith("select")
             else f"SELECT * FROM {relation}"
         )
-        source = self._widen_integers(source)
+        source = self._export_columns(source)
         self.con.execute(
             f"COPY ({source}) TO {sql_literal(path)} (FORMAT parquet, COMPRESSION zstd)"
         )
@@ -105,18 +105,22 @@ class DuckDBWarehouse(Warehouse):
             f"SELECT count(*) FROM read_parquet({sql_literal(path)})"
         ).fetchall()[0][0]
 
-    def _widen_integers(self, source: str) -> str:
-        """``source`` with its narrower integer columns cast to BIGINT (binding it runs nothing)."""
+    def _export_columns(self, source: str) -> str:
+        """``source`` with every column as the export writes it (binding it runs nothing):
+        narrower integers cast to BIGINT, and every column nullable. DuckDB's Parquet writer marks
+        a column ``required`` when the statistics of the table it reads show no NULL, and those
+        cover every date of the table: a date's export would then change its schema when a later
+        partition lands (and differ from the Snowflake engine's, where every column is optional).
+        The CASE hides the statistics and costs next to nothing."""
         relation = self.con.sql(source)
-        narrow = [
-            '"' + name.replace('"', '""') + '"'
-            for name, column_type in zip(relation.columns, relation.types, strict=True)
-            if str(column_type) in NARROW_INTEGERS
-        ]
-        if not narrow:
-            return source
-        casts = ", ".join(f"CAST({name} AS BIGINT) AS {name}" for name in narrow)
-        return f"SELECT * REPLACE ({casts}) FROM ({source})"
+        columns = []
+        for name, column_type in zip(relation.columns, relation.types, strict=True):
+            quoted = '"' + name.replace('"', '""') + '"'
+            value = (
+                f"CAST({quoted} AS BIGINT)" if str(column_type) in NARROW_INTEGERS else quoted
+            )
+            columns.append(f"CASE WHEN {quoted} IS NULL THEN NULL ELSE {value} END AS {quoted}")
+        return f"SELECT {', '.join(columns)} FROM ({source})"
 
     def close(self) -> None:
         self.con.close()
