@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
 from audience_profiles.identity import IdentityRules  # noqa: E402
 from audience_profiles.landing import SOURCES  # noqa: E402
+from audience_profiles.privacy import EMAIL_PATTERN  # noqa: E402
 
 YES, NO = {"yes", "y", "true", "1"}, {"no", "n", "false", "0"}
 ELEMENT_TYPES = {"vote", "quiz", "competition", "prediction", "team_selector"}
@@ -392,7 +393,17 @@ def resolve(data: dict, rules: IdentityRules, cutoff_dt: str, cutoff_ts: str) ->
 
     cuts = {}
     for type_ in rules.per_profile:
-        cuts.update(split_profiles(nodes, accepted, type_))
+        # the links cut for a higher-priority type are gone before the next type is split, as in
+        # the SQL (limit_apply deletes them from the edges)
+        kept = accepted
+        if cuts:
+            kept = accepted[
+                [
+                    (min(left, right), max(left, right)) not in cuts
+                    for left, right in zip(accepted["left"], accepted["right"], strict=True)
+                ]
+            ]
+        cuts.update(split_profiles(nodes, kept, type_))
     cut_key = np.array(
         [
             (min(left, right), max(left, right)) in cuts
@@ -772,7 +783,9 @@ def build(landing_root: str, ds: str, out_dir: str, rules: IdentityRules) -> dic
         {p.name.removeprefix("date=") for p in root.glob("*/date=*") if p.is_dir()} - {""}
     )
     dates = [d for d in dates if d <= ds]
-    data = validate(root, dates, rules.email_pattern)
+    # validation holds form entries to the pipeline's pattern; identity.yml's email_pattern only
+    # decides which emails are identifiers (an entry failing it stays, its email audited)
+    data = validate(root, dates, EMAIL_PATTERN)
     day = pd.Timestamp(ds)
     start, end = str(day), str(day + pd.Timedelta(days=1))
     previous = str((day - pd.Timedelta(days=1)).date())

@@ -118,20 +118,34 @@ def build_date(config, ds: str) -> Path:
     return exports
 
 
-def edge_config(work: Path, landing_root: Path, warehouse: dict | None = None):
+def edge_config(
+    work: Path,
+    landing_root: Path,
+    warehouse: dict | None = None,
+    identity_config: str | None = None,
+):
     """A pipeline config for a landing of ``DATES``, with no destinations. ``warehouse``: the
-    config's warehouse section (default: a DuckDB file under ``work``)."""
+    config's warehouse section (default: a DuckDB file under ``work``); ``identity_config``: an
+    identity.yml (default: the shipped one)."""
     work.mkdir(parents=True, exist_ok=True)
     overrides = {"warehouse": warehouse} if warehouse else {}
+    if identity_config:
+        overrides["identity_config"] = identity_config
     return write_config(
         work, destinations=[], landing_root=str(landing_root), start_date=DATES[0], **overrides
     )
 
 
-def sql_build(work: Path, landing_root: Path, ds: str, warehouse: dict | None = None) -> Path:
+def sql_build(
+    work: Path,
+    landing_root: Path,
+    ds: str,
+    warehouse: dict | None = None,
+    identity_config: str | None = None,
+) -> Path:
     """The daily pipeline: every date loaded (later ones too, as when a past date is re-run),
     then ``ds`` built; returns the folder of its exports."""
-    config = edge_config(work, landing_root, warehouse)
+    config = edge_config(work, landing_root, warehouse, identity_config)
     for date in DATES:
         load_date(config, date)
     return build_date(config, ds)

@@ -116,8 +116,13 @@ def load_rules(path: str | Path) -> IdentityRules:
     text = read_config_file(file, "identity rules")
     raw = load_yaml(text, str(file)) or {}
     defaults = IdentityRules()
-    patterns = _per_type(raw, "blocked_patterns", file)
-    email_pattern = str(raw.get("email_pattern") or EMAIL_PATTERN)
+    # Values are matched lower-cased, so a pattern is too: "GUEST-.*" matched nothing (lower-casing
+    # a pattern without backslashes changes only its letters).
+    patterns = {
+        t: tuple(p.lower() for p in ps)
+        for t, ps in _per_type(raw, "blocked_patterns", file).items()
+    }
+    email_pattern = str(raw.get("email_pattern") or EMAIL_PATTERN).lower()
     for pattern in (email_pattern, *(p for ps in patterns.values() for p in ps)):
         # Backslashes are escapes in Snowflake string literals: the same pattern would differ.
         if "\\" in pattern:
@@ -142,7 +147,8 @@ def load_rules(path: str | Path) -> IdentityRules:
         else defaults.per_session
     )
     per_profile = (
-        _limits(limits, "per_profile", IDENTIFIER_TYPES, file)
+        # not session_id: a session is no one's identity on its own (never a profile's anchor)
+        _limits(limits, "per_profile", LINKED_TO_SESSIONS, file)
         if "per_profile" in limits
         else dict.fromkeys(defaults.per_profile, 1)
     )

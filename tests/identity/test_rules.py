@@ -25,6 +25,21 @@ def test_the_shipped_rules():
     assert rules.sql_params()["rank"] == {"external_id": 1, "email": 2, "session_id": 3}
 
 
+def test_patterns_are_lower_cased_as_the_values_they_match(tmp_path):
+    # values are matched lower-cased: a pattern with a capital letter matched nothing, unremarked
+    rules = load_rules(
+        write(
+            tmp_path,
+            {
+                "blocked_patterns": {"external_id": ["GUEST-[A-Z0-9]+"]},
+                "email_pattern": "^.+@X[.]COM$",
+            },
+        )
+    )
+    assert rules.blocked_patterns["external_id"] == ("guest-[a-z0-9]+",)
+    assert rules.email_pattern == "^.+@x[.]com$"
+
+
 def write(tmp_path, raw) -> str:
     path = tmp_path / "identity.yml"
     path.write_text(yaml.safe_dump(raw))
@@ -45,6 +60,8 @@ def test_null_switches_a_limit_off_and_missing_sections_take_defaults(tmp_path):
         ({"blocked_patterns": {"any": ["\\d+"]}}, "backslashes"),
         ({"blocked_patterns": {"any": ["(unclosed"]}}, "not a regular expression"),
         ({"limits": {"per_profile": {"external_id": 2}}}, "only 1"),
+        # a part holding only a session became a profile of its own, keyed by the session
+        ({"limits": {"per_profile": {"session_id": 1}}}, "limits.per_profile.session_id"),
         ({"limits": {"shared_device": {"session_id": 3}}}, "limits.shared_device.session_id"),
         ({"limits": {"per_session": {"email": "three"}}}, "limits.per_session.email"),
         ({"priority": ["email", "session_id"]}, "priority"),
