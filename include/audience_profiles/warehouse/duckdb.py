@@ -116,9 +116,7 @@ class DuckDBWarehouse(Warehouse):
         columns = []
         for name, column_type in zip(relation.columns, relation.types, strict=True):
             quoted = '"' + name.replace('"', '""') + '"'
-            value = (
-                f"CAST({quoted} AS BIGINT)" if str(column_type) in NARROW_INTEGERS else quoted
-            )
+            value = f"CAST({quoted} AS BIGINT)" if str(column_type) in NARROW_INTEGERS else quoted
             columns.append(f"CASE WHEN {quoted} IS NULL THEN NULL ELSE {value} END AS {quoted}")
         return f"SELECT {', '.join(columns)} FROM ({source})"
 
