@@ -40,10 +40,15 @@ STAGE = "AP_STAGE"
 # ALTER SESSION round trips; the connection extra's session_parameters win over these.
 # DATE_OUTPUT_FORMAT: the SQL sorts and compares dates cast to text (the answers' order key),
 # which an account formatting dates as MM/DD/YYYY would turn out of date order.
+# The input formats: validation's TRY_TO_DATE and TRY_CAST read landed text with them, so an
+# account or user set to DD/MM/YYYY would have quarantined every row's ISO date.
 SESSION_PARAMETERS = {
     "TIMEZONE": "UTC",
     "TIMESTAMP_TYPE_MAPPING": "TIMESTAMP_NTZ",
     "DATE_OUTPUT_FORMAT": "YYYY-MM-DD",
+    "DATE_INPUT_FORMAT": "AUTO",
+    "TIMESTAMP_INPUT_FORMAT": "AUTO",
+    "TIME_INPUT_FORMAT": "AUTO",
 }
 FORWARDED_EXTRAS = ("protocol", "network_timeout")
 _DDL = re.compile(r"^\s*(CREATE|DROP|ALTER|TRUNCATE|USE|GRANT|REVOKE|COMMENT|UNDROP)\b", re.I)
@@ -172,7 +177,8 @@ def load_parquet_file(cur, table: str, path: str, folder: str, kind: str = "TABL
 
     The file is PUT to the stage ``folder`` (overwriting what a failed attempt left there) and
     loaded with COPY INTO: FORCE, as a retry loads the same file again; PURGE, so the stage
-    keeps no copy of the data.
+    keeps no copy of the data; ``NULL_IF = ()``, as the default turns a text value of exactly
+    ``\\N`` (a MySQL export's NULL, landed as text) into NULL, where DuckDB keeps it.
     """
     columns = ", ".join(f"{f.name.upper()} {snowflake_type(f.type)}" for f in pq.read_schema(path))
     cur.execute(f"CREATE OR REPLACE {kind} {table} ({columns})")
@@ -180,7 +186,8 @@ def load_parquet_file(cur, table: str, path: str, folder: str, kind: str = "TABL
         f"PUT 'file://{Path(path).resolve()}' {folder}/ AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
     )
     cur.execute(
-        f"COPY INTO {table} FROM {folder}/{Path(path).name} FILE_FORMAT = (TYPE = PARQUET) "
+        f"COPY INTO {table} FROM {folder}/{Path(path).name} "
+        "FILE_FORMAT = (TYPE = PARQUET NULL_IF = ()) "
         "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE FORCE = TRUE PURGE = TRUE"
     )
 

@@ -159,6 +159,10 @@ def test_the_timestamp_check_quarantines_what_it_cannot_convert(config, tmp_path
         "1651226400",  # an epoch number: Snowflake's cast would take it, DuckDB's not
         "2022-04-29T10:00:00 Europe/Paris",  # a zone name: DuckDB's cast would take it
         "2022-04-29T25:00:00",
+        # DuckDB read hour 24 as the next midnight, Snowflake's times end at 23:59:59
+        "2022-04-29T24:00:00",
+        "2022-04-29 24:00",
+        "2022-04-29T10:00:60",
         "2022-02-30T10:00:00",
         "2022-04-29T10:00:00+2",
         # offsets no place has: an engine applies any two digits (+99:99 moved it four days)
