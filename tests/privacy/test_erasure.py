@@ -12,7 +12,12 @@ from audience_profiles.destinations.base import Destination, ErasureRequest
 from audience_profiles.destinations.local import LocalDestination
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import hash_identifier
-from audience_profiles.privacy.erasure import ErasureIncompleteError, run_erasure
+from audience_profiles.privacy.erasure import (
+    ErasureIncompleteError,
+    read_requests,
+    resolve_requests,
+    run_erasure,
+)
 from audience_profiles.warehouse import open_warehouse
 from tests.privacy.people import (
     ANN,
@@ -193,6 +198,28 @@ def test_a_placeholder_request_still_owed_to_destinations_is_dropped(built):
     assert query(built, "SELECT status FROM erasure_requests") == [("invalid",)]
     assert query(built, "SELECT count(*) FROM erasure_subjects") == [(0,)]
     assert query(built, "SELECT count(*) FROM suppression_list") == [(0,)]
+
+
+def test_a_retried_resolve_lists_a_requests_subjects_once(built, tmp_path):
+    """On Snowflake the first insert of a request's subjects commits on its own (DDL follows it):
+    if the rest of the script failed, the retry found the request new again and listed every
+    subject a second time, and destinations were handed each twice."""
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+    staged = read_requests(ERASE_DAY, "first", built)
+    with open_warehouse(built) as wh:  # what the failed attempt's committed insert left
+        wh.execute_script(f"INSERT INTO erasure_subjects VALUES ('r-1', 'email', '{DAVID}', NULL)")
+
+    resolve_requests(staged, built)
+
+    assert (
+        query(
+            built,
+            "SELECT request_id, identifier_type, identifier_value, profile_id, count(*) "
+            "FROM erasure_subjects GROUP BY 1, 2, 3, 4 HAVING count(*) > 1",
+        )
+        == []
+    )
+    assert (DAVID,) in query(built, "SELECT identifier_value FROM erasure_subjects")
 
 
 def test_a_failed_destination_is_logged_and_tried_again_next_run(built, tmp_path, monkeypatch):

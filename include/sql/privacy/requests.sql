@@ -70,7 +70,10 @@ SELECT CAST(NULL AS VARCHAR) AS identifier_type, CAST(NULL AS VARCHAR) AS identi
 FROM erasure_requests WHERE 1 = 0;
 
 -- The request's own identifier (normalised, and as given for case-sensitive ids), then every
--- identifier of every profile the graph says it belongs to.
+-- identifier of every profile the graph says it belongs to. What an earlier attempt wrote is
+-- replaced: on Snowflake this DML commits apart from the file's last group (DDL in between), so
+-- a retry after that group failed found the request new again and listed its subjects twice.
+DELETE FROM erasure_subjects WHERE request_id IN (SELECT request_id FROM new_requests);
 INSERT INTO erasure_subjects
 SELECT DISTINCT request_id, identifier_type, identifier_value, profile_id FROM (
     SELECT request_id, identifier_type, {{ p.normalised("given_value") }} AS identifier_value,
