@@ -484,7 +484,7 @@ def _validate(
             wh.run_sql(
                 f"validate/{source}",
                 ds=ds or as_of,
-                staged=f"read_parquet('{info['path']}')",
+                staged=wh.staged_relation(info["path"]),
                 email_pattern=EMAIL_PATTERN,
             )
             aged_out = 0
