@@ -82,6 +82,17 @@ def test_dates_run_in_date_order_whatever_order_they_are_given_in(config, monkey
     assert ran == ["2022-04-25", "2022-04-26", "2022-04-27"]
 
 
+def test_partitions_before_start_date_are_named_before_anything_runs(config, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_load_dag", lambda: SimpleNamespace(test=lambda logical_date: None))
+    monkeypatch.setattr(cli, "_show", lambda args: 0)
+    (Path(config.landing_root) / "form_entries" / "date=2021-12-30").mkdir(parents=True)
+    cli.main(["run", "--date", "2022-04-25"])
+    assert (
+        "warning: 1 landing partition(s) dated before start_date 2022-01-01 of "
+        f"{config.source_file}, which no daily run reads: form_entries/date=2021-12-30"
+    ) in capsys.readouterr().out
+
+
 def test_a_date_whose_required_landing_is_missing_is_not_run_nor_waited_for(
     tmp_path, monkeypatch, capsys
 ):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import traceback
+from pathlib import Path
 
 import duckdb
 import pytest
 
-from audience_profiles import landing
+from audience_profiles import landing, report
 from audience_profiles.generate import data_dates
 from audience_profiles.landing import (
     SOURCES,
@@ -16,7 +18,8 @@ from audience_profiles.landing import (
     partition_gap,
     partition_versions,
 )
-from tests.support import INTERACTION_HEADER, write_csv, write_ndjson
+from audience_profiles.pipeline import RunWindow, extract_source
+from tests.support import INTERACTION_HEADER, write_config, write_csv, write_ndjson
 
 
 def staged(path):
@@ -320,6 +323,51 @@ def test_what_no_run_would_read_in_a_source_folder_fails_every_extract(tmp_path)
         f"{root / 'interactions'}: 2 entries no run reads: date=2022-4-30/, part-9.csv ("
     )
     assert data_dates(root) == ["2022-04-29"]  # make run: the misnamed folder is no date
+
+
+def test_partitions_before_start_date_are_named_in_the_log_and_the_run_report(tmp_path, caplog):
+    """No daily run reads them (a run reads its own date's partition, and none runs before
+    start_date): their rows were in no count, output or quarantine, and nothing said so."""
+    config = write_config(tmp_path, start_date="2022-04-27")
+    root = Path(config.landing_root)
+    for name in (
+        "date=2022-04-20",
+        "date=2022-04-26",
+        "date=2022-04-27",
+        "archive/date=2022-01-01",
+    ):
+        write_csv(root / "interactions" / name / "p.csv", INTERACTION_HEADER, [["2022-04-27", "e", "p", "s", 0, 1]])  # fmt: skip
+    window = RunWindow.for_date("2022-04-27")
+
+    with caplog.at_level(logging.WARNING):
+        extracted = extract_source("interactions", window, config)
+
+    early = ["date=2022-04-20", "date=2022-04-26"]
+    assert extracted["rows"] == 1  # the run's own partition is read as ever
+    assert extracted["before_start_date"] == {"partitions": 2, "names": early}
+    assert (
+        f"{root / 'interactions'}: 2 partition(s) dated before start_date 2022-04-27 of "
+        f"{config.source_file}, which no daily run reads: {', '.join(early)}"
+    ) in caplog.text
+    assert "before_start_date" not in extract_source("form_entries", window, config)
+    line = report.summary_line(report.build(window, {"extract": [extracted]}, {}))
+    assert line.endswith(
+        "; partitions before start_date, read by no daily run: "
+        "interactions 2 (date=2022-04-20, date=2022-04-26)"
+    )
+
+
+@pytest.mark.services
+def test_partitions_before_start_date_are_found_on_s3(aws_conn, moto_server):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="landing-early")
+    for name in ("date=2022-04-20", "date=2022-04-27", "archive"):
+        s3.put_object(Bucket="landing-early", Key=f"l/interactions/{name}/p.csv", Body=b"date\n")
+    assert landing.partitions_before(
+        "s3://landing-early/l", landing.SOURCES["interactions"], "2022-04-27", aws_conn
+    ) == ("s3://landing-early/l/interactions", ["date=2022-04-20"])
 
 
 @pytest.mark.services

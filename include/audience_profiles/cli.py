@@ -58,7 +58,8 @@ def _generate(args: argparse.Namespace) -> int:
     if dt.date.fromisoformat(args.start) < config.start_date:
         print(
             f"warning: --start {args.start} is before start_date {config.start_date} of "
-            f"{config.source_file}: the daily DAG has no runs for the dates before it"
+            f"{config.source_file}: the daily DAG has no runs for the dates before it (each "
+            "run's report lists their partitions)"
         )
     out = Path(root)
     started = time.monotonic()
@@ -118,6 +119,14 @@ def _run(args: argparse.Namespace) -> int:
             f"({', '.join(unbuilt[:3])}{', ...' if len(unbuilt) > 3 else ''}): a date's "
             "profiles read every partition loaded up to it, so theirs are left out. Run them "
             "first (`audience-profiles run` runs every date in order)."
+        )
+    unread = partitions_before_start_date(config)
+    if unread:
+        print(
+            f"warning: {len(unread)} landing partition(s) dated before start_date "
+            f"{config.start_date} of {config.source_file}, which no daily run reads: "
+            f"{', '.join(unread[:3])}{', ...' if len(unread) > 3 else ''} (set start_date to the "
+            "first of them to build them)"
         )
     log_dir = Path(config.work_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -193,6 +202,22 @@ def unbuilt_earlier_dates(config, dates: list[str]) -> list[str]:
                 rows = con.execute("SELECT DISTINCT CAST(dt AS VARCHAR) FROM published_snapshots")
                 published = {r[0] for r in rows.fetchall()}
     return [ds for ds in earlier if ds not in published]
+
+
+def partitions_before_start_date(config) -> list[str]:
+    """``source/date=...`` of the local landing's partitions dated before ``start_date``, which
+    no daily run reads (each run's report names them too)."""
+    from audience_profiles import landing
+
+    if config.landing_root.startswith("s3://"):
+        return []  # each run's extract lists them; not worth a listing here
+    found = []
+    for source in landing.SOURCES.values():
+        if source.partitioned:
+            start = config.start_date.isoformat()
+            _, names = landing.partitions_before(config.landing_root, source, start, None)
+            found += [f"{source.name}/{name}" for name in names]
+    return found
 
 
 @contextlib.contextmanager

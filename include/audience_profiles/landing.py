@@ -235,6 +235,27 @@ def partition_gap(
     return f"{where}: no data file in it yet"
 
 
+def partitions_before(
+    landing_root: str, source: Source, earliest: str, conn_id: str | None
+) -> tuple[str, list[str]]:
+    """``(source folder, partition folder names)`` of the source's partitions dated before
+    ``earliest`` (the pipeline's ``start_date``): no daily run reads them, since a run reads only
+    the partition of its own date and none runs before ``start_date``."""
+    if landing_root.startswith("s3://"):
+        bucket, prefix = _s3_prefix(landing_root, source.name)
+        folders = _s3_hook(conn_id).list_prefixes(bucket, prefix=prefix, delimiter="/") or []
+        where, names = (
+            f"s3://{bucket}/{prefix.rstrip('/')}",
+            [f.rstrip("/").rsplit("/", 1)[-1] for f in folders],
+        )
+    else:
+        folder = Path(landing_root) / source.name
+        where = str(folder)
+        names = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+    early = sorted(n for n in names if (d := partition_date(n)) is not None and d < earliest)
+    return where, early
+
+
 def _checked_local_files(folder: Path, source: Source) -> list[Path]:
     """The partition folder's files (markers included), once nothing in it or in the source's
     folder would be left unread (``LandingError`` naming them otherwise)."""

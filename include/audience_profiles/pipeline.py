@@ -259,6 +259,7 @@ def extract_source(source: str, window: RunWindow, config: PipelineConfig | None
     # Taken before listing: validate keeps what a stream batch merged after it (_streamed_files).
     listed_at = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
     result = landing.extract(source, window.ds, config.landing_root, out, config.landing_conn_id)
+    result |= partitions_before_start(source, config)
     result["listed_at"] = listed_at
     log.info(
         "extracted %s: %s file(s), %s row(s), %s malformed",
@@ -268,6 +269,34 @@ def extract_source(source: str, window: RunWindow, config: PipelineConfig | None
         result["malformed"],
     )
     return result
+
+
+def partitions_before_start(source: str, config: PipelineConfig) -> dict:
+    """The source's partitions dated before ``start_date``, which no daily run reads, logged as a
+    warning and returned for the run report (``before_start_date``: their count and the first
+    names), so that their rows are not left out unremarked. A warning, not a failure: history
+    kept from before the pipeline went live, in a landing it may not write to, is a setting."""
+    if not landing.SOURCES[source].partitioned:
+        return {}
+    where, early = landing.partitions_before(
+        config.landing_root,
+        landing.SOURCES[source],
+        config.start_date.isoformat(),
+        config.landing_conn_id,
+    )
+    if not early:
+        return {}
+    log.warning(
+        "%s: %d partition(s) dated before start_date %s of %s, which no daily run reads: %s. "
+        "Set start_date to the first of them and run those dates to load them, or move them "
+        "aside (into an archive/ folder) to silence this",
+        where,
+        len(early),
+        config.start_date,
+        config.source_file,
+        ", ".join(early[:5]) + (f" and {len(early) - 5} more" if len(early) > 5 else ""),
+    )
+    return {"before_start_date": {"partitions": len(early), "names": early[:5]}}
 
 
 def aged_out_partitions(source: str, ds: str, past: dict[str, str]) -> list[tuple[str, str]]:

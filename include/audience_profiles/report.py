@@ -125,6 +125,12 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
             sum(t.get("seconds") or 0 for label, t in tasks.items() if label != LANDING_WAIT), 3
         ),
         "landing_waited_seconds": (tasks.get(LANDING_WAIT) or {}).get("seconds"),
+        # partitions no daily run reads (pipeline.partitions_before_start), by source
+        "before_start_date": {
+            e["source"]: e["before_start_date"]
+            for e in outputs.get("extract") or []
+            if e and e.get("before_start_date")
+        },
     }
 
 
@@ -145,10 +151,26 @@ def summary_line(report: dict[str, Any]) -> str:
         f"delivered {report['rows_delivered']} row(s) ({deliveries or 'none'})"
         + (f"; failed: {', '.join(report['failed_tasks'])}" if report["failed_tasks"] else "")
         + (
+            "; partitions before start_date, read by no daily run: "
+            + before_start_text(report["before_start_date"])
+            if report.get("before_start_date")
+            else ""
+        )
+        + (
             f"; landed after their date was built: {late_text(report['late_landings'])}"
             if "late_landings" in report and report["late_landings"] != []
             else ""
         )
+    )
+
+
+def before_start_text(before: dict[str, dict]) -> str:
+    """``interactions 2 (date=2022-04-20, date=2022-04-26)``, per source."""
+    return ", ".join(
+        f"{source} {b['partitions']} ({', '.join(b['names'])}"
+        + (" ..." if b["partitions"] > len(b["names"]) else "")
+        + ")"
+        for source, b in sorted(before.items())
     )
 
 
@@ -448,6 +470,11 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
             f"<p><strong>Landed after {_esc(entry['date'])} was built</strong>: "
             f"{entry['files']} {_esc(entry['source'])} file(s), in no output until "
             f"{_esc(late_until(entry))}: {_esc(names)}</p>"
+        )
+    if report.get("before_start_date"):
+        parts.append(
+            "<p><strong>Partitions dated before start_date</strong>, read by no daily run: "
+            f"{_esc(before_start_text(report['before_start_date']))}</p>"
         )
     if failed_checks:
         names = "; ".join(f"{c['name']} ({c['failures']} row(s))" for c in failed_checks)
