@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from audience_profiles import stream
+from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.snowflake import SnowflakeWarehouse
 from tests.stream.support import daily_build, form_row, write_forms, write_interactions
 from tests.stream.test_stream_batches import FakeStream, batch, make_config
@@ -50,3 +51,29 @@ def test_a_stream_batch_runs_on_the_snowflake_engine(tmp_path, snowflake_conn, m
     assert [r["payload"]["email"] for r in upserts] == ["ann@x.org"]
     [vote] = [r for r in new if r["event_type"] == "interaction"]
     assert vote["profile_id"] == upserts[0]["profile_id"]
+
+
+def test_a_failed_batch_leaves_no_staged_copy_of_landed_rows(tmp_path, snowflake_conn, monkeypatch):
+    # The staged tables were made in the batch's schema and dropped by their unqualified names
+    # from the home schema: after a failed batch, copies of landed rows (PII) stayed behind.
+    monkeypatch.setattr(stream, "destination_for", lambda d, config: FakeStream(d, []))
+    database = "STREAM_" + uuid.uuid4().hex[:8].upper()
+    config = make_config(
+        tmp_path,
+        warehouse={"engine": "snowflake", "conn_id": snowflake_conn, "database": database},
+    )
+    write_seed_example(tmp_path / "landing")
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("resolve failed")
+
+    monkeypatch.setattr(stream, "_resolve", fail)
+    with pytest.raises(RuntimeError, match="resolve failed"):
+        stream.run_batch(config, run_id="b-failed")
+
+    with open_warehouse(config) as wh:
+        staged = wh.query(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_name LIKE 'STAGED_%'"
+        )
+    assert staged == []

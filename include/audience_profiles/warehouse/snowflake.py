@@ -251,11 +251,13 @@ class SnowflakeWarehouse(Warehouse):
 
         Not a temporary table: COPY INTO a temporary table fails on fakesnow, and a transient
         table costs no more (no fail-safe). Named after the file's path, so runs of two dates
-        never share one, and a crashed attempt's table is replaced by its retry.
+        never share one, and a crashed attempt's table is replaced by its retry. In the home
+        schema, whatever schema is current (a stream batch works in its own): ``close`` drops it
+        there, also after a failed batch, so no copy of landed rows outlives the task.
         """
         digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:10].upper()
         stem = re.sub(r"\W", "_", Path(path).stem).upper()
-        table = f"STAGED_{stem}_{digest}"
+        table = f"{self.home_schema}.STAGED_{stem}_{digest}"
         self.load_parquet(table, path, transient=True)
         self._staged.add(table)
         return table
