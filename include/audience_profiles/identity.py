@@ -127,6 +127,10 @@ def load_rules(path: str | Path) -> IdentityRules:
         # Backslashes are escapes in Snowflake string literals: the same pattern would differ.
         if "\\" in pattern:
             raise ConfigError(f"{file}: pattern {pattern!r}: write [.] instead of backslashes")
+        if "(?" in pattern:
+            # lower-cased, (?U) and (?P<name>) are no longer what was written, and inline flags
+            # and named groups are not Snowflake's regular expressions
+            raise ConfigError(f"{file}: pattern {pattern!r}: no (?...) groups or flags")
         try:
             re.compile(pattern)
         except re.error as exc:

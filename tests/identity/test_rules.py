@@ -59,6 +59,8 @@ def test_null_switches_a_limit_off_and_missing_sections_take_defaults(tmp_path):
         ({"blocked_values": {"email": "test@test.com"}}, "blocked_values.email must be a list"),
         ({"blocked_patterns": {"any": ["\\d+"]}}, "backslashes"),
         ({"blocked_patterns": {"any": ["(unclosed"]}}, "not a regular expression"),
+        # lower-cased, (?U) became RE2's invalid (?u); nor are inline flags Snowflake's
+        ({"blocked_patterns": {"external_id": ["(?U)guest-.*"]}}, r"no \(\?\.\.\.\) groups"),
         ({"limits": {"per_profile": {"external_id": 2}}}, "only 1"),
         # a part holding only a session became a profile of its own, keyed by the session
         ({"limits": {"per_profile": {"session_id": 1}}}, "limits.per_profile.session_id"),
