@@ -173,3 +173,18 @@ def test_duckdb_export_of_a_date_does_not_change_when_a_later_date_lands(duck, t
     duck.export_parquet(day, str(tmp_path / "after.parquet"))
     assert all(field.nullable for field in pq.read_schema(tmp_path / "before.parquet"))
     assert (tmp_path / "before.parquet").read_bytes() == (tmp_path / "after.parquet").read_bytes()
+
+
+def test_duckdb_export_keeps_the_order_of_an_ordered_source(duck, tmp_path):
+    # every column is wrapped for the export (nullable): the wrapping must not lose the ORDER BY
+    # that makes a re-run write the same bytes, across many row groups, with the warehouse's
+    # preserve_insertion_order = false
+    duck.execute_script(
+        "CREATE TABLE t AS SELECT hash(i) % 100000 AS k, i AS n, 'v' || i AS v FROM range(400000) r(i)"
+    )
+    path = tmp_path / "ordered.parquet"
+    assert duck.export_parquet("SELECT k, v FROM t ORDER BY k, n", str(path)) == 400_000
+    exported = pq.read_table(path).to_pylist()
+    assert exported == duck.con.execute("SELECT k, v FROM t ORDER BY k, n").fetchdf().to_dict(
+        "records"
+    )

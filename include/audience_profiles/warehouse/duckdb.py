@@ -111,7 +111,8 @@ class DuckDBWarehouse(Warehouse):
         a column ``required`` when the statistics of the table it reads show no NULL, and those
         cover every date of the table: a date's export would then change its schema when a later
         partition lands (and differ from the Snowflake engine's, where every column is optional).
-        The CASE hides the statistics and costs next to nothing."""
+        The CASE hides the statistics; it keeps an ordered source's order, and costs a few
+        per cent of an export (2-18% of the export statement alone, measured in review)."""
         relation = self.con.sql(source)
         columns = []
         for name, column_type in zip(relation.columns, relation.types, strict=True):
