@@ -119,11 +119,15 @@ class World:
             votes=votes,
         )
 
-    def raw_form(self, at, session_id, email, file="other-loader", dt=None):
+    def raw_form(
+        self, at, session_id, email, file="other-loader", dt=None, first_name=None, last_name=None
+    ):
         """A form entry that reaches the warehouse past validation (another loader's row; its
         file may be NULL, as the table allows), in partition ``dt`` (default: ``at``'s day)."""
         line = next(self.lines) if file is not None else None
-        self.raw_forms.append([dt or at[:10], at, email, session_id, file, line])
+        self.raw_forms.append(
+            [dt or at[:10], at, email, session_id, file, line, first_name, last_name]
+        )
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -145,8 +149,9 @@ class World:
                     self.wh.run_sql("enrich/interactions_enriched", ds=dt)
         for row in self.raw_forms:
             self.wh.con.execute(
-                "INSERT INTO form_entries (dt, entry_datetime, email, session_id, _file, _line) "
-                "VALUES (CAST(? AS DATE), CAST(? AS TIMESTAMP), ?, ?, ?, ?)",
+                "INSERT INTO form_entries (dt, entry_datetime, email, session_id, _file, _line, "
+                "first_name, last_name) "
+                "VALUES (CAST(? AS DATE), CAST(? AS TIMESTAMP), ?, ?, ?, ?, ?, ?)",
                 row,
             )
         quarantined = self.wh.query("SELECT source, reason FROM quarantine")

@@ -1,4 +1,5 @@
 {% import "profiles/_macros.sql" as profiles %}
+{% import "privacy/_macros.sql" as p %}
 -- One row per profile as of the run's cutoff. Facts come from form entries (through the email
 -- identifier) and SSO identities (through the external_id): names take the most recent non-empty
 -- value; consent fields the most recent explicit statement, with when and where it was made.
@@ -114,8 +115,13 @@ WITH ids AS (
 ),
 facts AS (
     SELECT profile_id,
-{% for field in ["email", "external_id", "first_name", "last_name"] %}
+{% for field in ["email", "external_id"] %}
            max_by({{ field }}, CASE WHEN {{ field }} IS NOT NULL THEN recency END) AS {{ field }},
+{% endfor %}
+{#- A blank name is no name: validation makes it NULL, but a row of another loader may hold
+    '' or white space, which must not hide the name before it. #}
+{% for field in ["first_name", "last_name"] %}
+           max_by({{ field }}, CASE WHEN {{ p.trimmed_if_padded(field) }} <> '' THEN recency END) AS {{ field }},
 {% endfor %}
 {% for field in ["optin_1", "optin_2", "accept_terms"] %}
            max_by({{ field }}, CASE WHEN {{ field }} IS NOT NULL THEN recency END) AS {{ field }},

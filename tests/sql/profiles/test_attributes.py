@@ -36,6 +36,17 @@ def test_names_take_the_most_recent_non_empty_value(world):
     assert (profile["first_name"], profile["last_name"]) == ("Annie", "Smith")
 
 
+def test_a_blank_name_from_another_loader_does_not_hide_the_name_before_it(world):
+    # validation makes a blank name NULL; a row written past it may hold '' or white space
+    world.form("2022-04-25T10:00:00", "s1", "ann@example.com", "Ann", "Lee")
+    world.raw_form(
+        "2022-04-26T10:00:00", "s1", "ann@example.com", first_name=" \u00a0", last_name=""
+    )
+    world.run(DS)
+    profile = only_profile(world)
+    assert (profile["first_name"], profile["last_name"]) == ("Ann", "Lee")
+
+
 def test_sso_names_count_and_the_latest_wins(world):
     world.form("2022-04-25T10:00:00", "s1", "ann@example.com", "Ann", "Lee")
     world.sso(
