@@ -93,6 +93,24 @@ def test_partitions_before_start_date_are_named_before_anything_runs(config, mon
     ) in capsys.readouterr().out
 
 
+def test_run_without_dates_runs_the_dates_from_start_date_and_names_the_others(
+    config, monkeypatch, capsys
+):
+    # every landing date was taken, the one before start_date too, and the whole run refused
+    ran = []
+
+    def run(logical_date):
+        ran.append(logical_date.date().isoformat())
+        return SimpleNamespace(state="success")
+
+    monkeypatch.setattr(cli, "_load_dag", lambda: SimpleNamespace(test=run))
+    monkeypatch.setattr(cli, "_show", lambda args: 0)
+    (Path(config.landing_root) / "form_entries" / "date=2021-12-30").mkdir(parents=True)
+    assert cli.main(["run"]) == 0
+    assert ran == ["2022-04-25"]
+    assert "which no daily run reads: form_entries/date=2021-12-30" in capsys.readouterr().out
+
+
 def test_a_date_whose_required_landing_is_missing_is_not_run_nor_waited_for(
     tmp_path, monkeypatch, capsys
 ):

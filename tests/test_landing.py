@@ -357,6 +357,23 @@ def test_partitions_before_start_date_are_named_in_the_log_and_the_run_report(tm
     )
 
 
+def test_a_failed_listing_of_partitions_before_start_date_does_not_fail_the_extract(
+    tmp_path, monkeypatch, caplog
+):
+    config = write_config(tmp_path)
+    root = Path(config.landing_root)
+    write_csv(root / "interactions" / "date=2022-04-27" / "p.csv", INTERACTION_HEADER, [["2022-04-27", "e", "p", "s", 0, 1]])  # fmt: skip
+
+    def unreachable(*args):
+        raise PermissionError("listing denied")
+
+    monkeypatch.setattr(landing, "partitions_before", unreachable)
+    with caplog.at_level(logging.WARNING):
+        extracted = extract_source("interactions", RunWindow.for_date("2022-04-27"), config)
+    assert extracted["rows"] == 1 and "before_start_date" not in extracted
+    assert "could not list the partitions of interactions before start_date" in caplog.text
+
+
 @pytest.mark.services
 def test_partitions_before_start_date_are_found_on_s3(aws_conn, moto_server):
     import boto3

@@ -94,6 +94,9 @@ def _run(args: argparse.Namespace) -> int:
     # In date order, whatever order they were given in: each date's profiles build on every
     # partition loaded before it, and a later date run first is not refreshed by the earlier ones.
     dates = sorted(set(args.date)) if args.date else data_dates(config.landing_root)
+    if not args.date:
+        # every landing date the daily DAG runs: partitions before start_date are named below
+        dates = [ds for ds in dates if dt.date.fromisoformat(ds) >= config.start_date]
     if not dates:
         print(
             f"no landing partitions under {config.landing_root}: run `audience-profiles generate`"

@@ -130,7 +130,9 @@ def load_rules(path: str | Path) -> IdentityRules:
         if "(?" in pattern:
             # lower-cased, (?U) and (?P<name>) are no longer what was written, and inline flags
             # and named groups are not Snowflake's regular expressions
-            raise ConfigError(f"{file}: pattern {pattern!r}: no (?...) groups or flags")
+            raise ConfigError(
+                f"{file}: pattern {pattern!r}: no (?...) groups or flags (write (...) for (?:...))"
+            )
         try:
             re.compile(pattern)
         except re.error as exc:

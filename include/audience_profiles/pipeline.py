@@ -278,12 +278,21 @@ def partitions_before_start(source: str, config: PipelineConfig) -> dict:
     kept from before the pipeline went live, in a landing it may not write to, is a setting."""
     if not landing.SOURCES[source].partitioned:
         return {}
-    where, early = landing.partitions_before(
-        config.landing_root,
-        landing.SOURCES[source],
-        config.start_date.isoformat(),
-        config.landing_conn_id,
-    )
+    try:
+        where, early = landing.partitions_before(
+            config.landing_root,
+            landing.SOURCES[source],
+            config.start_date.isoformat(),
+            config.landing_conn_id,
+        )
+    except Exception as exc:  # a warning's listing must not fail an extract that has its rows
+        log.warning(
+            "could not list the partitions of %s before start_date: %s: %s",
+            source,
+            type(exc).__name__,
+            exc,
+        )
+        return {}
     if not early:
         return {}
     log.warning(
