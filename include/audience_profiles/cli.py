@@ -306,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         "--date",
         action="append",
         type=_iso_date,
-        help="a logical date YYYY-MM-DD (repeatable; run in date order); default: every landing date",
+        help="a logical date YYYY-MM-DD (repeatable; run in date order); default: every landing "
+        "date from start_date",
     )
     run.set_defaults(func=_run)
     show = sub.add_parser("show", help="print where outputs are and a few profile rows")
