@@ -22,6 +22,20 @@ def config(tmp_path, monkeypatch):
     return config
 
 
+@pytest.fixture
+def ran(monkeypatch) -> list[str]:
+    """The dates `run` hands to dag.test(), in order (the DAG itself is not run)."""
+    dates: list[str] = []
+
+    def test(logical_date):
+        dates.append(logical_date.date().isoformat())
+        return SimpleNamespace(state="success")
+
+    monkeypatch.setattr(cli, "_load_dag", lambda: SimpleNamespace(test=test))
+    monkeypatch.setattr(cli, "_show", lambda args: 0)
+    return dates
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -66,25 +80,15 @@ def test_running_one_date_names_the_earlier_dates_it_leaves_out(config, capsys):
     assert cli.unbuilt_earlier_dates(config, ["2022-04-25", "2022-04-27"]) == ["2022-04-26"]
 
 
-def test_dates_run_in_date_order_whatever_order_they_are_given_in(config, monkeypatch, capsys):
+def test_dates_run_in_date_order_whatever_order_they_are_given_in(config, ran):
     # Given 04-29 first, it ran first, built from its own partition alone, and became the
     # current state; the re-runs of the earlier dates after it never refreshed it.
-    ran = []
-
-    def run(logical_date):
-        ran.append(logical_date.date().isoformat())
-        return SimpleNamespace(state="success")
-
-    monkeypatch.setattr(cli, "_load_dag", lambda: SimpleNamespace(test=run))
-    monkeypatch.setattr(cli, "_show", lambda args: 0)
     given = ["2022-04-27", "2022-04-25", "2022-04-26", "2022-04-25"]
     assert cli.main(["run", *(arg for ds in given for arg in ("--date", ds))]) == 0
     assert ran == ["2022-04-25", "2022-04-26", "2022-04-27"]
 
 
-def test_partitions_before_start_date_are_named_before_anything_runs(config, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_load_dag", lambda: SimpleNamespace(test=lambda logical_date: None))
-    monkeypatch.setattr(cli, "_show", lambda args: 0)
+def test_partitions_before_start_date_are_named_before_anything_runs(config, ran, capsys):
     (Path(config.landing_root) / "form_entries" / "date=2021-12-30").mkdir(parents=True)
     cli.main(["run", "--date", "2022-04-25"])
     assert (
@@ -93,18 +97,8 @@ def test_partitions_before_start_date_are_named_before_anything_runs(config, mon
     ) in capsys.readouterr().out
 
 
-def test_run_without_dates_runs_the_dates_from_start_date_and_names_the_others(
-    config, monkeypatch, capsys
-):
+def test_run_without_dates_runs_the_dates_from_start_date_and_names_the_others(config, ran, capsys):
     # every landing date was taken, the one before start_date too, and the whole run refused
-    ran = []
-
-    def run(logical_date):
-        ran.append(logical_date.date().isoformat())
-        return SimpleNamespace(state="success")
-
-    monkeypatch.setattr(cli, "_load_dag", lambda: SimpleNamespace(test=run))
-    monkeypatch.setattr(cli, "_show", lambda args: 0)
     (Path(config.landing_root) / "form_entries" / "date=2021-12-30").mkdir(parents=True)
     assert cli.main(["run"]) == 0
     assert ran == ["2022-04-25"]
@@ -112,22 +106,13 @@ def test_run_without_dates_runs_the_dates_from_start_date_and_names_the_others(
 
 
 def test_a_date_whose_required_landing_is_missing_is_not_run_nor_waited_for(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, ran, capsys
 ):
     # Under dag.test() the DAG's wait_for_landing held the command until the deadline (a day and
     # more for today's date), its output in a log file; SIGTERM did not stop it. The dates after
     # it are not built without it either.
     config = write_config(tmp_path, landing_wait={"required": ["interactions"]})
     monkeypatch.setenv(CONFIG_ENV, config.source_file)
-    ran = []
-
-    def run(logical_date):
-        ran.append(logical_date.date().isoformat())
-        return SimpleNamespace(state="success")
-
-    dag = SimpleNamespace(test=run)
-    monkeypatch.setattr(cli, "_load_dag", lambda: dag)
-    monkeypatch.setattr(cli, "_show", lambda args: 0)
     today = cli.dt.date.today()
     days = [(today - cli.dt.timedelta(days=n)).isoformat() for n in (2, 1, 0)]
     for ds in (days[0], days[2]):  # the middle day's interactions have not landed
