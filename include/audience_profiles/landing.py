@@ -125,7 +125,7 @@ def partition_date(name: str) -> str | None:
         return None
 
 
-def _some(names: list[str]) -> str:
+def some_names(names: list[str]) -> str:
     """The first five names, and how many more."""
     return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
@@ -143,7 +143,7 @@ def _check_source_folder(entries: Iterable[tuple[str, bool]], where: str) -> Non
     if stray:
         raise LandingError(
             f"{where}: {len(stray)} entr{'y' if len(stray) == 1 else 'ies'} no run reads: "
-            f"{_some(stray)} (a source's files belong in folders named date=YYYY-MM-DD; names starting "
+            f"{some_names(stray)} (a source's files belong in folders named date=YYYY-MM-DD; names starting "
             "with _ or . are ignored): rename or move them"
         )
 
@@ -173,7 +173,7 @@ def _check_no_unread_files(names: Iterable[str], prefix: str) -> None:
     unread = sorted(Path(n).name for n in names if not is_hidden(n) and not is_data_file(n))
     if unread:
         raise LandingError(
-            f"{prefix}: {len(unread)} file(s) the pipeline does not read: {_some(unread)} (it reads "
+            f"{prefix}: {len(unread)} file(s) the pipeline does not read: {some_names(unread)} (it reads "
             f"{', '.join('*' + s for s in FILE_SUFFIXES)}; names starting with _ or . are "
             "ignored): convert, rename or move them"
         )

@@ -303,7 +303,7 @@ def partitions_before_start(source: str, config: PipelineConfig) -> dict:
         len(early),
         config.start_date,
         config.source_file,
-        ", ".join(early[:5]) + (f" and {len(early) - 5} more" if len(early) > 5 else ""),
+        landing.some_names(early),
     )
     return {"before_start_date": {"partitions": len(early), "names": early[:5]}}
 
