@@ -105,6 +105,23 @@ def test_run_without_dates_runs_the_dates_from_start_date_and_names_the_others(c
     assert "which no daily run reads: form_entries/date=2021-12-30" in capsys.readouterr().out
 
 
+def test_run_without_dates_names_the_landing_dates_when_all_are_before_start_date(
+    config, ran, capsys
+):
+    # It said "no landing partitions: run `audience-profiles generate`", which would write sample
+    # data into a landing that holds the operator's own partitions.
+    (Path(config.landing_root) / "interactions" / "date=2022-04-25" / "part-0.csv").unlink()
+    (Path(config.landing_root) / "interactions" / "date=2022-04-25").rmdir()
+    (Path(config.landing_root) / "interactions" / "date=2021-12-30").mkdir()
+    assert cli.main(["run"]) == 2
+    assert ran == []
+    out = capsys.readouterr().out
+    assert "every landing date under" in out
+    assert "before start_date 2022-01-01" in out
+    assert "2021-12-30 (set start_date to 2021-12-30 to build them)" in out
+    assert "generate" not in out
+
+
 def test_a_date_whose_required_landing_is_missing_is_not_run_nor_waited_for(
     tmp_path, monkeypatch, ran, capsys
 ):

@@ -88,6 +88,7 @@ def _load_dag():
 
 def _run(args: argparse.Namespace) -> int:
     from audience_profiles.generate import data_dates
+    from audience_profiles.landing import some_names
     from audience_profiles.pipeline import future_date_problem
 
     config = load_config()
@@ -95,8 +96,16 @@ def _run(args: argparse.Namespace) -> int:
     # partition loaded before it, and a later date run first is not refreshed by the earlier ones.
     dates = sorted(set(args.date)) if args.date else data_dates(config.landing_root)
     if not args.date:
+        landed = dates
         # every landing date the daily DAG runs: partitions before start_date are named below
-        dates = [ds for ds in dates if dt.date.fromisoformat(ds) >= config.start_date]
+        dates = [ds for ds in landed if dt.date.fromisoformat(ds) >= config.start_date]
+        if landed and not dates:
+            print(
+                f"every landing date under {config.landing_root} is before start_date "
+                f"{config.start_date} of {config.source_file}, which the daily DAG does not run: "
+                f"{some_names(landed)} (set start_date to {landed[0]} to build them)"
+            )
+            return 2
     if not dates:
         print(
             f"no landing partitions under {config.landing_root}: run `audience-profiles generate`"
@@ -119,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         # Green either way: the run is right for what is loaded, which is not everything.
         print(
             f"warning: {len(unbuilt)} earlier landing date(s) not built in this warehouse "
-            f"({', '.join(unbuilt[:3])}{', ...' if len(unbuilt) > 3 else ''}): a date's "
+            f"({some_names(unbuilt)}): a date's "
             "profiles read every partition loaded up to it, so theirs are left out. Run them "
             "first (`audience-profiles run` runs every date in order)."
         )
@@ -128,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         print(
             f"warning: {len(unread)} landing partition(s) dated before start_date "
             f"{config.start_date} of {config.source_file}, which no daily run reads: "
-            f"{', '.join(unread[:3])}{', ...' if len(unread) > 3 else ''} (set start_date to the "
+            f"{some_names(unread)} (set start_date to the "
             "first of them to build them)"
         )
     log_dir = Path(config.work_dir) / "logs"
