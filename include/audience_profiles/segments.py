@@ -294,6 +294,12 @@ def segments_for(config: PipelineConfig) -> SegmentSet | None:
                 f"{config.source_file}: destinations[{index}].segments ({dest.name}): names "
                 f"segments, but there is no segments file ({path})"
             )
+        for index, dest in enumerate(config.destinations):
+            if dest.enabled and "segment_memberships" in dest.tables:
+                raise ConfigError(
+                    f"{config.source_file}: destinations[{index}].tables ({dest.name}): lists "
+                    f"segment_memberships, but there is no segments file ({path}) to build it from"
+                )
         return None
     segments = load_segments(path)
     for index, dest in naming:

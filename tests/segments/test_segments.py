@@ -442,6 +442,16 @@ def test_segments_config_paths_and_destination_segments_are_checked(tmp_path):
     ):
         segments_for(config)
 
+    # a destination listing the table, and no segments file: the build ran to the end, and the
+    # delivery failed (and was retried) on a table "this run did not build", naming no cause
+    files = {"name": "out", "kind": "local", "tables": ["audience_profiles", "segment_memberships"]}
+    config = write_config(tmp_path, destinations=[files])
+    with pytest.raises(
+        ConfigError, match=r"destinations\[0\]\.tables \(out\): lists segment_memberships, but"
+    ):
+        segments_for(config)
+    assert segments_for(write_config(tmp_path, destinations=[{**files, "enabled": False}])) is None
+
     (tmp_path / "segments.yml").write_text(yaml.safe_dump({"segments": SEGMENTS}))
     config = write_config(tmp_path, destinations=[destination])
     with pytest.raises(ConfigError, match=r"destinations\[0\]\.segments \(dd\): bleu not defined"):
