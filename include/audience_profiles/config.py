@@ -1,8 +1,8 @@
 """Load and validate ``pipeline.yml``: the one place sources, warehouse and destinations are set.
 
-The file is read at task run time, and while a DAG file is parsed (for the DAGs' ``start_date``,
-see dag_defaults.py). It is validated as a whole each time, so a mistake fails with the file and
-the key in the message instead of deep inside a task: a key no section knows (the closest valid
+The file is read at task run time, validated as a whole each time, so a mistake fails with the
+file and the key in the message instead of deep inside a task (a DAG file, parsed, reads only its
+``start_date``, see :func:`read_start_date`): a key no section knows (the closest valid
 key is suggested), an option its destination kind does not declare (``OPTIONS``, see
 destinations/base.py), a yes/no that is not a bare YAML ``true``/``false``, a number that is not a
 whole number, a ``start_date`` that is not a date.
@@ -752,3 +752,17 @@ def load_config(path: str | os.PathLike | None = None) -> PipelineConfig:
     file = Path(path) if path else config_path()
     text = read_config_file(file, "the pipeline configuration")
     return parse_config(load_yaml(text, str(file)), str(file))
+
+
+def read_start_date(path: str | os.PathLike | None = None) -> dt.date:
+    """``start_date`` alone, for the DAG files: the rest of the file is validated by each task.
+
+    A mistake elsewhere in the file (a destination's option, the ``retention`` section) then fails
+    the run's first task, whose alert names the file and the key, instead of an import error that
+    stops the daily and the erasure DAGs with no alert at all.
+    """
+    file = Path(path) if path else config_path()
+    raw = load_yaml(read_config_file(file, "the pipeline configuration"), str(file))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping")
+    return _start_date(raw, str(file))

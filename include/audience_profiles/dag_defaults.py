@@ -50,9 +50,9 @@ DEFAULT_ARGS = {
 
 @functools.cache
 def start_date() -> dt.datetime:
-    from audience_profiles.config import load_config
+    from audience_profiles.config import read_start_date
 
-    day = load_config().start_date
+    day = read_start_date()
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 

@@ -10,6 +10,7 @@ import pytest
 from audience_profiles.dag_defaults import OWNER, WAREHOUSE_POOL, Tag, fails_fast
 from audience_profiles.operators.deliver import DeliverOperator
 from audience_profiles.operators.wait_for_landing import WaitForLandingOperator
+from tests.support import write_config
 
 DAGS_DIR = Path(__file__).parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
@@ -38,6 +39,30 @@ def test_dag_files_exist():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
+
+
+def test_a_config_mistake_past_start_date_fails_the_tasks_not_the_dag_files(tmp_path, monkeypatch):
+    # A typo in retention: (or stream:, a destination's option) made both DAG files fail to
+    # import: no daily run, no erasure, and no alert, only an import error in the UI. The tasks
+    # read the whole file; their ConfigError fails them at once, with an alert naming the key.
+    from airflow.dag_processing.dagbag import DagBag
+
+    from audience_profiles import dag_defaults
+    from audience_profiles.config import CONFIG_ENV, ConfigError, load_config
+
+    path = write_config(tmp_path).source_file
+    with open(path, "a") as fh:
+        fh.write("retention: {interaction_days: 400}\n")
+    monkeypatch.setenv(CONFIG_ENV, path)
+    dag_defaults.start_date.cache_clear()
+    try:
+        bag = DagBag(dag_folder=str(DAGS_DIR))
+    finally:
+        dag_defaults.start_date.cache_clear()
+    assert bag.import_errors == {}
+    assert {"audience_profiles", "audience_profiles_erasure"} <= set(bag.dag_ids)
+    with pytest.raises(ConfigError, match=r"retention: unknown key"):
+        load_config(path)
 
 
 def test_one_dag_per_file_named_after_it(dagbag):
