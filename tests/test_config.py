@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from audience_profiles.config import PROJECT_ROOT, ConfigError, load_config, parse_config
+from audience_profiles.segments import load_segments
 
 DEFAULT_FILE = PROJECT_ROOT / "include" / "config" / "pipeline.yml"
 MINIMAL = {"start_date": "2022-01-01", "landing_root": "x"}
@@ -420,7 +421,12 @@ def documented_examples() -> list:
 
 @pytest.mark.parametrize("raw", documented_examples())
 def test_documented_examples_load(raw, request):
-    parse_config({**MINIMAL, **raw}, request.node.callspec.id)
+    config = parse_config({**MINIMAL, **raw}, request.node.callspec.id)
+    # and name segments the shipped segments.yml defines: copied, an example naming others
+    # failed build_segments, and with it every delivery of the run
+    shipped = load_segments(PROJECT_ROOT / "include" / "config" / "segments.yml").ids
+    for dest in config.destinations:
+        assert set(dest.options.get("segments") or {}) <= set(shipped), dest.name
 
 
 def test_documented_examples_are_found():

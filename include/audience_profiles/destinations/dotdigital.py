@@ -7,12 +7,12 @@ pipeline.yml (see docs/activation.md for every option)::
       conn_id: dotdigital_default
       tables: [segment_memberships, audience_profiles]
       segments:
-        newsletter_fans: {address_book: "AP newsletter fans"}
-        partner_offers: {address_book: "AP partner offers", partner: true}
+        manchester_blue_fans: {address_book: "AP Manchester Blue fans"}
+        partner_marketing: {address_book: "AP partner marketing", partner: true}
       consent:
         text: "Yes, send me news from the club."
         partner_text: "Yes, send me offers from the club's partners."
-      data_fields: {TEAM: answers.Favourite team, LASTINTERACTION: last_seen}
+      data_fields: {TEAM: "answers.Which team do you support?", LASTINTERACTION: last_seen}
 
 One sync, in order:
 
