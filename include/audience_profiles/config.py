@@ -262,7 +262,9 @@ def _flag(mapping: dict, key: str, default: bool, where: str, source: str) -> bo
     return value
 
 
-def _whole(mapping: dict, key: str, default: int, where: str, source: str, minimum: int) -> int:
+def whole_number(
+    mapping: dict, key: str, default: int, where: str, source: str, minimum: int
+) -> int:
     """A whole number of at least ``minimum``, strictly: no strings, floats or booleans."""
     if key not in mapping:
         return default
@@ -552,7 +554,7 @@ def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
         database=_text(wh_raw, "database", None, where, source),
         schema=_text(wh_raw, "schema", "main", where, source),
         memory_limit=_text(wh_raw, "memory_limit", "2GB", where, source),
-        threads=_whole(wh_raw, "threads", 2, where, source, minimum=1),
+        threads=whole_number(wh_raw, "threads", 2, where, source, minimum=1),
     )
     if engine == "snowflake" and not warehouse.conn_id:
         raise ConfigError(f"{source}: warehouse.conn_id is required when engine is snowflake")
@@ -563,7 +565,7 @@ def _check_stream(raw: dict, source: str) -> None:
     """``stream:`` is read by the stream DAG's task (stream.StreamSettings); its keys fail here."""
     stream = _section(raw, "stream", source)
     reject_unknown(stream, STREAM_KEYS, "stream.", source, "in stream")
-    _whole(stream, "lookback_seconds", 0, "stream.", source, minimum=0)
+    whole_number(stream, "lookback_seconds", 0, "stream.", source, minimum=0)
     names = stream.get("destinations")
     if names is not None and (
         not isinstance(names, list) or not all(isinstance(n, str) for n in names)
@@ -577,7 +579,9 @@ LATE_CHECK_DAYS_MAX = 31  # each day looked at is a listing of every dated sourc
 
 
 def _late_check_days(wait: dict, source: str) -> int:
-    days = _whole(wait, "late_check_days", LandingWait.late_check_days, "landing_wait.", source, 0)
+    days = whole_number(
+        wait, "late_check_days", LandingWait.late_check_days, "landing_wait.", source, 0
+    )
     if days > LATE_CHECK_DAYS_MAX:
         raise ConfigError(
             f"{source}: landing_wait.late_check_days: must be {LATE_CHECK_DAYS_MAX} or less, not "

@@ -30,7 +30,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audience_profiles.config import ConfigError, load_yaml, read_config_file
+from audience_profiles.config import (
+    ConfigError,
+    load_yaml,
+    read_config_file,
+    reject_unknown,
+    whole_number,
+)
 from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.warehouse.base import Warehouse
 
@@ -38,6 +44,16 @@ log = logging.getLogger(__name__)
 
 IDENTIFIER_TYPES = ("session_id", "email", "external_id")
 LINKED_TO_SESSIONS = ("email", "external_id")  # the types a session links to
+# identity.yml's keys, and those of its limits section
+RULES_KEYS = (
+    "blocked_values",
+    "blocked_patterns",
+    "email_pattern",
+    "max_value_length",
+    "limits",
+    "priority",
+)
+LIMITS_KEYS = ("shared_device", "per_session", "per_profile")
 MAX_ROUNDS = 64  # a 65,536-node path takes 10 rounds: 64 is beyond any real graph
 MAX_SALTS = 4  # node-id hash salts to try; one collision among 2**64 values is already rare
 
@@ -115,6 +131,10 @@ def load_rules(path: str | Path) -> IdentityRules:
     file = Path(path)
     text = read_config_file(file, "identity rules")
     raw = load_yaml(text, str(file)) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping")
+    # A typo (limts:, priorty:) fell back to the default silently, changing who is merged.
+    reject_unknown(raw, RULES_KEYS, "", file, "at the top level")
     defaults = IdentityRules()
     # Values are matched lower-cased, so a pattern is too: "GUEST-.*" matched nothing (lower-casing
     # a pattern without backslashes changes only its letters).
@@ -142,6 +162,7 @@ def load_rules(path: str | Path) -> IdentityRules:
     limits = raw.get("limits") or {}
     if not isinstance(limits, dict):
         raise ConfigError(f"{file}: limits must be a mapping")
+    reject_unknown(limits, LIMITS_KEYS, "limits.", file, "in limits")
     shared = (
         _limits(limits, "shared_device", LINKED_TO_SESSIONS, file)
         if "shared_device" in limits
@@ -163,10 +184,8 @@ def load_rules(path: str | Path) -> IdentityRules:
     priority = tuple(raw.get("priority") or defaults.priority)
     if sorted(priority) != sorted(IDENTIFIER_TYPES):
         raise ConfigError(f"{file}: priority must list each of {IDENTIFIER_TYPES} once")
-    try:
-        max_length = int(raw.get("max_value_length", defaults.max_value_length))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{file}: max_value_length must be an integer ({exc})") from exc
+    # strictly whole: 2.9 was read as 2 and true as 1
+    max_length = whole_number(raw, "max_value_length", defaults.max_value_length, "", str(file), 1)
     return IdentityRules(
         blocked_values=_per_type(raw, "blocked_values", file),
         blocked_patterns=patterns,

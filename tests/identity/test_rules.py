@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -23,6 +26,17 @@ def test_the_shipped_rules():
     assert rules.per_profile == ("external_id",)
     assert rules.priority == ("external_id", "email", "session_id")
     assert rules.sql_params()["rank"] == {"external_id": 1, "email": 2, "session_id": 3}
+
+
+def test_the_documented_rules_load(tmp_path):
+    # identity.md's examples: its email_pattern placeholder ("...", any three characters) loaded
+    # and, copied, called nearly every email "not a valid email"
+    page = (Path(IDENTITY_YML).parents[2] / "docs" / "identity.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", page, re.S)]
+    assert len(blocks) >= 4
+    for number, raw in enumerate(blocks):
+        rules = load_rules(write(tmp_path, raw))
+        assert rules.email_pattern == EMAIL_PATTERN, number
 
 
 def test_patterns_are_lower_cased_as_the_values_they_match(tmp_path):
@@ -68,6 +82,14 @@ def test_null_switches_a_limit_off_and_missing_sections_take_defaults(tmp_path):
         ({"limits": {"per_session": {"email": "three"}}}, "limits.per_session.email"),
         ({"priority": ["email", "session_id"]}, "priority"),
         ({"max_value_length": "long"}, "max_value_length"),
+        # a typo fell back to the default silently: a kiosk's sessions merged everyone on it
+        ({"limts": {"shared_device": {"email": 2}}}, r"limts.*did you mean 'limits'"),
+        ({"limits": {"shared_devices": {"email": 2}}}, r"limits\.shared_devices: unknown key"),
+        ({"priorty": ["email", "external_id", "session_id"]}, "unknown key 'priorty'"),
+        # 2.9 was read as 2, true as 1
+        ({"max_value_length": 2.9}, "max_value_length: must be a whole number, not 2.9"),
+        ({"max_value_length": True}, "max_value_length: must be a whole number, not True"),
+        ({"max_value_length": 0}, "max_value_length: must be 1 or more"),
         # YAML's reading, not the text meant: "None", "1.5" and "True" were blocked instead
         ({"blocked_values": {"any": [None]}}, r"blocked_values\.any: None is not text"),
         ({"blocked_values": {"external_id": [1.50]}}, "1.5 is not text as written: quote it"),
