@@ -10,7 +10,7 @@ wait_for_landing -> extract (per source) -> validate -> enrich -> resolve_identi
 ```
 
 - **wait_for_landing** waits for the partitions `landing_wait.required` lists, up to a deadline.
-- **extract_*** stage the run's partitions as text with file and line; a bad file fails, named.
+- **extract** (mapped per source): the partitions as text with file and line; a bad file fails.
 - **validate** types every row; bad rows land in `quarantine` with a reason naming the field.
   Rows read = rows kept + rows quarantined, or the task fails.
 - **resolve_identities** links identifiers into profiles as of the end of the day

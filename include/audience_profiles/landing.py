@@ -97,7 +97,6 @@ SOURCES: dict[str, Source] = {
     )
 }
 FILE_SUFFIXES = (".csv", ".json", ".ndjson", ".jsonl")
-STAGED_META = ("_file", "_line", "_error", "_raw")
 STAGING_MEMORY_LIMIT = "768MB"
 LINE_ENDING_CHUNK = 8 * 1024 * 1024  # bytes read at a time to check a file's line endings
 RECORD_BATCH = 100_000  # lines or records the Python paths hold at a time

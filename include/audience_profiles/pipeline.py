@@ -48,7 +48,6 @@ from audience_profiles.warehouse.base import Warehouse, check_ds
 log = logging.getLogger(__name__)
 
 VALIDATION_ORDER = ("elements", "interactions", "form_entries", "identities")
-SNAPSHOT_TABLES = ("audience_profiles", "audience_profile_interactions", "profile_identifiers")
 
 
 class DataQualityError(NotRetryable, RuntimeError):
@@ -794,7 +793,7 @@ def deliver(
         raise ValueError(
             f"destination {destination_name!r} wants table(s) this run did not build: {missing}"
         )
-    run = RunInfo(window.ds, window.run_id, window.interval_start, window.interval_end)
+    run = RunInfo(window.ds, window.run_id)
     report = destination.deliver(run, tables).to_dict()
     log.info(
         "delivered to %s: %s row(s) %s",
@@ -809,17 +808,13 @@ def deliver(
     return report
 
 
-def cleanup(
-    window: RunWindow, config: PipelineConfig | None = None, keep_exports: bool = True
-) -> None:
+def cleanup(window: RunWindow, config: PipelineConfig | None = None) -> None:
     """Drop the run's scratch schema and staged extracts (exports stay for re-delivery)."""
     config = config or load_config()
     with open_warehouse(config) as wh:
         wh.execute_script(f"DROP SCHEMA IF EXISTS {window.run_schema} CASCADE")
     shutil.rmtree(run_dir(config, window) / "extract", ignore_errors=True)
     (run_dir(config, window) / RUN_IN_FLIGHT_MARKER).unlink(missing_ok=True)
-    if not keep_exports:
-        shutil.rmtree(run_dir(config, window), ignore_errors=True)
     sweep_scratch(config)
 
 
@@ -845,7 +840,10 @@ def sweep_scratch(config: PipelineConfig) -> None:
 
 
 def run_all(window: RunWindow, config: PipelineConfig | None = None) -> dict:
-    """The whole build for one date without Airflow (tests, benchmarks, the CLI), reported."""
+    """The whole build for one date without Airflow, reported: for tests and the benchmarks only.
+
+    The DAG is the real path (the CLI runs it with ``dag.test()``): it waits for the landing and
+    maps the extracts itself, so a change to the order of the steps belongs there first."""
     from audience_profiles import report
 
     config = config or load_config()

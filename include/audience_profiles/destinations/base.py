@@ -44,8 +44,6 @@ class RunInfo:
 
     ds: str  # logical date, YYYY-MM-DD: the partition every write is keyed by
     run_id: str
-    data_interval_start: str = ""
-    data_interval_end: str = ""
 
 
 @dataclass

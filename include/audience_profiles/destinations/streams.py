@@ -76,7 +76,6 @@ INTERACTION = "interaction"
 PROFILE_UPSERT = "profile_upsert"
 PROFILE_MERGE = "profile_merge"
 PROFILE_ERASED = "profile_erased"  # emitted by the erasure flow (erased_records), not from a table
-EVENT_TYPES = (INTERACTION, PROFILE_UPSERT, PROFILE_MERGE, PROFILE_ERASED)
 
 KIB = 1024
 MIB = 1024 * KIB

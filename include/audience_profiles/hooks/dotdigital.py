@@ -53,17 +53,8 @@ MAX_IMPORT_BYTES = 50 * 1024 * 1024  # Dotdigital rejects import files of 50 MB 
 MAX_ACTIVE_IMPORTS = 25  # Dotdigital runs at most 25 imports per account at a time
 IMPORT_FINISHED = "Finished"
 IMPORT_NOT_FINISHED = "NotFinished"
-# Every other status is terminal and means nothing (or not all) was imported.
-IMPORT_FAILED_STATUSES = frozenset(
-    {
-        "RejectedByWatchdog",
-        "InvalidFileFormat",
-        "Unknown",
-        "Failed",
-        "ExceedsAllowedContactLimit",
-        "NotAvailableInThisVersion",
-    }
-)
+# Every other status (RejectedByWatchdog, InvalidFileFormat, Unknown, Failed,
+# ExceedsAllowedContactLimit, NotAvailableInThisVersion) is terminal: not all was imported.
 _REGION = re.compile(r"^r\d{1,2}$")
 _EMAIL = re.compile(r"[\w.+%'-]+@[\w-]+(\.[\w-]+)+")
 _EPOCH_2001 = 1_000_000_000  # an x-ratelimit-reset below this is a delay, not a timestamp

@@ -1,7 +1,7 @@
 """Deliver a run to one destination, deferring while the destination's imports finish elsewhere.
 
 :class:`DeliverOperator` runs :func:`audience_profiles.pipeline.deliver` for one destination and
-returns its report, like the DAG's ``deliver`` task. A destination that submits work to be
+returns its report: it is the DAG's mapped ``deliver`` task. A destination that submits work to be
 finished later reports it in ``details["pending_imports"]``; today that is Dotdigital with
 ``defer_imports: true``. The operator then defers on
 :class:`~audience_profiles.triggers.dotdigital.DotdigitalImportTrigger`, so no worker slot waits

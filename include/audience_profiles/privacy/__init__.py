@@ -20,7 +20,6 @@ Submodules: ``suppression`` (the daily filter), ``erasure`` (requests, the erasu
 from __future__ import annotations
 
 import hashlib
-import re
 
 from audience_profiles.warehouse.base import sql_macro
 
@@ -28,7 +27,6 @@ from audience_profiles.warehouse.base import sql_macro
 # marketing platforms reject those addresses anyway. The SQL twin lives in include/sql/validate.
 # No backslashes: Snowflake string literals treat them as escapes, so dots are written [.].
 EMAIL_PATTERN = r"^[a-z0-9._%+'-]+@[a-z0-9-]+([.][a-z0-9-]+)*[.][a-z]{2,}$"
-_EMAIL_RE = re.compile(EMAIL_PATTERN)
 
 PII_COLUMNS = ("email", "first_name", "last_name")
 
@@ -64,11 +62,6 @@ def sql_normalised(expr: str) -> str:
     :func:`normalise_identifier` does, blank kept blank, for SQL built in Python: the
     ``trimmed`` macro of include/sql/privacy/_macros.sql, lower-cased."""
     return f"lower({sql_macro('privacy/_macros.sql', 'trimmed', expr)})"
-
-
-def is_valid_email(value: str | None) -> bool:
-    normalised = normalise_email(value)
-    return bool(normalised) and bool(_EMAIL_RE.match(normalised))
 
 
 def hash_identifier(value: str | None) -> str | None:

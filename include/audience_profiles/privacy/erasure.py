@@ -336,7 +336,7 @@ def cleanup(run_id: str, config: PipelineConfig | None = None) -> None:
 
 
 def run_erasure(ds: str, config: PipelineConfig | None = None, run_id: str = "manual") -> dict:
-    """The erasure DAG's steps in order, without Airflow (tests, the CLI)."""
+    """The erasure DAG's steps in order, without Airflow: for tests (the DAG is the real path)."""
     config = config or load_config()
     try:
         result: dict[str, Any] = {

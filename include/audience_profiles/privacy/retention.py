@@ -67,7 +67,8 @@ class RetentionPolicy:
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> RetentionPolicy:
-        """Parse ``retention:`` from the raw pipeline.yml (config.py does not know it yet)."""
+        """Parse ``retention:`` from the raw pipeline.yml (config.py calls it when the file loads,
+        so a mistake fails there, naming the key)."""
         raw = config.raw.get("retention") or {}
         where = f"{config.source_file}: retention"
         if not isinstance(raw, dict):
