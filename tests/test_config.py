@@ -231,6 +231,13 @@ def edited(path: str, value) -> dict:
         ("warehouse", "duckdb", "p.yml: warehouse: must be a mapping"),
         ("stream", [600], "p.yml: stream: must be a mapping"),
         ("stream.destinations", "profile_stream", "p.yml: stream.destinations: must be a list"),
+        # found by the stream task only, after the file had loaded
+        (
+            "stream.destinations",
+            ["local_drp"],
+            "p.yml: stream.destinations: no destination named local_drp (did you mean "
+            "'local_drop'?)",
+        ),
         ("destinations.0.tables", {"a": 1}, "p.yml: destinations[0].tables: must be a list"),
         ("destinations.0.format", "csv", "destinations[0].format: give formats or format"),
         (
@@ -339,6 +346,9 @@ def test_booleans_and_numbers_as_yaml_writes_them():
         "p.yml",
     )
     assert config.warehouse.threads == 4
+    assert (config.stream.lookback_seconds, config.stream.destinations) == (0, ())
+    # the stream task's default, where config.py's check had defaulted it to 0
+    assert parse_config(MINIMAL, "p.yml").stream.lookback_seconds == 600
     assert config.alerts_webhook_conn_id == "alerts"
     assert [(d.enabled, d.csv_injection_escape) for d in config.destinations] == [
         (False, False),

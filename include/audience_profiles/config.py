@@ -125,6 +125,15 @@ class WarehouseConfig:
 
 
 @dataclass(frozen=True)
+class StreamSection:
+    """``stream:``, read by the stream DAG's task (``stream.StreamSettings``, which also checks
+    that the destinations named are enabled stream destinations)."""
+
+    lookback_seconds: int = 600
+    destinations: tuple[str, ...] | None = None  # None: every enabled stream destination
+
+
+@dataclass(frozen=True)
 class LandingWait:
     """``landing_wait:``: which sources a date's run waits for, and until when.
 
@@ -175,6 +184,7 @@ class PipelineConfig:
     destinations: tuple[DestinationConfig, ...]
     alerts_webhook_conn_id: str | None = None
     landing_wait: LandingWait = LandingWait()
+    stream: StreamSection = StreamSection()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def destination(self, name: str) -> DestinationConfig:
@@ -561,18 +571,29 @@ def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
     return warehouse
 
 
-def _check_stream(raw: dict, source: str) -> None:
-    """``stream:`` is read by the stream DAG's task (stream.StreamSettings); its keys fail here."""
+def _parse_stream(
+    raw: dict, source: str, destinations: tuple[DestinationConfig, ...]
+) -> StreamSection:
     stream = _section(raw, "stream", source)
     reject_unknown(stream, STREAM_KEYS, "stream.", source, "in stream")
-    whole_number(stream, "lookback_seconds", 0, "stream.", source, minimum=0)
+    default = StreamSection()
+    lookback = whole_number(
+        stream, "lookback_seconds", default.lookback_seconds, "stream.", source, minimum=0
+    )
     names = stream.get("destinations")
-    if names is not None and (
-        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
-    ):
+    if names is None:
+        return StreamSection(lookback)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ConfigError(
             f"{source}: stream.destinations: must be a list of destination names, not {names!r}"
         )
+    unknown = sorted(set(names) - {d.name for d in destinations})
+    if unknown:
+        raise ConfigError(
+            f"{source}: stream.destinations: no destination named {', '.join(unknown)}"
+            f"{_suggestion(unknown[0], [d.name for d in destinations])}"
+        )
+    return StreamSection(lookback, tuple(names))
 
 
 LATE_CHECK_DAYS_MAX = 31  # each day looked at is a listing of every dated source's partition
@@ -660,7 +681,6 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
 
     alerts = _section(raw, "alerts", source)
     reject_unknown(alerts, ALERTS_KEYS, "alerts.", source, "in alerts")
-    _check_stream(raw, source)
     config = PipelineConfig(
         source_file=source,
         start_date=start,
@@ -673,6 +693,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
         destinations=destinations,
         alerts_webhook_conn_id=_text(alerts, "webhook_conn_id", None, "alerts.", source),
         landing_wait=_parse_landing_wait(raw, source),
+        stream=_parse_stream(raw, source, destinations),
         raw=raw,
     )
     # retention: is read by its task, but a mistake in it should fail here, when the file loads.

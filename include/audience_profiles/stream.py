@@ -78,7 +78,6 @@ STREAM_KINDS = ("kinesis", "firehose", "kafka")
 SOURCES = ("elements", "interactions", "form_entries", "identities")
 BATCH_SCHEMA = "stream_batch"
 WORK_SCHEMA = "stream_work"
-DEFAULT_LOOKBACK_SECONDS = 600
 S3_GETS_AT_ONCE = 8  # boto3 clients are thread-safe; its connection pool holds 10
 # "As of everything landed": the daily SQL takes a cutoff date and time.
 ALL_DS = "9999-12-31"
@@ -99,12 +98,9 @@ class StreamSettings:
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> StreamSettings:
-        raw = config.raw.get("stream") or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{config.source_file}: stream must be a mapping")
-        lookback = int(raw.get("lookback_seconds", DEFAULT_LOOKBACK_SECONDS))
+        """From ``config.stream`` (parsed and checked when the file loads)."""
         streams = [d for d in config.enabled_destinations if d.kind in STREAM_KINDS]
-        names = raw.get("destinations")
+        names = config.stream.destinations
         if names is not None:
             unknown = sorted(set(names) - {d.name for d in streams})
             if unknown:
@@ -113,7 +109,7 @@ class StreamSettings:
                     f"destination ({', '.join(STREAM_KINDS)}): {', '.join(unknown)}"
                 )
             streams = [d for d in streams if d.name in names]
-        return cls(dt.timedelta(seconds=lookback), tuple(streams))
+        return cls(dt.timedelta(seconds=config.stream.lookback_seconds), tuple(streams))
 
 
 @dataclass(frozen=True)
