@@ -364,6 +364,19 @@ def test_the_dated_sources_are_the_partitioned_ones_of_the_landing():
     assert set(LANDING_SOURCES) == {name for name, s in SOURCES.items() if s.partitioned}
 
 
+def test_every_list_of_the_sources_names_the_landings_sources():
+    # Kept apart so that DAG files and config need not import the landing code (DuckDB): a
+    # source added to one list only failed later with a bare KeyError (validate's by_source).
+    from audience_profiles.dag_defaults import EXTRACT_SOURCES
+    from audience_profiles.landing import SOURCES
+    from audience_profiles.pipeline import VALIDATION_ORDER
+    from audience_profiles.stream import SOURCES as STREAMED
+
+    built = sorted(set(SOURCES) - {"erasure_requests"})  # read by the erasure DAG alone
+    for names in (EXTRACT_SOURCES, VALIDATION_ORDER, STREAMED):
+        assert sorted(names) == built
+
+
 def test_landing_wait_as_written_and_by_default():
     config = parse_config(
         yaml.safe_load(

@@ -59,3 +59,11 @@ def test_other_components_do_not(tmp_path):
 def test_a_module_that_fails_is_logged_not_raised(caplog):
     preload(("audience_profiles.no_such_module", *STREAM_TASK_MODULES[:1]))
     assert "preloading audience_profiles.no_such_module failed" in caplog.text
+
+
+def test_every_stream_destination_kind_is_preloaded():
+    # A new stream kind missing here paid its imports in every micro-batch's task process.
+    from audience_profiles.stream import STREAM_KINDS
+
+    for kind in STREAM_KINDS:
+        assert f"audience_profiles.destinations.{kind}" in STREAM_TASK_MODULES, kind

@@ -133,6 +133,17 @@ def test_daily_dag_shape(dagbag):
     assert dag.get_task("extract").upstream_task_ids == {"wait_for_landing"}
 
 
+def test_the_reports_task_order_is_the_dags(dagbag):
+    # The run report's durations chart lists the tasks in this order; it was built by slicing
+    # another list, and a task added to the DAG would have been left out or misplaced.
+    from audience_profiles.report import TASK_ORDER
+
+    dag = dagbag.dags["audience_profiles"]
+    assert set(TASK_ORDER) == set(dag.task_ids) - {"report"}
+    for later, task_id in enumerate(TASK_ORDER):
+        assert not dag.get_task(task_id).upstream_task_ids & set(TASK_ORDER[later:]), task_id
+
+
 def test_tasks_that_read_config_or_check_data_fail_without_retrying_what_would_repeat(dagbag):
     """``fails_fast`` under ``@task``: a YAML mistake or a failed check alerts at once."""
     fail_fast = {
