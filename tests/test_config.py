@@ -502,3 +502,16 @@ def test_yaml_keeps_ids_and_scores_as_text_and_refuses_a_repeated_key(tmp_path):
     segments.write_text(segments.read_text().rsplit("  fans:\n", 1)[0])
     (draw,) = [s for s in load_segments(segments).segments if s.segment_id == "draw_fans"]
     assert draw.rule.params["filters"] == {"option": ["2:1"], "poll_id": ["0601"]}
+
+
+@pytest.mark.parametrize("kind", ["sql", "snowflake"])
+def test_a_warehouse_destination_without_conn_id_fails_when_the_file_loads(kind):
+    # It failed at delivery, after the whole build, as a plain error retried three times.
+    raw = {**MINIMAL, "destinations": [{"name": "wh", "kind": kind}]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "p.yml")
+    assert str(err.value) == (
+        f"p.yml: destinations[0].conn_id: destination 'wh' (kind {kind}) needs the id of an "
+        "Airflow connection"
+    )
+    parse_config({**MINIMAL, "destinations": [{"name": "wh", "kind": kind, "conn_id": "c"}]})

@@ -424,14 +424,14 @@ def refuse_file_keys(config: DestinationConfig, given: list[str], source: str, w
 
 
 @functools.cache
-def file_writing_kinds() -> frozenset[str]:
-    """Kinds whose class sets ``WRITES_FILES = True`` (read from the source, as ``OPTIONS``):
-    only they take :data:`FILE_KEYS`."""
+def kinds_declaring(flag: str) -> frozenset[str]:
+    """Kinds whose class sets ``<flag> = True`` (read from the source, as ``OPTIONS``):
+    ``WRITES_FILES`` (only they take :data:`FILE_KEYS`), ``NEEDS_CONN_ID``."""
 
-    def writes_files(node: ast.ClassDef) -> bool:
+    def declares(node: ast.ClassDef) -> bool:
         return any(
             isinstance(s, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == "WRITES_FILES" for t in s.targets)
+            and any(isinstance(t, ast.Name) and t.id == flag for t in s.targets)
             and isinstance(s.value, ast.Constant)
             and s.value.value is True
             for s in node.body
@@ -440,13 +440,13 @@ def file_writing_kinds() -> frozenset[str]:
     kinds = set()
     for path in sorted(DESTINATIONS_DIR.glob("*.py")):
         text = path.read_text()
-        if "WRITES_FILES = True" in text:
+        if f"{flag} = True" in text:
             kinds.update(
                 kind
                 for node in ast.parse(text, str(path)).body
                 if isinstance(node, ast.ClassDef)
                 and (kind := _registered_kind(node))
-                and writes_files(node)
+                and declares(node)
             )
     return frozenset(kinds)
 
@@ -545,8 +545,14 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     accepted = kinds[kind]
     if accepted is not None:
         check_destination_options(config, accepted, source, where)
-    if kind not in file_writing_kinds():
+    if kind not in kinds_declaring("WRITES_FILES"):
         refuse_file_keys(config, [k for k in FILE_KEYS if k in item], source, where)
+    if kind in kinds_declaring("NEEDS_CONN_ID") and not config.conn_id:
+        # found here, not by the delivery after the whole build (and its retries)
+        raise ConfigError(
+            f"{source}: {where}conn_id: destination {name!r} (kind {kind}) needs the id of an "
+            "Airflow connection"
+        )
     return config
 
 

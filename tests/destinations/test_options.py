@@ -179,7 +179,10 @@ def test_destination_for_checks_the_options_too(tmp_path):
     [
         ({"kind": "kinesis", "stream_name": "s", "formats": ["parquet"]}, "formats"),
         ({"kind": "kafka", "topic": "t", "compression": "gzip"}, "compression"),
-        ({"kind": "snowflake", "csv_injection_escape": False}, "csv_injection_escape"),
+        (
+            {"kind": "snowflake", "conn_id": "c", "csv_injection_escape": False},
+            "csv_injection_escape",
+        ),
     ],
 )
 def test_a_file_setting_on_a_kind_that_writes_no_files_is_refused(entry, key):
@@ -201,7 +204,8 @@ def test_a_file_setting_on_a_kind_that_writes_no_files_is_refused(entry, key):
 
 def test_every_declared_option_loads():
     entries = [
-        {"name": kind, "kind": kind, **{o: _sample(o) for o in sorted(declared_options()[kind])}}
+        {"name": kind, "kind": kind, "conn_id": "c"}
+        | {o: _sample(o) for o in sorted(declared_options()[kind])}
         for kind in KINDS
     ]
     config = pipeline(*entries)
@@ -214,7 +218,8 @@ def test_loading_the_file_imports_no_destination_module(tmp_path):
     """pipeline.yml is loaded while DAG files are parsed: the check must not import boto3 & co."""
     path = tmp_path / "pipeline.yml"
     entries = [
-        {"name": kind, "kind": kind, **{o: _sample(o) for o in sorted(declared_options()[kind])}}
+        {"name": kind, "kind": kind, "conn_id": "c"}
+        | {o: _sample(o) for o in sorted(declared_options()[kind])}
         for kind in KINDS
     ]
     path.write_text(

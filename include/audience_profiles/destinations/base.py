@@ -97,6 +97,9 @@ class Destination(abc.ABC):
     # Whether it writes files, so that formats, compression and csv_injection_escape (read by
     # config.py for every kind) mean something to it: set on those that do (the drops).
     WRITES_FILES: ClassVar[bool] = False
+    # Whether it cannot work without ``conn_id`` (no default connection makes sense): checked
+    # when pipeline.yml loads.
+    NEEDS_CONN_ID: ClassVar[bool] = False
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         self.config = config

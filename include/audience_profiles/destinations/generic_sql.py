@@ -115,6 +115,7 @@ class DbApiSession(Session):
 @register("sql")
 class GenericSqlDestination(SqlWarehouseDestination):
     OPTIONS = frozenset({"schema", "column_types", "batch_rows"})
+    NEEDS_CONN_ID = True
 
     @contextlib.contextmanager
     def session(self) -> Iterator[DbApiSession]:

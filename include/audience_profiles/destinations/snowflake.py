@@ -86,6 +86,7 @@ class SnowflakeSession(Session):
 @register("snowflake")
 class SnowflakeDestination(SqlWarehouseDestination):
     OPTIONS = frozenset({"database", "schema"})
+    NEEDS_CONN_ID = True
     schema = ""  # set per session: the option, else the connection's schema
 
     @contextlib.contextmanager
