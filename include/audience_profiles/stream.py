@@ -176,13 +176,12 @@ class Landing:
         self.unread = []
         if names:
             log.warning(
-                "%s file(s) under %s are not read: %s%s (it reads %s; names starting with _ or . "
+                "%s file(s) under %s are not read: %s (it reads %s; names starting with _ or . "
                 "are ignored). Not streamed, and the daily extract of their date fails on them: "
                 "convert, rename or move them",
                 len(names),
                 self.root,
-                ", ".join(names[:5]),
-                f" and {len(names) - 5} more" if len(names) > 5 else "",
+                landing.some_names(names),
                 ", ".join("*" + suffix for suffix in landing.FILE_SUFFIXES),
             )
         return names

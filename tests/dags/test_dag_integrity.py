@@ -61,7 +61,7 @@ def test_a_config_mistake_past_start_date_fails_the_tasks_not_the_dag_files(tmp_
         dag_defaults.start_date.cache_clear()
     assert bag.import_errors == {}
     assert {"audience_profiles", "audience_profiles_erasure"} <= set(bag.dag_ids)
-    with pytest.raises(ConfigError, match=r"retention: unknown key"):
+    with pytest.raises(ConfigError, match=r"retention\.interaction_days: unknown key"):
         load_config(path)
 
 

@@ -18,7 +18,11 @@ RUN_DAY = "2022-04-30"
 @pytest.mark.parametrize(
     ("retention", "message"),
     [
-        ({"interaction_days": 3}, "unknown key(s) interaction_days"),
+        (
+            {"interaction_days": 3},
+            "retention.interaction_days: unknown key 'interaction_days' (did you mean "
+            "'interactions_days'?) in retention",
+        ),
         ({"quarantine_days": 0}, "retention.quarantine_days must be a whole number"),
         ({"snapshots_days": "30"}, "retention.snapshots_days must be a whole number"),
         ({"snapshots_days": True}, "retention.snapshots_days must be a whole number"),

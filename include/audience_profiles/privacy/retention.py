@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from audience_profiles.config import ConfigError, PipelineConfig, load_config
+from audience_profiles.config import ConfigError, PipelineConfig, load_config, reject_unknown
 from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.base import Warehouse, check_ds
 
@@ -73,11 +73,7 @@ class RetentionPolicy:
         where = f"{config.source_file}: retention"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where} must be a mapping of {', '.join(TABLES)}")
-        unknown = sorted(set(raw) - set(TABLES))
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown key(s) {', '.join(unknown)} (one of {', '.join(TABLES)})"
-            )
+        reject_unknown(raw, TABLES, "retention.", config.source_file, "in retention")
         days = {}
         for key, value in raw.items():
             if value is None:
