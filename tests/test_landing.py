@@ -306,6 +306,10 @@ def test_a_rows_own_date_is_kept_in_a_date_named_folder(tmp_path):
 
 STRAY = {
     "date=2022-4-30/part-0.csv": "a partition folder misnamed",
+    # skipped by every run as much: only folders starting with "date=" were looked at
+    "dt=2022-04-29/part-0.csv": "another key",
+    "Date=2022-04-29/part-0.csv": "another case",
+    "2022-04-29/part-0.csv": "a bare date",
     "part-9.csv": "a data file outside any partition",
     "archive/part-0.csv": None,  # another folder: left alone
     "_tmp/part-0.csv": None,  # hidden
@@ -320,7 +324,8 @@ def test_what_no_run_would_read_in_a_source_folder_fails_every_extract(tmp_path)
     with pytest.raises(LandingError) as err:
         extract("interactions", "2022-04-29", str(root), tmp_path / "out.parquet")
     assert str(err.value).startswith(
-        f"{root / 'interactions'}: 2 entries no run reads: date=2022-4-30/, part-9.csv ("
+        f"{root / 'interactions'}: 5 entries no run reads: 2022-04-29/, Date=2022-04-29/, date=2022-4-30/, "
+        "dt=2022-04-29/, part-9.csv ("
     )
     assert data_dates(root) == ["2022-04-29"]  # make run: the misnamed folder is no date
 
@@ -399,7 +404,8 @@ def test_an_s3_source_folder_is_checked_as_a_local_one(aws_conn, moto_server, tm
     with pytest.raises(LandingError) as err:
         extract("interactions", "2022-04-29", "s3://landing-stray/l", tmp_path / "o.parquet", conn_id=aws_conn)  # fmt: skip
     assert str(err.value).startswith(
-        "s3://landing-stray/l/interactions: 2 entries no run reads: date=2022-4-30/, part-9.csv ("
+        "s3://landing-stray/l/interactions: 5 entries no run reads: 2022-04-29/, Date=2022-04-29/, date=2022-4-30/, "
+        "dt=2022-04-29/, part-9.csv ("
     )
 
 
@@ -412,7 +418,7 @@ def test_an_s3_partition_is_its_own_files_as_locally(aws_conn, moto_server, tmp_
     s3.create_bucket(Bucket="landing-subfolders")
     body = ",".join(INTERACTION_HEADER) + "\n2022-04-29,e1,p,s1,0,1\n"
     partition = "landing/interactions/date=2022-04-29"
-    for key in ("part-0.csv", "_temporary/0/part-0.csv", "retry/part-0.csv"):
+    for key in ("part-0.csv", "_temporary/0/part-0.csv"):
         s3.put_object(Bucket="landing-subfolders", Key=f"{partition}/{key}", Body=body.encode())
     out = tmp_path / "out.parquet"
     result = extract(
@@ -420,6 +426,26 @@ def test_an_s3_partition_is_its_own_files_as_locally(aws_conn, moto_server, tmp_
     )
     assert (result["files"], result["rows"]) == (1, 1)
     assert staged(out)[0][0] == f"s3://landing-subfolders/{partition}/part-0.csv"
+    # any other sub-folder's rows were in no count, output or quarantine
+    s3.put_object(Bucket="landing-subfolders", Key=f"{partition}/hour=10/p.csv", Body=body.encode())
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", "s3://landing-subfolders/landing", out, conn_id=aws_conn)  # fmt: skip
+    assert str(err.value).startswith(
+        f"s3://landing-subfolders/{partition}: 1 folder(s) in the partition that no run reads: "
+        "hour=10/ (a partition's files belong directly in it;"
+    )
+
+
+def test_a_folder_in_a_local_partition_fails_its_extract(tmp_path):
+    root = tmp_path / "landing"
+    partition = root / "interactions" / "date=2022-04-29"
+    for name in ("part-0.csv", "_temporary/0/part-0.csv", "hour=10/part-0.csv"):
+        write_csv(partition / name, INTERACTION_HEADER, [["2022-04-29", "e", "p", "s", 0, 1]])
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", str(root), tmp_path / "out.parquet")
+    assert str(err.value).startswith(
+        f"{partition}: 1 folder(s) in the partition that no run reads: hour=10/ ("
+    )
 
 
 def test_a_partition_counts_as_landed_with_a_data_file_or_its_marker(tmp_path):

@@ -111,6 +111,7 @@ def partition_prefix(source: Source, ds: str) -> str:
 
 
 _PARTITION = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
+_DATED = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")  # a folder named after a date, however written
 
 
 def partition_date(name: str) -> str | None:
@@ -131,9 +132,10 @@ def some_names(names: list[str]) -> str:
 
 def _check_source_folder(entries: Iterable[tuple[str, bool]], where: str) -> None:
     """Fail on what a partitioned source's folder holds that no run would ever read: a folder
-    named as a partition but not ``date=YYYY-MM-DD`` (``date=2022-4-30``), or a data file outside
-    any partition. Both were skipped by every run, their rows in no count. ``entries``: (name, is a
-    folder). Other folders (an ``archive/``) are left alone."""
+    named as a partition but not ``date=YYYY-MM-DD`` (``date=2022-4-30``, ``dt=2022-04-30``,
+    ``2022-04-30``), or a data file outside any partition. Both were skipped by every run, their
+    rows in no count. ``entries``: (name, is a folder). Other folders (an ``archive/``) are left
+    alone."""
     stray = sorted(
         name + ("/" if is_folder else "")
         for name, is_folder in entries
@@ -149,12 +151,26 @@ def _check_source_folder(entries: Iterable[tuple[str, bool]], where: str) -> Non
 
 def is_stray(name: str, is_folder: bool) -> bool:
     """An entry of a partitioned source's folder that no run reads: a folder named as a
-    partition but not ``date=YYYY-MM-DD``, or a data file outside any partition."""
+    partition (a ``key=value`` folder, or one named after a date) but not ``date=YYYY-MM-DD``,
+    or a data file outside any partition."""
     if is_hidden(name):
         return False
     if is_folder:
-        return name.startswith("date=") and partition_date(name) is None
+        # dt=, Date= and a bare date were skipped by every run as much as date=2022-4-30
+        return partition_date(name) is None and ("=" in name or bool(_DATED.search(name)))
     return is_data_file(name)
+
+
+def _check_no_sub_folders(names: Iterable[str], where: str) -> None:
+    """Fail on folders in a partition (``hour=10/``) but a writer's (``_temporary/``): a run reads
+    the partition's own files only, and theirs were in no count, output or quarantine."""
+    nested = sorted(f"{n}/" for n in names if not is_hidden(n))
+    if nested:
+        raise LandingError(
+            f"{where}: {len(nested)} folder(s) in the partition that no run reads: "
+            f"{some_names(nested)} (a partition's files belong directly in it; names starting "
+            "with _ or . are ignored): move their files up"
+        )
 
 
 def is_hidden(name: str) -> bool:
@@ -264,6 +280,8 @@ def _checked_local_files(folder: Path, source: Source) -> list[Path]:
         )
     found = _partition_files(folder)
     _check_no_unread_files((str(p) for p in found), str(folder))
+    if source.partitioned and folder.is_dir():  # (the catalogue's folder may hold an archive/)
+        _check_no_sub_folders((p.name for p in folder.iterdir() if p.is_dir()), str(folder))
     return found
 
 
@@ -306,6 +324,9 @@ def _checked_s3_keys(landing_root: str, source: Source, ds: str, hook) -> tuple[
     keys = [k for k in listed if not k.endswith("/")]
     where = f"s3://{bucket}/{full_prefix.rstrip('/')}"
     _check_no_unread_files((f"s3://{bucket}/{k}" for k in keys), where)
+    if source.partitioned:
+        nested = hook.list_prefixes(bucket, prefix=full_prefix, delimiter="/") or []
+        _check_no_sub_folders((f.rstrip("/").rsplit("/", 1)[-1] for f in nested), where)
     return where, keys
 
 

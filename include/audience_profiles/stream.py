@@ -150,9 +150,9 @@ class Landing:
         """Note a file the daily extract would fail on (``landing._check_source_folder`` and
         ``_check_no_unread_files``): one directly in a partition folder (or in an unpartitioned
         source's folder) that is neither read nor a writer's marker, a data file outside any
-        partition, or a file in a folder named as a partition but not ``date=YYYY-MM-DD``.
-        Deeper files (a writer's ``_temporary/``) and S3 folder keys are not the extract's
-        concern."""
+        partition, a file in a folder named as a partition but not ``date=YYYY-MM-DD``, or one
+        in a partition's sub-folder. A writer's (``_temporary/``) and S3 folder keys are not the
+        extract's concern."""
         parts = relative.split("/")
         source = landing.SOURCES.get(parts[0])
         if source is None or not parts[-1] or landing.is_hidden(parts[-1]):
@@ -165,8 +165,11 @@ class Landing:
             unread = landing.is_stray(parts[1], is_folder=True) or (
                 landing.partition_date(parts[1]) is not None and not landing.is_data_file(parts[-1])
             )
-        else:
-            unread = False
+        else:  # deeper: in a sub-folder of a partition, or of a misnamed one
+            unread = not any(landing.is_hidden(p) for p in parts[1:-1]) and (
+                landing.partition_date(parts[1]) is not None
+                or landing.is_stray(parts[1], is_folder=True)
+            )
         if unread:
             self.unread.append((name, modified))
 

@@ -350,7 +350,8 @@ def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path
     # what the daily extract fails on besides: a misnamed partition folder (its month without
     # the zero, a day February does not have) and a data file beside the partitions
     misnamed = [
-        landing / "interactions" / d / "part-0.csv" for d in ("date=2022-5-1", "date=2022-02-30")
+        landing / "interactions" / d / "part-0.csv"
+        for d in ("date=2022-5-1", "date=2022-02-30", "dt=2022-05-01", "date=2022-05-01/hour=10")
     ]
     beside = landing / "interactions" / "interactions.csv"
     for path in [*misnamed, beside]:
@@ -361,7 +362,7 @@ def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path
         summary, new = batch(config, sent, "b1")
 
     assert summary["unread"] == sorted(map(str, [partition / "part-0.csv.gz", *misnamed, beside]))
-    assert "4 file(s) under" in caplog.text and "part-0.csv.gz" in caplog.text
+    assert "6 file(s) under" in caplog.text and "part-0.csv.gz" in caplog.text
     assert "_SUCCESS" not in caplog.text and new == []
 
 
