@@ -515,3 +515,27 @@ def test_a_warehouse_destination_without_conn_id_fails_when_the_file_loads(kind)
         "Airflow connection"
     )
     parse_config({**MINIMAL, "destinations": [{"name": "wh", "kind": kind, "conn_id": "c"}]})
+
+
+def test_two_drops_writing_one_table_to_one_place_are_refused():
+    # Each run's drop replaces the table's dt= folder: the last delivery deleted the other's
+    # parts, and the run reported both delivered.
+    first = {"name": "csv", "kind": "local", "path": "/out", "tables": ["audience_profiles"]}
+    second = {**first, "name": "parquet", "formats": ["parquet"], "path": "/out/"}
+    with pytest.raises(ConfigError) as err:
+        parse_config({**MINIMAL, "destinations": [first, second]}, "p.yml")
+    assert str(err.value) == (
+        "p.yml: destinations[1] (parquet) writes audience_profiles where destinations[0] (csv) "
+        "does: each run's drop would delete the other's; give one of them another path or prefix"
+    )
+    s3 = {"name": "a", "kind": "s3", "bucket": "b", "prefix": "p", "tables": ["quarantine"]}
+    with pytest.raises(ConfigError, match=r"destinations\[1\] \(b\) writes quarantine where"):
+        parse_config({**MINIMAL, "destinations": [s3, {**s3, "name": "b", "prefix": "/p/"}]})
+    # other tables, another place, or one of them disabled: fine
+    for other in (
+        {**second, "tables": ["quarantine"]},
+        {**second, "path": "/out2"},
+        {**second, "enabled": False},
+    ):
+        parse_config({**MINIMAL, "destinations": [first, other]})
+    parse_config({**MINIMAL, "destinations": [s3, {**s3, "name": "b", "prefix": "q"}]})

@@ -556,6 +556,27 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     return config
 
 
+def _check_drop_places(destinations: tuple[DestinationConfig, ...], source: str) -> None:
+    """Refuse two enabled drops that write one table to one place (a folder, or a bucket or
+    container and prefix): each run's drop replaces the table's ``dt=`` folder, so the last
+    delivery deleted the other's parts, and both reported them delivered."""
+    place_keys = ("path", "bucket", "container", "prefix")
+    writers: dict[tuple, tuple[int, str]] = {}
+    for index, dest in enumerate(destinations):
+        if not dest.enabled or dest.kind not in kinds_declaring("WRITES_FILES"):
+            continue
+        place = tuple(str(dest.options.get(key) or "").strip("/") for key in place_keys)
+        for table in dest.tables:
+            if (place, table) in writers:
+                first, name = writers[place, table]
+                raise ConfigError(
+                    f"{source}: destinations[{index}] ({dest.name}) writes {table} where "
+                    f"destinations[{first}] ({name}) does: each run's drop would delete the "
+                    "other's; give one of them another path or prefix"
+                )
+            writers[place, table] = (index, dest.name)
+
+
 def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
     wh_raw = _section(raw, "warehouse", source)
     where = "warehouse."
@@ -675,6 +696,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{source}: destination names must be unique: {', '.join(dupes)}")
+    _check_drop_places(destinations, source)
 
     config_dir = Path(source).parent if source != "<dict>" else DEFAULT_CONFIG.parent
 
