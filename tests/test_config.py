@@ -539,3 +539,16 @@ def test_two_drops_writing_one_table_to_one_place_are_refused():
     ):
         parse_config({**MINIMAL, "destinations": [first, other]})
     parse_config({**MINIMAL, "destinations": [s3, {**s3, "name": "b", "prefix": "q"}]})
+
+
+@pytest.mark.parametrize(
+    ("written", "reason"),
+    [("2022-13-11", "month must be in 1..12"), ("2022-02-30", "day is out of range for month")],
+)
+def test_an_impossible_date_names_the_file_and_the_line(tmp_path, written, reason):
+    # YAML reads them as dates, and its ValueError named neither the file nor the key
+    path = tmp_path / "pipeline.yml"
+    path.write_text(f"landing_root: x\nstart_date: {written}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: line 2: '{written}' is not a date ({reason})"

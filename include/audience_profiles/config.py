@@ -755,6 +755,18 @@ class _StrictLoader(yaml.SafeLoader):
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_timestamp(self, node):
+        # 2022-13-11 and 2022-02-30 look like dates to YAML, and its ValueError named no file
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{self.name}: line {node.start_mark.line + 1}: {node.value!r} is not a date ({exc})"
+            ) from exc
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _StrictLoader.construct_yaml_timestamp)
+
 
 _StrictLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if not tag.endswith((":int", ":float"))]
