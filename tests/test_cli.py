@@ -149,3 +149,92 @@ def test_a_date_whose_required_landing_is_missing_is_not_run_nor_waited_for(
 def test_show_before_any_run_says_so(config, capsys):
     assert cli.main(["show"]) == 1
     assert "no warehouse yet" in capsys.readouterr().out
+
+
+def test_a_second_run_at_once_is_refused_naming_the_first(config, ran, capsys):
+    # Both shared one Airflow database: the second dag.test() of a date deleted the first's
+    # DagRun, and the first failed with a database traceback.
+    import fcntl
+
+    lock_file = Path(config.work_dir) / "cli-run.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242")
+        held.flush()
+        assert cli.main(["run", "--date", "2022-04-25"]) == 2
+    assert ran == []
+    assert "another `audience-profiles run` is running on this project (pid 4242)" in (
+        capsys.readouterr().out
+    )
+    assert cli.main(["run", "--date", "2022-04-25"]) == 0  # released: runs
+    assert ran == ["2022-04-25"]
+
+
+SIGTERM_RUN = """
+import os, signal, sys, time
+from types import SimpleNamespace
+import duckdb
+from audience_profiles import cli
+
+said = os.fdopen(os.dup(2), "w")  # the run sends the task's output to its log file
+
+def test(logical_date):
+    # as Airflow does for each task dag.test() runs: a handler that lets the run go on
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    duckdb.connect().execute("SELECT 1")  # and DuckDB's threads, which could take the signal
+    print("running", file=said, flush=True)
+    time.sleep(60)  # cut short, as a retry's wait must be
+    print("not stopped", file=said, flush=True)
+    return SimpleNamespace(state="success")
+
+cli._load_dag = lambda: SimpleNamespace(test=test)
+print("exit", cli.main(["run", "--date", "2022-04-25"]), file=said, flush=True)
+"""
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(config):
+    # `timeout` and `kill` send SIGTERM: the run went on for minutes, retrying and writing the
+    # warehouse (each task dag.test() runs installs Airflow's handler, which only calls on_kill).
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, CONFIG_ENV: config.source_file}
+    started = time.monotonic()
+    with subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_RUN], env=env, stderr=subprocess.PIPE, text=True
+    ) as run:
+        while run.stderr.readline().strip() != "running":  # past any warning printed before
+            assert run.poll() is None, "the run ended before it started"
+        run.send_signal(signal.SIGTERM)
+        out = run.stderr.read()
+    assert out.split() == ["exit", "130"]  # not "not stopped"
+    assert time.monotonic() - started < 50
+
+
+def test_running_an_earlier_date_names_the_later_dates_built_before_it(config, ran, capsys):
+    # Their profiles and the current tables leave out what the earlier date loads: unsaid, an
+    # analyst backfilling an old date took the current tables as up to date.
+    import duckdb
+
+    with duckdb.connect(config.warehouse.path) as con:
+        con.execute("CREATE TABLE published_snapshots (dt DATE)")
+        con.execute("INSERT INTO published_snapshots VALUES ('2022-04-26'), ('2022-04-27')")
+    assert cli.main(["run", "--date", "2022-04-25"]) == 0
+    assert (
+        "warning: 2 later date(s) already built in this warehouse (2022-04-26, 2022-04-27) do not "
+        "include what these runs load: run them again after (`audience-profiles run --date "
+        "2022-04-25 ... --date 2022-04-27` runs all in order)"
+    ) in capsys.readouterr().out
+
+
+def test_run_without_dates_on_an_s3_landing_asks_for_dates(tmp_path, monkeypatch, ran, capsys):
+    # It said "no landing partitions: run `audience-profiles generate`", which refuses s3://.
+    config = write_config(tmp_path, landing_root="s3://fan-data/landing")
+    monkeypatch.setenv(CONFIG_ENV, config.source_file)
+    assert cli.main(["run"]) == 2
+    assert "pass --date for each date to run" in capsys.readouterr().out
+    assert ran == []

@@ -92,6 +92,12 @@ def _run(args: argparse.Namespace) -> int:
     from audience_profiles.pipeline import future_date_problem
 
     config = load_config()
+    if not args.date and config.landing_root.startswith("s3://"):
+        print(
+            f"run without --date lists a local landing only, not {config.landing_root}: pass "
+            "--date for each date to run"
+        )
+        return 2
     # In date order, whatever order they were given in: each date's profiles build on every
     # partition loaded before it, and a later date run first is not refreshed by the earlier ones.
     dates = sorted(set(args.date)) if args.date else data_dates(config.landing_root)
@@ -132,6 +138,15 @@ def _run(args: argparse.Namespace) -> int:
             "profiles read every partition loaded up to it, so theirs are left out. Run them "
             "first (`audience-profiles run` runs every date in order)."
         )
+    stale = [ds for ds in published_dates(config) if ds > max(dates)]
+    if stale:
+        # Their profiles and the current tables (which an older date never rolls back) leave out
+        # what these runs load, until they are run again.
+        print(
+            f"warning: {len(stale)} later date(s) already built in this warehouse "
+            f"({some_names(stale)}) do not include what these runs load: run them again after "
+            f"(`audience-profiles run --date {dates[0]} ... --date {stale[-1]}` runs all in order)"
+        )
     unread = partitions_before_start_date(config)
     if unread:
         print(
@@ -142,7 +157,23 @@ def _run(args: argparse.Namespace) -> int:
         )
     log_dir = Path(config.work_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    failed = []
+    with _only_run(Path(config.work_dir) / "cli-run.lock") as other:
+        if other:
+            print(
+                f"another `audience-profiles run` is running on this project (pid {other}): "
+                "wait for it to finish"
+            )
+            return 2
+        failed = _run_dates(config, dates, log_dir)
+    if failed:
+        print(f"failed dates: {', '.join(failed)}")
+        return 1
+    return _show(args)
+
+
+def _run_dates(config, dates: list[str], log_dir: Path) -> list[str]:
+    """Run the daily DAG for each of ``dates`` in turn; the dates that failed or did not run."""
+    failed: list[str] = []
     with _output_to(log_dir / "dag-test.log"):
         dag = _load_dag()
     for i, ds in enumerate(dates):
@@ -168,10 +199,68 @@ def _run(args: argparse.Namespace) -> int:
         )
         if "success" not in state:
             failed.append(ds)
-    if failed:
-        print(f"failed dates: {', '.join(failed)}")
-        return 1
-    return _show(args)
+    return failed
+
+
+@contextlib.contextmanager
+def _only_run(lock_file: Path):
+    """Hold ``lock_file`` while the block runs. Yields the pid of the run holding it already (the
+    block must then not run), else None.
+
+    Two runs at once shared one Airflow database: the second ``dag.test()`` of a date deleted the
+    first's DagRun, which failed with a database traceback."""
+    import fcntl
+
+    with lock_file.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            yield lock.read().strip() or "unknown"
+            return
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            yield None
+        finally:
+            lock.truncate(0)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """Turn SIGTERM into Ctrl-C (KeyboardInterrupt in the main thread) while the block runs:
+    ``timeout`` and ``kill`` left a run going, retrying and writing the warehouse.
+
+    A handler is not enough: each task run by ``dag.test()`` installs Airflow's own, which only
+    calls the operator's ``on_kill`` and lets the run go on. So SIGTERM is blocked here, before
+    any other thread starts (DuckDB's would take it otherwise), and taken by a thread of its own
+    (``sigtimedwait``), which sends SIGINT to the main thread: that also cuts short a sleep, such
+    as the wait before a retry."""
+    import signal
+    import threading
+
+    done = threading.Event()
+    main = threading.main_thread().ident
+
+    def watch() -> None:
+        while not done.is_set():
+            if signal.sigtimedwait({signal.SIGTERM}, 0.2) is not None:
+                signal.pthread_kill(main, signal.SIGINT)
+                return
+
+    # before the thread starts: it, and every thread started from here on, has SIGTERM blocked
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    watcher = threading.Thread(target=watch, name="sigterm-as-ctrl-c", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _landing_problem(config, ds: str) -> str | None:
@@ -202,18 +291,26 @@ def unbuilt_earlier_dates(config, dates: list[str]) -> list[str]:
     earlier = [
         ds for ds in data_dates(config.landing_root) if start <= ds < max(dates) and ds not in dates
     ]
-    published: set[str] = set()
-    if earlier and Path(config.warehouse.path).exists():
-        import duckdb
-
-        with duckdb.connect(config.warehouse.path, read_only=True) as con:
-            if con.execute(
-                "SELECT count(*) FROM information_schema.tables "
-                "WHERE table_name = 'published_snapshots'"
-            ).fetchone()[0]:
-                rows = con.execute("SELECT DISTINCT CAST(dt AS VARCHAR) FROM published_snapshots")
-                published = {r[0] for r in rows.fetchall()}
+    published = set(published_dates(config)) if earlier else set()
     return [ds for ds in earlier if ds not in published]
+
+
+def published_dates(config) -> list[str]:
+    """The dates a run has published in this (DuckDB) warehouse, in order (none looked up in
+    another engine's: more than a hint is worth)."""
+    if config.warehouse.engine != "duckdb" or not Path(config.warehouse.path).exists():
+        return []
+    import duckdb
+
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        if not con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'published_snapshots'"
+        ).fetchone()[0]:
+            return []
+        rows = con.execute(
+            "SELECT DISTINCT CAST(dt AS VARCHAR) FROM published_snapshots ORDER BY 1"
+        )
+        return [r[0] for r in rows.fetchall()]
 
 
 def partitions_before_start_date(config) -> list[str]:
@@ -322,7 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     show = sub.add_parser("show", help="print where outputs are and a few profile rows")
     show.set_defaults(func=_show)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        with _sigterm_as_ctrl_c():
+            return args.func(args)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: what `{args.command}` was doing is unfinished; run it again")
+        return 130
 
 
 if __name__ == "__main__":
