@@ -274,7 +274,8 @@ def test_empty_and_absent_partitions(tmp_path):
     folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
     folder.mkdir(parents=True)
     (folder / "empty.csv").write_text("")
-    with pytest.raises(LandingError, match="empty.csv: missing required column"):
+    # it said "missing required column(s) ... (its first line has 0 field(s) ...)"
+    with pytest.raises(LandingError, match=r"empty.csv: the file is empty, without its header \("):
         extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
     result = extract(
         "interactions", "2022-04-30", str(tmp_path / "landing"), tmp_path / "none.parquet"
@@ -981,3 +982,23 @@ def test_a_json_field_named_twice_is_flagged_naming_it(tmp_path):
     out = tmp_path / "out.parquet"
     extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
     assert [(r[1], r[2]) for r in staged(out)] == [(1, "votes: named more than once"), (2, None)]
+
+
+def test_a_compressed_file_or_a_capitalised_header_is_said_to_be_so(tmp_path):
+    # a gzip body named .csv was "line 1 is not UTF-8 text"; Date,Event_ID,... was "none of them
+    # a column read"
+    import gzip
+
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    (folder / "part-0.csv").write_bytes(gzip.compress(f"{HEADER}\n".encode()))
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
+    assert str(err.value).startswith(
+        f"{folder / 'part-0.csv'}: gzip-compressed (it starts with gzip's magic bytes): land it "
+        "decompressed"
+    )
+    (folder / "part-0.csv").write_text("Date,Event_ID,poll_id,Session_ID,option,votes\n")
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
+    assert str(err.value).endswith("; column names are lower case, not Date, Event_ID, Session_ID")

@@ -483,6 +483,12 @@ def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) ->
         _insert_arrow(con, batch, "INSERT INTO lines SELECT line, text FROM arrow_rows")
         texts.clear()
 
+    with path.open("rb") as f:
+        if f.read(2) == b"\x1f\x8b":  # else "line 1 is not UTF-8 text", pointing nowhere useful
+            raise LandingError(
+                f"{name}: gzip-compressed (it starts with gzip's magic bytes): land it "
+                f"decompressed (the pipeline reads {', '.join('*' + s for s in FILE_SUFFIXES)})"
+            )
     # surrogateescape, then a check per line: a byte that is not UTF-8 is named by its line (a
     # strict decoder fails a whole buffer ahead of the line being read)
     with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
@@ -507,15 +513,22 @@ def _csv_header(con, source: Source, name: str) -> list[str]:
     # Parsed here, not sniffed: DuckDB's sniffer can mistake a bad row for a dialect. Without a
     # field size limit, as the records are read (_records): lines have no length limit.
     csv.field_size_limit(sys.maxsize)
+    if first is None:
+        raise LandingError(
+            f"{name}: the file is empty, without its header (a day without rows lands a file "
+            "holding only the header line)"
+        )
     present = [c.strip() for c in next(csv.reader([first]))] if first else []
     missing = [c for c in source.required if c not in present]
     if missing:
         # Only names of the contract's columns: a file landed without its header has a data
         # row (an email, a name) on its first line, and this message reaches the task log.
         known = [c for c in present if c in source.columns]
+        cased = [c for c in present if c not in source.columns and c.lower() in source.columns]
         raise LandingError(
             f"{name}: missing required column(s) {', '.join(missing)} (its first line has "
             f"{len(present)} field(s){'; of the columns read: ' + ', '.join(known) if known else ', none of them a column read'})"
+            + (f"; column names are lower case, not {', '.join(cased)}" if cased else "")
         )
     repeated = sorted({c for c in present if c in source.columns and present.count(c) > 1})
     if repeated:
