@@ -238,3 +238,12 @@ def test_run_without_dates_on_an_s3_landing_asks_for_dates(tmp_path, monkeypatch
     assert cli.main(["run"]) == 2
     assert "pass --date for each date to run" in capsys.readouterr().out
     assert ran == []
+
+
+def test_show_on_a_warehouse_without_a_published_date_says_so(config, capsys):
+    # a warehouse whose runs all failed: show crashed on the missing published_snapshots
+    import duckdb
+
+    duckdb.connect(config.warehouse.path).close()
+    assert cli.main(["show"]) == 1
+    assert "no date published in" in capsys.readouterr().out

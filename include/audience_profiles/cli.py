@@ -371,6 +371,9 @@ def _show(args: argparse.Namespace) -> int:
     if not Path(config.warehouse.path).exists():
         print(f"no warehouse yet at {config.warehouse.path}: run `audience-profiles run` first")
         return 1
+    if not published_dates(config):  # a warehouse whose runs all failed has no output tables
+        print(f"no date published in {config.warehouse.path} yet: run `audience-profiles run`")
+        return 1
     con = duckdb.connect(config.warehouse.path, read_only=True)
     try:
         latest = con.execute("SELECT max(dt) FROM published_snapshots").fetchall()[0][0]
