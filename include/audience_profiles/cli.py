@@ -18,6 +18,7 @@ from pathlib import Path
 from audience_profiles.config import PROJECT_ROOT, load_config
 
 DAG_FILE = PROJECT_ROOT / "dags" / "audience_profiles.py"
+SIGTERM_GRACE_SECONDS = 5  # for Ctrl-C's way out, before SIGTERM ends the process
 
 
 def _iso_date(text: str) -> str:
@@ -87,11 +88,26 @@ def _load_dag():
 
 
 def _run(args: argparse.Namespace) -> int:
+    config = load_config()
+    log_dir = Path(config.work_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    # first: the checks below read the warehouse, which a run going on holds open
+    with _only_run(Path(config.work_dir) / "cli-run.lock") as other:
+        if other:
+            print(
+                f"another `audience-profiles run` is running on this project (pid {other}): "
+                "wait for it to finish"
+            )
+            return 2
+        return _run_checked(args, config, log_dir)
+
+
+def _run_checked(args: argparse.Namespace, config, log_dir: Path) -> int:
+    """Check the dates ``args`` asks for, warn about what they leave out, and run them."""
     from audience_profiles.generate import data_dates
     from audience_profiles.landing import some_names
     from audience_profiles.pipeline import future_date_problem
 
-    config = load_config()
     if not args.date and config.landing_root.startswith("s3://"):
         print(
             f"run without --date lists a local landing only, not {config.landing_root}: pass "
@@ -138,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
             "profiles read every partition loaded up to it, so theirs are left out. Run them "
             "first (`audience-profiles run` runs every date in order)."
         )
-    stale = [ds for ds in published_dates(config) if ds > max(dates)]
+    stale = [ds for ds in warehouse_dates(config) if ds > max(dates)]
     if stale:
         # Their profiles and the current tables (which an older date never rolls back) leave out
         # what these runs load, until they are run again.
@@ -155,16 +171,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{some_names(unread)} (set start_date to the "
             "first of them to build them)"
         )
-    log_dir = Path(config.work_dir) / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with _only_run(Path(config.work_dir) / "cli-run.lock") as other:
-        if other:
-            print(
-                f"another `audience-profiles run` is running on this project (pid {other}): "
-                "wait for it to finish"
-            )
-            return 2
-        failed = _run_dates(config, dates, log_dir)
+    failed = _run_dates(config, dates, log_dir)
     if failed:
         print(f"failed dates: {', '.join(failed)}")
         return 1
@@ -231,14 +238,16 @@ def _only_run(lock_file: Path):
 
 @contextlib.contextmanager
 def _sigterm_as_ctrl_c():
-    """Turn SIGTERM into Ctrl-C (KeyboardInterrupt in the main thread) while the block runs:
-    ``timeout`` and ``kill`` left a run going, retrying and writing the warehouse.
+    """While the block runs, SIGTERM stops the command: as Ctrl-C if that stops it within
+    ``SIGTERM_GRACE_SECONDS``, else at once (exit 143, as SIGTERM's default). ``timeout`` and
+    ``kill`` left a run going for minutes, retrying and writing the warehouse.
 
-    A handler is not enough: each task run by ``dag.test()`` installs Airflow's own, which only
-    calls the operator's ``on_kill`` and lets the run go on. So SIGTERM is blocked here, before
-    any other thread starts (DuckDB's would take it otherwise), and taken by a thread of its own
-    (``sigtimedwait``), which sends SIGINT to the main thread: that also cuts short a sleep, such
-    as the wait before a retry."""
+    A handler is not enough: each task ``dag.test()`` runs installs Airflow's own, which only
+    calls the operator's ``on_kill``, and the task runner takes Ctrl-C in a task for the task's
+    failure and retries it. So SIGTERM is blocked here, before any other thread starts (DuckDB's
+    would take it otherwise), and a thread of its own waits for it (``sigtimedwait``): it sends
+    SIGINT to the main thread (which cuts short a sleep, such as the wait before a retry), and
+    ends the process when the block has not ended by the deadline or on a second SIGTERM."""
     import signal
     import threading
 
@@ -248,12 +257,21 @@ def _sigterm_as_ctrl_c():
     def watch() -> None:
         while not done.is_set():
             if signal.sigtimedwait({signal.SIGTERM}, 0.2) is not None:
-                signal.pthread_kill(main, signal.SIGINT)
-                return
+                break
+        else:
+            return
+        signal.pthread_kill(main, signal.SIGINT)
+        deadline = time.monotonic() + SIGTERM_GRACE_SECONDS
+        while not done.is_set() and time.monotonic() < deadline:
+            if signal.sigtimedwait({signal.SIGTERM}, 0.2) is not None:
+                break  # a second one: no more waiting
+        if not done.is_set():
+            print("\nstopped (SIGTERM): what was running is unfinished", file=sys.__stderr__)
+            os._exit(128 + signal.SIGTERM)  # the lock goes with the process
 
     # before the thread starts: it, and every thread started from here on, has SIGTERM blocked
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    watcher = threading.Thread(target=watch, name="sigterm-as-ctrl-c", daemon=True)
+    watcher = threading.Thread(target=watch, name="sigterm-stops", daemon=True)
     watcher.start()
     try:
         yield
@@ -291,26 +309,32 @@ def unbuilt_earlier_dates(config, dates: list[str]) -> list[str]:
     earlier = [
         ds for ds in data_dates(config.landing_root) if start <= ds < max(dates) and ds not in dates
     ]
-    published = set(published_dates(config)) if earlier else set()
+    published = set(warehouse_dates(config)) if earlier else set()
     return [ds for ds in earlier if ds not in published]
 
 
-def published_dates(config) -> list[str]:
-    """The dates a run has published in this (DuckDB) warehouse, in order (none looked up in
-    another engine's: more than a hint is worth)."""
+def published_dates(con) -> list[str]:
+    """The dates a run has published in the DuckDB warehouse ``con`` reads, in order."""
+    if not con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'published_snapshots'"
+    ).fetchone()[0]:
+        return []
+    rows = con.execute("SELECT DISTINCT CAST(dt AS VARCHAR) FROM published_snapshots ORDER BY 1")
+    return [r[0] for r in rows.fetchall()]
+
+
+def warehouse_dates(config) -> list[str]:
+    """:func:`published_dates` of the pipeline's warehouse, for the warnings before a run: none
+    for another engine's (more than a hint is worth), nor while a scheduled run holds it."""
     if config.warehouse.engine != "duckdb" or not Path(config.warehouse.path).exists():
         return []
     import duckdb
 
-    with duckdb.connect(config.warehouse.path, read_only=True) as con:
-        if not con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'published_snapshots'"
-        ).fetchone()[0]:
-            return []
-        rows = con.execute(
-            "SELECT DISTINCT CAST(dt AS VARCHAR) FROM published_snapshots ORDER BY 1"
-        )
-        return [r[0] for r in rows.fetchall()]
+    try:
+        with duckdb.connect(config.warehouse.path, read_only=True) as con:
+            return published_dates(con)
+    except duckdb.IOException:
+        return []
 
 
 def partitions_before_start_date(config) -> list[str]:
@@ -371,10 +395,15 @@ def _show(args: argparse.Namespace) -> int:
     if not Path(config.warehouse.path).exists():
         print(f"no warehouse yet at {config.warehouse.path}: run `audience-profiles run` first")
         return 1
-    if not published_dates(config):  # a warehouse whose runs all failed has no output tables
+    try:
+        con = duckdb.connect(config.warehouse.path, read_only=True)
+    except duckdb.IOException:  # DuckDB: one writing process, and then no reader beside it
+        print(f"{config.warehouse.path} is in use by a run: show it when the run is over")
+        return 1
+    if not published_dates(con):  # a warehouse whose runs all failed has no output tables
+        con.close()
         print(f"no date published in {config.warehouse.path} yet: run `audience-profiles run`")
         return 1
-    con = duckdb.connect(config.warehouse.path, read_only=True)
     try:
         latest = con.execute("SELECT max(dt) FROM published_snapshots").fetchall()[0][0]
         profiles = con.execute(
