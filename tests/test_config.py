@@ -539,6 +539,9 @@ def test_two_drops_writing_one_table_to_one_place_are_refused():
     ):
         parse_config({**MINIMAL, "destinations": [first, other]})
     parse_config({**MINIMAL, "destinations": [s3, {**s3, "name": "b", "prefix": "q"}]})
+    # one container name in two storage accounts: two places
+    azure = {"name": "a", "kind": "azure", "container": "c", "conn_id": "wasb_a"}
+    parse_config({**MINIMAL, "destinations": [azure, {**azure, "name": "b", "conn_id": "wasb_b"}]})
 
 
 @pytest.mark.parametrize(
