@@ -100,6 +100,32 @@ def test_what_a_retry_would_repeat_fails_at_once_and_the_alert_names_it(alerting
     assert f"{type(error).__name__}: {error}" in failure["text"]
 
 
+def test_a_mistake_in_pipeline_yml_is_alerted_too(alerting):
+    # The alert read the whole file to find its webhook and failed on the very mistake that
+    # failed the task: "alert (failed) not sent", and nobody was told.
+    import yaml
+
+    from audience_profiles.config import config_path
+
+    path = config_path()
+    raw = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**raw, "retention": {"interaction_days": 400}}))
+
+    def reading_the_config(function):
+        def audit():  # as every task does first
+            from audience_profiles.config import load_config
+
+            load_config()
+            function()
+
+        return fails_fast(audit)
+
+    probe = probe_dag(failures=0, wrap=reading_the_config)
+    assert str(probe.test(logical_date=DAY).state) == "failed"
+    [failure] = [r["json"] for r in alerting.requests]
+    assert "retention.interaction_days: unknown key" in failure["text"]
+
+
 def test_fails_fast_keeps_the_retries_of_any_other_error(alerting):
     run = probe_dag(failures=1, error=OSError("landing unreachable"), wrap=fails_fast).test(
         logical_date=DAY

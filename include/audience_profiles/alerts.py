@@ -98,9 +98,9 @@ def send(conn_id: str, message: dict[str, Any]) -> None:
 def notify(context: dict[str, Any], event: str) -> None:
     """Send the alert for ``context``; log, never raise, when that is impossible."""
     try:
-        from audience_profiles.config import load_config
+        from audience_profiles.config import read_alerts_conn_id
 
-        conn_id = load_config().alerts_webhook_conn_id
+        conn_id = read_alerts_conn_id()
         if not conn_id:
             log.info("no alerts.webhook_conn_id in pipeline.yml: alert (%s) not sent", event)
             return

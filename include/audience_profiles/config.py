@@ -822,6 +822,15 @@ def load_config(path: str | os.PathLike | None = None) -> PipelineConfig:
     return parse_config(load_yaml(text, str(file)), str(file))
 
 
+def _read_raw(path: str | os.PathLike | None) -> tuple[dict, str]:
+    """pipeline.yml as YAML, not validated, and its name."""
+    file = Path(path) if path else config_path()
+    raw = load_yaml(read_config_file(file, "the pipeline configuration"), str(file))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping")
+    return raw, str(file)
+
+
 def read_start_date(path: str | os.PathLike | None = None) -> dt.date:
     """``start_date`` alone, for the DAG files: the rest of the file is validated by each task.
 
@@ -829,8 +838,13 @@ def read_start_date(path: str | os.PathLike | None = None) -> dt.date:
     the run's first task, whose alert names the file and the key, instead of an import error that
     stops the daily and the erasure DAGs with no alert at all.
     """
-    file = Path(path) if path else config_path()
-    raw = load_yaml(read_config_file(file, "the pipeline configuration"), str(file))
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{file}: the top level must be a mapping")
-    return _start_date(raw, str(file))
+    raw, source = _read_raw(path)
+    return _start_date(raw, source)
+
+
+def read_alerts_conn_id(path: str | os.PathLike | None = None) -> str | None:
+    """``alerts.webhook_conn_id`` alone, for the alert callbacks: the alert for a task failed by
+    a mistake elsewhere in the file must not fail on that mistake too."""
+    raw, source = _read_raw(path)
+    alerts = _section(raw, "alerts", source)
+    return _text(alerts, "webhook_conn_id", None, "alerts.", source)
