@@ -313,6 +313,7 @@ STRAY = {
     "2022-04-29/part-0.csv": "a bare date",
     "part-9.csv": "a data file outside any partition",
     "archive/part-0.csv": None,  # another folder: left alone
+    "archive-2022-04-28/part-0.csv": None,  # named with a date, not as one
     "_tmp/part-0.csv": None,  # hidden
 }
 
@@ -427,6 +428,9 @@ def test_an_s3_partition_is_its_own_files_as_locally(aws_conn, moto_server, tmp_
     )
     assert (result["files"], result["rows"]) == (1, 1)
     assert staged(out)[0][0] == f"s3://landing-subfolders/{partition}/part-0.csv"
+    # an empty folder (its folder key alone) is no one's rows
+    s3.put_object(Bucket="landing-subfolders", Key=f"{partition}/logs/", Body=b"")
+    extract("interactions", "2022-04-29", "s3://landing-subfolders/landing", out, conn_id=aws_conn)
     # any other sub-folder's rows were in no count, output or quarantine
     s3.put_object(Bucket="landing-subfolders", Key=f"{partition}/hour=10/p.csv", Body=body.encode())
     with pytest.raises(LandingError) as err:
@@ -440,8 +444,13 @@ def test_an_s3_partition_is_its_own_files_as_locally(aws_conn, moto_server, tmp_
 def test_a_folder_in_a_local_partition_fails_its_extract(tmp_path):
     root = tmp_path / "landing"
     partition = root / "interactions" / "date=2022-04-29"
-    for name in ("part-0.csv", "_temporary/0/part-0.csv", "hour=10/part-0.csv"):
+    for name in ("part-0.csv", "_temporary/0/part-0.csv", "logs/_x/part-0.csv"):
         write_csv(partition / name, INTERACTION_HEADER, [["2022-04-29", "e", "p", "s", 0, 1]])
+    (partition / "empty").mkdir()
+    # a writer's folder, an empty one, and one holding hidden files only: no one's rows
+    out = tmp_path / "out.parquet"
+    assert extract("interactions", "2022-04-29", str(root), out)["files"] == 1
+    write_csv(partition / "hour=10" / "part-0.csv", INTERACTION_HEADER, [["2022-04-29", "e", "p", "s", 0, 1]])  # fmt: skip
     with pytest.raises(LandingError) as err:
         extract("interactions", "2022-04-29", str(root), tmp_path / "out.parquet")
     assert str(err.value).startswith(

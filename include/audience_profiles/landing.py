@@ -111,7 +111,8 @@ def partition_prefix(source: Source, ds: str) -> str:
 
 
 _PARTITION = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
-_DATED = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")  # a folder named after a date, however written
+# a folder named as a partition otherwise: key=value, or a bare date (not archive-2022-04-28)
+_PARTITION_LIKE = re.compile(r"\w+=.*|\d{4}-\d{1,2}-\d{1,2}")
 
 
 def partition_date(name: str) -> str | None:
@@ -157,14 +158,15 @@ def is_stray(name: str, is_folder: bool) -> bool:
         return False
     if is_folder:
         # dt=, Date= and a bare date were skipped by every run as much as date=2022-4-30
-        return partition_date(name) is None and ("=" in name or bool(_DATED.search(name)))
+        return partition_date(name) is None and bool(_PARTITION_LIKE.fullmatch(name))
     return is_data_file(name)
 
 
 def _check_no_sub_folders(names: Iterable[str], where: str) -> None:
-    """Fail on folders in a partition (``hour=10/``) but a writer's (``_temporary/``): a run reads
-    the partition's own files only, and theirs were in no count, output or quarantine."""
-    nested = sorted(f"{n}/" for n in names if not is_hidden(n))
+    """Fail on ``names``, the folders in a partition that hold files (``hour=10/``; not a
+    writer's ``_temporary/``): a run reads the partition's own files only, and theirs were in no
+    count, output or quarantine."""
+    nested = sorted(f"{n}/" for n in names)
     if nested:
         raise LandingError(
             f"{where}: {len(nested)} folder(s) in the partition that no run reads: "
@@ -281,8 +283,22 @@ def _checked_local_files(folder: Path, source: Source) -> list[Path]:
     found = _partition_files(folder)
     _check_no_unread_files((str(p) for p in found), str(folder))
     if source.partitioned and folder.is_dir():  # (the catalogue's folder may hold an archive/)
-        _check_no_sub_folders((p.name for p in folder.iterdir() if p.is_dir()), str(folder))
+        _check_no_sub_folders(
+            (p.name for p in folder.iterdir() if p.is_dir() and _holds_files(p)), str(folder)
+        )
     return found
+
+
+def _holds_files(folder: Path) -> bool:
+    """Whether ``folder`` (not hidden) holds a file not hidden, at any depth, none of the
+    folders on the way hidden: an empty ``logs/`` is no one's rows."""
+    if is_hidden(folder.name):
+        return False
+    return any(
+        (path.is_file() or path.is_symlink())
+        and not any(is_hidden(part) for part in path.relative_to(folder).parts)
+        for path in folder.rglob("*")
+    )
 
 
 def _partition_files(folder: Path) -> list[Path]:
@@ -325,8 +341,19 @@ def _checked_s3_keys(landing_root: str, source: Source, ds: str, hook) -> tuple[
     where = f"s3://{bucket}/{full_prefix.rstrip('/')}"
     _check_no_unread_files((f"s3://{bucket}/{k}" for k in keys), where)
     if source.partitioned:
-        nested = hook.list_prefixes(bucket, prefix=full_prefix, delimiter="/") or []
-        _check_no_sub_folders((f.rstrip("/").rsplit("/", 1)[-1] for f in nested), where)
+        nested = [
+            folder.rstrip("/").rsplit("/", 1)[-1]
+            for folder in hook.list_prefixes(bucket, prefix=full_prefix, delimiter="/") or []
+            if not is_hidden(folder.rstrip("/").rsplit("/", 1)[-1])
+            # a sub-folder's keys, but folder keys ("logs/") and hidden ones: an empty logs/ is
+            # no one's rows (one listing each, for sub-folders only)
+            and any(
+                not key.endswith("/")
+                and not any(is_hidden(part) for part in key[len(folder) :].split("/"))
+                for key in hook.list_keys(bucket, prefix=folder) or []
+            )
+        ]
+        _check_no_sub_folders(nested, where)
     return where, keys
 
 
