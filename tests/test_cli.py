@@ -216,18 +216,23 @@ def test(logical_date):
     return SimpleNamespace(state="success")
 
 cli._load_dag = lambda: SimpleNamespace(test=test)
+if sys.argv[1] == "ignoring ctrl-c":  # a shell's background job
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 print("exit", cli.main(["run", "--date", "2022-04-25"]), file=said, flush=True)
 """
 
 
 @pytest.mark.parametrize(
-    ("where", "said", "code"),
+    ("where", "said", "code", "within"),
     [
-        ("between tasks", ["exit 130"], 0),  # Ctrl-C's way out: KeyboardInterrupt
-        ("in a task", [], 143),  # Ctrl-C taken for the task's failure: ended after the grace
+        ("between tasks", ["exit 130"], 0, 10),  # Ctrl-C's way out: KeyboardInterrupt
+        # Ctrl-C taken for the task's failure: ended after the grace
+        ("in a task", [], 143, cli.SIGTERM_GRACE_SECONDS + 10),
+        # no Ctrl-C to send: ended at once (it waited for the grace, in vain)
+        ("ignoring ctrl-c", [], 143, cli.SIGTERM_GRACE_SECONDS - 1),
     ],
 )
-def test_sigterm_stops_a_run(config, where, said, code):
+def test_sigterm_stops_a_run(config, where, said, code, within):
     # `timeout` and `kill` send SIGTERM: the run went on for minutes, retrying and writing the
     # warehouse (each task dag.test() runs installs Airflow's handler, which only calls on_kill).
     import os
@@ -247,7 +252,9 @@ def test_sigterm_stops_a_run(config, where, said, code):
         out = run.stderr.read()
     assert [line for line in out.splitlines() if line.startswith(("exit", "not stopped"))] == said
     assert run.returncode == code
-    assert time.monotonic() - started < cli.SIGTERM_GRACE_SECONDS + 10
+    # said on the terminal, not in the date's log file, where the run's output goes
+    assert ("stopped (SIGTERM)" in out) == (code == 143)
+    assert time.monotonic() - started < within
 
 
 def test_running_an_earlier_date_names_the_later_dates_built_before_it(config, ran, capsys):
@@ -282,3 +289,12 @@ def test_show_on_a_warehouse_without_a_published_date_says_so(config, capsys):
     duckdb.connect(config.warehouse.path).close()
     assert cli.main(["show"]) == 1
     assert "no date published in" in capsys.readouterr().out
+
+
+def test_show_on_a_file_that_is_no_warehouse_says_what_duckdb_says(config):
+    # it said "in use by a run" for any error opening the file
+    import duckdb
+
+    Path(config.warehouse.path).write_text("not a database")
+    with pytest.raises(duckdb.IOException, match="not a valid DuckDB database file"):
+        cli.main(["show"])

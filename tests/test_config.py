@@ -542,6 +542,14 @@ def test_two_drops_writing_one_table_to_one_place_are_refused():
     # one container name in two storage accounts: two places
     azure = {"name": "a", "kind": "azure", "container": "c", "conn_id": "wasb_a"}
     parse_config({**MINIMAL, "destinations": [azure, {**azure, "name": "b", "conn_id": "wasb_b"}]})
+    # but one place: the default account twice, one bucket (names are global), one folder
+    for one, other in (
+        ({**azure, "conn_id": "wasb_default"}, {**azure, "name": "b", "conn_id": None}),
+        ({**s3, "conn_id": "aws_default"}, {**s3, "name": "b", "conn_id": "aws_partner"}),
+        (first, {**second, "conn_id": "ignored"}),
+    ):
+        with pytest.raises(ConfigError, match="each run's drop would delete the other's"):
+            parse_config({**MINIMAL, "destinations": [one, other]})
 
 
 @pytest.mark.parametrize(

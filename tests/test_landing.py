@@ -330,6 +330,10 @@ def test_what_no_run_would_read_in_a_source_folder_fails_every_extract(tmp_path)
         "dt=2022-04-29/, part-9.csv ("
     )
     assert data_dates(root) == ["2022-04-29"]  # make run: the misnamed folder is no date
+    # any key=value folder is named as a partition; a name holding a date is not
+    assert landing.is_stray("event-date=2022-04-29", is_folder=True)
+    assert landing.is_stray("snapshot.date=2022-04-29", is_folder=True)
+    assert not landing.is_stray("2022-04-28_full", is_folder=True)
 
 
 def test_partitions_before_start_date_are_named_in_the_log_and_the_run_report(tmp_path, caplog):

@@ -251,8 +251,10 @@ def _sigterm_as_ctrl_c():
     import signal
     import threading
 
-    done = threading.Event()
+    done, stopped = threading.Event(), threading.Event()
     main = threading.main_thread().ident
+    # the terminal's stderr: while dag.test() runs, file descriptor 2 is the date's log file
+    terminal = os.fdopen(os.dup(2), "w")
 
     def watch() -> None:
         while not done.is_set():
@@ -260,13 +262,17 @@ def _sigterm_as_ctrl_c():
                 break
         else:
             return
-        signal.pthread_kill(main, signal.SIGINT)
+        stopped.set()
         deadline = time.monotonic() + SIGTERM_GRACE_SECONDS
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.pthread_kill(main, signal.SIGINT)
+        else:  # Ctrl-C ignored (a shell's background job): no way out but this
+            deadline = time.monotonic()
         while not done.is_set() and time.monotonic() < deadline:
             if signal.sigtimedwait({signal.SIGTERM}, 0.2) is not None:
                 break  # a second one: no more waiting
         if not done.is_set():
-            print("\nstopped (SIGTERM): what was running is unfinished", file=sys.__stderr__)
+            print("\nstopped (SIGTERM): what was running is unfinished", file=terminal, flush=True)
             os._exit(128 + signal.SIGTERM)  # the lock goes with the process
 
     # before the thread starts: it, and every thread started from here on, has SIGTERM blocked
@@ -278,7 +284,10 @@ def _sigterm_as_ctrl_c():
     finally:
         done.set()
         watcher.join()
+        terminal.close()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    if stopped.is_set():  # it ended within the grace: still stopped, not done
+        raise KeyboardInterrupt
 
 
 def _landing_problem(config, ds: str) -> str | None:
@@ -397,7 +406,10 @@ def _show(args: argparse.Namespace) -> int:
         return 1
     try:
         con = duckdb.connect(config.warehouse.path, read_only=True)
-    except duckdb.IOException:  # DuckDB: one writing process, and then no reader beside it
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        # DuckDB: one writing process, and then no reader beside it
         print(f"{config.warehouse.path} is in use by a run: show it when the run is over")
         return 1
     if not published_dates(con):  # a warehouse whose runs all failed has no output tables

@@ -558,17 +558,18 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
 
 def _check_drop_places(destinations: tuple[DestinationConfig, ...], source: str) -> None:
     """Refuse two enabled drops that write one table to one place (a folder, or a bucket or
-    container and prefix through one connection): each run's drop replaces the table's ``dt=``
-    folder, so the last delivery deleted the other's parts, and both reported them delivered.
-    Through two connections the place may be another (an Azure container is named within its
-    storage account), so that is allowed."""
+    container and prefix): each run's drop replaces the table's ``dt=`` folder, so the last
+    delivery deleted the other's parts, and both reported them delivered."""
     place_keys = ("path", "bucket", "container", "prefix")
     writers: dict[tuple, tuple[int, str]] = {}
     for index, dest in enumerate(destinations):
         if not dest.enabled or dest.kind not in kinds_declaring("WRITES_FILES"):
             continue
         where = tuple(str(dest.options.get(key) or "").strip("/") for key in place_keys)
-        place = (dest.kind, dest.conn_id, *where)
+        # An Azure container is named within the connection's storage account (wasb_default
+        # when none is given); S3 bucket names are global, and a local folder has no connection.
+        account = (dest.conn_id or "wasb_default") if dest.kind == "azure" else None
+        place = (dest.kind, account, *where)
         for table in dest.tables:
             if (place, table) in writers:
                 first, name = writers[place, table]

@@ -112,7 +112,7 @@ def partition_prefix(source: Source, ds: str) -> str:
 
 _PARTITION = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 # a folder named as a partition otherwise: key=value, or a bare date (not archive-2022-04-28)
-_PARTITION_LIKE = re.compile(r"\w+=.*|\d{4}-\d{1,2}-\d{1,2}")
+_PARTITION_LIKE = re.compile(r"[^=/]+=.*|\d{4}-\d{1,2}-\d{1,2}")
 
 
 def partition_date(name: str) -> str | None:
