@@ -152,7 +152,7 @@ def _check_source_folder(entries: Iterable[tuple[str, bool]], where: str) -> Non
 
 def is_stray(name: str, is_folder: bool) -> bool:
     """An entry of a partitioned source's folder that no run reads: a folder named as a
-    partition (a ``key=value`` folder, or one named after a date) but not ``date=YYYY-MM-DD``,
+    partition (a ``key=value`` folder, or one named just a date) but not ``date=YYYY-MM-DD``,
     or a data file outside any partition."""
     if is_hidden(name):
         return False
