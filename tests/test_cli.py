@@ -205,8 +205,8 @@ def test(logical_date):
     # as Airflow does for each task dag.test() runs: a handler that lets the run go on
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     duckdb.connect().execute("SELECT 1")  # and DuckDB's threads, which could take the signal
-    print("running", file=said, flush=True)
     try:
+        print("running", file=said, flush=True)  # in the try: the signal comes after it
         time.sleep(60)  # cut short, as a retry's wait must be
     except BaseException:
         if sys.argv[1] == "in a task":  # Airflow's task runner: the task failed, retry it
@@ -222,17 +222,21 @@ print("exit", cli.main(["run", "--date", "2022-04-25"]), file=said, flush=True)
 """
 
 
+GRACE = cli.STOP_GRACE_SECONDS
+
+
 @pytest.mark.parametrize(
-    ("where", "said", "code", "within"),
+    ("where", "sent", "said", "code", "within"),
     [
-        ("between tasks", ["exit 130"], 0, 10),  # Ctrl-C's way out: KeyboardInterrupt
-        # Ctrl-C taken for the task's failure: ended after the grace
-        ("in a task", [], 143, cli.SIGTERM_GRACE_SECONDS + 10),
-        # no Ctrl-C to send: ended at once (it waited for the grace, in vain)
-        ("ignoring ctrl-c", [], 143, cli.SIGTERM_GRACE_SECONDS - 1),
+        ("between tasks", "SIGTERM", ["exit 130"], 0, 10),  # Ctrl-C's way out
+        # the KeyboardInterrupt taken for the task's failure: ended after the grace
+        ("in a task", "SIGTERM", [], 143, GRACE + 10),
+        ("in a task", "SIGINT", [], 130, GRACE + 10),  # Ctrl-C had to be pressed twice
+        # Ctrl-C ignored (a shell's background job): SIGTERM still has its way out
+        ("ignoring ctrl-c", "SIGTERM", ["exit 130"], 0, 10),
     ],
 )
-def test_sigterm_stops_a_run(config, where, said, code, within):
+def test_ctrl_c_and_sigterm_stop_a_run(config, where, sent, said, code, within):
     # `timeout` and `kill` send SIGTERM: the run went on for minutes, retrying and writing the
     # warehouse (each task dag.test() runs installs Airflow's handler, which only calls on_kill).
     import os
@@ -248,12 +252,12 @@ def test_sigterm_stops_a_run(config, where, said, code, within):
         while run.stderr.readline().strip() != "running":  # past any warning printed before
             assert run.poll() is None, "the run ended before it started"
         started = time.monotonic()
-        run.send_signal(signal.SIGTERM)
+        run.send_signal(getattr(signal, sent))
         out = run.stderr.read()
     assert [line for line in out.splitlines() if line.startswith(("exit", "not stopped"))] == said
     assert run.returncode == code
     # said on the terminal, not in the date's log file, where the run's output goes
-    assert ("stopped (SIGTERM)" in out) == (code == 143)
+    assert (f"stopped ({sent})" in out) == (code != 0)
     assert time.monotonic() - started < within
 
 

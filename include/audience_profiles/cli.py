@@ -18,7 +18,7 @@ from pathlib import Path
 from audience_profiles.config import PROJECT_ROOT, load_config
 
 DAG_FILE = PROJECT_ROOT / "dags" / "audience_profiles.py"
-SIGTERM_GRACE_SECONDS = 5  # for Ctrl-C's way out, before SIGTERM ends the process
+STOP_GRACE_SECONDS = 5  # for Ctrl-C's way out, before Ctrl-C or SIGTERM ends the process
 
 
 def _iso_date(text: str) -> str:
@@ -237,20 +237,27 @@ def _only_run(lock_file: Path):
 
 
 @contextlib.contextmanager
-def _sigterm_as_ctrl_c():
-    """While the block runs, SIGTERM stops the command: as Ctrl-C if that stops it within
-    ``SIGTERM_GRACE_SECONDS``, else at once (exit 143, as SIGTERM's default). ``timeout`` and
-    ``kill`` left a run going for minutes, retrying and writing the warehouse.
+def _stoppable():
+    """While the block runs, Ctrl-C and SIGTERM stop the command: as Ctrl-C always did
+    (KeyboardInterrupt) if that stops it within ``STOP_GRACE_SECONDS``, else at once (exit 130
+    or 143, as the signal's default). Neither stopped a run that was in a task: ``timeout`` and
+    ``kill`` left it going for minutes, retrying and writing the warehouse, and Ctrl-C had to be
+    pressed twice.
 
-    A handler is not enough: each task ``dag.test()`` runs installs Airflow's own, which only
-    calls the operator's ``on_kill``, and the task runner takes Ctrl-C in a task for the task's
-    failure and retries it. So SIGTERM is blocked here, before any other thread starts (DuckDB's
-    would take it otherwise), and a thread of its own waits for it (``sigtimedwait``): it sends
-    SIGINT to the main thread (which cuts short a sleep, such as the wait before a retry), and
-    ends the process when the block has not ended by the deadline or on a second SIGTERM."""
+    A handler is not enough: each task ``dag.test()`` runs installs Airflow's own for SIGTERM,
+    which only calls the operator's ``on_kill``, and the task runner takes a KeyboardInterrupt in
+    a task for the task's failure and retries it. So both signals are blocked here, before any
+    other thread starts (DuckDB's would take them otherwise), and a thread of its own waits for
+    them (``sigtimedwait``): it raises KeyboardInterrupt in the main thread through SIGUSR1
+    (which also cuts short a sleep, such as the wait before a retry), and ends the process when
+    the block has not ended by the deadline, or on a second signal. Ctrl-C stays ignored where
+    it was (a shell's background job)."""
     import signal
     import threading
 
+    watched = {signal.SIGTERM}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        watched.add(signal.SIGINT)
     done, stopped = threading.Event(), threading.Event()
     main = threading.main_thread().ident
     # the terminal's stderr: while dag.test() runs, file descriptor 2 is the date's log file
@@ -258,26 +265,25 @@ def _sigterm_as_ctrl_c():
 
     def watch() -> None:
         while not done.is_set():
-            if signal.sigtimedwait({signal.SIGTERM}, 0.2) is not None:
+            if (first := signal.sigtimedwait(watched, 0.2)) is not None:
                 break
         else:
             return
         stopped.set()
-        deadline = time.monotonic() + SIGTERM_GRACE_SECONDS
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.pthread_kill(main, signal.SIGINT)
-        else:  # Ctrl-C ignored (a shell's background job): no way out but this
-            deadline = time.monotonic()
+        signal.pthread_kill(main, signal.SIGUSR1)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
         while not done.is_set() and time.monotonic() < deadline:
-            if signal.sigtimedwait({signal.SIGTERM}, 0.2) is not None:
+            if signal.sigtimedwait(watched, 0.2) is not None:
                 break  # a second one: no more waiting
         if not done.is_set():
-            print("\nstopped (SIGTERM): what was running is unfinished", file=terminal, flush=True)
-            os._exit(128 + signal.SIGTERM)  # the lock goes with the process
+            name = signal.Signals(first.si_signo).name
+            print(f"\nstopped ({name}): what was running is unfinished", file=terminal, flush=True)
+            os._exit(128 + first.si_signo)  # the lock goes with the process
 
-    # before the thread starts: it, and every thread started from here on, has SIGTERM blocked
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    watcher = threading.Thread(target=watch, name="sigterm-stops", daemon=True)
+    previous = signal.signal(signal.SIGUSR1, signal.default_int_handler)
+    # before the thread starts: it, and every thread started from here on, has them blocked
+    signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    watcher = threading.Thread(target=watch, name="stop-on-signal", daemon=True)
     watcher.start()
     try:
         yield
@@ -285,7 +291,8 @@ def _sigterm_as_ctrl_c():
         done.set()
         watcher.join()
         terminal.close()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
+        signal.signal(signal.SIGUSR1, previous)
     if stopped.is_set():  # it ended within the grace: still stopped, not done
         raise KeyboardInterrupt
 
@@ -464,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     show.set_defaults(func=_show)
     args = parser.parse_args(argv)
     try:
-        with _sigterm_as_ctrl_c():
+        with _stoppable():
             return args.func(args)
     except KeyboardInterrupt:
         print(f"\ninterrupted: what `{args.command}` was doing is unfinished; run it again")
