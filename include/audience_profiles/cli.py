@@ -419,12 +419,13 @@ def _show(args: argparse.Namespace) -> int:
         # DuckDB: one writing process, and then no reader beside it
         print(f"{config.warehouse.path} is in use by a run: show it when the run is over")
         return 1
-    if not published_dates(con):  # a warehouse whose runs all failed has no output tables
+    published = published_dates(con)
+    if not published:  # a warehouse whose runs all failed has no output tables
         con.close()
         print(f"no date published in {config.warehouse.path} yet: run `audience-profiles run`")
         return 1
     try:
-        latest = con.execute("SELECT max(dt) FROM published_snapshots").fetchall()[0][0]
+        latest = published[-1]
         profiles = con.execute(
             "SELECT count(*), coalesce(sum(interactions), 0) FROM audience_profiles"
         ).fetchall()[0]

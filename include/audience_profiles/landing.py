@@ -322,28 +322,39 @@ def _s3_hook(conn_id: str | None, hooks: dict | None = None):
     return hooks[conn_id]
 
 
+def _s3_folder(hook, bucket: str, prefix: str) -> tuple[list[str], list[str]]:
+    """``(sub-folder prefixes, keys)`` directly under ``prefix``: one listing, where
+    ``list_prefixes`` and ``list_keys`` each make the same ListObjectsV2 request."""
+    folders: list[str] = []
+    keys: list[str] = []
+    pages = hook.get_conn().get_paginator("list_objects_v2")
+    for page in pages.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        folders += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return folders, keys
+
+
 def _checked_s3_keys(landing_root: str, source: Source, ds: str, hook) -> tuple[str, list[str]]:
     """``(s3://`` folder, keys)`` of the partition's own objects (markers included; not a
     writer's ``_temporary/`` sub-folder), checked as :func:`_checked_local_files` does."""
     bucket, full_prefix = _s3_prefix(landing_root, partition_prefix(source, ds))
     if source.partitioned:
         source_prefix = _s3_prefix(landing_root, source.name)[1]
-        folders = hook.list_prefixes(bucket, prefix=source_prefix, delimiter="/") or []
-        files = hook.list_keys(bucket, prefix=source_prefix, delimiter="/") or []
+        folders, files = _s3_folder(hook, bucket, source_prefix)
         _check_source_folder(
             [(f.rstrip("/").rsplit("/", 1)[-1], True) for f in folders]
             + [(k.rsplit("/", 1)[-1], False) for k in files if not k.endswith("/")],
             f"s3://{bucket}/{source_prefix.rstrip('/')}",
         )
-    # delimiter="/": the partition's own files, as locally; not a writer's _temporary/ sub-folder
-    listed = hook.list_keys(bucket, prefix=full_prefix, delimiter="/") or []
+    # delimiter "/": the partition's own files, as locally; not a writer's _temporary/ sub-folder
+    sub_folders, listed = _s3_folder(hook, bucket, full_prefix)
     keys = [k for k in listed if not k.endswith("/")]
     where = f"s3://{bucket}/{full_prefix.rstrip('/')}"
     _check_no_unread_files((f"s3://{bucket}/{k}" for k in keys), where)
     if source.partitioned:
         nested = [
             folder.rstrip("/").rsplit("/", 1)[-1]
-            for folder in hook.list_prefixes(bucket, prefix=full_prefix, delimiter="/") or []
+            for folder in sub_folders
             if not is_hidden(folder.rstrip("/").rsplit("/", 1)[-1])
             # a sub-folder's keys, but folder keys ("logs/") and hidden ones: an empty logs/ is
             # no one's rows (one listing each, for sub-folders only)
