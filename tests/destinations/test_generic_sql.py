@@ -195,3 +195,53 @@ def test_an_older_date_synced_while_a_newer_one_delivers_keeps_the_newer_snapsho
     report = deliver(destination(pg_conn, schema, tmp_path), tmp_path, DAY1)
     assert "audience_profiles" in report["details"]["snapshots_kept_newer"]
     assert [r[0] for r in tables(pg_conn, schema)["audience_profiles"]] == [P1, P3]  # day 2's
+
+
+def test_two_dates_syncing_at_once_leave_only_the_newer_snapshot(
+    pg_conn, schema, tmp_path, monkeypatch
+):
+    """Day 1's sync has emptied the table and is still inserting when day 2's sync starts
+    (catch-up delivers dates at once): day 2 waits for day 1's commit, then replaces its rows.
+    Without the wait, day 2's DELETE (under READ COMMITTED) kept day 1's rows beside its own."""
+    import threading
+    import time
+
+    from audience_profiles.destinations.generic_sql import DbApiSession
+
+    deliver(destination(pg_conn, schema, tmp_path / "first"), tmp_path / "first", DAY1)
+    execute, sync = DbApiSession.execute, GenericSqlDestination.sync_snapshot
+    older_emptied, newer_syncing = threading.Event(), threading.Event()
+
+    def older_inserts_slowly(self, sql):
+        rows = execute(self, sql)
+        emptied = sql.startswith("DELETE FROM") and sql.endswith('"audience_profiles"')
+        if threading.current_thread().name == DAY1 and emptied:
+            older_emptied.set()
+            if newer_syncing.wait(30):
+                time.sleep(1.5)  # day 2's sync reaches the statement that waits
+        return rows
+
+    def sync_announced(self, db, staged, ds):
+        if ds == DAY2 and staged.table == "audience_profiles":
+            newer_syncing.set()
+        return sync(self, db, staged, ds)
+
+    monkeypatch.setattr(DbApiSession, "execute", older_inserts_slowly)
+    monkeypatch.setattr(GenericSqlDestination, "sync_snapshot", sync_announced)
+    reports = {}
+
+    def run(day):
+        if day == DAY2:
+            assert older_emptied.wait(30)
+        reports[day] = deliver(destination(pg_conn, schema, tmp_path / day), tmp_path / day, day)
+
+    threads = [threading.Thread(target=run, args=(day,), name=day) for day in (DAY1, DAY2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert set(reports) == {DAY1, DAY2}
+    profiles = hook(pg_conn).get_records(
+        f'SELECT profile_id, sessions FROM "{schema}".audience_profiles ORDER BY 1'
+    )
+    assert profiles == [(P1, 2), (P3, 1)]  # day 2's, once each

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from audience_profiles.destinations.base import register
 from audience_profiles.destinations.warehouse_load import (
+    LOG_TABLE,
     OCCURRENCE_COLUMN,
     Session,
     SqlWarehouseDestination,
@@ -179,7 +180,18 @@ class GenericSqlDestination(SqlWarehouseDestination):
         names = [self.ident(n) for n in staged.names]
         if staged.spec.ordinal_by:
             names.append(self.ident(OCCURRENCE_COLUMN))
+        log, row_count = self.qualified(LOG_TABLE), self.ident("row_count")
         with db.transaction():
+            # One sync of a table at a time. Under READ COMMITTED (PostgreSQL's default), a
+            # DELETE that waited for another date's sync to commit skips the rows that sync
+            # inserted: both dates' rows stayed. So every sync first locks the table's rows in
+            # the load log, its own claim among them (claims commit before any sync starts): a
+            # sync that starts while another is open waits here, and its statements then see
+            # that sync's rows. Standard SQL, unlike LOCK TABLE.
+            db.execute(
+                f"UPDATE {log} SET {row_count} = {row_count} "
+                f"WHERE {self.ident('table_name')} = {self.literal(staged.table)}"
+            )
             # Checked once, in the transaction: guarding DELETE and INSERT each could empty the
             # table, if a later date claimed it between the two statements.
             if db.query(self.later_load(staged.table, ds)):
