@@ -19,7 +19,7 @@ from audience_profiles.landing import (
     partition_versions,
 )
 from audience_profiles.pipeline import RunWindow, extract_source
-from tests.support import INTERACTION_HEADER, write_config, write_csv, write_ndjson
+from tests.support import ELEMENT_HEADER, INTERACTION_HEADER, write_config, write_csv, write_ndjson
 
 
 def staged(path):
@@ -459,6 +459,47 @@ def test_a_folder_in_a_local_partition_fails_its_extract(tmp_path):
         extract("interactions", "2022-04-29", str(root), tmp_path / "out.parquet")
     assert str(err.value).startswith(
         f"{partition}: 1 folder(s) in the partition that no run reads: hour=10/ ("
+    )
+
+
+ELEMENT_ROW = ["p1", "Which team do you support?", 1, "Manchester Blue"]
+
+
+def test_the_catalogue_in_a_dated_folder_fails_its_extract(tmp_path):
+    # elements/ has no partitions: the catalogue landed in elements/date=.../ was read as no
+    # catalogue at all, and every interaction of the day lost its title and label, run green
+    root = tmp_path / "landing"
+    write_csv(root / "elements" / "archive" / "old.csv", ELEMENT_HEADER, [ELEMENT_ROW])  # not read
+    write_csv(root / "elements" / "elements.csv", ELEMENT_HEADER, [ELEMENT_ROW])
+    out = tmp_path / "out.parquet"
+    assert extract("elements", "2022-04-30", str(root), out)["files"] == 1
+    write_csv(root / "elements" / "date=2022-04-30" / "elements.csv", ELEMENT_HEADER, [ELEMENT_ROW])
+    with pytest.raises(LandingError) as err:
+        extract("elements", "2022-04-30", str(root), out)
+    assert str(err.value).startswith(
+        f"{root / 'elements'}: 1 folder(s) in the folder that no run reads: date=2022-04-30/ "
+        "(elements/ has no date partitions: its files belong directly in it;"
+    )
+
+
+@pytest.mark.services
+def test_the_catalogue_in_a_dated_s3_folder_fails_its_extract(aws_conn, moto_server, tmp_path):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="landing-catalogue")
+    body = b"poll_id,title,option,option_label\np1,Which team?,1,Blue\n"
+    s3.put_object(Bucket="landing-catalogue", Key="landing/elements/archive/old.csv", Body=body)
+    s3.put_object(Bucket="landing-catalogue", Key="landing/elements/dt=2022-04-30/", Body=b"")
+    out = tmp_path / "out.parquet"
+    root = "s3://landing-catalogue/landing"
+    assert extract("elements", "2022-04-30", root, out, conn_id=aws_conn)["files"] == 0
+    s3.put_object(Bucket="landing-catalogue", Key="landing/elements/dt=2022-04-30/e.csv", Body=body)
+    with pytest.raises(LandingError) as err:
+        extract("elements", "2022-04-30", root, out, conn_id=aws_conn)
+    assert str(err.value).startswith(
+        "s3://landing-catalogue/landing/elements: 1 folder(s) in the folder that no run reads: "
+        "dt=2022-04-30/ (elements/ has no date partitions"
     )
 
 

@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from audience_profiles import pipeline
+from audience_profiles.landing import LandingError
 from audience_profiles.pipeline import DataQualityError, RunWindow, run_all
 from tests.support import (
     FORM_HEADER,
@@ -149,6 +150,32 @@ def test_bad_rows_are_quarantined_with_a_reason_naming_the_field(tmp_path):
         ("interactions", 3, "option: not a non-negative integer"),
         ("interactions", 4, "session_id: missing"),
     ]
+
+
+@pytest.mark.parametrize("catalogue", ["missing", "header only"])
+def test_a_day_of_interactions_without_a_catalogue_fails_validate(tmp_path, catalogue):
+    # Replaced by no catalogue, every interaction was enriched without its title and option
+    # label on a green run: no element row read, none kept, every count reconciled.
+    config = write_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    elements = landing / "elements" / "elements.csv"
+    if catalogue == "missing":
+        elements.unlink()
+    else:
+        elements.write_text(elements.read_text().splitlines()[0] + "\n")
+    window = RunWindow.for_date("2022-04-29")
+    staged = [
+        pipeline.extract_source(s, window, config)
+        for s in ("interactions", "elements", "form_entries", "identities")
+    ]
+    with pytest.raises(LandingError) as err:
+        pipeline.validate(window, staged, config)
+    assert str(err.value) == (
+        f"{landing}/elements: no element row landed (no file, or files holding only their "
+        "header), so the day's 1 interaction(s) would have no title or option label: land the "
+        "element catalogue directly in that folder, then clear the task"
+    )
 
 
 def test_an_sso_login_with_a_placeholder_or_malformed_email_keeps_its_link(tmp_path):

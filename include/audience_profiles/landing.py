@@ -162,17 +162,36 @@ def is_stray(name: str, is_folder: bool) -> bool:
     return is_data_file(name)
 
 
-def _check_no_sub_folders(names: Iterable[str], where: str) -> None:
-    """Fail on ``names``, the folders in a partition that hold files (``hour=10/``; not a
-    writer's ``_temporary/``): a run reads the partition's own files only, and theirs were in no
-    count, output or quarantine."""
+def _check_no_sub_folders(names: Iterable[str], where: str, source: Source) -> None:
+    """Fail on ``names``, the folders that hold files in a partition (``hour=10/``; not a
+    writer's ``_temporary/``) or, named as partitions, in the folder of a source that has none
+    (``elements/date=2022-04-30/``: the catalogue emptied, every interaction without its title):
+    a run reads the folder's own files only, and theirs were in no count, output or quarantine."""
     nested = sorted(f"{n}/" for n in names)
     if nested:
-        raise LandingError(
-            f"{where}: {len(nested)} folder(s) in the partition that no run reads: "
-            f"{some_names(nested)} (a partition's files belong directly in it; names starting "
-            "with _ or . are ignored): move their files up"
+        what = (
+            "a partition's files belong directly in it"
+            if source.partitioned
+            else f"{source.name}/ has no date partitions: its files belong directly in it"
         )
+        raise LandingError(
+            f"{where}: {len(nested)} folder(s) in the "
+            f"{'partition' if source.partitioned else 'folder'} that no run reads: "
+            f"{some_names(nested)} ({what}; names starting with _ or . are ignored): "
+            "move their files up"
+        )
+
+
+def is_unread_sub_folder(name: str, source: Source) -> bool:
+    """Whether the files of a sub-folder ``name`` of the folder a run reads are rows no run
+    reads: any folder in a partition (not hidden), and in the folder of a source without
+    partitions one named as a partition (``date=2022-04-30``, ``dt=...``, a bare date; not an
+    ``archive/``)."""
+    if is_hidden(name):
+        return False
+    return source.partitioned or bool(
+        partition_date(name) is not None or _PARTITION_LIKE.fullmatch(name)
+    )
 
 
 def is_hidden(name: str) -> bool:
@@ -282,9 +301,15 @@ def _checked_local_files(folder: Path, source: Source) -> list[Path]:
         )
     found = _partition_files(folder)
     _check_no_unread_files((str(p) for p in found), str(folder))
-    if source.partitioned and folder.is_dir():  # (the catalogue's folder may hold an archive/)
+    if folder.is_dir():
         _check_no_sub_folders(
-            (p.name for p in folder.iterdir() if p.is_dir() and _holds_files(p)), str(folder)
+            (
+                p.name
+                for p in folder.iterdir()
+                if p.is_dir() and is_unread_sub_folder(p.name, source) and _holds_files(p)
+            ),
+            str(folder),
+            source,
         )
     return found
 
@@ -351,20 +376,19 @@ def _checked_s3_keys(landing_root: str, source: Source, ds: str, hook) -> tuple[
     keys = [k for k in listed if not k.endswith("/")]
     where = f"s3://{bucket}/{full_prefix.rstrip('/')}"
     _check_no_unread_files((f"s3://{bucket}/{k}" for k in keys), where)
-    if source.partitioned:
-        nested = [
-            folder.rstrip("/").rsplit("/", 1)[-1]
-            for folder in sub_folders
-            if not is_hidden(folder.rstrip("/").rsplit("/", 1)[-1])
-            # a sub-folder's keys, but folder keys ("logs/") and hidden ones: an empty logs/ is
-            # no one's rows (one listing each, for sub-folders only)
-            and any(
-                not key.endswith("/")
-                and not any(is_hidden(part) for part in key[len(folder) :].split("/"))
-                for key in hook.list_keys(bucket, prefix=folder) or []
-            )
-        ]
-        _check_no_sub_folders(nested, where)
+    nested = [
+        folder.rstrip("/").rsplit("/", 1)[-1]
+        for folder in sub_folders
+        if is_unread_sub_folder(folder.rstrip("/").rsplit("/", 1)[-1], source)
+        # a sub-folder's keys, but folder keys ("logs/") and hidden ones: an empty logs/ is
+        # no one's rows (one listing each, for sub-folders only)
+        and any(
+            not key.endswith("/")
+            and not any(is_hidden(part) for part in key[len(folder) :].split("/"))
+            for key in hook.list_keys(bucket, prefix=folder) or []
+        )
+    ]
+    _check_no_sub_folders(nested, where, source)
     return where, keys
 
 

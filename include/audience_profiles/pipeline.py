@@ -335,6 +335,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             # on its own (with Downstream) stages the source again rather than fail every try.
             log.warning("%s: %s is gone (cleaned up): extracting it again", source, info["path"])
             by_source[source] = extract_source(source, window, config)
+    _check_catalogue_landed(by_source, config)
     counts: dict[str, dict[str, int]] = {}
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
@@ -442,6 +443,21 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
     if covered:
         result["retention"] = {"as_of": as_of, "cutoffs": covered, "past": sorted(past)}
     return result
+
+
+def _check_catalogue_landed(by_source: dict[str, dict], config: PipelineConfig) -> None:
+    """Fail before the catalogue is replaced by none while the day has interactions: each
+    would be enriched without its title and option label, on a green run (every count
+    reconciles: no element row read, none kept). A landing error: retried, as the catalogue's
+    export may be late."""
+    interactions = by_source["interactions"]["rows"]
+    if by_source["elements"]["rows"] == 0 and interactions > 0:
+        folder = f"{config.landing_root.rstrip('/')}/elements"
+        raise landing.LandingError(
+            f"{folder}: no element row landed (no file, or files holding only their header), "
+            f"so the day's {interactions} interaction(s) would have no title or option label: "
+            "land the element catalogue directly in that folder, then clear the task"
+        )
 
 
 def _dated_rows(wh: Warehouse, ds: str) -> dict[str, int]:
