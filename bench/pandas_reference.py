@@ -710,7 +710,13 @@ def profiles(data: dict, identity: dict, ds: str, interval_end: str) -> dict[str
     for field in ("email", "external_id", "first_name", "last_name"):
         latest[field] = facts.dropna(subset=[field]).groupby("profile_id")[field].last()
     for field in ("optin_1", "optin_2", "accept_terms"):
-        stated = facts.dropna(subset=[field]).groupby("profile_id")
+        # at one instant a No wins over a Yes, whatever the file order
+        stated = facts.dropna(subset=[field])
+        stated = (
+            stated.assign(_no=~stated[field].astype(bool))
+            .sort_values(["profile_id", "observed_at", "_no", "_file", "_line"], kind="stable")
+            .groupby("profile_id")
+        )
         latest[field] = stated[field].last().astype(bool)
         latest[f"{field}_at"] = stated["observed_at"].last()
         latest[f"{field}_source"] = stated["fact_source"].last()

@@ -11,7 +11,9 @@ SELECT facts.*,
        -- recency order within the profile: later statements win; ties by file and line, then
        -- (rows from another loader have neither) by the values, so row order never decides
        row_number() OVER (PARTITION BY profile_id ORDER BY observed_at, file, line, fact_source,
-                                                         email, first_name, last_name, external_id) AS recency
+                                                         email, first_name, last_name, external_id) AS recency,
+       -- the statement's instant, in order: at one instant a No wins (consent, below)
+       dense_rank() OVER (PARTITION BY profile_id ORDER BY observed_at) AS instant
 FROM (
     SELECT pi.profile_id, f.entry_datetime AS observed_at, f._file AS file, f._line AS line,
            'form:' || coalesce(f.form_name, '') || coalesce(' (' || CAST(f.form_id AS VARCHAR) || ')', '') AS fact_source,
@@ -123,10 +125,18 @@ facts AS (
 {% for field in ["first_name", "last_name"] %}
            max_by({{ field }}, CASE WHEN {{ p.trimmed_if_padded(field) }} <> '' THEN recency END) AS {{ field }},
 {% endfor %}
+{#- Consent at one instant, Yes and No: the No wins, whatever the file and line, as an
+    opt-out must not be lost to the order files land in (forms that export minutes make such
+    ties common). The key orders (instant, a No, recency) in a BIGINT: the instant's rank times
+    2^33, 2^32 for a No, the recency (below 2^32). -#}
 {% for field in ["optin_1", "optin_2", "accept_terms"] %}
-           max_by({{ field }}, CASE WHEN {{ field }} IS NOT NULL THEN recency END) AS {{ field }},
-           max_by(observed_at, CASE WHEN {{ field }} IS NOT NULL THEN recency END) AS {{ field }}_at,
-           max_by(fact_source, CASE WHEN {{ field }} IS NOT NULL THEN recency END) AS {{ field }}_source,
+{%- set key -%}
+CASE WHEN {{ field }} IS NOT NULL THEN
+    CAST(instant AS BIGINT) * 8589934592 + CASE WHEN NOT {{ field }} THEN 4294967296 ELSE 0 END + recency END
+{%- endset %}
+           max_by({{ field }}, {{ key }}) AS {{ field }},
+           max_by(observed_at, {{ key }}) AS {{ field }}_at,
+           max_by(fact_source, {{ key }}) AS {{ field }}_source,
 {% endfor %}
            max(observed_at) AS last_fact_at
     FROM profile_facts GROUP BY profile_id

@@ -134,6 +134,30 @@ def test_sub_second_order_and_ties_are_deterministic(world):
     )
 
 
+def test_at_one_instant_a_no_wins_whatever_the_file_order(world):
+    # Two forms stating at the same minute (forms that export minutes): the file named later
+    # said Yes. File order decided, so the opt-out was lost; names still follow file order.
+    for optin_1, form_name in (("No", "Unsubscribe"), ("Yes", "Win a Signed Shirt")):
+        world.form(
+            "2022-04-25T10:00:00",
+            "s1",
+            "ann@example.com",
+            first_name=form_name[:3],
+            optin_1=optin_1,
+            accept_terms=optin_1,
+            form_name=form_name,
+            form_id=7,
+        )
+    world.run(DS)
+    p = only_profile(world)
+    assert (p["optin_1"], p["optin_1_at"], p["optin_1_source"]) == (
+        False,
+        dt.datetime(2022, 4, 25, 10, 0),
+        "form:Unsubscribe (7)",
+    )
+    assert (p["accept_terms"], p["first_name"]) == (False, "Win")
+
+
 def test_statements_after_the_run_are_not_seen(world):
     world.form("2022-04-25T10:00:00", "s1", "ann@example.com", optin_1="Yes")
     world.form("2022-04-27T10:00:00", "s1", "ann@example.com", optin_1="No")  # the day after
