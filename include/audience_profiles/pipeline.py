@@ -34,6 +34,7 @@ from audience_profiles.config import (
     load_config,
 )
 from audience_profiles.errors import NotRetryable
+from audience_profiles.exports_lock import exports_lock
 from audience_profiles.identity import load_rules, resolve_run
 from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.privacy.retention import RUN_IN_FLIGHT_MARKER, cutoffs_as_of
@@ -810,7 +811,8 @@ def deliver(
             f"destination {destination_name!r} wants table(s) this run did not build: {missing}"
         )
     run = RunInfo(window.ds, window.run_id)
-    report = destination.deliver(run, tables).to_dict()
+    with exports_lock(config.work_dir, exclusive=False, holder=f"deliver {destination_name}"):
+        report = destination.deliver(run, tables).to_dict()
     log.info(
         "delivered to %s: %s row(s) %s",
         destination_name,

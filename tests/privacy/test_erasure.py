@@ -296,3 +296,55 @@ def test_a_request_for_someone_not_seen_yet_keeps_them_out_when_they_arrive(buil
     assert query(
         built, f"SELECT count(*) FROM interactions WHERE session_id = '{ANN_SESSION}'"
     ) == [(3,)]
+
+
+def test_an_erasure_waits_for_a_delivery_under_way_then_cleans_up_after_it(built, tmp_path):
+    """A delivery was writing its parts when the erasure rewrote the export and cleaned the
+    drop: the parts written after held the person, and were cut from the shorter file (other
+    people's rows lost, the manifest counting rows no part held)."""
+    import json
+    import threading
+
+    from audience_profiles import pipeline
+    from audience_profiles.destinations.drop import LocalSink
+
+    day = "2022-04-29"
+    window = RunWindow.for_date(day)
+    exports = pipeline.run_dir(built, window) / "export"
+    tables = json.loads((exports / pipeline.PUBLISHED_MARKER).read_text())["tables"]
+    put, writing, go_on = LocalSink.put, threading.Event(), threading.Event()
+
+    def slow_upload(self, local_path, key):
+        if "part-" in key and not writing.is_set():
+            writing.set()
+            go_on.wait(30)  # an upload under way
+        put(self, local_path, key)
+
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+    results = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LocalSink, "put", slow_upload)
+        delivery = threading.Thread(
+            target=lambda: results.update(
+                rows=pipeline.deliver("local_drop", window, tables, built)
+            )
+        )
+        delivery.start()
+        assert writing.wait(30)
+        erasure = threading.Thread(
+            target=lambda: results.update(erasure=run_erasure(ERASE_DAY, built))
+        )
+        erasure.start()
+        erasure.join(2)
+        assert erasure.is_alive() and export_mentions(built, DAVID)  # waiting for the delivery
+        go_on.set()
+        delivery.join(30)
+        erasure.join(60)
+
+    assert results["erasure"]["record"] == {"completed": ["r-1"], "pending": 0}
+    partition = tmp_path / "output" / "audience_profile_interactions" / f"dt={day}"
+    text = "".join(p.read_text() for p in sorted(partition.glob("part-*")))
+    assert DAVID not in text and ANN in text
+    manifest = json.loads((partition / "_manifest.json").read_text())
+    parts = list(partition.glob("part-*.csv"))
+    assert manifest["rows"] == sum(len(p.read_text().splitlines()) - 1 for p in parts)

@@ -43,6 +43,7 @@ from audience_profiles.destinations.base import (
     erasure_status,
 )
 from audience_profiles.destinations.drop_erasure import filter_file, load_subjects
+from audience_profiles.exports_lock import exports_lock
 from audience_profiles.identity import load_rules
 from audience_profiles.privacy.suppression import unlist_placeholders
 from audience_profiles.warehouse import open_warehouse
@@ -142,8 +143,15 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
     config = config or load_config()
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
+        if not awaiting_removal(wh):
+            return {}
+    # Alone with the run exports: deliveries under way finish first (exports_lock.py).
+    with (
+        exports_lock(config.work_dir, exclusive=True, holder="remove_from_warehouse"),
+        open_warehouse(config) as wh,
+    ):
         waiting = awaiting_removal(wh)
-        if not waiting:
+        if not waiting:  # another run did it meanwhile
             return {}
         tables = wh.table_names(views=False)  # audience_profile_interactions follows its tables
         wh.run_sql(
@@ -272,7 +280,10 @@ def erase_destination(
         return {"destination": destination_name, "statuses": {}}
     try:
         destination = destination_for(config.destination(destination_name), config)
-        statuses = destination.erase(owed)
+        # Alone, as the rewrite of the exports: a delivery writing the same drop partition
+        # meanwhile could see a part replaced by the erased copy of its older version.
+        with exports_lock(config.work_dir, exclusive=True, holder=f"erase {destination_name}"):
+            statuses = destination.erase(owed)
     except Exception as exc:  # recorded per request and retried next run; record_erasures fails
         detail = _redact(f"{type(exc).__name__}: {exc}")[:500]
         log.error("erasure in %s failed: %s", destination_name, detail)
