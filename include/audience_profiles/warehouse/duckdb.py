@@ -7,6 +7,7 @@ by anyone else (an analyst's shell, say) instead of failing the task at once.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import duckdb
 
 from audience_profiles.config import WarehouseConfig
 from audience_profiles.warehouse.base import Warehouse, sql_literal
+
+log = logging.getLogger(__name__)
 
 # Snowflake spellings the shared SQL uses, defined for DuckDB so one file serves both engines.
 COMPAT_MACROS = """
@@ -29,9 +32,15 @@ CREATE OR REPLACE TEMP MACRO object_agg(k, v) AS
     to_json(map_from_entries(list(struct_pack(k := k, v := v) ORDER BY k)));
 """
 LOCK_WAIT_SECONDS = 300
+# A line in the task log this often while the wait goes on: minutes of silence look like a hang.
+LOCK_PROGRESS_SECONDS = 30
 # Exported as BIGINT (Parquet int64), as the Snowflake engine exports every NUMBER(p,0) column:
 # the files, and the manifests' schemas, are then the same whichever engine built them.
 NARROW_INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "UTINYINT", "USMALLINT", "UINTEGER"}
+
+
+class WarehouseLockedError(RuntimeError):
+    """The warehouse file stayed locked by another process for ``LOCK_WAIT_SECONDS``."""
 
 
 class DuckDBWarehouse(Warehouse):
@@ -52,14 +61,35 @@ class DuckDBWarehouse(Warehouse):
 
     @staticmethod
     def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        started = time.monotonic()
+        next_progress = None  # set at the first lock conflict
         delay = 0.2
         while True:
             try:
                 return duckdb.connect(path, read_only=read_only)
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in str(exc).lower():
                     raise
+                now = time.monotonic()
+                waited = now - started
+                # DuckDB's message names the process holding the lock (its PID): the warning and the
+                # error quote it, for the operator to find that process.
+                if waited > LOCK_WAIT_SECONDS:
+                    raise WarehouseLockedError(
+                        f"waited {waited:.0f} seconds for the lock on {path}: {exc}. Close that "
+                        "process's connection to the warehouse, then clear the task"
+                    ) from exc
+                if next_progress is None:
+                    log.warning(
+                        "%s is locked by another process, waiting up to %d seconds for it: %s",
+                        path,
+                        LOCK_WAIT_SECONDS,
+                        exc,
+                    )
+                    next_progress = now + LOCK_PROGRESS_SECONDS
+                elif now >= next_progress:
+                    log.warning("still waiting for the lock on %s (%.0f seconds)", path, waited)
+                    next_progress = now + LOCK_PROGRESS_SECONDS
                 time.sleep(delay)
                 delay = min(delay * 2, 5)
 
