@@ -149,7 +149,7 @@ def run_dir(config: PipelineConfig, window: RunWindow) -> Path:
 
 
 def mark_in_flight(config: PipelineConfig, window: RunWindow) -> None:
-    """Tell retention the run's folder is in use until cleanup (``retention._run_in_flight``):
+    """Tell retention the run's folder is in use until cleanup (``retention.run_in_flight``):
     an old date's backfill lost its staged files or exports to the hourly retention mid-run."""
     folder = run_dir(config, window)
     folder.mkdir(parents=True, exist_ok=True)

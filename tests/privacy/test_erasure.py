@@ -348,3 +348,33 @@ def test_an_erasure_waits_for_a_delivery_under_way_then_cleans_up_after_it(built
     manifest = json.loads((partition / "_manifest.json").read_text())
     parts = list(partition.glob("part-*.csv"))
     assert manifest["rows"] == sum(len(p.read_text().splitlines()) - 1 for p in parts)
+
+
+def test_an_erasure_clears_the_scratch_schemas_failed_runs_left(built, tmp_path):
+    """A run that failed (a quality check, a run marked failed) keeps its run_YYYYMMDD schema:
+    the erasure was done while the person's identifiers and profile stayed there."""
+    import duckdb
+
+    from audience_profiles.privacy.erasure import ErasureIncompleteError
+
+    with duckdb.connect(built.warehouse.path) as con:
+        for schema in ("run_20220428", "run_20220429"):  # left by two failed runs
+            con.execute(f"CREATE SCHEMA {schema}")
+            for table in ("profile_identifiers", "audience_profiles"):
+                con.execute(f"CREATE TABLE {schema}.{table} AS SELECT * FROM main.{table}")
+    marker = tmp_path / "work" / "runs" / "2022-04-29" / "_in_flight"
+    marker.touch()  # this one's run is still in flight: its schema is in use
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+
+    with pytest.raises(ErasureIncompleteError, match="run_20220429"):
+        run_erasure(ERASE_DAY, built)
+    schemas = "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'run_%'"
+    assert query(built, schemas) == [("run_20220429",)]  # the other run's is dropped
+    in_use = "SELECT count(*) FROM run_20220429.audience_profiles WHERE email = '{}'"
+    assert query(built, in_use.format(DAVID)) == [(0,)]  # its outputs cleared
+    assert query(built, in_use.format(ANN)) == [(1,)]
+    assert log_rows(built, "r-1")["warehouse"][0] == "failed"
+
+    marker.unlink()  # the run ended without its cleanup (it failed): the next erasure run
+    assert run_erasure(ERASE_DAY, built)["record"] == {"completed": ["r-1"], "pending": 0}
+    assert query(built, schemas) == []

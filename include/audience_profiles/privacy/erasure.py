@@ -45,7 +45,8 @@ from audience_profiles.destinations.base import (
 from audience_profiles.destinations.drop_erasure import filter_file, load_subjects
 from audience_profiles.exports_lock import exports_lock
 from audience_profiles.identity import load_rules
-from audience_profiles.privacy.suppression import unlist_placeholders
+from audience_profiles.privacy.retention import run_in_flight
+from audience_profiles.privacy.suppression import suppress_run_outputs, unlist_placeholders
 from audience_profiles.warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,9 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
                 (t, v) for t, v in wh.query("SELECT identifier_type, value FROM removal_values")
             ),
         )
+        dropped, running = clear_run_schemas(wh, config)
+        if dropped:
+            removed["run schemas dropped"] = len(dropped)
         try:
             exported = scrub_exports(config, everyone)
         except Exception as exc:
@@ -185,11 +189,54 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
             log.error("warehouse: rewriting the run exports failed: %s", detail)
             wh.run_sql("privacy/erase_warehouse", step="log", status=FAILED, detail=detail)
             raise
+        if running:
+            detail = (
+                f"the scratch schema(s) of runs in flight still hold them: {', '.join(running)} "
+                "(their outputs are cleared): the next erasure run finishes the step once those "
+                "runs end (their cleanup drops the schema), or a day after their last step if "
+                "they failed (clearing a failed run also ends it)"
+            )
+            wh.run_sql("privacy/erase_warehouse", step="log", status=FAILED, detail=detail)
+            raise ErasureIncompleteError(f"warehouse: {detail}")
         wh.run_sql("privacy/erase_warehouse", step="log", status="done", exported=exported)
     if exported:
         removed["run exports"] = exported
     log.info("warehouse: %s request(s); rows taken out: %s", waiting, removed)
     return removed
+
+
+_RUN_SCHEMA = re.compile(r"run_(\d{4})(\d{2})(\d{2})")
+
+
+def clear_run_schemas(wh, config: PipelineConfig) -> tuple[list[str], list[str]]:
+    """Take the suppression list's people out of the daily runs' scratch schemas
+    (``run_YYYYMMDD``): ``(dropped, in flight)``.
+
+    A run's cleanup drops its schema, but a run that failed (a quality check, a run marked
+    failed) leaves it, holding identifiers and profiles, which the tables above do not reach.
+    A schema whose run is not in flight (its folder's marker gone or a day old) is dropped: a
+    later try of that run builds it again from ``resolve_identities``. One in flight is in use:
+    its outputs lose the people (as publish does for requests filed during a build), and the
+    caller does not call the step done until that schema is gone too.
+    """
+    dropped, running = [], []
+    for (name,) in wh.query(
+        "SELECT schema_name FROM information_schema.schemata "
+        "WHERE catalog_name = current_database() ORDER BY 1"
+    ):
+        found = _RUN_SCHEMA.fullmatch(str(name).lower())
+        if not found:
+            continue
+        schema = found.group(0)
+        if run_in_flight(Path(config.work_dir) / "runs" / "-".join(found.groups())):
+            suppress_run_outputs(wh, schema)
+            running.append(schema)
+        else:
+            wh.execute_script(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            dropped.append(schema)
+    if dropped:
+        log.info("dropped %s run schema(s) left by runs not in flight: %s", len(dropped), dropped)
+    return dropped, running
 
 
 def scrub_exports(config: PipelineConfig, subjects: ErasureRequest) -> int:

@@ -51,7 +51,7 @@ RUN_IN_FLIGHT_MARKER = "_in_flight"
 RUN_IN_FLIGHT_SECONDS = 24 * 3600
 
 
-def _run_in_flight(folder: Path) -> bool:
+def run_in_flight(folder: Path) -> bool:
     try:
         touched = (folder / RUN_IN_FLIGHT_MARKER).stat().st_mtime
     except FileNotFoundError:
@@ -161,7 +161,7 @@ def apply_retention(ds: str, run_id: str, config: PipelineConfig | None = None) 
         folders = sorted(
             p
             for p in runs.glob("????-??-??")
-            if p.is_dir() and p.name < cutoffs["snapshots_days"] and not _run_in_flight(p)
+            if p.is_dir() and p.name < cutoffs["snapshots_days"] and not run_in_flight(p)
         )
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
