@@ -571,16 +571,25 @@ def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) ->
 def _csv_header(con, source: Source, name: str) -> list[str]:
     """The header's column names, checked: every required column present, once."""
     header_rows = con.execute("SELECT text FROM lines WHERE line = 1").fetchall()
-    first = header_rows[0][0] if header_rows else None
-    # Parsed here, not sniffed: DuckDB's sniffer can mistake a bad row for a dialect. Without a
-    # field size limit, as the records are read (_records): lines have no length limit.
-    csv.field_size_limit(sys.maxsize)
-    if first is None:
+    if not header_rows:
         raise LandingError(
             f"{name}: the file is empty, without its header (a day without rows lands a file "
             "holding only the header line)"
         )
-    present = [c.strip() for c in next(csv.reader([first]))] if first else []
+    first = header_rows[0][0] or ""
+    # Not skipped: line numbers count from the header as line 1, and DuckDB's reader takes
+    # the first line for the header (a blank one was "the file is empty").
+    if not first.strip():
+        raise LandingError(
+            f"{name}: line 1 is blank: the header must be on line 1 (blank lines before it "
+            "are not skipped)"
+        )
+    # Parsed here, not sniffed: DuckDB's sniffer can mistake a bad row for a dialect. Split as
+    # the rows are (`"date", "event_id"` kept its quotes under the csv module's default rule).
+    fields = _RecordSplitter().add(first, "")
+    if not isinstance(fields, list):  # a quote left open (a header over lines), or text after one
+        raise csv.Error(fields or _OPEN_QUOTE)
+    present = [c.strip() for c in fields]
     missing = [c for c in source.required if c not in present]
     if missing:
         # Only names of the contract's columns: a file landed without its header has a data
@@ -596,6 +605,15 @@ def _csv_header(con, source: Source, name: str) -> list[str]:
     if repeated:
         raise LandingError(f"{name}: column(s) {', '.join(repeated)} appear more than once")
     return present
+
+
+def _named_width(present: list[str]) -> int:
+    """The header's width without its trailing empty names (`...,votes,`, as Excel writes it):
+    a row may end there, as a row's empty fields past the header's width are dropped."""
+    width = len(present)
+    while width and not present[width - 1]:
+        width -= 1
+    return width
 
 
 def _stage_csv(con, source: Source, name: str, path: Path) -> None:
@@ -614,7 +632,9 @@ def _stage_csv(con, source: Source, name: str, path: Path) -> None:
     # Columns are read by position (c0, c1, ...), never by the header's names: an extra column
     # may be called anything ("line", "", a repeated name) and must not clash with ours.
     position = {c: i for i, c in enumerate(present)}
-    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(present))) + "}"
+    # Up to the last named column: DuckDB's reader drops a row's empty fields past them, and
+    # rejects a value in an unnamed column (read again below, as an extra column).
+    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(_named_width(present))) + "}"
     con.execute(
         "DROP TABLE IF EXISTS parsed; DROP TABLE IF EXISTS rej; DROP TABLE IF EXISTS rej_scan"
     )
@@ -759,11 +779,12 @@ class _RecordSplitter:
 
 
 def _csv_records(
-    rows: Iterable[tuple[int, str, str]], width: int, *, spanning: bool = True
+    rows: Iterable[tuple[int, str, str]], width: int, named_width: int, *, spanning: bool = True
 ) -> Iterator[tuple[int, str, list[str] | None, str | None]]:
     """Split consecutive data lines of a CSV file (``rows``: their physical line number, text
     and line ending) into records: ``(line, raw, fields, error)``, ``line`` being where the
-    record starts.
+    record starts. A record has ``width`` fields (the header's), or may end after the first
+    ``named_width`` (the header's without its trailing empty names: ``...,votes,``).
 
     A record may span lines (a quoted value holding a newline): its value and raw text keep the
     lines' own endings. A record that cannot be read (wrong number of fields, a quote left open)
@@ -827,9 +848,14 @@ def _csv_records(
         # row ending `1,,,` was kept there and quarantined here, depending on unrelated lines)
         while fields is not None and len(fields) > width and fields[-1] == "":
             fields.pop()
+        # and the header's trailing unnamed columns may be left out, as Excel writes rows
+        # under `...,votes,` (every such row was "too few columns")
+        if fields is not None and named_width <= len(fields) < width:
+            fields += [""] * (width - len(fields))
         if fields is not None and len(fields) != width:
             many = "many" if len(fields) > width else "few"
-            error = f"too {many} columns (expected {width}, found {len(fields)})"
+            expected = width if len(fields) > width else named_width
+            error = f"too {many} columns (expected {expected}, found {len(fields)})"
         text = "".join(t + e for _, t, e in record)
         if error is None:  # the record's lines with their own endings, bar the last one
             yield record[0][0], text[: len(text) - len(record[-1][2])], fields, None
@@ -891,7 +917,7 @@ def _stage_csv_records(
         )
 
     batch: list = []
-    for record in _csv_records(rows(), width, spanning=which is None):
+    for record in _csv_records(rows(), width, _named_width(present), spanning=which is None):
         batch.append(record)
         if len(batch) == RECORD_BATCH:
             insert(batch)
