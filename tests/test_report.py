@@ -261,3 +261,45 @@ def test_late_landing_files_that_cannot_be_checked_do_not_cost_the_report(tmp_pa
     with duckdb.connect(config.warehouse.path, read_only=True) as con:
         (stored,) = con.execute("SELECT report FROM pipeline_runs").fetchone()
     assert json.loads(stored)["late_landings"] is None
+
+
+def test_outputs_of_tasks_that_did_not_run_in_this_try_are_not_reported(monkeypatch):
+    """A run cleared and then marked failed: its skipped and upstream_failed tasks never ran
+    again, and their XComs were the earlier try's profiles and deliveries."""
+    earlier_try = {
+        ("validate", -1): {"sources": {}},
+        ("build_profiles", -1): {"profiles": 72},
+        ("deliver", 0): {"rows": {"t": 1}},
+        ("deliver", 1): {"rows": {"t": 2}},
+    }
+    states = {
+        ("validate", -1): "success",
+        ("build_profiles", -1): "upstream_failed",
+        ("deliver", 0): "success",
+        ("deliver", 1): "skipped",
+    }
+
+    class TaskInstance:
+        dag_id, run_id, task_id = "audience_profiles", "scheduled__2022-04-26", "report"
+
+        def get_task_breadcrumbs(self, dag_id, run_id):
+            return [
+                {"task_id": t, "map_index": i, "state": state, "duration": 1.0}
+                for (t, i), state in states.items()
+            ]
+
+        def xcom_pull(self, task_ids, map_indexes):
+            if isinstance(map_indexes, int):
+                return earlier_try.get((task_ids, map_indexes))
+            return [earlier_try.get((task_ids, i)) for i in map_indexes]
+
+    monkeypatch.setattr(report, "write_report", lambda w, outputs, tasks: outputs)
+    context = {
+        "ti": TaskInstance(),
+        "run_id": "scheduled__2022-04-26",
+        "ds": "2022-04-26",
+    }
+    reported = report.report_from_context(context)
+    assert reported["validate"] == {"sources": {}}
+    assert reported["build_profiles"] is None
+    assert reported["deliver"] == [{"rows": {"t": 1}}, None]

@@ -284,13 +284,22 @@ def report_from_context(context: dict[str, Any]) -> dict[str, Any]:
     indexes: dict[str, list[int]] = {}
     for crumb in crumbs:
         indexes.setdefault(crumb["task_id"], []).append(crumb["map_index"])
+    # Only what succeeded in this try of the run: a task cleared with the run and then skipped
+    # or upstream_failed never ran again, and its XCom is still the earlier try's (a run marked
+    # failed reported the profiles and deliveries of the try before).
+    succeeded = {(c["task_id"], c["map_index"]) for c in crumbs if str(c["state"]) == "success"}
     outputs: dict[str, Any] = {}
     for task_id in REPORTED_TASKS:
         found = sorted(indexes.get(task_id, []))
         if found and found != [-1]:  # mapped: one value per map index, None where it failed
-            outputs[task_id] = ti.xcom_pull(task_ids=task_id, map_indexes=found)
-        else:
+            ran = [i for i in found if (task_id, i) in succeeded]
+            pulled = ti.xcom_pull(task_ids=task_id, map_indexes=ran) if ran else []
+            by_index = dict(zip(ran, pulled, strict=True))
+            outputs[task_id] = [by_index.get(i) for i in found]
+        elif (task_id, -1) in succeeded:
             outputs[task_id] = ti.xcom_pull(task_ids=task_id, map_indexes=-1)
+        else:
+            outputs[task_id] = None
     names = {
         "extract": dict(enumerate(EXTRACT_SOURCES)),  # a failed one has no output to name it
         "deliver": dict(enumerate(ti.xcom_pull(task_ids="destinations", map_indexes=-1) or [])),
