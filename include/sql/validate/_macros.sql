@@ -89,16 +89,24 @@ CASE WHEN {{ col }} IS NOT NULL AND {{ col }} <> ''
 CASE WHEN lower({{ col }}) IN ('yes', 'y', 'true', '1') THEN TRUE
      WHEN lower({{ col }}) IN ('no', 'n', 'false', '0') THEN FALSE END
 {%- endmacro %}
+{#- PostgreSQL cannot store a NUL character in text: a `kind: sql` delivery of a row holding one
+    failed on every retry, naming no row or field, and other readers of the exports stop at it.
+    contains(): DuckDB's LIKE and strpos do not find a NUL. -#}
+{% macro nul_free(col) -%}
+CASE WHEN contains({{ col }}, chr(0)) THEN '{{ col }}: contains a NUL character' END
+{%- endmacro %}
 {#- All reasons of a row, '; '-separated; NULL when the row is valid. Portable: no concat_ws
     (Snowflake's returns NULL when any argument is NULL), and each reason is prefixed with the
     separator and the first one cut off with substr, rather than rtrim(.., '; '), which would also
     eat a reason's own trailing ';' or ' ' (and which fakesnow does not emulate).
     "_error" among the checks (the landing's flag for a row it could not read: a malformed CSV
     row, a line that is not a JSON object, a nested JSON value) is the whole reason when set: the
-    fields of a row that could not be split are not missing, and it names its own fields. -#}
-{% macro reasons(checks) -%}
+    fields of a row that could not be split are not missing, and it names its own fields.
+    ``columns``: the row's text columns (those trimmed_rows read), each also checked by nul_free. -#}
+{% macro reasons(checks, columns=[]) -%}
 {%- set fields = checks | reject("equalto", "_error") | list -%}
-{%- if fields | length < checks | length %}CASE WHEN _error IS NOT NULL THEN _error ELSE {% endif -%}
+{%- for c in columns %}{% set _ = fields.append(nul_free(c)) %}{% endfor -%}
+{%- if "_error" in checks %}CASE WHEN _error IS NOT NULL THEN _error ELSE {% endif -%}
 NULLIF(substr({% for c in fields %}coalesce('; ' || ({{ c }}), ''){{ " || " if not loop.last }}{% endfor %}, 3), '')
-{%- if fields | length < checks | length %} END{% endif %}
+{%- if "_error" in checks %} END{% endif %}
 {%- endmacro %}

@@ -4,6 +4,7 @@
 -- Invalid rows are ranked apart (quarantined for their own reason): a later invalid row must not
 -- turn the valid one into a duplicate and leave the element out of the catalogue.
 {% import "validate/_macros.sql" as v with context %}
+{% set columns = ["poll_id", "title", "option", "option_label", "element_type", "event_id"] %}
 CREATE OR REPLACE TEMP TABLE checked_elements AS
 SELECT c.*,
        CASE WHEN reason IS NULL AND row_number() OVER (
@@ -14,8 +15,8 @@ SELECT c.*,
 FROM (
     SELECT *, {{ v.reasons(["_error", v.required("poll_id"), v.integer("option"), v.required("title"),
                             v.required("option_label"),
-                            "CASE WHEN element_type IS NOT NULL AND element_type <> '' AND lower(element_type) NOT IN ('vote', 'quiz', 'competition', 'prediction', 'team_selector') THEN 'element_type: unknown' END"]) }} AS reason
-    FROM {{ v.trimmed_rows(staged, ["poll_id", "title", "option", "option_label", "element_type", "event_id"]) }}
+                            "CASE WHEN element_type IS NOT NULL AND element_type <> '' AND lower(element_type) NOT IN ('vote', 'quiz', 'competition', 'prediction', 'team_selector') THEN 'element_type: unknown' END"], columns) }} AS reason
+    FROM {{ v.trimmed_rows(staged, columns) }}
 ) c;
 
 DELETE FROM elements;

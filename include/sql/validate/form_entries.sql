@@ -2,13 +2,13 @@
 -- as entered (email_raw). Opt-ins are explicit Yes/No or empty (no statement); anything else is
 -- quarantined rather than guessed, since consent must never be inferred.
 {% import "validate/_macros.sql" as v with context %}
+{% set columns = ["entry_datetime", "first_name", "last_name", "email", "optin_1", "optin_2", "accept_terms",
+                  "session_id", "form_name", "form_id"] %}
 CREATE OR REPLACE TEMP TABLE checked_form_entries AS
 SELECT *, {{ v.reasons(["_error", v.timestamp("entry_datetime", landed=ds), v.required("session_id"),
                         v.email("email"), v.yes_no("optin_1"), v.yes_no("optin_2"),
-                        v.yes_no("accept_terms"), v.integer("form_id", required=false)]) }} AS reason
-FROM {{ v.trimmed_rows(v.staged_rows(staged), ["entry_datetime", "first_name", "last_name", "email", "optin_1", "optin_2",
-                                  "accept_terms", "session_id", "form_name", "form_id"],
-                        as_entered=["email"]) }};
+                        v.yes_no("accept_terms"), v.integer("form_id", required=false)], columns) }} AS reason
+FROM {{ v.trimmed_rows(v.staged_rows(staged), columns, as_entered=["email"]) }};
 
 DELETE FROM form_entries WHERE {{ v.replaced(ds) }};
 INSERT INTO form_entries

@@ -3,11 +3,11 @@
 -- email must not cost the login its link. The identity rules leave such an email out of every
 -- profile and write its link to identity_link_audit (docs/identity.md, "Blocked values").
 {% import "validate/_macros.sql" as v with context %}
+{% set columns = ["observed_at", "session_id", "external_id", "email", "first_name", "last_name"] %}
 CREATE OR REPLACE TEMP TABLE checked_identities AS
 SELECT *, {{ v.reasons(["_error", v.timestamp("observed_at", landed=ds), v.required("session_id"),
-                        v.required("external_id")]) }} AS reason
-FROM {{ v.trimmed_rows(v.staged_rows(staged), ["observed_at", "session_id", "external_id", "email", "first_name",
-                                  "last_name"]) }};
+                        v.required("external_id")], columns) }} AS reason
+FROM {{ v.trimmed_rows(v.staged_rows(staged), columns) }};
 
 DELETE FROM identities WHERE {{ v.replaced(ds) }};
 INSERT INTO identities

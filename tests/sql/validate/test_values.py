@@ -3,7 +3,7 @@
 Timestamps are stored as UTC (an offset is applied; none means UTC), an interaction dated after
 its landing partition is quarantined, and white space means what Python's str.isspace() accepts
 (tabs, line breaks, the no-break space and the other Unicode spaces), not only
-spaces. Each rule is also checked where it matters downstream: the most recent statement wins,
+spaces; a NUL character in any field quarantines its row. Each rule is also checked where it matters downstream: the most recent statement wins,
 and the run for a day sees nothing from after that day (UTC).
 """
 
@@ -482,6 +482,74 @@ def test_a_later_invalid_element_row_does_not_make_the_valid_one_a_duplicate(con
     ]
 
 
+# --- 5. NUL characters ---------------------------------------------------------------------
+
+# A valid row of each source, every column given (``i`` keeps the element rows of three files
+# from being duplicates of one another).
+VALID_ROWS = {
+    "interactions": lambda i: interaction(DS),
+    "elements": lambda i: {**ELEMENTS[i], "element_type": "vote", "event_id": "e1"},
+    "form_entries": lambda i: form(
+        "2022-04-29T10:00:00Z",
+        first_name="Ann",
+        last_name="Lee",
+        optin_1="Yes",
+        optin_2="No",
+        accept_terms="Yes",
+        form_name="Newsletter",
+        form_id="7",
+    ),
+    "identities": lambda i: {
+        "observed_at": "2022-04-29T10:00:00Z",
+        "session_id": "s1",
+        "external_id": "sso-1",
+        "email": "ann@example.com",
+        "first_name": "Ann",
+        "last_name": "Lee",
+    },
+}
+
+
+def test_a_nul_character_in_any_field_quarantines_the_row_naming_the_field(config, tmp_path):
+    # Stored, it reached the exports: PostgreSQL cannot store a NUL in text, so a `kind: sql`
+    # delivery failed on every retry, naming no row or field. Landed through each reader: the
+    # CSV fast path, the record-by-record one (mixed line endings), JSON (a \u0000 escape).
+    for source in pipeline.VALIDATION_ORDER:
+        columns = SOURCES[source].columns
+        ds = DS if SOURCES[source].partitioned else None
+        files = [[VALID_ROWS[source](i)] for i in range(3)]  # a valid row, then one per field
+        for rows in files:
+            rows += [{**rows[0], c: rows[0][c] + "\x00"} for c in columns]
+        land(tmp_path, source, ds, files[0])
+        lines = [",".join(columns)] + [",".join(r[c] for c in columns) for r in files[1]]
+        land_text(
+            tmp_path, source, ds, "part-1.csv", "\r\n".join(lines[:2]) + "\n" + "\n".join(lines[2:])
+        )
+        land(tmp_path, source, ds, files[2], name="part-2.json")
+
+    counts = validate(config)
+
+    first_line = {"part-0.csv": 3, "part-1.csv": 3, "part-2.json": 2}  # after the valid row
+    for source in pipeline.VALIDATION_ORDER:
+        columns = SOURCES[source].columns
+        n = len(columns)
+        assert counts[source] == {"read": 3 * (n + 1), "valid": 3, "quarantined": 3 * n}, source
+        reasons = query(
+            config,
+            "SELECT regexp_replace(file, '.*/', ''), line, reason FROM quarantine "
+            f"WHERE source = '{source}' ORDER BY file, line",
+        )
+        assert [(f, line) for f, line, _ in reasons] == [
+            (f, first + i) for f, first in first_line.items() for i in range(n)
+        ], source
+        for file, line, reason in reasons:
+            field = columns[line - first_line[file]]
+            # a field with a format (a date, an email, Yes/No) fails that too
+            *format_reasons, last = reason.split("; ")
+            assert last == f"{field}: contains a NUL character", (source, reason)
+            assert all(r.startswith(f"{field}: ") for r in format_reasons), (source, reason)
+
+
 # --- Snowflake (fakesnow): the same conversion in the other engine's spelling --------------
 
 
@@ -551,3 +619,29 @@ def test_snowflake_gives_unreadable_rows_and_element_duplicates_the_same_reasons
         ("interactions", 1, "not a JSON object"),
         ("interactions", 2, "event_id: not a string or number"),
     ]
+
+
+@pytest.mark.services
+def test_snowflake_quarantines_a_nul_character_naming_the_field(snowflake_conn, tmp_path):
+    database = "VALIDATE_" + uuid.uuid4().hex[:8].upper()
+    config = write_config(
+        tmp_path,
+        destinations=[],
+        warehouse={
+            "engine": "snowflake",
+            "conn_id": snowflake_conn,
+            "database": database,
+            "schema": "main",
+        },
+    )
+    at = "2022-04-29T10:00:00Z"
+    land(tmp_path, "form_entries", DS, [form(at, first_name="Ann"), form(at, first_name="Ann\x00")])
+
+    counts = validate(config)
+
+    assert counts["form_entries"] == {"read": 2, "valid": 1, "quarantined": 1}
+    with open_warehouse(config) as wh:
+        assert wh.query("SELECT first_name FROM form_entries") == [("Ann",)]
+        assert wh.query("SELECT line, reason FROM quarantine") == [
+            (3, "first_name: contains a NUL character")
+        ]
