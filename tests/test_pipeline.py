@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -176,6 +177,24 @@ def test_a_day_of_interactions_without_a_catalogue_fails_validate(tmp_path, cata
         "header), so the day's 1 interaction(s) would have no title or option label: land the "
         "element catalogue directly in that folder, then clear the task"
     )
+
+
+def test_a_date_run_before_the_earlier_dates_it_reads_says_so(tmp_path, caplog):
+    # A backfill's first date runs without waiting for the one before, and a date cleared alone
+    # in a new warehouse does too: green, with profiles missing the earlier dates' rows.
+    config = write_config(tmp_path)
+    write_seed_example(tmp_path / "landing")  # form entries of 2022-01-11, interactions of 04-29
+    with caplog.at_level("INFO"):
+        first = run_all(RunWindow.for_date("2022-04-29"), config)
+    assert first["validate"]["unbuilt_dates"] == {"dates": 1, "names": ["2022-01-11"]}
+    assert "1 earlier landing date(s) not loaded in the warehouse: 2022-01-11" in caplog.text
+    assert "earlier landing dates not loaded, their rows in no profile: 1 (2022-01-11)" in (
+        caplog.text  # the report's summary line
+    )
+    page = Path(first["report"]["html"]).read_text()
+    assert "Earlier landing dates not loaded</strong>" in page and "1 (2022-01-11)" in page
+    run_all(RunWindow.for_date("2022-01-11"), config)
+    assert "unbuilt_dates" not in run_all(RunWindow.for_date("2022-04-29"), config)["validate"]
 
 
 def test_an_sso_login_with_a_placeholder_or_malformed_email_keeps_its_link(tmp_path):

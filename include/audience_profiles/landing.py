@@ -277,6 +277,14 @@ def partitions_before(
     """``(source folder, partition folder names)`` of the source's partitions dated before
     ``earliest`` (the pipeline's ``start_date``): no daily run reads them, since a run reads only
     the partition of its own date and none runs before ``start_date``."""
+    where, names = partition_folders(landing_root, source, conn_id)
+    return where, sorted(n for n in names if (d := partition_date(n)) is not None and d < earliest)
+
+
+def partition_folders(
+    landing_root: str, source: Source, conn_id: str | None
+) -> tuple[str, list[str]]:
+    """``(source folder, names of the folders in it)``: one listing."""
     if landing_root.startswith("s3://"):
         bucket, prefix = _s3_prefix(landing_root, source.name)
         folders = _s3_hook(conn_id).list_prefixes(bucket, prefix=prefix, delimiter="/") or []
@@ -288,8 +296,7 @@ def partitions_before(
         folder = Path(landing_root) / source.name
         where = str(folder)
         names = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
-    early = sorted(n for n in names if (d := partition_date(n)) is not None and d < earliest)
-    return where, early
+    return where, names
 
 
 def _checked_local_files(folder: Path, source: Source) -> list[Path]:

@@ -340,6 +340,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
     counts: dict[str, dict[str, int]] = {}
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
+        unbuilt = unbuilt_dates(wh, window, config)
         as_of, cutoffs = cutoffs_as_of(wh, config, window.ds)
         covered = {t: c for t, c in cutoffs.items() if t in VALIDATED_TARGETS}
         past = {t: c for t, c in covered.items() if window.ds < c}
@@ -443,7 +444,55 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
     }
     if covered:
         result["retention"] = {"as_of": as_of, "cutoffs": covered, "past": sorted(past)}
+    if unbuilt:
+        result["unbuilt_dates"] = {"dates": len(unbuilt), "names": unbuilt[:5]}
     return result
+
+
+def unbuilt_dates(wh: Warehouse, window: RunWindow, config: PipelineConfig) -> list[str]:
+    """Landing dates from ``start_date`` to the day before the run's that no run has loaded,
+    logged as a warning: the date's profiles read every partition loaded up to it, so theirs are
+    left out. A backfill's first date runs without waiting for the one before (Airflow), and a
+    date cleared or backfilled alone in a new warehouse did so too: green, with fewer profiles.
+    A warning, not a failure: the run is right for what is loaded."""
+    start = config.start_date.isoformat()
+    landed: set[str] = set()
+    try:
+        for name in VALIDATION_ORDER:
+            source = landing.SOURCES[name]
+            if source.partitioned:
+                _, folders = landing.partition_folders(
+                    config.landing_root, source, config.landing_conn_id
+                )
+                landed |= {d for f in folders if (d := landing.partition_date(f))}
+    except Exception as exc:  # a warning's listing must not fail the run
+        log.warning("could not list the landing's partitions: %s: %s", type(exc).__name__, exc)
+        return []
+    earlier = sorted(d for d in landed if start <= d < window.ds)
+    if not earlier:
+        return []
+    day = f"DATE '{check_ds(window.ds)}'"
+    dated = [s for s in VALIDATION_ORDER if landing.SOURCES[s].partitioned]
+    loaded = {
+        str(d)[:10]
+        for (d,) in wh.query(
+            " UNION ".join(
+                f"SELECT DISTINCT dt FROM {table} WHERE dt < {day}"
+                for table in ("published_snapshots", "landed_files", *dated)
+            )
+        )
+    }
+    unbuilt = [d for d in earlier if d not in loaded]
+    if unbuilt:
+        log.warning(
+            "%d earlier landing date(s) not loaded in the warehouse: %s. This run's profiles "
+            "read every partition loaded up to %s, so their rows are left out: run those dates "
+            "(a backfill from the first of them), then this one again",
+            len(unbuilt),
+            landing.some_names(unbuilt),
+            window.ds,
+        )
+    return unbuilt
 
 
 def _check_catalogue_landed(by_source: dict[str, dict], config: PipelineConfig) -> None:

@@ -128,6 +128,8 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
             sum(t.get("seconds") or 0 for label, t in tasks.items() if label != LANDING_WAIT), 3
         ),
         "landing_waited_seconds": (tasks.get(LANDING_WAIT) or {}).get("seconds"),
+        # earlier landing dates no run loaded: their rows are in no profile (pipeline.unbuilt_dates)
+        "unbuilt_dates": (outputs.get("validate") or {}).get("unbuilt_dates"),
         # partitions no daily run reads (pipeline.partitions_before_start), by source
         "before_start_date": {
             e["source"]: e["before_start_date"]
@@ -154,6 +156,12 @@ def summary_line(report: dict[str, Any]) -> str:
         f"delivered {report['rows_delivered']} row(s) ({deliveries or 'none'})"
         + (f"; failed: {', '.join(report['failed_tasks'])}" if report["failed_tasks"] else "")
         + (
+            "; earlier landing dates not loaded, their rows in no profile: "
+            + unbuilt_text(report["unbuilt_dates"])
+            if report.get("unbuilt_dates")
+            else ""
+        )
+        + (
             "; partitions before start_date, read by no daily run: "
             + before_start_text(report["before_start_date"])
             if report.get("before_start_date")
@@ -165,6 +173,12 @@ def summary_line(report: dict[str, Any]) -> str:
             else ""
         )
     )
+
+
+def unbuilt_text(unbuilt: dict[str, Any]) -> str:
+    """``2 (2022-04-25, 2022-04-26)``."""
+    more = " ..." if unbuilt["dates"] > len(unbuilt["names"]) else ""
+    return f"{unbuilt['dates']} ({', '.join(unbuilt['names'])}{more})"
 
 
 def before_start_text(before: dict[str, dict]) -> str:
@@ -482,6 +496,11 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
             f"<p><strong>Landed after {_esc(entry['date'])} was built</strong>: "
             f"{entry['files']} {_esc(entry['source'])} file(s), in no output until "
             f"{_esc(late_until(entry))}: {_esc(names)}</p>"
+        )
+    if report.get("unbuilt_dates"):
+        parts.append(
+            "<p><strong>Earlier landing dates not loaded</strong>, their rows in no profile of "
+            f"this run (run them, then this date again): {_esc(unbuilt_text(report['unbuilt_dates']))}</p>"
         )
     if report.get("before_start_date"):
         parts.append(
