@@ -27,7 +27,6 @@ from audience_profiles.landing import SOURCES  # noqa: E402
 from audience_profiles.privacy import EMAIL_PATTERN  # noqa: E402
 
 YES, NO = {"yes", "y", "true", "1"}, {"no", "n", "false", "0"}
-ELEMENT_TYPES = {"vote", "quiz", "competition", "prediction", "team_selector"}
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 INT_RE = re.compile(r"^[0-9]{1,9}$")
 # validate/_macros.sql's ISO 8601 forms: a date, an optional time, an optional Z or offset
@@ -110,11 +109,7 @@ def validate(root: Path, dates: list[str], email_pattern: str) -> dict[str, pd.D
         & text(elements["option"]).str.fullmatch(INT_RE.pattern)
         & (text(elements["title"]) != "")
         & (text(elements["option_label"]) != "")
-        & (
-            (text(elements["element_type"]) == "")
-            | text(elements["element_type"]).str.lower().isin(ELEMENT_TYPES)
-        )
-    )
+    )  # any element_type is kept (another than the contract's five too)
     elements = elements[ok].assign(
         poll_id=lambda f: text(f["poll_id"]),
         option=lambda f: text(f["option"]).astype(int),

@@ -539,3 +539,26 @@ def test_the_scratch_sweep_passes_over_a_folder_another_task_removed_meanwhile(
     pipeline.sweep_scratch(config)
 
     assert not stray.exists()
+
+
+def test_an_element_of_another_type_keeps_its_title_and_labels(tmp_path, caplog):
+    # Quarantined as "element_type: unknown", the element's interactions had no title or label.
+    config = write_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    elements = landing / "elements" / "elements.csv"
+    header, *rows = elements.read_text().splitlines()
+    elements.write_text(
+        "\n".join([header + ",element_type", *(r + ",Rating" for r in rows)]) + "\n"
+    )
+    with caplog.at_level("WARNING", logger="audience_profiles.pipeline"):
+        result = run_all(RunWindow.for_date("2022-04-29"), config)
+    assert result["validate"]["sources"]["elements"]["quarantined"] == 0
+    assert (
+        "element type(s) other than vote, quiz" in caplog.text
+        and "rating (4 row(s))" in caplog.text
+    )
+    with warehouse(config) as con:
+        assert con.execute(
+            "SELECT title, element_type, option_label FROM interactions_enriched"
+        ).fetchall() == [("Which team do you support?", "rating", "Manchester Blue")]

@@ -418,6 +418,8 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                     f"merged them {kept_as_streamed}"
                 )
             counts[source] = {"read": info["rows"], "valid": kept, "quarantined": quarantined}
+            if source == "elements":
+                _warn_other_element_types(wh)
             if covered:  # retention configured: read = valid + quarantined + aged_out
                 counts[source]["aged_out"] = aged_out
             if streamed:  # read = valid + quarantined (+ aged_out) + kept_as_streamed
@@ -447,6 +449,23 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
     if unbuilt:
         result["unbuilt_dates"] = {"dates": len(unbuilt), "names": unbuilt[:5]}
     return result
+
+
+def _warn_other_element_types(wh: Warehouse) -> None:
+    """Log the catalogue's element types beyond the contract's five: kept, so that their
+    elements' interactions have titles and labels, but a typo (``vot``) would escape a segment
+    filtering ``vote`` unremarked, and segments.yml filters only the five."""
+    known = ", ".join(f"'{t}'" for t in segments.ELEMENT_TYPES)
+    other = wh.query(
+        f"SELECT element_type, count(*) FROM elements WHERE element_type NOT IN ({known}) "
+        "GROUP BY 1 ORDER BY 1"
+    )
+    if other:
+        log.warning(
+            "elements: element type(s) other than %s, kept as given: %s",
+            ", ".join(segments.ELEMENT_TYPES),
+            ", ".join(f"{t} ({n} row(s))" for t, n in other),
+        )
 
 
 def unbuilt_dates(wh: Warehouse, window: RunWindow, config: PipelineConfig) -> list[str]:

@@ -2,7 +2,9 @@
 -- for the same poll_id and option would duplicate interactions in the join, so only the last
 -- valid one (by file and line) is kept and the other valid ones are quarantined as duplicates.
 -- Invalid rows are ranked apart (quarantined for their own reason): a later invalid row must not
--- turn the valid one into a duplicate and leave the element out of the catalogue.
+-- turn the valid one into a duplicate and leave the element out of the catalogue. An element
+-- type other than the five the contract names is kept as given (validate warns): quarantined,
+-- the element's interactions lost their title and labels.
 {% import "validate/_macros.sql" as v with context %}
 {% set columns = ["poll_id", "title", "option", "option_label", "element_type", "event_id"] %}
 CREATE OR REPLACE TEMP TABLE checked_elements AS
@@ -14,8 +16,7 @@ SELECT c.*,
             THEN 'poll_id, option: duplicate of a later element row' ELSE reason END AS final_reason
 FROM (
     SELECT *, {{ v.reasons(["_error", v.required("poll_id"), v.integer("option"), v.required("title"),
-                            v.required("option_label"),
-                            "CASE WHEN element_type IS NOT NULL AND element_type <> '' AND lower(element_type) NOT IN ('vote', 'quiz', 'competition', 'prediction', 'team_selector') THEN 'element_type: unknown' END"], columns) }} AS reason
+                            v.required("option_label")], columns) }} AS reason
     FROM {{ v.trimmed_rows(staged, columns) }}
 ) c;
 
