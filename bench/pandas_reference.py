@@ -33,7 +33,7 @@ INT_RE = re.compile(r"^[0-9]{1,9}$")
 ISO_TIMESTAMP_RE = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
     r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9]([.][0-9]{1,9})?)?"
-    r"(Z|[+-](0[0-9]|1[0-4]):?[0-5][0-9])?)?"
+    r"(Z|[+-]((0[0-9]|1[0-3]):?[0-5][0-9]|14:?00))?)?"
 )
 EARLIEST = "1900-01-01"  # validate/_macros.sql: earlier dates and times are quarantined
 

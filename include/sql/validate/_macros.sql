@@ -54,7 +54,7 @@ CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing'
     two digits it is given (+99:99 moved a time by four days). -#}
 {#- Hours 00-23, minutes and seconds 00-59: DuckDB reads 24:00 as the next midnight, where
     Snowflake's times end at 23:59:59.999999999. -#}
-{% set iso_timestamp = "[0-9]{4}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9]([.][0-9]{1,9})?)?(Z|[+-](0[0-9]|1[0-4]):?[0-5][0-9])?)?" %}
+{% set iso_timestamp = "[0-9]{4}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9]([.][0-9]{1,9})?)?(Z|[+-]((0[0-9]|1[0-3]):?[0-5][0-9]|14:?00))?)?" %}
 {#- Nothing of this platform happened before 1900; year 0 is 1 BC to the engines, and its text
     ('0001-01-01 (BC)') would reach the drops. -#}
 {% set earliest = "1900-01-01" %}

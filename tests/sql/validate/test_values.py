@@ -63,6 +63,14 @@ def quarantined(config: PipelineConfig, source: str) -> list[tuple[int, str]]:
 
 @pytest.fixture
 def config(tmp_path) -> PipelineConfig:
+    # a catalogue, as every landing has one (validate fails a day of interactions without);
+    # a test landing its own elements/part-0.csv replaces it
+    land(
+        tmp_path,
+        "elements",
+        None,
+        [{"poll_id": "p0", "title": "T", "option": "0", "option_label": "L"}],
+    )
     return write_config(tmp_path, destinations=[])
 
 
@@ -75,6 +83,7 @@ OFFSETS = {  # landed value -> stored UTC value
     "2022-04-29T01:00:00+02:00": dt.datetime(2022, 4, 28, 23, 0),
     "2022-04-29T10:00:00.25+0530": dt.datetime(2022, 4, 29, 4, 30, 0, 250000),
     "2022-04-29T10:00:00Z": dt.datetime(2022, 4, 29, 10, 0),
+    "2022-04-29T20:00:00+14:00": dt.datetime(2022, 4, 29, 6, 0),  # Kiribati: the widest
     "2022-04-29T10:00:00": dt.datetime(2022, 4, 29, 10, 0),
     " 2022-04-29 10:00\t": dt.datetime(2022, 4, 29, 10, 0),
     "2022-04-29": dt.datetime(2022, 4, 29, 0, 0),
@@ -169,6 +178,8 @@ def test_the_timestamp_check_quarantines_what_it_cannot_convert(config, tmp_path
         "2022-04-29T10:00:00+99:99",
         "2022-04-29T10:00:00+24:00",
         "2022-04-29T10:00:00+00:60",
+        "2022-04-29T10:00:00+14:59",  # over 14 hours
+        "2022-04-29T10:00:00-1401",
     ]
     land(tmp_path, "form_entries", DS, [form(v) for v in [*OFFSETS, *rejected]])
 
@@ -453,7 +464,7 @@ def test_a_later_invalid_element_row_does_not_make_the_valid_one_a_duplicate(con
         tmp_path,
         "elements",
         None,
-        "a.csv",
+        "part-0.csv",  # in place of the fixture's catalogue
         "poll_id,title,option,option_label\n"
         "p1,Team?,0,Blue\n"  # 2: a duplicate of line 4, the latest valid row
         "p1,Team?,1,Red\n"  # 3: kept
