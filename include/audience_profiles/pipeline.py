@@ -475,15 +475,14 @@ def unbuilt_dates(wh: Warehouse, window: RunWindow, config: PipelineConfig) -> l
     date cleared or backfilled alone in a new warehouse did so too: green, with fewer profiles.
     A warning, not a failure: the run is right for what is loaded."""
     start = config.start_date.isoformat()
+    dated = [s for s in VALIDATION_ORDER if landing.SOURCES[s].partitioned]
     landed: set[str] = set()
     try:
-        for name in VALIDATION_ORDER:
-            source = landing.SOURCES[name]
-            if source.partitioned:
-                _, folders = landing.partition_folders(
-                    config.landing_root, source, config.landing_conn_id
-                )
-                landed |= {d for f in folders if (d := landing.partition_date(f))}
+        for source in dated:
+            _, folders = landing.partition_folders(
+                config.landing_root, landing.SOURCES[source], config.landing_conn_id
+            )
+            landed |= {d for f in folders if (d := landing.partition_date(f))}
     except Exception as exc:  # a warning's listing must not fail the run
         log.warning("could not list the landing's partitions: %s: %s", type(exc).__name__, exc)
         return []
@@ -491,7 +490,6 @@ def unbuilt_dates(wh: Warehouse, window: RunWindow, config: PipelineConfig) -> l
     if not earlier:
         return []
     day = f"DATE '{check_ds(window.ds)}'"
-    dated = [s for s in VALIDATION_ORDER if landing.SOURCES[s].partitioned]
     loaded = {
         str(d)[:10]
         for (d,) in wh.query(
