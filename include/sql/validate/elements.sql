@@ -30,5 +30,5 @@ FROM checked_elements WHERE final_reason IS NULL;
 
 DELETE FROM quarantine WHERE dt = DATE '{{ ds }}' AND source = 'elements';
 INSERT INTO quarantine
-SELECT DATE '{{ ds }}', 'elements', _file, _line, final_reason, _raw
+SELECT DATE '{{ ds }}', 'elements', _file, _line, final_reason, {{ v.raw_text("_raw") }}
 FROM checked_elements WHERE final_reason IS NOT NULL;

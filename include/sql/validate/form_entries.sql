@@ -23,5 +23,5 @@ FROM checked_form_entries WHERE reason IS NULL;
 
 DELETE FROM quarantine WHERE {{ v.replaced(ds, "file") }} AND source = 'form_entries';
 INSERT INTO quarantine
-SELECT DATE '{{ ds }}', 'form_entries', _file, _line, reason, _raw
+SELECT DATE '{{ ds }}', 'form_entries', _file, _line, reason, {{ v.raw_text("_raw") }}
 FROM checked_form_entries WHERE reason IS NOT NULL;

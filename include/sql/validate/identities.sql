@@ -20,5 +20,5 @@ FROM checked_identities WHERE reason IS NULL;
 
 DELETE FROM quarantine WHERE {{ v.replaced(ds, "file") }} AND source = 'identities';
 INSERT INTO quarantine
-SELECT DATE '{{ ds }}', 'identities', _file, _line, reason, _raw
+SELECT DATE '{{ ds }}', 'identities', _file, _line, reason, {{ v.raw_text("_raw") }}
 FROM checked_identities WHERE reason IS NOT NULL;

@@ -16,5 +16,5 @@ FROM checked_interactions WHERE reason IS NULL;
 
 DELETE FROM quarantine WHERE {{ v.replaced(ds, "file") }} AND source = 'interactions';
 INSERT INTO quarantine
-SELECT DATE '{{ ds }}', 'interactions', _file, _line, reason, _raw
+SELECT DATE '{{ ds }}', 'interactions', _file, _line, reason, {{ v.raw_text("_raw") }}
 FROM checked_interactions WHERE reason IS NOT NULL;
