@@ -149,8 +149,10 @@ def run_dir(config: PipelineConfig, window: RunWindow) -> Path:
 
 
 def mark_in_flight(config: PipelineConfig, window: RunWindow) -> None:
-    """Tell retention the run's folder is in use until cleanup (``retention.run_in_flight``):
-    an old date's backfill lost its staged files or exports to the hourly retention mid-run."""
+    """Tell retention and the erasure the run is in use until cleanup (``retention.
+    run_in_flight``): an old date's backfill lost its staged files or exports to the hourly
+    retention mid-run, and an erasure must not drop the scratch schema of a run between two of
+    its tasks (every task of the build touches the marker)."""
     folder = run_dir(config, window)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RUN_IN_FLIGHT_MARKER).touch()
@@ -595,6 +597,7 @@ def quarantine_by_field(reasons: list[tuple[str, str, int]]) -> list[list]:
 
 def enrich(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     config = config or load_config()
+    mark_in_flight(config, window)
     with open_warehouse(config) as wh:
         as_of, cutoffs = cutoffs_as_of(wh, config, window.ds)
         cutoff = cutoffs.get("interactions_days")
@@ -632,6 +635,7 @@ def enrich(window: RunWindow, config: PipelineConfig | None = None) -> dict:
 
 def resolve_identities(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     config = config or load_config()
+    mark_in_flight(config, window)
     rules = load_rules(config.identity_config)
     with open_warehouse(config) as wh:
         # When the build started reading the graph: publish drops the stream_identifiers entries
@@ -689,6 +693,7 @@ def interactions_from(wh: Warehouse, config: PipelineConfig, window: RunWindow) 
 
 def build_profiles(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     config = config or load_config()
+    mark_in_flight(config, window)
     params = {"rs": window.run_schema, **window.as_dict()}
     with open_warehouse(config) as wh:
         require_run_build(wh, window, "profile_identifiers", "build_profiles")
@@ -707,6 +712,7 @@ def build_profiles(window: RunWindow, config: PipelineConfig | None = None) -> d
 def build_segments(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     """Evaluate segments.yml into the run's ``segment_memberships`` (none without the file)."""
     config = config or load_config()
+    mark_in_flight(config, window)
     definitions = segments.segments_for(config)
     with open_warehouse(config) as wh:
         require_run_build(wh, window, "audience_profiles", "build_segments")
@@ -727,6 +733,7 @@ def build_segments(window: RunWindow, config: PipelineConfig | None = None) -> d
 
 def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     config = config or load_config()
+    mark_in_flight(config, window)
     # With segments configured, build_segments must have made the table: the checks read it.
     has_segments = segments.segments_for(config) is not None
     with open_warehouse(config) as wh:

@@ -355,26 +355,36 @@ def test_an_erasure_clears_the_scratch_schemas_failed_runs_left(built, tmp_path)
     the erasure was done while the person's identifiers and profile stayed there."""
     import duckdb
 
-    from audience_profiles.privacy.erasure import ErasureIncompleteError
-
     with duckdb.connect(built.warehouse.path) as con:
         for schema in ("run_20220428", "run_20220429"):  # left by two failed runs
             con.execute(f"CREATE SCHEMA {schema}")
             for table in ("profile_identifiers", "audience_profiles"):
                 con.execute(f"CREATE TABLE {schema}.{table} AS SELECT * FROM main.{table}")
-    marker = tmp_path / "work" / "runs" / "2022-04-29" / "_in_flight"
-    marker.touch()  # this one's run is still in flight: its schema is in use
+    # this one's run is in flight (between two tasks): its schema is in use
+    (tmp_path / "work" / "runs" / "2022-04-29" / "_in_flight").touch()
     file_request(tmp_path / "landing", "r-1", "email", DAVID)
 
-    with pytest.raises(ErasureIncompleteError, match="run_20220429"):
-        run_erasure(ERASE_DAY, built)
+    assert run_erasure(ERASE_DAY, built)["record"] == {"completed": ["r-1"], "pending": 0}
     schemas = "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'run_%'"
     assert query(built, schemas) == [("run_20220429",)]  # the other run's is dropped
-    in_use = "SELECT count(*) FROM run_20220429.audience_profiles WHERE email = '{}'"
-    assert query(built, in_use.format(DAVID)) == [(0,)]  # its outputs cleared
-    assert query(built, in_use.format(ANN)) == [(1,)]
-    assert log_rows(built, "r-1")["warehouse"][0] == "failed"
+    in_use = "SELECT count(*) FROM run_20220429.{} WHERE {} = '{}'"
+    assert query(built, in_use.format("audience_profiles", "email", DAVID)) == [(0,)]
+    assert query(built, in_use.format("profile_identifiers", "identifier_value", DAVID)) == [(0,)]
+    assert query(built, in_use.format("audience_profiles", "email", ANN)) == [(1,)]
 
-    marker.unlink()  # the run ended without its cleanup (it failed): the next erasure run
-    assert run_erasure(ERASE_DAY, built)["record"] == {"completed": ["r-1"], "pending": 0}
-    assert query(built, schemas) == []
+
+def test_an_erasure_leaves_the_schema_of_a_run_between_two_tasks(built, tmp_path):
+    """Every task of the build marks its run in flight: the marker of extract and validate alone
+    was gone once a run was cleared from resolve_identities, and the erasure dropped the schema
+    build_profiles had just built, so publish fell back to the earlier try's exports."""
+    from audience_profiles import pipeline
+
+    window = RunWindow.for_date("2022-04-29")
+    pipeline.resolve_identities(window, built)  # the run cleared from resolve_identities
+    pipeline.build_profiles(window, built)
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+    run_erasure(ERASE_DAY, built)
+
+    schemas = "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'run_%'"
+    assert query(built, schemas) == [("run_20220429",)]
+    pipeline.build_segments(window, built)  # the run goes on

@@ -190,14 +190,11 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
             wh.run_sql("privacy/erase_warehouse", step="log", status=FAILED, detail=detail)
             raise
         if running:
-            detail = (
-                f"the scratch schema(s) of runs in flight still hold them: {', '.join(running)} "
-                "(their outputs are cleared): the next erasure run finishes the step once those "
-                "runs end (their cleanup drops the schema), or a day after their last step if "
-                "they failed (clearing a failed run also ends it)"
+            log.info(
+                "run schema(s) in flight kept, their outputs without the people (their "
+                "cleanup drops them): %s",
+                running,
             )
-            wh.run_sql("privacy/erase_warehouse", step="log", status=FAILED, detail=detail)
-            raise ErasureIncompleteError(f"warehouse: {detail}")
         wh.run_sql("privacy/erase_warehouse", step="log", status="done", exported=exported)
     if exported:
         removed["run exports"] = exported
@@ -214,10 +211,12 @@ def clear_run_schemas(wh, config: PipelineConfig) -> tuple[list[str], list[str]]
 
     A run's cleanup drops its schema, but a run that failed (a quality check, a run marked
     failed) leaves it, holding identifiers and profiles, which the tables above do not reach.
-    A schema whose run is not in flight (its folder's marker gone or a day old) is dropped: a
-    later try of that run builds it again from ``resolve_identities``. One in flight is in use:
-    its outputs lose the people (as publish does for requests filed during a build), and the
-    caller does not call the step done until that schema is gone too.
+    A schema whose run is not in flight (its folder's marker, which every step of the build
+    touches, gone or a day old) is dropped: a task of that run that needs it fails, saying to
+    clear the run from where it is built again. One in flight is in use: its outputs
+    (profiles, identifiers, segments, merges, audit) lose the people, as publish does for a
+    request filed during a build, and its cleanup drops it. (Its scratch tables are left: a run
+    that fails after this keeps them until it is cleared, or a later erasure finds it ended.)
     """
     dropped, running = [], []
     for (name,) in wh.query(

@@ -43,10 +43,10 @@ TABLES = {
 # Where "today" for a daily run's cutoffs comes from: (table, date column), besides the run's date.
 AS_OF_SOURCES = (("published_snapshots", "dt"), ("retention_dates", "ds"), ("retention_log", "ds"))
 RUN_FOLDERS = "work_dir/runs"  # the retention_log name of the per-run export folders
-# A run's steps that use its folder (extract, validate, publish, deliver) touch this file in it,
-# and its cleanup removes it: while it is there and fresh, the run is in flight (a backfill of an
-# old date) and retention leaves the folder. A run that died holds it no longer than a day after
-# its last step.
+# Every step of a run's build (extract to deliver) touches this file in its folder, and its
+# cleanup removes it: while it is there and fresh, the run is in flight (a backfill of an old
+# date), retention leaves the folder and an erasure the run's scratch schema. A run that died
+# holds it no longer than a day after its last step.
 RUN_IN_FLIGHT_MARKER = "_in_flight"
 RUN_IN_FLIGHT_SECONDS = 24 * 3600
 
