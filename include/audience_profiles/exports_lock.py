@@ -5,15 +5,20 @@ A delivery reads an export more than once (a drop counts its rows, then cuts it 
 and nothing else keeps it apart from the erasure: ``deliver`` runs outside the warehouse pool.
 An export rewritten half-way through a delivery left the erased person in the parts already
 written (after the erasure had cleaned the destination) and cut the later parts from the
-shorter file: other people's rows went missing and the manifest counted rows no file held.
+shorter file: other people's rows went missing and the manifest counted rows no part held.
 
 So every delivery holds the lock shared (deliveries of several dates and destinations run at
-once), and the rewrite of the exports (``remove_from_warehouse``) and each destination's
-erasure (``erase``) hold it alone: they wait for the deliveries under way to finish, which the
-erasure then cleans up after, and deliveries starting meanwhile wait for them and read the
-rewritten exports. ``flock`` on a file in the work folder, which every worker
-already shares (tasks hand each other paths in it); the lock goes with the process, so a
-killed task never leaves it held.
+once), and the rewrite of the exports (``remove_from_warehouse``) and the erasure of a
+destination that writes files (``erase``: it rewrites the parts a delivery writes) hold it
+alone. They wait for the deliveries under way, which the erasure then cleans up after.
+
+``flock`` prefers no one: deliveries starting one after another would keep a shared lock held
+and the erasure waiting, with the warehouse pool's slot. So an erasure first takes a second
+lock, the intent, which deliveries pass through on their way in: from then on new deliveries
+wait for the erasure, which waits only for those already under way, and at most
+``EXCLUSIVE_WAIT_SECONDS`` (then it fails, for a retry, freeing the pool). ``flock`` on files in
+the work folder, which every worker already shares (tasks hand each other paths in it); a lock
+goes with its process, so a killed task never leaves one held.
 """
 
 from __future__ import annotations
@@ -24,29 +29,67 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "exports.lock"
+INTENT_FILE = "exports.lock.intent"
+EXCLUSIVE_WAIT_SECONDS = 600
+
+
+class ExportsBusyError(RuntimeError):
+    """Deliveries held the run exports for longer than the erasure waits: retried."""
 
 
 @contextlib.contextmanager
 def exports_lock(work_dir: str, *, exclusive: bool, holder: str) -> Iterator[None]:
-    """Hold the exports lock, shared (a delivery) or alone (the erasure's rewrite), logging a
-    wait so that a task that seems stuck says what it waits for. ``holder``: who, for the log."""
-    path = Path(work_dir) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-    with open(path, "a") as lock:
-        try:
-            fcntl.flock(lock, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = "deliveries under way" if exclusive else "the erasure DAG's rewrite"
-            log.info("%s: waiting for %s to finish with the run exports (%s)", holder, other, path)
-            started = time.monotonic()
-            fcntl.flock(lock, mode)
-            log.info("%s: waited %.1f s for the run exports", holder, time.monotonic() - started)
+    """Hold the exports lock, shared (a delivery) or alone (an erasure), logging a wait so that
+    a task that seems stuck says what it waits for. ``holder``: who, for the log."""
+    folder = Path(work_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a") as lock, open(folder / INTENT_FILE, "a") as intent:
+        if exclusive:
+            deadline = time.monotonic() + EXCLUSIVE_WAIT_SECONDS
+            _take(intent, fcntl.LOCK_EX, holder, "another erasure", deadline)
+            try:
+                _take(lock, fcntl.LOCK_EX, holder, "deliveries under way", deadline)
+            except BaseException:
+                fcntl.flock(intent, fcntl.LOCK_UN)
+                raise
+        else:
+            _take(intent, fcntl.LOCK_SH, holder, "the erasure DAG's rewrite")
+            _take(lock, fcntl.LOCK_SH, holder, "the erasure DAG's rewrite")
+            fcntl.flock(intent, fcntl.LOCK_UN)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+            if exclusive:
+                fcntl.flock(intent, fcntl.LOCK_UN)
+
+
+def _take(file: IO, mode: int, holder: str, other: str, deadline: float | None = None) -> None:
+    """Lock ``file`` in ``mode``; past ``deadline`` (if given), ``ExportsBusyError``."""
+    try:
+        fcntl.flock(file, mode | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    log.info("%s: waiting for %s to finish with the run exports (%s)", holder, other, file.name)
+    started = time.monotonic()
+    while True:
+        if deadline is None:
+            fcntl.flock(file, mode)
+            break
+        try:
+            fcntl.flock(file, mode | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise ExportsBusyError(
+                    f"{holder}: {other} held the run exports ({file.name}) for "
+                    f"{time.monotonic() - started:.0f} s: retried later"
+                ) from None
+            time.sleep(1)
+    log.info("%s: waited %.1f s for the run exports", holder, time.monotonic() - started)

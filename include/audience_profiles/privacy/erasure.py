@@ -24,6 +24,7 @@ Logs and XCom carry request ids, statuses and counts, never an identifier.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -326,9 +327,15 @@ def erase_destination(
         return {"destination": destination_name, "statuses": {}}
     try:
         destination = destination_for(config.destination(destination_name), config)
-        # Alone, as the rewrite of the exports: a delivery writing the same drop partition
-        # meanwhile could see a part replaced by the erased copy of its older version.
-        with exports_lock(config.work_dir, exclusive=True, holder=f"erase {destination_name}"):
+        # A drop's erase rewrites the parts a delivery writes: alone, or a part a delivery had
+        # just written could be replaced by the erased copy of its older version. Other kinds
+        # delete by key or send tombstones, which a delivery under way cannot undo.
+        lock = (
+            exports_lock(config.work_dir, exclusive=True, holder=f"erase {destination_name}")
+            if destination.WRITES_FILES
+            else contextlib.nullcontext()
+        )
+        with lock:
             statuses = destination.erase(owed)
     except Exception as exc:  # recorded per request and retried next run; record_erasures fails
         detail = _redact(f"{type(exc).__name__}: {exc}")[:500]

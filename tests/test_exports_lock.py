@@ -1,0 +1,57 @@
+"""The lock between deliveries and the erasure's rewrites of the run exports (exports_lock.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from audience_profiles import exports_lock as locks
+from audience_profiles.exports_lock import ExportsBusyError, exports_lock
+
+
+def test_a_waiting_erasure_holds_back_new_deliveries_not_those_under_way(tmp_path):
+    """flock prefers no one: deliveries starting one after another kept the erasure waiting
+    (and the warehouse pool's slot with it) for as long as they overlapped."""
+    events, under_way_done = [], threading.Event()
+
+    def delivery(name, hold: threading.Event | None = None):
+        with exports_lock(str(tmp_path), exclusive=False, holder=name):
+            events.append(f"{name} in")
+            if hold:
+                hold.wait(10)
+            events.append(f"{name} out")
+
+    def erasure():
+        with exports_lock(str(tmp_path), exclusive=True, holder="erasure"):
+            events.append("erasure")
+
+    first = threading.Thread(target=delivery, args=("first", under_way_done))
+    first.start()
+    while "first in" not in events:
+        time.sleep(0.01)
+    waiting = threading.Thread(target=erasure)
+    waiting.start()
+    time.sleep(0.3)  # the erasure waits for the delivery under way
+    later = threading.Thread(target=delivery, args=("later",))
+    later.start()
+    time.sleep(0.3)
+    assert events == ["first in"]  # the later delivery waits behind the erasure
+    under_way_done.set()
+    for thread in (first, waiting, later):
+        thread.join(10)
+    assert events == ["first in", "first out", "erasure", "later in", "later out"]
+
+
+def test_an_erasure_waits_a_bounded_time_then_lets_deliveries_go_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(locks, "EXCLUSIVE_WAIT_SECONDS", 0.5)
+    with exports_lock(str(tmp_path), exclusive=False, holder="delivery"):
+        with (
+            pytest.raises(ExportsBusyError, match="deliveries under way held the run exports"),
+            exports_lock(str(tmp_path), exclusive=True, holder="erasure"),
+        ):
+            pass
+        # its intent given up: a delivery starting now is not held back
+        with exports_lock(str(tmp_path), exclusive=False, holder="another delivery"):
+            pass
