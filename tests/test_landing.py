@@ -470,16 +470,17 @@ def test_the_catalogue_in_a_dated_folder_fails_its_extract(tmp_path):
     # catalogue at all, and every interaction of the day lost its title and label, run green
     root = tmp_path / "landing"
     write_csv(root / "elements" / "archive" / "old.csv", ELEMENT_HEADER, [ELEMENT_ROW])  # not read
-    write_csv(root / "elements" / "elements.csv", ELEMENT_HEADER, [ELEMENT_ROW])
-    out = tmp_path / "out.parquet"
-    assert extract("elements", "2022-04-30", str(root), out)["files"] == 1
     write_csv(root / "elements" / "date=2022-04-30" / "elements.csv", ELEMENT_HEADER, [ELEMENT_ROW])
+    out = tmp_path / "out.parquet"
     with pytest.raises(LandingError) as err:
         extract("elements", "2022-04-30", str(root), out)
     assert str(err.value).startswith(
         f"{root / 'elements'}: 1 folder(s) in the folder that no run reads: date=2022-04-30/ "
         "(elements/ has no date partitions: its files belong directly in it;"
     )
+    # beside the catalogue itself, a dated folder is an old one kept
+    write_csv(root / "elements" / "elements.csv", ELEMENT_HEADER, [ELEMENT_ROW])
+    assert extract("elements", "2022-04-30", str(root), out)["files"] == 1
 
 
 @pytest.mark.services
@@ -501,6 +502,8 @@ def test_the_catalogue_in_a_dated_s3_folder_fails_its_extract(aws_conn, moto_ser
         "s3://landing-catalogue/landing/elements: 1 folder(s) in the folder that no run reads: "
         "dt=2022-04-30/ (elements/ has no date partitions"
     )
+    s3.put_object(Bucket="landing-catalogue", Key="landing/elements/elements.csv", Body=body)
+    assert extract("elements", "2022-04-30", root, out, conn_id=aws_conn)["files"] == 1
 
 
 def test_a_partition_counts_as_landed_with_a_data_file_or_its_marker(tmp_path):

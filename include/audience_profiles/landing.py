@@ -182,14 +182,17 @@ def _check_no_sub_folders(names: Iterable[str], where: str, source: Source) -> N
         )
 
 
-def is_unread_sub_folder(name: str, source: Source) -> bool:
+def is_unread_sub_folder(name: str, source: Source, beside_data: bool) -> bool:
     """Whether the files of a sub-folder ``name`` of the folder a run reads are rows no run
     reads: any folder in a partition (not hidden), and in the folder of a source without
     partitions one named as a partition (``date=2022-04-30``, ``dt=...``, a bare date; not an
-    ``archive/``)."""
+    ``archive/``) when that folder holds no data file itself (``beside_data`` false): the
+    catalogue landed a level too deep. Beside a catalogue, such folders are kept old ones."""
     if is_hidden(name):
         return False
-    return source.partitioned or bool(
+    if source.partitioned:
+        return True
+    return not beside_data and bool(
         partition_date(name) is not None or _PARTITION_LIKE.fullmatch(name)
     )
 
@@ -313,7 +316,9 @@ def _checked_local_files(folder: Path, source: Source) -> list[Path]:
             (
                 p.name
                 for p in folder.iterdir()
-                if p.is_dir() and is_unread_sub_folder(p.name, source) and _holds_files(p)
+                if p.is_dir()
+                and is_unread_sub_folder(p.name, source, any(is_data_file(f.name) for f in found))
+                and _holds_files(p)
             ),
             str(folder),
             source,
@@ -386,7 +391,9 @@ def _checked_s3_keys(landing_root: str, source: Source, ds: str, hook) -> tuple[
     nested = [
         folder.rstrip("/").rsplit("/", 1)[-1]
         for folder in sub_folders
-        if is_unread_sub_folder(folder.rstrip("/").rsplit("/", 1)[-1], source)
+        if is_unread_sub_folder(
+            folder.rstrip("/").rsplit("/", 1)[-1], source, any(is_data_file(k) for k in keys)
+        )
         # a sub-folder's keys, but folder keys ("logs/") and hidden ones: an empty logs/ is
         # no one's rows (one listing each, for sub-folders only)
         and any(

@@ -151,19 +151,15 @@ class Landing:
         ``_check_no_unread_files``): one directly in a partition folder (or in an unpartitioned
         source's folder) that is neither read nor a writer's marker, a data file outside any
         partition, a file in a folder named as a partition but not ``date=YYYY-MM-DD``, or one
-        in a partition's sub-folder (or, in an unpartitioned source's folder, in a sub-folder
-        named as a partition). A writer's (``_temporary/``) and S3 folder keys are not the
-        extract's concern."""
+        in a partition's sub-folder. A writer's (``_temporary/``) and S3 folder keys are not the
+        extract's concern, nor is the element catalogue landed a level too deep (the extract
+        fails on it only when ``elements/`` holds no file itself, which one file cannot tell)."""
         parts = relative.split("/")
         source = landing.SOURCES.get(parts[0])
         if source is None or not parts[-1] or landing.is_hidden(parts[-1]):
             return
         if not source.partitioned:
-            unread = (len(parts) == 2 and not landing.is_data_file(parts[-1])) or (
-                len(parts) > 2
-                and not any(landing.is_hidden(p) for p in parts[1:-1])
-                and landing.is_unread_sub_folder(parts[1], source)
-            )
+            unread = len(parts) == 2 and not landing.is_data_file(parts[-1])
         elif len(parts) == 2:  # beside the partitions
             unread = landing.is_stray(parts[1], is_folder=False)
         elif len(parts) == 3:  # in a misnamed partition, or unread in a partition

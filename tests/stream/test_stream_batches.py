@@ -354,20 +354,15 @@ def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path
         for d in ("date=2022-5-1", "date=2022-02-30", "dt=2022-05-01", "date=2022-05-01/hour=10")
     ]
     beside = landing / "interactions" / "interactions.csv"
-    # the catalogue in a dated folder (elements/ has none); its archive/ is not read, by design
-    dated_catalogue = landing / "elements" / "date=2022-05-01" / "elements.csv"
-    (landing / "elements" / "archive").mkdir()
-    (landing / "elements" / "archive" / "elements.csv").write_text("poll_id\n")
-    for path in [*misnamed, beside, dated_catalogue]:
+    for path in [*misnamed, beside]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("event_id,session_id\n")
 
     with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
         summary, new = batch(config, sent, "b1")
 
-    unread = [partition / "part-0.csv.gz", *misnamed, beside, dated_catalogue]
-    assert summary["unread"] == sorted(map(str, unread))
-    assert "7 file(s) under" in caplog.text and "part-0.csv.gz" in caplog.text
+    assert summary["unread"] == sorted(map(str, [partition / "part-0.csv.gz", *misnamed, beside]))
+    assert "6 file(s) under" in caplog.text and "part-0.csv.gz" in caplog.text
     assert "_SUCCESS" not in caplog.text and new == []
 
 
