@@ -492,12 +492,17 @@ def unbuilt_dates(wh: Warehouse, window: RunWindow, config: PipelineConfig) -> l
     if not earlier:
         return []
     day = f"DATE '{check_ds(window.ds)}'"
+    # Loaded: validated (landed_files, pruned after a month; the source tables, which retention
+    # prunes), published, or run at all (a date that failed later is no stranger to the user).
+    dates_in = [(t, "dt") for t in ("published_snapshots", "landed_files", *dated)]
+    if "pipeline_runs" in wh.table_names(views=False):
+        dates_in.append(("pipeline_runs", "ds"))
     loaded = {
         str(d)[:10]
         for (d,) in wh.query(
             " UNION ".join(
-                f"SELECT DISTINCT dt FROM {table} WHERE dt < {day}"
-                for table in ("published_snapshots", "landed_files", *dated)
+                f"SELECT DISTINCT {column} FROM {table} WHERE {column} < {day}"
+                for table, column in dates_in
             )
         )
     }
