@@ -179,6 +179,39 @@ def test_a_day_of_interactions_without_a_catalogue_fails_validate(tmp_path, cata
     )
 
 
+def test_a_catalogue_of_only_quarantined_rows_is_not_loaded_and_fails_validate(tmp_path):
+    # Every row bad (no title): the catalogue was replaced by none, and every interaction of the
+    # day lost its title and label on a green run.
+    config = write_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    window = RunWindow.for_date("2022-04-29")
+
+    def staged():
+        return [
+            pipeline.extract_source(s, window, config)
+            for s in ("interactions", "elements", "form_entries", "identities")
+        ]
+
+    pipeline.validate(window, staged(), config)
+    elements = landing / "elements" / "elements.csv"
+    header, *rows = elements.read_text().splitlines()
+    elements.write_text(
+        "\n".join([header, *(r.replace("Which team do you support?", "") for r in rows)]) + "\n"
+    )
+    with pytest.raises(LandingError) as err:
+        pipeline.validate(window, staged(), config)
+    assert str(err.value).startswith(
+        f"{landing}/elements: every one of its 4 element row(s) was quarantined (see the "
+        "quarantine table, source elements): the catalogue is kept as it was"
+    )
+    with warehouse(config) as con:
+        assert con.execute("SELECT count(*) FROM elements").fetchall() == [(4,)]
+        assert con.execute(
+            "SELECT count(*) FROM quarantine WHERE source = 'elements' AND reason = 'title: missing'"
+        ).fetchall() == [(4,)]
+
+
 def test_a_date_run_before_the_earlier_dates_it_reads_says_so(tmp_path, caplog):
     # A backfill's first date runs without waiting for the one before, and a date cleared alone
     # in a new warehouse does too: green, with profiles missing the earlier dates' rows.

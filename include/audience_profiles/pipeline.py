@@ -389,7 +389,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             wh.execute_script(sql)
             own = " AND {} NOT IN (SELECT file FROM validate_streamed)" if streamed else ""
             target = (
-                "elements"
+                "checked_elements WHERE final_reason IS NULL"  # (the catalogue may be kept)
                 if source == "elements"
                 else f"{source} WHERE dt = DATE '{window.ds}'" + own.format("_file")
             )
@@ -421,6 +421,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                 )
             counts[source] = {"read": info["rows"], "valid": kept, "quarantined": quarantined}
             if source == "elements":
+                _check_catalogue_kept(by_source, counts[source], config)
                 _warn_other_element_types(wh)
             if covered:  # retention configured: read = valid + quarantined + aged_out
                 counts[source]["aged_out"] = aged_out
@@ -451,6 +452,23 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
     if unbuilt:
         result["unbuilt_dates"] = {"dates": len(unbuilt), "names": unbuilt[:5]}
     return result
+
+
+def _check_catalogue_kept(
+    by_source: dict[str, dict], elements: dict[str, int], config: PipelineConfig
+) -> None:
+    """Fail when every element row landed was quarantined and the day has interactions: the
+    catalogue was kept as it was (validate/elements.sql), not replaced by none, but this date's
+    catalogue is not loaded either. A landing error: retried, as a corrected file may land."""
+    interactions = by_source["interactions"]["rows"]
+    if elements["read"] and not elements["valid"] and interactions:
+        raise landing.LandingError(
+            f"{config.landing_root.rstrip('/')}/elements: every one of its "
+            f"{elements['read']} element row(s) was quarantined (see the quarantine table, "
+            "source elements): the catalogue is kept as it was, not replaced by none, so that "
+            f"the day's {interactions} interaction(s) keep their titles; fix the file(s), then "
+            "clear the task"
+        )
 
 
 def _warn_other_element_types(wh: Warehouse) -> None:

@@ -577,3 +577,16 @@ def test_a_retitled_element_reaches_the_interactions_no_daily_run_has_built(tmp_
 
     [vote] = [r for r in new if r["event_type"] == "interaction"]
     assert (vote["payload"]["attribute"], vote["payload"]["option"]) == ("New title?", "B")
+
+
+def test_a_catalogue_of_only_quarantined_rows_does_not_empty_the_stream_s(tmp_path, sent):
+    # every row of the re-landed catalogue bad: the batch replaced the catalogue by none, and
+    # every interaction it enriched had no title
+    config, landing = streaming(tmp_path, sent)
+    before = query(config, "SELECT count(*) FROM elements")
+    assert before != [(0,)]
+    catalogue = landing / "elements" / "elements.csv"
+    header, *rows = catalogue.read_text().splitlines()
+    catalogue.write_text("\n".join([header, *(",".join(["", *r.split(",")[1:]]) for r in rows)]))
+    batch(config, sent, "b1")
+    assert query(config, "SELECT count(*) FROM elements") == before

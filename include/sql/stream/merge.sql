@@ -2,7 +2,9 @@
 -- a file seen before (an earlier attempt, the daily build, a re-landed version) are replaced, no
 -- other row is touched. The daily build still owns each partition and re-reads it whole.
 {% if elements %}
-DELETE FROM elements;
+-- not by an empty catalogue (every row quarantined, or files of only a header): the daily
+-- validate fails on it, naming it; until then the stream keeps the one it has
+DELETE FROM elements WHERE EXISTS (SELECT 1 FROM {{ bs }}.elements);
 INSERT INTO elements SELECT * FROM {{ bs }}.elements;
 {% endif %}
 {% for table in ["interactions", "form_entries", "identities", "interactions_enriched"] %}

@@ -20,7 +20,11 @@ FROM (
     FROM {{ v.trimmed_rows(staged, columns) }}
 ) c;
 
-DELETE FROM elements;
+-- Not by a catalogue whose every row was quarantined: every interaction would lose its title
+-- (validate then fails, naming the reasons). A folder with no row at all fails before this.
+DELETE FROM elements
+WHERE EXISTS (SELECT 1 FROM checked_elements WHERE final_reason IS NULL)
+   OR NOT EXISTS (SELECT 1 FROM checked_elements);
 INSERT INTO elements
 SELECT poll_id, title, CAST(option AS INTEGER),
        option_label,
