@@ -70,7 +70,12 @@ def read_source(root: Path, source: str, dates: list[str]) -> pd.DataFrame:
     for column in SOURCES[source].columns:
         if column not in frame:  # an optional field no record has (JSON leaves absent ones out)
             frame[column] = None
-    return frame
+    # a NUL character in any field quarantines the row (validate/_macros.sql nul_free)
+    nul = pd.Series(False, index=frame.index)
+    for column in SOURCES[source].columns:
+        values = frame[column].where(frame[column].notna(), "").astype(str)
+        nul |= values.str.contains("\x00", regex=False)
+    return frame[~nul]
 
 
 def text(series: pd.Series) -> pd.Series:
