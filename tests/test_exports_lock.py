@@ -55,3 +55,31 @@ def test_an_erasure_waits_a_bounded_time_then_lets_deliveries_go_on(tmp_path, mo
         # its intent given up: a delivery starting now is not held back
         with exports_lock(str(tmp_path), exclusive=False, holder="another delivery"):
             pass
+
+
+def test_a_delivery_within_a_delivery_does_not_queue_behind_a_waiting_erasure(
+    tmp_path, monkeypatch
+):
+    """The inner one waited for the intent an erasure held while it waited for the outer one:
+    both stuck until the erasure gave up."""
+    monkeypatch.setattr(locks, "EXCLUSIVE_WAIT_SECONDS", 5)
+    inner_done, erasure_waiting, failures = threading.Event(), threading.Event(), []
+
+    def erasure():
+        erasure_waiting.set()
+        try:
+            with exports_lock(str(tmp_path), exclusive=True, holder="erasure"):
+                pass
+        except ExportsBusyError as exc:
+            failures.append(exc)
+
+    with exports_lock(str(tmp_path), exclusive=False, holder="outer"):
+        waiting = threading.Thread(target=erasure)
+        waiting.start()
+        erasure_waiting.wait(5)
+        time.sleep(0.3)
+        with exports_lock(str(tmp_path), exclusive=False, holder="inner"):
+            inner_done.set()
+        assert inner_done.is_set()
+    waiting.join(10)
+    assert not waiting.is_alive() and failures == []

@@ -234,6 +234,10 @@ def test_a_date_run_before_the_earlier_dates_it_reads_says_so(tmp_path, caplog):
         for table in ("form_entries", "landed_files", "published_snapshots"):
             con.execute(f"DELETE FROM {table} WHERE dt = DATE '2022-01-11'")
     assert "unbuilt_dates" not in run_all(RunWindow.for_date("2022-04-29"), config)["validate"]
+    # but a run that failed before reading anything (its landing late) loaded nothing
+    with duckdb.connect(config.warehouse.path) as con:
+        con.execute("UPDATE pipeline_runs SET rows_read = NULL WHERE ds = DATE '2022-01-11'")
+    assert run_all(RunWindow.for_date("2022-04-29"), config)["validate"]["unbuilt_dates"]
 
 
 def test_an_sso_login_with_a_placeholder_or_malformed_email_keeps_its_link(tmp_path):

@@ -16,9 +16,12 @@ alone. They wait for the deliveries under way, which the erasure then cleans up 
 and the erasure waiting, with the warehouse pool's slot. So an erasure first takes a second
 lock, the intent, which deliveries pass through on their way in: from then on new deliveries
 wait for the erasure, which waits only for those already under way, and at most
-``EXCLUSIVE_WAIT_SECONDS`` (then it fails, for a retry, freeing the pool). ``flock`` on files in
-the work folder, which every worker already shares (tasks hand each other paths in it); a lock
-goes with its process, so a killed task never leaves one held.
+``EXCLUSIVE_WAIT_SECONDS`` in all (then it fails and is tried again: ``remove_from_warehouse``
+by the task's retries, ``erase`` by the next erasure run), so that neither the pool nor the
+deliveries held back wait long on a delivery that takes a while. ``flock`` on files in the
+work folder, which every worker already shares (tasks hand each other paths in it), opened for
+reading too (an NFS client maps a shared flock to a read lock); a lock goes with its process,
+so a killed task never leaves one held.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +39,13 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = "exports.lock"
 INTENT_FILE = "exports.lock.intent"
-EXCLUSIVE_WAIT_SECONDS = 600
+EXCLUSIVE_WAIT_SECONDS = 120
+
+
+# The work folders whose shared lock this thread holds, and how many times: a delivery within
+# a delivery does not take it again. (Each thread takes its own: another thread's delivery
+# is another delivery, whose end must not release this one's hold.)
+_held = threading.local()
 
 
 class ExportsBusyError(RuntimeError):
@@ -48,7 +58,18 @@ def exports_lock(work_dir: str, *, exclusive: bool, holder: str) -> Iterator[Non
     a task that seems stuck says what it waits for. ``holder``: who, for the log."""
     folder = Path(work_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a") as lock, open(folder / INTENT_FILE, "a") as intent:
+    key = str(folder.resolve())
+    shared_here = _held.__dict__.setdefault("shared", {})
+    if not exclusive and shared_here.get(key):
+        # Already held shared by this thread (a delivery within a delivery): taking it again
+        # would queue behind an erasure that waits for the first hold, until it gave up.
+        shared_here[key] += 1
+        try:
+            yield
+        finally:
+            shared_here[key] -= 1
+        return
+    with open(folder / LOCK_FILE, "a+") as lock, open(folder / INTENT_FILE, "a+") as intent:
         if exclusive:
             deadline = time.monotonic() + EXCLUSIVE_WAIT_SECONDS
             _take(intent, fcntl.LOCK_EX, holder, "another erasure", deadline)
@@ -61,12 +82,15 @@ def exports_lock(work_dir: str, *, exclusive: bool, holder: str) -> Iterator[Non
             _take(intent, fcntl.LOCK_SH, holder, "the erasure DAG's rewrite")
             _take(lock, fcntl.LOCK_SH, holder, "the erasure DAG's rewrite")
             fcntl.flock(intent, fcntl.LOCK_UN)
+            shared_here[key] = 1
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
             if exclusive:
                 fcntl.flock(intent, fcntl.LOCK_UN)
+            else:
+                shared_here.pop(key, None)
 
 
 def _take(file: IO, mode: int, holder: str, other: str, deadline: float | None = None) -> None:

@@ -511,19 +511,16 @@ def unbuilt_dates(wh: Warehouse, window: RunWindow, config: PipelineConfig) -> l
         return []
     day = f"DATE '{check_ds(window.ds)}'"
     # Loaded: validated (landed_files, pruned after a month; the source tables, which retention
-    # prunes), published, or run at all (a date that failed later is no stranger to the user).
-    dates_in = [(t, "dt") for t in ("published_snapshots", "landed_files", *dated)]
-    if "pipeline_runs" in wh.table_names(views=False):
-        dates_in.append(("pipeline_runs", "ds"))
-    loaded = {
-        str(d)[:10]
-        for (d,) in wh.query(
-            " UNION ".join(
-                f"SELECT DISTINCT {column} FROM {table} WHERE {column} < {day}"
-                for table, column in dates_in
-            )
+    # prunes; a run's report with rows read), or published.
+    dates_in = [
+        f"SELECT DISTINCT dt FROM {t} WHERE dt < {day}"
+        for t in ("published_snapshots", "landed_files", *dated)
+    ]
+    if "pipeline_runs" in wh.table_names(views=False):  # rows read: its validate ran
+        dates_in.append(
+            f"SELECT DISTINCT ds FROM pipeline_runs WHERE ds < {day} AND rows_read IS NOT NULL"
         )
-    }
+    loaded = {str(d)[:10] for (d,) in wh.query(" UNION ".join(dates_in))}
     unbuilt = [d for d in earlier if d not in loaded]
     if unbuilt:
         log.warning(
@@ -689,8 +686,9 @@ def require_run_build(wh: Warehouse, window: RunWindow, table: str, step: str) -
     if table not in wh.table_names(window.run_schema, views=False):
         raise RunBuildMissing(
             f"{window.run_schema}.{table} is missing: the run for {window.ds} finished before "
-            f"and its cleanup dropped the build. To run {step} again, clear resolve_identities "
-            "with Downstream (or the whole run)"
+            "and its cleanup dropped the build (or an erasure did, the run having done nothing "
+            f"for a day). To run {step} again, clear resolve_identities with Downstream (or the "
+            "whole run)"
         )
 
 
