@@ -465,7 +465,7 @@ def test_a_folder_in_a_local_partition_fails_its_extract(tmp_path):
 ELEMENT_ROW = ["p1", "Which team do you support?", 1, "Manchester Blue"]
 
 
-def test_the_catalogue_in_a_dated_folder_fails_its_extract(tmp_path):
+def test_the_catalogue_in_a_dated_folder_fails_its_extract(tmp_path, caplog):
     # elements/ has no partitions: the catalogue landed in elements/date=.../ was read as no
     # catalogue at all, and every interaction of the day lost its title and label, run green
     root = tmp_path / "landing"
@@ -478,9 +478,14 @@ def test_the_catalogue_in_a_dated_folder_fails_its_extract(tmp_path):
         f"{root / 'elements'}: 1 folder(s) in the folder that no run reads: date=2022-04-30/ "
         "(elements/ has no date partitions: its files belong directly in it;"
     )
-    # beside the catalogue itself, a dated folder is an old one kept
+    # beside the catalogue itself, a dated folder is likely an old one kept: named, not read
     write_csv(root / "elements" / "elements.csv", ELEMENT_HEADER, [ELEMENT_ROW])
-    assert extract("elements", "2022-04-30", str(root), out)["files"] == 1
+    with caplog.at_level(logging.WARNING, logger="audience_profiles.landing"):
+        assert extract("elements", "2022-04-30", str(root), out)["files"] == 1
+    assert (
+        f"{root / 'elements'}: folder(s) named as partitions, not read (elements/ has no date "
+        "partitions: the catalogue read is the folder's own files): date=2022-04-30/"
+    ) in caplog.text
 
 
 @pytest.mark.services

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
 import os
 import re
 import shutil
@@ -44,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -182,19 +185,34 @@ def _check_no_sub_folders(names: Iterable[str], where: str, source: Source) -> N
         )
 
 
-def is_unread_sub_folder(name: str, source: Source, beside_data: bool) -> bool:
+def is_unread_sub_folder(name: str, source: Source) -> bool:
     """Whether the files of a sub-folder ``name`` of the folder a run reads are rows no run
     reads: any folder in a partition (not hidden), and in the folder of a source without
     partitions one named as a partition (``date=2022-04-30``, ``dt=...``, a bare date; not an
-    ``archive/``) when that folder holds no data file itself (``beside_data`` false): the
-    catalogue landed a level too deep. Beside a catalogue, such folders are kept old ones."""
+    ``archive/``)."""
     if is_hidden(name):
         return False
-    if source.partitioned:
-        return True
-    return not beside_data and bool(
+    return source.partitioned or bool(
         partition_date(name) is not None or _PARTITION_LIKE.fullmatch(name)
     )
+
+
+def _check_sub_folders(nested: list[str], where: str, source: Source, beside_data: bool) -> None:
+    """Fail on ``nested`` (:func:`is_unread_sub_folder`, holding files), but in the folder of a
+    source without partitions that holds data files itself (``beside_data``): there they are
+    likely old catalogues kept, and the one read is the folder's own, so a warning names them
+    (a newer catalogue landed there would otherwise be passed over unremarked). Without a file
+    of its own, the catalogue landed a level too deep: every interaction lost its title."""
+    if source.partitioned or not beside_data:
+        _check_no_sub_folders(nested, where, source)
+    elif nested:
+        log.warning(
+            "%s: folder(s) named as partitions, not read (%s/ has no date partitions: the "
+            "catalogue read is the folder's own files): %s",
+            where,
+            source.name,
+            some_names(sorted(f"{n}/" for n in nested)),
+        )
 
 
 def is_hidden(name: str) -> bool:
@@ -312,17 +330,12 @@ def _checked_local_files(folder: Path, source: Source) -> list[Path]:
     found = _partition_files(folder)
     _check_no_unread_files((str(p) for p in found), str(folder))
     if folder.is_dir():
-        _check_no_sub_folders(
-            (
-                p.name
-                for p in folder.iterdir()
-                if p.is_dir()
-                and is_unread_sub_folder(p.name, source, any(is_data_file(f.name) for f in found))
-                and _holds_files(p)
-            ),
-            str(folder),
-            source,
-        )
+        nested = [
+            p.name
+            for p in folder.iterdir()
+            if p.is_dir() and is_unread_sub_folder(p.name, source) and _holds_files(p)
+        ]
+        _check_sub_folders(nested, str(folder), source, any(is_data_file(f.name) for f in found))
     return found
 
 
@@ -391,9 +404,7 @@ def _checked_s3_keys(landing_root: str, source: Source, ds: str, hook) -> tuple[
     nested = [
         folder.rstrip("/").rsplit("/", 1)[-1]
         for folder in sub_folders
-        if is_unread_sub_folder(
-            folder.rstrip("/").rsplit("/", 1)[-1], source, any(is_data_file(k) for k in keys)
-        )
+        if is_unread_sub_folder(folder.rstrip("/").rsplit("/", 1)[-1], source)
         # a sub-folder's keys, but folder keys ("logs/") and hidden ones: an empty logs/ is
         # no one's rows (one listing each, for sub-folders only)
         and any(
@@ -402,7 +413,7 @@ def _checked_s3_keys(landing_root: str, source: Source, ds: str, hook) -> tuple[
             for key in hook.list_keys(bucket, prefix=folder) or []
         )
     ]
-    _check_no_sub_folders(nested, where, source)
+    _check_sub_folders(nested, where, source, any(is_data_file(k) for k in keys))
     return where, keys
 
 
