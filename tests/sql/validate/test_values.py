@@ -569,10 +569,10 @@ def test_a_nul_character_in_any_field_quarantines_the_row_naming_the_field(confi
 # --- Snowflake (fakesnow): the same conversion in the other engine's spelling --------------
 
 
-@pytest.mark.services
-def test_snowflake_converts_offsets_to_utc(snowflake_conn, tmp_path):
+def snowflake_config(snowflake_conn: str, tmp_path: Path) -> PipelineConfig:
+    """A pipeline on a fresh fakesnow database of its own."""
     database = "VALIDATE_" + uuid.uuid4().hex[:8].upper()
-    config = write_config(
+    return write_config(
         tmp_path,
         destinations=[],
         warehouse={
@@ -582,6 +582,11 @@ def test_snowflake_converts_offsets_to_utc(snowflake_conn, tmp_path):
             "schema": "main",
         },
     )
+
+
+@pytest.mark.services
+def test_snowflake_converts_offsets_to_utc(snowflake_conn, tmp_path):
+    config = snowflake_config(snowflake_conn, tmp_path)
     land(
         tmp_path,
         "form_entries",
@@ -601,17 +606,7 @@ def test_snowflake_converts_offsets_to_utc(snowflake_conn, tmp_path):
 def test_snowflake_gives_unreadable_rows_and_element_duplicates_the_same_reasons(
     snowflake_conn, tmp_path
 ):
-    database = "VALIDATE_" + uuid.uuid4().hex[:8].upper()
-    config = write_config(
-        tmp_path,
-        destinations=[],
-        warehouse={
-            "engine": "snowflake",
-            "conn_id": snowflake_conn,
-            "database": database,
-            "schema": "main",
-        },
-    )
+    config = snowflake_config(snowflake_conn, tmp_path)
     land_text(
         tmp_path,
         "elements",
@@ -639,17 +634,7 @@ def test_snowflake_gives_unreadable_rows_and_element_duplicates_the_same_reasons
 
 @pytest.mark.services
 def test_snowflake_quarantines_a_nul_character_naming_the_field(snowflake_conn, tmp_path):
-    database = "VALIDATE_" + uuid.uuid4().hex[:8].upper()
-    config = write_config(
-        tmp_path,
-        destinations=[],
-        warehouse={
-            "engine": "snowflake",
-            "conn_id": snowflake_conn,
-            "database": database,
-            "schema": "main",
-        },
-    )
+    config = snowflake_config(snowflake_conn, tmp_path)
     at = "2022-04-29T10:00:00Z"
     land(tmp_path, "form_entries", DS, [form(at, first_name="Ann"), form(at, first_name="Ann\x00")])
 
