@@ -92,13 +92,13 @@ CASE WHEN lower({{ col }}) IN ('yes', 'y', 'true', '1') THEN TRUE
 {#- PostgreSQL cannot store a NUL character in text: a `kind: sql` delivery of a row holding one
     failed on every retry, naming no row or field, and other readers of the exports stop at it.
     contains(): DuckDB's LIKE and strpos do not find a NUL. -#}
+{% macro nul_free(col) -%}
+CASE WHEN contains({{ col }}, chr(0)) THEN '{{ col }}: contains a NUL character' END
+{%- endmacro %}
 {#- A quarantined row's raw text, its NUL characters as U+FFFD: the row is kept for what it was,
     but a NUL in it failed a `kind: sql` delivery of the quarantine table on every retry. -#}
 {% macro raw_text(col) -%}
 replace({{ col }}, chr(0), chr(65533))
-{%- endmacro %}
-{% macro nul_free(col) -%}
-CASE WHEN contains({{ col }}, chr(0)) THEN '{{ col }}: contains a NUL character' END
 {%- endmacro %}
 {#- All reasons of a row, '; '-separated; NULL when the row is valid. Portable: no concat_ws
     (Snowflake's returns NULL when any argument is NULL), and each reason is prefixed with the
