@@ -16,6 +16,7 @@ from audience_profiles.pipeline import DataQualityError, RunWindow, run_all
 from tests.support import (
     FORM_HEADER,
     IDENTITY_HEADER,
+    IDENTITY_RULES,
     INTERACTION_HEADER,
     SEED_EVENT,
     write_config,
@@ -210,6 +211,25 @@ def test_a_catalogue_of_only_quarantined_rows_is_not_loaded_and_fails_validate(t
         assert con.execute(
             "SELECT count(*) FROM quarantine WHERE source = 'elements' AND reason = 'title: missing'"
         ).fetchall() == [(4,)]
+
+
+def test_a_change_to_the_identity_rules_is_said_by_the_run_after_it(tmp_path, caplog):
+    # Both of a run's snapshots use today's rules: a change regroups profiles with no
+    # profile_merges row, and nothing told the operator to re-sync the consumers.
+    rules = tmp_path / "identity.yml"
+    rules.write_text(Path(IDENTITY_RULES).read_text())
+    config = write_config(tmp_path, identity_config=str(rules))
+    write_seed_example(tmp_path / "landing")
+    run_all(RunWindow.for_date("2022-01-11"), config)
+    same = run_all(RunWindow.for_date("2022-04-29"), config)  # comments aside, the same rules
+    assert "rules_changed_since" not in same["identity"]
+    rules.write_text(rules.read_text().replace("session_id: []", 'session_id: ["kiosk-1"]', 1))
+    with caplog.at_level("INFO"):
+        changed = run_all(RunWindow.for_date("2022-04-29"), config)
+    assert changed["identity"]["rules_changed_since"] == "2022-01-11"
+    assert "identity rules changed since 2022-01-11: profiles regrouped" in caplog.text
+    page = Path(changed["report"]["html"]).read_text()
+    assert "<strong>Identity rules changed</strong> since the run for 2022-01-11" in page
 
 
 def test_a_date_run_before_the_earlier_dates_it_reads_says_so(tmp_path, caplog):

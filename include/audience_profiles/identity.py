@@ -24,7 +24,10 @@ scratch of the run (its schema, temp tables), so statements commit one by one (`
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -125,6 +128,13 @@ def _limits(limits: dict, key: str, types: tuple[str, ...], file: Path) -> dict[
             raise ConfigError(f"{file}: limits.{key}.{type_}: must be a positive integer or null")
         out[type_] = value
     return out
+
+
+def rules_fingerprint(rules: IdentityRules) -> str:
+    """A short hash of the parsed rules: the same for the same rules, whatever the file's
+    comments, order or spelling of defaults."""
+    text = json.dumps(dataclasses.asdict(rules), sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_rules(path: str | Path) -> IdentityRules:

@@ -35,7 +35,7 @@ from audience_profiles.config import (
 )
 from audience_profiles.errors import NotRetryable
 from audience_profiles.exports_lock import exports_lock
-from audience_profiles.identity import load_rules, resolve_run
+from audience_profiles.identity import IdentityRules, load_rules, resolve_run, rules_fingerprint
 from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.privacy.retention import RUN_IN_FLIGHT_MARKER, cutoffs_as_of
 from audience_profiles.privacy.suppression import (
@@ -668,6 +668,9 @@ def resolve_identities(window: RunWindow, config: PipelineConfig | None = None) 
         result = resolve_run(
             wh, window.run_schema, rules, window.ds, window.interval_start, window.interval_end
         )
+        changed_since = note_rules_change(wh, window, rules, config)
+        if changed_since:
+            result["rules_changed_since"] = changed_since
     log.info(
         "profiles as of %s: %s (%s new, %s merged away)",
         window.interval_end,
@@ -676,6 +679,35 @@ def resolve_identities(window: RunWindow, config: PipelineConfig | None = None) 
         result["merges"],
     )
     return result
+
+
+def note_rules_change(
+    wh: Warehouse, window: RunWindow, rules: IdentityRules, config: PipelineConfig
+) -> str | None:
+    """Record the rules the run is built with; when they differ from those of the date built
+    before it, warn and return that date. Both of a run's snapshots (D-1 and D) use today's
+    rules, so a change joins, splits or re-keys profiles with no profile_merges row and no
+    audit row (docs/identity.md, "Known limits"): the operator, and the consumers they tell,
+    must hear of it from somewhere."""
+    fingerprint = rules_fingerprint(rules)
+    wh.run_sql("setup/tables")  # (a warehouse from before the log)
+    before = wh.query(
+        "SELECT CAST(dt AS VARCHAR), fingerprint FROM identity_rules_log "
+        f"WHERE dt < DATE '{check_ds(window.ds)}' ORDER BY dt DESC LIMIT 1"
+    )
+    wh.run_sql("identity/rules_log", ds=window.ds, fingerprint=fingerprint)
+    if not before or before[0][1] == fingerprint:
+        return None
+    since = str(before[0][0])[:10]
+    log.warning(
+        "the identity rules (%s) changed since the run for %s: this run's profiles are grouped "
+        "by the new rules, and profile_merges does not show what the change joined, split or "
+        "re-keyed. Treat it as a migration: have consumers replace their copy from this full "
+        "snapshot (docs/identity.md, Known limits)",
+        config.identity_config,
+        since,
+    )
+    return since
 
 
 def require_run_build(wh: Warehouse, window: RunWindow, table: str, step: str) -> None:

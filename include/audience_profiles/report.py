@@ -128,6 +128,8 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
             sum(t.get("seconds") or 0 for label, t in tasks.items() if label != LANDING_WAIT), 3
         ),
         "landing_waited_seconds": (tasks.get(LANDING_WAIT) or {}).get("seconds"),
+        # identity.yml changed since this date: regrouped with no profile_merges row
+        "rules_changed_since": identity.get("rules_changed_since"),
         # earlier landing dates no run loaded: their rows are in no profile (pipeline.unbuilt_dates)
         "unbuilt_dates": (outputs.get("validate") or {}).get("unbuilt_dates"),
         # partitions no daily run reads (pipeline.partitions_before_start), by source
@@ -155,6 +157,12 @@ def summary_line(report: dict[str, Any]) -> str:
         f"({report['profiles_created']} new, {report['merges']} merged away); "
         f"delivered {report['rows_delivered']} row(s) ({deliveries or 'none'})"
         + (f"; failed: {', '.join(report['failed_tasks'])}" if report["failed_tasks"] else "")
+        + (
+            f"; identity rules changed since {report['rules_changed_since']}: profiles "
+            "regrouped with no profile_merges row"
+            if report.get("rules_changed_since")
+            else ""
+        )
         + (
             "; earlier landing dates not loaded, their rows in no profile: "
             + unbuilt_text(report["unbuilt_dates"])
@@ -496,6 +504,13 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
             f"<p><strong>Landed after {_esc(entry['date'])} was built</strong>: "
             f"{entry['files']} {_esc(entry['source'])} file(s), in no output until "
             f"{_esc(late_until(entry))}: {_esc(names)}</p>"
+        )
+    if report.get("rules_changed_since"):
+        parts.append(
+            "<p><strong>Identity rules changed</strong> since the run for "
+            f"{_esc(report['rules_changed_since'])}: this run's profiles follow the new rules, "
+            "and profile_merges does not show what the change joined or split. Have consumers "
+            "replace their copy from this full snapshot (docs/identity.md, Known limits).</p>"
         )
     if report.get("unbuilt_dates"):
         parts.append(

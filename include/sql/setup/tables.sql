@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS published_snapshots (
 CREATE TABLE IF NOT EXISTS landed_files (
     source VARCHAR, dt DATE, file VARCHAR, version VARCHAR, recorded_at TIMESTAMP
 );
+-- The identity rules each date was built with, as a fingerprint of identity.yml's parsed rules:
+-- a change regroups profiles with no profile_merges row, so the run after it says so.
+CREATE TABLE IF NOT EXISTS identity_rules_log (dt DATE, fingerprint VARCHAR, recorded_at TIMESTAMP);
 
 -- Privacy (docs/privacy.md). Identifiers of people who asked to be erased or suppressed, hashed
 -- (privacy/_macros.sql); matched per identifier type. kind: delete | suppress.
