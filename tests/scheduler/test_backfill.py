@@ -55,6 +55,7 @@ VOLATILE_COLUMNS = {
     "quality_checks": ("run_id", "checked_at"),
     "published_snapshots": ("run_id", "published_at"),
     "landed_files": ("recorded_at",),
+    "identity_rules_log": ("recorded_at",),
 }
 VOLATILE_MANIFEST_KEYS = ("run_id", "generated_at")
 # The CLI way to the same backfill, as docs/operations.md gives it.
