@@ -49,6 +49,7 @@ from audience_profiles.warehouse.base import Warehouse, check_ds
 log = logging.getLogger(__name__)
 
 VALIDATION_ORDER = ("elements", "interactions", "form_entries", "identities")
+DATED_SOURCES = tuple(s for s in VALIDATION_ORDER if landing.SOURCES[s].partitioned)
 
 
 class DataQualityError(NotRetryable, RuntimeError):
@@ -463,7 +464,7 @@ def _check_catalogue_kept(
     interactions = by_source["interactions"]["rows"]
     if elements["read"] and not elements["valid"] and interactions:
         raise landing.LandingError(
-            f"{config.landing_root.rstrip('/')}/elements: every one of its "
+            f"{_catalogue_folder(config)}: every one of its "
             f"{elements['read']} element row(s) was quarantined (see the quarantine table, "
             "source elements): the catalogue is kept as it was, not replaced by none, so that "
             f"the day's {interactions} interaction(s) keep their titles; fix the file(s), then "
@@ -495,10 +496,9 @@ def unbuilt_dates(wh: Warehouse, window: RunWindow, config: PipelineConfig) -> l
     date cleared or backfilled alone in a new warehouse did so too: green, with fewer profiles.
     A warning, not a failure: the run is right for what is loaded."""
     start = config.start_date.isoformat()
-    dated = [s for s in VALIDATION_ORDER if landing.SOURCES[s].partitioned]
     landed: set[str] = set()
     try:
-        for source in dated:
+        for source in DATED_SOURCES:
             _, folders = landing.partition_folders(
                 config.landing_root, landing.SOURCES[source], config.landing_conn_id
             )
@@ -514,7 +514,7 @@ def unbuilt_dates(wh: Warehouse, window: RunWindow, config: PipelineConfig) -> l
     # prunes; a run's report with rows read), or published.
     dates_in = [
         f"SELECT DISTINCT dt FROM {t} WHERE dt < {day}"
-        for t in ("published_snapshots", "landed_files", *dated)
+        for t in ("published_snapshots", "landed_files", *DATED_SOURCES)
     ]
     if "pipeline_runs" in wh.table_names(views=False):  # rows read: its validate ran
         dates_in.append(
@@ -541,19 +541,21 @@ def _check_catalogue_landed(by_source: dict[str, dict], config: PipelineConfig) 
     export may be late."""
     interactions = by_source["interactions"]["rows"]
     if by_source["elements"]["rows"] == 0 and interactions > 0:
-        folder = f"{config.landing_root.rstrip('/')}/elements"
         raise landing.LandingError(
-            f"{folder}: no element row landed (no file, or files holding only their header), "
+            f"{_catalogue_folder(config)}: no element row landed (no file, or files holding only their header), "
             f"so the day's {interactions} interaction(s) would have no title or option label: "
             "land the element catalogue directly in that folder, then clear the task"
         )
 
 
+def _catalogue_folder(config: PipelineConfig) -> str:
+    return f"{config.landing_root.rstrip('/')}/elements"
+
+
 def _dated_rows(wh: Warehouse, ds: str) -> dict[str, int]:
     """Rows of partition ``ds`` in each dated source table."""
-    sources = [s for s in VALIDATION_ORDER if landing.SOURCES[s].partitioned]
     counts = " UNION ALL ".join(
-        f"SELECT '{s}', count(*) FROM {s} WHERE dt = DATE '{check_ds(ds)}'" for s in sources
+        f"SELECT '{s}', count(*) FROM {s} WHERE dt = DATE '{check_ds(ds)}'" for s in DATED_SOURCES
     )
     return {source: int(n) for source, n in wh.query(counts)}
 
