@@ -275,6 +275,9 @@ def edited(path: str, value) -> dict:
             1.5,
             "landing_wait.late_check_days: must be a whole number",
         ),
+        ("quality.min_profiles_kept", 50, "quality.min_profiles_kept: a share of the earlier"),
+        ("quality.min_profiles_kept", -0.1, "quality.min_profiles_kept: must be 0 or more"),
+        ("quality.min_profiles_kept", "50%", "quality.min_profiles_kept: must be a number"),
         (
             "landing_wait.wait_hours",
             6,
@@ -403,9 +406,17 @@ def test_landing_wait_as_written_and_by_default():
 
 def test_empty_sections_mean_the_defaults():
     config = parse_config(
-        {**MINIMAL, "warehouse": None, "alerts": None, "stream": None, "destinations": None},
+        {
+            **MINIMAL,
+            "warehouse": None,
+            "alerts": None,
+            "stream": None,
+            "destinations": None,
+            "quality": None,
+        },
         "p.yml",
     )
+    assert config.quality.min_profiles_kept == 0.5  # the volume guard is on unless turned off
     assert config.warehouse.engine == "duckdb"
     assert config.alerts_webhook_conn_id is None
     assert config.destinations == ()
@@ -456,7 +467,7 @@ def test_documented_examples_are_found():
     examples = {p.id: p.values[0] for p in documented_examples()}
     assert len(examples) >= 20
     assert any(where.startswith("README.md") for where in examples)
-    for section in ("retention", "alerts", "stream", "warehouse", "start_date"):
+    for section in ("retention", "alerts", "stream", "warehouse", "start_date", "quality"):
         assert any(section in raw for raw in examples.values()), section
     kinds = {d["kind"] for raw in examples.values() for d in raw.get("destinations", [])}
     assert kinds == {

@@ -352,6 +352,57 @@ def test_failed_quality_check_stops_before_delivery(tmp_path):
         pipeline.check_quality(window, config)
 
 
+def _build_to_checks(window, config, *, after_validate=None):
+    staged = [
+        pipeline.extract_source(s, window, config)
+        for s in ("interactions", "elements", "form_entries", "identities")
+    ]
+    pipeline.validate(window, staged, config)
+    if after_validate:
+        with duckdb.connect(config.warehouse.path) as con:
+            con.execute(after_validate)
+    pipeline.enrich(window, config)
+    pipeline.resolve_identities(window, config)
+    pipeline.build_profiles(window, config)
+
+
+def test_a_run_that_lost_most_profiles_stops_before_delivery(tmp_path):
+    """The volume guard: history lost from the warehouse (here every identity row) would
+    have synced every destination down to what is left; the run stops at its checks instead,
+    naming the counts, and runs once the setting says the drop is meant."""
+    from audience_profiles.generate import GenerateOptions, generate
+
+    config = write_config(tmp_path)
+    generate(GenerateOptions(out=tmp_path / "landing", interactions=3_000, days=2))
+    first = run_all(RunWindow.for_date("2022-04-25"), config)
+    before = first["report"]["profiles"]
+    assert before > 20
+    window = RunWindow.for_date("2022-04-26")
+    # Two sources truncated (a mistaken clean-up job): the build is left with no identity row.
+    _build_to_checks(
+        window, config, after_validate="DELETE FROM form_entries; DELETE FROM identities"
+    )
+    with pytest.raises(DataQualityError, match="keeps at least 50%") as failed:
+        pipeline.check_quality(window, config)
+    assert f"The run has 0 profiles, {before} were published for 2022-04-25" in str(failed.value)
+    assert "quality.min_profiles_kept" in str(failed.value)
+    assert not (tmp_path / "output" / "audience_profiles" / "dt=2022-04-26").exists()
+
+    # The drop is meant: the operator turns the guard off for the run.
+    config = write_config(tmp_path, quality={"min_profiles_kept": 0})
+    assert pipeline.check_quality(window, config) == {"checks": 6, "failed": 0}
+
+
+def test_the_volume_guard_passes_a_first_date_and_growth(tmp_path):
+    from audience_profiles.generate import GenerateOptions, generate
+
+    config = write_config(tmp_path, quality={"min_profiles_kept": 1})  # not one profile fewer
+    generate(GenerateOptions(out=tmp_path / "landing", interactions=2_000, days=2))
+    for ds in ("2022-04-25", "2022-04-26"):  # nothing before the first; the second has more
+        result = run_all(RunWindow.for_date(ds), config)
+        assert result["checks"] == {"checks": 7, "failed": 0}
+
+
 def test_every_input_row_is_in_an_output_or_quarantine(tmp_path):
     from audience_profiles.generate import GenerateOptions, generate
 

@@ -64,11 +64,13 @@ TOP_LEVEL_KEYS = (
     "retention",  # its keys: privacy.retention.RetentionPolicy
     "stream",
     "landing_wait",
+    "quality",
 )
 WAREHOUSE_KEYS = ("engine", "path", "conn_id", "database", "schema", "memory_limit", "threads")
 ALERTS_KEYS = ("webhook_conn_id",)
 STREAM_KEYS = ("lookback_seconds", "destinations")
 LANDING_WAIT_KEYS = ("required", "marker", "deadline_hours", "poke_minutes", "late_check_days")
+QUALITY_KEYS = ("min_profiles_kept",)
 # The dated sources a run extracts (landing.SOURCES, partitioned, without importing DuckDB): the
 # catalogue (elements) has no date, so no partition of a date to wait for.
 LANDING_SOURCES = ("interactions", "form_entries", "identities")
@@ -156,6 +158,19 @@ class LandingWait:
 
 
 @dataclass(frozen=True)
+class QualitySection:
+    """``quality:``: the settings of the write-audit-publish checks (``checks/quality.sql``).
+
+    ``min_profiles_kept``: a run's ``audience_profiles`` must hold at least this share of the
+    profiles the nearest earlier published date had, or its checks fail and nothing is delivered.
+    A lost history or a truncated source would otherwise sync every destination down to what is
+    left. 0: not checked.
+    """
+
+    min_profiles_kept: float = 0.5
+
+
+@dataclass(frozen=True)
 class DestinationConfig:
     """One entry of ``destinations:``. ``options`` holds the kind-specific keys."""
 
@@ -185,6 +200,7 @@ class PipelineConfig:
     alerts_webhook_conn_id: str | None = None
     landing_wait: LandingWait = LandingWait()
     stream: StreamSection = StreamSection()
+    quality: QualitySection = QualitySection()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def destination(self, name: str) -> DestinationConfig:
@@ -627,6 +643,26 @@ def _parse_stream(
     return StreamSection(lookback, tuple(names))
 
 
+def _parse_quality(raw: dict, source: str) -> QualitySection:
+    quality = _section(raw, "quality", source)
+    reject_unknown(quality, QUALITY_KEYS, "quality.", source, "in quality")
+    kept = _number(
+        quality,
+        "min_profiles_kept",
+        QualitySection.min_profiles_kept,
+        "quality.",
+        source,
+        0,
+        above=False,
+    )
+    if kept > 1:
+        raise ConfigError(
+            f"{source}: quality.min_profiles_kept: a share of the earlier date's profiles, "
+            f"from 0 (not checked) to 1, not {quality['min_profiles_kept']!r}"
+        )
+    return QualitySection(kept)
+
+
 LATE_CHECK_DAYS_MAX = 31  # each day looked at is a listing of every dated source's partition
 
 
@@ -726,6 +762,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
         alerts_webhook_conn_id=_text(alerts, "webhook_conn_id", None, "alerts.", source),
         landing_wait=_parse_landing_wait(raw, source),
         stream=_parse_stream(raw, source, destinations),
+        quality=_parse_quality(raw, source),
         raw=raw,
     )
     # retention: is read by its task, but a mistake in it should fail here, when the file loads.

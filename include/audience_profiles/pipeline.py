@@ -786,6 +786,15 @@ def build_segments(window: RunWindow, config: PipelineConfig | None = None) -> d
     return {"members": members}
 
 
+# The volume guard's check name starts so (checks/quality.sql); what to do when it fails.
+VOLUME_CHECK = "audience_profiles keeps at least"
+VOLUME_HINT = (
+    ". The run has {} profiles, {} were published for {}: was history lost, or a source "
+    "truncated? If the drop is meant (a rules change, a mass erasure), run the date with "
+    'quality.min_profiles_kept lowered in {} (docs/operations.md, "Quality gates")'
+)
+
+
 def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     config = config or load_config()
     mark_in_flight(config, window)
@@ -793,19 +802,30 @@ def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> di
     has_segments = segments.segments_for(config) is not None
     with open_warehouse(config) as wh:
         require_run_build(wh, window, "audience_profiles", "check_quality")
+        wh.run_sql("report/tables")  # the volume guard reads pipeline_runs
         results = wh.query_sql(
-            "checks/quality", rs=window.run_schema, ds=window.ds, segments=has_segments
+            "checks/quality",
+            rs=window.run_schema,
+            ds=window.ds,
+            segments=has_segments,
+            min_profiles_kept=config.quality.min_profiles_kept,
         )
         # Kept before raising, so the run report can name the check that stopped the run.
-        wh.run_sql("report/tables")
         wh.run_sql("report/quality_checks", ds=window.ds, run_id=window.run_id, results=results)
-    failed = [(name, n) for name, n in results if n]
+        failed = [(name, n) for name, n in results if n]
+        shrunk = ""
+        if any(name.startswith(VOLUME_CHECK) for name, _ in failed):
+            (earlier, before, now), *_ = wh.query_sql(
+                "checks/profiles_before", rs=window.run_schema, ds=window.ds
+            )
+            shrunk = VOLUME_HINT.format(now, before, earlier, config.source_file)
     for name, n in results:
         log.info("check %-70s %s", name, "ok" if not n else f"FAILED ({n} row(s))")
     if failed:
         raise DataQualityError(
             "data quality checks failed, nothing delivered: "
             + "; ".join(f"{name} ({n} row(s))" for name, n in failed)
+            + shrunk
         )
     return {"checks": len(results), "failed": 0}
 

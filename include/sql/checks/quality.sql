@@ -26,6 +26,18 @@ SELECT 'interactions_enriched reconciles with interactions for the partition',
 UNION ALL
 SELECT 'audience_profiles.email is normalised', count(*)
 FROM {{ rs }}.audience_profiles WHERE email <> lower({{ v.trimmed("email") }})
+{% if min_profiles_kept | default(0) %}
+{#- A volume guard: a lost history or a truncated source would sync every destination down to
+    what is left. The baseline is the nearest earlier date published whose run reported its
+    profiles (pipeline_runs); none: nothing to compare with. Failures: the profiles missing
+    below the floor. -#}
+UNION ALL
+SELECT 'audience_profiles keeps at least {{ "%g" | format(min_profiles_kept * 100) }}% of the nearest earlier published date''s profiles',
+       coalesce(CASE WHEN counts.profiles < counts.profiles_before * {{ min_profiles_kept }}
+                     THEN CAST(ceil(counts.profiles_before * {{ min_profiles_kept }}) AS BIGINT)
+                          - counts.profiles END, 0)
+FROM ({% include "checks/profiles_before.sql" %}) counts
+{% endif %}
 {% if segments | default(false) %}
 UNION ALL
 SELECT 'segment_memberships.profile_id is a live profile', count(*)
