@@ -4,10 +4,11 @@ being read from Kinesis.
     python bench/bench_stream_latency.py [--steady-seconds 45] [--interval 2] [--burst 30]
 
 Starts moto (S3 + SQS + Kinesis) and a running Airflow on PostgreSQL (api-server, scheduler,
-triggerer, dag-processor; LocalExecutor) with only ``audience_profiles_stream``, driven by its SQS
-asset watcher. After a warm-up batch (element catalogue + form entries that make 50 known
-sessions), a writer lands one interaction file every ``--interval`` seconds, then a burst of
-``--burst`` files at once, while a consumer reads the Kinesis stream. Prints p50/p95/max latency
+triggerer, dag-processor; LocalExecutor; ``tests/services/airflow_stack.py``) with only
+``audience_profiles_stream``, driven by its SQS asset watcher. After a warm-up batch (element
+catalogue + form entries that make 50 known sessions), a writer lands one interaction file every
+``--interval`` seconds, then a burst of ``--burst`` files at once, while a consumer reads the
+Kinesis stream. Prints p50/p95/max latency
 per phase, throughput, whether any burst file was lost, and where the time goes (from the REST
 API's asset-event, run and task-instance timestamps and the task's own step timings). Everything
 it starts is stopped at the end; the whole run is bounded by ``--deadline`` seconds.
@@ -37,9 +38,8 @@ import boto3  # noqa: E402
 import duckdb  # noqa: E402
 import yaml  # noqa: E402
 
-from audience_profiles.dag_defaults import WAREHOUSE_POOL  # noqa: E402
-from bench.airflow_stack import airflow_stack  # noqa: E402
 from tests.services._proc import background, free_port  # noqa: E402
+from tests.services.airflow_stack import start_airflow_stack  # noqa: E402
 from tests.services.moto import aws_connection_json  # noqa: E402
 from tests.support import FORM_HEADER, INTERACTION_HEADER  # noqa: E402
 
@@ -138,7 +138,7 @@ class Writer:
 
 
 def busy(airflow, states: str = "state=queued&state=running") -> bool:
-    return airflow.api("GET", f"dags/{DAG_ID}/dagRuns?{states}")["total_entries"] > 0
+    return airflow.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?{states}")["total_entries"] > 0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -224,12 +224,14 @@ def where_time_goes(
     }
     names = list(phases)
     stored: dict[str, float] = {}  # S3 key -> when its asset event was stored
-    for event in pages(airflow, "assets/events", "asset_events"):
+    for event in pages(airflow, "/api/v2/assets/events", "asset_events"):
         for message in ((event.get("extra") or {}).get("payload") or {}).get("message_batch") or []:
             for record in json.loads(message["Body"]).get("Records") or []:
                 key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
                 stored.setdefault(key, epoch(event["timestamp"]))
-    runs = {r["dag_run_id"]: r for r in pages(airflow, f"dags/{DAG_ID}/dagRuns", "dag_runs")}
+    runs = {
+        r["dag_run_id"]: r for r in pages(airflow, f"/api/v2/dags/{DAG_ID}/dagRuns", "dag_runs")
+    }
     by_type: dict[str, int] = {}
     per_run = []
     step_seconds: dict[str, list[float]] = {}
@@ -237,7 +239,7 @@ def where_time_goes(
     steps_of: dict[str, float] = {}
     for run_id, run in runs.items():
         by_type[run["run_type"]] = by_type.get(run["run_type"], 0) + 1
-        base = f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+        base = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
         tis[run_id] = ti = airflow.api("GET", f"{base}/taskInstances/{TASK_ID}")
         try:
             xcom = airflow.api(
@@ -318,7 +320,6 @@ def main() -> int:
         return deadline - time.monotonic()
 
     root = Path(tempfile.mkdtemp(prefix="bench-stream-"))
-    root.chmod(0o755)  # PostgreSQL runs as its own user below it
     log(f"working under {root}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     moto_port = free_port()
     moto_exe = str(Path(sys.executable).with_name("moto_server"))
@@ -382,16 +383,17 @@ def main() -> int:
         dags.mkdir()
         (dags / f"{DAG_ID}.py").symlink_to(REPO / "dags" / f"{DAG_ID}.py")
         env = {
-            "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)]),
-            "AUDIENCE_PROFILES_CONFIG": str(config),
             "AUDIENCE_PROFILES_STREAM_SQS_QUEUE_URL": queue_url,
             "AUDIENCE_PROFILES_STREAM_AWS_CONN_ID": CONN_ID,
             "AUDIENCE_PROFILES_STREAM_RECONCILE_SECONDS": str(args.reconcile_seconds),
             f"AIRFLOW_CONN_{CONN_ID.upper()}": aws_connection_json(moto_url),
-            # The scheduler preloads the task's imports before forking its LocalExecutor workers.
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            # The DAG file does not change during the run: do not re-parse it every 30 s.
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+        }
+        settings = {
+            # The shared stack creates no run by itself; this DAG's runs come from its asset
+            # watcher and its reconciliation timetable, both the scheduler's job.
+            "scheduler": {"use_job_schedule": "True"},
+            # The DAG file does not change during the run: do not re-parse it.
+            "dag_processor": {"min_file_process_interval": "600"},
         }
         # As a production image would ship it: the project's code compiled (this environment
         # sets PYTHONDONTWRITEBYTECODE, so nothing else writes the .pyc files).
@@ -400,13 +402,21 @@ def main() -> int:
             check=True,
         )
         log("starting PostgreSQL and Airflow (api-server, scheduler, triggerer, dag-processor)")
-        with airflow_stack(root, dags, env) as airflow:
+        # tests/services/airflow_stack.py: its warehouse pool, the repository's plugins/ (the
+        # scheduler preloads the task's imports before forking its LocalExecutor workers) and
+        # the worktree's code on PYTHONPATH.
+        with start_airflow_stack(
+            root,
+            config_path=config,
+            settings=settings,
+            extra_env=env,
+            dags_folder=dags,
+        ) as airflow:
             log(f"Airflow up after {time.monotonic() - started:.0f}s")
-            airflow.api("POST", "pools", {"name": WAREHOUSE_POOL, "slots": 1})
-            dag = airflow.wait_for(f"dags/{DAG_ID}", 90)
-            airflow.api("PATCH", f"dags/{DAG_ID}", {"is_paused": False})
+            dag = airflow.wait_for_dag(DAG_ID, 90)
+            airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
             # Watchers are registered when an unpaused DAG is parsed: parse it again now.
-            airflow.api("PUT", f"parseDagFile/{dag['file_token']}")
+            airflow.api("PUT", f"/api/v2/parseDagFile/{dag['file_token']}")
             consumer = Consumer(moto_url, stream)
             consumer.start()
             writer = Writer(moto_url, bucket)
@@ -449,7 +459,7 @@ def main() -> int:
             consumer.stop.set()
             read = consumer.files_read()
             # No new run from here on; the ledger is read once the last one let go of DuckDB.
-            airflow.api("PATCH", f"dags/{DAG_ID}", {"is_paused": True})
+            airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": True})
             while busy(airflow, "state=running") and remaining() > 15:
                 time.sleep(0.5)
             emitted_by = ledger(root / "warehouse.duckdb", timeout=max(1.0, remaining() - 12))

@@ -10,7 +10,7 @@ Started only when a test asks for it (``airflow_stack`` is session-scoped), or f
     stack.cli("pools", "list")          # the airflow CLI against this deployment
     stack.env, stack.home, stack.root   # environment and folders (logs: stack.logs)
     stack.config_path                   # the pipeline.yml the DAGs read (AUDIENCE_PROFILES_CONFIG)
-    stack.stop()
+    stack.stop()                        # or: with start_airflow_stack(...) as stack: ...
 
 PostgreSQL is Debian's (``/usr/lib/postgresql/15/bin``); as root it runs as the OS user
 ``postgres`` through ``runuser``, because the server refuses to run as root.
@@ -51,7 +51,8 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 # Settings that make a loopback deployment react in a second instead of in tens of seconds.
 # Scheduled runs are off: tests and benchmarks create their runs (backfills, triggers) explicitly,
-# so a catch-up from start_date never competes with them. Override any of these per stack.
+# so a catch-up from start_date never competes with them. Override any of these per stack (the
+# stream bench turns use_job_schedule back on: without it no asset-triggered run is made either).
 FAST_SETTINGS = {
     "core": {
         "executor": "LocalExecutor",
@@ -186,6 +187,12 @@ class AirflowStack:
                     os.killpg(proc.pid, signal.SIGKILL)
         self._stack.close()
 
+    def __enter__(self) -> AirflowStack:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
 
 def _os_user_exists(name: str) -> bool:
     import pwd
@@ -258,7 +265,8 @@ def start_airflow_stack(
     """Start PostgreSQL and the Airflow components under ``root``; the DAGs read ``config_path``.
 
     ``settings`` override :data:`FAST_SETTINGS` per section; ``extra_env`` adds variables (an
-    ``AIRFLOW_CONN_*`` for a destination, say) to every component. Call ``stop()`` at the end.
+    ``AIRFLOW_CONN_*`` for a destination, say) to every component. Call ``stop()`` at the end, or
+    use the handle in a ``with`` block.
     """
     root.mkdir(parents=True, exist_ok=True)
     logs = root / "logs"
