@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -14,8 +15,10 @@ from audience_profiles.destinations import RunInfo, destination_for
 from audience_profiles.destinations.drop import (
     MANIFEST,
     QUICKSIGHT_MANIFEST,
+    DELIVERY_MEMORY_LIMIT,
     LocalSink,
     render_parts,
+    scratch_duckdb,
     write_partition,
 )
 from audience_profiles.privacy import hash_identifier
@@ -345,6 +348,50 @@ def test_parts_split_at_max_file_mb(tmp_path, compression):
         assert all(f["bytes"] <= limit_mb * 1024 * 1024 for f in files), fmt
         assert [r["profile_id"] for r in rows[fmt]] == [f"a-{i:07d}" for i in range(6000)]
     assert [r["profile_id"] for r in rows["parquet"]] == [f"a-{i:07d}" for i in range(6000)]
+
+
+def test_parts_keep_file_order_across_row_groups_and_threads(tmp_path):
+    """Parts are cut without an ORDER BY (it held the whole table in memory): many row groups
+    read by several threads still come out in file order, part after part, every run."""
+    import pyarrow.parquet as pq
+
+    count = 120_000
+    ids = [f"p-{(i * 7919) % count:07d}" for i in range(count)]  # not sorted by value
+    export = tmp_path / "export.parquet"
+    pq.write_table(
+        pa.table({"profile_id": ids, "interactions": list(range(count))}),
+        export,
+        row_group_size=2_000,
+    )
+    config = make_config(formats=("csv", "json"), options={"max_file_mb": 0.5})
+    for out in ("one", "two"):
+        sink = LocalSink(tmp_path / out)
+        write_partition(sink, "", TABLE, str(export), config, RUN)
+        manifest, rows = check(sink, count)
+        for fmt in ("csv", "json"):
+            assert len([f for f in manifest["files"] if f["format"] == fmt]) > 3, fmt
+            assert [r["profile_id"] for r in rows[fmt]] == ids, fmt
+    assert (tmp_path / "one" / PARTITION / MANIFEST).read_text().count("sha256") == (
+        tmp_path / "two" / PARTITION / MANIFEST
+    ).read_text().count("sha256")
+
+
+def test_a_deliverys_duckdb_is_bounded_and_spills_into_a_folder_it_removes(tmp_path):
+    with scratch_duckdb(tmp_path) as con:
+        limit, spill = con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchone()
+        assert Path(spill).parent == tmp_path
+        # a sort larger than the limit spills instead of failing or growing
+        con.execute("SET threads = 1")
+        total = con.execute(
+            "SELECT count(*) FROM (SELECT md5(CAST(range AS VARCHAR)) AS h FROM range(6000000) "
+            "ORDER BY h)"
+        ).fetchone()[0]
+    assert total == 6_000_000
+    with duckdb.connect(config={"memory_limit": DELIVERY_MEMORY_LIMIT}) as bounded:
+        assert limit == bounded.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_row_larger_than_the_limit_gets_a_part_of_its_own(tmp_path):

@@ -43,11 +43,11 @@ from audience_profiles.destinations.drop import (
     MANIFEST,
     RAW_COLUMN,
     Sink,
-    _connect,
     _copy_options,
     _literal,
     _quote_ident,
     _sha256,
+    scratch_duckdb,
 )
 from audience_profiles.privacy import WHITESPACE, hash_identifier, sql_normalised
 
@@ -247,23 +247,19 @@ def erase_drops(
     keeps the partitions it dropped before)."""
     request_ids = sorted(r.request_id for r in requests)
     removed = files = partitions = 0
-    con = _connect()
-    try:
+    with destination.pipeline.scratch("drop-erase-") as tmp, scratch_duckdb(tmp) as con:
         load_subjects(con, requests)
-        with destination.pipeline.scratch("drop-erase-") as tmp:
-            for table in OUTPUT_TABLES:
-                root = "/".join(p for p in (prefix.strip("/"), table) if p) + "/"
-                by_partition: dict[str, list[str]] = defaultdict(list)
-                for key in sink.list(root):
-                    by_partition[key.rsplit("/", 1)[0]].append(key)
-                for partition, keys in sorted(by_partition.items()):
-                    rows, rewritten = _rewrite_partition(
-                        con, sink, partition, keys, request_ids, Path(tmp)
-                    )
-                    removed += rows
-                    files += rewritten
-                    partitions += bool(rewritten)
-    finally:
-        con.close()
+        for table in OUTPUT_TABLES:
+            root = "/".join(p for p in (prefix.strip("/"), table) if p) + "/"
+            by_partition: dict[str, list[str]] = defaultdict(list)
+            for key in sink.list(root):
+                by_partition[key.rsplit("/", 1)[0]].append(key)
+            for partition, keys in sorted(by_partition.items()):
+                rows, rewritten = _rewrite_partition(
+                    con, sink, partition, keys, request_ids, Path(tmp)
+                )
+                removed += rows
+                files += rewritten
+                partitions += bool(rewritten)
     detail = f"{removed} row(s) removed from {files} file(s) in {partitions} partition(s)"
     return {r.request_id: erasure_status(ERASED, detail) for r in requests}

@@ -98,7 +98,12 @@ class KafkaDestination(Destination):
             (
                 table,
                 records_from_export(
-                    table, tables[table], run.ds, pii=self.config.pii, emitted_at=emitted_at
+                    table,
+                    tables[table],
+                    run.ds,
+                    pii=self.config.pii,
+                    emitted_at=emitted_at,
+                    spill_parent=self.pipeline.scratch_root,
                 ),
             )
             for table in self.tables

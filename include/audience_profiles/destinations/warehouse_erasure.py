@@ -29,11 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 
 from audience_profiles.destinations.base import ErasureRequest
-from audience_profiles.destinations.drop import IDENTIFIER_PAIRS, RAW_COLUMN, _literal, _quote_ident
+from audience_profiles.destinations.drop import (
+    IDENTIFIER_PAIRS,
+    RAW_COLUMN,
+    _literal,
+    _quote_ident,
+    scratch_duckdb,
+)
 from audience_profiles.destinations.drop_erasure import PROFILE_COLUMNS, RAW_WORD
 from audience_profiles.privacy import hash_identifier, normalise_identifier
 from audience_profiles.warehouse.base import sql_macro
@@ -202,10 +207,10 @@ def without_erased(path: str, erased: set[tuple[str, str]], out: Path) -> tuple[
     """``path`` without rows naming a tombstoned profile or identifier; (file to load, rows left out).
 
     The export is compared hash to hash with the warehouse's own hash macro (tested equal to
-    ``hash_identifier``), natively in DuckDB: exports can be large.
+    ``hash_identifier``), natively in DuckDB: exports can be large (bounded, spilling next to
+    ``out``).
     """
-    con = duckdb.connect()
-    try:
+    with scratch_duckdb(out.parent) as con:
         con.execute(COMPAT_MACROS)
         con.execute("CREATE TEMP TABLE erased (identifier_type VARCHAR, identifier_hash VARCHAR)")
         con.executemany("INSERT INTO erased VALUES (?, ?)", sorted(erased))
@@ -248,5 +253,3 @@ def without_erased(path: str, erased: set[tuple[str, str]], out: Path) -> tuple[
         total = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
         kept = con.execute(f"SELECT count(*) FROM read_parquet({_literal(str(out))})").fetchone()[0]
         return str(out), total - kept
-    finally:
-        con.close()
