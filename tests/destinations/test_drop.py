@@ -13,9 +13,9 @@ import pytest
 from audience_profiles.config import DestinationConfig, parse_config
 from audience_profiles.destinations import RunInfo, destination_for
 from audience_profiles.destinations.drop import (
+    DELIVERY_MEMORY_LIMIT,
     MANIFEST,
     QUICKSIGHT_MANIFEST,
-    DELIVERY_MEMORY_LIMIT,
     LocalSink,
     render_parts,
     scratch_duckdb,
