@@ -1,8 +1,9 @@
 """Benchmark of the ``deliver`` step at scale: figures per destination kind, printed (never asserted).
 
-    python bench/bench_deliver.py --exports /tmp/h-deliver/exports/n1000000 \\
-        --kinds local s3 azure snowflake sql kinesis firehose kafka dotdigital
-    python bench/bench_deliver.py --exports .../n10000000 --kinds kafka --max-rows 200000
+    # after bench_build.py --sizes 1000000 10000000 (its exports of the last date)
+    python bench/bench_deliver.py --exports /tmp/audience-profiles-bench/n1000000/build/work/runs/2022-05-01/export
+    python bench/bench_deliver.py --exports /tmp/audience-profiles-bench/n10000000/build/work/runs/2022-05-01/export \\
+        --kinds local s3 snowflake kafka --max-rows 2000000
 
 ``--exports`` is a run's export folder as ``publish`` leaves it (``<work>/runs/<ds>/export/``
 with one ``<table>.parquet`` per output table; bench/bench_build.py makes them). Each kind is
@@ -21,7 +22,7 @@ of tests/services/):
 | kinesis | moto server (4 shards; see serve_moto) | docs/streams.md: profile_merges, audience_profiles, audience_profile_interactions; pii hashed |
 | firehose | moto server (into an S3 bucket) | docs/streams.md: audience_profiles |
 | kafka | librdkafka mock cluster (3 brokers) | docs/streams.md: profile_merges, audience_profiles, audience_profile_interactions |
-| dotdigital | tests/services/dotdigital_standin.py (contacts indexed by address, see serve_dotdigital) | docs/activation.md: segment_memberships, audience_profiles; segments manchester_blue_fans and partner_marketing, consent texts, data fields TEAM and LASTINTERACTION |
+| dotdigital | tests/services/dotdigital_standin.py | docs/activation.md: segment_memberships, audience_profiles; segments manchester_blue_fans and partner_marketing, consent texts, data fields TEAM and LASTINTERACTION |
 
 ``segment_memberships`` is not among bench_build.py's exports (its build has no segments), so it
 is made here from ``audience_profiles`` by the two segments.yml rules that need nothing else:
@@ -64,8 +65,6 @@ KINDS = ("local", "s3", "azure", "snowflake", "sql", "kinesis", "firehose", "kaf
 SEGMENTS = "segment_memberships"
 TEAM = "Which team do you support?"
 AZURITE_BLOB = ROOT / "node_modules" / ".bin" / "azurite-blob"
-# The checkout's node_modules, else the main worktree's (a clone shares it with no one).
-AZURITE_CANDIDATES = (AZURITE_BLOB, Path("/work/main/node_modules/.bin/azurite-blob"))
 
 # One pipeline.yml entry per kind: the shipped docs' example for it (see the module docstring).
 ENTRIES: dict[str, dict] = {
@@ -372,9 +371,9 @@ def azurite(stack: contextlib.ExitStack, logs: Path, scratch: Path) -> dict[str,
     from tests.services._proc import free_port
     from tests.services.azurite import azurite_connection_string
 
-    exe = next((p for p in AZURITE_CANDIDATES if p.exists()), None)
-    if exe is None:
+    if not AZURITE_BLOB.exists():  # npm ci in the project root installs it
         return None
+    exe = AZURITE_BLOB
     port = free_port()
     location = scratch / "azurite"
     location.mkdir(parents=True, exist_ok=True)
@@ -491,24 +490,7 @@ def serve_dotdigital(port: int) -> None:
 
     from tests.services.dotdigital_standin import DotdigitalStandIn, _Handler
 
-    class IndexedStandIn(DotdigitalStandIn):
-        """The stand-in with its contacts indexed by address: its own lookup scans every
-        contact, so an import of n contacts cost it O(n^2) (28k contacts took minutes), which
-        measured the stand-in rather than the destination."""
-
-        def reset(self) -> None:
-            super().reset()
-            self.by_email: dict[str, dict] = {}
-
-        def contact(self, address: str) -> dict | None:
-            return self.by_email.get(address.lower())
-
-        def _upsert_contact(self, address: str) -> dict:
-            contact = super()._upsert_contact(address)
-            self.by_email[contact["email"]] = contact
-            return contact
-
-    standin = IndexedStandIn()
+    standin = DotdigitalStandIn()
     handler = type("Handler", (_Handler,), {"standin": standin})
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True

@@ -66,6 +66,7 @@ class DotdigitalStandIn:
         with self.lock:
             self.address_books: dict[int, dict] = {}
             self.contacts: dict[int, dict] = {}
+            self.contacts_by_email: dict[str, dict] = {}  # an import looks up every row
             self.data_fields = {
                 n: {"name": n, "type": "String", "visibility": "Private", "defaultValue": None}
                 for n in DEFAULT_FIELDS
@@ -106,7 +107,7 @@ class DotdigitalStandIn:
         return {self.contacts[c]["email"] for c in book["members"]} if book else set()
 
     def contact(self, address: str) -> dict | None:
-        return next((c for c in self.contacts.values() if c["email"] == address.lower()), None)
+        return self.contacts_by_email.get(address.lower())
 
     def calls(self, method: str | None = None) -> list[tuple[str, str, int, float]]:
         return [r for r in self.requests if method is None or r[0] == method]
@@ -259,6 +260,7 @@ class DotdigitalStandIn:
                 "consentRecords": [],
             }
             self.contacts[contact["id"]] = contact
+            self.contacts_by_email[address] = contact
         return contact
 
     def _patch_contact(self, address: str, body: dict) -> dict:
