@@ -244,6 +244,33 @@ def test_consent_records_are_sent_once_per_opt_in(dotdigital, inputs, sync):
     ]
 
 
+def test_consent_records_accepted_before_a_failure_are_not_sent_again(
+    dotdigital, inputs, sync, monkeypatch
+):
+    """Accepted records reach the state in batches (one write per contact scanned the state
+    each time); a batch is still written when the loop fails, so the retry sends the rest."""
+    people = [profile(p, f"{p}@example.com") for p in ("ann", "bob", "cid", "dee")]
+    send = DotdigitalHook.add_consent_records
+    calls = []
+
+    def fail_on_the_third(self, email, records):
+        calls.append(email)
+        if len(calls) == 3:
+            raise DotdigitalApiError("PATCH", "/contacts/v3/email/x", 503, "unavailable")
+        return send(self, email, records)
+
+    monkeypatch.setattr(DotdigitalHook, "add_consent_records", fail_on_the_third)
+    with pytest.raises(DotdigitalApiError):
+        sync(inputs.write(people, {"fans": ["ann", "bob", "cid", "dee"]}))
+    monkeypatch.setattr(DotdigitalHook, "add_consent_records", send)
+    sync(inputs.write(people, {"fans": ["ann", "bob", "cid", "dee"]}))
+    for person in people:
+        assert len(dotdigital.contact(person["email"])["consentRecords"]) == 1, person["email"]
+    assert state_rows(sync.state_path, "SELECT count(*) FROM sync_state WHERE consent_pending") == [
+        (0,)
+    ]
+
+
 # -- diff sync --------------------------------------------------------------------------------
 
 

@@ -54,6 +54,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -119,6 +120,8 @@ _NUMERIC_TYPES = (
 _NUMERIC_TYPES += tuple("U" + t for t in _NUMERIC_TYPES[:5]) + ("REAL",)
 SUPPRESSIONS_FROM = dt.date(2000, 1, 1)  # first fetch (and full re-sync) reads the whole list
 DRY_RUN_SAMPLE = 20  # ids printed per change kind and segment in a dry run
+# How often accepted consent records are written to the state while they are being sent.
+CONSENT_FLUSH_SECONDS = 5.0
 
 
 class DotdigitalImportFailed(RuntimeError):
@@ -820,26 +823,43 @@ class DotdigitalDestination(Destination):
                 )
 
     def _send_consent(self, hook: DotdigitalHook, store: SyncStateStore, tally: SyncTally) -> None:
-        """One consent record per contact and wording; rows stay pending until it is accepted."""
+        """One consent record per contact and wording; rows stay pending until it is accepted.
+
+        What was accepted is written to the state every ``CONSENT_FLUSH_SECONDS`` (and when the
+        loop ends, or fails): a state write per contact scanned the state each time. A process
+        killed between two writes sends those seconds' records again next run (Dotdigital then
+        holds two identical records for those contacts); nothing is lost.
+        """
         owed: dict[tuple, list[str]] = defaultdict(list)
         for segment_id, email, consent_at, text, url in store.pending_consent():
             owed[(email, text, consent_at, url)].append(segment_id)
-        for (email, text, consent_at, url), segment_ids in owed.items():
-            record = {"text": text, "dateTimeConsented": consent_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
-            if url:
-                record["url"] = url
-            try:
-                hook.add_consent_records(email, [record])
-            except DotdigitalApiError as exc:
-                if exc.status is None or exc.status == 429 or exc.status >= 500:
-                    raise
+        sent: list[tuple[str, str]] = []
+        flushed = time.monotonic()
+        try:
+            for (email, text, consent_at, url), segment_ids in owed.items():
+                record = {
+                    "text": text,
+                    "dateTimeConsented": consent_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+                if url:
+                    record["url"] = url
+                try:
+                    hook.add_consent_records(email, [record])
+                except DotdigitalApiError as exc:
+                    if exc.status is None or exc.status == 429 or exc.status >= 500:
+                        raise
+                    for segment_id in segment_ids:
+                        tally.add(segment_id, consent_rejected=1)
+                    tally.reasons[f"consent record: {exc.message}"] += 1
+                    continue
+                sent.extend((segment_id, email) for segment_id in segment_ids)
                 for segment_id in segment_ids:
-                    tally.add(segment_id, consent_rejected=1)
-                tally.reasons[f"consent record: {exc.message}"] += 1
-                continue
-            store.consent_sent(segment_ids, email)
-            for segment_id in segment_ids:
-                tally.add(segment_id, consent_records=1)
+                    tally.add(segment_id, consent_records=1)
+                if time.monotonic() - flushed >= CONSENT_FLUSH_SECONDS:
+                    store.consent_sent(sent)
+                    sent, flushed = [], time.monotonic()
+        finally:
+            store.consent_sent(sent)
 
     # -- dry run and report -------------------------------------------------------------------
 
