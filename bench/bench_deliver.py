@@ -1,9 +1,9 @@
 """Benchmark of the ``deliver`` step at scale: figures per destination kind, printed (never asserted).
 
-    # after bench_build.py --sizes 1000000 10000000 (its exports of the last date)
-    python bench/bench_deliver.py --exports /tmp/audience-profiles-bench/n1000000/build/work/runs/2022-05-01/export
-    python bench/bench_deliver.py --exports /tmp/audience-profiles-bench/n10000000/build/work/runs/2022-05-01/export \\
-        --kinds local s3 snowflake kafka --max-rows 2000000
+    # after bench_build.py --sizes 1000000 10000000: the exports of its last daily build
+    python bench/bench_deliver.py --size 1000000
+    python bench/bench_deliver.py --size 10000000 --kinds local s3 snowflake kafka
+    python bench/bench_deliver.py --exports <work>/runs/<ds>/export --max-rows 200000
 
 ``--exports`` is a run's export folder as ``publish`` leaves it (``<work>/runs/<ds>/export/``
 with one ``<table>.parquet`` per output table; bench/bench_build.py makes them). Each kind is
@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT / "include"))
 sys.path.insert(0, str(ROOT))
 
 DS = "2022-05-01"
+BENCH_WORK = "/tmp/audience-profiles-bench"  # bench_build.py's --work default
 RUN_ID = "bench_deliver"
 KINDS = ("local", "s3", "azure", "snowflake", "sql", "kinesis", "firehose", "kafka", "dotdigital")
 SEGMENTS = "segment_memberships"
@@ -585,6 +586,14 @@ def print_row(kind: str, label: str, result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--exports", help="a run's export folder (<work>/runs/<ds>/export)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        help="instead of --exports: the latest exports bench_build.py made for this size",
+    )
+    parser.add_argument(
+        "--bench-work", default=BENCH_WORK, help="bench_build.py's --work (for --size)"
+    )
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument(
         "--max-rows", type=int, default=None, help="deliver only the first N rows of each table"
@@ -616,17 +625,25 @@ def main() -> None:
         result["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         Path(out).write_text(json.dumps(result, default=str))
         return
+    if args.size and not args.exports:
+        runs = sorted(Path(args.bench_work).glob(f"n{args.size}/build/work/runs/*/export"))
+        if not runs:
+            parser.error(
+                f"no exports under {args.bench_work}/n{args.size}: run bench_build.py first"
+            )
+        args.exports = str(runs[-1])
     if not args.exports:
-        parser.error("--exports is required")
+        parser.error("--exports or --size is required")
 
     exports = Path(args.exports)
-    scratch = Path(args.work) / exports.name
+    name = f"n{args.size}" if args.size else exports.name  # bench_build's exports are "export"
+    scratch = Path(args.work) / name
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     logs = scratch / "logs"
     tables = prepare_tables(exports, scratch, args.max_rows)
     counts = row_counts(tables)
-    label = f"{exports.name}" + (f"/cap{args.max_rows}" if args.max_rows else "")
+    label = name + (f"/cap{args.max_rows}" if args.max_rows else "")
     print(f"exports: {exports} ({os.cpu_count()} cores, load average {load()})")
     if args.max_rows:
         print(f"CAPPED: every table is its first {args.max_rows:,} rows (--max-rows)")
