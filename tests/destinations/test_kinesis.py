@@ -211,3 +211,43 @@ def test_entries_that_keep_failing_fail_the_task_naming_them(
     assert [len(c) for c in calls] == [8, 3, 3]  # only the stuck entries were re-sent
     delivered = {record["record_id"] for _, record in read_stream(moto_in_process, stream)}
     assert delivered == set(profile_ids) - set(stuck)
+
+
+def test_a_retry_goes_on_after_the_records_an_earlier_attempt_got_confirmed(
+    aws_conn_in_process, moto_in_process, put_records_calls, tmp_path
+):
+    """An attempt that fails part way leaves a checkpoint beside the exports: the task's retry
+    sends only what was not confirmed (it used to send the whole run again), and a completed
+    delivery removes it, so delivering the date again sends everything."""
+    calls, plan = put_records_calls
+    exports = write_exports(tmp_path, profiles=8, interactions=12, merges=3)
+    profile_ids = [
+        r.record_id
+        for r in records_from_export("audience_profiles", exports["audience_profiles"], RUN.ds)
+    ]
+    plan["fail"].update(dict.fromkeys(profile_ids[2:4], 1_000))
+    stream = create_stream(moto_in_process, shards=1)
+    dest = destination(aws_conn_in_process, stream, max_attempts=2, retry_base_seconds=0.01)
+    with pytest.raises(UndeliveredRecordsError):
+        dest.deliver(RUN, exports)
+    checkpoint = tmp_path / ".delivery-profile_stream.json"
+    assert json.loads(checkpoint.read_text())["tables"]["profile_merges"]["sent"] == 3
+
+    plan["fail"].clear()
+    calls.clear()
+    report = dest.deliver(RUN, exports)
+    # profile_merges (3, confirmed) is not sent again; the failed batch and the rest are
+    assert [len(c) for c in calls] == [8, 12]
+    assert report.details["resumed_after"] == {"profile_merges": 3}
+    assert report.rows == {
+        "profile_merges": 3,
+        "audience_profiles": 8,
+        "audience_profile_interactions": 12,
+    }
+    ids = Counter(record["record_id"] for _, record in read_stream(moto_in_process, stream))
+    assert set(ids) == expected_ids(exports) and ids.most_common(1)[0][1] <= 2
+    assert not checkpoint.exists()
+
+    calls.clear()
+    dest.deliver(RUN, exports)  # delivered again on purpose: everything
+    assert [len(c) for c in calls] == [3, 8, 12]

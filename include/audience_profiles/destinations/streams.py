@@ -44,6 +44,7 @@ import abc
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -593,6 +594,66 @@ def send_with_retries(
     )
 
 
+class DeliveryCheckpoint:
+    """How many records of each table an unfinished delivery got confirmed, so that its retry
+    goes on from there instead of sending the whole run again (6.6M records at 10M
+    interactions: a stream throttled at the same point would fail every attempt the same way).
+
+    Kept beside the run's exports (``.delivery-<destination>.json`` in their folder) while the
+    delivery has not finished, with each export's size and modification time: a new publish of
+    the date (or an erasure rewriting an export) starts that table over. Removed when the
+    delivery completes, so delivering a date again sends it all. Written every
+    ``FLUSH_SECONDS``: records confirmed after the last write are sent again by a retry, as the
+    at-least-once guarantee allows (consumers deduplicate on ``record_id``).
+    """
+
+    FLUSH_SECONDS = 5.0
+
+    def __init__(self, destination: str, run: RunInfo, exports: dict[str, str]):
+        first = Path(next(iter(exports.values()))) if exports else None
+        self.path = first.parent / f".delivery-{destination}.json" if first else None
+        self.run_id = run.run_id
+        self.versions = {t: self._version(p) for t, p in exports.items()}
+        self.counts: dict[str, int] = {}
+        self.written = time.monotonic()
+        if self.path and self.path.exists():
+            try:
+                saved = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                saved = {}
+            if saved.get("run_id") == self.run_id:
+                for table, entry in (saved.get("tables") or {}).items():
+                    if table in self.versions and entry.get("version") == self.versions[table]:
+                        self.counts[table] = int(entry.get("sent", 0))
+        self.resumed = {t: n for t, n in self.counts.items() if n}
+
+    @staticmethod
+    def _version(path: str) -> list[int]:
+        stat = Path(path).stat()
+        return [stat.st_size, stat.st_mtime_ns]
+
+    def sent(self, table: str) -> int:
+        return self.counts.get(table, 0)
+
+    def confirm(self, table: str, count: int, *, write: bool = False) -> None:
+        self.counts[table] = count
+        if self.path and (write or time.monotonic() - self.written >= self.FLUSH_SECONDS):
+            state = {
+                "run_id": self.run_id,
+                "tables": {
+                    t: {"version": self.versions[t], "sent": n} for t, n in self.counts.items()
+                },
+            }
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(state))
+            temporary.replace(self.path)
+            self.written = time.monotonic()
+
+    def remove(self) -> None:
+        if self.path:
+            self.path.unlink(missing_ok=True)
+
+
 class BatchedStreamDestination(Destination):
     """A stream taking batches of records per call (Kinesis PutRecords, Firehose PutRecordBatch)."""
 
@@ -631,9 +692,11 @@ class BatchedStreamDestination(Destination):
         send = self.sender
         emitted_at = utc_now()
         resent = 0
+        missing = [t for t in self.tables if t not in tables]
+        if missing:
+            raise ValueError(f"{self.target}: run {run.run_id} has no export of {missing[0]}")
+        checkpoint = DeliveryCheckpoint(self.name, run, {t: tables[t] for t in self.tables})
         for table in self.tables:
-            if table not in tables:
-                raise ValueError(f"{self.target}: run {run.run_id} has no export of {table}")
             records = records_from_export(
                 table,
                 tables[table],
@@ -642,12 +705,19 @@ class BatchedStreamDestination(Destination):
                 emitted_at=emitted_at,
                 spill_parent=self.pipeline.scratch_root,
             )
-            delivered = 0
-            for batch in batches((Entry(r, self.encode(r)) for r in records), self.limits):
+            # An earlier attempt of this delivery confirmed these: not sent again.
+            delivered = checkpoint.sent(table)
+            remaining = itertools.islice(records, delivered, None)
+            for batch in batches((Entry(r, self.encode(r)) for r in remaining), self.limits):
                 resent += send_with_retries(batch, send, self.retry, self.target)
                 delivered += len(batch)
+                checkpoint.confirm(table, delivered)
+            checkpoint.confirm(table, delivered, write=True)
             report.rows[table] = delivered
         report.details = {"target": self.target, "resent": resent}
+        if checkpoint.resumed:
+            report.details["resumed_after"] = checkpoint.resumed
+        checkpoint.remove()
         return report
 
     def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
