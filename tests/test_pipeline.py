@@ -384,13 +384,37 @@ def test_a_run_that_lost_most_profiles_stops_before_delivery(tmp_path):
     )
     with pytest.raises(DataQualityError, match="keeps at least 50%") as failed:
         pipeline.check_quality(window, config)
-    assert f"The run has 0 profiles, {before} were published for 2022-04-25" in str(failed.value)
+    assert f"The run has 0 profiles against {before} published for 2022-04-25" in str(failed.value)
     assert "quality.min_profiles_kept" in str(failed.value)
     assert not (tmp_path / "output" / "audience_profiles" / "dt=2022-04-26").exists()
 
     # The drop is meant: the operator turns the guard off for the run.
     config = write_config(tmp_path, quality={"min_profiles_kept": 0})
     assert pipeline.check_quality(window, config) == {"checks": 6, "failed": 0}
+
+
+def test_the_volume_guard_compares_with_what_the_earlier_date_published(tmp_path):
+    """A re-run of the date before that stopped at its checks (and reported 0 profiles under
+    the same run id, as a cleared Airflow run does) published nothing: the next date is still
+    held to what that date published."""
+    from audience_profiles import report
+    from audience_profiles.generate import GenerateOptions, generate
+
+    config = write_config(tmp_path)
+    generate(GenerateOptions(out=tmp_path / "landing", interactions=3_000, days=3))
+    run_all(RunWindow.for_date("2022-04-25"), config)
+    published = run_all(RunWindow.for_date("2022-04-26"), config)["report"]["profiles"]
+    truncate = "DELETE FROM form_entries; DELETE FROM identities"
+    again = RunWindow.for_date("2022-04-26")
+    _build_to_checks(again, config, after_validate=truncate)
+    with pytest.raises(DataQualityError):
+        pipeline.check_quality(again, config)
+    report.write_report(again, {"build_profiles": {"profiles": 0}}, {}, config)
+
+    window = RunWindow.for_date("2022-04-27")
+    _build_to_checks(window, config, after_validate=truncate)
+    with pytest.raises(DataQualityError, match=f"against {published} published for 2022-04-26"):
+        pipeline.check_quality(window, config)
 
 
 def test_the_volume_guard_passes_a_first_date_and_growth(tmp_path):

@@ -789,7 +789,7 @@ def build_segments(window: RunWindow, config: PipelineConfig | None = None) -> d
 # The volume guard's check name starts so (checks/quality.sql); what to do when it fails.
 VOLUME_CHECK = "audience_profiles keeps at least"
 VOLUME_HINT = (
-    ". The run has {} profiles, {} were published for {}: was history lost, or a source "
+    ". The run has {} profiles against {} published for {}: was history lost, or a source "
     "truncated? If the drop is meant (a rules change, a mass erasure), run the date with "
     'quality.min_profiles_kept lowered in {} (docs/operations.md, "Quality gates")'
 )
@@ -802,7 +802,6 @@ def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> di
     has_segments = segments.segments_for(config) is not None
     with open_warehouse(config) as wh:
         require_run_build(wh, window, "audience_profiles", "check_quality")
-        wh.run_sql("report/tables")  # the volume guard reads pipeline_runs
         results = wh.query_sql(
             "checks/quality",
             rs=window.run_schema,
@@ -811,6 +810,7 @@ def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> di
             min_profiles_kept=config.quality.min_profiles_kept,
         )
         # Kept before raising, so the run report can name the check that stopped the run.
+        wh.run_sql("report/tables")
         wh.run_sql("report/quality_checks", ds=window.ds, run_id=window.run_id, results=results)
         failed = [(name, n) for name, n in results if n]
         shrunk = ""

@@ -156,7 +156,8 @@ def test_a_date_after_tomorrow_in_the_warehouse_does_not_age_out_every_later_run
     run_all(RunWindow.for_date("2022-04-28"), config)
     with duckdb.connect(config.warehouse.path) as con:
         con.execute(
-            "INSERT INTO published_snapshots VALUES ('all', DATE '2099-04-28', 'typo', NULL)"
+            "INSERT INTO published_snapshots (table_name, dt, run_id) "
+            "VALUES ('all', DATE '2099-04-28', 'typo')"
         )
 
     with caplog.at_level(logging.WARNING):

@@ -49,4 +49,6 @@ CREATE TABLE IF NOT EXISTS identity_link_audit AS SELECT * FROM {{ rs }}.identit
 DELETE FROM identity_link_audit WHERE dt = DATE '{{ ds }}';
 INSERT INTO identity_link_audit SELECT * FROM {{ rs }}.identity_link_audit WHERE dt = DATE '{{ ds }}';
 DELETE FROM published_snapshots WHERE dt = DATE '{{ ds }}';
-INSERT INTO published_snapshots VALUES ('all', DATE '{{ ds }}', {{ run_id | literal }}, CAST(current_timestamp AS TIMESTAMP));
+INSERT INTO published_snapshots (table_name, dt, run_id, published_at, profiles)
+SELECT 'all', DATE '{{ ds }}', {{ run_id | literal }}, CAST(current_timestamp AS TIMESTAMP), count(*)
+FROM {{ rs }}.audience_profiles;

@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS interactions_enriched (
 CREATE TABLE IF NOT EXISTS published_snapshots (
     table_name VARCHAR, dt DATE, run_id VARCHAR, published_at TIMESTAMP
 );
+-- The profiles the date published (the quality checks' volume guard compares a run with it);
+-- NULL for dates published before the column was added.
+ALTER TABLE published_snapshots ADD COLUMN IF NOT EXISTS profiles BIGINT;
 -- Every landing file a date's partitions hold in the warehouse, at the version read: the daily
 -- validate replaces a date's rows, a stream batch adds the files it merged. A source's date whose
 -- extract found no file (and no file a stream batch merged stands in) has one row with file NULL.
