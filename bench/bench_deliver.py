@@ -202,9 +202,13 @@ def run_child(payload: dict, env: dict[str, str], timeout: float) -> dict:
         )
         try:
             _, status, usage = _wait4(proc, timeout)
-        except TimeoutError:
+        except BaseException as stopped:
+            # Its own session keeps a Ctrl-C from reaching it: stop it (and what it started)
+            # here, whether it ran out of time or the benchmark itself is being stopped.
             os.killpg(proc.pid, signal.SIGKILL)
             _, status, usage = os.wait4(proc.pid, 0)
+            if not isinstance(stopped, TimeoutError):
+                raise
             return {
                 "error": f"did not finish in {timeout:.0f} s (stopped)",
                 "wall_seconds": time.perf_counter() - start,
@@ -625,6 +629,8 @@ def main() -> None:
         result["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         Path(out).write_text(json.dumps(result, default=str))
         return
+    # A SIGTERM unwinds like a Ctrl-C, so the stand-in services and the running delivery stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if args.size and not args.exports:
         runs = sorted(Path(args.bench_work).glob(f"n{args.size}/build/work/runs/*/export"))
         if not runs:
