@@ -3,13 +3,16 @@ consumer in a third process."""
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections import Counter, defaultdict
 
 import pytest
+from confluent_kafka import KafkaError
 
 from audience_profiles.destinations.base import ErasureRequest
+from audience_profiles.destinations.kafka import KafkaDestination
 from audience_profiles.destinations.streams import UndeliveredRecordsError, records_from_export
 from tests.destinations.stream_support import RUN, stream_destination, write_exports
 from tests.services._proc import free_port
@@ -148,3 +151,67 @@ def test_erasure_sends_one_profile_erased_record_per_profile(kafka_mock_cluster,
         "requested_at": "2024-05-02 10:00:00",
     }
     assert "a@b.com" not in json.dumps(values)
+
+
+def test_a_retry_goes_on_after_the_records_an_earlier_attempt_got_confirmed(
+    kafka_mock_cluster, monkeypatch, tmp_path
+):
+    """One record's delivery report is an error: the attempt fails, keeping a checkpoint of what
+    came back confirmed from the start of each table, and the task's retry sends only the rest
+    (it used to send the whole run again). A completed delivery removes the checkpoint."""
+    exports = write_exports(tmp_path, profiles=30, interactions=90, merges=4)
+    interactions = [
+        r.record_id
+        for r in records_from_export(
+            "audience_profile_interactions", exports["audience_profile_interactions"], RUN.ds
+        )
+    ]
+    failing = {interactions[9]}
+    produced: list[str] = []
+    produce = KafkaDestination._produce
+
+    def produce_reporting_a_failure(self, producer, record, on_delivery):
+        # The message really goes to the cluster; its delivery report is turned into an error.
+        produced.append(record.record_id)
+        if record.record_id in failing:
+            on_delivery = functools.partial(
+                lambda report, _err, msg: report(KafkaError(KafkaError._MSG_TIMED_OUT), msg),
+                on_delivery,
+            )
+        produce(self, producer, record, on_delivery)
+
+    monkeypatch.setattr(KafkaDestination, "_produce", produce_reporting_a_failure)
+    topic = f"profiles-{uuid.uuid4().hex[:8]}"
+    dest = destination(kafka_conn(monkeypatch, {"bootstrap.servers": kafka_mock_cluster}), topic)
+
+    with pytest.raises(UndeliveredRecordsError) as failed:
+        dest.deliver(RUN, exports)
+    assert failed.value.record_ids == [interactions[9]]
+    checkpoint = tmp_path / ".delivery-profile_topic.json"
+    saved = json.loads(checkpoint.read_text())["tables"]
+    assert {t: entry["sent"] for t, entry in saved.items()} == {
+        "profile_merges": 4,
+        "audience_profiles": 30,
+        "audience_profile_interactions": 9,  # the records before the one that failed
+    }
+
+    first_attempt = len(produced)
+    failing.clear()
+    report = dest.deliver(RUN, exports)
+
+    assert produced[first_attempt:] == interactions[9:]
+    assert report.details["resumed_after"] == {
+        "profile_merges": 4,
+        "audience_profiles": 30,
+        "audience_profile_interactions": 9,
+    }
+    assert report.rows == {
+        "profile_merges": 4,
+        "audience_profiles": 30,
+        "audience_profile_interactions": 90,
+    }
+    assert not checkpoint.exists()
+    messages = consume(kafka_mock_cluster, topic, count=len(produced))
+    ids = Counter(m["value"]["record_id"] for m in messages)
+    expected = {r.record_id for t in TABLES for r in records_from_export(t, exports[t], RUN.ds)}
+    assert set(ids) == expected and sum(ids.values()) == len(produced)

@@ -18,6 +18,11 @@ record_id, event_type, as_of and schema_version.
 Every delivery report is checked: the first error stops producing, everything queued is flushed,
 and the task fails naming each record_id that was not delivered. Messages are tracked by their
 position in the run, not by record_id, so no two messages can ever be mistaken for one.
+
+A retry goes on after what an earlier attempt got confirmed (``streams.DeliveryCheckpoint``):
+delivery reports come back out of order across partitions, so what is kept per table is the
+longest run of records from its start that were all confirmed; confirmed records after the
+first unconfirmed one are sent again.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from audience_profiles.destinations.base import (
 from audience_profiles.destinations.streams import (
     PROFILE_ERASED,
     SCHEMA_VERSION,
+    DeliveryCheckpoint,
     RecordTooLargeError,
     StreamRecord,
     UndeliveredRecordsError,
@@ -58,6 +64,8 @@ log = logging.getLogger(__name__)
 
 # Delivery guarantees we rely on; they override whatever the connection sets.
 REQUIRED_PRODUCER_CONFIG = {"enable.idempotence": True, "acks": "all"}
+# How often (in messages) a delivery's checkpoint is brought up to date.
+SAVE_EVERY = 10_000
 # librdkafka reports every message within delivery.timeout.ms (default 300 s); wait a bit longer.
 DEFAULT_FLUSH_TIMEOUT_SECONDS = 330.0
 
@@ -94,21 +102,28 @@ class KafkaDestination(Destination):
             raise ValueError(f"{self.target}: run {run.run_id} has no export of {missing[0]}")
         emitted_at = utc_now()
         report = self.report()
+        checkpoint = DeliveryCheckpoint(self.name, run, {t: tables[t] for t in self.tables})
         report.rows = self._produce_all(
             (
-                table,
-                records_from_export(
+                (
                     table,
-                    tables[table],
-                    run.ds,
-                    pii=self.config.pii,
-                    emitted_at=emitted_at,
-                    spill_parent=self.pipeline.scratch_root,
-                ),
-            )
-            for table in self.tables
+                    records_from_export(
+                        table,
+                        tables[table],
+                        run.ds,
+                        pii=self.config.pii,
+                        emitted_at=emitted_at,
+                        spill_parent=self.pipeline.scratch_root,
+                    ),
+                )
+                for table in self.tables
+            ),
+            checkpoint,
         )
         report.details = {"target": self.target}
+        if checkpoint.resumed:
+            report.details["resumed_after"] = checkpoint.resumed
+        checkpoint.remove()
         return report
 
     def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
@@ -116,37 +131,58 @@ class KafkaDestination(Destination):
         self._produce_all([(PROFILE_ERASED, erased_records(requests))])
         return erased_statuses(requests, self.target)
 
-    def _produce_all(self, streams: Iterable[tuple[str, Iterable[StreamRecord]]]) -> dict[str, int]:
-        """Produce every record, checking every delivery report; records produced per stream."""
+    def _produce_all(
+        self,
+        streams: Iterable[tuple[str, Iterable[StreamRecord]]],
+        checkpoint: DeliveryCheckpoint | None = None,
+    ) -> dict[str, int]:
+        """Produce every record, checking every delivery report; records delivered per stream
+        (with ``checkpoint``: skipping, and counting, what an earlier attempt got confirmed)."""
         producer = Producer(self.producer_config(), logger=log)
         # Keyed by each message's number in this call, not by record_id: two messages with one id
         # (a caller's duplicate records) must not hide each other's missing delivery report.
         outstanding: dict[int, str] = {}  # produced, no delivery report yet -> record_id
         errors: dict[int, tuple[str, str]] = {}  # -> (record_id, error name)
+        confirmed = _ConfirmedPrefix()
 
         def on_delivery(number: int, err: KafkaError | None, _msg: Message) -> None:
             record_id = outstanding.pop(number)
             if err is not None:
                 errors[number] = (record_id, err.name())
+            else:
+                confirmed.add(number)
 
-        numbers = itertools.count()
+        number = 0  # the next message's
+        # Per stream: (records an earlier attempt confirmed, the number of its first message).
+        starts: dict[str, tuple[int, int]] = {}
         rows: dict[str, int] = {}
+
+        def save(write: bool = False) -> None:
+            for name, (skipped, first) in starts.items():
+                done = min(max(confirmed.below - first, 0), rows[name] - skipped)
+                checkpoint.confirm(name, skipped + done, write=write)
+
         try:
             for name, records in streams:
                 if errors:
                     break
-                produced = 0
-                for record in records:
+                skipped = checkpoint.sent(name) if checkpoint else 0
+                starts[name] = (skipped, number)
+                rows[name] = skipped
+                for record in itertools.islice(records, skipped, None):
                     if errors:
                         break  # the cluster is refusing records: stop and report, do not pile on
-                    number = next(numbers)
                     outstanding[number] = record.record_id
                     self._produce(producer, record, functools.partial(on_delivery, number))
-                    produced += 1
-                rows[name] = produced
+                    number += 1
+                    rows[name] += 1
+                    if checkpoint and number % SAVE_EVERY == 0:
+                        save()  # written when FLUSH_SECONDS have passed
         finally:
             # Deliver (or time out) everything queued, also when producing stopped early.
             producer.flush(self.flush_timeout)
+            if checkpoint:
+                save(write=True)
         if errors or outstanding:
             causes = Counter(error for _, error in errors.values())
             if outstanding:
@@ -186,3 +222,18 @@ class KafkaDestination(Destination):
                 raise
             producer.poll(0)  # serve delivery reports as we go
             return
+
+
+class _ConfirmedPrefix:
+    """Message numbers 0, 1, 2, ... confirmed out of order: ``below`` is the first one not (yet)
+    confirmed, so every number under it was."""
+
+    def __init__(self) -> None:
+        self.below = 0
+        self._ahead: set[int] = set()  # confirmed, above a gap
+
+    def add(self, number: int) -> None:
+        self._ahead.add(number)
+        while self.below in self._ahead:
+            self._ahead.remove(self.below)
+            self.below += 1
