@@ -67,20 +67,22 @@ SEGMENTS = "segment_memberships"
 TEAM = "Which team do you support?"
 AZURITE_BLOB = ROOT / "node_modules" / ".bin" / "azurite-blob"
 
+# The tables the shipped pipeline.yml drops locally, and docs/snowflake.md loads.
+WAREHOUSE_TABLES = [
+    "audience_profiles",
+    "audience_profile_interactions",
+    "profile_identifiers",
+    "profile_merges",
+    "interactions_enriched",
+    "quarantine",
+]
 # One pipeline.yml entry per kind: the shipped docs' example for it (see the module docstring).
 ENTRIES: dict[str, dict] = {
     "local": {
         "kind": "local",
         "formats": ["csv", "json"],
         "pii": "plain",
-        "tables": [
-            "audience_profiles",
-            "audience_profile_interactions",
-            "profile_identifiers",
-            "profile_merges",
-            "interactions_enriched",
-            "quarantine",
-        ],
+        "tables": WAREHOUSE_TABLES,
     },
     "s3": {
         "kind": "s3",
@@ -108,14 +110,7 @@ ENTRIES: dict[str, dict] = {
         "database": "ANALYTICS",
         "schema": "AUDIENCE",
         "pii": "plain",
-        "tables": [
-            "audience_profiles",
-            "audience_profile_interactions",
-            "profile_identifiers",
-            "profile_merges",
-            "interactions_enriched",
-            "quarantine",
-        ],
+        "tables": WAREHOUSE_TABLES,
     },
     "sql": {
         "kind": "sql",

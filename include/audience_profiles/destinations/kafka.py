@@ -54,10 +54,9 @@ from audience_profiles.destinations.streams import (
     UndeliveredRecordsError,
     erased_records,
     erased_statuses,
-    records_from_export,
     required_option,
+    run_records,
     stream_tables,
-    utc_now,
 )
 
 log = logging.getLogger(__name__)
@@ -97,29 +96,9 @@ class KafkaDestination(Destination):
         return {**extra, **REQUIRED_PRODUCER_CONFIG}
 
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
-        missing = [t for t in self.tables if t not in tables]
-        if missing:
-            raise ValueError(f"{self.target}: run {run.run_id} has no export of {missing[0]}")
-        emitted_at = utc_now()
         report = self.report()
-        checkpoint = DeliveryCheckpoint(self.name, run, {t: tables[t] for t in self.tables})
-        report.rows = self._produce_all(
-            (
-                (
-                    table,
-                    records_from_export(
-                        table,
-                        tables[table],
-                        run.ds,
-                        pii=self.config.pii,
-                        emitted_at=emitted_at,
-                        spill_parent=self.pipeline.scratch_root,
-                    ),
-                )
-                for table in self.tables
-            ),
-            checkpoint,
-        )
+        checkpoint, streams = run_records(self, run, tables)
+        report.rows = self._produce_all(streams, checkpoint)
         report.details = {"target": self.target}
         if checkpoint.resumed:
             report.details["resumed_after"] = checkpoint.resumed

@@ -654,6 +654,34 @@ class DeliveryCheckpoint:
             self.path.unlink(missing_ok=True)
 
 
+def run_records(
+    destination: Destination, run: RunInfo, tables: dict[str, str]
+) -> tuple[DeliveryCheckpoint, list[tuple[str, Iterator[StreamRecord]]]]:
+    """A stream destination's delivery of ``run``: its checkpoint, and the records of each of
+    its tables in order (read lazily, with one ``emitted_at``). Fails before anything is sent
+    when the run has no export of one of them."""
+    missing = [t for t in destination.tables if t not in tables]
+    if missing:
+        raise ValueError(f"{destination.target}: run {run.run_id} has no export of {missing[0]}")
+    emitted_at = utc_now()
+    records = [
+        (
+            table,
+            records_from_export(
+                table,
+                tables[table],
+                run.ds,
+                pii=destination.config.pii,
+                emitted_at=emitted_at,
+                spill_parent=destination.pipeline.scratch_root,
+            ),
+        )
+        for table in destination.tables
+    ]
+    exports = {t: tables[t] for t in destination.tables}
+    return DeliveryCheckpoint(destination.name, run, exports), records
+
+
 class BatchedStreamDestination(Destination):
     """A stream taking batches of records per call (Kinesis PutRecords, Firehose PutRecordBatch)."""
 
@@ -690,21 +718,9 @@ class BatchedStreamDestination(Destination):
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
         report = self.report()
         send = self.sender
-        emitted_at = utc_now()
         resent = 0
-        missing = [t for t in self.tables if t not in tables]
-        if missing:
-            raise ValueError(f"{self.target}: run {run.run_id} has no export of {missing[0]}")
-        checkpoint = DeliveryCheckpoint(self.name, run, {t: tables[t] for t in self.tables})
-        for table in self.tables:
-            records = records_from_export(
-                table,
-                tables[table],
-                run.ds,
-                pii=self.config.pii,
-                emitted_at=emitted_at,
-                spill_parent=self.pipeline.scratch_root,
-            )
+        checkpoint, streams = run_records(self, run, tables)
+        for table, records in streams:
             # An earlier attempt of this delivery confirmed these: not sent again.
             delivered = checkpoint.sent(table)
             remaining = itertools.islice(records, delivered, None)
