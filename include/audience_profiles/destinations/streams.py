@@ -601,7 +601,9 @@ class DeliveryCheckpoint:
 
     Kept beside the run's exports (``.delivery-<destination>.json`` in their folder) while the
     delivery has not finished, with each export's size and modification time: a new publish of
-    the date (or an erasure rewriting an export) starts that table over. Removed when the
+    the date (or an erasure rewriting an export) starts that table over, and a changed
+    destination entry (``settings``: another stream or topic, another PII policy) the whole
+    delivery. Removed when the
     delivery completes, so delivering a date again sends it all. Written every
     ``FLUSH_SECONDS``: records confirmed after the last write are sent again by a retry, as the
     at-least-once guarantee allows (consumers deduplicate on ``record_id``).
@@ -609,10 +611,11 @@ class DeliveryCheckpoint:
 
     FLUSH_SECONDS = 5.0
 
-    def __init__(self, destination: str, run: RunInfo, exports: dict[str, str]):
+    def __init__(self, destination: str, run: RunInfo, exports: dict[str, str], settings: str = ""):
         first = Path(next(iter(exports.values()))) if exports else None
         self.path = first.parent / f".delivery-{destination}.json" if first else None
         self.run_id = run.run_id
+        self.settings = settings
         self.versions = {t: self._version(p) for t, p in exports.items()}
         self.counts: dict[str, int] = {}
         self.written = time.monotonic()
@@ -621,7 +624,7 @@ class DeliveryCheckpoint:
                 saved = json.loads(self.path.read_text())
             except (OSError, ValueError):
                 saved = {}
-            if saved.get("run_id") == self.run_id:
+            if saved.get("run_id") == self.run_id and saved.get("settings") == settings:
                 for table, entry in (saved.get("tables") or {}).items():
                     if table in self.versions and entry.get("version") == self.versions[table]:
                         self.counts[table] = int(entry.get("sent", 0))
@@ -640,6 +643,7 @@ class DeliveryCheckpoint:
         if self.path and (write or time.monotonic() - self.written >= self.FLUSH_SECONDS):
             state = {
                 "run_id": self.run_id,
+                "settings": self.settings,
                 "tables": {
                     t: {"version": self.versions[t], "sent": n} for t, n in self.counts.items()
                 },
@@ -679,7 +683,15 @@ def run_records(
         for table in destination.tables
     ]
     exports = {t: tables[t] for t in destination.tables}
-    return DeliveryCheckpoint(destination.name, run, exports), records
+    # What the records are and where they go: an attempt under other settings starts over.
+    entry = destination.config
+    settings = json.dumps(
+        [entry.kind, entry.conn_id, entry.pii, entry.options, SCHEMA_VERSION],
+        sort_keys=True,
+        default=str,
+    )
+    settings = hashlib.sha256(settings.encode()).hexdigest()[:16]
+    return DeliveryCheckpoint(destination.name, run, exports, settings), records
 
 
 class BatchedStreamDestination(Destination):
