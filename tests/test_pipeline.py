@@ -417,6 +417,25 @@ def test_the_volume_guard_compares_with_what_the_earlier_date_published(tmp_path
         pipeline.check_quality(window, config)
 
 
+def test_the_volume_guard_holds_against_a_date_an_older_version_published(tmp_path):
+    """Dates published before the count was recorded: the run report's count stands in, or
+    the guard would be off for the first date after an upgrade (and for backfills before it)."""
+    from audience_profiles.generate import GenerateOptions, generate
+
+    config = write_config(tmp_path)
+    generate(GenerateOptions(out=tmp_path / "landing", interactions=3_000, days=2))
+    published = run_all(RunWindow.for_date("2022-04-25"), config)["report"]["profiles"]
+    with duckdb.connect(config.warehouse.path) as con:
+        con.execute("UPDATE published_snapshots SET profiles = NULL")  # as an older version left it
+
+    window = RunWindow.for_date("2022-04-26")
+    _build_to_checks(
+        window, config, after_validate="DELETE FROM form_entries; DELETE FROM identities"
+    )
+    with pytest.raises(DataQualityError, match=f"against {published} published for 2022-04-25"):
+        pipeline.check_quality(window, config)
+
+
 def test_the_volume_guard_passes_a_first_date_and_growth(tmp_path):
     from audience_profiles.generate import GenerateOptions, generate
 

@@ -802,6 +802,7 @@ def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> di
     has_segments = segments.segments_for(config) is not None
     with open_warehouse(config) as wh:
         require_run_build(wh, window, "audience_profiles", "check_quality")
+        wh.run_sql("report/tables")  # the volume guard may read pipeline_runs
         results = wh.query_sql(
             "checks/quality",
             rs=window.run_schema,
@@ -810,7 +811,6 @@ def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> di
             min_profiles_kept=config.quality.min_profiles_kept,
         )
         # Kept before raising, so the run report can name the check that stopped the run.
-        wh.run_sql("report/tables")
         wh.run_sql("report/quality_checks", ds=window.ds, run_id=window.run_id, results=results)
         failed = [(name, n) for name, n in results if n]
         shrunk = ""

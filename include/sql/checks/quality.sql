@@ -29,8 +29,8 @@ FROM {{ rs }}.audience_profiles WHERE email <> lower({{ v.trimmed("email") }})
 {% if min_profiles_kept | default(0) %}
 {#- A volume guard: a lost history or a truncated source would sync every destination down to
     what is left. The baseline is the profiles the nearest earlier published date published
-    (published_snapshots); none: nothing to compare with. Failures: the profiles missing below
-    the floor. -#}
+    (checks/profiles_before.sql); none: nothing to compare with. Failures: the profiles missing
+    below the floor. -#}
 UNION ALL
 SELECT 'audience_profiles keeps at least {{ "%g" | format(min_profiles_kept * 100) }}% of the nearest earlier published date''s profiles',
        coalesce(CASE WHEN counts.profiles < counts.profiles_before * {{ min_profiles_kept }}
