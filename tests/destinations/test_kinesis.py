@@ -277,3 +277,29 @@ def test_a_retry_under_a_changed_destination_entry_sends_everything(
     report = hashed.deliver(RUN, exports)
     assert [len(c) for c in calls] == [3, 8, 12]
     assert "resumed_after" not in report.details
+
+
+def test_a_failed_attempt_keeps_the_batches_it_got_confirmed(
+    aws_conn_in_process, moto_in_process, put_records_calls, tmp_path
+):
+    """The second PutRecords call of a table fails for good: the checkpoint says the first
+    call's 500 records got through (not only what its last timed write had seen)."""
+    calls, plan = put_records_calls
+    exports = write_exports(tmp_path, profiles=8, interactions=600, merges=3)
+    interactions = [
+        r.record_id
+        for r in records_from_export(
+            "audience_profile_interactions", exports["audience_profile_interactions"], RUN.ds
+        )
+    ]
+    plan["fail"][interactions[550]] = 1_000
+    stream = create_stream(moto_in_process, shards=1)
+    dest = destination(aws_conn_in_process, stream, max_attempts=2, retry_base_seconds=0.01)
+    with pytest.raises(UndeliveredRecordsError):
+        dest.deliver(RUN, exports)
+    saved = json.loads((tmp_path / ".delivery-profile_stream.json").read_text())["tables"]
+    assert {t: entry["sent"] for t, entry in saved.items()} == {
+        "profile_merges": 3,
+        "audience_profiles": 8,
+        "audience_profile_interactions": 500,
+    }

@@ -41,6 +41,7 @@ from audience_profiles.destinations.streams import (
     record_id,
     records_from_export,
     repeat_candidates,
+    run_records,
     send_with_retries,
 )
 from audience_profiles.privacy import hash_identifier
@@ -477,6 +478,47 @@ def test_kafka_keeps_the_run_of_messages_confirmed_from_the_start():
     assert confirmed.below == 4  # 4 has no report yet: 5 is sent again by a retry
     confirmed.add(4)
     assert confirmed.below == 6
+
+
+# --- the delivery checkpoint ------------------------------------------------------------------
+
+
+def kinesis_entry(monkeypatch, region: str = "eu-west-1", **options):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_CHECKPOINT",
+        json.dumps({"conn_type": "aws", "extra": {"region_name": region}}),
+    )
+    return stream_destination(
+        {
+            "name": "profile_stream",
+            "kind": "kinesis",
+            "conn_id": "aws_checkpoint",
+            "stream_name": "profiles",
+            "tables": ["profile_merges", "audience_profiles"],
+            **options,
+        }
+    )
+
+
+def test_a_checkpoint_holds_under_other_retry_options_not_another_target(monkeypatch, tmp_path):
+    """Raising max_attempts for a throttled stream keeps what got through; another stream,
+    region or PII policy gets everything."""
+    exports = write_exports(tmp_path, profiles=8, interactions=12, merges=3)
+    checkpoint, _ = run_records(kinesis_entry(monkeypatch, max_attempts=2), RUN, exports)
+    checkpoint.confirm("profile_merges", 3)
+    checkpoint.confirm("audience_profiles", 5, write=True)
+
+    resumed = {"profile_merges": 3, "audience_profiles": 5}
+    again = kinesis_entry(monkeypatch, max_attempts=20, retry_max_seconds=60)
+    assert run_records(again, RUN, exports)[0].resumed == resumed
+    for elsewhere in (
+        {"stream_name": "profiles-standby"},
+        {"region": "us-east-1"},
+        {"pii": "hashed"},
+    ):
+        # (the connection is read when the delivery starts)
+        assert run_records(kinesis_entry(monkeypatch, **elsewhere), RUN, exports)[0].resumed == {}
+    assert run_records(kinesis_entry(monkeypatch), RUN, exports)[0].resumed == resumed
 
 
 # --- batching ---------------------------------------------------------------------------------

@@ -71,9 +71,7 @@ class FirehoseDestination(BatchedStreamDestination):
         return record.encode() + b"\n"
 
     def open_sender(self) -> SendBatch:
-        hook = FirehoseHook(
-            delivery_stream=self.delivery_stream, aws_conn_id=self.config.conn_id or "aws_default"
-        )
+        hook = FirehoseHook(delivery_stream=self.delivery_stream, aws_conn_id=self.conn_id)
 
         def send(batch: list[Entry]) -> list[tuple[Entry, str]]:
             return aws_batch_failures(

@@ -66,7 +66,7 @@ class KinesisDestination(BatchedStreamDestination):
         return f"Kinesis stream {self.stream_name!r}"
 
     def open_sender(self) -> SendBatch:
-        client = KinesisHook(aws_conn_id=self.config.conn_id or "aws_default").get_conn()
+        client = KinesisHook(aws_conn_id=self.conn_id).get_conn()
 
         def send(batch: list[Entry]) -> list[tuple[Entry, str]]:
             return aws_batch_failures(

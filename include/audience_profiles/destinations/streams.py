@@ -58,6 +58,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from airflow.sdk import BaseHook
 
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig
 from audience_profiles.destinations.base import (
@@ -601,12 +602,12 @@ class DeliveryCheckpoint:
 
     Kept beside the run's exports (``.delivery-<destination>.json`` in their folder) while the
     delivery has not finished, with each export's size and modification time: a new publish of
-    the date (or an erasure rewriting an export) starts that table over, and a changed
-    destination entry (``settings``: another stream or topic, another PII policy) the whole
-    delivery. Removed when the
-    delivery completes, so delivering a date again sends it all. Written every
-    ``FLUSH_SECONDS``: records confirmed after the last write are sent again by a retry, as the
-    at-least-once guarantee allows (consumers deduplicate on ``record_id``).
+    the date (or an erasure rewriting an export) starts that table over, and changed
+    ``settings`` (another stream, topic, connection target or PII policy: ``run_records``) the
+    whole delivery. Removed when the delivery completes, so delivering a date again sends it
+    all. Written every ``FLUSH_SECONDS``, after each table and when an attempt fails: a worker
+    lost in between sends again what was confirmed since the last write, as the at-least-once
+    guarantee allows (consumers deduplicate on ``record_id``).
     """
 
     FLUSH_SECONDS = 5.0
@@ -683,15 +684,51 @@ def run_records(
         for table in destination.tables
     ]
     exports = {t: tables[t] for t in destination.tables}
-    # What the records are and where they go: an attempt under other settings starts over.
-    entry = destination.config
+    # What the records are and where they go; an attempt under others starts over. Not the
+    # retry options: raising max_attempts for a throttled stream must keep what got through.
     settings = json.dumps(
-        [entry.kind, entry.conn_id, entry.pii, entry.options, SCHEMA_VERSION],
+        [
+            destination.config.kind,
+            destination.target,
+            destination.config.pii,
+            SCHEMA_VERSION,
+            connection_target(destination.conn_id),
+        ],
         sort_keys=True,
         default=str,
     )
     settings = hashlib.sha256(settings.encode()).hexdigest()[:16]
     return DeliveryCheckpoint(destination.name, run, exports, settings), records
+
+
+# The parts of an Airflow connection's extra that say where records go (a broker, a region,
+# an endpoint, an account), never a secret: another cluster or account means starting over.
+CONNECTION_TARGET_EXTRA = (
+    "bootstrap.servers",
+    "region_name",
+    "endpoint_url",
+    "role_arn",
+    "aws_access_key_id",
+    "service_config",
+)
+
+
+def connection_target(conn_id: str) -> list | None:
+    """Where the connection ``conn_id`` points (see :data:`CONNECTION_TARGET_EXTRA`); None
+    when it is not defined (an AWS client then takes the environment's credentials)."""
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception:  # noqa: BLE001 - not found, in any of the secrets backends' own ways
+        return None
+    extra = conn.extra_dejson
+    return [
+        conn.conn_type,
+        conn.host,
+        conn.port,
+        conn.schema,
+        conn.login,
+        {k: extra[k] for k in CONNECTION_TARGET_EXTRA if k in extra},
+    ]
 
 
 class BatchedStreamDestination(Destination):
@@ -724,6 +761,10 @@ class BatchedStreamDestination(Destination):
         DAG creates it in a thread while DuckDB works (``stream.run_batch``)."""
         return self.open_sender()
 
+    @property
+    def conn_id(self) -> str:
+        return self.config.conn_id or "aws_default"
+
     def encode(self, record: StreamRecord) -> bytes:
         return record.encode()
 
@@ -736,11 +777,13 @@ class BatchedStreamDestination(Destination):
             # An earlier attempt of this delivery confirmed these: not sent again.
             delivered = checkpoint.sent(table)
             remaining = itertools.islice(records, delivered, None)
-            for batch in batches((Entry(r, self.encode(r)) for r in remaining), self.limits):
-                resent += send_with_retries(batch, send, self.retry, self.target)
-                delivered += len(batch)
-                checkpoint.confirm(table, delivered)
-            checkpoint.confirm(table, delivered, write=True)
+            try:
+                for batch in batches((Entry(r, self.encode(r)) for r in remaining), self.limits):
+                    resent += send_with_retries(batch, send, self.retry, self.target)
+                    delivered += len(batch)
+                    checkpoint.confirm(table, delivered)
+            finally:  # also when a batch failed: its retry starts at that batch
+                checkpoint.confirm(table, delivered, write=True)
             report.rows[table] = delivered
         report.details = {"target": self.target, "resent": resent}
         if checkpoint.resumed:
