@@ -114,9 +114,20 @@ def kill_a_task_mid_run(stack: AirflowStack, warehouse: Path, first_run_id: str)
     con = wait_until(lambda: _lock_warehouse(warehouse), 120, "the warehouse write lock", 0.05)
     try:
 
-        def blocked_task():
+        def running_tasks() -> dict[str, dict]:
             running = _task_instances(stack, state="running", pool=WAREHOUSE_POOL)
-            return next((ti for ti in running if ti["pid"]), None)
+            return {ti["id"]: ti for ti in running if ti["pid"]}
+
+        def blocked_task():
+            # Running in two looks a while apart, under the same process: a task that was only
+            # finishing (its warehouse work done before the lock was taken) has ended by then,
+            # and killing it would have killed nothing Airflow retries.
+            before = running_tasks()
+            time.sleep(2)
+            now = running_tasks()
+            return next(
+                (ti for i, ti in now.items() if before.get(i, {}).get("pid") == ti["pid"]), None
+            )
 
         victim = wait_until(blocked_task, 120, "a warehouse task waiting for the lock")
         process = psutil.Process(victim["pid"])
