@@ -253,32 +253,6 @@ def test_a_retry_goes_on_after_the_records_an_earlier_attempt_got_confirmed(
     assert [len(c) for c in calls] == [3, 8, 12]
 
 
-def test_a_retry_under_a_changed_destination_entry_sends_everything(
-    aws_conn_in_process, moto_in_process, put_records_calls, tmp_path
-):
-    """Between the attempts the entry turned to hashed PII: what the first attempt sent was
-    plain, so nothing of the checkpoint holds for the new records."""
-    calls, plan = put_records_calls
-    exports = write_exports(tmp_path, profiles=8, interactions=12, merges=3)
-    profile_ids = [
-        r.record_id
-        for r in records_from_export("audience_profiles", exports["audience_profiles"], RUN.ds)
-    ]
-    plan["fail"].update(dict.fromkeys(profile_ids[2:4], 1_000))
-    stream = create_stream(moto_in_process, shards=1)
-    options = {"max_attempts": 2, "retry_base_seconds": 0.01}
-    with pytest.raises(UndeliveredRecordsError):
-        destination(aws_conn_in_process, stream, **options).deliver(RUN, exports)
-    assert (tmp_path / ".delivery-profile_stream.json").exists()
-
-    plan["fail"].clear()
-    calls.clear()
-    hashed = destination(aws_conn_in_process, stream, pii="hashed", **options)
-    report = hashed.deliver(RUN, exports)
-    assert [len(c) for c in calls] == [3, 8, 12]
-    assert "resumed_after" not in report.details
-
-
 def test_a_failed_attempt_keeps_the_batches_it_got_confirmed(
     aws_conn_in_process, moto_in_process, put_records_calls, tmp_path
 ):
