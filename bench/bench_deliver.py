@@ -55,6 +55,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
 sys.path.insert(0, str(ROOT))
@@ -67,15 +69,14 @@ SEGMENTS = "segment_memberships"
 TEAM = "Which team do you support?"
 AZURITE_BLOB = ROOT / "node_modules" / ".bin" / "azurite-blob"
 
-# The tables the shipped pipeline.yml drops locally, and docs/snowflake.md loads.
-WAREHOUSE_TABLES = [
-    "audience_profiles",
-    "audience_profile_interactions",
-    "profile_identifiers",
-    "profile_merges",
-    "interactions_enriched",
-    "quarantine",
-]
+# The tables the shipped pipeline.yml drops locally (docs/snowflake.md loads the same six).
+WAREHOUSE_TABLES = next(
+    entry["tables"]
+    for entry in yaml.safe_load((ROOT / "include" / "config" / "pipeline.yml").read_text())[
+        "destinations"
+    ]
+    if entry["kind"] == "local"
+)
 # One pipeline.yml entry per kind: the shipped docs' example for it (see the module docstring).
 ENTRIES: dict[str, dict] = {
     "local": {

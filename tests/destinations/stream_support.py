@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from audience_profiles.config import parse_config
 from audience_profiles.destinations import Destination, destination_for
 from audience_profiles.destinations.base import RunInfo
+from audience_profiles.destinations.streams import records_from_export
 
 RUN = RunInfo(ds="2024-05-01", run_id="scheduled__2024-05-01T00:00:00+00:00")
 
@@ -114,3 +115,8 @@ def stream_destination(entry: dict) -> Destination:
         "pipeline.yml",
     )
     return destination_for(pipeline.destinations[0], pipeline)
+
+
+def record_ids(exports: dict[str, str], table: str) -> list[str]:
+    """The record_ids of one table's export, in the order a delivery sends them."""
+    return [r.record_id for r in records_from_export(table, exports[table], RUN.ds)]

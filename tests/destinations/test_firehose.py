@@ -14,7 +14,12 @@ from moto.firehose.models import FirehoseBackend
 
 from audience_profiles.destinations.base import ErasureRequest
 from audience_profiles.destinations.streams import UndeliveredRecordsError, records_from_export
-from tests.destinations.stream_support import RUN, stream_destination, write_exports
+from tests.destinations.stream_support import (
+    RUN,
+    record_ids,
+    stream_destination,
+    write_exports,
+)
 
 pytestmark = pytest.mark.services
 
@@ -134,10 +139,7 @@ def test_only_failed_entries_are_resent_and_none_lost_or_duplicated(
 ):
     calls, plan = put_record_batch_calls
     exports = write_exports(tmp_path, profiles=20, interactions=40, merges=2)
-    profile_ids = [
-        r.record_id
-        for r in records_from_export("audience_profiles", exports["audience_profiles"], RUN.ds)
-    ]
+    profile_ids = record_ids(exports, "audience_profiles")
     victims = profile_ids[1::3]
     plan["fail"].update(dict.fromkeys(victims, 1))
     plan["unavailable_calls"] = 1  # and the very first call is refused whole
@@ -157,10 +159,7 @@ def test_entries_that_keep_failing_fail_the_task_naming_them(
 ):
     calls, plan = put_record_batch_calls
     exports = write_exports(tmp_path, profiles=6, interactions=0, merges=0)
-    profile_ids = [
-        r.record_id
-        for r in records_from_export("audience_profiles", exports["audience_profiles"], RUN.ds)
-    ]
+    profile_ids = record_ids(exports, "audience_profiles")
     stuck = [profile_ids[0], profile_ids[5]]
     plan["fail"].update(dict.fromkeys(stuck, 1_000))
     stream, bucket = create_delivery_stream(moto_in_process)

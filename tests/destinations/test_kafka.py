@@ -14,7 +14,12 @@ from confluent_kafka import KafkaError
 from audience_profiles.destinations.base import ErasureRequest
 from audience_profiles.destinations.kafka import KafkaDestination
 from audience_profiles.destinations.streams import UndeliveredRecordsError, records_from_export
-from tests.destinations.stream_support import RUN, stream_destination, write_exports
+from tests.destinations.stream_support import (
+    RUN,
+    record_ids,
+    stream_destination,
+    write_exports,
+)
 from tests.services._proc import free_port
 from tests.services.kafka_mock import consume
 
@@ -92,10 +97,7 @@ def test_every_record_arrives_keyed_by_profile(kafka_mock_cluster, monkeypatch, 
 def test_undelivered_records_fail_the_task_naming_them(monkeypatch, tmp_path):
     """No broker answers: librdkafka gives up after message.timeout.ms and reports each message."""
     exports = write_exports(tmp_path, profiles=4, interactions=0, merges=0)
-    expected = [
-        r.record_id
-        for r in records_from_export("audience_profiles", exports["audience_profiles"], RUN.ds)
-    ]
+    expected = record_ids(exports, "audience_profiles")
     nobody = f"127.0.0.1:{free_port()}"
     conn_id = kafka_conn(monkeypatch, {"bootstrap.servers": nobody, "message.timeout.ms": 1000})
     dest = destination(conn_id, "profiles", tables=["audience_profiles"])
@@ -160,12 +162,7 @@ def test_a_retry_goes_on_after_the_records_an_earlier_attempt_got_confirmed(
     came back confirmed from the start of each table, and the task's retry sends only the rest
     (it used to send the whole run again). A completed delivery removes the checkpoint."""
     exports = write_exports(tmp_path, profiles=30, interactions=90, merges=4)
-    interactions = [
-        r.record_id
-        for r in records_from_export(
-            "audience_profile_interactions", exports["audience_profile_interactions"], RUN.ds
-        )
-    ]
+    interactions = record_ids(exports, "audience_profile_interactions")
     failing = {interactions[9]}
     produced: list[str] = []
     produce = KafkaDestination._produce

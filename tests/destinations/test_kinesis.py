@@ -13,7 +13,12 @@ from moto.core.exceptions import JsonRESTError
 from moto.kinesis.models import KinesisBackend
 
 from audience_profiles.destinations.streams import UndeliveredRecordsError, records_from_export
-from tests.destinations.stream_support import RUN, stream_destination, write_exports
+from tests.destinations.stream_support import (
+    RUN,
+    record_ids,
+    stream_destination,
+    write_exports,
+)
 
 pytestmark = pytest.mark.services
 
@@ -151,12 +156,7 @@ def test_only_failed_entries_are_resent_and_none_lost_or_duplicated(
 ):
     calls, plan = put_records_calls
     exports = write_exports(tmp_path, profiles=30, interactions=60, merges=3)
-    interaction_ids = [
-        r.record_id
-        for r in records_from_export(
-            "audience_profile_interactions", exports["audience_profile_interactions"], RUN.ds
-        )
-    ]
+    interaction_ids = record_ids(exports, "audience_profile_interactions")
     victims = interaction_ids[::4]  # 15 entries fail twice, then go through
     plan["fail"].update(dict.fromkeys(victims, 2))
     stream = create_stream(moto_in_process)
@@ -191,10 +191,7 @@ def test_entries_that_keep_failing_fail_the_task_naming_them(
 ):
     calls, plan = put_records_calls
     exports = write_exports(tmp_path, profiles=8, interactions=0, merges=0)
-    profile_ids = [
-        r.record_id
-        for r in records_from_export("audience_profiles", exports["audience_profiles"], RUN.ds)
-    ]
+    profile_ids = record_ids(exports, "audience_profiles")
     stuck = profile_ids[2:5]
     plan["fail"].update(dict.fromkeys(stuck, 1_000))
     stream = create_stream(moto_in_process, shards=1)
@@ -221,10 +218,7 @@ def test_a_retry_goes_on_after_the_records_an_earlier_attempt_got_confirmed(
     delivery removes it, so delivering the date again sends everything."""
     calls, plan = put_records_calls
     exports = write_exports(tmp_path, profiles=8, interactions=12, merges=3)
-    profile_ids = [
-        r.record_id
-        for r in records_from_export("audience_profiles", exports["audience_profiles"], RUN.ds)
-    ]
+    profile_ids = record_ids(exports, "audience_profiles")
     plan["fail"].update(dict.fromkeys(profile_ids[2:4], 1_000))
     stream = create_stream(moto_in_process, shards=1)
     dest = destination(aws_conn_in_process, stream, max_attempts=2, retry_base_seconds=0.01)
@@ -260,12 +254,7 @@ def test_a_failed_attempt_keeps_the_batches_it_got_confirmed(
     call's 500 records got through (not only what its last timed write had seen)."""
     calls, plan = put_records_calls
     exports = write_exports(tmp_path, profiles=8, interactions=600, merges=3)
-    interactions = [
-        r.record_id
-        for r in records_from_export(
-            "audience_profile_interactions", exports["audience_profile_interactions"], RUN.ds
-        )
-    ]
+    interactions = record_ids(exports, "audience_profile_interactions")
     plan["fail"][interactions[550]] = 1_000
     stream = create_stream(moto_in_process, shards=1)
     dest = destination(aws_conn_in_process, stream, max_attempts=2, retry_base_seconds=0.01)
