@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from urllib.parse import quote
 
@@ -10,6 +11,7 @@ from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
 from audience_profiles.config import ConfigError, parse_config
 from audience_profiles.destinations import RunInfo, destination_for
+from audience_profiles.destinations.azure import AzureSink
 from audience_profiles.destinations.drop import MANIFEST
 from tests.destinations.drop_checks import (
     IDENTIFIER_ROWS,
@@ -136,3 +138,25 @@ def test_rerun_replaces_the_partition_and_removes_stale_parts(tmp_path, azure_co
 def test_a_container_is_required(tmp_path):
     with pytest.raises(ConfigError, match="needs a container"):
         azure_destination(tmp_path, "azure_test", "")
+
+
+def test_a_sas_token_never_reaches_a_part_url(monkeypatch):
+    """A wasb connection may hold its SAS token as an account URL; the SDK then puts the token in
+    every blob URL. Those URLs go into the manifests (read by every consumer of the drop), the
+    delivery report and the task's XCom, so they must not carry it. No service needed: the URL is
+    built locally."""
+    sas = "sv=2022-11-02&ss=b&srt=co&sp=rwdlac&se=2030-01-01T00:00:00Z&sig=SECRETSIGNATURE%3D"
+    conn = {
+        "conn_type": "wasb",
+        "login": "myaccount",
+        "extra": {"sas_token": f"https://myaccount.blob.core.windows.net/?{sas}"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_WASB_SAS", json.dumps(conn))
+    sink = AzureSink(WasbHook(wasb_conn_id="wasb_sas"), "audience")
+
+    url = sink.url("exports/audience_profiles/dt=2024-05-01/part-00000.csv")
+
+    assert url == (
+        "https://myaccount.blob.core.windows.net/audience/"
+        "exports/audience_profiles/dt%3D2024-05-01/part-00000.csv"
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
@@ -57,7 +58,10 @@ class AzureSink:
             self.hook.delete_blobs(self.container, *keys[start : start + _DELETE_BATCH])
 
     def url(self, key: str) -> str:
-        return self.hook.blob_service_client.get_blob_client(self.container, key).url
+        # A connection whose sas_token is an account URL puts the token in every blob URL: a
+        # read-write credential that must not reach manifests, the report or the task's XCom.
+        url = self.hook.blob_service_client.get_blob_client(self.container, key).url
+        return urlunsplit(urlsplit(url)._replace(query=""))
 
 
 @register("azure")
