@@ -155,6 +155,32 @@ def test_a_broken_webhook_never_fails_the_task(alerting, monkeypatch, broken):
     assert len(alerting.requests) == (1 if broken == "answers 500" else 0)
 
 
+def test_an_unreachable_webhook_is_never_named_in_the_log(tmp_path, monkeypatch, caplog, capfd):
+    """The webhook URL's path is its secret. The http provider's own hook logs a connection
+    error's text, which holds that path, before re-raising it; the alert's hook must not."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    secret = "/services/T000/B000/SECRETWEBHOOKTOKEN"
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{ALERT_CONN.upper()}",
+        f'{{"conn_type": "http", "host": "http://127.0.0.1:{closed}{secret}"}}',
+    )
+    monkeypatch.setenv(
+        CONFIG_ENV, write_config(tmp_path, alerts={"webhook_conn_id": ALERT_CONN}).source_file
+    )
+    ti = SimpleNamespace(
+        dag_id="d", task_id="t", map_index=-1, try_number=1, max_tries=3, log_url="http://x/log"
+    )
+    caplog.set_level("DEBUG")
+
+    alerts.on_failure({"ti": ti, "ds": "2022-04-29", "exception": ValueError("boom")})
+
+    logged = caplog.text + "".join(capfd.readouterr())
+    assert "alert (failed) not sent: ConnectionError" in logged
+    assert "SECRETWEBHOOKTOKEN" not in logged
+
+
 def test_without_a_webhook_nothing_is_sent_and_nothing_breaks(tmp_path, webhook, monkeypatch):
     monkeypatch.setenv(CONFIG_ENV, write_config(tmp_path).source_file)
     ti = SimpleNamespace(

@@ -1,7 +1,7 @@
 """Task alerts: a short Slack-compatible message to a webhook when a task retries or fails.
 
 The webhook is an Airflow HTTP connection named in pipeline.yml (``alerts: {webhook_conn_id:
-...}``) and reached through the http provider's ``HttpHook``. The connection's host holds the
+...}``) and reached through the http provider's ``HttpHook`` (``hooks.http.QuietHttpHook``). The connection's host holds the
 whole webhook URL (Slack's ``https://hooks.slack.com/services/...``), so the secret part lives in
 the connection or a secrets backend, never in code or in pipeline.yml. Any receiver that accepts
 Slack's ``{"text": ..., "blocks": [...]}`` works (Slack, Mattermost, Rocket.Chat ...).
@@ -86,9 +86,10 @@ def alert_message(context: dict[str, Any], event: str) -> dict[str, Any]:
 
 
 def send(conn_id: str, message: dict[str, Any]) -> None:
-    from airflow.providers.http.hooks.http import HttpHook
+    # Quiet: the provider's hook logs a connection error's text, which names the URL.
+    from audience_profiles.hooks.http import QuietHttpHook
 
-    HttpHook(method="POST", http_conn_id=conn_id).run(
+    QuietHttpHook(method="POST", http_conn_id=conn_id).run(
         json=message,
         headers={"Content-Type": "application/json"},
         extra_options={"timeout": TIMEOUT_SECONDS},

@@ -46,7 +46,8 @@ from urllib.parse import quote
 
 import aiohttp
 import requests
-from airflow.providers.http.hooks.http import HttpHook
+
+from audience_profiles.hooks.http import QuietHttpHook
 
 PAGE_SIZE = 1000  # the v2 API's maximum ``select``
 MAX_IMPORT_BYTES = 50 * 1024 * 1024  # Dotdigital rejects import files of 50 MB and more
@@ -154,8 +155,11 @@ def _error_message(text: str) -> str:
     return str(body.get("message", body)) if isinstance(body, dict) else str(body)[:500]
 
 
-class DotdigitalHook(HttpHook):
-    """Dotdigital v2/v3 API calls over one pooled ``requests`` session from ``HttpHook``."""
+class DotdigitalHook(QuietHttpHook):
+    """Dotdigital v2/v3 API calls over one pooled ``requests`` session from ``HttpHook``.
+
+    Quiet: a connection error's text holds the URL, which for the v3 contact calls holds a
+    contact's address; ``request`` logs (and redacts) every failed attempt itself."""
 
     conn_name_attr = "dotdigital_conn_id"
     default_conn_name = "dotdigital_default"
@@ -191,24 +195,6 @@ class DotdigitalHook(HttpHook):
         # HttpHook sends unknown extra keys as headers; the region is ours, not a header.
         session.headers.pop("region", None)
         return session
-
-    def run_and_check(self, session, prepped_request, extra_options):
-        """HttpHook's, without its warning on a connection error: that error's text holds the
-        URL, which for the v3 contact calls holds a contact's address. ``request`` logs (and
-        redacts) every failed attempt itself."""
-        settings = session.merge_environment_settings(
-            prepped_request.url,
-            proxies=session.proxies,
-            stream=session.stream,
-            verify=session.verify,
-            cert=session.cert,
-        )
-        return session.send(
-            prepped_request,
-            timeout=extra_options.get("timeout"),
-            allow_redirects=extra_options.get("allow_redirects", True),
-            **settings,
-        )
 
     def _conn(self) -> requests.Session:
         if self._session is None:
