@@ -172,6 +172,27 @@ def test_crash_between_parts_never_leaves_a_manifest_that_lies(tmp_path):
     assert [r["profile_id"] for r in rows["csv"]] == [f"v2-{i:07d}" for i in range(1500)]
 
 
+def test_a_link_planted_at_a_part_s_temporary_name_is_replaced_not_written_through(tmp_path):
+    """Whoever can write to a shared output folder could plant a link at ``<part>.tmp``; a run
+    must not overwrite the link's target (a ~/.bashrc) with export content."""
+    victim = tmp_path / "home" / ".bashrc"
+    victim.parent.mkdir()
+    victim.write_text("# original\n")
+    root = tmp_path / "out"
+    (root / PARTITION).mkdir(parents=True)
+    (root / PARTITION / "part-00000.csv.tmp").symlink_to(victim)
+    config = make_config(formats=("csv",))
+
+    write_partition(
+        LocalSink(root), "", TABLE, str(write_profiles(tmp_path / "p.parquet", 10)), config, RUN
+    )
+
+    assert victim.read_text() == "# original\n"
+    part = root / PARTITION / "part-00000.csv"
+    assert not part.is_symlink() and not part.with_name(part.name + ".tmp").exists()
+    check(LocalSink(root), 10)
+
+
 FORMULAS = ['=HYPERLINK("x")', "+1+2", "-3", "@SUM(A1)", "\tTab", "\rReturn"]
 HARMLESS = ["a=b", "O'Brien", "", "plain", "'quoted"]
 

@@ -25,6 +25,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -405,7 +406,14 @@ class LocalSink:
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
-        shutil.copyfile(local_path, tmp)
+        # A new file, never an existing one: a link planted at the .tmp name by someone who can
+        # write to a shared output folder would otherwise have a run overwrite its target.
+        tmp.unlink(missing_ok=True)  # a killed run's leftover, or such a link (not its target)
+        with (
+            open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out,
+            open(local_path, "rb") as source,
+        ):
+            shutil.copyfileobj(source, out, 1 << 20)
         tmp.replace(target)  # atomic on one file system: readers see old or new, never half
 
     def get(self, key: str, local_path: Path) -> None:
