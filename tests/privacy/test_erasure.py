@@ -14,9 +14,11 @@ from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import hash_identifier
 from audience_profiles.privacy.erasure import (
     ErasureIncompleteError,
+    cleanup,
     read_requests,
     resolve_requests,
     run_erasure,
+    work_folder,
 )
 from audience_profiles.warehouse import open_warehouse
 from tests.privacy.people import (
@@ -32,7 +34,13 @@ from tests.privacy.people import (
     mentions,
     query,
 )
-from tests.support import FORM_HEADER, INTERACTION_HEADER, SEED_SESSION, write_csv
+from tests.support import (
+    FORM_HEADER,
+    INTERACTION_HEADER,
+    SEED_SESSION,
+    write_config,
+    write_csv,
+)
 
 ERASE_DAY = "2022-04-30"
 
@@ -388,3 +396,22 @@ def test_an_erasure_leaves_the_schema_of_a_run_between_two_tasks(built, tmp_path
     schemas = "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'run_%'"
     assert query(built, schemas) == [("run_20220429",)]
     pipeline.build_segments(window, built)  # the run goes on
+
+
+@pytest.mark.parametrize("run_id", ["..", ".", "manual__a.b", "manual__a_b"])
+def test_a_run_s_work_folder_is_its_own_whatever_its_id(tmp_path, run_id):
+    """cleanup removes the run's folder. An id of ``..`` (Airflow allows it with
+    allow_double_dot_in_ids) named the work folder itself, and ``.`` the erasure folder."""
+    config = write_config(tmp_path)
+    erasure = tmp_path / "work" / "erasure"
+    keep = tmp_path / "work" / "runs" / "2022-04-30" / "audience_profiles.parquet"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("another run's export")
+    others = {work_folder(config, other) for other in ("..", ".", "manual__a.b", "manual__a_b")}
+
+    folder = work_folder(config, run_id)
+    folder.mkdir(parents=True)
+    cleanup(run_id, config)
+
+    assert folder.parent == erasure and len(others) == 4
+    assert keep.exists() and not folder.exists()

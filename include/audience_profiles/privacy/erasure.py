@@ -25,6 +25,7 @@ Logs and XCom carry request ids, statuses and counts, never an identifier.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -72,7 +73,10 @@ class ErasureIncompleteError(RuntimeError):
 
 
 def work_folder(config: PipelineConfig, run_id: str) -> Path:
-    return Path(config.work_dir) / "erasure" / _UNSAFE.sub("_", run_id)
+    """The run's own folder under ``<work_dir>/erasure``: its id made safe, and a hash of it, so
+    that no id names a folder above (``..``, which cleanup would remove) or another run's."""
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:12]
+    return Path(config.work_dir) / "erasure" / f"{_UNSAFE.sub('_', run_id)[:80]}-{digest}"
 
 
 def read_requests(ds: str, run_id: str, config: PipelineConfig | None = None) -> dict:
