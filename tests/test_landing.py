@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 from pathlib import Path
 
@@ -19,7 +20,14 @@ from audience_profiles.landing import (
     partition_versions,
 )
 from audience_profiles.pipeline import RunWindow, extract_source
-from tests.support import ELEMENT_HEADER, INTERACTION_HEADER, write_config, write_csv, write_ndjson
+from tests.support import (
+    ELEMENT_HEADER,
+    FORM_HEADER,
+    INTERACTION_HEADER,
+    write_config,
+    write_csv,
+    write_ndjson,
+)
 
 
 def staged(path):
@@ -1007,6 +1015,82 @@ def test_a_dangling_link_fails_the_extract_naming_it(tmp_path):
     (folder / "gone.csv").symlink_to(tmp_path / "nowhere.csv")
     with pytest.raises(LandingError, match=r"gone\.csv: cannot be read"):
         extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
+
+
+def _form_partition(tmp_path) -> Path:
+    folder = tmp_path / "landing" / "form_entries" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def test_a_link_out_of_the_landing_folder_is_refused_naming_it(tmp_path):
+    """Whoever can write to the landing folder could link in any file the worker can read; its
+    lines would land in quarantine, which drops deliver (a credentials file, another tenant's)."""
+    secret = tmp_path / "elsewhere" / "credentials.json"
+    secret.parent.mkdir()
+    secret.write_text("[default]\naws_secret_access_key = SECRETKEY123\n")
+    (_form_partition(tmp_path) / "c.json").symlink_to(secret)
+    out = tmp_path / "o.parquet"
+
+    with pytest.raises(LandingError, match=r"c\.json: leads outside the landing folder") as err:
+        extract("form_entries", "2022-04-29", str(tmp_path / "landing"), out)
+    assert "SECRETKEY123" not in str(err.value) and not out.exists()
+
+
+def test_a_linked_partition_folder_out_of_the_landing_folder_is_refused(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_csv(elsewhere / "f.csv", FORM_HEADER, [])
+    (tmp_path / "landing" / "form_entries").mkdir(parents=True)
+    (tmp_path / "landing" / "form_entries" / "date=2022-04-29").symlink_to(elsewhere)
+
+    with pytest.raises(LandingError, match=r"f\.csv: leads outside the landing folder"):
+        extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
+
+
+def test_a_link_to_something_not_a_file_is_refused(tmp_path):
+    """A link to a pipe (or a device) would hang the extract."""
+    pipe = tmp_path / "landing" / "pipe"
+    folder = _form_partition(tmp_path)
+    os.mkfifo(pipe)
+    (folder / "p.csv").symlink_to(pipe)
+
+    with pytest.raises(LandingError, match=r"p\.csv: not a regular file"):
+        extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
+
+
+def test_links_inside_the_landing_folder_are_read(tmp_path):
+    """A landing root that is itself a link, and a file linked from elsewhere in it."""
+    real = tmp_path / "real"
+    shared = real / "shared" / "f.csv"
+    shared.parent.mkdir(parents=True)
+    write_csv(
+        shared,
+        FORM_HEADER,
+        [
+            [
+                "2022-04-29T10:00:00",
+                "Ann",
+                "Fan",
+                "ann@example.com",
+                "Yes",
+                "No",
+                "Yes",
+                "s-1",
+                "Quiz",
+                "7",
+            ]
+        ],
+    )
+    (real / "form_entries" / "date=2022-04-29").mkdir(parents=True)
+    (real / "form_entries" / "date=2022-04-29" / "f.csv").symlink_to(shared)
+    (tmp_path / "landing").symlink_to(real)
+
+    result = extract(
+        "form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet"
+    )
+
+    assert result["rows"] == 1
 
 
 def test_a_file_without_its_header_is_named_without_its_first_line(tmp_path):

@@ -236,6 +236,36 @@ def _check_no_unread_files(names: Iterable[str], prefix: str) -> None:
         )
 
 
+def refused_local_file(path: Path, landing_root: str | Path) -> str | None:
+    """Why a local landing data file is not read, or None. A file read through a link (itself,
+    or a linked folder on its way) must be a regular file inside the landing root: otherwise
+    whoever can write to the landing folder could have a run read any file the worker can (a
+    credentials file's lines land in quarantine, which drops deliver), or hang on a device. A
+    dangling link passes here: reading it fails, naming it."""
+    target = path.resolve()
+    if not target.exists():
+        return None
+    if not target.is_relative_to(Path(landing_root).resolve()):
+        return (
+            f"{path}: leads outside the landing folder (a link, or a linked folder); "
+            "copy the file in instead"
+        )
+    if not target.is_file():
+        return f"{path}: not a regular file"
+    return None
+
+
+def _check_local_files_are_their_own(paths: Iterable[Path], landing_root: str) -> None:
+    refused = [
+        r for p in paths if is_data_file(p.name) and (r := refused_local_file(p, landing_root))
+    ]
+    if refused:
+        shown = "; ".join(refused[:5]) + (
+            f" (and {len(refused) - 5} more)" if len(refused) > 5 else ""
+        )
+        raise LandingError(f"{len(refused)} landing file(s) refused: {shown}")
+
+
 def local_version(stat: os.stat_result) -> str:
     """A local landing file's version, as the stream's ledger records it: changes with its
     content (mtime_ns and size)."""
@@ -284,7 +314,10 @@ def partition_gap(
         names = [k.rsplit("/", 1)[-1] for k in keys]
     else:
         folder = Path(landing_root) / partition_prefix(source, ds)
-        where, names = str(folder), [p.name for p in _checked_local_files(folder, source)]
+        where, names = (
+            str(folder),
+            [p.name for p in _checked_local_files(folder, source, landing_root)],
+        )
     if marker is not None:
         return None if marker in names else f"{where}: no {marker} in it yet"
     if any(is_data_file(name) for name in names):
@@ -320,15 +353,17 @@ def partition_folders(
     return where, names
 
 
-def _checked_local_files(folder: Path, source: Source) -> list[Path]:
+def _checked_local_files(folder: Path, source: Source, landing_root: str) -> list[Path]:
     """The partition folder's files (markers included), once nothing in it or in the source's
-    folder would be left unread (``LandingError`` naming them otherwise)."""
+    folder would be left unread and none leads outside the landing root (``LandingError`` naming
+    them otherwise)."""
     if source.partitioned and folder.parent.is_dir():
         _check_source_folder(
             ((p.name, p.is_dir()) for p in folder.parent.iterdir()), str(folder.parent)
         )
     found = _partition_files(folder)
     _check_no_unread_files((str(p) for p in found), str(folder))
+    _check_local_files_are_their_own(found, landing_root)
     if folder.is_dir():
         nested = [
             p.name
@@ -456,7 +491,9 @@ def local_files(
     (the run's extract folder, which cleanup removes even after a killed task).
     """
     if not landing_root.startswith("s3://"):
-        found = _checked_local_files(Path(landing_root) / partition_prefix(source, ds), source)
+        found = _checked_local_files(
+            Path(landing_root) / partition_prefix(source, ds), source, landing_root
+        )
         files = sorted(p for p in found if is_data_file(p.name))
         yield [(str(p), p, _local_version_of(p)) for p in files]
         return

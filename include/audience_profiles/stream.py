@@ -236,6 +236,13 @@ class Landing:
             modified = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).replace(tzinfo=None)
             if since is None or modified > since:
                 self._note_unread(relative, str(path), modified)
+            refused = where and landing.refused_local_file(path, base)
+            if refused:
+                if since is None or modified > since:
+                    log.warning(
+                        "%s: not streamed, and the daily extract of its date fails", refused
+                    )
+                continue
             if where:
                 version = landing.local_version(stat)
                 out.append(LandedFile(where[0], str(path), where[1], version, modified))

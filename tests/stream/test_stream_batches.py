@@ -366,6 +366,27 @@ def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path
     assert "_SUCCESS" not in caplog.text and new == []
 
 
+def test_a_link_out_of_the_landing_folder_is_not_streamed(tmp_path, sent, caplog):
+    """As the daily extract refuses it (test_landing): a link to a file the worker can read
+    elsewhere would put that file's rows in the stream."""
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    batch(config, sent, "b0")
+    ds = "2022-05-01"
+    elsewhere = tmp_path / "other-tenant"
+    write_forms(elsewhere, ds, "f.csv", [form_row(f"{ds}T10:00:00", "Eve", "eve@x.org", "s-eve")])
+    link = landing / "form_entries" / f"date={ds}" / "f.csv"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(elsewhere / "form_entries" / f"date={ds}" / "f.csv")
+
+    with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
+        summary, new = batch(config, sent, "b1")
+
+    assert new == [] and summary["files"] == 0
+    assert "f.csv: leads outside the landing folder" in caplog.text
+
+
 def test_an_unreadable_file_is_left_out_and_does_not_hold_back_the_others(tmp_path, sent):
     config = make_config(tmp_path)
     landing = tmp_path / "landing"
