@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from audience_profiles import pipeline
+from audience_profiles import identity, pipeline
 from audience_profiles.landing import LandingError
 from audience_profiles.pipeline import DataQualityError, RunWindow, run_all
 from tests.support import (
@@ -227,9 +228,24 @@ def test_a_change_to_the_identity_rules_is_said_by_the_run_after_it(tmp_path, ca
     with caplog.at_level("INFO"):
         changed = run_all(RunWindow.for_date("2022-04-29"), config)
     assert changed["identity"]["rules_changed_since"] == "2022-01-11"
-    assert "identity rules changed since 2022-01-11: profiles regrouped" in caplog.text
+    assert "identity rules or their SQL changed since 2022-01-11: profiles may be" in caplog.text
     page = Path(changed["report"]["html"]).read_text()
-    assert "<strong>Identity rules changed</strong> since the run for 2022-01-11" in page
+    assert "<strong>Identity rules or their SQL changed</strong> since the run for 2022-01" in page
+
+
+def test_a_new_version_s_identity_sql_is_said_as_a_rules_change_is(tmp_path, monkeypatch):
+    """An upgrade whose identity SQL groups profiles differently regroups them as a rules change
+    does; comments and layout of the SQL do not count."""
+    sql = tmp_path / "sql"
+    shutil.copytree(identity.SQL_ROOT / "identity", sql / "identity")
+    monkeypatch.setattr(identity, "SQL_ROOT", sql)
+    rules = identity.load_rules(IDENTITY_RULES)
+    before = identity.rules_fingerprint(rules)
+    links = sql / "identity" / "links.sql"
+    links.write_text("-- a comment\n{# another #}\n" + links.read_text().replace(" ", "  "))
+    assert identity.rules_fingerprint(rules) == before
+    links.write_text(links.read_text().replace("SELECT", "SELECT DISTINCT", 1))
+    assert identity.rules_fingerprint(rules) != before
 
 
 def test_a_date_run_before_the_earlier_dates_it_reads_says_so(tmp_path, caplog):

@@ -41,7 +41,7 @@ from audience_profiles.config import (
     whole_number,
 )
 from audience_profiles.privacy import EMAIL_PATTERN
-from audience_profiles.warehouse.base import Warehouse
+from audience_profiles.warehouse.base import SQL_ROOT, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +130,20 @@ def _limits(limits: dict, key: str, types: tuple[str, ...], file: Path) -> dict[
     return out
 
 
+_SQL_COMMENTS = re.compile(r"\{#.*?#\}|--[^\n]*", re.DOTALL)
+
+
 def rules_fingerprint(rules: IdentityRules) -> str:
-    """A short hash of the parsed rules: the same for the same rules, whatever the file's
-    comments, order or spelling of defaults."""
-    text = json.dumps(dataclasses.asdict(rules), sort_keys=True, default=list)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """A short hash of the parsed rules and of the SQL that applies them: the same for the same
+    rules and SQL, whatever the rules file's comments, order or spelling of defaults and the SQL
+    files' comments and layout. The SQL counts because a new version that groups profiles
+    differently regroups them as a rules change does (docs/operations.md, "Upgrading")."""
+    rules_text = json.dumps(dataclasses.asdict(rules), sort_keys=True, default=list)
+    digest = hashlib.sha256(rules_text.encode())
+    for path in sorted((SQL_ROOT / "identity").glob("*.sql")):
+        code = " ".join(_SQL_COMMENTS.sub(" ", path.read_text()).split())
+        digest.update(f"\0{path.name}\0{code}".encode())
+    return digest.hexdigest()[:16]
 
 
 def load_rules(path: str | Path) -> IdentityRules:

@@ -686,8 +686,8 @@ def resolve_identities(window: RunWindow, config: PipelineConfig | None = None) 
 def note_rules_change(
     wh: Warehouse, window: RunWindow, rules: IdentityRules, config: PipelineConfig
 ) -> str | None:
-    """Record the rules the run is built with; when they differ from those of the date built
-    before it, warn and return that date. Both of a run's snapshots (D-1 and D) use today's
+    """Record the rules the run is built with (and the SQL that applies them); when they differ
+    from those of the date built before it, warn and return that date. Both of a run's snapshots (D-1 and D) use today's
     rules, so a change joins, splits or re-keys profiles with no profile_merges row and no
     audit row (docs/identity.md, "Known limits"): the operator, and the consumers they tell,
     must hear of it from somewhere."""
@@ -702,10 +702,10 @@ def note_rules_change(
         return None
     since = str(before[0][0])[:10]
     log.warning(
-        "the identity rules (%s) changed since the run for %s: this run's profiles are grouped "
-        "by the new rules, and profile_merges does not show what the change joined, split or "
-        "re-keyed. Treat it as a migration: have consumers replace their copy from this full "
-        "snapshot (docs/identity.md, Known limits)",
+        "the identity rules (%s), or the SQL that applies them (a new version), changed since "
+        "the run for %s: this run's profiles are grouped by the new ones, and profile_merges "
+        "does not show what the change joined, split or re-keyed. Treat it as a migration: have "
+        "consumers replace their copy from this full snapshot (docs/identity.md, Known limits)",
         config.identity_config,
         since,
     )

@@ -158,8 +158,8 @@ def summary_line(report: dict[str, Any]) -> str:
         f"delivered {report['rows_delivered']} row(s) ({deliveries or 'none'})"
         + (f"; failed: {', '.join(report['failed_tasks'])}" if report["failed_tasks"] else "")
         + (
-            f"; identity rules changed since {report['rules_changed_since']}: profiles "
-            "regrouped with no profile_merges row"
+            f"; identity rules or their SQL changed since {report['rules_changed_since']}: "
+            "profiles may be regrouped with no profile_merges row"
             if report.get("rules_changed_since")
             else ""
         )
@@ -507,8 +507,8 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         )
     if report.get("rules_changed_since"):
         parts.append(
-            "<p><strong>Identity rules changed</strong> since the run for "
-            f"{_esc(report['rules_changed_since'])}: this run's profiles follow the new rules, "
+            "<p><strong>Identity rules or their SQL changed</strong> since the run for "
+            f"{_esc(report['rules_changed_since'])}: this run's profiles follow the new ones, "
             "and profile_merges does not show what the change joined or split. Have consumers "
             "replace their copy from this full snapshot (docs/identity.md, Known limits).</p>"
         )
