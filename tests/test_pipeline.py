@@ -681,15 +681,20 @@ def test_cleanup_removes_what_killed_tasks_left_in_the_scratch_folder(tmp_path):
     left them in the system's temporary folder for good. A later cleanup removes a day-old one."""
     config = write_config(tmp_path)
     old, fresh = config.scratch_root / "drop-killed", config.scratch_root / "drop-running"
-    for folder in (old, fresh):
-        folder.mkdir()
+    # where stream batches staged before 2026-12-01 (now in the scratch folder)
+    stream = Path(config.work_dir) / "stream"
+    old_batch, fresh_batch = stream / "batch-killed", stream / "batch-running"
+    for folder in (old, fresh, old_batch, fresh_batch):
+        folder.mkdir(parents=True)
         (folder / "part-0.csv").write_text("email\nann@example.com\n")
     day_ago = time.time() - pipeline.SCRATCH_MAX_AGE.total_seconds() - 60
-    os.utime(old, (day_ago, day_ago))
+    for folder in (old, old_batch):
+        os.utime(folder, (day_ago, day_ago))
 
     pipeline.cleanup(RunWindow.for_date("2022-04-29"), config)
 
     assert sorted(p.name for p in config.scratch_root.iterdir()) == ["drop-running"]
+    assert sorted(p.name for p in stream.iterdir()) == ["batch-running"]
 
 
 def test_the_scratch_sweep_passes_over_a_folder_another_task_removed_meanwhile(

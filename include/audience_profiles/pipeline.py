@@ -989,9 +989,11 @@ SCRATCH_MAX_AGE = dt.timedelta(days=1)
 
 
 def sweep_scratch(config: PipelineConfig) -> None:
-    """Remove what killed tasks left in ``<work_dir>/tmp/`` (``PipelineConfig.scratch``)."""
+    """Remove what killed tasks left in ``<work_dir>/tmp/`` (``PipelineConfig.scratch``), and
+    in ``<work_dir>/stream/``, where stream batches staged their files before 2026-12-01."""
     oldest = time.time() - SCRATCH_MAX_AGE.total_seconds()
-    for entry in (Path(config.work_dir) / SCRATCH_DIR).glob("*"):
+    work = Path(config.work_dir)
+    for entry in [*(work / SCRATCH_DIR).glob("*"), *(work / "stream").glob("batch-*")]:
         try:  # another task may end (and remove its folder) while this one looks
             if entry.stat().st_mtime >= oldest:
                 continue

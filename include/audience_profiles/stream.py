@@ -692,8 +692,9 @@ def run_batch(
             # the daily run's retention cutoffs (pipeline.validate), counted from the same date
             _, cutoffs = cutoffs_as_of(wh, config, as_of)
             past = {t: c for t, c in cutoffs.items() if t in VALIDATED_TARGETS}
-            Path(config.work_dir, "stream").mkdir(parents=True, exist_ok=True)
-            folder = Path(tempfile.mkdtemp(prefix="batch-", dir=Path(config.work_dir, "stream")))
+            # staged landing rows and records (plain emails): in the scratch folder, which
+            # sweep_scratch empties of what a killed batch leaves
+            folder = Path(tempfile.mkdtemp(prefix="stream-batch-", dir=config.scratch_root))
             try:
                 s3_ready.result()
                 staged, unreadable = _stage(landing_, files, folder)

@@ -387,6 +387,24 @@ def test_a_link_out_of_the_landing_folder_is_not_streamed(tmp_path, sent, caplog
     assert "f.csv: leads outside the landing folder" in caplog.text
 
 
+def test_a_batch_stages_in_the_scratch_folder_the_sweep_empties(tmp_path, sent, monkeypatch):
+    """A killed batch leaves its staged rows (plain emails) behind: only the scratch folder is
+    swept of such leftovers (pipeline.sweep_scratch)."""
+    config = make_config(tmp_path)
+    write_seed_example(tmp_path / "landing")
+    folders = []
+    stage = stream._stage
+    monkeypatch.setattr(
+        stream,
+        "_stage",
+        lambda landing_, files, folder: folders.append(folder) or stage(landing_, files, folder),
+    )
+
+    batch(config, sent, "b0")
+
+    assert [f.parent for f in folders] == [config.scratch_root] and not folders[0].exists()
+
+
 def test_an_unreadable_file_is_left_out_and_does_not_hold_back_the_others(tmp_path, sent):
     config = make_config(tmp_path)
     landing = tmp_path / "landing"
