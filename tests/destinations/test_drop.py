@@ -10,13 +10,14 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from audience_profiles.config import DestinationConfig, parse_config
+from audience_profiles.config import ConfigError, DestinationConfig, parse_config
 from audience_profiles.destinations import RunInfo, destination_for
 from audience_profiles.destinations.drop import (
     DELIVERY_MEMORY_LIMIT,
     MANIFEST,
     QUICKSIGHT_MANIFEST,
     LocalSink,
+    prune_partitions,
     render_parts,
     scratch_duckdb,
     write_partition,
@@ -508,3 +509,71 @@ def test_local_destination_delivers_every_configured_table(tmp_path):
         destination_for(pipeline.destination("files"), pipeline).deliver(
             RUN, {TABLE: exports[TABLE]}
         )
+
+
+def local_drop(tmp_path, **options):
+    pipeline = parse_config(
+        {
+            "start_date": "2024-01-01",
+            "landing_root": str(tmp_path / "landing"),
+            "destinations": [
+                {
+                    "name": "files",
+                    "kind": "local",
+                    "path": str(tmp_path / "out"),
+                    "tables": [TABLE],
+                    "formats": ["csv"],
+                    "quicksight_manifest": True,
+                }
+                | options
+            ],
+        }
+    )
+    return destination_for(pipeline.destination("files"), pipeline)
+
+
+def test_keep_days_removes_the_partitions_before_the_last_n_days(tmp_path):
+    """Every partition of a snapshot table holds the whole history: kept for ever, a daily drop
+    grows with the square of the days (1 GB a year from a 16 MB landing)."""
+    drop = local_drop(tmp_path, keep_days=2)
+    export = {TABLE: str(write_profiles(tmp_path / "p.parquet", 5))}
+    for ds in ("2024-04-28", "2024-04-29", "2024-04-30"):
+        drop.deliver(RunInfo(ds=ds, run_id=f"scheduled__{ds}"), export)
+    out = tmp_path / "out" / TABLE
+    (out / "notes").mkdir()  # a folder that is no partition: left alone
+    (out / "notes" / "README").write_text("what the drop holds")
+
+    report = drop.deliver(RUN, export)  # 2024-05-01
+
+    assert sorted(p.name for p in out.iterdir()) == ["dt=2024-04-30", "dt=2024-05-01", "notes"]
+    assert report.details["pruned"] == {TABLE: ["dt=2024-04-29"]}  # 04-28 went with 04-30's
+    # a backfill of an earlier date removes nothing after it
+    drop.deliver(RunInfo(ds="2024-04-29", run_id="backfill__2024-04-29"), export)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "dt=2024-04-29",
+        "dt=2024-04-30",
+        "dt=2024-05-01",
+        "notes",
+    ]
+
+
+def test_a_partition_on_its_way_out_loses_its_manifests_first(tmp_path):
+    sink = RecordingSink(tmp_path / "out")
+    config = make_config(formats=("csv",), options={"keep_days": 1})
+    export = str(write_profiles(tmp_path / "p.parquet", 5))
+    write_partition(sink, "", TABLE, export, config, RunInfo("2024-04-30", "r0"))
+    sink.calls.clear()
+
+    assert prune_partitions(sink, "", TABLE, RUN.ds, 1) == ["dt=2024-04-30"]
+
+    deletes = [keys for call, keys in sink.calls if call == "delete"]
+    assert deletes[0] == (f"{TABLE}/dt=2024-04-30/{MANIFEST}",)
+    assert deletes[1] == (f"{TABLE}/dt=2024-04-30/part-00000.csv",)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "7", True])
+def test_keep_days_must_be_a_whole_number_of_days(tmp_path, value):
+    drop = local_drop(tmp_path, keep_days=value)
+    with pytest.raises(ConfigError, match="keep_days must be a whole number of days"):
+        drop.deliver(RUN, {TABLE: str(write_profiles(tmp_path / "p.parquet", 5))})
+    assert not (tmp_path / "out").exists()

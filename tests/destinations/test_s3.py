@@ -139,6 +139,27 @@ def test_rerun_replaces_the_partition_and_removes_stale_parts(tmp_path, aws_conn
     check_s3(hook, bucket, "audience_profiles", "2024-04-30", run_id=other_day.run_id, rows=1500)
 
 
+def test_keep_days_removes_older_partitions_under_the_prefix_only(tmp_path, aws_conn):
+    hook, bucket = new_bucket(aws_conn)
+    hook.load_string("not ours", f"{PREFIX}-other/audience_profiles/dt=2024-04-01/x", bucket)
+    destination = s3_destination(
+        tmp_path, aws_conn, bucket, prefix=PREFIX, tables=["audience_profiles"], keep_days=1
+    )
+    export = {"audience_profiles": str(write_profiles(tmp_path / "p.parquet", 5))}
+    destination.deliver(RunInfo(ds="2024-04-30", run_id="r-04-30"), export)
+
+    report = destination.deliver(RUN, export)
+
+    assert report.details["pruned"] == {"audience_profiles": ["dt=2024-04-30"]}
+    assert sorted(hook.list_keys(bucket)) == sorted(
+        [
+            f"{PREFIX}-other/audience_profiles/dt=2024-04-01/x",
+            *hook.list_keys(bucket, prefix=f"{PREFIX}/audience_profiles/dt={RUN.ds}/"),
+        ]
+    )
+    check_s3(hook, bucket, "audience_profiles", RUN.ds, run_id=RUN.run_id, rows=5)
+
+
 @pytest.fixture
 def faulty_s3(monkeypatch):
     """A moto server in this process whose PutObject answers 500 for keys set in ``fail_keys``.

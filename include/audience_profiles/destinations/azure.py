@@ -66,8 +66,8 @@ class AzureSink:
 
 @register("azure")
 class AzureDestination(Destination):
-    # container and prefix here; max_file_mb and quicksight_manifest: drop.deliver_drops
-    OPTIONS = frozenset({"container", "prefix", "max_file_mb", "quicksight_manifest"})
+    # container and prefix here; max_file_mb, quicksight_manifest, keep_days: drop.deliver_drops
+    OPTIONS = frozenset({"container", "prefix", "max_file_mb", "quicksight_manifest", "keep_days"})
     WRITES_FILES = True
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):

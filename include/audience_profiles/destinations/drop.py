@@ -25,7 +25,9 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -36,12 +38,14 @@ from typing import Protocol
 import duckdb
 from duckdb.sqltypes import VARCHAR
 
-from audience_profiles.config import DestinationConfig
+from audience_profiles.config import ConfigError, DestinationConfig
 from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo
 from audience_profiles.privacy import PII_COLUMNS, hash_identifier
 
 MANIFEST = "_manifest.json"
 QUICKSIGHT_MANIFEST = "_quicksight_manifest.json"
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 EXTENSIONS = {"csv": "csv", "json": "json", "parquet": "parquet"}
 # OWASP CSV injection: cells starting with these are treated as formulas by spreadsheets.
@@ -358,16 +362,49 @@ def write_partition(
     return DropResult(rows=total_rows, files=[f["key"] for f in files], manifest=manifest)
 
 
+def keep_days(config: DestinationConfig) -> int | None:
+    """The drop's ``keep_days``: how many days of partitions, up to the delivered date, it keeps
+    (None: every partition, for ever)."""
+    value = config.options.get("keep_days")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(
+            f"destination {config.name!r}: keep_days must be a whole number of days, 1 or more "
+            f"(got {value!r}); leave it out to keep every partition"
+        )
+    return value
+
+
+def prune_partitions(sink: Sink, prefix: str, table: str, ds: str, days: int) -> list[str]:
+    """Remove the table's partitions dated ``days`` or more days before ``ds``, each manifest
+    first (a reader never takes a partition on its way out for a whole one), and return their
+    folder names. Partitions after ``ds`` (a backfill's later dates) are left alone."""
+    oldest_kept = (dt.date.fromisoformat(ds) - dt.timedelta(days=days - 1)).isoformat()
+    base = "/".join(p for p in (prefix.strip("/"), table) if p) + "/"
+    old: dict[str, list[str]] = {}
+    for key in sink.list(base):
+        folder = key[len(base) :].split("/", 1)[0]
+        date = folder.removeprefix("dt=")
+        if folder.startswith("dt=") and _ISO_DATE.match(date) and date < oldest_kept:
+            old.setdefault(folder, []).append(key)
+    for keys in old.values():
+        manifests = [k for k in keys if k.rsplit("/", 1)[-1] in (MANIFEST, QUICKSIGHT_MANIFEST)]
+        sink.delete(manifests)
+        sink.delete([k for k in keys if k not in manifests])
+    return sorted(old)
+
+
 def deliver_drops(
     destination: Destination, sink: Sink, prefix: str, run: RunInfo, tables: dict[str, str]
 ) -> DeliveryReport:
-    """Write one partition per configured table; the report names every part and manifest."""
+    """Write one partition per configured table; the report names every part and manifest.
+    With ``keep_days``, each table's partitions older than that are then removed."""
     report = destination.report()
     missing = [t for t in destination.config.tables if t not in tables]
     if missing:
         raise ValueError(
             f"run {run.run_id} exported no {', '.join(missing)} for {destination.name}"
         )
+    days = keep_days(destination.config)
     for table in destination.config.tables:
         result = write_partition(
             sink,
@@ -382,6 +419,18 @@ def deliver_drops(
         report.files.extend(sink.url(k) for k in result.files)
         manifest_key = f"{partition_prefix(prefix, table, run.ds)}/{MANIFEST}"
         report.details.setdefault("manifests", {})[table] = sink.url(manifest_key)
+        if days:
+            pruned = prune_partitions(sink, prefix, table, run.ds, days)
+            if pruned:
+                report.details.setdefault("pruned", {})[table] = pruned
+                log.info(
+                    "%s: removed %d partition(s) of %s older than %d days: %s",
+                    destination.name,
+                    len(pruned),
+                    table,
+                    days,
+                    ", ".join(pruned[:5]),
+                )
     return report
 
 
@@ -427,7 +476,10 @@ class LocalSink:
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
-            (self.root / key).unlink(missing_ok=True)
+            path = self.root / key
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a partition folder left empty goes too
+                path.parent.rmdir()
 
     def url(self, key: str) -> str:
         return str(self.root / key)

@@ -27,8 +27,8 @@ from audience_profiles.destinations.drop_erasure import erase_drops
 
 @register("local")
 class LocalDestination(Destination):
-    # path here; max_file_mb and quicksight_manifest: drop.deliver_drops
-    OPTIONS = frozenset({"path", "max_file_mb", "quicksight_manifest"})
+    # path here; max_file_mb, quicksight_manifest, keep_days: drop.deliver_drops
+    OPTIONS = frozenset({"path", "max_file_mb", "quicksight_manifest", "keep_days"})
     WRITES_FILES = True
 
     def sink(self) -> LocalSink:

@@ -60,8 +60,8 @@ class S3Sink:
 
 @register("s3")
 class S3Destination(Destination):
-    # bucket and prefix here; max_file_mb and quicksight_manifest: drop.deliver_drops
-    OPTIONS = frozenset({"bucket", "prefix", "max_file_mb", "quicksight_manifest"})
+    # bucket and prefix here; max_file_mb, quicksight_manifest, keep_days: drop.deliver_drops
+    OPTIONS = frozenset({"bucket", "prefix", "max_file_mb", "quicksight_manifest", "keep_days"})
     WRITES_FILES = True
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
