@@ -342,7 +342,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
     _check_catalogue_landed(by_source, config)
     counts: dict[str, dict[str, int]] = {}
     with open_warehouse(config) as wh:
-        wh.run_sql("setup/tables")
+        wh.setup()
         unbuilt = unbuilt_dates(wh, window, config)
         as_of, cutoffs = cutoffs_as_of(wh, config, window.ds)
         covered = {t: c for t, c in cutoffs.items() if t in VALIDATED_TARGETS}
@@ -692,7 +692,7 @@ def note_rules_change(
     audit row (docs/identity.md, "Known limits"): the operator, and the consumers they tell,
     must hear of it from somewhere."""
     fingerprint = rules_fingerprint(rules)
-    wh.run_sql("setup/tables")  # (a warehouse from before the log)
+    wh.setup()  # (a warehouse from before the log)
     before = wh.query(
         "SELECT CAST(dt AS VARCHAR), fingerprint FROM identity_rules_log "
         f"WHERE dt < DATE '{check_ds(window.ds)}' ORDER BY dt DESC LIMIT 1"

@@ -666,7 +666,7 @@ def run_batch(
     try:
         s3_ready = pool.submit(landing_.connect)
         with open_warehouse(config) as wh:
-            wh.run_sql("setup/tables")
+            wh.setup()
             wh.run_sql("stream/state")
             if records is None:
                 s3_ready.result()  # the listing uses it

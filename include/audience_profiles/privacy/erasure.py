@@ -93,7 +93,7 @@ def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict
     config = config or load_config()
     rules = load_rules(config.identity_config)
     with open_warehouse(config) as wh:
-        wh.run_sql("setup/tables")
+        wh.setup()
         # before a new request can take over an earlier one's entries (requests.sql)
         unlist_placeholders(wh, rules)
         if staged["rows"]:
@@ -148,7 +148,7 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
     """
     config = config or load_config()
     with open_warehouse(config) as wh:
-        wh.run_sql("setup/tables")
+        wh.setup()
         if not awaiting_removal(wh):
             return {}
     # Alone with the run exports: deliveries under way finish first (exports_lock.py).

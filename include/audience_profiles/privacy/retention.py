@@ -164,7 +164,7 @@ def apply_retention(ds: str, run_id: str, config: PipelineConfig | None = None) 
             if p.is_dir() and p.name < cutoffs["snapshots_days"] and not run_in_flight(p)
         )
     with open_warehouse(config) as wh:
-        wh.run_sql("setup/tables")
+        wh.setup()
         present = wh.table_names()
         wh.run_sql(
             "privacy/retention",

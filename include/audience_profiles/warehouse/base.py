@@ -17,7 +17,13 @@ from typing import Any
 
 import jinja2
 
+from audience_profiles.errors import NotRetryable
+
 SQL_ROOT = Path(__file__).resolve().parents[2] / "sql"
+# The version of include/sql/setup/tables.sql: raise it with any change to the tables there (a
+# column added is one: an older release's INSERT then supplies a value too few), and the digest
+# in tests/warehouse/test_setup.py with it.
+SCHEMA_VERSION = 1
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(SQL_ROOT)),
     undefined=jinja2.StrictUndefined,
@@ -25,6 +31,10 @@ _ENV = jinja2.Environment(
     autoescape=False,
 )
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class WarehouseTooNewError(NotRetryable):
+    """The warehouse was set up by a newer release than this one."""
 
 
 def sql_literal(value: Any) -> str:
@@ -70,6 +80,20 @@ class Warehouse(abc.ABC):
             env = _ENGINE_ENVS[self.engine] = _ENV.overlay(cache_size=400)
             env.filters["literal"] = type(self).literal
         return env.get_template(template).render(engine=self.engine, **params)
+
+    def setup(self) -> None:
+        """Create the pipeline's tables and columns where missing (``setup/tables``), once no
+        newer release has set this warehouse up: this one would fail on what it added."""
+        if "warehouse_schema" in self.table_names(views=False):
+            newest = self.query("SELECT max(version) FROM warehouse_schema")[0][0]
+            if newest is not None and int(newest) > SCHEMA_VERSION:
+                raise WarehouseTooNewError(
+                    f"the warehouse was set up by a newer release of audience-profiles (schema "
+                    f"version {newest}; this one knows up to {SCHEMA_VERSION}): run that release, "
+                    "or restore the backup taken before upgrading (docs/operations.md, Upgrading)"
+                )
+        self.run_sql("setup/tables")
+        self.run_sql("setup/version", version=SCHEMA_VERSION)
 
     def run_sql(self, name: str, **params: Any) -> None:
         """Run every statement of one SQL file, atomically."""
