@@ -4,6 +4,7 @@ warehouse a newer one has set up instead of failing on what it added."""
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 
@@ -12,13 +13,15 @@ from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.base import SCHEMA_VERSION, SQL_ROOT, WarehouseTooNewError
 from tests.support import write_config, write_seed_example
 
-# Changed include/sql/setup/tables.sql? Raise SCHEMA_VERSION (warehouse/base.py) and set this to
+# Changed a statement of include/sql/setup/tables.sql? Raise SCHEMA_VERSION (warehouse/base.py) and set this to
 # the file's new digest: an older release must refuse a warehouse with the new tables.
-TABLES_DIGEST = (1, "9cc7f10aef5238e2")
+TABLES_DIGEST = (1, "1551650080957d6f")
 
 
 def test_the_schema_version_moves_with_the_tables():
-    digest = hashlib.sha256((SQL_ROOT / "setup" / "tables.sql").read_bytes()).hexdigest()[:16]
+    text = (SQL_ROOT / "setup" / "tables.sql").read_text()
+    statements = " ".join(re.sub(r"--[^\n]*", " ", text).split())  # comments and layout aside
+    digest = hashlib.sha256(statements.encode()).hexdigest()[:16]
     assert (SCHEMA_VERSION, digest) == TABLES_DIGEST
 
 
