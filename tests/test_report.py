@@ -97,6 +97,21 @@ def test_the_page_is_self_contained_and_plots_every_part(reported):
         assert f">{ds}</text>" in page
 
 
+def test_a_link_planted_at_a_page_s_name_is_replaced_not_written_through(reported, tmp_path):
+    """The pages go to the local drop's folder, which others may write to."""
+    root, config, _ = reported
+    victim = tmp_path / ".bashrc"
+    victim.write_text("# original\n")
+    page = report.report_dir(config) / f"{DATES[0]}.html"
+    page.unlink()
+    page.symlink_to(victim)
+
+    report.write_report(RunWindow.for_date(DATES[0]), {}, {}, config)
+
+    assert victim.read_text() == "# original\n"
+    assert not page.is_symlink() and "<html" in page.read_text()
+
+
 def test_without_a_local_destination_the_page_goes_to_the_work_dir(tmp_path):
     config = write_config(tmp_path, destinations=[])
     assert report.report_dir(config) == tmp_path / "work" / "reports"

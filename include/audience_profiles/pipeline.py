@@ -35,6 +35,7 @@ from audience_profiles.config import (
 )
 from audience_profiles.errors import NotRetryable
 from audience_profiles.exports_lock import exports_lock
+from audience_profiles.files import replace_file
 from audience_profiles.identity import IdentityRules, load_rules, resolve_run, rules_fingerprint
 from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.privacy.retention import RUN_IN_FLIGHT_MARKER, cutoffs_as_of
@@ -902,8 +903,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
             and "build_started" in run_tables,
         )
     marker = export_dir / PUBLISHED_MARKER
-    marker.with_suffix(".tmp").write_text(json.dumps({"run_id": window.run_id, "tables": tables}))
-    marker.with_suffix(".tmp").replace(marker)
+    replace_file(marker, json.dumps({"run_id": window.run_id, "tables": tables}).encode())
     log.info(
         "published %s (current tables %s): %s",
         window.ds,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from audience_profiles.config import PipelineConfig, load_config
 from audience_profiles.dag_defaults import EXTRACT_SOURCES
+from audience_profiles.files import inside, replace_file
 from audience_profiles.warehouse import open_warehouse
 
 if TYPE_CHECKING:
@@ -237,11 +238,12 @@ def write_report(
         ]
     folder = report_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
-    page = render_html(report, history)
+    inside(folder, folder.parent)  # in a shared output folder: not through a planted link
+    page = render_html(report, history).encode()
     path = folder / f"{window.ds}.html"
-    path.write_text(page)
+    replace_file(path, page)
     if all(h["ds"] <= window.ds for h in history):
-        (folder / "index.html").write_text(page)
+        replace_file(folder / "index.html", page)
     log.info("%s; report %s", summary_line(report), path)
     return {k: report[k] for k in _ROW_COLUMNS if k != "run_id"} | {"html": str(path)}
 

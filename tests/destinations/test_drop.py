@@ -22,6 +22,7 @@ from audience_profiles.destinations.drop import (
     scratch_duckdb,
     write_partition,
 )
+from audience_profiles.files import OutsideFolderError
 from audience_profiles.privacy import hash_identifier
 from tests.destinations.drop_checks import (
     AUDIT,
@@ -577,3 +578,23 @@ def test_keep_days_must_be_a_whole_number_of_days(tmp_path, value):
     with pytest.raises(ConfigError, match="keep_days must be a whole number of days"):
         drop.deliver(RUN, {TABLE: str(write_profiles(tmp_path / "p.parquet", 5))})
     assert not (tmp_path / "out").exists()
+
+
+def test_a_partition_folder_linked_out_of_the_drop_is_refused(tmp_path):
+    """Whoever can write to a shared output folder could link a partition folder to one the
+    worker may write to: its files were taken for stale parts and deleted, and the parts written
+    there."""
+    victim = tmp_path / "home" / ".ssh"
+    victim.mkdir(parents=True)
+    (victim / "authorized_keys").write_text("ssh-ed25519 AAAA me\n")
+    root = tmp_path / "out"
+    (root / TABLE).mkdir(parents=True)
+    (root / PARTITION).symlink_to(victim)
+    config = make_config(formats=("csv",))
+
+    with pytest.raises(OutsideFolderError, match="leads outside"):
+        write_partition(
+            LocalSink(root), "", TABLE, str(write_profiles(tmp_path / "p.parquet", 5)), config, RUN
+        )
+
+    assert sorted(p.name for p in victim.iterdir()) == ["authorized_keys"]

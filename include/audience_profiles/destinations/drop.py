@@ -26,7 +26,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -40,6 +39,7 @@ from duckdb.sqltypes import VARCHAR
 
 from audience_profiles.config import ConfigError, DestinationConfig
 from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo
+from audience_profiles.files import inside, replace_file
 from audience_profiles.privacy import PII_COLUMNS, hash_identifier
 
 MANIFEST = "_manifest.json"
@@ -446,40 +446,41 @@ def quicksight_manifest(files: list[dict]) -> dict | None:
 
 
 class LocalSink:
-    """A folder on this machine (or any mounted file system)."""
+    """A folder on this machine (or any mounted file system). Every key must stay inside it: a
+    partition folder linked elsewhere is refused (``files.inside``), and parts are written as new
+    files (``files.replace_file``)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
+    def _path(self, key: str) -> Path:
+        path = self.root / key
+        inside(path.parent, self.root)
+        return path
+
     def put(self, local_path: Path, key: str) -> None:
-        target = self.root / key
+        target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        # A new file, never an existing one: a link planted at the .tmp name by someone who can
-        # write to a shared output folder would otherwise have a run overwrite its target.
-        tmp.unlink(missing_ok=True)  # a killed run's leftover, or such a link (not its target)
-        with (
-            open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out,
-            open(local_path, "rb") as source,
-        ):
-            shutil.copyfileobj(source, out, 1 << 20)
-        tmp.replace(target)  # atomic on one file system: readers see old or new, never half
+        inside(target.parent, self.root)  # a link may have been made the folder meanwhile
+        replace_file(target, local_path)
 
     def get(self, key: str, local_path: Path) -> None:
-        shutil.copyfile(self.root / key, local_path)
+        shutil.copyfile(inside(self._path(key), self.root), local_path)
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix
         if not base.exists():
             return []
+        inside(base, self.root)  # rglob does not follow links below it
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file())
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
-            path = self.root / key
+            path = self._path(key)
             path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):  # a partition folder left empty goes too
-                path.parent.rmdir()
+            if path.parent != self.root:
+                with contextlib.suppress(OSError):  # a partition folder left empty goes too
+                    path.parent.rmdir()
 
     def url(self, key: str) -> str:
         return str(self.root / key)

@@ -70,6 +70,7 @@ from audience_profiles.destinations.base import (
     erasure_status,
 )
 from audience_profiles.destinations.drop import IDENTIFIER_PAIRS, RAW_COLUMN, scratch_duckdb
+from audience_profiles.files import replace_file
 from audience_profiles.privacy import PII_COLUMNS, hash_identifier
 
 SCHEMA_VERSION = 1
@@ -649,9 +650,7 @@ class DeliveryCheckpoint:
                     t: {"version": self.versions[t], "sent": n} for t, n in self.counts.items()
                 },
             }
-            temporary = self.path.with_suffix(".tmp")
-            temporary.write_text(json.dumps(state))
-            temporary.replace(self.path)
+            replace_file(self.path, json.dumps(state).encode())
             self.written = time.monotonic()
 
     def remove(self) -> None:

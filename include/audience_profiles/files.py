@@ -1,0 +1,45 @@
+"""Writing into folders that others may write to as well (a shared output folder).
+
+Whoever can write there could plant a link where the pipeline writes next: at a part's name, at
+its temporary name, or in place of a partition folder, so that a run overwrites or deletes what
+the link leads to (a ~/.bashrc, an authorized_keys). Every local write of rows of people goes
+through here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from audience_profiles.errors import NotRetryable
+
+
+class OutsideFolderError(NotRetryable):
+    """A path under a folder leads, through a link, out of it."""
+
+
+def inside(path: Path, root: Path) -> Path:
+    """``path``, once it leads to a place inside ``root`` (links followed, the last part of
+    ``path`` need not exist); :class:`OutsideFolderError` naming it otherwise."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise OutsideFolderError(
+            f"{path}: leads outside {root} (a link in its way); refused, as a link planted in a "
+            "shared folder would have a run write or delete where it leads: remove the link"
+        )
+    return path
+
+
+def replace_file(target: Path, content: Path | bytes) -> None:
+    """Write ``target`` as a new file (``content``: a file to copy, or bytes), then rename it
+    into place: readers see the old file or the new one, never half, and nothing is written
+    through a link at ``target`` or at its temporary name (the rename replaces a link itself)."""
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.unlink(missing_ok=True)  # a killed run's leftover, or a planted link (not its target)
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
+        if isinstance(content, bytes):
+            out.write(content)
+        else:
+            with open(content, "rb") as source:
+                shutil.copyfileobj(source, out, 1 << 20)
+    tmp.replace(target)
