@@ -1059,6 +1059,14 @@ def test_a_link_to_something_not_a_file_is_refused(tmp_path):
         extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
 
 
+def test_a_loop_of_links_is_refused_naming_it(tmp_path):
+    folder = _form_partition(tmp_path)
+    (folder / "a.csv").symlink_to(folder / "b.csv")
+    (folder / "b.csv").symlink_to(folder / "a.csv")
+    with pytest.raises(LandingError, match=r"a\.csv: a loop of links"):
+        extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
+
+
 def test_links_inside_the_landing_folder_are_read(tmp_path):
     """A landing root that is itself a link, and a file linked from elsewhere in it."""
     real = tmp_path / "real"

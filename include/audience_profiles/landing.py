@@ -236,16 +236,23 @@ def _check_no_unread_files(names: Iterable[str], prefix: str) -> None:
         )
 
 
-def refused_local_file(path: Path, landing_root: str | Path) -> str | None:
+def refused_local_file(path: Path, root: Path) -> str | None:
     """Why a local landing data file is not read, or None. A file read through a link (itself,
     or a linked folder on its way) must be a regular file inside the landing root: otherwise
     whoever can write to the landing folder could have a run read any file the worker can (a
-    credentials file's lines land in quarantine, which drops deliver), or hang on a device. A
-    dangling link passes here: reading it fails, naming it."""
-    target = path.resolve()
+    credentials file's lines land in quarantine, which drops deliver), or hang on a pipe. A
+    dangling link passes here: reading it fails, naming it. ``root``: the landing root,
+    resolved once by the caller (``Path.resolve``).
+
+    The check comes before the read: a writer who swaps a checked file for a link in between
+    is not stopped (docs/operations.md, "Who can read the files")."""
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # a loop of links
+        return f"{path}: a loop of links"
     if not target.exists():
         return None
-    if not target.is_relative_to(Path(landing_root).resolve()):
+    if not target.is_relative_to(root):
         return (
             f"{path}: leads outside the landing folder (a link, or a linked folder); "
             "copy the file in instead"
@@ -256,9 +263,8 @@ def refused_local_file(path: Path, landing_root: str | Path) -> str | None:
 
 
 def _check_local_files_are_their_own(paths: Iterable[Path], landing_root: str) -> None:
-    refused = [
-        r for p in paths if is_data_file(p.name) and (r := refused_local_file(p, landing_root))
-    ]
+    root = Path(landing_root).resolve()
+    refused = [r for p in paths if is_data_file(p.name) and (r := refused_local_file(p, root))]
     if refused:
         shown = "; ".join(refused[:5]) + (
             f" (and {len(refused) - 5} more)" if len(refused) > 5 else ""

@@ -224,8 +224,28 @@ class Landing:
                     )
             return out
         base = Path(self.root)
+        root = base.resolve()
         out = []
-        for path in sorted((base / source).rglob("*")):
+        folder = base / source
+        # rglob follows no link below the source's folder, which may be one itself: only links
+        # reached so need the landing extract's check (landing.refused_local_file)
+        if folder.is_symlink() and not folder.resolve().is_relative_to(root):
+            log.warning(
+                "%s: leads outside the landing folder (a linked folder): not streamed, and the "
+                "daily extracts fail on it",
+                folder,
+            )
+            return out
+        for path in sorted(folder.rglob("*")):
+            if path.is_symlink():
+                if path.is_dir() and path.resolve().is_relative_to(root):
+                    continue  # a folder linked within the landing: the daily extract reads it
+                refused = landing.refused_local_file(path, root)
+                if refused:
+                    changed = dt.datetime.fromtimestamp(path.lstat().st_mtime, dt.UTC)
+                    if since is None or changed.replace(tzinfo=None) > since:
+                        log.warning("%s: not streamed, and the daily extract fails on it", refused)
+                    continue
             if not path.is_file():
                 continue
             relative = path.relative_to(base).as_posix()
@@ -236,13 +256,6 @@ class Landing:
             modified = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).replace(tzinfo=None)
             if since is None or modified > since:
                 self._note_unread(relative, str(path), modified)
-            refused = where and landing.refused_local_file(path, base)
-            if refused:
-                if since is None or modified > since:
-                    log.warning(
-                        "%s: not streamed, and the daily extract of its date fails", refused
-                    )
-                continue
             if where:
                 version = landing.local_version(stat)
                 out.append(LandedFile(where[0], str(path), where[1], version, modified))
