@@ -86,14 +86,10 @@ def alert_message(context: dict[str, Any], event: str) -> dict[str, Any]:
 
 
 def send(conn_id: str, message: dict[str, Any]) -> None:
-    # Quiet: the provider's hook logs a connection error's text, which names the URL.
+    # Quiet: the provider's hook logs the URL (the secret) in three places (hooks/http.py).
     from audience_profiles.hooks.http import QuietHttpHook
 
-    QuietHttpHook(method="POST", http_conn_id=conn_id).run(
-        json=message,
-        headers={"Content-Type": "application/json"},
-        extra_options={"timeout": TIMEOUT_SECONDS},
-    )
+    QuietHttpHook(method="POST", http_conn_id=conn_id).post_json(message, timeout=TIMEOUT_SECONDS)
 
 
 def notify(context: dict[str, Any], event: str) -> None:

@@ -43,7 +43,8 @@ def webhook() -> WebhookReceiver:
             )
             self.send_response(receiver.status)
             self.end_headers()
-            self.wfile.write(b"ok" if receiver.status < 400 else b"no")
+            # an error page that echoes the path, as Express's "Cannot POST /..." does
+            self.wfile.write(b"ok" if receiver.status < 400 else b"no: " + self.path.encode())
 
         def log_message(self, *args):  # keep the test output quiet
             pass
