@@ -140,7 +140,8 @@ def rules_fingerprint(rules: IdentityRules) -> str:
     differently regroups them as a rules change does (docs/operations.md, "Upgrading")."""
     rules_text = json.dumps(dataclasses.asdict(rules), sort_keys=True, default=list)
     digest = hashlib.sha256(rules_text.encode())
-    for path in sorted((SQL_ROOT / "identity").glob("*.sql")):
+    # the identity SQL and the macros it imports (the identifier normalisation among them)
+    for path in [*sorted((SQL_ROOT / "identity").glob("*.sql")), SQL_ROOT / "privacy/_macros.sql"]:
         code = " ".join(_SQL_COMMENTS.sub(" ", path.read_text()).split())
         digest.update(f"\0{path.name}\0{code}".encode())
     return digest.hexdigest()[:16]
