@@ -20,9 +20,10 @@ import jinja2
 from audience_profiles.errors import NotRetryable
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "sql"
-# The version of include/sql/setup/tables.sql: raise it with any change to the tables there (a
-# column added is one: an older release's INSERT then supplies a value too few), and the digest
-# in tests/warehouse/test_setup.py with it.
+# The version of the warehouse's lasting tables (every CREATE TABLE IF NOT EXISTS and ALTER TABLE
+# ... ADD COLUMN in include/sql, setup/tables.sql and the others): raise it with any change to
+# them (a column added is one: an older release's INSERT then supplies a value too few), and
+# the digest in tests/warehouse/test_setup.py with it.
 SCHEMA_VERSION = 1
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(SQL_ROOT)),
