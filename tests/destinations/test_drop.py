@@ -558,6 +558,20 @@ def test_keep_days_removes_the_partitions_before_the_last_n_days(tmp_path):
     ]
 
 
+def test_a_partition_being_written_is_not_pruned(tmp_path):
+    """A backfill of an old date beside the daily run: its partition has parts but no manifest
+    yet, and the daily delivery must not remove them under it."""
+    sink = LocalSink(tmp_path / "out")
+    export = str(write_profiles(tmp_path / "p.parquet", 5))
+    write_partition(
+        sink, "", TABLE, export, make_config(formats=("csv",)), RunInfo("2024-03-01", "r")
+    )
+    (tmp_path / "out" / TABLE / "dt=2024-03-01" / MANIFEST).unlink()  # as while it is written
+
+    assert prune_partitions(sink, "", TABLE, RUN.ds, 1) == []
+    assert (tmp_path / "out" / TABLE / "dt=2024-03-01" / "part-00000.csv").exists()
+
+
 def test_a_partition_on_its_way_out_loses_its_manifests_first(tmp_path):
     sink = RecordingSink(tmp_path / "out")
     config = make_config(formats=("csv",), options={"keep_days": 1})

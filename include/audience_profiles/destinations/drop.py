@@ -375,9 +375,11 @@ def keep_days(config: DestinationConfig) -> int | None:
 
 
 def prune_partitions(sink: Sink, prefix: str, table: str, ds: str, days: int) -> list[str]:
-    """Remove the table's partitions dated ``days`` or more days before ``ds``, each manifest
-    first (a reader never takes a partition on its way out for a whole one), and return their
-    folder names. Partitions after ``ds`` (a backfill's later dates) are left alone."""
+    """Remove the table's complete partitions dated ``days`` or more days before ``ds``, each
+    manifest first (a reader never takes a partition on its way out for a whole one), and return
+    their folder names. Partitions after ``ds`` (a backfill's later dates) are left alone, and so
+    is one without a manifest: another delivery may be writing it (a backfill beside the daily
+    run), and its manifest would then name parts removed under it."""
     oldest_kept = (dt.date.fromisoformat(ds) - dt.timedelta(days=days - 1)).isoformat()
     base = "/".join(p for p in (prefix.strip("/"), table) if p) + "/"
     old: dict[str, list[str]] = {}
@@ -386,11 +388,12 @@ def prune_partitions(sink: Sink, prefix: str, table: str, ds: str, days: int) ->
         date = folder.removeprefix("dt=")
         if folder.startswith("dt=") and _ISO_DATE.match(date) and date < oldest_kept:
             old.setdefault(folder, []).append(key)
-    for keys in old.values():
+    complete = {f: keys for f, keys in old.items() if any(k.endswith("/" + MANIFEST) for k in keys)}
+    for keys in complete.values():
         manifests = [k for k in keys if k.rsplit("/", 1)[-1] in (MANIFEST, QUICKSIGHT_MANIFEST)]
         sink.delete(manifests)
         sink.delete([k for k in keys if k not in manifests])
-    return sorted(old)
+    return sorted(complete)
 
 
 def deliver_drops(
