@@ -59,12 +59,14 @@ def audience_profiles_erasure():
         return read_requests(*_run())
 
     @task(pool=WAREHOUSE_POOL)
+    @fails_fast  # a warehouse a newer release set up fails at once
     def resolve_requests(staged: dict) -> dict:
         from audience_profiles.privacy.erasure import resolve_requests
 
         return resolve_requests(staged)
 
     @task(pool=WAREHOUSE_POOL)
+    @fails_fast  # as resolve_requests
     def remove_from_warehouse() -> dict[str, int]:
         from audience_profiles.privacy.erasure import remove_from_warehouse
 
