@@ -475,43 +475,6 @@ def test_render_parts_returns_parts_and_schema(tmp_path):
     assert len(read_part(parts[0][0].name, parts[0][0].read_bytes())) == 10
 
 
-def test_local_destination_delivers_every_configured_table(tmp_path):
-    pipeline = parse_config(
-        {
-            "start_date": "2024-01-01",
-            "landing_root": str(tmp_path / "landing"),
-            "destinations": [
-                {
-                    "name": "files",
-                    "kind": "local",
-                    "path": str(tmp_path / "out"),
-                    "tables": [TABLE, "profile_identifiers"],
-                    "formats": ["csv"],
-                }
-            ],
-        }
-    )
-    exports = {
-        TABLE: str(write_profiles(tmp_path / "p.parquet", 7)),
-        "profile_identifiers": str(
-            write_table(tmp_path / "i.parquet", IDENTIFIER_ROWS, IDENTIFIERS)
-        ),
-    }
-    report = destination_for(pipeline.destination("files"), pipeline).deliver(RUN, exports)
-
-    assert report.rows == {TABLE: 7, "profile_identifiers": 3}
-    out = tmp_path / "out"
-    assert report.files == [
-        str(out / PARTITION / "part-00000.csv"),
-        str(out / f"profile_identifiers/dt={RUN.ds}/part-00000.csv"),
-    ]
-    assert report.details["manifests"][TABLE] == str(out / PARTITION / MANIFEST)
-    with pytest.raises(ValueError, match="exported no profile_identifiers"):
-        destination_for(pipeline.destination("files"), pipeline).deliver(
-            RUN, {TABLE: exports[TABLE]}
-        )
-
-
 def local_drop(tmp_path, **options):
     pipeline = parse_config(
         {
@@ -531,6 +494,27 @@ def local_drop(tmp_path, **options):
         }
     )
     return destination_for(pipeline.destination("files"), pipeline)
+
+
+def test_local_destination_delivers_every_configured_table(tmp_path):
+    drop = local_drop(tmp_path, tables=[TABLE, "profile_identifiers"])
+    exports = {
+        TABLE: str(write_profiles(tmp_path / "p.parquet", 7)),
+        "profile_identifiers": str(
+            write_table(tmp_path / "i.parquet", IDENTIFIER_ROWS, IDENTIFIERS)
+        ),
+    }
+    report = drop.deliver(RUN, exports)
+
+    assert report.rows == {TABLE: 7, "profile_identifiers": 3}
+    out = tmp_path / "out"
+    assert report.files == [
+        str(out / PARTITION / "part-00000.csv"),
+        str(out / f"profile_identifiers/dt={RUN.ds}/part-00000.csv"),
+    ]
+    assert report.details["manifests"][TABLE] == str(out / PARTITION / MANIFEST)
+    with pytest.raises(ValueError, match="exported no profile_identifiers"):
+        drop.deliver(RUN, {TABLE: exports[TABLE]})
 
 
 def test_keep_days_removes_the_partitions_before_the_last_n_days(tmp_path):
