@@ -688,10 +688,10 @@ def note_rules_change(
     wh: Warehouse, window: RunWindow, rules: IdentityRules, config: PipelineConfig
 ) -> str | None:
     """Record the rules the run is built with (and the SQL that applies them); when they differ
-    from those of the date built before it, warn and return that date. Both of a run's snapshots (D-1 and D) use today's
-    rules, so a change joins, splits or re-keys profiles with no profile_merges row and no
-    audit row (docs/identity.md, "Known limits"): the operator, and the consumers they tell,
-    must hear of it from somewhere."""
+    from those of the date built before it, warn and return that date. Both of a run's
+    snapshots (D-1 and D) use today's rules, so a change joins, splits or re-keys profiles with
+    no profile_merges row and no audit row (docs/identity.md, "Known limits"): the operator,
+    and the consumers they tell, must hear of it from somewhere."""
     fingerprint = rules_fingerprint(rules)
     wh.setup()  # (a warehouse from before the log)
     before = wh.query(
