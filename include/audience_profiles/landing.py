@@ -129,9 +129,9 @@ def partition_date(name: str) -> str | None:
         return None
 
 
-def some_names(names: list[str]) -> str:
+def some_names(names: list[str], sep: str = ", ") -> str:
     """The first five names, and how many more."""
-    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return sep.join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _check_source_folder(entries: Iterable[tuple[str, bool]], where: str) -> None:
@@ -265,11 +265,8 @@ def refused_local_file(path: Path, root: Path) -> str | None:
 def _check_local_files_are_their_own(paths: Iterable[Path], landing_root: str) -> None:
     root = Path(landing_root).resolve()
     refused = [r for p in paths if is_data_file(p.name) and (r := refused_local_file(p, root))]
-    if refused:
-        shown = "; ".join(refused[:5]) + (
-            f" (and {len(refused) - 5} more)" if len(refused) > 5 else ""
-        )
-        raise LandingError(f"{len(refused)} landing file(s) refused: {shown}")
+    if refused:  # each reason holds commas: "; " between them
+        raise LandingError(f"{len(refused)} landing file(s) refused: {some_names(refused, '; ')}")
 
 
 def local_version(stat: os.stat_result) -> str:
