@@ -745,3 +745,17 @@ def test_an_element_of_another_type_keeps_its_title_and_labels(tmp_path, caplog)
         assert con.execute(
             "SELECT title, element_type, option_label FROM interactions_enriched"
         ).fetchall() == [("Which team do you support?", "rating", "Manchester Blue")]
+
+
+def test_a_destination_disabled_after_the_run_listed_it_is_skipped_not_delivered(tmp_path):
+    """The run maps deliver over the destinations enabled when it starts: a retry, or a task
+    cleared later, of one switched off since (enabled: false) delivered to it all the same."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    config = write_config(
+        tmp_path,
+        [{"name": "off", "kind": "local", "path": str(tmp_path / "out"), "enabled": False}],
+    )
+    with pytest.raises(AirflowSkipException, match="'off' is disabled"):
+        pipeline.deliver("off", RunWindow.for_date("2022-04-29"), {}, config)
+    assert not (tmp_path / "out").exists()

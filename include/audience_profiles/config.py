@@ -414,16 +414,80 @@ def _literal_options(node: ast.ClassDef) -> frozenset[str] | None:
 
 
 @functools.cache
+def _parsed(path: Path) -> ast.Module | None:
+    """One destinations module's syntax tree, or None when it defines no class (read once per
+    process: pipeline.yml is loaded while DAG files are parsed)."""
+    text = path.read_text()
+    if "class " not in text:
+        return None
+    return ast.parse(text, str(path))
+
+
+@functools.cache
 def _registered_in(path: Path) -> dict[str, frozenset[str] | None]:
     """Kind -> literal ``OPTIONS`` of each ``@register("<kind>")`` class in one module's source."""
-    text = path.read_text()
-    if "@register(" not in text:
+    if "@register(" not in path.read_text() or (tree := _parsed(path)) is None:
         return {}
     return {
         kind: _literal_options(node)
-        for node in ast.parse(text, str(path)).body
+        for node in tree.body
         if isinstance(node, ast.ClassDef) and (kind := _registered_kind(node))
     }
+
+
+def _own_flag(node: ast.ClassDef, flag: str) -> bool | None:
+    """``<flag> = True|False`` (or ``<flag>: ClassVar[bool] = ...``) in the class's own body."""
+    for statement in node.body:
+        if isinstance(statement, ast.Assign):
+            targets, value = statement.targets, statement.value
+        elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+            targets, value = [statement.target], statement.value
+        else:
+            continue
+        named = any(isinstance(t, ast.Name) and t.id == flag for t in targets)
+        if named and isinstance(value, ast.Constant) and isinstance(value.value, bool):
+            return value.value
+    return None
+
+
+def _base_class(path: Path, base: ast.expr) -> tuple[Path, ast.ClassDef] | None:
+    """Where a base class of a class in ``path`` is defined, if in ``destinations/``: the same
+    module, or one it imports the name from (``from audience_profiles.destinations.x import``)."""
+    name = base.id if isinstance(base, ast.Name) else getattr(base, "attr", None)
+    tree = _parsed(path)
+    if name is None or tree is None:
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return path, node
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and any(a.name == name for a in node.names):
+            module = node.module or ""
+            if node.level:  # from .local import LocalDestination
+                stem = module
+            elif module.startswith("audience_profiles.destinations."):
+                stem = module.rsplit(".", 1)[1]
+            else:
+                return None
+            other = DESTINATIONS_DIR / f"{stem}.py"
+            if other.is_file() and (other_tree := _parsed(other)) is not None:
+                for candidate in other_tree.body:
+                    if isinstance(candidate, ast.ClassDef) and candidate.name == name:
+                        return other, candidate
+    return None
+
+
+def _class_flag(path: Path, node: ast.ClassDef, flag: str, depth: int = 0) -> bool | None:
+    """The class's ``flag`` as Python finds it: its own, else its bases' (left first, depth
+    first); None when no class in ``destinations/`` on the way sets it."""
+    own = _own_flag(node, flag)
+    if own is not None or depth > 8:
+        return own
+    for base in node.bases:
+        found = _base_class(path, base)
+        if found and (inherited := _class_flag(*found, flag, depth + 1)) is not None:
+            return inherited
+    return None
 
 
 FILE_KEYS = ("formats", "format", "compression", "csv_injection_escape")  # drops' only
@@ -440,31 +504,38 @@ def refuse_file_keys(config: DestinationConfig, given: list[str], source: str, w
 
 
 @functools.cache
+def kind_declares(kind: str, flag: str) -> bool:
+    """Whether the class of ``kind`` sets ``<flag>`` true, read from the source as ``OPTIONS``
+    is: its own value or one inherited from a class in ``destinations/`` (``class
+    Store(LocalDestination)``), assigned or annotated (``WRITES_FILES: ClassVar[bool] = True``).
+    Flags: ``WRITES_FILES`` (only they take :data:`FILE_KEYS`), ``NEEDS_CONN_ID``."""
+    module = module_of(kind)
+    if module is None:
+        return False
+    path = DESTINATIONS_DIR / f"{module}.py"
+    return any(
+        isinstance(node, ast.ClassDef)
+        and _registered_kind(node) == kind
+        and bool(_class_flag(path, node, flag))
+        for node in _parsed(path).body
+    )
+
+
 def kinds_declaring(flag: str) -> frozenset[str]:
-    """Kinds whose class sets ``<flag> = True`` (read from the source, as ``OPTIONS``):
-    ``WRITES_FILES`` (only they take :data:`FILE_KEYS`), ``NEEDS_CONN_ID``."""
+    """Every kind whose class sets ``<flag>`` true (:func:`kind_declares`)."""
+    return frozenset(kind for kind in declared_options() if kind_declares(kind, flag))
 
-    def declares(node: ast.ClassDef) -> bool:
-        return any(
-            isinstance(s, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == flag for t in s.targets)
-            and isinstance(s.value, ast.Constant)
-            and s.value.value is True
-            for s in node.body
-        )
 
-    kinds = set()
+def module_of(kind: str) -> str | None:
+    """The ``destinations/`` module that registers ``kind`` (its stem), or None: what
+    ``destination_for`` imports. Usually named like the kind; ``sql`` is in generic_sql.py."""
+    own = DESTINATIONS_DIR / f"{kind}.py"
+    if kind.isidentifier() and own.is_file() and kind in _registered_in(own):
+        return kind
     for path in sorted(DESTINATIONS_DIR.glob("*.py")):
-        text = path.read_text()
-        if f"{flag} = True" in text:
-            kinds.update(
-                kind
-                for node in ast.parse(text, str(path)).body
-                if isinstance(node, ast.ClassDef)
-                and (kind := _registered_kind(node))
-                and declares(node)
-            )
-    return frozenset(kinds)
+        if kind in _registered_in(path):
+            return path.stem
+    return None
 
 
 def declared_options(kind: str | None = None) -> dict[str, frozenset[str] | None]:
@@ -561,9 +632,9 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     accepted = kinds[kind]
     if accepted is not None:
         check_destination_options(config, accepted, source, where)
-    if kind not in kinds_declaring("WRITES_FILES"):
+    if not kind_declares(kind, "WRITES_FILES"):
         refuse_file_keys(config, [k for k in FILE_KEYS if k in item], source, where)
-    if kind in kinds_declaring("NEEDS_CONN_ID") and not config.conn_id:
+    if kind_declares(kind, "NEEDS_CONN_ID") and not config.conn_id:
         # found here, not by the delivery after the whole build (and its retries)
         raise ConfigError(
             f"{source}: {where}conn_id: destination {name!r} (kind {kind}) needs the id of an "
@@ -579,7 +650,7 @@ def _check_drop_places(destinations: tuple[DestinationConfig, ...], source: str)
     place_keys = ("path", "bucket", "container", "prefix")
     writers: dict[tuple, tuple[int, str]] = {}
     for index, dest in enumerate(destinations):
-        if not dest.enabled or dest.kind not in kinds_declaring("WRITES_FILES"):
+        if not dest.enabled or not kind_declares(dest.kind, "WRITES_FILES"):
             continue
         where = tuple(str(dest.options.get(key) or "").strip("/") for key in place_keys)
         # An Azure container is named within the connection's storage account (wasb_default

@@ -951,8 +951,18 @@ def deliver(
     from audience_profiles.destinations import RunInfo, destination_for
 
     config = config or load_config()
+    entry = config.destination(destination_name)
+    if not entry.enabled:
+        # The run listed its destinations when it started: one switched off since (an outage, a
+        # target being retired) must not get this run's delivery, its retries, or a cleared task.
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(
+            f"destination {destination_name!r} is disabled in {config.source_file} "
+            "(enabled: false): not delivered"
+        )
     mark_in_flight(config, window)
-    destination = destination_for(config.destination(destination_name), config)
+    destination = destination_for(entry, config)
     missing = [t for t in destination.config.tables if t not in tables]
     if missing:
         raise ValueError(

@@ -9,6 +9,7 @@ from audience_profiles.config import (
     DestinationConfig,
     PipelineConfig,
     check_destination_options,
+    module_of,
     refuse_file_keys,
 )
 from audience_profiles.destinations.base import (
@@ -22,20 +23,20 @@ __all__ = ["DeliveryReport", "Destination", "RunInfo", "destination_for"]
 
 
 def destination_for(config: DestinationConfig, pipeline: PipelineConfig) -> Destination:
-    """Instantiate the destination for one pipeline.yml entry (imports only the module it needs).
+    """Instantiate the destination for one pipeline.yml entry (imports only the module it needs:
+    the one registering the kind, found in the source as config.py finds its ``OPTIONS``).
 
     An option the kind does not declare in ``OPTIONS`` is a ConfigError naming the file, the
     destination, the key and the closest valid key (config.py checks the same when it loads).
     """
-    try:
-        importlib.import_module(f"{__name__}.{config.kind}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{config.kind}":
-            raise
+    module = module_of(config.kind)
+    if module is not None:
+        importlib.import_module(f"{__name__}.{module}")
+    cls = registered_kinds().get(config.kind)
+    if cls is None:
         raise ConfigError(
             f"{pipeline.source_file}: destination {config.name!r} has unknown kind {config.kind!r}"
-        ) from exc
-    cls = registered_kinds()[config.kind]
+        )
     names = [d.name for d in pipeline.destinations]
     where = f"destinations[{names.index(config.name)}]." if config.name in names else ""
     check_destination_options(config, cls.OPTIONS, pipeline.source_file, where)

@@ -16,15 +16,29 @@ does not read (``pi: hashed``) fails with the file, the destination and the clos
 instead of being ignored. ``formats``, ``compression`` and ``csv_injection_escape`` other than
 their defaults are refused the same way by a kind that writes no files (``WRITES_FILES``).
 
+``WRITES_FILES`` and ``NEEDS_CONN_ID`` are read from the source too (the class's own value, or
+one inherited from a class in this package); the module may have any name (``sql`` is registered
+in generic_sql.py): ``config.module_of`` finds it.
+
 Contract every implementation keeps:
 - idempotent: delivering the same run twice leaves the target as after one delivery (overwrite the
   partition, MERGE on a key, or stable record ids for streams);
+- apply ``config.pii`` to every table it sends (config.py accepts the key for every kind and
+  nothing checks that a kind reads it): ``drop.render_parts`` / ``drop.select_list`` render an
+  export under the policy, ``streams.apply_pii`` a row;
+- deliver exactly ``config.tables`` (``tables`` holds every export of the run);
 - raise on failure after the retries that make sense inside one attempt; Airflow retries the task;
 - report what was delivered in a :class:`DeliveryReport` (small: it goes through XCom).
 
-Erasure (optional): ``erase`` removes people from what the destination already holds, for the
-erasure DAG (docs/privacy.md). A kind that cannot erase keeps the default, which answers
-``not_supported`` for every request, so the erasure log says so instead of pretending.
+Erasure: ``erase`` removes people from what the destination already holds, for the erasure DAG
+(docs/privacy.md). A kind that cannot erase keeps the default, which answers ``not_supported``
+for every request. That answer is final: once every destination has given a final one the
+request is done and its identifiers are purged, so the person can never be erased there later.
+A kind that sends personal data somewhere it could remove it from should implement ``erase``.
+
+Tests: tests/destinations/test_options.py and tests/test_config.py cover every registered kind
+(its module docstring's ``pipeline.yml::`` example must load); a module other than the kind's
+own that reads its options goes into test_options.READERS.
 """
 
 from __future__ import annotations

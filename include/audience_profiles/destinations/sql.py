@@ -1,4 +1,5 @@
-"""Kind ``sql``: destination_for imports the module named like the kind; the code is generic_sql."""
+"""Kind ``sql``: its code is generic_sql (destination_for imports the module that registers a kind,
+config.module_of); this name is kept for code that imports ``destinations.sql``."""
 
 from audience_profiles.destinations.generic_sql import GenericSqlDestination
 
