@@ -275,6 +275,22 @@ def _sample(option: str):
     return {"quicksight_manifest": True, "max_file_mb": 1}.get(option, "x")
 
 
+# Kinds allowed to keep Destination.erase's "not_supported", which is a final answer: the request
+# is then done and its identifiers purged, so the person could never be erased there later.
+CANNOT_ERASE: set[str] = set()
+
+
+def test_every_kind_erases_or_is_listed_as_unable_to():
+    """A new kind that forgets ``erase`` would answer every request ``not_supported`` for good
+    (destinations/base.py): it must implement it, or be added to CANNOT_ERASE on purpose."""
+    from audience_profiles.destinations.base import Destination
+
+    for kind in KINDS:
+        importlib.import_module(f"audience_profiles.destinations.{module_of(kind)}")
+        keeps_default = registered_kinds()[kind].erase is Destination.erase
+        assert keeps_default == (kind in CANNOT_ERASE), kind
+
+
 def test_the_flags_read_from_the_source_are_the_classes():
     """config.py reads WRITES_FILES and NEEDS_CONN_ID from the source, as OPTIONS: what it reads
     must be what the class says, or the load refuses a drop's formats (or misses a conn_id)."""

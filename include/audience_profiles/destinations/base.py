@@ -34,7 +34,8 @@ Erasure: ``erase`` removes people from what the destination already holds, for t
 (docs/privacy.md). A kind that cannot erase keeps the default, which answers ``not_supported``
 for every request. That answer is final: once every destination has given a final one the
 request is done and its identifiers are purged, so the person can never be erased there later.
-A kind that sends personal data somewhere it could remove it from should implement ``erase``.
+A kind that sends personal data somewhere it could remove it from implements ``erase``; one that
+cannot goes into test_options.CANNOT_ERASE, on purpose.
 
 Tests: tests/destinations/test_options.py and tests/test_config.py cover every registered kind
 (its module docstring's ``pipeline.yml::`` example must load); a module other than the kind's
