@@ -1206,3 +1206,55 @@ def test_a_blank_line_before_the_header_is_named(tmp_path, first):
         LandingError, match=r"a\.csv: line 1 is blank: the header must be on line 1"
     ):
         extract_bytes(tmp_path, f"{first}\n{HEADER}\n2022-04-29,e1,p,s1,0,1\n".encode())
+
+
+def _land_unread_root_entries(put) -> None:
+    """A landing root whose misspelt source folder and loose file no run reads, beside what is
+    fine to keep there: ``put(key, body)`` writes one file under the root."""
+    put("interactions/date=2022-04-29/part-0.csv", ",".join(INTERACTION_HEADER) + "\n")
+    put(
+        "form-entries/date=2022-04-29/part-0.csv", ",".join(FORM_HEADER) + "\n"
+    )  # form_entries/ misspelt
+    put("Identity/date=2022-04-29/part-0.csv", "observed_at,session_id,external_id\n")
+    put("part-9.csv", ",".join(INTERACTION_HEADER) + "\n")  # a partition's file dropped at the top
+    put("archive/interactions/part-0.csv", ",".join(INTERACTION_HEADER) + "\n")  # kept on purpose
+    put("_staging/form_entry/part-0.csv", ",".join(FORM_HEADER) + "\n")  # hidden: a writer's own
+    put("README.txt", "not data\n")
+
+
+UNREAD = [
+    "Identity/ (not identities/)",
+    "form-entries/ (not form_entries/)",
+    "part-9.csv (a source's files belong in <source>/date=YYYY-MM-DD/)",
+]
+
+
+def test_a_misspelt_source_folder_and_files_at_the_landing_root_are_named(tmp_path):
+    """Files under a source folder's misspelling (``form-entries/``) were read by no run and named
+    by no check: their rows were in no count, output or quarantine, without a word."""
+    root = tmp_path / "landing"
+
+    def put(key: str, body: str) -> None:
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_text(body)
+
+    _land_unread_root_entries(put)
+    assert landing.unread_root_entries(str(root), None) == (str(root), UNREAD)
+    assert landing.unread_root_entries(str(tmp_path / "none"), None) == (str(tmp_path / "none"), [])
+
+
+@pytest.mark.services
+def test_a_misspelt_source_folder_is_named_on_s3_too(aws_conn, moto_server):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="landing-misspelt")
+    for prefix in ("l/", ""):  # under a prefix, and at the bucket's top
+
+        def put(key: str, body: str, prefix=prefix) -> None:
+            s3.put_object(Bucket="landing-misspelt", Key=prefix + key, Body=body.encode())
+
+        _land_unread_root_entries(put)
+        root = f"s3://landing-misspelt/{prefix}".rstrip("/")
+        # at the top, the l/ folder is not named: no source's name is like it
+        assert landing.unread_root_entries(root, aws_conn) == (root, UNREAD)

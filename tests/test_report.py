@@ -318,3 +318,25 @@ def test_outputs_of_tasks_that_did_not_run_in_this_try_are_not_reported(monkeypa
     assert reported["validate"] == {"sources": {}}
     assert reported["build_profiles"] is None
     assert reported["deliver"] == [{"rows": {"t": 1}}, None]
+
+
+def test_a_misspelt_source_folder_on_the_landing_root_is_in_the_report(tmp_path, caplog):
+    """Its rows were in no count, output or quarantine, and nothing said so: the run report (a
+    teardown, so every run's) names it, on its page, in its summary line and in its log."""
+    config = write_config(tmp_path)
+    write_seed_example(tmp_path / "landing")
+    misspelt = tmp_path / "landing" / "Form_Entries" / "date=2022-04-29"
+    misspelt.mkdir(parents=True)
+    (misspelt / "part-0.csv").write_text("entry_datetime,email,session_id\n")
+    with caplog.at_level("WARNING", logger="audience_profiles.report"):
+        run_all(RunWindow.for_date("2022-04-29"), config)
+    named = "Form_Entries/ (not form_entries/)"
+    assert f"1 entry no run reads, their rows in no count or output: {named}" in caplog.text
+    (page,) = (tmp_path / "output" / "reports").glob("2022-04-29.html")
+    assert "<strong>On the landing root, read by no run</strong>" in page.read_text()
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        (stored,) = con.execute("SELECT report FROM pipeline_runs").fetchone()
+    assert json.loads(stored)["unread_landing"] == {"entries": 1, "names": [named]}
+    assert report.summary_line(json.loads(stored)).endswith(
+        f"; on the landing root, read by no run: {named}"
+    )

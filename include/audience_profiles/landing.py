@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import difflib
 import logging
 import os
 import re
@@ -354,6 +355,44 @@ def partition_folders(
         where = str(folder)
         names = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
     return where, names
+
+
+def unread_root_entries(landing_root: str, conn_id: str | None) -> tuple[str, list[str]]:
+    """``(landing root, what at its top no run reads)``: data files lying at the root, and
+    folders named like a source but not as one (``form-entries/``, ``Interactions/``,
+    ``identity/``), each with the source it resembles. A misspelt source folder was read by no
+    run and named by no check: its rows were in no count, output or quarantine. Other folders
+    (an ``archive/``, another team's exports) and hidden names (``_``, ``.``) are left alone."""
+    if landing_root.startswith("s3://"):
+        bucket, _, prefix = landing_root.removeprefix("s3://").partition("/")
+        prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        folders, keys = _s3_folder(_s3_hook(conn_id), bucket, prefix)
+        where = f"s3://{bucket}/{prefix}".rstrip("/")
+        entries = [(f.rstrip("/").rsplit("/", 1)[-1], True) for f in folders]
+        entries += [(k.rsplit("/", 1)[-1], False) for k in keys]
+    else:
+        root = Path(landing_root)
+        where = str(root)
+        entries = [(p.name, p.is_dir()) for p in root.iterdir()] if root.is_dir() else []
+    unread = []
+    for name, is_folder in sorted(entries):
+        if is_hidden(name) or not name:
+            continue
+        if not is_folder:
+            if is_data_file(name):
+                unread.append(f"{name} (a source's files belong in <source>/date=YYYY-MM-DD/)")
+        elif name not in SOURCES and (like := _source_like(name)):
+            unread.append(f"{name}/ (not {like}/)")
+    return where, unread
+
+
+def _source_like(name: str) -> str | None:
+    """The source a folder's name looks like a misspelling of, if any."""
+    plain = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    if plain in SOURCES:
+        return plain
+    close = difflib.get_close_matches(plain, SOURCES, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def _checked_local_files(folder: Path, source: Source, landing_root: str) -> list[Path]:

@@ -181,6 +181,11 @@ def summary_line(report: dict[str, Any]) -> str:
             if "late_landings" in report and report["late_landings"] != []
             else ""
         )
+        + (
+            f"; on the landing root, read by no run: {unread_text(report['unread_landing'])}"
+            if report.get("unread_landing")
+            else ""
+        )
     )
 
 
@@ -210,6 +215,7 @@ def write_report(
     config = config or load_config()
     report = build(window, outputs, tasks)
     report["late_landings"] = _late_landings(config, window.ds)  # lists landing, warehouse closed
+    report["unread_landing"] = _unread_landing(config)
     with open_warehouse(config) as wh:
         wh.run_sql("report/tables")
         # quality_checks is keyed by (date, run id), and a cleared Airflow run keeps its id: the
@@ -246,6 +252,36 @@ def write_report(
         replace_file(folder / "index.html", page)
     log.info("%s; report %s", summary_line(report), path)
     return {k: report[k] for k in _ROW_COLUMNS if k != "run_id"} | {"html": str(path)}
+
+
+def _unread_landing(config: PipelineConfig) -> dict[str, Any] | None:
+    """What at the landing root's top no run reads (``landing.unread_root_entries``: a misspelt
+    source folder, data files at the root), logged as a warning: how many and the first names;
+    None when there is none or the root cannot be listed (the late-landing check says so)."""
+    from audience_profiles import landing
+
+    try:
+        where, unread = landing.unread_root_entries(config.landing_root, config.landing_conn_id)
+    except Exception as exc:  # the landing out of reach must not cost the run its report
+        log.warning("could not list the landing root: %s: %s", type(exc).__name__, exc)
+        return None
+    if not unread:
+        return None
+    log.warning(
+        "%s: %d entr%s no run reads, their rows in no count or output: %s (rename or move "
+        "them; names starting with _ or . are ignored)",
+        where,
+        len(unread),
+        "y" if len(unread) == 1 else "ies",
+        landing.some_names(unread, "; "),
+    )
+    return {"entries": len(unread), "names": unread[:5]}  # as landing.some_names shows them
+
+
+def unread_text(unread: dict[str, Any]) -> str:
+    """``form-entries/ (not form_entries/); part-0.csv (...) and 3 more``."""
+    more = unread["entries"] - len(unread["names"])
+    return "; ".join(unread["names"]) + (f" and {more} more" if more else "")
 
 
 def _late_landings(config: PipelineConfig, ds: str) -> list[dict[str, Any]] | None:
@@ -506,6 +542,11 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
             f"<p><strong>Landed after {_esc(entry['date'])} was built</strong>: "
             f"{entry['files']} {_esc(entry['source'])} file(s), in no output until "
             f"{_esc(late_until(entry))}: {_esc(names)}</p>"
+        )
+    if report.get("unread_landing"):
+        parts.append(
+            "<p><strong>On the landing root, read by no run</strong> (rename or move them; "
+            f"names starting with _ or . are ignored): {_esc(unread_text(report['unread_landing']))}</p>"
         )
     if report.get("rules_changed_since"):
         parts.append(
