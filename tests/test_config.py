@@ -571,3 +571,18 @@ def test_an_impossible_date_names_the_file_and_the_line(tmp_path, written, reaso
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value) == f"{path}: line 2: '{written}' is not a date ({reason})"
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "7", True])
+def test_keep_days_is_checked_when_the_file_loads(value):
+    # Checked only at delivery, a bad keep_days failed the deliver task after the run had built,
+    # checked and published the date.
+    drop = {"name": "local_drop", "kind": "local", "path": "out", "keep_days": value}
+    with pytest.raises(ConfigError, match=r"p\.yml: destinations\[0\]\.keep_days: must be"):
+        parse_config({**MINIMAL, "destinations": [drop]}, "p.yml")
+
+
+def test_keep_days_of_a_whole_number_loads():
+    drop = {"name": "local_drop", "kind": "local", "path": "out", "keep_days": 30}
+    config = parse_config({**MINIMAL, "destinations": [drop]}, "p.yml")
+    assert config.destinations[0].options["keep_days"] == 30

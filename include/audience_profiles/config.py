@@ -615,6 +615,9 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     # The drops' one yes/no option (drop.py reads it as truthy: a quoted "false" meant true).
     _flag(options, "quicksight_manifest", False, where, source)
     _positive_number(options, "max_file_mb", where, source)
+    # Checked here, not only when deliver reads it: the run built, checked and published first.
+    if options.get("keep_days") is not None:
+        whole_number(options, "keep_days", 0, where, source, 1)
     if "path" in options:
         options["path"] = resolve_path(str(options["path"]))
     config = DestinationConfig(

@@ -427,11 +427,12 @@ def deliver_drops(
             if pruned:
                 report.details.setdefault("pruned", {})[table] = pruned
                 log.info(
-                    "%s: removed %d partition(s) of %s older than %d days: %s",
+                    "%s: removed %d partition(s) of %s dated %d or more days before %s: %s",
                     destination.name,
                     len(pruned),
                     table,
                     days,
+                    run.ds,
                     ", ".join(pruned[:5]),
                 )
     return report
