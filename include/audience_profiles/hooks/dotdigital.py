@@ -374,10 +374,11 @@ class DotdigitalHook(QuietHttpHook):
         conn = await get_async_connection(self.http_conn_id, hook=self)
         extra = await get_async_extra_dejson(conn)
         base = api_base_url(conn.host, conn.schema, conn.port, extra)
-        auth = aiohttp.BasicAuth(conn.login or "", conn.password or "")
+        # A header, not ClientSession(auth=BasicAuth(...)): aiohttp 3.14 deprecates both for 4.0.
+        auth = {"Authorization": aiohttp.encode_basic_auth(conn.login or "", conn.password or "")}
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         statuses: dict[str, str] = {}
-        async with aiohttp.ClientSession(auth=auth, timeout=timeout) as session:
+        async with aiohttp.ClientSession(headers=auth, timeout=timeout) as session:
             for import_id in import_ids:
                 body = await self._aget_json(session, f"{base}/v2/contacts/import/{import_id}")
                 statuses[import_id] = body["status"]
