@@ -586,3 +586,21 @@ def test_keep_days_of_a_whole_number_loads():
     drop = {"name": "local_drop", "kind": "local", "path": "out", "keep_days": 30}
     config = parse_config({**MINIMAL, "destinations": [drop]}, "p.yml")
     assert config.destinations[0].options["keep_days"] == 30
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        ({"kind": "kinesis", "stream_name": "s", "max_attempts": "five"}, "max_attempts: must be a whole number, not 'five'"),
+        ({"kind": "firehose", "delivery_stream": "s", "max_attempts": 0}, "max_attempts: must be 1 or more, not 0"),
+        ({"kind": "kafka", "topic": "t", "flush_timeout_seconds": "5m"}, "flush_timeout_seconds: must be a number, not '5m'"),
+        ({"kind": "kinesis", "stream_name": "s", "retry_max_seconds": 0}, "retry_max_seconds: must be above 0, not 0"),
+        ({"kind": "sql", "conn_id": "c", "batch_rows": 1.5}, "batch_rows: must be a whole number, not 1.5"),
+        ({"kind": "dotdigital", "conn_id": "d", "poll_interval": True}, "poll_interval: must be a number, not True"),
+    ],
+)  # fmt: skip
+def test_a_kinds_numeric_option_is_checked_when_the_file_loads(entry, said):
+    # Read only by the delivery, after the run had built, checked and published the date, such a
+    # value failed there as a bare ValueError (invalid literal for int()), and was retried.
+    with pytest.raises(ConfigError, match=re.escape(f"p.yml: destinations[0].{said}")):
+        parse_config({**MINIMAL, "destinations": [{"name": "d", **entry}]}, "p.yml")

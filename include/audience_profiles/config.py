@@ -319,8 +319,8 @@ def _number(
 
 
 def _positive_number(mapping: dict, key: str, where: str, source: str) -> None:
-    """A number above 0 when given: a drop read ``0`` as no limit and ``-1`` as a part per row,
-    and a typo (``25O``) failed only at delivery."""
+    """A number above 0 when given: a drop read ``max_file_mb: 0`` as no limit and ``-1`` as a
+    part per row, and a typo (``25O``) failed only at delivery."""
     if mapping.get(key) is not None:  # left out, or null: no limit
         _number(mapping, key, 0, where, source, 0, above=True)
 
@@ -491,6 +491,18 @@ def _class_flag(path: Path, node: ast.ClassDef, flag: str, depth: int = 0) -> bo
 
 
 FILE_KEYS = ("formats", "format", "compression", "csv_injection_escape")  # drops' only
+# Destination options that are a whole number of at least 1, or a number of seconds above 0,
+# whichever kind reads them (drops, streams, sql, Dotdigital). A kind may bound them further.
+WHOLE_NUMBER_OPTIONS = ("keep_days", "max_attempts", "batch_rows", "max_active_imports")
+SECONDS_OPTIONS = (
+    "retry_base_seconds",
+    "retry_max_seconds",
+    "flush_timeout_seconds",
+    "poll_interval",
+    "import_timeout",
+    "backoff_base",
+    "max_rate_limit_wait",
+)
 
 
 def refuse_file_keys(config: DestinationConfig, given: list[str], source: str, where: str) -> None:
@@ -615,9 +627,14 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     # The drops' one yes/no option (drop.py reads it as truthy: a quoted "false" meant true).
     _flag(options, "quicksight_manifest", False, where, source)
     _positive_number(options, "max_file_mb", where, source)
-    # Checked here, not only when deliver reads it: the run built, checked and published first.
-    if options.get("keep_days") is not None:
-        whole_number(options, "keep_days", 0, where, source, 1)
+    # The kinds' numeric options (each name means one thing in every kind that reads it), checked
+    # here, not only when a delivery reads them: the run had built, checked and published first,
+    # and a typo (max_attempts: "five") then failed as a bare ValueError, retried.
+    for key in WHOLE_NUMBER_OPTIONS:
+        if options.get(key) is not None:
+            whole_number(options, key, 0, where, source, 1)
+    for key in SECONDS_OPTIONS:
+        _positive_number(options, key, where, source)
     if "path" in options:
         options["path"] = resolve_path(str(options["path"]))
     config = DestinationConfig(

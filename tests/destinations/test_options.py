@@ -272,6 +272,10 @@ def test_only_a_literal_declaration_is_read_from_the_source():
 
 def _sample(option: str):
     """A value the loader takes for ``option``: a real true/false or number where it checks one."""
+    from audience_profiles.config import SECONDS_OPTIONS, WHOLE_NUMBER_OPTIONS
+
+    if option in WHOLE_NUMBER_OPTIONS or option in SECONDS_OPTIONS:
+        return 1
     return {"quicksight_manifest": True, "max_file_mb": 1}.get(option, "x")
 
 

@@ -184,7 +184,7 @@ def test_only_stream_tables_are_accepted_and_delivered_in_event_order():
         stream_destination({**entry, "tables": ["segment_memberships"]})
     with pytest.raises(ConfigError, match="needs stream_name"):
         stream_destination({"name": "s", "kind": "kinesis"})
-    with pytest.raises(ConfigError, match="max_attempts must be at least 1"):
+    with pytest.raises(ConfigError, match="max_attempts: must be 1 or more, not 0"):
         stream_destination({**entry, "max_attempts": 0})
 
 
