@@ -521,6 +521,20 @@ def test_a_checkpoint_holds_under_other_retry_options_not_another_target(monkeyp
     assert run_records(kinesis_entry(monkeypatch), RUN, exports)[0].resumed == resumed
 
 
+def test_a_checkpoint_of_a_destination_named_with_a_slash_is_written_and_read(tmp_path):
+    """``crm/eu`` named a folder that does not exist: every attempt failed writing its
+    checkpoint once it had sent everything, and the next attempt sent everything again."""
+    exports = write_exports(tmp_path, profiles=8, interactions=12, merges=3)
+    first = streams.DeliveryCheckpoint("crm/eu", RUN, exports)
+    first.confirm("audience_profiles", 5, write=True)
+
+    assert first.path.parent == tmp_path
+    assert first.path.name.startswith(".delivery-crm_eu-")
+    assert streams.DeliveryCheckpoint("crm/eu", RUN, exports).resumed == {"audience_profiles": 5}
+    assert streams.DeliveryCheckpoint("crm_eu", RUN, exports).resumed == {}  # not the same one
+    assert streams.checkpoint_name("profile_stream") == "profile_stream"
+
+
 # --- batching ---------------------------------------------------------------------------------
 
 

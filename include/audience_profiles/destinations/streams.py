@@ -48,6 +48,7 @@ import itertools
 import json
 import math
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -596,12 +597,26 @@ def send_with_retries(
     )
 
 
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def checkpoint_name(destination: str) -> str:
+    """``destination`` as part of a file name: as it is when that is safe; otherwise made safe,
+    with a hash of it (``crm/eu`` named a folder that does not exist: every attempt failed on its
+    checkpoint after sending, and the next one sent everything again)."""
+    if not _UNSAFE_NAME.search(destination):
+        return destination
+    digest = hashlib.sha256(destination.encode()).hexdigest()[:12]
+    return f"{_UNSAFE_NAME.sub('_', destination)[:80]}-{digest}"
+
+
 class DeliveryCheckpoint:
     """How many records of each table an unfinished delivery got confirmed, so that its retry
     goes on from there instead of sending the whole run again (6.6M records at 10M
     interactions: a stream throttled at the same point would fail every attempt the same way).
 
-    Kept beside the run's exports (``.delivery-<destination>.json`` in their folder) while the
+    Kept beside the run's exports (``.delivery-<destination>.json`` in their folder; a name with
+    other characters than letters, digits, ``_ . -`` is made safe and a hash of it added) while the
     delivery has not finished, with each export's size and modification time: a new publish of
     the date (or an erasure rewriting an export) starts that table over, and changed
     ``settings`` (another stream, topic, connection target or PII policy: ``run_records``) the
@@ -615,7 +630,9 @@ class DeliveryCheckpoint:
 
     def __init__(self, destination: str, run: RunInfo, exports: dict[str, str], settings: str = ""):
         first = Path(next(iter(exports.values()))) if exports else None
-        self.path = first.parent / f".delivery-{destination}.json" if first else None
+        self.path = (
+            first.parent / f".delivery-{checkpoint_name(destination)}.json" if first else None
+        )
         self.run_id = run.run_id
         self.settings = settings
         self.versions = {t: self._version(p) for t, p in exports.items()}
