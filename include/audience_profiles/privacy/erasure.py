@@ -33,8 +33,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from audience_profiles import landing
 from audience_profiles.config import PipelineConfig, load_config
 from audience_profiles.destinations.base import (
@@ -44,6 +42,7 @@ from audience_profiles.destinations.base import (
     ErasureRequest,
     erasure_status,
 )
+from audience_profiles.destinations.drop import scratch_duckdb
 from audience_profiles.destinations.drop_erasure import filter_file, load_subjects
 from audience_profiles.exports_lock import exports_lock
 from audience_profiles.identity import load_rules
@@ -250,8 +249,8 @@ def scrub_exports(config: PipelineConfig, subjects: ErasureRequest) -> int:
     the next call does what is left.
     """
     removed = 0
-    con = duckdb.connect()
-    try:
+    # bounded as a delivery's DuckDB work is (filter_file holds a whole export in a temp table)
+    with scratch_duckdb(config.scratch_root) as con:
         load_subjects(con, [subjects])
         for path in sorted(Path(config.work_dir).glob("runs/*/export/*.parquet")):
             out = path.with_name(path.name + ".erasing")
@@ -262,8 +261,6 @@ def scrub_exports(config: PipelineConfig, subjects: ErasureRequest) -> int:
                     removed += rows
             finally:
                 out.unlink(missing_ok=True)  # a half-written copy of other people's rows
-    finally:
-        con.close()
     return removed
 
 
