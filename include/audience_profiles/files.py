@@ -9,6 +9,7 @@ through here.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -33,13 +34,21 @@ def inside(path: Path, root: Path) -> Path:
 def replace_file(target: Path, content: Path | bytes) -> None:
     """Write ``target`` as a new file (``content``: a file to copy, or bytes), then rename it
     into place: readers see the old file or the new one, never half, and nothing is written
-    through a link at ``target`` or at its temporary name (the rename replaces a link itself)."""
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.unlink(missing_ok=True)  # a killed run's leftover, or a planted link (not its target)
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
-        if isinstance(content, bytes):
-            out.write(content)
-        else:
-            with open(content, "rb") as source:
-                shutil.copyfileobj(source, out, 1 << 20)
-    tmp.replace(target)
+    through a link at ``target`` or at its temporary name (the rename replaces a link itself).
+
+    The temporary name is this writer's own (hidden, random, created with ``O_EXCL``): with one
+    fixed name, two writers of one file (the report's index.html, from runs side by side) removed
+    or renamed each other's temporary file, and one failed or put a half-written file in place.
+    """
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
+            if isinstance(content, bytes):
+                out.write(content)
+            else:
+                with open(content, "rb") as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
