@@ -70,7 +70,12 @@ from audience_profiles.destinations.base import (
     RunInfo,
     erasure_status,
 )
-from audience_profiles.destinations.drop import IDENTIFIER_PAIRS, RAW_COLUMN, scratch_duckdb
+from audience_profiles.destinations.drop import (
+    IDENTIFIER_PAIRS,
+    RAW_COLUMN,
+    _quote_ident,
+    scratch_duckdb,
+)
 from audience_profiles.files import replace_file
 from audience_profiles.privacy import PII_COLUMNS, hash_identifier
 
@@ -286,10 +291,6 @@ def build_record(
     )
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def repeat_candidates(
     parquet_path: str,
     columns: Sequence[str],
@@ -305,7 +306,7 @@ def repeat_candidates(
     and spilling under ``spill_parent`` (``drop.scratch_duckdb``), so the table never has to fit
     in memory: unbounded, the window over 5.8M rows took 1.5 GiB.
     """
-    partition = ", ".join(_ident(c) for c in columns)
+    partition = ", ".join(_quote_ident(c) for c in columns)
     with scratch_duckdb(spill_parent) as con:
         reader = con.sql(
             "SELECT file_row_number, min(file_row_number) OVER w, max(file_row_number) OVER w "
