@@ -559,13 +559,12 @@ def declared_options(kind: str | None = None) -> dict[str, frozenset[str] | None
     loads. A kind whose declaration is not a literal maps to None: ``destination_for`` still
     checks it against the class attribute when it builds the destination.
 
-    With ``kind``, only ``destinations/<kind>.py`` is read when it registers that kind (every kind
-    but ``sql``); otherwise every module is.
+    With ``kind``, only the module that registers it (:func:`module_of`) when there is one;
+    otherwise every module (an unknown kind's error lists them all).
     """
-    if kind is not None and kind.isidentifier():
-        own = DESTINATIONS_DIR / f"{kind}.py"
-        if own.is_file() and kind in (found := _registered_in(own)):
-            return found
+    module = module_of(kind) if kind is not None else None
+    if module is not None:
+        return _registered_in(DESTINATIONS_DIR / f"{module}.py")
     kinds: dict[str, frozenset[str] | None] = {}
     for path in sorted(DESTINATIONS_DIR.glob("*.py")):
         kinds.update(_registered_in(path))
