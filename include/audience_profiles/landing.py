@@ -166,26 +166,6 @@ def is_stray(name: str, is_folder: bool) -> bool:
     return is_data_file(name)
 
 
-def _check_no_sub_folders(names: Iterable[str], where: str, source: Source) -> None:
-    """Fail on ``names``, the folders that hold files in a partition (``hour=10/``; not a
-    writer's ``_temporary/``) or, named as partitions, in the folder of a source that has none
-    (``elements/date=2022-04-30/``: the catalogue emptied, every interaction without its title):
-    a run reads the folder's own files only, and theirs were in no count, output or quarantine."""
-    nested = sorted(f"{n}/" for n in names)
-    if nested:
-        what = (
-            "a partition's files belong directly in it"
-            if source.partitioned
-            else f"{source.name}/ has no date partitions: its files belong directly in it"
-        )
-        raise LandingError(
-            f"{where}: {len(nested)} folder(s) in the "
-            f"{'partition' if source.partitioned else 'folder'} that no run reads: "
-            f"{some_names(nested)} ({what}; names starting with _ or . are ignored): "
-            "move their files up"
-        )
-
-
 def is_unread_sub_folder(name: str, source: Source) -> bool:
     """Whether the files of a sub-folder ``name`` of the folder a run reads are rows no run
     reads: any folder in a partition (not hidden), and in the folder of a source without
@@ -199,21 +179,36 @@ def is_unread_sub_folder(name: str, source: Source) -> bool:
 
 
 def _check_sub_folders(nested: list[str], where: str, source: Source, beside_data: bool) -> None:
-    """Fail on ``nested`` (:func:`is_unread_sub_folder`, holding files), but in the folder of a
-    source without partitions that holds data files itself (``beside_data``): there they are
-    likely old catalogues kept, and the one read is the folder's own, so a warning names them
-    (a newer catalogue landed there would otherwise be passed over unremarked). Without a file
-    of its own, the catalogue landed a level too deep: every interaction lost its title."""
-    if source.partitioned or not beside_data:
-        _check_no_sub_folders(nested, where, source)
-    elif nested:
+    """Fail on ``nested`` (:func:`is_unread_sub_folder`, holding files): in a partition
+    (``hour=10/``; not a writer's ``_temporary/``), or named as partitions in the folder of a
+    source that has none (``elements/date=2022-04-30/``, the catalogue landed a level too deep:
+    every interaction lost its title). A run reads the folder's own files only, and theirs were
+    in no count, output or quarantine. But in the folder of a source without partitions that
+    holds data files itself (``beside_data``) they are likely old catalogues kept, and the one
+    read is the folder's own, so a warning names them (a newer catalogue landed there would
+    otherwise be passed over unremarked)."""
+    if not nested:
+        return
+    names = some_names(sorted(f"{n}/" for n in nested))
+    if not source.partitioned and beside_data:
         log.warning(
             "%s: folder(s) named as partitions, not read (%s/ has no date partitions: the "
             "catalogue read is the folder's own files): %s",
             where,
             source.name,
-            some_names(sorted(f"{n}/" for n in nested)),
+            names,
         )
+        return
+    what = (
+        "a partition's files belong directly in it"
+        if source.partitioned
+        else f"{source.name}/ has no date partitions: its files belong directly in it"
+    )
+    raise LandingError(
+        f"{where}: {len(nested)} folder(s) in the "
+        f"{'partition' if source.partitioned else 'folder'} that no run reads: "
+        f"{names} ({what}; names starting with _ or . are ignored): move their files up"
+    )
 
 
 def is_hidden(name: str) -> bool:
