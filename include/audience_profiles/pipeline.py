@@ -341,10 +341,11 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             log.warning("%s: %s is gone (cleaned up): extracting it again", source, info["path"])
             by_source[source] = extract_source(source, window, config)
     _check_catalogue_landed(by_source, config)
+    earlier = landed_before(window, config)  # listed before the warehouse (and its lock) is held
     counts: dict[str, dict[str, int]] = {}
     with open_warehouse(config) as wh:
         wh.setup()
-        unbuilt = unbuilt_dates(wh, window, config)
+        unbuilt = unbuilt_dates(wh, window, earlier)
         as_of, cutoffs = cutoffs_as_of(wh, config, window.ds)
         covered = {t: c for t, c in cutoffs.items() if t in VALIDATED_TARGETS}
         past = {t: c for t, c in covered.items() if window.ds < c}
@@ -490,12 +491,10 @@ def _warn_other_element_types(wh: Warehouse) -> None:
         )
 
 
-def unbuilt_dates(wh: Warehouse, window: RunWindow, config: PipelineConfig) -> list[str]:
-    """Landing dates from ``start_date`` to the day before the run's that no run has loaded,
-    logged as a warning: the date's profiles read every partition loaded up to it, so theirs are
-    left out. A backfill's first date runs without waiting for the one before (Airflow), and a
-    date cleared or backfilled alone in a new warehouse did so too: green, with fewer profiles.
-    A warning, not a failure: the run is right for what is loaded."""
+def landed_before(window: RunWindow, config: PipelineConfig) -> list[str]:
+    """Landing dates from ``start_date`` to the day before the run's that a dated source has a
+    partition of (one listing per source); none when the landing cannot be listed, with a
+    warning: the listing only feeds :func:`unbuilt_dates`' warning, and must not fail the run."""
     start = config.start_date.isoformat()
     landed: set[str] = set()
     try:
@@ -504,10 +503,18 @@ def unbuilt_dates(wh: Warehouse, window: RunWindow, config: PipelineConfig) -> l
                 config.landing_root, landing.SOURCES[source], config.landing_conn_id
             )
             landed |= {d for f in folders if (d := landing.partition_date(f))}
-    except Exception as exc:  # a warning's listing must not fail the run
+    except Exception as exc:
         log.warning("could not list the landing's partitions: %s: %s", type(exc).__name__, exc)
         return []
-    earlier = sorted(d for d in landed if start <= d < window.ds)
+    return sorted(d for d in landed if start <= d < window.ds)
+
+
+def unbuilt_dates(wh: Warehouse, window: RunWindow, earlier: list[str]) -> list[str]:
+    """Which of ``earlier`` (:func:`landed_before`) no run has loaded, logged as a warning: the
+    date's profiles read every partition loaded up to it, so theirs are left out. A backfill's
+    first date runs without waiting for the one before (Airflow), and a date cleared or
+    backfilled alone in a new warehouse did so too: green, with fewer profiles. A warning, not
+    a failure: the run is right for what is loaded."""
     if not earlier:
         return []
     day = f"DATE '{check_ds(window.ds)}'"
