@@ -1,9 +1,10 @@
 """Task alerts: a short Slack-compatible message to a webhook when a task retries or fails.
 
 The webhook is an Airflow HTTP connection named in pipeline.yml (``alerts: {webhook_conn_id:
-...}``) and reached through the http provider's ``HttpHook`` (``hooks.http.QuietHttpHook``). The connection's host holds the
-whole webhook URL (Slack's ``https://hooks.slack.com/services/...``), so the secret part lives in
-the connection or a secrets backend, never in code or in pipeline.yml. Any receiver that accepts
+...}``) and reached through ``hooks.http.QuietHttpHook``, the http provider's ``HttpHook`` without
+its logging of the URL. The connection's host holds the whole webhook URL (Slack's
+``https://hooks.slack.com/services/...``), so the secret part lives in the connection or a
+secrets backend, never in code or in pipeline.yml. Any receiver that accepts
 Slack's ``{"text": ..., "blocks": [...]}`` works (Slack, Mattermost, Rocket.Chat ...).
 
 An alert is a courtesy: if it cannot be sent, the reason is logged and the task carries on exactly
