@@ -622,7 +622,8 @@ class DeliveryCheckpoint:
     the date (or an erasure rewriting an export) starts that table over, and changed
     ``settings`` (another stream, topic, connection target or PII policy: ``run_records``) the
     whole delivery. Removed when the delivery completes, so delivering a date again sends it
-    all. Written every ``FLUSH_SECONDS``, after each table and when an attempt fails: a worker
+    all. Written every ``FLUSH_SECONDS`` (Kafka looks every ``kafka.SAVE_EVERY`` messages) and
+    when an attempt ends or fails, and by Kinesis and Firehose after each table too: a worker
     lost in between sends again what was confirmed since the last write, as the at-least-once
     guarantee allows (consumers deduplicate on ``record_id``).
     """
