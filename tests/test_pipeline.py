@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -251,6 +252,21 @@ def test_a_new_version_s_identity_sql_is_said_as_a_rules_change_is(tmp_path, mon
     macros = sql / "privacy" / "_macros.sql"  # imported by the identity macros
     macros.write_text(macros.read_text() + "{% macro extra() %}1{% endmacro %}\n")
     assert identity.rules_fingerprint(rules) != changed
+
+
+def test_blocked_values_in_another_order_or_case_are_the_same_rules():
+    """The SQL takes blocked values trimmed and lower-cased, and both lists as sets: reordering
+    them, or writing Test@ for test@, told operators to have every consumer replace its copy."""
+    rules = identity.load_rules(IDENTITY_RULES)
+    values = {t: tuple(reversed(vs)) for t, vs in rules.blocked_values.items()}
+    values["email"] = tuple(v.upper() + " " for v in values["email"])
+    patterns = {t: tuple(reversed(ps)) for t, ps in rules.blocked_patterns.items()}
+    assert any(len(vs) > 1 for vs in values.values()) and values["email"]
+    reordered = dataclasses.replace(rules, blocked_values=values, blocked_patterns=patterns)
+    assert identity.rules_fingerprint(reordered) == identity.rules_fingerprint(rules)
+    more = {**rules.blocked_values, "email": (*rules.blocked_values["email"], "x@example.com")}
+    added = dataclasses.replace(rules, blocked_values=more)
+    assert identity.rules_fingerprint(added) != identity.rules_fingerprint(rules)
 
 
 def test_a_date_run_before_the_earlier_dates_it_reads_says_so(tmp_path, caplog):

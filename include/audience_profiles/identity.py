@@ -135,10 +135,16 @@ _SQL_COMMENTS = re.compile(r"\{#.*?#\}|--[^\n]*", re.DOTALL)
 
 def rules_fingerprint(rules: IdentityRules) -> str:
     """A short hash of the parsed rules and of the SQL that applies them: the same for the same
-    rules and SQL, whatever the rules file's comments, order or spelling of defaults and the SQL
-    files' comments and layout. The SQL counts because a new version that groups profiles
+    rules and SQL, whatever the rules file's comments, key order, spelling of defaults, order and
+    case of blocked values, and the SQL files' comments and layout. The SQL counts because a new version that groups profiles
     differently regroups them as a rules change does (docs/operations.md, "Upgrading")."""
-    rules_text = json.dumps(dataclasses.asdict(rules), sort_keys=True, default=list)
+    parsed = dataclasses.asdict(rules)
+    # Blocked values and patterns are sets to the SQL (values matched trimmed and lower-cased):
+    # reordering them, or writing Test@ for test@, changes nothing it does, so not the hash.
+    params = rules.sql_params()
+    for key in ("blocked_values", "blocked_patterns"):
+        parsed[key] = {t: sorted(set(vs)) for t, vs in params[key].items()}
+    rules_text = json.dumps(parsed, sort_keys=True, default=list)
     digest = hashlib.sha256(rules_text.encode())
     # the identity SQL and the macros it imports (the identifier normalisation among them)
     for path in [*sorted((SQL_ROOT / "identity").glob("*.sql")), SQL_ROOT / "privacy/_macros.sql"]:
