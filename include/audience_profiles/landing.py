@@ -245,7 +245,7 @@ def refused_local_file(path: Path, root: Path) -> str | None:
     try:
         target = path.resolve()
     except (OSError, RuntimeError):  # a loop of links
-        return f"{path}: a loop of links"
+        return f"{path}: a loop of links; remove them and land the file itself"
     if not target.exists():
         return None
     if not target.is_relative_to(root):
@@ -254,7 +254,7 @@ def refused_local_file(path: Path, root: Path) -> str | None:
             "copy the file in instead"
         )
     if not target.is_file():
-        return f"{path}: not a regular file"
+        return f"{path}: not a regular file (a pipe, a device, a folder); land a file instead"
     return None
 
 
