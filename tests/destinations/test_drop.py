@@ -598,3 +598,93 @@ def test_a_partition_folder_linked_out_of_the_drop_is_refused(tmp_path):
         )
 
     assert sorted(p.name for p in victim.iterdir()) == ["authorized_keys"]
+
+
+def drop_with_work_dir(tmp_path, **options):
+    pipeline = parse_config(
+        {
+            "start_date": "2024-01-01",
+            "landing_root": str(tmp_path / "landing"),
+            "work_dir": str(tmp_path / "work"),
+            "destinations": [
+                {
+                    "name": "files",
+                    "kind": "local",
+                    "path": str(tmp_path / "out"),
+                    "tables": [TABLE],
+                    "formats": ["csv"],
+                }
+                | options
+            ],
+        }
+    )
+    return destination_for(pipeline.destination("files"), pipeline)
+
+
+def test_pruning_leaves_a_partition_a_delivery_writes_as_it_writes_it(tmp_path, monkeypatch):
+    """keep_days pruning by a new date beside a re-delivery of an old one (a backfill with
+    --reprocess-behavior completed): the prune listed the old partition with its manifest, the
+    re-delivery then wrote its parts, the prune deleted them, and the re-delivery's manifest,
+    written last, named files that were gone. The prune and the delivery of a table now take
+    turns (drop.table_lock): whichever comes second sees what the first left."""
+    import threading
+
+    drop = drop_with_work_dir(tmp_path, keep_days=3, max_file_mb=0.01)
+    old = RunInfo("2024-04-01", "backfill__2024-04-01")
+    export = {TABLE: str(write_profiles(tmp_path / "p.parquet", 300))}
+    drop.deliver(old, export)
+    listed, parts_written, pruned = threading.Event(), threading.Event(), threading.Event()
+    original_list, original_put = LocalSink.list, LocalSink.put
+    redelivery = "redelivery"
+
+    def slow_prune_list(self, prefix):
+        keys = original_list(self, prefix)
+        if threading.current_thread().name != redelivery and prefix == f"{TABLE}/":
+            listed.set()  # the prune has seen the old partition, manifest and all
+            parts_written.wait(2)  # and is slow to delete (S3 round trips, many partitions)
+        return keys
+
+    def put(self, local_path, key):
+        if threading.current_thread().name == redelivery and key.endswith(MANIFEST):
+            parts_written.set()
+            pruned.wait(5)
+        original_put(self, local_path, key)
+
+    monkeypatch.setattr(LocalSink, "list", slow_prune_list)
+    monkeypatch.setattr(LocalSink, "put", put)
+
+    def deliver_again():
+        listed.wait(5)
+        drop.deliver(old, export)
+
+    thread = threading.Thread(target=deliver_again, name=redelivery)
+    thread.start()
+    try:
+        drop.deliver(RunInfo("2024-05-01", "scheduled__2024-05-01"), export)  # prunes 04-01
+    finally:
+        pruned.set()
+        thread.join()
+
+    partition = tmp_path / "out" / TABLE / f"dt={old.ds}"
+    manifest = json.loads((partition / MANIFEST).read_text())
+    assert len(manifest["files"]) > 1
+    assert [f["key"] for f in manifest["files"] if not (tmp_path / "out" / f["key"]).exists()] == []
+
+
+def test_pruning_waits_for_no_delivery_and_is_left_to_the_next(tmp_path):
+    """A prune does not wait for a delivery writing the table (nor two prunes of a catch-up for
+    each other: one walked into a folder the other removed, and its delivery failed)."""
+    from audience_profiles.destinations.drop import table_lock
+
+    drop = drop_with_work_dir(tmp_path, keep_days=1)
+    export = {TABLE: str(write_profiles(tmp_path / "p.parquet", 5))}
+    drop.deliver(RunInfo("2024-04-01", "r1"), export)
+    work = tmp_path / "work"
+    with table_lock(work, "files", TABLE, prune=False):  # another date's delivery writing
+        report = drop.deliver(RUN, export)
+        with table_lock(work, "files", TABLE, prune=True) as alone:
+            assert not alone
+    assert "pruned" not in report.details
+    assert (tmp_path / "out" / TABLE / "dt=2024-04-01" / MANIFEST).exists()
+    report = drop.deliver(RUN, export)
+    assert report.details["pruned"] == {TABLE: ["dt=2024-04-01"]}

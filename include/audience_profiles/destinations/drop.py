@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import logging
@@ -396,6 +397,36 @@ def prune_partitions(sink: Sink, prefix: str, table: str, ds: str, days: int) ->
     return sorted(complete)
 
 
+@contextlib.contextmanager
+def table_lock(
+    work_dir: str | Path, destination: str, table: str, *, prune: bool
+) -> Iterator[bool]:
+    """The lock between the deliveries of several dates to one drop table and its pruning.
+
+    A delivery writing a partition holds it shared (deliveries of other dates write theirs side
+    by side); ``keep_days`` pruning takes it alone, without waiting: yields False when a delivery
+    is writing (the next delivery prunes). Unguarded, a prune that had listed an old partition
+    with its manifest deleted the parts a re-delivery of that date wrote next, and the
+    re-delivery's manifest then named files that were gone; and two prunes of one table at once
+    (a catch-up) failed the delivery whose listing walked into a folder the other removed.
+    ``flock`` on a file in the work folder, which every worker shares (as ``exports_lock``)."""
+    from audience_profiles.destinations.streams import checkpoint_name  # (it imports this)
+
+    folder = Path(work_dir) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = checkpoint_name(f"{destination}.{table}")
+    with open(folder / f"drop-{name}.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB if prune else fcntl.LOCK_SH)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def deliver_drops(
     destination: Destination, sink: Sink, prefix: str, run: RunInfo, tables: dict[str, str]
 ) -> DeliveryReport:
@@ -408,22 +439,31 @@ def deliver_drops(
             f"run {run.run_id} exported no {', '.join(missing)} for {destination.name}"
         )
     days = keep_days(destination.config)
+    work_dir = destination.pipeline.work_dir
     for table in destination.config.tables:
-        result = write_partition(
-            sink,
-            prefix,
-            table,
-            tables[table],
-            destination.config,
-            run,
-            destination.pipeline.scratch_root,
-        )
+        with table_lock(work_dir, destination.name, table, prune=False):
+            result = write_partition(
+                sink,
+                prefix,
+                table,
+                tables[table],
+                destination.config,
+                run,
+                destination.pipeline.scratch_root,
+            )
         report.rows[table] = result.rows
         report.files.extend(sink.url(k) for k in result.files)
         manifest_key = f"{partition_prefix(prefix, table, run.ds)}/{MANIFEST}"
         report.details.setdefault("manifests", {})[table] = sink.url(manifest_key)
         if days:
-            pruned = prune_partitions(sink, prefix, table, run.ds, days)
+            with table_lock(work_dir, destination.name, table, prune=True) as alone:
+                pruned = prune_partitions(sink, prefix, table, run.ds, days) if alone else []
+            if not alone:
+                log.info(
+                    "%s: %s not pruned now, another delivery is writing it: the next one prunes",
+                    destination.name,
+                    table,
+                )
             if pruned:
                 report.details.setdefault("pruned", {})[table] = pruned
                 log.info(
