@@ -8,7 +8,9 @@ through here.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -52,3 +54,17 @@ def replace_file(target: Path, content: Path | bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def safe_name(name: str) -> str:
+    """``name`` as part of a file name: as it is when that is safe (letters, digits, ``_ . -``);
+    otherwise made safe, with a hash of it so that two names stay apart. A destination named
+    ``crm/eu`` put its delivery checkpoint under a folder that does not exist: every attempt
+    failed on it after sending, and the next one sent everything again."""
+    if not _UNSAFE_NAME.search(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{_UNSAFE_NAME.sub('_', name)[:80]}-{digest}"

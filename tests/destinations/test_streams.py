@@ -44,6 +44,7 @@ from audience_profiles.destinations.streams import (
     run_records,
     send_with_retries,
 )
+from audience_profiles.files import safe_name
 from audience_profiles.privacy import hash_identifier
 from tests.destinations.stream_support import (
     RUN,
@@ -532,7 +533,7 @@ def test_a_checkpoint_of_a_destination_named_with_a_slash_is_written_and_read(tm
     assert first.path.name.startswith(".delivery-crm_eu-")
     assert streams.DeliveryCheckpoint("crm/eu", RUN, exports).resumed == {"audience_profiles": 5}
     assert streams.DeliveryCheckpoint("crm_eu", RUN, exports).resumed == {}  # not the same one
-    assert streams.checkpoint_name("profile_stream") == "profile_stream"
+    assert safe_name("profile_stream") == "profile_stream"
 
 
 # --- batching ---------------------------------------------------------------------------------

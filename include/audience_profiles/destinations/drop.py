@@ -40,7 +40,7 @@ from duckdb.sqltypes import VARCHAR
 
 from audience_profiles.config import ConfigError, DestinationConfig
 from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo
-from audience_profiles.files import inside, replace_file
+from audience_profiles.files import inside, replace_file, safe_name
 from audience_profiles.privacy import PII_COLUMNS, hash_identifier
 
 MANIFEST = "_manifest.json"
@@ -410,11 +410,9 @@ def table_lock(
     re-delivery's manifest then named files that were gone; and two prunes of one table at once
     (a catch-up) failed the delivery whose listing walked into a folder the other removed.
     ``flock`` on a file in the work folder, which every worker shares (as ``exports_lock``)."""
-    from audience_profiles.destinations.streams import checkpoint_name  # (it imports this)
-
     folder = Path(work_dir) / "locks"
     folder.mkdir(parents=True, exist_ok=True)
-    name = checkpoint_name(f"{destination}.{table}")
+    name = safe_name(f"{destination}.{table}")
     with open(folder / f"drop-{name}.lock", "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB if prune else fcntl.LOCK_SH)

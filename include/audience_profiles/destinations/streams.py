@@ -48,7 +48,6 @@ import itertools
 import json
 import math
 import random
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -76,7 +75,7 @@ from audience_profiles.destinations.drop import (
     _quote_ident,
     scratch_duckdb,
 )
-from audience_profiles.files import replace_file
+from audience_profiles.files import replace_file, safe_name
 from audience_profiles.privacy import PII_COLUMNS, hash_identifier
 
 SCHEMA_VERSION = 1
@@ -598,19 +597,6 @@ def send_with_retries(
     )
 
 
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def checkpoint_name(destination: str) -> str:
-    """``destination`` as part of a file name: as it is when that is safe; otherwise made safe,
-    with a hash of it (``crm/eu`` named a folder that does not exist: every attempt failed on its
-    checkpoint after sending, and the next one sent everything again)."""
-    if not _UNSAFE_NAME.search(destination):
-        return destination
-    digest = hashlib.sha256(destination.encode()).hexdigest()[:12]
-    return f"{_UNSAFE_NAME.sub('_', destination)[:80]}-{digest}"
-
-
 class DeliveryCheckpoint:
     """How many records of each table an unfinished delivery got confirmed, so that its retry
     goes on from there instead of sending the whole run again (6.6M records at 10M
@@ -632,9 +618,7 @@ class DeliveryCheckpoint:
 
     def __init__(self, destination: str, run: RunInfo, exports: dict[str, str], settings: str = ""):
         first = Path(next(iter(exports.values()))) if exports else None
-        self.path = (
-            first.parent / f".delivery-{checkpoint_name(destination)}.json" if first else None
-        )
+        self.path = first.parent / f".delivery-{safe_name(destination)}.json" if first else None
         self.run_id = run.run_id
         self.settings = settings
         self.versions = {t: self._version(p) for t, p in exports.items()}
