@@ -17,7 +17,8 @@ from audience_profiles import alerts
 
 OWNER = "audience-profiles"
 # DuckDB allows one writer per file: every task that opens the warehouse takes this pool's slot.
-# Create it with one slot for DuckDB (`make pools`); a Snowflake deployment can give it more.
+# One slot on Snowflake too: publish, stream batches and erasure rely on taking turns there
+# (docs/operations.md, "The pool").
 WAREHOUSE_POOL = "audience_profiles_warehouse"
 WAREHOUSE_POOL_SLOTS = 1
 # The daily DAG's extract tasks, by map index (the report names a failed one by it).
