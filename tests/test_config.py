@@ -604,3 +604,25 @@ def test_a_kinds_numeric_option_is_checked_when_the_file_loads(entry, said):
     # value failed there as a bare ValueError (invalid literal for int()), and was retried.
     with pytest.raises(ConfigError, match=re.escape(f"p.yml: destinations[0].{said}")):
         parse_config({**MINIMAL, "destinations": [{"name": "d", **entry}]}, "p.yml")
+
+
+def test_two_local_drops_in_one_folder_are_refused_however_it_is_written(tmp_path):
+    # The check compared the text: the default folder and data/output, a folder and folder/.,
+    # or a folder and a link to it all passed, and each run's drop deleted the other's parts.
+    (tmp_path / "out").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "out")
+    tables = {"tables": ["audience_profiles"]}
+    default = {"name": "a", "kind": "local", **tables}
+    for one, other in (
+        (default, {"name": "b", "kind": "local", "path": "data/output", **tables}),
+        (
+            {**default, "path": str(tmp_path / "out")},
+            {"name": "b", "kind": "local", "path": f"{tmp_path}/out/./", **tables},
+        ),
+        (
+            {**default, "path": str(tmp_path / "out")},
+            {"name": "b", "kind": "local", "path": str(tmp_path / "link"), **tables},
+        ),
+    ):
+        with pytest.raises(ConfigError, match=r"\(b\) writes audience_profiles where .* \(a\)"):
+            parse_config({**MINIMAL, "destinations": [one, other]}, "p.yml")

@@ -491,6 +491,7 @@ def _class_flag(path: Path, node: ast.ClassDef, flag: str, depth: int = 0) -> bo
 
 
 FILE_KEYS = ("formats", "format", "compression", "csv_injection_escape")  # drops' only
+DEFAULT_DROP_PATH = "data/output"  # a local drop's folder when it names none (project-relative)
 # Destination options that are a whole number of at least 1, or a number of seconds above 0,
 # whichever kind reads them (drops, streams, sql, Dotdigital). A kind may bound them further.
 WHOLE_NUMBER_OPTIONS = ("keep_days", "max_attempts", "batch_rows", "max_active_imports")
@@ -672,6 +673,9 @@ def _check_drop_places(destinations: tuple[DestinationConfig, ...], source: str)
         if not dest.enabled or not kind_declares(dest.kind, "WRITES_FILES"):
             continue
         where = tuple(str(dest.options.get(key) or "").strip("/") for key in place_keys)
+        if dest.kind == "local":  # the folder itself: the default, data/output/. and a link too
+            folder = dest.options.get("path") or resolve_path(DEFAULT_DROP_PATH)
+            where = (os.path.realpath(folder), *where[1:])
         # An Azure container is named within the connection's storage account (wasb_default
         # when none is given); S3 bucket names are global, and a local folder has no connection.
         account = (dest.conn_id or "wasb_default") if dest.kind == "azure" else None

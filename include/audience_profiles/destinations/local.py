@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from audience_profiles.config import resolve_path
+from audience_profiles.config import DEFAULT_DROP_PATH, resolve_path
 from audience_profiles.destinations.base import (
     DeliveryReport,
     Destination,
@@ -33,7 +33,7 @@ class LocalDestination(Destination):
 
     def sink(self) -> LocalSink:
         # config.py resolves a configured path; the default is resolved the same way (project root).
-        return LocalSink(self.config.options.get("path") or resolve_path("data/output"))
+        return LocalSink(self.config.options.get("path") or resolve_path(DEFAULT_DROP_PATH))
 
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
         return deliver_drops(self, self.sink(), "", run, tables)
