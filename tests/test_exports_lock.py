@@ -83,3 +83,36 @@ def test_a_delivery_within_a_delivery_does_not_queue_behind_a_waiting_erasure(
         assert inner_done.is_set()
     waiting.join(10)
     assert not waiting.is_alive() and failures == []
+
+
+def test_a_destinations_erasure_queues_behind_another_for_longer(tmp_path, monkeypatch):
+    """Two file drops' erasures each hold the lock alone while they read every partition kept
+    (158 s after a year): at EXCLUSIVE_WAIT_SECONDS the second failed and the run alerted. The
+    wait for another erasure holds no delivery back; the wait for deliveries keeps its bound."""
+    monkeypatch.setattr(locks, "EXCLUSIVE_WAIT_SECONDS", 0.5)
+    holding, release = threading.Event(), threading.Event()
+
+    def first_erasure():
+        with exports_lock(str(tmp_path), exclusive=True, holder="erase drop_1"):
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=first_erasure)
+    thread.start()
+    holding.wait(10)
+    with (
+        pytest.raises(ExportsBusyError, match="another erasure held the run exports"),
+        exports_lock(str(tmp_path), exclusive=True, holder="remove_from_warehouse"),
+    ):
+        pass
+    threading.Timer(1.0, release.set).start()  # longer than EXCLUSIVE_WAIT_SECONDS
+    with exports_lock(str(tmp_path), exclusive=True, holder="erase drop_2", queue_seconds=5):
+        pass
+    thread.join(10)
+    # behind deliveries under way, it still gives up at EXCLUSIVE_WAIT_SECONDS
+    with (
+        exports_lock(str(tmp_path), exclusive=False, holder="delivery"),
+        pytest.raises(ExportsBusyError, match="deliveries under way held"),
+        exports_lock(str(tmp_path), exclusive=True, holder="erase drop_2", queue_seconds=5),
+    ):
+        pass

@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 LOCK_FILE = "exports.lock"
 INTENT_FILE = "exports.lock.intent"
 EXCLUSIVE_WAIT_SECONDS = 120
+# How long a destination's erasure (``erase``: outside the warehouse pool) waits for another
+# erasure to finish. Waiting for the intent holds nothing back, and two file drops' erasures
+# each read every partition kept (158 s after a year): at 120 s the second one failed, the
+# erasure run alerted, and the request waited for the next hourly run.
+ERASE_QUEUE_SECONDS = 3600
 
 
 # The work folders whose shared lock this thread holds, and how many times: a delivery within
@@ -53,9 +58,15 @@ class ExportsBusyError(RuntimeError):
 
 
 @contextlib.contextmanager
-def exports_lock(work_dir: str, *, exclusive: bool, holder: str) -> Iterator[None]:
+def exports_lock(
+    work_dir: str, *, exclusive: bool, holder: str, queue_seconds: float | None = None
+) -> Iterator[None]:
     """Hold the exports lock, shared (a delivery) or alone (an erasure), logging a wait so that
-    a task that seems stuck says what it waits for. ``holder``: who, for the log."""
+    a task that seems stuck says what it waits for. ``holder``: who, for the log.
+
+    Alone, it waits at most ``EXCLUSIVE_WAIT_SECONDS`` in all; ``queue_seconds``, when given,
+    bounds instead the wait for another erasure (the intent), which holds no delivery back: the
+    wait for the deliveries under way, which holds new ones back, keeps its own bound."""
     folder = Path(work_dir)
     folder.mkdir(parents=True, exist_ok=True)
     key = str(folder.resolve())
@@ -71,8 +82,13 @@ def exports_lock(work_dir: str, *, exclusive: bool, holder: str) -> Iterator[Non
         return
     with open(folder / LOCK_FILE, "a+") as lock, open(folder / INTENT_FILE, "a+") as intent:
         if exclusive:
-            deadline = time.monotonic() + EXCLUSIVE_WAIT_SECONDS
-            _take(intent, fcntl.LOCK_EX, holder, "another erasure", deadline)
+            queued = time.monotonic() + (
+                EXCLUSIVE_WAIT_SECONDS if queue_seconds is None else queue_seconds
+            )
+            _take(intent, fcntl.LOCK_EX, holder, "another erasure", queued)
+            deadline = (
+                queued if queue_seconds is None else time.monotonic() + EXCLUSIVE_WAIT_SECONDS
+            )
             try:
                 _take(lock, fcntl.LOCK_EX, holder, "deliveries under way", deadline)
             except BaseException:

@@ -44,7 +44,7 @@ from audience_profiles.destinations.base import (
 )
 from audience_profiles.destinations.drop import scratch_duckdb
 from audience_profiles.destinations.drop_erasure import filter_file, load_subjects
-from audience_profiles.exports_lock import exports_lock
+from audience_profiles.exports_lock import ERASE_QUEUE_SECONDS, exports_lock
 from audience_profiles.identity import load_rules
 from audience_profiles.privacy.retention import run_in_flight
 from audience_profiles.privacy.suppression import suppress_run_outputs, unlist_placeholders
@@ -332,7 +332,12 @@ def erase_destination(
         # just written could be replaced by the erased copy of its older version. Other kinds
         # delete by key or send tombstones, which a delivery under way cannot undo.
         lock = (
-            exports_lock(config.work_dir, exclusive=True, holder=f"erase {destination_name}")
+            exports_lock(
+                config.work_dir,
+                exclusive=True,
+                holder=f"erase {destination_name}",
+                queue_seconds=ERASE_QUEUE_SECONDS,  # behind another drop's erasure
+            )
             if destination.WRITES_FILES
             else contextlib.nullcontext()
         )
