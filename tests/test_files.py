@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import shutil
 import threading
+
+import pytest
 
 from audience_profiles.files import replace_file
 
@@ -37,3 +41,27 @@ def test_a_file_is_copied_into_place(tmp_path):
     source.write_bytes(b"x,y\n")
     replace_file(tmp_path / "out.csv", source)
     assert (tmp_path / "out.csv").read_bytes() == b"x,y\n"
+
+
+def _fill_then_fail(source, out, length=0):
+    out.write(source.read(4096))  # part of the content reaches the disk first
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_write_that_runs_out_of_disk_leaves_the_old_file_and_no_partial_copy(
+    tmp_path, monkeypatch
+):
+    target = tmp_path / "part-00000.csv"
+    target.write_bytes(b"old\n")
+    content = tmp_path / "rendered.csv"
+    content.write_bytes(b"x" * 100_000)
+    monkeypatch.setattr(shutil, "copyfileobj", _fill_then_fail)
+
+    with pytest.raises(OSError) as raised:
+        replace_file(target, content)
+
+    assert raised.value.errno == errno.ENOSPC
+    # Named: "[Errno 28] No space left on device: '.../part-00000.csv'".
+    assert str(target) in str(raised.value)
+    assert target.read_bytes() == b"old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00000.csv", "rendered.csv"]

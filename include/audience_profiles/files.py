@@ -41,6 +41,8 @@ def replace_file(target: Path, content: Path | bytes) -> None:
     The temporary name is this writer's own (hidden, random, created with ``O_EXCL``): with one
     fixed name, two writers of one file (the report's index.html, from runs side by side) removed
     or renamed each other's temporary file, and one failed or put a half-written file in place.
+    A write that fails names ``target`` in its error: from a full disk it was ``[Errno 28] No
+    space left on device`` and no more.
     """
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     try:
@@ -51,8 +53,10 @@ def replace_file(target: Path, content: Path | bytes) -> None:
                 with open(content, "rb") as source:
                     shutil.copyfileobj(source, out, 1 << 20)
         tmp.replace(target)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
         raise
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -381,3 +382,25 @@ def test_an_email_as_entered_is_found_whatever_white_space_pads_it(tmp_path):
         [ErasureRequest("r-1", "2024-05-04", (), (("email", "david.wilson@example.com"),))],
     )
     assert filter_file(con, part, "csv", False, tmp_path / "out.csv") == (1, 2)
+
+
+def test_the_erasure_removes_a_part_s_temporary_copy_a_dead_write_left(tmp_path):
+    """A delivery killed while it wrote a part (or out of disk before this fix) left
+    ``.part-NNNNN.<ext>.<random>.tmp``: rows of people that no manifest names. The erasure, which holds the
+    exports lock alone, must not pass over it: here the copy of a second part, whose own name the
+    erasure never writes (rewriting ``part-00000.csv`` clears that part's copy on the way)."""
+    root = tmp_path / "out"
+    dest = destination(root, formats=("csv",))
+    export = write_profiles(tmp_path / "export.parquet", 20)
+    write_partition(LocalSink(root), "", TABLE, str(export), dest.config, DAYS[0])
+    partition = root / TABLE / f"dt={DAYS[0].ds}"
+    leftover = partition / ".part-00001.csv.0123456789ab.tmp"  # files.replace_file's name
+    shutil.copyfile(partition / "part-00000.csv", leftover)
+    assert {"a-0000005", "a-0000007"} <= {
+        r["profile_id"] for r in read_part("part-00000.csv", leftover.read_bytes())
+    }
+
+    dest.erase([request_for(export)])
+
+    assert not leftover.exists()
+    assert sorted(p.name for p in partition.iterdir()) == [MANIFEST, "part-00000.csv"]

@@ -55,6 +55,9 @@ from audience_profiles.privacy import WHITESPACE, hash_identifier, sql_normalise
 # _manifest.json; drop.write_partition removes this as a stale file).
 ERASING_MANIFEST = "_manifest.erasing.json"
 _PART = re.compile(r"part-\d{5}\.(csv|json|parquet)(\.gz)?$")
+# A part's temporary copy (files.replace_file: ".<part>.<random>.tmp"), left by a write that was
+# killed: rows of people that no manifest names and that the erasure would otherwise pass over.
+_PART_TMP = re.compile(r"/\.part-\d{5}\.(csv|json|parquet)(\.gz)?\.[0-9a-f]+\.tmp$")
 # A word of a raw line (CSV field, JSON string), as the tokens macro of
 # include/sql/privacy/_macros.sql cuts it: Python's re and DuckDB's RE2 read it alike. Every
 # white space character separates words (the characters themselves, none special in a class).
@@ -188,6 +191,12 @@ def _rewrite_partition(
     """
     manifest_key = f"{partition}/{MANIFEST}"
     saved_key = f"{partition}/{ERASING_MANIFEST}"
+    # The erasure holds the exports lock alone (erasure.erase_destination): no delivery is
+    # writing a part now, so a temporary one is a dead write's leftover. Removed, not filtered.
+    leftovers = [k for k in keys if _PART_TMP.search(k)]
+    if leftovers:
+        sink.delete(leftovers)
+        keys = [k for k in keys if k not in leftovers]
     manifest = None
     if manifest_key not in keys and saved_key in keys:
         # An earlier erasure withdrew the manifest and failed before writing it again.

@@ -33,6 +33,8 @@ from typing import Any
 
 import duckdb
 
+from audience_profiles.warehouse.duckdb import rollback
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sync_state (
     segment_id VARCHAR NOT NULL,
@@ -256,7 +258,7 @@ class SyncStateStore:
             con.execute("DELETE FROM import_rows WHERE import_id = ?", [import_id])
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
         return {seg: {"added": a, "changed": c, "rejected": r} for seg, a, c, r in counts}
 
@@ -366,7 +368,7 @@ class SyncStateStore:
             self.set_meta("suppressed_fetched_on", fetched_on.isoformat())
             self.con.execute("COMMIT")
         except BaseException:
-            self.con.execute("ROLLBACK")
+            rollback(self.con)
             raise
 
     # -- run dates ----------------------------------------------------------------------------

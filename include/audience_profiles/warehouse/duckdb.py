@@ -39,6 +39,18 @@ LOCK_PROGRESS_SECONDS = 30
 NARROW_INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "UTINYINT", "USMALLINT", "UINTEGER"}
 
 
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after a failed statement or COMMIT, never hiding why it failed. A COMMIT that
+    failed (the disk under the WAL full: ``Failed to commit: Could not write file ...wal: No space
+    left on device``) has ended the transaction already, and the ROLLBACK's own error (``cannot
+    rollback - no transaction is active``) would be all the task log's last line and the alert
+    said."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error as exc:
+        log.debug("ROLLBACK after a failure: %s", exc)
+
+
 class WarehouseLockedError(RuntimeError):
     """The warehouse file stayed locked by another process for ``LOCK_WAIT_SECONDS``."""
 
@@ -99,7 +111,7 @@ class DuckDBWarehouse(Warehouse):
             self.con.execute(sql)
             self.con.execute("COMMIT")
         except Exception:
-            self.con.execute("ROLLBACK")
+            rollback(self.con)
             raise
 
     def execute_statements(self, sql: str) -> None:
