@@ -1258,3 +1258,32 @@ def test_a_misspelt_source_folder_is_named_on_s3_too(aws_conn, moto_server):
         root = f"s3://landing-misspelt/{prefix}".rstrip("/")
         # at the top, the l/ folder is not named: no source's name is like it
         assert landing.unread_root_entries(root, aws_conn) == (root, UNREAD)
+
+
+def test_a_spill_that_finds_its_disk_full_is_said_as_a_full_disk(tmp_path, monkeypatch):
+    """DuckDB says "Out of Memory" when its spill folder's disk is full: an operator would raise
+    memory instead of freeing the disk. (Reproduced on a full tmpfs by review; simulated here.)"""
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    write_csv(folder / "part-0.csv", INTERACTION_HEADER, [["2022-04-29", "e", "p", "s", "1", "1"]])
+    connect = duckdb.connect
+
+    class SpillFails:
+        def __init__(self, *args, **kwargs):
+            self._con = connect(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self._con, name)
+
+        def execute(self, sql, *args):
+            if sql.startswith("COPY staged"):
+                raise duckdb.OutOfMemoryException(
+                    "Out of Memory Error: failed to offload data block of size 256.0 KiB "
+                    "(0 bytes/1.4 MiB used) - 'max_temp_directory_size'"
+                )
+            return self._con.execute(sql, *args)
+
+    monkeypatch.setattr(landing.duckdb, "connect", SpillFails)
+    out = tmp_path / "runs" / "extract" / "interactions.parquet"
+    with pytest.raises(OSError, match="the disk under the extract's spill folder is full") as err:
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
+    assert err.value.filename == str(out.parent / ".interactions.spill")

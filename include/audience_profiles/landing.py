@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import difflib
+import errno
 import logging
 import os
 import re
@@ -1105,6 +1106,22 @@ _DUCKDB_FAILURES = (
 )
 
 
+def _raise_if_spill_full(exc: duckdb.Error, spill: Path) -> None:
+    """DuckDB reports a spill that found its disk full as memory ("Out of Memory Error: failed
+    to offload data block ... max_temp_directory_size"): an operator would raise memory, not free
+    the disk. Said as what it is, naming the folder (no row value: the message has none)."""
+    text = str(exc)
+    if isinstance(exc, duckdb.OutOfMemoryException) and (
+        "offload" in text or "max_temp_directory_size" in text
+    ):
+        raise OSError(
+            errno.ENOSPC,
+            "the disk under the extract's spill folder is full (DuckDB: out of memory, could not "
+            "offload to disk); free space there and clear the task",
+            str(spill),
+        ) from None
+
+
 def _read_failure(exc: duckdb.Error) -> str:
     """What DuckDB failed on, without the row or any value: the kind of error, and the line when
     its message names one."""
@@ -1138,11 +1155,9 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
     out.parent.mkdir(parents=True, exist_ok=True)
     # Bounded, spilling next to the output: an in-memory DuckDB would otherwise take up to 80% of
     # RAM, on top of the warehouse's own limit when both run in one process (bench/README.md).
+    spill = out.parent / f".{out.stem}.spill"
     con = duckdb.connect(
-        config={
-            "memory_limit": STAGING_MEMORY_LIMIT,
-            "temp_directory": str(out.parent / f".{out.stem}.spill"),
-        }
+        config={"memory_limit": STAGING_MEMORY_LIMIT, "temp_directory": str(spill)}
     )
     try:
         con.execute("SET preserve_insertion_order = true")
@@ -1161,6 +1176,7 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
             except LandingError:
                 raise
             except duckdb.Error as exc:
+                _raise_if_spill_full(exc, spill)
                 failure = _read_failure(exc)
             except csv.Error as exc:  # the header: the records' errors are rows in quarantine
                 failure = f"malformed CSV header ({exc})"
@@ -1175,7 +1191,11 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
         # written unordered, both threads write (for one 1.4M-row day of interactions at 10M,
         # 3.8 s before, 2.0 s after).
         con.execute("SET preserve_insertion_order = false")
-        con.execute(f"COPY staged TO {_sql_str(str(out))} (FORMAT parquet)")
+        try:
+            con.execute(f"COPY staged TO {_sql_str(str(out))} (FORMAT parquet)")
+        except duckdb.OutOfMemoryException as exc:
+            _raise_if_spill_full(exc, spill)
+            raise
         rows, malformed = con.execute("SELECT count(*), count(_error) FROM staged").fetchall()[0]
         return {
             "source": source_name,
@@ -1186,7 +1206,7 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
         }
     finally:
         con.close()
-        shutil.rmtree(out.parent / f".{out.stem}.spill", ignore_errors=True)
+        shutil.rmtree(spill, ignore_errors=True)
         shutil.rmtree(out.parent / f".{out.stem}.links", ignore_errors=True)
 
 

@@ -1001,3 +1001,10 @@ def test_a_dry_run_destination_skips_erasure(dotdigital, sync):
     request = ErasureRequest("r-1", "2024-05-02 10:00:00", ("p00",), ())
     assert sync.destination(dry_run=True).erase([request])["r-1"]["status"] == "skipped"
     assert dotdigital.calls() == []
+
+
+def test_the_sync_state_is_bounded_as_every_delivery_side_duckdb(tmp_path):
+    # Unbounded, it could take 80% of the worker's memory beside the warehouse and deliveries.
+    with SyncStateStore(tmp_path / "state.duckdb") as store:
+        (limit,) = store.con.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert limit == "488.2 MiB"  # DELIVERY_MEMORY_LIMIT, 512MB

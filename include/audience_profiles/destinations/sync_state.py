@@ -33,6 +33,7 @@ from typing import Any
 
 import duckdb
 
+from audience_profiles.destinations.drop import DELIVERY_MEMORY_LIMIT
 from audience_profiles.warehouse.duckdb import rollback
 
 _SCHEMA = """
@@ -129,7 +130,10 @@ class SyncStateStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(self.path))
+            # bounded as every delivery-side DuckDB (spilling beside the file, <path>.tmp/)
+            self.con = duckdb.connect(
+                str(self.path), config={"memory_limit": DELIVERY_MEMORY_LIMIT}
+            )
         except duckdb.IOException as exc:
             raise StateLockedError(
                 f"sync state {self.path} is in use by another process ({exc}); "
