@@ -404,3 +404,21 @@ def test_the_erasure_removes_a_part_s_temporary_copy_a_dead_write_left(tmp_path)
 
     assert not leftover.exists()
     assert sorted(p.name for p in partition.iterdir()) == [MANIFEST, "part-00000.csv"]
+
+
+def test_the_erasure_removes_a_temporary_part_an_older_version_left(tmp_path):
+    """Before files.replace_file took random hidden names, a killed write left ``<part>.tmp``
+    (``part-00001.csv.tmp``); nothing writes that name any more, so only the erasure can take
+    those rows out of a partition no delivery rewrites."""
+    root = tmp_path / "out"
+    dest = destination(root, formats=("csv",))
+    export = write_profiles(tmp_path / "export.parquet", 20)
+    write_partition(LocalSink(root), "", TABLE, str(export), dest.config, DAYS[0])
+    partition = root / TABLE / f"dt={DAYS[0].ds}"
+    leftover = partition / "part-00001.csv.tmp"
+    shutil.copyfile(partition / "part-00000.csv", leftover)
+
+    dest.erase([request_for(export)])
+
+    assert not leftover.exists()
+    assert sorted(p.name for p in partition.iterdir()) == [MANIFEST, "part-00000.csv"]

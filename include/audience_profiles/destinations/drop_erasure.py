@@ -55,9 +55,13 @@ from audience_profiles.privacy import WHITESPACE, hash_identifier, sql_normalise
 # _manifest.json; drop.write_partition removes this as a stale file).
 ERASING_MANIFEST = "_manifest.erasing.json"
 _PART = re.compile(r"part-\d{5}\.(csv|json|parquet)(\.gz)?$")
-# A part's temporary copy (files.replace_file: ".<part>.<random>.tmp"), left by a write that was
-# killed: rows of people that no manifest names and that the erasure would otherwise pass over.
-_PART_TMP = re.compile(r"/\.part-\d{5}\.(csv|json|parquet)(\.gz)?\.[0-9a-f]+\.tmp$")
+# A part's temporary copy (files.replace_file: ".<part>.<random>.tmp"; "<part>.tmp" before
+# 2026-12-01), left by a write that was killed: rows of people that no manifest names and that
+# the erasure would otherwise pass over.
+_PART_TMP = re.compile(
+    r"/(\.part-\d{5}\.(csv|json|parquet)(\.gz)?\.[0-9a-f]+|part-\d{5}\.(csv|json|parquet)(\.gz)?)"
+    r"\.tmp$"
+)
 # A word of a raw line (CSV field, JSON string), as the tokens macro of
 # include/sql/privacy/_macros.sql cuts it: Python's re and DuckDB's RE2 read it alike. Every
 # white space character separates words (the characters themselves, none special in a class).
