@@ -1008,3 +1008,44 @@ def test_the_sync_state_is_bounded_as_every_delivery_side_duckdb(tmp_path):
     with SyncStateStore(tmp_path / "state.duckdb") as store:
         (limit,) = store.con.execute("SELECT current_setting('memory_limit')").fetchone()
     assert limit == "488.2 MiB"  # DELIVERY_MEMORY_LIMIT, 512MB
+
+
+def test_the_triggerer_sends_the_credentials_as_the_workers_do(monkeypatch):
+    """The worker's calls (requests) encode basic auth as Latin-1, as aiohttp.BasicAuth did: the
+    triggerer's header must too, or a password with an accented letter works on the worker and
+    fails every poll of a deferred import with 401."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers["Authorization"])
+            body = json.dumps({"id": "i-1", "status": "Finished"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connection = {
+            "conn_type": "http",
+            "host": f"http://127.0.0.1:{server.server_address[1]}",
+            "login": "apiuser-1@apiconnector.com",
+            "password": "Pässwörd1",
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_DD_LATIN", json.dumps(connection))
+        hook = DotdigitalHook("dd_latin")
+        assert hook.get_import_status("i-1") == "Finished"
+        assert asyncio.run(hook.aget_import_statuses(["i-1"])) == {"i-1": "Finished"}
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(seen) == 2 and seen[0] == seen[1], seen

@@ -375,7 +375,12 @@ class DotdigitalHook(QuietHttpHook):
         extra = await get_async_extra_dejson(conn)
         base = api_base_url(conn.host, conn.schema, conn.port, extra)
         # A header, not ClientSession(auth=BasicAuth(...)): aiohttp 3.14 deprecates both for 4.0.
-        auth = {"Authorization": aiohttp.encode_basic_auth(conn.login or "", conn.password or "")}
+        # Latin-1, as BasicAuth did and as requests does on the worker (encode_basic_auth's
+        # default is UTF-8: a password with an accented letter would work there and not here).
+        credentials = aiohttp.encode_basic_auth(
+            conn.login or "", conn.password or "", encoding="latin1"
+        )
+        auth = {"Authorization": credentials}
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         statuses: dict[str, str] = {}
         async with aiohttp.ClientSession(headers=auth, timeout=timeout) as session:
