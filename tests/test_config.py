@@ -606,6 +606,14 @@ def test_a_kinds_numeric_option_is_checked_when_the_file_loads(entry, said):
         parse_config({**MINIMAL, "destinations": [{"name": "d", **entry}]}, "p.yml")
 
 
+def test_a_numeric_option_of_another_kind_is_named_as_unknown_not_as_a_wrong_number():
+    # Checked before the kind's keys, a Kafka entry's max_attempts: 0 was told to be 1 or more,
+    # and once corrected was refused as a key Kafka does not take.
+    entry = {"name": "d", "kind": "kafka", "topic": "t", "max_attempts": 0}
+    with pytest.raises(ConfigError, match=r"max_attempts: unknown key 'max_attempts'"):
+        parse_config({**MINIMAL, "destinations": [entry]}, "p.yml")
+
+
 def test_two_local_drops_in_one_folder_are_refused_however_it_is_written(tmp_path):
     # The check compared the text: the default folder and data/output, a folder and folder/.,
     # or a folder and a link to it all passed, and each run's drop deleted the other's parts.

@@ -627,14 +627,6 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     # The drops' one yes/no option (drop.py reads it as truthy: a quoted "false" meant true).
     _flag(options, "quicksight_manifest", False, where, source)
     _positive_number(options, "max_file_mb", where, source)
-    # The kinds' numeric options (each name means one thing in every kind that reads it), checked
-    # here, not only when a delivery reads them: the run had built, checked and published first,
-    # and a typo (max_attempts: "five") then failed as a bare ValueError, retried.
-    for key in WHOLE_NUMBER_OPTIONS:
-        if options.get(key) is not None:
-            whole_number(options, key, 0, where, source, 1)
-    for key in SECONDS_OPTIONS:
-        _positive_number(options, key, where, source)
     if "path" in options:
         options["path"] = resolve_path(str(options["path"]))
     config = DestinationConfig(
@@ -652,6 +644,15 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     accepted = kinds[kind]
     if accepted is not None:
         check_destination_options(config, accepted, source, where)
+    # The kinds' numeric options (each name means one thing in every kind that reads it), checked
+    # here, not only when a delivery reads them: the run had built, checked and published first,
+    # and a typo (max_attempts: "five") then failed as a bare ValueError, retried. After the
+    # kind's keys: one it does not take is named as unknown, not as a number to correct.
+    for key in WHOLE_NUMBER_OPTIONS:
+        if options.get(key) is not None:
+            whole_number(options, key, 0, where, source, 1)
+    for key in SECONDS_OPTIONS:
+        _positive_number(options, key, where, source)
     if not kind_declares(kind, "WRITES_FILES"):
         refuse_file_keys(config, [k for k in FILE_KEYS if k in item], source, where)
     if kind_declares(kind, "NEEDS_CONN_ID") and not config.conn_id:
