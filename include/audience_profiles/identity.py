@@ -136,8 +136,9 @@ _SQL_COMMENTS = re.compile(r"\{#.*?#\}|--[^\n]*", re.DOTALL)
 def rules_fingerprint(rules: IdentityRules) -> str:
     """A short hash of the parsed rules and of the SQL that applies them: the same for the same
     rules and SQL, whatever the rules file's comments, key order, spelling of defaults, order and
-    case of blocked values, and the SQL files' comments and layout. The SQL counts because a new version that groups profiles
-    differently regroups them as a rules change does (docs/operations.md, "Upgrading")."""
+    case of blocked values, and the SQL files' comments and layout. The SQL counts because a new
+    version that groups profiles differently regroups them as a rules change does
+    (docs/operations.md, "Upgrading")."""
     parsed = dataclasses.asdict(rules)
     # Blocked values and patterns are sets to the SQL (values matched trimmed and lower-cased):
     # reordering them, or writing Test@ for test@, changes nothing it does, so not the hash.

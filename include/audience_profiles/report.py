@@ -546,7 +546,8 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
     if report.get("unread_landing"):
         parts.append(
             "<p><strong>On the landing root, read by no run</strong> (rename or move them; "
-            f"names starting with _ or . are ignored): {_esc(unread_text(report['unread_landing']))}</p>"
+            "names starting with _ or . are ignored): "
+            f"{_esc(unread_text(report['unread_landing']))}</p>"
         )
     if report.get("rules_changed_since"):
         parts.append(

@@ -386,8 +386,8 @@ def test_an_email_as_entered_is_found_whatever_white_space_pads_it(tmp_path):
 
 def test_the_erasure_removes_a_part_s_temporary_copy_a_dead_write_left(tmp_path):
     """A delivery killed while it wrote a part (or out of disk before this fix) left
-    ``.part-NNNNN.<ext>.<random>.tmp``: rows of people that no manifest names. The erasure, which holds the
-    exports lock alone, must not pass over it: here the copy of a second part, whose own name the
+    ``.part-NNNNN.<ext>.<random>.tmp``: rows of people that no manifest names. The erasure,
+    which holds the exports lock alone, must not pass over it: here the copy of a second part, whose own name the
     erasure never writes (rewriting ``part-00000.csv`` clears that part's copy on the way)."""
     root = tmp_path / "out"
     dest = destination(root, formats=("csv",))
