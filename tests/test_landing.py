@@ -1287,3 +1287,28 @@ def test_a_spill_that_finds_its_disk_full_is_said_as_a_full_disk(tmp_path, monke
     with pytest.raises(OSError, match="the disk under the extract's spill folder is full") as err:
         extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
     assert err.value.filename == str(out.parent / ".interactions.spill")
+
+
+@pytest.mark.parametrize(
+    ("name", "like"),
+    [
+        ("Form-Entries", "form_entries"),
+        ("formentries", "form_entries"),
+        ("identity", "identities"),
+        ("interaction", "interactions"),
+        ("interacions", "interactions"),  # a letter left out
+        ("intreactions", "interactions"),  # two swapped
+        ("erasure-requests", "erasure_requests"),
+        # someone's own folders, not typos: a source's name among other words, or other words
+        ("interactions_archive", None),
+        ("new_interactions", None),
+        ("elements_old", None),
+        ("reactions", None),
+        ("identifiers", None),
+        ("archive", None),
+    ],
+)
+def test_a_folder_is_taken_for_a_misspelt_source_only_when_it_is_one(name, like):
+    # A fuzzy match flagged archive folders (interactions_archive/) and other sources
+    # (reactions/) on every run.
+    assert landing._source_like(name) == like

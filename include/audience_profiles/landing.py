@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import difflib
 import errno
 import logging
 import os
@@ -383,12 +382,36 @@ def unread_root_entries(landing_root: str, conn_id: str | None) -> tuple[str, li
 
 
 def _source_like(name: str) -> str | None:
-    """The source a folder's name looks like a misspelling of, if any."""
+    """The source a folder's name is a misspelling of, if any: the same but for case and
+    separators (``Form-Entries``, ``formentries``), its singular (``identity``, ``interaction``),
+    or one letter off (``interacions``, ``elemnets``). Names that hold a source's name among other
+    words (``interactions_archive``, ``new_interactions``) or are other words (``reactions``,
+    ``identifiers``) are someone's own folders, not typos."""
     plain = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-    if plain in SOURCES:
-        return plain
-    close = difflib.get_close_matches(plain, SOURCES, n=1, cutoff=0.75)
-    return close[0] if close else None
+    for source in SOURCES:
+        singular = re.sub(r"ies$", "y", source) if source.endswith("ies") else source[:-1]
+        for form in (source, singular):
+            if plain.replace("_", "") == form.replace("_", ""):
+                return source
+        if len(plain) >= 6 and _one_edit_apart(plain, source):
+            return source
+    return None
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    """Whether ``a`` becomes ``b`` by one inserted, removed or changed letter, or two swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return a == b
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        return len(diff) == 1 or (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
+        )
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
 def _checked_local_files(folder: Path, source: Source, landing_root: str) -> list[Path]:
