@@ -370,6 +370,59 @@ def test_white_space_only_values_are_missing_and_values_are_trimmed(config, tmp_
     ]
 
 
+# --- 3b. integers and opt-ins --------------------------------------------------------------
+
+
+def test_a_signed_decimal_or_ten_digit_integer_is_quarantined(config, tmp_path):
+    # option and votes are integers >= 0 (docs/data-contract.md)
+    land(
+        tmp_path,
+        "interactions",
+        DS,
+        [
+            interaction(DS),
+            {**interaction(DS), "option": "-1"},
+            {**interaction(DS), "votes": "+1"},
+            {**interaction(DS), "votes": "1.0"},
+            {**interaction(DS), "option": "1234567890"},
+        ],
+    )
+
+    counts = validate(config)
+
+    assert counts["interactions"] == {"read": 5, "valid": 1, "quarantined": 4}
+    assert quarantined(config, "interactions") == [
+        (3, "option: not a non-negative integer"),
+        (4, "votes: not a non-negative integer"),
+        (5, "votes: not a non-negative integer"),
+        (6, "option: not a non-negative integer"),
+    ]
+
+
+# every spelling validation accepts, and what it states (empty: no statement)
+STATEMENTS = {"Yes": True, "y": True, "TRUE": True, "1": True, "No": False, "N": False}
+STATEMENTS |= {"false": False, "0": False, "": None}
+
+
+def test_every_accepted_yes_or_no_is_stored_as_what_it_states(config, tmp_path):
+    land(
+        tmp_path,
+        "form_entries",
+        DS,
+        [
+            form(f"{DS}T10:00:00", session_id=f"s{i}", optin_1=said)
+            for i, said in enumerate(STATEMENTS)
+        ],
+    )
+
+    counts = validate(config)
+
+    assert counts["form_entries"]["quarantined"] == 0
+    assert query(config, "SELECT optin_1 FROM form_entries ORDER BY _line") == [
+        (stated,) for stated in STATEMENTS.values()
+    ]
+
+
 # --- 4. rows that could not be read, and duplicate elements ---------------------------------
 
 
