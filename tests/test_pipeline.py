@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -481,6 +482,74 @@ def test_the_volume_guard_passes_a_first_date_and_growth(tmp_path):
     for ds in ("2022-04-25", "2022-04-26"):  # nothing before the first; the second has more
         result = run_all(RunWindow.for_date(ds), config)
         assert result["checks"] == {"checks": 7, "failed": 0}
+
+
+CONSENT_CHECK = "consent: every opt-in has its statement time and source"
+CORRUPTIONS = [  # (check name, how a faulty build would break it in the run's schema)
+    (
+        "profile_identifiers: one profile per identifier",
+        "INSERT INTO {rs}.profile_identifiers "
+        "SELECT * REPLACE ('ap_someone_else' AS profile_id) FROM {rs}.profile_identifiers",
+    ),
+    (
+        "profile_merges: merged-away ids are not live",
+        "INSERT INTO {rs}.profile_merges SELECT profile_id, 'ap_x', "
+        "TIMESTAMP '2022-04-29 10:00:00', 'regrouped', 'email', email FROM {rs}.audience_profiles",
+    ),
+    *[
+        (CONSENT_CHECK, f"UPDATE {{rs}}.audience_profiles SET {column} = NULL")
+        for column in ("optin_1_at", "optin_2_source", "accept_terms_at")
+    ],
+    (
+        "interactions_enriched reconciles with interactions for the partition",
+        "DELETE FROM interactions_enriched WHERE dt = DATE '2022-04-29'",
+    ),
+    (
+        "audience_profiles.email is normalised",
+        "UPDATE {rs}.audience_profiles SET email = upper(email)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("check", "corruption"), CORRUPTIONS)
+def test_each_quality_check_stops_the_build_that_breaks_it(tmp_path, check, corruption):
+    config = write_config(tmp_path)
+    write_seed_example(tmp_path / "landing")
+    run_all(RunWindow.for_date("2022-01-11"), config)  # David: every consent stated
+    window = RunWindow.for_date("2022-04-29")
+    _build_to_checks(window, config)
+    with duckdb.connect(config.warehouse.path) as con:
+        con.execute(corruption.format(rs=window.run_schema))
+    # that check alone, with the rows that break it
+    with pytest.raises(
+        DataQualityError, match=rf"nothing delivered: {re.escape(check)} \(\d+ row\(s\)\)$"
+    ):
+        pipeline.check_quality(window, config)
+
+
+def test_a_row_lost_between_read_and_kept_fails_validate_naming_the_counts(tmp_path, monkeypatch):
+    """Rows read = kept + quarantined: a validation that loses a row (here a DELETE added to
+    the interactions' script) fails the task instead of building the day without it."""
+    from audience_profiles.warehouse.base import Warehouse
+
+    config = write_config(tmp_path)
+    write_seed_example(tmp_path / "landing")
+    render = Warehouse.render
+
+    def losing(self, name, **params):
+        sql = render(self, name, **params)
+        if name == "validate/interactions":
+            sql += "\nDELETE FROM interactions WHERE _line = 2;"
+        return sql
+
+    monkeypatch.setattr(Warehouse, "render", losing)
+    window = RunWindow.for_date("2022-04-29")
+    staged = [pipeline.extract_source(s, window, config) for s in pipeline.VALIDATION_ORDER]
+    with pytest.raises(
+        pipeline.ReconciliationError,
+        match=r"^interactions 2022-04-29: read 1 row\(s\) but kept 0, quarantined 0,",
+    ):
+        pipeline.validate(window, staged, config)
 
 
 def test_every_input_row_is_in_an_output_or_quarantine(tmp_path):
