@@ -84,6 +84,18 @@ def test_session_with_emails_up_to_the_limit_is_a_person(world):
     assert world.audit(D1) == []
 
 
+def test_a_blocked_email_does_not_make_a_session_a_shared_device(world):
+    # fan0@, fan1@, fan2@ and test@test.com: three people's emails, not four (docs/identity.md)
+    emails = [f"fan{i}@example.com" for i in range(3)]
+    for i, email in enumerate([*emails, "test@test.com"]):
+        world.form(f"{D1}T15:1{i}:00", S1, email)
+    world.run(D1)
+    assert world.groups(D1) == {frozenset({f"session_id:{S1}", *(f"email:{e}" for e in emails)})}
+    assert [(a["rule"], a["detail"]) for a in world.audit(D1)] == [
+        ("blocked_value", "email blocked value")
+    ]
+
+
 def test_two_sso_accounts_on_one_session_never_merge(world):
     world.sso(f"{D1}T10:00:00", S1, "sso-older")
     world.sso(f"{D1}T11:00:00", S1, "sso-newer")
@@ -203,6 +215,26 @@ def test_blocked_values_never_link_but_real_identifiers_stay_people(world):
             ("blocked_value", "email not a valid email"),
         ]
     )
+
+
+def test_a_value_of_the_maximum_length_is_an_identifier(world):
+    world.form(f"{D1}T10:00:00", "x" * 1024, "long@example.com")  # 1,024 characters: the limit
+    world.run(D1)
+    assert world.groups(D1) == {frozenset({f"session_id:{'x' * 1024}", "email:long@example.com"})}
+    assert world.audit(D1) == []
+
+
+def test_an_observation_at_midnight_belongs_to_the_next_day(world):
+    # D1's interval ends before D2 00:00:00: a row landed in D1's partition and observed at that
+    # instant (the day after its partition is allowed) counts from D2's run on
+    world.form(f"{D1}T10:00:00", S1, "fan@example.com")
+    world.form(f"{D2}T00:00:00", S2, "fan@example.com", dt=D1)
+    world.run(D1)
+    world.run(D2)
+    assert world.groups(D1) == {frozenset({f"session_id:{S1}", "email:fan@example.com"})}
+    assert world.groups(D2) == {
+        frozenset({f"session_id:{S1}", f"session_id:{S2}", "email:fan@example.com"})
+    }
 
 
 def test_blocked_patterns_and_per_type_lists_come_from_the_rules():
