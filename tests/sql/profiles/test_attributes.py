@@ -162,9 +162,24 @@ def test_statements_after_the_run_are_not_seen(world):
     world.form("2022-04-25T10:00:00", "s1", "ann@example.com", optin_1="Yes")
     world.form("2022-04-27T10:00:00", "s1", "ann@example.com", optin_1="No")  # the day after
     world.form("2022-04-27T09:00:00", "s1", "ann@example.com", optin_1="No", dt="2022-04-26")
-    world.run(DS)  # the second 04-27 entry landed in 04-26's partition but is after its end
+    world.form("2022-04-27T00:00:00", "s1", "ann@example.com", optin_1="No", dt="2022-04-26")
+    world.run(DS)  # the 04-27 entries landed in 04-26's partition but are at or after its end
     p = only_profile(world)
     assert (p["optin_1"], p["optin_1_at"]) == (True, dt.datetime(2022, 4, 25, 10, 0))
+
+
+def test_an_sso_row_landing_after_the_run_is_not_seen(world):
+    world.sso("2022-04-26T08:00:00", "s1", "sso-ann", first_name="Ann", last_name="Lee")
+    # observed on the run's day but landed a day late: it counts from 04-27's run on, so a
+    # re-run of 04-26 after it arrived gives what the first run gave
+    world.sso("2022-04-26T09:00:00", "s1", "sso-ann", first_name="Annie", dt="2022-04-27")
+    world.run(DS)
+    p = only_profile(world)
+    assert (p["first_name"], p["last_name"], p["last_seen"]) == (
+        "Ann",
+        "Lee",
+        dt.datetime(2022, 4, 26, 8, 0),
+    )
 
 
 @pytest.mark.parametrize("first", ["ann@example.com", "bob@example.com"])
