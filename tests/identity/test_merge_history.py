@@ -276,6 +276,30 @@ def test_a_new_survivor_id_named_by_no_identifier_takes_the_other_old_profiles(w
     }
 
 
+def test_a_new_survivor_id_named_by_no_identifier_is_reached_at_the_first_other_profile(wh):
+    # three old profiles now in one named by none of them: each is merged when it first
+    # connects to any of the other two, not the last
+    prev = {
+        "ap_a": [("email", "a@x", "2022-04-25 10:00:00")],
+        "ap_b": [("email", "b@x", "2022-04-26 10:00:00")],
+        "ap_c": [("email", "c@x", "2022-04-26 11:00:00")],
+    }
+    cur = {
+        "ap_new": [i for idents in prev.values() for i in idents] + [("session_id", "s-3", START)]
+    }
+    links = [
+        ("session_id:s-3", "email:a@x", "2022-04-27 09:00:00"),
+        ("session_id:s-3", "email:b@x", "2022-04-27 09:05:00"),
+        ("session_id:s-3", "email:c@x", "2022-04-27 09:10:00"),
+    ]
+    reason = "form_entries:session_id-email"
+    assert run_merges(wh, prev, cur, links) == {
+        "ap_a": ("ap_new", "2022-04-27 09:05:00", reason, "email:b@x"),
+        "ap_b": ("ap_new", "2022-04-27 09:05:00", reason, "session_id:s-3"),
+        "ap_c": ("ap_new", "2022-04-27 09:10:00", reason, "session_id:s-3"),
+    }
+
+
 def test_a_new_survivor_id_is_dated_by_when_the_merged_profile_reached_its_anchor(wh):
     # a's profile is re-keyed: x@ (new) now names it, and b's profile joined it too
     prev = {
