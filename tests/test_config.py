@@ -281,6 +281,12 @@ def edited(path: str, value) -> dict:
             1.5,
             "landing_wait.late_check_days: must be a whole number",
         ),
+        # every run lists each day's partitions: 31 days at most
+        (
+            "landing_wait.late_check_days",
+            32,
+            "landing_wait.late_check_days: must be 31 or less, not 32",
+        ),
         ("quality.min_profiles_kept", 50, "quality.min_profiles_kept: a share of the earlier"),
         ("quality.min_profiles_kept", -0.1, "quality.min_profiles_kept: must be 0 or more"),
         ("quality.min_profiles_kept", "50%", "quality.min_profiles_kept: must be a number"),
