@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 from audience_profiles import pipeline, report
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import hash_identifier
-from audience_profiles.privacy.erasure import run_erasure
+from audience_profiles.privacy.erasure import read_requests, resolve_requests, run_erasure
 from audience_profiles.warehouse import open_warehouse
 from tests.privacy.people import (
     ANN,
@@ -156,6 +156,35 @@ def test_a_request_filed_while_a_run_builds_is_left_out_at_publish(built, tmp_pa
         exported = pq.read_table(tables[table]).to_pylist()
         assert exported and not [r for r in exported if ANN in str(r) or ANN_SESSION in str(r)]
     assert mentions(built, ANN) == {} and mentions(built, ANN_SESSION) == {}
+
+
+def test_a_merge_into_a_profile_listed_while_the_run_builds_is_left_out_at_publish(built, tmp_path):
+    """Publish between the erasure's resolve_requests and its remove_from_warehouse (two tasks:
+    the daily run's may run between them): the merge row goes with its survivor, though the
+    merged-away id is live no more. It names the survivor and one of its identifiers."""
+    landing = tmp_path / "landing"
+    write_csv(  # Bob enters his address on Ann's session: his profile merges into hers
+        landing / "form_entries" / f"date={NEXT_DAY}" / "p.csv",
+        FORM_HEADER,
+        [form(f"{NEXT_DAY}T09:00:00", "Bob", "Stone", BOB, ANN_SESSION)],
+    )
+    window = RunWindow.for_date(NEXT_DAY)
+    staged = [pipeline.extract_source(s, window, built) for s in pipeline.VALIDATION_ORDER]
+    pipeline.validate(window, staged, built)
+    pipeline.enrich(window, built)
+    pipeline.resolve_identities(window, built)
+    pipeline.build_profiles(window, built)
+    merges = f"SELECT identifier_value FROM {window.run_schema}.profile_merges"
+    assert query(built, merges) == [(ANN_SESSION,)]
+
+    file_request(landing, "r-1", "external_id", "sso-ann")
+    resolve_requests(read_requests(NEXT_DAY, "erasure-1", built), built)
+    pipeline.check_quality(window, built)
+    tables = pipeline.publish(window, built)
+
+    assert pq.read_table(tables["profile_merges"]).num_rows == 0
+    exported = pq.read_table(tables["audience_profiles"]).to_pylist()
+    assert [p["email"] for p in exported] == [DAVID]
 
 
 def test_an_empty_suppression_list_costs_one_count(built):
