@@ -170,6 +170,43 @@ def test_a_later_user_of_an_erased_persons_session_keeps_her_rows(built, tmp_pat
     assert_reruns_change_nothing(built, (D1, D2, D3))
 
 
+def test_a_backfilled_day_takes_a_sessions_rows_up_to_the_day_before_its_later_claim(
+    built, tmp_path
+):
+    """D2 is run last (a backfill): David, erased, entered his address on the kiosk that day,
+    and Carla claimed it on D3, already loaded. The kiosk's votes before her claim go; hers,
+    from D3 on, stay."""
+    landing = tmp_path / "landing"
+    file_request(landing, "r-1", "email", DAVID)
+    run_erasure(ERASE_DAY, built)
+    land(landing, "interactions", D1, INTERACTION_HEADER, [interaction(D1, "kiosk", 0)])
+    land(
+        landing,
+        "form_entries",
+        D2,
+        FORM_HEADER,
+        [form(f"{D2}T09:00:00", "David", "Wilson", DAVID, "kiosk")],
+    )
+    land(landing, "interactions", D2, INTERACTION_HEADER, [interaction(D2, "kiosk", 1)])
+    land(
+        landing,
+        "form_entries",
+        D3,
+        FORM_HEADER,
+        [form(f"{D3}T09:10:00", "Carla", "Diaz", CARLA, "kiosk")],
+    )
+    land(landing, "interactions", D3, INTERACTION_HEADER, [interaction(D3, "kiosk", 2)])
+
+    run_days(built, D1, D3, D2)
+
+    assert query(
+        built,
+        "SELECT CAST(dt AS VARCHAR), session_id, option FROM interactions "
+        f"WHERE dt >= DATE '{D1}' ORDER BY dt",
+    ) == [(D3, "kiosk", 2)]
+    assert mentions(built, DAVID) == {}
+
+
 def test_a_session_the_graph_gave_an_erased_person_is_not_taken_from_a_later_user(built, tmp_path):
     """David used the kiosk alone before his request: the request resolves it as his session."""
     landing = tmp_path / "landing"
