@@ -382,8 +382,8 @@ def _registered_kind(node: ast.ClassDef) -> str | None:
     return None
 
 
-def _literal_options(node: ast.ClassDef) -> frozenset[str] | None:
-    """The class's own ``OPTIONS = frozenset({...})`` if it is a literal, else None."""
+def _assigned(node: ast.ClassDef, name: str) -> ast.expr | None:
+    """What the class's own body assigns to ``name`` (``name = ...`` or ``name: T = ...``)."""
     for statement in node.body:
         if isinstance(statement, ast.Assign):
             targets, value = statement.targets, statement.value
@@ -391,26 +391,31 @@ def _literal_options(node: ast.ClassDef) -> frozenset[str] | None:
             targets, value = [statement.target], statement.value
         else:
             continue
-        if not any(isinstance(t, ast.Name) and t.id == "OPTIONS" for t in targets):
-            continue
-        if not (
-            isinstance(value, ast.Call)
-            and isinstance(value.func, ast.Name)
-            and value.func.id == "frozenset"
-            and len(value.args) <= 1
-            and not value.keywords
-        ):
-            return None
-        if not value.args:
-            return frozenset()
-        try:
-            names = ast.literal_eval(value.args[0])
-        except ValueError:
-            return None
-        if not isinstance(names, set | list | tuple) or not all(isinstance(n, str) for n in names):
-            return None
-        return frozenset(names)
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return value
     return None
+
+
+def _literal_options(node: ast.ClassDef) -> frozenset[str] | None:
+    """The class's own ``OPTIONS = frozenset({...})`` if it is a literal, else None."""
+    value = _assigned(node, "OPTIONS")
+    if not (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Name)
+        and value.func.id == "frozenset"
+        and len(value.args) <= 1
+        and not value.keywords
+    ):
+        return None
+    if not value.args:
+        return frozenset()
+    try:
+        names = ast.literal_eval(value.args[0])
+    except ValueError:
+        return None
+    if not isinstance(names, set | list | tuple) or not all(isinstance(n, str) for n in names):
+        return None
+    return frozenset(names)
 
 
 @functools.cache
@@ -437,16 +442,9 @@ def _registered_in(path: Path) -> dict[str, frozenset[str] | None]:
 
 def _own_flag(node: ast.ClassDef, flag: str) -> bool | None:
     """``<flag> = True|False`` (or ``<flag>: ClassVar[bool] = ...``) in the class's own body."""
-    for statement in node.body:
-        if isinstance(statement, ast.Assign):
-            targets, value = statement.targets, statement.value
-        elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
-            targets, value = [statement.target], statement.value
-        else:
-            continue
-        named = any(isinstance(t, ast.Name) and t.id == flag for t in targets)
-        if named and isinstance(value, ast.Constant) and isinstance(value.value, bool):
-            return value.value
+    value = _assigned(node, flag)
+    if isinstance(value, ast.Constant) and isinstance(value.value, bool):
+        return value.value
     return None
 
 
