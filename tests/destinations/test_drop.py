@@ -481,6 +481,7 @@ def local_drop(tmp_path, **options):
         {
             "start_date": "2024-01-01",
             "landing_root": str(tmp_path / "landing"),
+            "work_dir": str(tmp_path / "work"),  # its locks, not the project's data/work
             "destinations": [
                 {
                     "name": "files",
@@ -600,27 +601,6 @@ def test_a_partition_folder_linked_out_of_the_drop_is_refused(tmp_path):
     assert sorted(p.name for p in victim.iterdir()) == ["authorized_keys"]
 
 
-def drop_with_work_dir(tmp_path, **options):
-    pipeline = parse_config(
-        {
-            "start_date": "2024-01-01",
-            "landing_root": str(tmp_path / "landing"),
-            "work_dir": str(tmp_path / "work"),
-            "destinations": [
-                {
-                    "name": "files",
-                    "kind": "local",
-                    "path": str(tmp_path / "out"),
-                    "tables": [TABLE],
-                    "formats": ["csv"],
-                }
-                | options
-            ],
-        }
-    )
-    return destination_for(pipeline.destination("files"), pipeline)
-
-
 def test_pruning_leaves_a_partition_a_delivery_writes_as_it_writes_it(tmp_path, monkeypatch):
     """keep_days pruning by a new date beside a re-delivery of an old one (a backfill with
     --reprocess-behavior completed): the prune listed the old partition with its manifest, the
@@ -629,7 +609,7 @@ def test_pruning_leaves_a_partition_a_delivery_writes_as_it_writes_it(tmp_path, 
     turns (drop.table_lock): whichever comes second sees what the first left."""
     import threading
 
-    drop = drop_with_work_dir(tmp_path, keep_days=3, max_file_mb=0.01)
+    drop = local_drop(tmp_path, keep_days=3, max_file_mb=0.01, quicksight_manifest=False)
     old = RunInfo("2024-04-01", "backfill__2024-04-01")
     export = {TABLE: str(write_profiles(tmp_path / "p.parquet", 300))}
     drop.deliver(old, export)
@@ -676,7 +656,7 @@ def test_pruning_waits_for_no_delivery_and_is_left_to_the_next(tmp_path):
     each other: one walked into a folder the other removed, and its delivery failed)."""
     from audience_profiles.destinations.drop import table_lock
 
-    drop = drop_with_work_dir(tmp_path, keep_days=1)
+    drop = local_drop(tmp_path, keep_days=1, quicksight_manifest=False)
     export = {TABLE: str(write_profiles(tmp_path / "p.parquet", 5))}
     drop.deliver(RunInfo("2024-04-01", "r1"), export)
     work = tmp_path / "work"
