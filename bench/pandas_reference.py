@@ -52,9 +52,12 @@ def read_source(root: Path, source: str, dates: list[str]) -> pd.DataFrame:
                 frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
                 frame["_line"] = np.arange(len(frame)) + 2  # after the header
             elif path.suffix == ".json":
-                frame = pd.read_json(
-                    path, lines=True, dtype=False, convert_dates=False, keep_default_dates=False
-                )
+                # Each record as parsed, no type or date inference (read_json's switches for
+                # that, convert_dates and keep_default_dates, are deprecated in pandas 3).
+                with path.open() as records:
+                    frame = pd.DataFrame.from_records(
+                        [json.loads(line) for line in records if line.strip()]
+                    )
                 frame = frame.astype(object).where(frame.notna(), None)
                 frame["_line"] = np.arange(len(frame)) + 1
             else:
@@ -345,10 +348,12 @@ def resolve(data: dict, rules: IdentityRules, cutoff_dt: str, cutoff_ts: str) ->
 
     links["rule"], links["detail"] = None, None
     links.loc[links["left_blocked"].notna(), "detail"] = (
-        links["left_type"] + " " + links["left_blocked"].fillna("")
+        links["left_type"] + " " + links["left_blocked"].astype(object).fillna("")
     )
     right_only = links["left_blocked"].isna() & links["right_blocked"].notna()
-    links.loc[right_only, "detail"] = links["right_type"] + " " + links["right_blocked"].fillna("")
+    links.loc[right_only, "detail"] = (
+        links["right_type"] + " " + links["right_blocked"].astype(object).fillna("")
+    )
     links.loc[~usable, "rule"] = "blocked_value"
 
     shared = {}

@@ -79,7 +79,8 @@ def file_request(
     path = landing / "erasure_requests" / "requests.csv"
     rows = []
     if path.exists():
-        rows = list(csv.reader(path.open()))[1:]
+        with path.open(newline="") as file:
+            rows = list(csv.reader(file))[1:]
     rows.append([request_id, identifier_type, value, "2022-04-30T12:00:00", kind])
     write_csv(path, REQUEST_HEADER, rows)
 
