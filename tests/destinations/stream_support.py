@@ -4,6 +4,7 @@ built from a pipeline.yml entry the way the DAG builds it."""
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -108,10 +109,19 @@ def write_exports(
     return paths
 
 
+# One work folder for the destinations built here, removed when the test process ends.
+_WORK = tempfile.TemporaryDirectory(prefix="audience-profiles-stream-tests-")
+
+
 def stream_destination(entry: dict) -> Destination:
     """The destination for one ``destinations:`` entry of a minimal pipeline.yml."""
     pipeline = parse_config(
-        {"start_date": "2024-04-01", "landing_root": "data/landing", "destinations": [entry]},
+        {
+            "start_date": "2024-04-01",
+            "landing_root": "data/landing",
+            "work_dir": _WORK.name,  # its scratch, not the project's data/work
+            "destinations": [entry],
+        },
         "pipeline.yml",
     )
     return destination_for(pipeline.destinations[0], pipeline)
