@@ -32,6 +32,7 @@ def azure_destination(tmp_path, conn_id: str, container: str, **keys):
         {
             "start_date": "2024-01-01",
             "landing_root": str(tmp_path / "landing"),
+            "work_dir": str(tmp_path / "work"),  # its scratch and locks, not the project's
             "destinations": [
                 {"name": "blob_drop", "kind": "azure", "conn_id": conn_id, "container": container}
                 | keys

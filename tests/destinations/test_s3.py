@@ -34,6 +34,7 @@ def s3_destination(tmp_path, conn_id: str, bucket: str, **keys):
         {
             "start_date": "2024-01-01",
             "landing_root": str(tmp_path / "landing"),
+            "work_dir": str(tmp_path / "work"),  # its scratch and locks, not the project's
             "destinations": [
                 {"name": "s3_drop", "kind": "s3", "conn_id": conn_id, "bucket": bucket, **keys}
             ],

@@ -172,6 +172,7 @@ def warehouse_destination(tmp_path: Path, **spec) -> Destination:
     raw = {
         "start_date": "2022-04-25",
         "landing_root": str(tmp_path / "landing"),
+        "work_dir": str(tmp_path / "work"),  # its scratch, not the project's data/work
         "destinations": [{"tables": list(TABLES), **spec}],
     }
     config = parse_config(raw)
