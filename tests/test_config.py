@@ -640,3 +640,23 @@ def test_two_local_drops_in_one_folder_are_refused_however_it_is_written(tmp_pat
     ):
         with pytest.raises(ConfigError, match=r"\(b\) writes audience_profiles where .* \(a\)"):
             parse_config({**MINIMAL, "destinations": [one, other]}, "p.yml")
+
+
+def test_two_dotdigital_destinations_keeping_one_state_file_are_refused(tmp_path):
+    # Their confirmed contacts, watermarks and suppressions mixed: a contact one sent counted as
+    # sent by the other.
+    own = {"name": "a", "kind": "dotdigital", "conn_id": "d"}
+    dd = {**own, "state_path": str(tmp_path / "s")}
+    for one, other in (
+        (dd, {**dd, "name": "b", "conn_id": "other_account"}),
+        (dd, {**dd, "name": "b", "state_path": f"{tmp_path}/./s"}),
+        (own, {**own, "name": "b", "state_path": f"{tmp_path}/work/state/a.duckdb"}),
+    ):
+        raw = {**MINIMAL, "work_dir": str(tmp_path / "work"), "destinations": [one, other]}
+        with pytest.raises(ConfigError) as err:
+            parse_config(raw, "p.yml")
+        assert str(err.value).startswith("p.yml: destinations[1] (b) keeps its state in ")
+        assert str(err.value).endswith("as destinations[0] (a) does: give each its own state_path")
+    # by default each has its own file; one of them disabled is fine
+    parse_config({**MINIMAL, "destinations": [own, {**own, "name": "b"}]})
+    parse_config({**MINIMAL, "destinations": [dd, {**dd, "name": "b", "enabled": False}]})

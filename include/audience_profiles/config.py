@@ -690,6 +690,28 @@ def _check_drop_places(destinations: tuple[DestinationConfig, ...], source: str)
             writers[place, table] = (index, dest.name)
 
 
+def _check_state_files(config: PipelineConfig, source: str) -> None:
+    """Refuse two enabled destinations that keep their state in one file (``state_path``, by
+    default ``<work_dir>/state/<name>.duckdb``): their confirmed contacts, watermarks and
+    suppressions would mix (a contact one of them sent counted as sent by the other), and their
+    deliveries would wait on one lock."""
+    owners: dict[str, tuple[int, str]] = {}
+    for index, dest in enumerate(config.destinations):
+        accepted = declared_options(dest.kind).get(dest.kind) or frozenset()
+        if not dest.enabled or "state_path" not in accepted:
+            continue
+        explicit = dest.options.get("state_path")
+        default = Path(config.work_dir) / "state" / f"{dest.name}.duckdb"
+        state = os.path.realpath(resolve_path(str(explicit)) if explicit else default)
+        if state in owners:
+            first, name = owners[state]
+            raise ConfigError(
+                f"{source}: destinations[{index}] ({dest.name}) keeps its state in {state}, as "
+                f"destinations[{first}] ({name}) does: give each its own state_path"
+            )
+        owners[state] = (index, dest.name)
+
+
 def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
     wh_raw = _section(raw, "warehouse", source)
     where = "warehouse."
@@ -858,6 +880,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
         quality=_parse_quality(raw, source),
         raw=raw,
     )
+    _check_state_files(config, source)
     # retention: is read by its task, but a mistake in it should fail here, when the file loads.
     from audience_profiles.privacy.retention import RetentionPolicy
 
