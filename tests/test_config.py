@@ -72,7 +72,10 @@ def test_env_expansion_and_relative_paths(monkeypatch):
             {
                 "start_date": "2022-01-01",
                 "landing_root": "x",
-                "destinations": [{"name": "a", "kind": "local"}, {"name": "a", "kind": "s3"}],
+                "destinations": [
+                    {"name": "a", "kind": "local"},
+                    {"name": "a", "kind": "s3", "bucket": "b"},
+                ],
             },
             "destination names must be unique: a",
         ),

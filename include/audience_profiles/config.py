@@ -396,9 +396,10 @@ def _assigned(node: ast.ClassDef, name: str) -> ast.expr | None:
     return None
 
 
-def _literal_options(node: ast.ClassDef) -> frozenset[str] | None:
-    """The class's own ``OPTIONS = frozenset({...})`` if it is a literal, else None."""
-    value = _assigned(node, "OPTIONS")
+def _literal_options(node: ast.ClassDef, attribute: str = "OPTIONS") -> frozenset[str] | None:
+    """The class's own ``OPTIONS = frozenset({...})`` (or another such attribute) if it is a
+    literal, else None."""
+    value = _assigned(node, attribute)
     if not (
         isinstance(value, ast.Call)
         and isinstance(value.func, ast.Name)
@@ -532,6 +533,33 @@ def kind_declares(kind: str, flag: str) -> bool:
     )
 
 
+def required_options(kind: str) -> frozenset[str]:
+    """The options the class of ``kind`` cannot work without (``REQUIRED_OPTIONS``, a literal
+    frozenset in its own body, read from the source as ``OPTIONS`` is)."""
+    module = module_of(kind)
+    if module is None:
+        return frozenset()
+    for node in _parsed(DESTINATIONS_DIR / f"{module}.py").body:
+        if isinstance(node, ast.ClassDef) and _registered_kind(node) == kind:
+            return _literal_options(node, "REQUIRED_OPTIONS") or frozenset()
+    return frozenset()
+
+
+def check_required_options(
+    config: DestinationConfig, required: Iterable[str], source: str, where: str
+) -> None:
+    """Fail when an option the kind needs (``Destination.REQUIRED_OPTIONS``) is missing or
+    empty. Called when the file loads and again by ``destinations.destination_for``."""
+    for key in sorted(required):
+        value = config.options.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ConfigError(
+                f"{source}: {where}{key}: destination {config.name!r} (kind {config.kind}) "
+                f"needs {key}"
+            )
+        _text(config.options, key, None, where, source)  # a name, not a list or a mapping
+
+
 def kinds_declaring(flag: str) -> frozenset[str]:
     """Every kind whose class sets ``<flag>`` true (:func:`kind_declares`)."""
     return frozenset(kind for kind in declared_options() if kind_declares(kind, flag))
@@ -642,6 +670,7 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     accepted = kinds[kind]
     if accepted is not None:
         check_destination_options(config, accepted, source, where)
+    check_required_options(config, required_options(kind), source, where)
     # The kinds' numeric options (each name means one thing in every kind that reads it), checked
     # here, not only when a delivery reads them: the run had built, checked and published first,
     # and a typo (max_attempts: "five") then failed as a bare ValueError, retried. After the

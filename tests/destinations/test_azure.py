@@ -137,7 +137,7 @@ def test_rerun_replaces_the_partition_and_removes_stale_parts(tmp_path, azure_co
 
 
 def test_a_container_is_required(tmp_path):
-    with pytest.raises(ConfigError, match="needs a container"):
+    with pytest.raises(ConfigError, match="container: destination .* needs container"):
         azure_destination(tmp_path, "azure_test", "")
 
 

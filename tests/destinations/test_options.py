@@ -29,6 +29,7 @@ from audience_profiles.config import (
     kinds_declaring,
     module_of,
     parse_config,
+    required_options,
 )
 from audience_profiles.destinations import destination_for
 from audience_profiles.destinations.base import registered_kinds
@@ -92,6 +93,30 @@ def test_every_kind_declares_its_options_on_its_class():
         # what the file check reads from the source is what destination_for checks
         assert static[kind] == cls.OPTIONS, kind
         assert not cls.OPTIONS & set(DESTINATION_KEYS), f"{kind}: config.py reads those"
+        # and the same of the ones it cannot work without, which are among them
+        assert required_options(kind) == cls.REQUIRED_OPTIONS, kind
+        assert cls.REQUIRED_OPTIONS <= cls.OPTIONS, kind
+
+
+@pytest.mark.parametrize(
+    ("kind", "option"),
+    [("s3", "bucket"), ("azure", "container"), ("kinesis", "stream_name"),
+     ("firehose", "delivery_stream"), ("kafka", "topic")],
+)  # fmt: skip
+@pytest.mark.parametrize("value", [None, "", "  ", ["a"]])
+def test_a_missing_required_option_fails_when_the_file_loads(kind, option, value):
+    # Checked only when the delivery built the destination, after the run had built, checked
+    # and published the date.
+    entry = {
+        "name": "d",
+        "kind": kind,
+        "conn_id": "c",
+        **({} if value is None else {option: value}),
+    }
+    with pytest.raises(ConfigError, match=rf"p\.yml: destinations\[0\]\.{option}: "):
+        parse_config(
+            {"start_date": "2024-01-01", "landing_root": "x", "destinations": [entry]}, "p.yml"
+        )
 
 
 def test_declared_options_are_exactly_the_ones_the_code_reads():

@@ -242,5 +242,5 @@ def test_an_error_mid_drop_then_a_retry_leaves_one_complete_partition(tmp_path, 
 
 
 def test_a_bucket_is_required(tmp_path):
-    with pytest.raises(ConfigError, match="needs a bucket"):
+    with pytest.raises(ConfigError, match="bucket: destination .* needs bucket"):
         s3_destination(tmp_path, "aws_test", "")

@@ -9,6 +9,7 @@ from audience_profiles.config import (
     DestinationConfig,
     PipelineConfig,
     check_destination_options,
+    check_required_options,
     module_of,
     refuse_file_keys,
 )
@@ -40,6 +41,7 @@ def destination_for(config: DestinationConfig, pipeline: PipelineConfig) -> Dest
     names = [d.name for d in pipeline.destinations]
     where = f"destinations[{names.index(config.name)}]." if config.name in names else ""
     check_destination_options(config, cls.OPTIONS, pipeline.source_file, where)
+    check_required_options(config, cls.REQUIRED_OPTIONS, pipeline.source_file, where)
     if not cls.WRITES_FILES:
         # Read for every kind by config.py: set on one that writes no files, they were ignored
         # (a Kinesis entry with formats: [parquet] sent JSON records, and said nothing).

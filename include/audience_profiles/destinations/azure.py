@@ -21,7 +21,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
-from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig
 from audience_profiles.destinations.base import (
     DeliveryReport,
     Destination,
@@ -68,14 +67,8 @@ class AzureSink:
 class AzureDestination(Destination):
     # container and prefix here; max_file_mb, quicksight_manifest, keep_days: drop.deliver_drops
     OPTIONS = frozenset({"container", "prefix", "max_file_mb", "quicksight_manifest", "keep_days"})
+    REQUIRED_OPTIONS = frozenset({"container"})
     WRITES_FILES = True
-
-    def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
-        super().__init__(config, pipeline)
-        if not config.options.get("container"):
-            raise ConfigError(
-                f"{pipeline.source_file}: destination {config.name!r} needs a container"
-            )
 
     def sink(self) -> AzureSink:
         hook = WasbHook(wasb_conn_id=self.config.conn_id or WasbHook.default_conn_name)

@@ -13,7 +13,7 @@ shared helper it calls) reads in its class attribute ``OPTIONS = frozenset({...}
 literal: config.py reads it from the source when the file loads (without importing the module),
 and :func:`~audience_profiles.destinations.destination_for` checks it again, so a key the kind
 does not read (``pi: hashed``) fails with the file, the destination and the closest valid key
-instead of being ignored. ``formats``, ``compression`` and ``csv_injection_escape`` other than
+instead of being ignored; one it needs and lacks (``REQUIRED_OPTIONS``) fails likewise. ``formats``, ``compression`` and ``csv_injection_escape`` other than
 their defaults are refused the same way by a kind that writes no files (``WRITES_FILES``).
 
 ``WRITES_FILES`` and ``NEEDS_CONN_ID`` are read from the source too (the class's own value, or
@@ -109,6 +109,9 @@ class Destination(abc.ABC):
     # The kind-specific pipeline.yml keys this kind reads (see the module docstring). Declare it on
     # the registered class itself, as a literal frozenset: the default accepts no option at all.
     OPTIONS: ClassVar[frozenset[str]] = frozenset()
+    # Those of ``OPTIONS`` it cannot work without (a bucket, a topic), the same way: a missing or
+    # empty one fails when pipeline.yml loads, not at delivery after the whole build.
+    REQUIRED_OPTIONS: ClassVar[frozenset[str]] = frozenset()
     # Whether it writes files, so that formats, compression and csv_injection_escape (read by
     # config.py for every kind) mean something to it: set on those that do (the drops).
     WRITES_FILES: ClassVar[bool] = False

@@ -30,7 +30,6 @@ from audience_profiles.destinations.streams import (
     SendBatch,
     StreamRecord,
     aws_batch_failures,
-    required_option,
 )
 
 PUT_RECORD_BATCH_LIMITS = BatchLimits(
@@ -57,11 +56,12 @@ class FirehoseDestination(BatchedStreamDestination):
     OPTIONS = frozenset(
         {"delivery_stream", "max_attempts", "retry_base_seconds", "retry_max_seconds"}
     )
+    REQUIRED_OPTIONS = frozenset({"delivery_stream"})
     limits = PUT_RECORD_BATCH_LIMITS
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         super().__init__(config, pipeline)
-        self.delivery_stream = required_option(config, pipeline, "delivery_stream")
+        self.delivery_stream = str(config.options["delivery_stream"])
 
     @property
     def target(self) -> str:

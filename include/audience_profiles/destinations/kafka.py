@@ -54,7 +54,6 @@ from audience_profiles.destinations.streams import (
     UndeliveredRecordsError,
     erased_records,
     erased_statuses,
-    required_option,
     run_records,
     stream_tables,
 )
@@ -72,11 +71,12 @@ DEFAULT_FLUSH_TIMEOUT_SECONDS = 330.0
 @register("kafka")
 class KafkaDestination(Destination):
     OPTIONS = frozenset({"topic", "flush_timeout_seconds"})
+    REQUIRED_OPTIONS = frozenset({"topic"})
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         super().__init__(config, pipeline)
         self.tables = stream_tables(config, pipeline)
-        self.topic = required_option(config, pipeline, "topic")
+        self.topic = str(config.options["topic"])
         self.conn_id = config.conn_id or "kafka_default"
         self.flush_timeout = float(
             config.options.get("flush_timeout_seconds", DEFAULT_FLUSH_TIMEOUT_SECONDS)

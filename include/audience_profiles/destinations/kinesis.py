@@ -28,7 +28,6 @@ from audience_profiles.destinations.streams import (
     Entry,
     SendBatch,
     aws_batch_failures,
-    required_option,
 )
 
 PUT_RECORDS_LIMITS = BatchLimits(
@@ -55,11 +54,12 @@ RETRYABLE_CALL_ERRORS = frozenset(
 class KinesisDestination(BatchedStreamDestination):
     # stream_name here; the retry keys: streams.RetryPolicy.from_options
     OPTIONS = frozenset({"stream_name", "max_attempts", "retry_base_seconds", "retry_max_seconds"})
+    REQUIRED_OPTIONS = frozenset({"stream_name"})
     limits = PUT_RECORDS_LIMITS
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         super().__init__(config, pipeline)
-        self.stream_name = required_option(config, pipeline, "stream_name")
+        self.stream_name = str(config.options["stream_name"])
 
     @property
     def target(self) -> str:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig
 from audience_profiles.destinations.base import (
     DeliveryReport,
     Destination,
@@ -62,12 +61,8 @@ class S3Sink:
 class S3Destination(Destination):
     # bucket and prefix here; max_file_mb, quicksight_manifest, keep_days: drop.deliver_drops
     OPTIONS = frozenset({"bucket", "prefix", "max_file_mb", "quicksight_manifest", "keep_days"})
+    REQUIRED_OPTIONS = frozenset({"bucket"})
     WRITES_FILES = True
-
-    def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
-        super().__init__(config, pipeline)
-        if not config.options.get("bucket"):
-            raise ConfigError(f"{pipeline.source_file}: destination {config.name!r} needs a bucket")
 
     def sink(self) -> S3Sink:
         # conn_id None leaves boto3 to its default credential chain (instance or pod role).

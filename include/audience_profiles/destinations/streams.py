@@ -435,15 +435,6 @@ def stream_tables(config: DestinationConfig, pipeline: PipelineConfig) -> list[s
     return [t for t in STREAM_TABLES if t in config.tables]
 
 
-def required_option(config: DestinationConfig, pipeline: PipelineConfig, key: str) -> str:
-    value = config.options.get(key)
-    if not value:
-        raise ConfigError(
-            f"{pipeline.source_file}: destination {config.name!r} ({config.kind}) needs {key}"
-        )
-    return str(value)
-
-
 # --- batching ---------------------------------------------------------------------------------
 
 
