@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import duckdb
 import pytest
 
 from audience_profiles import cli
@@ -78,6 +79,17 @@ def test_running_one_date_names_the_earlier_dates_it_leaves_out(config, capsys):
     assert cli.unbuilt_earlier_dates(config, ["2022-04-25", "2022-04-26"]) == []
     # a gap between the dates given is left out as much as a date before them
     assert cli.unbuilt_earlier_dates(config, ["2022-04-25", "2022-04-27"]) == ["2022-04-26"]
+
+
+def test_a_date_loaded_but_not_published_is_not_named_as_left_out(config):
+    # Validated, then stopped at its checks: its rows are in the source tables, so a later
+    # date's profiles include them. The CLI named it (it counted published dates); the daily
+    # run's warning, which counts loaded ones, did not.
+    (Path(config.landing_root) / "interactions" / "date=2022-04-26").mkdir()
+    Path(config.warehouse.path).parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(config.warehouse.path) as con:
+        con.execute("CREATE TABLE landed_files AS SELECT DATE '2022-04-26' AS dt")
+    assert cli.unbuilt_earlier_dates(config, ["2022-04-27"]) == ["2022-04-25"]
 
 
 def test_dates_run_in_date_order_whatever_order_they_are_given_in(config, ran):

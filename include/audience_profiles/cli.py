@@ -314,9 +314,10 @@ def _landing_problem(config, ds: str) -> str | None:
 
 
 def unbuilt_earlier_dates(config, dates: list[str]) -> list[str]:
-    """Landing dates before the last of ``dates``, and not among them, that no run has published
-    in this (DuckDB) warehouse: a run of ``dates`` alone would build profiles without their rows
-    (``--date 04-27 --date 04-29`` leaves out 04-28 as much as 04-26)."""
+    """Landing dates before the last of ``dates``, and not among them, that no run has loaded
+    in this (DuckDB) warehouse (``pipeline.loaded_dates``, as the daily run's warning counts
+    them): a run of ``dates`` alone would build profiles without their rows (``--date 04-27
+    --date 04-29`` leaves out 04-28 as much as 04-26)."""
     from audience_profiles.generate import data_dates
 
     if config.warehouse.engine != "duckdb" or config.landing_root.startswith("s3://"):
@@ -325,8 +326,31 @@ def unbuilt_earlier_dates(config, dates: list[str]) -> list[str]:
     earlier = [
         ds for ds in data_dates(config.landing_root) if start <= ds < max(dates) and ds not in dates
     ]
-    published = set(warehouse_dates(config)) if earlier else set()
-    return [ds for ds in earlier if ds not in published]
+    loaded = warehouse_loaded_dates(config, max(dates)) if earlier else set()
+    return [] if loaded is None else [ds for ds in earlier if ds not in loaded]
+
+
+def warehouse_loaded_dates(config, before: str) -> set[str] | None:
+    """``pipeline.loaded_dates`` of the pipeline's DuckDB warehouse; None (not known) while a
+    scheduled run holds it: a hint is not worth waiting for."""
+    if not Path(config.warehouse.path).exists():
+        return set()
+    import duckdb
+
+    from audience_profiles.pipeline import loaded_dates
+
+    try:
+        with duckdb.connect(config.warehouse.path, read_only=True) as con:
+            tables = {
+                name
+                for (name,) in con.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_type = 'BASE TABLE'"
+                ).fetchall()
+            }
+            return loaded_dates(lambda sql: con.execute(sql).fetchall(), tables, before)
+    except duckdb.IOException:
+        return None
 
 
 def published_dates(con) -> list[str]:

@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -509,6 +510,28 @@ def landed_before(window: RunWindow, config: PipelineConfig) -> list[str]:
     return sorted(d for d in landed if start <= d < window.ds)
 
 
+def loaded_dates(
+    query: Callable[[str], Sequence[tuple]], tables: Collection[str], ds: str
+) -> set[str]:
+    """The dates before ``ds`` a run has loaded into the warehouse that ``query`` reads, whose
+    tables are ``tables``: validated (landed_files, pruned after a month; the source tables,
+    which retention prunes; a run's report with rows read), or published. A later date's
+    profiles include their rows, published or not. For the daily run's warning and the CLI's."""
+    day = f"DATE '{check_ds(ds)}'"
+    dates_in = [
+        f"SELECT DISTINCT dt FROM {t} WHERE dt < {day}"
+        for t in ("published_snapshots", "landed_files", *DATED_SOURCES)
+        if t in tables
+    ]
+    if "pipeline_runs" in tables:  # rows read: its validate ran
+        dates_in.append(
+            f"SELECT DISTINCT ds FROM pipeline_runs WHERE ds < {day} AND rows_read IS NOT NULL"
+        )
+    if not dates_in:
+        return set()
+    return {str(d)[:10] for (d,) in query(" UNION ".join(dates_in))}
+
+
 def unbuilt_dates(wh: Warehouse, window: RunWindow, earlier: list[str]) -> list[str]:
     """Which of ``earlier`` (:func:`landed_before`) no run has loaded, logged as a warning: the
     date's profiles read every partition loaded up to it, so theirs are left out. A backfill's
@@ -517,18 +540,7 @@ def unbuilt_dates(wh: Warehouse, window: RunWindow, earlier: list[str]) -> list[
     a failure: the run is right for what is loaded."""
     if not earlier:
         return []
-    day = f"DATE '{check_ds(window.ds)}'"
-    # Loaded: validated (landed_files, pruned after a month; the source tables, which retention
-    # prunes; a run's report with rows read), or published.
-    dates_in = [
-        f"SELECT DISTINCT dt FROM {t} WHERE dt < {day}"
-        for t in ("published_snapshots", "landed_files", *DATED_SOURCES)
-    ]
-    if "pipeline_runs" in wh.table_names(views=False):  # rows read: its validate ran
-        dates_in.append(
-            f"SELECT DISTINCT ds FROM pipeline_runs WHERE ds < {day} AND rows_read IS NOT NULL"
-        )
-    loaded = {str(d)[:10] for (d,) in wh.query(" UNION ".join(dates_in))}
+    loaded = loaded_dates(wh.query, wh.table_names(views=False), window.ds)
     unbuilt = [d for d in earlier if d not in loaded]
     if unbuilt:
         log.warning(
