@@ -624,8 +624,8 @@ def test_a_numeric_option_of_another_kind_is_named_as_unknown_not_as_a_wrong_num
 
 
 def test_two_local_drops_in_one_folder_are_refused_however_it_is_written(tmp_path):
-    # The check compared the text: the default folder and data/output, a folder and folder/.,
-    # or a folder and a link to it all passed, and each run's drop deleted the other's parts.
+    # The check compared the text: the default folder and data/output, a folder and folder/.
+    # passed, and each run's drop deleted the other's parts.
     (tmp_path / "out").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "out")
     tables = {"tables": ["audience_profiles"]}
@@ -636,13 +636,14 @@ def test_two_local_drops_in_one_folder_are_refused_however_it_is_written(tmp_pat
             {**default, "path": str(tmp_path / "out")},
             {"name": "b", "kind": "local", "path": f"{tmp_path}/out/./", **tables},
         ),
-        (
-            {**default, "path": str(tmp_path / "out")},
-            {"name": "b", "kind": "local", "path": str(tmp_path / "link"), **tables},
-        ),
     ):
         with pytest.raises(ConfigError, match=r"\(b\) writes audience_profiles where .* \(a\)"):
             parse_config({**MINIMAL, "destinations": [one, other]}, "p.yml")
+    # A link to it is followed by the delivery, not here: the load runs while DAG files are
+    # parsed, and a hung mount under a drop path would stall it (tests/destinations/test_drop.py)
+    one = {**default, "path": str(tmp_path / "out")}
+    other = {"name": "b", "kind": "local", "path": str(tmp_path / "link"), **tables}
+    parse_config({**MINIMAL, "destinations": [one, other]}, "p.yml")
 
 
 def test_two_dotdigital_destinations_keeping_one_state_file_are_refused(tmp_path):

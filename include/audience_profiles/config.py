@@ -691,19 +691,27 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     return config
 
 
-def _check_drop_places(destinations: tuple[DestinationConfig, ...], source: str) -> None:
+def check_drop_places(
+    destinations: tuple[DestinationConfig, ...], source: str, follow_links: bool = False
+) -> None:
     """Refuse two enabled drops that write one table to one place (a folder, or a bucket or
     container and prefix): each run's drop replaces the table's ``dt=`` folder, so the last
-    delivery deleted the other's parts, and both reported them delivered."""
+    delivery deleted the other's parts, and both reported them delivered.
+
+    When the file loads, local folders are compared as written (``data/output``, ``out/./``):
+    following links there would touch the disk while DAG files are parsed, and a hung mount
+    under a drop path would stall every task's load. A local drop's delivery checks again
+    following links (``follow_links``), before it writes."""
     place_keys = ("path", "bucket", "container", "prefix")
     writers: dict[tuple, tuple[int, str]] = {}
     for index, dest in enumerate(destinations):
         if not dest.enabled or not kind_declares(dest.kind, "WRITES_FILES"):
             continue
         where = tuple(str(dest.options.get(key) or "").strip("/") for key in place_keys)
-        if dest.kind == "local":  # the folder itself: the default, data/output/. and a link too
+        if dest.kind == "local":  # the folder itself: the default, data/output/., a link
             folder = dest.options.get("path") or resolve_path(DEFAULT_DROP_PATH)
-            where = (os.path.realpath(folder), *where[1:])
+            folder = os.path.realpath(folder) if follow_links else os.path.normpath(folder)
+            where = (folder, *where[1:])
         # An Azure container is named within the connection's storage account (wasb_default
         # when none is given); S3 bucket names are global, and a local folder has no connection.
         account = (dest.conn_id or "wasb_default") if dest.kind == "azure" else None
@@ -880,7 +888,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{source}: destination names must be unique: {', '.join(dupes)}")
-    _check_drop_places(destinations, source)
+    check_drop_places(destinations, source)
 
     config_dir = Path(source).parent if source != "<dict>" else DEFAULT_CONFIG.parent
 

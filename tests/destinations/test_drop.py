@@ -519,6 +519,38 @@ def test_local_destination_delivers_every_configured_table(tmp_path):
         drop.deliver(RUN, {TABLE: exports[TABLE]})
 
 
+def test_a_local_drop_refuses_to_deliver_where_another_writes_through_a_link(tmp_path):
+    # pipeline.yml's load compares folders as written (it must not touch a mount while DAG
+    # files are parsed); the delivery follows links, before it writes or deletes anything.
+    (tmp_path / "out").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "out")
+    pipeline = parse_config(
+        {
+            "start_date": "2024-01-01",
+            "landing_root": str(tmp_path / "landing"),
+            "work_dir": str(tmp_path / "work"),
+            "destinations": [
+                {"name": name, "kind": "local", "path": str(tmp_path / folder), "tables": [TABLE]}
+                for name, folder in (("a", "out"), ("b", "link"))
+            ],
+        },
+        "p.yml",
+    )
+    export = {TABLE: str(write_profiles(tmp_path / "p.parquet", 7))}
+    for name in ("a", "b"):
+        with pytest.raises(ConfigError, match=r"\(b\) writes audience_profiles where .* \(a\)"):
+            destination_for(pipeline.destination(name), pipeline).deliver(RUN, export)
+    assert list((tmp_path / "out").iterdir()) == []
+    # one of them disabled: delivered
+    b = pipeline.destinations[1]
+    pipeline = dataclasses.replace(
+        pipeline, destinations=(pipeline.destinations[0], dataclasses.replace(b, enabled=False))
+    )
+    assert destination_for(pipeline.destination("a"), pipeline).deliver(RUN, export).rows == {
+        TABLE: 7
+    }
+
+
 def test_keep_days_removes_the_partitions_before_the_last_n_days(tmp_path):
     """Every partition of a snapshot table holds the whole history: kept for ever, a daily drop
     grows with the square of the days (1 GB a year from a 16 MB landing)."""
