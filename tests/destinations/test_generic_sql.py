@@ -197,6 +197,32 @@ def test_an_older_date_synced_while_a_newer_one_delivers_keeps_the_newer_snapsho
     assert [r[0] for r in tables(pg_conn, schema)["audience_profiles"]] == [P1, P3]  # day 2's
 
 
+def test_an_older_dates_merges_leave_a_snapshot_a_newer_date_synced_meanwhile(
+    pg_conn, schema, tmp_path, monkeypatch
+):
+    """Day 2 (P2 merges into P1) has synced its snapshots and checked for later claims when a
+    newer date delivers in full, with P2 live again (an erasure split it off): day 2's merges
+    must leave the newer snapshots alone. They took P2 out of them, and pointed S2 at P1."""
+    from audience_profiles.destinations import RunInfo
+    from tests.destinations.warehouse_exports import write_exports
+
+    newer = "2022-05-02"
+    apply_merges = GenericSqlDestination.apply_merges
+
+    def newer_date_delivers_first(self, db, merges, stored, ds):
+        if ds == DAY2:
+            newer_dest = destination(pg_conn, schema, tmp_path / "newer")
+            exports = write_exports(tmp_path / "newer", DAY1)  # P1 and P2, S2 -> P2
+            newer_dest.deliver(RunInfo(newer, f"scheduled__{newer}"), exports)
+        return apply_merges(self, db, merges, stored, ds)
+
+    monkeypatch.setattr(GenericSqlDestination, "apply_merges", newer_date_delivers_first)
+    deliver(destination(pg_conn, schema, tmp_path), tmp_path, DAY2)
+    loaded = tables(pg_conn, schema)
+    assert [r[0] for r in loaded["audience_profiles"]] == [P1, P2]  # the newer date's
+    assert ("session_id", S2, P2) in loaded["profile_identifiers"]
+
+
 def test_two_dates_syncing_at_once_leave_only_the_newer_snapshot(
     pg_conn, schema, tmp_path, monkeypatch
 ):

@@ -410,9 +410,9 @@ class SqlWarehouseDestination(Destination):
         with db.transaction():
             if merges is not None:
                 # Not to a snapshot a later date's state holds: an older date's merge would take
-                # a profile that is live there out of it.
+                # a profile that is live there out of it (an erasure can split one again).
                 merged_into = [s for s in stored if s.table not in plan.snapshots_skipped]
-                self.apply_merges(db, merges.staging, merged_into)
+                self.apply_merges(db, merges.staging, merged_into, plan.run.ds)
             self.log_loads(db, plan.run, stored)
 
     def log_loads(self, db: Session, run: RunInfo, loaded: list[Staged]) -> None:
@@ -458,20 +458,32 @@ class SqlWarehouseDestination(Destination):
             f"SELECT s.*, {day} FROM ({self.staged_select(staged)}) s"
         )
 
-    def apply_merges(self, db: Session, merges: str, stored: list[Staged]) -> None:
+    def apply_merges(self, db: Session, merges: str, stored: list[Staged], ds: str) -> None:
+        """Take merged-away profiles out of ``stored`` (or point their rows at the survivor).
+
+        A snapshot's statements change nothing once a later date has claimed it (checked in
+        each statement, as ``sync_snapshot`` does): the check before this transaction could be
+        passed just before a later date claimed and synced the table. A partition's rows take
+        every merge whatever the date."""
         merged = f"SELECT {self.ident('merged_profile_id')} FROM {merges}"
         profile = self.ident("profile_id")
         for staged in stored:
             target = self.qualified(staged.table)
+            unclaimed = (
+                ""
+                if staged.spec.partitioned
+                else f" AND NOT EXISTS ({self.later_load(staged.table, ds)})"
+            )
             if staged.spec.on_merge == "delete":
-                db.execute(f"DELETE FROM {target} WHERE {profile} IN ({merged})")
+                db.execute(f"DELETE FROM {target} WHERE {profile} IN ({merged}){unclaimed}")
             elif staged.spec.on_merge == "repoint":
                 for _ in range(MAX_MERGE_HOPS):
-                    if not db.execute(self.repoint_sql(target, merges)):
+                    if not db.execute(self.repoint_sql(target, merges) + unclaimed):
                         break
 
     def repoint_sql(self, target: str, merges: str) -> str:
-        """Point rows of merged-away profiles at their survivor (one hop of a merge chain)."""
+        """Point rows of merged-away profiles at their survivor (one hop of a merge chain); ends
+        with its WHERE clause, which a caller may extend with ``AND ...``."""
         profile = self.ident("profile_id")
         merged, surviving = self.ident("merged_profile_id"), self.ident("surviving_profile_id")
         return (
