@@ -731,7 +731,8 @@ def _check_state_files(config: PipelineConfig, source: str) -> None:
     """Refuse two enabled destinations that keep their state in one file (``state_path``, by
     default ``<work_dir>/state/<name>.duckdb``): their confirmed contacts, watermarks and
     suppressions would mix (a contact one of them sent counted as sent by the other), and their
-    deliveries would wait on one lock."""
+    deliveries would wait on one lock. Compared as written, not through links: the file loads
+    while DAG files are parsed (``check_drop_places``)."""
     owners: dict[str, tuple[int, str]] = {}
     for index, dest in enumerate(config.destinations):
         accepted = declared_options(dest.kind).get(dest.kind) or frozenset()
@@ -739,7 +740,7 @@ def _check_state_files(config: PipelineConfig, source: str) -> None:
             continue
         explicit = dest.options.get("state_path")
         default = Path(config.work_dir) / "state" / f"{dest.name}.duckdb"
-        state = os.path.realpath(resolve_path(str(explicit)) if explicit else default)
+        state = os.path.normpath(resolve_path(str(explicit)) if explicit else default)
         if state in owners:
             first, name = owners[state]
             raise ConfigError(

@@ -13,8 +13,9 @@ shared helper it calls) reads in its class attribute ``OPTIONS = frozenset({...}
 literal: config.py reads it from the source when the file loads (without importing the module),
 and :func:`~audience_profiles.destinations.destination_for` checks it again, so a key the kind
 does not read (``pi: hashed``) fails with the file, the destination and the closest valid key
-instead of being ignored; one it needs and lacks (``REQUIRED_OPTIONS``) fails likewise. ``formats``, ``compression`` and ``csv_injection_escape`` other than
-their defaults are refused the same way by a kind that writes no files (``WRITES_FILES``).
+instead of being ignored; one it needs and lacks (``REQUIRED_OPTIONS``) fails likewise.
+``formats``, ``compression`` and ``csv_injection_escape`` other than their defaults are refused
+the same way by a kind that writes no files (``WRITES_FILES``).
 
 ``WRITES_FILES`` and ``NEEDS_CONN_ID`` are read from the source too (the class's own value, or
 one inherited from a class in this package); the module may have any name (``sql`` is registered
