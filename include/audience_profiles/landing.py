@@ -21,7 +21,8 @@ many or too few fields, a quote left open: then each physical line of the record
 lines that are not JSON objects and JSON fields holding an object or array are kept too, flagged
 in ``_error``: every input row reaches either an output table or quarantine. A file DuckDB cannot
 read (a byte that is not UTF-8, a line over its maximum line size) is read by the Python path
-too, which names the line that is not UTF-8 and has no line length limit. A file that cannot be
+too, which names the line that is not UTF-8 and has no line length limit, and so is a file
+holding the four ASCII separators DuckDB's line reader splits on. A file that cannot be
 read at all, or lacks a required column, fails the task with the file and column named, never
 with a value (DuckDB's messages quote the row: they are never passed on). A file in a partition
 that is not a data file (``*.csv``, ``*.json``, ``*.ndjson``, ``*.jsonl``) fails the task too,
@@ -103,6 +104,10 @@ SOURCES: dict[str, Source] = {
 FILE_SUFFIXES = (".csv", ".json", ".ndjson", ".jsonl")
 STAGING_MEMORY_LIMIT = "768MB"
 LINE_ENDING_CHUNK = 8 * 1024 * 1024  # bytes read at a time to check a file's line endings
+# _read_lines' column delimiter (DuckDB reads every physical line as one value when no line
+# holds it): chr(28) to chr(31), the ASCII separators, which text has no use for.
+LINE_DELIMITER = b"\x1c\x1d\x1e\x1f"
+BYTE_ORDER_MARK = b"\xef\xbb\xbf"  # UTF-8's, which a file may start with
 RECORD_BATCH = 100_000  # lines or records the Python paths hold at a time
 
 
@@ -587,7 +592,8 @@ def _read_lines(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
     line size): the caller reads the file with ``_read_lines_python``, which names the line that
     is not UTF-8 and has no line size limit. DuckDB's message is dropped: it quotes the row."""
     # No quoting and a four-character delimiter that text does not contain: every physical line
-    # becomes one value (a one-character delimiter cut a line holding that character short).
+    # becomes one value (a one-character delimiter cut a line holding that character short). A
+    # file that does hold it never comes here (_line_ending): DuckDB dropped the rest of its line.
     con.execute("DROP TABLE IF EXISTS lines_raw")
     try:
         con.execute(
@@ -607,13 +613,26 @@ def _line_ending(path: Path) -> str | None:
     """The file's line ending when all its lines end alike: no CR at all ('\\n'), or every CR
     followed by an LF and every LF preceded by a CR ('\\r\\n'); None when they are mixed
     (DuckDB fails such a file whole, naming no line, or splits a lone CR or a CRLF in a quoted
-    value wrongly: a character lost, a line break added and every later line number shifted)."""
+    value wrongly: a character lost, a line break added and every later line number shifted),
+    and None too when a line holds ``_read_lines``' delimiter (:data:`LINE_DELIMITER`): DuckDB
+    dropped what followed it on the line, or when the whole file is the start of a byte order
+    mark, which DuckDB read as an empty file. Either way the file is read in Python."""
     buf = bytearray(LINE_ENDING_CHUNK)  # in chunks: files can be larger than memory
     n_cr = n_lf = n_crlf = 0
     lone_lf = False  # an LF in a chunk without a CR (so not part of a CRLF)
     tail = 0  # the previous chunk's last byte: a CRLF may straddle two chunks
+    last = b""  # the previous chunk's last bytes: so may the delimiter
+    reach = len(LINE_DELIMITER) - 1
     with path.open("rb", buffering=0) as f:
         while size := f.readinto(buf):
+            if size < len(BYTE_ORDER_MARK) and not last and BYTE_ORDER_MARK.startswith(buf[:size]):
+                return None  # the whole file: Python says it is not UTF-8
+            if (
+                buf.find(LINE_DELIMITER, 0, size) != -1
+                or LINE_DELIMITER in last + buf[: min(reach, size)]
+            ):
+                return None
+            last = bytes(buf[max(0, size - reach) : size])
             straddling = tail == 0x0D and buf[0] == 0x0A
             n_crlf += straddling
             cr = buf.count(b"\r", 0, size)
@@ -669,7 +688,11 @@ def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) ->
         texts.clear()
 
     with path.open("rb") as f:
-        if f.read(2) == b"\x1f\x8b":  # else "line 1 is not UTF-8 text", pointing nowhere useful
+        head = f.read(len(BYTE_ORDER_MARK))
+        if len(head) < len(BYTE_ORDER_MARK) and head and BYTE_ORDER_MARK.startswith(head):
+            # the whole file: Python's utf-8-sig decoder reads it as an empty text
+            raise LandingError(f"{name}: line 1 is not UTF-8 text")
+        if head[:2] == b"\x1f\x8b":  # else "line 1 is not UTF-8 text", pointing nowhere useful
             raise LandingError(
                 f"{name}: gzip-compressed (it starts with gzip's magic bytes): land it "
                 f"decompressed (the pipeline reads {', '.join('*' + s for s in FILE_SUFFIXES)})"
