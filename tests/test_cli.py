@@ -56,6 +56,26 @@ def test_bad_arguments_stop_before_anything_is_written(config, argv, capsys):
     assert part.read_text() == "kept\n"
 
 
+@pytest.mark.parametrize(
+    "command", [["run", "--date", "2022-04-25"], ["run"], ["generate"], ["show"]]
+)
+def test_a_mistake_in_pipeline_yml_is_one_line_naming_the_key_not_a_traceback(
+    config, command, capsys
+):
+    """A typo deployed in pipeline.yml: the operator read the key to fix at the bottom of a
+    Python traceback."""
+    source = Path(config.source_file)
+    source.write_text(source.read_text() + "quality: {min_profiles_kep: 0.5}\n")
+    assert cli.main(command) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert err.strip() == (
+        f"audience-profiles {command[0]}: {source}: quality.min_profiles_kep: unknown key "
+        "'min_profiles_kep' (did you mean 'min_profiles_kept'?) in quality; valid keys: "
+        "min_profiles_kept"
+    )
+
+
 def test_a_date_before_start_date_is_refused_not_reported_as_success(config, capsys):
     assert cli.main(["run", "--date", "2021-12-01"]) == 2
     assert "before start_date 2022-01-01" in capsys.readouterr().out

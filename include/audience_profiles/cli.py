@@ -495,9 +495,15 @@ def main(argv: list[str] | None = None) -> int:
     show = sub.add_parser("show", help="print where outputs are and a few profile rows")
     show.set_defaults(func=_show)
     args = parser.parse_args(argv)
+    from audience_profiles.config import ConfigError
+
     try:
         with _stoppable():
             return args.func(args)
+    except ConfigError as exc:
+        # it names the file and the key: a traceback above it only hid the line to fix
+        print(f"audience-profiles {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: what `{args.command}` was doing is unfinished; run it again")
         return 130
