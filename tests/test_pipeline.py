@@ -235,6 +235,32 @@ def test_a_change_to_the_identity_rules_is_said_by_the_run_after_it(tmp_path, ca
     assert "<strong>Identity rules or their SQL changed</strong> since the run for 2022-01" in page
 
 
+def test_a_rules_change_rolled_back_is_said_by_the_latest_date_run_again(tmp_path, caplog):
+    """A rules change deployed for the latest date, then rolled back and that date run again:
+    the date before it has the rules again, so nothing said that the snapshot consumers were
+    told to take as a whole had been regrouped once more."""
+    rules = tmp_path / "identity.yml"
+    good = Path(IDENTITY_RULES).read_text()
+    rules.write_text(good)
+    config = write_config(tmp_path, identity_config=str(rules))
+    write_seed_example(tmp_path / "landing")
+    run_all(RunWindow.for_date("2022-01-11"), config)
+    rules.write_text(good.replace("session_id: []", 'session_id: ["kiosk-1"]', 1))
+    bad = run_all(RunWindow.for_date("2022-04-29"), config)
+    assert bad["identity"]["rules_changed_since"] == "2022-01-11"
+    rules.write_text(good)  # rolled back
+    with caplog.at_level("INFO"):
+        back = run_all(RunWindow.for_date("2022-04-29"), config)
+    assert back["identity"]["rules_changed_since"] == "2022-04-29"
+    assert "changed since the run for 2022-04-29" in caplog.text
+    again = run_all(RunWindow.for_date("2022-04-29"), config)  # the same rules as its last build
+    assert "rules_changed_since" not in again["identity"]
+    # an older date built again under other rules (a backfill) is not named: the latest is
+    rules.write_text(good.replace("session_id: []", 'session_id: ["kiosk-1"]', 1))
+    older = run_all(RunWindow.for_date("2022-01-11"), config)
+    assert "rules_changed_since" not in older["identity"]
+
+
 def test_a_new_version_s_identity_sql_is_said_as_a_rules_change_is(tmp_path, monkeypatch):
     """An upgrade whose identity SQL groups profiles differently regroups them as a rules change
     does; comments and layout of the SQL do not count."""

@@ -713,14 +713,26 @@ def note_rules_change(
     and the consumers they tell, must hear of it from somewhere."""
     fingerprint = rules_fingerprint(rules)
     wh.setup()  # (a warehouse from before the log)
+    ds = check_ds(window.ds)
     before = wh.query(
         "SELECT CAST(dt AS VARCHAR), fingerprint FROM identity_rules_log "
-        f"WHERE dt < DATE '{check_ds(window.ds)}' ORDER BY dt DESC LIMIT 1"
+        f"WHERE dt < DATE '{ds}' ORDER BY dt DESC LIMIT 1"
+    )
+    # The latest date built again under other rules than its last build (a rules change rolled
+    # back, and the date it was deployed for run again) regroups what consumers hold from that
+    # build; the date before it, built under these rules, said nothing. An older date of a
+    # backfill is not named: the latest one's run says it for the current snapshot.
+    itself = wh.query(
+        f"SELECT fingerprint FROM identity_rules_log WHERE dt = DATE '{ds}' AND NOT EXISTS "
+        f"(SELECT 1 FROM identity_rules_log WHERE dt > DATE '{ds}')"
     )
     wh.run_sql("identity/rules_log", ds=window.ds, fingerprint=fingerprint)
-    if not before or before[0][1] == fingerprint:
+    if before and before[0][1] != fingerprint:
+        since = str(before[0][0])[:10]
+    elif itself and itself[0][0] != fingerprint:
+        since = ds
+    else:
         return None
-    since = str(before[0][0])[:10]
     log.warning(
         "the identity rules (%s), or the SQL that applies them (a new version), changed since "
         "the run for %s: this run's profiles are grouped by the new ones, and profile_merges "
