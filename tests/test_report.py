@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -110,6 +111,28 @@ def test_a_link_planted_at_a_page_s_name_is_replaced_not_written_through(reporte
 
     assert victim.read_text() == "# original\n"
     assert not page.is_symlink() and "<html" in page.read_text()
+
+
+def test_a_page_its_disk_refuses_costs_the_run_no_record_and_no_summary(
+    reported, monkeypatch, caplog
+):
+    # A read-only or full drop disk failed the delivery, then the report too: four tries, one
+    # more alert, and the summary line, logged after the page, never written.
+    root, config, _ = reported
+
+    def refused(path, data):
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(report, "replace_file", refused)
+    with caplog.at_level(logging.INFO, logger=report.log.name):
+        summary = report.write_report(RunWindow.for_date(DATES[0], "manual__again"), {}, {}, config)
+    assert summary["html"] is None
+    assert f"run {DATES[0]} " in caplog.text  # the summary line
+    assert "the report page was not written: [Errno 30] Read-only file system" in caplog.text
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        assert con.execute(
+            "SELECT count(*) FROM pipeline_runs WHERE run_id = 'manual__again'"
+        ).fetchone() == (1,)
 
 
 def test_without_a_local_destination_the_page_goes_to_the_work_dir(tmp_path):

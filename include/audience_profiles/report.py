@@ -243,15 +243,24 @@ def write_report(
             dict(zip(columns, row[:6], strict=True)) for row in wh.query_sql("report/history")
         ]
     folder = report_dir(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    inside(folder, folder.parent)  # in a shared output folder: not through a planted link
-    page = render_html(report, history).encode()
     path = folder / f"{window.ds}.html"
-    replace_file(path, page)
-    if all(h["ds"] <= window.ds for h in history):
-        replace_file(folder / "index.html", page)
+    # The summary first: the page's disk is often the drop's, and when it is full or read-only
+    # (the delivery failed on it too) the line the operator reads must still be in the log.
     log.info("%s; report %s", summary_line(report), path)
-    return {k: report[k] for k in _ROW_COLUMNS if k != "run_id"} | {"html": str(path)}
+    summary = {k: report[k] for k in _ROW_COLUMNS if k != "run_id"}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        inside(folder, folder.parent)  # in a shared output folder: not through a planted link
+        page = render_html(report, history).encode()
+        replace_file(path, page)
+        if all(h["ds"] <= window.ds for h in history):
+            replace_file(folder / "index.html", page)
+    except OSError as exc:
+        # The run is recorded (pipeline_runs) and summed up above; failing the task would retry
+        # into the same disk and alert once more for what the delivery already failed on.
+        log.warning("the report page was not written: %s", exc)
+        return summary | {"html": None}
+    return summary | {"html": str(path)}
 
 
 def _unread_landing(config: PipelineConfig) -> dict[str, Any] | None:
