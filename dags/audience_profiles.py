@@ -71,7 +71,7 @@ def audience_profiles():
     def validate(staged: list[dict]) -> dict:
         from audience_profiles.pipeline import validate
 
-        return validate(_window(), list(staged))
+        return validate(_window(), list(staged[:]))  # one request; iterating read past the end
 
     @task(pool=WAREHOUSE_POOL, depends_on_past=True)
     def enrich() -> dict:
