@@ -334,3 +334,21 @@ def test_show_on_a_file_that_is_no_warehouse_says_what_duckdb_says(config):
     Path(config.warehouse.path).write_text("not a database")
     with pytest.raises(duckdb.IOException, match="not a valid DuckDB database file"):
         cli.main(["show"])
+
+
+def test_each_dates_report_line_is_printed_with_its_warnings(tmp_path):
+    # The CLI printed only "success": a late landing, dates left out or a rules change were
+    # said only in the log file and on the page.
+    log = tmp_path / "dag-test-2022-04-29.log"
+    line = (
+        "run 2022-04-29 success: read 9 row(s) (interactions 9); quarantined 0; profiles 3 (3 new, "
+        "0 merged away); delivered 3 row(s) (local_drop 3); landed after their date was built: "
+        "interactions 2022-04-26 (1 file(s))"
+    )
+    log.write_text(
+        "2026-12-01T11:05:43Z [info] run 2022-04-29 failed: read 0 row(s) (); report /x.html\n"
+        f"2026-12-01T11:06:43Z [info     ] {line}; report /out/reports/2022-04-29.html [report]\n"
+    )
+    assert cli.report_line(log, "2022-04-29") == line  # the last try's
+    assert cli.report_line(log, "2022-04-30") is None
+    assert cli.report_line(tmp_path / "missing.log", "2022-04-29") is None

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import datetime as dt
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -204,9 +205,25 @@ def _run_dates(config, dates: list[str], log_dir: Path) -> list[str]:
             f"audience_profiles {ds}: {state} in {time.monotonic() - started:.1f}s  (log: {log_file})",
             flush=True,
         )
+        summary = report_line(log_file, ds)
+        if summary:  # its warnings (late landings, dates left out, rules changed) too
+            print(f"  {summary}", flush=True)
         if "success" not in state:
             failed.append(ds)
     return failed
+
+
+def report_line(log_file: Path, ds: str) -> str | None:
+    """The run report's summary line for ``ds`` in a date's log (the last, if tried again), without
+    the page's path; None when the report did not run. Printed after each date: the warnings it
+    carries were otherwise only in the log and on the page."""
+    pattern = re.compile(rf"(run {re.escape(ds)} \w+: .*); report ")
+    found = None
+    with contextlib.suppress(OSError), log_file.open(errors="replace") as log:
+        for line in log:
+            if match := pattern.search(line):
+                found = match.group(1)
+    return found
 
 
 @contextlib.contextmanager
