@@ -627,10 +627,11 @@ def _line_ending(path: Path) -> str | None:
         while size := f.readinto(buf):
             if size < len(BYTE_ORDER_MARK) and not last and BYTE_ORDER_MARK.startswith(buf[:size]):
                 return None  # the whole file: Python says it is not UTF-8
+            # its first byte alone first: a one-byte search is ten times faster (memchr)
             if (
-                buf.find(LINE_DELIMITER, 0, size) != -1
-                or LINE_DELIMITER in last + buf[: min(reach, size)]
-            ):
+                buf.find(LINE_DELIMITER[:1], 0, size) != -1
+                and buf.find(LINE_DELIMITER, 0, size) != -1
+            ) or LINE_DELIMITER in last + buf[: min(reach, size)]:
                 return None
             last = bytes(buf[max(0, size - reach) : size])
             straddling = tail == 0x0D and buf[0] == 0x0A
