@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from audience_profiles.config import DEFAULT_DROP_PATH, resolve_path
+from audience_profiles.config import DEFAULT_DROP_PATH, check_drop_places, resolve_path
 from audience_profiles.destinations.base import (
     DeliveryReport,
     Destination,
@@ -36,6 +36,9 @@ class LocalDestination(Destination):
         return LocalSink(self.config.options.get("path") or resolve_path(DEFAULT_DROP_PATH))
 
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
+        # again, following links (not done while DAG files are parsed): two drops' folders
+        # may be one through a link
+        check_drop_places(self.pipeline.destinations, self.pipeline.source_file, True)
         return deliver_drops(self, self.sink(), "", run, tables)
 
     def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
