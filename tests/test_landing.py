@@ -964,6 +964,34 @@ def test_line_endings_are_told_apart_in_chunks(tmp_path, monkeypatch, chunk):
             assert landing._line_ending(tmp_path / "f.csv") == expected, data
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4, 1 << 20])
+def test_the_line_readers_delimiter_and_a_cut_byte_order_mark_are_found_in_chunks(
+    tmp_path, monkeypatch, chunk
+):
+    # A chunk shorter than the delimiter kept only its own bytes for the next one: split over
+    # three chunks, the delimiter was missed and DuckDB cut the line short. And the first read
+    # of a short chunk was taken for the whole file: a file starting "\xef\xbc" went to Python.
+    from audience_profiles import landing
+
+    monkeypatch.setattr(landing, "LINE_ENDING_CHUNK", chunk)
+    path = tmp_path / "f.csv"
+    for before in range(9):
+        path.write_bytes(b"a" * before + landing.LINE_DELIMITER + b"b\n")
+        assert landing._line_ending(path) is None, before
+        path.write_bytes(b"a" * before + landing.LINE_DELIMITER[:3] + b"x\n")
+        assert landing._line_ending(path) == "\n", before
+    for data, expected in [
+        (b"\xef", None),
+        (b"\xef\xbb", None),
+        (b"\xbb", "\n"),
+        (b"\xef\xbc", "\n"),
+        (b"\xef\xbb\xbf", "\n"),
+        (b"\xef\xbb\xbfa\n", "\n"),
+    ]:
+        path.write_bytes(data)
+        assert landing._line_ending(path) == expected, data
+
+
 def test_the_python_paths_hold_a_batch_of_lines_at_a_time(tmp_path, monkeypatch):
     # Lines and records in batches of 2 (100,000 in use): a record over lines straddles two
     # batches, and the rows are those of one batch.

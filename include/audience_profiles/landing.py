@@ -621,19 +621,20 @@ def _line_ending(path: Path) -> str | None:
     n_cr = n_lf = n_crlf = 0
     lone_lf = False  # an LF in a chunk without a CR (so not part of a CRLF)
     tail = 0  # the previous chunk's last byte: a CRLF may straddle two chunks
-    last = b""  # the previous chunk's last bytes: so may the delimiter
+    last = b""  # the file's last bytes read, up to 3: the delimiter may straddle chunks too
     reach = len(LINE_DELIMITER) - 1
+    head = b""  # the file's first bytes, up to the byte order mark's length
     with path.open("rb", buffering=0) as f:
         while size := f.readinto(buf):
-            if size < len(BYTE_ORDER_MARK) and not last and BYTE_ORDER_MARK.startswith(buf[:size]):
-                return None  # the whole file: Python says it is not UTF-8
+            head += bytes(buf[: min(size, len(BYTE_ORDER_MARK) - len(head))])
             # its first byte alone first: a one-byte search is ten times faster (memchr)
             if (
                 buf.find(LINE_DELIMITER[:1], 0, size) != -1
                 and buf.find(LINE_DELIMITER, 0, size) != -1
             ) or LINE_DELIMITER in last + buf[: min(reach, size)]:
                 return None
-            last = bytes(buf[max(0, size - reach) : size])
+            # (from the chunks before too: a chunk may be shorter than the delimiter)
+            last = (last + bytes(buf[max(0, size - reach) : size]))[-reach:]
             straddling = tail == 0x0D and buf[0] == 0x0A
             n_crlf += straddling
             cr = buf.count(b"\r", 0, size)
@@ -645,6 +646,8 @@ def _line_ending(path: Path) -> str | None:
                 n_lf += straddling
                 lone_lf = lone_lf or buf.find(b"\n", straddling, size) != -1
             tail = buf[size - 1]
+    if head and len(head) < len(BYTE_ORDER_MARK) and BYTE_ORDER_MARK.startswith(head):
+        return None  # the whole file: Python says it is not UTF-8
     if n_cr == 0:
         return "\n"
     return "\r\n" if not lone_lf and n_cr == n_lf == n_crlf else None
