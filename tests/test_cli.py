@@ -112,6 +112,17 @@ def test_a_date_loaded_but_not_published_is_not_named_as_left_out(config):
     assert cli.unbuilt_earlier_dates(config, ["2022-04-27"]) == ["2022-04-25"]
 
 
+def test_a_table_of_another_schema_is_not_read_as_the_warehouse_s_own(config):
+    # The tables were listed from every schema and then read unqualified: a landed_files in
+    # another schema only failed the hint with a CatalogException.
+    (Path(config.landing_root) / "interactions" / "date=2022-04-26").mkdir()
+    Path(config.warehouse.path).parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(config.warehouse.path) as con:
+        con.execute("CREATE SCHEMA other")
+        con.execute("CREATE TABLE other.landed_files AS SELECT DATE '2022-04-26' AS dt")
+    assert cli.unbuilt_earlier_dates(config, ["2022-04-27"]) == ["2022-04-25", "2022-04-26"]
+
+
 def test_dates_run_in_date_order_whatever_order_they_are_given_in(config, ran):
     # Given 04-29 first, it ran first, built from its own partition alone, and became the
     # current state; the re-runs of the earlier dates after it never refreshed it.

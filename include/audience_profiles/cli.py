@@ -361,8 +361,10 @@ def warehouse_loaded_dates(config, before: str) -> set[str] | None:
             tables = {
                 name
                 for (name,) in con.execute(
+                    # main's own, as Warehouse.table_names: the queries name them unqualified,
+                    # and a run's or the stream's schema may hold tables of the same names
                     "SELECT table_name FROM information_schema.tables "
-                    "WHERE table_type = 'BASE TABLE'"
+                    "WHERE table_schema = 'main' AND table_type = 'BASE TABLE'"
                 ).fetchall()
             }
             return loaded_dates(lambda sql: con.execute(sql).fetchall(), tables, before)
