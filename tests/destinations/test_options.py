@@ -65,7 +65,6 @@ for _kind in KINDS:  # a kind's own module reads its options (a new kind's too)
 _READS = [
     re.compile(r"\b(?:options|opts)\.get\(\s*\"(\w+)\""),
     re.compile(r"\b(?:options|opts)\[\s*\"(\w+)\"\s*\]"),
-    re.compile(r"\brequired_option\([^()]*\"(\w+)\"\s*\)"),
     re.compile(r"\b_flag\(\s*opts,\s*\"(\w+)\""),
 ]
 
