@@ -361,5 +361,11 @@ def test_each_dates_report_line_is_printed_with_its_warnings(tmp_path):
         f"2026-12-01T11:06:43Z [info     ] {line}; report /out/reports/2022-04-29.html [report]\n"
     )
     assert cli.report_line(log, "2022-04-29") == line  # the last try's
+    # the log is appended to by every run of the date: one whose report did not run has none,
+    # not the line of the run before it
+    before = log.stat().st_size
+    with log.open("a") as more:
+        more.write("2026-12-02T09:00:00Z [error    ] Task failed\n")
+    assert cli.report_line(log, "2022-04-29", before) is None
     assert cli.report_line(log, "2022-04-30") is None
     assert cli.report_line(tmp_path / "missing.log", "2022-04-29") is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import io
 import os
 import re
 import sys
@@ -198,6 +199,7 @@ def _run_dates(config, dates: list[str], log_dir: Path) -> list[str]:
         started = time.monotonic()
         day = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
         log_file = log_dir / f"dag-test-{ds}.log"
+        offset = log_file.stat().st_size if log_file.exists() else 0  # appended to: this run's
         with _output_to(log_file):
             run = dag.test(logical_date=day)
         state = str(getattr(run, "state", "unknown"))
@@ -205,7 +207,7 @@ def _run_dates(config, dates: list[str], log_dir: Path) -> list[str]:
             f"audience_profiles {ds}: {state} in {time.monotonic() - started:.1f}s  (log: {log_file})",
             flush=True,
         )
-        summary = report_line(log_file, ds)
+        summary = report_line(log_file, ds, offset)
         if summary:  # its warnings (late landings, dates left out, rules changed) too
             print(f"  {summary}", flush=True)
         if "success" not in state:
@@ -213,13 +215,17 @@ def _run_dates(config, dates: list[str], log_dir: Path) -> list[str]:
     return failed
 
 
-def report_line(log_file: Path, ds: str) -> str | None:
-    """The run report's summary line for ``ds`` in a date's log (the last, if tried again), without
-    the page's path; None when the report did not run. Printed after each date: the warnings it
-    carries were otherwise only in the log and on the page."""
+def report_line(log_file: Path, ds: str, offset: int = 0) -> str | None:
+    """The run report's summary line for ``ds`` in a date's log from byte ``offset`` on (the
+    last, if tried again), without the page's path; None when the report did not run. Printed
+    after each date: the warnings it carries were otherwise only in the log and on the page. The
+    log is appended to by every run of the date: read from where this run's output starts, an
+    earlier run's line is not taken for this one's."""
     pattern = re.compile(rf"(run {re.escape(ds)} \w+: .*); report ")
     found = None
-    with contextlib.suppress(OSError), log_file.open(errors="replace") as log:
+    with contextlib.suppress(OSError), log_file.open("rb") as raw:
+        raw.seek(offset)
+        log = io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
         for line in log:
             if match := pattern.search(line):
                 found = match.group(1)
