@@ -537,10 +537,10 @@ def test_a_partition_counts_as_landed_with_a_data_file_or_its_marker(tmp_path):
     assert gap("_DONE") == f"{folder}: no _DONE in it yet"  # with a marker, only the marker
     # A file the extract would fail on fails the wait too, named, rather than wait for hours
     # and then say the partition has no data file.
-    (folder / "part-1.csv.gz").touch()
+    (folder / "part-1.csv.bz2").touch()
     with pytest.raises(LandingError, match=r"1 file\(s\) the pipeline does not read: part-1"):
         gap()
-    (folder / "part-1.csv.gz").unlink()
+    (folder / "part-1.csv.bz2").unlink()
     (root / "interactions" / "date=2022-4-30").mkdir()
     with pytest.raises(LandingError, match="entry no run reads: date=2022-4-30/"):
         gap()
@@ -811,7 +811,7 @@ def test_duckdbs_error_text_is_never_passed_on():
 
 @pytest.mark.parametrize(
     "names",
-    [["part-0.csv.gz"], ["part-1.txt", "part-0.csv.gz"], ["part-0.CSV.GZ", "notes"]],
+    [["part-0.csv.bz2"], ["part-1.txt", "part-0.csv.bz2"], ["part-0.CSV.BZ2", "notes"]],
 )
 def test_a_file_the_pipeline_does_not_read_fails_the_extract_naming_it(tmp_path, names):
     # They were skipped silently: their rows were in no count, output or quarantine.
@@ -824,7 +824,9 @@ def test_a_file_the_pipeline_does_not_read_fails_the_extract_naming_it(tmp_path,
     message = str(err.value)
     assert message.startswith(f"{folder}: {len(names)} file(s) the pipeline does not read: ")
     assert all(n in message for n in names) and "part-2.csv" not in message
-    assert "*.csv, *.json, *.ndjson, *.jsonl" in message
+    assert (
+        "*.csv, *.json, *.ndjson, *.jsonl, *.csv.gz, *.json.gz, *.ndjson.gz, *.jsonl.gz" in message
+    )
 
 
 def test_a_writers_marker_and_hidden_files_are_ignored(tmp_path):
@@ -1177,8 +1179,8 @@ def test_a_compressed_file_or_a_capitalised_header_is_said_to_be_so(tmp_path):
     with pytest.raises(LandingError) as err:
         extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
     assert str(err.value).startswith(
-        f"{folder / 'part-0.csv'}: gzip-compressed (it starts with gzip's magic bytes): land it "
-        "decompressed"
+        f"{folder / 'part-0.csv'}: gzip-compressed (it starts with gzip's magic bytes): name it "
+        "part-0.csv.gz to have it read, or land it decompressed"
     )
     (folder / "part-0.csv").write_text("Date,Event_ID,poll_id,Session_ID,option,votes\n")
     with pytest.raises(LandingError) as err:

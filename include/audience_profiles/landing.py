@@ -11,6 +11,8 @@ provider's S3Hook)::
                                                 the erasure DAG, never by the daily build)
 
 CSV files have a header row; JSON files are newline-delimited objects with the same field names.
+Either may be gzip-compressed (``*.csv.gz``, ``*.json.gz``, ...): it is decompressed into a
+scratch folder first and read as the plain file is, its ``_file`` still the landed name.
 
 Extraction reads every value as text (typing is validation's job, so a bad value becomes a
 quarantine row instead of a crashed load) and keeps, per row, the file, the physical line number
@@ -25,9 +27,9 @@ too, which names the line that is not UTF-8 and has no line length limit, and so
 holding the four ASCII separators DuckDB's line reader splits on. A file that cannot be
 read at all, or lacks a required column, fails the task with the file and column named, never
 with a value (DuckDB's messages quote the row: they are never passed on). A file in a partition
-that is not a data file (``*.csv``, ``*.json``, ``*.ndjson``, ``*.jsonl``) fails the task too,
-unless its name starts with ``_`` or ``.`` (a writer's marker or temporary file): its rows
-would be in no count.
+that is not a data file (``*.csv``, ``*.json``, ``*.ndjson``, ``*.jsonl``, each also as ``.gz``)
+fails the task too, unless its name starts with ``_`` or ``.`` (a writer's marker or temporary
+file): its rows would be in no count.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import errno
+import gzip
 import logging
 import os
 import re
 import shutil
 import sys
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,7 +105,13 @@ SOURCES: dict[str, Source] = {
         ),
     )
 }
-FILE_SUFFIXES = (".csv", ".json", ".ndjson", ".jsonl")
+TEXT_SUFFIXES = (".csv", ".json", ".ndjson", ".jsonl")
+GZIP_SUFFIX = ".gz"
+# what the pipeline reads: each text format as landed, or gzip-compressed (as S3 exports,
+# Firehose and warehouse unloads write it), which stage_files decompresses before reading
+FILE_SUFFIXES = TEXT_SUFFIXES + tuple(s + GZIP_SUFFIX for s in TEXT_SUFFIXES)
+GUNZIP_CHUNK = 1024 * 1024  # bytes decompressed at a time: files can be larger than memory
+GZIP_MAGIC = b"\x1f\x8b"
 STAGING_MEMORY_LIMIT = "768MB"
 LINE_ENDING_CHUNK = 8 * 1024 * 1024  # bytes read at a time to check a file's line endings
 # _read_lines' column delimiter (DuckDB reads every physical line as one value when no line
@@ -226,7 +236,7 @@ def is_data_file(name: str) -> bool:
 
 
 def _check_no_unread_files(names: Iterable[str], prefix: str) -> None:
-    """Fail on files of the partition that are neither read nor hidden (``part-0.csv.gz``,
+    """Fail on files of the partition that are neither read nor hidden (``part-0.csv.bz2``,
     ``part-1.txt``): skipped, their rows would be in no count, output or quarantine."""
     unread = sorted(Path(n).name for n in names if not is_hidden(n) and not is_data_file(n))
     if unread:
@@ -696,10 +706,15 @@ def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) ->
         if len(head) < len(BYTE_ORDER_MARK) and head and BYTE_ORDER_MARK.startswith(head):
             # the whole file: Python's utf-8-sig decoder reads it as an empty text
             raise LandingError(f"{name}: line 1 is not UTF-8 text")
-        if head[:2] == b"\x1f\x8b":  # else "line 1 is not UTF-8 text", pointing nowhere useful
+        if head[:2] == GZIP_MAGIC:  # else "line 1 is not UTF-8 text", pointing nowhere useful
+            if name.lower().endswith(GZIP_SUFFIX):  # what it decompressed to is gzip again
+                raise LandingError(
+                    f"{name}: gzip-compressed twice (decompressed, it starts with gzip's magic "
+                    "bytes again): land it compressed once"
+                )
             raise LandingError(
-                f"{name}: gzip-compressed (it starts with gzip's magic bytes): land it "
-                f"decompressed (the pipeline reads {', '.join('*' + s for s in FILE_SUFFIXES)})"
+                f"{name}: gzip-compressed (it starts with gzip's magic bytes): name it "
+                f"{Path(name).name}{GZIP_SUFFIX} to have it read, or land it decompressed"
             )
     # surrogateescape, then a check per line: a byte that is not UTF-8 is named by its line (a
     # strict decoder fails a whole buffer ahead of the line being read)
@@ -1197,6 +1212,53 @@ def _without_pattern_characters(path: Path, folder: Path, number: int) -> Path:
     return link
 
 
+def _gunzipped(path: Path, name: str) -> Iterator[bytes]:
+    """The decompressed bytes of the gzip file ``path`` (landed as ``name``), a chunk at a time
+    (files can be larger than memory), every member of a multi-member file. One that is not
+    gzip, is cut short or is corrupt fails as ``LandingError`` naming it and the kind of error,
+    never a value (gzip's own message quotes the file's first bytes)."""
+    failure, head = None, b""
+    try:
+        with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as source:
+            head = raw.read(len(GZIP_MAGIC))
+            raw.seek(0)
+            while chunk := source.read(GUNZIP_CHUNK):
+                yield chunk
+    except EOFError:  # the end-of-stream marker never came
+        failure = "truncated gzip"
+    except (gzip.BadGzipFile, zlib.error):  # BadGzipFile before OSError: it is one
+        failure = "corrupt gzip" if head == GZIP_MAGIC else "not a gzip file"
+    except OSError as exc:  # a dangling link: named, as for a plain file
+        failure = exc.strerror or type(exc).__name__
+    if failure is not None:  # outside the except clause: no context from gzip's message
+        raise LandingError(f"{name}: cannot be read ({failure})")
+
+
+def _gunzip(path: Path, name: str, target: Path) -> None:
+    """Decompress the gzip file ``path`` (landed as ``name``) into ``target``. A full disk under
+    the scratch folder says so, naming the folder: the file is not at fault (an ``OSError``, not
+    ``LandingError``: the stream would leave the file out as unreadable)."""
+    try:
+        with target.open("wb", buffering=0) as out:
+            for chunk in _gunzipped(path, name):
+                view = memoryview(chunk)
+                while view:  # unbuffered: every byte written here, none left for the close
+                    view = view[out.write(view) :]
+    except LandingError:
+        target.unlink(missing_ok=True)
+        raise
+    except OSError as exc:  # writing: _gunzipped turns what reading raises into LandingError
+        target.unlink(missing_ok=True)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise OSError(
+            errno.ENOSPC,
+            f"the disk under the extract's scratch folder is full (decompressing {name}); free "
+            "space there and clear the task",
+            str(target.parent),
+        ) from None
+
+
 def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str | Path) -> dict:
     """Stage the given ``(display name, local path)`` files of one source as Parquet (all text +
     _file/_line/_error/_raw); the display name becomes ``_file``."""
@@ -1216,10 +1278,21 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
             f"CREATE TEMP TABLE staged (_file VARCHAR, _line BIGINT, _error VARCHAR, _raw VARCHAR, {cols})"
         )
         links = out.parent / f".{out.stem}.links"
+        gunzipped = out.parent / f".{out.stem}.gunzip"
         for number, (name, path) in enumerate(files):
-            readable = _without_pattern_characters(path, links, number)
+            inner = path.name.lower()
+            if inner.endswith(GZIP_SUFFIX):
+                # Decompressed first, then read as a file of its inner suffix is: the readers
+                # (DuckDB's and Python's) go back over a file, which a stream cannot be. Its
+                # _file stays the landed name, and its lines are the decompressed text's.
+                inner = inner.removesuffix(GZIP_SUFFIX)
+                gunzipped.mkdir(parents=True, exist_ok=True)
+                readable = gunzipped / f"{number:05d}{Path(inner).suffix}"
+                _gunzip(path, name, readable)
+            else:
+                readable = _without_pattern_characters(path, links, number)
             try:
-                if path.name.lower().endswith(".csv"):
+                if inner.endswith(".csv"):
                     _stage_csv(con, source, name, readable)
                 else:
                     _stage_json(con, source, name, readable)
@@ -1234,6 +1307,9 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
                 failure = exc.strerror or type(exc).__name__
             else:
                 continue
+            finally:
+                if readable.parent == gunzipped:  # the decompressed copy, once read
+                    readable.unlink(missing_ok=True)
             # Raised outside the except clause and without a cause: DuckDB's message (which
             # quotes the row) must not reach the task log as the exception's context either.
             raise LandingError(f"{name}: cannot be read ({failure})")
@@ -1258,6 +1334,7 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
         shutil.rmtree(out.parent / f".{out.stem}.links", ignore_errors=True)
+        shutil.rmtree(out.parent / f".{out.stem}.gunzip", ignore_errors=True)
 
 
 def extract(

@@ -341,11 +341,11 @@ def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path
     batch(config, sent, "b0")
     partition = landing / "interactions" / "date=2022-05-01"
     partition.mkdir(parents=True)
-    (partition / "part-0.csv.gz").write_bytes(b"\x1f\x8b")
+    (partition / "part-0.csv.bz2").write_bytes(b"BZh9")
     (partition / "_SUCCESS").write_text("")  # a writer's marker: ignored, as by the extract
     # and what the extract does not look at: a writer's sub-folder, the source's own folder
     (partition / "_temporary" / "0").mkdir(parents=True)
-    (partition / "_temporary" / "0" / "part-1.csv.gz").write_bytes(b"\x1f\x8b")
+    (partition / "_temporary" / "0" / "part-1.csv.bz2").write_bytes(b"BZh9")
     (landing / "interactions" / "README.txt").write_text("how files land")
     # what the daily extract fails on besides: a misnamed partition folder (its month without
     # the zero, a day February does not have) and a data file beside the partitions
@@ -361,8 +361,8 @@ def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path
     with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
         summary, new = batch(config, sent, "b1")
 
-    assert summary["unread"] == sorted(map(str, [partition / "part-0.csv.gz", *misnamed, beside]))
-    assert "6 file(s) under" in caplog.text and "part-0.csv.gz" in caplog.text
+    assert summary["unread"] == sorted(map(str, [partition / "part-0.csv.bz2", *misnamed, beside]))
+    assert "6 file(s) under" in caplog.text and "part-0.csv.bz2" in caplog.text
     assert "_SUCCESS" not in caplog.text and new == []
 
 
