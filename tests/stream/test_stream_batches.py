@@ -5,6 +5,7 @@ No moto: a fake stream destination captures the records (streams.records_from_ex
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import time
@@ -427,6 +428,41 @@ def test_an_unreadable_file_is_left_out_and_does_not_hold_back_the_others(tmp_pa
     bad.write_text(",".join(FORM_HEADER) + "\n" + bad.read_text())
     summary, new = batch(config, sent, "b2")
     assert summary["files"] == 1 and "unreadable" not in summary
+
+
+def test_a_gzipped_file_is_streamed_as_a_plain_one(tmp_path, sent, caplog):
+    # It was "not read" (a warning each batch), never streamed, and the daily extract failed.
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    batch(config, sent, "b0")
+    ds = "2022-05-01"
+    plain = write_forms(
+        landing, ds, "f.csv", [form_row(f"{ds}T10:00:00", "Bo", "bo@x.org", "s-bo")]
+    )
+    packed = plain.with_name("f.CSV.GZ")
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()
+
+    with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
+        summary, new = batch(config, sent, "b1")
+
+    assert summary["files"] == 1 and "unread" not in summary and "unreadable" not in summary
+    assert "not read" not in caplog.text
+    assert {r["payload"].get("email") for r in new if r["event_type"] == "profile_upsert"} == {
+        "bo@x.org"
+    }
+    # in the ledger under its landed name and the compressed file's version: not taken again
+    assert query(config, "SELECT file, version FROM stream_files WHERE ds = DATE '2022-05-01'") == [
+        (str(packed), landing_version(packed))
+    ]
+    assert batch(config, sent, "b2")[0]["files"] == 0
+
+
+def landing_version(path) -> str:
+    from audience_profiles.landing import local_version
+
+    return local_version(path.stat())
 
 
 def test_interactions_streamed_before_their_element_are_enriched_once_it_arrives(tmp_path, sent):

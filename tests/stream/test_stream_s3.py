@@ -5,14 +5,16 @@ Kinesis. Then a notification is lost, and the reconciliation listing still finds
 from __future__ import annotations
 
 import asyncio
+import gzip
 import uuid
 from pathlib import Path
 
 import boto3
+import duckdb
 import pytest
 from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
 
-from audience_profiles.stream import run_batch, s3_records
+from audience_profiles.stream import Landing, _stage, run_batch, s3_records
 from tests.stream.support import (
     emitted,
     kinesis_config,
@@ -143,3 +145,34 @@ def test_sqs_trigger_event_drives_a_batch_and_reconciliation_finds_a_lost_messag
     # Listed again: the ledger knows every version, the watermarks cover them.
     assert run_batch(config, run_id="reconcile-2")["files"] == 0
     assert len(emitted(config, moto_server)) == len(records) + 2
+
+
+def test_a_gzipped_key_is_listed_fetched_and_staged_under_its_name(aws_conn, moto_server, tmp_path):
+    # A part-0.csv.gz was "not read": never streamed, and named in a warning each batch.
+    s3 = client("s3", moto_server)
+    bucket = f"landing-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    partition = f"{PREFIX}/interactions/date=2022-04-29"
+    body = "date,event_id,poll_id,session_id,option,votes\n2022-04-29,e1,p,s1,0,1\nbad,row\n"
+    s3.put_object(
+        Bucket=bucket, Key=f"{partition}/part-0.csv.gz", Body=gzip.compress(body.encode())
+    )
+    s3.put_object(Bucket=bucket, Key=f"{partition}/part-1.csv.bz2", Body=b"BZh9")
+    landing_ = Landing(f"s3://{bucket}/{PREFIX}", aws_conn)
+
+    files = landing_.list_source("interactions")
+
+    name = f"s3://{bucket}/{partition}/part-0.csv.gz"
+    head = s3.head_object(Bucket=bucket, Key=f"{partition}/part-0.csv.gz")
+    assert [(f.name, f.ds, f.version) for f in files] == [
+        (name, "2022-04-29", head["ETag"].strip('"'))
+    ]
+    assert landing_.warn_unread() == [f"s3://{bucket}/{partition}/part-1.csv.bz2"]
+    staged, unreadable = _stage(landing_, files, tmp_path)
+    assert unreadable == {}
+    result = staged["interactions", "2022-04-29"]
+    assert (result["rows"], result["malformed"]) == (2, 1)
+    rows = duckdb.sql(
+        f"SELECT _file, _line, _raw FROM '{result['path']}' ORDER BY _line"
+    ).fetchall()
+    assert rows == [(name, 2, "2022-04-29,e1,p,s1,0,1"), (name, 3, "bad,row")]
