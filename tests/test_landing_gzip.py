@@ -91,8 +91,11 @@ def test_a_gzipped_file_stages_row_for_row_as_the_plain_file(tmp_path, suffix, b
     assert result["versions"] == versions == {str(packed): landing.local_version(packed.stat())}
 
 
-@pytest.mark.parametrize("name", ["PART-0.CSV.GZ", "part-0.Csv.Gz", "part-0.JSONL.GZ"])
-def test_an_upper_case_gz_name_is_read(tmp_path, name):
+@pytest.mark.parametrize(
+    "name", ["PART-0.CSV.GZ", "part-0.Csv.Gz", "part-0.JSONL.GZ", "a[b]*?.csv.gz"]
+)
+def test_an_upper_case_or_pattern_gz_name_is_read(tmp_path, name):
+    # (pattern characters: the decompressed copy is named by its number, read as itself)
     root = tmp_path / "landing"
     body = CSV_BODIES["clean"] if ".csv" in name.lower() else JSON_BODIES["clean"]
     path = land(root, "2022-04-29", name, gzip.compress(body.encode()))
