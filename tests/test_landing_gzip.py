@@ -287,3 +287,16 @@ def test_an_s3_gzipped_file_is_read_under_its_key(aws_conn, moto_server, tmp_pat
     head = s3.head_object(Bucket="landing-gzip", Key=f"{partition}/a.csv.gz")
     assert versions[names[0]] == head["ETag"].strip('"')
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.parquet"]
+
+
+def test_erasure_requests_are_read_gzipped_too(tmp_path):
+    # the erasure DAG's read_requests stages them through the same extract
+    root = tmp_path / "landing"
+    folder = root / "erasure_requests"
+    folder.mkdir(parents=True)
+    header = ",".join(SOURCES["erasure_requests"].columns)
+    body = f"{header}\nr1,email,ann@example.com,2022-04-29T10:00:00Z,erase\n"
+    (folder / "requests.csv.gz").write_bytes(gzip.compress(body.encode()))
+    result = extract("erasure_requests", "2022-04-29", str(root), tmp_path / "out.parquet")
+    assert (result["files"], result["rows"], result["malformed"]) == (1, 1, 0)
+    assert staged(tmp_path / "out.parquet")[0][:2] == (str(folder / "requests.csv.gz"), 2)
