@@ -665,3 +665,25 @@ def test_a_catalogue_of_only_quarantined_rows_does_not_empty_the_stream_s(tmp_pa
     catalogue.write_text("\n".join([header, *(",".join(["", *r.split(",")[1:]]) for r in rows)]))
     batch(config, sent, "b1")
     assert query(config, "SELECT count(*) FROM elements") == before
+
+
+def test_a_batch_of_only_unreadable_files_sends_nothing_and_takes_them_once_fixed(tmp_path, sent):
+    """Every new file unreadable: the batch ends without a batch (nothing staged to send), and
+    the files stay out of the ledger, so the fixed version goes out with the next batch."""
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    batch(config, sent, "b0")
+    bad = landing / "form_entries" / "date=2022-05-02" / "bad.csv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("2022-05-02T09:00:00,Ann,Fan,ann@x.org,Yes,No,Yes,s-ann,Quiz,7\n")  # no header
+
+    summary, new = batch(config, sent, "b1")
+
+    assert summary["unreadable"] == [str(bad)] and summary["files"] == 0 and new == []
+    bad.write_text(",".join(FORM_HEADER) + "\n" + bad.read_text())
+    summary, new = batch(config, sent, "b2")
+    assert summary["files"] == 1 and "unreadable" not in summary
+    assert {r["payload"].get("email") for r in new if r["event_type"] == "profile_upsert"} == {
+        "ann@x.org"
+    }
