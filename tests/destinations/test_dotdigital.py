@@ -271,6 +271,32 @@ def test_consent_records_accepted_before_a_failure_are_not_sent_again(
     ]
 
 
+def test_a_consent_record_refused_is_counted_and_stays_owed_without_holding_back_others(
+    dotdigital, inputs, sync, monkeypatch
+):
+    """A 4xx on one contact's consent record is that record's fault: the others go out, the
+    refusal is reported, and the record stays pending, so a later run offers it again."""
+    people = [profile(p, f"{p}@example.com") for p in ("ann", "bob", "cid")]
+    send = DotdigitalHook.add_consent_records
+
+    def refuse_bob(self, email, records):
+        if email == "bob@example.com":
+            raise DotdigitalApiError("PATCH", "/contacts/v3/email/x", 400, "bad consent")
+        return send(self, email, records)
+
+    monkeypatch.setattr(DotdigitalHook, "add_consent_records", refuse_bob)
+    report = sync(inputs.write(people, {"fans": ["ann", "bob", "cid"]}))
+
+    assert [len(dotdigital.contact(p["email"])["consentRecords"]) for p in people] == [1, 0, 1]
+    assert sum(n for r, n in report.details["reasons"].items() if "consent record" in r) == 1
+    pending = "SELECT email FROM sync_state WHERE consent_pending"
+    assert state_rows(sync.state_path, pending) == [("bob@example.com",)]
+    monkeypatch.setattr(DotdigitalHook, "add_consent_records", send)
+    sync(inputs.write(people, {"fans": ["ann", "bob", "cid"]}))
+    assert [len(dotdigital.contact(p["email"])["consentRecords"]) for p in people] == [1, 1, 1]
+    assert state_rows(sync.state_path, pending) == []
+
+
 # -- diff sync --------------------------------------------------------------------------------
 
 
