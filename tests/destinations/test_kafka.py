@@ -7,13 +7,19 @@ import functools
 import json
 import uuid
 from collections import Counter, defaultdict
+from types import SimpleNamespace
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from audience_profiles.destinations.base import ErasureRequest
 from audience_profiles.destinations.kafka import KafkaDestination
-from audience_profiles.destinations.streams import UndeliveredRecordsError, records_from_export
+from audience_profiles.destinations.streams import (
+    RecordTooLargeError,
+    UndeliveredRecordsError,
+    erased_records,
+    records_from_export,
+)
 from tests.destinations.stream_support import (
     RUN,
     record_ids,
@@ -212,3 +218,46 @@ def test_a_retry_goes_on_after_the_records_an_earlier_attempt_got_confirmed(
     ids = Counter(m["value"]["record_id"] for m in messages)
     expected = {r.record_id for t in TABLES for r in records_from_export(t, exports[t], RUN.ds)}
     assert set(ids) == expected and sum(ids.values()) == len(produced)
+
+
+class _StubProducer:
+    """Refuses its first ``full`` produce calls with BufferError (the local queue is full), or
+    every call with ``error``; records what it took."""
+
+    def __init__(self, full: int = 0, error: KafkaException | None = None):
+        self.full, self.error = full, error
+        self.produced: list[bytes] = []
+        self.polls: list[float] = []
+
+    def produce(self, topic, key, value, headers, on_delivery):
+        if self.error:
+            raise self.error
+        if self.full:
+            self.full -= 1
+            raise BufferError("Local: Queue full")
+        self.produced.append(value)
+
+    def poll(self, timeout):
+        self.polls.append(timeout)
+
+
+def _one_record():
+    request = ErasureRequest(request_id="r1", requested_at="2024-05-01", profile_ids=("p1",))
+    return next(erased_records([request], "2024-05-01T10:00:00+00:00"))
+
+
+def test_a_full_local_queue_waits_and_produces_the_same_record_once():
+    stub, record = _StubProducer(full=2), _one_record()
+    KafkaDestination._produce(SimpleNamespace(topic="t"), stub, record, lambda *_: None)
+    assert stub.produced == [record.encode()]  # not skipped, not doubled
+    assert stub.polls == [0.5, 0.5, 0]
+
+
+def test_a_record_over_the_message_size_limit_fails_naming_it():
+    stub = _StubProducer(error=KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)))
+    record = _one_record()
+    with pytest.raises(RecordTooLargeError, match=record.record_id):
+        KafkaDestination._produce(SimpleNamespace(topic="t"), stub, record, lambda *_: None)
+    other = _StubProducer(error=KafkaException(KafkaError(KafkaError._TRANSPORT)))
+    with pytest.raises(KafkaException):
+        KafkaDestination._produce(SimpleNamespace(topic="t"), other, record, lambda *_: None)
