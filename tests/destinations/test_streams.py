@@ -536,6 +536,18 @@ def test_a_checkpoint_of_a_destination_named_with_a_slash_is_written_and_read(tm
     assert safe_name("profile_stream") == "profile_stream"
 
 
+def test_a_torn_checkpoint_starts_the_delivery_over(tmp_path):
+    """A checkpoint cut short (a worker lost while writing it) resumes nothing: sending the
+    whole run again is what the at-least-once guarantee allows; skipping records is not."""
+    exports = write_exports(tmp_path, profiles=8, interactions=12, merges=3)
+    first = streams.DeliveryCheckpoint("crm", RUN, exports)
+    first.confirm("audience_profiles", 5, write=True)
+    first.path.write_text(first.path.read_text()[:20])
+
+    again = streams.DeliveryCheckpoint("crm", RUN, exports)
+    assert again.resumed == {} and again.sent("audience_profiles") == 0
+
+
 # --- batching ---------------------------------------------------------------------------------
 
 
