@@ -207,6 +207,26 @@ def test_every_rule_kind_gives_its_members_and_since_dates(wh):
     ]
 
 
+def test_form_entries_filtered_by_form_name_count_only_that_form(wh):
+    """form_name is matched as the landed text, quote and all; entries of other forms, or
+    with no name, do not count."""
+    wh.con.execute("UPDATE form_entries SET form_name = 'Fan''s shirt draw' WHERE _line IN (2, 5)")
+    wh.con.execute("UPDATE form_entries SET form_name = 'Quiz' WHERE _line IN (3, 6, 7)")
+    counts = build(
+        wh,
+        {
+            "shirt": {"form_entries": {"form_name": "Fan's shirt draw"}},
+            "quiz_twice": {"form_entries": {"form_name": ["Quiz", "Nope"], "min": 2}},
+        },
+    )
+    assert memberships(wh) == {
+        ("shirt", "p-ann", D("2022-04-20")),
+        ("shirt", "p-cid", D("2022-04-10")),
+        ("quiz_twice", "p-cid", D("2022-04-29")),
+    }
+    assert counts == {"shirt": 2, "quiz_twice": 1}
+
+
 def test_a_rerun_gives_identical_rows(wh):
     build(wh, SEGMENTS)
     first = wh.query(f"SELECT * FROM {RS}.segment_memberships ORDER BY ALL")
