@@ -228,6 +228,24 @@ def test_only_explicit_opt_ins_are_sent_and_suppressed_contacts_never_return(
     assert ("ann@example.com",) in state_rows(sync.state_path, "SELECT email FROM suppressed")
 
 
+def test_a_yes_no_column_maps_to_a_boolean_data_field(dotdigital, inputs, sync):
+    """true and false as Dotdigital takes them; an unknown answer is left empty, not false."""
+    people = [
+        profile("ann", "ann@example.com", optin_2=True),
+        profile("bob", "bob@example.com", optin_2=False),
+        profile("cid", "cid@example.com", optin_2=None),
+    ]
+    sync(
+        inputs.write(people, {"fans": ["ann", "bob", "cid"]}),
+        data_fields={"PARTNEROK": "optin_2"},
+    )
+    assert dotdigital.data_fields["PARTNEROK"]["type"] == "Boolean"
+    fields = {p["email"]: dotdigital.contact(p["email"])["dataFields"] for p in people}
+    assert fields["ann@example.com"]["PARTNEROK"] == "true"
+    assert fields["bob@example.com"]["PARTNEROK"] == "false"
+    assert fields["cid@example.com"].get("PARTNEROK") in (None, "")
+
+
 def test_consent_records_are_sent_once_per_opt_in(dotdigital, inputs, sync):
     profiles = [profile("ann", "ann@example.com")]
     sync(inputs.write(profiles, {"fans": ["ann"]}))
