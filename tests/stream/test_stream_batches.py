@@ -687,3 +687,26 @@ def test_a_batch_of_only_unreadable_files_sends_nothing_and_takes_them_once_fixe
     assert {r["payload"].get("email") for r in new if r["event_type"] == "profile_upsert"} == {
         "ann@x.org"
     }
+
+
+def test_an_unreadable_element_file_holds_back_the_whole_catalogue_until_fixed(tmp_path, sent):
+    """The catalogue is replaced whole: with one of its files unreadable, none goes in (a good
+    one alone would drop the other's elements), and both are taken once it is fixed."""
+    config, landing = streaming(tmp_path, sent)
+    ds = "2022-04-30"
+    write_csv(landing / "elements" / "good.csv", ELEMENT_HEADER, [["77777", "MOTM?", 1, "B"]])
+    bad = landing / "elements" / "bad.csv"
+    bad.write_text("88888,Best goal?,1,C\n")  # no header
+    write_forms(landing, ds, "f.csv", [form_row(f"{ds}T10:00:00", "Ann", "ann@x.org", "s-new")])
+
+    summary, new = batch(config, sent, "b1")
+
+    assert summary["unreadable"] == [str(bad)] and summary["files"] == 1  # the form alone
+    assert {r["payload"].get("email") for r in new if r["event_type"] == "profile_upsert"} == {
+        "ann@x.org"
+    }
+    bad.write_text(",".join(ELEMENT_HEADER) + "\n" + bad.read_text())
+    summary, _ = batch(config, sent, "b2")
+    assert summary["files"] == 2 and "unreadable" not in summary
+    ids = "SELECT poll_id FROM elements WHERE poll_id IN ('77777', '88888')"
+    assert sorted(r[0] for r in query(config, ids)) == ["77777", "88888"]
