@@ -10,7 +10,8 @@ provider's S3Hook)::
     erasure_requests/*.csv|*.json              (not partitioned: every request ever filed; read by
                                                 the erasure DAG, never by the daily build)
 
-CSV files have a header row; JSON files are newline-delimited objects with the same field names.
+``*.json`` stands for ``*.ndjson`` and ``*.jsonl`` too. CSV files have a header row; JSON files
+are newline-delimited objects with the same field names.
 Either may be gzip-compressed (``*.csv.gz``, ``*.json.gz``, ...): it is decompressed into a
 scratch folder first and read as the plain file is, its ``_file`` still the landed name.
 
