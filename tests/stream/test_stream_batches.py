@@ -16,6 +16,7 @@ import pytest
 from audience_profiles import pipeline, stream
 from audience_profiles.destinations.base import DeliveryReport
 from audience_profiles.destinations.streams import records_from_export
+from audience_profiles.landing import LandingError
 from audience_profiles.privacy import erasure, hash_identifier
 from audience_profiles.privacy.retention import apply_retention
 from tests.stream.support import (
@@ -386,6 +387,38 @@ def test_a_link_out_of_the_landing_folder_is_not_streamed(tmp_path, sent, caplog
 
     assert new == [] and summary["files"] == 0
     assert "f.csv: leads outside the landing folder" in caplog.text
+
+
+def test_a_source_folder_linked_out_of_the_landing_folder_is_not_streamed(tmp_path, sent, caplog):
+    """The source's folder itself a link elsewhere: the listing follows no link below it, so
+    the folder is checked as a whole. Nothing of it is streamed, the other sources are, and the
+    daily extract of a date it holds fails on it, as the warning says."""
+    config = make_config(tmp_path)
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    batch(config, sent, "b0")
+    ds = "2022-05-01"
+    elsewhere = tmp_path / "other-tenant" / "identities"
+    write_csv(
+        elsewhere / f"date={ds}" / "ids.csv",
+        IDENTITY_HEADER,
+        [[f"{ds}T09:00:00", "s-eve", "crm-eve", "eve@x.org", "Eve", "Other"]],
+    )
+    (landing / "identities").symlink_to(elsewhere, target_is_directory=True)
+    write_forms(landing, ds, "bo.csv", [form_row(f"{ds}T10:00:00", "Bo", "bo@x.org", "s-bo")])
+
+    with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
+        summary, new = batch(config, sent, "b1")
+
+    assert f"{landing / 'identities'}: leads outside the landing folder" in caplog.text
+    assert summary["files"] == 1 and summary["sources"].keys() == {"form_entries"}
+    emails = {r["payload"].get("email") for r in new if r["event_type"] == "profile_upsert"}
+    assert emails == {"bo@x.org"}
+    assert "eve@x.org" not in str(new) and "crm-eve" not in str(new)
+    ledger = query(config, "SELECT file FROM stream_files WHERE file LIKE '%identities%'")
+    assert ledger == []
+    with pytest.raises(LandingError, match=r"ids\.csv: leads outside the landing folder"):
+        pipeline.extract_source("identities", pipeline.RunWindow.for_date(ds), config)
 
 
 def test_a_batch_stages_in_the_scratch_folder_the_sweep_empties(tmp_path, sent, monkeypatch):
