@@ -1,15 +1,18 @@
 """Which asset events a stream run reads: all the landing events stored since its earliest
 triggering one, because Airflow's scheduler gives the events that arrive while a run is queued to
-no run at all (see ``stream.landing_event_extras``)."""
+no run at all (see ``stream.landing_event_extras``); and the S3 notifications their SQS
+messages carry (``stream.s3_records``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 from dataclasses import dataclass
 
 from airflow.sdk import Asset
 
-from audience_profiles.stream import landing_event_extras
+from audience_profiles.stream import landing_event_extras, s3_records
 
 LANDED = Asset(name="audience_profiles_landing", uri="audience-profiles://landing")
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -62,3 +65,58 @@ def test_a_run_reads_the_events_the_scheduler_left_out_of_every_run():
 def test_a_scheduled_run_has_no_events_and_reconciles():
     context = {"triggering_asset_events": {}, "inlet_events": {LANDED: StoredEvents([event(0)])}}
     assert landing_event_extras(context, LANDED) is None
+
+
+def s3_notification(*keys: str, event_name: str = "ObjectCreated:Put") -> str:
+    """An S3 event notification's JSON, as S3 sends it to SQS (the fields the stream reads)."""
+    return json.dumps(
+        {
+            "Records": [
+                {
+                    "eventName": event_name,
+                    "eventTime": "2024-05-01T12:00:00.000Z",
+                    "s3": {"bucket": {"name": "landing"}, "object": {"key": key, "eTag": "e"}},
+                }
+                for key in keys
+            ]
+        }
+    )
+
+
+def sns_envelope(message: str) -> str:
+    """An SNS notification delivered to SQS: the S3 notification is its ``Message`` string."""
+    return json.dumps(
+        {"Type": "Notification", "TopicArn": "arn:aws:sns:x:1:landed", "Message": message}
+    )
+
+
+def test_a_message_that_is_not_json_is_skipped_naming_it_and_the_others_are_used(caplog):
+    """Something else writing to the queue (or to the SNS topic before it) must not fail the run
+    and lose the batch's other notifications: the message is skipped, its id logged."""
+    messages = [
+        {"MessageId": "m-plain", "Body": s3_notification("interactions/date=2024-05-01/a.csv")},
+        {"MessageId": "m-not-json", "Body": "hello from the console"},
+        {"MessageId": "m-sns", "Body": sns_envelope(s3_notification("form_entries/x/b.csv"))},
+        {"MessageId": "m-sns-not-json", "Body": sns_envelope("a plain SNS message")},
+        {
+            "MessageId": "m-removed",
+            "Body": s3_notification("c.csv", event_name="ObjectRemoved:Delete"),
+        },
+    ]
+    extras = [
+        {"from_trigger": True, "payload": {"message_batch": messages[:2]}},
+        {"from_trigger": True, "payload": {"message_batch": messages[2:]}},
+    ]
+
+    with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
+        records = s3_records(extras)
+
+    assert [r["s3"]["object"]["key"] for r in records] == [
+        "interactions/date=2024-05-01/a.csv",
+        "form_entries/x/b.csv",
+    ]
+    skipped = [r.getMessage() for r in caplog.records]
+    assert skipped == [
+        "skipping an SQS message that is not JSON: m-not-json",
+        "skipping an SQS message that is not JSON: m-sns-not-json",
+    ]
