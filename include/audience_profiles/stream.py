@@ -316,11 +316,14 @@ def s3_records(event_extras: Iterable[dict]) -> list[dict]:
         for message in payload.get("message_batch") or []:
             try:
                 body = json.loads(message.get("Body") or "{}")
-                if "Records" not in body and "Message" in body:  # delivered through SNS
-                    body = json.loads(body["Message"])
+                if isinstance(body, dict) and "Records" not in body and "Message" in body:
+                    body = json.loads(body["Message"])  # delivered through SNS
+                if not isinstance(body, dict):  # a list, a string, a number: not a notification
+                    raise TypeError(type(body).__name__)
             except (TypeError, ValueError):
                 log.warning(
-                    "skipping an SQS message that is not JSON: %s", message.get("MessageId")
+                    "skipping an SQS message that is not a JSON object: %s",
+                    message.get("MessageId"),
                 )
                 continue
             records += [

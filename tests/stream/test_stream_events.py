@@ -117,6 +117,28 @@ def test_a_message_that_is_not_json_is_skipped_naming_it_and_the_others_are_used
     ]
     skipped = [r.getMessage() for r in caplog.records]
     assert skipped == [
-        "skipping an SQS message that is not JSON: m-not-json",
-        "skipping an SQS message that is not JSON: m-sns-not-json",
+        "skipping an SQS message that is not a JSON object: m-not-json",
+        "skipping an SQS message that is not a JSON object: m-sns-not-json",
     ]
+
+
+def test_a_message_that_is_json_but_not_an_object_is_skipped_too(caplog):
+    """A list, a string or a number, in the Body or as the SNS Message (published from the
+    console, say), raised AttributeError out of s3_records: the run failed, and the files the
+    other notifications of its events announced waited for the reconciliation listing."""
+    bodies = {
+        "m-list": "[]",
+        "m-string": '"hello"',
+        "m-number": "42",
+        "m-sns-string": sns_envelope('"hello"'),
+        "m-sns-list": sns_envelope("[1]"),
+        "m-sns-number": sns_envelope("42"),
+    }
+    messages = [{"MessageId": m, "Body": body} for m, body in bodies.items()]
+    messages.append({"MessageId": "m-plain", "Body": s3_notification("a.csv")})
+
+    with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
+        records = s3_records([{"from_trigger": True, "payload": {"message_batch": messages}}])
+
+    assert [r["s3"]["object"]["key"] for r in records] == ["a.csv"]
+    assert [r.getMessage().rsplit(": ", 1)[-1] for r in caplog.records] == list(bodies)
