@@ -495,6 +495,32 @@ def test_state_from_before_the_run_date_watermark_keeps_working(dotdigital, inpu
     assert report.details["last_synced_ds"] == "2024-05-02"
 
 
+def test_state_from_before_the_watermark_stores_it_when_its_latest_date_syncs_again(
+    dotdigital, inputs, sync
+):
+    """The first delivery on an old state file is its latest date again (a retry, a cleared
+    task): the date stands in sync_runs, so it is claimed as it is, stored as the watermark,
+    and an older date is then kept from syncing over it."""
+    day1 = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
+    day2 = inputs.write([profile("ann", "ann@example.com", optin_1=False)], {"fans": ["ann"]})
+    deliver_on(sync, "2024-05-01", day1)
+    deliver_on(sync, "2024-05-02", day2)
+    with SyncStateStore(sync.state_path) as store:  # as an older version left it
+        store.con.execute("DELETE FROM sync_meta WHERE key = 'last_synced_ds'")
+
+    again = deliver_on(sync, "2024-05-02", day2, run_id="manual__rerun-05-02")
+
+    assert again.details["snapshots_kept_newer"] == []
+    assert again.rows == {"added": 0, "changed": 0, "removed": 0, "rejected": 0}
+    assert state_rows(
+        sync.state_path, "SELECT value FROM sync_meta WHERE key = 'last_synced_ds'"
+    ) == [("2024-05-02",)]
+    older = deliver_on(sync, "2024-05-01", day1, run_id="manual__rerun-05-01")
+    assert older.details["snapshots_kept_newer"] == ["fans", "partners"]
+    assert older.details["last_synced_ds"] == "2024-05-02"
+    assert dotdigital.members(FANS) == set()  # Ann's opt-out of 05-02 stands
+
+
 def test_rejected_rows_are_kept_and_retried(dotdigital, inputs, sync):
     dotdigital.fault_emails = {"bob@example.com": "Failures"}
     profiles = [
