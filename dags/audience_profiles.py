@@ -13,19 +13,19 @@ wait_for_landing -> extract (per source) -> validate -> enrich -> resolve_identi
 - **extract** (mapped per source): the partitions as text with file and line; a bad file fails.
 - **validate** types every row; bad rows land in `quarantine` with a reason naming the field.
   Rows read = rows kept + rows quarantined, or the task fails.
-- **resolve_identities** links identifiers into profiles as of the end of the day
-  (point-in-time: re-running a date gives the same result).
+- **resolve_identities** links identifiers into profiles as of the day's end (re-runs agree).
 - **check_quality** audits the outputs; if a check fails nothing is delivered, the task fails
   at once (no retries: the data would not change) and its log and alert name the check.
-- **deliver** sends the run's tables to every enabled destination; a failing one blocks no other.
+- **publish** exports the tables; **deliver** sends them to every enabled destination (a failing
+  one blocks no other). Both emit asset events to schedule DAGs on (docs/operations.md).
 - **report** runs whatever happened before it (a teardown: a failed run stays failed): counts,
   quarantine, merges, deliveries, late files to `pipeline_runs` and `<output>/reports/`.
 
 Every write is keyed by the logical date: re-run or backfill any date safely (backfills need
 `--reprocess-behavior failed|completed`: validate and enrich wait for the previous date's, as
-each date builds on all earlier partitions). Warehouse tasks share the
-`audience_profiles_warehouse` pool (DuckDB has one writer). Retries and failures post an alert.
-Docs: `docs/operations.md`; configuration: `include/config/pipeline.yml`.
+each date builds on all earlier partitions). Warehouse tasks share the `audience_profiles_warehouse`
+pool (DuckDB has one writer). Retries and failures post an alert. Docs: `docs/operations.md`;
+configuration: `include/config/pipeline.yml`.
 """
 
 from __future__ import annotations
@@ -107,11 +107,11 @@ def audience_profiles():
 
         return check_quality(_window())
 
-    @task(pool=WAREHOUSE_POOL)
+    @task(pool=WAREHOUSE_POOL, outlets=[dag_defaults.PUBLISHED])
     def publish() -> dict[str, str]:
-        from audience_profiles.pipeline import publish
+        from audience_profiles.pipeline import publish_from_context
 
-        return publish(_window())
+        return publish_from_context(get_current_context())
 
     @task
     def destinations() -> list[str]:
@@ -133,14 +133,14 @@ def audience_profiles():
 
     staged = extract.expand(source=list(dag_defaults.EXTRACT_SOURCES))
     WaitForLandingOperator(task_id="wait_for_landing") >> staged
-    built = (
-        validate(staged) >> enrich() >> resolve_identities() >> build_profiles() >> build_segments()
-    )
-    checked = check_quality()
+    built = validate(staged) >> enrich() >> resolve_identities() >> build_profiles()
     tables = publish()
-    built >> checked >> tables
+    built >> build_segments() >> check_quality() >> tables
     delivered = DeliverOperator.partial(
-        task_id="deliver", tables=tables, map_index_template="{{ task.destination_name }}"
+        task_id="deliver",
+        tables=tables,
+        outlets=[dag_defaults.DELIVERED],
+        map_index_template="{{ task.destination_name }}",
     ).expand(destination_name=destinations())
     # A teardown without setups runs once everything upstream is done, failed or not, and is
     # left out of the run's state: a report after a failure does not turn the run green.

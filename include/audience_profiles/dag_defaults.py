@@ -13,6 +13,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from airflow.sdk import Asset
+
 from audience_profiles import alerts
 
 OWNER = "audience-profiles"
@@ -23,6 +25,12 @@ WAREHOUSE_POOL = "audience_profiles_warehouse"
 WAREHOUSE_POOL_SLOTS = 1
 # The daily DAG's extract tasks, by map index (the report names a failed one by it).
 EXTRACT_SOURCES = ("interactions", "elements", "form_entries", "identities")
+
+# What the daily DAG tells downstream DAGs (docs/operations.md, "Scheduling on the outputs"):
+# one event per date published (the run's exports written, the warehouse's tables refreshed if it
+# is the latest date) and one per destination delivered; each event's extra names the date.
+PUBLISHED = Asset(name="audience_profiles_published", uri="audience-profiles://published")
+DELIVERED = Asset(name="audience_profiles_delivered", uri="audience-profiles://delivered")
 
 
 class Tag(enum.StrEnum):

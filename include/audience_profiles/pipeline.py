@@ -934,7 +934,8 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
             and "build_started" in run_tables,
         )
     marker = export_dir / PUBLISHED_MARKER
-    replace_file(marker, json.dumps({"run_id": window.run_id, "tables": tables}).encode())
+    published = {"run_id": window.run_id, "tables": tables, "rows": rows, "current": is_latest}
+    replace_file(marker, json.dumps(published).encode())
     log.info(
         "published %s (current tables %s): %s",
         window.ds,
@@ -942,6 +943,36 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
         rows,
     )
     return tables
+
+
+def publish_from_context(context) -> dict[str, str]:
+    """The DAG's ``publish`` task: publish, then describe the date in the task's
+    ``audience_profiles_published`` asset event (emitted when the task succeeds)."""
+    from audience_profiles.dag_defaults import PUBLISHED
+
+    window = RunWindow.from_context(context)
+    tables = publish(window)
+    context["outlet_events"][PUBLISHED].extra = published_event(window)
+    return tables
+
+
+def published_event(window: RunWindow, config: PipelineConfig | None = None) -> dict:
+    """The extra of the ``audience_profiles_published`` asset event of the date's publish.
+
+    ``current`` says whether the publish that made the exports refreshed the warehouse's current
+    tables (the latest date built; a backfill of an older date does not); ``rows`` is each
+    export's row count (absent for exports from before the count was kept).
+    """
+    config = config or load_config()
+    marker = run_dir(config, window) / "export" / PUBLISHED_MARKER
+    published = json.loads(marker.read_text())
+    return {
+        **window.as_dict(),
+        "published_by": published["run_id"],
+        "current": published.get("current"),
+        "rows": published.get("rows", {}),
+        "tables": published["tables"],
+    }
 
 
 def _published_before(window: RunWindow, export_dir: Path, wh) -> dict[str, str]:

@@ -16,6 +16,7 @@ import duckdb
 import pytest
 
 from audience_profiles.config import CONFIG_ENV, PROJECT_ROOT
+from audience_profiles.dag_defaults import DELIVERED, PUBLISHED
 from audience_profiles.generate import GenerateOptions, generate
 from tests.support import write_config
 
@@ -145,3 +146,46 @@ def test_run_scratch_is_cleaned_up(daily_run):
         }
     assert not {s for s in schemas if s.startswith("run_")}
     assert not (root / "work" / "runs" / DATES[0] / "extract").exists()
+
+
+def test_each_date_published_and_each_delivery_is_an_asset_event(daily_run):
+    """What downstream DAGs schedule on (docs/operations.md, "Scheduling on the outputs"): one
+    event per date published and one per destination delivered, each naming its date, and none
+    for the date whose landing never came."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    root, config, runs = daily_run
+    run_ds = {r.run_id: r.logical_date.date().isoformat() for r in runs}
+    with create_session() as session:
+        events = session.execute(
+            select(AssetModel.name, AssetModel.uri, AssetEvent.source_run_id, AssetEvent.extra)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetEvent.source_run_id.in_(list(run_ds)))
+        ).all()
+    published = [e for e in events if e.name == PUBLISHED.name]
+    delivered = [e for e in events if e.name == DELIVERED.name]
+    assert {e.uri for e in published} == {PUBLISHED.uri}
+    assert {e.uri for e in delivered} == {DELIVERED.uri}
+    assert sorted(e.extra["ds"] for e in published) == list(DATES)
+    for event in published:
+        assert event.extra["ds"] == run_ds[event.source_run_id]
+        assert event.extra["current"] is True  # the dates ran in order: each was the latest
+        assert event.extra["interval_end"] > event.extra["interval_start"]
+        assert set(event.extra["tables"]) >= {"audience_profiles", "profile_merges"}
+    last = next(e for e in published if e.extra["ds"] == DATES[-1])
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        profiles = con.execute("SELECT count(*) FROM audience_profiles").fetchall()[0][0]
+    assert last.extra["rows"]["audience_profiles"] == profiles
+    destinations = sorted(d.name for d in config.enabled_destinations)
+    assert sorted((e.extra["ds"], e.extra["destination"]) for e in delivered) == [
+        (ds, name) for ds in DATES for name in destinations
+    ]
+    drop = next(
+        e for e in delivered if e.extra == {**e.extra, "ds": DATES[-1], "destination": "local_drop"}
+    )
+    assert drop.extra["kind"] == "local"
+    assert drop.extra["rows"]["audience_profiles"] == drop_rows(
+        root / "output", "audience_profiles", DATES[-1]
+    )

@@ -98,6 +98,7 @@ def pipeline_config(tmp_path, dotdigital, monkeypatch):
 DAG_FILE = """
 import json, os
 from airflow.sdk import DAG, task
+from audience_profiles.dag_defaults import DELIVERED
 from audience_profiles.operators.deliver import DeliverOperator
 
 with DAG("deliver_operator_test", schedule=None, catchup=False) as dag:
@@ -111,7 +112,10 @@ with DAG("deliver_operator_test", schedule=None, catchup=False) as dag:
         return ["dotdigital", "local_drop"]
 
     DeliverOperator.partial(
-        task_id="deliver", tables=publish(), map_index_template="{{ task.destination_name }}"
+        task_id="deliver",
+        tables=publish(),
+        outlets=[DELIVERED],
+        map_index_template="{{ task.destination_name }}",
     ).expand(destination_name=destinations())
 """
 
@@ -152,6 +156,30 @@ def test_mapped_delivery_defers_until_dotdigital_imports_finish(
     imports = [c for c in dotdigital.calls("POST") if c[1].endswith("/contacts/import")]
     assert len(imports) > 2  # more imports than one round allows: the task deferred repeatedly
     assert (tmp_path / "output" / "audience_profiles" / "dt=2024-05-01").is_dir()
+    # Each delivery's asset event is sent once, when its task succeeds: Dotdigital's after the
+    # last of its deferrals, naming the date and the destination.
+    events = {e["destination"]: e for e in delivered_events(run.run_id)}
+    assert sorted(events) == ["dotdigital", "local_drop"]
+    assert events["dotdigital"]["ds"] == "2024-05-01"
+    assert events["dotdigital"]["kind"] == "dotdigital"
+    assert events["local_drop"]["rows"]["audience_profiles"] == len(PEOPLE)
+
+
+def delivered_events(run_id: str) -> list[dict]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from audience_profiles.dag_defaults import DELIVERED
+
+    with create_session() as session:
+        return list(
+            session.scalars(
+                select(AssetEvent.extra)
+                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                .where(AssetModel.name == DELIVERED.name, AssetEvent.source_run_id == run_id)
+            )
+        )
 
 
 def test_a_trigger_that_gives_up_fails_the_task_for_a_retry(pipeline_config):

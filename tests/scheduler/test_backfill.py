@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from audience_profiles.config import PipelineConfig
-from audience_profiles.dag_defaults import WAREHOUSE_POOL
+from audience_profiles.dag_defaults import DELIVERED, PUBLISHED, WAREHOUSE_POOL
 from audience_profiles.generate import GenerateOptions, generate
 from audience_profiles.pipeline import RunWindow, run_all
 from tests.services.airflow_stack import (
@@ -244,6 +244,25 @@ def test_the_killed_task_was_retried_and_only_it(backfilled):
     # No other task needed a second try: no lock error, no half-written table read anywhere.
     assert set(retried) == {key}, sorted(retried)
     assert {ti["state"] for ti in backfilled.task_instances} == {"success"}
+
+
+def test_each_backfilled_date_is_one_published_event_and_one_per_destination(backfilled):
+    """Downstream DAGs scheduled on the outputs see each date once, as the API lists them: a
+    killed and retried task sends its event once, when it succeeds (docs/operations.md,
+    "Scheduling on the outputs")."""
+    events = backfilled.stack.api(
+        "GET", f"/api/v2/assets/events?source_dag_id={DAG_ID}&limit=1000"
+    )["asset_events"]
+    run_ds = {r["dag_run_id"]: r["logical_date"][:10] for r in backfilled.runs}
+    published = [e for e in events if e["name"] == PUBLISHED.name]
+    assert sorted(e["extra"]["ds"] for e in published) == DATES
+    assert all(e["extra"]["ds"] == run_ds[e["source_run_id"]] for e in published)
+    delivered: dict[str, list[str]] = {}
+    for event in (e for e in events if e["name"] == DELIVERED.name):
+        assert event["extra"]["ds"] == run_ds[event["source_run_id"]]
+        delivered.setdefault(event["extra"]["ds"], []).append(event["extra"]["destination"])
+    assert sorted(delivered) == DATES
+    assert {tuple(sorted(names)) for names in delivered.values()} == {("local_drop",)}
 
 
 def test_the_cli_backfill_command_plans_the_same_runs(backfilled):

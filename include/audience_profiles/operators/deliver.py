@@ -54,10 +54,9 @@ class DeliverOperator(BaseOperator):
         from audience_profiles.destinations.sync_state import StateLockedError
         from audience_profiles.pipeline import RunWindow, deliver
 
+        window = RunWindow.from_context(context)
         try:
-            report = deliver(
-                self.destination_name, RunWindow.from_context(context), dict(self.tables)
-            )
+            report = deliver(self.destination_name, window, dict(self.tables))
         except StateLockedError:
             if waited_seconds >= STATE_WAIT_MAX.total_seconds():
                 raise
@@ -81,7 +80,24 @@ class DeliverOperator(BaseOperator):
                 "%s: waiting for %d import(s) on the triggerer", self.destination_name, len(pending)
             )
             self.defer(trigger=self._import_trigger(pending), method_name="resume")
+        self._describe_outlet_events(context, window, report)
         return report
+
+    def _describe_outlet_events(self, context, window, report: dict) -> None:
+        """Name the date and destination in the asset events this delivery emits (the DAG
+        declares ``audience_profiles_delivered``): a downstream DAG reads them from its
+        ``triggering_asset_events``. Sent only when the task succeeds, after the last round."""
+        from airflow.sdk import Asset
+
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset):
+                context["outlet_events"][outlet].extra = {
+                    **window.as_dict(),
+                    "destination": report["destination"],
+                    "kind": report["kind"],
+                    "rows": report["rows"],
+                    "files": report["files"],
+                }
 
     def resume(self, context, event: dict[str, Any]) -> dict:
         """The trigger fired: deliver again, which confirms the imports and finishes the sync."""
