@@ -326,12 +326,38 @@ def s3_records(event_extras: Iterable[dict]) -> list[dict]:
                     message.get("MessageId"),
                 )
                 continue
-            records += [
-                r
-                for r in body.get("Records") or []
-                if str(r.get("eventName", "")).startswith("ObjectCreated")
-            ]
+            announced = body.get("Records") or []
+            if not isinstance(announced, list) or not all(map(_is_s3_record, announced)):
+                # S3 itself never sends this: something else wrote an object with a Records key.
+                # The reconciliation listing still finds whatever landed.
+                log.warning(
+                    "skipping an SQS message whose Records are not S3 event records: %s",
+                    message.get("MessageId"),
+                )
+                continue
+            records += [r for r in announced if r["eventName"].startswith("ObjectCreated")]
     return records
+
+
+def _is_s3_record(record: Any) -> bool:
+    """Whether ``record`` has the shape of an S3 event record, in the fields the stream reads
+    (``Landing.from_s3_record``): anything else would fail the run on a KeyError or a
+    TypeError, holding up the batch's other notifications."""
+    if not isinstance(record, dict) or not isinstance(record.get("eventName"), str):
+        return False
+    s3 = record.get("s3")
+    if not isinstance(s3, dict) or not isinstance(s3.get("bucket"), dict):
+        return False
+    obj = s3.get("object")
+    if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
+        return False
+    if not isinstance(obj.get("eTag", ""), str) or not isinstance(record.get("eventTime"), str):
+        return False
+    try:
+        dt.datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 def landing_event_extras(context: Mapping[str, Any], asset: Any) -> list[dict] | None:

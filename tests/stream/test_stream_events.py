@@ -142,3 +142,45 @@ def test_a_message_that_is_json_but_not_an_object_is_skipped_too(caplog):
 
     assert [r["s3"]["object"]["key"] for r in records] == ["a.csv"]
     assert [r.getMessage().rsplit(": ", 1)[-1] for r in caplog.records] == list(bodies)
+
+
+def test_a_message_whose_records_are_not_s3_event_records_is_skipped_naming_it(caplog):
+    """A JSON object with a Records key that S3 did not write (Records a dict or a string, a
+    record without its bucket, key or time) raised out of s3_records or from_s3_record: the run
+    failed and the other notifications of its events waited for the reconciliation listing."""
+    good = json.loads(s3_notification("a.csv"))["Records"][0]
+
+    def without(*path: str) -> dict:
+        record = json.loads(json.dumps(good))
+        *parents, leaf = path
+        node = record
+        for name in parents:
+            node = node[name]
+        del node[leaf]
+        return record
+
+    malformed = {
+        "m-records-dict": {"Records": {"eventName": "ObjectCreated:Put"}},
+        "m-records-string": {"Records": "ObjectCreated:Put"},
+        "m-record-string": {"Records": ["ObjectCreated:Put"]},
+        "m-no-event-name": {"Records": [without("eventName")]},
+        "m-no-s3": {"Records": [without("s3")]},
+        "m-no-bucket": {"Records": [without("s3", "bucket")]},
+        "m-no-key": {"Records": [without("s3", "object", "key")]},
+        "m-no-time": {"Records": [without("eventTime")]},
+        "m-bad-time": {"Records": [{**good, "eventTime": "yesterday"}]},
+        "m-sns-records-list-of-numbers": None,
+    }
+    messages = [{"MessageId": m, "Body": json.dumps(body)} for m, body in malformed.items() if body]
+    messages.append(
+        {"MessageId": "m-sns-records-list-of-numbers", "Body": sns_envelope('{"Records": [1]}')}
+    )
+    messages.insert(3, {"MessageId": "m-plain", "Body": s3_notification("b.csv")})
+
+    with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
+        records = s3_records([{"from_trigger": True, "payload": {"message_batch": messages}}])
+
+    assert [r["s3"]["object"]["key"] for r in records] == ["b.csv"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"skipping an SQS message whose Records are not S3 event records: {m}" for m in malformed
+    ]
