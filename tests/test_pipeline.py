@@ -261,6 +261,27 @@ def test_a_rules_change_rolled_back_is_said_by_the_latest_date_run_again(tmp_pat
     assert "rules_changed_since" not in older["identity"]
 
 
+def test_a_rules_change_rolled_back_on_an_older_date_is_said_by_that_date_run_again(tmp_path):
+    """The change deployed for a date between others (re-run on its own), then rolled back and
+    that date run again: the dates around it have the rules again, and only its own last build,
+    which consumers were told to take, was grouped otherwise (helper-107's finding 5)."""
+    rules = tmp_path / "identity.yml"
+    good = Path(IDENTITY_RULES).read_text()
+    rules.write_text(good)
+    config = write_config(tmp_path, identity_config=str(rules))
+    write_seed_example(tmp_path / "landing")
+    for ds in ("2022-01-11", "2022-02-01", "2022-04-29"):
+        run_all(RunWindow.for_date(ds), config)
+    rules.write_text(good.replace("session_id: []", 'session_id: ["kiosk-1"]', 1))
+    bad = run_all(RunWindow.for_date("2022-02-01"), config)
+    assert bad["identity"]["rules_changed_since"] == "2022-01-11"
+    rules.write_text(good)  # rolled back
+    back = run_all(RunWindow.for_date("2022-02-01"), config)
+    assert back["identity"]["rules_changed_since"] == "2022-02-01"
+    again = run_all(RunWindow.for_date("2022-02-01"), config)
+    assert "rules_changed_since" not in again["identity"]
+
+
 def test_a_new_version_s_identity_sql_is_said_as_a_rules_change_is(tmp_path, monkeypatch):
     """An upgrade whose identity SQL groups profiles differently regroups them as a rules change
     does; comments and layout of the SQL do not count."""

@@ -718,18 +718,19 @@ def note_rules_change(
         "SELECT CAST(dt AS VARCHAR), fingerprint FROM identity_rules_log "
         f"WHERE dt < DATE '{ds}' ORDER BY dt DESC LIMIT 1"
     )
-    # The latest date built again under other rules than its last build (a rules change rolled
-    # back, and the date it was deployed for run again) regroups what consumers hold from that
-    # build; the date before it, built under these rules, said nothing. An older date of a
-    # backfill is not named: the latest one's run says it for the current snapshot.
-    itself = wh.query(
-        f"SELECT fingerprint FROM identity_rules_log WHERE dt = DATE '{ds}' AND NOT EXISTS "
-        f"(SELECT 1 FROM identity_rules_log WHERE dt > DATE '{ds}')"
+    # A date built again under other rules than its last build, when that build was the odd one
+    # out (the latest date, or the date after it has these rules: a rules change rolled back and
+    # the date it was deployed for run again) regroups what consumers hold from that build; the
+    # date before it, built under these rules, said nothing. A date of a backfill after a change
+    # is not named (the date after it still has the old rules): the backfill's first date is.
+    itself = wh.query(f"SELECT fingerprint FROM identity_rules_log WHERE dt = DATE '{ds}'")
+    after = wh.query(
+        f"SELECT fingerprint FROM identity_rules_log WHERE dt > DATE '{ds}' ORDER BY dt LIMIT 1"
     )
     wh.run_sql("identity/rules_log", ds=window.ds, fingerprint=fingerprint)
     if before and before[0][1] != fingerprint:
         since = str(before[0][0])[:10]
-    elif itself and itself[0][0] != fingerprint:
+    elif itself and itself[0][0] != fingerprint and (not after or after[0][0] == fingerprint):
         since = ds
     else:
         return None
