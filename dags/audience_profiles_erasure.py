@@ -6,6 +6,7 @@ Carries out erasure and suppression requests everywhere the data went, and enfor
 ```
 read_requests -> resolve_requests -> remove_from_warehouse -> pending_erasures
   -> erase (one mapped task per destination) -> record_erasures -> cleanup
+remove_from_warehouse -> announce_erasure
 retention
 ```
 
@@ -16,7 +17,9 @@ retention
   identity graph to its profiles and all their identifiers, and adds every identifier, hashed, to
   the suppression list: no later daily or stream run builds or exports that person again.
 - **remove_from_warehouse** deletes their rows (`delete`) or moves them out of processing
-  (`suppress`) in every source, derived and current table.
+  (`suppress`) in every source, derived and current table, and in the kept run exports.
+- **announce_erasure** emits the `audience_profiles_erased` asset event when that took anything
+  out (skipped otherwise): DAGs holding copies refresh them (docs/operations.md).
 - **erase** asks each destination to remove them (drops rewritten, `profile_erased` stream
   records, Dotdigital address books); a destination that cannot says `not_supported`.
 - **record_erasures** writes one `erasure_log` row per request and destination; a failed
@@ -31,7 +34,14 @@ from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
-from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, fails_fast, start_date
+from audience_profiles.dag_defaults import (
+    DEFAULT_ARGS,
+    ERASED,
+    WAREHOUSE_POOL,
+    Tag,
+    fails_fast,
+    start_date,
+)
 
 
 def _run() -> tuple[str, str]:
@@ -68,10 +78,16 @@ def audience_profiles_erasure():
 
     @task(pool=WAREHOUSE_POOL)
     @fails_fast  # as resolve_requests
-    def remove_from_warehouse() -> dict[str, int]:
+    def remove_from_warehouse() -> dict:
         from audience_profiles.privacy.erasure import remove_from_warehouse
 
         return remove_from_warehouse()
+
+    @task(outlets=[ERASED])
+    def announce_erasure(removal: dict) -> None:
+        from audience_profiles.privacy.erasure import announce_erasure
+
+        announce_erasure(removal, get_current_context())
 
     @task(pool=WAREHOUSE_POOL)
     def pending_erasures() -> str:
@@ -114,7 +130,9 @@ def audience_profiles_erasure():
     staged = read_requests()
     resolved = resolve_requests(staged)
     pending = pending_erasures()
-    resolved >> remove_from_warehouse() >> pending
+    removal = remove_from_warehouse()
+    resolved >> removal >> pending
+    announce_erasure(removal)
     erased = erase.partial(pending=pending).expand(destination_name=destinations())
     record_erasures(erased) >> cleanup().as_teardown(setups=[staged])
     retention()

@@ -121,7 +121,7 @@ def test_running_again_changes_nothing(built, tmp_path):
     result = run_erasure(ERASE_DAY, built, run_id="second")
 
     assert result["resolve"] == {"new": 0, "pending": 0}
-    assert result["warehouse"] == {}
+    assert result["warehouse"] == {"requests": 0, "rows_removed": {}, "exports_rewritten": []}
     assert result["destinations"] == [{"destination": "local_drop", "statuses": {}}]
     assert state == {t: query(built, f"SELECT * FROM {t} ORDER BY ALL") for t in state}
     assert drop == sorted(p.read_bytes() for p in (tmp_path / "output").rglob("*") if p.is_file())

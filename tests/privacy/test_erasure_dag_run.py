@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from tests.privacy.dags import load_dag
 from tests.privacy.people import ANN, ANN_SESSION, DAVID, file_request, mentions, query
@@ -28,6 +29,25 @@ def test_a_run_erases_and_logs_no_personal_data(
         ("r-2", "done"),
     ]
     assert not list((tmp_path / "work" / "erasure").glob("*/*"))  # staged requests removed
+    # Downstream DAGs holding copies are told, by an event that names no one.
+    (erased,) = erased_events(run.run_id)
+    assert erased["erased_by"] == run.run_id and erased["requests"] == 2
+    assert erased["rows_removed"]["audience_profiles"] >= 1
+    assert erased["rows_removed"]["run exports"] >= 1
+    # the dates whose kept exports held them: the seed's date among those `built` built
+    built_dates = sorted(p.name for p in (tmp_path / "work" / "runs").glob("*-*-*"))
+    assert "2022-04-29" in erased["exports_rewritten"]
+    assert set(erased["exports_rewritten"]) <= set(built_dates)
+    for personal in (DAVID, SEED_SESSION, ANN, ANN_SESSION, "sso-ann"):
+        assert personal.lower() not in json.dumps(erased).lower(), personal
+
+    # A run with nothing to take out skips the announcement: no event wakes consumers hourly.
+    again = load_dag("audience_profiles_erasure").test(
+        logical_date=dt.datetime(2022, 4, 30, 7, tzinfo=dt.UTC)
+    )
+    states = {ti.task_id: str(ti.state) for ti in again.get_task_instances()}
+    assert "success" in str(again.state) and "skipped" in states["announce_erasure"]
+    assert erased_events(again.run_id) == []
     logs = capfd.readouterr()
     text = logs.out + logs.err + caplog.text
     assert "request r-1 (delete): 1 profile(s)" in text  # the capture sees the task logs
@@ -53,3 +73,21 @@ def test_with_no_destination_enabled_requests_still_finish(
     assert "success" in states["record_erasures"]
     assert query(config, "SELECT request_id, status FROM erasure_requests") == [("r-1", "done")]
     assert query(config, "SELECT count(*) FROM erasure_subjects") == [(0,)]
+
+
+def erased_events(run_id: str) -> list[dict]:
+    """The extras of the ``audience_profiles_erased`` events the run ``run_id`` emitted."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from audience_profiles.dag_defaults import ERASED
+
+    with create_session() as session:
+        return list(
+            session.scalars(
+                select(AssetEvent.extra)
+                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                .where(AssetModel.name == ERASED.name, AssetEvent.source_run_id == run_id)
+            )
+        )

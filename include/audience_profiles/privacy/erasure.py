@@ -138,9 +138,10 @@ def awaiting_removal(wh) -> int:
     )[0][0]
 
 
-def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int]:
+def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, Any]:
     """Delete (or restrict) every resolved request's rows in the warehouse and the kept run
-    exports; rows per table.
+    exports: ``{"requests": n, "rows_removed": {table: rows}, "exports_rewritten": [date]}``
+    (the dates whose run exports lost rows), all empty when no request was waiting.
 
     The warehouse step of a request is logged ``done`` only once both are: if rewriting the
     exports fails, it is logged ``failed`` and the next run does the step again (everything
@@ -150,7 +151,7 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
     with open_warehouse(config) as wh:
         wh.setup()
         if not awaiting_removal(wh):
-            return {}
+            return removal_result()
     # Alone with the run exports: deliveries under way finish first (exports_lock.py).
     with (
         exports_lock(config.work_dir, exclusive=True, holder="remove_from_warehouse"),
@@ -158,7 +159,7 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
     ):
         waiting = awaiting_removal(wh)
         if not waiting:  # another run did it meanwhile
-            return {}
+            return removal_result()
         tables = wh.table_names(views=False)  # audience_profile_interactions follows its tables
         wh.run_sql(
             "privacy/erase_warehouse",
@@ -200,11 +201,49 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, int
                 "cleanup drops them): %s",
                 running,
             )
-        wh.run_sql("privacy/erase_warehouse", step="log", status="done", exported=exported)
-    if exported:
-        removed["run exports"] = exported
+        exported_rows = sum(exported.values())
+        wh.run_sql("privacy/erase_warehouse", step="log", status="done", exported=exported_rows)
+    if exported_rows:
+        removed["run exports"] = exported_rows
     log.info("warehouse: %s request(s); rows taken out: %s", waiting, removed)
-    return removed
+    return removal_result(waiting, removed, sorted(exported))
+
+
+def removal_result(
+    requests: int = 0, rows_removed: dict[str, int] | None = None, exports: list[str] | None = None
+) -> dict[str, Any]:
+    """What ``remove_from_warehouse`` did (an XCom: JSON only)."""
+    return {
+        "requests": requests,
+        "rows_removed": rows_removed or {},
+        "exports_rewritten": exports or [],
+    }
+
+
+def announce_erasure(removal: dict[str, Any], context) -> None:
+    """The erasure DAG's ``announce_erasure`` task: describe what the run took out in its
+    ``audience_profiles_erased`` asset event, or skip (no event) when it took nothing out."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from audience_profiles.dag_defaults import ERASED
+
+    extra = erased_event(removal, str(context["run_id"]))
+    if extra is None:
+        raise AirflowSkipException("nothing was taken out of the warehouse: no event")
+    context["outlet_events"][ERASED].extra = extra
+
+
+def erased_event(removal: dict[str, Any], run_id: str) -> dict[str, Any] | None:
+    """The extra of the erasure DAG's ``audience_profiles_erased`` asset event; None when the run
+    took nothing out (no event: consumers are not woken hourly for nothing).
+
+    It names no one (the metadata database is reached by neither erasure nor retention): a
+    consumer holding a copy replaces it from the current tables, and re-copies the run exports of
+    the dates listed (docs/operations.md, "Scheduling on the outputs").
+    """
+    if not removal["rows_removed"]:
+        return None
+    return {"erased_by": run_id, **removal}
 
 
 _RUN_SCHEMA = re.compile(r"run_(\d{4})(\d{2})(\d{2})")
@@ -243,13 +282,13 @@ def clear_run_schemas(wh, config: PipelineConfig) -> tuple[list[str], list[str]]
     return dropped, running
 
 
-def scrub_exports(config: PipelineConfig, subjects: ErasureRequest) -> int:
-    """Rewrite the kept run exports without these people; rows removed.
+def scrub_exports(config: PipelineConfig, subjects: ErasureRequest) -> dict[str, int]:
+    """Rewrite the kept run exports without these people; rows removed per run (its date).
 
     Idempotent: a file already rewritten holds no match and is left alone, so after a failure
     the next call does what is left.
     """
-    removed = 0
+    removed: dict[str, int] = {}
     # bounded as a delivery's DuckDB work is (filter_file holds a whole export in a temp table)
     with scratch_duckdb(config.scratch_root) as con:
         load_subjects(con, [subjects])
@@ -259,7 +298,8 @@ def scrub_exports(config: PipelineConfig, subjects: ErasureRequest) -> int:
                 _, rows = filter_file(con, path, "parquet", False, out)
                 if rows:
                     out.replace(path)  # atomic: a delivery reads the old file or the new
-                    removed += rows
+                    run = path.parent.parent.name  # runs/<date>/export/<table>.parquet
+                    removed[run] = removed.get(run, 0) + rows
             finally:
                 out.unlink(missing_ok=True)  # a half-written copy of other people's rows
     return removed
