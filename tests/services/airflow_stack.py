@@ -45,6 +45,8 @@ from tests.services._proc import background, free_port, wait_for_port
 from tests.support import write_config
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+# Consumer DAGs the docs give as examples (docs/operations.md): the session's stack runs them too.
+EXAMPLE_DAGS = PROJECT_ROOT / "docs" / "examples"
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -145,6 +147,16 @@ class AirflowStack:
                 f"{method} {path}: {response.status_code} {response.text[:500]}", response=response
             )
         return response.json() if response.content else None
+
+    def start_scheduler(self, name: str, **settings: str) -> subprocess.Popen:
+        """One more scheduler (``logs/<name>.log``), with these ``[scheduler]`` settings over the
+        stack's (schedulers share the work on PostgreSQL); stopped with the stack."""
+        env = self.env | {f"AIRFLOW__SCHEDULER__{k.upper()}": v for k, v in settings.items()}
+        command = [AIRFLOW, "scheduler", "--skip-serve-logs"]
+        self.processes[name] = self._stack.enter_context(
+            background(command, None, self.logs / f"{name}.log", env=env)
+        )
+        return self.processes[name]
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run ``airflow <args>`` against this deployment's metadata database."""
@@ -377,7 +389,14 @@ def airflow_stack(tmp_path_factory) -> AirflowStack:
     root = tmp_path_factory.mktemp("airflow-stack")
     (root / "data").mkdir()
     config = write_config(root / "data")
-    stack = start_airflow_stack(root, config_path=Path(config.source_file), retry_delay_seconds=1)
+    # The project's DAGs and the documented consumer DAG(s) of its assets, run as users would.
+    dags = root / "dags"
+    dags.mkdir()
+    for dag_file in [*(PROJECT_ROOT / "dags").glob("*.py"), *EXAMPLE_DAGS.glob("*.py")]:
+        (dags / dag_file.name).symlink_to(dag_file)
+    stack = start_airflow_stack(
+        root, config_path=Path(config.source_file), dags_folder=dags, retry_delay_seconds=1
+    )
     try:
         yield stack
     finally:
