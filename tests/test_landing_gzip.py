@@ -194,7 +194,7 @@ def test_the_decompressed_copy_is_removed_once_read(tmp_path, monkeypatch):
         land(root, "2022-04-29", name, gzip.compress(CSV_BODIES["clean"].encode()))
     land(root, "2022-04-29", "c.csv", CSV_BODIES["clean"].encode())
     out = tmp_path / "extract" / "out.parquet"
-    scratch = out.parent / ".out.gunzip"
+    scratch = out.parent / ".out.decompressed"
     seen = []
     stage_csv = landing._stage_csv
 
@@ -224,7 +224,7 @@ def test_a_full_disk_while_decompressing_says_so_naming_the_scratch_folder(tmp_p
     root = tmp_path / "landing"
     land(root, "2022-04-29", "a.csv.gz", GOOD)
     out = tmp_path / "extract" / "out.parquet"
-    scratch = out.parent / ".out.gunzip"
+    scratch = out.parent / ".out.decompressed"
     scratch.mkdir(parents=True)
     (scratch / "00000.csv").symlink_to("/dev/full")  # every write: ENOSPC
     with pytest.raises(OSError) as err:

@@ -46,10 +46,11 @@ import shutil
 import sys
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 
@@ -107,12 +108,44 @@ SOURCES: dict[str, Source] = {
     )
 }
 TEXT_SUFFIXES = (".csv", ".json", ".ndjson", ".jsonl")
-GZIP_SUFFIX = ".gz"
-# what the pipeline reads: each text format as landed, or gzip-compressed (as S3 exports,
-# Firehose and warehouse unloads write it), which stage_files decompresses before reading
-FILE_SUFFIXES = TEXT_SUFFIXES + tuple(s + GZIP_SUFFIX for s in TEXT_SUFFIXES)
-GUNZIP_CHUNK = 1024 * 1024  # bytes decompressed at a time: files can be larger than memory
-GZIP_MAGIC = b"\x1f\x8b"
+DECOMPRESS_CHUNK = 1024 * 1024  # bytes decompressed at a time: files can be larger than memory
+MAGIC_LENGTH = 10  # bytes read from a file's start to tell the codec it is compressed with
+
+
+class _Undecodable(Exception):
+    """Bytes a codec cannot decompress, raised by its reader in place of its library's error
+    (whose message may quote them)."""
+
+
+def _gzip_chunks(raw: BinaryIO) -> Iterator[bytes]:
+    """The decompressed bytes of a gzip file, every member of a multi-member one (an exporter
+    appending, ``cat a.gz b.gz``): one text."""
+    try:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as source:
+            while chunk := source.read(DECOMPRESS_CHUNK):
+                yield chunk
+    except (gzip.BadGzipFile, zlib.error):  # (EOFError, when cut short, goes through)
+        raise _Undecodable from None
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A compression a landing file may come in: named with ``suffix`` after its text format's
+    own (``part-0.csv.gz``), and decompressed into a scratch file before it is read
+    (:func:`stage_files`)."""
+
+    name: str  # as messages say it: "truncated gzip", "gzip-compressed"
+    suffix: str
+    magic: re.Pattern[bytes]  # how a file of it starts (matched on its first MAGIC_LENGTH bytes)
+    # the decompressed bytes of a file of it, a chunk at a time: EOFError when the file is cut
+    # short, _Undecodable when its bytes are not the codec's
+    chunks: Callable[[BinaryIO], Iterator[bytes]]
+
+
+# what S3 exports, Firehose and warehouse unloads compress with
+CODECS = (Codec("gzip", ".gz", re.compile(rb"\x1f\x8b"), _gzip_chunks),)
+# what the pipeline reads: each text format as landed, or compressed with one of CODECS
+FILE_SUFFIXES = TEXT_SUFFIXES + tuple(s + c.suffix for c in CODECS for s in TEXT_SUFFIXES)
 STAGING_MEMORY_LIMIT = "768MB"
 LINE_ENDING_CHUNK = 8 * 1024 * 1024  # bytes read at a time to check a file's line endings
 # _read_lines' column delimiter (DuckDB reads every physical line as one value when no line
@@ -234,6 +267,18 @@ def is_hidden(name: str) -> bool:
 
 def is_data_file(name: str) -> bool:
     return name.lower().endswith(FILE_SUFFIXES) and not is_hidden(name)
+
+
+def codec_of(name: str) -> Codec | None:
+    """The codec a landing file's name says it is compressed with (its last suffix, in any
+    case), or None for a plain file."""
+    lower = name.lower()
+    return next((c for c in CODECS if lower.endswith(c.suffix)), None)
+
+
+def _codec_by_magic(head: bytes) -> Codec | None:
+    """The codec whose magic bytes ``head`` (a file's first bytes) starts with, if any."""
+    return next((c for c in CODECS if c.magic.match(head)), None)
 
 
 def _check_no_unread_files(names: Iterable[str], prefix: str) -> None:
@@ -703,19 +748,20 @@ def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) ->
         texts.clear()
 
     with path.open("rb") as f:
-        head = f.read(len(BYTE_ORDER_MARK))
+        head = f.read(MAGIC_LENGTH)
         if len(head) < len(BYTE_ORDER_MARK) and head and BYTE_ORDER_MARK.startswith(head):
             # the whole file: Python's utf-8-sig decoder reads it as an empty text
             raise LandingError(f"{name}: line 1 is not UTF-8 text")
-        if head[:2] == GZIP_MAGIC:  # else "line 1 is not UTF-8 text", pointing nowhere useful
-            if name.lower().endswith(GZIP_SUFFIX):  # what it decompressed to is gzip again
+        found = _codec_by_magic(head)
+        if found is not None:  # else "line 1 is not UTF-8 text", pointing nowhere useful
+            if codec_of(name) is found:  # what it decompressed to is compressed again
                 raise LandingError(
-                    f"{name}: gzip-compressed twice (decompressed, it starts with gzip's magic "
-                    "bytes again): land it compressed once"
+                    f"{name}: {found.name}-compressed twice (decompressed, it starts with "
+                    f"{found.name}'s magic bytes again): land it compressed once"
                 )
             raise LandingError(
-                f"{name}: gzip-compressed (it starts with gzip's magic bytes): name it "
-                f"{Path(name).name}{GZIP_SUFFIX} to have it read, or land it decompressed"
+                f"{name}: {found.name}-compressed (it starts with {found.name}'s magic bytes): "
+                f"name it {Path(name).name}{found.suffix} to have it read, or land it decompressed"
             )
     # surrogateescape, then a check per line: a byte that is not UTF-8 is named by its line (a
     # strict decoder fails a whole buffer ahead of the line being read)
@@ -1213,42 +1259,42 @@ def _without_pattern_characters(path: Path, folder: Path, number: int) -> Path:
     return link
 
 
-def _gunzipped(path: Path, name: str) -> Iterator[bytes]:
-    """The decompressed bytes of the gzip file ``path`` (landed as ``name``), a chunk at a time
-    (files can be larger than memory), every member of a multi-member file. One that is not
-    gzip, is cut short or is corrupt fails as ``LandingError`` naming it and the kind of error,
+def _decompressed(path: Path, name: str, codec: Codec) -> Iterator[bytes]:
+    """The decompressed bytes of the file ``path`` (landed as ``name``), compressed with
+    ``codec``, a chunk at a time (files can be larger than memory). One that is not of the
+    codec, is cut short or is corrupt fails as ``LandingError`` naming it and the kind of error,
     never a value (gzip's own message quotes the file's first bytes)."""
     failure, head = None, b""
     try:
-        with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as source:
-            head = raw.read(len(GZIP_MAGIC))
+        with path.open("rb") as raw:
+            head = raw.read(MAGIC_LENGTH)
             raw.seek(0)
-            while chunk := source.read(GUNZIP_CHUNK):
-                yield chunk
+            yield from codec.chunks(raw)
     except EOFError:  # the end-of-stream marker never came
-        failure = "truncated gzip"
-    except (gzip.BadGzipFile, zlib.error):  # BadGzipFile before OSError: it is one
-        failure = "corrupt gzip" if head == GZIP_MAGIC else "not a gzip file"
+        failure = f"truncated {codec.name}"
+    except _Undecodable:
+        failure = f"corrupt {codec.name}" if codec.magic.match(head) else f"not a {codec.name} file"
     except OSError as exc:  # a dangling link: named, as for a plain file
         failure = exc.strerror or type(exc).__name__
-    if failure is not None:  # outside the except clause: no context from gzip's message
+    if failure is not None:  # outside the except clause: no context from the codec's message
         raise LandingError(f"{name}: cannot be read ({failure})")
 
 
-def _gunzip(path: Path, name: str, target: Path) -> None:
-    """Decompress the gzip file ``path`` (landed as ``name``) into ``target``. A full disk under
-    the scratch folder says so, naming the folder: the file is not at fault (an ``OSError``, not
-    ``LandingError``: the stream would leave the file out as unreadable)."""
+def _decompress(path: Path, name: str, codec: Codec, target: Path) -> None:
+    """Decompress the file ``path`` (landed as ``name``), compressed with ``codec``, into
+    ``target``. A full disk under the scratch folder says so, naming the folder: the file is not
+    at fault (an ``OSError``, not ``LandingError``: the stream would leave the file out as
+    unreadable)."""
     try:
         with target.open("wb", buffering=0) as out:
-            for chunk in _gunzipped(path, name):
+            for chunk in _decompressed(path, name, codec):
                 view = memoryview(chunk)
                 while view:  # unbuffered: every byte written here, none left for the close
                     view = view[out.write(view) :]
     except LandingError:
         target.unlink(missing_ok=True)
         raise
-    except OSError as exc:  # writing: _gunzipped turns what reading raises into LandingError
+    except OSError as exc:  # writing: _decompressed turns what reading raises into LandingError
         target.unlink(missing_ok=True)
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -1279,17 +1325,18 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
             f"CREATE TEMP TABLE staged (_file VARCHAR, _line BIGINT, _error VARCHAR, _raw VARCHAR, {cols})"
         )
         links = out.parent / f".{out.stem}.links"
-        gunzipped = out.parent / f".{out.stem}.gunzip"
+        decompressed = out.parent / f".{out.stem}.decompressed"
         for number, (name, path) in enumerate(files):
             inner = path.name.lower()
-            if inner.endswith(GZIP_SUFFIX):
+            codec = codec_of(inner)
+            if codec is not None:
                 # Decompressed first, then read as a file of its inner suffix is: the readers
                 # (DuckDB's and Python's) go back over a file, which a stream cannot be. Its
                 # _file stays the landed name, and its lines are the decompressed text's.
-                inner = inner.removesuffix(GZIP_SUFFIX)
-                gunzipped.mkdir(parents=True, exist_ok=True)
-                readable = gunzipped / f"{number:05d}{Path(inner).suffix}"
-                _gunzip(path, name, readable)
+                inner = inner.removesuffix(codec.suffix)
+                decompressed.mkdir(parents=True, exist_ok=True)
+                readable = decompressed / f"{number:05d}{Path(inner).suffix}"
+                _decompress(path, name, codec, readable)
             else:
                 readable = _without_pattern_characters(path, links, number)
             try:
@@ -1309,7 +1356,7 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
             else:
                 continue
             finally:
-                if readable.parent == gunzipped:  # the decompressed copy, once read
+                if readable.parent == decompressed:  # the decompressed copy, once read
                     readable.unlink(missing_ok=True)
             # Raised outside the except clause and without a cause: DuckDB's message (which
             # quotes the row) must not reach the task log as the exception's context either.
@@ -1335,7 +1382,7 @@ def stage_files(source_name: str, files: list[tuple[str, Path]], out_path: str |
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
         shutil.rmtree(out.parent / f".{out.stem}.links", ignore_errors=True)
-        shutil.rmtree(out.parent / f".{out.stem}.gunzip", ignore_errors=True)
+        shutil.rmtree(out.parent / f".{out.stem}.decompressed", ignore_errors=True)
 
 
 def extract(
