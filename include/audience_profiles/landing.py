@@ -12,8 +12,9 @@ provider's S3Hook)::
 
 ``*.json`` stands for ``*.ndjson`` and ``*.jsonl`` too. CSV files have a header row; JSON files
 are newline-delimited objects with the same field names.
-Either may be gzip-compressed (``*.csv.gz``, ``*.json.gz``, ...): it is decompressed into a
-scratch folder first and read as the plain file is, its ``_file`` still the landed name.
+Either may be compressed with gzip, bzip2 or zstd (``*.csv.gz``, ``*.json.bz2``, ``*.jsonl.zst``,
+...: :data:`CODECS`): it is decompressed into a scratch folder first and read as the plain file
+is, its ``_file`` still the landed name.
 
 Extraction reads every value as text (typing is validation's job, so a bad value becomes a
 quarantine row instead of a crashed load) and keeps, per row, the file, the physical line number
@@ -28,13 +29,14 @@ too, which names the line that is not UTF-8 and has no line length limit, and so
 holding the four ASCII separators DuckDB's line reader splits on. A file that cannot be
 read at all, or lacks a required column, fails the task with the file and column named, never
 with a value (DuckDB's messages quote the row: they are never passed on). A file in a partition
-that is not a data file (``*.csv``, ``*.json``, ``*.ndjson``, ``*.jsonl``, each also as ``.gz``)
-fails the task too, unless its name starts with ``_`` or ``.`` (a writer's marker or temporary
+that is not a data file (``*.csv``, ``*.json``, ``*.ndjson``, ``*.jsonl``, each also with ``.gz``,
+``.bz2`` or ``.zst`` after it) fails the task too, unless its name starts with ``_`` or ``.`` (a writer's marker or temporary
 file): its rows would be in no count.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
 import datetime as dt
 import errno
@@ -109,12 +111,15 @@ SOURCES: dict[str, Source] = {
 }
 TEXT_SUFFIXES = (".csv", ".json", ".ndjson", ".jsonl")
 DECOMPRESS_CHUNK = 1024 * 1024  # bytes decompressed at a time: files can be larger than memory
+# bytes of a zstd file fed to its decompressor at a time: zstandard's decompressobj returns all
+# it decompresses at once, and a block of 4 bytes may hold 128 KiB (at most 128 MiB from 4 KiB)
+ZSTD_INPUT_CHUNK = 4096
 MAGIC_LENGTH = 10  # bytes read from a file's start to tell the codec it is compressed with
 
 
 class _Undecodable(Exception):
     """Bytes a codec cannot decompress, raised by its reader in place of its library's error
-    (whose message may quote them)."""
+    (whose message may quote them). Its argument, when given, says why better than "corrupt"."""
 
 
 def _gzip_chunks(raw: BinaryIO) -> Iterator[bytes]:
@@ -126,6 +131,64 @@ def _gzip_chunks(raw: BinaryIO) -> Iterator[bytes]:
                 yield chunk
     except (gzip.BadGzipFile, zlib.error):  # (EOFError, when cut short, goes through)
         raise _Undecodable from None
+
+
+def _bzip2_chunks(raw: BinaryIO) -> Iterator[bytes]:
+    """The decompressed bytes of a bzip2 file, every stream of a multi-stream one (pbzip2 and
+    lbzip2 write them, ``cat a.bz2 b.bz2``): one text. Bytes after the last stream that are not a
+    stream fail, as gzip's do (``bz2.BZ2File`` drops them unread)."""
+    decompressor, fed = bz2.BZ2Decompressor(), False
+    while data := raw.read(DECOMPRESS_CHUNK):
+        fed = True
+        while True:
+            try:
+                chunk = decompressor.decompress(data, DECOMPRESS_CHUNK)
+            except OSError:  # "Invalid data stream"
+                raise _Undecodable from None
+            if chunk:
+                yield chunk
+            if decompressor.eof:  # a next stream starts with what followed this one
+                data = decompressor.unused_data
+                decompressor, fed = bz2.BZ2Decompressor(), bool(data)
+                if not data:
+                    break
+            elif decompressor.needs_input:
+                break
+            else:  # more of what it holds, DECOMPRESS_CHUNK at a time
+                data = b""
+    if fed:  # a stream started and did not end
+        raise EOFError
+
+
+def _zstd_chunks(raw: BinaryIO) -> Iterator[bytes]:
+    """The decompressed bytes of a zstd file, every frame of a multi-frame one (a streaming
+    writer's flushes, ``cat a.zst b.zst``; a skippable frame holds no text): one text. Frame by
+    frame, each in a decompressobj, which says where its frame ended: zstandard's stream_reader
+    reads a file cut short as far as it goes, saying nothing."""
+    import zstandard  # only a zstd file needs it
+
+    context = zstandard.ZstdDecompressor()
+    frame = None  # the decompressor of the frame being read
+    while data := raw.read(ZSTD_INPUT_CHUNK):
+        while data:
+            if frame is None:
+                frame = context.decompressobj()
+            try:
+                chunk = frame.decompress(data)
+            except zstandard.ZstdError as exc:
+                if "too much memory" in str(exc):  # a window over the decompressor's limit
+                    raise _Undecodable(
+                        "a zstd window over 128 MiB, as zstd --long=28 or more writes: compress "
+                        "it with a smaller window"
+                    ) from None
+                raise _Undecodable from None
+            if chunk:
+                yield chunk
+            data = b""
+            if frame.eof:  # a next frame starts with what followed this one
+                data, frame = frame.unused_data, None
+    if frame is not None:  # a frame started and did not end
+        raise EOFError
 
 
 @dataclass(frozen=True)
@@ -142,10 +205,23 @@ class Codec:
     chunks: Callable[[BinaryIO], Iterator[bytes]]
 
 
-# what S3 exports, Firehose and warehouse unloads compress with
-CODECS = (Codec("gzip", ".gz", re.compile(rb"\x1f\x8b"), _gzip_chunks),)
+# what exporters compress landing files with (S3 exports, Firehose, Spark, Kafka Connect,
+# warehouse unloads)
+CODECS = (
+    Codec("gzip", ".gz", re.compile(rb"\x1f\x8b"), _gzip_chunks),
+    # "BZh", the block size, then a block's magic or the end of an empty stream's: a text may
+    # start with "BZh9"
+    Codec("bzip2", ".bz2", re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)"), _bzip2_chunks),
+    # a frame's magic, or a skippable frame's (it may come first)
+    Codec("zstd", ".zst", re.compile(rb"\x28\xb5\x2f\xfd|[\x50-\x5f]\x2a\x4d\x18"), _zstd_chunks),
+)
 # what the pipeline reads: each text format as landed, or compressed with one of CODECS
 FILE_SUFFIXES = TEXT_SUFFIXES + tuple(s + c.suffix for c in CODECS for s in TEXT_SUFFIXES)
+# FILE_SUFFIXES as messages say them
+FILE_SUFFIXES_IN_WORDS = (
+    f"{', '.join('*' + s for s in TEXT_SUFFIXES)}, each also compressed: "
+    f"{', '.join('*' + TEXT_SUFFIXES[0] + c.suffix for c in CODECS)}, ..."
+)
 STAGING_MEMORY_LIMIT = "768MB"
 LINE_ENDING_CHUNK = 8 * 1024 * 1024  # bytes read at a time to check a file's line endings
 # _read_lines' column delimiter (DuckDB reads every physical line as one value when no line
@@ -282,14 +358,14 @@ def _codec_by_magic(head: bytes) -> Codec | None:
 
 
 def _check_no_unread_files(names: Iterable[str], prefix: str) -> None:
-    """Fail on files of the partition that are neither read nor hidden (``part-0.csv.bz2``,
+    """Fail on files of the partition that are neither read nor hidden (``part-0.csv.zip``,
     ``part-1.txt``): skipped, their rows would be in no count, output or quarantine."""
     unread = sorted(Path(n).name for n in names if not is_hidden(n) and not is_data_file(n))
     if unread:
         raise LandingError(
             f"{prefix}: {len(unread)} file(s) the pipeline does not read: {some_names(unread)} (it reads "
-            f"{', '.join('*' + s for s in FILE_SUFFIXES)}; names starting with _ or . are "
-            "ignored): convert, rename or move them"
+            f"{FILE_SUFFIXES_IN_WORDS}; names starting with _ or . are ignored): convert, rename "
+            "or move them"
         )
 
 
@@ -754,11 +830,16 @@ def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) ->
             raise LandingError(f"{name}: line 1 is not UTF-8 text")
         found = _codec_by_magic(head)
         if found is not None:  # else "line 1 is not UTF-8 text", pointing nowhere useful
-            if codec_of(name) is found:  # what it decompressed to is compressed again
-                raise LandingError(
-                    f"{name}: {found.name}-compressed twice (decompressed, it starts with "
-                    f"{found.name}'s magic bytes again): land it compressed once"
+            landed = codec_of(name)
+            if landed is not None:  # what it decompressed to is compressed again
+                twice = (
+                    f"{found.name}-compressed twice (decompressed, it starts with {found.name}'s "
+                    "magic bytes again)"
+                    if landed is found
+                    else f"{found.name}-compressed, then {landed.name}-compressed (decompressed, "
+                    f"it starts with {found.name}'s magic bytes)"
                 )
+                raise LandingError(f"{name}: {twice}: land it compressed once")
             raise LandingError(
                 f"{name}: {found.name}-compressed (it starts with {found.name}'s magic bytes): "
                 f"name it {Path(name).name}{found.suffix} to have it read, or land it decompressed"
@@ -1272,8 +1353,18 @@ def _decompressed(path: Path, name: str, codec: Codec) -> Iterator[bytes]:
             yield from codec.chunks(raw)
     except EOFError:  # the end-of-stream marker never came
         failure = f"truncated {codec.name}"
-    except _Undecodable:
-        failure = f"corrupt {codec.name}" if codec.magic.match(head) else f"not a {codec.name} file"
+    except _Undecodable as exc:
+        if exc.args:
+            failure = exc.args[0]
+        elif codec.magic.match(head):
+            failure = f"corrupt {codec.name}"
+        else:
+            failure = f"not a {codec.name} file"
+            if other := _codec_by_magic(head):  # compressed, under another codec's suffix
+                failure += (
+                    f": it starts with {other.name}'s magic bytes, name it "
+                    f"{Path(name).name[: -len(codec.suffix)]}{other.suffix}"
+                )
     except OSError as exc:  # a dangling link: named, as for a plain file
         failure = exc.strerror or type(exc).__name__
     if failure is not None:  # outside the except clause: no context from the codec's message

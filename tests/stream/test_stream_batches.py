@@ -5,6 +5,7 @@ No moto: a fake stream destination captures the records (streams.records_from_ex
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import logging
 import os
@@ -12,6 +13,7 @@ import time
 
 import duckdb
 import pytest
+import zstandard
 
 from audience_profiles import pipeline, stream
 from audience_profiles.destinations.base import DeliveryReport
@@ -343,11 +345,11 @@ def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path
     batch(config, sent, "b0")
     partition = landing / "interactions" / "date=2022-05-01"
     partition.mkdir(parents=True)
-    (partition / "part-0.csv.bz2").write_bytes(b"BZh9")
+    (partition / "part-0.csv.zip").write_bytes(b"PK\x03\x04")
     (partition / "_SUCCESS").write_text("")  # a writer's marker: ignored, as by the extract
     # and what the extract does not look at: a writer's sub-folder, the source's own folder
     (partition / "_temporary" / "0").mkdir(parents=True)
-    (partition / "_temporary" / "0" / "part-1.csv.bz2").write_bytes(b"BZh9")
+    (partition / "_temporary" / "0" / "part-1.csv.zip").write_bytes(b"PK\x03\x04")
     (landing / "interactions" / "README.txt").write_text("how files land")
     # what the daily extract fails on besides: a misnamed partition folder (its month without
     # the zero, a day February does not have) and a data file beside the partitions
@@ -363,8 +365,9 @@ def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path
     with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
         summary, new = batch(config, sent, "b1")
 
-    assert summary["unread"] == sorted(map(str, [partition / "part-0.csv.bz2", *misnamed, beside]))
-    assert "6 file(s) under" in caplog.text and "part-0.csv.bz2" in caplog.text
+    assert summary["unread"] == sorted(map(str, [partition / "part-0.csv.zip", *misnamed, beside]))
+    assert "6 file(s) under" in caplog.text and "part-0.csv.zip" in caplog.text
+    assert "(it reads *.csv, *.json, *.ndjson, *.jsonl, each also compressed: " in caplog.text
     assert "_SUCCESS" not in caplog.text and new == []
 
 
@@ -463,7 +466,12 @@ def test_an_unreadable_file_is_left_out_and_does_not_hold_back_the_others(tmp_pa
     assert summary["files"] == 1 and "unreadable" not in summary
 
 
-def test_a_gzipped_file_is_streamed_as_a_plain_one(tmp_path, sent, caplog):
+@pytest.mark.parametrize(
+    ("name", "compress"),
+    [("f.CSV.GZ", gzip.compress), ("f.csv.bz2", bz2.compress), ("f.Csv.Zst", zstandard.compress)],
+    ids=["gz", "bz2", "zst"],
+)
+def test_a_compressed_file_is_streamed_as_a_plain_one(tmp_path, sent, caplog, name, compress):
     # It was "not read" (a warning each batch), never streamed, and the daily extract failed.
     config = make_config(tmp_path)
     landing = tmp_path / "landing"
@@ -473,8 +481,8 @@ def test_a_gzipped_file_is_streamed_as_a_plain_one(tmp_path, sent, caplog):
     plain = write_forms(
         landing, ds, "f.csv", [form_row(f"{ds}T10:00:00", "Bo", "bo@x.org", "s-bo")]
     )
-    packed = plain.with_name("f.CSV.GZ")
-    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    packed = plain.with_name(name)
+    packed.write_bytes(compress(plain.read_bytes()))
     plain.unlink()
 
     with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):

@@ -5,6 +5,7 @@ Kinesis. Then a notification is lost, and the reconciliation listing still finds
 from __future__ import annotations
 
 import asyncio
+import bz2
 import gzip
 import uuid
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import boto3
 import duckdb
 import pytest
+import zstandard
 from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
 
 from audience_profiles.stream import Landing, _stage, run_batch, s3_records
@@ -147,27 +149,34 @@ def test_sqs_trigger_event_drives_a_batch_and_reconciliation_finds_a_lost_messag
     assert len(emitted(config, moto_server)) == len(records) + 2
 
 
-def test_a_gzipped_key_is_listed_fetched_and_staged_under_its_name(aws_conn, moto_server, tmp_path):
-    # A part-0.csv.gz was "not read": never streamed, and named in a warning each batch.
+@pytest.mark.parametrize(
+    ("suffix", "compress"),
+    [(".gz", gzip.compress), (".bz2", bz2.compress), (".zst", zstandard.compress)],
+    ids=["gz", "bz2", "zst"],
+)
+def test_a_compressed_key_is_listed_fetched_and_staged_under_its_name(
+    aws_conn, moto_server, tmp_path, suffix, compress
+):
+    # A part-0.csv.gz was "not read": never streamed, and named in a warning each batch; so
+    # were part-0.csv.bz2 and part-0.csv.zst until they were read too.
     s3 = client("s3", moto_server)
     bucket = f"landing-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
     partition = f"{PREFIX}/interactions/date=2022-04-29"
     body = "date,event_id,poll_id,session_id,option,votes\n2022-04-29,e1,p,s1,0,1\nbad,row\n"
-    s3.put_object(
-        Bucket=bucket, Key=f"{partition}/part-0.csv.gz", Body=gzip.compress(body.encode())
-    )
-    s3.put_object(Bucket=bucket, Key=f"{partition}/part-1.csv.bz2", Body=b"BZh9")
+    key = f"{partition}/part-0.csv{suffix}"
+    s3.put_object(Bucket=bucket, Key=key, Body=compress(body.encode()))
+    s3.put_object(Bucket=bucket, Key=f"{partition}/part-1.csv.zip", Body=b"PK\x03\x04")
     landing_ = Landing(f"s3://{bucket}/{PREFIX}", aws_conn)
 
     files = landing_.list_source("interactions")
 
-    name = f"s3://{bucket}/{partition}/part-0.csv.gz"
-    head = s3.head_object(Bucket=bucket, Key=f"{partition}/part-0.csv.gz")
+    name = f"s3://{bucket}/{key}"
+    head = s3.head_object(Bucket=bucket, Key=key)
     assert [(f.name, f.ds, f.version) for f in files] == [
         (name, "2022-04-29", head["ETag"].strip('"'))
     ]
-    assert landing_.warn_unread() == [f"s3://{bucket}/{partition}/part-1.csv.bz2"]
+    assert landing_.warn_unread() == [f"s3://{bucket}/{partition}/part-1.csv.zip"]
     staged, unreadable = _stage(landing_, files, tmp_path)
     assert unreadable == {}
     result = staged["interactions", "2022-04-29"]
