@@ -1,8 +1,8 @@
 """Erasure requests, one function per task of the ``audience_profiles_erasure`` DAG.
 
 A request (``erasure_requests/*.csv|json`` under the landing root, every suffix the landing
-reads, gzip too: request_id, identifier_type, identifier_value, requested_at, type = delete |
-suppress) goes through:
+reads, compressed too: request_id, identifier_type, identifier_value, requested_at, type =
+delete | suppress) goes through:
 
 1. ``read_requests``: stage the request files (every file, every run: the folder is small and a
    request is acted on once, by request_id);
