@@ -18,8 +18,8 @@ retention
   the suppression list: no later daily or stream run builds or exports that person again.
 - **remove_from_warehouse** deletes their rows (`delete`) or moves them out of processing
   (`suppress`) in every source, derived and current table, and in the kept run exports.
-- **announce_erasure** emits the `audience_profiles_erased` asset event when that took anything
-  out (skipped otherwise): DAGs holding copies refresh them (docs/operations.md).
+- **announce_erasure** emits the `audience_profiles_erased` asset event when that carried out a
+  request (skipped otherwise): DAGs holding copies refresh them (docs/operations.md).
 - **erase** asks each destination to remove them (drops rewritten, `profile_erased` stream
   records, Dotdigital address books); a destination that cannot says `not_supported`.
 - **record_erasures** writes one `erasure_log` row per request and destination; a failed

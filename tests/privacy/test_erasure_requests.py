@@ -189,6 +189,48 @@ def test_a_failed_export_scrub_is_not_done_and_the_next_run_finishes_it(
     assert mentions(built, DAVID) == {}
 
 
+def test_what_a_failed_try_took_out_is_announced_by_the_try_that_finishes(
+    built, tmp_path, monkeypatch
+):
+    """The first try deletes the warehouse rows and rewrites one export, then fails: the second
+    finds those rows gone. Its result (the erased asset event's extra) must still count them and
+    name that export's date, and announce the request: it was announced by none (helper-112)."""
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+    held = sorted(
+        {Path(p).parents[1].name for n in (DAVID, SEED_SESSION) for p in export_mentions(built, n)}
+    )
+    real = erasure.filter_file
+    rewrote: list[str] = []
+
+    def disk_full_after_a_rewrite(con, path, fmt, gzip, out):
+        if rewrote:
+            raise OSError(f"No space left on device: '{out}'")
+        result = real(con, path, fmt, gzip, out)
+        if result[1]:
+            rewrote.append(Path(path).parents[1].name)
+        return result
+
+    monkeypatch.setattr(erasure, "filter_file", disk_full_after_a_rewrite)
+    with pytest.raises(OSError, match="No space left"):
+        run_erasure(ERASE_DAY, built)
+    progress = tmp_path / "work" / "erasure" / "removal_progress.json"
+    assert json.loads(progress.read_text())["exports_rewritten"] == rewrote
+    assert DAVID.lower() not in progress.read_text().lower()  # counts and dates only
+
+    monkeypatch.setattr(erasure, "filter_file", real)
+    result = run_erasure(ERASE_DAY, built, run_id="second")
+
+    removal = result["warehouse"]
+    assert removal["requests"] == 1
+    assert removal["rows_removed"]["audience_profiles"] == 1  # taken out by the first try
+    assert removal["exports_rewritten"] == held  # the first try's date among them
+    assert removal["rows_removed"]["run exports"] >= len(held)
+    assert erasure.erased_event(removal, "second") == {"erased_by": "second", **removal}
+    assert not progress.exists()  # announced once
+    again = run_erasure(ERASE_DAY, built, run_id="third")
+    assert erasure.erased_event(again["warehouse"], "third") is None
+
+
 @pytest.mark.services
 def test_a_person_only_the_stream_has_seen_is_erased_from_it(aws_conn, moto_server, tmp_path):
     from audience_profiles.stream import run_batch

@@ -31,6 +31,7 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from audience_profiles.destinations.base import (
 from audience_profiles.destinations.drop import scratch_duckdb
 from audience_profiles.destinations.drop_erasure import filter_file, load_subjects
 from audience_profiles.exports_lock import ERASE_QUEUE_SECONDS, exports_lock
+from audience_profiles.files import replace_file
 from audience_profiles.identity import load_rules
 from audience_profiles.privacy.retention import run_in_flight
 from audience_profiles.privacy.suppression import suppress_run_outputs, unlist_placeholders
@@ -141,11 +143,14 @@ def awaiting_removal(wh) -> int:
 def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, Any]:
     """Delete (or restrict) every resolved request's rows in the warehouse and the kept run
     exports: ``{"requests": n, "rows_removed": {table: rows}, "exports_rewritten": [date]}``
-    (the dates whose run exports lost rows), all empty when no request was waiting.
+    (``n`` requests whose step this call finished; the dates whose run exports lost rows), all
+    empty when no request was waiting.
 
     The warehouse step of a request is logged ``done`` only once both are: if rewriting the
     exports fails, it is logged ``failed`` and the next run does the step again (everything
-    already taken out is found gone, so it costs a scan).
+    already taken out is found gone, so it costs a scan). What a failed try took out is kept in
+    ``<work_dir>/erasure/removal_progress.json`` (counts and dates, no one named) and reported
+    by the try that finishes: otherwise its rows and dates would be in no announcement.
     """
     config = config or load_config()
     with open_warehouse(config) as wh:
@@ -185,11 +190,12 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, Any
                 (t, v) for t, v in wh.query("SELECT identifier_type, value FROM removal_values")
             ),
         )
+        _add_progress(config, removed)  # committed: a failure from here on must not lose it
         dropped, running = clear_run_schemas(wh, config)
-        if dropped:
-            removed["run schemas dropped"] = len(dropped)
         try:
-            exported = scrub_exports(config, everyone)
+            exported = scrub_exports(
+                config, everyone, lambda run, rows: _add_progress(config, {RUN_EXPORTS: rows}, run)
+            )
         except Exception as exc:
             detail = _redact(f"run exports: {type(exc).__name__}: {exc}")[:500]
             log.error("warehouse: rewriting the run exports failed: %s", detail)
@@ -203,10 +209,17 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, Any
             )
         exported_rows = sum(exported.values())
         wh.run_sql("privacy/erase_warehouse", step="log", status="done", exported=exported_rows)
+        progress = _add_progress(config, {})
+        _progress_file(config).unlink()  # reported below, once
     if exported_rows:
-        removed["run exports"] = exported_rows
+        removed[RUN_EXPORTS] = exported_rows
+    if dropped:
+        removed["run schemas dropped"] = len(dropped)
     log.info("warehouse: %s request(s); rows taken out: %s", waiting, removed)
-    return removal_result(waiting, removed, sorted(exported))
+    return removal_result(waiting, progress["rows_removed"], progress["exports_rewritten"])
+
+
+RUN_EXPORTS = "run exports"  # rows_removed's key for the kept Parquet exports
 
 
 def removal_result(
@@ -220,28 +233,52 @@ def removal_result(
     }
 
 
+def _progress_file(config: PipelineConfig) -> Path:
+    return Path(config.work_dir) / "erasure" / "removal_progress.json"
+
+
+def _add_progress(config: PipelineConfig, rows: dict[str, int], run: str | None = None) -> dict:
+    """Add rows taken out (per table) and the date of a run export rewritten to what the warehouse
+    steps under way have taken out so far; the sum. One writer at a time: the step holds the
+    exports lock alone."""
+    path = _progress_file(config)
+    progress = (
+        json.loads(path.read_text())
+        if path.exists()
+        else {"rows_removed": {}, "exports_rewritten": []}
+    )
+    for table, count in rows.items():
+        progress["rows_removed"][table] = progress["rows_removed"].get(table, 0) + count
+    if run is not None:
+        progress["exports_rewritten"] = sorted({*progress["exports_rewritten"], run})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_file(path, json.dumps(progress, sort_keys=True).encode())
+    return progress
+
+
 def announce_erasure(removal: dict[str, Any], context) -> None:
     """The erasure DAG's ``announce_erasure`` task: describe what the run took out in its
-    ``audience_profiles_erased`` asset event, or skip (no event) when it took nothing out."""
+    ``audience_profiles_erased`` asset event, or skip (no event) when it carried out no request."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     from audience_profiles.dag_defaults import ERASED
 
     extra = erased_event(removal, str(context["run_id"]))
     if extra is None:
-        raise AirflowSkipException("nothing was taken out of the warehouse: no event")
+        raise AirflowSkipException("no request was carried out in the warehouse: no event")
     context["outlet_events"][ERASED].extra = extra
 
 
 def erased_event(removal: dict[str, Any], run_id: str) -> dict[str, Any] | None:
     """The extra of the erasure DAG's ``audience_profiles_erased`` asset event; None when the run
-    took nothing out (no event: consumers are not woken hourly for nothing).
+    finished no request's warehouse step (no event: consumers are not woken hourly for nothing).
 
     It names no one (the metadata database is reached by neither erasure nor retention): a
     consumer holding a copy replaces it from the current tables, and re-copies the run exports of
-    the dates listed (docs/operations.md, "Scheduling on the outputs").
+    the dates listed (docs/operations.md, "Scheduling on the outputs"). Decided by requests, not
+    rows: a request whose people were taken out by an earlier, failed try finds no rows left.
     """
-    if not removal["rows_removed"]:
+    if not removal["requests"]:
         return None
     return {"erased_by": run_id, **removal}
 
@@ -282,8 +319,13 @@ def clear_run_schemas(wh, config: PipelineConfig) -> tuple[list[str], list[str]]
     return dropped, running
 
 
-def scrub_exports(config: PipelineConfig, subjects: ErasureRequest) -> dict[str, int]:
+def scrub_exports(
+    config: PipelineConfig,
+    subjects: ErasureRequest,
+    rewritten: Callable[[str, int], None] | None = None,
+) -> dict[str, int]:
     """Rewrite the kept run exports without these people; rows removed per run (its date).
+    ``rewritten(run, rows)`` is told of each file as soon as it is in place.
 
     Idempotent: a file already rewritten holds no match and is left alone, so after a failure
     the next call does what is left.
@@ -300,6 +342,8 @@ def scrub_exports(config: PipelineConfig, subjects: ErasureRequest) -> dict[str,
                     out.replace(path)  # atomic: a delivery reads the old file or the new
                     run = path.parent.parent.name  # runs/<date>/export/<table>.parquet
                     removed[run] = removed.get(run, 0) + rows
+                    if rewritten is not None:
+                        rewritten(run, rows)
             finally:
                 out.unlink(missing_ok=True)  # a half-written copy of other people's rows
     return removed
