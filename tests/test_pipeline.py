@@ -255,10 +255,11 @@ def test_a_rules_change_rolled_back_is_said_by_the_latest_date_run_again(tmp_pat
     assert "changed since the run for 2022-04-29" in caplog.text
     again = run_all(RunWindow.for_date("2022-04-29"), config)  # the same rules as its last build
     assert "rules_changed_since" not in again["identity"]
-    # an older date built again under other rules (a backfill) is not named: the latest is
+    # the earliest date built again under other rules (a backfill from the start): there is no
+    # date before it to say it, so it says it itself
     rules.write_text(good.replace("session_id: []", 'session_id: ["kiosk-1"]', 1))
     older = run_all(RunWindow.for_date("2022-01-11"), config)
-    assert "rules_changed_since" not in older["identity"]
+    assert older["identity"]["rules_changed_since"] == "2022-01-11"
 
 
 def test_a_rules_change_rolled_back_on_an_older_date_is_said_by_that_date_run_again(tmp_path):
@@ -280,6 +281,25 @@ def test_a_rules_change_rolled_back_on_an_older_date_is_said_by_that_date_run_ag
     assert back["identity"]["rules_changed_since"] == "2022-02-01"
     again = run_all(RunWindow.for_date("2022-02-01"), config)
     assert "rules_changed_since" not in again["identity"]
+
+
+def test_a_backfill_after_a_rules_change_is_said_by_its_first_date_and_the_latest(tmp_path):
+    """Not by every date (each would name itself), and not by none: a backfill from the
+    earliest date has no date before it to compare with (helper-112)."""
+    rules = tmp_path / "identity.yml"
+    good = Path(IDENTITY_RULES).read_text()
+    rules.write_text(good)
+    config = write_config(tmp_path, identity_config=str(rules))
+    write_seed_example(tmp_path / "landing")
+    dates = ("2022-01-11", "2022-02-01", "2022-04-28", "2022-04-29")
+    for ds in dates:
+        run_all(RunWindow.for_date(ds), config)
+    rules.write_text(good.replace("session_id: []", 'session_id: ["kiosk-1"]', 1))
+    said = {
+        ds: run_all(RunWindow.for_date(ds), config)["identity"].get("rules_changed_since")
+        for ds in dates[:3]  # a backfill of the earliest dates, short of the latest
+    }
+    assert said == {"2022-01-11": "2022-01-11", "2022-02-01": None, "2022-04-28": None}
 
 
 def test_a_new_version_s_identity_sql_is_said_as_a_rules_change_is(tmp_path, monkeypatch):

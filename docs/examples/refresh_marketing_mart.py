@@ -27,7 +27,8 @@ def refresh_marketing_mart():
         # backfill). So read every event since the earliest triggering one; a date seen by two
         # runs is refreshed twice, which a refresh does not mind.
         since = min(e.timestamp for e in triggering).isoformat()
-        events = context["inlet_events"][PUBLISHED].after(since)
+        # (an event made by hand, in the UI or through the API, may carry no date)
+        events = [e for e in context["inlet_events"][PUBLISHED].after(since) if "ds" in e.extra]
         dates = sorted({e.extra["ds"] for e in events})
         current = any(e.extra.get("current") for e in events)
         if current:

@@ -718,11 +718,13 @@ def note_rules_change(
         "SELECT CAST(dt AS VARCHAR), fingerprint FROM identity_rules_log "
         f"WHERE dt < DATE '{ds}' ORDER BY dt DESC LIMIT 1"
     )
-    # A date built again under other rules than its last build, when that build was the odd one
-    # out (the latest date, or the date after it has these rules: a rules change rolled back and
-    # the date it was deployed for run again) regroups what consumers hold from that build; the
-    # date before it, built under these rules, said nothing. A date of a backfill after a change
-    # is not named (the date after it still has the old rules): the backfill's first date is.
+    # A date built again under other rules than its last build regroups what consumers hold
+    # from that build. Said when nothing else says it: when the date before it, built under
+    # these rules, says nothing and that build was the odd one out (the latest date, or the date
+    # after it has these rules: a rules change rolled back and the date it was deployed for run
+    # again), and for the earliest date (no date before it to compare with: a backfill from the
+    # start of history). Other dates of a backfill after a change are not named (the date after
+    # each still has the old rules): the backfill's first date is, and the latest date.
     itself = wh.query(f"SELECT fingerprint FROM identity_rules_log WHERE dt = DATE '{ds}'")
     after = wh.query(
         f"SELECT fingerprint FROM identity_rules_log WHERE dt > DATE '{ds}' ORDER BY dt LIMIT 1"
@@ -730,7 +732,11 @@ def note_rules_change(
     wh.run_sql("identity/rules_log", ds=window.ds, fingerprint=fingerprint)
     if before and before[0][1] != fingerprint:
         since = str(before[0][0])[:10]
-    elif itself and itself[0][0] != fingerprint and (not after or after[0][0] == fingerprint):
+    elif (
+        itself
+        and itself[0][0] != fingerprint
+        and (not before or not after or after[0][0] == fingerprint)
+    ):
         since = ds
     else:
         return None
