@@ -326,7 +326,15 @@ def s3_records(event_extras: Iterable[dict]) -> list[dict]:
                     message.get("MessageId"),
                 )
                 continue
-            announced = body.get("Records") or []
+            if "Records" not in body:
+                if body.get("Event") != "s3:TestEvent":  # sent once when notifications are set up
+                    # an S3 event through EventBridge (another shape), or another sender's
+                    log.warning(
+                        "skipping an SQS message that holds no S3 event notification: %s",
+                        message.get("MessageId"),
+                    )
+                continue
+            announced = body["Records"] or []
             if not isinstance(announced, list) or not all(map(_is_s3_record, announced)):
                 # S3 itself never sends this: something else wrote an object with a Records key.
                 # The reconciliation listing still finds whatever landed.

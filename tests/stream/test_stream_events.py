@@ -184,3 +184,30 @@ def test_a_message_whose_records_are_not_s3_event_records_is_skipped_naming_it(c
     assert [r.getMessage() for r in caplog.records] == [
         f"skipping an SQS message whose Records are not S3 event records: {m}" for m in malformed
     ]
+
+
+def test_a_message_without_records_is_skipped_with_a_warning_unless_it_is_s3s_test_event(caplog):
+    """S3's s3:TestEvent (sent when notifications are set up) is skipped quietly; any other
+    object without Records (an S3 event through EventBridge, another sender's) was skipped with
+    no word, so a queue wired to the wrong source streamed nothing and said nothing."""
+    eventbridge = {
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "detail": {"bucket": {"name": "landing"}, "object": {"key": "a.csv"}},
+    }
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "landing"}
+    messages = [
+        {"MessageId": "m-test", "Body": json.dumps(test_event)},
+        {"MessageId": "m-eventbridge", "Body": json.dumps(eventbridge)},
+        {"MessageId": "m-empty", "Body": "{}"},
+        {"MessageId": "m-plain", "Body": s3_notification("b.csv")},
+    ]
+
+    with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
+        records = s3_records([{"from_trigger": True, "payload": {"message_batch": messages}}])
+
+    assert [r["s3"]["object"]["key"] for r in records] == ["b.csv"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"skipping an SQS message that holds no S3 event notification: {m}"
+        for m in ("m-eventbridge", "m-empty")
+    ]
