@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
-from audience_profiles import dag_defaults
+from audience_profiles import assets, dag_defaults
 from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, fails_fast, start_date
 from audience_profiles.operators.deliver import DeliverOperator
 from audience_profiles.operators.wait_for_landing import WaitForLandingOperator
@@ -107,7 +107,7 @@ def audience_profiles():
 
         return check_quality(_window())
 
-    @task(pool=WAREHOUSE_POOL, outlets=[dag_defaults.PUBLISHED])
+    @task(pool=WAREHOUSE_POOL, outlets=[assets.PUBLISHED])
     def publish() -> dict[str, str]:
         from audience_profiles.pipeline import publish_from_context
 
@@ -139,7 +139,7 @@ def audience_profiles():
     delivered = DeliverOperator.partial(
         task_id="deliver",
         tables=tables,
-        outlets=[dag_defaults.DELIVERED],
+        outlets=[assets.DELIVERED],
         map_index_template="{{ task.destination_name }}",
     ).expand(destination_name=destinations())
     # A teardown without setups runs once everything upstream is done, failed or not, and is

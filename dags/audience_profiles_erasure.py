@@ -34,14 +34,8 @@ from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
-from audience_profiles.dag_defaults import (
-    DEFAULT_ARGS,
-    ERASED,
-    WAREHOUSE_POOL,
-    Tag,
-    fails_fast,
-    start_date,
-)
+from audience_profiles.assets import ERASED
+from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, fails_fast, start_date
 
 
 def _run() -> tuple[str, str]:

@@ -13,8 +13,6 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from airflow.sdk import Asset
-
 from audience_profiles import alerts
 
 OWNER = "audience-profiles"
@@ -25,14 +23,6 @@ WAREHOUSE_POOL = "audience_profiles_warehouse"
 WAREHOUSE_POOL_SLOTS = 1
 # The daily DAG's extract tasks, by map index (the report names a failed one by it).
 EXTRACT_SOURCES = ("interactions", "elements", "form_entries", "identities")
-
-# What the DAGs tell downstream DAGs (docs/operations.md, "Scheduling on the outputs"): one event
-# per date published (the run's exports written, the warehouse's tables refreshed if it is the
-# latest date) and one per destination delivered, each event's extra naming the date; and one per
-# erasure run that took people out of the warehouse and the run exports (copies must follow).
-PUBLISHED = Asset(name="audience_profiles_published", uri="audience-profiles://published")
-DELIVERED = Asset(name="audience_profiles_delivered", uri="audience-profiles://delivered")
-ERASED = Asset(name="audience_profiles_erased", uri="audience-profiles://erased")
 
 
 class Tag(enum.StrEnum):

@@ -955,7 +955,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
 def publish_from_context(context) -> dict[str, str]:
     """The DAG's ``publish`` task: publish, then describe the date in the task's
     ``audience_profiles_published`` asset event (emitted when the task succeeds)."""
-    from audience_profiles.dag_defaults import PUBLISHED
+    from audience_profiles.assets import PUBLISHED
 
     window = RunWindow.from_context(context)
     tables = publish(window)

@@ -15,8 +15,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from audience_profiles.assets import DELIVERED, PUBLISHED
 from audience_profiles.config import CONFIG_ENV, PROJECT_ROOT
-from audience_profiles.dag_defaults import DELIVERED, PUBLISHED
 from audience_profiles.generate import GenerateOptions, generate
 from tests.support import write_config
 

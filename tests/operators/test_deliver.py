@@ -98,7 +98,7 @@ def pipeline_config(tmp_path, dotdigital, monkeypatch):
 DAG_FILE = """
 import json, os
 from airflow.sdk import DAG, task
-from audience_profiles.dag_defaults import DELIVERED
+from audience_profiles.assets import DELIVERED
 from audience_profiles.operators.deliver import DeliverOperator
 
 with DAG("deliver_operator_test", schedule=None, catchup=False) as dag:
@@ -170,7 +170,7 @@ def delivered_events(run_id: str) -> list[dict]:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from audience_profiles.dag_defaults import DELIVERED
+    from audience_profiles.assets import DELIVERED
 
     with create_session() as session:
         return list(

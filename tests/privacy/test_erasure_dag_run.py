@@ -81,7 +81,7 @@ def erased_events(run_id: str) -> list[dict]:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from audience_profiles.dag_defaults import ERASED
+    from audience_profiles.assets import ERASED
 
     with create_session() as session:
         return list(

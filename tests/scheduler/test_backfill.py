@@ -23,8 +23,9 @@ import duckdb
 import psutil
 import pytest
 
+from audience_profiles.assets import DELIVERED, PUBLISHED
 from audience_profiles.config import PipelineConfig
-from audience_profiles.dag_defaults import DELIVERED, PUBLISHED, WAREHOUSE_POOL
+from audience_profiles.dag_defaults import WAREHOUSE_POOL
 from audience_profiles.generate import GenerateOptions, generate
 from audience_profiles.pipeline import RunWindow, run_all
 from tests.services.airflow_stack import (

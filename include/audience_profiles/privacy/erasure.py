@@ -261,7 +261,7 @@ def announce_erasure(removal: dict[str, Any], context) -> None:
     ``audience_profiles_erased`` asset event, or skip (no event) when it carried out no request."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from audience_profiles.dag_defaults import ERASED
+    from audience_profiles.assets import ERASED
 
     extra = erased_event(removal, str(context["run_id"]))
     if extra is None:
