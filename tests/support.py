@@ -40,6 +40,23 @@ def load_daily_dag():
     return module.audience_profiles()
 
 
+def asset_event_extras(asset, run_id: str) -> list[dict]:
+    """The extras of the events of ``asset`` the DAG run ``run_id`` emitted, from the metadata
+    database of a ``dag.test()`` run."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return list(
+            session.scalars(
+                select(AssetEvent.extra)
+                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                .where(AssetModel.name == asset.name, AssetEvent.source_run_id == run_id)
+            )
+        )
+
+
 def write_config(root: Path, destinations: list[dict] | None = None, **overrides) -> PipelineConfig:
     """A pipeline.yml whose landing, work, warehouse and output all live under ``root``."""
     raw = {

@@ -17,10 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from audience_profiles.assets import DELIVERED
 from audience_profiles.config import CONFIG_ENV
 from audience_profiles.operators.deliver import DeliverOperator, ImportWaitError
 from tests.services.dotdigital_standin import DOTDIGITAL_CONN_ID
-from tests.support import write_config
+from tests.support import asset_event_extras, write_config
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
@@ -158,28 +159,11 @@ def test_mapped_delivery_defers_until_dotdigital_imports_finish(
     assert (tmp_path / "output" / "audience_profiles" / "dt=2024-05-01").is_dir()
     # Each delivery's asset event is sent once, when its task succeeds: Dotdigital's after the
     # last of its deferrals, naming the date and the destination.
-    events = {e["destination"]: e for e in delivered_events(run.run_id)}
+    events = {e["destination"]: e for e in asset_event_extras(DELIVERED, run.run_id)}
     assert sorted(events) == ["dotdigital", "local_drop"]
     assert events["dotdigital"]["ds"] == "2024-05-01"
     assert events["dotdigital"]["kind"] == "dotdigital"
     assert events["local_drop"]["rows"]["audience_profiles"] == len(PEOPLE)
-
-
-def delivered_events(run_id: str) -> list[dict]:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    from audience_profiles.assets import DELIVERED
-
-    with create_session() as session:
-        return list(
-            session.scalars(
-                select(AssetEvent.extra)
-                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                .where(AssetModel.name == DELIVERED.name, AssetEvent.source_run_id == run_id)
-            )
-        )
 
 
 def test_a_trigger_that_gives_up_fails_the_task_for_a_retry(pipeline_config):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from audience_profiles.assets import ERASED
 from tests.privacy.dags import load_dag
 from tests.privacy.people import ANN, ANN_SESSION, DAVID, file_request, mentions, query
-from tests.support import SEED_SESSION
+from tests.support import SEED_SESSION, asset_event_extras
 
 
 def test_a_run_erases_and_logs_no_personal_data(
@@ -30,7 +31,7 @@ def test_a_run_erases_and_logs_no_personal_data(
     ]
     assert not list((tmp_path / "work" / "erasure").glob("*/*"))  # staged requests removed
     # Downstream DAGs holding copies are told, by an event that names no one.
-    (erased,) = erased_events(run.run_id)
+    (erased,) = asset_event_extras(ERASED, run.run_id)
     assert erased["erased_by"] == run.run_id and erased["requests"] == 2
     assert erased["rows_removed"]["audience_profiles"] >= 1
     assert erased["rows_removed"]["run exports"] >= 1
@@ -47,7 +48,7 @@ def test_a_run_erases_and_logs_no_personal_data(
     )
     states = {ti.task_id: str(ti.state) for ti in again.get_task_instances()}
     assert "success" in str(again.state) and "skipped" in states["announce_erasure"]
-    assert erased_events(again.run_id) == []
+    assert asset_event_extras(ERASED, again.run_id) == []
     logs = capfd.readouterr()
     text = logs.out + logs.err + caplog.text
     assert "request r-1 (delete): 1 profile(s)" in text  # the capture sees the task logs
@@ -73,21 +74,3 @@ def test_with_no_destination_enabled_requests_still_finish(
     assert "success" in states["record_erasures"]
     assert query(config, "SELECT request_id, status FROM erasure_requests") == [("r-1", "done")]
     assert query(config, "SELECT count(*) FROM erasure_subjects") == [(0,)]
-
-
-def erased_events(run_id: str) -> list[dict]:
-    """The extras of the ``audience_profiles_erased`` events the run ``run_id`` emitted."""
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    from audience_profiles.assets import ERASED
-
-    with create_session() as session:
-        return list(
-            session.scalars(
-                select(AssetEvent.extra)
-                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                .where(AssetModel.name == ERASED.name, AssetEvent.source_run_id == run_id)
-            )
-        )
