@@ -270,7 +270,7 @@ class Landing:
         if not self.is_s3 or bucket != self.bucket or not key.startswith(self.prefix):
             return None
         where = self.classify(key.removeprefix(self.prefix))
-        when = dt.datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
+        when = _event_time(record)
         self._note_unread(key.removeprefix(self.prefix), f"s3://{bucket}/{key}", when)
         if not where:
             return None
@@ -362,10 +362,15 @@ def _is_s3_record(record: Any) -> bool:
     if not isinstance(obj.get("eTag", ""), str) or not isinstance(record.get("eventTime"), str):
         return False
     try:
-        dt.datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
+        _event_time(record)
     except ValueError:
         return False
     return True
+
+
+def _event_time(record: dict) -> dt.datetime:
+    """When an S3 event record says its object changed (``...Z``, as S3 writes it)."""
+    return dt.datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
 
 
 def landing_event_extras(context: Mapping[str, Any], asset: Any) -> list[dict] | None:

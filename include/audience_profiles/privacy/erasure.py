@@ -193,7 +193,7 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, Any
         _add_progress(config, removed)  # committed: a failure from here on must not lose it
         dropped, running = clear_run_schemas(wh, config)
         try:
-            exported = scrub_exports(
+            exported_rows = scrub_exports(
                 config, everyone, lambda run, rows: _add_progress(config, {RUN_EXPORTS: rows}, run)
             )
         except Exception as exc:
@@ -207,10 +207,9 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, Any
                 "cleanup drops them): %s",
                 running,
             )
-        exported_rows = sum(exported.values())
         wh.run_sql("privacy/erase_warehouse", step="log", status="done", exported=exported_rows)
-        progress = _add_progress(config, {})
-        _progress_file(config).unlink()  # reported below, once
+        progress = _progress(config)
+        _progress_file(config).unlink(missing_ok=True)  # reported below, once
     if exported_rows:
         removed[RUN_EXPORTS] = exported_rows
     if dropped:
@@ -237,23 +236,25 @@ def _progress_file(config: PipelineConfig) -> Path:
     return Path(config.work_dir) / "erasure" / "removal_progress.json"
 
 
-def _add_progress(config: PipelineConfig, rows: dict[str, int], run: str | None = None) -> dict:
-    """Add rows taken out (per table) and the date of a run export rewritten to what the warehouse
-    steps under way have taken out so far; the sum. One writer at a time: the step holds the
-    exports lock alone."""
+def _progress(config: PipelineConfig) -> dict:
+    """What the warehouse steps under way have taken out so far (earlier tries' included)."""
     path = _progress_file(config)
-    progress = (
-        json.loads(path.read_text())
-        if path.exists()
-        else {"rows_removed": {}, "exports_rewritten": []}
-    )
+    if not path.exists():
+        return {"rows_removed": {}, "exports_rewritten": []}
+    return json.loads(path.read_text())
+
+
+def _add_progress(config: PipelineConfig, rows: dict[str, int], run: str | None = None) -> None:
+    """Add rows taken out (per table) and the date of a run export rewritten to
+    :func:`_progress`. One writer at a time: the step holds the exports lock alone."""
+    progress = _progress(config)
     for table, count in rows.items():
         progress["rows_removed"][table] = progress["rows_removed"].get(table, 0) + count
     if run is not None:
         progress["exports_rewritten"] = sorted({*progress["exports_rewritten"], run})
+    path = _progress_file(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_file(path, json.dumps(progress, sort_keys=True).encode())
-    return progress
 
 
 def announce_erasure(removal: dict[str, Any], context) -> None:
@@ -323,14 +324,14 @@ def scrub_exports(
     config: PipelineConfig,
     subjects: ErasureRequest,
     rewritten: Callable[[str, int], None] | None = None,
-) -> dict[str, int]:
-    """Rewrite the kept run exports without these people; rows removed per run (its date).
-    ``rewritten(run, rows)`` is told of each file as soon as it is in place.
+) -> int:
+    """Rewrite the kept run exports without these people; rows removed. ``rewritten(run, rows)``
+    is told of each file as soon as it is in place (``run``: the run's date).
 
     Idempotent: a file already rewritten holds no match and is left alone, so after a failure
     the next call does what is left.
     """
-    removed: dict[str, int] = {}
+    removed = 0
     # bounded as a delivery's DuckDB work is (filter_file holds a whole export in a temp table)
     with scratch_duckdb(config.scratch_root) as con:
         load_subjects(con, [subjects])
@@ -340,10 +341,9 @@ def scrub_exports(
                 _, rows = filter_file(con, path, "parquet", False, out)
                 if rows:
                     out.replace(path)  # atomic: a delivery reads the old file or the new
-                    run = path.parent.parent.name  # runs/<date>/export/<table>.parquet
-                    removed[run] = removed.get(run, 0) + rows
-                    if rewritten is not None:
-                        rewritten(run, rows)
+                    removed += rows
+                    if rewritten is not None:  # runs/<date>/export/<table>.parquet
+                        rewritten(path.parent.parent.name, rows)
             finally:
                 out.unlink(missing_ok=True)  # a half-written copy of other people's rows
     return removed
