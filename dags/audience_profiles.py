@@ -24,8 +24,8 @@ wait_for_landing -> extract (per source) -> validate -> enrich -> resolve_identi
 Every write is keyed by the logical date: re-run or backfill any date safely (backfills need
 `--reprocess-behavior failed|completed`: validate and enrich wait for the previous date's, as
 each date builds on all earlier partitions). Warehouse tasks share the `audience_profiles_warehouse`
-pool (DuckDB has one writer). Retries and failures post an alert. Docs: `docs/operations.md`;
-configuration: `include/config/pipeline.yml`.
+pool (DuckDB has one writer). Retries, failures and a run unfinished `alerts.late_after_hours`
+after its day post an alert. Docs: `docs/operations.md`; config: `include/config/pipeline.yml`.
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ def _window():
 
 @dag(
     dag_id="audience_profiles",
-    # @daily with data intervals: the run for D covers [D, D+1) and starts once D is over.
-    # (Airflow 3's plain "@daily" is a trigger timetable whose interval has no width.)
+    # D's run covers [D, D+1), once D is over (Airflow 3's "@daily" has intervals of no width).
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=start_date(),
+    deadline=dag_defaults.late_run_deadline(),
     catchup=True,
     max_active_runs=4,
     default_args=DEFAULT_ARGS,

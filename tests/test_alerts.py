@@ -229,3 +229,70 @@ def test_an_error_cannot_mention_a_channel_or_forge_a_link():
     text = alerts.error_text(ValueError("<!channel> see <http://evil.example|the fix> & more"))
     assert "<" not in text and ">" not in text
     assert text == "ValueError: &lt;!channel&gt; see &lt;http://evil.example|the fix&gt; &amp; more"
+
+
+def late_context(
+    queued_at: str, state: str = "running", run_id: str = "scheduled__2022-04-29"
+) -> dict:
+    """The short context Airflow gives a deadline callback (models/deadline.py): the run as the
+    REST API shows it (JSON mode) and the deadline."""
+    return {
+        "dag_run": {
+            "dag_run_id": run_id,
+            "dag_id": "audience_profiles",
+            "logical_date": "2022-04-29T00:00:00Z",
+            "data_interval_start": "2022-04-29T00:00:00Z",
+            "data_interval_end": "2022-04-30T00:00:00Z",
+            "run_after": "2022-04-30T00:00:00Z",
+            "queued_at": queued_at,
+            "run_type": "scheduled",
+            "state": state,
+        },
+        "deadline": {"id": "0199", "deadline_time": dt.datetime(2022, 4, 30, 8, tzinfo=dt.UTC)},
+    }
+
+
+def test_a_run_not_finished_at_its_deadline_posts_a_late_alert(alerting, monkeypatch):
+    import asyncio
+
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/")
+
+    # awaited as the triggerer awaits it (triggers/callback.py)
+    asyncio.run(alerts.on_late_run(context=late_context("2022-04-30T00:00:04Z", state="failed")))
+
+    [request] = alerting.requests
+    message = request["json"]
+    assert message["text"].startswith(
+        ":alarm_clock: audience_profiles · 2022-04-29 is late: "
+        "not finished 8 h after the day ended (run failed)"
+    )
+    assert fields(message) == {
+        "*DAG*": "`audience_profiles`",
+        "*Date*": "2022-04-29",
+        "*Run*": "`scheduled__2022-04-29` (failed)",
+        "*Deadline*": "2022-04-30 08:00 UTC",
+    }
+    [button] = next(b for b in message["blocks"] if b["type"] == "actions")["elements"]
+    assert button["url"] == (
+        "https://airflow.example.com/dags/audience_profiles/runs/scheduled__2022-04-29"
+    )
+
+
+def test_a_run_made_after_its_deadline_posts_no_late_alert(alerting, caplog):
+    # a backfill, a re-run or a catch-up: its deadline had passed before it was queued
+    caplog.set_level("INFO")
+    alerts.notify_late(late_context("2026-12-02T16:00:00Z", run_id="backfill__2022-04-29"))
+    assert alerting.requests == []
+    assert "backfill__2022-04-29 was made at 2026-12-02T16:00:00+00:00" in caplog.text
+    assert "no late alert" in caplog.text
+
+
+def test_a_late_alert_cannot_mention_a_channel_and_an_odd_context_is_logged(alerting, caplog):
+    alerts.notify_late(late_context("2022-04-30T00:00:04Z", run_id="manual <!channel>"))
+    [request] = alerting.requests
+    assert "<!channel>" not in str(request["json"])
+    assert fields(request["json"])["*Run*"] == "`manual &lt;!channel&gt;` (running)"
+
+    alerts.notify_late({"deadline": {}})  # not what Airflow sends: logged, nothing raised
+    assert len(alerting.requests) == 1
+    assert "late alert not sent: the deadline's context is not as expected" in caplog.text

@@ -1,4 +1,5 @@
-"""Task alerts: a short Slack-compatible message to a webhook when a task retries or fails.
+"""Alerts: a short Slack-compatible message to a webhook when a task retries or fails, and when
+a daily run is late (not finished ``alerts.late_after_hours`` after its day ended).
 
 The webhook is an Airflow HTTP connection named in pipeline.yml (``alerts: {webhook_conn_id:
 ...}``) and reached through ``hooks.http.QuietHttpHook``, the http provider's ``HttpHook`` without
@@ -8,13 +9,18 @@ secrets backend, never in code or in pipeline.yml. Any receiver that accepts
 Slack's ``{"text": ..., "blocks": [...]}`` works (Slack, Mattermost, Rocket.Chat ...).
 
 An alert is a courtesy: if it cannot be sent, the reason is logged and the task carries on exactly
-as it would have without it. This module is imported when DAG files are parsed (it provides the
+as it would have without it. The late alert is Airflow's deadline callback (``on_late_run``, set by
+``dag_defaults.late_run_deadline``): the scheduler notices the missed deadline and the triggerer
+runs the callback, so it is sent for a run whose tasks hang, wait in a queue or were killed
+without a callback of their own. This module is imported when DAG files are parsed (it provides the
 callbacks in ``dag_defaults``), so it imports nothing heavy at module level.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from audience_profiles.errors import NotRetryable
@@ -41,8 +47,12 @@ def error_text(error: BaseException | str | None) -> str:
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     text = text.replace("```", "'''").strip()
     text = text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
+    return escaped(text)
+
+
+def escaped(text: str) -> str:
     # Slack's control characters: unescaped, "<!channel>" or "<http://x|y>" in an error (a file
-    # name, a value quoted by a library) would notify a channel or render as a link.
+    # name, a value quoted by a library) or a run id would notify a channel or render as a link.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -95,6 +105,10 @@ def send(conn_id: str, message: dict[str, Any]) -> None:
 
 def notify(context: dict[str, Any], event: str) -> None:
     """Send the alert for ``context``; log, never raise, when that is impossible."""
+    _post(event, lambda: alert_message(context, event))
+
+
+def _post(event: str, message: Callable[[], dict[str, Any]]) -> None:
     try:
         from audience_profiles.config import read_alerts_conn_id
 
@@ -102,12 +116,107 @@ def notify(context: dict[str, Any], event: str) -> None:
         if not conn_id:
             log.info("no alerts.webhook_conn_id in pipeline.yml: alert (%s) not sent", event)
             return
-        message = alert_message(context, event)
-        send(conn_id, message)
-        log.info("alert sent through %s: %s", conn_id, message["text"])
+        body = message()
+        send(conn_id, body)
+        log.info("alert sent through %s: %s", conn_id, body["text"])
     except Exception as exc:
         import requests
 
         # A connection error's message holds the webhook URL, whose path is the secret.
         reason = type(exc).__name__ if isinstance(exc, requests.RequestException) else str(exc)
         log.warning("alert (%s) not sent: %s", event, reason[:300])
+
+
+async def on_late_run(context: dict[str, Any], **_: Any) -> None:
+    """The daily DAG's deadline callback (``dag_defaults.late_run_deadline``), awaited by the
+    triggerer with Airflow's short context: the run (as the REST API shows it) and the deadline."""
+    import asyncio
+
+    # The connection look-up and the webhook call block: off the triggerer's event loop.
+    await asyncio.to_thread(notify_late, context)
+
+
+def notify_late(context: dict[str, Any]) -> None:
+    """Post the late alert for the run in ``context``, unless the run was made after its deadline.
+
+    Such a run (a backfill or a re-run of an older date, a catch-up after the scheduler was down
+    past the deadline) misses it as soon as it is made: whoever made it knows the date is not
+    built yet, and a backfill of a year would post 365 alerts.
+    """
+    try:
+        dag_run = context["dag_run"]
+        deadline = _instant(context["deadline"]["deadline_time"])
+        made = _instant(dag_run.get("queued_at") or dag_run.get("run_after"))
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("late alert not sent: the deadline's context is not as expected (%r)", exc)
+        return
+    if made is not None and made >= deadline:
+        log.info(
+            "%s was made at %s, after its deadline %s (a backfill, a re-run or a catch-up): "
+            "no late alert",
+            dag_run.get("dag_run_id"),
+            made.isoformat(),
+            deadline.isoformat(),
+        )
+        return
+    _post("late", lambda: late_message(dag_run, deadline))
+
+
+def _instant(value: Any) -> dt.datetime | None:
+    """A UTC datetime from the context's ISO text (or a datetime); None for None."""
+    if value is None:
+        return None
+    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def late_message(dag_run: dict[str, Any], deadline: dt.datetime) -> dict[str, Any]:
+    """The Slack-compatible payload for a late run, shaped like the task alerts'."""
+    from urllib.parse import quote
+
+    from airflow.sdk.configuration import conf
+
+    dag_id = str(dag_run["dag_id"])
+    run_id = str(dag_run["dag_run_id"])
+    day_start = _instant(dag_run.get("logical_date") or dag_run.get("data_interval_start"))
+    # the deadline's own terms (dag_defaults.late_run_deadline): the logical date, a day, hours
+    after = _span((deadline - day_start - dt.timedelta(days=1)).total_seconds())
+    ds = day_start.date().isoformat()
+    state = escaped(str(dag_run.get("state") or "unknown"))
+    base_url = conf.get("api", "base_url", fallback="http://localhost:8080/").rstrip("/")
+    run_url = f"{base_url}/dags/{quote(dag_id)}/runs/{quote(run_id)}"
+    headline = f"{escaped(dag_id)} · {ds} is late: not finished {after} after the day ended"
+    return {
+        "text": f":alarm_clock: {headline} (run {state}) <{run_url}|run>",
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f":alarm_clock: *{headline}*"}},
+            {
+                "type": "section",
+                "fields": [
+                    {"type": "mrkdwn", "text": f"*DAG*\n`{escaped(dag_id)}`"},
+                    {"type": "mrkdwn", "text": f"*Date*\n{ds}"},
+                    {"type": "mrkdwn", "text": f"*Run*\n`{escaped(run_id)}` ({state})"},
+                    {
+                        "type": "mrkdwn",
+                        "text": f"*Deadline*\n{deadline.strftime('%Y-%m-%d %H:%M')} UTC",
+                    },
+                ],
+            },
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Open the run"},
+                        "url": run_url,
+                    }
+                ],
+            },
+        ],
+    }
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{round(seconds / 3600, 2):g} h"
+    return f"{round(seconds / 60, 1):g} min" if seconds >= 60 else f"{seconds:g} s"

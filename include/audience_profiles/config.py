@@ -2,10 +2,10 @@
 
 The file is read at task run time, validated as a whole each time, so a mistake fails with the
 file and the key in the message instead of deep inside a task (a DAG file, parsed, reads only its
-``start_date``, see :func:`read_start_date`): a key no section knows (the closest valid
-key is suggested), an option its destination kind does not declare (``OPTIONS``, see
-destinations/base.py), a yes/no that is not a bare YAML ``true``/``false``, a number that is not a
-whole number, a ``start_date`` that is not a date.
+``start_date`` and ``alerts.late_after_hours``, see :func:`read_dag_settings`): a key no section
+knows (the closest valid key is suggested), an option its destination kind does not declare
+(``OPTIONS``, see destinations/base.py), a yes/no that is not a bare YAML ``true``/``false``, a
+number that is not a whole number, a ``start_date`` that is not a date.
 
 Paths: ``${VAR}`` and ``${VAR:-default}`` are expanded from the environment; a relative path is
 resolved against the project root (the folder that holds ``include/``), so the same file works from
@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -67,7 +67,7 @@ TOP_LEVEL_KEYS = (
     "quality",
 )
 WAREHOUSE_KEYS = ("engine", "path", "conn_id", "database", "schema", "memory_limit", "threads")
-ALERTS_KEYS = ("webhook_conn_id",)
+ALERTS_KEYS = ("webhook_conn_id", "late_after_hours")
 STREAM_KEYS = ("lookback_seconds", "destinations")
 LANDING_WAIT_KEYS = ("required", "marker", "deadline_hours", "poke_minutes", "late_check_days")
 QUALITY_KEYS = ("min_profiles_kept",)
@@ -198,6 +198,9 @@ class PipelineConfig:
     segments_config: str
     destinations: tuple[DestinationConfig, ...]
     alerts_webhook_conn_id: str | None = None
+    # A daily run not finished this many hours after its day ended (UTC) posts a "late" alert.
+    # Off unless set: Airflow 3.3.2's dag.test() fails with a deadline (docs/operations.md).
+    alerts_late_after_hours: float | None = None
     landing_wait: LandingWait = LandingWait()
     stream: StreamSection = StreamSection()
     quality: QualitySection = QualitySection()
@@ -913,6 +916,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
         segments_config=sibling("segments_config", "segments.yml"),
         destinations=destinations,
         alerts_webhook_conn_id=_text(alerts, "webhook_conn_id", None, "alerts.", source),
+        alerts_late_after_hours=_late_after_hours(alerts, source),
         landing_wait=_parse_landing_wait(raw, source),
         stream=_parse_stream(raw, source, destinations),
         quality=_parse_quality(raw, source),
@@ -1023,15 +1027,36 @@ def _read_raw(path: str | os.PathLike | None) -> tuple[dict, str]:
     return raw, str(file)
 
 
-def read_start_date(path: str | os.PathLike | None = None) -> dt.date:
-    """``start_date`` alone, for the DAG files: the rest of the file is validated by each task.
+class DagSettings(NamedTuple):
+    """What the DAG files take from pipeline.yml when they are parsed."""
+
+    start_date: dt.date
+    late_after_hours: float | None  # the daily DAG's deadline alert; None: no deadline
+
+
+def read_dag_settings(path: str | os.PathLike | None = None) -> DagSettings:
+    """``start_date`` and ``alerts.late_after_hours`` alone, for the DAG files: the rest of the file
+    is validated by each task.
 
     A mistake elsewhere in the file (a destination's option, the ``retention`` section) then fails
     the run's first task, whose alert names the file and the key, instead of an import error that
-    stops the daily and the erasure DAGs with no alert at all.
+    stops the daily and the erasure DAGs with no alert at all. For the same reason a bad
+    ``late_after_hours`` gives no deadline here (the first task fails on it); only a bad
+    ``start_date``, without which no DAG can be scheduled, is an import error.
     """
     raw, source = _read_raw(path)
-    return _start_date(raw, source)
+    try:
+        late_after_hours = _late_after_hours(_section(raw, "alerts", source), source)
+    except ConfigError:
+        late_after_hours = None
+    return DagSettings(_start_date(raw, source), late_after_hours)
+
+
+def _late_after_hours(alerts: dict, source: str) -> float | None:
+    """``alerts.late_after_hours``: hours above 0; left out or null, no deadline."""
+    if alerts.get("late_after_hours") is None:
+        return None
+    return _number(alerts, "late_after_hours", 0, "alerts.", source, 0, above=True)
 
 
 def read_alerts_conn_id(path: str | os.PathLike | None = None) -> str | None:

@@ -1,8 +1,11 @@
 """What every DAG of this project shares: owner, retries, tags, pool and callbacks, defined once.
 
 Kept import-light: DAG files import this at parse time, so nothing here may touch the network,
-the metadata database or a heavy library. The only read is the start date from pipeline.yml (a
-small local file, cached), because the issue asks for the start date to come from configuration.
+the metadata database or a heavy library. The only read is pipeline.yml's ``start_date`` and
+``alerts.late_after_hours`` (a small local file, read once and cached): the issue asks for the start
+date to come from configuration, and a DAG's deadline is fixed when it is parsed. Airflow itself is
+imported only inside the functions DAG files call: the build's modules import this one
+(tests/test_imports.py) and must not pay for Airflow.
 """
 
 from __future__ import annotations
@@ -50,11 +53,35 @@ DEFAULT_ARGS = {
 
 
 @functools.cache
-def start_date() -> dt.datetime:
-    from audience_profiles.config import read_start_date
+def _dag_settings():
+    from audience_profiles.config import read_dag_settings
 
-    day = read_start_date()
+    return read_dag_settings()
+
+
+def start_date() -> dt.datetime:
+    day = _dag_settings().start_date
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def late_run_deadline(late_after_hours: float | None = None) -> Any:
+    """The daily DAG's deadline: a run not finished ``alerts.late_after_hours`` after its day
+    ended (its logical date is the day's start) gets a "late" alert from ``alerts.on_late_run``,
+    run by the triggerer (no worker slot). ``None`` when pipeline.yml sets no deadline.
+
+    A run that succeeds in time cancels it; a failed one does not: its date is still undelivered.
+    """
+    hours = late_after_hours if late_after_hours is not None else _dag_settings().late_after_hours
+    if hours is None:
+        return None
+    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        interval=dt.timedelta(days=1, hours=hours),
+        callback=AsyncCallback(alerts.on_late_run),
+        name="late_run",
+    )
 
 
 def fails_fast(task_function: Callable[..., Any]) -> Callable[..., Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 from pathlib import Path
 
@@ -47,22 +48,71 @@ def test_a_config_mistake_past_start_date_fails_the_tasks_not_the_dag_files(tmp_
     # read the whole file; their ConfigError fails them at once, with an alert naming the key.
     from airflow.dag_processing.dagbag import DagBag
 
-    from audience_profiles import dag_defaults
     from audience_profiles.config import CONFIG_ENV, ConfigError, load_config
 
-    path = write_config(tmp_path).source_file
-    with open(path, "a") as fh:
-        fh.write("retention: {interaction_days: 400}\n")
-    monkeypatch.setenv(CONFIG_ENV, path)
-    dag_defaults.start_date.cache_clear()
+    for mistake, message in (
+        ("retention: {interaction_days: 400}", r"retention\.interaction_days: unknown key"),
+        # read when the daily DAG is parsed (its deadline): there it falls back to the default
+        ("alerts: {late_after_hours: soon}", r"alerts\.late_after_hours: must be a number"),
+    ):
+        path = write_config(tmp_path).source_file
+        with open(path, "a") as fh:
+            fh.write(mistake + "\n")
+        monkeypatch.setenv(CONFIG_ENV, path)
+        bag = _parse_with_settings_of(DagBag)
+        assert bag.import_errors == {}, mistake
+        assert {"audience_profiles", "audience_profiles_erasure"} <= set(bag.dag_ids)
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
+
+
+def _parse_with_settings_of(dagbag_class):
+    """Parse the DAG files with the pipeline.yml ``$AUDIENCE_PROFILES_CONFIG`` names now."""
+    from audience_profiles import dag_defaults
+
+    dag_defaults._dag_settings.cache_clear()
     try:
-        bag = DagBag(dag_folder=str(DAGS_DIR))
+        return dagbag_class(dag_folder=str(DAGS_DIR))
     finally:
-        dag_defaults.start_date.cache_clear()
-    assert bag.import_errors == {}
-    assert {"audience_profiles", "audience_profiles_erasure"} <= set(bag.dag_ids)
-    with pytest.raises(ConfigError, match=r"retention\.interaction_days: unknown key"):
-        load_config(path)
+        dag_defaults._dag_settings.cache_clear()
+
+
+def test_the_daily_dag_is_late_after_its_day_plus_late_after_hours(tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import AsyncCallback, DeadlineReference
+
+    from audience_profiles import alerts, dag_defaults
+    from audience_profiles.config import CONFIG_ENV
+
+    for setting, hours in (
+        ({"late_after_hours": 8}, 8.0),
+        ({"late_after_hours": 2.5}, 2.5),
+        ({}, None),  # the default: no deadline (Airflow 3.3.2's dag.test() fails with one)
+        ({"late_after_hours": None}, None),
+    ):
+        config = write_config(tmp_path, alerts={"webhook_conn_id": "hook", **setting})
+        assert config.alerts_late_after_hours == hours
+        monkeypatch.setenv(CONFIG_ENV, config.source_file)
+        bag = _parse_with_settings_of(DagBag)
+        daily = bag.dags["audience_profiles"]
+        if hours is None:
+            assert not daily.deadline
+            continue
+        [deadline] = daily.deadline
+        # the logical date is the day's start: a day, then the hours after it ended
+        assert deadline.reference == DeadlineReference.DAGRUN_LOGICAL_DATE
+        assert deadline.interval == dt.timedelta(days=1, hours=hours)
+        assert deadline.callback == AsyncCallback(alerts.on_late_run)
+        # hourly runs would alert every hour: only the daily build has a deadline
+        assert not bag.dags["audience_profiles_erasure"].deadline
+        # the CLI's runs go through dag.test(), which fails on a deadline in Airflow 3.3.2
+        from audience_profiles.cli import _load_dag
+
+        dag_defaults._dag_settings.cache_clear()
+        try:
+            assert _load_dag().deadline is None
+        finally:
+            dag_defaults._dag_settings.cache_clear()
 
 
 def test_one_dag_per_file_named_after_it(dagbag):
