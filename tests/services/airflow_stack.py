@@ -158,10 +158,17 @@ class AirflowStack:
         )
         return self.processes[name]
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """Run ``airflow <args>`` against this deployment's metadata database."""
+    def cli(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run ``airflow <args>`` against this deployment's metadata database (``env`` over the
+        stack's environment)."""
         result = subprocess.run(
-            [AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=180
+            [AIRFLOW, *args],
+            env=self.env | (env or {}),
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         if check and result.returncode != 0:
             raise RuntimeError(
