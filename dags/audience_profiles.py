@@ -139,7 +139,7 @@ def audience_profiles():
     delivered = DeliverOperator.partial(
         task_id="deliver",
         tables=tables,
-        outlets=[assets.DELIVERED],
+        outlets=[assets.DELIVERED, assets.DELIVERED_TO],
         map_index_template="{{ task.destination_name }}",
     ).expand(destination_name=destinations())
     # A teardown without setups runs once everything upstream is done, failed or not, and is

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from audience_profiles.assets import DELIVERED, PUBLISHED
+from audience_profiles.assets import DELIVERED, PUBLISHED, delivered_to
 from audience_profiles.config import CONFIG_ENV, PROJECT_ROOT
 from audience_profiles.generate import GenerateOptions, generate
 from tests.support import write_config
@@ -182,6 +182,12 @@ def test_each_date_published_and_each_delivery_is_an_asset_event(daily_run):
     assert sorted((e.extra["ds"], e.extra["destination"]) for e in delivered) == [
         (ds, name) for ds in DATES for name in destinations
     ]
+    # each also to the destination's own asset, for a DAG that follows one destination
+    for name in destinations:
+        own = [e for e in events if e.name == delivered_to(name).name]
+        assert {e.uri for e in own} == {delivered_to(name).uri}
+        assert sorted(e.extra["ds"] for e in own) == list(DATES)
+        assert {e.extra["destination"] for e in own} == {name}
     drop = next(
         e for e in delivered if e.extra == {**e.extra, "ds": DATES[-1], "destination": "local_drop"}
     )

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from audience_profiles.assets import DELIVERED
+from audience_profiles.assets import DELIVERED, delivered_to
 from audience_profiles.config import CONFIG_ENV
 from audience_profiles.operators.deliver import DeliverOperator, ImportWaitError
 from tests.services.dotdigital_standin import DOTDIGITAL_CONN_ID
@@ -99,7 +99,7 @@ def pipeline_config(tmp_path, dotdigital, monkeypatch):
 DAG_FILE = """
 import json, os
 from airflow.sdk import DAG, task
-from audience_profiles.assets import DELIVERED
+from audience_profiles.assets import DELIVERED, DELIVERED_TO
 from audience_profiles.operators.deliver import DeliverOperator
 
 with DAG("deliver_operator_test", schedule=None, catchup=False) as dag:
@@ -115,7 +115,7 @@ with DAG("deliver_operator_test", schedule=None, catchup=False) as dag:
     DeliverOperator.partial(
         task_id="deliver",
         tables=publish(),
-        outlets=[DELIVERED],
+        outlets=[DELIVERED, DELIVERED_TO],
         map_index_template="{{ task.destination_name }}",
     ).expand(destination_name=destinations())
 """
@@ -164,6 +164,9 @@ def test_mapped_delivery_defers_until_dotdigital_imports_finish(
     assert events["dotdigital"]["ds"] == "2024-05-01"
     assert events["dotdigital"]["kind"] == "dotdigital"
     assert events["local_drop"]["rows"]["audience_profiles"] == len(PEOPLE)
+    # and once to the destination's own asset, through the alias, with the same extra
+    for name in ("dotdigital", "local_drop"):
+        assert asset_event_extras(delivered_to(name), run.run_id) == [events[name]]
 
 
 def test_a_trigger_that_gives_up_fails_the_task_for_a_retry(pipeline_config):

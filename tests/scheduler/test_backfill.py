@@ -23,7 +23,7 @@ import duckdb
 import psutil
 import pytest
 
-from audience_profiles.assets import DELIVERED, PUBLISHED
+from audience_profiles.assets import DELIVERED, PUBLISHED, delivered_to
 from audience_profiles.config import PipelineConfig
 from audience_profiles.dag_defaults import WAREHOUSE_POOL
 from audience_profiles.generate import GenerateOptions, generate
@@ -41,6 +41,8 @@ pytestmark = pytest.mark.scheduler
 DAG_ID = "audience_profiles"
 # docs/examples/refresh_marketing_mart.py: the consumer of the published events the docs give
 CONSUMER_DAG_ID = "refresh_marketing_mart"
+# docs/examples/load_local_drop.py: a consumer of one destination's asset
+DESTINATION_CONSUMER_DAG_ID = "load_local_drop"
 DATES = [f"2022-04-{day}" for day in range(25, 30)]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -181,8 +183,10 @@ def backfilled(request, tmp_path_factory) -> Backfilled:
     stack: AirflowStack = request.getfixturevalue("airflow_stack")
     config = write_config(stack.config_path.parent, landing_root=str(landing))
     stack.wait_for_dag(DAG_ID)
-    stack.wait_for_dag(CONSUMER_DAG_ID)
-    for dag_id in (CONSUMER_DAG_ID, DAG_ID):  # the consumer first: it sees every event
+    consumers = (CONSUMER_DAG_ID, DESTINATION_CONSUMER_DAG_ID)
+    for dag_id in consumers:
+        stack.wait_for_dag(dag_id)
+    for dag_id in (*consumers, DAG_ID):  # the consumers first: they see every event
         stack.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
     stack.api("GET", f"/api/v2/dags/{DAG_ID}/tasks")  # the API server loads the DAG once, now
     backfill = stack.api(
@@ -268,6 +272,9 @@ def test_each_backfilled_date_is_one_published_event_and_one_per_destination(bac
         delivered.setdefault(event["extra"]["ds"], []).append(event["extra"]["destination"])
     assert sorted(delivered) == DATES
     assert {tuple(sorted(names)) for names in delivered.values()} == {("local_drop",)}
+    # and once each to the destination's own asset (through the alias), as a DAG on it sees them
+    own = [e for e in events if e["name"] == delivered_to("local_drop").name]
+    assert sorted(e["extra"]["ds"] for e in own) == DATES
 
 
 def test_the_cli_backfill_command_plans_the_same_runs(backfilled):
@@ -372,22 +379,38 @@ def test_the_documented_consumer_dag_saw_every_backfilled_date(backfilled):
     stack.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": True})
     stack.start_scheduler("scheduler-runs", use_job_schedule="True")
 
+    returned = _consumer_returns(stack, CONSUMER_DAG_ID, "refresh")
+    assert sorted({ds for value in returned for ds in value["dates"]}) == DATES
+    assert any(value["refreshed"] for value in returned)
+
+
+def test_the_documented_consumer_of_one_destination_saw_its_deliveries(backfilled):
+    """docs/examples/load_local_drop.py, scheduled on local_drop's own asset (which the deliver
+    tasks reach through an asset alias), saw every date, from that destination only. Its runs are
+    made by the scheduler the test above started."""
+    returned = _consumer_returns(backfilled.stack, DESTINATION_CONSUMER_DAG_ID, "load")
+    assert sorted({ds for value in returned for ds in value["dates"]}) == DATES
+    assert {name for value in returned for name in value["destinations"]} == {"local_drop"}
+
+
+def _consumer_returns(stack: AirflowStack, dag_id: str, task_id: str) -> list[dict]:
+    """The return values of ``dag_id``'s runs, once they have all finished successfully and no
+    event is queued for another."""
+
     def consumer_runs():
-        runs = stack.api("GET", f"/api/v2/dags/{CONSUMER_DAG_ID}/dagRuns?limit=100")["dag_runs"]
-        queued = stack.api("GET", f"/api/v2/dags/{CONSUMER_DAG_ID}/assets/queuedEvents")
+        runs = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+        queued = stack.api("GET", f"/api/v2/dags/{dag_id}/assets/queuedEvents")
         finished = all(r["state"] in ("success", "failed") for r in runs)
         return runs if runs and finished and not queued["queued_events"] else None
 
-    runs = wait_until(consumer_runs, 120, "the consumer DAG's runs finished", interval=1)
+    runs = wait_until(consumer_runs, 120, f"the {dag_id} runs finished", interval=1)
     assert {r["state"] for r in runs} == {"success"}
     returned = [
         stack.api(
             "GET",
-            f"/api/v2/dags/{CONSUMER_DAG_ID}/dagRuns/{r['dag_run_id']}"
-            "/taskInstances/refresh/xcomEntries/return_value",
+            f"/api/v2/dags/{dag_id}/dagRuns/{r['dag_run_id']}"
+            f"/taskInstances/{task_id}/xcomEntries/return_value",
         )["value"]
         for r in runs
     ]
-    returned = [json.loads(v) if isinstance(v, str) else v for v in returned]
-    assert sorted({ds for value in returned for ds in value["dates"]}) == DATES
-    assert any(value["refreshed"] for value in returned)
+    return [json.loads(v) if isinstance(v, str) else v for v in returned]

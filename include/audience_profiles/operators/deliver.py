@@ -85,19 +85,27 @@ class DeliverOperator(BaseOperator):
 
     def _describe_outlet_events(self, context, window, report: dict) -> None:
         """Name the date and destination in the asset events this delivery emits (the DAG
-        declares ``audience_profiles_delivered``): a downstream DAG reads them from its
+        declares ``audience_profiles_delivered`` and the alias ``audience_profiles_delivered_to``,
+        which becomes this destination's own asset): a downstream DAG reads them from its
         ``triggering_asset_events``. Sent only when the task succeeds, after the last round."""
-        from airflow.sdk import Asset
+        from airflow.sdk import Asset, AssetAlias
 
+        from audience_profiles.assets import delivered_to
+
+        extra = {
+            **window.as_dict(),
+            "destination": report["destination"],
+            "kind": report["kind"],
+            "rows": report["rows"],
+            "files": report["files"],
+        }
         for outlet in self.outlets:
             if isinstance(outlet, Asset):
-                context["outlet_events"][outlet].extra = {
-                    **window.as_dict(),
-                    "destination": report["destination"],
-                    "kind": report["kind"],
-                    "rows": report["rows"],
-                    "files": report["files"],
-                }
+                context["outlet_events"][outlet].extra = extra
+            elif isinstance(outlet, AssetAlias):
+                context["outlet_events"][outlet].add(
+                    delivered_to(self.destination_name), extra=extra
+                )
 
     def resume(self, context, event: dict[str, Any]) -> dict:
         """The trigger fired: deliver again, which confirms the imports and finishes the sync."""
