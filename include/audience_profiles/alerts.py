@@ -68,32 +68,32 @@ def alert_message(context: dict[str, Any], event: str) -> dict[str, Any]:
     log_url = ti.log_url
     headline = f"{ti.dag_id} · {task} {event} for {ds} (try {attempt})"
     icon = ":red_circle:" if event == "failed" else ":warning:"
-    return {
-        "text": f"{icon} {headline}: {error.splitlines()[0]} <{log_url}|log>",
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} *{headline}*"}},
-            {
-                "type": "section",
-                "fields": [
-                    {"type": "mrkdwn", "text": f"*DAG*\n`{ti.dag_id}`"},
-                    {"type": "mrkdwn", "text": f"*Task*\n`{task}`"},
-                    {"type": "mrkdwn", "text": f"*Date*\n{ds}"},
-                    {"type": "mrkdwn", "text": f"*Try*\n{attempt}"},
-                ],
-            },
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"```{error}```"}},
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "text": {"type": "plain_text", "text": "Open the task log"},
-                        "url": log_url,
-                    }
-                ],
-            },
-        ],
-    }
+    return _message(
+        f"{icon} {headline}: {error.splitlines()[0]} <{log_url}|log>",
+        f"{icon} *{headline}*",
+        {"DAG": f"`{ti.dag_id}`", "Task": f"`{task}`", "Date": ds, "Try": attempt},
+        ("Open the task log", log_url),
+        code=error,
+    )
+
+
+def _message(
+    text: str, headline: str, fields: dict[str, str], button: tuple[str, str], code: str = ""
+) -> dict[str, Any]:
+    """Slack's ``{"text", "blocks"}``: the headline, the fields, a code block, a link button."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": headline}},
+        {
+            "type": "section",
+            "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in fields.items()],
+        },
+    ]
+    if code:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"```{code}```"}})
+    label, url = button
+    element = {"type": "button", "text": {"type": "plain_text", "text": label}, "url": url}
+    blocks.append({"type": "actions", "elements": [element]})
+    return {"text": text, "blocks": blocks}
 
 
 def send(conn_id: str, message: dict[str, Any]) -> None:
@@ -186,34 +186,17 @@ def late_message(dag_run: dict[str, Any], deadline: dt.datetime) -> dict[str, An
     base_url = conf.get("api", "base_url", fallback="http://localhost:8080/").rstrip("/")
     run_url = f"{base_url}/dags/{quote(dag_id)}/runs/{quote(run_id)}"
     headline = f"{escaped(dag_id)} · {ds} is late: not finished {after} after the day ended"
-    return {
-        "text": f":alarm_clock: {headline} (run {state}) <{run_url}|run>",
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": f":alarm_clock: *{headline}*"}},
-            {
-                "type": "section",
-                "fields": [
-                    {"type": "mrkdwn", "text": f"*DAG*\n`{escaped(dag_id)}`"},
-                    {"type": "mrkdwn", "text": f"*Date*\n{ds}"},
-                    {"type": "mrkdwn", "text": f"*Run*\n`{escaped(run_id)}` ({state})"},
-                    {
-                        "type": "mrkdwn",
-                        "text": f"*Deadline*\n{deadline.strftime('%Y-%m-%d %H:%M')} UTC",
-                    },
-                ],
-            },
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "text": {"type": "plain_text", "text": "Open the run"},
-                        "url": run_url,
-                    }
-                ],
-            },
-        ],
-    }
+    return _message(
+        f":alarm_clock: {headline} (run {state}) <{run_url}|run>",
+        f":alarm_clock: *{headline}*",
+        {
+            "DAG": f"`{escaped(dag_id)}`",
+            "Date": ds,
+            "Run": f"`{escaped(run_id)}` ({state})",
+            "Deadline": f"{deadline.strftime('%Y-%m-%d %H:%M')} UTC",
+        },
+        ("Open the run", run_url),
+    )
 
 
 def _span(seconds: float) -> str:
