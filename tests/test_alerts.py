@@ -232,7 +232,7 @@ def test_an_error_cannot_mention_a_channel_or_forge_a_link():
 
 
 def late_context(
-    queued_at: str, state: str = "running", run_id: str = "scheduled__2022-04-29"
+    queued_at: str | None, state: str = "running", run_id: str = "scheduled__2022-04-29"
 ) -> dict:
     """The short context Airflow gives a deadline callback (models/deadline.py): the run as the
     REST API shows it (JSON mode) and the deadline."""
@@ -296,3 +296,17 @@ def test_a_late_alert_cannot_mention_a_channel_and_an_odd_context_is_logged(aler
     alerts.notify_late({"deadline": {}})  # not what Airflow sends: logged, nothing raised
     assert len(alerting.requests) == 1
     assert "late alert not sent: the deadline's context is not as expected" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("queued_at", "state", "alerted"),
+    [
+        ("2022-04-30T08:00:00Z", "running", False),  # made at its deadline: made after it
+        ("2022-04-30T07:59:59Z", "queued", True),
+        (None, "running", True),  # no queued_at: made when its day ended (run_after)
+        ("2022-04-30T00:00:04Z", "success", False),  # marked successful by hand, deadline kept
+    ],
+)
+def test_which_runs_at_their_deadline_post_a_late_alert(alerting, queued_at, state, alerted):
+    alerts.notify_late(late_context(queued_at, state=state))
+    assert len(alerting.requests) == (1 if alerted else 0)

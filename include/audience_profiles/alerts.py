@@ -137,11 +137,14 @@ async def on_late_run(context: dict[str, Any], **_: Any) -> None:
 
 
 def notify_late(context: dict[str, Any]) -> None:
-    """Post the late alert for the run in ``context``, unless the run was made after its deadline.
+    """Post the late alert for the run in ``context``, unless the run was made after its deadline
+    or has succeeded.
 
-    Such a run (a backfill or a re-run of an older date, a catch-up after the scheduler was down
-    past the deadline) misses it as soon as it is made: whoever made it knows the date is not
-    built yet, and a backfill of a year would post 365 alerts.
+    A run made after its deadline (a backfill or a re-run of an older date, a catch-up after the
+    scheduler was down past the deadline) misses it as soon as it is made: whoever made it knows
+    the date is not built yet, and a backfill of a year would post 365 alerts. A run marked
+    successful by hand keeps its deadline (Airflow 3.3.2 drops it only for a run that succeeds by
+    itself): someone has decided the date is done.
     """
     try:
         dag_run = context["dag_run"]
@@ -149,6 +152,9 @@ def notify_late(context: dict[str, Any]) -> None:
         made = _instant(dag_run.get("queued_at") or dag_run.get("run_after"))
     except (KeyError, TypeError, ValueError) as exc:
         log.warning("late alert not sent: the deadline's context is not as expected (%r)", exc)
+        return
+    if dag_run.get("state") == "success":
+        log.info("%s has succeeded (marked so by hand): no late alert", dag_run.get("dag_run_id"))
         return
     if made is not None and made >= deadline:
         log.info(

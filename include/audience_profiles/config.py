@@ -68,6 +68,7 @@ TOP_LEVEL_KEYS = (
 )
 WAREHOUSE_KEYS = ("engine", "path", "conn_id", "database", "schema", "memory_limit", "threads")
 ALERTS_KEYS = ("webhook_conn_id", "late_after_hours")
+LATE_AFTER_HOURS_MAX = 7 * 24.0
 STREAM_KEYS = ("lookback_seconds", "destinations")
 LANDING_WAIT_KEYS = ("required", "marker", "deadline_hours", "poke_minutes", "late_check_days")
 QUALITY_KEYS = ("min_profiles_kept",)
@@ -1053,10 +1054,18 @@ def read_dag_settings(path: str | os.PathLike | None = None) -> DagSettings:
 
 
 def _late_after_hours(alerts: dict, source: str) -> float | None:
-    """``alerts.late_after_hours``: hours above 0; left out or null, no deadline."""
+    """``alerts.late_after_hours``: hours above 0 and at most a week; left out or null, no
+    deadline. (A run a week late is no news; and a value past what a timedelta holds would fail
+    the DAG file's import.)"""
     if alerts.get("late_after_hours") is None:
         return None
-    return _number(alerts, "late_after_hours", 0, "alerts.", source, 0, above=True)
+    hours = _number(alerts, "late_after_hours", 0, "alerts.", source, 0, above=True)
+    if hours > LATE_AFTER_HOURS_MAX:
+        raise ConfigError(
+            f"{source}: alerts.late_after_hours: must be {LATE_AFTER_HOURS_MAX:g} (a week) or "
+            f"less, not {alerts['late_after_hours']!r}"
+        )
+    return hours
 
 
 def read_alerts_conn_id(path: str | os.PathLike | None = None) -> str | None:

@@ -52,8 +52,13 @@ def test_a_config_mistake_past_start_date_fails_the_tasks_not_the_dag_files(tmp_
 
     for mistake, message in (
         ("retention: {interaction_days: 400}", r"retention\.interaction_days: unknown key"),
-        # read when the daily DAG is parsed (its deadline): there it falls back to the default
+        # read when the daily DAG is parsed (its deadline): there it means no deadline
         ("alerts: {late_after_hours: soon}", r"alerts\.late_after_hours: must be a number"),
+        # past what a timedelta holds, it failed the DAG file's import (helper-113)
+        (
+            "alerts: {late_after_hours: 1.0e+12}",
+            r"alerts\.late_after_hours: must be 168 \(a week\)",
+        ),
     ):
         path = write_config(tmp_path).source_file
         with open(path, "a") as fh:
@@ -61,6 +66,7 @@ def test_a_config_mistake_past_start_date_fails_the_tasks_not_the_dag_files(tmp_
         monkeypatch.setenv(CONFIG_ENV, path)
         bag = _parse_with_settings_of(DagBag)
         assert bag.import_errors == {}, mistake
+        assert not bag.dags["audience_profiles"].deadline
         assert {"audience_profiles", "audience_profiles_erasure"} <= set(bag.dag_ids)
         with pytest.raises(ConfigError, match=message):
             load_config(path)
