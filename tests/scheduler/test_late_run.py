@@ -119,6 +119,11 @@ def test_a_run_unfinished_at_its_deadline_posts_one_late_alert(airflow_stack, we
     assert waited < 90, waited  # sent at the deadline, long before the run would have ended
     button = next(b for b in alert["blocks"] if b["type"] == "actions")["elements"][0]
     assert button["url"].startswith(f"{stack.base_url}/dags/{DAG_ID}/runs/")
+    # what the UI shows of the run's deadline
+    [deadline] = stack.api("GET", f"/ui/dags/{DAG_ID}/dagRuns/{late['dag_run_id']}/deadlines")[
+        "deadlines"
+    ]
+    assert (deadline["alert_name"], deadline["missed"]) == ("late_run", True)
     # the old date's deadline was missed at once; its callback has had time to post, if it did
     wait_until(lambda: _run_state(stack, old) in ("success", "failed"), 120, "the old run ended")
     assert len(webhook.requests) == 1
