@@ -53,6 +53,15 @@ def test_env_expansion_and_relative_paths(monkeypatch):
             "missing required key destinations[0].kind",
         ),
         (
+            # it names the destination's Airflow asset (Airflow caps names at 1500 characters)
+            {
+                "start_date": "2022-01-01",
+                "landing_root": "x",
+                "destinations": [{"name": "d" * 201, "kind": "local"}],
+            },
+            "destinations[0].name: at most 200 characters, not 201",
+        ),
+        (
             {
                 "start_date": "2022-01-01",
                 "landing_root": "x",

@@ -4,7 +4,7 @@
 A downstream DAG that follows one destination's deliveries only: the `local_drop` destination
 of pipeline.yml (docs/operations.md, "Scheduling on the outputs"). Each deliver task also sends
 an event to its destination's own asset, `audience_profiles_delivered/<name>`
-(`audience-profiles://delivered/<name>`); a DAG scheduled on the shared
+(`audience-profiles://delivered/<name>`, the name URL-quoted); a DAG scheduled on the shared
 `audience_profiles_delivered` would run for every destination's delivery instead. Put your
 load where the `...` is. tests/scheduler/test_backfill.py runs this very file on a real
 scheduler, after a backfill.
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, dag, get_current_context, task
 
-# Name and URI as audience_profiles.assets.delivered_to("local_drop") makes them: both must match.
+# Name and URI as audience_profiles.assets.delivered_to("local_drop") makes them: both must match,
+# or this declares another asset and the DAG never runs (docs/operations.md).
 LOCAL_DROP = Asset(
     name="audience_profiles_delivered/local_drop", uri="audience-profiles://delivered/local_drop"
 )

@@ -69,6 +69,7 @@ TOP_LEVEL_KEYS = (
 WAREHOUSE_KEYS = ("engine", "path", "conn_id", "database", "schema", "memory_limit", "threads")
 ALERTS_KEYS = ("webhook_conn_id", "late_after_hours")
 LATE_AFTER_HOURS_MAX = 7 * 24.0
+DESTINATION_NAME_MAX = 200
 STREAM_KEYS = ("lookback_seconds", "destinations")
 LANDING_WAIT_KEYS = ("required", "marker", "deadline_hours", "poke_minutes", "late_check_days")
 QUALITY_KEYS = ("min_profiles_kept",)
@@ -607,6 +608,11 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     if not isinstance(item, dict):
         raise ConfigError(f"{source}: {where[:-1]} must be a mapping")
     name = str(_require(item, "name", where, source))
+    if len(name) > DESTINATION_NAME_MAX:
+        # it names the destination's Airflow asset, whose name Airflow caps (assets.delivered_to)
+        raise ConfigError(
+            f"{source}: {where}name: at most {DESTINATION_NAME_MAX} characters, not {len(name)}"
+        )
     kind = str(_require(item, "kind", where, source))
     kinds = declared_options(kind)
     if kind not in kinds:

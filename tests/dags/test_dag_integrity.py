@@ -249,3 +249,14 @@ def test_dag_files_stay_thin():
         top_level = [line for line in text.splitlines() if not line.startswith((" ", "\t"))]
         for line in top_level:
             assert not line.startswith(heavy), f"{path.name}: heavy import at parse time: {line}"
+
+
+def test_the_one_destination_example_schedules_on_delivered_to():
+    # docs/examples/load_local_drop.py spells the asset out (a consumer outside this deployment
+    # cannot import it): a name or URI off by a character would never be triggered, silently.
+    import runpy
+
+    from audience_profiles.assets import delivered_to
+
+    example = runpy.run_path(str(DAGS_DIR.parent / "docs" / "examples" / "load_local_drop.py"))
+    assert example["LOCAL_DROP"] == delivered_to("local_drop")

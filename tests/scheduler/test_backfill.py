@@ -366,29 +366,33 @@ def test_the_ui_shows_the_dag_and_its_successful_run(backfilled):
     assert screenshot.stat().st_size > 10_000
 
 
-def test_the_documented_consumer_dag_saw_every_backfilled_date(backfilled):
-    """docs/examples/refresh_marketing_mart.py, as operations.md gives it, scheduled on the
-    published asset and unpaused before the backfill, saw every date and the latest as current.
-
-    This stack's scheduler makes no run of its own (``use_job_schedule`` off), asset-triggered
-    ones included: so the consumer's runs are made only now, by a second scheduler, with the
-    daily DAG paused. Airflow made its queue entry at the first published event and gives the
-    run the events up to that one; the example reads the rest itself (runs last: it pauses the
-    daily DAG)."""
+@pytest.fixture(scope="module")
+def consumers_scheduled(backfilled) -> AirflowStack:
+    """The consumer DAGs' runs, made now: this stack's scheduler makes no run of its own
+    (``use_job_schedule`` off), asset-triggered ones included, so a second scheduler with it on
+    makes them, with the daily DAG paused (no catch-up). The consumers were unpaused before the
+    backfill, so their queue entries were made as the events came. Tests that use this run after
+    the others of the module (pytest orders a module's tests as written)."""
     stack = backfilled.stack
     stack.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": True})
     stack.start_scheduler("scheduler-runs", use_job_schedule="True")
+    return stack
 
-    returned = _consumer_returns(stack, CONSUMER_DAG_ID, "refresh")
+
+def test_the_documented_consumer_dag_saw_every_backfilled_date(consumers_scheduled):
+    """docs/examples/refresh_marketing_mart.py, as operations.md gives it, scheduled on the
+    published asset, saw every date and the latest as current. Airflow made its queue entry at
+    the first published event and gives the run the events up to that one; the example reads the
+    rest itself."""
+    returned = _consumer_returns(consumers_scheduled, CONSUMER_DAG_ID, "refresh")
     assert sorted({ds for value in returned for ds in value["dates"]}) == DATES
     assert any(value["refreshed"] for value in returned)
 
 
-def test_the_documented_consumer_of_one_destination_saw_its_deliveries(backfilled):
+def test_the_documented_consumer_of_one_destination_saw_its_deliveries(consumers_scheduled):
     """docs/examples/load_local_drop.py, scheduled on local_drop's own asset (which the deliver
-    tasks reach through an asset alias), saw every date, from that destination only. Its runs are
-    made by the scheduler the test above started."""
-    returned = _consumer_returns(backfilled.stack, DESTINATION_CONSUMER_DAG_ID, "load")
+    tasks reach through an asset alias), saw every date."""
+    returned = _consumer_returns(consumers_scheduled, DESTINATION_CONSUMER_DAG_ID, "load")
     assert sorted({ds for value in returned for ds in value["dates"]}) == DATES
     assert {name for value in returned for name in value["destinations"]} == {"local_drop"}
 
