@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import socket
 from pathlib import Path
@@ -46,8 +47,6 @@ def test_a_config_mistake_past_start_date_fails_the_tasks_not_the_dag_files(tmp_
     # A typo in retention: (or stream:, a destination's option) made both DAG files fail to
     # import: no daily run, no erasure, and no alert, only an import error in the UI. The tasks
     # read the whole file; their ConfigError fails them at once, with an alert naming the key.
-    from airflow.dag_processing.dagbag import DagBag
-
     from audience_profiles.config import CONFIG_ENV, ConfigError, load_config
 
     for mistake, message in (
@@ -64,7 +63,7 @@ def test_a_config_mistake_past_start_date_fails_the_tasks_not_the_dag_files(tmp_
         with open(path, "a") as fh:
             fh.write(mistake + "\n")
         monkeypatch.setenv(CONFIG_ENV, path)
-        bag = _parse_with_settings_of(DagBag)
+        bag = _parsed_dags()
         assert bag.import_errors == {}, mistake
         assert not bag.dags["audience_profiles"].deadline
         assert {"audience_profiles", "audience_profiles_erasure"} <= set(bag.dag_ids)
@@ -72,22 +71,31 @@ def test_a_config_mistake_past_start_date_fails_the_tasks_not_the_dag_files(tmp_
             load_config(path)
 
 
-def _parse_with_settings_of(dagbag_class):
-    """Parse the DAG files with the pipeline.yml ``$AUDIENCE_PROFILES_CONFIG`` names now."""
+@contextlib.contextmanager
+def _settings_read_anew():
+    """DAG files parsed within read the pipeline.yml ``$AUDIENCE_PROFILES_CONFIG`` names now
+    (dag_defaults caches what it reads)."""
     from audience_profiles import dag_defaults
 
     dag_defaults._dag_settings.cache_clear()
     try:
-        return dagbag_class(dag_folder=str(DAGS_DIR))
+        yield
     finally:
         dag_defaults._dag_settings.cache_clear()
 
 
-def test_the_daily_dag_is_late_after_its_day_plus_late_after_hours(tmp_path, monkeypatch):
+def _parsed_dags():
     from airflow.dag_processing.dagbag import DagBag
+
+    with _settings_read_anew():
+        return DagBag(dag_folder=str(DAGS_DIR))
+
+
+def test_the_daily_dag_is_late_after_its_day_plus_late_after_hours(tmp_path, monkeypatch):
     from airflow.sdk import AsyncCallback, DeadlineReference
 
-    from audience_profiles import alerts, dag_defaults
+    from audience_profiles import alerts
+    from audience_profiles.cli import _load_dag
     from audience_profiles.config import CONFIG_ENV
 
     for setting, hours in (
@@ -99,7 +107,7 @@ def test_the_daily_dag_is_late_after_its_day_plus_late_after_hours(tmp_path, mon
         config = write_config(tmp_path, alerts={"webhook_conn_id": "hook", **setting})
         assert config.alerts_late_after_hours == hours
         monkeypatch.setenv(CONFIG_ENV, config.source_file)
-        bag = _parse_with_settings_of(DagBag)
+        bag = _parsed_dags()
         daily = bag.dags["audience_profiles"]
         if hours is None:
             assert not daily.deadline
@@ -112,13 +120,8 @@ def test_the_daily_dag_is_late_after_its_day_plus_late_after_hours(tmp_path, mon
         # hourly runs would alert every hour: only the daily build has a deadline
         assert not bag.dags["audience_profiles_erasure"].deadline
         # the CLI's runs go through dag.test(), which fails on a deadline in Airflow 3.3.2
-        from audience_profiles.cli import _load_dag
-
-        dag_defaults._dag_settings.cache_clear()
-        try:
+        with _settings_read_anew():
             assert _load_dag().deadline is None
-        finally:
-            dag_defaults._dag_settings.cache_clear()
 
 
 def test_one_dag_per_file_named_after_it(dagbag):
