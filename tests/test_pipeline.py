@@ -632,6 +632,43 @@ def test_every_input_row_is_in_an_output_or_quarantine(tmp_path):
     assert enriched + quarantined == read
 
 
+def test_counts_reconcile_per_file_too(tmp_path):
+    """landed_files holds each file's read, valid and quarantined rows: they add up per file, to
+    the source's counts, and to the quarantine's rows of the file; the run's output names the
+    files with quarantined rows, most first."""
+    from audience_profiles.generate import GenerateOptions, generate
+
+    config = write_config(tmp_path)
+    generate(GenerateOptions(out=tmp_path / "landing", interactions=3_000, days=1, dirty_rate=0.02))
+    ds = "2022-04-25"  # the generator's first date (it adds a few odd ones)
+    extra = tmp_path / "landing" / "interactions" / f"date={ds}" / "extra-part.csv"
+    extra.write_text("date,event_id,poll_id,session_id,option,votes\n" + f"{ds},e1,p1,,1,1\n" * 3)
+    result = run_all(RunWindow.for_date(ds), config)["validate"]
+    with warehouse(config) as con:
+        files = con.execute(
+            "SELECT source, file, rows_read, rows_valid, rows_quarantined FROM landed_files "
+            f"WHERE dt = DATE '{ds}'"
+        ).fetchall()
+        in_quarantine = dict(
+            con.execute(
+                f"SELECT file, count(*) FROM quarantine WHERE dt = DATE '{ds}' GROUP BY file"
+            ).fetchall()
+        )
+    assert len(files) >= 4 and all(read == valid + q for _, _, read, valid, q in files)
+    for source, counts in result["sources"].items():
+        if source != "elements":  # the catalogue is not dated: no landed_files rows
+            mine = [f for f in files if f[0] == source]
+            assert sum(f[2] for f in mine) == counts["read"], source
+            assert sum(f[4] for f in mine) == counts["quarantined"], source
+    assert {f[1]: f[4] for f in files if f[4]} == {
+        file: n for file, n in in_quarantine.items() if "elements" not in file
+    }
+    by_file = result["quarantine_by_file"]
+    assert by_file["files"] == sum(1 for f in files if f[4]) >= 2
+    assert ["interactions", str(extra), 3, 3] in by_file["top"]  # each without a session_id
+    assert [t[3] for t in by_file["top"]] == sorted((t[3] for t in by_file["top"]), reverse=True)
+
+
 def test_a_date_with_no_data_reports_zeros_not_nulls(tmp_path):
     # DuckDB's count_if gives NULL over no rows: the run report said "None new" profiles.
     config = write_config(tmp_path)

@@ -191,6 +191,36 @@ def test_rows_past_retention_are_shown_so_the_counts_still_add_up():
     )
 
 
+def test_the_files_with_quarantined_rows_are_named_most_first(reported):
+    """The page lists the date's files with quarantined rows, with each one's rows read (from
+    landed_files), and says how many more there are past the first ten."""
+    root, config, results = reported
+    ds = DATES[-1]
+    by_file = results[ds]["validate"]["quarantine_by_file"]
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        stored = json.loads(one(con, f"SELECT report FROM pipeline_runs WHERE ds = '{ds}'"))
+        files = con.execute(
+            "SELECT source, file, rows_read, rows_quarantined FROM landed_files "
+            f"WHERE dt = '{ds}' AND rows_quarantined > 0 "
+            "ORDER BY rows_quarantined DESC, source, file"
+        ).fetchall()
+    assert stored["quarantine_by_file"] == by_file and by_file["files"] == len(files) > 0
+    assert by_file["top"] == [list(f) for f in files]
+    page = (root / "output" / "reports" / f"{ds}.html").read_text()
+    source, file, read, quarantined = files[0]
+    assert f"<td>{source}</td><td>{file}</td>" in re.sub(r'<td class="[^"]*">', "<td>", page)
+    assert "more file(s) with quarantined rows" not in page
+
+    many = {"files": 12, "top": [["interactions", f"/l/part-{i}.csv", 9, 1] for i in range(10)]}
+    built = report.build(
+        RunWindow.for_date(ds),
+        {"validate": {"sources": {}, "quarantine_by_field": [], "quarantine_by_file": many}},
+        {},
+    )
+    page = report.render_html({**built, "checks": []}, [])
+    assert "/l/part-9.csv" in page and "and 2 more file(s) with quarantined rows" in page
+
+
 def test_rows_kept_as_the_stream_merged_them_are_shown_so_the_counts_still_add_up():
     """read = valid + quarantined + kept as streamed: the extract staged a file a stream batch
     then merged, and validate kept the stream's rows of it (pipeline._streamed_files)."""

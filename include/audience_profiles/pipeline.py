@@ -162,6 +162,7 @@ def mark_in_flight(config: PipelineConfig, window: RunWindow) -> None:
 
 
 LATE_NAMES_SHOWN = 5  # file names a late_landings entry lists (with the number of them all)
+QUARANTINE_FILES_LISTED = 10  # files with quarantined rows the run report names (of them all)
 
 
 class LandingNotReady(NotRetryable, RuntimeError):
@@ -446,9 +447,19 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             "SELECT source, reason, count(*) FROM quarantine "
             f"WHERE dt = DATE '{window.ds}' GROUP BY 1, 2"
         )
+        # The date's files with quarantined rows, most first (the daily's and stream batches').
+        files_quarantined = wh.query(
+            "SELECT source, file, rows_read, rows_quarantined FROM landed_files "
+            f"WHERE dt = DATE '{window.ds}' AND rows_quarantined > 0 "
+            "ORDER BY rows_quarantined DESC, source, file"
+        )
     result = {
         "sources": counts,
         "quarantine_by_field": quarantine_by_field(reasons),
+        "quarantine_by_file": {
+            "files": len(files_quarantined),
+            "top": [list(row) for row in files_quarantined[:QUARANTINE_FILES_LISTED]],
+        },
         "suppressed": suppressed,
     }
     if covered:

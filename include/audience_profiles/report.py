@@ -116,6 +116,8 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
             sum(s.get("quarantined", 0) for s in sources.values()) if validated else None
         ),
         "quarantine": quarantine,
+        # the files with quarantined rows: how many, and the first few (most rows first)
+        "quarantine_by_file": validated.get("quarantine_by_file"),
         "profiles": profiles.get("profiles", identity.get("profiles")),
         "profiles_created": identity.get("profiles_created"),
         "merges": identity.get("merges"),
@@ -513,6 +515,29 @@ dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px}dt{color:#4a
 """
 
 
+def _quarantined_files(by_file: dict[str, Any] | None) -> list[str]:
+    """The files with quarantined rows, as a table (none: nothing)."""
+    if not by_file or not by_file["files"]:
+        return []
+    parts = [
+        "<p>Files with quarantined rows, most first:</p>",
+        _table(
+            ["source", "file", "read", "quarantined"],
+            [
+                [source, file, read, quarantined]
+                for source, file, read, quarantined in by_file["top"]
+            ],
+        ),
+    ]
+    more = by_file["files"] - len(by_file["top"])
+    if more:
+        parts.append(
+            f"<p>and {more} more file(s) with quarantined rows: <code>landed_files</code> "
+            "has every file's counts</p>"
+        )
+    return parts
+
+
 def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
     """One self-contained page for the run, with the history of every reported date."""
     dates = [h["ds"] for h in history]
@@ -611,6 +636,7 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
             "Rows quarantined by source and field",
             [(f"{q['source']}: {q['reason']}", q["rows"]) for q in report["quarantine"]],
         ),
+        *_quarantined_files(report.get("quarantine_by_file")),
         "<h2>Profiles and merges over time</h2>",
         time_chart("Profiles", dates, {"profiles": [h["profiles"] for h in history]}),
         time_chart(

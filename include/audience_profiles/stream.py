@@ -538,6 +538,7 @@ def _validate(
     unlist_placeholders(wh, identity_rules)
     wh.execute_script(f"DROP SCHEMA IF EXISTS {BATCH_SCHEMA} CASCADE; CREATE SCHEMA {BATCH_SCHEMA}")
     counts: dict[str, dict[str, int]] = {}
+    file_counts: dict[str, tuple[int, int, int]] = {}  # file -> (read, valid, quarantined)
     with _using(wh, BATCH_SCHEMA, home):
         wh.run_sql("setup/tables")
         for source, ds in staged:
@@ -550,6 +551,8 @@ def _validate(
             )
             aged_out = 0
             if ds:
+                for file, *rows in wh.query_sql("validate/file_counts", source=source):
+                    file_counts[file] = tuple(int(n) for n in rows)
                 expired = {t: c for t, c in past.items() if ds < c}
                 for table, condition in aged_out_partitions(source, ds, expired):
                     aged_out += wh.query(f"SELECT count(*) FROM {table} WHERE {condition}")[0][0]
@@ -590,7 +593,7 @@ def _validate(
         for source, ds in staged:
             if source == "interactions":
                 wh.run_sql("enrich/interactions_enriched", ds=ds)
-    wh.run_sql("stream/batch_files", bs=BATCH_SCHEMA, files=files)
+    wh.run_sql("stream/batch_files", bs=BATCH_SCHEMA, files=files, file_counts=file_counts)
     return counts
 
 

@@ -261,6 +261,20 @@ def test_a_file_streamed_between_the_daily_extract_and_validate_is_not_lost(tmp_
     enriched = f"SELECT count(*) FROM interactions_enriched WHERE dt = DATE '{ds}'"
     assert query(config, enriched) == [(2,)]
     assert late_files(config, ds) == []  # what the stream merged is held: not late
+    # each held file with what validation made of its rows: the stream batch's counts (a.csv's
+    # too: the batch's row of it is kept)
+    files = (
+        "SELECT source, file, rows_read, rows_valid, rows_quarantined FROM landed_files "
+        f"WHERE dt = DATE '{ds}'"
+    )
+    assert sorted(
+        (s, f.rsplit("/", 1)[-1] if f else None, *n) for s, f, *n in query(config, files)
+    ) == [
+        ("form_entries", None, 0, 0, 0),  # no file: one row, file NULL
+        ("identities", None, 0, 0, 0),
+        ("interactions", "a.csv", 1, 1, 0),
+        ("interactions", "late.csv", 2, 1, 1),
+    ]
 
 
 def late_files(config, ds: str) -> list:

@@ -25,7 +25,9 @@ WHERE session_id NOT IN (SELECT session_id FROM stream_shared_sessions);
 DELETE FROM landed_files l
 WHERE EXISTS (SELECT 1 FROM {{ bs }}.batch_files b WHERE b.file = l.file AND b.ds = l.dt);
 INSERT INTO landed_files
-SELECT source, ds, file, version, CAST(current_timestamp AS TIMESTAMP)
+    (source, dt, file, version, recorded_at, rows_read, rows_valid, rows_quarantined)
+SELECT source, ds, file, version, CAST(current_timestamp AS TIMESTAMP),
+       rows_read, rows_valid, rows_quarantined
 FROM {{ bs }}.batch_files WHERE ds IS NOT NULL;
 
 DELETE FROM stream_files f WHERE f.file IN (SELECT file FROM {{ bs }}.batch_files);

@@ -6,6 +6,20 @@ from audience_profiles.warehouse import open_warehouse
 from tests.support import write_config
 
 
+def checked(wh, rows: list[tuple[str, str | None]]) -> None:
+    """The validate SQL's table of the rows it read: (file, reason) each."""
+    wh.execute_script(
+        "CREATE OR REPLACE TEMP TABLE checked_interactions (_file VARCHAR, reason VARCHAR)"
+    )
+    if rows:
+        wh.execute_script(
+            "INSERT INTO checked_interactions VALUES "
+            + ", ".join(
+                f"({wh.literal(f)}, {'NULL' if r is None else wh.literal(r)})" for f, r in rows
+            )
+        )
+
+
 def record(wh, ds: str, versions: list[tuple[str, str]], streamed: int = 0) -> None:
     wh.execute_script(
         wh.render(
@@ -24,6 +38,7 @@ def test_many_files_go_in_statements_of_a_thousand_and_old_dates_leave(tmp_path)
     versions = [(f"/landing/part-{i:05d}.csv", str(i)) for i in range(2500)]
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
+        checked(wh, [])
         record(wh, "2022-03-01", [("/landing/old.csv", "1")])
         sql = wh.render(
             "validate/landed_files",
@@ -40,3 +55,24 @@ def test_many_files_go_in_statements_of_a_thousand_and_old_dates_leave(tmp_path)
         ]  # 2022-03-01 is more than 31 days before: no report looks that far
         record(wh, "2022-04-29", [])  # a re-run whose extract found no file
         assert wh.query("SELECT file, version FROM landed_files") == [(None, None)]
+
+
+def test_each_file_keeps_what_validation_made_of_its_rows(tmp_path):
+    """rows_read = rows_valid + rows_quarantined, per file; a file with no row (a header only)
+    has 0 of each, and so has the row of a date whose extract found no file."""
+    config = write_config(tmp_path)
+    with open_warehouse(config) as wh:
+        wh.run_sql("setup/tables")
+        checked(
+            wh,
+            [("/l/a.csv", None), ("/l/a.csv", "votes: not an integer"), ("/l/a.csv", None)]
+            + [("/l/b.csv", "session_id: missing")],
+        )
+        record(wh, "2022-04-29", [("/l/a.csv", "1"), ("/l/b.csv", "2"), ("/l/empty.csv", "3")])
+        assert wh.query(
+            "SELECT file, rows_read, rows_valid, rows_quarantined FROM landed_files ORDER BY file"
+        ) == [("/l/a.csv", 3, 2, 1), ("/l/b.csv", 1, 0, 1), ("/l/empty.csv", 0, 0, 0)]
+        record(wh, "2022-04-29", [])
+        assert wh.query(
+            "SELECT file, rows_read, rows_valid, rows_quarantined FROM landed_files"
+        ) == [(None, 0, 0, 0)]
