@@ -98,6 +98,29 @@ def test_the_page_is_self_contained_and_plots_every_part(reported):
         assert f">{ds}</text>" in page
 
 
+def test_a_page_plots_the_last_dates_up_to_its_own_and_index_stays_the_latest(
+    tmp_path, monkeypatch
+):
+    """A page plots the HISTORY_DATES reported dates up to its own date (not every date since
+    the first, nor dates after it); a backfill of an old date leaves index.html the latest's."""
+    monkeypatch.setattr(report, "HISTORY_DATES", 3)
+    config = write_config(tmp_path)
+    days = [f"2022-04-{d:02d}" for d in range(20, 26)]
+    outputs = {"validate": {"sources": {}, "quarantine_by_field": []}}
+    for ds in [*days, days[1]]:  # then the second date again, as a backfill does
+        report.write_report(RunWindow.for_date(ds), outputs, {}, config)
+    folder = tmp_path / "output" / "reports"
+
+    def plotted(ds: str) -> list[str]:
+        page = (folder / f"{ds}.html").read_text()
+        chart = page[page.index('aria-label="Profiles"') :].split("</svg>")[0]
+        return re.findall(r">(\d{4}-\d{2}-\d{2})</text>", chart)
+
+    assert plotted(days[4]) == days[2:5]
+    assert plotted(days[1]) == days[:2]
+    assert (folder / "index.html").read_text() == (folder / f"{days[-1]}.html").read_text()
+
+
 def test_a_link_planted_at_a_page_s_name_is_replaced_not_written_through(reported, tmp_path):
     """The pages go to the local drop's folder, which others may write to."""
     root, config, _ = reported

@@ -60,6 +60,9 @@ TASK_ORDER = (  # every task but report itself: tests/dags checks it against the
     "cleanup",
 )
 FAILED_STATES = ("failed", "upstream_failed")
+# Dates a page plots over time: a season's worth. Every date would make a page of three years
+# half a megabyte of unreadable columns, and a backfill of them write a quarter of a gigabyte.
+HISTORY_DATES = 90
 COLORS = ("#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#718096")
 
 
@@ -242,8 +245,10 @@ def write_report(
         )
         columns = ("ds", "profiles", "profiles_created", "merges", "quarantined", "delivered")
         history = [
-            dict(zip(columns, row[:6], strict=True)) for row in wh.query_sql("report/history")
+            dict(zip(columns, row[:6], strict=True))
+            for row in wh.query_sql("report/history", ds=window.ds, dates=HISTORY_DATES)
         ]
+        latest = str(wh.query("SELECT max(ds) FROM pipeline_runs")[0][0])
     folder = report_dir(config)
     path = folder / f"{window.ds}.html"
     # The summary first: the page's disk is often the drop's, and when it is full or read-only
@@ -255,7 +260,7 @@ def write_report(
         inside(folder, folder.parent)  # in a shared output folder: not through a planted link
         page = render_html(report, history).encode()
         replace_file(path, page)
-        if all(h["ds"] <= window.ds for h in history):
+        if latest <= window.ds:
             replace_file(folder / "index.html", page)
     except OSError as exc:
         # The run is recorded (pipeline_runs) and summed up above; failing the task would retry
@@ -539,7 +544,7 @@ def _quarantined_files(by_file: dict[str, Any] | None) -> list[str]:
 
 
 def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
-    """One self-contained page for the run, with the history of every reported date."""
+    """One self-contained page for the run, with the history it is given (``report/history``)."""
     dates = [h["ds"] for h in history]
     failed_checks = [c for c in report["checks"] if c["failures"]]
     summary = {
