@@ -215,7 +215,7 @@ def test_rows_past_retention_are_shown_so_the_counts_still_add_up():
 
 
 def test_the_files_with_quarantined_rows_are_named_most_first(reported):
-    """The page lists the date's files with quarantined rows, with each one's rows read (from
+    """The page lists the date's files with rows in quarantine, with each one's rows read (from
     landed_files), and says how many more there are past the first ten."""
     root, config, results = reported
     ds = DATES[-1]
@@ -223,9 +223,9 @@ def test_the_files_with_quarantined_rows_are_named_most_first(reported):
     with duckdb.connect(config.warehouse.path, read_only=True) as con:
         stored = json.loads(one(con, f"SELECT report FROM pipeline_runs WHERE ds = '{ds}'"))
         files = con.execute(
-            "SELECT source, file, rows_read, rows_quarantined FROM landed_files "
-            f"WHERE dt = '{ds}' AND rows_quarantined > 0 "
-            "ORDER BY rows_quarantined DESC, source, file"
+            "SELECT q.source, q.file, max(l.rows_read), count(*) FROM quarantine q "
+            "LEFT JOIN landed_files l USING (dt, source, file) "
+            f"WHERE dt = '{ds}' GROUP BY ALL ORDER BY count(*) DESC, q.source, q.file"
         ).fetchall()
     assert stored["quarantine_by_file"] == by_file and by_file["files"] == len(files) > 0
     assert by_file["top"] == [list(f) for f in files]

@@ -384,6 +384,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                     versions=sorted(info["versions"].items()),
                     streamed=streamed,
                     keep_days=LATE_CHECK_DAYS_MAX,
+                    aged_out=[table for table, _ in drop],
                 )
             # In the validation's own transaction: aged-out rows are never committed at all.
             for table, condition in drop:
@@ -422,7 +423,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                 raise ReconciliationError(
                     f"{source} {window.ds}: read {info['rows']} row(s) but kept {kept}, "
                     f"quarantined {quarantined}, aged out {aged_out} and kept as the stream "
-                    f"merged them {kept_as_streamed}"
+                    f"merged them {kept_as_streamed}" + _files_off(wh, source, window.ds)
                 )
             counts[source] = {"read": info["rows"], "valid": kept, "quarantined": quarantined}
             if source == "elements":
@@ -447,11 +448,13 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             "SELECT source, reason, count(*) FROM quarantine "
             f"WHERE dt = DATE '{window.ds}' GROUP BY 1, 2"
         )
-        # The date's files with quarantined rows, most first (the daily's and stream batches').
+        # The date's files with rows in quarantine, most first, with their rows read (what
+        # suppression left: the page shows them with the quarantine by field).
         files_quarantined = wh.query(
-            "SELECT source, file, rows_read, rows_quarantined FROM landed_files "
-            f"WHERE dt = DATE '{window.ds}' AND rows_quarantined > 0 "
-            "ORDER BY rows_quarantined DESC, source, file"
+            "SELECT q.source, q.file, max(l.rows_read), count(*) FROM quarantine q "
+            "LEFT JOIN landed_files l ON l.dt = q.dt AND l.source = q.source AND l.file = q.file "
+            f"WHERE q.dt = DATE '{window.ds}' GROUP BY q.source, q.file "
+            "ORDER BY count(*) DESC, q.source, q.file"
         )
     result = {
         "sources": counts,
@@ -634,6 +637,31 @@ def _streamed_files(wh, config: PipelineConfig, source: str, ds: str, info: dict
         len(kept),
     )
     return len(kept)
+
+
+def _files_off(wh: Warehouse, source: str, ds: str) -> str:
+    """The files whose rows in the source's table or in quarantine are not what validation
+    counted for them (landed_files), for the error of a date whose counts do not reconcile."""
+    if source not in DATED_SOURCES:  # the catalogue has no landed_files rows
+        return ""
+    off = []
+    for file, valid, quarantined, in_table, in_quarantine in wh.query(
+        f"SELECT file, rows_valid, rows_quarantined, "
+        f"(SELECT count(*) FROM {source} s WHERE s.dt = l.dt AND s._file = l.file), "
+        "(SELECT count(*) FROM quarantine q "
+        "WHERE q.dt = l.dt AND q.source = l.source AND q.file = l.file) "
+        f"FROM landed_files l WHERE source = '{source}' AND dt = DATE '{ds}' "
+        "AND file IS NOT NULL ORDER BY file"
+    ):
+        if valid is not None and (valid, quarantined) != (in_table, in_quarantine):
+            off.append(
+                f"{file} ({valid} valid, {in_table} in {source}; "
+                f"{quarantined} quarantined, {in_quarantine} in quarantine)"
+            )
+    if not off:
+        return ""
+    more = f" and {len(off) - LATE_NAMES_SHOWN} more" if len(off) > LATE_NAMES_SHOWN else ""
+    return f"; in {len(off)} file(s): " + ", ".join(off[:LATE_NAMES_SHOWN]) + more
 
 
 def quarantine_by_field(reasons: list[tuple[str, str, int]]) -> list[list]:

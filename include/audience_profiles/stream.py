@@ -538,7 +538,8 @@ def _validate(
     unlist_placeholders(wh, identity_rules)
     wh.execute_script(f"DROP SCHEMA IF EXISTS {BATCH_SCHEMA} CASCADE; CREATE SCHEMA {BATCH_SCHEMA}")
     counts: dict[str, dict[str, int]] = {}
-    file_counts: dict[str, tuple[int, int, int]] = {}  # file -> (read, valid, quarantined)
+    # file -> (read, valid, quarantined, aged out): landed_files' counts (validate/file_counts)
+    file_counts: dict[str, tuple[int, ...]] = {}
     with _using(wh, BATCH_SCHEMA, home):
         wh.run_sql("setup/tables")
         for source, ds in staged:
@@ -551,10 +552,13 @@ def _validate(
             )
             aged_out = 0
             if ds:
-                for file, *rows in wh.query_sql("validate/file_counts", source=source):
-                    file_counts[file] = tuple(int(n) for n in rows)
                 expired = {t: c for t, c in past.items() if ds < c}
-                for table, condition in aged_out_partitions(source, ds, expired):
+                drop = aged_out_partitions(source, ds, expired)
+                for file, *rows in wh.query_sql(
+                    "validate/file_counts", source=source, aged_out=[t for t, _ in drop]
+                ):
+                    file_counts[file] = tuple(int(n) for n in rows)
+                for table, condition in drop:
                     aged_out += wh.query(f"SELECT count(*) FROM {table} WHERE {condition}")[0][0]
                     wh.execute_script(f"DELETE FROM {table} WHERE {condition}")
                 if aged_out:

@@ -50,9 +50,21 @@ def drop_partition(root: Path, table: str, ds: str) -> tuple[int, str]:
     return manifest["rows"], text
 
 
-def reconciled(result: dict) -> None:
+def reconciled(result: dict, config, ds: str) -> None:
+    """read = valid + quarantined + aged out, per source and (landed_files) summed per file."""
+    per_file = {
+        source: counts
+        for source, *counts in query(
+            config,
+            "SELECT source, sum(rows_read), sum(rows_valid), sum(rows_quarantined), "
+            f"sum(rows_aged_out) FROM landed_files WHERE dt = DATE '{ds}' GROUP BY source",
+        )
+    }
     for source, c in result["validate"]["sources"].items():
         assert c["read"] == c["valid"] + c["quarantined"] + c["aged_out"], (source, c)
+        if source != "elements":  # not dated: no landed_files rows
+            expected = [c["read"], c["valid"], c["quarantined"], c["aged_out"]]
+            assert per_file[source] == expected, (source, per_file[source], c)
 
 
 def test_a_backfill_past_retention_brings_nothing_back(built, tmp_path, caplog):
@@ -78,7 +90,7 @@ def test_a_backfill_past_retention_brings_nothing_back(built, tmp_path, caplog):
     assert validated["sources"]["form_entries"] == {
         "read": 1, "valid": 1, "quarantined": 0, "aged_out": 0
     }  # fmt: skip
-    reconciled(result)
+    reconciled(result, config, "2022-04-28")
     assert validated["retention"] == {
         "as_of": RETENTION_DAY,
         "cutoffs": {"interactions_days": "2022-04-29"},
@@ -111,7 +123,7 @@ def test_quarantined_lines_past_retention_are_not_quarantined_again(built, tmp_p
         "read": 2, "valid": 1, "quarantined": 0, "aged_out": 1
     }  # fmt: skip
     assert BOB in [r[0] for r in query(config, "SELECT email FROM form_entries")]
-    reconciled(result)
+    reconciled(result, config, "2022-04-29")
 
 
 def test_retention_that_removed_nothing_still_sets_the_date_a_catch_up_counts_from(tmp_path):

@@ -181,6 +181,19 @@ def test_ddl_runs_alone_and_dml_runs_together():
     assert [len(g) for g in groups] == [1, 4]
     assert groups[0][0].startswith("CREATE OR REPLACE TEMP TABLE")
     assert [g.split()[0] for g in groups[1]] == ["DELETE", "INSERT", "DELETE", "INSERT"]
+    # with the ledger of its files after it (pipeline.validate), still one transaction: a date
+    # past retention deletes its rows in it, and they must never be committed on their own
+    rendered += unconnected.render(
+        "validate/landed_files",
+        source="interactions",
+        ds="2022-04-30",
+        versions=[("a.csv", "1")],
+        streamed=False,
+        keep_days=31,
+        aged_out=["interactions"],
+    )
+    groups = statement_groups(split_script(rendered))
+    assert [len(g) for g in groups] == [1, 7]
 
 
 def test_literals_escape_backslashes_for_snowflake():

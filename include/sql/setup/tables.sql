@@ -39,11 +39,12 @@ ALTER TABLE published_snapshots ADD COLUMN IF NOT EXISTS profiles BIGINT;
 CREATE TABLE IF NOT EXISTS landed_files (
     source VARCHAR, dt DATE, file VARCHAR, version VARCHAR, recorded_at TIMESTAMP
 );
--- What validation made of each file's rows (validate/file_counts.sql): rows_read = rows_valid +
--- rows_quarantined, per file. NULL on rows recorded before the columns were added.
+-- Each file's rows as the run counts them (validate/file_counts.sql): rows_read = rows_valid +
+-- rows_quarantined + rows_aged_out, per file. NULL on rows recorded before the columns were added.
 ALTER TABLE landed_files ADD COLUMN IF NOT EXISTS rows_read BIGINT;
 ALTER TABLE landed_files ADD COLUMN IF NOT EXISTS rows_valid BIGINT;
 ALTER TABLE landed_files ADD COLUMN IF NOT EXISTS rows_quarantined BIGINT;
+ALTER TABLE landed_files ADD COLUMN IF NOT EXISTS rows_aged_out BIGINT;
 -- The identity rules each date was built with, as a fingerprint of identity.yml's parsed rules:
 -- a change regroups profiles with no profile_merges row, so the run after it says so.
 CREATE TABLE IF NOT EXISTS identity_rules_log (dt DATE, fingerprint VARCHAR, recorded_at TIMESTAMP);

@@ -24,10 +24,11 @@ WHERE session_id NOT IN (SELECT session_id FROM stream_shared_sessions);
 -- The batch's dated files are now held in the warehouse at these versions (setup/tables.sql).
 DELETE FROM landed_files l
 WHERE EXISTS (SELECT 1 FROM {{ bs }}.batch_files b WHERE b.file = l.file AND b.ds = l.dt);
-INSERT INTO landed_files
-    (source, dt, file, version, recorded_at, rows_read, rows_valid, rows_quarantined)
+INSERT INTO landed_files (
+    source, dt, file, version, recorded_at, rows_read, rows_valid, rows_quarantined, rows_aged_out
+)
 SELECT source, ds, file, version, CAST(current_timestamp AS TIMESTAMP),
-       rows_read, rows_valid, rows_quarantined
+       rows_read, rows_valid, rows_quarantined, rows_aged_out
 FROM {{ bs }}.batch_files WHERE ds IS NOT NULL;
 
 DELETE FROM stream_files f WHERE f.file IN (SELECT file FROM {{ bs }}.batch_files);

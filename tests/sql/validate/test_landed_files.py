@@ -20,7 +20,9 @@ def checked(wh, rows: list[tuple[str, str | None]]) -> None:
         )
 
 
-def record(wh, ds: str, versions: list[tuple[str, str]], streamed: int = 0) -> None:
+def record(
+    wh, ds: str, versions: list[tuple[str, str]], streamed: int = 0, aged_out: tuple = ()
+) -> None:
     wh.execute_script(
         wh.render(
             "validate/landed_files",
@@ -29,6 +31,7 @@ def record(wh, ds: str, versions: list[tuple[str, str]], streamed: int = 0) -> N
             versions=versions,
             streamed=streamed,
             keep_days=31,
+            aged_out=list(aged_out),
         )
     )
 
@@ -47,6 +50,7 @@ def test_many_files_go_in_statements_of_a_thousand_and_old_dates_leave(tmp_path)
             versions=versions,
             streamed=0,
             keep_days=31,
+            aged_out=[],
         )
         assert sql.count("INSERT INTO landed_files") == 3  # Snowflake's 1 MB statement advice
         record(wh, "2022-04-29", versions)
@@ -58,8 +62,8 @@ def test_many_files_go_in_statements_of_a_thousand_and_old_dates_leave(tmp_path)
 
 
 def test_each_file_keeps_what_validation_made_of_its_rows(tmp_path):
-    """rows_read = rows_valid + rows_quarantined, per file; a file with no row (a header only)
-    has 0 of each, and so has the row of a date whose extract found no file."""
+    """rows_read = rows_valid + rows_quarantined + rows_aged_out, per file; a file with no row (a
+    header only) has 0 of each, and so has the row of a date whose extract found no file."""
     config = write_config(tmp_path)
     with open_warehouse(config) as wh:
         wh.run_sql("setup/tables")
@@ -68,11 +72,21 @@ def test_each_file_keeps_what_validation_made_of_its_rows(tmp_path):
             [("/l/a.csv", None), ("/l/a.csv", "votes: not an integer"), ("/l/a.csv", None)]
             + [("/l/b.csv", "session_id: missing")],
         )
-        record(wh, "2022-04-29", [("/l/a.csv", "1"), ("/l/b.csv", "2"), ("/l/empty.csv", "3")])
-        assert wh.query(
-            "SELECT file, rows_read, rows_valid, rows_quarantined FROM landed_files ORDER BY file"
-        ) == [("/l/a.csv", 3, 2, 1), ("/l/b.csv", 1, 0, 1), ("/l/empty.csv", 0, 0, 0)]
+        counts = (
+            "SELECT file, rows_read, rows_valid, rows_quarantined, rows_aged_out FROM landed_files "
+            "ORDER BY file"
+        )
+        files = [("/l/a.csv", "1"), ("/l/b.csv", "2"), ("/l/empty.csv", "3")]
+        record(wh, "2022-04-29", files)
+        assert wh.query(counts) == [
+            ("/l/a.csv", 3, 2, 1, 0),
+            ("/l/b.csv", 1, 0, 1, 0),
+            ("/l/empty.csv", 0, 0, 0, 0),
+        ]
+        # a date past retention keeps none of what it covers: counted as aged out instead
+        record(wh, "2022-04-29", files, aged_out=["interactions"])
+        assert wh.query(counts)[:2] == [("/l/a.csv", 3, 0, 1, 2), ("/l/b.csv", 1, 0, 1, 0)]
+        record(wh, "2022-04-29", files, aged_out=["interactions", "quarantine"])
+        assert wh.query(counts)[:2] == [("/l/a.csv", 3, 0, 0, 3), ("/l/b.csv", 1, 0, 0, 1)]
         record(wh, "2022-04-29", [])
-        assert wh.query(
-            "SELECT file, rows_read, rows_valid, rows_quarantined FROM landed_files"
-        ) == [(None, 0, 0, 0)]
+        assert wh.query(counts) == [(None, 0, 0, 0, 0)]
