@@ -305,3 +305,25 @@ def test_an_older_dates_merges_leave_the_newer_snapshot_alone(
     after = tables(snowflake_conn, snowflake_database)
     for table in ("audience_profiles", "profile_identifiers", "audience_profile_interactions"):
         assert after[table] == before[table], table
+
+
+def test_rows_of_literals_go_in_statements_of_a_thousand(fakesnow_server, monkeypatch, tmp_path):
+    """Snowflake takes at most 16,384 rows in one VALUES clause: a backlog of erasure requests'
+    tombstones (or any literal rows) goes in INSERTs of a thousand, every row kept."""
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{SNOWFLAKE_CONN_ID.upper()}", snowflake_connection_json(fakesnow_server)
+    )
+    database = "VALUES_" + uuid.uuid4().hex[:8].upper()
+    dest = destination(SNOWFLAKE_CONN_ID, database, tmp_path)
+    with dest.session() as db:
+        dest.prepare(db)
+        table = dest.qualified("many_rows")
+        db.execute(f"CREATE TABLE {table} (n INTEGER, label VARCHAR)")
+        sent = []
+        execute = db.execute
+        monkeypatch.setattr(db, "execute", lambda sql: sent.append(sql) or execute(sql))
+        dest.insert_rows_sql(db, table, [f"({n}, 'row {n}')" for n in range(2500)])
+        assert [s.count("), (") + 1 for s in sent] == [1000, 1000, 500]
+        assert db.query(f"SELECT count(*), count(DISTINCT n) FROM {table}") == [(2500, 2500)]
+        dest.insert_rows_sql(db, table, [])  # nothing to insert: no statement
+        assert len(sent) == 3

@@ -42,6 +42,7 @@ from audience_profiles.warehouse.snowflake import (
 )
 
 STAGE = "AP_LOAD_STAGE"
+VALUES_ROWS_MAX = 1000  # rows of literals per INSERT (insert_rows_sql)
 
 
 class SnowflakeSession(Session):
@@ -131,8 +132,12 @@ class SnowflakeDestination(SqlWarehouseDestination):
         return f"PARSE_JSON({expr})"
 
     def insert_rows_sql(self, db: SnowflakeSession, table: str, rows: list[str]) -> None:
-        if rows:
-            db.execute(f"INSERT INTO {table} VALUES {', '.join(rows)}")
+        # A thousand rows a statement: Snowflake takes at most 16,384 in one VALUES clause (a
+        # backlog of erasure requests, each with its tombstones, can hold more).
+        for start in range(0, len(rows), VALUES_ROWS_MAX):
+            db.execute(
+                f"INSERT INTO {table} VALUES {', '.join(rows[start : start + VALUES_ROWS_MAX])}"
+            )
 
     def null_safe_equal(self, a: str, b: str) -> str:
         return f"EQUAL_NULL({a}, {b})"

@@ -137,8 +137,9 @@ def _record_tombstones(
     dest: SqlWarehouseDestination, db: Session, requests: Sequence[ErasureRequest]
 ) -> None:
     table = dest.qualified(ERASURES_TABLE)
-    ids = ", ".join(dest.literal(r.request_id) for r in requests)
-    db.execute(f"DELETE FROM {table} WHERE {dest.ident('request_id')} IN ({ids})")
+    for start in range(0, len(requests), 1000):  # Snowflake: at most 16,384 values in a list
+        ids = ", ".join(dest.literal(r.request_id) for r in requests[start : start + 1000])
+        db.execute(f"DELETE FROM {table} WHERE {dest.ident('request_id')} IN ({ids})")
     dest.insert_rows_sql(
         db,
         table,
