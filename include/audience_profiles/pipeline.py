@@ -626,7 +626,7 @@ def _streamed_files(wh, config: PipelineConfig, source: str, ds: str, info: dict
     if not kept:
         return 0
     wh.execute_script("CREATE OR REPLACE TEMP TABLE validate_streamed (file VARCHAR)")
-    for start in range(0, len(kept), 1000):  # Snowflake: at most 16,384 rows in a VALUES clause
+    for start in range(0, len(kept), 1000):  # Snowflake: at most 16,384 rows in an INSERT's VALUES
         rows = ", ".join(f"({wh.literal(f)})" for f in kept[start : start + 1000])
         wh.execute_script(f"INSERT INTO validate_streamed VALUES {rows}")
     log.info(

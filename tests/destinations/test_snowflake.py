@@ -308,7 +308,7 @@ def test_an_older_dates_merges_leave_the_newer_snapshot_alone(
 
 
 def test_rows_of_literals_go_in_statements_of_a_thousand(fakesnow_server, monkeypatch, tmp_path):
-    """Snowflake takes at most 16,384 rows in one VALUES clause: a backlog of erasure requests'
+    """Snowflake takes at most 16,384 rows in an INSERT's VALUES: a backlog of erasure requests'
     tombstones (or any literal rows) goes in INSERTs of a thousand, every row kept."""
     monkeypatch.setenv(
         f"AIRFLOW_CONN_{SNOWFLAKE_CONN_ID.upper()}", snowflake_connection_json(fakesnow_server)

@@ -132,7 +132,7 @@ class SnowflakeDestination(SqlWarehouseDestination):
         return f"PARSE_JSON({expr})"
 
     def insert_rows_sql(self, db: SnowflakeSession, table: str, rows: list[str]) -> None:
-        # A thousand rows a statement: Snowflake takes at most 16,384 in one VALUES clause (a
+        # A thousand rows a statement: Snowflake takes at most 16,384 in an INSERT's VALUES (a
         # backlog of erasure requests, each with its tombstones, can hold more).
         for start in range(0, len(rows), VALUES_ROWS_MAX):
             db.execute(

@@ -5,8 +5,9 @@ CREATE TABLE {{ bs }}.batch_files (
     source VARCHAR, file VARCHAR, version VARCHAR, modified TIMESTAMP, ds DATE,
     rows_read BIGINT, rows_valid BIGINT, rows_quarantined BIGINT, rows_aged_out BIGINT
 );
-{#- A thousand files a statement: Snowflake takes at most 16,384 rows in a VALUES clause and
-    advises statements under 1 MB, and a batch after a pause or a bulk upload can be larger. -#}
+{#- A thousand files a statement: Snowflake advises statements under 1 MB (a thousand names of
+    S3 keys is about 200 kB) and takes at most 200,000 rows in a FROM clause's VALUES, and a
+    batch after a pause or a bulk upload can be larger. -#}
 {% for chunk in files | batch(1000) %}
 INSERT INTO {{ bs }}.batch_files
 SELECT source, file, version, CAST(modified AS TIMESTAMP), CAST(ds AS DATE),

@@ -10,8 +10,9 @@ from tests.support import write_config
 
 
 def test_a_batch_of_many_files_goes_in_statements_of_a_thousand(tmp_path):
-    """A batch after a pause or a bulk upload can hold more files than Snowflake takes in one
-    VALUES clause (16,384 rows); each file keeps its counts, and a file with no row has 0."""
+    """A batch after a pause or a bulk upload can make a statement larger than Snowflake
+    advises (1 MB) or takes (200,000 rows in a VALUES); each file keeps its counts, and a file
+    with no row has 0 of each."""
     modified = dt.datetime(2022, 4, 30, 10, 0, 0, 123456)
     files = [
         LandedFile("interactions", f"/l/part-{i:05d}.csv", "2022-04-30", str(i), modified)
