@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -634,12 +635,13 @@ def test_every_input_row_is_in_an_output_or_quarantine(tmp_path):
     assert enriched + quarantined == read
 
 
-def test_counts_reconcile_per_file_too(tmp_path):
+def test_counts_reconcile_per_file_too(tmp_path, caplog):
     """landed_files holds each file's read, valid and quarantined rows: they add up per file, to
     the source's counts, and to the quarantine's rows of the file; the run's output names the
     files with quarantined rows, most first."""
     from audience_profiles.generate import GenerateOptions, generate
 
+    caplog.set_level(logging.INFO, logger="audience_profiles")
     config = write_config(tmp_path)
     generate(GenerateOptions(out=tmp_path / "landing", interactions=3_000, days=1, dirty_rate=0.02))
     ds = "2022-04-25"  # the generator's first date (it adds a few odd ones)
@@ -669,6 +671,10 @@ def test_counts_reconcile_per_file_too(tmp_path):
     by_file = result["quarantine_by_file"]
     assert by_file["files"] == len(in_quarantine) >= 2
     assert ["interactions", str(extra), 3, 3] in by_file["top"]  # each without a session_id
+    # and the task log names them, with how many of each one's rows
+    (line,) = [r.getMessage() for r in caplog.records if "rows in quarantine" in r.getMessage()]
+    assert line.startswith(f"{by_file['files']} file(s) with rows in quarantine, most first: ")
+    assert f"{by_file['top'][0][1]} ({by_file['top'][0][3]} of {by_file['top'][0][2]})" in line
     assert [t[3] for t in by_file["top"]] == sorted((t[3] for t in by_file["top"]), reverse=True)
 
 

@@ -456,6 +456,16 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             f"WHERE q.dt = DATE '{window.ds}' GROUP BY q.source, q.file "
             "ORDER BY count(*) DESC, q.source, q.file"
         )
+    if files_quarantined:  # in the task log, which is where an operator looks first
+        log.info(
+            "%s file(s) with rows in quarantine, most first: %s%s",
+            len(files_quarantined),
+            ", ".join(
+                f"{file} ({in_quarantine}" + (f" of {read})" if read is not None else ")")
+                for _, file, read, in_quarantine in files_quarantined[:LATE_NAMES_SHOWN]
+            ),
+            " ..." if len(files_quarantined) > LATE_NAMES_SHOWN else "",
+        )
     result = {
         "sources": counts,
         "quarantine_by_field": quarantine_by_field(reasons),
