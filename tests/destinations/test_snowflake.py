@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 
 import pytest
 
+from audience_profiles.destinations import warehouse_erasure, warehouse_load
 from audience_profiles.destinations.base import RunInfo
-from audience_profiles.destinations.snowflake import SnowflakeDestination
+from audience_profiles.destinations.snowflake import SnowflakeDestination, SnowflakeSession
 from audience_profiles.warehouse.snowflake import snowflake_hook
 from tests.destinations.warehouse_exports import (
     DAVID,
@@ -191,6 +193,50 @@ def test_erasure_deletes_the_person_everywhere_and_no_load_brings_them_back(
     tombstones = query(snowflake_conn, snowflake_database, f"SELECT * FROM {SCHEMA}.AP_ERASURES")
     assert len(tombstones) == 4  # the profile, the address, two sessions
     assert not {DAVID, P1, S1, S2} & {str(v) for row in tombstones for v in row}
+
+
+def most_values_listed(sql: str) -> int:
+    """The most values one ``IN (...)`` list or one ``OR`` of POSITION() terms of ``sql`` holds."""
+    unquoted = re.sub(r"'(?:[^']|'')*'", "v", sql)  # a literal's commas and brackets are not SQL
+    lists = [len(items.split(",")) for items in re.findall(r"\bIN \(([^()]*)\)", unquoted)]
+    return max([*lists, unquoted.count("POSITION(")])
+
+
+def test_a_backlog_of_requests_is_erased_in_statements_of_bounded_lists(
+    snowflake_conn, snowflake_database, tmp_path, monkeypatch
+):
+    """Snowflake takes at most 16,384 expressions in an IN list (error 001795), and a backlog of
+    requests lists tens of thousands: each statement lists at most LISTED_MAX values (one here),
+    and the same rows go as in one statement."""
+    monkeypatch.setattr(warehouse_erasure, "LISTED_MAX", 1)
+    sent, erasing = [], []
+    erase_loaded, execute, query = (
+        warehouse_load.erase_loaded,
+        SnowflakeSession.execute,
+        SnowflakeSession.query,
+    )
+
+    def erase_recorded(*args):
+        erasing.append(True)
+        try:
+            return erase_loaded(*args)
+        finally:
+            erasing.pop()
+
+    def recorded(run):
+        return lambda db, sql: (sent.append(sql) if erasing else None) or run(db, sql)
+
+    monkeypatch.setattr(warehouse_load, "erase_loaded", erase_recorded)
+    monkeypatch.setattr(SnowflakeSession, "execute", recorded(execute))
+    monkeypatch.setattr(SnowflakeSession, "query", recorded(query))
+    dest = destination(snowflake_conn, snowflake_database, tmp_path)
+    check_erasure(
+        dest,
+        lambda day: deliver(dest, tmp_path, day),
+        lambda: tables(snowflake_conn, snowflake_database),
+        pii="plain",
+    )
+    assert max(most_values_listed(s) for s in sent) == 1
 
 
 def test_a_date_delivered_again_under_pii_omit_changes_nothing(

@@ -24,7 +24,7 @@ snapshot tables nor in the partition of a date that no daily run rewrites any mo
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,6 +52,9 @@ VALUE_COLUMNS = ("email", "session_id", "external_id")
 HASHED_EMAIL = "email_sha256"  # drop.select_list's name for a hashed email column or pair type
 PROFILE = "profile_id"  # tombstone type of an erased profile id
 _WORD = re.compile(RAW_WORD)
+# Values one statement lists. Snowflake takes at most 16,384 expressions in an IN list (error
+# 001795), and a backlog of requests (an erasure DAG paused for weeks) lists tens of thousands.
+LISTED_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,19 @@ class Subjects:
             frozenset(p for r in requests for p in r.profile_ids),
             {k: frozenset(v) for k, v in values.items() if v},
         )
+
+    def parts(self) -> Iterator[Subjects]:
+        """The same subjects in parts of at most ``LISTED_MAX`` values: deleting the rows that
+        name one part after another deletes the rows that name any of them."""
+        items = [(None, p) for p in sorted(self.profile_ids)] + [
+            (kind, v) for kind, vs in sorted(self.values.items()) for v in sorted(vs)
+        ]
+        for start in range(0, len(items), LISTED_MAX):
+            values: dict[str | None, set[str]] = {}
+            for kind, value in items[start : start + LISTED_MAX]:
+                values.setdefault(kind, set()).add(value)
+            profile_ids = frozenset(values.pop(None, ()))
+            yield Subjects(profile_ids, {k: frozenset(v) for k, v in values.items() if k})
 
     def words(self) -> set[str]:
         """Every plain value, lower-cased as a quarantined line's words are compared (as SQL
@@ -110,11 +126,10 @@ def erase_loaded(
     removed: dict[str, int] = {}
     with db.transaction():
         for table in tables:
-            where = _erased_where(dest, columns[table], subjects, raws)
-            if where:
+            for where in _erased_wheres(dest, columns[table], subjects, raws):
                 rows = db.execute(f"DELETE FROM {dest.qualified(table)} WHERE {where}")
                 if rows > 0:
-                    removed[table] = rows
+                    removed[table] = removed.get(table, 0) + rows
         _record_tombstones(dest, db, requests)
     return removed
 
@@ -137,8 +152,8 @@ def _record_tombstones(
     dest: SqlWarehouseDestination, db: Session, requests: Sequence[ErasureRequest]
 ) -> None:
     table = dest.qualified(ERASURES_TABLE)
-    for start in range(0, len(requests), 1000):  # Snowflake: at most 16,384 values in a list
-        ids = ", ".join(dest.literal(r.request_id) for r in requests[start : start + 1000])
+    for start in range(0, len(requests), LISTED_MAX):
+        ids = ", ".join(dest.literal(r.request_id) for r in requests[start : start + LISTED_MAX])
         db.execute(f"DELETE FROM {table} WHERE {dest.ident('request_id')} IN ({ids})")
     dest.insert_rows_sql(
         db,
@@ -159,18 +174,39 @@ def _quarantined_lines(dest: SqlWarehouseDestination, db: Session, subjects: Sub
     here, as warehouses spell regular expressions differently.
     """
     words = subjects.words()
-    if not words:
-        return set()
     raw = dest.ident(RAW_COLUMN)
-    found = " OR ".join(f"POSITION({dest.literal(w)} IN lower({raw})) > 0" for w in sorted(words))
-    candidates = db.query(
-        f"SELECT DISTINCT {raw} FROM {dest.qualified('quarantine')} WHERE {found}"
-    )
+    listed = sorted(words)
+    candidates = set()
+    for start in range(0, len(listed), LISTED_MAX):
+        found = " OR ".join(
+            f"POSITION({dest.literal(w)} IN lower({raw})) > 0"
+            for w in listed[start : start + LISTED_MAX]
+        )
+        candidates.update(
+            line
+            for (line,) in db.query(
+                f"SELECT DISTINCT {raw} FROM {dest.qualified('quarantine')} WHERE {found}"
+            )
+        )
     return {
         line
-        for (line,) in candidates
+        for line in candidates
         if {normalise_identifier(w) for w in _WORD.findall(line)} & words
     }
+
+
+def _erased_wheres(
+    dest: SqlWarehouseDestination, columns: set[str], subjects: Subjects, raws: set[str]
+) -> Iterator[str]:
+    """SQL conditions, a statement's each, that together name every row of an erased profile or
+    identifier; each lists at most ``LISTED_MAX`` values."""
+    nothing = Subjects(frozenset(), {})
+    lines = sorted(raws)
+    for part, part_raws in [(part, set()) for part in subjects.parts()] + [
+        (nothing, set(lines[i : i + LISTED_MAX])) for i in range(0, len(lines), LISTED_MAX)
+    ]:
+        if where := _erased_where(dest, columns, part, part_raws):
+            yield where
 
 
 def _erased_where(
