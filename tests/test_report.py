@@ -121,6 +121,26 @@ def test_a_page_plots_the_last_dates_up_to_its_own_and_index_stays_the_latest(
     assert (folder / "index.html").read_text() == (folder / f"{days[-1]}.html").read_text()
 
 
+def test_index_plots_the_older_dates_a_backfill_reports_after_the_latest(tmp_path, monkeypatch):
+    """A backfill run newest first reports the latest date before the older ones: index.html,
+    the latest date's page, is drawn again from its stored report as each older date reports."""
+    monkeypatch.setattr(report, "HISTORY_DATES", 3)
+    config = write_config(tmp_path)
+    days = [f"2022-04-{d:02d}" for d in range(20, 26)]
+    for ds in reversed(days):
+        outputs = {"validate": {"sources": {}, "quarantine_by_field": []}}
+        outputs["build_profiles"] = {"profiles": int(ds[-2:])}
+        report.write_report(RunWindow.for_date(ds), outputs, {}, config)
+    folder = tmp_path / "output" / "reports"
+    index = (folder / "index.html").read_text()
+    assert f"{days[-1]}</h1>" in index and "profiles" in index
+    chart = index[index.index('aria-label="Profiles"') :].split("</svg>")[0]
+    assert re.findall(r">(\d{4}-\d{2}-\d{2})</text>", chart) == days[-3:]
+    own = (folder / f"{days[-1]}.html").read_text()  # as it was when it ran: its date alone
+    own_chart = own[own.index('aria-label="Profiles"') :].split("</svg>")[0]
+    assert re.findall(r">(\d{4}-\d{2}-\d{2})</text>", own_chart) == [days[-1]]
+
+
 def test_a_link_planted_at_a_page_s_name_is_replaced_not_written_through(reported, tmp_path):
     """The pages go to the local drop's folder, which others may write to."""
     root, config, _ = reported

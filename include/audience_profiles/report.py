@@ -244,11 +244,18 @@ def write_report(
             report=json.dumps(report, sort_keys=True, default=str),
         )
         columns = ("ds", "profiles", "profiles_created", "merges", "quarantined", "delivered")
-        history = [
-            dict(zip(columns, row[:6], strict=True))
-            for row in wh.query_sql("report/history", ds=window.ds, dates=HISTORY_DATES)
-        ]
-        latest = str(wh.query("SELECT max(ds) FROM pipeline_runs")[0][0])
+
+        def history(ds: str) -> list[dict[str, Any]]:
+            return [
+                dict(zip(columns, row[:6], strict=True))
+                for row in wh.query_sql("report/history", ds=ds, dates=HISTORY_DATES)
+            ]
+
+        own_history = history(window.ds)
+        latest, latest_report = wh.query_sql("report/latest")[0]
+        # index.html is the latest date's page. When an older date reports after it (a backfill
+        # run newest first), that page is drawn again from its stored report, this date in it.
+        index = None if latest == window.ds else (json.loads(latest_report), history(latest))
     folder = report_dir(config)
     path = folder / f"{window.ds}.html"
     # The summary first: the page's disk is often the drop's, and when it is full or read-only
@@ -258,10 +265,9 @@ def write_report(
     try:
         folder.mkdir(parents=True, exist_ok=True)
         inside(folder, folder.parent)  # in a shared output folder: not through a planted link
-        page = render_html(report, history).encode()
+        page = render_html(report, own_history).encode()
         replace_file(path, page)
-        if latest <= window.ds:
-            replace_file(folder / "index.html", page)
+        replace_file(folder / "index.html", render_html(*index).encode() if index else page)
     except OSError as exc:
         # The run is recorded (pipeline_runs) and summed up above; failing the task would retry
         # into the same disk and alert once more for what the delivery already failed on.
