@@ -654,20 +654,29 @@ def _files_off(wh: Warehouse, source: str, ds: str) -> str:
     counted for them (landed_files), for the error of a date whose counts do not reconcile."""
     if source not in DATED_SOURCES:  # the catalogue has no landed_files rows
         return ""
-    off = []
-    for file, valid, quarantined, in_table, in_quarantine in wh.query(
-        f"SELECT file, rows_valid, rows_quarantined, "
-        f"(SELECT count(*) FROM {source} s WHERE s.dt = l.dt AND s._file = l.file), "
-        "(SELECT count(*) FROM quarantine q "
-        "WHERE q.dt = l.dt AND q.source = l.source AND q.file = l.file) "
-        f"FROM landed_files l WHERE source = '{source}' AND dt = DATE '{ds}' "
-        "AND file IS NOT NULL ORDER BY file"
-    ):
-        if valid is not None and (valid, quarantined) != (in_table, in_quarantine):
-            off.append(
-                f"{file} ({valid} valid, {in_table} in {source}; "
-                f"{quarantined} quarantined, {in_quarantine} in quarantine)"
-            )
+    return files_off(
+        source,
+        wh.query(
+            f"SELECT file, rows_valid, rows_quarantined, "
+            f"(SELECT count(*) FROM {source} s WHERE s.dt = l.dt AND s._file = l.file), "
+            "(SELECT count(*) FROM quarantine q "
+            "WHERE q.dt = l.dt AND q.source = l.source AND q.file = l.file) "
+            f"FROM landed_files l WHERE source = '{source}' AND dt = DATE '{ds}' "
+            "AND file IS NOT NULL ORDER BY file"
+        ),
+    )
+
+
+def files_off(source: str, files: Sequence[tuple[str, int | None, int, int, int]]) -> str:
+    """``; in N file(s): name (...)`` for the files whose rows kept or quarantined are not what
+    validation counted, from (file, valid, quarantined, in the table, in quarantine); empty
+    when every file's are (or a file's counts are unknown: valid None)."""
+    off = [
+        f"{file} ({valid} valid, {in_table} in {source}; "
+        f"{quarantined} quarantined, {in_quarantine} in quarantine)"
+        for file, valid, quarantined, in_table, in_quarantine in files
+        if valid is not None and (valid, quarantined) != (in_table, in_quarantine)
+    ]
     if not off:
         return ""
     more = f" and {len(off) - LATE_NAMES_SHOWN} more" if len(off) > LATE_NAMES_SHOWN else ""

@@ -58,6 +58,7 @@ from audience_profiles.pipeline import (
     VALIDATED_TARGETS,
     ReconciliationError,
     aged_out_partitions,
+    files_off,
     latest_allowed_date,
 )
 from audience_profiles.privacy import EMAIL_PATTERN
@@ -551,6 +552,7 @@ def _validate(
                 email_pattern=EMAIL_PATTERN,
             )
             aged_out = 0
+            counted: list[str] = []  # the source's files in file_counts
             if ds:
                 expired = {t: c for t, c in past.items() if ds < c}
                 drop = aged_out_partitions(source, ds, expired)
@@ -558,6 +560,7 @@ def _validate(
                     "validate/file_counts", source=source, aged_out=[t for t, _ in drop]
                 ):
                     file_counts[file] = tuple(int(n) for n in rows)
+                    counted.append(file)
                 for table, condition in drop:
                     aged_out += wh.query(f"SELECT count(*) FROM {table} WHERE {condition}")[0][0]
                     wh.execute_script(f"DELETE FROM {table} WHERE {condition}")
@@ -576,9 +579,27 @@ def _validate(
                 f"SELECT count(*) FROM quarantine WHERE source = '{source}'{partition}"
             )[0][0]
             if kept + quarantined + aged_out != info["rows"]:
+                in_table = dict(
+                    wh.query(
+                        f"SELECT _file, count(*) FROM {source} WHERE true{partition} GROUP BY 1"
+                    )
+                )
+                in_quarantine = dict(
+                    wh.query(
+                        f"SELECT file, count(*) FROM quarantine WHERE source = '{source}'"
+                        f"{partition} GROUP BY 1"
+                    )
+                )
                 raise ReconciliationError(
                     f"stream batch, {source} {ds or ''}: read {info['rows']} row(s) but kept "
                     f"{kept}, quarantined {quarantined} and aged out {aged_out}"
+                    + files_off(
+                        source,
+                        [
+                            (f, *file_counts[f][1:3], in_table.get(f, 0), in_quarantine.get(f, 0))
+                            for f in sorted(counted)
+                        ],
+                    )
                 )
             total = counts.setdefault(source, {"files": 0, "read": 0, "quarantined": 0})
             total["files"] += info["files"]

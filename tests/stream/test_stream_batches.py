@@ -140,6 +140,35 @@ def test_a_file_in_a_partition_past_retention_is_counted_not_loaded_or_emitted(t
     assert batch(config, sent, "b2")[0]["files"] == 0
 
 
+def test_a_row_lost_in_a_batch_fails_it_naming_the_file(tmp_path, sent, monkeypatch):
+    """Read = kept + quarantined + aged out, in a batch as in a daily run: a validation that
+    loses a row (a DELETE added to the interactions' script) fails the batch, naming the file
+    whose rows are not where validation counted them, and nothing is sent."""
+    from audience_profiles.warehouse.base import Warehouse
+
+    config, landing = streaming(tmp_path, sent)
+    ds = "2022-04-30"
+    write_interactions(landing, ds, "a.csv", [(ds, SEED_SESSION, 1)])
+    write_interactions(landing, ds, "b.csv", [(ds, SEED_SESSION, 2), (ds, SEED_SESSION, 3)])
+    render = Warehouse.render
+
+    def losing(self, name, **params):
+        sql = render(self, name, **params)
+        if name == "validate/interactions":
+            sql += "\nDELETE FROM interactions WHERE _file LIKE '%b.csv' AND _line = 2;"
+        return sql
+
+    monkeypatch.setattr(Warehouse, "render", losing)
+    before = len(sent)
+    with pytest.raises(
+        pipeline.ReconciliationError,
+        match=r"^stream batch, interactions 2022-04-30: read 3 row\(s\) but kept 2, .*; in 1 "
+        r"file\(s\): \S+/b\.csv \(2 valid, 1 in interactions; 0 quarantined, 0 in quarantine\)$",
+    ):
+        batch(config, sent, "b1")
+    assert sent[before:] == []
+
+
 def test_a_file_dated_ahead_of_the_clock_does_not_hide_later_files(tmp_path, sent):
     config = make_config(tmp_path)
     landing = tmp_path / "landing"
