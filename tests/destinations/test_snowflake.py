@@ -202,13 +202,18 @@ def most_values_listed(sql: str) -> int:
     return max([*lists, unquoted.count("POSITION(")])
 
 
+@pytest.mark.parametrize(
+    ("most_values", "most_chars"), [(1, warehouse_erasure.LISTED_CHARS_MAX), (1000, 1)]
+)
 def test_a_backlog_of_requests_is_erased_in_statements_of_bounded_lists(
-    snowflake_conn, snowflake_database, tmp_path, monkeypatch
+    snowflake_conn, snowflake_database, tmp_path, monkeypatch, most_values, most_chars
 ):
     """Snowflake takes at most 16,384 expressions in an IN list (error 001795), and a backlog of
-    requests lists tens of thousands: each statement lists at most LISTED_MAX values (one here),
-    and the same rows go as in one statement."""
-    monkeypatch.setattr(warehouse_erasure, "LISTED_MAX", 1)
+    requests lists tens of thousands: each statement lists at most LISTED_MAX values, and at most
+    LISTED_CHARS_MAX characters of them (quarantined lines are listed whole), one value here
+    either way, and the same rows go as in one statement."""
+    monkeypatch.setattr(warehouse_erasure, "LISTED_MAX", most_values)
+    monkeypatch.setattr(warehouse_erasure, "LISTED_CHARS_MAX", most_chars)
     sent, erasing = [], []
     erase_loaded, execute, query = (
         warehouse_load.erase_loaded,

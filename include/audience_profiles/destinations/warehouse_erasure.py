@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 
@@ -52,9 +52,29 @@ VALUE_COLUMNS = ("email", "session_id", "external_id")
 HASHED_EMAIL = "email_sha256"  # drop.select_list's name for a hashed email column or pair type
 PROFILE = "profile_id"  # tombstone type of an erased profile id
 _WORD = re.compile(RAW_WORD)
+T = TypeVar("T", str, tuple[str | None, str])
 # Values one statement lists. Snowflake takes at most 16,384 expressions in an IN list (error
 # 001795), and a backlog of requests (an erasure DAG paused for weeks) lists tens of thousands.
 LISTED_MAX = 1000
+# Characters of values one statement lists: quarantined lines are listed whole, and Snowflake
+# advises statements under 1 MB (a longer one runs, but its history keeps it cut short).
+LISTED_CHARS_MAX = 256_000
+
+
+def listed_parts(values: Sequence[T]) -> Iterator[list[T]]:
+    """The values in order, in lists of at most ``LISTED_MAX`` and ``LISTED_CHARS_MAX``
+    characters (a longer value alone). A value is a string or a pair whose last item is one."""
+    part: list[T] = []
+    chars = 0
+    for value in values:
+        size = len(value if isinstance(value, str) else value[-1])
+        if part and (len(part) == LISTED_MAX or chars + size > LISTED_CHARS_MAX):
+            yield part
+            part, chars = [], 0
+        part.append(value)
+        chars += size
+    if part:
+        yield part
 
 
 @dataclass(frozen=True)
@@ -80,14 +100,14 @@ class Subjects:
         )
 
     def parts(self) -> Iterator[Subjects]:
-        """The same subjects in parts of at most ``LISTED_MAX`` values: deleting the rows that
-        name one part after another deletes the rows that name any of them."""
+        """The same subjects in parts (``listed_parts``): deleting the rows that name one part
+        after another deletes the rows that name any of them."""
         items = [(None, p) for p in sorted(self.profile_ids)] + [
             (kind, v) for kind, vs in sorted(self.values.items()) for v in sorted(vs)
         ]
-        for start in range(0, len(items), LISTED_MAX):
+        for part in listed_parts(items):
             values: dict[str | None, set[str]] = {}
-            for kind, value in items[start : start + LISTED_MAX]:
+            for kind, value in part:
                 values.setdefault(kind, set()).add(value)
             profile_ids = frozenset(values.pop(None, ()))
             yield Subjects(profile_ids, {k: frozenset(v) for k, v in values.items() if k})
@@ -152,8 +172,8 @@ def _record_tombstones(
     dest: SqlWarehouseDestination, db: Session, requests: Sequence[ErasureRequest]
 ) -> None:
     table = dest.qualified(ERASURES_TABLE)
-    for start in range(0, len(requests), LISTED_MAX):
-        ids = ", ".join(dest.literal(r.request_id) for r in requests[start : start + LISTED_MAX])
+    for part in listed_parts([r.request_id for r in requests]):
+        ids = ", ".join(dest.literal(request_id) for request_id in part)
         db.execute(f"DELETE FROM {table} WHERE {dest.ident('request_id')} IN ({ids})")
     dest.insert_rows_sql(
         db,
@@ -177,11 +197,8 @@ def _quarantined_lines(dest: SqlWarehouseDestination, db: Session, subjects: Sub
     raw = dest.ident(RAW_COLUMN)
     listed = sorted(words)
     candidates = set()
-    for start in range(0, len(listed), LISTED_MAX):
-        found = " OR ".join(
-            f"POSITION({dest.literal(w)} IN lower({raw})) > 0"
-            for w in listed[start : start + LISTED_MAX]
-        )
+    for part in listed_parts(listed):
+        found = " OR ".join(f"POSITION({dest.literal(w)} IN lower({raw})) > 0" for w in part)
         candidates.update(
             line
             for (line,) in db.query(
@@ -199,11 +216,10 @@ def _erased_wheres(
     dest: SqlWarehouseDestination, columns: set[str], subjects: Subjects, raws: set[str]
 ) -> Iterator[str]:
     """SQL conditions, a statement's each, that together name every row of an erased profile or
-    identifier; each lists at most ``LISTED_MAX`` values."""
+    identifier; each lists a part (``listed_parts``)."""
     nothing = Subjects(frozenset(), {})
-    lines = sorted(raws)
     for part, part_raws in [(part, set()) for part in subjects.parts()] + [
-        (nothing, set(lines[i : i + LISTED_MAX])) for i in range(0, len(lines), LISTED_MAX)
+        (nothing, set(lines)) for lines in listed_parts(sorted(raws))
     ]:
         if where := _erased_where(dest, columns, part, part_raws):
             yield where
