@@ -131,14 +131,35 @@ def test_index_plots_the_older_dates_a_backfill_reports_after_the_latest(tmp_pat
         outputs = {"validate": {"sources": {}, "quarantine_by_field": []}}
         outputs["build_profiles"] = {"profiles": int(ds[-2:])}
         report.write_report(RunWindow.for_date(ds), outputs, {}, config)
+        if ds == days[-1]:  # when the latest date reported: its page says so, not the backfill's
+            with duckdb.connect(config.warehouse.path) as con:
+                con.execute("UPDATE pipeline_runs SET reported_at = TIMESTAMP '2022-04-26 06:05'")
     folder = tmp_path / "output" / "reports"
     index = (folder / "index.html").read_text()
     assert f"{days[-1]}</h1>" in index and "profiles" in index
+    assert "reported 2022-04-26 06:05 UTC" in index
     chart = index[index.index('aria-label="Profiles"') :].split("</svg>")[0]
     assert re.findall(r">(\d{4}-\d{2}-\d{2})</text>", chart) == days[-3:]
     own = (folder / f"{days[-1]}.html").read_text()  # as it was when it ran: its date alone
     own_chart = own[own.index('aria-label="Profiles"') :].split("</svg>")[0]
     assert re.findall(r">(\d{4}-\d{2}-\d{2})</text>", own_chart) == [days[-1]]
+
+
+def test_a_stored_report_that_cannot_be_drawn_leaves_the_index_as_it_was(tmp_path, caplog):
+    """The latest date's stored report is drawn again when an older date reports; if this code
+    cannot draw it (a report stored by another version), the older date's run still reports."""
+    config = write_config(tmp_path)
+    outputs = {"validate": {"sources": {}, "quarantine_by_field": []}}
+    report.write_report(RunWindow.for_date("2022-04-25"), outputs, {}, config)
+    folder = tmp_path / "output" / "reports"
+    index = (folder / "index.html").read_text()
+    with duckdb.connect(config.warehouse.path) as con:
+        con.execute('UPDATE pipeline_runs SET report = \'{"ds": "2022-04-25"}\'')
+    with caplog.at_level(logging.WARNING, logger=report.log.name):
+        summary = report.write_report(RunWindow.for_date("2022-04-24"), outputs, {}, config)
+    assert summary["html"] and (folder / "2022-04-24.html").exists()
+    assert (folder / "index.html").read_text() == index
+    assert "stored report of 2022-04-25 could not be drawn: KeyError" in caplog.text
 
 
 def test_a_link_planted_at_a_page_s_name_is_replaced_not_written_through(reported, tmp_path):

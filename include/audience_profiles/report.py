@@ -252,10 +252,14 @@ def write_report(
             ]
 
         own_history = history(window.ds)
-        latest, latest_report = wh.query_sql("report/latest")[0]
+        latest, latest_report, latest_reported_at = wh.query_sql("report/latest")[0]
         # index.html is the latest date's page. When an older date reports after it (a backfill
         # run newest first), that page is drawn again from its stored report, this date in it.
-        index = None if latest == window.ds else (json.loads(latest_report), history(latest))
+        index = (
+            None
+            if latest == window.ds
+            else (latest, latest_report, latest_reported_at, history(latest))
+        )
     folder = report_dir(config)
     path = folder / f"{window.ds}.html"
     # The summary first: the page's disk is often the drop's, and when it is full or read-only
@@ -267,13 +271,31 @@ def write_report(
         inside(folder, folder.parent)  # in a shared output folder: not through a planted link
         page = render_html(report, own_history).encode()
         replace_file(path, page)
-        replace_file(folder / "index.html", render_html(*index).encode() if index else page)
+        if (index_page := _drawn_again(*index) if index else page) is not None:
+            replace_file(folder / "index.html", index_page)
     except OSError as exc:
         # The run is recorded (pipeline_runs) and summed up above; failing the task would retry
         # into the same disk and alert once more for what the delivery already failed on.
         log.warning("the report page was not written: %s", exc)
         return summary | {"html": None}
     return summary | {"html": str(path)}
+
+
+def _drawn_again(
+    ds: str, stored: str, reported_at: dt.datetime, history: list[dict[str, Any]]
+) -> bytes | None:
+    """The page of a date's stored report (index.html, after an older date reported); None,
+    with a warning, when this code cannot draw it: the page is not this run's to fail on."""
+    try:
+        return render_html(json.loads(stored), history, reported_at).encode()
+    except Exception as exc:
+        log.warning(
+            "index.html is left as it was: the stored report of %s could not be drawn: %s: %s",
+            ds,
+            type(exc).__name__,
+            exc,
+        )
+        return None
 
 
 def _unread_landing(config: PipelineConfig) -> dict[str, Any] | None:
@@ -549,8 +571,13 @@ def _quarantined_files(by_file: dict[str, Any] | None) -> list[str]:
     return parts
 
 
-def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
-    """One self-contained page for the run, with the history it is given (``report/history``)."""
+def render_html(
+    report: dict[str, Any],
+    history: list[dict[str, Any]],
+    reported_at: dt.datetime | None = None,
+) -> str:
+    """One self-contained page for the run, with the history it is given (``report/history``),
+    reported now or at ``reported_at`` (UTC, as the warehouse's sessions keep it)."""
     dates = [h["ds"] for h in history]
     failed_checks = [c for c in report["checks"] if c["failures"]]
     summary = {
@@ -573,7 +600,7 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         f"<h1>audience_profiles · run report for {_esc(report['ds'])}</h1>",
         f'<p><span class="state {_esc(report["state"])}">{_esc(report["state"])}</span> '
         f"run <code>{_esc(report['run_id'])}</code>, reported "
-        f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
+        f"{(reported_at or dt.datetime.now(dt.UTC)).strftime('%Y-%m-%d %H:%M UTC')}</p>",
     ]
     if report["failed_tasks"]:
         parts.append(f"<p>Failed tasks: {_esc(', '.join(report['failed_tasks']))}</p>")
