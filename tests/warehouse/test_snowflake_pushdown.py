@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from audience_profiles import landing
+from audience_profiles import landing, report
 from audience_profiles.config import PROJECT_ROOT, load_config
 from audience_profiles.generate import GenerateOptions, data_dates, generate
 from audience_profiles.pipeline import RunWindow, enrich, extract_source, run_all, run_dir, validate
@@ -235,3 +235,30 @@ def test_erasure_runs_inside_snowflake(sample, snowflake_conn, tmp_path):
 
     assert result["record"] == {"completed": ["r-sf"], "pending": 0}
     assert set(davids().values()) == {0}
+
+
+@pytest.mark.services
+def test_the_run_report_is_stored_and_drawn_again_inside_snowflake(snowflake_conn, tmp_path):
+    """A backfill reporting newest first, on Snowflake: each date's row in pipeline_runs, and
+    index.html drawn again from the latest date's stored report as the older one reports."""
+    database = "REPORT_" + uuid.uuid4().hex[:8].upper()
+    config = load_config(
+        write_config(
+            tmp_path,
+            tmp_path / "landing",
+            f"{{engine: snowflake, conn_id: {snowflake_conn}, database: {database}, schema: main}}",
+        )
+    )
+    for ds, profiles in (("2022-04-30", 12), ("2022-04-29", 11)):
+        outputs = {
+            "validate": {"sources": {}, "quarantine_by_field": []},
+            "build_profiles": {"profiles": profiles},
+        }
+        report.write_report(RunWindow.for_date(ds), outputs, {}, config)
+    with open_warehouse(config, read_only=True) as wh:
+        stored = wh.query("SELECT CAST(ds AS VARCHAR), profiles FROM pipeline_runs ORDER BY ds")
+    assert stored == [("2022-04-29", 11), ("2022-04-30", 12)]
+    index = (report.report_dir(config) / "index.html").read_text()
+    assert "2022-04-30</h1>" in index
+    chart = index[index.index('aria-label="Profiles"') :].split("</svg>")[0]
+    assert ">2022-04-29</text>" in chart and ">2022-04-30</text>" in chart
