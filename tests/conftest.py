@@ -9,19 +9,22 @@ import tempfile
 from pathlib import Path
 
 # Airflow reads its configuration on first import: isolate it before any test imports Airflow.
+# Each test process has its own: pytest-xdist's workers (gw0, gw1, ...) run side by side.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if os.environ.get("AP_TEST_AIRFLOW_HOME"):
-    _AIRFLOW_HOME = Path(os.environ["AP_TEST_AIRFLOW_HOME"])
+    _AIRFLOW_HOME = Path(os.environ["AP_TEST_AIRFLOW_HOME"]) / _WORKER
+    _AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
 else:
-    _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ap-airflow-"))
+    _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix=f"ap-airflow-{_WORKER}"))
     # ours, so ours to remove: every test session used to leave one behind in /tmp
     atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).parents[1] / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(Path(__file__).parents[1] / "plugins"))
-os.environ.setdefault(
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
-)
+# Set, not defaulted: a worker inherits the environment of the process that started it, and
+# with it that process's database; two processes on one SQLite file lock each other out.
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
 
 pytest_plugins = sorted(
     f"tests.services.{p.stem}"
