@@ -13,6 +13,13 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PATH := $(BIN):$(PATH)
 
+# The suite in one pytest process per core (pytest-xdist; 4 at most: each starts the services its
+# tests ask for). A test file stays in one process, in order, so module fixtures are made once;
+# files go out in the order they are collected, not xdist's default (most tests first), which left
+# the long files of few tests (the backfill, the pandas reference) for last. `make test PARALLEL=`
+# runs it all in one process.
+PARALLEL ?= -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder
+
 .PHONY: install run test test-fast lint format bench bench-full ui pools clean
 
 install: $(STAMP)
@@ -43,10 +50,10 @@ run: install $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/audience-profiles run
 
 test: install node_modules/.package-lock.json
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not scheduler and not services"
+	$(BIN)/python -m pytest $(PARALLEL) -m "not scheduler and not services"
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
