@@ -26,10 +26,10 @@ pytestmark = pytest.mark.services
 TABLES = ["profile_merges", "audience_profiles", "audience_profile_interactions"]
 
 
-def create_delivery_stream(endpoint_url: str) -> tuple[str, str]:
+def create_delivery_stream(endpoint_url: str, name: str | None = None) -> tuple[str, str]:
     """A delivery stream writing into a fresh bucket; returns (stream name, bucket)."""
     suffix = uuid.uuid4().hex[:8]
-    bucket, name = f"firehose-{suffix}", f"profiles-{suffix}"
+    bucket, name = f"firehose-{suffix}", name or f"profiles-{suffix}"
     boto3.client("s3", endpoint_url=endpoint_url, region_name="us-east-1").create_bucket(
         Bucket=bucket
     )
@@ -179,6 +179,22 @@ def test_entries_that_keep_failing_fail_the_task_naming_them(
     assert {line["record_id"] for line in read_bucket(moto_in_process, bucket)} == set(
         profile_ids
     ) - set(stuck)
+
+
+def test_a_delivery_stream_created_again_under_its_name_is_told_apart(aws_conn, moto_server):
+    """The checkpoint's settings hold the stream's ARN and creation time, so a retry to a
+    delivery stream deleted and created again since the failed attempt starts over (the
+    checkpoint itself: tests/destinations/test_streams.py)."""
+    stream, bucket = create_delivery_stream(moto_server)
+    dest = destination(aws_conn, stream)
+    first = dest.target_identity()
+    assert first.startswith("arn:aws:firehose:") and stream in first
+    assert dest.target_identity() == first
+
+    client = boto3.client("firehose", endpoint_url=moto_server, region_name="us-east-1")
+    client.delete_delivery_stream(DeliveryStreamName=stream)
+    create_delivery_stream(moto_server, name=stream)
+    assert dest.target_identity() not in (first, None)
 
 
 def test_erasure_sends_one_profile_erased_line_per_profile(aws_conn, moto_server):

@@ -29,8 +29,8 @@ def kinesis_client(endpoint_url: str):
     return boto3.client("kinesis", endpoint_url=endpoint_url, region_name="us-east-1")
 
 
-def create_stream(endpoint_url: str, shards: int = 2) -> str:
-    name = f"profiles-{uuid.uuid4().hex[:8]}"
+def create_stream(endpoint_url: str, shards: int = 2, name: str | None = None) -> str:
+    name = name or f"profiles-{uuid.uuid4().hex[:8]}"
     client = kinesis_client(endpoint_url)
     client.create_stream(StreamName=name, ShardCount=shards)
     client.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.1})
@@ -245,6 +245,36 @@ def test_a_retry_goes_on_after_the_records_an_earlier_attempt_got_confirmed(
     calls.clear()
     dest.deliver(RUN, exports)  # delivered again on purpose: everything
     assert [len(c) for c in calls] == [3, 8, 12]
+
+
+def test_a_retry_to_a_stream_deleted_and_created_again_sends_everything(
+    aws_conn_in_process, moto_in_process, put_records_calls, tmp_path
+):
+    """What the failed attempt got confirmed went with the deleted stream: the stream created
+    again under its name (another creation time) receives every record from the retry."""
+    calls, plan = put_records_calls
+    exports = write_exports(tmp_path, profiles=8, interactions=12, merges=3)
+    plan["fail"].update(dict.fromkeys(record_ids(exports, "audience_profiles")[2:4], 1_000))
+    stream = create_stream(moto_in_process, shards=1)
+    dest = destination(aws_conn_in_process, stream, max_attempts=2, retry_base_seconds=0.01)
+    first = dest.target_identity()
+    with pytest.raises(UndeliveredRecordsError):
+        dest.deliver(RUN, exports)
+    assert (tmp_path / ".delivery-profile_stream.json").exists()
+
+    client = kinesis_client(moto_in_process)
+    client.delete_stream(StreamName=stream)
+    client.get_waiter("stream_not_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
+    create_stream(moto_in_process, shards=1, name=stream)
+    assert dest.target_identity() != first and stream in first
+    plan["fail"].clear()
+    calls.clear()
+    report = dest.deliver(RUN, exports)
+
+    assert [len(c) for c in calls] == [3, 8, 12]
+    assert "resumed_after" not in report.details
+    ids = Counter(record["record_id"] for _, record in read_stream(moto_in_process, stream))
+    assert set(ids) == expected_ids(exports) and set(ids.values()) == {1}
 
 
 def test_a_failed_attempt_keeps_the_batches_it_got_confirmed(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import random
 from collections import Counter
 from decimal import Decimal
@@ -21,7 +22,7 @@ from audience_profiles.destinations import kafka, streams
 from audience_profiles.destinations.base import ErasureRequest
 from audience_profiles.destinations.drop import select_list
 from audience_profiles.destinations.firehose import PUT_RECORD_BATCH_LIMITS
-from audience_profiles.destinations.kinesis import PUT_RECORDS_LIMITS
+from audience_profiles.destinations.kinesis import PUT_RECORDS_LIMITS, KinesisDestination
 from audience_profiles.destinations.streams import (
     MIB,
     STREAM_TABLES,
@@ -484,11 +485,23 @@ def test_kafka_keeps_the_run_of_messages_confirmed_from_the_start():
 # --- the delivery checkpoint ------------------------------------------------------------------
 
 
-def kinesis_entry(monkeypatch, region: str = "eu-west-1", **options):
+def kinesis_entry(monkeypatch, region: str = "eu-west-1", created: str | None = "v1", **options):
+    """A Kinesis destination whose stream says it was ``created`` then (None: it cannot be
+    described); nothing is sent."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_AWS_CHECKPOINT",
         json.dumps({"conn_type": "aws", "extra": {"region_name": region}}),
     )
+
+    def describe_target(self):
+        if created is None:
+            raise ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}},
+                "DescribeStreamSummary",
+            )
+        return f"arn:aws:kinesis:{region}:123456789012:stream/{self.stream_name} {created}"
+
+    monkeypatch.setattr(KinesisDestination, "describe_target", describe_target)
     return stream_destination(
         {
             "name": "profile_stream",
@@ -520,6 +533,26 @@ def test_a_checkpoint_holds_under_other_retry_options_not_another_target(monkeyp
         # (the connection is read when the delivery starts)
         assert run_records(kinesis_entry(monkeypatch, **elsewhere), RUN, exports)[0].resumed == {}
     assert run_records(kinesis_entry(monkeypatch), RUN, exports)[0].resumed == resumed
+
+
+def test_a_stream_deleted_and_created_again_starts_the_delivery_over(monkeypatch, tmp_path, caplog):
+    """Records an earlier attempt sent went with the stream that was deleted: a retry to the
+    stream created again under its name sends everything. A stream that cannot be described
+    (no permission) keeps what got through, as before, and the log says why."""
+    exports = write_exports(tmp_path, profiles=8, interactions=12, merges=3)
+    checkpoint, _ = run_records(kinesis_entry(monkeypatch, created="v1"), RUN, exports)
+    checkpoint.confirm("audience_profiles", 5, write=True)
+
+    assert run_records(kinesis_entry(monkeypatch, created="v1"), RUN, exports)[0].resumed
+    assert run_records(kinesis_entry(monkeypatch, created="v2"), RUN, exports)[0].resumed == {}
+
+    checkpoint, _ = run_records(kinesis_entry(monkeypatch, created=None), RUN, exports)
+    checkpoint.confirm("audience_profiles", 5, write=True)
+    with caplog.at_level(logging.WARNING, logger=streams.__name__):
+        again = run_records(kinesis_entry(monkeypatch, created=None), RUN, exports)[0]
+    assert again.resumed == {"audience_profiles": 5}
+    assert "Kinesis stream 'profiles': could not describe it (An error occurred " in caplog.text
+    assert "AccessDeniedException" in caplog.text
 
 
 def test_a_checkpoint_of_a_destination_named_with_a_slash_is_written_and_read(tmp_path):

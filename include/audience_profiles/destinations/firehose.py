@@ -17,6 +17,8 @@ jitter (streams.send_with_retries).
 
 from __future__ import annotations
 
+import functools
+
 from airflow.providers.amazon.aws.hooks.firehose import FirehoseHook
 
 from audience_profiles.config import DestinationConfig, PipelineConfig
@@ -70,8 +72,19 @@ class FirehoseDestination(BatchedStreamDestination):
     def encode(self, record: StreamRecord) -> bytes:
         return record.encode() + b"\n"
 
+    @functools.cached_property
+    def hook(self) -> FirehoseHook:
+        """One hook (and boto3 client) for the sends and the describe."""
+        return FirehoseHook(delivery_stream=self.delivery_stream, aws_conn_id=self.conn_id)
+
+    def describe_target(self) -> str:
+        description = self.hook.conn.describe_delivery_stream(
+            DeliveryStreamName=self.delivery_stream
+        )["DeliveryStreamDescription"]
+        return f"{description['DeliveryStreamARN']} {description['CreateTimestamp'].isoformat()}"
+
     def open_sender(self) -> SendBatch:
-        hook = FirehoseHook(delivery_stream=self.delivery_stream, aws_conn_id=self.conn_id)
+        hook = self.hook
 
         def send(batch: list[Entry]) -> list[tuple[Entry, str]]:
             return aws_batch_failures(

@@ -17,6 +17,8 @@ calls throttled as a whole are retried alone, with backoff and jitter (streams.s
 
 from __future__ import annotations
 
+import functools
+
 from airflow.providers.amazon.aws.hooks.kinesis import KinesisHook
 
 from audience_profiles.config import DestinationConfig, PipelineConfig
@@ -65,8 +67,18 @@ class KinesisDestination(BatchedStreamDestination):
     def target(self) -> str:
         return f"Kinesis stream {self.stream_name!r}"
 
+    @functools.cached_property
+    def client(self):
+        """One boto3 client for the sends and the describe (each client costs ~0.2 s)."""
+        return KinesisHook(aws_conn_id=self.conn_id).get_conn()
+
+    def describe_target(self) -> str:
+        summary = self.client.describe_stream_summary(StreamName=self.stream_name)
+        summary = summary["StreamDescriptionSummary"]
+        return f"{summary['StreamARN']} {summary['StreamCreationTimestamp'].isoformat()}"
+
     def open_sender(self) -> SendBatch:
-        client = KinesisHook(aws_conn_id=self.conn_id).get_conn()
+        client = self.client
 
         def send(batch: list[Entry]) -> list[tuple[Entry, str]]:
             return aws_batch_failures(

@@ -46,6 +46,7 @@ import functools
 import hashlib
 import itertools
 import json
+import logging
 import math
 import random
 import time
@@ -77,6 +78,8 @@ from audience_profiles.destinations.drop import (
 )
 from audience_profiles.files import replace_file, safe_name
 from audience_profiles.privacy import PII_COLUMNS, hash_identifier
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -597,9 +600,9 @@ class DeliveryCheckpoint:
     other characters than letters, digits, ``_ . -`` is made safe and a hash of it added) while the
     delivery has not finished, with each export's size and modification time: a new publish of
     the date (or an erasure rewriting an export) starts that table over, and changed
-    ``settings`` (another stream, topic, connection target or PII policy: ``run_records``) the
-    whole delivery. Removed when the delivery completes, so delivering a date again sends it
-    all. Written every ``FLUSH_SECONDS`` (Kafka looks every ``kafka.SAVE_EVERY`` messages) and
+    ``settings`` (another stream, topic, connection target or PII policy, or a Kinesis or
+    Firehose stream created again under its name: ``run_records``) the whole delivery. Removed
+    when the delivery completes, so delivering a date again sends it all. Written every ``FLUSH_SECONDS`` (Kafka looks every ``kafka.SAVE_EVERY`` messages) and
     when an attempt ends or fails, and by Kinesis and Firehose after each table too: a worker
     lost in between sends again what was confirmed since the last write, as the at-least-once
     guarantee allows (consumers deduplicate on ``record_id``).
@@ -686,6 +689,11 @@ def run_records(
             destination.config.pii,
             SCHEMA_VERSION,
             connection_target(destination.conn_id),
+            # the stream itself: one deleted and created again under its name since an earlier
+            # attempt holds none of what that attempt sent
+            destination.target_identity()
+            if isinstance(destination, BatchedStreamDestination)
+            else None,
         ],
         sort_keys=True,
         default=str,
@@ -757,6 +765,29 @@ class BatchedStreamDestination(Destination):
     @property
     def conn_id(self) -> str:
         return self.config.conn_id or "aws_default"
+
+    def describe_target(self) -> str | None:
+        """What tells the stream apart from one deleted and created again under its name (its
+        ARN and creation time), asked of the service; None for a kind that cannot tell."""
+        return None
+
+    def target_identity(self) -> str | None:
+        """:meth:`describe_target`, asked once per delivery; None when the service does not
+        say (no permission to describe, the stream missing), and a retry then goes on after
+        what an earlier attempt sent, as it did before it could tell."""
+        from botocore.exceptions import BotoCoreError, ClientError  # AWS destinations only
+
+        try:
+            return self.describe_target()
+        except (BotoCoreError, ClientError) as exc:
+            log.warning(
+                "%s: could not describe it (%s), so a retry cannot tell whether it was deleted "
+                "and created again since an earlier attempt; grant the describe permission "
+                '(docs/streams.md, "Retries")',
+                self.target,
+                exc,
+            )
+            return None
 
     def encode(self, record: StreamRecord) -> bytes:
         return record.encode()
