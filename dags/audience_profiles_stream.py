@@ -12,7 +12,8 @@ process_landed_files   (one task: stage + validate -> resolve -> emit -> commit 
 ```
 
 - **S3 landing**: set `AUDIENCE_PROFILES_STREAM_SQS_QUEUE_URL` to an SQS queue fed by the landing
-  bucket's object-created notifications. An asset watcher (MessageQueueTrigger) starts a run per
+  bucket's object-created notifications (S3's own, or its events sent on by an EventBridge
+  rule: docs/streams.md). An asset watcher (MessageQueueTrigger) starts a run per
   batch of messages; each run takes every landing event stored since its earliest triggering one
   (Airflow hands some events to no run: see `stream.landing_event_extras`); a reconciliation run every `AUDIENCE_PROFILES_STREAM_RECONCILE_SECONDS`
   (300) lists the landing root past the watermark, because the trigger deletes messages before a

@@ -3,8 +3,9 @@
 One call of :func:`run_batch` is one micro-batch (one task of the ``audience_profiles_stream``
 DAG). It finds its files one of two ways:
 
-- **events**: the S3 object-created notifications an SQS ``MessageQueueTrigger`` received (fast,
-  but at-most-once: the trigger deletes the messages before any DAG run exists);
+- **events**: the S3 object-created notifications an SQS ``MessageQueueTrigger`` received (S3's
+  own or EventBridge's; fast, but at-most-once: the trigger deletes the messages before any DAG
+  run exists);
 - **reconcile**: a listing of the landing root, per source, of every file modified after the
   source's watermark minus ``lookback_seconds`` that the ledger has not seen in that version. This
   is what makes a lost message, or a slow upload, harmless; local folders only use this.
@@ -42,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 from audience_profiles import landing
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig, load_config
@@ -308,8 +309,10 @@ def s3_records(event_extras: Iterable[dict]) -> list[dict]:
     """S3 object-created records in the asset events of the SQS ``MessageQueueTrigger``.
 
     Each asset event's extra is ``{"from_trigger": True, "payload": {"message_batch": [...]}}``;
-    a message Body is an S3 notification (or an SNS envelope around one). moto's and S3's
-    ``s3:TestEvent`` carries no records and is skipped.
+    a message Body is an S3 notification (or an SNS envelope around one), or an S3 event that an
+    EventBridge rule sent to the queue (taken as the record it stands for:
+    :func:`eventbridge_record`). moto's and S3's ``s3:TestEvent`` carries no records and is
+    skipped.
     """
     records = []
     for extra in event_extras:
@@ -327,9 +330,21 @@ def s3_records(event_extras: Iterable[dict]) -> list[dict]:
                     message.get("MessageId"),
                 )
                 continue
+            if body.get("source") == "aws.s3" and "detail" in body:
+                if body.get("detail-type") != "Object Created":
+                    continue  # deleted, restored...: as a notification's other records are
+                record = eventbridge_record(body)
+                if record is None:
+                    log.warning(
+                        "skipping an SQS message whose S3 Object Created event (EventBridge) "
+                        "has no bucket, key or time: %s",
+                        message.get("MessageId"),
+                    )
+                    continue
+                body = {"Records": [record]}
             if "Records" not in body:
                 if body.get("Event") != "s3:TestEvent":  # sent once when notifications are set up
-                    # an S3 event through EventBridge (another shape), or another sender's
+                    # another sender's
                     log.warning(
                         "skipping an SQS message that holds no S3 event notification: %s",
                         message.get("MessageId"),
@@ -346,6 +361,39 @@ def s3_records(event_extras: Iterable[dict]) -> list[dict]:
                 continue
             records += [r for r in announced if r["eventName"].startswith("ObjectCreated")]
     return records
+
+
+def eventbridge_record(event: dict) -> dict | None:
+    """The S3 event record an EventBridge ``Object Created`` event from S3 stands for; None for
+    one without a bucket, key or time.
+
+    Its fields differ from a notification's: the key is not form-encoded (so it is encoded here,
+    as ``Landing.from_s3_record`` decodes), the ETag is ``etag`` (moto: ``eTag``), the time is
+    the envelope's ``time`` to the second (moto: epoch seconds) and ``reason`` says which call
+    made the object (``PutObject``, ``CompleteMultipartUpload``...).
+    """
+    detail = event.get("detail")
+    if not isinstance(detail, dict):
+        return None
+    bucket, obj = detail.get("bucket"), detail.get("object")
+    if not isinstance(bucket, dict) or not isinstance(obj, dict):
+        return None
+    name, key, when = bucket.get("name"), obj.get("key"), event.get("time")
+    if isinstance(when, int | float) and not isinstance(when, bool):
+        try:
+            when = dt.datetime.fromtimestamp(when, dt.UTC).isoformat().replace("+00:00", "Z")
+        except (OverflowError, OSError, ValueError):  # no time a file could have landed at
+            return None
+    if not (isinstance(name, str) and isinstance(key, str) and isinstance(when, str)):
+        return None
+    return {
+        "eventName": f"ObjectCreated:{detail.get('reason') or 'Put'}",
+        "eventTime": when,
+        "s3": {
+            "bucket": {"name": name},
+            "object": {"key": quote_plus(key), "eTag": obj.get("etag", obj.get("eTag", ""))},
+        },
+    }
 
 
 def _is_s3_record(record: Any) -> bool:

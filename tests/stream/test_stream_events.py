@@ -9,10 +9,11 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
+from urllib.parse import unquote_plus
 
 from airflow.sdk import Asset
 
-from audience_profiles.stream import landing_event_extras, s3_records
+from audience_profiles.stream import Landing, landing_event_extras, s3_records
 
 LANDED = Asset(name="audience_profiles_landing", uri="audience-profiles://landing")
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -188,17 +189,12 @@ def test_a_message_whose_records_are_not_s3_event_records_is_skipped_naming_it(c
 
 def test_a_message_without_records_is_skipped_with_a_warning_unless_it_is_s3s_test_event(caplog):
     """S3's s3:TestEvent (sent when notifications are set up) is skipped quietly; any other
-    object without Records (an S3 event through EventBridge, another sender's) was skipped with
-    no word, so a queue wired to the wrong source streamed nothing and said nothing."""
-    eventbridge = {
-        "detail-type": "Object Created",
-        "source": "aws.s3",
-        "detail": {"bucket": {"name": "landing"}, "object": {"key": "a.csv"}},
-    }
+    object without Records (another sender's) was skipped with no word, so a queue wired to the
+    wrong source streamed nothing and said nothing."""
     test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "landing"}
     messages = [
         {"MessageId": "m-test", "Body": json.dumps(test_event)},
-        {"MessageId": "m-eventbridge", "Body": json.dumps(eventbridge)},
+        {"MessageId": "m-other", "Body": json.dumps({"detail-type": "Order Placed"})},
         {"MessageId": "m-empty", "Body": "{}"},
         {"MessageId": "m-plain", "Body": s3_notification("b.csv")},
     ]
@@ -209,5 +205,60 @@ def test_a_message_without_records_is_skipped_with_a_warning_unless_it_is_s3s_te
     assert [r["s3"]["object"]["key"] for r in records] == ["b.csv"]
     assert [r.getMessage() for r in caplog.records] == [
         f"skipping an SQS message that holds no S3 event notification: {m}"
-        for m in ("m-eventbridge", "m-empty")
+        for m in ("m-other", "m-empty")
+    ]
+
+
+def eventbridge_event(key: str, detail_type: str = "Object Created", **envelope) -> str:
+    """An S3 event as an EventBridge rule sends it to SQS (AWS's documented example, trimmed):
+    the key as it is, not form-encoded; ``etag``; the envelope's ``time`` to the second."""
+    return json.dumps(
+        {
+            "version": "0",
+            "detail-type": detail_type,
+            "source": "aws.s3",
+            "time": "2024-05-01T12:00:00Z",
+            "resources": ["arn:aws:s3:::landing"],
+            "detail": {
+                "version": "0",
+                "bucket": {"name": "landing"},
+                "object": {"key": key, "size": 5, "etag": "b1946ac9", "sequencer": "617f"},
+                "reason": "PutObject",
+            },
+            **envelope,
+        }
+    )
+
+
+def test_an_s3_event_sent_through_eventbridge_is_read_as_its_record(caplog):
+    """S3 events routed to the queue by an EventBridge rule were skipped (another shape), so
+    such a set-up streamed only what the reconciliation listing found. Now an Object Created
+    event is the record it stands for; other S3 events are skipped (as a notification's other
+    records are), and broken ones with a warning naming them."""
+    key = "landing/interactions/date=2024-05-01/part 1:a+b.csv"
+    messages = [
+        {"MessageId": "m-created", "Body": eventbridge_event(key)},
+        {"MessageId": "m-moto", "Body": eventbridge_event("b.csv", time=1714564800.5)},
+        {"MessageId": "m-deleted", "Body": eventbridge_event("c.csv", "Object Deleted")},
+        {"MessageId": "m-no-time", "Body": eventbridge_event("d.csv", time=None)},
+        {"MessageId": "m-far-time", "Body": eventbridge_event("e.csv", time=1e20)},
+    ]
+
+    with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
+        records = s3_records([{"from_trigger": True, "payload": {"message_batch": messages}}])
+
+    assert [unquote_plus(r["s3"]["object"]["key"]) for r in records] == [key, "b.csv"]
+    assert [r["eventTime"] for r in records] == [
+        "2024-05-01T12:00:00Z",
+        "2024-05-01T12:00:00.500000Z",
+    ]
+    assert records[0]["eventName"] == "ObjectCreated:PutObject"
+    assert records[0]["s3"]["object"]["eTag"] == "b1946ac9"
+    landed = Landing("s3://landing/landing", None).from_s3_record(records[0])
+    assert landed.name == f"s3://landing/{key}" and landed.source == "interactions"
+    assert landed.ds == "2024-05-01" and landed.modified == dt.datetime(2024, 5, 1, 12)
+    assert [r.getMessage() for r in caplog.records] == [
+        "skipping an SQS message whose S3 Object Created event (EventBridge) has no bucket, key "
+        f"or time: {m}"
+        for m in ("m-no-time", "m-far-time")
     ]

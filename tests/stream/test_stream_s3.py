@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import bz2
 import gzip
+import json
 import uuid
 from pathlib import Path
 
@@ -147,6 +148,61 @@ def test_sqs_trigger_event_drives_a_batch_and_reconciliation_finds_a_lost_messag
     # Listed again: the ledger knows every version, the watermarks cover them.
     assert run_batch(config, run_id="reconcile-2")["files"] == 0
     assert len(emitted(config, moto_server)) == len(records) + 2
+
+
+def test_s3_events_routed_through_eventbridge_drive_a_batch(aws_conn, moto_server, tmp_path):
+    """A landing bucket that sends its events to EventBridge, and a rule that sends them on to
+    the queue: the run reads them as it reads S3's own notifications (they used to be skipped,
+    leaving the files to the reconciliation listing)."""
+    s3, sqs, events = (client(service, moto_server) for service in ("s3", "sqs", "events"))
+    bucket = f"landing-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+    )
+    queue_url = sqs.create_queue(QueueName=f"landed-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    rule = f"landed-{bucket}"
+    events.put_rule(
+        Name=rule,
+        EventPattern=json.dumps(
+            {
+                "source": ["aws.s3"],
+                "detail-type": ["Object Created"],
+                "detail": {"bucket": {"name": [bucket]}},
+            }
+        ),
+    )
+    events.put_targets(Rule=rule, Targets=[{"Id": "queue", "Arn": arn["Attributes"]["QueueArn"]}])
+    config = kinesis_config(
+        tmp_path,
+        aws_conn,
+        moto_server,
+        landing_root=f"s3://{bucket}/{PREFIX}",
+        landing_conn_id=aws_conn,
+    )
+    files = tmp_path / "upload"
+    write_seed_example(files)
+    write_interactions(files, "2022-04-29", "part 1.csv", [("2022-04-29", SEED_SESSION, 3)])
+    keys = upload(moto_server, bucket, files)
+
+    extras = trigger_events(queue_url, aws_conn, [k.replace(" ", "+") for k in keys])
+    bodies = [json.loads(m["Body"]) for e in extras for m in e["payload"]["message_batch"]]
+    assert {b["detail-type"] for b in bodies} == {"Object Created"}  # EventBridge's, not S3's
+    result = run_batch(config, run_id="asset_triggered", records=s3_records(extras))
+
+    assert result["mode"] == "events" and result["files"] == len(keys) == 4
+    assert sorted(
+        r["payload"]["option"] for r in of_type(emitted(config, moto_server), "interaction")
+    ) == [
+        "Manchester Blue",
+        "West London Blue",
+    ]
+    assert (f"s3://{bucket}/{PREFIX}/interactions/date=2022-04-29/part 1.csv",) in query(
+        config, "SELECT file FROM stream_files"
+    )
+    # Listed afterwards: the ledger already holds every version the events brought.
+    assert run_batch(config, run_id="reconcile")["files"] == 0
 
 
 @pytest.mark.parametrize(
