@@ -537,10 +537,10 @@ def test_a_partition_counts_as_landed_with_a_data_file_or_its_marker(tmp_path):
     assert gap("_DONE") == f"{folder}: no _DONE in it yet"  # with a marker, only the marker
     # A file the extract would fail on fails the wait too, named, rather than wait for hours
     # and then say the partition has no data file.
-    (folder / "part-1.csv.zip").touch()
+    (folder / "part-1.csv.7z").touch()
     with pytest.raises(LandingError, match=r"1 file\(s\) the pipeline does not read: part-1"):
         gap()
-    (folder / "part-1.csv.zip").unlink()
+    (folder / "part-1.csv.7z").unlink()
     (root / "interactions" / "date=2022-4-30").mkdir()
     with pytest.raises(LandingError, match="entry no run reads: date=2022-4-30/"):
         gap()
@@ -811,7 +811,7 @@ def test_duckdbs_error_text_is_never_passed_on():
 
 @pytest.mark.parametrize(
     "names",
-    [["part-0.csv.zip"], ["part-1.txt", "part-0.csv.xz"], ["part-0.CSV.ZIP", "notes"]],
+    [["part-0.csv.7z"], ["part-1.txt", "part-0.csv.xz"], ["part-0.CSV.7Z", "notes"]],
 )
 def test_a_file_the_pipeline_does_not_read_fails_the_extract_naming_it(tmp_path, names):
     # They were skipped silently: their rows were in no count, output or quarantine.
@@ -826,7 +826,7 @@ def test_a_file_the_pipeline_does_not_read_fails_the_extract_naming_it(tmp_path,
     assert all(n in message for n in names) and "part-2.csv" not in message
     assert (
         "(it reads *.csv, *.json, *.ndjson, *.jsonl, each also compressed: *.csv.gz, *.csv.bz2, "
-        "*.csv.zst, ...; names starting with _ or . are ignored)" in message
+        "*.csv.zst, *.csv.zip, ...; names starting with _ or . are ignored)" in message
     )
 
 

@@ -1,6 +1,8 @@
 """Compressed landing files (``*.csv.gz``, ``*.json.bz2``, ``*.jsonl.zst``, ...): read as the
 plain file is, under the landed name and with the decompressed text's line numbers, or failing
-naming the file. Every test runs for each codec (gzip, bzip2, zstd)."""
+naming the file. Every test runs for each codec (gzip, bzip2, zstd, zip), those of joined
+members and of bytes cut or flipped for the codecs whose files are one stream (not zip, which
+has its own)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import io
 import os
 import random
 import traceback
+import zipfile
 from pathlib import Path
 
 import duckdb
@@ -50,13 +53,26 @@ JSON_BODIES = {
 
 # a codec's suffix: how to compress, and its name in messages. zstd with a checksum, as its
 # command-line tool writes it (without, a corrupt frame may decompress to other text).
+def zip_compress(data: bytes, names: tuple[str, ...] = ("part-0.csv",)) -> bytes:
+    """A zip archive of one file (as Firehose and pandas write them), or of ``names``."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in names:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
 COMPRESS = {
     ".gz": gzip.compress,
     ".bz2": bz2.compress,
     ".zst": zstandard.ZstdCompressor(write_checksum=True).compress,
+    ".zip": zip_compress,
 }
-NAMES = {".gz": "gzip", ".bz2": "bzip2", ".zst": "zstd"}
+NAMES = {".gz": "gzip", ".bz2": "bzip2", ".zst": "zstd", ".zip": "zip"}
 CODEC = pytest.mark.parametrize("codec", list(COMPRESS), ids=[s[1:] for s in COMPRESS])
+# the codecs whose files are one stream of members, streams or frames, read as they come
+STREAMED = [".gz", ".bz2", ".zst"]
+STREAMED_CODEC = pytest.mark.parametrize("codec", STREAMED, ids=[s[1:] for s in STREAMED])
 
 
 def compress(codec: str, text: str | bytes) -> bytes:
@@ -126,6 +142,8 @@ def test_a_compressed_file_stages_row_for_row_as_the_plain_file(tmp_path, codec,
         "PART-0.CSV.ZST",
         "part-0.NDJSON.Zst",
         "a[b]*?.csv.zst",
+        "PART-0.CSV.ZIP",
+        "a[b]*?.jsonl.zip",
     ],
 )
 def test_an_upper_case_or_pattern_compressed_name_is_read(tmp_path, name):
@@ -138,7 +156,7 @@ def test_an_upper_case_or_pattern_compressed_name_is_read(tmp_path, name):
     assert [(r[0], r[1], r[5]) for r in rows][0] == (str(path), 1 + (".csv." in name.lower()), "e1")
 
 
-@CODEC
+@STREAMED_CODEC
 def test_every_member_stream_or_frame_of_a_concatenated_file_is_read(tmp_path, codec):
     # gzip members, bzip2 streams, zstd frames (an exporter appending, `cat a.gz b.gz`, pbzip2,
     # a zstd writer's flushes): one text, lines counted on
@@ -190,7 +208,7 @@ def test_a_multi_frame_zstd_file_is_read_whole(tmp_path):
         read(root, "2022-04-30", tmp_path / "packed.parquet")
 
 
-@CODEC
+@STREAMED_CODEC
 def test_a_file_decompressed_a_few_bytes_at_a_time_reads_the_same(tmp_path, monkeypatch, codec):
     # The chunks' bounds (a chunk ending inside a member, a stream, a frame, or between them)
     # change nothing: every codec's reader, with chunks of a few bytes.
@@ -225,6 +243,7 @@ def flipped(data: bytes, at: int) -> bytes:
 BAD_FILES = [
     pytest.param(codec, data, kind.format(NAMES[codec]), id=f"{codec[1:]}-{case}")
     for codec, good in GOOD.items()
+    if codec in STREAMED
     for case, data, kind in [
         ("plain-text", SECRET_TEXT.encode(), "not a {} file"),
         ("half", good[: len(good) // 2], "truncated {}"),
@@ -239,6 +258,27 @@ BAD_FILES = [
     pytest.param(".gz", b"\x1f", "not a gzip file", id="gz-one-byte"),
     pytest.param(".bz2", b"B", "truncated bzip2", id="bz2-one-byte"),
     pytest.param(".zst", b"\x28", "truncated zstd", id="zst-one-byte"),
+]
+# A zip archive is read through its central directory, at its end: one cut short has none.
+GOOD_ZIP = GOOD[".zip"]
+CENTRAL = GOOD_ZIP.rindex(b"PK\x01\x02")  # the member's entry there (its CRC-32 at +16)
+BAD_FILES += [
+    pytest.param(".zip", data, kind, id=f"zip-{case}")
+    for case, data, kind in [
+        ("plain-text", SECRET_TEXT.encode(), "not a zip file"),
+        ("one-byte", b"P", "not a zip file"),
+        ("half", GOOD_ZIP[: len(GOOD_ZIP) // 2], "corrupt zip"),
+        ("no-end", GOOD_ZIP[:-4], "corrupt zip"),
+        ("broken", GOOD_ZIP[:40] + b"\xff" * 8 + GOOD_ZIP[48:], "corrupt zip"),
+        ("bad-check", flipped(GOOD_ZIP, CENTRAL + 16), "corrupt zip"),
+        ("trailing", GOOD_ZIP + SECRET.encode(), "bytes after the end of the zip archive"),
+        (
+            "two-files",
+            zip_compress(SECRET_TEXT.encode(), ("a.csv", "b.csv")),
+            "a zip archive of 2 files: it must hold exactly one",
+        ),
+        ("no-file", zip_compress(b"", ()), "a zip archive of 0 files: it must hold exactly one"),
+    ]
 ]
 
 

@@ -12,9 +12,10 @@ provider's S3Hook)::
 
 ``*.json`` stands for ``*.ndjson`` and ``*.jsonl`` too. CSV files have a header row; JSON files
 are newline-delimited objects with the same field names.
-Either may be compressed with gzip, bzip2 or zstd (``*.csv.gz``, ``*.json.bz2``, ``*.jsonl.zst``,
-...: :data:`CODECS`): it is decompressed into a scratch folder first and read as the plain file
-is, its ``_file`` still the landed name.
+Either may be compressed with gzip, bzip2 or zstd, or be the one file of a zip archive
+(``*.csv.gz``, ``*.json.bz2``, ``*.jsonl.zst``, ``*.csv.zip``, ...: :data:`CODECS`): it is
+decompressed into a scratch folder first and read as the plain file is, its ``_file`` still the
+landed name.
 
 Extraction reads every value as text (typing is validation's job, so a bad value becomes a
 quarantine row instead of a crashed load) and keeps, per row, the file, the physical line number
@@ -30,8 +31,8 @@ holding the four ASCII separators DuckDB's line reader splits on. A file that ca
 read at all, or lacks a required column, fails the task with the file and column named, never
 with a value (DuckDB's messages quote the row: they are never passed on). A file in a partition
 that is not a data file (``*.csv``, ``*.json``, ``*.ndjson``, ``*.jsonl``, each also with ``.gz``,
-``.bz2`` or ``.zst`` after it) fails the task too, unless its name starts with ``_`` or ``.``
-(a writer's marker or temporary file): its rows would be in no count.
+``.bz2``, ``.zst`` or ``.zip`` after it) fails the task too, unless its name starts with ``_`` or
+``.`` (a writer's marker or temporary file): its rows would be in no count.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ import datetime as dt
 import errno
 import gzip
 import logging
+import lzma
 import os
 import re
 import shutil
 import sys
 import tempfile
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -191,6 +194,41 @@ def _zstd_chunks(raw: BinaryIO) -> Iterator[bytes]:
         raise EOFError
 
 
+def _zip_chunks(raw: BinaryIO) -> Iterator[bytes]:
+    """The decompressed bytes of the one file in a zip archive (Firehose's ZIP compression,
+    pandas' ``to_csv("x.csv.zip")``). An archive of several files, or none, is refused: which of
+    them is the landing file, and under which name, is not for the pipeline to guess. Read
+    through its central directory at the end, so an archive cut short is corrupt, not
+    truncated. An empty file is an empty text, as it is for the other codecs."""
+    if not raw.read(1):
+        return
+    try:
+        archive = zipfile.ZipFile(raw)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError):
+        raise _Undecodable from None
+    # bytes after the archive's end record (and its comment): rows appended to it, say, which
+    # zipfile would leave unread without a word
+    raw.seek(-(22 + len(archive.comment)), os.SEEK_END)
+    if raw.read(4) != b"PK\x05\x06":
+        raise _Undecodable("bytes after the end of the zip archive")
+    files = [member for member in archive.infolist() if not member.is_dir()]
+    if len(files) != 1:
+        raise _Undecodable(f"a zip archive of {len(files)} files: it must hold exactly one")
+    member = files[0]
+    if member.flag_bits & 0x1:
+        raise _Undecodable("an encrypted zip archive")
+    try:
+        with archive.open(member) as source:
+            while chunk := source.read(DECOMPRESS_CHUNK):
+                yield chunk
+    except NotImplementedError:  # a compression method zipfile cannot read
+        raise _Undecodable(
+            f"a zip archive compressed with method {member.compress_type}: use deflate"
+        ) from None
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError):  # a bad CRC-32, corrupt data
+        raise _Undecodable from None  # (EOFError, when the member is cut short, goes through)
+
+
 @dataclass(frozen=True)
 class Codec:
     """A compression a landing file may come in: named with ``suffix`` after its text format's
@@ -214,6 +252,8 @@ CODECS = (
     Codec("bzip2", ".bz2", re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)"), _bzip2_chunks),
     # a frame's magic, or a skippable frame's (it may come first)
     Codec("zstd", ".zst", re.compile(rb"\x28\xb5\x2f\xfd|[\x50-\x5f]\x2a\x4d\x18"), _zstd_chunks),
+    # a local file header, or the end of an archive holding none
+    Codec("zip", ".zip", re.compile(rb"PK\x03\x04|PK\x05\x06"), _zip_chunks),
 )
 # what the pipeline reads: each text format as landed, or compressed with one of CODECS
 FILE_SUFFIXES = TEXT_SUFFIXES + tuple(s + c.suffix for c in CODECS for s in TEXT_SUFFIXES)
@@ -358,7 +398,7 @@ def _codec_by_magic(head: bytes) -> Codec | None:
 
 
 def _check_no_unread_files(names: Iterable[str], prefix: str) -> None:
-    """Fail on files of the partition that are neither read nor hidden (``part-0.csv.zip``,
+    """Fail on files of the partition that are neither read nor hidden (``part-0.csv.7z``,
     ``part-1.txt``): skipped, their rows would be in no count, output or quarantine."""
     unread = sorted(Path(n).name for n in names if not is_hidden(n) and not is_data_file(n))
     if unread:

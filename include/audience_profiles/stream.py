@@ -129,7 +129,7 @@ class Landing:
     def __init__(self, root: str, conn_id: str | None):
         self.root = root
         self.conn_id = conn_id
-        # (name, modified) of files under a source that no step reads (part-0.csv.zip, a .txt):
+        # (name, modified) of files under a source that no step reads (part-0.csv.7z, a .txt):
         # the daily extract fails on them; a batch warns (warn_unread) rather than skip quietly.
         self.unread: list[tuple[str, dt.datetime]] = []
         self.is_s3 = root.startswith("s3://")

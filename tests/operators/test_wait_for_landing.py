@@ -105,6 +105,6 @@ def test_a_file_no_run_reads_fails_the_try_naming_it_and_is_retried(tmp_path, mo
     from audience_profiles.landing import LandingError
 
     configure(tmp_path, monkeypatch)
-    land(tmp_path, today().isoformat(), name="part-0.csv.zip")
-    with pytest.raises(LandingError, match="does not read: part-0.csv.zip"):
+    land(tmp_path, today().isoformat(), name="part-0.csv.7z")
+    with pytest.raises(LandingError, match="does not read: part-0.csv.7z"):
         WaitForLandingOperator(task_id="w").execute(context(today().isoformat()))

@@ -388,11 +388,11 @@ def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path
     batch(config, sent, "b0")
     partition = landing / "interactions" / "date=2022-05-01"
     partition.mkdir(parents=True)
-    (partition / "part-0.csv.zip").write_bytes(b"PK\x03\x04")
+    (partition / "part-0.csv.7z").write_bytes(b"7z\xbc\xaf\x27\x1c")
     (partition / "_SUCCESS").write_text("")  # a writer's marker: ignored, as by the extract
     # and what the extract does not look at: a writer's sub-folder, the source's own folder
     (partition / "_temporary" / "0").mkdir(parents=True)
-    (partition / "_temporary" / "0" / "part-1.csv.zip").write_bytes(b"PK\x03\x04")
+    (partition / "_temporary" / "0" / "part-1.csv.7z").write_bytes(b"7z\xbc\xaf\x27\x1c")
     (landing / "interactions" / "README.txt").write_text("how files land")
     # what the daily extract fails on besides: a misnamed partition folder (its month without
     # the zero, a day February does not have) and a data file beside the partitions
@@ -408,8 +408,8 @@ def test_a_file_the_pipeline_does_not_read_is_named_not_skipped_quietly(tmp_path
     with caplog.at_level(logging.WARNING, logger="audience_profiles.stream"):
         summary, new = batch(config, sent, "b1")
 
-    assert summary["unread"] == sorted(map(str, [partition / "part-0.csv.zip", *misnamed, beside]))
-    assert "6 file(s) under" in caplog.text and "part-0.csv.zip" in caplog.text
+    assert summary["unread"] == sorted(map(str, [partition / "part-0.csv.7z", *misnamed, beside]))
+    assert "6 file(s) under" in caplog.text and "part-0.csv.7z" in caplog.text
     assert "(it reads *.csv, *.json, *.ndjson, *.jsonl, each also compressed: " in caplog.text
     assert "_SUCCESS" not in caplog.text and new == []
 

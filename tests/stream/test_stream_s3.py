@@ -26,6 +26,7 @@ from tests.stream.support import (
     write_interactions,
 )
 from tests.support import SEED_SESSION, write_seed_example
+from tests.test_landing_compressed import zip_compress
 
 pytestmark = pytest.mark.services
 PREFIX = "landing"
@@ -207,8 +208,13 @@ def test_s3_events_routed_through_eventbridge_drive_a_batch(aws_conn, moto_serve
 
 @pytest.mark.parametrize(
     ("suffix", "compress"),
-    [(".gz", gzip.compress), (".bz2", bz2.compress), (".zst", zstandard.compress)],
-    ids=["gz", "bz2", "zst"],
+    [
+        (".gz", gzip.compress),
+        (".bz2", bz2.compress),
+        (".zst", zstandard.compress),
+        (".zip", zip_compress),
+    ],
+    ids=["gz", "bz2", "zst", "zip"],
 )
 def test_a_compressed_key_is_listed_fetched_and_staged_under_its_name(
     aws_conn, moto_server, tmp_path, suffix, compress
@@ -222,7 +228,7 @@ def test_a_compressed_key_is_listed_fetched_and_staged_under_its_name(
     body = "date,event_id,poll_id,session_id,option,votes\n2022-04-29,e1,p,s1,0,1\nbad,row\n"
     key = f"{partition}/part-0.csv{suffix}"
     s3.put_object(Bucket=bucket, Key=key, Body=compress(body.encode()))
-    s3.put_object(Bucket=bucket, Key=f"{partition}/part-1.csv.zip", Body=b"PK\x03\x04")
+    s3.put_object(Bucket=bucket, Key=f"{partition}/part-1.csv.7z", Body=b"7z\xbc\xaf\x27\x1c")
     landing_ = Landing(f"s3://{bucket}/{PREFIX}", aws_conn)
 
     files = landing_.list_source("interactions")
@@ -232,7 +238,7 @@ def test_a_compressed_key_is_listed_fetched_and_staged_under_its_name(
     assert [(f.name, f.ds, f.version) for f in files] == [
         (name, "2022-04-29", head["ETag"].strip('"'))
     ]
-    assert landing_.warn_unread() == [f"s3://{bucket}/{partition}/part-1.csv.zip"]
+    assert landing_.warn_unread() == [f"s3://{bucket}/{partition}/part-1.csv.7z"]
     staged, unreadable = _stage(landing_, files, tmp_path)
     assert unreadable == {}
     result = staged["interactions", "2022-04-29"]
