@@ -66,6 +66,25 @@ def upload(moto_url: str, bucket: str, local_root: Path) -> list[str]:
     return keys
 
 
+def s3_landing_config(tmp_path: Path, aws_conn: str, moto_url: str, bucket: str):
+    """A pipeline landing in ``bucket`` (below PREFIX) and streaming to Kinesis on moto."""
+    return kinesis_config(
+        tmp_path,
+        aws_conn,
+        moto_url,
+        landing_root=f"s3://{bucket}/{PREFIX}",
+        landing_conn_id=aws_conn,
+    )
+
+
+def upload_seed_example(moto_url: str, bucket: str, folder: Path) -> list[str]:
+    """The seed's worked example and one more vote, in ``part 1.csv`` (S3 event keys are
+    form-encoded: it arrives as ``part+1.csv``), uploaded; returns the keys."""
+    write_seed_example(folder)
+    write_interactions(folder, "2022-04-29", "part 1.csv", [("2022-04-29", SEED_SESSION, 3)])
+    return upload(moto_url, bucket, folder)
+
+
 async def next_event(trigger: MessageQueueTrigger) -> dict:
     events = trigger.run()
     try:
@@ -97,18 +116,8 @@ def test_sqs_trigger_event_drives_a_batch_and_reconciliation_finds_a_lost_messag
     aws_conn, moto_server, bucket_with_queue, tmp_path
 ):
     bucket, queue_url = bucket_with_queue
-    config = kinesis_config(
-        tmp_path,
-        aws_conn,
-        moto_server,
-        landing_root=f"s3://{bucket}/{PREFIX}",
-        landing_conn_id=aws_conn,
-    )
-    first = tmp_path / "upload-1"
-    write_seed_example(first)
-    # S3 event keys are form-encoded: "part 1.csv" arrives as "part+1.csv".
-    write_interactions(first, "2022-04-29", "part 1.csv", [("2022-04-29", SEED_SESSION, 3)])
-    keys = upload(moto_server, bucket, first)
+    config = s3_landing_config(tmp_path, aws_conn, moto_server, bucket)
+    keys = upload_seed_example(moto_server, bucket, tmp_path / "upload-1")
 
     extras = trigger_events(queue_url, aws_conn, [k.replace(" ", "+") for k in keys])
     bodies = [m["Body"] for e in extras for m in e["payload"]["message_batch"]]
@@ -175,17 +184,8 @@ def test_s3_events_routed_through_eventbridge_drive_a_batch(aws_conn, moto_serve
         ),
     )
     events.put_targets(Rule=rule, Targets=[{"Id": "queue", "Arn": arn["Attributes"]["QueueArn"]}])
-    config = kinesis_config(
-        tmp_path,
-        aws_conn,
-        moto_server,
-        landing_root=f"s3://{bucket}/{PREFIX}",
-        landing_conn_id=aws_conn,
-    )
-    files = tmp_path / "upload"
-    write_seed_example(files)
-    write_interactions(files, "2022-04-29", "part 1.csv", [("2022-04-29", SEED_SESSION, 3)])
-    keys = upload(moto_server, bucket, files)
+    config = s3_landing_config(tmp_path, aws_conn, moto_server, bucket)
+    keys = upload_seed_example(moto_server, bucket, tmp_path / "upload")
 
     extras = trigger_events(queue_url, aws_conn, [k.replace(" ", "+") for k in keys])
     bodies = [json.loads(m["Body"]) for e in extras for m in e["payload"]["message_batch"]]
