@@ -286,23 +286,32 @@ class Landing:
 
     @contextlib.contextmanager
     def local_copies(self, files: list[LandedFile], folder: Path) -> Iterator[dict[str, Path]]:
-        """``file name -> local path``; S3 objects are downloaded into ``folder`` first."""
+        """``file name -> local path``; S3 objects are downloaded into ``folder`` first. An
+        object deleted since it was announced or listed has no entry."""
         if not self.is_s3:
             yield {f.name: Path(f.name) for f in files}
             return
+        from botocore.exceptions import ClientError
+
         client = self._s3.get_conn()
 
-        def fetch(i: int, f: LandedFile) -> Path:
+        def fetch(i: int, f: LandedFile) -> Path | None:
             key = f.name.removeprefix(f"s3://{self.bucket}/")
             target = folder / f"{i:05d}-{Path(key).name}"
-            target.write_bytes(client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+            try:
+                body = client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+            target.write_bytes(body)
             return target
 
         # One plain GET per file (landing files are small: the transfer manager costs more than
         # it saves), several at once so a burst does not wait for its files one by one.
         with ThreadPoolExecutor(min(S3_GETS_AT_ONCE, len(files) or 1)) as pool:
             targets = list(pool.map(fetch, range(len(files)), files))
-        yield {f.name: target for f, target in zip(files, targets, strict=True)}
+        yield {f.name: t for f, t in zip(files, targets, strict=True) if t is not None}
 
 
 def s3_records(event_extras: Iterable[dict]) -> list[dict]:
@@ -543,7 +552,21 @@ def _stage(
     unreadable: dict[str, str] = {}
     with landing_.local_copies([f for g in groups.values() for f in g], folder) as local:
         for source, ds in sorted(groups, key=lambda key: (SOURCES.index(key[0]), key[1] or "")):
-            pairs = [(f.name, local[f.name]) for f in sorted(groups[source, ds], key=_name)]
+            # deleted since its event or the listing (an upload taken back): nothing to read, and
+            # nothing lost, as a new upload under its name is a new version
+            gone = {
+                f.name: f"{f.name}: not in the landing any more (deleted since it was announced)"
+                for f in groups[source, ds]
+                if f.name not in local
+            }
+            unreadable.update(gone)
+            pairs = [
+                (f.name, local[f.name])
+                for f in sorted(groups[source, ds], key=_name)
+                if f.name in local
+            ]
+            if not pairs or (gone and source == "elements"):
+                continue  # (the catalogue goes whole or not at all: validate replaces it)
             out = folder / f"{source}-{ds or 'all'}.parquet"
             try:
                 staged[source, ds] = landing.stage_files(source, pairs, out)

@@ -8,6 +8,7 @@ import asyncio
 import bz2
 import gzip
 import json
+import logging
 import uuid
 from pathlib import Path
 
@@ -204,6 +205,30 @@ def test_s3_events_routed_through_eventbridge_drive_a_batch(aws_conn, moto_serve
     )
     # Listed afterwards: the ledger already holds every version the events brought.
     assert run_batch(config, run_id="reconcile")["files"] == 0
+
+
+def test_a_file_deleted_after_its_event_is_left_out_and_the_rest_streams(
+    aws_conn, moto_server, bucket_with_queue, tmp_path, caplog
+):
+    """An upload taken back before the batch fetched it (NoSuchKey) failed the whole run, and
+    with it every other file its events announced. Now it is left out, named in the log and
+    the run's summary, and the rest streams; a new upload under its name is a new event."""
+    bucket, queue_url = bucket_with_queue
+    config = s3_landing_config(tmp_path, aws_conn, moto_server, bucket)
+    keys = upload_seed_example(moto_server, bucket, tmp_path / "upload")
+    extras = trigger_events(queue_url, aws_conn, [k.replace(" ", "+") for k in keys])
+    taken_back = next(k for k in keys if k.endswith("part 1.csv"))
+    client("s3", moto_server).delete_object(Bucket=bucket, Key=taken_back)
+
+    with caplog.at_level(logging.ERROR, logger="audience_profiles.stream"):
+        result = run_batch(config, run_id="asset_triggered", records=s3_records(extras))
+
+    gone = f"s3://{bucket}/{taken_back}"
+    assert result["files"] == len(keys) - 1 and result["unreadable"] == [gone]
+    assert f"{gone}: not in the landing any more (deleted since it was announced)" in caplog.text
+    interactions = of_type(emitted(config, moto_server), "interaction")
+    assert [r["payload"]["option"] for r in interactions] == ["Manchester Blue"]
+    assert (gone,) not in query(config, "SELECT file FROM stream_files")
 
 
 @pytest.mark.parametrize(
