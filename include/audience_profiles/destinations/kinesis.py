@@ -73,8 +73,8 @@ class KinesisDestination(BatchedStreamDestination):
         return KinesisHook(aws_conn_id=self.conn_id).get_conn()
 
     def describe_target(self) -> str:
-        summary = self.client.describe_stream_summary(StreamName=self.stream_name)
-        summary = summary["StreamDescriptionSummary"]
+        response = self.client.describe_stream_summary(StreamName=self.stream_name)
+        summary = response["StreamDescriptionSummary"]
         return f"{summary['StreamARN']} {summary['StreamCreationTimestamp'].isoformat()}"
 
     def open_sender(self) -> SendBatch:

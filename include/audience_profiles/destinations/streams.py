@@ -602,10 +602,11 @@ class DeliveryCheckpoint:
     the date (or an erasure rewriting an export) starts that table over, and changed
     ``settings`` (another stream, topic, connection target or PII policy, or a Kinesis or
     Firehose stream created again under its name: ``run_records``) the whole delivery. Removed
-    when the delivery completes, so delivering a date again sends it all. Written every ``FLUSH_SECONDS`` (Kafka looks every ``kafka.SAVE_EVERY`` messages) and
-    when an attempt ends or fails, and by Kinesis and Firehose after each table too: a worker
-    lost in between sends again what was confirmed since the last write, as the at-least-once
-    guarantee allows (consumers deduplicate on ``record_id``).
+    when the delivery completes, so delivering a date again sends it all. Written every
+    ``FLUSH_SECONDS`` (Kafka looks every ``kafka.SAVE_EVERY`` messages) and when an attempt ends
+    or fails, and by Kinesis and Firehose after each table too: a worker lost in between sends
+    again what was confirmed since the last write, as the at-least-once guarantee allows
+    (consumers deduplicate on ``record_id``).
     """
 
     FLUSH_SECONDS = 5.0
