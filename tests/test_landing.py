@@ -811,7 +811,7 @@ def test_duckdbs_error_text_is_never_passed_on():
 
 @pytest.mark.parametrize(
     "names",
-    [["part-0.csv.7z"], ["part-1.txt", "part-0.csv.xz"], ["part-0.CSV.7Z", "notes"]],
+    [["part-0.csv.7z"], ["part-1.txt", "part-0.csv.lz4"], ["part-0.CSV.7Z", "notes"]],
 )
 def test_a_file_the_pipeline_does_not_read_fails_the_extract_naming_it(tmp_path, names):
     # They were skipped silently: their rows were in no count, output or quarantine.
@@ -826,7 +826,7 @@ def test_a_file_the_pipeline_does_not_read_fails_the_extract_naming_it(tmp_path,
     assert all(n in message for n in names) and "part-2.csv" not in message
     assert (
         "(it reads *.csv, *.json, *.ndjson, *.jsonl, each also compressed: *.csv.gz, *.csv.bz2, "
-        "*.csv.zst, *.csv.zip, ...; names starting with _ or . are ignored)" in message
+        "*.csv.zst, *.csv.zip, *.csv.xz, ...; names starting with _ or . are ignored)" in message
     )
 
 

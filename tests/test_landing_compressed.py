@@ -1,6 +1,6 @@
 """Compressed landing files (``*.csv.gz``, ``*.json.bz2``, ``*.jsonl.zst``, ...): read as the
 plain file is, under the landed name and with the decompressed text's line numbers, or failing
-naming the file. Every test runs for each codec (gzip, bzip2, zstd, zip), those of joined
+naming the file. Every test runs for each codec (gzip, bzip2, zstd, zip, xz), those of joined
 members and of bytes cut or flipped for the codecs whose files are one stream (not zip, which
 has its own)."""
 
@@ -10,6 +10,7 @@ import bz2
 import errno
 import gzip
 import io
+import lzma
 import os
 import random
 import traceback
@@ -67,11 +68,15 @@ COMPRESS = {
     ".bz2": bz2.compress,
     ".zst": zstandard.ZstdCompressor(write_checksum=True).compress,
     ".zip": zip_compress,
+    ".xz": lzma.compress,  # with a CRC64 of the text, as the xz tool writes it
 }
-NAMES = {".gz": "gzip", ".bz2": "bzip2", ".zst": "zstd", ".zip": "zip"}
+NAMES = {".gz": "gzip", ".bz2": "bzip2", ".zst": "zstd", ".zip": "zip", ".xz": "xz"}
+NOT_A = {
+    codec: f"not {'an' if codec == '.xz' else 'a'} {name} file" for codec, name in NAMES.items()
+}
 CODEC = pytest.mark.parametrize("codec", list(COMPRESS), ids=[s[1:] for s in COMPRESS])
 # the codecs whose files are one stream of members, streams or frames, read as they come
-STREAMED = [".gz", ".bz2", ".zst"]
+STREAMED = [".gz", ".bz2", ".zst", ".xz"]
 STREAMED_CODEC = pytest.mark.parametrize("codec", STREAMED, ids=[s[1:] for s in STREAMED])
 
 
@@ -208,6 +213,23 @@ def test_a_multi_frame_zstd_file_is_read_whole(tmp_path):
         read(root, "2022-04-30", tmp_path / "packed.parquet")
 
 
+def test_xz_stream_padding_between_and_after_streams_is_skipped(tmp_path, monkeypatch):
+    # The xz format allows null bytes in fours between and after streams (xz -d reads them).
+    # lzma.decompress stopped at the padding and dropped the rows of every stream after it.
+    text = many_rows(40)
+    half = len(text) // 2
+    data = lzma.compress(text[:half].encode()) + b"\0" * 8 + lzma.compress(text[half:].encode())
+    root = tmp_path / "landing"
+    land(root, "2022-04-29", "a.csv", text.encode())
+    land(root, "2022-04-30", "a.csv.xz", data + b"\0" * 4)
+    plain = read(root, "2022-04-29", tmp_path / "plain.parquet")[1]
+    rows = read(root, "2022-04-30", tmp_path / "packed.parquet")[1]
+    assert len(rows) == 40 and [r[1:] for r in rows] == [r[1:] for r in plain]
+    monkeypatch.setattr(landing, "DECOMPRESS_CHUNK", 3)  # padding split across reads
+    rows = read(root, "2022-04-30", tmp_path / "packed.parquet")[1]
+    assert [r[1:] for r in rows] == [r[1:] for r in plain]
+
+
 @STREAMED_CODEC
 def test_a_file_decompressed_a_few_bytes_at_a_time_reads_the_same(tmp_path, monkeypatch, codec):
     # The chunks' bounds (a chunk ending inside a member, a stream, a frame, or between them)
@@ -231,9 +253,19 @@ def test_a_file_decompressed_a_few_bytes_at_a_time_reads_the_same(tmp_path, monk
 
 SECRET = "ann.secret@example.com"
 SECRET_TEXT = f"{HEADER}\n2022-04-29,{SECRET},p,s1,0,1\n"
-# where a codec keeps its check of the text: gzip's CRC-32, bzip2's stream CRC, zstd's checksum
-CHECK_AT = {".gz": -8, ".bz2": -2, ".zst": -4}
 GOOD = {codec: compress(codec, SECRET_TEXT * 50) for codec in COMPRESS}
+
+
+def xz_check_at(data: bytes) -> int:
+    """Where an xz stream of one block keeps its CRC64 of the text: just before the index,
+    whose size the stream's 12-byte footer gives."""
+    index_size = (int.from_bytes(data[-8:-4], "little") + 1) * 4
+    return -(12 + index_size + 8)
+
+
+# where a codec keeps its check of the text: gzip's CRC-32, bzip2's stream CRC, zstd's checksum,
+# xz's CRC64
+CHECK_AT = {".gz": -8, ".bz2": -2, ".zst": -4, ".xz": xz_check_at(GOOD[".xz"])}
 
 
 def flipped(data: bytes, at: int) -> bytes:
@@ -245,7 +277,7 @@ BAD_FILES = [
     for codec, good in GOOD.items()
     if codec in STREAMED
     for case, data, kind in [
-        ("plain-text", SECRET_TEXT.encode(), "not a {} file"),
+        ("plain-text", SECRET_TEXT.encode(), NOT_A[codec]),
         ("half", good[: len(good) // 2], "truncated {}"),
         # gzip's length, bzip2's stream CRC, zstd's checksum cut off
         ("no-end", good[:-4], "truncated {}"),
@@ -258,6 +290,10 @@ BAD_FILES = [
     pytest.param(".gz", b"\x1f", "not a gzip file", id="gz-one-byte"),
     pytest.param(".bz2", b"B", "truncated bzip2", id="bz2-one-byte"),
     pytest.param(".zst", b"\x28", "truncated zstd", id="zst-one-byte"),
+    pytest.param(".xz", b"\xfd", "truncated xz", id="xz-one-byte"),
+    # stream padding is null bytes in fours: three are not, nor is padding before the stream
+    pytest.param(".xz", GOOD[".xz"] + b"\0" * 3, "corrupt xz", id="xz-bad-padding"),
+    pytest.param(".xz", b"\0" * 4 + GOOD[".xz"], "not an xz file", id="xz-padding-first"),
 ]
 # A zip archive is read through its central directory, at its end: one cut short has none.
 GOOD_ZIP = GOOD[".zip"]
@@ -310,7 +346,7 @@ def test_a_file_compressed_with_another_codec_than_its_name_says_is_told_its_nam
     with pytest.raises(LandingError) as err:
         read(root, "2022-04-29", tmp_path / "out.parquet")
     assert str(err.value) == (
-        f"{path}: cannot be read (not a {NAMES[named]} file: it starts with {NAMES[holding]}'s "
+        f"{path}: cannot be read ({NOT_A[named]}: it starts with {NAMES[holding]}'s "
         f"magic bytes, name it part-0.csv{holding})"
     )
 
@@ -411,6 +447,24 @@ def test_a_zstd_window_over_the_decompressors_limit_says_so(tmp_path):
     assert str(err.value) == (
         f"{path}: cannot be read (a zstd window over 128 MiB, as zstd --long=28 or more "
         "writes: compress it with a smaller window)"
+    )
+
+
+def test_an_xz_dictionary_over_the_decompressors_limit_says_so(tmp_path):
+    # xz --lzma2=dict=256MiB: the decompressor would hold 256 MiB (a hostile file, 1.5 GiB);
+    # xz -9's 64 MiB is within the limit
+    filters = [{"id": lzma.FILTER_LZMA2, "dict_size": 256 * 1024 * 1024}]
+    root = tmp_path / "landing"
+    land(root, "2022-04-28", "a.csv.xz", lzma.compress(SECRET_TEXT.encode(), preset=9))
+    assert read(root, "2022-04-28", tmp_path / "out.parquet")[0]["rows"] == 1
+    path = land(
+        root, "2022-04-29", "a.csv.xz", lzma.compress(SECRET_TEXT.encode(), filters=filters)
+    )
+    with pytest.raises(LandingError) as err:
+        read(root, "2022-04-29", tmp_path / "out.parquet")
+    assert str(err.value) == (
+        f"{path}: cannot be read (an xz file that needs over 128 MiB of memory to decompress: "
+        "compress it with xz -9 or a lower preset)"
     )
 
 

@@ -12,10 +12,10 @@ provider's S3Hook)::
 
 ``*.json`` stands for ``*.ndjson`` and ``*.jsonl`` too. CSV files have a header row; JSON files
 are newline-delimited objects with the same field names.
-Either may be compressed with gzip, bzip2 or zstd, or be the one file of a zip archive
-(``*.csv.gz``, ``*.json.bz2``, ``*.jsonl.zst``, ``*.csv.zip``, ...: :data:`CODECS`): it is
-decompressed into a scratch folder first and read as the plain file is, its ``_file`` still the
-landed name.
+Either may be compressed with gzip, bzip2, zstd or xz, or be the one file of a zip archive
+(``*.csv.gz``, ``*.json.bz2``, ``*.jsonl.zst``, ``*.csv.xz``, ``*.csv.zip``, ...:
+:data:`CODECS`): it is decompressed into a scratch folder first and read as the plain file is,
+its ``_file`` still the landed name.
 
 Extraction reads every value as text (typing is validation's job, so a bad value becomes a
 quarantine row instead of a crashed load) and keeps, per row, the file, the physical line number
@@ -31,7 +31,7 @@ holding the four ASCII separators DuckDB's line reader splits on. A file that ca
 read at all, or lacks a required column, fails the task with the file and column named, never
 with a value (DuckDB's messages quote the row: they are never passed on). A file in a partition
 that is not a data file (``*.csv``, ``*.json``, ``*.ndjson``, ``*.jsonl``, each also with ``.gz``,
-``.bz2``, ``.zst`` or ``.zip`` after it) fails the task too, unless its name starts with ``_`` or
+``.bz2``, ``.zst``, ``.zip`` or ``.xz`` after it) fails the task too, unless its name starts with ``_`` or
 ``.`` (a writer's marker or temporary file): its rows would be in no count.
 """
 
@@ -118,6 +118,8 @@ DECOMPRESS_CHUNK = 1024 * 1024  # bytes decompressed at a time: files can be lar
 # it decompresses at once, and a block of 4 bytes may hold 128 KiB (at most 128 MiB from 4 KiB)
 ZSTD_INPUT_CHUNK = 4096
 MAGIC_LENGTH = 10  # bytes read from a file's start to tell the codec it is compressed with
+# what an xz file's decompressor may hold: xz -9's 64 MiB dictionary and more, not a hostile 1.5 GiB
+XZ_MEMORY_LIMIT = 128 * 1024 * 1024
 
 
 class _Undecodable(Exception):
@@ -194,6 +196,50 @@ def _zstd_chunks(raw: BinaryIO) -> Iterator[bytes]:
         raise EOFError
 
 
+def _xz_chunks(raw: BinaryIO) -> Iterator[bytes]:
+    """The decompressed bytes of an xz file, every stream of a multi-stream one (``cat a.xz
+    b.xz``): one text. The null bytes the xz format allows between and after streams (stream
+    padding, in fours) are skipped: ``lzma.decompress`` stops at them and drops every stream
+    after, without a word. Other bytes after the last stream fail, as bzip2's do."""
+    decompressor, fed, padding = _xz_decompressor(), False, 0  # decompressor: None between streams
+    while data := raw.read(DECOMPRESS_CHUNK):
+        while True:
+            if decompressor is None:  # stream padding, then the next stream's start
+                rest = data.lstrip(b"\0")
+                padding += len(data) - len(rest)
+                if not rest:
+                    break
+                if padding % 4:
+                    raise _Undecodable
+                decompressor, padding, data = _xz_decompressor(), 0, rest
+            fed = True
+            try:
+                chunk = decompressor.decompress(data, DECOMPRESS_CHUNK)
+            except lzma.LZMAError as exc:
+                if "Memory usage limit" in str(exc):  # a dictionary over XZ_MEMORY_LIMIT
+                    raise _Undecodable(
+                        "an xz file that needs over 128 MiB of memory to decompress: compress "
+                        "it with xz -9 or a lower preset"
+                    ) from None
+                raise _Undecodable from None
+            if chunk:
+                yield chunk
+            if decompressor.eof:  # padding or a next stream may follow
+                data, decompressor = decompressor.unused_data, None
+            elif decompressor.needs_input:
+                break
+            else:  # more of what it holds, DECOMPRESS_CHUNK at a time
+                data = b""
+    if decompressor is not None and fed:  # a stream started and did not end
+        raise EOFError
+    if padding % 4:
+        raise _Undecodable
+
+
+def _xz_decompressor() -> lzma.LZMADecompressor:
+    return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMORY_LIMIT)
+
+
 def _zip_chunks(raw: BinaryIO) -> Iterator[bytes]:
     """The decompressed bytes of the one file in a zip archive (Firehose's ZIP compression,
     pandas' ``to_csv("x.csv.zip")``). An archive of several files, or none, is refused: which of
@@ -241,6 +287,7 @@ class Codec:
     # the decompressed bytes of a file of it, a chunk at a time: EOFError when the file is cut
     # short, _Undecodable when its bytes are not the codec's
     chunks: Callable[[BinaryIO], Iterator[bytes]]
+    article: str = "a"  # as "not a gzip file" says it
 
 
 # what exporters compress landing files with (S3 exports, Firehose, Spark, Kafka Connect,
@@ -254,6 +301,7 @@ CODECS = (
     Codec("zstd", ".zst", re.compile(rb"\x28\xb5\x2f\xfd|[\x50-\x5f]\x2a\x4d\x18"), _zstd_chunks),
     # a local file header, or the end of an archive holding none
     Codec("zip", ".zip", re.compile(rb"PK\x03\x04|PK\x05\x06"), _zip_chunks),
+    Codec("xz", ".xz", re.compile(rb"\xfd7zXZ\x00"), _xz_chunks, article="an"),
 )
 # what the pipeline reads: each text format as landed, or compressed with one of CODECS
 FILE_SUFFIXES = TEXT_SUFFIXES + tuple(s + c.suffix for c in CODECS for s in TEXT_SUFFIXES)
@@ -1399,7 +1447,7 @@ def _decompressed(path: Path, name: str, codec: Codec) -> Iterator[bytes]:
         elif codec.magic.match(head):
             failure = f"corrupt {codec.name}"
         else:
-            failure = f"not a {codec.name} file"
+            failure = f"not {codec.article} {codec.name} file"
             if other := _codec_by_magic(head):  # compressed, under another codec's suffix
                 failure += (
                     f": it starts with {other.name}'s magic bytes, name it "

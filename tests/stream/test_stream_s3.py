@@ -9,6 +9,7 @@ import bz2
 import gzip
 import json
 import logging
+import lzma
 import uuid
 from pathlib import Path
 
@@ -238,8 +239,9 @@ def test_a_file_deleted_after_its_event_is_left_out_and_the_rest_streams(
         (".bz2", bz2.compress),
         (".zst", zstandard.compress),
         (".zip", zip_compress),
+        (".xz", lzma.compress),
     ],
-    ids=["gz", "bz2", "zst", "zip"],
+    ids=["gz", "bz2", "zst", "zip", "xz"],
 )
 def test_a_compressed_key_is_listed_fetched_and_staged_under_its_name(
     aws_conn, moto_server, tmp_path, suffix, compress
