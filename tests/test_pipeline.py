@@ -618,6 +618,47 @@ def test_a_row_lost_between_read_and_kept_fails_validate_naming_the_counts(tmp_p
         pipeline.validate(window, staged, config)
 
 
+@pytest.mark.parametrize(
+    ("lose", "where"),
+    [
+        # a row gone before validation looked at it: the staged file's rows are not those read
+        (
+            {"staged": "(SELECT * FROM {staged} WHERE _line <> 2)"},
+            r"in 1 file\(s\): \S+/part-0.csv \(1 staged, 0 read by validation\)$",
+        ),
+        # a row in the table that no file read brought (its _file lost)
+        (
+            {"sql": "INSERT INTO interactions SELECT * REPLACE (NULL AS _file) FROM interactions;"},
+            r"; 1 row\(s\) in interactions and 0 in quarantine of no file read$",
+        ),
+    ],
+    ids=["lost-before-validation", "of-no-file"],
+)
+def test_a_reconciliation_error_names_where_rows_went_astray(tmp_path, monkeypatch, lose, where):
+    """The error names the file whose rows validation did not count all of, and rows that
+    came from no file read; only the totals showed either."""
+    from audience_profiles.warehouse.base import Warehouse
+
+    config = write_config(tmp_path)
+    write_seed_example(tmp_path / "landing")
+    render = Warehouse.render
+
+    def losing(self, name, **params):
+        if name != "validate/interactions":
+            return render(self, name, **params)
+        if "staged" in lose:
+            params["staged"] = lose["staged"].format(staged=params["staged"])
+        return render(self, name, **params) + "\n" + lose.get("sql", "")
+
+    monkeypatch.setattr(Warehouse, "render", losing)
+    window = RunWindow.for_date("2022-04-29")
+    staged = [pipeline.extract_source(s, window, config) for s in pipeline.VALIDATION_ORDER]
+    with pytest.raises(
+        pipeline.ReconciliationError, match=r"^interactions 2022-04-29: read 1 .*" + where
+    ):
+        pipeline.validate(window, staged, config)
+
+
 def test_every_input_row_is_in_an_output_or_quarantine(tmp_path):
     from audience_profiles.generate import GenerateOptions, generate
 

@@ -423,7 +423,8 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                 raise ReconciliationError(
                     f"{source} {window.ds}: read {info['rows']} row(s) but kept {kept}, "
                     f"quarantined {quarantined}, aged out {aged_out} and kept as the stream "
-                    f"merged them {kept_as_streamed}" + _files_off(wh, source, window.ds)
+                    f"merged them {kept_as_streamed}"
+                    + _files_off(wh, source, window.ds, staged_relation)
                 )
             counts[source] = {"read": info["rows"], "valid": kept, "quarantined": quarantined}
             if source == "elements":
@@ -649,38 +650,78 @@ def _streamed_files(wh, config: PipelineConfig, source: str, ds: str, info: dict
     return len(kept)
 
 
-def _files_off(wh: Warehouse, source: str, ds: str) -> str:
-    """The files whose rows in the source's table or in quarantine are not what validation
-    counted for them (landed_files), for the error of a date whose counts do not reconcile."""
+def _files_off(wh: Warehouse, source: str, ds: str, staged_relation: str) -> str:
+    """:func:`files_off` for the error of a date whose counts do not reconcile, with what
+    validation counted per file from landed_files."""
     if source not in DATED_SOURCES:  # the catalogue has no landed_files rows
         return ""
+    counted = wh.query(
+        "SELECT file, rows_read, rows_valid, rows_quarantined FROM landed_files "
+        f"WHERE source = '{source}' AND dt = DATE '{ds}' AND file IS NOT NULL"
+    )
     return files_off(
         source,
-        wh.query(
-            f"SELECT file, rows_valid, rows_quarantined, "
-            f"(SELECT count(*) FROM {source} s WHERE s.dt = l.dt AND s._file = l.file), "
-            "(SELECT count(*) FROM quarantine q "
-            "WHERE q.dt = l.dt AND q.source = l.source AND q.file = l.file) "
-            f"FROM landed_files l WHERE source = '{source}' AND dt = DATE '{ds}' "
-            "AND file IS NOT NULL ORDER BY file"
-        ),
+        {file: tuple(rows) for file, *rows in counted},
+        **rows_by_file(wh, source, staged_relation, f"dt = DATE '{ds}'"),
     )
 
 
-def files_off(source: str, files: Sequence[tuple[str, int | None, int, int, int]]) -> str:
-    """``; in N file(s): name (...)`` for the files whose rows kept or quarantined are not what
-    validation counted, from (file, valid, quarantined, in the table, in quarantine); empty
-    when every file's are (or a file's counts are unknown: valid None)."""
-    off = [
-        f"{file} ({valid} valid, {in_table} in {source}; "
-        f"{quarantined} quarantined, {in_quarantine} in quarantine)"
-        for file, valid, quarantined, in_table, in_quarantine in files
-        if valid is not None and (valid, quarantined) != (in_table, in_quarantine)
-    ]
-    if not off:
-        return ""
+def rows_by_file(
+    wh: Warehouse, source: str, staged_relation: str, partition: str
+) -> dict[str, dict[str | None, int]]:
+    """The rows per file (``_file``; None for rows without one) the extract staged, the
+    source's table holds and quarantine holds, in ``partition`` (a condition on ``dt``), as
+    :func:`files_off` takes them."""
+
+    def per_file(relation: str, column: str, where: str = "true") -> dict[str | None, int]:
+        return dict(wh.query(f"SELECT {column}, count(*) FROM {relation} WHERE {where} GROUP BY 1"))
+
+    return {
+        "staged": per_file(staged_relation, "_file"),
+        "in_table": per_file(source, "_file", partition),
+        "in_quarantine": per_file("quarantine", "file", f"source = '{source}' AND {partition}"),
+    }
+
+
+def files_off(
+    source: str,
+    counted: dict[str, tuple[int | None, int | None, int | None]],
+    staged: dict[str | None, int],
+    in_table: dict[str | None, int],
+    in_quarantine: dict[str | None, int],
+) -> str:
+    """Where the rows of a source whose counts do not reconcile went astray, for its error:
+    ``; in N file(s): name (...)``, naming each file whose rows the extract staged are not the
+    rows validation counted read (a row lost before validation looked at it), or whose rows in
+    the table or in quarantine are not what validation counted valid or quarantined; and the
+    rows there of no file that was read (``_file`` empty or unknown). ``counted``: file ->
+    (read, valid, quarantined), as validate/file_counts.sql counts them (None: unknown, from
+    before the counts were kept); the rest: file -> rows (:func:`rows_by_file`). Empty when
+    nothing is off."""
+    off = []
+    for file in sorted(set(counted) | {f for f in staged if f is not None}):
+        read, valid, quarantined = counted.get(file, (0, 0, 0))
+        gaps = []
+        if read is not None and staged.get(file, 0) != read:
+            gaps.append(f"{staged.get(file, 0)} staged, {read} read by validation")
+        kept = (in_table.get(file, 0), in_quarantine.get(file, 0))
+        if valid is not None and (valid, quarantined) != kept:
+            gaps.append(
+                f"{valid} valid, {kept[0]} in {source}; {quarantined} quarantined, "
+                f"{kept[1]} in quarantine"
+            )
+        if gaps:
+            off.append(f"{file} ({'; '.join(gaps)})")
     more = f" and {len(off) - LATE_NAMES_SHOWN} more" if len(off) > LATE_NAMES_SHOWN else ""
-    return f"; in {len(off)} file(s): " + ", ".join(off[:LATE_NAMES_SHOWN]) + more
+    named = f"; in {len(off)} file(s): " + ", ".join(off[:LATE_NAMES_SHOWN]) + more if off else ""
+    read_files = set(counted) | set(staged)
+    astray = [
+        sum(n for file, n in rows.items() if file is None or file not in read_files)
+        for rows in (in_table, in_quarantine)
+    ]
+    if any(astray):
+        named += f"; {astray[0]} row(s) in {source} and {astray[1]} in quarantine of no file read"
+    return named
 
 
 def quarantine_by_field(reasons: list[tuple[str, str, int]]) -> list[list]:

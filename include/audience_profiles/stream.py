@@ -61,6 +61,7 @@ from audience_profiles.pipeline import (
     aged_out_partitions,
     files_off,
     latest_allowed_date,
+    rows_by_file,
 )
 from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.privacy.retention import cutoffs_as_of, latest_dates
@@ -650,27 +651,18 @@ def _validate(
                 f"SELECT count(*) FROM quarantine WHERE source = '{source}'{partition}"
             )[0][0]
             if kept + quarantined + aged_out != info["rows"]:
-                in_table = dict(
-                    wh.query(
-                        f"SELECT _file, count(*) FROM {source} WHERE true{partition} GROUP BY 1"
+                detail = ""
+                if ds:  # per-file counts are a dated source's (the catalogue has none)
+                    detail = files_off(
+                        source,
+                        {f: file_counts[f][:3] for f in counted},
+                        **rows_by_file(
+                            wh, source, wh.staged_relation(info["path"]), f"dt = DATE '{ds}'"
+                        ),
                     )
-                )
-                in_quarantine = dict(
-                    wh.query(
-                        f"SELECT file, count(*) FROM quarantine WHERE source = '{source}'"
-                        f"{partition} GROUP BY 1"
-                    )
-                )
                 raise ReconciliationError(
                     f"stream batch, {source} {ds or ''}: read {info['rows']} row(s) but kept "
-                    f"{kept}, quarantined {quarantined} and aged out {aged_out}"
-                    + files_off(
-                        source,
-                        [
-                            (f, *file_counts[f][1:3], in_table.get(f, 0), in_quarantine.get(f, 0))
-                            for f in sorted(counted)
-                        ],
-                    )
+                    f"{kept}, quarantined {quarantined} and aged out {aged_out}" + detail
                 )
             total = counts.setdefault(source, {"files": 0, "read": 0, "quarantined": 0})
             total["files"] += info["files"]

@@ -169,6 +169,37 @@ def test_a_row_lost_in_a_batch_fails_it_naming_the_file(tmp_path, sent, monkeypa
     assert sent[before:] == []
 
 
+def test_a_row_lost_before_validation_counted_it_names_the_file(tmp_path, sent, monkeypatch):
+    """A row the batch staged that validation never saw (lost before its per-file counts) is
+    in no file's valid or quarantined rows: the error names the file by its rows staged and
+    read, which only the source's totals showed before."""
+    from audience_profiles.warehouse.base import Warehouse
+
+    config, landing = streaming(tmp_path, sent)
+    ds = "2022-04-30"
+    write_interactions(landing, ds, "a.csv", [(ds, SEED_SESSION, 1)])
+    write_interactions(landing, ds, "b.csv", [(ds, SEED_SESSION, 2), (ds, SEED_SESSION, 3)])
+    render = Warehouse.render
+
+    def losing(self, name, **params):
+        if name == "validate/interactions":
+            staged = params["staged"]
+            params["staged"] = (
+                f"(SELECT * FROM {staged} WHERE _file NOT LIKE '%b.csv' OR _line <> 2)"
+            )
+        return render(self, name, **params)
+
+    monkeypatch.setattr(Warehouse, "render", losing)
+    before = len(sent)
+    with pytest.raises(
+        pipeline.ReconciliationError,
+        match=r"^stream batch, interactions 2022-04-30: read 3 row\(s\) but kept 2, .*; in 1 "
+        r"file\(s\): \S+/b\.csv \(2 staged, 1 read by validation\)$",
+    ):
+        batch(config, sent, "b1")
+    assert sent[before:] == []
+
+
 def test_a_file_dated_ahead_of_the_clock_does_not_hide_later_files(tmp_path, sent):
     config = make_config(tmp_path)
     landing = tmp_path / "landing"
