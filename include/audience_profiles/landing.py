@@ -31,8 +31,8 @@ holding the four ASCII separators DuckDB's line reader splits on. A file that ca
 read at all, or lacks a required column, fails the task with the file and column named, never
 with a value (DuckDB's messages quote the row: they are never passed on). A file in a partition
 that is not a data file (``*.csv``, ``*.json``, ``*.ndjson``, ``*.jsonl``, each also with ``.gz``,
-``.bz2``, ``.zst``, ``.zip`` or ``.xz`` after it) fails the task too, unless its name starts with ``_`` or
-``.`` (a writer's marker or temporary file): its rows would be in no count.
+``.bz2``, ``.zst``, ``.zip`` or ``.xz`` after it) fails the task too, unless its name starts
+with ``_`` or ``.`` (a writer's marker or temporary file): its rows would be in no count.
 """
 
 from __future__ import annotations
