@@ -167,3 +167,21 @@ def write_seed_example(landing: Path) -> None:
             ]
         ],
     )
+
+
+def break_validation(monkeypatch, source: str, staged: str | None = None, sql: str = "") -> None:
+    """Make the validate SQL of ``source`` lose rows, as a faulty change to it would: read its
+    staged rows through ``staged`` (``{staged}`` standing for the staged relation) and run
+    ``sql`` after it."""
+    from audience_profiles.warehouse.base import Warehouse
+
+    render = Warehouse.render
+
+    def broken(self, name, **params):
+        if name != f"validate/{source}":
+            return render(self, name, **params)
+        if staged:
+            params["staged"] = staged.format(staged=params["staged"])
+        return render(self, name, **params) + "\n" + sql
+
+    monkeypatch.setattr(Warehouse, "render", broken)

@@ -23,6 +23,7 @@ from tests.support import (
     IDENTITY_RULES,
     INTERACTION_HEADER,
     SEED_EVENT,
+    break_validation,
     write_config,
     write_csv,
     write_seed_example,
@@ -591,36 +592,15 @@ def test_each_quality_check_stops_the_build_that_breaks_it(tmp_path, check, corr
         pipeline.check_quality(window, config)
 
 
-def test_a_row_lost_between_read_and_kept_fails_validate_naming_the_counts(tmp_path, monkeypatch):
-    """Rows read = kept + quarantined: a validation that loses a row (here a DELETE added to
-    the interactions' script) fails the task instead of building the day without it."""
-    from audience_profiles.warehouse.base import Warehouse
-
-    config = write_config(tmp_path)
-    write_seed_example(tmp_path / "landing")
-    render = Warehouse.render
-
-    def losing(self, name, **params):
-        sql = render(self, name, **params)
-        if name == "validate/interactions":
-            sql += "\nDELETE FROM interactions WHERE _line = 2;"
-        return sql
-
-    monkeypatch.setattr(Warehouse, "render", losing)
-    window = RunWindow.for_date("2022-04-29")
-    staged = [pipeline.extract_source(s, window, config) for s in pipeline.VALIDATION_ORDER]
-    with pytest.raises(
-        pipeline.ReconciliationError,
-        match=r"^interactions 2022-04-29: read 1 row\(s\) but kept 0, quarantined 0, .*; in 1 "
-        r"file\(s\): \S+/interactions/date=2022-04-29/part-0.csv \(1 valid, 0 in interactions; "
-        r"0 quarantined, 0 in quarantine\)$",
-    ):
-        pipeline.validate(window, staged, config)
-
-
 @pytest.mark.parametrize(
     ("lose", "where"),
     [
+        # a row validation kept that then went missing from the table
+        (
+            {"sql": "DELETE FROM interactions WHERE _line = 2;"},
+            r"in 1 file\(s\): \S+/interactions/date=2022-04-29/part-0.csv \(1 valid, 0 in "
+            r"interactions; 0 quarantined, 0 in quarantine\)$",
+        ),
         # a row gone before validation looked at it: the staged file's rows are not those read
         (
             {"staged": "(SELECT * FROM {staged} WHERE _line <> 2)"},
@@ -632,29 +612,21 @@ def test_a_row_lost_between_read_and_kept_fails_validate_naming_the_counts(tmp_p
             r"; 1 row\(s\) in interactions and 0 in quarantine of no file read$",
         ),
     ],
-    ids=["lost-before-validation", "of-no-file"],
+    ids=["lost-after-validation", "lost-before-validation", "of-no-file"],
 )
-def test_a_reconciliation_error_names_where_rows_went_astray(tmp_path, monkeypatch, lose, where):
-    """The error names the file whose rows validation did not count all of, and rows that
-    came from no file read; only the totals showed either."""
-    from audience_profiles.warehouse.base import Warehouse
-
+def test_a_row_lost_in_validation_fails_it_naming_where(tmp_path, monkeypatch, lose, where):
+    """Rows read = kept + quarantined: a validation that loses a row (its script changed) fails
+    the task instead of building the day without it, and the error names where the rows went
+    astray: the file whose rows are not where validation counted them, or that validation did
+    not read all of, and rows that came from no file read."""
     config = write_config(tmp_path)
     write_seed_example(tmp_path / "landing")
-    render = Warehouse.render
-
-    def losing(self, name, **params):
-        if name != "validate/interactions":
-            return render(self, name, **params)
-        if "staged" in lose:
-            params["staged"] = lose["staged"].format(staged=params["staged"])
-        return render(self, name, **params) + "\n" + lose.get("sql", "")
-
-    monkeypatch.setattr(Warehouse, "render", losing)
+    break_validation(monkeypatch, "interactions", **lose)
     window = RunWindow.for_date("2022-04-29")
     staged = [pipeline.extract_source(s, window, config) for s in pipeline.VALIDATION_ORDER]
     with pytest.raises(
-        pipeline.ReconciliationError, match=r"^interactions 2022-04-29: read 1 .*" + where
+        pipeline.ReconciliationError,
+        match=r"^interactions 2022-04-29: read 1 row\(s\) but kept \d, quarantined 0, .*" + where,
     ):
         pipeline.validate(window, staged, config)
 

@@ -35,6 +35,7 @@ from tests.support import (
     IDENTITY_HEADER,
     INTERACTION_HEADER,
     SEED_SESSION,
+    break_validation,
     write_config,
     write_csv,
     write_seed_example,
@@ -140,61 +141,36 @@ def test_a_file_in_a_partition_past_retention_is_counted_not_loaded_or_emitted(t
     assert batch(config, sent, "b2")[0]["files"] == 0
 
 
-def test_a_row_lost_in_a_batch_fails_it_naming_the_file(tmp_path, sent, monkeypatch):
+@pytest.mark.parametrize(
+    ("lose", "where"),
+    [
+        # a row validation kept that then went missing from the table
+        (
+            {"sql": "DELETE FROM interactions WHERE _file LIKE '%b.csv' AND _line = 2;"},
+            r"\(2 valid, 1 in interactions; 0 quarantined, 0 in quarantine\)$",
+        ),
+        # a row staged that validation never saw (lost before its per-file counts)
+        (
+            {"staged": "(SELECT * FROM {staged} WHERE _file NOT LIKE '%b.csv' OR _line <> 2)"},
+            r"\(2 staged, 1 read by validation\)$",
+        ),
+    ],
+    ids=["lost-after-validation", "lost-before-validation"],
+)
+def test_a_row_lost_in_a_batch_fails_it_naming_the_file(tmp_path, sent, monkeypatch, lose, where):
     """Read = kept + quarantined + aged out, in a batch as in a daily run: a validation that
-    loses a row (a DELETE added to the interactions' script) fails the batch, naming the file
-    whose rows are not where validation counted them, and nothing is sent."""
-    from audience_profiles.warehouse.base import Warehouse
-
+    loses a row (the interactions' script changed) fails the batch, naming the file whose rows
+    are not where validation counted them, and nothing is sent."""
     config, landing = streaming(tmp_path, sent)
     ds = "2022-04-30"
     write_interactions(landing, ds, "a.csv", [(ds, SEED_SESSION, 1)])
     write_interactions(landing, ds, "b.csv", [(ds, SEED_SESSION, 2), (ds, SEED_SESSION, 3)])
-    render = Warehouse.render
-
-    def losing(self, name, **params):
-        sql = render(self, name, **params)
-        if name == "validate/interactions":
-            sql += "\nDELETE FROM interactions WHERE _file LIKE '%b.csv' AND _line = 2;"
-        return sql
-
-    monkeypatch.setattr(Warehouse, "render", losing)
+    break_validation(monkeypatch, "interactions", **lose)
     before = len(sent)
     with pytest.raises(
         pipeline.ReconciliationError,
         match=r"^stream batch, interactions 2022-04-30: read 3 row\(s\) but kept 2, .*; in 1 "
-        r"file\(s\): \S+/b\.csv \(2 valid, 1 in interactions; 0 quarantined, 0 in quarantine\)$",
-    ):
-        batch(config, sent, "b1")
-    assert sent[before:] == []
-
-
-def test_a_row_lost_before_validation_counted_it_names_the_file(tmp_path, sent, monkeypatch):
-    """A row the batch staged that validation never saw (lost before its per-file counts) is
-    in no file's valid or quarantined rows: the error names the file by its rows staged and
-    read, which only the source's totals showed before."""
-    from audience_profiles.warehouse.base import Warehouse
-
-    config, landing = streaming(tmp_path, sent)
-    ds = "2022-04-30"
-    write_interactions(landing, ds, "a.csv", [(ds, SEED_SESSION, 1)])
-    write_interactions(landing, ds, "b.csv", [(ds, SEED_SESSION, 2), (ds, SEED_SESSION, 3)])
-    render = Warehouse.render
-
-    def losing(self, name, **params):
-        if name == "validate/interactions":
-            staged = params["staged"]
-            params["staged"] = (
-                f"(SELECT * FROM {staged} WHERE _file NOT LIKE '%b.csv' OR _line <> 2)"
-            )
-        return render(self, name, **params)
-
-    monkeypatch.setattr(Warehouse, "render", losing)
-    before = len(sent)
-    with pytest.raises(
-        pipeline.ReconciliationError,
-        match=r"^stream batch, interactions 2022-04-30: read 3 row\(s\) but kept 2, .*; in 1 "
-        r"file\(s\): \S+/b\.csv \(2 staged, 1 read by validation\)$",
+        r"file\(s\): \S+/b\.csv " + where,
     ):
         batch(config, sent, "b1")
     assert sent[before:] == []
