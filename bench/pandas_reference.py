@@ -684,16 +684,24 @@ def profiles(data: dict, identity: dict, ds: str, interval_end: str) -> dict[str
     ).dropna(subset=["profile_id"])
     sso = data["identities"]
     sso = sso[(sso["dt"] <= ds) & (sso["observed_at"] < end)]
-    sso = sso.assign(profile_id=sso["external_id"].map(by_type["external_id"])).dropna(
-        subset=["profile_id"]
-    )
     sso = sso.assign(
-        email=sso["email"].where(sso["email"].map(by_type["email"]) == sso["profile_id"], None),
         fact_source="sso",
         optin_1=None,
         optin_2=None,
         accept_terms=None,
+        email_profile=sso["email"].map(by_type["email"]),
+        account_profile=sso["external_id"].map(by_type["external_id"]),
     )
+    # the account's profile takes the row, the email only if the rules put it there too; the
+    # email's profile, where the account is not (blocked, or another profile), the email alone
+    own = sso["email_profile"] == sso["account_profile"]
+    emails_only = sso[sso["email_profile"].notna() & ~own].assign(
+        profile_id=sso["email_profile"], first_name=None, last_name=None, external_id=None
+    )
+    sso = sso.assign(profile_id=sso["account_profile"], email=sso["email"].where(own, None)).dropna(
+        subset=["profile_id"]
+    )
+    sso = pd.concat([sso, emails_only], ignore_index=True)
     columns = [
         "profile_id",
         "observed_at",

@@ -164,8 +164,9 @@ def sql_build(
 # per-session limit (sess-1 signs in as u-1, then u-2), a profile-limit cut, a merge on the last
 # day (eve into bob), blocked values, two quarantined rows (a malformed email; no time of day and
 # an invalid consent), SSO logins with a malformed and a placeholder email (kept, the emails
-# audited), an observation landing a day late, and answers to two polls, some landing
-# a day late, so that the latest answer is decided by the interaction date, then the landing date.
+# audited), a blocked account with an email, an observation landing a day late, and answers to
+# two polls, some landing a day late, so that the latest answer is decided by the interaction
+# date, then the landing date.
 KIOSK_EMAILS = ["dan@example.com", "fay@example.com", "gus@example.com", "hal@example.com"]
 EDGE_CASE_LANDING = {
     "form_entries": [
@@ -202,6 +203,8 @@ EDGE_CASE_LANDING = {
         ((1, False), "09:30:00", "sess-1", "u-1", "bob@example.com", "Ann"),
         ((2, False), "09:30:00", "sess-1", "u-2", "", ""),
         ((2, False), "00:00:00", "sess-5", "anonymous", "", ""),
+        # a blocked account's email is a profile of its own, its email column filled, not Jon
+        ((1, False), "12:00:00", "sess-6", "anonymous", "jon@example.com", "Jon"),
         # an SSO platform's malformed and placeholder emails: the logins stay, the emails go
         ((1, False), "10:00:00", "sess-7", "u-3", "not-an-email", ""),
         ((2, False), "10:00:00", "sess-7", "u-3", "NULL", "Ida"),

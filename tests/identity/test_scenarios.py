@@ -173,6 +173,8 @@ def test_two_sso_accounts_sharing_an_email_the_most_recent_keeps_it(world):
     # sso-a's own email attribute is not another profile's email
     profile_a = world.profile(D1, world.profile_of(D1, "external_id:sso-a"))
     assert profile_a["email"] is None and profile_a["external_id"] == "sso-a"
+    profile_b = world.profile(D1, world.profile_of(D1, "external_id:sso-b"))
+    assert (profile_b["email"], profile_b["external_id"]) == ("family@example.com", "sso-b")
 
 
 def test_profile_limit_can_be_switched_off():
@@ -214,6 +216,20 @@ def test_blocked_values_never_link_but_real_identifiers_stay_people(world):
             ("blocked_value", "email blocked value"),
             ("blocked_value", "email not a valid email"),
         ]
+    )
+
+
+def test_a_blocked_sso_accounts_email_is_its_profiles_email_without_the_accounts_names(world):
+    # The email is a profile of its own (no account, no session link). Its email column was
+    # empty: an SSO row's facts reached only its account's profile.
+    world.sso(f"{D1}T10:00:00", S1, "null", email="six@example.com", first_name="Six")
+    world.run(D1)
+    assert world.groups(D1) == {frozenset({"email:six@example.com"})}
+    profile = world.profile(D1, world.profile_of(D1, "email:six@example.com"))
+    assert (profile["email"], profile["external_id"], profile["first_name"]) == (
+        "six@example.com",
+        None,
+        None,
     )
 
 

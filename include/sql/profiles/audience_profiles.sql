@@ -1,8 +1,9 @@
 {% import "profiles/_macros.sql" as profiles %}
 {% import "privacy/_macros.sql" as p %}
 -- One row per profile as of the run's cutoff. Facts come from form entries (through the email
--- identifier) and SSO identities (through the external_id): names take the most recent non-empty
--- value; consent fields the most recent explicit statement, with when and where it was made.
+-- identifier) and SSO identities (through the external_id; the email alone through the email):
+-- names take the most recent non-empty value; consent fields the most recent explicit
+-- statement, with when and where it was made.
 -- Nothing is ever inferred as opted in: no statement stays NULL.
 -- The tables before audience_profiles are the task's scratch: TEMP, so nothing writes
 -- them to disk (persisted, they cost a tenth of the profile build at 10M; bench/README.md).
@@ -32,6 +33,16 @@ FROM (
     JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'external_id' AND pi.identifier_value = i.external_id
     LEFT JOIN {{ rs }}.profile_identifiers pe ON pe.identifier_type = 'email' AND pe.identifier_value = i.email
     WHERE i.dt <= DATE '{{ ds }}' AND i.observed_at < TIMESTAMP '{{ interval_end }}'
+    UNION ALL
+    -- ... and it is the email's profile's when the account is not there: its external_id
+    -- blocked, or with another profile. The email only: the names are the account's.
+    SELECT pe.profile_id, i.observed_at, i._file, i._line, 'sso', CAST(NULL AS VARCHAR),
+           CAST(NULL AS VARCHAR), i.email, CAST(NULL AS VARCHAR), CAST(NULL AS BOOLEAN), CAST(NULL AS BOOLEAN), CAST(NULL AS BOOLEAN)
+    FROM identities i
+    JOIN {{ rs }}.profile_identifiers pe ON pe.identifier_type = 'email' AND pe.identifier_value = i.email
+    LEFT JOIN {{ rs }}.profile_identifiers pi ON pi.identifier_type = 'external_id' AND pi.identifier_value = i.external_id
+    WHERE i.dt <= DATE '{{ ds }}' AND i.observed_at < TIMESTAMP '{{ interval_end }}'
+      AND (pi.profile_id IS NULL OR pi.profile_id <> pe.profile_id)
 ) facts;
 
 -- Per profile and poll title, from every interaction of the profile's sessions: how many, their
