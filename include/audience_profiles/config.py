@@ -939,7 +939,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
 
 class _StrictLoader(yaml.SafeLoader):
     """YAML as a reader of these files expects it: a repeated key is an error, and a number is
-    only a plain decimal (``12``, ``-3``, ``0.5``, ``5.0e-05``).
+    only a plain decimal (``12``, ``-3``, ``0.5``, ``5.0e-05``; ``+1`` and ``-0`` are text).
 
     PyYAML follows YAML 1.1, where the last of two equal keys silently wins, and ``2:1`` (a score)
     is the base-60 number 121, ``0601`` (an id) the octal 385 and ``1_000`` a thousand. Those
@@ -979,7 +979,10 @@ _StrictLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(0|[1-9][0-9]*)$"), list("-+0123456789")
+    # no sign on 0 and no plus: -0 and +1 (ids) read as 0 and 1 lost their text
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(0|-?[1-9][0-9]*)$"),
+    list("-0123456789"),
 )
 _StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",

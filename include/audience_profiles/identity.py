@@ -92,10 +92,20 @@ class IdentityRules:
         }
 
 
-def _per_type(raw: dict, key: str, file: Path) -> dict[str, tuple[str, ...]]:
-    section = raw.get(key) or {}
+def _section(parent: dict, key: str, name: str, file: Path, what: str) -> dict:
+    """The mapping ``parent[key]`` (``name`` in messages); left out or empty (``key:``), an empty
+    one. Anything else is a mistake (``[]``, ``''``, ``0``): read as "nothing", it switched every
+    rule of the section off."""
+    section = parent.get(key)
+    if section is None:
+        return {}
     if not isinstance(section, dict):
-        raise ConfigError(f"{file}: {key} must map identifier types to lists")
+        raise ConfigError(f"{file}: {name} must {what}, not {section!r}")
+    return section
+
+
+def _per_type(raw: dict, key: str, file: Path) -> dict[str, tuple[str, ...]]:
+    section = _section(raw, key, key, file, "map identifier types to lists")
     unknown = set(section) - {"any", *IDENTIFIER_TYPES}
     if unknown:
         raise ConfigError(f"{file}: {key}: unknown identifier type(s) {sorted(unknown)}")
@@ -115,9 +125,7 @@ def _per_type(raw: dict, key: str, file: Path) -> dict[str, tuple[str, ...]]:
 
 
 def _limits(limits: dict, key: str, types: tuple[str, ...], file: Path) -> dict[str, int]:
-    section = limits.get(key) or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{file}: limits.{key} must map identifier types to numbers")
+    section = _section(limits, key, f"limits.{key}", file, "map identifier types to numbers")
     out = {}
     for type_, value in section.items():
         if type_ not in types:
@@ -169,7 +177,13 @@ def load_rules(path: str | Path) -> IdentityRules:
         t: tuple(p.lower() for p in ps)
         for t, ps in _per_type(raw, "blocked_patterns", file).items()
     }
-    email_pattern = str(raw.get("email_pattern") or EMAIL_PATTERN).lower()
+    # left out or empty: the default; '' and 0 took it silently too
+    email_pattern = EMAIL_PATTERN if raw.get("email_pattern") is None else raw["email_pattern"]
+    if not isinstance(email_pattern, str) or not email_pattern:
+        raise ConfigError(
+            f"{file}: email_pattern must be a regular expression, not {email_pattern!r}"
+        )
+    email_pattern = email_pattern.lower()
     for pattern in (email_pattern, *(p for ps in patterns.values() for p in ps)):
         # Backslashes are escapes in Snowflake string literals: the same pattern would differ.
         if "\\" in pattern:
@@ -186,9 +200,7 @@ def load_rules(path: str | Path) -> IdentityRules:
             raise ConfigError(
                 f"{file}: pattern {pattern!r} is not a regular expression ({exc})"
             ) from exc
-    limits = raw.get("limits") or {}
-    if not isinstance(limits, dict):
-        raise ConfigError(f"{file}: limits must be a mapping")
+    limits = _section(raw, "limits", "limits", file, "be a mapping")
     reject_unknown(limits, LIMITS_KEYS, "limits.", file, "in limits")
     shared = (
         _limits(limits, "shared_device", LINKED_TO_SESSIONS, file)
@@ -208,8 +220,10 @@ def load_rules(path: str | Path) -> IdentityRules:
     )
     if any(v != 1 for v in per_profile.values()):
         raise ConfigError(f"{file}: limits.per_profile: only 1 (or null for no limit) is supported")
-    priority = tuple(raw.get("priority") or defaults.priority)
-    if sorted(priority) != sorted(IDENTIFIER_TYPES):
+    priority = defaults.priority if raw.get("priority") is None else raw["priority"]
+    if not isinstance(priority, list | tuple) or sorted(map(str, priority)) != sorted(
+        IDENTIFIER_TYPES
+    ):
         raise ConfigError(f"{file}: priority must list each of {IDENTIFIER_TYPES} once")
     # strictly whole: 2.9 was read as 2 and true as 1
     max_length = whole_number(raw, "max_value_length", defaults.max_value_length, "", str(file), 1)
@@ -222,7 +236,7 @@ def load_rules(path: str | Path) -> IdentityRules:
         per_session=per_session,
         # the higher-priority type is enforced first, so it decides where lower ones go
         per_profile=tuple(t for t in priority if t in per_profile),
-        priority=priority,
+        priority=tuple(priority),
     )
 
 

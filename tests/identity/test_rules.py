@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from audience_profiles.config import ConfigError
-from audience_profiles.identity import load_rules
+from audience_profiles.identity import IdentityRules, load_rules
 from audience_profiles.privacy import EMAIL_PATTERN
 from tests.identity.world import IDENTITY_YML
 
@@ -64,6 +64,18 @@ def test_null_switches_a_limit_off_and_missing_sections_take_defaults(tmp_path):
     rules = load_rules(write(tmp_path, {"limits": {"shared_device": {"email": None}}}))
     assert rules.shared_device == {}
     assert rules.per_session == {"external_id": 1} and rules.per_profile == ("external_id",)
+    # an empty key is a section without entries, or the default of a single value
+    empty = {"limits": {"per_session": None}, "email_pattern": None, "priority": None}
+    rules = load_rules(write(tmp_path, empty))
+    assert rules.per_session == {} and rules.shared_device == {"email": 3}
+    assert (rules.email_pattern, rules.priority) == (EMAIL_PATTERN, IdentityRules().priority)
+
+
+def test_a_signed_whole_number_in_a_blocked_list_keeps_its_text(tmp_path):
+    # YAML read -0 and +1 as 0 and 1: "0" was blocked twice, "-0" and "+1" not at all
+    path = tmp_path / "identity.yml"
+    path.write_text("blocked_values:\n  external_id: [-0, +1, 7, -7]\n")
+    assert load_rules(path).blocked_values["external_id"] == ("-0", "+1", "7", "-7")
 
 
 @pytest.mark.parametrize(
@@ -93,6 +105,19 @@ def test_null_switches_a_limit_off_and_missing_sections_take_defaults(tmp_path):
         # YAML's reading, not the text meant: "None", "1.5" and "True" were blocked instead
         ({"blocked_values": {"any": [None]}}, r"blocked_values\.any: None is not text"),
         ({"blocked_values": {"external_id": [1.50]}}, "1.5 is not text as written: quote it"),
+        # read as "nothing": the defaults, or a whole section of rules off, without a word
+        ({"limits": []}, r"limits must be a mapping, not \[\]"),
+        (
+            {"limits": {"per_session": 0}},
+            r"limits\.per_session must map identifier types to numbers",
+        ),
+        ({"limits": {"shared_device": ""}}, r"limits\.shared_device must map identifier types"),
+        ({"blocked_values": []}, r"blocked_values must map identifier types to lists, not \[\]"),
+        ({"blocked_patterns": ""}, "blocked_patterns must map identifier types to lists"),
+        ({"email_pattern": ""}, "email_pattern must be a regular expression, not ''"),
+        ({"email_pattern": 0}, "email_pattern must be a regular expression, not 0"),
+        ({"priority": []}, "priority must list each of"),
+        ({"priority": ""}, "priority must list each of"),
         ({"blocked_values": {"session_id": [True]}}, "True is not text"),
     ],
 )
