@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -129,6 +131,25 @@ def test_dates_run_in_date_order_whatever_order_they_are_given_in(config, ran):
     given = ["2022-04-27", "2022-04-25", "2022-04-26", "2022-04-25"]
     assert cli.main(["run", *(arg for ds in given for arg in ("--date", ds))]) == 0
     assert ran == ["2022-04-25", "2022-04-26", "2022-04-27"]
+
+
+def test_the_dates_after_a_failed_one_are_not_run(config, monkeypatch, capsys):
+    # They ran, built profiles without the failed date's rows and delivered them, green; only
+    # a warning of the date left out and the exit code said so (helper-119).
+    ran = []
+
+    def test(logical_date):
+        ran.append(logical_date.date().isoformat())
+        return SimpleNamespace(state="failed" if ran[-1] == "2022-04-26" else "success")
+
+    monkeypatch.setattr(cli, "_load_dag", lambda: SimpleNamespace(test=test))
+    dates = ["2022-04-25", "2022-04-26", "2022-04-27", "2022-04-28"]
+    assert cli.main(["run", *(arg for ds in dates for arg in ("--date", ds))]) == 1
+    assert ran == dates[:2]
+    out = capsys.readouterr().out
+    assert "audience_profiles 2022-04-26: failed in " in out
+    assert "not run either, as they build on 2022-04-26: 2022-04-27, 2022-04-28" in out
+    assert "failed dates: 2022-04-26, 2022-04-27, 2022-04-28" in out
 
 
 def test_partitions_before_start_date_are_named_before_anything_runs(config, ran, capsys):
@@ -369,3 +390,56 @@ def test_each_dates_report_line_is_printed_with_its_warnings(tmp_path):
     assert cli.report_line(log, "2022-04-29", before) is None
     assert cli.report_line(log, "2022-04-30") is None
     assert cli.report_line(tmp_path / "missing.log", "2022-04-29") is None
+
+
+# a failing extract's lines in a dag.test() log, as Airflow 3.3 writes them (cut short)
+FAILED_EXTRACT_LOG = """\
+2026-12-03T16:14:28.36Z [info     ] [DAG TEST] starting task_id=extract map_index=0 [dag] loc=dag.py:1501
+2026-12-03T16:14:28.48Z [error    ] Task failed with exception     [task] loc=task_runner.py:1676
+Traceback (most recent call last):
+  File "/x/landing.py", line 990, in _stage_csv
+    raise LandingError(
+audience_profiles.landing.LandingError: /l/part-0.csv: missing required column(s) votes
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+airflow.sdk.exceptions.AirflowFailException: wrapped
+2026-12-03T16:14:28.61Z [info     ] Task instance state updated    [routes] new_state=up_for_retry rows_affected=1
+2026-12-03T16:14:28.70Z [info     ] [DAG TEST] starting task_id=validate map_index=-1 [dag] loc=dag.py:1501
+2026-12-03T16:14:29.48Z [error    ] Task failed with exception     [task] loc=task_runner.py:1676
+Traceback (most recent call last):
+KeyError
+2026-12-03T16:14:29.61Z [info     ] Task instance state updated    [routes] new_state=failed rows_affected=1
+"""
+
+
+def test_each_task_failure_is_printed_as_it_happens_with_its_cause(config, monkeypatch, capfd):
+    # Under dag.test() a failed task waits before each retry: the command said nothing for four
+    # minutes, and the cause was only in the log (helper-119).
+    def test(logical_date):
+        for line in FAILED_EXTRACT_LOG.splitlines(keepends=True):
+            os.write(1, line.encode())  # file descriptor 1 is the date's log meanwhile
+            if "new_state" in line:
+                time.sleep(0.6)  # the command prints it before the run ends
+        return SimpleNamespace(state="failed")
+
+    monkeypatch.setattr(cli, "_load_dag", lambda: SimpleNamespace(test=test))
+    assert cli.main(["run", "--date", "2022-04-25"]) == 1
+    out = capfd.readouterr().out
+    assert (
+        "  extract[interactions] failed (try 1, tried again after a wait): LandingError: "
+        "/l/part-0.csv: missing required column(s) votes\n"
+        "  validate failed (try 1): KeyError\n"
+        "audience_profiles 2022-04-25: failed in "
+    ) in out
+    log = Path(config.work_dir) / "logs" / "dag-test-2022-04-25.log"
+    assert log.read_text() == FAILED_EXTRACT_LOG
+
+
+def test_a_long_error_is_cut_short_and_a_failure_without_its_state_is_still_told():
+    reader = cli.FailureReader()
+    for line in ["x [error] Task failed with exception", f"ValueError: {'v' * 500}"]:
+        assert reader.feed(line) is None
+    assert reader.flush() == f"  a task failed (try 1): ValueError: {'v' * 400}..."
+    assert reader.flush() is None

@@ -342,6 +342,25 @@ def test_a_failed_extract_leaves_rows_read_unknown():
     assert built["sources"] == {"interactions": {"read": 5}}
 
 
+def test_the_summary_line_names_the_failed_task_first_apart_from_those_never_run():
+    # "read None row(s) ...; failed: build_profiles, ..., extract[interactions], ..." listed
+    # the nine tasks that never ran with the one that failed, at the end (helper-119)
+    outputs = {"extract": [None, {"source": "elements", "rows": 4}]}
+    tasks = {
+        "extract[interactions]": {"state": "failed"},
+        "extract[elements]": {"state": "success"},
+        **{t: {"state": "upstream_failed"} for t in ("validate", "enrich", "deliver")},
+    }
+
+    line = report.summary_line(report.build(RunWindow.for_date("2022-04-29"), outputs, tasks))
+
+    assert line == (
+        "run 2022-04-29 failed: extract[interactions] failed (3 task(s) after it not run); read "
+        "n/a row(s) (elements 4); quarantined n/a; profiles n/a (n/a new, n/a merged away); "
+        "delivered n/a row(s) (none)"
+    )
+
+
 def test_the_wait_for_the_landing_is_reported_apart_from_the_work():
     """A deferred task keeps its start: wait_for_landing's duration is the whole wait, which
     counted as task time and dwarfed every task in the chart."""

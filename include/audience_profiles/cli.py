@@ -185,38 +185,126 @@ def _run_checked(args: argparse.Namespace, config, log_dir: Path) -> int:
 
 
 def _run_dates(config, dates: list[str], log_dir: Path) -> list[str]:
-    """Run the daily DAG for each of ``dates`` in turn; the dates that failed or did not run."""
-    failed: list[str] = []
+    """Run the daily DAG for each of ``dates`` in turn, up to the first that cannot run or
+    fails; the dates that failed or did not run. The dates after such a one are not run: each
+    builds on every date before it, and dag.test() has no run of that one to hold them, as a
+    scheduler's depends_on_past would (they built and delivered profiles without its rows,
+    green)."""
     with _output_to(log_dir / "dag-test.log"):
         dag = _load_dag()
     for i, ds in enumerate(dates):
         not_landed = _landing_problem(config, ds)
         if not_landed:
-            # Nor the dates after it: each builds on every date before it, and dag.test() has no
-            # run of this one to hold them (depends_on_past looks at the previous run).
-            later = dates[i + 1 :]
             print(f"audience_profiles {ds}: not run: {not_landed}", flush=True)
-            if later:
-                print(f"not run either, as they build on {ds}: {', '.join(later)}")
-            failed += [ds, *later]
-            break
-        started = time.monotonic()
-        day = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
-        log_file = log_dir / f"dag-test-{ds}.log"
-        offset = log_file.stat().st_size if log_file.exists() else 0  # appended to: this run's
-        with _output_to(log_file):
-            run = dag.test(logical_date=day)
-        state = str(getattr(run, "state", "unknown"))
-        print(
-            f"audience_profiles {ds}: {state} in {time.monotonic() - started:.1f}s  (log: {log_file})",
-            flush=True,
-        )
-        summary = report_line(log_file, ds, offset)
-        if summary:  # its warnings (late landings, dates left out, rules changed) too
-            print(f"  {summary}", flush=True)
-        if "success" not in state:
-            failed.append(ds)
-    return failed
+        elif _run_date(dag, ds, log_dir):
+            continue
+        later = dates[i + 1 :]
+        if later:
+            print(f"not run either, as they build on {ds}: {', '.join(later)}", flush=True)
+        return [ds, *later]
+    return []
+
+
+def _run_date(dag, ds: str, log_dir: Path) -> bool:
+    """Run the daily DAG for ``ds`` with dag.test(), its output to the date's log; print its
+    state and report line. Whether it succeeded."""
+    started = time.monotonic()
+    day = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
+    log_file = log_dir / f"dag-test-{ds}.log"
+    offset = log_file.stat().st_size if log_file.exists() else 0  # appended to: this run's
+    with _output_to(log_file) as terminal, _failures_shown(log_file, offset, terminal):
+        run = dag.test(logical_date=day)
+    state = str(getattr(run, "state", "unknown"))
+    print(
+        f"audience_profiles {ds}: {state} in {time.monotonic() - started:.1f}s  (log: {log_file})",
+        flush=True,
+    )
+    summary = report_line(log_file, ds, offset)
+    if summary:  # its warnings (late landings, dates left out, rules changed) too
+        print(f"  {summary}", flush=True)
+    return "success" in state
+
+
+class FailureReader:
+    """Reads a dag.test() log line by line and tells each task failure it records: the task,
+    its try, whether it is tried again, and the error (the last line of the traceback's first
+    exception: the cause, where a task wraps it to fail at once)."""
+
+    STARTING = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
+    # "package.module.LandingError: message", or a bare "KeyError"; log lines start with a date
+    ERROR = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)(?:: (.*)|$)")
+    SHOWN_CHARACTERS = 400
+
+    def __init__(self) -> None:
+        self.task = "a task"
+        self.tries: dict[str, int] = {}
+        self.in_traceback = False
+        self.error: str | None = None  # read, waiting for the task's new state
+
+    def feed(self, line: str) -> str | None:
+        """The failure ``line`` completes, as the command prints it; None for any other line."""
+        if self.error and (state := re.search(r"new_state=(\w+)", line)):
+            return self.flush(retried=state.group(1) == "up_for_retry")
+        if started := self.STARTING.search(line):
+            task, index = started.groups()
+            if index != "-1":
+                from audience_profiles.dag_defaults import EXTRACT_SOURCES
+
+                names = dict(enumerate(EXTRACT_SOURCES)) if task == "extract" else {}
+                task += f"[{names.get(int(index), index)}]"
+            self.task = task
+        elif "Task failed with exception" in line:
+            self.in_traceback = True
+            self.tries[self.task] = self.tries.get(self.task, 0) + 1
+        elif self.in_traceback and (error := self.ERROR.match(line.rstrip())):
+            self.in_traceback = False
+            kind, message = error.groups()
+            if message and len(message) > self.SHOWN_CHARACTERS:
+                message = message[: self.SHOWN_CHARACTERS] + "..."
+            self.error = kind + (f": {message}" if message else "")
+        return None
+
+    def flush(self, retried: bool = False) -> str | None:
+        """The failure read last, if not told yet."""
+        error, self.error = self.error, None
+        if error is None:
+            return None
+        again = ", tried again after a wait" if retried else ""
+        return f"  {self.task} failed (try {self.tries[self.task]}{again}): {error}"
+
+
+@contextlib.contextmanager
+def _failures_shown(log_file: Path, offset: int, terminal):
+    """While a date runs, print each task failure its log records as it is logged. Under
+    dag.test() a failed task waits 20 s, 40 s, then 80 s before each of its retries: the
+    command said nothing for four minutes, and the cause was only in the log."""
+    import threading
+
+    done = threading.Event()
+
+    def follow() -> None:
+        reader, pending = FailureReader(), b""
+        with log_file.open("rb") as log:
+            log.seek(offset)
+            while True:
+                last = done.is_set()  # read once more after the run ended
+                *lines, pending = (pending + log.read()).split(b"\n")
+                for line in lines:
+                    if shown := reader.feed(line.decode("utf-8", "replace")):
+                        print(shown, file=terminal, flush=True)
+                if last:
+                    if shown := reader.flush():
+                        print(shown, file=terminal, flush=True)
+                    return
+                done.wait(0.5)
+
+    follower = threading.Thread(target=follow, name="failures-shown", daemon=True)
+    follower.start()
+    try:
+        yield
+    finally:
+        done.set()
+        follower.join()
 
 
 def report_line(log_file: Path, ds: str, offset: int = 0) -> str | None:
@@ -424,7 +512,8 @@ def partitions_before_start_date(config) -> list[str]:
 
 @contextlib.contextmanager
 def _output_to(path: Path):
-    """Send this process's stdout and stderr (Airflow's task logs included) to ``path``.
+    """Send this process's stdout and stderr (Airflow's task logs included) to ``path``; yields
+    the terminal's stdout, for what is to be seen meanwhile.
 
     Redirected at the file-descriptor level, because Airflow's loggers keep their own handle on
     the original streams.
@@ -432,11 +521,11 @@ def _output_to(path: Path):
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with path.open("ab") as log:
+    with path.open("ab") as log, os.fdopen(os.dup(saved[0]), "w") as terminal:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            yield
+            yield terminal
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -147,22 +147,39 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
     }
 
 
+def failure_text(report: dict[str, Any]) -> str:
+    """``extract[interactions] failed (9 task(s) after it not run)``: the tasks that failed, apart
+    from those that never ran because one before them failed (upstream_failed), which listed
+    together hid the one to look at."""
+    tasks = report.get("tasks") or {}
+    failed = report["failed_tasks"]
+    own = [t for t in failed if (tasks.get(t) or {}).get("state") != "upstream_failed"] or failed
+    not_run = len(failed) - len(own)
+    return f"{', '.join(own)} failed" + (
+        f" ({not_run} task(s) after {'it' if len(own) == 1 else 'them'} not run)" if not_run else ""
+    )
+
+
 def summary_line(report: dict[str, Any]) -> str:
+    def known(value: Any) -> Any:  # a count the run did not get to
+        return "n/a" if value is None else value
+
     sources = ", ".join(f"{k} {v.get('read', 0)}" for k, v in report["sources"].items())
     aged_out = sum(v.get("aged_out", 0) for v in report["sources"].values())
     streamed = sum(v.get("kept_as_streamed", 0) for v in report["sources"].values())
     suppressed = sum(v.get("suppressed", 0) for v in report["sources"].values())
     deliveries = ", ".join(f"{k} {v['rows']}" for k, v in report["deliveries"].items())
     return (
-        f"run {report['ds']} {report['state']}: read {report['rows_read']} row(s) ({sources}); "
-        f"quarantined {report['rows_quarantined']}; "
+        f"run {report['ds']} {report['state']}: "
+        + (f"{failure_text(report)}; " if report["failed_tasks"] else "")
+        + f"read {known(report['rows_read'])} row(s) ({sources}); "
+        f"quarantined {known(report['rows_quarantined'])}; "
         + (f"of the valid, {suppressed} suppressed (not loaded); " if suppressed else "")
         + (f"aged out {aged_out} (past retention); " if aged_out else "")
         + (f"kept as the stream merged them {streamed}; " if streamed else "")
-        + f"profiles {report['profiles']} "
-        f"({report['profiles_created']} new, {report['merges']} merged away); "
-        f"delivered {report['rows_delivered']} row(s) ({deliveries or 'none'})"
-        + (f"; failed: {', '.join(report['failed_tasks'])}" if report["failed_tasks"] else "")
+        + f"profiles {known(report['profiles'])} "
+        f"({known(report['profiles_created'])} new, {known(report['merges'])} merged away); "
+        f"delivered {known(report['rows_delivered'])} row(s) ({deliveries or 'none'})"
         + (
             f"; identity rules or their SQL changed since {report['rules_changed_since']}: "
             "profiles may be regrouped with no profile_merges row"
