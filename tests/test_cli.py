@@ -12,6 +12,7 @@ import pytest
 
 from audience_profiles import cli
 from audience_profiles.config import CONFIG_ENV
+from audience_profiles.generate import data_dates
 from tests.support import write_config
 
 
@@ -91,6 +92,34 @@ def test_a_date_after_tomorrow_is_refused(config, capsys):
 def test_generate_refuses_a_url_landing_root(config, capsys):
     assert cli.main(["generate", "--out", "s3://fan-data/landing"]) == 2
     assert "local folders only" in capsys.readouterr().out
+
+
+def test_generate_replaces_its_own_files_and_keeps_every_other(config, capsys):
+    # It removed the four source folders whole: files landed by hand went with them, and so
+    # would a real landing the root pointed at (helper-119).
+    root = Path(config.landing_root)
+    by_hand = root / "interactions" / "date=2022-04-25" / "part-0.csv"  # the fixture's
+    args = ["generate", "--interactions", "300", "--days", "3", "--start", "2022-04-26"]
+    assert cli.main(args) == 0
+    assert by_hand.read_text() == "kept\n"
+    out = capsys.readouterr().out
+    assert (
+        f"warning: 1 file(s) under {root} that generate did not write are kept, and `run` reads "
+        "them with the sample: interactions/date=2022-04-25/part-0.csv"
+    ) in out
+    first = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert "interactions/date=2022-04-28/part-0.csv" in first
+    # a shorter run: the last run's third day goes, the file landed by hand stays
+    assert cli.main([*args[:-3], "1", "--start", "2022-04-26"]) == 0
+    assert by_hand.read_text() == "kept\n"
+    assert not (root / "interactions" / "date=2022-04-28").exists()
+    assert (root / "interactions" / "date=2022-04-26" / "part-0.csv").is_file()
+    assert data_dates(config.landing_root) == [
+        "2022-01-11",
+        "2022-04-25",
+        "2022-04-26",
+        "2022-04-29",
+    ]
 
 
 def test_running_one_date_names_the_earlier_dates_it_leaves_out(config, capsys):

@@ -49,7 +49,8 @@ def _at_least(minimum: int):
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from audience_profiles.generate import GenerateOptions, generate
+    from audience_profiles.generate import GenerateOptions, files_not_generated, generate
+    from audience_profiles.landing import some_names
 
     config = load_config()
     root = args.out or config.landing_root
@@ -76,6 +77,13 @@ def _generate(args: argparse.Namespace) -> int:
         )
     )
     print(f"generated {counts} under {out} in {time.monotonic() - started:.1f}s")
+    others = files_not_generated(out)
+    if others:
+        # kept: generate removes only what it wrote (the landing root may be a real one)
+        print(
+            f"warning: {len(others)} file(s) under {out} that generate did not write are kept, "
+            f"and `run` reads them with the sample: {some_names(others)}"
+        )
     return 0
 
 
@@ -594,12 +602,34 @@ def _show(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="audience-profiles", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="write deterministic sample data to the landing root")
+    gen = sub.add_parser(
+        "generate",
+        help="write deterministic sample data to the landing root",
+        description="Write deterministic sample data to the landing root: --days days of "
+        "interactions, form entries and SSO links from --start, the element catalogue, and "
+        "always the seed's worked example (its form entry of 2022-01-11 and its vote of "
+        "2022-04-29, whatever the dates asked for). It replaces the files it wrote the last "
+        "time, and leaves every other file alone.",
+    )
     gen.add_argument("--out", help="landing root (default: landing_root of pipeline.yml)")
-    gen.add_argument("--interactions", type=_at_least(0), default=20_000)
-    gen.add_argument("--days", type=_at_least(1), default=7)
-    gen.add_argument("--start", type=_iso_date, default="2022-04-25")
-    gen.add_argument("--seed", type=_at_least(0), default=42)
+    gen.add_argument(
+        "--interactions",
+        type=_at_least(0),
+        default=20_000,
+        help="interactions over all days (default: %(default)s)",
+    )
+    gen.add_argument(
+        "--days", type=_at_least(1), default=7, help="days of data (default: %(default)s)"
+    )
+    gen.add_argument(
+        "--start", type=_iso_date, default="2022-04-25", help="the first day (default: %(default)s)"
+    )
+    gen.add_argument(
+        "--seed",
+        type=_at_least(0),
+        default=42,
+        help="the same seed and options give the same files (default: %(default)s)",
+    )
     gen.set_defaults(func=_generate)
     run = sub.add_parser("run", help="run the daily DAG with dag.test() for each landing date")
     run.add_argument(

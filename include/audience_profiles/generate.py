@@ -13,12 +13,16 @@ What it models, because the pipeline has to get each of these right:
 
 Everything comes from one seeded numpy generator, so the same arguments give the same files, and
 rows are built as arrays (never row by row) so ten million interactions take seconds.
+
+It writes only its own files: the list of what it wrote stays beside them (:data:`MANIFEST`),
+and the next run removes those and nothing else, so files landed by hand (or a real landing the
+root points at by mistake) are never deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +33,10 @@ import pyarrow as pa
 
 from audience_profiles.landing import partition_date
 
+# What the last run wrote under the landing root, one path a line: the next run removes these
+# and nothing else. Hidden (a leading "."), so no pipeline run reads it.
+MANIFEST = ".generated-files"
+SOURCE_FOLDERS = ("interactions", "elements", "form_entries", "identities")
 SEED_SESSION = "e298a949-fa5a-4fae-b4bb-f468cb185dd9"
 SEED_EVENT = "73fa2b2b-6e24-4d35-9a01-83d36d4d48f5"
 SEED_POLL = "54663"
@@ -183,16 +191,53 @@ def _variant(rng: np.random.Generator, email: str) -> str:
     return email
 
 
+def _remove_last_generated(out: Path) -> None:
+    """Remove the files the last run wrote under ``out`` (its manifest's), and the partition
+    folders that leaves empty; nothing else. It removed every source folder whole: files landed
+    there by hand went with them."""
+    manifest = out / MANIFEST
+    if not manifest.is_file():
+        return
+    for name in manifest.read_text().splitlines():
+        parts = Path(name).parts
+        if not parts or parts[0] not in SOURCE_FOLDERS or ".." in parts:  # not one of its own
+            continue
+        path = out / name
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: something else is in it
+            path.parent.rmdir()
+    manifest.unlink()
+
+
+def files_not_generated(out: Path) -> list[str]:
+    """The files under ``out``'s source folders that the last run did not write (landed by hand,
+    or left by a version before :data:`MANIFEST`): runs read them with the sample."""
+    manifest = out / MANIFEST
+    written = set(manifest.read_text().splitlines()) if manifest.is_file() else set()
+    found = (
+        path.relative_to(out).as_posix()
+        for source in SOURCE_FOLDERS
+        for path in (out / source).rglob("*")
+        if path.is_file()
+    )
+    return sorted(name for name in found if name not in written)
+
+
 def generate(options: GenerateOptions) -> dict[str, int]:
     rng = np.random.default_rng(options.seed)
     dates = [(options.start + dt.timedelta(days=i)).isoformat() for i in range(options.days)]
     out = Path(options.out)
-    for source in ("interactions", "elements", "form_entries", "identities"):
-        shutil.rmtree(out / source, ignore_errors=True)
+    _remove_last_generated(out)
+    written: list[Path] = []
 
     con = duckdb.connect()  # one connection for every file: connecting costs more than writing
+
+    def write(df: pd.DataFrame, path: Path, fmt: str) -> None:
+        _write(con, df, path, fmt)
+        written.append(path.relative_to(out))
+
     elements, polls = _elements(rng, dates)
-    _write(con, elements, out / "elements" / "elements.csv", "csv")
+    write(elements, out / "elements" / "elements.csv", "csv")
 
     # People and their sessions: 80% one session, the rest reset their cookie once or more.
     n_sessions = max(options.interactions // 6, 50)
@@ -392,15 +437,16 @@ def generate(options: GenerateOptions) -> dict[str, int]:
             folder = out / name / f"date={day}"
             if name == "interactions" and len(part) > 1:
                 half = len(part) // 2
-                _write(con, part.iloc[:half], folder / "part-0.csv", "csv")
-                _write(con, part.iloc[half:], folder / "part-1.json", "json")
+                write(part.iloc[:half], folder / "part-0.csv", "csv")
+                write(part.iloc[half:], folder / "part-1.json", "json")
             elif name == "identities":
-                _write(con, part, folder / "part-0.json", "json")
+                write(part, folder / "part-0.json", "json")
             else:
-                _write(con, part, folder / "part-0.csv", "csv")
+                write(part, folder / "part-0.csv", "csv")
             total += len(part)
         counts[name] = total
     con.close()
+    (out / MANIFEST).write_text("".join(f"{path.as_posix()}\n" for path in written))
     return counts
 
 
