@@ -20,7 +20,7 @@ export PATH := $(BIN):$(PATH)
 # runs it all in one process.
 PARALLEL ?= -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder
 
-.PHONY: install run test test-fast lint format bench bench-full ui pools clean
+.PHONY: install run test test-fast lint format bench bench-full ui pools env clean
 
 install: $(STAMP)
 
@@ -76,6 +76,13 @@ pools: install $(AIRFLOW_HOME)/airflow.db
 
 ui: pools
 	$(BIN)/airflow standalone
+
+# The settings above, for a shell: eval "$$(make -s env)", then airflow and audience-profiles
+# commands use the project's Airflow home, DAGs and plugins.
+env:
+	@echo 'export AIRFLOW_HOME="$(AIRFLOW_HOME)" AIRFLOW__CORE__DAGS_FOLDER="$(AIRFLOW__CORE__DAGS_FOLDER)"'
+	@echo 'export AIRFLOW__CORE__PLUGINS_FOLDER="$(AIRFLOW__CORE__PLUGINS_FOLDER)" AIRFLOW__CORE__LOAD_EXAMPLES=False'
+	@echo 'export PATH="$(BIN):$$PATH"'
 
 clean:
 	rm -rf data .airflow

@@ -472,3 +472,34 @@ def test_a_long_error_is_cut_short_and_a_failure_without_its_state_is_still_told
         assert reader.feed(line) is None
     assert reader.flush() == f"  a task failed (try 1): ValueError: {'v' * 400}..."
     assert reader.flush() is None
+
+
+def test_run_without_airflow_home_uses_the_projects_and_sets_its_database_up(
+    tmp_path, monkeypatch, capsys
+):
+    # .venv/bin/audience-profiles run from a shell the Makefile did not set up: Airflow made
+    # ~/airflow and failed on its empty database with a traceback (helper-119)
+    import subprocess
+
+    for name in (
+        "AIRFLOW_HOME",
+        "AIRFLOW__CORE__DAGS_FOLDER",
+        "AIRFLOW__CORE__PLUGINS_FOLDER",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(cli, "PROJECT_ROOT", tmp_path)
+    migrated = []
+    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: migrated.append(argv[-2:]))
+    cli._default_airflow_env(tmp_path)
+    assert os.environ["AIRFLOW_HOME"] == str(tmp_path / ".airflow")
+    assert os.environ["AIRFLOW__CORE__DAGS_FOLDER"] == str(tmp_path / "dags")
+    assert migrated == [["db", "migrate"]]
+    assert "AIRFLOW_HOME is not set: using" in capsys.readouterr().out
+    # set up once; and a home that is given is left alone
+    (tmp_path / ".airflow" / "airflow.db").touch()
+    monkeypatch.delenv("AIRFLOW_HOME")
+    cli._default_airflow_env(tmp_path)
+    monkeypatch.setenv("AIRFLOW_HOME", "/elsewhere")
+    cli._default_airflow_env(tmp_path)
+    assert os.environ["AIRFLOW_HOME"] == "/elsewhere" and len(migrated) == 1

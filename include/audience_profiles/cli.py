@@ -101,6 +101,30 @@ def _load_dag():
     return dag
 
 
+def _default_airflow_env(log_dir: Path) -> None:
+    """The Makefile's Airflow settings (the project's ``.airflow`` home, its dags and plugins),
+    for a command started without them, such as ``.venv/bin/audience-profiles run`` from a shell
+    the Makefile did not set up: Airflow made ``~/airflow`` and failed on its empty database with
+    a traceback. That home's database is set up on first use. A home given is left alone."""
+    if "AIRFLOW_HOME" in os.environ:
+        return
+    home = PROJECT_ROOT / ".airflow"
+    os.environ["AIRFLOW_HOME"] = str(home)
+    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
+    os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_ROOT / "plugins"))
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    if (home / "airflow.db").exists() or "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in os.environ:
+        return
+    import subprocess
+
+    print(f"AIRFLOW_HOME is not set: using {home}, setting up its database (once)", flush=True)
+    home.mkdir(parents=True, exist_ok=True)
+    with (log_dir / "airflow-db-migrate.log").open("ab") as log:
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"], stdout=log, stderr=log, check=True
+        )
+
+
 def _run(args: argparse.Namespace) -> int:
     config = load_config()
     log_dir = Path(config.work_dir) / "logs"
@@ -113,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
                 "wait for it to finish"
             )
             return 2
+        _default_airflow_env(log_dir)
         return _run_checked(args, config, log_dir)
 
 
