@@ -114,6 +114,14 @@ def test_generate_replaces_its_own_files_and_keeps_every_other(config, capsys):
     assert by_hand.read_text() == "kept\n"
     assert not (root / "interactions" / "date=2022-04-28").exists()
     assert (root / "interactions" / "date=2022-04-26" / "part-0.csv").is_file()
+    # one it would overwrite stops it, before it writes anything
+    before = sorted(root.rglob("*"))
+    assert cli.main(["generate", "--days", "2"]) == 2  # from 2022-04-25
+    assert sorted(root.rglob("*")) == before and by_hand.read_text() == "kept\n"
+    assert (
+        f"{root} holds 1 file(s) generate would overwrite and did not write "
+        "(interactions/date=2022-04-25/part-0.csv): pass --out a folder of its own"
+    ) in capsys.readouterr().err
     assert data_dates(config.landing_root) == [
         "2022-01-11",
         "2022-04-25",

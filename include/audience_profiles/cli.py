@@ -634,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
         "interactions, form entries and SSO links from --start, the element catalogue, and "
         "always the seed's worked example (its form entry of 2022-01-11 and its vote of "
         "2022-04-29, whatever the dates asked for). It replaces the files it wrote the last "
-        "time, and leaves every other file alone.",
+        "time, and leaves every other file alone (one it would overwrite stops it).",
     )
     gen.add_argument("--out", help="landing root (default: landing_root of pipeline.yml)")
     gen.add_argument(

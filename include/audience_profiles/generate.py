@@ -15,8 +15,9 @@ Everything comes from one seeded numpy generator, so the same arguments give the
 rows are built as arrays (never row by row) so ten million interactions take seconds.
 
 It writes only its own files: the list of what it wrote stays beside them (:data:`MANIFEST`),
-and the next run removes those and nothing else, so files landed by hand (or a real landing the
-root points at by mistake) are never deleted.
+and the next run removes those and nothing else. A file it would write that is there and not
+on that list (landed by hand, or a real landing the root points at by mistake) stops it before
+it writes anything: it neither deletes nor overwrites what it did not write.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from audience_profiles.landing import partition_date
+from audience_profiles.config import ConfigError
+from audience_profiles.landing import partition_date, some_names
 
 # What the last run wrote under the landing root, one path a line: the next run removes these
 # and nothing else. Hidden (a leading "."), so no pipeline run reads it.
@@ -191,14 +193,37 @@ def _variant(rng: np.random.Generator, email: str) -> str:
     return email
 
 
+def _last_generated(out: Path) -> set[str]:
+    """The files the last run wrote under ``out``, as its manifest lists them."""
+    manifest = out / MANIFEST
+    return set(manifest.read_text().splitlines()) if manifest.is_file() else set()
+
+
+def _check_nothing_overwritten(out: Path, dates: list[str]) -> None:
+    """Stop, naming them, when files this run may write are there and the last run did not
+    write them: landed by hand, a real landing, or a sample of a version before MANIFEST."""
+    days = sorted({*dates, SEED_ENTRY[:10], SEED_INTERACTION_DATE})
+    names = ["elements/elements.csv"] + [
+        f"{source}/date={day}/{name}"
+        for source in ("interactions", "form_entries", "identities")
+        for day in days
+        for name in ("part-0.csv", "part-1.json", "part-0.json")
+    ]
+    ours = _last_generated(out)
+    theirs = [name for name in names if name not in ours and (out / name).exists()]
+    if theirs:
+        raise ConfigError(
+            f"{out} holds {len(theirs)} file(s) generate would overwrite and did not write "
+            f"({some_names(theirs)}): pass --out a folder of its own, or move them (`make "
+            "clean` removes the sample data of an older version)"
+        )
+
+
 def _remove_last_generated(out: Path) -> None:
     """Remove the files the last run wrote under ``out`` (its manifest's), and the partition
     folders that leaves empty; nothing else. It removed every source folder whole: files landed
     there by hand went with them."""
-    manifest = out / MANIFEST
-    if not manifest.is_file():
-        return
-    for name in manifest.read_text().splitlines():
+    for name in sorted(_last_generated(out)):
         parts = Path(name).parts
         if not parts or parts[0] not in SOURCE_FOLDERS or ".." in parts:  # not one of its own
             continue
@@ -206,14 +231,13 @@ def _remove_last_generated(out: Path) -> None:
         path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # not empty: something else is in it
             path.parent.rmdir()
-    manifest.unlink()
+    (out / MANIFEST).unlink(missing_ok=True)
 
 
 def files_not_generated(out: Path) -> list[str]:
     """The files under ``out``'s source folders that the last run did not write (landed by hand,
     or left by a version before :data:`MANIFEST`): runs read them with the sample."""
-    manifest = out / MANIFEST
-    written = set(manifest.read_text().splitlines()) if manifest.is_file() else set()
+    written = _last_generated(out)
     found = (
         path.relative_to(out).as_posix()
         for source in SOURCE_FOLDERS
@@ -227,6 +251,7 @@ def generate(options: GenerateOptions) -> dict[str, int]:
     rng = np.random.default_rng(options.seed)
     dates = [(options.start + dt.timedelta(days=i)).isoformat() for i in range(options.days)]
     out = Path(options.out)
+    _check_nothing_overwritten(out, dates)
     _remove_last_generated(out)
     written: list[Path] = []
 
