@@ -294,6 +294,9 @@ BAD_FILES = [
     # stream padding is null bytes in fours: three are not, nor is padding before the stream
     pytest.param(".xz", GOOD[".xz"] + b"\0" * 3, "corrupt xz", id="xz-bad-padding"),
     pytest.param(".xz", b"\0" * 4 + GOOD[".xz"], "not an xz file", id="xz-padding-first"),
+    # fewer bytes than a stream's header: not a stream cut short (the decompressor waited)
+    pytest.param(".xz", GOOD[".xz"] + b"\n", "corrupt xz", id="xz-trailing-newline"),
+    pytest.param(".xz", b"\n", "not an xz file", id="xz-one-other-byte"),
 ]
 # A zip archive is read through its central directory, at its end: one cut short has none.
 GOOD_ZIP = GOOD[".zip"]

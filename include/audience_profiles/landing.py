@@ -120,6 +120,7 @@ ZSTD_INPUT_CHUNK = 4096
 MAGIC_LENGTH = 10  # bytes read from a file's start to tell the codec it is compressed with
 # what an xz file's decompressor may hold: xz -9's 64 MiB dictionary and more, not a hostile 1.5 GiB
 XZ_MEMORY_LIMIT = 128 * 1024 * 1024
+XZ_MAGIC = b"\xfd7zXZ\x00"  # how each stream of an xz file starts
 
 
 class _Undecodable(Exception):
@@ -200,19 +201,24 @@ def _xz_chunks(raw: BinaryIO) -> Iterator[bytes]:
     """The decompressed bytes of an xz file, every stream of a multi-stream one (``cat a.xz
     b.xz``): one text. The null bytes the xz format allows between and after streams (stream
     padding, in fours) are skipped: ``lzma.decompress`` stops at them and drops every stream
-    after, without a word. Other bytes after the last stream fail, as bzip2's do."""
-    decompressor, fed, padding = _xz_decompressor(), False, 0  # decompressor: None between streams
+    after, without a word. Other bytes after the last stream fail, as bzip2's do, however few
+    (a decompressor would wait for the 12 bytes of a stream's header, and call them truncated)."""
+    decompressor, started, padding = None, False, 0  # decompressor: None between streams
     while data := raw.read(DECOMPRESS_CHUNK):
         while True:
-            if decompressor is None:  # stream padding, then the next stream's start
-                rest = data.lstrip(b"\0")
-                padding += len(data) - len(rest)
-                if not rest:
-                    break
-                if padding % 4:
+            if decompressor is None:  # the first stream, or padding and then the next one
+                if started:
+                    rest = data.lstrip(b"\0")
+                    padding += len(data) - len(rest)
+                    if not rest:
+                        break
+                    if padding % 4:
+                        raise _Undecodable
+                    data, padding = rest, 0
+                head = data[: len(XZ_MAGIC)]
+                if XZ_MAGIC[: len(head)] != head:  # no stream starts here
                     raise _Undecodable
-                decompressor, padding, data = _xz_decompressor(), 0, rest
-            fed = True
+                decompressor, started = _xz_decompressor(), True
             try:
                 chunk = decompressor.decompress(data, DECOMPRESS_CHUNK)
             except lzma.LZMAError as exc:
@@ -230,7 +236,7 @@ def _xz_chunks(raw: BinaryIO) -> Iterator[bytes]:
                 break
             else:  # more of what it holds, DECOMPRESS_CHUNK at a time
                 data = b""
-    if decompressor is not None and fed:  # a stream started and did not end
+    if decompressor is not None:  # a stream started and did not end
         raise EOFError
     if padding % 4:
         raise _Undecodable
@@ -301,7 +307,7 @@ CODECS = (
     Codec("zstd", ".zst", re.compile(rb"\x28\xb5\x2f\xfd|[\x50-\x5f]\x2a\x4d\x18"), _zstd_chunks),
     # a local file header, or the end of an archive holding none
     Codec("zip", ".zip", re.compile(rb"PK\x03\x04|PK\x05\x06"), _zip_chunks),
-    Codec("xz", ".xz", re.compile(rb"\xfd7zXZ\x00"), _xz_chunks, article="an"),
+    Codec("xz", ".xz", re.compile(re.escape(XZ_MAGIC)), _xz_chunks, article="an"),
 )
 # what the pipeline reads: each text format as landed, or compressed with one of CODECS
 FILE_SUFFIXES = TEXT_SUFFIXES + tuple(s + c.suffix for c in CODECS for s in TEXT_SUFFIXES)
