@@ -504,7 +504,10 @@ def test_yaml_keeps_ids_and_scores_as_text_and_refuses_a_repeated_key(tmp_path):
     from audience_profiles.config import load_yaml
     from audience_profiles.segments import load_segments
 
-    text = "a: 2:1\nb: 0601\nc: 1_000\nd: 12\ne: -3\nf: 0.5\ng: 1.0\nh: 5.0e-05\ni: 1e5\n"
+    text = (
+        "a: 2:1\nb: 0601\nc: 1_000\nd: 12\ne: -3\nf: 0.5\ng: 1.0\nh: 5.0e-05\ni: 1e5\n"
+        "j: +1\nk: -0\nl: +1.5\nm: -0.5\n"
+    )
     assert load_yaml(text, "x.yml") == {
         "a": "2:1",
         "b": "0601",
@@ -515,6 +518,11 @@ def test_yaml_keeps_ids_and_scores_as_text_and_refuses_a_repeated_key(tmp_path):
         "g": 1.0,
         "h": 0.00005,  # as yaml.dump writes a small number
         "i": "1e5",  # an id: an exponent without a point stays text
+        # signed as no decimal is written: ids, which read as 1, 0 and 1.5 lost their text
+        "j": "+1",
+        "k": "-0",
+        "l": "+1.5",
+        "m": -0.5,
     }
     segments = tmp_path / "segments.yml"
     segments.write_text(

@@ -939,7 +939,8 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
 
 class _StrictLoader(yaml.SafeLoader):
     """YAML as a reader of these files expects it: a repeated key is an error, and a number is
-    only a plain decimal (``12``, ``-3``, ``0.5``, ``5.0e-05``; ``+1`` and ``-0`` are text).
+    only a plain decimal (``12``, ``-3``, ``0.5``, ``5.0e-05``; ``+1``, ``+1.5`` and ``-0`` are
+    text).
 
     PyYAML follows YAML 1.1, where the last of two equal keys silently wins, and ``2:1`` (a score)
     is the base-60 number 121, ``0601`` (an id) the octal 385 and ``1_000`` a thousand. Those
@@ -988,8 +989,8 @@ _StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     # a decimal, with or without an exponent (5.0e-05, as yaml.dump writes small numbers); never
     # an exponent without the point (1e5: an id)
-    re.compile(r"^[-+]?(0|[1-9][0-9]*)\.[0-9]+([eE][-+]?[0-9]+)?$"),
-    list("-+0123456789"),
+    re.compile(r"^-?(0|[1-9][0-9]*)\.[0-9]+([eE][-+]?[0-9]+)?$"),
+    list("-0123456789"),
 )
 
 

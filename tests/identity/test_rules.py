@@ -74,8 +74,8 @@ def test_null_switches_a_limit_off_and_missing_sections_take_defaults(tmp_path):
 def test_a_signed_whole_number_in_a_blocked_list_keeps_its_text(tmp_path):
     # YAML read -0 and +1 as 0 and 1: "0" was blocked twice, "-0" and "+1" not at all
     path = tmp_path / "identity.yml"
-    path.write_text("blocked_values:\n  external_id: [-0, +1, 7, -7]\n")
-    assert load_rules(path).blocked_values["external_id"] == ("-0", "+1", "7", "-7")
+    path.write_text("blocked_values:\n  external_id: [-0, +1, +1.5, 7, -7]\n")
+    assert load_rules(path).blocked_values["external_id"] == ("-0", "+1", "+1.5", "7", "-7")
 
 
 @pytest.mark.parametrize(
