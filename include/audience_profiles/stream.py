@@ -617,10 +617,11 @@ def _validate(
         wh.run_sql("setup/tables")
         for source, ds in staged:
             info = staged[source, ds]
+            relation = wh.staged_relation(info["path"])  # on Snowflake, a COPY: made once
             wh.run_sql(
                 f"validate/{source}",
                 ds=ds or as_of,
-                staged=wh.staged_relation(info["path"]),
+                staged=relation,
                 email_pattern=EMAIL_PATTERN,
             )
             aged_out = 0
@@ -656,9 +657,7 @@ def _validate(
                     detail = files_off(
                         source,
                         {f: file_counts[f][:3] for f in counted},
-                        **rows_by_file(
-                            wh, source, wh.staged_relation(info["path"]), f"dt = DATE '{ds}'"
-                        ),
+                        **rows_by_file(wh, source, relation, f"dt = DATE '{ds}'"),
                     )
                 raise ReconciliationError(
                     f"stream batch, {source} {ds or ''}: read {info['rows']} row(s) but kept "
