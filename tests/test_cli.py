@@ -429,24 +429,31 @@ def test_each_dates_report_line_is_printed_with_its_warnings(tmp_path):
     assert cli.report_line(tmp_path / "missing.log", "2022-04-29") is None
 
 
-# a failing extract's lines in a dag.test() log, as Airflow 3.3 writes them (cut short)
-FAILED_EXTRACT_LOG = """\
+# a dag.test() log's failures as Airflow 3.3 writes them (cut short): an extract's, tried again,
+# then a configuration error a task fails with at once, raised from the regular expression's
+FAILURES_LOG = """\
 2026-12-03T16:14:28.36Z [info     ] [DAG TEST] starting task_id=extract map_index=0 [dag] loc=dag.py:1501
 2026-12-03T16:14:28.48Z [error    ] Task failed with exception     [task] loc=task_runner.py:1676
 Traceback (most recent call last):
   File "/x/landing.py", line 990, in _stage_csv
     raise LandingError(
 audience_profiles.landing.LandingError: /l/part-0.csv: missing required column(s) votes
+2026-12-03T16:14:28.60Z [info     ] no alerts.webhook_conn_id in pipeline.yml: alert not sent
+2026-12-03T16:14:28.61Z [info     ] Task instance state updated    [routes] new_state=up_for_retry rows_affected=1
+2026-12-03T16:14:28.70Z [info     ] [DAG TEST] starting task_id=resolve_identities map_index=-1 [dag]
+2026-12-03T16:14:29.48Z [error    ] Task failed with exception     [task] loc=task_runner.py:1676
+Traceback (most recent call last):
+re.error: missing ), unterminated subpattern at position 1
 
 The above exception was the direct cause of the following exception:
 
 Traceback (most recent call last):
-airflow.sdk.exceptions.AirflowFailException: wrapped
-2026-12-03T16:14:28.61Z [info     ] Task instance state updated    [routes] new_state=up_for_retry rows_affected=1
-2026-12-03T16:14:28.70Z [info     ] [DAG TEST] starting task_id=validate map_index=-1 [dag] loc=dag.py:1501
-2026-12-03T16:14:29.48Z [error    ] Task failed with exception     [task] loc=task_runner.py:1676
+audience_profiles.config.ConfigError: /r/identity.yml: pattern 'a(b' is not a regular expression
+
+The above exception was the direct cause of the following exception:
+
 Traceback (most recent call last):
-KeyError
+airflow.sdk.exceptions.AirflowFailException: /r/identity.yml: pattern 'a(b' is not a regular expression
 2026-12-03T16:14:29.61Z [info     ] Task instance state updated    [routes] new_state=failed rows_affected=1
 """
 
@@ -454,24 +461,31 @@ KeyError
 def test_each_task_failure_is_printed_as_it_happens_with_its_cause(config, monkeypatch, capfd):
     # Under dag.test() a failed task waits before each retry: the command said nothing for four
     # minutes, and the cause was only in the log (helper-119).
+    seen_while_running = []
+
     def test(logical_date):
-        for line in FAILED_EXTRACT_LOG.splitlines(keepends=True):
+        for line in FAILURES_LOG.splitlines(keepends=True):
             os.write(1, line.encode())  # file descriptor 1 is the date's log meanwhile
-            if "new_state" in line:
-                time.sleep(0.6)  # the command prints it before the run ends
+            if "up_for_retry" in line:  # told before the run goes on
+                deadline = time.monotonic() + 10
+                while "failed (try 1" not in "".join(seen_while_running):
+                    assert time.monotonic() < deadline, "not printed while the run went on"
+                    seen_while_running.append(capfd.readouterr().out)
+                    time.sleep(0.05)
         return SimpleNamespace(state="failed")
 
     monkeypatch.setattr(cli, "_load_dag", lambda: SimpleNamespace(test=test))
     assert cli.main(["run", "--date", "2022-04-25"]) == 1
-    out = capfd.readouterr().out
+    out = "".join(seen_while_running) + capfd.readouterr().out
     assert (
         "  extract[interactions] failed (try 1, tried again after a wait): LandingError: "
         "/l/part-0.csv: missing required column(s) votes\n"
-        "  validate failed (try 1): KeyError\n"
+        "  resolve_identities failed (try 1): /r/identity.yml: pattern 'a(b' is not a regular "
+        "expression\n"
         "audience_profiles 2022-04-25: failed in "
     ) in out
     log = Path(config.work_dir) / "logs" / "dag-test-2022-04-25.log"
-    assert log.read_text() == FAILED_EXTRACT_LOG
+    assert log.read_text() == FAILURES_LOG
 
 
 def test_a_long_error_is_cut_short_and_a_failure_without_its_state_is_still_told():
@@ -487,7 +501,10 @@ def test_run_without_airflow_home_uses_the_projects_and_sets_its_database_up(
 ):
     # .venv/bin/audience-profiles run from a shell the Makefile did not set up: Airflow made
     # ~/airflow and failed on its empty database with a traceback (helper-119)
+    import sqlite3
     import subprocess
+
+    from audience_profiles.config import ConfigError
 
     for name in (
         "AIRFLOW_HOME",
@@ -497,17 +514,31 @@ def test_run_without_airflow_home_uses_the_projects_and_sets_its_database_up(
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(cli, "PROJECT_ROOT", tmp_path)
+    database = tmp_path / ".airflow" / "airflow.db"
     migrated = []
-    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: migrated.append(argv[-2:]))
-    cli._default_airflow_env(tmp_path)
+
+    def migrate(argv, **kw):  # as airflow db migrate cut short: the file, not the version
+        migrated.append(argv[-2:])
+        sqlite3.connect(database).close()
+        return SimpleNamespace(returncode=1)
+
+    monkeypatch.setattr(subprocess, "run", migrate)
+    with pytest.raises(ConfigError, match=r"setting up Airflow's database in .* failed: see "):
+        cli._default_airflow_env(tmp_path)
     assert os.environ["AIRFLOW_HOME"] == str(tmp_path / ".airflow")
     assert os.environ["AIRFLOW__CORE__DAGS_FOLDER"] == str(tmp_path / "dags")
-    assert migrated == [["db", "migrate"]]
     assert "AIRFLOW_HOME is not set: using" in capsys.readouterr().out
-    # set up once; and a home that is given is left alone
-    (tmp_path / ".airflow" / "airflow.db").touch()
+    # a set-up cut short is done again; a whole one is not
+    monkeypatch.delenv("AIRFLOW_HOME")
+    with pytest.raises(ConfigError):
+        cli._default_airflow_env(tmp_path)
+    with sqlite3.connect(database) as con:
+        con.execute("CREATE TABLE alembic_version (version_num VARCHAR)")
+        con.execute("INSERT INTO alembic_version VALUES ('29ce7909c52b')")
     monkeypatch.delenv("AIRFLOW_HOME")
     cli._default_airflow_env(tmp_path)
+    assert migrated == [["db", "migrate"]] * 2
+    # and a home that is given is left alone
     monkeypatch.setenv("AIRFLOW_HOME", "/elsewhere")
     cli._default_airflow_env(tmp_path)
-    assert os.environ["AIRFLOW_HOME"] == "/elsewhere" and len(migrated) == 1
+    assert os.environ["AIRFLOW_HOME"] == "/elsewhere" and len(migrated) == 2

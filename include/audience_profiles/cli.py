@@ -105,7 +105,8 @@ def _default_airflow_env(log_dir: Path) -> None:
     """The Makefile's Airflow settings (the project's ``.airflow`` home, its dags and plugins),
     for a command started without them, such as ``.venv/bin/audience-profiles run`` from a shell
     the Makefile did not set up: Airflow made ``~/airflow`` and failed on its empty database with
-    a traceback. That home's database is set up on first use. A home given is left alone."""
+    a traceback. That home's database is set up until it is whole (a set-up cut short is done
+    again). A home given is left alone."""
     if "AIRFLOW_HOME" in os.environ:
         return
     home = PROJECT_ROOT / ".airflow"
@@ -113,16 +114,33 @@ def _default_airflow_env(log_dir: Path) -> None:
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
     os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_ROOT / "plugins"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    if (home / "airflow.db").exists() or "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in os.environ:
+    if _migrated(home / "airflow.db") or "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in os.environ:
         return
     import subprocess
 
-    print(f"AIRFLOW_HOME is not set: using {home}, setting up its database (once)", flush=True)
+    from audience_profiles.config import ConfigError
+
+    print(f"AIRFLOW_HOME is not set: using {home}, setting up its database", flush=True)
     home.mkdir(parents=True, exist_ok=True)
-    with (log_dir / "airflow-db-migrate.log").open("ab") as log:
-        subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"], stdout=log, stderr=log, check=True
-        )
+    log_file = log_dir / "airflow-db-migrate.log"
+    with log_file.open("ab") as log:
+        migrate = [sys.executable, "-m", "airflow", "db", "migrate"]
+        if subprocess.run(migrate, stdout=log, stderr=log).returncode:
+            raise ConfigError(f"setting up Airflow's database in {home} failed: see {log_file}")
+
+
+def _migrated(database: Path) -> bool:
+    """Whether the SQLite file is a whole Airflow database: ``airflow db migrate`` creates the
+    file first and records the schema's version (``alembic_version``) last."""
+    import sqlite3
+
+    if not database.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as con:
+            return bool(con.execute("SELECT version_num FROM alembic_version").fetchall())
+    except sqlite3.Error:
+        return False
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -137,7 +155,6 @@ def _run(args: argparse.Namespace) -> int:
                 "wait for it to finish"
             )
             return 2
-        _default_airflow_env(log_dir)
         return _run_checked(args, config, log_dir)
 
 
@@ -210,6 +227,7 @@ def _run_checked(args: argparse.Namespace, config, log_dir: Path) -> int:
             f"{some_names(unread)} (set start_date to the "
             "first of them to build them)"
         )
+    _default_airflow_env(log_dir)  # once the dates are known to be runnable
     failed = _run_dates(config, dates, log_dir)
     if failed:
         print(f"failed dates: {', '.join(failed)}")
@@ -260,12 +278,20 @@ def _run_date(dag, ds: str, log_dir: Path) -> bool:
 
 class FailureReader:
     """Reads a dag.test() log line by line and tells each task failure it records: the task,
-    its try, whether it is tried again, and the error (the last line of the traceback's first
-    exception: the cause, where a task wraps it to fail at once)."""
+    its try, whether it is tried again, and the error: the line that ends its traceback, the
+    last exception's (an error the project raises ``from`` another names the file; one a task
+    fails at once with, ``AirflowFailException``, carries its cause's message)."""
 
     STARTING = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
-    # "package.module.LandingError: message", or a bare "KeyError"; log lines start with a date
-    ERROR = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)(?:: (.*)|$)")
+    # "package.module.LandingError: message", or a bare "KeyError": a dotted name or one of an
+    # exception's endings, at the line's start (log lines start with their time, code lines
+    # of the traceback with spaces)
+    ERROR = re.compile(
+        r"^(?:[A-Za-z_]\w*\.)*("
+        r"(?<=\.)[A-Za-z_]\w*|[A-Za-z_]\w*(?:Error|Exception|Interrupt|Exit|Failure|Timeout)"
+        r")(?:: (.*)|$)"
+    )
+    WRAPPER = "AirflowFailException"  # (dag_defaults.fails_fast): its message is the cause's
     SHOWN_CHARACTERS = 400
 
     def __init__(self) -> None:
@@ -290,16 +316,18 @@ class FailureReader:
             self.in_traceback = True
             self.tries[self.task] = self.tries.get(self.task, 0) + 1
         elif self.in_traceback and (error := self.ERROR.match(line.rstrip())):
-            self.in_traceback = False
-            kind, message = error.groups()
+            kind, message = error.groups()  # a later one (chained exceptions) replaces it
             if message and len(message) > self.SHOWN_CHARACTERS:
                 message = message[: self.SHOWN_CHARACTERS] + "..."
-            self.error = kind + (f": {message}" if message else "")
+            if kind == self.WRAPPER and message:
+                self.error = message
+            else:
+                self.error = kind + (f": {message}" if message else "")
         return None
 
     def flush(self, retried: bool = False) -> str | None:
         """The failure read last, if not told yet."""
-        error, self.error = self.error, None
+        error, self.error, self.in_traceback = self.error, None, False
         if error is None:
             return None
         again = ", tried again after a wait" if retried else ""
