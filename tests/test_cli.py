@@ -94,29 +94,37 @@ def test_generate_refuses_a_url_landing_root(config, capsys):
     assert "local folders only" in capsys.readouterr().out
 
 
-def test_generate_replaces_its_own_files_and_keeps_every_other(config, capsys):
+def test_generate_replaces_its_own_files_and_touches_no_other(config, capsys):
     # It removed the four source folders whole: files landed by hand went with them, and so
     # would a real landing the root pointed at (helper-119).
     root = Path(config.landing_root)
     by_hand = root / "interactions" / "date=2022-04-25" / "part-0.csv"  # the fixture's
+    (by_hand.parent / "_SUCCESS").touch()  # a marker no run reads: not in the way
     args = ["generate", "--interactions", "300", "--days", "3", "--start", "2022-04-26"]
-    assert cli.main(args) == 0
+    # a file it did not write stops it, before it writes anything: a real landing, most likely
+    before = sorted(root.rglob("*"))
+    assert cli.main(args) == 2
+    assert sorted(root.rglob("*")) == before
+    assert (
+        f"{root} holds 1 file(s) generate did not write (interactions/date=2022-04-25/part-0.csv)"
+        ": pass --out a folder of its own, or --keep-others to write the sample beside them"
+    ) in capsys.readouterr().err
+    assert cli.main([*args, "--keep-others"]) == 0
     assert by_hand.read_text() == "kept\n"
-    out = capsys.readouterr().out
     assert (
         f"warning: 1 file(s) under {root} that generate did not write are kept, and `run` reads "
         "them with the sample: interactions/date=2022-04-25/part-0.csv"
-    ) in out
+    ) in capsys.readouterr().out
     first = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert "interactions/date=2022-04-28/part-0.csv" in first
     # a shorter run: the last run's third day goes, the file landed by hand stays
-    assert cli.main([*args[:-3], "1", "--start", "2022-04-26"]) == 0
+    assert cli.main([*args[:-3], "1", "--start", "2022-04-26", "--keep-others"]) == 0
     assert by_hand.read_text() == "kept\n"
     assert not (root / "interactions" / "date=2022-04-28").exists()
     assert (root / "interactions" / "date=2022-04-26" / "part-0.csv").is_file()
-    # one it would overwrite stops it, before it writes anything
+    # one it would overwrite stops it always
     before = sorted(root.rglob("*"))
-    assert cli.main(["generate", "--days", "2"]) == 2  # from 2022-04-25
+    assert cli.main(["generate", "--days", "2", "--keep-others"]) == 2  # from 2022-04-25
     assert sorted(root.rglob("*")) == before and by_hand.read_text() == "kept\n"
     assert (
         f"{root} holds 1 file(s) generate would overwrite and did not write "
@@ -128,6 +136,29 @@ def test_generate_replaces_its_own_files_and_keeps_every_other(config, capsys):
         "2022-04-26",
         "2022-04-29",
     ]
+
+
+def test_a_generate_cut_short_leaves_its_files_its_own(tmp_path, monkeypatch):
+    # The list was written at the end: a run cut short left files the next run refused as not
+    # its own (helper-120)
+    from audience_profiles import generate as sample
+
+    written = []
+
+    def cut_short(con, df, path, fmt):
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x\n")
+
+    options = sample.GenerateOptions(out=tmp_path, interactions=300, days=2)
+    monkeypatch.setattr(sample, "_write", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        sample.generate(options)
+    monkeypatch.undo()
+    assert sample.generate(options)["interactions"] > 0
+    assert sample.files_not_generated(tmp_path) == []
 
 
 def test_running_one_date_names_the_earlier_dates_it_leaves_out(config, capsys):

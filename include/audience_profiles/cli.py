@@ -74,12 +74,12 @@ def _generate(args: argparse.Namespace) -> int:
             days=args.days,
             interactions=args.interactions,
             seed=args.seed,
+            keep_others=args.keep_others,
         )
     )
     print(f"generated {counts} under {out} in {time.monotonic() - started:.1f}s")
     others = files_not_generated(out)
-    if others:
-        # kept: generate removes only what it wrote (the landing root may be a real one)
+    if others:  # --keep-others
         print(
             f"warning: {len(others)} file(s) under {out} that generate did not write are kept, "
             f"and `run` reads them with the sample: {some_names(others)}"
@@ -662,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
         "interactions, form entries and SSO links from --start, the element catalogue, and "
         "always the seed's worked example (its form entry of 2022-01-11 and its vote of "
         "2022-04-29, whatever the dates asked for). It replaces the files it wrote the last "
-        "time, and leaves every other file alone (one it would overwrite stops it).",
+        "time. Other files in the landing's source folders stop it, unless --keep-others; one "
+        "it would overwrite stops it always.",
     )
     gen.add_argument("--out", help="landing root (default: landing_root of pipeline.yml)")
     gen.add_argument(
@@ -682,6 +683,11 @@ def main(argv: list[str] | None = None) -> int:
         type=_at_least(0),
         default=42,
         help="the same seed and options give the same files (default: %(default)s)",
+    )
+    gen.add_argument(
+        "--keep-others",
+        action="store_true",
+        help="write the sample beside files generate did not write (runs read both)",
     )
     gen.set_defaults(func=_generate)
     run = sub.add_parser("run", help="run the daily DAG with dag.test() for each landing date")

@@ -14,10 +14,11 @@ What it models, because the pipeline has to get each of these right:
 Everything comes from one seeded numpy generator, so the same arguments give the same files, and
 rows are built as arrays (never row by row) so ten million interactions take seconds.
 
-It writes only its own files: the list of what it wrote stays beside them (:data:`MANIFEST`),
-and the next run removes those and nothing else. A file it would write that is there and not
-on that list (landed by hand, or a real landing the root points at by mistake) stops it before
-it writes anything: it neither deletes nor overwrites what it did not write.
+It writes only its own files: the list of what it wrote grows beside them as it writes
+(:data:`MANIFEST`), and the next run removes those and nothing else. Files it did not write in
+the landing's source folders (landed by hand, or a real landing the root points at by mistake)
+stop it before it writes anything, unless it is told to keep them (``keep_others``); one it
+would overwrite stops it always: it neither deletes nor overwrites what it did not write.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 
 from audience_profiles.config import ConfigError
-from audience_profiles.landing import partition_date, some_names
+from audience_profiles.landing import is_hidden, partition_date, some_names
 
 # What the last run wrote under the landing root, one path a line: the next run removes these
 # and nothing else. Hidden (a leading "."), so no pipeline run reads it.
@@ -115,6 +116,7 @@ class GenerateOptions:
     days: int = 7
     interactions: int = 20_000
     seed: int = 42
+    keep_others: bool = False  # write the sample beside files it did not write (runs read both)
     dirty_rate: float = 0.002
     identified_share: float = 0.2
     signed_in_share: float = 0.08
@@ -214,8 +216,9 @@ def _check_nothing_overwritten(out: Path, dates: list[str]) -> None:
     if theirs:
         raise ConfigError(
             f"{out} holds {len(theirs)} file(s) generate would overwrite and did not write "
-            f"({some_names(theirs)}): pass --out a folder of its own, or move them (`make "
-            "clean` removes the sample data of an older version)"
+            f"({some_names(theirs)}): pass --out a folder of its own, or move them away (a "
+            "sample written by a version before .generated-files is one: remove its "
+            f"{', '.join(f'{s}/' for s in SOURCE_FOLDERS)} folders)"
         )
 
 
@@ -236,13 +239,14 @@ def _remove_last_generated(out: Path) -> None:
 
 def files_not_generated(out: Path) -> list[str]:
     """The files under ``out``'s source folders that the last run did not write (landed by hand,
-    or left by a version before :data:`MANIFEST`): runs read them with the sample."""
+    or left by a version before :data:`MANIFEST`), which runs read with the sample: not the
+    hidden ones (``_SUCCESS``, ``.DS_Store``), which no run reads."""
     written = _last_generated(out)
     found = (
         path.relative_to(out).as_posix()
         for source in SOURCE_FOLDERS
         for path in (out / source).rglob("*")
-        if path.is_file()
+        if path.is_file() and not is_hidden(path.name)
     )
     return sorted(name for name in found if name not in written)
 
@@ -252,14 +256,25 @@ def generate(options: GenerateOptions) -> dict[str, int]:
     dates = [(options.start + dt.timedelta(days=i)).isoformat() for i in range(options.days)]
     out = Path(options.out)
     _check_nothing_overwritten(out, dates)
+    others = files_not_generated(out)
+    if others and not options.keep_others:
+        # a real landing, most likely: synthetic rows in its partitions would reach its outputs
+        raise ConfigError(
+            f"{out} holds {len(others)} file(s) generate did not write ({some_names(others)}): "
+            "pass --out a folder of its own, or --keep-others to write the sample beside them "
+            "(runs read both)"
+        )
     _remove_last_generated(out)
-    written: list[Path] = []
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).write_text("")
 
     con = duckdb.connect()  # one connection for every file: connecting costs more than writing
 
     def write(df: pd.DataFrame, path: Path, fmt: str) -> None:
+        # each name before its file: the files of a run cut short are its own to the next
+        with (out / MANIFEST).open("a") as manifest:
+            manifest.write(f"{path.relative_to(out).as_posix()}\n")
         _write(con, df, path, fmt)
-        written.append(path.relative_to(out))
 
     elements, polls = _elements(rng, dates)
     write(elements, out / "elements" / "elements.csv", "csv")
@@ -471,7 +486,6 @@ def generate(options: GenerateOptions) -> dict[str, int]:
             total += len(part)
         counts[name] = total
     con.close()
-    (out / MANIFEST).write_text("".join(f"{path.as_posix()}\n" for path in written))
     return counts
 
 
