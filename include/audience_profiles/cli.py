@@ -1,6 +1,7 @@
 """``audience-profiles``: sample data, and running dates without a scheduler.
 
 audience-profiles generate [--interactions N] [--days D] [--start YYYY-MM-DD] [--seed S]
+                           [--keep-others]
 audience-profiles run [--date D ...]       # the daily DAG via dag.test(), one run per date
 audience-profiles show                      # where the outputs are, and a few profile rows
 """
