@@ -486,6 +486,11 @@ The above exception was the direct cause of the following exception:
 Traceback (most recent call last):
 airflow.sdk.exceptions.AirflowFailException: /r/identity.yml: pattern 'a(b' is not a regular expression
 2026-12-03T16:14:29.61Z [info     ] Task instance state updated    [routes] new_state=failed rows_affected=1
+2026-12-03T16:14:29.70Z [info     ] [DAG TEST] starting task_id=deliver map_index=0 [dag]
+2026-12-03T16:14:29.80Z [error    ] Task failed with exception     [task] loc=task_runner.py:1676
+Traceback (most recent call last):
+PermissionError: [Errno 13] Permission denied: '/out/x'
+2026-12-03T16:14:29.90Z [info     ] Task instance state updated    [routes] new_state=up_for_retry
 """
 
 
@@ -513,6 +518,9 @@ def test_each_task_failure_is_printed_as_it_happens_with_its_cause(config, monke
         "/l/part-0.csv: missing required column(s) votes\n"
         "  resolve_identities failed (try 1): /r/identity.yml: pattern 'a(b' is not a regular "
         "expression\n"
+        # a mapped delivery by its destination, as the run report names it
+        "  deliver[local_drop] failed (try 1, tried again after a wait): PermissionError: "
+        "[Errno 13] Permission denied: '/out/x'\n"
         "audience_profiles 2022-04-25: failed in "
     ) in out
     log = Path(config.work_dir) / "logs" / "dag-test-2022-04-25.log"

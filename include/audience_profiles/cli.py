@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from audience_profiles.config import PROJECT_ROOT, load_config
@@ -248,7 +249,7 @@ def _run_dates(config, dates: list[str], log_dir: Path) -> list[str]:
         not_landed = _landing_problem(config, ds)
         if not_landed:
             print(f"audience_profiles {ds}: not run: {not_landed}", flush=True)
-        elif _run_date(dag, ds, log_dir):
+        elif _run_date(dag, ds, log_dir, _mapped_names(config)):
             continue
         later = dates[i + 1 :]
         if later:
@@ -257,14 +258,28 @@ def _run_dates(config, dates: list[str], log_dir: Path) -> list[str]:
     return []
 
 
-def _run_date(dag, ds: str, log_dir: Path) -> bool:
+def _mapped_names(config) -> dict[str, Sequence[str]]:
+    """The names of the daily DAG's mapped tasks' indexes: its sources, and the destinations its
+    ``destinations`` task maps deliveries over (the same config's, in its order)."""
+    from audience_profiles.dag_defaults import EXTRACT_SOURCES
+
+    return {
+        "extract": EXTRACT_SOURCES,
+        "deliver": [d.name for d in config.enabled_destinations],
+    }
+
+
+def _run_date(dag, ds: str, log_dir: Path, mapped: dict[str, Sequence[str]]) -> bool:
     """Run the daily DAG for ``ds`` with dag.test(), its output to the date's log; print its
-    state and report line. Whether it succeeded."""
+    state and report line (and, as they happen, its tasks' failures). Whether it succeeded."""
     started = time.monotonic()
     day = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
     log_file = log_dir / f"dag-test-{ds}.log"
     offset = log_file.stat().st_size if log_file.exists() else 0  # appended to: this run's
-    with _output_to(log_file) as terminal, _failures_shown(log_file, offset, terminal):
+    with (
+        _output_to(log_file) as terminal,
+        _failures_shown(log_file, offset, terminal, FailureReader(mapped)),
+    ):
         run = dag.test(logical_date=day)
     state = str(getattr(run, "state", "unknown"))
     print(
@@ -295,7 +310,10 @@ class FailureReader:
     WRAPPER = "AirflowFailException"  # (dag_defaults.fails_fast): its message is the cause's
     SHOWN_CHARACTERS = 400
 
-    def __init__(self) -> None:
+    def __init__(self, mapped: dict[str, Sequence[str]] | None = None) -> None:
+        """``mapped``: the names of a mapped task's map indexes, as the run report gives them
+        (``extract[interactions]``, ``deliver[local_drop]``); other indexes show as numbers."""
+        self.mapped = mapped or {}
         self.task = "a task"
         self.tries: dict[str, int] = {}
         self.in_traceback = False
@@ -308,10 +326,8 @@ class FailureReader:
         if started := self.STARTING.search(line):
             task, index = started.groups()
             if index != "-1":
-                from audience_profiles.dag_defaults import EXTRACT_SOURCES
-
-                names = dict(enumerate(EXTRACT_SOURCES)) if task == "extract" else {}
-                task += f"[{names.get(int(index), index)}]"
+                names = self.mapped.get(task, ())
+                task += f"[{names[int(index)] if int(index) < len(names) else index}]"
             self.task = task
         elif "Task failed with exception" in line:
             self.in_traceback = True
@@ -336,7 +352,7 @@ class FailureReader:
 
 
 @contextlib.contextmanager
-def _failures_shown(log_file: Path, offset: int, terminal):
+def _failures_shown(log_file: Path, offset: int, terminal, reader: FailureReader):
     """While a date runs, print each task failure its log records as it is logged. Under
     dag.test() a failed task waits 20 s, 40 s, then 80 s before each of its retries: the
     command said nothing for four minutes, and the cause was only in the log."""
@@ -345,7 +361,7 @@ def _failures_shown(log_file: Path, offset: int, terminal):
     done = threading.Event()
 
     def follow() -> None:
-        reader, pending = FailureReader(), b""
+        pending = b""
         with log_file.open("rb") as log:
             log.seek(offset)
             while True:
