@@ -201,24 +201,32 @@ def _last_generated(out: Path) -> set[str]:
     return set(manifest.read_text().splitlines()) if manifest.is_file() else set()
 
 
-def _check_nothing_overwritten(out: Path, dates: list[str]) -> None:
-    """Stop, naming them, when files this run may write are there and the last run did not
-    write them: landed by hand, a real landing, or a sample of a version before MANIFEST."""
+def _check_files_not_ours(out: Path, dates: list[str], keep_others: bool) -> None:
+    """Stop, naming them, before writing over a file the last run did not write (landed by
+    hand, a real landing's, or a sample's of a version before MANIFEST), or beside such files
+    unless ``keep_others``."""
+    others = files_not_generated(out)
     days = sorted({*dates, SEED_ENTRY[:10], SEED_INTERACTION_DATE})
-    names = ["elements/elements.csv"] + [
+    ours_to_be = {"elements/elements.csv"} | {
         f"{source}/date={day}/{name}"
         for source in ("interactions", "form_entries", "identities")
         for day in days
-        for name in ("part-0.csv", "part-1.json", "part-0.json")
-    ]
-    ours = _last_generated(out)
-    theirs = [name for name in names if name not in ours and (out / name).exists()]
+        for name in ("part-0.csv", "part-1.json", "part-0.json")  # as generate() names them
+    }
+    theirs = [name for name in others if name in ours_to_be]
     if theirs:
         raise ConfigError(
             f"{out} holds {len(theirs)} file(s) generate would overwrite and did not write "
             f"({some_names(theirs)}): pass --out a folder of its own, or move them away (a "
             "sample written by a version before .generated-files is one: remove its "
             f"{', '.join(f'{s}/' for s in SOURCE_FOLDERS)} folders)"
+        )
+    if others and not keep_others:
+        # a real landing, most likely: synthetic rows in its partitions would reach its outputs
+        raise ConfigError(
+            f"{out} holds {len(others)} file(s) generate did not write ({some_names(others)}): "
+            "pass --out a folder of its own, or --keep-others to write the sample beside them "
+            "(runs read both)"
         )
 
 
@@ -255,15 +263,7 @@ def generate(options: GenerateOptions) -> dict[str, int]:
     rng = np.random.default_rng(options.seed)
     dates = [(options.start + dt.timedelta(days=i)).isoformat() for i in range(options.days)]
     out = Path(options.out)
-    _check_nothing_overwritten(out, dates)
-    others = files_not_generated(out)
-    if others and not options.keep_others:
-        # a real landing, most likely: synthetic rows in its partitions would reach its outputs
-        raise ConfigError(
-            f"{out} holds {len(others)} file(s) generate did not write ({some_names(others)}): "
-            "pass --out a folder of its own, or --keep-others to write the sample beside them "
-            "(runs read both)"
-        )
+    _check_files_not_ours(out, dates, options.keep_others)
     _remove_last_generated(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).write_text("")
