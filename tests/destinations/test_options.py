@@ -336,9 +336,8 @@ def scratch_kinds(tmp_path, monkeypatch):
 
     folder = tmp_path / "destinations"
     folder.mkdir()
-    (folder / "local.py").write_text(
-        (DESTINATIONS_DIR / "local.py").read_text()  # a drop to build on
-    )
+    for module in ("local", "drop"):  # a drop to build on, and the class it builds on
+        (folder / f"{module}.py").write_text((DESTINATIONS_DIR / f"{module}.py").read_text())
     monkeypatch.setattr(config_module, "DESTINATIONS_DIR", folder)
     config_module.kind_declares.cache_clear()
     yield folder

@@ -15,21 +15,13 @@ pipeline.yml::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
-from audience_profiles.destinations.base import (
-    DeliveryReport,
-    Destination,
-    ErasureRequest,
-    RunInfo,
-    register,
-)
-from audience_profiles.destinations.drop import deliver_drops
-from audience_profiles.destinations.drop_erasure import erase_drops
+from audience_profiles.destinations.base import register
+from audience_profiles.destinations.drop import DropDestination
 
 # Blob batch requests take at most 256 sub-requests.
 _DELETE_BATCH = 256
@@ -64,11 +56,10 @@ class AzureSink:
 
 
 @register("azure")
-class AzureDestination(Destination):
+class AzureDestination(DropDestination):
     # container and prefix here; max_file_mb, quicksight_manifest, keep_days: drop.deliver_drops
     OPTIONS = frozenset({"container", "prefix", "max_file_mb", "quicksight_manifest", "keep_days"})
     REQUIRED_OPTIONS = frozenset({"container"})
-    WRITES_FILES = True
 
     def sink(self) -> AzureSink:
         hook = WasbHook(wasb_conn_id=self.config.conn_id or WasbHook.default_conn_name)
@@ -76,10 +67,5 @@ class AzureDestination(Destination):
         hook.create_container(container)  # no-op (logged) when it exists
         return AzureSink(hook, container)
 
-    def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
-        return deliver_drops(
-            self, self.sink(), str(self.config.options.get("prefix", "")), run, tables
-        )
-
-    def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
-        return erase_drops(self, self.sink(), str(self.config.options.get("prefix", "")), requests)
+    def prefix(self) -> str:
+        return str(self.config.options.get("prefix", ""))

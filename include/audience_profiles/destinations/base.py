@@ -17,6 +17,10 @@ instead of being ignored; one it needs and lacks (``REQUIRED_OPTIONS``) fails li
 ``formats``, ``compression`` and ``csv_injection_escape`` other than their defaults are refused
 the same way by a kind that writes no files (``WRITES_FILES``).
 
+A kind that drops files (a new object store) subclasses ``drop.DropDestination`` and gives
+only its ``sink()`` (put, get, list, delete, url) and ``OPTIONS``: layout, write order,
+retention and erasure are the drops'.
+
 ``WRITES_FILES`` and ``NEEDS_CONN_ID`` are read from the source too (the class's own value, or
 one inherited from a class in this package); the module may have any name (``sql`` is registered
 in generic_sql.py): ``config.module_of`` finds it.

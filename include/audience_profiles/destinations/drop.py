@@ -30,7 +30,7 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -39,7 +39,12 @@ import duckdb
 from duckdb.sqltypes import VARCHAR
 
 from audience_profiles.config import ConfigError, DestinationConfig
-from audience_profiles.destinations.base import DeliveryReport, Destination, RunInfo
+from audience_profiles.destinations.base import (
+    DeliveryReport,
+    Destination,
+    ErasureRequest,
+    RunInfo,
+)
 from audience_profiles.files import inside, replace_file, safe_name
 from audience_profiles.privacy import PII_COLUMNS, hash_identifier
 
@@ -474,6 +479,29 @@ def deliver_drops(
                     ", ".join(pruned[:5]),
                 )
     return report
+
+
+class DropDestination(Destination):
+    """A kind that drops files (local, s3, azure): it says where (:meth:`sink`, and
+    :meth:`prefix` when it takes a ``prefix`` option); delivery and erasure are the same for
+    all of them."""
+
+    WRITES_FILES = True
+
+    def sink(self) -> Sink:
+        raise NotImplementedError
+
+    def prefix(self) -> str:
+        """Where below the sink's root the tables go."""
+        return ""
+
+    def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
+        return deliver_drops(self, self.sink(), self.prefix(), run, tables)
+
+    def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
+        from audience_profiles.destinations.drop_erasure import erase_drops  # it imports this
+
+        return erase_drops(self, self.sink(), self.prefix(), requests)
 
 
 def quicksight_manifest(files: list[dict]) -> dict | None:

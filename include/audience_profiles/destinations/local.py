@@ -11,25 +11,15 @@ pipeline.yml::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from audience_profiles.config import DEFAULT_DROP_PATH, check_drop_places, resolve_path
-from audience_profiles.destinations.base import (
-    DeliveryReport,
-    Destination,
-    ErasureRequest,
-    RunInfo,
-    register,
-)
-from audience_profiles.destinations.drop import LocalSink, deliver_drops
-from audience_profiles.destinations.drop_erasure import erase_drops
+from audience_profiles.destinations.base import DeliveryReport, RunInfo, register
+from audience_profiles.destinations.drop import DropDestination, LocalSink
 
 
 @register("local")
-class LocalDestination(Destination):
+class LocalDestination(DropDestination):
     # path here; max_file_mb, quicksight_manifest, keep_days: drop.deliver_drops
     OPTIONS = frozenset({"path", "max_file_mb", "quicksight_manifest", "keep_days"})
-    WRITES_FILES = True
 
     def sink(self) -> LocalSink:
         # config.py resolves a configured path; the default is resolved the same way (project root).
@@ -39,7 +29,4 @@ class LocalDestination(Destination):
         # again, following links (not done while DAG files are parsed): two drops' folders
         # may be one through a link
         check_drop_places(self.pipeline.destinations, self.pipeline.source_file, True)
-        return deliver_drops(self, self.sink(), "", run, tables)
-
-    def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
-        return erase_drops(self, self.sink(), "", requests)
+        return super().deliver(run, tables)

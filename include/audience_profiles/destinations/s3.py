@@ -16,20 +16,12 @@ pipeline.yml::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-from audience_profiles.destinations.base import (
-    DeliveryReport,
-    Destination,
-    ErasureRequest,
-    RunInfo,
-    register,
-)
-from audience_profiles.destinations.drop import deliver_drops
-from audience_profiles.destinations.drop_erasure import erase_drops
+from audience_profiles.destinations.base import register
+from audience_profiles.destinations.drop import DropDestination
 
 
 class S3Sink:
@@ -58,20 +50,14 @@ class S3Sink:
 
 
 @register("s3")
-class S3Destination(Destination):
+class S3Destination(DropDestination):
     # bucket and prefix here; max_file_mb, quicksight_manifest, keep_days: drop.deliver_drops
     OPTIONS = frozenset({"bucket", "prefix", "max_file_mb", "quicksight_manifest", "keep_days"})
     REQUIRED_OPTIONS = frozenset({"bucket"})
-    WRITES_FILES = True
 
     def sink(self) -> S3Sink:
         # conn_id None leaves boto3 to its default credential chain (instance or pod role).
         return S3Sink(S3Hook(aws_conn_id=self.config.conn_id), str(self.config.options["bucket"]))
 
-    def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
-        return deliver_drops(
-            self, self.sink(), str(self.config.options.get("prefix", "")), run, tables
-        )
-
-    def erase(self, requests: Sequence[ErasureRequest]) -> dict[str, dict[str, str]]:
-        return erase_drops(self, self.sink(), str(self.config.options.get("prefix", "")), requests)
+    def prefix(self) -> str:
+        return str(self.config.options.get("prefix", ""))
