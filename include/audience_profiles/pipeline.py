@@ -81,7 +81,13 @@ class RunWindow:
 
     @property
     def run_schema(self) -> str:
+        """The name of the schema the run builds in: ``run_YYYYMMDD``."""
         return "run_" + self.ds.replace("-", "")
+
+    def run_schema_in(self, wh: Warehouse) -> str:
+        """That schema as ``wh`` names it (on Snowflake, after the home schema:
+        ``Warehouse.scratch_schema``)."""
+        return wh.scratch_schema(self.run_schema)
 
     @classmethod
     def for_date(cls, ds: str, run_id: str = "manual") -> RunWindow:
@@ -779,16 +785,15 @@ def resolve_identities(window: RunWindow, config: PipelineConfig | None = None) 
     mark_in_flight(config, window)
     rules = load_rules(config.identity_config)
     with open_warehouse(config) as wh:
+        rs = window.run_schema_in(wh)
         # When the build started reading the graph: publish drops the stream_identifiers entries
         # recorded before it (this build saw them), not those of a batch run since.
         wh.execute_script(
-            f"DROP SCHEMA IF EXISTS {window.run_schema} CASCADE; CREATE SCHEMA {window.run_schema};"
-            f" CREATE TABLE {window.run_schema}.build_started AS"
+            f"DROP SCHEMA IF EXISTS {rs} CASCADE; CREATE SCHEMA {rs};"
+            f" CREATE TABLE {rs}.build_started AS"
             " SELECT CAST(current_timestamp AS TIMESTAMP) AS started_at"
         )
-        result = resolve_run(
-            wh, window.run_schema, rules, window.ds, window.interval_start, window.interval_end
-        )
+        result = resolve_run(wh, rs, rules, window.ds, window.interval_start, window.interval_end)
         changed_since = note_rules_change(wh, window, rules, config)
         if changed_since:
             result["rules_changed_since"] = changed_since
@@ -855,9 +860,10 @@ def require_run_build(wh: Warehouse, window: RunWindow, table: str, step: str) -
     gone: a finished run's cleanup dropped it, and a task cleared after that cannot redo its
     step without the steps before it. (Each retry failed the same way; build_segments reported
     the missing table as a mistake in segments.yml.)"""
-    if table not in wh.table_names(window.run_schema, views=False):
+    rs = window.run_schema_in(wh)
+    if table not in wh.table_names(rs, views=False):
         raise RunBuildMissing(
-            f"{window.run_schema}.{table} is missing: the run for {window.ds} finished before "
+            f"{rs}.{table} is missing: the run for {window.ds} finished before "
             "and its cleanup dropped the build (or an erasure did, the run having done nothing "
             f"for a day). To run {step} again, clear resolve_identities with Downstream (or the "
             "whole run)"
@@ -871,7 +877,7 @@ def interactions_from(wh: Warehouse, config: PipelineConfig, window: RunWindow) 
 
     Decided once, by build_profiles, and kept in the run's build (``build_cutoffs``): a later
     date published in between moves the cutoff, and the run's tables and exports must agree."""
-    rs = window.run_schema
+    rs = window.run_schema_in(wh)
     if "build_cutoffs" in wh.table_names(rs, views=False):
         (value,) = wh.query(f"SELECT interactions_from FROM {rs}.build_cutoffs")[0]
         return None if value is None else str(value)[:10]
@@ -887,16 +893,18 @@ def interactions_from(wh: Warehouse, config: PipelineConfig, window: RunWindow) 
 def build_profiles(window: RunWindow, config: PipelineConfig | None = None) -> dict:
     config = config or load_config()
     mark_in_flight(config, window)
-    params = {"rs": window.run_schema, **window.as_dict()}
     with open_warehouse(config) as wh:
+        rs = window.run_schema_in(wh)
+        params = {"rs": rs, **window.as_dict()}
         require_run_build(wh, window, "profile_identifiers", "build_profiles")
-        wh.execute_script(f"DROP TABLE IF EXISTS {window.run_schema}.build_cutoffs")  # decide anew
+        wh.execute_script(f"DROP TABLE IF EXISTS {rs}.build_cutoffs")  # decide anew
         params["interactions_from"] = interactions_from(wh, config, window)
         wh.run_sql_steps("profiles/audience_profiles", **params)
         # audience_profile_interactions is exported straight from its query by publish; its
         # rows are the profiles' interactions, which audience_profiles already counts.
         profiles, interactions = wh.query(
-            f"SELECT count(*), CAST(coalesce(sum(interactions), 0) AS BIGINT) FROM {window.run_schema}.audience_profiles"
+            "SELECT count(*), CAST(coalesce(sum(interactions), 0) AS BIGINT) "
+            f"FROM {rs}.audience_profiles"
         )[0]
     log.info("built %s profile(s) with %s attributed interaction(s)", profiles, interactions)
     return {"profiles": profiles, "profile_interactions": interactions}
@@ -912,7 +920,7 @@ def build_segments(window: RunWindow, config: PipelineConfig | None = None) -> d
         members = segments.build_memberships(
             wh,
             definitions,
-            window.run_schema,
+            window.run_schema_in(wh),
             window.ds,
             window.interval_end,
             interactions_from(wh, config, window),
@@ -939,11 +947,12 @@ def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> di
     # With segments configured, build_segments must have made the table: the checks read it.
     has_segments = segments.segments_for(config) is not None
     with open_warehouse(config) as wh:
+        rs = window.run_schema_in(wh)
         require_run_build(wh, window, "audience_profiles", "check_quality")
         wh.run_sql("report/tables")  # the volume guard may read pipeline_runs
         results = wh.query_sql(
             "checks/quality",
-            rs=window.run_schema,
+            rs=rs,
             ds=window.ds,
             segments=has_segments,
             min_profiles_kept=config.quality.min_profiles_kept,
@@ -953,9 +962,7 @@ def check_quality(window: RunWindow, config: PipelineConfig | None = None) -> di
         failed = [(name, n) for name, n in results if n]
         shrunk = ""
         if any(name.startswith(VOLUME_CHECK) for name, _ in failed):
-            (earlier, before, now), *_ = wh.query_sql(
-                "checks/profiles_before", rs=window.run_schema, ds=window.ds
-            )
+            (earlier, before, now), *_ = wh.query_sql("checks/profiles_before", rs=rs, ds=window.ds)
             shrunk = VOLUME_HINT.format(now, before, earlier, config.source_file)
     for name, n in results:
         log.info("check %-70s %s", name, "ok" if not n else f"FAILED ({n} row(s))")
@@ -985,13 +992,14 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
     tables: dict[str, str] = {}
     rows: dict[str, int] = {}
     with open_warehouse(config) as wh:
-        run_tables = wh.table_names(window.run_schema)
+        rs = window.run_schema_in(wh)
+        run_tables = wh.table_names(rs)
         if "audience_profiles" not in run_tables:
             return _published_before(window, export_dir, wh)
         # This build's exports replace the earlier publish's from here on: its marker goes first,
         # so a publish that dies half way cannot hand on a mix of the two builds' files later.
         (export_dir / PUBLISHED_MARKER).unlink(missing_ok=True)
-        suppress_run_outputs(wh, window.run_schema)
+        suppress_run_outputs(wh, rs)
         as_of, cutoffs = cutoffs_as_of(wh, config, window.ds)
         run_from = interactions_from(wh, config, window)  # as build_profiles used it
         if window.ds < cutoffs.get("snapshots_days", window.ds):
@@ -1006,8 +1014,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
                 cutoffs["snapshots_days"],
             )
             wh.execute_script(
-                f"DELETE FROM {window.run_schema}.profile_merges; "
-                f"DELETE FROM {window.run_schema}.identity_link_audit"
+                f"DELETE FROM {rs}.profile_merges; DELETE FROM {rs}.identity_link_audit"
             )
         for table in OUTPUT_TABLES:
             if table == "segment_memberships" and table not in run_tables:
@@ -1017,7 +1024,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
                 "publish/exports",
                 table=table,
                 ds=window.ds,
-                rs=window.run_schema,
+                rs=rs,
                 interactions_from=run_from,
             ).strip()
             rows[table] = wh.export_parquet(query, path)
@@ -1027,7 +1034,7 @@ def publish(window: RunWindow, config: PipelineConfig | None = None) -> dict[str
         home_tables = wh.table_names(views=False)
         wh.run_sql(
             "publish/current",
-            rs=window.run_schema,
+            rs=rs,
             ds=window.ds,
             run_id=window.run_id,
             is_latest=is_latest,
@@ -1088,8 +1095,8 @@ def _published_before(window: RunWindow, export_dir: Path, wh) -> dict[str, str]
     published = json.loads(marker.read_text()) if marker.exists() else None
     if published is None or not all(Path(p).exists() for p in published["tables"].values()):
         raise RuntimeError(
-            f"{window.ds}: the run's build ({window.run_schema}) is gone and no complete export "
-            f"of it is in {export_dir}: clear the run from validate to build the date again"
+            f"{window.ds}: the run's build ({window.run_schema_in(wh)}) is gone and no complete "
+            f"export of it is in {export_dir}: clear the run from validate to build the date again"
         )
     # Kept exports were suppressed when they were made; people listed since leave them in the
     # erasure DAG's remove_from_warehouse. Until it has run, delivering them again could send them.
@@ -1104,7 +1111,7 @@ def _published_before(window: RunWindow, export_dir: Path, wh) -> dict[str, str]
         "%s: %s is gone (cleanup ran), so the exports its publish completed are delivered "
         "again: %s",
         window.ds,
-        window.run_schema,
+        window.run_schema_in(wh),
         sorted(published["tables"]),
     )
     return published["tables"]
@@ -1156,7 +1163,7 @@ def cleanup(window: RunWindow, config: PipelineConfig | None = None) -> None:
     """Drop the run's scratch schema and staged extracts (exports stay for re-delivery)."""
     config = config or load_config()
     with open_warehouse(config) as wh:
-        wh.execute_script(f"DROP SCHEMA IF EXISTS {window.run_schema} CASCADE")
+        wh.execute_script(f"DROP SCHEMA IF EXISTS {window.run_schema_in(wh)} CASCADE")
     shutil.rmtree(run_dir(config, window) / "extract", ignore_errors=True)
     (run_dir(config, window) / RUN_IN_FLIGHT_MARKER).unlink(missing_ok=True)
     sweep_scratch(config)

@@ -609,11 +609,12 @@ def _validate(
     # placeholders leave the warehouse's list before the batch copies it (the batch schema has
     # no erasure requests of its own to mark invalid)
     unlist_placeholders(wh, identity_rules)
-    wh.execute_script(f"DROP SCHEMA IF EXISTS {BATCH_SCHEMA} CASCADE; CREATE SCHEMA {BATCH_SCHEMA}")
+    bs = wh.scratch_schema(BATCH_SCHEMA)
+    wh.execute_script(f"DROP SCHEMA IF EXISTS {bs} CASCADE; CREATE SCHEMA {bs}")
     counts: dict[str, dict[str, int]] = {}
     # file -> (read, valid, quarantined, aged out): landed_files' counts (validate/file_counts)
     file_counts: dict[str, tuple[int, ...]] = {}
-    with _using(wh, BATCH_SCHEMA, home):
+    with _using(wh, bs, home):
         wh.run_sql("setup/tables")
         for source, ds in staged:
             info = staged[source, ds]
@@ -680,7 +681,7 @@ def _validate(
         for source, ds in staged:
             if source == "interactions":
                 wh.run_sql("enrich/interactions_enriched", ds=ds)
-    wh.run_sql("stream/batch_files", bs=BATCH_SCHEMA, files=files, file_counts=file_counts)
+    wh.run_sql("stream/batch_files", bs=bs, files=files, file_counts=file_counts)
     return counts
 
 
@@ -688,13 +689,14 @@ def _resolve(
     wh: Warehouse, config: PipelineConfig, home: str, interactions_cutoff: str | None
 ) -> dict[str, int]:
     """Identity for the batch against the current state, then the touched profiles."""
-    params = {"rs": WORK_SCHEMA, "bs": BATCH_SCHEMA, "home": home}
-    wh.execute_script(f"DROP SCHEMA IF EXISTS {WORK_SCHEMA} CASCADE; CREATE SCHEMA {WORK_SCHEMA}")
+    bs, ws = wh.scratch_schema(BATCH_SCHEMA), wh.scratch_schema(WORK_SCHEMA)
+    params = {"rs": ws, "bs": bs, "home": home}
+    wh.execute_script(f"DROP SCHEMA IF EXISTS {ws} CASCADE; CREATE SCHEMA {ws}")
     identity_rules = load_rules(config.identity_config)
     wh.run_sql("stream/link_sources", **params, **identity_rules.sql_params())
     # Inside the work schema: the identity SQL's scratch tables are TEMP, and on Snowflake a
     # temporary table belongs to the schema it was created in.
-    with _using(wh, WORK_SCHEMA, home):
+    with _using(wh, ws, home):
         # the daily build's link rules, graph and components, on the batch's history
         _, id_params = label_as_of(wh, identity_rules, ALL_DS, ALL_TS)
         wh.run_sql(
@@ -706,7 +708,7 @@ def _resolve(
             wh.run_sql_steps("identity/drop_scratch", suffix=suffix, extra=[])
     wh.run_sql(
         "profiles/audience_profiles",
-        rs=WORK_SCHEMA,
+        rs=ws,
         ds=ALL_DS,
         interval_start=ALL_TS,
         interval_end=ALL_TS,
@@ -716,18 +718,18 @@ def _resolve(
     wh.run_sql("stream/interactions", **params, interactions_cutoff=interactions_cutoff)
     # As the daily publish does (suppression.suppress_run_outputs): profiles the suppression list
     # names leave the batch's outputs, and the stream attaches none of their identifiers.
-    if suppress_run_outputs(wh, WORK_SCHEMA):
+    if suppress_run_outputs(wh, ws):
         wh.execute_script(
-            f"DELETE FROM {WORK_SCHEMA}.audience_profile_interactions"
+            f"DELETE FROM {ws}.audience_profile_interactions"
             " WHERE profile_id IN (SELECT profile_id FROM run_suppressed_profiles);"
-            f" DELETE FROM {WORK_SCHEMA}.changed"
+            f" DELETE FROM {ws}.changed"
             " WHERE profile_id IN (SELECT profile_id FROM run_suppressed_profiles)"
         )
     profiles, interactions, merges, attached = wh.query(
-        f"SELECT (SELECT count(*) FROM {WORK_SCHEMA}.audience_profiles),"
-        f" (SELECT count(*) FROM {WORK_SCHEMA}.audience_profile_interactions),"
-        f" (SELECT count(*) FROM {WORK_SCHEMA}.profile_merges),"
-        f" (SELECT count(*) FROM {WORK_SCHEMA}.changed)"
+        f"SELECT (SELECT count(*) FROM {ws}.audience_profiles),"
+        f" (SELECT count(*) FROM {ws}.audience_profile_interactions),"
+        f" (SELECT count(*) FROM {ws}.profile_merges),"
+        f" (SELECT count(*) FROM {ws}.changed)"
     )[0]
     return {
         "profiles": profiles,
@@ -740,10 +742,11 @@ def _resolve(
 def _emit(
     wh: Warehouse, destinations: list[Destination], folder: Path, as_of: str, run_id: str
 ) -> dict[str, dict[str, int]]:
+    ws = wh.scratch_schema(WORK_SCHEMA)
     tables = {}
     for table, order in EXPORTS.items():
         path = str(folder / "export" / f"{table}.parquet")
-        wh.export_parquet(f"SELECT * FROM {WORK_SCHEMA}.{table} ORDER BY {order}", path)
+        wh.export_parquet(f"SELECT * FROM {ws}.{table} ORDER BY {order}", path)
         tables[table] = path
     run = RunInfo(as_of, run_id)
     delivered = {}
@@ -768,8 +771,8 @@ def commit(
     wh.run_sql(
         "stream/commit",
         batch=batch,
-        rs=WORK_SCHEMA,
-        bs=BATCH_SCHEMA,
+        rs=wh.scratch_schema(WORK_SCHEMA),
+        bs=wh.scratch_schema(BATCH_SCHEMA),
         ds=as_of,
         run_id=run_id,
         watermarks={s: _ts(m) for s, m in watermarks.items()},
@@ -872,7 +875,9 @@ def run_batch(
                 )
                 lap("validate")
                 has_elements = any(f.source == "elements" for f in files)
-                wh.run_sql("stream/merge", bs=BATCH_SCHEMA, elements=has_elements)
+                wh.run_sql(
+                    "stream/merge", bs=wh.scratch_schema(BATCH_SCHEMA), elements=has_elements
+                )
                 summary.update(_resolve(wh, config, home, cutoffs.get("interactions_days")))
                 lap("resolve")
                 for ready in senders_ready:
@@ -881,8 +886,8 @@ def run_batch(
                 lap("emit")
                 commit(wh, batch=True, as_of=as_of, run_id=run_id, watermarks=marks, floors=floors)
                 wh.execute_script(
-                    f"DROP SCHEMA IF EXISTS {BATCH_SCHEMA} CASCADE;"
-                    f" DROP SCHEMA IF EXISTS {WORK_SCHEMA} CASCADE"
+                    f"DROP SCHEMA IF EXISTS {wh.scratch_schema(BATCH_SCHEMA)} CASCADE;"
+                    f" DROP SCHEMA IF EXISTS {wh.scratch_schema(WORK_SCHEMA)} CASCADE"
                 )
                 lap("commit")
             finally:

@@ -27,8 +27,21 @@ import pytest
 from audience_profiles import landing, report
 from audience_profiles.config import PROJECT_ROOT, load_config
 from audience_profiles.generate import GenerateOptions, data_dates, generate
-from audience_profiles.pipeline import RunWindow, enrich, extract_source, run_all, run_dir, validate
-from audience_profiles.privacy.erasure import run_erasure
+from audience_profiles.pipeline import (
+    RunWindow,
+    build_profiles,
+    build_segments,
+    check_quality,
+    cleanup,
+    enrich,
+    extract_source,
+    publish,
+    resolve_identities,
+    run_all,
+    run_dir,
+    validate,
+)
+from audience_profiles.privacy.erasure import clear_run_schemas, run_erasure
 from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.snowflake import (
     SnowflakeWarehouse,
@@ -63,14 +76,18 @@ def write_config(folder: Path, landing_root: Path, warehouse: str) -> Path:
     return path
 
 
+def load(window: RunWindow, config) -> None:
+    """A date's extract, validate and enrich."""
+    staged = [extract_source(s, window, config) for s in landing.SOURCES]
+    validate(window, staged, config)
+    enrich(window, config)
+
+
 def build(config_path: Path, dates: list[str]) -> Path:
     """Load every date, build the last one; return the run's export folder."""
     config = load_config(config_path)
     for ds in dates[:-1]:
-        window = RunWindow.for_date(ds)
-        staged = [extract_source(s, window, config) for s in landing.SOURCES]
-        validate(window, staged, config)
-        enrich(window, config)
+        load(RunWindow.for_date(ds), config)
     last = RunWindow.for_date(dates[-1])
     result = run_all(last, config)
     assert result["checks"]["failed"] == 0
@@ -141,6 +158,44 @@ def test_pushdown_build_matches_duckdb_row_for_row(sample, snowflake_conn, tmp_p
     )
     assert exported(duck)["profile_merges"] and exported(duck)["quarantine"]  # both exercised
     assert_same_exports(snow, duck)
+
+
+@pytest.mark.services
+def test_two_deployments_sharing_a_database_keep_their_builds_apart(
+    sample, snowflake_conn, tmp_path
+):
+    """Production and staging in one database, a home schema each, build the same date at
+    once. Staging's whole run (its cleanup included) and its erasure's sweep of the schemas
+    failed runs left must leave production's build alone, which then publishes what a DuckDB
+    build does. Before, both built in the database's RUN_YYYYMMDD: staging's cleanup dropped
+    production's build, and its sweep dropped any run schema of the database."""
+    landing_root, dates = sample
+    database = "SHARED_" + uuid.uuid4().hex[:8].upper()
+    config_paths = {}
+    for home in ("duckdb", "prod", "staging"):
+        (tmp_path / home).mkdir()
+        warehouse = (
+            f"{{engine: duckdb, path: {tmp_path / home / 'wh.duckdb'}}}"
+            if home == "duckdb"
+            else f"{{engine: snowflake, conn_id: {snowflake_conn}, database: {database}, "
+            f"schema: {home}}}"
+        )
+        config_paths[home] = write_config(tmp_path / home, landing_root, warehouse)
+    prod, staging = load_config(config_paths["prod"]), load_config(config_paths["staging"])
+    last = RunWindow.for_date(dates[-1])
+    for ds in dates:
+        load(RunWindow.for_date(ds), prod)
+    resolve_identities(last, prod)
+    with open_warehouse(prod, read_only=True) as wh:
+        prod_build = last.run_schema_in(wh)
+    assert prod_build == "PROD_" + last.run_schema.upper()
+
+    build(config_paths["staging"], dates)  # the whole run: its cleanup drops its build
+    with open_warehouse(staging) as wh:
+        assert clear_run_schemas(wh, staging) == ([], [])  # production's is not staging's
+    for step in (build_profiles, build_segments, check_quality, publish, cleanup):
+        step(last, prod)
+    assert_same_exports(run_dir(prod, last) / "export", build(config_paths["duckdb"], dates))
 
 
 @pytest.mark.services

@@ -284,12 +284,9 @@ def erased_event(removal: dict[str, Any], run_id: str) -> dict[str, Any] | None:
     return {"erased_by": run_id, **removal}
 
 
-_RUN_SCHEMA = re.compile(r"run_(\d{4})(\d{2})(\d{2})")
-
-
 def clear_run_schemas(wh, config: PipelineConfig) -> tuple[list[str], list[str]]:
     """Take the suppression list's people out of the daily runs' scratch schemas
-    (``run_YYYYMMDD``): ``(dropped, in flight)``.
+    (``run_YYYYMMDD``, ``Warehouse.scratch_schema``): ``(dropped, in flight)``.
 
     A run's cleanup drops its schema, but a run that failed (a quality check, a run marked
     failed) leaves it, holding identifiers and profiles, which the tables above do not reach.
@@ -301,11 +298,13 @@ def clear_run_schemas(wh, config: PipelineConfig) -> tuple[list[str], list[str]]
     that fails after this keeps them until it is cleared, or a later erasure finds it ended.)
     """
     dropped, running = [], []
+    # This deployment's run schemas only: on Snowflake another deployment's may share the database.
+    run_schema = re.compile(re.escape(wh.scratch_schema("run_").lower()) + r"(\d{4})(\d{2})(\d{2})")
     for (name,) in wh.query(
         "SELECT schema_name FROM information_schema.schemata "
         "WHERE catalog_name = current_database() ORDER BY 1"
     ):
-        found = _RUN_SCHEMA.fullmatch(str(name).lower())
+        found = run_schema.fullmatch(str(name).lower())
         if not found:
             continue
         schema = found.group(0)

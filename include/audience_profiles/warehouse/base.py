@@ -72,6 +72,11 @@ class Warehouse(abc.ABC):
         """A string literal in this engine's dialect (the ``literal`` filter of the SQL files)."""
         return sql_literal(value)
 
+    def scratch_schema(self, name: str) -> str:
+        """The schema a run or a stream batch builds in (``run_YYYYMMDD``, ``stream_work``), as
+        named in this warehouse. Here the name itself: the warehouse is one deployment's."""
+        return name
+
     def render(self, name: str, **params: Any) -> str:
         """Render ``include/sql/<name>.sql``, preferring ``<name>.<engine>.sql`` if it exists."""
         variant = SQL_ROOT / f"{name}.{self.engine}.sql"

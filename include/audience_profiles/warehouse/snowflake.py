@@ -208,6 +208,11 @@ class SnowflakeWarehouse(Warehouse):
         self._stage_ready = False
         self._staged: set[str] = set()
 
+    def scratch_schema(self, name: str) -> str:
+        # Schemas are the database's: two deployments sharing a database (a home schema each)
+        # would otherwise build a date in the same RUN_YYYYMMDD and publish each other's rows.
+        return f"{self.home_schema}_{name}".upper()
+
     @staticmethod
     def literal(value: Any) -> str:
         # Snowflake string literals treat a backslash as an escape character.
