@@ -229,6 +229,15 @@ def edited(path: str, value) -> dict:
         ("warehouse.threads", 2.5, "warehouse.threads: must be a whole number, not 2.5"),
         ("warehouse.threads", True, "warehouse.threads: must be a whole number, not True"),
         ("warehouse.threads", 0, "warehouse.threads: must be 1 or more, not 0"),
+        # written unquoted into the SQL: on Snowflake each failed at login or at its first query
+        ("warehouse.schema", "audience-build", "p.yml: warehouse.schema: must be a plain name"),
+        ("warehouse.schema", 123, "not starting with a digit), not '123'"),
+        ("warehouse.schema", "", "warehouse.schema: must be a plain name"),
+        (
+            "warehouse.schema",
+            "ANALYTICS.AUDIENCE_BUILD",
+            "not 'ANALYTICS.AUDIENCE_BUILD': the database goes in warehouse.database",
+        ),
         (
             "stream.lookback_seconds",
             "600",

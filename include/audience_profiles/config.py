@@ -66,6 +66,7 @@ TOP_LEVEL_KEYS = (
     "landing_wait",
     "quality",
 )
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # an SQL name both engines take unquoted
 WAREHOUSE_KEYS = ("engine", "path", "conn_id", "database", "schema", "memory_limit", "threads")
 ALERTS_KEYS = ("webhook_conn_id", "late_after_hours")
 LATE_AFTER_HOURS_MAX = 7 * 24.0
@@ -778,6 +779,13 @@ def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
     )
     if engine == "snowflake" and not warehouse.conn_id:
         raise ConfigError(f"{source}: warehouse.conn_id is required when engine is snowflake")
+    if not _PLAIN_NAME.fullmatch(warehouse.schema):
+        # written unquoted into the SQL, and the start of the run schemas' names
+        raise ConfigError(
+            f"{source}: warehouse.schema: must be a plain name (letters, digits and underscores, "
+            f"not starting with a digit), not {warehouse.schema!r}"
+            + (": the database goes in warehouse.database" if "." in warehouse.schema else "")
+        )
     return warehouse
 
 
