@@ -199,6 +199,24 @@ def test_two_deployments_sharing_a_database_keep_their_builds_apart(
 
 
 @pytest.mark.services
+def test_a_warehouse_without_a_database_says_which_key_to_set(snowflake_conn, tmp_path):
+    """Snowflake's own words ("This session does not have a current database") named neither
+    pipeline.yml's key nor the connection."""
+    config = load_config(
+        write_config(
+            tmp_path, tmp_path / "landing", f"{{engine: snowflake, conn_id: {snowflake_conn}}}"
+        )
+    )
+    with pytest.raises(RuntimeError) as error, open_warehouse(config):
+        pass
+    assert str(error.value).startswith(
+        f"the snowflake warehouse (connection {snowflake_conn!r}) cannot create or use its "
+        "schema MAIN in no database: "
+    )
+    assert "Set warehouse.database in pipeline.yml" in str(error.value)
+
+
+@pytest.mark.services
 def test_the_edge_case_landing_builds_alike_on_both_engines(snowflake_conn, tmp_path):
     write_landing(tmp_path / "landing", EDGE_CASE_LANDING)
     database = "EDGES_" + uuid.uuid4().hex[:8].upper()

@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from airflow.providers.snowflake.hooks.snowflake import SnowflakeHook
+from snowflake.connector.errors import ProgrammingError
 from snowflake.connector.util_text import split_statements
 
 from audience_profiles.config import WarehouseConfig
@@ -204,7 +205,18 @@ class SnowflakeWarehouse(Warehouse):
         self.con = self.hook.get_conn()
         self.cur = self.con.cursor()
         # Also makes it the session's schema, whether it was just created or already there.
-        self.cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.home_schema}")
+        try:
+            self.cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.home_schema}")
+        except ProgrammingError as error:  # no database, or one the role cannot use
+            database = self.con.database  # pipeline.yml's, else the connection's
+            self.con.close()
+            raise RuntimeError(
+                f"the snowflake warehouse (connection {config.conn_id!r}) cannot create or use "
+                f"its schema {self.home_schema} in "
+                + (f"database {database}" if database else "no database")
+                + f": {error}. Set warehouse.database in pipeline.yml (or the connection's "
+                "database), and check the role's privileges (docs/snowflake.md)"
+            ) from error
         self._stage_ready = False
         self._staged: set[str] = set()
 
