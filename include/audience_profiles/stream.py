@@ -798,7 +798,6 @@ def run_batch(
     mode = "reconcile" if records is None else "events"
     landing_ = Landing(config.landing_root, config.landing_conn_id)
     destinations = [destination_for(d, config) for d in settings.destinations]
-    home = config.warehouse.schema
     seconds: dict[str, float] = {}
     started = time.monotonic()
 
@@ -816,6 +815,7 @@ def run_batch(
         with open_warehouse(config) as wh:
             wh.setup()
             wh.run_sql("stream/state")
+            home = wh.home_schema  # DuckDB's is main, whatever warehouse.schema says
             if records is None:
                 s3_ready.result()  # the listing uses it
             files, marks, floors = _select_candidates(wh, landing_, settings.lookback, records)
