@@ -581,3 +581,15 @@ def test_run_without_airflow_home_uses_the_projects_and_sets_its_database_up(
     monkeypatch.setenv("AIRFLOW_HOME", "/elsewhere")
     cli._default_airflow_env(tmp_path)
     assert os.environ["AIRFLOW_HOME"] == "/elsewhere" and len(migrated) == 2
+
+
+def test_the_warehouse_is_named_as_its_engine_knows_it():
+    """On Snowflake, run and show printed DuckDB's default file, which was not in use."""
+    from audience_profiles.config import WarehouseConfig
+
+    duck = WarehouseConfig(engine="duckdb", path="/data/wh.duckdb")
+    assert cli.warehouse_name(duck) == "/data/wh.duckdb"
+    snow = WarehouseConfig(engine="snowflake", conn_id="sf", database="ANALYTICS", schema="build")
+    assert cli.warehouse_name(snow) == "snowflake ANALYTICS.BUILD"
+    unnamed = WarehouseConfig(engine="snowflake", conn_id="sf")
+    assert cli.warehouse_name(unnamed) == "snowflake (the connection's database).MAIN"

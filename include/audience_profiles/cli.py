@@ -613,11 +613,19 @@ def _output_to(path: Path):
             os.close(saved[1])
 
 
+def warehouse_name(warehouse) -> str:
+    """Where the tables are: the DuckDB file, or Snowflake's database and schema."""
+    if warehouse.engine == "duckdb":
+        return str(warehouse.path)
+    database = warehouse.database or "(the connection's database)"
+    return f"{warehouse.engine} {database}.{warehouse.schema.upper()}"
+
+
 def _show(args: argparse.Namespace) -> int:
     import duckdb
 
     config = load_config()
-    print(f"\nwarehouse: {config.warehouse.path}")
+    print(f"\nwarehouse: {warehouse_name(config.warehouse)}")
     for dest in config.enabled_destinations:
         where = (
             dest.options.get("path")
