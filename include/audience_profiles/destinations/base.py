@@ -18,7 +18,8 @@ instead of being ignored; one it needs and lacks (``REQUIRED_OPTIONS``) fails li
 the same way by a kind that writes no files (``WRITES_FILES``).
 
 A kind that drops files (a new object store) subclasses ``drop.DropDestination`` and gives
-only its ``sink()`` (put, get, list, delete, url) and ``OPTIONS``: layout, write order,
+its ``sink()`` (put, get, list, delete, url), ``OPTIONS``, and ``prefix()`` if it takes a
+``prefix`` option (as s3.py: the default writes at the sink's root): layout, write order,
 retention and erasure are the drops'.
 
 ``WRITES_FILES`` and ``NEEDS_CONN_ID`` are read from the source too (the class's own value, or
