@@ -193,6 +193,8 @@ def test_two_deployments_sharing_a_database_keep_their_builds_apart(
     build(config_paths["staging"], dates)  # the whole run: its cleanup drops its build
     with open_warehouse(staging) as wh:
         assert clear_run_schemas(wh, staging) == ([], [])  # production's is not staging's
+    with open_warehouse(prod) as wh:  # but production's own sweep finds it, in flight
+        assert clear_run_schemas(wh, prod) == ([], [prod_build.lower()])
     for step in (build_profiles, build_segments, check_quality, publish, cleanup):
         step(last, prod)
     assert_same_exports(run_dir(prod, last) / "export", build(config_paths["duckdb"], dates))
