@@ -589,7 +589,7 @@ def test_the_warehouse_is_named_as_its_engine_knows_it():
 
     duck = WarehouseConfig(engine="duckdb", path="/data/wh.duckdb")
     assert cli.warehouse_name(duck) == "/data/wh.duckdb"
-    snow = WarehouseConfig(engine="snowflake", conn_id="sf", database="ANALYTICS", schema="build")
+    snow = WarehouseConfig(engine="snowflake", conn_id="sf", database="analytics", schema="build")
     assert cli.warehouse_name(snow) == "snowflake ANALYTICS.BUILD"
     unnamed = WarehouseConfig(engine="snowflake", conn_id="sf")
     assert cli.warehouse_name(unnamed) == "snowflake (the connection's database).MAIN"

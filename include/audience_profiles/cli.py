@@ -617,7 +617,7 @@ def warehouse_name(warehouse) -> str:
     """Where the tables are: the DuckDB file, or Snowflake's database and schema."""
     if warehouse.engine == "duckdb":
         return str(warehouse.path)
-    database = warehouse.database or "(the connection's database)"
+    database = (warehouse.database or "").upper() or "(the connection's database)"
     return f"{warehouse.engine} {database}.{warehouse.schema.upper()}"
 
 

@@ -214,8 +214,12 @@ class SnowflakeWarehouse(Warehouse):
                 f"the snowflake warehouse (connection {config.conn_id!r}) cannot create or use "
                 f"its schema {self.home_schema} in "
                 + (f"database {database}" if database else "no database")
-                + f": {error}. Set warehouse.database in pipeline.yml (or the connection's "
-                "database), and check the role's privileges (docs/snowflake.md)"
+                + f": {error}. "
+                + (
+                    "Check the role's privileges on it (docs/snowflake.md)"
+                    if database
+                    else "Set warehouse.database in pipeline.yml (or the connection's database)"
+                )
             ) from error
         self._stage_ready = False
         self._staged: set[str] = set()
