@@ -11,8 +11,7 @@ wait_for_landing -> extract (per source) -> validate -> enrich -> resolve_identi
 
 - **wait_for_landing** waits for the partitions `landing_wait.required` lists, up to a deadline.
 - **extract** (mapped per source): the partitions as text with file and line; a bad file fails.
-- **validate** types every row; bad rows land in `quarantine` with a reason naming the field.
-  Rows read = rows kept + rows quarantined, or the task fails.
+- **validate** types every row (read = kept + quarantined); a bad row's reason names the field.
 - **resolve_identities** links identifiers into profiles as of the day's end (re-runs agree).
 - **check_quality** audits the outputs; if a check fails nothing is delivered, the task fails
   at once (no retries: the data would not change) and its log and alert name the check.
@@ -126,6 +125,7 @@ def audience_profiles():
         cleanup(_window())
 
     @task(pool=WAREHOUSE_POOL)
+    @fails_fast  # rejected warehouse credentials: each retry would be another failed login
     def report() -> dict:
         from audience_profiles.report import report_from_context
 

@@ -271,6 +271,40 @@ def test_ddl_runs_alone_and_dml_runs_together():
     assert [len(g) for g in groups] == [1, 7]
 
 
+def test_rejected_credentials_fail_at_once_and_other_connection_errors_are_retried():
+    """A wrong password retried by every warehouse task is one failed login per try, and
+    Snowflake locks the user after five: the connector marks a rejection with SQLSTATE 28000
+    (fakesnow checks no credentials, so the connector's error is made here as it makes it)."""
+    from snowflake.connector.errors import DatabaseError
+
+    from audience_profiles.errors import NotRetryable
+    from audience_profiles.warehouse.snowflake import CredentialsRejected, connect
+
+    class Refusing:
+        def __init__(self, error):
+            self.error = error
+
+        def get_conn(self):
+            raise self.error
+
+    rejected = DatabaseError(
+        msg="Failed to connect to DB: x.snowflakecomputing.com:443. Incorrect username or "
+        "password was specified.",
+        errno=390100,
+        sqlstate="28000",
+    )
+    with pytest.raises(CredentialsRejected) as error:
+        connect(Refusing(rejected), "snowflake_prod")
+    assert isinstance(error.value, NotRetryable)
+    assert str(error.value).startswith(
+        "Snowflake rejected the credentials of connection 'snowflake_prod': Failed to connect"
+    )
+    unreachable = DatabaseError(msg="Could not connect to Snowflake backend", errno=250001)
+    with pytest.raises(DatabaseError) as error:
+        connect(Refusing(unreachable), "snowflake_prod")
+    assert error.value is unreachable
+
+
 def test_literals_escape_backslashes_for_snowflake():
     assert SnowflakeWarehouse.literal("a\\.b'c") == "'a\\\\.b''c'"
 

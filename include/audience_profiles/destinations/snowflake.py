@@ -36,6 +36,7 @@ from audience_profiles.destinations.warehouse_load import (
 )
 from audience_profiles.warehouse.snowflake import (
     SnowflakeWarehouse,
+    connect,
     load_parquet_file,
     snowflake_hook,
     snowflake_type,
@@ -98,7 +99,7 @@ class SnowflakeDestination(SqlWarehouseDestination):
         hook = snowflake_hook(
             self.config.conn_id, self.config.options.get("database"), option and str(option)
         )
-        connection = hook.get_conn()
+        connection = connect(hook, self.config.conn_id)
         try:
             db = SnowflakeSession(connection)
             self.schema = (

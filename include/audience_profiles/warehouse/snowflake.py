@@ -29,10 +29,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from airflow.providers.snowflake.hooks.snowflake import SnowflakeHook
-from snowflake.connector.errors import ProgrammingError
+from snowflake.connector.errors import DatabaseError, ProgrammingError
+from snowflake.connector.sqlstate import SQLSTATE_AUTHORIZATION_FAILURE
 from snowflake.connector.util_text import split_statements
 
 from audience_profiles.config import WarehouseConfig
+from audience_profiles.errors import NotRetryable
 from audience_profiles.warehouse.base import Warehouse
 
 STAGE = "AP_STAGE"
@@ -85,6 +87,28 @@ def snowflake_hook(
 ) -> SnowflakeHook:
     kwargs = {k: v for k, v in {"database": database, "schema": schema}.items() if v}
     return ConnectorOptionsSnowflakeHook(snowflake_conn_id=conn_id, **kwargs)
+
+
+class CredentialsRejected(NotRetryable, RuntimeError):
+    """Snowflake refused the connection's credentials: every retry would be one more failed
+    login, and Snowflake locks a user out after five in a row."""
+
+
+def connect(hook: SnowflakeHook, conn_id: str) -> Any:
+    """``hook.get_conn()``, a rejected password or key failing as :class:`CredentialsRejected`
+    (the connector marks a rejection with SQLSTATE 28000; other failures, such as an
+    unreachable host, stay what they were and are retried)."""
+    try:
+        return hook.get_conn()
+    except DatabaseError as error:
+        if error.sqlstate != SQLSTATE_AUTHORIZATION_FAILURE:
+            raise
+        said = str(error.raw_msg).rstrip(". ")
+        raise CredentialsRejected(
+            f"Snowflake rejected the credentials of connection {conn_id!r}: {said}. Not "
+            "retried: each try is a failed login, and Snowflake locks the user after five. Fix "
+            "the connection, then clear the task"
+        ) from error
 
 
 def snowflake_type(arrow_type: pa.DataType) -> str:
@@ -202,7 +226,7 @@ class SnowflakeWarehouse(Warehouse):
         self.config = config
         self.home_schema = config.schema.upper()
         self.hook = snowflake_hook(config.conn_id, config.database, self.home_schema)
-        self.con = self.hook.get_conn()
+        self.con = connect(self.hook, config.conn_id)
         self.cur = self.con.cursor()
         # Also makes it the session's schema, whether it was just created or already there.
         try:
