@@ -227,3 +227,31 @@ def test_a_state_another_run_holds_is_waited_for_on_the_triggerer(pipeline_confi
     with pytest.raises(TaskDeferred) as deferred:  # the lock is free: it syncs (and defers)
         operator.after_state_wait(context, waited_seconds=30)
     assert deferred.value.method_name == "resume"
+
+
+def test_an_error_a_retry_would_repeat_fails_the_delivery_at_once(tmp_path, monkeypatch):
+    """``execute`` is under ``dag_defaults.fails_fast``: here two local drops that are one
+    folder through a link (found at delivery, which follows links), a ConfigError; a
+    ``snowflake`` destination's rejected credentials (``CredentialsRejected``) likewise."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "out")
+    config = write_config(
+        tmp_path,
+        destinations=[
+            {
+                "name": name,
+                "kind": "local",
+                "path": str(tmp_path / folder),
+                "tables": ["audience_profiles"],
+            }
+            for name, folder in (("a", "out"), ("b", "link"))
+        ],
+    )
+    monkeypatch.setenv(CONFIG_ENV, config.source_file)
+    operator = DeliverOperator(
+        task_id="deliver", destination_name="a", tables=exports(tmp_path / "export")
+    )
+    with pytest.raises(AirflowFailException, match=r"\(b\) writes audience_profiles where"):
+        operator.execute({"ds": "2024-05-01", "run_id": "manual"})
