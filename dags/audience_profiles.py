@@ -125,7 +125,6 @@ def audience_profiles():
         cleanup(_window())
 
     @task(pool=WAREHOUSE_POOL)
-    @fails_fast  # rejected warehouse credentials: each retry would be another failed login
     def report() -> dict:
         from audience_profiles.report import report_from_context
 

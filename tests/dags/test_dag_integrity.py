@@ -212,7 +212,6 @@ def test_tasks_that_read_config_or_check_data_fail_without_retrying_what_would_r
             "build_profiles",
             "build_segments",
             "check_quality",
-            "report",  # rejected warehouse credentials: a retry is another failed login
         },
         "audience_profiles_stream": {"process_landed_files"},
         "audience_profiles_erasure": {"retention"},

@@ -275,6 +275,7 @@ def test_rejected_credentials_fail_at_once_and_other_connection_errors_are_retri
     """A wrong password retried by every warehouse task is one failed login per try, and
     Snowflake locks the user after five: the connector marks a rejection with SQLSTATE 28000
     (fakesnow checks no credentials, so the connector's error is made here as it makes it)."""
+    from airflow.sdk.exceptions import AirflowFailException
     from snowflake.connector.errors import DatabaseError
 
     from audience_profiles.errors import NotRetryable
@@ -295,7 +296,8 @@ def test_rejected_credentials_fail_at_once_and_other_connection_errors_are_retri
     )
     with pytest.raises(CredentialsRejected) as error:
         connect(Refusing(rejected), "snowflake_prod")
-    assert isinstance(error.value, NotRetryable)
+    assert isinstance(error.value, NotRetryable)  # alerts say so
+    assert isinstance(error.value, AirflowFailException)  # no retry, in any task
     assert str(error.value).startswith(
         "Snowflake rejected the credentials of connection 'snowflake_prod': Failed to connect"
     )

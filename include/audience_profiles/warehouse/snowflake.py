@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from airflow.providers.snowflake.hooks.snowflake import SnowflakeHook
+from airflow.sdk.exceptions import AirflowFailException
 from snowflake.connector.errors import DatabaseError, ProgrammingError
 from snowflake.connector.sqlstate import SQLSTATE_AUTHORIZATION_FAILURE
 from snowflake.connector.util_text import split_statements
@@ -89,9 +90,11 @@ def snowflake_hook(
     return ConnectorOptionsSnowflakeHook(snowflake_conn_id=conn_id, **kwargs)
 
 
-class CredentialsRejected(NotRetryable, RuntimeError):
+class CredentialsRejected(NotRetryable, AirflowFailException):
     """Snowflake refused the connection's credentials: every retry would be one more failed
-    login, and Snowflake locks a user out after five in a row."""
+    login, and Snowflake locks a user out after five in a row. An AirflowFailException, so it
+    fails whichever task meets it without retries (teardowns such as cleanup too), not only
+    those under ``dag_defaults.fails_fast``."""
 
 
 def connect(hook: SnowflakeHook, conn_id: str) -> Any:
