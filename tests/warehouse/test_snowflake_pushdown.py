@@ -271,7 +271,7 @@ def test_ddl_runs_alone_and_dml_runs_together():
     assert [len(g) for g in groups] == [1, 7]
 
 
-def test_rejected_credentials_fail_at_once_and_other_connection_errors_are_retried():
+def test_rejected_credentials_fail_at_once_and_other_connection_errors_name_the_connection():
     """A wrong password retried by every warehouse task is one failed login per try, and
     Snowflake locks the user after five: the connector marks a rejection with SQLSTATE 28000
     (fakesnow checks no credentials, so the connector's error is made here as it makes it)."""
@@ -279,7 +279,11 @@ def test_rejected_credentials_fail_at_once_and_other_connection_errors_are_retri
     from snowflake.connector.errors import DatabaseError
 
     from audience_profiles.errors import NotRetryable
-    from audience_profiles.warehouse.snowflake import CredentialsRejected, connect
+    from audience_profiles.warehouse.snowflake import (
+        ConnectionFailed,
+        CredentialsRejected,
+        connect,
+    )
 
     class Refusing:
         def __init__(self, error):
@@ -302,9 +306,13 @@ def test_rejected_credentials_fail_at_once_and_other_connection_errors_are_retri
         "Snowflake rejected the credentials of connection 'snowflake_prod': Failed to connect"
     )
     unreachable = DatabaseError(msg="Could not connect to Snowflake backend", errno=250001)
-    with pytest.raises(DatabaseError) as error:
+    with pytest.raises(ConnectionFailed) as error:
         connect(Refusing(unreachable), "snowflake_prod")
-    assert error.value is unreachable
+    assert not isinstance(error.value, NotRetryable | AirflowFailException)  # retried
+    assert str(error.value) == (
+        "could not connect to Snowflake through connection 'snowflake_prod': Could not "
+        "connect to Snowflake backend"
+    )
 
 
 def test_literals_escape_backslashes_for_snowflake():

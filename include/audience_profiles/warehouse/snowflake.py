@@ -97,16 +97,23 @@ class CredentialsRejected(NotRetryable, AirflowFailException):
     those under ``dag_defaults.fails_fast``."""
 
 
+class ConnectionFailed(RuntimeError):
+    """No session through the connection (an unreachable host, say): retried as usual."""
+
+
 def connect(hook: SnowflakeHook, conn_id: str) -> Any:
-    """``hook.get_conn()``, a rejected password or key failing as :class:`CredentialsRejected`
-    (the connector marks a rejection with SQLSTATE 28000; other failures, such as an
-    unreachable host, stay what they were and are retried)."""
+    """``hook.get_conn()``, its failures naming the connection: a rejected password or key as
+    :class:`CredentialsRejected` (the connector marks a rejection with SQLSTATE 28000), any
+    other as :class:`ConnectionFailed` (the connector's words name neither the connection nor,
+    for some, the host)."""
     try:
         return hook.get_conn()
     except DatabaseError as error:
-        if error.sqlstate != SQLSTATE_AUTHORIZATION_FAILURE:
-            raise
         said = str(error.raw_msg).rstrip(". ")
+        if error.sqlstate != SQLSTATE_AUTHORIZATION_FAILURE:
+            raise ConnectionFailed(
+                f"could not connect to Snowflake through connection {conn_id!r}: {said}"
+            ) from error
         raise CredentialsRejected(
             f"Snowflake rejected the credentials of connection {conn_id!r}: {said}. Not "
             "retried: each try is a failed login, and Snowflake locks the user after five. Fix "
