@@ -245,11 +245,12 @@ def _run_dates(config, dates: list[str], log_dir: Path) -> list[str]:
     green)."""
     with _output_to(log_dir / "dag-test.log"):
         dag = _load_dag()
+    mapped = _mapped_names(config)
     for i, ds in enumerate(dates):
         not_landed = _landing_problem(config, ds)
         if not_landed:
             print(f"audience_profiles {ds}: not run: {not_landed}", flush=True)
-        elif _run_date(dag, ds, log_dir, _mapped_names(config)):
+        elif _run_date(dag, ds, log_dir, mapped):
             continue
         later = dates[i + 1 :]
         if later:
