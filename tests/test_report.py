@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from audience_profiles import report
-from audience_profiles.config import CONFIG_ENV
+from audience_profiles.config import CONFIG_ENV, DEFAULT_DROP_PATH, resolve_path
 from audience_profiles.generate import GenerateOptions, generate
 from audience_profiles.pipeline import RunWindow, run_all
 from tests.support import load_daily_dag, write_config, write_seed_example
@@ -202,6 +202,13 @@ def test_a_page_its_disk_refuses_costs_the_run_no_record_and_no_summary(
 def test_without_a_local_destination_the_page_goes_to_the_work_dir(tmp_path):
     config = write_config(tmp_path, destinations=[])
     assert report.report_dir(config) == tmp_path / "work" / "reports"
+
+
+def test_the_page_goes_beside_the_first_enabled_local_drops_files(tmp_path):
+    off = {"name": "off", "kind": "local", "path": str(tmp_path / "off"), "enabled": False}
+    unnamed = {"name": "default_folder", "kind": "local"}  # no path: data/output
+    config = write_config(tmp_path, destinations=[off, unnamed])
+    assert report.report_dir(config) == Path(resolve_path(DEFAULT_DROP_PATH)) / "reports"
 
 
 def test_a_failed_check_stops_delivery_and_alert_and_report_name_it(

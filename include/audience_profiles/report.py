@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from audience_profiles.config import PipelineConfig, load_config
+from audience_profiles.config import DEFAULT_DROP_PATH, PipelineConfig, load_config, resolve_path
 from audience_profiles.dag_defaults import EXTRACT_SOURCES
 from audience_profiles.files import inside, replace_file
 from audience_profiles.warehouse import open_warehouse
@@ -67,9 +67,11 @@ COLORS = ("#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#718096")
 
 
 def report_dir(config: PipelineConfig) -> Path:
+    """``reports/`` in the first enabled local drop's folder (its ``path``, else the default
+    one its files go to), so the pages sit beside the outputs; else under ``work_dir``."""
     for dest in config.enabled_destinations:
-        if dest.kind == "local" and dest.options.get("path"):
-            return Path(dest.options["path"]) / "reports"
+        if dest.kind == "local":
+            return Path(dest.options.get("path") or resolve_path(DEFAULT_DROP_PATH)) / "reports"
     return Path(config.work_dir) / "reports"
 
 
