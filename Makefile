@@ -65,7 +65,7 @@ bench: install
 	$(BIN)/python bench/bench_build.py
 
 # The issue's figures: 1M and 10M interactions, each compared with pandas row for row, daily build
-# and lower bound medians of three (~35 min; ~10 GiB of RAM to generate 10M, ~16 GiB for pandas
+# and lower bound medians of three (~35 min; ~10 GiB of RAM to generate 10M, 15 GiB for pandas
 # at 10M), then the stream latency through a real scheduler (~3 min).
 bench-full: install
 	$(BIN)/python bench/bench_build.py --sizes 1000000 10000000 --pandas-max 10000000 --verify --repeat 3
