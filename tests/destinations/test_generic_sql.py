@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import uuid
 
 import pytest
@@ -175,6 +177,25 @@ def test_erasure_before_any_load_answers_done(pg_conn, schema, tmp_path):
     assert destination(pg_conn, schema, tmp_path).erase([DAVID_REQUEST]) == {
         "r-1": {"status": "done", "detail": "nothing loaded yet"}
     }
+
+
+def test_an_erasure_that_may_not_read_the_tables_fails_rather_than_answering_done(
+    pg_conn, schema, tmp_path, monkeypatch
+):
+    # A revoked grant (or a lost connection) is not "nothing loaded": answered done, the request
+    # would never be tried again while David's rows stay in the tables.
+    from tests.destinations.warehouse_exports import DAVID_REQUEST
+
+    deliver(destination(pg_conn, schema, tmp_path), tmp_path, DAY1)
+    role = "r_" + uuid.uuid4().hex[:10]
+    hook(pg_conn).run(
+        f'CREATE ROLE "{role}" LOGIN; GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+        autocommit=True,
+    )
+    conn = json.loads(os.environ[f"AIRFLOW_CONN_{pg_conn.upper()}"])
+    monkeypatch.setenv("AIRFLOW_CONN_PG_NO_GRANT", json.dumps({**conn, "login": role}))
+    with pytest.raises(Exception, match="permission denied for table"):
+        destination("pg_no_grant", schema, tmp_path).erase([DAVID_REQUEST])
 
 
 def test_an_older_date_synced_while_a_newer_one_delivers_keeps_the_newer_snapshot(

@@ -74,6 +74,11 @@ def type_kind(arrow_type: pa.DataType) -> str:
     return "string"
 
 
+# SQLSTATEs of a table or schema that is not there: PostgreSQL's undefined table and invalid
+# schema name, and the ODBC/ISO base table not found that MySQL and SQL Server drivers give.
+MISSING_TABLE_STATES = frozenset({"42P01", "3F000", "42S02"})
+
+
 class DbApiSession(Session):
     """One DB-API connection: autocommit outside ``transaction()``, one transaction inside."""
 
@@ -96,9 +101,24 @@ class DbApiSession(Session):
         with contextlib.closing(self.connection.cursor()) as cur:
             try:
                 cur.execute(f"SELECT * FROM {table} WHERE 1 = 0")
-            except Exception:  # noqa: BLE001 - DB-API drivers name "no such table" differently
-                return None
+            except Exception as exc:  # noqa: BLE001 - DB-API drivers differ; _not_there decides
+                if self._not_there(exc):
+                    return None
+                raise
             return [d[0].lower() for d in cur.description]
+
+    def _not_there(self, error: Exception) -> bool:
+        """Whether the probe failed because the table is not there. Anything else (a lost
+        connection, a revoked grant) must fail the task: taken as "no table", an erasure would
+        answer done with the person's rows still loaded."""
+        state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if state:  # psycopg (sqlstate), psycopg2 (pgcode), mysql-connector (sqlstate)
+            return state in MISSING_TABLE_STATES
+        try:  # a driver without SQLSTATEs: missing, if the connection still answers
+            self.query("SELECT 1")
+        except Exception:  # noqa: BLE001 - the probe's own error says more
+            return False
+        return True
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
