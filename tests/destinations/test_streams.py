@@ -746,3 +746,19 @@ def test_values_become_json_safe():
         "l": (1, dt.time(3, 4)),
     }
     assert json_safe(value) == {"d": "2024-05-01", "n": "12.30", "x": None, "l": [1, "03:04:00"]}
+
+
+def test_a_connection_not_defined_has_no_target_but_other_lookup_errors_fail(monkeypatch):
+    # Taken as "not defined", a lookup error would change the delivery's settings and make the
+    # retry send everything again.
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
+
+    assert streams.connection_target("no_such_connection_here") is None
+
+    def denied(conn_id):
+        raise AirflowSecretsBackendAccessDenied(conn_id)
+
+    monkeypatch.setattr(BaseHook, "get_connection", denied)
+    with pytest.raises(AirflowSecretsBackendAccessDenied):
+        streams.connection_target("aws_default")

@@ -60,6 +60,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig
 from audience_profiles.destinations.base import (
@@ -720,7 +721,10 @@ def connection_target(conn_id: str) -> list | None:
     when it is not defined (an AWS client then takes the environment's credentials)."""
     try:
         conn = BaseHook.get_connection(conn_id)
-    except Exception:  # noqa: BLE001 - not found, in any of the secrets backends' own ways
+    except AirflowNotFoundException:
+        # Only "not defined". Another error (a backend denying access, the supervisor not
+        # answering) fails the try: taken as no connection, it would change the settings and
+        # make the retry send everything again.
         return None
     extra = conn.extra_dejson
     return [
