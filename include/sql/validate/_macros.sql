@@ -56,7 +56,8 @@ CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing'
     Snowflake's times end at 23:59:59.999999999. -#}
 {% set iso_timestamp = "[0-9]{4}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9]([.][0-9]{1,9})?)?(Z|[+-]((0[0-9]|1[0-3]):?[0-5][0-9]|14:?00))?)?" %}
 {#- Nothing of this platform happened before 1900; year 0 is 1 BC to the engines, and its text
-    ('0001-01-01 (BC)') would reach the drops. -#}
+    ('0001-01-01 (BC)') would reach the drops. A timestamp is compared as stored, in UTC:
+    1900-01-01T00:30+01:00 is 1899. -#}
 {% set earliest = "1900-01-01" %}
 {#- The value as a naive UTC timestamp: an offset is applied; none means UTC already (both
     sessions run in UTC). -#}
@@ -70,7 +71,8 @@ CAST(convert_timezone('UTC', try_cast({{ col }} AS TIMESTAMPTZ)) AS TIMESTAMP)
 CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing'
      WHEN NOT regexp_like({{ col }}, '{{ iso_timestamp }}') OR {{ utc_timestamp(col) }} IS NULL
      THEN '{{ col }}: not an ISO timestamp'
-     WHEN {{ col }} < '{{ earliest }}' THEN '{{ col }}: before {{ earliest }}'
+     WHEN {{ utc_timestamp(col) }} < TIMESTAMP '{{ earliest }} 00:00:00'
+     THEN '{{ col }}: before {{ earliest }}'
 {%- if landed %}
      WHEN {{ utc_timestamp(col) }} >= TIMESTAMP '{{ landed | days_after(2) }} 00:00:00'
      THEN '{{ col }}: later than the day after its landing date'

@@ -199,13 +199,19 @@ def test_the_timestamp_check_quarantines_what_it_cannot_convert(config, tmp_path
 
 def test_a_year_before_1900_is_quarantined_naming_the_field(config, tmp_path):
     """Year 0 is 1 BC to the engines, kept as '0001-01-01 (BC)', text that reached the drops."""
-    land(tmp_path, "form_entries", DS, [form("0000-01-01T00:00:00"), form("1899-12-31")])
+    rows = ["0000-01-01T00:00:00", "1899-12-31", "1900-01-01T00:30+01:00", "1899-12-31T23:30-01:00"]
+    land(tmp_path, "form_entries", DS, [form(at) for at in rows])
 
     validate(config)
 
+    # compared as stored, in UTC: the third is 1899-12-31 23:30, the fourth 1900-01-01 00:30
     assert quarantined(config, "form_entries") == [
         (2, "entry_datetime: before 1900-01-01"),
         (3, "entry_datetime: before 1900-01-01"),
+        (4, "entry_datetime: before 1900-01-01"),
+    ]
+    assert query(config, "SELECT CAST(entry_datetime AS VARCHAR) FROM form_entries") == [
+        ("1900-01-01 00:30:00",)
     ]
 
 
@@ -653,6 +659,23 @@ def test_snowflake_converts_offsets_to_utc(snowflake_conn, tmp_path):
     with open_warehouse(config) as wh:
         stored = wh.query("SELECT entry_datetime, first_name FROM form_entries ORDER BY _line")
     assert stored == [(at, None) for at in OFFSETS.values()]
+
+
+@pytest.mark.services
+def test_snowflake_compares_the_earliest_date_in_utc(snowflake_conn, tmp_path):
+    config = snowflake_config(snowflake_conn, tmp_path)
+    rows = ["1900-01-01T00:30+01:00", "1899-12-31T23:30-01:00"]
+    land(tmp_path, "form_entries", DS, [form(at) for at in rows])
+
+    validate(config)
+
+    with open_warehouse(config) as wh:
+        assert wh.query("SELECT line, reason FROM quarantine") == [
+            (2, "entry_datetime: before 1900-01-01")
+        ]
+        assert wh.query("SELECT entry_datetime FROM form_entries") == [
+            (dt.datetime(1900, 1, 1, 0, 30),)
+        ]
 
 
 @pytest.mark.services
