@@ -236,6 +236,29 @@ def test_json_lines_keep_line_numbers_and_flag_non_objects(tmp_path):
     assert (rows[3][7], rows[3][9]) == ("true", None)
 
 
+def test_a_json_number_whose_digits_would_change_is_flagged(tmp_path):
+    """Read as a double, 1E2 would come back as 100.0 and 60118.0 never equal poll_id 60118 (the
+    row kept with no title): such a record is flagged, naming the field. Integers of any size
+    and NaN or Infinity are taken as written."""
+    folder = tmp_path / "landing" / "identities" / "date=2022-04-29"
+    at = '"observed_at": "2022-04-29T12:00:00", "session_id": "s"'
+    written = ["1.10", "1E2", "0.1e1", "-2.5e-3", "12345678901234567890123.5"]
+    kept = ["12345678901234567890123", "-7", "NaN", '"1.5"', '"a: 1.5"']
+    folder.mkdir(parents=True)
+    (folder / "part-0.json").write_text(
+        "".join(f'{{{at}, "external_id": {v}}}\n' for v in written + kept)
+    )
+    extract("identities", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
+    rows = duckdb.sql(
+        f"SELECT _error, external_id FROM read_parquet('{tmp_path / 'out.parquet'}') ORDER BY _line"
+    ).fetchall()
+    reason = "external_id: a number with a fraction or exponent (write it as a string)"
+    assert [r[0] for r in rows] == [reason] * len(written) + [None] * len(kept)
+    assert [r[1] for r in rows[len(written) :]] == [
+        "12345678901234567890123", "-7", "NaN", "1.5", "a: 1.5"
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("ending", ["\n", "\r\n"])
 def test_every_non_empty_json_line_is_a_row_or_quarantined(tmp_path, ending):
     """As in a CSV file: an empty line is no record, a line of only white space of any kind

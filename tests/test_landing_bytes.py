@@ -15,6 +15,7 @@ or why the file fails); the extract and validate steps must agree with it, row b
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from dataclasses import dataclass
@@ -177,6 +178,12 @@ def _json_object(text: str) -> _Object | None:
     return None
 
 
+def _not_text(value) -> bool:
+    """A value the extract does not take as text: an object or array, or a finite number with a
+    fraction or exponent (read as a double, its digits would change)."""
+    return isinstance(value, list) or math.isfinite(value)
+
+
 def json_rows(source: str, data: bytes) -> list[Row]:
     """Every non-empty line is a record: an object, or quarantined (`not a JSON object`); an
     object or array in a field read, or a field read named twice, quarantines it too."""
@@ -191,7 +198,11 @@ def json_rows(source: str, data: bytes) -> list[Row]:
         objects = True
         keys.update(k for k, _ in pairs)
         values = {c: [v for k, v in pairs if k == c] for c in columns}
-        unreadable = any(len(v) > 1 or (v and isinstance(v[0], list)) for v in values.values())
+        # a fraction or exponent (json.loads gives a float; NaN and Infinity are read as text)
+        unreadable = any(
+            len(v) > 1 or (v and isinstance(v[0], list | float) and _not_text(v[0]))
+            for v in values.values()
+        )
         read = {c: v[0] if v else None for c, v in values.items()}
         rows.append(Row(number, unreadable, None if unreadable else read, text))
     if objects and any(c not in keys for c in SOURCES[source].required):
@@ -602,7 +613,9 @@ def test_a_landing_of_hostile_files_reconciles_row_by_row(one_date, landing):
                     assert reason.startswith(
                         ("malformed CSV row: ", "not a JSON object")
                     ) or re.fullmatch(
-                        r"\w+: (not a string or number|named more than once)(; .*)?", reason
+                        r"\w+: (not a string or number|named more than once|a number with a "
+                        r"fraction or exponent \(write it as a string\))(; .*)?",
+                        reason,
                     ), (source, file, row.line, reason)
     for source in pipeline.VALIDATION_ORDER:
         read = sum(len(rows) for (s, _), rows in expected.items() if s == source)

@@ -1313,6 +1313,11 @@ def _stage_csv_records(
         insert(batch)
 
 
+# A JSON number as DuckDB writes back a double it read (1.1, 100.0, 1e-7, 1.2345678901234568e22):
+# not an integer, whose digits it keeps however many, nor NaN or Infinity, taken as text.
+ROUNDED_NUMBER = r"-?[0-9]+(\.[0-9]+|(\.[0-9]+)?[eE][-+]?[0-9]+)"
+
+
 def _stage_json(con, source: Source, name: str, path: Path) -> None:
     # As for CSV: DuckDB counted a CRLF in an LF file as two lines, and its error for a line it
     # cannot read (not UTF-8, over its maximum size) quotes the line.
@@ -1344,13 +1349,19 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
     paths = "[" + ", ".join(_sql_str("$." + c) for c in source.columns) + "]"
     values = ", ".join(f"v[{i}]" for i in range(1, len(source.columns) + 1))
     # A value is a string, a number, true/false or null; an object or array is not a value
-    # (its JSON text would pass for an id), so the record is flagged, naming the fields. Types
-    # are read (a second parse) only for records with a value that could be one.
-    maybe_nested = " OR ".join(
+    # (its JSON text would pass for an id), so the record is flagged, naming the fields. So is
+    # a number with a fraction or exponent: it is read as a double and written back in other
+    # digits (1E2 as 100.0, 60118.0 never equal to poll_id 60118, 23 digits cut to 17). Types
+    # are read (a second parse) only for records with a value that could be either: one that
+    # starts as an object or array does, or a line with a number followed by "." or "e".
+    maybe_flagged = " OR ".join(
         f"left(v[{i}], 1) IN ('{{', '[')" for i in range(1, len(source.columns) + 1)
     )
-    nested = " || ".join(
-        f"CASE WHEN t[{i}] IN ('OBJECT', 'ARRAY') THEN '; {c}: not a string or number' ELSE '' END"
+    maybe_flagged += r" OR (is_object AND regexp_matches(text, ':\s*-?[0-9]+[.eE]'))"
+    flagged = " || ".join(
+        f"CASE WHEN t[{i}] IN ('OBJECT', 'ARRAY') THEN '; {c}: not a string or number' "
+        f"WHEN t[{i}] = 'DOUBLE' AND regexp_full_match(v[{i}], '{ROUNDED_NUMBER}') "
+        f"THEN '; {c}: a number with a fraction or exponent (write it as a string)' ELSE '' END"
         for i, c in enumerate(source.columns, start=1)
     )
     # A field named twice: the reader would take the first value, most JSON readers the last.
@@ -1373,9 +1384,9 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
         INSERT INTO staged
         SELECT {_sql_str(name)}, line,
                CASE WHEN NOT is_object THEN 'not a JSON object'
-                    ELSE NULLIF(substr({nested} || {twice}, 3), '') END,
+                    ELSE NULLIF(substr({flagged} || {twice}, 3), '') END,
                text, {values}
-        FROM (SELECT *, CASE WHEN {maybe_nested} THEN json_type(text, {paths}) END AS t
+        FROM (SELECT *, CASE WHEN {maybe_flagged} THEN json_type(text, {paths}) END AS t
               FROM (SELECT line, text, is_object,
                            json_extract_string(CASE WHEN is_object THEN text END, {paths}) AS v
                     FROM json_lines))
