@@ -399,6 +399,39 @@ def test_partitions_before_start_date_are_named_in_the_log_and_the_run_report(tm
     )
 
 
+def test_files_of_the_same_bytes_are_named_in_the_log_and_the_run_report(tmp_path, caplog):
+    """A copy (``part-0 (1).csv``) is read as well: every row twice, and no count showed it."""
+    config = write_config(tmp_path)
+    folder = Path(config.landing_root) / "interactions" / "date=2022-04-27"
+    row = ["2022-04-27", "e", "p", "s", 0, 1]
+    write_csv(folder / "part-0.csv", INTERACTION_HEADER, [row])
+    write_csv(folder / "part-0 (1).csv", INTERACTION_HEADER, [row])
+    write_csv(folder / "part-1.csv", INTERACTION_HEADER, [row[:5] + [2]])  # same size, not bytes
+    window = RunWindow.for_date("2022-04-27")
+
+    with caplog.at_level(logging.WARNING):
+        extracted = extract_source("interactions", window, config)
+
+    copy, original = str(folder / "part-0 (1).csv"), str(folder / "part-0.csv")
+    assert extracted["rows"] == 3
+    assert extracted["identical_files"] == [[copy, original]]
+    assert (
+        "interactions 2022-04-27: files with the same bytes, each read, so their rows are read "
+        f"2 times: {copy}, {original}."
+    ) in caplog.text
+    line = report.summary_line(report.build(window, {"extract": [extracted]}, {}))
+    assert line.endswith(
+        "; files with the same bytes, each read (their rows counted as often): "
+        f"interactions {copy} = {original}"
+    )
+    page = report.render_html(
+        {**report.build(window, {"extract": [extracted]}, {}), "checks": []}, []
+    )
+    assert "<strong>Files with the same bytes</strong>" in page and "part-0 (1).csv" in page
+    write_csv(folder / "part-0 (1).csv", INTERACTION_HEADER, [row[:5] + [3]])
+    assert "identical_files" not in extract_source("interactions", window, config)
+
+
 def test_a_failed_listing_of_partitions_before_start_date_does_not_fail_the_extract(
     tmp_path, monkeypatch, caplog
 ):

@@ -42,6 +42,7 @@ import csv
 import datetime as dt
 import errno
 import gzip
+import hashlib
 import logging
 import lzma
 import os
@@ -1585,9 +1586,31 @@ def extract(
     source_name: str, ds: str, landing_root: str, out_path: str | Path, conn_id: str | None = None
 ) -> dict:
     """Stage one source's files for ``ds`` as Parquet (all text + _file/_line/_error/_raw); the
-    result's ``versions`` holds the version of each file read (``landed_files``)."""
+    result's ``versions`` holds the version of each file read (``landed_files``), and
+    ``identical_files`` any files of the same bytes (:func:`identical_files`)."""
     with local_files(
         landing_root, SOURCES[source_name], ds, conn_id, Path(out_path).parent
     ) as files:
-        result = stage_files(source_name, [(name, path) for name, path, _ in files], out_path)
-        return result | {"versions": {name: version for name, _, version in files}}
+        named = [(name, path) for name, path, _ in files]
+        result = stage_files(source_name, named, out_path)
+        result["versions"] = {name: version for name, _, version in files}
+        if twins := identical_files(named):
+            result["identical_files"] = twins
+        return result
+
+
+def identical_files(files: Sequence[tuple[str, Path]]) -> list[list[str]]:
+    """Groups of files with the same bytes (``part-0.csv`` and its copy ``part-0 (1).csv``): each
+    is read, so every row of the group is read as many times, and nothing else tells. Only files
+    of the same size are hashed, which in a real partition is seldom any."""
+    by_size: dict[int, list[tuple[str, Path]]] = {}
+    for name, path in files:
+        if size := path.stat().st_size:  # empty files hold no row to read twice
+            by_size.setdefault(size, []).append((name, path))
+    groups: dict[str, list[str]] = {}
+    for same_size in by_size.values():
+        if len(same_size) > 1:
+            for name, path in same_size:
+                with path.open("rb") as f:
+                    groups.setdefault(hashlib.file_digest(f, "sha256").hexdigest(), []).append(name)
+    return sorted(sorted(names) for names in groups.values() if len(names) > 1)

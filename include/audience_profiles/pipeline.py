@@ -273,6 +273,16 @@ def extract_source(source: str, window: RunWindow, config: PipelineConfig | None
     result = landing.extract(source, window.ds, config.landing_root, out, config.landing_conn_id)
     result |= partitions_before_start(source, config)
     result["listed_at"] = listed_at
+    for twins in result.get("identical_files", []):
+        log.warning(
+            "%s %s: files with the same bytes, each read, so their rows are read %d times: %s. "
+            'If one is a copy, remove it and run the date again (docs/operations.md, "Re-running a '
+            'date")',
+            source,
+            window.ds,
+            len(twins),
+            ", ".join(twins),
+        )
     log.info(
         "extracted %s: %s file(s), %s row(s), %s malformed",
         source,

@@ -146,6 +146,12 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
             for e in outputs.get("extract") or []
             if e and e.get("before_start_date")
         },
+        # files of the same bytes in one partition, each read (landing.identical_files)
+        "identical_files": {
+            e["source"]: e["identical_files"]
+            for e in outputs.get("extract") or []
+            if e and e.get("identical_files")
+        },
     }
 
 
@@ -201,6 +207,12 @@ def summary_line(report: dict[str, Any]) -> str:
             else ""
         )
         + (
+            "; files with the same bytes, each read (their rows counted as often): "
+            + identical_text(report["identical_files"])
+            if report.get("identical_files")
+            else ""
+        )
+        + (
             f"; landed after their date was built: {late_text(report['late_landings'])}"
             if "late_landings" in report and report["late_landings"] != []
             else ""
@@ -217,6 +229,15 @@ def unbuilt_text(unbuilt: dict[str, Any]) -> str:
     """``2 (2022-04-25, 2022-04-26)``."""
     more = " ..." if unbuilt["dates"] > len(unbuilt["names"]) else ""
     return f"{unbuilt['dates']} ({', '.join(unbuilt['names'])}{more})"
+
+
+def identical_text(identical: dict[str, list[list[str]]]) -> str:
+    """``interactions part-0 (1).csv = part-0.csv``, per source and group."""
+    return ", ".join(
+        f"{source} {' = '.join(names)}"
+        for source, groups in sorted(identical.items())
+        for names in groups
+    )
 
 
 def before_start_text(before: dict[str, dict]) -> str:
@@ -656,6 +677,12 @@ def render_html(
         parts.append(
             "<p><strong>Partitions dated before start_date</strong>, read by no daily run: "
             f"{_esc(before_start_text(report['before_start_date']))}</p>"
+        )
+    if report.get("identical_files"):
+        parts.append(
+            "<p><strong>Files with the same bytes</strong>, each read, so their rows are counted "
+            "as often (if one is a copy, remove it and run the date again): "
+            f"{_esc(identical_text(report['identical_files']))}</p>"
         )
     if failed_checks:
         names = "; ".join(f"{c['name']} ({c['failures']} row(s))" for c in failed_checks)
