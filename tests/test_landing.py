@@ -1243,6 +1243,18 @@ def test_a_compressed_file_or_a_capitalised_header_is_said_to_be_so(tmp_path):
     with pytest.raises(LandingError) as err:
         extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
     assert str(err.value).endswith("; column names are lower case, not Date, Event_ID, Session_ID")
+    # two files concatenated (their byte order marks twice), a zero-width space: the names
+    # look right in any viewer, so the message says what hides in them
+    bom = "\ufeff"
+    (folder / "part-0.csv").write_text(
+        f"{bom}{bom}date,event_id,poll_id,\u200bsession_id,option,votes\n", encoding="utf-8"
+    )
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
+    assert str(err.value).endswith(
+        "; column date has an invisible U+FEFF in its name; "
+        "session_id has an invisible U+200B in its name"
+    )
 
 
 @pytest.mark.parametrize(

@@ -956,6 +956,10 @@ def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) ->
     return endings
 
 
+# Characters that show as nothing: a byte order mark, zero-width spaces and joiners.
+INVISIBLE = frozenset("\ufeff\u200b\u200c\u200d\u2060")
+
+
 def _csv_header(con, source: Source, name: str) -> list[str]:
     """The header's column names, checked: every required column present, once."""
     header_rows = con.execute("SELECT text FROM lines WHERE line = 1").fetchall()
@@ -984,10 +988,19 @@ def _csv_header(con, source: Source, name: str) -> list[str]:
         # row (an email, a name) on its first line, and this message reaches the task log.
         known = [c for c in present if c in source.columns]
         cased = [c for c in present if c not in source.columns and c.lower() in source.columns]
+        # A byte order mark twice (two files concatenated) or a zero-width space: the name
+        # looks right in any viewer. Named by code point, as the character shows as nothing.
+        hidden = []
+        for column in present:
+            bare = "".join(ch for ch in column if ch not in INVISIBLE)
+            if bare != column and bare in source.columns:
+                marks = ", ".join(f"U+{ord(ch):04X}" for ch in sorted(set(column) & INVISIBLE))
+                hidden.append(f"{bare} has an invisible {marks} in its name")
         raise LandingError(
             f"{name}: missing required column(s) {', '.join(missing)} (its first line has "
             f"{len(present)} field(s){'; of the columns read: ' + ', '.join(known) if known else ', none of them a column read'})"
             + (f"; column names are lower case, not {', '.join(cased)}" if cased else "")
+            + (f"; column {'; '.join(hidden)}" if hidden else "")
         )
     repeated = sorted({c for c in present if c in source.columns and present.count(c) > 1})
     if repeated:
