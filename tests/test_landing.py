@@ -597,6 +597,10 @@ def test_a_partition_counts_as_landed_with_a_data_file_or_its_marker(tmp_path):
     with pytest.raises(LandingError, match=r"1 file\(s\) the pipeline does not read: part-1"):
         gap()
     (folder / "part-1.csv.7z").unlink()
+    (folder / "part-1.csv\r").touch()  # written by a script with Windows line endings
+    with pytest.raises(LandingError, match=r"does not read: 'part-1.csv\\r' \(it reads"):
+        gap()
+    (folder / "part-1.csv\r").unlink()
     (root / "interactions" / "date=2022-4-30").mkdir()
     with pytest.raises(LandingError, match="entry no run reads: date=2022-4-30/"):
         gap()

@@ -456,6 +456,9 @@ def _check_no_unread_files(names: Iterable[str], prefix: str) -> None:
     """Fail on files of the partition that are neither read nor hidden (``part-0.csv.7z``,
     ``part-1.txt``): skipped, their rows would be in no count, output or quarantine."""
     unread = sorted(Path(n).name for n in names if not is_hidden(n) and not is_data_file(n))
+    # A name ending in white space (`part-0.csv `, a carriage return) looks like one that is
+    # read: quoted, so the message shows why it is not.
+    unread = [repr(n) if n != n.strip() else n for n in unread]
     if unread:
         raise LandingError(
             f"{prefix}: {len(unread)} file(s) the pipeline does not read: {some_names(unread)} (it reads "
