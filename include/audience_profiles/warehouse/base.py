@@ -129,9 +129,6 @@ class Warehouse(abc.ABC):
     @abc.abstractmethod
     def query(self, sql: str) -> list[tuple]: ...
 
-    @abc.abstractmethod
-    def columns(self, table: str) -> list[str]: ...
-
     def table_names(self, schema: str | None = None, views: bool = True) -> set[str]:
         """Names (lower case) of the tables in ``schema`` (default: the warehouse's own), views
         included unless ``views`` is false. Case-blind: Snowflake names are upper case."""
@@ -156,10 +153,6 @@ class Warehouse(abc.ABC):
     @abc.abstractmethod
     def staged_relation(self, path: str) -> str:
         """A relation expression over a staged local Parquet file, for use in ``FROM``."""
-
-    @abc.abstractmethod
-    def load_parquet(self, table: str, path: str) -> None:
-        """Create or replace ``table`` from a local Parquet file."""
 
     @abc.abstractmethod
     def export_parquet(self, relation: str, path: str) -> int:

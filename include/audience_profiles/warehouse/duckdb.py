@@ -121,16 +121,8 @@ class DuckDBWarehouse(Warehouse):
     def query(self, sql: str) -> list[tuple]:
         return self.con.execute(sql).fetchall()
 
-    def columns(self, table: str) -> list[str]:
-        return [r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()]
-
     def staged_relation(self, path: str) -> str:
         return f"read_parquet({sql_literal(path)})"
-
-    def load_parquet(self, table: str, path: str) -> None:
-        self.con.execute(
-            f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_parquet({sql_literal(path)})"
-        )
 
     def export_parquet(self, relation: str, path: str) -> int:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

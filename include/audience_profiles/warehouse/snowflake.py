@@ -290,16 +290,13 @@ class SnowflakeWarehouse(Warehouse):
     def query(self, sql: str) -> list[tuple]:
         return self.cur.execute(sql).fetchall()
 
-    def columns(self, table: str) -> list[str]:
-        self.cur.execute(f"SELECT * FROM {table} LIMIT 0")
-        return [d.name.lower() for d in self.cur.description]
-
-    def load_parquet(self, table: str, path: str, transient: bool = False) -> None:
+    def _load_transient(self, table: str, path: str) -> None:
         if not self._stage_ready:
             self.cur.execute(f"CREATE STAGE IF NOT EXISTS {STAGE}")
             self._stage_ready = True
-        kind = "TRANSIENT TABLE" if transient else "TABLE"
-        load_parquet_file(self.cur, table, path, f"@{STAGE}/load/{table.lower()}", kind)
+        load_parquet_file(
+            self.cur, table, path, f"@{STAGE}/load/{table.lower()}", "TRANSIENT TABLE"
+        )
 
     def staged_relation(self, path: str) -> str:
         """A transient table loaded from the file, dropped when the warehouse closes.
@@ -313,7 +310,7 @@ class SnowflakeWarehouse(Warehouse):
         digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:10].upper()
         stem = re.sub(r"\W", "_", Path(path).stem).upper()
         table = f"{self.home_schema}.STAGED_{stem}_{digest}"
-        self.load_parquet(table, path, transient=True)
+        self._load_transient(table, path)
         self._staged.add(table)
         return table
 
