@@ -2,8 +2,8 @@
 
 Kept import-light: DAG files import this at parse time, so nothing here may touch the network,
 the metadata database or a heavy library. The only read is pipeline.yml's ``start_date`` and
-``alerts.late_after_hours`` (a small local file, read once and cached): the issue asks for the start
-date to come from configuration, and a DAG's deadline is fixed when it is parsed. Airflow itself is
+``alerts.late_after_hours`` (a small local file, read once and cached): the first date to build
+is the deployment's to set, not the code's, and a DAG's deadline is fixed when it is parsed. Airflow itself is
 imported only inside the functions DAG files call: the build's modules import this one
 (tests/test_imports.py) and must not pay for Airflow.
 """

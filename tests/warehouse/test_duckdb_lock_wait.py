@@ -67,7 +67,7 @@ def lock_lines(caplog) -> list[str]:
 def test_a_wait_that_runs_out_says_what_it_waited_for_and_what_to_do(holder, clock, caplog):
     caplog.set_level(logging.INFO, logger=duckdb_engine.__name__)
     with pytest.raises(WarehouseLockedError) as raised:
-        DuckDBWarehouse._connect(holder.path, read_only=False)
+        DuckDBWarehouse._connect(holder.path)
 
     pid = f"PID {holder.process.pid}"
     message = str(raised.value)
@@ -97,7 +97,7 @@ def test_the_wait_ends_when_the_other_process_lets_go(holder, clock, caplog):
             holder.process.wait()
 
     clock.on_sleep = let_go_after_45_seconds
-    DuckDBWarehouse._connect(holder.path, read_only=False).close()
+    DuckDBWarehouse._connect(holder.path).close()
 
     first, progress = lock_lines(caplog)
     assert f"PID {holder.process.pid}" in first

@@ -186,7 +186,7 @@ def test_two_deployments_sharing_a_database_keep_their_builds_apart(
     for ds in dates:
         load(RunWindow.for_date(ds), prod)
     resolve_identities(last, prod)
-    with open_warehouse(prod, read_only=True) as wh:
+    with open_warehouse(prod) as wh:
         prod_build = last.run_schema_in(wh)
     assert prod_build == "PROD_" + last.run_schema.upper()
 
@@ -374,7 +374,7 @@ def test_the_run_report_is_stored_and_drawn_again_inside_snowflake(snowflake_con
             "build_profiles": {"profiles": profiles},
         }
         report.write_report(RunWindow.for_date(ds), outputs, {}, config)
-    with open_warehouse(config, read_only=True) as wh:
+    with open_warehouse(config) as wh:
         stored = wh.query("SELECT CAST(ds AS VARCHAR), profiles FROM pipeline_runs ORDER BY ds")
     assert stored == [("2022-04-29", 11), ("2022-04-30", 12)]
     index = (report.report_dir(config) / "index.html").read_text()

@@ -6,11 +6,11 @@ from audience_profiles.config import PipelineConfig
 from audience_profiles.warehouse.base import Warehouse
 
 
-def open_warehouse(config: PipelineConfig, read_only: bool = False) -> Warehouse:
+def open_warehouse(config: PipelineConfig) -> Warehouse:
     if config.warehouse.engine == "duckdb":
         from audience_profiles.warehouse.duckdb import DuckDBWarehouse
 
-        return DuckDBWarehouse(config.warehouse, read_only=read_only)
-    from audience_profiles.warehouse.snowflake import SnowflakeWarehouse  # added with issue 5
+        return DuckDBWarehouse(config.warehouse)
+    from audience_profiles.warehouse.snowflake import SnowflakeWarehouse
 
     return SnowflakeWarehouse(config.warehouse)

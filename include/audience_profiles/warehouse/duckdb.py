@@ -59,10 +59,10 @@ class DuckDBWarehouse(Warehouse):
     engine = "duckdb"
     home_schema = "main"
 
-    def __init__(self, config: WarehouseConfig, read_only: bool = False):
+    def __init__(self, config: WarehouseConfig):
         self.config = config
         Path(config.path).parent.mkdir(parents=True, exist_ok=True)
-        self.con = self._connect(config.path, read_only)
+        self.con = self._connect(config.path)
         self.con.execute(f"SET memory_limit = {sql_literal(config.memory_limit)}")
         self.con.execute(f"SET threads = {int(config.threads)}")
         self.con.execute("SET preserve_insertion_order = false")
@@ -72,13 +72,13 @@ class DuckDBWarehouse(Warehouse):
         self.con.execute(COMPAT_MACROS)
 
     @staticmethod
-    def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def _connect(path: str) -> duckdb.DuckDBPyConnection:
         started = time.monotonic()
         next_progress = None  # set at the first lock conflict
         delay = 0.2
         while True:
             try:
-                return duckdb.connect(path, read_only=read_only)
+                return duckdb.connect(path)
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
                     raise
