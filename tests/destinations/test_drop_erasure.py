@@ -367,7 +367,7 @@ def test_a_table_no_longer_dropped_is_erased_too(tmp_path):
 
 def test_an_email_as_entered_is_found_whatever_white_space_pads_it(tmp_path):
     """A drop fed by an older export may hold an email as entered: it is matched trimmed of any
-    white space (a tab, a line separator, a no-break space), as privacy.normalise_email trims."""
+    white space (a tab, a line separator, a no-break space), as privacy.normalise_identifier trims."""
     part = tmp_path / "part-00000.csv"
     part.write_text(
         "profile_id,email\n"

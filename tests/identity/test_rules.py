@@ -20,6 +20,8 @@ def test_the_shipped_rules():
     assert "00000000-0000-0000-0000-000000000000" in rules.blocked_values["external_id"]
     assert "test@test.com" in rules.blocked_values["email"]
     assert rules.email_pattern == EMAIL_PATTERN
+    # the file's commented default is the one that applies
+    assert f'# email_pattern: "{EMAIL_PATTERN}"' in IDENTITY_YML.read_text()
     assert rules.max_value_length == 1024
     assert rules.shared_device == {"email": 3}
     assert rules.per_session == {"external_id": 1}

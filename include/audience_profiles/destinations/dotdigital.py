@@ -578,7 +578,7 @@ class DotdigitalDestination(Destination):
     ) -> dict[str, tuple[str, str]]:
         """Temp table ``desired``: wanted (segment, email) rows; returns field -> (sql, type)."""
         con = store.con
-        # Dotdigital keys by the address as privacy.normalise_email has it.
+        # Dotdigital keys by the address as privacy.normalise_identifier has it.
         profiles = f"read_parquet({_lit(tables['audience_profiles'])})"
         memberships = f"read_parquet({_lit(tables['segment_memberships'])})"
         columns = {

@@ -24,7 +24,8 @@ import hashlib
 from audience_profiles.warehouse.base import sql_macro
 
 # Pragmatic address check: one @, a dot in the domain, no spaces. RFC 5322 allows more, but
-# marketing platforms reject those addresses anyway. The SQL twin lives in include/sql/validate.
+# marketing platforms reject those addresses anyway. The validate and identity SQL take it as
+# `email_pattern`; include/config/identity.yml's commented default repeats it.
 # No backslashes: Snowflake string literals treat them as escapes, so dots are written [.].
 EMAIL_PATTERN = r"^[a-z0-9._%+'-]+@[a-z0-9-]+([.][a-z0-9-]+)*[.][a-z]{2,}$"
 
@@ -52,9 +53,6 @@ def normalise_identifier(value: str | None) -> str | None:
     value = _lower(value.strip(WHITESPACE))
     return value or None
 
-
-# Emails are identifiers like any other; the name says where it is used.
-normalise_email = normalise_identifier
 
 
 def sql_normalised(expr: str) -> str:
