@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from audience_profiles import landing
+from audience_profiles.identity import load_rules
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import erasure, hash_identifier
 from audience_profiles.privacy.erasure import run_erasure
-from audience_profiles.privacy.suppression import default_rules
 from tests.privacy.people import (
     ANN,
     ANN_SESSION,
@@ -26,7 +26,7 @@ from tests.privacy.people import (
     mentions,
     query,
 )
-from tests.support import INTERACTION_HEADER, SEED_SESSION, write_csv
+from tests.support import IDENTITY_RULES, INTERACTION_HEADER, SEED_SESSION, write_csv
 
 ERASE_DAY = "2022-04-30"
 ANN_SSO = "sso-ann"
@@ -340,7 +340,7 @@ def test_requests_resolve_through_the_stream_and_take_over_a_suppress(wh, tmp_pa
         "privacy/requests",
         staged=wh.staged_relation(staged["path"]),
         graph_tables=["profile_identifiers", "stream_identifiers"],
-        **default_rules().sql_params(),
+        **load_rules(IDENTITY_RULES).sql_params(),
     )
     wh.run_sql(
         "privacy/erase_warehouse",

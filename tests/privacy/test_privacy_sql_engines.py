@@ -13,9 +13,11 @@ import re
 import pytest
 
 from audience_profiles.destinations.drop_erasure import RAW_WORD
+from audience_profiles.identity import load_rules
 from audience_profiles.privacy import hash_identifier
 from audience_profiles.privacy.suppression import apply_suppression
 from audience_profiles.warehouse.base import sql_macro
+from tests.support import IDENTITY_RULES
 
 pytestmark = pytest.mark.services
 
@@ -81,7 +83,7 @@ def test_suppression_removes_the_same_rows(wh):
         f"{wh.literal(hash_identifier('david@example.com'))}, 'delete', 'r-1', TIMESTAMP '{DS} 12:00:00')"
     )
 
-    removed = apply_suppression(wh, DS)
+    removed = apply_suppression(wh, DS, load_rules(IDENTITY_RULES))
 
     assert removed == {"form_entries": 1, "interactions": 1, "quarantine": 1}
     assert wh.query("SELECT email FROM form_entries") == [("ann@example.com",)]

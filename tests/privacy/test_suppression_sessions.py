@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from audience_profiles import pipeline
+from audience_profiles.identity import load_rules
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy import hash_identifier
 from audience_profiles.privacy.erasure import (
@@ -18,7 +19,13 @@ from audience_profiles.privacy.erasure import (
 )
 from audience_profiles.privacy.suppression import apply_suppression
 from tests.privacy.people import ANN, BOB, DAVID, file_request, form, interaction, mentions, query
-from tests.support import FORM_HEADER, IDENTITY_HEADER, INTERACTION_HEADER, write_csv
+from tests.support import (
+    FORM_HEADER,
+    IDENTITY_HEADER,
+    IDENTITY_RULES,
+    INTERACTION_HEADER,
+    write_csv,
+)
 
 ERASE_DAY = "2022-04-30"
 D1, D2, D3 = "2022-05-01", "2022-05-02", "2022-05-03"
@@ -452,7 +459,7 @@ def load_and_suppress(wh, ds: str) -> dict[str, int]:
     for table, rows in PARTITIONS[ds].items():
         wh.execute_script(f"DELETE FROM {table} WHERE dt = DATE '{ds}'")
         wh.execute_script(f"INSERT INTO {table} VALUES {', '.join(rows)}")
-    return apply_suppression(wh, ds)
+    return apply_suppression(wh, ds, load_rules(IDENTITY_RULES))
 
 
 def test_the_session_rules_are_the_same_on_both_engines(wh):

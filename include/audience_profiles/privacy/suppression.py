@@ -13,11 +13,9 @@ Two hooks, both cheap when the suppression list is empty (one count, nothing els
 
 from __future__ import annotations
 
-import functools
 import logging
 
-from audience_profiles.config import DEFAULT_CONFIG
-from audience_profiles.identity import IdentityRules, load_rules
+from audience_profiles.identity import IdentityRules
 from audience_profiles.privacy import hash_identifier
 from audience_profiles.warehouse.base import Warehouse, check_ds
 
@@ -33,12 +31,6 @@ PROFILE_TABLES = (
 
 def suppression_count(wh: Warehouse) -> int:
     return wh.query("SELECT count(*) FROM suppression_list")[0][0]
-
-
-@functools.cache
-def default_rules() -> IdentityRules:
-    """The packaged identity.yml: which values are identifiers, when the caller passes no rules."""
-    return load_rules(DEFAULT_CONFIG.with_name("identity.yml"))
 
 
 def unlist_placeholders(wh: Warehouse, rules: IdentityRules) -> int:
@@ -80,13 +72,13 @@ def unlist_placeholders(wh: Warehouse, rules: IdentityRules) -> int:
     return entries
 
 
-def apply_suppression(wh: Warehouse, ds: str, rules: IdentityRules | None = None) -> dict[str, int]:
+def apply_suppression(wh: Warehouse, ds: str, rules: IdentityRules) -> dict[str, int]:
     """Filter partition ``ds`` of the source tables; returns rows taken out per table.
 
-    ``rules`` (the pipeline's identity.yml; default: the packaged one) say which values are
-    identifiers: a placeholder such as ``unknown`` never joins the list and claims no session.
+    ``rules`` (the pipeline's identity.yml, never a default: another file's blocked values
+    would list placeholders) say which values are identifiers: a placeholder such as
+    ``unknown`` never joins the list and claims no session.
     """
-    rules = rules or default_rules()
     unlist_placeholders(wh, rules)
     if not suppression_count(wh):
         return {}
