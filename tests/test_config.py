@@ -385,7 +385,6 @@ def test_booleans_and_numbers_as_yaml_writes_them():
     assert (config.stream.lookback_seconds, config.stream.destinations) == (0, ())
     # the stream task's default, where config.py's check had defaulted it to 0
     assert parse_config(MINIMAL, "p.yml").stream.lookback_seconds == 600
-    assert config.alerts_webhook_conn_id == "alerts"
     assert [(d.enabled, d.csv_injection_escape) for d in config.destinations] == [
         (False, False),
         (True, True),
@@ -451,7 +450,6 @@ def test_empty_sections_mean_the_defaults():
     )
     assert config.quality.min_profiles_kept == 0.5  # the volume guard is on unless turned off
     assert config.warehouse.engine == "duckdb"
-    assert config.alerts_webhook_conn_id is None
     assert config.destinations == ()
 
 

@@ -200,10 +200,6 @@ class PipelineConfig:
     identity_config: str
     segments_config: str
     destinations: tuple[DestinationConfig, ...]
-    alerts_webhook_conn_id: str | None = None
-    # A daily run not finished this many hours after its day ended (UTC) posts a "late" alert.
-    # Off unless set: Airflow 3.3.2's dag.test() fails with a deadline (docs/operations.md).
-    alerts_late_after_hours: float | None = None
     landing_wait: LandingWait = LandingWait()
     stream: StreamSection = StreamSection()
     quality: QualitySection = QualitySection()
@@ -918,8 +914,12 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
             path = config_dir / path
         return str(path)
 
+    # Checked here for their errors; read by the callbacks and the DAG files themselves
+    # (read_alerts_conn_id, read_dag_settings), which must not fail on the rest of the file.
     alerts = _section(raw, "alerts", source)
     reject_unknown(alerts, ALERTS_KEYS, "alerts.", source, "in alerts")
+    _text(alerts, "webhook_conn_id", None, "alerts.", source)
+    _late_after_hours(alerts, source)
     config = PipelineConfig(
         source_file=source,
         start_date=start,
@@ -930,8 +930,6 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
         identity_config=sibling("identity_config", "identity.yml"),
         segments_config=sibling("segments_config", "segments.yml"),
         destinations=destinations,
-        alerts_webhook_conn_id=_text(alerts, "webhook_conn_id", None, "alerts.", source),
-        alerts_late_after_hours=_late_after_hours(alerts, source),
         landing_wait=_parse_landing_wait(raw, source),
         stream=_parse_stream(raw, source, destinations),
         quality=_parse_quality(raw, source),
@@ -1072,8 +1070,9 @@ def read_dag_settings(path: str | os.PathLike | None = None) -> DagSettings:
 
 
 def _late_after_hours(alerts: dict, source: str) -> float | None:
-    """``alerts.late_after_hours``: hours above 0 and at most a week; left out or null, no
-    deadline. (A run a week late is no news; and a value past what a timedelta holds would fail
+    """``alerts.late_after_hours``: a daily run not finished this many hours after its day ended
+    (UTC) posts a "late" alert. Hours above 0 and at most a week; left out or null, no deadline
+    (off unless set: Airflow 3.3.2's dag.test() fails with a deadline, docs/operations.md). (A run a week late is no news; and a value past what a timedelta holds would fail
     the DAG file's import.)"""
     if alerts.get("late_after_hours") is None:
         return None

@@ -96,7 +96,7 @@ def test_the_daily_dag_is_late_after_its_day_plus_late_after_hours(tmp_path, mon
 
     from audience_profiles import alerts
     from audience_profiles.cli import _load_dag
-    from audience_profiles.config import CONFIG_ENV
+    from audience_profiles.config import CONFIG_ENV, read_dag_settings
 
     for setting, hours in (
         ({"late_after_hours": 8}, 8.0),
@@ -105,7 +105,7 @@ def test_the_daily_dag_is_late_after_its_day_plus_late_after_hours(tmp_path, mon
         ({"late_after_hours": None}, None),
     ):
         config = write_config(tmp_path, alerts={"webhook_conn_id": "hook", **setting})
-        assert config.alerts_late_after_hours == hours
+        assert read_dag_settings(config.source_file).late_after_hours == hours
         monkeypatch.setenv(CONFIG_ENV, config.source_file)
         bag = _parsed_dags()
         daily = bag.dags["audience_profiles"]

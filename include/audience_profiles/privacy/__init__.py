@@ -54,7 +54,6 @@ def normalise_identifier(value: str | None) -> str | None:
     return value or None
 
 
-
 def sql_normalised(expr: str) -> str:
     """SQL (DuckDB and Snowflake) of ``expr`` trimmed and lower-cased as
     :func:`normalise_identifier` does, blank kept blank, for SQL built in Python: the
