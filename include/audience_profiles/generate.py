@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from audience_profiles import segments
 from audience_profiles.config import ConfigError
 from audience_profiles.landing import is_hidden, partition_date, some_names
 
@@ -105,7 +106,7 @@ TEAMS = (
     "Merseyside Red",
     "Tyneside Black",
 )
-ELEMENT_TYPES = np.array(["vote", "quiz", "competition", "prediction", "team_selector"])
+ELEMENT_TYPES = np.array(segments.ELEMENT_TYPES)
 ELEMENT_TYPE_WEIGHTS = np.array([0.4, 0.25, 0.1, 0.15, 0.1])
 
 

@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 
 SEGMENT_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-# The element types the landing contract accepts (include/sql/validate/elements.sql).
+# The five element types the data contract names (docs/data-contract.md): segments filter on
+# them; validate keeps others and warns (pipeline._warn_other_element_types).
 ELEMENT_TYPES = ("vote", "quiz", "competition", "prediction", "team_selector")
 COMBINATORS = ("all", "any")
 # Per condition: its keys, and for the filters the column of the source table each one matches.
