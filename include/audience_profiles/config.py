@@ -746,7 +746,7 @@ def _check_state_files(config: PipelineConfig, source: str) -> None:
         if not dest.enabled or "state_path" not in accepted:
             continue
         explicit = dest.options.get("state_path")
-        default = Path(config.work_dir) / "state" / f"{dest.name}.duckdb"
+        default = default_state_path(config.work_dir, dest.name)
         state = os.path.normpath(resolve_path(str(explicit)) if explicit else default)
         if state in owners:
             first, name = owners[state]
@@ -755,6 +755,12 @@ def _check_state_files(config: PipelineConfig, source: str) -> None:
                 f"destinations[{first}] ({name}) does: give each its own state_path"
             )
         owners[state] = (index, dest.name)
+
+
+def default_state_path(work_dir: str, name: str) -> str:
+    """Where a destination keeping state (Dotdigital's sync state) keeps it without a
+    ``state_path``: one file per destination name under ``work_dir``."""
+    return str(Path(work_dir) / "state" / f"{name}.duckdb")
 
 
 def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:

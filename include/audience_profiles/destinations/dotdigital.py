@@ -66,6 +66,7 @@ from audience_profiles.config import (
     ConfigError,
     DestinationConfig,
     PipelineConfig,
+    default_state_path,
     reject_unknown,
     resolve_path,
 )
@@ -233,9 +234,7 @@ class DotdigitalOptions:
                 )
             if '"' in str(source):
                 raise ConfigError(f"{where}: data field {name}: source {source!r} contains a quote")
-        state_path = opts.get("state_path") or str(
-            Path(pipeline.work_dir) / "state" / f"{config.name}.duckdb"
-        )
+        state_path = opts.get("state_path") or default_state_path(pipeline.work_dir, config.name)
         max_active = int(opts.get("max_active_imports", 10))
         if not 1 <= max_active <= MAX_ACTIVE_IMPORTS:
             raise ConfigError(f"{where}: max_active_imports must be 1..{MAX_ACTIVE_IMPORTS}")
