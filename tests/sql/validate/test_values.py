@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +24,7 @@ from audience_profiles.config import PipelineConfig
 from audience_profiles.landing import SOURCES
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.warehouse import open_warehouse
-from tests.support import write_config, write_csv, write_ndjson
+from tests.support import PROJECT_ROOT, write_config, write_csv, write_ndjson
 
 DS = "2022-04-29"
 ISO_TIMESTAMP = "entry_datetime: not an ISO timestamp"
@@ -722,3 +723,13 @@ def test_snowflake_quarantines_a_nul_character_naming_the_field(snowflake_conn, 
         assert wh.query("SELECT line, reason FROM quarantine") == [
             (3, "first_name: contains a NUL character")
         ]
+
+
+@pytest.mark.parametrize("source", ["elements", "form_entries", "identities", "interactions"])
+def test_each_validation_checks_the_columns_the_extract_stages(source):
+    """The SQL names its source's columns (to trim and check each): a column added to the
+    landing contract alone would go untrimmed and unchecked."""
+    sql = (PROJECT_ROOT / "include" / "sql" / "validate" / f"{source}.sql").read_text()
+    named = re.search(r"\{% set columns = (\[.*?\]) %\}", sql, re.DOTALL)
+    assert named, f"validate/{source}.sql names no columns"
+    assert sorted(json.loads(named.group(1))) == sorted(SOURCES[source].columns)
