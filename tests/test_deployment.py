@@ -108,6 +108,9 @@ def test_init_migrates_and_creates_the_warehouse_pool(compose):
     assert f"airflow pools set {WAREHOUSE_POOL} {WAREHOUSE_POOL_SLOTS} " in script, (
         "the DuckDB warehouse pool must exist before any run"
     )
+    # and `make ui`, which makes the same pool for a local scheduler
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    assert f"airflow pools set {WAREHOUSE_POOL} {WAREHOUSE_POOL_SLOTS} " in makefile
 
 
 def test_emulator_images_match_the_versions_the_tests_use(compose):
