@@ -490,7 +490,9 @@ def cleanup(run_id: str, config: PipelineConfig | None = None) -> None:
 
 
 def run_erasure(ds: str, config: PipelineConfig | None = None, run_id: str = "manual") -> dict:
-    """The erasure DAG's steps in order, without Airflow: for tests (the DAG is the real path)."""
+    """The erasure DAG's steps that erase, in order, without Airflow: for tests and scripts (the
+    DAG is the real path). Not its asset event (``announce_erasure``) nor its ``retention``
+    branch, which erases nobody (``retention.apply_retention``)."""
     config = config or load_config()
     try:
         result: dict[str, Any] = {
