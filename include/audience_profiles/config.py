@@ -772,12 +772,12 @@ def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
         raise ConfigError(f"{source}: warehouse.engine must be one of {ENGINES}, not {engine!r}")
     warehouse = WarehouseConfig(
         engine=engine,
-        path=resolve_path(_text(wh_raw, "path", "data/warehouse.duckdb", where, source)),
+        path=resolve_path(_text(wh_raw, "path", WarehouseConfig.path, where, source)),
         conn_id=_text(wh_raw, "conn_id", None, where, source),
         database=_text(wh_raw, "database", None, where, source),
-        schema=_text(wh_raw, "schema", "main", where, source),
-        memory_limit=_text(wh_raw, "memory_limit", "2GB", where, source),
-        threads=whole_number(wh_raw, "threads", 2, where, source, minimum=1),
+        schema=_text(wh_raw, "schema", WarehouseConfig.schema, where, source),
+        memory_limit=_text(wh_raw, "memory_limit", WarehouseConfig.memory_limit, where, source),
+        threads=whole_number(wh_raw, "threads", WarehouseConfig.threads, where, source, minimum=1),
     )
     if engine == "snowflake" and not warehouse.conn_id:
         raise ConfigError(f"{source}: warehouse.conn_id is required when engine is snowflake")
