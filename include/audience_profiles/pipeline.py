@@ -167,7 +167,7 @@ def mark_in_flight(config: PipelineConfig, window: RunWindow) -> None:
     (folder / RUN_IN_FLIGHT_MARKER).touch()
 
 
-LATE_NAMES_SHOWN = 5  # file names a late_landings entry lists (with the number of them all)
+NAMES_SHOWN = 5  # names a report entry or log line lists, with the number of them all
 QUARANTINE_FILES_LISTED = 10  # files with quarantined rows the run report names (of them all)
 
 
@@ -256,7 +256,7 @@ def late_landings(config: PipelineConfig, ds: str) -> list[dict[str, Any]]:
                     "source": source,
                     "date": day,
                     "files": len(names),
-                    "names": names[:LATE_NAMES_SHOWN],
+                    "names": names[:NAMES_SHOWN],
                     "stream": streaming,
                 }
             )
@@ -327,7 +327,7 @@ def partitions_before_start(source: str, config: PipelineConfig) -> dict:
         config.source_file,
         landing.some_names(early),
     )
-    return {"before_start_date": {"partitions": len(early), "names": early[:5]}}
+    return {"before_start_date": {"partitions": len(early), "names": early[:NAMES_SHOWN]}}
 
 
 def aged_out_partitions(source: str, ds: str, past: dict[str, str]) -> list[tuple[str, str]]:
@@ -479,9 +479,9 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             len(files_quarantined),
             ", ".join(
                 f"{file} ({in_quarantine}" + (f" of {read})" if read is not None else ")")
-                for _, file, read, in_quarantine in files_quarantined[:LATE_NAMES_SHOWN]
+                for _, file, read, in_quarantine in files_quarantined[:NAMES_SHOWN]
             ),
-            " ..." if len(files_quarantined) > LATE_NAMES_SHOWN else "",
+            " ..." if len(files_quarantined) > NAMES_SHOWN else "",
         )
     result = {
         "sources": counts,
@@ -495,7 +495,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
     if covered:
         result["retention"] = {"as_of": as_of, "cutoffs": covered, "past": sorted(past)}
     if unbuilt:
-        result["unbuilt_dates"] = {"dates": len(unbuilt), "names": unbuilt[:5]}
+        result["unbuilt_dates"] = {"dates": len(unbuilt), "names": unbuilt[:NAMES_SHOWN]}
     return result
 
 
@@ -728,8 +728,8 @@ def files_off(
             )
         if gaps:
             off.append(f"{file} ({'; '.join(gaps)})")
-    more = f" and {len(off) - LATE_NAMES_SHOWN} more" if len(off) > LATE_NAMES_SHOWN else ""
-    named = f"; in {len(off)} file(s): " + ", ".join(off[:LATE_NAMES_SHOWN]) + more if off else ""
+    more = f" and {len(off) - NAMES_SHOWN} more" if len(off) > NAMES_SHOWN else ""
+    named = f"; in {len(off)} file(s): " + ", ".join(off[:NAMES_SHOWN]) + more if off else ""
     read_files = set(counted) | set(staged)
     astray = [
         sum(n for file, n in rows.items() if file is None or file not in read_files)
