@@ -46,7 +46,7 @@ from audience_profiles.destinations.base import (
     RunInfo,
 )
 from audience_profiles.files import inside, replace_file, safe_name
-from audience_profiles.privacy import PII_COLUMNS, hash_identifier
+from audience_profiles.privacy import HASHED_EMAIL, PII_COLUMNS, hash_identifier
 
 MANIFEST = "_manifest.json"
 QUICKSIGHT_MANIFEST = "_quicksight_manifest.json"
@@ -130,8 +130,8 @@ def select_list(
         if name in PII_COLUMNS and pii != "plain":
             if pii == "hashed" and name == "email":
                 # Hex digests never start with a formula character: no escaping needed.
-                exprs.append(f"{HASH_FUNCTION}({ident}) AS email_sha256")
-                schema.append(("email_sha256", "VARCHAR"))
+                exprs.append(f"{HASH_FUNCTION}({ident}) AS {HASHED_EMAIL}")
+                schema.append((HASHED_EMAIL, "VARCHAR"))
             # Names are not matchable once hashed: drop them rather than pretend.
             continue
         escape = escape_csv and col_type == "VARCHAR"
@@ -141,7 +141,7 @@ def select_list(
             kind = _quote_ident(pair_type[name])
             value = f"CASE WHEN {kind} = 'email' THEN {protected} ELSE {value} END"
         elif pii == "hashed" and name in pair_type.values():
-            value = f"CASE WHEN {ident} = 'email' THEN 'email_sha256' ELSE {value} END"
+            value = f"CASE WHEN {ident} = 'email' THEN '{HASHED_EMAIL}' ELSE {value} END"
         elif pii != "plain" and name == RAW_COLUMN:
             value = "CAST(NULL AS VARCHAR)"
         exprs.append(value if value == ident else f"{value} AS {ident}")

@@ -49,7 +49,7 @@ from audience_profiles.destinations.drop import (
     _sha256,
     scratch_duckdb,
 )
-from audience_profiles.privacy import WHITESPACE, hash_identifier, sql_normalised
+from audience_profiles.privacy import HASHED_EMAIL, WHITESPACE, hash_identifier, sql_normalised
 
 # The manifest saved while an erasure rewrites the partition's parts (readers read only
 # _manifest.json; drop.write_partition removes this as a stale file).
@@ -69,7 +69,7 @@ RAW_WORD = "[^" + WHITESPACE + ',;"{}]+'
 _TOKEN = _literal(RAW_WORD)
 _JSON_LINE = chr(31)  # a delimiter that never occurs: every JSON line is one value
 PROFILE_COLUMNS = ("profile_id", "merged_profile_id", "surviving_profile_id")
-VALUE_COLUMNS = ("email", "email_sha256", "session_id", "external_id")
+VALUE_COLUMNS = ("email", HASHED_EMAIL, "session_id", "external_id")
 CANDIDATE_COLUMNS = (
     PROFILE_COLUMNS
     + VALUE_COLUMNS
@@ -83,7 +83,7 @@ def load_subjects(con: duckdb.DuckDBPyConnection, requests: Sequence[ErasureRequ
     profiles = sorted({p for r in requests for p in r.profile_ids})
     values = {pair for r in requests for pair in r.identifiers}
     # Hashed drops carry email_sha256 instead of the address (drop.select_list).
-    values |= {("email_sha256", hash_identifier(v)) for t, v in set(values) if t == "email"}
+    values |= {(HASHED_EMAIL, hash_identifier(v)) for t, v in set(values) if t == "email"}
     con.execute("CREATE OR REPLACE TEMP TABLE erase_profiles (profile_id VARCHAR)")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE erase_values (identifier_type VARCHAR, value VARCHAR)"

@@ -78,7 +78,7 @@ from audience_profiles.destinations.drop import (
     scratch_duckdb,
 )
 from audience_profiles.files import replace_file, safe_name
-from audience_profiles.privacy import PII_COLUMNS, hash_identifier
+from audience_profiles.privacy import HASHED_EMAIL, PII_COLUMNS, hash_identifier
 
 log = logging.getLogger(__name__)
 
@@ -208,14 +208,14 @@ def apply_pii(row: dict[str, Any], policy: str) -> dict[str, Any]:
     for name, value in row.items():
         if name in PII_COLUMNS:
             if policy == "hashed" and name == "email":
-                out["email_sha256"] = hash_identifier(value)
+                out[HASHED_EMAIL] = hash_identifier(value)
             continue
         if name in pair_type:
             if row[pair_type[name]] == "email":
                 value = hash_identifier(value) if policy == "hashed" else None
         elif policy == "hashed" and name in pair_type.values():
             if value == "email":
-                value = "email_sha256"
+                value = HASHED_EMAIL
         elif name == RAW_COLUMN:
             value = None
         out[name] = value

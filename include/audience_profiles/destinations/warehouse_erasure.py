@@ -40,7 +40,7 @@ from audience_profiles.destinations.drop import (
     scratch_duckdb,
 )
 from audience_profiles.destinations.drop_erasure import PROFILE_COLUMNS, RAW_WORD
-from audience_profiles.privacy import hash_identifier, normalise_identifier
+from audience_profiles.privacy import HASHED_EMAIL, hash_identifier, normalise_identifier
 from audience_profiles.warehouse.base import sql_macro
 from audience_profiles.warehouse.duckdb import COMPAT_MACROS
 
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 ERASURES_TABLE = "ap_erasures"
 VALUE_COLUMNS = ("email", "session_id", "external_id")
-HASHED_EMAIL = "email_sha256"  # drop.select_list's name for a hashed email column or pair type
 PROFILE = "profile_id"  # tombstone type of an erased profile id
 _WORD = re.compile(RAW_WORD)
 T = TypeVar("T", str, tuple[str | None, str])

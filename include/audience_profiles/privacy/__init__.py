@@ -30,6 +30,9 @@ from audience_profiles.warehouse.base import sql_macro
 EMAIL_PATTERN = r"^[a-z0-9._%+'-]+@[a-z0-9-]+([.][a-z0-9-]+)*[.][a-z]{2,}$"
 
 PII_COLUMNS = ("email", "first_name", "last_name")
+# What a hashed email is called, as a column and as an identifier type, under pii `hashed`: the
+# drops, streams and warehouse loads write it, and their erasures find people by it.
+HASHED_EMAIL = "email_sha256"
 
 # The characters str.isspace() accepts, spelled out for the SQL twin (privacy/_macros.sql).
 WHITESPACE = (
