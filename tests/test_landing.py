@@ -1255,10 +1255,31 @@ def test_a_compressed_file_or_a_capitalised_header_is_said_to_be_so(tmp_path):
     )
     with pytest.raises(LandingError) as err:
         extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "out.parquet")
-    assert str(err.value).endswith(
-        "; column date has an invisible U+FEFF in its name; "
-        "session_id has an invisible U+200B in its name"
+    assert str(err.value) == (
+        f"{folder / 'part-0.csv'}: invisible characters in column names: date (U+FEFF), "
+        "session_id (U+200B); remove them from the header"
     )
+    # an optional column too: not read, its values (a consent answer) were lost unremarked
+    forms = tmp_path / "landing" / "form_entries" / "date=2022-04-29"
+    forms.mkdir(parents=True)
+    (forms / "part-0.csv").write_text(
+        "entry_datetime,email,session_id,\u200bOptin_1\n2022-04-29T10:00:00,a@b.co,s,Yes\n"
+    )
+    with pytest.raises(LandingError, match=r"column names: Optin_1 \(U\+200B\);"):
+        extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "f.parquet")
+    # and in another case alone, in CSV and in JSON
+    (forms / "part-0.csv").write_text(
+        "entry_datetime,email,session_id,Optin_1\n2022-04-29T10:00:00,a@b.co,s,Yes\n"
+    )
+    with pytest.raises(LandingError, match="column names are lower case, not Optin_1: such a"):
+        extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "f.parquet")
+    (forms / "part-0.csv").unlink()
+    (forms / "part-0.json").write_text(
+        '{"entry_datetime": "2022-04-29T10:00:00", "email": "a@b.co", "session_id": "s", '
+        '"OPTIN_1": "Yes"}\n'
+    )
+    with pytest.raises(LandingError, match="field names are lower case, not OPTIN_1: such a"):
+        extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "f.parquet")
 
 
 @pytest.mark.parametrize(

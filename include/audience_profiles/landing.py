@@ -985,30 +985,48 @@ def _csv_header(con, source: Source, name: str) -> list[str]:
     if not isinstance(fields, list):  # a quote left open (a header over lines), or text after one
         raise csv.Error(fields or _OPEN_QUOTE)
     present = [c.strip() for c in fields]
+    # A byte order mark twice (two files concatenated) or a zero-width space: the name looks
+    # right in any viewer, and the column was not read (an optional one silently: a consent
+    # answer lost). Named by code point, as the character shows as nothing.
+    hidden = []
+    for column in present:
+        bare = "".join(ch for ch in column if ch not in INVISIBLE)
+        if bare != column and bare.lower() in source.columns:
+            marks = ", ".join(f"U+{ord(ch):04X}" for ch in sorted(set(column) & INVISIBLE))
+            hidden.append(f"{bare} ({marks})")
+    if hidden:
+        raise LandingError(
+            f"{name}: invisible characters in column names: {', '.join(hidden)}; remove them "
+            "from the header"
+        )
     missing = [c for c in source.required if c not in present]
     if missing:
         # Only names of the contract's columns: a file landed without its header has a data
         # row (an email, a name) on its first line, and this message reaches the task log.
         known = [c for c in present if c in source.columns]
         cased = [c for c in present if c not in source.columns and c.lower() in source.columns]
-        # A byte order mark twice (two files concatenated) or a zero-width space: the name
-        # looks right in any viewer. Named by code point, as the character shows as nothing.
-        hidden = []
-        for column in present:
-            bare = "".join(ch for ch in column if ch not in INVISIBLE)
-            if bare != column and bare in source.columns:
-                marks = ", ".join(f"U+{ord(ch):04X}" for ch in sorted(set(column) & INVISIBLE))
-                hidden.append(f"{bare} has an invisible {marks} in its name")
         raise LandingError(
             f"{name}: missing required column(s) {', '.join(missing)} (its first line has "
             f"{len(present)} field(s){'; of the columns read: ' + ', '.join(known) if known else ', none of them a column read'})"
             + (f"; column names are lower case, not {', '.join(cased)}" if cased else "")
-            + (f"; column {'; '.join(hidden)}" if hidden else "")
         )
+    _check_case(name, present, source, "column")
     repeated = sorted({c for c in present if c in source.columns and present.count(c) > 1})
     if repeated:
         raise LandingError(f"{name}: column(s) {', '.join(repeated)} appear more than once")
     return present
+
+
+def _check_case(name: str, present: Iterable[str], source: Source, what: str) -> None:
+    """Fail on an optional column or field named in another case (``Optin_1``): not read, its
+    values (a consent answer) would be lost with nothing said. A required one fails as missing."""
+    names = set(present)
+    cased = sorted(c for c in names if c not in source.columns and c.lower() in source.columns)
+    cased = [c for c in cased if c.lower() not in names]
+    if cased:
+        raise LandingError(
+            f"{name}: {what} names are lower case, not {', '.join(cased)}: such a {what} is not read"
+        )
 
 
 def _named_width(present: list[str]) -> int:
@@ -1362,6 +1380,7 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
         raise LandingError(
             f"{name}: missing required field(s) {', '.join(missing)} in every record"
         )
+    _check_case(name, keys, source, "field")
     # One parse per record for all fields (a path list), not one per field.
     paths = "[" + ", ".join(_sql_str("$." + c) for c in source.columns) + "]"
     values = ", ".join(f"v[{i}]" for i in range(1, len(source.columns) + 1))
@@ -1370,11 +1389,12 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
     # a number with a fraction or exponent: it is read as a double and written back in other
     # digits (1E2 as 100.0, 60118.0 never equal to poll_id 60118, 23 digits cut to 17). Types
     # are read (a second parse) only for records with a value that could be either: one that
-    # starts as an object or array does, or a line with a number followed by "." or "e".
+    # starts as an object or array does, or a line with a key's value starting as a number
+    # followed by "." or "e" (a time's "12:00:00.5" inside a string is not after a key).
     maybe_flagged = " OR ".join(
         f"left(v[{i}], 1) IN ('{{', '[')" for i in range(1, len(source.columns) + 1)
     )
-    maybe_flagged += r" OR (is_object AND regexp_matches(text, ':\s*-?[0-9]+[.eE]'))"
+    maybe_flagged += r""" OR (is_object AND regexp_matches(text, '"\s*:\s*-?[0-9]+[.eE]'))"""
     flagged = " || ".join(
         f"CASE WHEN t[{i}] IN ('OBJECT', 'ARRAY') THEN '; {c}: not a string or number' "
         f"WHEN t[{i}] = 'DOUBLE' AND regexp_full_match(v[{i}], '{ROUNDED_NUMBER}') "
