@@ -407,6 +407,8 @@ def test_files_of_the_same_bytes_are_named_in_the_log_and_the_run_report(tmp_pat
     write_csv(folder / "part-0.csv", INTERACTION_HEADER, [row])
     write_csv(folder / "part-0 (1).csv", INTERACTION_HEADER, [row])
     write_csv(folder / "part-1.csv", INTERACTION_HEADER, [row[:5] + [2]])  # same size, not bytes
+    for n in (2, 3):  # a header alone: parts of a day of no rows, nothing read twice
+        write_csv(folder / f"part-{n}.csv", INTERACTION_HEADER, [])
     window = RunWindow.for_date("2022-04-27")
 
     with caplog.at_level(logging.WARNING):

@@ -15,7 +15,6 @@ or why the file fails); the extract and validate steps must agree with it, row b
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 from dataclasses import dataclass
@@ -171,17 +170,21 @@ def _without_trailing_commas(text: str) -> str:
 def _json_object(text: str) -> _Object | None:
     for candidate in (text, _without_trailing_commas(text)):
         try:
-            parsed = json.loads(candidate, object_pairs_hook=_Object)
+            parsed = json.loads(candidate, object_pairs_hook=_Object, parse_constant=_Literal)
         except (ValueError, RecursionError):
             continue
         return parsed if isinstance(parsed, _Object) else None
     return None
 
 
+class _Literal(float):
+    """``NaN``, ``Infinity`` or ``-Infinity`` as written: read as text."""
+
+
 def _not_text(value) -> bool:
-    """A value the extract does not take as text: an object or array, or a finite number with a
-    fraction or exponent (read as a double, its digits would change)."""
-    return isinstance(value, list) or math.isfinite(value)
+    """A value the extract does not take as text: an object or array, or a number with a
+    fraction or exponent (read as a double, its digits would change; ``1e400`` too)."""
+    return isinstance(value, list) or not isinstance(value, _Literal)
 
 
 def json_rows(source: str, data: bytes) -> list[Row]:
@@ -198,7 +201,8 @@ def json_rows(source: str, data: bytes) -> list[Row]:
         objects = True
         keys.update(k for k, _ in pairs)
         values = {c: [v for k, v in pairs if k == c] for c in columns}
-        # a fraction or exponent (json.loads gives a float; NaN and Infinity are read as text)
+        # a fraction or exponent (json.loads gives a float; the literals NaN and Infinity, a
+        # _Literal, are read as text)
         unreadable = any(
             len(v) > 1 or (v and isinstance(v[0], list | float) and _not_text(v[0]))
             for v in values.values()

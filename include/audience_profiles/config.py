@@ -1076,10 +1076,11 @@ def read_dag_settings(path: str | os.PathLike | None = None) -> DagSettings:
 
 
 def _late_after_hours(alerts: dict, source: str) -> float | None:
-    """``alerts.late_after_hours``: a daily run not finished this many hours after its day ended
-    (UTC) posts a "late" alert. Hours above 0 and at most a week; left out or null, no deadline
-    (off unless set: Airflow 3.3.2's dag.test() fails with a deadline, docs/operations.md). (A run a week late is no news; and a value past what a timedelta holds would fail
-    the DAG file's import.)"""
+    """``alerts.late_after_hours``: a daily run not finished this many hours after its day
+    ended (UTC) posts a "late" alert. Hours above 0 and at most a week; left out or null, no
+    deadline (off unless set: Airflow 3.3.2's dag.test() fails with a deadline,
+    docs/operations.md). A run a week late is no news, and a value past what a timedelta holds
+    would fail the DAG file's import."""
     if alerts.get("late_after_hours") is None:
         return None
     hours = _number(alerts, "late_after_hours", 0, "alerts.", source, 0, above=True)

@@ -106,8 +106,17 @@ TEAMS = (
     "Merseyside Red",
     "Tyneside Black",
 )
-ELEMENT_TYPES = np.array(segments.ELEMENT_TYPES)
-ELEMENT_TYPE_WEIGHTS = np.array([0.4, 0.25, 0.1, 0.15, 0.1])
+# How often each of the contract's element types (segments.ELEMENT_TYPES) is generated.
+ELEMENT_TYPE_SHARES = {
+    "vote": 0.4,
+    "quiz": 0.25,
+    "competition": 0.1,
+    "prediction": 0.15,
+    "team_selector": 0.1,
+}
+assert tuple(ELEMENT_TYPE_SHARES) == segments.ELEMENT_TYPES, "a share for each type, in order"
+ELEMENT_TYPES = np.array(list(ELEMENT_TYPE_SHARES))
+ELEMENT_TYPE_WEIGHTS = np.array(list(ELEMENT_TYPE_SHARES.values()))
 
 
 @dataclass(frozen=True)

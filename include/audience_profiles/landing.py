@@ -1631,7 +1631,14 @@ def extract(
         result = stage_files(source_name, named, out_path)
         result["versions"] = {name: version for name, _, version in files}
         if twins := identical_files(named):
-            result["identical_files"] = twins
+            # Files of a header alone (a day of no rows, several parts of it) read nothing twice.
+            import pyarrow.compute as pc  # only a partition with such files needs it
+            import pyarrow.parquet as pq
+
+            staged = pq.read_table(out_path, columns=["_file"]).column("_file")
+            with_rows = set(pc.unique(staged).to_pylist())
+            if twins := [names for names in twins if names[0] in with_rows]:
+                result["identical_files"] = twins
         return result
 
 

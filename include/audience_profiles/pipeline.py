@@ -281,7 +281,7 @@ def extract_source(source: str, window: RunWindow, config: PipelineConfig | None
             source,
             window.ds,
             len(twins),
-            ", ".join(twins),
+            landing.some_names(twins),
         )
     log.info(
         "extracted %s: %s file(s), %s row(s), %s malformed",

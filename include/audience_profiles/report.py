@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from audience_profiles.config import DEFAULT_DROP_PATH, PipelineConfig, load_config, resolve_path
 from audience_profiles.dag_defaults import EXTRACT_SOURCES
 from audience_profiles.files import inside, replace_file
+from audience_profiles.landing import some_names
 from audience_profiles.warehouse import open_warehouse
 
 if TYPE_CHECKING:
@@ -234,7 +235,7 @@ def unbuilt_text(unbuilt: dict[str, Any]) -> str:
 def identical_text(identical: dict[str, list[list[str]]]) -> str:
     """``interactions part-0 (1).csv = part-0.csv``, per source and group."""
     return ", ".join(
-        f"{source} {' = '.join(names)}"
+        f"{source} {some_names(names, ' = ')}"
         for source, groups in sorted(identical.items())
         for names in groups
     )

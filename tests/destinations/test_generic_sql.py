@@ -194,8 +194,14 @@ def test_an_erasure_that_may_not_read_the_tables_fails_rather_than_answering_don
     )
     conn = json.loads(os.environ[f"AIRFLOW_CONN_{pg_conn.upper()}"])
     monkeypatch.setenv("AIRFLOW_CONN_PG_NO_GRANT", json.dumps({**conn, "login": role}))
-    with pytest.raises(Exception, match="permission denied for table"):
-        destination("pg_no_grant", schema, tmp_path).erase([DAVID_REQUEST])
+    try:
+        with pytest.raises(Exception, match="permission denied for table"):
+            destination("pg_no_grant", schema, tmp_path).erase([DAVID_REQUEST])
+    finally:
+        hook(pg_conn).run(
+            f'REVOKE USAGE ON SCHEMA "{schema}" FROM "{role}"; DROP ROLE "{role}"',
+            autocommit=True,
+        )
 
 
 def test_an_older_date_synced_while_a_newer_one_delivers_keeps_the_newer_snapshot(
@@ -292,3 +298,59 @@ def test_two_dates_syncing_at_once_leave_only_the_newer_snapshot(
         f'SELECT profile_id, sessions FROM "{schema}".audience_profiles ORDER BY 1'
     )
     assert profiles == [(P1, 2), (P3, 1)]  # day 2's, once each
+
+
+class _Cursor:
+    def __init__(self, probe_error: Exception | None):
+        self.probe_error, self.description = probe_error, None
+
+    def execute(self, sql):
+        if "WHERE 1 = 0" in sql and self.probe_error:
+            raise self.probe_error
+
+    def fetchall(self):
+        return [(1,)]
+
+    def close(self):
+        pass
+
+
+class _Hook:
+    """A DB-API connection whose table probe fails as a driver without SQLSTATEs says it."""
+
+    def __init__(self, probe_error: Exception):
+        self.probe_error = probe_error
+
+    def get_conn(self):
+        return self
+
+    def cursor(self):
+        return _Cursor(self.probe_error)
+
+    def set_autocommit(self, conn, autocommit):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("error", "not_there"),
+    [
+        (Exception(1146, "Table 'audience.ap_load_log' doesn't exist"), True),  # MySQLdb
+        (Exception("[42S02] [Microsoft][ODBC] Invalid object name 'ap_load_log'."), True),
+        (Exception("[Error 3807] Object 'ap_load_log' does not exist."), True),  # teradatasql
+        (Exception("no such table: ap_load_log"), True),  # sqlite3
+        (Exception(1142, "SELECT command denied to user 'erasure'@'%' for table"), False),
+        (Exception("[Error 3523] The user does not have SELECT access to ap_load_log."), False),
+        (Exception("Object 'ap_load_log' does not exist or not authorized."), False),
+        (Exception("Lost connection to MySQL server during query"), False),
+    ],
+)
+def test_a_driver_without_sqlstates_is_judged_by_its_message(error, not_there):
+    from audience_profiles.destinations.generic_sql import DbApiSession
+
+    session = DbApiSession(_Hook(error))
+    if not_there:
+        assert session.columns('"ap_load_log"') is None
+    else:
+        with pytest.raises(Exception) as raised:
+            session.columns('"ap_load_log"')
+        assert raised.value is error  # the driver's own error fails the task

@@ -77,6 +77,18 @@ def type_kind(arrow_type: pa.DataType) -> str:
 # SQLSTATEs of a table or schema that is not there: PostgreSQL's undefined table and invalid
 # schema name, and the ODBC/ISO base table not found that MySQL and SQL Server drivers give.
 MISSING_TABLE_STATES = frozenset({"42P01", "3F000", "42S02"})
+# A driver giving no SQLSTATE attribute (MySQLdb, pyodbc, pymssql, teradatasql, sqlite3) is
+# judged by its message: "not there" only when it says so and says nothing of rights, as
+# Snowflake's "does not exist or not authorized" does.
+MISSING_TABLE_WORDS = (
+    "does not exist",
+    "doesn't exist",
+    "no such table",
+    "invalid object name",
+    "42s02",
+    "42p01",
+)
+DENIED_WORDS = ("denied", "permission", "not authorized", "privilege")
 
 
 class DbApiSession(Session):
@@ -114,7 +126,10 @@ class DbApiSession(Session):
         state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
         if state:  # psycopg (sqlstate), psycopg2 (pgcode), mysql-connector (sqlstate)
             return state in MISSING_TABLE_STATES
-        try:  # a driver without SQLSTATEs: missing, if the connection still answers
+        text = str(error).lower()
+        if any(w in text for w in DENIED_WORDS) or not any(w in text for w in MISSING_TABLE_WORDS):
+            return False
+        try:  # and the connection still answers
             self.query("SELECT 1")
         except Exception:  # noqa: BLE001 - the probe's own error says more
             return False

@@ -722,9 +722,9 @@ def connection_target(conn_id: str) -> list | None:
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
-        # Only "not defined". Another error (a backend denying access, the supervisor not
-        # answering) fails the try: taken as no connection, it would change the settings and
-        # make the retry send everything again.
+        # Only "not defined". A backend denying access fails the try: taken as no connection,
+        # it would change the settings and make the retry send everything again. (Airflow
+        # itself reads a backend's other errors as "not defined".)
         return None
     extra = conn.extra_dejson
     return [
