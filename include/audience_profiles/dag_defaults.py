@@ -3,9 +3,9 @@
 Kept import-light: DAG files import this at parse time, so nothing here may touch the network,
 the metadata database or a heavy library. The only read is pipeline.yml's ``start_date`` and
 ``alerts.late_after_hours`` (a small local file, read once and cached): the first date to build
-is the deployment's to set, not the code's, and a DAG's deadline is fixed when it is parsed. Airflow itself is
-imported only inside the functions DAG files call: the build's modules import this one
-(tests/test_imports.py) and must not pay for Airflow.
+is the deployment's to set, not the code's, and a DAG's deadline is fixed when it is parsed.
+Airflow itself is imported only inside the functions DAG files call: the build's modules import
+this one (tests/test_imports.py) and must not pay for Airflow.
 """
 
 from __future__ import annotations
