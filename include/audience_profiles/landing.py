@@ -350,9 +350,13 @@ def partition_date(name: str) -> str | None:
         return None
 
 
+NAMES_SHOWN = 5  # names a message, report entry or log line lists, with the number of them all
+
+
 def some_names(names: list[str], sep: str = ", ") -> str:
-    """The first five names, and how many more."""
-    return sep.join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    """The first :data:`NAMES_SHOWN` names, and how many more."""
+    more = len(names) - NAMES_SHOWN
+    return sep.join(names[:NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
 def _check_source_folder(entries: Iterable[tuple[str, bool]], where: str) -> None:

@@ -167,7 +167,6 @@ def mark_in_flight(config: PipelineConfig, window: RunWindow) -> None:
     (folder / RUN_IN_FLIGHT_MARKER).touch()
 
 
-NAMES_SHOWN = 5  # names a report entry or log line lists, with the number of them all
 QUARANTINE_FILES_LISTED = 10  # files with quarantined rows the run report names (of them all)
 
 
@@ -256,7 +255,7 @@ def late_landings(config: PipelineConfig, ds: str) -> list[dict[str, Any]]:
                     "source": source,
                     "date": day,
                     "files": len(names),
-                    "names": names[:NAMES_SHOWN],
+                    "names": names[: landing.NAMES_SHOWN],
                     "stream": streaming,
                 }
             )
@@ -327,7 +326,7 @@ def partitions_before_start(source: str, config: PipelineConfig) -> dict:
         config.source_file,
         landing.some_names(early),
     )
-    return {"before_start_date": {"partitions": len(early), "names": early[:NAMES_SHOWN]}}
+    return {"before_start_date": {"partitions": len(early), "names": early[: landing.NAMES_SHOWN]}}
 
 
 def aged_out_partitions(source: str, ds: str, past: dict[str, str]) -> list[tuple[str, str]]:
@@ -479,9 +478,9 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             len(files_quarantined),
             ", ".join(
                 f"{file} ({in_quarantine}" + (f" of {read})" if read is not None else ")")
-                for _, file, read, in_quarantine in files_quarantined[:NAMES_SHOWN]
+                for _, file, read, in_quarantine in files_quarantined[: landing.NAMES_SHOWN]
             ),
-            " ..." if len(files_quarantined) > NAMES_SHOWN else "",
+            " ..." if len(files_quarantined) > landing.NAMES_SHOWN else "",
         )
     result = {
         "sources": counts,
@@ -495,7 +494,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
     if covered:
         result["retention"] = {"as_of": as_of, "cutoffs": covered, "past": sorted(past)}
     if unbuilt:
-        result["unbuilt_dates"] = {"dates": len(unbuilt), "names": unbuilt[:NAMES_SHOWN]}
+        result["unbuilt_dates"] = {"dates": len(unbuilt), "names": unbuilt[: landing.NAMES_SHOWN]}
     return result
 
 
@@ -728,8 +727,7 @@ def files_off(
             )
         if gaps:
             off.append(f"{file} ({'; '.join(gaps)})")
-    more = f" and {len(off) - NAMES_SHOWN} more" if len(off) > NAMES_SHOWN else ""
-    named = f"; in {len(off)} file(s): " + ", ".join(off[:NAMES_SHOWN]) + more if off else ""
+    named = f"; in {len(off)} file(s): " + landing.some_names(off) if off else ""
     read_files = set(counted) | set(staged)
     astray = [
         sum(n for file, n in rows.items() if file is None or file not in read_files)

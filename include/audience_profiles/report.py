@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from audience_profiles.config import DEFAULT_DROP_PATH, PipelineConfig, load_config, resolve_path
 from audience_profiles.dag_defaults import EXTRACT_SOURCES
 from audience_profiles.files import inside, replace_file
-from audience_profiles.landing import some_names
+from audience_profiles.landing import NAMES_SHOWN, some_names
 from audience_profiles.warehouse import open_warehouse
 
 if TYPE_CHECKING:
@@ -360,7 +360,7 @@ def _unread_landing(config: PipelineConfig) -> dict[str, Any] | None:
         "y" if len(unread) == 1 else "ies",
         landing.some_names(unread, "; "),
     )
-    return {"entries": len(unread), "names": unread[:5]}  # as landing.some_names shows them
+    return {"entries": len(unread), "names": unread[:NAMES_SHOWN]}  # as some_names shows them
 
 
 def unread_text(unread: dict[str, Any]) -> str:

@@ -290,14 +290,6 @@ class SnowflakeWarehouse(Warehouse):
     def query(self, sql: str) -> list[tuple]:
         return self.cur.execute(sql).fetchall()
 
-    def _load_transient(self, table: str, path: str) -> None:
-        if not self._stage_ready:
-            self.cur.execute(f"CREATE STAGE IF NOT EXISTS {STAGE}")
-            self._stage_ready = True
-        load_parquet_file(
-            self.cur, table, path, f"@{STAGE}/load/{table.lower()}", "TRANSIENT TABLE"
-        )
-
     def staged_relation(self, path: str) -> str:
         """A transient table loaded from the file, dropped when the warehouse closes.
 
@@ -310,7 +302,12 @@ class SnowflakeWarehouse(Warehouse):
         digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:10].upper()
         stem = re.sub(r"\W", "_", Path(path).stem).upper()
         table = f"{self.home_schema}.STAGED_{stem}_{digest}"
-        self._load_transient(table, path)
+        if not self._stage_ready:
+            self.cur.execute(f"CREATE STAGE IF NOT EXISTS {STAGE}")
+            self._stage_ready = True
+        load_parquet_file(
+            self.cur, table, path, f"@{STAGE}/load/{table.lower()}", "TRANSIENT TABLE"
+        )
         self._staged.add(table)
         return table
 
