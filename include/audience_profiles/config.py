@@ -522,7 +522,7 @@ def kind_declares(kind: str, flag: str) -> bool:
     """Whether the class of ``kind`` sets ``<flag>`` true, read from the source as ``OPTIONS``
     is: its own value or one inherited from a class in ``destinations/`` (``class
     Store(LocalDestination)``), assigned or annotated (``WRITES_FILES: ClassVar[bool] = True``).
-    Flags: ``WRITES_FILES`` (only they take :data:`FILE_KEYS`), ``NEEDS_CONN_ID``."""
+    Flags: ``WRITES_FILES`` (only they take :data:`FILE_KEYS`), ``NEEDS_CONN_ID``, ``STREAMED``."""
     module = module_of(kind)
     if module is None:
         return False
@@ -565,6 +565,11 @@ def check_required_options(
 def kinds_declaring(flag: str) -> frozenset[str]:
     """Every kind whose class sets ``<flag>`` true (:func:`kind_declares`)."""
     return frozenset(kind for kind in declared_options() if kind_declares(kind, flag))
+
+
+def stream_kinds() -> tuple[str, ...]:
+    """The kinds the stream DAG sends its micro-batches to (``STREAMED``), sorted."""
+    return tuple(sorted(kinds_declaring("STREAMED")))
 
 
 def module_of(kind: str) -> str | None:

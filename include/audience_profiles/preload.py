@@ -28,11 +28,8 @@ STREAM_TASK_MODULES = (
     "airflow.sdk.execution_time.task_runner",
     "airflow.dag_processing.dagbag",
     "audience_profiles.dag_defaults",
-    # one micro-batch (stream.run_batch) and its destinations
+    # one micro-batch (stream.run_batch); its destinations' modules are added by preload()
     "audience_profiles.stream",
-    "audience_profiles.destinations.kinesis",
-    "audience_profiles.destinations.firehose",
-    "audience_profiles.destinations.kafka",
     "airflow.providers.amazon.aws.hooks.s3",
 )
 
@@ -41,12 +38,22 @@ STREAM_TASK_MODULES = (
 AWS_SERVICES = ("s3", "kinesis", "firehose")
 
 
+def stream_destination_modules() -> tuple[str, ...]:
+    """The modules of the kinds the stream DAG sends to (``STREAMED``)."""
+    from audience_profiles.config import module_of, stream_kinds
+
+    return tuple(f"audience_profiles.destinations.{module_of(kind)}" for kind in stream_kinds())
+
+
 def preload(
-    modules: tuple[str, ...] = STREAM_TASK_MODULES, services: tuple[str, ...] = AWS_SERVICES
+    modules: tuple[str, ...] | None = None, services: tuple[str, ...] = AWS_SERVICES
 ) -> float:
-    """Import ``modules`` and create a throwaway client per AWS service; returns the seconds it
-    took. Nothing fails here: a task would meet the same error and report it."""
+    """Import ``modules`` (the stream task's: :data:`STREAM_TASK_MODULES` and its destinations')
+    and create a throwaway client per AWS service; returns the seconds it took. Nothing fails
+    here: a task would meet the same error and report it."""
     started = time.monotonic()
+    if modules is None:
+        modules = STREAM_TASK_MODULES + stream_destination_modules()
     for name in modules:
         try:
             importlib.import_module(name)

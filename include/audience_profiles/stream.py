@@ -46,7 +46,13 @@ from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
 from audience_profiles import landing
-from audience_profiles.config import ConfigError, DestinationConfig, PipelineConfig, load_config
+from audience_profiles.config import (
+    ConfigError,
+    DestinationConfig,
+    PipelineConfig,
+    load_config,
+    stream_kinds,
+)
 from audience_profiles.destinations import Destination, RunInfo, destination_for
 from audience_profiles.destinations.streams import BatchedStreamDestination
 from audience_profiles.identity import (
@@ -76,7 +82,6 @@ from audience_profiles.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
 
-STREAM_KINDS = ("kinesis", "firehose", "kafka")
 # elements first: the batch's interactions are enriched with the catalogue it may bring
 SOURCES = ("elements", "interactions", "form_entries", "identities")
 BATCH_SCHEMA = "stream_batch"
@@ -102,14 +107,15 @@ class StreamSettings:
     @classmethod
     def from_config(cls, config: PipelineConfig) -> StreamSettings:
         """From ``config.stream`` (parsed and checked when the file loads)."""
-        streams = [d for d in config.enabled_destinations if d.kind in STREAM_KINDS]
+        kinds = stream_kinds()
+        streams = [d for d in config.enabled_destinations if d.kind in kinds]
         names = config.stream.destinations
         if names is not None:
             unknown = sorted(set(names) - {d.name for d in streams})
             if unknown:
                 raise ConfigError(
                     f"{config.source_file}: stream.destinations names no enabled stream "
-                    f"destination ({', '.join(STREAM_KINDS)}): {', '.join(unknown)}"
+                    f"destination ({', '.join(kinds)}): {', '.join(unknown)}"
                 )
             streams = [d for d in streams if d.name in names]
         return cls(dt.timedelta(seconds=config.stream.lookback_seconds), tuple(streams))
@@ -793,7 +799,7 @@ def run_batch(
     config = config or load_config()
     settings = StreamSettings.from_config(config)
     if not settings.destinations:
-        log.warning("no enabled stream destination (%s): nothing to do", ", ".join(STREAM_KINDS))
+        log.warning("no enabled stream destination (%s): nothing to do", ", ".join(stream_kinds()))
         return {"mode": "skipped", "files": 0}
     mode = "reconcile" if records is None else "events"
     landing_ = Landing(config.landing_root, config.landing_conn_id)

@@ -30,6 +30,7 @@ from audience_profiles.config import (
     module_of,
     parse_config,
     required_options,
+    stream_kinds,
 )
 from audience_profiles.destinations import destination_for
 from audience_profiles.destinations.base import registered_kinds
@@ -320,12 +321,14 @@ def test_every_kind_erases_or_is_listed_as_unable_to():
 
 
 def test_the_flags_read_from_the_source_are_the_classes():
-    """config.py reads WRITES_FILES and NEEDS_CONN_ID from the source, as OPTIONS: what it reads
-    must be what the class says, or the load refuses a drop's formats (or misses a conn_id)."""
+    """config.py reads WRITES_FILES, NEEDS_CONN_ID and STREAMED from the source, as OPTIONS:
+    what it reads must be what the class says, or the load refuses a drop's formats (misses a
+    conn_id, or the stream DAG leaves a stream out)."""
+    assert stream_kinds() == ("firehose", "kafka", "kinesis")
     for kind in KINDS:
         importlib.import_module(f"audience_profiles.destinations.{module_of(kind)}")
         cls = registered_kinds()[kind]
-        for flag in ("WRITES_FILES", "NEEDS_CONN_ID"):
+        for flag in ("WRITES_FILES", "NEEDS_CONN_ID", "STREAMED"):
             assert (kind in kinds_declaring(flag)) == getattr(cls, flag), (kind, flag)
 
 
@@ -363,11 +366,13 @@ def test_a_kind_building_on_a_drop_or_annotating_its_flag_writes_files(scratch_k
                 OPTIONS = frozenset({"path"})
                 WRITES_FILES: ClassVar[bool] = True
                 NEEDS_CONN_ID: ClassVar[bool] = True
+                STREAMED: ClassVar[bool] = True
             """
         )
     )
     assert kinds_declaring("WRITES_FILES") == {"local", "folder_store", "annotated_store"}
     assert kinds_declaring("NEEDS_CONN_ID") == {"annotated_store"}
+    assert stream_kinds() == ("annotated_store",)  # the stream DAG sends to it
     pipeline({"name": "a", "kind": "folder_store", "path": "/tmp/a", "formats": ["json"]})
     with pytest.raises(ConfigError, match=r"destinations\[1\] \(b\) writes audience_profiles"):
         pipeline(

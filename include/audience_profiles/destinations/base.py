@@ -22,7 +22,7 @@ its ``sink()`` (put, get, list, delete, url), ``OPTIONS``, and ``prefix()`` if i
 ``prefix`` option (as s3.py: the default writes at the sink's root): layout, write order,
 retention and erasure are the drops'.
 
-``WRITES_FILES`` and ``NEEDS_CONN_ID`` are read from the source too (the class's own value, or
+``WRITES_FILES``, ``NEEDS_CONN_ID`` and ``STREAMED`` are read from the source too (the class's own value, or
 one inherited from a class in this package); the module may have any name (``sql`` is registered
 in generic_sql.py): ``config.module_of`` finds it.
 
@@ -124,6 +124,9 @@ class Destination(abc.ABC):
     # Whether it cannot work without ``conn_id`` (no default connection makes sense): checked
     # when pipeline.yml loads.
     NEEDS_CONN_ID: ClassVar[bool] = False
+    # Whether the stream DAG (stream.py) sends its micro-batches to it, record by record, besides
+    # the daily delivery: set on the streams (Kinesis, Firehose, Kafka).
+    STREAMED: ClassVar[bool] = False
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         self.config = config

@@ -72,6 +72,7 @@ DEFAULT_FLUSH_TIMEOUT_SECONDS = 330.0
 class KafkaDestination(Destination):
     OPTIONS = frozenset({"topic", "flush_timeout_seconds"})
     REQUIRED_OPTIONS = frozenset({"topic"})
+    STREAMED = True
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         super().__init__(config, pipeline)

@@ -740,6 +740,7 @@ def connection_target(conn_id: str) -> list | None:
 class BatchedStreamDestination(Destination):
     """A stream taking batches of records per call (Kinesis PutRecords, Firehose PutRecordBatch)."""
 
+    STREAMED = True
     limits: ClassVar[BatchLimits]
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
