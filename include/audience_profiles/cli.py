@@ -532,16 +532,18 @@ def warehouse_loaded_dates(config, before: str) -> set[str] | None:
     import duckdb
 
     from audience_profiles.pipeline import loaded_dates
+    from audience_profiles.warehouse.duckdb import DuckDBWarehouse
 
     try:
         with duckdb.connect(config.warehouse.path, read_only=True) as con:
             tables = {
                 name
                 for (name,) in con.execute(
-                    # main's own, as Warehouse.table_names: the queries name them unqualified,
-                    # and a run's or the stream's schema may hold tables of the same names
+                    # the home schema's own, as Warehouse.table_names: the queries name them
+                    # unqualified, and a run's or the stream's schema may hold tables so named
                     "SELECT table_name FROM information_schema.tables "
-                    "WHERE table_schema = 'main' AND table_type = 'BASE TABLE'"
+                    "WHERE table_schema = ? AND table_type = 'BASE TABLE'",
+                    [DuckDBWarehouse.home_schema],
                 ).fetchall()
             }
             return loaded_dates(lambda sql: con.execute(sql).fetchall(), tables, before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 from audience_profiles.config import (
@@ -46,12 +47,11 @@ def destination_for(config: DestinationConfig, pipeline: PipelineConfig) -> Dest
         # Read for every kind by config.py: set on one that writes no files, they were ignored
         # (a Kinesis entry with formats: [parquet] sent JSON records, and said nothing).
         # The config has no record of which keys were written: the ones off their defaults.
-        off_default = {
-            "formats": tuple(config.formats) != ("csv",),
-            "compression": config.compression is not None,
-            "csv_injection_escape": not config.csv_injection_escape,
-        }
-        refuse_file_keys(
-            config, [k for k, off in off_default.items() if off], pipeline.source_file, where
-        )
+        defaults = {f.name: f.default for f in dataclasses.fields(DestinationConfig)}
+        off_default = [
+            key
+            for key in ("formats", "compression", "csv_injection_escape")
+            if getattr(config, key) != defaults[key]
+        ]
+        refuse_file_keys(config, off_default, pipeline.source_file, where)
     return cls(config, pipeline)
