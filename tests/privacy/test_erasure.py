@@ -197,7 +197,7 @@ def test_a_placeholder_request_still_owed_to_destinations_is_dropped(built):
             " INSERT INTO erasure_subjects VALUES ('r-null', 'email', 'null', NULL);"
             " INSERT INTO erasure_log (request_id, destination, status, attempts)"
             " VALUES ('r-null', 'warehouse', 'done', 1);"
-            f" INSERT INTO suppression_list VALUES ('email', '{null}', 'delete', 'r-null', NULL)"
+            f" INSERT INTO suppression_list (identifier_type, identifier_hash, kind, request_id, added_at) VALUES ('email', '{null}', 'delete', 'r-null', NULL)"
         )
 
     result = run_erasure(ERASE_DAY, built)

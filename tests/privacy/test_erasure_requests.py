@@ -326,7 +326,7 @@ def test_requests_resolve_through_the_stream_and_take_over_a_suppress(wh, tmp_pa
             wh.execute_script(f"INSERT INTO {table} VALUES {row}")
     for kind, value in (("email", ANN), ("session_id", "ann-s1"), ("external_id", ANN_SSO)):
         wh.execute_script(
-            f"INSERT INTO suppression_list VALUES ('{kind}', {wh.literal(hash_identifier(value))}, "
+            f"INSERT INTO suppression_list (identifier_type, identifier_hash, kind, request_id, added_at) VALUES ('{kind}', {wh.literal(hash_identifier(value))}, "
             "'suppress', 'r-s', TIMESTAMP '2022-04-27 12:00:00')"
         )
     root = tmp_path / "landing"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from audience_profiles.config import WarehouseConfig
 from audience_profiles.destinations.drop import render_parts
 from audience_profiles.destinations.streams import apply_pii
-from audience_profiles.privacy import WHITESPACE, hash_identifier, normalise_identifier
+from audience_profiles.privacy import WHITESPACE, exact_hash, hash_identifier, normalise_identifier
 from audience_profiles.warehouse.base import SQL_ROOT
 from audience_profiles.warehouse.duckdb import DuckDBWarehouse
 
@@ -50,6 +50,13 @@ def test_hash_is_sha256_hex_of_the_documented_normalisation(value, normalised):
         assert len(expected) == 64 and expected == expected.lower()
 
 
+def test_an_exact_hash_keeps_the_case_of_ids_and_not_of_emails():
+    assert exact_hash("external_id", " SSO-1\u00a0") == sha256_hex("SSO-1")
+    assert exact_hash("session_id", "sso-1") != exact_hash("session_id", "SSO-1")
+    assert exact_hash("email", " Fan@X.org ") == hash_identifier("fan@x.org")
+    assert exact_hash("external_id", " \t") is None
+
+
 def test_whitespace_is_exactly_what_str_isspace_accepts():
     assert set(WHITESPACE) == {chr(c) for c in range(0x110000) if chr(c).isspace()}
 
@@ -60,12 +67,13 @@ def sql_hash(tmp_path_factory):
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(SQL_ROOT)))
     query = env.from_string(
         '{% import "privacy/_macros.sql" as p %}'
-        'SELECT {{ p.hashed("v") }}, {{ p.normalised("v") }} FROM t ORDER BY i'
+        'SELECT {{ p.hashed("v") }}, {{ p.normalised("v") }}, '
+        '{{ p.exact_hashed("\'external_id\'", "v") }} FROM t ORDER BY i'
     ).render()
     path = tmp_path_factory.mktemp("wh") / "warehouse.duckdb"
     wh = DuckDBWarehouse(WarehouseConfig(path=str(path), memory_limit="256MB", threads=1))
 
-    def run(values: list[str | None]) -> list[tuple[str | None, str | None]]:
+    def run(values: list[str | None]) -> list[tuple[str | None, str | None, str | None]]:
         table = pa.table({"i": list(range(len(values))), "v": pa.array(values, pa.string())})
         wh.con.register("t", table)
         try:
@@ -79,7 +87,9 @@ def sql_hash(tmp_path_factory):
 
 def test_warehouse_sql_hash_equals_python_on_documented_cases(sql_hash):
     values = [v for v, _ in DOCUMENTED]
-    assert sql_hash(values) == [(hash_identifier(v), normalise_identifier(v)) for v in values]
+    assert sql_hash(values) == [
+        (hash_identifier(v), normalise_identifier(v), exact_hash("external_id", v)) for v in values
+    ]
 
 
 def test_warehouse_sql_hash_equals_python_for_every_cased_or_space_character(sql_hash):
@@ -91,8 +101,8 @@ def test_warehouse_sql_hash_equals_python_for_every_cased_or_space_character(sql
     got = sql_hash(values)
     mismatches = [
         (hex(ord(v[0])), v)
-        for v, (h, _) in zip(values, got, strict=True)
-        if h != hash_identifier(v)
+        for v, (h, _, exact) in zip(values, got, strict=True)
+        if h != hash_identifier(v) or exact != exact_hash("session_id", v)
     ]
     assert mismatches == []
 
@@ -109,7 +119,9 @@ text = st.text(
 @settings(max_examples=100, deadline=None)
 @given(st.lists(text, min_size=1, max_size=20))
 def test_warehouse_sql_hash_equals_python_on_random_text(sql_hash, values):
-    assert [h for h, _ in sql_hash(values)] == [hash_identifier(v) for v in values]
+    assert [(h, exact) for h, _, exact in sql_hash(values)] == [
+        (hash_identifier(v), exact_hash("external_id", v)) for v in values
+    ]
 
 
 def test_hashed_drops_and_streams_use_the_same_function(tmp_path):

@@ -79,7 +79,7 @@ def test_suppression_removes_the_same_rows(wh):
         for row in rows:
             wh.execute_script(f"INSERT INTO {table} VALUES {row}")
     wh.execute_script(
-        "INSERT INTO suppression_list VALUES ('email', "
+        "INSERT INTO suppression_list (identifier_type, identifier_hash, kind, request_id, added_at) VALUES ('email', "
         f"{wh.literal(hash_identifier('david@example.com'))}, 'delete', 'r-1', TIMESTAMP '{DS} 12:00:00')"
     )
 

@@ -146,7 +146,7 @@ def test_a_request_filed_while_a_run_builds_is_left_out_at_publish(built, tmp_pa
         (1,)
     ]
 
-    file_request(tmp_path / "landing", "r-1", "external_id", "SSO-Ann")  # ids match any case
+    file_request(tmp_path / "landing", "r-1", "external_id", " sso-ann ")  # trimmed, case kept
     run_erasure(DAYS[-1], built)
     pipeline.check_quality(window, built)
     tables = pipeline.publish(window, built)
@@ -231,7 +231,7 @@ def list_as_before_the_check(config, kind: str, requests: dict, entries: list) -
     with open_warehouse(config) as wh:
         wh.execute_script(
             "INSERT INTO erasure_requests (request_id, identifier_type, identifier_hash, type,"
-            f" status) VALUES {rows}; INSERT INTO suppression_list VALUES {listed}"
+            f" status) VALUES {rows}; INSERT INTO suppression_list (identifier_type, identifier_hash, kind, request_id, added_at) VALUES {listed}"
         )
 
 
@@ -323,6 +323,50 @@ def test_a_later_delete_takes_over_no_stranger_a_placeholder_listed(built, tmp_p
     run_erasure(NEXT_DAY, built)
 
     assert query(built, restricted) == [("u-b",)]
-    kinds = "SELECT kind, request_id FROM suppression_list WHERE identifier_hash = '{}'"
-    assert query(built, kinds.format(hash_identifier("u-a"))) == [("delete", "r-abe")]
+    kinds = "SELECT kind, request_id FROM suppression_list WHERE identifier_hash = '{}' ORDER BY 1"
+    # The old entry stays beside Abe's: listed before exact hashes, it may be another case's
+    # (U-A, someone else's SSO account), whom dropping it would bring back.
+    assert query(built, kinds.format(hash_identifier("u-a"))) == [
+        ("delete", "r-abe"),
+        ("suppress", "r-null"),
+    ]
     assert query(built, kinds.format(hash_identifier("u-b"))) == [("suppress", "r-null")]
+
+
+def test_sso_ids_differing_only_in_case_are_two_people_to_an_erasure(built, tmp_path):
+    """identity.yml compares SSO ids case and all: `SSO-CASE-1` and `sso-case-1` are two accounts,
+    two profiles. A request for one took the other too (the list's hash was lower-cased), and
+    every later run then listed the other's email and session under it. It takes one of them."""
+    landing = tmp_path / "landing"
+    land_logins(
+        landing,
+        [
+            ("10:00:00", "s-alice", "SSO-CASE-1", "alice.case@example.org", "Alice"),
+            ("11:00:00", "s-bob", "sso-case-1", "bob.case@example.org", "Bob"),
+        ],
+    )
+    run_all(RunWindow.for_date(NEXT_DAY), built)
+    people = "SELECT external_id FROM audience_profiles WHERE lower(external_id) = 'sso-case-1' ORDER BY 1"
+    assert query(built, people) == [("SSO-CASE-1",), ("sso-case-1",)]
+    file_request(landing, "r-bob", "external_id", " sso-case-1 ")
+
+    run_erasure(NEXT_DAY, built)
+    assert query(built, people) == [("SSO-CASE-1",)]
+    run_all(RunWindow.for_date(NEXT_DAY), built)  # the list applied to the partition again
+
+    assert query(built, people) == [("SSO-CASE-1",)]
+    assert mentions(built, "bob.case@example.org") == {} and mentions(built, "s-bob") == {}
+    assert query(built, "SELECT count(*) FROM identities WHERE external_id = 'SSO-CASE-1'") == [
+        (1,)
+    ]
+    listed = "SELECT count(*) FROM suppression_list WHERE exact_hash = '{}'"
+    assert query(built, listed.format(hash_identifier("alice.case@example.org"))) == [(0,)]
+
+
+def test_an_email_is_one_person_whatever_its_case(built, tmp_path):
+    """Emails stay case-insensitive: a request for `ANN@...` takes Ann's lower-cased address."""
+    file_request(tmp_path / "landing", "r-ann", "email", ANN.upper())
+
+    run_erasure(NEXT_DAY, built)
+
+    assert mentions(built, ANN) == {}

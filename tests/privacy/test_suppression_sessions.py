@@ -465,7 +465,7 @@ def load_and_suppress(wh, ds: str) -> dict[str, int]:
 def test_the_session_rules_are_the_same_on_both_engines(wh):
     for request_id, email in (("r-1", DAVID), ("r-new", NEWCOMER)):
         wh.execute_script(
-            f"INSERT INTO suppression_list VALUES ('email', {wh.literal(hash_identifier(email))}, "
+            f"INSERT INTO suppression_list (identifier_type, identifier_hash, kind, request_id, added_at) VALUES ('email', {wh.literal(hash_identifier(email))}, "
             f"'delete', '{request_id}', TIMESTAMP '{ERASE_DAY} 12:00:00')"
         )
 

@@ -634,7 +634,7 @@ def test_a_placeholder_listed_before_requests_were_checked_takes_out_no_one(tmp_
         con.execute(
             "INSERT INTO erasure_requests (request_id, identifier_type, identifier_hash, type,"
             f" status) VALUES ('r-null', 'email', '{null}', 'delete', 'done');"
-            f" INSERT INTO suppression_list VALUES ('email', '{null}', 'delete', 'r-null', NULL)"
+            f" INSERT INTO suppression_list (identifier_type, identifier_hash, kind, request_id, added_at) VALUES ('email', '{null}', 'delete', 'r-null', NULL)"
         )
     rows = [[f"{ds}T10:00:00", "s-xena", "u-xena", "NULL", "Xena", ""]]
     write_csv(landing / "identities" / f"date={ds}" / "x.csv", IDENTITY_HEADER, rows)

@@ -186,7 +186,7 @@ def test_a_suppressed_person_never_reaches_the_stream(stream_dag, config, moto_s
         wh.run_sql("setup/tables")
     with duckdb.connect(config.warehouse.path) as con:
         con.execute(
-            "INSERT INTO suppression_list VALUES ('email', ?, 'suppress', 'R-1', now()::TIMESTAMP)",
+            "INSERT INTO suppression_list (identifier_type, identifier_hash, kind, request_id, added_at) VALUES ('email', ?, 'suppress', 'R-1', now()::TIMESTAMP)",
             [hash_identifier(" Ann@X.org ")],
         )
     landing = tmp_path / "landing"

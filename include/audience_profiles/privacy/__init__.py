@@ -70,3 +70,13 @@ def hash_identifier(value: str | None) -> str | None:
     if normalised is None:
         return None
     return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+
+
+def exact_hash(identifier_type: str, value: str | None) -> str | None:
+    """SHA-256 hex of ``value`` as identity compares identifiers of its type: an email as
+    :func:`hash_identifier` has it, a session or SSO id only trimmed, case and all (``SSO-1``
+    and ``sso-1`` are two accounts). The ``exact_hashed`` macro's twin."""
+    if identifier_type == "email":
+        return hash_identifier(value)
+    trimmed = value.strip(WHITESPACE) if value is not None else ""
+    return hashlib.sha256(trimmed.encode("utf-8")).hexdigest() if trimmed else None

@@ -21,6 +21,34 @@ NULLIF(lower({{ trimmed(expr) }}), '')
 {% macro hashed(expr) -%}
 sha2({{ normalised(expr) }}, 256)
 {%- endmacro %}
+{#- An identifier as identity compares it (docs/identity.md, "The graph"): an email normalised
+    (trimmed, lower-cased), a session or SSO id only trimmed, case and all. `type` is SQL: a
+    column, or a quoted type. Its hash is a list entry's exact_hash; `hashed` (every type
+    lower-cased) stays the join key, so entries listed before exact_hash (NULL) still match. -#}
+{% macro as_identifier(type, expr) -%}
+CASE WHEN {{ type }} = 'email' THEN {{ normalised(expr) }} ELSE NULLIF({{ trimmed(expr) }}, '') END
+{%- endmacro %}
+{% macro exact_hashed(type, expr) -%}
+sha2({{ as_identifier(type, expr) }}, 256)
+{%- endmacro %}
+{#- Whether the suppression_list or erasure_requests row `entry`, already joined on `hashed`, is
+    for `value` (of `type`) as identity compares it: `SSO-1` and `sso-1` are two SSO accounts, and
+    erasing one must not take the other. An entry from before exact_hash matches either. -#}
+{% macro exactly(entry, type, value) -%}
+({{ entry }}.exact_hash IS NULL OR {{ entry }}.exact_hash = {{ exact_hashed(type, value) }})
+{%- endmacro %}
+{#- Whether `value` (of `type`, SQL) is on the suppression list, narrowed by `where` (" AND kind
+    = 'delete'"): a plain IN on each hash, which engines run as a semi-join. -#}
+{% macro on_list(type, value, where="") -%}
+({{ type }} || ':' || {{ hashed(value) }} IN (SELECT identifier_type || ':' || identifier_hash FROM suppression_list WHERE exact_hash IS NULL{{ where }})
+ OR {{ type }} || ':' || {{ exact_hashed(type, value) }} IN (SELECT identifier_type || ':' || exact_hash FROM suppression_list WHERE exact_hash IS NOT NULL{{ where }}))
+{%- endmacro %}
+{#- The same for a word of a quarantined line, of no known type: an email whatever its case, a
+    session or SSO id exactly. -#}
+{% macro token_on_list(token, where="") -%}
+({{ hashed(token) }} IN (SELECT identifier_hash FROM suppression_list WHERE (exact_hash IS NULL OR identifier_type = 'email'){{ where }})
+ OR {{ exact_hashed("''", token) }} IN (SELECT exact_hash FROM suppression_list WHERE identifier_type <> 'email' AND exact_hash IS NOT NULL{{ where }}))
+{%- endmacro %}
 {#- Word-like tokens of a raw text line (CSV fields, JSON strings), for finding identifiers in
     quarantine rows; yields (key columns..., token). `source` is a table, or a table and its WHERE
     clause; `engine` is the warehouse engine, duckdb or snowflake (an imported macro does not

@@ -62,7 +62,7 @@ WHERE s.profile_id IS NOT NULL;
 -- the suppression list names them for deletion: by hash, as a finished request keeps no plain
 -- value (a delete after a suppress takes over the person's entries, requests.sql).
 {% macro listed_as(kind, column, identifier_type) -%}
-{{ p.hashed(column) }} IN (SELECT identifier_hash FROM suppression_list WHERE kind = '{{ kind }}' AND identifier_type = '{{ identifier_type }}')
+{{ p.on_list("'" ~ identifier_type ~ "'", column, " AND kind = '" ~ kind ~ "'") }}
 {%- endmacro %}
 {% macro delete_listed(column, identifier_type) %}{{ listed_as("delete", column, identifier_type) }}{% endmacro %}
 {#- A session is a device: a restricted row whose person is on the list only as `suppress` (its
@@ -80,16 +80,17 @@ WHERE s.profile_id IS NOT NULL;
 {{ p.delete_counted("restricted_interactions",
     session_erase ~ " OR " ~ delete_listed("session_id", "session_id"), "erasure_report") }}
 
--- Quarantine rows naming any of the values as a whole token (case-insensitive); restricted ones
--- also when a token's hash is listed for deletion.
+-- Quarantine rows naming any of the values as a whole token (an email whatever its case, a
+-- session or SSO id exactly); restricted ones also when a token's hash is listed for deletion.
 CREATE OR REPLACE TEMP TABLE removal_quarantine AS
 SELECT DISTINCT t.src, t.raw, v.erase
 FROM ({{ p.tokens("src, raw", "(SELECT 'quarantine' AS src, raw FROM quarantine UNION SELECT 'restricted', raw FROM restricted_quarantine) q", engine) }}) t
-JOIN removal_values v ON lower(v.value) = lower(t.token)
+JOIN removal_values v
+  ON lower(v.value) = lower(t.token) AND (v.identifier_type = 'email' OR v.value = t.token)
 UNION
 SELECT DISTINCT t.src, t.raw, true
 FROM ({{ p.tokens("src, raw", "(SELECT 'restricted' AS src, raw FROM restricted_quarantine) q", engine) }}) t
-WHERE {{ p.hashed("t.token") }} IN (SELECT identifier_hash FROM suppression_list WHERE kind = 'delete');
+WHERE {{ p.token_on_list("t.token", " AND kind = 'delete'") }};
 {% set quarantined = "raw IN (SELECT raw FROM removal_quarantine WHERE src = 'quarantine'" %}
 {{ p.restrict_or_delete("quarantine", quarantined ~ ")", quarantined ~ " AND erase)", "erasure_report") }}
 {{ p.delete_counted("restricted_quarantine", "raw IN (SELECT raw FROM removal_quarantine WHERE src = 'restricted' AND erase)", "erasure_report") }}

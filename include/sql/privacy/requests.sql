@@ -25,6 +25,7 @@ SELECT *, row_number() OVER (PARTITION BY request_id ORDER BY _file, _line) AS c
 FROM (
     SELECT NULLIF(request_id, '') AS request_id, lower(identifier_type) AS identifier_type,
            identifier_value, {{ p.hashed("identifier_value") }} AS identifier_hash,
+           {{ p.exact_hashed("lower(identifier_type)", "identifier_value") }} AS exact_hash,
            {{ v.utc_timestamp("requested_at") }} AS requested_at, lower(type) AS type, _file, _line,
            reason
     FROM (
@@ -45,13 +46,14 @@ WHERE status = 'invalid' AND request_id IN (SELECT request_id FROM staged_reques
 INSERT INTO erasure_requests
 SELECT request_id, identifier_type, identifier_hash, requested_at, type,
        CASE WHEN reason IS NULL THEN 'pending' ELSE 'invalid' END, reason,
-       CAST(current_timestamp AS TIMESTAMP), NULL, NULL, _file, _line
+       CAST(current_timestamp AS TIMESTAMP), NULL, NULL, _file, _line, exact_hash
 FROM staged_requests s
 WHERE request_id IS NOT NULL AND copy_no = 1
   AND NOT EXISTS (SELECT 1 FROM erasure_requests r WHERE r.request_id = s.request_id);
 
 CREATE OR REPLACE TEMP TABLE new_requests AS
-SELECT r.request_id, r.identifier_type, r.identifier_hash, r.type, s.identifier_value AS given_value
+SELECT r.request_id, r.identifier_type, r.identifier_hash, r.exact_hash, r.type,
+       s.identifier_value AS given_value
 FROM erasure_requests r
 JOIN staged_requests s ON s.request_id = r.request_id AND s.copy_no = 1
 WHERE r.status = 'pending' AND r.resolved_at IS NULL;
@@ -69,23 +71,25 @@ SELECT CAST(NULL AS VARCHAR) AS identifier_type, CAST(NULL AS VARCHAR) AS identi
        CAST(NULL AS VARCHAR) AS profile_id
 FROM erasure_requests WHERE 1 = 0;
 
--- The request's own identifier (normalised, and as given for case-sensitive ids), then every
--- identifier of every profile the graph says it belongs to. What an earlier attempt wrote is
--- replaced: on Snowflake this DML commits apart from the file's last group (DDL in between), so
--- a retry after that group failed found the request new again and listed its subjects twice.
+-- The request's own identifier (as identity compares it: an email lower-cased, an SSO id or
+-- session exactly as given, trimmed), then every identifier of every profile the graph says it
+-- belongs to. What an earlier attempt wrote is replaced: on Snowflake this DML commits apart from
+-- the file's last group (DDL in between), so a retry after that group failed found the request
+-- new again and listed its subjects twice.
 DELETE FROM erasure_subjects WHERE request_id IN (SELECT request_id FROM new_requests);
 INSERT INTO erasure_subjects
 SELECT DISTINCT request_id, identifier_type, identifier_value, profile_id FROM (
-    SELECT request_id, identifier_type, {{ p.normalised("given_value") }} AS identifier_value,
+    SELECT request_id, identifier_type, {{ p.as_identifier("identifier_type", "given_value") }} AS identifier_value,
            NULL AS profile_id
     FROM new_requests
-    UNION ALL
+    UNION ALL  -- an email also as given, for a destination holding it so
     SELECT request_id, identifier_type, {{ p.trimmed("given_value") }}, NULL FROM new_requests
     UNION ALL
     SELECT n.request_id, g.identifier_type, g.identifier_value, g.profile_id
     FROM new_requests n
     JOIN request_graph hit
       ON hit.identifier_type = n.identifier_type AND {{ p.hashed("hit.identifier_value") }} = n.identifier_hash
+     AND {{ p.exactly("n", "hit.identifier_type", "hit.identifier_value") }}
     JOIN request_graph g ON g.profile_id = hit.profile_id
 ) x
 WHERE identifier_value IS NOT NULL AND identifier_value <> '';
@@ -99,11 +103,13 @@ WHERE identifier_value IS NOT NULL AND identifier_value <> '';
 -- the entries of a request now invalid: one for a placeholder (unlist_placeholders.sql) listed
 -- strangers through their logins, every one a different person.
 CREATE OR REPLACE TEMP TABLE listed_person AS
-SELECT DISTINCT n.request_id, l.identifier_type, l.identifier_hash, l.request_id AS earlier_request_id
+SELECT DISTINCT n.request_id, l.identifier_type, l.identifier_hash, l.exact_hash,
+       l.request_id AS earlier_request_id
 FROM new_requests n
 JOIN erasure_subjects s ON s.request_id = n.request_id
 JOIN suppression_list hit
   ON hit.identifier_type = s.identifier_type AND hit.identifier_hash = {{ p.hashed("s.identifier_value") }}
+ AND {{ p.exactly("hit", "s.identifier_type", "s.identifier_value") }}
 JOIN suppression_list l ON l.request_id = hit.request_id
 WHERE n.type = 'delete' AND hit.identifier_type <> 'session_id'
   AND hit.request_id NOT IN (
@@ -121,6 +127,7 @@ JOIN (
     UNION SELECT 'session_id', session_id FROM restricted_identities
     UNION SELECT 'session_id', session_id FROM restricted_interactions
 ) k ON k.identifier_type = p.identifier_type AND {{ p.hashed("k.value") }} = p.identifier_hash
+     AND {{ p.exactly("p", "k.identifier_type", "k.value") }}
 WHERE k.value IS NOT NULL AND k.value <> ''
   AND NOT EXISTS (
       SELECT 1 FROM erasure_subjects s
@@ -144,22 +151,24 @@ WHERE request_id IN (SELECT earlier_request_id FROM listed_person);
 
 INSERT INTO suppression_list
 SELECT DISTINCT s.identifier_type, {{ p.hashed("s.identifier_value") }}, n.type, s.request_id,
-       CAST(current_timestamp AS TIMESTAMP)
+       CAST(current_timestamp AS TIMESTAMP), {{ p.exact_hashed("s.identifier_type", "s.identifier_value") }}
 FROM erasure_subjects s JOIN new_requests n USING (request_id)
 WHERE s.identifier_value IS NOT NULL AND NOT EXISTS (
     SELECT 1 FROM suppression_list l
     WHERE l.identifier_type = s.identifier_type AND l.kind = n.type
       AND l.identifier_hash = {{ p.hashed("s.identifier_value") }}
+      AND l.exact_hash = {{ p.exact_hashed("s.identifier_type", "s.identifier_value") }}
 );
 -- The person's entries without a plain value left (no row kept) become the delete request's too.
 INSERT INTO suppression_list
 SELECT DISTINCT p.identifier_type, p.identifier_hash, 'delete', p.request_id,
-       CAST(current_timestamp AS TIMESTAMP)
+       CAST(current_timestamp AS TIMESTAMP), p.exact_hash
 FROM listed_person p
 WHERE NOT EXISTS (
     SELECT 1 FROM suppression_list l
     WHERE l.identifier_type = p.identifier_type AND l.kind = 'delete'
       AND l.identifier_hash = p.identifier_hash
+      AND coalesce(l.exact_hash, '') = coalesce(p.exact_hash, '')
 );
 -- Delete wins: an identifier listed for deletion is no longer listed as only suppressed.
 DELETE FROM suppression_list
@@ -168,6 +177,7 @@ WHERE kind = 'suppress'
       SELECT 1 FROM suppression_list d
       WHERE d.kind = 'delete' AND d.identifier_type = suppression_list.identifier_type
         AND d.identifier_hash = suppression_list.identifier_hash
+        AND (d.exact_hash IS NULL OR d.exact_hash = suppression_list.exact_hash)
   );
 
 DELETE FROM erasure_log

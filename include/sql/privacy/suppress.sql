@@ -43,6 +43,7 @@ SELECT v.identifier_type, v.value, max(CASE WHEN s.kind = 'delete' THEN 1 ELSE 0
 FROM present v
 JOIN suppression_list s
   ON s.identifier_type = v.identifier_type AND s.identifier_hash = {{ p.hashed("v.value") }}
+ AND {{ p.exactly("s", "v.identifier_type", "v.value") }}
 GROUP BY v.identifier_type, v.value;
 {% elif step == "grow" %}
 -- An SSO row carrying a listed email or external id is that person's: so are its other usable
@@ -80,14 +81,17 @@ CREATE OR REPLACE TEMP TABLE suppression_report (source VARCHAR, rows_removed BI
 
 -- The identifiers found to be a listed person's join the list.
 INSERT INTO suppression_list
-SELECT v.identifier_type, v.identifier_hash, v.kind, v.request_id, CAST(current_timestamp AS TIMESTAMP)
+SELECT DISTINCT v.identifier_type, v.identifier_hash, v.kind, v.request_id,
+       CAST(current_timestamp AS TIMESTAMP), v.exact_hash
 FROM (
     SELECT identifier_type, {{ p.hashed("value") }} AS identifier_hash,
-           CASE WHEN erase = 1 THEN 'delete' ELSE 'suppress' END AS kind, request_id
+           CASE WHEN erase = 1 THEN 'delete' ELSE 'suppress' END AS kind, request_id,
+           {{ p.exact_hashed("identifier_type", "value") }} AS exact_hash
     FROM person_values
 ) v
-LEFT JOIN (SELECT DISTINCT identifier_type, identifier_hash, kind FROM suppression_list) s
+LEFT JOIN (SELECT DISTINCT identifier_type, identifier_hash, kind, exact_hash FROM suppression_list) s
   ON s.identifier_type = v.identifier_type AND s.identifier_hash = v.identifier_hash AND s.kind = v.kind
+ AND (s.exact_hash IS NULL OR s.exact_hash = v.exact_hash)
 WHERE s.identifier_hash IS NULL;
 
 -- Listed sessions of the partition...
@@ -102,6 +106,7 @@ SELECT v.session_id, max(CASE WHEN s.kind = 'delete' THEN 1 ELSE 0 END) AS erase
 FROM present v
 JOIN suppression_list s
   ON s.identifier_type = 'session_id' AND s.identifier_hash = {{ p.hashed("v.session_id") }}
+ AND {{ p.exactly("s", "'session_id'", "v.session_id") }}
 GROUP BY v.session_id;
 -- ...and usable sessions the partition links to a listed person, not listed yet.
 INSERT INTO listed_sessions
@@ -134,13 +139,15 @@ WITH links AS (
 )
 SELECT l.session_id, min(l.dt) AS claimed_from
 FROM (
-    SELECT dt, session_id, identifier_type, {{ p.hashed("value") }} AS identifier_hash
+    SELECT dt, session_id, identifier_type, {{ p.hashed("value") }} AS identifier_hash,
+           {{ p.exact_hashed("identifier_type", "value") }} AS exact_hash
     FROM links
     WHERE (identifier_type = 'email' AND {{ usable("email", "value") }})
        OR (identifier_type = 'external_id' AND {{ usable("external_id", "value") }})
 ) l
-LEFT JOIN (SELECT DISTINCT identifier_type, identifier_hash FROM suppression_list) s
+LEFT JOIN (SELECT DISTINCT identifier_type, identifier_hash, exact_hash FROM suppression_list) s
   ON s.identifier_type = l.identifier_type AND s.identifier_hash = l.identifier_hash
+ AND (s.exact_hash IS NULL OR s.exact_hash = l.exact_hash)
 WHERE s.identifier_hash IS NULL
 GROUP BY l.session_id;
 
@@ -149,12 +156,12 @@ DELETE FROM listed_sessions
 WHERE derived = 1 AND session_id IN (SELECT session_id FROM session_claims WHERE claimed_from <= {{ day }});
 INSERT INTO suppression_list
 SELECT 'session_id', {{ p.hashed("session_id") }}, CASE WHEN erase = 1 THEN 'delete' ELSE 'suppress' END,
-       request_id, CAST(current_timestamp AS TIMESTAMP)
+       request_id, CAST(current_timestamp AS TIMESTAMP), {{ p.exact_hashed("'session_id'", "session_id") }}
 FROM listed_sessions WHERE derived = 1;
 
 -- Sessions a valid request names itself.
 CREATE OR REPLACE TEMP TABLE named_sessions AS
-SELECT DISTINCT identifier_hash FROM {{ home }}.erasure_requests
+SELECT DISTINCT identifier_hash, exact_hash FROM {{ home }}.erasure_requests
 WHERE identifier_type = 'session_id' AND status <> 'invalid';
 
 -- What each session covers: rows up to the day before its claim (named: every row). covered: on
@@ -166,7 +173,9 @@ SELECT l.session_id, l.erase, l.derived,
             THEN 1 ELSE 0 END AS covered
 FROM listed_sessions l
 LEFT JOIN session_claims c ON c.session_id = l.session_id
-LEFT JOIN named_sessions n ON l.derived = 0 AND n.identifier_hash = {{ p.hashed("l.session_id") }};
+LEFT JOIN named_sessions n
+  ON l.derived = 0 AND n.identifier_hash = {{ p.hashed("l.session_id") }}
+ AND {{ p.exactly("n", "'session_id'", "l.session_id") }};
 
 {% set covered = "session_id IN (SELECT session_id FROM covered_sessions WHERE covered = 1)" %}
 {% set covered_erase = "session_id IN (SELECT session_id FROM covered_sessions WHERE covered = 1 AND erase = 1)" %}
@@ -212,7 +221,8 @@ CREATE OR REPLACE TEMP TABLE suppressed_quarantine AS
 SELECT t.source, t.raw, max(CASE WHEN s.kind = 'delete' THEN 1 ELSE 0 END) = 1 AS erase,
        max(CASE WHEN s.identifier_type = 'session_id' THEN 0 ELSE 1 END) AS names_person
 FROM quarantine_tokens t
-JOIN suppression_list s ON s.identifier_hash = t.token_hash
+JOIN suppression_list s
+  ON s.identifier_hash = t.token_hash AND {{ p.exactly("s", "s.identifier_type", "t.token") }}
 GROUP BY t.source, t.raw;
 DELETE FROM suppressed_quarantine
 WHERE names_person = 0
@@ -225,7 +235,10 @@ WHERE names_person = 0
   AND NOT EXISTS (
       SELECT 1 FROM quarantine_tokens t
       WHERE t.source = suppressed_quarantine.source AND t.raw = suppressed_quarantine.raw
-        AND t.token_hash IN (SELECT identifier_hash FROM named_sessions)
+        AND EXISTS (
+            SELECT 1 FROM named_sessions n
+            WHERE n.identifier_hash = t.token_hash AND {{ p.exactly("n", "'session_id'", "t.token") }}
+        )
   );
 {% set quarantined = "EXISTS (SELECT 1 FROM suppressed_quarantine q WHERE q.source = quarantine.source AND q.raw = quarantine.raw" %}
 {{ p.restrict_or_delete("quarantine", "dt = " ~ day ~ " AND " ~ quarantined ~ ")", quarantined ~ " AND q.erase)",

@@ -50,17 +50,21 @@ ALTER TABLE landed_files ADD COLUMN IF NOT EXISTS rows_aged_out BIGINT;
 CREATE TABLE IF NOT EXISTS identity_rules_log (dt DATE, fingerprint VARCHAR, recorded_at TIMESTAMP);
 
 -- Privacy (docs/privacy.md). Identifiers of people who asked to be erased or suppressed, hashed
--- (privacy/_macros.sql); matched per identifier type. kind: delete | suppress.
+-- (privacy/_macros.sql); matched per identifier type. kind: delete | suppress. identifier_hash
+-- is lower-cased whatever the type (the join key); exact_hash keeps a session's or SSO id's case
+-- as identity does (schema version 3: NULL in entries listed before, which match either case).
 CREATE TABLE IF NOT EXISTS suppression_list (
     identifier_type VARCHAR, identifier_hash VARCHAR, kind VARCHAR, request_id VARCHAR,
     added_at TIMESTAMP
 );
--- Erasure requests as received: the identifier is kept only as its hash.
+ALTER TABLE suppression_list ADD COLUMN IF NOT EXISTS exact_hash VARCHAR;
+-- Erasure requests as received: the identifier is kept only as its hashes.
 CREATE TABLE IF NOT EXISTS erasure_requests (
     request_id VARCHAR, identifier_type VARCHAR, identifier_hash VARCHAR, requested_at TIMESTAMP,
     type VARCHAR, status VARCHAR, reason VARCHAR, received_at TIMESTAMP, resolved_at TIMESTAMP,
     completed_at TIMESTAMP, _file VARCHAR, _line BIGINT
 );
+ALTER TABLE erasure_requests ADD COLUMN IF NOT EXISTS exact_hash VARCHAR;
 -- What a pending request resolved to (plain values: destinations need them); purged once every
 -- destination has confirmed the request.
 CREATE TABLE IF NOT EXISTS erasure_subjects (

@@ -42,6 +42,7 @@ WHERE NOT (known.identifier_type = 'session_id'
     SELECT 1 FROM {{ home }}.suppression_list l
     WHERE l.identifier_type = known.identifier_type
       AND l.identifier_hash = {{ priv.hashed("known.identifier_value") }}
+      AND {{ priv.exactly("l", "known.identifier_type", "known.identifier_value") }}
 )
 {% endif %};
 
