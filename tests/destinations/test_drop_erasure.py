@@ -422,3 +422,26 @@ def test_the_erasure_removes_a_temporary_part_an_older_version_left(tmp_path):
 
     assert not leftover.exists()
     assert sorted(p.name for p in partition.iterdir()) == [MANIFEST, "part-00000.csv"]
+
+
+def test_a_quarantined_line_names_an_sso_id_or_session_in_its_own_case_only(tmp_path):
+    """SSO ids and sessions are compared case and all (docs/identity.md): `SSO-9` is not the
+    account `sso-9`, so erasing one keeps the other's lines; an email matches in any case."""
+    root = tmp_path / "out"
+    dest = destination(root, tables=("quarantine",), formats=("csv",))
+    lines = ["x,S-1,sso-9,Maybe", "x,s-1,SSO-9,Maybe", "x,s-2,u-2,FAN@EXAMPLE.COM"]
+    rows = [
+        {"source": "identities", "file": "a.csv", "line": n, "reason": "r", "raw": raw}
+        for n, raw in enumerate(lines, start=2)
+    ]
+    _write_day(root, dest, {"quarantine": write_table(tmp_path / "q.parquet", rows, QUARANTINE)})
+    request = ErasureRequest(
+        "r-9",
+        "2024-05-04",
+        (),
+        (("external_id", "sso-9"), ("session_id", "S-1"), ("email", "fan@example.com")),
+    )
+
+    dest.erase([request])
+
+    assert [r["raw"] for r in _rows(root, "quarantine", 1)["csv"]] == ["x,s-1,SSO-9,Maybe"]

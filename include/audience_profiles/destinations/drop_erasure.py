@@ -120,9 +120,15 @@ def matches(columns: set[str], value_of: Callable[[str], str]) -> str:
         if t in columns and v in columns
     ]
     if RAW_COLUMN in columns:
+        # a word of the line: an email whatever its case, a session or SSO id exactly
+        raw = value_of(RAW_COLUMN)
         terms.append(
-            f"len(list_intersect(regexp_extract_all(lower({value_of(RAW_COLUMN)}), {_TOKEN}), "
-            "(SELECT list(lower(value)) FROM erase_values))) > 0"
+            f"len(list_intersect(regexp_extract_all(lower({raw}), {_TOKEN}), (SELECT "
+            "list(lower(value)) FROM erase_values WHERE identifier_type = 'email'))) > 0"
+        )
+        terms.append(
+            f"len(list_intersect(regexp_extract_all({raw}, {_TOKEN}), (SELECT "
+            "list(value) FROM erase_values WHERE identifier_type <> 'email'))) > 0"
         )
     return " OR ".join(f"coalesce({t}, false)" for t in terms) or "false"
 

@@ -15,7 +15,9 @@ Values are looked for both as the warehouse keys them and as ``hash_identifier``
 table loaded under another PII policy before is cleaned all the same.
 
 The same transaction records a tombstone per erased profile id and identifier in ``ap_erasures``,
-as its hash (no plain identifier stays behind). Every later load filters its exports against them
+as its hash (no plain identifier stays behind): a session's or SSO id's under ``exact:<type>``,
+hashed with its case as identity compares it (``privacy.exact_hash``); one recorded before
+(``<type>``, lower-cased) still matches either case. Every later load filters its exports against them
 before staging (:func:`without_erased`): an export written before the request (a delivery that
 ran while the erasure did, an old run delivered again) cannot put the person back, neither in the
 snapshot tables nor in the partition of a date that no daily run rewrites any more.
@@ -40,7 +42,13 @@ from audience_profiles.destinations.drop import (
     scratch_duckdb,
 )
 from audience_profiles.destinations.drop_erasure import PROFILE_COLUMNS, RAW_WORD
-from audience_profiles.privacy import HASHED_EMAIL, hash_identifier, normalise_identifier
+from audience_profiles.privacy import (
+    HASHED_EMAIL,
+    WHITESPACE,
+    exact_hash,
+    hash_identifier,
+    normalise_identifier,
+)
 from audience_profiles.warehouse.base import sql_macro
 from audience_profiles.warehouse.duckdb import COMPAT_MACROS
 
@@ -50,6 +58,8 @@ if TYPE_CHECKING:
 ERASURES_TABLE = "ap_erasures"
 VALUE_COLUMNS = ("email", "session_id", "external_id")
 PROFILE = "profile_id"  # tombstone type of an erased profile id
+EXACT = "exact:"  # before a tombstone's type: a session or SSO id hashed with its case
+CASED = ("session_id", "external_id")  # the identifier types compared case and all
 _WORD = re.compile(RAW_WORD)
 T = TypeVar("T", str, tuple[str | None, str])
 # Values one statement lists. Snowflake takes at most 16,384 expressions in an IN list (error
@@ -112,7 +122,7 @@ class Subjects:
             yield Subjects(profile_ids, {k: frozenset(v) for k, v in values.items() if k})
 
     def words(self) -> set[str]:
-        """Every plain value, lower-cased as a quarantined line's words are compared (as SQL
+        """Every plain value, lower-cased as the warehouse narrows quarantined lines down (as SQL
         lower-cases: İ is i)."""
         return {
             normalise_identifier(v)
@@ -121,11 +131,25 @@ class Subjects:
             for v in vs
         } - {None}
 
+    def names(self, line_words: list[str]) -> bool:
+        """Whether a quarantined line of these words names one of the values: an email
+        whatever its case, a session or SSO id exactly."""
+        emails = {normalise_identifier(v) for v in self.values.get("email", ())}
+        ids = {v.strip(WHITESPACE) for kind in CASED for v in self.values.get(kind, ())}
+        return bool(
+            ({normalise_identifier(w) for w in line_words} & (emails - {None}))
+            or (set(line_words) & (ids - {""}))
+        )
+
 
 def tombstones(request: ErasureRequest) -> set[tuple[str, str]]:
     """(type, hash) of each profile id and identifier of one request."""
     pairs = {(PROFILE, p) for p in request.profile_ids} | set(request.identifiers)
-    return {(kind, h) for kind, value in pairs if (h := hash_identifier(value))}
+    return {
+        (EXACT + kind, h) if kind in CASED else (kind, h)
+        for kind, value in pairs
+        if (h := exact_hash(kind, value) if kind in CASED else hash_identifier(value))
+    }
 
 
 def erase_loaded(
@@ -187,7 +211,7 @@ def _record_tombstones(
 
 
 def _quarantined_lines(dest: SqlWarehouseDestination, db: Session, subjects: Subjects) -> set[str]:
-    """Quarantined lines holding one of the values as a whole word (case-insensitive).
+    """Quarantined lines holding one of the values as a whole word (:meth:`Subjects.names`).
 
     The warehouse narrows the lines down by substring (portable POSITION); the words are cut
     here, as warehouses spell regular expressions differently.
@@ -204,11 +228,7 @@ def _quarantined_lines(dest: SqlWarehouseDestination, db: Session, subjects: Sub
                 f"SELECT DISTINCT {raw} FROM {dest.qualified('quarantine')} WHERE {found}"
             )
         )
-    return {
-        line
-        for line in candidates
-        if {normalise_identifier(w) for w in _WORD.findall(line)} & words
-    }
+    return {line for line in candidates if subjects.names(_WORD.findall(line))}
 
 
 def _erased_wheres(
@@ -272,6 +292,9 @@ def without_erased(path: str, erased: set[tuple[str, str]], out: Path) -> tuple[
         def hashed(expr: str) -> str:
             return sql_macro("privacy/_macros.sql", "hashed", expr)
 
+        def exact(kind: str, expr: str) -> str:
+            return sql_macro("privacy/_macros.sql", "exact_hashed", kind, expr)
+
         def listed(kind: str) -> str:
             return f"(SELECT identifier_hash FROM erased WHERE identifier_type = '{kind}')"
 
@@ -284,16 +307,31 @@ def without_erased(path: str, erased: set[tuple[str, str]], out: Path) -> tuple[
             f"{hashed(_quote_ident(c))} IN {listed(c)}" for c in VALUE_COLUMNS if c in columns
         ]
         terms += [
+            f"{exact(repr(c), _quote_ident(c))} IN {listed(EXACT + c)}"
+            for c in CASED
+            if c in columns
+        ]
+        terms += [
             f"{_quote_ident(t)} || ':' || {hashed(_quote_ident(v))} IN "
             "(SELECT identifier_type || ':' || identifier_hash FROM erased)"
             for t, v in IDENTIFIER_PAIRS
             if {t, v} <= columns
         ]
+        terms += [
+            f"'{EXACT}' || {_quote_ident(t)} || ':' || {exact(_quote_ident(t), _quote_ident(v))} "
+            "IN (SELECT identifier_type || ':' || identifier_hash FROM erased)"
+            for t, v in IDENTIFIER_PAIRS
+            if {t, v} <= columns
+        ]
         if RAW_COLUMN in columns:
+            words = f"regexp_extract_all({_quote_ident(RAW_COLUMN)}, {_literal(RAW_WORD)})"
             terms.append(
-                f"list_has_any(list_transform(regexp_extract_all({_quote_ident(RAW_COLUMN)}, "
-                f"{_literal(RAW_WORD)}), lambda w: {hashed('w')}), "
-                "(SELECT list(identifier_hash) FROM erased))"
+                f"list_has_any(list_transform({words}, lambda w: {hashed('w')}), (SELECT "
+                f"list(identifier_hash) FROM erased WHERE identifier_type NOT LIKE '{EXACT}%'))"
+            )
+            terms.append(
+                f"list_has_any(list_transform({words}, lambda w: {exact('NULL', 'w')}), (SELECT "
+                f"list(identifier_hash) FROM erased WHERE identifier_type LIKE '{EXACT}%'))"
             )
         if not terms:
             return path, 0
