@@ -36,6 +36,110 @@ def test_env_expansion_and_relative_paths(monkeypatch):
     assert config.work_dir == str(PROJECT_ROOT / "w")
 
 
+def test_an_unset_variable_without_a_default_fails_the_load_naming_the_key(monkeypatch):
+    # Read as "", work_dir: ${AP_HOME}/ was / and landing_root: ${LANDING} the project root;
+    # the scratch sweep then emptied /tmp.
+    monkeypatch.delenv("AP_TEST_UNSET", raising=False)
+    raw = {**MINIMAL, "destinations": [{"name": "a", "kind": "local", "path": "${AP_TEST_UNSET}"}]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "p.yml")
+    assert str(err.value) == (
+        "p.yml: destinations[0].path: the environment variable AP_TEST_UNSET is not set; set it, "
+        "or give a default: ${AP_TEST_UNSET:-default}"
+    )
+    with pytest.raises(ConfigError, match=r"^p.yml: work_dir: the environment variable AP_TEST"):
+        parse_config({**MINIMAL, "work_dir": "${AP_TEST_UNSET}/"}, "p.yml")
+
+
+def test_variables_read_as_a_shell_reads_them(monkeypatch):
+    monkeypatch.setenv("AP_TEST_EMPTY", "")
+    monkeypatch.delenv("AP_TEST_UNSET", raising=False)
+    config = parse_config(
+        {
+            **MINIMAL,
+            # :- gives the default when the variable is unset or empty
+            "landing_root": "${AP_TEST_EMPTY:-in}",
+            "work_dir": "${AP_TEST_UNSET:-w}/${AP_TEST_EMPTY}x",
+            "landing_conn_id": "${AP_TEST_UNSET:-}aws",
+        },
+        "p.yml",
+    )
+    assert config.landing_root == str(PROJECT_ROOT / "in")
+    assert config.work_dir == str(PROJECT_ROOT / "w" / "x")
+    assert config.landing_conn_id == "aws"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"landing_root": "${AP_TEST_EMPTY}"}, "p.yml: landing_root: must be a path, not ''"),
+        ({"work_dir": " "}, "p.yml: work_dir: must be a path, not ' '"),
+        ({"warehouse": {"path": "${AP_TEST_EMPTY}"}}, "p.yml: warehouse.path: must be a path"),
+        (
+            {"destinations": [{"name": "a", "kind": "local", "path": "${AP_TEST_EMPTY}"}]},
+            "p.yml: destinations[0].path: must be a path, not ''",
+        ),
+        (
+            {
+                "destinations": [
+                    {"name": "d", "kind": "dotdigital", "conn_id": "c", "state_path": ""}
+                ]
+            },
+            "p.yml: destinations[0].state_path: must be a path, not ''",
+        ),
+        # ${AP_HOME}/ with AP_HOME empty: the sweep of <work_dir>/tmp/ emptied the system's /tmp
+        ({"work_dir": "${AP_TEST_EMPTY}/"}, "p.yml: work_dir: '/' is the root of the file system"),
+    ],
+)
+def test_a_path_empty_after_expansion_fails_the_load_naming_the_key(monkeypatch, raw, message):
+    monkeypatch.setenv("AP_TEST_EMPTY", "")
+    with pytest.raises(ConfigError) as err:
+        parse_config({**MINIMAL, **raw}, "p.yml")
+    assert str(err.value).startswith(message)
+
+
+def test_every_value_is_expanded_and_no_key(monkeypatch):
+    # bucket: ${BUCKET} stayed literal, and was accepted
+    monkeypatch.setenv("AP_TEST_BUCKET", "fan-data")
+    monkeypatch.setenv("AP_TEST_TOPIC", "profiles")
+    config = parse_config(
+        {
+            **MINIMAL,
+            "destinations": [
+                {"name": "s3", "kind": "s3", "bucket": "${AP_TEST_BUCKET}", "prefix": "a/${X:-b}"},
+                {"name": "k", "kind": "kafka", "conn_id": "c", "topic": "${AP_TEST_TOPIC}"},
+            ],
+            "retention": {"interactions_days": 30},
+        },
+        "p.yml",
+    )
+    s3, kafka = config.destinations
+    assert (s3.options["bucket"], s3.options["prefix"]) == ("fan-data", "a/b")
+    assert kafka.options["topic"] == "profiles"
+    assert config.raw["destinations"][1]["topic"] == "profiles"  # what later readers see
+    # a key is a name, not a value: ${...} in one is an unknown key, as written
+    with pytest.raises(ConfigError, match=r"unknown key '\$\{AP_TEST_TOPIC\}'"):
+        parse_config({**MINIMAL, "${AP_TEST_TOPIC}": 1}, "p.yml")
+
+
+def test_the_dag_files_read_their_values_whatever_is_unset_elsewhere(tmp_path, monkeypatch):
+    # read_dag_settings and read_alerts_conn_id must not fail on the rest of the file
+    from audience_profiles.config import read_alerts_conn_id, read_dag_settings
+
+    monkeypatch.delenv("AP_TEST_UNSET", raising=False)
+    monkeypatch.setenv("AP_TEST_START", "2022-02-01")
+    monkeypatch.setenv("AP_TEST_ALERTS", "alerts_conn")
+    path = tmp_path / "pipeline.yml"
+    path.write_text(
+        "start_date: ${AP_TEST_START}\nlanding_root: ${AP_TEST_UNSET}\n"
+        "alerts: {webhook_conn_id: '${AP_TEST_ALERTS}'}\n"
+    )
+    assert read_dag_settings(path).start_date == dt.date(2022, 2, 1)
+    assert read_alerts_conn_id(path) == "alerts_conn"
+    with pytest.raises(ConfigError, match="landing_root: the environment variable AP_TEST_UNSET"):
+        load_config(path)
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [

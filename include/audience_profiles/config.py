@@ -7,11 +7,12 @@ knows (the closest valid key is suggested), an option its destination kind does 
 (``OPTIONS``, see destinations/base.py), a yes/no that is not a bare YAML ``true``/``false``, a
 number that is not a whole number, a ``start_date`` that is not a date.
 
-Paths: ``${VAR}`` and ``${VAR:-default}`` are expanded from the environment; a relative path is
-resolved against the project root (the folder that holds ``include/``), so the same file works from
-any working directory, in ``airflow dags test`` and on a scheduler alike. Secrets never live here:
-connections are named by their Airflow connection id and come from ``AIRFLOW_CONN_*`` or a secrets
-backend.
+Any string value may hold ``${VAR}`` or ``${VAR:-default}``, expanded from the environment once,
+as the file loads (:func:`_expanded`), as a shell does: the default when VAR is unset or empty; an
+unset VAR without a default fails the load, naming the key. A relative path is resolved against
+the project root (the folder that holds ``include/``), so the same file works from any working
+directory, in ``airflow dags test`` and on a scheduler alike. Secrets never live here: connections
+are named by their Airflow connection id and come from ``AIRFLOW_CONN_*`` or a secrets backend.
 """
 
 from __future__ import annotations
@@ -102,16 +103,46 @@ class ConfigError(NotRetryable, ValueError):
     """A configuration problem, always naming the file and the key."""
 
 
-def _expand(value: str) -> str:
-    return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+def _expand(value: str, source: str, key: str) -> str:
+    """``${VAR}`` and ``${VAR:-default}`` in one value (``key``, its path, names it in errors).
+
+    As a shell reads them: ``:-`` gives the default when VAR is unset or empty. An unset VAR
+    without one fails: read as "", ``work_dir: ${AP_HOME}/`` became ``/``, whose ``tmp/`` the
+    scratch sweep empties."""
+
+    def value_of(ref: re.Match) -> str:
+        name, default = ref.group(1), ref.group(2)
+        found = os.environ.get(name)
+        if default is not None:
+            return found or default
+        if found is None:
+            raise ConfigError(
+                f"{source}: {key}: the environment variable {name} is not set; set it, or give "
+                f"a default: ${{{name}:-default}}"
+            )
+        return found
+
+    return _ENV_REF.sub(value_of, value)
+
+
+def _expanded(node: Any, source: str, key: str = "") -> Any:
+    """``node`` with every string value in it expanded (:func:`_expand`); keys stay as written.
+    ``key`` is the key path of ``node`` (``destinations[0]``), for errors."""
+    if isinstance(node, str):
+        return _expand(node, source, key)
+    if isinstance(node, dict):
+        return {k: _expanded(v, source, f"{key}.{k}" if key else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expanded(v, source, f"{key}[{i}]") for i, v in enumerate(node)]
+    return node
 
 
 def resolve_path(value: str) -> str:
-    """Expand env references; make a local relative path absolute against the project root.
+    """Make a local relative path absolute against the project root (``${VAR}`` is expanded
+    before, with the rest of the file: :func:`_expanded`).
 
-    URLs (``s3://``, ``abfs://`` ...) are returned expanded but otherwise untouched.
+    URLs (``s3://``, ``abfs://`` ...) are returned untouched.
     """
-    value = _expand(value)
     if "://" in value:
         return value
     path = Path(value).expanduser()
@@ -337,6 +368,20 @@ def _text(mapping: dict, key: str, default: str | None, where: str, source: str)
     return str(value)
 
 
+def _path(mapping: dict, key: str, default: str | None, where: str, source: str) -> str | None:
+    """A path (or URL) key, resolved (:func:`resolve_path`); null or left out, ``default``.
+    Blank is refused, not resolved: "" was the project root (``landing_root: ${LANDING}``)."""
+    value = _text(mapping, key, None, where, source)
+    if value is None:
+        return None if default is None else resolve_path(default)
+    if not value.strip():
+        raise ConfigError(
+            f"{source}: {where}{key}: must be a path, not {value!r} (an environment variable set "
+            "but empty? ${VAR:-default} gives the default then)"
+        )
+    return resolve_path(value)
+
+
 def _section(raw: dict, key: str, source: str) -> dict:
     value = raw.get(key)
     if value is None:
@@ -347,7 +392,8 @@ def _section(raw: dict, key: str, source: str) -> dict:
 
 
 def _start_date(raw: dict, source: str) -> dt.date:
-    """``start_date``: a YAML date (``2022-01-11``) or a YYYY-MM-DD string (``${VAR}`` expanded)."""
+    """``start_date``: a YAML date (``2022-01-11``) or a YYYY-MM-DD string (``${VAR}`` expanded
+    before: :func:`_expanded`)."""
     value = _require(raw, "start_date", "", source)
     if isinstance(value, dt.datetime):
         if value.time() != dt.time() or value.tzinfo is not None:
@@ -358,7 +404,7 @@ def _start_date(raw: dict, source: str) -> dt.date:
     if isinstance(value, dt.date):
         return value
     if isinstance(value, str):
-        text = _expand(value).strip()
+        text = value.strip()
         if _ISO_DATE.fullmatch(text):
             try:
                 return dt.date.fromisoformat(text)
@@ -665,8 +711,9 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     # The drops' one yes/no option (drop.py reads it as truthy: a quoted "false" meant true).
     _flag(options, "quicksight_manifest", False, where, source)
     _positive_number(options, "max_file_mb", where, source)
-    if "path" in options:
-        options["path"] = resolve_path(str(options["path"]))
+    for key in ("path", "state_path"):  # a local drop's folder, a Dotdigital state's file
+        if options.get(key) is not None:
+            options[key] = _path(options, key, None, where, source)
     config = DestinationConfig(
         name=name,
         kind=kind,
@@ -777,7 +824,7 @@ def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
         raise ConfigError(f"{source}: warehouse.engine must be one of {ENGINES}, not {engine!r}")
     warehouse = WarehouseConfig(
         engine=engine,
-        path=resolve_path(_text(wh_raw, "path", WarehouseConfig.path, where, source)),
+        path=_path(wh_raw, "path", WarehouseConfig.path, where, source),
         conn_id=_text(wh_raw, "conn_id", None, where, source),
         database=_text(wh_raw, "database", None, where, source),
         schema=_text(wh_raw, "schema", WarehouseConfig.schema, where, source),
@@ -902,7 +949,9 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     reject_unknown(raw, TOP_LEVEL_KEYS, "", source, "at the top level")
+    raw = _expanded(raw, source)
     start = _start_date(raw, source)
+    landing_root = _path(raw, "landing_root", None, "", source)  # blank: named as no path
     _require(raw, "landing_root", "", source)
     warehouse = _parse_warehouse(raw, source)
 
@@ -919,8 +968,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     config_dir = Path(source).parent if source != "<dict>" else DEFAULT_CONFIG.parent
 
     def sibling(key: str, default: str) -> str:
-        value = _expand(_text(raw, key, default, "", source))
-        path = Path(value)
+        path = Path(_text(raw, key, default, "", source))
         if not path.is_absolute():
             path = config_dir / path
         return str(path)
@@ -931,12 +979,16 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     reject_unknown(alerts, ALERTS_KEYS, "alerts.", source, "in alerts")
     _text(alerts, "webhook_conn_id", None, "alerts.", source)
     _late_after_hours(alerts, source)
+    work_dir = _path(raw, "work_dir", "data/work", "", source)
+    if Path(work_dir).parent == Path(work_dir):
+        # ${AP_HOME}/ with AP_HOME empty: the scratch sweep empties <work_dir>/tmp/, here /tmp
+        raise ConfigError(f"{source}: work_dir: {work_dir!r} is the root of the file system")
     config = PipelineConfig(
         source_file=source,
         start_date=start,
-        landing_root=resolve_path(_text(raw, "landing_root", None, "", source)),
+        landing_root=landing_root,
         landing_conn_id=_text(raw, "landing_conn_id", None, "", source),
-        work_dir=resolve_path(_text(raw, "work_dir", "data/work", "", source)),
+        work_dir=work_dir,
         warehouse=warehouse,
         identity_config=sibling("identity_config", "identity.yml"),
         segments_config=sibling("segments_config", "segments.yml"),
@@ -1077,7 +1129,9 @@ def read_dag_settings(path: str | os.PathLike | None = None) -> DagSettings:
         late_after_hours = _late_after_hours(_section(raw, "alerts", source), source)
     except ConfigError:
         late_after_hours = None
-    return DagSettings(_start_date(raw, source), late_after_hours)
+    # only the value read is expanded: an unset variable elsewhere is the tasks' to report
+    start = {"start_date": _expanded(raw.get("start_date"), source, "start_date")}
+    return DagSettings(_start_date(start, source), late_after_hours)
 
 
 def _late_after_hours(alerts: dict, source: str) -> float | None:
@@ -1102,4 +1156,5 @@ def read_alerts_conn_id(path: str | os.PathLike | None = None) -> str | None:
     a mistake elsewhere in the file must not fail on that mistake too."""
     raw, source = _read_raw(path)
     alerts = _section(raw, "alerts", source)
-    return _text(alerts, "webhook_conn_id", None, "alerts.", source)
+    conn_id = _expanded(alerts.get("webhook_conn_id"), source, "alerts.webhook_conn_id")
+    return _text({"webhook_conn_id": conn_id}, "webhook_conn_id", None, "alerts.", source)
