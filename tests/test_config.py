@@ -649,6 +649,31 @@ def test_yaml_keeps_ids_and_scores_as_text_and_refuses_a_repeated_key(tmp_path):
     assert draw.rule.params["filters"] == {"option": ["2:1"], "poll_id": ["0601"]}
 
 
+def test_a_destination_may_be_built_from_an_anchor_with_a_merge_key(tmp_path):
+    # <<: *anchor failed: "could not determine a constructor for the tag ...merge"
+    path = tmp_path / "pipeline.yml"
+    path.write_text(
+        "start_date: 2022-01-11\nlanding_root: x\n"
+        "destinations:\n"
+        "  - &drop {name: eu_drop, kind: s3, bucket: eu, formats: [csv, json], pii: hashed}\n"
+        "  - <<: *drop\n"
+        "    name: us_drop\n"
+        "    bucket: us\n"
+    )
+    eu, us = load_config(path).destinations
+    assert (us.name, us.options["bucket"], us.formats, us.pii) == (
+        "us_drop",
+        "us",
+        ("csv", "json"),
+        "hashed",
+    )
+    assert (eu.name, eu.options["bucket"]) == ("eu_drop", "eu")
+    # a key written twice beside the merge is still a mistake
+    path.write_text(path.read_text() + "    bucket: us2\n")
+    with pytest.raises(ConfigError, match=r"line 8: duplicate key 'bucket' \(first on line 7\)"):
+        load_config(path)
+
+
 @pytest.mark.parametrize("kind", ["sql", "snowflake"])
 def test_a_warehouse_destination_without_conn_id_fails_when_the_file_loads(kind):
     # It failed at delivery, after the whole build, as a plain error retried three times.

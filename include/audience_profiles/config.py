@@ -1014,11 +1014,16 @@ class _StrictLoader(yaml.SafeLoader):
     PyYAML follows YAML 1.1, where the last of two equal keys silently wins, and ``2:1`` (a score)
     is the base-60 number 121, ``0601`` (an id) the octal 385 and ``1_000`` a thousand. Those
     now stay text, as a reader would read them.
+
+    A merge key (``<<: *anchor``, one destination entry built from another) gives the anchor's
+    keys as defaults the mapping's own override; only the mapping's own keys count as repeated.
     """
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # SafeConstructor flattens it below; constructed here, it failed
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if not isinstance(key, str | int | float | bool | None | dt.date):
