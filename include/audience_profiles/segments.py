@@ -116,8 +116,10 @@ class _Reader:
         return ConfigError(f"{self.source}: {where}: {message}")
 
     def segments(self, raw: Any) -> SegmentSet:
-        if raw is None:
-            raw = {}
+        if raw is None:  # an emptied or truncated file must not quietly empty every segment
+            raise ConfigError(
+                f"{self.source}: empty (or only comments); write segments: [] for no segments"
+            )
         if not isinstance(raw, dict):
             raise ConfigError(f"{self.source}: the top level must be a mapping with segments:")
         unknown = sorted(set(raw) - {"segments"})

@@ -440,6 +440,20 @@ def test_mistakes_name_the_file_and_the_key(raw, message):
         parse_segments(raw, "segments.yml")
 
 
+@pytest.mark.parametrize("text", ["", "# every segment is off for now\n"])
+def test_an_empty_file_fails_and_segments_none_means_none(tmp_path, text):
+    # read as no segments, an emptied or truncated file emptied every address book synced
+    path = tmp_path / "segments.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_segments(path)
+    assert str(error.value) == (
+        f"{path}: empty (or only comments); write segments: [] for no segments"
+    )
+    path.write_text("segments: []\n")
+    assert load_segments(path).segments == ()
+
+
 def test_segments_config_paths_and_destination_segments_are_checked(tmp_path):
     config = write_config(tmp_path)  # segments.yml next to it: absent, so no segments
     assert segments_for(config) is None
