@@ -401,6 +401,18 @@ def edited(path: str, value) -> dict:
         ("landing_wait.deadline_hours", -1, "landing_wait.deadline_hours: must be 0 or more"),
         ("landing_wait.deadline_hours", "6h", "landing_wait.deadline_hours: must be a number"),
         ("landing_wait.poke_minutes", 0, "landing_wait.poke_minutes: must be above 0, not 0"),
+        # past a timedelta's range these failed the first task with an OverflowError, retried
+        (
+            "landing_wait.deadline_hours",
+            1.0e300,
+            "p.yml: landing_wait.deadline_hours: must be 168 or less, not 1e+300",
+        ),
+        ("landing_wait.poke_minutes", 1441, "landing_wait.poke_minutes: must be 1440 or less"),
+        (
+            "stream.lookback_seconds",
+            10**12,
+            "p.yml: stream.lookback_seconds: must be 604800 or less, not 1000000000000",
+        ),
         (
             "landing_wait.late_check_days",
             1.5,
@@ -735,7 +747,8 @@ def test_an_impossible_date_names_the_file_and_the_line(tmp_path, written, reaso
     assert str(err.value) == f"{path}: line 2: '{written}' is not a date ({reason})"
 
 
-@pytest.mark.parametrize("value", [0, -1, 1.5, "7", True])
+# 100000000000 passed the load and failed each delivery with an OverflowError naming no key
+@pytest.mark.parametrize("value", [0, -1, 1.5, "7", True, 100000000000, 36501])
 def test_keep_days_is_checked_when_the_file_loads(value):
     # Checked only at delivery, a bad keep_days failed the deliver task after the run had built,
     # checked and published the date.
@@ -759,6 +772,8 @@ def test_keep_days_of_a_whole_number_loads():
         ({"kind": "kinesis", "stream_name": "s", "retry_max_seconds": 0}, "retry_max_seconds: must be above 0, not 0"),
         ({"kind": "sql", "conn_id": "c", "batch_rows": 1.5}, "batch_rows: must be a whole number, not 1.5"),
         ({"kind": "dotdigital", "conn_id": "d", "poll_interval": True}, "poll_interval: must be a number, not True"),
+        # past a week: no wait anyone means, and past what a sleep or a timedelta takes
+        ({"kind": "dotdigital", "conn_id": "d", "import_timeout": 1.0e300}, "import_timeout: must be 604800 or less, not 1e+300"),
     ],
 )  # fmt: skip
 def test_a_kinds_numeric_option_is_checked_when_the_file_loads(entry, said):

@@ -71,6 +71,13 @@ _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # an SQL name both engines 
 WAREHOUSE_KEYS = ("engine", "path", "conn_id", "database", "schema", "memory_limit", "threads")
 ALERTS_KEYS = ("webhook_conn_id", "late_after_hours")
 LATE_AFTER_HOURS_MAX = 7 * 24.0
+# Upper bounds of the numbers that become a date or a wait: past them a value is no setting
+# anyone means, and past what a date or a timedelta holds it failed later with an OverflowError
+# naming no key, retried.
+DAYS_MAX = 36500  # a hundred years (keep_days; segments.yml's within_days)
+SECONDS_MAX = 7 * 24 * 3600  # a week (every option in seconds; stream.lookback_seconds)
+DEADLINE_HOURS_MAX = LATE_AFTER_HOURS_MAX  # landing_wait.deadline_hours: a week
+POKE_MINUTES_MAX = 24 * 60.0  # landing_wait.poke_minutes: a day
 DESTINATION_NAME_MAX = 200
 STREAM_KEYS = ("lookback_seconds", "destinations")
 LANDING_WAIT_KEYS = ("required", "marker", "deadline_hours", "poke_minutes", "late_check_days")
@@ -322,9 +329,16 @@ def _flag(mapping: dict, key: str, default: bool, where: str, source: str) -> bo
 
 
 def whole_number(
-    mapping: dict, key: str, default: int, where: str, source: str, minimum: int
+    mapping: dict,
+    key: str,
+    default: int,
+    where: str,
+    source: str,
+    minimum: int,
+    maximum: int | None = None,
 ) -> int:
-    """A whole number of at least ``minimum``, strictly: no strings, floats or booleans."""
+    """A whole number of at least ``minimum`` (and at most ``maximum``), strictly: no strings,
+    floats or booleans."""
     if key not in mapping:
         return default
     value = mapping[key]
@@ -332,14 +346,24 @@ def whole_number(
         raise ConfigError(f"{source}: {where}{key}: must be a whole number, not {value!r}")
     if value < minimum:
         raise ConfigError(f"{source}: {where}{key}: must be {minimum} or more, not {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{source}: {where}{key}: must be {maximum} or less, not {value!r}")
     return value
 
 
 def _number(
-    mapping: dict, key: str, default: float, where: str, source: str, minimum: float, *, above: bool
+    mapping: dict,
+    key: str,
+    default: float,
+    where: str,
+    source: str,
+    minimum: float,
+    *,
+    above: bool,
+    maximum: float | None = None,
 ) -> float:
-    """A number (whole or decimal) of at least ``minimum``, or above it when ``above``;
-    strictly: no strings or booleans."""
+    """A number (whole or decimal) of at least ``minimum``, or above it when ``above`` (and at
+    most ``maximum``); strictly: no strings or booleans."""
     if key not in mapping:
         return default
     value = mapping[key]
@@ -348,14 +372,18 @@ def _number(
     if not (value > minimum if above else value >= minimum):
         limit = f"above {minimum:g}" if above else f"{minimum:g} or more"
         raise ConfigError(f"{source}: {where}{key}: must be {limit}, not {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{source}: {where}{key}: must be {maximum:g} or less, not {value!r}")
     return float(value)
 
 
-def _positive_number(mapping: dict, key: str, where: str, source: str) -> None:
+def _positive_number(
+    mapping: dict, key: str, where: str, source: str, maximum: float | None = None
+) -> None:
     """A number above 0 when given: a drop read ``max_file_mb: 0`` as no limit and ``-1`` as a
     part per row, and a typo (``25O``) failed only at delivery."""
     if mapping.get(key) is not None:  # left out, or null: no limit
-        _number(mapping, key, 0, where, source, 0, above=True)
+        _number(mapping, key, 0, where, source, 0, above=True, maximum=maximum)
 
 
 def _text(mapping: dict, key: str, default: str | None, where: str, source: str) -> str | None:
@@ -736,9 +764,11 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     # kind's keys: one it does not take is named as unknown, not as a number to correct.
     for key in WHOLE_NUMBER_OPTIONS:
         if options.get(key) is not None:
-            whole_number(options, key, 0, where, source, 1)
+            whole_number(
+                options, key, 0, where, source, 1, DAYS_MAX if key == "keep_days" else None
+            )
     for key in SECONDS_OPTIONS:
-        _positive_number(options, key, where, source)
+        _positive_number(options, key, where, source, SECONDS_MAX)
     if not kind_declares(kind, "WRITES_FILES"):
         refuse_file_keys(config, [k for k in FILE_KEYS if k in item], source, where)
     if kind_declares(kind, "NEEDS_CONN_ID") and not config.conn_id:
@@ -850,7 +880,13 @@ def _parse_stream(
     reject_unknown(stream, STREAM_KEYS, "stream.", source, "in stream")
     default = StreamSection()
     lookback = whole_number(
-        stream, "lookback_seconds", default.lookback_seconds, "stream.", source, minimum=0
+        stream,
+        "lookback_seconds",
+        default.lookback_seconds,
+        "stream.",
+        source,
+        minimum=0,
+        maximum=SECONDS_MAX,
     )
     names = stream.get("destinations")
     if names is None:
@@ -936,9 +972,17 @@ def _parse_landing_wait(raw: dict, source: str) -> LandingWait:
             source,
             0,
             above=False,
+            maximum=DEADLINE_HOURS_MAX,
         ),
         poke_minutes=_number(
-            wait, "poke_minutes", LandingWait.poke_minutes, "landing_wait.", source, 0, above=True
+            wait,
+            "poke_minutes",
+            LandingWait.poke_minutes,
+            "landing_wait.",
+            source,
+            0,
+            above=True,
+            maximum=POKE_MINUTES_MAX,
         ),
         late_check_days=_late_check_days(wait, source),
     )

@@ -433,6 +433,11 @@ def test_the_shipped_segments_file_is_valid():
             {"segments": {"a": {"all": [{"any": [{"form_entries": {"min": -1}}]}]}}},
             r"segments\.a\.all\[0\]\.any\[0\]\.form_entries\.min: must be a whole number",
         ),
+        # past a date's range: the build failed with an OverflowError naming no key, retried
+        (
+            {"segments": {"a": {"form_entries": {"within_days": 800000}}}},
+            r"segments\.a\.form_entries\.within_days: must be 36500 or less, not 800000",
+        ),
     ],
 )
 def test_mistakes_name_the_file_and_the_key(raw, message):
