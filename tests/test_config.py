@@ -791,6 +791,45 @@ def test_a_numeric_option_of_another_kind_is_named_as_unknown_not_as_a_wrong_num
         parse_config({**MINIMAL, "destinations": [entry]}, "p.yml")
 
 
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        # written unquoted into CREATE SCHEMA and into a string literal
+        ({"kind": "snowflake", "schema": "A; DROP SCHEMA B"}, "schema: must be a plain name (letters, digits and underscores, not starting with a digit), not 'A; DROP SCHEMA B'"),
+        ({"kind": "snowflake", "schema": "ANALYTICS.AUDIENCE"}, "schema: must be a plain name (letters, digits and underscores, not starting with a digit), not 'ANALYTICS.AUDIENCE': the database goes in database"),
+        ({"kind": "snowflake", "database": "x' OR '1"}, "database: must be a plain name"),
+        ({"kind": "snowflake", "database": 2024}, "database: must be a plain name (letters, digits and underscores, not starting with a digit), not '2024'"),
+        # a list failed with an AttributeError at delivery
+        ({"kind": "sql", "schema": ["a", "b"]}, "schema: must be a string, not ['a', 'b']"),
+        ({"kind": "sql", "schema": "audience-build"}, "schema: must be a plain name"),
+        # written into CREATE TABLE as it is
+        ({"kind": "sql", "column_types": {"string": "TEXT); DROP TABLE x; --"}}, "column_types.string: must be a type name (letters, digits, spaces, parentheses and commas, as VARCHAR(32000)), not 'TEXT); DROP TABLE x; --'"),
+        ({"kind": "sql", "column_types": {"string": "TEXT 'x'"}}, "column_types.string: must be a type name"),
+        ({"kind": "sql", "column_types": {"date": None}}, "column_types.date: must be a type name"),
+        # a typo was ignored: the column kept its default type
+        ({"kind": "sql", "column_types": {"strng": "TEXT"}}, "column_types.strng: unknown key 'strng' (did you mean 'string'?) in column_types of destination 'wh'; valid keys: boolean, date, float, integer, string, timestamp"),
+        ({"kind": "sql", "column_types": "TEXT"}, "column_types: must map kinds of column (string, boolean, integer, float, date, timestamp) to type names, not 'TEXT'"),
+    ],
+)  # fmt: skip
+def test_names_and_types_written_into_sql_are_checked_when_the_file_loads(entry, said):
+    raw = {**MINIMAL, "destinations": [{"name": "wh", "conn_id": "c", **entry}]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "p.yml")
+    assert str(err.value).startswith(f"p.yml: destinations[0].{said}")
+
+
+def test_sql_names_and_types_as_documented_load():
+    entries = [
+        {"name": "sf", "kind": "snowflake", "conn_id": "c", "database": "ANALYTICS", "schema": "a_1"},
+        {"name": "pg", "kind": "sql", "conn_id": "c", "schema": "audience", "column_types": {
+            "string": "VARCHAR(32000) CHARACTER SET UNICODE", "float": "NUMERIC(38, 9)",
+            "timestamp": "TIMESTAMP(6)", "boolean": "BYTEINT"}},
+    ]  # fmt: skip
+    sf, pg = parse_config({**MINIMAL, "destinations": entries}, "p.yml").destinations
+    assert (sf.options["database"], sf.options["schema"]) == ("ANALYTICS", "a_1")
+    assert pg.options["column_types"]["float"] == "NUMERIC(38, 9)"
+
+
 def test_two_local_drops_in_one_folder_are_refused_however_it_is_written(tmp_path):
     # The check compared the text: the default folder and data/output, a folder and folder/.
     # passed, and each run's drop deleted the other's parts.

@@ -580,6 +580,49 @@ SECONDS_OPTIONS = (
     "max_rate_limit_wait",
 )
 
+# Options naming a warehouse schema or database (snowflake, sql): Snowflake's are written
+# unquoted into CREATE SCHEMA and into a string literal, and a list failed only at delivery.
+SQL_NAME_OPTIONS = ("schema", "database")
+# The sql kind's ``column_types``: the kinds of column it reads (generic_sql.ANSI_TYPES' keys),
+# each mapped to a type name written into CREATE TABLE as it is.
+COLUMN_TYPE_KINDS = ("string", "boolean", "integer", "float", "date", "timestamp")
+_TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_ (),]*")  # VARCHAR(32000) CHARACTER SET UNICODE
+
+
+def _check_sql_names(config: DestinationConfig, source: str, where: str) -> None:
+    """The options of :data:`SQL_NAME_OPTIONS` are plain names, and ``column_types`` maps the
+    kinds of :data:`COLUMN_TYPE_KINDS` to type names (:data:`_TYPE_NAME`)."""
+    for key in SQL_NAME_OPTIONS:
+        name = _text(config.options, key, None, where, source)
+        if name is not None and not _PLAIN_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{source}: {where}{key}: must be a plain name (letters, digits and underscores, "
+                f"not starting with a digit), not {name!r}"
+                + (": the database goes in database" if key == "schema" and "." in name else "")
+            )
+    types = config.options.get("column_types")
+    if types is None:
+        return
+    if not isinstance(types, dict):
+        raise ConfigError(
+            f"{source}: {where}column_types: must map kinds of column "
+            f"({', '.join(COLUMN_TYPE_KINDS)}) to type names, not {types!r}"
+        )
+    # a typo (strng:) was ignored, and the column kept its default type
+    reject_unknown(
+        types,
+        COLUMN_TYPE_KINDS,
+        f"{where}column_types.",
+        source,
+        f"in column_types of destination {config.name!r}",
+    )
+    for kind, type_name in types.items():
+        if not isinstance(type_name, str) or not _TYPE_NAME.fullmatch(type_name.strip()):
+            raise ConfigError(
+                f"{source}: {where}column_types.{kind}: must be a type name (letters, digits, "
+                f"spaces, parentheses and commas, as VARCHAR(32000)), not {type_name!r}"
+            )
+
 
 def refuse_file_keys(config: DestinationConfig, given: list[str], source: str, where: str) -> None:
     """Fail when ``given`` names :data:`FILE_KEYS` set on a kind that writes no files, which
@@ -758,6 +801,7 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     if accepted is not None:
         check_destination_options(config, accepted, source, where)
     check_required_options(config, required_options(kind), source, where)
+    _check_sql_names(config, source, where)
     # The kinds' numeric options (each name means one thing in every kind that reads it), checked
     # here, not only when a delivery reads them: the run had built, checked and published first,
     # and a typo (max_attempts: "five") then failed as a bare ValueError, retried. After the
