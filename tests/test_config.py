@@ -830,6 +830,38 @@ def test_sql_names_and_types_as_documented_load():
     assert pg.options["column_types"]["float"] == "NUMERIC(38, 9)"
 
 
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        # its state file went outside work_dir (default_state_path)
+        ("../../../escape_state", "'../../../escape_state' holds / or \\"),
+        ("a\\b", "'a\\\\b' holds / or \\"),
+        (".hidden", "'.hidden' starts with ."),
+        ("a\nb", "'a\\nb' holds a control character"),
+        ("a\tb", "'a\\tb' holds a control character"),
+        ("   ", "'   ' is blank"),
+        (" drop", "' drop' starts or ends with white space"),
+        ("drop\n", "'drop\\n' starts or ends with white space"),
+    ],
+)
+def test_a_destination_name_that_is_no_file_name_fails_the_load(name, said):
+    raw = {**MINIMAL, "destinations": [{"name": name, "kind": "dotdigital", "conn_id": "d"}]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "p.yml")
+    assert str(err.value).startswith(f"p.yml: destinations[0].name: {said}: a destination's name")
+
+
+def test_a_destination_name_is_text():
+    # a list became "['a', 'b']"; a number is its text, as for any other text key
+    raw = {**MINIMAL, "destinations": [{"name": ["a", "b"], "kind": "local"}]}
+    with pytest.raises(ConfigError, match=r"^p.yml: destinations\[0\]\.name: must be a string"):
+        parse_config(raw, "p.yml")
+    raw = {**MINIMAL, "destinations": [{"name": 2024, "kind": "local"}]}
+    assert parse_config(raw, "p.yml").destinations[0].name == "2024"
+    raw = {**MINIMAL, "destinations": [{"name": "EU drop (2024) é", "kind": "local"}]}
+    assert parse_config(raw, "p.yml").destinations[0].name == "EU drop (2024) é"
+
+
 def test_two_local_drops_in_one_folder_are_refused_however_it_is_written(tmp_path):
     # The check compared the text: the default folder and data/output, a folder and folder/.
     # passed, and each run's drop deleted the other's parts.

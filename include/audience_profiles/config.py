@@ -722,11 +722,36 @@ def declared_options(kind: str | None = None) -> dict[str, frozenset[str] | None
     return kinds
 
 
+def _check_destination_name(name: str, where: str, source: str) -> None:
+    """A destination's name names its state file (``<work_dir>/state/<name>.duckdb``), its locks
+    and its Airflow asset: ``../../x`` kept the state outside work_dir, and a blank or a line
+    break named nothing one could read back."""
+    if not name.strip():
+        problem = "is blank"
+    elif name != name.strip():
+        problem = "starts or ends with white space"
+    elif any(not c.isprintable() and c != " " for c in name):
+        problem = "holds a control character"
+    elif "/" in name or "\\" in name:
+        problem = "holds / or \\"
+    elif name.startswith("."):
+        problem = "starts with ."
+    else:
+        return
+    raise ConfigError(
+        f"{source}: {where}name: {name!r} {problem}: a destination's name is a file name too "
+        "(its state and locks under work_dir), so no / or \\, control characters, leading . or "
+        "white space at either end"
+    )
+
+
 def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     where = f"destinations[{index}]."
     if not isinstance(item, dict):
         raise ConfigError(f"{source}: {where[:-1]} must be a mapping")
-    name = str(_require(item, "name", where, source))
+    _require(item, "name", where, source)
+    name = _text(item, "name", None, where, source)  # a list was its text: "['a', 'b']"
+    _check_destination_name(name, where, source)
     if len(name) > DESTINATION_NAME_MAX:
         # it names the destination's Airflow asset, whose name Airflow caps (assets.delivered_to)
         raise ConfigError(
