@@ -370,6 +370,8 @@ def edited(path: str, value) -> dict:
             "'local_drop'?)",
         ),
         ("destinations.0.tables", {"a": 1}, "p.yml: destinations[0].tables: must be a list"),
+        # read as the default tables, both of personal data
+        ("destinations.0.tables", [], "p.yml: destinations[0].tables: must list one table or more"),
         ("destinations.0.format", "csv", "destinations[0].format: give formats or format"),
         (
             "destinations.0.kind",

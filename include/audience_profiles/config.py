@@ -764,11 +764,19 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
             f"{source}: {where}kind: destination {name!r} has unknown kind {kind!r}"
             f"{_suggestion(kind, kinds)}; one of {', '.join(sorted(kinds))}"
         )
-    tables = item.get("tables") or ["audience_profiles", "audience_profile_interactions"]
+    tables = item.get("tables")
+    if tables is None:
+        tables = ["audience_profiles", "audience_profile_interactions"]
     if isinstance(tables, str):
         tables = [tables]
     if not isinstance(tables, list):
         raise ConfigError(f"{source}: {where}tables: must be a list of tables, not {tables!r}")
+    if not tables:
+        # read as the default, [] sent both tables of personal data somewhere meant to get none
+        raise ConfigError(
+            f"{source}: {where}tables: must list one table or more (of {', '.join(OUTPUT_TABLES)})"
+            ", not []; to send nothing, set enabled: false"
+        )
     for table in tables:
         if table not in OUTPUT_TABLES:
             raise ConfigError(
