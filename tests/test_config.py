@@ -333,6 +333,26 @@ def edited(path: str, value) -> dict:
         ("warehouse.threads", 2.5, "warehouse.threads: must be a whole number, not 2.5"),
         ("warehouse.threads", True, "warehouse.threads: must be a whole number, not True"),
         ("warehouse.threads", 0, "warehouse.threads: must be 1 or more, not 0"),
+        ("warehouse.threads", 257, "warehouse.threads: must be 256 or less, not 257"),
+        # DuckDB refused them at the first warehouse task (retried), or ran out of memory there
+        (
+            "warehouse.memory_limit",
+            "2 gigs",
+            "p.yml: warehouse.memory_limit: must be an amount of memory in MB, GB, TB, MiB, GiB or "
+            "TiB (2GB, 512MiB), or a share of the machine's, at most 100% (80%), not '2 gigs'",
+        ),
+        ("warehouse.memory_limit", 2, "warehouse.memory_limit: must be an amount of memory"),
+        ("warehouse.memory_limit", "0GB", "warehouse.memory_limit: must be an amount of memory"),
+        ("warehouse.memory_limit", "512KB", "warehouse.memory_limit: must be an amount"),
+        ("warehouse.memory_limit", "150%", "warehouse.memory_limit: must be an amount of memory"),
+        # a key of the other engine was ignored
+        (
+            "warehouse.database",
+            "ANALYTICS",
+            "p.yml: warehouse.database: a key of engine snowflake, which engine duckdb does not "
+            "read; take it out (engine duckdb reads engine, schema, path, memory_limit, threads)",
+        ),
+        ("warehouse.conn_id", "sf", "warehouse.conn_id: a key of engine snowflake"),
         # written unquoted into the SQL: on Snowflake each failed at login or at its first query
         ("warehouse.schema", "audience-build", "p.yml: warehouse.schema: must be a plain name"),
         ("warehouse.schema", 123, "not starting with a digit), not '123'"),
@@ -481,6 +501,26 @@ def test_a_key_with_no_close_match_gets_no_suggestion():
 )
 def test_start_date_is_a_date(value, expected):
     assert parse_config({**MINIMAL, "start_date": value}, "p.yml").start_date == expected
+
+
+def test_each_engine_takes_its_own_warehouse_keys():
+    snowflake = {"engine": "snowflake", "conn_id": "sf", "database": "ANALYTICS", "schema": "A"}
+    assert parse_config({**MINIMAL, "warehouse": snowflake}, "p.yml").warehouse.database == (
+        "ANALYTICS"
+    )
+    for key, value in (("path", "wh.duckdb"), ("memory_limit", "2GB"), ("threads", 4)):
+        with pytest.raises(ConfigError) as err:
+            parse_config({**MINIMAL, "warehouse": {**snowflake, key: value}}, "p.yml")
+        assert str(err.value) == (
+            f"p.yml: warehouse.{key}: a key of engine duckdb, which engine snowflake does not "
+            "read; take it out (engine snowflake reads engine, schema, conn_id, database)"
+        )
+
+
+@pytest.mark.parametrize("limit", ["2GB", "512MiB", "1.5 gb", "1TiB", "80%", "0.5GB"])
+def test_memory_limit_as_duckdb_takes_it(limit):
+    config = parse_config({**MINIMAL, "warehouse": {"memory_limit": limit}}, "p.yml")
+    assert config.warehouse.memory_limit == limit
 
 
 def test_booleans_and_numbers_as_yaml_writes_them():

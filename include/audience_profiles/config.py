@@ -69,6 +69,13 @@ TOP_LEVEL_KEYS = (
 )
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # an SQL name both engines take unquoted
 WAREHOUSE_KEYS = ("engine", "path", "conn_id", "database", "schema", "memory_limit", "threads")
+# The warehouse keys only one engine reads (engine, schema: both): given to the other, ignored.
+ENGINE_KEYS = {"duckdb": ("path", "memory_limit", "threads"), "snowflake": ("conn_id", "database")}
+WAREHOUSE_THREADS_MAX = 256
+# DuckDB's memory_limit: an amount in MB, GB, TB or MiB, GiB, TiB (any case, a space allowed), or
+# a share of the machine's memory (80%), as its SET memory_limit takes them; a typo failed the
+# first warehouse task, retried, and a KB limit every query.
+_MEMORY_LIMIT = re.compile(r"(\d+(?:\.\d+)?) ?([MGT]i?B|%)", re.IGNORECASE)
 ALERTS_KEYS = ("webhook_conn_id", "late_after_hours")
 LATE_AFTER_HOURS_MAX = 7 * 24.0
 # Upper bounds of the numbers that become a date or a wait: past them a value is no setting
@@ -929,6 +936,14 @@ def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
     engine = wh_raw.get("engine", "duckdb")
     if engine not in ENGINES:
         raise ConfigError(f"{source}: warehouse.engine must be one of {ENGINES}, not {engine!r}")
+    for other, keys in ENGINE_KEYS.items():
+        given = [k for k in keys if k in wh_raw]
+        if other != engine and given:
+            raise ConfigError(
+                f"{source}: warehouse.{given[0]}: a key of engine {other}, which engine {engine} "
+                f"does not read; take it out (engine {engine} reads "
+                f"{', '.join(('engine', 'schema', *ENGINE_KEYS[engine]))})"
+            )
     warehouse = WarehouseConfig(
         engine=engine,
         path=_path(wh_raw, "path", WarehouseConfig.path, where, source),
@@ -936,8 +951,24 @@ def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
         database=_text(wh_raw, "database", None, where, source),
         schema=_text(wh_raw, "schema", WarehouseConfig.schema, where, source),
         memory_limit=_text(wh_raw, "memory_limit", WarehouseConfig.memory_limit, where, source),
-        threads=whole_number(wh_raw, "threads", WarehouseConfig.threads, where, source, minimum=1),
+        threads=whole_number(
+            wh_raw,
+            "threads",
+            WarehouseConfig.threads,
+            where,
+            source,
+            minimum=1,
+            maximum=WAREHOUSE_THREADS_MAX,
+        ),
     )
+    limit = _MEMORY_LIMIT.fullmatch(warehouse.memory_limit.strip())
+    amount = float(limit.group(1)) if limit else 0
+    if not limit or amount <= 0 or (limit.group(2) == "%" and amount > 100):
+        raise ConfigError(
+            f"{source}: warehouse.memory_limit: must be an amount of memory in MB, GB, TB, MiB, "
+            f"GiB or TiB (2GB, 512MiB), or a share of the machine's, at most 100% (80%), not "
+            f"{warehouse.memory_limit!r}"
+        )
     if engine == "snowflake" and not warehouse.conn_id:
         raise ConfigError(f"{source}: warehouse.conn_id is required when engine is snowflake")
     if not _PLAIN_NAME.fullmatch(warehouse.schema):
