@@ -420,6 +420,13 @@ def edited(path: str, value) -> dict:
             "p.yml: landing_wait.marker: 'SUCCESS' must be a file name starting with _ or .",
         ),
         ("landing_wait.marker", "_done/x", "landing_wait.marker: '_done/x' must be a file name"),
+        # never a file a writer could finish with
+        (
+            "landing_wait.marker",
+            "..",
+            "p.yml: landing_wait.marker: '..' names a folder, not a file",
+        ),
+        ("landing_wait.marker", ".", "landing_wait.marker: '.' names a folder, not a file"),
         ("landing_wait.deadline_hours", -1, "landing_wait.deadline_hours: must be 0 or more"),
         ("landing_wait.deadline_hours", "6h", "landing_wait.deadline_hours: must be a number"),
         ("landing_wait.poke_minutes", 0, "landing_wait.poke_minutes: must be above 0, not 0"),

@@ -1063,6 +1063,10 @@ def _parse_landing_wait(raw: dict, source: str) -> LandingWait:
                 f"{', '.join(LANDING_SOURCES)}"
             )
     marker = _text(wait, "marker", None, "landing_wait.", source)
+    if marker in (".", ".."):  # the partition or its parent: there as soon as it is, or never
+        raise ConfigError(
+            f"{source}: landing_wait.marker: {marker!r} names a folder, not a file (as _SUCCESS)"
+        )
     # Named as a writer's marker: any other name would be read as data, or fail the extract.
     if marker is not None and (not marker.startswith(("_", ".")) or "/" in marker):
         raise ConfigError(
