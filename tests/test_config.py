@@ -36,6 +36,110 @@ def test_env_expansion_and_relative_paths(monkeypatch):
     assert config.work_dir == str(PROJECT_ROOT / "w")
 
 
+def test_an_unset_variable_without_a_default_fails_the_load_naming_the_key(monkeypatch):
+    # Read as "", work_dir: ${AP_HOME}/ was / and landing_root: ${LANDING} the project root;
+    # the scratch sweep then emptied /tmp.
+    monkeypatch.delenv("AP_TEST_UNSET", raising=False)
+    raw = {**MINIMAL, "destinations": [{"name": "a", "kind": "local", "path": "${AP_TEST_UNSET}"}]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "p.yml")
+    assert str(err.value) == (
+        "p.yml: destinations[0].path: the environment variable AP_TEST_UNSET is not set; set it, "
+        "or give a default: ${AP_TEST_UNSET:-default}"
+    )
+    with pytest.raises(ConfigError, match=r"^p.yml: work_dir: the environment variable AP_TEST"):
+        parse_config({**MINIMAL, "work_dir": "${AP_TEST_UNSET}/"}, "p.yml")
+
+
+def test_variables_read_as_a_shell_reads_them(monkeypatch):
+    monkeypatch.setenv("AP_TEST_EMPTY", "")
+    monkeypatch.delenv("AP_TEST_UNSET", raising=False)
+    config = parse_config(
+        {
+            **MINIMAL,
+            # :- gives the default when the variable is unset or empty
+            "landing_root": "${AP_TEST_EMPTY:-in}",
+            "work_dir": "${AP_TEST_UNSET:-w}/${AP_TEST_EMPTY}x",
+            "landing_conn_id": "${AP_TEST_UNSET:-}aws",
+        },
+        "p.yml",
+    )
+    assert config.landing_root == str(PROJECT_ROOT / "in")
+    assert config.work_dir == str(PROJECT_ROOT / "w" / "x")
+    assert config.landing_conn_id == "aws"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"landing_root": "${AP_TEST_EMPTY}"}, "p.yml: landing_root: must be a path, not ''"),
+        ({"work_dir": " "}, "p.yml: work_dir: must be a path, not ' '"),
+        ({"warehouse": {"path": "${AP_TEST_EMPTY}"}}, "p.yml: warehouse.path: must be a path"),
+        (
+            {"destinations": [{"name": "a", "kind": "local", "path": "${AP_TEST_EMPTY}"}]},
+            "p.yml: destinations[0].path: must be a path, not ''",
+        ),
+        (
+            {
+                "destinations": [
+                    {"name": "d", "kind": "dotdigital", "conn_id": "c", "state_path": ""}
+                ]
+            },
+            "p.yml: destinations[0].state_path: must be a path, not ''",
+        ),
+        # ${AP_HOME}/ with AP_HOME empty: the sweep of <work_dir>/tmp/ emptied the system's /tmp
+        ({"work_dir": "${AP_TEST_EMPTY}/"}, "p.yml: work_dir: '/' is the root of the file system"),
+    ],
+)
+def test_a_path_empty_after_expansion_fails_the_load_naming_the_key(monkeypatch, raw, message):
+    monkeypatch.setenv("AP_TEST_EMPTY", "")
+    with pytest.raises(ConfigError) as err:
+        parse_config({**MINIMAL, **raw}, "p.yml")
+    assert str(err.value).startswith(message)
+
+
+def test_every_value_is_expanded_and_no_key(monkeypatch):
+    # bucket: ${BUCKET} stayed literal, and was accepted
+    monkeypatch.setenv("AP_TEST_BUCKET", "fan-data")
+    monkeypatch.setenv("AP_TEST_TOPIC", "profiles")
+    config = parse_config(
+        {
+            **MINIMAL,
+            "destinations": [
+                {"name": "s3", "kind": "s3", "bucket": "${AP_TEST_BUCKET}", "prefix": "a/${X:-b}"},
+                {"name": "k", "kind": "kafka", "conn_id": "c", "topic": "${AP_TEST_TOPIC}"},
+            ],
+            "retention": {"interactions_days": 30},
+        },
+        "p.yml",
+    )
+    s3, kafka = config.destinations
+    assert (s3.options["bucket"], s3.options["prefix"]) == ("fan-data", "a/b")
+    assert kafka.options["topic"] == "profiles"
+    assert config.raw["destinations"][1]["topic"] == "profiles"  # what later readers see
+    # a key is a name, not a value: ${...} in one is an unknown key, as written
+    with pytest.raises(ConfigError, match=r"unknown key '\$\{AP_TEST_TOPIC\}'"):
+        parse_config({**MINIMAL, "${AP_TEST_TOPIC}": 1}, "p.yml")
+
+
+def test_the_dag_files_read_their_values_whatever_is_unset_elsewhere(tmp_path, monkeypatch):
+    # read_dag_settings and read_alerts_conn_id must not fail on the rest of the file
+    from audience_profiles.config import read_alerts_conn_id, read_dag_settings
+
+    monkeypatch.delenv("AP_TEST_UNSET", raising=False)
+    monkeypatch.setenv("AP_TEST_START", "2022-02-01")
+    monkeypatch.setenv("AP_TEST_ALERTS", "alerts_conn")
+    path = tmp_path / "pipeline.yml"
+    path.write_text(
+        "start_date: ${AP_TEST_START}\nlanding_root: ${AP_TEST_UNSET}\n"
+        "alerts: {webhook_conn_id: '${AP_TEST_ALERTS}'}\n"
+    )
+    assert read_dag_settings(path).start_date == dt.date(2022, 2, 1)
+    assert read_alerts_conn_id(path) == "alerts_conn"
+    with pytest.raises(ConfigError, match="landing_root: the environment variable AP_TEST_UNSET"):
+        load_config(path)
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
@@ -229,6 +333,26 @@ def edited(path: str, value) -> dict:
         ("warehouse.threads", 2.5, "warehouse.threads: must be a whole number, not 2.5"),
         ("warehouse.threads", True, "warehouse.threads: must be a whole number, not True"),
         ("warehouse.threads", 0, "warehouse.threads: must be 1 or more, not 0"),
+        ("warehouse.threads", 257, "warehouse.threads: must be 256 or less, not 257"),
+        # DuckDB refused them at the first warehouse task (retried), or ran out of memory there
+        (
+            "warehouse.memory_limit",
+            "2 gigs",
+            "p.yml: warehouse.memory_limit: must be an amount of memory in MB, GB, TB, MiB, GiB or "
+            "TiB (2GB, 512MiB), or a share of the machine's, at most 100% (80%), not '2 gigs'",
+        ),
+        ("warehouse.memory_limit", 2, "warehouse.memory_limit: must be an amount of memory"),
+        ("warehouse.memory_limit", "0GB", "warehouse.memory_limit: must be an amount of memory"),
+        ("warehouse.memory_limit", "512KB", "warehouse.memory_limit: must be an amount"),
+        ("warehouse.memory_limit", "150%", "warehouse.memory_limit: must be an amount of memory"),
+        # a key of the other engine was ignored
+        (
+            "warehouse.database",
+            "ANALYTICS",
+            "p.yml: warehouse.database: a key of engine snowflake, which engine duckdb does not "
+            "read; take it out (engine duckdb reads engine, schema, path, memory_limit, threads)",
+        ),
+        ("warehouse.conn_id", "sf", "warehouse.conn_id: a key of engine snowflake"),
         # written unquoted into the SQL: on Snowflake each failed at login or at its first query
         ("warehouse.schema", "audience-build", "p.yml: warehouse.schema: must be a plain name"),
         ("warehouse.schema", 123, "not starting with a digit), not '123'"),
@@ -266,6 +390,8 @@ def edited(path: str, value) -> dict:
             "'local_drop'?)",
         ),
         ("destinations.0.tables", {"a": 1}, "p.yml: destinations[0].tables: must be a list"),
+        # read as the default tables, both of personal data
+        ("destinations.0.tables", [], "p.yml: destinations[0].tables: must list one table or more"),
         ("destinations.0.format", "csv", "destinations[0].format: give formats or format"),
         (
             "destinations.0.kind",
@@ -294,9 +420,28 @@ def edited(path: str, value) -> dict:
             "p.yml: landing_wait.marker: 'SUCCESS' must be a file name starting with _ or .",
         ),
         ("landing_wait.marker", "_done/x", "landing_wait.marker: '_done/x' must be a file name"),
+        # never a file a writer could finish with
+        (
+            "landing_wait.marker",
+            "..",
+            "p.yml: landing_wait.marker: '..' names a folder, not a file",
+        ),
+        ("landing_wait.marker", ".", "landing_wait.marker: '.' names a folder, not a file"),
         ("landing_wait.deadline_hours", -1, "landing_wait.deadline_hours: must be 0 or more"),
         ("landing_wait.deadline_hours", "6h", "landing_wait.deadline_hours: must be a number"),
         ("landing_wait.poke_minutes", 0, "landing_wait.poke_minutes: must be above 0, not 0"),
+        # past a timedelta's range these failed the first task with an OverflowError, retried
+        (
+            "landing_wait.deadline_hours",
+            1.0e300,
+            "p.yml: landing_wait.deadline_hours: must be 168 or less, not 1e+300",
+        ),
+        ("landing_wait.poke_minutes", 1441, "landing_wait.poke_minutes: must be 1440 or less"),
+        (
+            "stream.lookback_seconds",
+            10**12,
+            "p.yml: stream.lookback_seconds: must be 604800 or less, not 1000000000000",
+        ),
         (
             "landing_wait.late_check_days",
             1.5,
@@ -363,6 +508,26 @@ def test_a_key_with_no_close_match_gets_no_suggestion():
 )
 def test_start_date_is_a_date(value, expected):
     assert parse_config({**MINIMAL, "start_date": value}, "p.yml").start_date == expected
+
+
+def test_each_engine_takes_its_own_warehouse_keys():
+    snowflake = {"engine": "snowflake", "conn_id": "sf", "database": "ANALYTICS", "schema": "A"}
+    assert parse_config({**MINIMAL, "warehouse": snowflake}, "p.yml").warehouse.database == (
+        "ANALYTICS"
+    )
+    for key, value in (("path", "wh.duckdb"), ("memory_limit", "2GB"), ("threads", 4)):
+        with pytest.raises(ConfigError) as err:
+            parse_config({**MINIMAL, "warehouse": {**snowflake, key: value}}, "p.yml")
+        assert str(err.value) == (
+            f"p.yml: warehouse.{key}: a key of engine duckdb, which engine snowflake does not "
+            "read; take it out (engine snowflake reads engine, schema, conn_id, database)"
+        )
+
+
+@pytest.mark.parametrize("limit", ["2GB", "512MiB", "1.5 gb", "1TiB", "80%", "0.5GB"])
+def test_memory_limit_as_duckdb_takes_it(limit):
+    config = parse_config({**MINIMAL, "warehouse": {"memory_limit": limit}}, "p.yml")
+    assert config.warehouse.memory_limit == limit
 
 
 def test_booleans_and_numbers_as_yaml_writes_them():
@@ -545,6 +710,31 @@ def test_yaml_keeps_ids_and_scores_as_text_and_refuses_a_repeated_key(tmp_path):
     assert draw.rule.params["filters"] == {"option": ["2:1"], "poll_id": ["0601"]}
 
 
+def test_a_destination_may_be_built_from_an_anchor_with_a_merge_key(tmp_path):
+    # <<: *anchor failed: "could not determine a constructor for the tag ...merge"
+    path = tmp_path / "pipeline.yml"
+    path.write_text(
+        "start_date: 2022-01-11\nlanding_root: x\n"
+        "destinations:\n"
+        "  - &drop {name: eu_drop, kind: s3, bucket: eu, formats: [csv, json], pii: hashed}\n"
+        "  - <<: *drop\n"
+        "    name: us_drop\n"
+        "    bucket: us\n"
+    )
+    eu, us = load_config(path).destinations
+    assert (us.name, us.options["bucket"], us.formats, us.pii) == (
+        "us_drop",
+        "us",
+        ("csv", "json"),
+        "hashed",
+    )
+    assert (eu.name, eu.options["bucket"]) == ("eu_drop", "eu")
+    # a key written twice beside the merge is still a mistake
+    path.write_text(path.read_text() + "    bucket: us2\n")
+    with pytest.raises(ConfigError, match=r"line 8: duplicate key 'bucket' \(first on line 7\)"):
+        load_config(path)
+
+
 @pytest.mark.parametrize("kind", ["sql", "snowflake"])
 def test_a_warehouse_destination_without_conn_id_fails_when_the_file_loads(kind):
     # It failed at delivery, after the whole build, as a plain error retried three times.
@@ -606,7 +796,8 @@ def test_an_impossible_date_names_the_file_and_the_line(tmp_path, written, reaso
     assert str(err.value) == f"{path}: line 2: '{written}' is not a date ({reason})"
 
 
-@pytest.mark.parametrize("value", [0, -1, 1.5, "7", True])
+# 100000000000 passed the load and failed each delivery with an OverflowError naming no key
+@pytest.mark.parametrize("value", [0, -1, 1.5, "7", True, 100000000000, 36501])
 def test_keep_days_is_checked_when_the_file_loads(value):
     # Checked only at delivery, a bad keep_days failed the deliver task after the run had built,
     # checked and published the date.
@@ -630,6 +821,8 @@ def test_keep_days_of_a_whole_number_loads():
         ({"kind": "kinesis", "stream_name": "s", "retry_max_seconds": 0}, "retry_max_seconds: must be above 0, not 0"),
         ({"kind": "sql", "conn_id": "c", "batch_rows": 1.5}, "batch_rows: must be a whole number, not 1.5"),
         ({"kind": "dotdigital", "conn_id": "d", "poll_interval": True}, "poll_interval: must be a number, not True"),
+        # past a week: no wait anyone means, and past what a sleep or a timedelta takes
+        ({"kind": "dotdigital", "conn_id": "d", "import_timeout": 1.0e300}, "import_timeout: must be 604800 or less, not 1e+300"),
     ],
 )  # fmt: skip
 def test_a_kinds_numeric_option_is_checked_when_the_file_loads(entry, said):
@@ -645,6 +838,77 @@ def test_a_numeric_option_of_another_kind_is_named_as_unknown_not_as_a_wrong_num
     entry = {"name": "d", "kind": "kafka", "topic": "t", "max_attempts": 0}
     with pytest.raises(ConfigError, match=r"max_attempts: unknown key 'max_attempts'"):
         parse_config({**MINIMAL, "destinations": [entry]}, "p.yml")
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        # written unquoted into CREATE SCHEMA and into a string literal
+        ({"kind": "snowflake", "schema": "A; DROP SCHEMA B"}, "schema: must be a plain name (letters, digits and underscores, not starting with a digit), not 'A; DROP SCHEMA B'"),
+        ({"kind": "snowflake", "schema": "ANALYTICS.AUDIENCE"}, "schema: must be a plain name (letters, digits and underscores, not starting with a digit), not 'ANALYTICS.AUDIENCE': the database goes in database"),
+        ({"kind": "snowflake", "database": "x' OR '1"}, "database: must be a plain name"),
+        ({"kind": "snowflake", "database": 2024}, "database: must be a plain name (letters, digits and underscores, not starting with a digit), not '2024'"),
+        # a list failed with an AttributeError at delivery
+        ({"kind": "sql", "schema": ["a", "b"]}, "schema: must be a string, not ['a', 'b']"),
+        ({"kind": "sql", "schema": "audience-build"}, "schema: must be a plain name"),
+        # written into CREATE TABLE as it is
+        ({"kind": "sql", "column_types": {"string": "TEXT); DROP TABLE x; --"}}, "column_types.string: must be a type name (letters, digits, spaces, parentheses and commas, as VARCHAR(32000)), not 'TEXT); DROP TABLE x; --'"),
+        ({"kind": "sql", "column_types": {"string": "TEXT 'x'"}}, "column_types.string: must be a type name"),
+        ({"kind": "sql", "column_types": {"date": None}}, "column_types.date: must be a type name"),
+        # a typo was ignored: the column kept its default type
+        ({"kind": "sql", "column_types": {"strng": "TEXT"}}, "column_types.strng: unknown key 'strng' (did you mean 'string'?) in column_types of destination 'wh'; valid keys: boolean, date, float, integer, string, timestamp"),
+        ({"kind": "sql", "column_types": "TEXT"}, "column_types: must map kinds of column (string, boolean, integer, float, date, timestamp) to type names, not 'TEXT'"),
+    ],
+)  # fmt: skip
+def test_names_and_types_written_into_sql_are_checked_when_the_file_loads(entry, said):
+    raw = {**MINIMAL, "destinations": [{"name": "wh", "conn_id": "c", **entry}]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "p.yml")
+    assert str(err.value).startswith(f"p.yml: destinations[0].{said}")
+
+
+def test_sql_names_and_types_as_documented_load():
+    entries = [
+        {"name": "sf", "kind": "snowflake", "conn_id": "c", "database": "ANALYTICS", "schema": "a_1"},
+        {"name": "pg", "kind": "sql", "conn_id": "c", "schema": "audience", "column_types": {
+            "string": "VARCHAR(32000) CHARACTER SET UNICODE", "float": "NUMERIC(38, 9)",
+            "timestamp": "TIMESTAMP(6)", "boolean": "BYTEINT"}},
+    ]  # fmt: skip
+    sf, pg = parse_config({**MINIMAL, "destinations": entries}, "p.yml").destinations
+    assert (sf.options["database"], sf.options["schema"]) == ("ANALYTICS", "a_1")
+    assert pg.options["column_types"]["float"] == "NUMERIC(38, 9)"
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        # its state file went outside work_dir (default_state_path)
+        ("../../../escape_state", "'../../../escape_state' holds / or \\"),
+        ("a\\b", "'a\\\\b' holds / or \\"),
+        (".hidden", "'.hidden' starts with ."),
+        ("a\nb", "'a\\nb' holds a control character"),
+        ("a\tb", "'a\\tb' holds a control character"),
+        ("   ", "'   ' is blank"),
+        (" drop", "' drop' starts or ends with white space"),
+        ("drop\n", "'drop\\n' starts or ends with white space"),
+    ],
+)
+def test_a_destination_name_that_is_no_file_name_fails_the_load(name, said):
+    raw = {**MINIMAL, "destinations": [{"name": name, "kind": "dotdigital", "conn_id": "d"}]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "p.yml")
+    assert str(err.value).startswith(f"p.yml: destinations[0].name: {said}: a destination's name")
+
+
+def test_a_destination_name_is_text():
+    # a list became "['a', 'b']"; a number is its text, as for any other text key
+    raw = {**MINIMAL, "destinations": [{"name": ["a", "b"], "kind": "local"}]}
+    with pytest.raises(ConfigError, match=r"^p.yml: destinations\[0\]\.name: must be a string"):
+        parse_config(raw, "p.yml")
+    raw = {**MINIMAL, "destinations": [{"name": 2024, "kind": "local"}]}
+    assert parse_config(raw, "p.yml").destinations[0].name == "2024"
+    raw = {**MINIMAL, "destinations": [{"name": "EU drop (2024) é", "kind": "local"}]}
+    assert parse_config(raw, "p.yml").destinations[0].name == "EU drop (2024) é"
 
 
 def test_two_local_drops_in_one_folder_are_refused_however_it_is_written(tmp_path):

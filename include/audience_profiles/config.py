@@ -7,11 +7,12 @@ knows (the closest valid key is suggested), an option its destination kind does 
 (``OPTIONS``, see destinations/base.py), a yes/no that is not a bare YAML ``true``/``false``, a
 number that is not a whole number, a ``start_date`` that is not a date.
 
-Paths: ``${VAR}`` and ``${VAR:-default}`` are expanded from the environment; a relative path is
-resolved against the project root (the folder that holds ``include/``), so the same file works from
-any working directory, in ``airflow dags test`` and on a scheduler alike. Secrets never live here:
-connections are named by their Airflow connection id and come from ``AIRFLOW_CONN_*`` or a secrets
-backend.
+Any string value may hold ``${VAR}`` or ``${VAR:-default}``, expanded from the environment once,
+as the file loads (:func:`_expanded`), as a shell does: the default when VAR is unset or empty; an
+unset VAR without a default fails the load, naming the key. A relative path is resolved against
+the project root (the folder that holds ``include/``), so the same file works from any working
+directory, in ``airflow dags test`` and on a scheduler alike. Secrets never live here: connections
+are named by their Airflow connection id and come from ``AIRFLOW_CONN_*`` or a secrets backend.
 """
 
 from __future__ import annotations
@@ -68,8 +69,22 @@ TOP_LEVEL_KEYS = (
 )
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # an SQL name both engines take unquoted
 WAREHOUSE_KEYS = ("engine", "path", "conn_id", "database", "schema", "memory_limit", "threads")
+# The warehouse keys only one engine reads (engine, schema: both): given to the other, ignored.
+ENGINE_KEYS = {"duckdb": ("path", "memory_limit", "threads"), "snowflake": ("conn_id", "database")}
+WAREHOUSE_THREADS_MAX = 256
+# DuckDB's memory_limit: an amount in MB, GB, TB or MiB, GiB, TiB (any case, a space allowed), or
+# a share of the machine's memory (80%), as its SET memory_limit takes them; a typo failed the
+# first warehouse task, retried, and a KB limit every query.
+_MEMORY_LIMIT = re.compile(r"(\d+(?:\.\d+)?) ?([MGT]i?B|%)", re.IGNORECASE)
 ALERTS_KEYS = ("webhook_conn_id", "late_after_hours")
 LATE_AFTER_HOURS_MAX = 7 * 24.0
+# Upper bounds of the numbers that become a date or a wait: past them a value is no setting
+# anyone means, and past what a date or a timedelta holds it failed later with an OverflowError
+# naming no key, retried.
+DAYS_MAX = 36500  # a hundred years (keep_days; segments.yml's within_days)
+SECONDS_MAX = 7 * 24 * 3600  # a week (every option in seconds; stream.lookback_seconds)
+DEADLINE_HOURS_MAX = LATE_AFTER_HOURS_MAX  # landing_wait.deadline_hours: a week
+POKE_MINUTES_MAX = 24 * 60.0  # landing_wait.poke_minutes: a day
 DESTINATION_NAME_MAX = 200
 STREAM_KEYS = ("lookback_seconds", "destinations")
 LANDING_WAIT_KEYS = ("required", "marker", "deadline_hours", "poke_minutes", "late_check_days")
@@ -102,16 +117,46 @@ class ConfigError(NotRetryable, ValueError):
     """A configuration problem, always naming the file and the key."""
 
 
-def _expand(value: str) -> str:
-    return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+def _expand(value: str, source: str, key: str) -> str:
+    """``${VAR}`` and ``${VAR:-default}`` in one value (``key``, its path, names it in errors).
+
+    As a shell reads them: ``:-`` gives the default when VAR is unset or empty. An unset VAR
+    without one fails: read as "", ``work_dir: ${AP_HOME}/`` became ``/``, whose ``tmp/`` the
+    scratch sweep empties."""
+
+    def value_of(ref: re.Match) -> str:
+        name, default = ref.group(1), ref.group(2)
+        found = os.environ.get(name)
+        if default is not None:
+            return found or default
+        if found is None:
+            raise ConfigError(
+                f"{source}: {key}: the environment variable {name} is not set; set it, or give "
+                f"a default: ${{{name}:-default}}"
+            )
+        return found
+
+    return _ENV_REF.sub(value_of, value)
+
+
+def _expanded(node: Any, source: str, key: str = "") -> Any:
+    """``node`` with every string value in it expanded (:func:`_expand`); keys stay as written.
+    ``key`` is the key path of ``node`` (``destinations[0]``), for errors."""
+    if isinstance(node, str):
+        return _expand(node, source, key)
+    if isinstance(node, dict):
+        return {k: _expanded(v, source, f"{key}.{k}" if key else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expanded(v, source, f"{key}[{i}]") for i, v in enumerate(node)]
+    return node
 
 
 def resolve_path(value: str) -> str:
-    """Expand env references; make a local relative path absolute against the project root.
+    """Make a local relative path absolute against the project root (``${VAR}`` is expanded
+    before, with the rest of the file: :func:`_expanded`).
 
-    URLs (``s3://``, ``abfs://`` ...) are returned expanded but otherwise untouched.
+    URLs (``s3://``, ``abfs://`` ...) are returned untouched.
     """
-    value = _expand(value)
     if "://" in value:
         return value
     path = Path(value).expanduser()
@@ -291,9 +336,16 @@ def _flag(mapping: dict, key: str, default: bool, where: str, source: str) -> bo
 
 
 def whole_number(
-    mapping: dict, key: str, default: int, where: str, source: str, minimum: int
+    mapping: dict,
+    key: str,
+    default: int,
+    where: str,
+    source: str,
+    minimum: int,
+    maximum: int | None = None,
 ) -> int:
-    """A whole number of at least ``minimum``, strictly: no strings, floats or booleans."""
+    """A whole number of at least ``minimum`` (and at most ``maximum``), strictly: no strings,
+    floats or booleans."""
     if key not in mapping:
         return default
     value = mapping[key]
@@ -301,14 +353,24 @@ def whole_number(
         raise ConfigError(f"{source}: {where}{key}: must be a whole number, not {value!r}")
     if value < minimum:
         raise ConfigError(f"{source}: {where}{key}: must be {minimum} or more, not {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{source}: {where}{key}: must be {maximum} or less, not {value!r}")
     return value
 
 
 def _number(
-    mapping: dict, key: str, default: float, where: str, source: str, minimum: float, *, above: bool
+    mapping: dict,
+    key: str,
+    default: float,
+    where: str,
+    source: str,
+    minimum: float,
+    *,
+    above: bool,
+    maximum: float | None = None,
 ) -> float:
-    """A number (whole or decimal) of at least ``minimum``, or above it when ``above``;
-    strictly: no strings or booleans."""
+    """A number (whole or decimal) of at least ``minimum``, or above it when ``above`` (and at
+    most ``maximum``); strictly: no strings or booleans."""
     if key not in mapping:
         return default
     value = mapping[key]
@@ -317,14 +379,18 @@ def _number(
     if not (value > minimum if above else value >= minimum):
         limit = f"above {minimum:g}" if above else f"{minimum:g} or more"
         raise ConfigError(f"{source}: {where}{key}: must be {limit}, not {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{source}: {where}{key}: must be {maximum:g} or less, not {value!r}")
     return float(value)
 
 
-def _positive_number(mapping: dict, key: str, where: str, source: str) -> None:
+def _positive_number(
+    mapping: dict, key: str, where: str, source: str, maximum: float | None = None
+) -> None:
     """A number above 0 when given: a drop read ``max_file_mb: 0`` as no limit and ``-1`` as a
     part per row, and a typo (``25O``) failed only at delivery."""
     if mapping.get(key) is not None:  # left out, or null: no limit
-        _number(mapping, key, 0, where, source, 0, above=True)
+        _number(mapping, key, 0, where, source, 0, above=True, maximum=maximum)
 
 
 def _text(mapping: dict, key: str, default: str | None, where: str, source: str) -> str | None:
@@ -337,6 +403,20 @@ def _text(mapping: dict, key: str, default: str | None, where: str, source: str)
     return str(value)
 
 
+def _path(mapping: dict, key: str, default: str | None, where: str, source: str) -> str | None:
+    """A path (or URL) key, resolved (:func:`resolve_path`); null or left out, ``default``.
+    Blank is refused, not resolved: "" was the project root (``landing_root: ${LANDING}``)."""
+    value = _text(mapping, key, None, where, source)
+    if value is None:
+        return None if default is None else resolve_path(default)
+    if not value.strip():
+        raise ConfigError(
+            f"{source}: {where}{key}: must be a path, not {value!r} (an environment variable set "
+            "but empty? ${VAR:-default} gives the default then)"
+        )
+    return resolve_path(value)
+
+
 def _section(raw: dict, key: str, source: str) -> dict:
     value = raw.get(key)
     if value is None:
@@ -347,7 +427,8 @@ def _section(raw: dict, key: str, source: str) -> dict:
 
 
 def _start_date(raw: dict, source: str) -> dt.date:
-    """``start_date``: a YAML date (``2022-01-11``) or a YYYY-MM-DD string (``${VAR}`` expanded)."""
+    """``start_date``: a YAML date (``2022-01-11``) or a YYYY-MM-DD string (``${VAR}`` expanded
+    before: :func:`_expanded`)."""
     value = _require(raw, "start_date", "", source)
     if isinstance(value, dt.datetime):
         if value.time() != dt.time() or value.tzinfo is not None:
@@ -358,7 +439,7 @@ def _start_date(raw: dict, source: str) -> dt.date:
     if isinstance(value, dt.date):
         return value
     if isinstance(value, str):
-        text = _expand(value).strip()
+        text = value.strip()
         if _ISO_DATE.fullmatch(text):
             try:
                 return dt.date.fromisoformat(text)
@@ -506,6 +587,49 @@ SECONDS_OPTIONS = (
     "max_rate_limit_wait",
 )
 
+# Options naming a warehouse schema or database (snowflake, sql): Snowflake's are written
+# unquoted into CREATE SCHEMA and into a string literal, and a list failed only at delivery.
+SQL_NAME_OPTIONS = ("schema", "database")
+# The sql kind's ``column_types``: the kinds of column it reads (generic_sql.ANSI_TYPES' keys),
+# each mapped to a type name written into CREATE TABLE as it is.
+COLUMN_TYPE_KINDS = ("string", "boolean", "integer", "float", "date", "timestamp")
+_TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_ (),]*")  # VARCHAR(32000) CHARACTER SET UNICODE
+
+
+def _check_sql_names(config: DestinationConfig, source: str, where: str) -> None:
+    """The options of :data:`SQL_NAME_OPTIONS` are plain names, and ``column_types`` maps the
+    kinds of :data:`COLUMN_TYPE_KINDS` to type names (:data:`_TYPE_NAME`)."""
+    for key in SQL_NAME_OPTIONS:
+        name = _text(config.options, key, None, where, source)
+        if name is not None and not _PLAIN_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{source}: {where}{key}: must be a plain name (letters, digits and underscores, "
+                f"not starting with a digit), not {name!r}"
+                + (": the database goes in database" if key == "schema" and "." in name else "")
+            )
+    types = config.options.get("column_types")
+    if types is None:
+        return
+    if not isinstance(types, dict):
+        raise ConfigError(
+            f"{source}: {where}column_types: must map kinds of column "
+            f"({', '.join(COLUMN_TYPE_KINDS)}) to type names, not {types!r}"
+        )
+    # a typo (strng:) was ignored, and the column kept its default type
+    reject_unknown(
+        types,
+        COLUMN_TYPE_KINDS,
+        f"{where}column_types.",
+        source,
+        f"in column_types of destination {config.name!r}",
+    )
+    for kind, type_name in types.items():
+        if not isinstance(type_name, str) or not _TYPE_NAME.fullmatch(type_name.strip()):
+            raise ConfigError(
+                f"{source}: {where}column_types.{kind}: must be a type name (letters, digits, "
+                f"spaces, parentheses and commas, as VARCHAR(32000)), not {type_name!r}"
+            )
+
 
 def refuse_file_keys(config: DestinationConfig, given: list[str], source: str, where: str) -> None:
     """Fail when ``given`` names :data:`FILE_KEYS` set on a kind that writes no files, which
@@ -605,11 +729,36 @@ def declared_options(kind: str | None = None) -> dict[str, frozenset[str] | None
     return kinds
 
 
+def _check_destination_name(name: str, where: str, source: str) -> None:
+    """A destination's name names its state file (``<work_dir>/state/<name>.duckdb``), its locks
+    and its Airflow asset: ``../../x`` kept the state outside work_dir, and a blank or a line
+    break named nothing one could read back."""
+    if not name.strip():
+        problem = "is blank"
+    elif name != name.strip():
+        problem = "starts or ends with white space"
+    elif any(not c.isprintable() and c != " " for c in name):
+        problem = "holds a control character"
+    elif "/" in name or "\\" in name:
+        problem = "holds / or \\"
+    elif name.startswith("."):
+        problem = "starts with ."
+    else:
+        return
+    raise ConfigError(
+        f"{source}: {where}name: {name!r} {problem}: a destination's name is a file name too "
+        "(its state and locks under work_dir), so no / or \\, control characters, leading . or "
+        "white space at either end"
+    )
+
+
 def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     where = f"destinations[{index}]."
     if not isinstance(item, dict):
         raise ConfigError(f"{source}: {where[:-1]} must be a mapping")
-    name = str(_require(item, "name", where, source))
+    _require(item, "name", where, source)
+    name = _text(item, "name", None, where, source)  # a list was its text: "['a', 'b']"
+    _check_destination_name(name, where, source)
     if len(name) > DESTINATION_NAME_MAX:
         # it names the destination's Airflow asset, whose name Airflow caps (assets.delivered_to)
         raise ConfigError(
@@ -622,11 +771,19 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
             f"{source}: {where}kind: destination {name!r} has unknown kind {kind!r}"
             f"{_suggestion(kind, kinds)}; one of {', '.join(sorted(kinds))}"
         )
-    tables = item.get("tables") or ["audience_profiles", "audience_profile_interactions"]
+    tables = item.get("tables")
+    if tables is None:
+        tables = ["audience_profiles", "audience_profile_interactions"]
     if isinstance(tables, str):
         tables = [tables]
     if not isinstance(tables, list):
         raise ConfigError(f"{source}: {where}tables: must be a list of tables, not {tables!r}")
+    if not tables:
+        # read as the default, [] sent both tables of personal data somewhere meant to get none
+        raise ConfigError(
+            f"{source}: {where}tables: must list one table or more (of {', '.join(OUTPUT_TABLES)})"
+            ", not []; to send nothing, set enabled: false"
+        )
     for table in tables:
         if table not in OUTPUT_TABLES:
             raise ConfigError(
@@ -665,8 +822,9 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     # The drops' one yes/no option (drop.py reads it as truthy: a quoted "false" meant true).
     _flag(options, "quicksight_manifest", False, where, source)
     _positive_number(options, "max_file_mb", where, source)
-    if "path" in options:
-        options["path"] = resolve_path(str(options["path"]))
+    for key in ("path", "state_path"):  # a local drop's folder, a Dotdigital state's file
+        if options.get(key) is not None:
+            options[key] = _path(options, key, None, where, source)
     config = DestinationConfig(
         name=name,
         kind=kind,
@@ -683,15 +841,18 @@ def _parse_destination(item: Any, index: int, source: str) -> DestinationConfig:
     if accepted is not None:
         check_destination_options(config, accepted, source, where)
     check_required_options(config, required_options(kind), source, where)
+    _check_sql_names(config, source, where)
     # The kinds' numeric options (each name means one thing in every kind that reads it), checked
     # here, not only when a delivery reads them: the run had built, checked and published first,
     # and a typo (max_attempts: "five") then failed as a bare ValueError, retried. After the
     # kind's keys: one it does not take is named as unknown, not as a number to correct.
     for key in WHOLE_NUMBER_OPTIONS:
         if options.get(key) is not None:
-            whole_number(options, key, 0, where, source, 1)
+            whole_number(
+                options, key, 0, where, source, 1, DAYS_MAX if key == "keep_days" else None
+            )
     for key in SECONDS_OPTIONS:
-        _positive_number(options, key, where, source)
+        _positive_number(options, key, where, source, SECONDS_MAX)
     if not kind_declares(kind, "WRITES_FILES"):
         refuse_file_keys(config, [k for k in FILE_KEYS if k in item], source, where)
     if kind_declares(kind, "NEEDS_CONN_ID") and not config.conn_id:
@@ -775,15 +936,39 @@ def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
     engine = wh_raw.get("engine", "duckdb")
     if engine not in ENGINES:
         raise ConfigError(f"{source}: warehouse.engine must be one of {ENGINES}, not {engine!r}")
+    for other, keys in ENGINE_KEYS.items():
+        given = [k for k in keys if k in wh_raw]
+        if other != engine and given:
+            raise ConfigError(
+                f"{source}: warehouse.{given[0]}: a key of engine {other}, which engine {engine} "
+                f"does not read; take it out (engine {engine} reads "
+                f"{', '.join(('engine', 'schema', *ENGINE_KEYS[engine]))})"
+            )
     warehouse = WarehouseConfig(
         engine=engine,
-        path=resolve_path(_text(wh_raw, "path", WarehouseConfig.path, where, source)),
+        path=_path(wh_raw, "path", WarehouseConfig.path, where, source),
         conn_id=_text(wh_raw, "conn_id", None, where, source),
         database=_text(wh_raw, "database", None, where, source),
         schema=_text(wh_raw, "schema", WarehouseConfig.schema, where, source),
         memory_limit=_text(wh_raw, "memory_limit", WarehouseConfig.memory_limit, where, source),
-        threads=whole_number(wh_raw, "threads", WarehouseConfig.threads, where, source, minimum=1),
+        threads=whole_number(
+            wh_raw,
+            "threads",
+            WarehouseConfig.threads,
+            where,
+            source,
+            minimum=1,
+            maximum=WAREHOUSE_THREADS_MAX,
+        ),
     )
+    limit = _MEMORY_LIMIT.fullmatch(warehouse.memory_limit.strip())
+    amount = float(limit.group(1)) if limit else 0
+    if not limit or amount <= 0 or (limit.group(2) == "%" and amount > 100):
+        raise ConfigError(
+            f"{source}: warehouse.memory_limit: must be an amount of memory in MB, GB, TB, MiB, "
+            f"GiB or TiB (2GB, 512MiB), or a share of the machine's, at most 100% (80%), not "
+            f"{warehouse.memory_limit!r}"
+        )
     if engine == "snowflake" and not warehouse.conn_id:
         raise ConfigError(f"{source}: warehouse.conn_id is required when engine is snowflake")
     if not _PLAIN_NAME.fullmatch(warehouse.schema):
@@ -803,7 +988,13 @@ def _parse_stream(
     reject_unknown(stream, STREAM_KEYS, "stream.", source, "in stream")
     default = StreamSection()
     lookback = whole_number(
-        stream, "lookback_seconds", default.lookback_seconds, "stream.", source, minimum=0
+        stream,
+        "lookback_seconds",
+        default.lookback_seconds,
+        "stream.",
+        source,
+        minimum=0,
+        maximum=SECONDS_MAX,
     )
     names = stream.get("destinations")
     if names is None:
@@ -872,6 +1063,10 @@ def _parse_landing_wait(raw: dict, source: str) -> LandingWait:
                 f"{', '.join(LANDING_SOURCES)}"
             )
     marker = _text(wait, "marker", None, "landing_wait.", source)
+    if marker in (".", ".."):  # the partition or its parent: there as soon as it is, or never
+        raise ConfigError(
+            f"{source}: landing_wait.marker: {marker!r} names a folder, not a file (as _SUCCESS)"
+        )
     # Named as a writer's marker: any other name would be read as data, or fail the extract.
     if marker is not None and (not marker.startswith(("_", ".")) or "/" in marker):
         raise ConfigError(
@@ -889,9 +1084,17 @@ def _parse_landing_wait(raw: dict, source: str) -> LandingWait:
             source,
             0,
             above=False,
+            maximum=DEADLINE_HOURS_MAX,
         ),
         poke_minutes=_number(
-            wait, "poke_minutes", LandingWait.poke_minutes, "landing_wait.", source, 0, above=True
+            wait,
+            "poke_minutes",
+            LandingWait.poke_minutes,
+            "landing_wait.",
+            source,
+            0,
+            above=True,
+            maximum=POKE_MINUTES_MAX,
         ),
         late_check_days=_late_check_days(wait, source),
     )
@@ -902,7 +1105,9 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     reject_unknown(raw, TOP_LEVEL_KEYS, "", source, "at the top level")
+    raw = _expanded(raw, source)
     start = _start_date(raw, source)
+    landing_root = _path(raw, "landing_root", None, "", source)  # blank: named as no path
     _require(raw, "landing_root", "", source)
     warehouse = _parse_warehouse(raw, source)
 
@@ -919,8 +1124,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     config_dir = Path(source).parent if source != "<dict>" else DEFAULT_CONFIG.parent
 
     def sibling(key: str, default: str) -> str:
-        value = _expand(_text(raw, key, default, "", source))
-        path = Path(value)
+        path = Path(_text(raw, key, default, "", source))
         if not path.is_absolute():
             path = config_dir / path
         return str(path)
@@ -931,12 +1135,16 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     reject_unknown(alerts, ALERTS_KEYS, "alerts.", source, "in alerts")
     _text(alerts, "webhook_conn_id", None, "alerts.", source)
     _late_after_hours(alerts, source)
+    work_dir = _path(raw, "work_dir", "data/work", "", source)
+    if Path(work_dir).parent == Path(work_dir):
+        # ${AP_HOME}/ with AP_HOME empty: the scratch sweep empties <work_dir>/tmp/, here /tmp
+        raise ConfigError(f"{source}: work_dir: {work_dir!r} is the root of the file system")
     config = PipelineConfig(
         source_file=source,
         start_date=start,
-        landing_root=resolve_path(_text(raw, "landing_root", None, "", source)),
+        landing_root=landing_root,
         landing_conn_id=_text(raw, "landing_conn_id", None, "", source),
-        work_dir=resolve_path(_text(raw, "work_dir", "data/work", "", source)),
+        work_dir=work_dir,
         warehouse=warehouse,
         identity_config=sibling("identity_config", "identity.yml"),
         segments_config=sibling("segments_config", "segments.yml"),
@@ -962,11 +1170,16 @@ class _StrictLoader(yaml.SafeLoader):
     PyYAML follows YAML 1.1, where the last of two equal keys silently wins, and ``2:1`` (a score)
     is the base-60 number 121, ``0601`` (an id) the octal 385 and ``1_000`` a thousand. Those
     now stay text, as a reader would read them.
+
+    A merge key (``<<: *anchor``, one destination entry built from another) gives the anchor's
+    keys as defaults the mapping's own override; only the mapping's own keys count as repeated.
     """
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # SafeConstructor flattens it below; constructed here, it failed
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if not isinstance(key, str | int | float | bool | None | dt.date):
@@ -1077,7 +1290,9 @@ def read_dag_settings(path: str | os.PathLike | None = None) -> DagSettings:
         late_after_hours = _late_after_hours(_section(raw, "alerts", source), source)
     except ConfigError:
         late_after_hours = None
-    return DagSettings(_start_date(raw, source), late_after_hours)
+    # only the value read is expanded: an unset variable elsewhere is the tasks' to report
+    start = {"start_date": _expanded(raw.get("start_date"), source, "start_date")}
+    return DagSettings(_start_date(start, source), late_after_hours)
 
 
 def _late_after_hours(alerts: dict, source: str) -> float | None:
@@ -1102,4 +1317,5 @@ def read_alerts_conn_id(path: str | os.PathLike | None = None) -> str | None:
     a mistake elsewhere in the file must not fail on that mistake too."""
     raw, source = _read_raw(path)
     alerts = _section(raw, "alerts", source)
-    return _text(alerts, "webhook_conn_id", None, "alerts.", source)
+    conn_id = _expanded(alerts.get("webhook_conn_id"), source, "alerts.webhook_conn_id")
+    return _text({"webhook_conn_id": conn_id}, "webhook_conn_id", None, "alerts.", source)

@@ -165,7 +165,14 @@ def rules_fingerprint(rules: IdentityRules) -> str:
 def load_rules(path: str | Path) -> IdentityRules:
     file = Path(path)
     text = read_config_file(file, "identity rules")
-    raw = load_yaml(text, str(file)) or {}
+    raw = load_yaml(text, str(file))
+    if raw is None:
+        # Read as {}, an emptied file switched off every blocked value the shipped one lists:
+        # sessions sharing external_id "anonymous" merged into one profile.
+        raise ConfigError(
+            f"{file}: empty (or only comments): the defaults block no values, where the shipped "
+            "rules block placeholders such as 'anonymous'; write {} if the defaults are meant"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: the top level must be a mapping")
     # A typo (limts:, priorty:) fell back to the default silently, changing who is merged.

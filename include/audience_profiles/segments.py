@@ -46,7 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audience_profiles.config import ConfigError, PipelineConfig, load_yaml, read_config_file
+from audience_profiles.config import (
+    DAYS_MAX,
+    ConfigError,
+    PipelineConfig,
+    load_yaml,
+    read_config_file,
+)
 from audience_profiles.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
@@ -116,8 +122,10 @@ class _Reader:
         return ConfigError(f"{self.source}: {where}: {message}")
 
     def segments(self, raw: Any) -> SegmentSet:
-        if raw is None:
-            raw = {}
+        if raw is None:  # an emptied or truncated file must not quietly empty every segment
+            raise ConfigError(
+                f"{self.source}: empty (or only comments); write segments: [] for no segments"
+            )
         if not isinstance(raw, dict):
             raise ConfigError(f"{self.source}: the top level must be a mapping with segments:")
         unknown = sorted(set(raw) - {"segments"})
@@ -214,10 +222,14 @@ class _Reader:
         return {**self.counting(spec, where), "filters": filters}
 
     def counting(self, spec: dict, where: str) -> dict:
-        return {
-            "min": self.positive(spec, "min", where, default=1),
-            "within_days": self.positive(spec, "within_days", where, default=None),
-        }
+        least = self.positive(spec, "min", where, default=1)
+        within_days = self.positive(spec, "within_days", where, default=None)
+        if within_days is not None and within_days > DAYS_MAX:
+            # past a date's range, the window's first day failed the build (OverflowError)
+            raise self.fail(
+                f"{where}.within_days", f"must be {DAYS_MAX} or less, not {within_days!r}"
+            )
+        return {"min": least, "within_days": within_days}
 
     def text(self, spec: dict, key: str, where: str) -> str:
         value = spec.get(key)

@@ -878,6 +878,37 @@ def test_configuration_mistakes_name_the_option(dotdigital, inputs, sync, option
     assert dotdigital.calls("POST") == []
 
 
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"full_resync": "yes"}, "full_resync must be true or false (unquoted), not 'yes'"),
+        ({"dry_run": "false"}, "dry_run must be true or false (unquoted), not 'false'"),
+        ({"defer_imports": 1}, "defer_imports must be true or false (unquoted), not 1"),
+        ({"dry_run": None}, "dry_run must be true or false (unquoted), not None"),
+        (
+            {"segments": {"fans": {"partner": "on"}}},
+            "segments.fans: partner must be true or false (unquoted), not 'on'",
+        ),
+    ],
+)
+def test_yes_no_options_are_a_bare_true_or_false(options, said):
+    # as config._flag reads every other yes/no: 'no', 'off' and '0' were read here as false
+    from audience_profiles.destinations.dotdigital import DotdigitalOptions
+
+    entry = {"name": "dd", "kind": "dotdigital", "conn_id": "d", "segments": {"fans": {}}}
+    config = parse_config(
+        {"start_date": "2024-01-01", "landing_root": "x", "destinations": [entry | options]},
+        "p.yml",
+    )
+    with pytest.raises(ConfigError) as err:
+        DotdigitalOptions.from_config(config.destinations[0], config)
+    assert str(err.value) == f"p.yml: destination 'dd': {said}"
+    flags = {"full_resync": True, "dry_run": False, "defer_imports": True}
+    config = parse_config({**config.raw, "destinations": [entry | flags]}, "p.yml")
+    read = DotdigitalOptions.from_config(config.destinations[0], config)
+    assert (read.full_resync, read.dry_run, read.defer_imports) == (True, False, True)
+
+
 def test_region_and_retry_headers():
     assert api_base_url(None, None, None, {"region": "r2"}) == "https://r2-api.dotdigital.com"
     assert api_base_url("http://127.0.0.1", None, 8080, {"region": "r1"}) == "http://127.0.0.1:8080"

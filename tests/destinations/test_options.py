@@ -301,7 +301,21 @@ def _sample(option: str):
 
     if option in WHOLE_NUMBER_OPTIONS or option in SECONDS_OPTIONS:
         return 1
-    return {"quicksight_manifest": True, "max_file_mb": 1}.get(option, "x")
+    return {
+        "quicksight_manifest": True,
+        "max_file_mb": 1,
+        "column_types": {"string": "TEXT"},
+    }.get(option, "x")
+
+
+def test_the_column_types_checked_at_load_are_the_ones_the_sql_kind_reads():
+    from audience_profiles.config import COLUMN_TYPE_KINDS
+    from audience_profiles.destinations.generic_sql import ANSI_TYPES, CONN_TYPE_TYPES
+
+    assert set(COLUMN_TYPE_KINDS) == set(ANSI_TYPES)
+    for types in CONN_TYPE_TYPES.values():  # and the shipped types pass their own check
+        pipeline({"name": "wh", "kind": "sql", "conn_id": "c", "column_types": types})
+    pipeline({"name": "wh", "kind": "sql", "conn_id": "c", "column_types": ANSI_TYPES})
 
 
 # Kinds allowed to keep Destination.erase's "not_supported", which is a final answer: the request

@@ -73,6 +73,18 @@ def test_null_switches_a_limit_off_and_missing_sections_take_defaults(tmp_path):
     assert (rules.email_pattern, rules.priority) == (EMAIL_PATTERN, IdentityRules().priority)
 
 
+@pytest.mark.parametrize("text", ["", "# blocked_values:\n#   any: [anonymous]\n"])
+def test_an_empty_file_fails_and_braces_mean_the_defaults(tmp_path, text):
+    # Read as the defaults, which block no values: sessions sharing external_id "anonymous"
+    # (blocked by the shipped file) merged into one profile.
+    path = tmp_path / "identity.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"empty \(or only comments\): the defaults block no"):
+        load_rules(path)
+    path.write_text("{}\n")
+    assert load_rules(path) == IdentityRules()
+
+
 def test_a_signed_whole_number_in_a_blocked_list_keeps_its_text(tmp_path):
     # YAML read -0 and +1 as 0 and 1: "0" was blocked twice, "-0" and "+1" not at all
     path = tmp_path / "identity.yml"

@@ -108,3 +108,37 @@ def test_a_file_no_run_reads_fails_the_try_naming_it_and_is_retried(tmp_path, mo
     land(tmp_path, today().isoformat(), name="part-0.csv.7z")
     with pytest.raises(LandingError, match="does not read: part-0.csv.7z"):
         WaitForLandingOperator(task_id="w").execute(context(today().isoformat()))
+
+
+@pytest.mark.parametrize(
+    ("broken", "said"),
+    [
+        (None, None),
+        ("identity", "identity.yml: limts: unknown key 'limts' (did you mean 'limits'?)"),
+        ("segments", "segments.yml: segments.fans: needs exactly one rule"),
+        (
+            "dotdigital",
+            "pipeline.yml: segments.fans.adress_book: unknown key 'adress_book' (did you mean "
+            "'address_book'?) in destination 'dd' (kind dotdigital)",
+        ),
+    ],
+)
+def test_a_mistake_in_the_other_configuration_fails_the_first_task_naming_it(
+    tmp_path, monkeypatch, broken, said
+):
+    # Found by build_segments, the identity step or a delivery, after the extracts and the build.
+    identity = tmp_path / "identity.yml"
+    identity.write_text("limts: {shared_device: {email: 2}}\n" if broken == "identity" else "{}\n")
+    fans = "{}" if broken == "segments" else "{form_entries: {min: 1}}"
+    (tmp_path / "segments.yml").write_text(f"segments:\n  fans: {fans}\n")
+    book = "adress_book" if broken == "dotdigital" else "address_book"
+    dotdigital = {"name": "dd", "kind": "dotdigital", "conn_id": "d", "segments": {"fans": {book: "Fans"}}}  # fmt: skip
+    config = write_config(tmp_path, [dotdigital], identity_config=str(identity))
+    monkeypatch.setenv(CONFIG_ENV, config.source_file)
+    if broken is None:
+        assert WaitForLandingOperator(task_id="w").execute(context("2022-04-29"))
+        return
+    with pytest.raises(AirflowFailException) as failed:  # a config mistake: no retries
+        WaitForLandingOperator(task_id="w").execute(context("2022-04-29"))
+    assert said in str(failed.value)
+    assert str(tmp_path) in str(failed.value)

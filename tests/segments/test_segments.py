@@ -433,11 +433,30 @@ def test_the_shipped_segments_file_is_valid():
             {"segments": {"a": {"all": [{"any": [{"form_entries": {"min": -1}}]}]}}},
             r"segments\.a\.all\[0\]\.any\[0\]\.form_entries\.min: must be a whole number",
         ),
+        # past a date's range: the build failed with an OverflowError naming no key, retried
+        (
+            {"segments": {"a": {"form_entries": {"within_days": 800000}}}},
+            r"segments\.a\.form_entries\.within_days: must be 36500 or less, not 800000",
+        ),
     ],
 )
 def test_mistakes_name_the_file_and_the_key(raw, message):
     with pytest.raises(ConfigError, match=r"^segments\.yml: .*" + message):
         parse_segments(raw, "segments.yml")
+
+
+@pytest.mark.parametrize("text", ["", "# every segment is off for now\n"])
+def test_an_empty_file_fails_and_segments_none_means_none(tmp_path, text):
+    # read as no segments, an emptied or truncated file emptied every address book synced
+    path = tmp_path / "segments.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_segments(path)
+    assert str(error.value) == (
+        f"{path}: empty (or only comments); write segments: [] for no segments"
+    )
+    path.write_text("segments: []\n")
+    assert load_segments(path).segments == ()
 
 
 def test_segments_config_paths_and_destination_segments_are_checked(tmp_path):

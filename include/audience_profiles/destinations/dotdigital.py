@@ -138,16 +138,13 @@ def _lit(value: str | None) -> str:
 
 
 def _flag(opts: dict, key: str, where: str) -> bool:
-    """A yes/no option, strictly: a quoted "false" must not switch on a full re-sync."""
+    """A yes/no option, strictly a YAML true or false, as config._flag reads every other one:
+    a quoted "false" must not switch on a full re-sync, nor "no" mean one thing here and fail
+    the load elsewhere."""
     value = opts.get(key, False)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "on"):
-        return True
-    if text in ("false", "no", "0", "off", ""):
-        return False
-    raise ConfigError(f"{where}: {key} must be true or false, not {value!r}")
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false (unquoted), not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ date was run again. A backfill of an old date past its deadline looks once.
 
 With nothing required (the default) the task returns at once. The module imports only the
 operator base at DAG parse time; the pipeline loads when the task runs.
+
+Before it looks, the task also reads the other configuration the run will read
+(:func:`check_configuration`), so a mistake there fails the run's first task, naming the file
+and the key, instead of ``build_segments`` or a delivery after the whole build.
 """
 
 from __future__ import annotations
@@ -23,6 +27,23 @@ from audience_profiles.dag_defaults import fails_fast
 
 # A margin on top of each wait: without a triggerer running, the try fails and is retried.
 TRIGGER_GRACE = dt.timedelta(minutes=10)
+
+
+def check_configuration(config) -> None:
+    """Read identity.yml, segments.yml and each enabled Dotdigital destination's nested options
+    (``segments``, ``consent``...) as the tasks using them will: cheap, no warehouse and no
+    network. pipeline.yml itself is checked whole by ``load_config``."""
+    from audience_profiles.identity import load_rules
+    from audience_profiles.segments import segments_for
+
+    load_rules(config.identity_config)
+    segments_for(config)
+    dotdigital = [d for d in config.enabled_destinations if d.kind == "dotdigital"]
+    if dotdigital:  # its module imports the sync state's DuckDB: only when one is configured
+        from audience_profiles.destinations.dotdigital import DotdigitalOptions
+
+        for destination in dotdigital:
+            DotdigitalOptions.from_config(destination, config)
 
 
 class WaitForLandingOperator(BaseOperator):
@@ -39,6 +60,7 @@ class WaitForLandingOperator(BaseOperator):
         )
 
         config = load_config()
+        check_configuration(config)
         window = RunWindow.from_context(context)
         gaps = landing_gaps(window, config)
         required = list(config.landing_wait.required)
