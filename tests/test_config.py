@@ -850,7 +850,6 @@ def test_a_numeric_option_of_another_kind_is_named_as_unknown_not_as_a_wrong_num
         ({"kind": "snowflake", "database": 2024}, "database: must be a plain name (letters, digits and underscores, not starting with a digit), not '2024'"),
         # a list failed with an AttributeError at delivery
         ({"kind": "sql", "schema": ["a", "b"]}, "schema: must be a string, not ['a', 'b']"),
-        ({"kind": "sql", "schema": "audience-build"}, "schema: must be a plain name"),
         # written into CREATE TABLE as it is
         ({"kind": "sql", "column_types": {"string": "TEXT); DROP TABLE x; --"}}, "column_types.string: must be a type name (letters, digits, spaces, parentheses and commas, as VARCHAR(32000)), not 'TEXT); DROP TABLE x; --'"),
         ({"kind": "sql", "column_types": {"string": "TEXT 'x'"}}, "column_types.string: must be a type name"),
@@ -870,13 +869,17 @@ def test_names_and_types_written_into_sql_are_checked_when_the_file_loads(entry,
 def test_sql_names_and_types_as_documented_load():
     entries = [
         {"name": "sf", "kind": "snowflake", "conn_id": "c", "database": "ANALYTICS", "schema": "a_1"},
-        {"name": "pg", "kind": "sql", "conn_id": "c", "schema": "audience", "column_types": {
+        # the sql kind quotes its schema: any name is one
+        {"name": "pg", "kind": "sql", "conn_id": "c", "schema": "audience-build", "column_types": {
             "string": "VARCHAR(32000) CHARACTER SET UNICODE", "float": "NUMERIC(38, 9)",
             "timestamp": "TIMESTAMP(6)", "boolean": "BYTEINT"}},
     ]  # fmt: skip
     sf, pg = parse_config({**MINIMAL, "destinations": entries}, "p.yml").destinations
     assert (sf.options["database"], sf.options["schema"]) == ("ANALYTICS", "a_1")
-    assert pg.options["column_types"]["float"] == "NUMERIC(38, 9)"
+    assert (pg.options["schema"], pg.options["column_types"]["float"]) == (
+        "audience-build",
+        "NUMERIC(38, 9)",
+    )
 
 
 @pytest.mark.parametrize(

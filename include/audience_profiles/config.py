@@ -587,8 +587,8 @@ SECONDS_OPTIONS = (
     "max_rate_limit_wait",
 )
 
-# Options naming a warehouse schema or database (snowflake, sql): Snowflake's are written
-# unquoted into CREATE SCHEMA and into a string literal, and a list failed only at delivery.
+# Options naming a warehouse schema or database (snowflake, sql): text (a list failed only at
+# delivery), and a plain name where the kind writes it unquoted (``PLAIN_NAME_OPTIONS``).
 SQL_NAME_OPTIONS = ("schema", "database")
 # The sql kind's ``column_types``: the kinds of column it reads (generic_sql.ANSI_TYPES' keys),
 # each mapped to a type name written into CREATE TABLE as it is.
@@ -597,11 +597,14 @@ _TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_ (),]*")  # VARCHAR(32000) CHARACTE
 
 
 def _check_sql_names(config: DestinationConfig, source: str, where: str) -> None:
-    """The options of :data:`SQL_NAME_OPTIONS` are plain names, and ``column_types`` maps the
-    kinds of :data:`COLUMN_TYPE_KINDS` to type names (:data:`_TYPE_NAME`)."""
+    """The options of :data:`SQL_NAME_OPTIONS` are text, plain names where the kind's class
+    says so (``PLAIN_NAME_OPTIONS``: Snowflake's are written unquoted into CREATE SCHEMA and a
+    string literal; the sql kind quotes its schema), and ``column_types`` maps the kinds of
+    :data:`COLUMN_TYPE_KINDS` to type names (:data:`_TYPE_NAME`)."""
+    plain = class_literal(config.kind, "PLAIN_NAME_OPTIONS")
     for key in SQL_NAME_OPTIONS:
         name = _text(config.options, key, None, where, source)
-        if name is not None and not _PLAIN_NAME.fullmatch(name):
+        if name is not None and key in plain and not _PLAIN_NAME.fullmatch(name):
             raise ConfigError(
                 f"{source}: {where}{key}: must be a plain name (letters, digits and underscores, "
                 f"not starting with a digit), not {name!r}"
@@ -659,16 +662,21 @@ def kind_declares(kind: str, flag: str) -> bool:
     )
 
 
-def required_options(kind: str) -> frozenset[str]:
-    """The options the class of ``kind`` cannot work without (``REQUIRED_OPTIONS``, a literal
-    frozenset in its own body, read from the source as ``OPTIONS`` is)."""
+def class_literal(kind: str, attribute: str) -> frozenset[str]:
+    """A literal frozenset of option names in the body of the class of ``kind``, read from the
+    source as ``OPTIONS`` is: ``REQUIRED_OPTIONS``, ``PLAIN_NAME_OPTIONS``."""
     module = module_of(kind)
     if module is None:
         return frozenset()
     for node in _parsed(DESTINATIONS_DIR / f"{module}.py").body:
         if isinstance(node, ast.ClassDef) and _registered_kind(node) == kind:
-            return _literal_options(node, "REQUIRED_OPTIONS") or frozenset()
+            return _literal_options(node, attribute) or frozenset()
     return frozenset()
+
+
+def required_options(kind: str) -> frozenset[str]:
+    """The options the class of ``kind`` cannot work without (``REQUIRED_OPTIONS``)."""
+    return class_literal(kind, "REQUIRED_OPTIONS")
 
 
 def check_required_options(

@@ -25,6 +25,7 @@ from audience_profiles.config import (
     PROJECT_ROOT,
     ConfigError,
     _literal_options,
+    class_literal,
     declared_options,
     kinds_declaring,
     module_of,
@@ -96,6 +97,9 @@ def test_every_kind_declares_its_options_on_its_class():
         # and the same of the ones it cannot work without, which are among them
         assert required_options(kind) == cls.REQUIRED_OPTIONS, kind
         assert cls.REQUIRED_OPTIONS <= cls.OPTIONS, kind
+        # and of the names it writes unquoted (Snowflake's schema and database)
+        assert class_literal(kind, "PLAIN_NAME_OPTIONS") == cls.PLAIN_NAME_OPTIONS, kind
+        assert cls.PLAIN_NAME_OPTIONS <= cls.OPTIONS, kind
 
 
 @pytest.mark.parametrize(

@@ -118,6 +118,9 @@ class Destination(abc.ABC):
     # Those of ``OPTIONS`` it cannot work without (a bucket, a topic), the same way: a missing or
     # empty one fails when pipeline.yml loads, not at delivery after the whole build.
     REQUIRED_OPTIONS: ClassVar[frozenset[str]] = frozenset()
+    # Those of ``schema`` and ``database`` it writes unquoted into its SQL, the same way: the load
+    # then refuses anything but a plain name (letters, digits, underscores).
+    PLAIN_NAME_OPTIONS: ClassVar[frozenset[str]] = frozenset()
     # Whether it writes files, so that formats, compression and csv_injection_escape (read by
     # config.py for every kind) mean something to it: set on those that do (the drops).
     WRITES_FILES: ClassVar[bool] = False

@@ -88,6 +88,7 @@ class SnowflakeSession(Session):
 @register("snowflake")
 class SnowflakeDestination(SqlWarehouseDestination):
     OPTIONS = frozenset({"database", "schema"})
+    PLAIN_NAME_OPTIONS = frozenset({"database", "schema"})  # unquoted in CREATE SCHEMA and literals
     NEEDS_CONN_ID = True
     schema = ""  # set per session: the option, else the connection's schema
 
