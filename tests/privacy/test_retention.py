@@ -26,6 +26,11 @@ RUN_DAY = "2022-04-30"
         ({"quarantine_days": 0}, "retention.quarantine_days must be a whole number"),
         ({"snapshots_days": "30"}, "retention.snapshots_days must be a whole number"),
         ({"snapshots_days": True}, "retention.snapshots_days must be a whole number"),
+        # its cutoff's date arithmetic failed in a run, naming no key (OverflowError)
+        (
+            {"interactions_days": 10**11},
+            "retention.interactions_days must be a whole number of days (1 to 36500)",
+        ),
         ([30], "retention must be a mapping"),
     ],
 )

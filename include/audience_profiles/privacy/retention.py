@@ -29,7 +29,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from audience_profiles.config import ConfigError, PipelineConfig, load_config, reject_unknown
+from audience_profiles.config import (
+    DAYS_MAX,
+    ConfigError,
+    PipelineConfig,
+    load_config,
+    reject_unknown,
+)
 from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.base import Warehouse, check_ds
 
@@ -78,9 +84,10 @@ class RetentionPolicy:
         for key, value in raw.items():
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            # past DAYS_MAX, the cutoff's date arithmetic failed in a run (OverflowError)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= DAYS_MAX:
                 raise ConfigError(
-                    f"{where}.{key} must be a whole number of days (1 or more), not {value!r}"
+                    f"{where}.{key} must be a whole number of days (1 to {DAYS_MAX}), not {value!r}"
                 )
             days[key] = value
         return cls(**days)
