@@ -114,6 +114,12 @@ def csv_rows(source: str, data: bytes) -> list[Row]:
     if not isinstance(header, list):
         raise Fails("malformed CSV header")
     names = [h.strip() for h in header]
+    invisible = "\ufeff\u200b\u200c\u200d\u2060"  # a name hiding one of them is named first
+    bare = ["".join(c for c in n if c not in invisible) for n in names]
+    if any(
+        b != n and b.lower() in SOURCES[source].columns for b, n in zip(bare, names, strict=True)
+    ):
+        raise Fails("invisible characters in column names")
     if any(c not in names for c in SOURCES[source].required):
         raise Fails("missing required column")
     if any(names.count(c) > 1 for c in SOURCES[source].columns):
