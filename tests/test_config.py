@@ -11,6 +11,7 @@ from audience_profiles.config import (
     ConfigError,
     declared_options,
     load_config,
+    load_yaml,
     parse_config,
 )
 from audience_profiles.segments import load_segments
@@ -49,6 +50,18 @@ def test_an_unset_variable_without_a_default_fails_the_load_naming_the_key(monke
     )
     with pytest.raises(ConfigError, match=r"^p.yml: work_dir: the environment variable AP_TEST"):
         parse_config({**MINIMAL, "work_dir": "${AP_TEST_UNSET}/"}, "p.yml")
+
+
+@pytest.mark.parametrize("value", ["${AP_TEST:?must be set}", "${AP_TEST-x}", "a/${AP TEST}"])
+def test_a_shell_form_not_read_here_fails_rather_than_staying_text(value, monkeypatch):
+    # docker-compose.yml uses ${VAR:?...}: copied here, the landing was a folder named so
+    monkeypatch.setenv("AP_TEST", "/data")
+    with pytest.raises(ConfigError) as err:
+        parse_config({**MINIMAL, "landing_root": value}, "p.yml")
+    assert str(err.value) == (
+        f"p.yml: landing_root: {value!r}: only ${{VAR}} and ${{VAR:-default}} are read from the "
+        "environment here"
+    )
 
 
 def test_variables_read_as_a_shell_reads_them(monkeypatch):
@@ -641,7 +654,7 @@ def documented_examples() -> list:
             found.append((str(module.relative_to(package)), block))
     examples = []
     for where, block in found:
-        raw = yaml.safe_load(block)
+        raw = load_yaml(block, where)  # as the file is read: repeated keys fail
         if isinstance(raw, list):  # destination entries shown alone
             raw = {"destinations": raw}
         if next(iter(raw)) not in _OTHER_FILES:

@@ -136,7 +136,15 @@ def _expand(value: str, source: str, key: str) -> str:
             )
         return found
 
-    return _ENV_REF.sub(value_of, value)
+    # ${VAR:?message}, ${VAR-default}, ${VAR/...}: a shell reads them, this would have kept them
+    # as text (a landing folder named "${VAR:?...}")
+    refs = value.count("${")
+    if refs != len(_ENV_REF.findall(value)):
+        raise ConfigError(
+            f"{source}: {key}: {value!r}: only ${{VAR}} and ${{VAR:-default}} are read from the "
+            "environment here"
+        )
+    return _ENV_REF.sub(value_of, value) if refs else value
 
 
 def _expanded(node: Any, source: str, key: str = "") -> Any:

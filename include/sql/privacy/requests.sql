@@ -149,6 +149,9 @@ JOIN (
 DELETE FROM suppressed_profiles
 WHERE request_id IN (SELECT earlier_request_id FROM listed_person);
 
+-- Beside an entry from before exact_hash too (suppress.sql takes that one as covering the value):
+-- the request's own exact entries let that entry be deleted (docs/privacy.md, "Identifiers and
+-- their case").
 INSERT INTO suppression_list
 SELECT DISTINCT s.identifier_type, {{ p.hashed("s.identifier_value") }}, n.type, s.request_id,
        CAST(current_timestamp AS TIMESTAMP), {{ p.exact_hashed("s.identifier_type", "s.identifier_value") }}
