@@ -370,3 +370,17 @@ def test_an_email_is_one_person_whatever_its_case(built, tmp_path):
     run_erasure(NEXT_DAY, built)
 
     assert mentions(built, ANN) == {}
+
+
+def test_a_request_for_an_id_in_another_case_erases_no_one_and_says_so(built, tmp_path, caplog):
+    """Ann's SSO id is `sso-ann`: a request for `SSO-Ann` names another account, so nobody's
+    profile goes, and the log says some profile holds it in another case (a typo, perhaps)."""
+    file_request(tmp_path / "landing", "r-typo", "external_id", "SSO-Ann")
+
+    run_erasure(NEXT_DAY, built)
+
+    assert mentions(built, ANN) != {}
+    assert (
+        "request r-typo: no profile holds its identifier as written, 1 in another case"
+        in caplog.text
+    )

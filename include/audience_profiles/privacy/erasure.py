@@ -113,6 +113,15 @@ def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict
             )
             for request_id, kind, profiles in new:
                 log.info("request %s (%s): %s profile(s)", request_id, kind, profiles)
+            wh.run_sql("privacy/case_misses")
+            for request_id, profiles in wh.query("SELECT * FROM case_misses ORDER BY 1"):
+                log.warning(
+                    "request %s: no profile holds its identifier as written, %s in another case:"
+                    " session and SSO ids are compared case and all (docs/privacy.md, "
+                    '"Identifiers and their case"); file it again as the id is spelt if so meant',
+                    request_id,
+                    profiles,
+                )
             skipped = wh.query(
                 "SELECT request_id, _file, _line, "
                 "coalesce(reason, 'request_id: repeats an earlier row, ignored') "
