@@ -97,6 +97,24 @@ class Warehouse:
 
 @pytest.fixture
 def everywhere(tmp_path, aws_conn, moto_server, azure_conn, dotdigital, snowflake_conn, pg_conn):
+    return deliver_everywhere(
+        tmp_path, aws_conn, moto_server, azure_conn, dotdigital, snowflake_conn, pg_conn
+    )
+
+
+def deliver_everywhere(
+    tmp_path,
+    aws_conn,
+    moto_server,
+    azure_conn,
+    dotdigital,
+    snowflake_conn,
+    pg_conn,
+    more_destinations: tuple[dict, ...] = (),
+    more_people: Callable | None = None,
+):
+    """The sample people (and ``more_people(landing)``'s) built over DAYS into every destination
+    (and ``more_destinations``); (config, drops, warehouses, Kinesis records, Dotdigital)."""
     bucket, container = f"drops-{uuid.uuid4().hex[:8]}", f"drops-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(
         Bucket=bucket
@@ -192,8 +210,12 @@ def everywhere(tmp_path, aws_conn, moto_server, azure_conn, dotdigital, snowflak
     segments.write_text(
         yaml.safe_dump({"segments": {"fans": {"attribute": {"column": "optin_1", "equals": True}}}})
     )
-    config = write_config(tmp_path, destinations=destinations, segments_config=str(segments))
+    config = write_config(
+        tmp_path, destinations=[*destinations, *more_destinations], segments_config=str(segments)
+    )
     write_people(tmp_path / "landing")
+    if more_people:
+        more_people(tmp_path / "landing")
     for ds in DAYS:
         run_all(RunWindow.for_date(ds), config)
 
