@@ -86,16 +86,9 @@ def twins(
          "delivery_stream": firehose},
         {"name": "kafka", "kind": "kafka", "conn_id": kafka, "topic": topic, "tables": STREAMED},
     )  # fmt: skip
+    services = (aws_conn, moto_server, azure_conn, dotdigital, snowflake_conn, pg_conn)
     config, drops, warehouses, kinesis, standin = deliver_everywhere(
-        tmp_path,
-        aws_conn,
-        moto_server,
-        azure_conn,
-        dotdigital,
-        snowflake_conn,
-        pg_conn,
-        more_destinations=more,
-        more_people=write_twins,
+        tmp_path, services, more_destinations=more, more_people=write_twins
     )
     records = {
         "kinesis": lambda: [r for _, r in kinesis()],

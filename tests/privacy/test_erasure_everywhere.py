@@ -97,24 +97,21 @@ class Warehouse:
 
 @pytest.fixture
 def everywhere(tmp_path, aws_conn, moto_server, azure_conn, dotdigital, snowflake_conn, pg_conn):
-    return deliver_everywhere(
-        tmp_path, aws_conn, moto_server, azure_conn, dotdigital, snowflake_conn, pg_conn
-    )
+    services = (aws_conn, moto_server, azure_conn, dotdigital, snowflake_conn, pg_conn)
+    return deliver_everywhere(tmp_path, services)
 
 
 def deliver_everywhere(
     tmp_path,
-    aws_conn,
-    moto_server,
-    azure_conn,
-    dotdigital,
-    snowflake_conn,
-    pg_conn,
+    services: tuple,
     more_destinations: tuple[dict, ...] = (),
     more_people: Callable | None = None,
 ):
     """The sample people (and ``more_people(landing)``'s) built over DAYS into every destination
-    (and ``more_destinations``); (config, drops, warehouses, Kinesis records, Dotdigital)."""
+    (and ``more_destinations``); (config, drops, warehouses, Kinesis records, Dotdigital).
+    ``services``: the fixtures aws_conn, moto_server, azure_conn, dotdigital, snowflake_conn and
+    pg_conn, in that order."""
+    aws_conn, moto_server, azure_conn, dotdigital, snowflake_conn, pg_conn = services
     bucket, container = f"drops-{uuid.uuid4().hex[:8]}", f"drops-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(
         Bucket=bucket
