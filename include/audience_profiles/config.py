@@ -929,7 +929,7 @@ def _check_state_files(config: PipelineConfig, source: str) -> None:
             continue
         explicit = dest.options.get("state_path")
         default = default_state_path(config.work_dir, dest.name)
-        state = os.path.normpath(resolve_path(str(explicit)) if explicit else default)
+        state = os.path.normpath(explicit or default)  # explicit: resolved as the file loaded
         if state in owners:
             first, name = owners[state]
             raise ConfigError(
@@ -1123,7 +1123,8 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     reject_unknown(raw, TOP_LEVEL_KEYS, "", source, "at the top level")
     raw = _expanded(raw, source)
     start = _start_date(raw, source)
-    landing_root = _path(raw, "landing_root", None, "", source)  # blank: named as no path
+    # blank: named as no path (before _require, which calls it missing)
+    landing_root = _path(raw, "landing_root", None, "", source)
     _require(raw, "landing_root", "", source)
     warehouse = _parse_warehouse(raw, source)
 

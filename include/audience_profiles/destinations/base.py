@@ -22,9 +22,9 @@ its ``sink()`` (put, get, list, delete, url), ``OPTIONS``, and ``prefix()`` if i
 ``prefix`` option (as s3.py: the default writes at the sink's root): layout, write order,
 retention and erasure are the drops'.
 
-``WRITES_FILES``, ``NEEDS_CONN_ID`` and ``STREAMED`` are read from the source too (the class's own value, or
-one inherited from a class in this package); the module may have any name (``sql`` is registered
-in generic_sql.py): ``config.module_of`` finds it.
+``WRITES_FILES``, ``NEEDS_CONN_ID`` and ``STREAMED`` are read from the source too (the class's
+own value, or one inherited from a class in this package); the module may have any name (``sql``
+is registered in generic_sql.py): ``config.module_of`` finds it.
 
 Contract every implementation keeps:
 - idempotent: delivering the same run twice leaves the target as after one delivery (overwrite the

@@ -68,7 +68,6 @@ from audience_profiles.config import (
     PipelineConfig,
     default_state_path,
     reject_unknown,
-    resolve_path,
 )
 from audience_profiles.destinations.base import (
     ERASED,
@@ -241,7 +240,7 @@ class DotdigitalOptions:
         return cls(
             segments=tuple(segments),
             data_fields={str(k): str(v) for k, v in data_fields.items()},
-            state_path=Path(resolve_path(str(state_path))),
+            state_path=Path(state_path),  # resolved as pipeline.yml loaded
             full_resync=_flag(opts, "full_resync", where),
             dry_run=_flag(opts, "dry_run", where),
             defer_imports=_flag(opts, "defer_imports", where),

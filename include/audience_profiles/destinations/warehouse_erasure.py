@@ -17,14 +17,15 @@ table loaded under another PII policy before is cleaned all the same.
 The same transaction records a tombstone per erased profile id and identifier in ``ap_erasures``,
 as its hash (no plain identifier stays behind): a session's or SSO id's under ``exact:<type>``,
 hashed with its case as identity compares it (``privacy.exact_hash``); one recorded before
-(``<type>``, lower-cased) still matches either case. Every later load filters its exports against them
-before staging (:func:`without_erased`): an export written before the request (a delivery that
-ran while the erasure did, an old run delivered again) cannot put the person back, neither in the
-snapshot tables nor in the partition of a date that no daily run rewrites any more.
+(``<type>``, lower-cased) still matches either case. Every later load filters its exports against
+them before staging (:func:`without_erased`): an export written before the request (a delivery
+that ran while the erasure did, an old run delivered again) cannot put the person back, neither
+in the snapshot tables nor in the partition of a date that no daily run rewrites any more.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -131,15 +132,17 @@ class Subjects:
             for v in vs
         } - {None}
 
+    @functools.cached_property
+    def _emails_and_ids(self) -> tuple[set[str], set[str]]:
+        emails = {normalise_identifier(v) for v in self.values.get("email", ())} - {None}
+        ids = {v.strip(WHITESPACE) for kind in CASED for v in self.values.get(kind, ())} - {""}
+        return emails, ids
+
     def names(self, line_words: list[str]) -> bool:
         """Whether a quarantined line of these words names one of the values: an email
         whatever its case, a session or SSO id exactly."""
-        emails = {normalise_identifier(v) for v in self.values.get("email", ())}
-        ids = {v.strip(WHITESPACE) for kind in CASED for v in self.values.get(kind, ())}
-        return bool(
-            ({normalise_identifier(w) for w in line_words} & (emails - {None}))
-            or (set(line_words) & (ids - {""}))
-        )
+        emails, ids = self._emails_and_ids
+        return bool({normalise_identifier(w) for w in line_words} & emails or set(line_words) & ids)
 
 
 def tombstones(request: ErasureRequest) -> set[tuple[str, str]]:

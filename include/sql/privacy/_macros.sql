@@ -35,7 +35,11 @@ sha2({{ as_identifier(type, expr) }}, 256)
     for `value` (of `type`) as identity compares it: `SSO-1` and `sso-1` are two SSO accounts, and
     erasing one must not take the other. An entry from before exact_hash matches either. -#}
 {% macro exactly(entry, type, value) -%}
-({{ entry }}.exact_hash IS NULL OR {{ entry }}.exact_hash = {{ exact_hashed(type, value) }})
+{{ exact_match(entry, exact_hashed(type, value)) }}
+{%- endmacro %}
+{#- The same, given the value's exact hash (a column computed once). -#}
+{% macro exact_match(entry, exact_hash) -%}
+({{ entry }}.exact_hash IS NULL OR {{ entry }}.exact_hash = {{ exact_hash }})
 {%- endmacro %}
 {#- Whether `value` (of `type`, SQL) is on the suppression list, narrowed by `where` (" AND kind
     = 'delete'"): a plain IN on each hash, which engines run as a semi-join. -#}

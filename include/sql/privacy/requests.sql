@@ -180,7 +180,7 @@ WHERE kind = 'suppress'
       SELECT 1 FROM suppression_list d
       WHERE d.kind = 'delete' AND d.identifier_type = suppression_list.identifier_type
         AND d.identifier_hash = suppression_list.identifier_hash
-        AND (d.exact_hash IS NULL OR d.exact_hash = suppression_list.exact_hash)
+        AND {{ p.exact_match("d", "suppression_list.exact_hash") }}
   );
 
 DELETE FROM erasure_log

@@ -91,7 +91,7 @@ FROM (
 ) v
 LEFT JOIN (SELECT DISTINCT identifier_type, identifier_hash, kind, exact_hash FROM suppression_list) s
   ON s.identifier_type = v.identifier_type AND s.identifier_hash = v.identifier_hash AND s.kind = v.kind
- AND (s.exact_hash IS NULL OR s.exact_hash = v.exact_hash)
+ AND {{ p.exact_match("s", "v.exact_hash") }}
 WHERE s.identifier_hash IS NULL;
 
 -- Listed sessions of the partition...
@@ -147,7 +147,7 @@ FROM (
 ) l
 LEFT JOIN (SELECT DISTINCT identifier_type, identifier_hash, exact_hash FROM suppression_list) s
   ON s.identifier_type = l.identifier_type AND s.identifier_hash = l.identifier_hash
- AND (s.exact_hash IS NULL OR s.exact_hash = l.exact_hash)
+ AND {{ p.exact_match("s", "l.exact_hash") }}
 WHERE s.identifier_hash IS NULL
 GROUP BY l.session_id;
 

@@ -21,12 +21,12 @@ SELECT i.profile_id
 FROM run_hit_identifiers i
 LEFT JOIN (SELECT DISTINCT identifier_type, identifier_hash, exact_hash FROM suppression_list) l
   ON l.identifier_type = i.identifier_type AND l.identifier_hash = i.identifier_hash
- AND (l.exact_hash IS NULL OR l.exact_hash = i.exact_hash)
+ AND {{ p.exact_match("l", "i.exact_hash") }}
 LEFT JOIN (
     SELECT DISTINCT identifier_hash, exact_hash FROM erasure_requests
     WHERE identifier_type = 'session_id' AND status <> 'invalid'
 ) n ON i.identifier_type = 'session_id' AND n.identifier_hash = i.identifier_hash
- AND (n.exact_hash IS NULL OR n.exact_hash = i.exact_hash)
+ AND {{ p.exact_match("n", "i.exact_hash") }}
 GROUP BY i.profile_id
 HAVING max(CASE WHEN l.identifier_hash IS NOT NULL
                  AND (i.identifier_type <> 'session_id' OR n.identifier_hash IS NOT NULL) THEN 1 ELSE 0 END) = 1
