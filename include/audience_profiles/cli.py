@@ -680,6 +680,26 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restate_catalogue(args: argparse.Namespace) -> int:
+    from audience_profiles.pipeline import restate_catalogue
+
+    config = load_config()
+    changed = restate_catalogue(args.from_date, config)
+    if changed is None:
+        print(
+            f"audience-profiles restate-catalogue: {warehouse_name(config.warehouse)} holds no "
+            "element catalogue yet: run a date first",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"the element catalogue loaded last holds from {args.from_date} on ({changed} element "
+        f"row(s) changed from what was in force then); run the dates from {args.from_date} "
+        "again (a backfill) to enrich them with it"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="audience-profiles", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -729,6 +749,19 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_run)
     show = sub.add_parser("show", help="print where outputs are and a few profile rows")
     show.set_defaults(func=_show)
+    restate = sub.add_parser(
+        "restate-catalogue",
+        help="give dates from --from the element catalogue loaded last, when they run again",
+        description="Every run enriches its date with the element catalogue in force on it, "
+        "so a re-run keeps the titles the date had. After a fix meant for earlier dates too "
+        "(a typo in a title), this makes the catalogue loaded last (by a daily run or a stream "
+        "batch) hold from --from on; then run those dates again (a backfill from --from). "
+        "docs/operations.md, 'Re-running a date'.",
+    )
+    restate.add_argument(
+        "--from", dest="from_date", required=True, type=_iso_date, help="YYYY-MM-DD"
+    )
+    restate.set_defaults(func=_restate_catalogue)
     args = parser.parse_args(argv)
     from audience_profiles.config import ConfigError
 

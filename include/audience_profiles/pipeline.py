@@ -391,7 +391,9 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                 email_pattern=EMAIL_PATTERN,
                 streamed=streamed,
             )
-            if source != "elements" and "versions" in info:  # (an extract from before them)
+            if source == "elements":  # its changes, dated, for the enrich of this date's re-runs
+                sql += "\n" + wh.render("catalogue/record", ds=window.ds, restate=False)
+            elif "versions" in info:  # (an extract from before them)
                 sql += "\n" + wh.render(
                     "validate/landed_files",
                     source=source,
@@ -445,6 +447,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             if source == "elements":
                 _check_catalogue_kept(by_source, counts[source], config)
                 _warn_other_element_types(wh)
+                _log_catalogue_record(wh, window.ds)
             if covered:  # retention configured: read = valid + quarantined + aged_out
                 counts[source]["aged_out"] = aged_out
             if streamed:  # read = valid + quarantined (+ aged_out) + kept_as_streamed
@@ -513,6 +516,39 @@ def _check_catalogue_kept(
             f"the day's {interactions} interaction(s) keep their titles; fix the file(s), then "
             "clear the task"
         )
+
+
+def _log_catalogue_record(wh: Warehouse, ds: str) -> None:
+    """Say whether the run recorded its catalogue (catalogue/record.sql) or, as a re-run of an
+    earlier date, enriches with the one recorded for it."""
+    recorded = wh.query(f"SELECT changed FROM element_history_dates WHERE dt = DATE '{ds}'")
+    later = wh.query(f"SELECT max(dt) FROM element_history_dates WHERE dt > DATE '{ds}'")[0][0]
+    if later is not None:
+        log.info(
+            "elements: %s is before %s, the latest date that recorded the catalogue: its "
+            "interactions take the catalogue in force on %s, not the one landed now",
+            ds,
+            later,
+            ds,
+        )
+    elif recorded and recorded[0][0]:
+        log.info("elements: %s element row(s) changed from %s, recorded", recorded[0][0], ds)
+    elif recorded:
+        log.info("elements: the catalogue in force on %s is unchanged", ds)
+
+
+def restate_catalogue(ds: str, config: PipelineConfig | None = None) -> int | None:
+    """Make the element catalogue loaded last (``elements``) hold from ``ds`` on, replacing
+    what dates from ``ds`` recorded (catalogue/record.sql): a title fixed for every date, once
+    those dates run again. The changed row count; None when no catalogue is loaded yet."""
+    config = config or load_config()
+    check_ds(ds)
+    with open_warehouse(config) as wh:
+        wh.setup()  # (a warehouse from before the history)
+        if not wh.query("SELECT count(*) FROM elements")[0][0]:
+            return None
+        wh.execute_script(wh.render("catalogue/record", ds=ds, restate=True))
+        return wh.query(f"SELECT changed FROM element_history_dates WHERE dt = DATE '{ds}'")[0][0]
 
 
 def _warn_other_element_types(wh: Warehouse) -> None:
@@ -779,7 +815,7 @@ def enrich(window: RunWindow, config: PipelineConfig | None = None) -> dict:
                 "without_element": 0,
                 "past_retention": {"as_of": as_of, "cutoff": cutoff},
             }
-        wh.run_sql("enrich/interactions_enriched", ds=window.ds)
+        wh.run_sql("enrich/interactions_enriched", ds=window.ds, dated=True)
         rows, unmatched = wh.query(
             "SELECT count(*), coalesce(count_if(title IS NULL), 0) FROM interactions_enriched "
             f"WHERE dt = DATE '{window.ds}'"

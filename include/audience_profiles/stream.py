@@ -686,7 +686,7 @@ def _validate(
             wh.execute_script(f"INSERT INTO elements SELECT * FROM {home}.elements")
         for source, ds in staged:
             if source == "interactions":
-                wh.run_sql("enrich/interactions_enriched", ds=ds)
+                wh.run_sql("enrich/interactions_enriched", ds=ds, dated=False)
     wh.run_sql("stream/batch_files", bs=bs, files=files, file_counts=file_counts)
     return counts
 

@@ -146,7 +146,7 @@ class World:
                 )
                 self.wh.con.unregister("staged")
                 if source == "interactions":
-                    self.wh.run_sql("enrich/interactions_enriched", ds=dt)
+                    self.wh.run_sql("enrich/interactions_enriched", ds=dt, dated=True)
         for row in self.raw_forms:
             self.wh.con.execute(
                 "INSERT INTO form_entries (dt, entry_datetime, email, session_id, _file, _line, "

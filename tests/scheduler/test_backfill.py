@@ -61,6 +61,7 @@ VOLATILE_COLUMNS = {
     "published_snapshots": ("run_id", "published_at"),
     "landed_files": ("recorded_at",),
     "identity_rules_log": ("recorded_at",),
+    "element_history_dates": ("recorded_at",),
     "warehouse_schema": ("set_up_at",),
 }
 VOLATILE_MANIFEST_KEYS = ("run_id", "generated_at")

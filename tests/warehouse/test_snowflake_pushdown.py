@@ -381,3 +381,42 @@ def test_the_run_report_is_stored_and_drawn_again_inside_snowflake(snowflake_con
     assert "2022-04-30</h1>" in index
     chart = index[index.index('aria-label="Profiles"') :].split("</svg>")[0]
     assert ">2022-04-29</text>" in chart and ">2022-04-30</text>" in chart
+
+
+@pytest.mark.services
+def test_a_re_run_keeps_its_date_s_catalogue_inside_snowflake(snowflake_conn, tmp_path):
+    """catalogue/record.sql and the dated enrich on the Snowflake engine: a re-run of the first
+    date after a title changed keeps the title it had; the second date has the new one."""
+    from tests.sql.catalogue.test_history import (
+        FIRST,
+        NEW_TITLE,
+        OLD_TITLE,
+        SECOND,
+        landing_of_two_days,
+        write_catalogue,
+    )
+
+    landing_root = landing_of_two_days(tmp_path)
+    database = "CATALOGUE_" + uuid.uuid4().hex[:8].upper()
+    config = load_config(
+        write_config(
+            tmp_path,
+            landing_root,
+            f"{{engine: snowflake, conn_id: {snowflake_conn}, database: {database}, schema: main}}",
+        )
+    )
+    load(RunWindow.for_date(FIRST), config)
+    write_catalogue(landing_root, NEW_TITLE)
+    load(RunWindow.for_date(SECOND), config)
+    load(RunWindow.for_date(FIRST), config)
+    with open_warehouse(config) as wh:
+        titles = wh.query(
+            "SELECT CAST(dt AS VARCHAR), poll_id, title FROM interactions_enriched ORDER BY 1, 2"
+        )
+        recorded = wh.query("SELECT CAST(dt AS VARCHAR), changed FROM element_history_dates")
+    assert titles == [
+        (FIRST, "54663", OLD_TITLE),
+        (SECOND, "54663", NEW_TITLE),
+        (SECOND, "777", "Man of the match?"),
+    ]
+    assert sorted(recorded) == [(FIRST, 3), (SECOND, 2)]

@@ -1,9 +1,16 @@
--- Join the partition's interactions with element content on (poll_id, option). An interaction
--- whose element is unknown keeps NULL title and label rather than being dropped.
+-- Join the partition's interactions with element content on (poll_id, option): a daily run's
+-- (`dated`) with the catalogue in force on its date (catalogue/_macros.sql), so that a re-run
+-- gives the date the titles it had; a stream batch's with the catalogue it holds. An
+-- interaction whose element is unknown keeps NULL title and label rather than being dropped.
+{% import "catalogue/_macros.sql" as catalogue %}
 DELETE FROM interactions_enriched WHERE dt = DATE '{{ ds }}';
 INSERT INTO interactions_enriched
 SELECT i.dt, i.date, i.event_id, i.poll_id, e.title, e.element_type, i.session_id,
        i.option, e.option_label, i.votes, i._file, i._line
 FROM interactions i
+{%- if dated %}
+LEFT JOIN ({{ catalogue.in_force(ds) }}) AS e ON e.poll_id = i.poll_id AND e.option = i.option
+{%- else %}
 LEFT JOIN elements e ON e.poll_id = i.poll_id AND e.option = i.option
+{%- endif %}
 WHERE i.dt = DATE '{{ ds }}';

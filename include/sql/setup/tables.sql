@@ -1,5 +1,6 @@
 -- Warehouse tables that accumulate across runs. Source tables are partitioned by dt, the landing
--- partition date (elements are a catalogue, replaced whole); each run overwrites only its dt.
+-- partition date (elements are a catalogue, replaced whole; element_history dates its changes);
+-- each run overwrites only its dt.
 CREATE TABLE IF NOT EXISTS interactions (
     dt DATE, date DATE, event_id VARCHAR, poll_id VARCHAR, session_id VARCHAR,
     option INTEGER, votes INTEGER, _file VARCHAR, _line BIGINT
@@ -8,6 +9,16 @@ CREATE TABLE IF NOT EXISTS elements (
     poll_id VARCHAR, title VARCHAR, option INTEGER, option_label VARCHAR,
     element_type VARCHAR, event_id VARCHAR, _file VARCHAR, _line BIGINT
 );
+-- The element catalogue as the daily runs found it, kept as changes (catalogue/record.sql): a
+-- row per element whose content changed on the date of the run that first saw it (removed: it
+-- left the catalogue). Enrich joins the catalogue in force on its date, so re-running a date
+-- after a title changed gives it the titles it had. Element content only: no personal data.
+CREATE TABLE IF NOT EXISTS element_history (
+    valid_from DATE, poll_id VARCHAR, option INTEGER, title VARCHAR, option_label VARCHAR,
+    element_type VARCHAR, event_id VARCHAR, removed BOOLEAN
+);
+-- The dates whose daily run recorded the catalogue it landed, with its count of changed rows.
+CREATE TABLE IF NOT EXISTS element_history_dates (dt DATE, changed BIGINT, recorded_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS form_entries (
     dt DATE, entry_datetime TIMESTAMP, first_name VARCHAR, last_name VARCHAR,
     email VARCHAR, email_raw VARCHAR, optin_1 BOOLEAN, optin_2 BOOLEAN, accept_terms BOOLEAN,

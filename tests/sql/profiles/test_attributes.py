@@ -232,7 +232,7 @@ def test_answers_of_rows_without_file_or_line_follow_one_order(inserted):
                 [day, day, option, file, line],
             )
         for day in ("2022-04-25", "2022-04-26"):
-            world.wh.run_sql("enrich/interactions_enriched", ds=day)
+            world.wh.run_sql("enrich/interactions_enriched", ds=day, dated=True)
 
         world.run("2022-04-25")
         [profile] = world.table("2022-04-25", "audience_profiles")
