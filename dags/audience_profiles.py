@@ -12,13 +12,14 @@ wait_for_landing -> extract (per source) -> validate -> enrich -> resolve_identi
 - **wait_for_landing** waits for the partitions `landing_wait.required` lists, up to a deadline.
 - **extract** (mapped per source): the partitions as text with file and line; a bad file fails.
 - **validate** types every row (read = kept + quarantined); a bad row's reason names the field.
+  Re-runs keep the date's titles; param `restate_catalogue`: see docs/operations.md.
 - **resolve_identities** links identifiers into profiles as of the day's end (re-runs agree).
 - **check_quality** audits the outputs; if a check fails nothing is delivered, the task fails
   at once (no retries: the data would not change) and its log and alert name the check.
 - **publish** exports the tables; **deliver** sends them to every enabled destination (a failing
   one blocks no other). Both emit asset events to schedule DAGs on (docs/operations.md).
-- **report** runs whatever happened before it (a teardown: a failed run stays failed): counts,
-  quarantine, merges, deliveries, late files to `pipeline_runs` and `<output>/reports/`.
+- **report** (a teardown: a failed run stays failed): counts, quarantine, merges, deliveries,
+  late files to `pipeline_runs` and `<output>/reports/`, whatever happened before it.
 
 Every write is keyed by the logical date: re-run or backfill any date safely (backfills need
 `--reprocess-behavior failed|completed`: validate and enrich wait for the previous date's, as
@@ -52,6 +53,7 @@ def _window():
     catchup=True,
     max_active_runs=4,
     default_args=DEFAULT_ARGS,
+    params=dag_defaults.daily_params(),
     tags=[Tag.AUDIENCE_PROFILES, Tag.DAILY],
     doc_md=__doc__,
 )
@@ -62,15 +64,15 @@ def audience_profiles():
 
         return extract_source(source, _window())
 
-    # D's profiles read every partition up to D: in a backfill or catch-up, D's must not be loaded
-    # or enriched before D-1's (the build filters out later ones), nor the element catalogue
-    # replaced before D-1's enrich has read it (wait_for_downstream).
+    # D's profiles read every partition up to D: in a backfill or catch-up, D's are loaded and
+    # enriched after D-1's, and the catalogue replaced once D-1's enrich read it.
     @task(pool=WAREHOUSE_POOL, depends_on_past=True, wait_for_downstream=True)
     @fails_fast  # it reads identity.yml (the suppression list's rules)
-    def validate(staged: list[dict]) -> dict:
+    def validate(staged: list[dict], params: dict | None = None) -> dict:
         from audience_profiles.pipeline import validate
 
-        return validate(_window(), list(staged[:]))  # one request; iterating read past the end
+        # staged[:]: one request (iterating read past the end); params: dag_defaults.daily_params
+        return validate(_window(), list(staged[:]), restate_catalogue=params["restate_catalogue"])
 
     @task(pool=WAREHOUSE_POOL, depends_on_past=True)
     def enrich() -> dict:
@@ -141,8 +143,7 @@ def audience_profiles():
         outlets=[assets.DELIVERED, assets.DELIVERED_TO],
         map_index_template="{{ task.destination_name }}",
     ).expand(destination_name=destinations())
-    # A teardown without setups runs once everything upstream is done, failed or not, and is
-    # left out of the run's state: a report after a failure does not turn the run green.
+    # A teardown without setups runs after all upstream, failed or not, and keeps a failed run red.
     delivered >> cleanup().as_teardown(setups=[tables]) >> report().as_teardown()
 
 

@@ -31,7 +31,7 @@ def ran(monkeypatch) -> list[str]:
     """The dates `run` hands to dag.test(), in order (the DAG itself is not run)."""
     dates: list[str] = []
 
-    def test(logical_date):
+    def test(logical_date, run_conf):
         dates.append(logical_date.date().isoformat())
         return SimpleNamespace(state="success")
 
@@ -201,12 +201,30 @@ def test_dates_run_in_date_order_whatever_order_they_are_given_in(config, ran):
     assert ran == ["2022-04-25", "2022-04-26", "2022-04-27"]
 
 
+@pytest.mark.parametrize("restate", [False, True])
+def test_restate_catalogue_is_the_daily_dag_s_param_in_every_date_s_run(
+    config, monkeypatch, restate
+):
+    confs = []
+
+    def test(logical_date, run_conf):
+        confs.append((logical_date.date().isoformat(), run_conf))
+        return SimpleNamespace(state="success")
+
+    monkeypatch.setattr(cli, "_load_dag", lambda: SimpleNamespace(test=test))
+    monkeypatch.setattr(cli, "_show", lambda args: 0)
+    dates = ["2022-04-25", "2022-04-26"]
+    argv = ["run", *(arg for ds in dates for arg in ("--date", ds))]
+    assert cli.main(argv + ["--restate-catalogue"] * restate) == 0
+    assert confs == [(ds, {"restate_catalogue": restate}) for ds in dates]
+
+
 def test_the_dates_after_a_failed_one_are_not_run(config, monkeypatch, capsys):
     # They ran, built profiles without the failed date's rows and delivered them, green; only
     # a warning of the date left out and the exit code said so (helper-119).
     ran = []
 
-    def test(logical_date):
+    def test(logical_date, run_conf):
         ran.append(logical_date.date().isoformat())
         return SimpleNamespace(state="failed" if ran[-1] == "2022-04-26" else "success")
 
@@ -333,7 +351,7 @@ from audience_profiles import cli
 
 said = os.fdopen(os.dup(2), "w")  # the run sends the task's output to its log file
 
-def test(logical_date):
+def test(logical_date, run_conf):
     # as Airflow does for each task dag.test() runs: a handler that lets the run go on
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     duckdb.connect().execute("SELECT 1")  # and DuckDB's threads, which could take the signal
@@ -499,7 +517,7 @@ def test_each_task_failure_is_printed_as_it_happens_with_its_cause(config, monke
     # minutes, and the cause was only in the log (helper-119).
     seen_while_running = []
 
-    def test(logical_date):
+    def test(logical_date, run_conf):
         for line in FAILURES_LOG.splitlines(keepends=True):
             os.write(1, line.encode())  # file descriptor 1 is the date's log meanwhile
             if "up_for_retry" in line:  # told before the run goes on

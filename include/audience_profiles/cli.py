@@ -230,19 +230,19 @@ def _run_checked(args: argparse.Namespace, config, log_dir: Path) -> int:
             "first of them to build them)"
         )
     _default_airflow_env(log_dir)  # once the dates are known to be runnable
-    failed = _run_dates(config, dates, log_dir)
+    failed = _run_dates(config, dates, log_dir, {"restate_catalogue": args.restate_catalogue})
     if failed:
         print(f"failed dates: {', '.join(failed)}")
         return 1
     return _show(args)
 
 
-def _run_dates(config, dates: list[str], log_dir: Path) -> list[str]:
+def _run_dates(config, dates: list[str], log_dir: Path, run_conf: dict) -> list[str]:
     """Run the daily DAG for each of ``dates`` in turn, up to the first that cannot run or
     fails; the dates that failed or did not run. The dates after such a one are not run: each
     builds on every date before it, and dag.test() has no run of that one to hold them, as a
     scheduler's depends_on_past would (they built and delivered profiles without its rows,
-    green)."""
+    green). ``run_conf``: the daily DAG's params, as a trigger's config sets them."""
     with _output_to(log_dir / "dag-test.log"):
         dag = _load_dag()
     mapped = _mapped_names(config)
@@ -250,7 +250,7 @@ def _run_dates(config, dates: list[str], log_dir: Path) -> list[str]:
         not_landed = _landing_problem(config, ds)
         if not_landed:
             print(f"audience_profiles {ds}: not run: {not_landed}", flush=True)
-        elif _run_date(dag, ds, log_dir, mapped):
+        elif _run_date(dag, ds, log_dir, mapped, run_conf):
             continue
         later = dates[i + 1 :]
         if later:
@@ -270,7 +270,9 @@ def _mapped_names(config) -> dict[str, Sequence[str]]:
     }
 
 
-def _run_date(dag, ds: str, log_dir: Path, mapped: dict[str, Sequence[str]]) -> bool:
+def _run_date(
+    dag, ds: str, log_dir: Path, mapped: dict[str, Sequence[str]], run_conf: dict
+) -> bool:
     """Run the daily DAG for ``ds`` with dag.test(), its output to the date's log; print its
     state and report line (and, as they happen, its tasks' failures). Whether it succeeded."""
     started = time.monotonic()
@@ -281,7 +283,7 @@ def _run_date(dag, ds: str, log_dir: Path, mapped: dict[str, Sequence[str]]) -> 
         _output_to(log_file) as terminal,
         _failures_shown(log_file, offset, terminal, FailureReader(mapped)),
     ):
-        run = dag.test(logical_date=day)
+        run = dag.test(logical_date=day, run_conf=run_conf)
     state = str(getattr(run, "state", "unknown"))
     print(
         f"audience_profiles {ds}: {state} in {time.monotonic() - started:.1f}s  (log: {log_file})",
@@ -680,26 +682,6 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _restate_catalogue(args: argparse.Namespace) -> int:
-    from audience_profiles.pipeline import restate_catalogue
-
-    config = load_config()
-    changed = restate_catalogue(args.from_date, config)
-    if changed is None:
-        print(
-            f"audience-profiles restate-catalogue: {warehouse_name(config.warehouse)} holds no "
-            "element catalogue yet: run a date first",
-            file=sys.stderr,
-        )
-        return 1
-    print(
-        f"the element catalogue loaded last holds from {args.from_date} on ({changed} element "
-        f"row(s) changed from what was in force then); run the dates from {args.from_date} "
-        "again (a backfill) to enrich them with it"
-    )
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="audience-profiles", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -746,22 +728,16 @@ def main(argv: list[str] | None = None) -> int:
         help="a logical date YYYY-MM-DD (repeatable; run in date order); default: every landing "
         "date from start_date",
     )
+    run.add_argument(
+        "--restate-catalogue",
+        action="store_true",
+        help="give its dates the element catalogue landed now, and the dates after them too "
+        "once they run again, instead of the titles each date had (a typo fixed for earlier "
+        "dates: docs/operations.md, 'Re-running a date')",
+    )
     run.set_defaults(func=_run)
     show = sub.add_parser("show", help="print where outputs are and a few profile rows")
     show.set_defaults(func=_show)
-    restate = sub.add_parser(
-        "restate-catalogue",
-        help="give dates from --from the element catalogue loaded last, when they run again",
-        description="Every run enriches its date with the element catalogue in force on it, "
-        "so a re-run keeps the titles the date had. After a fix meant for earlier dates too "
-        "(a typo in a title), this makes the catalogue loaded last (by a daily run or a stream "
-        "batch) hold from --from on; then run those dates again (a backfill from --from). "
-        "docs/operations.md, 'Re-running a date'.",
-    )
-    restate.add_argument(
-        "--from", dest="from_date", required=True, type=_iso_date, help="YYYY-MM-DD"
-    )
-    restate.set_defaults(func=_restate_catalogue)
     args = parser.parse_args(argv)
     from audience_profiles.config import ConfigError
 

@@ -84,6 +84,22 @@ def late_run_deadline(late_after_hours: float | None = None) -> Any:
     )
 
 
+def daily_params() -> dict[str, Any]:
+    """The daily DAG's params: what a trigger's or a backfill's config may set for its runs
+    (``--dag-run-conf '{"restate_catalogue": true}'``); a scheduled run takes the defaults."""
+    from airflow.sdk import Param
+
+    return {
+        "restate_catalogue": Param(
+            False,
+            type="boolean",
+            description="Give this date the element catalogue landed now, and the dates after "
+            "it too once they run again, instead of the titles each date had: for a fix meant "
+            "for earlier dates (docs/operations.md, 'Re-running a date').",
+        )
+    }
+
+
 def fails_fast(task_function: Callable[..., Any]) -> Callable[..., Any]:
     """Put under ``@task``: an error a retry would only repeat (``errors.NotRetryable``: a config
     mistake, a failed quality check) fails the task at once, so its alert goes out now; any other

@@ -341,12 +341,20 @@ def aged_out_partitions(source: str, ds: str, past: dict[str, str]) -> list[tupl
     return parts
 
 
-def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | None = None) -> dict:
+def validate(
+    window: RunWindow,
+    staged: list[dict],
+    config: PipelineConfig | None = None,
+    restate_catalogue: bool = False,
+) -> dict:
     """Type-check every staged source into its partition; bad rows to quarantine; reconcile.
 
     A date retention has aged out (a backfill or late run of an old date: see
     ``retention.cutoffs_as_of``) loads nothing of what retention covers: those rows are counted
     as ``aged_out`` instead, and rows read = valid (kept) + quarantined + aged out.
+
+    ``restate_catalogue`` (the daily DAG's param): the element catalogue landed now holds from
+    the date on, replacing what this date and later ones recorded (catalogue/record.sql).
     """
     config = config or load_config()
     mark_in_flight(config, window)
@@ -379,6 +387,9 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                 "(source VARCHAR, table_name VARCHAR, rows_aged_out BIGINT)"
             )
         has_stream = "stream_files" in wh.table_names(views=False)
+        records_catalogue = restate_catalogue or bool(
+            wh.query(wh.render("catalogue/records", ds=window.ds))[0][0]
+        )
         for source in VALIDATION_ORDER:
             info = by_source[source]
             drop = aged_out_partitions(source, window.ds, past)
@@ -390,10 +401,11 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
                 staged=staged_relation,
                 email_pattern=EMAIL_PATTERN,
                 streamed=streamed,
+                write_quarantine=records_catalogue,
             )
-            if source == "elements":  # its changes, dated, for the enrich of this date's re-runs
-                sql += "\n" + wh.render("catalogue/record", ds=window.ds, restate=False)
-            elif "versions" in info:  # (an extract from before them)
+            if source == "elements" and records_catalogue:  # dated, for this date's re-runs
+                sql += "\n" + wh.render("catalogue/record", ds=window.ds, restate=restate_catalogue)
+            elif source != "elements" and "versions" in info:  # (an extract from before them)
                 sql += "\n" + wh.render(
                     "validate/landed_files",
                     source=source,
@@ -418,7 +430,10 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             )
             kept = wh.query(f"SELECT count(*) FROM {target}")[0][0]
             quarantined = wh.query(
-                f"SELECT count(*) FROM quarantine WHERE dt = DATE '{window.ds}' "
+                # (the elements' are written only by the run that records its catalogue)
+                "SELECT count(*) FROM checked_elements WHERE final_reason IS NOT NULL"
+                if source == "elements"
+                else f"SELECT count(*) FROM quarantine WHERE dt = DATE '{window.ds}' "
                 f"AND source = '{source}'" + own.format("file")
             )[0][0]
             aged_out = 0
@@ -447,7 +462,7 @@ def validate(window: RunWindow, staged: list[dict], config: PipelineConfig | Non
             if source == "elements":
                 _check_catalogue_kept(by_source, counts[source], config)
                 _warn_other_element_types(wh)
-                _log_catalogue_record(wh, window.ds)
+                _log_catalogue_record(wh, window.ds, records_catalogue)
             if covered:  # retention configured: read = valid + quarantined + aged_out
                 counts[source]["aged_out"] = aged_out
             if streamed:  # read = valid + quarantined (+ aged_out) + kept_as_streamed
@@ -518,37 +533,19 @@ def _check_catalogue_kept(
         )
 
 
-def _log_catalogue_record(wh: Warehouse, ds: str) -> None:
-    """Say whether the run recorded its catalogue (catalogue/record.sql) or, as a re-run of an
-    earlier date, enriches with the one recorded for it."""
-    recorded = wh.query(f"SELECT changed FROM element_history_dates WHERE dt = DATE '{ds}'")
-    later = wh.query(f"SELECT max(dt) FROM element_history_dates WHERE dt > DATE '{ds}'")[0][0]
-    if later is not None:
-        log.info(
-            "elements: %s is before %s, the latest date that recorded the catalogue: its "
-            "interactions take the catalogue in force on %s, not the one landed now",
-            ds,
-            later,
-            ds,
-        )
-    elif recorded and recorded[0][0]:
-        log.info("elements: %s element row(s) changed from %s, recorded", recorded[0][0], ds)
-    elif recorded:
-        log.info("elements: the catalogue in force on %s is unchanged", ds)
-
-
-def restate_catalogue(ds: str, config: PipelineConfig | None = None) -> int | None:
-    """Make the element catalogue loaded last (``elements``) hold from ``ds`` on, replacing
-    what dates from ``ds`` recorded (catalogue/record.sql): a title fixed for every date, once
-    those dates run again. The changed row count; None when no catalogue is loaded yet."""
-    config = config or load_config()
-    check_ds(ds)
-    with open_warehouse(config) as wh:
-        wh.setup()  # (a warehouse from before the history)
-        if not wh.query("SELECT count(*) FROM elements")[0][0]:
-            return None
-        wh.execute_script(wh.render("catalogue/record", ds=ds, restate=True))
-        return wh.query(f"SELECT changed FROM element_history_dates WHERE dt = DATE '{ds}'")[0][0]
+def _log_catalogue_record(wh: Warehouse, ds: str, recorded: bool) -> None:
+    """Say whether the run recorded its catalogue (catalogue/record.sql) or enriches with the
+    one in force on its date, recorded before."""
+    if recorded:
+        changed = wh.query(f"SELECT changed FROM element_history_dates WHERE dt = DATE '{ds}'")
+        log.info("elements: %s element row(s) changed from %s, recorded", changed[0][0], ds)
+        return
+    log.info(
+        "elements: %s keeps the catalogue in force on it (recorded by its first run, or a later "
+        "date's), not the one landed now; its quarantined element rows stay as they were "
+        "(restate_catalogue: docs/operations.md, 'Re-running a date')",
+        ds,
+    )
 
 
 def _warn_other_element_types(wh: Warehouse) -> None:
@@ -1236,7 +1233,9 @@ def sweep_scratch(config: PipelineConfig) -> None:
             log.warning("scratch sweep left %s: %s", entry, exc)
 
 
-def run_all(window: RunWindow, config: PipelineConfig | None = None) -> dict:
+def run_all(
+    window: RunWindow, config: PipelineConfig | None = None, restate_catalogue: bool = False
+) -> dict:
     """The whole build for one date without Airflow, reported: for tests and the benchmarks only.
 
     The DAG is the real path (the CLI runs it with ``dag.test()``): it waits for the landing and
@@ -1266,7 +1265,9 @@ def run_all(window: RunWindow, config: PipelineConfig | None = None) -> dict:
                 VALIDATION_ORDER,
             )
         )
-    result: dict[str, Any] = {"validate": step("validate", validate, window, staged, config)}
+    result: dict[str, Any] = {
+        "validate": step("validate", validate, window, staged, config, restate_catalogue)
+    }
     result["enrich"] = step("enrich", enrich, window, config)
     result["identity"] = step("resolve_identities", resolve_identities, window, config)
     result["profiles"] = step("build_profiles", build_profiles, window, config)

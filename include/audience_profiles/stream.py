@@ -630,6 +630,7 @@ def _validate(
                 ds=ds or as_of,
                 staged=relation,
                 email_pattern=EMAIL_PATTERN,
+                write_quarantine=True,  # (the batch's: merge.sql leaves the elements' out)
             )
             aged_out = 0
             counted: list[str] = []  # the source's files in file_counts
@@ -686,7 +687,7 @@ def _validate(
             wh.execute_script(f"INSERT INTO elements SELECT * FROM {home}.elements")
         for source, ds in staged:
             if source == "interactions":
-                wh.run_sql("enrich/interactions_enriched", ds=ds, dated=False)
+                wh.run_sql("enrich/interactions_enriched", ds=ds, dated=False, home=home)
     wh.run_sql("stream/batch_files", bs=bs, files=files, file_counts=file_counts)
     return counts
 

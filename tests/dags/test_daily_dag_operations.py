@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from audience_profiles.dag_defaults import WAREHOUSE_POOL
@@ -30,3 +32,16 @@ def test_the_report_runs_last_whatever_happened_and_leaves_the_run_state_alone(d
     assert not any(daily.get_task(t).is_setup for t in report.upstream_task_ids)  # all done
     assert report.pool == WAREHOUSE_POOL
     assert not report.downstream_task_ids
+
+
+def test_restate_catalogue_is_a_param_off_by_default_that_validate_hands_on(daily, monkeypatch):
+    # a scheduled run keeps each date's titles; a backfill's or trigger's config turns it on
+    assert daily.params["restate_catalogue"] is False
+    import audience_profiles.pipeline as pipeline
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "validate", lambda *a, **kw: seen.update(kw) or {})
+    validate = inspect.unwrap(daily.get_task("validate").python_callable)
+    monkeypatch.setitem(validate.__globals__, "_window", lambda: None)  # (no task context)
+    validate([], params={"restate_catalogue": True})
+    assert seen == {"restate_catalogue": True}

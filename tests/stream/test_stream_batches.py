@@ -801,3 +801,30 @@ def test_an_unreadable_element_file_holds_back_the_whole_catalogue_until_fixed(t
     assert summary["files"] == 2 and "unreadable" not in summary
     ids = "SELECT poll_id FROM elements WHERE poll_id IN ('77777', '88888')"
     assert sorted(r[0] for r in query(config, ids)) == ["77777", "88888"]
+
+
+def test_a_late_file_of_a_date_a_later_one_has_passed_keeps_that_date_s_catalogue(tmp_path, sent):
+    """The catalogue changed and a later date recorded it: a file landing late for the earlier
+    date is sent with the titles that date's daily run gives it (catalogue/_macros.sql,
+    for_stream), not the catalogue the stream holds now; the unpublished-date re-enrich of a
+    catalogue batch leaves the date alone too."""
+    config, landing = streaming(tmp_path, sent)
+    catalogue = landing / "elements" / "elements.csv"
+    old_title = "Which team do you support?"
+    catalogue.write_text(catalogue.read_text().replace(old_title, "Which club?"))
+    daily_build(config, ["2022-04-30"])  # records the new title from 2022-04-30
+    ds = "2022-04-29"
+    rows = [[ds, "event-late", "54663", SEED_SESSION, 2, 1]]
+    write_csv(landing / "interactions" / f"date={ds}" / "late.csv", INTERACTION_HEADER, rows)
+
+    _, new = batch(config, sent, "b1")
+
+    [vote] = [r for r in new if r["event_type"] == "interaction"]
+    assert vote["payload"]["attribute"] == old_title
+    streamed = query(config, "SELECT title FROM interactions_enriched WHERE _file LIKE '%late.csv'")
+    daily_build(config, [ds])  # the date's daily re-run agrees
+    assert (
+        query(config, "SELECT title FROM interactions_enriched WHERE _file LIKE '%late.csv'")
+        == streamed
+        == [(old_title,)]
+    )

@@ -386,7 +386,8 @@ def test_the_run_report_is_stored_and_drawn_again_inside_snowflake(snowflake_con
 @pytest.mark.services
 def test_a_re_run_keeps_its_date_s_catalogue_inside_snowflake(snowflake_conn, tmp_path):
     """catalogue/record.sql and the dated enrich on the Snowflake engine: a re-run of the first
-    date after a title changed keeps the title it had; the second date has the new one."""
+    date after a title changed keeps the title it had; the second date has the new one; the
+    first restated takes the new one."""
     from tests.sql.catalogue.test_history import (
         FIRST,
         NEW_TITLE,
@@ -420,3 +421,11 @@ def test_a_re_run_keeps_its_date_s_catalogue_inside_snowflake(snowflake_conn, tm
         (SECOND, "777", "Man of the match?"),
     ]
     assert sorted(recorded) == [(FIRST, 3), (SECOND, 2)]
+    window = RunWindow.for_date(FIRST)  # restated: the new title from the first date on
+    validate(window, [extract_source(s, window, config) for s in landing.SOURCES], config, True)
+    enrich(window, config)
+    with open_warehouse(config) as wh:
+        assert wh.query(
+            f"SELECT title FROM interactions_enriched WHERE dt = DATE '{FIRST}'"
+        ) == [(NEW_TITLE,)]
+        assert wh.query("SELECT CAST(dt AS VARCHAR) FROM element_history_dates") == [(FIRST,)]

@@ -5,6 +5,9 @@
 -- turn the valid one into a duplicate and leave the element out of the catalogue. An element
 -- type other than the five the contract names is kept as given (validate warns): quarantined,
 -- the element's interactions lost their title and labels.
+-- The date's quarantined element rows are written by the run that records its catalogue
+-- (`write_quarantine`: catalogue/_macros.sql, records): a re-run of a date whose catalogue is
+-- final keeps the ones its outputs were built with, as it keeps the titles.
 {% import "validate/_macros.sql" as v with context %}
 {% set columns = ["poll_id", "title", "option", "option_label", "element_type", "event_id"] %}
 CREATE OR REPLACE TEMP TABLE checked_elements AS
@@ -32,7 +35,9 @@ SELECT poll_id, title, CAST(option AS INTEGER),
        _file, _line
 FROM checked_elements WHERE final_reason IS NULL;
 
+{% if write_quarantine %}
 DELETE FROM quarantine WHERE dt = DATE '{{ ds }}' AND source = 'elements';
 INSERT INTO quarantine
 SELECT DATE '{{ ds }}', 'elements', _file, _line, final_reason, {{ v.raw_text("_raw") }}
 FROM checked_elements WHERE final_reason IS NOT NULL;
+{% endif %}

@@ -3,13 +3,13 @@ a date enriches with the catalogue it had, whatever has landed since."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import duckdb
 
-from audience_profiles import cli
-from audience_profiles.config import CONFIG_ENV
-from audience_profiles.pipeline import RunWindow, run_all
+from audience_profiles.landing import SOURCES
+from audience_profiles.pipeline import RunWindow, enrich, extract_source, run_all, validate
 from tests.support import (
     ELEMENT_HEADER,
     INTERACTION_HEADER,
@@ -116,22 +116,60 @@ def test_an_element_removed_is_gone_from_its_date_on_and_kept_before(tmp_path):
     assert titles(config, FIRST) == [("54663", 0, OLD_TITLE, "Manchester Blue")]
 
 
-def test_a_re_run_of_the_latest_date_takes_a_corrected_catalogue(tmp_path):
+def load_only(ds: str, config) -> None:
+    """A run that failed after enrich (before publishing): its retry is still the date's first."""
+    window = RunWindow.for_date(ds)
+    staged = [extract_source(s, window, config) for s in SOURCES]
+    validate(window, staged, config)
+    enrich(window, config)
+
+
+def test_a_retry_before_publishing_takes_a_corrected_catalogue_a_published_date_keeps_it(
+    tmp_path, caplog
+):
     config = write_config(tmp_path)
     landing = landing_of_two_days(tmp_path)
     run_all(RunWindow.for_date(FIRST), config)
+    write_catalogue(landing, "Which team do you support??")  # a typo landed
+    load_only(SECOND, config)
+    write_catalogue(landing, NEW_TITLE)  # corrected, before the date's retry
     run_all(RunWindow.for_date(SECOND), config)
-    write_catalogue(landing, "Which team do you support??")
-    run_all(RunWindow.for_date(SECOND), config)  # a typo landed, the date run again
-    write_catalogue(landing, NEW_TITLE)
-    run_all(RunWindow.for_date(SECOND), config)  # corrected
     assert titles(config, SECOND)[0] == ("54663", 1, NEW_TITLE, "Manchester Red")
     assert [row for row in history(config) if row[0] == SECOND] == [
         (SECOND, "54663", 0, NEW_TITLE, False),
         (SECOND, "54663", 1, NEW_TITLE, False),
     ]
+    published = outputs(tmp_path, SECOND)
+
+    write_catalogue(landing, "A third title")  # landed after the latest date was published
+    with caplog.at_level(logging.INFO, logger="audience_profiles.pipeline"):
+        run_all(RunWindow.for_date(SECOND), config)  # cleared
+    assert titles(config, SECOND)[0][2] == NEW_TITLE
+    assert outputs(tmp_path, SECOND) == published
+    assert f"elements: {SECOND} keeps the catalogue in force on it" in caplog.text
     run_all(RunWindow.for_date(FIRST), config)
     assert titles(config, FIRST) == [("54663", 0, OLD_TITLE, "Manchester Blue")]
+
+
+def test_a_re_run_keeps_the_date_s_quarantined_element_rows(tmp_path):
+    """The quarantine is an output too: a re-run after a catalogue with other bad rows landed
+    keeps the rows the date's outputs were built with (and the run's counts still reconcile)."""
+    config = write_config(tmp_path)
+    landing = landing_of_two_days(tmp_path)
+    catalogue = landing / "elements" / "elements.csv"
+    catalogue.write_text(catalogue.read_text() + "54663,A bad option,x,Nobody\n")
+    run_all(RunWindow.for_date(FIRST), config)
+    published = outputs(tmp_path, FIRST)
+    catalogue.write_text(
+        catalogue.read_text().replace(",x,", ",0,").replace("Nobody", "Dup") + "99,,1,No title\n"
+    )
+    result = run_all(RunWindow.for_date(FIRST), config)
+    assert outputs(tmp_path, FIRST) == published
+    assert result["validate"]["sources"]["elements"]["quarantined"] == 2  # what it read now
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        assert con.execute(
+            "SELECT reason FROM quarantine WHERE source = 'elements'"
+        ).fetchall() == [("option: not a non-negative integer",)]
 
 
 def test_a_date_before_the_first_recorded_takes_the_earliest_catalogue(tmp_path):
@@ -162,19 +200,81 @@ def test_a_warehouse_without_history_enriches_with_the_catalogue_loaded_last(tmp
     assert titles(config, FIRST) == [("54663", 0, "Loaded last", "Manchester Blue")]
 
 
-def test_restate_gives_earlier_dates_the_catalogue_loaded_last(tmp_path, capsys, monkeypatch):
-    """A typo fixed for every date: restate from the first date, then run the dates again."""
+def test_a_restated_backfill_gives_its_dates_the_catalogue_landed_now(tmp_path):
+    """A typo fixed for every date: the backfill's runs carry restate_catalogue (the daily DAG's
+    param); in date order, its first date records the catalogue landed now, the later find it in
+    force."""
     config = write_config(tmp_path)
     landing = landing_of_two_days(tmp_path)
     run_all(RunWindow.for_date(FIRST), config)
-    write_catalogue(landing, NEW_TITLE)
     run_all(RunWindow.for_date(SECOND), config)
+    write_catalogue(landing, NEW_TITLE)
+    for ds in (FIRST, SECOND):
+        run_all(RunWindow.for_date(ds), config, restate_catalogue=True)
+    assert titles(config, FIRST) == [("54663", 0, NEW_TITLE, "Manchester Blue")]
+    assert titles(config, SECOND)[0] == ("54663", 1, NEW_TITLE, "Manchester Red")
+    assert [row[0] for row in history(config)] == [FIRST] * 3  # nothing changed after it
+    run_all(RunWindow.for_date(FIRST), config)  # and a plain re-run keeps it
+    assert titles(config, FIRST) == [("54663", 0, NEW_TITLE, "Manchester Blue")]
 
-    monkeypatch.setenv(CONFIG_ENV, config.source_file)
-    assert cli.main(["restate-catalogue", "--from", FIRST]) == 0
-    assert f"from {FIRST}" in capsys.readouterr().out
+
+def test_a_restated_date_alone_carries_the_catalogue_to_the_dates_after_it(tmp_path):
+    """One date restated (not a backfill): the dates after it keep their outputs until they run
+    again, then take the restated catalogue, and keep it whatever lands after."""
+    config = write_config(tmp_path)
+    landing = landing_of_two_days(tmp_path)
+    run_all(RunWindow.for_date(FIRST), config)
+    run_all(RunWindow.for_date(SECOND), config)
+    write_catalogue(landing, NEW_TITLE)
+    run_all(RunWindow.for_date(FIRST), config, restate_catalogue=True)
+    assert titles(config, SECOND)[0] == ("54663", 1, OLD_TITLE, "Manchester Red")
+    run_all(RunWindow.for_date(SECOND), config)
+    assert titles(config, SECOND)[0] == ("54663", 1, NEW_TITLE, "Manchester Red")
+    write_catalogue(landing, "A third title")  # landed since: for the next new date
+    run_all(RunWindow.for_date(SECOND), config)
+    run_all(RunWindow.for_date(FIRST), config)
+    assert titles(config, FIRST)[0][2] == titles(config, SECOND)[0][2] == NEW_TITLE
     assert {row[0] for row in history(config)} == {FIRST}
+
+
+def test_an_element_landed_after_its_date_ran_gives_it_titles_when_it_runs_again(tmp_path):
+    """A poll's interactions can land before the catalogue export has it: the date runs with no
+    title, and a re-run after a later date recorded the poll takes its first recorded content,
+    as the date had none."""
+    config = write_config(tmp_path)
+    landing = landing_of_two_days(tmp_path)
+    write_csv(
+        landing / "elements" / "elements.csv",
+        ELEMENT_HEADER,
+        [["54663", OLD_TITLE, 1, "Manchester Red"], ["777", "Man of the match?", 0, "The keeper"]],
+    )
+    run_all(RunWindow.for_date(FIRST), config)
+    assert titles(config, FIRST) == [("54663", 0, None, None)]
+    write_catalogue(landing, NEW_TITLE)  # option 0 arrives, with the title changed
+    run_all(RunWindow.for_date(SECOND), config)
     run_all(RunWindow.for_date(FIRST), config)
     assert titles(config, FIRST) == [("54663", 0, NEW_TITLE, "Manchester Blue")]
-    run_all(RunWindow.for_date(SECOND), config)
-    assert {row[0] for row in history(config)} == {FIRST}  # nothing changed since
+    assert titles(config, SECOND)[0] == ("54663", 1, NEW_TITLE, "Manchester Red")
+
+
+def test_a_day_with_no_catalogue_and_no_interactions_records_no_change(tmp_path):
+    """An empty elements/ folder passes validate on a day without interactions: the day records
+    no change (its elements are not taken as removed), and the date before it keeps its titles
+    on a re-run after a new catalogue landed (helper-134)."""
+    config = write_config(tmp_path)
+    landing = landing_of_two_days(tmp_path)
+    (landing / "interactions" / f"date={SECOND}" / "part-0.csv").unlink()
+    run_all(RunWindow.for_date(FIRST), config)
+    first = outputs(tmp_path, FIRST)
+    (landing / "elements" / "elements.csv").unlink()
+    run_all(RunWindow.for_date(SECOND), config)  # no catalogue, no interactions: passes
+
+    write_catalogue(landing, NEW_TITLE)
+    run_all(RunWindow.for_date(FIRST), config)
+    assert titles(config, FIRST) == [("54663", 0, OLD_TITLE, "Manchester Blue")]
+    assert outputs(tmp_path, FIRST) == first
+    assert {row[0] for row in history(config)} == {FIRST}
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        assert con.execute(
+            "SELECT CAST(dt AS VARCHAR), changed FROM element_history_dates ORDER BY 1"
+        ).fetchall() == [(FIRST, 3), (SECOND, 0)]
