@@ -142,7 +142,11 @@ class World:
                 self.wh.con.register("staged", frame)
                 ds = "2000-01-01" if dt == "-" else dt
                 self.wh.run_sql(
-                    f"validate/{source}", ds=ds, staged="staged", email_pattern=EMAIL_PATTERN
+                    f"validate/{source}",
+                    ds=ds,
+                    staged="staged",
+                    email_pattern=EMAIL_PATTERN,
+                    write_quarantine=True,
                 )
                 self.wh.con.unregister("staged")
                 if source == "interactions":

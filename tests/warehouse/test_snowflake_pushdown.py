@@ -425,7 +425,7 @@ def test_a_re_run_keeps_its_date_s_catalogue_inside_snowflake(snowflake_conn, tm
     validate(window, [extract_source(s, window, config) for s in landing.SOURCES], config, True)
     enrich(window, config)
     with open_warehouse(config) as wh:
-        assert wh.query(
-            f"SELECT title FROM interactions_enriched WHERE dt = DATE '{FIRST}'"
-        ) == [(NEW_TITLE,)]
+        assert wh.query(f"SELECT title FROM interactions_enriched WHERE dt = DATE '{FIRST}'") == [
+            (NEW_TITLE,)
+        ]
         assert wh.query("SELECT CAST(dt AS VARCHAR) FROM element_history_dates") == [(FIRST,)]
