@@ -437,7 +437,12 @@ def validate(
                 f"AND source = '{source}'" + own.format("file")
             )[0][0]
             aged_out = 0
-            if drop:
+            if drop and source == "elements":
+                # The catalogue's rows quarantined now (checked_elements), past retention: aged
+                # out, once, whatever the date's quarantine held (this run's record, or rows its
+                # first run wrote that retention has not removed yet): the drop deleted those.
+                aged_out, quarantined = quarantined, 0
+            elif drop:
                 aged_out = sum(
                     int(n)
                     for (n,) in wh.query(
