@@ -305,3 +305,25 @@ def test_a_date_past_quarantine_retention_re_runs_and_restates_with_a_bad_elemen
         assert con.execute(
             f"SELECT count(*) FROM quarantine WHERE dt = DATE '{FIRST}'"
         ).fetchall() == [(0,)]
+
+
+def test_a_restate_with_no_catalogue_landed_fails_and_keeps_the_history(tmp_path):
+    """An empty elements/ folder on a day without interactions passes validate and records no
+    change; restated, it dropped what later dates recorded, so a later date's plain re-run went
+    back to the catalogue before the restated date, the export back unchanged (helper-136)."""
+    import pytest
+
+    from audience_profiles.landing import LandingError
+
+    config = write_config(tmp_path)
+    landing = landing_of_two_days(tmp_path)
+    (landing / "interactions" / f"date={SECOND}" / "part-0.csv").unlink()
+    run_all(RunWindow.for_date(FIRST), config)
+    write_catalogue(landing, NEW_TITLE)
+    run_all(RunWindow.for_date(SECOND), config)
+    recorded = history(config)
+    (landing / "elements" / "elements.csv").unlink()
+    with pytest.raises(LandingError, match="restate_catalogue restates with the catalogue"):
+        run_all(RunWindow.for_date(SECOND), config, restate_catalogue=True)
+    assert history(config) == recorded
+    run_all(RunWindow.for_date(SECOND), config)  # without restating, the empty day still passes
