@@ -365,7 +365,7 @@ def validate(
             # on its own (with Downstream) stages the source again rather than fail every try.
             log.warning("%s: %s is gone (cleaned up): extracting it again", source, info["path"])
             by_source[source] = extract_source(source, window, config)
-    _check_catalogue_landed(by_source, config)
+    _check_catalogue_landed(by_source, config, restate_catalogue)
     earlier = landed_before(window, config)  # listed before the warehouse (and its lock) is held
     counts: dict[str, dict[str, int]] = {}
     with open_warehouse(config) as wh:
@@ -437,7 +437,12 @@ def validate(
                 f"AND source = '{source}'" + own.format("file")
             )[0][0]
             aged_out = 0
-            if drop:
+            if drop and source == "elements":
+                # The catalogue's rows quarantined now (checked_elements), past retention: aged
+                # out, once, whatever the date's quarantine held (this run's record, or rows its
+                # first run wrote that retention has not removed yet): the drop deleted those.
+                aged_out, quarantined = quarantined, 0
+            elif drop:
                 aged_out = sum(
                     int(n)
                     for (n,) in wh.query(
@@ -627,11 +632,21 @@ def unbuilt_dates(wh: Warehouse, window: RunWindow, earlier: list[str]) -> list[
     return unbuilt
 
 
-def _check_catalogue_landed(by_source: dict[str, dict], config: PipelineConfig) -> None:
+def _check_catalogue_landed(
+    by_source: dict[str, dict], config: PipelineConfig, restate: bool = False
+) -> None:
     """Fail before the catalogue is replaced by none while the day has interactions: each
     would be enriched without its title and option label, on a green run (every count
     reconciles: no element row read, none kept). A landing error: retried, as the catalogue's
-    export may be late."""
+    export may be late. So does a restate with no element row landed, whatever the day has: it
+    would drop what the date and later ones recorded and record no change, so that they took
+    the catalogue in force before the date once they ran again."""
+    if restate and by_source["elements"]["rows"] == 0:
+        raise landing.LandingError(
+            f"{_catalogue_folder(config)}: no element row landed (no file, or files holding only "
+            "their header): restate_catalogue restates with the catalogue landed now, and there "
+            "is none; land it in that folder, then clear the task"
+        )
     interactions = by_source["interactions"]["rows"]
     if by_source["elements"]["rows"] == 0 and interactions > 0:
         raise landing.LandingError(

@@ -278,3 +278,52 @@ def test_a_day_with_no_catalogue_and_no_interactions_records_no_change(tmp_path)
         assert con.execute(
             "SELECT CAST(dt AS VARCHAR), changed FROM element_history_dates ORDER BY 1"
         ).fetchall() == [(FIRST, 3), (SECOND, 0)]
+
+
+def test_a_date_past_quarantine_retention_re_runs_and_restates_with_a_bad_element_row(tmp_path):
+    """The element rows the catalogue quarantines are read now (the catalogue has no date): on a
+    date retention has aged the quarantine out of, they count as aged out, once. They counted
+    as quarantined and as aged out too, and validate failed to reconcile for good: a restate
+    (its record written, then deleted as past retention) and a plain re-run (the first run's
+    rows, still there until retention ran) alike (helper-136)."""
+    from audience_profiles.privacy.retention import apply_retention
+
+    config = write_config(tmp_path, retention={"quarantine_days": 3})
+    landing = landing_of_two_days(tmp_path)
+    catalogue = landing / "elements" / "elements.csv"
+    catalogue.write_text(catalogue.read_text() + "54663,A bad option,x,Nobody\n")
+    run_all(RunWindow.for_date(FIRST), config)
+    run_all(RunWindow.for_date(SECOND), config)
+    apply_retention("2022-05-03", "retention-run", config)  # keeps the quarantine from 04-30
+
+    for restate in (False, True):
+        result = run_all(RunWindow.for_date(FIRST), config, restate_catalogue=restate)
+        assert result["validate"]["sources"]["elements"] == {
+            "read": 4, "valid": 3, "quarantined": 0, "aged_out": 1
+        }  # fmt: skip
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        assert con.execute(
+            f"SELECT count(*) FROM quarantine WHERE dt = DATE '{FIRST}'"
+        ).fetchall() == [(0,)]
+
+
+def test_a_restate_with_no_catalogue_landed_fails_and_keeps_the_history(tmp_path):
+    """An empty elements/ folder on a day without interactions passes validate and records no
+    change; restated, it dropped what later dates recorded, so a later date's plain re-run went
+    back to the catalogue before the restated date, the export back unchanged (helper-136)."""
+    import pytest
+
+    from audience_profiles.landing import LandingError
+
+    config = write_config(tmp_path)
+    landing = landing_of_two_days(tmp_path)
+    (landing / "interactions" / f"date={SECOND}" / "part-0.csv").unlink()
+    run_all(RunWindow.for_date(FIRST), config)
+    write_catalogue(landing, NEW_TITLE)
+    run_all(RunWindow.for_date(SECOND), config)
+    recorded = history(config)
+    (landing / "elements" / "elements.csv").unlink()
+    with pytest.raises(LandingError, match="restate_catalogue restates with the catalogue"):
+        run_all(RunWindow.for_date(SECOND), config, restate_catalogue=True)
+    assert history(config) == recorded
+    run_all(RunWindow.for_date(SECOND), config)  # without restating, the empty day still passes
