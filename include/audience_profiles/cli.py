@@ -230,7 +230,9 @@ def _run_checked(args: argparse.Namespace, config, log_dir: Path) -> int:
             "first of them to build them)"
         )
     _default_airflow_env(log_dir)  # once the dates are known to be runnable
-    failed = _run_dates(config, dates, log_dir, {"restate_catalogue": args.restate_catalogue})
+    # the daily DAG's param: a text new to every date, so that the restate applies (once)
+    restate = f"run {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}" if args.restate_catalogue else ""
+    failed = _run_dates(config, dates, log_dir, {"restate_catalogue": restate})
     if failed:
         print(f"failed dates: {', '.join(failed)}")
         return 1

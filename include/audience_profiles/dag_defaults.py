@@ -85,17 +85,19 @@ def late_run_deadline(late_after_hours: float | None = None) -> Any:
 
 
 def daily_params() -> dict[str, Any]:
-    """The daily DAG's params: what a trigger's or a backfill's config may set for its runs
-    (``--dag-run-conf '{"restate_catalogue": true}'``); a scheduled run takes the defaults."""
+    """The daily DAG's params: what a backfill's config may set for its runs
+    (``--dag-run-conf '{"restate_catalogue": "..."}'``); a scheduled run takes the defaults."""
     from airflow.sdk import Param
 
     return {
         "restate_catalogue": Param(
-            False,
-            type="boolean",
-            description="Give this date the element catalogue landed now, and the dates after "
-            "it too once they run again, instead of the titles each date had: for a fix meant "
-            "for earlier dates (docs/operations.md, 'Re-running a date').",
+            "",
+            type="string",
+            description="Any new text naming the fix (e.g. '2026-12-04 poll 54663 typo'): gives "
+            "this date the element catalogue landed now, and the dates after it too once they "
+            "run again, instead of the titles each date had. Applied once per date: a run "
+            "cleared later keeps its conf and does not restate again (docs/operations.md, "
+            "'Re-running a date').",
         )
     }
 

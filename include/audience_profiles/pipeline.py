@@ -345,7 +345,7 @@ def validate(
     window: RunWindow,
     staged: list[dict],
     config: PipelineConfig | None = None,
-    restate_catalogue: bool = False,
+    restate_catalogue: str = "",
 ) -> dict:
     """Type-check every staged source into its partition; bad rows to quarantine; reconcile.
 
@@ -353,8 +353,10 @@ def validate(
     ``retention.cutoffs_as_of``) loads nothing of what retention covers: those rows are counted
     as ``aged_out`` instead, and rows read = valid (kept) + quarantined + aged out.
 
-    ``restate_catalogue`` (the daily DAG's param): the element catalogue landed now holds from
-    the date on, replacing what this date and later ones recorded (catalogue/record.sql).
+    ``restate_catalogue`` (the daily DAG's param, a text naming the fix): the element catalogue
+    landed now holds from the date on, replacing what this date and later ones recorded
+    (catalogue/record.sql). Once: a run's conf stays with it, and a date that recorded with this
+    text already runs as without it (its run cleared later, the same backfill run again).
     """
     config = config or load_config()
     mark_in_flight(config, window)
@@ -365,7 +367,7 @@ def validate(
             # on its own (with Downstream) stages the source again rather than fail every try.
             log.warning("%s: %s is gone (cleaned up): extracting it again", source, info["path"])
             by_source[source] = extract_source(source, window, config)
-    _check_catalogue_landed(by_source, config, restate_catalogue)
+    _check_catalogue_landed(by_source, config)
     earlier = landed_before(window, config)  # listed before the warehouse (and its lock) is held
     counts: dict[str, dict[str, int]] = {}
     with open_warehouse(config) as wh:
@@ -387,7 +389,10 @@ def validate(
                 "(source VARCHAR, table_name VARCHAR, rows_aged_out BIGINT)"
             )
         has_stream = "stream_files" in wh.table_names(views=False)
-        records_catalogue = restate_catalogue or bool(
+        restate = _restate_not_applied(wh, window.ds, restate_catalogue)
+        if restate:
+            _check_restate_landed(by_source, config)
+        records_catalogue = bool(restate) or bool(
             wh.query(wh.render("catalogue/records", ds=window.ds))[0][0]
         )
         for source in VALIDATION_ORDER:
@@ -404,7 +409,7 @@ def validate(
                 write_quarantine=records_catalogue,
             )
             if source == "elements" and records_catalogue:  # dated, for this date's re-runs
-                sql += "\n" + wh.render("catalogue/record", ds=window.ds, restate=restate_catalogue)
+                sql += "\n" + wh.render("catalogue/record", ds=window.ds, restate=restate)
             elif source != "elements" and "versions" in info:  # (an extract from before them)
                 sql += "\n" + wh.render(
                     "validate/landed_files",
@@ -632,21 +637,43 @@ def unbuilt_dates(wh: Warehouse, window: RunWindow, earlier: list[str]) -> list[
     return unbuilt
 
 
-def _check_catalogue_landed(
-    by_source: dict[str, dict], config: PipelineConfig, restate: bool = False
-) -> None:
-    """Fail before the catalogue is replaced by none while the day has interactions: each
-    would be enriched without its title and option label, on a green run (every count
-    reconciles: no element row read, none kept). A landing error: retried, as the catalogue's
-    export may be late. So does a restate with no element row landed, whatever the day has: it
-    would drop what the date and later ones recorded and record no change, so that they took
-    the catalogue in force before the date once they ran again."""
-    if restate and by_source["elements"]["rows"] == 0:
+def _restate_not_applied(wh: Warehouse, ds: str, restate_catalogue: str) -> str:
+    """The run's ``restate_catalogue`` text, or "" when it is unset or the date recorded with
+    it already: Airflow keeps a run's conf, so clearing a restated run later, or running the same
+    backfill again, must not restate again over what later dates have recorded since."""
+    if not restate_catalogue:
+        return ""
+    applied = wh.query(
+        f"SELECT count(*) FROM element_history_dates WHERE dt = DATE '{ds}' "
+        f"AND restated_by = {wh.literal(restate_catalogue)}"
+    )[0][0]
+    if applied:
+        log.info(
+            "elements: %s recorded with restate_catalogue %r already: not restated again",
+            ds,
+            restate_catalogue,
+        )
+        return ""
+    return restate_catalogue
+
+
+def _check_restate_landed(by_source: dict[str, dict], config: PipelineConfig) -> None:
+    """Fail a restate with no element row landed, whatever the day has: it would drop what the
+    date and later ones recorded and record no change, so that they took the catalogue in force
+    before the date once they ran again. A landing error: retried."""
+    if by_source["elements"]["rows"] == 0:
         raise landing.LandingError(
             f"{_catalogue_folder(config)}: no element row landed (no file, or files holding only "
             "their header): restate_catalogue restates with the catalogue landed now, and there "
             "is none; land it in that folder, then clear the task"
         )
+
+
+def _check_catalogue_landed(by_source: dict[str, dict], config: PipelineConfig) -> None:
+    """Fail before the catalogue is replaced by none while the day has interactions: each
+    would be enriched without its title and option label, on a green run (every count
+    reconciles: no element row read, none kept). A landing error: retried, as the catalogue's
+    export may be late."""
     interactions = by_source["interactions"]["rows"]
     if by_source["elements"]["rows"] == 0 and interactions > 0:
         raise landing.LandingError(
@@ -1249,7 +1276,7 @@ def sweep_scratch(config: PipelineConfig) -> None:
 
 
 def run_all(
-    window: RunWindow, config: PipelineConfig | None = None, restate_catalogue: bool = False
+    window: RunWindow, config: PipelineConfig | None = None, restate_catalogue: str = ""
 ) -> dict:
     """The whole build for one date without Airflow, reported: for tests and the benchmarks only.
 

@@ -36,12 +36,12 @@ def test_the_report_runs_last_whatever_happened_and_leaves_the_run_state_alone(d
 
 def test_restate_catalogue_is_a_param_off_by_default_that_validate_hands_on(daily, monkeypatch):
     # a scheduled run keeps each date's titles; a backfill's or trigger's config turns it on
-    assert daily.params["restate_catalogue"] is False
+    assert daily.params["restate_catalogue"] == ""
     import audience_profiles.pipeline as pipeline
 
     seen = {}
     monkeypatch.setattr(pipeline, "validate", lambda *a, **kw: seen.update(kw) or {})
     validate = inspect.unwrap(daily.get_task("validate").python_callable)
     monkeypatch.setitem(validate.__globals__, "_window", lambda: None)  # (no task context)
-    validate([], params={"restate_catalogue": True})
-    assert seen == {"restate_catalogue": True}
+    validate([], params={"restate_catalogue": "2026-12-04 typo"})
+    assert seen == {"restate_catalogue": "2026-12-04 typo"}

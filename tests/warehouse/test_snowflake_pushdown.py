@@ -422,7 +422,7 @@ def test_a_re_run_keeps_its_date_s_catalogue_inside_snowflake(snowflake_conn, tm
     ]
     assert sorted(recorded) == [(FIRST, 3), (SECOND, 2)]
     window = RunWindow.for_date(FIRST)  # restated: the new title from the first date on
-    validate(window, [extract_source(s, window, config) for s in landing.SOURCES], config, True)
+    validate(window, [extract_source(s, window, config) for s in landing.SOURCES], config, "fix")
     enrich(window, config)
     with open_warehouse(config) as wh:
         assert wh.query(f"SELECT title FROM interactions_enriched WHERE dt = DATE '{FIRST}'") == [

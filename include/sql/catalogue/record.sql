@@ -6,9 +6,10 @@
 -- taken as removed, which the next day's catalogue would only add back.
 {% import "catalogue/_macros.sql" as catalogue %}
 {% if restate %}
--- A run with `restate_catalogue` (docs/operations.md, "Re-running a date"): what this date and
--- later ones recorded goes, so that the catalogue landed now holds from this date on, and
--- the dates after it find it in force when they run again.
+-- A run with `restate_catalogue` (docs/operations.md, "Re-running a date"; `restate`: its text,
+-- kept as restated_by): what this date and later ones recorded goes, so that the catalogue
+-- landed now holds from this date on, and the dates after it find it in force when they run
+-- again.
 DELETE FROM element_history WHERE valid_from > DATE '{{ ds }}';
 DELETE FROM element_history_dates WHERE dt > DATE '{{ ds }}';
 {% endif %}
@@ -33,4 +34,6 @@ INSERT INTO element_history
 SELECT DATE '{{ ds }}', poll_id, option, title, option_label, element_type, event_id, removed
 FROM catalogue_changes;
 INSERT INTO element_history_dates
-SELECT DATE '{{ ds }}', count(*), CAST(current_timestamp AS TIMESTAMP) FROM catalogue_changes;
+SELECT DATE '{{ ds }}', count(*), CAST(current_timestamp AS TIMESTAMP),
+       {{ restate | literal if restate else "NULL" }}
+FROM catalogue_changes;

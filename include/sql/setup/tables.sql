@@ -17,8 +17,11 @@ CREATE TABLE IF NOT EXISTS element_history (
     valid_from DATE, poll_id VARCHAR, option INTEGER, title VARCHAR, option_label VARCHAR,
     element_type VARCHAR, event_id VARCHAR, removed BOOLEAN
 );
--- The dates whose daily run recorded the catalogue it landed, with its count of changed rows.
-CREATE TABLE IF NOT EXISTS element_history_dates (dt DATE, changed BIGINT, recorded_at TIMESTAMP);
+-- The dates whose daily run recorded the catalogue it landed, with its count of changed rows;
+-- restated_by: the run's restate_catalogue text, when it restated (applied once per date).
+CREATE TABLE IF NOT EXISTS element_history_dates (
+    dt DATE, changed BIGINT, recorded_at TIMESTAMP, restated_by VARCHAR
+);
 CREATE TABLE IF NOT EXISTS form_entries (
     dt DATE, entry_datetime TIMESTAMP, first_name VARCHAR, last_name VARCHAR,
     email VARCHAR, email_raw VARCHAR, optin_1 BOOLEAN, optin_2 BOOLEAN, accept_terms BOOLEAN,

@@ -12,19 +12,19 @@ DELETE FROM {{ table }} WHERE _file IN (SELECT file FROM {{ bs }}.batch_files);
 INSERT INTO {{ table }} SELECT * FROM {{ bs }}.{{ table }};
 {% endfor %}
 {% if elements %}
--- Interactions of the dates no daily run has published yet, and no later date has recorded a
--- catalogue after, are enriched again with the new catalogue, as their daily enrich will be
--- (catalogue/_macros.sql, for_stream): a later batch (a form claiming the session's history)
--- sends them with the content the daily build will have. Other dates keep theirs, as they do in
--- the daily build. An element gone leaves its interactions without content.
+-- Interactions of the dates whose daily run records the catalogue it lands (not published, no
+-- later date recorded: catalogue/_macros.sql, records) are enriched again with the new
+-- catalogue, as their daily enrich will be: a later batch (a form claiming the session's
+-- history) sends them with the content the daily build will have. Other dates keep theirs, as
+-- they do in the daily build. An element gone leaves its interactions without content.
 UPDATE interactions_enriched
 SET title = e.title, element_type = e.element_type, option_label = e.option_label
 FROM (
     SELECT ie._file, ie._line, c.title, c.element_type, c.option_label
     FROM interactions_enriched ie
     LEFT JOIN elements c ON c.poll_id = ie.poll_id AND c.option = ie.option
-    WHERE ie.dt > (SELECT coalesce(max(dt), DATE '1900-01-01') FROM published_snapshots)
-      AND NOT EXISTS (SELECT 1 FROM element_history_dates h WHERE h.dt > ie.dt)
+    WHERE ie.dt NOT IN (SELECT dt FROM published_snapshots WHERE dt IS NOT NULL)
+      AND ie.dt >= (SELECT coalesce(max(dt), DATE '1900-01-01') FROM element_history_dates)
       AND (ie.title IS DISTINCT FROM c.title OR ie.option_label IS DISTINCT FROM c.option_label
            OR ie.element_type IS DISTINCT FROM c.element_type)
 ) e

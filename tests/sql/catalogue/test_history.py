@@ -210,7 +210,7 @@ def test_a_restated_backfill_gives_its_dates_the_catalogue_landed_now(tmp_path):
     run_all(RunWindow.for_date(SECOND), config)
     write_catalogue(landing, NEW_TITLE)
     for ds in (FIRST, SECOND):
-        run_all(RunWindow.for_date(ds), config, restate_catalogue=True)
+        run_all(RunWindow.for_date(ds), config, restate_catalogue="typo fixed")
     assert titles(config, FIRST) == [("54663", 0, NEW_TITLE, "Manchester Blue")]
     assert titles(config, SECOND)[0] == ("54663", 1, NEW_TITLE, "Manchester Red")
     assert [row[0] for row in history(config)] == [FIRST] * 3  # nothing changed after it
@@ -226,7 +226,7 @@ def test_a_restated_date_alone_carries_the_catalogue_to_the_dates_after_it(tmp_p
     run_all(RunWindow.for_date(FIRST), config)
     run_all(RunWindow.for_date(SECOND), config)
     write_catalogue(landing, NEW_TITLE)
-    run_all(RunWindow.for_date(FIRST), config, restate_catalogue=True)
+    run_all(RunWindow.for_date(FIRST), config, restate_catalogue="typo fixed")
     assert titles(config, SECOND)[0] == ("54663", 1, OLD_TITLE, "Manchester Red")
     run_all(RunWindow.for_date(SECOND), config)
     assert titles(config, SECOND)[0] == ("54663", 1, NEW_TITLE, "Manchester Red")
@@ -296,7 +296,7 @@ def test_a_date_past_quarantine_retention_re_runs_and_restates_with_a_bad_elemen
     run_all(RunWindow.for_date(SECOND), config)
     apply_retention("2022-05-03", "retention-run", config)  # keeps the quarantine from 04-30
 
-    for restate in (False, True):
+    for restate in ("", "typo fixed"):
         result = run_all(RunWindow.for_date(FIRST), config, restate_catalogue=restate)
         assert result["validate"]["sources"]["elements"] == {
             "read": 4, "valid": 3, "quarantined": 0, "aged_out": 1
@@ -324,6 +324,27 @@ def test_a_restate_with_no_catalogue_landed_fails_and_keeps_the_history(tmp_path
     recorded = history(config)
     (landing / "elements" / "elements.csv").unlink()
     with pytest.raises(LandingError, match="restate_catalogue restates with the catalogue"):
-        run_all(RunWindow.for_date(SECOND), config, restate_catalogue=True)
+        run_all(RunWindow.for_date(SECOND), config, restate_catalogue="typo fixed")
     assert history(config) == recorded
     run_all(RunWindow.for_date(SECOND), config)  # without restating, the empty day still passes
+
+
+def test_a_restate_applies_once_per_date_though_its_run_keeps_the_conf(tmp_path):
+    """Airflow keeps a run's conf: a restated run cleared later, or the same backfill run again,
+    passes the same text. It restates no more (helper-136): the dates after it recorded since."""
+    config = write_config(tmp_path)
+    landing = landing_of_two_days(tmp_path)
+    run_all(RunWindow.for_date(FIRST), config)
+    write_catalogue(landing, NEW_TITLE)
+    run_all(RunWindow.for_date(FIRST), config, restate_catalogue="2026-12-04 typo")
+    write_catalogue(landing, "A third title")
+    run_all(RunWindow.for_date(SECOND), config)  # the next date records the third title
+    run_all(RunWindow.for_date(FIRST), config, restate_catalogue="2026-12-04 typo")  # cleared
+    assert titles(config, FIRST)[0][2] == NEW_TITLE
+    assert titles(config, SECOND)[0][2] == "A third title"
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        assert con.execute(
+            "SELECT CAST(dt AS VARCHAR), restated_by FROM element_history_dates ORDER BY 1"
+        ).fetchall() == [(FIRST, "2026-12-04 typo"), (SECOND, None)]
+    run_all(RunWindow.for_date(FIRST), config, restate_catalogue="2026-12-05 the third")
+    assert titles(config, FIRST)[0][2] == "A third title"  # a new text restates
