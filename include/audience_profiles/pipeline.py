@@ -389,7 +389,7 @@ def validate(
                 "(source VARCHAR, table_name VARCHAR, rows_aged_out BIGINT)"
             )
         has_stream = "stream_files" in wh.table_names(views=False)
-        restate = _restate_not_applied(wh, window.ds, restate_catalogue)
+        restate = _restate_to_apply(wh, window.ds, restate_catalogue)
         if restate:
             _check_restate_landed(by_source, config)
         records_catalogue = bool(restate) or bool(
@@ -637,7 +637,7 @@ def unbuilt_dates(wh: Warehouse, window: RunWindow, earlier: list[str]) -> list[
     return unbuilt
 
 
-def _restate_not_applied(wh: Warehouse, ds: str, restate_catalogue: str) -> str:
+def _restate_to_apply(wh: Warehouse, ds: str, restate_catalogue: str) -> str:
     """The run's ``restate_catalogue`` text, or "" when it is unset or the date recorded with
     it already: Airflow keeps a run's conf, so clearing a restated run later, or running the same
     backfill again, must not restate again over what later dates have recorded since."""

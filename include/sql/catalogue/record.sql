@@ -13,6 +13,14 @@
 DELETE FROM element_history WHERE valid_from > DATE '{{ ds }}';
 DELETE FROM element_history_dates WHERE dt > DATE '{{ ds }}';
 {% endif %}
+-- A restate's text stays with its date when the date records again without it (its run
+-- cleared after failing before publish): a later clear of the restated run must find it.
+CREATE OR REPLACE TEMP TABLE catalogue_restated AS
+{%- if restate %}
+SELECT {{ restate | literal }} AS restated_by;
+{%- else %}
+SELECT max(restated_by) AS restated_by FROM element_history_dates WHERE dt = DATE '{{ ds }}';
+{%- endif %}
 DELETE FROM element_history WHERE valid_from = DATE '{{ ds }}';
 DELETE FROM element_history_dates WHERE dt = DATE '{{ ds }}';
 -- (no later record is left: the catalogue in force is that of the latest date before this one)
@@ -35,5 +43,5 @@ SELECT DATE '{{ ds }}', poll_id, option, title, option_label, element_type, even
 FROM catalogue_changes;
 INSERT INTO element_history_dates
 SELECT DATE '{{ ds }}', count(*), CAST(current_timestamp AS TIMESTAMP),
-       {{ restate | literal if restate else "NULL" }}
+       (SELECT restated_by FROM catalogue_restated)
 FROM catalogue_changes;

@@ -116,11 +116,11 @@ def test_an_element_removed_is_gone_from_its_date_on_and_kept_before(tmp_path):
     assert titles(config, FIRST) == [("54663", 0, OLD_TITLE, "Manchester Blue")]
 
 
-def load_only(ds: str, config) -> None:
+def load_only(ds: str, config, restate_catalogue: str = "") -> None:
     """A run that failed after enrich (before publishing): its retry is still the date's first."""
     window = RunWindow.for_date(ds)
     staged = [extract_source(s, window, config) for s in SOURCES]
-    validate(window, staged, config)
+    validate(window, staged, config, restate_catalogue)
     enrich(window, config)
 
 
@@ -348,3 +348,19 @@ def test_a_restate_applies_once_per_date_though_its_run_keeps_the_conf(tmp_path)
         ).fetchall() == [(FIRST, "2026-12-04 typo"), (SECOND, None)]
     run_all(RunWindow.for_date(FIRST), config, restate_catalogue="2026-12-05 the third")
     assert titles(config, FIRST)[0][2] == "A third title"  # a new text restates
+
+
+def test_a_restated_run_that_failed_keeps_its_text_when_it_records_again(tmp_path):
+    """A restated run failed before publishing and was cleared: its date records again (not
+    published, the latest), and keeps the restate's text, so that a later clear of the run (the
+    same conf) does not restate over what later dates recorded since."""
+    config = write_config(tmp_path)
+    landing = landing_of_two_days(tmp_path)
+    run_all(RunWindow.for_date(FIRST), config)
+    write_catalogue(landing, NEW_TITLE)
+    load_only(SECOND, config, restate_catalogue="fix")  # restated, then failed before publish
+    run_all(RunWindow.for_date(SECOND), config, restate_catalogue="fix")  # cleared: records
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        assert con.execute(
+            "SELECT CAST(dt AS VARCHAR), restated_by FROM element_history_dates ORDER BY 1"
+        ).fetchall() == [(FIRST, None), (SECOND, "fix")]
