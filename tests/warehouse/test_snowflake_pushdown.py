@@ -76,6 +76,12 @@ def write_config(folder: Path, landing_root: Path, warehouse: str) -> Path:
     return path
 
 
+def snowflake_warehouse(conn_id: str, prefix: str) -> str:
+    """pipeline.yml's `warehouse:` on fakesnow, in a database of the test's own."""
+    database = f"{prefix}_{uuid.uuid4().hex[:8].upper()}"
+    return f"{{engine: snowflake, conn_id: {conn_id}, database: {database}, schema: main}}"
+
+
 def load(window: RunWindow, config) -> None:
     """A date's extract, validate and enrich."""
     staged = [extract_source(s, window, config) for s in landing.SOURCES]
@@ -147,12 +153,11 @@ def test_pushdown_build_matches_duckdb_row_for_row(sample, snowflake_conn, tmp_p
         write_config(duck_dir, landing_root, f"{{engine: duckdb, path: {duck_dir / 'wh.duckdb'}}}"),
         dates,
     )
-    database = "PUSHDOWN_" + uuid.uuid4().hex[:8].upper()
     snow = build(
         write_config(
             snow_dir,
             landing_root,
-            f"{{engine: snowflake, conn_id: {snowflake_conn}, database: {database}, schema: main}}",
+            snowflake_warehouse(snowflake_conn, "PUSHDOWN"),
         ),
         dates,
     )
@@ -326,11 +331,10 @@ def test_erasure_runs_inside_snowflake(sample, snowflake_conn, tmp_path):
     landing_root, dates = sample
     landing_copy = tmp_path / "landing"  # the request must not reach the module's shared sample
     shutil.copytree(landing_root, landing_copy)
-    database = "ERASURE_" + uuid.uuid4().hex[:8].upper()
     config_path = write_config(
         tmp_path,
         landing_copy,
-        f"{{engine: snowflake, conn_id: {snowflake_conn}, database: {database}, schema: main}}",
+        snowflake_warehouse(snowflake_conn, "ERASURE"),
     )
     build(config_path, dates)
     config = load_config(config_path)
@@ -360,12 +364,11 @@ def test_erasure_runs_inside_snowflake(sample, snowflake_conn, tmp_path):
 def test_the_run_report_is_stored_and_drawn_again_inside_snowflake(snowflake_conn, tmp_path):
     """A backfill reporting newest first, on Snowflake: each date's row in pipeline_runs, and
     index.html drawn again from the latest date's stored report as the older one reports."""
-    database = "REPORT_" + uuid.uuid4().hex[:8].upper()
     config = load_config(
         write_config(
             tmp_path,
             tmp_path / "landing",
-            f"{{engine: snowflake, conn_id: {snowflake_conn}, database: {database}, schema: main}}",
+            snowflake_warehouse(snowflake_conn, "REPORT"),
         )
     )
     for ds, profiles in (("2022-04-30", 12), ("2022-04-29", 11)):
@@ -398,12 +401,11 @@ def test_a_re_run_keeps_its_date_s_catalogue_inside_snowflake(snowflake_conn, tm
     )
 
     landing_root = landing_of_two_days(tmp_path)
-    database = "CATALOGUE_" + uuid.uuid4().hex[:8].upper()
     config = load_config(
         write_config(
             tmp_path,
             landing_root,
-            f"{{engine: snowflake, conn_id: {snowflake_conn}, database: {database}, schema: main}}",
+            snowflake_warehouse(snowflake_conn, "CATALOGUE"),
         )
     )
     load(RunWindow.for_date(FIRST), config)
