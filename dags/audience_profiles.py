@@ -65,10 +65,10 @@ def audience_profiles():
         return extract_source(source, _window())
 
     # D's profiles read every partition up to D: in a backfill or catch-up, D's are loaded and
-    # enriched after D-1's, and the catalogue replaced once D-1's enrich read it.
+    # enriched after D-1's, and D's catalogue recorded (`elements` replaced) after D-1's enrich.
     @task(pool=WAREHOUSE_POOL, depends_on_past=True, wait_for_downstream=True)
     @fails_fast  # it reads identity.yml (the suppression list's rules)
-    def validate(staged: list[dict], params: dict | None = None) -> dict:
+    def validate(staged: list[dict], params: dict) -> dict:
         from audience_profiles.pipeline import validate
 
         # staged[:]: one request (iterating read past the end); params: dag_defaults.daily_params

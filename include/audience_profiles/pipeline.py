@@ -408,9 +408,7 @@ def validate(
                 streamed=streamed,
                 write_quarantine=records_catalogue,
             )
-            if source == "elements" and records_catalogue:  # dated, for this date's re-runs
-                sql += "\n" + wh.render("catalogue/record", ds=window.ds, restate=restate)
-            elif source != "elements" and "versions" in info:  # (an extract from before them)
+            if source != "elements" and "versions" in info:  # (an extract from before them)
                 sql += "\n" + wh.render(
                     "validate/landed_files",
                     source=source,
@@ -472,6 +470,10 @@ def validate(
             if source == "elements":
                 _check_catalogue_kept(by_source, counts[source], config)
                 _warn_other_element_types(wh)
+                if records_catalogue:  # dated, for this date's re-runs (after the checks)
+                    if restate:
+                        _check_restate_kept(counts[source], config)
+                    wh.execute_script(wh.render("catalogue/record", ds=window.ds, restate=restate))
                 _log_catalogue_record(wh, window.ds, records_catalogue)
             if covered:  # retention configured: read = valid + quarantined + aged_out
                 counts[source]["aged_out"] = aged_out
@@ -644,12 +646,12 @@ def _restate_to_apply(wh: Warehouse, ds: str, restate_catalogue: str) -> str:
     if not restate_catalogue:
         return ""
     applied = wh.query(
-        f"SELECT count(*) FROM element_history_dates WHERE dt = DATE '{ds}' "
+        f"SELECT count(*) FROM element_history_restates WHERE dt = DATE '{ds}' "
         f"AND restated_by = {wh.literal(restate_catalogue)}"
     )[0][0]
     if applied:
         log.info(
-            "elements: %s recorded with restate_catalogue %r already: not restated again",
+            "elements: %s was restated with restate_catalogue %r already: not again",
             ds,
             restate_catalogue,
         )
@@ -666,6 +668,19 @@ def _check_restate_landed(by_source: dict[str, dict], config: PipelineConfig) ->
             f"{_catalogue_folder(config)}: no element row landed (no file, or files holding only "
             "their header): restate_catalogue restates with the catalogue landed now, and there "
             "is none; land it in that folder, then clear the task"
+        )
+
+
+def _check_restate_kept(elements: dict[str, int], config: PipelineConfig) -> None:
+    """Fail a restate whose every landed element row was quarantined, before it records: the
+    catalogue kept is the one loaded before, and restating with it would drop what later dates
+    recorded for nothing. A landing error: retried, as a corrected file may land."""
+    if not elements["valid"]:
+        raise landing.LandingError(
+            f"{_catalogue_folder(config)}: every one of its {elements['read']} element row(s) "
+            "was quarantined (see the quarantine table, source elements): restate_catalogue "
+            "restates with the catalogue landed now, and there is none; fix the file(s), then "
+            "clear the task"
         )
 
 

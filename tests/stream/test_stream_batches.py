@@ -6,6 +6,7 @@ No moto: a fake stream destination captures the records (streams.records_from_ex
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import gzip
 import logging
 import os
@@ -828,3 +829,32 @@ def test_a_late_file_of_a_date_a_later_one_has_passed_keeps_that_date_s_catalogu
         == streamed
         == [(old_title,)]
     )
+
+
+def test_an_unpublished_date_a_later_one_has_recorded_past_keeps_its_catalogue(tmp_path, sent):
+    """A date loaded but not published (its run failed after enrich) with a later date recorded
+    since: its daily retry records nothing and keeps the catalogue in force on it, so a late file
+    of it goes out with those titles, and a catalogue batch leaves its rows alone
+    (catalogue/_macros.sql, records_on)."""
+    config, landing = streaming(tmp_path, sent)
+    ds, old_title = "2022-04-30", "Which team do you support?"
+    rows = [[ds, "event-a", "54663", SEED_SESSION, 1, 1]]
+    write_csv(landing / "interactions" / f"date={ds}" / "a.csv", INTERACTION_HEADER, rows)
+    window = pipeline.RunWindow.for_date(ds)
+    quiet = dataclasses.replace(config, destinations=())
+    staged = [pipeline.extract_source(s, window, quiet) for s in pipeline.VALIDATION_ORDER]
+    pipeline.validate(window, staged, quiet)
+    pipeline.enrich(window, quiet)  # then failed: not published
+    catalogue = landing / "elements" / "elements.csv"
+    catalogue.write_text(catalogue.read_text().replace(old_title, "Which club?"))
+    daily_build(config, ["2022-05-01"])  # records the new title from 2022-05-01
+    rows = [[ds, "event-b", "54663", SEED_SESSION, 2, 1]]
+    write_csv(landing / "interactions" / f"date={ds}" / "b.csv", INTERACTION_HEADER, rows)
+
+    _, new = batch(config, sent, "b1")  # the new catalogue and the late file
+
+    votes = [r for r in new if r["event_type"] == "interaction"]
+    assert votes and {v["payload"]["attribute"] for v in votes} == {old_title}
+    assert query(
+        config, f"SELECT DISTINCT title FROM interactions_enriched WHERE dt = DATE '{ds}'"
+    ) == [(old_title,)]

@@ -5,8 +5,10 @@
     interaction keeps no title rather than a later one only while nothing is known. With
     `loaded`, a warehouse with no history yet (set up before it was kept, and no daily validate
     since) takes the catalogue loaded last, `elements`, as every run did before. `at`: the
-    history's schema, with its dot, when the default schema is another (a stream batch's). -#}
-{% macro in_force(ds, loaded=true, at="") -%}
+    history's schema, with its dot, when the default schema is another (a stream batch's).
+    `before`: the catalogue in force before ds, from the records of earlier dates only (what a
+    record of ds is the change from). -#}
+{% macro in_force(ds, loaded=true, at="", before=false) -%}
 SELECT poll_id, title, option, option_label, element_type, event_id
 FROM (
     SELECT h.*,
@@ -16,6 +18,9 @@ FROM (
                         CASE WHEN valid_from <= DATE '{{ ds }}' THEN valid_from END DESC,
                         valid_from) AS nearest_first
     FROM {{ at }}element_history h
+    {%- if before %}
+    WHERE valid_from < DATE '{{ ds }}'
+    {%- endif %}
 ) AS recorded
 WHERE nearest_first = 1 AND NOT removed
 {%- if loaded %}
@@ -32,8 +37,13 @@ FROM elements WHERE NOT EXISTS (SELECT 1 FROM {{ at }}element_history_dates)
     its retry, which may find the catalogue corrected. `at`: the warehouse's schema, with its
     dot, when the default schema is another (a stream batch's). -#}
 {% macro records(ds, at="") -%}
-(NOT EXISTS (SELECT 1 FROM {{ at }}element_history_dates WHERE dt > DATE '{{ ds }}')
- AND NOT EXISTS (SELECT 1 FROM {{ at }}published_snapshots WHERE dt = DATE '{{ ds }}'))
+{{ records_on("DATE '" ~ ds ~ "'", at) }}
+{%- endmacro %}
+
+{#- The same, for the date a SQL expression holds (`day`: a column, per row). -#}
+{% macro records_on(day, at="") -%}
+({{ day }} >= (SELECT coalesce(max(dt), DATE '1900-01-01') FROM {{ at }}element_history_dates)
+ AND {{ day }} NOT IN (SELECT dt FROM {{ at }}published_snapshots WHERE dt IS NOT NULL))
 {%- endmacro %}
 
 {#- A stream batch's catalogue for its interactions of date `ds`: the one the daily run of ds

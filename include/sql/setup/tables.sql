@@ -17,10 +17,13 @@ CREATE TABLE IF NOT EXISTS element_history (
     valid_from DATE, poll_id VARCHAR, option INTEGER, title VARCHAR, option_label VARCHAR,
     element_type VARCHAR, event_id VARCHAR, removed BOOLEAN
 );
--- The dates whose daily run recorded the catalogue it landed, with its count of changed rows;
--- restated_by: the run's restate_catalogue text, when it restated (applied once per date).
-CREATE TABLE IF NOT EXISTS element_history_dates (
-    dt DATE, changed BIGINT, recorded_at TIMESTAMP, restated_by VARCHAR
+-- The dates whose daily run recorded the catalogue it landed, with its count of changed rows.
+CREATE TABLE IF NOT EXISTS element_history_dates (dt DATE, changed BIGINT, recorded_at TIMESTAMP);
+-- Every restate_catalogue a run applied, by date and text: a run keeps its conf, so a text seen
+-- here for the date is not applied again (its run cleared later, its backfill run again). Kept
+-- whole: a later restate that deletes the history after its date leaves these.
+CREATE TABLE IF NOT EXISTS element_history_restates (
+    dt DATE, restated_by VARCHAR, restated_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS form_entries (
     dt DATE, entry_datetime TIMESTAMP, first_name VARCHAR, last_name VARCHAR,

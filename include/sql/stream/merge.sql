@@ -12,6 +12,7 @@ DELETE FROM {{ table }} WHERE _file IN (SELECT file FROM {{ bs }}.batch_files);
 INSERT INTO {{ table }} SELECT * FROM {{ bs }}.{{ table }};
 {% endfor %}
 {% if elements %}
+{% import "catalogue/_macros.sql" as catalogue %}
 -- Interactions of the dates whose daily run records the catalogue it lands (not published, no
 -- later date recorded: catalogue/_macros.sql, records) are enriched again with the new
 -- catalogue, as their daily enrich will be: a later batch (a form claiming the session's
@@ -23,8 +24,7 @@ FROM (
     SELECT ie._file, ie._line, c.title, c.element_type, c.option_label
     FROM interactions_enriched ie
     LEFT JOIN elements c ON c.poll_id = ie.poll_id AND c.option = ie.option
-    WHERE ie.dt NOT IN (SELECT dt FROM published_snapshots WHERE dt IS NOT NULL)
-      AND ie.dt >= (SELECT coalesce(max(dt), DATE '1900-01-01') FROM element_history_dates)
+    WHERE {{ catalogue.records_on("ie.dt") }}
       AND (ie.title IS DISTINCT FROM c.title OR ie.option_label IS DISTINCT FROM c.option_label
            OR ie.element_type IS DISTINCT FROM c.element_type)
 ) e

@@ -7,8 +7,9 @@ import logging
 from pathlib import Path
 
 import duckdb
+import pytest
 
-from audience_profiles.landing import SOURCES
+from audience_profiles.landing import SOURCES, LandingError
 from audience_profiles.pipeline import RunWindow, enrich, extract_source, run_all, validate
 from tests.support import (
     ELEMENT_HEADER,
@@ -311,10 +312,6 @@ def test_a_restate_with_no_catalogue_landed_fails_and_keeps_the_history(tmp_path
     """An empty elements/ folder on a day without interactions passes validate and records no
     change; restated, it dropped what later dates recorded, so a later date's plain re-run went
     back to the catalogue before the restated date, the export back unchanged (helper-136)."""
-    import pytest
-
-    from audience_profiles.landing import LandingError
-
     config = write_config(tmp_path)
     landing = landing_of_two_days(tmp_path)
     (landing / "interactions" / f"date={SECOND}" / "part-0.csv").unlink()
@@ -344,23 +341,58 @@ def test_a_restate_applies_once_per_date_though_its_run_keeps_the_conf(tmp_path)
     assert titles(config, SECOND)[0][2] == "A third title"
     with duckdb.connect(config.warehouse.path, read_only=True) as con:
         assert con.execute(
-            "SELECT CAST(dt AS VARCHAR), restated_by FROM element_history_dates ORDER BY 1"
-        ).fetchall() == [(FIRST, "2026-12-04 typo"), (SECOND, None)]
+            "SELECT CAST(dt AS VARCHAR), restated_by FROM element_history_restates"
+        ).fetchall() == [(FIRST, "2026-12-04 typo")]
     run_all(RunWindow.for_date(FIRST), config, restate_catalogue="2026-12-05 the third")
     assert titles(config, FIRST)[0][2] == "A third title"  # a new text restates
 
 
-def test_a_restated_run_that_failed_keeps_its_text_when_it_records_again(tmp_path):
-    """A restated run failed before publishing and was cleared: its date records again (not
-    published, the latest), and keeps the restate's text, so that a later clear of the run (the
-    same conf) does not restate over what later dates recorded since."""
+def test_a_restate_stays_applied_after_a_later_restate_drops_the_date_s_record(tmp_path):
+    """A restate of an earlier date deletes the later dates' records: the run of a date restated
+    before still carries its text, and must not restate again over a date recorded since
+    (helper-137)."""
     config = write_config(tmp_path)
     landing = landing_of_two_days(tmp_path)
-    run_all(RunWindow.for_date(FIRST), config)
-    write_catalogue(landing, NEW_TITLE)
-    load_only(SECOND, config, restate_catalogue="fix")  # restated, then failed before publish
-    run_all(RunWindow.for_date(SECOND), config, restate_catalogue="fix")  # cleared: records
+    third = "2022-05-01"
+    write_csv(
+        landing / "interactions" / f"date={third}" / "part-0.csv",
+        INTERACTION_HEADER,
+        [[third, SEED_EVENT, "54663", SEED_SESSION, 0, 1]],
+    )
+    for ds in (FIRST, SECOND):
+        run_all(RunWindow.for_date(ds), config)
+    write_catalogue(landing, "Second title")
+    run_all(RunWindow.for_date(SECOND), config, restate_catalogue="fix A")
+    write_catalogue(landing, "Third title")
+    run_all(RunWindow.for_date(FIRST), config, restate_catalogue="fix B")  # drops SECOND's record
+    write_catalogue(landing, "Fourth title")
+    run_all(RunWindow.for_date(third), config)  # a new date records the fourth
+    run_all(RunWindow.for_date(SECOND), config, restate_catalogue="fix A")  # its run cleared
+    assert [titles(config, ds)[0][2] for ds in (FIRST, SECOND, third)] == [
+        "Third title",
+        "Third title",
+        "Fourth title",
+    ]
+    assert {row[0] for row in history(config)} == {FIRST, third}
+
+
+def test_a_restate_with_every_element_row_quarantined_fails_before_it_records(tmp_path):
+    """The catalogue kept is the one loaded before: restating with it would drop the later
+    dates' records, and mark the text applied, so the fixed file's retry would not restate."""
+    config = write_config(tmp_path)
+    landing = landing_of_two_days(tmp_path)
+    for ds in (FIRST, SECOND):
+        run_all(RunWindow.for_date(ds), config)
+    catalogue = landing / "elements" / "elements.csv"
+    good = catalogue.read_text()
+    header, *rows = good.splitlines()
+    catalogue.write_text("\n".join([header, *("," + r.split(",", 1)[1] for r in rows)]) + "\n")
+    with pytest.raises(LandingError, match="every one of its 3 element row"):
+        run_all(RunWindow.for_date(FIRST), config, restate_catalogue="fix")
+    assert {row[0] for row in history(config)} == {FIRST}  # SECOND recorded no change
     with duckdb.connect(config.warehouse.path, read_only=True) as con:
-        assert con.execute(
-            "SELECT CAST(dt AS VARCHAR), restated_by FROM element_history_dates ORDER BY 1"
-        ).fetchall() == [(FIRST, None), (SECOND, "fix")]
+        assert con.execute("SELECT count(*) FROM element_history_dates").fetchall() == [(2,)]
+        assert con.execute("SELECT count(*) FROM element_history_restates").fetchall() == [(0,)]
+    write_catalogue(landing, NEW_TITLE)  # fixed; the task cleared
+    run_all(RunWindow.for_date(FIRST), config, restate_catalogue="fix")
+    assert titles(config, FIRST)[0][2] == NEW_TITLE
