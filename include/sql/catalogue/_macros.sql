@@ -1,8 +1,8 @@
 {#- The element catalogue in force on date `ds`: per element, its latest element_history row on
     or before ds, unless that row removed it. An element no row on or before ds knows takes the
     first content recorded for it later: its catalogue row landed after the date ran (or the date
-    is older than the first record, as after the upgrade that added the history), and an
-    interaction keeps no title rather than a later one only while nothing is known. With
+    is older than the first record, as after the upgrade that added the history), and a later
+    title is better than none. With
     `loaded`, a warehouse with no history yet (set up before it was kept, and no daily validate
     since) takes the catalogue loaded last, `elements`, as every run did before. `at`: the
     history's schema, with its dot, when the default schema is another (a stream batch's).
