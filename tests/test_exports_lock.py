@@ -33,7 +33,8 @@ def test_a_waiting_erasure_holds_back_new_deliveries_not_those_under_way(tmp_pat
         time.sleep(0.01)
     waiting = threading.Thread(target=erasure)
     waiting.start()
-    time.sleep(0.3)  # the erasure waits for the delivery under way
+    while not _held_alone(tmp_path / locks.INTENT_FILE):  # the erasure waits for the first
+        time.sleep(0.01)
     later = threading.Thread(target=delivery, args=("later",))
     later.start()
     time.sleep(0.3)
@@ -42,6 +43,20 @@ def test_a_waiting_erasure_holds_back_new_deliveries_not_those_under_way(tmp_pat
     for thread in (first, waiting, later):
         thread.join(10)
     assert events == ["first in", "first out", "erasure", "later in", "later out"]
+
+
+def _held_alone(path) -> bool:
+    """Whether someone holds ``path``'s lock alone (a slept-for 0.3 s was not always enough
+    on a loaded machine for the erasure to take its intent)."""
+    import fcntl
+
+    with open(path, "a+") as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(probe, fcntl.LOCK_UN)
+        return False
 
 
 def test_an_erasure_waits_a_bounded_time_then_lets_deliveries_go_on(tmp_path, monkeypatch):
