@@ -77,7 +77,8 @@ def test_a_delivery_within_a_delivery_does_not_queue_behind_a_waiting_erasure(
 ):
     """The inner one waited for the intent an erasure held while it waited for the outer one:
     both stuck until the erasure gave up."""
-    monkeypatch.setattr(locks, "EXCLUSIVE_WAIT_SECONDS", 5)
+    # (bounds a starved machine does not run out of: the erasure re-tries the lock each second)
+    monkeypatch.setattr(locks, "EXCLUSIVE_WAIT_SECONDS", 30)
     inner_done, erasure_waiting, failures = threading.Event(), threading.Event(), []
 
     def erasure():
@@ -92,7 +93,8 @@ def test_a_delivery_within_a_delivery_does_not_queue_behind_a_waiting_erasure(
         waiting = threading.Thread(target=erasure)
         waiting.start()
         erasure_waiting.wait(5)
-        time.sleep(0.3)
+        while not _held_alone(tmp_path / locks.INTENT_FILE):  # the erasure waits for the outer
+            time.sleep(0.01)
         with exports_lock(str(tmp_path), exclusive=False, holder="inner"):
             inner_done.set()
         assert inner_done.is_set()
@@ -121,7 +123,7 @@ def test_a_destinations_erasure_queues_behind_another_for_longer(tmp_path, monke
     ):
         pass
     threading.Timer(1.0, release.set).start()  # longer than EXCLUSIVE_WAIT_SECONDS
-    with exports_lock(str(tmp_path), exclusive=True, holder="erase drop_2", queue_seconds=5):
+    with exports_lock(str(tmp_path), exclusive=True, holder="erase drop_2", queue_seconds=30):
         pass
     thread.join(10)
     # behind deliveries under way, it still gives up at EXCLUSIVE_WAIT_SECONDS

@@ -105,7 +105,9 @@ def test_undelivered_records_fail_the_task_naming_them(monkeypatch, tmp_path):
     exports = write_exports(tmp_path, profiles=4, interactions=0, merges=0)
     expected = record_ids(exports, "audience_profiles")
     nobody = f"127.0.0.1:{free_port()}"
-    conn_id = kafka_conn(monkeypatch, {"bootstrap.servers": nobody, "message.timeout.ms": 1000})
+    # 3 s: at 1 s, a stall while the four were produced could leave some unproduced (the
+    # destination stops producing at the first delivery error)
+    conn_id = kafka_conn(monkeypatch, {"bootstrap.servers": nobody, "message.timeout.ms": 3000})
     dest = destination(conn_id, "profiles", tables=["audience_profiles"])
 
     with pytest.raises(UndeliveredRecordsError) as exc:
