@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -17,6 +19,7 @@ from audience_profiles.config import WarehouseConfig
 from audience_profiles.warehouse.base import Warehouse, sql_literal
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Snowflake spellings the shared SQL uses, defined for DuckDB so one file serves both engines.
 COMPAT_MACROS = """
@@ -51,6 +54,43 @@ def rollback(con: duckdb.DuckDBPyConnection) -> None:
         log.debug("ROLLBACK after a failure: %s", exc)
 
 
+def wait_for_lock(path: str, open_: Callable[[], T], then: str = "clear the task") -> T:
+    """``open_()``, which opens the DuckDB file ``path``, tried again while another process holds
+    the file's lock, for up to ``LOCK_WAIT_SECONDS``, logging the wait; then
+    ``WarehouseLockedError``, which ends with what to do ``then``."""
+    started = time.monotonic()
+    next_progress = None  # set at the first lock conflict
+    delay = 0.2
+    while True:
+        try:
+            return open_()
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            now = time.monotonic()
+            waited = now - started
+            # DuckDB's message names the process holding the lock (its PID): the warning and the
+            # error quote it, for the operator to find that process.
+            if waited > LOCK_WAIT_SECONDS:
+                raise WarehouseLockedError(
+                    f"waited {waited:.0f} seconds for the lock on {path}: {exc}. Close that "
+                    f"process's connection to the warehouse, then {then}"
+                ) from exc
+            if next_progress is None:
+                log.warning(
+                    "%s is locked by another process, waiting up to %d seconds for it: %s",
+                    path,
+                    LOCK_WAIT_SECONDS,
+                    exc,
+                )
+                next_progress = now + LOCK_PROGRESS_SECONDS
+            elif now >= next_progress:
+                log.warning("still waiting for the lock on %s (%.0f seconds)", path, waited)
+                next_progress = now + LOCK_PROGRESS_SECONDS
+            time.sleep(delay)
+            delay = min(delay * 2, 5)
+
+
 class WarehouseLockedError(RuntimeError):
     """The warehouse file stayed locked by another process for ``LOCK_WAIT_SECONDS``."""
 
@@ -73,37 +113,7 @@ class DuckDBWarehouse(Warehouse):
 
     @staticmethod
     def _connect(path: str) -> duckdb.DuckDBPyConnection:
-        started = time.monotonic()
-        next_progress = None  # set at the first lock conflict
-        delay = 0.2
-        while True:
-            try:
-                return duckdb.connect(path)
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
-                    raise
-                now = time.monotonic()
-                waited = now - started
-                # DuckDB's message names the process holding the lock (its PID): the warning and the
-                # error quote it, for the operator to find that process.
-                if waited > LOCK_WAIT_SECONDS:
-                    raise WarehouseLockedError(
-                        f"waited {waited:.0f} seconds for the lock on {path}: {exc}. Close that "
-                        "process's connection to the warehouse, then clear the task"
-                    ) from exc
-                if next_progress is None:
-                    log.warning(
-                        "%s is locked by another process, waiting up to %d seconds for it: %s",
-                        path,
-                        LOCK_WAIT_SECONDS,
-                        exc,
-                    )
-                    next_progress = now + LOCK_PROGRESS_SECONDS
-                elif now >= next_progress:
-                    log.warning("still waiting for the lock on %s (%.0f seconds)", path, waited)
-                    next_progress = now + LOCK_PROGRESS_SECONDS
-                time.sleep(delay)
-                delay = min(delay * 2, 5)
+        return wait_for_lock(path, lambda: duckdb.connect(path))
 
     def execute_script(self, sql: str) -> None:
         self.con.execute("BEGIN TRANSACTION")
