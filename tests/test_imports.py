@@ -20,6 +20,7 @@ BUILD_MODULES = [
     "audience_profiles.pipeline",
     "audience_profiles.report",
     "audience_profiles.privacy.erasure",
+    "audience_profiles.warehouse.compact",
 ]
 
 

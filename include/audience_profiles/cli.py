@@ -628,6 +628,37 @@ def warehouse_name(warehouse) -> str:
     return f"{warehouse.engine} {database}.{warehouse.schema.upper()}"
 
 
+def _compact(args: argparse.Namespace) -> int:
+    from audience_profiles.warehouse.compact import CompactionError, compact
+    from audience_profiles.warehouse.duckdb import WarehouseLockedError
+
+    config = load_config()
+    if config.warehouse.engine != "duckdb":
+        print(
+            f"compact is for the DuckDB warehouse; {warehouse_name(config.warehouse)} is on "
+            "Snowflake, which manages its own storage (its Time Travel: docs/privacy.md)"
+        )
+        return 2
+    Path(config.work_dir).mkdir(parents=True, exist_ok=True)
+    with _only_run(Path(config.work_dir) / "cli-run.lock") as other:
+        if other:
+            print(
+                f"an `audience-profiles run` is running on this project (pid {other}): wait for it"
+            )
+            return 2
+        try:
+            done = compact(config.warehouse)
+        except (FileNotFoundError, WarehouseLockedError, CompactionError) as exc:
+            print(f"not compacted: {exc}")
+            return 1
+    mib = 1024 * 1024
+    print(
+        f"compacted {done.path}: {done.bytes_before / mib:.1f} MiB -> {done.bytes_after / mib:.1f} "
+        f"MiB ({done.tables} tables, {done.rows:,} rows, each checked against the old file)"
+    )
+    return 0
+
+
 def _show(args: argparse.Namespace) -> int:
     import duckdb
 
@@ -740,6 +771,12 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_run)
     show = sub.add_parser("show", help="print where outputs are and a few profile rows")
     show.set_defaults(func=_show)
+    compact = sub.add_parser(
+        "compact",
+        help="copy the DuckDB warehouse into a new file that holds only what SQL sees: not the "
+        "space deleted rows left, nor an erased person's values in it (docs/privacy.md)",
+    )
+    compact.set_defaults(func=_compact)
     args = parser.parse_args(argv)
     from audience_profiles.config import ConfigError
 

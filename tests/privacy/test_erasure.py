@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 import re
+from pathlib import Path
 
 import pytest
 
@@ -21,11 +22,13 @@ from audience_profiles.privacy.erasure import (
     work_folder,
 )
 from audience_profiles.warehouse import open_warehouse
+from audience_profiles.warehouse.compact import compact
 from tests.privacy.people import (
     ANN,
     ANN_SESSION,
     BOB,
     DAVID,
+    DAYS,
     export_mentions,
     file_request,
     form,
@@ -90,6 +93,25 @@ def test_a_delete_request_takes_the_person_out_of_every_table_and_nobody_else(bu
     assert re.fullmatch(
         r"\d+ row\(s\) removed from \d+ file\(s\) in 9 partition\(s\)", log["local_drop"][1]
     )
+
+
+def test_compacting_after_an_erasure_takes_the_bytes_the_deleted_rows_left(built, tmp_path):
+    """DuckDB frees the erased rows' blocks without overwriting them: the address stayed in the
+    file (not through SQL) until `audience-profiles compact` copied the warehouse."""
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+    run_erasure(ERASE_DAY, built)
+    warehouse = Path(built.warehouse.path)
+    assert mentions(built, DAVID) == {}
+    assert DAVID.encode() in warehouse.read_bytes()
+
+    compact(built.warehouse)
+
+    assert DAVID.encode() not in warehouse.read_bytes()
+    assert SEED_SESSION.encode() not in warehouse.read_bytes()
+    assert ANN.encode() in warehouse.read_bytes()
+    # the next run builds on the copy, and the person stays out
+    run_all(RunWindow.for_date(DAYS[-1]), built)
+    assert mentions(built, DAVID) == {}
 
 
 def test_a_quarantined_line_with_the_email_padded_by_a_no_break_space_is_erased(built, tmp_path):

@@ -1,0 +1,149 @@
+"""Compact the DuckDB warehouse file: copy every schema, table, view, macro and sequence into a
+new file and put it in the old one's place.
+
+DuckDB reuses the blocks deleted rows freed, but does not overwrite them until then: after an
+erasure, the erased person's values stay readable in the file's bytes (not through SQL), and a
+table rewritten whole leaves its old copy there too. The copy holds only what SQL sees.
+
+Safe while Airflow runs: the old file is held with a read lock from the checkpoint to the swap,
+which no writer can take (a task waits for it, as it waits for any lock: ``wait_for_lock``), and
+readers that opened it keep reading it. The copy is checked table by table before it takes the
+name; until then the old file is untouched, and a compaction cut short leaves it as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from audience_profiles.config import WarehouseConfig
+from audience_profiles.warehouse.base import sql_literal
+from audience_profiles.warehouse.duckdb import wait_for_lock
+
+log = logging.getLogger(__name__)
+
+SCRATCH_SUFFIX = ".compacting"
+COPY = "COPY FROM DATABASE old TO compacted"
+CHECKPOINT_TRIES = 3
+AGAIN = "compact again"  # after the lock wait ran out
+# What the copy must hold as the old file does: each query lists one kind of object, by database.
+CATALOGUE = {
+    "tables": "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = '{db}'",
+    "views": "SELECT schema_name, view_name, sql FROM duckdb_views() "
+    "WHERE database_name = '{db}' AND NOT internal",
+    "macros": "SELECT DISTINCT schema_name, function_name FROM duckdb_functions() "
+    "WHERE database_name = '{db}' AND function_type IN ('macro', 'table_macro') AND NOT internal",
+    "sequences": "SELECT schema_name, sequence_name, last_value FROM duckdb_sequences() "
+    "WHERE database_name = '{db}'",
+}
+
+
+class CompactionError(RuntimeError):
+    """The copy did not hold what the warehouse holds: the warehouse was left as it was."""
+
+
+@dataclass(frozen=True)
+class Compacted:
+    path: str
+    bytes_before: int
+    bytes_after: int
+    tables: int
+    rows: int
+
+
+def compact(config: WarehouseConfig) -> Compacted:
+    """Replace the DuckDB file ``config.path`` by a copy of what it holds (see the module)."""
+    target = Path(config.path)
+    if not target.is_file():
+        raise FileNotFoundError(f"no warehouse at {target}: nothing to compact")
+    scratch = target.with_name(target.name + SCRATCH_SUFFIX)
+    _remove(scratch)  # left by a compaction cut short
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit = {sql_literal(config.memory_limit)}")
+        con.execute(f"SET threads = {int(config.threads)}")
+        # beside the warehouse, which has room for a copy (an in-memory connection's: the cwd)
+        con.execute(f"SET temp_directory = {sql_literal(str(scratch) + '.tmp')}")
+        _hold(con, target)
+        bytes_before = target.stat().st_size
+        con.execute(f"ATTACH {sql_literal(str(scratch))} AS compacted")
+        log.info("copying %s into %s", target, scratch)
+        con.execute(COPY)
+        tables, rows = _check_copy(con)
+        con.execute("DETACH compacted")  # checkpointed: no log of its own left beside it
+        _fsync(scratch)
+        os.replace(scratch, target)  # while the old one is still held: no writer between
+        _fsync(target.parent)
+    except BaseException:
+        con.close()
+        _remove(scratch)
+        raise
+    con.close()
+    _remove(scratch)  # its spill folder
+    return Compacted(str(target), bytes_before, target.stat().st_size, tables, rows)
+
+
+def _hold(con: duckdb.DuckDBPyConnection, target: Path) -> None:
+    """Attach ``target`` read-only as ``old``, checkpointed: a write-ahead log beside it would be
+    replayed onto the copy once the copy has the name. A writer may get in between the
+    checkpoint (a read-write open's close) and the read lock: then again, a few times."""
+    wal = Path(f"{target}.wal")
+    attach = f"ATTACH {sql_literal(str(target))} AS old (READ_ONLY)"
+    for _ in range(CHECKPOINT_TRIES):
+        wait_for_lock(str(target), lambda: duckdb.connect(str(target)), AGAIN).close()
+        wait_for_lock(str(target), lambda: con.execute(attach), AGAIN)
+        if not wal.exists():
+            return
+        con.execute("DETACH old")
+    raise CompactionError(
+        f"{wal} was left beside {target} by a writer each of {CHECKPOINT_TRIES} times: pause the "
+        "DAGs, let their tasks finish, then compact again"
+    )
+
+
+def _check_copy(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """Fail unless ``compacted`` holds the objects and rows of ``old``; its tables and rows."""
+    for kind, query in CATALOGUE.items():
+        before = sorted(con.execute(query.format(db="old")).fetchall())
+        after = sorted(con.execute(query.format(db="compacted")).fetchall())
+        if before != after:
+            missing = [row[:2] for row in before if row not in after]
+            raise CompactionError(
+                f"the copy's {kind} differ from the warehouse's (first differing: "
+                f"{(missing or after)[:3]}): the warehouse was left as it was"
+            )
+    tables = con.execute(CATALOGUE["tables"].format(db="old")).fetchall()
+    rows = 0
+    for schema, table in tables:
+        name = '"{}"."{}"'.format(schema.replace('"', '""'), table.replace('"', '""'))
+        counted = [
+            con.execute(f"SELECT count(*) FROM {db}.{name}").fetchone()[0]
+            for db in ("old", "compacted")
+        ]
+        if counted[0] != counted[1]:
+            raise CompactionError(
+                f"the copy of {schema}.{table} holds {counted[1]} row(s), the warehouse "
+                f"{counted[0]}: the warehouse was left as it was"
+            )
+        rows += counted[0]
+    return len(tables), rows
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(scratch: Path) -> None:
+    import shutil
+
+    for leftover in (scratch, Path(f"{scratch}.wal")):
+        leftover.unlink(missing_ok=True)
+    shutil.rmtree(f"{scratch}.tmp", ignore_errors=True)

@@ -1,0 +1,151 @@
+"""Compacting the DuckDB warehouse file (warehouse/compact.py and `audience-profiles compact`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from audience_profiles import cli
+from audience_profiles.config import CONFIG_ENV, WarehouseConfig
+from audience_profiles.warehouse import compact as compaction
+from audience_profiles.warehouse import duckdb as duckdb_engine
+from audience_profiles.warehouse.compact import CompactionError, compact
+from tests.support import write_config
+
+MARKER = "gone.person.q7@example.org"
+EVERYTHING = [
+    "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = current_database()",
+    "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal "
+    "AND database_name = current_database()",
+    "SELECT function_name FROM duckdb_functions() WHERE function_type = 'macro' "
+    "AND database_name = current_database()",
+    "SELECT * FROM people ORDER BY ALL",
+    "SELECT * FROM side.counts ORDER BY ALL",
+    "SELECT * FROM grown",
+    "SELECT double_it(21)",
+    "SELECT nextval('ids')",
+]
+
+
+def _warehouse(path: Path) -> WarehouseConfig:
+    """A file with what a warehouse holds (schemas, tables, a view, a macro, a sequence used),
+    after a delete and a table rewritten whole, and a row of MARKER deleted: in the bytes still."""
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "CREATE TABLE people AS SELECT range AS id, 'person' || range || '@example.org' "
+            "AS email FROM range(200000)"
+        )
+        con.execute(f"INSERT INTO people VALUES (-1, '{MARKER}')")
+        con.execute("CHECKPOINT")
+        con.execute("DELETE FROM people WHERE id = -1 OR id >= 1000")
+        con.execute("CREATE OR REPLACE TABLE people AS SELECT * FROM people")
+        con.execute("CREATE SCHEMA side")
+        con.execute("CREATE TABLE side.counts (k VARCHAR PRIMARY KEY, n BIGINT DEFAULT 0)")
+        con.execute("INSERT INTO side.counts VALUES ('a', 1), ('b', 2)")
+        con.execute("CREATE VIEW grown AS SELECT count(*) AS people FROM people")
+        con.execute("CREATE MACRO double_it(x) AS x * 2")
+        con.execute("CREATE SEQUENCE ids START 5")
+        con.execute("SELECT nextval('ids'), nextval('ids')")
+    return WarehouseConfig(path=str(path), memory_limit="256MB", threads=1)
+
+
+def _everything(path: Path) -> list:
+    with duckdb.connect(str(path)) as con:  # read-write: the sequence moves on in both alike
+        return [con.execute(query).fetchall() for query in EVERYTHING]
+
+
+def test_the_copy_holds_what_sql_sees_and_not_the_freed_bytes(tmp_path):
+    config = _warehouse(tmp_path / "warehouse.duckdb")
+    assert MARKER.encode() in Path(config.path).read_bytes()  # why the command exists
+    reference = tmp_path / "reference.duckdb"
+    reference.write_bytes(Path(config.path).read_bytes())
+    before = _everything(reference)
+
+    done = compact(config)
+
+    assert MARKER.encode() not in Path(config.path).read_bytes()
+    assert _everything(Path(config.path)) == before
+    assert (done.tables, done.rows) == (2, 1002)
+    assert done.bytes_after < done.bytes_before == reference.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reference.duckdb", "warehouse.duckdb"]
+
+
+def test_a_copy_that_differs_leaves_the_warehouse_as_it_was(tmp_path, monkeypatch):
+    config = _warehouse(tmp_path / "warehouse.duckdb")
+    original = Path(config.path).read_bytes()
+    monkeypatch.setattr(compaction, "COPY", "COPY FROM DATABASE old TO compacted (SCHEMA)")
+
+    with pytest.raises(CompactionError, match=r"the copy of main\.people holds 0 row\(s\)"):
+        compact(config)
+
+    assert Path(config.path).read_bytes() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["warehouse.duckdb"]  # no scratch left
+
+
+HOLD = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+con.execute("CREATE TABLE IF NOT EXISTS late AS SELECT 1 AS x")
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+con.execute("INSERT INTO late VALUES (2)")
+con.close()
+"""
+
+
+def test_it_waits_for_a_writer_and_keeps_what_it_wrote(tmp_path):
+    # An Airflow task with the warehouse open: the copy starts once it has closed the file.
+    config = _warehouse(tmp_path / "warehouse.duckdb")
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD, config.path, "2"], stdout=subprocess.PIPE, text=True
+    ) as writer:
+        assert writer.stdout.readline().strip() == "holding"
+        compact(config)
+    with duckdb.connect(config.path, read_only=True) as con:
+        assert con.execute("SELECT x FROM late ORDER BY x").fetchall() == [(1,), (2,)]
+
+
+def test_a_writer_that_keeps_the_file_fails_it_untouched(tmp_path, monkeypatch):
+    config = _warehouse(tmp_path / "warehouse.duckdb")
+    monkeypatch.setattr(duckdb_engine, "LOCK_WAIT_SECONDS", 1)
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD, config.path, "30"], stdout=subprocess.PIPE, text=True
+    ) as writer:
+        assert writer.stdout.readline().strip() == "holding"
+        original = Path(config.path).read_bytes()
+        try:
+            with pytest.raises(duckdb_engine.WarehouseLockedError, match="then compact again$"):
+                compact(config)
+            assert Path(config.path).read_bytes() == original
+        finally:
+            writer.kill()
+
+
+def test_the_command_says_what_it_did(tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path)
+    monkeypatch.setenv(CONFIG_ENV, config.source_file)
+    assert cli.main(["compact"]) == 1
+    assert capsys.readouterr().out == (
+        f"not compacted: no warehouse at {config.warehouse.path}: nothing to compact\n"
+    )
+    _warehouse(Path(config.warehouse.path))
+    assert cli.main(["compact"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"compacted {config.warehouse.path}: ") and out.endswith(
+        "MiB (2 tables, 1,002 rows, each checked against the old file)\n"
+    )
+
+
+def test_the_command_leaves_snowflake_alone(tmp_path, monkeypatch, capsys):
+    config = write_config(
+        tmp_path, warehouse={"engine": "snowflake", "conn_id": "sf", "database": "ap"}
+    )
+    monkeypatch.setenv(CONFIG_ENV, config.source_file)
+    assert cli.main(["compact"]) == 2
+    assert "compact is for the DuckDB warehouse; snowflake AP.MAIN is on Snowflake" in (
+        capsys.readouterr().out
+    )
