@@ -149,3 +149,20 @@ def test_the_command_leaves_snowflake_alone(tmp_path, monkeypatch, capsys):
     assert "compact is for the DuckDB warehouse; snowflake AP.MAIN is on Snowflake" in (
         capsys.readouterr().out
     )
+
+
+def test_a_linked_warehouse_is_compacted_where_it_is_and_keeps_its_mode(tmp_path):
+    # A rename over the link would have left the old file, erased values and all, on the disk
+    # the link pointed to, and the warehouse moved beside the link.
+    (tmp_path / "disk").mkdir()
+    config = _warehouse(tmp_path / "disk" / "warehouse.duckdb")
+    Path(config.path).chmod(0o640)
+    link = tmp_path / "warehouse.duckdb"
+    link.symlink_to(config.path)
+
+    compact(WarehouseConfig(path=str(link), memory_limit="256MB", threads=1))
+
+    assert link.is_symlink() and link.resolve() == Path(config.path)
+    assert MARKER.encode() not in Path(config.path).read_bytes()
+    assert Path(config.path).stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["warehouse.duckdb"]

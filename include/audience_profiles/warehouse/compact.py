@@ -57,9 +57,11 @@ class Compacted:
 
 def compact(config: WarehouseConfig) -> Compacted:
     """Replace the DuckDB file ``config.path`` by a copy of what it holds (see the module)."""
-    target = Path(config.path)
-    if not target.is_file():
-        raise FileNotFoundError(f"no warehouse at {target}: nothing to compact")
+    if not Path(config.path).is_file():
+        raise FileNotFoundError(f"no warehouse at {config.path}: nothing to compact")
+    # The file a link points to, copied beside it: a rename over the link would leave the old
+    # file, erased values and all, where the link pointed.
+    target = Path(config.path).resolve()
     scratch = target.with_name(target.name + SCRATCH_SUFFIX)
     _remove(scratch)  # left by a compaction cut short
     con = duckdb.connect()
@@ -75,6 +77,7 @@ def compact(config: WarehouseConfig) -> Compacted:
         con.execute(COPY)
         tables, rows = _check_copy(con)
         con.execute("DETACH compacted")  # checkpointed: no log of its own left beside it
+        _keep_access(target, scratch)
         _fsync(scratch)
         os.replace(scratch, target)  # while the old one is still held: no writer between
         _fsync(target.parent)
@@ -131,6 +134,24 @@ def _check_copy(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
             )
         rows += counted[0]
     return len(tables), rows
+
+
+def _keep_access(target: Path, scratch: Path) -> None:
+    """Give the copy the old file's mode, and its owner where this user may (the workers must
+    still write it when someone else compacts it; the mode keeps a group's access either way)."""
+    held = target.stat()
+    os.chmod(scratch, held.st_mode & 0o7777)
+    if (held.st_uid, held.st_gid) != (os.getuid(), os.getgid()):
+        try:
+            os.chown(scratch, held.st_uid, held.st_gid)
+        except PermissionError:
+            log.warning(
+                "the compacted %s belongs to this user, not to uid %s gid %s as the old one did "
+                "(its mode is kept)",
+                target,
+                held.st_uid,
+                held.st_gid,
+            )
 
 
 def _fsync(path: Path) -> None:
