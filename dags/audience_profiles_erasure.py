@@ -7,7 +7,7 @@ Carries out erasure and suppression requests everywhere the data went, and enfor
 read_requests -> resolve_requests -> remove_from_warehouse -> pending_erasures
   -> erase (one mapped task per destination) -> record_erasures -> cleanup
 remove_from_warehouse -> announce_erasure
-retention
+record_erasures, retention -> compact_warehouse
 ```
 
 - **read_requests** stages `erasure_requests/*.csv|json` under the landing root (every suffix the
@@ -25,6 +25,10 @@ retention
 - **record_erasures** writes one `erasure_log` row per request and destination; a failed
   destination fails this task and is tried again by the next run.
 - **retention** removes partitions older than `retention:` in pipeline.yml (`retention_log`).
+- **compact_warehouse** copies the DuckDB warehouse into a new file when a request finished or
+  retention removed rows since the last copy, so erased values do not stay in the bytes the
+  deleted rows freed (skipped otherwise, on Snowflake, and with
+  `warehouse.compact_after_erasure: false`).
 
 Warehouse tasks share the `audience_profiles_warehouse` pool with the daily build.
 Docs: `docs/privacy.md`.
@@ -121,6 +125,14 @@ def audience_profiles_erasure():
 
         return apply_retention(*_run())
 
+    # After a failed record_erasures too? No: the run must fail. What it finished is compacted for
+    # by the next run that gets here (decided from the warehouse).
+    @task(pool=WAREHOUSE_POOL)
+    def compact_warehouse() -> dict:
+        from audience_profiles.privacy.erasure import compact_warehouse
+
+        return compact_warehouse()
+
     staged = read_requests()
     resolved = resolve_requests(staged)
     pending = pending_erasures()
@@ -128,8 +140,9 @@ def audience_profiles_erasure():
     resolved >> removal >> pending
     announce_erasure(removal)
     erased = erase.partial(pending=pending).expand(destination_name=destinations())
-    record_erasures(erased) >> cleanup().as_teardown(setups=[staged])
-    retention()
+    recorded = record_erasures(erased)
+    recorded >> cleanup().as_teardown(setups=[staged])
+    [recorded, retention()] >> compact_warehouse()
 
 
 audience_profiles_erasure()

@@ -347,6 +347,11 @@ def edited(path: str, value) -> dict:
         ("warehouse.threads", True, "warehouse.threads: must be a whole number, not True"),
         ("warehouse.threads", 0, "warehouse.threads: must be 1 or more, not 0"),
         ("warehouse.threads", 257, "warehouse.threads: must be 256 or less, not 257"),
+        (
+            "warehouse.compact_after_erasure",
+            "false",
+            "p.yml: warehouse.compact_after_erasure: must be true or false (unquoted), not 'false'",
+        ),
         # DuckDB refused them at the first warehouse task (retried), or ran out of memory there
         (
             "warehouse.memory_limit",
@@ -363,7 +368,8 @@ def edited(path: str, value) -> dict:
             "warehouse.database",
             "ANALYTICS",
             "p.yml: warehouse.database: a key of engine snowflake, which engine duckdb does not "
-            "read; take it out (engine duckdb reads engine, schema, path, memory_limit, threads)",
+            "read; take it out (engine duckdb reads engine, schema, path, memory_limit, threads, "
+            "compact_after_erasure)",
         ),
         ("warehouse.conn_id", "sf", "warehouse.conn_id: a key of engine snowflake"),
         # written unquoted into the SQL: on Snowflake each failed at login or at its first query
@@ -489,7 +495,8 @@ def test_unknown_key_lists_the_valid_keys():
         parse_config(edited("warehouse.thread", 2), "p.yml")
     assert str(err.value) == (
         "p.yml: warehouse.thread: unknown key 'thread' (did you mean 'threads'?) in warehouse; "
-        "valid keys: conn_id, database, engine, memory_limit, path, schema, threads"
+        "valid keys: compact_after_erasure, conn_id, database, engine, memory_limit, path, schema, "
+        "threads"
     )
 
 

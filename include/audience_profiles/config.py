@@ -68,9 +68,21 @@ TOP_LEVEL_KEYS = (
     "quality",
 )
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # an SQL name both engines take unquoted
-WAREHOUSE_KEYS = ("engine", "path", "conn_id", "database", "schema", "memory_limit", "threads")
+WAREHOUSE_KEYS = (
+    "engine",
+    "path",
+    "conn_id",
+    "database",
+    "schema",
+    "memory_limit",
+    "threads",
+    "compact_after_erasure",
+)
 # The warehouse keys only one engine reads (engine, schema: both): given to the other, ignored.
-ENGINE_KEYS = {"duckdb": ("path", "memory_limit", "threads"), "snowflake": ("conn_id", "database")}
+ENGINE_KEYS = {
+    "duckdb": ("path", "memory_limit", "threads", "compact_after_erasure"),
+    "snowflake": ("conn_id", "database"),
+}
 WAREHOUSE_THREADS_MAX = 256
 # DuckDB's memory_limit: an amount in MB, GB, TB or MiB, GiB, TiB (any case, a space allowed), or
 # a share of the machine's memory (80%), as its SET memory_limit takes them; a typo failed the
@@ -180,6 +192,8 @@ class WarehouseConfig:
     schema: str = "main"
     memory_limit: str = "2GB"
     threads: int = 2
+    # DuckDB: the erasure DAG compacts the file after it removed rows (warehouse/compact.py)
+    compact_after_erasure: bool = True
 
 
 @dataclass(frozen=True)
@@ -975,6 +989,9 @@ def _parse_warehouse(raw: dict, source: str) -> WarehouseConfig:
             source,
             minimum=1,
             maximum=WAREHOUSE_THREADS_MAX,
+        ),
+        compact_after_erasure=_flag(
+            wh_raw, "compact_after_erasure", WarehouseConfig.compact_after_erasure, where, source
         ),
     )
     limit = _MEMORY_LIMIT.fullmatch(warehouse.memory_limit.strip())

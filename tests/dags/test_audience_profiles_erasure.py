@@ -13,6 +13,7 @@ WAREHOUSE_TASKS = (
     "pending_erasures",
     "record_erasures",
     "retention",
+    "compact_warehouse",
 )
 
 
@@ -33,3 +34,5 @@ def test_shape_schedule_and_pools(dag):
         assert dag.get_task(task_id).pool != WAREHOUSE_POOL, task_id
     assert dag.get_task("cleanup").is_teardown
     assert dag.get_task("erase").upstream_task_ids == {"pending_erasures", "destinations"}
+    # after the last steps that delete rows: the finished requests' plain identifiers go last
+    assert dag.get_task("compact_warehouse").upstream_task_ids == {"record_erasures", "retention"}

@@ -16,13 +16,13 @@ from audience_profiles.privacy import hash_identifier
 from audience_profiles.privacy.erasure import (
     ErasureIncompleteError,
     cleanup,
+    compact_warehouse,
     read_requests,
     resolve_requests,
     run_erasure,
     work_folder,
 )
 from audience_profiles.warehouse import open_warehouse
-from audience_profiles.warehouse.compact import compact
 from tests.privacy.people import (
     ANN,
     ANN_SESSION,
@@ -97,21 +97,64 @@ def test_a_delete_request_takes_the_person_out_of_every_table_and_nobody_else(bu
 
 def test_compacting_after_an_erasure_takes_the_bytes_the_deleted_rows_left(built, tmp_path):
     """DuckDB frees the erased rows' blocks without overwriting them: the address stayed in the
-    file (not through SQL) until `audience-profiles compact` copied the warehouse."""
+    file (not through SQL) until the erasure DAG's compact_warehouse copied the warehouse."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    with pytest.raises(
+        AirflowSkipException, match=r"no rows freed since the last compaction \(none"
+    ):
+        compact_warehouse(built)  # no request finished yet, no retention
     file_request(tmp_path / "landing", "r-1", "email", DAVID)
     run_erasure(ERASE_DAY, built)
     warehouse = Path(built.warehouse.path)
     assert mentions(built, DAVID) == {}
     assert DAVID.encode() in warehouse.read_bytes()
 
-    compact(built.warehouse)
+    compacted = compact_warehouse(built)
 
+    assert compacted["bytes_after"] < compacted["bytes_before"]
     assert DAVID.encode() not in warehouse.read_bytes()
     assert SEED_SESSION.encode() not in warehouse.read_bytes()
     assert ANN.encode() in warehouse.read_bytes()
+    # once: the next erasure run, with nothing finished since, copies nothing
+    with pytest.raises(AirflowSkipException, match="no rows freed since the last compaction"):
+        compact_warehouse(built)
     # the next run builds on the copy, and the person stays out
     run_all(RunWindow.for_date(DAYS[-1]), built)
     assert mentions(built, DAVID) == {}
+
+
+def test_a_request_a_run_finished_without_compacting_is_compacted_for_by_the_next(built, tmp_path):
+    """compact_warehouse does not run after a failed record_erasures (the run must fail), which
+    may have finished other requests: the next run compacts for them, as it decides from the
+    warehouse (requests finished since the last copy), not from its own run's tasks."""
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+    run_erasure(ERASE_DAY, built)  # its steps up to record_erasures: no compaction
+    (finished,) = query(built, "SELECT CAST(completed_at AS VARCHAR) FROM erasure_requests")[0]
+
+    assert compact_warehouse(built)["freed_at"] == finished
+    assert DAVID.encode() not in Path(built.warehouse.path).read_bytes()
+
+
+def test_retention_that_removed_rows_compacts(built):
+    with open_warehouse(built) as wh:
+        wh.execute_script(
+            "INSERT INTO retention_log VALUES (DATE '2022-05-01', 'r', 'interactions_days', "
+            "'interactions', DATE '2022-01-01', 3, TIMESTAMP '2022-05-01 01:00:00')"
+        )
+    assert compact_warehouse(built)["freed_at"] == "2022-05-01 01:00:00"
+
+
+def test_compact_warehouse_can_be_turned_off(tmp_path):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    config = write_config(
+        tmp_path,
+        warehouse={"path": str(tmp_path / "wh.duckdb"), "compact_after_erasure": False},
+    )
+    with pytest.raises(AirflowSkipException, match="compact_after_erasure is false"):
+        compact_warehouse(config)
+    assert not (tmp_path / "wh.duckdb").exists()
 
 
 def test_a_quarantined_line_with_the_email_padded_by_a_no_break_space_is_erased(built, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 from audience_profiles.assets import ERASED
 from tests.privacy.dags import load_dag
@@ -24,6 +25,8 @@ def test_a_run_erases_and_logs_no_personal_data(
 
     assert "success" in str(run.state)
     assert mentions(built, DAVID) == {}
+    # nor in the bytes the deleted rows freed: compact_warehouse copied the file
+    assert DAVID.encode() not in Path(built.warehouse.path).read_bytes()
     assert {t for t in mentions(built, ANN) if not t.startswith("restricted_")} == set()
     assert query(built, "SELECT request_id, status FROM erasure_requests ORDER BY 1") == [
         ("r-1", "done"),
@@ -48,6 +51,7 @@ def test_a_run_erases_and_logs_no_personal_data(
     )
     states = {ti.task_id: str(ti.state) for ti in again.get_task_instances()}
     assert "success" in str(again.state) and "skipped" in states["announce_erasure"]
+    assert "skipped" in states["compact_warehouse"]  # no row freed: no copy
     assert asset_event_extras(ERASED, again.run_id) == []
     logs = capfd.readouterr()
     text = logs.out + logs.err + caplog.text

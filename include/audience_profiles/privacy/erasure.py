@@ -54,6 +54,8 @@ from audience_profiles.privacy.suppression import suppress_run_outputs, unlist_p
 from audience_profiles.warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
+# under work_dir/state: when the rows the last compaction freed were freed (privacy/rows_freed.sql)
+COMPACTED_MARKER = "warehouse-compacted.json"
 
 SOURCE = "erasure_requests"
 WAREHOUSE = "warehouse"  # the erasure_log "destination" of the warehouse step
@@ -279,6 +281,53 @@ def announce_erasure(removal: dict[str, Any], context) -> None:
     context["outlet_events"][ERASED].extra = extra
 
 
+def compact_warehouse(config: PipelineConfig | None = None) -> dict[str, Any]:
+    """The erasure DAG's ``compact_warehouse`` task: copy the DuckDB warehouse into a new file
+    (``warehouse.compact``) when rows were freed for good since the last copy
+    (privacy/rows_freed.sql: a request finished, or retention removed rows): DuckDB frees
+    deleted rows' blocks without overwriting them, and an erased address stayed readable in the
+    file's bytes. Decided from the warehouse, not from this run's other tasks: a run whose
+    destination failed (the task does not run) may have finished other requests, and the next
+    run that gets here compacts for them. Skipped on
+    Snowflake, with ``warehouse.compact_after_erasure: false``, or when nothing was freed."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from audience_profiles.warehouse.compact import compact
+
+    config = config or load_config()
+    if config.warehouse.engine != "duckdb":
+        raise AirflowSkipException("Snowflake manages its own storage: nothing to compact")
+    if not config.warehouse.compact_after_erasure:
+        raise AirflowSkipException("warehouse.compact_after_erasure is false in pipeline.yml")
+    with open_warehouse(config) as wh:
+        wh.setup()
+        [(freed_at,)] = wh.query_sql("privacy/rows_freed")
+    marker = Path(config.work_dir) / "state" / COMPACTED_MARKER
+    through = json.loads(marker.read_text())["through"] if marker.is_file() else None
+    if freed_at is None or (through is not None and str(freed_at) <= through):
+        raise AirflowSkipException(
+            f"no rows freed since the last compaction ({through or 'none yet'}): nothing to copy"
+        )
+    done = compact(config.warehouse)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    replace_file(marker, json.dumps({"through": str(freed_at)}).encode())
+    log.info(
+        "compacted %s (rows freed up to %s): %d bytes -> %d (%d tables, %d rows checked "
+        "against the old file)",
+        done.path,
+        freed_at,
+        done.bytes_before,
+        done.bytes_after,
+        done.tables,
+        done.rows,
+    )
+    return {
+        "freed_at": str(freed_at),
+        "bytes_before": done.bytes_before,
+        "bytes_after": done.bytes_after,
+    }
+
+
 def erased_event(removal: dict[str, Any], run_id: str) -> dict[str, Any] | None:
     """The extra of the erasure DAG's ``audience_profiles_erased`` asset event; None when the run
     finished no request's warehouse step (no event: consumers are not woken hourly for nothing).
@@ -501,7 +550,7 @@ def cleanup(run_id: str, config: PipelineConfig | None = None) -> None:
 def run_erasure(ds: str, config: PipelineConfig | None = None, run_id: str = "manual") -> dict:
     """The erasure DAG's steps that erase, in order, without Airflow: for tests and scripts (the
     DAG is the real path). Not its asset event (``announce_erasure``) nor its ``retention``
-    branch, which erases nobody (``retention.apply_retention``)."""
+    branch, which erases nobody (``retention.apply_retention``), nor ``compact_warehouse``."""
     config = config or load_config()
     try:
         result: dict[str, Any] = {

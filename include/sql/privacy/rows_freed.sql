@@ -1,0 +1,8 @@
+-- When rows were last freed for good by the erasure DAG: a request finished (its plain
+-- identifiers in erasure_subjects purged with it, its people's rows removed before), or
+-- retention removed rows. compact_warehouse copies the DuckDB file when this is later than the
+-- last copy, so the freed bytes do not keep what they held.
+SELECT greatest(
+    (SELECT max(completed_at) FROM erasure_requests WHERE status = 'done'),
+    (SELECT max(ran_at) FROM retention_log WHERE rows_removed > 0)
+) AS freed_at
