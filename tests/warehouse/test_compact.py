@@ -166,3 +166,53 @@ def test_a_linked_warehouse_is_compacted_where_it_is_and_keeps_its_mode(tmp_path
     assert MARKER.encode() not in Path(config.path).read_bytes()
     assert Path(config.path).stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["warehouse.duckdb"]
+
+
+def test_a_task_that_opened_the_old_file_as_it_was_replaced_writes_the_new_one(
+    tmp_path, monkeypatch
+):
+    # A task's connect opened the file just before compaction renamed the copy over it, and got
+    # its lock once compaction let go of the old one: its rows went into the old file, unlinked.
+    config = _warehouse(tmp_path / "warehouse.duckdb")
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(Path(config.path).read_bytes())
+    connect = duckdb.connect
+    opened = []
+
+    def connect_as_compaction_renames(path, *args, **kwargs):
+        con = connect(path, *args, **kwargs)
+        if path == config.path and not opened:
+            copy.replace(path)  # the rename, between the open and the task's first write
+        opened.append(path)
+        return con
+
+    monkeypatch.setattr(duckdb_engine.duckdb, "connect", connect_as_compaction_renames)
+    warehouse = duckdb_engine.DuckDBWarehouse(config)
+    warehouse.execute_statements("INSERT INTO side.counts VALUES ('written', 3)")
+    warehouse.close()
+    monkeypatch.undo()
+
+    with duckdb.connect(config.path, read_only=True) as con:
+        assert con.execute("SELECT n FROM side.counts WHERE k = 'written'").fetchall() == [(3,)]
+
+
+def test_the_old_file_stays_locked_a_while_after_the_rename(tmp_path, monkeypatch):
+    # A writer that opened the old file as the copy took its name must fail its lock, not get it.
+    config = _warehouse(tmp_path / "warehouse.duckdb")
+    old = tmp_path / "old.duckdb"
+    old.hardlink_to(config.path)  # the old file, under a name the rename leaves alone
+    tried = []
+
+    def wait(seconds):
+        assert seconds == compaction.RELEASE_AFTER_SECONDS
+        opened = subprocess.run(
+            [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1])", str(old)],
+            capture_output=True,
+            text=True,
+        )
+        tried.append(opened.stderr)
+
+    monkeypatch.setattr(compaction.time, "sleep", wait)
+    compact(config)
+    assert len(tried) == 1 and "Could not set lock" in tried[0]
+    assert Path(config.path).stat().st_ino != old.stat().st_ino

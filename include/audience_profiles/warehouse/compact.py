@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,11 @@ SCRATCH_SUFFIX = ".compacting"
 COPY = "COPY FROM DATABASE old TO compacted"
 CHECKPOINT_TRIES = 3
 AGAIN = "compact again"  # after the lock wait ran out
+# How long the old file stays locked after the rename. A writer that opened it just before the
+# rename takes its lock a moment later: given it once compaction let go, it wrote the old file,
+# and its log, which has the warehouse's name, was replayed onto the new one ("WAL does not
+# match database file" on every open after). Held on, the lock fails it, and it opens the new.
+RELEASE_AFTER_SECONDS = 2.0
 # What the copy must hold as the old file does: each query lists one kind of object, by database.
 CATALOGUE = {
     "tables": "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = '{db}'",
@@ -81,6 +87,7 @@ def compact(config: WarehouseConfig) -> Compacted:
         _fsync(scratch)
         os.replace(scratch, target)  # while the old one is still held: no writer between
         _fsync(target.parent)
+        time.sleep(RELEASE_AFTER_SECONDS)
     except BaseException:
         con.close()
         _remove(scratch)

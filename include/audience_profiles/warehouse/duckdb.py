@@ -8,6 +8,7 @@ by anyone else (an analyst's shell, say) instead of failing the task at once.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +92,36 @@ def wait_for_lock(path: str, open_: Callable[[], T], then: str = "clear the task
             delay = min(delay * 2, 5)
 
 
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _connect_to_current(path: str) -> duckdb.DuckDBPyConnection:
+    """``duckdb.connect(path)`` on the file that has the name once its lock is held.
+
+    `audience-profiles compact` renames a copy over the file while it holds the old one's lock
+    (warehouse/compact.py). A connect that opened the old file just before the rename, and got
+    its lock once compaction let go of it, wrote into the old file, no longer the warehouse: its
+    rows were lost. Such a connection is closed, and the file now at ``path`` opened instead."""
+    while True:
+        before = _file_id(path)
+        try:
+            con = duckdb.connect(path)
+        except duckdb.Error:
+            # the old file's open met the log of the new one's writer: "WAL does not match"
+            if before is None or _file_id(path) == before:
+                raise
+            continue
+        if before is None or _file_id(path) == before:
+            return con
+        con.close()
+        log.info("%s was replaced (compacted) while it was being opened: opening it again", path)
+
+
 class WarehouseLockedError(RuntimeError):
     """The warehouse file stayed locked by another process for ``LOCK_WAIT_SECONDS``."""
 
@@ -113,7 +144,7 @@ class DuckDBWarehouse(Warehouse):
 
     @staticmethod
     def _connect(path: str) -> duckdb.DuckDBPyConnection:
-        return wait_for_lock(path, lambda: duckdb.connect(path))
+        return wait_for_lock(path, lambda: _connect_to_current(path))
 
     def execute_script(self, sql: str) -> None:
         self.con.execute("BEGIN TRANSACTION")
