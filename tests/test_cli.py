@@ -339,7 +339,7 @@ def test_a_second_run_at_once_is_refused_naming_the_first(config, monkeypatch, c
         task.stdin.close()
     assert ran == []
     out = capsys.readouterr().out
-    assert "another `audience-profiles run` is running on this project (pid 4242)" in out
+    assert "another `audience-profiles run` (pid 4242) is running on this project" in out
     assert "warehouse.duckdb is in use by a run: show it when the run is over" in out
     with cli._only_run(lock_file) as other:  # released with the first run
         assert other is None

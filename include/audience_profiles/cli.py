@@ -150,12 +150,9 @@ def _run(args: argparse.Namespace) -> int:
     log_dir = Path(config.work_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     # first: the checks below read the warehouse, which a run going on holds open
-    with _only_run(Path(config.work_dir) / "cli-run.lock") as other:
+    with _only_run(Path(config.work_dir) / "cli-run.lock", "run") as other:
         if other:
-            print(
-                f"another `audience-profiles run` is running on this project (pid {other}): "
-                "wait for it to finish"
-            )
+            print(f"another {other} is running on this project: wait for it to finish")
             return 2
         return _run_checked(args, config, log_dir)
 
@@ -408,12 +405,14 @@ def report_line(log_file: Path, ds: str, offset: int = 0) -> str | None:
 
 
 @contextlib.contextmanager
-def _only_run(lock_file: Path):
-    """Hold ``lock_file`` while the block runs. Yields the pid of the run holding it already (the
-    block must then not run), else None.
+def _only_run(lock_file: Path, command: str = "run"):
+    """Hold ``lock_file`` while the block runs, for ``command``. Yields the command holding it
+    already, with its pid (```audience-profiles run` (pid 4242)``: the block must then not run),
+    else None.
 
     Two runs at once shared one Airflow database: the second ``dag.test()`` of a date deleted the
-    first's DagRun, which failed with a database traceback."""
+    first's DagRun, which failed with a database traceback. A compaction and a run at once: the
+    run waited for the warehouse's lock, and was told of "another run" if it was the second."""
     import fcntl
 
     with lock_file.open("a+") as lock:
@@ -421,11 +420,12 @@ def _only_run(lock_file: Path):
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
-            yield lock.read().strip() or "unknown"
+            pid, _, held_for = lock.read().strip().partition(" ")
+            yield f"`audience-profiles {held_for or 'run'}` (pid {pid or 'unknown'})"
             return
         lock.seek(0)
         lock.truncate()
-        lock.write(str(os.getpid()))
+        lock.write(f"{os.getpid()} {command}")
         lock.flush()
         try:
             yield None
@@ -640,11 +640,9 @@ def _compact(args: argparse.Namespace) -> int:
         )
         return 2
     Path(config.work_dir).mkdir(parents=True, exist_ok=True)
-    with _only_run(Path(config.work_dir) / "cli-run.lock") as other:
+    with _only_run(Path(config.work_dir) / "cli-run.lock", "compact") as other:
         if other:
-            print(
-                f"an `audience-profiles run` is running on this project (pid {other}): wait for it"
-            )
+            print(f"another {other} is running on this project: wait for it to finish")
             return 2
         try:
             done = compact(config.warehouse)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -216,3 +217,34 @@ def test_the_old_file_stays_locked_a_while_after_the_rename(tmp_path, monkeypatc
     compact(config)
     assert len(tried) == 1 and "Could not set lock" in tried[0]
     assert Path(config.path).stat().st_ino != old.stat().st_ino
+
+
+def test_a_reader_left_open_does_not_hold_it_up_and_reads_on(tmp_path, monkeypatch):
+    # An analyst's read-only shell: the checkpoint's read-write open waited for it to close (5
+    # minutes, then failed); without a log to checkpoint, none is needed.
+    config = _warehouse(tmp_path / "warehouse.duckdb")
+    monkeypatch.setattr(duckdb_engine, "LOCK_WAIT_SECONDS", 1)
+    with duckdb.connect(config.path, read_only=True) as reader:
+        compact(config)
+        assert reader.execute("SELECT count(*) FROM people").fetchone() == (1000,)
+    assert MARKER.encode() not in Path(config.path).read_bytes()
+
+
+def test_a_run_and_a_compaction_name_each_other(tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path)
+    monkeypatch.setenv(CONFIG_ENV, config.source_file)
+    _warehouse(Path(config.warehouse.path))
+    Path(config.work_dir).mkdir()
+    with cli._only_run(Path(config.work_dir) / "cli-run.lock", "compact") as other:
+        assert other is None
+        assert cli.main(["run", "--date", "2022-04-25"]) == 2
+        assert cli.main(["compact"]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        out
+        == [
+            f"another `audience-profiles compact` (pid {os.getpid()}) is running on this project: "
+            "wait for it to finish",
+        ]
+        * 2
+    )

@@ -99,12 +99,15 @@ def compact(config: WarehouseConfig) -> Compacted:
 
 def _hold(con: duckdb.DuckDBPyConnection, target: Path) -> None:
     """Attach ``target`` read-only as ``old``, checkpointed: a write-ahead log beside it would be
-    replayed onto the copy once the copy has the name. A writer may get in between the
-    checkpoint (a read-write open's close) and the read lock: then again, a few times."""
+    replayed onto the copy once the copy has the name. A log is checkpointed by a read-write
+    open's close, which waits for readers to close (an analyst's shell): only when there is one,
+    which a task that ended cleanly does not leave. A writer may get in between the checkpoint and
+    the read lock: then again, a few times."""
     wal = Path(f"{target}.wal")
     attach = f"ATTACH {sql_literal(str(target))} AS old (READ_ONLY)"
     for _ in range(CHECKPOINT_TRIES):
-        wait_for_lock(str(target), lambda: duckdb.connect(str(target)), AGAIN).close()
+        if wal.exists():  # a read-write open waits for every reader: only when needed
+            wait_for_lock(str(target), lambda: duckdb.connect(str(target)), AGAIN).close()
         wait_for_lock(str(target), lambda: con.execute(attach), AGAIN)
         if not wal.exists():
             return
