@@ -33,7 +33,8 @@ EVERYTHING = [
 
 
 def _warehouse(path: Path) -> WarehouseConfig:
-    """A file with what a warehouse holds (schemas, tables, a view, a macro, a sequence used),
+    """A file with what a warehouse holds (schemas, tables, a view, a macro, a sequence used,
+    constraints, an index),
     after a delete and a table rewritten whole, and a row of MARKER deleted: in the bytes still."""
     with duckdb.connect(str(path)) as con:
         con.execute(
@@ -45,7 +46,10 @@ def _warehouse(path: Path) -> WarehouseConfig:
         con.execute("DELETE FROM people WHERE id = -1 OR id >= 1000")
         con.execute("CREATE OR REPLACE TABLE people AS SELECT * FROM people")
         con.execute("CREATE SCHEMA side")
-        con.execute("CREATE TABLE side.counts (k VARCHAR PRIMARY KEY, n BIGINT DEFAULT 0)")
+        con.execute(
+            "CREATE TABLE side.counts (k VARCHAR PRIMARY KEY, n BIGINT DEFAULT 0 CHECK (n >= 0))"
+        )
+        con.execute("CREATE INDEX people_email ON people (email)")
         con.execute("INSERT INTO side.counts VALUES ('a', 1), ('b', 2)")
         con.execute("CREATE VIEW grown AS SELECT count(*) AS people FROM people")
         con.execute("CREATE MACRO double_it(x) AS x * 2")

@@ -45,6 +45,12 @@ CATALOGUE = {
     "WHERE database_name = '{db}' AND function_type IN ('macro', 'table_macro') AND NOT internal",
     "sequences": "SELECT schema_name, sequence_name, last_value FROM duckdb_sequences() "
     "WHERE database_name = '{db}'",
+    "columns": "SELECT schema_name, table_name, column_name, data_type, column_default, "
+    "is_nullable FROM duckdb_columns() WHERE database_name = '{db}'",
+    "constraints": "SELECT schema_name, table_name, constraint_type, constraint_text "
+    "FROM duckdb_constraints() WHERE database_name = '{db}'",
+    "indexes": "SELECT schema_name, table_name, index_name, sql FROM duckdb_indexes() "
+    "WHERE database_name = '{db}'",
 }
 
 
