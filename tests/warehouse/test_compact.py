@@ -34,8 +34,8 @@ EVERYTHING = [
 
 def _warehouse(path: Path) -> WarehouseConfig:
     """A file with what a warehouse holds (schemas, tables, a view, a macro, a sequence used,
-    constraints, an index),
-    after a delete and a table rewritten whole, and a row of MARKER deleted: in the bytes still."""
+    constraints, an index), after a delete and a table rewritten whole, and a row of MARKER
+    deleted: in the bytes still."""
     with duckdb.connect(str(path)) as con:
         con.execute(
             "CREATE TABLE people AS SELECT range AS id, 'person' || range || '@example.org' "
