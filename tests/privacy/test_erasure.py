@@ -145,6 +145,21 @@ def test_retention_that_removed_rows_compacts(built):
     assert compact_warehouse(built)["freed_at"] == "2022-05-01 01:00:00"
 
 
+def test_retention_that_removed_only_run_folders_does_not_compact(built):
+    # files under work_dir: the warehouse freed nothing (retention_log names them too)
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from audience_profiles.privacy.retention import RUN_FOLDERS
+
+    with open_warehouse(built) as wh:
+        wh.execute_script(
+            f"INSERT INTO retention_log VALUES (DATE '2022-05-01', 'r', 'snapshots_days', "
+            f"'{RUN_FOLDERS}', DATE '2022-01-01', 4, TIMESTAMP '2022-05-01 01:00:00')"
+        )
+    with pytest.raises(AirflowSkipException, match="no rows freed since the last compaction"):
+        compact_warehouse(built)
+
+
 def test_compact_warehouse_can_be_turned_off(tmp_path):
     from airflow.sdk.exceptions import AirflowSkipException
 

@@ -91,6 +91,33 @@ def test_a_copy_that_differs_leaves_the_warehouse_as_it_was(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["warehouse.duckdb"]  # no scratch left
 
 
+def test_a_second_compaction_waits_for_the_first_and_leaves_its_copy_alone(tmp_path, monkeypatch):
+    # `audience-profiles compact` while the erasure DAG's compact_warehouse ran: the second removed
+    # the first's scratch and copied under its name, the first renamed the second's half-written
+    # copy over the warehouse, and the second killed then left it empty.
+    import fcntl
+
+    config = _warehouse(tmp_path / "warehouse.duckdb")
+    original = Path(config.path).read_bytes()
+    scratch = tmp_path / ("warehouse.duckdb" + compaction.SCRATCH_SUFFIX)
+    scratch.write_bytes(b"the first compaction's copy, under way")
+    monkeypatch.setattr(duckdb_engine, "LOCK_WAIT_SECONDS", 1)
+    with (tmp_path / ("warehouse.duckdb" + compaction.LOCK_SUFFIX)).open("a+") as first:
+        fcntl.flock(first, fcntl.LOCK_EX)
+        first.write("4242")
+        first.flush()
+        with pytest.raises(CompactionError, match=r"another compaction of .* \(pid 4242, "):
+            compact(config)
+    assert scratch.read_bytes() == b"the first compaction's copy, under way"
+    assert Path(config.path).read_bytes() == original
+
+    scratch.unlink()
+    (tmp_path / ("warehouse.duckdb" + compaction.LOCK_SUFFIX)).unlink()
+    compact(config)  # once the first is done
+    assert MARKER.encode() not in Path(config.path).read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["warehouse.duckdb"]  # its lock file too
+
+
 HOLD = """
 import sys, time, duckdb
 con = duckdb.connect(sys.argv[1])

@@ -292,6 +292,7 @@ def compact_warehouse(config: PipelineConfig | None = None) -> dict[str, Any]:
     Snowflake, with ``warehouse.compact_after_erasure: false``, or when nothing was freed."""
     from airflow.sdk.exceptions import AirflowSkipException
 
+    from audience_profiles.privacy.retention import RUN_FOLDERS
     from audience_profiles.warehouse.compact import compact
 
     config = config or load_config()
@@ -301,7 +302,7 @@ def compact_warehouse(config: PipelineConfig | None = None) -> dict[str, Any]:
         raise AirflowSkipException("warehouse.compact_after_erasure is false in pipeline.yml")
     with open_warehouse(config) as wh:
         wh.setup()
-        [(freed_at,)] = wh.query_sql("privacy/rows_freed")
+        [(freed_at,)] = wh.query_sql("privacy/rows_freed", run_folders=RUN_FOLDERS)
     marker = Path(config.work_dir) / "state" / COMPACTED_MARKER
     through = json.loads(marker.read_text())["through"] if marker.is_file() else None
     if freed_at is None or (through is not None and str(freed_at) <= through):

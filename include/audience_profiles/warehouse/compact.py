@@ -8,26 +8,37 @@ table rewritten whole leaves its old copy there too. The copy holds only what SQ
 Safe while Airflow runs: the old file is held with a read lock from the checkpoint to the swap,
 which no writer can take (a task waits for it, as it waits for any lock: ``wait_for_lock``), and
 readers that opened it keep reading it. The copy is checked table by table before it takes the
-name; until then the old file is untouched, and a compaction cut short leaves it as it was.
+name; until then the old file is untouched, and a compaction cut short leaves it as it was. One
+compaction of a file at a time (``LOCK_SUFFIX``): a second waits for the first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from audience_profiles.config import WarehouseConfig
+from audience_profiles.warehouse import duckdb as duckdb_engine
 from audience_profiles.warehouse.base import sql_literal
 from audience_profiles.warehouse.duckdb import wait_for_lock
 
 log = logging.getLogger(__name__)
 
 SCRATCH_SUFFIX = ".compacting"
+# Held (flock) by the compaction under way, beside the scratch, removed when it ends. Two at once
+# (`audience-profiles compact` while the erasure DAG's compact_warehouse ran) shared the scratch:
+# the second removed the first's and began its own under that name, the first renamed the
+# second's half-written copy over the warehouse, and a second killed then left the warehouse
+# empty (the first reported it checked).
+LOCK_SUFFIX = ".compacting.lock"
 COPY = "COPY FROM DATABASE old TO compacted"
 CHECKPOINT_TRIES = 3
 AGAIN = "compact again"  # after the lock wait ran out
@@ -74,6 +85,11 @@ def compact(config: WarehouseConfig) -> Compacted:
     # The file a link points to, copied beside it: a rename over the link would leave the old
     # file, erased values and all, where the link pointed.
     target = Path(config.path).resolve()
+    with _one_at_a_time(target):
+        return _compact(config, target)
+
+
+def _compact(config: WarehouseConfig, target: Path) -> Compacted:
     scratch = target.with_name(target.name + SCRATCH_SUFFIX)
     _remove(scratch)  # left by a compaction cut short
     con = duckdb.connect()
@@ -101,6 +117,52 @@ def compact(config: WarehouseConfig) -> Compacted:
     con.close()
     _remove(scratch)  # its spill folder
     return Compacted(str(target), bytes_before, target.stat().st_size, tables, rows)
+
+
+@contextlib.contextmanager
+def _one_at_a_time(target: Path) -> Iterator[None]:
+    """Hold ``target``'s compaction lock file while the block runs: another compaction of it
+    under way is waited for (up to ``LOCK_WAIT_SECONDS``, as a task waits for the warehouse)."""
+    path = target.with_name(target.name + LOCK_SUFFIX)
+    started = time.monotonic()
+    warned = False
+    while True:
+        lock = path.open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            lock.close()
+            waited = time.monotonic() - started
+            if waited > duckdb_engine.LOCK_WAIT_SECONDS:
+                raise CompactionError(
+                    f"another compaction of {target} (pid {holder}, holding {path}) went on for "
+                    f"{waited:.0f} seconds: the warehouse was left as it was; let it finish (it "
+                    "compacts what this one would have), then compact again if needed"
+                ) from None
+            if not warned:
+                log.warning("waiting for another compaction of %s (pid %s)", target, holder)
+                warned = True
+            time.sleep(0.5)
+            continue
+        # the one that held it removes the file as it ends: locked after, this one is stale
+        try:
+            same = os.fstat(lock.fileno()).st_ino == path.stat().st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        lock.close()
+    try:
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before the lock goes: whoever waits opens a new file
+        lock.close()
 
 
 def _hold(con: duckdb.DuckDBPyConnection, target: Path) -> None:
