@@ -125,8 +125,9 @@ def audience_profiles_erasure():
 
         return apply_retention(*_run())
 
-    # After a failed record_erasures too? No: the run must fail. What it finished is compacted for
-    # by the next run that gets here (decided from the warehouse).
+    # Not all_done: a run's state is decided by its last tasks, so after a failed record_erasures
+    # this task's upstream_failed is what fails the run. What it finished is compacted for by the
+    # next run that gets here (decided from the warehouse).
     @task(pool=WAREHOUSE_POOL)
     def compact_warehouse() -> dict:
         from audience_profiles.privacy.erasure import compact_warehouse

@@ -136,6 +136,27 @@ def test_a_request_a_run_finished_without_compacting_is_compacted_for_by_the_nex
     assert DAVID.encode() not in Path(built.warehouse.path).read_bytes()
 
 
+@pytest.mark.parametrize(
+    "marker",
+    [
+        '{"path": "/elsewhere/warehouse.duckdb", "through": "2999-01-01 00:00:00"}',
+        '{"through": "2999-01-01 00:00:00"}',  # which file, unsaid
+        "{not json",
+    ],
+)
+def test_a_marker_of_another_warehouse_or_unreadable_does_not_skip_it(built, tmp_path, marker):
+    """AUDIENCE_PROFILES_WAREHOUSE pointed elsewhere since: judged against the other file's
+    compactions, this one's freed rows were never copied out."""
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+    run_erasure(ERASE_DAY, built)
+    state = Path(built.work_dir) / "state"
+    state.mkdir(exist_ok=True)
+    (state / "warehouse-compacted.json").write_text(marker)
+
+    assert compact_warehouse(built)["freed_at"]
+    assert DAVID.encode() not in Path(built.warehouse.path).read_bytes()
+
+
 def test_retention_that_removed_rows_compacts(built):
     with open_warehouse(built) as wh:
         wh.execute_script(

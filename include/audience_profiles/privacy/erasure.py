@@ -304,14 +304,15 @@ def compact_warehouse(config: PipelineConfig | None = None) -> dict[str, Any]:
         wh.setup()
         [(freed_at,)] = wh.query_sql("privacy/rows_freed", run_folders=RUN_FOLDERS)
     marker = Path(config.work_dir) / "state" / COMPACTED_MARKER
-    through = json.loads(marker.read_text())["through"] if marker.is_file() else None
+    warehouse = str(Path(config.warehouse.path).resolve())
+    through = _compacted_through(marker, warehouse)
     if freed_at is None or (through is not None and str(freed_at) <= through):
         raise AirflowSkipException(
             f"no rows freed since the last compaction ({through or 'none yet'}): nothing to copy"
         )
-    done = compact(config.warehouse)
+    done = compact(config.warehouse, then="clear compact_warehouse")
     marker.parent.mkdir(parents=True, exist_ok=True)
-    replace_file(marker, json.dumps({"through": str(freed_at)}).encode())
+    replace_file(marker, json.dumps({"path": warehouse, "through": str(freed_at)}).encode())
     log.info(
         "compacted %s (rows freed up to %s): %d bytes -> %d (%d tables, %d rows checked "
         "against the old file)",
@@ -327,6 +328,20 @@ def compact_warehouse(config: PipelineConfig | None = None) -> dict[str, Any]:
         "bytes_before": done.bytes_before,
         "bytes_after": done.bytes_after,
     }
+
+
+def _compacted_through(marker: Path, warehouse: str) -> str | None:
+    """When the rows the last compaction of ``warehouse`` freed were freed, from ``marker``;
+    None when it says nothing of that file (none yet, another path, or unreadable: compacting
+    once more costs a copy, skipping would keep freed bytes)."""
+    if not marker.is_file():
+        return None
+    try:
+        recorded = json.loads(marker.read_text())
+        return recorded["through"] if recorded.get("path") == warehouse else None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("%s is unreadable (%s): compacting as if never compacted", marker, exc)
+        return None
 
 
 def erased_event(removal: dict[str, Any], run_id: str) -> dict[str, Any] | None:

@@ -41,7 +41,6 @@ SCRATCH_SUFFIX = ".compacting"
 LOCK_SUFFIX = ".compacting.lock"
 COPY = "COPY FROM DATABASE old TO compacted"
 CHECKPOINT_TRIES = 3
-AGAIN = "compact again"  # after the lock wait ran out
 # How long the old file stays locked after the rename. A writer that opened it just before the
 # rename takes its lock a moment later: given it once compaction let go, it wrote the old file,
 # and its log, which has the warehouse's name, was replayed onto the new one ("WAL does not
@@ -78,18 +77,19 @@ class Compacted:
     rows: int
 
 
-def compact(config: WarehouseConfig) -> Compacted:
-    """Replace the DuckDB file ``config.path`` by a copy of what it holds (see the module)."""
+def compact(config: WarehouseConfig, then: str = "compact again") -> Compacted:
+    """Replace the DuckDB file ``config.path`` by a copy of what it holds (see the module).
+    ``then``: what to do after a wait for a lock ran out (the erasure DAG's task: clear it)."""
     if not Path(config.path).is_file():
         raise FileNotFoundError(f"no warehouse at {config.path}: nothing to compact")
     # The file a link points to, copied beside it: a rename over the link would leave the old
     # file, erased values and all, where the link pointed.
     target = Path(config.path).resolve()
-    with _one_at_a_time(target):
-        return _compact(config, target)
+    with _one_at_a_time(target, then):
+        return _compact(config, target, then)
 
 
-def _compact(config: WarehouseConfig, target: Path) -> Compacted:
+def _compact(config: WarehouseConfig, target: Path, then: str) -> Compacted:
     scratch = target.with_name(target.name + SCRATCH_SUFFIX)
     _remove(scratch)  # left by a compaction cut short
     con = duckdb.connect()
@@ -98,7 +98,7 @@ def _compact(config: WarehouseConfig, target: Path) -> Compacted:
         con.execute(f"SET threads = {int(config.threads)}")
         # beside the warehouse, which has room for a copy (an in-memory connection's: the cwd)
         con.execute(f"SET temp_directory = {sql_literal(str(scratch) + '.tmp')}")
-        _hold(con, target)
+        _hold(con, target, then)
         bytes_before = target.stat().st_size
         con.execute(f"ATTACH {sql_literal(str(scratch))} AS compacted")
         log.info("copying %s into %s", target, scratch)
@@ -120,7 +120,7 @@ def _compact(config: WarehouseConfig, target: Path) -> Compacted:
 
 
 @contextlib.contextmanager
-def _one_at_a_time(target: Path) -> Iterator[None]:
+def _one_at_a_time(target: Path, then: str) -> Iterator[None]:
     """Hold ``target``'s compaction lock file while the block runs: another compaction of it
     under way is waited for (up to ``LOCK_WAIT_SECONDS``, as a task waits for the warehouse)."""
     path = target.with_name(target.name + LOCK_SUFFIX)
@@ -139,7 +139,7 @@ def _one_at_a_time(target: Path) -> Iterator[None]:
                 raise CompactionError(
                     f"another compaction of {target} (pid {holder}, holding {path}) went on for "
                     f"{waited:.0f} seconds: the warehouse was left as it was; let it finish (it "
-                    "compacts what this one would have), then compact again if needed"
+                    f"compacts what this one would have), then {then} if needed"
                 ) from None
             if not warned:
                 log.warning("waiting for another compaction of %s (pid %s)", target, holder)
@@ -165,7 +165,7 @@ def _one_at_a_time(target: Path) -> Iterator[None]:
         lock.close()
 
 
-def _hold(con: duckdb.DuckDBPyConnection, target: Path) -> None:
+def _hold(con: duckdb.DuckDBPyConnection, target: Path, then: str) -> None:
     """Attach ``target`` read-only as ``old``, checkpointed: a write-ahead log beside it would be
     replayed onto the copy once the copy has the name. A log is checkpointed by a read-write
     open's close, which waits for readers to close (an analyst's shell): only when there is one,
@@ -175,14 +175,14 @@ def _hold(con: duckdb.DuckDBPyConnection, target: Path) -> None:
     attach = f"ATTACH {sql_literal(str(target))} AS old (READ_ONLY)"
     for _ in range(CHECKPOINT_TRIES):
         if wal.exists():  # a read-write open waits for every reader: only when needed
-            wait_for_lock(str(target), lambda: duckdb.connect(str(target)), AGAIN).close()
-        wait_for_lock(str(target), lambda: con.execute(attach), AGAIN)
+            wait_for_lock(str(target), lambda: duckdb.connect(str(target)), then).close()
+        wait_for_lock(str(target), lambda: con.execute(attach), then)
         if not wal.exists():
             return
         con.execute("DETACH old")
     raise CompactionError(
         f"{wal} was left beside {target} by a writer each of {CHECKPOINT_TRIES} times: pause the "
-        "DAGs, let their tasks finish, then compact again"
+        f"DAGs, let their tasks finish, then {then}"
     )
 
 
