@@ -5,8 +5,9 @@ DuckDB reuses the blocks deleted rows freed, but does not overwrite them until t
 erasure, the erased person's values stay readable in the file's bytes (not through SQL), and a
 table rewritten whole leaves its old copy there too. The copy holds only what SQL sees.
 
-Safe while Airflow runs: the old file is held with a read lock from the checkpoint to the swap,
-which no writer can take (a task waits for it, as it waits for any lock: ``wait_for_lock``), and
+Safe while Airflow runs: the old file is held with a read lock from before the copy until
+``RELEASE_AFTER_SECONDS`` after the rename, which no writer can take (a task waits for it, as it
+waits for any lock: ``wait_for_lock``, and checks it then opened the file that has the name), and
 readers that opened it keep reading it. The copy is checked table by table before it takes the
 name; until then the old file is untouched, and a compaction cut short leaves it as it was. One
 compaction of a file at a time (``LOCK_SUFFIX``): a second waits for the first.
@@ -18,6 +19,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,13 +111,15 @@ def _compact(config: WarehouseConfig, target: Path, then: str) -> Compacted:
         _fsync(scratch)
         os.replace(scratch, target)  # while the old one is still held: no writer between
         _fsync(target.parent)
-        time.sleep(RELEASE_AFTER_SECONDS)
     except BaseException:
         con.close()
         _remove(scratch)
         raise
-    con.close()
-    _remove(scratch)  # its spill folder
+    try:  # done: a Ctrl-C now only lets go of the old file sooner
+        time.sleep(RELEASE_AFTER_SECONDS)
+    finally:
+        con.close()
+        _remove(scratch)  # its spill folder
     return Compacted(str(target), bytes_before, target.stat().st_size, tables, rows)
 
 
@@ -241,8 +245,6 @@ def _fsync(path: Path) -> None:
 
 
 def _remove(scratch: Path) -> None:
-    import shutil
-
     for leftover in (scratch, Path(f"{scratch}.wal")):
         leftover.unlink(missing_ok=True)
     shutil.rmtree(f"{scratch}.tmp", ignore_errors=True)
