@@ -288,8 +288,8 @@ def compact_warehouse(config: PipelineConfig | None = None) -> dict[str, Any]:
     deleted rows' blocks without overwriting them, and an erased address stayed readable in the
     file's bytes. Decided from the warehouse, not from this run's other tasks: a run whose
     destination failed (the task does not run) may have finished other requests, and the next
-    run that gets here compacts for them. Skipped on
-    Snowflake, with ``warehouse.compact_after_erasure: false``, or when nothing was freed."""
+    run that gets here compacts for them. Skipped on Snowflake, with
+    ``warehouse.compact_after_erasure: false``, or when nothing was freed."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     from audience_profiles.privacy.retention import RUN_FOLDERS
