@@ -26,6 +26,7 @@ Logs and XCom carry request ids, statuses and counts, never an identifier.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import logging
@@ -306,13 +307,14 @@ def compact_warehouse(config: PipelineConfig | None = None) -> dict[str, Any]:
     marker = Path(config.work_dir) / "state" / COMPACTED_MARKER
     warehouse = str(Path(config.warehouse.path).resolve())
     through = _compacted_through(marker, warehouse)
-    if freed_at is None or (through is not None and str(freed_at) <= through):
+    if freed_at is None or (through is not None and freed_at <= through):
         raise AirflowSkipException(
             f"no rows freed since the last compaction ({through or 'none yet'}): nothing to copy"
         )
+    freed = freed_at.isoformat(" ")
     done = compact(config.warehouse, then="clear compact_warehouse")
     marker.parent.mkdir(parents=True, exist_ok=True)
-    replace_file(marker, json.dumps({"path": warehouse, "through": str(freed_at)}).encode())
+    replace_file(marker, json.dumps({"path": warehouse, "through": freed}).encode())
     log.info(
         "compacted %s (rows freed up to %s): %d bytes -> %d (%d tables, %d rows checked "
         "against the old file)",
@@ -324,13 +326,13 @@ def compact_warehouse(config: PipelineConfig | None = None) -> dict[str, Any]:
         done.rows,
     )
     return {
-        "freed_at": str(freed_at),
+        "freed_at": freed,
         "bytes_before": done.bytes_before,
         "bytes_after": done.bytes_after,
     }
 
 
-def _compacted_through(marker: Path, warehouse: str) -> str | None:
+def _compacted_through(marker: Path, warehouse: str) -> datetime.datetime | None:
     """When the rows the last compaction of ``warehouse`` freed were freed, from ``marker``;
     None when it says nothing of that file (none yet, another path, or unreadable: compacting
     once more costs a copy, skipping would keep freed bytes)."""
@@ -338,7 +340,10 @@ def _compacted_through(marker: Path, warehouse: str) -> str | None:
         return None
     try:
         recorded = json.loads(marker.read_text())
-        return recorded["through"] if recorded.get("path") == warehouse else None
+        if recorded.get("path") != warehouse:
+            return None
+        # compared as times: DuckDB's text drops a fraction's trailing zeros, Python's keeps six
+        return datetime.datetime.fromisoformat(recorded["through"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("%s is unreadable (%s): compacting as if never compacted", marker, exc)
         return None
