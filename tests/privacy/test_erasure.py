@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from airflow.sdk.exceptions import AirflowSkipException
 
 from audience_profiles.destinations.base import Destination, ErasureRequest
 from audience_profiles.destinations.local import LocalDestination
@@ -98,8 +99,6 @@ def test_a_delete_request_takes_the_person_out_of_every_table_and_nobody_else(bu
 def test_compacting_after_an_erasure_takes_the_bytes_the_deleted_rows_left(built, tmp_path):
     """DuckDB frees the erased rows' blocks without overwriting them: the address stayed in the
     file (not through SQL) until the erasure DAG's compact_warehouse copied the warehouse."""
-    from airflow.sdk.exceptions import AirflowSkipException
-
     with pytest.raises(
         AirflowSkipException, match=r"no rows freed since the last compaction \(none"
     ):
@@ -168,8 +167,6 @@ def test_retention_that_removed_rows_compacts(built):
 
 def test_retention_that_removed_only_run_folders_does_not_compact(built):
     # files under work_dir: the warehouse freed nothing (retention_log names them too)
-    from airflow.sdk.exceptions import AirflowSkipException
-
     from audience_profiles.privacy.retention import RUN_FOLDERS
 
     with open_warehouse(built) as wh:
@@ -182,8 +179,6 @@ def test_retention_that_removed_only_run_folders_does_not_compact(built):
 
 
 def test_compact_warehouse_can_be_turned_off(tmp_path):
-    from airflow.sdk.exceptions import AirflowSkipException
-
     config = write_config(
         tmp_path,
         warehouse={"path": str(tmp_path / "wh.duckdb"), "compact_after_erasure": False},

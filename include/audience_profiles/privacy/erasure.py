@@ -50,9 +50,10 @@ from audience_profiles.destinations.drop_erasure import filter_file, load_subjec
 from audience_profiles.exports_lock import ERASE_QUEUE_SECONDS, exports_lock
 from audience_profiles.files import replace_file
 from audience_profiles.identity import load_rules
-from audience_profiles.privacy.retention import run_in_flight
+from audience_profiles.privacy.retention import RUN_FOLDERS, run_in_flight
 from audience_profiles.privacy.suppression import suppress_run_outputs, unlist_placeholders
 from audience_profiles.warehouse import open_warehouse
+from audience_profiles.warehouse.compact import compact
 
 log = logging.getLogger(__name__)
 # under work_dir/state: when the rows the last compaction freed were freed (privacy/rows_freed.sql)
@@ -292,9 +293,6 @@ def compact_warehouse(config: PipelineConfig | None = None) -> dict[str, Any]:
     run that gets here compacts for them. Skipped on Snowflake, with
     ``warehouse.compact_after_erasure: false``, or when nothing was freed."""
     from airflow.sdk.exceptions import AirflowSkipException
-
-    from audience_profiles.privacy.retention import RUN_FOLDERS
-    from audience_profiles.warehouse.compact import compact
 
     config = config or load_config()
     if config.warehouse.engine != "duckdb":

@@ -192,6 +192,7 @@ def _hold(con: duckdb.DuckDBPyConnection, target: Path, then: str) -> None:
 
 def _check_copy(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     """Fail unless ``compacted`` holds the objects and rows of ``old``; its tables and rows."""
+    listed = {}
     for kind, query in CATALOGUE.items():
         before = sorted(con.execute(query.format(db="old")).fetchall())
         after = sorted(con.execute(query.format(db="compacted")).fetchall())
@@ -201,7 +202,8 @@ def _check_copy(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
                 f"the copy's {kind} differ from the warehouse's (first differing: "
                 f"{(missing or after)[:3]}): the warehouse was left as it was"
             )
-    tables = con.execute(CATALOGUE["tables"].format(db="old")).fetchall()
+        listed[kind] = before
+    tables = listed["tables"]
     rows = 0
     for schema, table in tables:
         name = '"{}"."{}"'.format(schema.replace('"', '""'), table.replace('"', '""'))
