@@ -11,8 +11,8 @@ wait_for_landing -> extract (per source) -> validate -> enrich -> resolve_identi
 
 - **wait_for_landing** waits for the partitions `landing_wait.required` lists, up to a deadline.
 - **extract** (mapped per source): the partitions as text with file and line; a bad file fails.
-- **validate** types every row (read = kept + quarantined); a bad row's reason names the field.
-  Re-runs keep the date's titles; param `restate_catalogue`: see docs/operations.md.
+- **validate** types every row (read = kept + quarantined + aged out); a bad row's reason names
+  the field. Re-runs keep the date's titles; param `restate_catalogue`: see docs/operations.md.
 - **resolve_identities** links identifiers into profiles as of the day's end (re-runs agree).
 - **check_quality** audits the outputs; if a check fails nothing is delivered, the task fails
   at once (no retries: the data would not change) and its log and alert name the check.

@@ -15,6 +15,7 @@ import duckdb
 import pytest
 
 from audience_profiles import identity, pipeline
+from audience_profiles.config import PROJECT_ROOT
 from audience_profiles.landing import LandingError
 from audience_profiles.pipeline import DataQualityError, RunWindow, run_all
 from tests.support import (
@@ -59,6 +60,46 @@ def test_seed_worked_example_gives_the_seed_final_illustration(tmp_path):
         tmp_path / "output" / "audience_profile_interactions" / "dt=2022-04-29" / "part-00000.csv"
     )
     assert ",".join(SEED_FINAL_ROW) in drop.read_text().replace('"', "")
+
+
+# docs/data-contract.md, "Output tables": every export's columns, in order, with their types.
+CONTRACT = {
+    "interactions_enriched": "date DATE, event_id VARCHAR, poll_id VARCHAR, title VARCHAR, "
+    "element_type VARCHAR, session_id VARCHAR, option BIGINT, option_label VARCHAR, votes BIGINT",
+    "audience_profile_interactions": "profile_id VARCHAR, first_name VARCHAR, last_name VARCHAR, "
+    "email VARCHAR, interaction_date DATE, attribute VARCHAR, option VARCHAR, poll_id VARCHAR, "
+    "event_id VARCHAR, session_id VARCHAR, votes BIGINT",
+    "audience_profiles": "profile_id VARCHAR, email VARCHAR, external_id VARCHAR, "
+    "first_name VARCHAR, last_name VARCHAR, optin_1 BOOLEAN, optin_2 BOOLEAN, "
+    "accept_terms BOOLEAN, first_seen TIMESTAMP, last_seen TIMESTAMP, sessions BIGINT, "
+    "interactions BIGINT, answers VARCHAR, optin_1_at TIMESTAMP, optin_1_source VARCHAR, "
+    "optin_2_at TIMESTAMP, optin_2_source VARCHAR, accept_terms_at TIMESTAMP, "
+    "accept_terms_source VARCHAR",
+    "profile_identifiers": "identifier_type VARCHAR, identifier_value VARCHAR, profile_id VARCHAR",
+    "profile_merges": "merged_profile_id VARCHAR, surviving_profile_id VARCHAR, "
+    "merged_at TIMESTAMP, reason VARCHAR, identifier_type VARCHAR, identifier_value VARCHAR",
+    "identity_link_audit": "rule VARCHAR, detail VARCHAR, left_type VARCHAR, left_value VARCHAR, "
+    "right_type VARCHAR, right_value VARCHAR, observed_at TIMESTAMP, source VARCHAR, "
+    "file VARCHAR, line BIGINT",
+    "quarantine": "source VARCHAR, file VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR",
+    "segment_memberships": "segment_id VARCHAR, profile_id VARCHAR, since DATE",
+}
+
+
+def test_the_exports_hold_the_data_contract_s_columns_and_types(tmp_path):
+    # Destinations, dashboards and downstream jobs depend on them: a change is a contract change.
+    config = write_config(
+        tmp_path, segments_config=str(PROJECT_ROOT / "include/config/segments.yml")
+    )
+    write_seed_example(tmp_path / "landing")
+    for ds in ("2022-01-11", "2022-04-29"):
+        run_all(RunWindow.for_date(ds), config)
+    export = pipeline.run_dir(config, RunWindow.for_date("2022-04-29")) / "export"
+    exported = {}
+    for path in sorted(export.glob("*.parquet")):
+        columns = duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()
+        exported[path.stem] = ", ".join(f"{name} {kind}" for name, kind, *_ in columns)
+    assert exported == CONTRACT
 
 
 def test_interactions_before_a_form_entry_are_claimed_by_it(tmp_path):

@@ -1,9 +1,10 @@
 """``audience-profiles``: sample data, and running dates without a scheduler.
 
 audience-profiles generate [--interactions N] [--days D] [--start YYYY-MM-DD] [--seed S]
-                           [--keep-others]
-audience-profiles run [--date D ...]       # the daily DAG via dag.test(), one run per date
+                           [--keep-others] [--out FOLDER]
+audience-profiles run [--date D ...] [--restate-catalogue]  # the daily DAG via dag.test()
 audience-profiles show                      # where the outputs are, and a few profile rows
+audience-profiles compact                   # copy the DuckDB warehouse without its freed space
 """
 
 from __future__ import annotations
