@@ -479,3 +479,19 @@ def test_a_placeholder_padded_with_white_space_is_still_blocked(world):
     }
     details = sorted(a["detail"] for a in world.audit(D1))  # an SSO row links twice
     assert details == ["external_id blocked value"] * 4 + ["session_id blocked value"] * 2
+
+
+def test_a_rejected_link_observed_after_its_partitions_day_is_audited_when_it_counts(world):
+    # landed in D1's partition but observed after D1's end (allowed): not part of D1's snapshot,
+    # so D1's audit cannot hold it; D2's run, the first it counts in, reports it
+    world.form(f"{D1}T10:00:00", S1, "fan@example.com")
+    world.form(f"{D2}T00:30:00", S2, "test@test.com", dt=D1)
+    world.run(D1)
+    world.run(D2)
+    assert world.audit(D1) == []
+    [audit] = world.audit(D2)
+    assert (audit["rule"], audit["left_value"], audit["file"]) == (
+        "blocked_value",
+        S2,
+        f"landing/form_entries/date={D1}/part-0.csv",
+    )
