@@ -432,6 +432,42 @@ def test_an_email_written_past_validation_in_another_case_is_rejected_not_a_seco
     )
 
 
+@pytest.mark.parametrize("written", [f" {S1}", f"{S1}\u00a0"])
+def test_a_session_id_written_past_validation_with_white_space_is_rejected_not_a_second_session(
+    world, written
+):
+    # validation trims session ids; another loader's padded copy is no second cookie
+    world.form(f"{D1}T10:00:00", S1, "fan@example.com")
+    world.raw_form(f"{D1}T11:00:00", written, "ann@example.com")  # another loader's row
+    world.run(D1)
+    assert world.groups(D1) == {
+        frozenset({f"session_id:{S1}", "email:fan@example.com"}),
+        frozenset({"email:ann@example.com"}),
+    }
+    [rejected] = world.audit(D1)
+    assert (rejected["rule"], rejected["detail"]) == (
+        "blocked_value",
+        "session_id not normalised (trim)",
+    )
+
+
+def test_an_external_id_written_past_validation_with_white_space_is_rejected_not_a_second_account(
+    world,
+):
+    # "sso-1 " is no second SSO account: taken as one, the profile limit split it from "sso-1"
+    # and it took the account's email
+    world.sso(f"{D1}T10:00:00", S1, "sso-1", email="fan@example.com")
+    world.raw_sso(f"{D1}T11:00:00", S2, "sso-1 ", email="fan@example.com")
+    world.run(D1)
+    assert world.groups(D1) == {
+        frozenset({f"session_id:{S1}", "external_id:sso-1", "email:fan@example.com"})
+    }
+    assert (
+        sorted((a["rule"], a["detail"]) for a in world.audit(D1))
+        == [("blocked_value", "external_id not normalised (trim)")] * 2
+    )
+
+
 def test_a_placeholder_observation_time_does_not_rekey(world):
     # 0001-01-01 (validation quarantines it now, another loader's row may hold it); packed
     # unclamped into the first-seen key it borrowed days from its landing day and made the late
