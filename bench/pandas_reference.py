@@ -283,6 +283,8 @@ def blocked_reason(node_type: str, value: str, rules: IdentityRules) -> str | No
         return "not normalised (trim and lower-case)"
     if node_type == "email" and not re.fullmatch(rules.email_pattern, value):
         return "not a valid email"
+    if node_type != "email" and value != value.strip():
+        return "not normalised (trim)"
     return None
 
 

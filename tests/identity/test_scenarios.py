@@ -432,6 +432,42 @@ def test_an_email_written_past_validation_in_another_case_is_rejected_not_a_seco
     )
 
 
+@pytest.mark.parametrize("written", [f" {S1}", f"{S1}\u00a0"])
+def test_a_session_id_written_past_validation_with_white_space_is_rejected_not_a_second_session(
+    world, written
+):
+    # validation trims session ids; another loader's padded copy is no second cookie
+    world.form(f"{D1}T10:00:00", S1, "fan@example.com")
+    world.raw_form(f"{D1}T11:00:00", written, "ann@example.com")  # another loader's row
+    world.run(D1)
+    assert world.groups(D1) == {
+        frozenset({f"session_id:{S1}", "email:fan@example.com"}),
+        frozenset({"email:ann@example.com"}),
+    }
+    [rejected] = world.audit(D1)
+    assert (rejected["rule"], rejected["detail"]) == (
+        "blocked_value",
+        "session_id not normalised (trim)",
+    )
+
+
+def test_an_external_id_written_past_validation_with_white_space_is_rejected_not_a_second_account(
+    world,
+):
+    # "sso-1 " is no second SSO account: taken as one, the profile limit split it from "sso-1"
+    # and it took the account's email
+    world.sso(f"{D1}T10:00:00", S1, "sso-1", email="fan@example.com")
+    world.raw_sso(f"{D1}T11:00:00", S2, "sso-1 ", email="fan@example.com")
+    world.run(D1)
+    assert world.groups(D1) == {
+        frozenset({f"session_id:{S1}", "external_id:sso-1", "email:fan@example.com"})
+    }
+    assert (
+        sorted((a["rule"], a["detail"]) for a in world.audit(D1))
+        == [("blocked_value", "external_id not normalised (trim)")] * 2
+    )
+
+
 def test_a_placeholder_observation_time_does_not_rekey(world):
     # 0001-01-01 (validation quarantines it now, another loader's row may hold it); packed
     # unclamped into the first-seen key it borrowed days from its landing day and made the late
@@ -479,3 +515,19 @@ def test_a_placeholder_padded_with_white_space_is_still_blocked(world):
     }
     details = sorted(a["detail"] for a in world.audit(D1))  # an SSO row links twice
     assert details == ["external_id blocked value"] * 4 + ["session_id blocked value"] * 2
+
+
+def test_a_rejected_link_observed_after_its_partitions_day_is_audited_when_it_counts(world):
+    # landed in D1's partition but observed after D1's end (allowed): not part of D1's snapshot,
+    # so D1's audit cannot hold it; D2's run, the first it counts in, reports it
+    world.form(f"{D1}T10:00:00", S1, "fan@example.com")
+    world.form(f"{D2}T00:30:00", S2, "test@test.com", dt=D1)
+    world.run(D1)
+    world.run(D2)
+    assert world.audit(D1) == []
+    [audit] = world.audit(D2)
+    assert (audit["rule"], audit["left_value"], audit["file"]) == (
+        "blocked_value",
+        S2,
+        f"landing/form_entries/date={D1}/part-0.csv",
+    )

@@ -38,6 +38,7 @@ class World:
         self.rows: dict[str, dict[str, list[dict]]] = {s: defaultdict(list) for s in SOURCES}
         self.lines = itertools.count(2)  # line 1 is a CSV header
         self.raw_forms: list[list] = []
+        self.raw_ssos: list[list] = []
 
     def close(self) -> None:
         self.wh.close()
@@ -129,6 +130,12 @@ class World:
             [dt or at[:10], at, email, session_id, file, line, first_name, last_name]
         )
 
+    def raw_sso(self, at, session_id, external_id, email=None, file="other-loader", dt=None):
+        """An SSO identity that reaches the warehouse past validation (another loader's row), in
+        partition ``dt`` (default: ``at``'s day)."""
+        line = next(self.lines) if file is not None else None
+        self.raw_ssos.append([dt or at[:10], at, session_id, external_id, email, file, line])
+
     # --- runs ------------------------------------------------------------------------------
 
     def load(self) -> None:
@@ -156,6 +163,12 @@ class World:
                 "INSERT INTO form_entries (dt, entry_datetime, email, session_id, _file, _line, "
                 "first_name, last_name) "
                 "VALUES (CAST(? AS DATE), CAST(? AS TIMESTAMP), ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        for row in self.raw_ssos:
+            self.wh.con.execute(
+                "INSERT INTO identities (dt, observed_at, session_id, external_id, email, _file, "
+                "_line) VALUES (CAST(? AS DATE), CAST(? AS TIMESTAMP), ?, ?, ?, ?, ?)",
                 row,
             )
         quarantined = self.wh.query("SELECT source, reason FROM quarantine")

@@ -77,6 +77,10 @@ CASE WHEN {{ value }} IS NULL THEN 'missing'
          another loader that is not would be a second identifier for the same address -#}
      WHEN {{ value }} <> {{ as_listed(value) }} THEN 'not normalised (trim and lower-case)'
      WHEN NOT regexp_like({{ value }}, {{ email_pattern | literal }}) THEN 'not a valid email'
+{% else %}
+     {#- validation trims session ids and external_ids too (compared as they are, case and all);
+         another loader's padded copy would be a second cookie or a second SSO account -#}
+     WHEN {{ value }} <> {{ p.trimmed_if_padded(value) }} THEN 'not normalised (trim)'
 {% endif %}
 END
 {%- endmacro %}
