@@ -45,3 +45,22 @@ def test_restate_catalogue_is_a_param_off_by_default_that_validate_hands_on(dail
     monkeypatch.setitem(validate.__globals__, "_window", lambda: None)  # (no task context)
     validate([], params={"restate_catalogue": "2026-12-04 typo"})
     assert seen == {"restate_catalogue": "2026-12-04 typo"}
+
+
+def test_the_documented_redelivery_clears_the_list_of_destinations_too(daily):
+    # docs/operations.md, "Re-running a date": deliver a date again, "a destination was down, or a
+    # new one was added". `deliver` is mapped over the `destinations` task's list of enabled
+    # destinations; cleared without it, `deliver` expands to that run's old list again, and a
+    # destination added since gets nothing (drilled on a real scheduler).
+    import re
+
+    from audience_profiles.config import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "docs" / "operations.md").read_text()
+    paragraph = text[text.index("To deliver a date again without rebuilding it") :]
+    command = re.search(r"airflow tasks clear audience_profiles -t (\S+) -d", paragraph)
+    assert command, "the re-delivery command is not in docs/operations.md"
+    # the CLI's own selection: -t is matched as part of a task id, -d adds the downstream tasks
+    cleared = daily.partial_subset(task_ids=command.group(1), include_downstream=True)
+    assert {"destinations", "deliver", "cleanup", "report"} <= set(cleared.task_ids)
+    assert not {"validate", "resolve_identities", "check_quality"} & set(cleared.task_ids)
