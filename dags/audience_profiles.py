@@ -142,9 +142,9 @@ def audience_profiles():
         tables=tables,
         outlets=[assets.DELIVERED, assets.DELIVERED_TO],
         map_index_template="{{ task.destination_name }}",
-    ).expand(destination_name=destinations())
-    # A teardown without setups runs after all upstream, failed or not, and keeps a failed run red.
-    delivered >> cleanup().as_teardown(setups=[tables]) >> report().as_teardown()
+    ).expand(destination_name=(names := destinations()))
+    # Teardowns wait for every upstream (retrying extracts too); report has no setup: failed stays red
+    [delivered, staged, names] >> cleanup().as_teardown(setups=[tables]) >> report().as_teardown()
 
 
 audience_profiles()

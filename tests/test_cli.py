@@ -624,3 +624,31 @@ def test_the_warehouse_is_named_as_its_engine_knows_it():
     assert cli.warehouse_name(snow) == "snowflake ANALYTICS.BUILD"
     unnamed = WarehouseConfig(engine="snowflake", conn_id="sf")
     assert cli.warehouse_name(unnamed) == "snowflake (the connection's database).MAIN"
+
+
+def test_run_in_an_airflow_home_never_set_up_names_the_command_that_sets_it_up(
+    config, tmp_path, monkeypatch, capsys
+):
+    # `eval "$(make -s env)"` in a new checkout (or after `make clean`), then `run --date`: the
+    # home given is left alone, and dag.test() failed on its empty database with a traceback
+    # ending `no such table: task_instance` (drilled).
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    database = tmp_path / "home" / "airflow.db"
+    database.parent.mkdir()
+    sqlite3.connect(database).close()  # what Airflow leaves when it only opened it
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{database}")
+
+    def test(logical_date, run_conf):
+        raise sqlalchemy.exc.OperationalError("SELECT ...", {}, "no such table: task_instance")
+
+    monkeypatch.setattr(cli, "_load_dag", lambda: SimpleNamespace(test=test))
+    assert cli.main(["run", "--date", "2022-04-25"]) == 2
+    assert "is not set up: run `airflow db migrate`" in capsys.readouterr().err
+    with sqlite3.connect(database) as con:  # what airflow db migrate records last
+        con.execute("CREATE TABLE alembic_version (version_num VARCHAR)")
+        con.execute("INSERT INTO alembic_version VALUES ('29ce7909c52b')")
+    with pytest.raises(sqlalchemy.exc.OperationalError):  # another cause: its own error
+        cli.main(["run", "--date", "2022-04-25"])

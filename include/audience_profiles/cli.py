@@ -132,6 +132,26 @@ def _default_airflow_env(log_dir: Path) -> None:
             raise ConfigError(f"setting up Airflow's database in {home} failed: see {log_file}")
 
 
+def _airflow_database_problem() -> str | None:
+    """Why dag.test() failed, when the Airflow home given (``eval "$(make -s env)"`` in a new
+    checkout, or after ``make clean``) has a SQLite database ``airflow db migrate`` has not set
+    up: it failed with a traceback ending ``no such table: task_instance``. A home given is not
+    set up here (:func:`_default_airflow_env`); other databases are not looked at."""
+    from airflow.configuration import conf
+
+    url = conf.get("database", "sql_alchemy_conn")
+    if not url.startswith("sqlite:///"):
+        return None
+    database = Path(url.removeprefix("sqlite:///").split("?")[0])
+    if _migrated(database):
+        return None
+    return (
+        f"Airflow's database {database} (AIRFLOW_HOME={os.environ.get('AIRFLOW_HOME')}) is not "
+        "set up: run `airflow db migrate` in this shell first, or start `run` without "
+        "AIRFLOW_HOME, to use the project's .airflow, which it sets up itself"
+    )
+
+
 def _migrated(database: Path) -> bool:
     """Whether the SQLite file is a whole Airflow database: ``airflow db migrate`` creates the
     file first and records the schema's version (``alembic_version``) last."""
@@ -283,7 +303,15 @@ def _run_date(
         _output_to(log_file) as terminal,
         _failures_shown(log_file, offset, terminal, FailureReader(mapped)),
     ):
-        run = dag.test(logical_date=day, run_conf=run_conf)
+        try:
+            run = dag.test(logical_date=day, run_conf=run_conf)
+        except Exception as exc:
+            problem = _airflow_database_problem()
+            if problem:
+                from audience_profiles.config import ConfigError
+
+                raise ConfigError(problem) from exc
+            raise
     state = str(getattr(run, "state", "unknown"))
     print(
         f"audience_profiles {ds}: {state} in {time.monotonic() - started:.1f}s  (log: {log_file})",

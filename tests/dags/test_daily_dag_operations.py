@@ -45,3 +45,42 @@ def test_restate_catalogue_is_a_param_off_by_default_that_validate_hands_on(dail
     monkeypatch.setitem(validate.__globals__, "_window", lambda: None)  # (no task context)
     validate([], params={"restate_catalogue": "2026-12-04 typo"})
     assert seen == {"restate_catalogue": "2026-12-04 typo"}
+
+
+def test_the_documented_redelivery_clears_the_list_of_destinations_too(daily):
+    # docs/operations.md, "Re-running a date": deliver a date again, "a destination was down, or a
+    # new one was added". `deliver` is mapped over the `destinations` task's list of enabled
+    # destinations; cleared without it, `deliver` expands to that run's old list again, and a
+    # destination added since gets nothing (drilled on a real scheduler).
+    import re
+
+    from audience_profiles.config import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "docs" / "operations.md").read_text()
+    paragraph = text[text.index("To deliver a date again without rebuilding it") :]
+    command = re.search(r"airflow tasks clear audience_profiles -t (\S+) -d", paragraph)
+    assert command, "the re-delivery command is not in docs/operations.md"
+    # the CLI's own selection: -t is matched as part of a task id, -d adds the downstream tasks
+    cleared = daily.partial_subset(task_ids=command.group(1), include_downstream=True)
+    assert {"destinations", "deliver", "cleanup", "report"} <= set(cleared.task_ids)
+    assert not {"validate", "resolve_identities", "check_quality"} & set(cleared.task_ids)
+
+
+def test_the_report_waits_for_tasks_still_retrying_beside_one_that_failed(daily):
+    # A failed task marks what follows it upstream_failed at once, while the tasks beside it (the
+    # other map indexes of `extract`, `destinations` beside `publish`) may still be retrying. The
+    # teardowns, which wait only for their direct upstream tasks, then ran: on a real scheduler
+    # the report of a run whose extracts of interactions and form_entries both failed named only
+    # the first (`extract[interactions] failed`), the second failing four seconds after the report.
+    cleanup = daily.get_task("cleanup")
+    waited_for = cleanup.upstream_task_ids
+    for task in daily.tasks:
+        if task.is_teardown:
+            continue
+        for upstream_id in task.upstream_task_ids:
+            upstream = daily.get_task(upstream_id)
+            beside_others = len(task.upstream_task_ids) > 1 or type(upstream).__name__ == (
+                "MappedOperator"
+            )
+            if beside_others:
+                assert upstream_id in waited_for, (task.task_id, upstream_id)
