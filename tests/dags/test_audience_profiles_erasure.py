@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from audience_profiles.config import PROJECT_ROOT
 from audience_profiles.dag_defaults import WAREHOUSE_POOL, Tag
+from audience_profiles.pipeline import logical_ds
 from tests.privacy.dags import load_dag
 
 WAREHOUSE_TASKS = (
@@ -42,13 +47,6 @@ def test_the_documented_trigger_gives_the_run_the_logical_date_its_tasks_need():
     # docs/operations.md, "Losing the warehouse": run the erasure DAG once, triggered by hand.
     # Airflow 3.3.2's `airflow dags trigger` without --logical-date makes a run with none, and
     # every task of this DAG fails on it at once (drilled on a real scheduler).
-    import re
-
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from audience_profiles.config import PROJECT_ROOT
-    from audience_profiles.pipeline import logical_ds
-
     with pytest.raises(AirflowFailException, match="has no logical date"):
         logical_ds({"run_id": "manual__2026-12-05T11:36:11+00:00", "ds": None})
     text = (PROJECT_ROOT / "docs" / "operations.md").read_text()

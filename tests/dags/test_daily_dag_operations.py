@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 
+from audience_profiles.config import PROJECT_ROOT
 from audience_profiles.dag_defaults import WAREHOUSE_POOL
 from tests.support import load_daily_dag
 
@@ -52,10 +54,6 @@ def test_the_documented_redelivery_clears_the_list_of_destinations_too(daily):
     # new one was added". `deliver` is mapped over the `destinations` task's list of enabled
     # destinations; cleared without it, `deliver` expands to that run's old list again, and a
     # destination added since gets nothing (drilled on a real scheduler).
-    import re
-
-    from audience_profiles.config import PROJECT_ROOT
-
     text = (PROJECT_ROOT / "docs" / "operations.md").read_text()
     paragraph = text[text.index("To deliver a date again without rebuilding it") :]
     command = re.search(r"airflow tasks clear audience_profiles -t (\S+) -d", paragraph)
@@ -79,8 +77,6 @@ def test_the_report_waits_for_tasks_still_retrying_beside_one_that_failed(daily)
             continue
         for upstream_id in task.upstream_task_ids:
             upstream = daily.get_task(upstream_id)
-            beside_others = len(task.upstream_task_ids) > 1 or type(upstream).__name__ == (
-                "MappedOperator"
-            )
-            if beside_others:
+            beside_others = len(task.upstream_task_ids) > 1
+            if beside_others or type(upstream).__name__ == "MappedOperator":
                 assert upstream_id in waited_for, (task.task_id, upstream_id)
