@@ -6,9 +6,10 @@ DAG). It finds its files one of two ways:
 - **events**: the S3 object-created notifications an SQS ``MessageQueueTrigger`` received (S3's
   own or EventBridge's; fast, but at-most-once: the trigger deletes the messages before any DAG
   run exists);
-- **reconcile**: a listing of the landing root, per source, of every file modified after the
-  source's watermark minus ``lookback_seconds`` that the ledger has not seen in that version. This
-  is what makes a lost message, or a slow upload, harmless; local folders only use this.
+- **reconcile**: a listing of the landing root, per source, of every file modified at or after
+  the source's watermark minus ``lookback_seconds`` that the ledger has not seen in that
+  version. This is what makes a lost message, or a slow upload, harmless; local folders only
+  use this.
 
 Then, holding the warehouse (one writer: the DAG runs this in the warehouse pool):
 
@@ -501,7 +502,9 @@ def _select_candidates(
         # First run: the stream starts a lookback ago (history is the daily build's job).
         mark = min(stored.get(source) or started - lookback, started)
         floor = mark - lookback
-        listed = [f for f in landing_.list_source(source, since=floor) if f.modified > floor]
+        # At the floor too: a file landing after the listing that set the watermark can share
+        # its time (S3 keeps whole seconds); the ledger skips the ones already taken.
+        listed = [f for f in landing_.list_source(source, since=floor) if f.modified >= floor]
         candidates += [f for f in listed if ledger.get(f.name) != f.version]
         marks[source] = max([mark, *(min(f.modified, started) for f in listed)])
         floors[source] = marks[source] - lookback

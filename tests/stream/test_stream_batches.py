@@ -204,6 +204,34 @@ def test_a_file_dated_ahead_of_the_clock_does_not_hide_later_files(tmp_path, sen
     assert {"skewed.csv", "normal.csv"} <= files
 
 
+def test_a_file_modified_at_the_watermark_is_taken_with_no_lookback(tmp_path, sent):
+    """The watermark is the newest modification time a listing covered; a file landing after
+    that listing with the same time (S3 keeps whole seconds, a file system a clock tick) is not
+    covered by it. With ``lookback_seconds: 0`` it was never listed again: lost to the stream."""
+    config = make_config(tmp_path, stream={"lookback_seconds": 0})
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    batch(config, sent, "b0")
+    ds = "2022-05-01"
+    first = write_forms(
+        landing, ds, "a.csv", [form_row(f"{ds}T09:00:00", "Ann", "ann@x.org", "s-a")]
+    )
+    assert batch(config, sent, "b1")[0]["files"] == 1
+    second = write_forms(
+        landing, ds, "b.csv", [form_row(f"{ds}T09:00:01", "Bo", "bo@x.org", "s-b")]
+    )
+    tick = first.stat().st_mtime_ns
+    os.utime(second, ns=(tick, tick))
+
+    summary, new = batch(config, sent, "b2")
+
+    assert summary["files"] == 1
+    assert {r["payload"]["email"] for r in new if r["event_type"] == "profile_upsert"} == {
+        "bo@x.org"
+    }
+    assert batch(config, sent, "b3")[0]["files"] == 0  # and once
+
+
 def test_as_of_never_goes_down_for_a_late_file(tmp_path, sent):
     config = make_config(tmp_path)
     landing = tmp_path / "landing"
