@@ -65,6 +65,7 @@ from audience_profiles.identity import (
 from audience_profiles.pipeline import (
     VALIDATED_TARGETS,
     ReconciliationError,
+    RunWindow,
     aged_out_partitions,
     files_off,
     latest_allowed_date,
@@ -538,12 +539,32 @@ def _batch_as_of(wh: Warehouse, files: list[LandedFile]) -> str:
     The greater of the batch's landing dates, the highest as_of a batch emitted (``stream_batches``,
     and the ledger's landing dates), and the latest published date: a consumer applies an upsert
     only if its as_of is not older than what it holds (docs/streams.md), so a late file for an old
-    partition must not go out with that old date. Today (UTC) when there is none of these.
+    partition must not go out with that old date. Today (UTC) when there is none of these; the
+    day after that date while its daily build is under way.
     """
     dates = [f.ds for f in files if f.ds] + latest_dates(
         wh, (("stream_batches", "as_of"), ("stream_files", "ds"), ("published_snapshots", "dt"))
     )
-    return max(dates, default=_now().date().isoformat())
+    as_of = max(dates, default=_now().date().isoformat())
+    # The daily build of that date under way (its identity build started, its run schema not
+    # cleaned up yet): this batch's state holds rows that build may not have read, and the build
+    # is delivered later with the same as_of, which consumers apply on a tie. The day after, so
+    # that delivery does not roll the batch's profiles back (its own daily build confirms them).
+    after = (dt.date.fromisoformat(as_of) + dt.timedelta(days=1)).isoformat()
+    if after <= latest_allowed_date() and _building(wh, RunWindow.for_date(as_of)):
+        return after
+    return as_of
+
+
+def _building(wh: Warehouse, window: RunWindow) -> bool:
+    """Whether the daily build of ``window``'s date has started and not been cleaned up."""
+    schema = window.run_schema_in(wh)
+    return bool(
+        wh.query(
+            "SELECT count(*) FROM information_schema.tables WHERE lower(table_schema) = "
+            f"lower({wh.literal(schema)}) AND lower(table_name) = 'build_started'"
+        )[0][0]
+    )
 
 
 def _stage(

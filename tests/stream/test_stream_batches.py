@@ -262,6 +262,43 @@ def test_as_of_is_never_before_the_latest_published_date(tmp_path, sent):
     assert new and {r["as_of"] for r in new} == {"2022-04-30"}
 
 
+def test_a_daily_build_delivered_after_a_batch_does_not_roll_its_profiles_back(tmp_path, sent):
+    """A late file of the date the daily DAG is building, streamed after the build read the
+    warehouse: the build is delivered later and does not have it. With the same as_of, a
+    consumer following docs/streams.md (apply on a tie) took the build's older state over the
+    batch's, until the next day's build."""
+    config, landing = streaming(tmp_path, sent)
+    ds = "2022-04-30"
+    write_forms(landing, ds, "ann.csv", [form_row(f"{ds}T09:00:00", "Ann", "ann@x.org", "s-ann")])
+    write_interactions(landing, ds, "a.csv", [(ds, "s-ann", 1)])
+    _, first = batch(config, sent, "b1")
+    window = pipeline.RunWindow.for_date(ds)
+    pipeline.validate(window, _extract(config, ds), config)
+    pipeline.enrich(window, config)
+    pipeline.resolve_identities(window, config)
+    pipeline.build_profiles(window, config)
+    write_interactions(landing, ds, "late.csv", [(ds, "s-ann", 2)])
+    _, late = batch(config, sent, "b2")  # between two tasks of the daily run: the pool is free
+    pipeline.build_segments(window, config)
+    pipeline.check_quality(window, config)
+    tables = pipeline.publish(window, config)
+    daily = [r.as_dict() for r in records_from_export("audience_profiles", tables["audience_profiles"], ds)]  # fmt: skip
+
+    held: dict[str, dict] = {}  # the consumer rule of docs/streams.md, "State and as_of"
+    for record in [*first, *late, *daily]:
+        kept = held.get(record["profile_id"])
+        if record["event_type"] == "profile_upsert" and (
+            kept is None or record["as_of"] >= kept["as_of"]
+        ):
+            held[record["profile_id"]] = record
+    (ann,) = [r for r in held.values() if r["payload"]["email"] == "ann@x.org"]
+    assert ann["payload"]["interactions"] == 2
+    assert {r["as_of"] for r in first} == {ds} and {r["as_of"] for r in late} == {"2022-05-01"}
+    pipeline.cleanup(window, config)
+    write_interactions(landing, ds, "later.csv", [(ds, "s-ann", 3)])
+    assert {r["as_of"] for r in batch(config, sent, "b3")[1]} == {"2022-05-01"}  # never down
+
+
 def test_a_partition_dated_in_the_future_is_refused(tmp_path, sent, caplog):
     config = make_config(tmp_path)
     landing = tmp_path / "landing"
