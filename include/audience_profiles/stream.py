@@ -6,9 +6,10 @@ DAG). It finds its files one of two ways:
 - **events**: the S3 object-created notifications an SQS ``MessageQueueTrigger`` received (S3's
   own or EventBridge's; fast, but at-most-once: the trigger deletes the messages before any DAG
   run exists);
-- **reconcile**: a listing of the landing root, per source, of every file modified after the
-  source's watermark minus ``lookback_seconds`` that the ledger has not seen in that version. This
-  is what makes a lost message, or a slow upload, harmless; local folders only use this.
+- **reconcile**: a listing of the landing root, per source, of every file modified at or after
+  the source's watermark minus ``lookback_seconds`` that the ledger has not seen in that
+  version. This is what makes a lost message, or a slow upload, harmless; local folders only
+  use this.
 
 Then, holding the warehouse (one writer: the DAG runs this in the warehouse pool):
 
@@ -64,6 +65,7 @@ from audience_profiles.identity import (
 from audience_profiles.pipeline import (
     VALIDATED_TARGETS,
     ReconciliationError,
+    RunWindow,
     aged_out_partitions,
     files_off,
     latest_allowed_date,
@@ -501,7 +503,9 @@ def _select_candidates(
         # First run: the stream starts a lookback ago (history is the daily build's job).
         mark = min(stored.get(source) or started - lookback, started)
         floor = mark - lookback
-        listed = [f for f in landing_.list_source(source, since=floor) if f.modified > floor]
+        # At the floor too: a file landing after the listing that set the watermark can share
+        # its time (S3 keeps whole seconds); the ledger skips the ones already taken.
+        listed = [f for f in landing_.list_source(source, since=floor) if f.modified >= floor]
         candidates += [f for f in listed if ledger.get(f.name) != f.version]
         marks[source] = max([mark, *(min(f.modified, started) for f in listed)])
         floors[source] = marks[source] - lookback
@@ -535,12 +539,32 @@ def _batch_as_of(wh: Warehouse, files: list[LandedFile]) -> str:
     The greater of the batch's landing dates, the highest as_of a batch emitted (``stream_batches``,
     and the ledger's landing dates), and the latest published date: a consumer applies an upsert
     only if its as_of is not older than what it holds (docs/streams.md), so a late file for an old
-    partition must not go out with that old date. Today (UTC) when there is none of these.
+    partition must not go out with that old date. Today (UTC) when there is none of these; the
+    day after that date while its daily build is under way.
     """
     dates = [f.ds for f in files if f.ds] + latest_dates(
         wh, (("stream_batches", "as_of"), ("stream_files", "ds"), ("published_snapshots", "dt"))
     )
-    return max(dates, default=_now().date().isoformat())
+    as_of = max(dates, default=_now().date().isoformat())
+    # The daily build of that date under way (its identity build started, its run schema not
+    # cleaned up yet): this batch's state holds rows that build may not have read, and the build
+    # is delivered later with the same as_of, which consumers apply on a tie. The day after, so
+    # that delivery does not roll the batch's profiles back (its own daily build confirms them).
+    after = (dt.date.fromisoformat(as_of) + dt.timedelta(days=1)).isoformat()
+    if after <= latest_allowed_date() and _building(wh, RunWindow.for_date(as_of)):
+        return after
+    return as_of
+
+
+def _building(wh: Warehouse, window: RunWindow) -> bool:
+    """Whether the daily build of ``window``'s date has started and not been cleaned up."""
+    schema = window.run_schema_in(wh)
+    return bool(
+        wh.query(
+            "SELECT count(*) FROM information_schema.tables WHERE lower(table_schema) = "
+            f"lower({wh.literal(schema)}) AND lower(table_name) = 'build_started'"
+        )[0][0]
+    )
 
 
 def _stage(

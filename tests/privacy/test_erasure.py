@@ -477,6 +477,53 @@ def test_an_erasure_clears_the_scratch_schemas_failed_runs_left(built, tmp_path)
     assert query(built, in_use.format("audience_profiles", "email", ANN)) == [(1,)]
 
 
+def test_an_erasure_clears_the_scratch_schemas_a_failed_stream_batch_left(
+    built, tmp_path, monkeypatch
+):
+    """A stream batch that fails (a destination down) keeps its stream_batch and stream_work
+    schemas, with the rows it validated and the profiles it built, until a later batch brings
+    files: the erasure was done while David's new form entry and profile stayed there."""
+    from audience_profiles import stream
+
+    class Down:
+        def __init__(self, config):
+            self.config = config
+
+        def deliver(self, run, tables):
+            raise ConnectionError("stream unavailable")
+
+    monkeypatch.setattr(stream, "destination_for", lambda d, config: Down(d))
+    kinesis = {"name": "s", "kind": "kinesis", "conn_id": "aws_unused", "stream_name": "s"}
+    streaming = write_config(tmp_path, destinations=[kinesis])
+    write_csv(
+        tmp_path / "landing" / "form_entries" / "date=2022-04-30" / "david.csv",
+        FORM_HEADER,
+        [form("2022-04-30T09:00:00", "David", "Wilson", DAVID, "david-2")],
+    )
+    with pytest.raises(ConnectionError):
+        stream.run_batch(streaming, run_id="b1")
+    write_config(tmp_path)  # the daily DAG's pipeline.yml again
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+
+    assert run_erasure(ERASE_DAY, built)["record"] == {"completed": ["r-1"], "pending": 0}
+
+    tables = query(
+        built,
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_schema LIKE 'stream%'",
+    )
+    left = {
+        f"{schema}.{table}"
+        for schema, table in tables
+        if query(
+            built,
+            f"SELECT count(*) FROM {schema}.{table} t "
+            f"WHERE contains(lower(CAST(t AS VARCHAR)), '{DAVID}')",
+        )[0][0]
+    }
+    assert left == set()
+
+
 def test_an_erasure_leaves_the_schema_of_a_run_between_two_tasks(built, tmp_path):
     """Every task of the build marks its run in flight: the marker of extract and validate alone
     was gone once a run was cleared from resolve_identities, and the erasure dropped the schema

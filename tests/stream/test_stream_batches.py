@@ -204,6 +204,34 @@ def test_a_file_dated_ahead_of_the_clock_does_not_hide_later_files(tmp_path, sen
     assert {"skewed.csv", "normal.csv"} <= files
 
 
+def test_a_file_modified_at_the_watermark_is_taken_with_no_lookback(tmp_path, sent):
+    """The watermark is the newest modification time a listing covered; a file landing after
+    that listing with the same time (S3 keeps whole seconds, a file system a clock tick) is not
+    covered by it. With ``lookback_seconds: 0`` it was never listed again: lost to the stream."""
+    config = make_config(tmp_path, stream={"lookback_seconds": 0})
+    landing = tmp_path / "landing"
+    write_seed_example(landing)
+    batch(config, sent, "b0")
+    ds = "2022-05-01"
+    first = write_forms(
+        landing, ds, "a.csv", [form_row(f"{ds}T09:00:00", "Ann", "ann@x.org", "s-a")]
+    )
+    assert batch(config, sent, "b1")[0]["files"] == 1
+    second = write_forms(
+        landing, ds, "b.csv", [form_row(f"{ds}T09:00:01", "Bo", "bo@x.org", "s-b")]
+    )
+    tick = first.stat().st_mtime_ns
+    os.utime(second, ns=(tick, tick))
+
+    summary, new = batch(config, sent, "b2")
+
+    assert summary["files"] == 1
+    assert {r["payload"]["email"] for r in new if r["event_type"] == "profile_upsert"} == {
+        "bo@x.org"
+    }
+    assert batch(config, sent, "b3")[0]["files"] == 0  # and once
+
+
 def test_as_of_never_goes_down_for_a_late_file(tmp_path, sent):
     config = make_config(tmp_path)
     landing = tmp_path / "landing"
@@ -232,6 +260,43 @@ def test_as_of_is_never_before_the_latest_published_date(tmp_path, sent):
     write_interactions(landing, "2022-04-29", "late.csv", [("2022-04-29", SEED_SESSION, 2)])
     _, new = batch(config, sent, "b1")
     assert new and {r["as_of"] for r in new} == {"2022-04-30"}
+
+
+def test_a_daily_build_delivered_after_a_batch_does_not_roll_its_profiles_back(tmp_path, sent):
+    """A late file of the date the daily DAG is building, streamed after the build read the
+    warehouse: the build is delivered later and does not have it. With the same as_of, a
+    consumer following docs/streams.md (apply on a tie) took the build's older state over the
+    batch's, until the next day's build."""
+    config, landing = streaming(tmp_path, sent)
+    ds = "2022-04-30"
+    write_forms(landing, ds, "ann.csv", [form_row(f"{ds}T09:00:00", "Ann", "ann@x.org", "s-ann")])
+    write_interactions(landing, ds, "a.csv", [(ds, "s-ann", 1)])
+    _, first = batch(config, sent, "b1")
+    window = pipeline.RunWindow.for_date(ds)
+    pipeline.validate(window, _extract(config, ds), config)
+    pipeline.enrich(window, config)
+    pipeline.resolve_identities(window, config)
+    pipeline.build_profiles(window, config)
+    write_interactions(landing, ds, "late.csv", [(ds, "s-ann", 2)])
+    _, late = batch(config, sent, "b2")  # between two tasks of the daily run: the pool is free
+    pipeline.build_segments(window, config)
+    pipeline.check_quality(window, config)
+    tables = pipeline.publish(window, config)
+    daily = [r.as_dict() for r in records_from_export("audience_profiles", tables["audience_profiles"], ds)]  # fmt: skip
+
+    held: dict[str, dict] = {}  # the consumer rule of docs/streams.md, "State and as_of"
+    for record in [*first, *late, *daily]:
+        kept = held.get(record["profile_id"])
+        if record["event_type"] == "profile_upsert" and (
+            kept is None or record["as_of"] >= kept["as_of"]
+        ):
+            held[record["profile_id"]] = record
+    (ann,) = [r for r in held.values() if r["payload"]["email"] == "ann@x.org"]
+    assert ann["payload"]["interactions"] == 2
+    assert {r["as_of"] for r in first} == {ds} and {r["as_of"] for r in late} == {"2022-05-01"}
+    pipeline.cleanup(window, config)
+    write_interactions(landing, ds, "later.csv", [(ds, "s-ann", 3)])
+    assert {r["as_of"] for r in batch(config, sent, "b3")[1]} == {"2022-05-01"}  # never down
 
 
 def test_a_partition_dated_in_the_future_is_refused(tmp_path, sent, caplog):

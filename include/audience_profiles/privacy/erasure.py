@@ -363,7 +363,7 @@ def erased_event(removal: dict[str, Any], run_id: str) -> dict[str, Any] | None:
 
 def clear_run_schemas(wh, config: PipelineConfig) -> tuple[list[str], list[str]]:
     """Take the suppression list's people out of the daily runs' scratch schemas
-    (``run_YYYYMMDD``, ``Warehouse.scratch_schema``): ``(dropped, in flight)``.
+    (``run_YYYYMMDD``, ``Warehouse.scratch_schema``) and the stream's: ``(dropped, in flight)``.
 
     A run's cleanup drops its schema, but a run that failed (a quality check, a run marked
     failed) leaves it, holding identifiers and profiles, which the tables above do not reach.
@@ -375,6 +375,19 @@ def clear_run_schemas(wh, config: PipelineConfig) -> tuple[list[str], list[str]]
     that fails after this keeps them until it is cleared, or a later erasure finds it ended.)
     """
     dropped, running = [], []
+    # A stream batch's schemas (stream.BATCH_SCHEMA, WORK_SCHEMA) outlive a batch that failed
+    # (a destination down) until a later batch brings files. No batch is under way here (DuckDB
+    # has one writer; on Snowflake the warehouse pool), and the next one builds them afresh.
+    from audience_profiles.stream import BATCH_SCHEMA, WORK_SCHEMA  # heavy: only when used
+
+    for name in (BATCH_SCHEMA, WORK_SCHEMA):
+        schema = wh.scratch_schema(name)
+        if wh.query(
+            "SELECT count(*) FROM information_schema.schemata "
+            f"WHERE catalog_name = current_database() AND lower(schema_name) = lower('{schema}')"
+        )[0][0]:
+            wh.execute_script(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            dropped.append(schema)
     # This deployment's run schemas only: on Snowflake another deployment's may share the database.
     run_schema = re.compile(re.escape(wh.scratch_schema("run_").lower()) + r"(\d{4})(\d{2})(\d{2})")
     for (name,) in wh.query(
