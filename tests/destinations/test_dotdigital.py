@@ -1051,6 +1051,22 @@ def test_a_renamed_book_is_kept_while_a_member_waits_in_it(dotdigital, inputs, s
     assert dotdigital.members(FANS) == set()
 
 
+def test_a_book_deleted_in_dotdigital_is_made_again_and_filled(dotdigital, inputs, sync):
+    """The deleted book's id was retired and every later sync failed listing its members
+    (404 ERROR_ADDRESSBOOK_NOT_FOUND), for good: no member was synced again."""
+    people = [profile("ann", "ann@example.com"), profile("bob", "bob@example.com")]
+    deliver_on(sync, "2024-05-01", inputs.write(people, {"fans": ["ann", "bob"]}))
+    with dotdigital.lock:
+        del dotdigital.address_books[dotdigital.book(FANS)["id"]]
+
+    report = deliver_on(sync, "2024-05-02", inputs.write(people, {"fans": ["ann"]}))
+
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+    assert synced(sync.state_path) == {"ann@example.com"}
+    assert report.rows["removed"] == 0
+    assert state_rows(sync.state_path, "SELECT count(*) FROM retired_address_books") == [(0,)]
+
+
 def test_erasure_clears_books_of_dropped_segments_and_renamed_books(dotdigital, inputs, sync):
     people = [profile(f"p{i:02d}", f"p{i:02d}@example.com", optin_2=True) for i in range(3)]
     ids = [p["profile_id"] for p in people]

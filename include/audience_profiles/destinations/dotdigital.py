@@ -758,7 +758,14 @@ class DotdigitalDestination(Destination):
         for retired_id in retired:
             # Members the state still records here (not yet confirmed in the current book)
             # stay until they are, unless they are gone. Moving is not leaving the segment.
-            members = self._members(hook, retired_id)
+            try:
+                members = self._members(hook, retired_id)
+            except DotdigitalApiError as exc:
+                if exc.status != 404:
+                    raise
+                # Deleted in Dotdigital (the account's user, or the book the segment had was
+                # deleted and ensure_address_book made it again): no one is left to take out.
+                members = {}
             left = {email for email, book in gone_rows if book == retired_id}
             removed += self._remove(hook, retired_id, members, left)
             moved = self._remove(
