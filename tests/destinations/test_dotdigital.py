@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -598,6 +599,25 @@ def test_a_429_storm_waits_for_the_reset_and_completes(dotdigital, inputs, sync)
     assert min(r[3] for r in answered) >= dotdigital.rate_limit_until
 
 
+def test_a_429_storm_outlasts_a_clock_ahead_of_dotdigitals(dotdigital, inputs, sync, monkeypatch):
+    """With the worker's clock 1.5 s ahead, the retry at the reset came too early, and
+    the next 429's reset, already past on this clock, was waited 0.05 s: every attempt was
+    spent inside the storm and the delivery failed (DotdigitalApiError 429)."""
+    import types
+
+    import audience_profiles.hooks.dotdigital as hook_module
+
+    real = hook_module.time
+    ahead = types.SimpleNamespace(time=lambda: real.time() + 1.5, sleep=real.sleep)
+    monkeypatch.setattr(hook_module, "time", ahead)
+    tables = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
+    dotdigital.rate_limit_for(1.0)
+
+    sync(tables, backoff_base=0.3)
+
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+
+
 def test_server_errors_are_retried_with_backoff(dotdigital, inputs, sync):
     dotdigital.fail_next(3)
     sync(inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]}))
@@ -919,6 +939,9 @@ def test_region_and_retry_headers():
     assert 9 < retry_wait(429, {"x-ratelimit-reset": "10"}, 1, 1.0) < 11
     soon = email.utils.format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30))
     assert 25 < retry_wait(429, {"Retry-After": soon}, 1, 1.0) <= 30
+    # A reset already past (the clocks disagree: it still answered 429) backs off.
+    past = str(int(time.time()) - 5)
+    assert 0.5 <= retry_wait(429, {"x-ratelimit-reset": past}, 2, 1.0) <= 2.0
     # A date without a zone ("-0000") is UTC, not a crash comparing naive and aware times.
     assert retry_wait(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 -0000"}, 1, 1.0) == 0.0
     # Neither a number nor a date: back off as for a 5xx instead of failing on the header.
