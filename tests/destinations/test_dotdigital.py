@@ -552,6 +552,31 @@ def test_rejected_rows_are_kept_and_retried(dotdigital, inputs, sync):
     ]
 
 
+def test_a_member_another_segment_of_the_book_wants_stays_in_it(dotdigital, inputs, sync):
+    """Two segments syncing to one address book: Ann, who left fans but is still in partners,
+    was taken out of the book by fans' removals (and by a full re-sync's strays), and partners'
+    state, saying she was synced, never put her back."""
+    shared = {"fans": {"address_book": FANS}, "partners": {"address_book": FANS, "partner": True}}
+    ann = [profile("ann", "ann@example.com", optin_2=True), profile("bob", "bob@example.com")]
+    day1 = inputs.write(ann, {"fans": ["ann", "bob"], "partners": ["ann"]})
+    deliver_on(sync, "2024-05-01", day1, segments=shared)
+    assert dotdigital.members(FANS) == {"ann@example.com", "bob@example.com"}
+
+    day2 = inputs.write(ann, {"fans": ["bob"], "partners": ["ann"]})
+    report = deliver_on(sync, "2024-05-02", day2, segments=shared)
+    assert dotdigital.members(FANS) == {"ann@example.com", "bob@example.com"}
+    assert report.rows["removed"] == 0
+    assert synced(sync.state_path, "fans") == {"bob@example.com"}
+
+    deliver_on(sync, "2024-05-03", day2, segments=shared, full_resync=True)
+    assert dotdigital.members(FANS) == {"ann@example.com", "bob@example.com"}
+
+    day4 = inputs.write(ann, {"fans": ["bob"]})
+    report = deliver_on(sync, "2024-05-04", day4, segments=shared)
+    assert dotdigital.members(FANS) == {"bob@example.com"}
+    assert report.rows["removed"] == 1
+
+
 def test_full_resync_resends_everything_and_removes_strays(dotdigital, inputs, sync, tmp_path):
     tables = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
     sync(tables)
