@@ -577,6 +577,23 @@ def test_a_member_another_segment_of_the_book_wants_stays_in_it(dotdigital, inpu
     assert report.rows["removed"] == 1
 
 
+def test_a_segment_moving_out_of_a_shared_book_leaves_the_other_segments_members(
+    dotdigital, inputs, sync
+):
+    """Fans and partners shared a book; fans moved to a book of its own. Its move took every
+    fans member out of the old book, partners' book, partners' members too."""
+    shared = {"fans": {"address_book": FANS}, "partners": {"address_book": FANS, "partner": True}}
+    people = [profile("ann", "ann@example.com", optin_2=True), profile("bob", "bob@example.com")]
+    tables = inputs.write(people, {"fans": ["ann", "bob"], "partners": ["ann"]})
+    deliver_on(sync, "2024-05-01", tables, segments=shared)
+
+    moved = shared | {"fans": {"address_book": "AP fans 2025"}}
+    deliver_on(sync, "2024-05-02", tables, segments=moved)
+
+    assert dotdigital.members("AP fans 2025") == {"ann@example.com", "bob@example.com"}
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+
+
 def test_full_resync_resends_everything_and_removes_strays(dotdigital, inputs, sync, tmp_path):
     tables = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
     sync(tables)

@@ -733,13 +733,19 @@ class DotdigitalDestination(Destination):
         books (its address_book renamed) every member, once confirmed in the current book.
         A member another segment sharing the book wants stays in it."""
         book_id = books[segment_id]
-        sharing = [s for s, b in books.items() if b == book_id]
-        wanted = {
-            r[0]
-            for r in store.con.execute(
-                "SELECT DISTINCT email FROM desired WHERE list_contains(?, segment_id)", [sharing]
-            ).fetchall()
-        }
+
+        def wanted_in(book: int) -> set[str]:
+            """Who the segments syncing to ``book`` now want in it."""
+            sharing = [s for s, b in books.items() if b == book]
+            return {
+                r[0]
+                for r in store.con.execute(
+                    "SELECT DISTINCT email FROM desired WHERE list_contains(?, segment_id)",
+                    [sharing],
+                ).fetchall()
+            }
+
+        wanted = wanted_in(book_id)
         gone_rows = store.con.execute(
             """
             SELECT s.email, s.address_book_id FROM sync_state s
@@ -770,10 +776,12 @@ class DotdigitalDestination(Destination):
                 # Deleted in Dotdigital (the account's user, or the book the segment had was
                 # deleted and ensure_address_book made it again): no one is left to take out.
                 members = {}
+            # Another segment may sync to this book now: its members stay.
+            kept = wanted_in(retired_id)
             left = {email for email, book in gone_rows if book == retired_id}
-            removed += self._remove(hook, retired_id, members, left)
+            removed += self._remove(hook, retired_id, members, left - kept)
             moved = self._remove(
-                hook, retired_id, members, store.moved_from(segment_id, retired_id)
+                hook, retired_id, members, set(store.moved_from(segment_id, retired_id)) - kept
             )
             if moved:
                 log.info(
