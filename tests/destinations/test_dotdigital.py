@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -551,6 +552,48 @@ def test_rejected_rows_are_kept_and_retried(dotdigital, inputs, sync):
     ]
 
 
+def test_a_member_another_segment_of_the_book_wants_stays_in_it(dotdigital, inputs, sync):
+    """Two segments syncing to one address book: Ann, who left fans but is still in partners,
+    was taken out of the book by fans' removals (and by a full re-sync's strays), and partners'
+    state, saying she was synced, never put her back."""
+    shared = {"fans": {"address_book": FANS}, "partners": {"address_book": FANS, "partner": True}}
+    ann = [profile("ann", "ann@example.com", optin_2=True), profile("bob", "bob@example.com")]
+    day1 = inputs.write(ann, {"fans": ["ann", "bob"], "partners": ["ann"]})
+    deliver_on(sync, "2024-05-01", day1, segments=shared)
+    assert dotdigital.members(FANS) == {"ann@example.com", "bob@example.com"}
+
+    day2 = inputs.write(ann, {"fans": ["bob"], "partners": ["ann"]})
+    report = deliver_on(sync, "2024-05-02", day2, segments=shared)
+    assert dotdigital.members(FANS) == {"ann@example.com", "bob@example.com"}
+    assert report.rows["removed"] == 0
+    assert synced(sync.state_path, "fans") == {"bob@example.com"}
+
+    deliver_on(sync, "2024-05-03", day2, segments=shared, full_resync=True)
+    assert dotdigital.members(FANS) == {"ann@example.com", "bob@example.com"}
+
+    day4 = inputs.write(ann, {"fans": ["bob"]})
+    report = deliver_on(sync, "2024-05-04", day4, segments=shared)
+    assert dotdigital.members(FANS) == {"bob@example.com"}
+    assert report.rows["removed"] == 1
+
+
+def test_a_segment_moving_out_of_a_shared_book_leaves_the_other_segments_members(
+    dotdigital, inputs, sync
+):
+    """Fans and partners shared a book; fans moved to a book of its own. Its move took every
+    fans member out of the old book, partners' book, partners' members too."""
+    shared = {"fans": {"address_book": FANS}, "partners": {"address_book": FANS, "partner": True}}
+    people = [profile("ann", "ann@example.com", optin_2=True), profile("bob", "bob@example.com")]
+    tables = inputs.write(people, {"fans": ["ann", "bob"], "partners": ["ann"]})
+    deliver_on(sync, "2024-05-01", tables, segments=shared)
+
+    moved = shared | {"fans": {"address_book": "AP fans 2025"}}
+    deliver_on(sync, "2024-05-02", tables, segments=moved)
+
+    assert dotdigital.members("AP fans 2025") == {"ann@example.com", "bob@example.com"}
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+
+
 def test_full_resync_resends_everything_and_removes_strays(dotdigital, inputs, sync, tmp_path):
     tables = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
     sync(tables)
@@ -596,6 +639,25 @@ def test_a_429_storm_waits_for_the_reset_and_completes(dotdigital, inputs, sync)
     assert len(dotdigital.rate_limited_at) == 1
     answered = [r for r in dotdigital.requests if r[2] != 429]
     assert min(r[3] for r in answered) >= dotdigital.rate_limit_until
+
+
+def test_a_429_storm_outlasts_a_clock_ahead_of_dotdigitals(dotdigital, inputs, sync, monkeypatch):
+    """With the worker's clock 1.5 s ahead, the retry at the reset came too early, and
+    the next 429's reset, already past on this clock, was waited 0.05 s: every attempt was
+    spent inside the storm and the delivery failed (DotdigitalApiError 429)."""
+    import types
+
+    import audience_profiles.hooks.dotdigital as hook_module
+
+    real = hook_module.time
+    ahead = types.SimpleNamespace(time=lambda: real.time() + 1.5, sleep=real.sleep)
+    monkeypatch.setattr(hook_module, "time", ahead)
+    tables = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
+    dotdigital.rate_limit_for(1.0)
+
+    sync(tables, backoff_base=0.3)
+
+    assert dotdigital.members(FANS) == {"ann@example.com"}
 
 
 def test_server_errors_are_retried_with_backoff(dotdigital, inputs, sync):
@@ -919,6 +981,9 @@ def test_region_and_retry_headers():
     assert 9 < retry_wait(429, {"x-ratelimit-reset": "10"}, 1, 1.0) < 11
     soon = email.utils.format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30))
     assert 25 < retry_wait(429, {"Retry-After": soon}, 1, 1.0) <= 30
+    # A reset already past (the clocks disagree: it still answered 429) backs off.
+    past = str(int(time.time()) - 5)
+    assert 0.5 <= retry_wait(429, {"x-ratelimit-reset": past}, 2, 1.0) <= 2.0
     # A date without a zone ("-0000") is UTC, not a crash comparing naive and aware times.
     assert retry_wait(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 -0000"}, 1, 1.0) == 0.0
     # Neither a number nor a date: back off as for a 5xx instead of failing on the header.
@@ -1049,6 +1114,22 @@ def test_a_renamed_book_is_kept_while_a_member_waits_in_it(dotdigital, inputs, s
     request = ErasureRequest("r-1", "2024-05-03 10:00:00", (), (("email", "ann@example.com"),))
     assert sync.destination(segments=renamed).erase([request])["r-1"]["status"] == "done"
     assert dotdigital.members(FANS) == set()
+
+
+def test_a_book_deleted_in_dotdigital_is_made_again_and_filled(dotdigital, inputs, sync):
+    """The deleted book's id was retired and every later sync failed listing its members
+    (404 ERROR_ADDRESSBOOK_NOT_FOUND), for good: no member was synced again."""
+    people = [profile("ann", "ann@example.com"), profile("bob", "bob@example.com")]
+    deliver_on(sync, "2024-05-01", inputs.write(people, {"fans": ["ann", "bob"]}))
+    with dotdigital.lock:
+        del dotdigital.address_books[dotdigital.book(FANS)["id"]]
+
+    report = deliver_on(sync, "2024-05-02", inputs.write(people, {"fans": ["ann"]}))
+
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+    assert synced(sync.state_path) == {"ann@example.com"}
+    assert report.rows["removed"] == 0
+    assert state_rows(sync.state_path, "SELECT count(*) FROM retired_address_books") == [(0,)]
 
 
 def test_erasure_clears_books_of_dropped_segments_and_renamed_books(dotdigital, inputs, sync):

@@ -354,3 +354,34 @@ def test_a_driver_without_sqlstates_is_judged_by_its_message(error, not_there):
         with pytest.raises(Exception) as raised:
             session.columns('"ap_load_log"')
         assert raised.value is error  # the driver's own error fails the task
+
+
+def test_two_destinations_loading_one_schema_at_once_keep_their_staging_apart(
+    pg_conn, schema, tmp_path, monkeypatch
+):
+    """Both staged profile_merges (for its merges) as ap_stage_profile_merges_<date>: the
+    second delivery replaced the first's staging table and dropped it when it finished, so the
+    first's apply failed (relation does not exist), though each loads tables of its own."""
+    profiles, identifiers = (
+        warehouse_destination(
+            tmp_path / name,
+            name=name,
+            kind="sql",
+            conn_id=pg_conn,
+            schema=schema,
+            tables=[table],
+        )
+        for name, table in (("a", "audience_profiles"), ("b", "profile_identifiers"))
+    )
+    apply = GenericSqlDestination.apply
+
+    def the_other_delivers_meanwhile(self, db, plan):
+        if self is profiles:
+            deliver(identifiers, tmp_path / "b", DAY1)
+        return apply(self, db, plan)
+
+    monkeypatch.setattr(GenericSqlDestination, "apply", the_other_delivers_meanwhile)
+    deliver(profiles, tmp_path / "a", DAY1)
+
+    loaded = hook(pg_conn).get_records(f'SELECT profile_id FROM "{schema}"."audience_profiles"')
+    assert sorted(r[0] for r in loaded) == [P1, P2]

@@ -23,7 +23,8 @@ One sync, in order:
 4. diff against ``sync_state``: added and changed rows (a hash of the mapped fields and the
    consent time) go out as CSV bulk imports; only what an import's fault report confirms is
    written back to ``sync_state``; faults are kept in ``sync_failures`` and retried next run;
-5. members no longer wanted are taken out of the address book;
+5. members no longer wanted are taken out of the address book (unless another segment syncing
+   to that book wants them);
 6. consent records (text, time, URL) go to the v3 contact API for new opt-ins;
 7. one ``sync_runs`` row and the DeliveryReport say what happened.
 
@@ -472,7 +473,7 @@ class DotdigitalDestination(Destination):
                     return
                 self._finish_imports(hook, store, opts, import_ids, tally, sync_id)
         for seg in opts.segments:
-            self._remove_members(hook, store, seg.segment_id, books[seg.segment_id], opts, tally)
+            self._remove_members(hook, store, seg.segment_id, books, opts, tally)
         self._send_consent(hook, store, tally)
 
     def _keep_newer(
@@ -724,12 +725,27 @@ class DotdigitalDestination(Destination):
         hook: DotdigitalHook,
         store: SyncStateStore,
         segment_id: str,
-        book_id: int,
+        books: dict[str, int],
         opts: DotdigitalOptions,
         tally: SyncTally,
     ) -> None:
         """Take out of the segment's book the members no longer wanted; and out of its retired
-        books (its address_book renamed) every member, once confirmed in the current book."""
+        books (its address_book renamed) every member, once confirmed in the current book.
+        A member another segment sharing the book wants stays in it."""
+        book_id = books[segment_id]
+
+        def wanted_in(book: int) -> set[str]:
+            """Who the segments syncing to ``book`` now want in it."""
+            sharing = [s for s, b in books.items() if b == book]
+            return {
+                r[0]
+                for r in store.con.execute(
+                    "SELECT DISTINCT email FROM desired WHERE list_contains(?, segment_id)",
+                    [sharing],
+                ).fetchall()
+            }
+
+        wanted = wanted_in(book_id)
         gone_rows = store.con.execute(
             """
             SELECT s.email, s.address_book_id FROM sync_state s
@@ -747,22 +763,25 @@ class DotdigitalDestination(Destination):
             remove = set(gone)
             if opts.full_resync:
                 # A full re-sync also takes out members the state never knew (the book is ours).
-                wanted = {
-                    r[0]
-                    for r in store.con.execute(
-                        "SELECT email FROM desired WHERE segment_id = ?", [segment_id]
-                    ).fetchall()
-                }
-                remove |= members.keys() - wanted
-            removed += self._remove(hook, book_id, members, remove)
+                remove |= members.keys()
+            removed += self._remove(hook, book_id, members, remove - wanted)
         for retired_id in retired:
             # Members the state still records here (not yet confirmed in the current book)
             # stay until they are, unless they are gone. Moving is not leaving the segment.
-            members = self._members(hook, retired_id)
+            try:
+                members = self._members(hook, retired_id)
+            except DotdigitalApiError as exc:
+                if exc.status != 404:
+                    raise
+                # Deleted in Dotdigital (the account's user, or the book the segment had was
+                # deleted and ensure_address_book made it again): no one is left to take out.
+                members = {}
+            # Another segment may sync to this book now: its members stay.
+            kept = wanted_in(retired_id)
             left = {email for email, book in gone_rows if book == retired_id}
-            removed += self._remove(hook, retired_id, members, left)
+            removed += self._remove(hook, retired_id, members, left - kept)
             moved = self._remove(
-                hook, retired_id, members, store.moved_from(segment_id, retired_id)
+                hook, retired_id, members, set(store.moved_from(segment_id, retired_id)) - kept
             )
             if moved:
                 log.info(

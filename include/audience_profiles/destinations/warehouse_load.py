@@ -5,7 +5,8 @@ Per delivery:
 1. set-up (outside any transaction, as DDL commits on its own in most warehouses): create each
    target table that is missing, typed from the export's Parquet schema, and add columns a newer
    export brings;
-2. stage: load every table's export into its own staging table (``ap_stage_<table>_<yyyymmdd>``,
+2. stage: load every table's export into its own staging table
+   (``ap_stage_<table>_<yyyymmdd>_<first 8 hex digits of the destination name's sha256>``,
    replaced on every attempt);
 3. apply, each table's change atomic (one statement or one transaction):
    - a *snapshot* table (the state as of the run date: profiles, identifiers, profile
@@ -57,6 +58,7 @@ import abc
 import contextlib
 import datetime as dt
 import functools
+import hashlib
 import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -287,7 +289,10 @@ class SqlWarehouseDestination(Destination):
         spec = TABLES[table]
         schema = pq.read_schema(path)
         columns = [(f.name.lower(), f.type) for f in schema]
-        staging = self.qualified(f"ap_stage_{table}_{run.ds.replace('-', '')}")
+        # Named after the destination too: two destinations loading one schema at once (each
+        # stages profile_merges) replaced and dropped each other's staging table.
+        owner = hashlib.sha256(self.name.encode()).hexdigest()[:8]
+        staging = self.qualified(f"ap_stage_{table}_{run.ds.replace('-', '')}_{owner}")
         rows = pq.read_metadata(path).num_rows
         return Staged(table, staging, columns, rows, spec, store)
 

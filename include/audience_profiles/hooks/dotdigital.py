@@ -21,7 +21,8 @@ Endpoints used (Dotdigital's published v2 API unless noted):
     GET    /v2/data-fields, POST /v2/data-fields           contact data fields
     PATCH  /contacts/v3/email/{email}                      v3 contact upsert, used for ``consentRecords``
 
-Throttling: a 429 waits until ``x-ratelimit-reset`` (epoch seconds; ``Retry-After`` as a fallback),
+Throttling: a 429 waits until ``x-ratelimit-reset`` (epoch seconds; ``Retry-After`` as a fallback,
+and back-off when the reset is unreadable or already past on this clock),
 5xx and connection errors back off exponentially, and every call gives up after ``max_attempts``.
 A reset further away than ``max_rate_limit_wait`` (Dotdigital's limits are hourly) fails the call
 with the reset time instead of holding a worker for an hour; Airflow's task retry comes back later.
@@ -108,11 +109,17 @@ def _number(value: str) -> float | None:
 
 
 def _reset_wait(reset: str | None) -> float | None:
-    """``x-ratelimit-reset`` (epoch seconds, or a delay) as seconds from now; None if unreadable."""
+    """``x-ratelimit-reset`` (epoch seconds, or a delay) as seconds from now; None if unreadable
+    or already past: a 429 whose reset has passed on this clock says the clocks disagree, and
+    waiting 0.05 s each time spent every attempt inside the limit."""
     value = _number(reset) if reset else None
     if value is None:
         return None
-    return max(value - time.time() if value > _EPOCH_2001 else value, 0.0) + 0.05
+    if value > _EPOCH_2001:
+        value -= time.time()
+        if value <= 0:
+            return None
+    return max(value, 0.0) + 0.05
 
 
 def _retry_after_wait(retry_after: str | None) -> float | None:
