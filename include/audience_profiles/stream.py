@@ -558,13 +558,7 @@ def _batch_as_of(wh: Warehouse, files: list[LandedFile]) -> str:
 
 def _building(wh: Warehouse, window: RunWindow) -> bool:
     """Whether the daily build of ``window``'s date has started and not been cleaned up."""
-    schema = window.run_schema_in(wh)
-    return bool(
-        wh.query(
-            "SELECT count(*) FROM information_schema.tables WHERE lower(table_schema) = "
-            f"lower({wh.literal(schema)}) AND lower(table_name) = 'build_started'"
-        )[0][0]
-    )
+    return "build_started" in wh.table_names(window.run_schema_in(wh), views=False)
 
 
 def _stage(

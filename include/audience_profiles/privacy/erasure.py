@@ -380,28 +380,19 @@ def clear_run_schemas(wh, config: PipelineConfig) -> tuple[list[str], list[str]]
     # has one writer; on Snowflake the warehouse pool), and the next one builds them afresh.
     from audience_profiles.stream import BATCH_SCHEMA, WORK_SCHEMA  # heavy: only when used
 
-    for name in (BATCH_SCHEMA, WORK_SCHEMA):
-        schema = wh.scratch_schema(name)
-        if wh.query(
-            "SELECT count(*) FROM information_schema.schemata "
-            f"WHERE catalog_name = current_database() AND lower(schema_name) = lower('{schema}')"
-        )[0][0]:
-            wh.execute_script(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-            dropped.append(schema)
+    stream_schemas = {wh.scratch_schema(n).lower() for n in (BATCH_SCHEMA, WORK_SCHEMA)}
     # This deployment's run schemas only: on Snowflake another deployment's may share the database.
     run_schema = re.compile(re.escape(wh.scratch_schema("run_").lower()) + r"(\d{4})(\d{2})(\d{2})")
     for (name,) in wh.query(
         "SELECT schema_name FROM information_schema.schemata "
         "WHERE catalog_name = current_database() ORDER BY 1"
     ):
-        found = run_schema.fullmatch(str(name).lower())
-        if not found:
-            continue
-        schema = found.group(0)
-        if run_in_flight(Path(config.work_dir) / "runs" / "-".join(found.groups())):
+        schema = str(name).lower()
+        found = run_schema.fullmatch(schema)
+        if found and run_in_flight(Path(config.work_dir) / "runs" / "-".join(found.groups())):
             suppress_run_outputs(wh, schema)
             running.append(schema)
-        else:
+        elif found or schema in stream_schemas:
             wh.execute_script(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             dropped.append(schema)
     if dropped:
