@@ -803,6 +803,34 @@ def test_two_drops_writing_one_table_to_one_place_are_refused():
             parse_config({**MINIMAL, "destinations": [one, other]})
 
 
+def test_two_warehouses_loading_one_table_into_one_schema_are_refused():
+    # They share the table and its load log: each delivery rewrote the other's rows (under its
+    # own pii policy), and one's older date was taken for the other's.
+    first = {"name": "sf", "kind": "snowflake", "conn_id": "sf", "schema": "AP", "pii": "plain"}
+    second = {**first, "name": "sf_hashed", "schema": "ap", "pii": "hashed"}
+    with pytest.raises(ConfigError) as err:
+        parse_config({**MINIMAL, "destinations": [first, second]}, "p.yml")
+    assert str(err.value) == (
+        "p.yml: destinations[1] (sf_hashed) loads audience_profiles into the schema "
+        "destinations[0] (sf) loads it into: each delivery would rewrite the other's rows; load "
+        "it from one of them only, or into another schema"
+    )
+    sql = {"name": "pg", "kind": "sql", "conn_id": "pg", "tables": ["quarantine"]}
+    with pytest.raises(ConfigError, match=r"destinations\[1\] \(pg2\) loads quarantine into"):
+        parse_config({**MINIMAL, "destinations": [sql, {**sql, "name": "pg2"}]})
+    # other tables, another schema, database, connection or kind, or one of them disabled: fine
+    for one, other in (
+        ({**first, "tables": ["audience_profiles"]}, {**second, "tables": ["quarantine"]}),
+        (first, {**second, "schema": "AP_HASHED"}),
+        (first, {**second, "database": "OTHER"}),
+        (first, {**second, "conn_id": "sf_other"}),
+        (first, {**second, "enabled": False}),
+        # a sql destination quotes lower-case names: "audience_profiles" is another table
+        (first, {**first, "name": "sf_sql", "kind": "sql"}),
+    ):
+        parse_config({**MINIMAL, "destinations": [one, other]})
+
+
 @pytest.mark.parametrize(
     ("written", "reason"),
     [("2022-13-11", "month must be in 1..12"), ("2022-02-30", "day is out of range for month")],

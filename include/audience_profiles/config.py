@@ -671,7 +671,8 @@ def kind_declares(kind: str, flag: str) -> bool:
     """Whether the class of ``kind`` sets ``<flag>`` true, read from the source as ``OPTIONS``
     is: its own value or one inherited from a class in ``destinations/`` (``class
     Store(LocalDestination)``), assigned or annotated (``WRITES_FILES: ClassVar[bool] = True``).
-    Flags: ``WRITES_FILES`` (only they take :data:`FILE_KEYS`), ``NEEDS_CONN_ID``, ``STREAMED``."""
+    Flags: ``WRITES_FILES`` (only they take :data:`FILE_KEYS`), ``NEEDS_CONN_ID``, ``STREAMED``,
+    ``LOADS_TABLES``."""
     module = module_of(kind)
     if module is None:
         return False
@@ -930,6 +931,32 @@ def check_drop_places(
             writers[place, table] = (index, dest.name)
 
 
+def check_warehouse_tables(destinations: tuple[DestinationConfig, ...], source: str) -> None:
+    """Refuse two enabled warehouse destinations (``LOADS_TABLES``) that load one table into one
+    schema: the same kind, connection, ``database`` and ``schema``. They share the table and its
+    load log (``ap_loads``, one row per table and date), so each delivery rewrote the rows the
+    other loaded (under its own ``pii`` policy), and an older date delivered by one was taken for
+    the other's. Names are compared without case, as both kinds fold them (Snowflake to upper
+    case, ``sql`` to lower). Only what pipeline.yml says is compared: a schema left to the
+    connection, or two connections to one database, cannot be known without reading the
+    connections, which the load must not do while DAG files are parsed."""
+    loaders: dict[tuple, tuple[int, str]] = {}
+    for index, dest in enumerate(destinations):
+        if not dest.enabled or not kind_declares(dest.kind, "LOADS_TABLES"):
+            continue
+        names = (str(dest.options.get(key) or "").casefold() for key in ("database", "schema"))
+        place = (dest.kind, dest.conn_id, *names)
+        for table in dest.tables:
+            if (place, table) in loaders:
+                first, name = loaders[place, table]
+                raise ConfigError(
+                    f"{source}: destinations[{index}] ({dest.name}) loads {table} into the schema "
+                    f"destinations[{first}] ({name}) loads it into: each delivery would rewrite "
+                    "the other's rows; load it from one of them only, or into another schema"
+                )
+            loaders[place, table] = (index, dest.name)
+
+
 def _check_state_files(config: PipelineConfig, source: str) -> None:
     """Refuse two enabled destinations that keep their state in one file (``state_path``, by
     default ``<work_dir>/state/<name>.duckdb``): their confirmed contacts, watermarks and
@@ -1154,6 +1181,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     if dupes:
         raise ConfigError(f"{source}: destination names must be unique: {', '.join(dupes)}")
     check_drop_places(destinations, source)
+    check_warehouse_tables(destinations, source)
 
     config_dir = Path(source).parent if source != "<dict>" else DEFAULT_CONFIG.parent
 

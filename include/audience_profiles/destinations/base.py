@@ -22,7 +22,7 @@ its ``sink()`` (put, get, list, delete, url), ``OPTIONS``, and ``prefix()`` if i
 ``prefix`` option (as s3.py: the default writes at the sink's root): layout, write order,
 retention and erasure are the drops'.
 
-``WRITES_FILES``, ``NEEDS_CONN_ID`` and ``STREAMED`` are read from the source too (the class's
+``WRITES_FILES``, ``NEEDS_CONN_ID``, ``STREAMED`` and ``LOADS_TABLES`` are read from the source too (the class's
 own value, or one inherited from a class in this package); the module may have any name (``sql``
 is registered in generic_sql.py): ``config.module_of`` finds it.
 
@@ -130,6 +130,10 @@ class Destination(abc.ABC):
     # Whether the stream DAG (stream.py) sends its micro-batches to it, record by record, besides
     # the daily delivery: set on the streams (Kinesis, Firehose, Kafka).
     STREAMED: ClassVar[bool] = False
+    # Whether it loads the exports into tables of a schema it reaches through ``conn_id``
+    # (``database`` and ``schema`` options): set on the SQL warehouses, so that two of them
+    # loading one table into one schema are refused when pipeline.yml loads.
+    LOADS_TABLES: ClassVar[bool] = False
 
     def __init__(self, config: DestinationConfig, pipeline: PipelineConfig):
         self.config = config

@@ -173,6 +173,8 @@ class LoadPlan:
 class SqlWarehouseDestination(Destination):
     """The load contract above; subclasses say how to connect, type, quote and stage."""
 
+    LOADS_TABLES = True
+
     @abc.abstractmethod
     def session(self) -> contextlib.AbstractContextManager[Session]: ...
 
