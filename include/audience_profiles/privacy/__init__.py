@@ -23,11 +23,12 @@ import hashlib
 
 from audience_profiles.warehouse.base import sql_macro
 
-# Pragmatic address check: one @, a dot in the domain, no spaces. RFC 5322 allows more, but
-# marketing platforms reject those addresses anyway. The validate and identity SQL take it as
+# Pragmatic address check: one @, a dot in the domain, no spaces, a top-level domain of letters
+# or in punycode (.xn--p1ai is .рф). RFC 5322 allows more, but marketing platforms reject those
+# addresses anyway. The validate and identity SQL take it as
 # `email_pattern`; include/config/identity.yml's commented default repeats it.
 # No backslashes: Snowflake string literals treat them as escapes, so dots are written [.].
-EMAIL_PATTERN = r"^[a-z0-9._%+'-]+@[a-z0-9-]+([.][a-z0-9-]+)*[.][a-z]{2,}$"
+EMAIL_PATTERN = r"^[a-z0-9._%+'-]+@[a-z0-9-]+([.][a-z0-9-]+)*[.]([a-z]{2,}|xn--[a-z0-9-]+)$"
 
 PII_COLUMNS = ("email", "first_name", "last_name")
 # What a hashed email is called, as a column and as an identifier type, under pii `hashed`: the

@@ -23,6 +23,7 @@ from audience_profiles import pipeline
 from audience_profiles.config import PipelineConfig
 from audience_profiles.landing import SOURCES
 from audience_profiles.pipeline import RunWindow, run_all
+from audience_profiles.privacy import EMAIL_PATTERN
 from audience_profiles.warehouse import open_warehouse
 from tests.support import PROJECT_ROOT, write_config, write_csv, write_ndjson
 
@@ -375,6 +376,27 @@ def test_white_space_only_values_are_missing_and_values_are_trimmed(config, tmp_
     assert query(config, "SELECT session_id, email, email_raw FROM form_entries") == [
         ("s2", "ann@example.com", "\tAnn@Example.com\u00a0")
     ]
+
+
+def test_an_address_at_an_internationalised_top_level_domain_is_kept(config, tmp_path):
+    # .рф is written xn--p1ai: the pattern wanted two or more letters after the last dot and
+    # quarantined every such address as malformed. A bare or cut-off xn-- is still malformed.
+    emails = ["Ivan@xn--e1afmkfd.XN--P1AI", "ivan@example.xn--", "ivan@example.xn-", "a@b.c"]
+    land(
+        tmp_path,
+        "form_entries",
+        DS,
+        [form("2022-04-29T10:00:00", session_id=f"s{i}", email=e) for i, e in enumerate(emails)],
+        name="part-0.json",
+    )
+
+    validate(config)
+
+    assert quarantined(config, "form_entries") == [
+        (line, "email: malformed email") for line in (2, 3, 4)
+    ]
+    assert query(config, "SELECT email FROM form_entries") == [("ivan@xn--e1afmkfd.xn--p1ai",)]
+    assert re.fullmatch(EMAIL_PATTERN, "ivan@xn--e1afmkfd.xn--p1ai")  # identity's rule too
 
 
 # --- 3b. integers and opt-ins --------------------------------------------------------------
