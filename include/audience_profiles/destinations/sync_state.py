@@ -284,6 +284,47 @@ class SyncStateStore:
             [segment_id, emails],
         )
 
+    def members_of(self, segment_id: str) -> list[tuple[str, int]]:
+        """(email, address book id) of the segment's members the target holds."""
+        return self.con.execute(
+            "SELECT email, address_book_id FROM sync_state WHERE segment_id = ? ORDER BY email",
+            [segment_id],
+        ).fetchall()
+
+    def profiles_of(self, segment_id: str) -> list[tuple[str, str]]:
+        """(profile id, email) of the segment's members the target holds."""
+        return self.con.execute(
+            "SELECT profile_id, email FROM sync_state WHERE segment_id = ? ORDER BY profile_id",
+            [segment_id],
+        ).fetchall()
+
+    def dropped_segments(self, configured: list[str]) -> dict[str, set[int]]:
+        """Segments the state knows that are not in ``configured``, with every book they may
+        have members in (theirs, earlier ones, and those their members are recorded in). A
+        segment with an import awaiting confirmation waits for it (it could add members)."""
+        rows = self.con.execute(
+            """
+            SELECT segment_id, address_book_id FROM sync_state
+            UNION SELECT segment_id, address_book_id FROM address_books
+            UNION SELECT segment_id, address_book_id FROM retired_address_books
+            UNION SELECT segment_id, NULL FROM sync_failures
+            """
+        ).fetchall()
+        waiting = {r[0] for r in self.con.execute("SELECT segment_id FROM import_rows").fetchall()}
+        dropped: dict[str, set[int]] = {}
+        for segment_id, book_id in rows:
+            if segment_id in configured or segment_id in waiting:
+                continue
+            books = dropped.setdefault(segment_id, set())
+            if book_id is not None:
+                books.add(int(book_id))
+        return dropped
+
+    def forget_segment(self, segment_id: str) -> None:
+        """Forget a segment no longer synced: its members, failures and books."""
+        for table in ("sync_state", "sync_failures", "address_books", "retired_address_books"):
+            self.con.execute(f"DELETE FROM {table} WHERE segment_id = ?", [segment_id])
+
     def pending_consent(self) -> list[tuple[str, str, dt.datetime, str, str | None]]:
         """(segment, email, consent_at, consent_text, consent_url) still owed a consent record."""
         return self.con.execute(
