@@ -263,6 +263,36 @@ def test_consent_records_are_sent_once_per_opt_in(dotdigital, inputs, sync):
     ]
 
 
+def test_a_member_back_in_a_segment_is_not_sent_their_opt_in_again(dotdigital, inputs, sync):
+    """Ann left fans and came back with the same opt-in (a window rule lets fans in and out
+    week by week): each return sent the same consent record again, as the state forgot her
+    record with her membership; the contact keeps its records when taken out of a book. Bob,
+    in fans and then partners with the same wording, has one record too; erased, Ann's
+    record is forgotten with her."""
+    people = [
+        profile("ann", "ann@example.com"),
+        profile("bob", "bob@example.com"),
+    ]
+    same_text = {"fans": {"address_book": FANS}, "partners": {"address_book": PARTNERS}}
+    sync(inputs.write(people, {"fans": ["ann", "bob"]}), segments=same_text)
+    # a state file from before consent_records: the records its members were sent count
+    with SyncStateStore(sync.state_path) as store:
+        store.con.execute("DROP TABLE IF EXISTS consent_records")
+    sync(inputs.write(people, {"fans": []}), segments=same_text)
+    assert dotdigital.members(FANS) == set()
+    sync(inputs.write(people, {"fans": ["ann"], "partners": ["bob"]}), segments=same_text)
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+    assert dotdigital.members(PARTNERS) == {"bob@example.com"}
+    assert len(dotdigital.contact("ann@example.com")["consentRecords"]) == 1
+    assert len(dotdigital.contact("bob@example.com")["consentRecords"]) == 1
+
+    request = ErasureRequest("r-1", "2024-05-04 10:00:00", ("ann",), ())
+    sync.destination(segments=same_text).erase([request])
+    assert state_rows(
+        sync.state_path, "SELECT count(*) FROM consent_records WHERE email = 'ann@example.com'"
+    ) == [(0,)]
+
+
 def test_consent_records_accepted_before_a_failure_are_not_sent_again(
     dotdigital, inputs, sync, monkeypatch
 ):
