@@ -269,7 +269,9 @@ class _Reader:
             raise self.fail(where, f"{value!r} is a yes/no value; quote it if it is text")
         if not isinstance(value, types):
             names = " or ".join(t.__name__ for t in types)
-            raise self.fail(where, f"must be {names}, not {value!r} (quote dates and ids)")
+            # a form id is a number: telling a quoted one to quote it went round in circles
+            hint = "a whole number, unquoted" if types == (int,) else "quote dates and ids"
+            raise self.fail(where, f"must be {names}, not {value!r} ({hint})")
         return value
 
 

@@ -263,6 +263,36 @@ def test_consent_records_are_sent_once_per_opt_in(dotdigital, inputs, sync):
     ]
 
 
+def test_a_member_back_in_a_segment_is_not_sent_their_opt_in_again(dotdigital, inputs, sync):
+    """Ann left fans and came back with the same opt-in (a window rule lets fans in and out
+    week by week): each return sent the same consent record again, as the state forgot her
+    record with her membership; the contact keeps its records when taken out of a book. Bob,
+    in fans and then partners with the same wording, has one record too; erased, Ann's
+    record is forgotten with her."""
+    people = [
+        profile("ann", "ann@example.com"),
+        profile("bob", "bob@example.com"),
+    ]
+    same_text = {"fans": {"address_book": FANS}, "partners": {"address_book": PARTNERS}}
+    sync(inputs.write(people, {"fans": ["ann", "bob"]}), segments=same_text)
+    # a state file from before consent_records: the records its members were sent count
+    with SyncStateStore(sync.state_path) as store:
+        store.con.execute("DROP TABLE IF EXISTS consent_records")
+    sync(inputs.write(people, {"fans": []}), segments=same_text)
+    assert dotdigital.members(FANS) == set()
+    sync(inputs.write(people, {"fans": ["ann"], "partners": ["bob"]}), segments=same_text)
+    assert dotdigital.members(FANS) == {"ann@example.com"}
+    assert dotdigital.members(PARTNERS) == {"bob@example.com"}
+    assert len(dotdigital.contact("ann@example.com")["consentRecords"]) == 1
+    assert len(dotdigital.contact("bob@example.com")["consentRecords"]) == 1
+
+    request = ErasureRequest("r-1", "2024-05-04 10:00:00", ("ann",), ())
+    sync.destination(segments=same_text).erase([request])
+    assert state_rows(
+        sync.state_path, "SELECT count(*) FROM consent_records WHERE email = 'ann@example.com'"
+    ) == [(0,)]
+
+
 def test_consent_records_accepted_before_a_failure_are_not_sent_again(
     dotdigital, inputs, sync, monkeypatch
 ):
@@ -1231,3 +1261,43 @@ def test_the_triggerer_sends_the_credentials_as_the_workers_do(monkeypatch):
         server.shutdown()
         server.server_close()
     assert len(seen) == 2 and seen[0] == seen[1], seen
+
+
+def test_a_segment_dropped_from_the_config_is_taken_out_of_its_book(
+    dotdigital, inputs, sync, capsys
+):
+    """Partners left pipeline.yml (its segment removed from segments.yml, or no longer synced):
+    its book kept every member for good, Ann who withdrew her partner opt-in since included,
+    and no later run took anyone out. A member another segment still syncs to that book stays.
+    """
+    shared = {
+        "fans": {"address_book": FANS},
+        "partners": {"address_book": PARTNERS, "partner": True},
+        "vips": {"address_book": PARTNERS, "partner": True},
+    }
+    people = [
+        profile("ann", "ann@example.com", optin_2=True),
+        profile("bob", "bob@example.com", optin_2=True),
+    ]
+    day1 = inputs.write(people, {"fans": ["ann", "bob"], "partners": ["ann", "bob"], "vips": []})
+    deliver_on(sync, "2024-05-01", day1, segments=shared)
+    assert dotdigital.members(PARTNERS) == {"ann@example.com", "bob@example.com"}
+
+    people[0] = profile("ann", "ann@example.com", optin_2=False)
+    remaining = {"fans": shared["fans"], "vips": shared["vips"]}
+    day2 = inputs.write(people, {"fans": ["ann", "bob"], "vips": ["bob"]})
+    capsys.readouterr()
+    deliver_on(sync, "2024-05-02", day2, segments=remaining, dry_run=True)
+    assert dotdigital.members(PARTNERS) == {"ann@example.com", "bob@example.com"}
+    assert "  segment partners (no longer synced): -1 removed\n    - ann\n" in (
+        capsys.readouterr().out
+    )
+    report = deliver_on(sync, "2024-05-02", day2, segments=remaining)
+
+    assert dotdigital.members(PARTNERS) == {"bob@example.com"}  # vips still wants Bob
+    assert dotdigital.members(FANS) == {"ann@example.com", "bob@example.com"}
+    assert report.details["segments"]["partners"]["removed"] == 1
+    assert synced(sync.state_path, "partners") == set()
+    assert state_rows(
+        sync.state_path, "SELECT count(*) FROM address_books WHERE segment_id = 'partners'"
+    ) == [(0,)]

@@ -407,9 +407,10 @@ def test_the_shipped_segments_file_is_valid():
             {"segments": {"a": {"form_entries": {"within_days": "30"}}}},
             r"form_entries\.within_days: must be a whole number",
         ),
+        # a quoted form id was told to quote it
         (
             {"segments": {"a": {"form_entries": {"form_id": "29"}}}},
-            r"form_entries\.form_id: must be int",
+            r"form_entries\.form_id: must be int, not '29' \(a whole number, unquoted\)$",
         ),
         (
             {"segments": {"a": {"interaction": {"element_type": "predictions"}}}},

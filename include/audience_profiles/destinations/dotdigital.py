@@ -24,7 +24,7 @@ One sync, in order:
    consent time) go out as CSV bulk imports; only what an import's fault report confirms is
    written back to ``sync_state``; faults are kept in ``sync_failures`` and retried next run;
 5. members no longer wanted are taken out of the address book (unless another segment syncing
-   to that book wants them);
+   to that book wants them), and so are those of segments no longer configured;
 6. consent records (text, time, URL) go to the v3 contact API for new opt-ins;
 7. one ``sync_runs`` row and the DeliveryReport say what happened.
 
@@ -474,6 +474,7 @@ class DotdigitalDestination(Destination):
                 self._finish_imports(hook, store, opts, import_ids, tally, sync_id)
         for seg in opts.segments:
             self._remove_members(hook, store, seg.segment_id, books, opts, tally)
+        self._remove_dropped(hook, store, books, tally)
         self._send_consent(hook, store, tally)
 
     def _keep_newer(
@@ -735,15 +736,7 @@ class DotdigitalDestination(Destination):
         book_id = books[segment_id]
 
         def wanted_in(book: int) -> set[str]:
-            """Who the segments syncing to ``book`` now want in it."""
-            sharing = [s for s, b in books.items() if b == book]
-            return {
-                r[0]
-                for r in store.con.execute(
-                    "SELECT DISTINCT email FROM desired WHERE list_contains(?, segment_id)",
-                    [sharing],
-                ).fetchall()
-            }
+            return self._wanted_in(store, books, book)
 
         wanted = wanted_in(book_id)
         gone_rows = store.con.execute(
@@ -794,6 +787,45 @@ class DotdigitalDestination(Destination):
         for retired_id in retired:
             store.forget_retired_book(segment_id, retired_id)
         tally.add(segment_id, removed=removed)
+
+    @staticmethod
+    def _wanted_in(store: SyncStateStore, books: dict[str, int], book: int) -> set[str]:
+        """Who the segments syncing to ``book`` now want in it."""
+        sharing = [s for s, b in books.items() if b == book]
+        return {
+            r[0]
+            for r in store.con.execute(
+                "SELECT DISTINCT email FROM desired WHERE list_contains(?, segment_id)", [sharing]
+            ).fetchall()
+        }
+
+    def _remove_dropped(
+        self, hook: DotdigitalHook, store: SyncStateStore, books: dict[str, int], tally: SyncTally
+    ) -> None:
+        """Take the members of segments no longer synced (removed from ``segments:``) out of
+        the books the state records them in, and forget those segments. Left there, every one
+        of them stayed in a book the sync made, opt-outs included, and no run took them out.
+        A member a configured segment syncing to the same book wants stays."""
+        for segment_id, book_ids in store.dropped_segments(list(books)).items():
+            emails = {e for e, _ in store.members_of(segment_id)}
+            removed = 0
+            for book_id in sorted(book_ids):
+                try:
+                    members = self._members(hook, book_id)
+                except DotdigitalApiError as exc:
+                    if exc.status != 404:
+                        raise
+                    members = {}  # the book was deleted in Dotdigital: no one to take out
+                removed += self._remove(
+                    hook, book_id, members, emails - self._wanted_in(store, books, book_id)
+                )
+            log.info(
+                "Segment %s is no longer synced: %d member(s) taken out of its address book(s)",
+                segment_id,
+                removed,
+            )
+            store.forget_segment(segment_id)
+            tally.add(segment_id, removed=removed)
 
     @staticmethod
     def _members(hook: DotdigitalHook, book_id: int) -> dict[str, int]:
@@ -923,6 +955,16 @@ class DotdigitalDestination(Destination):
                 lines.extend(f"    {mark} {pid}" for pid in ids[:DRY_RUN_SAMPLE])
                 if len(ids) > DRY_RUN_SAMPLE:
                     lines.append(f"    {mark} ... and {len(ids) - DRY_RUN_SAMPLE} more")
+        configured = {s: b[1] for s, b in known.items() if b}
+        for segment_id, book_ids in store.dropped_segments(list(known)).items():
+            # A real run takes them out of the books (_remove_dropped), bar those wanted there.
+            kept = set().union(*(self._wanted_in(store, configured, b) for b in book_ids))
+            ids = sorted({pid for pid, email in store.profiles_of(segment_id) if email not in kept})
+            tally.add(segment_id, removed=len(ids))
+            lines.append(f"  segment {segment_id} (no longer synced): -{len(ids)} removed")
+            lines.extend(f"    - {pid}" for pid in ids[:DRY_RUN_SAMPLE])
+            if len(ids) > DRY_RUN_SAMPLE:
+                lines.append(f"    - ... and {len(ids) - DRY_RUN_SAMPLE} more")
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(tally.skipped.items()))
         lines.append(f"  not sent ({skipped})")
         print("\n".join(lines))

@@ -17,6 +17,7 @@ Tables:
 - ``sync_failures``: rows the target refused, with the reason and attempts; they are not in
   ``sync_state``, so the next diff offers them again.
 - ``suppressed``: addresses the target reports as unsubscribed/suppressed; never sent again.
+- ``consent_records``: the consent records the target accepted, so none is sent twice.
 - ``address_books``, ``sync_meta``: target ids and watermarks (``last_synced_ds``: the latest run
   date whose members started to go out; an older date is not synced over it, see
   :meth:`SyncStateStore.last_synced_ds`).
@@ -93,6 +94,14 @@ CREATE TABLE IF NOT EXISTS retired_address_books (
     address_book_id BIGINT NOT NULL,
     PRIMARY KEY (segment_id, address_book_id)
 );
+-- Consent records Dotdigital accepted: a contact keeps them when taken out of a book, so one
+-- coming back with the same opt-in is owed none (docs/activation.md, "Consent rules").
+CREATE TABLE IF NOT EXISTS consent_records (
+    email VARCHAR NOT NULL,
+    consent_text VARCHAR NOT NULL,
+    consent_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (email, consent_text, consent_at)
+);
 CREATE TABLE IF NOT EXISTS sync_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS sync_runs (
     sync_id VARCHAR PRIMARY KEY,
@@ -140,7 +149,18 @@ class SyncStateStore:
                 "runs of one destination must not overlap"
             ) from exc
         self.con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ inputs become naive UTC
+        had_records = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'consent_records'"
+        ).fetchone()[0]
         self.con.execute(_SCHEMA)
+        if not had_records:  # a state file from before the table: the records it knows sent
+            self.con.execute(
+                """
+                INSERT OR IGNORE INTO consent_records
+                SELECT DISTINCT email, consent_text, consent_at FROM sync_state
+                WHERE NOT consent_pending AND consent_text IS NOT NULL AND consent_at IS NOT NULL
+                """
+            )
 
     def __enter__(self) -> SyncStateStore:
         return self
@@ -203,9 +223,12 @@ class SyncStateStore:
                        r.consent_text IS NOT NULL AND r.consent_at IS NOT NULL AND (
                            s.email IS NULL OR s.consent_pending
                            OR s.consent_at IS DISTINCT FROM r.consent_at
-                       ) AS consent_pending
+                       ) AND k.email IS NULL AS consent_pending
                 FROM import_rows r
                 LEFT JOIN sync_state s USING (segment_id, email)
+                LEFT JOIN consent_records k
+                  ON k.email = r.email AND k.consent_text = r.consent_text
+                 AND k.consent_at = r.consent_at
                 WHERE r.import_id = ? AND r.email NOT IN (SELECT email FROM import_faults)
                 """,
                 [import_id],
@@ -284,6 +307,47 @@ class SyncStateStore:
             [segment_id, emails],
         )
 
+    def members_of(self, segment_id: str) -> list[tuple[str, int]]:
+        """(email, address book id) of the segment's members the target holds."""
+        return self.con.execute(
+            "SELECT email, address_book_id FROM sync_state WHERE segment_id = ? ORDER BY email",
+            [segment_id],
+        ).fetchall()
+
+    def profiles_of(self, segment_id: str) -> list[tuple[str, str]]:
+        """(profile id, email) of the segment's members the target holds."""
+        return self.con.execute(
+            "SELECT profile_id, email FROM sync_state WHERE segment_id = ? ORDER BY profile_id",
+            [segment_id],
+        ).fetchall()
+
+    def dropped_segments(self, configured: list[str]) -> dict[str, set[int]]:
+        """Segments the state knows that are not in ``configured``, with every book they may
+        have members in (theirs, earlier ones, and those their members are recorded in). A
+        segment with an import awaiting confirmation waits for it (it could add members)."""
+        rows = self.con.execute(
+            """
+            SELECT segment_id, address_book_id FROM sync_state
+            UNION SELECT segment_id, address_book_id FROM address_books
+            UNION SELECT segment_id, address_book_id FROM retired_address_books
+            UNION SELECT segment_id, NULL FROM sync_failures
+            """
+        ).fetchall()
+        waiting = {r[0] for r in self.con.execute("SELECT segment_id FROM import_rows").fetchall()}
+        dropped: dict[str, set[int]] = {}
+        for segment_id, book_id in rows:
+            if segment_id in configured or segment_id in waiting:
+                continue
+            books = dropped.setdefault(segment_id, set())
+            if book_id is not None:
+                books.add(int(book_id))
+        return dropped
+
+    def forget_segment(self, segment_id: str) -> None:
+        """Forget a segment no longer synced: its members, failures and books."""
+        for table in ("sync_state", "sync_failures", "address_books", "retired_address_books"):
+            self.con.execute(f"DELETE FROM {table} WHERE segment_id = ?", [segment_id])
+
     def pending_consent(self) -> list[tuple[str, str, dt.datetime, str, str | None]]:
         """(segment, email, consent_at, consent_text, consent_url) still owed a consent record."""
         return self.con.execute(
@@ -294,18 +358,32 @@ class SyncStateStore:
         ).fetchall()
 
     def consent_sent(self, sent: list[tuple[str, str]]) -> None:
-        """Mark (segment, email) rows' consent records sent: one statement for many rows (one
-        per row scanned the table each time: 4 ms a row at 280k rows, hours for a first sync)."""
+        """Mark (segment, email) rows' consent records sent, and remember the records: one
+        statement for many rows (one per row scanned the table each time: 4 ms a row at 280k
+        rows, hours for a first sync)."""
         if not sent:
             return
         self.con.execute(
             """
-            UPDATE sync_state SET consent_pending = false
-            FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS segment_id,
-                         unnest(CAST(? AS VARCHAR[])) AS email) AS sent
-            WHERE sync_state.segment_id = sent.segment_id AND sync_state.email = sent.email
+            CREATE OR REPLACE TEMP TABLE consent_sent AS
+            SELECT unnest(CAST(? AS VARCHAR[])) AS segment_id,
+                   unnest(CAST(? AS VARCHAR[])) AS email
             """,
             [[seg for seg, _ in sent], [email for _, email in sent]],
+        )
+        self.con.execute(
+            """
+            INSERT OR IGNORE INTO consent_records
+            SELECT DISTINCT s.email, s.consent_text, s.consent_at
+            FROM sync_state s JOIN consent_sent USING (segment_id, email)
+            WHERE s.consent_text IS NOT NULL AND s.consent_at IS NOT NULL
+            """
+        )
+        self.con.execute(
+            """
+            UPDATE sync_state SET consent_pending = false FROM consent_sent AS sent
+            WHERE sync_state.segment_id = sent.segment_id AND sync_state.email = sent.email
+            """
         )
 
     # -- erasure ------------------------------------------------------------------------------
@@ -347,7 +425,7 @@ class SyncStateStore:
 
     def erase(self, emails: list[str]) -> None:
         """Forget these addresses everywhere but the suppression list of the target's own."""
-        for table in ("sync_state", "sync_failures"):
+        for table in ("sync_state", "sync_failures", "consent_records"):
             self.con.execute(f"DELETE FROM {table} WHERE list_contains(?, email)", [emails])
 
     # -- suppressions -------------------------------------------------------------------------
