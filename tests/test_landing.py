@@ -1110,6 +1110,26 @@ def test_a_dangling_link_fails_the_extract_naming_it(tmp_path):
         extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
 
 
+def test_a_file_name_that_is_not_utf8_fails_the_extract_naming_it(tmp_path):
+    """A Latin-1 name (from a Windows share or a zip) is no text: the file failed as `cannot be
+    read (InvalidInputException)`, and a message holding the name broke a UTF-8 log."""
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    name = os.fsdecode(b"caf\xe9.csv")
+    (folder / name).write_text(f"{','.join(INTERACTION_HEADER)}\n2022-04-29,e1,p1,s1,0,1\n")
+    (folder / os.fsdecode(b".caf\xe9.csv.crc")).write_text("")  # hidden: left alone
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
+    assert str(err.value) == (
+        f"{folder}: 1 file name(s) not UTF-8 text: caf\\xe9.csv (a landing file's name is "
+        "stored with its rows, as text): rename them"
+    )
+    str(err.value).encode()  # loggable
+    # the wait for the landing says so too, rather than wait for a file that is there
+    with pytest.raises(LandingError, match="not UTF-8 text"):
+        partition_gap(str(tmp_path / "landing"), SOURCES["interactions"], "2022-04-29", None)
+
+
 def _form_partition(tmp_path) -> Path:
     folder = tmp_path / "landing" / "form_entries" / "date=2022-04-29"
     folder.mkdir(parents=True)

@@ -662,6 +662,7 @@ def _checked_local_files(folder: Path, source: Source, landing_root: str) -> lis
             ((p.name, p.is_dir()) for p in folder.parent.iterdir()), str(folder.parent)
         )
     found = _partition_files(folder)
+    _check_names_are_utf8((p.name for p in found), str(folder))
     _check_no_unread_files((str(p) for p in found), str(folder))
     _check_local_files_are_their_own(found, landing_root)
     if folder.is_dir():
@@ -672,6 +673,23 @@ def _checked_local_files(folder: Path, source: Source, landing_root: str) -> lis
         ]
         _check_sub_folders(nested, str(folder), source, any(is_data_file(f.name) for f in found))
     return found
+
+
+def _check_names_are_utf8(names: Iterable[str], where: str) -> None:
+    """Fail on files of the partition (not hidden) whose names are not UTF-8 (a Latin-1 ``é``
+    from a Windows share or a zip), named with their bytes escaped (``caf\\xe9.csv``). Such a
+    name is no text: the rows' ``_file`` could not be stored, so the file failed as ``cannot be
+    read (InvalidInputException)``, and a message holding it cannot be written to a UTF-8 log."""
+    bad = sorted(
+        os.fsencode(n).decode("utf-8", "backslashreplace")
+        for n in names
+        if not is_hidden(n) and _UNDECODABLE.search(n)
+    )
+    if bad:
+        raise LandingError(
+            f"{where}: {len(bad)} file name(s) not UTF-8 text: {some_names(bad)} (a landing "
+            "file's name is stored with its rows, as text): rename them"
+        )
 
 
 def _holds_files(folder: Path) -> bool:
