@@ -1302,6 +1302,20 @@ def test_a_compressed_file_or_a_capitalised_header_is_said_to_be_so(tmp_path):
     )
     with pytest.raises(LandingError, match="field names are lower case, not OPTIN_1: such a"):
         extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "f.parquet")
+    # and in a record of its own: another record's `optin_1` hid this one's `Optin_1` (the file's
+    # fields are all its records'), an opt-out read as no statement
+    record = '"entry_datetime": "2022-04-29T10:00:00", "email": "a@b.co", "session_id": "s"'
+    (forms / "part-0.json").write_text(
+        f'{{{record}, "optin_1": "Yes"}}\n{{{record}, "Optin_1": "No"}}\n'
+    )
+    with pytest.raises(
+        LandingError,
+        match=r"not Optin_1: such a field is not read \(in a record without the field in lower",
+    ):
+        extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "f.parquet")
+    # beside it in the same record, it is an extra field, as in a CSV header
+    (forms / "part-0.json").write_text(f'{{{record}, "optin_1": "Yes", "Optin_1": "No"}}\n')
+    extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "f.parquet")
 
 
 @pytest.mark.parametrize(

@@ -1041,13 +1041,37 @@ def _csv_header(con, source: Source, name: str) -> list[str]:
 
 def _check_case(name: str, present: Iterable[str], source: Source, what: str) -> None:
     """Fail on an optional column or field named in another case (``Optin_1``): not read, its
-    values (a consent answer) would be lost with nothing said. A required one fails as missing."""
+    values (a consent answer) would be lost with nothing said. A required one fails as missing.
+    Beside the name in lower case, it is an extra column, ignored (a JSON record's: see
+    :func:`_check_case_by_record`)."""
     names = set(present)
     cased = sorted(c for c in names if c not in source.columns and c.lower() in source.columns)
     cased = [c for c in cased if c.lower() not in names]
     if cased:
         raise LandingError(
             f"{name}: {what} names are lower case, not {', '.join(cased)}: such a {what} is not read"
+        )
+
+
+def _check_case_by_record(con, name: str, keys: set[str], source: Source) -> None:
+    """Fail on a JSON record naming a field read in another case (``Optin_1``) without the
+    field itself. ``keys`` are all records' together, so :func:`_check_case` passed such a
+    field when another record had ``optin_1``: its value (an opt-out) was lost unremarked. A
+    record naming both is as a CSV header naming both: the other case is an extra field."""
+    cased = sorted(k for k in keys if k not in source.columns and k.lower() in source.columns)
+    alone = [
+        k
+        for k in cased
+        if con.execute(
+            "SELECT count(*) FROM json_lines WHERE is_object "
+            "AND list_contains(json_keys(text), ?) AND NOT list_contains(json_keys(text), ?)",
+            [k, k.lower()],
+        ).fetchall()[0][0]
+    ]
+    if alone:
+        raise LandingError(
+            f"{name}: field names are lower case, not {', '.join(alone)}: such a field is not "
+            "read (in a record without the field in lower case)"
         )
 
 
@@ -1403,6 +1427,7 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
             f"{name}: missing required field(s) {', '.join(missing)} in every record"
         )
     _check_case(name, keys, source, "field")
+    _check_case_by_record(con, name, keys, source)
     # One parse per record for all fields (a path list), not one per field.
     paths = "[" + ", ".join(_sql_str("$." + c) for c in source.columns) + "]"
     values = ", ".join(f"v[{i}]" for i in range(1, len(source.columns) + 1))
