@@ -1318,6 +1318,25 @@ def test_a_compressed_file_or_a_capitalised_header_is_said_to_be_so(tmp_path):
     extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "f.parquet")
 
 
+def test_a_json_field_read_but_for_white_space_or_an_invisible_character_fails_the_file(tmp_path):
+    # A CSV header's names are trimmed; a JSON field "optin_1 " (a spreadsheet's header cell,
+    # through pandas) was not read, its consent answers lost unremarked, and a record's
+    # "\u200bemail" was quarantined as `email: missing`, pointing at a field that is there.
+    forms = tmp_path / "landing" / "form_entries" / "date=2022-04-29"
+    forms.mkdir(parents=True)
+    record = '"entry_datetime": "2022-04-29T10:00:00", "session_id": "s"'
+    (forms / "part-0.json").write_text(
+        f'{{{record}, "email": "a@b.co", "optin_1 ": "No"}}\n'
+        f'{{{record}, "\\u200bemail": "a@b.co", "\\u00a0Optin_2": "No", " note": "x"}}\n'
+    )
+    with pytest.raises(LandingError) as err:
+        extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "f.parquet")
+    assert str(err.value) == (
+        f"{forms / 'part-0.json'}: field names with white space or invisible characters in "
+        r'them: "\u00a0Optin_2", "\u200bemail", "optin_1 "; name the fields without them'
+    )
+
+
 @pytest.mark.parametrize(
     "line, expected",
     [

@@ -43,6 +43,7 @@ import datetime as dt
 import errno
 import gzip
 import hashlib
+import json
 import logging
 import lzma
 import os
@@ -1421,6 +1422,21 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
         ).fetchall()
     }
     has_objects = con.execute("SELECT bool_or(is_object) FROM json_lines").fetchall()[0][0]
+    # A field read but for white space or an invisible character around or in its name ("optin_1 "
+    # from a spreadsheet's header cell, through pandas): never read, its values (a consent answer)
+    # were lost unremarked, where a CSV header's names are trimmed. Shown JSON-escaped, as the
+    # characters show as nothing.
+    padded = sorted(
+        json.dumps(k)
+        for k in keys
+        if (bare := "".join(ch for ch in k if ch not in INVISIBLE).strip()) != k
+        and bare.lower() in source.columns
+    )
+    if padded:
+        raise LandingError(
+            f"{name}: field names with white space or invisible characters in them: "
+            f"{', '.join(padded)}; name the fields without them"
+        )
     missing = [c for c in source.required if c not in keys]
     if has_objects and missing:
         raise LandingError(
