@@ -511,6 +511,43 @@ def test_an_s3_partition_is_its_own_files_as_locally(aws_conn, moto_server, tmp_
     )
 
 
+@pytest.mark.services
+def test_an_s3_file_s3_will_not_give_fails_naming_it(aws_conn, moto_server, tmp_path, monkeypatch):
+    # botocore's message names no key ("An error occurred (404) when calling the HeadObject
+    # operation: Not Found"): which file of the partition failed was anyone's guess.
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="landing-unreadable")
+    body = (",".join(INTERACTION_HEADER) + "\n2022-04-29,e1,p,s1,0,1\n").encode()
+    archived = "landing/interactions/date=2022-04-29/part-0.csv"
+    s3.put_object(Bucket="landing-unreadable", Key=archived, Body=body, StorageClass="GLACIER")
+    out = tmp_path / "out.parquet"
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", "s3://landing-unreadable/landing", out, aws_conn)
+    assert str(err.value) == (
+        f"s3://landing-unreadable/{archived}: cannot be read (InvalidObjectState: archived "
+        "(Glacier, Deep Archive): restore it first)"
+    )
+    # listed, then deleted before it was read (a writer replacing its files)
+    gone = "landing/interactions/date=2022-04-30/part-0.csv"
+    s3.put_object(Bucket="landing-unreadable", Key=gone, Body=body)
+    listed = landing._checked_s3_keys
+
+    def listed_then_deleted(*args):
+        keys = listed(*args)
+        s3.delete_object(Bucket="landing-unreadable", Key=gone)
+        return keys
+
+    monkeypatch.setattr(landing, "_checked_s3_keys", listed_then_deleted)
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-30", "s3://landing-unreadable/landing", out, aws_conn)
+    assert str(err.value) == (
+        f"s3://landing-unreadable/{gone}: cannot be read (404 Not Found: gone since the "
+        "partition was listed)"
+    )
+
+
 def test_a_folder_in_a_local_partition_fails_its_extract(tmp_path):
     root = tmp_path / "landing"
     partition = root / "interactions" / "date=2022-04-29"

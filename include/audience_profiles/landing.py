@@ -817,6 +817,8 @@ def local_files(
         yield [(str(p), p, _local_version_of(p)) for p in files]
         return
 
+    from botocore.exceptions import ClientError  # with the S3 hook's import: only when used
+
     hook = _s3_hook(conn_id)
     bucket = _s3_prefix(landing_root, "")[0]
     keys = sorted(k for k in _checked_s3_keys(landing_root, source, ds, hook)[1] if is_data_file(k))
@@ -827,12 +829,30 @@ def local_files(
         out = []
         for i, key in enumerate(keys):
             target = tmp / f"{i:05d}-{Path(key).name}"
-            obj = hook.get_key(key, bucket)  # loaded (a HEAD): its ETag is the one before reading
-            obj.download_file(str(target))
-            out.append((f"s3://{bucket}/{key}", target, s3_version(obj.e_tag)))
+            name = f"s3://{bucket}/{key}"
+            try:
+                # loaded (a HEAD): its ETag is the one before reading
+                obj = hook.get_key(key, bucket)
+                obj.download_file(str(target))
+            except ClientError as exc:
+                raise LandingError(f"{name}: cannot be read ({_s3_failure(exc)})") from exc
+            out.append((name, target, s3_version(obj.e_tag)))
         yield out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _s3_failure(exc) -> str:
+    """Why S3 would not give a landing file (a botocore ``ClientError``), as its message says it:
+    the key it names nowhere (``An error occurred (404) when calling the HeadObject operation:
+    Not Found``), so a failed extract left the operator to guess which file of the partition."""
+    error = exc.response.get("Error", {})
+    code, message = error.get("Code", "?"), error.get("Message", "")
+    if code in ("404", "NoSuchKey"):  # listed, then deleted (a writer replacing its files)
+        return f"{code}{' Not Found' if code == '404' else ''}: gone since the partition was listed"
+    if code == "InvalidObjectState":  # archived by a lifecycle rule
+        return f"{code}: archived (Glacier, Deep Archive): restore it first"
+    return f"{code} {message}".strip()
 
 
 def _sql_str(value: str) -> str:
