@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import traceback
@@ -546,6 +547,22 @@ def test_an_s3_file_s3_will_not_give_fails_naming_it(aws_conn, moto_server, tmp_
         f"s3://landing-unreadable/{gone}: cannot be read (404 Not Found: gone since the "
         "partition was listed)"
     )
+
+
+@pytest.mark.services
+def test_an_s3_file_of_a_long_name_is_read(aws_conn, moto_server, tmp_path):
+    # Downloaded under its own name, a key's last part over 240 bytes (S3 allows 1,024) failed
+    # the extract with "File name too long", where a local file of that name is read.
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="landing-long-names")
+    body = (",".join(INTERACTION_HEADER) + "\n2022-04-29,e1,p,s1,0,1\n").encode()
+    key = "landing/interactions/date=2022-04-29/" + "p" * 300 + ".csv.gz"
+    s3.put_object(Bucket="landing-long-names", Key=key, Body=gzip.compress(body))
+    out = tmp_path / "out.parquet"
+    result = extract("interactions", "2022-04-29", "s3://landing-long-names/landing", out, aws_conn)
+    assert result["rows"] == 1 and staged(out)[0][0] == f"s3://landing-long-names/{key}"
 
 
 def test_a_folder_in_a_local_partition_fails_its_extract(tmp_path):
@@ -1291,8 +1308,6 @@ def test_a_json_field_named_twice_is_flagged_naming_it(tmp_path):
 def test_a_compressed_file_or_a_capitalised_header_is_said_to_be_so(tmp_path):
     # a gzip body named .csv was "line 1 is not UTF-8 text"; Date,Event_ID,... was "none of them
     # a column read"
-    import gzip
-
     folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
     folder.mkdir(parents=True)
     (folder / "part-0.csv").write_bytes(gzip.compress(f"{HEADER}\n".encode()))

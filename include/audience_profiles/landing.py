@@ -828,7 +828,10 @@ def local_files(
     try:
         out = []
         for i, key in enumerate(keys):
-            target = tmp / f"{i:05d}-{Path(key).name}"
+            # the name's end only, which holds its suffixes (all stage_files reads of it): a
+            # key's last part may be up to 1,024 bytes, a file name only 255, of which the
+            # download's temporary name takes 9 more ("File name too long" at 241)
+            target = tmp / f"{i:05d}-{Path(key).name[-40:]}"
             name = f"s3://{bucket}/{key}"
             try:
                 # loaded (a HEAD): its ETag is the one before reading
