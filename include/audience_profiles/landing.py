@@ -265,9 +265,19 @@ def _zip_chunks(raw: BinaryIO) -> Iterator[bytes]:
     raw.seek(-(22 + len(archive.comment)), os.SEEK_END)
     if raw.read(4) != b"PK\x05\x06":
         raise _Undecodable("bytes after the end of the zip archive")
-    files = [member for member in archive.infolist() if not member.is_dir()]
+    # Members named as the landing's hidden files are not counted (is_hidden, on any part of
+    # the path): macOS's Compress adds __MACOSX/._part-0.csv (the file's metadata) beside the
+    # file, and such an archive failed as "a zip archive of 2 files".
+    files = [
+        member
+        for member in archive.infolist()
+        if not member.is_dir() and not any(is_hidden(part) for part in member.filename.split("/"))
+    ]
     if len(files) != 1:
-        raise _Undecodable(f"a zip archive of {len(files)} files: it must hold exactly one")
+        raise _Undecodable(
+            f"a zip archive of {len(files)} files: it must hold exactly one (names starting with "
+            "_ or . not counted)"
+        )
     member = files[0]
     if member.flag_bits & 0x1:
         raise _Undecodable("an encrypted zip archive")
