@@ -1474,6 +1474,25 @@ def test_a_misspelt_source_folder_and_files_at_the_landing_root_are_named(tmp_pa
     assert landing.unread_root_entries(str(tmp_path / "none"), None) == (str(tmp_path / "none"), [])
 
 
+def test_a_name_that_is_not_utf8_is_shown_with_its_bytes_escaped(tmp_path):
+    # A Latin-1 name (from a Windows share) was shown as it came: the run report's page failed to
+    # encode it (every run's report task, for a file at the landing root), and no UTF-8 log could
+    # hold a message naming it.
+    root = tmp_path / "landing"
+    (root / "interactions").mkdir(parents=True)
+    (root / os.fsdecode(b"caf\xe9.csv")).write_text("x\n")
+    (root / os.fsdecode(b"Int\xe9ractions")).mkdir()
+    assert landing.unread_root_entries(str(root), None)[1] == [
+        "Int\\xe9ractions/ (not interactions/)",
+        "caf\\xe9.csv (a source's files belong in <source>/date=YYYY-MM-DD/)",
+    ]
+    (root / "interactions" / os.fsdecode(b"r\xe9sum\xe9.csv")).write_text("x\n")
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", str(root), tmp_path / "o.parquet")
+    assert "1 entry no run reads: r\\xe9sum\\xe9.csv (" in str(err.value)
+    str(err.value).encode()  # loggable
+
+
 @pytest.mark.services
 def test_a_misspelt_source_folder_is_named_on_s3_too(aws_conn, moto_server):
     import boto3

@@ -377,7 +377,7 @@ def _check_source_folder(entries: Iterable[tuple[str, bool]], where: str) -> Non
     rows in no count. ``entries``: (name, is a folder). Other folders (an ``archive/``) are left
     alone."""
     stray = sorted(
-        name + ("/" if is_folder else "")
+        shown(name) + ("/" if is_folder else "")
         for name, is_folder in entries
         if is_stray(name, is_folder)
     )
@@ -424,7 +424,7 @@ def _check_sub_folders(nested: list[str], where: str, source: Source, beside_dat
     otherwise be passed over unremarked)."""
     if not nested:
         return
-    names = some_names(sorted(f"{n}/" for n in nested))
+    names = some_names(sorted(f"{shown(n)}/" for n in nested))
     if not source.partitioned and beside_data:
         log.warning(
             "%s: folder(s) named as partitions, not read (%s/ has no date partitions: the "
@@ -444,6 +444,15 @@ def _check_sub_folders(nested: list[str], where: str, source: Source, beside_dat
         f"{'partition' if source.partitioned else 'folder'} that no run reads: "
         f"{names} ({what}; names starting with _ or . are ignored): move their files up"
     )
+
+
+def shown(name: str) -> str:
+    """``name`` as messages and the run report show it: a file name that is not UTF-8 (a Latin-1
+    ``é``, from a Windows share) with its bytes escaped (``caf\\xe9.csv``). Held as it came,
+    it could not be written to a UTF-8 log, and the run report's page failed on it."""
+    if not _UNDECODABLE.search(name):
+        return name
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def is_hidden(name: str) -> bool:
@@ -625,9 +634,11 @@ def unread_root_entries(landing_root: str, conn_id: str | None) -> tuple[str, li
             continue
         if not is_folder:
             if is_data_file(name):
-                unread.append(f"{name} (a source's files belong in <source>/date=YYYY-MM-DD/)")
+                unread.append(
+                    f"{shown(name)} (a source's files belong in <source>/date=YYYY-MM-DD/)"
+                )
         elif name not in SOURCES and (like := _source_like(name)):
-            unread.append(f"{name}/ (not {like}/)")
+            unread.append(f"{shown(name)}/ (not {like}/)")
     return where, unread
 
 
@@ -691,11 +702,7 @@ def _check_names_are_utf8(names: Iterable[str], where: str) -> None:
     from a Windows share or a zip), named with their bytes escaped (``caf\\xe9.csv``). Such a
     name is no text: the rows' ``_file`` could not be stored, so the file failed as ``cannot be
     read (InvalidInputException)``, and a message holding it cannot be written to a UTF-8 log."""
-    bad = sorted(
-        os.fsencode(n).decode("utf-8", "backslashreplace")
-        for n in names
-        if not is_hidden(n) and _UNDECODABLE.search(n)
-    )
+    bad = sorted(shown(n) for n in names if not is_hidden(n) and _UNDECODABLE.search(n))
     if bad:
         raise LandingError(
             f"{where}: {len(bad)} file name(s) not UTF-8 text: {some_names(bad)} (a landing "
