@@ -1491,6 +1491,12 @@ def test_a_name_that_is_not_utf8_is_shown_with_its_bytes_escaped(tmp_path):
         extract("interactions", "2022-04-29", str(root), tmp_path / "o.parquet")
     assert "1 entry no run reads: r\\xe9sum\\xe9.csv (" in str(err.value)
     str(err.value).encode()  # loggable
+    # a file landed in a partition after its run is late (the report names it)
+    partition = root / "identities" / "date=2022-04-29"
+    partition.mkdir(parents=True)
+    (partition / os.fsdecode(b"caf\xe9.csv")).write_text("x\n")
+    late = partition_versions(str(root), SOURCES["identities"], "2022-04-29", None)
+    assert list(late) == [f"{partition}/caf\\xe9.csv"]
 
 
 @pytest.mark.services

@@ -797,7 +797,9 @@ def partition_versions(
     prefix = partition_prefix(source, ds)
     if not landing_root.startswith("s3://"):
         files = _partition_files(Path(landing_root) / prefix)
-        return {str(p): _local_version_of(p) for p in files if is_data_file(p.name)}
+        # (shown: a name that is not UTF-8, which the extract refuses, is late, and the run
+        # report's page must be able to name it)
+        return {shown(str(p)): _local_version_of(p) for p in files if is_data_file(p.name)}
     bucket, full_prefix = _s3_prefix(landing_root, prefix)
     return {
         f"s3://{bucket}/{item['Key']}": s3_version(item["ETag"])
