@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import traceback
@@ -509,6 +510,59 @@ def test_an_s3_partition_is_its_own_files_as_locally(aws_conn, moto_server, tmp_
         f"s3://landing-subfolders/{partition}: 1 folder(s) in the partition that no run reads: "
         "hour=10/ (a partition's files belong directly in it;"
     )
+
+
+@pytest.mark.services
+def test_an_s3_file_s3_will_not_give_fails_naming_it(aws_conn, moto_server, tmp_path, monkeypatch):
+    # botocore's message names no key ("An error occurred (404) when calling the HeadObject
+    # operation: Not Found"): which file of the partition failed was anyone's guess.
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="landing-unreadable")
+    body = (",".join(INTERACTION_HEADER) + "\n2022-04-29,e1,p,s1,0,1\n").encode()
+    archived = "landing/interactions/date=2022-04-29/part-0.csv"
+    s3.put_object(Bucket="landing-unreadable", Key=archived, Body=body, StorageClass="GLACIER")
+    out = tmp_path / "out.parquet"
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", "s3://landing-unreadable/landing", out, aws_conn)
+    assert str(err.value) == (
+        f"s3://landing-unreadable/{archived}: cannot be read (InvalidObjectState: archived "
+        "(Glacier, Deep Archive): restore it first)"
+    )
+    # listed, then deleted before it was read (a writer replacing its files)
+    gone = "landing/interactions/date=2022-04-30/part-0.csv"
+    s3.put_object(Bucket="landing-unreadable", Key=gone, Body=body)
+    listed = landing._checked_s3_keys
+
+    def listed_then_deleted(*args):
+        keys = listed(*args)
+        s3.delete_object(Bucket="landing-unreadable", Key=gone)
+        return keys
+
+    monkeypatch.setattr(landing, "_checked_s3_keys", listed_then_deleted)
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-30", "s3://landing-unreadable/landing", out, aws_conn)
+    assert str(err.value) == (
+        f"s3://landing-unreadable/{gone}: cannot be read (404 Not Found: gone since the "
+        "partition was listed)"
+    )
+
+
+@pytest.mark.services
+def test_an_s3_file_of_a_long_name_is_read(aws_conn, moto_server, tmp_path):
+    # Downloaded under its own name, a key's last part over 240 bytes (S3 allows 1,024) failed
+    # the extract with "File name too long", where a local file of that name is read.
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="landing-long-names")
+    body = (",".join(INTERACTION_HEADER) + "\n2022-04-29,e1,p,s1,0,1\n").encode()
+    key = "landing/interactions/date=2022-04-29/" + "p" * 300 + ".csv.gz"
+    s3.put_object(Bucket="landing-long-names", Key=key, Body=gzip.compress(body))
+    out = tmp_path / "out.parquet"
+    result = extract("interactions", "2022-04-29", "s3://landing-long-names/landing", out, aws_conn)
+    assert result["rows"] == 1 and staged(out)[0][0] == f"s3://landing-long-names/{key}"
 
 
 def test_a_folder_in_a_local_partition_fails_its_extract(tmp_path):
@@ -1110,6 +1164,26 @@ def test_a_dangling_link_fails_the_extract_naming_it(tmp_path):
         extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
 
 
+def test_a_file_name_that_is_not_utf8_fails_the_extract_naming_it(tmp_path):
+    """A Latin-1 name (from a Windows share or a zip) is no text: the file failed as `cannot be
+    read (InvalidInputException)`, and a message holding the name broke a UTF-8 log."""
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    name = os.fsdecode(b"caf\xe9.csv")
+    (folder / name).write_text(f"{','.join(INTERACTION_HEADER)}\n2022-04-29,e1,p1,s1,0,1\n")
+    (folder / os.fsdecode(b".caf\xe9.csv.crc")).write_text("")  # hidden: left alone
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
+    assert str(err.value) == (
+        f"{folder}: 1 file name(s) not UTF-8 text: caf\\xe9.csv (a landing file's name is "
+        "stored with its rows, as text): rename them"
+    )
+    str(err.value).encode()  # loggable
+    # the wait for the landing says so too, rather than wait for a file that is there
+    with pytest.raises(LandingError, match="not UTF-8 text"):
+        partition_gap(str(tmp_path / "landing"), SOURCES["interactions"], "2022-04-29", None)
+
+
 def _form_partition(tmp_path) -> Path:
     folder = tmp_path / "landing" / "form_entries" / "date=2022-04-29"
     folder.mkdir(parents=True)
@@ -1234,8 +1308,6 @@ def test_a_json_field_named_twice_is_flagged_naming_it(tmp_path):
 def test_a_compressed_file_or_a_capitalised_header_is_said_to_be_so(tmp_path):
     # a gzip body named .csv was "line 1 is not UTF-8 text"; Date,Event_ID,... was "none of them
     # a column read"
-    import gzip
-
     folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
     folder.mkdir(parents=True)
     (folder / "part-0.csv").write_bytes(gzip.compress(f"{HEADER}\n".encode()))
@@ -1282,6 +1354,39 @@ def test_a_compressed_file_or_a_capitalised_header_is_said_to_be_so(tmp_path):
     )
     with pytest.raises(LandingError, match="field names are lower case, not OPTIN_1: such a"):
         extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "f.parquet")
+    # and in a record of its own: another record's `optin_1` hid this one's `Optin_1` (the file's
+    # fields are all its records'), an opt-out read as no statement
+    record = '"entry_datetime": "2022-04-29T10:00:00", "email": "a@b.co", "session_id": "s"'
+    (forms / "part-0.json").write_text(
+        f'{{{record}, "optin_1": "Yes"}}\n{{{record}, "Optin_1": "No"}}\n'
+    )
+    with pytest.raises(
+        LandingError,
+        match=r"not Optin_1: such a field is not read \(in a record without the field in lower",
+    ):
+        extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "f.parquet")
+    # beside it in the same record, it is an extra field, as in a CSV header
+    (forms / "part-0.json").write_text(f'{{{record}, "optin_1": "Yes", "Optin_1": "No"}}\n')
+    extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "f.parquet")
+
+
+def test_a_json_field_read_but_for_white_space_or_an_invisible_character_fails_the_file(tmp_path):
+    # A CSV header's names are trimmed; a JSON field "optin_1 " (a spreadsheet's header cell,
+    # through pandas) was not read, its consent answers lost unremarked, and a record's
+    # "\u200bemail" was quarantined as `email: missing`, pointing at a field that is there.
+    forms = tmp_path / "landing" / "form_entries" / "date=2022-04-29"
+    forms.mkdir(parents=True)
+    record = '"entry_datetime": "2022-04-29T10:00:00", "session_id": "s"'
+    (forms / "part-0.json").write_text(
+        f'{{{record}, "email": "a@b.co", "optin_1 ": "No"}}\n'
+        f'{{{record}, "\\u200bemail": "a@b.co", "\\u00a0Optin_2": "No", " note": "x"}}\n'
+    )
+    with pytest.raises(LandingError) as err:
+        extract("form_entries", "2022-04-29", str(tmp_path / "landing"), tmp_path / "f.parquet")
+    assert str(err.value) == (
+        f"{forms / 'part-0.json'}: field names with white space or invisible characters in "
+        r'them: "\u00a0Optin_2", "\u200bemail", "optin_1 "; name the fields without them'
+    )
 
 
 @pytest.mark.parametrize(
@@ -1367,6 +1472,31 @@ def test_a_misspelt_source_folder_and_files_at_the_landing_root_are_named(tmp_pa
     _land_unread_root_entries(put)
     assert landing.unread_root_entries(str(root), None) == (str(root), UNREAD)
     assert landing.unread_root_entries(str(tmp_path / "none"), None) == (str(tmp_path / "none"), [])
+
+
+def test_a_name_that_is_not_utf8_is_shown_with_its_bytes_escaped(tmp_path):
+    # A Latin-1 name (from a Windows share) was shown as it came: the run report's page failed to
+    # encode it (every run's report task, for a file at the landing root), and no UTF-8 log could
+    # hold a message naming it.
+    root = tmp_path / "landing"
+    (root / "interactions").mkdir(parents=True)
+    (root / os.fsdecode(b"caf\xe9.csv")).write_text("x\n")
+    (root / os.fsdecode(b"Int\xe9ractions")).mkdir()
+    assert landing.unread_root_entries(str(root), None)[1] == [
+        "Int\\xe9ractions/ (not interactions/)",
+        "caf\\xe9.csv (a source's files belong in <source>/date=YYYY-MM-DD/)",
+    ]
+    (root / "interactions" / os.fsdecode(b"r\xe9sum\xe9.csv")).write_text("x\n")
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", str(root), tmp_path / "o.parquet")
+    assert "1 entry no run reads: r\\xe9sum\\xe9.csv (" in str(err.value)
+    str(err.value).encode()  # loggable
+    # a file landed in a partition after its run is late (the report names it)
+    partition = root / "identities" / "date=2022-04-29"
+    partition.mkdir(parents=True)
+    (partition / os.fsdecode(b"caf\xe9.csv")).write_text("x\n")
+    late = partition_versions(str(root), SOURCES["identities"], "2022-04-29", None)
+    assert list(late) == [f"{partition}/caf\\xe9.csv"]
 
 
 @pytest.mark.services

@@ -161,6 +161,21 @@ def test_an_upper_case_or_pattern_compressed_name_is_read(tmp_path, name):
     assert [(r[0], r[1], r[5]) for r in rows][0] == (str(path), 1 + (".csv." in name.lower()), "e1")
 
 
+def test_a_zip_archives_hidden_members_are_not_counted(tmp_path):
+    # macOS's Compress puts the file's metadata beside it (__MACOSX/._part-0.csv, and a
+    # .DS_Store when a folder is zipped): such an archive failed as "a zip archive of 3 files"
+    root = tmp_path / "landing"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("part-0/part-0.csv", CSV_BODIES["clean"])
+        archive.writestr("part-0/.DS_Store", b"\0\0\0\1Bud1")
+        archive.writestr("__MACOSX/part-0/._part-0.csv", b"\0\5\26\7\0\2\0\0Mac OS X")
+    path = land(root, "2022-04-29", "part-0.csv.zip", buffer.getvalue())
+    result, rows = read(root, "2022-04-29", tmp_path / "out.parquet")
+    assert (result["files"], result["rows"], result["malformed"]) == (1, 2, 0)
+    assert {r[0] for r in rows} == {str(path)}
+
+
 @STREAMED_CODEC
 def test_every_member_stream_or_frame_of_a_concatenated_file_is_read(tmp_path, codec):
     # gzip members, bzip2 streams, zstd frames (an exporter appending, `cat a.gz b.gz`, pbzip2,
@@ -314,9 +329,15 @@ BAD_FILES += [
         (
             "two-files",
             zip_compress(SECRET_TEXT.encode(), ("a.csv", "b.csv")),
-            "a zip archive of 2 files: it must hold exactly one",
+            "a zip archive of 2 files: it must hold exactly one (names starting with _ or . not "
+            "counted)",
         ),
-        ("no-file", zip_compress(b"", ()), "a zip archive of 0 files: it must hold exactly one"),
+        (
+            "no-file",
+            zip_compress(b"", ()),
+            "a zip archive of 0 files: it must hold exactly one (names starting with _ or . not "
+            "counted)",
+        ),
     ]
 ]
 

@@ -43,6 +43,7 @@ import datetime as dt
 import errno
 import gzip
 import hashlib
+import json
 import logging
 import lzma
 import os
@@ -264,9 +265,19 @@ def _zip_chunks(raw: BinaryIO) -> Iterator[bytes]:
     raw.seek(-(22 + len(archive.comment)), os.SEEK_END)
     if raw.read(4) != b"PK\x05\x06":
         raise _Undecodable("bytes after the end of the zip archive")
-    files = [member for member in archive.infolist() if not member.is_dir()]
+    # Members named as the landing's hidden files are not counted (is_hidden, on any part of
+    # the path): macOS's Compress adds __MACOSX/._part-0.csv (the file's metadata) beside the
+    # file, and such an archive failed as "a zip archive of 2 files".
+    files = [
+        member
+        for member in archive.infolist()
+        if not member.is_dir() and not any(is_hidden(part) for part in member.filename.split("/"))
+    ]
     if len(files) != 1:
-        raise _Undecodable(f"a zip archive of {len(files)} files: it must hold exactly one")
+        raise _Undecodable(
+            f"a zip archive of {len(files)} files: it must hold exactly one (names starting with "
+            "_ or . not counted)"
+        )
     member = files[0]
     if member.flag_bits & 0x1:
         raise _Undecodable("an encrypted zip archive")
@@ -366,7 +377,7 @@ def _check_source_folder(entries: Iterable[tuple[str, bool]], where: str) -> Non
     rows in no count. ``entries``: (name, is a folder). Other folders (an ``archive/``) are left
     alone."""
     stray = sorted(
-        name + ("/" if is_folder else "")
+        shown(name) + ("/" if is_folder else "")
         for name, is_folder in entries
         if is_stray(name, is_folder)
     )
@@ -413,7 +424,7 @@ def _check_sub_folders(nested: list[str], where: str, source: Source, beside_dat
     otherwise be passed over unremarked)."""
     if not nested:
         return
-    names = some_names(sorted(f"{n}/" for n in nested))
+    names = some_names(sorted(f"{shown(n)}/" for n in nested))
     if not source.partitioned and beside_data:
         log.warning(
             "%s: folder(s) named as partitions, not read (%s/ has no date partitions: the "
@@ -433,6 +444,15 @@ def _check_sub_folders(nested: list[str], where: str, source: Source, beside_dat
         f"{'partition' if source.partitioned else 'folder'} that no run reads: "
         f"{names} ({what}; names starting with _ or . are ignored): move their files up"
     )
+
+
+def shown(name: str) -> str:
+    """``name`` as messages and the run report show it: a file name that is not UTF-8 (a Latin-1
+    ``é``, from a Windows share) with its bytes escaped (``caf\\xe9.csv``). Held as it came,
+    it could not be written to a UTF-8 log, and the run report's page failed on it."""
+    if not _UNDECODABLE.search(name):
+        return name
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def is_hidden(name: str) -> bool:
@@ -614,9 +634,11 @@ def unread_root_entries(landing_root: str, conn_id: str | None) -> tuple[str, li
             continue
         if not is_folder:
             if is_data_file(name):
-                unread.append(f"{name} (a source's files belong in <source>/date=YYYY-MM-DD/)")
+                unread.append(
+                    f"{shown(name)} (a source's files belong in <source>/date=YYYY-MM-DD/)"
+                )
         elif name not in SOURCES and (like := _source_like(name)):
-            unread.append(f"{name}/ (not {like}/)")
+            unread.append(f"{shown(name)}/ (not {like}/)")
     return where, unread
 
 
@@ -662,6 +684,7 @@ def _checked_local_files(folder: Path, source: Source, landing_root: str) -> lis
             ((p.name, p.is_dir()) for p in folder.parent.iterdir()), str(folder.parent)
         )
     found = _partition_files(folder)
+    _check_names_are_utf8((p.name for p in found), str(folder))
     _check_no_unread_files((str(p) for p in found), str(folder))
     _check_local_files_are_their_own(found, landing_root)
     if folder.is_dir():
@@ -672,6 +695,19 @@ def _checked_local_files(folder: Path, source: Source, landing_root: str) -> lis
         ]
         _check_sub_folders(nested, str(folder), source, any(is_data_file(f.name) for f in found))
     return found
+
+
+def _check_names_are_utf8(names: Iterable[str], where: str) -> None:
+    """Fail on files of the partition (not hidden) whose names are not UTF-8 (a Latin-1 ``é``
+    from a Windows share or a zip), named with their bytes escaped (``caf\\xe9.csv``). Such a
+    name is no text: the rows' ``_file`` could not be stored, so the file failed as ``cannot be
+    read (InvalidInputException)``, and a message holding it cannot be written to a UTF-8 log."""
+    bad = sorted(shown(n) for n in names if not is_hidden(n) and _UNDECODABLE.search(n))
+    if bad:
+        raise LandingError(
+            f"{where}: {len(bad)} file name(s) not UTF-8 text: {some_names(bad)} (a landing "
+            "file's name is stored with its rows, as text): rename them"
+        )
 
 
 def _holds_files(folder: Path) -> bool:
@@ -761,7 +797,9 @@ def partition_versions(
     prefix = partition_prefix(source, ds)
     if not landing_root.startswith("s3://"):
         files = _partition_files(Path(landing_root) / prefix)
-        return {str(p): _local_version_of(p) for p in files if is_data_file(p.name)}
+        # (shown: a name that is not UTF-8, which the extract refuses, is late, and the run
+        # report's page must be able to name it)
+        return {shown(str(p)): _local_version_of(p) for p in files if is_data_file(p.name)}
     bucket, full_prefix = _s3_prefix(landing_root, prefix)
     return {
         f"s3://{bucket}/{item['Key']}": s3_version(item["ETag"])
@@ -798,6 +836,8 @@ def local_files(
         yield [(str(p), p, _local_version_of(p)) for p in files]
         return
 
+    from botocore.exceptions import ClientError  # with the S3 hook's import: only when used
+
     hook = _s3_hook(conn_id)
     bucket = _s3_prefix(landing_root, "")[0]
     keys = sorted(k for k in _checked_s3_keys(landing_root, source, ds, hook)[1] if is_data_file(k))
@@ -807,13 +847,34 @@ def local_files(
     try:
         out = []
         for i, key in enumerate(keys):
-            target = tmp / f"{i:05d}-{Path(key).name}"
-            obj = hook.get_key(key, bucket)  # loaded (a HEAD): its ETag is the one before reading
-            obj.download_file(str(target))
-            out.append((f"s3://{bucket}/{key}", target, s3_version(obj.e_tag)))
+            # the name's end only, which holds its suffixes (all stage_files reads of it): a
+            # key's last part may be up to 1,024 bytes, a file name only 255, of which the
+            # download's temporary name takes 9 more ("File name too long" at 241)
+            target = tmp / f"{i:05d}-{Path(key).name[-40:]}"
+            name = f"s3://{bucket}/{key}"
+            try:
+                # loaded (a HEAD): its ETag is the one before reading
+                obj = hook.get_key(key, bucket)
+                obj.download_file(str(target))
+            except ClientError as exc:
+                raise LandingError(f"{name}: cannot be read ({_s3_failure(exc)})") from exc
+            out.append((name, target, s3_version(obj.e_tag)))
         yield out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _s3_failure(exc) -> str:
+    """Why S3 would not give a landing file (a botocore ``ClientError``), as its message says it:
+    the key it names nowhere (``An error occurred (404) when calling the HeadObject operation:
+    Not Found``), so a failed extract left the operator to guess which file of the partition."""
+    error = exc.response.get("Error", {})
+    code, message = error.get("Code", "?"), error.get("Message", "")
+    if code in ("404", "NoSuchKey"):  # listed, then deleted (a writer replacing its files)
+        return f"{code}{' Not Found' if code == '404' else ''}: gone since the partition was listed"
+    if code == "InvalidObjectState":  # archived by a lifecycle rule
+        return f"{code}: archived (Glacier, Deep Archive): restore it first"
+    return f"{code} {message}".strip()
 
 
 def _sql_str(value: str) -> str:
@@ -1023,13 +1084,37 @@ def _csv_header(con, source: Source, name: str) -> list[str]:
 
 def _check_case(name: str, present: Iterable[str], source: Source, what: str) -> None:
     """Fail on an optional column or field named in another case (``Optin_1``): not read, its
-    values (a consent answer) would be lost with nothing said. A required one fails as missing."""
+    values (a consent answer) would be lost with nothing said. A required one fails as missing.
+    Beside the name in lower case, it is an extra column, ignored (a JSON record's: see
+    :func:`_check_case_by_record`)."""
     names = set(present)
     cased = sorted(c for c in names if c not in source.columns and c.lower() in source.columns)
     cased = [c for c in cased if c.lower() not in names]
     if cased:
         raise LandingError(
             f"{name}: {what} names are lower case, not {', '.join(cased)}: such a {what} is not read"
+        )
+
+
+def _check_case_by_record(con, name: str, keys: set[str], source: Source) -> None:
+    """Fail on a JSON record naming a field read in another case (``Optin_1``) without the
+    field itself. ``keys`` are all records' together, so :func:`_check_case` passed such a
+    field when another record had ``optin_1``: its value (an opt-out) was lost unremarked. A
+    record naming both is as a CSV header naming both: the other case is an extra field."""
+    cased = sorted(k for k in keys if k not in source.columns and k.lower() in source.columns)
+    alone = [
+        k
+        for k in cased
+        if con.execute(
+            "SELECT count(*) FROM json_lines WHERE is_object "
+            "AND list_contains(json_keys(text), ?) AND NOT list_contains(json_keys(text), ?)",
+            [k, k.lower()],
+        ).fetchall()[0][0]
+    ]
+    if alone:
+        raise LandingError(
+            f"{name}: field names are lower case, not {', '.join(alone)}: such a field is not "
+            "read (in a record without the field in lower case)"
         )
 
 
@@ -1379,12 +1464,28 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
         ).fetchall()
     }
     has_objects = con.execute("SELECT bool_or(is_object) FROM json_lines").fetchall()[0][0]
+    # A field read but for white space or an invisible character around or in its name ("optin_1 "
+    # from a spreadsheet's header cell, through pandas): never read, its values (a consent answer)
+    # were lost unremarked, where a CSV header's names are trimmed. Shown JSON-escaped, as the
+    # characters show as nothing.
+    padded = sorted(
+        json.dumps(k)
+        for k in keys
+        if (bare := "".join(ch for ch in k if ch not in INVISIBLE).strip()) != k
+        and bare.lower() in source.columns
+    )
+    if padded:
+        raise LandingError(
+            f"{name}: field names with white space or invisible characters in them: "
+            f"{', '.join(padded)}; name the fields without them"
+        )
     missing = [c for c in source.required if c not in keys]
     if has_objects and missing:
         raise LandingError(
             f"{name}: missing required field(s) {', '.join(missing)} in every record"
         )
     _check_case(name, keys, source, "field")
+    _check_case_by_record(con, name, keys, source)
     # One parse per record for all fields (a path list), not one per field.
     paths = "[" + ", ".join(_sql_str("$." + c) for c in source.columns) + "]"
     values = ", ".join(f"v[{i}]" for i in range(1, len(source.columns) + 1))
