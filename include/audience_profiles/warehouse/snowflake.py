@@ -46,7 +46,11 @@ STAGE = "AP_STAGE"
 # which an account formatting dates as MM/DD/YYYY would turn out of date order.
 # The input formats: validation's TRY_TO_DATE and TRY_CAST read landed text with them, so an
 # account or user set to DD/MM/YYYY would have quarantined every row's ISO date.
+# AUTOCOMMIT: a script's lone DML statement runs without BEGIN (setup's version row, a stream
+# batch's aged-out DELETE); under an account or user set to FALSE it stayed in an open
+# transaction that only a later DDL statement committed, and closing the connection rolled back.
 SESSION_PARAMETERS = {
+    "AUTOCOMMIT": True,
     "TIMEZONE": "UTC",
     "TIMESTAMP_TYPE_MAPPING": "TIMESTAMP_NTZ",
     "DATE_OUTPUT_FORMAT": "YYYY-MM-DD",
