@@ -49,8 +49,12 @@ STAGE = "AP_STAGE"
 # AUTOCOMMIT: a script's lone DML statement runs without BEGIN (setup's version row, a stream
 # batch's aged-out DELETE); under an account or user set to FALSE it stayed in an open
 # transaction that only a later DDL statement committed, and closing the connection rolled back.
+# DEFAULT_NULL_ORDERING: an ascending ORDER BY puts NULLs last, as DuckDB does; an account set
+# to FIRST reordered the ties the SQL breaks on nullable columns (profiles/audience_profiles.sql:
+# the recency of a profile's facts, by file, line, email and names) and the exports' rows.
 SESSION_PARAMETERS = {
     "AUTOCOMMIT": True,
+    "DEFAULT_NULL_ORDERING": "LAST",
     "TIMEZONE": "UTC",
     "TIMESTAMP_TYPE_MAPPING": "TIMESTAMP_NTZ",
     "DATE_OUTPUT_FORMAT": "YYYY-MM-DD",
