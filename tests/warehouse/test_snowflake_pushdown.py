@@ -324,7 +324,8 @@ def test_the_session_settings_the_engine_relies_on_are_set_at_login(monkeypatch)
     """Account or user defaults must not reach the build: AUTOCOMMIT=FALSE left a lone DML
     statement (setup's version row) in a transaction the connection's close rolled back;
     DEFAULT_NULL_ORDERING=FIRST put NULLs first where DuckDB puts them last (the profile facts'
-    tie-breaks). fakesnow ignores session parameters, so the login's parameters are checked."""
+    tie-breaks); a user's ROWS_PER_RESULTSET cut the exports short. fakesnow ignores session
+    parameters, so the login's parameters are checked."""
     from audience_profiles.warehouse.snowflake import SESSION_PARAMETERS, snowflake_hook
 
     extra = {"account": "a", "session_parameters": {"QUERY_TAG": "ap", "TIMEZONE": "UTC"}}
@@ -335,6 +336,7 @@ def test_the_session_settings_the_engine_relies_on_are_set_at_login(monkeypatch)
     params = snowflake_hook("sf_login", "DB", "MAIN")._get_conn_params()["session_parameters"]
     assert params["AUTOCOMMIT"] is True
     assert params["DEFAULT_NULL_ORDERING"] == "LAST"
+    assert params["ROWS_PER_RESULTSET"] == 0
     assert params == {**SESSION_PARAMETERS, "QUERY_TAG": "ap"}  # the extra's entries added
 
 

@@ -52,9 +52,13 @@ STAGE = "AP_STAGE"
 # DEFAULT_NULL_ORDERING: an ascending ORDER BY puts NULLs last, as DuckDB does; an account set
 # to FIRST reordered the ties the SQL breaks on nullable columns (profiles/audience_profiles.sql:
 # the recency of a profile's facts, by file, line, email and names) and the exports' rows.
+# ROWS_PER_RESULTSET: a user or account limit (set for BI tools) cut every result short without
+# an error: an export of more profiles than that lost the rest, and a snapshot destination then
+# deleted them. 0 is no limit.
 SESSION_PARAMETERS = {
     "AUTOCOMMIT": True,
     "DEFAULT_NULL_ORDERING": "LAST",
+    "ROWS_PER_RESULTSET": 0,
     "TIMEZONE": "UTC",
     "TIMESTAMP_TYPE_MAPPING": "TIMESTAMP_NTZ",
     "DATE_OUTPUT_FORMAT": "YYYY-MM-DD",
