@@ -320,6 +320,26 @@ def test_rejected_credentials_fail_at_once_and_other_connection_errors_name_the_
     )
 
 
+def test_the_session_settings_the_engine_relies_on_are_set_at_login(monkeypatch):
+    """Account or user defaults must not reach the build: AUTOCOMMIT=FALSE left a lone DML
+    statement (setup's version row) in a transaction the connection's close rolled back;
+    DEFAULT_NULL_ORDERING=FIRST put NULLs first where DuckDB puts them last (the profile facts'
+    tie-breaks); a user's ROWS_PER_RESULTSET cut the exports short. fakesnow ignores session
+    parameters, so the login's parameters are checked."""
+    from audience_profiles.warehouse.snowflake import SESSION_PARAMETERS, snowflake_hook
+
+    extra = {"account": "a", "session_parameters": {"QUERY_TAG": "ap", "TIMEZONE": "UTC"}}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SF_LOGIN",
+        json.dumps({"conn_type": "snowflake", "login": "u", "password": "p", "extra": extra}),
+    )
+    params = snowflake_hook("sf_login", "DB", "MAIN")._get_conn_params()["session_parameters"]
+    assert params["AUTOCOMMIT"] is True
+    assert params["DEFAULT_NULL_ORDERING"] == "LAST"
+    assert params["ROWS_PER_RESULTSET"] == 0
+    assert params == {**SESSION_PARAMETERS, "QUERY_TAG": "ap"}  # the extra's entries added
+
+
 def test_literals_escape_backslashes_for_snowflake():
     assert SnowflakeWarehouse.literal("a\\.b'c") == "'a\\\\.b''c'"
 

@@ -46,7 +46,19 @@ STAGE = "AP_STAGE"
 # which an account formatting dates as MM/DD/YYYY would turn out of date order.
 # The input formats: validation's TRY_TO_DATE and TRY_CAST read landed text with them, so an
 # account or user set to DD/MM/YYYY would have quarantined every row's ISO date.
+# AUTOCOMMIT: a script's lone DML statement runs without BEGIN (setup's version row, a stream
+# batch's aged-out DELETE); under an account or user set to FALSE it stayed in an open
+# transaction that only a later DDL statement committed, and closing the connection rolled back.
+# DEFAULT_NULL_ORDERING: an ascending ORDER BY puts NULLs last, as DuckDB does; an account set
+# to FIRST reordered the ties the SQL breaks on nullable columns (profiles/audience_profiles.sql:
+# the recency of a profile's facts, by file, line, email and names) and the exports' rows.
+# ROWS_PER_RESULTSET: a user or account limit (set for BI tools) cut every result short without
+# an error: an export of more profiles than that lost the rest, and a snapshot destination then
+# deleted them. 0 is no limit.
 SESSION_PARAMETERS = {
+    "AUTOCOMMIT": True,
+    "DEFAULT_NULL_ORDERING": "LAST",
+    "ROWS_PER_RESULTSET": 0,
     "TIMEZONE": "UTC",
     "TIMESTAMP_TYPE_MAPPING": "TIMESTAMP_NTZ",
     "DATE_OUTPUT_FORMAT": "YYYY-MM-DD",
