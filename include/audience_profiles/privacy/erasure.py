@@ -108,6 +108,7 @@ def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict
                 "privacy/requests",
                 staged=wh.staged_relation(staged["path"]),
                 graph_tables=[t for t in GRAPH_TABLES if t in tables],
+                has_merges="profile_merges" in tables,
                 # which values name no one (a placeholder such as test@test.com)
                 **rules.sql_params(),
             )
