@@ -477,6 +477,51 @@ def test_an_erasure_clears_the_scratch_schemas_failed_runs_left(built, tmp_path)
     assert query(built, in_use.format("audience_profiles", "email", ANN)) == [(1,)]
 
 
+def test_an_erasure_removes_the_staged_extracts_a_run_that_died_left(built, tmp_path):
+    """A run that died after its extract keeps ``runs/<date>/extract/`` (its cleanup removes it):
+    the landing's rows as read, David's address and session in plain, stayed there after his
+    erasure. A run in flight keeps its own; a run of the date cleared later extracts again."""
+    import os
+    import time
+
+    from audience_profiles import pipeline
+
+    window = RunWindow.for_date("2022-04-29")
+    for source in ("interactions", "form_entries"):
+        pipeline.extract_source(source, window, built)
+    marker = tmp_path / "work" / "runs" / "2022-04-29" / "_in_flight"
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(marker, (two_days_ago, two_days_ago))  # the run died two days ago
+    in_flight = RunWindow.for_date("2022-04-28")
+    pipeline.extract_source("form_entries", in_flight, built)
+    staged = sorted((tmp_path / "work" / "runs").glob("*/extract/*.parquet"))
+    assert len(staged) == 3 and export_mentions_in(staged, DAVID)
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+
+    assert run_erasure(ERASE_DAY, built)["record"] == {"completed": ["r-1"], "pending": 0}
+
+    left = sorted((tmp_path / "work" / "runs").glob("*/extract/*.parquet"))
+    assert [p.relative_to(tmp_path / "work" / "runs").as_posix() for p in left] == [
+        "2022-04-28/extract/form_entries.parquet"
+    ]
+    run_all(window, built)  # the date built again, its extracts staged again
+    assert mentions(built, DAVID) == {}
+
+
+def export_mentions_in(paths: list[Path], needle: str) -> list[Path]:
+    import duckdb
+
+    with duckdb.connect() as con:
+        return [
+            p
+            for p in paths
+            if con.execute(
+                "SELECT count(*) FROM read_parquet(?) t WHERE contains(CAST(t AS VARCHAR), ?)",
+                [str(p), needle],
+            ).fetchone()[0]
+        ]
+
+
 def test_an_erasure_clears_the_scratch_schemas_a_failed_stream_batch_left(
     built, tmp_path, monkeypatch
 ):

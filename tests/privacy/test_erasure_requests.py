@@ -4,6 +4,7 @@ of the last two on both warehouse engines (DuckDB, and Snowflake through fakesno
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -329,6 +330,25 @@ def test_requests_resolve_through_the_stream_and_take_over_a_suppress(wh, tmp_pa
             f"INSERT INTO suppression_list (identifier_type, identifier_hash, kind, request_id, added_at) VALUES ('{kind}', {wh.literal(hash_identifier(value))}, "
             "'suppress', 'r-s', TIMESTAMP '2022-04-27 12:00:00')"
         )
+    # Eve's history: a profile anchored on her email merged into ap_old, which merged into hers
+    # (both hers, the first found by its anchor); a live profile merged into hers and split off
+    # again (Zed's now), and a merge of strangers (neither).
+    eve_first = "ap_" + hashlib.md5(b"email:eve@x.org").hexdigest()[:20]
+    wh.execute_script(
+        "CREATE TABLE profile_merges (dt DATE, merged_profile_id VARCHAR, "
+        "surviving_profile_id VARCHAR, merged_at TIMESTAMP, reason VARCHAR, "
+        "identifier_type VARCHAR, identifier_value VARCHAR)"
+    )
+    for merged, survivor in (
+        (eve_first, "ap_old"),
+        ("ap_old", "ap_eve"),
+        ("ap_zed", "ap_eve"),
+        ("ap_x", "ap_y"),
+    ):
+        wh.execute_script(
+            f"INSERT INTO profile_merges VALUES (DATE '2022-04-27', '{merged}', '{survivor}', "
+            "TIMESTAMP '2022-04-27 10:00:00', 'regrouped', 'email', 'x@x.org')"
+        )
     root = tmp_path / "landing"
     file_request(root, "r-eve", "email", "EVE@x.org ")
     file_request(root, "r-ann", "email", ANN)
@@ -340,6 +360,7 @@ def test_requests_resolve_through_the_stream_and_take_over_a_suppress(wh, tmp_pa
         "privacy/requests",
         staged=wh.staged_relation(staged["path"]),
         graph_tables=["profile_identifiers", "stream_identifiers"],
+        has_merges=True,
         **load_rules(IDENTITY_RULES).sql_params(),
     )
     wh.run_sql(
@@ -362,6 +383,8 @@ def test_requests_resolve_through_the_stream_and_take_over_a_suppress(wh, tmp_pa
         ("r-eve", "email", "EVE@x.org", None),
         ("r-eve", "email", "eve@x.org", "ap_eve"),
         ("r-eve", "session_id", "eve-s1", "ap_eve"),
+        ("r-eve", None, None, "ap_old"),
+        ("r-eve", None, None, eve_first),
         ("r-ann", "email", ANN, None),
         ("r-ann", "session_id", "ann-s1", None),
         ("r-ann", "external_id", ANN_SSO, None),

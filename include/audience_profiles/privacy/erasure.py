@@ -108,6 +108,7 @@ def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict
                 "privacy/requests",
                 staged=wh.staged_relation(staged["path"]),
                 graph_tables=[t for t in GRAPH_TABLES if t in tables],
+                has_merges="profile_merges" in tables,
                 # which values name no one (a placeholder such as test@test.com)
                 **rules.sql_params(),
             )
@@ -205,6 +206,7 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, Any
         )
         _add_progress(config, removed)  # committed: a failure from here on must not lose it
         dropped, running = clear_run_schemas(wh, config)
+        clear_staged_extracts(config)
         try:
             exported_rows = scrub_exports(
                 config, everyone, lambda run, rows: _add_progress(config, {RUN_EXPORTS: rows}, run)
@@ -398,6 +400,24 @@ def clear_run_schemas(wh, config: PipelineConfig) -> tuple[list[str], list[str]]
     if dropped:
         log.info("dropped %s run schema(s) left by runs not in flight: %s", len(dropped), dropped)
     return dropped, running
+
+
+def clear_staged_extracts(config: PipelineConfig) -> list[str]:
+    """Remove the staged extracts (``<work_dir>/runs/<date>/extract/``: the landing's rows as
+    read, people's identifiers in plain) that runs not in flight left: the dates removed.
+
+    A run's cleanup removes them, but a run that died after its extract keeps them, as it keeps
+    its scratch schema (:func:`clear_run_schemas`, same test of in flight). Nothing of the run
+    needs them again: its validate, cleared, extracts a source whose staged file is gone.
+    """
+    removed = []
+    for staged in sorted(Path(config.work_dir).glob("runs/*/extract")):
+        if staged.is_dir() and not run_in_flight(staged.parent):
+            shutil.rmtree(staged, ignore_errors=True)
+            removed.append(staged.parent.name)
+    if removed:
+        log.info("removed the staged extracts runs not in flight left: %s", removed)
+    return removed
 
 
 def scrub_exports(

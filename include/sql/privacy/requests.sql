@@ -94,6 +94,28 @@ SELECT DISTINCT request_id, identifier_type, identifier_value, profile_id FROM (
 ) x
 WHERE identifier_value IS NOT NULL AND identifier_value <> '';
 
+{% if has_merges %}
+-- The ids of profiles merged into theirs (profile_merges), as profile ids alone: rows keyed by a
+-- profile id only (an earlier date's segment memberships in a run export or a drop) still name
+-- them. One merged into one of their profiles, or anchored on one of their emails or SSO ids (a
+-- chain of merges: each id in it was anchored on an identifier the survivor now holds). Never
+-- an id that is live now: the person's own are listed already, anyone else's is not theirs.
+INSERT INTO erasure_subjects
+SELECT DISTINCT s.request_id, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), m.merged_profile_id
+FROM (
+    SELECT request_id, profile_id AS merged_into, CAST(NULL AS VARCHAR) AS anchored
+    FROM erasure_subjects WHERE profile_id IS NOT NULL
+    UNION
+    SELECT request_id, NULL, {{ idm.anchored_id("identifier_type", "identifier_value") }}
+    FROM erasure_subjects
+    WHERE profile_id IS NOT NULL AND identifier_type IN ('email', 'external_id')
+) s
+JOIN profile_merges m
+  ON m.surviving_profile_id = s.merged_into OR m.merged_profile_id = s.anchored
+WHERE s.request_id IN (SELECT request_id FROM new_requests)
+  AND NOT EXISTS (SELECT 1 FROM request_graph g WHERE g.profile_id = m.merged_profile_id);
+{% endif %}
+
 -- A delete request for someone earlier requests already listed: every entry of those requests is
 -- the same person's (an earlier `suppress` deleted their profile from the graph, so the graph alone
 -- finds no more than the identifier asked about). Matched on an email or SSO id the request
