@@ -48,6 +48,7 @@ from typing import Any
 
 from audience_profiles.config import (
     DAYS_MAX,
+    PROFILE_COLUMNS,
     ConfigError,
     PipelineConfig,
     load_yaml,
@@ -198,6 +199,10 @@ class _Reader:
         column = self.text(spec, "column", where)
         if not COLUMN_NAME.match(column):
             raise self.fail(f"{where}.column", f"{column!r} is not a column name")
+        # Said here, as the run's first task reads the file, not by build_segments after the
+        # whole build (which checks again, against the table the run built).
+        if column not in PROFILE_COLUMNS:
+            raise self.fail(f"{where}.column", _not_a_profile_column(column, PROFILE_COLUMNS))
         return {"column": column, "values": self.values(spec, where, (str, bool, int, float))}
 
     def form_entries(self, spec: dict, where: str) -> dict:
@@ -388,8 +393,7 @@ def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
     column = p["column"]
     if column not in run.profile_columns:
         raise ConfigError(
-            f"{source}: {rule.where}.column: {column!r} is not an audience_profiles column "
-            f"({', '.join(sorted(run.profile_columns))})"
+            f"{source}: {rule.where}.column: " + _not_a_profile_column(column, run.profile_columns)
         )
     _check_value_types(p["values"], column, run.profile_columns[column], rule.where, source)
     since = f"{column}_at" if f"{column}_at" in run.profile_columns else "first_seen"
@@ -400,6 +404,10 @@ def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
         since_column=since,
         values=[_sql_value(wh, v) for v in p["values"]],
     )
+
+
+def _not_a_profile_column(column: str, columns) -> str:
+    return f"{column!r} is not an audience_profiles column ({', '.join(sorted(columns))})"
 
 
 # What an attribute value must be for each kind of column (see _column_kind).

@@ -300,9 +300,14 @@ def test_no_segments_file_means_no_table_and_an_empty_file_an_empty_table(wh):
     assert ("segment_memberships",) not in tables
 
 
-def test_an_unknown_profile_column_names_the_file_and_key(wh):
-    definitions = {"x": {"all": [{"attribute": {"column": "favourite_colour", "equals": "red"}}]}}
-    with pytest.raises(ConfigError, match=r"segments\.x\.all\[0\]\.attribute\.column: "):
+def test_a_column_the_run_s_profiles_lack_names_the_file_and_key(wh):
+    # The backstop of the reader's check (PROFILE_COLUMNS): the fixture's table has no last_name.
+    definitions = {"x": {"all": [{"attribute": {"column": "last_name", "equals": "Wilson"}}]}}
+    with pytest.raises(
+        ConfigError,
+        match=r"segments\.x\.all\[0\]\.attribute\.column: 'last_name' is not an "
+        r"audience_profiles column \(email, first_seen, optin_1, optin_2, optin_2_at, profile_id\)",
+    ):
         build(wh, definitions)
 
 
@@ -424,6 +429,17 @@ def test_the_shipped_segments_file_is_valid():
         (
             {"segments": {"a": {"attribute": {"column": "optin_2; DROP", "equals": True}}}},
             r"attribute\.column: 'optin_2; DROP' is not a column name",
+        ),
+        # no profile column: said as the file is read (the run's first task), not by
+        # build_segments after the whole build
+        (
+            {
+                "segments": {
+                    "a": {"any": [{"attribute": {"column": "favourite_colour", "equals": "red"}}]}
+                }
+            },
+            r"segments\.a\.any\[0\]\.attribute\.column: 'favourite_colour' is not an "
+            r"audience_profiles column \(accept_terms, accept_terms_at, .*, sessions\)$",
         ),
         ({"segments": {"a": {"all": []}}}, r"segments\.a\.all: must be a non-empty list"),
         (
