@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from audience_profiles import identity, pipeline
-from audience_profiles.config import PROJECT_ROOT
+from audience_profiles.config import PROFILE_COLUMNS, PROJECT_ROOT
 from audience_profiles.landing import LandingError
 from audience_profiles.pipeline import DataQualityError, RunWindow, run_all
 from tests.support import (
@@ -100,6 +100,13 @@ def test_the_exports_hold_the_data_contract_s_columns_and_types(tmp_path):
         columns = duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()
         exported[path.stem] = ", ".join(f"{name} {kind}" for name, kind, *_ in columns)
     assert exported == CONTRACT
+
+
+def test_the_profile_columns_known_before_the_build_are_the_contract_s():
+    # wait_for_landing checks segments.yml and the Dotdigital options against PROFILE_COLUMNS,
+    # before anything is built: it must be what the build makes (the test above).
+    columns = ", ".join(f"{name} {kind}" for name, kind in PROFILE_COLUMNS.items())
+    assert columns == CONTRACT["audience_profiles"]
 
 
 def test_interactions_before_a_form_entry_are_claimed_by_it(tmp_path):

@@ -401,6 +401,24 @@ def test_late_landing_files_are_on_the_page_and_in_the_summary_line():
     assert "until a stream batch merges them or 2022-04-29 is run again: f</p>" in page
 
 
+def test_segment_rules_naming_no_element_are_on_the_page_and_in_the_summary_line():
+    # An empty segment from a typo emptied its Dotdigital book with no word anywhere.
+    said = "segments.blue.answer.equals: no element titled 'Team?' has the option 'Bleu'"
+    outputs = {"build_segments": {"members": {"blue": 0}, "unmatched": {"blue": [said]}}}
+    built = report.build(RunWindow.for_date("2022-04-29"), outputs, {})
+    assert built["segments_unmatched"] == {"blue": [said]}
+    assert (
+        "; segment rules naming what no element of the date's catalogue has: "
+        f"blue ({said})" in report.summary_line(built)
+    )
+    page = report.render_html({**built, "checks": []}, [])
+    assert "<strong>Segment rules naming what no element of the date's catalogue" in page
+    assert "no element titled &#x27;Team?&#x27; has the option &#x27;Bleu&#x27;" in page
+    quiet = report.build(RunWindow.for_date("2022-04-29"), {"build_segments": {"members": {}}}, {})
+    assert quiet["segments_unmatched"] is None
+    assert "segment rules" not in report.summary_line(quiet)
+
+
 def test_late_landing_files_that_cannot_be_checked_do_not_cost_the_report(tmp_path, monkeypatch):
     # A landing bucket out of reach: the report goes out, saying they were not checked.
     from audience_profiles import landing

@@ -47,6 +47,31 @@ OUTPUT_TABLES = (
     "segment_memberships",
     "quarantine",
 )
+# The columns of audience_profiles, in order, with their types as DuckDB gives them: what
+# include/sql/profiles/audience_profiles.sql builds and docs/data-contract.md promises
+# (tests/test_pipeline.py holds the two together). Known without building the table, so the run's
+# first task (wait_for_landing) refuses a segment rule or a Dotdigital option naming another.
+PROFILE_COLUMNS = {
+    "profile_id": "VARCHAR",
+    "email": "VARCHAR",
+    "external_id": "VARCHAR",
+    "first_name": "VARCHAR",
+    "last_name": "VARCHAR",
+    "optin_1": "BOOLEAN",
+    "optin_2": "BOOLEAN",
+    "accept_terms": "BOOLEAN",
+    "first_seen": "TIMESTAMP",
+    "last_seen": "TIMESTAMP",
+    "sessions": "BIGINT",
+    "interactions": "BIGINT",
+    "answers": "VARCHAR",
+    "optin_1_at": "TIMESTAMP",
+    "optin_1_source": "VARCHAR",
+    "optin_2_at": "TIMESTAMP",
+    "optin_2_source": "VARCHAR",
+    "accept_terms_at": "TIMESTAMP",
+    "accept_terms_source": "VARCHAR",
+}
 PII_POLICIES = ("plain", "hashed", "omit")
 FORMATS = ("csv", "json", "parquet")
 ENGINES = ("duckdb", "snowflake")

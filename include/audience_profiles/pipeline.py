@@ -1023,11 +1023,27 @@ def build_segments(window: RunWindow, config: PipelineConfig | None = None) -> d
             window.interval_end,
             interactions_from(wh, config, window),
         )
+        unmatched = segments.catalogue_misses(wh, definitions, window.ds) if definitions else {}
     if definitions is None:
         log.info("no segments: %s does not exist", config.segments_config)
     else:
         log.info("segment members: %s", members)
-    return {"members": members}
+    # A warning, not an error: a segment may be written before its poll launches.
+    for segment_id, misses in unmatched.items():
+        log.warning(
+            "segment %s (%s): no element of the catalogue in force on %s has what it names, so "
+            "that rule matches nothing (a typo? a poll not launched yet?); the segment has %s "
+            "member(s), and a destination syncing it keeps only those in its address book: %s",
+            segment_id,
+            definitions.source,
+            window.ds,
+            members.get(segment_id, 0),
+            "; ".join(misses),
+        )
+    result: dict[str, Any] = {"members": members}
+    if unmatched:  # for the run's report (report.build: segments_unmatched)
+        result["unmatched"] = unmatched
+    return result
 
 
 # The volume guard's check name starts so (checks/quality.sql); what to do when it fails.
@@ -1342,6 +1358,7 @@ def run_all(
         "enrich": result["enrich"],
         "resolve_identities": result["identity"],
         "build_profiles": result["profiles"],
+        "build_segments": result["segments"],
         "check_quality": result["checks"],
         "deliver": result["deliveries"],
     }

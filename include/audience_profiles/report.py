@@ -41,6 +41,7 @@ REPORTED_TASKS = (
     "enrich",
     "resolve_identities",
     "build_profiles",
+    "build_segments",
     "check_quality",
     "deliver",
 )
@@ -139,6 +140,8 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
         "landing_waited_seconds": (tasks.get(LANDING_WAIT) or {}).get("seconds"),
         # identity.yml changed since this date: regrouped with no profile_merges row
         "rules_changed_since": identity.get("rules_changed_since"),
+        # segments.yml rules naming a title or option no element has (segments.catalogue_misses)
+        "segments_unmatched": (outputs.get("build_segments") or {}).get("unmatched"),
         # earlier landing dates no run loaded: their rows are in no profile (pipeline.unbuilt_dates)
         "unbuilt_dates": (outputs.get("validate") or {}).get("unbuilt_dates"),
         # partitions no daily run reads (pipeline.partitions_before_start), by source
@@ -196,6 +199,12 @@ def summary_line(report: dict[str, Any]) -> str:
             else ""
         )
         + (
+            "; segment rules naming what no element of the date's catalogue has: "
+            + unmatched_text(report["segments_unmatched"])
+            if report.get("segments_unmatched")
+            else ""
+        )
+        + (
             "; earlier landing dates not loaded, their rows in no profile: "
             + unbuilt_text(report["unbuilt_dates"])
             if report.get("unbuilt_dates")
@@ -223,6 +232,13 @@ def summary_line(report: dict[str, Any]) -> str:
             if report.get("unread_landing")
             else ""
         )
+    )
+
+
+def unmatched_text(unmatched: dict[str, list[str]]) -> str:
+    """``blue (segments.blue.answer.equals: no element titled 'Team?' has the option 'Bleu')``."""
+    return ", ".join(
+        f"{segment} ({'; '.join(said)})" for segment, said in sorted(unmatched.items())
     )
 
 
@@ -668,6 +684,13 @@ def render_html(
             f"{_esc(report['rules_changed_since'])}: this run's profiles follow the new ones, "
             "and profile_merges does not show what the change joined or split. Have consumers "
             "replace their copy from this full snapshot (docs/identity.md, Known limits).</p>"
+        )
+    if report.get("segments_unmatched"):
+        parts.append(
+            "<p><strong>Segment rules naming what no element of the date's catalogue has</strong>"
+            " (a typo, or a poll not launched yet: the rule matches nothing, and a destination "
+            "syncing the segment keeps only the members it has in its address book): "
+            f"{_esc(unmatched_text(report['segments_unmatched']))}</p>"
         )
     if report.get("unbuilt_dates"):
         parts.append(

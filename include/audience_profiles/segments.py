@@ -48,12 +48,13 @@ from typing import Any
 
 from audience_profiles.config import (
     DAYS_MAX,
+    PROFILE_COLUMNS,
     ConfigError,
     PipelineConfig,
     load_yaml,
     read_config_file,
 )
-from audience_profiles.warehouse.base import Warehouse
+from audience_profiles.warehouse.base import Warehouse, check_ds
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +193,17 @@ class _Reader:
         return {
             "attribute": self.text(spec, "attribute", where),
             "values": self.values(spec, where, (str,)),
+            "values_key": "equals" if "equals" in spec else "in",  # for catalogue_misses
         }
 
     def attribute(self, spec: dict, where: str) -> dict:
         column = self.text(spec, "column", where)
         if not COLUMN_NAME.match(column):
             raise self.fail(f"{where}.column", f"{column!r} is not a column name")
+        # Said here, as the run's first task reads the file, not by build_segments after the
+        # whole build (which checks again, against the table the run built).
+        if column not in PROFILE_COLUMNS:
+            raise self.fail(f"{where}.column", _not_a_profile_column(column, PROFILE_COLUMNS))
         return {"column": column, "values": self.values(spec, where, (str, bool, int, float))}
 
     def form_entries(self, spec: dict, where: str) -> dict:
@@ -388,8 +394,7 @@ def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
     column = p["column"]
     if column not in run.profile_columns:
         raise ConfigError(
-            f"{source}: {rule.where}.column: {column!r} is not an audience_profiles column "
-            f"({', '.join(sorted(run.profile_columns))})"
+            f"{source}: {rule.where}.column: " + _not_a_profile_column(column, run.profile_columns)
         )
     _check_value_types(p["values"], column, run.profile_columns[column], rule.where, source)
     since = f"{column}_at" if f"{column}_at" in run.profile_columns else "first_seen"
@@ -400,6 +405,10 @@ def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
         since_column=since,
         values=[_sql_value(wh, v) for v in p["values"]],
     )
+
+
+def _not_a_profile_column(column: str, columns) -> str:
+    return f"{column!r} is not an audience_profiles column ({', '.join(sorted(columns))})"
 
 
 # What an attribute value must be for each kind of column (see _column_kind).
@@ -484,3 +493,69 @@ def build_memberships(
         )
     )
     return counts
+
+
+# -- names the catalogue does not have --------------------------------------------------------
+
+
+def _named(rule: Rule) -> list[tuple[str, list[str], str | None, list[str]]]:
+    """Per answer or interaction condition under ``rule``: (its key, the element titles it
+    names, the key of its option labels, the labels), titles or labels empty when not named."""
+    if rule.kind in COMBINATORS:
+        return [named for child in rule.children for named in _named(child)]
+    p = rule.params
+    if rule.kind == "answer":
+        return [(rule.where, [p["attribute"]], p["values_key"], list(p["values"]))]
+    if rule.kind == "interaction":
+        filters = p["filters"]
+        return [(rule.where, filters.get("attribute", []), "option", filters.get("option", []))]
+    return []
+
+
+def catalogue_misses(wh: Warehouse, segments: SegmentSet, ds: str) -> dict[str, list[str]]:
+    """Per segment, the element titles and option labels its ``answer`` and ``interaction``
+    rules name that no element of the catalogue in force on ``ds`` has (one query).
+
+    Such a rule matches none of the date's interactions: a typo ("Manchester Bleu") built an
+    empty segment without a word, and a destination syncing it emptied its address book. Not an
+    error: a segment may be written before its poll launches. (A poll renamed since keeps its
+    earlier answers under the old title: a rule naming that matches only those.)"""
+    named = {s.segment_id: _named(s.rule) for s in segments.segments}
+    titles = sorted({t for rules in named.values() for _, ts, _, _ in rules for t in ts})
+    labels = sorted({v for rules in named.values() for _, _, _, vs in rules for v in vs})
+    if not titles and not labels:
+        return {}
+    found = wh.query(
+        wh.render(
+            "segments/catalogue_names",
+            ds=check_ds(ds),
+            titles=[wh.literal(t) for t in titles],
+            labels=[wh.literal(v) for v in labels],
+        )
+    )
+    options: dict[str, set[str]] = {}
+    for title, label in found:
+        options.setdefault(title, set()).add(label)
+    misses: dict[str, list[str]] = {}
+    for segment_id, rules in named.items():
+        said = []
+        for where, rule_titles, labels_key, rule_labels in rules:
+            known = [t for t in rule_titles if t in options]
+            said += [
+                f"{where}.attribute: no element is titled {t!r}"
+                for t in rule_titles
+                if t not in options
+            ]
+            if rule_titles and not known:
+                continue  # none of its titles is there: that says it all
+            # The rule matches a label together with one of its titles, if it names any.
+            offered = set().union(*(options[t] for t in (known or options)))
+            of = f" titled {' or '.join(map(repr, known))}" if known else ""
+            said += [
+                f"{where}.{labels_key}: no element{of} has the option {v!r}"
+                for v in rule_labels
+                if v not in offered
+            ]
+        if said:
+            misses[segment_id] = said
+    return misses

@@ -1001,6 +1001,48 @@ def test_yes_no_options_are_a_bare_true_or_false(options, said):
     assert (read.full_resync, read.dry_run, read.defer_imports) == (True, False, True)
 
 
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (
+            {"segments": {"fans": {"consent_column": "optin_3"}}},
+            "segments.fans.consent_column: 'optin_3' is not a yes/no column of audience_profiles "
+            "(accept_terms, optin_1, optin_2)",
+        ),
+        (
+            {"consent": {"partner_column": "optin_two"}},
+            "consent.partner_column: 'optin_two' is not a yes/no column of audience_profiles",
+        ),
+        # a column, but not a yes/no one: the sync's IS TRUE failed on the first address
+        ({"consent": {"column": "email"}}, "consent.column: 'email' is not a yes/no column"),
+        (
+            {"data_fields": {"TEAM": "favourite_team"}},
+            "data_fields.TEAM: 'favourite_team' is neither an audience_profiles column "
+            "(accept_terms, ",
+        ),
+    ],
+)
+def test_profile_columns_are_checked_before_the_build(options, said):
+    # Found by the delivery, after the whole build; wait_for_landing calls the check.
+    from audience_profiles.destinations.dotdigital import check_profile_columns
+
+    entry = {"name": "dd", "kind": "dotdigital", "conn_id": "d", "segments": {"fans": {}}}
+    config = parse_config(
+        {"start_date": "2024-01-01", "landing_root": "x", "destinations": [entry | options]},
+        "p.yml",
+    )
+    with pytest.raises(ConfigError) as err:
+        check_profile_columns(config.destinations[0], config)
+    assert str(err.value).startswith(f"p.yml: destination 'dd': {said}")
+    good = {
+        "consent": {"column": "accept_terms", "partner_column": "optin_1"},
+        "segments": {"fans": {"consent_column": "optin_2"}},
+        "data_fields": {"TEAM": "answers.Which team?", "SEEN": "last_seen"},
+    }
+    config = parse_config({**config.raw, "destinations": [entry | good]}, "p.yml")
+    check_profile_columns(config.destinations[0], config)
+
+
 def test_region_and_retry_headers():
     assert api_base_url(None, None, None, {"region": "r2"}) == "https://r2-api.dotdigital.com"
     assert api_base_url("http://127.0.0.1", None, 8080, {"region": "r1"}) == "http://127.0.0.1:8080"

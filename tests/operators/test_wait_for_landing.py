@@ -116,10 +116,22 @@ def test_a_file_no_run_reads_fails_the_try_naming_it_and_is_retried(tmp_path, mo
         (None, None),
         ("identity", "identity.yml: limts: unknown key 'limts' (did you mean 'limits'?)"),
         ("segments", "segments.yml: segments.fans: needs exactly one rule"),
+        # a column audience_profiles does not have failed build_segments, after the build
+        (
+            "column",
+            "segments.yml: segments.fans.attribute.column: 'favourite_colour' is not an "
+            "audience_profiles column (accept_terms, ",
+        ),
         (
             "dotdigital",
             "pipeline.yml: segments.fans.adress_book: unknown key 'adress_book' (did you mean "
             "'address_book'?) in destination 'dd' (kind dotdigital)",
+        ),
+        # a consent column audience_profiles does not have failed the delivery, after the build
+        (
+            "consent",
+            "pipeline.yml: destination 'dd': segments.fans.consent_column: 'optin_3' is not a "
+            "yes/no column of audience_profiles (accept_terms, optin_1, optin_2)",
         ),
     ],
 )
@@ -129,10 +141,14 @@ def test_a_mistake_in_the_other_configuration_fails_the_first_task_naming_it(
     # Found by build_segments, the identity step or a delivery, after the extracts and the build.
     identity = tmp_path / "identity.yml"
     identity.write_text("limts: {shared_device: {email: 2}}\n" if broken == "identity" else "{}\n")
-    fans = "{}" if broken == "segments" else "{form_entries: {min: 1}}"
+    fans = {
+        "segments": "{}",
+        "column": "{attribute: {column: favourite_colour, equals: red}}",
+    }.get(broken, "{form_entries: {min: 1}}")
     (tmp_path / "segments.yml").write_text(f"segments:\n  fans: {fans}\n")
     book = "adress_book" if broken == "dotdigital" else "address_book"
-    dotdigital = {"name": "dd", "kind": "dotdigital", "conn_id": "d", "segments": {"fans": {book: "Fans"}}}  # fmt: skip
+    target = {book: "Fans", **({"consent_column": "optin_3"} if broken == "consent" else {})}
+    dotdigital = {"name": "dd", "kind": "dotdigital", "conn_id": "d", "segments": {"fans": target}}
     config = write_config(tmp_path, [dotdigital], identity_config=str(identity))
     monkeypatch.setenv(CONFIG_ENV, config.source_file)
     if broken is None:

@@ -7,6 +7,7 @@ The fixture warehouse holds three people whose histories exercise every rule kin
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import duckdb
@@ -18,6 +19,7 @@ from audience_profiles.config import PROJECT_ROOT, ConfigError, WarehouseConfig
 from audience_profiles.pipeline import DataQualityError, RunWindow, run_all
 from audience_profiles.segments import (
     build_memberships,
+    catalogue_misses,
     load_segments,
     parse_segments,
     render_memberships,
@@ -300,9 +302,14 @@ def test_no_segments_file_means_no_table_and_an_empty_file_an_empty_table(wh):
     assert ("segment_memberships",) not in tables
 
 
-def test_an_unknown_profile_column_names_the_file_and_key(wh):
-    definitions = {"x": {"all": [{"attribute": {"column": "favourite_colour", "equals": "red"}}]}}
-    with pytest.raises(ConfigError, match=r"segments\.x\.all\[0\]\.attribute\.column: "):
+def test_a_column_the_run_s_profiles_lack_names_the_file_and_key(wh):
+    # The backstop of the reader's check (PROFILE_COLUMNS): the fixture's table has no last_name.
+    definitions = {"x": {"all": [{"attribute": {"column": "last_name", "equals": "Wilson"}}]}}
+    with pytest.raises(
+        ConfigError,
+        match=r"segments\.x\.all\[0\]\.attribute\.column: 'last_name' is not an "
+        r"audience_profiles column \(email, first_seen, optin_1, optin_2, optin_2_at, profile_id\)",
+    ):
         build(wh, definitions)
 
 
@@ -424,6 +431,17 @@ def test_the_shipped_segments_file_is_valid():
         (
             {"segments": {"a": {"attribute": {"column": "optin_2; DROP", "equals": True}}}},
             r"attribute\.column: 'optin_2; DROP' is not a column name",
+        ),
+        # no profile column: said as the file is read (the run's first task), not by
+        # build_segments after the whole build
+        (
+            {
+                "segments": {
+                    "a": {"any": [{"attribute": {"column": "favourite_colour", "equals": "red"}}]}
+                }
+            },
+            r"segments\.a\.any\[0\]\.attribute\.column: 'favourite_colour' is not an "
+            r"audience_profiles column \(accept_terms, accept_terms_at, .*, sessions\)$",
         ),
         ({"segments": {"a": {"all": []}}}, r"segments\.a\.all: must be a non-empty list"),
         (
@@ -549,6 +567,73 @@ def test_the_build_publishes_memberships_and_checks_members_are_live_profiles(tm
         )
     with pytest.raises(DataQualityError, match="segment_memberships.profile_id is a live profile"):
         pipeline.check_quality(window, config)
+
+
+def test_the_titles_and_labels_no_element_has_are_said_per_segment(wh):
+    # (valid_from, poll_id, option, title, option_label, element_type, removed): the catalogue
+    # in force on 04-30 has the team question and the vote; a poll removed on 04-20 is not in it
+    history = [
+        ("2022-03-01", "1", 1, TEAM, "Blue", "team_selector", False),
+        ("2022-03-01", "1", 2, TEAM, "Red", "team_selector", False),
+        ("2022-03-01", "9", 1, "Vote", "X", "vote", False),
+        ("2022-03-01", "5", 1, "Old poll", "A", "vote", False),
+        ("2022-04-20", "5", 1, "Old poll", "A", "vote", True),
+    ]
+    wh.con.executemany(
+        "INSERT INTO element_history (valid_from, poll_id, option, title, option_label, "
+        "element_type, removed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        history,
+    )
+    wh.con.execute("INSERT INTO element_history_dates VALUES ('2022-03-01', 4, now())")
+    definitions = {
+        "blue": SEGMENTS["blue"],
+        "bleu": {"answer": {"attribute": TEAM, "in": ["Blue", "Manchester Bleu"]}},
+        "team_typo": {"answer": {"attribute": "Which team?", "equals": "Blue"}},
+        "voters": SEGMENTS["voters"],
+        "x_voters": {"interaction": {"attribute": "Vote", "option": ["X", "Blue"]}},
+        "old_poll": {"any": [{"form_entries": {}}, {"interaction": {"attribute": "Old poll"}}]},
+        "any_red": {"interaction": {"option": "Red"}},
+    }
+    segments = parse_segments({"segments": definitions}, "segments.yml")
+    assert catalogue_misses(wh, segments, DS) == {
+        "bleu": [
+            "segments.bleu.answer.in: no element titled 'Which team do you support?' has the "
+            "option 'Manchester Bleu'"
+        ],
+        "team_typo": ["segments.team_typo.answer.attribute: no element is titled 'Which team?'"],
+        # Blue is an option of the team question, not of the vote the rule names
+        "x_voters": [
+            "segments.x_voters.interaction.option: no element titled 'Vote' has the option 'Blue'"
+        ],
+        "old_poll": [
+            "segments.old_poll.any[1].interaction.attribute: no element is titled 'Old poll'"
+        ],
+    }
+    # before its removal the old poll was there
+    assert "old_poll" not in catalogue_misses(wh, segments, "2022-04-19")
+
+
+def test_a_rule_naming_no_element_builds_and_the_run_warns_and_reports_it(tmp_path, caplog):
+    # Not an error (a segment may come before its poll), but no longer an empty segment, and
+    # an emptied address book, without a word.
+    config = seeded(tmp_path)
+    (tmp_path / "segments.yml").write_text(
+        yaml.safe_dump(
+            {"segments": {"blue": {"answer": {"attribute": TEAM, "equals": "Manchester Bleu"}}}}
+        )
+    )
+    with caplog.at_level("WARNING", logger="audience_profiles.pipeline"):
+        result = run_all(RunWindow.for_date("2022-04-29"), config)
+    said = (
+        "segments.blue.answer.equals: no element titled 'Which team do you support?' has the "
+        "option 'Manchester Bleu'"
+    )
+    assert result["segments"] == {"members": {"blue": 0}, "unmatched": {"blue": [said]}}
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("segment blue")]
+    assert len(warned) == 1 and said in warned[0] and "2022-04-29" in warned[0]
+    with duckdb.connect(config.warehouse.path, read_only=True) as con:
+        (stored,) = con.execute("SELECT report FROM pipeline_runs").fetchone()
+    assert json.loads(stored)["segments_unmatched"] == {"blue": [said]}
 
 
 def test_values_are_written_in_the_engines_dialect():

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from audience_profiles.config import (
+    PROFILE_COLUMNS,
     ConfigError,
     DestinationConfig,
     PipelineConfig,
@@ -253,6 +254,37 @@ class DotdigitalOptions:
             backoff_base=float(opts.get("backoff_base", 1.0)),
             max_rate_limit_wait=float(opts.get("max_rate_limit_wait", 900)),
         )
+
+
+def check_profile_columns(config: DestinationConfig, pipeline: PipelineConfig) -> None:
+    """Refuse a consent column or data field source that audience_profiles does not have (a
+    consent column must be yes/no), naming the key. wait_for_landing calls it after
+    :meth:`DotdigitalOptions.from_config`, so the mistake fails the run's first task instead of
+    this delivery after the whole build (``_build_desired`` checks again, against the export it
+    reads). Not part of ``from_config``: an erasure reads the options too, and must not wait on a
+    column it does not use."""
+    opts, columns = config.options, PROFILE_COLUMNS
+    where = f"{pipeline.source_file}: destination {config.name!r}"
+    consent = opts.get("consent") or {}
+    named = [(f"consent.{k}", consent[k]) for k in ("column", "partner_column") if k in consent]
+    named += [
+        (f"segments.{segment_id}.consent_column", seg["consent_column"])
+        for segment_id, seg in (opts.get("segments") or {}).items()
+        if isinstance(seg, dict) and "consent_column" in seg
+    ]
+    for key, column in named:
+        if columns.get(str(column)) != "BOOLEAN":  # else the sync's IS TRUE fails, or never holds
+            yes_no = sorted(c for c, kind in columns.items() if kind == "BOOLEAN")
+            raise ConfigError(
+                f"{where}: {key}: {column!r} is not a yes/no column of audience_profiles "
+                f"({', '.join(yes_no)})"
+            )
+    for name, source in (opts.get("data_fields") or {}).items():
+        if not str(source).startswith("answers.") and str(source) not in columns:
+            raise ConfigError(
+                f"{where}: data_fields.{name}: {source!r} is neither an audience_profiles column "
+                f"({', '.join(sorted(columns))}) nor answers.<element title>"
+            )
 
 
 @dataclass

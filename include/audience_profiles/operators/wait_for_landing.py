@@ -31,8 +31,9 @@ TRIGGER_GRACE = dt.timedelta(minutes=10)
 
 def check_configuration(config) -> None:
     """Read identity.yml, segments.yml and each enabled Dotdigital destination's nested options
-    (``segments``, ``consent``...) as the tasks using them will: cheap, no warehouse and no
-    network. pipeline.yml itself is checked whole by ``load_config``."""
+    (``segments``, ``consent``...) as the tasks using them will, and the profile columns they
+    name against ``config.PROFILE_COLUMNS``: cheap, no warehouse and no network. pipeline.yml
+    itself is checked whole by ``load_config``."""
     from audience_profiles.identity import load_rules
     from audience_profiles.segments import segments_for
 
@@ -40,10 +41,14 @@ def check_configuration(config) -> None:
     segments_for(config)
     dotdigital = [d for d in config.enabled_destinations if d.kind == "dotdigital"]
     if dotdigital:  # its module imports the sync state's DuckDB: only when one is configured
-        from audience_profiles.destinations.dotdigital import DotdigitalOptions
+        from audience_profiles.destinations.dotdigital import (
+            DotdigitalOptions,
+            check_profile_columns,
+        )
 
         for destination in dotdigital:
             DotdigitalOptions.from_config(destination, config)
+            check_profile_columns(destination, config)
 
 
 class WaitForLandingOperator(BaseOperator):

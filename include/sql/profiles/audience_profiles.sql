@@ -118,6 +118,8 @@ GROUP BY profile_id;
 {% endif %}
 DROP TABLE profile_titles;
 
+-- Its columns are the data contract's (docs/data-contract.md), known before the build as
+-- config.PROFILE_COLUMNS: change them together (tests/test_pipeline.py checks both).
 CREATE OR REPLACE TABLE {{ rs }}.audience_profiles AS
 WITH ids AS (
     SELECT profile_id,
