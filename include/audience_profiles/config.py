@@ -945,15 +945,25 @@ def check_drop_places(
         # when none is given); S3 bucket names are global, and a local folder has no connection.
         account = (dest.conn_id or "wasb_default") if dest.kind == "azure" else None
         place = (dest.kind, account, *where)
-        for table in dest.tables:
-            if (place, table) in writers:
-                first, name = writers[place, table]
-                raise ConfigError(
-                    f"{source}: destinations[{index}] ({dest.name}) writes {table} where "
-                    f"destinations[{first}] ({name}) does: each run's drop would delete the "
-                    "other's; give one of them another path or prefix"
-                )
-            writers[place, table] = (index, dest.name)
+        if clash := _claim_tables(writers, place, index, dest):
+            table, first, name = clash
+            raise ConfigError(
+                f"{source}: destinations[{index}] ({dest.name}) writes {table} where "
+                f"destinations[{first}] ({name}) does: each run's drop would delete the "
+                "other's; give one of them another path or prefix"
+            )
+
+
+def _claim_tables(
+    claims: dict[tuple, tuple[int, str]], place: tuple, index: int, dest: DestinationConfig
+) -> tuple[str, int, str] | None:
+    """Claim each of ``dest``'s tables at ``place`` for it: the first table another destination
+    claimed there first, with that one's index and name; None when all were free."""
+    for table in dest.tables:
+        if (place, table) in claims:
+            return (table, *claims[place, table])
+        claims[place, table] = (index, dest.name)
+    return None
 
 
 def check_warehouse_tables(destinations: tuple[DestinationConfig, ...], source: str) -> None:
@@ -970,16 +980,13 @@ def check_warehouse_tables(destinations: tuple[DestinationConfig, ...], source: 
         if not dest.enabled or not kind_declares(dest.kind, "LOADS_TABLES"):
             continue
         names = (str(dest.options.get(key) or "").casefold() for key in ("database", "schema"))
-        place = (dest.kind, dest.conn_id, *names)
-        for table in dest.tables:
-            if (place, table) in loaders:
-                first, name = loaders[place, table]
-                raise ConfigError(
-                    f"{source}: destinations[{index}] ({dest.name}) loads {table} into the schema "
-                    f"destinations[{first}] ({name}) loads it into: each delivery would rewrite "
-                    "the other's rows; load it from one of them only, or into another schema"
-                )
-            loaders[place, table] = (index, dest.name)
+        if clash := _claim_tables(loaders, (dest.kind, dest.conn_id, *names), index, dest):
+            table, first, name = clash
+            raise ConfigError(
+                f"{source}: destinations[{index}] ({dest.name}) loads {table} into the schema "
+                f"destinations[{first}] ({name}) loads it into: each delivery would rewrite "
+                "the other's rows; load it from one of them only, or into another schema"
+            )
 
 
 def _check_state_files(config: PipelineConfig, source: str) -> None:
