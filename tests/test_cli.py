@@ -371,6 +371,8 @@ cli._load_dag = lambda: SimpleNamespace(test=test)
 cli.STOP_GRACE_SECONDS = float(sys.argv[2])
 if sys.argv[1] == "ignoring ctrl-c":  # a shell's background job
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+else:  # a terminal's foreground job, even where the suite itself runs with Ctrl-C ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 print("exit", cli.main(["run", "--date", "2022-04-25"]), file=said, flush=True)
 """
 
