@@ -839,7 +839,7 @@ class DotdigitalDestination(Destination):
         of them stayed in a book the sync made, opt-outs included, and no run took them out.
         A member a configured segment syncing to the same book wants stays."""
         for segment_id, book_ids in store.dropped_segments(list(books)).items():
-            emails = {e for e, _ in store.members_of(segment_id)}
+            emails = {email for _, email in store.profiles_of(segment_id)}
             removed = 0
             for book_id in sorted(book_ids):
                 try:

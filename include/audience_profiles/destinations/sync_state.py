@@ -307,13 +307,6 @@ class SyncStateStore:
             [segment_id, emails],
         )
 
-    def members_of(self, segment_id: str) -> list[tuple[str, int]]:
-        """(email, address book id) of the segment's members the target holds."""
-        return self.con.execute(
-            "SELECT email, address_book_id FROM sync_state WHERE segment_id = ? ORDER BY email",
-            [segment_id],
-        ).fetchall()
-
     def profiles_of(self, segment_id: str) -> list[tuple[str, str]]:
         """(profile id, email) of the segment's members the target holds."""
         return self.con.execute(

@@ -25,8 +25,8 @@ from audience_profiles.warehouse.base import sql_macro
 
 # Pragmatic address check: one @, a dot in the domain, no spaces, a top-level domain of letters
 # or in punycode (.xn--p1ai is .рф). RFC 5322 allows more, but marketing platforms reject those
-# addresses anyway. The validate and identity SQL take it as
-# `email_pattern`; include/config/identity.yml's commented default repeats it.
+# addresses anyway. The validate and identity SQL take it as `email_pattern`;
+# include/config/identity.yml's commented default repeats it.
 # No backslashes: Snowflake string literals treat them as escapes, so dots are written [.].
 EMAIL_PATTERN = r"^[a-z0-9._%+'-]+@[a-z0-9-]+([.][a-z0-9-]+)*[.]([a-z]{2,}|xn--[a-z0-9-]+)$"
 
