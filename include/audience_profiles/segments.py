@@ -26,8 +26,9 @@ Conditions (each yields, per qualifying profile, the date it qualified from: ``s
 - ``interaction: {element_type, event_id, poll_id, attribute, option, min, within_days}``: at
   least ``min`` interactions matching every filter given (each a value or a list). ``since``: the
   day of the ``min``-th.
-- ``attribute: {column, equals | in}``: an ``audience_profiles`` column has one of the values;
-  NULL never matches. ``since``: ``<column>_at`` when the table has it (the opt-ins do), else
+- ``attribute: {column, equals | in}``: an ``audience_profiles`` column has one of the values
+  (each of the column's type in the data contract, ``config.PROFILE_COLUMNS``); NULL never
+  matches. ``since``: ``<column>_at`` when the table has it (the opt-ins do), else
   the profile's ``first_seen``.
 - ``all: [...]`` / ``any: [...]``: every / some condition holds; ``since`` is the latest / the
   earliest of theirs.
@@ -204,7 +205,15 @@ class _Reader:
         # whole build (which checks again, against the table the run built).
         if column not in PROFILE_COLUMNS:
             raise self.fail(f"{where}.column", _not_a_profile_column(column, PROFILE_COLUMNS))
-        return {"column": column, "values": self.values(spec, where, (str, bool, int, float))}
+        values = self.values(spec, where, (str, bool, int, float))
+        values_key = "equals" if "equals" in spec else "in"
+        # Against the contract's types, for the same reason: a value the column cannot hold
+        # failed build_segments (a conversion error, for a time that is none).
+        for value in values:
+            mistake = _value_mistake(value, column, PROFILE_COLUMNS[column])
+            if mistake:
+                raise self.fail(f"{where}.{values_key}", mistake)
+        return {"column": column, "values": values, "values_key": values_key}
 
     def form_entries(self, spec: dict, where: str) -> dict:
         filters = {}
@@ -355,7 +364,7 @@ class _Run:
     rs: str
     ds: str
     interval_end: str
-    profile_columns: dict[str, str]  # name -> "text", "yes/no", "number" or "other"
+    profile_columns: dict[str, str]  # name -> data type, as information_schema gives it
     interactions_from: str | None = None  # retention's first date kept (interactions_days)
 
     def window_start(self, within_days: int | None) -> str | None:
@@ -396,7 +405,10 @@ def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
         raise ConfigError(
             f"{source}: {rule.where}.column: " + _not_a_profile_column(column, run.profile_columns)
         )
-    _check_value_types(p["values"], column, run.profile_columns[column], rule.where, source)
+    for value in p["values"]:  # the reader checked the contract's types; these are the table's
+        mistake = _value_mistake(value, column, run.profile_columns[column])
+        if mistake:
+            raise ConfigError(f"{source}: {rule.where}.{p['values_key']}: {mistake}")
     since = f"{column}_at" if f"{column}_at" in run.profile_columns else "first_seen"
     return wh.render(
         "segments/attribute",
@@ -412,42 +424,95 @@ def _not_a_profile_column(column: str, columns) -> str:
 
 
 # What an attribute value must be for each kind of column (see _column_kind).
-_VALUE_TYPES = {"text": (str,), "yes/no": (bool,), "number": (int, float), "other": (str,)}
+_VALUE_TYPES = {
+    "text": (str,),
+    "yes/no": (bool,),
+    "number": (int, float),
+    "time": (str,),
+    "date": (str,),
+    "other": (str,),
+}
+# The times and dates both engines read alike: ISO, no zone (the columns hold UTC; DuckDB
+# drops an offset, comparing 10:00+02:00 as 10:00).
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _column_kind(data_type: str) -> str:
-    """A column's information_schema data type (DuckDB or Snowflake) as a kind of value."""
+    """A column's data type (the contract's, or information_schema's on DuckDB or Snowflake)
+    as a kind of value."""
     name = data_type.upper()
     if "BOOL" in name:
         return "yes/no"
     if any(t in name for t in ("CHAR", "TEXT", "STRING")):
         return "text"
+    if "TIME" in name:  # TIMESTAMP, TIMESTAMP_NTZ, DATETIME
+        return "time"
+    if "DATE" in name:
+        return "date"
     if any(t in name for t in ("INT", "NUMBER", "NUMERIC", "DECIMAL", "FLOAT", "DOUBLE", "REAL")):
         return "number"
-    return "other"  # dates and times: written as quoted text
+    return "other"
 
 
-def _check_value_types(values: list, column: str, kind: str, where: str, source: str) -> None:
-    """An unquoted 12345 for a text column would be compared as a number (matching '0012345',
-    and failing on the first id that is not one); a yes/no for a text column as a boolean."""
-    for value in values:
-        is_bool = isinstance(value, bool)
-        if isinstance(value, _VALUE_TYPES[kind]) and (kind == "yes/no" or not is_bool):
-            continue
-        given = (
-            "a yes/no value" if is_bool else "a number" if not isinstance(value, str) else "text"
-        )
+def _is_time(value: str) -> bool:
+    if not _TIME.match(value):
+        return False
+    try:
+        dt.datetime.strptime(value[:19].replace("T", " "), "%Y-%m-%d %H:%M:%S")
+    except ValueError:  # 2022-02-30, 25:00:00: the engine's conversion error, after the build
+        return False
+    return True
+
+
+def _is_date(value: str) -> bool:
+    try:
+        return bool(_DATE.match(value)) and bool(dt.date.fromisoformat(value))
+    except ValueError:
+        return False
+
+
+def _value_mistake(value: Any, column: str, data_type: str) -> str | None:
+    """Why an attribute rule's value cannot be compared with ``column`` of ``data_type``, with
+    what to write instead; None when it can.
+
+    An unquoted 12345 for a text column would be compared as a number (matching '0012345', and
+    failing on the first id that is not one); a yes/no for a text column as a boolean; text that
+    is no time, for a time, failed the build with a conversion error. equals and in are the only
+    comparisons, so a value the column never holds (1.5 of a count, a date alone for a time:
+    its midnight) would build an empty segment without a word."""
+    kind = _column_kind(data_type)
+    whole = kind == "number" and "INT" in data_type.upper()
+    holds = {
+        "text": "text",
+        "yes/no": "yes/no values",
+        "number": "whole numbers" if whole else "numbers",
+        "time": "UTC times",
+        "date": "dates",
+    }.get(kind, "values written as text")
+    expected = f"{column} holds {holds} ({data_type})"
+    is_bool = isinstance(value, bool)
+    if not isinstance(value, _VALUE_TYPES[kind]) or (is_bool and kind != "yes/no"):
+        given = "a yes/no value" if is_bool else "text" if isinstance(value, str) else "a number"
         hint = {
-            "text": "quote it",
             "yes/no": "write true or false, unquoted",
             "number": "write it unquoted",
-            "other": "quote it (a date as 'YYYY-MM-DD')",
-        }[kind]
-        holds = {"text": "text", "yes/no": "yes/no values", "number": "numbers"}
-        raise ConfigError(
-            f"{source}: {where}: {value!r} is {given} but {column} holds "
-            f"{holds.get(kind, 'dates or times')}: {hint}"
-        )
+            "time": "quote it, as 'YYYY-MM-DD HH:MM:SS'",
+            "date": "quote it, as 'YYYY-MM-DD'",
+        }.get(kind, "quote it")
+        return f"{value!r} is {given} but {expected}: {hint}"
+    if whole and isinstance(value, float) and not value.is_integer():  # .nan and .inf too
+        return f"{value!r} is not a whole number but {expected}: it would match no profile"
+    if kind == "time" and not _is_time(value):
+        if _is_date(value):
+            return (
+                f"{value!r} is a date but {expected}: equals and in match the exact time, so "
+                "a date matches its midnight only; give the time, 'YYYY-MM-DD HH:MM:SS'"
+            )
+        return f"{value!r} is not a time but {expected}: write 'YYYY-MM-DD HH:MM:SS', no zone"
+    if kind == "date" and not _is_date(value):
+        return f"{value!r} is not a date but {expected}: write 'YYYY-MM-DD'"
+    return None
 
 
 def render_memberships(
@@ -459,8 +524,7 @@ def render_memberships(
     interactions_from: str | None = None,
 ) -> str:
     """The SQL script that (re)creates ``<rs>.segment_memberships`` for the run."""
-    types = wh.column_types(rs, "audience_profiles")
-    columns = {name: _column_kind(data_type) for name, data_type in types.items()}
+    columns = wh.column_types(rs, "audience_profiles")
     run = _Run(rs, ds, interval_end, columns, interactions_from)
     compiled = [
         (s.segment_id, _compile(wh, s.rule, run, segments.source)) for s in segments.segments
