@@ -561,65 +561,118 @@ def build_memberships(
 
 # -- names the catalogue does not have --------------------------------------------------------
 
+# The catalogue columns a rule may name, outermost first: an event, a poll, its title, its
+# options. Each but the event is looked for among the elements having what the rule names above
+# it (an option of the title it names, a title of the poll), and said in the rule's words.
+_LEVELS = ("event_id", "poll_id", "title", "option_label")
+_HAS = {
+    "event_id": "has the event_id {!r}",
+    "poll_id": "has the poll_id {!r}",
+    "title": "is titled {!r}",
+    "option_label": "has the option {!r}",
+}
 
-def _named(rule: Rule) -> list[tuple[str, list[str], str | None, list[str]]]:
-    """Per answer or interaction condition under ``rule``: (its key, the element titles it
-    names, the key of its option labels, the labels), titles or labels empty when not named."""
+
+def _named(rule: Rule) -> list[tuple[str, dict[str, tuple[str, list[str]]]]]:
+    """Per answer or interaction condition under ``rule``: (its key, {catalogue column it names:
+    (the key naming it, the values)})."""
     if rule.kind in COMBINATORS:
         return [named for child in rule.children for named in _named(child)]
     p = rule.params
     if rule.kind == "answer":
-        return [(rule.where, [p["attribute"]], p["values_key"], list(p["values"]))]
+        named = {"title": ("attribute", [p["attribute"]])}
+        return [(rule.where, {**named, "option_label": (p["values_key"], list(p["values"]))})]
     if rule.kind == "interaction":
         filters = p["filters"]
-        return [(rule.where, filters.get("attribute", []), "option", filters.get("option", []))]
+        named = {c: (k, filters[k]) for k, c in INTERACTION_FILTERS.items() if k in filters}
+        return [(rule.where, {c: named[c] for c in _LEVELS if c in named})]
     return []
 
 
-def catalogue_misses(wh: Warehouse, segments: SegmentSet, ds: str) -> dict[str, list[str]]:
-    """Per segment, the element titles and option labels its ``answer`` and ``interaction``
-    rules name that no element of the catalogue in force on ``ds`` has (one query).
+def _described(context: list[tuple[str, list[str]]]) -> str:
+    """`` titled 'Vote' with the poll_id '9'``: the elements looked among."""
+    given = dict(context)
+    titled = f" titled {' or '.join(map(repr, given['title']))}" if "title" in given else ""
+    polls = (
+        f" with the poll_id {' or '.join(map(repr, given['poll_id']))}"
+        if "poll_id" in given
+        else ""
+    )
+    return titled + polls
 
-    Such a rule matches none of the date's interactions: a typo ("Manchester Bleu") built an
-    empty segment without a word, and a destination syncing it emptied its address book. Not an
-    error: a segment may be written before its poll launches. (A poll renamed since keeps its
-    earlier answers under the old title: a rule naming that matches only those.)"""
+
+def _condition_misses(
+    where: str, named: dict[str, tuple[str, list[str]]], rows: list[tuple], events: bool
+) -> list[str]:
+    """What one condition names that no element has (``rows``: the catalogue's elements having
+    any name segments.yml gives, as (event_id, poll_id, title, option_label))."""
+    said: list[str] = []
+    within, context = rows, []
+    for i, column in enumerate(_LEVELS):
+        # The contract makes an element's event_id optional: a catalogue recording none cannot
+        # tell an event from a typo (interactions carry it themselves).
+        if column not in named or (column == "event_id" and not events):
+            continue
+        key, values = named[column]
+        there = {row[i] for row in within}
+        of = _described(context)
+        said += [
+            f"{where}.{key}: no element{of} {_HAS[column].format(v)}"
+            for v in values
+            if v not in there
+        ]
+        known = [v for v in values if v in there]
+        if not known:
+            break  # nothing it names here is there: that says it all
+        if column == "event_id":
+            # Not a context: an element recording no event (a team selector) is answered at
+            # events all the same, and its interactions carry their event.
+            continue
+        within = [row for row in within if row[i] in known]
+        context.append((column, known))
+    return said
+
+
+def catalogue_misses(wh: Warehouse, segments: SegmentSet, ds: str) -> dict[str, list[str]]:
+    """Per segment, the event ids, poll ids, element titles and option labels its ``answer``
+    and ``interaction`` rules name that no element of the catalogue in force on ``ds`` has, or
+    none having the rest the rule names (one query).
+
+    Such a rule matches none of the date's interactions: a typo ("Manchester Bleu", a poll id
+    mistyped) built an empty segment without a word, and a destination syncing it emptied its
+    address book. Not an error: a segment may be written before its poll launches. (A poll
+    renamed since keeps its earlier answers under the old title: a rule naming that matches only
+    those.) Event ids are looked for only in a catalogue recording some."""
     named = {s.segment_id: _named(s.rule) for s in segments.segments}
-    titles = sorted({t for rules in named.values() for _, ts, _, _ in rules for t in ts})
-    labels = sorted({v for rules in named.values() for _, _, _, vs in rules for v in vs})
-    if not titles and not labels:
+    wanted: dict[str, set[str]] = {column: set() for column in _LEVELS}
+    for conditions in named.values():
+        for _, levels in conditions:
+            for column, (_, values) in levels.items():
+                wanted[column].update(values)
+    if not any(wanted.values()):
         return {}
     found = wh.query(
         wh.render(
             "segments/catalogue_names",
             ds=check_ds(ds),
-            titles=[wh.literal(t) for t in titles],
-            labels=[wh.literal(v) for v in labels],
+            named=[
+                (column, [wh.literal(v) for v in sorted(values)])
+                for column, values in wanted.items()
+                if values
+            ],
+            events=bool(wanted["event_id"]),
         )
     )
-    options: dict[str, set[str]] = {}
-    for title, label in found:
-        options.setdefault(title, set()).add(label)
+    # poll_id is required of every element: the row without one says event ids are recorded
+    rows = [tuple(row) for row in found if row[1] is not None]
+    events = len(rows) < len(found)
     misses: dict[str, list[str]] = {}
-    for segment_id, rules in named.items():
-        said = []
-        for where, rule_titles, labels_key, rule_labels in rules:
-            known = [t for t in rule_titles if t in options]
-            said += [
-                f"{where}.attribute: no element is titled {t!r}"
-                for t in rule_titles
-                if t not in options
-            ]
-            if rule_titles and not known:
-                continue  # none of its titles is there: that says it all
-            # The rule matches a label together with one of its titles, if it names any.
-            offered = set().union(*(options[t] for t in (known or options)))
-            of = f" titled {' or '.join(map(repr, known))}" if known else ""
-            said += [
-                f"{where}.{labels_key}: no element{of} has the option {v!r}"
-                for v in rule_labels
-                if v not in offered
-            ]
+    for segment_id, conditions in named.items():
+        said = [
+            m
+            for where, levels in conditions
+            for m in _condition_misses(where, levels, rows, events)
+        ]
         if said:
             misses[segment_id] = said
     return misses

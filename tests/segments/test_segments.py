@@ -689,6 +689,63 @@ def test_the_titles_and_labels_no_element_has_are_said_per_segment(wh):
     assert "old_poll" not in catalogue_misses(wh, segments, "2022-04-19")
 
 
+def test_the_poll_and_event_ids_no_element_has_are_said_per_segment(wh):
+    # (valid_from, poll_id, option, title, option_label, element_type, event_id): the team
+    # question records no event (the contract makes it optional), the vote and prediction do
+    history = [
+        ("2022-03-01", "1", 1, TEAM, "Blue", "team_selector", None),
+        ("2022-03-01", "1", 2, TEAM, "Red", "team_selector", None),
+        ("2022-03-01", "9", 1, "Vote", "X", "vote", EVENT),
+        ("2022-03-01", "7", 1, "Predict", "Draw", "prediction", EVENT),
+    ]
+    wh.con.executemany(
+        "INSERT INTO element_history (valid_from, poll_id, option, title, option_label, "
+        "element_type, event_id, removed) VALUES (?, ?, ?, ?, ?, ?, ?, FALSE)",
+        history,
+    )
+    wh.con.execute("INSERT INTO element_history_dates VALUES ('2022-03-01', 4, now())")
+    definitions = {
+        "poll_typo": {"interaction": {"poll_id": 99}},
+        "one_poll_typo": {"interaction": {"element_type": "vote", "poll_id": ["9", "98"]}},
+        "poll_not_titled": {"interaction": {"poll_id": "9", "attribute": TEAM}},
+        "poll_option": {"interaction": {"poll_id": "1", "option": ["Blue", "X"]}},
+        "event_typo": {"interaction": {"event_id": "ev-9", "element_type": "prediction"}},
+        # the team question's interactions carry their event: its element need not
+        "event_team": {"interaction": {"event_id": EVENT, "attribute": TEAM}},
+        "nested": {
+            "all": [
+                {"form_entries": {}},
+                {"any": [{"interaction": {"poll_id": "7", "event_id": EVENT, "option": "Draw"}}]},
+            ]
+        },
+        "nested_typo": {"any": [{"form_entries": {}}, {"interaction": {"poll_id": "70"}}]},
+    }
+    segments = parse_segments({"segments": definitions}, "segments.yml")
+    assert catalogue_misses(wh, segments, DS) == {
+        "poll_typo": ["segments.poll_typo.interaction.poll_id: no element has the poll_id '99'"],
+        "one_poll_typo": [
+            "segments.one_poll_typo.interaction.poll_id: no element has the poll_id '98'"
+        ],
+        "poll_not_titled": [
+            "segments.poll_not_titled.interaction.attribute: no element with the poll_id '9' is "
+            "titled 'Which team do you support?'"
+        ],
+        "poll_option": [
+            "segments.poll_option.interaction.option: no element with the poll_id '1' has the "
+            "option 'X'"
+        ],
+        "event_typo": [
+            "segments.event_typo.interaction.event_id: no element has the event_id 'ev-9'"
+        ],
+        "nested_typo": [
+            "segments.nested_typo.any[1].interaction.poll_id: no element has the poll_id '70'"
+        ],
+    }
+    # A catalogue recording no event ids cannot tell an event from a typo: not said.
+    wh.con.execute("UPDATE element_history SET event_id = NULL")
+    assert "event_typo" not in catalogue_misses(wh, segments, DS)
+
+
 def test_a_rule_naming_no_element_builds_and_the_run_warns_and_reports_it(tmp_path, caplog):
     # Not an error (a segment may come before its poll), but no longer an empty segment, and
     # an emptied address book, without a word.
