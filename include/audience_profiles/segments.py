@@ -26,8 +26,9 @@ Conditions (each yields, per qualifying profile, the date it qualified from: ``s
 - ``interaction: {element_type, event_id, poll_id, attribute, option, min, within_days}``: at
   least ``min`` interactions matching every filter given (each a value or a list). ``since``: the
   day of the ``min``-th.
-- ``attribute: {column, equals | in}``: an ``audience_profiles`` column has one of the values;
-  NULL never matches. ``since``: ``<column>_at`` when the table has it (the opt-ins do), else
+- ``attribute: {column, equals | in}``: an ``audience_profiles`` column has one of the values
+  (each of the column's type in the data contract, ``config.PROFILE_COLUMNS``); NULL never
+  matches. ``since``: ``<column>_at`` when the table has it (the opt-ins do), else
   the profile's ``first_seen``.
 - ``all: [...]`` / ``any: [...]``: every / some condition holds; ``since`` is the latest / the
   earliest of theirs.
@@ -204,7 +205,15 @@ class _Reader:
         # whole build (which checks again, against the table the run built).
         if column not in PROFILE_COLUMNS:
             raise self.fail(f"{where}.column", _not_a_profile_column(column, PROFILE_COLUMNS))
-        return {"column": column, "values": self.values(spec, where, (str, bool, int, float))}
+        values = self.values(spec, where, (str, bool, int, float))
+        values_key = "equals" if "equals" in spec else "in"
+        # Against the contract's types, for the same reason: a value the column cannot hold
+        # failed build_segments (a conversion error, for a time that is none).
+        for value in values:
+            mistake = _value_mistake(value, column, PROFILE_COLUMNS[column])
+            if mistake:
+                raise self.fail(f"{where}.{values_key}", mistake)
+        return {"column": column, "values": values, "values_key": values_key}
 
     def form_entries(self, spec: dict, where: str) -> dict:
         filters = {}
@@ -355,7 +364,7 @@ class _Run:
     rs: str
     ds: str
     interval_end: str
-    profile_columns: dict[str, str]  # name -> "text", "yes/no", "number" or "other"
+    profile_columns: dict[str, str]  # name -> data type, as information_schema gives it
     interactions_from: str | None = None  # retention's first date kept (interactions_days)
 
     def window_start(self, within_days: int | None) -> str | None:
@@ -396,7 +405,10 @@ def _compile(wh: Warehouse, rule: Rule, run: _Run, source: str) -> str:
         raise ConfigError(
             f"{source}: {rule.where}.column: " + _not_a_profile_column(column, run.profile_columns)
         )
-    _check_value_types(p["values"], column, run.profile_columns[column], rule.where, source)
+    for value in p["values"]:  # the reader checked the contract's types; these are the table's
+        mistake = _value_mistake(value, column, run.profile_columns[column])
+        if mistake:
+            raise ConfigError(f"{source}: {rule.where}.{p['values_key']}: {mistake}")
     since = f"{column}_at" if f"{column}_at" in run.profile_columns else "first_seen"
     return wh.render(
         "segments/attribute",
@@ -412,42 +424,95 @@ def _not_a_profile_column(column: str, columns) -> str:
 
 
 # What an attribute value must be for each kind of column (see _column_kind).
-_VALUE_TYPES = {"text": (str,), "yes/no": (bool,), "number": (int, float), "other": (str,)}
+_VALUE_TYPES = {
+    "text": (str,),
+    "yes/no": (bool,),
+    "number": (int, float),
+    "time": (str,),
+    "date": (str,),
+    "other": (str,),
+}
+# The times and dates both engines read alike: ISO, no zone (the columns hold UTC; DuckDB
+# drops an offset, comparing 10:00+02:00 as 10:00).
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _column_kind(data_type: str) -> str:
-    """A column's information_schema data type (DuckDB or Snowflake) as a kind of value."""
+    """A column's data type (the contract's, or information_schema's on DuckDB or Snowflake)
+    as a kind of value."""
     name = data_type.upper()
     if "BOOL" in name:
         return "yes/no"
     if any(t in name for t in ("CHAR", "TEXT", "STRING")):
         return "text"
+    if "TIME" in name:  # TIMESTAMP, TIMESTAMP_NTZ, DATETIME
+        return "time"
+    if "DATE" in name:
+        return "date"
     if any(t in name for t in ("INT", "NUMBER", "NUMERIC", "DECIMAL", "FLOAT", "DOUBLE", "REAL")):
         return "number"
-    return "other"  # dates and times: written as quoted text
+    return "other"
 
 
-def _check_value_types(values: list, column: str, kind: str, where: str, source: str) -> None:
-    """An unquoted 12345 for a text column would be compared as a number (matching '0012345',
-    and failing on the first id that is not one); a yes/no for a text column as a boolean."""
-    for value in values:
-        is_bool = isinstance(value, bool)
-        if isinstance(value, _VALUE_TYPES[kind]) and (kind == "yes/no" or not is_bool):
-            continue
-        given = (
-            "a yes/no value" if is_bool else "a number" if not isinstance(value, str) else "text"
-        )
+def _is_time(value: str) -> bool:
+    if not _TIME.match(value):
+        return False
+    try:
+        dt.datetime.strptime(value[:19].replace("T", " "), "%Y-%m-%d %H:%M:%S")
+    except ValueError:  # 2022-02-30, 25:00:00: the engine's conversion error, after the build
+        return False
+    return True
+
+
+def _is_date(value: str) -> bool:
+    try:
+        return bool(_DATE.match(value)) and bool(dt.date.fromisoformat(value))
+    except ValueError:
+        return False
+
+
+def _value_mistake(value: Any, column: str, data_type: str) -> str | None:
+    """Why an attribute rule's value cannot be compared with ``column`` of ``data_type``, with
+    what to write instead; None when it can.
+
+    An unquoted 12345 for a text column would be compared as a number (matching '0012345', and
+    failing on the first id that is not one); a yes/no for a text column as a boolean; text that
+    is no time, for a time, failed the build with a conversion error. equals and in are the only
+    comparisons, so a value the column never holds (1.5 of a count, a date alone for a time:
+    its midnight) would build an empty segment without a word."""
+    kind = _column_kind(data_type)
+    whole = kind == "number" and "INT" in data_type.upper()
+    holds = {
+        "text": "text",
+        "yes/no": "yes/no values",
+        "number": "whole numbers" if whole else "numbers",
+        "time": "UTC times",
+        "date": "dates",
+    }.get(kind, "values written as text")
+    expected = f"{column} holds {holds} ({data_type})"
+    is_bool = isinstance(value, bool)
+    if not isinstance(value, _VALUE_TYPES[kind]) or (is_bool and kind != "yes/no"):
+        given = "a yes/no value" if is_bool else "text" if isinstance(value, str) else "a number"
         hint = {
-            "text": "quote it",
             "yes/no": "write true or false, unquoted",
             "number": "write it unquoted",
-            "other": "quote it (a date as 'YYYY-MM-DD')",
-        }[kind]
-        holds = {"text": "text", "yes/no": "yes/no values", "number": "numbers"}
-        raise ConfigError(
-            f"{source}: {where}: {value!r} is {given} but {column} holds "
-            f"{holds.get(kind, 'dates or times')}: {hint}"
-        )
+            "time": "quote it, as 'YYYY-MM-DD HH:MM:SS'",
+            "date": "quote it, as 'YYYY-MM-DD'",
+        }.get(kind, "quote it")
+        return f"{value!r} is {given} but {expected}: {hint}"
+    if whole and isinstance(value, float) and not value.is_integer():  # .nan and .inf too
+        return f"{value!r} is not a whole number but {expected}: it would match no profile"
+    if kind == "time" and not _is_time(value):
+        if _is_date(value):
+            return (
+                f"{value!r} is a date but {expected}: equals and in match the exact time, so "
+                "a date matches its midnight only; give the time, 'YYYY-MM-DD HH:MM:SS'"
+            )
+        return f"{value!r} is not a time but {expected}: write 'YYYY-MM-DD HH:MM:SS', no zone"
+    if kind == "date" and not _is_date(value):
+        return f"{value!r} is not a date but {expected}: write 'YYYY-MM-DD'"
+    return None
 
 
 def render_memberships(
@@ -459,8 +524,7 @@ def render_memberships(
     interactions_from: str | None = None,
 ) -> str:
     """The SQL script that (re)creates ``<rs>.segment_memberships`` for the run."""
-    types = wh.column_types(rs, "audience_profiles")
-    columns = {name: _column_kind(data_type) for name, data_type in types.items()}
+    columns = wh.column_types(rs, "audience_profiles")
     run = _Run(rs, ds, interval_end, columns, interactions_from)
     compiled = [
         (s.segment_id, _compile(wh, s.rule, run, segments.source)) for s in segments.segments
@@ -497,65 +561,118 @@ def build_memberships(
 
 # -- names the catalogue does not have --------------------------------------------------------
 
+# The catalogue columns a rule may name, outermost first: an event, a poll, its title, its
+# options. Each but the event is looked for among the elements having what the rule names above
+# it (an option of the title it names, a title of the poll), and said in the rule's words.
+_LEVELS = ("event_id", "poll_id", "title", "option_label")
+_HAS = {
+    "event_id": "has the event_id {!r}",
+    "poll_id": "has the poll_id {!r}",
+    "title": "is titled {!r}",
+    "option_label": "has the option {!r}",
+}
 
-def _named(rule: Rule) -> list[tuple[str, list[str], str | None, list[str]]]:
-    """Per answer or interaction condition under ``rule``: (its key, the element titles it
-    names, the key of its option labels, the labels), titles or labels empty when not named."""
+
+def _named(rule: Rule) -> list[tuple[str, dict[str, tuple[str, list[str]]]]]:
+    """Per answer or interaction condition under ``rule``: (its key, {catalogue column it names:
+    (the key naming it, the values)})."""
     if rule.kind in COMBINATORS:
         return [named for child in rule.children for named in _named(child)]
     p = rule.params
     if rule.kind == "answer":
-        return [(rule.where, [p["attribute"]], p["values_key"], list(p["values"]))]
+        named = {"title": ("attribute", [p["attribute"]])}
+        return [(rule.where, {**named, "option_label": (p["values_key"], list(p["values"]))})]
     if rule.kind == "interaction":
         filters = p["filters"]
-        return [(rule.where, filters.get("attribute", []), "option", filters.get("option", []))]
+        named = {c: (k, filters[k]) for k, c in INTERACTION_FILTERS.items() if k in filters}
+        return [(rule.where, {c: named[c] for c in _LEVELS if c in named})]
     return []
 
 
-def catalogue_misses(wh: Warehouse, segments: SegmentSet, ds: str) -> dict[str, list[str]]:
-    """Per segment, the element titles and option labels its ``answer`` and ``interaction``
-    rules name that no element of the catalogue in force on ``ds`` has (one query).
+def _described(context: list[tuple[str, list[str]]]) -> str:
+    """`` titled 'Vote' with the poll_id '9'``: the elements looked among."""
+    given = dict(context)
+    titled = f" titled {' or '.join(map(repr, given['title']))}" if "title" in given else ""
+    polls = (
+        f" with the poll_id {' or '.join(map(repr, given['poll_id']))}"
+        if "poll_id" in given
+        else ""
+    )
+    return titled + polls
 
-    Such a rule matches none of the date's interactions: a typo ("Manchester Bleu") built an
-    empty segment without a word, and a destination syncing it emptied its address book. Not an
-    error: a segment may be written before its poll launches. (A poll renamed since keeps its
-    earlier answers under the old title: a rule naming that matches only those.)"""
+
+def _condition_misses(
+    where: str, named: dict[str, tuple[str, list[str]]], rows: list[tuple], events: bool
+) -> list[str]:
+    """What one condition names that no element has (``rows``: the catalogue's elements having
+    any name segments.yml gives, as (event_id, poll_id, title, option_label))."""
+    said: list[str] = []
+    within, context = rows, []
+    for i, column in enumerate(_LEVELS):
+        # The contract makes an element's event_id optional: a catalogue recording none cannot
+        # tell an event from a typo (interactions carry it themselves).
+        if column not in named or (column == "event_id" and not events):
+            continue
+        key, values = named[column]
+        there = {row[i] for row in within}
+        of = _described(context)
+        said += [
+            f"{where}.{key}: no element{of} {_HAS[column].format(v)}"
+            for v in values
+            if v not in there
+        ]
+        known = [v for v in values if v in there]
+        if not known:
+            break  # nothing it names here is there: that says it all
+        if column == "event_id":
+            # Not a context: an element recording no event (a team selector) is answered at
+            # events all the same, and its interactions carry their event.
+            continue
+        within = [row for row in within if row[i] in known]
+        context.append((column, known))
+    return said
+
+
+def catalogue_misses(wh: Warehouse, segments: SegmentSet, ds: str) -> dict[str, list[str]]:
+    """Per segment, the event ids, poll ids, element titles and option labels its ``answer``
+    and ``interaction`` rules name that no element of the catalogue in force on ``ds`` has, or
+    none having the rest the rule names (one query).
+
+    Such a rule matches none of the date's interactions: a typo ("Manchester Bleu", a poll id
+    mistyped) built an empty segment without a word, and a destination syncing it emptied its
+    address book. Not an error: a segment may be written before its poll launches. (A poll
+    renamed since keeps its earlier answers under the old title: a rule naming that matches only
+    those.) Event ids are looked for only in a catalogue recording some."""
     named = {s.segment_id: _named(s.rule) for s in segments.segments}
-    titles = sorted({t for rules in named.values() for _, ts, _, _ in rules for t in ts})
-    labels = sorted({v for rules in named.values() for _, _, _, vs in rules for v in vs})
-    if not titles and not labels:
+    wanted: dict[str, set[str]] = {column: set() for column in _LEVELS}
+    for conditions in named.values():
+        for _, levels in conditions:
+            for column, (_, values) in levels.items():
+                wanted[column].update(values)
+    if not any(wanted.values()):
         return {}
     found = wh.query(
         wh.render(
             "segments/catalogue_names",
             ds=check_ds(ds),
-            titles=[wh.literal(t) for t in titles],
-            labels=[wh.literal(v) for v in labels],
+            named=[
+                (column, [wh.literal(v) for v in sorted(values)])
+                for column, values in wanted.items()
+                if values
+            ],
+            events=bool(wanted["event_id"]),
         )
     )
-    options: dict[str, set[str]] = {}
-    for title, label in found:
-        options.setdefault(title, set()).add(label)
+    # poll_id is required of every element: the row without one says event ids are recorded
+    rows = [tuple(row) for row in found if row[1] is not None]
+    events = len(rows) < len(found)
     misses: dict[str, list[str]] = {}
-    for segment_id, rules in named.items():
-        said = []
-        for where, rule_titles, labels_key, rule_labels in rules:
-            known = [t for t in rule_titles if t in options]
-            said += [
-                f"{where}.attribute: no element is titled {t!r}"
-                for t in rule_titles
-                if t not in options
-            ]
-            if rule_titles and not known:
-                continue  # none of its titles is there: that says it all
-            # The rule matches a label together with one of its titles, if it names any.
-            offered = set().union(*(options[t] for t in (known or options)))
-            of = f" titled {' or '.join(map(repr, known))}" if known else ""
-            said += [
-                f"{where}.{labels_key}: no element{of} has the option {v!r}"
-                for v in rule_labels
-                if v not in offered
-            ]
+    for segment_id, conditions in named.items():
+        said = [
+            m
+            for where, levels in conditions
+            for m in _condition_misses(where, levels, rows, events)
+        ]
         if said:
             misses[segment_id] = said
     return misses

@@ -122,6 +122,12 @@ def test_a_file_no_run_reads_fails_the_try_naming_it_and_is_retried(tmp_path, mo
             "segments.yml: segments.fans.attribute.column: 'favourite_colour' is not an "
             "audience_profiles column (accept_terms, ",
         ),
+        # a value its column cannot hold failed build_segments, after the build
+        (
+            "value",
+            "segments.yml: segments.fans.attribute.equals: 'yes' is text but optin_1 holds "
+            "yes/no values (BOOLEAN): write true or false, unquoted",
+        ),
         (
             "dotdigital",
             "pipeline.yml: segments.fans.adress_book: unknown key 'adress_book' (did you mean "
@@ -144,6 +150,7 @@ def test_a_mistake_in_the_other_configuration_fails_the_first_task_naming_it(
     fans = {
         "segments": "{}",
         "column": "{attribute: {column: favourite_colour, equals: red}}",
+        "value": "{attribute: {column: optin_1, equals: 'yes'}}",
     }.get(broken, "{form_entries: {min: 1}}")
     (tmp_path / "segments.yml").write_text(f"segments:\n  fans: {fans}\n")
     book = "adress_book" if broken == "dotdigital" else "address_book"

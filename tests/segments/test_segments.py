@@ -317,23 +317,99 @@ def test_a_column_the_run_s_profiles_lack_names_the_file_and_key(wh):
     ("column", "value", "message"),
     [
         # 12345 unquoted: compared as a number, '0012345' would match, and 'sso-abc' fail the build
-        ("email", 12345, r"12345 is a number but email holds text: quote it"),
-        ("email", True, r"True is a yes/no value but email holds text: quote it"),
-        ("optin_2", "yes", r"'yes' is text but optin_2 holds yes/no values: write true or false"),
-        ("optin_1", 1, r"1 is a number but optin_1 holds yes/no values"),
+        ("email", 12345, r"12345 is a number but email holds text \(VARCHAR\): quote it$"),
+        ("email", True, r"True is a yes/no value but email holds text \(VARCHAR\): quote it$"),
+        (
+            "optin_2",
+            "yes",
+            r"'yes' is text but optin_2 holds yes/no values \(BOOLEAN\): write true or false, "
+            r"unquoted$",
+        ),
+        ("optin_1", 1, r"1 is a number but optin_1 holds yes/no values \(BOOLEAN\)"),
         (
             "first_seen",
-            20220429,
-            r"20220429 is a number but first_seen holds dates or times: quote it",
+            42,
+            r"42 is a number but first_seen holds UTC times \(TIMESTAMP\): quote it, as "
+            r"'YYYY-MM-DD HH:MM:SS'$",
         ),
+        # text that is no time failed the build with the engine's conversion error
+        (
+            "first_seen",
+            "yesterday",
+            r"'yesterday' is not a time but first_seen holds UTC times \(TIMESTAMP\): write "
+            r"'YYYY-MM-DD HH:MM:SS', no zone$",
+        ),
+        (
+            "optin_1_at",
+            "2022-02-30 10:00:00",
+            r"'2022-02-30 10:00:00' is not a time but optin_1_at",
+        ),
+        # a zone: DuckDB drops it (10:00+02:00 compared as 10:00 UTC); the column holds UTC
+        (
+            "last_seen",
+            "2022-04-29T10:00:00+02:00",
+            r"'2022-04-29T10:00:00\+02:00' is not a time but last_seen",
+        ),
+        # equals and in are the only comparisons: a date alone matched midnight only
+        (
+            "first_seen",
+            "2022-04-29",
+            r"'2022-04-29' is a date but first_seen holds UTC times \(TIMESTAMP\): equals and in "
+            r"match the exact time, so a date matches its midnight only; give the time",
+        ),
+        ("sessions", "3", r"'3' is text but sessions holds whole numbers \(BIGINT\): write it "),
+        (
+            "interactions",
+            2.5,
+            r"2\.5 is not a whole number but interactions holds whole numbers \(BIGINT\): it "
+            r"would match no profile$",
+        ),
+        ("sessions", True, r"True is a yes/no value but sessions holds whole numbers"),
     ],
 )
-def test_a_value_of_the_wrong_type_for_its_column_names_the_file_and_key(
-    wh, column, value, message
-):
-    definitions = {"x": {"attribute": {"column": column, "equals": value}}}
-    with pytest.raises(ConfigError, match=r"segments\.x\.attribute: " + message):
+def test_a_value_its_column_cannot_hold_fails_as_the_file_is_read(column, value, message):
+    # Said as the run's first task reads segments.yml, from the contract's types
+    # (config.PROFILE_COLUMNS), not by build_segments after the whole build.
+    raw = {"segments": {"x": {"any": [{"attribute": {"column": column, "in": [value]}}]}}}
+    with pytest.raises(
+        ConfigError, match=r"^segments\.yml: segments\.x\.any\[0\]\.attribute\.in: "
+    ):
+        parse_segments(raw, "segments.yml")
+    raw = {"segments": {"x": {"attribute": {"column": column, "equals": value}}}}
+    with pytest.raises(
+        ConfigError, match=r"^segments\.yml: segments\.x\.attribute\.equals: " + message
+    ):
+        parse_segments(raw, "segments.yml")
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("optin_1", False),
+        ("email", "ann@example.com"),
+        ("first_seen", "2022-03-01 10:00:00"),
+        ("last_seen", "2022-03-01T10:00:00.123456"),
+        ("sessions", 3),
+        ("sessions", 3.0),
+    ],
+)
+def test_a_value_its_column_holds_is_read(column, value):
+    parse_segments({"segments": {"x": {"attribute": {"column": column, "equals": value}}}})
+
+
+def test_a_value_the_run_s_table_cannot_hold_names_the_file_and_key(wh):
+    # The backstop of the reader's check: the table read is not what the contract says.
+    wh.con.execute(f"ALTER TABLE {RS}.audience_profiles ALTER optin_2 TYPE VARCHAR")
+    definitions = {"x": {"all": [{"attribute": {"column": "optin_2", "in": [True]}}]}}
+    with pytest.raises(
+        ConfigError,
+        match=r"^<dict>: segments\.x\.all\[0\]\.attribute\.in: True is a yes/no value but "
+        r"optin_2 holds text \(VARCHAR\): quote it$",
+    ):
         build(wh, definitions)
+    # a time the table holds builds (first_seen is an exact time: p-ann's)
+    build(wh, {"x": {"attribute": {"column": "first_seen", "equals": "2022-03-01 10:00:00"}}})
+    assert memberships(wh) == {("x", "p-ann", D("2022-03-01"))}
 
 
 @pytest.mark.services
@@ -611,6 +687,63 @@ def test_the_titles_and_labels_no_element_has_are_said_per_segment(wh):
     }
     # before its removal the old poll was there
     assert "old_poll" not in catalogue_misses(wh, segments, "2022-04-19")
+
+
+def test_the_poll_and_event_ids_no_element_has_are_said_per_segment(wh):
+    # (valid_from, poll_id, option, title, option_label, element_type, event_id): the team
+    # question records no event (the contract makes it optional), the vote and prediction do
+    history = [
+        ("2022-03-01", "1", 1, TEAM, "Blue", "team_selector", None),
+        ("2022-03-01", "1", 2, TEAM, "Red", "team_selector", None),
+        ("2022-03-01", "9", 1, "Vote", "X", "vote", EVENT),
+        ("2022-03-01", "7", 1, "Predict", "Draw", "prediction", EVENT),
+    ]
+    wh.con.executemany(
+        "INSERT INTO element_history (valid_from, poll_id, option, title, option_label, "
+        "element_type, event_id, removed) VALUES (?, ?, ?, ?, ?, ?, ?, FALSE)",
+        history,
+    )
+    wh.con.execute("INSERT INTO element_history_dates VALUES ('2022-03-01', 4, now())")
+    definitions = {
+        "poll_typo": {"interaction": {"poll_id": 99}},
+        "one_poll_typo": {"interaction": {"element_type": "vote", "poll_id": ["9", "98"]}},
+        "poll_not_titled": {"interaction": {"poll_id": "9", "attribute": TEAM}},
+        "poll_option": {"interaction": {"poll_id": "1", "option": ["Blue", "X"]}},
+        "event_typo": {"interaction": {"event_id": "ev-9", "element_type": "prediction"}},
+        # the team question's interactions carry their event: its element need not
+        "event_team": {"interaction": {"event_id": EVENT, "attribute": TEAM}},
+        "nested": {
+            "all": [
+                {"form_entries": {}},
+                {"any": [{"interaction": {"poll_id": "7", "event_id": EVENT, "option": "Draw"}}]},
+            ]
+        },
+        "nested_typo": {"any": [{"form_entries": {}}, {"interaction": {"poll_id": "70"}}]},
+    }
+    segments = parse_segments({"segments": definitions}, "segments.yml")
+    assert catalogue_misses(wh, segments, DS) == {
+        "poll_typo": ["segments.poll_typo.interaction.poll_id: no element has the poll_id '99'"],
+        "one_poll_typo": [
+            "segments.one_poll_typo.interaction.poll_id: no element has the poll_id '98'"
+        ],
+        "poll_not_titled": [
+            "segments.poll_not_titled.interaction.attribute: no element with the poll_id '9' is "
+            "titled 'Which team do you support?'"
+        ],
+        "poll_option": [
+            "segments.poll_option.interaction.option: no element with the poll_id '1' has the "
+            "option 'X'"
+        ],
+        "event_typo": [
+            "segments.event_typo.interaction.event_id: no element has the event_id 'ev-9'"
+        ],
+        "nested_typo": [
+            "segments.nested_typo.any[1].interaction.poll_id: no element has the poll_id '70'"
+        ],
+    }
+    # A catalogue recording no event ids cannot tell an event from a typo: not said.
+    wh.con.execute("UPDATE element_history SET event_id = NULL")
+    assert "event_typo" not in catalogue_misses(wh, segments, DS)
 
 
 def test_a_rule_naming_no_element_builds_and_the_run_warns_and_reports_it(tmp_path, caplog):
