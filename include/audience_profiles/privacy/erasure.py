@@ -32,7 +32,8 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,13 @@ from audience_profiles.destinations.base import (
 )
 from audience_profiles.destinations.drop import scratch_duckdb
 from audience_profiles.destinations.drop_erasure import filter_file, load_subjects
+from audience_profiles.errors import NotRetryable
 from audience_profiles.exports_lock import ERASE_QUEUE_SECONDS, exports_lock
 from audience_profiles.files import replace_file
 from audience_profiles.identity import load_rules
 from audience_profiles.privacy.retention import RUN_FOLDERS, run_in_flight
 from audience_profiles.privacy.suppression import suppress_run_outputs, unlist_placeholders
+from audience_profiles.redaction import redact
 from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.compact import compact
 
@@ -70,12 +73,16 @@ CURRENT_TABLES = (
 # The identity graph a request is resolved through: the daily build's current state, and what
 # the stream DAG attached since (stream.py; a person only the stream has seen is only there).
 GRAPH_TABLES = ("profile_identifiers", "stream_identifiers")
-_EMAIL = re.compile(r"[\w.+%'-]+@[\w-]+(\.[\w-]+)+")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class ErasureIncompleteError(RuntimeError):
-    """Some destination failed some request; it is recorded and retried by the next run."""
+    """Some destination, or the warehouse step's rewrite of the run exports, failed some request;
+    it is recorded (its detail redacted) and retried by the next run."""
+
+
+class _NotRetryableIncomplete(ErasureIncompleteError, NotRetryable):
+    """The same, for an error a retry would only repeat (``errors.NotRetryable``)."""
 
 
 def work_folder(config: PipelineConfig, run_id: str) -> Path:
@@ -212,10 +219,20 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, Any
                 config, everyone, lambda run, rows: _add_progress(config, {RUN_EXPORTS: rows}, run)
             )
         except Exception as exc:
-            detail = _redact(f"run exports: {type(exc).__name__}: {exc}")[:500]
-            log.error("warehouse: rewriting the run exports failed: %s", detail)
+            detail = _redacted(f"run exports: {type(exc).__name__}: {exc}", [everyone])
+            # The stack without the message: the error itself may quote the people (a file
+            # name, a value), and a raise of it would put that in the task log and the alert.
+            log.error(
+                "warehouse: rewriting the run exports failed: %s\n%s",
+                detail,
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
             wh.run_sql("privacy/erase_warehouse", step="log", status=FAILED, detail=detail)
-            raise
+            # as retryable as the error was (fails_fast: a retry that would only repeat it)
+            kind = (
+                _NotRetryableIncomplete if isinstance(exc, NotRetryable) else ErasureIncompleteError
+            )
+            raise kind(f"warehouse: {detail}") from None
         if running:
             log.info(
                 "run schema(s) in flight kept, their outputs without the people (their "
@@ -488,8 +505,16 @@ def pending_erasures(run_id: str, config: PipelineConfig | None = None) -> str:
     return str(path)
 
 
-def _redact(text: str) -> str:
-    return _EMAIL.sub("<email>", text)
+def _redacted(text: str, requests: Sequence[ErasureRequest]) -> str:
+    """``text`` (a failure's detail: logged, alerted, kept in ``erasure_log``) without what names
+    the people of ``requests``: every identifier of theirs, whatever its type (an SSO id or a
+    session looks like nothing in particular), their profile ids, and any email address."""
+    known = [
+        pair
+        for r in requests
+        for pair in (*r.identifiers, *(("profile_id", p) for p in r.profile_ids))
+    ]
+    return redact(text, known)[:500]
 
 
 def erase_destination(
@@ -529,9 +554,15 @@ def erase_destination(
         with lock:
             statuses = destination.erase(owed)
     except Exception as exc:  # recorded per request and retried next run; record_erasures fails
-        detail = _redact(f"{type(exc).__name__}: {exc}")[:500]
+        detail = _redacted(f"{type(exc).__name__}: {exc}", owed)
         log.error("erasure in %s failed: %s", destination_name, detail)
         statuses = {r.request_id: erasure_status(FAILED, detail) for r in owed}
+    # A destination's own details too: they reach the log, XCom and erasure_log, and one that
+    # quotes an error (a service's answer) may quote the person.
+    statuses = {
+        request_id: {**status, "detail": _redacted(status.get("detail") or "", owed)}
+        for request_id, status in statuses.items()
+    }
     for request_id, status in statuses.items():
         log.info("%s: request %s %s %s", destination_name, request_id, *status.values())
     return {"destination": destination_name, "statuses": statuses}
