@@ -4,8 +4,9 @@ A request (``erasure_requests/*.csv|json`` under the landing root, every suffix 
 reads, compressed too: request_id, identifier_type, identifier_value, requested_at, type =
 delete | suppress) goes through:
 
-1. ``read_requests``: stage the request files (every file, every run: the folder is small and a
-   request is acted on once, by request_id);
+1. ``read_requests``: remove the work folders of ended runs (:func:`clear_ended_runs`), stage
+   the request files (every file, every run: the folder is small and a request is acted on
+   once, by request_id);
 2. ``resolve_requests``: record new requests (identifier hashed), resolve each one through the
    identity graph (the daily ``profile_identifiers`` and the stream's ``stream_identifiers``) to
    its profiles and all their identifiers (``erasure_subjects``), and put every identifier on the
@@ -93,12 +94,34 @@ def work_folder(config: PipelineConfig, run_id: str) -> Path:
 
 
 def read_requests(ds: str, run_id: str, config: PipelineConfig | None = None) -> dict:
-    """Stage every request file (no warehouse access)."""
+    """Stage every request file (no warehouse access), once the folders of ended runs are gone."""
     config = config or load_config()
+    clear_ended_runs(config, run_id)
     out = work_folder(config, run_id) / f"{SOURCE}.parquet"
     result = landing.extract(SOURCE, ds, config.landing_root, out, config.landing_conn_id)
     log.info("read %s erasure request row(s) from %s file(s)", result["rows"], result["files"])
     return result
+
+
+def clear_ended_runs(config: PipelineConfig, run_id: str) -> list[str]:
+    """Remove the work folders other erasure runs left (their staged requests and
+    ``pending_erasures.json``: plain identifiers); the folders' names.
+
+    A run's ``cleanup`` teardown removes its own, but a run killed, or marked failed or
+    successful by hand, never runs it, and its folder stayed for good. The DAG runs one run at a
+    time (``max_active_runs=1``), so when a run starts every other folder is an ended run's: none
+    of its tasks can need it (an ``erase`` of it cleared later finds no file, as it does after
+    that run's ``cleanup``: clear it from ``pending_erasures``).
+    """
+    own = work_folder(config, run_id)
+    removed = []
+    for folder in sorted((Path(config.work_dir) / "erasure").glob("*/")):
+        if folder != own and folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    if removed:
+        log.info("removed the work folders of %s ended erasure run(s): %s", len(removed), removed)
+    return removed
 
 
 def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict:
