@@ -12,7 +12,8 @@ record_erasures, retention -> compact_warehouse
 
 - **read_requests** stages `erasure_requests/*.csv|json` under the landing root (every suffix the
   landing reads, compressed too: docs/data-contract.md; request_id, identifier_type,
-  identifier_value, requested_at, type = delete | suppress).
+  identifier_value, requested_at, type = delete | suppress), once it has removed the work
+  folders of earlier runs whose `cleanup` never ran (killed, or marked by hand).
 - **resolve_requests** records new requests (identifier hashed), resolves each one through the
   identity graph to its profiles and all their identifiers, and adds every identifier, hashed, to
   the suppression list: no later daily or stream run builds or exports that person again.

@@ -231,6 +231,12 @@ def test_an_error_cannot_mention_a_channel_or_forge_a_link():
     assert text == "ValueError: &lt;!channel&gt; see &lt;http://evil.example|the fix&gt; &amp; more"
 
 
+def test_an_error_quoting_an_address_is_alerted_without_it():
+    """The channel is no place for personal data; the task log behind the link keeps it all."""
+    text = alerts.error_text(ValueError("Could not convert 'David.Wilson@example.com' to INT"))
+    assert text == "ValueError: Could not convert '&lt;email&gt;' to INT"
+
+
 def late_context(
     queued_at: str | None, state: str = "running", run_id: str = "scheduled__2022-04-29"
 ) -> dict:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from audience_profiles.errors import NotRetryable
+from audience_profiles.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,9 @@ def error_text(error: BaseException | str | None) -> str:
     if isinstance(getattr(error, "__cause__", None), NotRetryable):
         error = error.__cause__  # wrapped by dag_defaults.fails_fast: the cause is the news
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    text = text.replace("```", "'''").strip()
+    # The channel is no place for personal data: an error may quote an address (a value a
+    # library could not read, a contact's URL); the task log behind the link keeps what it says.
+    text = redact(text).replace("```", "'''").strip()
     text = text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
     return escaped(text)
 

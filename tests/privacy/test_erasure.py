@@ -508,6 +508,26 @@ def test_an_erasure_removes_the_staged_extracts_a_run_that_died_left(built, tmp_
     assert mentions(built, DAVID) == {}
 
 
+def test_the_next_erasure_run_removes_the_work_folder_a_killed_run_left(built, tmp_path):
+    """A run's cleanup teardown removes its folder; a run killed (or marked failed or successful
+    by hand) after pending_erasures never ran it, and its staged requests and
+    pending_erasures.json kept David's address and session in plain for good."""
+    from audience_profiles.privacy import erasure
+
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+    erasure.resolve_requests(read_requests(ERASE_DAY, "killed", built), built)
+    erasure.remove_from_warehouse(built)
+    pending = Path(erasure.pending_erasures("killed", built))
+    assert DAVID in pending.read_text() and SEED_SESSION in pending.read_text()
+    progress = tmp_path / "work" / "erasure" / "removal_progress.json"
+    progress.write_text("{}")  # not a run's folder: the warehouse step's own, kept
+
+    run_erasure(ERASE_DAY, built, run_id="next")
+
+    assert not work_folder(built, "killed").exists()
+    assert list((tmp_path / "work" / "erasure").iterdir()) == [progress]
+
+
 def export_mentions_in(paths: list[Path], needle: str) -> list[Path]:
     import duckdb
 

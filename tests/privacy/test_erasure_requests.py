@@ -141,7 +141,7 @@ def test_a_delete_taking_over_an_unfinished_suppress_takes_its_profile_ids_too(
 
     monkeypatch.setattr(erasure, "filter_file", disk_full)
     file_request(tmp_path / "landing", "r-s", "email", ANN, kind="suppress")
-    with pytest.raises(OSError):
+    with pytest.raises(erasure.ErasureIncompleteError, match="No space left"):
         run_erasure(ERASE_DAY, built, run_id="first")
     monkeypatch.undo()
     file_request(tmp_path / "landing", "r-d", "email", ANN, kind="delete")
@@ -166,7 +166,7 @@ def test_a_failed_export_scrub_is_not_done_and_the_next_run_finishes_it(
         return real(con, path, fmt, gzip, out)
 
     monkeypatch.setattr(erasure, "filter_file", disk_full_after_one)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(erasure.ErasureIncompleteError, match="No space left"):
         run_erasure(ERASE_DAY, built)
 
     log = log_rows(built, "r-1")
@@ -188,6 +188,82 @@ def test_a_failed_export_scrub_is_not_done_and_the_next_run_finishes_it(
     assert log["warehouse"][1].endswith(" run export row(s)")
     assert log["local_drop"][0] == "done"
     assert mentions(built, DAVID) == {}
+
+
+def ann_profile_id(config) -> str:
+    [(profile_id,)] = query(
+        config, f"SELECT profile_id FROM profile_identifiers WHERE identifier_value = '{ANN}'"
+    )
+    return profile_id
+
+
+def test_a_failed_export_scrub_s_error_names_none_of_the_people_whatever_their_identifiers(
+    built, tmp_path, monkeypatch, caplog
+):
+    """Its detail went to erasure_log and the task log redacted for emails only, and the error
+    itself was raised as it was: into the task log and the failure alert, quoting Ann's SSO id
+    (in another case), her session and her profile id."""
+    profile_id = ann_profile_id(built)
+
+    def quoting(con, path, fmt, gzip, out):
+        raise OSError(
+            f"cannot rewrite {path.name}: row of {ANN_SSO.upper()} on '{ANN_SESSION}' "
+            f"(profile {profile_id}, {ANN})"
+        )
+
+    monkeypatch.setattr(erasure, "filter_file", quoting)
+    file_request(tmp_path / "landing", "r-1", "external_id", ANN_SSO)
+    caplog.set_level("INFO")
+    with pytest.raises(erasure.ErasureIncompleteError) as err:
+        run_erasure(ERASE_DAY, built)
+
+    detail = log_rows(built, "r-1")["warehouse"][1]
+    assert detail.startswith("run exports: OSError: cannot rewrite ")
+    assert "<external_id> on '<session_id>' (profile <profile_id>, <email>)" in detail
+    for text in (detail, str(err.value), caplog.text):
+        for value in (ANN_SSO, ANN_SESSION, profile_id, ANN):
+            assert value.lower() not in text.lower()
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_a_failed_destination_s_error_names_none_of_the_people_whatever_their_identifiers(
+    built, tmp_path, monkeypatch, caplog
+):
+    """A destination's error (a service's answer quoting the contact) was redacted for emails
+    only: an SSO id or a session went to erasure_log, XCom and the task log as it was. So does
+    a detail the destination answers itself."""
+    from audience_profiles.destinations.local import LocalDestination
+
+    profile_id = ann_profile_id(built)
+
+    def broken(self, requests):
+        raise RuntimeError(f"404: no contact {ANN_SSO} (session={ANN_SESSION}, id {profile_id})")
+
+    monkeypatch.setattr(LocalDestination, "erase", broken)
+    file_request(tmp_path / "landing", "r-1", "external_id", ANN_SSO)
+    caplog.set_level("INFO")
+    erasure.resolve_requests(erasure.read_requests(ERASE_DAY, "r", built), built)
+    erasure.remove_from_warehouse(built)
+    pending = erasure.pending_erasures("r", built)
+
+    result = erasure.erase_destination("local_drop", pending, built)
+
+    detail = "RuntimeError: 404: no contact <external_id> (session=<session_id>, id <profile_id>)"
+    assert result["statuses"] == {"r-1": {"status": "failed", "detail": detail}}
+
+    def answers(self, requests):
+        return {
+            r.request_id: {"status": "failed", "detail": f"{ANN_SESSION} busy"} for r in requests
+        }
+
+    monkeypatch.setattr(LocalDestination, "erase", answers)
+    result = erasure.erase_destination("local_drop", pending, built)
+    assert result["statuses"]["r-1"]["detail"] == "<session_id> busy"
+    with pytest.raises(erasure.ErasureIncompleteError):
+        erasure.record_erasures([result], "r", built)
+    assert log_rows(built, "r-1")["local_drop"][:2] == ("failed", "<session_id> busy")
+    for value in (ANN_SSO, ANN_SESSION, profile_id):
+        assert value not in caplog.text
 
 
 def test_what_a_failed_try_took_out_is_announced_by_the_try_that_finishes(
@@ -212,7 +288,7 @@ def test_what_a_failed_try_took_out_is_announced_by_the_try_that_finishes(
         return result
 
     monkeypatch.setattr(erasure, "filter_file", disk_full_after_a_rewrite)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(erasure.ErasureIncompleteError, match="No space left"):
         run_erasure(ERASE_DAY, built)
     progress = tmp_path / "work" / "erasure" / "removal_progress.json"
     assert json.loads(progress.read_text())["exports_rewritten"] == rewrote

@@ -49,6 +49,7 @@ import aiohttp
 import requests
 
 from audience_profiles.hooks.http import QuietHttpHook
+from audience_profiles.redaction import redact
 
 PAGE_SIZE = 1000  # the v2 API's maximum ``select``
 MAX_IMPORT_BYTES = 50 * 1024 * 1024  # Dotdigital rejects import files of 50 MB and more
@@ -58,23 +59,18 @@ IMPORT_NOT_FINISHED = "NotFinished"
 # Every other status (RejectedByWatchdog, InvalidFileFormat, Unknown, Failed,
 # ExceedsAllowedContactLimit, NotAvailableInThisVersion) is terminal: not all was imported.
 _REGION = re.compile(r"^r\d{1,2}$")
-_EMAIL = re.compile(r"[\w.+%'-]+@[\w-]+(\.[\w-]+)+")
 _EPOCH_2001 = 1_000_000_000  # an x-ratelimit-reset below this is a delay, not a timestamp
 
 
-def _redact(text: str) -> str:
-    """Text as logs may show it: contact addresses (in paths, in messages) are personal data."""
-    return _EMAIL.sub("<email>", text)
-
-
 class DotdigitalApiError(RuntimeError):
-    """A call Dotdigital answered with an error (after retries), with its status and message."""
+    """A call Dotdigital answered with an error (after retries), with its status and message;
+    contact addresses (in paths, in messages) redacted: they are personal data."""
 
     def __init__(self, method: str, endpoint: str, status: int | None, message: str):
         self.status = status
-        self.message = _redact(message)
+        self.message = redact(message)
         super().__init__(
-            f"Dotdigital {method} {_redact(endpoint)} failed ({status}): {self.message}"
+            f"Dotdigital {method} {redact(endpoint)} failed ({status}): {self.message}"
         )
 
 
@@ -225,7 +221,7 @@ class DotdigitalHook(QuietHttpHook):
             )
         )
         options = {"timeout": self.timeout, **self.merged_extra, "check_response": False}
-        label = _redact(endpoint)
+        label = redact(endpoint)
         response: requests.Response | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:

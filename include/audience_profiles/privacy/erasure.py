@@ -4,8 +4,9 @@ A request (``erasure_requests/*.csv|json`` under the landing root, every suffix 
 reads, compressed too: request_id, identifier_type, identifier_value, requested_at, type =
 delete | suppress) goes through:
 
-1. ``read_requests``: stage the request files (every file, every run: the folder is small and a
-   request is acted on once, by request_id);
+1. ``read_requests``: remove the work folders of ended runs (:func:`clear_ended_runs`), stage
+   the request files (every file, every run: the folder is small and a request is acted on
+   once, by request_id);
 2. ``resolve_requests``: record new requests (identifier hashed), resolve each one through the
    identity graph (the daily ``profile_identifiers`` and the stream's ``stream_identifiers``) to
    its profiles and all their identifiers (``erasure_subjects``), and put every identifier on the
@@ -32,7 +33,8 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +49,13 @@ from audience_profiles.destinations.base import (
 )
 from audience_profiles.destinations.drop import scratch_duckdb
 from audience_profiles.destinations.drop_erasure import filter_file, load_subjects
+from audience_profiles.errors import NotRetryable
 from audience_profiles.exports_lock import ERASE_QUEUE_SECONDS, exports_lock
 from audience_profiles.files import replace_file
 from audience_profiles.identity import load_rules
 from audience_profiles.privacy.retention import RUN_FOLDERS, run_in_flight
 from audience_profiles.privacy.suppression import suppress_run_outputs, unlist_placeholders
+from audience_profiles.redaction import redact
 from audience_profiles.warehouse import open_warehouse
 from audience_profiles.warehouse.compact import compact
 
@@ -70,12 +74,16 @@ CURRENT_TABLES = (
 # The identity graph a request is resolved through: the daily build's current state, and what
 # the stream DAG attached since (stream.py; a person only the stream has seen is only there).
 GRAPH_TABLES = ("profile_identifiers", "stream_identifiers")
-_EMAIL = re.compile(r"[\w.+%'-]+@[\w-]+(\.[\w-]+)+")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class ErasureIncompleteError(RuntimeError):
-    """Some destination failed some request; it is recorded and retried by the next run."""
+    """Some destination, or the warehouse step's rewrite of the run exports, failed some request;
+    it is recorded (its detail redacted) and retried by the next run."""
+
+
+class _NotRetryableIncomplete(ErasureIncompleteError, NotRetryable):
+    """The same, for an error a retry would only repeat (``errors.NotRetryable``)."""
 
 
 def work_folder(config: PipelineConfig, run_id: str) -> Path:
@@ -86,12 +94,34 @@ def work_folder(config: PipelineConfig, run_id: str) -> Path:
 
 
 def read_requests(ds: str, run_id: str, config: PipelineConfig | None = None) -> dict:
-    """Stage every request file (no warehouse access)."""
+    """Stage every request file (no warehouse access), once the folders of ended runs are gone."""
     config = config or load_config()
+    clear_ended_runs(config, run_id)
     out = work_folder(config, run_id) / f"{SOURCE}.parquet"
     result = landing.extract(SOURCE, ds, config.landing_root, out, config.landing_conn_id)
     log.info("read %s erasure request row(s) from %s file(s)", result["rows"], result["files"])
     return result
+
+
+def clear_ended_runs(config: PipelineConfig, run_id: str) -> list[str]:
+    """Remove the work folders other erasure runs left (their staged requests and
+    ``pending_erasures.json``: plain identifiers); the folders' names.
+
+    A run's ``cleanup`` teardown removes its own, but a run killed, or marked failed or
+    successful by hand, never runs it, and its folder stayed for good. The DAG runs one run at a
+    time (``max_active_runs=1``), so when a run starts every other folder is an ended run's: none
+    of its tasks can need it (an ``erase`` of it cleared later finds no file, as it does after
+    that run's ``cleanup``: clear it from ``pending_erasures``).
+    """
+    own = work_folder(config, run_id)
+    removed = []
+    for folder in sorted((Path(config.work_dir) / "erasure").glob("*/")):
+        if folder != own and folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    if removed:
+        log.info("removed the work folders of %s ended erasure run(s): %s", len(removed), removed)
+    return removed
 
 
 def resolve_requests(staged: dict, config: PipelineConfig | None = None) -> dict:
@@ -212,10 +242,20 @@ def remove_from_warehouse(config: PipelineConfig | None = None) -> dict[str, Any
                 config, everyone, lambda run, rows: _add_progress(config, {RUN_EXPORTS: rows}, run)
             )
         except Exception as exc:
-            detail = _redact(f"run exports: {type(exc).__name__}: {exc}")[:500]
-            log.error("warehouse: rewriting the run exports failed: %s", detail)
+            detail = _redacted(f"run exports: {type(exc).__name__}: {exc}", [everyone])
+            # The stack without the message: the error itself may quote the people (a file
+            # name, a value), and a raise of it would put that in the task log and the alert.
+            log.error(
+                "warehouse: rewriting the run exports failed: %s\n%s",
+                detail,
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
             wh.run_sql("privacy/erase_warehouse", step="log", status=FAILED, detail=detail)
-            raise
+            # as retryable as the error was (fails_fast: a retry that would only repeat it)
+            kind = (
+                _NotRetryableIncomplete if isinstance(exc, NotRetryable) else ErasureIncompleteError
+            )
+            raise kind(f"warehouse: {detail}") from None
         if running:
             log.info(
                 "run schema(s) in flight kept, their outputs without the people (their "
@@ -488,8 +528,16 @@ def pending_erasures(run_id: str, config: PipelineConfig | None = None) -> str:
     return str(path)
 
 
-def _redact(text: str) -> str:
-    return _EMAIL.sub("<email>", text)
+def _redacted(text: str, requests: Sequence[ErasureRequest]) -> str:
+    """``text`` (a failure's detail: logged, alerted, kept in ``erasure_log``) without what names
+    the people of ``requests``: every identifier of theirs, whatever its type (an SSO id or a
+    session looks like nothing in particular), their profile ids, and any email address."""
+    known = [
+        pair
+        for r in requests
+        for pair in (*r.identifiers, *(("profile_id", p) for p in r.profile_ids))
+    ]
+    return redact(text, known)[:500]
 
 
 def erase_destination(
@@ -529,9 +577,15 @@ def erase_destination(
         with lock:
             statuses = destination.erase(owed)
     except Exception as exc:  # recorded per request and retried next run; record_erasures fails
-        detail = _redact(f"{type(exc).__name__}: {exc}")[:500]
+        detail = _redacted(f"{type(exc).__name__}: {exc}", owed)
         log.error("erasure in %s failed: %s", destination_name, detail)
         statuses = {r.request_id: erasure_status(FAILED, detail) for r in owed}
+    # A destination's own details too: they reach the log, XCom and erasure_log, and one that
+    # quotes an error (a service's answer) may quote the person.
+    statuses = {
+        request_id: {**status, "detail": _redacted(status.get("detail") or "", owed)}
+        for request_id, status in statuses.items()
+    }
     for request_id, status in statuses.items():
         log.info("%s: request %s %s %s", destination_name, request_id, *status.values())
     return {"destination": destination_name, "statuses": statuses}
