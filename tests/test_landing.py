@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import traceback
@@ -1303,6 +1304,56 @@ def test_a_json_field_named_twice_is_flagged_naming_it(tmp_path):
     out = tmp_path / "out.parquet"
     extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
     assert [(r[1], r[2]) for r in staged(out)] == [(1, "votes: named more than once"), (2, None)]
+
+
+@pytest.mark.parametrize(
+    "kind, what",
+    [
+        ("array", "line 1 opens a JSON array of records"),
+        ("array on one line", "line 1 opens a JSON array of records"),
+        ("array, one record per line", "line 1 opens a JSON array of records"),
+        ("pretty-printed", "lines 1-8 are one JSON object (a pretty-printed record)"),
+    ],
+)
+def test_a_json_document_instead_of_json_lines_fails_the_file_saying_so(tmp_path, kind, what):
+    # Each of its lines was quarantined as `not a JSON object`: hundreds of rows for one file,
+    # under a reason that did not say the contract reads one object per line.
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    record = {c: "1" for c in ("date", "event_id", "poll_id", "session_id", "option", "votes")}
+    body = {
+        "array": json.dumps([record, record], indent=2),
+        "array on one line": json.dumps([record, record]),
+        "array, one record per line": f"[\n{json.dumps(record)},\n{json.dumps(record)}\n]\n",
+        "pretty-printed": json.dumps(record, indent=2) + "\n" + json.dumps(record, indent=2),
+    }[kind]
+    (folder / "part-0.json").write_text(body)
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
+    convert = "jq -c '.[]'" if kind.startswith("array") else "jq -c ."
+    assert str(err.value) == (
+        f"{folder / 'part-0.json'}: {what}, not JSON Lines (one object per line, "
+        f"docs/data-contract.md): land it with one record per line, e.g. converted with {convert}"
+    )
+
+
+def test_a_json_lines_file_with_a_broken_first_line_is_no_document(tmp_path):
+    """A first record cut short, a raw line break inside a string, an array of no records: the
+    lines are quarantined, the file is read."""
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    record = json.dumps(
+        {c: "1" for c in ("date", "event_id", "poll_id", "session_id", "option", "votes")}
+    )
+    out = tmp_path / "o.parquet"
+    for body, errors in [
+        (f"{record[:20]}\n{record}\n", ["not a JSON object", None]),
+        (record.replace('"1"', '"1\n"', 1) + f"\n{record}\n", ["not a JSON object"] * 2 + [None]),
+        (f"[1, 2]\n{record}\n", ["not a JSON object", None]),
+    ]:
+        (folder / "part-0.json").write_text(body)
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
+        assert [r[2] for r in staged(out)] == errors, body
 
 
 def test_a_compressed_file_or_a_capitalised_header_is_said_to_be_so(tmp_path):

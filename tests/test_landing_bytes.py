@@ -6,7 +6,8 @@ The files' bytes are generated: quotes left open or doubled, a value spanning li
 lone CR mixed, a last line without its ending, a byte order mark at the start and inside, NUL
 bytes, bytes that are not UTF-8, values over 1,024 characters and a line over DuckDB's maximum
 line size, extra, missing and unnamed columns, the header repeated, blank and white-space lines,
-JSON lines that are arrays, scalars, nested, truncated or name a field twice, a field holding the
+JSON lines that are arrays, scalars, nested, truncated or name a field twice, a JSON document
+(an array of records, records over several lines) instead of JSON Lines, a field holding the
 delimiter, trailing delimiters, and random byte edits on top. A reference reader here, in plain
 Python, reads the same bytes by the contract's own words (the rows and the line each starts on,
 or why the file fails); the extract and validate steps must agree with it, row by row.
@@ -193,10 +194,47 @@ def _not_text(value) -> bool:
     return isinstance(value, list) or not isinstance(value, _Literal)
 
 
+def _json_document(lines: list[tuple[str, str]]) -> str | None:
+    """The words of the failure when the file is one JSON document, not JSON Lines: its first
+    record (from its first line not of white space) opens a top-level array whose first element
+    is an object, or is one object over several lines, parsed as JSON up to its end; a later
+    line that is an object on its own ends the search (a cut first record, then JSON Lines)."""
+    numbered = [(n, t) for n, (t, _) in enumerate(lines, start=1) if t != ""]
+    start = next((i for i, (_, t) in enumerate(numbered) if t.lstrip("\ufeff").strip()), None)
+    if start is None:
+        return None
+    first, head = numbered[start]
+    head = head.lstrip("\ufeff").strip()
+    if _json_object(head) is not None or head[:1] not in ("[", "{"):
+        return None
+    text = head[1:] if head[0] == "[" else head
+    for number, line in numbered[start:][: landing.DOCUMENT_LINES]:
+        if number != first:
+            if len(text) > landing.DOCUMENT_CHARS:
+                return None
+            text += "\n" + line
+        try:
+            value, end = json.JSONDecoder().raw_decode(text.lstrip())
+        except (ValueError, RecursionError):
+            if number != first and _json_object(line) is not None:
+                return None
+            continue
+        if not isinstance(value, dict):
+            return None
+        if head[0] == "[":
+            after = text.lstrip()[end:].lstrip()[:1]
+            return "opens a JSON array of records" if after in ("", ",", "]") else None
+        return f"lines {first}-{number} are one JSON object" if number != first else None
+    return None
+
+
 def json_rows(source: str, data: bytes) -> list[Row]:
     """Every non-empty line is a record: an object, or quarantined (`not a JSON object`); an
-    object or array in a field read, or a field read named twice, quarantines it too."""
+    object or array in a field read, or a field read named twice, quarantines it too. A file
+    that is one JSON document (an array of records, a record over several lines) fails."""
     columns, rows, keys, objects = SOURCES[source].columns, [], set(), False
+    if (document := _json_document(physical_lines(data))) is not None:
+        raise Fails(document)
     for number, (text, _) in enumerate(physical_lines(data), start=1):
         if text == "":
             continue
@@ -380,6 +418,7 @@ def json_value(value: str):
 def json_line(draw, source: str, risky: bool = True) -> bytes:
     src = SOURCES[source]
     kinds = ["object"] * 6 + ["array", "scalar", "twice", "cut", "space", "blank", "nul", "split"]
+    kinds += ["pretty"]  # an object over several lines
     kind = draw(st.sampled_from(kinds + ["bom", "nan", "comma"] + ["no key"] * risky))
     obj = {
         c: draw(json_value(VALID.get(c, "z")))
@@ -394,6 +433,7 @@ def json_line(draw, source: str, risky: bool = True) -> bytes:
         text = text[:-1] + f", {again}: {json.dumps(draw(json_value('d')))}}}"
     line = {
         "array": json.dumps([obj]),
+        "pretty": json.dumps(obj, indent=draw(st.sampled_from([0, 2, "\t"]))),
         "cut": text[: draw(st.integers(0, len(text) - 1))],
         "space": " \t ",
         "blank": "",
@@ -414,6 +454,8 @@ def json_line(draw, source: str, risky: bool = True) -> bytes:
 @st.composite
 def json_file(draw, source: str, risky: bool = True) -> bytes:
     lines = draw(st.lists(json_line(source, risky), max_size=6))
+    if lines and draw(st.integers(0, 9)) == 0:  # a JSON array of them, one element per line
+        lines = [b"[", *(line + b"," for line in lines[:-1]), lines[-1], b"]"]
     start = draw(st.sampled_from([b""] * 3 + [BOM]))
     return draw(edited(start + lines_to_bytes(draw, lines), 0 if risky else None))
 

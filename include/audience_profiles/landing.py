@@ -1442,6 +1442,64 @@ def _stage_csv_records(
 ROUNDED_NUMBER = r"-?[0-9]+(\.[0-9]+|(\.[0-9]+)?[eE][-+]?[0-9]+)"
 
 
+# How far into a file its first record is looked for when it does not end on its line: a
+# pretty-printed record is a few dozen lines (a JSON Lines file whose first line is cut stops
+# at its next line that is an object).
+DOCUMENT_LINES = 1_000
+DOCUMENT_CHARS = 100_000
+
+
+def _check_json_lines(con, name: str) -> None:
+    """Fail a file that is one JSON document, not JSON Lines: a top-level array of records (on
+    one line or many: ``jq``'s, ``JSON.stringify``'s, PostgreSQL's ``json_agg``) or records
+    pretty-printed over several lines. Read line by line, each of its lines was quarantined as
+    `not a JSON object`: hundreds of rows for one file, under a reason that said nothing of the
+    cause. Found by parsing the file's first record only, as JSON (strict: a raw line break
+    inside a string, a JSON Lines record cut in two, is no document and stays quarantined)."""
+    # the first lines only (a top-N, not a sort of the file)
+    rows = con.execute(
+        "SELECT line, text, is_object FROM json_lines ORDER BY line LIMIT ?", [DOCUMENT_LINES]
+    ).fetchall()
+    first, is_array, text = None, False, ""
+    decoder = json.JSONDecoder()
+    for line, line_text, is_object in rows:
+        if first is None:
+            stripped = line_text.lstrip("\ufeff").strip()
+            if not stripped:
+                continue  # a line of white space: quarantined, no record
+            # an object on its line is JSON Lines; an array on its line is a document only
+            # if it holds records (`[1, 2]` is a line that is not an object)
+            if is_object or stripped[:1] not in ("[", "{"):
+                return
+            first, is_array = line, stripped.startswith("[")
+            text = stripped[1:] if is_array else stripped
+        elif len(text) > DOCUMENT_CHARS:
+            return
+        else:
+            text += "\n" + line_text
+        try:
+            record, end = decoder.raw_decode(text := text.lstrip())
+        except (ValueError, RecursionError):
+            if is_object and line != first:
+                return  # a cut first record, then JSON Lines: the cut line is quarantined
+            continue
+        if not isinstance(record, dict):
+            return
+        if is_array and text[end:].lstrip()[:1] in ("", ",", "]"):
+            raise LandingError(
+                f"{name}: line {first} opens a JSON array of records, not JSON Lines (one "
+                "object per line, docs/data-contract.md): land it with one record per line, "
+                "e.g. converted with jq -c '.[]'"
+            )
+        if not is_array and line != first:
+            raise LandingError(
+                f"{name}: lines {first}-{line} are one JSON object (a pretty-printed record), "
+                "not JSON Lines (one object per line, docs/data-contract.md): land it with one "
+                "record per line, e.g. converted with jq -c ."
+            )
+        return
+
+
 def _stage_json(con, source: Source, name: str, path: Path) -> None:
     # As for CSV: DuckDB counted a CRLF in an LF file as two lines, and its error for a line it
     # cannot read (not UTF-8, over its maximum size) quotes the line.
@@ -1457,6 +1515,7 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
         FROM lines WHERE coalesce(text, '') <> ''
         """
     )
+    _check_json_lines(con, name)
     keys = {
         r[0]
         for r in con.execute(

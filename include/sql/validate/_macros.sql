@@ -48,21 +48,24 @@ CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing'
      WHEN try_to_date({{ col }}) > DATE '{{ landed }}' THEN '{{ col }}: later than its landing date'
 {%- endif %} END
 {%- endmacro %}
-{#- ISO 8601 only (date, optional time, optional Z or +-HH:MM offset), so both engines accept the
-    same values: their casts also take other forms (epoch numbers, zone names). -#}
+{#- ISO 8601 only (date, optional time, optional Z or +-HH:MM, +-HHMM or +-HH offset), so both
+    engines accept the same values: their casts also take other forms (epoch numbers, zone names). -#}
 {#- An offset is at most 14 hours (the world's widest) with minutes under 60: an engine applies any
     two digits it is given (+99:99 moved a time by four days). -#}
 {#- Hours 00-23, minutes and seconds 00-59: DuckDB reads 24:00 as the next midnight, where
     Snowflake's times end at 23:59:59.999999999. -#}
-{% set iso_timestamp = "[0-9]{4}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9]([.][0-9]{1,9})?)?(Z|[+-]((0[0-9]|1[0-3]):?[0-5][0-9]|14:?00))?)?" %}
+{% set iso_timestamp = "[0-9]{4}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9]([.][0-9]{1,9})?)?(Z|[+-]((0[0-9]|1[0-3])(:?[0-5][0-9])?|14(:?00)?))?)?" %}
 {#- Nothing of this platform happened before 1900; year 0 is 1 BC to the engines, and its text
     ('0001-01-01 (BC)') would reach the drops. A timestamp is compared as stored, in UTC:
     1900-01-01T00:30+01:00 is 1899. -#}
 {% set earliest = "1900-01-01" %}
 {#- The value as a naive UTC timestamp: an offset is applied; none means UTC already (both
-    sessions run in UTC). -#}
+    sessions run in UTC). An hour-only offset (+05, as PostgreSQL writes) is cast as +05:00:
+    DuckDB reads both, Snowflake's documented AUTO formats give offsets with minutes. In a value
+    the pattern accepts, a sign after the T (or space) with two digits at the end is such an
+    offset. -#}
 {% macro utc_timestamp(col) -%}
-CAST(convert_timezone('UTC', try_cast({{ col }} AS TIMESTAMPTZ)) AS TIMESTAMP)
+CAST(convert_timezone('UTC', try_cast(CASE WHEN regexp_like({{ col }}, '.*[T ].*[+-][0-9]{2}') THEN {{ col }} || ':00' ELSE {{ col }} END AS TIMESTAMPTZ)) AS TIMESTAMP)
 {%- endmacro %}
 {#- landed: the partition date. An observation may fall on the day after it (a UTC time late in
     the partition's local day), never later: identity orders identifiers by landing day first

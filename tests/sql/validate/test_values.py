@@ -86,6 +86,10 @@ OFFSETS = {  # landed value -> stored UTC value
     "2022-04-29T10:00:00.25+0530": dt.datetime(2022, 4, 29, 4, 30, 0, 250000),
     "2022-04-29T10:00:00Z": dt.datetime(2022, 4, 29, 10, 0),
     "2022-04-29T20:00:00+14:00": dt.datetime(2022, 4, 29, 6, 0),  # Kiribati: the widest
+    # hour-only offsets, as PostgreSQL's COPY writes them
+    "2022-04-29T10:00:00+05": dt.datetime(2022, 4, 29, 5, 0),
+    "2022-04-29 10:00-03": dt.datetime(2022, 4, 29, 13, 0),
+    "2022-04-29T20:00:00.5+14": dt.datetime(2022, 4, 29, 6, 0, 0, 500000),
     "2022-04-29T10:00:00": dt.datetime(2022, 4, 29, 10, 0),
     " 2022-04-29 10:00\t": dt.datetime(2022, 4, 29, 10, 0),
     "2022-04-29": dt.datetime(2022, 4, 29, 0, 0),
@@ -111,6 +115,24 @@ def test_offsets_are_converted_to_utc(config, tmp_path):
     for table, column in (("form_entries", "entry_datetime"), ("identities", "observed_at")):
         stored = query(config, f"SELECT _line, {column} FROM {table} ORDER BY _line")
         assert [at for _, at in stored] == list(OFFSETS.values()), table
+
+
+def test_hour_only_offsets_in_json_lines_are_converted_to_utc(config, tmp_path):
+    land(
+        tmp_path,
+        "form_entries",
+        DS,
+        [form("2022-04-29T10:00:00+05", "s1"), form("2022-04-29T10:00:00-15", "s2")],
+        name="part-0.json",
+    )
+
+    counts = validate(config)
+
+    assert counts["form_entries"] == {"read": 2, "valid": 1, "quarantined": 1}
+    assert query(config, "SELECT entry_datetime FROM form_entries") == [
+        (dt.datetime(2022, 4, 29, 5, 0),)
+    ]
+    assert quarantined(config, "form_entries") == [(2, ISO_TIMESTAMP)]
 
 
 def test_the_most_recent_statement_is_the_latest_in_utc(config, tmp_path):
@@ -182,6 +204,9 @@ def test_the_timestamp_check_quarantines_what_it_cannot_convert(config, tmp_path
         "2022-04-29T10:00:00+00:60",
         "2022-04-29T10:00:00+14:59",  # over 14 hours
         "2022-04-29T10:00:00-1401",
+        "2022-04-29T10:00:00+15",
+        "2022-04-29T10:00:00-24",
+        "2022-04-29T10:00:00+5",
     ]
     land(tmp_path, "form_entries", DS, [form(v) for v in [*OFFSETS, *rejected]])
 
