@@ -73,7 +73,12 @@ def write_people(landing: Path) -> None:
 
 
 def file_request(
-    landing: Path, request_id: str, identifier_type: str, value: str, kind: str = "delete"
+    landing: Path,
+    request_id: str,
+    identifier_type: str,
+    value: str,
+    kind: str = "delete",
+    requested_at: str = "2022-04-30T12:00:00",
 ) -> None:
     """Append one request to erasure_requests/requests.csv (created with a header)."""
     path = landing / "erasure_requests" / "requests.csv"
@@ -81,7 +86,7 @@ def file_request(
     if path.exists():
         with path.open(newline="") as file:
             rows = list(csv.reader(file))[1:]
-    rows.append([request_id, identifier_type, value, "2022-04-30T12:00:00", kind])
+    rows.append([request_id, identifier_type, value, requested_at, kind])
     write_csv(path, REQUEST_HEADER, rows)
 
 

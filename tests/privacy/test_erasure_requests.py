@@ -127,6 +127,17 @@ def test_a_suppress_and_a_delete_in_one_batch_leave_only_delete_entries(built, t
     assert query(built, "SELECT count(*) FROM suppressed_profiles") == [(0,)]
 
 
+def test_a_request_stamped_with_the_unix_epoch_is_acted_on(built, tmp_path):
+    """Form entries at the epoch are quarantined as a clock not set; a request is not: refused
+    for its sender's unset clock, it would leave the person everywhere."""
+    file_request(tmp_path / "landing", "r-0", "email", ANN, requested_at="1970-01-01T00:00:00Z")
+
+    run_erasure(ERASE_DAY, built)
+
+    assert query(built, "SELECT status, reason FROM erasure_requests") == [("done", None)]
+    assert mentions(built, ANN) == {}
+
+
 def test_a_delete_taking_over_an_unfinished_suppress_takes_its_profile_ids_too(
     built, tmp_path, monkeypatch
 ):

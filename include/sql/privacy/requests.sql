@@ -30,9 +30,11 @@ FROM (
            reason
     FROM (
         -- checked on the text, in a query of its own: in the list above, requested_at & co.
-        -- name both a staged column and an alias, which engines resolve differently
+        -- name both a staged column and an alias, which engines resolve differently. A request
+        -- stamped with the epoch is still acted on: its stamp orders nothing, and an erasure
+        -- refused for a sender's unset clock would leave the person in every destination.
         SELECT *, {{ v.reasons(["_error", v.required("request_id"), v.required("identifier_value"),
-                                v.timestamp("requested_at"),
+                                v.timestamp("requested_at", refuse_epoch=false),
                                 "CASE WHEN lower(identifier_type) NOT IN ('email', 'session_id', 'external_id') THEN 'identifier_type: not email, session_id or external_id' END",
                                 "CASE WHEN lower(type) NOT IN ('delete', 'suppress') THEN 'type: not delete or suppress' END",
                                 "CASE WHEN (" ~ placeholder ~ ") IS NOT NULL THEN " ~ (p.names_no_one | literal) ~ " END"]) }} AS reason

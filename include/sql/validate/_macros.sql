@@ -44,6 +44,7 @@ CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing'
      WHEN NOT regexp_like({{ col }}, '[0-9]{4}-[0-9]{2}-[0-9]{2}') OR try_to_date({{ col }}) IS NULL
      THEN '{{ col }}: not a YYYY-MM-DD date'
      WHEN {{ col }} < '{{ earliest }}' THEN '{{ col }}: before {{ earliest }}'
+     WHEN {{ col }} = '{{ epoch }}' THEN '{{ col }}: the Unix epoch ({{ epoch }}), a clock not set'
 {%- if landed %}
      WHEN try_to_date({{ col }}) > DATE '{{ landed }}' THEN '{{ col }}: later than its landing date'
 {%- endif %} END
@@ -59,6 +60,10 @@ CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing'
     ('0001-01-01 (BC)') would reach the drops. A timestamp is compared as stored, in UTC:
     1900-01-01T00:30+01:00 is 1899. -#}
 {% set earliest = "1900-01-01" %}
+{#- The Unix epoch itself (1970-01-01 00:00:00 UTC, or that day as a date) is a clock never set or a
+    zero a client sent for no value, not a moment: kept, it made first_seen 1970, and a consent
+    statement stamped with it lost to every real one (an opt-out gone without a word). -#}
+{% set epoch = "1970-01-01" %}
 {#- The value as a naive UTC timestamp: an offset is applied; none means UTC already (both
     sessions run in UTC). An hour-only offset (+05, as PostgreSQL writes) is cast as +05:00:
     DuckDB reads both, Snowflake's documented AUTO formats give offsets with minutes. In a value
@@ -70,12 +75,16 @@ CAST(convert_timezone('UTC', try_cast(CASE WHEN regexp_like({{ col }}, '.*[T ].*
 {#- landed: the partition date. An observation may fall on the day after it (a UTC time late in
     the partition's local day), never later: identity orders identifiers by landing day first
     (identity/_macros.sql row_seen_key) and would let it re-key a profile it joins. -#}
-{% macro timestamp(col, landed=none) -%}
+{% macro timestamp(col, landed=none, refuse_epoch=true) -%}
 CASE WHEN {{ col }} IS NULL OR {{ col }} = '' THEN '{{ col }}: missing'
      WHEN NOT regexp_like({{ col }}, '{{ iso_timestamp }}') OR {{ utc_timestamp(col) }} IS NULL
      THEN '{{ col }}: not an ISO timestamp'
      WHEN {{ utc_timestamp(col) }} < TIMESTAMP '{{ earliest }} 00:00:00'
      THEN '{{ col }}: before {{ earliest }}'
+{%- if refuse_epoch %}
+     WHEN {{ utc_timestamp(col) }} = TIMESTAMP '{{ epoch }} 00:00:00'
+     THEN '{{ col }}: the Unix epoch ({{ epoch }} 00:00:00 UTC), a clock not set'
+{%- endif %}
 {%- if landed %}
      WHEN {{ utc_timestamp(col) }} >= TIMESTAMP '{{ landed | days_after(2) }} 00:00:00'
      THEN '{{ col }}: later than the day after its landing date'

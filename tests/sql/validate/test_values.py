@@ -242,6 +242,30 @@ def test_a_year_before_1900_is_quarantined_naming_the_field(config, tmp_path):
     ]
 
 
+def test_the_unix_epoch_is_quarantined_as_a_clock_not_set(config, tmp_path):
+    """1970-01-01 00:00:00 UTC is a client's unset clock, not a moment: kept, an opt-out stamped
+    with it lost to every earlier real opt-in (the most recent statement wins) without a word."""
+    entries = [
+        form("2022-04-29T09:00:00Z", optin_1="Yes"),
+        form("1970-01-01T00:00:00Z", optin_1="No"),
+        form("1970-01-01", optin_1="No"),  # a date alone is its midnight UTC
+        form("1969-12-31T19:00:00-05:00", optin_1="No"),  # the epoch, in New York
+        form("1970-01-01T00:00:01Z"),  # a second later: a time, if an odd one
+    ]
+    land(tmp_path, "form_entries", DS, entries)
+    land(tmp_path, "interactions", DS, [interaction("1970-01-01"), interaction(DS)])
+
+    counts = validate(config)
+
+    assert counts["form_entries"] == {"read": 5, "valid": 2, "quarantined": 3}
+    reason = "entry_datetime: the Unix epoch (1970-01-01 00:00:00 UTC), a clock not set"
+    assert quarantined(config, "form_entries") == [(3, reason), (4, reason), (5, reason)]
+    assert counts["interactions"] == {"read": 2, "valid": 1, "quarantined": 1}
+    assert quarantined(config, "interactions") == [
+        (2, "date: the Unix epoch (1970-01-01), a clock not set")
+    ]
+
+
 # --- 2. interactions dated after their partition -------------------------------------------
 
 ELEMENTS = [
