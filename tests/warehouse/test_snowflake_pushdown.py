@@ -44,6 +44,7 @@ from audience_profiles.pipeline import (
 )
 from audience_profiles.privacy.erasure import clear_run_schemas, run_erasure
 from audience_profiles.warehouse import open_warehouse
+from audience_profiles.warehouse.duckdb import DuckDBWarehouse
 from audience_profiles.warehouse.snowflake import (
     SnowflakeWarehouse,
     qualify_rename,
@@ -275,6 +276,14 @@ def test_ddl_runs_alone_and_dml_runs_together():
     )
     groups = statement_groups(split_script(rendered))
     assert [len(g) for g in groups] == [1, 7]
+
+
+def test_the_stream_switches_schema_with_each_engine_s_use():
+    # Snowflake reads a bare USE <name> as USE DATABASE; DuckDB has no USE SCHEMA.
+    snowflake = SnowflakeWarehouse.__new__(SnowflakeWarehouse)  # rendering needs no session
+    duckdb = DuckDBWarehouse.__new__(DuckDBWarehouse)
+    assert snowflake.render("stream/use", schema="MAIN_WORK").strip() == "USE SCHEMA MAIN_WORK"
+    assert duckdb.render("stream/use", schema="main_work").strip() == "USE main_work"
 
 
 def test_truncate_runs_with_the_dml_around_it():
