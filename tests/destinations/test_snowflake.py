@@ -377,3 +377,42 @@ def test_rows_of_literals_go_in_statements_of_a_thousand(fakesnow_server, monkey
         assert db.query(f"SELECT count(*), count(DISTINCT n) FROM {table}") == [(2500, 2500)]
         dest.insert_rows_sql(db, table, [])  # nothing to insert: no statement
         assert len(sent) == 3
+
+
+def record_statements(db: SnowflakeSession, monkeypatch) -> list[str]:
+    """Every statement the session's cursor sends from now on, recorded as sent."""
+    sent: list[str] = []
+    execute = db.cur.execute
+    monkeypatch.setattr(db.cur, "execute", lambda sql, *a, **k: sent.append(sql) or execute(sql))
+    return sent
+
+
+def test_an_existing_schema_is_used_without_create_schema(snowflake_conn, monkeypatch, tmp_path):
+    """CREATE SCHEMA IF NOT EXISTS needs the CREATE SCHEMA privilege even when the schema is
+    there: a role with only USAGE (plus CREATE TABLE, CREATE STAGE) on a DBA's schema failed.
+    fakesnow grants everything, so the statements sent are what is checked."""
+    database = "OWNSCHEMA_" + uuid.uuid4().hex[:8].upper()
+    query(snowflake_conn, database, f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")  # the DBA's
+    dest = destination(snowflake_conn, database, tmp_path)
+    with dest.session() as db:
+        sent = record_statements(db, monkeypatch)
+        dest.prepare(db)
+        assert not [s for s in sent if "CREATE SCHEMA" in s.upper()]
+        assert any(s.startswith("CREATE STAGE IF NOT EXISTS") for s in sent)
+    deliver(dest, tmp_path, DAY1)  # and the schema serves a delivery
+    assert query(snowflake_conn, database, f"SELECT count(*) FROM {SCHEMA}.AUDIENCE_PROFILES")[0][0]
+
+
+def test_a_missing_schema_is_created(snowflake_conn, monkeypatch, tmp_path):
+    """Without the schema, the destination creates it (the role then needs CREATE SCHEMA)."""
+    database = "NEWSCHEMA_" + uuid.uuid4().hex[:8].upper()
+    dest = destination(snowflake_conn, database, tmp_path)
+    with dest.session() as db:
+        # fakesnow creates a connection's schema at login, where Snowflake would not
+        db.execute(f"DROP SCHEMA IF EXISTS {SCHEMA}")
+        sent = record_statements(db, monkeypatch)
+        dest.prepare(db)
+        assert f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}" in sent
+        assert db.query(
+            f"SELECT schema_name FROM information_schema.schemata WHERE schema_name = '{SCHEMA}'"
+        ) == [(SCHEMA,)]

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from snowflake.connector.errors import ProgrammingError
 
 from audience_profiles import landing, report
-from audience_profiles.config import PROJECT_ROOT, load_config
+from audience_profiles.config import PROJECT_ROOT, WarehouseConfig, load_config
 from audience_profiles.generate import GenerateOptions, data_dates, generate
 from audience_profiles.pipeline import (
     RunWindow,
@@ -43,6 +44,7 @@ from audience_profiles.pipeline import (
 )
 from audience_profiles.privacy.erasure import clear_run_schemas, run_erasure
 from audience_profiles.warehouse import open_warehouse
+from audience_profiles.warehouse.duckdb import DuckDBWarehouse
 from audience_profiles.warehouse.snowflake import (
     SnowflakeWarehouse,
     qualify_rename,
@@ -274,6 +276,35 @@ def test_ddl_runs_alone_and_dml_runs_together():
     )
     groups = statement_groups(split_script(rendered))
     assert [len(g) for g in groups] == [1, 7]
+
+
+def test_the_stream_switches_schema_with_each_engine_s_use():
+    # Snowflake reads a bare USE <name> as USE DATABASE; DuckDB has no USE SCHEMA.
+    snowflake = SnowflakeWarehouse.__new__(SnowflakeWarehouse)  # rendering needs no session
+    duckdb = DuckDBWarehouse.__new__(DuckDBWarehouse)
+    assert snowflake.render("stream/use", schema="MAIN_WORK").strip() == "USE SCHEMA MAIN_WORK"
+    assert duckdb.render("stream/use", schema="main_work").strip() == "USE main_work"
+
+
+def test_truncate_runs_with_the_dml_around_it():
+    # Snowflake counts TRUNCATE as DML: it does not commit the open transaction.
+    groups = statement_groups(
+        ["CREATE TABLE t (n INT)", "TRUNCATE TABLE t", "INSERT INTO t VALUES (1)"]
+    )
+    assert groups == [["CREATE TABLE t (n INT)"], ["TRUNCATE TABLE t", "INSERT INTO t VALUES (1)"]]
+
+
+@pytest.mark.services
+def test_a_failed_script_takes_its_truncate_back(snowflake_conn):
+    """A TRUNCATE + INSERT whose INSERT fails leaves the table's rows, as on DuckDB (which runs
+    a script in one transaction): run as DDL, the TRUNCATE was committed on its own."""
+    database = "TRUNCATE_" + uuid.uuid4().hex[:8].upper()
+    config = WarehouseConfig(engine="snowflake", conn_id=snowflake_conn, database=database)
+    with SnowflakeWarehouse(config) as wh:
+        wh.execute_script("CREATE TABLE kept (n INTEGER); INSERT INTO kept VALUES (1), (2)")
+        with pytest.raises(ProgrammingError):
+            wh.execute_script("TRUNCATE TABLE kept; INSERT INTO kept SELECT CAST('x' AS INTEGER)")
+        assert wh.query("SELECT n FROM kept ORDER BY n") == [(1,), (2,)]
 
 
 def test_rejected_credentials_fail_at_once_and_other_connection_errors_name_the_connection():

@@ -115,7 +115,14 @@ class SnowflakeDestination(SqlWarehouseDestination):
             connection.close()
 
     def prepare(self, db: SnowflakeSession) -> None:
-        db.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+        # Only when missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE SCHEMA privilege on the
+        # database even when the schema is there, which a role given USAGE on a DBA's schema
+        # lacks. The name as Snowflake stores it: the option upper-cased, else current_schema().
+        if not db.query(
+            "SELECT 1 FROM information_schema.schemata "
+            f"WHERE schema_name = {self.literal(self.schema)}"
+        ):
+            db.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
         db.execute(f"CREATE STAGE IF NOT EXISTS {self.qualified(STAGE)}")
 
     def ident(self, name: str) -> str:

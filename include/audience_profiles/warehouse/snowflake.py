@@ -67,7 +67,9 @@ SESSION_PARAMETERS = {
     "TIME_INPUT_FORMAT": "AUTO",
 }
 FORWARDED_EXTRAS = ("protocol", "network_timeout")
-_DDL = re.compile(r"^\s*(CREATE|DROP|ALTER|TRUNCATE|USE|GRANT|REVOKE|COMMENT|UNDROP)\b", re.I)
+# Not TRUNCATE: Snowflake counts it as DML, rolled back with the transaction it runs in (run
+# alone, a TRUNCATE + INSERT whose INSERT failed left the table empty; DuckDB rolls both back).
+_DDL = re.compile(r"^\s*(CREATE|DROP|ALTER|USE|GRANT|REVOKE|COMMENT|UNDROP)\b", re.I)
 # CREATE SCHEMA makes the new schema the session's current one (DROP of it leaves none).
 _SCHEMA_DDL = re.compile(r"^\s*(CREATE|DROP)\s+(OR\s+REPLACE\s+)?SCHEMA\b", re.I)
 _RENAME = re.compile(
