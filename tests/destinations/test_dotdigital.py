@@ -1379,6 +1379,20 @@ def test_an_import_refused_quoting_its_row_names_no_one_in_the_state_log_or_erro
     assert err.value.status == 400 and str(err.value) == error
 
 
+def test_an_import_report_refused_quoting_its_row_names_no_one_in_the_state_log_or_error(
+    dotdigital, inputs, sync, caplog
+):
+    """The import went; reading what it did fails with an answer quoting its row."""
+    dotdigital.refuse(r"GET /v2/contacts/import/[0-9a-f-]+/report-faults")
+    with caplog.at_level("INFO"), pytest.raises(DotdigitalApiError) as err:
+        sync(inputs.write([zeb()], {"fans": ["zeb"]}), **WITH_EXTERNAL_ID)
+
+    (error,) = state_rows(sync.state_path, "SELECT error FROM sync_runs")[0]
+    assert_unnamed(error, str(err.value), caplog.text)
+    assert "FIRSTNAME=<FIRSTNAME>" in error and "EXTERNALID=<EXTERNALID>" in error
+    assert state_rows(sync.state_path, "SELECT count(*) FROM import_rows") == [(1,)]  # kept
+
+
 def test_a_consent_record_refused_quoting_the_contact_names_no_one_in_the_reasons(
     dotdigital, inputs, sync, caplog
 ):

@@ -97,8 +97,8 @@ class DotdigitalStandIn:
 
     def refuse(self, call: str, status: int = 400) -> None:
         """The next call matching ``call`` (a regex over "METHOD /path") answers ``status`` with a
-        message quoting the contact it carries, whole: an import's first row (every column), the
-        contact of a v3 call, the first contact of an address-book removal (its id, address and
+        message quoting the contact it carries, whole: an import's first row (every column; for
+        the import's status, report or faults too), the contact of a v3 call, the first contact of an address-book removal (its id, address and
         data fields, as the account holds them)."""
         self.refusals.append((call, status))
 
@@ -174,6 +174,10 @@ class DotdigitalStandIn:
         if call.endswith("/contacts/import"):
             row = next(csv.DictReader(io.StringIO(self._upload(headers, body) or "")), {})
             return "Invalid row 1: " + "; ".join(f"{k}={v}" for k, v in row.items())
+        if m := re.fullmatch(r"GET /v2/contacts/import/([0-9a-f-]{36}).*", call):
+            text = (self.imports.get(m[1]) or {}).get("text", "")
+            row = next(csv.DictReader(io.StringIO(text)), {})
+            return "Import row 1 unreadable: " + "; ".join(f"{k}={v}" for k, v in row.items())
         if m := re.fullmatch(r"PATCH /contacts/v3/email/(.+)", call):
             contact = self.contact(m[1]) or {"email": m[1], "dataFields": {}}
             return f"contact {contact['email']} {contact['dataFields']} cannot take consent records"
