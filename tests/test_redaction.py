@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from audience_profiles.redaction import redact
+from audience_profiles.redaction import redact, redactor
 
 
 def test_addresses_go_whatever_the_caller_knows():
@@ -22,3 +22,17 @@ def test_a_value_inside_another_goes_with_the_longer_one_and_marks_are_left_alon
     known = [("session_id", "id"), ("external_id", "id-7"), ("first_name", "")]
     assert redact("id-7 and id: ok", known) == "<external_id> and <session_id>: ok"
     assert redact("a\\1 (x)", [("last_name", "a\\1")]) == "<last_name> (x)"
+
+
+def test_a_redactor_reads_a_large_batch_once_and_serves_several_texts():
+    known = [(f, f"{f.lower()}-{i}") for i in range(20_000) for f in ("FIRSTNAME", "EXTERNALID")]
+    known.append(("LASTNAME", "Straße"))
+    clean = redactor(known)
+    assert (
+        clean("row FIRSTNAME-19999 (externalid-7) x@y.io")
+        == "row <FIRSTNAME> (<EXTERNALID>) <email>"
+    )
+    assert clean("externalid-70 firstname-1x STRASSE straße") == (
+        "<EXTERNALID> firstname-1x STRASSE <LASTNAME>"
+    )
+    assert clean("nothing personal") == "nothing personal"

@@ -10,7 +10,7 @@ use it (alerts.py).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 # Loose on purpose (it errs towards redacting): %-escapes too, as a URL path spells an address;
 # an apostrophe inside (o'brien@), not the quote opening a quoted address.
@@ -23,14 +23,29 @@ def redact(text: str, known: Iterable[tuple[str, str]] = ()) -> str:
     way), and only as a whole (not inside a longer letter-or-digit run: ``sso-1`` is not taken out
     of ``sso-12``, nor ``a`` out of every word). Longer values first, so a value holding a shorter
     one goes whole."""
+    return redactor(known)(text)
+
+
+def redactor(known: Iterable[tuple[str, str]] = ()) -> Callable[[str], str]:
+    """:func:`redact` with ``known`` read once, for several texts (an error, its message, the
+    errors chained to it). Cheap for a batch of many thousand values: only those a text holds
+    (a plain substring test) go into the pattern for it, not one alternation of them all."""
     labels: dict[str, str] = {}
+    folded: list[tuple[str, str]] = []  # (casefolded, key): a superset of what IGNORECASE finds
     for label, value in known:
         value = str(value or "").strip()
-        if value:
-            labels.setdefault(value.lower(), label)
-    if labels:
-        # One pass: a mark put in (``<session_id>``) is never searched for a shorter value.
-        either = "|".join(re.escape(v) for v in sorted(labels, key=len, reverse=True))
-        pattern = re.compile(rf"(?<![^\W_])(?:{either})(?![^\W_])", re.IGNORECASE)
-        text = pattern.sub(lambda m: f"<{labels.get(m[0].lower(), 'identifier')}>", text)
-    return EMAIL.sub("<email>", text)
+        if value and value.lower() not in labels:
+            labels[value.lower()] = label
+            folded.append((value.casefold(), value.lower()))
+
+    def apply(text: str) -> str:
+        haystack = text.casefold()
+        present = sorted({key for fold, key in folded if fold in haystack}, key=len, reverse=True)
+        if present:
+            # One pass: a mark put in (``<session_id>``) is never searched for a shorter value.
+            either = "|".join(re.escape(v) for v in present)
+            pattern = re.compile(rf"(?<![^\W_])(?:{either})(?![^\W_])", re.IGNORECASE)
+            text = pattern.sub(lambda m: f"<{labels.get(m[0].lower(), 'identifier')}>", text)
+        return EMAIL.sub("<email>", text)
+
+    return apply

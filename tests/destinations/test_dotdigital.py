@@ -1343,3 +1343,119 @@ def test_a_segment_dropped_from_the_config_is_taken_out_of_its_book(
     assert state_rows(
         sync.state_path, "SELECT count(*) FROM address_books WHERE segment_id = 'partners'"
     ) == [(0,)]
+
+
+# -- personal data in errors ------------------------------------------------------------------
+
+ZEB = "zeb.fan@example.com"
+ZEB_VALUES = ("zebedee", "crm-77812", "zeb.fan")  # a name, an external id, an address
+WITH_EXTERNAL_ID = {"data_fields": {"EXTERNALID": "external_id", "TEAM": "answers.Favourite team"}}
+
+
+def zeb(**extra) -> dict:
+    return profile("zeb", ZEB, first_name="Zebedee", external_id="CRM-77812", **extra)
+
+
+def assert_unnamed(*texts: str) -> None:
+    """None of Zeb's values in any of ``texts`` (the task log is read at INFO, its level: at
+    DEBUG urllib3 logs every request line, a v3 call's address in its path included)."""
+    for text in texts:
+        assert not [v for v in ZEB_VALUES if v in text.lower()], text
+
+
+def test_an_import_refused_quoting_its_row_names_no_one_in_the_state_log_or_error(
+    dotdigital, inputs, sync, caplog
+):
+    """Dotdigital's answer quotes the row it refuses (the stand-in: every column of it); the
+    hook takes out addresses only: the name and external id went to sync_runs and the task log."""
+    dotdigital.refuse(r"POST /v2/address-books/\d+/contacts/import")
+    with caplog.at_level("INFO"), pytest.raises(DotdigitalApiError) as err:
+        sync(inputs.write([zeb()], {"fans": ["zeb"]}), **WITH_EXTERNAL_ID)
+
+    (error,) = state_rows(sync.state_path, "SELECT error FROM sync_runs")[0]
+    assert_unnamed(error, str(err.value), err.value.message, caplog.text)
+    assert "FIRSTNAME=<FIRSTNAME>; LASTNAME=<LASTNAME>" in error  # still says what was refused
+    assert "EXTERNALID=<EXTERNALID>" in error and "Email=<email>" in error
+    assert err.value.status == 400 and str(err.value) == error
+
+
+def test_an_import_report_refused_quoting_its_row_names_no_one_in_the_state_log_or_error(
+    dotdigital, inputs, sync, caplog
+):
+    """The import went; reading what it did fails with an answer quoting its row."""
+    dotdigital.refuse(r"GET /v2/contacts/import/[0-9a-f-]+/report-faults")
+    with caplog.at_level("INFO"), pytest.raises(DotdigitalApiError) as err:
+        sync(inputs.write([zeb()], {"fans": ["zeb"]}), **WITH_EXTERNAL_ID)
+
+    (error,) = state_rows(sync.state_path, "SELECT error FROM sync_runs")[0]
+    assert_unnamed(error, str(err.value), caplog.text)
+    assert "FIRSTNAME=<FIRSTNAME>" in error and "EXTERNALID=<EXTERNALID>" in error
+    assert state_rows(sync.state_path, "SELECT count(*) FROM import_rows") == [(1,)]  # kept
+
+
+def test_a_consent_record_refused_quoting_the_contact_names_no_one_in_the_reasons(
+    dotdigital, inputs, sync, caplog
+):
+    """A refused record is counted by Dotdigital's message (report, sync_runs.reasons, the
+    task's warning): the answer quotes the contact's fields as the account holds them."""
+    dotdigital.refuse(r"PATCH /contacts/v3/email/.+")
+    with caplog.at_level("INFO"):
+        report = sync(inputs.write([zeb()], {"fans": ["zeb"]}), **WITH_EXTERNAL_ID)
+
+    (reasons,) = state_rows(sync.state_path, "SELECT reasons FROM sync_runs")[0]
+    assert_unnamed(reasons, json.dumps(report.details["reasons"]), caplog.text)
+    (reason,) = [r for r in report.details["reasons"] if r.startswith("consent record")]
+    assert "'FIRSTNAME': '<FIRSTNAME>'" in reason and "<EXTERNALID>" in reason
+
+
+def test_a_removal_refused_quoting_the_contact_names_no_one_nor_its_contact_id(
+    dotdigital, inputs, sync, caplog
+):
+    sync(inputs.write([zeb(), profile("ann", "ann@example.com")], {"fans": ["zeb", "ann"]}))
+    contact_id = str(dotdigital.contact(ZEB)["id"])
+    dotdigital.refuse(r"POST /v2/address-books/\d+/contacts/delete")
+    with caplog.at_level("INFO"), pytest.raises(DotdigitalApiError) as err:
+        sync(inputs.write([zeb(), profile("ann", "ann@example.com")], {"fans": ["ann"]}))
+
+    (error,) = state_rows(sync.state_path, "SELECT error FROM sync_runs WHERE status = 'failed'")[0]
+    assert_unnamed(error, str(err.value), caplog.text)
+    assert contact_id not in error + str(err.value)
+    assert "contact <contact_id> (<email>, {'FIRSTNAME': '<FIRSTNAME>'" in error
+    assert dotdigital.members(FANS) == {"ann@example.com", ZEB}  # and the next run tries again
+
+
+def test_an_error_not_from_dotdigital_is_stored_and_raised_without_addresses(
+    dotdigital, inputs, sync
+):
+    """DuckDB quotes the answers it cannot read (a profile's own words): no longer raw in
+    sync_runs, nor in the error the task log and alert show."""
+    broken = zeb(answers="not json, write to zeb.fan@example.com")
+    with pytest.raises(duckdb.Error) as err:
+        sync(inputs.write([broken], {"fans": ["zeb"]}))
+
+    (error,) = state_rows(sync.state_path, "SELECT error FROM sync_runs")[0]
+    assert "zeb.fan" not in error + str(err.value)
+    assert "Malformed JSON" in error and "<email>" in error
+
+
+def test_an_error_whose_text_cannot_be_edited_is_raised_as_a_redacted_copy():
+    """An OSError's text comes from its parts, not its args: a redacted copy goes instead."""
+    from audience_profiles.destinations.dotdigital import DotdigitalDeliveryError, redacted
+    from audience_profiles.errors import NotRetryable
+
+    class Unreadable(NotRetryable, OSError):
+        pass
+
+    known = [("FIRSTNAME", "Zebedee")]
+    error = redacted(Unreadable(2, "No such file", "/tmp/zebedee.csv"), known)
+    assert isinstance(error, DotdigitalDeliveryError) and isinstance(error, NotRetryable)
+    assert str(error) == "Unreadable: [Errno 2] No such file: '/tmp/<FIRSTNAME>.csv'"
+
+    try:
+        try:
+            raise KeyError("Zebedee")
+        except KeyError:
+            raise ValueError("no row") from None
+    except ValueError as exc:
+        raised = exc
+    assert redacted(raised, known) is raised and raised.__context__ is None  # it quoted them

@@ -9,7 +9,9 @@ consent records through the v3 contact PATCH.
 
 Fault modes a test switches on: ``rate_limit_for(seconds)`` (from the next call on, every call
 429s with ``x-ratelimit-limit`` / ``x-ratelimit-reset`` for that long), ``watchdog = True`` (the next imports
-end RejectedByWatchdog), ``fail_next(n)`` (5xx), ``fault_emails`` (extra per-contact faults).
+end RejectedByWatchdog), ``fail_next(n)`` (5xx), ``fault_emails`` (extra per-contact faults),
+``refuse(call)`` (the next matching call answers an error quoting the contact it carries, as an
+answer naming the offending row or contact does).
 Tests read what landed with ``members(book_name)``, ``contact(email)`` and ``calls()``.
 """
 
@@ -82,6 +84,7 @@ class DotdigitalStandIn:
             self.failures_left = 0
             self.polls_before_finish = 1
             self.fault_emails: dict[str, str] = {}
+            self.refusals: list[tuple[str, int]] = []
 
     # -- switches and views for tests ---------------------------------------------------------
 
@@ -91,6 +94,13 @@ class DotdigitalStandIn:
 
     def fail_next(self, count: int) -> None:
         self.failures_left = count
+
+    def refuse(self, call: str, status: int = 400) -> None:
+        """The next call matching ``call`` (a regex over "METHOD /path") answers ``status`` with a
+        message quoting the contact it carries, whole: an import's first row (every column; for
+        the import's status, report or faults too), the contact of a v3 call, the first contact of an address-book removal (its id, address and
+        data fields, as the account holds them)."""
+        self.refusals.append((call, status))
 
     def suppress(self, address: str, reason: str = "Unsubscribed", when: dt.datetime | None = None):
         with self.lock:
@@ -121,6 +131,7 @@ class DotdigitalStandIn:
             try:
                 self._authorise(headers)
                 self._throttle()
+                self._refuse(f"{method} {path}", headers, body)
                 status, payload = self._route(method, path, query, headers, body)
                 extra = {}
             except ApiError as err:
@@ -152,6 +163,31 @@ class DotdigitalStandIn:
         if self.failures_left:
             self.failures_left -= 1
             raise ApiError(503, "Service unavailable")
+
+    def _refuse(self, call: str, headers, body: bytes) -> None:
+        for i, (pattern, status) in enumerate(self.refusals):
+            if re.fullmatch(pattern, call):
+                del self.refusals[i]
+                raise ApiError(status, self._quoting(call, headers, body))
+
+    def _quoting(self, call: str, headers, body: bytes) -> str:
+        if call.endswith("/contacts/import"):
+            row = next(csv.DictReader(io.StringIO(self._upload(headers, body) or "")), {})
+            return "Invalid row 1: " + "; ".join(f"{k}={v}" for k, v in row.items())
+        if m := re.fullmatch(r"GET /v2/contacts/import/([0-9a-f-]{36}).*", call):
+            text = (self.imports.get(m[1]) or {}).get("text", "")
+            row = next(csv.DictReader(io.StringIO(text)), {})
+            return "Import row 1 unreadable: " + "; ".join(f"{k}={v}" for k, v in row.items())
+        if m := re.fullmatch(r"PATCH /contacts/v3/email/(.+)", call):
+            contact = self.contact(m[1]) or {"email": m[1], "dataFields": {}}
+            return f"contact {contact['email']} {contact['dataFields']} cannot take consent records"
+        if call.endswith("/contacts/delete"):
+            contact = self.contacts.get((json.loads(body) or [None])[0]) or {}
+            return (
+                f"contact {contact.get('id')} ({contact.get('email')}, "
+                f"{contact.get('dataFields')}) cannot be removed"
+            )
+        return f"refused {call}"
 
     def _route(self, method, path, query, headers, body):
         select = int(query.get("select", ["1000"])[0])
@@ -282,7 +318,9 @@ class DotdigitalStandIn:
 
     # -- imports ------------------------------------------------------------------------------
 
-    def _start_import(self, book: dict, headers, body: bytes) -> dict:
+    @staticmethod
+    def _upload(headers, body: bytes) -> str | None:
+        """The CSV of a multipart import, None without a named ``file`` part."""
         raw = b"Content-Type: " + headers.get("Content-Type", "").encode() + b"\r\n\r\n" + body
         message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
         upload = None
@@ -291,8 +329,13 @@ class DotdigitalStandIn:
                 if part.get_param("name", header="content-disposition") == "file":
                     upload = part
         if upload is None or not upload.get_filename():
+            return None
+        return upload.get_payload(decode=True).decode("utf-8-sig")
+
+    def _start_import(self, book: dict, headers, body: bytes) -> dict:
+        text = self._upload(headers, body)
+        if text is None:
             raise ApiError(400, "file must be valid")
-        text = upload.get_payload(decode=True).decode("utf-8-sig")
         import_id = str(uuid.uuid4())
         self.imports[import_id] = {
             "book": book["id"],

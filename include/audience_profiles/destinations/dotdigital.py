@@ -56,9 +56,11 @@ import datetime as dt
 import logging
 import re
 import time
+import traceback
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,7 @@ from audience_profiles.destinations.base import (
 )
 from audience_profiles.destinations.drop import render_parts
 from audience_profiles.destinations.sync_state import SyncStateStore, utcnow
+from audience_profiles.errors import NotRetryable
 from audience_profiles.hooks.dotdigital import (
     IMPORT_FINISHED,
     MAX_ACTIVE_IMPORTS,
@@ -92,6 +95,7 @@ from audience_profiles.hooks.dotdigital import (
     DotdigitalHook,
 )
 from audience_profiles.privacy import sql_normalised
+from audience_profiles.redaction import redactor
 from audience_profiles.triggers.dotdigital import wait_for_imports
 
 log = logging.getLogger(__name__)
@@ -128,6 +132,87 @@ CONSENT_FLUSH_SECONDS = 5.0
 
 class DotdigitalImportFailed(RuntimeError):
     """An import ended in a failure status (watchdog, invalid file...); its rows stay unsynced."""
+
+
+class DotdigitalDeliveryError(RuntimeError):
+    """A delivery's error whose text could not be redacted in place (its type builds the text
+    from other parts: an OSError, a requests or aiohttp error), raised instead with its type's
+    name and the redacted text."""
+
+
+class _NotRetryableDeliveryError(DotdigitalDeliveryError, NotRetryable):
+    """The same, for an error a retry would only repeat (``errors.NotRetryable``)."""
+
+
+def redacted(exc: Exception, known: Iterable[tuple[str, str]] = ()) -> Exception:
+    """``exc`` as the task log, the alert and ``sync_runs.error`` may keep it: without email
+    addresses and the ``known`` (label, value) pairs (see :func:`audience_profiles.redaction.redact`).
+
+    ``exc`` itself, edited, when its text is its one argument (``DotdigitalApiError``, a
+    ``ValueError``, DuckDB's errors): its type and stack stay. Else a
+    :class:`DotdigitalDeliveryError` with the redacted text, to raise ``from None``. Errors chained
+    to it are printed with it (a failed task's traceback): if one quotes someone, the chain goes.
+    """
+    clean = redactor(known)
+    text = str(exc)
+    safe = clean(text)
+    if isinstance(exc, DotdigitalApiError):
+        exc.message = clean(exc.message)  # the consent loop counts refusals by it
+    if any(clean(str(e)) != str(e) for e in _chained(exc)):
+        exc.__cause__, exc.__context__, exc.__suppress_context__ = None, None, True
+    if safe == text:
+        return exc
+    with suppress(Exception):  # a type that refuses new args is wrapped below
+        exc.args = (safe,)
+    if str(exc) == safe:
+        return exc
+    kind = _NotRetryableDeliveryError if isinstance(exc, NotRetryable) else DotdigitalDeliveryError
+    return kind(f"{type(exc).__name__}: {safe}")
+
+
+def _chained(exc: BaseException) -> Iterator[BaseException]:
+    seen = {id(exc)}
+    link = exc.__cause__ or exc.__context__
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
+
+
+@contextmanager
+def _redacting(known: Callable[[], Iterable[tuple[str, str]]]) -> Iterator[None]:
+    """Errors leave the block redacted (:func:`redacted`) with the personal values ``known()``
+    gives, read only when an error comes: nothing is spent on a call that succeeds."""
+    try:
+        yield
+    except Exception as exc:
+        try:
+            values = list(known())
+        except Exception:  # the state could not say (a failed statement): addresses still go
+            log.warning("Could not read the batch's values to redact an error with")
+            values = []
+        error = redacted(exc, values)
+        if error is exc:
+            raise
+        # Raised from None, the stack would be lost: logged here without the message.
+        log.error(
+            "%s (its text redacted, raised below) was raised at:\n%s",
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+        raise error from None
+
+
+def _personal_fields(opts: DotdigitalOptions) -> list[str]:
+    """The data fields whose values may name someone: text (names, external ids, answers) and
+    times. Counts and yes/no fields name no one, and taking every "3" or "true" out of an error
+    would take its status codes and counts with them."""
+    impersonal = ("BOOLEAN", *_NUMERIC_TYPES)
+    return [
+        name
+        for name, source in opts.data_fields.items()
+        if not PROFILE_COLUMNS.get(source, "VARCHAR").startswith(impersonal)
+    ]
 
 
 def _q(identifier: str) -> str:
@@ -344,12 +429,15 @@ class DotdigitalDestination(Destination):
             newer = store.last_synced_ds()
             kept_newer = newer is not None and dt.date.fromisoformat(run.ds) < newer
             try:
-                if kept_newer:
-                    self._keep_newer(store, opts, run, newer, tally, sync_id)
-                elif opts.dry_run:
-                    self._dry_run(store, opts, tables, tally)
-                else:
-                    self._sync(store, opts, run, tables, tally, sync_id)
+                # Any error, whatever raised it, without addresses (a batch's own values went
+                # where it was sent): what is recorded is what the task log and alert show.
+                with _redacting(lambda: ()):
+                    if kept_newer:
+                        self._keep_newer(store, opts, run, newer, tally, sync_id)
+                    elif opts.dry_run:
+                        self._dry_run(store, opts, tables, tally)
+                    else:
+                        self._sync(store, opts, run, tables, tally, sync_id)
             except Exception as exc:
                 self._record(store, run, sync_id, mode, "failed", started, tally, str(exc))
                 raise
@@ -456,7 +544,7 @@ class DotdigitalDestination(Destination):
             if book["name"] not in names and int(book["id"]) not in known_ids:
                 continue
             members = self._members(hook, int(book["id"]))
-            self._remove(hook, int(book["id"]), members, everyone)
+            self._remove(hook, store, opts, int(book["id"]), members, everyone)
             removed.update(everyone & members.keys())
         return removed
 
@@ -494,8 +582,11 @@ class DotdigitalDestination(Destination):
             for start in range(0, len(jobs), opts.max_active_imports):
                 import_ids = []
                 for segment_id, book_id, path in jobs[start : start + opts.max_active_imports]:
-                    import_id = hook.import_contacts(book_id, path)["id"]
-                    rows = store.record_import(import_id, sync_id, self._rows_in(segment_id, path))
+                    part = self._rows_in(segment_id, path)
+                    # An answer refusing the file may quote its rows: their names, ids...
+                    with _redacting(self._known(store, opts, part)):
+                        import_id = hook.import_contacts(book_id, path)["id"]
+                        rows = store.record_import(import_id, sync_id, part)
                     log.info("Import %s: %d rows into address book %s", import_id, rows, book_id)
                     import_ids.append(import_id)
                 if opts.defer_imports:
@@ -506,8 +597,8 @@ class DotdigitalDestination(Destination):
                 self._finish_imports(hook, store, opts, import_ids, tally, sync_id)
         for seg in opts.segments:
             self._remove_members(hook, store, seg.segment_id, books, opts, tally)
-        self._remove_dropped(hook, store, books, tally)
-        self._send_consent(hook, store, tally)
+        self._remove_dropped(hook, store, books, opts, tally)
+        self._send_consent(hook, store, opts, tally)
 
     def _keep_newer(
         self,
@@ -544,7 +635,7 @@ class DotdigitalDestination(Destination):
             )
             return
         hook = self._catch_up(store, opts, tally, sync_id)
-        self._send_consent(hook, store, tally)
+        self._send_consent(hook, store, opts, tally)
 
     def _catch_up(
         self, store: SyncStateStore, opts: DotdigitalOptions, tally: SyncTally, sync_id: str
@@ -569,6 +660,19 @@ class DotdigitalDestination(Destination):
         sync_id: str,
     ) -> None:
         """Wait for imports, apply what each confirms; raise if any failed as a whole."""
+        imported = "SELECT email, profile_id FROM import_rows WHERE list_contains(?, import_id)"
+        with _redacting(self._known(store, opts, imported, [import_ids])):
+            self._apply_imports(hook, store, opts, import_ids, tally, sync_id)
+
+    def _apply_imports(
+        self,
+        hook: DotdigitalHook,
+        store: SyncStateStore,
+        opts: DotdigitalOptions,
+        import_ids: list[str],
+        tally: SyncTally,
+        sync_id: str,
+    ) -> None:
         statuses = wait_for_imports(
             hook, import_ids, poll_interval=opts.poll_interval, timeout=opts.import_timeout
         )
@@ -646,6 +750,16 @@ class DotdigitalDestination(Destination):
                 """
             )
         con.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS {' UNION ALL '.join(selects)}")
+        # Every profile's data fields by address, read only to redact an error (_known): a
+        # contact taken out of a book is in no segment now, yet Dotdigital holds its fields.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP VIEW profile_fields AS
+            SELECT {sql_normalised("p.email")} AS email,
+                   {", ".join(f"{sql} AS {_q(name)}" for name, (sql, _) in fields.items())}
+            FROM {profiles} p
+            """
+        )
         hashed = ", ".join(f"'{name}': {_q(name)}" for name in fields)
         con.execute(
             f"""
@@ -789,7 +903,7 @@ class DotdigitalDestination(Destination):
             if opts.full_resync:
                 # A full re-sync also takes out members the state never knew (the book is ours).
                 remove |= members.keys()
-            removed += self._remove(hook, book_id, members, remove - wanted)
+            removed += self._remove(hook, store, opts, book_id, members, remove - wanted)
         for retired_id in retired:
             # Members the state still records here (not yet confirmed in the current book)
             # stay until they are, unless they are gone. Moving is not leaving the segment.
@@ -804,9 +918,14 @@ class DotdigitalDestination(Destination):
             # Another segment may sync to this book now: its members stay.
             kept = wanted_in(retired_id)
             left = {email for email, book in gone_rows if book == retired_id}
-            removed += self._remove(hook, retired_id, members, left - kept)
+            removed += self._remove(hook, store, opts, retired_id, members, left - kept)
             moved = self._remove(
-                hook, retired_id, members, set(store.moved_from(segment_id, retired_id)) - kept
+                hook,
+                store,
+                opts,
+                retired_id,
+                members,
+                set(store.moved_from(segment_id, retired_id)) - kept,
             )
             if moved:
                 log.info(
@@ -832,7 +951,12 @@ class DotdigitalDestination(Destination):
         }
 
     def _remove_dropped(
-        self, hook: DotdigitalHook, store: SyncStateStore, books: dict[str, int], tally: SyncTally
+        self,
+        hook: DotdigitalHook,
+        store: SyncStateStore,
+        books: dict[str, int],
+        opts: DotdigitalOptions,
+        tally: SyncTally,
     ) -> None:
         """Take the members of segments no longer synced (removed from ``segments:``) out of
         the books the state records them in, and forget those segments. Left there, every one
@@ -849,7 +973,12 @@ class DotdigitalDestination(Destination):
                         raise
                     members = {}  # the book was deleted in Dotdigital: no one to take out
                 removed += self._remove(
-                    hook, book_id, members, emails - self._wanted_in(store, books, book_id)
+                    hook,
+                    store,
+                    opts,
+                    book_id,
+                    members,
+                    emails - self._wanted_in(store, books, book_id),
                 )
             log.info(
                 "Segment %s is no longer synced: %d member(s) taken out of its address book(s)",
@@ -863,12 +992,57 @@ class DotdigitalDestination(Destination):
     def _members(hook: DotdigitalHook, book_id: int) -> dict[str, int]:
         return {c["email"].lower(): c["id"] for c in hook.list_address_book_contacts(book_id)}
 
-    @staticmethod
-    def _remove(hook: DotdigitalHook, book_id: int, members: dict[str, int], emails) -> int:
-        ids = [members[e] for e in sorted(emails) if e in members]
+    def _remove(
+        self,
+        hook: DotdigitalHook,
+        store: SyncStateStore,
+        opts: DotdigitalOptions,
+        book_id: int,
+        members: dict[str, int],
+        emails,
+    ) -> int:
+        chosen = sorted(e for e in emails if e in members)
+        ids = [members[e] for e in chosen]
         if ids:
-            hook.remove_contacts(book_id, ids)
+            # An answer refusing the removal may quote the contacts: ids, addresses, fields.
+            gone = (
+                "SELECT email, profile_id FROM sync_state WHERE list_contains(?, email) "
+                "UNION ALL SELECT unnest(CAST(? AS VARCHAR[])), NULL"
+            )
+            with _redacting(self._known(store, opts, gone, [chosen, chosen], ids)):
+                hook.remove_contacts(book_id, ids)
         return len(ids)
+
+    @staticmethod
+    def _known(
+        store: SyncStateStore,
+        opts: DotdigitalOptions,
+        rows: str,
+        params: Sequence = (),
+        contact_ids: Iterable[int] = (),
+    ) -> Callable[[], Iterator[tuple[str, str]]]:
+        """The personal values of a batch being sent, read when called (on an error only), to
+        redact its errors with: ``rows`` is SQL selecting its ``email`` and ``profile_id``; their
+        data fields that may name someone come from this run's profiles (``profile_fields``)
+        once this sync has read them: before (an import an earlier sync left, confirmed first),
+        the state has their addresses and profile ids only."""
+
+        def values() -> Iterator[tuple[str, str]]:
+            built = store.con.execute(
+                "SELECT count(*) FROM duckdb_views() "
+                "WHERE temporary AND view_name = 'profile_fields'"
+            ).fetchone()[0]
+            fields = _personal_fields(opts) if built else []
+            names = ["email", "profile_id", *fields]
+            columns = ", ".join(["r.email", "r.profile_id", *(f"d.{_q(f)}" for f in fields)])
+            join = " LEFT JOIN profile_fields d ON d.email = r.email" if fields else ""
+            for row in store.con.execute(
+                f"SELECT DISTINCT {columns} FROM ({rows}) r{join}", list(params)
+            ).fetchall():
+                yield from zip(names, row, strict=True)
+            yield from (("contact_id", str(i)) for i in contact_ids)
+
+        return values
 
     def _refresh_suppressions(
         self, hook: DotdigitalHook, store: SyncStateStore, full: bool
@@ -900,7 +1074,13 @@ class DotdigitalDestination(Destination):
                     data_type,
                 )
 
-    def _send_consent(self, hook: DotdigitalHook, store: SyncStateStore, tally: SyncTally) -> None:
+    def _send_consent(
+        self,
+        hook: DotdigitalHook,
+        store: SyncStateStore,
+        opts: DotdigitalOptions,
+        tally: SyncTally,
+    ) -> None:
         """One consent record per contact and wording; rows stay pending until it is accepted.
 
         What was accepted is written to the state every ``CONSENT_FLUSH_SECONDS`` (and when the
@@ -921,8 +1101,12 @@ class DotdigitalDestination(Destination):
                 }
                 if url:
                     record["url"] = url
+                # An answer refusing a record may quote the contact (its fields as Dotdigital
+                # holds them); the refusal is counted by its message, kept in sync_runs.
+                contact = "SELECT email, profile_id FROM sync_state WHERE email = ?"
                 try:
-                    hook.add_consent_records(email, [record])
+                    with _redacting(self._known(store, opts, contact, [email])):
+                        hook.add_consent_records(email, [record])
                 except DotdigitalApiError as exc:
                     if exc.status is None or exc.status == 429 or exc.status >= 500:
                         raise
