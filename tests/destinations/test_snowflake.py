@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import uuid
 
@@ -416,3 +417,33 @@ def test_a_missing_schema_is_created(snowflake_conn, monkeypatch, tmp_path):
         assert db.query(
             f"SELECT schema_name FROM information_schema.schemata WHERE schema_name = '{SCHEMA}'"
         ) == [(SCHEMA,)]
+
+
+def test_a_connection_s_schema_that_does_not_exist_yet_is_created(
+    snowflake_conn, monkeypatch, tmp_path
+):
+    """With no `schema` option, the connection's schema is the destination's. Snowflake logs a
+    connection naming a missing schema in with none current: current_schema() is NULL, and the
+    destination failed with "no schema in its options or connection". fakesnow creates it at
+    login, so the NULL is Snowflake's answer, put in its place."""
+    database = "CONNSCHEMA_" + uuid.uuid4().hex[:8].upper()
+    extra = json.loads(os.environ[f"AIRFLOW_CONN_{snowflake_conn.upper()}"])
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{snowflake_conn.upper()}", json.dumps({**extra, "schema": "fan_exports"})
+    )
+    dest = warehouse_destination(
+        tmp_path, name="snowflake", kind="snowflake", conn_id=snowflake_conn, database=database
+    )
+    query_ = SnowflakeSession.query
+    monkeypatch.setattr(
+        SnowflakeSession,
+        "query",
+        lambda db, sql: [(None,)] if "current_schema()" in sql else query_(db, sql),
+    )
+    with dest.session() as db:
+        db.execute("DROP SCHEMA IF EXISTS FAN_EXPORTS")
+        dest.prepare(db)
+        assert dest.schema == "FAN_EXPORTS"
+        assert db.query(
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name = 'FAN_EXPORTS'"
+        ) == [("FAN_EXPORTS",)]

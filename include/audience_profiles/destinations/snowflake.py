@@ -103,9 +103,12 @@ class SnowflakeDestination(SqlWarehouseDestination):
         connection = connect(hook, self.config.conn_id)
         try:
             db = SnowflakeSession(connection)
-            self.schema = (
-                str(option).upper() if option else db.query("SELECT current_schema()")[0][0]
-            )
+            # The option, else the connection's own: Snowflake logs a connection naming a schema
+            # that does not exist yet in with none current (current_schema() is NULL), and the
+            # schema the docs say is created if missing failed as "no schema". current_schema()
+            # only when neither names one (a user's default namespace).
+            named = option or hook._get_conn_params().get("schema")
+            self.schema = str(named).upper() if named else db.query("SELECT current_schema()")[0][0]
             if not self.schema:
                 raise ValueError(
                     f"destination {self.name!r}: no schema in its options or connection"
