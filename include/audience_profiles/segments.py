@@ -27,9 +27,9 @@ Conditions (each yields, per qualifying profile, the date it qualified from: ``s
   least ``min`` interactions matching every filter given (each a value or a list). ``since``: the
   day of the ``min``-th.
 - ``attribute: {column, equals | in}``: an ``audience_profiles`` column has one of the values
-  (each of the column's type in the data contract, ``config.PROFILE_COLUMNS``); NULL never
-  matches. ``since``: ``<column>_at`` when the table has it (the opt-ins do), else
-  the profile's ``first_seen``.
+  (each of the column's type in the data contract, ``config.PROFILE_COLUMNS``; not ``answers``,
+  JSON compared whole: an ``answer`` rule matches one); NULL never matches. ``since``:
+  ``<column>_at`` when the table has it (the opt-ins do), else the profile's ``first_seen``.
 - ``all: [...]`` / ``any: [...]``: every / some condition holds; ``since`` is the latest / the
   earliest of theirs.
 
@@ -205,6 +205,15 @@ class _Reader:
         # whole build (which checks again, against the table the run built).
         if column not in PROFILE_COLUMNS:
             raise self.fail(f"{where}.column", _not_a_profile_column(column, PROFILE_COLUMNS))
+        if column == "answers":
+            # JSON text of every answer: equals would have to spell the whole object, its keys
+            # in the order the build writes them, so it all but never matched.
+            raise self.fail(
+                f"{where}.column",
+                "answers holds every answer as one JSON object, which equals and in compare "
+                "whole: for an answer, write answer: {attribute: <element title>, equals: "
+                "<option>}",
+            )
         values = self.values(spec, where, (str, bool, int, float))
         values_key = "equals" if "equals" in spec else "in"
         # Against the contract's types, for the same reason: a value the column cannot hold

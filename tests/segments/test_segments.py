@@ -519,6 +519,17 @@ def test_the_shipped_segments_file_is_valid():
             r"segments\.a\.any\[0\]\.attribute\.column: 'favourite_colour' is not an "
             r"audience_profiles column \(accept_terms, accept_terms_at, .*, sessions\)$",
         ),
+        # the JSON of every answer, compared whole: an answer rule is what matches one answer
+        (
+            {
+                "segments": {
+                    "a": {"attribute": {"column": "answers", "equals": '{"Team?": "Blue"}'}}
+                }
+            },
+            r"segments\.a\.attribute\.column: answers holds every answer as one JSON object, "
+            r"which equals and in compare whole: for an answer, write answer: \{attribute: "
+            r"<element title>, equals: <option>\}$",
+        ),
         ({"segments": {"a": {"all": []}}}, r"segments\.a\.all: must be a non-empty list"),
         (
             {"segments": {"a": {"any": [{"answer": {}, "attribute": {}}]}}},
