@@ -571,13 +571,15 @@ def build_memberships(
 # -- names the catalogue does not have --------------------------------------------------------
 
 # The catalogue columns a rule may name, outermost first: an event, a poll, its title, its
-# options. Each but the event is looked for among the elements having what the rule names above
-# it (an option of the title it names, a title of the poll), and said in the rule's words.
-_LEVELS = ("event_id", "poll_id", "title", "option_label")
+# type, its options. Each but the event is looked for among the elements having what the rule
+# names above it (an option of the title and type it names, a type of the poll), and said in the
+# rule's words.
+_LEVELS = ("event_id", "poll_id", "title", "element_type", "option_label")
 _HAS = {
     "event_id": "has the event_id {!r}",
     "poll_id": "has the poll_id {!r}",
     "title": "is titled {!r}",
+    "element_type": "has the element_type {!r}",
     "option_label": "has the option {!r}",
 }
 
@@ -599,22 +601,19 @@ def _named(rule: Rule) -> list[tuple[str, dict[str, tuple[str, list[str]]]]]:
 
 
 def _described(context: list[tuple[str, list[str]]]) -> str:
-    """`` titled 'Vote' with the poll_id '9'``: the elements looked among."""
-    given = dict(context)
-    titled = f" titled {' or '.join(map(repr, given['title']))}" if "title" in given else ""
-    polls = (
-        f" with the poll_id {' or '.join(map(repr, given['poll_id']))}"
-        if "poll_id" in given
-        else ""
-    )
-    return titled + polls
+    """`` titled 'Vote' with the poll_id '9' and the element_type 'vote'``: the elements looked
+    among."""
+    given = {column: " or ".join(map(repr, values)) for column, values in context}
+    titled = f" titled {given['title']}" if "title" in given else ""
+    having = [f"the {c} {given[c]}" for c in ("poll_id", "element_type") if c in given]
+    return titled + (f" with {' and '.join(having)}" if having else "")
 
 
 def _condition_misses(
     where: str, named: dict[str, tuple[str, list[str]]], rows: list[tuple], events: bool
 ) -> list[str]:
     """What one condition names that no element has (``rows``: the catalogue's elements having
-    any name segments.yml gives, as (event_id, poll_id, title, option_label))."""
+    any name segments.yml gives, as (event_id, poll_id, title, element_type, option_label))."""
     said: list[str] = []
     within, context = rows, []
     for i, column in enumerate(_LEVELS):
@@ -643,8 +642,8 @@ def _condition_misses(
 
 
 def catalogue_misses(wh: Warehouse, segments: SegmentSet, ds: str) -> dict[str, list[str]]:
-    """Per segment, the event ids, poll ids, element titles and option labels its ``answer``
-    and ``interaction`` rules name that no element of the catalogue in force on ``ds`` has, or
+    """Per segment, the event ids, poll ids, element titles, element types and option labels its
+    ``answer`` and ``interaction`` rules name that no element of the catalogue in force on ``ds`` has, or
     none having the rest the rule names (one query).
 
     Such a rule matches none of the date's interactions: a typo ("Manchester Bleu", a poll id

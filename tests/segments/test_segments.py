@@ -757,6 +757,51 @@ def test_the_poll_and_event_ids_no_element_has_are_said_per_segment(wh):
     assert "event_typo" not in catalogue_misses(wh, segments, DS)
 
 
+def test_the_element_types_no_element_has_are_said_within_the_poll_and_title_named(wh):
+    # (valid_from, poll_id, option, title, option_label, element_type): the poll 9 is a vote,
+    # the team question a team selector; no element is a quiz
+    history = [
+        ("2022-03-01", "1", 1, TEAM, "Blue", "team_selector"),
+        ("2022-03-01", "9", 1, "Vote", "X", "vote"),
+        ("2022-03-01", "7", 1, "Predict", "Draw", "prediction"),
+    ]
+    wh.con.executemany(
+        "INSERT INTO element_history (valid_from, poll_id, option, title, option_label, "
+        "element_type, removed) VALUES (?, ?, ?, ?, ?, ?, FALSE)",
+        history,
+    )
+    wh.con.execute("INSERT INTO element_history_dates VALUES ('2022-03-01', 3, now())")
+    definitions = {
+        "voters": SEGMENTS["voters"],
+        "quizzers": {"interaction": {"element_type": ["vote", "quiz"]}},
+        # poll 9's elements are votes: the rule counted none of its interactions, unwarned
+        "poll_predictors": {"interaction": {"element_type": "prediction", "poll_id": 9}},
+        "team_votes": {"interaction": {"element_type": "vote", "attribute": TEAM}},
+        "blue_votes": {"any": [{"interaction": {"element_type": "vote", "option": "Blue"}}]},
+        "blue_team": {
+            "interaction": {"element_type": "team_selector", "attribute": TEAM, "option": "Blue"}
+        },
+    }
+    segments = parse_segments({"segments": definitions}, "segments.yml")
+    assert catalogue_misses(wh, segments, DS) == {
+        "quizzers": [
+            "segments.quizzers.interaction.element_type: no element has the element_type 'quiz'"
+        ],
+        "poll_predictors": [
+            "segments.poll_predictors.interaction.element_type: no element with the poll_id '9' "
+            "has the element_type 'prediction'"
+        ],
+        "team_votes": [
+            "segments.team_votes.interaction.element_type: no element titled 'Which team do you "
+            "support?' has the element_type 'vote'"
+        ],
+        "blue_votes": [
+            "segments.blue_votes.any[0].interaction.option: no element with the element_type "
+            "'vote' has the option 'Blue'"
+        ],
+    }
+
+
 def test_a_rule_naming_no_element_builds_and_the_run_warns_and_reports_it(tmp_path, caplog):
     # Not an error (a segment may come before its poll), but no longer an empty segment, and
     # an emptied address book, without a word.
