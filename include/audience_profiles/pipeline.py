@@ -1015,15 +1015,13 @@ def build_segments(window: RunWindow, config: PipelineConfig | None = None) -> d
     definitions = segments.segments_for(config)
     with open_warehouse(config) as wh:
         require_run_build(wh, window, "audience_profiles", "build_segments")
+        start = interactions_from(wh, config, window)
         members = segments.build_memberships(
-            wh,
-            definitions,
-            window.run_schema_in(wh),
-            window.ds,
-            window.interval_end,
-            interactions_from(wh, config, window),
+            wh, definitions, window.run_schema_in(wh), window.ds, window.interval_end, start
         )
-        unmatched = segments.catalogue_misses(wh, definitions, window.ds) if definitions else {}
+        unmatched = (
+            segments.catalogue_misses(wh, definitions, window.ds, start) if definitions else {}
+        )
     if definitions is None:
         log.info("no segments: %s does not exist", config.segments_config)
     else:

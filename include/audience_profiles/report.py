@@ -140,7 +140,7 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
         "landing_waited_seconds": (tasks.get(LANDING_WAIT) or {}).get("seconds"),
         # identity.yml changed since this date: regrouped with no profile_merges row
         "rules_changed_since": identity.get("rules_changed_since"),
-        # segments.yml rules naming a title, option or id no element has (segments.catalogue_misses)
+        # segments.yml rules naming what the catalogue or interactions lack (catalogue_misses)
         "segments_unmatched": (outputs.get("build_segments") or {}).get("unmatched"),
         # earlier landing dates no run loaded: their rows are in no profile (pipeline.unbuilt_dates)
         "unbuilt_dates": (outputs.get("validate") or {}).get("unbuilt_dates"),

@@ -570,13 +570,13 @@ def build_memberships(
 
 # -- names the catalogue does not have --------------------------------------------------------
 
-# The catalogue columns a rule may name, outermost first: an event, a poll, its title, its
-# type, its options. Each but the event is looked for among the elements having what the rule
+# The columns a rule may name, outermost first: an event, a poll, its title, its type, its
+# options. Each but the event is looked for among the catalogue's elements having what the rule
 # names above it (an option of the title and type it names, a type of the poll), and said in the
-# rule's words.
+# rule's words; the event among the interactions the run reads, which carry it themselves.
 _LEVELS = ("event_id", "poll_id", "title", "element_type", "option_label")
 _HAS = {
-    "event_id": "has the event_id {!r}",
+    "event_id": "has the event_id {!r}",  # said of an interaction
     "poll_id": "has the poll_id {!r}",
     "title": "is titled {!r}",
     "element_type": "has the element_type {!r}",
@@ -610,47 +610,48 @@ def _described(context: list[tuple[str, list[str]]]) -> str:
 
 
 def _condition_misses(
-    where: str, named: dict[str, tuple[str, list[str]]], rows: list[tuple], events: bool
+    where: str, named: dict[str, tuple[str, list[str]]], rows: list[tuple], events: set, ds: str
 ) -> list[str]:
     """What one condition names that no element has (``rows``: the catalogue's elements having
-    any name segments.yml gives, as (event_id, poll_id, title, element_type, option_label))."""
+    any name segments.yml gives, as (event_id, poll_id, title, element_type, option_label)), or,
+    for an event id, no interaction up to ``ds`` (``events``: those carried)."""
     said: list[str] = []
     within, context = rows, []
     for i, column in enumerate(_LEVELS):
-        # The contract makes an element's event_id optional: a catalogue recording none cannot
-        # tell an event from a typo (interactions carry it themselves).
-        if column not in named or (column == "event_id" and not events):
+        if column not in named:
             continue
         key, values = named[column]
-        there = {row[i] for row in within}
-        of = _described(context)
+        event = column == "event_id"
+        there = events if event else {row[i] for row in within}
+        of = f"interaction up to {ds}" if event else f"element{_described(context)}"
         said += [
-            f"{where}.{key}: no element{of} {_HAS[column].format(v)}"
-            for v in values
-            if v not in there
+            f"{where}.{key}: no {of} {_HAS[column].format(v)}" for v in values if v not in there
         ]
         known = [v for v in values if v in there]
         if not known:
             break  # nothing it names here is there: that says it all
-        if column == "event_id":
-            # Not a context: an element recording no event (a team selector) is answered at
-            # events all the same, and its interactions carry their event.
+        if event:
+            # Not a context: the element's event_id is optional and need not be the event its
+            # interactions carry (a team selector is answered at every event).
             continue
         within = [row for row in within if row[i] in known]
         context.append((column, known))
     return said
 
 
-def catalogue_misses(wh: Warehouse, segments: SegmentSet, ds: str) -> dict[str, list[str]]:
-    """Per segment, the event ids, poll ids, element titles, element types and option labels its
-    ``answer`` and ``interaction`` rules name that no element of the catalogue in force on ``ds`` has, or
-    none having the rest the rule names (one query).
+def catalogue_misses(
+    wh: Warehouse, segments: SegmentSet, ds: str, interactions_from: str | None = None
+) -> dict[str, list[str]]:
+    """Per segment, the poll ids, element titles, element types and option labels its ``answer``
+    and ``interaction`` rules name that no element of the catalogue in force on ``ds`` has, or
+    none having the rest the rule names; and the event ids no interaction the run reads carries
+    (up to ``ds``, from ``interactions_from``): one query.
 
     Such a rule matches none of the date's interactions: a typo ("Manchester Bleu", a poll id
     mistyped) built an empty segment without a word, and a destination syncing it emptied its
     address book. Not an error: a segment may be written before its poll launches. (A poll
     renamed since keeps its earlier answers under the old title: a rule naming that matches only
-    those.) Event ids are looked for only in a catalogue recording some."""
+    those.)"""
     named = {s.segment_id: _named(s.rule) for s in segments.segments}
     wanted: dict[str, set[str]] = {column: set() for column in _LEVELS}
     for conditions in named.values():
@@ -666,20 +667,21 @@ def catalogue_misses(wh: Warehouse, segments: SegmentSet, ds: str) -> dict[str, 
             named=[
                 (column, [wh.literal(v) for v in sorted(values)])
                 for column, values in wanted.items()
-                if values
+                if values and column != "event_id"
             ],
-            events=bool(wanted["event_id"]),
+            events=[wh.literal(v) for v in sorted(wanted["event_id"])],
+            interactions_from=check_ds(interactions_from) if interactions_from else None,
         )
     )
-    # poll_id is required of every element: the row without one says event ids are recorded
+    # poll_id is required of every element: a row without one is an interaction's event
     rows = [tuple(row) for row in found if row[1] is not None]
-    events = len(rows) < len(found)
+    events = {row[0] for row in found if row[1] is None}
     misses: dict[str, list[str]] = {}
     for segment_id, conditions in named.items():
         said = [
             m
             for where, levels in conditions
-            for m in _condition_misses(where, levels, rows, events)
+            for m in _condition_misses(where, levels, rows, events, ds)
         ]
         if said:
             misses[segment_id] = said

@@ -700,9 +700,10 @@ def test_the_titles_and_labels_no_element_has_are_said_per_segment(wh):
     assert "old_poll" not in catalogue_misses(wh, segments, "2022-04-19")
 
 
-def test_the_poll_and_event_ids_no_element_has_are_said_per_segment(wh):
+def test_the_poll_ids_no_element_has_and_event_ids_no_interaction_has_are_said(wh):
     # (valid_from, poll_id, option, title, option_label, element_type, event_id): the team
-    # question records no event (the contract makes it optional), the vote and prediction do
+    # question records no event (the contract makes it optional), the vote and prediction one
+    # event, while the interactions (the fixture's) carry EVENT and OTHER_EVENT
     history = [
         ("2022-03-01", "1", 1, TEAM, "Blue", "team_selector", None),
         ("2022-03-01", "1", 2, TEAM, "Red", "team_selector", None),
@@ -723,6 +724,10 @@ def test_the_poll_and_event_ids_no_element_has_are_said_per_segment(wh):
         "event_typo": {"interaction": {"event_id": "ev-9", "element_type": "prediction"}},
         # the team question's interactions carry their event: its element need not
         "event_team": {"interaction": {"event_id": EVENT, "attribute": TEAM}},
+        # bob's prediction of 04-22 carries it, which no element records: it was said
+        "other_event": {"interaction": {"event_id": OTHER_EVENT, "element_type": "prediction"}},
+        # carried only by an interaction of a partition after the run date
+        "later_event": {"interaction": {"event_id": "ev-late"}},
         "nested": {
             "all": [
                 {"form_entries": {}},
@@ -731,8 +736,13 @@ def test_the_poll_and_event_ids_no_element_has_are_said_per_segment(wh):
         },
         "nested_typo": {"any": [{"form_entries": {}}, {"interaction": {"poll_id": "70"}}]},
     }
+    wh.con.execute(
+        "INSERT INTO interactions_enriched (dt, date, poll_id, event_id, session_id) "
+        "VALUES ('2022-05-01', '2022-05-01', '9', 'ev-late', 's-cid')"
+    )
     segments = parse_segments({"segments": definitions}, "segments.yml")
-    assert catalogue_misses(wh, segments, DS) == {
+    said = catalogue_misses(wh, segments, DS)
+    assert said == {
         "poll_typo": ["segments.poll_typo.interaction.poll_id: no element has the poll_id '99'"],
         "one_poll_typo": [
             "segments.one_poll_typo.interaction.poll_id: no element has the poll_id '98'"
@@ -746,15 +756,26 @@ def test_the_poll_and_event_ids_no_element_has_are_said_per_segment(wh):
             "option 'X'"
         ],
         "event_typo": [
-            "segments.event_typo.interaction.event_id: no element has the event_id 'ev-9'"
+            "segments.event_typo.interaction.event_id: no interaction up to 2022-04-30 has the "
+            "event_id 'ev-9'"
+        ],
+        "later_event": [
+            "segments.later_event.interaction.event_id: no interaction up to 2022-04-30 has the "
+            "event_id 'ev-late'"
         ],
         "nested_typo": [
             "segments.nested_typo.any[1].interaction.poll_id: no element has the poll_id '70'"
         ],
     }
-    # A catalogue recording no event ids cannot tell an event from a typo: not said.
+    # A catalogue recording no event ids is no matter: the interactions carry theirs.
     wh.con.execute("UPDATE element_history SET event_id = NULL")
-    assert "event_typo" not in catalogue_misses(wh, segments, DS)
+    assert catalogue_misses(wh, segments, DS)["event_typo"] == said["event_typo"]
+    # Nor are interactions before retention's cutoff read: OTHER_EVENT's one is of 04-22.
+    cut = catalogue_misses(wh, segments, DS, interactions_from="2022-04-25")
+    assert cut["other_event"] == [
+        "segments.other_event.interaction.event_id: no interaction up to 2022-04-30 has the "
+        "event_id 'ev-2'"
+    ]
 
 
 def test_the_element_types_no_element_has_are_said_within_the_poll_and_title_named(wh):
