@@ -199,7 +199,7 @@ def summary_line(report: dict[str, Any]) -> str:
             else ""
         )
         + (
-            "; segment rules naming what no element of the date's catalogue has: "
+            "; segment rules naming what the date's catalogue or interactions lack: "
             + unmatched_text(report["segments_unmatched"])
             if report.get("segments_unmatched")
             else ""
@@ -687,9 +687,11 @@ def render_html(
         )
     if report.get("segments_unmatched"):
         parts.append(
-            "<p><strong>Segment rules naming what no element of the date's catalogue has</strong>"
-            " (a typo, or a poll not launched yet: the rule matches nothing, and a destination "
-            "syncing the segment keeps only the members it has in its address book): "
+            "<p><strong>Segment rules naming what the date's catalogue or interactions "
+            "lack</strong> (a typo, or a poll not launched yet: such a rule matches only "
+            "interactions of elements the catalogue lacks or had otherwise, none for an event "
+            "id, and a destination syncing the segment keeps only the members it has in its "
+            "address book): "
             f"{_esc(unmatched_text(report['segments_unmatched']))}</p>"
         )
     if report.get("unbuilt_dates"):

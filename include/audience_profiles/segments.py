@@ -647,11 +647,12 @@ def catalogue_misses(
     none having the rest the rule names; and the event ids no interaction the run reads carries
     (up to ``ds``, from ``interactions_from``): one query.
 
-    Such a rule matches none of the date's interactions: a typo ("Manchester Bleu", a poll id
-    mistyped) built an empty segment without a word, and a destination syncing it emptied its
-    address book. Not an error: a segment may be written before its poll launches. (A poll
-    renamed since keeps its earlier answers under the old title: a rule naming that matches only
-    those.)"""
+    A typo ("Manchester Bleu", a poll id mistyped) built an empty segment without a word, and a
+    destination syncing it emptied its address book. Not an error: a segment may be written
+    before its poll launches. Nor does such a rule always match nothing: the interactions of a
+    poll whose element never landed carry its poll id, and those of a poll renamed or removed
+    since keep the title, type and labels they were enriched with; an event id no interaction
+    carries does."""
     named = {s.segment_id: _named(s.rule) for s in segments.segments}
     wanted: dict[str, set[str]] = {column: set() for column in _LEVELS}
     for conditions in named.values():

@@ -26,7 +26,15 @@ from audience_profiles.segments import (
     segments_for,
 )
 from audience_profiles.warehouse.duckdb import DuckDBWarehouse
-from tests.support import write_config, write_seed_example
+from tests.support import (
+    FORM_HEADER,
+    INTERACTION_HEADER,
+    SEED_EVENT,
+    SEED_SESSION,
+    write_config,
+    write_csv,
+    write_seed_example,
+)
 
 RS, DS, INTERVAL_END = "run_20220430", "2022-04-30", "2022-05-01 00:00:00"
 TEAM = "Which team do you support?"
@@ -844,6 +852,38 @@ def test_a_rule_naming_no_element_builds_and_the_run_warns_and_reports_it(tmp_pa
     with duckdb.connect(config.warehouse.path, read_only=True) as con:
         (stored,) = con.execute("SELECT report FROM pipeline_runs").fetchone()
     assert json.loads(stored)["segments_unmatched"] == {"blue": [said]}
+
+
+def test_a_poll_whose_content_never_landed_is_warned_of_without_saying_nothing_matches(
+    tmp_path, caplog
+):
+    # Its interactions carry its poll id: the rule matches them, and the warning said it
+    # matched nothing.
+    config = seeded(tmp_path)
+    (tmp_path / "segments.yml").write_text(
+        yaml.safe_dump({"segments": {"unlanded": {"interaction": {"poll_id": "77"}}}})
+    )
+    landing = tmp_path / "landing"
+    write_csv(
+        landing / "interactions" / "date=2022-04-29" / "part-1.csv",
+        INTERACTION_HEADER,
+        [["2022-04-29", SEED_EVENT, "77", SEED_SESSION, 0, 1]],
+    )
+    # the session's form entry on the date, for a profile the date's run builds
+    entry = ["2022-04-29T10:00:00", "David", "Wilson", "david.wilson@example.com", "Yes", "Yes"]
+    write_csv(
+        landing / "form_entries" / "date=2022-04-29" / "part-0.csv",
+        FORM_HEADER,
+        [[*entry, "Yes", SEED_SESSION, "Win a Signed Shirt", 29]],
+    )
+    with caplog.at_level("WARNING", logger="audience_profiles.pipeline"):
+        result = run_all(RunWindow.for_date("2022-04-29"), config)
+    said = "segments.unlanded.interaction.poll_id: no element has the poll_id '77'"
+    assert result["segments"] == {"members": {"unlanded": 1}, "unmatched": {"unlanded": [said]}}
+    (warned,) = [m for r in caplog.records if (m := r.getMessage()).startswith("segment unlanded")]
+    assert said in warned and "matches nothing" not in warned
+    assert "matches only interactions of elements the catalogue lacks" in warned
+    assert "the segment has 1 member(s)" in warned
 
 
 def test_values_are_written_in_the_engines_dialect():
