@@ -1015,30 +1015,32 @@ def build_segments(window: RunWindow, config: PipelineConfig | None = None) -> d
     definitions = segments.segments_for(config)
     with open_warehouse(config) as wh:
         require_run_build(wh, window, "audience_profiles", "build_segments")
+        start = interactions_from(wh, config, window)
         members = segments.build_memberships(
-            wh,
-            definitions,
-            window.run_schema_in(wh),
-            window.ds,
-            window.interval_end,
-            interactions_from(wh, config, window),
+            wh, definitions, window.run_schema_in(wh), window.ds, window.interval_end, start
         )
-        unmatched = segments.catalogue_misses(wh, definitions, window.ds) if definitions else {}
+        unmatched = (
+            segments.catalogue_misses(wh, definitions, window.ds, start) if definitions else {}
+        )
     if definitions is None:
         log.info("no segments: %s does not exist", config.segments_config)
     else:
         log.info("segment members: %s", members)
-    # A warning, not an error: a segment may be written before its poll launches.
+    # A warning, not an error: a segment may be written before its poll launches. Not "matches
+    # nothing": interactions carry their poll id whether or not its element landed, and keep
+    # the title and labels of the date they were enriched.
     for segment_id, misses in unmatched.items():
         log.warning(
-            "segment %s (%s): no element of the catalogue in force on %s has what it names, so "
-            "that rule matches nothing (a typo? a poll not launched yet?); the segment has %s "
-            "member(s), and a destination syncing it keeps only those in its address book: %s",
+            "segment %s (%s) names what %s lacks (a typo? a poll not launched yet?): %s. Such a "
+            "rule matches only interactions of elements the catalogue lacks or had otherwise "
+            "(content that never landed, a poll renamed or removed since), and none for an "
+            "event id; the segment has %s member(s), and a destination syncing it keeps only "
+            "those in its address book",
             segment_id,
             definitions.source,
             window.ds,
-            members.get(segment_id, 0),
             "; ".join(misses),
+            members.get(segment_id, 0),
         )
     result: dict[str, Any] = {"members": members}
     if unmatched:  # for the run's report (report.build: segments_unmatched)

@@ -140,7 +140,7 @@ def build(window: RunWindow, outputs: dict[str, Any], tasks: dict[str, dict]) ->
         "landing_waited_seconds": (tasks.get(LANDING_WAIT) or {}).get("seconds"),
         # identity.yml changed since this date: regrouped with no profile_merges row
         "rules_changed_since": identity.get("rules_changed_since"),
-        # segments.yml rules naming a title, option or id no element has (segments.catalogue_misses)
+        # segments.yml rules naming what the catalogue or interactions lack (catalogue_misses)
         "segments_unmatched": (outputs.get("build_segments") or {}).get("unmatched"),
         # earlier landing dates no run loaded: their rows are in no profile (pipeline.unbuilt_dates)
         "unbuilt_dates": (outputs.get("validate") or {}).get("unbuilt_dates"),
@@ -199,7 +199,7 @@ def summary_line(report: dict[str, Any]) -> str:
             else ""
         )
         + (
-            "; segment rules naming what no element of the date's catalogue has: "
+            "; segment rules naming what the date's catalogue or interactions lack: "
             + unmatched_text(report["segments_unmatched"])
             if report.get("segments_unmatched")
             else ""
@@ -687,9 +687,11 @@ def render_html(
         )
     if report.get("segments_unmatched"):
         parts.append(
-            "<p><strong>Segment rules naming what no element of the date's catalogue has</strong>"
-            " (a typo, or a poll not launched yet: the rule matches nothing, and a destination "
-            "syncing the segment keeps only the members it has in its address book): "
+            "<p><strong>Segment rules naming what the date's catalogue or interactions "
+            "lack</strong> (a typo, or a poll not launched yet: such a rule matches only "
+            "interactions of elements the catalogue lacks or had otherwise, none for an event "
+            "id, and a destination syncing the segment keeps only the members it has in its "
+            "address book): "
             f"{_esc(unmatched_text(report['segments_unmatched']))}</p>"
         )
     if report.get("unbuilt_dates"):

@@ -27,9 +27,9 @@ Conditions (each yields, per qualifying profile, the date it qualified from: ``s
   least ``min`` interactions matching every filter given (each a value or a list). ``since``: the
   day of the ``min``-th.
 - ``attribute: {column, equals | in}``: an ``audience_profiles`` column has one of the values
-  (each of the column's type in the data contract, ``config.PROFILE_COLUMNS``); NULL never
-  matches. ``since``: ``<column>_at`` when the table has it (the opt-ins do), else
-  the profile's ``first_seen``.
+  (each of the column's type in the data contract, ``config.PROFILE_COLUMNS``; not ``answers``,
+  JSON compared whole: an ``answer`` rule matches one); NULL never matches. ``since``:
+  ``<column>_at`` when the table has it (the opt-ins do), else the profile's ``first_seen``.
 - ``all: [...]`` / ``any: [...]``: every / some condition holds; ``since`` is the latest / the
   earliest of theirs.
 
@@ -205,6 +205,15 @@ class _Reader:
         # whole build (which checks again, against the table the run built).
         if column not in PROFILE_COLUMNS:
             raise self.fail(f"{where}.column", _not_a_profile_column(column, PROFILE_COLUMNS))
+        if column == "answers":
+            # JSON text of every answer: equals would have to spell the whole object, its keys
+            # in the order the build writes them, so it all but never matched.
+            raise self.fail(
+                f"{where}.column",
+                "answers holds every answer as one JSON object, which equals and in compare "
+                "whole: for an answer, write answer: {attribute: <element title>, equals: "
+                "<option>}",
+            )
         values = self.values(spec, where, (str, bool, int, float))
         values_key = "equals" if "equals" in spec else "in"
         # Against the contract's types, for the same reason: a value the column cannot hold
@@ -561,14 +570,16 @@ def build_memberships(
 
 # -- names the catalogue does not have --------------------------------------------------------
 
-# The catalogue columns a rule may name, outermost first: an event, a poll, its title, its
-# options. Each but the event is looked for among the elements having what the rule names above
-# it (an option of the title it names, a title of the poll), and said in the rule's words.
-_LEVELS = ("event_id", "poll_id", "title", "option_label")
+# The columns a rule may name, outermost first: an event, a poll, its title, its type, its
+# options. Each but the event is looked for among the catalogue's elements having what the rule
+# names above it (an option of the title and type it names, a type of the poll), and said in the
+# rule's words; the event among the interactions the run reads, which carry it themselves.
+_LEVELS = ("event_id", "poll_id", "title", "element_type", "option_label")
 _HAS = {
-    "event_id": "has the event_id {!r}",
+    "event_id": "has the event_id {!r}",  # said of an interaction
     "poll_id": "has the poll_id {!r}",
     "title": "is titled {!r}",
+    "element_type": "has the element_type {!r}",
     "option_label": "has the option {!r}",
 }
 
@@ -590,59 +601,58 @@ def _named(rule: Rule) -> list[tuple[str, dict[str, tuple[str, list[str]]]]]:
 
 
 def _described(context: list[tuple[str, list[str]]]) -> str:
-    """`` titled 'Vote' with the poll_id '9'``: the elements looked among."""
-    given = dict(context)
-    titled = f" titled {' or '.join(map(repr, given['title']))}" if "title" in given else ""
-    polls = (
-        f" with the poll_id {' or '.join(map(repr, given['poll_id']))}"
-        if "poll_id" in given
-        else ""
-    )
-    return titled + polls
+    """`` titled 'Vote' with the poll_id '9' and the element_type 'vote'``: the elements looked
+    among."""
+    given = {column: " or ".join(map(repr, values)) for column, values in context}
+    titled = f" titled {given['title']}" if "title" in given else ""
+    having = [f"the {c} {given[c]}" for c in ("poll_id", "element_type") if c in given]
+    return titled + (f" with {' and '.join(having)}" if having else "")
 
 
 def _condition_misses(
-    where: str, named: dict[str, tuple[str, list[str]]], rows: list[tuple], events: bool
+    where: str, named: dict[str, tuple[str, list[str]]], rows: list[tuple], events: set, ds: str
 ) -> list[str]:
     """What one condition names that no element has (``rows``: the catalogue's elements having
-    any name segments.yml gives, as (event_id, poll_id, title, option_label))."""
+    any name segments.yml gives, as (event_id, poll_id, title, element_type, option_label)), or,
+    for an event id, no interaction up to ``ds`` (``events``: those carried)."""
     said: list[str] = []
     within, context = rows, []
     for i, column in enumerate(_LEVELS):
-        # The contract makes an element's event_id optional: a catalogue recording none cannot
-        # tell an event from a typo (interactions carry it themselves).
-        if column not in named or (column == "event_id" and not events):
+        if column not in named:
             continue
         key, values = named[column]
-        there = {row[i] for row in within}
-        of = _described(context)
+        event = column == "event_id"
+        there = events if event else {row[i] for row in within}
+        of = f"interaction up to {ds}" if event else f"element{_described(context)}"
         said += [
-            f"{where}.{key}: no element{of} {_HAS[column].format(v)}"
-            for v in values
-            if v not in there
+            f"{where}.{key}: no {of} {_HAS[column].format(v)}" for v in values if v not in there
         ]
         known = [v for v in values if v in there]
         if not known:
             break  # nothing it names here is there: that says it all
-        if column == "event_id":
-            # Not a context: an element recording no event (a team selector) is answered at
-            # events all the same, and its interactions carry their event.
+        if event:
+            # Not a context: the element's event_id is optional and need not be the event its
+            # interactions carry (a team selector is answered at every event).
             continue
         within = [row for row in within if row[i] in known]
         context.append((column, known))
     return said
 
 
-def catalogue_misses(wh: Warehouse, segments: SegmentSet, ds: str) -> dict[str, list[str]]:
-    """Per segment, the event ids, poll ids, element titles and option labels its ``answer``
+def catalogue_misses(
+    wh: Warehouse, segments: SegmentSet, ds: str, interactions_from: str | None = None
+) -> dict[str, list[str]]:
+    """Per segment, the poll ids, element titles, element types and option labels its ``answer``
     and ``interaction`` rules name that no element of the catalogue in force on ``ds`` has, or
-    none having the rest the rule names (one query).
+    none having the rest the rule names; and the event ids no interaction the run reads carries
+    (up to ``ds``, from ``interactions_from``): one query.
 
-    Such a rule matches none of the date's interactions: a typo ("Manchester Bleu", a poll id
-    mistyped) built an empty segment without a word, and a destination syncing it emptied its
-    address book. Not an error: a segment may be written before its poll launches. (A poll
-    renamed since keeps its earlier answers under the old title: a rule naming that matches only
-    those.) Event ids are looked for only in a catalogue recording some."""
+    A typo ("Manchester Bleu", a poll id mistyped) built an empty segment without a word, and a
+    destination syncing it emptied its address book. Not an error: a segment may be written
+    before its poll launches. Nor does such a rule always match nothing: the interactions of a
+    poll whose element never landed carry its poll id, and those of a poll renamed or removed
+    since keep the title, type and labels they were enriched with; an event id no interaction
+    carries does."""
     named = {s.segment_id: _named(s.rule) for s in segments.segments}
     wanted: dict[str, set[str]] = {column: set() for column in _LEVELS}
     for conditions in named.values():
@@ -658,20 +668,21 @@ def catalogue_misses(wh: Warehouse, segments: SegmentSet, ds: str) -> dict[str, 
             named=[
                 (column, [wh.literal(v) for v in sorted(values)])
                 for column, values in wanted.items()
-                if values
+                if values and column != "event_id"
             ],
-            events=bool(wanted["event_id"]),
+            events=[wh.literal(v) for v in sorted(wanted["event_id"])],
+            interactions_from=check_ds(interactions_from) if interactions_from else None,
         )
     )
-    # poll_id is required of every element: the row without one says event ids are recorded
+    # poll_id is required of every element: a row without one is an interaction's event
     rows = [tuple(row) for row in found if row[1] is not None]
-    events = len(rows) < len(found)
+    events = {row[0] for row in found if row[1] is None}
     misses: dict[str, list[str]] = {}
     for segment_id, conditions in named.items():
         said = [
             m
             for where, levels in conditions
-            for m in _condition_misses(where, levels, rows, events)
+            for m in _condition_misses(where, levels, rows, events, ds)
         ]
         if said:
             misses[segment_id] = said

@@ -26,7 +26,15 @@ from audience_profiles.segments import (
     segments_for,
 )
 from audience_profiles.warehouse.duckdb import DuckDBWarehouse
-from tests.support import write_config, write_seed_example
+from tests.support import (
+    FORM_HEADER,
+    INTERACTION_HEADER,
+    SEED_EVENT,
+    SEED_SESSION,
+    write_config,
+    write_csv,
+    write_seed_example,
+)
 
 RS, DS, INTERVAL_END = "run_20220430", "2022-04-30", "2022-05-01 00:00:00"
 TEAM = "Which team do you support?"
@@ -519,6 +527,17 @@ def test_the_shipped_segments_file_is_valid():
             r"segments\.a\.any\[0\]\.attribute\.column: 'favourite_colour' is not an "
             r"audience_profiles column \(accept_terms, accept_terms_at, .*, sessions\)$",
         ),
+        # the JSON of every answer, compared whole: an answer rule is what matches one answer
+        (
+            {
+                "segments": {
+                    "a": {"attribute": {"column": "answers", "equals": '{"Team?": "Blue"}'}}
+                }
+            },
+            r"segments\.a\.attribute\.column: answers holds every answer as one JSON object, "
+            r"which equals and in compare whole: for an answer, write answer: \{attribute: "
+            r"<element title>, equals: <option>\}$",
+        ),
         ({"segments": {"a": {"all": []}}}, r"segments\.a\.all: must be a non-empty list"),
         (
             {"segments": {"a": {"any": [{"answer": {}, "attribute": {}}]}}},
@@ -689,9 +708,10 @@ def test_the_titles_and_labels_no_element_has_are_said_per_segment(wh):
     assert "old_poll" not in catalogue_misses(wh, segments, "2022-04-19")
 
 
-def test_the_poll_and_event_ids_no_element_has_are_said_per_segment(wh):
+def test_the_poll_ids_no_element_has_and_event_ids_no_interaction_has_are_said(wh):
     # (valid_from, poll_id, option, title, option_label, element_type, event_id): the team
-    # question records no event (the contract makes it optional), the vote and prediction do
+    # question records no event (the contract makes it optional), the vote and prediction one
+    # event, while the interactions (the fixture's) carry EVENT and OTHER_EVENT
     history = [
         ("2022-03-01", "1", 1, TEAM, "Blue", "team_selector", None),
         ("2022-03-01", "1", 2, TEAM, "Red", "team_selector", None),
@@ -712,6 +732,10 @@ def test_the_poll_and_event_ids_no_element_has_are_said_per_segment(wh):
         "event_typo": {"interaction": {"event_id": "ev-9", "element_type": "prediction"}},
         # the team question's interactions carry their event: its element need not
         "event_team": {"interaction": {"event_id": EVENT, "attribute": TEAM}},
+        # bob's prediction of 04-22 carries it, which no element records: it was said
+        "other_event": {"interaction": {"event_id": OTHER_EVENT, "element_type": "prediction"}},
+        # carried only by an interaction of a partition after the run date
+        "later_event": {"interaction": {"event_id": "ev-late"}},
         "nested": {
             "all": [
                 {"form_entries": {}},
@@ -720,8 +744,13 @@ def test_the_poll_and_event_ids_no_element_has_are_said_per_segment(wh):
         },
         "nested_typo": {"any": [{"form_entries": {}}, {"interaction": {"poll_id": "70"}}]},
     }
+    wh.con.execute(
+        "INSERT INTO interactions_enriched (dt, date, poll_id, event_id, session_id) "
+        "VALUES ('2022-05-01', '2022-05-01', '9', 'ev-late', 's-cid')"
+    )
     segments = parse_segments({"segments": definitions}, "segments.yml")
-    assert catalogue_misses(wh, segments, DS) == {
+    said = catalogue_misses(wh, segments, DS)
+    assert said == {
         "poll_typo": ["segments.poll_typo.interaction.poll_id: no element has the poll_id '99'"],
         "one_poll_typo": [
             "segments.one_poll_typo.interaction.poll_id: no element has the poll_id '98'"
@@ -735,15 +764,71 @@ def test_the_poll_and_event_ids_no_element_has_are_said_per_segment(wh):
             "option 'X'"
         ],
         "event_typo": [
-            "segments.event_typo.interaction.event_id: no element has the event_id 'ev-9'"
+            "segments.event_typo.interaction.event_id: no interaction up to 2022-04-30 has the "
+            "event_id 'ev-9'"
+        ],
+        "later_event": [
+            "segments.later_event.interaction.event_id: no interaction up to 2022-04-30 has the "
+            "event_id 'ev-late'"
         ],
         "nested_typo": [
             "segments.nested_typo.any[1].interaction.poll_id: no element has the poll_id '70'"
         ],
     }
-    # A catalogue recording no event ids cannot tell an event from a typo: not said.
+    # A catalogue recording no event ids is no matter: the interactions carry theirs.
     wh.con.execute("UPDATE element_history SET event_id = NULL")
-    assert "event_typo" not in catalogue_misses(wh, segments, DS)
+    assert catalogue_misses(wh, segments, DS)["event_typo"] == said["event_typo"]
+    # Nor are interactions before retention's cutoff read: OTHER_EVENT's one is of 04-22.
+    cut = catalogue_misses(wh, segments, DS, interactions_from="2022-04-25")
+    assert cut["other_event"] == [
+        "segments.other_event.interaction.event_id: no interaction up to 2022-04-30 has the "
+        "event_id 'ev-2'"
+    ]
+
+
+def test_the_element_types_no_element_has_are_said_within_the_poll_and_title_named(wh):
+    # (valid_from, poll_id, option, title, option_label, element_type): the poll 9 is a vote,
+    # the team question a team selector; no element is a quiz
+    history = [
+        ("2022-03-01", "1", 1, TEAM, "Blue", "team_selector"),
+        ("2022-03-01", "9", 1, "Vote", "X", "vote"),
+        ("2022-03-01", "7", 1, "Predict", "Draw", "prediction"),
+    ]
+    wh.con.executemany(
+        "INSERT INTO element_history (valid_from, poll_id, option, title, option_label, "
+        "element_type, removed) VALUES (?, ?, ?, ?, ?, ?, FALSE)",
+        history,
+    )
+    wh.con.execute("INSERT INTO element_history_dates VALUES ('2022-03-01', 3, now())")
+    definitions = {
+        "voters": SEGMENTS["voters"],
+        "quizzers": {"interaction": {"element_type": ["vote", "quiz"]}},
+        # poll 9's elements are votes: the rule counted none of its interactions, unwarned
+        "poll_predictors": {"interaction": {"element_type": "prediction", "poll_id": 9}},
+        "team_votes": {"interaction": {"element_type": "vote", "attribute": TEAM}},
+        "blue_votes": {"any": [{"interaction": {"element_type": "vote", "option": "Blue"}}]},
+        "blue_team": {
+            "interaction": {"element_type": "team_selector", "attribute": TEAM, "option": "Blue"}
+        },
+    }
+    segments = parse_segments({"segments": definitions}, "segments.yml")
+    assert catalogue_misses(wh, segments, DS) == {
+        "quizzers": [
+            "segments.quizzers.interaction.element_type: no element has the element_type 'quiz'"
+        ],
+        "poll_predictors": [
+            "segments.poll_predictors.interaction.element_type: no element with the poll_id '9' "
+            "has the element_type 'prediction'"
+        ],
+        "team_votes": [
+            "segments.team_votes.interaction.element_type: no element titled 'Which team do you "
+            "support?' has the element_type 'vote'"
+        ],
+        "blue_votes": [
+            "segments.blue_votes.any[0].interaction.option: no element with the element_type "
+            "'vote' has the option 'Blue'"
+        ],
+    }
 
 
 def test_a_rule_naming_no_element_builds_and_the_run_warns_and_reports_it(tmp_path, caplog):
@@ -767,6 +852,38 @@ def test_a_rule_naming_no_element_builds_and_the_run_warns_and_reports_it(tmp_pa
     with duckdb.connect(config.warehouse.path, read_only=True) as con:
         (stored,) = con.execute("SELECT report FROM pipeline_runs").fetchone()
     assert json.loads(stored)["segments_unmatched"] == {"blue": [said]}
+
+
+def test_a_poll_whose_content_never_landed_is_warned_of_without_saying_nothing_matches(
+    tmp_path, caplog
+):
+    # Its interactions carry its poll id: the rule matches them, and the warning said it
+    # matched nothing.
+    config = seeded(tmp_path)
+    (tmp_path / "segments.yml").write_text(
+        yaml.safe_dump({"segments": {"unlanded": {"interaction": {"poll_id": "77"}}}})
+    )
+    landing = tmp_path / "landing"
+    write_csv(
+        landing / "interactions" / "date=2022-04-29" / "part-1.csv",
+        INTERACTION_HEADER,
+        [["2022-04-29", SEED_EVENT, "77", SEED_SESSION, 0, 1]],
+    )
+    # the session's form entry on the date, for a profile the date's run builds
+    entry = ["2022-04-29T10:00:00", "David", "Wilson", "david.wilson@example.com", "Yes", "Yes"]
+    write_csv(
+        landing / "form_entries" / "date=2022-04-29" / "part-0.csv",
+        FORM_HEADER,
+        [[*entry, "Yes", SEED_SESSION, "Win a Signed Shirt", 29]],
+    )
+    with caplog.at_level("WARNING", logger="audience_profiles.pipeline"):
+        result = run_all(RunWindow.for_date("2022-04-29"), config)
+    said = "segments.unlanded.interaction.poll_id: no element has the poll_id '77'"
+    assert result["segments"] == {"members": {"unlanded": 1}, "unmatched": {"unlanded": [said]}}
+    (warned,) = [m for r in caplog.records if (m := r.getMessage()).startswith("segment unlanded")]
+    assert said in warned and "matches nothing" not in warned
+    assert "matches only interactions of elements the catalogue lacks" in warned
+    assert "the segment has 1 member(s)" in warned
 
 
 def test_values_are_written_in_the_engines_dialect():
