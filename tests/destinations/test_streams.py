@@ -705,6 +705,9 @@ def test_attempts_are_bounded_and_the_error_lists_what_was_not_delivered():
     message = str(exc.value)
     assert "2 record(s) not delivered to Kinesis stream 's' after 3 attempt(s)" in message
     assert "InternalFailure x2" in message and message.endswith("r1, r3")
+    # A retry goes on after what its checkpoint holds: it does not send the whole run again.
+    assert "a task retry sends them and the later records" in message
+    assert "sends the run again" not in message
 
 
 def test_an_aws_batch_put_reports_failed_entries_and_retryable_calls():

@@ -166,7 +166,9 @@ class UndeliveredRecordsError(RuntimeError):
         super().__init__(
             f"{len(record_ids)} record(s) not delivered to {target} {retried} "
             f"[{causes}]; delivery stopped there, so later records of the run were not sent "
-            f"(a task retry sends the run again; consumers dedup by record_id). "
+            # Not "the run again": a daily delivery's retry goes on after what its checkpoint
+            # holds (DeliveryCheckpoint); a stream batch's sends the batch again.
+            f"(a task retry sends them and the later records; consumers dedup by record_id). "
             f"Undelivered record_ids{more}: " + ", ".join(shown)
         )
 
