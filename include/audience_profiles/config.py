@@ -552,7 +552,7 @@ def _literal_options(node: ast.ClassDef, attribute: str = "OPTIONS") -> frozense
 @functools.cache
 def _parsed(path: Path) -> ast.Module | None:
     """One destinations module's syntax tree, or None when it defines no class (read once per
-    process: pipeline.yml is loaded while DAG files are parsed)."""
+    process, however many times pipeline.yml loads in it)."""
     text = path.read_text()
     if "class " not in text:
         return None
@@ -769,8 +769,8 @@ def declared_options(kind: str | None = None) -> dict[str, frozenset[str] | None
 
     Every ``@register("<kind>")`` class in ``destinations/`` declares the options it reads; this
     reads those declarations without importing the modules (they pull in boto3, DuckDB, provider
-    hooks, and this file is loaded while DAG files are parsed), so a typo fails when the file
-    loads. A kind whose declaration is not a literal maps to None: ``destination_for`` still
+    hooks, and every task loads this file first, most needing none of them), so a typo fails when
+    the file loads. A kind whose declaration is not a literal maps to None: ``destination_for`` still
     checks it against the class attribute when it builds the destination.
 
     With ``kind``, only the module that registers it (:func:`module_of`) when there is one;
@@ -928,8 +928,8 @@ def check_drop_places(
     delivery deleted the other's parts, and both reported them delivered.
 
     When the file loads, local folders are compared as written (``data/output``, ``out/./``):
-    following links there would touch the disk while DAG files are parsed, and a hung mount
-    under a drop path would stall every task's load. A local drop's delivery checks again
+    following links there would touch the disk in every task's load, and a hung mount under a
+    drop path would stall them all. A local drop's delivery checks again
     following links (``follow_links``), before it writes."""
     place_keys = ("path", "bucket", "container", "prefix")
     writers: dict[tuple, tuple[int, str]] = {}
@@ -974,7 +974,8 @@ def check_warehouse_tables(destinations: tuple[DestinationConfig, ...], source: 
     the other's. Names are compared without case, as both kinds fold them (Snowflake to upper
     case, ``sql`` to lower). Only what pipeline.yml says is compared: a schema left to the
     connection, or two connections to one database, cannot be known without reading the
-    connections, which the load must not do while DAG files are parsed."""
+    connections, which the load does not do: every task loads the file, most use no connection,
+    and a secrets backend failing would fail them all."""
     loaders: dict[tuple, tuple[int, str]] = {}
     for index, dest in enumerate(destinations):
         if not dest.enabled or not kind_declares(dest.kind, "LOADS_TABLES"):
@@ -993,8 +994,8 @@ def _check_state_files(config: PipelineConfig, source: str) -> None:
     """Refuse two enabled destinations that keep their state in one file (``state_path``, by
     default ``<work_dir>/state/<name>.duckdb``): their confirmed contacts, watermarks and
     suppressions would mix (a contact one of them sent counted as sent by the other), and their
-    deliveries would wait on one lock. Compared as written, not through links: the file loads
-    while DAG files are parsed (``check_drop_places``)."""
+    deliveries would wait on one lock. Compared as written, not through links, as the drops are
+    (``check_drop_places``)."""
     owners: dict[str, tuple[int, str]] = {}
     for index, dest in enumerate(config.destinations):
         accepted = declared_options(dest.kind).get(dest.kind) or frozenset()

@@ -26,7 +26,7 @@ class LocalDestination(DropDestination):
         return LocalSink(self.config.options.get("path") or resolve_path(DEFAULT_DROP_PATH))
 
     def deliver(self, run: RunInfo, tables: dict[str, str]) -> DeliveryReport:
-        # again, following links (not done while DAG files are parsed): two drops' folders
+        # again, following links (not done when the file loads, in every task): two drops' folders
         # may be one through a link
         check_drop_places(self.pipeline.destinations, self.pipeline.source_file, True)
         return super().deliver(run, tables)
