@@ -531,3 +531,57 @@ def test_a_rejected_link_observed_after_its_partitions_day_is_audited_when_it_co
         S2,
         f"landing/form_entries/date={D1}/part-0.csv",
     )
+
+
+def test_an_sso_rows_placeholder_or_malformed_email_is_left_out_and_its_login_stays(world):
+    # docs/identity.md, rule 1's table: an SSO row's email is optional, so only it is rejected
+    world.sso(f"{D1}T10:00:00", S3, "u-3", email="n/a")
+    world.sso(f"{D1}T11:00:00", S2, "u-2", email="not an email")
+    world.run(D1)
+    assert world.groups(D1) == {
+        frozenset({f"session_id:{S3}", "external_id:u-3"}),
+        frozenset({f"session_id:{S2}", "external_id:u-2"}),
+    }
+    assert [(a["detail"], a["right_value"]) for a in world.audit(D1)] == [
+        ("email blocked value", "n/a"),
+        ("email not a valid email", "not an email"),
+    ]
+
+
+def test_the_nearest_account_keeps_a_session_and_the_form_link_is_cut(world):
+    # docs/identity.md, "the nearest account": distance decides, and the later form link is cut
+    world.sso(f"{D1}T08:00:00", S1, "sso-a")
+    world.sso(f"{D1}T08:30:00", S2, "sso-b", email="b@example.com")
+    world.form(f"{D1}T09:00:00", S1, "b@example.com")
+    world.run(D1)
+    assert world.groups(D1) == {
+        frozenset({f"session_id:{S1}", "external_id:sso-a"}),
+        frozenset({f"session_id:{S2}", "external_id:sso-b", "email:b@example.com"}),
+    }
+    [cut] = world.audit(D1)
+    assert (cut["rule"], cut["left_value"], cut["right_value"], cut["detail"]) == (
+        "profile_limit",
+        S1,
+        "b@example.com",
+        "profile holds at most one external_id: would join external_id:sso-a and external_id:sso-b",
+    )
+
+
+def test_the_merge_history_example_is_the_same_after_growth_on_both_sides(world):
+    # docs/identity.md, "Merge history": B grows at 06:00, A at 06:30; s-3 joins them at 08:00
+    world.form(f"{D1}T10:00:00", S1, "a@example.com")
+    world.form(f"{D2}T10:00:00", S2, "b@example.com")
+    world.form(f"{D3}T06:00:00", "s-8", "b@example.com")
+    world.form(f"{D3}T06:30:00", "s-9", "a@example.com")
+    world.form(f"{D3}T07:00:00", S3, "a@example.com")
+    world.form(f"{D3}T08:00:00", S3, "b@example.com")
+    world.run(D2)
+    a, b = world.profile_of(D2, "email:a@example.com"), world.profile_of(D2, "email:b@example.com")
+    world.run(D3)
+    [merge] = world.merges(D3)
+    assert (merge["merged_profile_id"], merge["surviving_profile_id"]) == (b, a)
+    assert (str(merge["merged_at"]), merge["reason"]) == (
+        f"{D3} 08:00:00",
+        "form_entries:session_id-email",
+    )
+    assert (merge["identifier_type"], merge["identifier_value"]) == ("session_id", S3)
