@@ -151,9 +151,9 @@ def test_two_sso_accounts_joined_through_an_email_chain_stay_apart(world):
     assert "external_id:sso-a" in cut["detail"] and "external_id:sso-b" in cut["detail"]
 
 
-def test_sso_link_outranks_an_email_link(world):
-    # S1 is tied to sso-a directly and to sso-b only through an email: it stays with sso-a,
-    # even though its email link is the more recent one.
+def test_a_session_stays_with_the_account_it_is_linked_to_directly(world):
+    # S1 is tied to sso-a directly and to sso-b only through an email: the nearer account wins
+    # (docs/identity.md, "the nearest account"), though the email link is the more recent one.
     world.sso(f"{D1}T08:00:00", S1, "sso-a")
     world.sso(f"{D1}T08:30:00", S2, "sso-b", email="b@example.com")
     world.form(f"{D1}T09:00:00", S1, "b@example.com")
