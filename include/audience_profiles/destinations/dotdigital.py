@@ -660,45 +660,38 @@ class DotdigitalDestination(Destination):
         sync_id: str,
     ) -> None:
         """Wait for imports, apply what each confirms; raise if any failed as a whole."""
+        # An answer confirming or refusing them may quote their rows (names, ids...).
         imported = "SELECT email, profile_id FROM import_rows WHERE list_contains(?, import_id)"
         with _redacting(self._known(store, opts, imported, [import_ids])):
-            self._apply_imports(hook, store, opts, import_ids, tally, sync_id)
-
-    def _apply_imports(
-        self,
-        hook: DotdigitalHook,
-        store: SyncStateStore,
-        opts: DotdigitalOptions,
-        import_ids: list[str],
-        tally: SyncTally,
-        sync_id: str,
-    ) -> None:
-        statuses = wait_for_imports(
-            hook, import_ids, poll_interval=opts.poll_interval, timeout=opts.import_timeout
-        )
-        failed = []
-        for import_id in import_ids:
-            status = statuses[import_id]
-            if status != IMPORT_FINISHED:
-                for segment_id, rows in store.discard_import(import_id).items():
-                    tally.add(segment_id, rejected=rows)
-                    tally.reasons[f"import {status}"] += rows
-                failed.append(f"{import_id}: {status}")
-                continue
-            # Dotdigital's own counts, for the task log (counts only: no addresses in logs).
-            log.info("Import %s finished: %s", import_id, hook.get_import_report(import_id))
-            faults = {f["email"].lower(): f["reason"] for f in hook.get_import_faults(import_id)}
-            applied = store.apply_import(import_id, sync_id, faults, SUPPRESSION_FAULTS)
-            for segment_id, counts in applied.items():
-                tally.add(segment_id, **counts)
-            tally.reasons.update(faults.values())
-        if failed:
-            raise DotdigitalImportFailed(
-                f"Dotdigital import(s) failed: {'; '.join(failed)}. Their rows were not recorded "
-                "as synced and go again next run. RejectedByWatchdog means Dotdigital's "
-                "watchdog holds the import for review (often a list that looks bought or stale): "
-                "ask Dotdigital support to release the account before re-running."
+            statuses = wait_for_imports(
+                hook, import_ids, poll_interval=opts.poll_interval, timeout=opts.import_timeout
             )
+            failed = []
+            for import_id in import_ids:
+                status = statuses[import_id]
+                if status != IMPORT_FINISHED:
+                    for segment_id, rows in store.discard_import(import_id).items():
+                        tally.add(segment_id, rejected=rows)
+                        tally.reasons[f"import {status}"] += rows
+                    failed.append(f"{import_id}: {status}")
+                    continue
+                # Dotdigital's own counts, for the task log (counts only: no addresses in logs).
+                log.info("Import %s finished: %s", import_id, hook.get_import_report(import_id))
+                faults = {
+                    f["email"].lower(): f["reason"] for f in hook.get_import_faults(import_id)
+                }
+                applied = store.apply_import(import_id, sync_id, faults, SUPPRESSION_FAULTS)
+                for segment_id, counts in applied.items():
+                    tally.add(segment_id, **counts)
+                tally.reasons.update(faults.values())
+            if failed:
+                raise DotdigitalImportFailed(
+                    f"Dotdigital import(s) failed: {'; '.join(failed)}. Their rows were not "
+                    "recorded as synced and go again next run. RejectedByWatchdog means "
+                    "Dotdigital's watchdog holds the import for review (often a list that looks "
+                    "bought or stale): ask Dotdigital support to release the account before "
+                    "re-running."
+                )
 
     # -- inputs and diff ----------------------------------------------------------------------
 
