@@ -664,6 +664,22 @@ def test_the_build_publishes_memberships_and_checks_members_are_live_profiles(tm
         pipeline.check_quality(window, config)
 
 
+def record_catalogue(wh, extra_columns: tuple[str, ...], history: list[tuple]) -> None:
+    """``history`` as element_history rows ((valid_from, poll_id, option, title, option_label,
+    *extra_columns); not removed unless a ``removed`` column says so), recorded by a run of
+    2022-03-01 (element_history_dates: the rows it changed)."""
+    columns = ("valid_from", "poll_id", "option", "title", "option_label", *extra_columns)
+    if "removed" not in columns:
+        columns, history = (*columns, "removed"), [(*row, False) for row in history]
+    wh.con.executemany(
+        f"INSERT INTO element_history ({', '.join(columns)}) "
+        f"VALUES ({', '.join('?' for _ in columns)})",
+        history,
+    )
+    changed = sum(row[0] == "2022-03-01" for row in history)
+    wh.con.execute("INSERT INTO element_history_dates VALUES ('2022-03-01', ?, now())", [changed])
+
+
 def test_the_titles_and_labels_no_element_has_are_said_per_segment(wh):
     # (valid_from, poll_id, option, title, option_label, element_type, removed): the catalogue
     # in force on 04-30 has the team question and the vote; a poll removed on 04-20 is not in it
@@ -674,12 +690,7 @@ def test_the_titles_and_labels_no_element_has_are_said_per_segment(wh):
         ("2022-03-01", "5", 1, "Old poll", "A", "vote", False),
         ("2022-04-20", "5", 1, "Old poll", "A", "vote", True),
     ]
-    wh.con.executemany(
-        "INSERT INTO element_history (valid_from, poll_id, option, title, option_label, "
-        "element_type, removed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        history,
-    )
-    wh.con.execute("INSERT INTO element_history_dates VALUES ('2022-03-01', 4, now())")
+    record_catalogue(wh, ("element_type", "removed"), history)
     definitions = {
         "blue": SEGMENTS["blue"],
         "bleu": {"answer": {"attribute": TEAM, "in": ["Blue", "Manchester Bleu"]}},
@@ -718,12 +729,7 @@ def test_the_poll_ids_no_element_has_and_event_ids_no_interaction_has_are_said(w
         ("2022-03-01", "9", 1, "Vote", "X", "vote", EVENT),
         ("2022-03-01", "7", 1, "Predict", "Draw", "prediction", EVENT),
     ]
-    wh.con.executemany(
-        "INSERT INTO element_history (valid_from, poll_id, option, title, option_label, "
-        "element_type, event_id, removed) VALUES (?, ?, ?, ?, ?, ?, ?, FALSE)",
-        history,
-    )
-    wh.con.execute("INSERT INTO element_history_dates VALUES ('2022-03-01', 4, now())")
+    record_catalogue(wh, ("element_type", "event_id"), history)
     definitions = {
         "poll_typo": {"interaction": {"poll_id": 99}},
         "one_poll_typo": {"interaction": {"element_type": "vote", "poll_id": ["9", "98"]}},
@@ -794,12 +800,7 @@ def test_the_element_types_no_element_has_are_said_within_the_poll_and_title_nam
         ("2022-03-01", "9", 1, "Vote", "X", "vote"),
         ("2022-03-01", "7", 1, "Predict", "Draw", "prediction"),
     ]
-    wh.con.executemany(
-        "INSERT INTO element_history (valid_from, poll_id, option, title, option_label, "
-        "element_type, removed) VALUES (?, ?, ?, ?, ?, ?, FALSE)",
-        history,
-    )
-    wh.con.execute("INSERT INTO element_history_dates VALUES ('2022-03-01', 3, now())")
+    record_catalogue(wh, ("element_type",), history)
     definitions = {
         "voters": SEGMENTS["voters"],
         "quizzers": {"interaction": {"element_type": ["vote", "quiz"]}},
