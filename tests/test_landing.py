@@ -1337,6 +1337,44 @@ def test_a_json_document_instead_of_json_lines_fails_the_file_saying_so(tmp_path
     )
 
 
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_a_csv_file_named_json_fails_the_file_saying_so(tmp_path, delimiter):
+    # Each of its rows, header too, was quarantined as `not a JSON object`.
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    header = delimiter.join(
+        ["\ufeffdate", '"event_id"', "poll_id", "session_id", "option", "Votes"]
+    )
+    row = delimiter.join(["2022-04-29", "e1", "p1", "s1", "0", "1"])
+    (folder / "part-0.json").write_text(f"{header}\n{row}\n{row}\n")
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
+    assert str(err.value) == (
+        f"{folder / 'part-0.json'}: line 1 is a CSV header (date, event_id, poll_id, session_id, "
+        "option, votes) and no line is a JSON object: the file is CSV; land it named .csv"
+    )
+
+
+def test_a_json_file_of_no_object_and_no_csv_header_is_quarantined_line_by_line(tmp_path):
+    # Not CSV (the header lacks a required column), and a file with an object in it is JSON
+    # Lines with bad lines: both read, their lines quarantined.
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    header = "date,event_id,poll_id,session_id,option"
+    record = json.dumps(
+        {c: "1" for c in ("date", "event_id", "poll_id", "session_id", "option", "votes")}
+    )
+    (folder / "part-0.json").write_text(f"{header},votes\n{record}\n")
+    (folder / "part-1.json").write_text(f"{header}\n2022-04-29,e1,p1,s1,0\n")
+    out = tmp_path / "out.parquet"
+    extract("interactions", "2022-04-29", str(tmp_path / "landing"), out)
+    assert sorted((r[0].rsplit("/", 1)[-1], r[1], r[2]) for r in staged(out) if r[2]) == [
+        ("part-0.json", 1, "not a JSON object"),
+        ("part-1.json", 1, "not a JSON object"),
+        ("part-1.json", 2, "not a JSON object"),
+    ]
+
+
 def test_a_json_lines_file_with_a_broken_first_line_is_no_document(tmp_path):
     """A first record cut short, a raw line break inside a string, an array of no records: the
     lines are quarantined, the file is read."""

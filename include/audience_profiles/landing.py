@@ -1500,6 +1500,23 @@ def _check_json_lines(con, name: str) -> None:
         return
 
 
+def _check_not_csv(con, source: Source, name: str) -> None:
+    """Fail a JSON-named file that is CSV: no line of it is an object, and its first line names
+    the source's required columns. Read as JSON, each of its rows was quarantined as `not a JSON
+    object`, its header too, under a reason that did not say the file's name was the mistake."""
+    first = con.execute("SELECT line, text FROM json_lines ORDER BY line LIMIT 1").fetchall()
+    if not first:
+        return
+    line, text = first[0]
+    header = "".join(ch for ch in text if ch not in INVISIBLE)
+    names = {cell.strip().strip('"').strip().lower() for cell in re.split(r"[,;\t|]", header)}
+    if all(c in names for c in source.required):
+        raise LandingError(
+            f"{name}: line {line} is a CSV header ({', '.join(source.required)}) and no line is "
+            "a JSON object: the file is CSV; land it named .csv"
+        )
+
+
 def _stage_json(con, source: Source, name: str, path: Path) -> None:
     # As for CSV: DuckDB counted a CRLF in an LF file as two lines, and its error for a line it
     # cannot read (not UTF-8, over its maximum size) quotes the line.
@@ -1523,6 +1540,8 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
         ).fetchall()
     }
     has_objects = con.execute("SELECT bool_or(is_object) FROM json_lines").fetchall()[0][0]
+    if not has_objects:
+        _check_not_csv(con, source, name)
     # A field read but for white space or an invisible character around or in its name ("optin_1 "
     # from a spreadsheet's header cell, through pandas): never read, its values (a consent answer)
     # were lost unremarked, where a CSV header's names are trimmed. Shown JSON-escaped, as the
