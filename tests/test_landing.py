@@ -1355,6 +1355,22 @@ def test_a_csv_file_named_json_fails_the_file_saying_so(tmp_path, delimiter):
     )
 
 
+def test_a_json_lines_file_named_csv_fails_the_file_saying_so(tmp_path):
+    # Its first line "failed" as a malformed CSV header (',' expected after '"').
+    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
+    folder.mkdir(parents=True)
+    record = json.dumps(
+        {c: "1" for c in ("date", "event_id", "poll_id", "session_id", "option", "votes")}
+    )
+    (folder / "part-0.csv").write_text(f"\ufeff{record}\n{record}\n")
+    with pytest.raises(LandingError) as err:
+        extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
+    assert str(err.value) == (
+        f"{folder / 'part-0.csv'}: line 1 is a JSON object, not a CSV header: the file is JSON "
+        "Lines; land it named .json"
+    )
+
+
 def test_a_json_file_of_no_object_and_no_csv_header_is_quarantined_line_by_line(tmp_path):
     # Not CSV (the header lacks a required column), and a file with an object in it is JSON
     # Lines with bad lines: both read, their lines quarantined.

@@ -1028,6 +1028,16 @@ def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) ->
 INVISIBLE = frozenset("\ufeff\u200b\u200c\u200d\u2060")
 
 
+def _is_json_object(text: str) -> bool:
+    text = text.strip()
+    if not text.startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
 def _csv_header(con, source: Source, name: str) -> list[str]:
     """The header's column names, checked: every required column present, once."""
     header_rows = con.execute("SELECT text FROM lines WHERE line = 1").fetchall()
@@ -1043,6 +1053,12 @@ def _csv_header(con, source: Source, name: str) -> list[str]:
         raise LandingError(
             f"{name}: line 1 is blank: the header must be on line 1 (blank lines before it "
             "are not skipped)"
+        )
+    # JSON Lines named .csv: its header "failed" as malformed CSV, naming a quote, not the name.
+    if _is_json_object("".join(ch for ch in first if ch not in INVISIBLE)):
+        raise LandingError(
+            f"{name}: line 1 is a JSON object, not a CSV header: the file is JSON Lines; land "
+            "it named .json"
         )
     # Parsed here, not sniffed: DuckDB's sniffer can mistake a bad row for a dialect. Split as
     # the rows are (`"date", "event_id"` kept its quotes under the csv module's default rule).
