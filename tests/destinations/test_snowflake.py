@@ -404,6 +404,23 @@ def test_an_existing_schema_is_used_without_create_schema(snowflake_conn, monkey
     assert query(snowflake_conn, database, f"SELECT count(*) FROM {SCHEMA}.AUDIENCE_PROFILES")[0][0]
 
 
+def test_an_existing_stage_is_used_without_create_stage(snowflake_conn, monkeypatch, tmp_path):
+    """CREATE STAGE IF NOT EXISTS needs the CREATE STAGE privilege on the schema even when the
+    stage is there (snowflake-cli #2627): a role with READ and WRITE on a DBA's stage failed
+    every delivery. fakesnow grants everything, so the statements sent are what is checked."""
+    database = "OWNSTAGE_" + uuid.uuid4().hex[:8].upper()
+    query(snowflake_conn, database, f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    query(snowflake_conn, database, f"CREATE STAGE {SCHEMA}.AP_LOAD_STAGE")  # the DBA's
+    query(snowflake_conn, database, f"CREATE STAGE {SCHEMA}.AP_LOAD_STAGE_OLD")  # not it
+    dest = destination(snowflake_conn, database, tmp_path)
+    with dest.session() as db:
+        sent = record_statements(db, monkeypatch)
+        dest.prepare(db)
+        assert not [s for s in sent if s.upper().startswith("CREATE")]
+    deliver(dest, tmp_path, DAY1)  # and the stage serves a delivery
+    assert query(snowflake_conn, database, f"SELECT count(*) FROM {SCHEMA}.AUDIENCE_PROFILES")[0][0]
+
+
 def test_a_missing_schema_is_created(snowflake_conn, monkeypatch, tmp_path):
     """Without the schema, the destination creates it (the role then needs CREATE SCHEMA)."""
     database = "NEWSCHEMA_" + uuid.uuid4().hex[:8].upper()

@@ -126,7 +126,13 @@ class SnowflakeDestination(SqlWarehouseDestination):
             f"WHERE schema_name = {self.literal(self.schema)}"
         ):
             db.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
-        db.execute(f"CREATE STAGE IF NOT EXISTS {self.qualified(STAGE)}")
+        # The same for the stage: CREATE STAGE IF NOT EXISTS needs CREATE STAGE on the schema even
+        # when the stage is there (snowflake-cli #2627, #1903), which a role given READ and WRITE
+        # on a DBA's stage lacks. SHOW lists only a stage the role has a privilege on: one it
+        # cannot see, it tries to create. The name is SHOW's second column.
+        shown = db.query(f"SHOW STAGES LIKE '{STAGE}' IN SCHEMA {self.schema}")
+        if not any(str(row[1]).upper() == STAGE for row in shown):
+            db.execute(f"CREATE STAGE IF NOT EXISTS {self.qualified(STAGE)}")
 
     def ident(self, name: str) -> str:
         return name.upper()
