@@ -899,7 +899,7 @@ def test_a_numeric_option_of_another_kind_is_named_as_unknown_not_as_a_wrong_num
         # a list failed with an AttributeError at delivery
         ({"kind": "sql", "schema": ["a", "b"]}, "schema: must be a string, not ['a', 'b']"),
         # written into CREATE TABLE as it is
-        ({"kind": "sql", "column_types": {"string": "TEXT); DROP TABLE x; --"}}, "column_types.string: must be a type name (letters, digits, spaces, parentheses and commas, as VARCHAR(32000)), not 'TEXT); DROP TABLE x; --'"),
+        ({"kind": "sql", "column_types": {"string": "TEXT); DROP TABLE x; --"}}, "column_types.string: must be a type name (a letter, then letters, digits, underscores, spaces, parentheses and commas, as VARCHAR(32000) or TIMESTAMP_NTZ), not 'TEXT); DROP TABLE x; --'"),
         ({"kind": "sql", "column_types": {"string": "TEXT 'x'"}}, "column_types.string: must be a type name"),
         ({"kind": "sql", "column_types": {"date": None}}, "column_types.date: must be a type name"),
         # a typo was ignored: the column kept its default type

@@ -676,8 +676,9 @@ def _check_sql_names(config: DestinationConfig, source: str, where: str) -> None
     for kind, type_name in types.items():
         if not isinstance(type_name, str) or not _TYPE_NAME.fullmatch(type_name.strip()):
             raise ConfigError(
-                f"{source}: {where}column_types.{kind}: must be a type name (letters, digits, "
-                f"spaces, parentheses and commas, as VARCHAR(32000)), not {type_name!r}"
+                f"{source}: {where}column_types.{kind}: must be a type name (a letter, then "
+                f"letters, digits, underscores, spaces, parentheses and commas, as "
+                f"VARCHAR(32000) or TIMESTAMP_NTZ), not {type_name!r}"
             )
 
 
