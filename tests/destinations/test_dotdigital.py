@@ -1001,6 +1001,28 @@ def test_yes_no_options_are_a_bare_true_or_false(options, said):
     assert (read.full_resync, read.dry_run, read.defer_imports) == (True, False, True)
 
 
+def test_a_number_option_left_null_takes_its_default():
+    """pipeline.yml's load passes a null number as left out (max_file_mb already read it so);
+    the others failed here with a bare TypeError (float(None)) in wait_for_landing."""
+    from audience_profiles.destinations.dotdigital import DotdigitalOptions
+
+    numbers = {
+        "max_file_mb": 20.0,
+        "max_active_imports": 10,
+        "poll_interval": 10.0,
+        "import_timeout": 3600.0,
+        "max_attempts": 6,
+        "backoff_base": 1.0,
+        "max_rate_limit_wait": 900.0,
+    }
+    entry = {"name": "dd", "kind": "dotdigital", "conn_id": "d", "segments": {"fans": {}}}
+    raw = {"start_date": "2024-01-01", "landing_root": "x"}
+    nulls = dict.fromkeys(numbers)
+    config = parse_config({**raw, "destinations": [entry | nulls]}, "p.yml")
+    read = DotdigitalOptions.from_config(config.destinations[0], config)
+    assert {key: getattr(read, key) for key in numbers} == numbers
+
+
 @pytest.mark.parametrize(
     ("options", "said"),
     [

@@ -233,6 +233,12 @@ def _flag(opts: dict, key: str, where: str) -> bool:
     return value
 
 
+def _given(value: Any, default: float) -> Any:
+    """A number option's value, or ``default`` when it is left out or null: pipeline.yml's load
+    checks the numbers given and passes a null as left out (``config._positive_number``)."""
+    return default if value is None else value
+
+
 @dataclass(frozen=True)
 class SegmentTarget:
     segment_id: str
@@ -318,10 +324,10 @@ class DotdigitalOptions:
             if '"' in str(source):
                 raise ConfigError(f"{where}: data field {name}: source {source!r} contains a quote")
         state_path = opts.get("state_path") or default_state_path(pipeline.work_dir, config.name)
-        max_active = int(opts.get("max_active_imports", 10))
+        max_active = int(_given(opts.get("max_active_imports"), 10))
         if not 1 <= max_active <= MAX_ACTIVE_IMPORTS:
             raise ConfigError(f"{where}: max_active_imports must be 1..{MAX_ACTIVE_IMPORTS}")
-        max_file_mb = float(opts.get("max_file_mb") or 20)  # null: the default
+        max_file_mb = float(_given(opts.get("max_file_mb"), 20))
         if not 0 < max_file_mb < MAX_IMPORT_BYTES / 1024 / 1024:
             raise ConfigError(f"{where}: max_file_mb must be above 0 and below 50")
         return cls(
@@ -333,11 +339,11 @@ class DotdigitalOptions:
             defer_imports=_flag(opts, "defer_imports", where),
             max_file_mb=max_file_mb,
             max_active_imports=max_active,
-            poll_interval=float(opts.get("poll_interval", 10)),
-            import_timeout=float(opts.get("import_timeout", 3600)),
-            max_attempts=int(opts.get("max_attempts", 6)),
-            backoff_base=float(opts.get("backoff_base", 1.0)),
-            max_rate_limit_wait=float(opts.get("max_rate_limit_wait", 900)),
+            poll_interval=float(_given(opts.get("poll_interval"), 10)),
+            import_timeout=float(_given(opts.get("import_timeout"), 3600)),
+            max_attempts=int(_given(opts.get("max_attempts"), 6)),
+            backoff_base=float(_given(opts.get("backoff_base"), 1.0)),
+            max_rate_limit_wait=float(_given(opts.get("max_rate_limit_wait"), 900)),
         )
 
 

@@ -24,8 +24,9 @@ Endpoints used (Dotdigital's published v2 API unless noted):
 Throttling: a 429 waits until ``x-ratelimit-reset`` (epoch seconds; ``Retry-After`` as a fallback,
 and back-off when the reset is unreadable or already past on this clock),
 5xx and connection errors back off exponentially, and every call gives up after ``max_attempts``.
-A reset further away than ``max_rate_limit_wait`` (Dotdigital's limits are hourly) fails the call
-with the reset time instead of holding a worker for an hour; Airflow's task retry comes back later.
+A reset further away than ``max_rate_limit_wait`` (Dotdigital counts calls per minute, or per hour
+for an API user on its older flat scheme) fails the call with the wait instead of holding a worker
+for up to an hour; Airflow's task retry comes back later.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ finished later reports it in ``details["pending_imports"]``; today that is Dotdi
 ``defer_imports: true``. The operator then defers on
 :class:`~audience_profiles.triggers.dotdigital.DotdigitalImportTrigger`, so no worker slot waits
 while the triggerer polls, and delivers again when the trigger fires: that delivery confirms the
-imports and carries on, deferring again while there are more (a segment of more files than
-``max_active_imports`` takes several rounds). Other destinations never defer, so one mapped task
-serves every destination::
+imports and carries on, deferring again while there are more (more files than
+``max_active_imports``, all segments together, take several rounds). Other destinations never
+defer, so one mapped task serves every destination::
 
     DeliverOperator.partial(
         task_id="deliver", tables=tables, map_index_template="{{ task.destination_name }}"
