@@ -649,9 +649,23 @@ def test_large_segments_are_split_into_several_imports(dotdigital, inputs, sync)
         max_active_imports=2,
     )
     assert len(dotdigital.imports) > 2
+    assert max(len(i["text"].encode()) for i in dotdigital.imports.values()) <= 0.002 * 2**20
     assert dotdigital.members(FANS) == {p["email"] for p in people}
     assert report.rows["added"] == 60
     assert sorted(imported_emails(dotdigital)) == sorted(p["email"] for p in people)
+
+
+def test_a_contact_row_over_the_import_limit_fails_saying_so(dotdigital, inputs, sync, monkeypatch):
+    """No file can carry it: the sync fails, not retried, naming the segment, and imports
+    nothing. (It halved its file size target for ever before.)"""
+    from audience_profiles.destinations import dotdigital as module
+    from audience_profiles.errors import NotRetryable
+
+    monkeypatch.setattr(module, "MAX_IMPORT_BYTES", 40)  # an email and two names are more
+    tables = inputs.write([profile("ann", "ann@example.com")], {"fans": ["ann"]})
+    with pytest.raises(NotRetryable, match="segment fans: one contact's row of import file"):
+        sync(tables, max_file_mb=0.00001)
+    assert not dotdigital.imports
 
 
 # -- failure modes ----------------------------------------------------------------------------

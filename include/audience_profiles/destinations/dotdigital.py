@@ -134,6 +134,10 @@ class DotdigitalImportFailed(RuntimeError):
     """An import ended in a failure status (watchdog, invalid file...); its rows stay unsynced."""
 
 
+class ImportFileTooLarge(RuntimeError, NotRetryable):
+    """One contact's row is over Dotdigital's import limit: no file can carry it."""
+
+
 class DotdigitalDeliveryError(RuntimeError):
     """A delivery's error whose text could not be redacted in place (its type builds the text
     from other parts: an OSError, a requests or aiohttp error), raised instead with its type's
@@ -842,17 +846,19 @@ class DotdigitalDestination(Destination):
                 f"COPY (SELECT {columns} FROM upserts WHERE segment_id = {_lit(segment_id)} "
                 f"ORDER BY email) TO {_lit(str(source))} (FORMAT parquet)"
             )
-            target_mb = opts.max_file_mb
-            while True:
-                # Parts are sized from an estimate: halve the target until every part fits.
-                out = tmp / f"{segment_id}-{target_mb:g}"
-                parts, _ = render_parts(
-                    str(source), "csv", out, escape_csv=False, max_file_mb=target_mb
-                )
-                if all(p.stat().st_size < MAX_IMPORT_BYTES for p, _ in parts):
-                    break
-                target_mb /= 2
-            # An API import is not a spreadsheet: no formula escaping, values go in as they are.
+            # Each part is cut until it fits max_file_mb (below 50 MB, pipeline.yml's check),
+            # unless one row alone is larger. An API import is not a spreadsheet: no formula
+            # escaping, values go in as they are.
+            parts, _ = render_parts(
+                str(source), "csv", tmp / segment_id, escape_csv=False, max_file_mb=opts.max_file_mb
+            )
+            for path, _ in parts:
+                if path.stat().st_size >= MAX_IMPORT_BYTES:
+                    raise ImportFileTooLarge(
+                        f"segment {segment_id}: one contact's row of import file {path.name} is "
+                        f"{path.stat().st_size / 1024 / 1024:.0f} MiB, over Dotdigital's 50 MB "
+                        "import limit: send fewer or shorter data_fields"
+                    )
             jobs.extend((segment_id, book_id, path) for path, rows in parts if rows)
         return jobs
 
