@@ -333,7 +333,10 @@ class DotdigitalOptions:
             raise ConfigError(f"{where}: max_active_imports must be 1..{MAX_ACTIVE_IMPORTS}")
         max_file_mb = float(_given(opts.get("max_file_mb"), 20))
         if not 0 < max_file_mb < MAX_IMPORT_BYTES / 1024 / 1024:
-            raise ConfigError(f"{where}: max_file_mb must be above 0 and below 50")
+            raise ConfigError(
+                f"{where}: max_file_mb must be above 0 and below 47.6 (MiB: Dotdigital's import "
+                "limit is 50 MB)"
+            )
         return cls(
             segments=tuple(segments),
             data_fields={str(k): str(v) for k, v in data_fields.items()},
@@ -846,7 +849,7 @@ class DotdigitalDestination(Destination):
                 f"COPY (SELECT {columns} FROM upserts WHERE segment_id = {_lit(segment_id)} "
                 f"ORDER BY email) TO {_lit(str(source))} (FORMAT parquet)"
             )
-            # Each part is cut until it fits max_file_mb (below 50 MB, pipeline.yml's check),
+            # Each part is cut until it fits max_file_mb (below 50 MB: pipeline.yml's check),
             # unless one row alone is larger. An API import is not a spreadsheet: no formula
             # escaping, values go in as they are.
             parts, _ = render_parts(

@@ -53,7 +53,9 @@ from audience_profiles.hooks.http import QuietHttpHook
 from audience_profiles.redaction import redact
 
 PAGE_SIZE = 1000  # the v2 API's maximum ``select``
-MAX_IMPORT_BYTES = 50 * 1024 * 1024  # Dotdigital rejects import files of 50 MB and more
+# Dotdigital rejects import files of 50 MB and more; read as decimal megabytes, the smaller of
+# the two readings (50 MiB would be 52.4 million bytes).
+MAX_IMPORT_BYTES = 50_000_000
 MAX_ACTIVE_IMPORTS = 25  # Dotdigital runs at most 25 imports per account at a time
 IMPORT_FINISHED = "Finished"
 IMPORT_NOT_FINISHED = "NotFinished"
