@@ -1337,38 +1337,39 @@ def test_a_json_document_instead_of_json_lines_fails_the_file_saying_so(tmp_path
     )
 
 
-@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
-def test_a_csv_file_named_json_fails_the_file_saying_so(tmp_path, delimiter):
-    # Each of its rows, header too, was quarantined as `not a JSON object`.
-    folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
-    folder.mkdir(parents=True)
-    header = delimiter.join(
-        ["\ufeffdate", '"event_id"', "poll_id", "session_id", "option", "Votes"]
-    )
-    row = delimiter.join(["2022-04-29", "e1", "p1", "s1", "0", "1"])
-    (folder / "part-0.json").write_text(f"{header}\n{row}\n{row}\n")
-    with pytest.raises(LandingError) as err:
-        extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
-    assert str(err.value) == (
-        f"{folder / 'part-0.json'}: line 1 is a CSV header (date, event_id, poll_id, session_id, "
-        "option, votes) and no line is a JSON object: the file is CSV; land it named .csv"
-    )
+INTERACTION_COLUMNS = ("date", "event_id", "poll_id", "session_id", "option", "votes")
+CSV_HEADER = ["\ufeffdate", '"event_id"', "poll_id", "session_id", "option", "Votes"]
+CSV_ROW = ["2022-04-29", "e1", "p1", "s1", "0", "1"]
 
 
-def test_a_json_lines_file_named_csv_fails_the_file_saying_so(tmp_path):
-    # Its first line "failed" as a malformed CSV header (',' expected after '"').
+@pytest.mark.parametrize(
+    "name, body, what",
+    [
+        *(
+            (
+                "part-0.json",
+                "".join(delimiter.join(cells) + "\n" for cells in (CSV_HEADER, CSV_ROW, CSV_ROW)),
+                "line 1 is a CSV header (date, event_id, poll_id, session_id, option, votes) and "
+                "no line is a JSON object: the file is CSV; land it named .csv",
+            )
+            for delimiter in (",", ";", "\t")
+        ),
+        (
+            "part-0.csv",
+            "\ufeff" + (json.dumps(dict.fromkeys(INTERACTION_COLUMNS, "1")) + "\n") * 2,
+            "line 1 is a JSON object, not a CSV header: the file is JSON Lines; land it named .json",
+        ),
+    ],
+)
+def test_a_file_of_the_other_format_fails_the_file_saying_so(tmp_path, name, body, what):
+    # A CSV file named .json had each of its rows, header too, quarantined as `not a JSON
+    # object`; a JSON Lines file named .csv failed as a malformed CSV header naming a quote.
     folder = tmp_path / "landing" / "interactions" / "date=2022-04-29"
     folder.mkdir(parents=True)
-    record = json.dumps(
-        {c: "1" for c in ("date", "event_id", "poll_id", "session_id", "option", "votes")}
-    )
-    (folder / "part-0.csv").write_text(f"\ufeff{record}\n{record}\n")
+    (folder / name).write_text(body)
     with pytest.raises(LandingError) as err:
         extract("interactions", "2022-04-29", str(tmp_path / "landing"), tmp_path / "o.parquet")
-    assert str(err.value) == (
-        f"{folder / 'part-0.csv'}: line 1 is a JSON object, not a CSV header: the file is JSON "
-        "Lines; land it named .json"
-    )
+    assert str(err.value) == f"{folder / name}: {what}"
 
 
 def test_a_json_file_of_no_object_and_no_csv_header_is_quarantined_line_by_line(tmp_path):
