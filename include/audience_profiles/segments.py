@@ -142,7 +142,9 @@ class _Reader:
         where = f"segments.{segment_id}"
         if not isinstance(segment_id, str) or not SEGMENT_ID.match(segment_id):
             raise self.fail(
-                where, "a segment id is lower case letters, digits and _, starting with a letter"
+                where,
+                "a segment id is lower case letters, digits and _, starting with a letter, at "
+                "most 64 characters",
             )
         if not isinstance(body, dict):
             raise self.fail(where, f"must be a mapping with one rule ({', '.join(RULE_KINDS)})")

@@ -474,6 +474,11 @@ def test_the_shipped_segments_file_is_valid():
         ({"segmets": {}}, "segmets: unknown key"),
         ({"segments": ["a"]}, "segments: must map segment ids"),
         ({"segments": {"Blue Fans": {}}}, "segments.Blue Fans: a segment id is lower case"),
+        # 65 characters: the message named every rule but the length, which this id broke
+        (
+            {"segments": {"a" * 65: {"form_entries": {}}}},
+            r"segments\.a{65}: a segment id is .*, at most 64 characters$",
+        ),
         ({"segments": {"a": {"description": "no rule"}}}, r"segments\.a: needs exactly one rule"),
         (
             {"segments": {"a": {"answer": {}, "attribute": {}}}},
