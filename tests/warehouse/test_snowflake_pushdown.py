@@ -21,6 +21,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from snowflake.connector.errors import ProgrammingError
@@ -305,6 +306,33 @@ def test_a_failed_script_takes_its_truncate_back(snowflake_conn):
         with pytest.raises(ProgrammingError):
             wh.execute_script("TRUNCATE TABLE kept; INSERT INTO kept SELECT CAST('x' AS INTEGER)")
         assert wh.query("SELECT n FROM kept ORDER BY n") == [(1,), (2,)]
+
+
+@pytest.mark.services
+def test_files_are_staged_through_the_home_schema_s_stage_whatever_schema_is_current(
+    snowflake_conn, tmp_path
+):
+    """A stream batch stages its files while its batch schema is current: an unqualified
+    AP_STAGE was created there, and once the stage was made in the home schema, a file staged
+    from another schema went to a stage that did not exist."""
+    database = "STAGE_" + uuid.uuid4().hex[:8].upper()
+    config = WarehouseConfig(engine="snowflake", conn_id=snowflake_conn, database=database)
+    files = []
+    for name in ("one", "two"):
+        files.append(tmp_path / f"{name}.parquet")
+        pq.write_table(pa.table({"v": [name]}), files[-1])
+    with SnowflakeWarehouse(config) as wh:
+        first = wh.staged_relation(str(files[0]))
+        wh.execute_script("CREATE SCHEMA MAIN_ELSEWHERE")
+        wh.run_sql("stream/use", schema="MAIN_ELSEWHERE")
+        second = wh.staged_relation(str(files[1]))
+        assert wh.query(f"SELECT v FROM {first} UNION ALL SELECT v FROM {second} ORDER BY 1") == [
+            ("one",),
+            ("two",),
+        ]
+        for schema, stages in (("MAIN", ["AP_STAGE"]), ("MAIN_ELSEWHERE", [])):
+            shown = wh.query(f"SHOW STAGES IN SCHEMA {schema}")
+            assert [str(row[1]).upper() for row in shown] == stages, schema
 
 
 def test_rejected_credentials_fail_at_once_and_other_connection_errors_name_the_connection():

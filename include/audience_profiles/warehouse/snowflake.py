@@ -316,11 +316,14 @@ class SnowflakeWarehouse(Warehouse):
         digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:10].upper()
         stem = re.sub(r"\W", "_", Path(path).stem).upper()
         table = f"{self.home_schema}.STAGED_{stem}_{digest}"
+        # Qualified too: unqualified, a stream batch made it in its batch schema, and a file
+        # staged from another schema than the first one's went to a stage that did not exist.
+        stage = f"{self.home_schema}.{STAGE}"
         if not self._stage_ready:
-            self.cur.execute(f"CREATE STAGE IF NOT EXISTS {STAGE}")
+            self.cur.execute(f"CREATE STAGE IF NOT EXISTS {stage}")
             self._stage_ready = True
         load_parquet_file(
-            self.cur, table, path, f"@{STAGE}/load/{table.lower()}", "TRANSIENT TABLE"
+            self.cur, table, path, f"@{stage}/load/{table.lower()}", "TRANSIENT TABLE"
         )
         self._staged.add(table)
         return table
