@@ -25,15 +25,10 @@ T = TypeVar("T")
 # Snowflake spellings the shared SQL uses, defined for DuckDB so one file serves both engines.
 COMPAT_MACROS = """
 CREATE OR REPLACE TEMP MACRO regexp_like(s, p) AS regexp_full_match(s, p);
-CREATE OR REPLACE TEMP MACRO iff(c, a, b) AS CASE WHEN c THEN a ELSE b END;
 CREATE OR REPLACE TEMP MACRO try_to_date(s) AS try_cast(s AS DATE);
-CREATE OR REPLACE TEMP MACRO try_to_timestamp(s) AS try_cast(s AS TIMESTAMP);
 -- Snowflake's two-argument form: the instant in zone tz (DuckDB gives it as a naive TIMESTAMP).
 CREATE OR REPLACE TEMP MACRO convert_timezone(tz, t) AS timezone(tz, t);
 CREATE OR REPLACE TEMP MACRO sha2(s, bits) AS sha256(s);
--- Keys sorted, as Snowflake's OBJECT_AGG serialises them: the same data gives the same text.
-CREATE OR REPLACE TEMP MACRO object_agg(k, v) AS
-    to_json(map_from_entries(list(struct_pack(k := k, v := v) ORDER BY k)));
 """
 LOCK_WAIT_SECONDS = 300
 # A line in the task log this often while the wait goes on: minutes of silence look like a hang.
