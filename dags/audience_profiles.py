@@ -116,9 +116,7 @@ def audience_profiles():
 
     @task
     def destinations() -> list[str]:
-        from audience_profiles.config import load_config
-
-        return [d.name for d in load_config().enabled_destinations]
+        return dag_defaults.destination_names()  # a pipeline.yml mistake fails it at once
 
     @task(pool=WAREHOUSE_POOL)
     def cleanup() -> None:

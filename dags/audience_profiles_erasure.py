@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
+from audience_profiles import dag_defaults
 from audience_profiles.assets import ERASED
 from audience_profiles.dag_defaults import DEFAULT_ARGS, WAREHOUSE_POOL, Tag, fails_fast, start_date
 
@@ -63,6 +64,7 @@ def _run() -> tuple[str, str]:
 )
 def audience_profiles_erasure():
     @task
+    @fails_fast  # the first task reads pipeline.yml whole: a mistake there fails it at once
     def read_requests() -> dict:
         from audience_profiles.privacy.erasure import read_requests
 
@@ -96,9 +98,7 @@ def audience_profiles_erasure():
 
     @task
     def destinations() -> list[str]:
-        from audience_profiles.config import load_config
-
-        return [d.name for d in load_config().enabled_destinations]
+        return dag_defaults.destination_names()  # a pipeline.yml mistake fails it at once
 
     @task(map_index_template="{{ destination_name }}")
     def erase(destination_name: str, pending: str) -> dict:

@@ -121,3 +121,14 @@ def fails_fast(task_function: Callable[..., Any]) -> Callable[..., Any]:
             raise AirflowFailException(str(exc)) from exc  # alerts name the cause
 
     return run
+
+
+@fails_fast
+def destination_names() -> list[str]:
+    """The enabled destinations' names: the daily and erasure DAGs' ``destinations`` task. It has
+    no upstream, so it starts with the run's first task and reads pipeline.yml whole: a mistake
+    there fails it at once too, not after three retries (docs/operations.md, "Retries and
+    alerts")."""
+    from audience_profiles.config import load_config
+
+    return [d.name for d in load_config().enabled_destinations]

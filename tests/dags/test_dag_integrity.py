@@ -214,7 +214,7 @@ def test_tasks_that_read_config_or_check_data_fail_without_retrying_what_would_r
             "check_quality",
         },
         "audience_profiles_stream": {"process_landed_files"},
-        "audience_profiles_erasure": {"retention"},
+        "audience_profiles_erasure": {"read_requests", "retention"},
     }
     fails_fast_code = fails_fast(lambda: None).__code__
 
@@ -231,6 +231,40 @@ def test_tasks_that_read_config_or_check_data_fail_without_retrying_what_would_r
             assert wrapped_by_fails_fast(task.python_callable), f"{dag_id}.{task_id}"
     assert wrapped_by_fails_fast(DeliverOperator.execute)  # Airflow wraps execute too
     assert wrapped_by_fails_fast(WaitForLandingOperator.execute)
+
+
+def test_a_config_mistake_fails_the_tasks_a_run_starts_with_at_once(tmp_path, monkeypatch):
+    """The tasks without an upstream start together and read pipeline.yml whole: a mistake there
+    failed the erasure DAG's read_requests and both DAGs' destinations only after three retries
+    (four alerts), while wait_for_landing and retention beside them failed at once."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from audience_profiles.config import CONFIG_ENV
+
+    path = write_config(tmp_path).source_file
+    with open(path, "a") as fh:
+        fh.write("retention: {interaction_days: 400}\n")
+    monkeypatch.setenv(CONFIG_ENV, path)
+    bag = _parsed_dags()
+    started = []
+    for dag_id in ("audience_profiles", "audience_profiles_erasure"):
+        for task in bag.dags[dag_id].roots:
+            if not hasattr(task, "python_callable"):  # WaitForLandingOperator: tested with it
+                continue
+            body = task.python_callable
+            while hasattr(body, "__wrapped__"):
+                body = body.__wrapped__
+            if "_run" in body.__globals__:  # the run's date and id, from a task's context
+                monkeypatch.setitem(body.__globals__, "_run", lambda: ("2022-04-29", "manual"))
+            with pytest.raises(AirflowFailException, match=r"retention\.interaction_days"):
+                task.python_callable()
+            started.append(f"{dag_id}.{task.task_id}")
+    assert sorted(started) == [
+        "audience_profiles.destinations",
+        "audience_profiles_erasure.destinations",
+        "audience_profiles_erasure.read_requests",
+        "audience_profiles_erasure.retention",
+    ]
 
 
 def test_dag_files_stay_thin():
