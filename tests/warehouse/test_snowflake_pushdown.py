@@ -335,6 +335,30 @@ def test_files_are_staged_through_the_home_schema_s_stage_whatever_schema_is_cur
             assert [str(row[1]).upper() for row in shown] == stages, schema
 
 
+@pytest.mark.services
+def test_a_staged_table_whose_copy_failed_is_dropped_on_close(snowflake_conn, tmp_path):
+    """The table is created before its COPY: recorded only after a COPY that succeeded, a failed
+    one left it behind (empty, in the home schema) for good."""
+    database = "STAGEFAIL_" + uuid.uuid4().hex[:8].upper()
+    config = WarehouseConfig(engine="snowflake", conn_id=snowflake_conn, database=database)
+    pq.write_table(pa.table({"v": ["one"]}), tmp_path / "one.parquet")
+    with SnowflakeWarehouse(config) as wh:
+        execute = wh.cur.execute
+
+        def failing_copy(sql, *args, **kwargs):
+            if sql.startswith("COPY INTO"):
+                raise ProgrammingError("the COPY failed")
+            return execute(sql, *args, **kwargs)
+
+        wh.cur.execute = failing_copy
+        with pytest.raises(ProgrammingError, match="the COPY failed"):
+            wh.staged_relation(str(tmp_path / "one.parquet"))
+        wh.cur.execute = execute
+        assert [t for t in wh.table_names("MAIN") if t.startswith("staged_one_")]
+    with SnowflakeWarehouse(config) as wh:
+        assert not [t for t in wh.table_names("MAIN") if t.startswith("staged_")]
+
+
 def test_rejected_credentials_fail_at_once_and_other_connection_errors_name_the_connection():
     """A wrong password retried by every warehouse task is one failed login per try, and
     Snowflake locks the user after five: the connector marks a rejection with SQLSTATE 28000

@@ -322,10 +322,11 @@ class SnowflakeWarehouse(Warehouse):
         if not self._stage_ready:
             self.cur.execute(f"CREATE STAGE IF NOT EXISTS {stage}")
             self._stage_ready = True
+        # Recorded first: a COPY that fails leaves the table it created, which close() drops.
+        self._staged.add(table)
         load_parquet_file(
             self.cur, table, path, f"@{stage}/load/{table.lower()}", "TRANSIENT TABLE"
         )
-        self._staged.add(table)
         return table
 
     def export_parquet(self, relation: str, path: str) -> int:
