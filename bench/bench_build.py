@@ -22,8 +22,9 @@ and once: identity resolution alone on 5M synthetic links (``--edges``).
 ``--days 7 14 28 56`` measures each size (then a week's volume) over longer histories at the same
 daily rate, and prints how the daily build grows with the history before the day.
 
-Every measured step runs in a child process, so its peak RSS (ru_maxrss) is its own. DuckDB gets
-``--memory-limit`` (default 1536MB) and ``--threads`` (default 2).
+Every measured step runs in a child process, so its peak RSS (ru_maxrss) is its own. The
+warehouse's DuckDB and the lower bound's get ``--memory-limit`` (default 1536MB) and ``--threads``
+(default 2); the landing extract's in-memory DuckDBs keep their own limit (768MB each).
 """
 
 from __future__ import annotations
