@@ -3,7 +3,7 @@
     python bench/bench_build.py --sizes 1000000 10000000
 
 For every size N (generated interactions over 7 days, with form entries and SSO links scaled so
-that N = 10M carries about 1M form entries and 300k SSO links):
+that N = 10M carries about 1M form entries and 330k SSO links):
 
 - history load: every partition but the last extracted, validated and enriched (what the earlier
   daily runs left in the warehouse; identity and profiles of those runs are not needed, as every
@@ -22,8 +22,9 @@ and once: identity resolution alone on 5M synthetic links (``--edges``).
 ``--days 7 14 28 56`` measures each size (then a week's volume) over longer histories at the same
 daily rate, and prints how the daily build grows with the history before the day.
 
-Every measured step runs in a child process, so its peak RSS (ru_maxrss) is its own. DuckDB gets
-``--memory-limit`` (default 1536MB) and ``--threads`` (default 2).
+Every measured step runs in a child process, so its peak RSS (ru_maxrss) is its own. The
+warehouse's DuckDB and the lower bound's get ``--memory-limit`` (default 1536MB) and ``--threads``
+(default 2); the landing extract's in-memory DuckDBs keep their own limit (768MB each).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-# 10M interactions -> ~1.33M people: these shares give ~1M form entries and ~300k SSO links.
+# 10M interactions -> ~1.33M people: these shares give ~1M form entries and ~330k SSO links.
 IDENTIFIED_SHARE = 0.535
 SIGNED_IN_SHARE = 0.18
 IDENTITY_YML = ROOT / "include" / "config" / "identity.yml"

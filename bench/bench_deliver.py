@@ -32,11 +32,12 @@ is made here from ``audience_profiles`` by the two segments.yml rules that need 
 
 Every delivery runs in a child process (a fresh interpreter), so its peak RSS (ru_maxrss) is its
 own; the stand-ins run in processes of their own too, and their CPU competes with the delivery's
-on a small machine. Per kind it prints rows delivered (the DeliveryReport's ``rows``; for
-Dotdigital its counts: contacts added, changed, removed, consent records), seconds, rows/s and
-peak RSS, with the load average before and after. ``--max-rows N`` delivers the first N rows of
-each table instead of all (the output says so): for a stand-in that is itself the bottleneck.
-``--timeout`` stops a delivery that has not finished and says so.
+on a small machine. Per kind it prints rows delivered (the sum of the DeliveryReport's ``rows``;
+for Dotdigital its contacts added, changed, removed and rejected, with the consent records sent
+per segment on a line of their own), seconds, rows/s and peak RSS, with the load average before
+and after. ``--max-rows N`` delivers the first N rows of each table instead of all (the output
+says so): for a stand-in that is itself the bottleneck. ``--timeout`` stops a delivery that has
+not finished and says so.
 """
 
 from __future__ import annotations
