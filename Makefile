@@ -1,6 +1,7 @@
 # audience-profiles: every command a developer, CI or an operator needs.
 #   make run    set up, generate sample data, run the daily DAG for every sample date, show results
-#   make test   set up (incl. test services' programs) and run the whole test suite
+#   make test   set up (Python packages, and Azurite from npm) and run the whole test suite;
+#               PostgreSQL 15 and Chromium come from apt (.ci/run installs them)
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := $(CURDIR)/.venv

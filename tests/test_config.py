@@ -100,6 +100,9 @@ def test_variables_read_as_a_shell_reads_them(monkeypatch):
             },
             "p.yml: destinations[0].state_path: must be a path, not ''",
         ),
+        # read as the config file's folder, they loaded, and the run's first reader failed
+        ({"identity_config": "${AP_TEST_EMPTY}"}, "p.yml: identity_config: must be a path, not ''"),
+        ({"segments_config": " "}, "p.yml: segments_config: must be a path, not ' '"),
         # ${AP_HOME}/ with AP_HOME empty: the sweep of <work_dir>/tmp/ emptied the system's /tmp
         ({"work_dir": "${AP_TEST_EMPTY}/"}, "p.yml: work_dir: '/' is the root of the file system"),
     ],

@@ -456,12 +456,17 @@ def _path(mapping: dict, key: str, default: str | None, where: str, source: str)
     value = _text(mapping, key, None, where, source)
     if value is None:
         return None if default is None else resolve_path(default)
+    _refuse_blank_path(value, f"{where}{key}", source)
+    return resolve_path(value)
+
+
+def _refuse_blank_path(value: str, key: str, source: str) -> None:
+    """A path key's value must not be blank: "" names the folder it is resolved against."""
     if not value.strip():
         raise ConfigError(
-            f"{source}: {where}{key}: must be a path, not {value!r} (an environment variable set "
+            f"{source}: {key}: must be a path, not {value!r} (an environment variable set "
             "but empty? ${VAR:-default} gives the default then)"
         )
-    return resolve_path(value)
 
 
 def _section(raw: dict, key: str, source: str) -> dict:
@@ -1220,7 +1225,10 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     config_dir = Path(source).parent if source != "<dict>" else DEFAULT_CONFIG.parent
 
     def sibling(key: str, default: str) -> str:
-        path = Path(_text(raw, key, default, "", source))
+        text = _text(raw, key, default, "", source)
+        # blank, it was this file's folder: the load passed, and the run's first reader failed
+        _refuse_blank_path(text, key, source)
+        path = Path(text)
         if not path.is_absolute():
             path = config_dir / path
         return str(path)
