@@ -469,6 +469,32 @@ def test_show_on_a_file_that_is_no_warehouse_says_what_duckdb_says(config):
         cli.main(["show"])
 
 
+def test_show_prints_the_same_rows_in_the_same_order_every_time(config, capsys):
+    # It ordered by profile only: a profile's answers of one date came out in the table's
+    # order, which a re-run of the same landing changed.
+    con = duckdb.connect(config.warehouse.path)
+    con.execute("CREATE TABLE published_snapshots AS SELECT DATE '2022-04-29' AS dt")
+    con.execute("CREATE TABLE audience_profiles AS SELECT 1 AS interactions")
+    con.execute(
+        "CREATE TABLE audience_profile_interactions AS SELECT * FROM (VALUES "
+        + ", ".join(
+            f"('Ann', 'Lee', 'ann@example.com', DATE '2022-04-29', '{attribute}', 'x', 's', 'p')"
+            for attribute in ("Poll C", "Poll A", "Poll B")
+        )
+        + ") t(first_name, last_name, email, interaction_date, attribute, option, session_id,"
+        " profile_id)"
+    )
+    con.execute(
+        "CREATE TABLE quarantine AS SELECT * FROM (VALUES ('interactions', 'option: x'),"
+        " ('form_entries', 'email: x')) t(source, reason)"
+    )
+    con.close()
+    assert cli.main(["show"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("Poll A") < out.index("Poll B") < out.index("Poll C")
+    assert out.index("form_entries") < out.index("interactions │")
+
+
 def test_each_dates_report_line_is_printed_with_its_warnings(tmp_path):
     # The CLI printed only "success": a late landing, dates left out or a rules change were
     # said only in the log file and on the page.

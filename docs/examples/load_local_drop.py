@@ -5,8 +5,11 @@ A downstream DAG that follows one destination's deliveries only: the `local_drop
 of pipeline.yml (docs/operations.md, "Scheduling on the outputs"). Each deliver task also sends
 an event to its destination's own asset, `audience_profiles_delivered/<name>`
 (`audience-profiles://delivered/<name>`, the name URL-quoted); a DAG scheduled on the shared
-`audience_profiles_delivered` would run for every destination's delivery instead. Put your
-load where the `...` is. tests/scheduler/test_backfill.py runs this very file on a real
+`audience_profiles_delivered` would run for every destination's delivery instead. Copy it into
+the DAGs folder of the deployment that runs the daily DAG and put your load where the `...` is.
+Once it is unpaused, a scheduler runs it when `local_drop` has delivered; `audience-profiles run`
+runs the daily DAG only, not this one. Run by hand (`airflow dags test load_local_drop`), it has no event
+to read and returns no dates. tests/scheduler/test_backfill.py runs this very file on a real
 scheduler, after a backfill.
 """
 

@@ -729,13 +729,14 @@ def _show(args: argparse.Namespace) -> int:
         con.sql(
             "SELECT first_name, last_name, email, interaction_date, attribute, option "
             "FROM audience_profile_interactions "
-            "ORDER BY (session_id = 'e298a949-fa5a-4fae-b4bb-f468cb185dd9') DESC, interaction_date DESC, profile_id "
+            "ORDER BY (session_id = 'e298a949-fa5a-4fae-b4bb-f468cb185dd9') DESC, interaction_date DESC, "
+            "profile_id, attribute, option "  # a total order: the same rows every time
             "LIMIT 8"
         ).show(max_width=160)
         print("quarantine by source and reason field:")
         con.sql(
             "SELECT source, split_part(reason, ':', 1) AS field, count(*) AS rows FROM quarantine "
-            "GROUP BY ALL ORDER BY rows DESC"
+            "GROUP BY ALL ORDER BY rows DESC, source, field"
         ).show()
     finally:
         con.close()
