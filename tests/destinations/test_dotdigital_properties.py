@@ -5,8 +5,9 @@ or go missing; names and answers that change; opt-ins yes, no or never asked), t
 one or two segments and, now and then, someone who unsubscribes in Dotdigital. After every
 date's sync each address book holds exactly that date's members who opted in, have an address
 and are not suppressed, keyed by the normalised address; their contacts hold that date's data
-fields and one consent record per opt-in and wording; no import or consent record ever went to
-anyone who had not opted in on that date; and delivering the same date again sends nothing. A
+fields and one consent record per opt-in and wording; no import ever carried anyone who was
+not then an opted-in member of its book's segment, no consent record went to anyone who was not
+one of some segment; and delivering the same date again sends nothing. A
 second property fails one date's sync midway (5xx, 429 past the wait limit, or the watchdog)
 and checks that the next sync, a retry or the next date, converges the same way.
 """
