@@ -216,6 +216,15 @@ class Run:
 examples = iter(range(1_000_000))
 
 
+def land(dotdigital, inputs, suppressed: set[str], profiles, members, unsubscribes):
+    """A date's tables and the members its books must hold; its unsubscribe (if any) is made in
+    the stand-in first and stays suppressed for the dates after."""
+    if unsubscribes:
+        dotdigital.suppress(unsubscribes)
+        suppressed.add(unsubscribes)
+    return inputs.write(profiles, members), wanted(profiles, members, suppressed)
+
+
 @PROPERTY_SETTINGS
 @given(history=histories())
 def test_every_date_leaves_exactly_its_opted_in_members_and_a_rerun_sends_nothing(
@@ -225,11 +234,7 @@ def test_every_date_leaves_exactly_its_opted_in_members_and_a_rerun_sends_nothin
     run = Run(dotdigital, sync, segments, tmp_path / f"state{next(examples)}.duckdb")
     suppressed: set[str] = set()
     for day, (profiles, members, unsubscribes) in enumerate(dates, start=1):
-        if unsubscribes:
-            dotdigital.suppress(unsubscribes)
-            suppressed.add(unsubscribes)
-        tables = inputs.write(profiles, members)
-        want = wanted(profiles, members, suppressed)
+        tables, want = land(dotdigital, inputs, suppressed, profiles, members, unsubscribes)
         run.deliver_and_check(day, tables, want)
         run.rerun_sends_nothing(day, tables, want)
 
@@ -269,11 +274,7 @@ def test_a_sync_failing_midway_is_repaired_by_the_next_one(
     suppressed: set[str] = set()
     try:
         for day, (profiles, members, unsubscribes) in enumerate(dates, start=1):
-            if unsubscribes:
-                dotdigital.suppress(unsubscribes)
-                suppressed.add(unsubscribes)
-            tables = inputs.write(profiles, members)
-            want = wanted(profiles, members, suppressed)
+            tables, want = land(dotdigital, inputs, suppressed, profiles, members, unsubscribes)
             if day - 1 != failing:
                 run.deliver_and_check(day, tables, want)
                 continue
