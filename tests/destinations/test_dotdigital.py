@@ -867,10 +867,14 @@ def test_deferred_delivery_waits_on_the_trigger_then_finishes(dotdigital, inputs
     tables = inputs.write(people, {"fans": [p["profile_id"] for p in people]})
     options = {"defer_imports": True, "max_file_mb": 0.001, "max_active_imports": 2}
 
+    sent = 0  # requests before the round
     reports = [sync(tables, **options)]
     while pending := reports[-1].details["pending_imports"]:
         assert len(pending) <= 2
         assert synced(sync.state_path) <= {p["email"] for p in people}
+        # consent records and removals wait for the last round (docs/activation.md)
+        assert not [r[:2] for r in dotdigital.requests[sent:] if r[0] == "PATCH"]
+        sent = len(dotdigital.requests)
         event = asyncio.run(anext(DotdigitalImportTrigger(DOTDIGITAL_CONN_ID, pending, 0.01).run()))
         assert set(event.payload["imports"].values()) == {"Finished"}
         reports.append(sync(tables, **options))
@@ -881,6 +885,8 @@ def test_deferred_delivery_waits_on_the_trigger_then_finishes(dotdigital, inputs
     assert dotdigital.members(FANS) == {p["email"] for p in people}
     assert synced(sync.state_path) == {p["email"] for p in people}
     assert sum(r.rows["added"] for r in reports) == 8
+    consent = [r for r in dotdigital.requests[sent:] if r[0] == "PATCH"]
+    assert len(consent) == 8  # the last round sends each opted-in member's record
     statuses = [
         r[0] for r in state_rows(sync.state_path, "SELECT status FROM sync_runs ORDER BY ds")
     ]
