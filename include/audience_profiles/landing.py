@@ -1028,6 +1028,11 @@ def _read_lines_python(con: duckdb.DuckDBPyConnection, name: str, path: Path) ->
 INVISIBLE = frozenset("\ufeff\u200b\u200c\u200d\u2060")
 
 
+def _visible(text: str) -> str:
+    """``text`` without the characters that show as nothing."""
+    return "".join(ch for ch in text if ch not in INVISIBLE)
+
+
 def _is_json_object(text: str) -> bool:
     text = text.strip()
     if not text.startswith("{"):
@@ -1055,7 +1060,7 @@ def _csv_header(con, source: Source, name: str) -> list[str]:
             "are not skipped)"
         )
     # JSON Lines named .csv: its header "failed" as malformed CSV, naming a quote, not the name.
-    if _is_json_object("".join(ch for ch in first if ch not in INVISIBLE)):
+    if _is_json_object(_visible(first)):
         raise LandingError(
             f"{name}: line 1 is a JSON object, not a CSV header: the file is JSON Lines; land "
             "it named .json"
@@ -1071,7 +1076,7 @@ def _csv_header(con, source: Source, name: str) -> list[str]:
     # answer lost). Named by code point, as the character shows as nothing.
     hidden = []
     for column in present:
-        bare = "".join(ch for ch in column if ch not in INVISIBLE)
+        bare = _visible(column)
         if bare != column and bare.lower() in source.columns:
             marks = ", ".join(f"U+{ord(ch):04X}" for ch in sorted(set(column) & INVISIBLE))
             hidden.append(f"{bare} ({marks})")
@@ -1524,7 +1529,7 @@ def _check_not_csv(con, source: Source, name: str) -> None:
     if not first:
         return
     line, text = first[0]
-    header = "".join(ch for ch in text if ch not in INVISIBLE)
+    header = _visible(text)
     names = {cell.strip().strip('"').strip().lower() for cell in re.split(r"[,;\t|]", header)}
     if all(c in names for c in source.required):
         raise LandingError(
@@ -1565,8 +1570,7 @@ def _stage_json(con, source: Source, name: str, path: Path) -> None:
     padded = sorted(
         json.dumps(k)
         for k in keys
-        if (bare := "".join(ch for ch in k if ch not in INVISIBLE).strip()) != k
-        and bare.lower() in source.columns
+        if (bare := _visible(k).strip()) != k and bare.lower() in source.columns
     )
     if padded:
         raise LandingError(

@@ -855,11 +855,11 @@ class DotdigitalDestination(Destination):
             parts, _ = render_parts(
                 str(source), "csv", tmp / segment_id, escape_csv=False, max_file_mb=opts.max_file_mb
             )
-            for path, _ in parts:
-                if path.stat().st_size >= MAX_IMPORT_BYTES:
+            for path, _rows in parts:
+                if (size := path.stat().st_size) >= MAX_IMPORT_BYTES:
                     raise ImportFileTooLarge(
                         f"segment {segment_id}: one contact's row of import file {path.name} is "
-                        f"{path.stat().st_size / 1024 / 1024:.0f} MiB, over Dotdigital's 50 MB "
+                        f"{size / 1024 / 1024:.0f} MiB, over Dotdigital's 50 MB "
                         "import limit: send fewer or shorter data_fields"
                     )
             jobs.extend((segment_id, book_id, path) for path, rows in parts if rows)
