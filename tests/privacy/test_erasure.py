@@ -44,6 +44,7 @@ from tests.support import (
     SEED_SESSION,
     write_config,
     write_csv,
+    write_ndjson,
 )
 
 ERASE_DAY = "2022-04-30"
@@ -203,6 +204,32 @@ def test_a_quarantined_line_with_the_email_padded_by_a_no_break_space_is_erased(
     run_erasure(ERASE_DAY, built)
 
     assert mentions(built, DAVID) == {} and export_mentions(built, DAVID) == []
+
+
+def test_a_quarantined_json_line_with_the_email_padded_by_an_escaped_space_is_erased(
+    built, tmp_path
+):
+    """A JSON writer escapes the padding ("\\u00a0", "\\t"): the line's word was the address
+    with the escape in it, which named nobody, so the line stayed in the warehouse, the run
+    export and the drop after David's erasure (found by test_erasure_properties.py)."""
+    entries = [
+        {"entry_datetime": "2022-04-29T08:40:00", "email": DAVID + "\u00a0", "optin_1": "Maybe",
+         "session_id": "stray-2", "form_name": "Quiz", "form_id": 7},
+        {"entry_datetime": "2022-04-29T08:41:00", "email": "\t" + DAVID.upper(),
+         "optin_1": "Maybe", "session_id": "stray-3", "form_name": "Quiz", "form_id": 7},
+    ]  # fmt: skip
+    write_ndjson(tmp_path / "landing" / "form_entries" / "date=2022-04-29" / "q.json", entries)
+    run_all(RunWindow.for_date("2022-04-29"), built)
+    escaped = query(built, "SELECT raw FROM quarantine WHERE raw LIKE '%stray-%'")
+    assert len(escaped) == 2 and all("\\u00a0" in r or "\\t" in r for (r,) in escaped)
+    file_request(tmp_path / "landing", "r-1", "email", DAVID)
+
+    run_erasure(ERASE_DAY, built)
+
+    assert mentions(built, DAVID) == {} and export_mentions(built, DAVID) == []
+    assert query(built, "SELECT count(*) FROM quarantine WHERE raw LIKE '%stray-%'") == [(0,)]
+    drop = [p for p in (tmp_path / "output").rglob("part-*") if "stray-" in p.read_text()]
+    assert drop == []
 
 
 def test_running_again_changes_nothing(built, tmp_path):

@@ -63,10 +63,34 @@ _PART_TMP = re.compile(
     r"\.tmp$"
 )
 # A word of a raw line (CSV field, JSON string), as the tokens macro of
-# include/sql/privacy/_macros.sql cuts it: Python's re and DuckDB's RE2 read it alike. Every
-# white space character separates words (the characters themselves, none special in a class).
+# include/sql/privacy/_macros.sql cuts it first (raw_words): Python's re and DuckDB's RE2 read
+# it alike. Every white space character separates words (the characters themselves, none special
+# in a class).
 RAW_WORD = "[^" + WHITESPACE + ',;"{}]+'
+# A backslash escape (JSON's "\u00a0", "\t"; any backslash and the character after it): the
+# line's second cut (raw_words) has each one turned into a space.
+RAW_ESCAPE = r"\\(u[0-9A-Fa-f]{4}|[^u]|u)"
 _TOKEN = _literal(RAW_WORD)
+_ESCAPE = _literal(RAW_ESCAPE)
+
+
+def raw_words(line: str) -> list[str]:
+    """The words of a quarantined line, as the tokens macro of include/sql/privacy/_macros.sql
+    yields them: cut at white space and ``,;"{}``, then again with every backslash escape
+    turned into a space (a JSON line holds white space escaped: the word with the escape in
+    it names nobody; an identifier holding a backslash itself is a word of the first cut)."""
+    return re.findall(RAW_WORD, line) + re.findall(RAW_WORD, re.sub(RAW_ESCAPE, " ", line))
+
+
+def raw_words_sql(raw: str) -> str:
+    """DuckDB SQL: the list of :func:`raw_words` of the text expression ``raw``."""
+    unescaped = f"regexp_replace({raw}, {_ESCAPE}, ' ', 'g')"
+    return (
+        f"list_concat(regexp_extract_all({raw}, {_TOKEN}), "
+        f"regexp_extract_all({unescaped}, {_TOKEN}))"
+    )
+
+
 _JSON_LINE = chr(31)  # a delimiter that never occurs: every JSON line is one value
 PROFILE_COLUMNS = ("profile_id", "merged_profile_id", "surviving_profile_id")
 VALUE_COLUMNS = ("email", HASHED_EMAIL, "session_id", "external_id")
@@ -123,11 +147,11 @@ def matches(columns: set[str], value_of: Callable[[str], str]) -> str:
         # a word of the line: an email whatever its case, a session or SSO id exactly
         raw = value_of(RAW_COLUMN)
         terms.append(
-            f"len(list_intersect(regexp_extract_all(lower({raw}), {_TOKEN}), (SELECT "
+            f"len(list_intersect({raw_words_sql(f'lower({raw})')}, (SELECT "
             "list(lower(value)) FROM erase_values WHERE identifier_type = 'email'))) > 0"
         )
         terms.append(
-            f"len(list_intersect(regexp_extract_all({raw}, {_TOKEN}), (SELECT "
+            f"len(list_intersect({raw_words_sql(raw)}, (SELECT "
             "list(value) FROM erase_values WHERE identifier_type <> 'email'))) > 0"
         )
     return " OR ".join(f"coalesce({t}, false)" for t in terms) or "false"

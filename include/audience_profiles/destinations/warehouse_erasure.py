@@ -26,7 +26,6 @@ in the snapshot tables nor in the partition of a date that no daily run rewrites
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from audience_profiles.destinations.drop import (
     _quote_ident,
     scratch_duckdb,
 )
-from audience_profiles.destinations.drop_erasure import PROFILE_COLUMNS, RAW_WORD
+from audience_profiles.destinations.drop_erasure import PROFILE_COLUMNS, raw_words, raw_words_sql
 from audience_profiles.privacy import (
     HASHED_EMAIL,
     WHITESPACE,
@@ -61,7 +60,6 @@ VALUE_COLUMNS = ("email", "session_id", "external_id")
 PROFILE = "profile_id"  # tombstone type of an erased profile id
 EXACT = "exact:"  # before a tombstone's type: a session or SSO id hashed with its case
 CASED = ("session_id", "external_id")  # the identifier types compared case and all
-_WORD = re.compile(RAW_WORD)
 T = TypeVar("T", str, tuple[str | None, str])
 # Values one statement lists. Snowflake takes at most 16,384 expressions in an IN list (error
 # 001795), and a backlog of requests (an erasure DAG paused for weeks) lists tens of thousands.
@@ -231,7 +229,7 @@ def _quarantined_lines(dest: SqlWarehouseDestination, db: Session, subjects: Sub
                 f"SELECT DISTINCT {raw} FROM {dest.qualified('quarantine')} WHERE {found}"
             )
         )
-    return {line for line in candidates if subjects.names(_WORD.findall(line))}
+    return {line for line in candidates if subjects.names(raw_words(line))}
 
 
 def _erased_wheres(
@@ -327,7 +325,7 @@ def without_erased(path: str, erased: set[tuple[str, str]], out: Path) -> tuple[
             if {t, v} <= columns
         ]
         if RAW_COLUMN in columns:
-            words = f"regexp_extract_all({_quote_ident(RAW_COLUMN)}, {_literal(RAW_WORD)})"
+            words = raw_words_sql(_quote_ident(RAW_COLUMN))
             terms.append(
                 f"list_has_any(list_transform({words}, lambda w: {hashed('w')}), (SELECT "
                 f"list(identifier_hash) FROM erased WHERE identifier_type NOT LIKE '{EXACT}%'))"
