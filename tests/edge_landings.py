@@ -5,8 +5,9 @@ the row arrives a day after it was observed, then the values), plus which source
 newline-delimited JSON. ``landings`` draws random ones (hypothesis), ``EDGE_CASE_LANDING`` is one
 fixed landing of all the cases at once. Used by ``tests/bench/test_pandas_reference.py`` (the
 build against the pandas reference), ``tests/identity/test_point_in_time.py`` (day by day, re-run
-and rebuilt), ``tests/warehouse/test_snowflake_pushdown.py`` (both engines) and
-``tests/privacy/test_retention_properties.py`` (retention on random schedules).
+and rebuilt), ``tests/warehouse/test_snowflake_pushdown.py`` (both engines),
+``tests/privacy/test_retention_properties.py`` (retention on random schedules) and
+``tests/privacy/test_erasure_properties.py`` (an erasure of a random identifier).
 """
 
 from __future__ import annotations
