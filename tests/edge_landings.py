@@ -6,8 +6,9 @@ newline-delimited JSON. ``landings`` draws random ones (hypothesis), ``EDGE_CASE
 fixed landing of all the cases at once. Used by ``tests/bench/test_pandas_reference.py`` (the
 build against the pandas reference), ``tests/identity/test_point_in_time.py`` (day by day, re-run
 and rebuilt), ``tests/warehouse/test_snowflake_pushdown.py`` (both engines),
-``tests/privacy/test_retention_properties.py`` (retention on random schedules) and
-``tests/privacy/test_erasure_properties.py`` (an erasure of a random identifier).
+``tests/privacy/test_retention_properties.py`` (retention on random schedules),
+``tests/privacy/test_erasure_properties.py`` (an erasure of a random identifier) and
+``tests/stream/test_stream_properties.py`` (micro-batches against the daily build).
 """
 
 from __future__ import annotations
