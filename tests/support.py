@@ -185,3 +185,22 @@ def break_validation(monkeypatch, source: str, staged: str | None = None, sql: s
         return render(self, name, **params) + "\n" + sql
 
     monkeypatch.setattr(Warehouse, "render", broken)
+
+
+def union_find(edges) -> dict:
+    """Plain-Python connected components, the reference the SQL and the stream are compared
+    with: every node of ``edges`` -> the smallest node of its component."""
+    parent: dict = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in parent}

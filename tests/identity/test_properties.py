@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from audience_profiles.identity import resolve_as_of
 from tests.identity.world import World
+from tests.support import union_find
 
 DS = "2022-04-25"
 SESSIONS = [f"s-{i}" for i in range(7)]
@@ -66,19 +67,10 @@ def resolve(world: World, links) -> tuple[set[frozenset[str]], list, list[tuple]
 
 
 def components(nodes: set[str], links: list[tuple[str, str]]) -> set[frozenset[str]]:
-    parent = {n: n for n in nodes}
-
-    def find(x: str) -> str:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in links:
-        parent[find(a)] = find(b)
+    component = union_find(links)
     groups: dict[str, set[str]] = defaultdict(set)
     for n in nodes:
-        groups[find(n)].add(n)
+        groups[component.get(n, n)].add(n)
     return {frozenset(g) for g in groups.values()}
 
 

@@ -46,6 +46,7 @@ from tests.edge_landings import (
     write_rows,
 )
 from tests.stream.test_stream_batches import FakeStream, make_config
+from tests.support import union_find
 
 DATES = ("2022-04-29", "2022-04-30")  # landed
 BUILT = (*DATES, "2022-05-01")  # built: the day after the last landed too
@@ -175,22 +176,6 @@ def anchored_id(identifier_type: str, value: str) -> str:
 def query(path: str, sql: str) -> list[tuple]:
     with duckdb.connect(path, read_only=True) as con:
         return con.execute(sql).fetchall()
-
-
-def components(edges: list[tuple[str, str]]) -> dict[str, str]:
-    """Union-find over identifier nodes: node -> a representative of its component."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        parent[find(a)] = find(b)
-    return {x: find(x) for x in parent}
 
 
 def check_landing(landing: dict, root: Path) -> None:
@@ -325,7 +310,7 @@ def check_landing(landing: dict, root: Path) -> None:
     for t, v, p in query(wh, "SELECT identifier_type, identifier_value, profile_id FROM profile_identifiers"):  # fmt: skip
         members[p].add((t, v))
     audit = [(a, b) for a, b in audit if a and b]
-    component = components([*links, *audit])
+    component = union_find([*links, *audit])
     limited = {component[a] for pair in audit for a in pair} | {
         component[f"session_id:{s}"] for s in shared if f"session_id:{s}" in component
     }

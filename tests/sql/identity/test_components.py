@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from audience_profiles.config import WarehouseConfig
 from audience_profiles.identity import connected_components
 from audience_profiles.warehouse.duckdb import DuckDBWarehouse
+from tests.support import union_find
 
 
 @pytest.fixture(scope="module")
@@ -27,23 +28,6 @@ def wh():
     warehouse = DuckDBWarehouse(WarehouseConfig(path=":memory:", threads=2))
     yield warehouse
     warehouse.close()
-
-
-def union_find(edges: list[tuple[int, int]]) -> dict[int, int]:
-    parent: dict[int, int] = {}
-
-    def find(x: int) -> int:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {x: find(x) for x in parent}
 
 
 def sql_components(wh, edges: list[tuple[int, int]]):
