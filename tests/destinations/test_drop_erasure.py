@@ -445,3 +445,27 @@ def test_a_quarantined_line_names_an_sso_id_or_session_in_its_own_case_only(tmp_
     dest.erase([request])
 
     assert [r["raw"] for r in _rows(root, "quarantine", 1)["csv"]] == ["x,s-1,SSO-9,Maybe"]
+
+
+def test_a_quarantined_json_line_names_an_identifier_its_writer_escaped(tmp_path):
+    """A JSON writer escapes non-ASCII characters (upper- or lower-case hex, a surrogate pair)
+    and may escape "/": the line's words are decoded before they are compared, and an email is
+    lowered after decoding ("\\u00C9" lowered is still "É" encoded)."""
+    root = tmp_path / "out"
+    dest = destination(root, tables=("quarantine",), formats=("csv",))
+    lines = [
+        '{"email": "JOS\\u00C9@EXAMPLE.COM"}',
+        '{"external_id": "caf\\u00e9\\/1"}',
+        '{"session_id": "s-\\ud83d\\ude00"}',
+        '{"external_id": "CAF\\u00C9\\/1"}',
+    ]
+    rows = [
+        {"source": "identities", "file": "a.json", "line": n, "reason": "r", "raw": raw}
+        for n, raw in enumerate(lines, start=1)
+    ]
+    _write_day(root, dest, {"quarantine": write_table(tmp_path / "q.parquet", rows, QUARANTINE)})
+    identifiers = (("email", "josé@example.com"), ("external_id", "café/1"), ("session_id", "s-😀"))
+
+    dest.erase([ErasureRequest("r-10", "2024-05-04", (), identifiers)])
+
+    assert [r["raw"] for r in _rows(root, "quarantine", 1)["csv"]] == [lines[3]]

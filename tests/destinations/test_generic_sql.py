@@ -13,6 +13,8 @@ from audience_profiles.destinations.generic_sql import GenericSqlDestination
 from tests.destinations.warehouse_exports import (
     DAY1,
     DAY2,
+    ESCAPED_LINES,
+    ESCAPED_REQUEST,
     P1,
     P2,
     P3,
@@ -22,6 +24,7 @@ from tests.destinations.warehouse_exports import (
     TABLES,
     check_erasure,
     deliver,
+    escaped_quarantine_rows,
     warehouse_destination,
 )
 
@@ -169,6 +172,21 @@ def test_erasure_deletes_the_person_everywhere_and_no_load_brings_them_back(
     check_erasure(
         dest, lambda day: deliver(dest, tmp_path, day), lambda: tables(pg_conn, schema), pii
     )
+
+
+def test_a_quarantined_json_line_naming_an_escaped_identifier_is_erased(pg_conn, schema, tmp_path):
+    """As test_snowflake.py's test of the same name, with PostgreSQL's literals."""
+    dest = destination(pg_conn, schema, tmp_path)
+    deliver(dest, tmp_path, DAY1)
+    rows = escaped_quarantine_rows(dest.literal)
+    hook(pg_conn).run(f'INSERT INTO "{schema}"."quarantine" {rows}', autocommit=True)
+
+    dest.erase([ESCAPED_REQUEST])
+
+    left = hook(pg_conn).get_records(
+        f'SELECT raw FROM "{schema}"."quarantine" WHERE file = \'q.json\''
+    )
+    assert left == [(ESCAPED_LINES[-1],)]
 
 
 def test_erasure_before_any_load_answers_done(pg_conn, schema, tmp_path):

@@ -18,6 +18,8 @@ from tests.destinations.warehouse_exports import (
     DAVID,
     DAY1,
     DAY2,
+    ESCAPED_LINES,
+    ESCAPED_REQUEST,
     P1,
     P2,
     P3,
@@ -27,6 +29,7 @@ from tests.destinations.warehouse_exports import (
     TABLES,
     check_erasure,
     deliver,
+    escaped_quarantine_rows,
     warehouse_destination,
     write_exports,
 )
@@ -199,6 +202,23 @@ def test_erasure_deletes_the_person_everywhere_and_no_load_brings_them_back(
     tombstones = query(snowflake_conn, snowflake_database, f"SELECT * FROM {SCHEMA}.AP_ERASURES")
     assert len(tombstones) == 4  # the profile, the address, two sessions
     assert not {DAVID, P1, S1, S2} & {str(v) for row in tombstones for v in row}
+
+
+def test_a_quarantined_json_line_naming_an_escaped_identifier_is_erased(
+    snowflake_conn, snowflake_database, tmp_path
+):
+    """json.dumps escapes non-ASCII (ESCAPED_LINES): the line does not hold the value as it is,
+    so narrowing the lines down by the plain value in the warehouse passed it over, and it
+    stayed after the person's erasure."""
+    dest = destination(snowflake_conn, snowflake_database, tmp_path)
+    deliver(dest, tmp_path, DAY1)
+    rows = escaped_quarantine_rows(dest.literal)
+    query(snowflake_conn, snowflake_database, f"INSERT INTO {SCHEMA}.QUARANTINE {rows}")
+
+    dest.erase([ESCAPED_REQUEST])
+
+    left = f"SELECT raw FROM {SCHEMA}.QUARANTINE WHERE file = 'q.json'"
+    assert query(snowflake_conn, snowflake_database, left) == [(ESCAPED_LINES[-1],)]
 
 
 def most_values_listed(sql: str) -> int:

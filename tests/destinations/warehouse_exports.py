@@ -8,6 +8,7 @@ a new profile P3 appears. Column types follow the data contract of the build's e
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,6 +140,32 @@ TABLES = tuple(COLUMNS)
 DAVID = "david.wilson@example.com"
 # David's request as the erasure DAG resolves it after day 2: P1 (P2 merged into it), and every
 # identifier the graph gives P1.
+# Quarantined JSON lines json.dumps wrote: escaped non-ASCII ("jos\\u00e9@example.com", an SSO
+# id's upper-case "\\u00C9", a session of nothing but escapes) and, last, an address holding the
+# erased one only as part of a word, which stays. ESCAPED_REQUEST names the first three.
+ESCAPED_LINES = [
+    json.dumps({"email": "josé@example.com", "session_id": "stray-1"}),
+    json.dumps({"external_id": "ÉTÉ-1", "session_id": "stray-2"}).replace("c9", "C9"),
+    json.dumps({"session_id": "ñü"}),
+    json.dumps({"email": "xjosé@example.com", "session_id": "stray-3"}),
+]
+ESCAPED_REQUEST = ErasureRequest(
+    "r-2",
+    "2022-05-02 09:00:00",
+    (),
+    (("email", "José@Example.com"), ("external_id", "ÉTÉ-1"), ("session_id", "ñü")),
+)
+
+
+def escaped_quarantine_rows(literal: Callable[[str], str]) -> str:
+    """INSERT INTO quarantine's column list and VALUES for ESCAPED_LINES."""
+    values = ", ".join(
+        f"('form_entries', 'q.json', {n}, 'email: malformed', {literal(line)})"
+        for n, line in enumerate(ESCAPED_LINES, start=1)
+    )
+    return f"(source, file, line, reason, raw) VALUES {values}"
+
+
 DAVID_REQUEST = ErasureRequest(
     "r-1", "2022-05-02 09:00:00", (P1,), (("email", DAVID), ("session_id", S1), ("session_id", S2))
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import re
 from pathlib import Path
@@ -229,6 +230,30 @@ def test_a_quarantined_json_line_with_the_email_padded_by_an_escaped_space_is_er
     assert mentions(built, DAVID) == {} and export_mentions(built, DAVID) == []
     assert query(built, "SELECT count(*) FROM quarantine WHERE raw LIKE '%stray-%'") == [(0,)]
     drop = [p for p in (tmp_path / "output").rglob("part-*") if "stray-" in p.read_text()]
+    assert drop == []
+
+
+def test_a_quarantined_json_line_with_the_email_escaped_by_the_json_writer_is_erased(
+    built, tmp_path
+):
+    """json.dumps escapes every non-ASCII character ("jos\\u00e9@example.com"): the line's word
+    was the address with the escape in it, which named nobody, so José's quarantined entry (a
+    malformed email: validation's pattern is ASCII-only) stayed in the warehouse, the run export
+    and the drop after his erasure."""
+    entry = {"entry_datetime": "2022-04-29T08:42:00", "email": "josé@example.com",
+             "optin_1": "Yes", "session_id": "stray-jose", "form_name": "Quiz", "form_id": 7}  # fmt: skip
+    write_ndjson(tmp_path / "landing" / "form_entries" / "date=2022-04-29" / "jose.json", [entry])
+    run_all(RunWindow.for_date("2022-04-29"), built)
+    quarantined = query(built, "SELECT raw FROM quarantine WHERE raw LIKE '%stray-jose%'")
+    assert [r for (r,) in quarantined] == [json.dumps(entry)]
+    assert "jos\\u00e9@example.com" in quarantined[0][0]
+    file_request(tmp_path / "landing", "r-1", "email", "José@Example.com")
+
+    run_erasure(ERASE_DAY, built)
+
+    assert query(built, "SELECT count(*) FROM quarantine WHERE raw LIKE '%stray-jose%'") == [(0,)]
+    assert export_mentions(built, "stray-jose") == []
+    drop = [p for p in (tmp_path / "output").rglob("part-*") if "stray-jose" in p.read_text()]
     assert drop == []
 
 

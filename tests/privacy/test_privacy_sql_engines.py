@@ -8,9 +8,12 @@ the DuckDB spelling, not how Snowflake's own ``lower`` treats every character.
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
-from audience_profiles.destinations.drop_erasure import raw_words
+from audience_profiles.destinations.drop_erasure import RAW_WORD, raw_words
 from audience_profiles.identity import load_rules
 from audience_profiles.privacy import hash_identifier
 from audience_profiles.privacy.suppression import apply_suppression
@@ -60,7 +63,8 @@ def test_sql_hash_equals_python_for_non_ascii_emails(wh):
 
 def test_tokens_are_the_words_python_cuts(wh):
     # every white space character separates words: a value padded with a no-break space too;
-    # and (a second cut) a backslash escape: a JSON line's escaped padding
+    # and a word holding a backslash is also read as a JSON string's content and cut again:
+    # escaped padding, non-ASCII (lower- and upper-case hex, a surrogate pair), "\\"" and "\\/"
     lines = [
         DAVID_LINE,
         OTHER_LINE,
@@ -68,6 +72,10 @@ def test_tokens_are_the_words_python_cuts(wh):
         "tab\tseparated\r\nline",
         "a@b.io\u00a0,x\u2003y",
         '{"email": "\\tc@d.io\\u00A0", "id": "DOMAIN\\\\u-1"}',
+        json.dumps({"email": "josé@example.com", "sso": "ÉTÉ\U0001f600 x/y"}),
+        '{"email": "JOS\\u00C9@EXAMPLE.COM", "id": "a\\"b\\/c", "s": "q\\/\\u00e9\\u2003r"}',
+        # not JSON string content: an unknown escape, a lone surrogate, a cut \\u, a trailing \\
+        '{"id": "\\x41y", "s": "p\\ud83d", "t": "\\u00e", "u": "v\\\\\\"}',
     ]
     wh.execute_script(
         "CREATE OR REPLACE TABLE lines AS SELECT * FROM (VALUES "
@@ -77,8 +85,12 @@ def test_tokens_are_the_words_python_cuts(wh):
     tokens = sql_macro("privacy/_macros.sql", "tokens", "i", "lines", wh.engine)
     got = sorted(wh.query(f"SELECT i, token FROM ({tokens}) x"))
     assert got == sorted((i, w) for i, line in enumerate(lines) for w in raw_words(line))
-    assert {w for i, w in got if i == 4} == {"a@b.io", "x", "y"}
-    assert {w for i, w in got if i == 5} >= {"c@d.io", "DOMAIN\\\\u-1", "DOMAIN", "u-1"}
+    words = [{w for i, w in got if i == line} for line in range(len(lines))]
+    assert words[4] == {"a@b.io", "x", "y"}
+    assert words[5] >= {"c@d.io", "DOMAIN\\\\u-1", "DOMAIN\\u-1"} and "DOMAIN" not in words[5]
+    assert words[6] >= {"josé@example.com", "ÉTÉ\U0001f600", "x/y"}
+    assert words[7] >= {"JOSÉ@EXAMPLE.COM", "b/c", "q/é", "r"}
+    assert words[8] == set(re.findall(RAW_WORD, lines[8]))
 
 
 def test_suppression_removes_the_same_rows(wh):

@@ -63,31 +63,43 @@ _PART_TMP = re.compile(
     r"\.tmp$"
 )
 # A word of a raw line (CSV field, JSON string), as the tokens macro of
-# include/sql/privacy/_macros.sql cuts it first (raw_words): Python's re and DuckDB's RE2 read
-# it alike. Every white space character separates words (the characters themselves, none special
+# include/sql/privacy/_macros.sql cuts it (raw_words): Python's re and DuckDB's RE2 read it
+# alike. Every white space character separates words (the characters themselves, none special
 # in a class).
 RAW_WORD = "[^" + WHITESPACE + ',;"{}]+'
-# A backslash escape (JSON's "\u00a0", "\t"; any backslash and the character after it): the
-# line's second cut (raw_words) has each one turned into a space.
-RAW_ESCAPE = r"\\(u[0-9A-Fa-f]{4}|[^u]|u)"
 _TOKEN = _literal(RAW_WORD)
-_ESCAPE = _literal(RAW_ESCAPE)
+
+
+def _json_decoded(word: str) -> str | None:
+    """The word read as the content of a JSON string ("jos\\u00e9" is "josé"), or None when
+    it is not one; nor is a lone surrogate ("\\ud83d"), which DuckDB and Snowflake refuse."""
+    try:
+        text = json.loads('"' + word + '"')
+        text.encode()
+    except (ValueError, UnicodeEncodeError):
+        return None
+    return text
 
 
 def raw_words(line: str) -> list[str]:
     """The words of a quarantined line, as the tokens macro of include/sql/privacy/_macros.sql
-    yields them: cut at white space and ``,;"{}``, then again with every backslash escape
-    turned into a space (a JSON line holds white space escaped: the word with the escape in
-    it names nobody; an identifier holding a backslash itself is a word of the first cut)."""
-    return re.findall(RAW_WORD, line) + re.findall(RAW_WORD, re.sub(RAW_ESCAPE, " ", line))
+    yields them: cut at white space and ``,;"{}``, then each word holding a backslash read as a
+    JSON string's content and cut again. A JSON writer escapes an identifier's non-ASCII
+    characters ("jos\\u00e9@x.io") and the white space padding it ("a@b.io\\u00a0"), so the
+    word with the escapes names nobody; a word that does not decode is only itself."""
+    words = re.findall(RAW_WORD, line)
+    decoded = (_json_decoded(w) for w in words if "\\" in w)
+    return words + [w for text in decoded if text is not None for w in re.findall(RAW_WORD, text)]
 
 
 def raw_words_sql(raw: str) -> str:
     """DuckDB SQL: the list of :func:`raw_words` of the text expression ``raw``."""
-    unescaped = f"regexp_replace({raw}, {_ESCAPE}, ' ', 'g')"
+    words = f"regexp_extract_all({raw}, {_TOKEN})"
+    decoded = "json_extract_string(TRY_CAST('\"' || w || '\"' AS JSON), '$')"
     return (
-        f"list_concat(regexp_extract_all({raw}, {_TOKEN}), "
-        f"regexp_extract_all({unescaped}, {_TOKEN}))"
+        f"list_concat({words}, flatten(list_transform("
+        f"list_filter({words}, lambda w: contains(w, chr(92))), "
+        f"lambda w: coalesce(regexp_extract_all({decoded}, {_TOKEN}), []))))"
     )
 
 
@@ -147,7 +159,7 @@ def matches(columns: set[str], value_of: Callable[[str], str]) -> str:
         # a word of the line: an email whatever its case, a session or SSO id exactly
         raw = value_of(RAW_COLUMN)
         terms.append(
-            f"len(list_intersect({raw_words_sql(f'lower({raw})')}, (SELECT "
+            f"len(list_intersect(list_transform({raw_words_sql(raw)}, lambda w: lower(w)), (SELECT "
             "list(lower(value)) FROM erase_values WHERE identifier_type = 'email'))) > 0"
         )
         terms.append(

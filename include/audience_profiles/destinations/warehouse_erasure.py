@@ -26,6 +26,7 @@ in the snapshot tables nor in the partition of a date that no daily run rewrites
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,9 @@ PROFILE = "profile_id"  # tombstone type of an erased profile id
 EXACT = "exact:"  # before a tombstone's type: a session or SSO id hashed with its case
 CASED = ("session_id", "external_id")  # the identifier types compared case and all
 T = TypeVar("T", str, tuple[str | None, str])
+# Characters no JSON writer escapes in practice (JSON lets any be written as "\\u00XX"; writers
+# escape non-ASCII, controls, quotes, backslashes and some of "/<>&'+").
+_NEVER_ESCAPED = re.compile(r"[a-z0-9.@_-]+")
 # Values one statement lists. Snowflake takes at most 16,384 expressions in an IN list (error
 # 001795), and a backlog of requests (an erasure DAG paused for weeks) lists tens of thousands.
 LISTED_MAX = 1000
@@ -215,14 +219,26 @@ def _quarantined_lines(dest: SqlWarehouseDestination, db: Session, subjects: Sub
     """Quarantined lines holding one of the values as a whole word (:meth:`Subjects.names`).
 
     The warehouse narrows the lines down by substring (portable POSITION); the words are cut
-    here, as warehouses spell regular expressions differently.
+    here, as warehouses spell regular expressions differently. A JSON writer may have escaped a
+    value's characters other than ASCII letters, digits and ``.@_-`` (``jos\\u00e9@x.io``): such a
+    value is looked for as its longest run of those in a line holding a backslash.
     """
     words = subjects.words()
     raw = dest.ident(RAW_COLUMN)
     listed = sorted(words)
     candidates = set()
+    escaped = f"POSITION({dest.literal(chr(92))} IN {raw}) > 0"
+
+    def holds(word: str) -> str:
+        if _NEVER_ESCAPED.fullmatch(word):
+            return f"POSITION({dest.literal(word)} IN lower({raw})) > 0"
+        run = max(_NEVER_ESCAPED.findall(word), key=len, default="")
+        if not run:
+            return escaped
+        return f"({escaped} AND POSITION({dest.literal(run)} IN lower({raw})) > 0)"
+
     for part in listed_parts(listed):
-        found = " OR ".join(f"POSITION({dest.literal(w)} IN lower({raw})) > 0" for w in part)
+        found = " OR ".join(holds(w) for w in part)
         candidates.update(
             line
             for (line,) in db.query(

@@ -57,27 +57,33 @@ sha2({{ as_identifier(type, expr) }}, 256)
     quarantine rows; yields (key columns..., token). `source` is a table, or a table and its WHERE
     clause; `engine` is the warehouse engine, duckdb or snowflake (an imported macro does not
     see the template's context). Every white space character separates words, so a value padded
-    with a no-break space in a quarantined line is still found. The line is cut twice, the
-    second time with every backslash escape turned into a space: a JSON line holds white space
-    escaped (`"a@b.io\u00a0"`, `"\ta@b.io"`), and a word with the escape in it names nobody;
-    an identifier that holds a backslash itself is still a word of the first cut.
+    with a no-break space in a quarantined line is still found. Each word holding a backslash is
+    also read as a JSON string's content and cut again: a JSON writer escapes an identifier's
+    non-ASCII characters (`"jos\u00e9@x.io"`) and its white space padding (`"a@b.io\u00a0"`),
+    and a word with the escapes in it names nobody; a word that does not decode is only itself.
     No backslashes: Snowflake string literals treat them as escapes. The Python twin is
     destinations/drop_erasure.raw_words. -#}
 {% macro tokens(columns, source, engine) -%}
 {%- set word -%}'[^' || {% for c in whitespace %}chr({{ c }}) || {% endfor %}',;"{}]+'{%- endset -%}
-{%- set escape -%}chr(92) || chr(92) || '(u[0-9A-Fa-f]{4}|[^u]|u)'{%- endset -%}
 {%- if engine == "snowflake" -%}
 SELECT {{ columns }}, CAST(f.value AS VARCHAR) AS token
 FROM (SELECT * FROM {{ source }}) tokenised,
-     LATERAL FLATTEN(input => ARRAY_CAT(
-         REGEXP_SUBSTR_ALL(tokenised.raw, {{ word }}),
-         REGEXP_SUBSTR_ALL(REGEXP_REPLACE(tokenised.raw, {{ escape }}, ' '), {{ word }}))) f
+     LATERAL FLATTEN(input => REGEXP_SUBSTR_ALL(tokenised.raw, {{ word }})) f
+UNION ALL
+{#- `:w` reads the JSON string's value: fakesnow casts a whole string variant with its quotes #}
+SELECT {{ columns }}, CAST(d.value AS VARCHAR) AS token
+FROM (SELECT * FROM {{ source }}) tokenised,
+     LATERAL FLATTEN(input => REGEXP_SUBSTR_ALL(tokenised.raw, {{ word }})) f,
+     LATERAL FLATTEN(input => REGEXP_SUBSTR_ALL(CAST(
+         TRY_PARSE_JSON('{"w": "' || CAST(f.value AS VARCHAR) || '"}'):w AS VARCHAR), {{ word }})) d
+WHERE CONTAINS(CAST(f.value AS VARCHAR), chr(92))
 {%- else -%}
 SELECT {{ columns }}, token FROM (
-    SELECT {{ columns }}, unnest(list_concat(
-        regexp_extract_all(raw, {{ word }}),
-        regexp_extract_all(regexp_replace(raw, {{ escape }}, ' ', 'g'), {{ word }}))) AS token
-    FROM {{ source }}
+    SELECT {{ columns }}, unnest(list_concat(words, flatten(list_transform(
+        list_filter(words, lambda w: contains(w, chr(92))),
+        lambda w: coalesce(regexp_extract_all(
+            json_extract_string(TRY_CAST('"' || w || '"' AS JSON), '$'), {{ word }}), []))))) AS token
+    FROM (SELECT *, regexp_extract_all(raw, {{ word }}) AS words FROM {{ source }}) cut
 ) tokenised
 {%- endif -%}
 {%- endmacro %}
