@@ -34,6 +34,7 @@ from audience_profiles.config import PipelineConfig
 from audience_profiles.pipeline import RunWindow, run_all
 from audience_profiles.privacy.retention import RUN_FOLDERS, TABLES, apply_retention
 from tests.edge_landings import DATES, EDGE_CASE_LANDING, landings, write_landing
+from tests.privacy.people import query
 from tests.support import write_config
 
 # The runs' exports: the profile-level ones are built from every kept partition up to the date,
@@ -89,11 +90,6 @@ def make_config(root: Path, landing_root: Path, retention: dict | None) -> Pipel
         segments_config=str(segments),
         **extra,
     )
-
-
-def query(config: PipelineConfig, sql: str) -> list[tuple]:
-    with duckdb.connect(config.warehouse.path, read_only=True) as con:
-        return con.execute(sql).fetchall()
 
 
 WAREHOUSE_TABLES = (*(t for tables in TABLES.values() for t in tables), *NEVER_AGED)

@@ -45,6 +45,7 @@ from tests.edge_landings import (
     YES_NO,
     write_rows,
 )
+from tests.stream.support import query
 from tests.stream.test_stream_batches import FakeStream, make_config
 from tests.support import union_find
 
@@ -173,11 +174,6 @@ def anchored_id(identifier_type: str, value: str) -> str:
     return "ap_" + hashlib.md5(f"{identifier_type}:{value}".encode()).hexdigest()[:20]
 
 
-def query(path: str, sql: str) -> list[tuple]:
-    with duckdb.connect(path, read_only=True) as con:
-        return con.execute(sql).fetchall()
-
-
 def check_landing(landing: dict, root: Path) -> None:
     config = make_config(
         root, start_date=DATES[0], quality={"min_profiles_kept": 0}, landing_root=str(root / "landing")
@@ -193,7 +189,6 @@ def check_landing(landing: dict, root: Path) -> None:
         for ds in BUILT[: landing["days"] + 1]:
             (landing_root / source / f"date={ds}").mkdir(parents=True, exist_ok=True)
     rows = file_rows(landing)
-    wh = config.warehouse.path
     sent: list[dict] = []
     batches: list[list[dict]] = []  # the records of each batch
     arrived: dict[str, int] = {}  # file -> the batch that took it
@@ -222,10 +217,10 @@ def check_landing(landing: dict, root: Path) -> None:
         twice = {k: n for k, n in per_profile.items() if n > valid[k[0]]}
         assert not twice, f"emitted more often than landed, under one profile: {twice}"
         # ... and every row once under the profile the stream holds its session in at the end
-        shared = {s for (s,) in query(wh, "SELECT session_id FROM stream_shared_sessions")}
+        shared = {s for (s,) in query(config, "SELECT session_id FROM stream_shared_sessions")}
         held = dict(
             query(
-                wh,
+                config,
                 "SELECT identifier_value, profile_id FROM stream_identifiers"
                 " WHERE identifier_type = 'session_id'",
             )
@@ -241,7 +236,7 @@ def check_landing(landing: dict, root: Path) -> None:
         # Which batch brought each identifier first, and which batch first sent each profile.
         brought: dict[tuple[str, str], int] = {}
         for t, v, f in query(
-            wh,
+            config,
             "SELECT 'email', email, _file FROM form_entries"
             " UNION ALL SELECT 'session_id', session_id, _file FROM form_entries"
             " UNION ALL SELECT 'session_id', session_id, _file FROM identities"
@@ -263,7 +258,7 @@ def check_landing(landing: dict, root: Path) -> None:
         # Every link of the landing, blocked or not: a chain the daily build may draw differently
         # runs along them.
         links = query(
-            wh,
+            config,
             "SELECT * FROM (SELECT 'session_id:' || session_id, 'email:' || email FROM form_entries"
             " UNION ALL SELECT 'session_id:' || session_id, 'external_id:' || external_id"
             " FROM identities"
@@ -295,7 +290,7 @@ def check_landing(landing: dict, root: Path) -> None:
     latest = exports / built[-1] / "export"
     daily_session = dict(
         query(
-            wh,
+            config,
             "SELECT identifier_value, profile_id FROM profile_identifiers"
             " WHERE identifier_type = 'session_id'",
         )
@@ -307,7 +302,7 @@ def check_landing(landing: dict, root: Path) -> None:
         ).fetchall()  # fmt: skip
     }
     members = collections.defaultdict(set)
-    for t, v, p in query(wh, "SELECT identifier_type, identifier_value, profile_id FROM profile_identifiers"):  # fmt: skip
+    for t, v, p in query(config, "SELECT identifier_type, identifier_value, profile_id FROM profile_identifiers"):  # fmt: skip
         members[p].add((t, v))
     audit = [(a, b) for a, b in audit if a and b]
     component = union_find([*links, *audit])
